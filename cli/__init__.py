@@ -1,0 +1,1 @@
+"""``fanoctl``: the operator's command line, a thin layer over :mod:`shared.client`."""

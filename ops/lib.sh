@@ -1,0 +1,29 @@
+# Sourced by the ops/ scripts: one place that knows where the venv lives and how to fill it.
+set -euo pipefail
+FANO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FANO_VENV:-$FANO_ROOT/.venv}"
+PY="$VENV/bin/python"
+
+say() { printf '==> %s\n' "$*"; }
+
+# ensure_venv EXTRAS: create the venv if missing and install the project (editable) with EXTRAS.
+# Idempotent: pip is only run when pyproject.toml changed since the last successful install.
+ensure_venv() {
+  local extras="${1:-}" stamp want
+  if [ ! -x "$PY" ]; then
+    say "creating virtualenv in $VENV"
+    python3 -m venv "$VENV"
+  fi
+  want="$(sha256sum "$FANO_ROOT/pyproject.toml" | cut -c1-16)-${extras}"
+  stamp="$VENV/.fano-installed"
+  if [ -f "$stamp" ] && grep -qx -- "$want" "$stamp"; then
+    say "virtualenv up to date ($VENV)"
+    return
+  fi
+  say "installing fano${extras:+[$extras]} into $VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+  "$PY" -m pip install --quiet --disable-pip-version-check -e "$FANO_ROOT${extras:+[$extras]}" 2>&1 \
+    | grep -v "is ignored" || true
+  "$PY" -c "import zmq, lmdb, msgpack, click, supervisor" || { echo "install failed" >&2; exit 1; }
+  printf '%s\n' "$want" > "$stamp"
+}

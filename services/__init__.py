@@ -1,0 +1,1 @@
+"""Fano's supervised programs; run one with ``python -m services <program>``."""

@@ -1,0 +1,222 @@
+"""The broker's request engine, free of sockets: a batch of raw requests in, replies and events out.
+
+One batch is one LMDB write transaction (group commit). Each request runs in its own nested
+transaction, so a request that fails is rolled back alone while the rest of the batch commits.
+Replies are released only after the outer transaction has committed.
+
+Tests drive :meth:`BrokerCore.handle_batch` directly with a :class:`shared.clock.FakeClock`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import traceback
+from collections import Counter
+
+import lmdb
+import msgpack
+
+from shared import protocol
+from shared.clock import boot_id
+from shared.errors import ErrorCode, FanoError
+
+from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_tasks
+from services.broker import schema as S
+from services.broker.tx import Tx
+
+log = logging.getLogger("broker")
+
+HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **ops_kv.HANDLERS,
+            **ops_admin.HANDLERS}
+# commands that make the database grow: refused while the map is (nearly) full. Completions, failures,
+# cancels and reads keep working so that running work can finish and the operator can see what happens.
+GROWING = frozenset({"submit", "txn", "quota_set", "retry"})
+PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox
+
+
+class BrokerCore:
+    def __init__(self, storage: S.Storage, config, clock):
+        self.storage = storage
+        self.env = storage.env
+        self.config = config            # shared.config.Config
+        self.bcfg = config.broker
+        self.clock = clock
+        self.errors: Counter = Counter()
+        self.requests = 0
+        self.batches = 0
+        self.map_full = False           # set by a real MDB_MAP_FULL; cleared when the map grows
+        self.map_used = 0
+        self.started = clock.mono()
+        self._last_prune = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def startup(self) -> list[dict]:
+        """Start-of-life sweep: void leases from before a reboot, expire overdue ones, load config quotas."""
+        with self.env.begin(write=True) as txn:
+            tx = self._tx(txn)
+            current = boot_id()
+            previous = tx.get("meta", b"boot_id")
+            if previous is not None and previous != current:
+                # CLOCK_MONOTONIC restarted with the machine, so stored deadlines mean nothing, and every
+                # worker that held a lease died with the old boot: expire them all
+                n = ops_lease.expire_leases(tx, everything=True)
+                log.warning("machine rebooted since last run: expired %d lease(s)", n)
+            tx.put("meta", b"boot_id", current)
+            n = ops_lease.expire_leases(tx)
+            if n:
+                log.info("expired %d overdue lease(s) at start", n)
+            ops_lease.promote_due(tx)
+            ops_quota.apply_config_quotas(tx, self.config.quotas)
+            events = tx.events
+        self._measure_map()
+        return events
+
+    def _tx(self, txn) -> Tx:
+        return Tx(self.storage, txn, self.bcfg, self.clock.world(), self.clock.mono())
+
+    def _measure_map(self) -> None:
+        with self.env.begin() as txn:
+            self.map_used = S.pages_in_use(self.storage, txn) * self.env.stat()["psize"]
+
+    @property
+    def map_size(self) -> int:
+        return self.env.info()["map_size"]
+
+    def nearly_full(self) -> bool:
+        return self.map_full or self.map_used > self.map_size - self.bcfg.headroom
+
+    def next_wakeup(self) -> tuple[float | None, float | None]:
+        with self.env.begin() as txn:
+            return ops_lease.next_wakeup(self._tx(txn))
+
+    # --- the batch ----------------------------------------------------------------------------------------
+
+    def handle_batch(self, messages: list[tuple[bytes, list[bytes]]]):
+        """Process ``[(identity, frames), ...]``; returns ``(replies, events, grow)``.
+
+        ``replies`` is ``[(identity, reply_frames), ...]``, to be sent only now that the batch committed.
+        ``grow`` lists pending ``grow_map`` requests: the server applies them with no transaction open
+        (:meth:`grow_map`) and then replies.
+        """
+        self.batches += 1
+        now, mono = self.clock.world(), self.clock.mono()
+        replies, events, grow = [], [], []
+        nearly_full = self.nearly_full()
+        try:
+            with self.env.begin(write=True) as outer:
+                events.extend(self._housekeeping(outer, now, mono))
+                for ident, frames in messages:
+                    self.requests += 1
+                    reply, evs = self._one(outer, ident, frames, now, mono, nearly_full, grow)
+                    if reply is not None:
+                        replies.append((ident, protocol.encode_reply(reply)))
+                    events.extend(evs)
+        except lmdb.MapFullError:
+            # the commit itself ran out of pages: nothing in this batch happened; say so to everyone
+            self.map_full = True
+            log.error("database map full at commit; batch of %d rolled back", len(messages))
+            err = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
+            self.errors[err.name] += len(messages)
+            return ([(i, protocol.encode_reply(protocol.error_reply(None, err))) for i, _ in messages], [], [])
+        if self.batches % 64 == 1 or nearly_full:
+            self._measure_map()
+        return replies, events, grow
+
+    def _housekeeping(self, outer, now, mono) -> list[dict]:
+        with self.env.begin(write=True, parent=outer) as txn:
+            tx = Tx(self.storage, txn, self.bcfg, now, mono)
+            ops_lease.expire_leases(tx)
+            ops_lease.promote_due(tx)
+            if mono - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = mono
+                ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention)
+            return tx.events
+
+    def _map_full_message(self) -> str:
+        return (f"database is full ({self.map_used / 2**20:.0f} MiB used of a {self.map_size / 2**20:.0f} MiB map, "
+                f"{self.bcfg.headroom / 2**20:.0f} MiB kept for running work): new work is refused; grow it with "
+                "`fanoctl admin grow-map SIZE` or raise broker.map_size and restart the broker")
+
+    def _one(self, outer, ident, frames, now, mono, nearly_full, grow):
+        try:
+            req = protocol.decode_request(frames)
+        except FanoError as exc:
+            self.errors[exc.name] += 1
+            return protocol.error_reply(exc.details.get("cid"), exc), []
+        if req.cmd == "grow_map":
+            grow.append((ident, req))
+            return None, []
+        fp = None
+        try:
+            with self.env.begin(write=True, parent=outer) as txn:
+                tx = Tx(self.storage, txn, self.bcfg, now, mono)
+                if req.rid is not None:
+                    fp = hashlib.blake2b(msgpack.packb([req.cmd, req.args], use_bin_type=True),
+                                         digest_size=16).digest()
+                    seen = tx.get("requests", req.rid.encode())
+                    if seen is not None:
+                        if seen["fp"] != fp:
+                            raise FanoError(ErrorCode.REQUEST_ID_REUSED,
+                                            f"request id {req.rid} was used for a different request")
+                        return protocol.Reply(cid=req.cid, ok=True, result=seen["reply"]), []
+                    if nearly_full and req.cmd in GROWING:
+                        raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
+                result = self._dispatch(tx, req)
+                if req.rid is not None:
+                    tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": result})
+                    tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
+                events = tx.events
+            return protocol.Reply(cid=req.cid, ok=True, result=result), events
+        except FanoError as exc:
+            self.errors[exc.name] += 1
+            return protocol.error_reply(req.cid, exc), []
+        except lmdb.MapFullError:
+            self.map_full = True
+            exc = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
+            self.errors[exc.name] += 1
+            return protocol.error_reply(req.cid, exc), []
+        except Exception as exc:  # a bug: roll back this request, keep serving the others
+            log.error("internal error in %s: %s\n%s", req.cmd, exc, traceback.format_exc())
+            err = FanoError(ErrorCode.INTERNAL, f"{req.cmd} failed inside the broker: {type(exc).__name__}: {exc}")
+            self.errors[err.name] += 1
+            return protocol.error_reply(req.cid, err), []
+
+    def _dispatch(self, tx: Tx, req: protocol.Request):
+        if req.cmd == "ping":
+            return {"version": protocol.VERSION, "pid": os.getpid(), "uptime": self.clock.mono() - self.started,
+                    "now": tx.now}
+        if req.cmd == "stats":
+            out = ops_admin.collect_stats(tx)
+            out["broker"] = self.runtime_stats(tx)
+            return out
+        return HANDLERS[req.cmd](tx, **req.args)
+
+    def runtime_stats(self, tx: Tx) -> dict:
+        return {"pid": os.getpid(), "uptime": self.clock.mono() - self.started, "requests": self.requests,
+                "batches": self.batches, "mean_batch": round(self.requests / max(1, self.batches), 2),
+                "errors": dict(self.errors), "map_size": self.map_size, "map_used": self.map_used,
+                "map_full": self.nearly_full(), "last_event_seq": tx.peek_counter("event_seq")}
+
+    # --- map growth ---------------------------------------------------------------------------------------
+
+    def grow_map(self, req: protocol.Request) -> protocol.Reply:
+        """Grow the LMDB map. Must be called with no transaction open in this process."""
+        size = req.args["size"]
+        current = self.map_size
+        if size <= current:
+            err = FanoError(ErrorCode.BAD_ARGUMENT, f"new map size {size} must exceed the current {current}")
+            self.errors[err.name] += 1
+            return protocol.error_reply(req.cid, err)
+        self.env.set_mapsize(size)
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.put(b"map_size", protocol.pack_value(size), db=self.storage.dbs["meta"])
+        except lmdb.MapFullError:  # pragma: no cover - the map was just grown
+            pass
+        self.map_full = False
+        self._measure_map()
+        log.info("map grown from %d to %d bytes", current, size)
+        return protocol.Reply(cid=req.cid, ok=True, result={"map_size": self.map_size, "previous": current,
+                                                             "map_used": self.map_used})

@@ -1,0 +1,129 @@
+"""Module transactions (DESIGN.md §9): domain writes, follow-up submissions and result acks, atomically.
+
+``txn`` arguments: ``module`` (the namespace) and ``ops``, a list applied in order, all or nothing::
+
+    {"op": "put",    "key": str, "value": any, "if_version": int}   # if_version optional; 0 = must not exist
+    {"op": "delete", "key": str, "if_version": int}                 # if_version optional
+    {"op": "check",  "key": str, "if_version": int}                 # assert only (0 = absent)
+    {"op": "submit", "task": {...}, "force": bool}                  # submit-if-absent, as ``submit``
+    {"op": "ack",    "task_id": int}                                # mark a settled task's result consumed
+
+Every key holds ``{"v": version, "value": ...}``; versions start at 1 and grow by one per put.
+
+Reply: ``{"applied": true, "results": [...one per op...]}``. If any ``ack`` names a task that was
+already consumed, the whole transaction is a no-op and the reply is ``{"applied": false, "reason":
+"already consumed", "task_id": id}`` — this is what makes replaying a result harmless. A failed
+condition raises ``CONDITION_FAILED`` (nothing applied) with the op index and the current version.
+"""
+from __future__ import annotations
+
+from shared.errors import ErrorCode, FanoError, bad_argument
+
+from services.broker import schema as S
+from services.broker import states as st
+from services.broker.ops_tasks import check_name, submit_task
+from services.broker.tx import Tx
+
+MAX_OPS = 500
+MAX_KEY_BYTES = 400
+
+
+def _key(module: str, key) -> bytes:
+    if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > MAX_KEY_BYTES:
+        raise bad_argument(f"kv key must be a non-empty string of at most {MAX_KEY_BYTES} bytes without NUL")
+    return S.kv_key(module, key)
+
+
+def _version_ok(tx: Tx, module: str, op: dict, index: int) -> dict | None:
+    current = tx.get("kv", _key(module, op["key"]))
+    want = op.get("if_version")
+    if want is None:
+        return current
+    if not isinstance(want, int) or isinstance(want, bool) or want < 0:
+        raise bad_argument(f"ops[{index}].if_version must be a non-negative integer")
+    have = current["v"] if current else 0
+    if have != want:
+        raise FanoError(ErrorCode.CONDITION_FAILED, f"ops[{index}] {op['op']} {op['key']!r}: version is {have}, "
+                        f"expected {want}", {"index": index, "key": op["key"], "version": have})
+    return current
+
+
+def op_txn(tx: Tx, module: str, ops: list):
+    check_name(module, "module")
+    if not ops or len(ops) > MAX_OPS:
+        raise bad_argument(f"ops must hold 1..{MAX_OPS} operations")
+    # acks first: a replayed result must not apply anything at all
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or op.get("op") not in ("put", "delete", "check", "submit", "ack"):
+            raise bad_argument(f"ops[{i}] must be a map with op in put/delete/check/submit/ack")
+        if op["op"] == "ack":
+            tid = op.get("task_id")
+            if not isinstance(tid, int) or isinstance(tid, bool):
+                raise bad_argument(f"ops[{i}].task_id must be an integer")
+            task = tx.task(tid)
+            if task.get("consumed"):
+                return {"applied": False, "reason": "already consumed", "task_id": tid}
+            if task["state"] not in st.SETTLED:
+                raise FanoError(ErrorCode.INVALID_STATE, f"ops[{i}]: task {tid} is {task['state']}; only DONE, "
+                                "PARKED or CANCELLED tasks can be acked", {"index": i, "id": tid})
+    results = []
+    for i, op in enumerate(ops):
+        kind = op["op"]
+        if kind in ("put", "delete", "check"):
+            unknown = set(op) - {"op", "key", "value", "if_version"}
+            if unknown:
+                raise bad_argument(f"ops[{i}]: unknown field(s) {sorted(map(str, unknown))}")
+            current = _version_ok(tx, module, op, i)
+            key = _key(module, op["key"])
+            if kind == "put":
+                version = (current["v"] if current else 0) + 1
+                tx.put("kv", key, {"v": version, "value": op.get("value")})
+                results.append({"key": op["key"], "version": version})
+            elif kind == "delete":
+                results.append({"key": op["key"], "deleted": tx.delete("kv", key)})
+            else:
+                results.append({"key": op["key"], "version": current["v"] if current else 0})
+        elif kind == "submit":
+            spec = op.get("task")
+            if not isinstance(spec, dict):
+                raise bad_argument(f"ops[{i}].task must be a map")
+            out = submit_task(tx, spec, bool(op.get("force", False)))
+            results.append({"id": out["task"]["id"], "created": out["created"], "requeued": out["requeued"],
+                            "state": out["task"]["state"]})
+        else:
+            task = tx.task(op["task_id"])
+            task["consumed"] = True
+            tx.save(task)
+            tx.emit("task.consumed", id=task["id"], module=task["module"], by=module)
+            results.append({"acked": task["id"]})
+    return {"applied": True, "results": results}
+
+
+def op_kv_get(tx: Tx, module: str, key: str):
+    check_name(module, "module")
+    rec = tx.get("kv", _key(module, key))
+    return None if rec is None else {"key": key, "version": rec["v"], "value": rec["value"]}
+
+
+def op_kv_scan(tx: Tx, module: str, prefix: str, after, limit: int):
+    check_name(module, "module")
+    if not 1 <= limit <= 1000:
+        raise bad_argument("limit must be in [1, 1000]", field="limit")
+    base = S.kv_prefix(module)
+    full_prefix = base + prefix.encode()
+    cur = tx.cursor("kv")
+    start = base + after.encode() + b"\x00" if after else full_prefix
+    ok = cur.set_range(start)
+    items, last = [], None
+    while ok and cur.key().startswith(full_prefix):
+        key = bytes(cur.key())[len(base):].decode()
+        rec = tx.get("kv", bytes(cur.key()))
+        items.append({"key": key, "version": rec["v"], "value": rec["value"]})
+        last = key
+        if len(items) >= limit:
+            break
+        ok = cur.next()
+    return {"items": items, "next": last if len(items) >= limit else None}
+
+
+HANDLERS = {"txn": op_txn, "kv_get": op_kv_get, "kv_scan": op_kv_scan}

@@ -1,0 +1,309 @@
+"""Leases: lease, renew, complete, fail, refuse — and the sweeps of expired leases and due tasks.
+
+Lease reply::
+
+    {"task": {...task record...} | None, "epoch": int, "mode": "standard"|"deep", "ttl": float,
+     "reason": str}            # when task is None: why nothing could be leased (for "queue why")
+
+Every write a worker makes about a leased task carries ``(id, epoch)``; a task that is no longer
+RUNNING at that epoch answers ``STALE_EPOCH`` (a zombie worker can never complete a task twice).
+
+``fail`` error classes (DESIGN.md §10) and what the broker does:
+
+=========  ==========================================================================================
+transient  retry with exponential backoff (``retry_after`` overrides it), PARKED after max_attempts;
+           the quota unit is refunded when ``sent`` is false
+unknown    like transient, but the quota unit always stays counted (the provider may have served it)
+quota      the provider refused for quota: no attempt burned, unit refunded, the account cools down
+           for that mode until ``retry_after`` (same as ``refuse``)
+auth       no attempt burned, the account is paused for the operator, unit refunded unless sent
+terminal   PARKED at once with the error; unit refunded when not sent
+=========  ==========================================================================================
+"""
+from __future__ import annotations
+
+from shared.errors import ErrorCode, FanoError, bad_argument
+
+from services.broker import ops_quota as quota
+from services.broker import schema as S
+from services.broker import states as st
+from services.broker.ops_tasks import MODES, check_name, public
+from services.broker.tx import Tx
+
+LEASE_SCAN_LIMIT = 2000   # ready tasks examined per lease before answering "nothing fits"
+SWEEP_LIMIT = 1000        # expired leases / due tasks handled per batch (the rest next batch)
+
+
+class _Fit:
+    """Per-lease cache of admission answers, so a scan checks each (mode, module) quota once."""
+
+    def __init__(self, tx: Tx, worker: dict):
+        self.tx = tx
+        self.worker = worker
+        self.cache: dict = {}
+
+    def admit(self, mode: str, module: str):
+        key = (mode, module)
+        if key not in self.cache:
+            self.cache[key] = quota.admission(self.tx, self.worker["account"], mode, module)
+        return self.cache[key]
+
+    def mode_for(self, task: dict) -> tuple[str | None, str]:
+        """The mode this worker would run the task in, or (None, reason it cannot)."""
+        w, req = self.worker, task.get("requires") or {}
+        if w["modules"] is not None and task["module"] not in w["modules"]:
+            return None, f"worker takes modules {w['modules']}"
+        allowed = req.get("backends")
+        if allowed and w["account"] not in allowed and w["backend"] not in allowed:
+            return None, f"task allows backends {allowed}"
+        if req.get("account") and req["account"] != w["account"]:
+            return None, f"task is bound to account {req['account']}"
+        conv = req.get("conversation")
+        if conv:
+            rec = self.tx.get("conversations", conv.encode()) or {}
+            if rec.get("account") and rec["account"] != w["account"]:
+                return None, f"conversation {conv} lives on account {rec['account']}"
+            if rec.get("inflight") not in (None, task["id"]):
+                return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
+        wanted = req.get("mode", "standard")
+        candidates = [wanted] + (["standard"] if wanted == "deep" and req.get("deep_fallback") else [])
+        reasons = []
+        for mode in candidates:
+            if mode not in w["modes"]:
+                reasons.append(f"worker has no {mode} mode")
+                continue
+            ok, why, _ = self.admit(mode, task["module"])
+            if ok:
+                return mode, ""
+            reasons.append(why)
+        return None, "; ".join(reasons)
+
+
+def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl, modules) -> dict:
+    if not isinstance(worker, str) or not worker or len(worker) > 128:
+        raise bad_argument("worker must be a non-empty name", field="worker")
+    check_name(account, "account")
+    if not isinstance(modes, (list, tuple)) or not modes or any(m not in MODES for m in modes):
+        raise bad_argument(f"modes must be a non-empty list drawn from {MODES}", field="modes")
+    if not 0 < ttl <= tx.config.max_lease_ttl:
+        raise bad_argument(f"ttl must be in (0, {tx.config.max_lease_ttl:g}] seconds", field="ttl")
+    if modules is not None and not all(isinstance(m, str) for m in modules):
+        raise bad_argument("modules must be a list of module names", field="modules")
+    return {"worker": worker, "account": account, "backend": backend or "", "modes": list(modes),
+            "modules": list(modules) if modules is not None else None}
+
+
+def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
+    w = _checked_worker(tx, worker, account, backend, modes, float(ttl), modules)
+    acct = quota.get_account(tx, account)
+    if acct.get("paused"):
+        return {"task": None, "reason": f"account {account} is paused: {acct.get('pause_reason', '')}"}
+    fit = _Fit(tx, w)
+    if task_id is not None:
+        task = tx.task(task_id)
+        if task["state"] != st.PENDING:
+            return {"task": None, "reason": f"task {task_id} is {task['state']}"}
+        if (task.get("not_before") or 0) > tx.now:
+            return {"task": None, "reason": f"task {task_id} waits until {task['not_before']:.0f} (backoff)"}
+        mode, why = fit.mode_for(task)
+        if mode is None:
+            return {"task": None, "reason": why}
+        return _grant(tx, task, w, mode, float(ttl))
+    cur = tx.cursor("ready")
+    reasons = {}
+    for n, key in enumerate(cur.iternext(keys=True, values=False)):
+        if n >= LEASE_SCAN_LIMIT:
+            break
+        task = tx.task(S.ready_key_id(key))
+        mode, why = fit.mode_for(task)
+        if mode is not None:
+            return _grant(tx, task, w, mode, float(ttl))
+        reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return {"task": None, "reason": "no runnable task"}
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+    return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top)}
+
+
+def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float) -> dict:
+    epoch = task["epoch"] + 1
+    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
+    charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
+    task["epoch"] = epoch
+    task["attempts"] += 1
+    task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,
+                     "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": charges}
+    task["charged"] = task.get("charged", 0) + (1 if charges else 0)
+    conv = (task.get("requires") or {}).get("conversation")
+    if conv:
+        rec = tx.get("conversations", conv.encode()) or {"account": None, "inflight": None, "turns": 0}
+        rec["account"] = rec.get("account") or w["account"]
+        rec["inflight"] = task["id"]
+        tx.put("conversations", conv.encode(), rec)
+    tx.move(task, st.RUNNING, f"leased to {w['worker']}", worker=w["worker"], account=w["account"], mode=mode)
+    return {"task": public(task, tx.mono), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
+
+
+def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
+    task = tx.task(task_id)
+    if task["state"] != st.RUNNING or task["epoch"] != epoch:
+        raise FanoError(ErrorCode.STALE_EPOCH, f"lease {task_id}@{epoch} is void: task is {task['state']} "
+                        f"at epoch {task['epoch']}", {"id": task_id, "state": task["state"], "epoch": task["epoch"]})
+    return task
+
+
+def _end_conversation_turn(tx: Tx, task: dict, done: bool) -> None:
+    conv = (task.get("requires") or {}).get("conversation")
+    if not conv:
+        return
+    rec = tx.get("conversations", conv.encode())
+    if rec and rec.get("inflight") == task["id"]:
+        rec["inflight"] = None
+        rec["turns"] = rec.get("turns", 0) + (1 if done else 0)
+        tx.put("conversations", conv.encode(), rec)
+
+
+def _refund(tx: Tx, task: dict) -> None:
+    charges = (task.get("lease") or {}).get("charges") or []
+    if charges:
+        quota.refund(tx, charges)
+        task["charged"] = task.get("charged", 0) - 1
+        task["lease"]["charges"] = []
+
+
+def _backoff(tx: Tx, attempts: int) -> float:
+    return min(tx.config.backoff_max, tx.config.backoff_base * (2 ** max(0, attempts - 1)))
+
+
+def _retry_or_park(tx: Tx, task: dict, why: str, retry_after: float | None = None) -> None:
+    _end_conversation_turn(tx, task, done=False)
+    if task["attempts"] >= task["max_attempts"]:
+        tx.move(task, st.PARKED, f"{why}; attempts exhausted ({task['attempts']}/{task['max_attempts']})")
+        return
+    delay = retry_after if retry_after is not None else _backoff(tx, task["attempts"])
+    task["not_before"] = tx.now + max(0.0, delay)
+    tx.move(task, st.PAUSED if task.get("pause_requested") else st.PENDING, why)
+
+
+def _back_to_queue(tx: Tx, task: dict, why: str) -> None:
+    """RUNNING -> PENDING without burning the attempt (quota refusal, auth)."""
+    task["attempts"] = max(0, task["attempts"] - 1)
+    _end_conversation_turn(tx, task, done=False)
+    tx.move(task, st.PAUSED if task.get("pause_requested") else st.PENDING, why)
+
+
+def op_renew(tx: Tx, id: int, epoch: int, ttl: float):
+    if not 0 < ttl <= tx.config.max_lease_ttl:
+        raise bad_argument(f"ttl must be in (0, {tx.config.max_lease_ttl:g}]", field="ttl")
+    task = _leased(tx, id, epoch)
+    tx.reindex(task, deadline=tx.mono + ttl)
+    return {"id": id, "epoch": epoch, "deadline_in": ttl, "pause_requested": bool(task.get("pause_requested"))}
+
+
+def op_complete(tx: Tx, id: int, epoch: int, result):
+    task = _leased(tx, id, epoch)
+    task["result"] = result
+    task["error"] = None
+    _end_conversation_turn(tx, task, done=True)
+    tx.move(task, st.DONE, f"completed by {task['lease']['worker']}")
+    return {"id": id, "epoch": epoch, "state": st.DONE}
+
+
+def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: bool, retry_after):
+    if error_class not in st.ERROR_CLASSES:
+        raise bad_argument(f"error_class must be one of {', '.join(st.ERROR_CLASSES)}", field="error_class")
+    task = _leased(tx, id, epoch)
+    lease = task["lease"]
+    task["error"] = {"class": error_class, "message": message[:2000], "at": tx.now,
+                     "worker": lease["worker"], "account": lease["account"], "sent": sent}
+    if error_class == "quota":
+        return _quota_refusal(tx, task, retry_after, message)
+    if error_class != "unknown" and not sent:
+        _refund(tx, task)
+    why = f"{error_class} error on {lease['account']}: {message[:200]}"
+    if error_class == "terminal":
+        _end_conversation_turn(tx, task, done=False)
+        tx.move(task, st.PARKED, why)
+    elif error_class == "auth":
+        quota.pause_account(tx, lease["account"], f"auth failure: {message[:200]}")
+        _back_to_queue(tx, task, why)
+    else:
+        _retry_or_park(tx, task, why, retry_after)
+    return {"id": id, "epoch": epoch, "state": task["state"], "not_before": task["not_before"]}
+
+
+def _quota_refusal(tx: Tx, task: dict, until, message: str) -> dict:
+    lease = task["lease"]
+    _refund(tx, task)
+    if until is None or until <= tx.now:
+        until = tx.now + quota.DEFAULT_COOLDOWN
+    quota.set_cooldown(tx, lease["account"], lease["mode"], until, message or "provider refused for quota")
+    _back_to_queue(tx, task, f"quota refusal on {lease['account']} {lease['mode']} until {until:.0f}")
+    return {"id": task["id"], "epoch": task["epoch"], "state": task["state"], "cooldown_until": until}
+
+
+def op_refuse(tx: Tx, id: int, epoch: int, until, message: str):
+    task = _leased(tx, id, epoch)
+    task["error"] = {"class": "quota", "message": message[:2000], "at": tx.now,
+                     "worker": task["lease"]["worker"], "account": task["lease"]["account"], "sent": True}
+    return _quota_refusal(tx, task, until, message)
+
+
+# --- sweeps (run by the broker before each batch, and at start) -----------------------------------------
+
+def expire_leases(tx: Tx, everything: bool = False) -> int:
+    """RUNNING tasks whose lease deadline passed go back to PENDING (backoff) or PARKED.
+
+    The quota unit stays counted: the worker may have sent the request before it died.
+    """
+    cur = tx.cursor("leases")
+    limit_us = S.us(tx.mono)
+    due = []
+    for key, raw_epoch in cur:
+        deadline, tid = S.time_id_split(bytes(key))
+        if (deadline > limit_us and not everything) or len(due) >= SWEEP_LIMIT:
+            break
+        due.append((tid, S.from_u64(bytes(raw_epoch))))
+    for tid, epoch in due:
+        task = tx.task(tid)
+        if task["state"] != st.RUNNING or task["epoch"] != epoch:
+            continue
+        lease = task["lease"]
+        task["error"] = {"class": "expired", "message": f"lease of {lease['worker']} expired", "at": tx.now,
+                         "worker": lease["worker"], "account": lease["account"], "sent": None}
+        _retry_or_park(tx, task, f"lease of {lease['worker']} expired")
+    return len(due)
+
+
+def promote_due(tx: Tx) -> int:
+    """Delayed PENDING tasks whose not_before has come move to the ready index (and say so)."""
+    cur = tx.cursor("delayed")
+    limit_ms = S.ms(tx.now)
+    due = []
+    for key in cur.iternext(keys=True, values=False):
+        nb, tid = S.time_id_split(bytes(key))
+        if nb > limit_ms or len(due) >= SWEEP_LIMIT:
+            break
+        due.append(tid)
+    for tid in due:
+        task = tx.task(tid)
+        tx.reindex(task)  # index() files it under ready now that not_before <= now
+        tx.emit("task.due", id=tid, module=task["module"], kind=task["kind"])
+    return len(due)
+
+
+def next_wakeup(tx: Tx) -> tuple[float | None, float | None]:
+    """(first lease deadline on the monotonic clock, first not_before in world time) or None."""
+    lease = delayed = None
+    cur = tx.cursor("leases")
+    if cur.first():
+        lease = S.time_id_split(bytes(cur.key()))[0] / 1_000_000
+    cur = tx.cursor("delayed")
+    if cur.first():
+        delayed = S.time_id_split(bytes(cur.key()))[0] / 1000
+    return lease, delayed
+
+
+HANDLERS = {
+    "lease": op_lease, "renew": op_renew, "complete": op_complete, "fail": op_fail, "refuse": op_refuse,
+}

@@ -1,0 +1,270 @@
+"""Task commands: submit, get, list, cancel, pause, resume, retry, set_priority.
+
+Task fields accepted by ``submit`` (``args.task``)::
+
+    key           str, required   idempotency key, permanent (<= 400 bytes, no NUL)
+    module        str, required   owner module, e.g. "explorer" ([a-z0-9][a-z0-9_.-]*)
+    kind          str, required   e.g. "explorer.explore", "ask"
+    payload       any             ids and parameters, not objects (default {})
+    priority      int             base priority, higher first (default 50, |p| <= 1e6)
+    max_attempts  int             1..100 (default from config)
+    not_before    float           world time before which the task is not leased
+    requires      map             {"backends": [account or backend kind, ...], "mode": "standard"|"deep",
+                                   "deep_fallback": bool, "account": str, "conversation": str}
+    attrs         map             free-form scheduling hints (seed priority, comment boost, ...)
+
+A task record as returned by ``get``/``list`` holds these plus ``id``, ``state``, ``attempts``,
+``epoch``, ``created``, ``updated``, ``lease`` ({worker, account, mode, deadline_in, granted_at}),
+``result``, ``error`` ({class, message, at}), ``consumed``, ``parked_at``, ``history`` (transitions).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import msgpack
+
+from shared.errors import ErrorCode, FanoError, bad_argument
+
+from services.broker import schema as S
+from services.broker import states as st
+from services.broker.tx import Tx
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+TASK_FIELDS = {"key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires", "attrs"}
+REQUIRE_FIELDS = {"backends": list, "mode": str, "deep_fallback": bool, "account": str, "conversation": str}
+MODES = ("standard", "deep")
+LIST_SCAN_LIMIT = 20_000
+
+
+def check_name(value, what: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise bad_argument(f"{what} must match {NAME.pattern}, got {value!r}", field=what)
+    return value
+
+
+def _canonical(obj):
+    if isinstance(obj, dict):
+        return [[_canonical(k), _canonical(v)] for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))]
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(x) for x in obj]
+    return obj
+
+
+def fingerprint(module: str, kind: str, payload, requires) -> str:
+    """Hash of what the task asks for; key order in maps does not matter."""
+    blob = msgpack.packb(_canonical([module, kind, payload, requires]), use_bin_type=True)
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def validate_task(spec: dict, config) -> dict:
+    unknown = set(spec) - TASK_FIELDS
+    if unknown:
+        raise bad_argument(f"unknown task field(s): {sorted(map(str, unknown))}")
+    key = spec.get("key")
+    if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > 400:
+        raise bad_argument("task key must be a non-empty string of at most 400 bytes without NUL", field="key")
+    module = check_name(spec.get("module"), "module")
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or not kind or len(kind) > 128:
+        raise bad_argument("task kind must be a non-empty string (<= 128 chars)", field="kind")
+    priority = spec.get("priority", 50)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not S.PRIO_MIN <= priority <= S.PRIO_MAX:
+        raise bad_argument(f"priority must be an integer in [{S.PRIO_MIN}, {S.PRIO_MAX}]", field="priority")
+    max_attempts = spec.get("max_attempts", config.default_max_attempts)
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 100:
+        raise bad_argument("max_attempts must be an integer in [1, 100]", field="max_attempts")
+    not_before = spec.get("not_before")
+    if not_before is not None and (not isinstance(not_before, (int, float)) or isinstance(not_before, bool)):
+        raise bad_argument("not_before must be a number (world time, seconds)", field="not_before")
+    requires = spec.get("requires") or {}
+    if not isinstance(requires, dict):
+        raise bad_argument("requires must be a map", field="requires")
+    for name, value in requires.items():
+        want = REQUIRE_FIELDS.get(name)
+        if want is None:
+            raise bad_argument(f"unknown requirement {name!r}", field="requires")
+        if not isinstance(value, want) or (want is list and not all(isinstance(x, str) for x in value)):
+            raise bad_argument(f"requires.{name} must be {want.__name__}", field="requires")
+    if requires.get("mode", "standard") not in MODES:
+        raise bad_argument(f"requires.mode must be one of {MODES}", field="requires")
+    attrs = spec.get("attrs") or {}
+    if not isinstance(attrs, dict):
+        raise bad_argument("attrs must be a map", field="attrs")
+    payload = spec.get("payload", {})
+    return {"key": key, "module": module, "kind": kind, "payload": payload, "priority": priority,
+            "max_attempts": max_attempts, "not_before": float(not_before or 0), "requires": requires,
+            "attrs": attrs, "fp": fingerprint(module, kind, payload, requires)}
+
+
+def submit_task(tx: Tx, spec: dict, force: bool = False) -> dict:
+    """Submit-if-absent. Returns {"task", "created", "requeued"}; shared by ``submit`` and ``txn``."""
+    clean = validate_task(spec, tx.config)
+    key_b = clean["key"].encode()
+    existing = tx.get_raw("keys", key_b)
+    if existing is not None:
+        task = tx.task(S.from_u64(existing))
+        if task["fp"] != clean["fp"]:
+            raise FanoError(ErrorCode.KEY_CONFLICT, f"key {clean['key']!r} belongs to task {task['id']} "
+                            "with a different payload", {"id": task["id"], "key": clean["key"]})
+        if task["state"] == st.PARKED:
+            recent = tx.now - (task.get("parked_at") or 0) < tx.config.parked_key_window
+            if recent and not force:
+                raise FanoError(ErrorCode.KEY_PARKED, f"key {clean['key']!r} (task {task['id']}) was parked "
+                                f"{tx.now - task['parked_at']:.0f}s ago: {(task.get('error') or {}).get('message', '')}"
+                                " — resubmit with force to retry", {"id": task["id"], "key": clean["key"]})
+            _requeue(tx, task, "resubmitted" + (" (forced)" if recent else ""), reset_attempts=True)
+            return {"task": task, "created": False, "requeued": True}
+        return {"task": task, "created": False, "requeued": False}
+    tid = tx.counter("task_id")
+    task = dict(clean, id=tid, attempts=0, epoch=0, created=tx.now, updated=tx.now, lease=None, result=None,
+                error=None, consumed=False, parked_at=None)
+    tx.put_raw("keys", key_b, S.u64(tid))
+    tx.insert(task, "submitted")
+    return {"task": task, "created": True, "requeued": False}
+
+
+def _requeue(tx: Tx, task: dict, why: str, reset_attempts: bool) -> None:
+    if reset_attempts:
+        task["attempts"] = 0
+    task["not_before"] = 0.0
+    task["consumed"] = False
+    tx.move(task, st.PENDING, why)
+
+
+def public(task: dict, mono: float, history: bool = True) -> dict:
+    """The task as clients see it: monotonic deadlines become 'seconds left'."""
+    out = {k: v for k, v in task.items() if k not in ("queue", "fp") and (history or k != "history")}
+    lease = task.get("lease")
+    if lease:
+        out["lease"] = {k: v for k, v in lease.items() if k not in ("deadline", "charges")}
+        out["lease"]["deadline_in"] = round(lease["deadline"] - mono, 3)
+    return out
+
+
+# --- handlers ------------------------------------------------------------------------------------------
+
+def op_submit(tx: Tx, task: dict, force: bool):
+    if not isinstance(task, dict):
+        raise bad_argument("task must be a map")
+    out = submit_task(tx, task, force)
+    out["task"] = public(out["task"], tx.mono)
+    return out
+
+
+def op_get(tx: Tx, id: int, history: bool):
+    return public(tx.task(id), tx.mono, history)
+
+
+def op_list(tx: Tx, state, module, kind, after, limit):
+    if state is not None and state not in st.STATES:
+        raise bad_argument(f"state must be one of {', '.join(st.STATES)}", field="state")
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise bad_argument("limit must be in [1, 1000]", field="limit")
+    tasks, last, scanned = [], None, 0
+    start = (after or 0) + 1
+    if state is not None:
+        prefix = S.state_prefix(state)
+        cur = tx.cursor("by_state")
+
+        def by_state():
+            ok = cur.set_range(prefix + S.u64(start))
+            while ok and cur.key().startswith(prefix):
+                yield tx.task(S.from_u64(cur.key()[len(prefix):]))
+                ok = cur.next()
+        source = by_state()
+    else:
+        cur = tx.cursor("tasks")
+        cur.set_range(S.u64(start))
+        source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False))
+    more = False
+    for task in source:
+        scanned += 1
+        last = task["id"]
+        if (module is None or task["module"] == module) and (kind is None or task["kind"] == kind):
+            tasks.append(public(task, tx.mono, history=False))
+        if len(tasks) >= limit or scanned >= LIST_SCAN_LIMIT:
+            more = True  # a filtered page stops after a bounded scan; the caller pages on with "next"
+            break
+    return {"tasks": tasks, "next": last if more else None}
+
+
+def op_cancel(tx: Tx, id: int, reason: str):
+    task = tx.task(id)
+    if task["state"] in st.FINAL:
+        raise FanoError(ErrorCode.INVALID_STATE, f"task {id} is already {task['state']}",
+                        {"id": id, "state": task["state"]})
+    was_running = task["state"] == st.RUNNING
+    if was_running:
+        # the request may be in flight: its quota unit stays counted; the worker learns from the event
+        task["error"] = {"class": "cancelled", "message": reason or "cancelled by operator", "at": tx.now}
+    _release_conversation(tx, task)
+    tx.move(task, st.CANCELLED, reason or "cancelled by operator", worker=(task.get("lease") or {}).get("worker"))
+    return public(task, tx.mono)
+
+
+def op_pause(tx: Tx, id: int):
+    task = tx.task(id)
+    if task["state"] == st.RUNNING:
+        # an in-flight request is not interrupted by a pause; the task pauses when its lease ends
+        task["pause_requested"] = True
+        tx.save(task)
+        return public(task, tx.mono)
+    if task["state"] != st.PENDING:
+        raise FanoError(ErrorCode.INVALID_STATE, f"only PENDING or RUNNING tasks can be paused; task {id} is "
+                        f"{task['state']}", {"id": id, "state": task["state"]})
+    tx.move(task, st.PAUSED, "paused by operator")
+    return public(task, tx.mono)
+
+
+def op_resume(tx: Tx, id: int):
+    task = tx.task(id)
+    if task["state"] == st.RUNNING and task.get("pause_requested"):
+        task["pause_requested"] = False
+        tx.save(task)
+        return public(task, tx.mono)
+    if task["state"] != st.PAUSED:
+        raise FanoError(ErrorCode.INVALID_STATE, f"task {id} is {task['state']}, not PAUSED",
+                        {"id": id, "state": task["state"]})
+    task["pause_requested"] = False
+    tx.move(task, st.PENDING, "resumed by operator")
+    return public(task, tx.mono)
+
+
+def op_retry(tx: Tx, id: int, reset_attempts: bool):
+    task = tx.task(id)
+    if task["state"] != st.PARKED:
+        raise FanoError(ErrorCode.INVALID_STATE, f"only PARKED tasks can be retried; task {id} is {task['state']}",
+                        {"id": id, "state": task["state"]})
+    if not reset_attempts and task["attempts"] >= task["max_attempts"]:
+        task["max_attempts"] = task["attempts"] + 1
+    _requeue(tx, task, "retried by operator", reset_attempts)
+    return public(task, tx.mono)
+
+
+def op_set_priority(tx: Tx, id: int, priority: int):
+    if not S.PRIO_MIN <= priority <= S.PRIO_MAX:
+        raise bad_argument(f"priority must be in [{S.PRIO_MIN}, {S.PRIO_MAX}]", field="priority")
+    task = tx.task(id)
+    if task["state"] in st.FINAL:
+        raise FanoError(ErrorCode.INVALID_STATE, f"task {id} is {task['state']}", {"id": id})
+    old = task["priority"]
+    tx.reindex(task, priority=priority)
+    tx.emit("task.priority", id=id, module=task["module"], priority=priority, prev=old)
+    return public(task, tx.mono)
+
+
+def _release_conversation(tx: Tx, task: dict) -> None:
+    conv = (task.get("requires") or {}).get("conversation")
+    if not conv:
+        return
+    rec = tx.get("conversations", conv.encode())
+    if rec and rec.get("inflight") == task["id"]:
+        rec["inflight"] = None
+        tx.put("conversations", conv.encode(), rec)
+
+
+HANDLERS = {
+    "submit": op_submit, "get": op_get, "list": op_list, "cancel": op_cancel, "pause": op_pause,
+    "resume": op_resume, "retry": op_retry, "set_priority": op_set_priority,
+}

@@ -1,0 +1,198 @@
+"""The broker's LMDB layout: every sub-database, its key encoding and value encoding, and the version.
+
+All multi-byte integers in keys are big-endian so that LMDB's byte order is numeric order. Strings in
+composite keys are UTF-8 separated by NUL (names are validated to contain no NUL). Values are msgpack
+(:func:`shared.protocol.pack_value`) unless noted.
+
+=================  =====================================================  ==============================
+sub-database       key                                                    value
+=================  =====================================================  ==============================
+meta               ascii name                                             msgpack (counters, versions)
+tasks              u64 task id                                            msgpack task record
+keys               utf-8 idempotency key                                  u64 task id
+ready              u32 (PRIO_BIAS - priority) . u64 id                     empty: PENDING and due
+delayed            u64 not_before (world ms) . u64 id                     empty: PENDING, not yet due
+leases             u64 deadline (monotonic us) . u64 id                   u64 epoch: RUNNING
+by_state           state . NUL . u64 id                                   empty
+counts             state . NUL . module                                   u64 count
+requests           utf-8 request id                                       msgpack {ts, fp, reply}
+requests_ts        u64 world ms . utf-8 request id                        empty (for pruning)
+quota_specs        account . NUL . mode                                   msgpack {windows, source, ...}
+quota_usage        account . NUL . mode . NUL . slot . NUL . u64 ms       msgpack {total, by_module}
+quota_entries      account . NUL . mode . NUL . slot . NUL . u64 ms .     utf-8 module (rolling windows)
+                   u64 id . u32 epoch
+accounts           utf-8 account                                          msgpack {paused, cooldowns...}
+conversations      utf-8 conversation id                                  msgpack {account, inflight}
+kv                 module . NUL . utf-8 key                               msgpack {v: version, value}
+events             u64 seq                                                msgpack event
+=================  =====================================================  ==============================
+
+``SCHEMA_VERSION`` is stored in ``meta``; a broker refuses to open a database with a newer version and
+migrates older ones in :func:`open_env` (there is only version 1 so far).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import lmdb
+
+from shared.protocol import pack_value, unpack_value
+
+SCHEMA_VERSION = 1
+
+DATABASES = (
+    "meta", "tasks", "keys", "ready", "delayed", "leases", "by_state", "counts", "requests",
+    "requests_ts", "quota_specs", "quota_usage", "quota_entries", "accounts", "conversations", "kv",
+    "events",
+)
+
+PRIO_BIAS = 0x7FFFFFFF
+PRIO_MIN, PRIO_MAX = -1_000_000, 1_000_000
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_PRIO_ID = struct.Struct(">IQ")
+_U64_U64 = struct.Struct(">QQ")
+SEP = b"\x00"
+
+
+class SchemaError(Exception):
+    """The database on disk cannot be used by this broker (newer schema)."""
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return _U64.unpack(b)[0]
+
+
+def ready_key(priority: int, task_id: int) -> bytes:
+    return _PRIO_ID.pack(PRIO_BIAS - priority, task_id)
+
+
+def ready_key_id(key: bytes) -> int:
+    return _PRIO_ID.unpack(key)[1]
+
+
+def time_id_key(t_units: int, task_id: int) -> bytes:
+    """delayed (world ms) and leases (monotonic us): ordered by time, then id."""
+    return _U64_U64.pack(max(0, t_units), task_id)
+
+
+def time_id_split(key: bytes) -> tuple[int, int]:
+    return _U64_U64.unpack(key)
+
+
+def ms(t: float) -> int:
+    return int(round(t * 1000))
+
+
+def us(t: float) -> int:
+    return int(round(t * 1_000_000))
+
+
+def state_key(state: str, task_id: int) -> bytes:
+    return state.encode() + SEP + u64(task_id)
+
+
+def state_prefix(state: str) -> bytes:
+    return state.encode() + SEP
+
+
+def count_key(state: str, module: str) -> bytes:
+    return state.encode() + SEP + module.encode()
+
+
+def split_count_key(key: bytes) -> tuple[str, str]:
+    state, _, module = key.partition(SEP)
+    return state.decode(), module.decode()
+
+
+def pair_key(a: str, b: str) -> bytes:
+    return a.encode() + SEP + b.encode()
+
+
+def split_pair(key: bytes) -> tuple[str, str]:
+    a, _, b = key.partition(SEP)
+    return a.decode(), b.decode()
+
+
+def quota_slot_prefix(account: str, mode: str, slot: str) -> bytes:
+    return SEP.join((account.encode(), mode.encode(), slot.encode())) + SEP
+
+
+def quota_usage_key(account: str, mode: str, slot: str, bucket_ms: int) -> bytes:
+    return quota_slot_prefix(account, mode, slot) + u64(bucket_ms)
+
+
+def quota_entry_key(account: str, mode: str, slot: str, ts_ms: int, task_id: int, epoch: int) -> bytes:
+    return quota_slot_prefix(account, mode, slot) + u64(ts_ms) + u64(task_id) + _U32.pack(epoch)
+
+
+def kv_key(module: str, key: str) -> bytes:
+    return module.encode() + SEP + key.encode()
+
+
+def kv_prefix(module: str) -> bytes:
+    return module.encode() + SEP
+
+
+class Storage:
+    """The open LMDB environment and its named databases (one per broker process)."""
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, object], path: Path):
+        self.env = env
+        self.dbs = dbs
+        self.path = path
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def open_env(path: str | os.PathLike, map_size: int) -> Storage:
+    """Open (creating if needed) the broker database with default durability.
+
+    Never ``writemap``, ``map_async``, ``sync=False`` or ``metasync=False``: a reply is a promise that
+    the effect survives a crash (DESIGN.md §3.2). Clears stale reader slots left by killed processes.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    data_file = path / "data.mdb"
+    if data_file.exists():
+        # never open with a map smaller than what is on disk (a grown map must stay grown)
+        map_size = max(map_size, data_file.stat().st_size)
+    env = lmdb.open(str(path), map_size=map_size, max_dbs=len(DATABASES) + 1, subdir=True,
+                    sync=True, metasync=True, writemap=False, map_async=False, max_readers=126,
+                    lock=True)
+    env.reader_check()
+    dbs = {name: env.open_db(name.encode(), create=True) for name in DATABASES}
+    with env.begin(write=True) as txn:
+        raw = txn.get(b"schema_version", db=dbs["meta"])
+        if raw is None:
+            txn.put(b"schema_version", pack_value(SCHEMA_VERSION), db=dbs["meta"])
+        else:
+            version = unpack_value(raw)
+            if version > SCHEMA_VERSION:
+                env.close()
+                raise SchemaError(f"database at {path} has schema version {version}; this broker "
+                                  f"understands up to {SCHEMA_VERSION}")
+            # older versions would be migrated here, in this same transaction
+        stored = txn.get(b"map_size", db=dbs["meta"])
+    if stored is not None and unpack_value(stored) > env.info()["map_size"]:
+        env.set_mapsize(unpack_value(stored))
+    return Storage(env, dbs, path)
+
+
+def pages_in_use(storage: Storage, txn) -> int:
+    """Pages held by live data in every database (free pages are reusable, so not counted)."""
+    total = 0
+    main = txn.stat()
+    total += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+    for db in storage.dbs.values():
+        st = txn.stat(db)
+        total += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+    return total

@@ -1,0 +1,98 @@
+"""The broker program: sockets around :class:`services.broker.core.BrokerCore`.
+
+Each tick: wait for requests (or the next lease deadline / due task), drain up to ``max_batch``
+waiting requests, run them as one group commit, then send the replies and publish the events.
+"""
+from __future__ import annotations
+
+import zmq
+
+from shared import protocol
+from shared.service import Service
+
+from services.broker.core import BrokerCore
+from services.broker.schema import open_env
+
+TICK = 0.5  # longest wait between looks at the stop flag and the sweeps
+
+
+class BrokerService(Service):
+    name = "broker"
+
+    def initialize(self) -> None:
+        cfg = self.config
+        self.storage = open_env(cfg.data_dir / "broker", cfg.broker.map_size)
+        self.core = BrokerCore(self.storage, cfg, self.clock)
+        startup_events = self.core.startup()
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        protocol.configure_socket(self.router, "router")
+        self.router.bind(cfg.broker_endpoint)
+        self.pub = self.ctx.socket(zmq.PUB)
+        protocol.configure_socket(self.pub, "pub")
+        self.pub.bind(cfg.events_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.dropped_replies = 0
+        self._wake = self._compute_wake()
+        self._publish(startup_events)
+        self.log.info("listening on %s, events on %s, data in %s (map %d MiB)", cfg.broker_endpoint,
+                      cfg.events_endpoint, self.storage.path, self.core.map_size // 2**20)
+
+    def _compute_wake(self) -> float:
+        """Monotonic time of the next sweep that is due without any request arriving."""
+        lease, delayed = self.core.next_wakeup()
+        wake = self.clock.mono() + TICK * 10
+        if lease is not None:
+            wake = min(wake, lease)
+        if delayed is not None:
+            # not_before is world time: convert the distance to monotonic seconds (the clock may be scaled)
+            wake = min(wake, self.clock.mono() + max(0.0, delayed - self.clock.world()) / self.clock.scale)
+        return wake
+
+    def loop(self) -> None:
+        timeout = max(0.0, min(TICK, self._wake - self.clock.mono()))
+        ready = self.poller.poll(int(timeout * 1000))
+        messages = []
+        if ready:
+            for _ in range(self.config.broker.max_batch):
+                try:
+                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) < 2:
+                    continue  # no identity: cannot happen on a ROUTER, but never trust the wire
+                messages.append((frames[0], frames[1:]))
+        if not messages and self.clock.mono() < self._wake:
+            return
+        replies, events, grow = self.core.handle_batch(messages)
+        for ident, frames in replies:
+            self._send(ident, frames)
+        for ident, req in grow:
+            self._send(ident, protocol.encode_reply(self.core.grow_map(req)))
+        self._publish(events)
+        self._wake = self._compute_wake()
+
+    def _send(self, ident: bytes, frames: list[bytes]) -> None:
+        try:
+            self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            # the client went away (ROUTER_MANDATORY) or is not reading: its retry gets the logged reply
+            self.dropped_replies += 1
+
+    def _publish(self, events: list[dict]) -> None:
+        for event in events:
+            try:
+                self.pub.send_multipart(protocol.encode_event(event), flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # slow subscribers catch up from the outbox
+
+    def shutdown(self) -> None:
+        for name in ("router", "pub"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+        if getattr(self, "storage", None) is not None:
+            self.storage.close()

@@ -1,0 +1,165 @@
+"""One request's view of the database: the LMDB write transaction plus the helpers every handler uses.
+
+:class:`Tx` owns the state machine: :meth:`Tx.move` is the only place a task changes state, and it
+keeps every index (``ready``, ``delayed``, ``leases``, ``by_state``, ``counts``), the task's history and
+the event outbox consistent in the same transaction.
+"""
+from __future__ import annotations
+
+from shared.errors import ErrorCode, FanoError, not_found
+from shared.protocol import pack_value, unpack_value
+
+from services.broker import schema as S
+from services.broker import states as st
+
+
+class Tx:
+    def __init__(self, storage: S.Storage, txn, config, now: float, mono: float):
+        self.storage = storage
+        self.txn = txn
+        self.db = storage.dbs
+        self.config = config  # BrokerConfig
+        self.now = now        # world time, seconds
+        self.mono = mono      # monotonic time, seconds
+        self.events: list[dict] = []
+
+    # --- raw access ---------------------------------------------------------------------------------
+
+    def get(self, db: str, key: bytes):
+        raw = self.txn.get(key, db=self.db[db])
+        return None if raw is None else unpack_value(raw)
+
+    def put(self, db: str, key: bytes, value) -> None:
+        self.txn.put(key, pack_value(value), db=self.db[db])
+
+    def put_raw(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.db[db])
+
+    def get_raw(self, db: str, key: bytes):
+        return self.txn.get(key, db=self.db[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.txn.delete(key, db=self.db[db])
+
+    def cursor(self, db: str):
+        return self.txn.cursor(db=self.db[db])
+
+    def counter(self, name: str, start: int = 1) -> int:
+        """Take the next value of a durable counter (task ids, event sequence numbers)."""
+        key = name.encode()
+        raw = self.txn.get(key, db=self.db["meta"])
+        value = start if raw is None else S.from_u64(raw) + 1
+        self.txn.put(key, S.u64(value), db=self.db["meta"])
+        return value
+
+    def peek_counter(self, name: str) -> int:
+        raw = self.txn.get(name.encode(), db=self.db["meta"])
+        return 0 if raw is None else S.from_u64(raw)
+
+    # --- tasks --------------------------------------------------------------------------------------
+
+    def task(self, task_id: int) -> dict:
+        task = self.get("tasks", S.u64(task_id))
+        if task is None:
+            raise not_found("task", task_id)
+        return task
+
+    def save(self, task: dict) -> None:
+        task["updated"] = self.now
+        self.put("tasks", S.u64(task["id"]), task)
+
+    def emit(self, type_: str, **fields) -> None:
+        seq = self.counter("event_seq")
+        event = {"seq": seq, "ts": self.now, "type": type_, **fields}
+        self.put("events", S.u64(seq), event)
+        self.events.append(event)
+
+    def _adjust_count(self, state: str, module: str, delta: int) -> None:
+        key = S.count_key(state, module)
+        raw = self.txn.get(key, db=self.db["counts"])
+        value = (0 if raw is None else S.from_u64(raw)) + delta
+        if value <= 0:
+            self.txn.delete(key, db=self.db["counts"])
+        else:
+            self.txn.put(key, S.u64(value), db=self.db["counts"])
+
+    def unindex(self, task: dict) -> None:
+        """Remove the task from the state-specific queue indices (before changing what they key on)."""
+        tid = task["id"]
+        if task["state"] == st.PENDING:
+            if task.get("queue") == "delayed":
+                self.delete("delayed", S.time_id_key(S.ms(task["not_before"]), tid))
+            else:
+                self.delete("ready", S.ready_key(task["priority"], tid))
+        elif task["state"] == st.RUNNING and task.get("lease"):
+            self.delete("leases", S.time_id_key(S.us(task["lease"]["deadline"]), tid))
+
+    def index(self, task: dict) -> None:
+        tid = task["id"]
+        if task["state"] == st.PENDING:
+            nb = task.get("not_before") or 0
+            if nb > self.now:
+                task["queue"] = "delayed"
+                self.put_raw("delayed", S.time_id_key(S.ms(nb), tid), b"")
+            else:
+                task["queue"] = "ready"
+                self.put_raw("ready", S.ready_key(task["priority"], tid), b"")
+        else:
+            task.pop("queue", None)
+            if task["state"] == st.RUNNING:
+                lease = task["lease"]
+                self.put_raw("leases", S.time_id_key(S.us(lease["deadline"]), tid), S.u64(task["epoch"]))
+
+    def insert(self, task: dict, why: str) -> None:
+        """Store a brand-new task as PENDING (the ``— -> PENDING`` transition)."""
+        task["state"] = st.PENDING
+        self._history(task, None, st.PENDING, why)
+        self.index(task)
+        self.put_raw("by_state", S.state_key(st.PENDING, task["id"]), b"")
+        self._adjust_count(st.PENDING, task["module"], 1)
+        self.save(task)
+        self.emit("task.submitted", id=task["id"], key=task["key"], module=task["module"],
+                  kind=task["kind"], priority=task["priority"], state=st.PENDING)
+
+    def move(self, task: dict, dst: str, why: str, **event_fields) -> None:
+        """The one state transition: checks the table, updates indices, history, counts, outbox."""
+        src = task["state"]
+        if not st.allowed(src, dst):
+            raise FanoError(ErrorCode.INVALID_STATE, f"task {task['id']} is {src}; cannot go to {dst}",
+                            {"id": task["id"], "state": src})
+        self.unindex(task)
+        if src != dst:
+            self.delete("by_state", S.state_key(src, task["id"]))
+            self.put_raw("by_state", S.state_key(dst, task["id"]), b"")
+            self._adjust_count(src, task["module"], -1)
+            self._adjust_count(dst, task["module"], 1)
+        task["state"] = dst
+        if dst != st.RUNNING:
+            task["lease"] = None
+        if dst == st.PARKED:
+            task["parked_at"] = self.now
+        self.index(task)
+        self._history(task, src, dst, why)
+        self.save(task)
+        self.emit(f"task.{dst.lower()}", id=task["id"], module=task["module"], kind=task["kind"],
+                  state=dst, prev=src, epoch=task["epoch"], why=why, **event_fields)
+
+    def reindex(self, task: dict, **changes) -> None:
+        """Change fields that the queue indices key on (priority, not_before, lease deadline)."""
+        self.unindex(task)
+        for name, value in changes.items():
+            if name == "deadline":
+                task["lease"]["deadline"] = value
+            else:
+                task[name] = value
+        self.index(task)
+        self.save(task)
+
+    def _history(self, task: dict, src, dst: str, why: str) -> None:
+        hist = task.setdefault("history", [])
+        hist.append({"at": self.now, "from": src, "to": dst, "why": why, "epoch": task.get("epoch", 0),
+                     "attempts": task.get("attempts", 0)})
+        limit = self.config.history_limit
+        if len(hist) > limit:
+            # keep the submission record and the most recent transitions
+            del hist[1: len(hist) - limit + 1]

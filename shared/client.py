@@ -1,0 +1,191 @@
+"""The broker client library: the only way other code talks to the broker.
+
+Lazy pirate (zguide ch. 4): send, poll for a reply up to ``timeout``; on silence close the socket,
+open a new one, resend the *same* request id, and give up with :class:`BrokerUnavailable` after
+``retries`` attempts. Because mutating requests carry one request id across all attempts, a request
+whose reply was lost (broker killed after commit, before reply) is applied once and answered from the
+broker's request log on retry.
+
+A client is not thread-safe: use one per thread.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from shared import protocol
+from shared.errors import BrokerUnavailable, FanoError
+
+
+class BrokerClient:
+    def __init__(self, endpoint: str, name: str = "client", timeout: float = 2.5, retries: int = 3,
+                 context: zmq.Context | None = None):
+        if retries < 1:
+            raise ValueError("retries must be >= 1")
+        self.endpoint = endpoint
+        self.name = name
+        self.timeout = timeout
+        self.retries = retries
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self.resends = 0  # attempts beyond the first, across the client's life (for monitoring)
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            protocol.configure_socket(sock, "dealer", identity=self.name)
+            sock.connect(self.endpoint)
+            self._sock = sock
+        return self._sock
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def close(self) -> None:
+        self._reset()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def call(self, cmd: str, rid: str | None = None, timeout: float | None = None,
+             retries: int | None = None, **args) -> Any:
+        """Send one command and return its result; raise FanoError on an error reply.
+
+        ``rid`` may be given to make a call idempotent across client restarts too (a caller that
+        persisted the rid before a crash can repeat the call safely).
+        """
+        if cmd not in protocol.COMMANDS:
+            raise ValueError(f"unknown command {cmd!r}")
+        if protocol.is_mutating(cmd):
+            rid = rid or protocol.new_id()
+        else:
+            rid = None
+        timeout = self.timeout if timeout is None else timeout
+        attempts = self.retries if retries is None else retries
+        for attempt in range(attempts):
+            if attempt:
+                self.resends += 1
+            cid = protocol.new_id()
+            frames = protocol.encode_request(protocol.Request(cmd=cmd, cid=cid, args=args, rid=rid))
+            sock = self._socket()
+            try:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self._reset()
+                time.sleep(min(timeout, 0.05))
+                continue
+            reply = self._await(sock, cid, timeout)
+            if reply is None:
+                self._reset()  # the lazy pirate: a silent socket is closed, never reused
+                continue
+            return reply.raise_for_error()
+        raise BrokerUnavailable(f"broker at {self.endpoint} did not answer {cmd!r} "
+                                f"after {attempts} attempt(s) of {timeout:g}s")
+
+    def _await(self, sock: zmq.Socket, cid: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+                return None
+            try:
+                reply = protocol.decode_reply(sock.recv_multipart())
+            except FanoError:
+                continue  # garbage on our socket: ignore, keep waiting for ours
+            if reply.cid == cid:
+                return reply
+            # a late reply to an earlier attempt or call: drop it
+
+    # --- typed helpers (one per command; arguments as in shared.protocol.COMMANDS) --------------------
+
+    def ping(self) -> dict:
+        return self.call("ping")
+
+    def submit(self, key: str, module: str, kind: str, payload: Any = None, force: bool = False,
+               **fields) -> dict:
+        """Submit a task; returns ``{"task": {...}, "created": bool}`` (created False: key known)."""
+        task = {"key": key, "module": module, "kind": kind, "payload": payload if payload is not None else {}}
+        task.update(fields)
+        return self.call("submit", task=task, force=force)
+
+    def get(self, task_id: int, history: bool = True) -> dict:
+        return self.call("get", id=task_id, history=history)
+
+    def list(self, **filters) -> dict:
+        return self.call("list", **filters)
+
+    def cancel(self, task_id: int, reason: str = "") -> dict:
+        return self.call("cancel", id=task_id, reason=reason)
+
+    def pause(self, task_id: int) -> dict:
+        return self.call("pause", id=task_id)
+
+    def resume(self, task_id: int) -> dict:
+        return self.call("resume", id=task_id)
+
+    def retry(self, task_id: int, reset_attempts: bool = True) -> dict:
+        return self.call("retry", id=task_id, reset_attempts=reset_attempts)
+
+    def set_priority(self, task_id: int, priority: int) -> dict:
+        return self.call("set_priority", id=task_id, priority=priority)
+
+    def lease(self, worker: str, account: str, **kw) -> dict:
+        return self.call("lease", worker=worker, account=account, **kw)
+
+    def renew(self, task_id: int, epoch: int, ttl: float = 60.0) -> dict:
+        return self.call("renew", id=task_id, epoch=epoch, ttl=ttl)
+
+    def complete(self, task_id: int, epoch: int, result: Any = None) -> dict:
+        return self.call("complete", id=task_id, epoch=epoch, result=result)
+
+    def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
+             retry_after: float | None = None) -> dict:
+        return self.call("fail", id=task_id, epoch=epoch, error_class=error_class, message=message,
+                         sent=sent, retry_after=retry_after)
+
+    def refuse(self, task_id: int, epoch: int, until: float | None = None, message: str = "") -> dict:
+        return self.call("refuse", id=task_id, epoch=epoch, until=until, message=message)
+
+    def quota_show(self, account: str | None = None) -> dict:
+        return self.call("quota_show", account=account)
+
+    def quota_set(self, account: str, mode: str, windows) -> dict:
+        return self.call("quota_set", account=account, mode=mode, windows=windows)
+
+    def quota_reset(self, account: str, mode: str | None = None, usage: bool = True, spec: bool = False) -> dict:
+        return self.call("quota_reset", account=account, mode=mode, usage=usage, spec=spec)
+
+    def cooldown(self, account: str, until: float, mode: str | None = None, reason: str = "") -> dict:
+        return self.call("cooldown", account=account, mode=mode, until=until, reason=reason)
+
+    def txn(self, module: str, ops: list[dict], rid: str | None = None) -> dict:
+        return self.call("txn", module=module, ops=ops, rid=rid)
+
+    def kv_get(self, module: str, key: str) -> dict | None:
+        return self.call("kv_get", module=module, key=key)
+
+    def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100) -> dict:
+        return self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit)
+
+    def stats(self) -> dict:
+        return self.call("stats")
+
+    def events(self, after: int = 0, limit: int = 1000) -> dict:
+        return self.call("events", after=after, limit=limit)
+
+
+def connect(config=None, name: str = "client", **kw) -> BrokerClient:
+    """A client for the broker of the given (or default) configuration."""
+    if config is None:
+        from shared.config import load_config
+        config = load_config()
+    return BrokerClient(config.broker_endpoint, name=name, **kw)

@@ -1,0 +1,150 @@
+"""The one config loader: a TOML file (``fano.toml``), validated into frozen dataclasses.
+
+Lookup: the ``path`` argument, else ``$FANO_CONFIG``, else ``fano.toml`` at the repository root.
+Relative paths inside the file are relative to the file's folder. Unknown keys are errors (a typo in
+a quota must not silently mean "unlimited").
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be loaded; the message names the file and the key."""
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.I)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value) -> int:
+    """``1073741824``, ``"1GiB"``, ``"512 MiB"``, ``"64M"`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"not a size: {value!r} (use e.g. 1GiB, 512MiB)")
+    unit = (m.group(2) or "").upper().replace("I", "").replace("B", "") or ""
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    map_size: int = 1024**3
+    headroom: int = 32 * 1024**2      # keep this much of the map free for completions and reads
+    max_batch: int = 256              # requests folded into one group commit
+    lease_ttl: float = 60.0           # default lease length, seconds (monotonic)
+    max_lease_ttl: float = 3 * 3600.0
+    backoff_base: float = 5.0         # world seconds; doubled per attempt
+    backoff_max: float = 3600.0
+    default_max_attempts: int = 3
+    parked_key_window: float = 3600.0  # a key parked this recently is refused unless forced
+    request_log_ttl: float = 86400.0   # how long retried request ids are remembered
+    event_retention: int = 200_000     # events kept in the outbox
+    history_limit: int = 50            # transitions kept per task
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    account: str
+    mode: str
+    windows: tuple  # of window dicts or compact strings, validated by shared.quota
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    run_dir: Path
+    data_dir: Path
+    log_dir: Path
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    quotas: tuple[QuotaConfig, ...] = ()
+
+    @property
+    def broker_endpoint(self) -> str:
+        return os.environ.get("FANO_BROKER") or f"ipc://{self.run_dir}/broker.sock"
+
+    @property
+    def events_endpoint(self) -> str:
+        return os.environ.get("FANO_EVENTS") or f"ipc://{self.run_dir}/events.sock"
+
+    def lock_path(self, program: str) -> Path:
+        return self.run_dir / f"{program}.lock"
+
+
+def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
+    sec = data.get(name, {})
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table")
+    unknown = set(sec) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    return sec
+
+
+def _broker(sec: dict, where: str) -> BrokerConfig:
+    kw = {}
+    defaults = BrokerConfig()
+    for key, value in sec.items():
+        if key in ("map_size", "headroom"):
+            kw[key] = parse_size(value)
+        else:
+            want = type(getattr(defaults, key))
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where}: broker.{key} must be a number")
+            kw[key] = want(value)
+    cfg = BrokerConfig(**kw)
+    if cfg.headroom >= cfg.map_size:
+        raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
+    return cfg
+
+
+def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
+    out = []
+    quotas = data.get("quotas", {})
+    if not isinstance(quotas, dict):
+        raise ConfigError(f"{where}: [quotas] must be a table of [quotas.ACCOUNT.MODE]")
+    for account, modes in quotas.items():
+        if not isinstance(modes, dict):
+            raise ConfigError(f"{where}: [quotas.{account}] must contain [quotas.{account}.MODE] tables")
+        for mode, spec in modes.items():
+            if not isinstance(spec, dict) or set(spec) - {"windows"} or "windows" not in spec:
+                raise ConfigError(f"{where}: [quotas.{account}.{mode}] needs exactly one key, windows")
+            windows = spec["windows"]
+            if not isinstance(windows, list):
+                raise ConfigError(f"{where}: quotas.{account}.{mode}.windows must be a list")
+            out.append(QuotaConfig(account, mode, tuple(windows)))
+    return tuple(out)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    chosen = path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG
+    cfg_path = Path(chosen).resolve()
+    where = str(cfg_path)
+    try:
+        with open(cfg_path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {where}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    unknown = set(data) - {"paths", "broker", "quotas", "accounts", "modules", "scheduler"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
+    paths = _section(data, "paths", {"run_dir", "data_dir", "log_dir"}, where)
+    base = cfg_path.parent
+
+    def resolve(key: str, default: str) -> Path:
+        env = os.environ.get(f"FANO_{key.upper()}")
+        return (base / (env or paths.get(key, default))).resolve()
+
+    broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
+    return Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
+                  log_dir=resolve("log_dir", "var/log"), broker=broker, quotas=_quotas(data, where))

@@ -1,0 +1,345 @@
+"""Fano broker wire protocol, version 1 — this docstring is the specification.
+
+Transport
+---------
+The broker binds a ZeroMQ ROUTER socket (``broker.sock`` in the run directory, or a ``tcp://``
+endpoint) and a PUB socket for events (``events.sock``). Clients use a DEALER socket whose identity is
+their program name. This module is the only code that builds or parses frames; every socket option is
+set by :func:`configure_socket`.
+
+Frames
+------
+Request, client DEALER -> broker ROUTER::
+
+    [HEADER, BODY]              (the ROUTER prepends the client identity frame)
+
+Reply, broker ROUTER -> client DEALER::
+
+    [HEADER, BODY]              (routed by the identity frame, which the DEALER does not see)
+
+Event, broker PUB -> SUB::
+
+    [TOPIC, HEADER, BODY]       TOPIC = b"evt." + event type, e.g. b"evt.task.done"
+
+``HEADER`` is the literal ``b"FANO/1"``. ``BODY`` is a msgpack map (strings as str, binary as bin) no
+larger than :data:`MAX_BODY` bytes; sockets drop messages above :data:`MAX_MESSAGE` outright.
+
+Request body::
+
+    {"cmd": str,                # a name from COMMANDS
+     "cid": str,                # correlation id, echoed in the reply; clients drop other replies
+     "rid": str,                # request id; REQUIRED for mutating commands (see below)
+     "args": {...}}             # the command's arguments, checked against COMMANDS
+
+Reply body::
+
+    {"cid": str, "ok": true,  "result": ...}
+    {"cid": str, "ok": false, "error": {"code": int, "name": str, "message": str, "details": {...}}}
+
+Event body::
+
+    {"seq": int, "ts": float, "type": str, ...type-specific fields (task id, state, account...)}
+
+Sequence numbers increase by one per event with no gaps; a subscriber that sees a gap (or starts late)
+calls ``events`` with the last seq it processed to catch up from the broker's durable outbox.
+
+Exactly-once for retries
+------------------------
+Every mutating command carries a client-generated ``rid`` that stays the same across retries of one
+logical call. The broker stores the reply under the rid in the same transaction as the effect, so a
+retried request returns the first reply and is applied once. Reusing a rid for a different request is
+``REQUEST_ID_REUSED``. Replies are sent only after the transaction has committed (fsync'd).
+
+Errors
+------
+Codes and names are in :mod:`shared.errors` (the one error table). Malformed input never crashes the
+broker: every request that has an identity gets an error reply; the broker counts each error by name
+(see ``stats``).
+
+Commands
+--------
+:data:`COMMANDS` maps each name to whether it mutates and to its argument schema. The argument
+conventions (task fields, lease replies, quota specs, module transactions) are documented in the
+handlers' docstrings (``services/broker/ops_*.py``) and, for the stable CLI shapes, in the README.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from shared.errors import ErrorCode, FanoError, bad_argument
+
+HEADER = b"FANO/1"
+VERSION = 1
+MAX_BODY = 4 * 1024 * 1024          # soft limit: answered with TOO_LARGE
+MAX_MESSAGE = 16 * 1024 * 1024      # hard limit: libzmq drops the connection (ZMQ_MAXMSGSIZE)
+EVENT_PREFIX = b"evt."
+
+# --- argument schema -------------------------------------------------------------------------------
+
+ANY = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a command: accepted types, whether it is required, its default."""
+
+    types: tuple
+    required: bool = False
+    default: Any = None
+    nullable: bool = True
+
+
+def _arg(*types, required=False, default=None, nullable=True) -> Arg:
+    return Arg(types, required, default, nullable)
+
+
+STR, INT, NUM, BOOL, MAP, LIST = (str,), (int,), (int, float), (bool,), (dict,), (list, tuple)
+
+TASK_ID = _arg(*INT, required=True, nullable=False)
+EPOCH = _arg(*INT, required=True, nullable=False)
+
+COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
+    # name: (mutating, {arg: spec})
+    "ping": (False, {}),
+    "submit": (True, {"task": _arg(*MAP, required=True, nullable=False), "force": _arg(*BOOL, default=False)}),
+    "get": (False, {"id": TASK_ID, "history": _arg(*BOOL, default=True)}),
+    "list": (False, {"state": _arg(*STR), "module": _arg(*STR), "kind": _arg(*STR),
+                     "after": _arg(*INT), "limit": _arg(*INT, default=100)}),
+    "cancel": (True, {"id": TASK_ID, "reason": _arg(*STR, default="")}),
+    "pause": (True, {"id": TASK_ID}),
+    "resume": (True, {"id": TASK_ID}),
+    "retry": (True, {"id": TASK_ID, "reset_attempts": _arg(*BOOL, default=True)}),
+    "set_priority": (True, {"id": TASK_ID, "priority": _arg(*INT, required=True, nullable=False)}),
+    "lease": (True, {"worker": _arg(*STR, required=True, nullable=False),
+                     "account": _arg(*STR, required=True, nullable=False),
+                     "backend": _arg(*STR, default=""),
+                     "modes": _arg(*LIST, default=["standard"]),
+                     "ttl": _arg(*NUM, default=60.0),
+                     "task_id": _arg(*INT),
+                     "modules": _arg(*LIST)}),
+    "renew": (True, {"id": TASK_ID, "epoch": EPOCH, "ttl": _arg(*NUM, default=60.0)}),
+    "complete": (True, {"id": TASK_ID, "epoch": EPOCH, "result": _arg(ANY)}),
+    "fail": (True, {"id": TASK_ID, "epoch": EPOCH,
+                    "error_class": _arg(*STR, required=True, nullable=False),
+                    "message": _arg(*STR, default=""), "sent": _arg(*BOOL, default=True),
+                    "retry_after": _arg(*NUM)}),
+    "refuse": (True, {"id": TASK_ID, "epoch": EPOCH, "until": _arg(*NUM),
+                      "message": _arg(*STR, default="")}),
+    "quota_show": (False, {"account": _arg(*STR)}),
+    "quota_set": (True, {"account": _arg(*STR, required=True, nullable=False),
+                         "mode": _arg(*STR, required=True, nullable=False),
+                         "windows": _arg(*LIST, *STR, required=True, nullable=False)}),
+    "quota_reset": (True, {"account": _arg(*STR, required=True, nullable=False), "mode": _arg(*STR),
+                           "usage": _arg(*BOOL, default=True), "spec": _arg(*BOOL, default=False)}),
+    "cooldown": (True, {"account": _arg(*STR, required=True, nullable=False), "mode": _arg(*STR),
+                        "until": _arg(*NUM, required=True, nullable=False), "reason": _arg(*STR, default="")}),
+    "account_pause": (True, {"account": _arg(*STR, required=True, nullable=False), "reason": _arg(*STR, default="")}),
+    "account_resume": (True, {"account": _arg(*STR, required=True, nullable=False)}),
+    "txn": (True, {"module": _arg(*STR, required=True, nullable=False),
+                   "ops": _arg(*LIST, required=True, nullable=False)}),
+    "kv_get": (False, {"module": _arg(*STR, required=True, nullable=False),
+                       "key": _arg(*STR, required=True, nullable=False)}),
+    "kv_scan": (False, {"module": _arg(*STR, required=True, nullable=False), "prefix": _arg(*STR, default=""),
+                        "after": _arg(*STR), "limit": _arg(*INT, default=100)}),
+    "stats": (False, {}),
+    "events": (False, {"after": _arg(*INT, default=0), "limit": _arg(*INT, default=1000)}),
+    "grow_map": (True, {"size": _arg(*INT, required=True, nullable=False)}),
+}
+
+
+def is_mutating(cmd: str) -> bool:
+    return COMMANDS[cmd][0]
+
+
+# --- messages ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    cmd: str
+    cid: str
+    args: dict
+    rid: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    cid: str | None
+    ok: bool
+    result: Any = None
+    error: dict | None = field(default=None)
+
+    def raise_for_error(self) -> Any:
+        if not self.ok:
+            raise FanoError.from_wire(self.error or {})
+        return self.result
+
+
+def new_id() -> str:
+    """A fresh correlation or request id (random, 128 bits)."""
+    return uuid.uuid4().hex
+
+
+def _pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes):
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise FanoError(ErrorCode.BAD_ENCODING, f"body is not valid msgpack: {type(exc).__name__}") from None
+
+
+def encode_request(req: Request) -> list[bytes]:
+    body = {"cmd": req.cmd, "cid": req.cid, "args": req.args}
+    if req.rid is not None:
+        body["rid"] = req.rid
+    return [HEADER, _pack(body)]
+
+
+def _check_args(cmd: str, raw: Any) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise bad_argument("args must be a map")
+    spec = COMMANDS[cmd][1]
+    unknown = set(raw) - set(spec)
+    if unknown:
+        raise bad_argument(f"{cmd}: unknown argument(s) {sorted(map(str, unknown))}")
+    out = {}
+    for name, arg in spec.items():
+        if name not in raw or (raw[name] is None and arg.nullable and not arg.required):
+            if arg.required:
+                raise bad_argument(f"{cmd}: missing argument {name!r}", field=name)
+            out[name] = list(arg.default) if isinstance(arg.default, list) else arg.default
+            continue
+        value = raw[name]
+        if ANY not in arg.types:
+            # bool is an int subclass in Python; an int field must not accept True
+            ok = isinstance(value, arg.types) and not (isinstance(value, bool) and bool not in arg.types)
+            if not ok:
+                want = "/".join(t.__name__ for t in arg.types)
+                raise bad_argument(f"{cmd}: argument {name!r} must be {want}, got {type(value).__name__}",
+                                   field=name)
+        out[name] = value
+    return out
+
+
+def decode_request(frames: list[bytes]) -> Request:
+    """Parse the frames a ROUTER received *after* the identity frame. Raises FanoError.
+
+    On error the exception's ``details`` may carry the ``cid`` so the reply can still be correlated.
+    """
+    if len(frames) != 2:
+        raise FanoError(ErrorCode.BAD_FRAME, f"expected 2 frames [header, body], got {len(frames)}")
+    header, body = frames
+    if header != HEADER:
+        raise FanoError(ErrorCode.BAD_VERSION, f"unsupported protocol header {bytes(header[:16])!r}; "
+                        f"this broker speaks {HEADER!r}")
+    if len(body) > MAX_BODY:
+        raise FanoError(ErrorCode.TOO_LARGE, f"body of {len(body)} bytes exceeds {MAX_BODY}")
+    msg = _unpack(body)
+    if not isinstance(msg, dict):
+        raise FanoError(ErrorCode.BAD_ENCODING, "body must be a msgpack map")
+    cid = msg.get("cid")
+    if not isinstance(cid, (str, bytes)) or not cid:
+        raise FanoError(ErrorCode.BAD_ARGUMENT, "missing or invalid correlation id 'cid'")
+    ctx = {"cid": cid}
+    cmd = msg.get("cmd")
+    if not isinstance(cmd, str):
+        raise FanoError(ErrorCode.BAD_ARGUMENT, "missing or invalid 'cmd'", ctx)
+    if cmd not in COMMANDS:
+        raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd[:64]!r}", ctx)
+    rid = msg.get("rid")
+    if is_mutating(cmd):
+        if not isinstance(rid, str) or not (8 <= len(rid) <= 128):
+            raise FanoError(ErrorCode.BAD_ARGUMENT, f"{cmd} mutates state and needs a request id 'rid' "
+                            "(string of 8-128 characters)", ctx)
+    else:
+        rid = None
+    try:
+        args = _check_args(cmd, msg.get("args"))
+    except FanoError as exc:
+        exc.details.update(ctx)
+        raise
+    return Request(cmd=cmd, cid=cid, args=args, rid=rid)
+
+
+def encode_reply(reply: Reply) -> list[bytes]:
+    body: dict = {"cid": reply.cid, "ok": reply.ok}
+    if reply.ok:
+        body["result"] = reply.result
+    else:
+        body["error"] = reply.error
+    return [HEADER, _pack(body)]
+
+
+def error_reply(cid, exc: FanoError) -> Reply:
+    return Reply(cid=cid, ok=False, error=exc.to_wire())
+
+
+def decode_reply(frames: list[bytes]) -> Reply:
+    """Parse a reply on the client side. Raises FanoError(BAD_FRAME/BAD_ENCODING) on garbage."""
+    if len(frames) != 2 or frames[0] != HEADER:
+        raise FanoError(ErrorCode.BAD_FRAME, "reply is not [FANO/1, body]")
+    msg = _unpack(frames[1])
+    if not isinstance(msg, dict) or "ok" not in msg:
+        raise FanoError(ErrorCode.BAD_ENCODING, "reply body must be a map with 'ok'")
+    return Reply(cid=msg.get("cid"), ok=bool(msg["ok"]), result=msg.get("result"), error=msg.get("error"))
+
+
+def encode_event(event: dict) -> list[bytes]:
+    return [EVENT_PREFIX + event["type"].encode(), HEADER, _pack(event)]
+
+
+def decode_event(frames: list[bytes]) -> dict:
+    if len(frames) != 3 or frames[1] != HEADER:
+        raise FanoError(ErrorCode.BAD_FRAME, "event is not [topic, FANO/1, body]")
+    msg = _unpack(frames[2])
+    if not isinstance(msg, dict) or not isinstance(msg.get("seq"), int):
+        raise FanoError(ErrorCode.BAD_ENCODING, "event body must be a map with an int 'seq'")
+    return msg
+
+
+def pack_value(obj) -> bytes:
+    """Encode a stored value (the broker stores msgpack, same conventions as the wire)."""
+    return _pack(obj)
+
+
+def unpack_value(data: bytes):
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+# --- sockets -----------------------------------------------------------------------------------------
+
+def configure_socket(sock, role: str, identity: str | None = None) -> None:
+    """Set every socket option of the project in one place.
+
+    role: ``router`` (broker, scheduler), ``dealer`` (clients, workers), ``pub``, ``sub``.
+    """
+    import zmq
+
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+    if role == "router":
+        # fail loudly instead of silently dropping replies to unknown peers
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a restarted client with the same identity takes over its old connection
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+    elif role == "dealer":
+        if identity:
+            # a unique suffix per socket: two sockets never share an identity; the name stays readable
+            sock.setsockopt(zmq.IDENTITY, f"{identity}#{os.getpid()}.{new_id()[:8]}".encode())
+    elif role == "pub":
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+    elif role == "sub":
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+    else:
+        raise ValueError(f"unknown socket role {role!r}")

@@ -1,0 +1,233 @@
+"""Quota windows: specs, calendar arithmetic and the reserve rule. Pure functions, no I/O.
+
+A quota is a list of windows on one (backend account, mode) pair. A request must fit in every window.
+
+Window kinds, as dicts (the wire and storage form) and as compact strings (CLI and config):
+
+=========  ==========================================================  ===============================
+kind       dict                                                        compact string
+=========  ==========================================================  ===============================
+rolling    ``{"kind": "rolling", "seconds": 10800, "limit": 50}``       ``50/3h``, ``10/90m``, ``5/30s``
+daily      ``{"kind": "daily", "limit": 20, "reset": "04:00",``         ``20/day``, ``20/day@04:00``,
+           `` "tz": "Europe/Berlin"}``                                  ``20/day@04:00 Europe/Berlin``
+weekly     ``{"kind": "weekly", "limit": 100, "weekday": "mon",``       ``100/week@mon 09:00 UTC``
+           `` "reset": "09:00", "tz": "UTC"}``
+=========  ==========================================================  ===============================
+
+Any window may carry ``"reserves": {"explorer": 10, "documenter": 5}`` (compact: a trailing
+``reserve explorer=10,documenter=5``). The part of ``limit`` not reserved is a shared buffer. A module
+may take a unit only if, afterwards, every *other* module can still use all of its unused reserve::
+
+    used_total + 1 + sum(max(0, reserve[x] - used[x]) for x != module) <= limit
+
+so nobody can eat another module's reserve, and a module past its own reserve draws on the buffer.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.errors import ErrorCode, FanoError
+
+KINDS = ("rolling", "daily", "weekly")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class QuotaSpecError(FanoError):
+    def __init__(self, message: str):
+        super().__init__(ErrorCode.INVALID_QUOTA, message)
+
+
+def _tz(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise QuotaSpecError(f"unknown time zone {name!r}") from None
+
+
+def _hhmm(text: str) -> tuple[int, int]:
+    m = _HHMM.match(str(text))
+    if not m:
+        raise QuotaSpecError(f"reset time must be HH:MM, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _positive_int(value, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise QuotaSpecError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def normalize_window(spec) -> dict:
+    """Validate a window (dict or compact string) and return its canonical dict. Raises QuotaSpecError."""
+    if isinstance(spec, str):
+        spec = parse_compact(spec)
+    if not isinstance(spec, dict):
+        raise QuotaSpecError(f"a window must be a map or a string, got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise QuotaSpecError(f"window kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    allowed = {"kind", "limit", "reserves"} | {"rolling": {"seconds"}, "daily": {"reset", "tz"},
+                                                "weekly": {"reset", "tz", "weekday"}}[kind]
+    unknown = set(spec) - allowed
+    if unknown:
+        raise QuotaSpecError(f"unknown field(s) for a {kind} window: {', '.join(sorted(unknown))}")
+    out: dict = {"kind": kind, "limit": _positive_int(spec.get("limit"), "limit")}
+    if kind == "rolling":
+        seconds = spec.get("seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+            raise QuotaSpecError(f"rolling window needs seconds > 0, got {seconds!r}")
+        out["seconds"] = float(seconds)
+    else:
+        h, m = _hhmm(spec.get("reset", "00:00"))
+        out["reset"] = f"{h:02d}:{m:02d}"
+        out["tz"] = spec.get("tz", "UTC")
+        _tz(out["tz"])
+        if kind == "weekly":
+            wd = str(spec.get("weekday", "mon")).lower()[:3]
+            if wd not in WEEKDAYS:
+                raise QuotaSpecError(f"weekday must be one of {', '.join(WEEKDAYS)}, got {spec.get('weekday')!r}")
+            out["weekday"] = wd
+    reserves = spec.get("reserves") or {}
+    if not isinstance(reserves, dict):
+        raise QuotaSpecError("reserves must be a map of module -> count")
+    clean = {}
+    for module, count in reserves.items():
+        if not isinstance(module, str) or not module:
+            raise QuotaSpecError("reserve module names must be non-empty strings")
+        clean[module] = _positive_int(count, f"reserve for {module}")
+    if sum(clean.values()) > out["limit"]:
+        raise QuotaSpecError(f"reserves ({sum(clean.values())}) exceed the window limit ({out['limit']})")
+    if clean:
+        out["reserves"] = clean
+    return out
+
+
+def parse_compact(text: str) -> dict:
+    """Parse ``LIMIT/PERIOD[@WHEN] [TZ] [reserve a=1,b=2]`` into a window dict (not yet validated)."""
+    raw = text.strip()
+    reserves = {}
+    m = re.search(r"\s+reserves?\s+(\S+)$", raw)
+    if m:
+        raw = raw[: m.start()]
+        for part in m.group(1).split(","):
+            name, sep, count = part.partition("=")
+            if not sep or not count.isdigit():
+                raise QuotaSpecError(f"bad reserve {part!r}: use module=count")
+            reserves[name] = int(count)
+    parts = raw.split()
+    if not parts or len(parts) > 2 or "/" not in parts[0]:
+        raise QuotaSpecError(f"cannot parse quota window {text!r}; examples: 50/3h, 20/day@04:00 UTC, "
+                             "100/week@mon 09:00 Europe/Berlin")
+    tz = parts[1] if len(parts) == 2 else "UTC"
+    limit_text, _, period = parts[0].partition("/")
+    if not limit_text.isdigit():
+        raise QuotaSpecError(f"quota limit must be an integer, got {limit_text!r}")
+    period, _, when = period.partition("@")
+    out: dict = {"limit": int(limit_text)}
+    if period == "day":
+        out.update(kind="daily", reset=when or "00:00", tz=tz)
+    elif period == "week":
+        wd, _, hhmm = (when or "mon").partition(" ")
+        if ":" in wd:  # "@09:00" without a weekday
+            wd, hhmm = "mon", wd
+        out.update(kind="weekly", weekday=wd, reset=hhmm or "00:00", tz=tz)
+    else:
+        m = _DURATION.match(period)
+        if not m or when or len(parts) == 2:
+            raise QuotaSpecError(f"period must be day, week or a duration like 3h/90m/30s, got {period!r}")
+        out.update(kind="rolling", seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    if reserves:
+        out["reserves"] = reserves
+    return out
+
+
+def normalize_windows(specs) -> list[dict]:
+    if isinstance(specs, str):
+        specs = [s for s in (p.strip() for p in specs.split(";")) if s]
+    if not isinstance(specs, (list, tuple)):
+        raise QuotaSpecError("windows must be a list")
+    return [normalize_window(s) for s in specs]
+
+
+def describe(window: dict) -> str:
+    """The compact string of a canonical window (round-trips through normalize_window)."""
+    lim = window["limit"]
+    if window["kind"] == "rolling":
+        secs = window["seconds"]
+        for unit in ("d", "h", "m"):
+            if secs % _UNIT_SECONDS[unit] == 0:
+                text = f"{lim}/{int(secs // _UNIT_SECONDS[unit])}{unit}"
+                break
+        else:
+            text = f"{lim}/{secs:g}s"
+    elif window["kind"] == "daily":
+        text = f"{lim}/day@{window['reset']} {window['tz']}"
+    else:
+        text = f"{lim}/week@{window['weekday']} {window['reset']} {window['tz']}"
+    if window.get("reserves"):
+        text += " reserve " + ",".join(f"{k}={v}" for k, v in sorted(window["reserves"].items()))
+    return text
+
+
+# --- calendar arithmetic --------------------------------------------------------------------------------
+
+def _boundary(day: dt.date, hh: int, mm: int, tz: ZoneInfo) -> float:
+    # wall-clock reset time on that local date; zoneinfo resolves DST gaps/folds (fold=0: first one)
+    return dt.datetime(day.year, day.month, day.day, hh, mm, tzinfo=tz).timestamp()
+
+
+def period_start(window: dict, t: float) -> float:
+    """Start of the calendar period containing world time ``t`` (the most recent reset <= t).
+
+    For a rolling window this is ``t - seconds`` (entries strictly after it count).
+    """
+    if window["kind"] == "rolling":
+        return t - window["seconds"]
+    tz = _tz(window["tz"])
+    hh, mm = _hhmm(window["reset"])
+    local = dt.datetime.fromtimestamp(t, tz).date()
+    if window["kind"] == "daily":
+        step = 1
+        day = local
+    else:
+        step = 7
+        day = local - dt.timedelta(days=(local.weekday() - WEEKDAYS.index(window["weekday"])) % 7)
+    start = _boundary(day, hh, mm, tz)
+    while start > t:
+        day -= dt.timedelta(days=step)
+        start = _boundary(day, hh, mm, tz)
+    return start
+
+
+def next_reset(window: dict, t: float) -> float:
+    """The first reset strictly after ``t`` for calendar windows (rolling: ``t + seconds``, an upper bound)."""
+    if window["kind"] == "rolling":
+        return t + window["seconds"]
+    tz = _tz(window["tz"])
+    hh, mm = _hhmm(window["reset"])
+    start = period_start(window, t)
+    day = dt.datetime.fromtimestamp(start, tz).date()
+    step = 1 if window["kind"] == "daily" else 7
+    nxt = _boundary(day + dt.timedelta(days=step), hh, mm, tz)
+    while nxt <= t:  # only in pathological DST cases
+        day += dt.timedelta(days=step)
+        nxt = _boundary(day + dt.timedelta(days=step), hh, mm, tz)
+    return nxt
+
+
+# --- the reserve rule ----------------------------------------------------------------------------------------
+
+def headroom(window: dict, used_total: int, used_by: dict[str, int], module: str) -> int:
+    """How many more units ``module`` may take in this window now (never negative)."""
+    reserves = window.get("reserves") or {}
+    others_unused = sum(max(0, r - used_by.get(m, 0)) for m, r in reserves.items() if m != module)
+    return max(0, window["limit"] - used_total - others_unused)
+
+
+def admits(window: dict, used_total: int, used_by: dict[str, int], module: str) -> bool:
+    return headroom(window, used_total, used_by, module) >= 1
