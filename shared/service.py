@@ -53,6 +53,22 @@ class InstanceLock:
             self._fd = None
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us when our parent dies (Linux only).
+
+    If supervisord itself is ``kill -9``ed its children are orphaned; a silent orphan would keep its
+    lock and socket while the next supervisord starts a second copy that can only fail.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def setup_logging(name: str, level: str | None = None) -> logging.Logger:
     level = level or os.environ.get("FANO_LOG_LEVEL", "INFO")
     logging.basicConfig(stream=sys.stderr, level=level.upper(),
@@ -97,6 +113,7 @@ class Service:
             return ExitCode.LOCKED
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        die_with_parent()
         try:
             self.initialize()
             self.log.info("%s started (pid %d)", self.name, os.getpid())

@@ -120,9 +120,17 @@ class BrokerCore:
             err = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
             self.errors[err.name] += len(messages)
             return ([(i, protocol.encode_reply(protocol.error_reply(None, err))) for i, _ in messages], [], [])
-        if self.batches % 64 == 1 or nearly_full:
-            self._measure_map()
+        self._maybe_measure_map()
         return replies, events, grow
+
+    def _maybe_measure_map(self) -> None:
+        # the file's high-water mark is one cheap call; count live pages only once it is past half the
+        # map, so the soft limit engages before LMDB runs out of pages for completions
+        info = self.env.info()
+        if (info["last_pgno"] + 1) * self.env.stat()["psize"] > info["map_size"] // 2 or self.map_full:
+            self._measure_map()
+        else:
+            self.map_used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
 
     def _housekeeping(self, outer, now, mono) -> list[dict]:
         with self.env.begin(write=True, parent=outer) as txn:

@@ -1,0 +1,122 @@
+"""The broker as a process: single instance, events on PUB, map full, restart durability, bad peers."""
+import subprocess
+import sys
+
+import pytest
+import zmq
+
+from shared import protocol
+from shared.errors import ErrorCode, ExitCode, FanoError
+from tests.support import REPO, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_second_broker_refuses_to_steal_the_socket(broker, client):
+    second = subprocess.run([sys.executable, "-m", "services", "broker", "--config", str(broker.config_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert second.returncode == ExitCode.LOCKED
+    assert "another instance" in second.stderr
+    assert client.ping()["pid"] == broker.proc.pid  # the first broker still owns the socket
+
+
+def test_events_are_published_with_sequence_numbers(broker, client):
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    protocol.configure_socket(sub, "sub")
+    sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
+    sub.connect(broker.events_endpoint)
+    try:
+        seen = []
+
+        def got_events():
+            # PUB/SUB joins late: keep submitting until our subscription is live
+            client.submit(f"k{len(seen)}-{protocol.new_id()[:6]}", "explorer", "ask")
+            while sub.poll(50):
+                seen.append(protocol.decode_event(sub.recv_multipart()))
+            return len(seen) >= 2
+        wait_for(got_events, 10, what="events on the PUB socket")
+        seqs = [e["seq"] for e in seen]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert all(e["type"] == "task.submitted" for e in seen)
+        # the outbox holds the same events for a late subscriber
+        outbox = client.events(after=seqs[0] - 1, limit=len(seqs))["events"]
+        assert [e["seq"] for e in outbox] == seqs
+    finally:
+        sub.close(linger=0)
+
+
+def test_acknowledged_work_survives_kill_9(broker, client):
+    ids = [client.submit(f"key-{i}", "explorer", "ask", {"i": i})["task"]["id"] for i in range(20)]
+    lease = client.lease("w", "acct", modes=["standard"])
+    client.complete(lease["task"]["id"], lease["epoch"], "answer")
+    broker.restart()
+    c2 = broker.client()
+    try:
+        assert c2.get(lease["task"]["id"])["state"] == "DONE"
+        listed = c2.list(limit=100)["tasks"]
+        assert sorted(t["id"] for t in listed) == sorted(ids)
+        # the live lease of nobody else: the remaining 19 are still PENDING and leasable
+        assert c2.stats()["tasks"]["PENDING"] == 19
+    finally:
+        c2.close()
+
+
+def test_garbage_from_a_peer_gets_errors_and_the_broker_stays_up(broker, client):
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    protocol.configure_socket(raw, "dealer", identity="rogue")
+    raw.connect(broker.endpoint)
+    try:
+        cases = [[b"hello"], [protocol.HEADER, b"\xc1\xc1"], [b"FANO/9", b"x"], [protocol.HEADER, b"x", b"y"],
+                 [protocol.HEADER, protocol.pack_value({"cmd": "nope", "cid": "c1"})]]
+        codes = []
+        for frames in cases:
+            raw.send_multipart(frames)
+            assert raw.poll(5000), f"no reply to {frames!r}"
+            codes.append(protocol.decode_reply(raw.recv_multipart()).error["name"])
+        assert codes == ["BAD_FRAME", "BAD_ENCODING", "BAD_VERSION", "BAD_FRAME", "UNKNOWN_COMMAND"]
+        errors = client.stats()["broker"]["errors"]
+        assert errors["BAD_FRAME"] >= 2 and errors["UNKNOWN_COMMAND"] >= 1
+        assert client.ping()["pid"] == broker.proc.pid
+    finally:
+        raw.close(linger=0)
+
+
+def test_map_full_refuses_submissions_serves_the_rest_and_recovers_after_growth(make_broker):
+    broker = make_broker(broker={"map_size": "4MiB", "headroom": "1MiB"})
+    client = broker.client()
+    try:
+        big = "x" * 60_000
+        lease = None
+        refused = None
+        for i in range(400):
+            try:
+                client.submit(f"big-{i}", "explorer", "ask", {"blob": big})
+            except FanoError as exc:
+                refused = exc
+                break
+            if lease is None:
+                lease = client.lease("w", "acct", modes=["standard"])
+        assert refused is not None and refused.code == ErrorCode.MAP_FULL, "the map never filled"
+        assert "grow" in refused.message
+        # reads and completions keep working
+        assert client.get(lease["task"]["id"])["state"] == "RUNNING"
+        assert client.complete(lease["task"]["id"], lease["epoch"], "done")["state"] == "DONE"
+        assert client.stats()["broker"]["map_full"] is True
+        with pytest.raises(FanoError) as again:
+            client.submit("after-full", "explorer", "ask", {})
+        assert again.value.code == ErrorCode.MAP_FULL
+        grown = client.call("grow_map", size=64 * 1024 * 1024)
+        assert grown["map_size"] >= 64 * 1024 * 1024
+        assert client.submit("after-grow", "explorer", "ask", {"blob": big})["created"]
+        # the grown size persists across a restart
+        broker.restart()
+        c2 = broker.client()
+        try:
+            assert c2.stats()["broker"]["map_size"] >= 64 * 1024 * 1024
+            assert c2.submit("after-restart", "explorer", "ask", {"blob": big})["created"]
+        finally:
+            c2.close()
+    finally:
+        client.close()
