@@ -141,7 +141,7 @@ class BrokerClient:
     def lease(self, worker: str, account: str, **kw) -> dict:
         return self.call("lease", worker=worker, account=account, **kw)
 
-    def renew(self, task_id: int, epoch: int, ttl: float = 60.0) -> dict:
+    def renew(self, task_id: int, epoch: int, ttl: float | None = None) -> dict:
         return self.call("renew", id=task_id, epoch=epoch, ttl=ttl)
 
     def complete(self, task_id: int, epoch: int, result: Any = None) -> dict:

@@ -60,7 +60,7 @@ Commands
 --------
 :data:`COMMANDS` maps each name to whether it mutates and to its argument schema. The argument
 conventions (task fields, lease replies, quota specs, module transactions) are documented in the
-handlers' docstrings (``services/broker/ops_*.py``) and, for the stable CLI shapes, in the README.
+handlers' docstrings (``services/broker/ops_*.py``); the stable CLI shapes are in ``docs/cli.md``.
 """
 from __future__ import annotations
 
@@ -119,10 +119,10 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
                      "account": _arg(*STR, required=True, nullable=False),
                      "backend": _arg(*STR, default=""),
                      "modes": _arg(*LIST, default=["standard"]),
-                     "ttl": _arg(*NUM, default=60.0),
+                     "ttl": _arg(*NUM),             # default: broker.lease_ttl
                      "task_id": _arg(*INT),
                      "modules": _arg(*LIST)}),
-    "renew": (True, {"id": TASK_ID, "epoch": EPOCH, "ttl": _arg(*NUM, default=60.0)}),
+    "renew": (True, {"id": TASK_ID, "epoch": EPOCH, "ttl": _arg(*NUM)}),
     "complete": (True, {"id": TASK_ID, "epoch": EPOCH, "result": _arg(ANY)}),
     "fail": (True, {"id": TASK_ID, "epoch": EPOCH,
                     "error_class": _arg(*STR, required=True, nullable=False),

@@ -35,6 +35,13 @@ GROWING = frozenset({"submit", "txn", "quota_set", "retry"})
 PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox
 
 
+def _cid_of(frames) -> str | None:
+    try:
+        return protocol.decode_request(frames).cid
+    except FanoError as exc:
+        return exc.details.get("cid")
+
+
 class BrokerCore:
     def __init__(self, storage: S.Storage, config, clock):
         self.storage = storage
@@ -119,7 +126,8 @@ class BrokerCore:
             log.error("database map full at commit; batch of %d rolled back", len(messages))
             err = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
             self.errors[err.name] += len(messages)
-            return ([(i, protocol.encode_reply(protocol.error_reply(None, err))) for i, _ in messages], [], [])
+            # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
+            return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
         self._maybe_measure_map()
         return replies, events, grow
 
@@ -213,8 +221,11 @@ class BrokerCore:
         """Grow the LMDB map. Must be called with no transaction open in this process."""
         size = req.args["size"]
         current = self.map_size
-        if size <= current:
-            err = FanoError(ErrorCode.BAD_ARGUMENT, f"new map size {size} must exceed the current {current}")
+        if size == current:  # a retry of a growth that already happened (grow_map is not request-logged)
+            return protocol.Reply(cid=req.cid, ok=True, result={"map_size": current, "previous": current,
+                                                                 "map_used": self.map_used})
+        if size < current:
+            err = FanoError(ErrorCode.BAD_ARGUMENT, f"new map size {size} must not be below the current {current}")
             self.errors[err.name] += 1
             return protocol.error_reply(req.cid, err)
         self.env.set_mapsize(size)

@@ -94,6 +94,7 @@ def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl,
 
 
 def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
+    ttl = tx.config.lease_ttl if ttl is None else ttl
     w = _checked_worker(tx, worker, account, backend, modes, float(ttl), modules)
     acct = quota.get_account(tx, account)
     if acct.get("paused"):
@@ -192,7 +193,8 @@ def _back_to_queue(tx: Tx, task: dict, why: str) -> None:
     tx.move(task, st.PAUSED if task.get("pause_requested") else st.PENDING, why)
 
 
-def op_renew(tx: Tx, id: int, epoch: int, ttl: float):
+def op_renew(tx: Tx, id: int, epoch: int, ttl):
+    ttl = tx.config.lease_ttl if ttl is None else ttl
     if not 0 < ttl <= tx.config.max_lease_ttl:
         raise bad_argument(f"ttl must be in (0, {tx.config.max_lease_ttl:g}]", field="ttl")
     task = _leased(tx, id, epoch)
@@ -212,6 +214,8 @@ def op_complete(tx: Tx, id: int, epoch: int, result):
 def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: bool, retry_after):
     if error_class not in st.ERROR_CLASSES:
         raise bad_argument(f"error_class must be one of {', '.join(st.ERROR_CLASSES)}", field="error_class")
+    if retry_after is not None and not abs(retry_after) < 1e15:  # inf/nan/huge would overflow the index key
+        raise bad_argument("retry_after must be a finite number of seconds", field="retry_after")
     task = _leased(tx, id, epoch)
     lease = task["lease"]
     task["error"] = {"class": error_class, "message": message[:2000], "at": tx.now,

@@ -235,10 +235,11 @@ def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bo
                 while ok and cur.key().startswith(prefix):
                     ok = cur.delete()
                     cleared += 1
-        rec = get_account(tx, account)
-        for m in modes + ([] if mode else ["*"]):
-            rec.get("cooldowns", {}).pop(m, None)
-        put_account(tx, account, rec)
+        rec = tx.get("accounts", account.encode())
+        if rec is not None:  # never create a record for an account nobody has seen (typos)
+            for m in modes + ([] if mode else ["*"]):
+                rec.get("cooldowns", {}).pop(m, None)
+            put_account(tx, account, rec)
     if spec:
         for m in modes:
             tx.delete("quota_specs", S.pair_key(account, m))

@@ -120,3 +120,23 @@ def test_map_full_refuses_submissions_serves_the_rest_and_recovers_after_growth(
             c2.close()
     finally:
         client.close()
+
+
+def test_oversized_messages_are_refused_and_the_broker_stays_up(broker, client):
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)  # deliberately not configure_socket: a peer that ignores our limits
+    raw.connect(broker.endpoint)
+    try:
+        body = protocol.pack_value({"cmd": "ping", "cid": "big", "args": {"pad": "x" * (protocol.MAX_BODY + 10)}})
+        raw.send_multipart([protocol.HEADER, body])
+        assert raw.poll(5000)
+        reply = protocol.decode_reply(raw.recv_multipart())
+        assert reply.cid is None and reply.error["name"] == "TOO_LARGE"
+        # above the socket's hard limit libzmq drops the connection: no reply, but no harm either
+        raw.send_multipart([protocol.HEADER, b"\x00" * (protocol.MAX_MESSAGE + 1)])
+        assert not raw.poll(500)
+        assert client.ping()["pid"] == broker.proc.pid
+        assert client.stats()["broker"]["errors"]["TOO_LARGE"] == 1
+    finally:
+        raw.close(linger=0)

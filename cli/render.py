@@ -1,0 +1,261 @@
+"""Formatting for ``fanoctl``: fixed-width tables, durations, local times, JSON, and one readable view
+per command result (``status_text``, ``ls_text``, ...).
+
+Pure functions of their arguments (``now`` is passed in), no I/O, standard library only. The views read
+result shapes documented in docs/cli.md and tolerate missing optional fields.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+
+def to_json(obj) -> str:
+    """Indented JSON with sorted keys; bytes (rare: binary values a worker stored) become text."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raw = bytes(obj)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode("ascii")
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return repr(obj)
+
+
+def duration(seconds) -> str:
+    """``45s``, ``12m05s``, ``3h12m``, ``2d04h``; the two most significant units."""
+    if seconds is None:
+        return "-"
+    s = int(abs(float(seconds)))  # truncated: "in 59m59s" until the hour has really passed
+    sign = "-" if float(seconds) < 0 and s else ""
+    if s < 60:
+        return f"{sign}{s}s"
+    if s < 3600:
+        return f"{sign}{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{sign}{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{sign}{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def relative(ts, now: float) -> str:
+    """``in 3h12m`` or ``5m02s ago`` for a world time ``ts``."""
+    if ts is None:
+        return "-"
+    delta = float(ts) - now
+    return f"in {duration(delta)}" if delta >= 0 else f"{duration(delta).lstrip('-')} ago"
+
+
+def local_time(ts, with_date: bool = True) -> str:
+    """A world time (epoch seconds) as local wall-clock time with the zone abbreviation."""
+    if ts is None:
+        return "-"
+    when = dt.datetime.fromtimestamp(float(ts)).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
+
+
+def when(ts, now: float) -> str:
+    """``2024-05-01 14:03:00 CEST (in 3h12m)``."""
+    if ts is None:
+        return "-"
+    return f"{local_time(ts)} ({relative(ts, now)})"
+
+
+def size(n) -> str:
+    """Bytes as ``512.0 MiB``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def truncate(text, width: int) -> str:
+    text = "" if text is None else str(text)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def table(headers: list[str], rows: list[list], max_width: dict | None = None) -> str:
+    """A fixed-width table: left-aligned columns separated by two spaces, header line first."""
+    max_width = max_width or {}
+    cells = [[truncate(c, max_width.get(i, 10_000)) for i, c in enumerate(row)] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def mapping(items: dict | None, empty: str = "-") -> str:
+    """``{"explorer": 3, "documenter": 1}`` -> ``documenter=1,explorer=3``."""
+    if not items:
+        return empty
+    return ",".join(f"{k}={v}" for k, v in sorted(items.items()))
+
+
+def fields(pairs: list[tuple[str, object]]) -> str:
+    """Aligned ``name: value`` lines."""
+    width = max((len(k) for k, _ in pairs), default=0)
+    return "\n".join(f"{(k + ':').ljust(width + 1)} {v}" for k, v in pairs)
+
+
+def compact(value, width: int = 200) -> str:
+    """A short one-line JSON rendering of a value (strings as is)."""
+    if isinstance(value, str):
+        return truncate(value, width)
+    return truncate(json.dumps(value, sort_keys=True, ensure_ascii=False, default=_json_default), width)
+
+
+def pretty(value) -> str:
+    """A result or payload for reading: text as is, anything else as indented JSON."""
+    if isinstance(value, str):
+        return value
+    return to_json(value)
+
+
+# --- views: the readable form of each command's result ---------------------------------------------------
+
+def status_text(s: dict) -> str:
+    b, t, now = s.get("broker") or {}, s["tasks"], s["now"]
+    states = [k for k in t if k != "total"]
+    lines = [
+        f"broker   pid {b.get('pid')}, up {duration(b.get('uptime'))}, {b.get('requests', 0)} requests in "
+        f"{b.get('batches', 0)} batches (mean {b.get('mean_batch', 0)}), last event {b.get('last_event_seq')}",
+        f"map      {size(b.get('map_used'))} used of {size(b.get('map_size'))}"
+        + ("  ** FULL: new work refused; fanoctl admin grow-map SIZE **" if b.get("map_full") else ""),
+        "tasks    " + "  ".join(f"{k} {t[k]}" for k in states) + f"  total {t['total']}",
+        f"queue    ready {s['ready']}, delayed {s['delayed']}"
+        + (f" (next due in {duration(s['next_due_in'])})" if s.get("next_due_in") is not None else "")
+        + f", leases {s['leases']}, oldest pending {duration(s.get('oldest_pending_age'))}",
+        f"errors   {mapping(b.get('errors'), 'none')}",
+    ]
+    if s["modules"]:
+        rows = [[m] + [counts.get(k, 0) for k in states] for m, counts in sorted(s["modules"].items())]
+        lines += ["", table(["MODULE"] + states, rows)]
+    if s["quota"]:
+        rows = [[q["account"], q["mode"], q["window"], f"{q['used']}/{q['limit']}", q["remaining"],
+                 relative(q["cooldown_until"], now) if q.get("cooldown_until") else "-"] for q in s["quota"]]
+        lines += ["", table(["ACCOUNT", "MODE", "WINDOW", "USED", "LEFT", "COOLDOWN"], rows)]
+    lines += account_lines(s.get("accounts") or [], now)
+    return "\n".join(lines)
+
+
+def account_lines(accounts: list, now: float) -> list[str]:
+    lines = []
+    for a in accounts:
+        notes = [f"paused ({a.get('pause_reason') or 'no reason'})"] if a.get("paused") else []
+        notes += [f"{mode} cooling until {when(c['until'], now)}" + (f": {c['reason']}" if c.get("reason") else "")
+                  for mode, c in sorted((a.get("cooldowns") or {}).items())]
+        if notes:
+            lines.append(f"account {a['account']}: " + "; ".join(notes))
+    return [""] + lines if lines else []
+
+
+def task_info(t: dict, now: float) -> str:
+    if t["state"] == "RUNNING" and t.get("lease"):
+        lease = t["lease"]
+        text = (f"{lease.get('worker')} {lease.get('account')}/{lease.get('mode')} "
+                f"lease {duration(lease.get('deadline_in'))}")
+        return text + (" (pause requested)" if t.get("pause_requested") else "")
+    if t["state"] == "PENDING" and (t.get("not_before") or 0) > now:
+        return f"not before {relative(t['not_before'], now)}"
+    if t.get("error") and t["state"] != "DONE":
+        return f"{t['error'].get('class')}: {t['error'].get('message', '')}"
+    return ""
+
+
+def ls_text(d: dict, now: float) -> str:
+    if not d["tasks"]:
+        text = "no tasks"
+    else:
+        rows = [[t["id"], t["state"], t["module"], t["kind"], t["priority"], f"{t['attempts']}/{t['max_attempts']}",
+                 duration(now - t["created"]), task_info(t, now), t["key"]] for t in d["tasks"]]
+        text = table(["ID", "STATE", "MODULE", "KIND", "PRIO", "ATT", "AGE", "INFO", "KEY"], rows,
+                     max_width={3: 24, 7: 40, 8: 32})
+    if d["next"] is not None:
+        text += f"\n(more: --after {d['next']}, or --all)"
+    return text
+
+
+SHOWN = {"id", "key", "state", "module", "kind", "priority", "attempts", "max_attempts", "epoch", "created",
+         "updated", "not_before", "parked_at", "requires", "attrs", "lease", "error", "payload", "result",
+         "history"}
+
+
+def show_text(t: dict, now: float) -> str:
+    pairs = [("id", t["id"]), ("key", t["key"]), ("state", t["state"]), ("module", t["module"]),
+             ("kind", t["kind"]), ("priority", t["priority"]), ("attempts", f"{t['attempts']}/{t['max_attempts']}"),
+             ("epoch", t.get("epoch")), ("created", when(t.get("created"), now)),
+             ("updated", when(t.get("updated"), now))]
+    if t.get("not_before"):
+        pairs.append(("not before", when(t["not_before"], now)))
+    if t.get("parked_at"):
+        pairs.append(("parked", when(t["parked_at"], now)))
+    pairs += [("requires", compact(t.get("requires") or {})), ("attrs", compact(t.get("attrs") or {}))]
+    if t.get("lease"):
+        lease = t["lease"]
+        pairs.append(("lease", f"{lease.get('worker')} on {lease.get('account')}/{lease.get('mode')}, granted "
+                      f"{local_time(lease.get('granted_at'))}, ends in {duration(lease.get('deadline_in'))}"))
+    if t.get("error"):
+        e = t["error"]
+        pairs.append(("error", f"{e.get('class')}: {e.get('message', '')} (at {local_time(e.get('at'))})"))
+    pairs += [(k, compact(v)) for k, v in sorted(t.items()) if k not in SHOWN]
+    parts = [fields(pairs), "", "payload:", indent(pretty(t.get("payload")))]
+    history = t.get("history") or []
+    if history:
+        rows = [[local_time(h.get("at")), h.get("from") or "-", h.get("to"), h.get("attempts"), h.get("epoch"),
+                 h.get("why", "")] for h in history]
+        parts += ["", "history:", indent(table(["AT", "FROM", "TO", "ATT", "EPOCH", "WHY"], rows))]
+    if t.get("result") is not None:
+        parts += ["", "result:", indent(pretty(t["result"]))]
+    return "\n".join(parts)
+
+
+def indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def changed(t: dict) -> str:
+    """One line after an operator command on a task."""
+    note = ""
+    if t["state"] == "RUNNING" and t.get("pause_requested"):
+        note = " (pause requested: it pauses when its lease ends)"
+    return (f"task {t['id']}: {t['state']}, priority {t['priority']}, "
+            f"attempts {t['attempts']}/{t['max_attempts']}{note}")
+
+
+def quota_text(d: dict) -> str:
+    now, blocks = d["now"], []
+    for q in d["quotas"]:
+        head = f"{q['account']} {q['mode']}" + (f" (from {q['source']})" if q.get("source") else "")
+        if q.get("cooldown"):
+            head += (f"  COOLING DOWN until {when(q['cooldown']['until'], now)}"
+                     + (f": {q['cooldown']['reason']}" if q['cooldown'].get("reason") else ""))
+        rows = [[w["spec"], f"{w['used']}/{w['limit']}", w["remaining"], mapping(w.get("by_module")),
+                 mapping(w.get("reserves")), when(w.get("resets_at"), now) if w.get("resets_at") else "-"]
+                for w in q["windows"]]
+        body = table(["WINDOW", "USED", "LEFT", "BY MODULE", "RESERVES", "RESETS"], rows) if rows else "(no windows)"
+        blocks.append(head + "\n" + indent(body))
+    text = "\n\n".join(blocks) if blocks else "no quotas set"
+    return text + "\n".join(account_lines(d.get("accounts") or [], now))
+
+
+def events_text(d: dict) -> str:
+    rows = [[e["seq"], local_time(e.get("ts")), e.get("type"),
+             " ".join(f"{k}={compact(v, 60)}" for k, v in sorted(e.items()) if k not in ("seq", "ts", "type"))]
+            for e in d["events"]]
+    text = table(["SEQ", "AT", "TYPE", "FIELDS"], rows) if rows else "no events"
+    text += f"\n(last seq {d['last_seq']}" + ("; older events were pruned" if d.get("truncated") else "") + ")"
+    return text
