@@ -25,6 +25,7 @@ so nobody can eat another module's reserve, and a module past its own reserve dr
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,6 +44,8 @@ class QuotaSpecError(FanoError):
 
 
 def _tz(name: str) -> ZoneInfo:
+    if not isinstance(name, str):  # ZoneInfo(None/5) raises TypeError, not a spec error
+        raise QuotaSpecError(f"time zone must be a name like Europe/Berlin, got {name!r}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -79,7 +82,7 @@ def normalize_window(spec) -> dict:
     out: dict = {"kind": kind, "limit": _positive_int(spec.get("limit"), "limit")}
     if kind == "rolling":
         seconds = spec.get("seconds")
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds < math.inf:
             raise QuotaSpecError(f"rolling window needs seconds > 0, got {seconds!r}")
         out["seconds"] = float(seconds)
     else:
@@ -116,16 +119,18 @@ def parse_compact(text: str) -> dict:
         raw = raw[: m.start()]
         for part in m.group(1).split(","):
             name, sep, count = part.partition("=")
-            if not sep or not count.isdigit():
+            if not sep or not (count.isascii() and count.isdigit()):
                 raise QuotaSpecError(f"bad reserve {part!r}: use module=count")
             reserves[name] = int(count)
     parts = raw.split()
+    if len(parts) >= 2 and re.search(r"/week@[a-zA-Z]+$", parts[0]) and _HHMM.match(parts[1]):
+        parts[:2] = [parts[0] + " " + parts[1]]  # "100/week@mon 09:00 UTC": the time belongs to "@mon"
     if not parts or len(parts) > 2 or "/" not in parts[0]:
         raise QuotaSpecError(f"cannot parse quota window {text!r}; examples: 50/3h, 20/day@04:00 UTC, "
                              "100/week@mon 09:00 Europe/Berlin")
     tz = parts[1] if len(parts) == 2 else "UTC"
     limit_text, _, period = parts[0].partition("/")
-    if not limit_text.isdigit():
+    if not (limit_text.isascii() and limit_text.isdigit()):
         raise QuotaSpecError(f"quota limit must be an integer, got {limit_text!r}")
     period, _, when = period.partition("@")
     out: dict = {"limit": int(limit_text)}

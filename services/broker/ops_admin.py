@@ -61,12 +61,13 @@ def collect_stats(tx: Tx) -> dict:
 def op_events(tx: Tx, after: int, limit: int):
     if not 1 <= limit <= 10_000:
         raise bad_argument("limit must be in [1, 10000]", field="limit")
+    after = max(0, after)  # seq numbers start at 1; a negative "after" means "from the start"
     cur = tx.cursor("events")
     events = []
     first_kept = None
     if cur.first():
         first_kept = S.from_u64(bytes(cur.key()))
-    ok = cur.set_range(S.u64(after + 1))
+    ok = after + 1 < 2**64 and cur.set_range(S.u64(after + 1))
     while ok and len(events) < limit:
         events.append(tx.get("events", bytes(cur.key())))
         ok = cur.next()
@@ -87,13 +88,14 @@ def prune(tx: Tx, request_ttl: float, event_retention: int, budget: int = 2000) 
         if S.from_u64(key[:8]) > horizon:
             break
         tx.delete("requests", key[8:])
-        ok = cur.delete()
+        # delete() moves to the next item and returns True even when there is none (key() is then b"")
+        ok = cur.delete() and bool(cur.key())
         removed += 1
     last = tx.peek_counter("event_seq")
     cur = tx.cursor("events")
     ok = cur.first()
     while ok and removed < budget and S.from_u64(bytes(cur.key())) <= last - event_retention:
-        ok = cur.delete()
+        ok = cur.delete() and bool(cur.key())
         removed += 1
     return removed
 

@@ -112,7 +112,7 @@ def op_kv_scan(tx: Tx, module: str, prefix: str, after, limit: int):
     base = S.kv_prefix(module)
     full_prefix = base + prefix.encode()
     cur = tx.cursor("kv")
-    start = base + after.encode() + b"\x00" if after else full_prefix
+    start = max(base + after.encode() + b"\x00", full_prefix) if after else full_prefix
     ok = cur.set_range(start)
     items, last = [], None
     while ok and cur.key().startswith(full_prefix):

@@ -75,7 +75,8 @@ def validate_task(spec: dict, config) -> dict:
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 100:
         raise bad_argument("max_attempts must be an integer in [1, 100]", field="max_attempts")
     not_before = spec.get("not_before")
-    if not_before is not None and (not isinstance(not_before, (int, float)) or isinstance(not_before, bool)):
+    if not_before is not None and (not isinstance(not_before, (int, float)) or isinstance(not_before, bool)
+                                   or not abs(not_before) < 1e15):  # finite, and its ms fit the u64 index key
         raise bad_argument("not_before must be a number (world time, seconds)", field="not_before")
     requires = spec.get("requires") or {}
     if not isinstance(requires, dict):
@@ -162,7 +163,9 @@ def op_list(tx: Tx, state, module, kind, after, limit):
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise bad_argument("limit must be in [1, 1000]", field="limit")
     tasks, last, scanned = [], None, 0
-    start = (after or 0) + 1
+    start = max(0, after or 0) + 1
+    if start >= 2**64:
+        return {"tasks": [], "next": None}
     if state is not None:
         prefix = S.state_prefix(state)
         cur = tx.cursor("by_state")
@@ -175,8 +178,9 @@ def op_list(tx: Tx, state, module, kind, after, limit):
         source = by_state()
     else:
         cur = tx.cursor("tasks")
-        cur.set_range(S.u64(start))
-        source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False))
+        # iternext() on an unpositioned cursor starts from the first key: only iterate if set_range found one
+        found = cur.set_range(S.u64(start))
+        source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False)) if found else iter(())
     more = False
     for task in source:
         scanned += 1

@@ -59,6 +59,8 @@ class Tx:
     # --- tasks --------------------------------------------------------------------------------------
 
     def task(self, task_id: int) -> dict:
+        if not 0 < task_id < 2**64:  # ids are u64 keys from 1; anything else cannot exist
+            raise not_found("task", task_id)
         task = self.get("tasks", S.u64(task_id))
         if task is None:
             raise not_found("task", task_id)
@@ -98,7 +100,9 @@ class Tx:
         tid = task["id"]
         if task["state"] == st.PENDING:
             nb = task.get("not_before") or 0
-            if nb > self.now:
+            # compare at the delayed index's resolution (ms), or promote_due would see the task as due
+            # while index() files it back under delayed, announcing task.due on every batch
+            if S.ms(nb) > S.ms(self.now):
                 task["queue"] = "delayed"
                 self.put_raw("delayed", S.time_id_key(S.ms(nb), tid), b"")
             else:

@@ -1,0 +1,200 @@
+"""A BrokerCore on a temporary LMDB with a FakeClock, driven request by request (no sockets).
+
+``h = CoreHarness.make(tmp_path, broker={...}, quotas={(account, mode): [windows]})`` then
+``h.call("submit", task={...})`` returns the result or raises :class:`FanoError`; ``h.raw(frames)``
+sends arbitrary frames and returns the decoded reply. Mutating commands get a fresh request id unless
+one is given with ``rid=``. ``h.events`` collects every event the core emitted, in order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared import protocol
+from shared.clock import FakeClock
+from shared.config import load_config
+from shared.errors import FanoError
+
+from services.broker.core import BrokerCore
+from services.broker.schema import open_env
+
+IDENT = b"test-client"
+
+
+def write_config(root: Path, broker: dict | None = None, quotas: dict | None = None) -> Path:
+    lines = ["[paths]", f'run_dir = "{root}/run"', f'data_dir = "{root}/data"', f'log_dir = "{root}/log"']
+    if broker:
+        lines.append("[broker]")
+        for key, value in broker.items():
+            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}")
+    for (account, mode), windows in (quotas or {}).items():
+        lines.append(f'[quotas."{account}".{mode}]')
+        lines.append("windows = [" + ", ".join(f'"{w}"' for w in windows) + "]")
+    path = root / "fano.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class CoreHarness:
+    def __init__(self, root: Path, config_path: Path, clock: FakeClock | None = None):
+        self.root = root
+        self.config_path = config_path
+        self.clock = clock or FakeClock()
+        self.events: list[dict] = []
+        self.storage = None
+        self.core = None
+        self.open()
+
+    @classmethod
+    def make(cls, root: Path, broker: dict | None = None, quotas: dict | None = None,
+             clock: FakeClock | None = None) -> "CoreHarness":
+        return cls(root, write_config(root, broker, quotas), clock)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def open(self, config_path: Path | None = None) -> list[dict]:
+        """Open storage and start a core (as a broker process start does); returns startup events."""
+        if config_path is not None:
+            self.config_path = config_path
+        self.cfg = load_config(self.config_path)
+        self.storage = open_env(self.cfg.data_dir / "broker", self.cfg.broker.map_size)
+        self.core = BrokerCore(self.storage, self.cfg, self.clock)
+        evs = self.core.startup()
+        self.events.extend(evs)
+        return evs
+
+    def restart(self, config_path: Path | None = None) -> list[dict]:
+        self.close()
+        return self.open(config_path)
+
+    def close(self) -> None:
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+
+    # --- requests ----------------------------------------------------------------------------------------
+
+    def request(self, cmd: str, args: dict, rid: str | None = None) -> protocol.Request:
+        if rid is None and cmd in protocol.COMMANDS and protocol.is_mutating(cmd):
+            rid = protocol.new_id()
+        return protocol.Request(cmd, protocol.new_id(), args, rid)
+
+    def batch(self, frames_list: list[list[bytes]]) -> list[protocol.Reply]:
+        """Run several raw requests as one batch; replies in order (grow_map requests are applied)."""
+        replies, events, grow = self.core.handle_batch([(IDENT, f) for f in frames_list])
+        self.events.extend(events)
+        out = [protocol.decode_reply(frames) for _, frames in replies]
+        for _, req in grow:
+            out.append(self.core.grow_map(req))
+        return out
+
+    def raw(self, frames: list[bytes]) -> protocol.Reply:
+        replies = self.batch([frames])
+        assert len(replies) == 1, replies
+        return replies[0]
+
+    def reply(self, cmd: str, rid: str | None = None, **args) -> protocol.Reply:
+        req = self.request(cmd, args, rid)
+        rep = self.raw(protocol.encode_request(req))
+        assert rep.cid == req.cid
+        return rep
+
+    def call(self, cmd: str, rid: str | None = None, **args):
+        """Run one command in its own batch; return its result or raise FanoError."""
+        return self.reply(cmd, rid, **args).raise_for_error()
+
+    def tick(self) -> None:
+        """An empty batch: runs the sweeps (lease expiry, due tasks, pruning)."""
+        self.batch([])
+
+    # --- conveniences ------------------------------------------------------------------------------------
+
+    def submit(self, key: str, module: str = "explorer", kind: str = "ask", payload=None, force=False, **fields):
+        task = {"key": key, "module": module, "kind": kind, "payload": {} if payload is None else payload, **fields}
+        return self.call("submit", task=task, force=force)
+
+    def lease(self, worker: str = "w1", account: str = "acct", **kw):
+        return self.call("lease", worker=worker, account=account, **kw)
+
+    def get(self, task_id: int, history: bool = True) -> dict:
+        return self.call("get", id=task_id, history=history)
+
+    def error_counts(self) -> dict:
+        return self.call("stats")["broker"]["errors"]
+
+
+def expect_error(name: str, fn, *args, **kwargs) -> FanoError:
+    try:
+        fn(*args, **kwargs)
+    except FanoError as exc:
+        assert exc.name == name, f"expected {name}, got {exc.name}: {exc.message}"
+        return exc
+    raise AssertionError(f"expected {name}, got no error")
+
+
+# --- fixtures (import them into a test module: ``from tests.unit.corehelp import core, make_core``) ---------
+
+@pytest.fixture
+def make_core(tmp_path):
+    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...))``; each in its own directory."""
+    made = []
+
+    def factory(broker=None, quotas=None, clock=None):
+        root = tmp_path / f"core{len(made)}"
+        root.mkdir()
+        h = CoreHarness.make(root, broker, quotas, clock)
+        made.append(h)
+        return h
+
+    yield factory
+    for h in made:
+        h.close()
+
+
+@pytest.fixture
+def core(make_core):
+    return make_core()
+
+
+def check_indices(h: CoreHarness) -> dict[str, int]:
+    """Assert that every index agrees with the task records; returns the count of tasks per state."""
+    from services.broker import schema as S
+    from shared.protocol import unpack_value
+
+    dbs = h.storage.dbs
+    with h.storage.env.begin() as txn:
+        def keys(db):
+            return [bytes(k) for k in txn.cursor(db=dbs[db]).iternext(keys=True, values=False)]
+
+        tasks = {S.from_u64(bytes(k)): unpack_value(v) for k, v in txn.cursor(db=dbs["tasks"])}
+        by_state: dict[str, int] = {}
+        for tid, t in tasks.items():
+            by_state[t["state"]] = by_state.get(t["state"], 0) + 1
+            assert txn.get(S.state_key(t["state"], tid), db=dbs["by_state"]) is not None, t
+            assert S.from_u64(txn.get(t["key"].encode(), db=dbs["keys"])) == tid
+        assert len(keys("by_state")) == len(tasks)
+        ready = {S.ready_key_id(k): k for k in keys("ready")}
+        delayed = {S.time_id_split(k)[1]: k for k in keys("delayed")}
+        leases = {S.time_id_split(k)[1]: k for k in keys("leases")}
+        for tid, t in tasks.items():
+            if t["state"] == "PENDING":
+                assert (tid in ready) != (tid in delayed), t
+                if tid in ready:
+                    assert ready[tid] == S.ready_key(t["priority"], tid)
+                else:
+                    assert delayed[tid] == S.time_id_key(S.ms(t["not_before"]), tid)
+            else:
+                assert tid not in ready and tid not in delayed, t
+            if t["state"] == "RUNNING":
+                assert leases.get(tid) == S.time_id_key(S.us(t["lease"]["deadline"]), tid), t
+            else:
+                assert tid not in leases, t
+        assert len(ready) + len(delayed) == by_state.get("PENDING", 0)
+        assert len(leases) == by_state.get("RUNNING", 0)
+        counts: dict[str, int] = {}
+        for k, v in txn.cursor(db=dbs["counts"]):
+            state, _ = S.split_count_key(bytes(k))
+            counts[state] = counts.get(state, 0) + S.from_u64(bytes(v))
+        assert counts == by_state
+    return by_state

@@ -1,0 +1,387 @@
+"""Module transactions and the kv namespace; the event outbox; behaviour when the LMDB map fills up."""
+from __future__ import annotations
+
+import os
+
+import lmdb
+import pytest
+
+from shared import protocol
+
+from tests.unit.corehelp import check_indices, core, expect_error, make_core  # noqa: F401  (fixtures)
+
+
+def txn(core, *ops, module="explorer", rid=None):
+    return core.call("txn", rid=rid, module=module, ops=list(ops))
+
+
+def put(key, value, if_version=None):
+    op = {"op": "put", "key": key, "value": value}
+    if if_version is not None:
+        op["if_version"] = if_version
+    return op
+
+
+def settle(core, key: str) -> int:
+    tid = core.submit(key)["task"]["id"]
+    lease = core.lease(task_id=tid)
+    core.call("complete", id=tid, epoch=lease["epoch"], result={"answer": key})
+    return tid
+
+
+# --- txn: kv writes ---------------------------------------------------------------------------------------
+
+def test_put_versions_and_get(core):
+    assert core.call("kv_get", module="explorer", key="insight/1") is None
+    out = txn(core, put("insight/1", {"text": "a"}))
+    assert out == {"applied": True, "results": [{"key": "insight/1", "version": 1}]}
+    assert txn(core, put("insight/1", {"text": "b"}))["results"][0]["version"] == 2
+    assert core.call("kv_get", module="explorer", key="insight/1") == {
+        "key": "insight/1", "version": 2, "value": {"text": "b"}}
+    # namespaces are separate
+    assert core.call("kv_get", module="documenter", key="insight/1") is None
+
+
+def test_conditional_put_delete_check(core):
+    # if_version 0: must not exist yet
+    txn(core, put("doc", "v1", if_version=0))
+    exc = expect_error("CONDITION_FAILED", txn, core, put("doc", "again", if_version=0))
+    assert exc.details == {"index": 0, "key": "doc", "version": 1}
+    txn(core, put("doc", "v2", if_version=1))
+    expect_error("CONDITION_FAILED", txn, core, put("doc", "stale", if_version=1))
+    assert txn(core, {"op": "check", "key": "doc", "if_version": 2})["results"] == [{"key": "doc", "version": 2}]
+    expect_error("CONDITION_FAILED", txn, core, {"op": "check", "key": "doc", "if_version": 0})
+    assert txn(core, {"op": "check", "key": "nothing", "if_version": 0})["results"][0]["version"] == 0
+    expect_error("CONDITION_FAILED", txn, core, {"op": "delete", "key": "doc", "if_version": 1})
+    assert txn(core, {"op": "delete", "key": "doc", "if_version": 2})["results"] == [{"key": "doc", "deleted": True}]
+    assert core.call("kv_get", module="explorer", key="doc") is None
+    assert txn(core, {"op": "delete", "key": "doc"})["results"] == [{"key": "doc", "deleted": False}]
+    # a re-created key starts again at version 1
+    assert txn(core, put("doc", "new", if_version=0))["results"][0]["version"] == 1
+
+
+def test_condition_failure_rolls_back_everything(core):
+    txn(core, put("a", 1), put("b", 1))
+    n_events = len(core.events)
+    done = settle(core, "finished")
+    exc = expect_error("CONDITION_FAILED", txn, core,
+                       put("a", 2), {"op": "delete", "key": "b"},
+                       {"op": "submit", "task": {"key": "follow-up", "module": "explorer", "kind": "ask"}},
+                       {"op": "ack", "task_id": done},
+                       put("c", 1, if_version=5))
+    assert exc.details["index"] == 4
+    assert core.call("kv_get", module="explorer", key="a")["value"] == 1
+    assert core.call("kv_get", module="explorer", key="b") is not None
+    assert core.call("kv_get", module="explorer", key="c") is None
+    assert [t["key"] for t in core.call("list")["tasks"]] == ["finished"]     # the submit was rolled back
+    assert core.get(done)["consumed"] is False                               # and the ack
+    assert not any(e["type"] in ("task.submitted", "task.consumed") and e.get("key") == "follow-up"
+                   for e in core.events[n_events:])
+
+
+def test_submit_inside_txn(core):
+    out = txn(core, put("seed/1", {"q": "why"}),
+              {"op": "submit", "task": {"key": "explore:1", "module": "explorer", "kind": "explorer.explore",
+                                        "payload": {"seed": 1}}})
+    assert out["results"][1] == {"id": 1, "created": True, "requeued": False, "state": "PENDING"}
+    again = txn(core, {"op": "submit", "task": {"key": "explore:1", "module": "explorer",
+                                                "kind": "explorer.explore", "payload": {"seed": 1}}})
+    assert again["results"][0]["created"] is False
+    expect_error("KEY_CONFLICT", txn, core, put("x", 1),
+                 {"op": "submit", "task": {"key": "explore:1", "module": "explorer", "kind": "other"}})
+    assert core.call("kv_get", module="explorer", key="x") is None
+    assert [e["type"] for e in core.events].count("task.submitted") == 1
+
+
+def test_ack_marks_consumed_and_replay_applies_nothing(core):
+    tid = settle(core, "t")
+    out = txn(core, put("insight/9", "from t"), {"op": "ack", "task_id": tid},
+              {"op": "submit", "task": {"key": "review:9", "module": "explorer", "kind": "review"}})
+    assert out["applied"] and out["results"][1] == {"acked": tid}
+    assert core.get(tid)["consumed"] is True
+    assert any(e["type"] == "task.consumed" and e["id"] == tid and e["by"] == "explorer" for e in core.events)
+    n_events = len(core.events)
+    # the module crashed before it saw the reply and replays the same effect (new request id)
+    replay = txn(core, put("insight/9", "from t"), {"op": "ack", "task_id": tid},
+                 {"op": "submit", "task": {"key": "review:10", "module": "explorer", "kind": "review"}})
+    assert replay == {"applied": False, "reason": "already consumed", "task_id": tid}
+    assert core.call("kv_get", module="explorer", key="insight/9")["version"] == 1
+    assert [t["key"] for t in core.call("list")["tasks"]] == ["t", "review:9"]
+    assert len(core.events) == n_events
+
+
+@pytest.mark.parametrize("state", ["PARKED", "CANCELLED"])
+def test_ack_of_other_settled_states(core, state):
+    tid = core.submit("t", max_attempts=1)["task"]["id"]
+    if state == "PARKED":
+        lease = core.lease()
+        core.call("fail", id=tid, epoch=lease["epoch"], error_class="terminal")
+    else:
+        core.call("cancel", id=tid)
+    assert txn(core, {"op": "ack", "task_id": tid})["applied"]
+    assert core.get(tid)["consumed"]
+
+
+def test_ack_of_unsettled_task_is_invalid_state(core):
+    tid = core.submit("t")["task"]["id"]
+    exc = expect_error("INVALID_STATE", txn, core, put("x", 1), {"op": "ack", "task_id": tid})
+    assert exc.details == {"index": 1, "id": tid}
+    core.lease()
+    expect_error("INVALID_STATE", txn, core, {"op": "ack", "task_id": tid})
+    expect_error("NOT_FOUND", txn, core, {"op": "ack", "task_id": 999})
+    assert core.call("kv_get", module="explorer", key="x") is None
+
+
+def test_retried_txn_with_same_rid_returns_first_reply(core):
+    tid = settle(core, "t")
+    rid = protocol.new_id()
+    first = txn(core, put("k", 1), {"op": "ack", "task_id": tid}, rid=rid)
+    assert txn(core, put("k", 1), {"op": "ack", "task_id": tid}, rid=rid) == first
+    assert first["applied"]
+
+
+@pytest.mark.parametrize("ops", [
+    [],
+    [{"op": "upsert", "key": "a"}],
+    ["put"],
+    [{"op": "put", "key": "", "value": 1}],
+    [{"op": "put", "key": "a\x00b", "value": 1}],
+    [{"op": "put", "key": "x" * 401, "value": 1}],
+    [{"op": "put", "key": 5, "value": 1}],
+    [{"op": "put", "key": "a", "value": 1, "if_version": -1}],
+    [{"op": "put", "key": "a", "value": 1, "if_version": "1"}],
+    [{"op": "put", "key": "a", "value": 1, "if_version": True}],
+    [{"op": "put", "key": "a", "value": 1, "colour": "red"}],
+    [{"op": "ack", "task_id": "1"}],
+    [{"op": "submit", "task": "nope"}],
+    [{"op": "put", "key": "a", "value": 1}] * 501,
+])
+def test_txn_validation(core, ops):
+    expect_error("BAD_ARGUMENT", core.call, "txn", module="explorer", ops=ops)
+    assert core.call("kv_scan", module="explorer")["items"] == []
+    assert "INTERNAL" not in core.error_counts()
+
+
+def test_txn_bad_module_name(core):
+    expect_error("BAD_ARGUMENT", core.call, "txn", module="Bad/Module", ops=[put("a", 1)])
+
+
+# --- kv_get / kv_scan ------------------------------------------------------------------------------------
+
+def test_kv_scan_prefix_and_paging(core):
+    keys = ["doc/a", "doc/b", "doc/b/1", "doc/c", "insight/1", "insight/2", "insight/10", "z"]
+    txn(core, *[put(k, k.upper()) for k in keys])
+    txn(core, put("doc/zzz", 1), module="documenter")  # another module's namespace
+    all_items = core.call("kv_scan", module="explorer")
+    assert [i["key"] for i in all_items["items"]] == sorted(keys) and all_items["next"] is None
+    assert all_items["items"][0] == {"key": "doc/a", "version": 1, "value": "DOC/A"}
+    assert [i["key"] for i in core.call("kv_scan", module="explorer", prefix="insight/")["items"]] == [
+        "insight/1", "insight/10", "insight/2"]
+    assert core.call("kv_scan", module="explorer", prefix="nothing/")["items"] == []
+    # paging with a prefix
+    seen, after, pages = [], None, 0
+    while True:
+        page = core.call("kv_scan", module="explorer", prefix="doc/", after=after, limit=2)
+        seen.extend(i["key"] for i in page["items"])
+        pages += 1
+        assert pages < 10
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == ["doc/a", "doc/b", "doc/b/1", "doc/c"]
+    # "after" is exclusive and does not skip keys that extend it
+    assert [i["key"] for i in core.call("kv_scan", module="explorer", after="doc/b")["items"]][:2] == [
+        "doc/b/1", "doc/c"]
+    expect_error("BAD_ARGUMENT", core.call, "kv_scan", module="explorer", limit=0)
+
+
+def test_kv_scan_after_before_the_prefix_starts_at_the_prefix(core):
+    txn(core, put("a", 1), put("a1", 1), put("b1", 1), put("b2", 1), put("c", 1))
+    page = core.call("kv_scan", module="explorer", prefix="b", after="a")
+    assert [i["key"] for i in page["items"]] == ["b1", "b2"]
+
+
+def test_kv_get_validation(core):
+    expect_error("BAD_ARGUMENT", core.call, "kv_get", module="explorer", key="")
+    expect_error("BAD_ARGUMENT", core.call, "kv_get", module="No", key="k")
+
+
+# --- events ------------------------------------------------------------------------------------------------
+
+def test_every_transition_emits_an_event_with_consecutive_seq(core):
+    a = core.submit("a")["task"]["id"]
+    core.submit("b")
+    lease = core.lease()
+    core.call("complete", id=a, epoch=lease["epoch"], result=1)
+    core.call("pause", id=2)
+    core.call("resume", id=2)
+    core.call("cancel", id=2)
+    core.call("quota_set", account="acct", mode="standard", windows=["5/day"])
+    core.call("cooldown", account="acct", until=core.clock.world() + 5)
+    seqs = [e["seq"] for e in core.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [e["type"] for e in core.events] == [
+        "task.submitted", "task.submitted", "task.running", "task.done", "task.paused", "task.pending",
+        "task.cancelled", "quota.set", "account.cooldown"]
+    for e in core.events:
+        assert e["ts"] == core.clock.world()
+    # reads and failed requests emit nothing
+    core.call("get", id=a)
+    expect_error("INVALID_STATE", core.call, "cancel", id=2)
+    assert core.call("events", after=0)["last_seq"] == len(seqs)
+    # the outbox holds exactly what was published
+    assert core.call("events", after=0)["events"] == core.events
+
+
+def test_events_paging_and_truncation(make_core):
+    core = make_core(broker={"event_retention": 5})
+    for i in range(12):
+        core.submit(f"k{i}")
+    page = core.call("events", after=3, limit=4)
+    assert [e["seq"] for e in page["events"]] == [4, 5, 6, 7]
+    assert page["last_seq"] == 12 and not page["truncated"]
+    assert core.call("events", after=12)["events"] == []
+    expect_error("BAD_ARGUMENT", core.call, "events", limit=0)
+    # pruning runs every few seconds of broker time; it keeps the last `event_retention` events
+    core.clock.advance(10)
+    core.tick()
+    page = core.call("events", after=0)
+    assert [e["seq"] for e in page["events"]] == [8, 9, 10, 11, 12]
+    assert page["truncated"]            # seq 1..7 are gone: the subscriber must resync from state
+    assert not core.call("events", after=7)["truncated"]
+
+
+def test_request_log_is_pruned_after_its_ttl(make_core):
+    core = make_core(broker={"request_log_ttl": 100.0})
+    rid = protocol.new_id()
+    task = {"key": "k", "module": "explorer", "kind": "ask"}
+    core.call("submit", rid=rid, task=task)
+    core.clock.advance(50)
+    core.tick()
+    expect_error("REQUEST_ID_REUSED", core.call, "submit", rid=rid, task={**task, "key": "k2"})
+    core.clock.advance(60)
+    core.tick()
+    # forgotten: the rid may now be used again (a retry this late is not a retry)
+    assert core.call("submit", rid=rid, task={**task, "key": "k2"})["created"]
+
+
+# --- map full ---------------------------------------------------------------------------------------------
+
+def fill(core, limit=200) -> int:
+    """Submit large tasks until the broker refuses with MAP_FULL; returns how many were accepted."""
+    for i in range(limit):
+        try:
+            core.submit(f"big{i}", payload={"blob": os.urandom(60_000)})
+        except Exception as exc:
+            assert getattr(exc, "name", None) == "MAP_FULL", exc
+            return i
+    raise AssertionError("the map never filled")
+
+
+def test_map_full_refuses_new_work_serves_running_work_and_grows(make_core):
+    core = make_core(broker={"map_size": "2MiB", "headroom": "512KiB"})
+    running = [core.submit(f"r{i}")["task"]["id"] for i in range(2)]
+    leases = [core.lease(worker=f"w{i}") for i in range(2)]
+    parked = core.submit("p", max_attempts=1)["task"]["id"]
+    accepted = fill(core)
+    assert accepted > 3
+    assert core.call("stats")["broker"]["map_full"] is True
+    # new work is refused ...
+    expect_error("MAP_FULL", core.submit, "one-more")
+    expect_error("MAP_FULL", core.call, "txn", module="explorer", ops=[put("k", 1)])
+    expect_error("MAP_FULL", core.call, "quota_set", account="acct", mode="standard", windows=["1/day"])
+    # ... but running work finishes, and reads are served
+    core.call("complete", id=running[0], epoch=leases[0]["epoch"], result={"text": "done"})
+    core.call("fail", id=running[1], epoch=leases[1]["epoch"], error_class="transient", message="x")
+    assert core.get(running[0])["state"] == "DONE"
+    assert len(core.call("list", limit=5)["tasks"]) == 5
+    lease = core.lease(task_id=parked)
+    core.call("fail", id=parked, epoch=lease["epoch"], error_class="terminal")
+    core.call("cancel", id=running[1])
+    expect_error("MAP_FULL", core.call, "retry", id=parked)
+    assert core.call("stats")["broker"]["errors"]["MAP_FULL"] >= 4
+    # grow the map: new work is accepted again
+    grown = core.call("grow_map", size=8 * 2**20)
+    assert grown["map_size"] == 8 * 2**20 and grown["previous"] == 2 * 2**20
+    assert core.submit("after-grow", payload={"blob": os.urandom(60_000)})["created"]
+    assert core.call("stats")["broker"]["map_full"] is False
+    # the grown size survives a restart with the smaller configured map
+    core.restart()
+    assert core.core.map_size >= 8 * 2**20
+    assert core.submit("after-restart")["created"]
+    check_indices(core)
+
+
+def test_grow_map_never_shrinks(core):
+    size = core.core.map_size
+    expect_error("BAD_ARGUMENT", core.call, "grow_map", size=1024)
+    assert core.core.map_size == size
+    # the same size again (a retried grow whose reply was lost) is answered, not refused
+    assert core.call("grow_map", size=size)["map_size"] == size
+
+
+def test_retried_request_is_answered_while_the_map_is_full(make_core):
+    core = make_core(broker={"map_size": "2MiB", "headroom": "512KiB"})
+    rid = protocol.new_id()
+    task = {"key": "early", "module": "explorer", "kind": "ask"}
+    first = core.call("submit", rid=rid, task=task)
+    fill(core)
+    assert core.call("submit", rid=rid, task=task) == first
+
+
+class _CommitFails:
+    """Wraps the LMDB environment so that the next outer (batch) commit fails with MDB_MAP_FULL."""
+
+    def __init__(self, env):
+        self._env = env
+        self.armed = True
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+    def begin(self, write=False, parent=None, **kw):
+        txn = self._env.begin(write=write, parent=parent, **kw)
+        if write and parent is None and self.armed:
+            self.armed = False
+            return _FailingCommit(txn)
+        return txn
+
+
+class _FailingCommit:
+    def __init__(self, txn):
+        self.txn = txn
+
+    def __enter__(self):
+        return self.txn
+
+    def __exit__(self, *exc):
+        self.txn.abort()
+        if exc[0] is None:
+            raise lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")
+        return False
+
+
+def test_batch_commit_map_full_answers_everyone_with_their_cid(core):
+    core.submit("before")
+    core.core.env = _CommitFails(core.core.env)
+    reqs = [protocol.Request("submit", f"cid-{i}", {"task": {"key": f"k{i}", "module": "explorer", "kind": "ask"}},
+                             protocol.new_id()) for i in range(3)]
+    frames = [protocol.encode_request(r) for r in reqs] + [[b"garbage"]]
+    replies = core.batch(frames)
+    assert [r.error["name"] for r in replies] == ["MAP_FULL"] * 4
+    assert [r.cid for r in replies] == ["cid-0", "cid-1", "cid-2", None]
+    # nothing of the batch happened; the next batch (commit works again) applies a retry once
+    assert [t["key"] for t in core.call("list")["tasks"]] == ["before"]
+    core.core.map_full = False
+    again = core.batch([protocol.encode_request(reqs[0])])
+    assert again[0].ok and again[0].result["created"]
+
+
+def test_event_outbox_can_be_pruned_to_nothing(make_core):
+    core = make_core(broker={"event_retention": 0})
+    core.submit("a")
+    core.clock.advance(10)
+    core.tick()
+    assert core.call("events")["events"] == []
+    assert core.submit("b")["created"]
+    assert core.call("events")["last_seq"] == 2
