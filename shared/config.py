@@ -120,6 +120,11 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
             windows = spec["windows"]
             if not isinstance(windows, list):
                 raise ConfigError(f"{where}: quotas.{account}.{mode}.windows must be a list")
+            from shared.quota import QuotaSpecError, normalize_windows
+            try:
+                normalize_windows(list(windows))
+            except QuotaSpecError as exc:
+                raise ConfigError(f"{where}: quotas.{account}.{mode}: {exc.message}") from None
             out.append(QuotaConfig(account, mode, tuple(windows)))
     return tuple(out)
 

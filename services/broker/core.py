@@ -141,14 +141,25 @@ class BrokerCore:
             self.map_used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
 
     def _housekeeping(self, outer, now, mono) -> list[dict]:
-        with self.env.begin(write=True, parent=outer) as txn:
-            tx = Tx(self.storage, txn, self.bcfg, now, mono)
-            ops_lease.expire_leases(tx)
-            ops_lease.promote_due(tx)
-            if mono - self._last_prune >= PRUNE_EVERY:
-                self._last_prune = mono
-                ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention)
-            return tx.events
+        events = []
+        sweeps = [ops_lease.expire_leases, ops_lease.promote_due]
+        if mono - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = mono
+            sweeps.append(lambda tx: ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention))
+        for sweep in sweeps:
+            # each sweep in its own nested transaction: a bug in one must not fail the requests of the
+            # batch (or crash-loop the broker at start); it is logged and retried next batch
+            try:
+                with self.env.begin(write=True, parent=outer) as txn:
+                    tx = Tx(self.storage, txn, self.bcfg, now, mono)
+                    sweep(tx)
+                    events.extend(tx.events)
+            except lmdb.MapFullError:
+                self.map_full = True
+            except Exception:
+                self.errors["SWEEP_FAILED"] += 1
+                log.error("housekeeping sweep failed:\n%s", traceback.format_exc())
+        return events
 
     def _map_full_message(self) -> str:
         return (f"database is full ({self.map_used / 2**20:.0f} MiB used of a {self.map_size / 2**20:.0f} MiB map, "

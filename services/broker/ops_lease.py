@@ -15,7 +15,7 @@ transient  retry with exponential backoff (``retry_after`` overrides it), PARKED
            the quota unit is refunded when ``sent`` is false
 unknown    like transient, but the quota unit always stays counted (the provider may have served it)
 quota      the provider refused for quota: no attempt burned, unit refunded, the account cools down
-           for that mode until ``retry_after`` (same as ``refuse``)
+           for that mode for ``retry_after`` seconds (1 h when unknown; ``refuse`` takes an absolute time)
 auth       no attempt burned, the account is paused for the operator, unit refunded unless sent
 terminal   PARKED at once with the error; unit refunded when not sent
 =========  ==========================================================================================
@@ -221,7 +221,8 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     task["error"] = {"class": error_class, "message": message[:2000], "at": tx.now,
                      "worker": lease["worker"], "account": lease["account"], "sent": sent}
     if error_class == "quota":
-        return _quota_refusal(tx, task, retry_after, message)
+        until = None if retry_after is None else tx.now + retry_after
+        return _quota_refusal(tx, task, until, message)
     if error_class != "unknown" and not sent:
         _refund(tx, task)
     why = f"{error_class} error on {lease['account']}: {message[:200]}"
@@ -247,6 +248,8 @@ def _quota_refusal(tx: Tx, task: dict, until, message: str) -> dict:
 
 
 def op_refuse(tx: Tx, id: int, epoch: int, until, message: str):
+    if until is not None:
+        quota.check_until(until)
     task = _leased(tx, id, epoch)
     task["error"] = {"class": "quota", "message": message[:2000], "at": tx.now,
                      "worker": task["lease"]["worker"], "account": task["lease"]["account"], "sent": True}

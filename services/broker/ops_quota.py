@@ -59,7 +59,7 @@ def _usage(tx: Tx, account: str, mode: str, window: dict) -> tuple[int, dict, fl
     while ok and cur.key().startswith(prefix):
         ts = S.from_u64(cur.key()[len(prefix): len(prefix) + 8])
         if ts <= horizon:
-            ok = cur.delete()  # expired from the window: prune (delete moves to the next item)
+            ok = cur.delete() and bool(cur.key())  # expired: prune (delete moves to the next item)
             continue
         module = bytes(cur.value()).decode()
         total += 1
@@ -156,12 +156,19 @@ def pause_account(tx: Tx, account: str, reason: str) -> dict:
 
 def apply_config_quotas(tx: Tx, quotas) -> None:
     """Install quotas from the config file; an operator's own ``quota set`` is never overwritten."""
+    wanted = {}
     for q in quotas:
         windows = Q.normalize_windows(list(q.windows))
+        wanted[(q.account, q.mode)] = windows
         stored = get_spec(tx, q.account, q.mode)
         if stored is None or (stored.get("source") == "config" and stored["windows"] != windows):
             tx.put("quota_specs", S.pair_key(q.account, q.mode),
                    {"windows": windows, "source": "config", "updated": tx.now})
+    # a quota deleted from the config file is no longer enforced (an operator's own stays)
+    stale = [bytes(key) for key, raw in tx.cursor("quota_specs")
+             if S.split_pair(bytes(key)) not in wanted and tx.get("quota_specs", bytes(key)).get("source") == "config"]
+    for key in stale:
+        tx.delete("quota_specs", key)
 
 
 # --- handlers ------------------------------------------------------------------------------------------
@@ -233,7 +240,7 @@ def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bo
                 cur = tx.cursor(db)
                 ok = cur.set_range(prefix)
                 while ok and cur.key().startswith(prefix):
-                    ok = cur.delete()
+                    ok = cur.delete() and bool(cur.key())
                     cleared += 1
         rec = tx.get("accounts", account.encode())
         if rec is not None:  # never create a record for an account nobody has seen (typos)
@@ -247,9 +254,15 @@ def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bo
     return {"account": account, "modes": modes, "cleared_records": cleared, "spec_removed": spec}
 
 
+def check_until(until, field: str = "until") -> None:
+    if not abs(until) < 1e15:  # inf/nan would block forever or silently not at all
+        raise FanoError(ErrorCode.BAD_ARGUMENT, f"{field} must be a finite world time (seconds)", {"field": field})
+
+
 def op_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: str):
     check_name(account, "account")
     _check_mode(mode)
+    check_until(until)
     set_cooldown(tx, account, mode, until, reason)
     return {"account": account, "mode": mode or "*", "until": float(until)}
 

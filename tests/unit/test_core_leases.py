@@ -305,7 +305,7 @@ def test_quota_failure_refunds_cools_down_and_burns_no_attempt(qcore):
     a = qcore.submit("a", max_attempts=1)["task"]["id"]
     la = qcore.lease()
     until = qcore.clock.world() + 600
-    out = fail(qcore, a, la["epoch"], "quota", message="limit reached", retry_after=until)
+    out = fail(qcore, a, la["epoch"], "quota", message="limit reached", retry_after=600)  # seconds from now
     assert out["state"] == "PENDING" and out["cooldown_until"] == until
     t = qcore.get(a)
     assert t["attempts"] == 0 and t["error"]["class"] == "quota"   # max_attempts=1, still not parked

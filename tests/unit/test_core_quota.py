@@ -247,3 +247,19 @@ def test_lease_in_the_same_batch_cannot_overrun_a_window(core):
     replies = core.batch(frames)
     assert [r.result["task"] is not None for r in replies] == [True, True, False, False]
     assert windows(core)[0]["used"] == 2
+
+
+def test_quota_removed_from_config_is_no_longer_enforced_but_operator_quota_stays(make_core):
+    core = make_core(quotas={("gem", "deep"): ["1/day"], ("chat", "standard"): ["80/3h"]})
+    core.call("quota_set", account="chat", mode="standard", windows=["40/3h"])
+    core.restart(write_config(core.root, quotas={}))
+    shown = {(q["account"], q["mode"]) for q in core.call("quota_show")["quotas"]}
+    assert shown == {("chat", "standard")}
+
+
+def test_cooldown_with_non_finite_time_is_a_bad_argument(core):
+    from shared.errors import ErrorCode, FanoError
+    for until in (float("inf"), float("nan")):
+        with pytest.raises(FanoError) as err:
+            core.call("cooldown", account="acct", until=until)
+        assert err.value.code == ErrorCode.BAD_ARGUMENT

@@ -1,0 +1,54 @@
+"""The config loader: sizes, defaults, unknown keys and invalid quotas are clear errors."""
+import pytest
+
+from shared.config import ConfigError, load_config, parse_size
+
+
+def write(tmp_path, text):
+    path = tmp_path / "fano.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,expected", [("1GiB", 1024**3), ("512 MiB", 512 * 1024**2), ("64M", 64 * 1024**2),
+                                           (4096, 4096), ("10", 10)])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["big", "1XB", "-5MiB", ""])
+def test_parse_size_rejects_garbage(text):
+    with pytest.raises(ConfigError):
+        parse_size(text)
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    cfg = load_config(write(tmp_path, ""))
+    assert cfg.run_dir == tmp_path / "var" / "run"
+    assert cfg.broker.map_size == 1024**3
+    assert cfg.broker_endpoint == f"ipc://{tmp_path}/var/run/broker.sock"
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("[broker]\nmap_sise = 5\n", "map_sise"),
+    ("[brokr]\n", "brokr"),
+    ("[broker]\nlease_ttl = 'long'\n", "lease_ttl"),
+    ("[broker]\nmap_size = '1MiB'\nheadroom = '2MiB'\n", "headroom"),
+    ('[quotas.acct.deep]\nwindows = ["20/fortnight"]\n', "quotas.acct.deep"),
+    ('[quotas.acct.deep]\nlimit = 5\n', "windows"),
+    ("not toml = = =", "fano.toml"),
+])
+def test_config_errors_name_the_problem(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert fragment in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_repository_config_is_valid():
+    cfg = load_config()
+    assert {(q.account, q.mode) for q in cfg.quotas}
