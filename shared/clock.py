@@ -18,25 +18,34 @@ import time
 
 
 class Clock:
-    def __init__(self, scale: float = 1.0, offset: float = 0.0):
-        if scale <= 0:
+    """World time ``origin + offset + (real - origin) * scale``; monotonic time unscaled.
+
+    Every process of one deployment must agree on world time, so a scaled clock is anchored at a
+    shared ``origin`` (real epoch seconds, ``FANO_CLOCK_ORIGIN``, set once by whoever starts the tree)
+    rather than at each process's own start; with scale 1 the origin does not matter.
+    """
+
+    def __init__(self, scale: float = 1.0, offset: float = 0.0, origin: float | None = None):
+        if not scale > 0:
             raise ValueError("clock scale must be positive")
+        if scale != 1.0 and origin is None:
+            raise ValueError("a scaled clock needs a shared origin (FANO_CLOCK_ORIGIN, real epoch seconds)")
         self.scale = scale
         self.offset = offset
-        self._origin_real = time.time()
-        self._origin_mono = time.monotonic()
+        self.origin = origin if origin is not None else 0.0
 
     @classmethod
     def from_env(cls) -> "Clock":
+        origin = os.environ.get("FANO_CLOCK_ORIGIN")
         return cls(float(os.environ.get("FANO_CLOCK_SCALE", "1") or 1),
-                   float(os.environ.get("FANO_CLOCK_OFFSET", "0") or 0))
+                   float(os.environ.get("FANO_CLOCK_OFFSET", "0") or 0),
+                   float(origin) if origin else None)
 
     def world(self) -> float:
+        real = time.time()
         if self.scale == 1.0:
-            return time.time() + self.offset
-        # scale around a fixed origin so world time stays continuous and monotone within a process
-        elapsed = time.monotonic() - self._origin_mono
-        return self._origin_real + self.offset + elapsed * self.scale
+            return real + self.offset
+        return self.origin + self.offset + (real - self.origin) * self.scale
 
     def mono(self) -> float:
         return time.monotonic()

@@ -58,6 +58,23 @@ class QuotaConfig:
     windows: tuple  # of window dicts or compact strings, validated by shared.quota
 
 
+BACKENDS = ("sim", "claude", "chatgpt", "gemini", "openai")
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One LLM account = one backend worker program ``backend-<name>``."""
+
+    name: str
+    backend: str                      # one of BACKENDS
+    modes: tuple[str, ...] = ("standard",)
+    settings: dict = field(default_factory=dict)   # everything else in [accounts.NAME], backend-specific
+
+    @property
+    def program(self) -> str:
+        return f"backend-{self.name}"
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
@@ -66,6 +83,14 @@ class Config:
     log_dir: Path
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     quotas: tuple[QuotaConfig, ...] = ()
+    accounts: tuple[AccountConfig, ...] = ()
+
+    def account(self, name: str) -> AccountConfig:
+        for acct in self.accounts:
+            if acct.name == name:
+                return acct
+        raise ConfigError(f"{self.path}: no account named {name!r} (known: "
+                          f"{', '.join(a.name for a in self.accounts) or 'none'})")
 
     @property
     def broker_endpoint(self) -> str:
@@ -129,6 +154,30 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
     return tuple(out)
 
 
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
+    accounts = data.get("accounts", {})
+    if not isinstance(accounts, dict):
+        raise ConfigError(f"{where}: [accounts] must be a table of [accounts.NAME]")
+    out = []
+    for name, spec in accounts.items():
+        if not _ACCOUNT_NAME.match(name):
+            raise ConfigError(f"{where}: account name {name!r} must match {_ACCOUNT_NAME.pattern}")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: [accounts.{name}] must be a table")
+        backend = spec.get("backend")
+        if backend not in BACKENDS:
+            raise ConfigError(f"{where}: accounts.{name}.backend must be one of {', '.join(BACKENDS)}")
+        modes = spec.get("modes", ["standard"])
+        if not isinstance(modes, list) or not modes or any(m not in ("standard", "deep") for m in modes):
+            raise ConfigError(f"{where}: accounts.{name}.modes must be a non-empty list of standard/deep")
+        settings = {k: v for k, v in spec.items() if k not in ("backend", "modes")}
+        out.append(AccountConfig(name, backend, tuple(modes), settings))
+    return tuple(out)
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     chosen = path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG
     cfg_path = Path(chosen).resolve()
@@ -152,4 +201,5 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
 
     broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
     return Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
-                  log_dir=resolve("log_dir", "var/log"), broker=broker, quotas=_quotas(data, where))
+                  log_dir=resolve("log_dir", "var/log"), broker=broker, quotas=_quotas(data, where),
+                  accounts=_accounts(data, where))

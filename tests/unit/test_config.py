@@ -52,3 +52,17 @@ def test_missing_file(tmp_path):
 def test_repository_config_is_valid():
     cfg = load_config()
     assert {(q.account, q.mode) for q in cfg.quotas}
+
+
+def test_scaled_clock_needs_a_shared_origin_and_agrees_across_instances():
+    import time
+
+    from shared.clock import Clock
+    with pytest.raises(ValueError):
+        Clock(scale=100.0)
+    origin = time.time() - 10
+    a = Clock(scale=100.0, origin=origin)
+    time.sleep(0.05)
+    b = Clock(scale=100.0, origin=origin)  # created later, same world time
+    assert abs(a.world() - b.world()) < 1.0
+    assert a.world() - origin >= 1000  # 10 real seconds since origin = 1000 world seconds

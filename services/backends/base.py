@@ -1,0 +1,101 @@
+"""The provider interface every backend implements, and the failure classification they all share.
+
+A backend worker (``services/backends/worker.py``) runs one :class:`Provider` for one account and calls it
+for one turn at a time. The provider knows how to talk to its service; the worker knows leases, intents,
+results and retries. Providers never touch the broker.
+
+Failure classes (DESIGN.md §10) — every exception a provider lets out is a :class:`ProviderError`:
+
+===========  =================================================================================
+transient    retry later (backoff, or ``retry_after`` seconds); includes overload ("529", "a lot of
+             people are using Deep Think"): a short retry, not an account cool-down
+quota        the account (in this mode) is out of quota until ``retry_after`` seconds from now;
+             the task waits, no attempt burned
+auth         login expired / bad key: the account is paused for the operator
+terminal     this request can never succeed (context overflow, refused content): park the task
+unknown      we cannot tell whether the provider got the request: reconcile before re-sending
+===========  =================================================================================
+
+``sent`` says whether the request may have reached the provider (it decides whether the quota unit is
+refunded): False only when the provider certainly never saw it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+ERROR_CLASSES = ("transient", "quota", "auth", "terminal", "unknown")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One request to a provider: a task as the worker leased it."""
+
+    task_id: int
+    epoch: int
+    attempt: int
+    account: str
+    mode: str                    # "standard" | "deep" (the mode the lease granted)
+    module: str
+    kind: str                    # e.g. "ask", "explorer.explore"
+    payload: dict = field(default_factory=dict)
+    prompt: str = ""             # the text to send (payload["prompt"] when present)
+    conversation: str | None = None
+    turn_index: int = 0          # position of this turn in its conversation (0 for one-shot)
+
+    @property
+    def turn_key(self) -> str:
+        """Identifies the turn across attempts (reconciliation looks it up by this)."""
+        if self.conversation:
+            return f"{self.conversation}#{self.turn_index}"
+        return f"task-{self.task_id}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)   # model, usage, conversation url, ...
+
+
+class ProviderError(Exception):
+    def __init__(self, error_class: str, message: str, retry_after: float | None = None, sent: bool = True):
+        if error_class not in ERROR_CLASSES:
+            raise ValueError(f"unknown error class {error_class!r}")
+        super().__init__(f"{error_class}: {message}")
+        self.error_class = error_class
+        self.message = message
+        self.retry_after = retry_after
+        self.sent = sent
+
+
+class Provider:
+    """Base class of providers. Subclasses implement :meth:`send` and :meth:`reconcile`."""
+
+    backend = "base"
+
+    def __init__(self, account: str, settings: dict, clock, data_dir):
+        self.account = account
+        self.settings = settings
+        self.clock = clock
+        self.data_dir = data_dir
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.settings.get("modes", ["standard"]))
+
+    def start(self) -> None:
+        """Open connections, browsers, files. Called once before the first send."""
+
+    def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
+        """Send the turn and wait for the complete reply. Poll ``cancelled()`` while waiting and raise
+        ProviderError("unknown", ..., sent=True) promptly when it turns true."""
+        raise NotImplementedError
+
+    def reconcile(self, turn: Turn) -> Reply | None:
+        """For a turn whose outcome is UNKNOWN (the worker died between intent and outcome): return the
+        provider's reply if it served the turn, or None if it certainly never received it (then the
+        worker may send it). Raise ProviderError("unknown") when it cannot tell yet."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources; called at worker shutdown (never relied upon: crash-only)."""

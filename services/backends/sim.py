@@ -1,0 +1,320 @@
+"""``sim``: the simulated LLM provider, the embedded default backend (DESIGN.md §10).
+
+It behaves like a real service so that the whole system can run and be tested without any account:
+latency per mode on the world clock, rate limits it enforces itself (and tells about, like a web UI:
+"You've reached your limit ... until 14:56"), injected faults, and a durable log of every request it saw
+(:mod:`services.backends.sim_log`) which it re-reads at start, so its limits and its memory of served
+turns survive worker restarts. Answers come from :mod:`services.backends.sim_answers`.
+
+Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optional)::
+
+    seed = 7                       # int; all randomness derives from (seed, account, turn, attempt)
+    latency = {standard = {dist = "lognormal", median = 2.0, sigma = 0.5},
+               deep = {dist = "uniform", low = 30, high = 90}}
+                                   # world seconds per mode; dist lognormal|uniform|fixed (value)|zero;
+                                   # a single spec (or a number, or "zero") applies to every mode
+    rate_limits = {deep = ["20/day@00:00 UTC"], standard = ["50/3h"]}   # shared.quota windows, no reserves
+    transient_rate = 0.0           # "500 Internal Server Error" after part of the latency (request seen)
+    overload_rate = 0.0            # "A lot of people are using ... right now": refused, retry in 2-10 s
+    hang_rate = 0.0                # never finishes until cancelled; counts as served by the provider
+    terminal_rate = 0.0            # "400 prompt is too long": park
+    auth_fail = false              # every request: auth error, never reaches the provider
+    sloppy_rate = 0.05             # answers with format deviations a tolerant parser must accept
+    garbage_rate = 0.0             # answers with none of the kind's tags
+    reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4}   # latent review verdicts
+    fsync = false                  # fsync each log record (power-loss durability; kill -9 needs none)
+
+Determinism: the *answer* depends on (seed, account, turn content) but not on the attempt, so a run
+with crashes and retries converges to the same research as a run without; faults, latency and format
+deviations depend on the attempt too, so a retry can succeed. "Turn content" is the kind, the payload,
+the conversation position (and the prompt when the payload is empty) — never the broker's task id,
+which depends on how submissions from several modules interleaved.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from services.backends import sim_answers
+from services.backends.base import Provider, ProviderError, Reply, Turn
+from services.backends.sim_log import SimLog, window_count, window_frees_at
+from shared.clock import FakeClock
+from shared.quota import QuotaSpecError, describe, normalize_windows
+
+MODES = ("standard", "deep")
+SLICE = 0.05                      # real seconds between two looks at cancelled() (the brief: <= 50 ms)
+FAULTS = ("terminal_rate", "transient_rate", "overload_rate", "hang_rate")
+DEFAULT_LATENCY = {"standard": {"dist": "lognormal", "median": 2.0, "sigma": 0.5},
+                   "deep": {"dist": "lognormal", "median": 60.0, "sigma": 0.5}}
+_DIST_FIELDS = {"lognormal": {"median", "sigma"}, "uniform": {"low", "high"}, "fixed": {"value"}, "zero": set()}
+_KNOWN = {"seed", "latency", "rate_limits", "auth_fail", "sloppy_rate", "garbage_rate", "reviews", "fsync",
+          "modes", *FAULTS}
+
+
+def _num(value, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ValueError(f"sim setting {where} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def _latency_spec(spec, where: str) -> dict:
+    if spec == "zero":
+        spec = {"dist": "zero"}
+    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        spec = {"dist": "fixed", "value": spec}
+    if not isinstance(spec, dict) or spec.get("dist") not in _DIST_FIELDS:
+        raise ValueError(f"sim setting {where} must be a table with dist = one of "
+                         f"{', '.join(_DIST_FIELDS)} (or a number of seconds, or \"zero\"), got {spec!r}")
+    fields = _DIST_FIELDS[spec["dist"]]
+    if set(spec) - {"dist"} != fields:
+        raise ValueError(f"sim setting {where}: dist {spec['dist']!r} takes exactly "
+                         f"{', '.join(sorted(fields)) or 'no other fields'}, got {', '.join(sorted(set(spec) - {'dist'}))}")
+    out = {"dist": spec["dist"], **{k: _num(spec[k], f"{where}.{k}", hi=1e7) for k in fields}}
+    if out["dist"] == "lognormal" and out["median"] <= 0:
+        raise ValueError(f"sim setting {where}.median must be > 0")
+    if out["dist"] == "uniform" and out["low"] > out["high"]:
+        raise ValueError(f"sim setting {where}: low must be <= high")
+    return out
+
+
+def parse_settings(settings: dict) -> dict:
+    """Validate the account's settings and return them complete with defaults. Raises ValueError."""
+    if not isinstance(settings, dict):
+        raise ValueError("sim settings must be a table")
+    unknown = set(settings) - _KNOWN
+    if unknown:
+        raise ValueError(f"unknown sim setting(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(_KNOWN))})")
+    seed = settings.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"sim setting seed must be an integer, got {seed!r}")
+    out: dict = {"seed": seed, "latency": dict(DEFAULT_LATENCY), "rate_limits": {}}
+    lat = settings.get("latency")
+    if lat is not None:
+        if isinstance(lat, dict) and "dist" not in lat:
+            for mode, spec in lat.items():
+                if mode not in MODES:
+                    raise ValueError(f"sim setting latency.{mode}: mode must be one of {', '.join(MODES)}")
+                out["latency"][mode] = _latency_spec(spec, f"latency.{mode}")
+        else:
+            one = _latency_spec(lat, "latency")
+            out["latency"] = {m: one for m in MODES}
+    limits = settings.get("rate_limits", {})
+    if not isinstance(limits, dict):
+        raise ValueError("sim setting rate_limits must be a table of mode -> list of windows")
+    for mode, windows in limits.items():
+        if mode not in MODES:
+            raise ValueError(f"sim setting rate_limits.{mode}: mode must be one of {', '.join(MODES)}")
+        try:
+            norm = normalize_windows(windows)
+        except QuotaSpecError as exc:
+            raise ValueError(f"sim setting rate_limits.{mode}: {exc.message}") from None
+        if any(w.get("reserves") for w in norm):
+            raise ValueError(f"sim setting rate_limits.{mode}: a provider knows no modules; drop the reserves")
+        out["rate_limits"][mode] = norm
+    for key in FAULTS + ("garbage_rate",):
+        out[key] = _num(settings.get(key, 0.0), key, 0.0, 1.0)
+    if sum(out[k] for k in FAULTS) > 1.0:
+        raise ValueError(f"sim settings {', '.join(FAULTS)} must add up to at most 1")
+    out["sloppy_rate"] = _num(settings.get("sloppy_rate", 0.05), "sloppy_rate", 0.0, 1.0)
+    for key in ("auth_fail", "fsync"):
+        if not isinstance(settings.get(key, False), bool):
+            raise ValueError(f"sim setting {key} must be true or false")
+        out[key] = settings.get(key, False)
+    reviews = settings.get("reviews", {})
+    if not isinstance(reviews, dict) or set(reviews) - set(sim_answers.DEFAULT_REVIEWS):
+        raise ValueError(f"sim setting reviews must be a table with keys among "
+                         f"{', '.join(sim_answers.DEFAULT_REVIEWS)}")
+    out["reviews"] = {k: _num(reviews.get(k, d), f"reviews.{k}", 0.0, 1.0)
+                      for k, d in sim_answers.DEFAULT_REVIEWS.items()}
+    if out["reviews"]["good"] + out["reviews"]["bad"] > 1.0:
+        raise ValueError("sim settings reviews.good + reviews.bad must be at most 1")
+    modes = settings.get("modes", list(MODES))
+    if not isinstance(modes, (list, tuple)) or any(m not in MODES for m in modes):
+        raise ValueError(f"sim setting modes must be a list of {', '.join(MODES)}")
+    out["modes"] = tuple(modes)
+    return out
+
+
+def content_key(turn: Turn) -> str:
+    """What identifies a turn's content independently of broker task ids (see the module docstring)."""
+    basis = {"kind": turn.kind, "payload": turn.payload, "conversation": turn.conversation,
+             "turn_index": turn.turn_index}
+    if not turn.payload:
+        basis["prompt"] = turn.prompt
+    text = json.dumps(basis, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class SimProvider(Provider):
+    """The simulated provider of one account. See the module docstring for settings and semantics."""
+
+    backend = "sim"
+
+    def __init__(self, account: str, settings: dict, clock, data_dir):
+        super().__init__(account, settings, clock, data_dir)
+        self.config = parse_settings(settings or {})
+        self.log_path = Path(data_dir) / "sim" / account / "requests.jsonl"
+        self.log: SimLog | None = None
+        # under a FakeClock nothing moves by itself: simulated latency advances the fake world instead
+        self.sleep: Callable[[float], None] = clock.advance if isinstance(clock, FakeClock) else time.sleep
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.config["modes"])
+
+    def start(self) -> None:
+        if self.log is None:
+            self.log = SimLog(self.log_path, fsync=self.config["fsync"])
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    # --- randomness -----------------------------------------------------------------------------------
+
+    def _rng(self, *parts):
+        return sim_answers.derive_rng(self.config["seed"], self.account, *parts)
+
+    def latency(self, mode: str, key: str, attempt: int) -> float:
+        """The simulated latency (world seconds) of one attempt of a turn."""
+        spec = self.config["latency"].get(mode, DEFAULT_LATENCY["standard"])
+        rng = self._rng(key, attempt, "latency")
+        if spec["dist"] == "lognormal":
+            return spec["median"] * math.exp(spec["sigma"] * rng.gauss(0.0, 1.0))
+        if spec["dist"] == "uniform":
+            return rng.uniform(spec["low"], spec["high"])
+        return spec.get("value", 0.0)
+
+    def fate(self, key: str, attempt: int) -> tuple[str | None, float]:
+        """Which fault (if any) hits this attempt, and at which fraction of the latency."""
+        rng = self._rng(key, attempt, "fault")
+        u, frac = rng.random(), rng.uniform(0.1, 0.9)
+        edge = 0.0
+        for name in FAULTS:
+            edge += self.config[name]
+            if u < edge:
+                return name.removesuffix("_rate"), frac
+        return None, frac
+
+    def answer_text(self, turn: Turn, key: str, attempt: int) -> str:
+        """The reply text: content from (seed, account, key), decoration from the attempt too."""
+        cfg = self.config
+        text = sim_answers.answer(turn.kind, dict(turn.payload), turn.prompt or str(turn.payload.get("prompt", "")),
+                                  turn.mode, self._rng(key, "answer"), seed=cfg["seed"], account=self.account,
+                                  reviews=cfg["reviews"])
+        return sim_answers.decorate(text, turn.kind, self._rng(key, attempt, "style"), cfg["sloppy_rate"],
+                                    cfg["garbage_rate"])
+
+    # --- the request path -----------------------------------------------------------------------------
+
+    def _record(self, turn: Turn, event: str, key: str, **extra) -> dict:
+        return self.log.append({"ts": self.clock.world(), "event": event, "task_id": turn.task_id,
+                                "epoch": turn.epoch, "attempt": turn.attempt, "turn_key": turn.turn_key,
+                                "mode": turn.mode, "kind": turn.kind, "key": key, **extra})
+
+    def _quota_refusal(self, mode: str, now: float) -> tuple[float, dict] | None:
+        """(retry_after, the binding window) when a request now would exceed a window, else None."""
+        times, worst = self.log.times(mode), None
+        for window in self.config["rate_limits"].get(mode, []):
+            if window_count(times, window, now) >= window["limit"]:
+                wait = max(0.0, window_frees_at(times, window, now) - now)
+                if worst is None or wait > worst[0]:
+                    worst = (wait, window)
+        return worst
+
+    def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
+        """Serve one turn like a real service would; every failure is a classified ProviderError."""
+        self.start()
+        if turn.mode not in self.config["modes"]:
+            raise ProviderError("terminal", f"sim account {self.account} has no mode {turn.mode!r}", sent=False)
+        if self.config["auth_fail"]:
+            raise ProviderError("auth", "401 authentication_error: your session has expired, please log in again",
+                                sent=False)
+        key = content_key(turn)
+        now = self.clock.world()
+        refusal = self._quota_refusal(turn.mode, now)
+        if refusal is not None:
+            wait, window = refusal
+            self._record(turn, "refused", key, reason="quota", retry_after=wait)
+            raise ProviderError("quota", f"You've reached your limit for {turn.mode} requests "
+                                f"until {_until(now, wait, window)} (window {describe(window)})",
+                                retry_after=wait, sent=True)
+        fault, frac = self.fate(key, turn.attempt)
+        if fault == "overload":
+            wait = round(2.0 + 8.0 * frac, 3)
+            self._record(turn, "refused", key, reason="overload", retry_after=wait)
+            raise ProviderError("transient", f"A lot of people are using {turn.mode} mode right now. "
+                                "Please try again in a few seconds.", retry_after=wait, sent=True)
+        recv = self._record(turn, "received", key)      # before any processing: the provider has it now
+        if fault == "terminal":
+            self._record(turn, "failed", key, recv_seq=recv["seq"], error="terminal")
+            raise ProviderError("terminal", "400 invalid_request_error: prompt is too long", sent=True)
+        latency = self.latency(turn.mode, key, turn.attempt)
+        if fault == "hang":
+            self._wait(math.inf, cancelled)             # returns only by raising unknown
+        if fault == "transient":
+            self._wait(latency * frac, cancelled)
+            self._record(turn, "failed", key, recv_seq=recv["seq"], error="transient")
+            raise ProviderError("transient", "500 Internal Server Error: something went wrong while "
+                                "generating the response", sent=True)
+        self._wait(latency, cancelled)
+        return self._serve(turn, key, recv["seq"], turn.attempt, latency, reconciled=False)
+
+    def _wait(self, world_seconds: float, cancelled: Callable[[], bool]) -> None:
+        """Let ``world_seconds`` of world time pass (L / clock.scale real seconds), looking at
+        ``cancelled()`` at least every SLICE real seconds."""
+        deadline = self.clock.world() + world_seconds
+        while True:
+            remaining = deadline - self.clock.world()
+            if remaining <= 0:
+                return
+            if cancelled():
+                # the provider keeps generating; reconcile() will find the reply
+                raise ProviderError("unknown", "cancelled while the provider was generating", sent=True)
+            self.sleep(min(SLICE, remaining / self.clock.scale))
+
+    def _serve(self, turn: Turn, key: str, recv_seq: int, attempt: int, latency: float, reconciled: bool) -> Reply:
+        text = self.answer_text(turn, key, attempt)
+        rec = self.log.append({"ts": self.clock.world(), "event": "served", "task_id": turn.task_id,
+                               "epoch": turn.epoch, "attempt": attempt, "turn_key": turn.turn_key,
+                               "mode": turn.mode, "kind": turn.kind, "key": key, "recv_seq": recv_seq,
+                               "latency": latency, "reconciled": reconciled, "reply": text})
+        return Reply(text, meta={"model": f"sim-{turn.mode}", "latency": latency, "served_seq": rec["seq"],
+                                 "attempt": attempt, "reconciled": reconciled})
+
+    def reconcile(self, turn: Turn) -> Reply | None:
+        """The provider's view of a turn whose outcome the worker does not know.
+
+        Looks at every request received for (task id, turn key), whatever its attempt, and takes the
+        latest one that did not fail: served -> its reply; received but not served (the worker died
+        or cancelled mid-request) -> the provider finished it anyway, so it is served now and returned.
+        None when no request of this turn is pending or served: sending is then safe.
+        """
+        self.start()
+        alive = [e for e in self.log.turn(turn.task_id, turn.turn_key) if not e.failed]
+        if not alive:
+            return None
+        entry = alive[-1]
+        served = self.log.served_record(entry)
+        if served is not None:
+            return Reply(served["reply"], meta={"model": f"sim-{served['mode']}", "latency": served["latency"],
+                                                "served_seq": served["seq"], "attempt": served["attempt"],
+                                                "reconciled": True})
+        key = content_key(turn)
+        original = dataclasses.replace(turn, mode=entry.mode, epoch=entry.epoch)
+        return self._serve(original, key, entry.seq, entry.attempt, self.latency(entry.mode, key, entry.attempt),
+                           reconciled=True)
+
+
+def _until(now: float, wait: float, window: dict) -> str:
+    """'14:56 UTC' (or 'Jan 10, 14:56 UTC' when more than a day away), in the window's time zone."""
+    when = dt.datetime.fromtimestamp(now + wait, ZoneInfo(window.get("tz", "UTC")))
+    return when.strftime("%b %d, %H:%M %Z" if wait >= 86400 else "%H:%M %Z")
