@@ -20,10 +20,14 @@ ensure_venv() {
     say "virtualenv up to date ($VENV)"
     return
   fi
-  say "installing fano${extras:+[$extras]} into $VENV"
-  "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
-  "$PY" -m pip install --quiet --disable-pip-version-check -e "$FANO_ROOT${extras:+[$extras]}" 2>&1 \
-    | grep -v "is ignored" || true
+  say "installing fano${extras:+[$extras]} into $VENV (log: $VENV/pip.log)"
+  if ! { "$PY" -m pip install --disable-pip-version-check --upgrade pip \
+      && "$PY" -m pip install --disable-pip-version-check -e "$FANO_ROOT${extras:+[$extras]}"; } \
+      >"$VENV/pip.log" 2>&1; then
+    tail -n 30 "$VENV/pip.log" >&2
+    echo "pip install failed; full log in $VENV/pip.log" >&2
+    exit 1
+  fi
   "$PY" -c "import zmq, lmdb, msgpack, click, supervisor" || { echo "install failed" >&2; exit 1; }
   printf '%s\n' "$want" > "$stamp"
 }
