@@ -135,6 +135,9 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float) -> dict:
     task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,
                      "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": charges}
     task["charged"] = task.get("charged", 0) + (1 if charges else 0)
+    if charges:
+        # where each still-counted unit lives, so the ledger can be audited exactly (ops/invariants.py)
+        task.setdefault("live_charges", []).append([epoch, w["account"], mode])
     conv = (task.get("requires") or {}).get("conversation")
     if conv:
         rec = tx.get("conversations", conv.encode()) or {"account": None, "inflight": None, "turns": 0}
@@ -169,6 +172,7 @@ def _refund(tx: Tx, task: dict) -> None:
     if charges:
         quota.refund(tx, charges)
         task["charged"] = task.get("charged", 0) - 1
+        task["live_charges"] = [c for c in task.get("live_charges", []) if c[0] != task["epoch"]]
         task["lease"]["charges"] = []
 
 
@@ -240,9 +244,10 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
 def _quota_refusal(tx: Tx, task: dict, until, message: str) -> dict:
     lease = task["lease"]
     _refund(tx, task)
-    if until is None or until <= tx.now:
+    if until is None:  # the provider did not say until when: be conservative
         until = tx.now + quota.DEFAULT_COOLDOWN
-    quota.set_cooldown(tx, lease["account"], lease["mode"], until, message or "provider refused for quota")
+    if until > tx.now:  # a reset time already past (e.g. "Retry-After: 0", or a delayed report) cools nothing
+        quota.set_cooldown(tx, lease["account"], lease["mode"], until, message or "provider refused for quota")
     _back_to_queue(tx, task, f"quota refusal on {lease['account']} {lease['mode']} until {until:.0f}")
     return {"id": task["id"], "epoch": task["epoch"], "state": task["state"], "cooldown_until": until}
 

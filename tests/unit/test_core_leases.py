@@ -532,3 +532,25 @@ def test_absurd_retry_after_is_a_bad_argument_not_an_internal_error(core, retry_
     expect_error("BAD_ARGUMENT", fail, core, tid, lease["epoch"], "transient", retry_after=retry_after)
     assert core.get(tid)["state"] == "RUNNING"
     assert fail(core, tid, lease["epoch"], "transient", retry_after=-5)["not_before"] == core.clock.world()
+
+
+def test_quota_refusal_with_a_reset_time_already_past_does_not_cool_down(qcore):
+    a = qcore.submit("a")["task"]["id"]
+    la = qcore.lease()
+    out = qcore.call("refuse", id=a, epoch=la["epoch"], until=qcore.clock.world() - 0.5, message="late report")
+    assert out["state"] == "PENDING"
+    assert qcore.lease()["task"]["id"] == a  # the account is not cooling down
+    lb = qcore.get(a)
+    out = fail(qcore, a, lb["epoch"], "quota", message="Retry-After: 0", retry_after=0)
+    assert qcore.lease()["task"]["id"] == a
+
+
+def test_live_charges_name_the_account_and_mode_of_every_counted_unit(qcore):
+    a = qcore.submit("a")["task"]["id"]
+    la = qcore.lease()
+    fail(qcore, a, la["epoch"], "transient", message="x", sent=True, retry_after=0)
+    qcore.clock.advance(1)
+    lb = qcore.lease()
+    fail(qcore, a, lb["epoch"], "transient", message="y", sent=False, retry_after=0)
+    t = qcore.get(a)
+    assert t["charged"] == 1 and [c[0] for c in t["live_charges"]] == [la["epoch"]]
