@@ -186,6 +186,13 @@ def _boundary(day: dt.date, hh: int, mm: int, tz: ZoneInfo) -> float:
     return dt.datetime(day.year, day.month, day.day, hh, mm, tzinfo=tz).timestamp()
 
 
+_PERIODS: dict[tuple, tuple[float, float]] = {}  # calendar slot -> (start, next reset) last computed
+
+
+def _slot(window: dict) -> tuple:
+    return (window["kind"], window.get("reset"), window.get("tz"), window.get("weekday"))
+
+
 def period_start(window: dict, t: float) -> float:
     """Start of the calendar period containing world time ``t`` (the most recent reset <= t).
 
@@ -193,6 +200,17 @@ def period_start(window: dict, t: float) -> float:
     """
     if window["kind"] == "rolling":
         return t - window["seconds"]
+    # the lease path asks this for every request; building zoneinfo datetimes each time is the cost,
+    # and the answer only changes at the next reset
+    cached = _PERIODS.get(_slot(window))
+    if cached is not None and cached[0] <= t < cached[1]:
+        return cached[0]
+    start = _period_start(window, t)
+    _PERIODS[_slot(window)] = (start, _next_after(window, start, t))
+    return start
+
+
+def _period_start(window: dict, t: float) -> float:
     tz = _tz(window["tz"])
     hh, mm = _hhmm(window["reset"])
     local = dt.datetime.fromtimestamp(t, tz).date()
@@ -213,9 +231,16 @@ def next_reset(window: dict, t: float) -> float:
     """The first reset strictly after ``t`` for calendar windows (rolling: ``t + seconds``, an upper bound)."""
     if window["kind"] == "rolling":
         return t + window["seconds"]
+    start = period_start(window, t)
+    cached = _PERIODS.get(_slot(window))
+    if cached is not None and cached[0] == start and cached[1] > t:
+        return cached[1]
+    return _next_after(window, start, t)
+
+
+def _next_after(window: dict, start: float, t: float) -> float:
     tz = _tz(window["tz"])
     hh, mm = _hhmm(window["reset"])
-    start = period_start(window, t)
     day = dt.datetime.fromtimestamp(start, tz).date()
     step = 1 if window["kind"] == "daily" else 7
     nxt = _boundary(day + dt.timedelta(days=step), hh, mm, tz)

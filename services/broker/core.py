@@ -23,7 +23,7 @@ from shared.errors import ErrorCode, FanoError
 
 from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_tasks
 from services.broker import schema as S
-from services.broker.tx import Tx
+from services.broker.tx import Ledger, Tx
 
 log = logging.getLogger("broker")
 
@@ -56,12 +56,16 @@ class BrokerCore:
         self.map_used = 0
         self.started = clock.mono()
         self._last_prune = 0.0
+        self.ledger: Ledger | None = None
+        self.next_lease_deadline: float | None = None
+        self.next_due: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def startup(self) -> list[dict]:
         """Start-of-life sweep: void leases from before a reboot, expire overdue ones, load config quotas."""
         with self.env.begin(write=True) as txn:
+            self.ledger = Ledger(txn, self.storage.dbs)
             tx = self._tx(txn)
             current = boot_id()
             previous = tx.get("meta", b"boot_id")
@@ -77,11 +81,18 @@ class BrokerCore:
             ops_lease.promote_due(tx)
             ops_quota.apply_config_quotas(tx, self.config.quotas)
             events = tx.events
+            self.ledger.flush(txn)
+            self._note_wakeups(tx)
         self._measure_map()
         return events
 
-    def _tx(self, txn) -> Tx:
-        return Tx(self.storage, txn, self.bcfg, self.clock.world(), self.clock.mono())
+    def _tx(self, txn, now: float | None = None, mono: float | None = None) -> Tx:
+        return Tx(self.storage, txn, self.bcfg, self.clock.world() if now is None else now,
+                  self.clock.mono() if mono is None else mono, self.ledger)
+
+    def _note_wakeups(self, tx: Tx) -> None:
+        # read inside the batch's own transaction: no extra read transaction per batch
+        self.next_lease_deadline, self.next_due = ops_lease.next_wakeup(tx)
 
     def _measure_map(self) -> None:
         with self.env.begin() as txn:
@@ -95,8 +106,8 @@ class BrokerCore:
         return self.map_full or self.map_used > self.map_size - self.bcfg.headroom
 
     def next_wakeup(self) -> tuple[float | None, float | None]:
-        with self.env.begin() as txn:
-            return ops_lease.next_wakeup(self._tx(txn))
+        """(first lease deadline, monotonic; first not_before, world) as of the last batch."""
+        return self.next_lease_deadline, self.next_due
 
     # --- the batch ----------------------------------------------------------------------------------------
 
@@ -111,6 +122,7 @@ class BrokerCore:
         now, mono = self.clock.world(), self.clock.mono()
         replies, events, grow = [], [], []
         nearly_full = self.nearly_full()
+        at_start = self.ledger.checkpoint()
         try:
             with self.env.begin(write=True) as outer:
                 events.extend(self._housekeeping(outer, now, mono))
@@ -120,14 +132,20 @@ class BrokerCore:
                     if reply is not None:
                         replies.append((ident, protocol.encode_reply(reply)))
                     events.extend(evs)
+                self.ledger.flush(outer)
+                self._note_wakeups(self._tx(outer, now, mono))
         except lmdb.MapFullError:
             # the commit itself ran out of pages: nothing in this batch happened; say so to everyone
+            self.ledger.restore(at_start)
             self.map_full = True
             log.error("database map full at commit; batch of %d rolled back", len(messages))
             err = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
             self.errors[err.name] += len(messages)
             # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
             return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
+        except BaseException:
+            self.ledger.restore(at_start)
+            raise
         self._maybe_measure_map()
         return replies, events, grow
 
@@ -142,21 +160,28 @@ class BrokerCore:
 
     def _housekeeping(self, outer, now, mono) -> list[dict]:
         events = []
-        sweeps = [ops_lease.expire_leases, ops_lease.promote_due]
+        sweeps = []
+        if self.next_lease_deadline is not None and mono >= self.next_lease_deadline:
+            sweeps.append(ops_lease.expire_leases)
+        if self.next_due is not None and now >= self.next_due:
+            sweeps.append(ops_lease.promote_due)
         if mono - self._last_prune >= PRUNE_EVERY:
             self._last_prune = mono
             sweeps.append(lambda tx: ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention))
         for sweep in sweeps:
             # each sweep in its own nested transaction: a bug in one must not fail the requests of the
             # batch (or crash-loop the broker at start); it is logged and retried next batch
+            checkpoint = self.ledger.checkpoint()
             try:
                 with self.env.begin(write=True, parent=outer) as txn:
-                    tx = Tx(self.storage, txn, self.bcfg, now, mono)
+                    tx = self._tx(txn, now, mono)
                     sweep(tx)
                     events.extend(tx.events)
             except lmdb.MapFullError:
+                self.ledger.restore(checkpoint)
                 self.map_full = True
             except Exception:
+                self.ledger.restore(checkpoint)
                 self.errors["SWEEP_FAILED"] += 1
                 log.error("housekeeping sweep failed:\n%s", traceback.format_exc())
         return events
@@ -176,9 +201,10 @@ class BrokerCore:
             grow.append((ident, req))
             return None, []
         fp = None
+        checkpoint = self.ledger.checkpoint()
         try:
             with self.env.begin(write=True, parent=outer) as txn:
-                tx = Tx(self.storage, txn, self.bcfg, now, mono)
+                tx = self._tx(txn, now, mono)
                 if req.rid is not None:
                     fp = hashlib.blake2b(msgpack.packb([req.cmd, req.args], use_bin_type=True),
                                          digest_size=16).digest()
@@ -191,20 +217,25 @@ class BrokerCore:
                     if nearly_full and req.cmd in GROWING:
                         raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
                 result = self._dispatch(tx, req)
-                if req.rid is not None:
+                # a lease that granted nothing changed nothing: not logging it keeps idle workers'
+                # polls free of fsyncs, and a retry simply asks again
+                if req.rid is not None and not (req.cmd == "lease" and result.get("task") is None):
                     tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": result})
                     tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
                 events = tx.events
             return protocol.Reply(cid=req.cid, ok=True, result=result), events
         except FanoError as exc:
+            self.ledger.restore(checkpoint)
             self.errors[exc.name] += 1
             return protocol.error_reply(req.cid, exc), []
         except lmdb.MapFullError:
+            self.ledger.restore(checkpoint)
             self.map_full = True
             exc = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
             self.errors[exc.name] += 1
             return protocol.error_reply(req.cid, exc), []
         except Exception as exc:  # a bug: roll back this request, keep serving the others
+            self.ledger.restore(checkpoint)
             log.error("internal error in %s: %s\n%s", req.cmd, exc, traceback.format_exc())
             err = FanoError(ErrorCode.INTERNAL, f"{req.cmd} failed inside the broker: {type(exc).__name__}: {exc}")
             self.errors[err.name] += 1

@@ -26,11 +26,14 @@ from services.broker.tx import Tx
 def collect_stats(tx: Tx) -> dict:
     tasks = {s: 0 for s in st.STATES}
     modules: dict[str, dict[str, int]] = {}
+    per: dict[tuple[str, str], int] = dict(tx.ledger.count_deltas)  # this batch's, not yet flushed
     for key, raw in tx.cursor("counts"):
-        state, module = S.split_count_key(bytes(key))
-        n = S.from_u64(bytes(raw))
-        tasks[state] = tasks.get(state, 0) + n
-        modules.setdefault(module, {}).update({state: n})
+        pair = S.split_count_key(bytes(key))
+        per[pair] = per.get(pair, 0) + S.from_u64(bytes(raw))
+    for (state, module), n in per.items():
+        if n:
+            tasks[state] = tasks.get(state, 0) + n
+            modules.setdefault(module, {})[state] = n
     tasks["total"] = sum(tasks[s] for s in st.STATES)
     oldest = None
     cur = tx.cursor("by_state")

@@ -145,7 +145,7 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float) -> dict:
         rec["inflight"] = task["id"]
         tx.put("conversations", conv.encode(), rec)
     tx.move(task, st.RUNNING, f"leased to {w['worker']}", worker=w["worker"], account=w["account"], mode=mode)
-    return {"task": public(task, tx.mono), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
+    return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
 
 
 def _leased(tx: Tx, task_id: int, epoch: int) -> dict:

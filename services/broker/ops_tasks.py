@@ -149,7 +149,7 @@ def op_submit(tx: Tx, task: dict, force: bool):
     if not isinstance(task, dict):
         raise bad_argument("task must be a map")
     out = submit_task(tx, task, force)
-    out["task"] = public(out["task"], tx.mono)
+    out["task"] = public(out["task"], tx.mono, history=False)  # replies stay small; `get` has the history
     return out
 
 

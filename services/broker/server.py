@@ -41,7 +41,7 @@ class BrokerService(Service):
 
     def _compute_wake(self) -> float:
         """Monotonic time of the next sweep that is due without any request arriving."""
-        lease, delayed = self.core.next_wakeup()
+        lease, delayed = self.core.next_wakeup()  # as of the last batch, no extra transaction
         wake = self.clock.mono() + TICK * 10
         if lease is not None:
             wake = min(wake, lease)

@@ -13,14 +13,61 @@ from services.broker import schema as S
 from services.broker import states as st
 
 
+COUNTERS = ("task_id", "event_seq")
+
+
+class Ledger:
+    """Hot counters the single writer keeps in memory and writes once per batch.
+
+    ``task_id`` and ``event_seq`` (next ids) and the per-(state, module) task counts would otherwise
+    cost a read and a write on every event. The broker checkpoints the ledger before each request and
+    restores it when the request's nested transaction is rolled back, so ids and sequence numbers stay
+    gapless; :meth:`flush` writes it inside the batch's transaction, before the commit.
+    """
+
+    def __init__(self, txn, dbs):
+        self.dbs = dbs
+        self.counters = {}
+        for name in COUNTERS:
+            raw = txn.get(name.encode(), db=dbs["meta"])
+            self.counters[name] = 0 if raw is None else S.from_u64(raw)
+        self.count_deltas: dict[tuple[str, str], int] = {}
+
+    def checkpoint(self):
+        return dict(self.counters), dict(self.count_deltas)
+
+    def restore(self, checkpoint) -> None:
+        self.counters, self.count_deltas = dict(checkpoint[0]), dict(checkpoint[1])
+
+    def pending_count(self, state: str, module: str) -> int:
+        return self.count_deltas.get((state, module), 0)
+
+    def flush(self, txn) -> None:
+        for name, value in self.counters.items():
+            txn.put(name.encode(), S.u64(value), db=self.dbs["meta"])
+        counts = self.dbs["counts"]
+        for (state, module), delta in self.count_deltas.items():
+            if not delta:
+                continue
+            key = S.count_key(state, module)
+            raw = txn.get(key, db=counts)
+            value = (0 if raw is None else S.from_u64(raw)) + delta
+            if value <= 0:
+                txn.delete(key, db=counts)
+            else:
+                txn.put(key, S.u64(value), db=counts)
+        self.count_deltas.clear()
+
+
 class Tx:
-    def __init__(self, storage: S.Storage, txn, config, now: float, mono: float):
+    def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger):
         self.storage = storage
         self.txn = txn
         self.db = storage.dbs
         self.config = config  # BrokerConfig
         self.now = now        # world time, seconds
         self.mono = mono      # monotonic time, seconds
+        self.ledger = ledger
         self.events: list[dict] = []
 
     # --- raw access ---------------------------------------------------------------------------------
@@ -44,17 +91,14 @@ class Tx:
     def cursor(self, db: str):
         return self.txn.cursor(db=self.db[db])
 
-    def counter(self, name: str, start: int = 1) -> int:
+    def counter(self, name: str) -> int:
         """Take the next value of a durable counter (task ids, event sequence numbers)."""
-        key = name.encode()
-        raw = self.txn.get(key, db=self.db["meta"])
-        value = start if raw is None else S.from_u64(raw) + 1
-        self.txn.put(key, S.u64(value), db=self.db["meta"])
+        value = self.ledger.counters[name] + 1
+        self.ledger.counters[name] = value
         return value
 
     def peek_counter(self, name: str) -> int:
-        raw = self.txn.get(name.encode(), db=self.db["meta"])
-        return 0 if raw is None else S.from_u64(raw)
+        return self.ledger.counters[name]
 
     # --- tasks --------------------------------------------------------------------------------------
 
@@ -77,13 +121,8 @@ class Tx:
         self.events.append(event)
 
     def _adjust_count(self, state: str, module: str, delta: int) -> None:
-        key = S.count_key(state, module)
-        raw = self.txn.get(key, db=self.db["counts"])
-        value = (0 if raw is None else S.from_u64(raw)) + delta
-        if value <= 0:
-            self.txn.delete(key, db=self.db["counts"])
-        else:
-            self.txn.put(key, S.u64(value), db=self.db["counts"])
+        key = (state, module)
+        self.ledger.count_deltas[key] = self.ledger.count_deltas.get(key, 0) + delta
 
     def unindex(self, task: dict) -> None:
         """Remove the task from the state-specific queue indices (before changing what they key on)."""
