@@ -71,11 +71,13 @@ class BrokerClient:
             rid = None
         timeout = self.timeout if timeout is None else timeout
         attempts = self.retries if retries is None else retries
+        # the same bytes on every attempt (and from any process repeating a persisted rid): the broker
+        # recognises a retry by them, so a mutating call's correlation id is its request id
+        cid = rid if rid is not None else protocol.new_id()
+        frames = protocol.encode_request(protocol.Request(cmd=cmd, cid=cid, args=args, rid=rid))
         for attempt in range(attempts):
             if attempt:
                 self.resends += 1
-            cid = protocol.new_id()
-            frames = protocol.encode_request(protocol.Request(cmd=cmd, cid=cid, args=args, rid=rid))
             sock = self._socket()
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK)
@@ -103,7 +105,7 @@ class BrokerClient:
                 continue  # garbage on our socket: ignore, keep waiting for ours
             if reply.cid == cid:
                 return reply
-            # a late reply to an earlier attempt or call: drop it
+            # a late reply to an earlier call: drop it
 
     # --- typed helpers (one per command; arguments as in shared.protocol.COMMANDS) --------------------
 

@@ -45,10 +45,12 @@ calls ``events`` with the last seq it processed to catch up from the broker's du
 
 Exactly-once for retries
 ------------------------
-Every mutating command carries a client-generated ``rid`` that stays the same across retries of one
-logical call. The broker stores the reply under the rid in the same transaction as the effect, so a
-retried request returns the first reply and is applied once. Reusing a rid for a different request is
-``REQUEST_ID_REUSED``. Replies are sent only after the transaction has committed (fsync'd).
+Every mutating command carries a client-generated ``rid``; a retry of one logical call resends the
+identical body (the client library uses the rid as the cid of a mutating call, so even a process
+that persisted a rid and repeats the call after a crash sends the same bytes). The broker stores the reply under the rid in the same
+transaction as the effect, so a retried request returns the first reply and is applied once. A rid
+that arrives with a different body is ``REQUEST_ID_REUSED``. Replies are sent only after the
+transaction has committed (fsync'd).
 
 Errors
 ------
@@ -164,6 +166,7 @@ class Request:
     cid: str
     args: dict
     rid: str | None = None
+    body: bytes = field(default=b"", compare=False, repr=False)  # the raw body, for retry fingerprints
 
 
 @dataclass(frozen=True)
@@ -172,11 +175,18 @@ class Reply:
     ok: bool
     result: Any = None
     error: dict | None = field(default=None)
+    packed_result: bytes | None = field(default=None, repr=False)  # result already in msgpack
 
     def raise_for_error(self) -> Any:
         if not self.ok:
             raise FanoError.from_wire(self.error or {})
         return self.result
+
+
+class Event(dict):
+    """An event body; ``packed`` holds its msgpack once encoded, so the outbox and PUB share one encoding."""
+
+    __slots__ = ("packed",)
 
 
 def new_id() -> str:
@@ -267,10 +277,14 @@ def decode_request(frames: list[bytes]) -> Request:
     except FanoError as exc:
         exc.details.update(ctx)
         raise
-    return Request(cmd=cmd, cid=cid, args=args, rid=rid)
+    return Request(cmd=cmd, cid=cid, args=args, rid=rid, body=bytes(body))
 
 
 def encode_reply(reply: Reply) -> list[bytes]:
+    if reply.ok and reply.packed_result is not None:
+        # {"cid": cid, "ok": true, "result": <packed>} assembled around the stored encoding
+        return [HEADER, b"\x83" + _pack("cid") + _pack(reply.cid) + _pack("ok") + b"\xc3" + _pack("result")
+                + reply.packed_result]
     body: dict = {"cid": reply.cid, "ok": reply.ok}
     if reply.ok:
         body["result"] = reply.result
@@ -294,7 +308,8 @@ def decode_reply(frames: list[bytes]) -> Reply:
 
 
 def encode_event(event: dict) -> list[bytes]:
-    return [EVENT_PREFIX + event["type"].encode(), HEADER, _pack(event)]
+    packed = getattr(event, "packed", None) or _pack(event)
+    return [EVENT_PREFIX + event["type"].encode(), HEADER, packed]
 
 
 def decode_event(frames: list[bytes]) -> dict:

@@ -15,7 +15,6 @@ import traceback
 from collections import Counter
 
 import lmdb
-import msgpack
 
 from shared import protocol
 from shared.clock import boot_id
@@ -123,6 +122,7 @@ class BrokerCore:
         replies, events, grow = [], [], []
         nearly_full = self.nearly_full()
         at_start = self.ledger.checkpoint()
+        stored_at_start = dict(self.ledger.stored)
         try:
             with self.env.begin(write=True) as outer:
                 events.extend(self._housekeeping(outer, now, mono))
@@ -137,6 +137,7 @@ class BrokerCore:
         except lmdb.MapFullError:
             # the commit itself ran out of pages: nothing in this batch happened; say so to everyone
             self.ledger.restore(at_start)
+            self.ledger.forget_flush(stored_at_start)
             self.map_full = True
             log.error("database map full at commit; batch of %d rolled back", len(messages))
             err = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
@@ -145,6 +146,7 @@ class BrokerCore:
             return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
         except BaseException:
             self.ledger.restore(at_start)
+            self.ledger.forget_flush(stored_at_start)
             raise
         self._maybe_measure_map()
         return replies, events, grow
@@ -206,22 +208,23 @@ class BrokerCore:
             with self.env.begin(write=True, parent=outer) as txn:
                 tx = self._tx(txn, now, mono)
                 if req.rid is not None:
-                    fp = hashlib.blake2b(msgpack.packb([req.cmd, req.args], use_bin_type=True),
-                                         digest_size=16).digest()
+                    fp = hashlib.blake2b(req.body, digest_size=16).digest()
                     seen = tx.get("requests", req.rid.encode())
                     if seen is not None:
                         if seen["fp"] != fp:
                             raise FanoError(ErrorCode.REQUEST_ID_REUSED,
                                             f"request id {req.rid} was used for a different request")
-                        return protocol.Reply(cid=req.cid, ok=True, result=seen["reply"]), []
+                        return protocol.Reply(cid=req.cid, ok=True, packed_result=seen["reply"]), []
                     if nearly_full and req.cmd in GROWING:
                         raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
                 result = self._dispatch(tx, req)
                 # a lease that granted nothing changed nothing: not logging it keeps idle workers'
                 # polls free of fsyncs, and a retry simply asks again
                 if req.rid is not None and not (req.cmd == "lease" and result.get("task") is None):
-                    tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": result})
+                    packed = protocol.pack_value(result)  # encoded once: for the log and for the wire
+                    tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": packed})
                     tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
+                    return protocol.Reply(cid=req.cid, ok=True, packed_result=packed), tx.events
                 events = tx.events
             return protocol.Reply(cid=req.cid, ok=True, result=result), events
         except FanoError as exc:

@@ -7,7 +7,7 @@ the event outbox consistent in the same transaction.
 from __future__ import annotations
 
 from shared.errors import ErrorCode, FanoError, not_found
-from shared.protocol import pack_value, unpack_value
+from shared.protocol import Event, pack_value, unpack_value
 
 from services.broker import schema as S
 from services.broker import states as st
@@ -32,6 +32,7 @@ class Ledger:
             raw = txn.get(name.encode(), db=dbs["meta"])
             self.counters[name] = 0 if raw is None else S.from_u64(raw)
         self.count_deltas: dict[tuple[str, str], int] = {}
+        self.stored = dict(self.counters)  # what meta holds: a batch that changed nothing writes nothing
 
     def checkpoint(self):
         return dict(self.counters), dict(self.count_deltas)
@@ -39,12 +40,18 @@ class Ledger:
     def restore(self, checkpoint) -> None:
         self.counters, self.count_deltas = dict(checkpoint[0]), dict(checkpoint[1])
 
+    def forget_flush(self, stored: dict) -> None:
+        """The batch that flushed was rolled back: meta holds what it held before."""
+        self.stored = dict(stored)
+
     def pending_count(self, state: str, module: str) -> int:
         return self.count_deltas.get((state, module), 0)
 
     def flush(self, txn) -> None:
         for name, value in self.counters.items():
-            txn.put(name.encode(), S.u64(value), db=self.dbs["meta"])
+            if self.stored.get(name) != value:
+                txn.put(name.encode(), S.u64(value), db=self.dbs["meta"])
+        self.stored = dict(self.counters)
         counts = self.dbs["counts"]
         for (state, module), delta in self.count_deltas.items():
             if not delta:
@@ -116,8 +123,9 @@ class Tx:
 
     def emit(self, type_: str, **fields) -> None:
         seq = self.counter("event_seq")
-        event = {"seq": seq, "ts": self.now, "type": type_, **fields}
-        self.put("events", S.u64(seq), event)
+        event = Event(seq=seq, ts=self.now, type=type_, **fields)
+        event.packed = pack_value(event)  # one encoding for the outbox and the PUB socket
+        self.put_raw("events", S.u64(seq), event.packed)
         self.events.append(event)
 
     def _adjust_count(self, state: str, module: str, delta: int) -> None:

@@ -78,7 +78,9 @@ class CoreHarness:
     def request(self, cmd: str, args: dict, rid: str | None = None) -> protocol.Request:
         if rid is None and cmd in protocol.COMMANDS and protocol.is_mutating(cmd):
             rid = protocol.new_id()
-        return protocol.Request(cmd, protocol.new_id(), args, rid)
+        # a retry resends the same body, so an explicit rid gets the same cid every time
+        cid = rid if rid is not None else protocol.new_id()
+        return protocol.Request(cmd, cid, args, rid)
 
     def batch(self, frames_list: list[list[bytes]]) -> list[protocol.Reply]:
         """Run several raw requests as one batch; replies in order (grow_map requests are applied)."""
