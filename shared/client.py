@@ -30,6 +30,7 @@ class BrokerClient:
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._poller: zmq.Poller | None = None
         self.resends = 0  # attempts beyond the first, across the client's life (for monitoring)
 
     # --- plumbing -----------------------------------------------------------------------------------
@@ -40,12 +41,16 @@ class BrokerClient:
             protocol.configure_socket(sock, "dealer", identity=self.name)
             sock.connect(self.endpoint)
             self._sock = sock
+            # one poller per socket: Socket.poll() would build and tear down a Poller on every call
+            self._poller = zmq.Poller()
+            self._poller.register(sock, zmq.POLLIN)
         return self._sock
 
     def _reset(self) -> None:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+            self._poller = None
 
     def close(self) -> None:
         self._reset()
@@ -97,7 +102,7 @@ class BrokerClient:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+            if left <= 0 or not self._poller.poll(int(left * 1000) + 1):
                 return None
             try:
                 reply = protocol.decode_reply(sock.recv_multipart())
