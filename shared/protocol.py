@@ -63,6 +63,32 @@ Commands
 :data:`COMMANDS` maps each name to whether it mutates and to its argument schema. The argument
 conventions (task fields, lease replies, quota specs, module transactions) are documented in the
 handlers' docstrings (``services/broker/ops_*.py``); the stable CLI shapes are in ``docs/cli.md``.
+
+Worker protocol (scheduler <-> backend workers, and queries to the scheduler)
+-----------------------------------------------------------------------------
+The scheduler binds a ROUTER (``scheduler.sock``); each backend worker connects a DEALER whose identity
+starts with its program name. Frames are ``[WORKER_HEADER, BODY]`` with ``WORKER_HEADER = b"FANOW/1"``
+and ``BODY`` a msgpack map whose ``type`` is one of :data:`WORKER_MESSAGES`::
+
+    worker -> scheduler
+      ready      {worker, account, backend, modes: [..]}             idle: give me one task (no prefetch)
+      heartbeat  {worker, task_id: int|null}                         every HEARTBEAT_INTERVAL seconds
+      done       {worker, task_id, epoch, outcome, message, retry_at} outcome: done | failed | refused |
+                                                                      stale | declined | cancelled
+      disconnect {worker}                                            clean exit
+    scheduler -> worker
+      assign     {task_id, ttl}          lease this task from the broker (the worker leases it itself, so
+                                         a scheduler crash never strands a lease) and run it
+      cancel     {task_id}               interrupt the in-flight request for this task
+      heartbeat  {}
+      disconnect {reason}                forget me: recreate the socket and send ready again
+
+A peer that has sent nothing for ``LIVENESS`` heartbeat intervals is dead: the scheduler forgets the
+worker; the worker closes its socket, opens a new one and re-announces itself with ``ready`` (or a
+``heartbeat`` naming its running task). Operators and ``fanoctl`` ask the scheduler questions on the
+same socket::
+
+      query      {cid, what: "why"|"backends"|"top", task_id}   ->   answer {cid, ok, result | error}
 """
 from __future__ import annotations
 
@@ -125,6 +151,7 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
                      "task_id": _arg(*INT),
                      "modules": _arg(*LIST)}),
     "renew": (True, {"id": TASK_ID, "epoch": EPOCH, "ttl": _arg(*NUM)}),
+    "turn_begin": (True, {"id": TASK_ID, "epoch": EPOCH}),
     "complete": (True, {"id": TASK_ID, "epoch": EPOCH, "result": _arg(ANY)}),
     "fail": (True, {"id": TASK_ID, "epoch": EPOCH,
                     "error_class": _arg(*STR, required=True, nullable=False),
@@ -358,3 +385,49 @@ def configure_socket(sock, role: str, identity: str | None = None) -> None:
         sock.setsockopt(zmq.RCVHWM, 100_000)
     else:
         raise ValueError(f"unknown socket role {role!r}")
+
+
+# --- worker protocol ---------------------------------------------------------------------------------------
+
+WORKER_HEADER = b"FANOW/1"
+HEARTBEAT_INTERVAL = 1.0   # seconds, monotonic
+LIVENESS = 3               # missed intervals before a peer is declared dead
+OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
+
+# type: required fields (with accepted types); optional fields are passed through unchecked
+WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
+    "ready": {"worker": STR, "account": STR, "backend": STR, "modes": LIST},
+    "heartbeat": {},
+    "done": {"worker": STR, "task_id": INT, "outcome": STR},
+    "disconnect": {},
+    "assign": {"task_id": INT},
+    "cancel": {"task_id": INT},
+    "query": {"cid": STR, "what": STR},
+    "answer": {"cid": STR, "ok": BOOL},
+}
+
+
+def encode_worker(msg_type: str, **fields) -> list[bytes]:
+    if msg_type not in WORKER_MESSAGES:
+        raise ValueError(f"unknown worker message type {msg_type!r}")
+    return [WORKER_HEADER, _pack({"type": msg_type, **fields})]
+
+
+def decode_worker(frames: list[bytes]) -> dict:
+    """Parse a worker-protocol message (frames after any identity). Raises FanoError on garbage."""
+    if len(frames) != 2:
+        raise FanoError(ErrorCode.BAD_FRAME, f"expected 2 frames [header, body], got {len(frames)}")
+    if frames[0] != WORKER_HEADER:
+        raise FanoError(ErrorCode.BAD_VERSION, f"unsupported worker header {bytes(frames[0][:16])!r}")
+    if len(frames[1]) > MAX_BODY:
+        raise FanoError(ErrorCode.TOO_LARGE, f"body of {len(frames[1])} bytes exceeds {MAX_BODY}")
+    msg = _unpack(frames[1])
+    if not isinstance(msg, dict) or msg.get("type") not in WORKER_MESSAGES:
+        raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown worker message {str(msg.get('type') if isinstance(msg, dict) else msg)[:40]!r}")
+    for name, types in WORKER_MESSAGES[msg["type"]].items():
+        value = msg.get(name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise bad_argument(f"{msg['type']}: field {name!r} must be {'/'.join(t.__name__ for t in types)}",
+                               field=name)
+    return msg
+

@@ -5,8 +5,18 @@ Lease reply::
     {"task": {...task record...} | None, "epoch": int, "mode": "standard"|"deep", "ttl": float,
      "reason": str}            # when task is None: why nothing could be leased (for "queue why")
 
+``retry_at`` (world time or null) accompanies an empty reply when quota or a cool-down blocks: the
+earliest moment it may change, so a scheduler can sleep until then instead of polling.
+
 Every write a worker makes about a leased task carries ``(id, epoch)``; a task that is no longer
 RUNNING at that epoch answers ``STALE_EPOCH`` (a zombie worker can never complete a task twice).
+
+Turn intents (DESIGN.md §7): before a worker sends a request it calls ``turn_begin(id, epoch)``, which
+records ``task.turn = {state: "sending", epoch, account, mode, attempt, at}`` durably. The outcome is
+the ``complete``/``fail`` that follows. If the lease ends without an outcome (expiry) or with class
+``unknown``, the turn becomes ``task.unknown_turn = {account, epoch, attempt, mode, at}``: the task may
+then be leased only by that account, whose worker reconciles with the provider (did it serve the
+turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it.
 
 ``fail`` error classes (DESIGN.md §10) and what the broker does:
 
@@ -41,6 +51,7 @@ class _Fit:
         self.tx = tx
         self.worker = worker
         self.cache: dict = {}
+        self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -65,6 +76,10 @@ class _Fit:
                 return None, f"conversation {conv} lives on account {rec['account']}"
             if rec.get("inflight") not in (None, task["id"]):
                 return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
+        unknown = task.get("unknown_turn")
+        if unknown and unknown["account"] != w["account"]:
+            return None, (f"attempt {unknown['attempt']} on account {unknown['account']} has an unknown outcome; "
+                          "only that account can reconcile it")
         wanted = req.get("mode", "standard")
         candidates = [wanted] + (["standard"] if wanted == "deep" and req.get("deep_fallback") else [])
         reasons = []
@@ -72,10 +87,12 @@ class _Fit:
             if mode not in w["modes"]:
                 reasons.append(f"worker has no {mode} mode")
                 continue
-            ok, why, _ = self.admit(mode, task["module"])
+            ok, why, when = self.admit(mode, task["module"])
             if ok:
                 return mode, ""
             reasons.append(why)
+            if when is not None and (self.retry_at is None or when < self.retry_at):
+                self.retry_at = when
         return None, "; ".join(reasons)
 
 
@@ -108,7 +125,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
             return {"task": None, "reason": f"task {task_id} waits until {task['not_before']:.0f} (backoff)"}
         mode, why = fit.mode_for(task)
         if mode is None:
-            return {"task": None, "reason": why}
+            return {"task": None, "reason": why, "retry_at": fit.retry_at}
         return _grant(tx, task, w, mode, float(ttl))
     cur = tx.cursor("ready")
     reasons = {}
@@ -121,9 +138,9 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
             return _grant(tx, task, w, mode, float(ttl))
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
-        return {"task": None, "reason": "no runnable task"}
+        return {"task": None, "reason": "no runnable task", "retry_at": None}
     top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
-    return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top)}
+    return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top), "retry_at": fit.retry_at}
 
 
 def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float) -> dict:
@@ -197,6 +214,27 @@ def _back_to_queue(tx: Tx, task: dict, why: str) -> None:
     tx.move(task, st.PAUSED if task.get("pause_requested") else st.PENDING, why)
 
 
+def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
+    """The lease ends: a turn that was being sent either has a known outcome or must be reconciled."""
+    turn = task.get("turn")
+    # a lease that never reached turn_begin sent nothing: there is nothing to reconcile
+    if unknown and turn and turn.get("state") == "sending" and turn.get("epoch") == task["epoch"]:
+        task["unknown_turn"] = {k: turn[k] for k in ("account", "epoch", "attempt", "mode", "at")}
+    task["turn"] = None
+
+
+def op_turn_begin(tx: Tx, id: int, epoch: int):
+    task = _leased(tx, id, epoch)
+    lease = task["lease"]
+    # the intent is durable before the request leaves the worker; the previous unknown turn (if any)
+    # has been reconciled by this worker, or it would not be sending
+    task["turn"] = {"state": "sending", "epoch": epoch, "account": lease["account"], "mode": lease["mode"],
+                    "attempt": task["attempts"], "at": tx.now}
+    task["unknown_turn"] = None
+    tx.save(task)
+    return {"id": id, "epoch": epoch, "turn": task["turn"]}
+
+
 def op_renew(tx: Tx, id: int, epoch: int, ttl):
     ttl = tx.config.lease_ttl if ttl is None else ttl
     if not 0 < ttl <= tx.config.max_lease_ttl:
@@ -210,6 +248,7 @@ def op_complete(tx: Tx, id: int, epoch: int, result):
     task = _leased(tx, id, epoch)
     task["result"] = result
     task["error"] = None
+    task["turn"] = task["unknown_turn"] = None  # the outcome is known
     _end_conversation_turn(tx, task, done=True)
     tx.move(task, st.DONE, f"completed by {task['lease']['worker']}")
     return {"id": id, "epoch": epoch, "state": st.DONE}
@@ -224,6 +263,7 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     lease = task["lease"]
     task["error"] = {"class": error_class, "message": message[:2000], "at": tx.now,
                      "worker": lease["worker"], "account": lease["account"], "sent": sent}
+    _settle_turn(tx, task, unknown=error_class == "unknown")
     if error_class == "quota":
         until = None if retry_after is None else tx.now + retry_after
         return _quota_refusal(tx, task, until, message)
@@ -258,6 +298,7 @@ def op_refuse(tx: Tx, id: int, epoch: int, until, message: str):
     task = _leased(tx, id, epoch)
     task["error"] = {"class": "quota", "message": message[:2000], "at": tx.now,
                      "worker": task["lease"]["worker"], "account": task["lease"]["account"], "sent": True}
+    _settle_turn(tx, task, unknown=False)
     return _quota_refusal(tx, task, until, message)
 
 
@@ -283,6 +324,7 @@ def expire_leases(tx: Tx, everything: bool = False) -> int:
         lease = task["lease"]
         task["error"] = {"class": "expired", "message": f"lease of {lease['worker']} expired", "at": tx.now,
                          "worker": lease["worker"], "account": lease["account"], "sent": None}
+        _settle_turn(tx, task, unknown=True)
         _retry_or_park(tx, task, f"lease of {lease['worker']} expired")
     return len(due)
 
@@ -318,4 +360,5 @@ def next_wakeup(tx: Tx) -> tuple[float | None, float | None]:
 
 HANDLERS = {
     "lease": op_lease, "renew": op_renew, "complete": op_complete, "fail": op_fail, "refuse": op_refuse,
+    "turn_begin": op_turn_begin,
 }

@@ -170,7 +170,7 @@ class Tx:
         self._adjust_count(st.PENDING, task["module"], 1)
         self.save(task)
         self.emit("task.submitted", id=task["id"], key=task["key"], module=task["module"],
-                  kind=task["kind"], priority=task["priority"], state=st.PENDING)
+                  kind=task["kind"], priority=task["priority"], state=st.PENDING, **self.sched_view(task))
 
     def move(self, task: dict, dst: str, why: str, **event_fields) -> None:
         """The one state transition: checks the table, updates indices, history, counts, outbox."""
@@ -192,8 +192,18 @@ class Tx:
         self.index(task)
         self._history(task, src, dst, why)
         self.save(task)
+        if dst == st.PENDING:  # what a scheduler needs to place it again without asking
+            event_fields.update(self.sched_view(task), priority=task["priority"])
         self.emit(f"task.{dst.lower()}", id=task["id"], module=task["module"], kind=task["kind"],
                   state=dst, prev=src, epoch=task["epoch"], why=why, **event_fields)
+
+    @staticmethod
+    def sched_view(task: dict) -> dict:
+        """The fields a scheduler places a PENDING task by (carried on the events that make one)."""
+        unknown = task.get("unknown_turn")
+        return {"requires": task.get("requires") or {}, "attrs": task.get("attrs") or {},
+                "created": task["created"], "not_before": task.get("not_before") or 0.0,
+                "unknown_account": unknown["account"] if unknown else None}
 
     def reindex(self, task: dict, **changes) -> None:
         """Change fields that the queue indices key on (priority, not_before, lease deadline)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from shared import protocol
+from shared.errors import ErrorCode
 
 from services.broker import schema as S
 
@@ -51,7 +52,7 @@ def test_lease_reply_shape(core):
 
 
 def test_nothing_to_lease_says_why(core):
-    assert core.lease() == {"task": None, "reason": "no runnable task"}
+    assert core.lease() == {"task": None, "reason": "no runnable task", "retry_at": None}
     core.submit("d1", requires={"mode": "deep"})
     core.submit("d2", requires={"mode": "deep"})
     core.submit("x", requires={"backends": ["claude"]})
@@ -554,3 +555,82 @@ def test_live_charges_name_the_account_and_mode_of_every_counted_unit(qcore):
     fail(qcore, a, lb["epoch"], "transient", message="y", sent=False, retry_after=0)
     t = qcore.get(a)
     assert t["charged"] == 1 and [c[0] for c in t["live_charges"]] == [la["epoch"]]
+
+
+# --- turn intents and reconciliation affinity (DESIGN.md §7) -------------------------------------------------
+
+def test_turn_begin_records_the_intent_and_complete_clears_it(core):
+    tid = core.submit("a")["task"]["id"]
+    la = core.lease(account="acct")
+    out = core.call("turn_begin", id=tid, epoch=la["epoch"])
+    assert out["turn"]["state"] == "sending" and out["turn"]["account"] == "acct"
+    assert core.get(tid)["turn"]["epoch"] == la["epoch"]
+    core.call("complete", id=tid, epoch=la["epoch"], result="r")
+    t = core.get(tid)
+    assert t["turn"] is None and t["unknown_turn"] is None
+
+
+def test_turn_begin_with_a_stale_epoch_is_refused_so_a_zombie_never_sends(core):
+    tid = core.submit("a")["task"]["id"]
+    la = core.lease(account="acct", ttl=1)
+    core.clock.advance(2)
+    core.tick()
+    lb = core.lease(account="acct")
+    expect_error(ErrorCode.STALE_EPOCH, core.call, "turn_begin", id=tid, epoch=la["epoch"])
+    assert core.call("turn_begin", id=tid, epoch=lb["epoch"])["turn"]["epoch"] == lb["epoch"]
+
+
+def test_expired_lease_after_turn_begin_binds_the_task_to_that_account_until_reconciled(core):
+    tid = core.submit("a")["task"]["id"]
+    la = core.lease(account="acct", ttl=1)
+    core.call("turn_begin", id=tid, epoch=la["epoch"])
+    core.clock.advance(2)
+    core.tick()
+    core.clock.advance(3600)  # past any backoff
+    core.tick()
+    t = core.get(tid)
+    assert t["state"] == "PENDING" and t["unknown_turn"]["account"] == "acct"
+    assert t["unknown_turn"]["epoch"] == la["epoch"]
+    other = core.lease(account="other")
+    assert other["task"] is None and "only that account can reconcile" in other["reason"]
+    lb = core.lease(account="acct")
+    assert lb["task"]["id"] == tid and lb["task"]["unknown_turn"]["attempt"] == 1
+    # the worker reconciled (provider never saw it) and sends again: the intent replaces the unknown turn
+    core.call("turn_begin", id=tid, epoch=lb["epoch"])
+    assert core.get(tid)["unknown_turn"] is None
+
+
+def test_expired_lease_without_turn_begin_needs_no_reconciliation(core):
+    tid = core.submit("a")["task"]["id"]
+    core.lease(account="acct", ttl=1)
+    core.clock.advance(3600)
+    core.tick()
+    assert core.get(tid).get("unknown_turn") is None
+    assert core.lease(account="other")["task"]["id"] == tid
+
+
+def test_unknown_failure_after_sending_needs_reconciliation_but_a_transient_one_does_not(core):
+    a = core.submit("a")["task"]["id"]
+    la = core.lease(account="acct")
+    core.call("turn_begin", id=a, epoch=la["epoch"])
+    fail(core, a, la["epoch"], "unknown", message="connection lost", retry_after=0)
+    assert core.get(a)["unknown_turn"]["account"] == "acct"
+    b = core.submit("b")["task"]["id"]
+    core.clock.advance(1)
+    lb = core.lease(account="other")
+    assert lb["task"]["id"] == b
+    core.call("turn_begin", id=b, epoch=lb["epoch"])
+    fail(core, b, lb["epoch"], "transient", message="500", retry_after=0)
+    assert core.get(b).get("unknown_turn") is None
+
+
+def test_empty_lease_says_when_quota_frees(qcore):
+    qcore.call("quota_set", account="acct", mode="deep", windows=["1/day@00:00 UTC"])
+    a = qcore.submit("a", requires={"mode": "deep"})["task"]["id"]
+    b = qcore.submit("b", requires={"mode": "deep"})["task"]["id"]
+    la = qcore.lease(modes=["deep"])
+    assert la["task"]["id"] == a
+    out = qcore.lease(modes=["deep"], task_id=b)
+    assert out["task"] is None and out["retry_at"] > qcore.clock.world()
+    import datetime as dt
+    assert dt.datetime.fromtimestamp(out["retry_at"], dt.timezone.utc).strftime("%H:%M") == "00:00"
