@@ -576,8 +576,7 @@ def test_turn_begin_with_a_stale_epoch_is_refused_so_a_zombie_never_sends(core):
     core.tick()
     core.clock.advance(3600)  # past the backoff
     lb = core.lease(account="acct")
-    with expect_error("STALE_EPOCH"):
-        core.call("turn_begin", id=tid, epoch=la["epoch"])
+    expect_error("STALE_EPOCH", core.call, "turn_begin", id=tid, epoch=la["epoch"])
     assert core.call("turn_begin", id=tid, epoch=lb["epoch"])["turn"]["epoch"] == lb["epoch"]
 
 
