@@ -15,15 +15,29 @@ def _broker():
     return BrokerService
 
 
-PROGRAMS = {"broker": _broker}
+def _scheduler():
+    from services.scheduler.service import SchedulerService
+    return SchedulerService
+
+
+def _backend():
+    from services.backends.worker import BackendWorker
+    return BackendWorker
+
+
+PROGRAMS = {"broker": _broker, "scheduler": _scheduler, "backend": _backend}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     parser.add_argument("program", choices=sorted(PROGRAMS))
     parser.add_argument("--config", help="path to fano.toml (default: $FANO_CONFIG or the repository's)")
+    parser.add_argument("--account", help="backend: the [accounts.NAME] this worker serves")
     args = parser.parse_args(argv)
-    log = setup_logging(args.program)
+    if args.program == "backend" and not args.account:
+        parser.error("backend needs --account NAME")
+    name = f"backend-{args.account}" if args.program == "backend" else args.program
+    log = setup_logging(name)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -31,10 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.CONFIG
     service_cls = PROGRAMS[args.program]()
     try:
-        return int(service_cls(config, Clock.from_env()).run())
+        if args.program == "backend":
+            service = service_cls(config, Clock.from_env(), config.account(args.account))
+        else:
+            service = service_cls(config, Clock.from_env())
+        return int(service.run())
     except Exception as exc:  # a process that cannot work exits non-zero so supervisord sees it
         from services.broker.schema import SchemaError
         from shared.quota import QuotaSpecError
+        if isinstance(exc, ConfigError):
+            log.error("%s", exc)
+            return ExitCode.CONFIG
         if isinstance(exc, SchemaError):
             log.error("%s", exc)
             return ExitCode.STORAGE

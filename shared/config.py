@@ -51,6 +51,32 @@ class BrokerConfig:
     history_limit: int = 50            # transitions kept per task
 
 
+# DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
+DEFAULT_BASE_PRIORITIES = {
+    "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
+    "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
+    "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
+    "generate_questions": 35, "ask": 60,
+}
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Dynamic priority = base(kind) + module weight + min(aging_cap, aging_per_hour * hours waiting)
+    + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first."""
+
+    base_priorities: dict = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
+    default_base: int = 50
+    module_weights: dict = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
+    aging_per_hour: float = 2.0
+    aging_cap: float = 20.0
+    seed_weight: float = 10.0
+    # module -> [[waiting_tasks_threshold, boost], ...]: e.g. documenter +15 above 10 waiting, +30 above 20
+    backlog_boosts: dict = field(default_factory=lambda: {"documenter": [[10, 15], [20, 30]]})
+    lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
+    assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
+
+
 @dataclass(frozen=True)
 class QuotaConfig:
     account: str
@@ -82,6 +108,7 @@ class Config:
     data_dir: Path
     log_dir: Path
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     quotas: tuple[QuotaConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
 
@@ -99,6 +126,10 @@ class Config:
     @property
     def events_endpoint(self) -> str:
         return os.environ.get("FANO_EVENTS") or f"ipc://{self.run_dir}/events.sock"
+
+    @property
+    def scheduler_endpoint(self) -> str:
+        return os.environ.get("FANO_SCHEDULER") or f"ipc://{self.run_dir}/scheduler.sock"
 
     def lock_path(self, program: str) -> Path:
         return self.run_dir / f"{program}.lock"
@@ -129,6 +160,24 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     if cfg.headroom >= cfg.map_size:
         raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
     return cfg
+
+
+def _scheduler(sec: dict, where: str) -> SchedulerConfig:
+    defaults = SchedulerConfig()
+    kw = {}
+    for key, value in sec.items():
+        want = type(getattr(defaults, key))
+        if want is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: scheduler.{key} must be a table")
+            if key == "base_priorities":
+                value = {**DEFAULT_BASE_PRIORITIES, **value}
+            kw[key] = dict(value)
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: scheduler.{key} must be a number")
+        else:
+            kw[key] = want(value)
+    return SchedulerConfig(**kw)
 
 
 def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
@@ -200,6 +249,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         return (base / (env or paths.get(key, default))).resolve()
 
     broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
+    scheduler = _scheduler(_section(data, "scheduler", set(SchedulerConfig.__dataclass_fields__), where), where)
     return Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
-                  log_dir=resolve("log_dir", "var/log"), broker=broker, quotas=_quotas(data, where),
+                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
                   accounts=_accounts(data, where))
