@@ -331,5 +331,7 @@ def events(after, limit):
     out(client().events(after=after, limit=limit), R.events_text)
 
 
+from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, top)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -259,3 +259,63 @@ def events_text(d: dict) -> str:
     text = table(["SEQ", "AT", "TYPE", "FIELDS"], rows) if rows else "no events"
     text += f"\n(last seq {d['last_seq']}" + ("; older events were pruned" if d.get("truncated") else "") + ")"
     return text
+
+
+def _cooling(b: dict, now: float) -> str:
+    parts = []
+    for mode, cd in sorted((b.get("cooldowns") or {}).items()):
+        if cd and cd.get("until", 0) > now:
+            parts.append(f"{mode} until {local_time(cd['until'], with_date=False)} ({relative(cd['until'], now)})")
+    for mode, until in sorted((b.get("blocked") or {}).items()):
+        if until and until > now:
+            parts.append(f"{mode} quota until {local_time(until, with_date=False)}")
+    return "; ".join(parts) or "-"
+
+
+def backends_text(d: dict) -> str:
+    now = d["now"]
+    rows = []
+    for b in d["backends"]:
+        state = "paused" if b.get("paused") else b.get("state", "?")
+        task = b.get("task_id")
+        last = b.get("last_error") or b.get("last_outcome") or "-"
+        rows.append([b["account"], b.get("backend", "-"), state, task if task is not None else "-",
+                     truncate(str(last), 50), _cooling(b, now)])
+    text = table(["ACCOUNT", "BACKEND", "STATE", "TASK", "LAST", "COOLING / BLOCKED"], rows)
+    if d.get("scheduler") != "up":
+        text += "\n(scheduler not answering: live worker states unknown)"
+    return text
+
+
+def top_text(frame: dict) -> str:
+    s = frame["stats"]
+    now = s["now"]
+    t = s["tasks"]
+    lines = [f"fano top — {local_time(now)}   tasks: " + "  ".join(f"{k} {t.get(k, 0)}" for k in
+             ("PENDING", "RUNNING", "DONE", "PARKED", "PAUSED", "CANCELLED")),
+             f"queue: ready {s.get('ready', 0)}, delayed {s.get('delayed', 0)}, leases {s.get('leases', 0)}, "
+             f"oldest pending {duration(s.get('oldest_pending_age'))}", ""]
+    lines.append(backends_text(frame["backends"]))
+    lines.append("")
+    mods = s.get("modules") or {}
+    if mods:
+        lines.append(table(["MODULE", "PENDING", "RUNNING", "DONE", "PARKED"],
+                           [[m, c.get("PENDING", 0), c.get("RUNNING", 0), c.get("DONE", 0), c.get("PARKED", 0)]
+                            for m, c in sorted(mods.items())]))
+        lines.append("")
+    quota = s.get("quota") or []
+    if quota:
+        lines.append(table(["ACCOUNT", "MODE", "WINDOW", "USED", "LEFT"],
+                           [[q["account"], q["mode"], truncate(q["window"], 40), f"{q['used']}/{q['limit']}",
+                             q["remaining"]] for q in quota]))
+        lines.append("")
+    sched = frame.get("scheduler")
+    recent = (sched or {}).get("recent", []) if isinstance(sched, dict) else []
+    if recent:
+        lines.append("recent completions:")
+        for r in recent[-10:]:
+            lines.append(f"  {local_time(r.get('ts'), with_date=False)}  task {r.get('id')}  {r.get('kind', '')}"
+                         f"  {r.get('account', '') or ''}")
+    elif sched is None:
+        lines.append("(scheduler not answering)")
+    return "\n".join(lines)
