@@ -3,6 +3,10 @@
 supervisord.conf is static and includes this file, so adding or removing an account is a change to
 fano.toml plus ``ops/up`` (which runs this, then ``supervisorctl update`` to start/stop exactly the
 programs that changed). Usage: ``python -m ops.supervisor_conf [--config PATH] [--out PATH]``.
+
+:func:`standalone` writes a complete copy of the process tree into another directory (its own
+supervisord socket, logs and run files, the programs pointed at another fano.toml): the chaos runs
+and the end-to-end tests use it, so they exercise exactly the repository's supervisord.conf.
 """
 from __future__ import annotations
 
@@ -43,6 +47,27 @@ def render(config, python: str) -> str:
         out.append(PROGRAM.format(program=account.program, python=python, account=account.name,
                                   root=REPO_ROOT, log_dir=config.log_dir))
     return "".join(out)
+
+
+def standalone(config, directory: Path) -> Path:
+    """Write ``directory/supervisord.conf`` + ``directory/var/supervisor/backends.conf`` for ``config``.
+
+    The repository's supervisord.conf is reused verbatim except that its state paths (``var/``) move
+    into ``directory`` and every program gets ``FANO_CONFIG`` pointing at ``config.path``.
+    """
+    directory = Path(directory)
+    for sub in ("var/run", "var/log", "var/supervisor"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    text = (REPO_ROOT / "supervisord.conf").read_text()
+    text = text.replace("%(here)s/var/", f"{directory}/var/").replace("%(here)s", str(REPO_ROOT))
+    env = f'FANO_CONFIG="{config.path}"'
+    text = text.replace('environment=PYTHONUNBUFFERED="1"', f'environment=PYTHONUNBUFFERED="1",{env}')
+    backends = render(config, sys.executable).replace('environment=PYTHONUNBUFFERED="1"',
+                                                       f'environment=PYTHONUNBUFFERED="1",{env}')
+    (directory / "var/supervisor/backends.conf").write_text(backends)
+    out = directory / "supervisord.conf"
+    out.write_text(text)
+    return out
 
 
 def main(argv=None) -> int:
