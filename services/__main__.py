@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, ConfigError):
             log.error("%s", exc)
             return ExitCode.CONFIG
-        if isinstance(exc, SchemaError):
+        from services.backends.sim_log import LogCorrupt
+        if isinstance(exc, (SchemaError, LogCorrupt)):
             log.error("%s", exc)
             return ExitCode.STORAGE
         if isinstance(exc, QuotaSpecError):

@@ -148,15 +148,19 @@ class BrokerClient:
     def lease(self, worker: str, account: str, **kw) -> dict:
         return self.call("lease", worker=worker, account=account, **kw)
 
-    def renew(self, task_id: int, epoch: int, ttl: float | None = None) -> dict:
-        return self.call("renew", id=task_id, epoch=epoch, ttl=ttl)
+    def renew(self, task_id: int, epoch: int, ttl: float | None = None, rid: str | None = None) -> dict:
+        return self.call("renew", rid=rid, id=task_id, epoch=epoch, ttl=ttl)
 
-    def complete(self, task_id: int, epoch: int, result: Any = None) -> dict:
-        return self.call("complete", id=task_id, epoch=epoch, result=result)
+    def turn_begin(self, task_id: int, epoch: int, rid: str | None = None) -> dict:
+        """Record the intent to send this turn (before the request leaves the worker)."""
+        return self.call("turn_begin", rid=rid, id=task_id, epoch=epoch)
+
+    def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None) -> dict:
+        return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result)
 
     def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
-             retry_after: float | None = None) -> dict:
-        return self.call("fail", id=task_id, epoch=epoch, error_class=error_class, message=message,
+             retry_after: float | None = None, rid: str | None = None) -> dict:
+        return self.call("fail", rid=rid, id=task_id, epoch=epoch, error_class=error_class, message=message,
                          sent=sent, retry_after=retry_after)
 
     def refuse(self, task_id: int, epoch: int, until: float | None = None, message: str = "") -> dict:

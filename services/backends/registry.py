@@ -1,0 +1,42 @@
+"""Backend kind (``[accounts.NAME] backend = ...``) -> the Provider class that serves it.
+
+Providers are imported lazily, by dotted path, only when a worker of that kind starts: a ``sim`` worker
+must never import ``anthropic`` or ``playwright`` (nor pay for their import time), and a missing
+optional dependency of one backend must not break the others.
+"""
+from __future__ import annotations
+
+import importlib
+
+from shared.config import BACKENDS, ConfigError
+
+# kind -> "module:Class"; kinds listed in shared.config.BACKENDS but absent here are not built yet
+PROVIDERS: dict[str, str] = {
+    "sim": "services.backends.sim:SimProvider",
+}
+
+
+def provider_class(backend: str):
+    """The Provider subclass for ``backend``; ConfigError when the kind is unknown or not available."""
+    target = PROVIDERS.get(backend)
+    if target is None:
+        if backend in BACKENDS:
+            raise ConfigError(f"backend {backend!r} is not implemented yet (available: {', '.join(PROVIDERS)})")
+        raise ConfigError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"backend {backend!r} cannot be loaded: {exc}") from exc
+    return getattr(module, class_name)
+
+
+def make_provider(account, clock, data_dir):
+    """Build the provider of an :class:`shared.config.AccountConfig`. Settings errors are ConfigErrors
+    (the worker then exits with ExitCode.CONFIG instead of crash-looping with a traceback)."""
+    cls = provider_class(account.backend)
+    settings = dict(account.settings, modes=list(account.modes))
+    try:
+        return cls(account.name, settings, clock, data_dir)
+    except ValueError as exc:
+        raise ConfigError(f"accounts.{account.name}: {exc}") from exc

@@ -1,0 +1,329 @@
+"""One assignment, start to end: lease, reconcile, intent, send, outcome (DESIGN.md §5, §7, §10).
+
+A :class:`TurnRunner` runs in the worker's request thread, one :class:`Job` at a time; the worker's main
+loop keeps heartbeating the scheduler and renewing the lease meanwhile, and talks to the runner only
+through the job's flags (cancel, stale, abandon) and its final :class:`Outcome`.
+
+State machine of a job (each arrow is one broker call, each carrying the lease epoch)::
+
+    LEASING --no task / error--------------------------------------------> declined
+       | lease(task_id, rid fixed per assignment: a retried lease is applied once)
+       v
+    RECONCILING (only when task.unknown_turn: a previous attempt may have been sent)
+       |  provider.reconcile -> Reply ----- complete ------------------------> done
+       |                     -> error ----- fail(unknown | auth) ------------> failed
+       |  -> None: the provider never got it, sending is safe
+       v
+    INTENT   turn_begin(id, epoch)  (durable before the request leaves) --STALE--> stale
+       v
+    SENDING  provider.send(turn, cancelled)
+       v
+    REPORTING complete / fail, retried with the same rid until acknowledged --STALE--> stale
+
+A cancel that arrives before SENDING releases the lease with ``fail(transient, sent=False)`` (nothing
+left the worker, the quota unit is refunded). A stale renew (the task was cancelled, or the lease
+expired) sets the cancel flag and suppresses every later report: the job ends ``stale``.
+
+Failure classification (what the provider says -> what the broker is told -> ``done`` outcome):
+
+=============================  ==============================================  ===========================
+provider                       broker call                                     done outcome
+=============================  ==============================================  ===========================
+Reply                          complete(result={text, meta})                   done
+ProviderError quota            fail(quota, retry_after): account cools down,   refused
+                               no attempt burned, unit refunded
+ProviderError transient        fail(transient, sent, retry_after): backoff     failed
+ProviderError auth             fail(auth, sent): account paused                failed
+ProviderError terminal         fail(terminal, sent): parked                    failed
+ProviderError unknown          fail(unknown, sent=True): reconciled next time  failed (cancelled if the
+                                                                               scheduler asked for it)
+any other exception            fail(unknown, sent=True): we cannot know        failed
+reconcile -> Reply             complete (nothing re-sent)                      done
+reconcile -> None              continue to INTENT                              —
+reconcile -> auth              fail(auth, sent=False)                          failed
+reconcile -> anything else     fail(unknown, sent=False): try again later      failed
+cancelled before sending       fail(transient, sent=False, retry_after=0)      cancelled
+stale renew / STALE_EPOCH      nothing (the lease is void)                     stale
+=============================  ==============================================  ===========================
+
+Result delivery survives broker restarts: :class:`shared.errors.BrokerUnavailable` means "retry with
+the same request id after a backoff", so a ``complete`` whose reply was lost is applied exactly once.
+The worker keeps no durable state: if it dies, the lease expires, the broker turns the open intent into
+``unknown_turn``, and the next worker of the account reconciles with the provider.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from services.backends.base import Provider, ProviderError, Reply, Turn
+from shared import protocol
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+
+RETRY_BASE = 0.2     # first backoff (real seconds) after the broker did not answer
+RETRY_MAX = 3.0      # cap of that backoff: a restarted broker is found within a few seconds
+OUTCOME_OF_CLASS = {"quota": "refused", "transient": "failed", "auth": "failed", "terminal": "failed",
+                    "unknown": "failed"}
+
+
+@dataclass
+class Outcome:
+    """How a job ended, as the ``done`` message tells the scheduler."""
+
+    outcome: str                   # one of shared.protocol.OUTCOMES
+    message: str = ""
+    epoch: int | None = None
+    retry_at: float | None = None  # world time when retrying may make sense (backoff, cool-down, quota)
+
+
+class Job:
+    """One assignment, shared between the main loop (cancel, renew) and the request thread (the rest).
+
+    Plain attributes written by one thread and read by the other are safe under the GIL; the flags are
+    Events so that they can also be waited on.
+    """
+
+    def __init__(self, task_id: int, ttl: float, lease_rid: str | None = None):
+        self.task_id = task_id
+        self.ttl = ttl
+        self.lease_rid = lease_rid or protocol.new_id()   # one rid per assignment: the lease is idempotent
+        self.epoch: int | None = None       # set once leased: from then on the main loop renews
+        self.sending = False                # between intent and outcome (for logs and shutdown)
+        self.cancel_requested = False       # the scheduler said cancel
+        self.stale = False                  # a renew said STALE_EPOCH: the lease is void
+        self._cancel = threading.Event()
+        self.abandon = threading.Event()    # the worker is exiting: stop retrying deliveries
+        self.outcome: Outcome | None = None
+        self.finished = threading.Event()
+
+    def cancelled(self) -> bool:
+        """The callable handed to Provider.send."""
+        return self._cancel.is_set()
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        self._cancel.set()
+
+    def mark_stale(self) -> None:
+        self.stale = True
+        self._cancel.set()
+
+    def __repr__(self) -> str:
+        return f"Job(task {self.task_id}, epoch {self.epoch})"
+
+
+def build_turn(reply: dict, account: str) -> Turn:
+    """The Turn a lease reply describes (the provider's view of the task)."""
+    task = reply["task"]
+    payload = task.get("payload")
+    if not isinstance(payload, dict):
+        payload = {} if payload is None else {"value": payload}
+    prompt = payload.get("prompt", "")
+    turn_index = payload.get("turn", 0)
+    return Turn(task_id=task["id"], epoch=reply["epoch"], attempt=task.get("attempts", 1), account=account,
+                mode=reply.get("mode") or "standard", module=task.get("module", ""), kind=task.get("kind", ""),
+                payload=payload, prompt=prompt if isinstance(prompt, str) else str(prompt),
+                conversation=(task.get("requires") or {}).get("conversation"),
+                turn_index=turn_index if isinstance(turn_index, int) and not isinstance(turn_index, bool) else 0)
+
+
+def _wire_safe(meta: Any) -> Any:
+    """Provider metadata as something msgpack can carry (a provider's odd object must not lose a reply)."""
+    try:
+        protocol.pack_value(meta)
+        return meta
+    except Exception:  # msgpack raises TypeError/ValueError/OverflowError on odd values
+        return json.loads(json.dumps(meta, default=str))
+
+
+class TurnRunner:
+    """Runs jobs for one account. ``client`` is a BrokerClient (or a test double with ``call``) used by
+    this thread only; ``sleep`` waits between delivery retries (tests pass a fake)."""
+
+    def __init__(self, provider: Provider, client, worker: str, account: str, backend: str, modes,
+                 lease_patience: float = 10.0, sleep: Callable[[float], None] = time.sleep,
+                 log: logging.Logger | None = None):
+        self.provider = provider
+        self.client = client
+        self.worker = worker
+        self.account = account
+        self.backend = backend
+        self.modes = list(modes)
+        self.lease_patience = lease_patience
+        self.sleep = sleep
+        self.log = log or logging.getLogger(worker)
+
+    # --- entry point ----------------------------------------------------------------------------------
+
+    def run(self, job: Job) -> Outcome:
+        """Run the job to its end; never raises (a bug is an outcome too: the lease then expires and the
+        turn is reconciled, which is the crash path we rely on anyway)."""
+        try:
+            outcome = self._run(job)
+        except Exception as exc:
+            self.log.exception("task %s: worker error", job.task_id)
+            outcome = Outcome("failed", f"worker error: {type(exc).__name__}: {exc}"[:500], job.epoch)
+        job.outcome = outcome
+        job.finished.set()
+        return outcome
+
+    def _run(self, job: Job) -> Outcome:
+        reply, declined = self._lease(job)
+        if declined is not None:
+            return declined
+        job.epoch = reply["epoch"]
+        turn = build_turn(reply, self.account)
+        self.log.info("task %s: leased at epoch %s (attempt %s, %s, mode %s)", turn.task_id, turn.epoch,
+                      turn.attempt, turn.kind, turn.mode)
+        unknown = reply["task"].get("unknown_turn")
+        if unknown:
+            done = self._reconcile(job, turn, unknown)
+            if done is not None:
+                return done
+        if job.stale:
+            return Outcome("stale", "lease void before sending", turn.epoch)
+        if job.cancelled():
+            return self._release_unsent(job, turn)
+        # the intent is durable before the request leaves: a crash after this line is reconciled
+        _, stop = self._deliver(job, "turn_begin", id=turn.task_id, epoch=turn.epoch)
+        if stop is not None:
+            return stop
+        if job.stale:
+            return Outcome("stale", "lease void before sending", turn.epoch)
+        if job.cancelled():
+            return self._release_unsent(job, turn)
+        job.sending = True
+        try:
+            result = self.provider.send(turn, job.cancelled)
+        except ProviderError as exc:
+            error = exc
+        except Exception as exc:  # a provider bug: the request may have left, so reconcile later
+            self.log.exception("task %s: provider raised an unexpected error", turn.task_id)
+            error = ProviderError("unknown", f"provider error {type(exc).__name__}: {exc}", sent=True)
+        else:
+            error = None
+        finally:
+            job.sending = False
+        if job.stale:
+            # the task was cancelled or re-leased meanwhile: whatever happened is not ours to report
+            return Outcome("stale", "lease void while the request ran", turn.epoch)
+        if error is None:
+            return self._complete(job, turn, result)
+        return self._fail(job, turn, error)
+
+    # --- steps ----------------------------------------------------------------------------------------
+
+    def _lease(self, job: Job) -> tuple[dict | None, Outcome | None]:
+        """Lease the assigned task, retrying the same rid while the broker is away (bounded)."""
+        deadline = time.monotonic() + self.lease_patience
+        delay = RETRY_BASE
+        while True:
+            try:
+                reply = self.client.call("lease", rid=job.lease_rid, worker=self.worker, account=self.account,
+                                         backend=self.backend, modes=self.modes, ttl=job.ttl, task_id=job.task_id)
+            except BrokerUnavailable as exc:
+                if time.monotonic() + delay > deadline or job.abandon.is_set():
+                    return None, Outcome("declined", f"broker unavailable: {exc.message}")
+                self.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            except FanoError as exc:
+                return None, Outcome("declined", f"lease refused: {exc}")
+            if not isinstance(reply, dict) or not reply.get("task"):
+                reason = (reply or {}).get("reason") if isinstance(reply, dict) else None
+                retry_at = reply.get("retry_at") if isinstance(reply, dict) else None
+                return None, Outcome("declined", reason or "nothing to lease", retry_at=retry_at)
+            if reply["task"].get("id") != job.task_id:
+                # cannot happen with task_id set; if it did, running a task nobody assigned is wrong
+                self.log.error("lease of task %s returned task %s", job.task_id, reply["task"].get("id"))
+            return reply, None
+
+    def _reconcile(self, job: Job, turn: Turn, unknown: dict) -> Outcome | None:
+        """Ask the provider about the previous attempt whose outcome is unknown. None: go on and send."""
+        previous = dataclasses.replace(turn, epoch=unknown.get("epoch", turn.epoch),
+                                       attempt=unknown.get("attempt", turn.attempt), mode=unknown.get("mode") or turn.mode)
+        self.log.info("task %s: reconciling attempt %s (epoch %s) before sending", turn.task_id,
+                      previous.attempt, previous.epoch)
+        try:
+            found = self.provider.reconcile(previous)
+        except ProviderError as exc:
+            cls = "auth" if exc.error_class == "auth" else "unknown"
+            error = ProviderError(cls, f"reconcile: {exc.message}", exc.retry_after, sent=False)
+            return self._fail(job, turn, error)
+        except Exception as exc:
+            self.log.exception("task %s: reconcile raised an unexpected error", turn.task_id)
+            return self._fail(job, turn, ProviderError("unknown", f"reconcile: {type(exc).__name__}: {exc}",
+                                                       sent=False))
+        if found is None:
+            self.log.info("task %s: the provider never got attempt %s; sending", turn.task_id, previous.attempt)
+            return None
+        self.log.info("task %s: the provider had served attempt %s; completing without sending",
+                      turn.task_id, previous.attempt)
+        return self._complete(job, turn, found)
+
+    def _release_unsent(self, job: Job, turn: Turn) -> Outcome:
+        """Cancelled before anything left: give the task back, refund the unit."""
+        _, stop = self._deliver(job, "fail", id=turn.task_id, epoch=turn.epoch, error_class="transient",
+                                message="cancelled before sending", sent=False, retry_after=0.0)
+        if stop is not None and stop.outcome != "stale":
+            return stop
+        return Outcome("cancelled", "cancelled before sending", turn.epoch)
+
+    def _complete(self, job: Job, turn: Turn, reply: Reply) -> Outcome:
+        result = {"text": reply.text, "meta": _wire_safe(dict(reply.meta or {}))}
+        _, stop = self._deliver(job, "complete", id=turn.task_id, epoch=turn.epoch, result=result)
+        if stop is not None:
+            return stop
+        self.log.info("task %s: done (epoch %s)", turn.task_id, turn.epoch)
+        return Outcome("done", "", turn.epoch)
+
+    def _fail(self, job: Job, turn: Turn, error: ProviderError) -> Outcome:
+        retry_after = error.retry_after
+        if retry_after is not None and not (0 <= retry_after < 1e9):
+            retry_after = None  # a provider's absurd value must not be rejected and lose the report
+        ack, stop = self._deliver(job, "fail", id=turn.task_id, epoch=turn.epoch, error_class=error.error_class,
+                                  message=error.message[:2000], sent=bool(error.sent), retry_after=retry_after)
+        if stop is not None:
+            if job.cancel_requested and stop.outcome == "stale":
+                return Outcome("cancelled", stop.message, turn.epoch)
+            return stop
+        ack = ack if isinstance(ack, dict) else {}
+        outcome = "cancelled" if job.cancel_requested else OUTCOME_OF_CLASS[error.error_class]
+        retry_at = ack.get("cooldown_until") if error.error_class == "quota" else ack.get("not_before")
+        self.log.info("task %s: %s error reported (%s): %s -> %s", turn.task_id, error.error_class,
+                      "sent" if error.sent else "not sent", error.message[:200], ack.get("state"))
+        return Outcome(outcome, f"{error.error_class}: {error.message}"[:500], turn.epoch, retry_at)
+
+    def _deliver(self, job: Job, cmd: str, **args) -> tuple[Any, Outcome | None]:
+        """One mutating call about the leased task, retried with the same rid until the broker answers.
+
+        Returns (reply, None), or (None, outcome) when the call must not go on: STALE_EPOCH (the lease is
+        void: the task was cancelled, or it expired and may run elsewhere), another broker error, or the
+        worker giving up because it is exiting (the lease then expires; reconciliation covers it)."""
+        rid = protocol.new_id()
+        delay = RETRY_BASE
+        warned = False
+        while True:
+            try:
+                return self.client.call(cmd, rid=rid, **args), None
+            except BrokerUnavailable as exc:
+                if not warned:
+                    self.log.warning("task %s: %s not acknowledged (%s); retrying until the broker answers",
+                                     args.get("id"), cmd, exc.message)
+                    warned = True
+                if not job.abandon.is_set():
+                    self.sleep(delay)
+                    delay = min(RETRY_MAX, delay * 2)
+                if job.abandon.is_set():
+                    return None, Outcome("failed", f"worker exiting before {cmd} was acknowledged", job.epoch)
+            except FanoError as exc:
+                if exc.code == ErrorCode.STALE_EPOCH:
+                    self.log.info("task %s: %s rejected, lease void: %s", args.get("id"), cmd, exc.message)
+                    return None, Outcome("stale", exc.message[:500], job.epoch)
+                self.log.error("task %s: %s rejected: %s", args.get("id"), cmd, exc)
+                return None, Outcome("failed", f"{cmd} rejected: {exc}"[:500], job.epoch)

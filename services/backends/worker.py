@@ -1,0 +1,275 @@
+"""The backend worker program, ``python -m services backend --account NAME`` (DESIGN.md §2, §4, §10).
+
+One process per LLM account, one request at a time. The main loop (this module) owns the DEALER to the
+scheduler and a broker client for lease renewals; the request thread (:mod:`services.backends.runner`)
+owns the provider and a broker client of its own (clients are not thread-safe). They share only the
+current :class:`~services.backends.runner.Job`.
+
+Main loop, each tick (at most ~0.5 s, so SIGTERM is noticed promptly):
+
+* read the scheduler's messages: ``assign`` starts a job (or is declined: busy / stopping), ``cancel``
+  sets the running job's cancel flag, ``disconnect`` makes us recreate the socket and re-announce,
+  ``heartbeat`` only proves the scheduler alive. Garbage is counted and ignored.
+* a finished job is reported with ``done`` and followed by ``ready`` (pull: no prefetch).
+* the running job's lease is renewed every ttl/3; STALE_EPOCH marks the job stale (its cancel flag
+  interrupts the provider and no outcome is reported).
+* ``heartbeat {worker, task_id}`` every HEARTBEAT_INTERVAL, idle or busy.
+* nothing heard from the scheduler for LIVENESS intervals: close the socket, open a new one (a new
+  identity) and re-announce: ``ready`` when idle, ``heartbeat`` naming the running task when busy — a
+  request in flight is never dropped because the scheduler restarted.
+
+Crash-only: nothing durable lives here. SIGTERM stops taking work and waits up to STOP_GRACE seconds
+for a running request; if it is still running then, the worker exits anyway: the lease expires and the
+next worker of the account reconciles the turn with the provider.
+"""
+from __future__ import annotations
+
+import threading
+
+import zmq
+
+from services.backends.registry import make_provider
+from services.backends.runner import Job, TurnRunner
+from shared import protocol
+from shared.client import BrokerClient
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.service import Service
+
+TICK = 0.5             # longest wait for the scheduler when idle (seconds)
+BUSY_TICK = 0.05       # while a job runs: how soon its end is noticed and reported
+RENEW_TIMEOUT = 0.5    # one renew attempt; the main loop must not stall heartbeats on a dead broker
+RENEW_RETRY = 0.5      # after a renew the broker did not answer
+STOP_GRACE = 3.0       # SIGTERM: how long a running request may take to finish before we exit anyway
+DRAIN = 100            # scheduler messages handled per tick
+RUNNER_TIMEOUT = 1.0   # the request thread's broker calls: one try each, the runner retries itself
+
+
+class BackendWorker(Service):
+    """The worker of one account (``backend-<account>``)."""
+
+    def __init__(self, config, clock, account_config):
+        self.account = account_config
+        # before Service.__init__: the lock file and logger are named after the program
+        self.name = f"backend-{account_config.name}"
+        super().__init__(config, clock)
+        self.provider = None
+        self.ctx: zmq.Context | None = None
+        self.sock: zmq.Socket | None = None
+        self.poller: zmq.Poller | None = None
+        self.broker: BrokerClient | None = None
+        self.job: Job | None = None
+        self.thread: threading.Thread | None = None
+        self.heartbeat_interval = protocol.HEARTBEAT_INTERVAL
+        self.liveness = protocol.LIVENESS
+        self.last_heard = 0.0
+        self.next_heartbeat = 0.0
+        self.renew_at: float | None = None
+        self.link_up = False              # heard from the scheduler since the last (re)connect
+        self.counters = {"garbage": 0, "reconnects": 0, "dropped_sends": 0, "jobs": 0}
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        self.provider = make_provider(self.account, self.clock, self.config.data_dir)
+        self.provider.start()
+        self.ctx = zmq.Context()
+        self.broker = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RENEW_TIMEOUT, retries=1,
+                                   context=self.ctx)
+        self._connect()
+        self._announce()
+        self.log.info("serving account %s (%s, modes %s); scheduler at %s", self.account.name,
+                      self.account.backend, ", ".join(self.account.modes), self.config.scheduler_endpoint)
+
+    def loop(self) -> None:
+        self.tick()
+
+    def shutdown(self) -> None:
+        if self.job is not None and self.sock is not None:
+            deadline = self.clock.mono() + STOP_GRACE
+            while self.job is not None and self.clock.mono() < deadline:
+                self.tick()       # keeps renewing and heartbeating, reports the end; assigns are declined
+            if self.job is not None:
+                self.job.abandon.set()
+                self.log.warning("exiting with task %s in flight: its lease will expire and the turn will be "
+                                 "reconciled by the next worker of %s", self.job.task_id, self.account.name)
+        if self.sock is not None:
+            self._send("disconnect", worker=self.name)
+            self.sock.close(linger=0)
+            self.sock = None
+        if self.thread is not None and self.thread.is_alive():
+            return  # the provider and context are still in use; the process exit reclaims them
+        if self.provider is not None:
+            self.provider.close()
+        if self.broker is not None:
+            self.broker.close()
+        if self.ctx is not None:
+            self.ctx.term()
+
+    # --- one tick ------------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock.mono()
+        timeout = BUSY_TICK if self.job is not None else max(0.0, min(TICK, self.next_heartbeat - now))
+        if self.poller.poll(int(timeout * 1000)):
+            for _ in range(DRAIN):
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frames(frames)
+        self._reap()
+        self._renew()
+        now = self.clock.mono()
+        if now >= self.next_heartbeat:
+            self._send("heartbeat", worker=self.name, task_id=self.job.task_id if self.job else None)
+            self.next_heartbeat = now + self.heartbeat_interval
+        if now - self.last_heard > self.liveness * self.heartbeat_interval:
+            self._reconnect("scheduler silent for %d heartbeats" % self.liveness)
+
+    # --- scheduler link ------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        protocol.configure_socket(sock, "dealer", identity=self.name)
+        sock.connect(self.config.scheduler_endpoint)
+        self.sock = sock
+        self.poller = zmq.Poller()
+        self.poller.register(sock, zmq.POLLIN)
+        now = self.clock.mono()
+        self.last_heard = now          # give the (new) peer a full liveness period to show up
+        self.next_heartbeat = now + self.heartbeat_interval
+
+    def _reconnect(self, why: str) -> None:
+        self.counters["reconnects"] += 1
+        # losing a live link is worth a warning; a scheduler that stays down must not flood the log
+        (self.log.warning if self.link_up else self.log.debug)("%s: reconnecting to the scheduler", why)
+        self.link_up = False
+        if self.sock is not None:
+            self.sock.close(linger=0)
+        self._connect()
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.job is None:
+            if not self.stopping:
+                self._send("ready", worker=self.name, account=self.account.name, backend=self.account.backend,
+                           modes=list(self.account.modes))
+        else:
+            self._send("heartbeat", worker=self.name, task_id=self.job.task_id)
+
+    def _send(self, msg_type: str, **fields) -> None:
+        try:
+            self.sock.send_multipart(protocol.encode_worker(msg_type, **fields), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # no scheduler connected and the queue is full: the liveness check will re-announce us
+            self.counters["dropped_sends"] += 1
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        try:
+            msg = protocol.decode_worker(frames)
+        except FanoError as exc:
+            self._garbage(exc.message)
+            return
+        kind = msg["type"]
+        if kind not in ("heartbeat", "assign", "cancel", "disconnect"):
+            self._garbage(f"unexpected message type {kind!r}")
+            return
+        self.last_heard = self.clock.mono()
+        if not self.link_up:
+            self.link_up = True
+            self.log.info("scheduler link up")
+        if kind == "assign":
+            self._on_assign(msg)
+        elif kind == "cancel":
+            self._on_cancel(msg["task_id"])
+        elif kind == "disconnect":
+            self.link_up = True   # a deliberate request, worth a line in the log
+            self._reconnect(f"scheduler asked us to reconnect ({str(msg.get('reason', ''))[:100]})")
+
+    def _garbage(self, why: str) -> None:
+        self.counters["garbage"] += 1
+        log = self.log.warning if self.counters["garbage"] <= 10 else self.log.debug
+        log("ignored a bad message from the scheduler (%d so far): %s", self.counters["garbage"], why)
+
+    def _on_assign(self, msg: dict) -> None:
+        task_id = msg["task_id"]
+        if self.stopping:
+            self._done(task_id, None, "declined", "worker stopping")
+            return
+        if self.job is not None:
+            if self.job.task_id == task_id:
+                # a repeated assignment of what we run: remind the scheduler instead of declining it
+                self._send("heartbeat", worker=self.name, task_id=task_id)
+            else:
+                self._done(task_id, None, "declined", "busy")
+            return
+        ttl = msg.get("ttl")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            ttl = self.config.scheduler.lease_ttl
+        self.job = Job(task_id, float(ttl))
+        self.renew_at = None
+        self.counters["jobs"] += 1
+        self.thread = threading.Thread(target=self._run_job, args=(self.job,), daemon=True,
+                                       name=f"{self.name}-task-{task_id}")
+        self.thread.start()
+
+    def _on_cancel(self, task_id: int) -> None:
+        if self.job is not None and self.job.task_id == task_id and not self.job.finished.is_set():
+            self.log.info("task %s: cancel requested by the scheduler", task_id)
+            self.job.request_cancel()
+        else:
+            self.log.debug("cancel of task %s, which is not running here: ignored", task_id)
+
+    def _done(self, task_id: int, epoch, outcome: str, message: str, retry_at=None) -> None:
+        self._send("done", worker=self.name, task_id=task_id, epoch=epoch, outcome=outcome, message=message,
+                   retry_at=retry_at)
+
+    # --- the job ---------------------------------------------------------------------------------------
+
+    def _run_job(self, job: Job) -> None:
+        """The request thread: its own broker client (clients are not thread-safe), closed at the end."""
+        client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RUNNER_TIMEOUT, retries=1,
+                              context=self.ctx)
+        try:
+            runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
+                                self.account.modes, lease_patience=self.config.scheduler.assign_timeout,
+                                log=self.log)
+            runner.run(job)
+        finally:
+            client.close()
+
+    def _reap(self) -> None:
+        job = self.job
+        if job is None or not job.finished.is_set():
+            return
+        self.thread.join(timeout=1.0)
+        out = job.outcome
+        self.log.info("task %s: %s%s", job.task_id, out.outcome, f" ({out.message})" if out.message else "")
+        self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
+        self.job = None
+        self.renew_at = None
+        self._announce()
+
+    def _renew(self) -> None:
+        job = self.job
+        if job is None or job.epoch is None or job.finished.is_set() or job.stale:
+            return
+        now = self.clock.mono()
+        if self.renew_at is None:
+            self.renew_at = now + job.ttl / 3
+            return
+        if now < self.renew_at:
+            return
+        try:
+            self.broker.call("renew", id=job.task_id, epoch=job.epoch, ttl=job.ttl)
+        except BrokerUnavailable:
+            self.renew_at = self.clock.mono() + RENEW_RETRY
+            return
+        except FanoError as exc:
+            if exc.code == ErrorCode.STALE_EPOCH:
+                if not job.finished.is_set():   # a renew racing the job's own completion is not news
+                    self.log.info("task %s: lease void (%s); interrupting the request", job.task_id, exc.message)
+                    job.mark_stale()
+                return
+            self.log.warning("task %s: renew refused: %s", job.task_id, exc)
+        self.renew_at = self.clock.mono() + job.ttl / 3

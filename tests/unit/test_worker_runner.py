@@ -1,0 +1,362 @@
+"""The request thread's control flow (services/backends/runner.py) against a scripted broker client and a
+scripted provider: the classification table, reconcile-before-send, intents, stale leases, cancels, and
+result delivery that retries the same request id while the broker is away."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from services.backends import registry
+from services.backends.base import ProviderError, Reply
+from services.backends.runner import Job, TurnRunner, build_turn
+from shared.config import AccountConfig, ConfigError
+from shared.clock import FakeClock
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from tests.support import REPO
+
+TASK = {"id": 7, "module": "explorer", "kind": "explorer.explore", "attempts": 2,
+        "payload": {"prompt": "why?", "turn": 3, "seed": 1}, "requires": {"conversation": "c-1"},
+        "unknown_turn": None}
+
+
+def stale(what="lease void") -> FanoError:
+    return FanoError(ErrorCode.STALE_EPOCH, what)
+
+
+class FakeBroker:
+    """Records every call; ``script[cmd]`` is a list of results or exceptions consumed in order (the last
+    one repeats)."""
+
+    def __init__(self, task=None, **script):
+        task = dict(TASK if task is None else task)
+        self.script = {"lease": [{"task": task, "epoch": 4, "mode": "deep", "ttl": 30.0, "reason": ""}],
+                       "turn_begin": [{"id": task["id"], "epoch": 4}],
+                       "complete": [{"id": task["id"], "state": "DONE"}],
+                       "fail": [{"id": task["id"], "state": "PENDING", "not_before": 1234.5}]}
+        self.script.update(script)
+        self.calls: list[tuple[str, str, dict]] = []
+        self.hook = None   # called as hook(cmd) before answering
+
+    def call(self, cmd, rid=None, **args):
+        self.calls.append((cmd, rid, args))
+        if self.hook:
+            self.hook(cmd)
+        queue = self.script[cmd]
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def cmds(self) -> list[str]:
+        return [c for c, _, _ in self.calls]
+
+    def last(self, cmd) -> dict:
+        return [a for c, _, a in self.calls if c == cmd][-1]
+
+
+class FakeProvider:
+    def __init__(self, send=None, reconcile=None):
+        self.send_result = send if send is not None else Reply("the answer", {"model": "fake"})
+        self.reconcile_result = reconcile
+        self.sent, self.reconciled = [], []
+        self.during_send = None   # called with the cancelled() callable while "generating"
+
+    def send(self, turn, cancelled):
+        self.sent.append(turn)
+        if self.during_send:
+            self.during_send(cancelled)
+        if isinstance(self.send_result, BaseException):
+            raise self.send_result
+        return self.send_result
+
+    def reconcile(self, turn):
+        self.reconciled.append(turn)
+        if isinstance(self.reconcile_result, BaseException):
+            raise self.reconcile_result
+        return self.reconcile_result
+
+
+def run(broker, provider, job=None, patience=5.0):
+    sleeps = []
+    runner = TurnRunner(provider, broker, "backend-a", "a", "sim", ["standard", "deep"], lease_patience=patience,
+                        sleep=sleeps.append)
+    job = job or Job(7, 30.0)
+    out = runner.run(job)
+    assert job.finished.is_set() and job.outcome is out
+    return out, sleeps
+
+
+# --- the happy path -----------------------------------------------------------------------------------
+
+def test_lease_intent_send_complete_in_that_order():
+    broker, provider = FakeBroker(), FakeProvider()
+    job = Job(7, 30.0)
+    out, _ = run(broker, provider, job)
+    assert out.outcome == "done" and out.epoch == 4
+    assert broker.cmds() == ["lease", "turn_begin", "complete"]
+    lease = broker.last("lease")
+    assert lease == {"worker": "backend-a", "account": "a", "backend": "sim", "modes": ["standard", "deep"],
+                     "ttl": 30.0, "task_id": 7}
+    assert broker.calls[0][1] == job.lease_rid
+    assert broker.last("turn_begin") == {"id": 7, "epoch": 4}
+    assert broker.last("complete") == {"id": 7, "epoch": 4, "result": {"text": "the answer", "meta": {"model": "fake"}}}
+    turn = provider.sent[0]
+    assert (turn.task_id, turn.epoch, turn.attempt, turn.mode, turn.kind, turn.module) == \
+        (7, 4, 2, "deep", "explorer.explore", "explorer")
+    assert (turn.prompt, turn.conversation, turn.turn_index, turn.account) == ("why?", "c-1", 3, "a")
+    assert job.epoch == 4
+
+
+def test_build_turn_tolerates_odd_payloads():
+    reply = {"task": {"id": 1, "attempts": 1, "kind": "ask", "module": "m", "payload": ["x"]}, "epoch": 1,
+             "mode": None}
+    turn = build_turn(reply, "a")
+    assert turn.payload == {"value": ["x"]} and turn.prompt == "" and turn.mode == "standard"
+    reply["task"]["payload"] = {"prompt": 42, "turn": True}
+    turn = build_turn(reply, "a")
+    assert turn.prompt == "42" and turn.turn_index == 0 and turn.conversation is None
+
+
+def test_unserializable_meta_does_not_lose_the_reply():
+    out, _ = run(broker := FakeBroker(), FakeProvider(send=Reply("t", {"obj": object(), "n": 1})))
+    assert out.outcome == "done"
+    meta = broker.last("complete")["result"]["meta"]
+    assert meta["n"] == 1 and isinstance(meta["obj"], str)
+
+
+# --- classification -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls,sent,retry_after,outcome", [
+    ("quota", True, 3600.0, "refused"),
+    ("transient", True, 2.5, "failed"),
+    ("transient", False, None, "failed"),
+    ("auth", False, None, "failed"),
+    ("terminal", True, None, "failed"),
+    ("unknown", True, None, "failed"),
+])
+def test_provider_errors_are_reported_with_their_class(cls, sent, retry_after, outcome):
+    ack = {"id": 7, "state": "PENDING", "not_before": 99.0, "cooldown_until": 5000.0}
+    broker = FakeBroker(fail=[ack])
+    out, _ = run(broker, FakeProvider(send=ProviderError(cls, "boom", retry_after=retry_after, sent=sent)))
+    assert broker.cmds() == ["lease", "turn_begin", "fail"]
+    assert broker.last("fail") == {"id": 7, "epoch": 4, "error_class": cls, "message": "boom", "sent": sent,
+                                   "retry_after": retry_after}
+    assert out.outcome == outcome and out.message.startswith(cls)
+    assert out.retry_at == (5000.0 if cls == "quota" else 99.0)
+
+
+def test_an_unexpected_provider_exception_is_unknown_and_counted_as_sent():
+    broker = FakeBroker()
+    out, _ = run(broker, FakeProvider(send=RuntimeError("segfault-ish")))
+    fail = broker.last("fail")
+    assert fail["error_class"] == "unknown" and fail["sent"] is True and "RuntimeError" in fail["message"]
+    assert out.outcome == "failed"
+
+
+def test_an_absurd_retry_after_is_not_sent_to_the_broker():
+    broker = FakeBroker()
+    run(broker, FakeProvider(send=ProviderError("transient", "x", retry_after=float("inf"))))
+    assert broker.last("fail")["retry_after"] is None
+
+
+# --- reconcile before send ----------------------------------------------------------------------------
+
+UNKNOWN = {"account": "a", "epoch": 2, "attempt": 1, "mode": "standard", "at": 1.0}
+
+
+def test_unknown_turn_served_by_the_provider_completes_without_sending():
+    broker = FakeBroker(task=dict(TASK, unknown_turn=UNKNOWN))
+    provider = FakeProvider(reconcile=Reply("old answer", {"reconciled": True}))
+    out, _ = run(broker, provider)
+    assert out.outcome == "done"
+    assert provider.sent == [] and broker.cmds() == ["lease", "complete"]
+    assert broker.last("complete")["result"]["text"] == "old answer"
+    previous = provider.reconciled[0]
+    assert (previous.attempt, previous.epoch, previous.mode, previous.task_id) == (1, 2, "standard", 7)
+
+
+def test_unknown_turn_never_received_is_sent_after_the_intent():
+    broker = FakeBroker(task=dict(TASK, unknown_turn=UNKNOWN))
+    provider = FakeProvider(reconcile=None)
+    out, _ = run(broker, provider)
+    assert out.outcome == "done" and len(provider.reconciled) == 1 and len(provider.sent) == 1
+    assert broker.cmds() == ["lease", "turn_begin", "complete"]
+    assert provider.sent[0].attempt == 2 and provider.sent[0].epoch == 4
+
+
+@pytest.mark.parametrize("error,cls", [(ProviderError("unknown", "cannot tell yet", retry_after=30), "unknown"),
+                                       (ProviderError("transient", "page did not load"), "unknown"),
+                                       (ProviderError("auth", "logged out"), "auth"),
+                                       (KeyError("bug"), "unknown")])
+def test_a_reconcile_that_cannot_tell_never_sends(error, cls):
+    broker = FakeBroker(task=dict(TASK, unknown_turn=UNKNOWN))
+    provider = FakeProvider(reconcile=error)
+    out, _ = run(broker, provider)
+    assert provider.sent == [] and "turn_begin" not in broker.cmds()
+    fail = broker.last("fail")
+    assert fail["error_class"] == cls and fail["sent"] is False and fail["message"].startswith("reconcile")
+    assert out.outcome == "failed"
+
+
+# --- stale leases and cancels -------------------------------------------------------------------------
+
+def test_stale_intent_abandons_without_sending():
+    broker = FakeBroker(turn_begin=[stale()])
+    provider = FakeProvider()
+    out, _ = run(broker, provider)
+    assert out.outcome == "stale" and provider.sent == [] and broker.cmds() == ["lease", "turn_begin"]
+
+
+def test_stale_completion_is_given_up():
+    broker = FakeBroker(complete=[stale("task is CANCELLED")])
+    out, _ = run(broker, FakeProvider())
+    assert out.outcome == "stale" and "CANCELLED" in out.message
+    assert broker.cmds().count("complete") == 1
+
+
+def test_a_stale_renew_during_the_request_interrupts_it_and_reports_nothing():
+    broker, provider, job = FakeBroker(), FakeProvider(), Job(7, 30.0)
+
+    def generating(cancelled):
+        job.mark_stale()          # what the main loop does when renew says STALE_EPOCH
+        assert cancelled()
+    provider.during_send = generating
+    out, _ = run(broker, provider, job)
+    assert out.outcome == "stale" and broker.cmds() == ["lease", "turn_begin"]
+
+
+def test_cancel_during_the_request_reports_unknown_and_ends_cancelled():
+    broker, job = FakeBroker(), Job(7, 30.0)
+    provider = FakeProvider(send=ProviderError("unknown", "cancelled while generating", sent=True))
+    seen = []
+
+    def generating(cancelled):
+        seen.append(cancelled())
+        threading.Thread(target=job.request_cancel).start()  # the main loop's thread
+        job._cancel.wait(5)
+        seen.append(cancelled())
+    provider.during_send = generating
+    out, _ = run(broker, provider, job)
+    assert seen == [False, True]
+    fail = broker.last("fail")
+    assert fail["error_class"] == "unknown" and fail["sent"] is True
+    assert out.outcome == "cancelled"
+
+
+def test_cancel_of_a_task_the_broker_already_cancelled_is_still_cancelled():
+    broker, job = FakeBroker(fail=[stale("task is CANCELLED")]), Job(7, 30.0)
+    provider = FakeProvider(send=ProviderError("unknown", "cancelled", sent=True))
+    provider.during_send = lambda cancelled: job.request_cancel()
+    out, _ = run(broker, provider, job)
+    assert out.outcome == "cancelled"
+
+
+def test_cancel_before_sending_gives_the_lease_back_unsent():
+    broker, provider, job = FakeBroker(), FakeProvider(), Job(7, 30.0)
+    broker.hook = lambda cmd: job.request_cancel() if cmd == "lease" else None
+    out, _ = run(broker, provider, job)
+    assert provider.sent == [] and broker.cmds() == ["lease", "fail"]
+    fail = broker.last("fail")
+    assert fail["error_class"] == "transient" and fail["sent"] is False and fail["retry_after"] == 0.0
+    assert out.outcome == "cancelled"
+
+
+# --- the broker going away ----------------------------------------------------------------------------
+
+def test_result_delivery_retries_the_same_rid_until_acknowledged():
+    down = BrokerUnavailable("down")
+    broker = FakeBroker(complete=[down, down, down, down, {"id": 7, "state": "DONE"}])
+    out, sleeps = run(broker, FakeProvider())
+    assert out.outcome == "done"
+    rids = [rid for cmd, rid, _ in broker.calls if cmd == "complete"]
+    assert len(rids) == 5 and len(set(rids)) == 1
+    assert sleeps == sorted(sleeps) and sleeps[0] < sleeps[-1]   # backoff grows
+
+
+def test_intent_and_failure_reports_are_retried_too():
+    down = BrokerUnavailable("down")
+    broker = FakeBroker(turn_begin=[down, {"id": 7, "epoch": 4}], fail=[down, down, {"state": "PENDING"}])
+    out, _ = run(broker, FakeProvider(send=ProviderError("transient", "500")))
+    assert out.outcome == "failed"
+    for cmd in ("turn_begin", "fail"):
+        rids = {rid for c, rid, _ in broker.calls if c == cmd}
+        assert len(rids) == 1
+
+
+def test_a_worker_that_exits_stops_retrying_delivery():
+    broker, job = FakeBroker(complete=[BrokerUnavailable("down")]), Job(7, 30.0)
+    runner = TurnRunner(FakeProvider(), broker, "backend-a", "a", "sim", ["standard"],
+                        sleep=lambda s: job.abandon.set())
+    out = runner.run(job)
+    assert out.outcome == "failed" and "exiting" in out.message
+    assert broker.cmds().count("complete") == 1
+
+
+def test_an_unexpected_broker_error_on_completion_is_not_retried():
+    broker = FakeBroker(complete=[FanoError(ErrorCode.INVALID_STATE, "weird")])
+    out, _ = run(broker, FakeProvider())
+    assert out.outcome == "failed" and "INVALID_STATE" in out.message and broker.cmds().count("complete") == 1
+
+
+def test_lease_is_retried_with_the_assignment_rid():
+    down = BrokerUnavailable("down")
+    lease = FakeBroker().script["lease"][0]
+    broker, job = FakeBroker(lease=[down, down, lease]), Job(7, 30.0)
+    out, _ = run(broker, FakeProvider(), job)
+    assert out.outcome == "done"
+    assert [rid for c, rid, _ in broker.calls if c == "lease"] == [job.lease_rid] * 3
+
+
+def test_lease_gives_up_after_its_patience():
+    broker, provider = FakeBroker(lease=[BrokerUnavailable("down")]), FakeProvider()
+    runner = TurnRunner(provider, broker, "backend-a", "a", "sim", ["standard"], lease_patience=0.0,
+                        sleep=lambda s: None)
+    out = runner.run(Job(7, 30.0))
+    assert out.outcome == "declined" and "unavailable" in out.message and provider.sent == []
+
+
+def test_nothing_to_lease_is_declined_with_the_reason():
+    broker = FakeBroker(lease=[{"task": None, "reason": "task 7 is RUNNING", "retry_at": 777.0}])
+    out, _ = run(broker, provider := FakeProvider())
+    assert (out.outcome, out.message, out.retry_at) == ("declined", "task 7 is RUNNING", 777.0)
+    assert provider.sent == [] and broker.cmds() == ["lease"]
+    broker = FakeBroker(lease=[FanoError(ErrorCode.NOT_FOUND, "no such task: 7")])
+    out, _ = run(broker, FakeProvider())
+    assert out.outcome == "declined" and "NOT_FOUND" in out.message
+
+
+def test_a_bug_in_the_runner_is_an_outcome_not_a_dead_thread():
+    broker = FakeBroker(lease=[{"task": {"id": 7}}])   # malformed reply: no epoch
+    out, _ = run(broker, FakeProvider())
+    assert out.outcome == "failed" and "worker error" in out.message
+
+
+# --- registry -----------------------------------------------------------------------------------------
+
+def test_registry_builds_the_sim_provider(tmp_path):
+    acct = AccountConfig("a", "sim", ("standard", "deep"), {"latency": "zero", "seed": 3})
+    provider = registry.make_provider(acct, FakeClock(), tmp_path)
+    assert type(provider).__name__ == "SimProvider" and provider.modes == ["standard", "deep"]
+    assert provider.log_path == tmp_path / "sim" / "a" / "requests.jsonl"
+
+
+def test_registry_refuses_unknown_or_unbuilt_backends_and_bad_settings(tmp_path):
+    with pytest.raises(ConfigError, match="not implemented"):
+        registry.provider_class("claude")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        registry.provider_class("nope")
+    with pytest.raises(ConfigError, match="accounts.a"):
+        registry.make_provider(AccountConfig("a", "sim", ("standard",), {"sede": 1}), FakeClock(), tmp_path)
+
+
+def test_a_sim_worker_imports_no_provider_sdk():
+    code = ("import sys; from services.backends import worker, registry; "
+            "assert 'services.backends.sim' not in sys.modules, 'sim imported eagerly'; "
+            "registry.provider_class('sim'); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('anthropic', 'playwright', 'openai')]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
