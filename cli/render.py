@@ -266,7 +266,7 @@ def _cooling(b: dict, now: float) -> str:
     for mode, cd in sorted((b.get("cooldowns") or {}).items()):
         if cd and cd.get("until", 0) > now:
             parts.append(f"{mode} until {local_time(cd['until'], with_date=False)} ({relative(cd['until'], now)})")
-    for mode, until in sorted((b.get("blocked") or {}).items()):
+    for mode, until in sorted((b.get("blocked_until") or {}).items()):
         if until and until > now:
             parts.append(f"{mode} quota until {local_time(until, with_date=False)}")
     return "; ".join(parts) or "-"
@@ -313,8 +313,8 @@ def top_text(frame: dict) -> str:
     recent = (sched or {}).get("recent", []) if isinstance(sched, dict) else []
     if recent:
         lines.append("recent completions:")
-        for r in recent[-10:]:
-            lines.append(f"  {local_time(r.get('ts'), with_date=False)}  task {r.get('id')}  {r.get('kind', '')}"
+        for r in recent[:10]:
+            lines.append(f"  {local_time(r.get('at'), with_date=False)}  task {r.get('id')}  {r.get('kind', '')}"
                          f"  {r.get('account', '') or ''}")
     elif sched is None:
         lines.append("(scheduler not answering)")

@@ -16,7 +16,6 @@ from cli import render as R
 from cli.fanoctl import Ctl, client, fail, json_option, main, out, queue
 from shared.errors import ExitCode
 
-ASK_PRIORITY = 60  # DOMAIN.md has no "ask": an operator's question goes before routine exploration (50)
 TERMINAL = {"DONE", "PARKED", "CANCELLED"}
 
 
@@ -62,8 +61,8 @@ def ask(prompt, backends, deep, wait, max_wait, key):
     if deep:
         requires["mode"] = "deep"
     c = client()
-    res = c.submit(key or f"ask:{uuid.uuid4().hex}", "adhoc", "ask", {"prompt": prompt},
-                   priority=ASK_PRIORITY, requires=requires)
+    # no priority: the scheduler gives kind "ask" its base from [scheduler] base_priorities
+    res = c.submit(key or f"ask:{uuid.uuid4().hex}", "adhoc", "ask", {"prompt": prompt}, requires=requires)
     task = res["task"]
     if not wait:
         out(res, f"task {task['id']} submitted" + ("" if res["created"] else " (already existed)"))
@@ -97,7 +96,7 @@ def _wait_for(c, task_id: int, max_wait: float | None) -> dict:
             fail(f"task {task_id} still {task['state']} after {max_wait:g}s (it stays queued)", ExitCode.FAILURE)
         if task["state"] == "PENDING" and time.monotonic() - why_at > 2.0:
             answer = ask_scheduler("why", task_id=task_id)
-            why = (answer or {}).get("text", "scheduler not answering") if isinstance(answer, dict) else str(answer or "")
+            why = answer.get("line", "") if isinstance(answer, dict) else "scheduler not answering"
             why_at = time.monotonic()
         detail = why if task["state"] == "PENDING" else _running_detail(task)
         line = f"task {task_id}: {task['state'].lower()} {R.duration(waited)}" + (f" — {detail}" if detail else "")
@@ -136,7 +135,7 @@ def _why_text(d: dict) -> str:
         ans = d["scheduler"]
         if ans is None:
             return f"task {d['id']}: pending; the scheduler is not answering (is it running?)"
-        return f"task {d['id']}: " + (ans.get("text") if isinstance(ans, dict) else str(ans))
+        return f"task {d['id']}: " + (ans.get("line") if isinstance(ans, dict) else str(ans))
     if state == "RUNNING":
         return f"task {d['id']}: running — " + _running_detail({**d, "attempts": "?", "max_attempts": "?"})
     err = d.get("error") or {}
@@ -164,7 +163,7 @@ def backends_view() -> dict:
     sched = ask_scheduler("backends")
     live = {}
     if isinstance(sched, dict):
-        live = {b["account"]: b for b in sched.get("backends", [])}
+        live = {b["account"]: b for b in sched.get("accounts", [])}
     names = set(broker_accounts) | set(live) | set(_configured_accounts())
     rows = []
     for name in sorted(names):
@@ -231,3 +230,39 @@ def top(interval, once):
             return
 
 
+
+
+# --- modules weights -----------------------------------------------------------------------------------
+
+@main.group()
+def modules():
+    """Research modules: scheduling weights."""
+
+
+def _weights(ctx, param, values):
+    out_map = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        try:
+            out_map[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: use MODULE=WEIGHT, e.g. explorer=5") from None
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: use MODULE=WEIGHT, e.g. explorer=5")
+    return out_map
+
+
+@modules.command("weights")
+@click.option("--set", "set_", multiple=True, callback=_weights, metavar="MODULE=WEIGHT",
+              help="Change a module's additive priority weight (until the scheduler restarts; "
+                   "put it in fano.toml [scheduler] module_weights to keep it).")
+@json_option
+def modules_weights(set_):
+    """Show (or change) the module weights the scheduler adds to every task's priority."""
+    from shared.errors import BrokerUnavailable
+    from shared.scheduler_client import query
+    try:
+        res = query(scheduler_endpoint(), "weights", timeout=min(_ctl().timeout, 2.0), **({"set": set_} if set_ else {}))
+    except BrokerUnavailable:
+        fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
+    out(res, lambda r: "\n".join(f"{m:12s} {w:g}" for m, w in sorted(r["weights"].items())) or "no weights set")

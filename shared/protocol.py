@@ -88,7 +88,8 @@ worker; the worker closes its socket, opens a new one and re-announces itself wi
 ``heartbeat`` naming its running task). Operators and ``fanoctl`` ask the scheduler questions on the
 same socket::
 
-      query      {cid, what: "why"|"backends"|"top", task_id}   ->   answer {cid, ok, result | error}
+      query      {cid, what: "why"|"backends"|"top"|"weights"|"stats", task_id?, set?}
+                 -> answer {cid, ok, result | error}      (shapes: services/scheduler/queries.py)
 """
 from __future__ import annotations
 

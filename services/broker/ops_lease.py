@@ -122,7 +122,8 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         if task["state"] != st.PENDING:
             return {"task": None, "reason": f"task {task_id} is {task['state']}"}
         if (task.get("not_before") or 0) > tx.now:
-            return {"task": None, "reason": f"task {task_id} waits until {task['not_before']:.0f} (backoff)"}
+            return {"task": None, "reason": f"task {task_id} waits until {task['not_before']:.0f} (backoff)",
+                    "retry_at": task["not_before"]}
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}

@@ -197,13 +197,17 @@ class Tx:
         self.emit(f"task.{dst.lower()}", id=task["id"], module=task["module"], kind=task["kind"],
                   state=dst, prev=src, epoch=task["epoch"], why=why, **event_fields)
 
-    @staticmethod
-    def sched_view(task: dict) -> dict:
+    def sched_view(self, task: dict) -> dict:
         """The fields a scheduler places a PENDING task by (carried on the events that make one)."""
         unknown = task.get("unknown_turn")
-        return {"requires": task.get("requires") or {}, "attrs": task.get("attrs") or {},
+        view = {"requires": task.get("requires") or {}, "attrs": task.get("attrs") or {},
                 "created": task["created"], "not_before": task.get("not_before") or 0.0,
                 "unknown_account": unknown["account"] if unknown else None}
+        conv = (task.get("requires") or {}).get("conversation")
+        if conv:  # the account holding the conversation: later turns must go there
+            rec = self.get("conversations", conv.encode())
+            view["conversation_account"] = (rec or {}).get("account")
+        return view
 
     def reindex(self, task: dict, **changes) -> None:
         """Change fields that the queue indices key on (priority, not_before, lease deadline)."""

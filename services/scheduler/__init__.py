@@ -1,0 +1,5 @@
+"""The scheduler program: matches PENDING tasks to idle backend workers (DESIGN.md §8).
+
+``priority`` (the formula), ``queue`` (the O(log n) pick), ``workers`` (registry, placement, account
+view), ``core`` (decisions, no sockets), ``queries`` (operator answers), ``service`` (sockets, rebuild).
+"""

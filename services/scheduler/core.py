@@ -1,0 +1,491 @@
+"""The scheduler's decisions, free of sockets: events and worker messages in, messages to send out.
+
+:class:`SchedulerCore` is driven by the service (``services/scheduler/service.py``) and directly by the
+tests: ``on_event(event)``, ``on_message(identity, frames)`` (or ``on_ready``/``on_heartbeat``/
+``on_done``), ``tick()`` (timers and dispatch), ``on_task_record(record)`` (a fresh ``get``), and
+:meth:`take_output` for the ``(identity, type, fields)`` messages to send. Time comes from the clock:
+world time for aging, ``not_before`` and quota times; monotonic time for heartbeats and assignments.
+
+What it tracks — PENDING tasks only, each in exactly one place:
+
+* ``queue``   ready or delayed (:class:`services.scheduler.queue.TaskQueue`)
+* ``held``    its conversation has another turn assigned or running (at most one turn in flight)
+* ``assigned`` sent to a worker that has not been seen running it; back to the queue when the worker
+  declines, says ``ready`` again, is forgotten, or stays silent about it for ``assign_timeout``
+
+A ``task.running`` event ends the tracking (the task is the broker's lease's business until it comes
+back with ``task.pending``); ``running`` remembers who runs what, for cancels and conversation affinity.
+
+Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.workers`.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from shared import protocol
+from shared.errors import FanoError
+
+from services.scheduler import queries
+from services.scheduler.priority import PriorityModel, QTask, number
+from services.scheduler.queue import TaskQueue
+from services.scheduler.workers import (MODES, Accounts, Worker, WorkerRegistry, candidate_modes, fits,
+                                        placement_class)
+
+DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
+DECLINE_HOLD_MAX = 60.0
+RECENT = 20              # completions kept for `top`
+ENDED = ("task.done", "task.parked", "task.paused", "task.cancelled")
+
+log = logging.getLogger("scheduler")
+
+
+@dataclass
+class Assignment:
+    task_id: int
+    ident: bytes
+    account: str
+    at: float                 # monotonic time sent
+    confirmed: bool = False   # the worker said it is working on it (heartbeat or done)
+    finished: bool = False    # the worker reported an outcome before the broker's events came
+
+
+@dataclass
+class Running:
+    worker: str | None
+    account: str | None
+    conversation: str | None
+
+
+class SchedulerCore:
+    def __init__(self, config, clock):
+        self.config = config
+        self.scfg = config.scheduler
+        self.clock = clock
+        self.model = PriorityModel(self.scfg)
+        self.workers = WorkerRegistry()
+        self.accounts = Accounts(config.accounts)
+        self.errors: Counter = Counter()
+        self.recent: deque = deque(maxlen=RECENT)
+        self.last_outcome: dict[str, dict] = {}       # account -> last `done` of its workers
+        self.assigned: dict[int, Assignment] = {}
+        self.out: list[tuple[bytes, str, dict]] = []
+        self.why_lookups: list[tuple[bytes, str, int]] = []   # `why` about tasks we do not track
+        self.assigned_total = 0
+        self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
+        self._next_heartbeat = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every task (a rebuild follows). Workers stay; assignments stay until the rebuild says
+        whether their tasks are still PENDING (:meth:`finish_rebuild`)."""
+        self.queue = TaskQueue(self.model)
+        self.tasks: dict[int, QTask] = {}
+        self.held: dict[str, set[int]] = {}
+        self.running: dict[int, Running] = {}
+        self.conv_account: dict[str, str] = {}
+        self.conv_inflight: dict[str, int] = {}
+        self.conv_tasks: dict[str, set[int]] = {}
+        self.waiting: Counter = Counter()
+        self.missing: set[int] = set()      # ids to refresh with a broker `get`
+        self.accounts.reset()
+
+    def finish_rebuild(self) -> None:
+        for tid in [t for t in self.assigned if t not in self.tasks]:
+            del self.assigned[tid]
+
+    def take_output(self) -> list[tuple[bytes, str, dict]]:
+        out, self.out = self.out, []
+        return out
+
+    def _send(self, ident: bytes, msg_type: str, **fields) -> None:
+        self.out.append((ident, msg_type, fields))
+
+    # --- tracking -------------------------------------------------------------------------------------
+
+    def _track(self, t: QTask) -> None:
+        """A PENDING task, new or updated (submitted, back from a lease, resumed, refreshed)."""
+        old = self.tasks.get(t.id)
+        if old is None:
+            self.waiting[t.module] += 1
+        else:
+            t.declines, t.hold_until = old.declines, old.hold_until   # a refresh must not lift a hold
+            self._unplace(old)
+        self.tasks[t.id] = t
+        conv = t.conversation
+        if conv:
+            self.conv_tasks.setdefault(conv, set()).add(t.id)
+        run = self.running.pop(t.id, None)
+        if run is not None:
+            self._end_turn(run.conversation, t.id)
+        if t.id not in self.assigned:   # an assigned task stays out until its assignment ends
+            self._place(t)
+
+    def _place(self, t: QTask) -> None:
+        self._unplace(t)
+        conv = t.conversation
+        t.cls = placement_class(t, self.conv_account)
+        t.not_before = max(t.not_before, t.hold_until)
+        if conv and self.conv_inflight.get(conv, t.id) != t.id:
+            self.held.setdefault(conv, set()).add(t.id)
+        else:
+            self.queue.push(t, self.clock.world())
+
+    def _unplace(self, t: QTask) -> None:
+        if self.queue.remove(t.id) is None and t.conversation in self.held:
+            ids = self.held[t.conversation]
+            ids.discard(t.id)
+            if not ids:
+                del self.held[t.conversation]
+
+    def _untrack(self, tid: int) -> QTask | None:
+        t = self.tasks.pop(tid, None)
+        self.assigned.pop(tid, None)
+        if t is None:
+            return None
+        self._unplace(t)
+        self.waiting[t.module] -= 1
+        if self.waiting[t.module] <= 0:
+            del self.waiting[t.module]
+        conv = t.conversation
+        if conv and conv in self.conv_tasks:
+            self.conv_tasks[conv].discard(tid)
+            if not self.conv_tasks[conv]:
+                del self.conv_tasks[conv]
+        return t
+
+    def _start_turn(self, conv: str | None, tid: int) -> None:
+        """A turn of ``conv`` is assigned or running: its other PENDING turns wait."""
+        if not conv:
+            return
+        self.conv_inflight[conv] = tid
+        for other in list(self.conv_tasks.get(conv, ())):
+            if other != tid and other in self.queue:
+                self._place(self.tasks[other])
+
+    def _end_turn(self, conv: str | None, tid: int) -> None:
+        if conv and self.conv_inflight.get(conv) == tid:
+            del self.conv_inflight[conv]
+            for other in self.held.pop(conv, set()):
+                if other in self.tasks and other not in self.assigned:
+                    self._place(self.tasks[other])
+
+    # --- broker events --------------------------------------------------------------------------------
+
+    def on_event(self, ev: dict) -> None:
+        """Apply one broker event (in sequence order; the service deduplicates by seq)."""
+        typ = ev.get("type")
+        try:
+            if typ in ("task.submitted", "task.pending"):
+                self._track(QTask.from_fields(ev))
+            elif typ == "task.due":
+                t = self.tasks.get(ev["id"])
+                if t is None:
+                    self.missing.add(int(ev["id"]))
+                elif t.id in self.queue and not self.queue.is_ready(t.id):
+                    t.not_before = min(t.not_before, self.clock.world())   # the broker's clock says due
+                    self._place(t)
+            elif typ == "task.running":
+                self._on_running(int(ev["id"]), ev.get("worker"), ev.get("account"))
+            elif typ in ENDED:
+                self._on_ended(typ, int(ev["id"]), ev)
+            elif typ == "task.priority":
+                t = self.tasks.get(ev["id"])
+                if t is not None and isinstance(ev.get("priority"), int):
+                    t.priority = ev["priority"]
+                    if t.id in self.queue:
+                        self._place(t)
+            elif isinstance(typ, str) and typ.startswith(("account.", "quota.")):
+                self.accounts.on_event(ev)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.errors["bad_event"] += 1
+            log.warning("ignoring malformed event %s: %r", typ, exc)
+
+    def _on_running(self, tid: int, worker: str | None, account: str | None, conv: str | None = None) -> None:
+        t = self._untrack(tid)
+        conv = t.conversation if t is not None else conv
+        self.running[tid] = Running(worker, account, conv)
+        if conv:
+            if account:
+                self.conv_account[conv] = account   # later turns go to the account that holds it
+            self._start_turn(conv, tid)
+        w = self.workers.named(worker)
+        if w is not None and w.state == "assigned" and w.task_id == tid:
+            # only the expected transition: a late event must not mark a worker busy that said ready
+            w.set_state("busy", tid, self.clock.mono())
+
+    def _on_ended(self, typ: str, tid: int, ev: dict) -> None:
+        a = self.assigned.get(tid)
+        t = self._untrack(tid)
+        run = self.running.pop(tid, None)
+        conv = (run.conversation if run else None) or (t.conversation if t else None)
+        self._end_turn(conv, tid)
+        if typ == "task.cancelled":
+            # interrupt the in-flight request (or the lease about to be taken)
+            targets = {a.ident} if a else set()
+            for name in (ev.get("worker"), run.worker if run else None):
+                w = self.workers.named(name)
+                if w is not None:
+                    targets.add(w.ident)
+            for ident in targets:
+                self._send(ident, "cancel", task_id=tid)
+        elif typ == "task.done":
+            self.recent.appendleft({"id": tid, "module": ev.get("module"), "kind": ev.get("kind"),
+                                    "account": run.account if run else None, "at": ev.get("ts")})
+
+    def on_task_record(self, rec: dict) -> None:
+        """A task as ``get``/``list`` return it (rebuild, refreshes): the broker's word at that moment."""
+        tid, state = int(rec["id"]), rec.get("state")
+        if state == "PENDING":
+            a = self.assigned.get(tid)
+            self._track(QTask.from_fields(rec))
+            if a is not None and (a.finished or self.workers.get(a.ident) is None):
+                self._requeue(tid)
+        elif state == "RUNNING":
+            lease = rec.get("lease") or {}
+            conv = (rec.get("requires") or {}).get("conversation")
+            self._on_running(tid, lease.get("worker"), lease.get("account"), conv if isinstance(conv, str) else None)
+        else:
+            self._on_ended("task.refreshed", tid, rec)
+
+    def on_task_missing(self, tid: int) -> None:
+        self._on_ended("task.refreshed", tid, {})
+
+    # --- workers --------------------------------------------------------------------------------------
+
+    def on_message(self, ident: bytes, frames: list[bytes]) -> None:
+        """One message from the ROUTER. Never raises: bad input is counted and answered."""
+        try:
+            msg = protocol.decode_worker(frames)
+        except FanoError as exc:
+            self.errors[exc.name] += 1
+            self._send(ident, "disconnect", reason=f"bad message: {exc.message}"[:200])
+            return
+        handler = {"ready": self.on_ready, "heartbeat": self.on_heartbeat, "done": self.on_done,
+                   "disconnect": self.on_disconnect, "query": self.on_query}.get(msg["type"])
+        if handler is None:
+            self.errors["UNEXPECTED_MESSAGE"] += 1
+            self._send(ident, "disconnect", reason=f"{msg['type']} is sent by the scheduler, not to it")
+            return
+        try:
+            handler(ident, msg)
+        except Exception:  # a bug: keep serving everyone else
+            self.errors["INTERNAL"] += 1
+            log.exception("error handling %s from %r", msg["type"], ident)
+
+    def on_ready(self, ident: bytes, msg: dict) -> None:
+        mono = self.clock.mono()
+        modes = tuple(m for m in msg["modes"] if m in MODES)
+        if not msg["account"] or not modes or not msg["worker"]:
+            self.errors["BAD_READY"] += 1
+            self._send(ident, "disconnect", reason="ready needs a worker name, an account and modes")
+            return
+        w, old = self.workers.add(ident, msg["worker"], mono)
+        if old is not None:
+            self._forget(old, "reconnected")
+        if w.state == "assigned" and w.task_id is not None:
+            a = self.assigned.get(w.task_id)
+            if a is not None and a.ident == ident and not a.finished:
+                self._requeue(w.task_id)   # it says it is idle: it did not take the assignment
+        w.account, w.backend, w.modes = msg["account"], msg["backend"], modes
+        self.accounts.note(w.account, w.backend, modes)
+        w.set_state("idle", None, mono)
+
+    def on_heartbeat(self, ident: bytes, msg: dict) -> None:
+        mono = self.clock.mono()
+        tid = msg.get("task_id") if isinstance(msg.get("task_id"), int) else None
+        w = self.workers.get(ident)
+        if w is None:
+            if tid is None:
+                self.errors["UNKNOWN_PEER"] += 1
+                self._send(ident, "disconnect", reason="unknown worker: say ready")
+                return
+            # a worker met mid-task (we restarted): keep it; it says ready when it is done
+            name = msg.get("worker")
+            if not isinstance(name, str) or not name:
+                name = ident.decode(errors="replace")
+            w, old = self.workers.add(ident, name, mono)
+            if old is not None:
+                self._forget(old, "reconnected")
+            run = self.running.get(tid)
+            w.account = run.account if run else None
+            w.set_state("busy", tid, mono)
+            return
+        w.last_seen = mono
+        if tid is None:
+            return
+        a = self.assigned.get(tid)
+        if a is not None and a.ident == ident:
+            a.confirmed = True
+        if w.state == "idle" or (w.state == "assigned" and w.task_id == tid):
+            w.set_state("busy", tid, mono)
+
+    def on_done(self, ident: bytes, msg: dict) -> None:
+        mono, world = self.clock.mono(), self.clock.world()
+        tid, outcome = msg["task_id"], msg["outcome"]
+        if outcome not in protocol.OUTCOMES:
+            self.errors["BAD_OUTCOME"] += 1
+            outcome = "failed"
+        message = str(msg.get("message") or "")[:500]
+        retry_at = number(msg.get("retry_at")) or None
+        w = self.workers.get(ident)
+        a = self.assigned.get(tid)
+        account = w.account if w is not None and w.account else (a.account if a else None)
+        if w is not None:
+            w.last_seen = mono
+            w.last_task, w.last_outcome = tid, outcome
+            w.last_error = None if outcome == "done" else message
+            if w.task_id == tid:
+                w.set_state("unready", None, mono)
+        if account:
+            self.last_outcome[account] = {"task_id": tid, "outcome": outcome, "message": message, "at": world}
+        mine = a is not None and a.ident == ident
+        t = self.tasks.get(tid)
+        if outcome != "declined":
+            if mine:   # it leased the task, but its events have not reached us yet: ask the broker
+                a.confirmed = a.finished = True
+                self.missing.add(tid)
+            return
+        if retry_at is not None and retry_at > world and account and t is not None:
+            # quota or cool-down: this account cannot take this module's work in these modes until then
+            worker_modes = w.modes if w is not None else MODES
+            for mode in candidate_modes(t.cls or placement_class(t, self.conv_account)):
+                if mode in worker_modes:
+                    self.accounts.block(account, mode, t.module, retry_at, message or "lease declined")
+        elif mine and t is not None:
+            # declined for a reason we cannot see (state changed, binding, backoff): sit out, refresh
+            t.declines += 1
+            hold = min(DECLINE_HOLD_MAX, DECLINE_HOLD * 2 ** (t.declines - 1))
+            t.hold_until = world + hold * getattr(self.clock, "scale", 1.0)
+            self.missing.add(tid)
+        if mine:
+            self._requeue(tid)
+
+    def on_disconnect(self, ident: bytes, msg: dict) -> None:
+        w = self.workers.get(ident)
+        if w is not None:
+            self._forget(w, "said disconnect")
+
+    def on_unreachable(self, ident: bytes) -> None:
+        """A send failed (the peer is gone)."""
+        w = self.workers.get(ident)
+        if w is not None:
+            self._forget(w, "unreachable")
+
+    def _forget(self, w: Worker, why: str) -> None:
+        self.workers.forget(w.ident)
+        log.info("forgot worker %s (%s, account %s): %s", w.name, w.state, w.account, why)
+        for tid, a in list(self.assigned.items()):
+            if a.ident == w.ident:
+                self._requeue(tid)
+
+    def _requeue(self, tid: int) -> None:
+        """An assignment ends without the task running: back to the queue."""
+        self.assigned.pop(tid, None)
+        t = self.tasks.get(tid)
+        if t is None:
+            return
+        self._end_turn(t.conversation, tid)
+        self._place(t)
+
+    # --- queries --------------------------------------------------------------------------------------
+
+    def on_query(self, ident: bytes, msg: dict) -> None:
+        cid = msg["cid"]
+        try:
+            result = queries.answer(self, msg)
+        except FanoError as exc:
+            self._send(ident, "answer", cid=cid, ok=False, error=exc.to_wire())
+            return
+        if result is None:   # `why` about a task we do not track: the service asks the broker
+            self.why_lookups.append((ident, cid, msg["task_id"]))
+            return
+        self._send(ident, "answer", cid=cid, ok=True, result=result)
+
+    def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: dict | None) -> None:
+        self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(self, tid, rec))
+
+    # --- time -----------------------------------------------------------------------------------------
+
+    def tick(self, dispatch: bool = True) -> None:
+        """Timers (due tasks, liveness, assignment timeouts, heartbeats), then assign to idle workers."""
+        mono, world = self.clock.mono(), self.clock.world()
+        self.queue.advance(world)
+        self.accounts.prune(world)
+        for w in self.workers.expired(mono):
+            self._forget(w, f"silent for {mono - w.last_seen:.1f}s")
+        timeout = self.scfg.assign_timeout
+        for tid, a in list(self.assigned.items()):
+            if not a.confirmed and mono - a.at > timeout:
+                log.warning("task %d: no word from its worker within %.0fs of assigning it; requeued", tid, timeout)
+                self._requeue(tid)
+        for w in self.workers:
+            if w.state == "assigned" and w.task_id not in self.assigned and mono - w.since > timeout:
+                # its assignment ended without a word from it (timeout, cancel): the assign may have
+                # been lost, and it said ready, so it is offered work again
+                w.set_state("idle", None, mono)
+        if mono >= self._next_heartbeat:
+            for w in self.workers:
+                self._send(w.ident, "heartbeat")
+            self._next_heartbeat = mono + protocol.HEARTBEAT_INTERVAL
+        if dispatch:
+            self.dispatch()
+
+    def dispatch(self) -> int:
+        """Give each idle worker the best task it can take; returns how many were assigned."""
+        world, mono = self.clock.world(), self.clock.mono()
+        n = 0
+        for w in self.workers.idle():
+            if w.account in self.accounts.paused:
+                continue
+            found = self.queue.best(world, self._admitter(w, world))
+            if found is None:
+                continue
+            t, prio = found
+            self.queue.remove(t.id)
+            self.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono)
+            w.set_state("assigned", t.id, mono)
+            self._start_turn(t.conversation, t.id)
+            self._send(w.ident, "assign", task_id=t.id, ttl=float(self.scfg.lease_ttl))
+            self.assigned_total += 1
+            n += 1
+            log.debug("assigned task %d (%s, priority %.1f) to %s", t.id, t.kind, prio, w.name)
+        return n
+
+    def _admitter(self, w: Worker, world: float):
+        def admit(key: tuple) -> float | None:
+            cls, module = key
+            if not fits(cls, w.account, w.backend):
+                return None
+            for mode in candidate_modes(cls):
+                if mode in w.modes and self.accounts.why_not(w.account, mode, module, world) is None:
+                    return self.model.module_term(module, self.waiting[module])
+            return None
+        return admit
+
+    def timers(self) -> list[tuple[str, float]]:
+        """The pending timers as ``(what, monotonic time)``: heartbeat, liveness, assignment timeouts, the
+        first due task and the first quota/cool-down expiry (world times converted, the clock may be scaled)."""
+        mono, world = self.clock.mono(), self.clock.world()
+        out = [("heartbeat", self._next_heartbeat)]
+        expiry = self.workers.next_expiry()
+        if expiry is not None:
+            out.append(("liveness", expiry))
+        out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.assigned.values() if not a.confirmed)
+        scale = getattr(self.clock, "scale", 1.0) or 1.0
+        for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world))):
+            if when is not None:
+                out.append((what, mono + max(0.0, when - world) / scale))
+        return out
+
+    def next_wake(self) -> float:
+        """Seconds until the next timer (see :meth:`timers`)."""
+        return max(0.0, min(t for _, t in self.timers()) - self.clock.mono())
+
+    def stats(self) -> dict:
+        return {"ready": self.queue.ready_count, "delayed": self.queue.delayed_count,
+                "held": sum(len(v) for v in self.held.values()), "assigned": len(self.assigned),
+                "running": len(self.running), "workers": len(self.workers),
+                "idle": len(self.workers.idle()), "assigned_total": self.assigned_total, "errors": dict(self.errors),
+                **self.status}

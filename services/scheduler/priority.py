@@ -1,0 +1,167 @@
+"""Dynamic priority (DESIGN.md §8, DOMAIN.md "Scheduling inputs"). Pure arithmetic, no I/O.
+
+The priority of a PENDING task at world time ``now`` is::
+
+    priority = static(task) + aging(task, now) + module_term(module, waiting)
+
+    static      = base + seed_weight * attrs.seed_priority + attrs.comment_boost
+    base        = table[kind] + (task.priority - 50)
+    aging       = min(aging_cap, aging_per_hour * hours since task.created)
+    module_term = module_weights[module] + backlog_boost(module, waiting)
+
+**The base rule.** ``table[kind]`` is ``SchedulerConfig.base_priorities`` looked up by the whole kind
+first (``"explorer.explore"``), then by the part after its last dot (``"explore"``), else
+``default_base``. The task's own ``priority`` field (the broker's default is 50, see
+``services/broker/ops_tasks.py``) is an *adjustment around 50*: a task submitted without one gets exactly
+its kind's base, and ``fanoctl``/``set_priority`` moves it by the difference (priority 60 = +10). So
+modules leave ``priority`` alone unless they mean to adjust it; they must not copy the table's base into
+it (it would count twice). This keeps one rule for every task and keeps the table in the scheduler's
+configuration, where an operator looks for it.
+
+``attrs.seed_priority`` and ``attrs.comment_boost`` are numbers; anything else counts as 0 (a module's
+bad hint must not crash the scheduler). ``waiting`` is the module's number of PENDING tasks the scheduler
+tracks; a backlog boost applies when it is *above* a threshold (``[[10, 15], [20, 30]]``: +15 above 10,
++30 above 20). Module weights can be changed at run time (:meth:`PriorityModel.set_weights`).
+
+Ties go to the oldest task (``created``), then the lowest id.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+BROKER_DEFAULT_PRIORITY = 50
+STANDARD, DEEP = "standard", "deep"
+
+
+def number(value) -> float:
+    """A finite int/float, else 0 (bools and strings are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
+
+
+@dataclass(eq=False, slots=True)
+class QTask:
+    """What the scheduler knows about one PENDING task (from ``task.submitted``/``task.pending`` events
+    or a ``list``/``get`` record)."""
+
+    id: int
+    module: str
+    kind: str
+    priority: int = BROKER_DEFAULT_PRIORITY
+    requires: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    created: float = 0.0
+    not_before: float = 0.0
+    unknown_account: str | None = None
+    conversation_account: str | None = None   # the account holding its conversation, if the broker says
+    # derived (kept here so that the queue and the queries need no side tables)
+    static: float = 0.0
+    cls: tuple = ()            # placement class, see services.scheduler.core.placement_class
+    declines: int = 0          # declined leases without a retry time, for the hold backoff
+    hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
+
+    @classmethod
+    def from_fields(cls, rec: dict) -> "QTask":
+        """From an event body or a task record; tolerant of missing optional fields."""
+        unknown = rec.get("unknown_account")
+        if unknown is None and isinstance(rec.get("unknown_turn"), dict):
+            unknown = rec["unknown_turn"].get("account")
+        requires = rec.get("requires") if isinstance(rec.get("requires"), dict) else {}
+        attrs = rec.get("attrs") if isinstance(rec.get("attrs"), dict) else {}
+        prio = rec.get("priority")
+        if not isinstance(prio, int) or isinstance(prio, bool):
+            prio = BROKER_DEFAULT_PRIORITY
+        conv_account = rec.get("conversation_account")
+        return cls(id=int(rec["id"]), module=str(rec.get("module", "")), kind=str(rec.get("kind", "")),
+                   priority=prio, requires=requires, attrs=attrs, created=number(rec.get("created")),
+                   not_before=number(rec.get("not_before")),
+                   unknown_account=unknown if isinstance(unknown, str) else None,
+                   conversation_account=conv_account if isinstance(conv_account, str) and conv_account else None)
+
+    @property
+    def conversation(self) -> str | None:
+        conv = self.requires.get("conversation")
+        return conv if isinstance(conv, str) and conv else None
+
+
+class PriorityModel:
+    """The numbers of :class:`shared.config.SchedulerConfig`, and the formula above."""
+
+    def __init__(self, cfg):
+        self.base_priorities = {str(k): number(v) for k, v in dict(cfg.base_priorities).items()}
+        self.default_base = number(cfg.default_base)
+        self.weights: dict[str, float] = {}
+        self.set_weights(dict(cfg.module_weights))
+        self.rate = max(0.0, number(cfg.aging_per_hour)) / 3600.0   # per world second
+        self.cap = max(0.0, number(cfg.aging_cap))
+        self.seed_weight = number(cfg.seed_weight)
+        self.boosts: dict[str, list[tuple[float, float]]] = {}
+        for module, steps in dict(cfg.backlog_boosts).items():
+            pairs = [(number(s[0]), number(s[1])) for s in steps if isinstance(s, (list, tuple)) and len(s) == 2]
+            self.boosts[str(module)] = sorted(pairs)
+
+    # --- terms ----------------------------------------------------------------------------------------
+
+    def kind_base(self, kind: str) -> float:
+        if kind in self.base_priorities:
+            return self.base_priorities[kind]
+        return self.base_priorities.get(kind.rsplit(".", 1)[-1], self.default_base)
+
+    def base(self, task: QTask) -> float:
+        return self.kind_base(task.kind) + (task.priority - BROKER_DEFAULT_PRIORITY)
+
+    def static(self, task: QTask) -> float:
+        """The part that does not change while the task waits (computed once per insertion)."""
+        return (self.base(task) + self.seed_weight * number(task.attrs.get("seed_priority"))
+                + number(task.attrs.get("comment_boost")))
+
+    def aging(self, created: float, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        return min(self.cap, self.rate * max(0.0, now - created))
+
+    def cap_time(self, created: float) -> float:
+        """World time at which a task created at ``created`` stops aging (inf if aging is off)."""
+        return created + self.cap / self.rate if self.rate > 0 else math.inf
+
+    def backlog_boost(self, module: str, waiting: int) -> float:
+        boost = 0.0
+        for threshold, value in self.boosts.get(module, ()):
+            if waiting > threshold:
+                boost = max(boost, value)
+        return boost
+
+    def module_term(self, module: str, waiting: int) -> float:
+        return self.weights.get(module, 0.0) + self.backlog_boost(module, waiting)
+
+    def priority(self, task: QTask, now: float, waiting: int) -> float:
+        """The reference formula (used by ``why`` and by the tests' brute force)."""
+        return self.static(task) + self.aging(task.created, now) + self.module_term(task.module, waiting)
+
+    def explain(self, task: QTask, now: float, waiting: int) -> dict:
+        terms = {"base": self.base(task), "seed": self.seed_weight * number(task.attrs.get("seed_priority")),
+                 "comment": number(task.attrs.get("comment_boost")), "aging": self.aging(task.created, now),
+                 "weight": self.weights.get(task.module, 0.0), "backlog": self.backlog_boost(task.module, waiting)}
+        terms["total"] = sum(terms.values())
+        return {k: round(v, 3) for k, v in terms.items()}
+
+    # --- run-time changes -----------------------------------------------------------------------------
+
+    def set_weights(self, changes: dict) -> dict:
+        """Set module weights (validated first: a bad entry changes nothing). Returns all weights.
+
+        Not durable: a restarted scheduler reads ``module_weights`` from the configuration again.
+        """
+        clean = {}
+        for module, weight in changes.items():
+            if not isinstance(module, str) or not module:
+                raise ValueError(f"module name must be a non-empty string, got {module!r}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or abs(weight) > 1e6:
+                raise ValueError(f"weight of {module} must be a finite number (|w| <= 1e6), got {weight!r}")
+            clean[module] = float(weight)
+        self.weights.update(clean)
+        return dict(self.weights)

@@ -1,0 +1,267 @@
+"""The scheduler program: sockets and the rebuild around :class:`services.scheduler.core.SchedulerCore`.
+
+It owns no state (DESIGN.md §2): at start, and whenever the event log cannot be followed, it rebuilds
+its view from the broker:
+
+1. subscribe to the broker's PUB (``evt.``) — events that arrive meanwhile are buffered by the socket;
+2. note the broker's last event seq *before* reading anything;
+3. read the accounts (``quota_show``), the RUNNING tasks and the PENDING tasks (paged ``list``);
+4. catch up with ``events(after=noted seq)``: every change made while we were reading is applied on top
+   of the snapshot, in order (applying an event is idempotent per task, so overlaps do no harm).
+
+Afterwards it follows the PUB socket; a sequence gap is filled from the broker's outbox (``events``), an
+outbox that no longer reaches back (``truncated``) or a broker whose seq went backwards (a new database)
+means a full rebuild. Because PUB drops what is published while the subscriber reconnects (a broker
+restart), a quiet scheduler also asks for new events every ``EVENT_CHECK`` seconds.
+
+Each tick: one poll over the ROUTER (workers, queries) and the SUB socket, with a timeout up to the next
+timer of the core (heartbeat, due task, quota reset, assignment timeout) and at most ``TICK``; then
+events, messages, timers, dispatch, and the messages to send. A broker that does not answer never
+blocks the loop for long: calls made inside the loop have a short timeout and are retried next tick.
+"""
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from shared import protocol
+from shared.client import BrokerClient
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.service import Service
+
+from services.scheduler.core import SchedulerCore
+
+TICK = 0.5                # longest wait between looks at the stop flag
+EVENT_CHECK = 5.0         # seconds without events before asking the outbox whether we missed some
+STATS_EVERY = 60.0
+PAGE = 1000               # tasks per `list` page and events per `events` page
+DRAIN = 1000              # messages read per socket per tick (the rest next tick: timers keep running)
+REFRESH_PER_TICK = 50     # `get`s per tick for tasks whose state we must re-read
+REBUILD_RETRY = 1.0
+
+
+class Resync(Exception):
+    """The event log cannot be followed from where we are: rebuild from scratch."""
+
+
+class SchedulerService(Service):
+    name = "scheduler"
+
+    def initialize(self) -> None:
+        cfg = self.config
+        self.core = SchedulerCore(cfg, self.clock)
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        protocol.configure_socket(self.router, "router")
+        self.router.bind(cfg.scheduler_endpoint)
+        self.sub = self.ctx.socket(zmq.SUB)
+        protocol.configure_socket(self.sub, "sub")
+        self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
+        self.sub.connect(cfg.events_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.poller.register(self.sub, zmq.POLLIN)
+        # in-loop calls: short, one attempt (the next tick retries); the rebuild may wait longer
+        self.client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=1.0, retries=1, context=self.ctx)
+        self.rebuild_client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=5.0, retries=2,
+                                           context=self.ctx)
+        self.synced = False
+        self.last_seq = 0
+        self.rebuilds = 0
+        self.dropped = 0
+        now = self.clock.mono()
+        self._next_rebuild = now
+        self._last_event = now
+        self._next_stats = now + STATS_EVERY
+        self.log.info("listening on %s; events from %s; broker at %s", cfg.scheduler_endpoint,
+                      cfg.events_endpoint, cfg.broker_endpoint)
+
+    # --- the tick -------------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        now = self.clock.mono()
+        if not self.synced and now >= self._next_rebuild:
+            self._rebuild()
+        timeout = min(TICK, self.core.next_wake())
+        ready = dict(self.poller.poll(int(timeout * 1000) + 1))
+        if self.sub in ready:
+            self._drain_events()
+        if self.router in ready:
+            for _ in range(DRAIN):
+                try:
+                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) < 2:
+                    continue   # no identity: cannot happen on a ROUTER, but never trust the wire
+                self.core.on_message(frames[0], frames[1:])
+        if self.synced and self.clock.mono() - self._last_event > EVENT_CHECK:
+            self._follow(self._catch_up)
+        if self.synced:
+            self._refresh()
+        self.core.status = {"synced": self.synced, "last_seq": self.last_seq, "rebuilds": self.rebuilds,
+                            "dropped_sends": self.dropped}
+        self.core.tick(dispatch=self.synced)
+        self._answer_lookups()
+        self._flush()
+        if self.clock.mono() >= self._next_stats:
+            self._next_stats = self.clock.mono() + STATS_EVERY
+            st = self.core.stats()
+            self.log.info("queued %d (ready %d, delayed %d, held %d), assigned %d, running %d, workers %d "
+                          "(idle %d), assigned since start %d, last seq %d, errors %s",
+                          st["ready"] + st["delayed"] + st["held"], st["ready"], st["delayed"], st["held"],
+                          st["assigned"], st["running"], st["workers"], st["idle"], st["assigned_total"],
+                          self.last_seq, st["errors"] or "none")
+
+    def _flush(self) -> None:
+        for ident, msg_type, fields in self.core.take_output():
+            try:
+                self.router.send_multipart([ident, *protocol.encode_worker(msg_type, **fields)], flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                # gone (ROUTER_MANDATORY) or not reading: a worker is forgotten, a query client dropped
+                self.dropped += 1
+                self.core.on_unreachable(ident)
+
+    # --- events ---------------------------------------------------------------------------------------
+
+    def _drain_events(self) -> None:
+        for _ in range(DRAIN):
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not self.synced:
+                continue   # the rebuild's catch-up covers it
+            try:
+                ev = protocol.decode_event(frames)
+            except FanoError:
+                self.core.errors["BAD_EVENT"] += 1
+                continue
+            seq = ev["seq"]
+            if seq <= self.last_seq:
+                continue
+            if seq == self.last_seq + 1:
+                self._apply(ev)
+            else:
+                self.log.info("event gap: expected seq %d, got %d; catching up from the outbox",
+                              self.last_seq + 1, seq)
+                if not self._follow(self._catch_up):
+                    return
+
+    def _apply(self, ev: dict) -> None:
+        self.core.on_event(ev)
+        self.last_seq = ev["seq"]
+        self._last_event = self.clock.mono()
+
+    def _catch_up(self, client: BrokerClient | None = None) -> None:
+        """Apply every event after ``last_seq`` from the broker's outbox. Raises Resync, BrokerUnavailable."""
+        client = client or self.client
+        while True:
+            page = client.events(after=self.last_seq, limit=PAGE)
+            if page["truncated"]:
+                raise Resync(f"the outbox no longer holds event {self.last_seq + 1}")
+            if page["last_seq"] < self.last_seq:
+                raise Resync(f"the broker's last event is {page['last_seq']}, before ours ({self.last_seq}): "
+                             "a new database")
+            for ev in page["events"]:
+                if ev["seq"] > self.last_seq:
+                    self._apply(ev)
+            self._last_event = self.clock.mono()
+            if len(page["events"]) < PAGE:
+                return
+
+    def _follow(self, step) -> bool:
+        """Run a broker step; on Resync schedule a rebuild, on silence try again later. True if done."""
+        try:
+            step()
+            return True
+        except Resync as exc:
+            self.log.warning("resynchronising: %s", exc)
+            self.synced = False
+            self._next_rebuild = self.clock.mono()
+        except BrokerUnavailable:
+            self._last_event = self.clock.mono()   # do not ask again at once; the next event or check will
+        except FanoError as exc:
+            self.log.warning("broker refused a read: %s", exc)
+        return False
+
+    # --- rebuild --------------------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        started = time.monotonic()
+        client = self.rebuild_client
+        try:
+            seq0 = client.events(after=2**62, limit=1)["last_seq"]   # noted before reading anything
+            self.core.reset()
+            self.core.accounts.load(client.quota_show())
+            running = self._list_all(client, "RUNNING")
+            pending = self._list_all(client, "PENDING")
+            for rec in running + pending:
+                self.core.on_task_record(rec)
+            self.last_seq = seq0
+            self._catch_up(client)
+        except (BrokerUnavailable, Resync) as exc:
+            self.log.warning("rebuild failed (%s); retrying in %.0fs", exc, REBUILD_RETRY)
+            self._next_rebuild = self.clock.mono() + REBUILD_RETRY
+            return
+        except FanoError as exc:
+            self.log.error("rebuild refused by the broker: %s; retrying in %.0fs", exc, REBUILD_RETRY)
+            self._next_rebuild = self.clock.mono() + REBUILD_RETRY
+            return
+        self.core.finish_rebuild()
+        self.synced = True
+        self.rebuilds += 1
+        st = self.core.stats()
+        self.log.info("rebuilt from the broker in %.2fs: %d pending (%d ready, %d delayed), %d running; "
+                      "following events after seq %d", time.monotonic() - started,
+                      st["ready"] + st["delayed"] + st["held"] + st["assigned"], st["ready"], st["delayed"],
+                      st["running"], self.last_seq)
+
+    @staticmethod
+    def _list_all(client: BrokerClient, state: str) -> list[dict]:
+        out, after = [], None
+        while True:
+            page = client.list(state=state, after=after, limit=PAGE)
+            out.extend(page["tasks"])
+            if page.get("next") is None:
+                return out
+            after = page["next"]
+
+    # --- refreshes and lookups ------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Re-read tasks whose state the core is unsure of (see SchedulerCore.missing)."""
+        for tid in list(self.core.missing)[:REFRESH_PER_TICK]:
+            try:
+                rec = self.client.get(tid, history=False)
+            except BrokerUnavailable:
+                return
+            except FanoError as exc:
+                self.core.missing.discard(tid)
+                if exc.code == ErrorCode.NOT_FOUND:
+                    self.core.on_task_missing(tid)
+                continue
+            self.core.missing.discard(tid)
+            self.core.on_task_record(rec)
+
+    def _answer_lookups(self) -> None:
+        lookups, self.core.why_lookups = self.core.why_lookups, []
+        for ident, cid, tid in lookups:
+            try:
+                rec = self.client.get(tid, history=False)
+            except FanoError:
+                rec = None
+            self.core.answer_why_untracked(ident, cid, tid, rec)
+
+    def shutdown(self) -> None:
+        for name in ("client", "rebuild_client"):
+            c = getattr(self, name, None)
+            if c is not None:
+                c.close()
+        for name in ("router", "sub"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()

@@ -1,0 +1,56 @@
+"""Ask the scheduler a question: ``query(endpoint, "why", task_id=12)`` -> the answer's result.
+
+The scheduler answers ``query {cid, what, ...}`` with ``answer {cid, ok, result | error}`` on its
+ROUTER (the worker protocol in :mod:`shared.protocol`); the answer shapes are documented in
+``services/scheduler/queries.py``: ``why`` {task_id}, ``backends``, ``top``, ``weights`` {set}, ``stats``.
+
+One fresh DEALER per call (queries are rare and come from short-lived processes like ``fanoctl``).
+An error answer raises :class:`shared.errors.FanoError`; silence raises :class:`SchedulerUnavailable`
+(a :class:`shared.errors.BrokerUnavailable`, so callers that map "the orchestrator is down" to an exit
+code treat both alike).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from shared import protocol
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+
+
+class SchedulerUnavailable(BrokerUnavailable):
+    """The scheduler did not answer within the timeout."""
+
+
+def query(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl",
+          context: zmq.Context | None = None, **fields) -> Any:
+    ctx = context or zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    protocol.configure_socket(sock, "dealer", identity=name)
+    try:
+        sock.connect(endpoint)
+        cid = protocol.new_id()
+        try:
+            sock.send_multipart(protocol.encode_worker("query", cid=cid, what=what, **fields), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise SchedulerUnavailable(f"scheduler at {endpoint} is not accepting connections") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+                raise SchedulerUnavailable(f"scheduler at {endpoint} did not answer {what!r} within {timeout:g}s")
+            try:
+                msg = protocol.decode_worker(sock.recv_multipart())
+            except FanoError:
+                continue   # garbage on our socket: keep waiting for our answer
+            if msg["type"] == "disconnect":
+                raise FanoError(ErrorCode.BAD_ARGUMENT, f"scheduler refused the query: {msg.get('reason', '')}")
+            if msg["type"] != "answer" or msg["cid"] != cid:
+                continue   # heartbeats are not for us; late answers to someone else's cid are dropped
+            if not msg["ok"]:
+                raise FanoError.from_wire(msg.get("error") or {})
+            return msg.get("result")
+    finally:
+        sock.close(linger=0)
