@@ -334,4 +334,6 @@ def events(after, limit):
 from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, top)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as a script, this file is __main__; the commands in cli.work registered on cli.fanoctl's group
+    from cli.fanoctl import main as _registered_main
+    sys.exit(_registered_main())

@@ -105,13 +105,13 @@ def write_config(root: Path, seed: int) -> Path:
 class Tree:
     """supervisord running the standalone copy of the repository's process tree."""
 
-    def __init__(self, root: Path, config_path: Path):
+    def __init__(self, root: Path, config_path: Path, scale: float = SCALE):
         from ops.supervisor_conf import standalone
         self.root = root
         self.config = load_config(config_path)
         self.conf = standalone(self.config, root)
         self.sock = root / "var/run/supervisor.sock"
-        self.env = dict(os.environ, FANO_CONFIG=str(config_path), FANO_CLOCK_SCALE=str(SCALE),
+        self.env = dict(os.environ, FANO_CONFIG=str(config_path), FANO_CLOCK_SCALE=str(scale),
                         FANO_CLOCK_ORIGIN=str(time.time()), PYTHONUNBUFFERED="1")
         self.pid: int | None = None
 
