@@ -8,10 +8,6 @@ or disconnects it. It can be told to hang (stop talking, keep its lease) to play
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,39 +18,24 @@ from shared import protocol
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
 from shared.scheduler_client import query
-from tests.support import REPO, wait_for, write_config
+from tests.support import ServiceProcess, wait_for, write_config
 
 
 def write_scheduler_config(root: Path, broker=None, quotas=None, scheduler=None, accounts=None) -> Path:
-    """tests.support.write_config plus ``[scheduler]`` and ``[accounts.NAME]`` (sim backends)."""
-    path = write_config(root, broker, quotas)
-    lines = []
-    if scheduler:
-        lines.append("[scheduler]")
-        lines += [f"{k} = {v!r}" for k, v in scheduler.items()]
-    for name, modes in (accounts or {}).items():
-        lines += [f'[accounts."{name}"]', 'backend = "sim"', "modes = [" + ", ".join(f'"{m}"' for m in modes) + "]"]
-    path.write_text(path.read_text() + "\n".join(lines) + "\n")
-    return path
+    """``accounts``: {name: [modes]} of sim accounts (see tests.support.write_config)."""
+    return write_config(root, broker, quotas, scheduler, accounts)
 
 
-class SchedulerProcess:
+class SchedulerProcess(ServiceProcess):
     """``python -m services scheduler`` on a config; always stopped by pid at teardown."""
 
     def __init__(self, root: Path, config_path: Path):
-        self.root = root
-        self.config_path = config_path
+        super().__init__(root, config_path, ["scheduler"], "scheduler.log")
         self.endpoint = f"ipc://{root}/run/scheduler.sock"
-        self.log_path = root / "scheduler.log"
-        self.proc: subprocess.Popen | None = None
         assert len(self.endpoint) < 100, self.endpoint
 
     def start(self, wait: bool = True) -> "SchedulerProcess":
-        env = dict(os.environ, FANO_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services", "scheduler", "--config",
-                                          str(self.config_path)], cwd=REPO, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+        self.spawn()
         if wait:
             self.wait_synced()
         return self
@@ -72,27 +53,6 @@ class SchedulerProcess:
                 return None
             return st if st.get("synced") else None
         return wait_for(synced, timeout, what="the scheduler to rebuild its view")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode if self.proc else None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
 
 
 class FakeWorker(threading.Thread):

@@ -36,41 +36,107 @@ def short_tmpdir(prefix: str = "fa") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def write_config(root: Path, broker: dict | None = None, quotas: dict | None = None) -> Path:
+def toml_value(value) -> str:
+    """Enough TOML for test configs: str, bool, numbers, lists and inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_config(root: Path, broker: dict | None = None, quotas: dict | None = None,
+                 scheduler: dict | None = None, accounts: dict | None = None) -> Path:
+    """A fano.toml in ``root`` with its paths inside ``root``.
+
+    ``quotas``: {(account, mode): [windows]}; ``accounts``: {name: {table}} or {name: [modes]} (a sim
+    account offering those modes); ``broker`` and ``scheduler``: their tables.
+    """
     lines = ["[paths]", f'run_dir = "{root}/run"', f'data_dir = "{root}/data"', f'log_dir = "{root}/log"']
-    if broker:
-        lines.append("[broker]")
-        for key, value in broker.items():
-            lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+    for section, table in (("broker", broker), ("scheduler", scheduler)):
+        if table:
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
     for (account, mode), windows in (quotas or {}).items():
         lines.append(f'[quotas."{account}".{mode}]')
-        lines.append("windows = [" + ", ".join(f'"{w}"' for w in windows) + "]")
+        lines.append(f"windows = {toml_value(list(windows))}")
+    for name, spec in (accounts or {}).items():
+        if isinstance(spec, (list, tuple)):
+            spec = {"backend": "sim", "modes": list(spec)}
+        lines.append(f'[accounts."{name}"]')
+        lines += [f"{key} = {toml_value(value)}" for key, value in spec.items()]
     path = root / "fano.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-class BrokerProcess:
-    """``python -m services broker`` on its own config; always stopped by pid at teardown."""
+class ServiceProcess:
+    """``python -m services ARGS`` on a config, logging to a file; always stopped by pid at teardown."""
 
-    def __init__(self, root: Path, config_path: Path):
+    def __init__(self, root: Path, config_path: Path, args: list[str], log_name: str, env: dict | None = None):
         self.root = root
         self.config_path = config_path
+        self.args = args
+        self.log_path = root / log_name
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def spawn(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FANO_CLOCK")}
+        env.update(FANO_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1", **self.extra_env)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "services", *self.args, "--config", str(self.config_path)],
+                                         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+    def log(self, tail: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+
+class BrokerProcess(ServiceProcess):
+    """The broker on its own config, with a client factory and a readiness wait."""
+
+    def __init__(self, root: Path, config_path: Path):
+        super().__init__(root, config_path, ["broker"], "broker.log")
         self.endpoint = f"ipc://{root}/run/broker.sock"
         self.events_endpoint = f"ipc://{root}/run/events.sock"
         self.data_dir = root / "data" / "broker"
-        self.log_path = root / "broker.log"
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
         assert len(self.endpoint) < 100, self.endpoint
 
     def start(self, wait: bool = True) -> "BrokerProcess":
-        env = dict(os.environ, FANO_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services", "broker", "--config", str(self.config_path)],
-                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.starts += 1
+        self.spawn()
         if wait:
             self.wait_ready()
         return self
@@ -92,30 +158,9 @@ class BrokerProcess:
     def client(self, name: str = "test", timeout: float = 2.0, retries: int = 3) -> BrokerClient:
         return BrokerClient(self.endpoint, name=name, timeout=timeout, retries=retries)
 
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode if self.proc else None
-
     def restart(self) -> None:
         self.kill()
         self.start()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
 
     def cleanup(self) -> None:
         self.kill()

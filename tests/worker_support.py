@@ -6,12 +6,8 @@ not thread-safe); tests talk to it through thread-safe methods and poll with dea
 """
 from __future__ import annotations
 
-import os
 import queue
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,85 +16,32 @@ import zmq
 
 from shared import protocol
 from shared.errors import FanoError
-from tests.support import REPO, BrokerProcess, short_tmpdir, write_config
-
-
-def toml_value(value) -> str:
-    """Enough TOML for test configs: str, bool, numbers, lists and inline tables."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
+from tests.support import BrokerProcess, ServiceProcess, short_tmpdir, write_config
 
 
 def write_worker_config(root: Path, accounts: dict, broker: dict | None = None, quotas: dict | None = None,
                         scheduler: dict | None = None) -> Path:
-    """tests.support.write_config plus ``[scheduler]`` and ``[accounts.NAME]`` tables."""
-    path = write_config(root, broker, quotas)
-    lines = []
-    if scheduler:
-        lines.append("[scheduler]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in scheduler.items()]
-    for name, spec in accounts.items():
-        lines.append(f"[accounts.{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in spec.items()]
-    with open(path, "a") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    """``accounts``: {name: {[accounts.NAME] table}} (see tests.support.write_config)."""
+    return write_config(root, broker, quotas, scheduler, accounts)
 
 
-class WorkerProcess:
+class WorkerProcess(ServiceProcess):
     """``python -m services backend --account NAME``; stopped by pid."""
 
     def __init__(self, root: Path, config_path: Path, account: str, tag: str = ""):
-        self.root = root
-        self.config_path = config_path
+        super().__init__(root, config_path, ["backend", "--account", account], f"worker-{account}{tag}.log",
+                         env={"FANO_LOG_LEVEL": "DEBUG"})
         self.account = account
-        self.log_path = root / f"worker-{account}{tag}.log"
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FANO_CLOCK")}
-        env.update(FANO_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1", FANO_LOG_LEVEL="DEBUG")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services", "backend", "--account", self.account,
-                                          "--config", str(self.config_path)],
-                                         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.spawn()
         return self
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
     def terminate(self, timeout: float = 15.0) -> int:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
+        return self.stop(timeout)
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+    def log(self, tail: int = 10**9) -> str:
+        return super().log(tail)
 
 
 class FakeScheduler:

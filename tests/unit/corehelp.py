@@ -17,23 +17,10 @@ from shared.config import load_config
 from shared.errors import FanoError
 
 from services.broker.core import BrokerCore
+from tests.support import write_config  # noqa: F401  (re-exported for the unit tests)
 from services.broker.schema import open_env
 
 IDENT = b"test-client"
-
-
-def write_config(root: Path, broker: dict | None = None, quotas: dict | None = None) -> Path:
-    lines = ["[paths]", f'run_dir = "{root}/run"', f'data_dir = "{root}/data"', f'log_dir = "{root}/log"']
-    if broker:
-        lines.append("[broker]")
-        for key, value in broker.items():
-            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}")
-    for (account, mode), windows in (quotas or {}).items():
-        lines.append(f'[quotas."{account}".{mode}]')
-        lines.append("windows = [" + ", ".join(f'"{w}"' for w in windows) + "]")
-    path = root / "fano.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 class CoreHarness:
