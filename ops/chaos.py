@@ -193,9 +193,12 @@ class Workload:
         """Submit a few asks and advance conversations whose current turn settled."""
         for _ in range(min(3, self.asks_left)):
             n = self.asks_left
-            deep = self.rng.random() < 0.25
-            self._submit(f"ask-{n}", kind="ask", payload={"prompt": f"question {n}"}, priority=50,
-                         requires={"mode": "deep", "deep_fallback": self.rng.random() < 0.5} if deep else {})
+            # deep asks: most may fall back to standard; the few that may not must fit the deep budgets
+            # (about 32 a day here), or they rightly wait for the next day's quota
+            roll = self.rng.random()
+            requires = ({"mode": "deep", "deep_fallback": False} if roll < 0.03 else
+                        {"mode": "deep", "deep_fallback": True} if roll < 0.25 else {})
+            self._submit(f"ask-{n}", kind="ask", payload={"prompt": f"question {n}"}, requires=requires)
             self.asks_left -= 1
         for conv, turn in list(self.conv_next.items()):
             waiting = self.conv_waiting.get(conv)
