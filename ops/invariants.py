@@ -232,6 +232,15 @@ def _check_conversations(snap: Snapshot, r: Report) -> None:
             r.bad("conversations", f"RUNNING task {tid} is a turn of {conv} but not its in-flight turn")
 
 
+def _check_unconsumed(snap: Snapshot, r: Report) -> None:
+    want = {(t["module"], tid) for tid, t in snap.tasks.items()
+            if t.get("state") in st.SETTLED and not t.get("consumed")}
+    for module, tid in sorted(want - snap.unconsumed):
+        r.bad("unconsumed", f"task {tid} of {module} is settled and not acked but missing from the index")
+    for module, tid in sorted(snap.unconsumed - want):
+        r.bad("unconsumed", f"index lists task {tid} of {module}, which is not a settled unacked task")
+
+
 def _check_kv(snap: Snapshot, r: Report) -> None:
     for (module, key), rec in snap.kv.items():
         v = (rec or {}).get("v")
@@ -457,6 +466,7 @@ def inspect_snapshot(snap: Snapshot) -> Report:
     _check_requests(snap, r)
     _check_conversations(snap, r)
     _check_kv(snap, r)
+    _check_unconsumed(snap, r)
     _check_quota(snap, r)
     r.stats.update({
         "path": str(snap.path), "tasks": len(snap.tasks),

@@ -50,6 +50,7 @@ class Snapshot:
     accounts: dict = field(default_factory=dict)
     conversations: dict = field(default_factory=dict)
     kv: dict = field(default_factory=dict)              # (module, key) -> {v, value}
+    unconsumed: set = field(default_factory=set)        # (module, task id) settled and not yet acked
     events: dict = field(default_factory=dict)          # seq -> event
     event_keys: list = field(default_factory=list)      # seq keys in order
     missing_dbs: list = field(default_factory=list)
@@ -141,6 +142,9 @@ def load_snapshot(data_dir=None, env: lmdb.Environment | None = None) -> Snapsho
                 snap.quota_entries.append((acct, mode, slot, ts, tid, epoch, v.decode(), k))
             snap.accounts = {k.decode(): decode("accounts", k, v) for k, v in items("accounts")}
             snap.conversations = {k.decode(): decode("conversations", k, v) for k, v in items("conversations")}
+            for k, _ in items("unconsumed"):
+                module, _, raw_id = k.partition(b"\x00")
+                snap.unconsumed.add((module.decode(), S.from_u64(raw_id)))
             for k, v in items("kv"):
                 module, _, key = k.partition(S.SEP)
                 snap.kv[(module.decode(), key.decode())] = decode("kv", k, v)

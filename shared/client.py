@@ -187,6 +187,10 @@ class BrokerClient:
     def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100) -> dict:
         return self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit)
 
+    def unconsumed(self, module: str, after: int | None = None, limit: int = 100) -> dict:
+        """Settled tasks of ``module`` not yet acked by it (what a restarted module must still apply)."""
+        return self.call("unconsumed", module=module, after=after, limit=limit)
+
     def stats(self) -> dict:
         return self.call("stats")
 

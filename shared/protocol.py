@@ -176,6 +176,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
                        "key": _arg(*STR, required=True, nullable=False)}),
     "kv_scan": (False, {"module": _arg(*STR, required=True, nullable=False), "prefix": _arg(*STR, default=""),
                         "after": _arg(*STR), "limit": _arg(*INT, default=100)}),
+    "unconsumed": (False, {"module": _arg(*STR, required=True, nullable=False), "after": _arg(*INT),
+                           "limit": _arg(*INT, default=100)}),
     "stats": (False, {}),
     "events": (False, {"after": _arg(*INT, default=0), "limit": _arg(*INT, default=1000)}),
     "grow_map": (True, {"size": _arg(*INT, required=True, nullable=False)}),

@@ -21,7 +21,7 @@ from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import schema as S
 from services.broker import states as st
-from services.broker.ops_tasks import check_name, submit_task
+from services.broker.ops_tasks import check_name, public, submit_task
 from services.broker.tx import Tx
 
 MAX_OPS = 500
@@ -94,6 +94,7 @@ def op_txn(tx: Tx, module: str, ops: list):
             task = tx.task(op["task_id"])
             task["consumed"] = True
             tx.save(task)
+            tx.delete("unconsumed", S.unconsumed_key(task["module"], task["id"]))
             tx.emit("task.consumed", id=task["id"], module=task["module"], by=module)
             results.append({"acked": task["id"]})
     return {"applied": True, "results": results}
@@ -126,4 +127,23 @@ def op_kv_scan(tx: Tx, module: str, prefix: str, after, limit: int):
     return {"items": items, "next": last if len(items) >= limit else None}
 
 
-HANDLERS = {"txn": op_txn, "kv_get": op_kv_get, "kv_scan": op_kv_scan}
+def op_unconsumed(tx: Tx, module: str, after, limit: int):
+    """Settled tasks (DONE, PARKED, CANCELLED) of ``module`` whose result it has not acked yet, by id:
+    what a restarted module still has to apply. ``{"tasks": [task without history], "next": id|null}``."""
+    check_name(module, "module")
+    if not 1 <= limit <= 1000:
+        raise bad_argument("limit must be in [1, 1000]", field="limit")
+    start = max(0, after or 0) + 1
+    if start >= 2**64:
+        return {"tasks": [], "next": None}
+    prefix = S.kv_prefix(module)
+    cur = tx.cursor("unconsumed")
+    ok = cur.set_range(prefix + S.u64(start))
+    tasks = []
+    while ok and cur.key().startswith(prefix) and len(tasks) < limit:
+        tasks.append(public(tx.task(S.from_u64(bytes(cur.key())[len(prefix):])), tx.mono, history=False))
+        ok = cur.next()
+    return {"tasks": tasks, "next": tasks[-1]["id"] if len(tasks) >= limit else None}
+
+
+HANDLERS = {"txn": op_txn, "kv_get": op_kv_get, "kv_scan": op_kv_scan, "unconsumed": op_unconsumed}

@@ -25,6 +25,7 @@ accounts           utf-8 account                                          msgpac
 conversations      utf-8 conversation id                                  msgpack {account, inflight}
 kv                 module . NUL . utf-8 key                               msgpack {v: version, value}
 events             u64 seq                                                msgpack event
+unconsumed         module . NUL . u64 id                                  empty: settled, not yet acked
 =================  =====================================================  ==============================
 
 ``SCHEMA_VERSION`` is stored in ``meta``; a broker refuses to open a database with a newer version and
@@ -45,7 +46,7 @@ SCHEMA_VERSION = 1
 DATABASES = (
     "meta", "tasks", "keys", "ready", "delayed", "leases", "by_state", "counts", "requests",
     "requests_ts", "quota_specs", "quota_usage", "quota_entries", "accounts", "conversations", "kv",
-    "events",
+    "events", "unconsumed",
 )
 
 PRIO_BIAS = 0x7FFFFFFF
@@ -139,6 +140,10 @@ def kv_key(module: str, key: str) -> bytes:
 
 def kv_prefix(module: str) -> bytes:
     return module.encode() + SEP
+
+
+def unconsumed_key(module: str, task_id: int) -> bytes:
+    return module.encode() + SEP + u64(task_id)
 
 
 class Storage:

@@ -187,6 +187,11 @@ class Tx:
         task["state"] = dst
         if dst != st.RUNNING:
             task["lease"] = None
+        # the owning module finds settled results it has not applied yet through this index
+        if dst in st.SETTLED and not task.get("consumed"):
+            self.put_raw("unconsumed", S.unconsumed_key(task["module"], task["id"]), b"")
+        elif src in st.SETTLED:
+            self.delete("unconsumed", S.unconsumed_key(task["module"], task["id"]))
         if dst == st.PARKED:
             task["parked_at"] = self.now
         self.index(task)

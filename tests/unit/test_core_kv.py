@@ -385,3 +385,28 @@ def test_event_outbox_can_be_pruned_to_nothing(make_core):
     assert core.call("events")["events"] == []
     assert core.submit("b")["created"]
     assert core.call("events")["last_seq"] == 2
+
+
+def test_unconsumed_lists_settled_results_until_acked(core):
+    ids = [core.submit(f"k{i}")["task"]["id"] for i in range(3)]
+    for tid in ids[:2]:
+        lease = core.lease()
+        core.call("complete", id=lease["task"]["id"], epoch=lease["epoch"], result="r")
+    core.call("cancel", id=ids[2])
+    listed = core.call("unconsumed", module="explorer")
+    assert [t["id"] for t in listed["tasks"]] == ids and listed["next"] is None
+    assert core.call("unconsumed", module="documenter")["tasks"] == []
+    core.call("txn", module="explorer", ops=[{"op": "ack", "task_id": ids[0]}])
+    assert [t["id"] for t in core.call("unconsumed", module="explorer")["tasks"]] == ids[1:]
+    page = core.call("unconsumed", module="explorer", limit=1)
+    assert [t["id"] for t in page["tasks"]] == [ids[1]] and page["next"] == ids[1]
+    assert [t["id"] for t in core.call("unconsumed", module="explorer", after=ids[1])["tasks"]] == [ids[2]]
+
+
+def test_a_parked_task_that_is_retried_leaves_the_unconsumed_index(core):
+    tid = core.submit("p", max_attempts=1)["task"]["id"]
+    lease = core.lease()
+    core.call("fail", id=tid, epoch=lease["epoch"], error_class="terminal", message="no")
+    assert [t["id"] for t in core.call("unconsumed", module="explorer")["tasks"]] == [tid]
+    core.call("retry", id=tid)
+    assert core.call("unconsumed", module="explorer")["tasks"] == []

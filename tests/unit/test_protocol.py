@@ -100,7 +100,7 @@ def test_every_command_has_a_known_shape():
             assert isinstance(arg, protocol.Arg), (name, arg_name)
     # the commands that change state are exactly these
     assert {n for n, (m, _) in protocol.COMMANDS.items() if not m} == {
-        "ping", "get", "list", "quota_show", "kv_get", "kv_scan", "stats", "events"}
+        "ping", "get", "list", "quota_show", "kv_get", "kv_scan", "unconsumed", "stats", "events"}
 
 
 # --- malformed requests: the specific code for each -------------------------------------------------------

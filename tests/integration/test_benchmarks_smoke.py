@@ -1,0 +1,68 @@
+"""The benchmark scripts at a tiny size: they run end to end under a real supervisord, print pure JSON on
+stdout with the documented keys, and report no leftover process."""
+import json
+import subprocess
+
+import pytest
+
+from shared.config import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def run_script(name: str, *args: str, timeout: float = 90) -> dict:
+    proc = subprocess.run([str(REPO_ROOT / "ops" / name), *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}; stderr:\n{proc.stderr[-3000:]}"
+    try:
+        return json.loads(proc.stdout)   # the whole of stdout: progress goes to stderr
+    except ValueError:
+        pytest.fail(f"{name} did not print pure JSON on stdout:\n{proc.stdout[:2000]}")
+
+
+def ms_summary(d: dict) -> None:
+    assert {"p50", "p99", "mean", "n"} <= set(d)
+    assert d["n"] > 0 and 0 < d["p50"] <= d["p99"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_scheduler_tiny():
+    out = run_script("bench-scheduler", "--accounts", "2", "--idle", "5", "--depths", "300", "--warmup", "0.5",
+                     "--window", "2")
+    assert {"params", "machine", "idle", "depths", "problems", "elapsed_s"} <= set(out)
+    assert out["problems"] == []
+    idle = out["idle"]
+    assert idle["tasks"] == 5
+    for key in ("submit_to_start_ms", "submit_to_done_ms", "client_round_trip_ms"):
+        ms_summary(idle[key])
+    assert idle["submit_to_start_ms"]["p50"] <= idle["submit_to_done_ms"]["p50"]
+    (run,) = out["depths"]
+    assert {"depth", "preload_s", "preload_tasks_per_s", "scheduler_rebuild_s", "start_to_synced_s",
+            "start_to_first_assign_s", "window_s", "completed", "tasks_per_s", "assigned", "depth_min", "depth_max",
+            "sched_cpu_us_per_assign", "sched_cpu_busy", "broker_cpu_busy", "workers_cpu_busy", "worker_gap_ms",
+            "sched_rss_mib", "sched_peak_rss_mib", "map_used_mib"} <= set(run)
+    assert run["depth"] == 300 and run["completed"] > 0 and run["tasks_per_s"] > 0
+    assert run["depth_min"] >= 150   # the feeder kept the queue deep
+
+
+@pytest.mark.timeout(120)
+def test_bench_utilization_tiny():
+    out = run_script("bench-utilization", "--conversations", "2", "--turns", "2", "--oneshots", "2", "--deep", "1",
+                     "--scale", "200")
+    assert {"params", "accounts", "machine", "variants"} <= set(out)
+    assert [v["variant"] for v in out["variants"]] == ["chains", "independent"]
+    for v in out["variants"]:
+        assert v["problems"] == [] and v["failed"] == 0
+        assert v["tasks"] == 6 and v["deep_tasks"] == 1
+        assert {"work_s", "critical_path_s", "bound_s"} <= set(v["bound"])
+        assert v["bound"]["bound_s"] == max(v["bound"]["work_s"], v["bound"]["critical_path_s"]) > 0
+        assert v["makespan_s"] >= v["bound"]["bound_s"] * 0.99   # a lower bound holds (up to rounding)
+        assert v["ratio"] >= 0.99
+        assert 0 < v["busy_fraction_overall"] <= 1
+        assert set(v["accounts"]) == set(out["accounts"])
+        for acct in v["accounts"].values():
+            assert {"requests", "busy_s", "available_s", "busy_fraction", "idle_with_work_s",
+                    "last_served_s"} <= set(acct)
+        assert sum(a["requests"] for a in v["accounts"].values()) >= 6
+        assert {"last_start_s", "tail_s", "idle_account_s", "last_task"} <= set(v["tail"])
+    assert out["variants"][0]["conversations"]["longest_on"] in out["accounts"]
