@@ -1,0 +1,207 @@
+"""The module contract (DESIGN.md §9) as a base class: propose tasks, apply results exactly once.
+
+A module process keeps no state: its domain data lives in the broker under its namespace (``kv``), and
+it re-derives what to do from there after any restart. It does two things:
+
+* **apply** every settled task (DONE, PARKED, CANCELLED) of its own in ONE broker transaction that
+  holds the domain writes (version-checked where two writers could race), the follow-up submissions
+  and the ack of the result. A replayed result is a no-op (the broker answers "already consumed"). It
+  finds them through the broker's ``unconsumed`` index at start and every ``sweep_interval``, and
+  through task events in between, so a lost PUB message only delays work;
+* **plan**: propose new work with submit-if-absent keys (deterministic keys: proposing twice is
+  harmless), after each apply and every ``plan_interval``.
+
+Subclasses set ``module`` and implement :meth:`handle` (kind -> :class:`Effect`) and :meth:`plan`.
+A result that cannot be parsed is not swallowed: :meth:`handle` raises ``ParseError`` and the base
+class records a visible error (``errors/<task id>`` in the module's namespace, and :meth:`on_unusable`
+lets the module mark its entity) in the same transaction as the ack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import zmq
+
+from shared import protocol
+from shared.client import BrokerClient
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.service import Service
+
+from services.modules.parsing import ParseError
+
+SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
+
+
+class Store:
+    """Read access to a module's namespace, and builders for the ops of one transaction."""
+
+    def __init__(self, client: BrokerClient, module: str):
+        self.client = client
+        self.module = module
+
+    def get(self, key: str) -> tuple[int, object]:
+        """(version, value); version 0 and None when absent."""
+        rec = self.client.kv_get(self.module, key)
+        return (0, None) if rec is None else (rec["version"], rec["value"])
+
+    def scan(self, prefix: str):
+        """Yield (key, version, value) for every key with the prefix, in key order."""
+        after = None
+        while True:
+            page = self.client.kv_scan(self.module, prefix=prefix, after=after, limit=500)
+            for item in page["items"]:
+                yield item["key"], item["version"], item["value"]
+            if not page["next"]:
+                return
+            after = page["next"]
+
+    @staticmethod
+    def put(key: str, value, if_version: int | None = None) -> dict:
+        op = {"op": "put", "key": key, "value": value}
+        if if_version is not None:
+            op["if_version"] = if_version
+        return op
+
+    @staticmethod
+    def delete(key: str, if_version: int | None = None) -> dict:
+        op = {"op": "delete", "key": key}
+        if if_version is not None:
+            op["if_version"] = if_version
+        return op
+
+    @staticmethod
+    def submit(task: dict, force: bool = False) -> dict:
+        return {"op": "submit", "task": task, "force": force}
+
+
+@dataclass
+class Effect:
+    """What applying one result does: domain ops (puts/deletes/checks) and follow-up submissions."""
+
+    ops: list = field(default_factory=list)
+
+
+class ModuleService(Service):
+    module = "module"
+    plan_interval = 5.0     # seconds between planning passes when nothing happens
+    sweep_interval = 30.0   # seconds between catch-up sweeps of the unconsumed index
+    max_conflict_retries = 5
+
+    def __init__(self, config, clock):
+        self.name = f"module-{self.module}"
+        super().__init__(config, clock)
+        self.applied = 0
+        self.unusable = 0
+
+    # --- to implement ------------------------------------------------------------------------------------
+
+    def handle(self, task: dict) -> Effect:
+        """The effect of a settled task of this module (read domain state through ``self.store``)."""
+        raise NotImplementedError
+
+    def plan(self) -> None:
+        """Propose new work (``self.submit_if_absent``)."""
+
+    def on_unusable(self, task: dict, error: str) -> list:
+        """Extra ops when a result cannot be used (e.g. mark the entity); default none."""
+        return []
+
+    # --- machinery ----------------------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3)
+        self.store = Store(self.client, self.module)
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        protocol.configure_socket(self.sub, "sub")
+        for topic in SETTLED_EVENTS:
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self.sub.connect(self.config.events_endpoint)
+        self._next_plan = 0.0
+        self._next_sweep = 0.0
+
+    def loop(self) -> None:
+        now = self.clock.mono()
+        try:
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.sweep_interval
+                self.sweep()
+            if self.sub.poll(int(max(0.0, min(0.5, self._next_plan - now)) * 1000)):
+                while True:
+                    try:
+                        event = protocol.decode_event(self.sub.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+                    except FanoError:
+                        continue
+                    if event.get("module") == self.module:
+                        self.apply(self.client.get(event["id"], history=False))
+                        self._next_plan = 0.0
+            if self.clock.mono() >= self._next_plan:
+                self._next_plan = self.clock.mono() + self.plan_interval
+                self.plan()
+        except BrokerUnavailable as exc:
+            self.log.warning("broker unavailable (%s); retrying", exc)
+
+    def sweep(self) -> None:
+        after = None
+        while True:
+            page = self.client.unconsumed(self.module, after=after, limit=200)
+            for task in page["tasks"]:
+                self.apply(task)
+            if not page["next"]:
+                return
+            after = page["next"]
+
+    def apply(self, task: dict) -> bool:
+        """Apply one settled task's effect with its ack in one transaction; False if already applied."""
+        if task.get("consumed") or task["state"] not in ("DONE", "PARKED", "CANCELLED"):
+            return False
+        for _ in range(self.max_conflict_retries):
+            try:
+                ops = self._ops_for(task)
+                res = self.client.txn(self.module, ops + [{"op": "ack", "task_id": task["id"]}])
+            except FanoError as exc:
+                if exc.code == ErrorCode.CONDITION_FAILED:
+                    continue  # another writer changed what we read: read again and recompute
+                raise
+            if res.get("applied"):
+                self.applied += 1
+            return bool(res.get("applied"))
+        self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)
+        return False
+
+    def _ops_for(self, task: dict) -> list:
+        if task["state"] != "DONE":
+            error = (task.get("error") or {}).get("message") or task["state"].lower()
+            return self._unusable(task, f"task {task['state']}: {error}")
+        try:
+            return list(self.handle(task).ops)
+        except ParseError as exc:
+            self.log.warning("task %s (%s): unusable answer: %s", task["id"], task["kind"], exc)
+            return self._unusable(task, f"unusable answer: {exc}")
+
+    def _unusable(self, task: dict, error: str) -> list:
+        self.unusable += 1
+        record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
+                  "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
+        return [Store.put(f"errors/{task['id']:012d}", record)] + list(self.on_unusable(task, error))
+
+    def submit_if_absent(self, tasks: list[dict]) -> None:
+        """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""
+        for task in tasks:
+            try:
+                self.client.submit(task.pop("key"), self.module, task.pop("kind"), task.pop("payload", {}), **task)
+            except FanoError as exc:
+                if exc.code not in (ErrorCode.KEY_PARKED, ErrorCode.KEY_CONFLICT):
+                    raise
+                self.log.info("not proposing %s: %s", exc.details.get("key"), exc.message)
+
+    def shutdown(self) -> None:
+        if getattr(self, "sub", None) is not None:
+            self.sub.close(linger=0)
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+
