@@ -25,7 +25,20 @@ def _backend():
     return BackendWorker
 
 
-PROGRAMS = {"broker": _broker, "scheduler": _scheduler, "backend": _backend}
+def _module(dotted: str):
+    def load():
+        import importlib
+        path, _, cls = dotted.rpartition(".")
+        return getattr(importlib.import_module(path), cls)
+    return load
+
+
+PROGRAMS = {"broker": _broker, "scheduler": _scheduler, "backend": _backend,
+            # research modules run as supervisord programs module-<name>
+            "explorer": _module("services.modules.explorer.service.ExplorerService"),
+            "documenter": _module("services.modules.documenter.service.DocumenterService"),
+            "researcher": _module("services.modules.researcher.service.ResearcherService")}
+MODULES = ("explorer", "documenter", "researcher")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.program == "backend" and not args.account:
         parser.error("backend needs --account NAME")
-    name = f"backend-{args.account}" if args.program == "backend" else args.program
+    name = (f"backend-{args.account}" if args.program == "backend"
+            else f"module-{args.program}" if args.program in MODULES else args.program)
     log = setup_logging(name)
     try:
         config = load_config(args.config)
