@@ -332,6 +332,7 @@ def events(after, limit):
 
 
 from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, top)
+from cli import research_researcher  # noqa: E402,F401  (registers research)
 
 if __name__ == "__main__":
     # run as a script, this file is __main__; the commands in cli.work registered on cli.fanoctl's group

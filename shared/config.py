@@ -56,7 +56,7 @@ DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
     "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
-    "generate_questions": 35, "ask": 60,
+    "generate_questions": 35, "extract_findings": 40, "ask": 60,
 }
 
 
@@ -111,6 +111,8 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     quotas: tuple[QuotaConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
+    # [modules.NAME] tables, validated by each module's own settings loader (one per module)
+    modules: dict = field(default_factory=dict)
 
     def account(self, name: str) -> AccountConfig:
         for acct in self.accounts:
@@ -227,6 +229,13 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
     return tuple(out)
 
 
+def _modules(data: dict, where: str) -> dict:
+    modules = data.get("modules", {})
+    if not isinstance(modules, dict) or not all(isinstance(v, dict) for v in modules.values()):
+        raise ConfigError(f"{where}: [modules] must contain [modules.NAME] tables")
+    return {name: dict(table) for name, table in modules.items()}
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     chosen = path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG
     cfg_path = Path(chosen).resolve()
@@ -252,4 +261,4 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     scheduler = _scheduler(_section(data, "scheduler", set(SchedulerConfig.__dataclass_fields__), where), where)
     return Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
                   log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
-                  accounts=_accounts(data, where))
+                  accounts=_accounts(data, where), modules=_modules(data, where))

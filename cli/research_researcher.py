@@ -1,0 +1,223 @@
+"""``fanoctl research``: the researcher's questions, sources, findings and cross-references; promote a
+finding to a seed; add a source.
+
+Reads the ``researcher`` namespace through the broker client; the two writing commands are one broker
+transaction each, conditioned on the key being absent (``if_version`` 0), so repeating a command is
+harmless. Entity shapes and the promotion contract: ``services/modules/researcher/model.py``.
+
+JSON shapes (``--json``)::
+
+    research questions    {"questions": [Question, ...]}                 (priority, newest first)
+    research sources      {"sources": [Source, ...]}                     (added order)
+    research findings     {"findings": [Finding + {"promoted": bool, "crossrefs": [key]}]}
+    research crossrefs    {"crossrefs": [CrossRef + {"key"}]}
+    research errors       {"errors": [{task_id, kind, key, error, at, partial?}]}
+    research promote      {"promotion": Promotion, "created": bool}
+    research add-source   {"source": Source, "created": bool}
+"""
+from __future__ import annotations
+
+import time
+
+import click
+
+from cli import render as R
+from cli.fanoctl import client, fail, json_option, main, out
+from services.modules.researcher import model as M
+from shared.errors import ErrorCode, ExitCode, FanoError
+
+
+def _scan(prefix: str) -> list[tuple[str, int, object]]:
+    c, after, items = client(), None, []
+    while True:
+        page = c.kv_scan(M.NS, prefix=prefix, after=after, limit=500)
+        items += [(i["key"], i["version"], i["value"]) for i in page["items"]]
+        if not page["next"]:
+            return items
+        after = page["next"]
+
+
+def _now() -> float:
+    from shared.clock import Clock
+    try:
+        return Clock.from_env().world()
+    except ValueError:
+        return time.time()
+
+
+@main.group()
+def research():
+    """The researcher: questions, sources, findings; promote findings to seeds."""
+
+
+# --- views -------------------------------------------------------------------------------------------------
+
+@research.command("questions")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+def questions(limit):
+    """Research questions, highest priority first."""
+    qs = sorted((v for _, _, v in _scan("questions/")), key=lambda q: (-q.get("priority", 5), -q.get("created", 0)))
+    out({"questions": qs[:limit]}, questions_text)
+
+
+def questions_text(d: dict) -> str:
+    if not d["questions"]:
+        return "no research questions yet"
+    return R.table(["ID", "PRIO", "TYPE", "NUMBERS", "QUESTION"],
+                   [[q["id"], q.get("priority"), q.get("type"), ",".join(map(str, q.get("numbers") or [])) or "-",
+                     q.get("question")] for q in d["questions"]], {3: 16, 4: 90})
+
+
+@research.command("sources")
+@click.option("--status", default=None, help="Only sources in this status (new, fetched, trusted, extracted, ...).")
+@json_option
+def sources(status):
+    """Sources: status, trust score and tier, findings, URL."""
+    rows = [v for _, _, v in _scan("sources/") if status is None or v.get("status") == status]
+    rows.sort(key=lambda s: (s.get("added", 0), s["id"]))
+    out({"sources": rows}, sources_text)
+
+
+def sources_text(d: dict) -> str:
+    if not d["sources"]:
+        return "no sources (add one with: fanoctl research add-source URL)"
+    rows = []
+    for s in d["sources"]:
+        trust = "-" if s.get("trust_score") is None else f"{s['trust_score']} t{s.get('trust_tier', 0)}"
+        err = (s.get("error") or {}).get("message") if s.get("status", "").endswith(("failed", "excluded", "empty")) else ""
+        rows.append([s["id"], s.get("status"), trust, s.get("findings", 0), s.get("origin"),
+                     s.get("url") + (f"  ({err})" if err else "")])
+    return R.table(["ID", "STATUS", "TRUST", "FINDINGS", "ORIGIN", "URL"], rows, {4: 20, 5: 100})
+
+
+def _findings(source: str | None) -> list[dict]:
+    promoted = {k.split("/", 1)[1] for k, _, _ in _scan("promotions/")}
+    refs: dict[str, list[str]] = {}
+    for key, _, rec in _scan("crossrefs/"):
+        if rec.get("active"):
+            for fid in rec.get("findings") or []:
+                refs.setdefault(fid, []).append(key)
+    rows = []
+    for _, _, f in _scan("findings/"):
+        if source and not f.get("source_id", "").startswith(source):
+            continue
+        rows.append(dict(f, promoted=f["id"] in promoted, crossrefs=sorted(refs.get(f["id"], []))))
+    rows.sort(key=lambda f: (-f.get("confidence", 0), f["id"]))
+    return rows
+
+
+@research.command("findings")
+@click.option("--source", default=None, metavar="SID", help="Only findings of this source (id or prefix).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@json_option
+def findings(source, limit):
+    """Findings, most confident first; X marks cross-referenced, P promoted ones."""
+    out({"findings": _findings(source)[:limit]}, findings_text)
+
+
+def findings_text(d: dict) -> str:
+    if not d["findings"]:
+        return "no findings yet"
+    rows = [[f["id"], ("X" if f.get("crossrefs") else "-") + ("P" if f.get("promoted") else "-"), f.get("type"),
+             f"{f.get('confidence', 0):.2f}" + ("" if f.get("status") == "kept" else " low"),
+             ",".join(map(str, f.get("numbers") or [])) or "-", f.get("domain"), f.get("summary")]
+            for f in d["findings"]]
+    return R.table(["ID", "XP", "TYPE", "CONF", "NUMBERS", "DOMAIN", "SUMMARY"], rows, {4: 14, 5: 24, 6: 80})
+
+
+@research.command("crossrefs")
+@click.option("--all", "all_", is_flag=True, help="Also numbers and concepts seen in one domain only.")
+@json_option
+def crossrefs(all_):
+    """Numbers and concepts found in two or more domains, strongest first."""
+    rows = [dict(v, key=k) for k, _, v in _scan("crossrefs/") if all_ or v.get("active")]
+    rows.sort(key=lambda r: (-len(r.get("domains") or []), -len(r.get("findings") or []), r["key"]))
+    out({"crossrefs": rows}, crossrefs_text)
+
+
+def crossrefs_text(d: dict) -> str:
+    if not d["crossrefs"]:
+        return "no cross-references yet"
+    return R.table(["KIND", "VALUE", "DOMAINS", "FINDINGS", "STRENGTH"],
+                   [[r.get("kind"), r.get("value"), ", ".join(r.get("domains") or []), len(r.get("findings") or []),
+                     r.get("strength")] for r in d["crossrefs"]], {1: 40, 2: 60})
+
+
+@research.command("errors")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+def errors(limit):
+    """Unusable or partly unusable answers of researcher tasks, newest first."""
+    rows = sorted((v for _, _, v in _scan("errors/")), key=lambda e: -e.get("task_id", 0))[:limit]
+    out({"errors": rows}, lambda d: R.table(
+        ["TASK", "KIND", "WHEN", "ERROR"],
+        [[e.get("task_id"), e.get("kind"), R.relative(e.get("at"), _now()), e.get("error")] for e in d["errors"]],
+        {3: 100}) if d["errors"] else "no errors")
+
+
+# --- writes ------------------------------------------------------------------------------------------------
+
+def _resolve_finding(prefix: str) -> dict:
+    matches = [v for _, _, v in _scan(f"findings/{prefix}")]
+    if not matches:
+        fail(f"NOT_FOUND: no finding {prefix!r} (see: fanoctl research findings)", ExitCode.FAILURE)
+    if len(matches) > 1:
+        fail(f"ambiguous finding id {prefix!r}: {', '.join(m['id'] for m in matches[:5])}", ExitCode.FAILURE)
+    return matches[0]
+
+
+@research.command("promote")
+@click.argument("finding")
+@click.option("--type", "kind", type=click.Choice(["question", "conjecture"]), default=None,
+              help="Seed type (default: question for challenging/contextual findings, else conjecture).")
+@click.option("--priority", type=click.IntRange(1, 10), default=None, help="Seed priority 1-10 (default: confidence x 10).")
+@json_option
+def promote(finding, kind, priority):
+    """Propose FINDING (id or unique prefix) as a seed: writes promotions/<id> for the explorer to import."""
+    f = _resolve_finding(finding)
+    key = M.k_promotion(f["id"])
+    existing = client().kv_get(M.NS, key)
+    if existing is None:
+        related = None
+        if (kind or "") == "question" or (kind is None and f.get("type") in ("challenging", "contextual")):
+            for qid in f.get("related_questions") or []:
+                rec = client().kv_get(M.NS, M.k_question(qid))
+                if rec is not None:
+                    related = rec["value"]
+                    break
+        rec = M.promotion(f, "user", _now(), kind, priority, question=related)
+        try:
+            client().txn(M.NS, [{"op": "put", "key": key, "value": rec, "if_version": 0}])
+            out({"promotion": rec, "created": True},
+                lambda d: f"finding {f['id']} promoted: {rec['type']} (priority {rec['priority']}): {rec['text']}")
+            return
+        except FanoError as exc:
+            if exc.code != ErrorCode.CONDITION_FAILED:
+                raise
+            existing = client().kv_get(M.NS, key)   # promoted meanwhile (auto-promotion or another user)
+    rec = existing["value"]
+    out({"promotion": rec, "created": False},
+        lambda d: f"finding {f['id']} was already promoted ({rec.get('by')}): {rec.get('type')}: {rec.get('text')}")
+
+
+@research.command("add-source")
+@click.argument("url")
+@click.option("--note", default="", help="Why this source (shown in its record).")
+@json_option
+def add_source(url, note):
+    """Add a source URL to research (fetched, evaluated, and mined for findings if trusted)."""
+    try:
+        sid, ops = M.add_source_ops(url, "user", _now(), note)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+    created = True
+    try:
+        client().txn(M.NS, ops)
+    except FanoError as exc:
+        if exc.code != ErrorCode.CONDITION_FAILED:
+            raise
+        created = False
+    rec = client().kv_get(M.NS, M.k_source(sid))["value"]
+    out({"source": rec, "created": created},
+        lambda d: f"source {sid} {'added' if created else 'already known'} ({rec.get('status')}): {rec['url']}")

@@ -1,0 +1,210 @@
+"""Researcher entities and their key layout in the broker (namespace ``researcher``). Pure functions.
+
+Keys (every id is deterministic, so re-proposing anything is harmless and a crash never duplicates)::
+
+    questions/<qid>            Question; qid = sha256(normalised question text)[:12]
+    sources/<sid>              Source; sid = sha256(canonical URL)[:16]
+    content/<sid>              {url, title, text, content_hash, content_type, fetched_at}: the page as text
+                               (what the evaluate/extract prompts quote; kept apart so that scans stay light)
+    queue/fetch/<sid>          {url, added}: index of sources waiting for a fetch; deleted in the same
+                               transaction that records the fetch outcome
+    findings/<fid>             Finding; fid = sha256(sid + "\\x1f" + normalised summary)[:12]
+    crossrefs/number/<n>       CrossRef; n = canonical number text ("168", "2.5")
+    crossrefs/concept/<slug>   CrossRef; slug = lower-case words joined by "-"
+    promotions/<fid>           Promotion (see below)
+    observed/explorer/<id>     {version, at}: an explorer insight already turned into questions
+    observed/documenter/<id>   {version, at}: a documenter section already turned into questions
+    state/questions            {key, kind, payload, observed}: the generate_questions batch in flight
+    errors/<task id>           unusable answers (written by the ModuleService base class)
+
+Entities (values are msgpack maps)::
+
+    Question  {id, question, type: supporting|challenging|alternative|contextual, concepts: [str],
+               numbers: [n], priority: 1-10, urls: [str], batch: task key, created: world time}
+    Source    {id, url, domain, origin: "user" | "config" | "question:<qid>", note, added, status,
+               fetch_attempts, next_fetch_at, fetched_at, fetch_count, cache: hit|revalidated|miss,
+               content_type, content_hash, title, error, listed_score: int|None,
+               evaluations: {"<n>": {score, scholarly_tone, cites_primary, reasons}}, trust_score: 0-100,
+               trust_tier: 0-3, trust_reasons: [str], evaluated_at, findings: int, numbers: [mention],
+               extracted_at}
+      status: new -> fetched -> trusted -> extracted; or ignored (trust below the minimum), excluded
+              (domain on the deny list, never fetched), empty (no text), fetch_failed,
+              evaluation_failed, extraction_failed (each with ``error``)
+    Finding   {id, source_id, url, domain, type, summary, quote, concepts: [str], numbers: [n],
+               confidence: 0-1, status: kept|low_confidence, related_questions: [qid], extracted_at,
+               task_id}
+    CrossRef  {kind: number|concept, value, domains: [str], findings: [fid], active: len(domains) >= 2,
+               strength: 1 - 1/len(domains), updated}
+
+**Promotion contract** (read by the explorer; the researcher never writes the explorer's namespace and
+the explorer never writes this one). ``promotions/<finding_id>`` holds the seed the finding proposes::
+
+    {finding_id, text, type: "question" | "conjecture", priority: 1-10, tags: [str],
+     source: "researcher:finding:<finding_id>", url, by: "user" | "auto", at: world time}
+
+It is written by ``fanoctl research promote FINDING`` (the default) or, when ``auto_promote`` is
+configured, by the researcher itself; it is written once and never changed (``if_version`` 0). The
+explorer imports each record it has not imported yet as a seed and remembers that in its own namespace.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from urllib.parse import urlsplit, urlunsplit
+
+NS = "researcher"
+TERMINAL_SOURCE = ("extracted", "ignored", "excluded", "empty", "fetch_failed", "evaluation_failed",
+                   "extraction_failed")
+
+
+def _h(text: str, n: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def norm_text(text: str) -> str:
+    """Lower case, NFKC, single spaces, no trailing punctuation: what makes two wordings 'the same'."""
+    text = unicodedata.normalize("NFKC", text or "").lower()
+    return re.sub(r"\s+", " ", text).strip(" .;:!?")
+
+
+def canonical_url(url: str) -> str:
+    """Lower-case scheme and host, no fragment, no default port, "/" for an empty path. Raises ValueError
+    for anything but an absolute http(s) URL."""
+    parts = urlsplit(str(url).strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port in (None, 80 if scheme == "http" else 443) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def domain_of(url: str) -> str:
+    """The site a URL belongs to: host[:port] without a leading ``www.`` (rate limits, trust, crossrefs)."""
+    netloc = urlsplit(canonical_url(url)).netloc
+    return netloc[4:] if netloc.startswith("www.") else netloc
+
+
+def source_id(url: str) -> str:
+    return _h(canonical_url(url), 16)
+
+
+def question_id(text: str) -> str:
+    return _h(norm_text(text), 12)
+
+
+def finding_id(sid: str, summary: str) -> str:
+    return _h(f"{sid}\x1f{norm_text(summary)}", 12)
+
+
+def number_text(n) -> str:
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def concept_slug(concept: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", norm_text(concept).replace("_", " ")))[:80]
+
+
+def crossref_key(kind: str, value) -> str:
+    return f"crossrefs/{kind}/{number_text(value) if kind == 'number' else concept_slug(str(value))}"
+
+
+# --- keys -----------------------------------------------------------------------------------------------
+
+def k_source(sid: str) -> str:
+    return f"sources/{sid}"
+
+
+def k_content(sid: str) -> str:
+    return f"content/{sid}"
+
+
+def k_fetch(sid: str) -> str:
+    return f"queue/fetch/{sid}"
+
+
+def k_finding(fid: str) -> str:
+    return f"findings/{fid}"
+
+
+def k_question(qid: str) -> str:
+    return f"questions/{qid}"
+
+
+def k_promotion(fid: str) -> str:
+    return f"promotions/{fid}"
+
+
+def k_observed(ns: str, ident: str) -> str:
+    return f"observed/{ns}/{ident}"
+
+
+K_QUESTION_BATCH = "state/questions"
+
+# task keys
+def key_questions(observed: list[str]) -> str:
+    return "researcher:questions:" + _h("\n".join(sorted(observed)), 16)
+
+
+def key_evaluate(sid: str, n: int = 0) -> str:
+    return f"researcher:evaluate:{sid}" + (f":{n}" if n else "")
+
+
+def key_extract(sid: str) -> str:
+    return f"researcher:extract:{sid}"
+
+
+# --- entities -------------------------------------------------------------------------------------------
+
+def new_source(url: str, origin: str, now: float, note: str = "") -> dict:
+    """A Source as first recorded (status ``new``); its fetch index entry is :func:`fetch_entry`."""
+    url = canonical_url(url)
+    return {"id": source_id(url), "url": url, "domain": domain_of(url), "origin": origin, "note": note,
+            "added": now, "status": "new", "fetch_attempts": 0, "next_fetch_at": 0.0, "fetch_count": 0,
+            "evaluations": {}, "trust_score": None, "trust_tier": 0, "findings": 0, "error": None}
+
+
+def fetch_entry(source: dict) -> dict:
+    return {"url": source["url"], "added": source["added"]}
+
+
+def add_source_ops(url: str, origin: str, now: float, note: str = "") -> tuple[str, list[dict]]:
+    """(sid, ops) recording a new source and its fetch index entry, both only if absent."""
+    src = new_source(url, origin, now, note)
+    return src["id"], [{"op": "put", "key": k_source(src["id"]), "value": src, "if_version": 0},
+                       {"op": "put", "key": k_fetch(src["id"]), "value": fetch_entry(src), "if_version": 0}]
+
+
+def trust_tier(score) -> int:
+    """1 highly trusted (>= 85), 2 good (>= 70), 3 use with caution (>= 50), 0 not trusted."""
+    if score is None:
+        return 0
+    return 1 if score >= 85 else 2 if score >= 70 else 3 if score >= 50 else 0
+
+
+def promotion(finding: dict, by: str, now: float, kind: str | None = None, priority: int | None = None,
+              question: dict | None = None) -> dict:
+    """The seed a finding proposes. Default type: a challenging or contextual finding raises a question,
+    a supporting or alternative one states a conjecture. Default priority: confidence * 10 (1-10)."""
+    if kind is None:
+        kind = "question" if finding.get("type") in ("challenging", "contextual") else "conjecture"
+    if kind not in ("question", "conjecture"):
+        raise ValueError(f"promotion type must be question or conjecture, got {kind!r}")
+    if priority is None:
+        priority = round(float(finding.get("confidence") or 0.5) * 10)
+    priority = int(min(10, max(1, priority)))
+    summary = str(finding.get("summary") or "").strip()
+    if kind == "question":
+        text = question["question"] if question else f"What explains this finding: {summary.rstrip('.')}?"
+    else:
+        text = summary
+    tags = list(dict.fromkeys([concept_slug(c) for c in finding.get("concepts") or [] if concept_slug(c)]
+                              + [str(n) for n in finding.get("numbers") or []]))[:10]
+    return {"finding_id": finding["id"], "text": text, "type": kind, "priority": priority, "tags": tags,
+            "source": f"researcher:finding:{finding['id']}", "url": finding.get("url"), "by": by, "at": now}

@@ -1,0 +1,100 @@
+"""``fanoctl research`` against a real broker: tables, --json shapes, promotions, errors and exit codes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import cli.research_researcher  # noqa: F401  (registers `fanoctl research`)
+from cli.fanoctl import main
+from services.modules.base import Store
+from services.modules.researcher import model as M
+
+
+def run(broker, *args, code=0):
+    res = CliRunner().invoke(main, ["--config", str(broker.config_path), *args], catch_exceptions=False)
+    assert res.exit_code == code, f"{args}: exit {res.exit_code}\n{res.output}"
+    return res
+
+
+def run_json(broker, *args):
+    return json.loads(run(broker, *args, "--json").stdout)
+
+
+def finding(fid, sid="s1", **kw):
+    return {"id": fid, "source_id": sid, "url": "http://a.example/", "domain": "a.example", "type": "supporting",
+            "summary": f"Claim {fid}.", "quote": "", "concepts": ["duality"], "numbers": [7], "confidence": 0.7,
+            "status": "kept", "related_questions": ["q1"], **kw}
+
+
+@pytest.fixture
+def seeded(broker):
+    c = broker.client()
+    c.txn("researcher", [
+        Store.put("questions/q1", {"id": "q1", "question": "Why 7?", "type": "challenging", "numbers": [7],
+                                   "concepts": [], "priority": 6, "created": 1.0}),
+        Store.put("findings/abc111", finding("abc111", type="challenging")),
+        Store.put("findings/abc222", finding("abc222", confidence=0.4, status="low_confidence")),
+        Store.put("findings/def333", finding("def333", sid="s2", domain="b.example")),
+        Store.put("crossrefs/number/7", {"kind": "number", "value": "7", "domains": ["a.example", "b.example"],
+                                         "findings": ["abc111", "def333"], "active": True, "strength": 0.5}),
+        Store.put("errors/000000000009", {"task_id": 9, "kind": "researcher.extract_findings", "key": "k",
+                                          "error": "unusable answer: no JSON object", "at": 1.0})])
+    yield c
+    c.close()
+
+
+def test_empty_views(broker):
+    assert run(broker, "research", "questions").stdout.strip() == "no research questions yet"
+    assert "add-source" in run(broker, "research", "sources").stdout
+    assert run(broker, "research", "findings").stdout.strip() == "no findings yet"
+    assert run(broker, "research", "crossrefs").stdout.strip() == "no cross-references yet"
+    assert run_json(broker, "research", "errors") == {"errors": []}
+
+
+def test_views_with_data(broker, seeded):
+    rows = run_json(broker, "research", "findings")["findings"]
+    assert [f["id"] for f in rows] == ["abc111", "def333", "abc222"]          # most confident first
+    assert rows[0]["crossrefs"] == ["crossrefs/number/7"] and rows[2]["crossrefs"] == []
+    text = run(broker, "research", "findings").stdout
+    assert "abc222  --" in text and "0.40 low" in text and "abc111  X-" in text
+    assert [f["id"] for f in run_json(broker, "research", "findings", "--source", "s2")["findings"]] == ["def333"]
+    assert "Why 7?" in run(broker, "research", "questions").stdout
+    assert "a.example, b.example" in run(broker, "research", "crossrefs").stdout
+    assert "no JSON object" in run(broker, "research", "errors").stdout
+
+
+def test_promote_writes_the_contract_record_once(broker, seeded):
+    res = run_json(broker, "research", "promote", "abc1")
+    p = res["promotion"]
+    assert res["created"] and p["type"] == "question" and p["text"] == "Why 7?" and p["priority"] == 7
+    assert p["source"] == "researcher:finding:abc111" and p["by"] == "user" and p["url"] == "http://a.example/"
+    assert seeded.kv_get("researcher", "promotions/abc111")["value"] == p
+    again = run_json(broker, "research", "promote", "abc111", "--type", "conjecture")
+    assert not again["created"] and again["promotion"] == p                  # written once, never changed
+    assert "already promoted" in run(broker, "research", "promote", "abc111").stdout
+    res = run_json(broker, "research", "promote", "def333", "--type", "conjecture", "--priority", "3")
+    assert res["promotion"]["text"] == "Claim def333." and res["promotion"]["priority"] == 3
+    assert "XP" in run(broker, "research", "findings").stdout and "abc111  XP" in run(broker, "research", "findings").stdout
+
+
+def test_promote_errors(broker, seeded):
+    res = run(broker, "research", "promote", "zzz", code=1)
+    assert res.stderr.strip().startswith("fanoctl: NOT_FOUND: no finding 'zzz'")
+    assert "ambiguous" in run(broker, "research", "promote", "abc", code=1).stderr
+    run(broker, "research", "promote", "abc111", "--type", "axiom", code=2)
+    run(broker, "research", "promote", "abc111", "--priority", "11", code=2)
+
+
+def test_add_source(broker):
+    res = run_json(broker, "research", "add-source", "HTTP://Example.org/Page#x", "--note", "a hint")
+    src = res["source"]
+    assert res["created"] and src["url"] == "http://example.org/Page" and src["note"] == "a hint"
+    assert src["id"] == M.source_id("http://example.org/Page") and src["status"] == "new"
+    c = broker.client()
+    assert c.kv_get("researcher", M.k_fetch(src["id"]))["value"]["url"] == src["url"]
+    c.close()
+    assert "already known" in run(broker, "research", "add-source", "http://example.org/Page").stdout
+    assert "not an absolute http(s) URL" in run(broker, "research", "add-source", "example.org", code=2).output
+    assert "new     -      0         user    http://example.org/Page" in run(broker, "research", "sources").stdout

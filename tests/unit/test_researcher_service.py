@@ -1,0 +1,252 @@
+"""ResearcherService effects against a real broker process, driven directly (no scheduler, no workers):
+tasks are leased and completed by the test with the answers it wants, then applied by the module."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.modules.base import Store
+from services.modules.researcher import model as M
+from services.modules.researcher.fetch import FetchError, Page
+from services.modules.researcher.service import (EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS,
+                                                 ResearcherService)
+from shared.clock import FakeClock
+from shared.config import load_config
+from tests.support import toml_value
+
+URL_A = "http://a.example/fano"
+URL_B = "http://b.example/klein"
+
+
+def toml(value) -> str:
+    """TOML with quoted keys in inline tables (domains contain dots)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
+    return toml_value(value)
+
+
+@pytest.fixture
+def make_svc(broker, tmp_path):
+    made = []
+
+    def factory(**settings):
+        table = "\n".join(f"{k} = {toml(v)}" for k, v in settings.items())
+        cfg = tmp_path / f"fano{len(made)}.toml"
+        cfg.write_text(f'[paths]\nrun_dir = "{tmp_path}/run"\ndata_dir = "{tmp_path}/data"\n'
+                       f'[modules.researcher]\n{table}\n')
+        svc = ResearcherService(load_config(cfg), FakeClock())
+        svc.client = broker.client()
+        svc.store = Store(svc.client, "researcher")
+        made.append(svc)
+        return svc
+
+    yield factory
+    for svc in made:
+        svc.client.close()
+
+
+def get(svc, key):
+    return svc.store.get(key)[1]
+
+
+def tasks(svc, kind):
+    return [t for t in svc.client.list(module="researcher", kind=kind, limit=1000)["tasks"]]
+
+
+def settle(svc, task, text: str) -> dict:
+    lease = svc.client.lease("w1", "acct", modes=["standard"], task_id=task["id"])
+    svc.client.complete(task["id"], lease["epoch"], {"text": text})
+    return svc.client.get(task["id"], history=False)
+
+
+def page(url, body: bytes) -> Page:
+    return Page(url, url, 200, "text/html", "utf-8", body, 0.0, "miss")
+
+
+def fetched(svc, url, body=b"<title>T</title><p>The Fano plane has 168 symmetries.</p>") -> str:
+    sid, ops = M.add_source_ops(url, "user", 1.0)
+    svc.client.txn("researcher", ops)
+    assert svc.apply_fetch(sid, page(M.canonical_url(url), body))
+    return sid
+
+
+FINDINGS = {"findings": [
+    {"summary": "GL(3,2) acts on the Fano plane.", "quote": "acts", "type": "supporting", "confidence": 0.9,
+     "concepts": ["GL(3,2)"], "numbers": [168]},
+    {"summary": "A weak hint.", "quote": "", "type": "contextual", "confidence": 0.3, "concepts": [], "numbers": [7]}],
+    "numbers": [{"value": 168, "context": "order", "significance": "high", "mention_type": "structural"}]}
+
+
+def run_source(svc, url, score=80, findings=FINDINGS) -> str:
+    sid = fetched(svc, url)
+    ev = next(t for t in tasks(svc, EVALUATE_SOURCE) if t["payload"]["source_id"] == sid)
+    assert svc.apply(settle(svc, ev, json.dumps({"score": score, "reasons": ["ok"]})))
+    if get(svc, M.k_source(sid))["status"] == "trusted":
+        ex = next(t for t in tasks(svc, EXTRACT_FINDINGS) if t["payload"]["source_id"] == sid)
+        assert svc.apply(settle(svc, ex, "```json\n" + json.dumps(findings) + "\n```"))
+    return sid
+
+
+def test_fetch_evaluate_extract_crossref(make_svc):
+    svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90})
+    sid = fetched(svc, URL_A)
+    src = get(svc, M.k_source(sid))
+    assert src["status"] == "fetched" and src["title"] == "T" and get(svc, M.k_fetch(sid)) is None
+    assert "168 symmetries" in get(svc, M.k_content(sid))["text"]
+    [ev] = tasks(svc, EVALUATE_SOURCE)
+    assert ev["key"] == f"researcher:evaluate:{sid}" and ev["payload"]["url"] == M.canonical_url(URL_A)
+    assert "168 symmetries" in ev["payload"]["prompt"]
+    assert not svc.apply_fetch(sid, page(URL_A, b"<p>again</p>"))   # a second outcome changes nothing
+
+    done = settle(svc, ev, json.dumps({"score": 70, "reasons": ["cites papers"]}))
+    assert svc.apply(done) and not svc.apply(svc.client.get(ev["id"]))   # exactly once
+    src = get(svc, M.k_source(sid))
+    assert src["status"] == "trusted" and src["trust_score"] == 80 and src["trust_tier"] == 2
+    [ex] = tasks(svc, EXTRACT_FINDINGS)
+    assert ex["key"] == f"researcher:extract:{sid}"
+
+    assert svc.apply(settle(svc, ex, json.dumps(FINDINGS)))
+    src = get(svc, M.k_source(sid))
+    assert src["status"] == "extracted" and src["findings"] == 2 and src["numbers"][0]["value"] == 168
+    found = {v["summary"]: v for _, _, v in svc.store.scan("findings/")}
+    assert found["A weak hint."]["status"] == "low_confidence"
+    strong = found["GL(3,2) acts on the Fano plane."]
+    assert strong["id"] == M.finding_id(sid, strong["summary"]) and strong["domain"] == "a.example"
+    assert not get(svc, "crossrefs/number/168")["active"]
+
+    sid_b = run_source(svc, URL_B)
+    ref = get(svc, "crossrefs/number/168")
+    assert ref["active"] and ref["domains"] == ["a.example", "b.example"] and len(ref["findings"]) == 2
+    assert get(svc, "crossrefs/number/7") is None            # only in low-confidence findings
+    assert get(svc, M.k_source(sid_b))["status"] == "extracted"
+    assert list(svc.store.scan("promotions/")) == []          # auto-promotion is off by default
+
+
+def test_untrusted_source_is_ignored_and_never_extracted(make_svc):
+    svc = make_svc(trusted_domains={})
+    sid = run_source(svc, "http://blog.example/x", score=20)
+    src = get(svc, M.k_source(sid))
+    assert src["status"] == "ignored" and src["trust_score"] == 35 and src["trust_tier"] == 0
+    assert tasks(svc, EXTRACT_FINDINGS) == []
+
+
+def test_auto_promotion_of_crossreferenced_confident_findings(make_svc):
+    svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90}, auto_promote=True)
+    run_source(svc, URL_A)
+    assert list(svc.store.scan("promotions/")) == []     # no cross-reference yet
+    run_source(svc, URL_B)
+    promos = {v["finding_id"]: v for _, _, v in svc.store.scan("promotions/")}
+    assert len(promos) == 2                               # the new finding and the earlier one it matches
+    assert all(p["by"] == "auto" and p["type"] == "conjecture" and p["priority"] == 9 for p in promos.values())
+
+
+def test_several_evaluations_are_averaged_and_an_unusable_one_is_recorded(make_svc):
+    svc = make_svc(trusted_domains={}, evaluations=2)
+    sid = fetched(svc, URL_A)
+    evs = sorted(tasks(svc, EVALUATE_SOURCE), key=lambda t: t["key"])
+    assert [t["key"] for t in evs] == [f"researcher:evaluate:{sid}", f"researcher:evaluate:{sid}:1"]
+    assert svc.apply(settle(svc, evs[0], "I cannot evaluate this page."))
+    assert get(svc, M.k_source(sid))["status"] == "fetched"        # waits for the second evaluation
+    errors = [v for _, _, v in svc.store.scan("errors/")]
+    assert len(errors) == 1 and "no JSON object" in errors[0]["error"]
+    assert svc.apply(settle(svc, evs[1], json.dumps({"score": 90, "cites_primary": True, "reasons": []})))
+    src = get(svc, M.k_source(sid))
+    assert src["status"] == "trusted" and src["trust_score"] == 78   # (65 + 90) / 2, the unusable one left out
+
+
+def test_unusable_extraction_marks_the_source(make_svc):
+    svc = make_svc(trusted_domains={"a.example": 90})
+    sid = fetched(svc, URL_A)
+    [ev] = tasks(svc, EVALUATE_SOURCE)
+    svc.apply(settle(svc, ev, json.dumps({"score": 90, "reasons": []})))
+    [ex] = tasks(svc, EXTRACT_FINDINGS)
+    assert svc.apply(settle(svc, ex, '{"findings": [{"summary": "cut off'))
+    src = get(svc, M.k_source(sid))
+    assert src["status"] == "extraction_failed" and "truncated" in src["error"]["message"]
+
+
+def test_fetch_failures_retry_then_give_up(make_svc):
+    svc = make_svc(fetch={"max_attempts": 2, "retry_backoff": 30.0})
+    sid, ops = M.add_source_ops(URL_A, "user", 1.0)
+    svc.client.txn("researcher", ops)
+    assert svc.apply_fetch(sid, FetchError("timeout", "slow"))
+    src, entry = get(svc, M.k_source(sid)), get(svc, M.k_fetch(sid))
+    assert src["status"] == "new" and src["fetch_attempts"] == 1
+    assert entry["not_before"] == src["next_fetch_at"] == svc.clock.world() + 30.0
+    assert svc.apply_fetch(sid, FetchError("timeout", "slow again"))
+    assert get(svc, M.k_source(sid))["status"] == "fetch_failed" and get(svc, M.k_fetch(sid)) is None
+    sid2, ops = M.add_source_ops(URL_B, "user", 1.0)
+    svc.client.txn("researcher", ops)
+    svc.apply_fetch(sid2, FetchError("content_type", "image/png", permanent=True))
+    assert get(svc, M.k_source(sid2))["error"]["reason"] == "content_type"
+    assert get(svc, M.k_source(sid2))["status"] == "fetch_failed"
+
+
+def test_excluded_domains_are_never_fetched(make_svc):
+    svc = make_svc(excluded_domains=["a.example"], sources=[URL_A, "not a url"])
+    svc.pool = None
+    svc.add_configured_sources()
+    sid = M.source_id(URL_A)
+    assert get(svc, M.k_source(sid))["origin"] == "config"
+    svc.schedule_fetches()
+    assert get(svc, M.k_source(sid))["status"] == "excluded" and get(svc, M.k_fetch(sid)) is None
+
+
+def insight(text, tags, status="pending"):
+    return {"text": text, "tags": tags, "status": status}
+
+
+def test_observe_questions_once_per_batch(make_svc):
+    svc = make_svc(questions_batch=2)
+    svc.client.txn("explorer", [
+        Store.put("insights/i1", insight("The Fano plane has 7 points and 168 symmetries.", ["fano_plane"])),
+        Store.put("insights/i2", insight("168 is the order of GL(3,2).", ["fano_plane"], "blessed")),
+        Store.put("insights/i3", insight("Numerology about 7.", ["x"], "rejected")),
+        Store.put("insights/i4", "not a map")])
+    svc.client.txn("documenter", [Store.put("sections/s1", {"title": "Klein quartic", "text": "It has 168 automorphisms."})])
+    svc.observe()
+    batch = get(svc, M.K_QUESTION_BATCH)
+    assert batch["payload"]["observed"] == ["explorer/i1", "explorer/i2"]
+    assert "168 (2x)" in batch["payload"]["prompt"]
+    svc.observe()                                             # one batch at a time
+    [t] = tasks(svc, GENERATE_QUESTIONS)
+    answer = {"questions": [
+        {"question": "Where else does 168 appear?", "type": "supporting", "numbers": [168], "priority": 8,
+         "urls": ["https://oeis.org/A001349"]},
+        {"question": "Is 7 forced?", "type": "challenging", "numbers": [7], "priority": 3},
+        {"question": "", "type": "supporting"}]}
+    assert svc.apply(settle(svc, t, json.dumps(answer)))
+    qs = {v["question"]: v for _, _, v in svc.store.scan("questions/")}
+    assert set(qs) == {"Where else does 168 appear?", "Is 7 forced?"}
+    assert qs["Is 7 forced?"]["id"] == M.question_id("Is 7 forced?")
+    assert get(svc, M.K_QUESTION_BATCH) is None and get(svc, "observed/explorer/i1")["task_id"] == t["id"]
+    src = get(svc, M.k_source(M.source_id("https://oeis.org/A001349")))
+    assert src["origin"] == f"question:{M.question_id('Where else does 168 appear?')}"
+    assert [v["partial"] for _, _, v in svc.store.scan("errors/")] == [True]   # the empty question, visibly
+
+    svc.observe()                                             # the next batch: the section
+    batch = get(svc, M.K_QUESTION_BATCH)
+    assert batch["payload"]["observed"] == ["documenter/s1"] and "Where else does 168" in batch["payload"]["prompt"]
+    [_, t2] = sorted(tasks(svc, GENERATE_QUESTIONS), key=lambda x: x["id"])
+    assert svc.apply(settle(svc, t2, "Sorry, no."))           # unusable: recorded, batch still observed
+    assert get(svc, M.K_QUESTION_BATCH) is None and get(svc, "observed/documenter/s1") is not None
+    svc.observe()
+    assert get(svc, M.K_QUESTION_BATCH) is None               # nothing new to observe
+
+
+def test_settings_defaults_sizes_and_unknown_keys(tmp_path):
+    from services.modules.researcher.settings import load_settings
+    from shared.config import ConfigError
+    cfg = tmp_path / "f.toml"
+    cfg.write_text("[paths]\n")
+    s = load_settings(load_config(cfg))
+    assert not s.auto_promote and s.trust_min == 50 and s.fetch.max_bytes == 2 * 1024 * 1024
+    cfg.write_text('[modules.researcher]\nauto_promote = true\n[modules.researcher.fetch]\nmax_bytes = "64KiB"\n')
+    s = load_settings(load_config(cfg))
+    assert s.auto_promote and s.fetch.max_bytes == 65536
+    for bad in ("auto_promte = true", "auto_promote = 1", "evaluations = 0", 'sources = "http://x/"',
+                'trusted_domains = { "a.org" = 120 }'):
+        cfg.write_text(f"[modules.researcher]\n{bad}\n")
+        with pytest.raises(ConfigError):
+            load_settings(load_config(cfg))
