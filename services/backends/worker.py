@@ -24,6 +24,7 @@ next worker of the account reconciles the turn with the provider.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import zmq
@@ -36,7 +37,6 @@ from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
 
 TICK = 0.5             # longest wait for the scheduler when idle (seconds)
-BUSY_TICK = 0.05       # while a job runs: how soon its end is noticed and reported
 RENEW_TIMEOUT = 0.5    # one renew attempt; the main loop must not stall heartbeats on a dead broker
 RENEW_RETRY = 0.5      # after a renew the broker did not answer
 STOP_GRACE = 3.0       # SIGTERM: how long a running request may take to finish before we exit anyway
@@ -66,6 +66,10 @@ class BackendWorker(Service):
         self.renew_at: float | None = None
         self.link_up = False              # heard from the scheduler since the last (re)connect
         self.counters = {"garbage": 0, "reconnects": 0, "dropped_sends": 0, "jobs": 0}
+        # the request thread writes one byte here when its job ends, so the main loop's poll wakes at
+        # once and reports the outcome and readiness without waiting for a tick (every ms is idle time)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -109,8 +113,15 @@ class BackendWorker(Service):
 
     def tick(self) -> None:
         now = self.clock.mono()
-        timeout = BUSY_TICK if self.job is not None else max(0.0, min(TICK, self.next_heartbeat - now))
-        if self.poller.poll(int(timeout * 1000)):
+        wake = min(self.next_heartbeat, self.renew_at if self.renew_at is not None else now + TICK)
+        timeout = max(0.0, min(TICK, wake - now))
+        events = dict(self.poller.poll(int(timeout * 1000)))
+        if self._wake_r in events:
+            try:
+                os.read(self._wake_r, 64)
+            except BlockingIOError:
+                pass
+        if self.sock in events:
             for _ in range(DRAIN):
                 try:
                     frames = self.sock.recv_multipart(zmq.NOBLOCK)
@@ -135,6 +146,7 @@ class BackendWorker(Service):
         self.sock = sock
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self._wake_r, zmq.POLLIN)
         now = self.clock.mono()
         self.last_heard = now          # give the (new) peer a full liveness period to show up
         self.next_heartbeat = now + self.heartbeat_interval
@@ -237,6 +249,7 @@ class BackendWorker(Service):
             runner.run(job)
         finally:
             client.close()
+            os.write(self._wake_w, b"!")
 
     def _reap(self) -> None:
         job = self.job
