@@ -57,6 +57,7 @@ DEFAULT_BASE_PRIORITIES = {
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
     "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
     "generate_questions": 35, "extract_findings": 40, "ask": 60,
+    "consolidate": 40, "mathcheck": 55, "dedup": 50,
 }
 
 

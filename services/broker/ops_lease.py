@@ -250,6 +250,9 @@ def op_complete(tx: Tx, id: int, epoch: int, result):
     task["result"] = result
     task["error"] = None
     task["turn"] = task["unknown_turn"] = None  # the outcome is known
+    lease = task["lease"]
+    # who answered, in which mode (the lease itself is cleared by the move; a module may need to know)
+    task["served"] = {"account": lease["account"], "mode": lease["mode"], "worker": lease["worker"]}
     _end_conversation_turn(tx, task, done=True)
     tx.move(task, st.DONE, f"completed by {task['lease']['worker']}")
     return {"id": id, "epoch": epoch, "state": st.DONE}

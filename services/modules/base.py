@@ -30,6 +30,8 @@ from shared.service import Service
 from services.modules.parsing import ParseError
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
+REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
+                            ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE})
 
 
 class Store:
@@ -157,13 +159,19 @@ class ModuleService(Service):
         """Apply one settled task's effect with its ack in one transaction; False if already applied."""
         if task.get("consumed") or task["state"] not in ("DONE", "PARKED", "CANCELLED"):
             return False
+        refused = None
         for _ in range(self.max_conflict_retries):
             try:
-                ops = self._ops_for(task)
+                ops = self._ops_for(task) if refused is None else self._unusable(task, refused)
                 res = self.client.txn(self.module, ops + [{"op": "ack", "task_id": task["id"]}])
             except FanoError as exc:
                 if exc.code == ErrorCode.CONDITION_FAILED:
                     continue  # another writer changed what we read: read again and recompute
+                if exc.code in REFUSED_EFFECT and refused is None:
+                    # the effect itself is impossible (e.g. a follow-up key conflicts): retrying it would
+                    # crash-loop the module on this task forever; record it visibly and move on
+                    refused = f"effect refused by the broker: {exc.name}: {exc.message}"
+                    continue
                 raise
             if res.get("applied"):
                 self.applied += 1

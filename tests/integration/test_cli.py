@@ -185,7 +185,7 @@ def test_queue_show_table_and_json(broker, client):
     assert [h.split()[3:5] for h in history[1:4]] == [["-", "PENDING"], ["PENDING", "RUNNING"], ["RUNNING", "DONE"]]
 
     t = run_json(broker, "queue", "show", tid)
-    assert set(t) == TASK_KEYS | {"history", "charged", "turn", "unknown_turn"}
+    assert set(t) == TASK_KEYS | {"history", "charged", "turn", "unknown_turn", "served"}
     assert t["result"] == {"text": "a finding", "tokens": 12} and t["state"] == "DONE"
     assert [(h["from"], h["to"]) for h in t["history"]] == [(None, "PENDING"), ("PENDING", "RUNNING"),
                                                             ("RUNNING", "DONE")]

@@ -1,0 +1,214 @@
+"""``module-explorer``: applies the explorer's settled tasks exactly once and proposes new work.
+
+The flow as task kinds (keys in :mod:`.model`; every follow-up is submitted in the same transaction
+that records a result and acks it, so no step can be lost between two writes):
+
+* plan: a seed without an open thread -> ``threads/<t>`` + turn 1 (``explorer.explore``), one txn;
+* ``explorer.explore`` / ``explorer.critique`` turn k -> ``exchanges/<t>/<k>``; then turn k+1, or
+  (thread ready) ``explorer.synthesis``;
+* ``explorer.synthesis`` -> ``syntheses/<t>``; one ``explorer.extract`` per available account;
+* ``explorer.extract`` -> ``proposals/<t>/<account>``; the last one -> ``explorer.consolidate``;
+* ``explorer.consolidate`` -> ``insights/<i>`` (dedup-classified) -> ``explorer.dedup`` for close
+  candidates, else ``reviews/<i>`` + round-1 ``explorer.review1`` tasks;
+* ``explorer.dedup`` -> duplicate, or the review starts;
+* review tasks (``review1``, ``mathcheck``, ``review2``, ``review3``) -> :func:`.review.record`.
+
+Every handler first checks that the task is the one its entity waits for (the expected key, with its
+retry suffix); anything else is a stale result and is only acked. Failures: :mod:`.recovery`.
+"""
+from __future__ import annotations
+
+import copy
+
+from services.modules.base import Effect, ModuleService, Store
+from services.modules.explorer import extraction as X
+from services.modules.explorer import model as M
+from services.modules.explorer import parsers as P
+from services.modules.explorer import review as R
+from services.modules.explorer import threads as T
+from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recovery
+from services.modules.explorer.state import Ops, StateReader
+
+
+class ExplorerService(StateReader, Recovery, ModuleService):
+    module = M.MODULE
+
+    def initialize(self) -> None:
+        self.settings = M.load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
+        self._next_repair = 0.0
+        super().initialize()
+
+    # --- apply --------------------------------------------------------------------------------------------
+
+    def handle(self, task: dict) -> Effect:
+        result = task.get("result")
+        text = result.get("text", "") if isinstance(result, dict) else result
+        handler = {M.EXPLORE: self._turn, M.CRITIQUE: self._turn, M.SYNTHESIS: self._synthesis,
+                   M.EXTRACT: self._extract, M.CONSOLIDATE: self._consolidate, M.DEDUP: self._dedup}.get(task["kind"])
+        if handler is None and task["kind"] in REVIEW_KINDS:
+            handler = self._review
+        if handler is None:
+            self.log.warning("task %s: unknown kind %s; acked without effect", task["id"], task["kind"])
+            return Effect([])
+        return handler(task, text)
+
+    def _stale(self, task: dict) -> Effect:
+        self.log.info("task %s (%s, key %s): not what its entity waits for; acked without effect",
+                      task["id"], task["kind"], task["key"])
+        return Effect([])
+
+    def _turn(self, task: dict, text) -> Effect:
+        version, old = self.thread_of(task)
+        if not self.expected_thread_task(old, task):
+            return self._stale(task)
+        k = task["payload"]["turn"]
+        parsed = P.parse_explore(text) if task["kind"] == M.EXPLORE else P.parse_critique(text)
+        served, now, ops = self.served(task), self.now(), Ops()
+        ex = T.exchange_record(old, k, parsed, task, served, now)
+        exchanges = self.exchanges(old["id"]) + [ex]
+        recent = [e["response"] for e in exchanges[-self.settings.profundity_window:]]
+        thread = dict(old, exchanges=k, critiques=old["critiques"] + (ex["role"] == "critique"), attempt=0,
+                      last_error=None, updated_at=now, profundity=round(T.profundity(recent, self.settings), 3))
+        if ex["role"] == "explore" and not thread.get("explore_account"):
+            thread["explore_account"] = served["account"]
+        ops.put(M.exchange_key(thread["id"], k), ex, 0)
+        reason = T.readiness(exchanges, self.settings)
+        if reason:
+            thread.update(status="ready", ready_reason=reason)
+            ops.submit(X.synthesis_task(thread, self.values("seeds/"), exchanges, self.settings))
+        else:
+            ops.submit(T.turn_task(thread, k + 1, self.values("seeds/"), exchanges, self.configured_accounts(),
+                                   self.settings))
+        self.put_thread(old, thread, version, ops)
+        return Effect(ops.ops)
+
+    def _synthesis(self, task: dict, text) -> Effect:
+        version, old = self.thread_of(task)
+        if not self.expected_thread_task(old, task):
+            return self._stale(task)
+        parsed = P.parse_synthesis(text)
+        served, now, ops = self.served(task), self.now(), Ops()
+        ops.put(M.synthesis_key(old["id"]), dict(parsed, thread_id=old["id"], backend=served["account"],
+                                                 mode=served["mode"], task_id=task["id"], at=now), 0)
+        panel = self.available_accounts()
+        thread = dict(old, status="synthesised", panel=panel, panel_settled={}, panel_retries={}, panel_closed=False,
+                      synthesised_at=now, attempt=0, last_error=None, updated_at=now)
+        exchanges, insights = self.exchanges(old["id"]), self.values("insights/")
+        for acct in panel:
+            ops.submit(X.extract_task(thread, acct, parsed, exchanges, insights, self.settings))
+        self.put_thread(old, thread, version, ops)
+        return Effect(ops.ops)
+
+    def _extract(self, task: dict, text) -> Effect:
+        version, old = self.thread_of(task)
+        if not self.expected_thread_task(old, task):
+            return self._stale(task)
+        acct = task["payload"]["extractor"]
+        blocks = P.parse_extract(text, self.settings.max_proposals)
+        served, now, ops = self.served(task), self.now(), Ops()
+        ops.put(M.proposal_key(old["id"], acct), {"thread_id": old["id"], "account": acct, "blocks": blocks,
+                                                  "backend": served["account"], "task_id": task["id"], "at": now}, 0)
+        thread = dict(old, panel_settled=dict(old["panel_settled"], **{acct: "done"}), updated_at=now)
+        if all(a in thread["panel_settled"] for a in thread["panel"]):
+            # the proposal just stored is not visible to a scan yet: close_panel reads the others
+            thread = dict(thread, panel_closed=True, attempt=0)
+            proposals = sorted([p for p in self.panel_proposals(thread) if p["account"] != acct]
+                               + [{"account": acct, "blocks": blocks}], key=lambda p: p["account"])  # as a scan
+            ops.submit(X.consolidate_task(thread, proposals, self.values("insights/"), self.settings))
+        self.put_thread(old, thread, version, ops)
+        return Effect(ops.ops)
+
+    def _consolidate(self, task: dict, text) -> Effect:
+        version, old = self.thread_of(task)
+        if not self.expected_thread_task(old, task):
+            return self._stale(task)
+        insights = self.values("insights/")
+        parsed = P.parse_consolidate(text, X.blessed_ids(insights), self.settings.max_final_insights)
+        now, ops, seeds = self.now(), Ops(), self.values("seeds/")
+        known = X.corpus(insights, seeds, self.documented())
+        made = X.new_insights(old, parsed, known, task["id"], now)
+        panel = R.make_panel(self.available_accounts(), self.settings.reviewers)
+        for ins in made:
+            known[ins["id"]] = ins["text"]
+            if ins["status"] == "pending" and ins["dedup"]["verdict"] == "candidates":
+                ops.submit(X.dedup_task(ins, known))
+            elif ins["status"] == "pending":
+                self.start_review(ins, ops, panel)
+            ops.put(M.insight_key(ins["id"]), ins, 0)
+        verdicts = [i["dedup"]["verdict"] for i in made]
+        note = (f"{len(made)} insight(s) consolidated: {verdicts.count('new')} new, {verdicts.count('candidates')} "
+                f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)") if made else "the panel found no insights"
+        thread = dict(old, status="extracted", insight_ids=[i["id"] for i in made], attempt=0, last_error=None,
+                      extraction_note=(old.get("extraction_note") + "; " if old.get("extraction_note") else "") + note,
+                      updated_at=now)
+        if old["status"] in ("paused", "archived"):
+            # the insights exist now and review on their own; only the thread stays held
+            ops.put(M.thread_key(old["id"]), dict(thread, status=old["status"], paused_from="extracted"), version)
+        else:
+            ops.put(M.thread_key(old["id"]), thread, version)
+        return Effect(ops.ops)
+
+    def _dedup(self, task: dict, text) -> Effect:
+        iid = (task.get("payload") or {}).get("insight_id", "")
+        version, insight = self.store.get(M.insight_key(iid))
+        if not self.expected_dedup(insight, task):
+            return self._stale(task)
+        parsed = P.parse_dedup(text, [c for c, _ in insight["dedup"]["candidates"]])
+        ops, insight = Ops(), copy.deepcopy(insight)
+        insight["dedup"]["llm"] = dict(parsed, task_id=task["id"])
+        insight.update(updated_at=self.now(), last_error=None)
+        if parsed["duplicate"]:
+            insight.update(status="duplicate", duplicate_of=parsed["of"])
+        else:
+            self.start_review(insight, ops)
+        ops.put(M.insight_key(iid), insight, version)
+        return Effect(ops.ops)
+
+    def _review(self, task: dict, text) -> Effect:
+        iid = (task.get("payload") or {}).get("insight_id", "")
+        vi, insight = self.store.get(M.insight_key(iid))
+        vr, review = self.store.get(M.review_key(iid))
+        if insight is None or review is None:
+            return self._stale(task)
+        if insight["status"] != "pending":   # a human decided meanwhile: the panel stops here
+            if review["stage"] in OPEN_REVIEW:
+                return Effect([Store.put(M.review_key(iid), dict(review, stage="stopped", updated_at=self.now()),
+                                         if_version=vr)])
+            return self._stale(task)
+        ctx = self.review_ctx()
+        if not R.expected(review, insight, task, ctx):
+            return self._stale(task)
+        step, _ = R.locate(task)
+        if task["kind"] == M.REVIEW3:
+            parsed = P.parse_review3(text, step.split("_")[1])
+        else:
+            parsed = {M.REVIEW1: P.parse_review1, M.REVIEW2: P.parse_review2, M.MATHCHECK: P.parse_mathcheck}[task["kind"]](text)
+        new_review, new_insight = copy.deepcopy(review), copy.deepcopy(insight)
+        tasks = R.record(new_review, new_insight, task, parsed, self.served(task), ctx)
+        if new_insight["status"] != "pending":
+            self.log.info("insight %s: %s (%s)", iid, new_insight["status"], new_review["outcome"]["reason"])
+        return Effect(self.review_ops(iid, new_review, vr, new_insight, insight, vi, tasks))
+
+    # --- plan ---------------------------------------------------------------------------------------------
+
+    def plan(self) -> None:
+        """Start threads up to ``max_active_threads``; every ``repair_interval``, re-propose open steps."""
+        seeds = self.values("seeds/")
+        threads = self.values("threads/")
+        open_count = sum(1 for t in threads if t.get("status") in M.OPEN_THREAD)
+        while open_count < self.settings.max_active_threads:
+            seed = T.select_seed(seeds, threads)
+            if seed is None:
+                break
+            thread = T.new_thread(seed, threads, self.now())
+            ops = Ops()
+            ops.put(M.thread_key(thread["id"]), thread, 0)
+            ops.submit(T.turn_task(thread, 1, seeds, [], self.configured_accounts(), self.settings))
+            if not self.txn_or_skip(ops.ops, f"start thread {thread['id']}"):
+                return
+            self.log.info("thread %s started on seed %s (%s)", thread["id"], seed["id"], seed["type"])
+            threads.append(thread)
+            open_count += 1
+        if self.clock.mono() >= self._next_repair:
+            self._next_repair = self.clock.mono() + self.settings.repair_interval
+            self.repair(threads)

@@ -1,0 +1,187 @@
+"""Reading the explorer's state from the broker, and the thread bookkeeping shared by apply and repair.
+
+A mixin of :class:`ExplorerService` (it needs ``self.store``, ``self.client``, ``self.config``,
+``self.settings``, ``self.clock``).
+
+Paused and archived threads: results that arrive for them are still recorded (an answer is never thrown
+away), but no follow-up is proposed; the step the thread would be in is kept in ``paused_from`` and
+``fanoctl threads resume`` restores it, after which the repair pass proposes the next task.
+"""
+from __future__ import annotations
+
+from shared.errors import FanoError
+
+from services.modules.base import Store
+from services.modules.explorer import extraction as X
+from services.modules.explorer import model as M
+from services.modules.explorer import review as R
+from services.modules.explorer import threads as T
+
+HELD = ("paused", "archived")
+
+
+def effective_status(thread: dict) -> str:
+    """The step a thread is in, looking through a pause or an archive."""
+    if thread["status"] in HELD:
+        return thread.get("paused_from") or "active"
+    return thread["status"]
+
+
+class Ops:
+    """The ops of one transaction: puts with version checks, submissions of explorer tasks."""
+
+    def __init__(self):
+        self.ops = []
+
+    def put(self, key: str, value, version: int) -> None:
+        self.ops.append(Store.put(key, value, if_version=version))
+
+    def submit(self, *specs) -> None:
+        for spec in specs:
+            self.ops.append(Store.submit(dict(spec, module=M.MODULE)))
+
+
+class StateReader:
+    def now(self) -> float:
+        return self.clock.world()
+
+    def values(self, prefix: str) -> list:
+        return [v for _, _, v in self.store.scan(prefix) if isinstance(v, dict)]
+
+    def exchanges(self, tid: str) -> list[dict]:
+        return self.values(f"exchanges/{tid}/")
+
+    def configured_accounts(self) -> list[str]:
+        names = [a.name for a in self.config.accounts]
+        wanted = self.settings.panel_accounts
+        return [n for n in names if n in wanted] if wanted else names
+
+    def available_accounts(self) -> list[str]:
+        """Configured panel accounts the operator has not paused (for a new panel)."""
+        names = self.configured_accounts()
+        try:
+            paused = {a["account"] for a in self.client.quota_show().get("accounts", []) if a.get("paused")}
+        except FanoError:  # a panel is still possible without this refinement
+            paused = set()
+        return [n for n in names if n not in paused] or names
+
+    def documented(self) -> list[tuple[str, object]]:
+        """The documenter's sections (``sections/<id>`` with a ``text``), read defensively."""
+        out, after = [], None
+        while True:
+            page = self.client.kv_scan("documenter", prefix="sections/", after=after, limit=500)
+            out += [(i["key"], i["value"]) for i in page.get("items", [])]
+            after = page.get("next")
+            if not after:
+                return out
+
+    def review_ctx(self) -> R.Ctx:
+        return R.Ctx(self.settings, T.axioms_text(self.values("seeds/")),
+                     {a.name: tuple(a.modes) for a in self.config.accounts}, self.now())
+
+    def served(self, task: dict) -> dict:
+        """Account and mode that answered. The broker clears the lease when a task is DONE and the
+        worker's result does not name them, so: the only allowed account, else the lease recorded in the
+        task's history; the mode when the requirements leave no choice, else None (unknown)."""
+        res = task.get("result") if isinstance(task.get("result"), dict) else {}
+        given = {**(task.get("served") if isinstance(task.get("served"), dict) else {}), **(res.get("served") or {}),
+                 **{k: v for k, v in (res.get("meta") or {}).items() if k in ("account", "mode")}}
+        req = task.get("requires") or {}
+        account = given.get("account") or (req["backends"][0] if len(req.get("backends") or []) == 1 else None)
+        if account is None:
+            for h in reversed(self.client.get(task["id"], history=True).get("history") or []):
+                why = str(h.get("why", ""))
+                if h.get("to") == "RUNNING" and why.startswith("leased to backend-"):
+                    account = why[len("leased to backend-"):]
+                    break
+        mode = given.get("mode")
+        if mode is None and (req.get("mode", "standard") == "standard" or not req.get("deep_fallback")):
+            mode = req.get("mode", "standard")
+        return {"account": account, "mode": mode}
+
+    # --- threads ------------------------------------------------------------------------------------------
+
+    def thread_of(self, task: dict):
+        tid = (task.get("payload") or {}).get("thread_id")
+        return self.store.get(M.thread_key(tid)) if isinstance(tid, str) else (0, None)
+
+    def expected_thread_task(self, thread: dict | None, task: dict) -> bool:
+        """Whether a thread waits for this task now (its key, with the current retry suffix)."""
+        if thread is None:
+            return False
+        tid, kind, p, status = thread["id"], task["kind"], task.get("payload") or {}, effective_status(thread)
+        if kind in (M.EXPLORE, M.CRITIQUE):
+            k = thread["exchanges"] + 1
+            return status == "active" and p.get("turn") == k and task["key"] == M.turn_task_key(tid, k, thread.get("attempt", 0))
+        if kind == M.SYNTHESIS:
+            return status == "ready" and task["key"] == M.thread_task_key(tid, "synthesis", thread.get("attempt", 0))
+        if kind == M.EXTRACT:
+            acct = p.get("extractor")
+            return (status == "synthesised" and not thread.get("panel_closed") and acct in thread["panel"]
+                    and acct not in thread["panel_settled"] and task["key"] == M.thread_task_key(
+                        tid, f"extract:{acct}", thread.get("panel_retries", {}).get(acct, 0)))
+        if kind == M.CONSOLIDATE:
+            return (status == "synthesised" and bool(thread.get("panel_closed"))
+                    and task["key"] == M.thread_task_key(tid, "consolidate", thread.get("attempt", 0)))
+        return False
+
+    @staticmethod
+    def put_thread(old: dict, new: dict, version: int, ops: Ops) -> None:
+        """Write the thread; a held (paused/archived) thread keeps its status, remembers the step it moved
+        to in ``paused_from`` and proposes nothing."""
+        if old["status"] in HELD:
+            moved = new["status"] if new["status"] not in HELD else new.get("paused_from")
+            new = dict(new, status=old["status"], paused_from=moved)
+            ops.ops = [o for o in ops.ops if o["op"] != "submit"]
+        ops.put(M.thread_key(new["id"]), new, version)
+
+    def close_panel(self, thread: dict, ops: Ops, now: float) -> dict:
+        """Consolidate with the proposals in (the panel is complete, or out of patience)."""
+        thread = dict(thread, panel_closed=True, attempt=0, updated_at=now)
+        ops.submit(X.consolidate_task(thread, self.panel_proposals(thread), self.values("insights/"), self.settings))
+        return thread
+
+    def panel_proposals(self, thread: dict) -> list[dict]:
+        return [p for p in self.values(f"proposals/{thread['id']}/") if thread["panel_settled"].get(p["account"]) == "done"]
+
+    def thread_tasks(self, thread: dict) -> list[dict]:
+        """The tasks an open thread waits for now, from stored state (for retries and the repair pass)."""
+        tid, status = thread["id"], effective_status(thread)
+        if status == "active":
+            return [T.turn_task(thread, thread["exchanges"] + 1, self.values("seeds/"), self.exchanges(tid),
+                                self.configured_accounts(), self.settings)]
+        if status == "ready":
+            return [X.synthesis_task(thread, self.values("seeds/"), self.exchanges(tid), self.settings)]
+        if status == "synthesised" and thread.get("panel_closed"):
+            return [X.consolidate_task(thread, self.panel_proposals(thread), self.values("insights/"), self.settings)]
+        if status == "synthesised":
+            synth, ex, ins = self.store.get(M.synthesis_key(tid))[1] or {}, self.exchanges(tid), self.values("insights/")
+            return [X.extract_task(thread, a, synth, ex, ins, self.settings, thread.get("panel_retries", {}).get(a, 0))
+                    for a in thread["panel"] if a not in thread["panel_settled"]]
+        return []
+
+    # --- insights -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def expected_dedup(insight: dict | None, task: dict) -> bool:
+        return (insight is not None and insight["status"] == "pending" and insight["dedup"]["verdict"] == "candidates"
+                and insight["dedup"].get("llm") is None
+                and task["key"] == M.insight_task_key(insight["id"], "dedup", insight["dedup"].get("retries", 0)))
+
+    def start_review(self, insight: dict, ops: Ops, panel: list[dict] | None = None) -> None:
+        if panel is None:
+            panel = R.make_panel(self.available_accounts(), self.settings.reviewers)
+        review = R.new_review(insight, panel, self.now())
+        ops.submit(*R.open_tasks(review, insight, self.review_ctx()))
+        ops.put(M.review_key(insight["id"]), review, 0)
+
+    @staticmethod
+    def review_ops(iid, review, vr, insight, old_insight, vi, tasks) -> list:
+        ops = Ops()
+        ops.submit(*tasks)
+        ops.put(M.review_key(iid), review, vr)
+        if insight != old_insight:
+            ops.put(M.insight_key(iid), insight, vi)
+        else:   # unchanged, but the outcome was computed from it: it must not have changed meanwhile
+            ops.ops.append({"op": "check", "key": M.insight_key(iid), "if_version": vi})
+        return ops.ops

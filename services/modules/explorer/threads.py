@@ -1,0 +1,155 @@
+"""Threads: which seed to explore next, when a thread is ready to synthesise, and its turn tasks.
+
+Pure functions of stored records (seeds, threads, exchanges) and :class:`ExplorerSettings`; the service
+reads the records and commits what these return.
+
+A thread's turns alternate explore (odd k) and critique (even k). Explore turns form the conversation
+``explorer:<thread>`` (affinity keeps them on one account). Critique turns form a second conversation
+``explorer:<thread>:critic`` restricted (``requires.backends``) to accounts other than the explorer's
+when there are any: one conversation would pin the critic to the explorer's account, and a critic keeps
+its own line of argument across turns. With ``critique_weights`` set, the critic's account is drawn once
+per thread (seeded by the thread id) from those weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+
+from services.modules import prompts
+from services.modules.explorer import model as M
+
+TYPE_ORDER = {"question": 0, "conjecture": 1}
+
+
+# --- seeds ----------------------------------------------------------------------------------------------
+
+def focus_seeds(seeds: list[dict]) -> list[dict]:
+    return [s for s in seeds if s.get("type") in TYPE_ORDER and s.get("text")]
+
+
+def select_seed(seeds: list[dict], threads: list[dict]) -> dict | None:
+    """The next seed to explore: unexplored questions before unexplored conjectures, higher priority first;
+    when every one has a thread, re-explore the highest-priority seed that has no open thread (fewest
+    threads first among equals). None when every focus seed has an open thread."""
+    focus = focus_seeds(seeds)
+    explored = {t["seed_id"] for t in threads}
+    open_ = {t["seed_id"] for t in threads if t.get("status") in M.OPEN_THREAD}
+    fresh = [s for s in focus if s["id"] not in explored]
+    if fresh:
+        return min(fresh, key=lambda s: (TYPE_ORDER[s["type"]], -int(s.get("priority", 5)), s["id"]))
+    counts = {}
+    for t in threads:
+        counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
+    again = [s for s in focus if s["id"] not in open_]
+    if not again:
+        return None
+    return min(again, key=lambda s: (-int(s.get("priority", 5)), TYPE_ORDER[s["type"]], counts.get(s["id"], 0),
+                                     s["id"]))
+
+
+def new_thread(seed: dict, threads: list[dict], now: float) -> dict:
+    n = 1 + sum(1 for t in threads if t["seed_id"] == seed["id"])
+    return {"id": M.thread_id(seed["id"], n), "seed_id": seed["id"], "seed_type": seed["type"],
+            "seed_text": seed["text"], "priority": int(seed.get("priority", 5)), "status": "active",
+            "exchanges": 0, "critiques": 0, "explore_account": None, "profundity": 0.0, "ready_reason": None,
+            "paused_from": None, "attempt": 0, "panel": [], "panel_settled": {}, "panel_retries": {}, "panel_closed": False,
+            "synthesised_at": None, "insight_ids": [],
+            "extraction_note": None, "last_error": None, "pause_reason": None, "created_at": now, "updated_at": now}
+
+
+# --- readiness ------------------------------------------------------------------------------------------
+
+def profundity(responses: list[str], settings: M.ExplorerSettings) -> float:
+    """((P - D) / P + 1) / 2 clamped to 0..1 over the recent responses (P profundity-signal hits, D doubt
+    hits); 0 without any profundity signal."""
+    text = " ".join(responses).lower()
+    p = sum(text.count(s) for s in settings.profundity_signals)
+    d = sum(text.count(s) for s in settings.doubt_signals)
+    if p == 0:
+        return 0.0
+    return max(0.0, min(1.0, ((p - d) / p + 1.0) / 2.0))
+
+
+def readiness(exchanges: list[dict], settings: M.ExplorerSettings) -> str | None:
+    """Why the thread is ready to synthesise, or None. Ready after ``min_exchanges`` with
+    ``min_critiques``, or at ``max_exchanges``, or when the recent answers' profundity is above the
+    threshold (only once a critique has been heard: a lone first answer is never "profound" enough)."""
+    n = len(exchanges)
+    critiques = sum(1 for e in exchanges if e["role"] == "critique")
+    if n >= settings.max_exchanges:
+        return f"{n} exchanges (max {settings.max_exchanges})"
+    if n >= settings.min_exchanges and critiques >= settings.min_critiques:
+        return f"{n} exchanges with {critiques} critiques"
+    recent = [e.get("response", "") for e in exchanges[-settings.profundity_window:]]
+    score = profundity(recent, settings)
+    if critiques >= 1 and score > settings.profundity_threshold:
+        return f"profundity {score:.2f} > {settings.profundity_threshold:g}"
+    return None
+
+
+# --- turn tasks -----------------------------------------------------------------------------------------
+
+def axioms_text(seeds: list[dict]) -> str:
+    axioms = sorted((s for s in seeds if s.get("type") == "axiom"), key=lambda s: (-int(s.get("priority", 5)), s["id"]))
+    return "\n".join(f"- [{s['id']}] {s['text']}" for s in axioms) or "(none given)"
+
+
+def exchanges_text(exchanges: list[dict], last: int) -> str:
+    if not exchanges:
+        return "(this is the first turn)"
+    parts = []
+    for e in exchanges[-last:]:
+        label = "EXPLORATION" if e["role"] == "explore" else "CRITIQUE"
+        parts.append(f"=== {label} (turn {e['turn']}, {e.get('backend') or '?'}) ===\n{e.get('response', '')}")
+    return "\n\n".join(parts)
+
+
+def critic_accounts(thread: dict, accounts: list[str], settings: M.ExplorerSettings) -> list[str]:
+    """Accounts the critic may use: not the explorer's (when another exists); with weights, one account
+    drawn deterministically per thread."""
+    others = [a for a in accounts if a != thread.get("explore_account")] or list(accounts)
+    weights = {a: float(settings.critique_weights.get(a, 0)) for a in others}
+    if settings.critique_weights and any(w > 0 for w in weights.values()):
+        rng = random.Random(int.from_bytes(hashlib.sha256(thread["id"].encode()).digest()[:8], "big"))
+        names = [a for a in others if weights[a] > 0]
+        return [rng.choices(names, [weights[a] for a in names])[0]]
+    return others if len(others) < len(accounts) else []
+
+
+def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], accounts: list[str],
+              settings: M.ExplorerSettings) -> dict:
+    """The task of turn ``k`` (explore when odd, critique when even), deterministic in stored state so
+    that re-proposing it is harmless."""
+    tid = thread["id"]
+    retry = int(thread.get("attempt", 0))
+    role = "explore" if k % 2 == 1 else "critique"
+    values = {"axioms": axioms_text(seeds), "seed_type": thread["seed_type"].upper(), "seed_text": thread["seed_text"],
+              "exchanges": exchanges_text(exchanges, settings.context_exchanges), "turn": k}
+    payload = {"thread_id": tid, "turn": k, "prompt": prompts.render(M.MODULE, role, **values)}
+    if retry:
+        payload["retry"] = retry
+    if role == "explore":
+        requires = {"conversation": M.conversation(tid)}
+        if settings.explore_accounts:
+            requires["backends"] = list(settings.explore_accounts)
+        recent = [e.get("response", "") for e in exchanges[-settings.profundity_window:]]
+        if len(exchanges) >= settings.min_exchanges and profundity(recent, settings) > settings.profundity_threshold:
+            mode, fallback = settings.deep_for("explore")
+            if mode == "deep":
+                requires.update(mode="deep", deep_fallback=fallback)
+        kind = M.EXPLORE
+    else:
+        requires = {"conversation": M.conversation(tid, critic=True)}
+        allowed = critic_accounts(thread, accounts, settings)
+        if allowed:
+            requires["backends"] = allowed
+        kind = M.CRITIQUE
+    return M.task_spec(M.turn_task_key(tid, k, retry), kind, payload, thread.get("priority"), requires)
+
+
+def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float) -> dict:
+    return {"thread_id": thread["id"], "turn": k, "role": "explore" if k % 2 == 1 else "critique",
+            "backend": served.get("account"), "mode": served.get("mode"),
+            "mode_requested": (task.get("requires") or {}).get("mode", "standard"),
+            "prompt": (task.get("payload") or {}).get("prompt", ""), "response": parsed["response"],
+            "sections": parsed["sections"], "task_id": task["id"], "at": now}

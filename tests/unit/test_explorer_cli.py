@@ -1,0 +1,98 @@
+"""``fanoctl seeds|threads|insights`` against the real broker core in-process (click's runner; the
+explorer's data made by the module itself, see test_explorer_flow.Rig)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli import research_explorer
+from cli.fanoctl import Ctl, main
+from services.modules.explorer import model as M
+from tests.support import REPO
+from tests.unit.test_explorer_flow import Rig
+
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch):
+    r = Rig(tmp_path / "rig", settings="max_active_threads = 1\n")
+    monkeypatch.setattr(Ctl, "client", lambda self: r.client)
+    yield r
+    r.h.close()
+
+
+assert research_explorer.seeds.name in main.commands   # importing it registers the commands on fanoctl
+
+
+def ctl(*args, ok=True):
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert (res.exit_code == 0) == ok, res.output
+    return res
+
+
+def js(*args):
+    return json.loads(ctl("--json", *args).output)
+
+
+def test_seeds(rig):
+    assert js("seeds", "import", str(REPO / "seeds" / "demo.toml"))["added"]
+    again = js("seeds", "import", str(REPO / "seeds" / "demo.toml"))
+    assert again["added"] == [] and again["updated"] == [] and len(again["unchanged"]) == 7
+    s = js("seeds", "add", "Why does 7 = 2^3 - 1 matter?", "--type", "question", "--priority", "high", "--tag", "Numbers")
+    assert s["priority"] == 8 and s["tags"] == ["numbers"] and s["type"] == "question"
+    assert "exists" in ctl("seeds", "add", "Why does 7 = 2^3 - 1 matter?", "--type", "question", ok=False).output
+    assert "priority must be" in ctl("seeds", "add", "x", "--priority", "11", ok=False).output
+    edited = js("seeds", "edit", s["id"], "--text", "Why is 7 a Mersenne prime here?", "--type", "conjecture")
+    assert edited["text"].startswith("Why is 7") and edited["type"] == "conjecture" and edited["priority"] == 8
+    listing = ctl("seeds", "ls").output
+    assert "q-why-168" in listing and listing.index("q-why-168") < listing.index("c-octonions") < listing.index("ax-fano")
+    assert js("seeds", "rm", s["id"]) == {"removed": s["id"]}
+    assert "NOT_FOUND" in ctl("seeds", "rm", s["id"], ok=False).output
+    assert len(js("seeds", "ls", "--type", "axiom")["seeds"]) == 3
+
+
+def test_threads_and_insights(rig):
+    ctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))
+    r = rig
+    r.run_until(lambda: [i for i in r.values("insights/") if i["status"] not in ("pending", "duplicate")]
+                and [i for i in r.values("insights/") if i["status"] == "pending" and r.get(M.review_key(i["id"]))])
+    threads = js("threads", "ls")["threads"]
+    tid = [t for t in threads if t["status"] == "extracted"][0]["id"]
+    shown = js("threads", "show", tid)
+    assert len(shown["exchanges"]) == shown["thread"]["exchanges"] and shown["synthesis"]["title"]
+    text = ctl("threads", "show", tid).output
+    assert "=== turn 1: EXPLORE" in text and "=== turn 2: CRITIQUE" in text and "=== SYNTHESIS" in text
+    assert "ready because" in text and "=== INSIGHTS ===" in text
+    decided = [i for i in js("insights", "ls")["insights"] if i["status"] in ("blessed", "rejected", "interesting")][0]
+    text = ctl("insights", "show", decided["id"]).output
+    assert "round 1 (v1)" in text and "outcome:" in text
+    # a human blesses an insight under review: the review stops, the override is recorded
+    pending = [i for i in js("insights", "ls", "--status", "pending")["insights"] if r.get(M.review_key(i["id"]))][0]
+    blessed = js("insights", "bless", pending["id"], "--note", "I know this one")
+    assert blessed["status"] == "blessed" and blessed["decided_by"] == "human" and blessed["blessed_at"]
+    assert blessed["overrides"][-1] == {"from": "pending", "to": "blessed", "at": blessed["overrides"][-1]["at"],
+                                        "note": "I know this one"}
+    assert r.get(M.review_key(pending["id"]))["stage"] == "stopped"
+    assert js("insights", "priority", pending["id"], "9")["priority"] == 9
+    assert "NOT_FOUND" in ctl("insights", "show", "no.such", ok=False).output
+    # threads: pause / resume / archive
+    open_ = [t for t in js("threads", "ls")["threads"] if t["status"] in ("active", "ready", "synthesised")]
+    if open_:
+        t = open_[0]
+        paused = js("threads", "pause", t["id"])
+        assert paused["status"] == "paused" and paused["paused_from"] == t["status"]
+        assert js("threads", "resume", t["id"])["status"] == t["status"]
+    archived = js("threads", "archive", tid)
+    assert archived["status"] == "archived" and archived["paused_from"] == "extracted"
+    assert "INVALID_STATE" in ctl("threads", "pause", tid, ok=False).output
+    assert js("threads", "resume", tid)["status"] == "extracted"
+
+
+def test_seed_priority_follows_to_open_threads(rig):
+    ctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))
+    rig.step()
+    tid = rig.values("threads/")[0]["id"]
+    sid = rig.get(M.thread_key(tid))["seed_id"]
+    out = js("seeds", "priority", sid, "low")
+    assert out["threads"] == [tid] and rig.get(M.thread_key(tid))["priority"] == 2
