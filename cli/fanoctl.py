@@ -334,6 +334,7 @@ def events(after, limit):
 from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, top)
 from cli import research_researcher  # noqa: E402,F401  (registers research)
 from cli import research_explorer  # noqa: E402,F401  (registers seeds, threads, insights)
+from cli import research_documenter  # noqa: E402,F401  (registers comments, document)
 
 if __name__ == "__main__":
     # run as a script, this file is __main__; the commands in cli.work registered on cli.fanoctl's group

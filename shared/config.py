@@ -58,6 +58,8 @@ DEFAULT_BASE_PRIORITIES = {
     "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
     "generate_questions": 35, "extract_findings": 40, "ask": 60,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
+    # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
+    "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
 }
 
 

@@ -132,10 +132,16 @@ def subject_of(payload: dict, prompt: str) -> str:
     return "prompt=" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
+# The latent truth about a subject (an insight's quality, an evaluation's consensus) is the same for every
+# simulated account -- it is a property of the subject, not of the model asked -- so panels of reviewers
+# on different accounts agree as often as real ones would. Per-reviewer noise keeps the account's seed.
+WORLD_SEED = "fano-sim-world"
+
+
 def review_class(seed, subject: str, reviews: dict | None = None) -> str:
     """The latent quality of an insight: ``good`` (mostly ⚡), ``bad`` (mostly ✗) or ``mixed``."""
     r = {**DEFAULT_REVIEWS, **(reviews or {})}
-    u = derive_rng(seed, "class", subject).random()
+    u = derive_rng(WORLD_SEED, "class", subject).random()
     return "good" if u < r["good"] else "bad" if u < r["good"] + r["bad"] else "mixed"
 
 
@@ -147,7 +153,7 @@ def review_rating(seed, subject: str, reviewer: str, round_no: int, reviews: dic
     rng = derive_rng(seed, "r1", subject, reviewer)
     if cls == "mixed":
         rating = rng.choice(RATINGS)
-        lean = derive_rng(seed, "lean", subject).choice(RATINGS)
+        lean = derive_rng(WORLD_SEED, "lean", subject).choice(RATINGS)
     else:
         lean = "⚡" if cls == "good" else "✗"
         rating = lean if rng.random() < r["agree"] else rng.choice([x for x in RATINGS if x != lean])
@@ -384,7 +390,7 @@ def _plan(c: _Ctx) -> str:
 def _vote(c: _Ctx, tag: str, words: tuple[str, ...], weights: tuple[int, ...]) -> str:
     """A decision shared by evaluators of one subject, with some per-evaluator noise (so consensus
     usually, but not always, forms)."""
-    shared = derive_rng(c.seed, tag, c.subject).choices(words, weights)[0]
+    shared = derive_rng(WORLD_SEED, tag, c.subject).choices(words, weights)[0]
     own = derive_rng(c.seed, tag, c.subject, c.reviewer)
     return shared if own.random() < 0.85 else own.choice(words)
 

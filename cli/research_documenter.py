@@ -1,0 +1,235 @@
+"""fanoctl commands for the documenter: author comments and the document's versions.
+
+``comments add SECTION TEXT`` / ``comments ls``; ``document show|export [PATH]|versions|revert VERSION|
+disputes|retry INSIGHT``; every command takes ``--json``. They read and write the ``documenter``
+namespace in the broker directly, with version checks where the running module could race them (a new
+comment must not exist yet; a revert is computed from what it read and refused if the document changed
+meanwhile, then recomputed). The key layout is documented in ``services/modules/documenter/model.py``.
+"""
+from __future__ import annotations
+
+import click
+
+from cli import render as R
+from cli.fanoctl import Ctl, client, fail, json_option, main, out
+from shared.errors import ErrorCode, ExitCode, FanoError
+
+NS = "documenter"
+RACE_RETRIES = 3
+
+
+def _store():
+    from services.modules.base import Store
+    return Store(client(), NS)
+
+
+def _now() -> float:
+    from shared.clock import Clock
+    return Clock.from_env().world()   # the modules' clock (scaled in simulations), so ages compare
+
+
+# --- comments ------------------------------------------------------------------------------------------
+
+@main.group()
+def comments():
+    """Author comments on document sections (addressed first by the documenter)."""
+
+
+@comments.command("add")
+@click.argument("section")
+@click.argument("text")
+@json_option
+def comments_add(section, text):
+    """Comment on SECTION (an id such as s0003, see `document show`)."""
+    from services.modules.documenter import model as M
+    if not text.strip():
+        raise click.BadParameter("the comment is empty", param_hint="TEXT")
+    store = _store()
+    if store.get(M.section_key(section))[1] is None:
+        fail(f"NOT_FOUND: no section {section!r} in the document (see `fanoctl document show`)", ExitCode.FAILURE)
+    now = _now()
+    cid = M.new_comment_id(now)
+    rec = {"id": cid, "section": section, "text": text.strip(), "status": "open", "created": now, "attempts": 0,
+           "failures": 0, "history": [{"at": now, "event": "added"}]}
+    client().txn(NS, [M.put(M.comment_key(cid), rec, if_version=0)])
+    out(rec, f"comment {cid} on {section} added; the documenter addresses it next")
+
+
+@comments.command("ls")
+@click.option("--status", type=click.Choice(["open", "addressing", "resolved", "needs_human"]), default=None)
+@click.option("--section", default=None, help="Only comments on this section.")
+@json_option
+def comments_ls(status, section):
+    """Comments with their status, resolution and the version that applied them."""
+    rows = [c for _, _, c in _store().scan("comments/") if isinstance(c, dict)
+            and (status is None or c.get("status") == status) and (section is None or c.get("section") == section)]
+    out({"comments": rows, "now": _now()}, comments_text)
+
+
+def comments_text(d: dict) -> str:
+    if not d["comments"]:
+        return "no comments"
+    rows = [[c.get("id", "?"), c.get("section", "?"), c.get("status", "?"),
+             R.duration(d["now"] - (c.get("created") or d["now"])),
+             "-" if c.get("version") is None else str(c["version"]), c.get("text", ""),
+             c.get("resolution") or c.get("last_error") or ""] for c in d["comments"]]
+    return R.table(["ID", "SECTION", "STATUS", "AGE", "VERSION", "COMMENT", "RESOLUTION"], rows, {5: 40, 6: 50})
+
+
+# --- document ------------------------------------------------------------------------------------------
+
+@main.group()
+def document():
+    """The living document: outline, versions, revert, export, disputed insights."""
+
+
+def _disputes(store) -> list[dict]:
+    rows = [j for _, _, j in store.scan("jobs/") if isinstance(j, dict) and int(j.get("disputes") or 0) > 0
+            and j.get("stage") not in ("done", "duplicate")]
+    return sorted(rows, key=lambda j: (j.get("stage") != "needs_human", -int(j.get("disputes") or 0)))
+
+
+@document.command("show")
+@click.option("--version", "version", type=int, default=None, help="Print the text of this version.")
+@click.option("--text", "as_text", is_flag=True, help="Print the current document as Markdown.")
+@json_option
+def document_show(version, as_text):
+    """The outline (sections, status, reviews), open comments and insights waiting for a human."""
+    from services.modules.documenter import export
+    from services.modules.documenter import model as M
+    store = _store()
+    doc = M.read_doc(store)
+    if version is not None or as_text:
+        if version is None or version == doc.version:
+            sections, number = doc.ordered(), doc.version
+        else:
+            _, ver = store.get(M.version_key(version)) if version > 0 else (0, {"manifest": []})
+            if ver is None:
+                fail(f"NOT_FOUND: no version {version} (the document is at version {doc.version})", ExitCode.FAILURE)
+            sections, number = M.version_text(store, ver["manifest"]), version
+        out({"version": number, "sections": sections}, lambda d: export.render(d["sections"], d["version"]))
+        return
+    comments_open = [c for _, _, c in store.scan("comments/") if isinstance(c, dict)
+                     and c.get("status") in ("open", "addressing", "needs_human")]
+    data = {"version": doc.version, "updated": doc.head.get("updated"), "sections": doc.ordered(),
+            "concepts": sorted(doc.established().values(), key=str.lower), "comments": comments_open,
+            "disputes": _disputes(store), "plan": store.get(M.PLAN_STATE)[1], "review": store.get(M.REVIEW_STATE)[1],
+            "incorporated": sum(1 for _ in store.scan("incorporated/")), "now": _now()}
+    out(data, show_text)
+
+
+def show_text(d: dict) -> str:
+    now = d["now"]
+    changed = f", changed {R.relative(d['updated'], now)}" if d.get("updated") else ""
+    lines = [f"document version {d['version']}{changed}; {len(d['sections'])} section(s), "
+             f"{len(d['concepts'])} concept(s), {d['incorporated']} insight(s) incorporated"]
+    if d["sections"]:
+        rows = [[s["id"], s.get("title", ""), s.get("status", ""), str(s.get("rev", "")),
+                 R.relative(s["reviewed_at"], now) if s.get("reviewed_at") else "never",
+                 ", ".join(s.get("establishes") or []) or "-"] for s in d["sections"]]
+        lines += ["", R.table(["SECTION", "TITLE", "STATUS", "REV", "REVIEWED", "ESTABLISHES"], rows, {1: 50, 5: 40})]
+    if d["comments"]:
+        lines += ["", f"comments not resolved: {len(d['comments'])} "
+                  f"({sum(1 for c in d['comments'] if c.get('status') == 'needs_human')} waiting for a human)"]
+    waiting = [j for j in d["disputes"] if j.get("stage") == "needs_human"]
+    if d["disputes"]:
+        lines += ["", f"disputed insights: {len(d['disputes'])}, waiting for a human: {len(waiting)} "
+                  "(`fanoctl document disputes`, `document retry INSIGHT`)"]
+    plan = d.get("plan") or {}
+    last = plan.get("last") or {}
+    if last:
+        what = last.get("decision") or f"error: {last.get('error', '')[:80]}"
+        lines += ["", f"last planning turn: {what}" + (f" {last['insight_id']}" if last.get("insight_id") else "")
+                  + (f" — {last['outcome']}" if last.get("outcome") else "")]
+    return "\n".join(lines)
+
+
+@document.command("versions")
+@json_option
+def document_versions(**_):
+    """Every version: number, time, what changed it."""
+    versions = [v for _, _, v in _store().scan("versions/") if isinstance(v, dict)]
+    out({"versions": versions, "now": _now()}, versions_text)
+
+
+def versions_text(d: dict) -> str:
+    if not d["versions"]:
+        return "no versions yet: the document is empty"
+    rows = [[str(v["version"]), R.relative(v.get("at"), d["now"]), (v.get("cause") or {}).get("kind", "?"),
+             str(len(v.get("manifest") or [])), v.get("description", "")] for v in d["versions"]]
+    return R.table(["VERSION", "WHEN", "CAUSE", "SECTIONS", "DESCRIPTION"], rows, {4: 80})
+
+
+@document.command("revert")
+@click.argument("version", type=int)
+@json_option
+def document_revert(version):
+    """Make the document equal to VERSION again, as a new version (nothing is lost)."""
+    from services.modules.documenter import model as M
+    store = _store()
+    for _ in range(RACE_RETRIES):
+        doc = M.read_doc(store)
+        try:
+            changes, order = M.revert_changes(doc, store, version)
+        except M.RevertError as exc:
+            fail(f"NOT_FOUND: {exc}", ExitCode.FAILURE)
+        ops, number = M.commit(doc, changes, {"kind": "revert", "ref": version, "task": None},
+                               f"revert to version {version}", _now(), order)
+        try:
+            client().txn(NS, ops)
+        except FanoError as exc:
+            if exc.code == ErrorCode.CONDITION_FAILED:
+                continue   # the module changed the document meanwhile: read again
+            raise
+        out({"version": number, "reverted_to": version, "changed_sections": sorted(changes)},
+            f"version {number}: the document equals version {version} again ({len(changes)} section(s) changed)")
+        return
+    fail("CONDITION_FAILED: the document kept changing; try again", ExitCode.FAILURE)
+
+
+@document.command("export")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@json_option
+def document_export(path):
+    """Write the current document as Markdown to PATH (default: the module's export file), atomically."""
+    from services.modules.documenter import service as S
+    if path is None:
+        from shared.config import load_config
+        path = S.export_path(load_config(click.get_current_context().find_object(Ctl).config_path))
+    version = S.write_export(_store(), path)
+    out({"path": str(path), "version": version}, f"version {version} written to {path}")
+
+
+@document.command("disputes")
+@json_option
+def document_disputes(**_):
+    """Insights whose incorporation failed, with why; those at the limit wait for `document retry`."""
+    out({"disputes": _disputes(_store())}, disputes_text)
+
+
+def disputes_text(d: dict) -> str:
+    if not d["disputes"]:
+        return "no disputed insights"
+    rows = [[j.get("insight_id", "?"), j.get("stage", "?"), str(j.get("disputes", 0)), str(j.get("run", 0)),
+             j.get("last_reason", "")] for j in d["disputes"]]
+    return R.table(["INSIGHT", "STAGE", "DISPUTES", "RUNS", "LAST REASON"], rows, {4: 90})
+
+
+@document.command("retry")
+@click.argument("insight")
+@json_option
+def document_retry(insight):
+    """Give a disputed insight (e.g. one waiting for a human) a fresh start: disputes back to 0."""
+    from services.modules.documenter import model as M
+    store = _store()
+    v, job = store.get(M.job_key(insight))
+    if not isinstance(job, dict):
+        fail(f"NOT_FOUND: the documenter has not worked on insight {insight!r}", ExitCode.FAILURE)
+    if job.get("stage") not in ("idle", "needs_human"):
+        fail(f"INVALID_STATE: insight {insight} is {job.get('stage')}; only idle or waiting ones can be retried",
+             ExitCode.FAILURE)
+    now = _now()
+    job = {**job, "stage": "idle", "disputes": 0, "updated": now}
+    M.note(job, now, "retry requested", by="fanoctl")
+    client().txn(NS, [M.put(M.job_key(insight), job, if_version=v)])
+    out(job, f"insight {insight} will be planned again")

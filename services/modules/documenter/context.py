@@ -1,0 +1,127 @@
+"""What the documenter's steps read (:class:`Env`) and the text they show a model (prompt context).
+
+:class:`Env` bundles the reads one step needs: the module's own namespace (a
+:class:`services.modules.base.Store`, or any object with ``get``/``scan``), the explorer's insights
+(read only: the documenter never writes into another module's namespace), the world time and the LLM
+accounts (for evaluation panels). Tests build one over in-memory stores.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from services.modules import prompts
+
+from services.modules.documenter.model import Doc
+
+MODULE = "documenter"
+PREVIEW = 200         # characters of each section shown in an outline
+MAX_CANDIDATES = 20   # insights offered to one planning turn (highest priority first)
+
+
+@dataclass
+class Env:
+    store: object                     # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
+    explorer: object                  # the same interface over the explorer's namespace (read only)
+    now: float
+    accounts: list = field(default_factory=list)   # account names, for evaluation panels
+
+    def insights(self) -> dict[str, dict]:
+        """Every well-formed insight the explorer has, by id (read defensively: it is another
+        engineer's record; anything without text is skipped)."""
+        out = {}
+        for key, _, value in self.explorer.scan("insights/"):
+            if not isinstance(value, dict) or not isinstance(value.get("text"), str) or not value["text"].strip():
+                continue
+            ident = key.split("/", 1)[1]
+            if ident and "/" not in ident:
+                out[ident] = value
+        return out
+
+    def insight(self, ident: str) -> dict | None:
+        _, value = self.explorer.get(f"insights/{ident}")
+        ok = isinstance(value, dict) and isinstance(value.get("text"), str) and value["text"].strip()
+        return value if ok else None
+
+    def blessed(self) -> dict[str, dict]:
+        return {i: v for i, v in self.insights().items() if v.get("status") == "blessed"}
+
+
+def priority_of(insight: dict) -> float:
+    p = insight.get("priority")
+    return float(p) if isinstance(p, (int, float)) and not isinstance(p, bool) else 5.0
+
+
+def when(ts) -> str:
+    if not isinstance(ts, (int, float)):
+        return "an unknown date"
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def outline(doc: Doc) -> str:
+    rows = []
+    for sec in doc.ordered():
+        preview = " ".join((sec.get("text") or "").split())[:PREVIEW]
+        est = ", ".join(sec.get("establishes") or []) or "-"
+        rows.append(f"[{sec['id']}] {sec.get('title') or '(untitled)'} — establishes: {est}\n    {preview}")
+    return "\n".join(rows) or "(the document is empty)"
+
+
+def concepts(doc: Doc) -> str:
+    names = sorted(doc.established().values(), key=str.lower)
+    return ", ".join(names) or "(none yet)"
+
+
+def insight_text(ident: str, insight: dict) -> str:
+    text = " ".join(insight.get("text", "").split())
+    extra = []
+    deps = insight.get("depends_on")
+    if isinstance(deps, list) and deps:
+        extra.append("depends on: " + ", ".join(map(str, deps)))
+    tags = insight.get("tags")
+    if isinstance(tags, list) and tags:
+        extra.append("tags: " + ", ".join(map(str, tags)))
+    return f"{text}" + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def candidate_list(items: list[tuple[str, dict]]) -> str:
+    return "\n".join(f"{n}. [{ident}] {insight_text(ident, ins)}" for n, (ident, ins) in enumerate(items, 1))
+
+
+def section_block(sec: dict | None) -> str:
+    if not sec:
+        return "(none: this is the first section)"
+    return f"## {sec.get('title') or sec['id']}\n\n{sec.get('text', '')}"
+
+
+def render(name: str, **values) -> str:
+    return prompts.render(MODULE, name, **values)
+
+
+# --- task kinds (the strings of services.backends.sim_answers; a module may not import the backends) ---
+
+PLAN = "documenter.plan"
+EVALUATE = "documenter.evaluate"
+DRAFT = "documenter.draft"
+EXPOSITION = "documenter.exposition"
+ADDRESS_COMMENT = "documenter.address_comment"
+REVIEW_SECTION = "documenter.review_section"
+KINDS = (PLAN, EVALUATE, DRAFT, EXPOSITION, ADDRESS_COMMENT, REVIEW_SECTION)
+
+
+def task_key(kind: str, *parts) -> str:
+    """``documenter.evaluate/<insight>/<run>/<slot>``: deterministic, so proposing twice is harmless,
+    and never reused for a different question (every part that changes the question is in it)."""
+    return "/".join([kind, *map(str, parts)])
+
+
+def task(kind: str, key: str, payload: dict, requires: dict | None = None) -> dict:
+    spec = {"key": key, "module": MODULE, "kind": kind, "payload": payload}
+    if requires:
+        spec["requires"] = requires
+    return spec
+
+
+def answer_text(task_rec: dict) -> str:
+    result = task_rec.get("result")
+    return result.get("text", "") if isinstance(result, dict) else (result if isinstance(result, str) else "")

@@ -1,0 +1,400 @@
+"""Growing the document from blessed insights: plan -> evaluate -> draft -> exposition -> append.
+
+Task kinds, keys and payloads (every payload carries the ``prompt``; ids tell the simulated provider
+what it is about)::
+
+    documenter.plan         documenter.plan/<seq>                       {seq, insight_ids}
+    documenter.evaluate     documenter.evaluate/<insight>/<run>/<slot>  {insight_id, run, evaluator}
+                            (+ requires.backends = [account] when several accounts exist)
+    documenter.draft        documenter.draft/<insight>/<run>/<round>    {insight_id, run, round, topic}
+    documenter.exposition   documenter.exposition/<insight>/<run>/<round> {insight_id, run, round, reviewer}
+
+One planning turn is in flight at a time (``plan/state``); it is proposed when some blessed insight is
+neither incorporated, nor in a pipeline, nor waiting for a human, and fewer than ``MAX_ACTIVE``
+pipelines run. ``WAIT`` holds planning until the candidates or the document change, or a backoff
+passes. ``INCORPORATE`` starts the insight's pipeline, ``jobs/<insight>``::
+
+    {"insight_id", "stage": "evaluate" | "draft" | "exposition" | "idle" | "needs_human" | "done" |
+     "duplicate", "run": n (one per attempt), "disputes": n, "slots": [{"name", "account"}],
+     "evals": {slot name: {"decision", "notes", "reasoning"}}, "round": 1 | 2, "draft": {...} | None,
+     "notes": exposition revision notes | None, "similar": [[sid, score]], "section": sid | None,
+     "last_reason", "history": [...], "updated"}
+
+Cheap dedup against the current sections first (a duplicate is recorded, not dropped); then two or
+three evaluators on different accounts must all answer INCLUDE; then a draft; then one exposition
+review: APPROVE appends the section (new document version, concepts, ``incorporated/<insight>``),
+REVISE gets one redraft, REJECT or a second REVISE fails. Any failed step (disagreement, rejection,
+an unusable answer, a parked task) is a dispute; the insight may be planned again, and after
+``MAX_DISPUTES`` it waits for a human (``fanoctl document disputes`` / ``document retry``).
+
+A result is applied only if it answers the pipeline's current question (same run, stage and round):
+a late or replayed answer to an abandoned run changes nothing. If the explorer withdraws the blessing
+while a pipeline runs (a user override), the pipeline stops without a dispute. Planning tasks carry
+``attrs.backlog`` (blessed insights waiting) as a hint for the scheduler.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from services.modules import dedup
+from services.modules.parsing import ParseError
+
+from services.modules.documenter import context as C
+from services.modules.documenter import model as M
+from services.modules.documenter.parsers import (parse_draft, parse_evaluation, parse_exposition, parse_plan,
+                                                 split_heading)
+
+MAX_ACTIVE = 2           # incorporation pipelines in flight at once
+MAX_DISPUTES = 3         # failed steps before an insight waits for a human
+ACTIVE = ("evaluate", "draft", "exposition")
+WAIT_BASE = 300.0        # world seconds before planning again after WAIT (doubled per WAIT in a row)
+WAIT_MAX = 6 * 3600.0
+FAIL_BASE = 60.0         # after an unusable planning answer (doubled per failure in a row)
+PLAN_REQUIRES = {"mode": "deep", "deep_fallback": True}   # the planning turn may use the deep reserve
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+def read_jobs(env) -> dict[str, tuple[int, dict]]:
+    return {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/") if isinstance(val, dict)}
+
+
+def read_incorporated(env) -> set[str]:
+    return {key.split("/", 1)[1] for key, _, _ in env.store.scan("incorporated/")}
+
+
+def candidates(env, jobs=None, done=None) -> list[tuple[str, dict]]:
+    """Blessed insights the planner may choose, highest priority first."""
+    jobs = read_jobs(env) if jobs is None else jobs
+    done = read_incorporated(env) if done is None else done
+    out = [(i, ins) for i, ins in env.blessed().items()
+           if i not in done and jobs.get(i, (0, {}))[1].get("stage", "idle") == "idle"]
+    out.sort(key=lambda item: (-C.priority_of(item[1]), item[0]))
+    return out
+
+
+def _basis(cands, doc: M.Doc) -> str:
+    """What a WAIT was about: planning resumes early when this changes."""
+    blob = "\x1f".join(sorted(i for i, _ in cands)) + f"|{doc.version}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def plan_state(env) -> tuple[int, dict]:
+    v, ps = env.store.get(M.PLAN_STATE)
+    return v, (ps if isinstance(ps, dict) else {"seq": 1, "pending": False, "waits": 0, "failures": 0})
+
+
+def bump_mix(env, what: str) -> dict:
+    v, mix = env.store.get(M.MIX)
+    mix = dict(mix) if isinstance(mix, dict) else {"plans": 0, "reviews": 0}
+    mix[what] = int(mix.get(what, 0)) + 1
+    return M.put(M.MIX, mix, if_version=v)
+
+
+# --- proposing a planning turn --------------------------------------------------------------------------
+
+def propose_plan(env) -> list[dict]:
+    """Ops that start a planning turn (state + submission in one transaction), or [] if none is due."""
+    pv, ps = plan_state(env)
+    if ps.get("pending"):
+        return []
+    jobs = read_jobs(env)
+    if sum(1 for _, j in jobs.values() if j.get("stage") in ACTIVE) >= MAX_ACTIVE:
+        return []
+    cands = candidates(env, jobs)
+    if not cands:
+        return []
+    doc = M.read_doc(env.store)
+    if env.now < float(ps.get("wait_until") or 0) and ps.get("wait_basis") == _basis(cands, doc):
+        return []
+    items = cands[:C.MAX_CANDIDATES]
+    seq = int(ps["seq"])
+    prompt = C.render("plan", outline=C.outline(doc), concepts=C.concepts(doc), candidates=C.candidate_list(items))
+    key = C.task_key(C.PLAN, seq)
+    spec = C.task(C.PLAN, key, {"prompt": prompt, "seq": seq, "insight_ids": [i for i, _ in items]}, PLAN_REQUIRES)
+    spec["attrs"] = {"backlog": len(cands)}   # blessed insights waiting: a hint for the scheduler (unused yet)
+    return [M.put(M.PLAN_STATE, {**ps, "pending": True, "key": key, "proposed_at": env.now}, if_version=pv),
+            {"op": "submit", "task": spec, "force": False}]
+
+
+def _resolve_id(ident: str, offered: list[str]) -> str:
+    if ident in offered:
+        return ident
+    lowered = {o.lower(): o for o in offered}
+    if ident.lower() in lowered:
+        return lowered[ident.lower()]
+    if ident.isdigit() and 1 <= int(ident) <= len(offered):   # the list number instead of the id
+        return offered[int(ident) - 1]
+    raise ParseError(f"INSIGHT_ID {ident!r} is not one of the offered insights ({', '.join(offered[:5])}...)")
+
+
+def handle_plan(env, task: dict) -> list[dict]:
+    pv, ps = plan_state(env)
+    seq = task["payload"].get("seq")
+    if not ps.get("pending") or ps.get("seq") != seq:
+        return []   # an answer to a turn already settled
+    plan = parse_plan(C.answer_text(task))
+    offered = [str(i) for i in task["payload"].get("insight_ids") or []]
+    ident = _resolve_id(plan.insight_id, offered) if plan.decision == "INCORPORATE" else None
+    ops = [bump_mix(env, "plans")]
+    new = {"seq": seq + 1, "pending": False, "waits": 0, "failures": 0,
+           "last": {"seq": seq, "decision": plan.decision, "insight_id": ident, "reason": plan.reason, "at": env.now}}
+    jobs, done = read_jobs(env), read_incorporated(env)
+    cands = dict(candidates(env, jobs, done))
+    if plan.decision == "INCORPORATE":
+        if ident in cands:
+            ops += start_job(env, ident, cands[ident], jobs.get(ident), task)
+        else:
+            new["last"]["outcome"] = "no longer a candidate"
+    elif plan.decision == "PREREQUISITE":
+        p_ops, outcome = prerequisite(env, plan, seq, task)
+        ops += p_ops
+        new["last"]["outcome"] = outcome
+    else:
+        waits = int(ps.get("waits") or 0) + 1
+        new.update(waits=waits, wait_until=env.now + min(WAIT_MAX, WAIT_BASE * 2 ** (waits - 1)),
+                   wait_basis=_basis(list(cands.items()), M.read_doc(env.store)))
+    return [M.put(M.PLAN_STATE, new, if_version=pv)] + ops
+
+
+def prerequisite(env, plan, seq: int, task: dict) -> tuple[list[dict], str]:
+    """Append a foundation the planner wrote, unless it is already there."""
+    doc = M.read_doc(env.store)
+    have = doc.established()
+    if all(M.slug(c) in have for c in plan.establishes):
+        return [], "skipped: every concept it establishes is already established"
+    verdict, hits = dedup.classify(plan.content, doc.texts())
+    if verdict == "duplicate":
+        return [], f"skipped: duplicate of section {hits[0][0]}"
+    title, body = split_heading(plan.content)
+    if not title:
+        title = (plan.needed[:1].upper() + plan.needed[1:] if plan.needed
+                 else "Foundations: " + ", ".join(plan.establishes))
+    sid = new_sid(doc)
+    ops, version = M.commit(doc, {sid: {"title": title[:200], "text": body, "establishes": plan.establishes,
+                                        "requires": [], "source": {"kind": "prerequisite", "ref": seq,
+                                                                   "needed": plan.needed}}},
+                            {"kind": "prerequisite", "ref": seq, "task": task["id"]},
+                            f"prerequisite {sid}: {title[:80]}", env.now)
+    return ops, f"appended {sid} (version {version})"
+
+
+def new_sid(doc: M.Doc) -> str:
+    return f"s{int(doc.head.get('next_section', 1)):04d}"
+
+
+# --- the pipeline of one insight ------------------------------------------------------------------------
+
+def panel(accounts: list[str], ident: str, run: int) -> list[dict]:
+    """Two or three evaluation slots, on different accounts when there are several (spread by insight);
+    a later run is a fresh panel (its slot names differ, so their verdicts are drawn anew)."""
+    names = sorted(accounts)
+    suffix = "" if run <= 1 else f"#{run}"
+    if len(names) >= 2:
+        k = 3 if len(names) >= 3 else 2
+        start = int(hashlib.sha256(ident.encode()).hexdigest(), 16) % len(names)
+        chosen = [names[(start + i) % len(names)] for i in range(k)]
+        return [{"name": f"{a}{suffix}", "account": a} for a in chosen]
+    return [{"name": f"evaluator-{n}{suffix}", "account": None} for n in (1, 2)]
+
+
+def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[dict]:
+    jv, job = entry if entry else (0, {"insight_id": ident, "disputes": 0, "run": 0, "history": []})
+    job = dict(job)
+    doc = M.read_doc(env.store)
+    verdict, hits = dedup.classify(insight["text"], doc.texts())
+    if verdict == "duplicate":
+        job.update(stage="duplicate", section=hits[0][0], updated=env.now)
+        M.note(job, env.now, "duplicate", of=hits[0][0])
+        return [M.put(M.job_key(ident), job, if_version=jv),
+                M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
+                                                  "version": doc.version, "at": env.now, "run": job["run"]},
+                      if_version=0)]
+    run = int(job.get("run") or 0) + 1
+    slots = panel(env.accounts, ident, run)
+    job.update(stage="evaluate", run=run, slots=slots, evals={}, round=1, draft=None, notes=None,
+               similar=[list(h) for h in hits], section=None, updated=env.now)
+    M.note(job, env.now, "planned", run=run, by=task["id"] if task else None)
+    similar = "\n".join(f"[{sid}] {doc.sections[sid][1].get('title', '')}: "
+                        f"{' '.join(doc.sections[sid][1].get('text', '').split())[:300]}"
+                        for sid, _ in hits if sid in doc.sections) or "(none)"
+    prompt = C.render("evaluate", outline=C.outline(doc), concepts=C.concepts(doc), similar=similar,
+                      insight_id=ident, insight=C.insight_text(ident, insight))
+    ops = [M.put(M.job_key(ident), job, if_version=jv)]
+    for n, slot in enumerate(slots, 1):
+        requires = {"backends": [slot["account"]]} if slot["account"] else None
+        payload = {"prompt": prompt, "insight_id": ident, "run": run, "evaluator": slot["name"]}
+        ops.append({"op": "submit", "task": C.task(C.EVALUATE, C.task_key(C.EVALUATE, ident, run, n), payload,
+                                                   requires), "force": False})
+    return ops
+
+
+def _current(env, task: dict, stage: str):
+    """(v, job) if the task answers the insight's current question, else None."""
+    p = task["payload"]
+    jv, job = env.store.get(M.job_key(str(p.get("insight_id"))))
+    if not isinstance(job, dict) or job.get("stage") != stage or job.get("run") != p.get("run"):
+        return None
+    if stage != "evaluate" and job.get("round") != p.get("round"):
+        return None
+    return jv, dict(job)
+
+
+def _withdrawn(env, jv: int, job: dict) -> list[dict] | None:
+    """Ops that stop the pipeline if the explorer no longer offers the insight as blessed (a user
+    override, say): not a dispute, the insight is simply no longer wanted; else None."""
+    ins = env.insight(job["insight_id"])
+    if ins is not None and ins.get("status") == "blessed":
+        return None
+    job.update(stage="idle", updated=env.now, last_reason="the insight is no longer blessed")
+    M.note(job, env.now, "withdrawn", run=job.get("run"))
+    return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
+
+
+def dispute(job: dict, now: float, reason: str) -> dict:
+    job["disputes"] = int(job.get("disputes") or 0) + 1
+    job["stage"] = "needs_human" if job["disputes"] >= MAX_DISPUTES else "idle"
+    job.update(last_reason=reason[:500], updated=now)
+    M.note(job, now, "dispute", run=job.get("run"), reason=reason[:300], disputes=job["disputes"])
+    return job
+
+
+def handle_evaluate(env, task: dict) -> list[dict]:
+    cur = _current(env, task, "evaluate")
+    slot = task["payload"].get("evaluator")
+    if cur is None or slot in cur[1].get("evals", {}):
+        return []
+    jv, job = cur
+    if (stop := _withdrawn(env, jv, job)) is not None:
+        return stop
+    ev = parse_evaluation(C.answer_text(task))
+    job["evals"] = {**job.get("evals", {}), slot: {"decision": ev.decision, "notes": ev.notes,
+                                                   "reasoning": (ev.reasoning or "")[:1000], "task": task["id"]}}
+    job["updated"] = env.now
+    if len(job["evals"]) < len(job.get("slots") or []):
+        return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
+    votes = [e["decision"] for e in job["evals"].values()]
+    if all(d == "INCLUDE" for d in votes):
+        M.note(job, env.now, "evaluated", run=job["run"], votes=votes)
+        return _draft(env, jv, job)
+    reason = f"evaluation: {votes.count('INCLUDE')} INCLUDE, {votes.count('EXCLUDE')} EXCLUDE"
+    return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, reason), if_version=jv)]
+
+
+def _insight(env, ident: str) -> dict:
+    return env.insight(ident) or {"text": f"(insight {ident} is no longer readable)"}
+
+
+def _draft(env, jv: int, job: dict) -> list[dict]:
+    ident, doc = job["insight_id"], M.read_doc(env.store)
+    insight = _insight(env, ident)
+    job.update(stage="draft", updated=env.now)
+    revision = ""
+    if job.get("round", 1) > 1 and job.get("draft"):
+        revision = (f"\nA REVIEWER ASKED FOR A REVISION OF THIS EARLIER DRAFT:\n{job['draft']['text']}\n\n"
+                    f"REVISION NOTES:\n{job.get('notes')}\n")
+    sections = doc.ordered()
+    prompt = C.render("draft", outline=C.outline(doc), concepts=C.concepts(doc),
+                      previous=C.section_block(sections[-1] if sections else None),
+                      insight=C.insight_text(ident, insight), revision=revision)
+    payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"],
+               "topic": " ".join(insight["text"].split())[:80]}
+    spec = C.task(C.DRAFT, C.task_key(C.DRAFT, ident, job["run"], job["round"]), payload)
+    return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
+
+
+def handle_draft(env, task: dict) -> list[dict]:
+    cur = _current(env, task, "draft")
+    if cur is None:
+        return []
+    jv, job = cur
+    if (stop := _withdrawn(env, jv, job)) is not None:
+        return stop
+    draft = parse_draft(C.answer_text(task))
+    ident = job["insight_id"]
+    insight = _insight(env, ident)
+    title = draft.title or " ".join(insight["text"].split()[:8]).rstrip(".,;:")
+    job.update(stage="exposition", updated=env.now,
+               draft={"title": title[:200], "text": draft.text, "establishes": draft.establishes,
+                      "requires": draft.requires, "diagram": draft.diagram, "task": task["id"]})
+    doc = M.read_doc(env.store)
+    prompt = C.render("exposition", outline=C.outline(doc), concepts=C.concepts(doc),
+                      insight=C.insight_text(ident, insight), draft=f"## {title}\n\n{draft.text}",
+                      establishes=", ".join(draft.establishes) or "none", requires=", ".join(draft.requires) or "none")
+    payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"],
+               "reviewer": f"exposition-{job['round']}"}
+    spec = C.task(C.EXPOSITION, C.task_key(C.EXPOSITION, ident, job["run"], job["round"]), payload)
+    return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
+
+
+def handle_exposition(env, task: dict) -> list[dict]:
+    cur = _current(env, task, "exposition")
+    if cur is None:
+        return []
+    jv, job = cur
+    if (stop := _withdrawn(env, jv, job)) is not None:
+        return stop
+    review = parse_exposition(C.answer_text(task))
+    ident = job["insight_id"]
+    if review.decision == "REVISE" and job.get("round", 1) == 1:
+        job.update(round=2, notes=review.notes)
+        M.note(job, env.now, "revise", run=job["run"], notes=(review.notes or "")[:300])
+        return _draft(env, jv, job)
+    if review.decision != "APPROVE":
+        reason = f"exposition: {review.decision}" + (f" ({review.notes[:200]})" if review.notes else "")
+        return [M.put(M.job_key(ident), dispute(job, env.now, reason), if_version=jv)]
+    return append(env, jv, job, task)
+
+
+def append(env, jv: int, job: dict, task: dict) -> list[dict]:
+    """The approved draft becomes the last section: one new document version, concepts, incorporation."""
+    ident = job["insight_id"]
+    iv, inc = env.store.get(M.incorporated_key(ident))
+    if inc is not None:
+        return []   # already in (cannot happen through the pipeline; a human may have recorded it)
+    doc = M.read_doc(env.store)
+    insight = _insight(env, ident)
+    verdict, hits = dedup.classify(insight["text"], doc.texts())
+    if verdict == "duplicate":   # another pipeline wrote the same claim while this one ran
+        job.update(stage="duplicate", section=hits[0][0], updated=env.now)
+        M.note(job, env.now, "duplicate", of=hits[0][0])
+        return [M.put(M.job_key(ident), job, if_version=jv),
+                M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
+                                                  "version": doc.version, "at": env.now, "run": job["run"]},
+                      if_version=0)]
+    draft, sid = job["draft"], new_sid(doc)
+    ops, version = M.commit(doc, {sid: {"title": draft["title"], "text": draft["text"],
+                                        "establishes": draft["establishes"], "requires": draft["requires"],
+                                        "source": {"kind": "insight", "ref": ident}}},
+                            {"kind": "insight", "ref": ident, "task": task["id"]},
+                            f"incorporate insight {ident} as {sid}: {draft['title'][:80]}", env.now)
+    job.update(stage="done", section=sid, updated=env.now)
+    M.note(job, env.now, "incorporated", run=job["run"], section=sid, version=version)
+    return ops + [M.put(M.job_key(ident), job, if_version=jv),
+                  M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "section", "section": sid,
+                                                    "version": version, "at": env.now, "run": job["run"]},
+                        if_version=0)]
+
+
+# --- failures -------------------------------------------------------------------------------------------
+
+def unusable(env, task: dict, error: str) -> list[dict]:
+    """A planning or pipeline task whose answer cannot be used (or that was parked or cancelled)."""
+    kind = task["kind"]
+    if kind == C.PLAN:
+        pv, ps = plan_state(env)
+        if not ps.get("pending") or ps.get("seq") != task["payload"].get("seq"):
+            return []
+        failures = int(ps.get("failures") or 0) + 1
+        cands = candidates(env)
+        new = {**ps, "seq": ps["seq"] + 1, "pending": False, "failures": failures,
+               "wait_until": env.now + min(WAIT_MAX, FAIL_BASE * 2 ** (failures - 1)),
+               "wait_basis": _basis(cands, M.read_doc(env.store)),
+               "last": {"seq": ps["seq"], "decision": None, "error": error[:500], "at": env.now}}
+        return [M.put(M.PLAN_STATE, new, if_version=pv), bump_mix(env, "plans")]
+    stage = {C.EVALUATE: "evaluate", C.DRAFT: "draft", C.EXPOSITION: "exposition"}.get(kind)
+    cur = _current(env, task, stage) if stage else None
+    if cur is None:
+        return []
+    jv, job = cur
+    return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, f"{stage}: {error}"), if_version=jv)]

@@ -1,0 +1,107 @@
+"""``python -m services documenter`` (supervisord program ``module-documenter``).
+
+Applies the results of its six task kinds (each exactly once, with the ack, by the framework) and, on
+every planning pass, proposes in this order: author comments, a planning turn, a section review. Every
+proposal is one transaction that records the step in the domain state *and* submits its task, so a
+crash between the two cannot happen and a restart re-derives everything from the broker. After every
+change of the document it writes the Markdown export (``<data_dir>/document.md``, or
+``$FANO_DOCUMENT_PATH``) atomically; the file's first line names the version it holds, so a module
+restarted between the commit and the export writes it again.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shared.errors import ErrorCode, FanoError
+
+from services.modules.base import Effect, ModuleService, Store
+from services.modules.parsing import ParseError
+
+from services.modules.documenter import context as C
+from services.modules.documenter import export, flow, upkeep
+from services.modules.documenter import model as M
+
+HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
+            C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
+            C.REVIEW_SECTION: upkeep.handle_review}
+UNUSABLE = {C.PLAN: flow.unusable, C.EVALUATE: flow.unusable, C.DRAFT: flow.unusable, C.EXPOSITION: flow.unusable,
+            C.ADDRESS_COMMENT: upkeep.unusable_comment, C.REVIEW_SECTION: upkeep.unusable_review}
+
+
+def export_path(config) -> Path:
+    return Path(os.environ.get("FANO_DOCUMENT_PATH") or Path(config.data_dir) / "document.md")
+
+
+def write_export(store, path, now_text: str | None = None) -> int:
+    """Render the current document from ``store`` and write it atomically; returns its version."""
+    doc = M.read_doc(store)
+    export.write_atomic(path, export.render(doc.ordered(), doc.version, at=now_text))
+    return doc.version
+
+
+def other_work(env) -> bool:
+    """Whether the documenter has something besides section reviews to do (then reviews keep to their
+    share; otherwise they may use all of its turns)."""
+    if any(c.get("status") in ("open", "addressing") for _, c in upkeep.read_comments(env)):
+        return True
+    jobs = flow.read_jobs(env)
+    if any(j.get("stage") in flow.ACTIVE for _, j in jobs.values()):
+        return True
+    return bool(flow.candidates(env, jobs))
+
+
+def proposals(env) -> list[list[dict]]:
+    """The transactions that start work now, in order: comments first, a planning turn, a review.
+    They touch disjoint keys (each comment, ``plan/state``, ``review/state``), so one snapshot serves."""
+    out = upkeep.propose_comments(env)
+    out.append(flow.propose_plan(env))
+    out.append(upkeep.propose_review(env, other_work(env)))
+    return [ops for ops in out if ops]
+
+
+class DocumenterService(ModuleService):
+    module = "documenter"
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.explorer = Store(self.client, "explorer")   # read only: never written by this module
+        self.export_path = export_path(self.config)
+        self._exported = export.exported_version(self.export_path)
+
+    def env(self) -> C.Env:
+        return C.Env(self.store, self.explorer, self.clock.world(), [a.name for a in self.config.accounts])
+
+    def handle(self, task: dict) -> Effect:
+        handler = HANDLERS.get(task["kind"])
+        if handler is None:
+            raise ParseError(f"the documenter has no task kind {task['kind']!r}")
+        return Effect(handler(self.env(), task))
+
+    def on_unusable(self, task: dict, error: str) -> list:
+        handler = UNUSABLE.get(task["kind"])
+        return handler(self.env(), task, error) if handler else []
+
+    def plan(self) -> None:
+        self.export_if_changed()
+        for ops in proposals(self.env()):
+            self._start(ops)
+
+    def _start(self, ops: list) -> None:
+        try:
+            self.client.txn(self.module, ops)
+        except FanoError as exc:
+            if exc.code != ErrorCode.CONDITION_FAILED:
+                raise
+            self.log.info("proposal raced with another writer (%s); next pass re-reads", exc.message)
+
+    def export_if_changed(self) -> None:
+        _, head = self.store.get(M.HEAD)
+        version = int(head.get("version", 0)) if isinstance(head, dict) else 0
+        if version == self._exported:
+            return
+        try:
+            self._exported = write_export(self.store, self.export_path)
+            self.log.info("exported document version %d to %s", self._exported, self.export_path)
+        except OSError as exc:   # a full disk must not stop the research; the next pass tries again
+            self.log.error("cannot export the document to %s: %s", self.export_path, exc)
