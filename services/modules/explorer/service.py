@@ -25,6 +25,7 @@ from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import parsers as P
 from services.modules.explorer import review as R
+from services.modules.explorer import seeds as S
 from services.modules.explorer import threads as T
 from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recovery
 from services.modules.explorer.state import Ops, StateReader
@@ -191,8 +192,31 @@ class ExplorerService(StateReader, Recovery, ModuleService):
 
     # --- plan ---------------------------------------------------------------------------------------------
 
+    def import_promotions(self) -> None:
+        """Seeds promoted by the researcher (``promotions/<finding>`` in its namespace, written once) become
+        seeds here; ``if_version=0`` makes the import idempotent, and a seed the user removed is not
+        imported again (the ``imported/`` marker stays)."""
+        for key, _, promo in Store(self.client, "researcher").scan("promotions/"):
+            fid = key.split("/", 1)[1]
+            if self.store.get(f"imported/{fid}")[0]:
+                continue
+            try:
+                seed = S.validate({"text": promo.get("text", ""), "type": promo.get("type", "question"),
+                                   "priority": promo.get("priority", 5), "tags": promo.get("tags", []),
+                                   "source": promo.get("source", f"researcher:finding:{fid}")}, self.now())
+            except S.SeedError as exc:
+                self.log.warning("promotion %s not imported: %s", fid, exc)
+                seed = None
+            ops = Ops()
+            ops.put(f"imported/{fid}", {"finding_id": fid, "seed": seed and seed["id"], "at": self.now()}, 0)
+            if seed is not None and not self.store.get(M.seed_key(seed["id"]))[0]:
+                ops.put(M.seed_key(seed["id"]), seed, 0)
+            if self.txn_or_skip(ops.ops, f"import promotion {fid}") and seed is not None:
+                self.log.info("seed %s imported from research finding %s", seed["id"], fid)
+
     def plan(self) -> None:
         """Start threads up to ``max_active_threads``; every ``repair_interval``, re-propose open steps."""
+        self.import_promotions()
         seeds = self.values("seeds/")
         threads = self.values("threads/")
         open_count = sum(1 for t in threads if t.get("status") in M.OPEN_THREAD)
