@@ -31,3 +31,27 @@ ensure_venv() {
   "$PY" -c "import zmq, lmdb, msgpack, click, supervisor" || { echo "install failed" >&2; exit 1; }
   printf '%s\n' "$want" > "$stamp"
 }
+
+# ensure_chromium: the browser backends (chatgpt, gemini) drive Debian's `chromium` through Playwright
+# (`playwright install` cannot download here). Installs the apt package when missing and we may
+# (root, or passwordless sudo); otherwise says how, and the browser tests report it.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    say "chromium present ($(command -v chromium))"
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+      say "chromium missing and not root: install it with 'apt-get install chromium' for the browser tests"
+      return
+    fi
+  fi
+  say "installing chromium with apt-get (log: $VENV/apt.log)"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } \
+      >"$VENV/apt.log" 2>&1; then
+    tail -n 20 "$VENV/apt.log" >&2
+    echo "apt-get install chromium failed; full log in $VENV/apt.log" >&2
+    exit 1
+  fi
+}

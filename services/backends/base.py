@@ -97,5 +97,16 @@ class Provider:
         worker may send it). Raise ProviderError("unknown") when it cannot tell yet."""
         raise NotImplementedError
 
+    def check(self) -> dict:
+        """A cheap live check for ``fanoctl backends check``: can this account serve right now? Returns
+        ``{"ok": bool, "detail": str, ...}`` (never a secret); raises ProviderError for a classified
+        failure (auth: log in again; quota: cooling until ...)."""
+        return {"ok": True, "detail": f"{self.backend}: nothing to check"}
+
+    def login(self) -> None:
+        """Interactive sign-in for ``fanoctl backends login`` (web backends open a headed browser on the
+        account's profile). API backends have nothing to do: their key comes from the environment."""
+        raise ProviderError("terminal", f"backend {self.backend} has no interactive login", sent=False)
+
     def close(self) -> None:
         """Release resources; called at worker shutdown (never relied upon: crash-only)."""

@@ -13,6 +13,10 @@ from shared.config import BACKENDS, ConfigError
 # kind -> "module:Class"; kinds listed in shared.config.BACKENDS but absent here are not built yet
 PROVIDERS: dict[str, str] = {
     "sim": "services.backends.sim:SimProvider",
+    "claude": "services.backends.claude:ClaudeProvider",
+    "openai": "services.backends.openai_compat:OpenAIProvider",
+    "chatgpt": "services.backends.chatgpt:ChatGPTProvider",
+    "gemini": "services.backends.gemini:GeminiProvider",
 }
 
 
@@ -26,6 +30,10 @@ def provider_class(backend: str):
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ConfigError(f"backend {backend!r} is not implemented yet") from exc
+        raise ConfigError(f"backend {backend!r} cannot be loaded: {exc}") from exc
     except ImportError as exc:
         raise ConfigError(f"backend {backend!r} cannot be loaded: {exc}") from exc
     return getattr(module, class_name)

@@ -30,6 +30,7 @@ import threading
 import zmq
 
 from services.backends.registry import make_provider
+from services.backends.secrets import install_log_redaction
 from services.backends.runner import Job, TurnRunner
 from shared import protocol
 from shared.client import BrokerClient
@@ -74,6 +75,7 @@ class BackendWorker(Service):
     # --- life cycle ----------------------------------------------------------------------------------
 
     def initialize(self) -> None:
+        install_log_redaction()   # before the provider loads its key: no record can carry it
         self.provider = make_provider(self.account, self.clock, self.config.data_dir)
         self.provider.start()
         self.ctx = zmq.Context()

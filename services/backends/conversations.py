@@ -1,0 +1,225 @@
+"""What an account remembers about the conversations it holds: the provider's handle and the transcript.
+
+A conversation is bound to one account (DESIGN.md §7), so its worker — and only it — keeps, under its data
+directory, one append-only file per conversation:
+
+- the **handle** that reopens it at the provider (a web chat's URL and title), written the moment it
+  exists, before the reply is awaited: a crash mid-answer is reconciled by reopening the URL, never by
+  re-sending (a scarce request is not spent twice);
+- the **transcript**, turn by turn, stored once (API backends replay it; DESIGN.md §7);
+- ``sent`` marks (the prompt left, reply pending) that reconciliation reads.
+
+A one-shot task (no conversation) is its own conversation keyed ``task-<id>`` (``Turn.turn_key`` minus
+the index), so a web ``ask`` cut off by a crash is reopened the same way.
+
+Files are JSON lines, each append flushed and fsync'd before the call returns. A crash can tear the last
+line; readers skip a line that does not parse, and the writer starts a new line after a torn one.
+The last record for a turn index wins (an answer re-read after reconciliation replaces a partial one).
+
+:func:`replay_window` bounds what an API backend replays: the first exchange stays pinned (it carries the
+seed and its definitions), then a running summary of what is cut, then as many recent exchanges as fit,
+so a definition from turn 2 survives turn 60 without the transcript growing without bound.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.backends.base import Turn
+
+
+def conversation_key(turn: Turn) -> str:
+    """The conversation a turn belongs to (one-shot tasks are their own)."""
+    return turn.conversation or f"task-{turn.task_id}"
+
+
+class ConversationStore:
+    """Durable per-account record of conversations. Single writer: the account's worker process."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:24]
+        return self.root / f"{digest}.jsonl"
+
+    def _append(self, key: str, record: dict) -> None:
+        path = self._path(key)
+        line = json.dumps(dict(record, key=key), ensure_ascii=False, separators=(",", ":")) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                with open(path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":   # a torn line from a crash: do not glue onto it
+                        line = "\n" + line
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _records(self, key: str) -> list[dict]:
+        try:
+            raw = self._path(key).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in raw.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("key") == key:
+                out.append(record)
+        return out
+
+    # --- the provider's handle --------------------------------------------------------------------------
+
+    def handle(self, key: str) -> dict:
+        """Merged handle fields (``url``, ``title``, ...) recorded for the conversation; {} if none."""
+        merged: dict = {}
+        for record in self._records(key):
+            if record.get("type") == "handle":
+                merged.update(record.get("fields") or {})
+        return merged
+
+    def set_handle(self, key: str, **fields) -> None:
+        """Record handle fields now (durable on return). Unchanged values are not rewritten."""
+        current = self.handle(key)
+        changed = {k: v for k, v in fields.items() if current.get(k) != v}
+        if changed:
+            self._append(key, {"type": "handle", "fields": changed})
+
+    # --- the transcript -------------------------------------------------------------------------------
+
+    def mark_sent(self, key: str, index: int, prompt: str, **meta) -> None:
+        """The prompt of turn ``index`` has left (or is about to): its reply is pending."""
+        self._append(key, {"type": "sent", "index": index, "prompt": prompt, "meta": meta})
+
+    def record_reply(self, key: str, index: int, prompt: str, reply: str, **meta) -> None:
+        """Turn ``index`` is complete with ``reply``."""
+        self._append(key, {"type": "turn", "index": index, "prompt": prompt, "reply": reply, "meta": meta})
+
+    def turns(self, key: str) -> list["Exchange"]:
+        """Completed exchanges by turn index (the last record per index wins)."""
+        by_index: dict[int, Exchange] = {}
+        for record in self._records(key):
+            if record.get("type") == "turn" and isinstance(record.get("index"), int):
+                by_index[record["index"]] = Exchange(record["index"], str(record.get("prompt", "")),
+                                                     str(record.get("reply", "")), record.get("meta") or {})
+        return [by_index[i] for i in sorted(by_index)]
+
+    def reply(self, key: str, index: int) -> str | None:
+        """The recorded reply of turn ``index``, if any."""
+        for exchange in self.turns(key):
+            if exchange.index == index:
+                return exchange.reply
+        return None
+
+    def was_sent(self, key: str, index: int) -> bool:
+        """Whether turn ``index`` was marked sent (or completed)."""
+        return any(r.get("type") in ("sent", "turn") and r.get("index") == index for r in self._records(key))
+
+
+@dataclass(frozen=True)
+class Exchange:
+    index: int
+    prompt: str
+    reply: str
+    meta: dict = field(default_factory=dict)
+
+
+# --- bounded replay ------------------------------------------------------------------------------------
+
+_DEFINING = re.compile(r"^\s*(#+\s|\*\*?(definition|lemma|theorem|claim|conjecture|notation)|"
+                       r"(definition|lemma|theorem|claim|conjecture|notation|let|define|we define|denote)\b)|"
+                       r":=|≔|\bis defined as\b", re.IGNORECASE)
+_SENTENCE = re.compile(r"(.+?[.!?])(\s|$)", re.DOTALL)
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    match = _SENTENCE.match(text)
+    sentence = match.group(1) if match else text
+    return sentence[:limit]
+
+
+def summarize(exchanges: list[Exchange], limit: int) -> str:
+    """An extractive summary of ``exchanges`` within ``limit`` characters.
+
+    Lines that define or state something (definitions, notation, lemmas, headings, ``:=``) are kept
+    verbatim, oldest first, because later turns refer back to them; the first sentence of each reply fills
+    what room is left. Deterministic and free: no model call is spent on bookkeeping."""
+    defining: list[str] = []
+    gists: list[str] = []
+    for ex in exchanges:
+        for line in ex.reply.splitlines():
+            if line.strip() and _DEFINING.search(line):
+                defining.append(f"[turn {ex.index}] {line.strip()[:400]}")
+        if ex.reply.strip():
+            gists.append(f"[turn {ex.index}] {_first_sentence(ex.reply)}")
+    out: list[str] = []
+    used = 0
+    for line in defining + gists:
+        if used + len(line) + 1 > limit:
+            continue
+        out.append(line)
+        used += len(line) + 1
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What to send: ``pinned`` and ``recent`` exchanges in order, and the summary of those in between."""
+
+    pinned: list[Exchange]
+    summary: str
+    recent: list[Exchange]
+    cut: int                 # how many exchanges the summary stands for
+
+    def messages(self, prompt: str) -> list[dict]:
+        """Chat messages (user/assistant alternating, ending with ``prompt``). The summary is not a message:
+        callers put :meth:`summary_block` into the system prompt, where it stays pinned."""
+        out: list[dict] = []
+        for ex in self.pinned + self.recent:
+            out.append({"role": "user", "content": ex.prompt})
+            out.append({"role": "assistant", "content": ex.reply})
+        out.append({"role": "user", "content": prompt})
+        return out
+
+    def summary_block(self) -> str:
+        if not self.summary:
+            return ""
+        return (f"Summary of {self.cut} earlier exchange(s) of this conversation that are not repeated "
+                f"below (definitions verbatim):\n{self.summary}")
+
+
+def replay_window(exchanges: list[Exchange], budget_chars: int, pinned: int = 1,
+                  summary_chars: int | None = None) -> Replay:
+    """Bound a transcript to about ``budget_chars`` characters (prompts plus replies).
+
+    The first ``pinned`` exchanges always stay; the most recent exchanges that fit the rest of the budget
+    follow; everything between is replaced by :func:`summarize` (at most ``summary_chars``, default a fifth
+    of the budget)."""
+    summary_chars = budget_chars // 5 if summary_chars is None else summary_chars
+
+    def size(ex: Exchange) -> int:
+        return len(ex.prompt) + len(ex.reply)
+
+    head = exchanges[:pinned]
+    rest = exchanges[pinned:]
+    room = budget_chars - sum(size(ex) for ex in head) - summary_chars
+    recent: list[Exchange] = []
+    for ex in reversed(rest):
+        if size(ex) > room:
+            break
+        recent.insert(0, ex)
+        room -= size(ex)
+    middle = rest[:len(rest) - len(recent)]
+    return Replay(head, summarize(middle, summary_chars) if middle else "", recent, len(middle))

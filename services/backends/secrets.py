@@ -1,0 +1,120 @@
+"""API keys for the real providers: where they come from, and how they stay out of logs and records.
+
+An account names its key, never contains it::
+
+    [accounts.claude-main]
+    backend = "claude"
+    api_key_env = "ANTHROPIC_API_KEY"          # read from the worker's environment (the default), or
+    api_key_file = "~/.config/fano/claude.key" # a file outside the repository, first line = the key
+
+A key found inline in fano.toml (``api_key = ...``) is refused: the configuration file is meant to be
+committed and shown. A key file inside the checkout is refused for the same reason.
+
+The value travels as a :class:`Secret`, whose ``str``/``repr`` are redacted, so an accidental
+``log.info("%s", settings)`` or an exception message prints ``Secret('sk-…7f3a')``-style stubs, never the
+key. :func:`install_log_redaction` is a last line of defence: a logging filter that blanks every known key
+from every record of the process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from shared.config import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ENV = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+REDACTED = "[redacted]"
+
+_known: set[str] = set()   # every key this process has loaded (for the log filter)
+
+
+class Secret:
+    """A string that does not print itself. ``reveal()`` is the one way to get the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+        if len(value) >= 8:
+            _known.add(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret(" + REDACTED + ")"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # never pickled/msgpacked by accident into a task record
+        raise TypeError("a Secret cannot be serialized")
+
+
+def load_api_key(account: str, backend: str, settings: dict, *, required: bool = True,
+                 environ: dict | None = None) -> Secret | None:
+    """The account's key from ``api_key_file`` or ``api_key_env`` (default per backend kind).
+
+    ConfigError (with the account named, the key never shown) when it is inline, inside the repository,
+    unreadable, or missing while ``required``."""
+    environ = os.environ if environ is None else environ
+    if "api_key" in settings:
+        raise ConfigError(f"accounts.{account}: do not put api_key in the configuration file; "
+                          f"use api_key_env (an environment variable) or api_key_file (outside the repository)")
+    path = settings.get("api_key_file")
+    if path:
+        file = Path(str(path)).expanduser().resolve()
+        if file == REPO_ROOT or REPO_ROOT in file.parents:
+            raise ConfigError(f"accounts.{account}: api_key_file {file} is inside the repository; keep keys "
+                              f"outside it (e.g. ~/.config/fano/{account}.key)")
+        try:
+            value = file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"accounts.{account}: cannot read api_key_file {file}: "
+                              f"{type(exc).__name__}") from None
+        return Secret(value)
+    env = settings.get("api_key_env") or DEFAULT_ENV.get(backend)
+    value = environ.get(env, "").strip() if env else ""
+    if value:
+        return Secret(value)
+    if required:
+        raise ConfigError(f"accounts.{account}: no API key: set the environment variable {env} "
+                          f"or api_key_file")
+    return None
+
+
+def redact(text: str) -> str:
+    """``text`` with every key this process knows replaced by a marker."""
+    for value in _known:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Blanks known keys from log records (message and arguments, after formatting)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _known:
+            message = record.getMessage()
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+            if record.exc_info and not record.exc_text:
+                # the formatter uses exc_text when set: format the traceback here, cleaned
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to every handler of the root logger (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

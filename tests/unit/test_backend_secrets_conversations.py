@@ -1,0 +1,105 @@
+"""API-key loading and redaction; the per-account conversation store and bounded replay."""
+import logging
+import os
+
+import pytest
+
+from services.backends import secrets
+from services.backends.conversations import ConversationStore, Exchange, replay_window, summarize
+from shared.config import ConfigError
+
+KEY = "sk-ant-test-PLANTED-0123456789abcdef"
+
+
+def test_key_from_environment_is_wrapped_and_never_printed():
+    secret = secrets.load_api_key("c1", "claude", {}, environ={"ANTHROPIC_API_KEY": KEY})
+    assert secret.reveal() == KEY
+    assert KEY not in repr(secret) and KEY not in str(secret) and KEY not in f"{secret}"
+    with pytest.raises(TypeError):
+        import pickle
+        pickle.dumps(secret)
+
+
+def test_key_named_env_and_missing_key_error_names_the_variable():
+    secret = secrets.load_api_key("c1", "claude", {"api_key_env": "MY_KEY"}, environ={"MY_KEY": KEY})
+    assert secret.reveal() == KEY
+    with pytest.raises(ConfigError, match="MY_KEY"):
+        secrets.load_api_key("c1", "claude", {"api_key_env": "MY_KEY"}, environ={})
+    assert secrets.load_api_key("c1", "openai", {}, required=False, environ={}) is None
+
+
+def test_inline_key_and_key_file_inside_the_repository_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="do not put api_key") as info:
+        secrets.load_api_key("c1", "claude", {"api_key": KEY}, environ={})
+    assert KEY not in str(info.value)
+    inside = secrets.REPO_ROOT / "pyproject.toml"
+    with pytest.raises(ConfigError, match="inside the repository"):
+        secrets.load_api_key("c1", "claude", {"api_key_file": str(inside)}, environ={})
+    outside = tmp_path / "k.key"
+    outside.write_text(KEY + "\n")
+    assert secrets.load_api_key("c1", "claude", {"api_key_file": str(outside)}, environ={}).reveal() == KEY
+    with pytest.raises(ConfigError, match="cannot read"):
+        secrets.load_api_key("c1", "claude", {"api_key_file": str(tmp_path / "nope")}, environ={})
+
+
+def test_log_filter_blanks_known_keys_in_messages_and_tracebacks(caplog):
+    secrets.Secret(KEY)
+    log = logging.getLogger("fano.test.secrets")
+    handler_filter = secrets.RedactingFilter()
+    caplog.handler.addFilter(handler_filter)
+    try:
+        log.warning("calling with key %s", KEY)
+        try:
+            raise RuntimeError(f"bad key {KEY}")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        caplog.handler.removeFilter(handler_filter)
+    assert KEY not in caplog.text
+    assert secrets.REDACTED in caplog.text
+
+
+def test_store_handle_turns_and_torn_last_line(tmp_path):
+    store = ConversationStore(tmp_path / "conv")
+    store.set_handle("explorer:t1", url="http://x/c/1")
+    store.set_handle("explorer:t1", title="Fano planes")
+    store.set_handle("explorer:t1", url="http://x/c/1")     # unchanged: not rewritten
+    store.mark_sent("explorer:t1", 1, "first?")
+    assert store.was_sent("explorer:t1", 1) and not store.was_sent("explorer:t1", 2)
+    store.record_reply("explorer:t1", 1, "first?", "partial")
+    store.record_reply("explorer:t1", 1, "first?", "complete answer")
+    path = store._path("explorer:t1")
+    with open(path, "a") as f:
+        f.write('{"type":"turn","index":2,"pro')               # a crash mid-append
+    store.record_reply("explorer:t1", 2, "second?", "two")
+    fresh = ConversationStore(tmp_path / "conv")
+    assert fresh.handle("explorer:t1") == {"url": "http://x/c/1", "title": "Fano planes"}
+    assert [(e.index, e.reply) for e in fresh.turns("explorer:t1")] == [(1, "complete answer"), (2, "two")]
+    assert fresh.reply("explorer:t1", 2) == "two" and fresh.reply("explorer:t1", 3) is None
+    assert fresh.handle("other") == {} and fresh.turns("other") == []
+    assert sum(1 for line in path.read_text().splitlines() if '"handle"' in line) == 2
+
+
+def test_replay_keeps_first_exchange_and_recent_ones_and_summarizes_the_middle():
+    exchanges = [Exchange(0, "seed: study X", "Definition: a widget is a 7-point thing.\nMore.")]
+    exchanges += [Exchange(i, f"q{i} " + "p" * 300, f"Answer {i} is long. " + "r" * 700) for i in range(1, 61)]
+    exchanges[2] = Exchange(2, "q2", "Let W := the widget graph. It matters.\n" + "z" * 900)
+    replay = replay_window(exchanges, budget_chars=8000)
+    assert replay.pinned == exchanges[:1]
+    assert replay.recent and replay.recent[-1] == exchanges[-1]
+    assert replay.cut == 61 - 1 - len(replay.recent)
+    assert "Let W := the widget graph" in replay.summary           # a definition from turn 2 survives
+    total = sum(len(e.prompt) + len(e.reply) for e in replay.pinned + replay.recent) + len(replay.summary)
+    assert total <= 8000
+    messages = replay.messages("next?")
+    assert [m["role"] for m in messages[:2]] == ["user", "assistant"] and messages[-1] == {"role": "user",
+                                                                                          "content": "next?"}
+    assert "2" in replay.summary_block()
+
+
+def test_short_transcripts_are_replayed_whole_and_summary_respects_its_limit():
+    exchanges = [Exchange(i, f"q{i}", f"a{i}.") for i in range(5)]
+    replay = replay_window(exchanges, budget_chars=10_000)
+    assert replay.recent == exchanges[1:] and replay.summary == "" and replay.summary_block() == ""
+    many = [Exchange(i, "q", f"Definition {i}: " + "d" * 100) for i in range(100)]
+    assert len(summarize(many, 500)) <= 500
