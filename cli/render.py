@@ -319,3 +319,12 @@ def top_text(frame: dict) -> str:
     elif sched is None:
         lines.append("(scheduler not answering)")
     return "\n".join(lines)
+
+
+def check_text(d: dict) -> str:
+    """``backends check``: one line, then any extra fields the provider reported."""
+    head = f"{d['account']} ({d['backend']}): {'ok' if d.get('ok') else 'NOT OK'}"
+    if d.get("detail"):
+        head += f" — {d['detail']}"
+    extra = [f"  {k}: {v}" for k, v in d.items() if k not in ("account", "backend", "ok", "detail")]
+    return "\n".join([head, *extra])

@@ -266,3 +266,6 @@ def modules_weights(set_):
     except BrokerUnavailable:
         fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
     out(res, lambda r: "\n".join(f"{m:12s} {w:g}" for m, w in sorted(r["weights"].items())) or "no weights set")
+
+
+from cli import backends_setup  # noqa: E402,F401  (registers backends login, backends check on the group above)
