@@ -26,10 +26,13 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.backends.base import Turn
+
+ONE_SHOT_RETENTION = 30 * 86400   # seconds a one-shot task's record is kept (reconciled long before)
 
 
 def conversation_key(turn: Turn) -> str:
@@ -40,13 +43,30 @@ def conversation_key(turn: Turn) -> str:
 class ConversationStore:
     """Durable per-account record of conversations. Single writer: the account's worker process."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, one_shot_retention: float = ONE_SHOT_RETENTION):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # opened once per worker start: the natural moment to drop dead one-shot records (file mtimes
+        # are real time, so this uses the real clock, not the scaled world clock)
+        self.prune_one_shots(one_shot_retention, time.time())
 
     def _path(self, key: str) -> Path:
         digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:24]
-        return self.root / f"{digest}.jsonl"
+        prefix = "oneshot-" if key.startswith("task-") else ""
+        return self.root / f"{prefix}{digest}.jsonl"
+
+    def prune_one_shots(self, max_age: float, now: float) -> int:
+        """Delete one-shot records untouched for ``max_age`` seconds (a one-shot task is reconciled within
+        its lease's lifetime, so weeks-old ones are dead weight); conversations are kept. Returns the count."""
+        removed = 0
+        for path in self.root.glob("oneshot-*.jsonl"):
+            try:
+                if now - path.stat().st_mtime > max_age:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def _append(self, key: str, record: dict) -> None:
         path = self._path(key)

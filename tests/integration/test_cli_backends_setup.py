@@ -54,8 +54,10 @@ def test_check_an_unknown_account_is_a_config_error(config):
 
 def test_check_an_unreachable_server_fails_without_printing_the_key(config):
     res = fanoctl(config, "--json", "backends", "check", "api")
-    assert res.returncode != 0
-    assert res.stderr.strip() and PLANTED not in res.stdout + res.stderr
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    assert report["ok"] is False and "not reachable" in report["detail"]
+    assert PLANTED not in res.stdout + res.stderr
 
 
 def test_login_on_accounts_without_a_browser_explains_itself(config):

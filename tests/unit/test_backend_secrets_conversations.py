@@ -103,3 +103,14 @@ def test_short_transcripts_are_replayed_whole_and_summary_respects_its_limit():
     assert replay.recent == exchanges[1:] and replay.summary == "" and replay.summary_block() == ""
     many = [Exchange(i, "q", f"Definition {i}: " + "d" * 100) for i in range(100)]
     assert len(summarize(many, 500)) <= 500
+
+
+def test_one_shot_records_are_pruned_when_old_and_conversations_are_kept(tmp_path):
+    import time
+    store = ConversationStore(tmp_path / "conv")
+    store.record_reply("task-7", 0, "q", "a")
+    store.record_reply("explorer:t1", 1, "q", "a")
+    now = time.time()
+    assert store.prune_one_shots(max_age=3600, now=now) == 0
+    assert store.prune_one_shots(max_age=3600, now=now + 7200) == 1
+    assert store.turns("task-7") == [] and store.reply("explorer:t1", 1) == "a"

@@ -343,9 +343,11 @@ def test_registry_builds_the_sim_provider(tmp_path):
     assert provider.log_path == tmp_path / "sim" / "a" / "requests.jsonl"
 
 
-def test_registry_refuses_unknown_or_unbuilt_backends_and_bad_settings(tmp_path):
+def test_registry_refuses_unknown_or_unbuilt_backends_and_bad_settings(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.PROVIDERS, "claude", "services.backends.not_built_yet:Nothing")
     with pytest.raises(ConfigError, match="not implemented"):
         registry.provider_class("claude")
+    monkeypatch.setitem(registry.PROVIDERS, "claude", "services.backends.claude:ClaudeProvider")
     with pytest.raises(ConfigError, match="unknown backend"):
         registry.provider_class("nope")
     with pytest.raises(ConfigError, match="accounts.a"):

@@ -1,0 +1,350 @@
+"""``claude``: the Anthropic Messages API through the official ``anthropic`` SDK (DESIGN.md §7, §10).
+
+Settings (the ``[accounts.NAME]`` table; all optional)::
+
+    [accounts.claude-main]
+    backend = "claude"
+    modes = ["standard", "deep"]
+    api_key_env = "ANTHROPIC_API_KEY"     # or api_key_file = "~/.config/fano/claude.key" (never api_key)
+    base_url = "https://api.anthropic.com" # default: the SDK's (a stand-in's URL in tests)
+    model = "claude-sonnet-4-6"           # standard mode
+    deep_model = "claude-opus-4-5"        # deep mode (with thinking = "enabled": a model that accepts
+                                          # budget_tokens; Claude 4.7 and later need "adaptive")
+    max_tokens = 8192                     # standard mode
+    deep_max_tokens = 32000               # deep mode; must exceed thinking_budget
+    thinking = "enabled"                  # deep mode: "enabled" (extended thinking, budget_tokens) or
+                                          # "adaptive" (effort)
+    thinking_budget = 16000               # >= 1024, for thinking = "enabled"
+    effort = "high"                       # low|medium|high|xhigh|max, for thinking = "adaptive"
+    system = ""                           # an optional system prompt for every request
+    transcript_chars = 60000              # replay budget of a conversation (prompts + replies)
+    timeout = 600                         # seconds without a byte from the API before giving up
+    connect_timeout = 10
+    billing_retry = 21600                 # cool-down after a spend-limit / credit refusal (seconds)
+    proactive_cooldown = true             # requests bucket at 0: report the cool-down, do not send
+
+Behaviour:
+
+* The SDK's own retries are off (``max_retries=0``): every failure becomes a classified ProviderError
+  (:mod:`services.backends.claude_errors`) and the worker/broker schedule the waits — including a
+  ``retry-after`` of hours, which the SDK would not honour.
+* Turns are streamed in a helper thread; ``send`` waits in slices of SLICE seconds looking at
+  ``cancelled()`` and the helper stops between two stream events once told to, so a cancel returns at
+  once and aborts the stream. An ``event: error`` after HTTP 200 is classified like the status it names.
+* The ``anthropic-ratelimit-*`` headers of every answer (and error) are kept per model and returned in
+  ``Reply.meta["ratelimit"]``; when the requests bucket is at 0 with a reset ahead, the next request is
+  not sent and the cool-down is reported instead (``quota``, ``sent=False``).
+* Conversations (DESIGN.md §7): the transcript lives in the account's
+  :class:`~services.backends.conversations.ConversationStore` (``<data_dir>/backends/<account>/``). A
+  turn replays a bounded window of the earlier exchanges; the summary of what is cut goes into the system
+  prompt, where it stays pinned. ``mark_sent`` is written before the request leaves and ``record_reply``
+  after the reply, so ``reconcile`` returns a reply received before a crash; otherwise the API is
+  stateless and re-sending is allowed (None).
+
+The key is read once (:func:`services.backends.secrets.load_api_key`) and handed only to the SDK; it is
+in no message, no meta and no file of ours.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Callable
+
+from services.backends.base import Provider, ProviderError, Reply, Turn
+from services.backends.claude_errors import classify_exception, exhausted_until, parse_ratelimit
+from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window
+from services.backends.secrets import load_api_key
+
+log = logging.getLogger("fano.backends.claude")
+
+MODES = ("standard", "deep")
+SLICE = 0.05                     # real seconds between two looks at cancelled()
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+DEFAULTS = {"base_url": None, "model": "claude-sonnet-4-6", "deep_model": "claude-opus-4-5", "max_tokens": 8192,
+            "deep_max_tokens": 32000, "thinking": "enabled", "thinking_budget": 16000, "effort": "high",
+            "system": "", "transcript_chars": 60000, "timeout": 600.0, "connect_timeout": 10.0,
+            "billing_retry": 21600.0, "proactive_cooldown": True}
+_KNOWN = set(DEFAULTS) | {"modes", "api_key_env", "api_key_file", "api_key"}
+
+
+def _int(settings: dict, name: str, lo: int, hi: int) -> int:
+    value = settings.get(name, DEFAULTS[name])
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"claude setting {name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _seconds(settings: dict, name: str, lo: float, hi: float) -> float:
+    value = settings.get(name, DEFAULTS[name])
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not lo < value <= hi:
+        raise ValueError(f"claude setting {name} must be a number of seconds in ({lo:g}, {hi:g}], got {value!r}")
+    return float(value)
+
+
+def _text(settings: dict, name: str, empty_ok: bool = False) -> str:
+    value = settings.get(name, DEFAULTS[name])
+    if not isinstance(value, str) or (not empty_ok and not value.strip()):
+        raise ValueError(f"claude setting {name} must be a {'' if empty_ok else 'non-empty '}string, got {value!r}")
+    return value
+
+
+def parse_settings(settings: dict) -> dict:
+    """Validate an account's settings and return them complete with defaults. Raises ValueError (the
+    key settings are checked by :func:`load_api_key`, which also refuses an inline ``api_key``)."""
+    if not isinstance(settings, dict):
+        raise ValueError("claude settings must be a table")
+    unknown = set(settings) - _KNOWN
+    if unknown:
+        raise ValueError(f"unknown claude setting(s): {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(_KNOWN - {'api_key'}))})")
+    modes = settings.get("modes", ["standard"])
+    if not isinstance(modes, (list, tuple)) or not modes or any(m not in MODES for m in modes):
+        raise ValueError(f"claude setting modes must be a non-empty list of {', '.join(MODES)}")
+    out: dict = {"modes": tuple(modes)}
+    base_url = settings.get("base_url")
+    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
+        raise ValueError(f"claude setting base_url must be an http:// or https:// URL, got {base_url!r}")
+    out["base_url"] = base_url.rstrip("/") if base_url else None
+    out["model"] = _text(settings, "model")
+    out["deep_model"] = _text(settings, "deep_model")
+    out["max_tokens"] = _int(settings, "max_tokens", 1, 1_000_000)
+    out["deep_max_tokens"] = _int(settings, "deep_max_tokens", 1, 1_000_000)
+    out["thinking"] = settings.get("thinking", DEFAULTS["thinking"])
+    if out["thinking"] not in ("enabled", "adaptive"):
+        raise ValueError(f"claude setting thinking must be \"enabled\" or \"adaptive\", got {out['thinking']!r}")
+    out["thinking_budget"] = _int(settings, "thinking_budget", 1024, 1_000_000)
+    if out["thinking"] == "enabled" and "deep" in modes and out["thinking_budget"] >= out["deep_max_tokens"]:
+        raise ValueError(f"claude setting thinking_budget ({out['thinking_budget']}) must be below "
+                         f"deep_max_tokens ({out['deep_max_tokens']}): the answer needs room after the thinking")
+    out["effort"] = settings.get("effort", DEFAULTS["effort"])
+    if out["effort"] not in EFFORTS:
+        raise ValueError(f"claude setting effort must be one of {', '.join(EFFORTS)}, got {out['effort']!r}")
+    out["system"] = _text(settings, "system", empty_ok=True)
+    out["transcript_chars"] = _int(settings, "transcript_chars", 1000, 10_000_000)
+    out["timeout"] = _seconds(settings, "timeout", 0, 86400)
+    out["connect_timeout"] = _seconds(settings, "connect_timeout", 0, 600)
+    out["billing_retry"] = _seconds(settings, "billing_retry", 59, 90 * 86400)
+    if not isinstance(settings.get("proactive_cooldown", True), bool):
+        raise ValueError("claude setting proactive_cooldown must be true or false")
+    out["proactive_cooldown"] = settings.get("proactive_cooldown", True)
+    return out
+
+
+def _usage(message) -> dict:
+    usage = getattr(message, "usage", None)
+    if usage is None:
+        return {}
+    data = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+class ClaudeProvider(Provider):
+    """The Anthropic API for one account. See the module docstring for settings and semantics."""
+
+    backend = "claude"
+
+    def __init__(self, account: str, settings: dict, clock, data_dir, environ: dict | None = None):
+        super().__init__(account, settings, clock, data_dir)
+        self.config = parse_settings(settings or {})
+        self.secret = load_api_key(account, "claude", settings or {}, environ=environ)
+        self.root = Path(data_dir) / "backends" / account
+        self.store: ConversationStore | None = None
+        self.client = None
+        self.limits: dict[str, dict] = {}      # model -> the rate-limit headers of its last answer
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.config["modes"])
+
+    def start(self) -> None:
+        if self.store is None:
+            self.store = ConversationStore(self.root / "conversations")
+        if self.client is None:
+            import anthropic   # here, not at import: building the provider must stay cheap
+
+            self.client = anthropic.Anthropic(
+                api_key=self.secret.reveal(), base_url=self.config["base_url"], max_retries=0,
+                timeout=anthropic.Timeout(self.config["timeout"], connect=self.config["connect_timeout"]))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    # --- building a request -------------------------------------------------------------------------
+
+    def model_for(self, mode: str) -> str:
+        return self.config["deep_model"] if mode == "deep" else self.config["model"]
+
+    def replay_for(self, turn: Turn) -> Replay | None:
+        """The bounded window of the conversation's earlier exchanges (None for a one-shot turn)."""
+        if not turn.conversation:
+            return None
+        prior = [ex for ex in self.store.turns(conversation_key(turn)) if ex.index < turn.turn_index]
+        return replay_window(prior, self.config["transcript_chars"])
+
+    def request_params(self, turn: Turn, replay: Replay | None) -> dict:
+        """The keyword arguments of ``messages.stream`` for ``turn`` (pure: no I/O)."""
+        cfg = self.config
+        deep = turn.mode == "deep"
+        params: dict = {"model": self.model_for(turn.mode),
+                        "max_tokens": cfg["deep_max_tokens"] if deep else cfg["max_tokens"],
+                        "messages": replay.messages(turn.prompt) if replay else
+                        [{"role": "user", "content": turn.prompt}]}
+        if deep and cfg["thinking"] == "enabled":
+            params["thinking"] = {"type": "enabled", "budget_tokens": cfg["thinking_budget"]}
+        elif deep:
+            params["thinking"] = {"type": "adaptive"}
+            params["output_config"] = {"effort": cfg["effort"]}
+        system = [part for part in (cfg["system"].strip(), replay.summary_block() if replay else "") if part]
+        if system:
+            params["system"] = "\n\n".join(system)
+        return params
+
+    # --- the request path ---------------------------------------------------------------------------
+
+    def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
+        """Stream one turn to the API; every failure is a classified ProviderError."""
+        self.start()
+        if turn.mode not in self.config["modes"]:
+            raise ProviderError("terminal", f"claude account {self.account} has no mode {turn.mode!r}", sent=False)
+        if not turn.prompt.strip():
+            raise ProviderError("terminal", "empty prompt: the API refuses empty messages", sent=False)
+        key = conversation_key(turn)
+        earlier = self._recorded(turn)
+        if earlier is not None:   # this very turn was answered before (a crash after record_reply)
+            return earlier
+        model = self.model_for(turn.mode)
+        now = self.clock.world()
+        until = exhausted_until(self.limits.get(model), now) if self.config["proactive_cooldown"] else None
+        if until is not None:
+            log.info("%s: requests bucket of %s empty until %.0f: not sending task %s", self.account, model,
+                     until, turn.task_id)
+            raise ProviderError("quota", f"requests rate limit of {model} exhausted (remaining 0); it resets in "
+                                f"{until - now:.0f} s", retry_after=until - now, sent=False)
+        replay = self.replay_for(turn)
+        params = self.request_params(turn, replay)
+        if cancelled():
+            raise ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
+        self.store.mark_sent(key, turn.turn_index, turn.prompt, task_id=turn.task_id, attempt=turn.attempt,
+                             mode=turn.mode, model=model)
+        message, headers = self._stream(params, cancelled)
+        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+        if message.stop_reason == "refusal":
+            raise ProviderError("terminal", f"the model refused to answer (stop_reason refusal){_rid(headers)}")
+        if not text.strip():
+            raise ProviderError("terminal", f"the reply has no text (stop_reason {message.stop_reason}; "
+                                f"raise max_tokens / deep_max_tokens if thinking used it all){_rid(headers)}")
+        meta = {"model": message.model, "mode": turn.mode, "stop_reason": message.stop_reason,
+                "usage": _usage(message), "message_id": message.id,
+                "request_id": headers.get("request-id"), "ratelimit": parse_ratelimit(headers)}
+        if replay is not None:
+            meta["replay"] = {"exchanges": len(replay.pinned) + len(replay.recent), "summarized": replay.cut}
+        self.store.record_reply(key, turn.turn_index, turn.prompt, text, task_id=turn.task_id,
+                                attempt=turn.attempt, mode=turn.mode, model=message.model,
+                                stop_reason=message.stop_reason)
+        return Reply(text, meta)
+
+    def _stream(self, params: dict, cancelled: Callable[[], bool]):
+        """(final message, response headers). The HTTP exchange runs in a helper thread so that a cancel
+        is noticed within SLICE seconds even while no byte arrives; the helper stops reading at the next
+        event once told to, and the response is closed (which ends the stream at the API)."""
+        box: dict = {}
+        done, abort = threading.Event(), threading.Event()
+        model = params["model"]
+
+        def pump():
+            try:
+                with self.client.messages.stream(**params) as stream:
+                    box["stream"] = stream
+                    box["headers"] = stream.response.headers
+                    self.limits[model] = parse_ratelimit(stream.response.headers)
+                    for event in stream:
+                        if abort.is_set():
+                            return
+                        if event.type == "message_stop":
+                            box["stopped"] = True
+                    box["message"] = stream.get_final_message()
+            except BaseException as exc:   # handed to the waiting thread, which classifies it
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=pump, name=f"claude-{self.account}-stream", daemon=True).start()
+        while not done.wait(SLICE):
+            if cancelled():
+                abort.set()
+                stream = box.get("stream")
+                if stream is not None:   # closing may wait on the reader: never let it delay the cancel
+                    threading.Thread(target=_quiet_close, args=(stream,), daemon=True).start()
+                raise ProviderError("unknown", "cancelled while the API was answering (stream aborted)", sent=True)
+        error = box.get("error")
+        if error is not None:
+            raise self._classified(error, model)
+        headers = box.get("headers") or {}
+        if not box.get("stopped"):
+            raise ProviderError("transient", f"the stream ended before message_stop{_rid(headers)}", sent=True)
+        return box["message"], headers
+
+    def _classified(self, exc: BaseException, model: str | None = None) -> ProviderError:
+        if isinstance(exc, ProviderError):
+            return exc
+        response = getattr(exc, "response", None)
+        if model is not None and response is not None and getattr(response, "headers", None) is not None:
+            snapshot = parse_ratelimit(response.headers)
+            if any(k in snapshot for k in ("requests", "tokens")):
+                self.limits[model] = snapshot
+        error = classify_exception(exc, self.clock.world(), self.config["billing_retry"])
+        if error is None:
+            log.warning("%s: unclassified error from the API client: %s", self.account, type(exc).__name__)
+            error = ProviderError("unknown", f"{type(exc).__name__}: {exc}"[:500], sent=True)
+        return error
+
+    def _recorded(self, turn: Turn) -> Reply | None:
+        """The reply recorded for this turn (same conversation position, same prompt), if any."""
+        for ex in self.store.turns(conversation_key(turn)):
+            if ex.index == turn.turn_index and ex.prompt == turn.prompt:
+                meta = {k: ex.meta[k] for k in ("model", "mode", "stop_reason") if k in ex.meta}
+                return Reply(ex.reply, dict(meta, reconciled=True))
+        return None
+
+    def reconcile(self, turn: Turn) -> Reply | None:
+        """A reply recorded before a crash, or None: the API keeps no state to ask, so re-sending is the
+        way to get an answer (DESIGN.md §7: stateless API)."""
+        self.start()
+        return self._recorded(turn)
+
+    def check(self) -> dict:
+        """Is the key accepted and does each mode's model exist? One Models API call per model (no
+        message is generated, nothing is billed)."""
+        self.start()
+        client = self.client.with_options(timeout=min(30.0, self.config["timeout"]))
+        models = {mode: self.model_for(mode) for mode in self.modes}
+        now = self.clock.world()
+        for model in sorted(set(models.values())):
+            try:
+                client.models.retrieve(model)
+            except Exception as exc:
+                raise self._classified(exc) from None
+            until = exhausted_until(self.limits.get(model), now) if self.config["proactive_cooldown"] else None
+            if until is not None:
+                raise ProviderError("quota", f"requests rate limit of {model} exhausted; resets in "
+                                    f"{until - now:.0f} s", retry_after=until - now, sent=False)
+        names = ", ".join(f"{mode}: {model}" for mode, model in models.items())
+        return {"ok": True, "detail": f"claude: key accepted; {names}", "model": self.config["model"],
+                "models": models}
+
+
+def _rid(headers) -> str:
+    rid = headers.get("request-id") if headers else None
+    return f" [request-id {rid}]" if rid else ""
+
+
+def _quiet_close(stream) -> None:
+    try:
+        stream.close()
+    except Exception:  # the reader may be mid-read; whatever it raises, the stream is gone
+        pass
