@@ -31,7 +31,8 @@ startsecs=1
 startretries=5
 stopsignal=TERM
 stopwaitsecs=15
-; a web backend's browser is a child process: signals and kills go to the whole group
+; stop and kill the worker's whole group (Playwright's driver is a child); Chromium runs in a session of
+; its own and exits when the driver's pipe closes; a hung one is killed by the next worker at start
 stopasgroup=true
 killasgroup=true
 redirect_stderr=true

@@ -1,0 +1,271 @@
+"""Stand-in for the ChatGPT and Gemini web UIs: a stdlib HTTP server plus static pages for two skins.
+
+The pages imitate the real sites' DOM closely enough that the selectors in
+``services/backends/web/sites/*.toml`` are realistic (ChatGPT: ``#prompt-textarea`` contenteditable,
+``send-button``/``stop-button`` in the composer form, a model switcher with a Pro item, the
+``copy-turn-action-button`` action bar, ``/c/<id>`` URLs reached through a transient ``/c/WEB:...``;
+Gemini: ``rich-textarea .ql-editor``, a Tools drawer with a Deep Think ``menuitemcheckbox`` and its
+deselect chip, ``model-response`` with ``.response-footer.complete``, ``/app/<id>`` URLs).
+
+The server owns the conversations (so a reload of a conversation URL mid-answer shows its progress) and
+records every prompt submitted (``GET /__log``), so tests can assert that nothing was sent twice.
+
+Routes::
+
+    GET  /  /c/<id>  /app  /app/<id>     the ChatGPT / Gemini skin (a login wall when signed out)
+    GET  /auth/login?next=PATH           signs this browser in (a cookie) and goes to PATH
+    GET  /api/config                     {logged_in, deep, auto_login}
+    POST /api/submit                     {skin, conversation, prompt, mode} -> {conversation, title}
+    GET  /api/conversation/<id>          the conversation with each turn's current state
+    GET|POST /__control                  scenario, login_required, auto_login, deep (ok|missing|disabled),
+                                         reset_in (s), tz, speed
+    GET  /__log    POST /__reset         submitted prompts / forget everything
+
+``python -m ops.standins chat-site [--port N] [--scenario NAME] [--login-required]`` runs it in the
+foreground; tests use :class:`ChatSiteServer` in-process (``start()``/``stop()``/``url``).
+"""
+from __future__ import annotations
+
+import argparse
+import http.cookies
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from ops.standins.chat_site.scenarios import SCENARIOS, clean, scenario_of, turn_state
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
+COOKIE = "standin_session"
+DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
+                   "reset_in": 2100.0, "tz": "UTC", "speed": 1.0}
+_CHATGPT_PAGE = re.compile(r"^/(?:c/[^/]+)?$")
+_GEMINI_PAGE = re.compile(r"^/app(?:/[^/]+)?$")
+
+
+class ChatSiteServer:
+    """The stand-in site, startable in-process. ``control(**kw)`` switches behaviour at run time."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **control):
+        self.host = host
+        self.port = port
+        self.lock = threading.Lock()
+        self.session = secrets.token_hex(8)
+        self._control = dict(DEFAULT_CONTROL)
+        self.control(**control)
+        self.conversations: dict[str, dict] = {}
+        self.submits: list[dict] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- in-process API ----------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ChatSiteServer":
+        server = self
+
+        class Handler(_Handler):
+            site = server
+
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="chat-site")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def control(self, **changes) -> dict:
+        bad = set(changes) - set(DEFAULT_CONTROL)
+        if bad:
+            raise ValueError(f"unknown control key(s): {', '.join(sorted(bad))}")
+        if "scenario" in changes and changes["scenario"] not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
+        if "deep" in changes and changes["deep"] not in ("ok", "missing", "disabled"):
+            raise ValueError("deep must be ok, missing or disabled")
+        with self.lock:
+            self._control.update(changes)
+            return dict(self._control)
+
+    def reset(self) -> None:
+        with self.lock:
+            self._control = dict(DEFAULT_CONTROL)
+            self.conversations.clear()
+            self.submits.clear()
+
+    def prompts(self, containing: str = "") -> list[str]:
+        """Prompts submitted so far (those containing ``containing``)."""
+        with self.lock:
+            return [s["prompt"] for s in self.submits if containing in s["prompt"]]
+
+    # --- state -------------------------------------------------------------------------------------------
+
+    def submit(self, skin: str, conversation: str | None, prompt: str, mode: str, header: str | None) -> dict:
+        with self.lock:
+            now = time.time()
+            if conversation:
+                conv = self.conversations.get(conversation)
+                if conv is None or conv["skin"] != skin:
+                    return {"error": "conversation not found"}
+            else:
+                conversation = uuid.uuid4().hex[:16] if skin == "gemini" else str(uuid.uuid4())
+                conv = {"id": conversation, "skin": skin, "title": clean(prompt)[:40] or "New chat", "turns": []}
+                self.conversations[conversation] = conv
+            scenario = scenario_of(prompt, header, self._control["scenario"])
+            conv["turns"].append({"skin": skin, "prompt": prompt, "mode": mode, "scenario": scenario,
+                                  "created": now})
+            self.submits.append({"at": now, "skin": skin, "conversation": conversation, "prompt": prompt,
+                                 "mode": mode, "scenario": scenario})
+            return {"conversation": conversation, "title": conv["title"]}
+
+    def conversation(self, conv_id: str) -> dict | None:
+        with self.lock:
+            conv = self.conversations.get(conv_id)
+            if conv is None:
+                return None
+            now = time.time()
+            control = dict(self._control)
+            turns = [dict(prompt=t["prompt"], mode=t["mode"], **turn_state(t, now, control)) for t in conv["turns"]]
+            return {"id": conv["id"], "skin": conv["skin"], "title": conv["title"], "turns": turns}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    site: ChatSiteServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):   # quiet: tests read /__log, not stderr
+        pass
+
+    # --- helpers ---
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, data) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json")
+
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 <= length <= 5_000_000:
+            return {}
+        try:
+            data = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _logged_in(self) -> bool:
+        with self.site.lock:
+            if not self.site._control["login_required"]:
+                return True
+        jar = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
+        return COOKIE in jar and jar[COOKIE].value == self.site.session
+
+    def _static(self, name: str) -> None:
+        if name not in STATIC_FILES:
+            self._send(404, b"not found", "text/plain")
+            return
+        ctype = {"html": "text/html; charset=utf-8", "js": "text/javascript", "css": "text/css"}[name.rsplit(".", 1)[1]]
+        self._send(200, (STATIC / name).read_bytes(), ctype)
+
+    # --- routes ---
+
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        path = parts.path
+        if _CHATGPT_PAGE.match(path):
+            return self._static("chatgpt.html")
+        if _GEMINI_PAGE.match(path):
+            return self._static("gemini.html")
+        if path.startswith("/static/"):
+            return self._static(path[len("/static/"):])
+        if path == "/auth/login":
+            target = (parse_qs(parts.query).get("next") or ["/"])[0]
+            if not target.startswith("/") or target.startswith("//"):
+                target = "/"
+            cookie = f"{COOKIE}={self.site.session}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+            return self._send(302, b"", "text/plain", {"Location": target, "Set-Cookie": cookie})
+        if path == "/api/config":
+            with self.site.lock:
+                control = dict(self.site._control)
+            return self._json(200, {"logged_in": self._logged_in(), "deep": control["deep"],
+                                    "auto_login": control["auto_login"]})
+        if path.startswith("/api/conversation/"):
+            if not self._logged_in():
+                return self._json(401, {"error": "not signed in"})
+            conv = self.site.conversation(path.rsplit("/", 1)[1])
+            return self._json(200, conv) if conv else self._json(404, {"error": "conversation not found"})
+        if path == "/__control":
+            return self._json(200, self.site.control())
+        if path == "/__log":
+            with self.site.lock:
+                return self._json(200, {"submits": list(self.site.submits)})
+        if path == "/favicon.ico":
+            return self._send(204, b"", "image/x-icon")
+        self._send(404, b"not found", "text/plain")
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        path = urlsplit(self.path).path
+        body = self._body()
+        if path == "/api/submit":
+            if not self._logged_in():
+                return self._json(401, {"error": "not signed in"})
+            prompt, skin = body.get("prompt"), body.get("skin")
+            if not isinstance(prompt, str) or not prompt.strip() or skin not in ("chatgpt", "gemini"):
+                return self._json(400, {"error": "prompt and skin required"})
+            out = self.site.submit(skin, body.get("conversation") or None, prompt, str(body.get("mode") or ""),
+                                   self.headers.get("X-Standin-Scenario"))
+            return self._json(404 if "error" in out else 200, out)
+        if path == "/__control":
+            try:
+                return self._json(200, self.site.control(**body))
+            except ValueError as exc:
+                return self._json(400, {"error": str(exc)})
+        if path == "/__reset":
+            self.site.reset()
+            return self._json(200, {"ok": True})
+        self._send(404, b"not found", "text/plain")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.standins chat-site",
+                                     description="Stand-in ChatGPT (/) and Gemini (/app) web UIs.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--scenario", default="normal", choices=SCENARIOS)
+    parser.add_argument("--login-required", action="store_true")
+    parser.add_argument("--deep", default="ok", choices=("ok", "missing", "disabled"))
+    args = parser.parse_args(argv)
+    server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
+                            deep=args.deep).start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0

@@ -1,0 +1,123 @@
+"""What the stand-in chat site shows for a turn, as a pure function of its scenario and age.
+
+The server owns conversation state (so reopening ``/c/<id>`` mid-answer shows the progress and later the
+final answer); pages poll :func:`turn_state` through ``GET /api/conversation/<id>``. Times are seconds
+since the prompt was submitted, divided by the control's ``speed``.
+
+Scenarios (per request: ``[[scenario:NAME]]`` in the prompt or an ``X-Standin-Scenario`` header; default:
+the control endpoint's ``scenario``):
+
+=============  =============================================================================================
+normal         thinking, then the answer streams, then the finished marker
+pro_long       a short preamble streams and *settles* with no stop button (the finished marker flashes
+               once, ~0.12 s), then a long thinking phase ("Pro thinking", progress bar, stop button), then
+               the real answer: a gate that trusts silence or one flash returns the preamble
+slow           8 s of slow streaming (reopen mid-answer: the worker dies, reconcile finds the answer)
+rate_limit     refused with a limit message naming the reset time (ChatGPT: a toast "try again after
+               2:56 PM"; Gemini: a reply "You've reached your limit ... until Jan 10, 2:56 PM")
+capacity       ChatGPT: "at capacity" toast; Gemini: "A lot of people are using Deep Think right now" reply
+error          ChatGPT: inline "Something went wrong" error in the turn; Gemini: "wasn't able to finish"
+=============  =============================================================================================
+
+Control-only states (they show before any prompt): ``login_required`` (a login wall), ``deep`` =
+``missing`` / ``disabled`` (the Pro / Deep Think option is absent or greyed out).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error")
+MARKER = re.compile(r"\s*\[\[scenario:([a-z_]+)\]\]\s*")
+PREAMBLE = "Let me restate the problem before working through it carefully."
+
+
+def scenario_of(prompt: str, header: str | None, default: str) -> str:
+    m = MARKER.search(prompt)
+    name = m.group(1) if m else (header or default)
+    return name if name in SCENARIOS else "normal"
+
+
+def clean(prompt: str) -> str:
+    """The prompt without scenario markers (what the answer echoes)."""
+    return MARKER.sub(" ", prompt).strip()
+
+
+def answer_text(skin: str, mode: str, prompt: str) -> str:
+    return (f"Stand-in {skin} answer [{mode}] to: {clean(prompt)}\n\n"
+            "Here is a worked reply with **markdown** and $x^2 + y^2 = z^2$.\n\n"
+            "- first point\n- second point\n\nThat is all.")
+
+
+def _partial(text: str, fraction: float) -> str:
+    return text[:max(1, int(len(text) * min(1.0, max(0.0, fraction))))]
+
+
+def _reset_clock(turn: dict, control: dict, with_date: bool) -> str:
+    when = dt.datetime.fromtimestamp(turn["created"] + float(control.get("reset_in", 2100)),
+                                     ZoneInfo(control.get("tz") or "UTC"))
+    clock = when.strftime("%I:%M %p").lstrip("0")
+    return f"{when.strftime('%b')} {when.day}, {clock}" if with_date else clock
+
+
+def _state(**kw) -> dict:
+    out = {"reply": True, "text": "", "stop": False, "bar": False, "thinking": None, "progress": False,
+           "error": None, "banner": None, "done": False}
+    out.update(kw)
+    return out
+
+
+def turn_state(turn: dict, now: float, control: dict) -> dict:
+    """The visible state of ``turn`` (a dict with skin, prompt, mode, scenario, created) at ``now``."""
+    t = (now - turn["created"]) * float(control.get("speed", 1.0))
+    skin, scenario = turn["skin"], turn["scenario"]
+    answer = answer_text(skin, turn["mode"], turn["prompt"])
+    chatgpt = skin == "chatgpt"
+    if scenario == "pro_long":
+        if t < 0.4:
+            return _state(text=_partial(PREAMBLE, t / 0.4), stop=True)
+        if t < 2.0:   # the trap: settled text, no stop button, one short flash of the finished marker
+            return _state(text=PREAMBLE, bar=1.0 <= t < 1.12)
+        if t < 4.0:
+            return _state(text=PREAMBLE if chatgpt else "Generating your response… Check back later.",
+                          stop=True, thinking="Pro thinking" if chatgpt else "Deep Think", progress=True)
+        if t < 5.0:
+            return _state(text=_partial(answer, (t - 4.0) / 1.0), stop=True)
+        return _state(text=answer, bar=True, done=True)
+    if scenario == "slow":
+        if t < 1.0:
+            return _state(stop=True, thinking="Thinking", progress=True)
+        if t < 9.0:
+            return _state(text=_partial(answer, (t - 1.0) / 8.0), stop=True)
+        return _state(text=answer, bar=True, done=True)
+    if scenario == "rate_limit":
+        if t < 0.3:
+            return _state(reply=not chatgpt, stop=True)
+        if chatgpt:
+            return _state(reply=False, banner="You've reached our limit of messages per hour. Please try again "
+                                              f"after {_reset_clock(turn, control, False)}.", done=True)
+        return _state(text="You've reached your limit for chats with Deep Think until "
+                           f"{_reset_clock(turn, control, True)}. Try again then.", bar=True, done=True)
+    if scenario == "capacity":
+        if t < 0.3:
+            return _state(reply=not chatgpt, stop=True)
+        if chatgpt:
+            return _state(reply=False, banner="ChatGPT is at capacity right now. Please try again later.",
+                          done=True)
+        return _state(text="A lot of people are using Deep Think right now and I need a moment to catch up. "
+                           "Please try again in a bit.", bar=True, done=True)
+    if scenario == "error":
+        if t < 0.5:
+            return _state(stop=True, thinking="Thinking")
+        if chatgpt:
+            return _state(error="Something went wrong while generating the response. If this issue persists "
+                                "please contact us through our help center at help.openai.com.", done=True)
+        return _state(text="Sorry, I ran into an issue and wasn't able to finish thinking. This attempt didn't "
+                           "count against your Deep Think limit.", bar=True, done=True)
+    # normal
+    if t < 0.3:
+        return _state(stop=True, thinking="Thinking", progress=not chatgpt)
+    if t < 1.3:
+        return _state(text=_partial(answer, (t - 0.3) / 1.0), stop=True)
+    return _state(text=answer, bar=True, done=True)

@@ -1,0 +1,12 @@
+"""Consumer web chat UIs (ChatGPT, Gemini) driven through Playwright and a real Chromium (DESIGN.md §10).
+
+Layers, each with one job (notes/llm-backends.md §1.8):
+
+* :mod:`.site`     — the per-site data file (``sites/<name>.toml``): selectors, mode steps, message patterns;
+* :mod:`.gate`     — pure "is the reply finished?" classifier fed one sample per poll;
+* :mod:`.warnings` — pure banner/notice classification and reset-time parsing;
+* :mod:`.browser`  — the persistent profile: lock, killing a previous incarnation's browser, the one
+  thread that owns Playwright;
+* :mod:`.page`     — the page object: drives a site from its data file, no raw selector inside;
+* :mod:`.provider` — :class:`WebProvider`, the :class:`~services.backends.base.Provider` both sites share.
+"""

@@ -1,0 +1,94 @@
+"""When is a web chat's reply finished? A pure classifier fed one sample per poll (notes §1.1).
+
+"Done" is positive proof, never silence: a settled ChatGPT Pro *preamble* has no stop button and stable
+text seconds before the long thinking phase starts, and the finished-turn action bar can flash while the
+model is still thinking. A turn is terminal only when, at the same time:
+
+* the reply text is non-empty and no stop control is visible;
+* no thinking indicator is active (shimmer, progress bar, "Pro thinking", "check back later", ...);
+* the finished marker (ChatGPT's action bar / copy button, Gemini's ``.response-footer.complete``) has
+  been seen on ``bar_confirm_polls`` consecutive polls with no content change in between;
+* the content has been unchanged for at least ``min_stable`` seconds.
+
+Any change of the content fingerprint — even a rewrite of the same length — restarts the debounce.
+The page object (:mod:`services.backends.web.page`) takes the samples; this module only decides, so it is
+unit-tested with synthetic sequences (tests/unit/test_web_gate.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one poll saw of the reply being waited for."""
+
+    now: float                 # seconds (any monotonic origin)
+    text: str                  # the reply's text so far ("" when the turn does not exist yet)
+    stop_visible: bool         # the composer's stop control
+    bar_visible: bool          # the finished-turn marker of this reply
+    thinking: bool = False     # a thinking/progress indicator or a "still generating" placeholder
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    bar_confirm_polls: int = 3
+    min_stable: float = 1.2    # seconds the content must stay unchanged
+
+    def __post_init__(self):
+        if self.bar_confirm_polls < 1 or self.min_stable < 0:
+            raise ValueError("bar_confirm_polls must be >= 1 and min_stable >= 0")
+
+
+def fingerprint(text: str) -> str:
+    """Content key: equal lengths with different content must differ (a rewrite restarts the debounce)."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class TurnGate:
+    """Feed samples in order; :meth:`feed` returns True once the turn is terminal (and stays True for as
+    long as later samples keep satisfying the conditions — a caller normally stops at the first True).
+
+    ``state`` names what the last sample was waiting for, for logs and timeouts."""
+
+    def __init__(self, config: GateConfig | None = None):
+        self.config = config or GateConfig()
+        self._key: str | None = None
+        self._changed_at: float | None = None
+        self._bar_streak = 0
+        self.state = "waiting"
+        self.samples = 0
+
+    def feed(self, s: Sample) -> bool:
+        self.samples += 1
+        key = fingerprint(s.text)
+        if key != self._key:
+            self._key = key
+            self._changed_at = s.now
+            self._bar_streak = 0
+        if not s.text.strip():
+            self._bar_streak = 0
+            self.state = "no reply yet"
+            return False
+        if s.stop_visible:
+            self._bar_streak = 0
+            self.state = "generating (stop control visible)"
+            return False
+        if s.thinking:
+            self._bar_streak = 0
+            self.state = "thinking"
+            return False
+        if not s.bar_visible:
+            self._bar_streak = 0
+            self.state = "waiting for the finished marker"
+            return False
+        self._bar_streak += 1
+        if self._bar_streak < self.config.bar_confirm_polls:
+            self.state = f"finished marker seen {self._bar_streak}/{self.config.bar_confirm_polls}"
+            return False
+        if s.now - self._changed_at < self.config.min_stable:
+            self.state = "text settling"
+            return False
+        self.state = "complete"
+        return True

@@ -1,0 +1,457 @@
+"""WebProvider: the Provider of a consumer chat web UI (ChatGPT, Gemini), shared by both sites.
+
+One worker process per account drives one persistent Chromium profile (``<data_dir>/backends/<account>/
+profile``), one request at a time. A turn goes::
+
+    open (new chat, or the conversation's URL for a follow-up) -> wait for the composer
+      -> select the mode and read it back (not confirmed: nothing is sent)
+      -> type -> mark the turn sent (durable) -> submit
+      -> the moment the URL becomes /c/<id> (/app/<id>): record it (durable), before waiting
+      -> poll: notices (limits, capacity, errors, login wall) and the completion gate
+      -> reply text (innerText of the reply) -> transcript
+
+Failure classes (base.py; what each makes the broker do is in runner.py):
+
+==========================================  ==========  =====================================================
+what happened                               class       why
+==========================================  ==========  =====================================================
+limit message ("until 2:56 PM", "in 35 m")  quota       the parsed reset is authoritative; no reset: quota_retry
+capacity ("a lot of people are using ...")  transient   overload is a short retry (capacity_retry), no cool-down
+"something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed
+finish"
+login wall, human check                     auth        a person must sign in: account paused
+scarce mode not confirmed (option missing,  auth        sent=False. The UI must be looked at by a person (plan,
+disabled, or read-back differs)                         label, or layout); pausing the account stops every
+                                                        deep task from hitting the same wall, while the task
+                                                        itself goes back to the queue with no attempt burned
+                                                        and its quota unit refunded. (terminal would park good
+                                                        work; transient would burn attempts on a wall.)
+selector not found before submitting        auth        the layout changed: fail closed, screenshot saved
+anything unclear after submitting           unknown     sent=True: the reply is reconciled from the recorded
+(timeout, cancel, layout, browser crash)                URL, never re-sent blindly
+profile held by another process             auth        e.g. a `fanoctl backends login` in progress
+==========================================  ==========  =====================================================
+
+Screenshots of every layout/login/mode problem go to ``<account dir>/screenshots/`` for the operator.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from services.backends.base import Provider, ProviderError, Reply, Turn
+from services.backends.conversations import ConversationStore, conversation_key
+from services.backends.web.browser import BrowserHost, ProfileLock, kill_previous, record_browser
+from services.backends.web.gate import Sample, TurnGate
+from services.backends.web.page import ChatPage, PageSample, SiteProblem
+from services.backends.web.settings import parse_settings
+from services.backends.web.site import load_site
+from services.backends.web.warnings import Notice, classify, matches, parse_reset
+
+log = logging.getLogger(__name__)
+
+REPLY_NOTICE_CHARS = 400   # a finished reply this short may be a soft failure ("wasn't able to finish")
+PLACEHOLDER_CHARS = 600    # a reply this short may be a "still generating" placeholder
+SCREENSHOTS_KEPT = 50
+SLICE = 0.05               # seconds between two looks at cancelled() while waiting
+PROMPT_SETTLE = 3.0        # reconcile: seconds a loaded conversation may take to show our prompt too
+
+
+def _playwright_error():
+    from playwright.sync_api import Error   # lazy: importing this module must not need playwright
+    return Error
+
+
+class WebProvider(Provider):
+    """A chat web UI account. Subclasses set ``backend`` and ``site_name`` (the data file)."""
+
+    backend = "web"
+    site_name = ""
+
+    def __init__(self, account: str, settings: dict, clock, data_dir):
+        super().__init__(account, settings, clock, data_dir)
+        self.site = load_site(self.site_name)
+        self.cfg = parse_settings(settings or {}, self.site)
+        self.home = (Path(data_dir) / "backends" / account).resolve()
+        self.profile = self.home / "profile"
+        self.pidfile = self.home / "browser.json"
+        self.screenshots = self.home / "screenshots"
+        self.store = ConversationStore(self.home / "conversations")
+        self.lock = ProfileLock(self.home / "profile.lock")
+        self.host = BrowserHost(f"{self.backend}-{account}", self._launch)
+        self._started = False
+        self._headless_override: bool | None = None
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.cfg.modes)
+
+    # --- life cycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the profile and kill what a previous incarnation left on it. The browser itself starts
+        lazily on the browser thread at the first request."""
+        self._started = True
+        if not self._own_profile():
+            log.warning("%s: the browser profile is held by pid %s; requests are refused until it is free",
+                        self.account, self.lock.holder())
+
+    def close(self) -> None:
+        self.host.shutdown()
+        self.lock.release()
+        self._started = False
+
+    def _own_profile(self) -> bool:
+        if self.lock.held:
+            return True
+        if not self.lock.acquire():
+            return False
+        kill_previous(self.profile, self.pidfile)
+        return True
+
+    def _require_profile(self) -> None:
+        if not self._own_profile():
+            raise ProviderError("auth", f"the browser profile of {self.account} is in use by pid "
+                                f"{self.lock.holder()} (a `fanoctl backends login` session?); resume the "
+                                "account when it has ended", sent=False)
+
+    def _launch(self, playwright):
+        """On the browser thread: the persistent context of this account's profile."""
+        self.profile.mkdir(parents=True, exist_ok=True)
+        headless = self.cfg.headless if self._headless_override is None else self._headless_override
+        kwargs = dict(user_data_dir=str(self.profile), executable_path=self.cfg.chromium, headless=headless,
+                      args=list(self.cfg.launch_args), ignore_default_args=["--enable-automation"],
+                      viewport={"width": 1280, "height": 900})
+        if self.cfg.timezone_name:
+            kwargs["timezone_id"] = self.cfg.timezone_name
+        ctx = playwright.chromium.launch_persistent_context(**kwargs)
+        ctx.set_default_timeout(30_000)
+        record_browser(self.pidfile, self.profile)
+        log.info("%s: browser started (%s, profile %s)", self.account, "headless" if headless else "headed",
+                 self.profile)
+        return ctx
+
+    def _recycle(self, host) -> None:
+        """After a browser error: kill this profile's browser (it may be hung, where a polite close would
+        hang too) so that the next request starts a fresh one."""
+        kill_previous(self.profile, self.pidfile, wait=2.0)
+        host.close_browser()
+
+    def _chat(self, host) -> ChatPage:
+        try:
+            page = host.page()
+        except _playwright_error() as exc:
+            raise ProviderError("auth", f"cannot start the browser ({self.cfg.chromium}): {exc}"[:1000],
+                                sent=False) from None
+        return ChatPage(page, self.site, self.cfg.url)
+
+    # --- send ----------------------------------------------------------------------------------------------
+
+    def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
+        if turn.mode not in self.cfg.modes:
+            raise ProviderError("terminal", f"{self.site.name} account {self.account} has no mode {turn.mode!r}",
+                                sent=False)
+        if not turn.prompt.strip():
+            raise ProviderError("terminal", "empty prompt", sent=False)
+        self._require_profile()
+        return self.host.run(self._send, turn, cancelled)
+
+    def _send(self, host, turn: Turn, cancelled: Callable[[], bool], retry: bool = True) -> Reply:
+        key, idx = conversation_key(turn), turn.turn_index
+        reused = host.launched    # a browser from an earlier request may have died or hung meanwhile
+        label = self.cfg.labels[turn.mode]
+        handle = self.store.handle(key)
+        if idx > 0 and not handle.get("url"):
+            raise ProviderError("terminal", f"conversation {key} has no recorded URL on {self.account}: turn "
+                                f"{idx} cannot continue it", sent=False)
+        target = handle["url"] if idx > 0 else None
+        chat = self._chat(host)
+        submitted = False
+        try:
+            chat.goto(target or chat.new_chat_url, self.cfg.ready_timeout)
+            s = chat.wait_ready(self.cfg.ready_timeout)
+            if target and urlsplit(s.url).path != urlsplit(target).path:
+                raise ProviderError("transient", f"reopening {target} landed on {s.url}", sent=False)
+            self._raise_blocking(s, sent=False)
+            mode_check = chat.select_mode(turn.mode, self.site.modes[turn.mode], label)
+            if cancelled():
+                raise ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
+            chat.type_prompt(turn.prompt)
+            s = chat.sample()
+            baseline = Counter(s.banners)
+            index = s.assistants
+            self.store.set_handle(key, sent_turn=idx, prior_users=s.users,
+                                  **({} if target else {"url": None, "title": None}))
+            self.store.mark_sent(key, idx, turn.prompt, task_id=turn.task_id, attempt=turn.attempt, mode=turn.mode)
+            submitted = True
+            chat.submit()
+            deadline = time.monotonic() + self.cfg.timeouts[turn.mode]
+            s = self._await_reply(chat, key, index, baseline, deadline, cancelled)
+        except SiteProblem as problem:
+            raise self._problem_error(chat, problem, sent=submitted) from None
+        except _playwright_error() as exc:
+            self._recycle(host)
+            if reused and retry and not submitted:
+                log.warning("%s: the browser failed before sending (%s); retrying once with a new one",
+                            self.account, str(exc).splitlines()[0][:200])
+                return self._send(host, turn, cancelled, retry=False)
+            raise ProviderError("unknown" if submitted else "transient", f"browser error: {exc}"[:1000],
+                                sent=submitted) from None
+        after = self._mode_after(chat, turn.mode, label)
+        return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
+
+    def _finish(self, turn: Turn, key: str, s: PageSample, meta: dict, reconciled: bool = False) -> Reply:
+        handle = self.store.handle(key)
+        meta = dict(meta, site=self.site.name, account=self.account, mode=turn.mode,
+                    url=handle.get("url") or s.url, title=handle.get("title") or s.title, reconciled=reconciled)
+        self.store.record_reply(key, turn.turn_index, turn.prompt, s.text, url=meta["url"], mode=turn.mode)
+        return Reply(s.text, meta=meta)
+
+    def _mode_after(self, chat: ChatPage, mode: str, label: str) -> str:
+        """Re-read the mode after the reply: a silent downgrade is reported, not hidden."""
+        try:
+            return chat.verify_mode(mode, self.site.modes[mode], label, timeout=0.0)
+        except SiteProblem as problem:
+            log.warning("%s: after the reply the mode reads differently: %s", self.account, problem.message)
+            return f"unconfirmed: {problem.message}"
+        except _playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
+            return f"unconfirmed: {exc}"[:300]
+
+    # --- waiting for the reply -----------------------------------------------------------------------------
+
+    def _await_reply(self, chat: ChatPage, key: str, index: int, baseline: Counter, deadline: float,
+                     cancelled: Callable[[], bool]) -> PageSample:
+        """Poll until the assistant turn ``index`` is complete. Records the conversation URL (and title)
+        the moment it appears. Raises a classified ProviderError (sent=True) on any notice, timeout or
+        cancel."""
+        gate = TurnGate(self.cfg.gate)
+        msgs = self.site.messages
+        recorded = self.store.handle(key)
+        while True:
+            s = chat.sample(index)
+            if chat.conversation_url(s.url) and (s.url != recorded.get("url") or
+                                                 (s.title and s.title != recorded.get("title"))):
+                self.store.set_handle(key, url=s.url, title=s.title)
+                recorded = {"url": s.url, "title": s.title}
+            if s.challenge and not s.composer:
+                raise SiteProblem("challenge", f"a human check is shown at {s.url} ({s.title!r})")
+            if s.login:
+                raise SiteProblem("login", f"the site asks to sign in ({s.url})")
+            fresh = list((Counter(s.banners) - baseline).elements())
+            notice = classify(fresh, msgs) or classify([s.title], {"auth": msgs["auth"]})
+            if notice:
+                raise self._notice_error(notice, sent=True)
+            placeholder = len(s.text) < PLACEHOLDER_CHARS and matches(s.text, msgs["thinking"])
+            if gate.feed(Sample(time.monotonic(), s.text, s.stop, s.bar, s.thinking or placeholder)):
+                if len(s.text) < REPLY_NOTICE_CHARS:
+                    notice = classify([s.text], msgs)
+                    if notice:
+                        raise self._notice_error(notice, sent=True)
+                return s
+            if time.monotonic() > deadline:
+                raise ProviderError("unknown", f"no complete reply within the turn timeout ({gate.state}); the "
+                                    f"conversation {recorded.get('url') or '(no URL yet)'} is reconciled next, "
+                                    "not re-sent", sent=True)
+            if self._sleep(self.cfg.poll_interval, cancelled):
+                raise ProviderError("unknown", "cancelled while the site was answering (the reply is read "
+                                    "from the conversation URL when the turn is reconciled)", sent=True)
+
+    @staticmethod
+    def _sleep(seconds: float, cancelled: Callable[[], bool]) -> bool:
+        """Sleep, looking at ``cancelled()`` every SLICE; True if it turned true."""
+        end = time.monotonic() + seconds
+        while True:
+            if cancelled():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(SLICE, left))
+
+    # --- classification ------------------------------------------------------------------------------------
+
+    def _raise_blocking(self, s: PageSample, sent: bool) -> None:
+        """Before submitting: a limit or login notice already on the page stops us. Errors and capacity
+        notices there belong to earlier turns of a reopened conversation and are ignored."""
+        notice = classify(s.banners + [s.title], {k: self.site.messages[k] for k in ("auth", "quota")})
+        if notice:
+            raise self._notice_error(notice, sent=sent)
+
+    def _notice_error(self, notice: Notice, sent: bool) -> ProviderError:
+        text = notice.text
+        if notice.kind == "quota":
+            wait = parse_reset(text, self.clock.world(), self.cfg.timezone)
+            err = ProviderError("quota", text, retry_after=self.cfg.quota_retry if wait is None else wait, sent=sent)
+        elif notice.kind == "capacity":
+            err = ProviderError("transient", text, retry_after=self.cfg.capacity_retry, sent=sent)
+        elif notice.kind == "auth":
+            err = ProviderError("auth", f"{text} (sign in again: fanoctl backends login {self.account})", sent=sent)
+        else:
+            err = ProviderError("transient", text, sent=sent)
+        err.notice = notice
+        return err
+
+    def _problem_error(self, chat: ChatPage, problem: SiteProblem, sent: bool) -> ProviderError:
+        shot = self._screenshot(chat, problem.kind)
+        where = f" (screenshot: {shot})" if shot else ""
+        if problem.kind in ("login", "challenge"):
+            return ProviderError("auth", f"{problem.message}: sign in with `fanoctl backends login "
+                                 f"{self.account}`{where}", sent=sent)
+        if problem.kind == "layout" and sent:
+            return ProviderError("unknown", f"{problem.message}{where}", sent=True)
+        # mode not confirmed, or the layout changed before anything was sent: a person must look
+        return ProviderError("auth", f"{problem.message}{where}", sent=sent)
+
+    def _screenshot(self, chat: ChatPage, kind: str) -> str | None:
+        try:
+            self.screenshots.mkdir(parents=True, exist_ok=True)
+            old = sorted(self.screenshots.glob("*.png"))
+            for path in old[:max(0, len(old) - SCREENSHOTS_KEPT + 1)]:
+                path.unlink(missing_ok=True)
+            path = self.screenshots / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{kind}.png"
+            return str(path) if chat.screenshot(path) else None
+        except OSError:
+            return None
+
+    # --- reconcile -----------------------------------------------------------------------------------------
+
+    def reconcile(self, turn: Turn) -> Reply | None:
+        """Reopen the recorded conversation URL and read this turn's reply (waiting while it is still
+        being generated). None only when the site certainly never got the prompt (never marked sent, or
+        the reopened conversation does not show it, or the site refused/failed it)."""
+        key, idx = conversation_key(turn), turn.turn_index
+        stored = self.store.reply(key, idx)
+        if stored is not None:
+            handle = self.store.handle(key)
+            return Reply(stored, meta={"site": self.site.name, "account": self.account, "mode": turn.mode,
+                                       "url": handle.get("url"), "title": handle.get("title"),
+                                       "reconciled": True})
+        if not self.store.was_sent(key, idx):
+            return None
+        handle = self.store.handle(key)
+        if handle.get("sent_turn") != idx or not handle.get("url"):
+            raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but no conversation URL was "
+                                "recorded: it may have reached the site, so it is not re-sent blindly (look "
+                                "at the site, then `fanoctl queue retry` the task)", sent=True)
+        self._require_profile()
+        return self.host.run(self._reconcile, turn, key, handle)
+
+    def _reconcile(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
+        url, prior = handle["url"], int(handle.get("prior_users") or 0)
+        chat = self._chat(host)
+        try:
+            chat.goto(url, self.cfg.ready_timeout)
+            # the conversation has loaded once it shows its earlier turns (or, for a first turn, any)
+            s = chat.wait_ready(self.cfg.ready_timeout, min_users=max(prior, 1))
+            if urlsplit(s.url).path != urlsplit(url).path:
+                raise ProviderError("unknown", f"reopening {url} landed on {s.url}", sent=True)
+            settle = time.monotonic() + PROMPT_SETTLE
+            while s.users <= prior and time.monotonic() < settle:
+                time.sleep(0.1)
+                s = chat.sample()
+            if s.users <= prior:
+                if prior == 0:
+                    raise ProviderError("unknown", f"{url} shows no prompt yet", sent=True)
+                log.info("%s: %s shows the %d earlier turn(s) but not this prompt: it never arrived",
+                         self.account, url, prior)
+                return None
+            timeout = self.cfg.reconcile_timeout or self.cfg.timeouts[turn.mode]
+            try:
+                s = self._await_reply(chat, key, prior, Counter(), time.monotonic() + timeout, lambda: False)
+            except ProviderError as exc:
+                notice = getattr(exc, "notice", None)
+                if notice is not None and notice.kind in ("quota", "capacity", "transient"):
+                    log.info("%s: the site refused or failed the turn (%s): it may be sent again",
+                             self.account, notice.text[:200])
+                    return None
+                raise
+        except SiteProblem as problem:
+            raise self._problem_error(chat, problem, sent=True) from None
+        except _playwright_error() as exc:
+            self._recycle(host)
+            raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
+        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode)}, reconciled=True)
+
+    # --- check / login -------------------------------------------------------------------------------------
+
+    def check(self) -> dict:
+        """Open the site headless: ok when the composer shows; ProviderError auth at a login wall."""
+        owned = self.lock.held
+        if not self._own_profile():
+            return {"ok": False, "busy": True,
+                    "detail": f"the profile is in use by pid {self.lock.holder()} (the account's worker is "
+                              "running; it checks the page on every request)"}
+        try:
+            return self.host.run(self._check)
+        finally:
+            if not owned and not self._started:
+                self.close()
+
+    def _check(self, host) -> dict:
+        if not host.launched:
+            self._headless_override = True   # a check never opens a window
+        try:
+            chat = self._chat(host)
+        finally:
+            self._headless_override = None
+        try:
+            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
+            s = chat.wait_ready(self.cfg.ready_timeout)
+            self._raise_blocking(s, sent=False)
+        except SiteProblem as problem:
+            raise self._problem_error(chat, problem, sent=False) from None
+        except _playwright_error() as exc:
+            self._recycle(host)
+            raise ProviderError("transient", f"cannot open {chat.new_chat_url}: {exc}"[:1000], sent=False) from None
+        return {"ok": True, "detail": f"signed in: the composer shows at {s.url}", "url": s.url}
+
+    def login(self, headless: bool = False) -> dict:
+        """Open the site in a headed browser on the account's profile for a person to sign in; return when
+        a signed-in page shows (twice in a row) or the person closes the browser. Refused while the
+        account's worker holds the profile. (``headless`` exists for tests only.)"""
+        if not headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise ProviderError("terminal", "login needs a screen (no DISPLAY): run it on a desktop session, "
+                                "or over `ssh -X`", sent=False)
+        owned = self.lock.held
+        if not self._own_profile():
+            raise ProviderError("terminal", f"the worker of {self.account} is running and holds its browser "
+                                f"profile (pid {self.lock.holder()}): pause it (`fanoctl backends pause "
+                                f"{self.account}`) and stop its program (`supervisorctl stop backend-"
+                                f"{self.account}`), then run login again", sent=False)
+        try:
+            return self.host.run(self._login, headless)
+        finally:
+            if not owned and not self._started:
+                self.close()
+
+    def _login(self, host, headless: bool) -> dict:
+        host.close_browser()
+        self._headless_override = headless
+        try:
+            chat = self._chat(host)
+            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
+            print(f"Sign in to {self.site.name} in the browser window ({chat.new_chat_url}); this returns once "
+                  f"the chat page shows, or when you close the window.", flush=True)
+            deadline = time.monotonic() + self.cfg.login_timeout
+            seen = 0
+            while time.monotonic() < deadline:
+                if not host.launched:
+                    return {"ok": False, "detail": "the browser was closed before a signed-in page showed; "
+                                                   f"`fanoctl backends check {self.account}` tells"}
+                try:
+                    s = chat.sample()
+                except _playwright_error():
+                    s = None   # navigating, or the window is closing
+                seen = seen + 1 if s is not None and s.composer and not s.login else 0
+                if seen >= 2:
+                    return {"ok": True, "detail": f"signed in: the composer shows at {s.url}"}
+                time.sleep(0.5)
+            return {"ok": False, "detail": f"no signed-in page within {self.cfg.login_timeout:g}s"}
+        finally:
+            host.close_browser()
+            self._headless_override = None

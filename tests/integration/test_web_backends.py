@@ -1,0 +1,372 @@
+"""The chatgpt and gemini backends in real headless Chromium against the stand-in chat site.
+
+One site and one started provider per skin are shared by the module (a browser launch costs a second or
+two on two cores); each test resets the site. Scenarios are picked per request with a prompt marker or
+at run time with the site's control (see ops/standins/chat_site/scenarios.py).
+"""
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ops.standins.chat_site import ChatSiteServer
+from ops.standins.chat_site.scenarios import PREAMBLE
+from services.backends.base import ProviderError, Turn
+from services.backends.chatgpt import ChatGPTProvider
+from services.backends.conversations import ConversationStore, conversation_key
+from services.backends.gemini import GeminiProvider
+from shared.clock import Clock
+from tests.browser_support import chromium_path, profile_alive  # noqa: F401  (fixture)
+from tests.support import REPO, short_tmpdir, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+SKINS = {"chatgpt": ChatGPTProvider, "gemini": GeminiProvider}
+DEEP_LABEL = {"chatgpt": "Pro", "gemini": "Deep Think"}
+FAST = {"poll_interval": 0.1, "min_stable": 0.5, "bar_confirm_polls": 3, "timeout": 30, "ready_timeout": 8,
+        "capacity_retry": 42, "quota_retry": 999, "timezone": "America/New_York", "modes": ["standard", "deep"]}
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def site():
+    s = ChatSiteServer().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_site(request):
+    if "site" in request.fixturenames:
+        request.getfixturevalue("site").reset()
+    yield
+
+
+@pytest.fixture(scope="module")
+def root():
+    d = short_tmpdir("fw")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make(skin, site, root, chromium, account=None, **over):
+    settings = dict(FAST, url=site.url, chromium=chromium, **over)
+    return SKINS[skin](account or f"{skin}-1", settings, Clock(), root / "data")
+
+
+@pytest.fixture(scope="module")
+def providers(site, root, chromium_path):
+    made = {skin: make(skin, site, root, chromium_path) for skin in SKINS}
+    for p in made.values():
+        p.start()
+    yield made
+    for p in made.values():
+        p.close()
+        assert profile_alive(p.profile) == [], "the browser outlived close()"
+
+
+def turn(prompt, mode="standard", conversation=None, index=0, task_id=None):
+    return Turn(task_id=task_id or next(_ids), epoch=1, attempt=1, account="x", mode=mode, module="test",
+                kind="ask", prompt=prompt, conversation=conversation, turn_index=index)
+
+
+def send(provider, t, cancelled=lambda: False):
+    return provider.send(t, cancelled)
+
+
+def failure(provider, t) -> ProviderError:
+    with pytest.raises(ProviderError) as err:
+        provider.send(t, lambda: False)
+    return err.value
+
+
+both = pytest.mark.parametrize("skin", list(SKINS))
+
+
+# --- the normal path -------------------------------------------------------------------------------------
+
+@both
+def test_answer_with_the_url_recorded_before_the_reply(providers, site, skin, monkeypatch):
+    p = providers[skin]
+    events = []
+    real_set, real_mark, real_record = p.store.set_handle, p.store.mark_sent, p.store.record_reply
+
+    def set_handle(key, **fields):
+        if fields.get("url"):
+            events.append(("url", fields["url"]))
+        real_set(key, **fields)
+
+    monkeypatch.setattr(p.store, "set_handle", set_handle)
+    monkeypatch.setattr(p.store, "mark_sent", lambda *a, **k: (events.append(("sent",)), real_mark(*a, **k)))
+    monkeypatch.setattr(p.store, "record_reply", lambda *a, **k: (events.append(("reply",)), real_record(*a, **k)))
+    t = turn("hello")
+    reply = send(p, t)
+    label = "Auto" if skin == "chatgpt" else "Fast"
+    assert reply.text.startswith(f"Stand-in {skin} answer [{label}] to: hello"), reply.text
+    assert "- second point" in reply.text and "x^2 + y^2" in reply.text    # innerText keeps lines and TeX
+    kinds = [e[0] for e in events]
+    assert kinds[0] == "sent" and kinds[-1] == "reply" and "url" in kinds[1:-1]
+    url = reply.meta["url"]
+    assert "WEB:" not in url and p.site.is_conversation(url.split(site.url, 1)[1])
+    assert p.store.handle(conversation_key(t))["url"] == url
+    assert site.prompts() == ["hello"] and site.submits[0]["conversation"] in url
+
+
+@both
+def test_a_follow_up_turn_reopens_the_conversation(providers, site, skin):
+    p = providers[skin]
+    first = send(p, turn("first question", conversation=f"conv-{skin}", index=0))
+    second = send(p, turn("second question", conversation=f"conv-{skin}", index=1))
+    assert second.text.startswith(f"Stand-in {skin} answer") and second.text.endswith("That is all.")
+    assert "second question" in second.text and second.meta["url"] == first.meta["url"]
+    assert [s["conversation"] for s in site.submits] == [site.submits[0]["conversation"]] * 2
+    assert [e.index for e in p.store.turns(f"conv-{skin}")] == [0, 1]
+
+
+@both
+def test_long_thinking_with_a_false_early_finish_returns_the_real_answer(providers, site, skin):
+    p = providers[skin]
+    started = time.monotonic()
+    reply = send(p, turn("[[scenario:pro_long]] prove it", mode="deep"))
+    assert reply.text.startswith(f"Stand-in {skin} answer [{DEEP_LABEL[skin]}] to: prove it"), reply.text
+    assert PREAMBLE not in reply.text and time.monotonic() - started >= 4.5
+    assert site.submits[0]["mode"] == DEEP_LABEL[skin] and reply.meta["mode_label"] == DEEP_LABEL[skin]
+    assert not reply.meta["mode_after"].startswith("unconfirmed")
+
+
+# --- notices ---------------------------------------------------------------------------------------------
+
+@both
+def test_a_limit_message_is_quota_until_the_parsed_reset(providers, site, skin):
+    site.control(reset_in=2100, tz="America/New_York")
+    err = failure(providers[skin], turn("[[scenario:rate_limit]] more please"))
+    assert err.error_class == "quota" and err.sent is True
+    # the site shows HH:MM (seconds cut) in New York time, the account's time zone
+    assert 2100 - 90 <= err.retry_after <= 2100, err.retry_after
+    assert len(site.prompts("more please")) == 1
+
+
+@both
+def test_capacity_is_a_short_transient_retry(providers, site, skin):
+    err = failure(providers[skin], turn("[[scenario:capacity]] busy?"))
+    assert err.error_class == "transient" and err.retry_after == 42 and err.sent is True
+
+
+@both
+def test_an_error_message_is_transient(providers, site, skin):
+    err = failure(providers[skin], turn("[[scenario:error]] fail please"))
+    assert err.error_class == "transient" and err.retry_after is None
+    assert "went wrong" in err.message or "wasn't able to finish" in err.message
+
+
+@both
+def test_a_login_wall_is_auth_with_a_screenshot_and_nothing_sent(providers, site, skin):
+    p = providers[skin]
+    site.control(login_required=True)
+    before = set(p.screenshots.glob("*.png")) if p.screenshots.exists() else set()
+    err = failure(p, turn("anyone there?"))
+    assert err.error_class == "auth" and err.sent is False and "fanoctl backends login" in err.message
+    assert set(p.screenshots.glob("*-login.png")) - before
+    with pytest.raises(ProviderError) as checked:
+        p.check()
+    assert checked.value.error_class == "auth"
+    assert site.prompts() == []
+
+
+@pytest.mark.parametrize("skin, deep", [("chatgpt", "missing"), ("gemini", "disabled")])
+def test_an_unconfirmed_scarce_mode_is_never_sent(providers, site, skin, deep):
+    site.control(deep=deep)
+    err = failure(providers[skin], turn("needs the deep mode", mode="deep"))
+    assert err.error_class == "auth" and err.sent is False
+    assert DEEP_LABEL[skin] in err.message and "screenshot" in err.message
+    assert site.prompts() == []
+
+
+def test_a_changed_layout_fails_closed_with_a_screenshot(providers, site, monkeypatch):
+    p = providers["chatgpt"]
+    broken = dataclasses.replace(p.site, selectors=dict(p.site.selectors, composer=("#prompt-textarea-v2",)))
+    monkeypatch.setattr(p, "site", broken)
+    monkeypatch.setattr(p, "cfg", dataclasses.replace(p.cfg, ready_timeout=1.5))
+    err = failure(p, turn("hello?"))
+    assert err.error_class == "auth" and err.sent is False and "no composer" in err.message
+    assert Path(err.message.rsplit("screenshot: ", 1)[1].rstrip(")")).is_file()
+    assert site.prompts() == []
+
+
+def test_a_dead_or_hung_browser_is_replaced_before_sending(providers, site, monkeypatch):
+    p = providers["chatgpt"]
+    send(p, turn("warm up"))
+    crashed = profile_alive(p.profile)
+    for pid in crashed:
+        os.kill(pid, signal.SIGKILL)          # crashed between two requests
+    wait_for(lambda: not profile_alive(p.profile), 10, what="the browser to die")
+    assert send(p, turn("after a crash")).text.startswith("Stand-in chatgpt answer")
+    hung = profile_alive(p.profile)
+    assert hung and not set(hung) & set(crashed)
+    for pid in hung:
+        os.kill(pid, signal.SIGSTOP)          # frozen: opening the page times out, the browser is killed
+    monkeypatch.setattr(p, "cfg", dataclasses.replace(p.cfg, ready_timeout=2.0))
+    assert send(p, turn("after a hang")).text.startswith("Stand-in chatgpt answer")
+    assert not set(profile_alive(p.profile)) & set(hung)
+    assert site.prompts() == ["warm up", "after a crash", "after a hang"]
+
+
+def test_check_reports_a_signed_in_account(providers):
+    out = providers["gemini"].check()
+    assert out["ok"] is True and "/app" in out["url"]
+
+
+# --- cancel, crash, reconcile ----------------------------------------------------------------------------
+
+def test_cancel_mid_answer_then_reconcile_reads_the_reply(providers, site):
+    p = providers["chatgpt"]
+    site.control(speed=3.0)           # "slow" takes 3 s instead of 9
+    t = turn("[[scenario:slow]] take your time")
+    key = conversation_key(t)
+    cancel_at = []
+
+    def cancelled():
+        if not cancel_at and p.store.handle(key).get("url"):
+            cancel_at.append(time.monotonic())
+        return bool(cancel_at)
+
+    with pytest.raises(ProviderError) as err:
+        p.send(t, cancelled)
+    assert err.value.error_class == "unknown" and err.value.sent is True
+    assert time.monotonic() - cancel_at[0] < 1.0, "cancel was not prompt"
+    reply = p.reconcile(t)
+    assert reply.meta["reconciled"] and reply.text.startswith("Stand-in chatgpt answer [Auto] to: take your time")
+    assert reply.text.endswith("That is all.")
+    assert len(site.prompts("take your time")) == 1
+
+
+_WORKER = textwrap.dedent("""
+    import sys
+    from services.backends.base import Turn
+    from services.backends.chatgpt import ChatGPTProvider
+    from shared.clock import Clock
+    import json
+    settings = json.loads(sys.argv[1])
+    p = ChatGPTProvider("crashy", settings, Clock(), sys.argv[2])
+    p.start()
+    p.send(Turn(task_id=7, epoch=1, attempt=1, account="crashy", mode="standard", module="test", kind="ask",
+                prompt="[[scenario:slow]] survive the crash"), lambda: False)
+    print("finished: the test should have killed me", flush=True)
+""")
+
+
+def test_worker_killed_mid_answer_then_a_fresh_provider_reconciles(site, root, chromium_path):
+    """kill -9 of the worker while the site is still answering; its browser is left hanging (stopped, like
+    a frozen Chromium). A new incarnation kills that browser at start, reopens the URL and reads the
+    answer; the site saw the prompt exactly once."""
+    settings = dict(FAST, url=site.url, chromium=chromium_path)
+    data = root / "crash"
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(settings), str(data)], cwd=REPO,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    profile = (data / "backends" / "crashy" / "profile").resolve()
+    store = ConversationStore(data / "backends" / "crashy" / "conversations")
+    try:
+        wait_for(lambda: store.handle("task-7").get("url"), 30, interval=0.05, what="the conversation URL")
+        browser = profile_alive(profile)
+        assert browser, "no browser on the profile"
+        for pid in browser:       # a frozen browser: it will not notice its driver dying
+            os.kill(pid, signal.SIGSTOP)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert profile_alive(profile), "the hung browser should still be there"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert store.reply("task-7", 0) is None   # it died before the answer
+    fresh = ChatGPTProvider("crashy", settings, Clock(), data)
+    try:
+        fresh.start()
+        assert profile_alive(profile) == [], "start() must kill the previous incarnation's browser"
+        reply = fresh.reconcile(Turn(task_id=7, epoch=2, attempt=1, account="crashy", mode="standard",
+                                     module="test", kind="ask", prompt="[[scenario:slow]] survive the crash"))
+        assert reply is not None and reply.meta["reconciled"]
+        assert reply.text.startswith("Stand-in chatgpt answer [Auto] to: survive the crash")
+        assert reply.text.endswith("That is all.")
+    finally:
+        fresh.close()
+    assert len(site.prompts("survive the crash")) == 1
+
+
+def test_reconcile_of_a_follow_up_that_never_arrived_is_safe_to_send(providers, site):
+    """Marked sent, but the reopened conversation does not show the prompt: None (send it)."""
+    p = providers["gemini"]
+    send(p, turn("opening question", conversation="conv-lost", index=0))
+    p.store.set_handle("conv-lost", sent_turn=1, prior_users=1)
+    p.store.mark_sent("conv-lost", 1, "lost in transit")
+    assert p.reconcile(turn("lost in transit", conversation="conv-lost", index=1)) is None
+    assert site.prompts("lost in transit") == []
+
+
+# --- login ------------------------------------------------------------------------------------------------
+
+def test_login_then_check_uses_the_persistent_profile(site, root, chromium_path):
+    site.control(login_required=True, auto_login=True)    # the wall signs itself in, like a person would
+    p = make("chatgpt", site, root, chromium_path, account="login-1")
+    try:
+        out = p.login(headless=True)
+        assert out["ok"] is True, out
+        assert not p.lock.held and profile_alive(p.profile) == []     # login cleans up after itself
+        assert p.check()["ok"] is True        # a new browser on the same profile is still signed in
+        other = make("chatgpt", site, root, chromium_path, account="login-2")
+        site.control(auto_login=False)
+        with pytest.raises(ProviderError) as err:
+            other.check()                      # a profile that never signed in meets the wall
+        assert err.value.error_class == "auth"
+    finally:
+        p.close()
+
+
+# --- the whole tree -----------------------------------------------------------------------------------------
+
+TREE_CONFIG = """
+[paths]
+run_dir = "{root}/run"
+data_dir = "{root}/data"
+log_dir = "{root}/var/log"
+
+[accounts.web-gpt]
+backend = "chatgpt"
+modes = ["standard"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
+"""
+
+
+def test_fanoctl_ask_through_a_chatgpt_account(site, chromium_path):
+    from ops.chaos import Tree
+    tree_root = short_tmpdir("fwt")
+    cfg = tree_root / "fano.toml"
+    cfg.write_text(TREE_CONFIG.format(root=tree_root, url=site.url, chromium=chromium_path))
+    tree = Tree(tree_root, cfg, scale=1.0)
+    tree.start()
+    try:
+        env = dict(os.environ, FANO_CONFIG=str(cfg))
+        res = subprocess.run([sys.executable, "-m", "cli.fanoctl", "ask", "hello", "--backend", "web-gpt", "--wait"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+        assert res.returncode == 0, res.stderr + res.stdout
+        assert res.stdout.startswith("Stand-in chatgpt answer [Auto] to: hello"), res.stdout
+        assert site.prompts() == ["hello"]
+    finally:
+        orphans = tree.stop()
+        profile = tree_root / "data" / "backends" / "web-gpt" / "profile"
+        leftovers = profile_alive(profile.resolve())
+        shutil.rmtree(tree_root, ignore_errors=True)
+    assert orphans == [] and leftovers == []

@@ -1,0 +1,81 @@
+"""The stand-in chat site without a browser: scenario timelines and the HTTP API."""
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from ops.standins.chat_site import ChatSiteServer
+from ops.standins.chat_site.scenarios import PREAMBLE, scenario_of, turn_state
+
+
+def state(scenario, t, skin="chatgpt", **control):
+    turn = {"skin": skin, "prompt": "p", "mode": "Pro", "scenario": scenario, "created": 1000.0}
+    return turn_state(turn, 1000.0 + t, dict({"speed": 1.0, "reset_in": 2100, "tz": "UTC"}, **control))
+
+
+def test_pro_long_has_a_settled_preamble_a_single_flash_then_thinking():
+    settled = [state("pro_long", t / 100) for t in range(42, 198, 2)]
+    assert all(s["text"] == PREAMBLE and not s["stop"] for s in settled)      # looks finished to a naive gate
+    flashes = [t / 100 for t in range(42, 198, 2) if state("pro_long", t / 100)["bar"]]
+    assert flashes and max(flashes) - min(flashes) < 0.15                    # one short flash only
+    thinking = state("pro_long", 3.0)
+    assert thinking["stop"] and thinking["thinking"] == "Pro thinking" and not thinking["bar"]
+    final = state("pro_long", 5.5)
+    assert final["done"] and final["bar"] and final["text"].startswith("Stand-in chatgpt answer [Pro] to: p")
+
+
+def test_rate_limit_names_the_reset_time_in_the_controlled_zone():
+    s = state("rate_limit", 1.0, tz="America/New_York")
+    assert not s["reply"] and "try again after" in s["banner"]
+    g = state("rate_limit", 1.0, skin="gemini")
+    assert g["reply"] and g["text"].startswith("You've reached your limit for chats with Deep Think until")
+
+
+def test_scenario_selection():
+    assert scenario_of("[[scenario:slow]] hi", None, "normal") == "slow"
+    assert scenario_of("hi", "capacity", "normal") == "capacity"
+    assert scenario_of("hi", None, "error") == "error"
+    assert scenario_of("[[scenario:bogus]] hi", None, "error") == "normal"
+
+
+def call(url, method="GET", body=None, cookie=None):
+    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"null"), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), e.headers
+
+
+@pytest.fixture
+def site():
+    s = ChatSiteServer().start()
+    yield s
+    s.stop()
+
+
+def test_submit_records_and_serves_the_conversation(site):
+    status, out, _ = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "hi there", "mode": "Auto"})
+    assert status == 200 and out["title"] == "hi there"
+    status, conv, _ = call(site.url + f"/api/conversation/{out['conversation']}")
+    assert status == 200 and conv["turns"][0]["prompt"] == "hi there"
+    assert site.prompts() == ["hi there"]
+    assert call(site.url + "/__log")[1]["submits"][0]["mode"] == "Auto"
+    # a follow-up of a conversation of the other skin is refused
+    status, _, _ = call(site.url + "/api/submit", "POST", {"skin": "gemini", "prompt": "x",
+                                                            "conversation": out["conversation"]})
+    assert status == 404
+
+
+def test_control_login_wall_and_cookie(site):
+    assert call(site.url + "/__control", "POST", {"login_required": True})[1]["login_required"] is True
+    assert call(site.url + "/api/config")[1]["logged_in"] is False
+    assert call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "x"})[0] == 401
+    assert call(site.url + "/__control", "POST", {"scenario": "nope"})[0] == 400
+    cookie = f"standin_session={site.session}"
+    assert call(site.url + "/api/config", cookie=cookie)[1]["logged_in"] is True
+    assert site.prompts() == []
+    call(site.url + "/__reset", "POST", {})
+    assert call(site.url + "/api/config")[1]["logged_in"] is True
