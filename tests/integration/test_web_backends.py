@@ -347,10 +347,19 @@ chromium = "{chromium}"
 poll_interval = 0.2
 min_stable = 0.5
 timeout = 60
+
+[accounts.web-gem]
+backend = "gemini"
+modes = ["standard"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
 """
 
 
-def test_fanoctl_ask_through_a_chatgpt_account(site, chromium_path):
+def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account(site, chromium_path):
     from ops.chaos import Tree
     tree_root = short_tmpdir("fwt")
     cfg = tree_root / "fano.toml"
@@ -363,10 +372,14 @@ def test_fanoctl_ask_through_a_chatgpt_account(site, chromium_path):
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
         assert res.returncode == 0, res.stderr + res.stdout
         assert res.stdout.startswith("Stand-in chatgpt answer [Auto] to: hello"), res.stdout
-        assert site.prompts() == ["hello"]
+        res = subprocess.run([sys.executable, "-m", "cli.fanoctl", "ask", "hi gemini", "--backend", "web-gem",
+                              "--wait"], cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+        assert res.returncode == 0, res.stderr + res.stdout
+        assert res.stdout.startswith("Stand-in gemini answer"), res.stdout
+        assert site.prompts() == ["hello", "hi gemini"]
     finally:
         orphans = tree.stop()
-        profile = tree_root / "data" / "backends" / "web-gpt" / "profile"
-        leftovers = profile_alive(profile.resolve())
+        leftovers = [pid for name in ("web-gpt", "web-gem")
+                     for pid in profile_alive((tree_root / "data" / "backends" / name / "profile").resolve())]
         shutil.rmtree(tree_root, ignore_errors=True)
     assert orphans == [] and leftovers == []
