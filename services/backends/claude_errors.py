@@ -29,10 +29,10 @@ read timeout, connection cut mid-reply      transient   — (sent=True: a statel
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import math
 import re
 
+from services.backends.retry_after import parse_retry_after
 from services.backends.base import ProviderError
 
 PREFIX = "anthropic-ratelimit-"
@@ -86,23 +86,7 @@ def retry_after(headers, now: float) -> float | None:
                 return value
         except ValueError:
             pass
-    raw = h.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return value if math.isfinite(value) and value >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, when.timestamp() - now)
+    return parse_retry_after(h.get("retry-after"), now)
 
 
 def parse_ratelimit(headers) -> dict:

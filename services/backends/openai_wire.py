@@ -6,7 +6,6 @@ is in the provider's module docstring.
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import re
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from services.backends.base import ProviderError
+from services.backends.retry_after import parse_retry_after  # noqa: F401  (part of this module's API)
 
 MODES = ("standard", "deep")
 EFFORTS = ("none", "minimal", "low", "medium", "high")
@@ -267,24 +267,6 @@ def error_message(body) -> str:
         if isinstance(obj.get("detail"), str):
             return obj["detail"][:500]
     return json.dumps(obj)[:500]
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds from ``now`` (delta-seconds or an HTTP date); None if absent or unusable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None or when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def classify_http(status: int, body, retry_after: float | None = None, *, model: str = "", url: str = "",

@@ -161,7 +161,7 @@ def test_error_message_shapes():
 def test_retry_after_seconds_and_dates():
     now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp()
     assert parse_retry_after("30", now) == 30
-    assert parse_retry_after("-4", now) == 0
+    assert parse_retry_after("-4", now) is None
     assert parse_retry_after(email.utils.formatdate(now + 90, usegmt=True), now) == 90
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
     assert parse_retry_after("inf", now) is None
