@@ -236,7 +236,7 @@ def top(interval, once):
 
 @main.group()
 def modules():
-    """Research modules: scheduling weights."""
+    """Research modules: scheduling weights and the advisor's proposals."""
 
 
 def _weights(ctx, param, values):
@@ -265,7 +265,17 @@ def modules_weights(set_):
         res = query(scheduler_endpoint(), "weights", timeout=min(_ctl().timeout, 2.0), **({"set": set_} if set_ else {}))
     except BrokerUnavailable:
         fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
-    out(res, lambda r: "\n".join(f"{m:12s} {w:g}" for m, w in sorted(r["weights"].items())) or "no weights set")
+    from cli import research_advisor
+    research_advisor.show_weights(res)   # with the advisor's last proposal (`modules advice` lists them all)
+
+
+@modules.command("advice")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="The newest N.")
+@json_option
+def modules_advice(limit):
+    """The advisor's proposals (newest last): weights, whether applied, why."""
+    from cli import research_advisor
+    research_advisor.show_advice(limit)
 
 
 from cli import backends_setup  # noqa: E402,F401  (registers backends login, backends check on the group above)

@@ -37,8 +37,9 @@ PROGRAMS = {"broker": _broker, "scheduler": _scheduler, "backend": _backend,
             # research modules run as supervisord programs module-<name>
             "explorer": _module("services.modules.explorer.service.ExplorerService"),
             "documenter": _module("services.modules.documenter.service.DocumenterService"),
-            "researcher": _module("services.modules.researcher.service.ResearcherService")}
-MODULES = ("explorer", "documenter", "researcher")
+            "researcher": _module("services.modules.researcher.service.ResearcherService"),
+            "advisor": _module("services.modules.advisor.service.AdvisorService")}
+MODULES = ("explorer", "documenter", "researcher", "advisor")
 
 
 def main(argv: list[str] | None = None) -> int:

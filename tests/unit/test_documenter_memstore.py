@@ -65,9 +65,10 @@ class MemStore:
 class Run:
     """The documenter over a MemStore, answered by the simulated provider's generators."""
 
-    def __init__(self, accounts=("a", "b", "c"), seed=3, now=NOW, sloppy=0.3, garbage=0.0):
+    def __init__(self, accounts=("a", "b", "c"), seed=3, now=NOW, sloppy=0.3, garbage=0.0, settings=None):
         self.store, self.explorer = MemStore(), MemStore()
         self.accounts = list(accounts)
+        self.settings = settings
         self.seed, self.now, self.sloppy, self.garbage = seed, now, sloppy, garbage
         self.done: set[str] = set()        # task keys already answered and applied
         self.errors: list[tuple[str, str]] = []
@@ -75,6 +76,8 @@ class Run:
         self.answers: dict[str, str] = {}  # key -> a forced answer text
 
     def env(self):
+        if self.settings is not None:
+            return C.Env(self.store, self.explorer, self.now, self.accounts, self.settings)
         return C.Env(self.store, self.explorer, self.now, self.accounts)
 
     def bless(self, ident, text, priority=5, status="blessed", **extra):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from services.modules import prompts
 
 from services.modules.documenter.model import Doc
+from services.modules.documenter.settings import Settings
 
 MODULE = "documenter"
 PREVIEW = 200         # characters of each section shown in an outline
@@ -25,6 +26,8 @@ class Env:
     explorer: object                  # the same interface over the explorer's namespace (read only)
     now: float
     accounts: list = field(default_factory=list)   # account names, for evaluation panels
+    settings: Settings = field(default_factory=Settings)
+    _waiting: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def insights(self) -> dict[str, dict]:
         """Every well-formed insight the explorer has, by id (read defensively: it is another
@@ -45,6 +48,21 @@ class Env:
 
     def blessed(self) -> dict[str, dict]:
         return {i: v for i, v in self.insights().items() if v.get("status") == "blessed"}
+
+    def waiting(self) -> int:
+        """Blessed insights not yet incorporated (planned or not): the documenter's backlog. Read once
+        per Env (one step), since every task a step proposes carries it."""
+        if self._waiting is None:
+            done = {key.split("/", 1)[1] for key, _, _ in self.store.scan("incorporated/")}
+            self._waiting = sum(1 for i in self.blessed() if i not in done)
+        return self._waiting
+
+    def hints(self, seed_priority: float, **attrs) -> dict:
+        """The scheduling fields of a task (see :mod:`.settings`): ``attrs.seed_priority`` on the
+        explorer's scale, ``attrs.backlog`` and the backlog boost as the task's own priority offset."""
+        waiting = self.waiting()
+        return {"priority": 50 + self.settings.backlog_boost(waiting),
+                "attrs": {"seed_priority": seed_priority, "backlog": waiting, **attrs}}
 
 
 def priority_of(insight: dict) -> float:
@@ -115,10 +133,13 @@ def task_key(kind: str, *parts) -> str:
     return "/".join([kind, *map(str, parts)])
 
 
-def task(kind: str, key: str, payload: dict, requires: dict | None = None) -> dict:
+def task(kind: str, key: str, payload: dict, requires: dict | None = None, hints: dict | None = None) -> dict:
+    """A task spec; ``hints`` is :meth:`Env.hints` (``priority`` and ``attrs``)."""
     spec = {"key": key, "module": MODULE, "kind": kind, "payload": payload}
     if requires:
         spec["requires"] = requires
+    if hints:
+        spec.update(hints)
     return spec
 
 

@@ -10,7 +10,7 @@ what it is about)::
     documenter.exposition   documenter.exposition/<insight>/<run>/<round> {insight_id, run, round, reviewer}
 
 One planning turn is in flight at a time (``plan/state``); it is proposed when some blessed insight is
-neither incorporated, nor in a pipeline, nor waiting for a human, and fewer than ``MAX_ACTIVE``
+neither incorporated, nor in a pipeline, nor waiting for a human, and fewer than ``max_active``
 pipelines run. ``WAIT`` holds planning until the candidates or the document change, or a backoff
 passes. ``INCORPORATE`` starts the insight's pipeline, ``jobs/<insight>``::
 
@@ -25,12 +25,13 @@ three evaluators on different accounts must all answer INCLUDE; then a draft; th
 review: APPROVE appends the section (new document version, concepts, ``incorporated/<insight>``),
 REVISE gets one redraft, REJECT or a second REVISE fails. Any failed step (disagreement, rejection,
 an unusable answer, a parked task) is a dispute; the insight may be planned again, and after
-``MAX_DISPUTES`` it waits for a human (``fanoctl document disputes`` / ``document retry``).
+``max_disputes`` it waits for a human (``fanoctl document disputes`` / ``document retry``).
 
 A result is applied only if it answers the pipeline's current question (same run, stage and round):
 a late or replayed answer to an abandoned run changes nothing. If the explorer withdraws the blessing
-while a pipeline runs (a user override), the pipeline stops without a dispute. Planning tasks carry
-``attrs.backlog`` (blessed insights waiting) as a hint for the scheduler.
+while a pipeline runs (a user override), the pipeline stops without a dispute. Every task carries the
+insight's priority as ``attrs.seed_priority`` (a planning turn: the highest it offers), ``attrs.backlog``
+(blessed insights waiting) and the backlog boost as its priority offset (see :mod:`.settings`).
 """
 from __future__ import annotations
 
@@ -43,9 +44,10 @@ from services.modules.documenter import context as C
 from services.modules.documenter import model as M
 from services.modules.documenter.parsers import (parse_draft, parse_evaluation, parse_exposition, parse_plan,
                                                  split_heading)
+from services.modules.documenter.settings import Settings
 
-MAX_ACTIVE = 2           # incorporation pipelines in flight at once
-MAX_DISPUTES = 3         # failed steps before an insight waits for a human
+MAX_ACTIVE = Settings.max_active       # defaults; ``[modules.documenter]`` max_active / max_disputes
+MAX_DISPUTES = Settings.max_disputes
 ACTIVE = ("evaluate", "draft", "exposition")
 WAIT_BASE = 300.0        # world seconds before planning again after WAIT (doubled per WAIT in a row)
 WAIT_MAX = 6 * 3600.0
@@ -64,12 +66,15 @@ def read_incorporated(env) -> set[str]:
 
 
 def candidates(env, jobs=None, done=None) -> list[tuple[str, dict]]:
-    """Blessed insights the planner may choose, highest priority first."""
+    """Blessed insights the planner may choose: those without a failed step first, then highest
+    priority first (an insight that just failed is not offered at the top again at once, where it would
+    use up its disputes in a row while the others wait)."""
     jobs = read_jobs(env) if jobs is None else jobs
     done = read_incorporated(env) if done is None else done
     out = [(i, ins) for i, ins in env.blessed().items()
            if i not in done and jobs.get(i, (0, {}))[1].get("stage", "idle") == "idle"]
-    out.sort(key=lambda item: (-C.priority_of(item[1]), item[0]))
+    out.sort(key=lambda item: (int(jobs.get(item[0], (0, {}))[1].get("disputes") or 0),
+                               -C.priority_of(item[1]), item[0]))
     return out
 
 
@@ -99,7 +104,7 @@ def propose_plan(env) -> list[dict]:
     if ps.get("pending"):
         return []
     jobs = read_jobs(env)
-    if sum(1 for _, j in jobs.values() if j.get("stage") in ACTIVE) >= MAX_ACTIVE:
+    if sum(1 for _, j in jobs.values() if j.get("stage") in ACTIVE) >= env.settings.max_active:
         return []
     cands = candidates(env, jobs)
     if not cands:
@@ -111,8 +116,8 @@ def propose_plan(env) -> list[dict]:
     seq = int(ps["seq"])
     prompt = C.render("plan", outline=C.outline(doc), concepts=C.concepts(doc), candidates=C.candidate_list(items))
     key = C.task_key(C.PLAN, seq)
-    spec = C.task(C.PLAN, key, {"prompt": prompt, "seq": seq, "insight_ids": [i for i, _ in items]}, PLAN_REQUIRES)
-    spec["attrs"] = {"backlog": len(cands)}   # blessed insights waiting: a hint for the scheduler (unused yet)
+    spec = C.task(C.PLAN, key, {"prompt": prompt, "seq": seq, "insight_ids": [i for i, _ in items]}, PLAN_REQUIRES,
+                  env.hints(max(C.priority_of(ins) for _, ins in items)))
     return [M.put(M.PLAN_STATE, {**ps, "pending": True, "key": key, "proposed_at": env.now}, if_version=pv),
             {"op": "submit", "task": spec, "force": False}]
 
@@ -185,13 +190,13 @@ def new_sid(doc: M.Doc) -> str:
 
 # --- the pipeline of one insight ------------------------------------------------------------------------
 
-def panel(accounts: list[str], ident: str, run: int) -> list[dict]:
-    """Two or three evaluation slots, on different accounts when there are several (spread by insight);
-    a later run is a fresh panel (its slot names differ, so their verdicts are drawn anew)."""
+def panel(accounts: list[str], ident: str, run: int, size: int = 3) -> list[dict]:
+    """``size`` (2 or 3) evaluation slots, on different accounts when there are several (spread by
+    insight); a later run is a fresh panel (its slot names differ, so their verdicts are drawn anew)."""
     names = sorted(accounts)
     suffix = "" if run <= 1 else f"#{run}"
     if len(names) >= 2:
-        k = 3 if len(names) >= 3 else 2
+        k = min(max(2, size), len(names))
         start = int(hashlib.sha256(ident.encode()).hexdigest(), 16) % len(names)
         chosen = [names[(start + i) % len(names)] for i in range(k)]
         return [{"name": f"{a}{suffix}", "account": a} for a in chosen]
@@ -211,7 +216,9 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
     run = int(job.get("run") or 0) + 1
-    slots = panel(env.accounts, ident, run)
+    chosen = env.settings.panel_accounts
+    allowed = [a for a in env.accounts if a in chosen] if chosen else env.accounts
+    slots = panel(allowed or env.accounts, ident, run, env.settings.evaluators)
     job.update(stage="evaluate", run=run, slots=slots, evals={}, round=1, draft=None, notes=None,
                similar=[list(h) for h in hits], section=None, updated=env.now)
     M.note(job, env.now, "planned", run=run, by=task["id"] if task else None)
@@ -221,11 +228,12 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     prompt = C.render("evaluate", outline=C.outline(doc), concepts=C.concepts(doc), similar=similar,
                       insight_id=ident, insight=C.insight_text(ident, insight))
     ops = [M.put(M.job_key(ident), job, if_version=jv)]
+    hints = env.hints(C.priority_of(insight))
     for n, slot in enumerate(slots, 1):
         requires = {"backends": [slot["account"]]} if slot["account"] else None
         payload = {"prompt": prompt, "insight_id": ident, "run": run, "evaluator": slot["name"]}
         ops.append({"op": "submit", "task": C.task(C.EVALUATE, C.task_key(C.EVALUATE, ident, run, n), payload,
-                                                   requires), "force": False})
+                                                   requires, hints), "force": False})
     return ops
 
 
@@ -251,9 +259,9 @@ def _withdrawn(env, jv: int, job: dict) -> list[dict] | None:
     return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
 
 
-def dispute(job: dict, now: float, reason: str) -> dict:
+def dispute(job: dict, now: float, reason: str, limit: int = MAX_DISPUTES) -> dict:
     job["disputes"] = int(job.get("disputes") or 0) + 1
-    job["stage"] = "needs_human" if job["disputes"] >= MAX_DISPUTES else "idle"
+    job["stage"] = "needs_human" if job["disputes"] >= limit else "idle"
     job.update(last_reason=reason[:500], updated=now)
     M.note(job, now, "dispute", run=job.get("run"), reason=reason[:300], disputes=job["disputes"])
     return job
@@ -278,7 +286,8 @@ def handle_evaluate(env, task: dict) -> list[dict]:
         M.note(job, env.now, "evaluated", run=job["run"], votes=votes)
         return _draft(env, jv, job)
     reason = f"evaluation: {votes.count('INCLUDE')} INCLUDE, {votes.count('EXCLUDE')} EXCLUDE"
-    return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, reason), if_version=jv)]
+    job = dispute(job, env.now, reason, env.settings.max_disputes)
+    return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
 
 
 def _insight(env, ident: str) -> dict:
@@ -299,7 +308,8 @@ def _draft(env, jv: int, job: dict) -> list[dict]:
                       insight=C.insight_text(ident, insight), revision=revision)
     payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"],
                "topic": " ".join(insight["text"].split())[:80]}
-    spec = C.task(C.DRAFT, C.task_key(C.DRAFT, ident, job["run"], job["round"]), payload)
+    spec = C.task(C.DRAFT, C.task_key(C.DRAFT, ident, job["run"], job["round"]), payload, None,
+                  env.hints(C.priority_of(insight)))
     return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
 
 
@@ -323,7 +333,8 @@ def handle_draft(env, task: dict) -> list[dict]:
                       establishes=", ".join(draft.establishes) or "none", requires=", ".join(draft.requires) or "none")
     payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"],
                "reviewer": f"exposition-{job['round']}"}
-    spec = C.task(C.EXPOSITION, C.task_key(C.EXPOSITION, ident, job["run"], job["round"]), payload)
+    spec = C.task(C.EXPOSITION, C.task_key(C.EXPOSITION, ident, job["run"], job["round"]), payload, None,
+                  env.hints(C.priority_of(insight)))
     return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
 
 
@@ -342,7 +353,7 @@ def handle_exposition(env, task: dict) -> list[dict]:
         return _draft(env, jv, job)
     if review.decision != "APPROVE":
         reason = f"exposition: {review.decision}" + (f" ({review.notes[:200]})" if review.notes else "")
-        return [M.put(M.job_key(ident), dispute(job, env.now, reason), if_version=jv)]
+        return [M.put(M.job_key(ident), dispute(job, env.now, reason, env.settings.max_disputes), if_version=jv)]
     return append(env, jv, job, task)
 
 
@@ -397,4 +408,5 @@ def unusable(env, task: dict, error: str) -> list[dict]:
     if cur is None:
         return []
     jv, job = cur
-    return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, f"{stage}: {error}"), if_version=jv)]
+    return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, f"{stage}: {error}", env.settings.max_disputes),
+                  if_version=jv)]

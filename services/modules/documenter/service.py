@@ -6,7 +6,9 @@ proposal is one transaction that records the step in the domain state *and* subm
 crash between the two cannot happen and a restart re-derives everything from the broker. After every
 change of the document it writes the Markdown export (``<data_dir>/document.md``, or
 ``$FANO_DOCUMENT_PATH``) atomically; the file's first line names the version it holds, so a module
-restarted between the commit and the export writes it again.
+restarted between the commit and the export writes it again. Settings: ``[modules.documenter]`` in
+fano.toml (:mod:`services.modules.documenter.settings`: panel size, limits, how its tasks compete with
+exploration for the accounts).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from services.modules.parsing import ParseError
 from services.modules.documenter import context as C
 from services.modules.documenter import export, flow, upkeep
 from services.modules.documenter import model as M
+from services.modules.documenter.settings import load_settings
 
 HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
             C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
@@ -64,13 +67,15 @@ class DocumenterService(ModuleService):
     module = "documenter"
 
     def initialize(self) -> None:
+        self.settings = load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         super().initialize()
         self.explorer = Store(self.client, "explorer")   # read only: never written by this module
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
 
     def env(self) -> C.Env:
-        return C.Env(self.store, self.explorer, self.clock.world(), [a.name for a in self.config.accounts])
+        return C.Env(self.store, self.explorer, self.clock.world(), [a.name for a in self.config.accounts],
+                     self.settings)
 
     def handle(self, task: dict) -> Effect:
         handler = HANDLERS.get(task["kind"])

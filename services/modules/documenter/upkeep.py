@@ -23,9 +23,10 @@ model worked, the answer is not applied and the comment is addressed again on th
 **Section reviews** (``review/state`` = ``{"seq", "section": sid | None, "base_rev", "key",
 "started_at", "last"}``): one at a time, never-reviewed sections first (oldest first), then those
 whose last review is older than ``STALE`` (7 days), oldest review first. A review is proposed while
-reviews are at most ``SHARE`` of (plans + reviews) in ``stats/mix``, or whenever there is nothing else
-to do. CONFIRMED marks the section reviewed and stable; REVISE applies the revised section as a new
-version.
+reviews are at most ``review_share`` (0.3) of (plans + reviews) in ``stats/mix``, or whenever there
+is nothing else to do. Comment tasks carry ``attrs.comment_boost`` (``comment_boost``), so an author's
+comment goes before research work. CONFIRMED marks the section reviewed and stable; REVISE applies the
+revised section as a new version.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from services.modules.documenter.parsers import parse_comment, parse_review
 MAX_FAILURES = 3
 STALE = 7 * 86400.0       # world seconds after which a reviewed section is due again
 RETRY = 3600.0            # a section whose review failed is not tried again for this long
-SHARE = 0.3
+SHARE = 0.3               # default of [modules.documenter] review_share
 
 
 # --- comments -------------------------------------------------------------------------------------------
@@ -72,7 +73,8 @@ def propose_comments(env) -> list[list[dict]]:
                    "topic": " ".join(str(c.get("text", "")).split())[:80]}
         c.update(status="addressing", attempts=attempt, base_rev=sec.get("rev"), task_key=key, updated=env.now)
         out.append([M.put(M.comment_key(c["id"]), c, if_version=cv),
-                    {"op": "submit", "task": C.task(C.ADDRESS_COMMENT, key, payload), "force": False}])
+                    {"op": "submit", "task": C.task(C.ADDRESS_COMMENT, key, payload, None, env.hints(
+                        env.settings.section_priority, comment_boost=env.settings.comment_boost)), "force": False}])
         busy.add(sid)
     return out
 
@@ -153,19 +155,19 @@ def due_sections(doc: M.Doc, now: float) -> list[dict]:
     return fresh + stale
 
 
-def review_allowed(mix: dict | None, other_work: bool) -> bool:
+def review_allowed(mix: dict | None, other_work: bool, share: float = SHARE) -> bool:
     if not other_work:
         return True
     mix = mix if isinstance(mix, dict) else {}
     reviews, plans = int(mix.get("reviews", 0)), int(mix.get("plans", 0))
-    return reviews <= SHARE * (reviews + plans)
+    return reviews <= share * (reviews + plans)
 
 
 def propose_review(env, other_work: bool) -> list[dict]:
     rv, rs = review_state(env)
     if rs.get("section"):
         return []
-    if not review_allowed(env.store.get(M.MIX)[1], other_work):
+    if not review_allowed(env.store.get(M.MIX)[1], other_work, env.settings.review_share):
         return []
     doc = M.read_doc(env.store)
     due = due_sections(doc, env.now)
@@ -180,7 +182,8 @@ def propose_review(env, other_work: bool) -> list[dict]:
     payload = {"prompt": prompt, "section_id": sec["id"], "seq": seq}
     new = {**rs, "seq": seq, "section": sec["id"], "base_rev": sec.get("rev"), "key": key, "started_at": env.now}
     return [M.put(M.REVIEW_STATE, new, if_version=rv),
-            {"op": "submit", "task": C.task(C.REVIEW_SECTION, key, payload), "force": False}]
+            {"op": "submit", "task": C.task(C.REVIEW_SECTION, key, payload, None,
+                                            env.hints(env.settings.section_priority)), "force": False}]
 
 
 def _current_review(env, task: dict):

@@ -1,0 +1,133 @@
+"""services.modules.base.ModuleService.apply: a result is applied with its ack in one transaction; an
+effect the broker refuses for good (REFUSED_EFFECT: a follow-up key conflicts or is parked, a bad
+argument, a missing or wrong-state task) is recorded visibly as an unusable result and acked, instead of
+being retried forever; a version conflict recomputes; anything else propagates."""
+from types import SimpleNamespace
+
+import pytest
+
+from services.modules.base import REFUSED_EFFECT, Effect, ModuleService, Store
+from services.modules.parsing import ParseError
+from shared.clock import Clock
+from shared.errors import ErrorCode, FanoError
+
+
+class FakeClient:
+    """``txn`` answers from a script: an exception to raise or a result, one per call."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.calls = []
+
+    def txn(self, module, ops):
+        self.calls.append((module, ops))
+        step = self.script.pop(0) if self.script else {"applied": True}
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+class Mod(ModuleService):
+    module = "testmod"
+
+    def __init__(self, client, tmp_path):
+        super().__init__(SimpleNamespace(lock_path=lambda name: tmp_path / f"{name}.lock"), Clock())
+        self.client = client
+        self.store = Store(client, self.module)
+        self.handled = 0
+        self.marked = []
+        self.parse_error = False
+
+    def handle(self, task):
+        self.handled += 1
+        if self.parse_error:
+            raise ParseError("no RATING: in the answer")
+        return Effect([Store.put("things/1", {"n": self.handled}),
+                       Store.submit({"key": "follow/1", "module": self.module, "kind": "next", "payload": {}})])
+
+    def on_unusable(self, task, error):
+        self.marked.append(error)
+        return [Store.put("things/1", {"failed": error})]
+
+
+TASK = {"id": 42, "key": "k/42", "kind": "step", "state": "DONE", "consumed": False, "result": {"text": "answer"}}
+
+
+def ops_of(call):
+    return {op["op"]: op for op in call[1]}, call[1]
+
+
+@pytest.mark.parametrize("code", sorted(REFUSED_EFFECT))
+def test_a_refused_effect_is_recorded_as_unusable_and_acked(code, tmp_path):
+    client = FakeClient(FanoError(code, "follow/1 exists with another payload"), {"applied": True})
+    mod = Mod(client, tmp_path)
+    assert mod.apply(dict(TASK)) is True
+    assert len(client.calls) == 2 and mod.handled == 1           # not recomputed, not retried as is
+    first, _ = ops_of(client.calls[0])
+    assert first["submit"]["task"]["key"] == "follow/1" and first["ack"]["task_id"] == 42
+    _, second = ops_of(client.calls[1])
+    assert not any(op["op"] == "submit" for op in second)        # the refused effect is dropped
+    error_put = next(op for op in second if op["key"] == "errors/000000000042")
+    want = f"effect refused by the broker: {code.name}: follow/1 exists with another payload"
+    assert error_put["value"]["error"] == want and error_put["value"]["answer"] == "answer"
+    assert mod.marked == [want]                                  # the module marks its entity
+    assert {"op": "put", "key": "things/1", "value": {"failed": want}} in second
+    assert second[-1] == {"op": "ack", "task_id": 42}
+    assert (mod.applied, mod.unusable) == (1, 1)
+
+
+def test_the_refused_codes_are_the_permanent_ones():
+    assert REFUSED_EFFECT == {ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
+                              ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE}
+    assert ErrorCode.CONDITION_FAILED not in REFUSED_EFFECT and ErrorCode.MAP_FULL not in REFUSED_EFFECT
+
+
+def test_if_recording_the_refusal_is_refused_too_the_error_propagates(tmp_path):
+    client = FakeClient(FanoError(ErrorCode.KEY_CONFLICT, "conflict"), FanoError(ErrorCode.INVALID_STATE, "gone"))
+    mod = Mod(client, tmp_path)
+    with pytest.raises(FanoError) as exc:
+        mod.apply(dict(TASK))
+    assert exc.value.code == ErrorCode.INVALID_STATE and len(client.calls) == 2 and mod.applied == 0
+
+
+def test_a_version_conflict_recomputes_the_effect(tmp_path):
+    client = FakeClient(FanoError(ErrorCode.CONDITION_FAILED, "things/1 changed"), {"applied": True})
+    mod = Mod(client, tmp_path)
+    assert mod.apply(dict(TASK)) is True
+    assert mod.handled == 2 and mod.unusable == 0 and mod.marked == []
+    _, second = ops_of(client.calls[1])
+    assert second[0] == {"op": "put", "key": "things/1", "value": {"n": 2}}   # recomputed from a new read
+
+
+def test_endless_version_conflicts_give_up_without_an_ack(tmp_path):
+    client = FakeClient(*[FanoError(ErrorCode.CONDITION_FAILED, "race")] * ModuleService.max_conflict_retries)
+    mod = Mod(client, tmp_path)
+    assert mod.apply(dict(TASK)) is False
+    assert len(client.calls) == ModuleService.max_conflict_retries and mod.applied == 0
+
+
+@pytest.mark.parametrize("code", [ErrorCode.MAP_FULL, ErrorCode.INTERNAL, ErrorCode.UNAVAILABLE])
+def test_a_transient_broker_error_propagates_and_records_nothing(code, tmp_path):
+    client = FakeClient(FanoError(code, "try later"))
+    mod = Mod(client, tmp_path)
+    with pytest.raises(FanoError):
+        mod.apply(dict(TASK))
+    assert len(client.calls) == 1 and mod.unusable == 0 and mod.marked == []
+
+
+def test_a_replayed_result_is_a_no_op(tmp_path):
+    client = FakeClient({"applied": False})
+    mod = Mod(client, tmp_path)
+    assert mod.apply(dict(TASK)) is False and mod.applied == 0      # "already consumed": nothing counted
+    assert mod.apply(dict(TASK, consumed=True)) is False and len(client.calls) == 1
+    assert mod.apply(dict(TASK, state="RUNNING")) is False and len(client.calls) == 1
+
+
+def test_an_unparsable_answer_is_recorded_with_the_ack(tmp_path):
+    client = FakeClient({"applied": True})
+    mod = Mod(client, tmp_path)
+    mod.parse_error = True
+    assert mod.apply(dict(TASK)) is True
+    _, ops = ops_of(client.calls[0])
+    assert ops[0]["key"] == "errors/000000000042" and "unusable answer: no RATING:" in ops[0]["value"]["error"]
+    assert ops[-1] == {"op": "ack", "task_id": 42} and mod.unusable == 1
