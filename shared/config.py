@@ -75,7 +75,9 @@ class SchedulerConfig:
     aging_cap: float = 20.0
     seed_weight: float = 10.0
     # module -> [[waiting_tasks_threshold, boost], ...]: e.g. documenter +15 above 10 waiting, +30 above 20
-    backlog_boosts: dict = field(default_factory=lambda: {"documenter": [[10, 15], [20, 30]]})
+    # module -> [[queued tasks, boost], ...]; none by default: the documenter boosts its own tasks by the
+    # blessed insights waiting (its queue never holds more than a handful), see its settings
+    backlog_boosts: dict = field(default_factory=dict)
     lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
     assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
 
