@@ -1,5 +1,6 @@
 """The scheduler program: matches PENDING tasks to idle backend workers (DESIGN.md §8).
 
 ``priority`` (the formula), ``queue`` (the O(log n) pick), ``workers`` (registry, placement, account
-view), ``core`` (decisions, no sockets), ``queries`` (operator answers), ``service`` (sockets, rebuild).
+view), ``placement`` (which idle worker should take a task: expected finish times), ``core`` (decisions,
+no sockets), ``queries`` (operator answers), ``service`` (sockets, rebuild).
 """

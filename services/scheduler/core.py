@@ -14,9 +14,13 @@ What it tracks — PENDING tasks only, each in exactly one place:
   declines, says ``ready`` again, is forgotten, or stays silent about it for ``assign_timeout``
 
 A ``task.running`` event ends the tracking (the task is the broker's lease's business until it comes
-back with ``task.pending``); ``running`` remembers who runs what, for cancels and conversation affinity.
+back with ``task.pending``); ``running`` remembers who runs what and since when, for cancels,
+conversation affinity and the expected finish times.
 
 Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.workers`.
+Which idle worker takes the best task — or leaves it for a much faster account, and which account opens
+a new conversation — is decided with the estimates of :mod:`services.scheduler.placement`
+(:meth:`services.scheduler.placement.Placement.admits`).
 """
 from __future__ import annotations
 
@@ -28,10 +32,10 @@ from shared import protocol
 from shared.errors import FanoError
 
 from services.scheduler import queries
-from services.scheduler.priority import PriorityModel, QTask, number
+from services.scheduler.placement import Placement
+from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
-from services.scheduler.workers import (MODES, Accounts, Worker, WorkerRegistry, candidate_modes, fits,
-                                        placement_class)
+from services.scheduler.workers import MODES, Accounts, Worker, WorkerRegistry, candidate_modes, placement_class
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -41,7 +45,7 @@ ENDED = ("task.done", "task.parked", "task.paused", "task.cancelled")
 log = logging.getLogger("scheduler")
 
 
-@dataclass
+@dataclass(slots=True)
 class Assignment:
     task_id: int
     ident: bytes
@@ -49,13 +53,17 @@ class Assignment:
     at: float                 # monotonic time sent
     confirmed: bool = False   # the worker said it is working on it (heartbeat or done)
     finished: bool = False    # the worker reported an outcome before the broker's events came
+    world: float = 0.0        # world time sent, and the mode it will probably run in (finish estimates)
+    mode: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Running:
     worker: str | None
     account: str | None
     conversation: str | None
+    mode: str | None = None
+    start: float | None = None   # world time of the lease (the event's ts), for service times
 
 
 class SchedulerCore:
@@ -75,6 +83,7 @@ class SchedulerCore:
         self.assigned_total = 0
         self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
         self._next_heartbeat = 0.0
+        self.placement = Placement(self)
         self.reset()
 
     def reset(self) -> None:
@@ -90,6 +99,7 @@ class SchedulerCore:
         self.waiting: Counter = Counter()
         self.missing: set[int] = set()      # ids to refresh with a broker `get`
         self.accounts.reset()
+        self.placement.reset()
 
     def finish_rebuild(self) -> None:
         for tid in [t for t in self.assigned if t not in self.tasks]:
@@ -111,11 +121,17 @@ class SchedulerCore:
             self.waiting[t.module] += 1
         else:
             t.declines, t.hold_until = old.declines, old.hold_until   # a refresh must not lift a hold
+            # a `get`/`list` record does not name its conversation's account (events do): keep what we knew
+            t.conversation_account = t.conversation_account or old.conversation_account
             self._unplace(old)
         self.tasks[t.id] = t
         conv = t.conversation
         if conv:
             self.conv_tasks.setdefault(conv, set()).add(t.id)
+            holder = self.conv_account.get(conv) or t.conversation_account
+            if holder and self.placement.convs.account_of(conv) != holder:
+                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
+                                          t.attrs.get("expected_turns"))
         run = self.running.pop(t.id, None)
         if run is not None:
             self._end_turn(run.conversation, t.id)
@@ -142,6 +158,7 @@ class SchedulerCore:
     def _untrack(self, tid: int) -> QTask | None:
         t = self.tasks.pop(tid, None)
         self.assigned.pop(tid, None)
+        self.placement.forget(tid)
         if t is None:
             return None
         self._unplace(t)
@@ -187,7 +204,8 @@ class SchedulerCore:
                     t.not_before = min(t.not_before, self.clock.world())   # the broker's clock says due
                     self._place(t)
             elif typ == "task.running":
-                self._on_running(int(ev["id"]), ev.get("worker"), ev.get("account"))
+                self._on_running(int(ev["id"]), ev.get("worker"), ev.get("account"), mode=ev.get("mode"),
+                                 start=number(ev.get("ts")) or None)
             elif typ in ENDED:
                 self._on_ended(typ, int(ev["id"]), ev)
             elif typ == "task.priority":
@@ -202,13 +220,17 @@ class SchedulerCore:
             self.errors["bad_event"] += 1
             log.warning("ignoring malformed event %s: %r", typ, exc)
 
-    def _on_running(self, tid: int, worker: str | None, account: str | None, conv: str | None = None) -> None:
+    def _on_running(self, tid: int, worker: str | None, account: str | None, conv: str | None = None,
+                    mode: str | None = None, start: float | None = None) -> None:
         t = self._untrack(tid)
         conv = t.conversation if t is not None else conv
-        self.running[tid] = Running(worker, account, conv)
+        mode = mode if mode in MODES else None
+        self.running[tid] = Running(worker, account, conv, mode, start)
         if conv:
             if account:
                 self.conv_account[conv] = account   # later turns go to the account that holds it
+                self.placement.convs.bind(conv, account, mode or STANDARD,
+                                          t.attrs.get("expected_turns") if t is not None else None)
             self._start_turn(conv, tid)
         w = self.workers.named(worker)
         if w is not None and w.state == "assigned" and w.task_id == tid:
@@ -221,6 +243,11 @@ class SchedulerCore:
         run = self.running.pop(tid, None)
         conv = (run.conversation if run else None) or (t.conversation if t else None)
         self._end_turn(conv, tid)
+        done = typ == "task.done" or ev.get("state") == "DONE"
+        if typ == "task.done" and run is not None:   # a service time (a refreshed record has no end time)
+            self.placement.learn(run.account, run.mode, run.start, ev.get("ts"))
+        if conv:
+            self.placement.convs.turn_ended(conv, done, self.clock.world())
         if typ == "task.cancelled":
             # interrupt the in-flight request (or the lease about to be taken)
             targets = {a.ident} if a else set()
@@ -245,7 +272,8 @@ class SchedulerCore:
         elif state == "RUNNING":
             lease = rec.get("lease") or {}
             conv = (rec.get("requires") or {}).get("conversation")
-            self._on_running(tid, lease.get("worker"), lease.get("account"), conv if isinstance(conv, str) else None)
+            self._on_running(tid, lease.get("worker"), lease.get("account"), conv if isinstance(conv, str) else None,
+                             mode=lease.get("mode"), start=number(lease.get("granted_at")) or None)
         else:
             self._on_ended("task.refreshed", tid, rec)
 
@@ -386,7 +414,10 @@ class SchedulerCore:
         t = self.tasks.get(tid)
         if t is None:
             return
-        self._end_turn(t.conversation, tid)
+        conv = t.conversation
+        if conv and conv not in self.conv_account and not t.conversation_account:
+            self.placement.convs.unbind(conv)   # the tentative binding of an opening turn never happened
+        self._end_turn(conv, tid)
         self._place(t)
 
     # --- queries --------------------------------------------------------------------------------------
@@ -413,6 +444,7 @@ class SchedulerCore:
         mono, world = self.clock.mono(), self.clock.world()
         self.queue.advance(world)
         self.accounts.prune(world)
+        self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
         for w in self.workers.expired(mono):
             self._forget(w, f"silent for {mono - w.last_seen:.1f}s")
         timeout = self.scfg.assign_timeout
@@ -433,19 +465,26 @@ class SchedulerCore:
             self.dispatch()
 
     def dispatch(self) -> int:
-        """Give each idle worker the best task it can take; returns how many were assigned."""
+        """Give each idle worker the best task it can take (and should: see :meth:`Placement.admits`); returns how
+        many were assigned."""
         world, mono = self.clock.world(), self.clock.mono()
+        self.queue.advance(world)
         n = 0
         for w in self.workers.idle():
             if w.account in self.accounts.paused:
                 continue
-            found = self.queue.best(world, self._admitter(w, world))
+            admits = self.placement.admits(w, world, mono)
+            if not admits:
+                continue
+            found = self.queue.best(world, admits.get)
             if found is None:
                 continue
             t, prio = found
             self.queue.remove(t.id)
-            self.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono)
+            mode = self.mode_for(w.account, w.modes, t.cls, t.module, world)
+            self.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
             w.set_state("assigned", t.id, mono)
+            self.placement.assigned(t, w.account, mode)
             self._start_turn(t.conversation, t.id)
             self._send(w.ident, "assign", task_id=t.id, ttl=float(self.scfg.lease_ttl))
             self.assigned_total += 1
@@ -453,20 +492,17 @@ class SchedulerCore:
             log.debug("assigned task %d (%s, priority %.1f) to %s", t.id, t.kind, prio, w.name)
         return n
 
-    def _admitter(self, w: Worker, world: float):
-        def admit(key: tuple) -> float | None:
-            cls, module = key
-            if not fits(cls, w.account, w.backend):
-                return None
-            for mode in candidate_modes(cls):
-                if mode in w.modes and self.accounts.why_not(w.account, mode, module, world) is None:
-                    return self.model.module_term(module, self.waiting[module])
-            return None
-        return admit
+    def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
+        """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
+        for mode in candidate_modes(cls):
+            if mode in modes and self.accounts.why_not(account, mode, module, world) is None:
+                return mode
+        return None
 
     def timers(self) -> list[tuple[str, float]]:
         """The pending timers as ``(what, monotonic time)``: heartbeat, liveness, assignment timeouts, the
-        first due task and the first quota/cool-down expiry (world times converted, the clock may be scaled)."""
+        first due task, the first quota/cool-down expiry and the first deadline of a task left for a faster
+        account (world times converted, the clock may be scaled)."""
         mono, world = self.clock.mono(), self.clock.world()
         out = [("heartbeat", self._next_heartbeat)]
         expiry = self.workers.next_expiry()
@@ -474,7 +510,8 @@ class SchedulerCore:
             out.append(("liveness", expiry))
         out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.assigned.values() if not a.confirmed)
         scale = getattr(self.clock, "scale", 1.0) or 1.0
-        for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world))):
+        for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world)),
+                           ("placement", self.placement.next_deadline(world))):
             if when is not None:
                 out.append((what, mono + max(0.0, when - world) / scale))
         return out
@@ -487,5 +524,7 @@ class SchedulerCore:
         return {"ready": self.queue.ready_count, "delayed": self.queue.delayed_count,
                 "held": sum(len(v) for v in self.held.values()), "assigned": len(self.assigned),
                 "running": len(self.running), "workers": len(self.workers),
-                "idle": len(self.workers.idle()), "assigned_total": self.assigned_total, "errors": dict(self.errors),
+                "idle": len(self.workers.idle()), "assigned_total": self.assigned_total,
+                "left_total": self.placement.left_total, "service_times": self.placement.latencies.snapshot(),
+                "errors": dict(self.errors),
                 **self.status}

@@ -28,10 +28,13 @@ Ties go to the oldest task (``created``), then the lowest id.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 BROKER_DEFAULT_PRIORITY = 50
 STANDARD, DEEP = "standard", "deep"
+EMPTY = MappingProxyType({})   # the requires/attrs of every task that has none (read-only, shared)
 
 
 def number(value) -> float:
@@ -59,7 +62,7 @@ class QTask:
     conversation_account: str | None = None   # the account holding its conversation, if the broker says
     # derived (kept here so that the queue and the queries need no side tables)
     static: float = 0.0
-    cls: tuple = ()            # placement class, see services.scheduler.core.placement_class
+    cls: tuple = ()            # placement class, see services.scheduler.workers.placement_class
     declines: int = 0          # declined leases without a retry time, for the hold backoff
     hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
 
@@ -69,15 +72,18 @@ class QTask:
         unknown = rec.get("unknown_account")
         if unknown is None and isinstance(rec.get("unknown_turn"), dict):
             unknown = rec["unknown_turn"].get("account")
-        requires = rec.get("requires") if isinstance(rec.get("requires"), dict) else {}
-        attrs = rec.get("attrs") if isinstance(rec.get("attrs"), dict) else {}
+        requires, attrs = rec.get("requires"), rec.get("attrs")
+        requires = requires if isinstance(requires, dict) and requires else EMPTY
+        attrs = attrs if isinstance(attrs, dict) and attrs else EMPTY
         prio = rec.get("priority")
         if not isinstance(prio, int) or isinstance(prio, bool):
             prio = BROKER_DEFAULT_PRIORITY
         conv_account = rec.get("conversation_account")
-        return cls(id=int(rec["id"]), module=str(rec.get("module", "")), kind=str(rec.get("kind", "")),
-                   priority=prio, requires=requires, attrs=attrs, created=number(rec.get("created")),
-                   not_before=number(rec.get("not_before")),
+        not_before = number(rec.get("not_before"))
+        # module and kind are interned: a queue of 10^6 tasks holds a few distinct strings, not 2 x 10^6
+        return cls(id=int(rec["id"]), module=sys.intern(str(rec.get("module", ""))),
+                   kind=sys.intern(str(rec.get("kind", ""))), priority=prio, requires=requires, attrs=attrs,
+                   created=number(rec.get("created")), not_before=not_before if not_before else 0.0,
                    unknown_account=unknown if isinstance(unknown, str) else None,
                    conversation_account=conv_account if isinstance(conv_account, str) and conv_account else None)
 

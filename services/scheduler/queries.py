@@ -10,6 +10,8 @@ world time (epoch seconds); ``line`` texts are for humans, the other fields are 
      "state": "PENDING"|"RUNNING"|"DONE"|"PARKED"|"PAUSED"|"CANCELLED"|null,   # null: no such task
      "line": "waiting: a1 busy with task 7; gemini-sim deep quota for explorer blocked until
               2025-01-01 00:00:00 UTC (...); 3 higher-priority task(s) ahead",        # one line
+              # (starts with "left for <account>, expected to finish it sooner (until ...)" when an idle
+              # slower account leaves it, see services/scheduler/placement.py)
      "priority": float|null, "terms": {"base", "seed", "comment", "aging", "weight", "backlog", "total"}|null,
      "ahead": int|null,           # ready tasks of higher priority that an account able to run this one could take
      "accounts": [{"account", "status", "detail", "until"}]}
@@ -39,6 +41,8 @@ weights, changed by ``set`` (all-or-nothing). Not durable: a restarted scheduler
 ``stats`` -> the counters the scheduler logs every minute::
 
     {"ready", "delayed", "held", "assigned", "running", "workers", "idle", "assigned_total": int,
+     "left_total": int,     # tasks an idle worker left for a faster account (services/scheduler/placement.py)
+     "service_times": {"<account>/<mode>": {"mean_s": float, "samples": int}},   # learned, world seconds
      "errors": {name: n}, "synced": bool, "last_seq": int, "rebuilds": int, "dropped_sends": int}
 """
 from __future__ import annotations
@@ -170,7 +174,7 @@ def why(core, tid: int) -> dict | None:
     rows = account_reasons(core, t, world)
     out["accounts"] = rows
     if not rows:
-        backends, account, bound, mode, _ = t.cls
+        backends, account, bound, mode = t.cls[:4]
         need = [f"backends {list(backends)}" if backends else "", f"account {account}" if account else "",
                 f"bound to account {bound}" if bound else "", f"mode {mode}"]
         out.update(where="ready",
@@ -179,6 +183,9 @@ def why(core, tid: int) -> dict | None:
     competitors = [r["account"] for r in rows if r["status"] != "no_mode"]
     out["ahead"] = _ahead(core, t, world, competitors)
     parts = [f"{r['account']} {r['detail']}" for r in rows]
+    left = core.placement.deadlines.get(tid)
+    if left is not None and left[0] > world:
+        parts.insert(0, f"left for {left[1]}, expected to finish it sooner (until {fmt_time(left[0])} at the latest)")
     out.update(where="ready", line=f"waiting: {'; '.join(parts)}; {out['ahead']} higher-priority task(s) ahead")
     return out
 

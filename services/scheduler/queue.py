@@ -62,6 +62,7 @@ class TaskQueue:
         self.model = model
         self._entries: dict[int, _Entry] = {}
         self._bins: dict[tuple, _Bin] = {}
+        self._keys: dict[tuple, tuple] = {}   # interned bin keys (a handful: classes x modules)
         self._delayed: list = []      # (not_before, id, gen)
         self._n_delayed = 0
         self._gen = 0
@@ -109,7 +110,8 @@ class TaskQueue:
         task.created = min(task.created, now)
         task.static = self.model.static(task)
         self._gen += 1
-        entry = _Entry(task, self._gen, (task.cls, task.module))
+        key = (task.cls, task.module)
+        entry = _Entry(task, self._gen, self._keys.setdefault(key, key))   # one key tuple per bin, shared
         self._entries[task.id] = entry
         if task.not_before > now:
             self._n_delayed += 1
@@ -162,6 +164,11 @@ class TaskQueue:
     def bins(self) -> list[tuple]:
         """The keys ``(class, module)`` of the non-empty bins of ready tasks."""
         return list(self._bins)
+
+    def bin_size(self, key: tuple) -> int:
+        """How many ready tasks a bin holds."""
+        b = self._bins.get(key)
+        return len(b.ids) if b is not None else 0
 
     def top(self, key: tuple, now: float) -> tuple[float, QTask] | None:
         """The best ready task of one bin and its priority without the module term."""

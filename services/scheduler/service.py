@@ -5,7 +5,9 @@ its view from the broker:
 
 1. subscribe to the broker's PUB (``evt.``) — events that arrive meanwhile are buffered by the socket;
 2. note the broker's last event seq *before* reading anything;
-3. read the accounts (``quota_show``), the RUNNING tasks and the PENDING tasks (paged ``list``);
+3. read the accounts (``quota_show``), the RUNNING tasks and the PENDING tasks (paged ``list``, each page
+   applied as it arrives); a fresh process also relearns service times from the outbox's recent events
+   (:meth:`services.scheduler.placement.Placement.learn_history`);
 4. catch up with ``events(after=noted seq)``: every change made while we were reading is applied on top
    of the snapshot, in order (applying an event is idempotent per task, so overlaps do no harm).
 
@@ -30,6 +32,7 @@ from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
 
+from services.scheduler import placement as P
 from services.scheduler.core import SchedulerCore
 
 TICK = 0.5                # longest wait between looks at the stop flag
@@ -195,10 +198,14 @@ class SchedulerService(Service):
             seq0 = client.events(after=2**62, limit=1)["last_seq"]   # noted before reading anything
             self.core.reset()
             self.core.accounts.load(client.quota_show())
-            running = self._list_all(client, "RUNNING")
-            pending = self._list_all(client, "PENDING")
-            for rec in running + pending:
-                self.core.on_task_record(rec)
+            # applied page by page: a 10^6-task queue never exists twice (records and tasks) in memory
+            for state in ("RUNNING", "PENDING"):
+                for page in self._pages(client, state):
+                    for rec in page:
+                        self.core.on_task_record(rec)
+            if not self.core.placement.latencies.counts:   # nothing learned yet: from the recent outbox
+                learned = self.core.placement.learn_history(self._history(client, seq0))
+                self.log.info("learned %d service times from the last %d events", learned, P.WARM_EVENTS)
             self.last_seq = seq0
             self._catch_up(client)
         except (BrokerUnavailable, Resync) as exc:
@@ -219,14 +226,27 @@ class SchedulerService(Service):
                       st["running"], self.last_seq)
 
     @staticmethod
-    def _list_all(client: BrokerClient, state: str) -> list[dict]:
-        out, after = [], None
+    def _pages(client: BrokerClient, state: str):
+        """The tasks in ``state``, one ``list`` page at a time."""
+        after = None
         while True:
             page = client.list(state=state, after=after, limit=PAGE)
-            out.extend(page["tasks"])
+            yield page["tasks"]
             if page.get("next") is None:
-                return out
+                return
             after = page["next"]
+
+    @staticmethod
+    def _history(client: BrokerClient, seq0: int):
+        """The outbox's last ``WARM_EVENTS`` events up to ``seq0`` (what it still holds of them)."""
+        after = max(0, seq0 - P.WARM_EVENTS)
+        while after < seq0:
+            page = client.events(after=after, limit=PAGE)
+            events = [ev for ev in page["events"] if ev["seq"] <= seq0]
+            yield from events
+            if not events or len(page["events"]) < PAGE:
+                return
+            after = events[-1]["seq"]
 
     # --- refreshes and lookups ------------------------------------------------------------------------
 

@@ -32,13 +32,17 @@ MODES = (STANDARD, DEEP)
 STATES = ("idle", "assigned", "busy", "unready")
 
 
+_CLASSES: dict[tuple, tuple] = {}   # interned: a handful of distinct classes, shared by every task
+
+
 def placement_class(task: QTask, conv_account: dict) -> tuple:
-    """The bin key's class part: ``(backends, account, bound, mode, fallback)`` — allowed accounts or
-    backend kinds, ``requires.account``, the account the task is bound to (the one whose unknown turn it
-    must reconcile, else the one holding its conversation — learned from ``task.running`` events, or from a
-    ``conversation_account`` field on the task's events if the broker sends one), the requested mode,
-    deep-to-standard fallback.
-    Two tasks of one class fit exactly the same workers."""
+    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens)`` — allowed accounts
+    or backend kinds, ``requires.account``, the account the task is bound to (the one whose unknown turn
+    it must reconcile, else the one holding its conversation — learned from ``task.running`` events, or
+    from a ``conversation_account`` field on the task's events if the broker sends one), the requested
+    mode, deep-to-standard fallback, and whether running it binds a conversation that no account holds
+    yet (its first placement is decided by :mod:`services.scheduler.placement`).
+    Two tasks of one class fit exactly the same workers. Classes are interned (one tuple per class)."""
     req = task.requires
     backends = req.get("backends")
     backends = tuple(sorted({b for b in backends if isinstance(b, str)})) if isinstance(backends, list) else ()
@@ -47,7 +51,8 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
     bound = task.unknown_account or (conv_account.get(conv) if conv else None) or task.conversation_account
     mode = req.get("mode") if req.get("mode") in MODES else STANDARD
     fallback = mode == DEEP and bool(req.get("deep_fallback"))
-    return (backends or None, account, bound, mode, fallback)
+    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None)
+    return _CLASSES.setdefault(cls, cls)
 
 
 def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
@@ -58,11 +63,16 @@ def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
     return (req_account is None or req_account == account) and (bound is None or bound == account)
 
 
+def opens_conversation(cls: tuple) -> bool:
+    """Running a task of this class binds a conversation to the account that runs it."""
+    return len(cls) > 5 and cls[5]
+
+
 def candidate_modes(cls: tuple) -> tuple:
     return (DEEP, STANDARD) if cls[4] else (cls[3],)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Worker:
     ident: bytes
     name: str

@@ -112,6 +112,19 @@ def test_kill_9_and_restart_loses_nothing(make_stack):
     assert sorted(done) == sorted(first + during + after), "a task ran twice or not at all"
 
 
+def test_a_restarted_scheduler_relearns_service_times_from_the_outbox(make_stack):
+    stack = make_stack()
+    stack.worker("a1", work_time=0.2)
+    ids = stack.submit(3)
+    stack.wait_done(ids)
+    learned = stack.scheduler.query("stats")["service_times"]["a1/standard"]
+    assert learned["samples"] == 3 and learned["mean_s"] >= 0.2   # each run took at least its work time
+    stack.scheduler.kill()
+    stack.scheduler.start()
+    st = wait_for(lambda: (s := stack.scheduler.query("stats"))["synced"] and s, 10, what="the scheduler to sync")
+    assert st["service_times"]["a1/standard"] == learned   # from the broker's outbox, before any new task
+
+
 def test_a_silent_worker_is_forgotten_and_its_task_runs_elsewhere(make_stack):
     stack = make_stack(scheduler={"lease_ttl": 2.0})
     dead = stack.worker("a1")
