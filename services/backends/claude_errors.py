@@ -21,6 +21,7 @@ limits"
 401 authentication_error, 403 permission    auth        — (sent=False: refused at the door)
 404 not_found_error (an unknown model)      auth        — the account is misconfigured: pause it for
                                                         the operator rather than park every task
+400 refusing the thinking settings          auth        — the same: every deep request would fail
 413 request_too_large, 400 invalid_request  terminal    —
 connect refused / connect timeout           transient   — (sent=False: the API never saw it)
 read timeout, connection cut mid-reply      transient   — (sent=True: a stateless API may get it again)
@@ -154,6 +155,12 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
+# a 400 that no retry of the same request can fix but a settings change can: the thinking mode
+_CONFIG_REFUSAL = re.compile(r"\bthinking\b.*\b(not supported|unsupported|must be|is not allowed|only)\b|"
+                             r"\b(adaptive|budget_tokens)\b.*\b(not supported|unsupported|required|must)\b",
+                             re.IGNORECASE)
+
+
 def classify_status(status: int, headers, body, now: float, billing_retry: float = 21600.0) -> ProviderError:
     """The ProviderError for an error answer of the API: an HTTP status >= 400, or (status 200) an
     ``event: error`` received mid-stream, whose ``error.type`` then says what happened."""
@@ -189,6 +196,13 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
         return ProviderError("auth", f"not found: {text} (check the account's model settings)", sent=False)
     if status >= 500 or status in (408, 409):
         return ProviderError("transient", f"server error: {text}", retry_after=wait, sent=True)
+    if status == 400 and _CONFIG_REFUSAL.search(message or ""):
+        # the model refuses the account's thinking settings (e.g. a model that takes only adaptive
+        # thinking): every deep request would fail the same way, so the operator must fix the
+        # configuration; parking the tasks one by one would only bury good work
+        return ProviderError("auth", f"the model refuses this account's thinking settings: {text} (set "
+                             f"thinking = \"adaptive\" or \"enabled\" to what the model supports, then "
+                             f"fanoctl backends resume)", sent=True)
     return ProviderError("terminal", f"request refused: {text}", sent=True)
 
 

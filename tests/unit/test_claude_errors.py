@@ -198,3 +198,20 @@ def test_exhausted_until_only_for_an_empty_bucket_with_a_reset_ahead():
     assert ce.exhausted_until({"requests": {"remaining": 3, "reset": iso(NOW + 30)}}, NOW) is None
     assert ce.exhausted_until(None, NOW) is None
     assert ce.parse_time("garbage") is None and ce.parse_time("2026-01-01T00:00:00Z") == 1767225600.0
+
+
+@pytest.mark.parametrize("message", [
+    "thinking.type.enabled is not supported for this model. Use thinking.type.adaptive instead.",
+    "adaptive thinking is not supported on claude-3-7-sonnet",
+    "thinking: budget_tokens must be less than max_tokens",
+])
+def test_a_thinking_settings_refusal_pauses_the_account_instead_of_parking_every_deep_task(message):
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    err = ce.classify_status(400, {}, body, NOW)
+    assert err.error_class == "auth" and "thinking" in err.message and "backends resume" in err.message
+
+
+def test_a_prompt_too_long_stays_terminal():
+    body = {"type": "error", "error": {"type": "invalid_request_error",
+                                       "message": "prompt is too long: 210000 tokens > 200000 maximum"}}
+    assert ce.classify_status(400, {}, body, NOW).error_class == "terminal"
