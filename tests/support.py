@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from shared.client import BrokerClient
@@ -34,6 +35,42 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
 def short_tmpdir(prefix: str = "fa") -> Path:
     """A temporary directory with a short path: ipc:// endpoints must fit in ~100 bytes."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+TREE_PATHS = """[paths]
+run_dir = "{root}/run"
+data_dir = "{root}/data"
+log_dir = "{root}/var/log"
+"""
+
+
+@contextmanager
+def running_tree(prefix: str, accounts_toml: str, env: dict | None = None, scale: float = 1.0):
+    """The whole process tree under a real supervisord, with ``[paths]`` in a short temporary directory
+    and ``accounts_toml`` (accounts, quotas) as the rest of its fano.toml; ``env`` is given to the tree's
+    programs only. Stopped and removed at exit; fails if any process outlived the stop."""
+    from ops.chaos import Tree
+    root = short_tmpdir(prefix)
+    cfg = root / "fano.toml"
+    cfg.write_text(TREE_PATHS.format(root=root) + accounts_toml)
+    tree = Tree(root, cfg, scale=scale)
+    tree.env.update(env or {})
+    try:
+        tree.start()
+        yield tree
+    finally:
+        orphans = tree.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert orphans == [], f"processes left after the stop: {orphans}"
+
+
+def run_fanoctl(target, *args, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``fanoctl ARGS`` as a user runs it: a subprocess on ``target``'s config (a tree from
+    :func:`running_tree`, or a config path), with ``env`` added to ours."""
+    config_path = target.config.path if hasattr(target, "config") else target
+    full_env = dict(os.environ, FANO_CONFIG=str(config_path), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "cli.fanoctl", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def toml_value(value) -> str:

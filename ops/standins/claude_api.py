@@ -32,13 +32,14 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import socket
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from ops.standins.server import StandinServer, serve_in_foreground
 
 SCENARIOS = {
     "normal": "answer (JSON or SSE as asked)",
@@ -114,8 +115,10 @@ def validate(body) -> str | None:
     return None
 
 
-class ClaudeStandin:
+class ClaudeStandin(StandinServer):
     """The server, startable in-process. Attributes are safe to read from the test thread."""
+
+    thread_name = "claude-standin"
 
     def __init__(self, key: str | None = None, scenario: str = "normal", host: str = "127.0.0.1", port: int = 0,
                  requests_limit: int = 50, slow_interval: float = 0.2, slow_events: int = 300,
@@ -134,39 +137,15 @@ class ClaudeStandin:
         self.records: list[dict] = []
         self._level = float(requests_limit)     # the requests bucket, refilled continuously
         self._level_at = time.time()
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
     # --- life cycle ---------------------------------------------------------------------------------
 
-    def start(self) -> "ClaudeStandin":
-        standin = self
-
-        class Handler(_Handler):
-            owner = standin
-
-        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                       name="claude-standin", daemon=True)
-        self.thread.start()
-        return self
+    def handler_class(self):
+        return _Handler
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        if self.thread is not None:
-            self.thread.join(timeout=5)
-            self.thread = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().stop()
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -500,16 +479,8 @@ def main(argv: list[str]) -> int:
         print(f"environment variable {args.key_env} is empty", file=sys.stderr)
         return 2
     standin = ClaudeStandin(key=key, scenario=args.scenario, host=args.host, port=args.port,
-                            requests_limit=args.requests_limit).start()
-    print(standin.url, flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        done.wait()
-    except KeyboardInterrupt:
-        pass
-    standin.stop()
-    return 0
+                            requests_limit=args.requests_limit)
+    return serve_in_foreground(standin)
 
 
 if __name__ == "__main__":

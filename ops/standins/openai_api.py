@@ -40,11 +40,12 @@ import json
 import os
 import re
 import select
-import signal
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from ops.standins.server import StandinServer, serve_in_foreground
 
 SCENARIOS = ("normal", "loading", "queue_full", "context_overflow", "cut", "slow", "hang", "error500",
              "rate_limit", "malformed")
@@ -69,8 +70,10 @@ def answer_for(messages) -> str:
     return f"openai stand-in answer to: {first[0].strip() if first else ''}"
 
 
-class OpenAIStandIn:
+class OpenAIStandIn(StandinServer):
     """The server, startable in-process: ``start()``, ``url`` (the /v1 base), ``root``, ``stop()``."""
+
+    thread_name = "openai-standin"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, scenario: str = "normal", slots: int = 1,
                  models=("standin-small", "standin-large"), api_key: str | None = None,
@@ -95,27 +98,15 @@ class OpenAIStandIn:
         self.requests: list[dict] = []
         self.aborted = 0
         self.hits: dict[str, int] = {}       # path -> requests received
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
     # --- life cycle -------------------------------------------------------------------------------------
 
-    def start(self) -> "OpenAIStandIn":
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self.server = ThreadingHTTPServer((self.host, self.port), handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="openai-standin", daemon=True)
-        self.thread.start()
-        return self
+    def handler_class(self):
+        return _Handler
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        super().stop()
 
     @property
     def root(self) -> str:
@@ -168,7 +159,7 @@ class OpenAIStandIn:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    standin: OpenAIStandIn
+    owner: OpenAIStandIn
 
     def log_message(self, fmt, *args):  # quiet: tests read the statistics instead
         pass
@@ -202,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         return body if isinstance(body, dict) else {}
 
     def _authorized(self) -> bool:
-        key = self.standin.api_key
+        key = self.owner.api_key
         return not key or self.headers.get("Authorization") == f"Bearer {key}"
 
     def _client_gone(self) -> bool:
@@ -215,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routes -----------------------------------------------------------------------------------------
 
     def do_GET(self):
-        s, path = self.standin, self.path.split("?")[0]
+        s, path = self.owner, self.path.split("?")[0]
         if path == "/control":
             return self._json(200, s.stats())
         s.hit(path)
@@ -238,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(404, {"error": {"message": f"File Not Found: {path}", "code": 404}})
 
     def do_POST(self):
-        s, path = self.standin, self.path.split("?")[0]
+        s, path = self.owner, self.path.split("?")[0]
         body = self._body()
         if path != "/control":
             s.hit(path)
@@ -267,11 +258,11 @@ class _Handler(BaseHTTPRequestHandler):
         messages = body.get("messages") if isinstance(body.get("messages"), list) else []
         last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
         marked = MARKER.search(str(last.get("content", "")))
-        name = self.headers.get("X-Standin-Scenario") or (marked.group(1) if marked else self.standin.scenario)
+        name = self.headers.get("X-Standin-Scenario") or (marked.group(1) if marked else self.owner.scenario)
         return name if name in SCENARIOS else "normal"
 
     def _chat(self, body: dict, over: bool) -> None:
-        s = self.standin
+        s = self.owner
         scenario = self._scenario(body)
         with s.lock:
             s.requests.append({"model": body.get("model"), "messages": body.get("messages"),
@@ -356,13 +347,5 @@ def main(argv: list[str]) -> int:
     key = os.environ.get(args.api_key_env, "") if args.api_key_env else None
     standin = OpenAIStandIn(args.host, args.port, args.scenario, args.slots,
                             models=args.model or ("standin-small", "standin-large"), api_key=key or None,
-                            loading_seconds=args.loading_seconds, flavor=args.flavor).start()
-    print(standin.url, flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        done.wait()
-    except KeyboardInterrupt:
-        pass
-    standin.stop()
-    return 0
+                            loading_seconds=args.loading_seconds, flavor=args.flavor)
+    return serve_in_foreground(standin)

@@ -305,11 +305,11 @@ class ClaudeProvider(Provider):
 
     def _recorded(self, turn: Turn) -> Reply | None:
         """The reply recorded for this turn (same conversation position, same prompt), if any."""
-        for ex in self.store.turns(conversation_key(turn)):
-            if ex.index == turn.turn_index and ex.prompt == turn.prompt:
-                meta = {k: ex.meta[k] for k in ("model", "mode", "stop_reason") if k in ex.meta}
-                return Reply(ex.reply, dict(meta, reconciled=True))
-        return None
+        ex = self.store.recorded(turn)
+        if ex is None:
+            return None
+        meta = {k: ex.meta[k] for k in ("model", "mode", "stop_reason") if k in ex.meta}
+        return Reply(ex.reply, dict(meta, reconciled=True))
 
     def reconcile(self, turn: Turn) -> Reply | None:
         """A reply recorded before a crash, or None: the API keeps no state to ask, so re-sending is the

@@ -142,6 +142,14 @@ class ConversationStore:
                 return exchange.reply
         return None
 
+    def recorded(self, turn: Turn) -> "Exchange | None":
+        """The completed exchange of exactly this turn (same conversation position and prompt), if any:
+        what a stateless API's reconciliation returns instead of sending again."""
+        for exchange in self.turns(conversation_key(turn)):
+            if exchange.index == turn.turn_index and exchange.prompt == turn.prompt:
+                return exchange
+        return None
+
     def was_sent(self, key: str, index: int) -> bool:
         """Whether turn ``index`` was marked sent (or completed)."""
         return any(r.get("type") in ("sent", "turn") and r.get("index") == index for r in self._records(key))

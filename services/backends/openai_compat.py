@@ -441,11 +441,10 @@ class OpenAIProvider(Provider):
         """The recorded reply of an earlier attempt, or None: a stateless server keeps nothing, so a turn
         without a recorded reply may be re-sent."""
         self.start()
-        text = self.store.reply(conversation_key(turn), turn.turn_index)
-        if text is None:
+        exchange = self.store.recorded(turn)
+        if exchange is None:
             return None
-        exchange = next(ex for ex in self.store.turns(conversation_key(turn)) if ex.index == turn.turn_index)
-        return Reply(text, dict(exchange.meta, reconciled=True))
+        return Reply(exchange.reply, dict(exchange.meta, reconciled=True))
 
     def check(self) -> dict:
         """``GET /models`` (or ``/health``): reachable, which models, are ours among them."""

@@ -6,7 +6,6 @@ what reached the stand-in (the SDK's own retries are off: one request per send, 
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,12 +16,11 @@ import uuid
 
 import pytest
 
-from ops.chaos import Tree
 from ops.standins.claude_api import ClaudeStandin
 from services.backends.base import ProviderError, Turn
 from services.backends.claude import ClaudeProvider
 from shared.clock import Clock
-from tests.support import REPO, short_tmpdir, wait_for
+from tests.support import REPO, run_fanoctl, running_tree, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -278,12 +276,7 @@ def test_the_stand_in_runs_as_a_program(tmp_path):
 E2E_KEY = "sk-ant-e2e-PLANTED-" + uuid.uuid4().hex
 BAD_KEY = "sk-ant-e2e-WRONG-" + uuid.uuid4().hex
 
-TREE_CONFIG = """
-[paths]
-run_dir = "{root}/run"
-data_dir = "{root}/data"
-log_dir = "{root}/var/log"
-
+TREE_ACCOUNTS = """
 [accounts.claude-e2e]
 backend = "claude"
 modes = ["standard", "deep"]
@@ -304,30 +297,17 @@ api_key_env = "FANO_TEST_CLAUDE_BAD_KEY"
 @pytest.fixture(scope="module")
 def tree():
     standin = ClaudeStandin(key=E2E_KEY).start()
-    root = short_tmpdir("fc")
-    cfg = root / "fano.toml"
-    cfg.write_text(TREE_CONFIG.format(root=root, url=standin.url))
-    t = Tree(root, cfg, scale=1.0)
-    t.env.update(FANO_TEST_CLAUDE_KEY=E2E_KEY, FANO_TEST_CLAUDE_BAD_KEY=BAD_KEY)
-    t.standin = standin
     try:
-        t.start()
-        yield t
+        with running_tree("fc", TREE_ACCOUNTS.format(url=standin.url),
+                          env={"FANO_TEST_CLAUDE_KEY": E2E_KEY, "FANO_TEST_CLAUDE_BAD_KEY": BAD_KEY}) as t:
+            t.standin = standin
+            yield t
     finally:
-        orphans = t.stop()
         standin.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    assert orphans == []
-
-
-def fanoctl(tree, *args, timeout=90, **extra_env):
-    env = dict(os.environ, FANO_CONFIG=str(tree.config.path), **extra_env)
-    return subprocess.run([sys.executable, "-m", "cli.fanoctl", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_tree_ask_is_answered_by_the_claude_account(tree):
-    res = fanoctl(tree, "ask", "hello", "--backend", "claude-e2e", "--wait")
+    res = run_fanoctl(tree, "ask", "hello", "--backend", "claude-e2e", "--wait")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("claude stand-in answer to: hello")
     served = [r for r in tree.standin.requests if r["messages"][-1]["content"] == "hello"]
@@ -335,7 +315,7 @@ def test_tree_ask_is_answered_by_the_claude_account(tree):
 
 
 def test_tree_deep_ask_uses_the_deep_model_with_thinking(tree):
-    res = fanoctl(tree, "--json", "ask", "deep thought", "--deep", "--backend", "claude-e2e", "--wait")
+    res = run_fanoctl(tree, "--json", "ask", "deep thought", "--deep", "--backend", "claude-e2e", "--wait")
     assert res.returncode == 0, res.stderr
     task = json.loads(res.stdout)
     assert task["state"] == "DONE" and task["result"]["text"] == "claude stand-in answer to: deep thought"
@@ -345,21 +325,21 @@ def test_tree_deep_ask_uses_the_deep_model_with_thinking(tree):
 
 
 def test_tree_a_bad_key_pauses_the_account_and_no_planted_key_leaks(tree):
-    res = fanoctl(tree, "--json", "ask", "who am I", "--backend", "claude-badkey")
+    res = run_fanoctl(tree, "--json", "ask", "who am I", "--backend", "claude-badkey")
     assert res.returncode == 0, res.stderr
     tid = json.loads(res.stdout)["task"]["id"]
 
     def paused():
-        rows = {b["account"]: b for b in json.loads(fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]}
+        rows = {b["account"]: b for b in json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]}
         row = rows["claude-badkey"]
         return row if row["paused"] and "auth" in (row.get("pause_reason") or "") else None
     row = wait_for(paused, 60, interval=0.5, what="claude-badkey to be paused by the auth failure")
-    outputs = [json.dumps(row), fanoctl(tree, "--json", "queue", "show", str(tid)).stdout,
-               fanoctl(tree, "--json", "backends", "ls").stdout, fanoctl(tree, "--json", "queue", "ls").stdout]
-    done = fanoctl(tree, "--json", "ask", "hello", "--backend", "claude-e2e", "--wait")
+    outputs = [json.dumps(row), run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout,
+               run_fanoctl(tree, "--json", "backends", "ls").stdout, run_fanoctl(tree, "--json", "queue", "ls").stdout]
+    done = run_fanoctl(tree, "--json", "ask", "hello", "--backend", "claude-e2e", "--wait")
     keys = {"FANO_TEST_CLAUDE_KEY": E2E_KEY, "FANO_TEST_CLAUDE_BAD_KEY": BAD_KEY}
-    good = fanoctl(tree, "--json", "backends", "check", "claude-e2e", **keys)
-    bad = fanoctl(tree, "--json", "backends", "check", "claude-badkey", **keys)
+    good = run_fanoctl(tree, "--json", "backends", "check", "claude-e2e", env=keys)
+    bad = run_fanoctl(tree, "--json", "backends", "check", "claude-badkey", env=keys)
     assert good.returncode == 0 and json.loads(good.stdout)["ok"] is True, good.stderr
     assert bad.returncode == 1 and "auth" in bad.stdout + bad.stderr
     outputs += [done.stdout, good.stdout, good.stderr, bad.stdout, bad.stderr]
@@ -373,4 +353,4 @@ def test_tree_a_bad_key_pauses_the_account_and_no_planted_key_leaks(tree):
             assert E2E_KEY.encode() not in data and BAD_KEY.encode() not in data, f"a key leaked into {path}"
     logs = list((tree.root / "var/log").glob("backend-claude-*.log"))
     assert logs and any("claude-badkey" in p.name for p in logs)
-    assert fanoctl(tree, "queue", "cancel", str(tid)).returncode == 0
+    assert run_fanoctl(tree, "queue", "cancel", str(tid)).returncode == 0

@@ -1,12 +1,9 @@
 """``fanoctl backends check|login``: run the account's provider locally, never print a secret."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.support import REPO, short_tmpdir
+from tests.support import run_fanoctl
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +12,7 @@ PLANTED = "sk-planted-DO-NOT-PRINT-7f3a9c"
 
 @pytest.fixture
 def config(tmp_path):
-    root = short_tmpdir("fb")
+    root = tmp_path   # nothing here listens on ipc://: no need for a short path
     path = root / "fano.toml"
     path.write_text(f"""
 [paths]
@@ -34,9 +31,7 @@ api_key_env = "FANO_TEST_PLANTED_KEY"
 
 
 def fanoctl(config, *args):
-    env = dict(os.environ, FANO_CONFIG=str(config), FANO_TEST_PLANTED_KEY=PLANTED)
-    return subprocess.run([sys.executable, "-m", "cli.fanoctl", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return run_fanoctl(config, *args, env={"FANO_TEST_PLANTED_KEY": PLANTED})
 
 
 def test_check_a_sim_account(config):

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,12 +13,11 @@ import uuid
 
 import pytest
 
-from ops.chaos import Tree
 from ops.standins.openai_api import OpenAIStandIn
 from services.backends.base import ProviderError, Turn
 from services.backends.openai_compat import OpenAIProvider, SlotPool, slot_dir
 from shared.clock import Clock
-from tests.support import REPO, short_tmpdir, wait_for
+from tests.support import run_fanoctl, running_tree, wait_for
 
 pytestmark = pytest.mark.integration
 never = lambda: False  # noqa: E731
@@ -355,12 +350,7 @@ def test_without_a_shared_slot_directory_they_do_overlap(tmp_path, standin):
 # --- the whole tree -------------------------------------------------------------------------------------
 
 PLANTED = f"sk-planted-{uuid.uuid4().hex}"
-TREE_CONFIG = """
-[paths]
-run_dir = "{root}/run"
-data_dir = "{root}/data"
-log_dir = "{root}/var/log"
-
+TREE_ACCOUNTS = """
 [accounts.local-llm]
 backend = "openai"
 base_url = "{url}"
@@ -373,48 +363,33 @@ max_concurrency = 1
 @pytest.fixture(scope="module")
 def tree():
     server = OpenAIStandIn(api_key=PLANTED).start()
-    root = short_tmpdir("fo")
-    cfg = root / "fano.toml"
-    cfg.write_text(TREE_CONFIG.format(root=root, url=server.url))
-    t = Tree(root, cfg, scale=1.0)
-    t.env["FANO_TEST_OPENAI_KEY"] = PLANTED
-    t.server = server
     try:
-        t.start()
-        yield t
+        with running_tree("fo", TREE_ACCOUNTS.format(url=server.url), env={"FANO_TEST_OPENAI_KEY": PLANTED}) as t:
+            t.server = server
+            yield t
     finally:
-        orphans = t.stop()
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    assert orphans == []
-
-
-def fanoctl(tree, *args, timeout=90):
-    env = dict(os.environ, FANO_CONFIG=str(tree.config.path))
-    env.pop("FANO_TEST_OPENAI_KEY", None)
-    return subprocess.run([sys.executable, "-m", "cli.fanoctl", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_tree_ask_is_answered_by_the_openai_account(tree):
-    res = fanoctl(tree, "ask", "hello", "--backend", "local-llm", "--wait")
+    res = run_fanoctl(tree, "ask", "hello", "--backend", "local-llm", "--wait")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("openai stand-in answer to: hello")
     assert tree.server.stats()["requests"][-1]["authorized"] is True   # the key went out as Bearer
 
 
 def test_tree_planted_key_never_leaks(tree):
-    ok = fanoctl(tree, "--json", "ask", "is it secret?", "--backend", "local-llm", "--wait")
+    ok = run_fanoctl(tree, "--json", "ask", "is it secret?", "--backend", "local-llm", "--wait")
     assert ok.returncode == 0, ok.stderr
     done = json.loads(ok.stdout)
     assert done["state"] == "DONE" and done["result"]["text"] == "openai stand-in answer to: is it secret?"
-    parked = fanoctl(tree, "--json", "ask", "too long [standin:context_overflow]", "--backend", "local-llm",
+    parked = run_fanoctl(tree, "--json", "ask", "too long [standin:context_overflow]", "--backend", "local-llm",
                      "--wait")
     task = json.loads(parked.stdout)
     assert task["state"] == "PARKED" and "context overflow" in json.dumps(task)
     outputs = [ok.stdout, ok.stderr, parked.stdout, parked.stderr]
     for tid in (done["id"], task["id"]):
-        shown = fanoctl(tree, "--json", "queue", "show", str(tid))
+        shown = run_fanoctl(tree, "--json", "queue", "show", str(tid))
         assert shown.returncode == 0, shown.stderr
         outputs += [shown.stdout, shown.stderr]
     for text in outputs:

@@ -26,7 +26,7 @@ from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.gemini import GeminiProvider
 from shared.clock import Clock
 from tests.browser_support import chromium_path, profile_alive  # noqa: F401  (fixture)
-from tests.support import REPO, short_tmpdir, wait_for
+from tests.support import REPO, run_fanoctl, running_tree, short_tmpdir, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -333,12 +333,7 @@ def test_login_then_check_uses_the_persistent_profile(site, root, chromium_path)
 
 # --- the whole tree -----------------------------------------------------------------------------------------
 
-TREE_CONFIG = """
-[paths]
-run_dir = "{root}/run"
-data_dir = "{root}/data"
-log_dir = "{root}/var/log"
-
+TREE_ACCOUNTS = """
 [accounts.web-gpt]
 backend = "chatgpt"
 modes = ["standard"]
@@ -360,26 +355,14 @@ timeout = 60
 
 
 def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account(site, chromium_path):
-    from ops.chaos import Tree
-    tree_root = short_tmpdir("fwt")
-    cfg = tree_root / "fano.toml"
-    cfg.write_text(TREE_CONFIG.format(root=tree_root, url=site.url, chromium=chromium_path))
-    tree = Tree(tree_root, cfg, scale=1.0)
-    tree.start()
-    try:
-        env = dict(os.environ, FANO_CONFIG=str(cfg))
-        res = subprocess.run([sys.executable, "-m", "cli.fanoctl", "ask", "hello", "--backend", "web-gpt", "--wait"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+    with running_tree("fwt", TREE_ACCOUNTS.format(url=site.url, chromium=chromium_path)) as tree:
+        profiles = [(tree.root / "data" / "backends" / name / "profile").resolve() for name in ("web-gpt", "web-gem")]
+        res = run_fanoctl(tree, "ask", "hello", "--backend", "web-gpt", "--wait", timeout=90)
         assert res.returncode == 0, res.stderr + res.stdout
         assert res.stdout.startswith("Stand-in chatgpt answer [Auto] to: hello"), res.stdout
-        res = subprocess.run([sys.executable, "-m", "cli.fanoctl", "ask", "hi gemini", "--backend", "web-gem",
-                              "--wait"], cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+        res = run_fanoctl(tree, "ask", "hi gemini", "--backend", "web-gem", "--wait", timeout=90)
         assert res.returncode == 0, res.stderr + res.stdout
         assert res.stdout.startswith("Stand-in gemini answer"), res.stdout
         assert site.prompts() == ["hello", "hi gemini"]
-    finally:
-        orphans = tree.stop()
-        leftovers = [pid for name in ("web-gpt", "web-gem")
-                     for pid in profile_alive((tree_root / "data" / "backends" / name / "profile").resolve())]
-        shutil.rmtree(tree_root, ignore_errors=True)
-    assert orphans == [] and leftovers == []
+    # the tree is stopped (no orphaned program); no browser of either profile may outlive it either
+    assert [pid for profile in profiles for pid in profile_alive(profile)] == []

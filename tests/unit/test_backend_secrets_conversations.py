@@ -114,3 +114,15 @@ def test_one_shot_records_are_pruned_when_old_and_conversations_are_kept(tmp_pat
     assert store.prune_one_shots(max_age=3600, now=now) == 0
     assert store.prune_one_shots(max_age=3600, now=now + 7200) == 1
     assert store.turns("task-7") == [] and store.reply("explorer:t1", 1) == "a"
+
+
+def test_recorded_matches_the_turn_position_and_prompt(tmp_path):
+    from services.backends.base import Turn
+    store = ConversationStore(tmp_path / "conv")
+    store.record_reply("explorer:t1", 2, "what next?", "this", model="m")
+    turn = Turn(task_id=9, epoch=1, attempt=1, account="a", mode="standard", module="explorer",
+                kind="explorer.explore", prompt="what next?", conversation="explorer:t1", turn_index=2)
+    assert store.recorded(turn).reply == "this" and store.recorded(turn).meta == {"model": "m"}
+    import dataclasses
+    assert store.recorded(dataclasses.replace(turn, prompt="something else")) is None
+    assert store.recorded(dataclasses.replace(turn, turn_index=3)) is None

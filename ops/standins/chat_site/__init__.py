@@ -34,11 +34,12 @@ import secrets
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ops.standins.chat_site.scenarios import SCENARIOS, clean, scenario_of, turn_state
+from ops.standins.server import StandinServer, serve_in_foreground
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
@@ -49,8 +50,10 @@ _CHATGPT_PAGE = re.compile(r"^/(?:c/[^/]+)?$")
 _GEMINI_PAGE = re.compile(r"^/app(?:/[^/]+)?$")
 
 
-class ChatSiteServer:
+class ChatSiteServer(StandinServer):
     """The stand-in site, startable in-process. ``control(**kw)`` switches behaviour at run time."""
+
+    thread_name = "chat-site"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **control):
         self.host = host
@@ -61,33 +64,11 @@ class ChatSiteServer:
         self.control(**control)
         self.conversations: dict[str, dict] = {}
         self.submits: list[dict] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- in-process API ----------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> "ChatSiteServer":
-        server = self
-
-        class Handler(_Handler):
-            site = server
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="chat-site")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+    def handler_class(self):
+        return _Handler
 
     def control(self, **changes) -> dict:
         bad = set(changes) - set(DEFAULT_CONTROL)
@@ -144,7 +125,7 @@ class ChatSiteServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    site: ChatSiteServer
+    owner: ChatSiteServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):   # quiet: tests read /__log, not stderr
@@ -177,11 +158,11 @@ class _Handler(BaseHTTPRequestHandler):
         return data if isinstance(data, dict) else {}
 
     def _logged_in(self) -> bool:
-        with self.site.lock:
-            if not self.site._control["login_required"]:
+        with self.owner.lock:
+            if not self.owner._control["login_required"]:
                 return True
         jar = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
-        return COOKIE in jar and jar[COOKIE].value == self.site.session
+        return COOKIE in jar and jar[COOKIE].value == self.owner.session
 
     def _static(self, name: str) -> None:
         if name not in STATIC_FILES:
@@ -205,23 +186,23 @@ class _Handler(BaseHTTPRequestHandler):
             target = (parse_qs(parts.query).get("next") or ["/"])[0]
             if not target.startswith("/") or target.startswith("//"):
                 target = "/"
-            cookie = f"{COOKIE}={self.site.session}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+            cookie = f"{COOKIE}={self.owner.session}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
             return self._send(302, b"", "text/plain", {"Location": target, "Set-Cookie": cookie})
         if path == "/api/config":
-            with self.site.lock:
-                control = dict(self.site._control)
+            with self.owner.lock:
+                control = dict(self.owner._control)
             return self._json(200, {"logged_in": self._logged_in(), "deep": control["deep"],
                                     "auto_login": control["auto_login"]})
         if path.startswith("/api/conversation/"):
             if not self._logged_in():
                 return self._json(401, {"error": "not signed in"})
-            conv = self.site.conversation(path.rsplit("/", 1)[1])
+            conv = self.owner.conversation(path.rsplit("/", 1)[1])
             return self._json(200, conv) if conv else self._json(404, {"error": "conversation not found"})
         if path == "/__control":
-            return self._json(200, self.site.control())
+            return self._json(200, self.owner.control())
         if path == "/__log":
-            with self.site.lock:
-                return self._json(200, {"submits": list(self.site.submits)})
+            with self.owner.lock:
+                return self._json(200, {"submits": list(self.owner.submits)})
         if path == "/favicon.ico":
             return self._send(204, b"", "image/x-icon")
         self._send(404, b"not found", "text/plain")
@@ -237,16 +218,16 @@ class _Handler(BaseHTTPRequestHandler):
             prompt, skin = body.get("prompt"), body.get("skin")
             if not isinstance(prompt, str) or not prompt.strip() or skin not in ("chatgpt", "gemini"):
                 return self._json(400, {"error": "prompt and skin required"})
-            out = self.site.submit(skin, body.get("conversation") or None, prompt, str(body.get("mode") or ""),
+            out = self.owner.submit(skin, body.get("conversation") or None, prompt, str(body.get("mode") or ""),
                                    self.headers.get("X-Standin-Scenario"))
             return self._json(404 if "error" in out else 200, out)
         if path == "/__control":
             try:
-                return self._json(200, self.site.control(**body))
+                return self._json(200, self.owner.control(**body))
             except ValueError as exc:
                 return self._json(400, {"error": str(exc)})
         if path == "/__reset":
-            self.site.reset()
+            self.owner.reset()
             return self._json(200, {"ok": True})
         self._send(404, b"not found", "text/plain")
 
@@ -261,11 +242,5 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--deep", default="ok", choices=("ok", "missing", "disabled"))
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
-                            deep=args.deep).start()
-    print(server.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+                            deep=args.deep)
+    return serve_in_foreground(server)

@@ -15,8 +15,9 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from services.modules.settings_table import coerce_table
 from shared.config import ConfigError
 
 MODULE = "advisor"
@@ -40,29 +41,11 @@ class Settings:
 def settings_from_table(table: dict, where: str = "[modules.advisor]") -> Settings:
     """Validate a ``[modules.advisor]`` table; unknown keys are errors (a typo in ``enabled`` must not
     silently mean "off")."""
-    defaults = Settings()
-    known = {f.name for f in fields(Settings)}
-    unknown = set(table or {}) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-    kw = {}
-    for key, value in (table or {}).items():
-        want, at = getattr(defaults, key), f"{where}.{key}"
-        if isinstance(want, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{at} must be true or false")
-        elif isinstance(want, tuple):
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise ConfigError(f"{at} must be a list of names")
-            value = tuple(value)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{at} must be a non-negative number")
-        else:
-            value = type(want)(value)
-        kw[key] = value
-    s = Settings(**kw)
+    s = coerce_table(Settings, table, where)
     if not 0 < s.max_share <= 0.05:
         raise ConfigError(f"{where}.max_share must be in (0, 0.05]: the advisor may use at most 5% of requests")
+    if not all(s.modules) or not all(s.backends):
+        raise ConfigError(f"{where}: modules and backends must be lists of names")
     if len(s.modules) < 2:
         raise ConfigError(f"{where}.modules must name at least two modules to balance")
     if s.imbalance_ratio < 1:

@@ -306,9 +306,15 @@ def _draft(env, jv: int, job: dict) -> list[dict]:
     prompt = C.render("draft", outline=C.outline(doc), concepts=C.concepts(doc),
                       previous=C.section_block(sections[-1] if sections else None),
                       insight=C.insight_text(ident, insight), revision=revision)
-    payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"],
-               "topic": " ".join(insight["text"].split())[:80]}
-    spec = C.task(C.DRAFT, C.task_key(C.DRAFT, ident, job["run"], job["round"]), payload, None,
+    return _job_step(env, jv, job, insight, C.DRAFT, prompt, topic=" ".join(insight["text"].split())[:80])
+
+
+def _job_step(env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **extra) -> list[dict]:
+    """Ops that save ``job`` (version-checked) and submit its next step: a ``kind`` task for this run and
+    round, at the insight's priority."""
+    ident = job["insight_id"]
+    payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"], **extra}
+    spec = C.task(kind, C.task_key(kind, ident, job["run"], job["round"]), payload, None,
                   env.hints(C.priority_of(insight)))
     return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
 
@@ -331,11 +337,7 @@ def handle_draft(env, task: dict) -> list[dict]:
     prompt = C.render("exposition", outline=C.outline(doc), concepts=C.concepts(doc),
                       insight=C.insight_text(ident, insight), draft=f"## {title}\n\n{draft.text}",
                       establishes=", ".join(draft.establishes) or "none", requires=", ".join(draft.requires) or "none")
-    payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"],
-               "reviewer": f"exposition-{job['round']}"}
-    spec = C.task(C.EXPOSITION, C.task_key(C.EXPOSITION, ident, job["run"], job["round"]), payload, None,
-                  env.hints(C.priority_of(insight)))
-    return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
+    return _job_step(env, jv, job, insight, C.EXPOSITION, prompt, reviewer=f"exposition-{job['round']}")
 
 
 def handle_exposition(env, task: dict) -> list[dict]:

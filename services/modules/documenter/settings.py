@@ -31,8 +31,9 @@ reaches the threshold; fano.toml turns that one off for the documenter so the tw
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from services.modules.settings_table import check_known
 from shared.config import ConfigError
 
 MODULE = "documenter"
@@ -69,10 +70,7 @@ def _number(value, where: str, *, integer: bool = False, low: float = 0.0, high:
 
 def settings_from_table(table: dict, where: str = "[modules.documenter]") -> Settings:
     """Validate a ``[modules.documenter]`` table; unknown keys are errors, like the rest of the config."""
-    known = {f.name for f in fields(Settings)}
-    unknown = set(table or {}) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    check_known(Settings, table, where)
     kw = {}
     for key, value in (table or {}).items():
         at = f"{where}.{key}"

@@ -37,9 +37,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from shared.config import ConfigError, parse_size
+from shared.config import ConfigError
 
 from services.modules.researcher.fetch import DEFAULT_TYPES
+from services.modules.settings_table import coerce_table
+
+SIZES = frozenset({"max_bytes", "cache_max_bytes"})   # keys that take a size such as "2MiB"
 
 
 @dataclass(frozen=True)
@@ -77,41 +80,6 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
 
 
-def _coerce(cls, table: dict, where: str):
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-    kw = {}
-    for name, value in table.items():
-        want = getattr(defaults, name)
-        if name in ("max_bytes", "cache_max_bytes"):
-            kw[name] = parse_size(value)
-        elif isinstance(want, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.{name} must be true or false")
-            kw[name] = value
-        elif isinstance(want, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{where}.{name} must be a non-negative number")
-            kw[name] = type(want)(value)
-        elif isinstance(want, str):
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}.{name} must be a string")
-            kw[name] = value
-        elif isinstance(want, tuple):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where}.{name} must be a list of strings")
-            kw[name] = tuple(value)
-        elif isinstance(want, dict):
-            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                      and 0 <= v <= 100 for v in value.values()):
-                raise ConfigError(f"{where}.{name} must be a table of domain = score (0-100)")
-            kw[name] = dict(value)
-    return cls(**kw)
-
-
 def load_settings(config) -> Settings:
     """The ``[modules.researcher]`` table of the config (defaults when there is none)."""
     if config is None or getattr(config, "path", None) is None:
@@ -121,8 +89,8 @@ def load_settings(config) -> Settings:
     fetch_table = table.pop("fetch", {})
     if not isinstance(fetch_table, dict):
         raise ConfigError(f"{where}: fetch must be a table")
-    settings = _coerce(Settings, table, where)
-    fetch = _coerce(FetchSettings, fetch_table, where + ".fetch")
+    settings = coerce_table(Settings, table, where, SIZES)
+    fetch = coerce_table(FetchSettings, fetch_table, where + ".fetch", SIZES)
     if settings.evaluations < 1:
         raise ConfigError(f"{where}.evaluations must be at least 1")
     if fetch.max_attempts < 1:
