@@ -70,7 +70,9 @@ def proposal_line(p: dict, now: float) -> str:
 
 
 def weights_text(d: dict) -> str:
-    rows = [f"{m:12s} {w:g}" for m, w in sorted(d["weights"].items())] or ["no weights set"]
+    configured = d.get("configured") or {}
+    rows = [f"{m:12s} {w:g}" + ("" if configured.get(m, 0.0) == w else f"   (fano.toml: {configured.get(m, 0.0):g})")
+            for m, w in sorted(d["weights"].items())] or ["no weights set"]
     a = d.get("advisor") or {}
     if a.get("enabled") is None:
         rows.append("advisor: unknown (cannot read its settings)")

@@ -254,15 +254,18 @@ def _weights(ctx, param, values):
 
 @modules.command("weights")
 @click.option("--set", "set_", multiple=True, callback=_weights, metavar="MODULE=WEIGHT",
-              help="Change a module's additive priority weight (until the scheduler restarts; "
-                   "put it in fano.toml [scheduler] module_weights to keep it).")
+              help="Change a module's additive priority weight (kept in the broker: it survives restarts).")
+@click.option("--reset", is_flag=True, help="Back to fano.toml's [scheduler] module_weights.")
 @json_option
-def modules_weights(set_):
+def modules_weights(set_, reset):
     """Show (or change) the module weights the scheduler adds to every task's priority."""
     from shared.errors import BrokerUnavailable
     from shared.scheduler_client import query
+    if set_ and reset:
+        raise click.UsageError("--set and --reset exclude each other")
+    change = {"set": set_} if set_ else {"reset": True} if reset else {}
     try:
-        res = query(scheduler_endpoint(), "weights", timeout=min(_ctl().timeout, 2.0), **({"set": set_} if set_ else {}))
+        res = query(scheduler_endpoint(), "weights", timeout=min(_ctl().timeout, 2.0), **change)
     except BrokerUnavailable:
         fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
     from cli import research_advisor

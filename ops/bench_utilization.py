@@ -2,7 +2,7 @@
 to what the capacity allows?
 
     ops/bench-utilization [--conversations 24] [--turns 6] [--oneshots 24] [--deep 4] [--scale 20]
-                          [--variants chains,independent] [--keep]
+                          [--oneshot-kinds research|ask] [--variants chains,independent] [--keep]
 
 **Deployment** (one per variant, :class:`ops.bench_scheduler.Deployment` under a real supervisord): four
 sim accounts whose mean world latencies differ 10x (each request uniform in mean x (1 -/+ ``--jitter``),
@@ -25,7 +25,12 @@ poll and the hand-off is always its worst case (≈47 ms); real providers are no
 **Workload** (module ``bench``, deterministic order from ``--seed``): ``--conversations`` x ``--turns``
 conversation turns (kinds ``explorer.explore``/``explorer.critique``, ``requires.conversation``), turn
 k+1 submitted by the driver the moment it sees turn k DONE (as a module would); ``--oneshots`` one-shot
-``ask`` tasks of which ``--deep`` require mode deep (no fallback). Variant ``chains`` is that workload;
+tasks of which ``--deep`` require mode deep (no fallback). ``--oneshot-kinds research`` (the default)
+gives them the kinds the research modules submit besides conversation turns, at DOMAIN.md's base
+priorities (reviews and drafts above or level with exploration, extraction and source work below; the
+deep ones are syntheses and second review rounds); ``ask`` makes them all operator asks (priority 60,
+above every turn), which forces the accounts to run every one-shot before any conversation and so costs
+makespan (README, "Utilization"). Variant ``chains`` is that workload;
 variant ``independent`` submits the same tasks at once, all as one-shots (no conversation binding, no
 chain), to show raw utilization.
 
@@ -91,6 +96,19 @@ ACCOUNTS = {  # name: ({mode: world latency}, deep budget per 24 h or None)
 }
 
 
+# One-shot kinds (standard, deep), cycled. "research": what the modules submit besides conversation turns,
+# at DOMAIN.md's base priorities (review 55, dedup 50, draft 50, evaluate_source 45, extract 40,
+# consolidate 40, review_section 40, extract_findings 40, generate_questions 35; deep: synthesis 60,
+# review2 55). "ask": the operator's ad-hoc questions (priority 60, above every conversation turn).
+ONESHOT_KINDS = {
+    "research": (("explorer.review1", "explorer.extract", "researcher.evaluate_source", "explorer.dedup",
+                  "documenter.review_section", "researcher.extract_findings", "documenter.draft",
+                  "explorer.consolidate", "researcher.generate_questions"),
+                 ("explorer.synthesis", "explorer.review2")),
+    "ask": (("ask",), ("ask",)),
+}
+
+
 def log(msg: str) -> None:
     print(f"bench-utilization: {msg}", file=sys.stderr, flush=True)
 
@@ -126,8 +144,10 @@ def build(args, chains: bool) -> tuple[list[dict], dict[str, list[dict]]]:
         else:
             initial.extend(turns)
     for i in range(args.oneshots):
-        initial.append({"key": f"ask-{i}", "kind": "ask", "payload": {"prompt": f"question {i}"},
-                        "requires": {"mode": "deep"} if i < args.deep else {}})
+        deep = i < args.deep
+        kinds = ONESHOT_KINDS[args.oneshot_kinds][deep]
+        initial.append({"key": f"one-{i}", "kind": kinds[i % len(kinds)], "payload": {"prompt": f"question {i}"},
+                        "requires": {"mode": "deep"} if deep else {}})
     rng.shuffle(initial)
     return initial, later
 
@@ -380,8 +400,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="ops/bench-utilization", description=__doc__.split("\n\n")[0])
     p.add_argument("--conversations", type=int, default=24)
     p.add_argument("--turns", type=int, default=6)
-    p.add_argument("--oneshots", type=int, default=24, help="one-shot ask tasks (the first --deep of them deep)")
+    p.add_argument("--oneshots", type=int, default=24, help="one-shot tasks (the first --deep of them deep)")
     p.add_argument("--deep", type=int, default=4)
+    p.add_argument("--oneshot-kinds", choices=sorted(ONESHOT_KINDS), default="research",
+                   help="research: the modules' one-shot kinds at their base priorities; ask: all ad-hoc asks")
     p.add_argument("--scale", type=float, default=20.0, help="FANO_CLOCK_SCALE: world seconds per real second")
     p.add_argument("--jitter", type=float, default=0.1, help="latencies uniform in mean x (1 -/+ jitter); 0: fixed")
     p.add_argument("--variants", default="chains,independent")

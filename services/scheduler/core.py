@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared import protocol
@@ -82,6 +83,8 @@ class SchedulerCore:
         self.why_lookups: list[tuple[bytes, str, int]] = []   # `why` about tasks we do not track
         self.assigned_total = 0
         self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
+        # where run-time module weights are kept (the service's broker write; None: not durable, in tests)
+        self.weights_store: Callable[[dict | None], None] | None = None
         self._next_heartbeat = 0.0
         self.placement = Placement(self)
         self.reset()

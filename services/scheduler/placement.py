@@ -37,7 +37,11 @@ The estimates
   A task running longer than ``OVERDUE`` times its mean makes its account no alternative (it may be stuck).
 * **Work bound to an account**: for each open conversation bound to it, the turns not yet started
   (expected turns - done - the one in flight, at least 1 if a turn is waiting) x its mean; for one-shot
-  decisions, the tasks bound to it that are ready (they may come first).
+  decisions at least the tasks bound to it that are ready. All of it counts as coming first, for a
+  one-shot too: counting only the turns ready at the moment made a fast account with conversations left
+  look free soon, a slow account left the last one-shots to it, the fast account kept running its own
+  (higher-priority) turns, and after the deadline the slow account took a one-shot at the very end and
+  ended the run 150 s after everyone else.
 * **Turns per conversation**: the module's hint ``attrs.expected_turns`` if it is a number >= 1, else the
   mean over finished conversations smoothed with ``DEFAULT_TURNS`` (weight ``TURNS_PRIOR``), in which the
   open conversations that already ran longer than that count with their turns so far. A
@@ -481,7 +485,12 @@ class Placement:
             free = self._free_at(v, world, mono) if mean else None
             if free is None:
                 continue
-            first = self._backlog(v.account) if opening else self._ready_bound(v.account) * mean
+            # what it runs first: the turns of its own conversations (an opening turn queues behind them;
+            # a one-shot too, as far as we know: a turn bound to it usually outranks it, and an
+            # overestimate only makes w take the task itself, as a greedy scheduler would)
+            first = self._backlog(v.account)
+            if not opening:
+                first = max(first, self._ready_bound(v.account) * mean)
             options.append(Option(v.account, free + first, turns * mean, mean))
         scale = getattr(core.clock, "scale", 1.0) or 1.0
         left = leave_to_others(world, turns * own, own_start, options, jobs, GRACE_REAL * scale)

@@ -21,7 +21,8 @@ configuration, where an operator looks for it.
 ``attrs.seed_priority`` and ``attrs.comment_boost`` are numbers; anything else counts as 0 (a module's
 bad hint must not crash the scheduler). ``waiting`` is the module's number of PENDING tasks the scheduler
 tracks; a backlog boost applies when it is *above* a threshold (``[[10, 15], [20, 30]]``: +15 above 10,
-+30 above 20). Module weights can be changed at run time (:meth:`PriorityModel.set_weights`).
++30 above 20). Module weights can be changed at run time (:meth:`PriorityModel.set_weights`); the
+scheduler keeps such a change in the broker so that it survives a restart.
 
 Ties go to the oldest task (``created``), then the lowest id.
 """
@@ -93,14 +94,29 @@ class QTask:
         return conv if isinstance(conv, str) and conv else None
 
 
+def clean_weights(changes: dict) -> dict[str, float]:
+    """``{module: weight}`` checked and made floats; ValueError on the first bad entry."""
+    if not isinstance(changes, dict):
+        raise ValueError("weights must be a map {module: weight}")
+    clean = {}
+    for module, weight in changes.items():
+        if not isinstance(module, str) or not module:
+            raise ValueError(f"module name must be a non-empty string, got {module!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or abs(weight) > 1e6:
+            raise ValueError(f"weight of {module} must be a finite number (|w| <= 1e6), got {weight!r}")
+        clean[module] = float(weight)
+    return clean
+
+
 class PriorityModel:
     """The numbers of :class:`shared.config.SchedulerConfig`, and the formula above."""
 
     def __init__(self, cfg):
         self.base_priorities = {str(k): number(v) for k, v in dict(cfg.base_priorities).items()}
         self.default_base = number(cfg.default_base)
-        self.weights: dict[str, float] = {}
-        self.set_weights(dict(cfg.module_weights))
+        self.configured: dict[str, float] = clean_weights(dict(cfg.module_weights))
+        self.weights: dict[str, float] = dict(self.configured)
         self.rate = max(0.0, number(cfg.aging_per_hour)) / 3600.0   # per world second
         self.cap = max(0.0, number(cfg.aging_cap))
         self.seed_weight = number(cfg.seed_weight)
@@ -158,16 +174,11 @@ class PriorityModel:
 
     def set_weights(self, changes: dict) -> dict:
         """Set module weights (validated first: a bad entry changes nothing). Returns all weights.
+        Durability is the scheduler service's business (:func:`services.scheduler.queries.weights`)."""
+        self.weights.update(clean_weights(changes))
+        return dict(self.weights)
 
-        Not durable: a restarted scheduler reads ``module_weights`` from the configuration again.
-        """
-        clean = {}
-        for module, weight in changes.items():
-            if not isinstance(module, str) or not module:
-                raise ValueError(f"module name must be a non-empty string, got {module!r}")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                    or abs(weight) > 1e6:
-                raise ValueError(f"weight of {module} must be a finite number (|w| <= 1e6), got {weight!r}")
-            clean[module] = float(weight)
-        self.weights.update(clean)
+    def reset_weights(self) -> dict:
+        """Back to the configured ``module_weights``."""
+        self.weights = dict(self.configured)
         return dict(self.weights)

@@ -34,9 +34,12 @@ world time (epoch seconds); ``line`` texts are for humans, the other fields are 
      "modules": {module: {"waiting", "ready", "delayed", "held", "assigned", "weight", "backlog_boost"}},
      "recent": [{"id", "module", "kind", "account", "at"}]}      # the last 20 task.done, newest first
 
-``weights`` {set: {module: number}}? -> ``{"weights": {module: float}, "durable": false}``: run-time module
-weights, changed by ``set`` (all-or-nothing). Not durable: a restarted scheduler starts again from
-``[scheduler] module_weights`` in the configuration — edit that to keep a change.
+``weights`` {set: {module: number}}? {reset: true}? -> ``{"weights": {module: float}, "configured":
+{module: float}, "durable": bool}``: the module weights in force, changed by ``set`` (all-or-nothing) or
+put back to ``[scheduler] module_weights`` of the configuration by ``reset``. A change is written to the
+broker (kv ``scheduler``/``weights``) before it is applied, so it survives a restart of the scheduler
+(the rebuild reads it back over the configured weights); with the broker down the query is refused
+(``UNAVAILABLE``) and nothing changes. ``durable`` is false only for a core without a store (unit tests).
 
 ``stats`` -> the counters the scheduler logs every minute::
 
@@ -52,6 +55,7 @@ import time
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.scheduler import workers as C
+from services.scheduler.priority import clean_weights
 
 
 def fmt_time(t: float) -> str:
@@ -70,7 +74,7 @@ def answer(core, msg: dict) -> dict | None:
     if what == "top":
         return top(core)
     if what == "weights":
-        return weights(core, msg.get("set"))
+        return weights(core, msg.get("set"), msg.get("reset") is True)
     if what == "stats":
         return core.stats()
     raise FanoError(ErrorCode.UNKNOWN_COMMAND,
@@ -268,12 +272,22 @@ def top(core) -> dict:
             "modules": modules, "recent": list(core.recent)}
 
 
-def weights(core, changes) -> dict:
-    if changes is not None:
-        if not isinstance(changes, dict):
-            raise bad_argument("weights: set must be a map {module: weight}", field="set")
+def weights(core, changes, reset) -> dict:
+    """Store first, then apply: a refused or lost write changes nothing, a crash after it is applied by
+    the next rebuild."""
+    model, store = core.model, core.weights_store
+    if reset and changes is not None:
+        raise bad_argument("weights: set and reset exclude each other", field="reset")
+    if reset:
+        if store is not None:
+            store(None)
+        model.reset_weights()
+    elif changes is not None:
         try:
-            core.model.set_weights(changes)
+            clean = clean_weights(changes)
         except ValueError as exc:
             raise bad_argument(f"weights: {exc}", field="set") from None
-    return {"weights": dict(core.model.weights), "durable": False}
+        if store is not None:
+            store({**model.weights, **clean})
+        model.set_weights(clean)
+    return {"weights": dict(model.weights), "configured": dict(model.configured), "durable": store is not None}

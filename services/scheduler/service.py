@@ -6,7 +6,8 @@ its view from the broker:
 1. subscribe to the broker's PUB (``evt.``) — events that arrive meanwhile are buffered by the socket;
 2. note the broker's last event seq *before* reading anything;
 3. read the accounts (``quota_show``), the RUNNING tasks and the PENDING tasks (paged ``list``, each page
-   applied as it arrives); a fresh process also relearns service times from the outbox's recent events
+   applied as it arrives) and the module weights set at run time (kv ``scheduler``/``weights``); a fresh
+   process also relearns service times from the outbox's recent events
    (:meth:`services.scheduler.placement.Placement.learn_history`);
 4. catch up with ``events(after=noted seq)``: every change made while we were reading is applied on top
    of the snapshot, in order (applying an event is idempotent per task, so overlaps do no harm).
@@ -42,6 +43,7 @@ PAGE = 1000               # tasks per `list` page and events per `events` page
 DRAIN = 1000              # messages read per socket per tick (the rest next tick: timers keep running)
 REFRESH_PER_TICK = 50     # `get`s per tick for tasks whose state we must re-read
 REBUILD_RETRY = 1.0
+WEIGHTS_NAMESPACE, WEIGHTS_KEY = "scheduler", "weights"   # broker kv: module weights set at run time
 
 
 class Resync(Exception):
@@ -69,6 +71,7 @@ class SchedulerService(Service):
         self.client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=1.0, retries=1, context=self.ctx)
         self.rebuild_client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=5.0, retries=2,
                                            context=self.ctx)
+        self.core.weights_store = self._store_weights
         self.synced = False
         self.last_seq = 0
         self.rebuilds = 0
@@ -198,6 +201,7 @@ class SchedulerService(Service):
             seq0 = client.events(after=2**62, limit=1)["last_seq"]   # noted before reading anything
             self.core.reset()
             self.core.accounts.load(client.quota_show())
+            self._load_weights(client)
             # applied page by page: a 10^6-task queue never exists twice (records and tasks) in memory
             for state in ("RUNNING", "PENDING"):
                 for page in self._pages(client, state):
@@ -224,6 +228,29 @@ class SchedulerService(Service):
                       "following events after seq %d", time.monotonic() - started,
                       st["ready"] + st["delayed"] + st["held"] + st["assigned"], st["ready"], st["delayed"],
                       st["running"], self.last_seq)
+
+    # --- module weights changed at run time --------------------------------------------------------------
+
+    def _store_weights(self, weights: dict | None) -> None:
+        """Keep the weights in force (None: none beyond the configured ones) in the broker; raises
+        BrokerUnavailable, and the query is refused with nothing changed."""
+        op = {"op": "delete", "key": WEIGHTS_KEY} if weights is None else \
+            {"op": "put", "key": WEIGHTS_KEY, "value": weights}
+        self.client.txn(WEIGHTS_NAMESPACE, [op])
+
+    def _load_weights(self, client: BrokerClient) -> None:
+        """The configured weights, then the stored ones over them."""
+        model = self.core.model
+        model.reset_weights()
+        rec = client.kv_get(WEIGHTS_NAMESPACE, WEIGHTS_KEY)
+        if rec is None:
+            return
+        try:
+            model.set_weights(rec["value"])
+        except ValueError as exc:   # written by us, so only a hand-edited database gets here
+            self.log.error("stored module weights ignored (%s): %s", exc, rec["value"])
+            return
+        self.log.info("module weights set at run time: %s", model.weights)
 
     @staticmethod
     def _pages(client: BrokerClient, state: str):

@@ -201,3 +201,30 @@ def test_broker_kill_9_under_a_running_scheduler(make_stack):
     last = stack.client.events(after=2**62, limit=1)["last_seq"]
     wait_for(lambda: (st := stack.scheduler.query("stats"))["synced"] and st["last_seq"] == last, 10,
              what=f"the scheduler to have followed every event up to {last}")
+
+
+def test_module_weights_set_at_run_time_survive_a_kill_9_and_reset_goes_back_to_the_config(make_stack):
+    stack = make_stack(scheduler={"module_weights": {"explorer": 2}})
+    stack.scheduler.wait_synced()
+    got = stack.scheduler.query("weights", set={"documenter": 7.5})
+    assert got == {"weights": {"explorer": 2.0, "documenter": 7.5}, "configured": {"explorer": 2.0},
+                   "durable": True}
+    stack.scheduler.kill()
+    stack.scheduler.start()
+    stack.scheduler.wait_synced()
+    assert stack.scheduler.query("weights")["weights"] == {"explorer": 2.0, "documenter": 7.5}
+    assert stack.scheduler.query("weights", reset=True)["weights"] == {"explorer": 2.0}
+    stack.scheduler.kill()
+    stack.scheduler.start()
+    stack.scheduler.wait_synced()
+    assert stack.scheduler.query("weights")["weights"] == {"explorer": 2.0}
+
+
+def test_a_weight_change_the_broker_cannot_store_is_refused_and_changes_nothing(make_stack):
+    stack = make_stack()
+    stack.scheduler.wait_synced()
+    stack.broker.kill()
+    with pytest.raises(FanoError) as err:
+        stack.scheduler.query("weights", set={"explorer": 5})
+    assert err.value.name == "UNAVAILABLE"
+    assert stack.scheduler.query("weights")["weights"] == {}

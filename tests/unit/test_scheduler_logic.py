@@ -6,6 +6,7 @@ import pytest
 from shared import protocol
 from shared.clock import FakeClock
 from shared.config import AccountConfig, Config, SchedulerConfig
+from shared.errors import BrokerUnavailable
 from services.scheduler.core import SchedulerCore
 
 T0 = 1_700_000_000.0
@@ -470,12 +471,30 @@ def test_weights_query_reads_and_sets_at_run_time():
     core = make_core(module_weights={"explorer": 0})
     submitted(core, 1, module="explorer")
     submitted(core, 2, module="documenter", kind="documenter.draft")
-    assert ask(core, "weights")["result"] == {"weights": {"explorer": 0.0}, "durable": False}
+    assert ask(core, "weights")["result"] == {"weights": {"explorer": 0.0}, "configured": {"explorer": 0.0},
+                                              "durable": False}
     r = ask(core, "weights", set={"documenter": 10})
     assert r["result"]["weights"] == {"explorer": 0.0, "documenter": 10.0}
-    assert ask(core, "weights", set={"documenter": "x"})["error"]["name"] == "BAD_ARGUMENT"
+    assert ask(core, "weights", set={"documenter": "x", "explorer": 3})["error"]["name"] == "BAD_ARGUMENT"
+    assert ask(core, "weights", set={"explorer": 1}, reset=True)["error"]["name"] == "BAD_ARGUMENT"
     ready(core, W1, "a1")
     assert assigns(core) == [(W1, 2)]
+    assert ask(core, "weights", reset=True)["result"]["weights"] == {"explorer": 0.0}
+
+
+def test_weights_are_stored_before_they_apply_and_a_failed_store_changes_nothing():
+    core = make_core(module_weights={"explorer": 1})
+    stored = []
+    core.weights_store = stored.append
+    r = ask(core, "weights", set={"documenter": 10})["result"]
+    assert stored == [{"explorer": 1.0, "documenter": 10.0}] and r["durable"] is True
+    assert ask(core, "weights", reset=True)["result"]["weights"] == {"explorer": 1.0} and stored[-1] is None
+
+    def broker_down(_):
+        raise BrokerUnavailable("broker did not answer")
+    core.weights_store = broker_down
+    assert ask(core, "weights", set={"explorer": 9})["error"]["name"] == "UNAVAILABLE"
+    assert ask(core, "weights")["result"]["weights"] == {"explorer": 1.0}
 
 
 def test_ready_again_means_the_assignment_was_not_taken():

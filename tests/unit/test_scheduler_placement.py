@@ -312,6 +312,20 @@ def conv_turn(core, tid, conv, **kw):
     submitted(core, tid, requires={"conversation": conv}, **kw)
 
 
+@pytest.mark.parametrize("turns, slow_takes", [(20, True), (2, False)])
+def test_a_fast_account_with_turns_of_its_own_left_is_no_alternative_for_a_one_shot(turns, slow_takes):
+    # fast runs the first turn of a conversation expected to last `turns` turns, all of which come before a
+    # lower-priority one-shot: with 19 left (380 s) slow takes the one-shot now; with 1 left fast is
+    # expected to start it at T0+40 and slow leaves it (counting only the turns ready at the moment made
+    # fast look free at T0+20 either way)
+    core = core_with("fast", "slow")
+    conv_turn(core, 1, "c1", attrs={"expected_turns": turns})
+    start(core, FAST, "fast", 1, conversation="c1")
+    submitted(core, 2, kind="researcher.extract_findings", priority=40)
+    ready(core, SLOW, "slow")
+    assert assigns(core) == ([(SLOW, 2)] if slow_takes else [])
+
+
 def test_conversations_are_spread_by_expected_finish_time():
     core = core_with("fast", "mid", "slow")
     for tid, conv in ((1, "c1"), (2, "c2"), (3, "c3")):

@@ -25,8 +25,8 @@ weights`` shows it next to the weights in force, and ``--set`` applies what the 
 ``auto_apply = true`` the proposal is applied through the scheduler's ``weights`` query after it is
 recorded (a crash in between applies it on the next pass; setting the same weights twice is harmless),
 but only while the weights are the configured ones or the advisor's own last ones: a user's override
-stands (recorded as ``not_applied``). Scheduler weights are not durable; a restarted scheduler is back at
-the configuration until the advisor's next proposal.
+stands (recorded as ``not_applied``). The scheduler keeps applied weights in the broker, so they survive
+its restarts.
 """
 from __future__ import annotations
 
