@@ -37,6 +37,7 @@ from shared.errors import FanoError
 
 ACCOUNTS = ("fast-sim", "slow-sim", "deep-sim")
 SCALE = 20.0  # world seconds per real second: provider latencies and backoffs pass quickly
+STRICT_DEEP_ASKS = 8   # the first asks need deep mode with no fallback (well within a day's deep budgets)
 
 CONFIG = """
 [paths]
@@ -180,7 +181,7 @@ class Workload:
         self.conv_next: dict[str, int] = {}      # conversation -> next turn index to submit
         self.conv_waiting: dict[str, int] = {}   # conversation -> task id of its current turn
         self.turns = turns
-        self.asks_left = asks
+        self.asks_left = self.asks_total = asks
         for n in range(conversations):
             self.conv_next[f"conv-{n}"] = 0
 
@@ -193,10 +194,12 @@ class Workload:
         """Submit a few asks and advance conversations whose current turn settled."""
         for _ in range(min(3, self.asks_left)):
             n = self.asks_left
-            # deep asks: most may fall back to standard; the few that may not must fit the deep budgets
-            # (about 32 a day here), or they rightly wait for the next day's quota
+            # deep asks: most may fall back to standard; the few that may not come first, so that they
+            # get the deep budgets (32 a day here) before the others use them up: a strict one submitted
+            # later would rightly wait for the next day's quota, which the drain cannot wait for
             roll = self.rng.random()
-            requires = ({"mode": "deep", "deep_fallback": False} if roll < 0.03 else
+            strict = self.asks_total - self.asks_left < STRICT_DEEP_ASKS
+            requires = ({"mode": "deep", "deep_fallback": False} if strict else
                         {"mode": "deep", "deep_fallback": True} if roll < 0.25 else {})
             self._submit(f"ask-{n}", kind="ask", payload={"prompt": f"question {n}"}, requires=requires)
             self.asks_left -= 1
