@@ -165,7 +165,9 @@ def test_a_users_override_stands_and_is_shown(make_stack):
         assert p2["status"] == "not_applied" and "override" in p2["note"] and p2["previous"] == mine
         assert stack.scheduler.query("weights")["weights"] == mine
         out = stack.fanoctl("modules", "weights")
-        assert "documenter   7" in out and "advice #2" in out and "[not_applied]" in out
+        assert "documenter   7   (fano.toml: 0)" in out and "advice #2" in out and "[not_applied]" in out
+        out = stack.fanoctl("modules", "weights", "--reset")
+        assert "documenter" not in out.split("advisor:")[0] and stack.scheduler.query("weights")["weights"] == {}
     finally:
         service.shutdown()
 
