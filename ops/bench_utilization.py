@@ -83,6 +83,7 @@ import zmq
 
 from ops.bench_broker import machine
 from ops.bench_scheduler import Deployment, all_events
+from services.backends import sim_answers as K
 from services.backends.sim_log import read_log
 from shared import protocol
 
@@ -101,11 +102,11 @@ ACCOUNTS = {  # name: ({mode: world latency}, deep budget per 24 h or None)
 # consolidate 40, review_section 40, extract_findings 40, generate_questions 35; deep: synthesis 60,
 # review2 55). "ask": the operator's ad-hoc questions (priority 60, above every conversation turn).
 ONESHOT_KINDS = {
-    "research": (("explorer.review1", "explorer.extract", "researcher.evaluate_source", "explorer.dedup",
-                  "documenter.review_section", "researcher.extract_findings", "documenter.draft",
-                  "explorer.consolidate", "researcher.generate_questions"),
-                 ("explorer.synthesis", "explorer.review2")),
-    "ask": (("ask",), ("ask",)),
+    "research": ((K.EXPLORER_REVIEW1, K.EXPLORER_EXTRACT, K.RESEARCHER_EVALUATE_SOURCE, K.EXPLORER_DEDUP,
+                  K.DOCUMENTER_REVIEW_SECTION, K.RESEARCHER_EXTRACT_FINDINGS, K.DOCUMENTER_DRAFT,
+                  K.EXPLORER_CONSOLIDATE, K.RESEARCHER_GENERATE_QUESTIONS),
+                 (K.EXPLORER_SYNTHESIS, K.EXPLORER_REVIEW2)),
+    "ask": ((K.ASK,), (K.ASK,)),
 }
 
 
@@ -135,7 +136,7 @@ def build(args, chains: bool) -> tuple[list[dict], dict[str, list[dict]]]:
     initial, later = [], {}
     for c in range(args.conversations):
         conv = f"conv-{c}"
-        turns = [{"key": f"{conv}#{k}", "kind": "explorer.explore" if k % 2 == 0 else "explorer.critique",
+        turns = [{"key": f"{conv}#{k}", "kind": K.EXPLORER_EXPLORE if k % 2 == 0 else K.EXPLORER_CRITIQUE,
                   "payload": {"prompt": f"{conv} turn {k}", "turn": k},
                   "requires": {"conversation": conv} if chains else {}} for k in range(args.turns)]
         if chains:
