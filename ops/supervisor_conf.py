@@ -4,6 +4,16 @@ supervisord.conf is static and includes this file, so adding or removing an acco
 fano.toml plus ``ops/up`` (which runs this, then ``supervisorctl update`` to start/stop exactly the
 programs that changed). Usage: ``python -m ops.supervisor_conf [--config PATH] [--out PATH]``.
 
+Applying a changed fano.toml to a running tree (what ``ops/up`` does with ``--changes``):
+
+- each account program carries a digest of its own ``[accounts.NAME]`` table in its environment, so
+  ``supervisorctl update`` restarts exactly the accounts whose settings changed (e.g. sim -> claude);
+- the rest of the file (quotas, broker, scheduler, modules) is read by the static programs at start, so
+  when its digest differs from the one last applied (``var/supervisor/shared-config.sha``) those
+  programs are listed for a restart -- safe by design: every program is crash-only;
+- an account whose key comes from an environment variable gets it from supervisord's environment,
+  fixed when supervisord started: a key set in the shell since then cannot reach it, which is said.
+
 :func:`standalone` writes a complete copy of the process tree into another directory (its own
 supervisord socket, logs and run files, the programs pointed at another fano.toml): the chaos runs
 and the end-to-end tests use it, so they exercise exactly the repository's supervisord.conf.
@@ -11,8 +21,12 @@ and the end-to-end tests use it, so they exercise exactly the repository's super
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 from shared.config import REPO_ROOT, ConfigError, load_config
@@ -23,7 +37,7 @@ PROGRAM = """
 [program:{program}]
 command={python} -m services backend --account {account}
 directory={root}
-environment=PYTHONUNBUFFERED="1"
+environment=PYTHONUNBUFFERED="1",FANO_ACCOUNT_DIGEST="{digest}"
 priority=30
 autostart=true
 autorestart=true
@@ -46,8 +60,72 @@ def render(config, python: str) -> str:
     out = [HEADER.format(config=config.path)]
     for account in config.accounts:
         out.append(PROGRAM.format(program=account.program, python=python, account=account.name,
-                                  root=REPO_ROOT, log_dir=config.log_dir))
+                                  root=REPO_ROOT, log_dir=config.log_dir, digest=account_digest(account)))
     return "".join(out)
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def account_digest(account) -> str:
+    """Changes whenever anything in the account's table does (backend kind, modes, any setting)."""
+    return _digest([account.backend, list(account.modes), account.settings])
+
+
+def shared_digest(config_path: Path) -> str:
+    """Digest of everything in the file but ``[accounts]``: what broker, scheduler and modules read."""
+    with open(config_path, "rb") as f:
+        data = tomllib.load(f)
+    data.pop("accounts", None)
+    return _digest(data)
+
+
+def static_programs(conf: Path = REPO_ROOT / "supervisord.conf") -> list[str]:
+    """The programs declared in supervisord.conf itself (not the generated backend programs)."""
+    return re.findall(r"^\[program:([^\]]+)\]", conf.read_text(), re.M)
+
+
+def key_env_warnings(config, supervisord_pid: int | None, environ=os.environ) -> list[str]:
+    """Accounts whose API key variable the running supervisord (so the worker) will not have."""
+    from services.backends.secrets import DEFAULT_ENV
+    if not supervisord_pid:
+        return []
+    try:
+        raw = Path(f"/proc/{supervisord_pid}/environ").read_bytes()
+    except OSError:
+        return []
+    have = {item.split(b"=", 1)[0].decode(errors="replace") for item in raw.split(b"\0") if item}
+    warnings = []
+    for account in config.accounts:
+        if account.settings.get("api_key_file"):
+            continue
+        env = account.settings.get("api_key_env") or DEFAULT_ENV.get(account.backend)
+        if not env or env in have:
+            continue
+        if environ.get(env):
+            warnings.append(f"{account.program}: {env} is set in this shell but not in the running "
+                            f"supervisord's environment; run ops/down && ops/up to pass it on "
+                            f"(or use api_key_file)")
+        elif account.backend == "claude" or account.settings.get("api_key_env"):
+            warnings.append(f"{account.program}: {env} is not set; the account cannot start "
+                            f"(set it and run ops/down && ops/up, or use api_key_file)")
+    return warnings
+
+
+def changes(config, stamp: Path, supervisord_pid: int | None, fresh: bool = False) -> int:
+    """Print what applying ``config`` to the tree of ``supervisord_pid`` needs: ``restart NAME...`` and
+    ``warn TEXT`` lines; record the shared digest as applied. (ops/up restarts what is listed; a
+    ``fresh`` tree has just read the file and needs no restart.)"""
+    digest = shared_digest(config.path)
+    old = stamp.read_text().strip() if stamp.exists() else None
+    if supervisord_pid and not fresh and old is not None and old != digest:
+        print("restart " + " ".join(static_programs()))
+    for warning in key_env_warnings(config, supervisord_pid):
+        print("warn " + warning)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+    return 0
 
 
 def standalone(config, directory: Path) -> Path:
@@ -75,12 +153,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")
     parser.add_argument("--out", default=str(REPO_ROOT / "var" / "supervisor" / "backends.conf"))
+    parser.add_argument("--changes", action="store_true",
+                        help="instead of generating: print what applying the config needs (see module doc)")
+    parser.add_argument("--supervisord-pid", type=int, default=0, help="with --changes: the running one")
+    parser.add_argument("--fresh", action="store_true", help="with --changes: supervisord has just started")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"ops/supervisor_conf: {exc}", file=sys.stderr)
         return 5
+    if args.changes:
+        return changes(config, Path(args.out).parent / "shared-config.sha", args.supervisord_pid or None,
+                       fresh=args.fresh)
     text = render(config, sys.executable)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
