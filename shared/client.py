@@ -6,6 +6,10 @@ open a new one, resend the *same* request id, and give up with :class:`BrokerUna
 whose reply was lost (broker killed after commit, before reply) is applied once and answered from the
 broker's request log on retry.
 
+Requests the broker would refuse without reading them (a body over ``protocol.MAX_BODY``, arguments
+nested deeper than ``protocol.MAX_DEPTH``) are refused here, before anything is sent: the broker's
+``TOO_LARGE`` reply cannot carry our correlation id, so waiting for it would end as "unavailable".
+
 A client is not thread-safe: use one per thread.
 """
 from __future__ import annotations
@@ -79,7 +83,7 @@ class BrokerClient:
         # the same bytes on every attempt (and from any process repeating a persisted rid): the broker
         # recognises a retry by them, so a mutating call's correlation id is its request id
         cid = rid if rid is not None else protocol.new_id()
-        frames = protocol.encode_request(protocol.Request(cmd=cmd, cid=cid, args=args, rid=rid))
+        frames = self._encode(cmd, cid, rid, args)
         for attempt in range(attempts):
             if attempt:
                 self.resends += 1
@@ -97,6 +101,14 @@ class BrokerClient:
             return reply.raise_for_error()
         raise BrokerUnavailable(f"broker at {self.endpoint} did not answer {cmd!r} "
                                 f"after {attempts} attempt(s) of {timeout:g}s")
+
+    @staticmethod
+    def _encode(cmd: str, cid: str, rid: str | None, args: dict) -> list[bytes]:
+        """The request's frames; raises the broker's own BAD_ARGUMENT / TOO_LARGE for what it would refuse."""
+        protocol.check_depth(cmd, args)  # first: msgpack's encoder would fail with a bare ValueError
+        frames = protocol.encode_request(protocol.Request(cmd=cmd, cid=cid, args=args, rid=rid))
+        protocol.check_body_size(frames[1])
+        return frames
 
     def _await(self, sock: zmq.Socket, cid: str, timeout: float):
         deadline = time.monotonic() + timeout

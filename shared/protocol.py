@@ -24,6 +24,18 @@ Event, broker PUB -> SUB::
 ``HEADER`` is the literal ``b"FANO/1"``. ``BODY`` is a msgpack map (strings as str, binary as bin) no
 larger than :data:`MAX_BODY` bytes; sockets drop messages above :data:`MAX_MESSAGE` outright.
 
+Limits
+------
+- Size: a body above :data:`MAX_BODY` is answered ``TOO_LARGE``. The broker refuses it before reading
+  it, so that reply carries ``cid: null``; the client library therefore checks the size itself before
+  sending and raises ``TOO_LARGE`` without a round trip.
+- Nesting: a request's ``args`` may nest maps and lists at most :data:`MAX_DEPTH` levels deep (the
+  ``args`` map itself is level 1, so a ``submit`` payload gets ``MAX_DEPTH - 2``). Deeper arguments are
+  answered ``BAD_ARGUMENT`` ("arguments nested deeper than N levels"); the client library checks this
+  before sending too. The limit keeps every recursive walk of stored values (fingerprints, msgpack's
+  own encoder) far from Python's recursion limit. A body nested past msgpack's decoder limit (1024
+  levels) is not msgpack this broker can read: ``BAD_ENCODING``.
+
 Request body::
 
     {"cmd": str,                # a name from COMMANDS
@@ -106,6 +118,7 @@ HEADER = b"FANO/1"
 VERSION = 1
 MAX_BODY = 4 * 1024 * 1024          # soft limit: answered with TOO_LARGE
 MAX_MESSAGE = 16 * 1024 * 1024      # hard limit: libzmq drops the connection (ZMQ_MAXMSGSIZE)
+MAX_DEPTH = 100                     # nesting levels of maps/lists in a request's args: BAD_ARGUMENT
 EVENT_PREFIX = b"evt."
 
 # --- argument schema -------------------------------------------------------------------------------
@@ -242,6 +255,35 @@ def encode_request(req: Request) -> list[bytes]:
     return [HEADER, _pack(body)]
 
 
+def check_body_size(body: bytes) -> None:
+    """Raise ``TOO_LARGE`` if an encoded body exceeds :data:`MAX_BODY` (broker and client both check)."""
+    if len(body) > MAX_BODY:
+        raise FanoError(ErrorCode.TOO_LARGE, f"body of {len(body)} bytes exceeds {MAX_BODY}")
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """Levels of maps/lists in ``value`` (a scalar is 0), counting no further than ``limit + 1``.
+
+    Breadth-first and iterative: it never recurses, so it is safe on any input (even a cyclic one
+    built by a caller), and it stops one level past ``limit``.
+    """
+    level, depth = [value], 0
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, (dict, list, tuple))]
+        if not containers:
+            break
+        depth += 1
+        # map keys are scalars on the wire (msgpack array keys are unhashable and fail to decode)
+        level = [x for c in containers for x in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
+def check_depth(cmd: str, args: Any) -> None:
+    """Raise ``BAD_ARGUMENT`` if ``args`` nest deeper than :data:`MAX_DEPTH` (broker and client both check)."""
+    if nesting_depth(args, MAX_DEPTH) > MAX_DEPTH:
+        raise bad_argument(f"{cmd}: arguments nested deeper than {MAX_DEPTH} levels of maps/lists")
+
+
 def _check_args(cmd: str, raw: Any) -> dict:
     if raw is None:
         raw = {}
@@ -281,8 +323,7 @@ def decode_request(frames: list[bytes]) -> Request:
     if header != HEADER:
         raise FanoError(ErrorCode.BAD_VERSION, f"unsupported protocol header {bytes(header[:16])!r}; "
                         f"this broker speaks {HEADER!r}")
-    if len(body) > MAX_BODY:
-        raise FanoError(ErrorCode.TOO_LARGE, f"body of {len(body)} bytes exceeds {MAX_BODY}")
+    check_body_size(body)
     msg = _unpack(body)
     if not isinstance(msg, dict):
         raise FanoError(ErrorCode.BAD_ENCODING, "body must be a msgpack map")
@@ -303,6 +344,8 @@ def decode_request(frames: list[bytes]) -> Request:
     else:
         rid = None
     try:
+        # here, before any handler walks the arguments recursively (and would hit RecursionError)
+        check_depth(cmd, msg.get("args"))
         args = _check_args(cmd, msg.get("args"))
     except FanoError as exc:
         exc.details.update(ctx)

@@ -18,7 +18,7 @@ import lmdb
 
 from shared import protocol
 from shared.clock import boot_id
-from shared.errors import ErrorCode, FanoError
+from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_tasks
 from services.broker import schema as S
@@ -32,6 +32,10 @@ HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **
 # cancels and reads keep working so that running work can finish and the operator can see what happens.
 GROWING = frozenset({"submit", "txn", "quota_set", "retry"})
 PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox
+# largest map grow_map accepts. mmap of a huge size fails (lmdb.MemoryError), and py-lmdb then leaves the
+# environment closed; far below that, a map larger than the disk only turns a clean MAP_FULL into
+# write errors. 1 TiB is ~1000x the default map: raise it here if a deployment ever needs more.
+MAX_MAP_SIZE = 1 << 40
 
 
 def _cid_of(frames) -> str | None:
@@ -53,6 +57,7 @@ class BrokerCore:
         self.batches = 0
         self.map_full = False           # set by a real MDB_MAP_FULL; cleared when the map grows
         self.map_used = 0
+        self.dropped_replies = 0        # replies the server could not send (client gone); in stats
         self.started = clock.mono()
         self._last_prune = 0.0
         self.ledger: Ledger | None = None
@@ -258,22 +263,29 @@ class BrokerCore:
         return {"pid": os.getpid(), "uptime": self.clock.mono() - self.started, "requests": self.requests,
                 "batches": self.batches, "mean_batch": round(self.requests / max(1, self.batches), 2),
                 "errors": dict(self.errors), "map_size": self.map_size, "map_used": self.map_used,
-                "map_full": self.nearly_full(), "last_event_seq": tx.peek_counter("event_seq")}
+                "map_full": self.nearly_full(), "last_event_seq": tx.peek_counter("event_seq"),
+                "dropped_replies": self.dropped_replies}
 
     # --- map growth ---------------------------------------------------------------------------------------
 
     def grow_map(self, req: protocol.Request) -> protocol.Reply:
-        """Grow the LMDB map. Must be called with no transaction open in this process."""
+        """Grow the LMDB map. Must be called with no transaction open in this process.
+
+        A size below the current map, above :data:`MAX_MAP_SIZE`, beyond what the data directory's
+        filesystem can hold, or that LMDB cannot map is refused with BAD_ARGUMENT; the broker keeps
+        serving with the map it had.
+        """
         size = req.args["size"]
         current = self.map_size
         if size == current:  # a retry of a growth that already happened (grow_map is not request-logged)
             return protocol.Reply(cid=req.cid, ok=True, result={"map_size": current, "previous": current,
                                                                  "map_used": self.map_used})
-        if size < current:
-            err = FanoError(ErrorCode.BAD_ARGUMENT, f"new map size {size} must not be below the current {current}")
+        try:
+            self._check_growth(size, current)
+            self._set_mapsize(size, current)
+        except FanoError as err:
             self.errors[err.name] += 1
             return protocol.error_reply(req.cid, err)
-        self.env.set_mapsize(size)
         try:
             with self.env.begin(write=True) as txn:
                 txn.put(b"map_size", protocol.pack_value(size), db=self.storage.dbs["meta"])
@@ -284,3 +296,51 @@ class BrokerCore:
         log.info("map grown from %d to %d bytes", current, size)
         return protocol.Reply(cid=req.cid, ok=True, result={"map_size": self.map_size, "previous": current,
                                                              "map_used": self.map_used})
+
+    def _check_growth(self, size: int, current: int) -> None:
+        """Refuse (BAD_ARGUMENT) a new map size that is smaller, over the cap, or more than the disk holds."""
+        if size < current:
+            raise bad_argument(f"new map size {size} must not be below the current {current}", field="size")
+        if size > MAX_MAP_SIZE:
+            raise bad_argument(f"new map size {_human(size)} exceeds the broker's limit of "
+                               f"{_human(MAX_MAP_SIZE)}", field="size", limit=MAX_MAP_SIZE)
+        free = free_bytes(self.storage.path)
+        on_disk = (self.storage.path / "data.mdb").stat().st_size
+        if size > on_disk + free:
+            raise bad_argument(f"new map size {_human(size)} cannot fit on disk: data.mdb holds "
+                               f"{_human(on_disk)} and {_human(free)} are free in {self.storage.path}",
+                               field="size", free=free)
+
+    def _set_mapsize(self, size: int, current: int) -> None:
+        try:
+            self.env.set_mapsize(size)
+        except lmdb.Error as exc:
+            # py-lmdb considers the environment closed after a failed set_mapsize: open it again at the
+            # size it had, or every later request would fail (or the broker die)
+            log.error("cannot grow the map to %d bytes: %s; reopening it at %d", size, exc, current)
+            self._reopen(current)
+            raise bad_argument(f"cannot map {_human(size)}: {type(exc).__name__}: {exc}; the map stays at "
+                               f"{_human(self.map_size)}", field="size") from None
+
+    def _reopen(self, map_size: int) -> None:
+        """Close and reopen the environment (no transaction may be open), with a ledger on the new handles."""
+        path = self.storage.path
+        self.storage.close()  # before the new open: one process must not hold the same env twice
+        self.storage = S.open_env(path, map_size)
+        self.env = self.storage.env
+        with self.env.begin() as txn:
+            # every batch flushed the ledger, so the database holds exactly what it held in memory
+            self.ledger = Ledger(txn, self.storage.dbs)
+
+
+def free_bytes(path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
+    fs = os.statvfs(path)
+    return fs.f_bavail * fs.f_frsize
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} bytes"

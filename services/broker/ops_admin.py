@@ -11,7 +11,8 @@
      "quota": [{"account", "mode", "window", "used", "limit", "remaining"}],
      "accounts": [{"account", "paused", "cooldowns"}],
      "broker": {"pid", "uptime", "requests", "batches", "mean_batch", "errors": {name: n},
-                "map_size", "map_used", "map_full": bool, "last_event_seq"}}
+                "map_size", "map_used", "map_full": bool, "last_event_seq",
+                "dropped_replies"}}                # replies not sent: the client had gone
 """
 from __future__ import annotations
 

@@ -33,7 +33,6 @@ class BrokerService(Service):
         self.pub.bind(cfg.events_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
-        self.dropped_replies = 0
         self._wake = self._compute_wake()
         self._publish(startup_events)
         self.log.info("listening on %s, events on %s, data in %s (map %d MiB)", cfg.broker_endpoint,
@@ -77,8 +76,9 @@ class BrokerService(Service):
         try:
             self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
-            # the client went away (ROUTER_MANDATORY) or is not reading: its retry gets the logged reply
-            self.dropped_replies += 1
+            # the client went away (ROUTER_MANDATORY) or is not reading: its retry gets the logged reply.
+            # Counted in the core, which reports it in stats
+            self.core.dropped_replies += 1
 
     def _publish(self, events: list[dict]) -> None:
         for event in events:
@@ -94,5 +94,8 @@ class BrokerService(Service):
                 sock.close(linger=0)
         if getattr(self, "ctx", None) is not None:
             self.ctx.term()
-        if getattr(self, "storage", None) is not None:
-            self.storage.close()
+        # the core's storage: a failed map growth may have reopened it (closing twice is harmless)
+        core = getattr(self, "core", None)
+        storage = core.storage if core is not None else getattr(self, "storage", None)
+        if storage is not None:
+            storage.close()

@@ -1,13 +1,14 @@
 """The broker as a process: single instance, events on PUB, map full, restart durability, bad peers."""
 import subprocess
 import sys
+import time
 
 import pytest
 import zmq
 
 from shared import protocol
 from shared.errors import ErrorCode, ExitCode, FanoError
-from tests.support import REPO, wait_for
+from tests.support import REPO, run_fanoctl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -138,5 +139,58 @@ def test_oversized_messages_are_refused_and_the_broker_stays_up(broker, client):
         assert not raw.poll(500)
         assert client.ping()["pid"] == broker.proc.pid
         assert client.stats()["broker"]["errors"]["TOO_LARGE"] == 1
+    finally:
+        raw.close(linger=0)
+
+
+def test_grow_map_to_an_impossible_size_is_refused_and_the_broker_keeps_serving(broker, client):
+    tid = client.submit("before", "explorer", "ask")["task"]["id"]
+    size = client.stats()["broker"]["map_size"]
+    with pytest.raises(FanoError) as huge:
+        client.call("grow_map", size=1 << 55)   # unguarded, LMDB's mmap fails and the broker dies
+    assert huge.value.code == ErrorCode.BAD_ARGUMENT and "limit" in huge.value.message
+    # the operator's way: fanoctl says why, exit 1 (a refusal), not 3 (broker down)
+    cli = run_fanoctl(broker.config_path, "admin", "grow-map", "1024TiB")   # 1 PiB
+    assert cli.returncode == ExitCode.FAILURE, cli.stderr
+    assert cli.stderr.startswith("fanoctl: BAD_ARGUMENT: new map size 1024 TiB exceeds")
+    assert broker.alive() and client.ping()["pid"] == broker.proc.pid
+    assert client.get(tid)["state"] == "PENDING"
+    assert client.submit("after", "explorer", "ask")["created"]
+    assert client.call("grow_map", size=size + 2**20)["map_size"] == size + 2**20
+    stats = client.stats()["broker"]
+    assert stats["errors"]["BAD_ARGUMENT"] == 2 and stats["map_size"] == size + 2**20
+
+
+def test_an_oversized_submit_through_the_client_is_too_large_at_once(broker, client):
+    started = time.monotonic()
+    with pytest.raises(FanoError) as info:
+        client.submit("big", "explorer", "ask", {"blob": "x" * (protocol.MAX_BODY + 10)})
+    # refused by the client itself: no round trip, no retries, never "broker unavailable"
+    assert info.value.code == ErrorCode.TOO_LARGE
+    assert time.monotonic() - started < 1.0 and client.resends == 0
+    assert client.ping()["pid"] == broker.proc.pid
+    assert client.submit("small", "explorer", "ask", {"blob": "x" * 1000})["created"]
+    assert "TOO_LARGE" not in client.stats()["broker"]["errors"]
+
+
+def test_deeply_nested_arguments_from_a_peer_are_bad_argument_with_their_cid(broker, client):
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    protocol.configure_socket(raw, "dealer", identity="nester")
+    raw.connect(broker.endpoint)
+    try:
+        payload: list = []
+        for _ in range(900):
+            payload = [payload]
+        task = {"key": "deep", "module": "explorer", "kind": "ask", "payload": payload}
+        raw.send_multipart([protocol.HEADER, protocol.pack_value(
+            {"cmd": "submit", "cid": "deep-cid", "rid": "deep-rid-1", "args": {"task": task}})])
+        assert raw.poll(5000)
+        reply = protocol.decode_reply(raw.recv_multipart())
+        assert reply.cid == "deep-cid" and reply.error["name"] == "BAD_ARGUMENT"
+        assert f"nested deeper than {protocol.MAX_DEPTH} levels" in reply.error["message"]
+        stats = client.stats()["broker"]
+        assert "INTERNAL" not in stats["errors"] and stats["errors"]["BAD_ARGUMENT"] == 1
+        assert stats["dropped_replies"] == 0
     finally:
         raw.close(linger=0)

@@ -25,7 +25,7 @@ TASK_KEYS = {"id", "key", "module", "kind", "payload", "priority", "max_attempts
 STATS_KEYS = {"now", "tasks", "modules", "oldest_pending_age", "ready", "delayed", "leases", "next_due_in",
               "quota", "accounts", "broker"}
 BROKER_KEYS = {"pid", "uptime", "requests", "batches", "mean_batch", "errors", "map_size", "map_used", "map_full",
-               "last_event_seq"}
+               "last_event_seq", "dropped_replies"}
 WINDOW_KEYS = {"spec", "kind", "limit", "used", "remaining", "by_module", "reserves", "period_start", "resets_at"}
 
 

@@ -288,3 +288,53 @@ def test_random_requests_never_cause_internal_errors_and_keep_indices_consistent
     check_indices(core)
     seqs = [e["seq"] for e in core.events]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+# --- limits: size and nesting ---------------------------------------------------------------------------
+
+def nested(levels: int, leaf=1):
+    """``leaf`` inside ``levels`` lists: nesting_depth(nested(n)) == n."""
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+def test_nesting_depth_counts_maps_and_lists_and_stops_past_the_limit():
+    assert protocol.nesting_depth(7, 10) == 0
+    assert protocol.nesting_depth([], 10) == 1
+    assert protocol.nesting_depth({"a": [1, {"b": ()}], "c": 2}, 10) == 4
+    assert protocol.nesting_depth(nested(50), 100) == 50
+    assert protocol.nesting_depth(nested(5000), 100) == 101   # no recursion, stops one level past
+    cyclic: list = []
+    cyclic.append(cyclic)
+    assert protocol.nesting_depth(cyclic, 100) == 101
+
+
+def test_args_nested_at_the_limit_pass_and_one_level_more_is_bad_argument():
+    # the args map is level 1, task level 2, payload level 3
+    ok = {"task": {"key": "k", "module": "m", "kind": "k", "payload": nested(protocol.MAX_DEPTH - 3, {})}}
+    assert protocol.nesting_depth(ok, 10_000) == protocol.MAX_DEPTH
+    assert protocol.decode_request(req("submit", ok, rid=RID)).args["task"]["key"] == "k"
+    deep = {"task": {"key": "k", "module": "m", "kind": "k", "payload": nested(protocol.MAX_DEPTH - 2, {})}}
+    exc = decode_error(req("submit", deep, rid=RID))
+    assert exc.code == ErrorCode.BAD_ARGUMENT and exc.details["cid"] == "c1"
+    assert f"nested deeper than {protocol.MAX_DEPTH} levels" in exc.message
+
+
+@pytest.mark.parametrize("levels", [600, 900, 1000])
+def test_deeply_nested_args_are_bad_argument_not_a_crash(levels):
+    exc = decode_error(req("complete", {"id": 1, "epoch": 1, "result": nested(levels)}, rid=RID))
+    assert exc.code == ErrorCode.BAD_ARGUMENT and exc.details["cid"] == "c1"
+
+
+def test_a_body_nested_past_msgpacks_decoder_limit_is_bad_encoding():
+    # fixmap {"args": [[[...]]]} built by hand: the encoder refuses to write this deep
+    frames = [H, b"\x81" + body("args") + b"\x91" * 5000 + b"\x01"]
+    assert decode_error(frames).code == ErrorCode.BAD_ENCODING
+
+
+def test_check_body_size_is_the_brokers_too_large():
+    protocol.check_body_size(b"\x00" * protocol.MAX_BODY)
+    with pytest.raises(FanoError) as info:
+        protocol.check_body_size(b"\x00" * (protocol.MAX_BODY + 1))
+    assert info.value.code == ErrorCode.TOO_LARGE and str(protocol.MAX_BODY) in info.value.message
