@@ -6,7 +6,10 @@
     {"op": "delete", "key": str, "if_version": int}                 # if_version optional
     {"op": "check",  "key": str, "if_version": int}                 # assert only (0 = absent)
     {"op": "submit", "task": {...}, "force": bool}                  # submit-if-absent, as ``submit``
-    {"op": "ack",    "task_id": int}                                # mark a settled task's result consumed
+    {"op": "ack",    "task_id": int, "unusable": str}               # mark a settled task's result consumed;
+                                                                    # unusable (optional): why the module could
+                                                                    # not use a DONE task's answer, kept as the
+                                                                    # task's error (class "unusable")
 
 Every key holds ``{"v": version, "value": ...}``; versions start at 1 and grow by one per put.
 
@@ -26,6 +29,7 @@ from services.broker.tx import Tx
 
 MAX_OPS = 500
 MAX_KEY_BYTES = 400
+MAX_UNUSABLE_CHARS = 2000
 
 
 def _key(module: str, key) -> bytes:
@@ -60,6 +64,8 @@ def op_txn(tx: Tx, module: str, ops: list):
             tid = op.get("task_id")
             if not isinstance(tid, int) or isinstance(tid, bool):
                 raise bad_argument(f"ops[{i}].task_id must be an integer")
+            if not isinstance(op.get("unusable", ""), str):
+                raise bad_argument(f"ops[{i}].unusable must be a string")
             task = tx.task(tid)
             if task.get("consumed"):
                 return {"applied": False, "reason": "already consumed", "task_id": tid}
@@ -93,6 +99,11 @@ def op_txn(tx: Tx, module: str, ops: list):
         else:
             task = tx.task(op["task_id"])
             task["consumed"] = True
+            if op.get("unusable") and task["state"] == st.DONE and not task.get("error"):
+                # the provider answered but the module could not use the answer: say so on the task itself
+                # (it stays DONE: nothing will re-run it; the module decides what to propose instead)
+                task["error"] = {"class": "unusable", "message": op["unusable"][:MAX_UNUSABLE_CHARS],
+                                 "at": tx.now, "module": module}
             tx.save(task)
             tx.delete("unconsumed", S.unconsumed_key(task["module"], task["id"]))
             tx.emit("task.consumed", id=task["id"], module=task["module"], by=module)

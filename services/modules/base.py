@@ -13,8 +13,9 @@ it re-derives what to do from there after any restart. It does two things:
 
 Subclasses set ``module`` and implement :meth:`handle` (kind -> :class:`Effect`) and :meth:`plan`.
 A result that cannot be parsed is not swallowed: :meth:`handle` raises ``ParseError`` and the base
-class records a visible error (``errors/<task id>`` in the module's namespace, and :meth:`on_unusable`
-lets the module mark its entity) in the same transaction as the ack.
+class records a visible error in the same transaction as the ack: on the task itself (its ``error``, class
+``unusable``, shown by ``fanoctl queue show``), as ``errors/<task id>`` in the module's namespace (with
+the answer), and :meth:`on_unusable` lets the module mark its entity.
 """
 from __future__ import annotations
 
@@ -162,8 +163,11 @@ class ModuleService(Service):
         refused = None
         for _ in range(self.max_conflict_retries):
             try:
-                ops = self._ops_for(task) if refused is None else self._unusable(task, refused)
-                res = self.client.txn(self.module, ops + [{"op": "ack", "task_id": task["id"]}])
+                ops, unusable = self._ops_for(task) if refused is None else self._unusable(task, refused)
+                ack = {"op": "ack", "task_id": task["id"]}
+                if unusable:
+                    ack["unusable"] = unusable   # shown on the task itself (queue show), not only here
+                res = self.client.txn(self.module, ops + [ack])
             except FanoError as exc:
                 if exc.code == ErrorCode.CONDITION_FAILED:
                     continue  # another writer changed what we read: read again and recompute
@@ -179,21 +183,22 @@ class ModuleService(Service):
         self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)
         return False
 
-    def _ops_for(self, task: dict) -> list:
+    def _ops_for(self, task: dict) -> tuple[list, str | None]:
+        """The ops applying ``task``'s result, and the error when it cannot be used (else None)."""
         if task["state"] != "DONE":
             error = (task.get("error") or {}).get("message") or task["state"].lower()
             return self._unusable(task, f"task {task['state']}: {error}")
         try:
-            return list(self.handle(task).ops)
+            return list(self.handle(task).ops), None
         except ParseError as exc:
             self.log.warning("task %s (%s): unusable answer: %s", task["id"], task["kind"], exc)
             return self._unusable(task, f"unusable answer: {exc}")
 
-    def _unusable(self, task: dict, error: str) -> list:
+    def _unusable(self, task: dict, error: str) -> tuple[list, str]:
         self.unusable += 1
         record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
                   "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
-        return [Store.put(f"errors/{task['id']:012d}", record)] + list(self.on_unusable(task, error))
+        return [Store.put(f"errors/{task['id']:012d}", record)] + list(self.on_unusable(task, error)), error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""

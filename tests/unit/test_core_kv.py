@@ -110,6 +110,26 @@ def test_ack_marks_consumed_and_replay_applies_nothing(core):
     assert len(core.events) == n_events
 
 
+def test_an_unusable_answer_is_kept_as_the_done_tasks_error(core):
+    tid = settle(core, "t")
+    txn(core, put("errors/1", "x"), {"op": "ack", "task_id": tid, "unusable": "unusable answer: no RATING:"})
+    task = core.get(tid)
+    assert task["state"] == "DONE" and task["consumed"]
+    assert task["error"]["class"] == "unusable" and task["error"]["module"] == "explorer"
+    assert task["error"]["message"] == "unusable answer: no RATING:"
+    other = settle(core, "u")
+    expect_error("BAD_ARGUMENT", txn, core, {"op": "ack", "task_id": other, "unusable": 3})
+    assert not core.get(other)["consumed"]
+
+
+def test_an_unusable_note_never_replaces_a_parked_tasks_own_error(core):
+    tid = core.submit("t", max_attempts=1)["task"]["id"]
+    lease = core.lease()
+    core.call("fail", id=tid, epoch=lease["epoch"], error_class="terminal", message="context overflow")
+    txn(core, {"op": "ack", "task_id": tid, "unusable": "task PARKED: context overflow"})
+    assert core.get(tid)["error"]["class"] == "terminal"
+
+
 @pytest.mark.parametrize("state", ["PARKED", "CANCELLED"])
 def test_ack_of_other_settled_states(core, state):
     tid = core.submit("t", max_attempts=1)["task"]["id"]

@@ -234,3 +234,187 @@ def test_garbage_answers_of_the_sim_are_unusable():
     for kind, parse in PARSERS.items():
         with pytest.raises(ParseError):
             parse(S.decorate("x", kind, rng, garbage_rate=1.0))
+
+
+# --- layouts that used to lose insights silently (all kept now) or fail -----------------------------------
+
+FIELDS = "DOMAINS: geometry\nSCORES: impact=7, intuition=6, surprise=8, total=21\n"
+
+
+@pytest.mark.parametrize("between", ["---", "***", "___", "=== Insight 2 ===", "### Insight 2", "**Insight 2**", "\n",
+                                     ""])
+def test_extract_keeps_every_block_whatever_separates_them(between):
+    text = f"INSIGHT: The plane is self-dual.\n{FIELDS}{between}\nINSIGHT: Seven is forced.\n{FIELDS}"
+    out = P.parse_extract(text)
+    assert [b["text"] for b in out] == ["The plane is self-dual.", "Seven is forced."]
+    assert all(b["domains"] == ["geometry"] and b["scores"]["impact"] == 7 for b in out)
+
+
+@pytest.mark.parametrize("first,second", [("INSIGHT 1:", "INSIGHT 2:"), ("Insight #1:", "Insight #2:"),
+                                          ("**INSIGHT:**", "**INSIGHT:**"), ("**INSIGHT 1:**", "**INSIGHT 2:**"),
+                                          ("1. INSIGHT:", "2. INSIGHT:"), ("1. **Insight:**", "2. **Insight:**"),
+                                          ("### Insight 1:", "### Insight 2:")])
+def test_extract_label_variants(first, second):
+    text = f"{first} The plane is self-dual.\n   {FIELDS}\n{second} Seven is forced.\n   {FIELDS}"
+    assert [b["text"] for b in P.parse_extract(text)] == ["The plane is self-dual.", "Seven is forced."]
+
+
+def test_numbered_layout_does_not_merge_two_insights():
+    out = P.parse_consolidate("1. INSIGHT: a\n2. INSIGHT: b\n")
+    assert [i["text"] for i in out] == ["a", "b"]
+
+
+EXTRACT_REAL = """Thank you for the rich exploration. Below are the insights I would extract.
+
+---
+
+### Insight 1
+**INSIGHT:** The Fano plane is self-dual: exchanging points and lines preserves
+incidence, so every theorem about points has a dual about lines.
+**DOMAINS:** projective geometry, combinatorics
+**SCORES:** impact=8, intuition=7, surprise=5, total=20
+**INTUITION_NOTE:** Duality feels forced by the symmetry of the incidence matrix.
+
+---
+
+### Insight 2
+**INSIGHT:** The 7 points correspond to the nonzero vectors of $\\mathbb{F}_2^3$.
+**DOMAINS:** linear algebra, coding theory
+**SCORES:** impact=9, intuition=8, surprise=6, total=23
+**INTUITION_NOTE:** It explains *why* seven.
+
+---
+
+### Insight 3
+**INSIGHT:** The Hamming(7,4) code is the Fano plane read as a code.
+**DOMAINS:** coding theory
+**SCORES:** impact=7, intuition=6, surprise=9, total=22
+**INTUITION_NOTE:** A bridge between two domains.
+
+---
+
+I hope this helps! Let me know if you'd like me to score them differently."""
+
+
+@pytest.mark.parametrize("variant", [lambda t: t, crlf])
+def test_a_realistic_extraction_answer_with_markdown_rules_and_headings(variant):
+    out = P.parse_extract(variant(EXTRACT_REAL))
+    assert len(out) == 3
+    assert out[0]["text"] == ("The Fano plane is self-dual: exchanging points and lines preserves incidence, "
+                              "so every theorem about points has a dual about lines.")
+    assert out[1]["scores"] == {"impact": 9, "intuition": 8, "surprise": 6}
+    assert out[2]["domains"] == ["coding theory"] and out[2]["note"] == "A bridge between two domains."
+    assert not any("hope this helps" in b["text"] or "Insight" in b["text"] for b in out)
+
+
+CONSOLIDATE_REAL = """Here is the consolidated list.
+
+1. **INSIGHT 1:** The plane is self-dual.
+   **CONFIDENCE:** 0.85
+   **TAGS:** duality, projective geometry
+   **PROPOSED_BY:** gemini, claude
+   **DEPENDS_ON:** none
+
+2. **INSIGHT 2:** Seven is forced by the incidence axioms.
+   **CONFIDENCE:** 60%
+   **TAGS:** counting
+   **PROPOSED_BY:** chatgpt
+   **DEPENDS_ON:** b.t1.i1
+3. **INSIGHT 3:** The automorphism group has order 168.
+   **CONFIDENCE:** 3/10
+   **TAGS:** group theory
+   **PROPOSED_BY:** multiple
+   **DEPENDS_ON:** none
+"""
+
+
+def test_a_realistic_numbered_consolidation_answer_with_numeric_confidences():
+    out = P.parse_consolidate(CONSOLIDATE_REAL, known_ids=["b.t1.i1"])
+    assert [i["text"] for i in out] == ["The plane is self-dual.", "Seven is forced by the incidence axioms.",
+                                        "The automorphism group has order 168."]
+    assert [i["confidence"] for i in out] == ["high", "medium", "low"]
+    assert out[0]["tags"] == ["duality", "projective_geometry"] and out[1]["depends_on"] == ["b.t1.i1"]
+    assert out[2]["proposed_by"] == ["multiple"]
+
+
+@pytest.mark.parametrize("value,expected", [("0.85", "high"), ("85%", "high"), ("8/10", "high"), ("0.5", "medium"),
+                                            ("moderate", "medium"), ("0.2", "low"), ("High (0.9)", "high"),
+                                            ("not sure", None)])
+def test_numeric_confidence_is_mapped_onto_the_scale(value, expected):
+    assert P.parse_review1(f"RATING: ⚡\nREASONING: ok\nCONFIDENCE: {value}\n")["confidence"] == expected
+    out = P.parse_consolidate(f"INSIGHT: a\nCONFIDENCE: {value}\nTAGS: x\n")
+    assert out[0]["confidence"] == expected and out[0]["text"] == "a" and out[0]["tags"] == ["x"]   # the rest kept
+
+
+def test_an_empty_insight_label_is_no_insight():
+    out = P.parse_extract(f"INSIGHT:\n{FIELDS}===\nINSIGHT: none\n{FIELDS}===\nINSIGHT: Seven is forced.\n{FIELDS}")
+    assert [b["text"] for b in out] == ["Seven is forced."]
+    with pytest.raises(ParseError, match="empty"):
+        P.parse_extract(f"INSIGHT:\n{FIELDS}===\nINSIGHT: n/a\n")
+    with pytest.raises(ParseError, match="empty"):
+        P.parse_consolidate("**INSIGHT 1:**\nCONFIDENCE: high\n")
+
+
+def test_answers_without_a_recognisable_insight_still_fail_with_what_was_expected():
+    for text in ("Insight-driven work is hard; I found nothing to add.",
+                 "### Insight 1\nThe plane is self-dual.\n### Insight 2\nSeven is forced.",    # titles, no labels
+                 "My insights: the plane is self-dual."):
+        with pytest.raises(ParseError, match=r"INSIGHT: .*NO_INSIGHTS"):
+            P.parse_extract(text)
+
+
+@pytest.mark.parametrize("header", ["## 1. New Insights", "**[NEW_INSIGHTS]**", "NEW INSIGHTS:", "**New Insights:**",
+                                    "### NEW_INSIGHTS"])
+def test_explore_section_header_variants(header):
+    text = f"{header}\n- A is B.\n- C forces D.\n\n## 2. Connections\n- E links F.\n\n## 3. Questions\n- Why 7?\n"
+    assert P.parse_explore(text)["sections"] == {"NEW_INSIGHTS": ["A is B.", "C forces D."],
+                                                 "CONNECTIONS": ["E links F."], "QUESTIONS": ["Why 7?"]}
+
+
+def test_explore_content_on_the_header_line():
+    out = P.parse_explore("[NEW_INSIGHTS] The plane is self-dual.\n[QUESTIONS] Why 7?")
+    assert out["sections"] == {"NEW_INSIGHTS": ["The plane is self-dual."], "QUESTIONS": ["Why 7?"]}
+    assert out["response"] == "[NEW_INSIGHTS]\n- The plane is self-dual.\n\n[QUESTIONS]\n- Why 7?"
+
+
+EXPLORE_REAL = """Building on the critic's point about arbitrariness, here is this turn's development.
+
+## 1. New Insights
+
+The central realisation is that the number seven is not chosen.
+
+1. **Self-duality.** Points and lines play symmetric roles,
+so the incidence structure is its own dual.
+2. **Field structure.** The points are the nonzero vectors of $\\mathbb{F}_2^3$.
+
+## 2. Connections
+
+- Hamming(7,4) code.
+
+## 3. Questions
+
+- Is every such plane isomorphic to this one?
+
+Let me know if you want me to develop any of these further."""
+
+
+def test_a_realistic_explore_answer_with_numbered_headings_loses_no_text():
+    s = P.parse_explore(EXPLORE_REAL)["sections"]
+    assert s["NEW_INSIGHTS"] == [
+        "The central realisation is that the number seven is not chosen.",
+        "**Self-duality.** Points and lines play symmetric roles, so the incidence structure is its own dual.",
+        "**Field structure.** The points are the nonzero vectors of $\\mathbb{F}_2^3$."]
+    assert s["CONNECTIONS"] == ["Hamming(7,4) code."] and s["QUESTIONS"] == ["Is every such plane isomorphic to this one?"]
+
+
+def test_mathcheck_without_separators_keeps_the_refutation():
+    text = ("CLAIM: The plane has 7 points.\nPROOF_OR_COUNTEREXAMPLE: Count them.\nVERDICT: VERIFIED\nCONFIDENCE: 0.95\n"
+            "CONCERNS: none\n\nCLAIM: It has 8 lines.\nPROOF_OR_COUNTEREXAMPLE: Claim: two points lie on one line.\n"
+            "So there are 7 lines.\nVERDICT: REFUTED\nCONFIDENCE: 9/10\nCONCERNS: none\n")
+    for layout in (text, text.replace("\n\nCLAIM", "\n---\nCLAIM"), text.replace("\n\nCLAIM", "\n### Claim 2\nCLAIM")):
+        out = P.parse_mathcheck(layout)
+        assert [c["verdict"] for c in out["claims"]] == ["verified", "refuted"]
+        assert out["verdict"] == "refuted" and out["confidence"] == pytest.approx(0.9)
+        assert out["claims"][1]["proof_or_counterexample"] == "Claim: two points lie on one line.\nSo there are 7 lines."
+    with pytest.raises(ParseError, match="several VERDICT"):
+        P.parse_mathcheck("CLAIM: a\nCLAIM: b\nVERDICT: VERIFIED\nVERDICT: REFUTED\n")

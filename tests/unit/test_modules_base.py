@@ -72,7 +72,7 @@ def test_a_refused_effect_is_recorded_as_unusable_and_acked(code, tmp_path):
     assert error_put["value"]["error"] == want and error_put["value"]["answer"] == "answer"
     assert mod.marked == [want]                                  # the module marks its entity
     assert {"op": "put", "key": "things/1", "value": {"failed": want}} in second
-    assert second[-1] == {"op": "ack", "task_id": 42}
+    assert second[-1] == {"op": "ack", "task_id": 42, "unusable": want}
     assert (mod.applied, mod.unusable) == (1, 1)
 
 
@@ -130,4 +130,5 @@ def test_an_unparsable_answer_is_recorded_with_the_ack(tmp_path):
     assert mod.apply(dict(TASK)) is True
     _, ops = ops_of(client.calls[0])
     assert ops[0]["key"] == "errors/000000000042" and "unusable answer: no RATING:" in ops[0]["value"]["error"]
-    assert ops[-1] == {"op": "ack", "task_id": 42} and mod.unusable == 1
+    assert ops[-1]["task_id"] == 42 and mod.unusable == 1
+    assert ops[-1]["unusable"] == ops[0]["value"]["error"]       # also shown on the task itself

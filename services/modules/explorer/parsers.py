@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from services.modules.parsing import ParseError, blocks, bullets, choice, field, normalize, sections
+from services.modules.parsing import (ParseError, blocks, bullets, choice, field, labelled_blocks, normalize,
+                                      proportion, sections)
 
 from services.modules.explorer.model import ABANDON, BLESS, MAYBE, REJECT
 
@@ -74,9 +75,23 @@ def rating(answer: str, tag: str) -> str:
     raise ParseError(f"{tag}: expected ⚡, ?, ✗ or ABANDON, got {value!r}")
 
 
+# a numeric confidence (0.85, 85%, 8/10) on the high | medium | low scale the prompts ask for
+CONFIDENCE_HIGH, CONFIDENCE_MEDIUM = 0.7, 0.4
+
+
 def confidence_word(answer: str, tag: str = "CONFIDENCE") -> str | None:
-    return choice(answer, tag, ["high", "medium", "low"], required=False) if field(
-        answer, tag, required=False) else None
+    """high | medium | low; "moderate" is medium, and a number is mapped by the thresholds above.
+    None when absent or unreadable (the rest of the answer still counts)."""
+    value = field(answer, tag, required=False)
+    if not value:
+        return None
+    word = choice(answer, tag, ["high", "medium", "low", "moderate"], required=False)
+    if word:
+        return "medium" if word == "moderate" else word
+    n = proportion(value)
+    if n is None:
+        return None
+    return "high" if n >= CONFIDENCE_HIGH else "medium" if n >= CONFIDENCE_MEDIUM else "low"
 
 
 def yes_no(answer: str, tag: str, required: bool = True) -> bool | None:
@@ -85,15 +100,8 @@ def yes_no(answer: str, tag: str, required: bool = True) -> bool | None:
 
 
 def fraction(answer: str, tag: str) -> float | None:
-    """A confidence in 0..1; ``85%`` and ``85`` mean 0.85. None when absent or unreadable."""
-    value = field(answer, tag, required=False)
-    m = re.search(r"\d+(?:\.\d+)?", value or "")
-    if not m:
-        return None
-    n = float(m.group())
-    if n > 1.0 and n <= 100.0:
-        n /= 100.0
-    return n if 0.0 <= n <= 1.0 else None
+    """A confidence in 0..1; ``85%``, ``85`` and ``8.5/10`` mean 0.85. None when absent or unreadable."""
+    return proportion(field(answer, tag, required=False))
 
 
 # --- turns ----------------------------------------------------------------------------------------------
@@ -139,16 +147,25 @@ def _list(value: str | None) -> list[str]:
 
 
 def _insight_blocks(answer: str, tags: list[str], what: str) -> list[tuple[str, str]]:
-    """(block, insight text) for every block with an INSIGHT; [] for an explicit NO_INSIGHTS."""
-    out = []
-    for block in blocks(answer):
+    """(block, insight text) for every block with an INSIGHT; [] for an explicit NO_INSIGHTS.
+
+    A block starts at every INSIGHT label (see :func:`labelled_blocks`), so blocks separated by ``---``,
+    headings, list numbers or nothing at all are all kept. A label with no text (or "none") makes no
+    insight; an answer whose every label is empty is unusable."""
+    out, empty = [], 0
+    for block in labelled_blocks(answer, "INSIGHT"):
         text = _text(block, "INSIGHT", tags)
-        if text:
+        if optional_text(text):                          # "INSIGHT: none" is no insight either
             out.append((block, " ".join(text.split())))
+        else:
+            empty += 1
     if not out:
         if field(answer, "NO_INSIGHTS", required=False) is not None:
             return []
-        raise ParseError(f"no INSIGHT: blocks in the {what} answer (and no NO_INSIGHTS:)")
+        if empty:
+            raise ParseError(f"every INSIGHT: in the {what} answer is empty ({empty} block(s))")
+        raise ParseError(f"no INSIGHT: blocks in the {what} answer (expected blocks starting with 'INSIGHT: "
+                         f"<claim>', or the line 'NO_INSIGHTS: <reason>')")
     return out
 
 
@@ -224,11 +241,31 @@ def parse_review1(answer: str) -> dict:
     return out
 
 
+def _claim_blocks(answer: str) -> list[str]:
+    """The math check's claim blocks: split at rules; a block that still holds several VERDICTs (the
+    model left the separators out) is split where its first field repeats — the first tag of the format
+    that occurs as often as VERDICT — so that no verdict, least of all a refutation, is lost."""
+    out = []
+    for block in blocks(answer):
+        count = len(labelled_blocks(block, "VERDICT"))
+        if count < 2:
+            out.append(block)
+            continue
+        first = next(t for t in MATH_TAGS if len(labelled_blocks(block, t)) == count)
+        parts = labelled_blocks(block, first)
+        if any(len(labelled_blocks(p, "VERDICT")) > 1 for p in parts):
+            raise ParseError("several VERDICT: lines in one claim block; expected one block per claim, "
+                             "separated by ===")
+        out += parts
+    return out
+
+
 def parse_mathcheck(answer: str) -> dict:
     """``{"verdict": verified|refuted|unclear|not_mathematical, "confidence", "claims": [...]}``; the
-    answer may check several claims in ``===`` blocks. Any refuted claim refutes; its confidence counts."""
+    answer may check several claims in blocks (see :func:`_claim_blocks`). Any refuted claim refutes; its
+    confidence counts."""
     claims = []
-    for block in blocks(answer):
+    for block in _claim_blocks(answer):
         verdict = choice(block, "VERDICT", ["VERIFIED", "REFUTED", "UNCLEAR", "NOT_MATHEMATICAL"], required=False)
         if verdict is None:
             continue
