@@ -418,3 +418,10 @@ def test_mathcheck_without_separators_keeps_the_refutation():
         assert out["claims"][1]["proof_or_counterexample"] == "Claim: two points lie on one line.\nSo there are 7 lines."
     with pytest.raises(ParseError, match="several VERDICT"):
         P.parse_mathcheck("CLAIM: a\nCLAIM: b\nVERDICT: VERIFIED\nVERDICT: REFUTED\n")
+
+
+@pytest.mark.parametrize("word, value", [("high", 0.9), ("**High**", 0.9), ("moderate", 0.6), ("low.", 0.3)])
+def test_mathcheck_confidence_given_as_a_word_counts(word, value):
+    out = P.parse_mathcheck(f"CLAIM: It has 8 lines.\nPROOF_OR_COUNTEREXAMPLE: 7 lines.\nVERDICT: REFUTED\n"
+                            f"CONFIDENCE: {word}\n")
+    assert out["verdict"] == "refuted" and out["confidence"] == pytest.approx(value)

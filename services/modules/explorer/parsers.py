@@ -99,9 +99,16 @@ def yes_no(answer: str, tag: str, required: bool = True) -> bool | None:
     return None if value is None else value in ("yes", "true")
 
 
+# a word where a number was asked for: the middle of the band confidence_word maps back to that word
+CONFIDENCE_OF_WORD = {"high": 0.9, "medium": 0.6, "moderate": 0.6, "low": 0.3}
+
+
 def fraction(answer: str, tag: str) -> float | None:
-    """A confidence in 0..1; ``85%``, ``85`` and ``8.5/10`` mean 0.85. None when absent or unreadable."""
-    return proportion(field(answer, tag, required=False))
+    """A confidence in 0..1; ``85%``, ``85`` and ``8.5/10`` mean 0.85, and high | medium | low mean 0.9 |
+    0.6 | 0.3 (a model that answers "REFUTED, CONFIDENCE: high" means it). None when absent or unreadable."""
+    value = field(answer, tag, required=False)
+    word = (value or "").strip().strip("*_.").lower()
+    return CONFIDENCE_OF_WORD[word] if word in CONFIDENCE_OF_WORD else proportion(value)
 
 
 # --- turns ----------------------------------------------------------------------------------------------
