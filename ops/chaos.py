@@ -4,7 +4,7 @@
 directory (its own fano.toml with three sim accounts, tight quotas, injected faults, a scaled clock;
 the repository's supervisord.conf via :func:`ops.supervisor_conf.standalone`), runs ad-hoc and
 multi-turn work, deep and standard, and meanwhile sends SIGKILL to random RUNNING programs (broker,
-scheduler, backend workers) through supervisord's own interface (what ``supervisorctl signal KILL``
+scheduler, backend workers; not the research modules, which have no seeds here) through supervisord's own interface (what ``supervisorctl signal KILL``
 does). Then it stops killing, drains, stops the tree and checks the invariants of DESIGN.md §3 against
 the broker's database and the simulated providers' request logs:
 
@@ -247,7 +247,10 @@ def run(kills: int, seed: int, keep: bool, conversations: int, turns: int, asks:
             except FanoError as exc:
                 summary.setdefault("driver_errors", []).append(str(exc))
             if summary["kills"] < kills and time.monotonic() >= next_kill:
-                running = [p for p in tree.programs() if p["statename"] == "RUNNING"]
+                # the module programs have no seeds here (the workload is the orchestrator's): killing
+                # them would test nothing; their kill -9 tests are tests/integration/test_{explorer,...}
+                running = [p for p in tree.programs()
+                           if p["statename"] == "RUNNING" and not p["name"].startswith("module-")]
                 if running:
                     victim = rng.choice(running)["name"]
                     try:

@@ -16,15 +16,31 @@ terminal     this request can never succeed (context overflow, refused content):
 unknown      we cannot tell whether the provider got the request: reconcile before re-sending
 ===========  =================================================================================
 
-``sent`` says whether the request may have reached the provider (it decides whether the quota unit is
-refunded): False only when the provider certainly never saw it.
+``sent`` says whether the provider may have *served* the request (it decides whether the quota unit is
+refunded and whether the turn must be reconciled): False when the provider certainly never saw it, and
+also when it definitively refused it before producing any output — an overload (529, "a lot of people
+are using ..."), a rate-limit 429, a 5xx status answered before the first streamed byte. Such a request
+was not served and does not count against the provider's limits; the broker then refunds the unit and
+there is nothing to reconcile. A failure after output began (an error event mid-stream, a cut
+connection) stays ``sent=True``.
+
+Request timeout: the worker's runtime (:mod:`services.backends.runner`) bounds every ``send`` by
+:meth:`Provider.request_timeout`; past it the ``cancelled()`` callable turns true, exactly as for a
+cancel from the scheduler, and the outcome is reported ``unknown`` (sent) so that the turn is reconciled
+before anything is re-sent (DESIGN.md §7).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 ERROR_CLASSES = ("transient", "quota", "auth", "terminal", "unknown")
+# the runtime's bound on one request (real seconds) when the account's settings say nothing shorter;
+# generous: deep modes of real services take many minutes, and a provider's own ``timeout`` (if any)
+# should fire first with its better message
+DEFAULT_REQUEST_TIMEOUTS = {"standard": 1800.0, "deep": 7200.0}
+REQUEST_TIMEOUT_GRACE = 120.0   # beyond the account's own ``timeout``: the provider's deadline comes first
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,17 @@ class Provider:
         worker may send it). Raise ProviderError("unknown") when it cannot tell yet."""
         raise NotImplementedError
 
+    def request_timeout(self, mode: str) -> float:
+        """Real seconds one ``send`` in ``mode`` may take before the runtime cancels it (its outcome is then
+        unknown and reconciled). This default serves the real services: the account's ``timeout``
+        setting — a number or a ``{standard = s, deep = s}`` table; the web backends' turn timeout, the API
+        backends' longest silence — plus REQUEST_TIMEOUT_GRACE, never below DEFAULT_REQUEST_TIMEOUTS (a
+        streamed reply may take far longer than its longest silence). Providers whose settings know
+        better (the sim: its latency model) override it."""
+        floor = DEFAULT_REQUEST_TIMEOUTS.get(mode, DEFAULT_REQUEST_TIMEOUTS["standard"])
+        own = timeout_setting(self.settings.get("timeout"), mode)
+        return floor if own is None else max(floor, own + REQUEST_TIMEOUT_GRACE)
+
     def check(self) -> dict:
         """A cheap live check for ``fanoctl backends check``: can this account serve right now? Returns
         ``{"ok": bool, "detail": str, ...}`` (never a secret); raises ProviderError for a classified
@@ -110,3 +137,13 @@ class Provider:
 
     def close(self) -> None:
         """Release resources; called at worker shutdown (never relied upon: crash-only)."""
+
+
+def timeout_setting(value, mode: str) -> float | None:
+    """A ``timeout`` setting read for one mode: seconds (every mode) or a per-mode table; None when absent
+    or not a positive finite number (the provider's own settings parser reports bad values)."""
+    if isinstance(value, dict):
+        value = value.get(mode)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        return None
+    return float(value)

@@ -26,6 +26,12 @@ limits"
 connect refused / connect timeout           transient   — (sent=False: the API never saw it)
 read timeout, connection cut mid-reply      transient   — (sent=True: a stateless API may get it again)
 ==========================================  ==========  ===============================================
+
+``sent`` (see :mod:`services.backends.base`): an HTTP error status is the API's answer *before any
+streamed output* — the request was refused, not served, whatever the status (an overload, a rate
+limit, a 5xx, a 4xx): ``sent=False``, so the broker refunds the quota unit and nothing is reconciled.
+An ``event: error`` after HTTP 200 comes after the API accepted the request and began answering:
+``sent=True``.
 """
 from __future__ import annotations
 
@@ -168,6 +174,8 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
     midstream = status < 400
     if midstream:
         status = TYPE_STATUS.get(etype or "", 500)   # an unnamed error event: a server-side failure
+    # a status line before any output is a refusal: nothing was served (see the module docstring)
+    sent = midstream
     h = _lower(headers)
     wait = retry_after(h, now)
     request_id = h.get("request-id")
@@ -179,31 +187,31 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
         after = max(wait or 0.0, billing_retry) if regain is None or regain <= now else regain - now
         return ProviderError("quota", f"billing: spend limit or credit exhausted, no quick retry; not trying "
                              f"again for {_hours(after)} (raise the limit or add credit in the Anthropic "
-                             f"Console): {text}", retry_after=after, sent=True)
+                             f"Console): {text}", retry_after=after, sent=sent)
     if status == 429 or etype == "rate_limit_error":
         if wait is None:
             until = exhausted_until(parse_ratelimit(h), now, BUCKETS)
             wait = None if until is None else until - now
         hint = f"; retry after {_hours(wait)}" if wait is not None else ""
-        return ProviderError("quota", f"rate limited: {text}{hint}", retry_after=wait, sent=True)
+        return ProviderError("quota", f"rate limited: {text}{hint}", retry_after=wait, sent=sent)
     if status == 529 or etype == "overloaded_error":
         return ProviderError("transient", f"overloaded (a short retry, not a cool-down): {text}",
-                             retry_after=wait, sent=True)
+                             retry_after=wait, sent=sent)
     if status in (401, 403):
         return ProviderError("auth", f"the API refused the key: {text} (check the account's api_key_env or "
-                             f"api_key_file)", sent=False)
+                             f"api_key_file)", sent=sent)
     if status == 404:
-        return ProviderError("auth", f"not found: {text} (check the account's model settings)", sent=False)
+        return ProviderError("auth", f"not found: {text} (check the account's model settings)", sent=sent)
     if status >= 500 or status in (408, 409):
-        return ProviderError("transient", f"server error: {text}", retry_after=wait, sent=True)
+        return ProviderError("transient", f"server error: {text}", retry_after=wait, sent=sent)
     if status == 400 and _CONFIG_REFUSAL.search(message or ""):
         # the model refuses the account's thinking settings (e.g. a model that takes only adaptive
         # thinking): every deep request would fail the same way, so the operator must fix the
         # configuration; parking the tasks one by one would only bury good work
         return ProviderError("auth", f"the model refuses this account's thinking settings: {text} (set "
                              f"thinking = \"adaptive\" or \"enabled\" to what the model supports, then "
-                             f"fanoctl backends resume)", sent=True)
-    return ProviderError("terminal", f"request refused: {text}", sent=True)
+                             f"fanoctl backends resume)", sent=sent)
+    return ProviderError("terminal", f"request refused: {text}", sent=sent)
 
 
 def _chain(exc: BaseException):

@@ -29,18 +29,21 @@ OS drops a dead process's locks (crash-only). The server's ``/health`` is probed
 after any failure: llama.cpp answers 503 "Loading model" while loading.
 
 Failure classification (the message decides before the status: servers send context overflow as 400,
-413 or even 429):
+413 or even 429). An HTTP error status answered before the first token is a refusal — the server did not
+serve the request — so every such answer is ``sent=False`` (unit refunded, nothing to reconcile; see
+:mod:`services.backends.base`); only what goes wrong after the stream began is ``sent=True``:
 
 ====================================================  ===========================================
 context overflow ("maximum context length", ...)      terminal (never retried unchanged)
-401 / 403                                             auth (sent=False)
-404 (model not found, or a wrong base_url)            terminal, naming the config to fix (sent=False)
+401 / 403                                             auth
+404 (model not found, or a wrong base_url)            terminal, naming the config to fix
 429 with Retry-After                                  quota (retry_after from the header)
-503 (loading, queue full), 429 without Retry-After    transient (sent=False, retry_after 5-10 s)
-other 5xx, timeouts, stream cut mid-answer            transient (sent=True: re-sending is allowed,
+503 (loading, queue full), 429 without Retry-After    transient (retry_after 5-10 s)
+other 5xx                                             transient
+other 4xx                                             terminal
+timeouts, stream cut mid-answer, error in the stream  transient (sent=True: re-sending is allowed,
                                                       the API is stateless)
 connection refused, no free slot                      transient (sent=False)
-other 4xx                                             terminal
 cancelled while the request may be out                unknown (sent=True)
 ====================================================  ===========================================
 

@@ -271,11 +271,15 @@ def error_message(body) -> str:
 
 def classify_http(status: int, body, retry_after: float | None = None, *, model: str = "", url: str = "",
                   account: str = "") -> ProviderError:
-    """The ProviderError for an HTTP error answer received before any token (see the module table)."""
+    """The ProviderError for an HTTP error answer received before any token (see the module table).
+
+    Every one is ``sent=False``: a status line before the first token is the server refusing the request,
+    which it did not serve (an overload, a rate limit, a 5xx, a 4xx) — the quota unit is refunded and there
+    is nothing to reconcile (see :mod:`services.backends.base`)."""
     message = error_message(body)
     text = f"{status}: {message}"
     if _CONTEXT.search(message):
-        return ProviderError("terminal", f"context overflow ({text}); the prompt must shrink", sent=True)
+        return ProviderError("terminal", f"context overflow ({text}); the prompt must shrink", sent=False)
     if status in (401, 403):
         return ProviderError("auth", f"the server refused the API key ({text}); set api_key_env or "
                              f"api_key_file for accounts.{account}", sent=False)
@@ -287,15 +291,15 @@ def classify_http(status: int, body, retry_after: float | None = None, *, model:
                              f"(it usually ends in /v1)", sent=False)
     if status == 429:
         if retry_after is not None:
-            return ProviderError("quota", f"rate limited ({text})", retry_after=retry_after, sent=True)
+            return ProviderError("quota", f"rate limited ({text})", retry_after=retry_after, sent=False)
         return ProviderError("transient", f"server busy ({text})", retry_after=BUSY_RETRY, sent=False)
     if status == 503:
         default = LOADING_RETRY if _LOADING.search(message) else BUSY_RETRY
         what = "model loading" if _LOADING.search(message) else "server busy"
         return ProviderError("transient", f"{what} ({text})", retry_after=retry_after or default, sent=False)
     if status >= 500 or status in (408, 409, 425):
-        return ProviderError("transient", f"server error ({text})", retry_after=retry_after, sent=True)
-    return ProviderError("terminal", f"request refused ({text})", sent=True)
+        return ProviderError("transient", f"server error ({text})", retry_after=retry_after, sent=False)
+    return ProviderError("terminal", f"request refused ({text})", sent=False)
 
 
 def classify_stream_error(err: dict) -> ProviderError:

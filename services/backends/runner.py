@@ -16,13 +16,22 @@ State machine of a job (each arrow is one broker call, each carrying the lease e
        v
     INTENT   turn_begin(id, epoch)  (durable before the request leaves) --STALE--> stale
        v
-    SENDING  provider.send(turn, cancelled)
+    SENDING  provider.send(turn, cancelled)   bounded by provider.request_timeout(mode)
        v
     REPORTING complete / fail, retried with the same rid until acknowledged --STALE--> stale
 
 A cancel that arrives before SENDING releases the lease with ``fail(transient, sent=False)`` (nothing
 left the worker, the quota unit is refunded). A stale renew (the task was cancelled, or the lease
 expired) sets the cancel flag and suppresses every later report: the job ends ``stale``.
+
+Request timeout: a request that hangs must not hold the account and its task for ever (the main loop
+keeps renewing the lease while the request runs). ``job.deadline`` = now + the provider's
+``request_timeout(mode)`` (monotonic); past it the ``cancelled()`` handed to the provider turns true —
+the same path as a cancel from the scheduler — and whatever the provider then raises is reported as
+``fail(unknown, sent=True)`` ("no reply within the request timeout"): the provider may have the request,
+so the next attempt reconciles before anything is re-sent (DESIGN.md §7). Only a provider that says
+``sent=False`` (nothing left) keeps its class; a reply that arrives anyway is completed. A provider that
+ignores the cancel is the worker's business (it exits, see :mod:`services.backends.worker`).
 
 Failure classification (what the provider says -> what the broker is told -> ``done`` outcome):
 
@@ -37,6 +46,8 @@ ProviderError auth             fail(auth, sent): account paused                f
 ProviderError terminal         fail(terminal, sent): parked                    failed
 ProviderError unknown          fail(unknown, sent=True): reconciled next time  failed (cancelled if the
                                                                                scheduler asked for it)
+past the request timeout       fail(unknown, sent=True) (unless the provider   failed
+                               said sent=False: its class, not sent)
 any other exception            fail(unknown, sent=True): we cannot know        failed
 reconcile -> Reply             complete (nothing re-sent)                      done
 reconcile -> None              continue to INTENT                              —
@@ -61,8 +72,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from services.backends.base import Provider, ProviderError, Reply, Turn
+from services.backends.base import DEFAULT_REQUEST_TIMEOUTS, Provider, ProviderError, Reply, Turn
 from shared import protocol
+from shared.clock import Clock
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
 RETRY_BASE = 0.2     # first backoff (real seconds) after the broker did not answer
@@ -94,6 +106,8 @@ class Job:
         self.lease_rid = lease_rid or protocol.new_id()   # one rid per assignment: the lease is idempotent
         self.epoch: int | None = None       # set once leased: from then on the main loop renews
         self.sending = False                # between intent and outcome (for logs and shutdown)
+        self.deadline: float | None = None  # monotonic time the running request must be over by (SENDING only)
+        self.timed_out = False              # the request outlived its deadline and was cancelled
         self.cancel_requested = False       # the scheduler said cancel
         self.stale = False                  # a renew said STALE_EPOCH: the lease is void
         self._cancel = threading.Event()
@@ -112,6 +126,16 @@ class Job:
     def mark_stale(self) -> None:
         self.stale = True
         self._cancel.set()
+
+    def time_out(self) -> None:
+        """The request ran past its deadline: interrupt it like a cancel (reported unknown, not cancelled)."""
+        self.timed_out = True
+        self._cancel.set()
+
+    def overdue(self, now: float) -> bool:
+        """A request is running and its deadline has passed (``now``: monotonic)."""
+        deadline = self.deadline
+        return deadline is not None and now >= deadline
 
     def __repr__(self) -> str:
         return f"Job(task {self.task_id}, epoch {self.epoch})"
@@ -147,8 +171,10 @@ class TurnRunner:
 
     def __init__(self, provider: Provider, client, worker: str, account: str, backend: str, modes,
                  lease_patience: float = 10.0, sleep: Callable[[float], None] = time.sleep,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, clock=None):
         self.provider = provider
+        # the request deadline is on the monotonic clock (a FakeClock in tests moves it by hand)
+        self.clock = clock or getattr(provider, "clock", None) or Clock()
         self.client = client
         self.worker = worker
         self.account = account
@@ -197,9 +223,11 @@ class TurnRunner:
             return Outcome("stale", "lease void before sending", turn.epoch)
         if job.cancelled():
             return self._release_unsent(job, turn)
+        timeout = self.request_timeout(turn.mode)
+        job.deadline = self.clock.mono() + timeout
         job.sending = True
         try:
-            result = self.provider.send(turn, job.cancelled)
+            result = self.provider.send(turn, lambda: self._interrupted(job))
         except ProviderError as exc:
             error = exc
         except Exception as exc:  # a provider bug: the request may have left, so reconcile later
@@ -209,12 +237,49 @@ class TurnRunner:
             error = None
         finally:
             job.sending = False
+            job.deadline = None
         if job.stale:
             # the task was cancelled or re-leased meanwhile: whatever happened is not ours to report
             return Outcome("stale", "lease void while the request ran", turn.epoch)
         if error is None:
-            return self._complete(job, turn, result)
+            return self._complete(job, turn, result)   # a reply is a reply, even one just past the deadline
+        if job.timed_out and not job.cancel_requested:
+            error = self._timed_out(turn, error, timeout)
         return self._fail(job, turn, error)
+
+    # --- the request deadline ---------------------------------------------------------------------------
+
+    def request_timeout(self, mode: str) -> float:
+        """The provider's bound on one request (real seconds); a missing or absurd answer gets the default,
+        never "no bound"."""
+        fallback = DEFAULT_REQUEST_TIMEOUTS.get(mode, DEFAULT_REQUEST_TIMEOUTS["standard"])
+        ask = getattr(self.provider, "request_timeout", None)
+        try:
+            value = ask(mode) if ask is not None else fallback
+        except Exception:  # a provider bug must not unbound the request
+            self.log.exception("request_timeout(%s) failed; using %gs", mode, fallback)
+            return fallback
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+            return fallback
+        return float(value)
+
+    def _interrupted(self, job: Job) -> bool:
+        """The ``cancelled()`` handed to the provider: a cancel, a void lease, or the deadline passed."""
+        if not job.cancelled() and job.overdue(self.clock.mono()):
+            self.log.warning("task %s: no reply within the request timeout; cancelling the request",
+                             job.task_id)
+            job.time_out()
+        return job.cancelled()
+
+    def _timed_out(self, turn: Turn, error: ProviderError, timeout: float) -> ProviderError:
+        """What to report for a request cut by its deadline: unknown (sent) — the provider may have it and
+        may still answer, so it is reconciled before anything is re-sent — unless the provider is sure
+        nothing left (sent=False), which keeps its class."""
+        why = f"no reply within the request timeout ({timeout:g}s); the request was cancelled"
+        if not error.sent and error.error_class != "unknown":
+            return ProviderError(error.error_class, f"{why}: {error.message}", error.retry_after, sent=False)
+        return ProviderError("unknown", f"{why} and the turn will be reconciled before it is re-sent "
+                             f"({error.message})", sent=True)
 
     # --- steps ----------------------------------------------------------------------------------------
 

@@ -14,15 +14,26 @@ Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optiona
                                    # world seconds per mode; dist lognormal|uniform|fixed (value)|zero;
                                    # a single spec (or a number, or "zero") applies to every mode
     rate_limits = {deep = ["20/day@00:00 UTC"], standard = ["50/3h"]}   # shared.quota windows, no reserves
-    transient_rate = 0.0           # "500 Internal Server Error" after part of the latency (request seen)
+    timeout = {standard = 60, deep = 900}
+                                   # world seconds the worker lets one request run before cancelling it
+                                   # (then reconciled); a number applies to every mode. Default per mode:
+                                   # TIMEOUT_FACTOR x the slowest latency, at least TIMEOUT_MIN
+    transient_rate = 0.0           # "500 Internal Server Error" after part of the latency, before any
+                                   # output: not served, never counts (reported sent=False)
     overload_rate = 0.0            # "A lot of people are using ... right now": refused, retry in 2-10 s
-    hang_rate = 0.0                # never finishes until cancelled; counts as served by the provider
+                                   # (not served: sent=False)
+    hang_rate = 0.0                # never finishes until cancelled (or timed out); counts as served
     terminal_rate = 0.0            # "400 prompt is too long": park
     auth_fail = false              # every request: auth error, never reaches the provider
     sloppy_rate = 0.05             # answers with format deviations a tolerant parser must accept
     garbage_rate = 0.0             # answers with none of the kind's tags
     reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4}   # latent review verdicts
     fsync = false                  # fsync each log record (power-loss durability; kill -9 needs none)
+
+Refusals (quota, overload, the injected 500) are decided at the door and logged as ``refused``: the
+provider never served them and they never count against its limits, so they are reported ``sent=False``
+(the broker refunds the unit; nothing to reconcile). A request the provider received (``received``) and
+did not fail is counted and may be served even if the worker is gone: that is what ``reconcile`` finds.
 
 Determinism: the *answer* depends on (seed, account, turn content) but not on the attempt, so a run
 with crashes and retries converges to the same research as a run without; faults, latency and format
@@ -55,7 +66,9 @@ DEFAULT_LATENCY = {"standard": {"dist": "lognormal", "median": 2.0, "sigma": 0.5
                    "deep": {"dist": "lognormal", "median": 60.0, "sigma": 0.5}}
 _DIST_FIELDS = {"lognormal": {"median", "sigma"}, "uniform": {"low", "high"}, "fixed": {"value"}, "zero": set()}
 _KNOWN = {"seed", "latency", "rate_limits", "auth_fail", "sloppy_rate", "garbage_rate", "reviews", "fsync",
-          "modes", *FAULTS}
+          "modes", "timeout", *FAULTS}
+TIMEOUT_FACTOR = 5.0    # default request timeout: this many times the mode's slowest latency ...
+TIMEOUT_MIN = 30.0      # ... but at least this (world seconds): a zero latency must not time out at once
 
 
 def _num(value, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
@@ -82,6 +95,31 @@ def _latency_spec(spec, where: str) -> dict:
     if out["dist"] == "uniform" and out["low"] > out["high"]:
         raise ValueError(f"sim setting {where}: low must be <= high")
     return out
+
+
+def slowest(spec: dict) -> float:
+    """A latency the distribution (almost) never exceeds: its top for bounded ones, the 3-sigma point
+    (99.87th percentile) of a lognormal."""
+    if spec["dist"] == "lognormal":
+        return spec["median"] * math.exp(3.0 * spec["sigma"])
+    if spec["dist"] == "uniform":
+        return spec["high"]
+    return spec.get("value", 0.0)
+
+
+def _timeouts(value, latency: dict) -> dict:
+    """World seconds per mode before the worker cancels a request (see ``timeout`` in the docstring)."""
+    out = {m: max(TIMEOUT_MIN, TIMEOUT_FACTOR * slowest(latency[m])) for m in MODES}
+    if value is None:
+        return out
+    if isinstance(value, dict):
+        for mode, seconds in value.items():
+            if mode not in MODES:
+                raise ValueError(f"sim setting timeout.{mode}: mode must be one of {', '.join(MODES)}")
+            out[mode] = _num(seconds, f"timeout.{mode}", 0.001, 1e7)
+        return out
+    one = _num(value, "timeout", 0.001, 1e7)
+    return {m: one for m in MODES}
 
 
 def parse_settings(settings: dict) -> dict:
@@ -135,6 +173,7 @@ def parse_settings(settings: dict) -> dict:
                       for k, d in sim_answers.DEFAULT_REVIEWS.items()}
     if out["reviews"]["good"] + out["reviews"]["bad"] > 1.0:
         raise ValueError("sim settings reviews.good + reviews.bad must be at most 1")
+    out["timeout"] = _timeouts(settings.get("timeout"), out["latency"])
     modes = settings.get("modes", list(MODES))
     if not isinstance(modes, (list, tuple)) or any(m not in MODES for m in modes):
         raise ValueError(f"sim setting modes must be a list of {', '.join(MODES)}")
@@ -168,6 +207,12 @@ class SimProvider(Provider):
     @property
     def modes(self) -> list[str]:
         return list(self.config["modes"])
+
+    def request_timeout(self, mode: str) -> float:
+        """The ``timeout`` setting (world seconds) as real seconds: the worker's deadline is monotonic,
+        the simulated latency runs on the (possibly scaled) world clock."""
+        world = self.config["timeout"].get(mode, self.config["timeout"]["standard"])
+        return world / (getattr(self.clock, "scale", 1.0) or 1.0)
 
     def start(self) -> None:
         if self.log is None:
@@ -246,25 +291,26 @@ class SimProvider(Provider):
             self._record(turn, "refused", key, reason="quota", retry_after=wait)
             raise ProviderError("quota", f"You've reached your limit for {turn.mode} requests "
                                 f"until {_until(now, wait, window)} (window {describe(window)})",
-                                retry_after=wait, sent=True)
+                                retry_after=wait, sent=False)
         fault, frac = self.fate(key, turn.attempt)
         if fault == "overload":
             wait = round(2.0 + 8.0 * frac, 3)
             self._record(turn, "refused", key, reason="overload", retry_after=wait)
             raise ProviderError("transient", f"A lot of people are using {turn.mode} mode right now. "
-                                "Please try again in a few seconds.", retry_after=wait, sent=True)
+                                "Please try again in a few seconds.", retry_after=wait, sent=False)
+        latency = self.latency(turn.mode, key, turn.attempt)
+        if fault == "transient":
+            # a 5xx before any output: the client waited, the provider served nothing and counts nothing
+            self._wait(latency * frac, cancelled)
+            self._record(turn, "refused", key, reason="error", error="transient")
+            raise ProviderError("transient", "500 Internal Server Error: something went wrong while "
+                                "generating the response", sent=False)
         recv = self._record(turn, "received", key)      # before any processing: the provider has it now
         if fault == "terminal":
             self._record(turn, "failed", key, recv_seq=recv["seq"], error="terminal")
             raise ProviderError("terminal", "400 invalid_request_error: prompt is too long", sent=True)
-        latency = self.latency(turn.mode, key, turn.attempt)
         if fault == "hang":
             self._wait(math.inf, cancelled)             # returns only by raising unknown
-        if fault == "transient":
-            self._wait(latency * frac, cancelled)
-            self._record(turn, "failed", key, recv_seq=recv["seq"], error="transient")
-            raise ProviderError("transient", "500 Internal Server Error: something went wrong while "
-                                "generating the response", sent=True)
         self._wait(latency, cancelled)
         return self._serve(turn, key, recv["seq"], turn.attempt, latency, reconciled=False)
 

@@ -15,8 +15,8 @@ served       the reply was produced: ``reply``, ``latency``, ``recv_seq`` (the r
              ``reconciled`` (true when it was completed by reconciliation after the client vanished)
 failed       the request failed inside the provider (an injected 500 or 400): ``error``, ``recv_seq``;
              such a request does not count ("this attempt didn't count against your limit")
-refused      refused at the door, before any processing: ``reason`` (``quota`` | ``overload``),
-             ``retry_after``; never counts
+refused      refused at the door, before any processing: ``reason`` (``quota`` | ``overload`` | ``error``,
+             an injected 500 before any output), ``retry_after``; never counts
 ===========  =========================================================================================
 
 Crash safety: the file is opened ``O_APPEND`` and each record is one ``os.write`` of a complete line,

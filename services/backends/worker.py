@@ -13,6 +13,11 @@ Main loop, each tick (at most ~0.5 s, so SIGTERM is noticed promptly):
 * a finished job is reported with ``done`` and followed by ``ready`` (pull: no prefetch).
 * the running job's lease is renewed every ttl/3; STALE_EPOCH marks the job stale (its cancel flag
   interrupts the provider and no outcome is reported).
+* a request past its deadline (``job.deadline``, the provider's ``request_timeout``) is cancelled — the
+  runner notices it too, whenever the provider looks at ``cancelled()``. A provider that ignores the
+  cancel for CANCEL_GRACE more seconds is hung beyond our reach: the worker stops renewing and exits
+  non-zero (crash-only), so the lease expires, the account gets a fresh process from supervisord and the
+  turn is reconciled by it. A hung request never holds the account and its task for ever.
 * ``heartbeat {worker, task_id}`` every HEARTBEAT_INTERVAL, idle or busy.
 * nothing heard from the scheduler for LIVENESS intervals: close the socket, open a new one (a new
   identity) and re-announce: ``ready`` when idle, ``heartbeat`` naming the running task when busy — a
@@ -34,7 +39,7 @@ from services.backends.secrets import install_log_redaction
 from services.backends.runner import Job, TurnRunner
 from shared import protocol
 from shared.client import BrokerClient
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.errors import BrokerUnavailable, ErrorCode, ExitCode, FanoError
 from shared.service import Service
 
 TICK = 0.5             # longest wait for the scheduler when idle (seconds)
@@ -43,6 +48,7 @@ RENEW_RETRY = 0.5      # after a renew the broker did not answer
 STOP_GRACE = 3.0       # SIGTERM: how long a running request may take to finish before we exit anyway
 DRAIN = 100            # scheduler messages handled per tick
 RUNNER_TIMEOUT = 1.0   # the request thread's broker calls: one try each, the runner retries itself
+CANCEL_GRACE = 30.0    # a request past its deadline that is still running this much later is hung: exit
 
 
 class BackendWorker(Service):
@@ -67,6 +73,7 @@ class BackendWorker(Service):
         self.renew_at: float | None = None
         self.link_up = False              # heard from the scheduler since the last (re)connect
         self.counters = {"garbage": 0, "reconnects": 0, "dropped_sends": 0, "jobs": 0}
+        self.exit_code: ExitCode | None = None   # set when the worker must exit non-zero (a hung provider)
         # the request thread writes one byte here when its job ends, so the main loop's poll wakes at
         # once and reports the outcome and readiness without waiting for a tick (every ms is idle time)
         self._wake_r, self._wake_w = os.pipe()
@@ -85,6 +92,10 @@ class BackendWorker(Service):
         self._announce()
         self.log.info("serving account %s (%s, modes %s); scheduler at %s", self.account.name,
                       self.account.backend, ", ".join(self.account.modes), self.config.scheduler_endpoint)
+
+    def run(self) -> int:
+        code = super().run()
+        return self.exit_code if code == ExitCode.OK and self.exit_code is not None else code
 
     def loop(self) -> None:
         self.tick()
@@ -131,6 +142,7 @@ class BackendWorker(Service):
                     break
                 self._on_frames(frames)
         self._reap()
+        self._watch()
         self._renew()
         now = self.clock.mono()
         if now >= self.next_heartbeat:
@@ -247,7 +259,7 @@ class BackendWorker(Service):
         try:
             runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
                                 self.account.modes, lease_patience=self.config.scheduler.assign_timeout,
-                                log=self.log)
+                                log=self.log, clock=self.clock)
             runner.run(job)
         finally:
             client.close()
@@ -265,9 +277,28 @@ class BackendWorker(Service):
         self.renew_at = None
         self._announce()
 
+    def _watch(self) -> None:
+        """Bound the running request: cancel it at its deadline; exit if it ignores the cancel."""
+        job = self.job
+        if job is None or job.finished.is_set():
+            return
+        now, deadline = self.clock.mono(), job.deadline   # read once: the request thread clears it
+        if deadline is None or now < deadline:
+            return
+        if not job.timed_out:
+            self.log.warning("task %s: no reply within the request timeout; cancelling the request", job.task_id)
+            job.time_out()
+        elif now >= deadline + CANCEL_GRACE and self.exit_code is None:
+            self.log.error("task %s: the provider ignored the cancel for %.0fs past the request timeout; exiting "
+                           "so that the lease expires and a fresh worker of %s reconciles the turn", job.task_id,
+                           now - deadline, self.account.name)
+            job.abandon.set()
+            self.exit_code = ExitCode.FAILURE
+            self.stopping = True
+
     def _renew(self) -> None:
         job = self.job
-        if job is None or job.epoch is None or job.finished.is_set() or job.stale:
+        if job is None or job.epoch is None or job.finished.is_set() or job.stale or job.abandon.is_set():
             return
         now = self.clock.mono()
         if self.renew_at is None:

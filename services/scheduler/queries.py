@@ -9,13 +9,25 @@ world time (epoch seconds); ``line`` texts are for humans, the other fields are 
     {"task_id": int, "where": "ready"|"delayed"|"held"|"assigned"|"untracked",
      "state": "PENDING"|"RUNNING"|"DONE"|"PARKED"|"PAUSED"|"CANCELLED"|null,   # null: no such task
      "line": "waiting: a1 busy with task 7; gemini-sim deep quota for explorer blocked until
-              2025-01-01 00:00:00 UTC (...); 3 higher-priority task(s) ahead",        # one line
+              2025-01-01 00:00:00 UTC: 20/20 used in window 20/day@00:00 UTC; 3 higher-priority task(s)
+              ahead",                                                                 # one line
               # (starts with "left for <account>, expected to finish it sooner (until ...)" when an idle
               # slower account leaves it, see services/scheduler/placement.py)
      "priority": float|null, "terms": {"base", "seed", "comment", "aging", "weight", "backlog", "total"}|null,
      "ahead": int|null,           # ready tasks of higher priority that an account able to run this one could take
-     "accounts": [{"account", "status", "detail", "until"}]}
+     "ahead_approx": bool,        # true: ``ahead`` is estimated from a random sample (a large queue), rounded to
+                                  # two significant digits; the line then says "≈ 41,000 higher-priority tasks ahead"
+     "accounts": [{"account", "status", "detail", "until",
+                   "quota": {"used", "limit", "window", "resets_at"}|null}]}
          # status: idle | busy | offline | paused | cooling | blocked | no_mode   (only accounts the task allows)
+         # quota: for a "blocked" account, the figures of the window that refused the lease (the broker's
+         # reason for declining it), e.g. "deep quota for explorer blocked until ...: 20/20 used in window
+         # 20/day@00:00 UTC"; resets_at = until
+
+Cost: ``why`` runs on the scheduler's single loop, so it is bounded whatever the queue length. The
+candidates for ``ahead`` are the ready tasks of the bins a competing account serves (O(bins) to find);
+up to AHEAD_EXACT of them are compared one by one, beyond that AHEAD_SAMPLE of them drawn uniformly
+(:meth:`services.scheduler.queue.TaskQueue.sample`) estimate the share of higher-priority ones.
 
 ``backends`` -> ``{"now": float, "accounts": [row, ...]}`` with one row per known account::
 
@@ -34,6 +46,10 @@ world time (epoch seconds); ``line`` texts are for humans, the other fields are 
      "modules": {module: {"waiting", "ready", "delayed", "held", "assigned", "weight", "backlog_boost"}},
      "recent": [{"id", "module", "kind", "account", "at"}]}      # the last 20 task.done, newest first
 
+  The module counts come from what the core keeps (bin sizes, delayed per module, the assignments, the
+  tracked tasks per module; held = the rest), never from a walk over the tasks: ``top`` is asked every
+  second and must not grow with the queue.
+
 ``weights`` {set: {module: number}}? {reset: true}? -> ``{"weights": {module: float}, "configured":
 {module: float}, "durable": bool}``: the module weights in force, changed by ``set`` (all-or-nothing) or
 put back to ``[scheduler] module_weights`` of the configuration by ``reset``. A change is written to the
@@ -50,6 +66,8 @@ broker (kv ``scheduler``/``weights``) before it is applied, so it survives a res
 """
 from __future__ import annotations
 
+import random
+import re
 import time
 
 from shared.errors import ErrorCode, FanoError, bad_argument
@@ -58,8 +76,19 @@ from services.scheduler import workers as C
 from services.scheduler.priority import clean_weights
 
 
+AHEAD_EXACT = 5000      # up to this many candidates, ``ahead`` is an exact count
+AHEAD_SAMPLE = 1000     # beyond, an estimate from this many drawn at random (standard error <= 1.6 % of them)
+_RNG = random.Random()
+
+
 def fmt_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def about(n: int) -> int:
+    """An estimate rounded to two significant digits (41,237 -> 41,000): no false precision."""
+    digits = len(str(abs(n)))
+    return n if digits <= 2 else int(round(n, 2 - digits))
 
 
 def answer(core, msg: dict) -> dict | None:
@@ -121,16 +150,40 @@ def account_reasons(core, t, world: float) -> list[dict]:
             if r is None:
                 refusals = []
                 break
-            what, until, reason = r
-            text = "cooling down" if what == "cooling" else f"quota for {t.module} blocked"
-            detail = f"{mode} {text} until {fmt_time(until)}" + (f" ({reason[:120]})" if reason else "")
-            refusals.append({"account": name, "status": what, "until": until, "detail": detail})
+            refusals.append(_refusal(name, mode, t.module, *r))
         if refusals:
             rows.append(min(refusals, key=lambda r: r["until"]))
             continue
         status, detail = _worker_status(core, name)
         rows.append({"account": name, "status": status, "detail": detail, "until": None})
     return rows
+
+
+def quota_figures(reason: str, account: str, mode: str) -> dict | None:
+    """``{used, limit, window}`` of the window named in a declined lease's reason, or None.
+
+    The broker refuses a lease with ``account A MODE quota USED/LIMIT (WINDOW) for module M``
+    (services/broker/ops_quota.py ``admission``); the worker passes that reason on in its ``done`` and the
+    scheduler keeps it with the block. Read back here so that ``why`` shows the figures first."""
+    m = re.search(rf"account {re.escape(account)} {re.escape(mode)} quota (\d+)/(\d+) \(([^()]*)\)", reason or "")
+    if m is None:
+        return None
+    return {"used": int(m.group(1)), "limit": int(m.group(2)), "window": m.group(3)}
+
+
+def _refusal(account: str, mode: str, module: str, what: str, until: float, reason: str) -> dict:
+    """The row of an account that cannot take the task in ``mode`` until ``until`` (cooling or blocked)."""
+    quota = quota_figures(reason, account, mode) if what == "blocked" else None
+    if what == "cooling":
+        detail = f"{mode} cooling down until {fmt_time(until)}" + (f" ({reason[:120]})" if reason else "")
+    elif quota is not None:
+        share = " (the module's share is used up)" if quota["used"] < quota["limit"] else ""
+        detail = (f"{mode} quota for {module} blocked until {fmt_time(until)}: {quota['used']}/{quota['limit']} "
+                  f"used in window {quota['window']}{share}")
+        quota["resets_at"] = until
+    else:
+        detail = f"{mode} quota for {module} blocked until {fmt_time(until)}" + (f" ({reason[:120]})" if reason else "")
+    return {"account": account, "status": what, "until": until, "detail": detail, "quota": quota}
 
 
 def _serves(core, account: str, cls: tuple) -> bool:
@@ -140,16 +193,29 @@ def _serves(core, account: str, cls: tuple) -> bool:
     return any(not info.modes or m in info.modes for m in C.candidate_modes(cls))
 
 
-def _ahead(core, t, world: float, competitors: list[str]) -> int:
-    me = (core.model.priority(t, world, core.waiting[t.module]), -t.created, -t.id)
-    n = 0
-    for u in core.queue.ready_tasks():
-        if u.id == t.id:
-            continue
-        if (core.model.priority(u, world, core.waiting[u.module]), -u.created, -u.id) > me \
-                and any(_serves(core, a, u.cls) for a in competitors):
-            n += 1
-    return n
+def _rank(core, t, world: float) -> tuple:
+    return core.model.priority(t, world, core.waiting[t.module]), -t.created, -t.id
+
+
+def _ahead(core, t, world: float, competitors: list[str]) -> tuple[int, bool]:
+    """(ready tasks of higher priority that an account able to run ``t`` could take, approximate?).
+
+    Bounded work (see the module docstring): the candidate bins are found in O(bins); an exact count
+    up to AHEAD_EXACT candidates, else an estimate from AHEAD_SAMPLE random ones."""
+    queue = core.queue
+    keys = [key for key in queue.bins() if any(_serves(core, a, key[0]) for a in competitors)]
+    candidates = sum(queue.bin_size(key) for key in keys)
+    if queue.is_ready(t.id) and (t.cls, t.module) in keys:
+        candidates -= 1                     # never ahead of itself
+    me = _rank(core, t, world)
+    if candidates <= AHEAD_EXACT:
+        above = sum(1 for key in keys for u in queue.bin_tasks(key) if u.id != t.id and _rank(core, u, world) > me)
+        return above, False
+    sample = [u for u in queue.sample(keys, AHEAD_SAMPLE, _RNG) if u.id != t.id]
+    if not sample:
+        return 0, True
+    above = sum(1 for u in sample if _rank(core, u, world) > me)
+    return about(round(candidates * above / len(sample))), True
 
 
 def why(core, tid: int) -> dict | None:
@@ -159,7 +225,7 @@ def why(core, tid: int) -> dict | None:
     world, mono = core.clock.world(), core.clock.mono()
     waiting = core.waiting[t.module]
     out = {"task_id": tid, "state": "PENDING", "priority": round(core.model.priority(t, world, waiting), 3),
-           "terms": core.model.explain(t, world, waiting), "ahead": None, "accounts": []}
+           "terms": core.model.explain(t, world, waiting), "ahead": None, "ahead_approx": False, "accounts": []}
     a = core.assigned.get(tid)
     conv = t.conversation
     if a is not None:
@@ -185,18 +251,20 @@ def why(core, tid: int) -> dict | None:
                    line="waiting: no known account can serve it (" + ", ".join(x for x in need if x) + ")")
         return out
     competitors = [r["account"] for r in rows if r["status"] != "no_mode"]
-    out["ahead"] = _ahead(core, t, world, competitors)
+    out["ahead"], out["ahead_approx"] = _ahead(core, t, world, competitors)
     parts = [f"{r['account']} {r['detail']}" for r in rows]
     left = core.placement.deadlines.get(tid)
     if left is not None and left[0] > world:
         parts.insert(0, f"left for {left[1]}, expected to finish it sooner (until {fmt_time(left[0])} at the latest)")
-    out.update(where="ready", line=f"waiting: {'; '.join(parts)}; {out['ahead']} higher-priority task(s) ahead")
+    ahead = (f"≈ {out['ahead']:,} higher-priority tasks ahead (estimated from a sample)" if out["ahead_approx"]
+             else f"{out['ahead']} higher-priority task(s) ahead")
+    out.update(where="ready", line=f"waiting: {'; '.join(parts)}; {ahead}")
     return out
 
 
 def why_untracked(core, tid: int, rec: dict | None) -> dict:
     out = {"task_id": tid, "where": "untracked", "state": None, "priority": None, "terms": None, "ahead": None,
-           "accounts": []}
+           "ahead_approx": False, "accounts": []}
     if rec is None:
         out["line"] = f"task {tid}: no such task (or the broker did not answer)"
         return out
@@ -257,13 +325,19 @@ def top(core) -> dict:
                                "backlog_boost": core.model.backlog_boost(module, core.waiting.get(module, 0))}
         return modules[module]
 
-    for t in core.tasks.values():
-        if t.id in core.assigned:
+    # O(bins + modules + assignments): every tracked task is in exactly one place (assigned, ready,
+    # delayed, held: see services/scheduler/core.py), so held is what the others leave of `waiting`
+    for key in core.queue.bins():
+        row(key[1])["ready"] += core.queue.bin_size(key)
+    for module, n in core.queue.delayed_by_module.items():
+        row(module)["delayed"] += n
+    for tid in core.assigned:
+        t = core.tasks.get(tid)
+        if t is not None:
             row(t.module)["assigned"] += 1
-        elif t.id in core.queue:
-            row(t.module)["ready" if core.queue.is_ready(t.id) else "delayed"] += 1
-        else:
-            row(t.module)["held"] += 1
+    for module, n in core.waiting.items():
+        r = row(module)
+        r["held"] = max(0, n - r["ready"] - r["delayed"] - r["assigned"])
     for module in core.model.weights:
         row(module)
     st = core.stats()

@@ -25,11 +25,20 @@ in the future) wait in one time-ordered heap and enter their bin when due (:meth
 Complexity: insert O(log n); remove O(1) + amortised O(log n); pick O(B log n) with B the number of
 non-empty bins (a handful of classes times a handful of modules), independent of n. ``ops`` counts
 heap operations and bin inspections, so tests can check that a pick does not scan.
+
+For the operator's questions (``why``, ``top``, :mod:`services.scheduler.queries`) the queue also keeps
+the number of delayed tasks per module, lets a bin's tasks be listed, and draws uniform random samples
+of the ready tasks of some bins in O(k) (:meth:`TaskQueue.sample`): a bin's two heaps are lists holding
+each live task exactly once among stale entries that are at most about two thirds of them (the rebuild
+rule above), so a uniformly drawn heap slot, kept only when it is live, is a uniformly drawn task.
 """
 from __future__ import annotations
 
 import heapq
 import math
+import random
+from bisect import bisect_right as _bisect_right
+from collections import Counter
 from typing import Callable, Iterator
 
 from services.scheduler.priority import PriorityModel, QTask
@@ -65,6 +74,7 @@ class TaskQueue:
         self._keys: dict[tuple, tuple] = {}   # interned bin keys (a handful: classes x modules)
         self._delayed: list = []      # (not_before, id, gen)
         self._n_delayed = 0
+        self.delayed_by_module: Counter = Counter()   # module -> delayed tasks (for `top`, no walk)
         self._gen = 0
         self.ops = 0                  # heap operations + bin inspections (complexity tests)
 
@@ -115,6 +125,7 @@ class TaskQueue:
         self._entries[task.id] = entry
         if task.not_before > now:
             self._n_delayed += 1
+            self.delayed_by_module[task.module] += 1
             heapq.heappush(self._delayed, (task.not_before, task.id, entry.gen))
             self.ops += 1
         else:
@@ -134,6 +145,7 @@ class TaskQueue:
                 self._rebuild(entry.key, b)
         else:
             self._n_delayed -= 1
+            self._uncount_delayed(entry.task.module)
             if len(self._delayed) > 2 * self._n_delayed + 64:
                 self._delayed = [item for item in self._delayed if self._valid_delayed(item)]
                 heapq.heapify(self._delayed)
@@ -148,6 +160,7 @@ class TaskQueue:
             if self._valid_delayed(item):
                 entry = self._entries[item[1]]
                 self._n_delayed -= 1
+                self._uncount_delayed(entry.task.module)
                 self._enter_bin(entry, now)
                 moved.append(entry.task.id)
         return moved
@@ -169,6 +182,42 @@ class TaskQueue:
         """How many ready tasks a bin holds."""
         b = self._bins.get(key)
         return len(b.ids) if b is not None else 0
+
+    def bin_tasks(self, key: tuple) -> Iterator[QTask]:
+        """The ready tasks of one bin (O(size of the bin))."""
+        b = self._bins.get(key)
+        return (self._entries[tid].task for tid in (b.ids if b is not None else ()))
+
+    def sample(self, keys: list[tuple], k: int, rng: random.Random) -> list[QTask]:
+        """About ``k`` ready tasks drawn uniformly (with replacement) from the bins ``keys``, in O(k).
+
+        Draws heap slots uniformly over the bins' ``aging`` and ``capped`` lists and keeps the live ones
+        (each live task has exactly one live slot), so every ready task of those bins is equally likely.
+        Gives up after 8k draws (a bin at its worst holds ~3 stale slots per live one): fewer than ``k``
+        tasks then, still uniform."""
+        heaps, cumulative, total = [], [], 0        # (heap, capped), running total of slots
+        for key in keys:
+            b = self._bins.get(key)
+            for heap, capped in (((b.aging, False), (b.capped, True)) if b is not None else ()):
+                if heap:
+                    total += len(heap)
+                    heaps.append((heap, capped))
+                    cumulative.append(total)
+        if not total or k <= 0:
+            return []
+        out: list[QTask] = []
+        for _ in range(8 * k):
+            if len(out) >= k:
+                break
+            i = rng.randrange(total)
+            j = _bisect_right(cumulative, i)
+            heap, capped = heaps[j]
+            _, _, tid, gen = heap[i - (cumulative[j - 1] if j else 0)]
+            self.ops += 1
+            entry = self._entries.get(tid)
+            if entry is not None and entry.gen == gen and entry.capped == capped and entry.ready:
+                out.append(entry.task)
+        return out
 
     def top(self, key: tuple, now: float) -> tuple[float, QTask] | None:
         """The best ready task of one bin and its priority without the module term."""
@@ -222,6 +271,11 @@ class TaskQueue:
         return best
 
     # --- internals --------------------------------------------------------------------------------
+
+    def _uncount_delayed(self, module: str) -> None:
+        self.delayed_by_module[module] -= 1
+        if self.delayed_by_module[module] <= 0:
+            del self.delayed_by_module[module]
 
     def _valid_delayed(self, item) -> bool:
         entry = self._entries.get(item[1])

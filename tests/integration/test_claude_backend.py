@@ -104,16 +104,16 @@ def _next_month_start(now: float) -> float:
 
 
 @pytest.mark.parametrize("scenario,cls,retry_after,sent,words", [
-    ("rate_limit_short", "quota", 5.0, True, "rate limited"),
-    ("rate_limit_long", "quota", 900.0, True, "rate limited"),
-    ("spend_limit", "quota", "next month", True, "no quick retry"),
-    ("credit_balance", "quota", 21600.0, True, "no quick retry"),
-    ("overloaded", "transient", None, True, "not a cool-down"),
-    ("server_error", "transient", None, True, "500 api_error"),
+    ("rate_limit_short", "quota", 5.0, False, "rate limited"),
+    ("rate_limit_long", "quota", 900.0, False, "rate limited"),
+    ("spend_limit", "quota", "next month", False, "no quick retry"),
+    ("credit_balance", "quota", 21600.0, False, "no quick retry"),
+    ("overloaded", "transient", None, False, "not a cool-down"),
+    ("server_error", "transient", None, False, "500 api_error"),
     ("midstream_error", "transient", None, True, "mid-stream"),
     ("bad_key", "auth", None, False, "authentication_error"),
-    ("prompt_too_long", "terminal", None, True, "prompt is too long"),
-    ("too_large", "terminal", None, True, "413"),
+    ("prompt_too_long", "terminal", None, False, "prompt is too long"),
+    ("too_large", "terminal", None, False, "413"),
     ("disconnect", "transient", None, True, "connection lost"),
 ])
 def test_each_scenario_is_classified_and_the_sdk_never_retries(standin, tmp_path, scenario, cls, retry_after,

@@ -116,10 +116,10 @@ def test_standin_answers_without_streaming_too(standin):
 @pytest.mark.parametrize("scenario,expect", [
     ("loading", ("transient", False, 10.0)),
     ("queue_full", ("transient", False, 5.0)),
-    ("context_overflow", ("terminal", True, None)),
+    ("context_overflow", ("terminal", False, None)),
     ("cut", ("transient", True, None)),
-    ("error500", ("transient", True, None)),
-    ("rate_limit", ("quota", True, 30.0)),
+    ("error500", ("transient", False, None)),
+    ("rate_limit", ("quota", False, 30.0)),
     ("malformed", ("transient", True, None)),
 ])
 def test_each_scenario_is_classified(tmp_path, standin, scenario, expect):

@@ -204,10 +204,15 @@ def _seed_failing_first_then_succeeding(tmp_path, payload) -> int:
     raise AssertionError("no suitable seed")
 
 
+def _used(env, account="a", mode="standard") -> int:
+    (quota,) = [q for q in env.client.quota_show(account=account)["quotas"] if q["mode"] == mode]
+    return quota["windows"][0]["used"]
+
+
 def test_transient_error_is_retried_after_a_backoff(make_env, tmp_path):
     payload = {"prompt": "flaky"}
     seed = _seed_failing_first_then_succeeding(tmp_path, payload)
-    env = make_env({"a": sim(seed=seed, transient_rate=0.5)})
+    env = make_env({"a": sim(seed=seed, transient_rate=0.5)}, quotas={("a", "standard"): ["10/1h"]})
     proc, ident = ready_worker(env)
     task = env.client.submit("k1", "explorer", "ask", payload)["task"]
     before = time.time()
@@ -216,12 +221,40 @@ def test_transient_error_is_retried_after_a_backoff(make_env, tmp_path):
     got = env.client.get(task["id"])
     assert got["state"] == "PENDING" and got["attempts"] == 1 and got["error"]["class"] == "transient"
     assert got["not_before"] > before and first["retry_at"] == pytest.approx(got["not_before"])
+    # a 500 before any output was not served: reported unsent, so the quota unit is refunded
+    assert got["error"]["sent"] is False and got["unknown_turn"] is None and _used(env) == 0
     done = run_until_leased(env, task["id"])
     assert done["outcome"] == "done"
     got = env.client.get(task["id"])
-    assert got["state"] == "DONE" and got["attempts"] == 2
-    assert [r["attempt"] for r in sim_events(env, event="failed")] == [1]
+    assert got["state"] == "DONE" and got["attempts"] == 2 and _used(env) == 1
+    assert [(r["attempt"], r["reason"]) for r in sim_events(env, event="refused")] == [(1, "error")]
+    assert sim_events(env, event="failed") == []
     assert [r["attempt"] for r in served_requests(env.sim_log("a"))] == [2]
+
+
+def test_a_hung_request_is_cut_at_its_timeout_and_reconciled_not_resent(make_env):
+    # every attempt would hang: the first is cut by the worker's request timeout (1 world second here),
+    # the second reconciles with the provider, which had the first all along, and sends nothing
+    env = make_env({"a": sim(hang_rate=1.0, timeout=1.0)}, quotas={("a", "standard"): ["10/1h"]})
+    proc, ident = ready_worker(env)
+    task = env.client.submit("k1", "explorer", "ask", {"prompt": "stuck"})["task"]
+    started = time.monotonic()
+    first = run_task(env, ident, task["id"], ttl=10.0, timeout=10.0)
+    assert first["outcome"] == "failed" and "request timeout" in first["message"], first
+    assert 0.9 < time.monotonic() - started < 5
+    got = env.client.get(task["id"])
+    assert got["state"] == "PENDING" and got["error"]["class"] == "unknown" and got["error"]["sent"] is True
+    assert got["unknown_turn"]["attempt"] == 1 and _used(env) == 1     # the provider may have served it
+    done = run_until_leased(env, task["id"])
+    assert done["outcome"] == "done", done
+    got = env.client.get(task["id"])
+    assert got["state"] == "DONE" and got["attempts"] == 2 and got["unknown_turn"] is None
+    served = served_requests(env.sim_log("a"))
+    assert len(served) == 1 and served[0]["reconciled"] is True and served[0]["attempt"] == 1
+    assert len(sim_events(env, event="received")) == 1                       # sent once, served once
+    assert got["result"]["text"] == served[0]["reply"]
+    assert check_log(env.sim_log("a"), {"standard": ["10/1h"]}, count="received") == []
+    assert proc.alive()
 
 
 def test_auth_failure_pauses_the_account(make_env):

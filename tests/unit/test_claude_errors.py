@@ -31,7 +31,7 @@ def classify(status, headers=None, b=None, billing_retry=21600.0):
 @pytest.mark.parametrize("seconds", [5, 900, 7999])
 def test_429_with_retry_after_is_a_quota_cool_down_of_that_length_short_or_long(seconds):
     err = classify(429, {"Retry-After": str(seconds), "request-id": "req_9"}, body("rate_limit_error", "slow down"))
-    assert (err.error_class, err.retry_after, err.sent) == ("quota", float(seconds), True)
+    assert (err.error_class, err.retry_after, err.sent) == ("quota", float(seconds), False)   # refused: not served
     assert "req_9" in err.message and "slow down" in err.message
 
 
@@ -86,14 +86,14 @@ def test_a_retry_after_longer_than_billing_retry_wins():
 
 def test_529_overloaded_is_a_short_transient_retry_not_a_cool_down():
     err = classify(529, {"retry-after": "3"}, body("overloaded_error", "Overloaded"))
-    assert (err.error_class, err.retry_after, err.sent) == ("transient", 3.0, True)
+    assert (err.error_class, err.retry_after, err.sent) == ("transient", 3.0, False)   # refused: not served
     assert classify(529, {}, body("overloaded_error")).retry_after is None
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 409])
 def test_server_errors_are_transient_with_backoff(status):
     err = classify(status, {}, body("api_error", "Internal server error"))
-    assert (err.error_class, err.retry_after, err.sent) == ("transient", None, True)
+    assert (err.error_class, err.retry_after, err.sent) == ("transient", None, False)
 
 
 @pytest.mark.parametrize("etype,cls", [("overloaded_error", "transient"), ("api_error", "transient"),
@@ -104,6 +104,15 @@ def test_an_error_event_after_http_200_is_classified_by_its_type(etype, cls):
     err = classify(200, {}, b)
     assert err.error_class == cls and err.sent is True
     assert "mid-stream" in err.message
+
+
+def test_a_status_before_any_output_is_never_served_and_an_error_event_after_200_is():
+    """The quota unit of a refused request is refunded (sent=False); one the API began answering is not."""
+    for status, etype in [(429, "rate_limit_error"), (529, "overloaded_error"), (500, "api_error"),
+                          (503, "api_error"), (400, "invalid_request_error"), (401, "authentication_error"),
+                          (402, "billing_error")]:
+        assert classify(status, {"retry-after": "3"}, body(etype, "x")).sent is False, status
+        assert classify(200, {}, body(etype, "x")).sent is True, etype
 
 
 # --- auth and terminal --------------------------------------------------------------------------------------
@@ -125,7 +134,7 @@ def test_unknown_model_pauses_the_account_rather_than_parking_every_task():
                                       (422, "unprocessable")])
 def test_requests_that_cannot_succeed_are_terminal(status, b):
     err = classify(status, {}, b)
-    assert err.error_class == "terminal" and err.sent is True
+    assert err.error_class == "terminal" and err.sent is False
 
 
 # --- exceptions out of the SDK and httpx2 --------------------------------------------------------------------

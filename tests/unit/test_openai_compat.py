@@ -168,27 +168,28 @@ def test_retry_after_seconds_and_dates():
 
 
 @pytest.mark.parametrize("status,body,retry,expect", [
-    (400, VLLM_OVERFLOW, None, ("terminal", True, None)),
+    (400, VLLM_OVERFLOW, None, ("terminal", False, None)),
     (400, '{"error":{"message":"the request exceeds the available context size, try increasing it",'
-          '"type":"exceed_context_size_error"}}', None, ("terminal", True, None)),
-    (429, '{"error":{"message":"Request too large: too many tokens"}}', 5.0, ("terminal", True, None)),
-    (413, '{"error":{"message":"prompt is too long for the context window"}}', None, ("terminal", True, None)),
+          '"type":"exceed_context_size_error"}}', None, ("terminal", False, None)),
+    (429, '{"error":{"message":"Request too large: too many tokens"}}', 5.0, ("terminal", False, None)),
+    (413, '{"error":{"message":"prompt is too long for the context window"}}', None, ("terminal", False, None)),
     (401, '{"error":{"message":"Invalid API Key"}}', None, ("auth", False, None)),
     (403, "forbidden", None, ("auth", False, None)),
     (404, '{"error":{"message":"model \\"llama9\\" not found, try pulling it first"}}', None,
      ("terminal", False, None)),
-    (429, '{"error":{"message":"rate limit"}}', 30.0, ("quota", True, 30.0)),
+    (429, '{"error":{"message":"rate limit"}}', 30.0, ("quota", False, 30.0)),
     (429, '{"error":{"message":"rate limit"}}', None, ("transient", False, 5.0)),
     (503, '{"error":{"code":503,"message":"Loading model"}}', None, ("transient", False, 10.0)),
     (503, '{"error":{"message":"server busy, please try again.  maximum pending requests exceeded"}}', None,
      ("transient", False, 5.0)),
     (503, "busy", 20.0, ("transient", False, 20.0)),
-    (500, '{"error":{"message":"internal"}}', None, ("transient", True, None)),
-    (502, "Bad Gateway", None, ("transient", True, None)),
-    (400, '{"error":{"message":"invalid value for temperature"}}', None, ("terminal", True, None)),
-    (422, '{"detail":"field required"}', None, ("terminal", True, None)),
+    (500, '{"error":{"message":"internal"}}', None, ("transient", False, None)),
+    (502, "Bad Gateway", None, ("transient", False, None)),
+    (400, '{"error":{"message":"invalid value for temperature"}}', None, ("terminal", False, None)),
+    (422, '{"detail":"field required"}', None, ("terminal", False, None)),
 ])
 def test_classify_http(status, body, retry, expect):
+    # a status answered before any token is a refusal: never served (sent=False), whatever the class
     err = classify_http(status, body, retry, model="llama9", url="http://h/v1", account="acct")
     assert (err.error_class, err.sent, err.retry_after) == expect
 

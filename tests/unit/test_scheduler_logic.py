@@ -1,4 +1,5 @@
 """The scheduler's decisions without sockets: SchedulerCore driven by events, worker messages and a fake clock."""
+import random
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from shared import protocol
 from shared.clock import FakeClock
 from shared.config import AccountConfig, Config, SchedulerConfig
 from shared.errors import BrokerUnavailable
+from services.scheduler import queries
 from services.scheduler.core import SchedulerCore
 
 T0 = 1_700_000_000.0
@@ -425,6 +427,131 @@ def test_why_explains_each_account_and_the_rank():
     a2 = next(a for a in r["accounts"] if a["account"] == "a2")
     assert a2["status"] == "blocked" and a2["until"] == T0 + 3600 and "deep quota" in a2["detail"]
     assert r["terms"]["base"] == 45 and r["priority"] == pytest.approx(45)
+
+
+def test_why_shows_the_figures_and_reset_of_the_quota_window_that_blocks():
+    core = make_core()
+    submitted(core, 1, requires={"mode": "deep"})
+    ready(core, W2, "a2", modes=("standard", "deep"))
+    assigns(core)
+    # what the broker answers a lease the quota refuses, passed on by the worker's `done`
+    reason = "account a2 deep quota 20/20 (20/day@00:00 UTC) for module explorer"
+    done(core, W2, 1, account="a2", outcome="declined", retry_at=T0 + 3600, message=reason)
+    r = ask(core, "why", task_id=1)["result"]
+    a2 = next(a for a in r["accounts"] if a["account"] == "a2")
+    assert a2["status"] == "blocked"
+    assert a2["quota"] == {"used": 20, "limit": 20, "window": "20/day@00:00 UTC", "resets_at": T0 + 3600}
+    until = queries.fmt_time(T0 + 3600)
+    assert f"a2 deep quota for explorer blocked until {until}: 20/20 used in window 20/day@00:00 UTC; " \
+           "0 higher-priority task(s) ahead" in r["line"]
+    # a window split between modules: this module's share is gone although the window is not full
+    submitted(core, 2, module="documenter", kind="documenter.draft", requires={"mode": "deep"})
+    ready(core, W2, "a2", modes=("standard", "deep"))
+    assigns(core)
+    share = ("account a2 deep quota 15/20 (20/day@00:00 UTC reserve documenter=5,explorer=10) for module "
+             "documenter")
+    done(core, W2, 2, account="a2", outcome="declined", retry_at=T0 + 7200, message=share)
+    r = ask(core, "why", task_id=2)["result"]
+    a2 = next(a for a in r["accounts"] if a["account"] == "a2")
+    assert a2["quota"]["used"] == 15 and a2["quota"]["window"].endswith("explorer=10")
+    assert "15/20 used in window 20/day@00:00 UTC reserve documenter=5,explorer=10 (the module's share is used " \
+           "up)" in a2["detail"]
+    # a block whose reason names no window (another kind of refusal) keeps the reason as it was
+    submitted(core, 3, module="other", requires={"mode": "deep"})
+    ready(core, W2, "a2", modes=("standard", "deep"))
+    assigns(core)
+    done(core, W2, 3, account="a2", outcome="declined", retry_at=T0 + 60, message="something else")
+    a2 = next(a for a in ask(core, "why", task_id=3)["result"]["accounts"] if a["account"] == "a2")
+    assert a2["quota"] is None and a2["detail"].endswith("(something else)")
+
+
+def test_why_on_a_huge_queue_estimates_ahead_from_a_bounded_sample(monkeypatch):
+    monkeypatch.setattr(queries, "_RNG", random.Random(7))
+    core = make_core()
+    for i in range(1, 50_001):     # 2 in 5 rank above the task asked about (synthesis 60 > explore 50)
+        submitted(core, i, kind="x.synthesis" if i % 5 < 2 else "x.critique")
+    submitted(core, 60_000, kind="x.explore")
+    calls = []
+    priority = core.model.priority
+    monkeypatch.setattr(core.model, "priority", lambda *a: calls.append(1) or priority(*a))
+    ops = core.queue.ops
+    r = ask(core, "why", task_id=60_000)["result"]
+    assert r["ahead_approx"] is True and abs(r["ahead"] - 20_000) <= 3_000
+    assert r["ahead"] % 1000 == 0                               # no false precision
+    assert f"≈ {r['ahead']:,} higher-priority tasks ahead" in r["line"]
+    # bounded work, whatever the queue length: the sample, not the 50,000 tasks
+    assert len(calls) <= queries.AHEAD_SAMPLE + 5 and core.queue.ops - ops <= 8 * queries.AHEAD_SAMPLE + 50
+    # a small candidate set is still counted exactly
+    keep = queries.AHEAD_EXACT - 10
+    for i in range(50_000, keep, -1):
+        event(core, "task.cancelled", id=i)
+    r = ask(core, "why", task_id=60_000)["result"]
+    assert r["ahead_approx"] is False and r["ahead"] == sum(1 for i in range(1, keep + 1) if i % 5 < 2)
+    assert "higher-priority task(s) ahead" in r["line"] and "≈" not in r["line"]
+
+
+def test_queue_samples_are_live_ready_tasks_drawn_in_proportion():
+    core = make_core()
+    for i in range(1, 3001):
+        submitted(core, i, module="explorer" if i <= 2000 else "documenter", kind="x.explore")
+    for i in range(1, 1501, 2):    # removals leave stale heap entries behind
+        event(core, "task.cancelled", id=i)
+    submitted(core, 5000, not_before=T0 + 60)                   # delayed: never drawn
+    live = {i for i in range(1, 3001) if not (i <= 1500 and i % 2)}
+    got = core.queue.sample(core.queue.bins(), 4000, random.Random(3))
+    assert len(got) == 4000 and {t.id for t in got} <= live
+    explorer = sum(t.module == "explorer" for t in got) / len(got)
+    assert abs(explorer - 1250 / 2250) < 0.04                  # 1,250 of the 2,250 live ones
+
+
+def test_top_counts_come_from_kept_counters_and_match_a_brute_force_count():
+    core = make_core(accounts=(("a1", "sim", ("standard",)), ("a2", "sim", ("standard", "deep"))),
+                     module_weights={"idle-module": 3})
+    for i in range(1, 41):
+        module = ("explorer", "documenter", "researcher")[i % 3]
+        conv = {"conversation": f"c{i % 4}"} if i % 5 == 0 else {}
+        submitted(core, i, module=module, kind=f"{module}.x", requires=conv,
+                  not_before=T0 + (30 if i % 7 == 0 else 0) + (90 if i % 11 == 0 else 0))
+    running(core, 5)                                            # a turn of c1 runs: its other turns are held
+    advance(core, 31)                                           # some delayed tasks come due
+    core.tick(dispatch=False)
+    ready(core, W1, "a1")
+    ready(core, W2, "a2", modes=("standard", "deep"))
+    assigns(core)                                               # two assigned
+    event(core, "task.cancelled", id=14)
+    event(core, "task.pending", id=41, module="documenter", kind="documenter.x", created=T0,
+          not_before=T0 + 500, state="PENDING")
+
+    def brute():
+        rows = {}
+        for t in core.tasks.values():
+            row = rows.setdefault(t.module, {"ready": 0, "delayed": 0, "held": 0, "assigned": 0})
+            if t.id in core.assigned:
+                row["assigned"] += 1
+            elif t.id in core.queue:
+                row["ready" if core.queue.is_ready(t.id) else "delayed"] += 1
+            else:
+                row["held"] += 1
+        return rows
+    expected = brute()
+    assert all(expected[m][k] for m in ("explorer", "documenter", "researcher") for k in ("ready", "delayed")) \
+        and sum(r["held"] for r in expected.values()) and sum(r["assigned"] for r in expected.values()) == 2
+    core.tasks = _NoWalk(core.tasks)                             # top must not walk the tasks
+    top = ask(core, "top")["result"]
+    got = {m: {k: r[k] for k in ("ready", "delayed", "held", "assigned")} for m, r in top["modules"].items()}
+    assert got == {**expected, "idle-module": {"ready": 0, "delayed": 0, "held": 0, "assigned": 0}}
+    assert {m: r["waiting"] for m, r in top["modules"].items() if r["waiting"]} == \
+        {m: sum(r.values()) for m, r in expected.items()}
+
+
+class _NoWalk(dict):
+    """A task table that refuses to be iterated (lookups are fine)."""
+
+    def values(self):
+        raise AssertionError("walked every task")
+
+    def __iter__(self):
+        raise AssertionError("walked every task")
 
 
 def test_why_about_other_states_and_unknown_tasks():

@@ -62,6 +62,9 @@ def outcome(p, t) -> str:
     ({"auth_fail": "yes"}, "auth_fail"),
     ({"reviews": {"good": 0.8, "bad": 0.5}}, "reviews"),
     ({"reviews": {"great": 0.1}}, "reviews"),
+    ({"timeout": 0}, "timeout"),
+    ({"timeout": {"turbo": 5}}, "timeout.turbo"),
+    ({"timeout": {"deep": "long"}}, "timeout.deep"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, settings, match):
     with pytest.raises(ValueError, match=match):
@@ -134,7 +137,7 @@ def test_attempts_change_faults_but_not_the_content(tmp_path):
         try:
             results[attempt] = p.send(turn(kind=A.EXPLORER_SYNTHESIS, attempt=attempt), never).text
         except ProviderError as exc:
-            assert exc.error_class == "transient" and exc.sent
+            assert exc.error_class == "transient" and not exc.sent   # a 500 before any output: not served
     assert 1 <= len(results) < 8                       # some attempts fail, some succeed
     assert len(set(results.values())) == 1
 
@@ -185,7 +188,7 @@ def test_daily_limit_refuses_until_reset_and_survives_restart(tmp_path):
     with pytest.raises(ProviderError) as exc:
         p.send(turn(task_id=3, mode="deep"), never)
     e = exc.value
-    assert e.error_class == "quota" and e.sent is True and e.retry_after == 11 * 3600
+    assert e.error_class == "quota" and e.sent is False and e.retry_after == 11 * 3600   # refused: not served
     assert re.search(r"You've reached your limit .* until 00:00 UTC", e.message)
     clock.advance(3600)
     p2 = make(tmp_path, clock=clock, rate_limits={"deep": ["2/day@00:00 UTC"]})   # a restarted worker
@@ -265,6 +268,43 @@ def test_fault_details(tmp_path):
         auth.send(turn(), never)
     assert exc.value.error_class == "auth" and exc.value.sent is False
     assert read_log(auth.log_path) == []
+
+
+def test_refusals_are_reported_not_served_and_never_count(tmp_path):
+    """Overload, the injected 500 and a quota refusal are refused at the door: sent=False (the broker
+    refunds the unit, nothing to reconcile), logged ``refused``, and they never count against a limit."""
+    clock = FakeClock(world=T0)
+    for sub, fault, reason in (("o", "overload_rate", "overload"), ("t", "transient_rate", "error")):
+        p = make(tmp_path, clock=clock, sub=sub, rate_limits={"standard": ["1/1h"]}, latency=4.0, **{fault: 1.0})
+        for i in range(3):
+            with pytest.raises(ProviderError) as exc:
+                p.send(turn(task_id=i), never)
+            assert exc.value.error_class == "transient" and exc.value.sent is False, fault
+            assert p.reconcile(turn(task_id=i)) is None            # nothing to reconcile: safe to send
+        log = read_log(p.log_path)
+        assert [(r["event"], r["reason"]) for r in log] == [("refused", reason)] * 3
+        assert p.log.times("standard") == []
+        p.close()
+        fine = make(tmp_path, clock=clock, sub=sub, rate_limits={"standard": ["1/1h"]})
+        assert [outcome(fine, turn(task_id=i)) for i in (10, 11)] == ["ok", "quota"]   # the window was intact
+        with pytest.raises(ProviderError) as exc:
+            fine.send(turn(task_id=12), never)
+        assert exc.value.error_class == "quota" and exc.value.sent is False
+        assert check_log(fine.log_path, {"standard": ["1/1h"]}, count="received") == []
+
+
+def test_request_timeout_defaults_to_several_times_the_slowest_latency(tmp_path):
+    p = make(tmp_path, latency={"standard": {"dist": "uniform", "low": 1, "high": 20},
+                                "deep": {"dist": "lognormal", "median": 60, "sigma": 0.5}})
+    assert p.request_timeout("standard") == pytest.approx(5 * 20)
+    assert p.request_timeout("deep") == pytest.approx(5 * 60 * math.exp(1.5))
+    assert make(tmp_path, sub="z").request_timeout("standard") == 30.0      # zero latency: the floor
+    q = make(tmp_path, sub="q", timeout={"deep": 7.5})
+    assert (q.request_timeout("standard"), q.request_timeout("deep")) == (30.0, 7.5)
+    assert make(tmp_path, sub="n", timeout=2).request_timeout("deep") == 2.0
+    # the worker's deadline is monotonic: world seconds of a scaled clock pass faster
+    scaled = SimProvider("acct", {"latency": "zero", "timeout": 60}, Clock(scale=20.0, origin=T0), tmp_path / "s")
+    assert scaled.request_timeout("standard") == pytest.approx(3.0)
 
 
 def test_a_hung_request_ends_promptly_when_cancelled(tmp_path):

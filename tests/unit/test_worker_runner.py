@@ -3,6 +3,7 @@ scripted provider: the classification table, reconcile-before-send, intents, sta
 result delivery that retries the same request id while the broker is away."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from services.backends import registry
-from services.backends.base import ProviderError, Reply
+from services.backends.base import DEFAULT_REQUEST_TIMEOUTS, REQUEST_TIMEOUT_GRACE, Provider, ProviderError, Reply
 from services.backends.runner import Job, TurnRunner, build_turn
 from shared.config import AccountConfig, ConfigError
 from shared.clock import FakeClock
@@ -262,6 +263,136 @@ def test_cancel_before_sending_gives_the_lease_back_unsent():
     fail = broker.last("fail")
     assert fail["error_class"] == "transient" and fail["sent"] is False and fail["retry_after"] == 0.0
     assert out.outcome == "cancelled"
+
+
+# --- the request timeout ------------------------------------------------------------------------------
+
+class HangingProvider(FakeProvider):
+    """Never answers: waits (moving the fake clock) until ``cancelled()`` turns true, then raises what a
+    provider raises when interrupted mid-request. ``ignore_cancel`` returns a reply regardless."""
+
+    def __init__(self, clock, timeout=60.0, on_cancel=None, step=0.5):
+        super().__init__()
+        self.clock, self.timeout, self.looks, self.step = clock, timeout, 0, step
+        self.on_cancel = on_cancel or ProviderError("unknown", "cancelled while generating", sent=True)
+
+    def request_timeout(self, mode):
+        return self.timeout
+
+    def send(self, turn, cancelled):
+        self.sent.append(turn)
+        while not cancelled():
+            self.looks += 1
+            assert self.looks < 10_000, "the request was never interrupted"
+            self.clock.advance(self.step)
+        if self.during_send:
+            self.during_send(cancelled)
+        raise self.on_cancel
+
+
+def run_hanging(provider, clock, job=None):
+    broker = FakeBroker()
+    runner = TurnRunner(provider, broker, "backend-a", "a", "sim", ["standard", "deep"], sleep=lambda s: None,
+                        clock=clock)
+    job = job or Job(7, 30.0)
+    return broker, job, runner.run(job)
+
+
+def test_a_request_that_never_returns_is_cut_at_its_timeout_and_reported_unknown():
+    clock = FakeClock()
+    provider = HangingProvider(clock, timeout=60.0)
+    start = clock.mono()
+    broker, job, out = run_hanging(provider, clock)
+    assert clock.mono() - start == pytest.approx(60.0, abs=0.6)   # interrupted at the deadline, not later
+    assert broker.cmds() == ["lease", "turn_begin", "fail"]
+    fail = broker.last("fail")
+    # unknown + sent: the provider may have it, so the next attempt reconciles before re-sending
+    assert fail["error_class"] == "unknown" and fail["sent"] is True and "request timeout (60s)" in fail["message"]
+    assert out.outcome == "failed" and job.timed_out and not job.cancel_requested
+    assert job.deadline is None and not job.sending
+
+
+def test_a_timed_out_provider_that_knows_nothing_left_keeps_its_class():
+    clock = FakeClock()
+    unsent = ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
+    broker, job, out = run_hanging(HangingProvider(clock, timeout=5.0, on_cancel=unsent), clock)
+    fail = broker.last("fail")
+    assert (fail["error_class"], fail["sent"], fail["retry_after"]) == ("transient", False, 0.0)
+    assert "request timeout" in fail["message"] and out.outcome == "failed"
+
+
+def test_a_reply_that_arrives_just_past_the_deadline_is_kept():
+    clock = FakeClock()
+    provider = FakeProvider()
+    provider.request_timeout = lambda mode: 1.0
+    provider.during_send = lambda cancelled: (clock.advance(5.0), cancelled())
+    broker = FakeBroker()
+    out = TurnRunner(provider, broker, "backend-a", "a", "sim", ["deep"], clock=clock).run(Job(7, 30.0))
+    assert out.outcome == "done" and broker.cmds() == ["lease", "turn_begin", "complete"]
+
+
+@pytest.mark.parametrize("answer", [None, 0, -1, float("inf"), "600", True, RuntimeError("bug")])
+def test_a_missing_or_absurd_request_timeout_still_bounds_the_request(answer):
+    clock = FakeClock()
+    provider = HangingProvider(clock, step=5.0)
+
+    def request_timeout(mode):
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+    provider.request_timeout = request_timeout
+    start = clock.mono()
+    broker, _, out = run_hanging(provider, clock)
+    assert clock.mono() - start == pytest.approx(DEFAULT_REQUEST_TIMEOUTS["deep"], abs=5.1)   # the lease is deep
+    assert broker.last("fail")["error_class"] == "unknown" and out.outcome == "failed"
+
+
+def test_a_scheduler_cancel_of_a_request_past_its_deadline_is_still_a_cancel():
+    clock, job = FakeClock(), Job(7, 30.0)
+    provider = HangingProvider(clock, timeout=1.0, step=2.0)
+    provider.during_send = lambda cancelled: job.request_cancel()   # the scheduler's cancel comes too
+    broker, _, out = run_hanging(provider, clock, job)
+    fail = broker.last("fail")
+    assert (fail["error_class"], fail["sent"]) == ("unknown", True) and out.outcome == "cancelled"
+
+
+def test_the_worker_cancels_an_overdue_request_and_exits_if_the_provider_ignores_it(tmp_path):
+    from services.backends.worker import CANCEL_GRACE, BackendWorker
+    from shared.config import Config
+    from shared.errors import ExitCode
+
+    acct = AccountConfig("a", "sim", ("standard",), {"latency": "zero"})
+    cfg = Config(path=None, run_dir=tmp_path, data_dir=tmp_path, log_dir=tmp_path, accounts=(acct,))
+    clock = FakeClock()
+    worker = BackendWorker(cfg, clock, acct)
+    try:
+        job = worker.job = Job(7, 30.0)
+        job.epoch, job.deadline = 4, clock.mono() + 10.0
+        worker._watch()
+        assert not job.cancelled()
+        clock.advance(10.0)
+        worker._watch()                    # the deadline: cancelled like a scheduler cancel, not a cancel
+        assert job.timed_out and job.cancelled() and not job.cancel_requested and not worker.stopping
+        clock.advance(CANCEL_GRACE - 1.0)
+        worker._watch()
+        assert not worker.stopping
+        clock.advance(1.0)
+        worker._watch()                    # still running: the provider is hung beyond our reach
+        assert worker.stopping and worker.exit_code == ExitCode.FAILURE and job.abandon.is_set()
+        worker.renew_at = clock.mono() - 1.0
+        worker._renew()                    # no renew any more (worker.broker is None: a call would raise)
+    finally:
+        os.close(worker._wake_r)
+        os.close(worker._wake_w)
+
+
+def test_base_provider_timeouts_honour_the_accounts_own_timeout():
+    web = Provider("w", {"timeout": {"standard": 1200, "deep": 10800}}, FakeClock(), None)
+    assert web.request_timeout("standard") == DEFAULT_REQUEST_TIMEOUTS["standard"]   # the floor is higher
+    assert web.request_timeout("deep") == 10800 + REQUEST_TIMEOUT_GRACE               # never cut before its own
+    api = Provider("c", {"timeout": 600}, FakeClock(), None)      # an API's longest silence: the floors rule
+    assert (api.request_timeout("standard"), api.request_timeout("deep")) == (1800.0, 7200.0)
+    assert Provider("x", {"timeout": "soon"}, FakeClock(), None).request_timeout("deep") == 7200.0
 
 
 # --- the broker going away ----------------------------------------------------------------------------
