@@ -321,6 +321,52 @@ def grow_map(size):
     out(d, f"map grown from {R.size(d['previous'])} to {R.size(d['map_size'])} ({R.size(d['map_used'])} used)")
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+COMPACT_PASSES = 200  # broker passes per command (500 tasks each): a huge backlog is drained in a few runs
+
+
+def _duration(ctx, param, value):
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or plain seconds -> seconds (None when not given)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    unit = text[-1:] if text[-1:] in _DURATION_UNITS else ""
+    try:
+        seconds = float(text[: len(text) - len(unit)]) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise click.BadParameter(f"not a duration: {value!r} (use e.g. 0s, 12h, 14d)", ctx, param) from None
+    if not 0 <= seconds <= 1e10:  # also refuses nan and inf
+        raise click.BadParameter(f"duration out of range: {value!r}", ctx, param)
+    return seconds
+
+
+@admin.command("compact")
+@click.option("--older-than", "older_than", callback=_duration, metavar="DURATION", default=None,
+              help="Compact tasks settled longer ago than this (e.g. 0s, 12h, 7d). "
+                   "Default: broker.task_retention.")
+@json_option
+def compact(older_than):
+    """Compact old settled tasks now: drop payload, result and history of acked DONE/CANCELLED tasks."""
+    c = client()
+    # the broker compacts a bounded batch per request (one short write transaction each): ask until done
+    first = last = c.call("compact", older_than=older_than)
+    total, passes = first["compacted"], 1
+    while last["more"] and passes < COMPACT_PASSES:
+        last = c.call("compact", older_than=older_than)
+        total, passes = total + last["compacted"], passes + 1
+    d = {"compacted": total, "more": last["more"], "passes": passes, "older_than": last["older_than"],
+         "map_used_before": first["map_used_before"], "map_used_after": last["map_used_after"]}
+    out(d, _compact_text)
+
+
+def _compact_text(d: dict) -> str:
+    if d["older_than"] is None:
+        return "task retention is off (broker.task_retention = 0): nothing compacted; give --older-than DURATION"
+    return (f"compacted {d['compacted']} task(s) settled over {R.duration(d['older_than'])} ago; live data "
+            f"{R.size(d['map_used_before'])} -> {R.size(d['map_used_after'])}"
+            + (" (more remain: run it again)" if d["more"] else ""))
+
+
 @main.command()
 @click.option("--after", type=click.IntRange(min=0), default=0, show_default=True, metavar="SEQ",
               help="Print events after this sequence number.")

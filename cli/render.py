@@ -194,6 +194,9 @@ SHOWN = {"id", "key", "state", "module", "kind", "priority", "attempts", "max_at
          "history"}
 
 
+COMPACTION = ("compacted", "compacted_at")
+
+
 def show_text(t: dict, now: float) -> str:
     pairs = [("id", t["id"]), ("key", t["key"]), ("state", t["state"]), ("module", t["module"]),
              ("kind", t["kind"]), ("priority", t["priority"]), ("attempts", f"{t['attempts']}/{t['max_attempts']}"),
@@ -211,8 +214,12 @@ def show_text(t: dict, now: float) -> str:
     if t.get("error"):
         e = t["error"]
         pairs.append(("error", f"{e.get('class')}: {e.get('message', '')} (at {local_time(e.get('at'))})"))
-    pairs += [(k, compact(v)) for k, v in sorted(t.items()) if k not in SHOWN]
-    parts = [fields(pairs), "", "payload:", indent(pretty(t.get("payload")))]
+    if t.get("compacted"):
+        pairs.append(("compacted", f"{local_time(t.get('compacted_at'))} by task retention (payload, result "
+                                   "and history dropped)"))
+    pairs += [(k, compact(v)) for k, v in sorted(t.items()) if k not in SHOWN and k not in COMPACTION]
+    payload = "(dropped by task retention)" if t.get("compacted") else indent(pretty(t.get("payload")))
+    parts = [fields(pairs), "", "payload:", payload]
     history = t.get("history") or []
     if history:
         rows = [[local_time(h.get("at")), h.get("from") or "-", h.get("to"), h.get("attempts"), h.get("epoch"),

@@ -49,6 +49,12 @@ class BrokerConfig:
     request_log_ttl: float = 86400.0   # how long retried request ids are remembered
     event_retention: int = 200_000     # events kept in the outbox
     history_limit: int = 50            # transitions kept per task
+    # world seconds a task whose last turn has an unknown outcome waits for that account to reconcile it
+    # (e.g. the account's worker is frozen); then any account may take it (0 = wait for that account forever)
+    unknown_turn_hold: float = 1800.0
+    # world seconds after which an acked DONE/CANCELLED task is compacted (payload, result and history
+    # dropped, identity and key kept); 0 = keep every task whole forever. PARKED tasks are never compacted
+    task_retention: float = 14 * 86400.0
 
 
 # DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)

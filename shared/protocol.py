@@ -194,6 +194,7 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
     "stats": (False, {}),
     "events": (False, {"after": _arg(*INT, default=0), "limit": _arg(*INT, default=1000)}),
     "grow_map": (True, {"size": _arg(*INT, required=True, nullable=False)}),
+    "compact": (True, {"older_than": _arg(*NUM)}),   # default: broker.task_retention
 }
 
 

@@ -20,18 +20,18 @@ from shared import protocol
 from shared.clock import boot_id
 from shared.errors import ErrorCode, FanoError, bad_argument
 
-from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_tasks
+from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
 from services.broker import schema as S
 from services.broker.tx import Ledger, Tx
 
 log = logging.getLogger("broker")
 
 HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **ops_kv.HANDLERS,
-            **ops_admin.HANDLERS}
+            **ops_admin.HANDLERS, **ops_retention.HANDLERS}
 # commands that make the database grow: refused while the map is (nearly) full. Completions, failures,
 # cancels and reads keep working so that running work can finish and the operator can see what happens.
 GROWING = frozenset({"submit", "txn", "quota_set", "retry"})
-PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox
+PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox, and task compactions
 # largest map grow_map accepts. mmap of a huge size fails (lmdb.MemoryError), and py-lmdb then leaves the
 # environment closed; far below that, a map larger than the disk only turns a clean MAP_FULL into
 # write errors. 1 TiB is ~1000x the default map: raise it here if a deployment ever needs more.
@@ -175,6 +175,8 @@ class BrokerCore:
         if mono - self._last_prune >= PRUNE_EVERY:
             self._last_prune = mono
             sweeps.append(lambda tx: ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention))
+            if self.bcfg.task_retention > 0:
+                sweeps.append(self._compact)
         for sweep in sweeps:
             # each sweep in its own nested transaction: a bug in one must not fail the requests of the
             # batch (or crash-loop the broker at start); it is logged and retried next batch
@@ -193,10 +195,19 @@ class BrokerCore:
                 log.error("housekeeping sweep failed:\n%s", traceback.format_exc())
         return events
 
+    def _compact(self, tx: Tx) -> None:
+        """Housekeeping: compact acked DONE/CANCELLED tasks older than the retention (bounded per pass)."""
+        n, more = ops_retention.compact(tx, tx.now - self.bcfg.task_retention)
+        if n:
+            self.map_full = False  # as after the compact command
+            log.info("compacted %d task(s) settled over %.0fs ago%s", n, self.bcfg.task_retention,
+                     " (more next pass)" if more else "")
+
     def _map_full_message(self) -> str:
         return (f"database is full ({self.map_used / 2**20:.0f} MiB used of a {self.map_size / 2**20:.0f} MiB map, "
                 f"{self.bcfg.headroom / 2**20:.0f} MiB kept for running work): new work is refused; grow it with "
-                "`fanoctl admin grow-map SIZE` or raise broker.map_size and restart the broker")
+                "`fanoctl admin grow-map SIZE` or raise broker.map_size and restart the broker "
+                "(`fanoctl admin compact --older-than DURATION` frees the space of old acked tasks)")
 
     def _one(self, outer, ident, frames, now, mono, nearly_full, grow):
         try:
@@ -257,7 +268,10 @@ class BrokerCore:
             out = ops_admin.collect_stats(tx)
             out["broker"] = self.runtime_stats(tx)
             return out
-        return HANDLERS[req.cmd](tx, **req.args)
+        result = HANDLERS[req.cmd](tx, **req.args)
+        if req.cmd == "compact" and result["compacted"]:
+            self.map_full = False  # pages were freed: the next growing request finds out whether enough
+        return result
 
     def runtime_stats(self, tx: Tx) -> dict:
         return {"pid": os.getpid(), "uptime": self.clock.mono() - self.started, "requests": self.requests,

@@ -105,6 +105,7 @@ def op_txn(tx: Tx, module: str, ops: list):
                 task["error"] = {"class": "unusable", "message": op["unusable"][:MAX_UNUSABLE_CHARS],
                                  "at": tx.now, "module": module}
             tx.save(task)
+            tx.file_compactable(task)  # its module now keeps what it needs: the body may go after retention
             tx.delete("unconsumed", S.unconsumed_key(task["module"], task["id"]))
             tx.emit("task.consumed", id=task["id"], module=task["module"], by=module)
             results.append({"acked": task["id"]})

@@ -14,9 +14,12 @@ RUNNING at that epoch answers ``STALE_EPOCH`` (a zombie worker can never complet
 Turn intents (DESIGN.md §7): before a worker sends a request it calls ``turn_begin(id, epoch)``, which
 records ``task.turn = {state: "sending", epoch, account, mode, attempt, at}`` durably. The outcome is
 the ``complete``/``fail`` that follows. If the lease ends without an outcome (expiry) or with class
-``unknown``, the turn becomes ``task.unknown_turn = {account, epoch, attempt, mode, at}``: the task may
-then be leased only by that account, whose worker reconciles with the provider (did it serve the
-turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it.
+``unknown``, the turn becomes ``task.unknown_turn = {account, epoch, attempt, mode, at, since, until}``:
+the task may then be leased only by that account, whose worker reconciles with the provider (did it serve
+the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it. The binding holds until
+``until`` (``since`` + ``[broker] unknown_turn_hold``; null = forever): an account whose worker stays
+frozen or gone must not keep the task from every other account; past it, another account may run it (a
+new request there; the old turn stays unknown in the history).
 
 ``fail`` error classes (DESIGN.md §10) and what the broker does:
 
@@ -77,7 +80,7 @@ class _Fit:
             if rec.get("inflight") not in (None, task["id"]):
                 return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
         unknown = task.get("unknown_turn")
-        if unknown and unknown["account"] != w["account"]:
+        if unknown and unknown["account"] != w["account"] and not _hold_over(self.tx, unknown):
             return None, (f"attempt {unknown['attempt']} on account {unknown['account']} has an unknown outcome; "
                           "only that account can reconcile it")
         wanted = req.get("mode", "standard")
@@ -220,8 +223,16 @@ def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
     turn = task.get("turn")
     # a lease that never reached turn_begin sent nothing: there is nothing to reconcile
     if unknown and turn and turn.get("state") == "sending" and turn.get("epoch") == task["epoch"]:
+        hold = tx.config.unknown_turn_hold
         task["unknown_turn"] = {k: turn[k] for k in ("account", "epoch", "attempt", "mode", "at")}
+        task["unknown_turn"].update(since=tx.now, until=tx.now + hold if hold > 0 else None)
     task["turn"] = None
+
+
+def _hold_over(tx: Tx, unknown: dict) -> bool:
+    """Has the account holding an unknown turn had its time to reconcile it? (see the module doc)"""
+    until = unknown.get("until")
+    return until is not None and tx.now >= until
 
 
 def op_turn_begin(tx: Tx, id: int, epoch: int):

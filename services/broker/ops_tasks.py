@@ -15,7 +15,9 @@ Task fields accepted by ``submit`` (``args.task``)::
 
 A task record as returned by ``get``/``list`` holds these plus ``id``, ``state``, ``attempts``,
 ``epoch``, ``created``, ``updated``, ``lease`` ({worker, account, mode, deadline_in, granted_at}),
-``result``, ``error`` ({class, message, at}), ``consumed``, ``parked_at``, ``history`` (transitions).
+``result``, ``error`` ({class, message, at}), ``consumed``, ``parked_at``, ``history`` (transitions), and
+once task retention compacted it ``compacted``/``compacted_at`` with ``payload`` and ``result`` null
+(services/broker/ops_retention.py).
 """
 from __future__ import annotations
 
@@ -105,6 +107,7 @@ def submit_task(tx: Tx, spec: dict, force: bool = False) -> dict:
     existing = tx.get_raw("keys", key_b)
     if existing is not None:
         task = tx.task(S.from_u64(existing))
+        # a compacted task keeps its fingerprint: the conflict check outlives the payload
         if task["fp"] != clean["fp"]:
             raise FanoError(ErrorCode.KEY_CONFLICT, f"key {clean['key']!r} belongs to task {task['id']} "
                             "with a different payload", {"id": task["id"], "key": clean["key"]})

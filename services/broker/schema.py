@@ -26,10 +26,17 @@ conversations      utf-8 conversation id                                  msgpac
 kv                 module . NUL . utf-8 key                               msgpack {v: version, value}
 events             u64 seq                                                msgpack event
 unconsumed         module . NUL . u64 id                                  empty: settled, not yet acked
+compactable        u64 updated (world ms) . u64 id                        empty: DONE/CANCELLED, acked, not
+                                                                          yet compacted (task retention)
 =================  =====================================================  ==============================
 
 ``SCHEMA_VERSION`` is stored in ``meta``; a broker refuses to open a database with a newer version and
 migrates older ones in :func:`open_env` (there is only version 1 so far).
+
+``compactable`` was added to version 1 without a version bump: it is derived from the task records, so
+:func:`open_env` fills it from them once (``meta`` key ``compactable_built``) when a database written
+before it existed is opened. A broker without it (an older build) does not maintain it; tasks it acks are
+then never compacted automatically, which wastes space but loses nothing.
 """
 from __future__ import annotations
 
@@ -41,12 +48,14 @@ import lmdb
 
 from shared.protocol import pack_value, unpack_value
 
+from services.broker import states as st
+
 SCHEMA_VERSION = 1
 
 DATABASES = (
     "meta", "tasks", "keys", "ready", "delayed", "leases", "by_state", "counts", "requests",
     "requests_ts", "quota_specs", "quota_usage", "quota_entries", "accounts", "conversations", "kv",
-    "events", "unconsumed",
+    "events", "unconsumed", "compactable",
 )
 
 PRIO_BIAS = 0x7FFFFFFF
@@ -187,9 +196,34 @@ def open_env(path: str | os.PathLike, map_size: int) -> Storage:
                                   f"understands up to {SCHEMA_VERSION}")
             # older versions would be migrated here, in this same transaction
         stored = txn.get(b"map_size", db=dbs["meta"])
+        built = txn.get(b"compactable_built", db=dbs["meta"]) is not None
     if stored is not None and unpack_value(stored) > env.info()["map_size"]:
         env.set_mapsize(unpack_value(stored))
+    if not built:
+        _build_compactable(env, dbs)
     return Storage(env, dbs, path)
+
+
+def _build_compactable(env: lmdb.Environment, dbs: dict) -> None:
+    """Fill the ``compactable`` index from the task records, once per database (see the module docstring)."""
+    try:
+        with env.begin(write=True) as txn:
+            cur = txn.cursor(db=dbs["by_state"])
+            for state in sorted(st.COMPACTABLE):
+                prefix = state_prefix(state)
+                ok = cur.set_range(prefix)
+                while ok and cur.key().startswith(prefix):
+                    tid = from_u64(bytes(cur.key())[len(prefix):])
+                    raw = txn.get(u64(tid), db=dbs["tasks"])
+                    task = unpack_value(raw) if raw is not None else None
+                    if task and task.get("consumed") and not task.get("compacted"):
+                        txn.put(time_id_key(ms(task["updated"]), tid), b"", db=dbs["compactable"])
+                    ok = cur.next()
+            txn.put(b"compactable_built", pack_value(True), db=dbs["meta"])
+    except lmdb.MapFullError:
+        # a full map must not stop the broker from starting (growing it needs a running broker): the
+        # index is built at a later start; until then old tasks are simply not compacted
+        pass
 
 
 def pages_in_use(storage: Storage, txn) -> int:

@@ -35,6 +35,8 @@ STATES = (PENDING, RUNNING, DONE, PARKED, PAUSED, CANCELLED)
 LIVE = frozenset({PENDING, RUNNING})
 FINAL = frozenset({DONE, CANCELLED})
 SETTLED = frozenset({DONE, PARKED, CANCELLED})  # a module may consume (ack) a task in these
+# task retention compacts these once acked; never PARKED: an operator may still retry a dead letter
+COMPACTABLE = frozenset({DONE, CANCELLED})
 
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({PENDING}),

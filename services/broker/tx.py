@@ -197,17 +197,27 @@ class Tx:
         self.index(task)
         self._history(task, src, dst, why)
         self.save(task)
+        self.file_compactable(task)  # e.g. a dead letter its module already acked, now cancelled
         if dst == st.PENDING:  # what a scheduler needs to place it again without asking
             event_fields.update(self.sched_view(task), priority=task["priority"])
         self.emit(f"task.{dst.lower()}", id=task["id"], module=task["module"], kind=task["kind"],
                   state=dst, prev=src, epoch=task["epoch"], why=why, **event_fields)
+
+    def file_compactable(self, task: dict) -> None:
+        """Index a task that task retention may compact (DONE or CANCELLED and acked) by its last update.
+
+        Call after :meth:`save`. Both states are final, so the entry only leaves the index when the task
+        is compacted (services/broker/ops_retention.py)."""
+        if task["state"] in st.COMPACTABLE and task.get("consumed") and not task.get("compacted"):
+            self.put_raw("compactable", S.time_id_key(S.ms(task["updated"]), task["id"]), b"")
 
     def sched_view(self, task: dict) -> dict:
         """The fields a scheduler places a PENDING task by (carried on the events that make one)."""
         unknown = task.get("unknown_turn")
         view = {"requires": task.get("requires") or {}, "attrs": task.get("attrs") or {},
                 "created": task["created"], "not_before": task.get("not_before") or 0.0,
-                "unknown_account": unknown["account"] if unknown else None}
+                "unknown_account": unknown["account"] if unknown else None,
+                "unknown_until": unknown.get("until") if unknown else None}
         conv = (task.get("requires") or {}).get("conversation")
         if conv:  # the account holding the conversation: later turns must go there
             rec = self.get("conversations", conv.encode())

@@ -24,6 +24,7 @@ a new conversation — is decided with the estimates of :mod:`services.scheduler
 """
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
@@ -95,6 +96,8 @@ class SchedulerCore:
         self.queue = TaskQueue(self.model)
         self.tasks: dict[int, QTask] = {}
         self.held: dict[str, set[int]] = {}
+        # (world time, task id): when a task's binding to the account that must reconcile it lapses
+        self.unknown_holds: list[tuple[float, int]] = []
         self.running: dict[int, Running] = {}
         self.conv_account: dict[str, str] = {}
         self.conv_inflight: dict[str, int] = {}
@@ -143,6 +146,13 @@ class SchedulerCore:
 
     def _place(self, t: QTask) -> None:
         self._unplace(t)
+        if t.unknown_account and t.unknown_until:
+            if self.clock.world() >= t.unknown_until:
+                # the account that must reconcile its unknown turn had its time (frozen or gone): the
+                # broker now lets any account take the task, and so do we
+                t.unknown_account, t.unknown_until = None, 0.0
+            else:
+                heapq.heappush(self.unknown_holds, (t.unknown_until, t.id))
         conv = t.conversation
         t.cls = placement_class(t, self.conv_account)
         t.not_before = max(t.not_before, t.hold_until)
@@ -460,6 +470,11 @@ class SchedulerCore:
                 # its assignment ended without a word from it (timeout, cancel): the assign may have
                 # been lost, and it said ready, so it is offered work again
                 w.set_state("idle", None, mono)
+        while self.unknown_holds and self.unknown_holds[0][0] <= world:
+            _, tid = heapq.heappop(self.unknown_holds)
+            t = self.tasks.get(tid)
+            if t is not None and t.unknown_account and t.unknown_until and tid not in self.assigned:
+                self._place(t)
         if mono >= self._next_heartbeat:
             for w in self.workers:
                 self._send(w.ident, "heartbeat")
@@ -513,8 +528,9 @@ class SchedulerCore:
             out.append(("liveness", expiry))
         out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.assigned.values() if not a.confirmed)
         scale = getattr(self.clock, "scale", 1.0) or 1.0
+        hold = self.unknown_holds[0][0] if self.unknown_holds else None
         for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world)),
-                           ("placement", self.placement.next_deadline(world))):
+                           ("placement", self.placement.next_deadline(world)), ("unknown turn", hold)):
             if when is not None:
                 out.append((what, mono + max(0.0, when - world) / scale))
         return out

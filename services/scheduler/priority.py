@@ -60,6 +60,7 @@ class QTask:
     created: float = 0.0
     not_before: float = 0.0
     unknown_account: str | None = None
+    unknown_until: float = 0.0                # world time the unknown turn's binding lapses (0: never)
     conversation_account: str | None = None   # the account holding its conversation, if the broker says
     # derived (kept here so that the queue and the queries need no side tables)
     static: float = 0.0
@@ -70,9 +71,9 @@ class QTask:
     @classmethod
     def from_fields(cls, rec: dict) -> "QTask":
         """From an event body or a task record; tolerant of missing optional fields."""
-        unknown = rec.get("unknown_account")
+        unknown, until = rec.get("unknown_account"), rec.get("unknown_until")
         if unknown is None and isinstance(rec.get("unknown_turn"), dict):
-            unknown = rec["unknown_turn"].get("account")
+            unknown, until = rec["unknown_turn"].get("account"), rec["unknown_turn"].get("until")
         requires, attrs = rec.get("requires"), rec.get("attrs")
         requires = requires if isinstance(requires, dict) and requires else EMPTY
         attrs = attrs if isinstance(attrs, dict) and attrs else EMPTY
@@ -86,6 +87,7 @@ class QTask:
                    kind=sys.intern(str(rec.get("kind", ""))), priority=prio, requires=requires, attrs=attrs,
                    created=number(rec.get("created")), not_before=not_before if not_before else 0.0,
                    unknown_account=unknown if isinstance(unknown, str) else None,
+                   unknown_until=number(until) if isinstance(unknown, str) else 0.0,
                    conversation_account=conv_account if isinstance(conv_account, str) and conv_account else None)
 
     @property

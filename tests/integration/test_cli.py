@@ -315,6 +315,41 @@ def test_grow_map(broker, client):
     assert "not a size" in run(broker, "admin", "grow-map", "lots", code=2).stderr
 
 
+def test_admin_compact(broker, client):
+    ids = submit_n(client, 3)
+    for tid in ids:
+        lease = client.lease("w1", "acct-a", modes=["standard"], task_id=tid)
+        client.complete(tid, lease["epoch"], {"text": "an answer " * 800})
+    client.txn("explorer", [{"op": "ack", "task_id": tid} for tid in ids[:2]])  # the third is not acked yet
+
+    d = run_json(broker, "admin", "compact", "--older-than", "0s")
+    assert set(d) == {"compacted", "more", "passes", "older_than", "map_used_before", "map_used_after"}
+    assert d["compacted"] == 2 and d["more"] is False and d["older_than"] == 0
+    assert 0 < d["map_used_after"] < d["map_used_before"]
+    t = client.get(ids[0])
+    assert t["compacted"] is True and t["payload"] is None and t["result"] is None and t["state"] == "DONE"
+    assert len(t["history"]) == 1 and not client.get(ids[2]).get("compacted")
+    # a resubmitted key returns the compacted task; counts are unchanged
+    again = client.submit("explorer-0", "explorer", "explorer.explore", {"i": 0})
+    assert again["created"] is False and again["task"]["id"] == ids[0]
+    assert client.stats()["tasks"]["DONE"] == 3
+
+    text = run(broker, "queue", "show", ids[0]).stdout
+    assert re.search(r"^compacted: +.* by task retention", text, re.M) and re.search(r"^state: +DONE$", text, re.M)
+    assert "payload:\n(dropped by task retention)" in text
+    out = run(broker, "admin", "compact", "--older-than", "1d").stdout
+    assert out.startswith("compacted 0 task(s) settled over 1d00h ago; live data ")
+    assert "not a duration" in run(broker, "admin", "compact", "--older-than", "lots", code=2).stderr
+    assert "out of range" in run(broker, "admin", "compact", "--older-than", "-5s", code=2).stderr
+
+
+def test_admin_compact_with_retention_off(make_broker):
+    broker = make_broker(broker={"task_retention": 0})
+    out = run(broker, "admin", "compact").stdout
+    assert out.startswith("task retention is off (broker.task_retention = 0): nothing compacted")
+    assert run_json(broker, "admin", "compact")["older_than"] is None
+
+
 def test_events(broker, client):
     submit_n(client, 2)
     client.cancel(1, "x")
@@ -388,7 +423,7 @@ def test_every_command_has_help():
     commands = [[], ["status"], ["queue"], ["queue", "ls"], ["queue", "show"], ["queue", "cancel"],
                 ["queue", "pause"], ["queue", "resume"], ["queue", "retry"], ["queue", "priority"], ["quota"],
                 ["quota", "show"], ["quota", "set"], ["quota", "reset"], ["submit"], ["admin"],
-                ["admin", "grow-map"], ["events"]]
+                ["admin", "grow-map"], ["admin", "compact"], ["events"]]
     for cmd in commands:
         res = runner.invoke(main, cmd + ["--help"], catch_exceptions=False)
         assert res.exit_code == 0, (cmd, res.output)

@@ -586,7 +586,7 @@ def test_expired_lease_after_turn_begin_binds_the_task_to_that_account_until_rec
     core.call("turn_begin", id=tid, epoch=la["epoch"])
     core.clock.advance(2)
     core.tick()
-    core.clock.advance(3600)  # past any backoff
+    core.clock.advance(60)  # past any backoff, within the hold (30 min)
     core.tick()
     t = core.get(tid)
     assert t["state"] == "PENDING" and t["unknown_turn"]["account"] == "acct"
@@ -635,3 +635,36 @@ def test_empty_lease_says_when_quota_frees(qcore):
     assert out["task"] is None and out["retry_at"] > qcore.clock.world()
     import datetime as dt
     assert dt.datetime.fromtimestamp(out["retry_at"], dt.timezone.utc).strftime("%H:%M") == "00:00"
+
+
+def test_an_unknown_turns_binding_lapses_after_the_hold_and_any_account_may_run_the_task(make_core):
+    core = make_core(broker={"unknown_turn_hold": 600.0})
+    tid = core.submit("a")["task"]["id"]
+    la = core.lease(account="acct", ttl=1)
+    core.call("turn_begin", id=tid, epoch=la["epoch"])
+    core.clock.advance(2)
+    core.tick()                                   # the worker froze mid-request: its lease expires
+    unknown = core.get(tid)["unknown_turn"]
+    assert unknown["until"] == pytest.approx(unknown["since"] + 600.0)
+    core.clock.advance(300)
+    assert core.lease(account="other")["task"] is None
+    core.clock.advance(301)
+    lb = core.lease(account="other")
+    assert lb["task"]["id"] == tid
+    # the frozen worker wakes up and reports its late result: refused, the new lease stands
+    expect_error("STALE_EPOCH", core.call, "complete", id=tid, epoch=la["epoch"], result={"text": "late"})
+    core.call("turn_begin", id=tid, epoch=lb["epoch"])
+    core.call("complete", id=tid, epoch=lb["epoch"], result={"text": "answer"})
+    assert core.get(tid)["state"] == "DONE" and core.get(tid)["result"] == {"text": "answer"}
+
+
+def test_a_zero_hold_keeps_the_binding_forever(make_core):
+    core = make_core(broker={"unknown_turn_hold": 0})
+    tid = core.submit("a")["task"]["id"]
+    la = core.lease(account="acct", ttl=1)
+    core.call("turn_begin", id=tid, epoch=la["epoch"])
+    core.clock.advance(2)
+    core.tick()
+    assert core.get(tid)["unknown_turn"]["until"] is None
+    core.clock.advance(30 * 86400)
+    assert core.lease(account="other")["task"] is None

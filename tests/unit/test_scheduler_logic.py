@@ -633,3 +633,25 @@ def test_ready_again_means_the_assignment_was_not_taken():
     ready(core, W1, "a1")                             # e.g. it restarted its socket before reading assign
     assert assigns(core) == [(W1, 1)]                 # at once, not after assign_timeout
     assert 1 in core.assigned and 2 in core.queue
+
+
+def test_a_task_bound_to_a_frozen_account_for_reconciliation_goes_elsewhere_once_the_hold_ends():
+    core = make_core(accounts=(("a1", "sim", ("standard",)), ("a2", "sim", ("standard",))))
+    core.on_event({"seq": 0, "ts": T0, "type": "task.pending", "id": 7, "module": "adhoc", "kind": "ask",
+                   "priority": 60, "requires": {}, "attrs": {}, "created": T0, "not_before": 0.0,
+                   "unknown_account": "a2", "unknown_until": T0 + 600, "state": "PENDING"})
+    ready(core, W1, "a1")
+    assert assigns(core) == []                          # only a2 may reconcile it, and a2 is silent
+    assert 599 <= timer(core, "unknown turn") <= 600    # the scheduler sleeps until the hold ends
+    advance(core, 601, W1)
+    core.tick()
+    assert assigns(core) == [(W1, 7)]
+
+
+def test_an_unknown_turn_bound_without_a_hold_stays_bound():
+    core = make_core(accounts=(("a1", "sim", ("standard",)), ("a2", "sim", ("standard",))))
+    submitted(core, 8, unknown_account="a2", kind="x.ask")
+    ready(core, W1, "a1")
+    advance(core, 10 * 86400, W1)
+    core.tick()
+    assert assigns(core) == [] and not [w for w, _ in core.timers() if w == "unknown turn"]
