@@ -65,25 +65,44 @@ def backends_check(name):
 
 @backends.command("login")
 @click.argument("name")
-def backends_login(name):
+@click.option("--headless", is_flag=True, hidden=True,
+              help="No window (tests only: nobody can sign in there, so it ends at the login timeout).")
+@json_option
+def backends_login(name, headless):
     """Sign an account in once: opens a visible browser on the account's profile (web accounts).
 
     The account's worker must not be using the profile: stop it first
     (``supervisorctl -c supervisord.conf stop backend-NAME``), sign in, close the browser, start it again.
+    Exits 1 when no signed-in page showed (the window was closed first, or the login timeout passed).
     """
     from services.backends.base import ProviderError
+    from services.backends.secrets import redact
     account, provider = _provider(name)
+    report = {"account": name, "backend": account.backend}
     if account.backend == "sim":
-        click.echo(f"{name}: a simulated account needs no sign-in")
+        out(dict(report, ok=True, detail="a simulated account needs no sign-in"),
+            f"{name}: a simulated account needs no sign-in")
         return
     if account.backend not in WEB_BACKENDS:
-        click.echo(f"{name}: a {account.backend} account has no interactive login; its key comes from the "
-                   f"environment or api_key_file (see the README). Try: fanoctl backends check {name}")
+        out(dict(report, ok=True, detail="no interactive login: the key comes from the environment or "
+                                         "api_key_file"),
+            f"{name}: a {account.backend} account has no interactive login; its key comes from the "
+            f"environment or api_key_file (see the README). Try: fanoctl backends check {name}")
         return
-    click.echo(f"{name}: opening a browser on the account's profile; sign in, then close the window")
+    # progress goes to stderr: stdout carries the result (JSON under --json)
+    click.echo(f"{name}: opening a browser on the account's profile; sign in, then close the window", err=True)
     try:
-        provider.login()
+        result = provider.login(headless=True) if headless else provider.login()
     except ProviderError as exc:
         _provider_failure(name, account.backend, exc)
-    click.echo(f"{name}: signed in. If the account was paused after an auth failure: "
-               f"fanoctl backends resume {name}")
+    result = {**report, **(result or {"ok": False, "detail": "the provider reported nothing"})}
+    clean = {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
+    if _ctl().json:
+        out(clean, "")
+        if not clean.get("ok"):   # like a failed check: the report on stdout, exit 1
+            raise click.exceptions.Exit(int(ExitCode.FAILURE))
+    elif not clean.get("ok"):
+        fail(f"{name}: login failed: {clean.get('detail')}", ExitCode.FAILURE)
+    else:
+        click.echo(f"{name}: signed in ({clean.get('detail')}). If the account was paused after an auth "
+                   f"failure: fanoctl backends resume {name}")

@@ -179,19 +179,28 @@ def _first_sentence(text: str, limit: int = 200) -> str:
 
 
 def summarize(exchanges: list[Exchange], limit: int) -> str:
-    """An extractive summary of ``exchanges`` within ``limit`` characters.
+    """An extractive summary of ``exchanges`` (what was asked and what was answered) within ``limit``
+    characters.
 
     Lines that define or state something (definitions, notation, lemmas, headings, ``:=``) are kept
-    verbatim, oldest first, because later turns refer back to them; the first sentence of each reply fills
-    what room is left. Deterministic and free: no model call is spent on bookkeeping."""
+    verbatim (up to 400 characters each), oldest first, from the prompts as well as the replies: a user's
+    "Definition: F := the Fano plane" answered by "Understood." must survive its turn being cut. A line or
+    sentence repeated by later turns (a prompt template) is kept once. The first sentence of each prompt and reply
+    fills what room is left. Deterministic and free: no model call is spent on bookkeeping."""
     defining: list[str] = []
     gists: list[str] = []
+    seen: set[str] = set()
     for ex in exchanges:
-        for line in ex.reply.splitlines():
-            if line.strip() and _DEFINING.search(line):
-                defining.append(f"[turn {ex.index}] {line.strip()[:400]}")
-        if ex.reply.strip():
-            gists.append(f"[turn {ex.index}] {_first_sentence(ex.reply)}")
+        for who, text in (("asked", ex.prompt), ("answered", ex.reply)):
+            for line in text.splitlines():
+                line = line.strip()[:400]
+                if line and line not in seen and _DEFINING.search(line):
+                    seen.add(line)
+                    defining.append(f"[turn {ex.index}, {who}] {line}")
+            gist = _first_sentence(text)
+            if gist and gist not in seen:
+                seen.add(gist)
+                gists.append(f"[turn {ex.index}, {who}] {gist}")
     out: list[str] = []
     used = 0
     for line in defining + gists:

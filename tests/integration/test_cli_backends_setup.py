@@ -3,6 +3,9 @@ import json
 
 import pytest
 
+from ops.standins.chat_site import ChatSiteServer
+from tests.browser_support import chromium_path  # noqa: F401  (fixture)
+from tests.browser_support import profile_alive
 from tests.support import run_fanoctl
 
 pytestmark = pytest.mark.integration
@@ -60,3 +63,47 @@ def test_login_on_accounts_without_a_browser_explains_itself(config):
     assert res.returncode == 0 and "needs no sign-in" in res.stdout
     res = fanoctl(config, "backends", "login", "api")
     assert res.returncode == 0 and "no interactive login" in res.stdout and PLANTED not in res.stdout
+
+
+WEB_ACCOUNT = """
+[accounts.web]
+backend = "chatgpt"
+url = "{url}"
+chromium = "{chromium}"
+login_timeout = 2
+ready_timeout = 8
+"""
+
+
+@pytest.fixture
+def login_wall(config, chromium_path):
+    """The chat-site stand-in behind a login wall that nobody signs in to, and a web account on it."""
+    site = ChatSiteServer(login_required=True).start()
+    with open(config, "a") as f:
+        f.write(WEB_ACCOUNT.format(url=site.url, chromium=chromium_path))
+    yield site
+    site.stop()
+
+
+@pytest.mark.browser
+def test_a_login_that_never_signs_in_fails_with_one_line_and_exit_1(config, login_wall):
+    res = fanoctl(config, "backends", "login", "web", "--headless")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "signed in" not in res.stdout
+    errors = [line for line in res.stderr.splitlines() if line.startswith("fanoctl: ")]
+    assert errors == ["fanoctl: web: login failed: no signed-in page within 2s"], res.stderr
+    res = fanoctl(config, "--json", "backends", "login", "web", "--headless")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert json.loads(res.stdout) == {"account": "web", "backend": "chatgpt", "ok": False,
+                                      "detail": "no signed-in page within 2s"}
+    assert login_wall.prompts() == []
+    assert profile_alive(config.parent / "data" / "backends" / "web" / "profile") == []
+
+
+@pytest.mark.browser
+def test_a_login_that_signs_in_reports_it(config, login_wall):
+    login_wall.control(auto_login=True)        # the wall signs itself in, like a person would
+    res = fanoctl(config, "--json", "backends", "login", "web", "--headless")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert report["ok"] is True and report["account"] == "web" and "signed in" in report["detail"]

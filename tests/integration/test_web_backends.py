@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ops.standins.chat_site import ChatSiteServer
-from ops.standins.chat_site.scenarios import PREAMBLE
+from ops.standins.chat_site.scenarios import PREAMBLE, SHORT_ANSWER
 from services.backends.base import ProviderError, Turn
 from services.backends.chatgpt import ChatGPTProvider
 from services.backends.conversations import ConversationStore, conversation_key
@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 SKINS = {"chatgpt": ChatGPTProvider, "gemini": GeminiProvider}
 DEEP_LABEL = {"chatgpt": "Pro", "gemini": "Deep Think"}
 FAST = {"poll_interval": 0.1, "min_stable": 0.5, "bar_confirm_polls": 3, "timeout": 30, "ready_timeout": 8,
-        "capacity_retry": 42, "quota_retry": 999, "timezone": "America/New_York", "modes": ["standard", "deep"]}
+        "capacity_retry": 42, "quota_retry": 999, "mode_retry": 7777, "timezone": "America/New_York",
+        "modes": ["standard", "deep"]}
 _ids = itertools.count(1)
 
 
@@ -184,11 +185,77 @@ def test_a_login_wall_is_auth_with_a_screenshot_and_nothing_sent(providers, site
 
 @pytest.mark.parametrize("skin, deep", [("chatgpt", "missing"), ("gemini", "disabled")])
 def test_an_unconfirmed_scarce_mode_is_never_sent(providers, site, skin, deep):
+    """Only the deep mode cools down (quota, per mode); the account is not paused."""
     site.control(deep=deep)
     err = failure(providers[skin], turn("needs the deep mode", mode="deep"))
-    assert err.error_class == "auth" and err.sent is False
+    assert err.error_class == "quota" and err.sent is False and err.retry_after == 7777
+    assert "deep mode not available on this page" in err.message
     assert DEEP_LABEL[skin] in err.message and "screenshot" in err.message
     assert site.prompts() == []
+
+
+@both
+def test_a_scarce_mode_that_reads_back_differently_is_not_sent_and_standard_work_goes_on(providers, site, skin):
+    """The option is offered and takes the click, but the page still shows the standard mode."""
+    p = providers[skin]
+    site.control(deep="unapplied")
+    err = failure(p, turn("needs the deep mode", mode="deep"))
+    assert err.error_class == "quota" and err.sent is False and err.retry_after == 7777
+    assert "deep mode not available on this page" in err.message and "could not be confirmed" in err.message
+    if skin == "chatgpt":     # the message says what the picker shows instead
+        assert "shows 'ChatGPT Auto', not 'Pro'" in err.message, err.message
+    shot = err.message.split("screenshot: ", 1)[1].split(")", 1)[0]
+    assert Path(shot).is_file()
+    assert site.prompts() == []
+    reply = send(p, turn("standard still works"))
+    assert reply.text.startswith(f"Stand-in {skin} answer") and site.prompts() == ["standard still works"]
+
+
+@both
+def test_a_short_answer_mentioning_quota_and_an_error_is_an_answer(providers, site, skin):
+    reply = send(providers[skin], turn("[[scenario:short]] what is the quota?"))
+    assert reply.text == SHORT_ANSWER
+
+
+@both
+def test_a_layout_change_after_sending_is_reported_reconcilable_and_pauses_the_account(providers, site, skin,
+                                                                                          monkeypatch):
+    """The composer takes the prompt, then the reply is rendered in elements the selectors do not match: the
+    turn fails unknown (reconcilable, never re-sent) with a screenshot within the grace period, not the
+    turn timeout; the account's next request pauses it (auth, nothing sent); once the page matches again,
+    reconcile reads the answer of the one prompt sent."""
+    p = providers[skin]
+    monkeypatch.setattr(p, "cfg", dataclasses.replace(p.cfg, progress_grace=2.0))
+    site.control(layout="changed-after-send")
+    t = turn("where did the reply go?")
+    started = time.monotonic()
+    err = failure(p, t)
+    assert time.monotonic() - started < 15, "the wait ran out the turn timeout instead of the grace period"
+    assert err.error_class == "unknown" and err.sent is True
+    assert "layout may have changed" in err.message and "no assistant turn" in err.message
+    shot = err.message.split("screenshot: ", 1)[1].split(")", 1)[0]
+    assert Path(shot).is_file() and shot.endswith("-layout.png")
+    assert p.store.handle(conversation_key(t)).get("url")        # reconcilable from its URL
+    paused = failure(p, turn("the next task"))
+    assert paused.error_class == "auth" and paused.sent is False and shot in paused.message
+    with pytest.raises(ProviderError) as still:                  # reconciling a still-broken page: auth
+        p.reconcile(t)
+    assert still.value.error_class == "auth" and "layout may have changed" in still.value.message
+    site.control(layout="normal")      # the selectors match the page again (in real life: a fixed site file)
+    reply = p.reconcile(t)
+    assert reply.meta["reconciled"] and reply.text.startswith(f"Stand-in {skin} answer")
+    assert site.prompts() == ["where did the reply go?"]
+
+
+def test_check_reports_a_missing_mode_control(providers, site, monkeypatch):
+    p = providers["chatgpt"]
+    deep = p.site.modes["deep"]
+    moved = dataclasses.replace(deep, steps=(dataclasses.replace(deep.steps[0], selectors=("#model-picker-v2",)),)
+                                + deep.steps[1:])
+    monkeypatch.setattr(p, "site", dataclasses.replace(p.site, modes=dict(p.site.modes, deep=moved)))
+    out = p.check()
+    assert out["ok"] is False and "mode deep" in out["detail"] and "#model-picker-v2" in out["detail"]
+    assert "screenshot" in out["detail"]
 
 
 def test_a_changed_layout_fails_closed_with_a_screenshot(providers, site, monkeypatch):

@@ -5,9 +5,10 @@ Run them on your own machine, with your own fano.toml and keys::
     FANO_LIVE=1 FANO_CONFIG=~/fano/fano.toml .venv/bin/python -m pytest tests/live -v
     FANO_LIVE=1 FANO_LIVE_SEND=1 ...   # also send one short standard-mode prompt per account
 
-Each non-sim account gets its provider's cheap ``check()`` (key valid, profile logged in, server up,
-selectors of the live page still found); with ``FANO_LIVE_SEND=1`` one tiny prompt in standard mode,
-never a scarce deep request.
+Each non-sim account gets its provider's cheap ``check()`` (key valid, server up; web: profile logged in,
+no limit notice, and the composer and each configured mode's first control — the model picker, Tools —
+still found on the idle live page; the selectors used while answering are not checked); with
+``FANO_LIVE_SEND=1`` one tiny prompt in standard mode, never a scarce deep request.
 """
 import os
 

@@ -105,6 +105,29 @@ def test_short_transcripts_are_replayed_whole_and_summary_respects_its_limit():
     assert len(summarize(many, 500)) <= 500
 
 
+def test_a_definition_the_user_typed_survives_its_turn_being_cut():
+    """The reply does not repeat the prompt: only the prompt carries the definition."""
+    middle = [Exchange(1, "Some context first. Definition: F := the Fano plane", "Understood."),
+              Exchange(2, "Question: how many lines does F have?", "Seven.")]
+    summary = summarize(middle, 500)
+    assert "Definition: F := the Fano plane" in summary and "[turn 1, asked]" in summary
+    assert "Understood." in summary and "Seven." in summary           # the answers are still there
+    exchanges = [Exchange(0, "seed: study incidence geometry", "Noted.")]
+    exchanges += [Exchange(1, "Definition: F := the Fano plane", "Understood.")]
+    exchanges += [Exchange(i, f"q{i} " + "p" * 300, f"Answer {i}. " + "r" * 700) for i in range(2, 40)]
+    replay = replay_window(exchanges, budget_chars=6000)
+    assert exchanges[1] not in replay.pinned + replay.recent        # its turn was cut ...
+    assert "F := the Fano plane" in replay.summary_block()          # ... the definition was not
+
+
+def test_summary_keeps_a_repeated_prompt_line_once_and_bounds_long_prompts():
+    template = "Notation: we write P for the point set."
+    many = [Exchange(i, f"{template}\nq{i}: " + "x" * 5000, f"a{i}.") for i in range(1, 6)]
+    summary = summarize(many, 2000)
+    assert summary.count(template) == 1 and len(summary) <= 2000
+    assert all(len(line) < 450 for line in summary.splitlines())
+
+
 def test_one_shot_records_are_pruned_when_old_and_conversations_are_kept(tmp_path):
     import time
     store = ConversationStore(tmp_path / "conv")

@@ -1,5 +1,5 @@
 """The completion gate (services/backends/web/gate.py), fed synthetic sample sequences."""
-from services.backends.web.gate import GateConfig, Sample, TurnGate
+from services.backends.web.gate import GateConfig, ProgressWatch, Sample, TurnGate
 
 CFG = GateConfig(bar_confirm_polls=3, min_stable=1.2)
 
@@ -94,3 +94,48 @@ def test_config_validation():
         GateConfig(0, 1.0)
     with pytest.raises(ValueError):
         GateConfig(3, -1)
+
+
+# --- signs of progress after sending (a layout change must not wait out the turn timeout) -----------------
+
+def watch(samples, grace=60.0):
+    """Feed (t, exists, text, stop, thinking) tuples; (t, description) of the first stall, or None."""
+    w = ProgressWatch(grace, 0.0)
+    for t, exists, text, stop, thinking in samples:
+        stalled = w.feed(t, exists, text, stop, thinking)
+        if stalled:
+            return t, stalled
+    return None
+
+
+def test_no_turn_stop_or_thinking_within_the_grace_period_is_a_layout_problem():
+    got = watch([(t, False, "", False, False) for t in polls(0, 100, 1.0)])
+    assert got is not None and got[0] == 60.0 and "no assistant turn, stop control or thinking" in got[1]
+
+
+def test_any_sign_of_work_keeps_waiting():
+    # a stop button alone for the whole period (a long Pro thinking phase with nothing else matched)
+    assert watch([(t, False, "", True, False) for t in polls(0, 300, 1.0)]) is None
+    # a progress indicator in the turn, then a slowly streamed reply
+    seq = [(t, True, "", False, True) for t in polls(0, 200, 1.0)]
+    seq += [(t, True, "x" * int(t), False, False) for t in polls(200, 400, 1.0)]
+    assert watch(seq) is None
+
+
+def test_a_short_settled_preamble_is_not_a_stall():
+    seq = [(t, True, "Let me restate the problem.", False, False) for t in polls(0, 20, 0.5)]
+    seq += [(t, True, "Let me restate the problem.", True, True) for t in polls(20, 400, 1.0)]
+    assert watch(seq) is None
+
+
+def test_a_turn_that_goes_quiet_without_finishing_is_a_layout_problem():
+    # the reply selector matches nothing: the turn exists, its text stays empty once the stop control goes
+    seq = [(t, True, "", True, False) for t in polls(0, 10, 1.0)]
+    seq += [(t, True, "", False, False) for t in polls(10, 100, 1.0)]
+    got = watch(seq)
+    assert got is not None and got[0] == 69.0 and "no reply text" in got[1]     # the stop control last at 9
+    # the finished marker matches nothing: the text is complete and stays put
+    seq = [(t, True, "answer"[: int(t) + 1], True, False) for t in polls(0, 6, 1.0)]
+    seq += [(t, True, "answer", False, False) for t in polls(6, 100, 1.0)]
+    got = watch(seq)
+    assert got is not None and got[0] == 65.0 and "no finished marker" in got[1]

@@ -7,6 +7,7 @@ from services.backends.conversations import conversation_key
 from services.backends.gemini import GeminiProvider
 from services.backends.registry import make_provider
 from services.backends.web.browser import ProfileLock
+from services.backends.web.page import SiteProblem
 from shared.clock import FakeClock
 from shared.config import AccountConfig, ConfigError
 
@@ -87,6 +88,47 @@ def test_login_without_a_screen_is_refused(provider, monkeypatch):
     with pytest.raises(ProviderError) as err:
         provider.login()
     assert err.value.error_class == "terminal" and "screen" in err.value.message
+
+
+class FakeChat:
+    """Stands in for the page object where only a screenshot is taken."""
+
+    def screenshot(self, path):
+        path.write_bytes(b"png")
+        return True
+
+
+def test_a_scarce_mode_that_cannot_be_confirmed_cools_down_that_mode_only(provider):
+    problem = SiteProblem("mode", "mode deep (Pro) could not be confirmed: the mode control shows 'ChatGPT Auto', "
+                                  "not 'Pro'")
+    err = provider._problem_error(FakeChat(), problem, sent=False, mode="deep")
+    assert err.error_class == "quota" and err.sent is False and err.retry_after == 21600.0
+    assert err.message.startswith("deep mode not available on this page: mode deep (Pro) could not be confirmed")
+    assert "screenshot: " in err.message and "standard requests go on" in err.message
+    # the standard mode itself cannot be confirmed: nothing can be sent, a person must look
+    assert provider._problem_error(FakeChat(), problem, sent=False, mode="standard").error_class == "auth"
+
+
+def test_a_problem_after_sending_stays_reconcilable_and_pauses_the_next_request(provider):
+    layout = SiteProblem("layout", "the page layout may have changed: no assistant turn appeared")
+    err = provider._problem_error(FakeChat(), layout, sent=True, mode="standard")
+    assert err.error_class == "unknown" and err.sent is True and "never re-sent blindly" in err.message
+    with pytest.raises(ProviderError) as paused:      # the next request, before any page is opened
+        provider.send(turn(task_id=2), lambda: False)
+    assert paused.value.error_class == "auth" and paused.value.sent is False
+    assert "no assistant turn appeared" in paused.value.message and "backends resume acct" in paused.value.message
+    provider._take_pause_request()                    # consumed once: nothing left
+    # a reconcile takes the pause request as well (the runner reports it auth: paused, turn still unknown)
+    t = turn(task_id=3)
+    provider.store.set_handle(conversation_key(t), sent_turn=0, prior_users=0, url="http://127.0.0.1:9/c/abcdef12-0")
+    provider.store.mark_sent(conversation_key(t), 0, t.prompt)
+    provider._problem_error(FakeChat(), SiteProblem("login", "the site asks to sign in"), sent=True)
+    with pytest.raises(ProviderError) as paused:
+        provider.reconcile(t)
+    assert paused.value.error_class == "auth" and "fanoctl backends login acct" in paused.value.message
+    # while reconciling, the same problems are auth at once (the turn stays unknown at the broker)
+    err = provider._problem_error(FakeChat(), layout, sent=True, reconciling=True)
+    assert err.error_class == "auth" and not provider.pause_file.exists()
 
 
 def test_registry_builds_both_web_providers(tmp_path):

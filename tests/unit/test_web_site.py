@@ -62,6 +62,23 @@ def test_malformed_entries_are_refused():
             parse_site(broken)
 
 
+def test_optional_reply_notices_turn_error_and_progress_grace():
+    data = tomllib.loads((SITES_DIR / "chatgpt.toml").read_text())
+    assert parse_site(data).reply_notices == {} and parse_site(data).progress_grace == 90.0
+    bare = copy.deepcopy(data)
+    del bare["selectors"]["turn_error"], bare["site"]["progress_grace"]
+    assert "turn_error" not in parse_site(bare).selectors and parse_site(bare).progress_grace == 90.0
+    assert load_site("gemini").reply_notices["quota"]
+    for mutate in (lambda d: d.__setitem__("reply_notices", {"limits": ["x"]}),
+                   lambda d: d.__setitem__("reply_notices", {"quota": []}),
+                   lambda d: d["site"].__setitem__("progress_grace", 0),
+                   lambda d: d["site"].__setitem__("progress_grace", "90")):
+        broken = copy.deepcopy(data)
+        mutate(broken)
+        with pytest.raises(SiteError):
+            parse_site(broken)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(SiteError, match="no site data file"):
         load_site("nosuch", tmp_path)
@@ -79,6 +96,7 @@ def test_settings_defaults():
     assert cfg.timeouts == {"standard": 1200.0, "deep": 3600.0}
     assert cfg.labels == {"standard": "Auto", "deep": "Pro"}
     assert cfg.gate.bar_confirm_polls == 3 and cfg.modes == ("standard",)
+    assert cfg.mode_retry == 21600.0 and cfg.progress_grace == 90.0     # the latter from the site file
 
 
 def test_settings_overrides():
@@ -87,13 +105,16 @@ def test_settings_overrides():
     assert cfg.url == "http://127.0.0.1:8123" and cfg.timeouts == {"standard": 30.0, "deep": 30.0}
     assert cfg.labels["deep"] == "GPT-5 Pro" and cfg.timezone_name == "Europe/Paris"
     assert cfg.gate.min_stable == 0.5 and cfg.gate.bar_confirm_polls == 2
+    cfg = settings(progress_grace=120, mode_retry=3600)
+    assert cfg.progress_grace == 120.0 and cfg.mode_retry == 3600.0
 
 
 @pytest.mark.parametrize("bad", [
     {"url": "chatgpt.com"}, {"headless": "yes"}, {"chromium": "/nonexistent/chromium"}, {"timezone": "Mars/Base"},
     {"timeout": {"turbo": 5}}, {"timeout": -1}, {"mode_labels": {"deep": ""}}, {"bar_confirm_polls": 0},
     {"poll_interval": 0}, {"launch_args": ["--user-data-dir=/tmp/x"]}, {"launch_args": "x"},
-    {"modes": ["fast"]}, {"api_key": "nope"},
+    {"modes": ["fast"]}, {"api_key": "nope"}, {"progress_grace": 0}, {"progress_grace": 7200},
+    {"mode_retry": -5},
 ])
 def test_bad_settings_are_value_errors(bad):
     with pytest.raises(ValueError):

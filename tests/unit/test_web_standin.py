@@ -6,7 +6,8 @@ import urllib.request
 import pytest
 
 from ops.standins.chat_site import ChatSiteServer
-from ops.standins.chat_site.scenarios import PREAMBLE, scenario_of, turn_state
+from ops.standins.chat_site import DEFAULT_PORT, main
+from ops.standins.chat_site.scenarios import PREAMBLE, SHORT_ANSWER, scenario_of, turn_state
 
 
 def state(scenario, t, skin="chatgpt", **control):
@@ -30,6 +31,21 @@ def test_rate_limit_names_the_reset_time_in_the_controlled_zone():
     assert not s["reply"] and "try again after" in s["banner"]
     g = state("rate_limit", 1.0, skin="gemini")
     assert g["reply"] and g["text"].startswith("You've reached your limit for chats with Deep Think until")
+
+
+def test_the_short_scenario_is_a_short_finished_answer_with_notice_words():
+    s = state("short", 1.0, skin="gemini")
+    assert s["done"] and s["bar"] and s["text"] == SHORT_ANSWER and len(SHORT_ANSWER) < 400
+    assert "quota" in SHORT_ANSWER and "an error occurred" in SHORT_ANSWER
+
+
+def test_the_foreground_command_listens_on_the_readme_port(monkeypatch):
+    """README: url = "http://127.0.0.1:8300" for `python -m ops.standins chat-site` (no --port)."""
+    served = []
+    monkeypatch.setattr("ops.standins.chat_site.serve_in_foreground", lambda server: served.append(server) or 0)
+    assert main([]) == 0 and served[0].port == DEFAULT_PORT == 8300
+    assert main(["--port", "0", "--deep", "unapplied", "--layout", "changed-after-send"]) == 0
+    assert served[1].port == 0 and served[1].control()["deep"] == "unapplied"
 
 
 def test_scenario_selection():
@@ -74,6 +90,11 @@ def test_control_login_wall_and_cookie(site):
     assert call(site.url + "/api/config")[1]["logged_in"] is False
     assert call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "x"})[0] == 401
     assert call(site.url + "/__control", "POST", {"scenario": "nope"})[0] == 400
+    assert call(site.url + "/__control", "POST", {"deep": "maybe"})[0] == 400
+    assert call(site.url + "/__control", "POST", {"layout": "v3"})[0] == 400
+    call(site.url + "/__control", "POST", {"deep": "unapplied", "layout": "changed-after-send"})
+    assert {k: v for k, v in call(site.url + "/api/config")[1].items() if k in ("deep", "layout")} == \
+        {"deep": "unapplied", "layout": "changed-after-send"}
     cookie = f"standin_session={site.session}"
     assert call(site.url + "/api/config", cookie=cookie)[1]["logged_in"] is True
     assert site.prompts() == []

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.backends.web.site import load_site
-from services.backends.web.warnings import classify, parse_reset
+from services.backends.web.warnings import classify, classify_reply, parse_reset
 
 NY = ZoneInfo("America/New_York")
 PARIS = ZoneInfo("Europe/Paris")
@@ -70,6 +70,36 @@ def test_texts_without_a_reset_time():
         assert parse_reset(text, NOW, NY) is None, text
 
 
+@pytest.mark.parametrize("text, expected", [
+    # the window of the limit ("in 3 hours" after "messages") is not its reset; the reset phrase is
+    ("You've reached the limit of 40 messages in 3 hours. Try again after 2:56 PM", 1 * H + 56 * M),
+    ("You've reached the limit of 40 messages in 3 hours.", None),
+    ("You've used your 40 messages per 3 hours. Try again in 20 minutes.", 20 * M),
+    ("In 3 hours you sent 40 messages. Try again after 2:56 PM.", 1 * H + 56 * M),   # a reset phrase wins
+    ("Limit reached. Your limit resets in 2 hours.", 2 * H),
+    ("Usage cap reached until 4 PM", 3 * H),
+    ("Limit reached: available again at 14:56", 1 * H + 56 * M),
+    ("You've hit the limit of 50 requests in 24 hours. Try again tomorrow.", 11 * H),
+    ("You've reached your limit. Try again on Mar 12", 35 * H),              # a date alone: its start
+    ("You've reached your limit until March 12", 35 * H),
+    ("Try again on March 12 at 9:00 AM", 44 * H),
+    ("Try again after 9:00 AM on March 12", 44 * H),                          # the date after the time
+    ("Your weekly limit resets on Monday", 5 * 24 * H + 11 * H),              # Monday 16 March, 00:00
+    ("Try again on Tuesday", 6 * 24 * H + 11 * H),                            # today is Tuesday: next week
+    ("until Jan 10", None),                                                   # checked separately
+    ("Please wait a few minutes", 3 * M),
+    ("The storm on Saturn is at 9 AM", 20 * H),                               # no weekday in "Saturn"
+])
+def test_reset_phrases_are_preferred_to_other_times(text, expected):
+    got = parse_reset(text, NOW, NY)
+    if expected is None and "Jan" in text:
+        assert dt.datetime.fromtimestamp(NOW + got, NY) == dt.datetime(2027, 1, 10, 0, 0, tzinfo=NY)
+    elif expected is None:
+        assert got is None, text
+    else:
+        assert got == pytest.approx(expected), text
+
+
 @pytest.mark.parametrize("site, text, kind", [
     ("chatgpt", "You've reached our limit of messages per hour. Please try again after 2:56 PM.", "quota"),
     ("chatgpt", "Too many requests in 1 hour. Try again later.", "quota"),
@@ -98,3 +128,29 @@ def test_classification_precedence_and_ordinary_text():
     notice = classify(["Something went wrong", "Your session has expired. Please log in again."], msgs)
     assert notice.kind == "auth"
     assert classify(["  You've reached\n our   limit of messages "], msgs).kind == "quota"   # whitespace folded
+
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("You've reached your limit for chats with Deep Think until Jan 10, 2:56 PM. Try again then.", "quota"),
+    ("You\u2019ve reached your limit for chats with Deep Think until Jan 10, 2:56 PM", "quota"),
+    ("A lot of people are using Deep Think right now and I need a moment to catch up.", "capacity"),
+    ("Sorry, I ran into an issue and wasn't able to finish thinking. This attempt didn't count against your "
+     "Deep Think limit.", "transient"),
+    ("Something went wrong.", "transient"),
+])
+def test_gemini_refusals_rendered_as_the_reply_are_notices(text, kind):
+    notice = classify_reply(text, load_site("gemini").reply_notices)
+    assert notice is not None and notice.kind == kind, (text, notice)
+
+
+@pytest.mark.parametrize("site", ["chatgpt", "gemini"])
+@pytest.mark.parametrize("text", [
+    "Short answer: the quota of this group is 7, and an error occurred only in the first draft of the proof.",
+    "Yes: the quota is per day, and something went wrong in step 2 of your argument.",
+    "The bound is sharp. Note that you've reached your limit of 3 cases; a fourth is impossible.",
+    "A lot of people are using this lemma, but it needs care.",
+])
+def test_a_genuine_short_answer_is_not_a_notice(site, text):
+    """Words of the notice patterns inside the model's own answer do not make it a notice."""
+    assert classify_reply(text, load_site(site).reply_notices) is None

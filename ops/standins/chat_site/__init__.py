@@ -14,15 +14,18 @@ Routes::
 
     GET  /  /c/<id>  /app  /app/<id>     the ChatGPT / Gemini skin (a login wall when signed out)
     GET  /auth/login?next=PATH           signs this browser in (a cookie) and goes to PATH
-    GET  /api/config                     {logged_in, deep, auto_login}
+    GET  /api/config                     {logged_in, deep, auto_login, layout}
     POST /api/submit                     {skin, conversation, prompt, mode} -> {conversation, title}
     GET  /api/conversation/<id>          the conversation with each turn's current state
-    GET|POST /__control                  scenario, login_required, auto_login, deep (ok|missing|disabled),
-                                         reset_in (s), tz, speed
+    GET|POST /__control                  scenario, login_required, auto_login,
+                                         deep (ok|missing|disabled|unapplied),
+                                         layout (normal|changed-after-send), reset_in (s), tz, speed
     GET  /__log    POST /__reset         submitted prompts / forget everything
 
 ``python -m ops.standins chat-site [--port N] [--scenario NAME] [--login-required]`` runs it in the
-foreground; tests use :class:`ChatSiteServer` in-process (``start()``/``stop()``/``url``).
+foreground on port 8300 by default (the README's example ``url = "http://127.0.0.1:8300"``; ``--port 0``
+picks a free port); tests use :class:`ChatSiteServer` in-process (``start()``/``stop()``/``url``, a free
+port).
 """
 from __future__ import annotations
 
@@ -45,7 +48,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
-                   "reset_in": 2100.0, "tz": "UTC", "speed": 1.0}
+                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0}
+DEEP_STATES = ("ok", "missing", "disabled", "unapplied")
+LAYOUTS = ("normal", "changed-after-send")
+DEFAULT_PORT = 8300   # the foreground command's; the README's example account url uses it
 _CHATGPT_PAGE = re.compile(r"^/(?:c/[^/]+)?$")
 _GEMINI_PAGE = re.compile(r"^/app(?:/[^/]+)?$")
 
@@ -76,8 +82,10 @@ class ChatSiteServer(StandinServer):
             raise ValueError(f"unknown control key(s): {', '.join(sorted(bad))}")
         if "scenario" in changes and changes["scenario"] not in SCENARIOS:
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
-        if "deep" in changes and changes["deep"] not in ("ok", "missing", "disabled"):
-            raise ValueError("deep must be ok, missing or disabled")
+        if "deep" in changes and changes["deep"] not in DEEP_STATES:
+            raise ValueError(f"deep must be one of {', '.join(DEEP_STATES)}")
+        if "layout" in changes and changes["layout"] not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         with self.lock:
             self._control.update(changes)
             return dict(self._control)
@@ -192,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.owner.lock:
                 control = dict(self.owner._control)
             return self._json(200, {"logged_in": self._logged_in(), "deep": control["deep"],
-                                    "auto_login": control["auto_login"]})
+                                    "auto_login": control["auto_login"], "layout": control["layout"]})
         if path.startswith("/api/conversation/"):
             if not self._logged_in():
                 return self._json(401, {"error": "not signed in"})
@@ -236,11 +244,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.standins chat-site",
                                      description="Stand-in ChatGPT (/) and Gemini (/app) web UIs.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"default {DEFAULT_PORT} (an account's url = \"http://127.0.0.1:{DEFAULT_PORT}\"); "
+                             "0: a free port (printed)")
     parser.add_argument("--scenario", default="normal", choices=SCENARIOS)
     parser.add_argument("--login-required", action="store_true")
-    parser.add_argument("--deep", default="ok", choices=("ok", "missing", "disabled"))
+    parser.add_argument("--deep", default="ok", choices=DEEP_STATES)
+    parser.add_argument("--layout", default="normal", choices=LAYOUTS)
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
-                            deep=args.deep)
+                            deep=args.deep, layout=args.layout)
     return serve_in_foreground(server)

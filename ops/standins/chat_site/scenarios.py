@@ -17,10 +17,15 @@ rate_limit     refused with a limit message naming the reset time (ChatGPT: a to
                2:56 PM"; Gemini: a reply "You've reached your limit ... until Jan 10, 2:56 PM")
 capacity       ChatGPT: "at capacity" toast; Gemini: "A lot of people are using Deep Think right now" reply
 error          ChatGPT: inline "Something went wrong" error in the turn; Gemini: "wasn't able to finish"
+short          a genuine short answer that mentions "quota" and "an error occurred" (words of the sites'
+               notice patterns): it must be delivered as an answer, not taken for a notice
 =============  =============================================================================================
 
-Control-only states (they show before any prompt): ``login_required`` (a login wall), ``deep`` =
-``missing`` / ``disabled`` (the Pro / Deep Think option is absent or greyed out).
+Control-only states: ``login_required`` (a login wall), ``deep`` = ``missing`` / ``disabled`` (the Pro /
+Deep Think option is absent or greyed out) / ``unapplied`` (the option is offered and clickable, but
+choosing it changes nothing: the picker still shows the standard mode), ``layout`` =
+``changed-after-send`` (the composer is as before and takes the prompt, but the reply is rendered in
+elements the site files' assistant-turn, stop and thinking selectors do not match).
 """
 from __future__ import annotations
 
@@ -28,9 +33,11 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
-SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error")
+SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short")
 MARKER = re.compile(r"\s*\[\[scenario:([a-z_]+)\]\]\s*")
 PREAMBLE = "Let me restate the problem before working through it carefully."
+SHORT_ANSWER = ("Short answer: the quota of this group is 7, and an error occurred only in the first draft of "
+                "the proof.")
 
 
 def scenario_of(prompt: str, header: str | None, default: str) -> str:
@@ -115,6 +122,10 @@ def turn_state(turn: dict, now: float, control: dict) -> dict:
                                 "please contact us through our help center at help.openai.com.", done=True)
         return _state(text="Sorry, I ran into an issue and wasn't able to finish thinking. This attempt didn't "
                            "count against your Deep Think limit.", bar=True, done=True)
+    if scenario == "short":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking", progress=not chatgpt)
+        return _state(text=SHORT_ANSWER, bar=True, done=True)
     # normal
     if t < 0.3:
         return _state(stop=True, thinking="Thinking", progress=not chatgpt)

@@ -3,8 +3,10 @@
 Layers, each with one job (notes/llm-backends.md §1.8):
 
 * :mod:`.site`     — the per-site data file (``sites/<name>.toml``): selectors, mode steps, message patterns;
-* :mod:`.gate`     — pure "is the reply finished?" classifier fed one sample per poll;
-* :mod:`.warnings` — pure banner/notice classification and reset-time parsing;
+* :mod:`.gate`     — pure "is the reply finished?" classifier fed one sample per poll, and the watch that
+  tells a layout change after sending (no sign of progress) from a slow answer;
+* :mod:`.warnings` — pure notice classification (banners, error containers; a reply only by the site's
+  anchored ``[reply_notices]``) and reset-time parsing;
 * :mod:`.browser`  — the persistent profile: lock, killing a previous incarnation's browser, the one
   thread that owns Playwright;
 * :mod:`.page`     — the page object: drives a site from its data file, no raw selector inside;

@@ -92,3 +92,48 @@ class TurnGate:
             return False
         self.state = "complete"
         return True
+
+
+class ProgressWatch:
+    """Does the page still show signs of work on the awaited turn? Catches a layout change after sending.
+
+    When the assistant-turn, stop or thinking selectors stop matching, the :class:`TurnGate` never sees a
+    reply and would wait out the whole turn timeout (20-60 minutes) to end in an ``unknown`` that
+    reconciliation repeats. Feed it the same polls; :meth:`feed` returns a description of the stall (None
+    while all is well) once
+
+    * no sign of work appeared within ``grace`` seconds of sending: no assistant turn, no stop control,
+      no thinking indicator; or
+    * after that, nothing moved for ``grace`` seconds — no stop control, no thinking indicator, the text
+      unchanged — while the turn is still not complete (the reply or finished-marker selectors no longer
+      match what the page shows).
+
+    ``grace`` must exceed the quiet moments of real turns (a Pro preamble settles for seconds, not a
+    minute): the site file's ``progress_grace``, 60-120 s."""
+
+    def __init__(self, grace: float, start: float):
+        self.grace = grace
+        self.started = start
+        self.last = start          # the last time something moved
+        self.seen = False          # any sign of work since sending
+        self._key = fingerprint("")
+        self._exists = False
+
+    def feed(self, now: float, exists: bool, text: str, stop: bool, thinking: bool) -> str | None:
+        key = fingerprint(text)
+        moved = stop or thinking or key != self._key or (exists and not self._exists)
+        self._key, self._exists = key, exists
+        if stop or thinking or exists:
+            self.seen = True
+        if moved:
+            self.last = now
+            return None
+        if now - self.last < self.grace:
+            return None
+        if not self.seen:
+            return (f"no assistant turn, stop control or thinking indicator appeared within {self.grace:g}s "
+                    "of sending")
+        if not text.strip():
+            return f"the assistant turn showed no reply text, and nothing moved for {self.grace:g}s"
+        return (f"the reply stopped changing {self.grace:g}s ago with no finished marker and no stop control "
+                "or thinking indicator")

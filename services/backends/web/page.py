@@ -45,6 +45,7 @@ class PageSample:
     exists: bool = False         # the awaited assistant turn exists
     text: str = ""               # its reply text
     turn_text: str = ""          # its whole text (labels, inline errors)
+    turn_error: str = ""         # what its error container shows (the site file's turn_error), if visible
     bar: bool = False            # its finished marker
     thinking: bool = False       # a thinking indicator is visible in it
     banners: list[str] = field(default_factory=list)
@@ -93,6 +94,8 @@ _SAMPLE_JS = r"""
     last_user: users.length ? textOf(users[users.length - 1], 4000) : '',
     exists: !!turn, text: reply ? textOf(reply, 2000000) : '', turn_text: turn ? textOf(turn, 4000) : '',
     bar: turn ? anyVis(S.finished, turn) : false, thinking: turn ? anyVis(S.thinking, turn) : false,
+    turn_error: turn ? union(S.turn_error, turn).filter(vis).map(e => textOf(e, 600).trim())
+      .filter(t => t).join(' ') : '',
     banners: banners,
   };
 }
@@ -110,19 +113,24 @@ _FIND_JS = r"""
   document.querySelectorAll('[data-fano-pick]').forEach(e => e.removeAttribute('data-fano-pick'));
   const re = a.word ? new RegExp('(^|[^\\p{L}\\p{N}])' + a.word + '($|[^\\p{L}\\p{N}])', 'iu') : null;
   let disabled = 0, seen = 0, candidates = 0;
+  const shown = [];   // what the candidates say instead (for a clear "reads back differently" message)
   for (const s of a.sels) {
     for (const el of q(s)) {
       if (!vis(el)) continue;
       candidates++;
       const text = (el.innerText || el.textContent || '') + ' ' + (el.getAttribute('aria-label') || '');
-      if (re && !re.test(text)) continue;
+      if (re && !re.test(text)) {
+        const t = (el.innerText || el.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 80);
+        if (t && shown.length < 3 && !shown.includes(t)) shown.push(t);
+        continue;
+      }
       seen++;
       if (el.getAttribute('aria-disabled') === 'true' || el.disabled) { disabled++; continue; }
       if (a.tag) el.setAttribute('data-fano-pick', '1');
       return {found: true, text: text.trim().slice(0, 200)};
     }
   }
-  return {found: false, disabled: disabled, seen: seen, candidates: candidates};
+  return {found: false, disabled: disabled, seen: seen, candidates: candidates, shown: shown};
 }
 """
 
@@ -140,6 +148,7 @@ class ChatPage:
         self.site = site
         self.base_url = base_url.rstrip("/")
         self._sel = {k: list(v) for k, v in site.selectors.items()}
+        self._sel.setdefault("turn_error", [])    # optional in the site file
 
     # --- navigation --------------------------------------------------------------------------------------
 
@@ -233,7 +242,8 @@ class ChatPage:
                 if check.absent and found["found"]:
                     failed = f"{list(check.selectors)} should not be shown"
                 elif not check.absent and not found["found"]:
-                    failed = f"no {list(check.selectors)}" + (f" showing {word!r}" if word else "")
+                    failed = (f"the mode control shows {found['shown'][0]!r}, not {word!r}" if found.get("shown")
+                              else f"no {list(check.selectors)}" + (f" showing {word!r}" if word else ""))
                 elif not check.absent:
                     shown.append(found.get("text", ""))
                 if failed:
@@ -243,6 +253,22 @@ class ChatPage:
             if time.monotonic() > deadline:
                 raise SiteProblem("mode", f"mode {mode} ({label}) could not be confirmed: {failed}")
             time.sleep(0.1)
+
+    def missing_controls(self, modes: dict[str, ModeSpec]) -> list[str]:
+        """On an idle page, the controls the given modes start with that cannot be found: for each mode,
+        its first step whose conditions hold, if it is a click (a menu item needs its menu open, so a
+        ``choose`` is not checked here). [] when every one is shown."""
+        missing = []
+        for mode, spec in modes.items():
+            for step in spec.steps:
+                if step.if_visible and not self._visible(step.if_visible):
+                    continue
+                if step.unless_visible and self._visible(step.unless_visible):
+                    continue
+                if step.action == "click" and not self._visible(step.selectors):
+                    missing.append(f"mode {mode}: no {list(step.selectors)}")
+                break
+        return missing
 
     # --- the prompt --------------------------------------------------------------------------------------
 

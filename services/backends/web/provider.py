@@ -7,8 +7,13 @@ profile``), one request at a time. A turn goes::
       -> select the mode and read it back (not confirmed: nothing is sent)
       -> type -> mark the turn sent (durable) -> submit
       -> the moment the URL becomes /c/<id> (/app/<id>): record it (durable), before waiting
-      -> poll: notices (limits, capacity, errors, login wall) and the completion gate
+      -> poll: notices (limits, capacity, errors, login wall), the completion gate, signs of progress
       -> reply text (innerText of the reply) -> transcript
+
+Notices are read where the site shows them — banners, toasts, dialogs, the turn's error container, the
+title — with the site file's ``[messages]``. The reply itself is a notice only when the site renders its
+refusals as the reply (Gemini) and the reply starts with one of the whole phrases of ``[reply_notices]``:
+a genuine short answer that mentions "quota" or "an error occurred" is delivered as an answer.
 
 Failure classes (base.py; what each makes the broker do is in runner.py):
 
@@ -20,15 +25,27 @@ capacity ("a lot of people are using ...")  transient   overload is a short retr
 "something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed
 finish"
 login wall, human check                     auth        a person must sign in: account paused
-scarce mode not confirmed (option missing,  auth        sent=False. The UI must be looked at by a person (plan,
-disabled, or read-back differs)                         label, or layout); pausing the account stops every
-                                                        deep task from hitting the same wall, while the task
-                                                        itself goes back to the queue with no attempt burned
-                                                        and its quota unit refunded. (terminal would park good
-                                                        work; transient would burn attempts on a wall.)
+deep mode not confirmed (option missing,    quota       sent=False, retry_after=mode_retry (6 h): the broker
+disabled, or read back differently)                     cools down the deep mode of this account only (its
+                                                        cool-downs are per mode), so standard work goes on;
+                                                        the task waits (or falls back to standard if it
+                                                        allows that) with no attempt burned, its unit
+                                                        refunded; the reason names what the page shows, and
+                                                        a screenshot is saved. (auth would stop standard
+                                                        work too; transient would burn attempts on a wall.)
+standard mode not confirmed                 auth        nothing can be sent: a person must look
 selector not found before submitting        auth        the layout changed: fail closed, screenshot saved
-anything unclear after submitting           unknown     sent=True: the reply is reconciled from the recorded
-(timeout, cancel, layout, browser crash)                URL, never re-sent blindly
+layout change / login wall after            unknown     sent=True, screenshot saved. The turn stays
+submitting: no sign of progress within                  reconcilable (the broker binds it to this account and
+progress_grace (no assistant turn, stop                 reconciles it from the recorded URL, never re-sends
+control or thinking indicator), or the                  it blindly), and the account's *next* request —
+page goes quiet without finishing                       that reconcile, or another task — fails auth
+                                                        (sent=False): the account is paused for the operator.
+                                                        (auth right away would drop the turn's reconcile and
+                                                        re-send it once resumed.)
+the same while reconciling                  auth        account paused; the turn stays reconcilable
+anything else unclear after submitting      unknown     sent=True: the reply is reconciled from the recorded
+(timeout, cancel, browser crash)                        URL, never re-sent blindly
 profile held by another process             auth        e.g. a `fanoctl backends login` in progress
 ==========================================  ==========  =====================================================
 
@@ -38,6 +55,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -47,19 +65,20 @@ from urllib.parse import urlsplit
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.web.browser import BrowserHost, ProfileLock, kill_previous, record_browser
-from services.backends.web.gate import Sample, TurnGate
+from services.backends.web.gate import ProgressWatch, Sample, TurnGate
 from services.backends.web.page import ChatPage, PageSample, SiteProblem
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site
-from services.backends.web.warnings import Notice, classify, matches, parse_reset
+from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset
 
 log = logging.getLogger(__name__)
 
-REPLY_NOTICE_CHARS = 400   # a finished reply this short may be a soft failure ("wasn't able to finish")
+REPLY_NOTICE_CHARS = 400   # a finished reply this short may be a notice rendered as the reply (reply_notices)
 PLACEHOLDER_CHARS = 600    # a reply this short may be a "still generating" placeholder
 SCREENSHOTS_KEPT = 50
 SLICE = 0.05               # seconds between two looks at cancelled() while waiting
 PROMPT_SETTLE = 3.0        # reconcile: seconds a loaded conversation may take to show our prompt too
+SCARCE_MODES = ("deep",)   # modes whose loss cools down that mode only, not the account
 
 
 def _playwright_error():
@@ -80,6 +99,7 @@ class WebProvider(Provider):
         self.home = (Path(data_dir) / "backends" / account).resolve()
         self.profile = self.home / "profile"
         self.pidfile = self.home / "browser.json"
+        self.pause_file = self.home / "pause-request.txt"
         self.screenshots = self.home / "screenshots"
         self.store = ConversationStore(self.home / "conversations")
         self.lock = ProfileLock(self.home / "profile.lock")
@@ -159,6 +179,7 @@ class WebProvider(Provider):
         if not turn.prompt.strip():
             raise ProviderError("terminal", "empty prompt", sent=False)
         self._require_profile()
+        self._take_pause_request()
         return self.host.run(self._send, turn, cancelled)
 
     def _send(self, host, turn: Turn, cancelled: Callable[[], bool], retry: bool = True) -> Reply:
@@ -193,7 +214,7 @@ class WebProvider(Provider):
             deadline = time.monotonic() + self.cfg.timeouts[turn.mode]
             s = self._await_reply(chat, key, index, baseline, deadline, cancelled)
         except SiteProblem as problem:
-            raise self._problem_error(chat, problem, sent=submitted) from None
+            raise self._problem_error(chat, problem, sent=submitted, mode=turn.mode) from None
         except _playwright_error() as exc:
             self._recycle(host)
             if reused and retry and not submitted:
@@ -228,8 +249,9 @@ class WebProvider(Provider):
                      cancelled: Callable[[], bool]) -> PageSample:
         """Poll until the assistant turn ``index`` is complete. Records the conversation URL (and title)
         the moment it appears. Raises a classified ProviderError (sent=True) on any notice, timeout or
-        cancel."""
+        cancel, and SiteProblem("layout") when the page shows no sign of progress (:class:`ProgressWatch`)."""
         gate = TurnGate(self.cfg.gate)
+        watch = ProgressWatch(self.cfg.progress_grace, time.monotonic())
         msgs = self.site.messages
         recorded = self.store.handle(key)
         while True:
@@ -243,16 +265,24 @@ class WebProvider(Provider):
             if s.login:
                 raise SiteProblem("login", f"the site asks to sign in ({s.url})")
             fresh = list((Counter(s.banners) - baseline).elements())
-            notice = classify(fresh, msgs) or classify([s.title], {"auth": msgs["auth"]})
+            notice = (classify(fresh + [s.turn_error], msgs) or classify([s.title], {"auth": msgs["auth"]})
+                      or (Notice("transient", s.turn_error[:500], "turn_error") if s.turn_error else None))
             if notice:
                 raise self._notice_error(notice, sent=True)
             placeholder = len(s.text) < PLACEHOLDER_CHARS and matches(s.text, msgs["thinking"])
-            if gate.feed(Sample(time.monotonic(), s.text, s.stop, s.bar, s.thinking or placeholder)):
+            now = time.monotonic()
+            if gate.feed(Sample(now, s.text, s.stop, s.bar, s.thinking or placeholder)):
+                # the model's own words are never matched against [messages]: only a site that renders its
+                # refusals as the reply, with the whole phrase at the start (reply_notices)
                 if len(s.text) < REPLY_NOTICE_CHARS:
-                    notice = classify([s.text], msgs)
+                    notice = classify_reply(s.text, self.site.reply_notices)
                     if notice:
                         raise self._notice_error(notice, sent=True)
                 return s
+            stalled = watch.feed(now, s.exists, s.text, s.stop, s.thinking or placeholder)
+            if stalled:
+                raise SiteProblem("layout", f"the page layout may have changed: {stalled} (gate: {gate.state}; "
+                                            f"check the selectors of sites/{self.site.name}.toml)")
             if time.monotonic() > deadline:
                 raise ProviderError("unknown", f"no complete reply within the turn timeout ({gate.state}); the "
                                     f"conversation {recorded.get('url') or '(no URL yet)'} is reconciled next, "
@@ -296,16 +326,53 @@ class WebProvider(Provider):
         err.notice = notice
         return err
 
-    def _problem_error(self, chat: ChatPage, problem: SiteProblem, sent: bool) -> ProviderError:
+    def _problem_error(self, chat: ChatPage, problem: SiteProblem, sent: bool, mode: str | None = None,
+                       reconciling: bool = False) -> ProviderError:
         shot = self._screenshot(chat, problem.kind)
         where = f" (screenshot: {shot})" if shot else ""
+        if problem.kind == "mode" and mode in SCARCE_MODES:
+            # only this mode is lost (plan, quota of the mode, or its control moved): cool it down and let
+            # standard work go on; the broker keeps cool-downs per mode and refunds the unit
+            return ProviderError("quota", f"{mode} mode not available on this page: {problem.message}{where}; "
+                                 f"{mode} requests on {self.account} wait {self.cfg.mode_retry:g}s, standard "
+                                 "requests go on", retry_after=self.cfg.mode_retry, sent=False)
+        what = f"{problem.message}{where}"
         if problem.kind in ("login", "challenge"):
-            return ProviderError("auth", f"{problem.message}: sign in with `fanoctl backends login "
-                                 f"{self.account}`{where}", sent=sent)
-        if problem.kind == "layout" and sent:
-            return ProviderError("unknown", f"{problem.message}{where}", sent=True)
-        # mode not confirmed, or the layout changed before anything was sent: a person must look
-        return ProviderError("auth", f"{problem.message}{where}", sent=sent)
+            what = f"{problem.message}: sign in with `fanoctl backends login {self.account}`{where}"
+        if sent and not reconciling:
+            # auth now would pause the account but drop this turn's reconcile (the broker re-sends an auth
+            # failure once resumed): keep the turn unknown, and pause at the account's next request
+            self._request_pause(f"after a prompt was sent: {what}")
+            return ProviderError("unknown", f"after the prompt was sent: {what}. The turn is reconciled from its "
+                                 "URL, never re-sent blindly; the account's next request pauses it for the "
+                                 "operator", sent=True)
+        # mode not confirmed, the layout changed before anything was sent, a login wall, or any of these
+        # while reconciling: a person must look
+        return ProviderError("auth", what, sent=sent)
+
+    # --- pausing the account for the operator ----------------------------------------------------------------
+
+    def _request_pause(self, reason: str) -> None:
+        """Make the account's next request (send or reconcile) fail ``auth`` with ``reason``, before it opens
+        the page: how a problem whose own turn must stay ``unknown`` still gets the account paused. Durable
+        (a file in the account dir), so a worker restart does not lose it; consumed once."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            tmp = self.pause_file.with_suffix(".tmp")
+            tmp.write_text(reason, encoding="utf-8")
+            os.replace(tmp, self.pause_file)
+        except OSError as exc:   # the turn's own error still reaches the operator's logs
+            log.warning("%s: cannot record the pause request: %s", self.account, exc)
+
+    def _take_pause_request(self) -> None:
+        try:
+            reason = self.pause_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return
+        self.pause_file.unlink(missing_ok=True)
+        raise ProviderError("auth", f"paused for the operator: {reason}. If the page changed, fix "
+                            f"services/backends/web/sites/{self.site.name}.toml (and restart the worker), then "
+                            f"`fanoctl backends resume {self.account}`", sent=False)
 
     def _screenshot(self, chat: ChatPage, kind: str) -> str | None:
         try:
@@ -339,6 +406,7 @@ class WebProvider(Provider):
                                 "recorded: it may have reached the site, so it is not re-sent blindly (look "
                                 "at the site, then `fanoctl queue retry` the task)", sent=True)
         self._require_profile()
+        self._take_pause_request()
         return self.host.run(self._reconcile, turn, key, handle)
 
     def _reconcile(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
@@ -371,7 +439,7 @@ class WebProvider(Provider):
                     return None
                 raise
         except SiteProblem as problem:
-            raise self._problem_error(chat, problem, sent=True) from None
+            raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
         except _playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
@@ -380,7 +448,9 @@ class WebProvider(Provider):
     # --- check / login -------------------------------------------------------------------------------------
 
     def check(self) -> dict:
-        """Open the site headless: ok when the composer shows; ProviderError auth at a login wall."""
+        """Open the site headless: ok when the composer and the first control of each configured mode (the
+        model picker, Tools) show on the idle page; not ok, with a screenshot, when one is missing (the
+        layout changed); ProviderError auth at a login wall or a limit notice."""
         owned = self.lock.held
         if not self._own_profile():
             return {"ok": False, "busy": True,
@@ -403,12 +473,19 @@ class WebProvider(Provider):
             chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
             s = chat.wait_ready(self.cfg.ready_timeout)
             self._raise_blocking(s, sent=False)
+            missing = chat.missing_controls({m: self.site.modes[m] for m in self.cfg.modes})
         except SiteProblem as problem:
             raise self._problem_error(chat, problem, sent=False) from None
         except _playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("transient", f"cannot open {chat.new_chat_url}: {exc}"[:1000], sent=False) from None
-        return {"ok": True, "detail": f"signed in: the composer shows at {s.url}", "url": s.url}
+        if missing:
+            shot = self._screenshot(chat, "layout")
+            return {"ok": False, "url": s.url,
+                    "detail": f"signed in, but the page layout may have changed: {'; '.join(missing)}"
+                              + (f" (screenshot: {shot})" if shot else "")}
+        return {"ok": True, "detail": f"signed in: the composer and the mode controls show at {s.url}",
+                "url": s.url}
 
     def login(self, headless: bool = False) -> dict:
         """Open the site in a headed browser on the account's profile for a person to sign in; return when
@@ -435,8 +512,9 @@ class WebProvider(Provider):
         try:
             chat = self._chat(host)
             chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
+            # stderr: stdout carries the command's result (JSON under --json)
             print(f"Sign in to {self.site.name} in the browser window ({chat.new_chat_url}); this returns once "
-                  f"the chat page shows, or when you close the window.", flush=True)
+                  f"the chat page shows, or when you close the window.", file=sys.stderr, flush=True)
             deadline = time.monotonic() + self.cfg.login_timeout
             seen = 0
             while time.monotonic() < deadline:

@@ -17,6 +17,10 @@
     ready_timeout = 30                  # seconds for the page/composer to show
     capacity_retry = 300                # seconds before retrying after "a lot of people are using ..."
     quota_retry = 3600                  # cool-down when a limit message names no reset time
+    mode_retry = 21600                  # cool-down of the deep mode alone when the page does not offer or
+                                        # apply it (option missing, disabled, or read back differently)
+    progress_grace = 90                 # seconds after sending within which the page must show a sign of
+                                        # work (default: the site file's); else the layout changed
     reconcile_timeout = 3600            # seconds reconcile waits for a reply still generating
     login_timeout = 900                 # seconds `fanoctl backends login` waits for a signed-in page
     launch_args = ["--disable-blink-features=AutomationControlled"]
@@ -41,7 +45,7 @@ DEFAULT_TIMEOUTS = {"standard": 1200.0, "deep": 3600.0}
 DEFAULT_LAUNCH_ARGS = ("--disable-blink-features=AutomationControlled",)
 KNOWN = {"url", "headless", "chromium", "timezone", "poll_interval", "timeout", "mode_labels",
          "bar_confirm_polls", "min_stable", "ready_timeout", "capacity_retry", "quota_retry",
-         "reconcile_timeout", "login_timeout", "launch_args", "modes"}
+         "reconcile_timeout", "login_timeout", "launch_args", "modes", "mode_retry", "progress_grace"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class WebSettings:
     ready_timeout: float
     capacity_retry: float
     quota_retry: float
+    mode_retry: float
+    progress_grace: float
     reconcile_timeout: float | None
     login_timeout: float
     launch_args: tuple
@@ -140,6 +146,8 @@ def parse_settings(settings: dict, site: SiteSpec) -> WebSettings:
         ready_timeout=_seconds(settings.get("ready_timeout", 30.0), "ready_timeout", hi=600),
         capacity_retry=_seconds(settings.get("capacity_retry", 300.0), "capacity_retry"),
         quota_retry=_seconds(settings.get("quota_retry", 3600.0), "quota_retry"),
+        mode_retry=_seconds(settings.get("mode_retry", 21600.0), "mode_retry"),
+        progress_grace=_seconds(settings.get("progress_grace", site.progress_grace), "progress_grace", hi=3600),
         reconcile_timeout=None if reconcile is None else _seconds(reconcile, "reconcile_timeout"),
         login_timeout=_seconds(settings.get("login_timeout", 900.0), "login_timeout"),
         launch_args=tuple(args), modes=tuple(modes))

@@ -4,21 +4,31 @@ Selectors and UI wording change often; keeping them in one data file per site me
 an edit there (and in the stand-in skin), not in code. Every selector entry is an ordered list of CSS
 fallbacks, best first. Message entries are lists of case-insensitive regular expressions.
 
-File layout (every key below is required; :func:`load_site` refuses a file that lacks one)::
+File layout (every key below is required unless marked optional; :func:`load_site` refuses a file that
+lacks one)::
 
     [site]
     name = "chatgpt"
     url = "https://chatgpt.com"          # default base URL (an account's ``url`` setting overrides it)
     new_chat_path = "/"                  # where a fresh conversation starts
     conversation_path = '^/c/...$'       # regex on the URL path of a persisted conversation
+    progress_grace = 90                  # optional (default 90): seconds after sending within which the
+                                         # page must show a sign of work (see provider.py)
 
     [selectors]                          # lists of CSS selectors
     composer, send, stop, user_turn, assistant_turn, reply_text, finished, thinking, banners, login,
     challenge
+    turn_error                           # optional: the assistant turn's own error container
 
     [messages]                           # lists of regexes
-    quota, capacity, auth, transient     # notice classes (banners, titles, short replies)
+    quota, capacity, auth, transient     # notice classes, searched in notices: banners, toasts, dialogs,
+                                         # the turn's error container, the title — never in a reply
     thinking                             # a short reply text that is a "still generating" placeholder
+
+    [reply_notices]                      # optional: refusals the site renders AS the reply (Gemini)
+    quota, capacity, auth, transient     # lists of regexes of whole, distinctive phrases, matched at the
+                                         # start of a short reply only: a genuine answer that mentions
+                                         # "quota" is an answer
 
     [modes.standard] / [modes.deep]
     label = "Pro"                        # the UI's name for the mode ("{label}" in steps/verify)
@@ -34,12 +44,14 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SITES_DIR = Path(__file__).resolve().parent / "sites"
 REQUIRED_SELECTORS = ("composer", "send", "stop", "user_turn", "assistant_turn", "reply_text", "finished",
                       "thinking", "banners", "login", "challenge")
+OPTIONAL_SELECTORS = ("turn_error",)
+DEFAULT_PROGRESS_GRACE = 90.0
 NOTICE_CLASSES = ("auth", "quota", "capacity", "transient")     # in order of precedence
 REQUIRED_MESSAGES = NOTICE_CLASSES + ("thinking",)
 REQUIRED_MODES = ("standard", "deep")
@@ -81,6 +93,8 @@ class SiteSpec:
     selectors: dict[str, tuple[str, ...]]
     messages: dict[str, tuple[re.Pattern, ...]]
     modes: dict[str, ModeSpec]
+    reply_notices: dict[str, tuple[re.Pattern, ...]] = field(default_factory=dict)
+    progress_grace: float = DEFAULT_PROGRESS_GRACE
 
     def is_conversation(self, path: str) -> bool:
         return bool(self.conversation_path.search(path))
@@ -174,7 +188,21 @@ def parse_site(data: dict, where: str = "site file") -> SiteSpec:
         conversation_path=conv,
         selectors={k: _selectors(v, f"{where}: selectors.{k}") for k, v in sels.items()},
         messages={k: _patterns(v, f"{where}: messages.{k}") for k, v in msgs.items()},
-        modes={k: _mode(v, f"{where}: modes.{k}") for k, v in modes.items()})
+        modes={k: _mode(v, f"{where}: modes.{k}") for k, v in modes.items()},
+        reply_notices=_reply_notices(data.get("reply_notices", {}), where),
+        progress_grace=_grace(site.get("progress_grace", DEFAULT_PROGRESS_GRACE), where))
+
+
+def _reply_notices(raw, where: str) -> dict[str, tuple[re.Pattern, ...]]:
+    if not isinstance(raw, dict) or set(raw) - set(NOTICE_CLASSES):
+        raise SiteError(f"{where}: [reply_notices] may only hold {', '.join(NOTICE_CLASSES)}")
+    return {k: _patterns(v, f"{where}: reply_notices.{k}") for k, v in raw.items()}
+
+
+def _grace(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+        raise SiteError(f"{where}: [site] progress_grace must be seconds in (0, 3600], got {value!r}")
+    return float(value)
 
 
 _cache: dict[str, SiteSpec] = {}

@@ -42,6 +42,8 @@
         E("div", {class: "desc", text: disabled ? "Upgrade to get " + name : desc}));
       item.addEventListener("click", () => {
         if (disabled) return;
+        // deep = "unapplied": the item takes the click, the menu closes, and the model stays as it was
+        if (id === "pro" && cfg.deep === "unapplied") { menu.hidden = true; return; }
         state.model = name;
         Standin.setText(label, name);
         opener.setAttribute("aria-label", "Model selector, current model is " + name);
@@ -60,8 +62,10 @@
     const fallback = E("textarea", {name: "prompt-textarea", style: "display:none"});
     const send = E("button", {"data-testid": "send-button", id: "composer-submit-button", "aria-label": "Send prompt",
       type: "button", text: "↑"});
-    const stop = E("button", {"data-testid": "stop-button", "aria-label": "Stop streaming", type: "button",
-      text: "■", hidden: true});
+    // layout = "changed-after-send": the stop button and the assistant turns (below) are renamed
+    const stop = state.v2 ?
+      E("button", {"data-testid": "composer-halt", "aria-label": "Halt", type: "button", text: "■", hidden: true}) :
+      E("button", {"data-testid": "stop-button", "aria-label": "Stop streaming", type: "button", text: "■", hidden: true});
     const form = E("form", {class: "composer"}, editor, fallback, send, stop);
     form.addEventListener("submit", (ev) => ev.preventDefault());
     send.addEventListener("click", () => submit());
@@ -88,8 +92,11 @@
       E("button", {"data-testid": "copy-turn-action-button", "aria-label": "Copy", type: "button", text: "⧉"}),
       E("button", {"data-testid": "good-response-turn-action-button", "aria-label": "Good response", type: "button", text: "👍"}),
       E("button", {"data-testid": "bad-response-turn-action-button", "aria-label": "Bad response", type: "button", text: "👎"}));
-    const assistant = E("article", {"data-testid": "conversation-turn-" + (2 * n + 2), "data-turn": "assistant"},
-      E("div", {"data-message-author-role": "assistant"}, shimmer, progress, md, err, regen), actions);
+    const assistant = state.v2 ?
+      E("section", {"data-turn-v2": "assistant", class: "agent-turn"},
+        E("div", {"data-author": "assistant"}, shimmer, progress, md, err, regen), actions) :
+      E("article", {"data-testid": "conversation-turn-" + (2 * n + 2), "data-turn": "assistant"},
+        E("div", {"data-message-author-role": "assistant"}, shimmer, progress, md, err, regen), actions);
     return {user, assistant, shimmer, progress, md, err, regen, actions, inThread: false};
   }
 
@@ -144,6 +151,7 @@
 
   async function boot() {
     const cfg = state.cfg = await Standin.config();
+    state.v2 = cfg.layout === "changed-after-send";
     if (!cfg.logged_in) return loginWall(cfg);
     buildApp(cfg);
     const id = conversationFromPath();

@@ -36,7 +36,8 @@
       item.addEventListener("click", () => {
         if (disabled) return;
         menu.hidden = true;
-        if (name === "Deep Think") setDeep(true);
+        // deep = "unapplied": the item takes the click and the menu closes, but no Deep Think chip appears
+        if (name === "Deep Think" && cfg.deep !== "unapplied") setDeep(true);
       });
       menu.append(item);
     }
@@ -47,7 +48,10 @@
     chip.addEventListener("click", () => setDeep(false));
     const drawer = E("toolbox-drawer", {}, toolsButton, menu);
     const send = E("button", {class: "send-button submit", "aria-label": "Send message", type: "button", text: "➤"});
-    const stop = E("button", {class: "send-button stop", "aria-label": "Stop response", type: "button", text: "■", hidden: true});
+    // layout = "changed-after-send": the stop button and the model responses (below) are renamed
+    const stop = state.v2 ?
+      E("button", {class: "halt-button", "aria-label": "Halt", type: "button", text: "■", hidden: true}) :
+      E("button", {class: "send-button stop", "aria-label": "Stop response", type: "button", text: "■", hidden: true});
     send.addEventListener("click", () => submit());
     Standin.bindEnter(editor, () => submit());
     const input = E("input-area-v2", {}, rich, drawer, chipBox, send, stop);
@@ -70,14 +74,15 @@
   function container(turn) {
     const query = E("user-query", {}, E("div", {class: "query-text", text: turn.prompt}));
     const progress = E("div", {role: "progressbar", class: "progress", "aria-label": "Loading", text: "…"});
-    const thinking = E("div", {class: "thinking-label"});
+    const thinking = E("div", {class: state.v2 ? "thought-label" : "thinking-label"});
     const md = E("div", {class: "markdown markdown-main-panel"});
     const content = E("message-content", {class: "model-response-text"}, md);
     const footer = E("div", {class: "response-footer"});
     const buttons = [E("button", {"aria-label": "Copy", "data-test-id": "copy-button", type: "button", text: "⧉"}),
       E("button", {"aria-label": "Good response", type: "button", text: "👍"}),
       E("button", {"aria-label": "Bad response", type: "button", text: "👎"})];
-    const response = E("model-response", {}, E("div", {class: "response-container"}, thinking, progress, content, footer));
+    const response = E(state.v2 ? "response-panel" : "model-response", {},
+      E("div", {class: "response-container"}, thinking, progress, content, footer));
     const box = E("div", {class: "conversation-container"}, query);
     return {box, response, progress, thinking, md, footer, buttons, inBox: false};
   }
@@ -129,6 +134,7 @@
 
   async function boot() {
     const cfg = state.cfg = await Standin.config();
+    state.v2 = cfg.layout === "changed-after-send";
     if (!cfg.logged_in) return loginWall(cfg);
     buildApp(cfg);
     const id = conversationFromPath();
