@@ -167,8 +167,11 @@ class BrokerClient:
         """Record the intent to send this turn (before the request leaves the worker)."""
         return self.call("turn_begin", rid=rid, id=task_id, epoch=epoch)
 
-    def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None) -> dict:
-        return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result)
+    def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None,
+                 reconciled: bool = False) -> dict:
+        """``reconciled``: the result is an earlier attempt's answer recovered from the provider; nothing
+        was sent under this lease, so its quota unit is refunded."""
+        return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result, reconciled=reconciled)
 
     def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
              retry_after: float | None = None, rid: str | None = None) -> dict:

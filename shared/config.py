@@ -52,6 +52,8 @@ class BrokerConfig:
     # world seconds a task whose last turn has an unknown outcome waits for that account to reconcile it
     # (e.g. the account's worker is frozen); then any account may take it (0 = wait for that account forever)
     unknown_turn_hold: float = 1800.0
+    # provider refusals (transient, nothing sent: overload, 5xx) that do not burn an attempt, per task
+    max_refusals: int = 20
     # world seconds after which an acked DONE/CANCELLED task is compacted (payload, result and history
     # dropped, identity and key kept); 0 = keep every task whole forever. PARKED tasks are never compacted
     task_retention: float = 14 * 86400.0

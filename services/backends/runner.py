@@ -329,7 +329,7 @@ class TurnRunner:
             return None
         self.log.info("task %s: the provider had served attempt %s; completing without sending",
                       turn.task_id, previous.attempt)
-        return self._complete(job, turn, found)
+        return self._complete(job, turn, found, reconciled=True)
 
     def _release_unsent(self, job: Job, turn: Turn) -> Outcome:
         """Cancelled before anything left: give the task back, refund the unit."""
@@ -339,9 +339,10 @@ class TurnRunner:
             return stop
         return Outcome("cancelled", "cancelled before sending", turn.epoch)
 
-    def _complete(self, job: Job, turn: Turn, reply: Reply) -> Outcome:
+    def _complete(self, job: Job, turn: Turn, reply: Reply, reconciled: bool = False) -> Outcome:
         result = {"text": reply.text, "meta": _wire_safe(dict(reply.meta or {}))}
-        _, stop = self._deliver(job, "complete", id=turn.task_id, epoch=turn.epoch, result=result)
+        _, stop = self._deliver(job, "complete", id=turn.task_id, epoch=turn.epoch, result=result,
+                                **({"reconciled": True} if reconciled else {}))
         if stop is not None:
             return stop
         self.log.info("task %s: done (epoch %s)", turn.task_id, turn.epoch)

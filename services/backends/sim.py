@@ -238,9 +238,11 @@ class SimProvider(Provider):
             return rng.uniform(spec["low"], spec["high"])
         return spec.get("value", 0.0)
 
-    def fate(self, key: str, attempt: int) -> tuple[str | None, float]:
-        """Which fault (if any) hits this attempt, and at which fraction of the latency."""
-        rng = self._rng(key, attempt, "fault")
+    def fate(self, key: str, epoch: int) -> tuple[str | None, float]:
+        """Which fault (if any) hits the request sent under lease ``epoch``, and at which fraction of the
+        latency. Drawn per lease, not per attempt: a refusal gives its attempt back (the broker does not
+        burn it), and the next lease must not meet the same fault again."""
+        rng = self._rng(key, epoch, "fault")
         u, frac = rng.random(), rng.uniform(0.1, 0.9)
         edge = 0.0
         for name in FAULTS:
@@ -292,7 +294,7 @@ class SimProvider(Provider):
             raise ProviderError("quota", f"You've reached your limit for {turn.mode} requests "
                                 f"until {_until(now, wait, window)} (window {describe(window)})",
                                 retry_after=wait, sent=False)
-        fault, frac = self.fate(key, turn.attempt)
+        fault, frac = self.fate(key, turn.epoch)
         if fault == "overload":
             wait = round(2.0 + 8.0 * frac, 3)
             self._record(turn, "refused", key, reason="overload", retry_after=wait)

@@ -25,7 +25,8 @@ new request there; the old turn stays unknown in the history).
 
 =========  ==========================================================================================
 transient  retry with exponential backoff (``retry_after`` overrides it), PARKED after max_attempts;
-           the quota unit is refunded when ``sent`` is false
+           the quota unit is refunded when ``sent`` is false, and then (a refusal: nothing was spent)
+           the attempt is not burned either, up to ``[broker] max_refusals`` per task (``refusals``)
 unknown    like transient, but the quota unit always stays counted (the provider may have served it)
 quota      the provider refused for quota: no attempt burned, unit refunded, the account cools down
            for that mode for ``retry_after`` seconds (1 h when unknown; ``refuse`` takes an absolute time)
@@ -256,8 +257,13 @@ def op_renew(tx: Tx, id: int, epoch: int, ttl):
     return {"id": id, "epoch": epoch, "deadline_in": ttl, "pause_requested": bool(task.get("pause_requested"))}
 
 
-def op_complete(tx: Tx, id: int, epoch: int, result):
+def op_complete(tx: Tx, id: int, epoch: int, result, reconciled: bool = False):
     task = _leased(tx, id, epoch)
+    turn = task.get("turn")
+    if reconciled and not (turn and turn.get("epoch") == epoch):
+        # an earlier attempt's answer, recovered from the provider: its unit is counted under that
+        # attempt's lease, and this lease sent nothing (no intent at this epoch): give its unit back
+        _refund(tx, task)
     task["result"] = result
     task["error"] = None
     task["turn"] = task["unknown_turn"] = None  # the outcome is known
@@ -291,6 +297,14 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     elif error_class == "auth":
         quota.pause_account(tx, lease["account"], f"auth failure: {message[:200]}")
         _back_to_queue(tx, task, why)
+    elif error_class == "transient" and not sent and task.get("refusals", 0) < tx.config.max_refusals:
+        # the provider refused before doing anything (overloaded, a 5xx status, the server down): nothing
+        # was spent, so the attempt is given back -- a week of overload spells must not park good work --
+        # and refusals back off on their own count (then, past max_refusals, attempts burn as usual)
+        task["refusals"] = task.get("refusals", 0) + 1
+        task["attempts"] = max(0, task["attempts"] - 1)
+        delay = retry_after if retry_after is not None else _backoff(tx, task["refusals"])
+        _retry_or_park(tx, task, f"{why} (refusal {task['refusals']}/{tx.config.max_refusals})", delay)
     else:
         _retry_or_park(tx, task, why, retry_after)
     return {"id": id, "epoch": epoch, "state": task["state"], "not_before": task["not_before"]}

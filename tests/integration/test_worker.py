@@ -192,8 +192,8 @@ def test_quota_refusal_returns_the_task_and_cools_the_account_down(make_env):
 
 
 def _seed_failing_first_then_succeeding(tmp_path, payload) -> int:
-    """A sim seed whose fault draw hits attempt 1 with a 500 and spares attempt 2 (the draw is a pure
-    function of seed, account, turn content and attempt)."""
+    """A sim seed whose fault draw hits the first lease with a 500 and spares the second (the draw is a
+    pure function of seed, account, turn content and lease epoch)."""
     turn = Turn(task_id=0, epoch=0, attempt=1, account="a", mode="standard", module="explorer", kind="ask",
                 payload=payload, prompt=payload["prompt"])
     key = content_key(turn)
@@ -219,17 +219,19 @@ def test_transient_error_is_retried_after_a_backoff(make_env, tmp_path):
     first = run_task(env, ident, task["id"])
     assert first["outcome"] == "failed" and first["message"].startswith("transient")
     got = env.client.get(task["id"])
-    assert got["state"] == "PENDING" and got["attempts"] == 1 and got["error"]["class"] == "transient"
+    # a refusal: the attempt is given back (nothing was spent), and the retry still waits a backoff
+    assert got["state"] == "PENDING" and got["attempts"] == 0 and got["refusals"] == 1
+    assert got["error"]["class"] == "transient"
     assert got["not_before"] > before and first["retry_at"] == pytest.approx(got["not_before"])
     # a 500 before any output was not served: reported unsent, so the quota unit is refunded
     assert got["error"]["sent"] is False and got["unknown_turn"] is None and _used(env) == 0
     done = run_until_leased(env, task["id"])
     assert done["outcome"] == "done"
     got = env.client.get(task["id"])
-    assert got["state"] == "DONE" and got["attempts"] == 2 and _used(env) == 1
+    assert got["state"] == "DONE" and got["attempts"] == 1 and got["epoch"] == 2 and _used(env) == 1
     assert [(r["attempt"], r["reason"]) for r in sim_events(env, event="refused")] == [(1, "error")]
     assert sim_events(env, event="failed") == []
-    assert [r["attempt"] for r in served_requests(env.sim_log("a"))] == [2]
+    assert [r["attempt"] for r in served_requests(env.sim_log("a"))] == [1]
 
 
 def test_a_hung_request_is_cut_at_its_timeout_and_reconciled_not_resent(make_env):

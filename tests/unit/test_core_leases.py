@@ -289,7 +289,50 @@ def test_transient_refunds_only_when_not_sent(qcore):
     la = qcore.lease()
     fail(qcore, a, la["epoch"], "transient", sent=True)
     assert used(qcore) == [1, 1]
-    assert qcore.get(a)["attempts"] == 2  # both attempts burned
+    assert qcore.get(a)["attempts"] == 1  # the refusal gave its attempt back; the sent failure burned one
+    assert qcore.get(a)["refusals"] == 1
+
+
+def test_refusals_burn_no_attempt_until_max_refusals_then_attempts_burn(make_core):
+    core = make_core(broker={"max_refusals": 3})
+    tid = core.submit("a", max_attempts=2)["task"]["id"]
+    delays = []
+    for _ in range(3):
+        lease = core.lease()
+        out = fail(core, tid, lease["epoch"], "transient", message="529 overloaded", sent=False)
+        assert out["state"] == "PENDING" and core.get(tid)["attempts"] == 0
+        delays.append(out["not_before"] - core.clock.world())
+        core.clock.advance(delays[-1] + 1)
+        core.tick()
+    assert delays == [BASE, 2 * BASE, 4 * BASE]        # refusals back off on their own count
+    assert "refusal 3/3" in core.get(tid)["history"][-1]["why"]
+    for expected in ("PENDING", "PARKED"):              # past max_refusals: the usual attempts
+        lease = core.lease()
+        assert fail(core, tid, lease["epoch"], "transient", sent=False)["state"] == expected
+        core.clock.advance(3600)
+        core.tick()
+
+
+def test_a_reconciled_completion_gives_back_its_leases_unit(qcore):
+    a = qcore.submit("a")["task"]["id"]
+    la = qcore.lease(ttl=1)
+    qcore.call("turn_begin", id=a, epoch=la["epoch"])
+    qcore.clock.advance(2)
+    qcore.tick()                                        # the worker died mid-request: unit stays counted
+    qcore.clock.advance(60)
+    lb = qcore.lease()
+    assert used(qcore) == [2, 2]
+    # its successor finds the answer at the provider and completes without sending
+    qcore.call("complete", id=a, epoch=lb["epoch"], result={"text": "served"}, reconciled=True)
+    assert used(qcore) == [1, 1] and qcore.get(a)["charged"] == 1
+
+
+def test_reconciled_is_ignored_when_this_lease_sent_its_own_turn(qcore):
+    a = qcore.submit("a")["task"]["id"]
+    la = qcore.lease()
+    qcore.call("turn_begin", id=a, epoch=la["epoch"])
+    qcore.call("complete", id=a, epoch=la["epoch"], result={"text": "x"}, reconciled=True)
+    assert used(qcore) == [1, 1]
 
 
 def test_unknown_stays_counted_even_if_not_sent(qcore):

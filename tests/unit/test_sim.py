@@ -130,12 +130,14 @@ def test_replies_are_deterministic_in_seed_and_turn(tmp_path):
     assert a.send(turn(task_id=99, kind=kinds[0], payload={"insight_id": "i0"}), never).text == texts[0]
 
 
-def test_attempts_change_faults_but_not_the_content(tmp_path):
+def test_leases_change_faults_but_not_the_content(tmp_path):
+    # faults are drawn per lease (epoch): a refused request gives its attempt back, and the next lease
+    # (same attempt number) must get a fresh draw
     p = make(tmp_path, seed=1, sloppy_rate=0.0, transient_rate=0.5)
     results = {}
-    for attempt in range(1, 9):
+    for epoch in range(1, 9):
         try:
-            results[attempt] = p.send(turn(kind=A.EXPLORER_SYNTHESIS, attempt=attempt), never).text
+            results[epoch] = p.send(turn(kind=A.EXPLORER_SYNTHESIS, attempt=1, epoch=epoch), never).text
         except ProviderError as exc:
             assert exc.error_class == "transient" and not exc.sent   # a 500 before any output: not served
     assert 1 <= len(results) < 8                       # some attempts fail, some succeed
