@@ -373,6 +373,7 @@ class SchedulerCore:
         w = self.workers.get(ident)
         a = self.assigned.get(tid)
         account = w.account if w is not None and w.account else (a.account if a else None)
+        held = w is not None and w.task_id == tid
         if w is not None:
             w.last_seen = mono
             w.last_task, w.last_outcome = tid, outcome
@@ -382,6 +383,12 @@ class SchedulerCore:
         if account:
             self.last_outcome[account] = {"task_id": tid, "outcome": outcome, "message": message, "at": world}
         mine = a is not None and a.ident == ident
+        if not mine and not held:
+            # a worker reporting on a task it was not given: harmless here (the result itself goes to the
+            # broker, which fences it by epoch), but counted and logged so a confused worker is visible
+            self.errors["FOREIGN_DONE"] += 1
+            log.warning("done for task %s from %s, which does not hold it (ignored)", tid,
+                        w.name if w is not None else ident)
         t = self.tasks.get(tid)
         if outcome != "declined":
             if mine:   # it leased the task, but its events have not reached us yet: ask the broker

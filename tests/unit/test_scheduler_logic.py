@@ -655,3 +655,17 @@ def test_an_unknown_turn_bound_without_a_hold_stays_bound():
     advance(core, 10 * 86400, W1)
     core.tick()
     assert assigns(core) == [] and not [w for w, _ in core.timers() if w == "unknown turn"]
+
+
+def test_a_done_for_a_task_the_worker_was_not_given_is_counted_and_changes_nothing():
+    core = make_core(accounts=(("a1", "sim", ("standard",)), ("a2", "sim", ("standard",))))
+    submitted(core, 3, kind="x.ask")
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 3)]
+    ready(core, W2, "a2")
+    done(core, W2, 3, account="a2")                     # W2 never got task 3
+    assert core.errors["FOREIGN_DONE"] == 1
+    assert core.assigned[3].ident == W1                 # W1's assignment stands
+    running(core, 3, account="a1")
+    done(core, W1, 3, account="a1")
+    assert core.errors["FOREIGN_DONE"] == 1             # the holder's own report is not foreign
