@@ -421,7 +421,7 @@ timeout = 60
 """
 
 
-def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account(site, chromium_path):
+def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account_and_an_expired_login_pauses(site, chromium_path):
     with running_tree("fwt", TREE_ACCOUNTS.format(url=site.url, chromium=chromium_path)) as tree:
         profiles = [(tree.root / "data" / "backends" / name / "profile").resolve() for name in ("web-gpt", "web-gem")]
         res = run_fanoctl(tree, "ask", "hello", "--backend", "web-gpt", "--wait", timeout=90)
@@ -431,5 +431,29 @@ def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account(site, chromium_path)
         assert res.returncode == 0, res.stderr + res.stdout
         assert res.stdout.startswith("Stand-in gemini answer"), res.stdout
         assert site.prompts() == ["hello", "hi gemini"]
+
+        # the site logs everyone out: the next ask meets a login wall, the account is paused for the
+        # operator (shown by backends ls), nothing is sent; signing in again and resuming finishes it
+        site.control(login_required=True)
+        res = run_fanoctl(tree, "--json", "ask", "after logout", "--backend", "web-gpt")
+        assert res.returncode == 0, res.stderr
+        tid = json.loads(res.stdout)["task"]["id"]
+
+        def paused():
+            rows = {b["account"]: b for b in json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]}
+            row = rows["web-gpt"]
+            return row if row["paused"] and "auth" in (row.get("pause_reason") or "") else None
+        row = wait_for(paused, 60, interval=0.5, what="web-gpt to be paused by the login wall")
+        assert "log" in row["pause_reason"].lower()
+        text = run_fanoctl(tree, "backends", "ls").stdout
+        assert "web-gpt" in text and "paused" in text
+        task = json.loads(run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout)
+        assert task["state"] == "PENDING" and task["error"]["class"] == "auth" and task["error"]["sent"] is False
+        assert site.prompts() == ["hello", "hi gemini"]
+        site.control(login_required=False)
+        assert run_fanoctl(tree, "backends", "resume", "web-gpt").returncode == 0
+        wait_for(lambda: json.loads(run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout)["state"] == "DONE",
+                 90, interval=0.5, what="the ask to finish after the account was resumed")
+        assert site.prompts() == ["hello", "hi gemini", "after logout"]
     # the tree is stopped (no orphaned program); no browser of either profile may outlive it either
     assert [pid for profile in profiles for pid in profile_alive(profile)] == []
