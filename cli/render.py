@@ -310,6 +310,9 @@ def top_text(frame: dict) -> str:
                            [[m, c.get("PENDING", 0), c.get("RUNNING", 0), c.get("DONE", 0), c.get("PARKED", 0)]
                             for m, c in sorted(mods.items())]))
         lines.append("")
+    if frame.get("research") is not None:
+        lines += research_lines(frame["research"], now)
+        lines.append("")
     quota = s.get("quota") or []
     if quota:
         lines.append(table(["ACCOUNT", "MODE", "WINDOW", "USED", "LEFT"],
@@ -326,6 +329,28 @@ def top_text(frame: dict) -> str:
     elif sched is None:
         lines.append("(scheduler not answering)")
     return "\n".join(lines)
+
+
+def research_lines(r: dict, now: float) -> list[str]:
+    """The research panel of ``top`` (cli/research_summary.py): a count cut short shows as ``N+``."""
+    age = f" (counted {duration(now - r['at'])} ago)" if r.get("at") is not None and now - r["at"] >= 1 else ""
+    if r.get("error"):
+        return [f"research: not readable{age}: {r['error']}"]
+    partial = set(r.get("partial") or [])
+
+    def count(name: str, n) -> str:
+        return f"{n}+" if name in partial else str(n)
+
+    def statuses(name: str) -> list:
+        counts = r.get(name) or {}
+        total = sum(counts.values())
+        detail = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        return [name, count(name, total), detail + (" (of those counted)" if detail and name in partial else "")]
+    rows = [statuses("threads"), statuses("insights"),
+            ["document", f"v{r.get('document_version', 0)}", f"{r.get('sections', 0)} sections"],
+            ["research", count("questions", r.get("questions", 0)),
+             f"questions, {count('findings', r.get('findings', 0))} findings"]]
+    return [f"research{age}:"] + ["  " + line for line in table(["", "", ""], rows).splitlines()[1:]]
 
 
 def check_text(d: dict) -> str:

@@ -154,7 +154,8 @@ def seeds_edit(seed_id, text, kind, priority, tags):
 @click.argument("priority")
 @json_option
 def seeds_priority(seed_id, priority):
-    """Set a seed's priority (1-10 or high/medium/low); its open threads follow."""
+    """Set a seed's priority (1-10 or high/medium/low); its open threads follow, and the running explorer
+    re-ranks their queued tasks on its next planning pass (within seconds)."""
     from services.modules.explorer import model as M
     from services.modules.explorer.seeds import SeedError
     from services.modules.explorer.seeds import priority as parse_priority
@@ -175,7 +176,8 @@ def seeds_priority(seed_id, priority):
         ops += [_put(M.thread_key(t["id"]), dict(t, priority=prio, updated_at=now), v) for v, t in threads]
         return ops, {"seed": dict(seed, priority=prio), "threads": [t["id"] for _, t in threads]}
     d = _change(f"seed {seed_id}", read, write)
-    out(d, f"seed {seed_id}: priority {prio}" + (f"; threads {', '.join(d['threads'])} follow" if d["threads"] else ""))
+    out(d, f"seed {seed_id}: priority {prio}" + (f"; threads {', '.join(d['threads'])} follow (their queued tasks "
+                                                  "are re-ranked by the explorer)" if d["threads"] else ""))
 
 
 @seeds.command("rm")
@@ -367,7 +369,8 @@ _override_command("interesting", "interesting", "Mark an insight interesting (ne
 @click.argument("priority", type=click.IntRange(1, 10))
 @json_option
 def insights_priority(insight_id, priority):
-    """Set an insight's priority (1-10): its next review steps are scheduled by it."""
+    """Set an insight's priority (1-10): its queued review steps are re-ranked by the running explorer
+    (on its next repair pass) and its next ones are scheduled by it."""
     from services.modules.explorer import model as M
 
     def write(state):

@@ -210,10 +210,18 @@ def backends_resume(name):
 @click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
 @json_option
 def top(interval, once):
-    """A live view: accounts, queue depth per module, quota headroom, recent completions."""
+    """A live view: accounts, queue depth per module, quota headroom, recent completions, and the research
+    so far (threads, insights, document, researcher; counted at most every 10 s)."""
+    from cli.research_summary import REFRESH, research_summary
     ctl = _ctl()
+    research, research_due = None, 0.0
     while True:
-        frame = {"stats": client().stats(), "scheduler": ask_scheduler("top"), "backends": backends_view()}
+        stats = client().stats()
+        if time.monotonic() >= research_due:   # a bounded scan of the research namespaces: not every frame
+            research = research_summary(client(), now=stats.get("now"))
+            research_due = time.monotonic() + REFRESH
+        frame = {"stats": stats, "scheduler": ask_scheduler("top"), "backends": backends_view(),
+                 "research": research}
         if ctl.json:
             click.echo(R.to_json(frame))
         else:

@@ -187,3 +187,42 @@ def test_kill_9_of_the_module_loses_and_repeats_nothing(make_stack):
     assert s.explorer.starts == kills + 1
     reviewed = [rv for rv in s.values("reviews/") if rv["stage"] == "done"]
     assert reviewed and sum(len(rd["responses"]) for rv in reviewed for rd in rv["rounds"].values()) >= 3 * len(reviewed)
+
+
+def test_seed_priority_reaches_the_queued_explore_task():
+    """No workers: the explore task stays PENDING. After ``seeds priority`` the running module re-ranks it;
+    ``queue ls`` shows the new base and the scheduler's ``queue why`` counts the new seed priority."""
+    s = Stack()
+    s.workers = []
+    try:
+        s.start()
+
+        def explore_task():
+            tasks = [t for t in s.client.list(module=M.MODULE, state="PENDING", limit=100)["tasks"]
+                     if t["kind"] == M.EXPLORE]
+            return tasks[0] if tasks else None
+        task = wait_for(explore_task, 30, interval=0.2, what="a pending explore task")
+        thread_key = M.thread_key(task["payload"]["thread_id"])
+        seed_id = s.client.kv_get(M.MODULE, thread_key)["value"]["seed_id"]
+        old = task["attrs"]["seed_priority"]
+        new = 10 if old != 10 else 1
+        res = s.fanoctl("seeds", "priority", seed_id, str(new))
+        assert res.returncode == 0, res.stderr
+
+        def reranked():
+            res = s.fanoctl("--json", "queue", "ls", "--state", "PENDING", "--module", M.MODULE)
+            mine = [t for t in json.loads(res.stdout)["tasks"] if t["id"] == task["id"]]
+            return mine and mine[0]["priority"] == 50 + 10 * (new - old)
+        wait_for(reranked, 20, interval=0.3, what="the explore task re-ranked")
+
+        def why():
+            res = s.fanoctl("--json", "queue", "why", str(task["id"]))
+            terms = (json.loads(res.stdout).get("scheduler") or {}).get("terms")
+            return terms if terms and terms["base"] + terms["seed"] == 50 + 10 * new else None
+        terms = wait_for(why, 20, interval=0.3, what="the scheduler to count the new seed priority")
+        assert terms["seed"] == 10 * old    # attrs as submitted; the base makes up the difference
+        assert s.client.kv_get(M.MODULE, thread_key)["value"]["queued_priority"] == new
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{s.logs()}") from None
+    finally:
+        s.close()

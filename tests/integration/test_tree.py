@@ -76,6 +76,7 @@ def test_top_once_shows_accounts_and_recent_completions(tree):
     res = run_fanoctl(tree, "top", "--once")
     assert res.returncode == 0, res.stderr
     assert "quick-sim" in res.stdout and "recent completions" in res.stdout
+    assert "research:" in res.stdout and " sections" in res.stdout   # the research panel (zeros here)
 
 
 def test_kill_9_of_every_program_is_survived(tree):

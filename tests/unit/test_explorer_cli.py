@@ -96,3 +96,80 @@ def test_seed_priority_follows_to_open_threads(rig):
     sid = rig.get(M.thread_key(tid))["seed_id"]
     out = js("seeds", "priority", sid, "low")
     assert out["threads"] == [tid] and rig.get(M.thread_key(tid))["priority"] == 2
+
+
+# --- priority overrides reach queued tasks ------------------------------------------------------------------
+
+def _queued(rig, field, ident, kind=None):
+    return [t for t in rig.tasks(state="PENDING") if (t.get("payload") or {}).get(field) == ident
+            and (kind is None or t["kind"] == kind)]
+
+
+def _seed_term(task) -> float:
+    """What the scheduler adds for this task beyond its kind's base (seed term + priority adjustment)."""
+    from services.scheduler.priority import PriorityModel, QTask
+    from shared.config import SchedulerConfig
+    model, q = PriorityModel(SchedulerConfig()), QTask.from_fields(task)
+    return model.static(q) - model.kind_base(q.kind)
+
+
+def test_seed_priority_reaches_the_queued_explore_task(rig):
+    ctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))
+    rig.step()
+    thread = rig.values("threads/")[0]
+    tid, old = thread["id"], thread["priority"]
+    assert thread["queued_priority"] == old
+    [task] = _queued(rig, "thread_id", tid)
+    assert task["kind"] == M.EXPLORE and task["attrs"]["seed_priority"] == old and task["priority"] == 50
+    js("seeds", "priority", thread["seed_id"], "9")
+    rig.svc.plan()
+    [task] = _queued(rig, "thread_id", tid)
+    assert task["attrs"]["seed_priority"] == old            # attrs cannot change: the base makes up for it
+    assert task["priority"] == 50 + 10 * (9 - old) and _seed_term(task) == 90
+    assert js("queue", "ls", "--state", "PENDING")["tasks"][0]["priority"] == task["priority"]
+    assert rig.get(M.thread_key(tid))["queued_priority"] == 9
+    # aligned once: an operator's later adjustment of that task stays
+    ctl("queue", "priority", str(task["id"]), "77")
+    rig.svc.plan()
+    assert _queued(rig, "thread_id", tid)[0]["priority"] == 77
+    # the next turn is submitted at the new priority and needs no adjustment
+    rig.step()
+    [nxt] = _queued(rig, "thread_id", tid)
+    assert nxt["id"] != task["id"] and nxt["attrs"]["seed_priority"] == 9 and nxt["priority"] == 50
+
+
+def test_a_module_killed_mid_alignment_completes_it_after_a_restart(rig, monkeypatch):
+    ctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))
+
+    def reviews_queued():
+        for ins in rig.values("insights/"):
+            tasks = _queued(rig, "insight_id", ins["id"], M.REVIEW1)
+            if ins["status"] == "pending" and len(tasks) >= 2:
+                return ins, tasks
+    ins, tasks = rig.run_until(reviews_queued)
+    old = ins["priority"]
+    assert {t["attrs"]["seed_priority"] for t in tasks} == {old} and {t["priority"] for t in tasks} == {50}
+    js("insights", "priority", ins["id"], "10" if old != 10 else "1")
+    new = rig.get(M.insight_key(ins["id"]))["priority"]
+    # the module dies after re-ranking the first task (before the others, before recording it)
+    real, calls = rig.client.set_priority, []
+
+    def dying(task_id, priority):
+        if calls:
+            raise SystemExit("killed")
+        calls.append(task_id)
+        return real(task_id, priority)
+    monkeypatch.setattr(rig.client, "set_priority", dying)
+    rig.svc._next_repair = 0.0
+    with pytest.raises(SystemExit):
+        rig.svc.plan()
+    prios = {t["id"]: t["priority"] for t in _queued(rig, "insight_id", ins["id"], M.REVIEW1)}
+    assert sorted(prios.values()) == sorted([50 + 10 * (new - old)] + [50] * (len(prios) - 1))
+    assert rig.get(M.insight_key(ins["id"]))["queued_priority"] == old
+    # a restarted module finds the difference again and completes the alignment (nothing applied twice)
+    monkeypatch.setattr(rig.client, "set_priority", real)
+    rig.svc = rig.new_module()
+    rig.svc.plan()
+    tasks = _queued(rig, "insight_id", ins["id"], M.REVIEW1)
+    assert {t["priority"] for t in tasks} == {50 + 10 * (new - old)} and {_seed_term(t) for t in tasks} == {10 * new}
+    assert rig.get(M.insight_key(ins["id"]))["queued_priority"] == new

@@ -101,7 +101,8 @@ def new_insights(thread: dict, parsed: list[dict], known: dict[str, str], task_i
                "tags": item["tags"], "confidence": item["confidence"], "thread_id": thread["id"],
                "seed_id": thread["seed_id"], "proposed_by": item["proposed_by"], "depends_on": item["depends_on"],
                "unresolved_depends": item["unresolved_depends"], "status": "pending", "disputed": False,
-               "priority": int(thread.get("priority", 5)), "duplicate_of": None,
+               "priority": int(thread.get("priority", 5)), "queued_priority": int(thread.get("priority", 5)),
+               "duplicate_of": None,
                "dedup": {"verdict": verdict, "candidates": [[c, s] for c, s in cands], "llm": None},
                "outcome": None, "decided_by": None, "overrides": [], "blessed_at": None, "last_error": None,
                "created_at": now, "updated_at": now, "task_id": task_id}

@@ -20,7 +20,8 @@ insight id ``<thread_id>.i<n>`` (n-th consolidated insight of the thread).
 **Seed** ``{"id", "type": "axiom"|"conjecture"|"question", "text", "priority": 1-10, "tags": [str],
 "images": [str], "source": str, "created_at", "updated_at"}``
 
-**Thread** ``{"id", "seed_id", "seed_type", "seed_text", "priority", "status": "active"|"ready"|"synthesised"|
+**Thread** ``{"id", "seed_id", "seed_type", "seed_text", "priority", "queued_priority": the priority its
+live tasks were last aligned with (see :mod:`.priorities`), "status": "active"|"ready"|"synthesised"|
 "extracted"|"paused"|"archived", "paused_from": the step a paused/archived thread is held in |None,
 "exchanges": int (applied turns), "critiques": int, "explore_account": str|None (the account holding the
 explore conversation), "profundity": float, "ready_reason": str|None, "attempt": int (re-asks of the current
@@ -47,7 +48,8 @@ only read these records)::
      "tags": [str], "confidence": "high"|"medium"|"low"|None, "thread_id", "seed_id",
      "proposed_by": [str], "depends_on": [blessed insight ids], "unresolved_depends": [str],
      "status": "pending"|"blessed"|"interesting"|"rejected"|"duplicate", "disputed": bool,
-     "priority": 1-10, "duplicate_of": id|None,
+     "priority": 1-10, "queued_priority": 1-10 (live tasks aligned with it, :mod:`.priorities`),
+     "duplicate_of": id|None,
      "dedup": {"verdict": "new"|"candidates"|"duplicate", "candidates": [[id, score]], "retries": int,
                "llm": {"duplicate", "of", "confidence", "reason", "task_id"}|{"unresolved": true, ...}|None},
      "outcome": {"rating", "round", "reason", "disputed"}|None, "decided_by": "panel"|"human"|None,

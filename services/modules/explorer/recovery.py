@@ -118,6 +118,7 @@ class Recovery:
                 if insight and insight.get("status") == "pending":
                     self.submit_if_absent(R.open_tasks(review, insight, ctx))
         insights, known = self.values("insights/"), None
+        self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
         for insight in insights:
             if insight.get("status") == "pending" and insight["dedup"]["verdict"] == "candidates" and not insight["dedup"].get("llm"):
                 known = known or X.corpus(insights, self.values("seeds/"), self.documented())

@@ -24,6 +24,7 @@ from services.modules.base import Effect, ModuleService, Store
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import parsers as P
+from services.modules.explorer import priorities as PR
 from services.modules.explorer import review as R
 from services.modules.explorer import seeds as S
 from services.modules.explorer import threads as T
@@ -215,7 +216,9 @@ class ExplorerService(StateReader, Recovery, ModuleService):
                 self.log.info("seed %s imported from research finding %s", seed["id"], fid)
 
     def plan(self) -> None:
-        """Start threads up to ``max_active_threads``; every ``repair_interval``, re-propose open steps."""
+        """Start threads up to ``max_active_threads``; re-rank the queued tasks of threads whose priority was
+        overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open steps (and re-rank the
+        tasks of overridden insights)."""
         self.import_promotions()
         seeds = self.values("seeds/")
         threads = self.values("threads/")
@@ -233,6 +236,23 @@ class ExplorerService(StateReader, Recovery, ModuleService):
             self.log.info("thread %s started on seed %s (%s)", thread["id"], seed["id"], seed["type"])
             threads.append(thread)
             open_count += 1
+        self.align_priorities([t for t in threads if t.get("status") in PR.THREAD_FOLLOWS], "thread_id", M.thread_key)
         if self.clock.mono() >= self._next_repair:
             self._next_repair = self.clock.mono() + self.settings.repair_interval
             self.repair(threads)
+
+    def align_priorities(self, records: list[dict], field: str, key) -> None:
+        """Bring the live tasks of threads (insights) whose priority was overridden to that priority, then
+        record it in ``queued_priority`` (see :mod:`.priorities`: idempotent, repeated after a crash)."""
+        stale = {r["id"]: r["priority"] for r in records
+                 if PR.needs_alignment(r) and isinstance(r.get("priority"), int)}
+        if not stale:
+            return
+        PR.align(self.client, field, stale, PR.seed_weight(self.config), self.log)
+        for rid, prio in stale.items():
+            version, current = self.store.get(key(rid))
+            if not isinstance(current, dict) or current.get("priority") != prio:
+                continue   # changed again meanwhile: the next pass aligns to the new value
+            ops = Ops()
+            ops.put(key(rid), dict(current, queued_priority=prio), version)
+            self.txn_or_skip(ops.ops, f"record the queued priority of {rid}")

@@ -50,7 +50,8 @@ def select_seed(seeds: list[dict], threads: list[dict]) -> dict | None:
 def new_thread(seed: dict, threads: list[dict], now: float) -> dict:
     n = 1 + sum(1 for t in threads if t["seed_id"] == seed["id"])
     return {"id": M.thread_id(seed["id"], n), "seed_id": seed["id"], "seed_type": seed["type"],
-            "seed_text": seed["text"], "priority": int(seed.get("priority", 5)), "status": "active",
+            "seed_text": seed["text"], "priority": int(seed.get("priority", 5)),
+            "queued_priority": int(seed.get("priority", 5)), "status": "active",
             "exchanges": 0, "critiques": 0, "explore_account": None, "profundity": 0.0, "ready_reason": None,
             "paused_from": None, "attempt": 0, "panel": [], "panel_settled": {}, "panel_retries": {}, "panel_closed": False,
             "synthesised_at": None, "insight_ids": [],

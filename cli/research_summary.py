@@ -1,0 +1,76 @@
+"""The research panel of ``fanoctl top``: what the research modules have made so far, counted from their
+namespaces in the broker (layouts: ``services/modules/{explorer,documenter,researcher}/model.py``).
+
+Shape (``top --json``, key ``research``)::
+
+    {"threads": {status: n}, "insights": {status: n},   # explorer: threads/<id>, insights/<id> by status
+     "sections": n, "document_version": n,              # documenter: doc/head (its manifest, one read)
+     "questions": n, "findings": n,                     # researcher: questions/<id>, findings/<id>
+     "partial": [names of counts cut short], "at": broker time of the count}
+
+or ``{"error": "CODE: message", "at"}`` when the broker refused a read. Every known status is present
+(0 when none); a status a record has that the model does not list is counted under its own name.
+
+It stays cheap: the documenter keeps a summary (``doc/head``) and is read with one ``kv_get``; the other
+counts need a scan (the modules keep no counters), read in pages of :data:`PAGE` records and cut after
+:data:`MAX_PAGES` pages per prefix. A cut count is a lower bound, named in ``partial`` (shown ``N+``).
+``top`` computes the panel at most every :data:`REFRESH` seconds and shows the last one in between.
+"""
+from __future__ import annotations
+
+from shared.errors import FanoError
+
+PAGE = 1000
+MAX_PAGES = 3
+REFRESH = 10.0   # seconds between counts in `fanoctl top`
+
+
+def _scan(c, module: str, prefix: str) -> tuple[list, bool]:
+    """Values under ``prefix`` (bounded), and whether that was all of them."""
+    values, after = [], None
+    for _ in range(MAX_PAGES):
+        page = c.kv_scan(module, prefix=prefix, after=after, limit=PAGE)
+        values += [item["value"] for item in page.get("items") or []]
+        after = page.get("next")
+        if not after:
+            return values, True
+    # a full last page says "next" even when nothing follows: look one record further
+    return values, not c.kv_scan(module, prefix=prefix, after=after, limit=1).get("items")
+
+
+def _by_status(values: list, known: tuple) -> dict:
+    counts = dict.fromkeys(known, 0)
+    for value in values:
+        status = value.get("status") if isinstance(value, dict) else None
+        status = status if isinstance(status, str) and status else "?"
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def research_summary(c, now=None) -> dict:
+    """The panel, read through the client ``c``."""
+    from services.modules.documenter import model as D
+    from services.modules.explorer import model as X
+    from services.modules.researcher import model as R
+    out = {"at": now, "partial": []}
+    try:
+        for name, prefix, known in (("threads", "threads/", X.THREAD_STATUSES),
+                                    ("insights", "insights/", X.INSIGHT_STATUSES)):
+            values, complete = _scan(c, X.MODULE, prefix)
+            out[name] = _by_status(values, known)
+            if not complete:
+                out["partial"].append(name)
+        rec = c.kv_get("documenter", D.HEAD)
+        head = rec["value"] if rec and isinstance(rec.get("value"), dict) else {}
+        manifest = head.get("manifest")
+        out["sections"] = len(manifest) if isinstance(manifest, list) else 0
+        version = head.get("version")
+        out["document_version"] = version if isinstance(version, int) and not isinstance(version, bool) else 0
+        for name in ("questions", "findings"):
+            values, complete = _scan(c, R.NS, f"{name}/")
+            out[name] = len(values)
+            if not complete:
+                out["partial"].append(name)
+    except FanoError as exc:
+        return {"error": f"{exc.name}: {exc.message}", "at": now}
+    return out
