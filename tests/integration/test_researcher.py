@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -232,14 +233,20 @@ def test_kill_9_of_the_module_mid_flow_loses_and_duplicates_nothing(make_stack, 
     assert all(t["state"] == "DONE" and t["consumed"] for t in evaluations + extractions)
     assert all(s["status"] in ("extracted", "ignored") for s in sources.values()), sources
     assert len({t["payload"]["source_id"] for t in extractions}) == len(extractions)
-    # every finding of every extraction answer is stored exactly once, and nothing else is
+    # every finding of every extraction answer is recorded exactly once: stored, or counted on the stored
+    # finding it duplicates (services.modules.dedup); nothing else is stored
+    recorded: Counter = Counter()
+    for f in findings.values():
+        assert f.get("duplicate_count", 0) == len(f.get("duplicates") or [])
+        recorded[f["task_id"]] += 1
+        recorded.update(d["task_id"] for d in f.get("duplicates") or [])
     expected = set()
     for t in extractions:
         sid = t["payload"]["source_id"]
-        ids = {M.finding_id(sid, f["summary"]) for f in parse_findings(t["result"]["text"])["findings"]}
-        assert sources[sid]["findings"] == len(ids)
-        expected |= ids
-    assert set(findings) == {M.k_finding(i) for i in expected}
+        parsed = parse_findings(t["result"]["text"])["findings"]
+        assert sources[sid]["findings"] + sources[sid]["duplicates"] == len(parsed) == recorded[t["id"]]
+        expected |= {M.finding_id(sid, f["summary"]) for f in parsed}
+    assert set(findings) <= {M.k_finding(i) for i in expected}
     # the cross-reference index lists each finding once under each of its numbers and concepts
     index = stack.scan("crossrefs/")
     for key, rec in index.items():
@@ -248,10 +255,20 @@ def test_kill_9_of_the_module_mid_flow_loses_and_duplicates_nothing(make_stack, 
         if f["status"] == "kept":
             for kind, value in crossref.refs_of(f):
                 assert f["id"] in index[M.crossref_key(kind, value)]["findings"]
-    # every question batch was applied once: its questions are stored, its insights observed
+    # every question batch was applied once: each of its questions is stored or counted (once) on the stored
+    # question it duplicates, and its insights are observed
     questions = stack.scan("questions/")
+    asked: Counter = Counter()
+    for q in questions.values():
+        asked[q["batch"]] += 1
+        asked.update(d["batch"] for d in q.get("duplicates") or [])
     for t in stack.tasks(GENERATE_QUESTIONS):
         assert t["consumed"]
-        assert {M.k_question(M.question_id(q["question"])) for q in parse_questions(t["result"]["text"])["questions"]} <= set(questions)
+        parsed = parse_questions(t["result"]["text"])["questions"]
+        assert asked[t["key"]] == len(parsed)
+        for q in parsed:
+            qid = M.question_id(q["question"])
+            assert M.k_question(qid) in questions or any(
+                d["question"] == q["question"] for v in questions.values() for d in v.get("duplicates") or [])
     assert len(stack.scan("observed/explorer/")) == 12
     assert stack.module.starts == 7

@@ -19,3 +19,18 @@ def test_similarity_is_symmetric_and_bounded():
     assert similarity(a, b) == similarity(b, a)
     assert 0 < similarity(a, b) < 1 and similarity(a, a) == 1.0
     assert normalize("  **Bold** `code`  ") == "bold code"
+
+
+def test_lexical_duplicate_catches_rewordings_but_not_other_numbers_or_subjects():
+    from services.modules.dedup import LEXICAL, lexical_duplicate
+    corpus = {"q1": "What is the significance of 168 in the automorphism group of the Fano plane?",
+              "q2": "Where else does 7 appear alongside duality?"}
+    assert lexical_duplicate("what is the significance of 168 in the automorphism group of the fano plane",
+                             corpus) == ("q1", 1.0)
+    hit = lexical_duplicate("What is the significance of the number 168 in the Fano plane automorphism group?", corpus)
+    assert hit is not None and hit[0] == "q1" and LEXICAL <= hit[1] < 1.0
+    assert lexical_duplicate("What is the significance of 336 in the automorphism group of the Fano plane?",
+                             corpus) is None                      # another number: another question
+    assert lexical_duplicate("Where else does 7 appear alongside orbit?", corpus) is None   # another subject
+    assert lexical_duplicate("Sourdough needs a long fermentation.", corpus) is None
+    assert lexical_duplicate("anything", {}) is None

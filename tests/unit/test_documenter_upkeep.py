@@ -160,3 +160,42 @@ def test_an_unusable_review_is_recorded_and_the_section_is_not_retried_at_once()
     assert run.store.get(M.REVIEW_STATE)[1]["last"]["error"].startswith("unusable answer")
     run.propose()
     assert [s["payload"]["section_id"] for s in reviews_pending(run)] == ["s0002"]
+
+
+# --- the limits are settings ([modules.documenter]) -------------------------------------------------------
+
+def test_the_comment_failure_limit_is_a_setting():
+    from services.modules.documenter.settings import Settings
+    run = with_sections(run=Run(settings=Settings(comment_max_failures=1)))
+    cid = comment(run, "s0001", "?")
+    run.propose()
+    [spec] = comments_pending(run)
+    run.settle(spec, text="I am not sure what you mean.")
+    c = get_comment(run, cid)
+    assert c["failures"] == 1 and c["status"] == "needs_human"     # the default (3) would reopen it
+    run = with_sections(run=Run(settings=Settings(comment_max_failures=5)))
+    cid = comment(run, "s0001", "?")
+    for n in range(1, 5):
+        run.propose()
+        [spec] = comments_pending(run)
+        run.settle(spec, text="I am not sure what you mean.")
+        assert get_comment(run, cid)["status"] == "open" and get_comment(run, cid)["failures"] == n
+    run.propose()
+    run.settle(comments_pending(run)[0], text="still unsure")
+    assert get_comment(run, cid)["status"] == "needs_human"
+
+
+def test_section_staleness_is_a_setting():
+    from services.modules.documenter.settings import Settings
+    run = with_sections(1, Run(settings=Settings(section_stale_days=2)))
+    run.propose()
+    run.settle(reviews_pending(run)[0], text="DECISION: CONFIRMED\nACCURACY: fine")
+    run.now += 2 * 86400 - 60
+    run.propose()
+    assert reviews_pending(run) == []
+    run.now += 60                                      # two days, not the default seven
+    run.propose()
+    assert [s["key"] for s in reviews_pending(run)] == ["documenter.review_section/2"]
+    doc = M.read_doc(run.store)
+    assert upkeep.due_sections(doc, run.now) == []     # the default (7 days) would not be due yet
+    assert [s["id"] for s in upkeep.due_sections(doc, run.now, 2 * 86400)] == ["s0001"]

@@ -361,3 +361,11 @@ def test_served_account_and_mode(rig):
         {"account": "a", "mode": None}                       # a fallback leaves the mode unknown unless told
     assert svc.served({"id": 1, "requires": {}, "result": {"served": {"account": "c", "mode": "deep"}}}) == \
         {"account": "c", "mode": "deep"}
+
+
+def test_the_blessed_list_in_prompts_holds_the_most_recently_blessed():
+    from services.modules.explorer.extraction import blessed_list
+    insights = [{"id": f"t{n}-i1", "status": "blessed", "text": f"claim {n}", "blessed_at": 1000.0 - n}
+                for n in range(5)] + [{"id": "t9-i1", "status": "pending", "text": "not yet"}]
+    text = blessed_list(insights, limit=2)
+    assert "claim 0" in text and "claim 1" in text and "claim 4" not in text and "not yet" not in text

@@ -2,6 +2,7 @@
 timeout, size and content-type checks, and the background pool."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -9,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.modules.researcher.fetch import DiskCache, Fetcher, FetchError, FetchPool, html_to_text
+from services.modules.researcher.fetch import (RATE_FILE, DiskCache, Fetcher, FetchError, FetchPool, RateLimiter,
+                                               html_to_text)
 from tests.support import wait_for
 
 PAGE = (b"<html><head><title>The Fano plane</title><style>p {color: red}</style></head><body>"
@@ -133,6 +135,39 @@ def test_rate_limit_per_domain_is_honoured(tmp_path, site):
     f2 = fetcher(tmp_path / "other", min_interval=0.4)
     f2.fetch(site.url("a.html"))
     assert 0 < f2.ready_in(site.url("b.html")) <= 0.4
+
+
+def test_rate_limit_survives_a_restart(tmp_path, site):
+    f = fetcher(tmp_path, min_interval=0.6)
+    f.fetch(site.url("a.html"))
+    restarted = fetcher(tmp_path, min_interval=0.6)      # a new process over the same cache directory
+    assert 0.3 < restarted.ready_in(site.url("b.html")) <= 0.6
+    assert restarted.ready_in(site.url("b.html", host="localhost")) == 0.0    # another domain
+    restarted.fetch(site.url("b.html"))
+    times = {path: t for path, t, _ in site.log}
+    assert times["/b.html"] - times["/a.html"] >= 0.55
+    stored = json.loads((tmp_path / "cache" / RATE_FILE).read_text())
+    assert list(stored) == [f"127.0.0.1:{site.port}"]
+
+
+def test_persisted_rate_limit_is_bounded_and_robust(tmp_path):
+    clock = [1000.0]
+    path = tmp_path / "rate.json"
+    lim = RateLimiter(2.0, lambda: clock[0], path)
+    lim.take("a.example")
+    clock[0] += 1.0
+    lim.take("b.example")
+    assert RateLimiter(2.0, lambda: clock[0], path).wait_time("a.example") == 1.0
+    clock[0] += 1.5
+    lim.take("c.example")                                  # a.example no longer binds: dropped from the file
+    assert set(json.loads(path.read_text())) == {"b.example", "c.example"}
+    clock[0] -= 3600.0                                     # the clock went back: never more than the interval
+    assert RateLimiter(2.0, lambda: clock[0], path).wait_time("c.example") == 2.0
+    path.write_text("not json")
+    assert RateLimiter(2.0, lambda: clock[0], path).wait_time("c.example") == 0.0
+    blocked = RateLimiter(2.0, lambda: clock[0], tmp_path / "missing-dir" / "rate.json")
+    with pytest.raises(OSError):                            # cannot record it: no request may be sent
+        blocked.take("a.example")
 
 
 def test_cache_hit_needs_no_request(tmp_path, site):

@@ -78,6 +78,12 @@ FINDINGS = {"findings": [
     "numbers": [{"value": 168, "context": "order", "significance": "high", "mention_type": "structural"}]}
 
 
+# another site, another claim about the same number (a cross-reference, not a duplicate)
+FINDINGS_B = {"findings": [
+    {"summary": "The Klein quartic has 168 automorphisms.", "quote": "168", "type": "supporting", "confidence": 0.9,
+     "concepts": ["Klein quartic"], "numbers": [168]}], "numbers": []}
+
+
 def run_source(svc, url, score=80, findings=FINDINGS) -> str:
     sid = fetched(svc, url)
     ev = next(t for t in tasks(svc, EVALUATE_SOURCE) if t["payload"]["source_id"] == sid)
@@ -115,7 +121,7 @@ def test_fetch_evaluate_extract_crossref(make_svc):
     assert strong["id"] == M.finding_id(sid, strong["summary"]) and strong["domain"] == "a.example"
     assert not get(svc, "crossrefs/number/168")["active"]
 
-    sid_b = run_source(svc, URL_B)
+    sid_b = run_source(svc, URL_B, findings=FINDINGS_B)
     ref = get(svc, "crossrefs/number/168")
     assert ref["active"] and ref["domains"] == ["a.example", "b.example"] and len(ref["findings"]) == 2
     assert get(svc, "crossrefs/number/7") is None            # only in low-confidence findings
@@ -135,7 +141,7 @@ def test_auto_promotion_of_crossreferenced_confident_findings(make_svc):
     svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90}, auto_promote=True)
     run_source(svc, URL_A)
     assert list(svc.store.scan("promotions/")) == []     # no cross-reference yet
-    run_source(svc, URL_B)
+    run_source(svc, URL_B, findings=FINDINGS_B)
     promos = {v["finding_id"]: v for _, _, v in svc.store.scan("promotions/")}
     assert len(promos) == 2                               # the new finding and the earlier one it matches
     assert all(p["by"] == "auto" and p["type"] == "conjecture" and p["priority"] == 9 for p in promos.values())
@@ -227,10 +233,10 @@ def test_observe_questions_once_per_batch(make_svc):
 
     svc.observe()                                             # the next batch: the section
     batch = get(svc, M.K_QUESTION_BATCH)
-    assert batch["payload"]["observed"] == ["documenter/s1"] and "Where else does 168" in batch["payload"]["prompt"]
+    assert batch["payload"]["observed"] == ["documenter/s1/1"] and "Where else does 168" in batch["payload"]["prompt"]
     [_, t2] = sorted(tasks(svc, GENERATE_QUESTIONS), key=lambda x: x["id"])
     assert svc.apply(settle(svc, t2, "Sorry, no."))           # unusable: recorded, batch still observed
-    assert get(svc, M.K_QUESTION_BATCH) is None and get(svc, "observed/documenter/s1") is not None
+    assert get(svc, M.K_QUESTION_BATCH) is None and get(svc, "observed/documenter/s1/1") is not None
     svc.observe()
     assert get(svc, M.K_QUESTION_BATCH) is None               # nothing new to observe
 
@@ -250,3 +256,113 @@ def test_settings_defaults_sizes_and_unknown_keys(tmp_path):
         cfg.write_text(f"[modules.researcher]\n{bad}\n")
         with pytest.raises(ConfigError):
             load_settings(load_config(cfg))
+
+
+# --- dedup (shared services.modules.dedup, lexical) -----------------------------------------------------------
+
+Q168 = "What is the significance of 168 in the automorphism group of the Fano plane?"
+
+
+def question(text, **kw):
+    return {"question": text, "type": "supporting", "numbers": [168], "priority": 5, **kw}
+
+
+def answer_batch(svc, questions) -> dict:
+    svc.observe()
+    t = next(t for t in tasks(svc, GENERATE_QUESTIONS) if not t["consumed"])
+    assert svc.apply(settle(svc, t, json.dumps({"questions": questions})))
+    return t
+
+
+def test_a_reworded_question_is_counted_on_the_stored_one_not_stored_again(make_svc):
+    svc = make_svc()
+    svc.client.txn("explorer", [Store.put("insights/i1", insight("The Fano plane has 168 symmetries.", ["fano"]))])
+    answer_batch(svc, [question(Q168)])
+    svc.client.txn("explorer", [Store.put("insights/i2", insight("GL(3,2) has order 168.", ["fano"]))])
+    reworded = "What is the significance of the number 168 in the Fano plane automorphism group?"
+    other = "What is the significance of 336 in the automorphism group of the Fano plane?"
+    t2 = answer_batch(svc, [question(reworded, urls=["https://oeis.org/A001349"]), question(other, numbers=[336]),
+                            question(other.upper(), numbers=[336])])
+    qs = {v["id"]: v for _, _, v in svc.store.scan("questions/")}
+    q1, q2 = M.question_id(Q168), M.question_id(other)
+    assert set(qs) == {q1, q2}                                       # the rewording is not stored again
+    assert qs[q1]["question"] == Q168 and qs[q1]["duplicate_count"] == 1
+    [dup] = qs[q1]["duplicates"]
+    assert dup["question"] == reworded and dup["batch"] == t2["key"] and 0.8 <= dup["score"] < 1
+    assert qs[q2]["duplicate_count"] == 1 and qs[q2]["duplicates"][0]["score"] == 1.0   # repeated in one answer
+    src = get(svc, M.k_source(M.source_id("https://oeis.org/A001349")))
+    assert src["origin"] == f"question:{q1}"                         # its URLs still count, for the stored one
+
+
+def test_a_finding_found_again_is_counted_on_the_stored_one_and_still_cross_referenced(make_svc):
+    svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90})
+    sid_a = run_source(svc, URL_A)
+    again = {"findings": [
+        {"summary": "The group GL(3,2) acts on the Fano plane.", "quote": "acts", "type": "supporting",
+         "confidence": 0.8, "concepts": ["GL(3,2)"], "numbers": [168]},
+        {"summary": "Seven lines of three points.", "quote": "", "type": "contextual", "confidence": 0.9,
+         "concepts": ["lines"], "numbers": [7]},
+        {"summary": "Seven lines of three points!", "quote": "", "type": "contextual", "confidence": 0.9,
+         "concepts": ["lines"], "numbers": [7]}], "numbers": []}
+    sid_b = run_source(svc, URL_B, findings=again)
+    found = {v["summary"]: v for _, _, v in svc.store.scan("findings/")}
+    assert set(found) == {"GL(3,2) acts on the Fano plane.", "A weak hint.", "Seven lines of three points."}
+    strong = found["GL(3,2) acts on the Fano plane."]
+    assert strong["source_id"] == sid_a and strong["duplicate_count"] == 1
+    [dup] = strong["duplicates"]
+    assert (dup["source_id"], dup["domain"], dup["summary"]) == (sid_b, "b.example", again["findings"][0]["summary"])
+    assert found["Seven lines of three points."]["duplicate_count"] == 1          # repeated in one answer
+    src_b = get(svc, M.k_source(sid_b))
+    assert (src_b["findings"], src_b["duplicates"]) == (1, 2)
+    ref = get(svc, "crossrefs/number/168")                 # the same claim on a second site: cross-referenced
+    assert ref["active"] and ref["domains"] == ["a.example", "b.example"] and ref["findings"] == [strong["id"]]
+
+
+# --- observation: most recent first, a revised section again -------------------------------------------------
+
+def section(title, text, rev, updated, **kw):
+    return {"id": title, "title": title, "text": text, "rev": rev, "created": 1.0, "updated": updated, **kw}
+
+
+def observe_and_close(svc) -> list[str] | None:
+    """Propose a batch, answer it (unusably: it still marks its items observed), return what it observed."""
+    svc.observe()
+    batch = get(svc, M.K_QUESTION_BATCH)
+    if batch is None:
+        return None
+    t = next(t for t in tasks(svc, GENERATE_QUESTIONS) if t["key"] == batch["key"])
+    assert svc.apply(settle(svc, t, "Sorry, no."))
+    return batch["payload"]["observed"]
+
+
+def test_observe_takes_the_most_recent_first_and_a_revised_section_again(make_svc):
+    svc = make_svc(questions_batch=2)
+    svc.client.txn("explorer", [
+        Store.put("insights/i1", dict(insight("Old: 7 points.", ["a"]), created_at=100.0)),
+        Store.put("insights/i2", dict(insight("Newest: 168 symmetries.", ["a"]), created_at=300.0)),
+        Store.put("insights/i3", dict(insight("Middle: 21 flags.", ["a"]), created_at=200.0))])
+    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Klein quartic, 168.", 1, 250.0))])
+    assert observe_and_close(svc) == ["explorer/i2", "documenter/s0001/1"]      # not i1, i2 (key order)
+    assert observe_and_close(svc) == ["explorer/i3", "explorer/i1"]
+    assert observe_and_close(svc) is None
+
+    sec = svc.client.kv_get("documenter", "sections/s0001")["value"]
+    svc.client.txn("documenter", [Store.put("sections/s0001", dict(sec, reviewed_at=400.0, status="stable"))])
+    assert observe_and_close(svc) is None                  # reviewed, not revised: nothing new to observe
+    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Klein quartic, 168 = 2^3*3*7.",
+                                                                      2, 500.0))])
+    svc.observe()
+    assert "revision 2" in get(svc, M.K_QUESTION_BATCH)["payload"]["prompt"]
+    assert observe_and_close(svc) == ["documenter/s0001/2"]
+    assert get(svc, "observed/documenter/s0001/2")["version"] == 2
+    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Klein quartic, 168.", 1, 600.0))])
+    assert observe_and_close(svc) is None                  # a revert to an observed revision: once per revision
+
+
+def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(make_svc):
+    svc = make_svc()
+    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Seen at rev 1.", 1, 50.0)),
+                                  Store.put("sections/s0002", section("s0002", "Revised since.", 2, 150.0))])
+    svc.client.txn("researcher", [Store.put("observed/documenter/s0001", {"version": 1, "at": 100.0}),
+                                  Store.put("observed/documenter/s0002", {"version": 1, "at": 100.0})])
+    assert observe_and_close(svc) == ["documenter/s0002/2"]

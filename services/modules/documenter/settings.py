@@ -5,7 +5,9 @@
     panel_accounts = []             # accounts that evaluate; empty = every configured account
     max_active = 2                  # incorporation pipelines in flight at once
     max_disputes = 3                # failed steps before an insight waits for a human
+    comment_max_failures = 3        # unusable answers to an author comment before it waits for a human
     review_share = 0.3              # share of section reviews in the work while there is other work
+    section_stale_days = 7.0        # days after its last review when a section is due for review again
     backlog_boosts = [[10, 15], [20, 30]]   # [blessed insights waiting, boost]: +15 above 10, +30 above 20
     comment_boost = 100             # attrs.comment_boost of address_comment tasks (the author's voice first)
     section_priority = 5            # seed-priority equivalent of a section review
@@ -45,10 +47,17 @@ class Settings:
     panel_accounts: tuple = ()
     max_active: int = 2
     max_disputes: int = 3
+    comment_max_failures: int = 3
     review_share: float = 0.3
+    section_stale_days: float = 7.0
     backlog_boosts: tuple = ((10, 15), (20, 30))
     comment_boost: float = 100.0
     section_priority: int = 5
+
+    @property
+    def section_stale(self) -> float:
+        """``section_stale_days`` in world seconds."""
+        return float(self.section_stale_days) * 86400.0
 
     def backlog_boost(self, waiting: int) -> int:
         """The priority added to documenter tasks while ``waiting`` blessed insights wait."""
@@ -76,10 +85,14 @@ def settings_from_table(table: dict, where: str = "[modules.documenter]") -> Set
         at = f"{where}.{key}"
         if key == "evaluators":
             kw[key] = _number(value, at, integer=True, low=2, high=3)
-        elif key in ("max_active", "max_disputes"):
+        elif key in ("max_active", "max_disputes", "comment_max_failures"):
             kw[key] = _number(value, at, integer=True, low=1)
         elif key == "section_priority":
             kw[key] = _number(value, at, integer=True, low=1, high=10)
+        elif key == "section_stale_days":
+            kw[key] = float(_number(value, at, low=0.0))
+            if kw[key] <= 0:
+                raise ConfigError(f"{at} must be > 0")
         elif key == "review_share":
             kw[key] = float(_number(value, at, high=1.0))
         elif key == "comment_boost":

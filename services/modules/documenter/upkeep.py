@@ -18,15 +18,17 @@ one section never race). A revision is APPLIED as a new document version and the
 resolved with that version — never deleted (the original only removed the comment marker and threw
 the revision away). ``UNCHANGED`` resolves it without a version. If the section changed while the
 model worked, the answer is not applied and the comment is addressed again on the current text. After
-``MAX_FAILURES`` unusable answers it waits for a human.
+``comment_max_failures`` (3) unusable answers it waits for a human.
 
 **Section reviews** (``review/state`` = ``{"seq", "section": sid | None, "base_rev", "key",
 "started_at", "last"}``): one at a time, never-reviewed sections first (oldest first), then those
-whose last review is older than ``STALE`` (7 days), oldest review first. A review is proposed while
+whose last review is older than ``section_stale_days`` (7 days), oldest review first. A review is proposed while
 reviews are at most ``review_share`` (0.3) of (plans + reviews) in ``stats/mix``, or whenever there
 is nothing else to do. Comment tasks carry ``attrs.comment_boost`` (``comment_boost``), so an author's
 comment goes before research work. CONFIRMED marks the section reviewed and stable; REVISE applies the
 revised section as a new version.
+
+Both limits are ``[modules.documenter]`` settings (:mod:`.settings`); the constants below are their defaults.
 """
 from __future__ import annotations
 
@@ -34,9 +36,10 @@ from services.modules.documenter import context as C
 from services.modules.documenter import model as M
 from services.modules.documenter.flow import bump_mix
 from services.modules.documenter.parsers import parse_comment, parse_review
+from services.modules.documenter.settings import Settings
 
-MAX_FAILURES = 3
-STALE = 7 * 86400.0       # world seconds after which a reviewed section is due again
+MAX_FAILURES = Settings.comment_max_failures   # defaults; [modules.documenter] comment_max_failures
+STALE = Settings().section_stale               # and section_stale_days (in world seconds here)
 RETRY = 3600.0            # a section whose review failed is not tried again for this long
 SHARE = 0.3               # default of [modules.documenter] review_share
 
@@ -125,7 +128,8 @@ def unusable_comment(env, task: dict, error: str) -> list[dict]:
         return []
     cv, c = cur
     c["failures"] = int(c.get("failures") or 0) + 1
-    c.update(status="needs_human" if c["failures"] >= MAX_FAILURES else "open", last_error=error[:500],
+    c.update(status="needs_human" if c["failures"] >= env.settings.comment_max_failures else "open",
+             last_error=error[:500],
              updated=env.now)
     M.note(c, env.now, "failed", error=error[:300], failures=c["failures"])
     return [M.put(M.comment_key(c["id"]), c, if_version=cv)]
@@ -138,8 +142,9 @@ def review_state(env) -> tuple[int, dict]:
     return v, (rs if isinstance(rs, dict) else {"seq": 1, "section": None})
 
 
-def due_sections(doc: M.Doc, now: float) -> list[dict]:
-    """Sections to review, most urgent first: never reviewed (oldest first), then stale."""
+def due_sections(doc: M.Doc, now: float, stale_after: float = STALE) -> list[dict]:
+    """Sections to review, most urgent first: never reviewed (oldest first), then those last reviewed
+    ``stale_after`` world seconds ago or more (oldest review first)."""
     fresh, stale = [], []
     for sec in doc.ordered():
         tried = sec.get("review_attempted_at")
@@ -148,7 +153,7 @@ def due_sections(doc: M.Doc, now: float) -> list[dict]:
         at = sec.get("reviewed_at")
         if not isinstance(at, (int, float)):
             fresh.append(sec)
-        elif now - at >= STALE:
+        elif now - at >= stale_after:
             stale.append(sec)
     fresh.sort(key=lambda s: (s.get("created") or 0, s["id"]))
     stale.sort(key=lambda s: (s["reviewed_at"], s["id"]))
@@ -170,7 +175,7 @@ def propose_review(env, other_work: bool) -> list[dict]:
     if not review_allowed(env.store.get(M.MIX)[1], other_work, env.settings.review_share):
         return []
     doc = M.read_doc(env.store)
-    due = due_sections(doc, env.now)
+    due = due_sections(doc, env.now, env.settings.section_stale)
     if not due:
         return []
     sec, seq = due[0], int(rs.get("seq", 1))

@@ -22,7 +22,9 @@ CORPUS_STATUSES = ("pending", "interesting", "blessed")
 
 
 def blessed_list(insights: list[dict], limit: int = 40) -> str:
-    rows = [i for i in insights if i.get("status") == "blessed"][-limit:]
+    """The ``limit`` most recently blessed insights (key order would favour old threads' insights)."""
+    blessed = [i for i in insights if i.get("status") == "blessed"]
+    rows = sorted(blessed, key=lambda i: (i.get("blessed_at") or 0.0, i["id"]))[-limit:]
     return "\n".join(f"- [{i['id']}] [{', '.join(i.get('tags') or [])}]: {i['text'][:200]}" for i in rows) or "(none yet)"
 
 

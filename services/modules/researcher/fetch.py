@@ -3,12 +3,20 @@
 Fetching is not an LLM call, so it happens in the researcher's own process — but never in its loop:
 :class:`FetchPool` runs :class:`Fetcher` in one background thread and hands finished fetches back
 through :meth:`FetchPool.results`; the module applies each outcome in one broker transaction like any
-other effect. Nothing here is durable state: a fetch lost to a crash is simply done again (the source
+other effect. Nothing here is domain state: a fetch lost to a crash is simply done again (the source
 is still queued in the broker), and the disk cache makes the repeat cheap.
 
 * **Rate limit**: at most one request per ``min_interval`` seconds per domain (``host[:port]``); cache
   hits do not count. The pool picks the next job whose domain is free instead of sleeping, so a slow
-  domain does not hold up the others.
+  domain does not hold up the others. The time of the last request to each domain is kept on disk
+  (``<cache_dir>/rate-limit.json``, wall clock), written atomically *before* the request is sent, so a
+  restarted or crash-looping researcher still waits out the interval instead of hitting the site again
+  at once. The file lives with the cache rather than in the broker because only the fetch thread knows
+  when a request leaves, and that thread never talks to the broker (a record written by the loop after
+  the fact could be lost to a crash in between); it is host-local politeness, not domain state, and
+  only domains fetched within the last ``min_interval`` are kept, so it stays tiny. If it cannot be
+  written, no request is sent (the fetch fails as ``internal`` and is retried). A clock that went back
+  never makes a domain wait more than ``min_interval``.
 * **Cache**: ``<cache_dir>/<sha256(url)>.body`` + ``.json`` (metadata with the body's hash, written
   last, both atomically with fsync + ``os.replace``; a torn pair fails the hash check and counts as a
   miss). Within ``cache_ttl`` a cached page is used without a request; after it, a page with an ETag or
@@ -42,6 +50,7 @@ from services.modules.researcher.model import canonical_url, domain_of
 
 DEFAULT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 406, 410, 414, 415, 451}
+RATE_FILE = "rate-limit.json"   # in the cache directory: the last request time per domain
 
 
 class FetchError(Exception):
@@ -212,19 +221,41 @@ class DiskCache:
 
 
 class RateLimiter:
-    """One request per ``min_interval`` seconds per domain (monotonic clock)."""
+    """One request per ``min_interval`` seconds per domain (wall clock), remembered in ``path`` (JSON,
+    ``{domain: time of the last request}``) across restarts when a path is given."""
 
-    def __init__(self, min_interval: float, mono=time.monotonic):
+    def __init__(self, min_interval: float, now=time.time, path: Path | None = None):
         self.min_interval = float(min_interval)
-        self.mono = mono
-        self._last: dict[str, float] = {}
+        self.now = now
+        self.path = Path(path) if path is not None else None
+        self._last: dict[str, float] = self._load()
+
+    def _load(self) -> dict[str, float]:
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}   # absent (first start) or unreadable: written atomically, so not torn
+        if not isinstance(data, dict):
+            return {}
+        return {str(d): float(t) for d, t in data.items()
+                if isinstance(t, (int, float)) and not isinstance(t, bool)}
 
     def wait_time(self, domain: str) -> float:
         last = self._last.get(domain)
-        return 0.0 if last is None else max(0.0, last + self.min_interval - self.mono())
+        if last is None:
+            return 0.0
+        return min(self.min_interval, max(0.0, last + self.min_interval - self.now()))
 
     def take(self, domain: str) -> None:
-        self._last[domain] = self.mono()
+        """Record a request to ``domain`` (on disk first when persisted: call it before sending)."""
+        now = self.now()
+        last = {d: t for d, t in self._last.items() if t + self.min_interval > now}   # still binding
+        last[domain] = now
+        if self.path is not None:
+            _atomic_write(self.path, json.dumps(last, sort_keys=True).encode())
+        self._last = last
 
 
 def _is_loopback(host: str) -> bool:
@@ -239,7 +270,7 @@ class Fetcher:
                  user_agent: str = "FanoResearcher/1.0 (research tool)", content_types=DEFAULT_TYPES,
                  now=time.time, mono=time.monotonic, sleep=time.sleep):
         self.cache = DiskCache(cache_dir, cache_max_bytes)
-        self.limiter = RateLimiter(min_interval, mono)
+        self.limiter = RateLimiter(min_interval, now, self.cache.dir / RATE_FILE)
         self.timeout, self.max_bytes, self.cache_ttl = float(timeout), int(max_bytes), float(cache_ttl)
         self.user_agent, self.content_types = user_agent, tuple(content_types)
         self.now, self.mono, self.sleep = now, mono, sleep

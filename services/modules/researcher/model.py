@@ -12,27 +12,47 @@ Keys (every id is deterministic, so re-proposing anything is harmless and a cras
     crossrefs/number/<n>       CrossRef; n = canonical number text ("168", "2.5")
     crossrefs/concept/<slug>   CrossRef; slug = lower-case words joined by "-"
     promotions/<fid>           Promotion (see below)
-    observed/explorer/<id>     {version, at}: an explorer insight already turned into questions
-    observed/documenter/<id>   {version, at}: a documenter section already turned into questions
+    observed/explorer/<id>     {version, at, task_id}: an explorer insight already turned into questions
+                               (once per insight: a reworded insight is the same claim)
+    observed/documenter/<sid>/<rev>
+                               {version, at, task_id}: revision <rev> of a documenter section already turned
+                               into questions; a revised section is observed again, at most once per
+                               revision (a revert to an observed revision is not). ``<rev>`` is the
+                               section's ``rev`` (the broker's key version for a record without one).
+                               A key ``observed/documenter/<sid>`` (written before revisions were
+                               observed) covers the revision current at its ``at``
     state/questions            {key, kind, payload, observed}: the generate_questions batch in flight
     errors/<task id>           unusable answers (written by the ModuleService base class)
+
+**Dedup** (:func:`services.modules.dedup.lexical_duplicate`, shared with the other modules): a new
+question is compared with every stored question, a new finding with every stored finding (of any
+source). An exact or close rewording (similarity >= ``dedup_threshold``, 0.8, and no different
+numbers) is not stored again: it is recorded on the stored record (``duplicates``, the last
+``DUPLICATES_KEPT``, and ``duplicate_count``), so a repeat is visible and counted, never silently
+dropped. A duplicate finding's numbers and concepts still count for its own source's domain in the
+cross-references (listed under the stored finding's id): the same claim on a second site is a
+cross-reference. There is no LLM duplicate check here (it would need a task kind of its own), so the
+threshold is set high: a reworded duplicate that scores lower is stored as new.
 
 Entities (values are msgpack maps)::
 
     Question  {id, question, type: supporting|challenging|alternative|contextual, concepts: [str],
-               numbers: [n], priority: 1-10, urls: [str], batch: task key, created: world time}
+               numbers: [n], priority: 1-10, urls: [str], batch: task key, created: world time,
+               duplicate_count: n, duplicates: [{question, type, score, batch, at}]}
     Source    {id, url, domain, origin: "user" | "config" | "question:<qid>", note, added, status,
                fetch_attempts, next_fetch_at, fetched_at, fetch_count, cache: hit|revalidated|miss,
                content_type, content_hash, title, error, listed_score: int|None,
                evaluations: {"<n>": {score, scholarly_tone, cites_primary, reasons}}, trust_score: 0-100,
-               trust_tier: 0-3, trust_reasons: [str], evaluated_at, findings: int, numbers: [mention],
+               trust_tier: 0-3, trust_reasons: [str], evaluated_at, findings: int (stored),
+               duplicates: int (findings recorded as duplicates of stored ones), numbers: [mention],
                extracted_at}
       status: new -> fetched -> trusted -> extracted; or ignored (trust below the minimum), excluded
               (domain on the deny list, never fetched), empty (no text), fetch_failed,
               evaluation_failed, extraction_failed (each with ``error``)
     Finding   {id, source_id, url, domain, type, summary, quote, concepts: [str], numbers: [n],
                confidence: 0-1, status: kept|low_confidence, related_questions: [qid], extracted_at,
-               task_id}
+               task_id, duplicate_count: n, duplicates: [{source_id, url, domain, summary, quote, type,
+               confidence, score, task_id, at}]}
     CrossRef  {kind: number|concept, value, domains: [str], findings: [fid], active: len(domains) >= 2,
                strength: 1 - 1/len(domains), updated}
 
@@ -146,6 +166,47 @@ def k_observed(ns: str, ident: str) -> str:
 
 
 K_QUESTION_BATCH = "state/questions"
+DUPLICATES_KEPT = 20   # duplicate entries kept on a record (``duplicate_count`` counts them all)
+
+
+# --- observation -----------------------------------------------------------------------------------------
+
+def observed_version(ns: str, value: dict, key_version: int) -> int:
+    """The version of an observed item: a section's ``rev`` (its text's revision), else the key's version."""
+    rev = value.get("rev") if ns == "documenter" else None
+    return rev if isinstance(rev, int) and not isinstance(rev, bool) else int(key_version)
+
+
+def observation_id(ns: str, ident: str, value: dict, key_version: int) -> str:
+    """What one observation is of: an insight (``<id>``) or a revision of a section (``<sid>/<rev>``)."""
+    return f"{ident}/{observed_version(ns, value, key_version)}" if ns == "documenter" else ident
+
+
+def legacy_observed(ns: str, value: dict, legacy) -> bool:
+    """Whether an ``observed/documenter/<sid>`` record (before revisions were observed) covers the
+    section's current revision: it does if the revision is not newer than the observation."""
+    if ns != "documenter" or not isinstance(legacy, dict):
+        return False
+    at, updated = legacy.get("at"), value.get("updated") or value.get("created")
+    return isinstance(at, (int, float)) and (not isinstance(updated, (int, float)) or updated <= at)
+
+
+def recency(ns: str, value: dict) -> float:
+    """When an observed item became what it is (newest first): a section's current revision
+    (``updated``), an insight's creation (``created_at``); 0 when unknown."""
+    names = ("updated", "created") if ns == "documenter" else ("created_at", "created", "updated_at")
+    for name in names:
+        t = value.get(name)
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            return float(t)
+    return 0.0
+
+
+def note_duplicate(record: dict, entry: dict) -> None:
+    """Record on a stored question/finding that it was found again (bounded list, full count)."""
+    record["duplicates"] = (list(record.get("duplicates") or []) + [entry])[-DUPLICATES_KEPT:]
+    record["duplicate_count"] = int(record.get("duplicate_count") or 0) + 1
+
 
 # task keys
 def key_questions(observed: list[str]) -> str:

@@ -3,23 +3,30 @@
 Flow (DOMAIN.md "Researcher flow"; keys and entities in :mod:`.model`):
 
 1. **Observe** (``plan``, every ``observe_interval``): explorer insights (``insights/<id>`` in the
-   ``explorer`` namespace, not rejected) and documenter sections (``sections/<id>``) not yet observed
-   become one ``researcher.generate_questions`` task (key ``researcher:questions:<hash of the ids>``),
-   about the numbers and concepts that recur in them. The batch is recorded (``state/questions``) in
-   the same transaction as the submission, and only one batch is in flight at a time, so a restart
-   never proposes an overlapping batch. Applying it stores the questions, marks the items observed,
-   and adds the URLs the model proposed as sources.
+   ``explorer`` namespace, not rejected) and revisions of documenter sections (``sections/<id>`` at
+   their ``rev``: a revised section is observed again, once per revision) not yet observed, the most
+   recent first (an insight's ``created_at``, a section revision's ``updated``), at most
+   ``questions_batch`` of them, become one ``researcher.generate_questions`` task (key
+   ``researcher:questions:<hash of the ids>``), about the numbers and concepts that recur in them. The
+   batch is recorded (``state/questions``) in the same transaction as the submission, and only one
+   batch is in flight at a time, so a restart never proposes an overlapping batch. Applying it stores
+   the new questions (a question already stored, in any wording close enough, is counted on the stored
+   one: see "Dedup" in :mod:`.model`), marks the items observed, and adds the URLs the model proposed
+   as sources.
 2. **Fetch** (not an LLM call): sources in the fetch queue (``queue/fetch/<sid>``: user-given with
    ``fanoctl research add-source``, configured, or proposed with a question) are fetched by a background
-   thread (:mod:`.fetch`); each outcome is applied in one transaction: the source, its text
+   thread (:mod:`.fetch`, whose per-domain rate limit survives restarts: it is kept in the HTTP cache
+   directory); each outcome is applied in one transaction: the source, its text
    (``content/<sid>``), the end of its queue entry and the submission of ``researcher.evaluate_source``
    (key ``researcher:evaluate:<sid>``, or ``...:<sid>:<n>`` for the n-th of several evaluations).
    Transient failures are retried with backoff, permanent ones end ``fetch_failed``.
 3. **Trust** (:mod:`.trust`): the evaluations and the allow-list give the trust score; below
    ``trust_min`` the source is ``ignored``; otherwise ``researcher.extract_findings`` is submitted (key
    ``researcher:extract:<sid>``) in the same transaction.
-4. **Findings** are stored with deterministic ids, folded into the cross-reference index
-   (:mod:`.crossref`) and, when ``auto_promote`` is on, promoted to seeds (``promotions/<fid>``).
+4. **Findings** are stored with deterministic ids (a finding already stored, from this source or
+   another, in any wording close enough, is counted on the stored one instead), folded into the
+   cross-reference index (:mod:`.crossref`) and, when ``auto_promote`` is on, promoted to seeds
+   (``promotions/<fid>``).
 
 Every effect is applied with the ack of its task (:class:`~services.modules.base.ModuleService`), so a
 replay is a no-op; an unusable answer is stored under ``errors/<task id>`` and marks its entity.
@@ -30,7 +37,7 @@ import hashlib
 
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
-from services.modules import prompts
+from services.modules import dedup, prompts
 from services.modules.base import Effect, ModuleService, Store
 from services.modules.researcher import crossref, model as M, parsers
 from services.modules.researcher.fetch import Fetcher, FetchError, FetchPool
@@ -148,20 +155,26 @@ class ResearcherService(ModuleService):
                 self.pool.submit(sid, src["url"])
 
     def observe(self) -> None:
+        """Propose one ``generate_questions`` batch about the most recent items not yet observed."""
         if self.store.get(M.K_QUESTION_BATCH)[1] is not None:
             return  # one batch at a time: its key stays the same whatever arrives meanwhile
-        seen = {key for key, _, _ in self.store.scan("observed/")}
-        items, limit = [], self.settings.questions_batch
+        seen = {key: value for key, _, value in self.store.scan("observed/")}
+        fresh = []
         for ns, prefix in OBSERVED:
             for key, version, value in self.scan_ns(ns, prefix):
-                if len(items) >= limit:
-                    break
                 ident = key[len(prefix):]
-                if M.k_observed(ns, ident) not in seen and self._observable(value):
-                    items.append({**value, "ns": ns, "id": ident, "version": version})
-        if not items:
+                if not ident or "/" in ident or not self._observable(value):
+                    continue
+                obs = M.observation_id(ns, ident, value, version)
+                if M.k_observed(ns, obs) in seen or M.legacy_observed(ns, value, seen.get(M.k_observed(ns, ident))):
+                    continue
+                fresh.append({**value, "ns": ns, "id": ident, "obs": obs,
+                              "version": M.observed_version(ns, value, version)})
+        if not fresh:
             return
-        observed = [f"{i['ns']}/{i['id']}" for i in items]
+        fresh.sort(key=lambda i: -M.recency(i["ns"], i))   # most recent first (stable: key order on ties)
+        items = fresh[:self.settings.questions_batch]
+        observed = [f"{i['ns']}/{i['obs']}" for i in items]
         spec = {"key": M.key_questions(observed), "module": self.module, "kind": GENERATE_QUESTIONS,
                 "payload": {"prompt": self._questions_prompt(items), "observed": observed,
                             "versions": [i["version"] for i in items]}}
@@ -181,7 +194,8 @@ class ResearcherService(ModuleService):
                 tags = ", ".join(map(str, i.get("tags") or [])) or "none"
                 material.append(f"[insight {i['id']}, {i.get('status', '?')}] {_clip(i['text'], 600)} (tags: {tags})")
             else:
-                material.append(f"[section {i['id']}: {i.get('title') or ''}] {_clip(i['text'], 900)}")
+                material.append(f"[section {i['id']}, revision {i['version']}: {i.get('title') or ''}] "
+                                f"{_clip(i['text'], 900)}")
         existing = sorted((v for _, _, v in self.store.scan("questions/")), key=lambda q: -q.get("created", 0))[:20]
         return prompts.render(
             "researcher", "generate_questions",
@@ -302,14 +316,27 @@ class ResearcherService(ModuleService):
                                                            "at": now, "task_id": task["id"]}))
         if parsed is None:
             return ops
-        added_sources, seen = set(), set()
+        corpus = {q["id"]: q["question"] for _, _, q in self.store.scan("questions/")
+                  if isinstance(q, dict) and q.get("id") and isinstance(q.get("question"), str)}
+        new: dict[str, dict] = {}              # qid -> question stored by this batch
+        touched: dict[str, list] = {}          # key -> [version, record]: stored questions asked again
+        added_sources = set()
         for q in parsed["questions"]:
             qid = M.question_id(q["question"])
-            if qid in seen or self.store.get(M.k_question(qid))[1] is not None:
-                continue  # asked before: the same question is one record
-            seen.add(qid)
-            ops.append(Store.put(M.k_question(qid), {"id": qid, **q, "batch": task["key"], "created": now},
-                                 if_version=0))
+            hit = (qid, 1.0) if qid in corpus else dedup.lexical_duplicate(q["question"], corpus,
+                                                                           self.settings.dedup_threshold)
+            if hit is not None:
+                # asked before (in other words, or by this batch): one record, the repeat counted on it
+                canon = hit[0]
+                rec = new.get(canon) or self._touch(touched, M.k_question(canon))
+                if rec is None:
+                    continue   # (cannot happen: the corpus was read from the store)
+                M.note_duplicate(rec, {"question": q["question"], "type": q["type"], "score": hit[1],
+                                       "batch": task["key"], "at": now})
+                qid = canon
+            else:
+                new[qid] = {"id": qid, **q, "batch": task["key"], "created": now}
+                corpus[qid] = q["question"]
             for url in q["urls"]:
                 try:
                     sid = M.source_id(url)
@@ -320,7 +347,18 @@ class ResearcherService(ModuleService):
                 if self.store.get(M.k_source(sid))[1] is None:
                     added_sources.add(sid)
                     ops += M.add_source_ops(url, f"question:{qid}", now)[1]
+        ops += [Store.put(M.k_question(qid), rec, if_version=0) for qid, rec in new.items()]
+        ops += [Store.put(key, rec, if_version=v) for key, (v, rec) in touched.items()]
         return ops + self._partial(task, parsed["dropped"], "questions")
+
+    def _touch(self, touched: dict, key: str) -> dict | None:
+        """The stored record at ``key`` for an update in this transaction (read once, version-checked)."""
+        if key not in touched:
+            v, rec = self.store.get(key)
+            if not isinstance(rec, dict):
+                return None
+            touched[key] = [v, dict(rec)]
+        return touched[key][1]
 
     def _evaluation_ops(self, task: dict, evaluation: dict) -> list:
         """Record one evaluation; when all are in, score the source and propose the extraction."""
@@ -363,26 +401,47 @@ class ResearcherService(ModuleService):
         if src is None or src.get("status") != "trusted":
             return []
         questions = [v for _, _, v in self.store.scan("questions/")]
-        findings, ops = [], []
+        corpus = {v["id"]: v["summary"] for _, _, v in self.store.scan("findings/")
+                  if isinstance(v, dict) and v.get("id") and isinstance(v.get("summary"), str)}
+        findings, ops, evidence = [], [], []
+        touched: dict[str, list] = {}          # key -> [version, record]: stored findings found again
+        duplicates = 0
         for f in parsed["findings"]:
             fid = M.finding_id(sid, f["summary"])
-            if any(x["id"] == fid for x in findings) or self.store.get(M.k_finding(fid))[1] is not None:
-                continue
             status = "kept" if f["confidence"] >= self.settings.min_confidence else "low_confidence"
+            hit = (fid, 1.0) if fid in corpus else dedup.lexical_duplicate(f["summary"], corpus,
+                                                                           self.settings.dedup_threshold)
+            if hit is not None:
+                # the same finding again (reworded, or from another source): counted on the stored one;
+                # its numbers and concepts still count for this source's domain in the cross-references
+                canon = hit[0]
+                rec = next((x for x in findings if x["id"] == canon), None) or self._touch(touched, M.k_finding(canon))
+                if rec is None:
+                    continue   # (cannot happen: the corpus was read from the store)
+                M.note_duplicate(rec, {"source_id": sid, "url": src["url"], "domain": src["domain"],
+                                       "summary": f["summary"], "quote": str(f.get("quote") or "")[:300],
+                                       "type": f["type"], "confidence": f["confidence"], "score": hit[1],
+                                       "task_id": task["id"], "at": now})
+                evidence.append({"id": canon, "domain": src["domain"], "status": status,
+                                 "numbers": f.get("numbers") or [], "concepts": f.get("concepts") or []})
+                duplicates += 1
+                continue
             findings.append({"id": fid, "source_id": sid, "url": src["url"], "domain": src["domain"], **f,
                              "status": status, "related_questions": self._related(f, questions),
                              "extracted_at": now, "task_id": task["id"]})
+            corpus[fid] = f["summary"]
         ops += [Store.put(M.k_finding(f["id"]), f, if_version=0) for f in findings]
+        ops += [Store.put(key, rec, if_version=v) for key, (v, rec) in touched.items()]
         existing = {}
         versions = {}
-        for key in crossref.keys_for(findings):
+        for key in crossref.keys_for(findings + evidence):
             versions[key], existing[key] = self.store.get(key)
-        changed = crossref.merge(existing, findings, now)
+        changed = crossref.merge(existing, findings + evidence, now)
         ops += [Store.put(key, rec, if_version=versions[key]) for key, rec in changed.items()]
         if self.settings.auto_promote:
             ops += self._auto_promotions(findings, {**existing, **changed}, changed, questions, now)
-        src = dict(src, status="extracted", findings=len(findings), numbers=parsed["numbers"], extracted_at=now,
-                   error=None)
+        src = dict(src, status="extracted", findings=len(findings), duplicates=duplicates, numbers=parsed["numbers"],
+                   extracted_at=now, error=None)
         ops.append(Store.put(M.k_source(sid), src, if_version=sv))
         return ops + self._partial(task, parsed["dropped"], "findings")
 

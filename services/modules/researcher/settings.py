@@ -8,6 +8,7 @@ table from the same file. Unknown keys are errors, as everywhere in the configur
     plan_interval = 5.0             # seconds between planning passes (also after every applied result)
     observe_interval = 30.0         # seconds between looks at new insights and sections
     questions_batch = 20            # at most this many insights/sections per generate_questions task
+    dedup_threshold = 0.8           # lexical similarity from which a question/finding duplicates a stored one
     sources = []                    # URLs to research from the start (origin "config")
     trusted_domains = {}            # domain -> listed score 0-100, added to (or overriding) the defaults
     replace_trusted = false         # true: trusted_domains replaces the default allow-list
@@ -64,6 +65,7 @@ class Settings:
     plan_interval: float = 5.0
     observe_interval: float = 30.0
     questions_batch: int = 20
+    dedup_threshold: float = 0.8
     sources: tuple = ()
     trusted_domains: dict = field(default_factory=dict)
     replace_trusted: bool = False
@@ -91,6 +93,8 @@ def load_settings(config) -> Settings:
         raise ConfigError(f"{where}: fetch must be a table")
     settings = coerce_table(Settings, table, where, SIZES)
     fetch = coerce_table(FetchSettings, fetch_table, where + ".fetch", SIZES)
+    if not 0.35 <= settings.dedup_threshold <= 1.0:
+        raise ConfigError(f"{where}.dedup_threshold must be in [0.35, 1] (below 0.35 every text is alike)")
     if settings.evaluations < 1:
         raise ConfigError(f"{where}.evaluations must be at least 1")
     if fetch.max_attempts < 1:
