@@ -130,23 +130,34 @@ def seeds_ls(kind):
 @click.option("--tag", "tags", multiple=True, help="Replace the tags (repeatable).")
 @json_option
 def seeds_edit(seed_id, text, kind, priority, tags):
-    """Change a seed's text, type, priority or tags (open threads keep the text they started with)."""
+    """Change a seed's text, type, priority or tags (open threads keep the text they started with; a new
+    priority reaches them as with ``seeds priority``)."""
     from services.modules.explorer import model as M
     from services.modules.explorer.seeds import CONTENT, SeedError, validate
+    prio = _parse_seed_priority(priority) if priority is not None else None
 
     def write(state):
         version, seed = state
         raw = {k: seed[k] for k in CONTENT if k in seed}
         raw.update({k: v for k, v in (("text", text), ("type", kind), ("tags", list(tags) or None)) if v is not None})
-        if priority is not None:
-            raw["priority"] = int(priority) if priority.isdigit() else priority
         try:
             new = validate(dict(raw, id=seed_id), _now(), seed)
         except SeedError as exc:
             _seed_error(exc)
         return [_put(M.seed_key(seed_id), new, version)], new
     seed = _change(f"seed {seed_id}", lambda: _must(M.seed_key(seed_id), "seed", seed_id), write)
+    if prio is not None:   # the same path as `seeds priority`, so that the seed's open threads follow
+        seed = _set_seed_priority(seed_id, prio)["seed"]
     out(seed, f"seed {seed_id} updated")
+
+
+def _parse_seed_priority(priority: str) -> int:
+    from services.modules.explorer.seeds import SeedError
+    from services.modules.explorer.seeds import priority as parse_priority
+    try:
+        return parse_priority(int(priority) if priority.isdigit() else priority)
+    except SeedError as exc:
+        _seed_error(exc)
 
 
 @seeds.command("priority")
@@ -156,13 +167,15 @@ def seeds_edit(seed_id, text, kind, priority, tags):
 def seeds_priority(seed_id, priority):
     """Set a seed's priority (1-10 or high/medium/low); its open threads follow, and the running explorer
     re-ranks their queued tasks on its next planning pass (within seconds)."""
+    prio = _parse_seed_priority(priority)
+    d = _set_seed_priority(seed_id, prio)
+    out(d, f"seed {seed_id}: priority {prio}" + (f"; threads {', '.join(d['threads'])} follow (their queued tasks "
+                                                  "are re-ranked by the explorer)" if d["threads"] else ""))
+
+
+def _set_seed_priority(seed_id: str, prio: int) -> dict:
+    """The seed and its open threads get ``prio`` in one transaction: ``{"seed", "threads": [ids]}``."""
     from services.modules.explorer import model as M
-    from services.modules.explorer.seeds import SeedError
-    from services.modules.explorer.seeds import priority as parse_priority
-    try:
-        prio = parse_priority(int(priority) if priority.isdigit() else priority)
-    except SeedError as exc:
-        _seed_error(exc)
 
     def read():
         threads = [(v, t) for t in _scan("threads/") if t["seed_id"] == seed_id and t["status"] not in ("extracted", "archived")
@@ -174,10 +187,8 @@ def seeds_priority(seed_id, priority):
         now = _now()
         ops = [_put(M.seed_key(seed_id), dict(seed, priority=prio, updated_at=now), version)]
         ops += [_put(M.thread_key(t["id"]), dict(t, priority=prio, updated_at=now), v) for v, t in threads]
-        return ops, {"seed": dict(seed, priority=prio), "threads": [t["id"] for _, t in threads]}
-    d = _change(f"seed {seed_id}", read, write)
-    out(d, f"seed {seed_id}: priority {prio}" + (f"; threads {', '.join(d['threads'])} follow (their queued tasks "
-                                                  "are re-ranked by the explorer)" if d["threads"] else ""))
+        return ops, {"seed": dict(seed, priority=prio, updated_at=now), "threads": [t["id"] for _, t in threads]}
+    return _change(f"seed {seed_id}", read, write)
 
 
 @seeds.command("rm")

@@ -96,6 +96,10 @@ def test_seed_priority_follows_to_open_threads(rig):
     sid = rig.get(M.thread_key(tid))["seed_id"]
     out = js("seeds", "priority", sid, "low")
     assert out["threads"] == [tid] and rig.get(M.thread_key(tid))["priority"] == 2
+    # `seeds edit --priority` takes the same path
+    edited = js("seeds", "edit", sid, "--priority", "9", "--tag", "moved")
+    assert edited["priority"] == 9 and edited["tags"] == ["moved"]
+    assert rig.get(M.thread_key(tid))["priority"] == 9 and rig.get(M.seed_key(sid))["priority"] == 9
 
 
 # --- priority overrides reach queued tasks ------------------------------------------------------------------
