@@ -1,5 +1,6 @@
 """The whole process tree under a real supervisord, operated with fanoctl as a user would."""
 import json
+import re
 
 import pytest
 
@@ -55,6 +56,12 @@ def test_queue_why_explains_a_task_waiting_for_deep_quota(tree):
         return out.stdout if "quota" in out.stdout else None
     text = wait_for(why, 20, interval=0.5, what="a why that names the quota")
     assert "deep" in text and "deep-sim" in text
+    # `ask --wait` shows the same reason as its progress line while it waits, and gives up when told to
+    res = run_fanoctl(tree, "ask", "x", "--deep", "--backend", "deep-sim", "--key", "same", "--wait", "--max-wait", "5")
+    assert res.returncode == 1 and "still PENDING after 5s (it stays queued)" in res.stderr
+    assert "quota" in res.stderr and "deep-sim" in res.stderr        # the progress line said why
+    waiting = re.search(r"task (\d+) still PENDING", res.stderr).group(1)
+    assert run_fanoctl(tree, "queue", "cancel", waiting).returncode == 0
     assert run_fanoctl(tree, "queue", "cancel", str(tid)).returncode == 0
 
 
