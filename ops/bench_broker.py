@@ -11,7 +11,8 @@ everything is stopped by pid and deleted at the end.
 
 Prints JSON: per N the durable cycles (or drained tasks) per second, requests per second, p50/p99/mean
 latency in ms per call, the broker's mean group-commit batch size during the run, the broker's CPU
-use (seconds, fraction of one core, microseconds per request; from /proc), plus machine info.
+use (seconds, fraction of one core, microseconds per request; from /proc), the client processes' CPU
+(fraction of one core, microseconds per request), plus machine info.
 With ``--profile DIR`` the broker runs under cProfile (slower: compare profiles with each other, not
 with the plain numbers) and the JSON lists the hottest functions; the .prof files stay in DIR.
 """
@@ -50,7 +51,7 @@ def worker(args) -> int:
     cycles = requests = empty = 0
     while time.time() < args.start_at:
         time.sleep(min(0.005, max(0.0, args.start_at - time.time())))
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     stop_at = t0 + args.seconds if args.seconds else None
     i = 0
     while True:
@@ -76,10 +77,11 @@ def worker(args) -> int:
         lat["complete"].append(time.perf_counter() - t)
         requests += 1
         cycles += 1
-    t1 = time.monotonic()
+    t1, cpu1 = time.monotonic(), time.process_time()
     client.close()
     Path(args.out).write_text(json.dumps({"name": args.name, "t0": t0, "t1": t1, "cycles": cycles,
-                                          "requests": requests, "empty_leases": empty, "lat": lat}))
+                                          "requests": requests, "empty_leases": empty, "lat": lat,
+                                          "cpu_s": cpu1 - cpu0}))
     return 0
 
 
@@ -212,6 +214,11 @@ def run_one(n: int, args, base: Path) -> dict:
         out["broker_cpu_s"] = round(cpu, 3)
         out["broker_cpu_busy"] = round(cpu / elapsed, 3)  # 1.0 = one core saturated by the broker
         out["broker_cpu_us_per_request"] = round(cpu / max(1, d_req) * 1e6, 1)
+    # the client processes' own CPU while measuring (each reads its process time): on a small machine
+    # they compete with the broker for the same cores
+    client_cpu = sum(r["cpu_s"] for r in results)
+    out["clients_cpu_busy"] = round(client_cpu / elapsed, 3)
+    out["clients_cpu_us_per_request"] = round(client_cpu / max(1, requests) * 1e6, 1)
     for call in CALLS:
         vals = [v for r in results for v in r["lat"][call]]
         if vals:

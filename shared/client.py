@@ -75,7 +75,7 @@ class BrokerClient:
         if cmd not in protocol.COMMANDS:
             raise ValueError(f"unknown command {cmd!r}")
         if protocol.is_mutating(cmd):
-            rid = rid or protocol.new_id()
+            rid = rid or protocol.new_request_id()
         else:
             rid = None
         timeout = self.timeout if timeout is None else timeout
@@ -89,7 +89,7 @@ class BrokerClient:
                 self.resends += 1
             sock = self._socket()
             try:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                protocol.send_nowait(sock, frames)
             except zmq.Again:
                 self._reset()
                 time.sleep(min(timeout, 0.05))

@@ -103,7 +103,7 @@ class Job:
     def __init__(self, task_id: int, ttl: float, lease_rid: str | None = None):
         self.task_id = task_id
         self.ttl = ttl
-        self.lease_rid = lease_rid or protocol.new_id()   # one rid per assignment: the lease is idempotent
+        self.lease_rid = lease_rid or protocol.new_request_id()   # one rid per assignment: the lease is idempotent
         self.epoch: int | None = None       # set once leased: from then on the main loop renews
         self.sending = False                # between intent and outcome (for logs and shutdown)
         self.deadline: float | None = None  # monotonic time the running request must be over by (SENDING only)
@@ -371,7 +371,7 @@ class TurnRunner:
         Returns (reply, None), or (None, outcome) when the call must not go on: STALE_EPOCH (the lease is
         void: the task was cancelled, or it expired and may run elsewhere), another broker error, or the
         worker giving up because it is exiting (the lease then expires; reconciliation covers it)."""
-        rid = protocol.new_id()
+        rid = protocol.new_request_id()
         delay = RETRY_BASE
         warned = False
         while True:

@@ -1,8 +1,9 @@
 """The broker's request engine, free of sockets: a batch of raw requests in, replies and events out.
 
-One batch is one LMDB write transaction (group commit). Each request runs in its own nested
-transaction, so a request that fails is rolled back alone while the rest of the batch commits.
-Replies are released only after the outer transaction has committed.
+One batch is one LMDB write transaction (group commit). A request that fails is rolled back alone
+while the rest of the batch commits: the requests first run together in one nested transaction, and
+if one fails, again each in its own (:meth:`BrokerCore._requests`). Replies are released only after
+the outer transaction has committed.
 
 Tests drive :meth:`BrokerCore.handle_batch` directly with a :class:`shared.clock.FakeClock`.
 """
@@ -123,20 +124,18 @@ class BrokerCore:
         (:meth:`grow_map`) and then replies.
         """
         self.batches += 1
+        self.requests += len(messages)
         now, mono = self.clock.world(), self.clock.mono()
-        replies, events, grow = [], [], []
+        events, grow = [], []
+        decoded = [(ident, self._decode(ident, frames, grow)) for ident, frames in messages]
         nearly_full = self.nearly_full()
         at_start = self.ledger.checkpoint()
         stored_at_start = dict(self.ledger.stored)
         try:
             with self.env.begin(write=True) as outer:
                 events.extend(self._housekeeping(outer, now, mono))
-                for ident, frames in messages:
-                    self.requests += 1
-                    reply, evs = self._one(outer, ident, frames, now, mono, nearly_full, grow)
-                    if reply is not None:
-                        replies.append((ident, protocol.encode_reply(reply)))
-                    events.extend(evs)
+                replies, evs = self._requests(outer, decoded, now, mono, nearly_full)
+                events.extend(evs)
                 self.ledger.flush(outer)
                 self._note_wakeups(self._tx(outer, now, mono))
         except lmdb.MapFullError:
@@ -155,6 +154,53 @@ class BrokerCore:
             raise
         self._maybe_measure_map()
         return replies, events, grow
+
+    def _decode(self, ident, frames, grow):
+        """The request in ``frames``; an error reply for what cannot be read; None for a grow_map."""
+        try:
+            req = protocol.decode_request(frames)
+        except FanoError as exc:
+            self.errors[exc.name] += 1
+            return protocol.error_reply(exc.details.get("cid"), exc)
+        if req.cmd == "grow_map":
+            grow.append((ident, req))
+            return None
+        return req
+
+    def _requests(self, outer, decoded, now, mono, nearly_full):
+        """Run the batch's requests; returns ``(replies, events)``.
+
+        A request that fails must roll back alone. A nested transaction per request does that, but it
+        copies every page the batch has already dirtied (~6 µs a request). Requests rarely fail, so
+        they first run together, in one nested transaction; if any of them fails, that attempt is
+        rolled back whole (nothing of it leaves: its replies and events are dropped, the ledger
+        restored) and the requests run again, each in its own nested transaction. A nearly full map
+        refuses growing requests, so then they run one by one at once.
+        """
+        if not nearly_full:
+            checkpoint = self.ledger.checkpoint()
+            try:
+                with self.env.begin(write=True, parent=outer) as txn:
+                    return self._run(txn, decoded, now, mono, nearly_full, isolated=False)
+            except Exception:  # answered by the second run, request by request (MapFullError included)
+                self.ledger.restore(checkpoint)
+        return self._run(outer, decoded, now, mono, nearly_full, isolated=True)
+
+    def _run(self, txn, decoded, now, mono, nearly_full, isolated):
+        replies, events = [], []
+        for ident, item in decoded:
+            if item is None:  # grow_map: answered by the server after the commit
+                continue
+            if isinstance(item, protocol.Reply):  # unreadable: answered with the decoding error
+                replies.append((ident, protocol.encode_reply(item)))
+                continue
+            if isolated:
+                reply, evs = self._isolated(txn, item, now, mono, nearly_full)
+            else:
+                reply, evs = self._apply(txn, item, now, mono, nearly_full)
+            replies.append((ident, protocol.encode_reply(reply)))
+            events.extend(evs)
+        return replies, events
 
     def _maybe_measure_map(self) -> None:
         # the file's high-water mark is one cheap call; count live pages only once it is past half the
@@ -209,40 +255,12 @@ class BrokerCore:
                 "`fanoctl admin grow-map SIZE` or raise broker.map_size and restart the broker "
                 "(`fanoctl admin compact --older-than DURATION` frees the space of old acked tasks)")
 
-    def _one(self, outer, ident, frames, now, mono, nearly_full, grow):
-        try:
-            req = protocol.decode_request(frames)
-        except FanoError as exc:
-            self.errors[exc.name] += 1
-            return protocol.error_reply(exc.details.get("cid"), exc), []
-        if req.cmd == "grow_map":
-            grow.append((ident, req))
-            return None, []
-        fp = None
+    def _isolated(self, outer, req, now, mono, nearly_full):
+        """One request in its own nested transaction: a failure rolls back this request only."""
         checkpoint = self.ledger.checkpoint()
         try:
             with self.env.begin(write=True, parent=outer) as txn:
-                tx = self._tx(txn, now, mono)
-                if req.rid is not None:
-                    fp = hashlib.blake2b(req.body, digest_size=16).digest()
-                    seen = tx.get("requests", req.rid.encode())
-                    if seen is not None:
-                        if seen["fp"] != fp:
-                            raise FanoError(ErrorCode.REQUEST_ID_REUSED,
-                                            f"request id {req.rid} was used for a different request")
-                        return protocol.Reply(cid=req.cid, ok=True, packed_result=seen["reply"]), []
-                    if nearly_full and req.cmd in GROWING:
-                        raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
-                result = self._dispatch(tx, req)
-                # a lease that granted nothing changed nothing: not logging it keeps idle workers'
-                # polls free of fsyncs, and a retry simply asks again
-                if req.rid is not None and not (req.cmd == "lease" and result.get("task") is None):
-                    packed = protocol.pack_value(result)  # encoded once: for the log and for the wire
-                    tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": packed})
-                    tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
-                    return protocol.Reply(cid=req.cid, ok=True, packed_result=packed), tx.events
-                events = tx.events
-            return protocol.Reply(cid=req.cid, ok=True, result=result), events
+                return self._apply(txn, req, now, mono, nearly_full)
         except FanoError as exc:
             self.ledger.restore(checkpoint)
             self.errors[exc.name] += 1
@@ -259,6 +277,30 @@ class BrokerCore:
             err = FanoError(ErrorCode.INTERNAL, f"{req.cmd} failed inside the broker: {type(exc).__name__}: {exc}")
             self.errors[err.name] += 1
             return protocol.error_reply(req.cid, err), []
+
+    def _apply(self, txn, req, now, mono, nearly_full):
+        """Run ``req`` in ``txn``: the request log, the handler; ``(reply, events)``. Raises on failure."""
+        tx = self._tx(txn, now, mono)
+        fp = None
+        if req.rid is not None:
+            fp = hashlib.blake2b(req.body, digest_size=16).digest()
+            seen = tx.get("requests", req.rid.encode())
+            if seen is not None:
+                if seen["fp"] != fp:
+                    raise FanoError(ErrorCode.REQUEST_ID_REUSED,
+                                    f"request id {req.rid} was used for a different request")
+                return protocol.Reply(cid=req.cid, ok=True, packed_result=seen["reply"]), []
+            if nearly_full and req.cmd in GROWING:
+                raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
+        result = self._dispatch(tx, req)
+        # a lease that granted nothing changed nothing: not logging it keeps idle workers'
+        # polls free of fsyncs, and a retry simply asks again
+        if req.rid is not None and not (req.cmd == "lease" and result.get("task") is None):
+            packed = protocol.pack_value(result)  # encoded once: for the log and for the wire
+            tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": packed})
+            tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
+            return protocol.Reply(cid=req.cid, ok=True, packed_result=packed), tx.events
+        return protocol.Reply(cid=req.cid, ok=True, result=result), tx.events
 
     def _dispatch(self, tx: Tx, req: protocol.Request):
         if req.cmd == "ping":

@@ -138,7 +138,11 @@ def _requeue(tx: Tx, task: dict, why: str, reset_attempts: bool) -> None:
 
 def public(task: dict, mono: float, history: bool = True) -> dict:
     """The task as clients see it: monotonic deadlines become 'seconds left'."""
-    out = {k: v for k, v in task.items() if k not in ("queue", "fp") and (history or k != "history")}
+    out = dict(task)  # a plain copy and a few pops: cheaper than filtering every field (every lease reply)
+    out.pop("fp", None)
+    out.pop("queue", None)
+    if not history:
+        out.pop("history", None)
     lease = task.get("lease")
     if lease:
         out["lease"] = {k: v for k, v in lease.items() if k not in ("deadline", "charges")}

@@ -74,7 +74,7 @@ class BrokerService(Service):
 
     def _send(self, ident: bytes, frames: list[bytes]) -> None:
         try:
-            self.router.send_multipart([ident, *frames], flags=zmq.NOBLOCK)
+            protocol.send_nowait(self.router, [ident, *frames])
         except zmq.ZMQError:
             # the client went away (ROUTER_MANDATORY) or is not reading: its retry gets the logged reply.
             # Counted in the core, which reports it in stats
@@ -83,7 +83,7 @@ class BrokerService(Service):
     def _publish(self, events: list[dict]) -> None:
         for event in events:
             try:
-                self.pub.send_multipart(protocol.encode_event(event), flags=zmq.NOBLOCK)
+                protocol.send_nowait(self.pub, protocol.encode_event(event))
             except zmq.ZMQError:
                 pass  # slow subscribers catch up from the outbox
 
