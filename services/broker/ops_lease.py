@@ -45,6 +45,7 @@ from services.broker.ops_tasks import MODES, check_name, public
 from services.broker.tx import Tx
 
 LEASE_SCAN_LIMIT = 2000   # ready tasks examined per lease before answering "nothing fits"
+MAX_CONVERSATION_FIELD = 2000  # characters of a conversation's url / title kept
 SWEEP_LIMIT = 1000        # expired leases / due tasks handled per batch (the rest next batch)
 
 
@@ -178,7 +179,7 @@ def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
     return task
 
 
-def _end_conversation_turn(tx: Tx, task: dict, done: bool) -> None:
+def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
@@ -186,6 +187,13 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool) -> None:
     if rec and rec.get("inflight") == task["id"]:
         rec["inflight"] = None
         rec["turns"] = rec.get("turns", 0) + (1 if done else 0)
+        # a web conversation's page (DESIGN.md §7): kept with the conversation for the operator; the
+        # account's worker also records it the moment it exists, to reopen and reconcile a turn
+        meta = result.get("meta") if isinstance(result, dict) else None
+        for name in ("url", "title"):
+            value = meta.get(name) if isinstance(meta, dict) else None
+            if isinstance(value, str) and value:
+                rec[name] = value[:MAX_CONVERSATION_FIELD]
         tx.put("conversations", conv.encode(), rec)
 
 
@@ -270,7 +278,7 @@ def op_complete(tx: Tx, id: int, epoch: int, result, reconciled: bool = False):
     lease = task["lease"]
     # who answered, in which mode (the lease itself is cleared by the move; a module may need to know)
     task["served"] = {"account": lease["account"], "mode": lease["mode"], "worker": lease["worker"]}
-    _end_conversation_turn(tx, task, done=True)
+    _end_conversation_turn(tx, task, done=True, result=result)
     tx.move(task, st.DONE, f"completed by {task['lease']['worker']}")
     return {"id": id, "epoch": epoch, "state": st.DONE}
 

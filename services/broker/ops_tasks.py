@@ -161,7 +161,13 @@ def op_submit(tx: Tx, task: dict, force: bool):
 
 
 def op_get(tx: Tx, id: int, history: bool):
-    return public(tx.task(id), tx.mono, history)
+    task = tx.task(id)
+    out = public(task, tx.mono, history)
+    conv = (task.get("requires") or {}).get("conversation")
+    if conv:  # the conversation it belongs to: account, turns, and for a web account its page
+        rec = tx.get("conversations", conv.encode())
+        out["conversation"] = {"id": conv, **rec} if rec else {"id": conv}
+    return out
 
 
 def op_list(tx: Tx, state, module, kind, after, limit):

@@ -142,6 +142,24 @@ def test_conversation_affinity_and_one_turn_in_flight(core):
     assert core.lease(worker="w5", account="gemini-a")["task"]["id"] == t2
 
 
+def test_a_conversation_keeps_its_page_and_get_shows_it(core):
+    conv = {"conversation": "web-1"}
+    t1 = core.submit("w-t1", requires=conv)["task"]["id"]
+    t2 = core.submit("w-t2", requires=conv)["task"]["id"]
+    assert core.get(t1)["conversation"] == {"id": "web-1"}            # not started yet
+    l1 = core.lease(account="chatgpt-pro")
+    core.call("complete", id=t1, epoch=l1["epoch"],
+              result={"text": "a", "meta": {"url": "https://chatgpt.com/c/abc", "title": "Fano plane"}})
+    got = core.get(t2)["conversation"]
+    assert got == {"id": "web-1", "account": "chatgpt-pro", "inflight": None, "turns": 1,
+                   "url": "https://chatgpt.com/c/abc", "title": "Fano plane"}
+    l2 = core.lease(account="chatgpt-pro")
+    core.call("complete", id=t2, epoch=l2["epoch"], result={"text": "b", "meta": {"url": 7}})   # junk ignored
+    assert core.get(t2)["conversation"]["url"] == "https://chatgpt.com/c/abc"
+    assert core.get(t2)["conversation"]["turns"] == 2
+    assert "conversation" not in core.call("list")["tasks"][0]                  # get only
+
+
 def test_conversation_released_by_failure_and_cancel(core):
     conv = {"conversation": "cv"}
     t1 = core.submit("t1", requires=conv, priority=90)["task"]["id"]
