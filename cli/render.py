@@ -10,6 +10,8 @@ import base64
 import datetime as dt
 import json
 
+from shared.config import format_size
+
 
 def to_json(obj) -> str:
     """Indented JSON with sorted keys; bytes (rare: binary values a worker stored) become text."""
@@ -67,15 +69,8 @@ def when(ts, now: float) -> str:
 
 
 def size(n) -> str:
-    """Bytes as ``512.0 MiB``."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
+    """Bytes as ``512.0 MiB``; ``-`` when unknown."""
+    return "-" if n is None else format_size(n)
 
 
 def truncate(text, width: int) -> str:

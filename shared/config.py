@@ -35,6 +35,16 @@ def parse_size(value) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def format_size(n: int | float) -> str:
+    """Bytes as ``512.0 MiB`` (the inverse of :func:`parse_size`, for messages and tables)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     map_size: int = 1024**3

@@ -1,6 +1,7 @@
 """Test helpers: a real broker process in a short temporary directory, and polls with deadlines."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,6 +72,15 @@ def run_fanoctl(target, *args, timeout: float = 60, env: dict | None = None) -> 
     full_env = dict(os.environ, FANO_CONFIG=str(config_path), **(env or {}))
     return subprocess.run([sys.executable, "-m", "cli.fanoctl", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def wait_paused_for_auth(tree, account: str, timeout: float = 60) -> dict:
+    """Poll ``fanoctl backends ls`` until ``account`` is paused for an auth failure; its row."""
+    def paused():
+        rows = json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]
+        row = next(b for b in rows if b["account"] == account)
+        return row if row["paused"] and "auth" in (row.get("pause_reason") or "") else None
+    return wait_for(paused, timeout, interval=0.5, what=f"{account} to be paused by an auth failure")
 
 
 def toml_value(value) -> str:

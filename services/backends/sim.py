@@ -36,8 +36,9 @@ provider never served them and they never count against its limits, so they are 
 did not fail is counted and may be served even if the worker is gone: that is what ``reconcile`` finds.
 
 Determinism: the *answer* depends on (seed, account, turn content) but not on the attempt, so a run
-with crashes and retries converges to the same research as a run without; faults, latency and format
-deviations depend on the attempt too, so a retry can succeed. "Turn content" is the kind, the payload,
+with crashes and retries converges to the same research as a run without; latency and format deviations
+depend on the attempt too, and faults on the lease (epoch: a refusal gives its attempt back), so a retry
+can succeed. "Turn content" is the kind, the payload,
 the conversation position (and the prompt when the payload is empty) — never the broker's task id,
 which depends on how submissions from several modules interleaved.
 """

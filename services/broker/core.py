@@ -19,6 +19,7 @@ import lmdb
 
 from shared import protocol
 from shared.clock import boot_id
+from shared.config import format_size
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
@@ -358,13 +359,14 @@ class BrokerCore:
         if size < current:
             raise bad_argument(f"new map size {size} must not be below the current {current}", field="size")
         if size > MAX_MAP_SIZE:
-            raise bad_argument(f"new map size {_human(size)} exceeds the broker's limit of "
-                               f"{_human(MAX_MAP_SIZE)}", field="size", limit=MAX_MAP_SIZE)
+            raise bad_argument(f"new map size {format_size(size)} exceeds the broker's limit of "
+                               f"{format_size(MAX_MAP_SIZE)}", field="size", limit=MAX_MAP_SIZE)
         free = free_bytes(self.storage.path)
         on_disk = (self.storage.path / "data.mdb").stat().st_size
         if size > on_disk + free:
-            raise bad_argument(f"new map size {_human(size)} cannot fit on disk: data.mdb holds "
-                               f"{_human(on_disk)} and {_human(free)} are free in {self.storage.path}",
+            raise bad_argument(f"new map size {format_size(size)} cannot fit on disk: data.mdb holds "
+                               f"{format_size(on_disk)} and {format_size(free)} are free in "
+                               f"{self.storage.path}",
                                field="size", free=free)
 
     def _set_mapsize(self, size: int, current: int) -> None:
@@ -375,8 +377,8 @@ class BrokerCore:
             # size it had, or every later request would fail (or the broker die)
             log.error("cannot grow the map to %d bytes: %s; reopening it at %d", size, exc, current)
             self._reopen(current)
-            raise bad_argument(f"cannot map {_human(size)}: {type(exc).__name__}: {exc}; the map stays at "
-                               f"{_human(self.map_size)}", field="size") from None
+            raise bad_argument(f"cannot map {format_size(size)}: {type(exc).__name__}: {exc}; the map stays "
+                               f"at {format_size(self.map_size)}", field="size") from None
 
     def _reopen(self, map_size: int) -> None:
         """Close and reopen the environment (no transaction may be open), with a ledger on the new handles."""
@@ -394,9 +396,3 @@ def free_bytes(path) -> int:
     fs = os.statvfs(path)
     return fs.f_bavail * fs.f_frsize
 
-
-def _human(n: int) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.4g} {unit}"
-    return f"{n} bytes"

@@ -1,4 +1,5 @@
 """The broker as a process: single instance, events on PUB, map full, restart durability, bad peers."""
+import contextlib
 import subprocess
 import sys
 import time
@@ -11,6 +12,22 @@ from shared.errors import ErrorCode, ExitCode, FanoError
 from tests.support import REPO, run_fanoctl, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+@contextlib.contextmanager
+def raw_peer(broker, identity: str, configured: bool = True):
+    """A DEALER that talks to the broker without the client library (frames as the test writes them).
+    ``configured=False``: not even our socket options, like a peer that ignores our limits."""
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    if configured:
+        protocol.configure_socket(raw, "dealer", identity=identity)
+    else:
+        raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(broker.endpoint)
+    try:
+        yield raw
+    finally:
+        raw.close(linger=0)
 
 
 def test_second_broker_refuses_to_steal_the_socket(broker, client):
@@ -64,11 +81,7 @@ def test_acknowledged_work_survives_kill_9(broker, client):
 
 
 def test_garbage_from_a_peer_gets_errors_and_the_broker_stays_up(broker, client):
-    ctx = zmq.Context.instance()
-    raw = ctx.socket(zmq.DEALER)
-    protocol.configure_socket(raw, "dealer", identity="rogue")
-    raw.connect(broker.endpoint)
-    try:
+    with raw_peer(broker, "rogue") as raw:
         cases = [[b"hello"], [protocol.HEADER, b"\xc1\xc1"], [b"FANO/9", b"x"], [protocol.HEADER, b"x", b"y"],
                  [protocol.HEADER, protocol.pack_value({"cmd": "nope", "cid": "c1"})]]
         codes = []
@@ -80,8 +93,6 @@ def test_garbage_from_a_peer_gets_errors_and_the_broker_stays_up(broker, client)
         errors = client.stats()["broker"]["errors"]
         assert errors["BAD_FRAME"] >= 2 and errors["UNKNOWN_COMMAND"] >= 1
         assert client.ping()["pid"] == broker.proc.pid
-    finally:
-        raw.close(linger=0)
 
 
 def test_map_full_refuses_submissions_serves_the_rest_and_recovers_after_growth(make_broker):
@@ -124,11 +135,7 @@ def test_map_full_refuses_submissions_serves_the_rest_and_recovers_after_growth(
 
 
 def test_oversized_messages_are_refused_and_the_broker_stays_up(broker, client):
-    ctx = zmq.Context.instance()
-    raw = ctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)  # deliberately not configure_socket: a peer that ignores our limits
-    raw.connect(broker.endpoint)
-    try:
+    with raw_peer(broker, "big", configured=False) as raw:   # a peer that ignores our limits
         body = protocol.pack_value({"cmd": "ping", "cid": "big", "args": {"pad": "x" * (protocol.MAX_BODY + 10)}})
         raw.send_multipart([protocol.HEADER, body])
         assert raw.poll(5000)
@@ -139,8 +146,6 @@ def test_oversized_messages_are_refused_and_the_broker_stays_up(broker, client):
         assert not raw.poll(500)
         assert client.ping()["pid"] == broker.proc.pid
         assert client.stats()["broker"]["errors"]["TOO_LARGE"] == 1
-    finally:
-        raw.close(linger=0)
 
 
 def test_grow_map_to_an_impossible_size_is_refused_and_the_broker_keeps_serving(broker, client):
@@ -152,7 +157,7 @@ def test_grow_map_to_an_impossible_size_is_refused_and_the_broker_keeps_serving(
     # the operator's way: fanoctl says why, exit 1 (a refusal), not 3 (broker down)
     cli = run_fanoctl(broker.config_path, "admin", "grow-map", "1024TiB")   # 1 PiB
     assert cli.returncode == ExitCode.FAILURE, cli.stderr
-    assert cli.stderr.startswith("fanoctl: BAD_ARGUMENT: new map size 1024 TiB exceeds")
+    assert cli.stderr.startswith("fanoctl: BAD_ARGUMENT: new map size 1024.0 TiB exceeds")
     assert broker.alive() and client.ping()["pid"] == broker.proc.pid
     assert client.get(tid)["state"] == "PENDING"
     assert client.submit("after", "explorer", "ask")["created"]
@@ -174,11 +179,7 @@ def test_an_oversized_submit_through_the_client_is_too_large_at_once(broker, cli
 
 
 def test_deeply_nested_arguments_from_a_peer_are_bad_argument_with_their_cid(broker, client):
-    ctx = zmq.Context.instance()
-    raw = ctx.socket(zmq.DEALER)
-    protocol.configure_socket(raw, "dealer", identity="nester")
-    raw.connect(broker.endpoint)
-    try:
+    with raw_peer(broker, "nester") as raw:
         payload: list = []
         for _ in range(900):
             payload = [payload]
@@ -192,5 +193,3 @@ def test_deeply_nested_arguments_from_a_peer_are_bad_argument_with_their_cid(bro
         stats = client.stats()["broker"]
         assert "INTERNAL" not in stats["errors"] and stats["errors"]["BAD_ARGUMENT"] == 1
         assert stats["dropped_replies"] == 0
-    finally:
-        raw.close(linger=0)

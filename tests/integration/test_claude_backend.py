@@ -20,7 +20,7 @@ from ops.standins.claude_api import ClaudeStandin
 from services.backends.base import ProviderError, Turn
 from services.backends.claude import ClaudeProvider
 from shared.clock import Clock
-from tests.support import REPO, run_fanoctl, running_tree, wait_for
+from tests.support import REPO, run_fanoctl, running_tree, wait_for, wait_paused_for_auth
 
 pytestmark = pytest.mark.integration
 
@@ -328,12 +328,7 @@ def test_tree_a_bad_key_pauses_the_account_and_no_planted_key_leaks(tree):
     res = run_fanoctl(tree, "--json", "ask", "who am I", "--backend", "claude-badkey")
     assert res.returncode == 0, res.stderr
     tid = json.loads(res.stdout)["task"]["id"]
-
-    def paused():
-        rows = {b["account"]: b for b in json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]}
-        row = rows["claude-badkey"]
-        return row if row["paused"] and "auth" in (row.get("pause_reason") or "") else None
-    row = wait_for(paused, 60, interval=0.5, what="claude-badkey to be paused by the auth failure")
+    row = wait_paused_for_auth(tree, "claude-badkey")
     outputs = [json.dumps(row), run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout,
                run_fanoctl(tree, "--json", "backends", "ls").stdout, run_fanoctl(tree, "--json", "queue", "ls").stdout]
     done = run_fanoctl(tree, "--json", "ask", "hello", "--backend", "claude-e2e", "--wait")

@@ -26,7 +26,7 @@ from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.gemini import GeminiProvider
 from shared.clock import Clock
 from tests.browser_support import chromium_path, profile_alive  # noqa: F401  (fixture)
-from tests.support import REPO, run_fanoctl, running_tree, short_tmpdir, wait_for
+from tests.support import REPO, run_fanoctl, running_tree, short_tmpdir, wait_for, wait_paused_for_auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -438,12 +438,7 @@ def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account_and_an_expired_login
         res = run_fanoctl(tree, "--json", "ask", "after logout", "--backend", "web-gpt")
         assert res.returncode == 0, res.stderr
         tid = json.loads(res.stdout)["task"]["id"]
-
-        def paused():
-            rows = {b["account"]: b for b in json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]}
-            row = rows["web-gpt"]
-            return row if row["paused"] and "auth" in (row.get("pause_reason") or "") else None
-        row = wait_for(paused, 60, interval=0.5, what="web-gpt to be paused by the login wall")
+        row = wait_paused_for_auth(tree, "web-gpt")       # by the login wall
         assert "log" in row["pause_reason"].lower()
         text = run_fanoctl(tree, "backends", "ls").stdout
         assert "web-gpt" in text and "paused" in text

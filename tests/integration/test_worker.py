@@ -77,6 +77,17 @@ def sim_events(env, account="a", event=None) -> list[dict]:
 
 # --- the request path ---------------------------------------------------------------------------------
 
+def assert_reconciled_not_resent(env, task_id: int) -> None:
+    """The task is DONE on its second attempt with the answer the provider gave the first, which it
+    received and served once; the second attempt found it there and sent nothing."""
+    got = env.client.get(task_id)
+    assert got["state"] == "DONE" and got["attempts"] == 2 and got["unknown_turn"] is None
+    served = served_requests(env.sim_log("a"))
+    assert len(served) == 1 and served[0]["reconciled"] is True and served[0]["attempt"] == 1
+    assert len(sim_events(env, event="received")) == 1                       # sent once, served once
+    assert got["result"]["text"] == served[0]["reply"]
+
+
 def test_ready_assign_done_with_the_sims_answer_and_heartbeats_both_ways(make_env):
     env = make_env({"a": sim(latency=1.5)})
     proc, ident = ready_worker(env)
@@ -120,12 +131,7 @@ def test_kill_9_mid_request_is_reconciled_without_serving_the_turn_twice(make_en
     ready_worker(env, after=mark)
     done = run_until_leased(env, task["id"])
     assert done["outcome"] == "done", done
-    got = env.client.get(task["id"])
-    assert got["state"] == "DONE" and got["attempts"] == 2 and got["unknown_turn"] is None
-    served = served_requests(env.sim_log("a"))
-    assert len(served) == 1 and served[0]["reconciled"] is True and served[0]["attempt"] == 1
-    assert len(sim_events(env, event="received")) == 1
-    assert got["result"]["text"] == served[0]["reply"]
+    assert_reconciled_not_resent(env, task["id"])
     assert check_log(env.sim_log("a"), {}) == []
 
 
@@ -151,9 +157,7 @@ def test_scheduler_cancel_interrupts_the_request_and_the_turn_is_reconciled_late
     assert got["error"]["class"] == "unknown"
     done = run_until_leased(env, task["id"])
     assert done["outcome"] == "done"
-    served = served_requests(env.sim_log("a"))
-    assert len(served) == 1 and served[0]["reconciled"] is True
-    assert len(sim_events(env, event="received")) == 1
+    assert_reconciled_not_resent(env, task["id"])
 
 
 def test_operator_cancel_voids_the_lease_and_the_worker_stops(make_env):
@@ -249,12 +253,7 @@ def test_a_hung_request_is_cut_at_its_timeout_and_reconciled_not_resent(make_env
     assert got["unknown_turn"]["attempt"] == 1 and _used(env) == 1     # the provider may have served it
     done = run_until_leased(env, task["id"])
     assert done["outcome"] == "done", done
-    got = env.client.get(task["id"])
-    assert got["state"] == "DONE" and got["attempts"] == 2 and got["unknown_turn"] is None
-    served = served_requests(env.sim_log("a"))
-    assert len(served) == 1 and served[0]["reconciled"] is True and served[0]["attempt"] == 1
-    assert len(sim_events(env, event="received")) == 1                       # sent once, served once
-    assert got["result"]["text"] == served[0]["reply"]
+    assert_reconciled_not_resent(env, task["id"])
     assert check_log(env.sim_log("a"), {"standard": ["10/1h"]}, count="received") == []
     assert proc.alive()
 

@@ -66,3 +66,11 @@ def test_scaled_clock_needs_a_shared_origin_and_agrees_across_instances():
     b = Clock(scale=100.0, origin=origin)  # created later, same world time
     assert abs(a.world() - b.world()) < 1.0
     assert a.world() - origin >= 1000  # 10 real seconds since origin = 1000 world seconds
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (512 * 2**20, "512.0 MiB"),
+                                     (3 * 2**30 // 2, "1.5 GiB"), (2**40, "1.0 TiB"), (2**50, "1024.0 TiB")])
+def test_format_size_is_what_parse_size_reads(n, text):
+    from shared.config import format_size
+    assert format_size(n) == text
+    assert parse_size(text.replace(" ", "")) == n

@@ -251,6 +251,17 @@ def fail(core, tid, epoch, cls, **kw):
     return core.call("fail", id=tid, epoch=epoch, error_class=cls, **kw)
 
 
+def died_mid_request(core, key: str = "a", account: str = "acct") -> tuple[int, dict]:
+    """A task whose worker recorded its intent, sent, and died: the lease has expired, the turn is unknown.
+    Returns (task id, the dead lease)."""
+    tid = core.submit(key)["task"]["id"]
+    lease = core.lease(account=account, ttl=1)
+    core.call("turn_begin", id=tid, epoch=lease["epoch"])
+    core.clock.advance(2)
+    core.tick()
+    return tid, lease
+
+
 def test_transient_backoff_doubles_and_parks_after_max_attempts(core):
     tid = core.submit("a", max_attempts=4)["task"]["id"]
     delays = []
@@ -332,11 +343,7 @@ def test_refusals_burn_no_attempt_until_max_refusals_then_attempts_burn(make_cor
 
 
 def test_a_reconciled_completion_gives_back_its_leases_unit(qcore):
-    a = qcore.submit("a")["task"]["id"]
-    la = qcore.lease(ttl=1)
-    qcore.call("turn_begin", id=a, epoch=la["epoch"])
-    qcore.clock.advance(2)
-    qcore.tick()                                        # the worker died mid-request: unit stays counted
+    a, _ = died_mid_request(qcore)                      # its unit stays counted
     qcore.clock.advance(60)
     lb = qcore.lease()
     assert used(qcore) == [2, 2]
@@ -642,11 +649,7 @@ def test_turn_begin_with_a_stale_epoch_is_refused_so_a_zombie_never_sends(core):
 
 
 def test_expired_lease_after_turn_begin_binds_the_task_to_that_account_until_reconciled(core):
-    tid = core.submit("a")["task"]["id"]
-    la = core.lease(account="acct", ttl=1)
-    core.call("turn_begin", id=tid, epoch=la["epoch"])
-    core.clock.advance(2)
-    core.tick()
+    tid, la = died_mid_request(core)
     core.clock.advance(60)  # past any backoff, within the hold (30 min)
     core.tick()
     t = core.get(tid)
@@ -700,11 +703,7 @@ def test_empty_lease_says_when_quota_frees(qcore):
 
 def test_an_unknown_turns_binding_lapses_after_the_hold_and_any_account_may_run_the_task(make_core):
     core = make_core(broker={"unknown_turn_hold": 600.0})
-    tid = core.submit("a")["task"]["id"]
-    la = core.lease(account="acct", ttl=1)
-    core.call("turn_begin", id=tid, epoch=la["epoch"])
-    core.clock.advance(2)
-    core.tick()                                   # the worker froze mid-request: its lease expires
+    tid, la = died_mid_request(core)              # the worker froze mid-request: its lease expires
     unknown = core.get(tid)["unknown_turn"]
     assert unknown["until"] == pytest.approx(unknown["since"] + 600.0)
     core.clock.advance(300)
@@ -721,11 +720,7 @@ def test_an_unknown_turns_binding_lapses_after_the_hold_and_any_account_may_run_
 
 def test_a_zero_hold_keeps_the_binding_forever(make_core):
     core = make_core(broker={"unknown_turn_hold": 0})
-    tid = core.submit("a")["task"]["id"]
-    la = core.lease(account="acct", ttl=1)
-    core.call("turn_begin", id=tid, epoch=la["epoch"])
-    core.clock.advance(2)
-    core.tick()
+    tid, _ = died_mid_request(core)
     assert core.get(tid)["unknown_turn"]["until"] is None
     core.clock.advance(30 * 86400)
     assert core.lease(account="other")["task"] is None

@@ -47,7 +47,7 @@ def test_grow_map_beyond_the_cap_is_refused_and_the_core_keeps_serving(core):
     size = core.core.map_size
     for huge in (1 << 55, core_module.MAX_MAP_SIZE + 1):
         exc = expect_error("BAD_ARGUMENT", core.call, "grow_map", size=huge)
-        assert "exceeds the broker's limit of 1 TiB" in exc.message and exc.details["field"] == "size"
+        assert "exceeds the broker's limit of 1.0 TiB" in exc.message and exc.details["field"] == "size"
     assert core.core.map_size == size
     assert core.get(tid)["state"] == "PENDING"
     assert core.submit("after")["created"]
