@@ -38,13 +38,7 @@ def _get(key: str) -> tuple[int, object]:
 
 
 def _scan(prefix: str) -> list:
-    out_, after = [], None
-    while True:
-        page = client().kv_scan(NS, prefix=prefix, after=after, limit=500)
-        out_ += [i["value"] for i in page["items"] if isinstance(i["value"], dict)]
-        after = page["next"]
-        if not after:
-            return out_
+    return [value for _, _, value in client().kv_items(NS, prefix) if isinstance(value, dict)]
 
 
 def _put(key: str, value, version: int) -> dict:

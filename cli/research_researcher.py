@@ -28,13 +28,7 @@ from shared.errors import ErrorCode, ExitCode, FanoError
 
 
 def _scan(prefix: str) -> list[tuple[str, int, object]]:
-    c, after, items = client(), None, []
-    while True:
-        page = c.kv_scan(M.NS, prefix=prefix, after=after, limit=500)
-        items += [(i["key"], i["version"], i["value"]) for i in page["items"]]
-        if not page["next"]:
-            return items
-        after = page["next"]
+    return list(client().kv_items(M.NS, prefix))
 
 
 def _now() -> float:

@@ -12,11 +12,14 @@ or ``{"error": "CODE: message", "at"}`` when the broker refused a read. Every kn
 (0 when none); a status a record has that the model does not list is counted under its own name.
 
 It stays cheap: the documenter keeps a summary (``doc/head``) and is read with one ``kv_get``; the other
-counts need a scan (the modules keep no counters), read in pages of :data:`PAGE` records and cut after
-:data:`MAX_PAGES` pages per prefix. A cut count is a lower bound, named in ``partial`` (shown ``N+``).
+counts need a scan (the modules keep no counters), read in pages of :data:`PAGE` records and cut at
+:data:`MAX_PAGES` pages' worth per prefix (the page after tells whether there was more). A cut count is
+a lower bound, named in ``partial`` (shown ``N+``).
 ``top`` computes the panel at most every :data:`REFRESH` seconds and shows the last one in between.
 """
 from __future__ import annotations
+
+import itertools
 
 from shared.errors import FanoError
 
@@ -27,15 +30,10 @@ REFRESH = 10.0   # seconds between counts in `fanoctl top`
 
 def _scan(c, module: str, prefix: str) -> tuple[list, bool]:
     """Values under ``prefix`` (bounded), and whether that was all of them."""
-    values, after = [], None
-    for _ in range(MAX_PAGES):
-        page = c.kv_scan(module, prefix=prefix, after=after, limit=PAGE)
-        values += [item["value"] for item in page.get("items") or []]
-        after = page.get("next")
-        if not after:
-            return values, True
-    # a full last page says "next" even when nothing follows: look one record further
-    return values, not c.kv_scan(module, prefix=prefix, after=after, limit=1).get("items")
+    most = PAGE * MAX_PAGES
+    # one record past the bound tells whether the count was cut
+    values = [value for _, _, value in itertools.islice(c.kv_items(module, prefix, page=PAGE), most + 1)]
+    return values[:most], len(values) <= most
 
 
 def _by_status(values: list, known: tuple) -> dict:

@@ -202,6 +202,18 @@ class BrokerClient:
     def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100) -> dict:
         return self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit)
 
+    def kv_items(self, module: str, prefix: str = "", page: int = 500):
+        """Every ``(key, version, value)`` under ``prefix`` in ``module``'s namespace, in key order, read
+        ``page`` records per request as the caller iterates (stop iterating to stop reading)."""
+        after = None
+        while True:
+            res = self.kv_scan(module, prefix=prefix, after=after, limit=page)
+            for item in res["items"]:
+                yield item["key"], item["version"], item["value"]
+            after = res["next"]
+            if not after:
+                return
+
     def unconsumed(self, module: str, after: int | None = None, limit: int = 100) -> dict:
         """Settled tasks of ``module`` not yet acked by it (what a restarted module must still apply)."""
         return self.call("unconsumed", module=module, after=after, limit=limit)

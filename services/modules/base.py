@@ -49,14 +49,7 @@ class Store:
 
     def scan(self, prefix: str):
         """Yield (key, version, value) for every key with the prefix, in key order."""
-        after = None
-        while True:
-            page = self.client.kv_scan(self.module, prefix=prefix, after=after, limit=500)
-            for item in page["items"]:
-                yield item["key"], item["version"], item["value"]
-            if not page["next"]:
-                return
-            after = page["next"]
+        return self.client.kv_items(self.module, prefix)
 
     @staticmethod
     def put(key: str, value, if_version: int | None = None) -> dict:

@@ -84,13 +84,7 @@ class Stack:
                               capture_output=True, text=True, timeout=60)
 
     def values(self, prefix: str) -> list:
-        out, after = [], None
-        while True:
-            page = self.client.kv_scan(M.MODULE, prefix=prefix, after=after, limit=1000)
-            out += [i["value"] for i in page["items"]]
-            after = page["next"]
-            if not after:
-                return out
+        return [value for _, _, value in self.client.kv_items(M.MODULE, prefix)]
 
     def tasks(self) -> list[dict]:
         out, after = [], None

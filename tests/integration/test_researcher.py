@@ -100,13 +100,7 @@ class Stack:
         self.client = self.broker.client()
 
     def scan(self, prefix: str, ns: str = "researcher") -> dict:
-        out, after = {}, None
-        while True:
-            page = self.client.kv_scan(ns, prefix=prefix, after=after, limit=500)
-            out.update({i["key"]: i["value"] for i in page["items"]})
-            if not page["next"]:
-                return out
-            after = page["next"]
+        return {key: value for key, _, value in self.client.kv_items(ns, prefix)}
 
     def tasks(self, kind: str) -> list[dict]:
         return self.client.list(module="researcher", kind=kind, limit=1000)["tasks"]

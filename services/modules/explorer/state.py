@@ -67,13 +67,7 @@ class StateReader:
 
     def documented(self) -> list[tuple[str, object]]:
         """The documenter's sections (``sections/<id>`` with a ``text``), read defensively."""
-        out, after = [], None
-        while True:
-            page = self.client.kv_scan("documenter", prefix="sections/", after=after, limit=500)
-            out += [(i["key"], i["value"]) for i in page.get("items", [])]
-            after = page.get("next")
-            if not after:
-                return out
+        return [(key, value) for key, _, value in self.client.kv_items("documenter", "sections/")]
 
     def review_ctx(self) -> R.Ctx:
         return R.Ctx(self.settings, T.axioms_text(self.values("seeds/")),

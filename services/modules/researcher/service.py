@@ -97,14 +97,7 @@ class ResearcherService(ModuleService):
 
     def scan_ns(self, namespace: str, prefix: str):
         """(key, version, value) of another module's namespace (read only: we never write there)."""
-        after = None
-        while True:
-            page = self.client.kv_scan(namespace, prefix=prefix, after=after, limit=500)
-            for item in page["items"]:
-                yield item["key"], item["version"], item["value"]
-            if not page["next"]:
-                return
-            after = page["next"]
+        return self.client.kv_items(namespace, prefix)
 
     # --- plan -----------------------------------------------------------------------------------------
 
