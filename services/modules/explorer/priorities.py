@@ -36,12 +36,6 @@ PAGE = 200
 THREAD_FOLLOWS = M.OPEN_THREAD + ("paused",)   # threads whose tasks are still worth aligning
 
 
-def seed_weight(config) -> float:
-    """``[scheduler] seed_weight`` (10 by default): what one step of seed priority is worth."""
-    value = getattr(getattr(config, "scheduler", None), "seed_weight", 10.0)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 10.0
-
-
 def target(task: dict, priority, weight: float) -> int:
     """The task priority that makes the scheduler count ``priority`` instead of the task's own
     ``attrs.seed_priority``."""

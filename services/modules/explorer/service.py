@@ -248,7 +248,7 @@ class ExplorerService(StateReader, Recovery, ModuleService):
                  if PR.needs_alignment(r) and isinstance(r.get("priority"), int)}
         if not stale:
             return
-        PR.align(self.client, field, stale, PR.seed_weight(self.config), self.log)
+        PR.align(self.client, field, stale, self.config.scheduler.seed_weight, self.log)
         for rid, prio in stale.items():
             version, current = self.store.get(key(rid))
             if not isinstance(current, dict) or current.get("priority") != prio:
