@@ -151,14 +151,17 @@ def _group_text(g: dict, alone: bool) -> str:
     return f"{n}{g['detail']}"
 
 
+def _own_text(o: dict) -> str:
+    what = f"quota for {o['module']} blocked" if o["status"] == "blocked" else "cooling"
+    return f"{o['mode']} {what} until {_fmt(o['until'])}"
+
+
 def line(account: str, b: dict) -> str:
     groups = b["groups"]
     parts = [_group_text(g, len(groups) == 1) for g in groups]
     tail = []
     if b["own_quota"]:
-        tail.append("its own quota keeps " + ", ".join(
-            f"{o['n']} ({o['mode']} {'quota for ' + o['module'] + ' blocked' if o['status'] == 'blocked' else 'cooling'}"
-            f" until {_fmt(o['until'])})" for o in b["own_quota"]))
+        tail.append("its own quota keeps " + ", ".join(f"{o['n']} ({_own_text(o)})" for o in b["own_quota"]))
     if b["delayed"]:
         tail.append(f"{b['delayed']} more in retry backoff")
     n = b["waiting"]
