@@ -114,8 +114,12 @@ def main(ctx, config_path, endpoint, timeout, as_json):
 @main.command()
 @json_option
 def status():
-    """Task counts, queue depth per module, leases, quota headroom, accounts, broker health."""
-    out(client().stats(), R.status_text)
+    """Task counts, queue depth per module, leases, quota headroom, accounts, broker health, and the
+    accounts idle while work waits (asked of the scheduler)."""
+    from cli.work import idle_accounts   # registered at the bottom of this file (issue 12: import cycle)
+    stats = client().stats()
+    stats["idle"] = idle_accounts()
+    out(stats, R.status_text)
 
 
 # --- queue ---------------------------------------------------------------------------------------------
