@@ -385,6 +385,7 @@ from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, to
 from cli import research_researcher  # noqa: E402,F401  (registers research)
 from cli import research_explorer  # noqa: E402,F401  (registers seeds, threads, insights)
 from cli import research_documenter  # noqa: E402,F401  (registers comments, document)
+from cli import health  # noqa: E402,F401  (registers health)
 
 if __name__ == "__main__":
     # run as a script, this file is __main__; the commands in cli.work registered on cli.fanoctl's group
