@@ -490,7 +490,7 @@ class SchedulerCore:
             self._next_heartbeat = mono + protocol.HEARTBEAT_INTERVAL
         if dispatch:
             self.dispatch()
-            self.idle_watch.update(self, world)
+            self.idle_watch.tick(self, world, mono)
 
     def dispatch(self) -> int:
         """Give each idle worker the best task it can take (and should: see :meth:`Placement.admits`); returns how
@@ -512,6 +512,7 @@ class SchedulerCore:
             mode = self.mode_for(w.account, w.modes, t.cls, t.module, world)
             self.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
             w.set_state("assigned", t.id, mono)
+            self.idle_watch.took_work(w.account)
             self.placement.assigned(t, w.account, mode)
             self._start_turn(t.conversation, t.id)
             self._send(w.ident, "assign", task_id=t.id, ttl=float(self.scfg.lease_ttl))

@@ -121,3 +121,22 @@ def test_idle_query_while_rebuilding_says_nothing_yet():
     submitted(core, 1, requires={"account": "a2"})
     core.status["synced"] = False
     assert idle(core) == {"now": core.clock.world(), "synced": False, "accounts": []}
+
+
+def test_a_spell_ends_when_the_account_takes_work_even_between_two_checks():
+    core = make_core()
+    ready(core, W1, "a1")
+    submitted(core, 1, requires={"account": "a2"})
+    core.tick()                                               # a check: the spell starts
+    start = core.clock.world()
+    assert rows(core)["a1"]["since"] == start
+    # within one check interval (the monotonic clock stands still): a1 takes a task, runs it, is idle again
+    submitted(core, 2)
+    assert assigns(core) == [(W1, 2)]
+    running(core, 2, account="a1")
+    done(core, W1, 2)
+    event(core, "task.done", id=2, module="explorer", kind="explorer.explore")
+    core.clock.set_world(start + 100)
+    ready(core, W1, "a1")
+    core.tick()
+    assert rows(core)["a1"]["since"] == start + 100           # a new spell, not the old one
