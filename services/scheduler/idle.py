@@ -17,8 +17,9 @@ Each counted task falls in one group (``reason``), so that the line says why the
 ==========  ===============================================================================================
 bound       its conversation (or an unknown turn it must reconcile) is bound to another account; the group
             names that account and its state (``blocked until``, ``cooling until``, ``paused``, ``busy``...)
-account     it requires another account (``requires.account``)
-backends    its allowed backends exclude this account
+account     it requires another account (``requires.account``); the group names it and its state
+backends    its allowed backends exclude this account (the group names the allowed account and its state
+            when only one account is allowed)
 no_mode     it needs a mode this account does not offer
 runnable    this account could take it now: the placement left it for a faster account (see
             services/scheduler/placement.py), or the next dispatch gives it out
@@ -26,10 +27,11 @@ held        it waits for the turn of its conversation in flight (one turn at a t
 ==========  ===============================================================================================
 
 Cost: the test runs on the scheduler's single loop, after a dispatch at most once a second
-(:meth:`IdleWatch.tick`) and for each ``idle`` query, so it looks only at what the core keeps: the queue's bins (a handful of placement classes times modules, with
-their sizes), the delayed count, the held conversations and the idle workers: O(idle accounts x bins +
-held conversations), never a walk over the tasks (the queue may hold 10^6). Measured: 0.5-0.9 ms with 5
-idle accounts and 48 bins, the same for 10^4 and 2 x 10^5 queued tasks.
+(:meth:`IdleWatch.tick`) and for each ``idle`` query, so it looks only at what the core keeps: the
+queue's bins (a handful of placement classes times modules, with their sizes), the delayed count, the
+held conversations and the idle workers: O(idle accounts x bins + held conversations), never a walk
+over the tasks (the queue may hold 10^6). Measured: 0.5-1.3 ms with 5 idle accounts and 48 bins, the
+same for 10^4 and 2 x 10^5 queued tasks.
 
 ``since`` is the world time from which the condition held without a break, as seen by this scheduler
 process: it starts again when the account takes work, and when the scheduler restarts (it is stateless).
@@ -40,8 +42,9 @@ process: it starts again when the account takes work, and when the scheduler res
      "accounts": [{"account": str, "since": float, "for": float,   # world seconds idle while work waits
                    "waiting": int,                                 # the tasks counted (groups' sum)
                    "groups": [{"reason": "bound"|"account"|"backends"|"no_mode"|"runnable"|"held",
-                               "n": int, "account": str|null,     # bound: the holder; account: the one required
-                               "detail": str, "until": float|null}],   # until: the holder's block/cool-down end
+                               "n": int, "account": str|null,     # bound: the holder; account/backends: the one
+                                                                  # account allowed (backends: null if several)
+                               "detail": str, "until": float|null}],   # until: that account's block/cool-down end
                    "own_quota": [{"mode", "module", "status": "blocked"|"cooling", "until", "n"}],
                    "delayed": int,                                  # in retry backoff (not counted)
                    "line": str}]}
@@ -111,10 +114,15 @@ def breakdown(core, account: str, world: float) -> dict:
         n = queue.bin_size(key)
         backends, req_account, bound = cls[0], cls[1], cls[2]
         if backends and account not in backends and backend not in backends:
-            add("backends", n, None, f"allowed backends {', '.join(backends)}")
+            # one allowed name that is an account: say what that account is doing, as for "bound"
+            only = backends[0] if len(backends) == 1 and backends[0] in core.accounts.info else None
+            state, until = _holder_state(core, only, cls, module, world) if only else ("", None)
+            add("backends", n, only, f"only {', '.join(backends)} may run them" + (f": {state}" if only else ""),
+                until)
             continue
         if req_account is not None and req_account != account:
-            add("account", n, req_account, f"require account {req_account}")
+            state, until = _holder_state(core, req_account, cls, module, world)
+            add("account", n, req_account, f"only account {req_account} may run them: {state}", until)
             continue
         if bound is not None and bound != account:
             text, until = _holder_state(core, bound, cls, module, world)

@@ -72,7 +72,9 @@ def test_an_account_idle_while_work_waits_for_an_exhausted_one(tree):
         row = wait_for(idle_quick, 30, interval=0.5, what="quick-sim idle while work waits")
         assert "deep-sim" not in {r["account"] for r in health(tree)["idle"]}   # its own quota keeps it
         assert row["waiting"] == 1 and row["groups"][0]["reason"] == "backends"
-        assert row["line"].startswith("account quick-sim idle while 1 task waits (allowed backends deep-sim")
+        assert row["groups"][0]["account"] == "deep-sim" and row["groups"][0]["until"] > time.time()
+        assert row["line"].startswith("account quick-sim idle while 1 task waits (only deep-sim may run them: "
+                                      "deep quota for adhoc blocked until ")
         # under the threshold it is reported but ok; over it, degraded
         report = health(tree, "--idle-after", "1h")
         assert report["status"] == "ok" and any(c["check"] == "idle" and "quick-sim" in c["line"]
@@ -85,7 +87,7 @@ def test_an_account_idle_while_work_waits_for_an_exhausted_one(tree):
         assert report["exhausted"][0]["resets_at"] > report["now"]
         # fanoctl status says the same
         status = run_fanoctl(tree, "status")
-        assert "account quick-sim idle while 1 task waits (allowed backends deep-sim" in status.stdout
+        assert "account quick-sim idle while 1 task waits (only deep-sim may run them: deep quota" in status.stdout
         rows = json.loads(run_fanoctl(tree, "--json", "status").stdout)["idle"]
         assert [r["account"] for r in rows] == ["quick-sim"]
     finally:

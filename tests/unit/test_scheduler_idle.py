@@ -82,7 +82,7 @@ def test_backoff_own_quota_pause_and_cooling_are_not_idle_while_work_waits():
     assert a1["waiting"] == 1 and a1["groups"][0]["reason"] == "account" and a1["delayed"] == 1
     assert a1["own_quota"] == [{"mode": "standard", "module": "explorer", "status": "blocked",
                                 "until": T0 + 3600, "n": 1}]
-    assert "idle while 1 task waits (require account a2)" in a1["line"]
+    assert "idle while 1 task waits (only account a2 may run them: offline (no worker connected))" in a1["line"]
     assert "its own quota keeps 1 (standard quota for explorer blocked" in a1["line"]
     assert "1 more in retry backoff" in a1["line"]
     # paused: not idle with headroom
@@ -108,7 +108,7 @@ def test_work_for_other_backends_or_modes_is_named_and_the_answer_stays_bounded(
     a1 = rows(core)["a1"]
     assert a1["waiting"] == 2001
     assert [(g["reason"], g["n"]) for g in a1["groups"]] == [("backends", 2000), ("no_mode", 1)]
-    assert a1["line"] == ("account a1 idle while 2001 tasks wait (2000 allowed backends claude; "
+    assert a1["line"] == ("account a1 idle while 2001 tasks wait (2000 only claude may run them; "
                           "1 need deep mode)")
     ops = core.queue.ops
     idle(core)
