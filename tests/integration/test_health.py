@@ -50,8 +50,21 @@ def broker_client(tree) -> BrokerClient:
     return BrokerClient(tree.config.broker_endpoint, name="test", timeout=2.0, retries=3)
 
 
+def wait_ok(tree) -> dict:
+    """The tree's programs are RUNNING before the scheduler answers: wait for a clean bill of health."""
+    last = {}
+
+    def ok():
+        last["report"] = health(tree)
+        return last["report"] if last["report"]["status"] == "ok" else None
+    try:
+        return wait_for(ok, 30, interval=0.5, what="health ok")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still failing: {failing(last['report'])}") from None
+
+
 def test_a_quiet_tree_is_ok(tree):
-    report = wait_for(lambda: (r := health(tree))["status"] == "ok" and r, 30, interval=0.5, what="health ok")
+    report = wait_ok(tree)
     assert report["programs"]["supervisord"] == "running" and report["programs"]["not_running"] == []
     assert report["idle"] == [] and report["parked"] == {"count": 0, "sample": []}
     assert report["storage"]["map_size"] > 0 and report["storage"]["source"] in ("storage", "map")
@@ -144,7 +157,7 @@ def test_a_stopped_module_degrades_and_a_stopped_scheduler_is_down(tree):
             rpc.supervisor.startProcess("scheduler")
     finally:
         rpc.supervisor.startProcess("module-advisor")
-    wait_for(lambda: health(tree)["status"] == "ok", 30, interval=0.5, what="health ok again")
+    wait_ok(tree)
 
 
 def test_nothing_running_is_down_and_says_what():
@@ -162,3 +175,29 @@ def test_nothing_running_is_down_and_says_what():
     assert set(bad) == {"programs", "broker", "scheduler"}
     assert bad["programs"].startswith("supervisord not running")
     assert bad["broker"].startswith("broker not answering at ipc://")
+
+
+def test_a_fatal_program_degrades(tree):
+    """A program that cannot start ends FATAL under supervisord (here one that exits at once, no retries)."""
+    (tree.root / "var/supervisor/zz-broken.conf").write_text(
+        "[program:backend-broken]\ncommand=/bin/false\nautostart=false\nautorestart=false\nstartsecs=1\n"
+        "startretries=0\n")
+    wait_ok(tree)
+    rpc = tree.rpc()
+    rpc.supervisor.reloadConfig()
+    rpc.supervisor.addProcessGroup("backend-broken")
+    try:
+        try:
+            rpc.supervisor.startProcess("backend-broken")
+        except Exception:   # the start itself is refused (SPAWN_ERROR/ABNORMAL_TERMINATION): it is FATAL now
+            pass
+        wait_for(lambda: tree.rpc().supervisor.getProcessInfo("backend-broken")["statename"] == "FATAL", 20,
+                 interval=0.2, what="backend-broken FATAL")
+        report = health(tree)
+        assert report["status"] == "degraded"
+        assert [(b["name"], b["state"]) for b in report["programs"]["not_running"]] == [("backend-broken", "FATAL")]
+        assert failing(report)["programs"].startswith("not RUNNING: backend-broken FATAL")
+    finally:
+        rpc.supervisor.removeProcessGroup("backend-broken")
+        (tree.root / "var/supervisor/zz-broken.conf").unlink()
+    assert health(tree)["programs"]["not_running"] == []
