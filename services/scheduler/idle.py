@@ -18,8 +18,8 @@ Each counted task falls in one group (``reason``), so that the line says why the
 bound       its conversation (or an unknown turn it must reconcile) is bound to another account; the group
             names that account and its state (``blocked until``, ``cooling until``, ``paused``, ``busy``...)
 account     it requires another account (``requires.account``); the group names it and its state
-backends    its allowed backends exclude this account (the group names the allowed account and its state
-            when only one account is allowed)
+backends    its allowed backends exclude this account (the detail gives the state of each allowed name that is
+            an account; ``account`` is set when only one account is allowed)
 no_mode     it needs a mode this account does not offer
 runnable    this account could take it now: the placement left it for a faster account (see
             services/scheduler/placement.py), or the next dispatch gives it out
@@ -44,7 +44,8 @@ process: it starts again when the account takes work, and when the scheduler res
                    "groups": [{"reason": "bound"|"account"|"backends"|"no_mode"|"runnable"|"held",
                                "n": int, "account": str|null,     # bound: the holder; account/backends: the one
                                                                   # account allowed (backends: null if several)
-                               "detail": str, "until": float|null}],   # until: that account's block/cool-down end
+                               "detail": str, "until": float|null}],   # until: when that account (backends:
+                                                  # the first of the allowed ones, if all are) may take them
                    "own_quota": [{"mode", "module", "status": "blocked"|"cooling", "until", "n"}],
                    "delayed": int,                                  # in retry backoff (not counted)
                    "line": str}]}
@@ -114,11 +115,17 @@ def breakdown(core, account: str, world: float) -> dict:
         n = queue.bin_size(key)
         backends, req_account, bound = cls[0], cls[1], cls[2]
         if backends and account not in backends and backend not in backends:
-            # one allowed name that is an account: say what that account is doing, as for "bound"
-            only = backends[0] if len(backends) == 1 and backends[0] in core.accounts.info else None
-            state, until = _holder_state(core, only, cls, module, world) if only else ("", None)
-            add("backends", n, only, f"only {', '.join(backends)} may run them" + (f": {state}" if only else ""),
-                until)
+            # allowed names that are accounts (not backend kinds): say what each is doing, as for "bound"
+            known = [b for b in backends if b in core.accounts.info]
+            states = [(b, *_holder_state(core, b, cls, module, world)) for b in known]
+            if len(states) == 1:
+                text = f": {states[0][1]}"
+            else:
+                text = "".join(f"{'; ' if i else ': '}{b} {state}" for i, (b, state, _) in enumerate(states))
+            untils = [u for _, _, u in states if u is not None]
+            add("backends", n, known[0] if len(backends) == 1 and known else None,
+                f"only {', '.join(backends)} may run them{text}",
+                min(untils) if untils and len(untils) == len(backends) else None)
             continue
         if req_account is not None and req_account != account:
             state, until = _holder_state(core, req_account, cls, module, world)

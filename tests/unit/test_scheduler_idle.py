@@ -140,3 +140,16 @@ def test_a_spell_ends_when_the_account_takes_work_even_between_two_checks():
     ready(core, W1, "a1")
     core.tick()
     assert rows(core)["a1"]["since"] == start + 100           # a new spell, not the old one
+
+
+def test_work_allowed_on_several_other_accounts_names_the_state_of_each():
+    core = make_core(accounts=tuple((name, "sim", ("standard",)) for name in ("a1", "a2", "a3")))
+    ready(core, W1, "a1")
+    event(core, "account.cooldown", account="a2", mode="standard", until=T0 + 600, reason="429")
+    event(core, "account.cooldown", account="a3", mode="*", until=T0 + 900, reason="overloaded")
+    submitted(core, 1, requires={"backends": ["a2", "a3"]})
+    core.tick()
+    (g,) = rows(core)["a1"]["groups"]
+    assert g["reason"] == "backends" and g["account"] is None and g["until"] == T0 + 600
+    assert g["detail"] == (f"only a2, a3 may run them: a2 standard cooling down until {queries.fmt_time(T0 + 600)}; "
+                           f"a3 standard cooling down until {queries.fmt_time(T0 + 900)}")
