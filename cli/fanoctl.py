@@ -114,8 +114,12 @@ def main(ctx, config_path, endpoint, timeout, as_json):
 @main.command()
 @json_option
 def status():
-    """Task counts, queue depth per module, leases, quota headroom, accounts, broker health."""
-    out(client().stats(), R.status_text)
+    """Task counts, queue depth per module, leases, quota headroom, accounts, broker health, and the
+    accounts idle while work waits (asked of the scheduler)."""
+    from cli.work import idle_accounts   # registered at the bottom of this file (issue 12: import cycle)
+    stats = client().stats()
+    stats["idle"] = idle_accounts()
+    out(stats, R.status_text)
 
 
 # --- queue ---------------------------------------------------------------------------------------------
@@ -381,6 +385,7 @@ from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, to
 from cli import research_researcher  # noqa: E402,F401  (registers research)
 from cli import research_explorer  # noqa: E402,F401  (registers seeds, threads, insights)
 from cli import research_documenter  # noqa: E402,F401  (registers comments, document)
+from cli import health  # noqa: E402,F401  (registers health)
 
 if __name__ == "__main__":
     # run as a script, this file is __main__; the commands in cli.work registered on cli.fanoctl's group

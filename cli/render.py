@@ -144,7 +144,17 @@ def status_text(s: dict) -> str:
                  relative(q["cooldown_until"], now) if q.get("cooldown_until") else "-"] for q in s["quota"]]
         lines += ["", table(["ACCOUNT", "MODE", "WINDOW", "USED", "LEFT", "COOLDOWN"], rows)]
     lines += account_lines(s.get("accounts") or [], now)
+    if "idle" in s:   # fanoctl status adds the scheduler's answer to the broker's stats
+        lines += idle_lines(s["idle"])
     return "\n".join(lines)
+
+
+def idle_lines(idle) -> list[str]:
+    """One line per account idle while work waits (the scheduler's ``idle`` rows), with for how long
+    (world time); None: the scheduler did not answer."""
+    if idle is None:
+        return ["", "scheduler not answering: cannot say whether an account is idle while work waits"]
+    return [""] + [f"{r['line']} — for {duration(r['for'])}" for r in idle] if idle else []
 
 
 def account_lines(accounts: list, now: float) -> list[str]:

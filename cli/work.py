@@ -6,6 +6,7 @@ scheduler is down the broker's part is still shown, and the scheduler's part say
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -35,10 +36,27 @@ def ask_scheduler(what: str, **fields):
     """The scheduler's answer, or None when it does not answer (it is stateless: it may be restarting)."""
     from shared.errors import BrokerUnavailable
     from shared.scheduler_client import query
+    endpoint = scheduler_endpoint()
+    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
+        return None   # no socket file: nobody listens (a connect would wait the whole timeout)
     try:
-        return query(scheduler_endpoint(), what, timeout=min(_ctl().timeout, 2.0), **fields)
+        return query(endpoint, what, timeout=min(_ctl().timeout, 2.0), **fields)
     except BrokerUnavailable:
         return None
+
+
+def idle_accounts() -> list | None:
+    """The scheduler's ``idle`` rows (accounts idle while work waits, services/scheduler/idle.py), or None
+    when it does not answer, is rebuilding, or cannot be found (an older scheduler, no config)."""
+    from shared.config import ConfigError
+    from shared.errors import FanoError
+    try:
+        answer = ask_scheduler("idle")
+    except (ConfigError, FanoError):
+        return None
+    if not isinstance(answer, dict) or answer.get("synced") is False:
+        return None
+    return answer.get("accounts")
 
 
 # --- ask -----------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The scheduler answers ``query {cid, what, ...}`` with ``answer {cid, ok, result | error}`` on its
 ROUTER (the worker protocol in :mod:`shared.protocol`); the answer shapes are documented in
-``services/scheduler/queries.py``: ``why`` {task_id}, ``backends``, ``top``, ``weights`` {set}, ``stats``.
+``services/scheduler/queries.py``: ``why`` {task_id}, ``backends``, ``top``, ``weights`` {set}, ``stats``, ``idle``.
 
 One fresh DEALER per call (queries are rare and come from short-lived processes like ``fanoctl``).
 An error answer raises :class:`shared.errors.FanoError`; silence raises :class:`SchedulerUnavailable`

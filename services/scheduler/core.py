@@ -34,6 +34,7 @@ from shared import protocol
 from shared.errors import FanoError
 
 from services.scheduler import queries
+from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
@@ -88,6 +89,7 @@ class SchedulerCore:
         self.weights_store: Callable[[dict | None], None] | None = None
         self._next_heartbeat = 0.0
         self.placement = Placement(self)
+        self.idle_watch = IdleWatch()   # since when accounts sit idle while work waits (the `idle` query)
         self.reset()
 
     def reset(self) -> None:
@@ -488,6 +490,7 @@ class SchedulerCore:
             self._next_heartbeat = mono + protocol.HEARTBEAT_INTERVAL
         if dispatch:
             self.dispatch()
+            self.idle_watch.tick(self, world, mono)
 
     def dispatch(self) -> int:
         """Give each idle worker the best task it can take (and should: see :meth:`Placement.admits`); returns how
@@ -509,6 +512,7 @@ class SchedulerCore:
             mode = self.mode_for(w.account, w.modes, t.cls, t.module, world)
             self.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
             w.set_state("assigned", t.id, mono)
+            self.idle_watch.took_work(w.account)
             self.placement.assigned(t, w.account, mode)
             self._start_turn(t.conversation, t.id)
             self._send(w.ident, "assign", task_id=t.id, ttl=float(self.scfg.lease_ttl))

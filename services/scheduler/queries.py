@@ -63,6 +63,9 @@ broker (kv ``scheduler``/``weights``) before it is applied, so it survives a res
      "left_total": int,     # tasks an idle worker left for a faster account (services/scheduler/placement.py)
      "service_times": {"<account>/<mode>": {"mean_s": float, "samples": int}},   # learned, world seconds
      "errors": {name: n}, "synced": bool, "last_seq": int, "rebuilds": int, "dropped_sends": int}
+
+``idle`` -> the accounts idle while work waits, why, and since when (world time): the shape and the
+rules are in :mod:`services.scheduler.idle`. Bounded like ``top`` (bins, counters, idle workers).
 """
 from __future__ import annotations
 
@@ -106,8 +109,10 @@ def answer(core, msg: dict) -> dict | None:
         return weights(core, msg.get("set"), msg.get("reset") is True)
     if what == "stats":
         return core.stats()
+    if what == "idle":
+        return core.idle_watch.report(core)
     raise FanoError(ErrorCode.UNKNOWN_COMMAND,
-                    f"unknown query {str(what)[:40]!r}: ask why, backends, top, weights or stats")
+                    f"unknown query {str(what)[:40]!r}: ask why, backends, top, weights, stats or idle")
 
 
 # --- why ---------------------------------------------------------------------------------------------

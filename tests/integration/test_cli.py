@@ -23,7 +23,7 @@ TASK_KEYS = {"id", "key", "module", "kind", "payload", "priority", "max_attempts
              "attrs", "state", "attempts", "epoch", "created", "updated", "lease", "result", "error", "consumed",
              "parked_at"}
 STATS_KEYS = {"now", "tasks", "modules", "oldest_pending_age", "ready", "delayed", "leases", "next_due_in",
-              "quota", "accounts", "broker"}
+              "quota", "accounts", "broker", "idle"}
 BROKER_KEYS = {"pid", "uptime", "requests", "batches", "mean_batch", "errors", "map_size", "map_used", "map_full",
                "last_event_seq", "dropped_replies"}
 WINDOW_KEYS = {"spec", "kind", "limit", "used", "remaining", "by_module", "reserves", "period_start", "resets_at"}
@@ -69,8 +69,10 @@ def test_status_table_and_json(make_broker):
     assert "explorer" in text and "documenter" in text
     assert "20/day@04:00 Europe/Berlin reserve explorer=10" in text and "0/20" in text
 
+    assert "scheduler not answering" in text          # only a broker here: the idle part says so
+
     s = run_json(broker, "status")
-    assert set(s) == STATS_KEYS
+    assert set(s) == STATS_KEYS and s["idle"] is None
     assert set(s["broker"]) == BROKER_KEYS
     assert s["tasks"]["PENDING"] == 2 and s["tasks"]["RUNNING"] == 1 and s["tasks"]["total"] == 3
     assert s["modules"]["explorer"] == {"PENDING": 1, "RUNNING": 1}
