@@ -13,7 +13,6 @@ from pathlib import Path
 
 import lmdb
 
-from shared.protocol import unpack_value
 from services.broker import schema as S
 
 MAX_PER_CHECK = 25  # violations reported per check before summarising (keeps reports readable)
@@ -107,7 +106,7 @@ def load_snapshot(data_dir=None, env: lmdb.Environment | None = None) -> Snapsho
 
             def decode(name, key, raw):
                 try:
-                    return unpack_value(raw)
+                    return S.decode_value(raw)
                 except Exception as exc:  # corrupt value: report, keep going
                     snap.undecodable.append(f"{name}[{key!r}]: {type(exc).__name__}")
                     return None

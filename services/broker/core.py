@@ -224,6 +224,7 @@ class BrokerCore:
             sweeps.append(lambda tx: ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention))
             if self.bcfg.task_retention > 0:
                 sweeps.append(self._compact)
+            sweeps.append(ops_retention.expire_kv)  # modules' working data (empty index: one cursor read)
         for sweep in sweeps:
             # each sweep in its own nested transaction: a bug in one must not fail the requests of the
             # batch (or crash-loop the broker at start); it is logged and retried next batch
