@@ -10,7 +10,8 @@ checks too). Entity shapes and keys: ``services/modules/explorer/model.py``.
 Seed; ``seeds priority`` -> ``{"seed", "threads": [thread ids that followed]}``; ``seeds rm`` ->
 ``{"removed": id}``; ``seeds import`` -> ``{"added", "updated", "unchanged": [ids]}``; ``threads ls`` ->
 ``{"threads": [Thread]}``; ``threads show`` -> ``{"thread", "exchanges", "synthesis", "proposals",
-"insights"}``; ``threads pause|resume|archive`` -> Thread; ``insights ls`` -> ``{"insights": [Insight],
+"insights"}`` (with ``--prompts`` each exchange has its turn's ``prompt``, read from the task, null once
+task retention dropped it); ``threads pause|resume|archive`` -> Thread; ``insights ls`` -> ``{"insights": [Insight],
 "stages": {insight_id: review stage}}``; ``insights show`` -> ``{"insight", "review"}``; ``insights
 bless|reject|interesting|priority`` -> Insight.
 """
@@ -243,15 +244,34 @@ def threads_ls(status, seed_id):
 
 @threads.command("show")
 @click.argument("thread_id")
+@click.option("--prompts", is_flag=True, help="also show the prompt of each turn (read from its task)")
 @json_option
-def threads_show(thread_id):
+def threads_show(thread_id, prompts):
     """A thread with its whole transcript, synthesis, proposals and insights."""
     from services.modules.explorer import model as M
     _, thread = _must(M.thread_key(thread_id), "thread", thread_id)
-    d = {"thread": thread, "exchanges": _scan(f"exchanges/{thread_id}/"), "synthesis": _get(M.synthesis_key(thread_id))[1],
+    exchanges = _scan(f"exchanges/{thread_id}/")
+    if prompts:
+        for e in exchanges:
+            e["prompt"] = _turn_prompt(e)
+    d = {"thread": thread, "exchanges": exchanges, "synthesis": _get(M.synthesis_key(thread_id))[1],
          "proposals": _scan(f"proposals/{thread_id}/"),
          "insights": [i for iid in thread.get("insight_ids") or [] for i in [_get(M.insight_key(iid))[1]] if i]}
     out(d, V.thread_text)
+
+
+def _turn_prompt(exchange: dict) -> str | None:
+    """The prompt of an exchange's turn: its task's payload (an exchange stores no copy of it; an older
+    record may). None when task retention has dropped the payload or the task is unknown."""
+    if "prompt" in exchange:
+        return exchange["prompt"]
+    try:
+        task = client().get(int(exchange.get("task_id") or 0), history=False)
+    except FanoError as exc:
+        if exc.code != ErrorCode.NOT_FOUND:
+            raise
+        return None
+    return (task.get("payload") or {}).get("prompt")
 
 
 def _thread_status(thread_id: str, verb: str, change) -> None:

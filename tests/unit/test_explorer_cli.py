@@ -64,6 +64,17 @@ def test_threads_and_insights(rig):
     text = ctl("threads", "show", tid).output
     assert "=== turn 1: EXPLORE" in text and "=== turn 2: CRITIQUE" in text and "=== SYNTHESIS" in text
     assert "ready because" in text and "=== INSIGHTS ===" in text
+    # an exchange stores no copy of its prompt (the task holds it); --prompts reads it from the task
+    assert all("prompt" not in e for e in shown["exchanges"])
+    with_prompts = js("threads", "show", tid, "--prompts")["exchanges"]
+    first = with_prompts[0]
+    assert first["prompt"] and first["prompt"] == r.client.get(first["task_id"])["payload"]["prompt"]
+    assert [e["response"] for e in with_prompts] == [e["response"] for e in shown["exchanges"]]
+    assert "--- prompt ---\n" + first["prompt"] in ctl("threads", "show", tid, "--prompts").output
+    r.client.call("compact", older_than=0)  # task retention drops the payloads: the record stays readable
+    assert all(e["prompt"] is None for e in js("threads", "show", tid, "--prompts")["exchanges"])
+    assert "(dropped by task retention with task" in ctl("threads", "show", tid, "--prompts").output
+    assert js("threads", "show", tid)["exchanges"] == shown["exchanges"]
     decided = [i for i in js("insights", "ls")["insights"] if i["status"] in ("blessed", "rejected", "interesting")][0]
     text = ctl("insights", "show", decided["id"]).output
     assert "round 1 (v1)" in text and "outcome:" in text

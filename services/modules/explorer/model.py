@@ -30,8 +30,9 @@ step), "panel": [account], "panel_settled": {account: "done"|"failed"}, "panel_r
 "last_error": str|None, "pause_reason": str|None, "created_at", "updated_at"}``
 
 **Exchange** ``{"thread_id", "turn": k, "role": "explore"|"critique", "backend": account|None, "mode":
-"standard"|"deep"|None (None: the broker did not say), "mode_requested", "prompt", "response" (cleaned),
-"sections": {NAME: [bullet]}, "task_id", "at"}``
+"standard"|"deep"|None (None: the broker did not say), "mode_requested", "response" (cleaned),
+"sections": {NAME: [bullet]}, "task_id", "at"}``. The prompt is not copied: it is the payload of task
+``task_id`` (records written before this change still hold a ``"prompt"``).
 
 **Synthesis** ``{"thread_id", "title", "summary", "content", "backend", "mode", "task_id", "at"}``
 

@@ -149,8 +149,11 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
 
 
 def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float) -> dict:
+    """The stored exchange. No copy of the prompt: it is the turn's task payload (``task_id``), and it
+    quotes the thread's recent exchanges, which are stored here already; copying it made an exchange
+    record several times its answer (docs/storage.md). ``fanoctl threads show --prompts`` reads it back
+    from the task while task retention keeps it."""
     return {"thread_id": thread["id"], "turn": k, "role": "explore" if k % 2 == 1 else "critique",
             "backend": served.get("account"), "mode": served.get("mode"),
             "mode_requested": (task.get("requires") or {}).get("mode", "standard"),
-            "prompt": (task.get("payload") or {}).get("prompt", ""), "response": parsed["response"],
-            "sections": parsed["sections"], "task_id": task["id"], "at": now}
+            "response": parsed["response"], "sections": parsed["sections"], "task_id": task["id"], "at": now}
