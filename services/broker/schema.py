@@ -20,7 +20,8 @@ delayed            u64 not_before (world ms) . u64 id                     empty:
 leases             u64 deadline (monotonic us) . u64 id                   u64 epoch: RUNNING
 by_state           state . NUL . u64 id                                   empty
 counts             state . NUL . module                                   u64 count
-requests           utf-8 request id                                       msgpack {ts, fp, reply}
+requests           utf-8 request id                                       msgpack {ts, fp, reply,
+                                                                          payload_of?} (request_log.py)
 requests_ts        u64 world ms . utf-8 request id                        empty (for pruning)
 quota_specs        account . NUL . mode                                   msgpack {windows, source, ...}
 quota_usage        account . NUL . mode . NUL . slot . NUL . u64 ms       msgpack {total, by_module}

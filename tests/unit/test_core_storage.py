@@ -167,3 +167,27 @@ def test_working_retention_zero_keeps_everything_and_bad_flags_are_refused(make_
     expect_error("BAD_ARGUMENT", h.call, "txn", module="explorer",
                  ops=[{"op": "delete", "key": "x", "working": True}])
     assert h.call("ping") is not None                            # the broker keeps answering
+
+
+# --- the request log --------------------------------------------------------------------------------------------
+
+def test_the_request_log_keeps_no_copy_of_a_prompt_and_replays_the_same_reply(make_core):
+    h = make_core()
+    task = {"key": "k1", "module": "explorer", "kind": "ask", "payload": {"prompt": PROSE, "turn": 1}}
+    first = h.reply("submit", rid="rid-submit", task=task, force=False)
+    lease = h.reply("lease", rid="rid-lease-1", worker="w1", account="acct")
+    for rid, rep in (("rid-submit", first), ("rid-lease-1", lease)):
+        assert rep.result["task"]["payload"]["prompt"] == PROSE
+        with h.storage.env.begin() as txn:
+            logged = S.decode_value(txn.get(rid.encode(), db=h.storage.dbs["requests"]))
+        assert logged["payload_of"] == rep.result["task"]["id"]
+        assert PROSE[:200] not in str(protocol.unpack_value(logged["reply"]))   # the prompt is the task's only
+    # retries (same request ids) are answered from the log with exactly the reply that was sent
+    assert h.reply("submit", rid="rid-submit", task=task, force=False).result == first.result
+    assert h.reply("lease", rid="rid-lease-1", worker="w1", account="acct").result == lease.result
+    # a reply without a payload is logged as it is
+    h.reply("complete", rid="rid-done-1", id=lease.result["task"]["id"], epoch=lease.result["epoch"],
+            result={"text": "short"})
+    with h.storage.env.begin() as txn:
+        assert "payload_of" not in S.decode_value(txn.get(b"rid-done-1", db=h.storage.dbs["requests"]))
+    assert_consistent(h)
