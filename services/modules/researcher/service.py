@@ -293,7 +293,8 @@ class ResearcherService(ModuleService):
             return []
         return [Store.put(f"errors/{task['id']:012d}", {
             "task_id": task["id"], "kind": task["kind"], "key": task["key"], "partial": True, "at": self._world(),
-            "error": f"{dropped} malformed {what} dropped", "answer": (task["result"].get("text") or "")[:4000]})]
+            "error": f"{dropped} malformed {what} dropped", "answer": (task["result"].get("text") or "")[:4000]},
+            working=True)]  # working data, as every errors/ record (docs/storage.md)
 
     def _questions_ops(self, task: dict, parsed: dict | None) -> list:
         """Store new questions (or none, for an unusable answer), mark the batch observed, end the batch."""
