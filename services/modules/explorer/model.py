@@ -9,10 +9,13 @@ Key layout (namespace ``explorer``)::
     threads/<thread_id>             Thread
     exchanges/<thread_id>/<k:03d>   Exchange k (1-based; odd k explore, even k critique)
     syntheses/<thread_id>           Synthesis
-    proposals/<thread_id>/<account> one panel member's extraction proposals
+    proposals/<thread_id>/<account> one panel member's extraction proposals (working data once consolidated)
     insights/<insight_id>           Insight            <- the documenter scans this prefix
     reviews/<insight_id>            Review
-    errors/<task_id:012d>           unusable answer / failed task (written by the module framework)
+    errors/<task_id:012d>           unusable answer / failed task (written by the module framework; working data)
+
+Working data is put with ``working`` and deleted by the broker ``broker.working_retention`` after its last
+put (docs/storage.md); everything else here is the research record, kept forever.
 
 Ids: seed ids match ``[a-z0-9][a-z0-9_-]{0,47}``; thread id ``<seed_id>.t<n>`` (n-th thread of the seed);
 insight id ``<thread_id>.i<n>`` (n-th consolidated insight of the thread).

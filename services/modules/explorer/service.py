@@ -140,6 +140,9 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         verdicts = [i["dedup"]["verdict"] for i in made]
         note = (f"{len(made)} insight(s) consolidated: {verdicts.count('new')} new, {verdicts.count('candidates')} "
                 f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)") if made else "the panel found no insights"
+        for key, pv, proposal in self.store.scan(f"proposals/{old['id']}/"):
+            # consolidated: the insights are the record now, the proposals working data (docs/storage.md)
+            ops.put(key, proposal, pv, working=True)
         thread = dict(old, status="extracted", insight_ids=[i["id"] for i in made], attempt=0, last_error=None,
                       extraction_note=(old.get("extraction_note") + "; " if old.get("extraction_note") else "") + note,
                       updated_at=now)
