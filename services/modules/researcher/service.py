@@ -376,7 +376,15 @@ class ResearcherService(ModuleService):
                 src.update(verdict, status="trusted" if trusted else "ignored", evaluated_at=now)
                 if trusted:
                     ops.append(Store.submit(self._extract_task(src)))
+                else:
+                    ops += self._content_done(sid)
         return [Store.put(M.k_source(sid), src, if_version=sv)] + ops
+
+    def _content_done(self, sid: str) -> list:
+        """The page text is working data once its source is decided (extracted or ignored): the findings
+        and the source record keep what came of it, the disk cache the page (docs/storage.md)."""
+        cv, content = self.store.get(M.k_content(sid))
+        return [Store.put(M.k_content(sid), content, if_version=cv, working=True)] if content is not None else []
 
     def _extract_task(self, src: dict) -> dict:
         content = self.store.get(M.k_content(src["id"]))[1] or {}
@@ -437,7 +445,7 @@ class ResearcherService(ModuleService):
         src = dict(src, status="extracted", findings=len(findings), duplicates=duplicates, numbers=parsed["numbers"],
                    extracted_at=now, error=None)
         ops.append(Store.put(M.k_source(sid), src, if_version=sv))
-        return ops + self._partial(task, parsed["dropped"], "findings")
+        return ops + self._content_done(sid) + self._partial(task, parsed["dropped"], "findings")
 
     @staticmethod
     def _related(finding: dict, questions: list[dict], limit: int = 3) -> list[str]:
