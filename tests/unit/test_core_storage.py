@@ -191,3 +191,16 @@ def test_the_request_log_keeps_no_copy_of_a_prompt_and_replays_the_same_reply(ma
     with h.storage.env.begin() as txn:
         assert "payload_of" not in S.decode_value(txn.get(b"rid-done-1", db=h.storage.dbs["requests"]))
     assert_consistent(h)
+
+
+def test_the_checker_sees_a_working_key_and_its_expiry_out_of_step(make_core):
+    h = make_core(broker={"working_retention": RETENTION})
+    put(h, "errors/000000000001", working=True)
+    put(h, "errors/000000000002", working=True)
+    assert_consistent(h)
+    with h.storage.env.begin(write=True) as txn:     # lose one index entry, as a bug would
+        cur = txn.cursor(db=h.storage.dbs["kv_expiry"])
+        cur.first()
+        cur.delete()
+    violations = inspect_snapshot(load_snapshot(env=h.storage.env)).violations
+    assert any("filed 0 times in kv_expiry" in v for v in violations), violations
