@@ -250,7 +250,8 @@ def threads_show(thread_id, prompts):
     """A thread with its whole transcript, synthesis, proposals and insights."""
     from services.modules.explorer import model as M
     _, thread = _must(M.thread_key(thread_id), "thread", thread_id)
-    exchanges = _scan(f"exchanges/{thread_id}/")
+    from services.modules.explorer.threads import exchange_sections
+    exchanges = [dict(e, sections=exchange_sections(e)) for e in _scan(f"exchanges/{thread_id}/")]
     if prompts:
         for e in exchanges:
             e["prompt"] = _turn_prompt(e)

@@ -66,6 +66,10 @@ def test_threads_and_insights(rig):
     assert "ready because" in text and "=== INSIGHTS ===" in text
     # an exchange stores no copy of its prompt (the task holds it); --prompts reads it from the task
     assert all("prompt" not in e for e in shown["exchanges"])
+    # nor of its sections when its response gives them back; shown as before
+    stored = r.values(f"exchanges/{tid}/")
+    assert [e for e in stored if "sections" in e] == [] and len(stored) == len(shown["exchanges"])
+    assert all(e["sections"] and "NEW_INSIGHTS" in shown["exchanges"][0]["sections"] for e in shown["exchanges"])
     with_prompts = js("threads", "show", tid, "--prompts")["exchanges"]
     first = with_prompts[0]
     assert first["prompt"] and first["prompt"] == r.client.get(first["task_id"])["payload"]["prompt"]

@@ -217,3 +217,23 @@ def test_a_bad_settings_table_stops_the_module_with_the_config_exit_code(tmp_pat
     res = subprocess.run([sys.executable, "-m", "services", "explorer", "--config", str(path)], cwd=REPO,
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == ExitCode.CONFIG and "max_threads" in res.stderr
+
+
+def test_an_exchange_stores_its_sections_only_when_its_response_does_not_give_them_back():
+    import random
+    from services.backends import sim_answers as SA
+    from services.modules.explorer import parsers as PP
+    thread, task = {"id": "s.t1"}, {"id": 5, "requires": {}, "payload": {"prompt": "p"}}
+    for i in range(200):
+        k = 1 + i % 2
+        kind = "explorer.explore" if k == 1 else "explorer.critique"
+        rng = random.Random(i)
+        parsed = (PP.parse_explore if k == 1 else PP.parse_critique)(
+            SA.decorate(SA.answer(kind, {}, "p", "standard", rng), kind, rng, sloppy_rate=0.5))
+        ex = T.exchange_record(thread, k, parsed, task, {"account": "a"}, 1.0)
+        assert "sections" not in ex and "prompt" not in ex and T.exchange_sections(ex) == parsed["sections"]
+    # a bullet that reads like a tag would be parsed back differently: the sections are then stored
+    odd = {"response": "[NEW_INSIGHTS]\n- a\n[QUESTIONS]\n- b", "sections": {"NEW_INSIGHTS": ["a\n[QUESTIONS]", "b"]}}
+    ex = T.exchange_record(thread, 1, odd, task, {}, 1.0)
+    assert ex["sections"] == odd["sections"] and T.exchange_sections(ex) == odd["sections"]
+    assert T.exchange_sections({"role": "explore", "response": "no tags at all"}) is None

@@ -34,8 +34,9 @@ step), "panel": [account], "panel_settled": {account: "done"|"failed"}, "panel_r
 
 **Exchange** ``{"thread_id", "turn": k, "role": "explore"|"critique", "backend": account|None, "mode":
 "standard"|"deep"|None (None: the broker did not say), "mode_requested", "response" (cleaned),
-"sections": {NAME: [bullet]}, "task_id", "at"}``. The prompt is not copied: it is the payload of task
-``task_id`` (records written before this change still hold a ``"prompt"``).
+"sections": {NAME: [bullet]} (only when parsing ``response`` does not give them back; read them with
+:func:`.threads.exchange_sections`), "task_id", "at"}``. The prompt is not copied: it is the payload of
+task ``task_id`` (records written before this change still hold a ``"prompt"`` and ``"sections"``).
 
 **Synthesis** ``{"thread_id", "title", "summary", "content", "backend", "mode", "task_id", "at"}``
 

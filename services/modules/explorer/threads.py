@@ -17,6 +17,7 @@ import random
 
 from services.modules import prompts
 from services.modules.explorer import model as M
+from services.modules.explorer import parsers as P
 
 TYPE_ORDER = {"question": 0, "conjecture": 1}
 
@@ -149,11 +150,33 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
 
 
 def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float) -> dict:
-    """The stored exchange. No copy of the prompt: it is the turn's task payload (``task_id``), and it
-    quotes the thread's recent exchanges, which are stored here already; copying it made an exchange
-    record several times its answer (docs/storage.md). ``fanoctl threads show --prompts`` reads it back
-    from the task while task retention keeps it."""
-    return {"thread_id": thread["id"], "turn": k, "role": "explore" if k % 2 == 1 else "critique",
-            "backend": served.get("account"), "mode": served.get("mode"),
-            "mode_requested": (task.get("requires") or {}).get("mode", "standard"),
-            "response": parsed["response"], "sections": parsed["sections"], "task_id": task["id"], "at": now}
+    """The stored exchange: each text once (docs/storage.md).
+
+    No copy of the prompt: it is the turn's task payload (``task_id``), and it quotes the thread's recent
+    exchanges, which are stored here already; copying it made an exchange record several times its
+    answer. ``fanoctl threads show --prompts`` reads it back from the task while task retention keeps it.
+    No ``sections`` either when parsing the cleaned ``response`` gives them back (it is built from them:
+    always, short of a bullet that reads like a tag); :func:`exchange_sections` reads them."""
+    record = {"thread_id": thread["id"], "turn": k, "role": "explore" if k % 2 == 1 else "critique",
+              "backend": served.get("account"), "mode": served.get("mode"),
+              "mode_requested": (task.get("requires") or {}).get("mode", "standard"),
+              "response": parsed["response"], "task_id": task["id"], "at": now}
+    if _reparsed_sections(record) != parsed["sections"]:
+        record["sections"] = parsed["sections"]
+    return record
+
+
+def exchange_sections(exchange: dict) -> dict:
+    """An exchange's ``{NAME: [bullet]}``: stored (older records, or when the response does not give
+    them back) or parsed from its response."""
+    if "sections" in exchange:
+        return exchange["sections"]
+    return _reparsed_sections(exchange)
+
+
+def _reparsed_sections(exchange: dict) -> dict | None:
+    parse = P.parse_explore if exchange.get("role") == "explore" else P.parse_critique
+    try:
+        return parse(exchange.get("response") or "")["sections"]
+    except P.ParseError:
+        return None
