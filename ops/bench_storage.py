@@ -11,9 +11,10 @@ and replays the writes of the research pipeline through the client library, as t
 * ``--reviews`` one-shot review tasks per thread (a ~1.5 KB prompt, an answer of the same size, the
   parsed review stored in the module's namespace with the ack).
 
-Answers are the simulated provider's text (``services.backends.sim_answers``) padded to size. Template
-prose compresses better than a real model's answer; ``texts.zlib_ratio`` reports how well these texts
-compress, so the figures can be scaled (real prose: about 2.5-3x with zlib).
+Answers are the simulated provider's well-formed text (``services.backends.sim_answers``) padded to
+size with real English (the repository's own docs; ``--text sim``: the sim's template sentences, which
+compress several times better than a model's prose). ``texts.zlib_ratio`` reports how well the answers
+compress.
 
 It then reads the database read-only (LMDB readers never block the writer) and prints JSON: per
 sub-database entries, live pages (bytes) and stored value bytes; the ``kv`` namespace by module and
@@ -56,17 +57,35 @@ def _decode(raw):
     return decode(raw) if decode else unpack_value(raw)
 
 
-def answer_text(kind: str, payload: dict, rng: random.Random, size: int) -> str:
-    """The sim's well-formed answer of ``kind``, padded with more claims to about ``size`` characters
-    (the padding lands in the answer's last section, where a longer real answer puts more bullets)."""
+class Prose:
+    """Real English to pad answers with: the repository's own documentation, in random slices of whole
+    lines (the sim's template sentences compress far better than a model's prose)."""
+
+    def __init__(self):
+        root = Path(__file__).resolve().parent.parent
+        lines = []
+        for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+            lines += [line.strip("#|-* ") for line in path.read_text().splitlines() if len(line) > 40]
+        self.lines = lines
+
+    def sentences(self, rng: random.Random, n: int) -> str:
+        start = rng.randrange(len(self.lines))
+        return " ".join(self.lines[(start + i) % len(self.lines)] for i in range(n))
+
+
+def answer_text(kind: str, payload: dict, rng: random.Random, size: int, prose: Prose | None) -> str:
+    """The sim's well-formed answer of ``kind``, padded to about ``size`` characters with bullets of
+    ``prose`` (or of the sim's own sentences); the padding lands in the answer's last section, where a
+    longer real answer puts more bullets."""
     text = A.answer(kind, payload, payload.get("prompt", ""), "standard", rng)
     while len(text) < size:
-        text += f"- {A._sentences(rng, 3)}\n"
+        text += f"- {prose.sentences(rng, 2) if prose else A._sentences(rng, 3)}\n"
     return text
 
 
 def replay(client: BrokerClient, args, rng: random.Random) -> dict:
     settings = M.ExplorerSettings()
+    prose = Prose() if args.text == "prose" else None
     seeds = [{"id": "fano", "type": "axiom", "text": "The Fano plane has 7 points and 7 lines, 3 points per line.",
               "priority": 5}]
     size = int(args.answer_kb * 1024)
@@ -82,7 +101,7 @@ def replay(client: BrokerClient, args, rng: random.Random) -> dict:
             tid = client.submit(spec["key"], M.MODULE, spec["kind"], spec["payload"], requires={},
                                 attrs=spec["attrs"])["task"]["id"]
             lease = client.lease("bench-worker", ACCOUNT, modes=["standard"], task_id=tid)
-            text = answer_text(spec["kind"], spec["payload"], rng, size)
+            text = answer_text(spec["kind"], spec["payload"], rng, size, prose)
             client.complete(tid, lease["epoch"], {"text": text, "meta": {}})
             task = client.get(tid, history=False)
             parsed = (P.parse_explore if k % 2 else P.parse_critique)(text)
@@ -95,12 +114,12 @@ def replay(client: BrokerClient, args, rng: random.Random) -> dict:
             texts["compressed"] += len(zlib.compress(text.encode(), 6))
         for r in range(args.reviews):
             iid = f"{thread['id']}.i{r + 1}"
-            prompt = A._sentences(rng, 12)
+            prompt = prose.sentences(rng, 8) if prose else A._sentences(rng, 12)
             payload = {"insight_id": iid, "reviewer": ACCOUNT, "round": 1, "prompt": prompt}
             tid = client.submit(f"bench:review1:{iid}", M.MODULE, "explorer.review1", payload,
                                 requires={})["task"]["id"]
             lease = client.lease("bench-worker", ACCOUNT, modes=["standard"], task_id=tid)
-            text = answer_text("explorer.review1", payload, rng, len(prompt))
+            text = answer_text("explorer.review1", payload, rng, len(prompt), prose)
             client.complete(tid, lease["epoch"], {"text": text, "meta": {}})
             review = P.parse_review1(text)
             client.txn(M.MODULE, [{"op": "put", "key": M.review_key(iid), "value": {
@@ -162,6 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--answer-kb", type=float, default=4.0, help="size of a turn's answer (KB)")
     ap.add_argument("--reviews", type=int, default=3, help="one-shot review tasks per thread")
     ap.add_argument("--compact", action="store_true", help="also measure after compacting every acked task")
+    ap.add_argument("--text", choices=("prose", "sim"), default="prose",
+                    help="pad answers with real prose (the repository's docs) or the sim's template sentences")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="fbs-", dir="/tmp"))

@@ -78,7 +78,7 @@ def test_bench_storage_tiny():
     assert set(run["kv"]) == {"explorer/exchanges/", "explorer/reviews/"}
     assert run["kv"]["explorer/exchanges/"]["entries"] == 6
     # large values are stored compressed, and exchanges hold no prompt: far below what the texts weigh
-    assert run["kv"]["explorer/exchanges/"]["stored"] < run["kv"]["explorer/exchanges/"]["raw"] / 2
+    assert run["kv"]["explorer/exchanges/"]["stored"] < run["kv"]["explorer/exchanges/"]["raw"] / 1.5
     assert run["databases"]["tasks"]["stored"] < out["texts"]["prompt_chars"] + out["texts"]["answer_chars"]
     assert compacted["databases"]["tasks"]["stored"] < run["databases"]["tasks"]["stored"] / 2
     assert 0 < compacted["bytes_per_task"] <= run["bytes_per_task"]
