@@ -40,7 +40,7 @@ def thread_text(d: dict) -> str:
     for e in d.get("exchanges") or []:
         head = f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} ({e.get('mode') or 'mode unknown'}) ==="
         if "prompt" in e:  # threads show --prompts
-            prompt = e["prompt"] if e["prompt"] is not None else f"(dropped by task retention with task {e.get('task_id')})"
+            prompt = e["prompt"] if e["prompt"] is not None else f"(not kept: task {e.get('task_id')} was compacted)"
             head += f"\n--- prompt ---\n{prompt}\n--- answer ---"
         lines.append(f"{head}\n{e.get('response', '')}")
     s = d.get("synthesis")

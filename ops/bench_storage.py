@@ -27,6 +27,7 @@ than ``broker.task_retention`` holds per task).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import random
 import shutil
@@ -105,7 +106,11 @@ def replay(client: BrokerClient, args, rng: random.Random) -> dict:
             client.complete(tid, lease["epoch"], {"text": text, "meta": {}})
             task = client.get(tid, history=False)
             parsed = (P.parse_explore if k % 2 else P.parse_critique)(text)
-            ex = T.exchange_record(thread, k, parsed, task, task.get("served") or {"account": ACCOUNT}, time.time())
+            served = task.get("served") or {"account": ACCOUNT}
+            if "previous" in inspect.signature(T.exchange_record).parameters:   # as the module calls it
+                ex = T.exchange_record(thread, k, parsed, task, served, time.time(), list(exchanges))
+            else:   # the code before exchanges kept their prompt by reference (to measure it)
+                ex = T.exchange_record(thread, k, parsed, task, served, time.time())
             client.txn(M.MODULE, [{"op": "put", "key": M.exchange_key(thread["id"], k), "value": ex,
                                    "if_version": 0}, {"op": "ack", "task_id": tid}])
             exchanges.append(ex)

@@ -33,10 +33,11 @@ step), "panel": [account], "panel_settled": {account: "done"|"failed"}, "panel_r
 "last_error": str|None, "pause_reason": str|None, "created_at", "updated_at"}``
 
 **Exchange** ``{"thread_id", "turn": k, "role": "explore"|"critique", "backend": account|None, "mode":
-"standard"|"deep"|None (None: the broker did not say), "mode_requested", "response" (cleaned),
-"sections": {NAME: [bullet]} (only when parsing ``response`` does not give them back; read them with
-:func:`.threads.exchange_sections`), "task_id", "at"}``. The prompt is not copied: it is the payload of
-task ``task_id`` (records written before this change still hold a ``"prompt"`` and ``"sections"``).
+"standard"|"deep"|None (None: the broker did not say), "mode_requested", "prompt_ref" (the prompt with
+each exchange it quotes replaced by a reference; or "prompt", whole, when that could not be done exactly,
+and in records written before), "response" (cleaned), "sections": {NAME: [bullet]} (only when parsing
+``response`` does not give them back), "task_id", "at"}``. Read the prompt and the sections with
+:func:`.threads.exchange_prompt` and :func:`.threads.exchange_sections`.
 
 **Synthesis** ``{"thread_id", "title", "summary", "content", "backend", "mode", "task_id", "at"}``
 

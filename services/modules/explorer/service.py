@@ -66,8 +66,9 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         k = task["payload"]["turn"]
         parsed = P.parse_explore(text) if task["kind"] == M.EXPLORE else P.parse_critique(text)
         served, now, ops = self.served(task), self.now(), Ops()
-        ex = T.exchange_record(old, k, parsed, task, served, now)
-        exchanges = self.exchanges(old["id"]) + [ex]
+        previous = self.exchanges(old["id"])
+        ex = T.exchange_record(old, k, parsed, task, served, now, previous)
+        exchanges = previous + [ex]
         recent = [e["response"] for e in exchanges[-self.settings.profundity_window:]]
         thread = dict(old, exchanges=k, critiques=old["critiques"] + (ex["role"] == "critique"), attempt=0,
                       last_error=None, updated_at=now, profundity=round(T.profundity(recent, self.settings), 3))
