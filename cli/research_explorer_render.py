@@ -38,8 +38,11 @@ def thread_text(d: dict) -> str:
                        ("extraction", t.get("extraction_note") or "-"),
                        ("last error", t.get("last_error") or "-"), ("pause reason", t.get("pause_reason") or "-")])]
     for e in d.get("exchanges") or []:
-        lines.append(f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} "
-                     f"({e.get('mode') or 'mode unknown'}) ===\n{e.get('response', '')}")
+        head = f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} ({e.get('mode') or 'mode unknown'}) ==="
+        if "prompt" in e:  # threads show --prompts
+            prompt = e["prompt"] if e["prompt"] is not None else f"(not kept: task {e.get('task_id')} was compacted)"
+            head += f"\n--- prompt ---\n{prompt}\n--- answer ---"
+        lines.append(f"{head}\n{e.get('response', '')}")
     s = d.get("synthesis")
     if s:
         lines.append(f"\n=== SYNTHESIS on {s.get('backend') or '?'} ({s.get('mode') or 'mode unknown'}) ===\n"

@@ -67,6 +67,9 @@ class BrokerConfig:
     # world seconds after which an acked DONE/CANCELLED task is compacted (payload, result and history
     # dropped, identity and key kept); 0 = keep every task whole forever. PARKED tasks are never compacted
     task_retention: float = 14 * 86400.0
+    # world seconds after its last put that a module's working-data key (put with "working": true: an
+    # unusable answer, a finished job's scratch; docs/storage.md) is deleted; 0 = keep it forever
+    working_retention: float = 14 * 86400.0
 
 
 # DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
@@ -184,6 +187,8 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     cfg = BrokerConfig(**kw)
     if cfg.headroom >= cfg.map_size:
         raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
+    if cfg.working_retention < 0:
+        raise ConfigError(f"{where}: broker.working_retention must be >= 0 seconds (0 = keep forever)")
     return cfg
 
 

@@ -24,6 +24,7 @@ from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
 from services.broker import schema as S
+from services.broker import request_log
 from services.broker.tx import Ledger, Tx
 
 log = logging.getLogger("broker")
@@ -224,6 +225,7 @@ class BrokerCore:
             sweeps.append(lambda tx: ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention))
             if self.bcfg.task_retention > 0:
                 sweeps.append(self._compact)
+            sweeps.append(ops_retention.expire_kv)  # modules' working data (empty index: one cursor read)
         for sweep in sweeps:
             # each sweep in its own nested transaction: a bug in one must not fail the requests of the
             # batch (or crash-loop the broker at start); it is logged and retried next batch
@@ -290,7 +292,7 @@ class BrokerCore:
                 if seen["fp"] != fp:
                     raise FanoError(ErrorCode.REQUEST_ID_REUSED,
                                     f"request id {req.rid} was used for a different request")
-                return protocol.Reply(cid=req.cid, ok=True, packed_result=seen["reply"]), []
+                return protocol.Reply(cid=req.cid, ok=True, packed_result=request_log.replay(tx, seen)), []
             if nearly_full and req.cmd in GROWING:
                 raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
         result = self._dispatch(tx, req)
@@ -298,7 +300,7 @@ class BrokerCore:
         # polls free of fsyncs, and a retry simply asks again
         if req.rid is not None and not (req.cmd == "lease" and result.get("task") is None):
             packed = protocol.pack_value(result)  # encoded once: for the log and for the wire
-            tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": packed})
+            tx.put("requests", req.rid.encode(), request_log.entry(result, packed, now, fp))  # no prompt copy
             tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
             return protocol.Reply(cid=req.cid, ok=True, packed_result=packed), tx.events
         return protocol.Reply(cid=req.cid, ok=True, result=result), tx.events

@@ -7,7 +7,7 @@ the event outbox consistent in the same transaction.
 from __future__ import annotations
 
 from shared.errors import ErrorCode, FanoError, not_found
-from shared.protocol import Event, pack_value, unpack_value
+from shared.protocol import Event, pack_value
 
 from services.broker import schema as S
 from services.broker import states as st
@@ -81,10 +81,11 @@ class Tx:
 
     def get(self, db: str, key: bytes):
         raw = self.txn.get(key, db=self.db[db])
-        return None if raw is None else unpack_value(raw)
+        return None if raw is None else S.decode_value(raw)
 
     def put(self, db: str, key: bytes, value) -> None:
-        self.txn.put(key, pack_value(value), db=self.db[db])
+        # large values (a task with its prompt and answer, a module record with a text) compressed
+        self.txn.put(key, S.encode_value(value), db=self.db[db])
 
     def put_raw(self, db: str, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self.db[db])

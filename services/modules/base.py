@@ -15,7 +15,7 @@ Subclasses set ``module`` and implement :meth:`handle` (kind -> :class:`Effect`)
 A result that cannot be parsed is not swallowed: :meth:`handle` raises ``ParseError`` and the base
 class records a visible error in the same transaction as the ack: on the task itself (its ``error``, class
 ``unusable``, shown by ``fanoctl queue show``), as ``errors/<task id>`` in the module's namespace (with
-the answer), and :meth:`on_unusable` lets the module mark its entity.
+the answer; working data, deleted after ``broker.working_retention``), and :meth:`on_unusable` lets the module mark its entity.
 """
 from __future__ import annotations
 
@@ -52,10 +52,14 @@ class Store:
         return self.client.kv_items(self.module, prefix)
 
     @staticmethod
-    def put(key: str, value, if_version: int | None = None) -> dict:
+    def put(key: str, value, if_version: int | None = None, working: bool = False) -> dict:
+        """``working``: working data, deleted by the broker ``broker.working_retention`` after this put
+        (services/broker/ops_kv.py; docs/storage.md says which records are)."""
         op = {"op": "put", "key": key, "value": value}
         if if_version is not None:
             op["if_version"] = if_version
+        if working:
+            op["working"] = True
         return op
 
     @staticmethod
@@ -191,7 +195,8 @@ class ModuleService(Service):
         self.unusable += 1
         record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
                   "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
-        return [Store.put(f"errors/{task['id']:012d}", record)] + list(self.on_unusable(task, error)), error
+        # working data: the task keeps the error itself; the answer kept here is for a look within weeks
+        return [Store.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""

@@ -149,14 +149,13 @@ def core(make_core):
 def check_indices(h: CoreHarness) -> dict[str, int]:
     """Assert that every index agrees with the task records; returns the count of tasks per state."""
     from services.broker import schema as S
-    from shared.protocol import unpack_value
 
     dbs = h.storage.dbs
     with h.storage.env.begin() as txn:
         def keys(db):
             return [bytes(k) for k in txn.cursor(db=dbs[db]).iternext(keys=True, values=False)]
 
-        tasks = {S.from_u64(bytes(k)): unpack_value(v) for k, v in txn.cursor(db=dbs["tasks"])}
+        tasks = {S.from_u64(bytes(k)): S.decode_value(v) for k, v in txn.cursor(db=dbs["tasks"])}
         by_state: dict[str, int] = {}
         for tid, t in tasks.items():
             by_state[t["state"]] = by_state.get(t["state"], 0) + 1

@@ -130,5 +130,6 @@ def test_an_unparsable_answer_is_recorded_with_the_ack(tmp_path):
     assert mod.apply(dict(TASK)) is True
     _, ops = ops_of(client.calls[0])
     assert ops[0]["key"] == "errors/000000000042" and "unusable answer: no RATING:" in ops[0]["value"]["error"]
+    assert ops[0]["working"] is True     # working data: the broker deletes it after broker.working_retention
     assert ops[-1]["task_id"] == 42 and mod.unusable == 1
     assert ops[-1]["unusable"] == ops[0]["value"]["error"]       # also shown on the task itself

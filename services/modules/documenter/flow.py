@@ -211,7 +211,7 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     if verdict == "duplicate":
         job.update(stage="duplicate", section=hits[0][0], updated=env.now)
         M.note(job, env.now, "duplicate", of=hits[0][0])
-        return [M.put(M.job_key(ident), job, if_version=jv),
+        return [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
                 M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
@@ -371,7 +371,7 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
     if verdict == "duplicate":   # another pipeline wrote the same claim while this one ran
         job.update(stage="duplicate", section=hits[0][0], updated=env.now)
         M.note(job, env.now, "duplicate", of=hits[0][0])
-        return [M.put(M.job_key(ident), job, if_version=jv),
+        return [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
                 M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
@@ -383,7 +383,7 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
                             f"incorporate insight {ident} as {sid}: {draft['title'][:80]}", env.now)
     job.update(stage="done", section=sid, updated=env.now)
     M.note(job, env.now, "incorporated", run=job["run"], section=sid, version=version)
-    return ops + [M.put(M.job_key(ident), job, if_version=jv),
+    return ops + [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
                   M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "section", "section": sid,
                                                     "version": version, "at": env.now, "run": job["run"]},
                         if_version=0)]

@@ -9,10 +9,13 @@ Key layout (namespace ``explorer``)::
     threads/<thread_id>             Thread
     exchanges/<thread_id>/<k:03d>   Exchange k (1-based; odd k explore, even k critique)
     syntheses/<thread_id>           Synthesis
-    proposals/<thread_id>/<account> one panel member's extraction proposals
+    proposals/<thread_id>/<account> one panel member's extraction proposals (working data once consolidated)
     insights/<insight_id>           Insight            <- the documenter scans this prefix
     reviews/<insight_id>            Review
-    errors/<task_id:012d>           unusable answer / failed task (written by the module framework)
+    errors/<task_id:012d>           unusable answer / failed task (written by the module framework; working data)
+
+Working data is put with ``working`` and deleted by the broker ``broker.working_retention`` after its last
+put (docs/storage.md); everything else here is the research record, kept forever.
 
 Ids: seed ids match ``[a-z0-9][a-z0-9_-]{0,47}``; thread id ``<seed_id>.t<n>`` (n-th thread of the seed);
 insight id ``<thread_id>.i<n>`` (n-th consolidated insight of the thread).
@@ -30,8 +33,11 @@ step), "panel": [account], "panel_settled": {account: "done"|"failed"}, "panel_r
 "last_error": str|None, "pause_reason": str|None, "created_at", "updated_at"}``
 
 **Exchange** ``{"thread_id", "turn": k, "role": "explore"|"critique", "backend": account|None, "mode":
-"standard"|"deep"|None (None: the broker did not say), "mode_requested", "prompt", "response" (cleaned),
-"sections": {NAME: [bullet]}, "task_id", "at"}``
+"standard"|"deep"|None (None: the broker did not say), "mode_requested", "prompt_ref" (the prompt with
+each exchange it quotes replaced by a reference; or "prompt", whole, when that could not be done exactly,
+and in records written before), "response" (cleaned), "sections": {NAME: [bullet]} (only when parsing
+``response`` does not give them back), "task_id", "at"}``. Read the prompt and the sections with
+:func:`.threads.exchange_prompt` and :func:`.threads.exchange_sections`.
 
 **Synthesis** ``{"thread_id", "title", "summary", "content", "backend", "mode", "task_id", "at"}``
 

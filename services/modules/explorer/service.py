@@ -66,8 +66,9 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         k = task["payload"]["turn"]
         parsed = P.parse_explore(text) if task["kind"] == M.EXPLORE else P.parse_critique(text)
         served, now, ops = self.served(task), self.now(), Ops()
-        ex = T.exchange_record(old, k, parsed, task, served, now)
-        exchanges = self.exchanges(old["id"]) + [ex]
+        previous = self.exchanges(old["id"])
+        ex = T.exchange_record(old, k, parsed, task, served, now, previous)
+        exchanges = previous + [ex]
         recent = [e["response"] for e in exchanges[-self.settings.profundity_window:]]
         thread = dict(old, exchanges=k, critiques=old["critiques"] + (ex["role"] == "critique"), attempt=0,
                       last_error=None, updated_at=now, profundity=round(T.profundity(recent, self.settings), 3))
@@ -140,6 +141,9 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         verdicts = [i["dedup"]["verdict"] for i in made]
         note = (f"{len(made)} insight(s) consolidated: {verdicts.count('new')} new, {verdicts.count('candidates')} "
                 f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)") if made else "the panel found no insights"
+        for key, pv, proposal in self.store.scan(f"proposals/{old['id']}/"):
+            # consolidated: the insights are the record now, the proposals working data (docs/storage.md)
+            ops.put(key, proposal, pv, working=True)
         thread = dict(old, status="extracted", insight_ids=[i["id"] for i in made], attempt=0, last_error=None,
                       extraction_note=(old.get("extraction_note") + "; " if old.get("extraction_note") else "") + note,
                       updated_at=now)

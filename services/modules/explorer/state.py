@@ -33,8 +33,9 @@ class Ops:
     def __init__(self):
         self.ops = []
 
-    def put(self, key: str, value, version: int) -> None:
-        self.ops.append(Store.put(key, value, if_version=version))
+    def put(self, key: str, value, version: int, working: bool = False) -> None:
+        """``working``: working data, deleted by the broker after ``broker.working_retention``."""
+        self.ops.append(Store.put(key, value, if_version=version, working=working))
 
     def submit(self, *specs) -> None:
         for spec in specs:
