@@ -109,12 +109,41 @@ def seeds_add(text, kind, priority, tags, sid):
 @click.option("--type", "kind", type=click.Choice(["axiom", "conjecture", "question"]), default=None)
 @json_option
 def seeds_ls(kind):
-    """List seeds with their thread counts."""
-    rows = [s for s in _scan("seeds/") if kind is None or s.get("type") == kind]
+    """List seeds with their thread counts, and whether the explorer paused one (its threads kept giving
+    unusable answers) or holds its tasks back (its hourly budget is used up)."""
+    from services.modules.explorer import pacing as PC
+    paces = {p.get("seed_id"): PC.current(p, p.get("seed_id"), _now()) for p in _scan("pace/")}
+    rows = []
+    for s in _scan("seeds/"):
+        if kind is not None and s.get("type") != kind:
+            continue
+        pace = paces.get(s["id"]) or {}
+        held = len(pace.get("held") or {})
+        rows.append(dict(s, paused=bool(pace.get("paused")), pause_reason=pace.get("pause_reason"), held=held,
+                         held_reason=PC.budget_note(pace, pace.get("limit", 0)) if held else None))
     counts = {}
     for t in _scan("threads/"):
         counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
     out({"seeds": rows, "threads": counts}, lambda d: V.seeds_text(d["seeds"], d["threads"]))
+
+
+@seeds.command("resume")
+@click.argument("seed_id")
+@json_option
+def seeds_resume(seed_id):
+    """Let the explorer start threads on a seed it paused (its threads kept giving unusable answers)."""
+    from services.modules.explorer import model as M
+    from services.modules.explorer import pacing as PC
+    _must(M.seed_key(seed_id), "seed", seed_id)
+
+    def write(state):
+        version, pace = state
+        if not (pace or {}).get("paused"):
+            return [], pace
+        new = dict(pace, paused=False, pause_reason=None, paused_at=None, resumed_at=_now())
+        return [_put(PC.pace_key(seed_id), new, version)], new
+    _change(f"seed {seed_id}", lambda: _get(PC.pace_key(seed_id)), write)
+    out({"seed": seed_id, "paused": False}, f"seed {seed_id} resumed: the explorer may start threads on it again")
 
 
 @seeds.command("edit")
