@@ -51,7 +51,9 @@ past the request timeout       fail(unknown, sent=True) (unless the provider   f
                                said sent=False: its class, not sent)
 any other exception            fail(unknown, sent=True): we cannot know        failed
 reconcile -> Reply             complete (nothing re-sent)                      done
-reconcile -> None              continue to INTENT                              —
+reconcile -> None              continue to INTENT (the log line says why:      —
+                               provider.resend_note — a stateless API "may
+                               have" got it, never "never got")
 reconcile -> auth              fail(auth, sent=False)                          failed
 reconcile -> anything else     fail(unknown, sent=False): try again later      failed
 cancelled before sending       fail(transient, sent=False, retry_after=0)      cancelled
