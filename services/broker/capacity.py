@@ -136,7 +136,10 @@ class Capacity:
             log.info("storage: the disk accepts writes again (%s allocated ahead)",
                      format_size(self.allocated - hw))
             self.write_error = None
-        map_short = core.map_full or core.map_used > core.map_size - self.bcfg.headroom
+        # hysteresis: once refusing for the map, resume only when twice the headroom is free again, so
+        # that freeing a page or two does not flip the broker between taking and refusing new work
+        keep = self.bcfg.headroom * (2 if self.refusing is not None and self.write_error is None else 1)
+        map_short = core.map_full or core.map_used > core.map_size - keep
         if self.write_error is not None or not disk_ok:
             free, _ = disk_space(self.path)
             self._refuse("DISK_FULL", self.write_error or

@@ -49,8 +49,9 @@ def grows(req: protocol.Request) -> bool:
     """Whether ``req`` is new work, refused while storage is short.
 
     A module transaction that acks a result and submits nothing applies running work (its writes are
-    bounded by results already stored), so it goes on; one that submits, or writes without an ack, is
-    new work. Malformed ops are left to the handler's own BAD_ARGUMENT."""
+    bounded by results already stored), so it goes on, and so does one that only deletes or checks
+    (it frees room); one that submits, or puts without an ack, is new work. Malformed ops are left to
+    the handler's own BAD_ARGUMENT."""
     if req.cmd in GROWING:
         return True
     if req.cmd != "txn":
@@ -59,7 +60,7 @@ def grows(req: protocol.Request) -> bool:
     if not isinstance(ops, list):
         return False
     kinds = [op.get("op") for op in ops if isinstance(op, dict)]
-    return "submit" in kinds or "ack" not in kinds
+    return "submit" in kinds or ("put" in kinds and "ack" not in kinds)
 
 
 def _cid_of(frames) -> str | None:
