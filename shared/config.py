@@ -184,7 +184,10 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     defaults = BrokerConfig()
     for key, value in sec.items():
         if key in ("map_size", "headroom", "map_ceiling", "disk_reserve"):
-            kw[key] = parse_size(value)
+            try:
+                kw[key] = parse_size(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: broker.{key}: {exc}") from None
         else:
             want = type(getattr(defaults, key))
             if not isinstance(value, (int, float)) or isinstance(value, bool):
