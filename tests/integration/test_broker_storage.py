@@ -16,7 +16,7 @@ import pytest
 
 from services.broker.capacity import RECHECK
 from shared.errors import ErrorCode, FanoError
-from tests.support import BrokerProcess, short_tmpdir, wait_for, write_config
+from tests.support import BrokerProcess, run_fanoctl, short_tmpdir, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,8 @@ def refusal(fn, *args, **kw) -> FanoError | None:
 
 def test_a_full_disk_refuses_new_work_serves_running_work_and_resumes_by_itself(on_tmpfs):
     root, data, procs = on_tmpfs
-    broker = BrokerProcess(root, write_config(root, BROKER))
+    config = write_config(root, BROKER)
+    broker = BrokerProcess(root, config)
     procs.append(broker)
     broker.start()
     client = broker.client(timeout=5.0)
@@ -114,6 +115,11 @@ def test_a_full_disk_refuses_new_work_serves_running_work_and_resumes_by_itself(
             assert client.txn("explorer", [{"op": "ack", "task_id": tid}])["applied"]
         assert client.lease("w", "acct", modes=["standard"])["task"] is None   # no new work is started
         assert refusal(client.submit, "still-refused", "explorer", "ask", {}).code == ErrorCode.DISK_FULL
+        # the operator sees it: fanoctl names the code, status says what to do
+        res = run_fanoctl(config, "submit", "--key", "cli", "--module", "explorer", "--kind", "ask")
+        assert res.returncode == 1 and res.stderr.startswith("fanoctl: DISK_FULL: "), res.stderr
+        res = run_fanoctl(config, "status")
+        assert "NEW WORK REFUSED (DISK_FULL)" in res.stdout and "free disk space" in res.stdout, res.stdout
         assert broker.proc.pid == pid and broker.alive()
         # a broker (re)started on the full disk comes up and keeps its promises
         broker.kill()
