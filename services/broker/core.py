@@ -114,7 +114,10 @@ class BrokerCore:
             raw = txn.get(SAMPLES_KEY, db=self.storage.dbs["meta"])
         self._measure_map()
         self.capacity.at_start(protocol.unpack_value(raw) if raw is not None else None)
-        if failed is not None:
+        if isinstance(failed, lmdb.MapFullError):
+            self.map_full = True
+            self.capacity.after_batch(force=True)  # grows the map when it can
+        elif failed is not None:
             self.capacity.commit_failed(failed)
         return events
 

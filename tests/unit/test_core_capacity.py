@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import lmdb
 import pytest
 
 from services.broker import capacity as cap_module
@@ -175,3 +176,26 @@ def test_a_map_larger_than_the_disk_is_reported_at_start(make_core, monkeypatch,
     monkeypatch.setattr(cap_module, "disk_space", lambda path: (8 * MIB, 100 * MIB))
     make_core(broker={"map_size": "64MiB", "headroom": "256KiB", "disk_reserve": "1MiB"})
     assert "larger than the disk can hold" in caplog.text and "DISK_FULL" in caplog.text
+
+
+@pytest.mark.parametrize("error, code", [(lmdb.Error("mdb_txn_commit: Input/output error"), "DISK_FULL"),
+                                         (lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL"), "MAP_FULL")])
+def test_a_start_whose_sweep_cannot_be_written_comes_up_refusing_and_sweeps_later(make_core, monkeypatch,
+                                                                                   error, code):
+    core = make_core(broker={"map_size": "2MiB", "headroom": "256KiB", "map_ceiling": "2MiB"})
+    tid = core.submit("t")["task"]["id"]
+    lease = core.lease()
+    core.close()
+    sweep = core_module.BrokerCore._startup_sweep
+    monkeypatch.setattr(core_module.BrokerCore, "_startup_sweep",
+                        lambda self: (_ for _ in ()).throw(error))
+    core.open()  # would have crashed the broker: it comes up, refusing new work
+    assert core.core._startup_pending and storage(core)["refusing"] == code
+    expect_error(code, core.submit, "refused")
+    assert core.call("complete", id=tid, epoch=lease["epoch"], result={"text": "ok"})["state"] == "DONE"
+    monkeypatch.setattr(core_module.BrokerCore, "_startup_sweep", sweep)
+    core.core.map_full = False
+    core.clock.advance(cap_module.RECHECK)
+    core.tick()   # room again: refusing stops and the start-of-life sweep is written
+    assert not core.core._startup_pending and storage(core)["refusing"] is None
+    assert core.submit("after")["created"]
