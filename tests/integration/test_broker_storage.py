@@ -141,3 +141,17 @@ def test_a_full_disk_refuses_new_work_serves_running_work_and_resumes_by_itself(
         assert set(accepted) <= keys and {f"run-{i}" for i in range(4)} <= keys
     finally:
         client.close()
+
+
+def test_a_program_starts_when_its_lock_file_cannot_be_written(on_tmpfs):
+    from shared.service import InstanceLock, LockHeld
+    root, data, _ = on_tmpfs
+    fill_disk(data / "filler")
+    (data / "run").mkdir()
+    lock = InstanceLock(data / "run" / "broker.lock")
+    lock.acquire()  # the pid note cannot be written (ENOSPC); the lock itself is what matters
+    try:
+        with pytest.raises(LockHeld):
+            InstanceLock(data / "run" / "broker.lock").acquire()
+    finally:
+        lock.release()
