@@ -131,6 +131,10 @@ class Capacity:
             grown = self._grow(hw, due)
         if grown or (core.map_full and due) or (self.refusing == "MAP_FULL" and due):
             core._measure_map()
+            if core.map_full and due and core.map_used <= core.map_size - 2 * self.bcfg.headroom:
+                # an MDB_MAP_FULL at the ceiling, and pages have been freed since (deletes, compaction):
+                # let new work try again (a request that still does not fit is refused on its own)
+                core.map_full = False
         disk_ok = self._allocate(hw, retry=due)
         if due and self.write_error is not None and disk_ok:
             log.info("storage: the disk accepts writes again (%s allocated ahead)",

@@ -141,6 +141,13 @@ def test_freeing_module_data_resumes_new_work_by_itself(make_core):
     for key in keys:
         core.call("txn", module="explorer", ops=[{"op": "delete", "key": key}])
     assert storage(core)["refusing"] is None
+    # an MDB_MAP_FULL at the ceiling (e.g. no run of free pages long enough for one large value) refuses
+    # new work too, until a re-check finds the map has room
+    core.core.map_full = True
+    core.tick()
+    expect_error("MAP_FULL", core.submit, "after-map-full")
+    core.clock.advance(cap_module.RECHECK)
+    core.tick()
     assert core.submit("after-delete", payload=blob())["created"]
 
 
@@ -178,10 +185,8 @@ def test_a_map_larger_than_the_disk_is_reported_at_start(make_core, monkeypatch,
     assert "larger than the disk can hold" in caplog.text and "DISK_FULL" in caplog.text
 
 
-@pytest.mark.parametrize("error, code", [(lmdb.Error("mdb_txn_commit: Input/output error"), "DISK_FULL"),
-                                         (lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL"), "MAP_FULL")])
-def test_a_start_whose_sweep_cannot_be_written_comes_up_refusing_and_sweeps_later(make_core, monkeypatch,
-                                                                                   error, code):
+def test_a_start_whose_sweep_cannot_be_written_comes_up_refusing_and_sweeps_later(make_core, monkeypatch):
+    error, code = lmdb.Error("mdb_txn_commit: Input/output error"), "DISK_FULL"
     core = make_core(broker={"map_size": "2MiB", "headroom": "256KiB", "map_ceiling": "2MiB"})
     tid = core.submit("t")["task"]["id"]
     lease = core.lease()
@@ -199,3 +204,22 @@ def test_a_start_whose_sweep_cannot_be_written_comes_up_refusing_and_sweeps_late
     core.tick()   # room again: refusing stops and the start-of-life sweep is written
     assert not core.core._startup_pending and storage(core)["refusing"] is None
     assert core.submit("after")["created"]
+
+
+def test_a_start_whose_sweep_finds_the_map_full_rechecks_the_map_at_once(make_core, monkeypatch):
+    core = make_core(broker={"map_size": "2MiB", "headroom": "256KiB", "map_ceiling": "2MiB"})
+    core.close()
+    sweep = core_module.BrokerCore._startup_sweep
+    calls = []
+
+    def full_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")
+        return sweep(self)
+    monkeypatch.setattr(core_module.BrokerCore, "_startup_sweep", full_once)
+    core.open()
+    # the map turned out to have room (free pages): not refusing, and the sweep is written at the next batch
+    assert core.core.capacity.refusing is None and core.core._startup_pending
+    core.tick()
+    assert not core.core._startup_pending and len(calls) == 2
