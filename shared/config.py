@@ -57,7 +57,7 @@ class BrokerConfig:
     # the map and as disk blocks allocated ahead of use in data.mdb (services/broker/capacity.py)
     headroom: int = 32 * 1024**2
     map_ceiling: int = 64 * 1024**3   # the map grows by itself (doubling) up to this, and what the disk allows
-    disk_reserve: int = 1024**3       # free disk space the map's growth leaves to everything else
+    disk_reserve: int = 1024**3       # free disk space the broker leaves to everything else (logs, transcripts)
     max_batch: int = 256              # requests folded into one group commit
     lease_ttl: float = 60.0           # default lease length, seconds (monotonic)
     max_lease_ttl: float = 3 * 3600.0

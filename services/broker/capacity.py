@@ -11,7 +11,8 @@ Three limits, checked after every batch (:meth:`Capacity.after_batch`, no transa
 * **the disk**: LMDB (without ``writemap``) writes pages with ``pwrite`` and extends ``data.mdb`` as it
   goes; on a full disk that fails at commit (LMDB reports ENOSPC as EIO). So the data file's blocks are
   allocated ahead of use with ``posix_fallocate``: between 2 and 3 x ``headroom`` past the high-water
-  mark (never past the map). Commits that land in allocated blocks cannot hit ENOSPC (on filesystems
+  mark (never past the map), as long as that leaves ``broker.disk_reserve`` free for everything else
+  (logs, transcripts, the exported document). Commits that land in allocated blocks cannot hit ENOSPC (on filesystems
   that allocate in place: ext4, xfs, tmpfs; not on copy-on-write ones such as btrfs or ZFS). When
   the allocation cannot be topped up, or a commit fails with a write error anyway, new work is refused
   with ``DISK_FULL`` while what remains of the allocation serves running work.
@@ -148,7 +149,8 @@ class Capacity:
             free, _ = disk_space(self.path)
             self._refuse("DISK_FULL", self.write_error or
                          f"the disk holding {self.path} has {format_size(free)} free, too little to keep "
-                         f"{format_size(2 * self.bcfg.headroom)} allocated ahead for running work")
+                         f"{format_size(2 * self.bcfg.headroom)} allocated ahead for running work and leave "
+                         f"{format_size(self.bcfg.disk_reserve)} to others (broker.disk_reserve)")
         elif map_short and core.map_size >= self.bcfg.map_ceiling:
             self._refuse("MAP_FULL", f"the map is at its ceiling (broker.map_ceiling = "
                          f"{format_size(self.bcfg.map_ceiling)})")
@@ -234,7 +236,8 @@ class Capacity:
     def _allocate(self, hw: int, retry: bool) -> bool:
         """Keep 2..3 x headroom of data.mdb allocated past the high-water mark (capped by the map).
 
-        False when that room cannot be had (the disk is full); the allocation already made stays.
+        False when that room cannot be had without leaving less than ``disk_reserve`` free on the disk
+        (or the disk is full); the allocation already made stays.
         """
         if not self.can_allocate:
             return True
@@ -244,7 +247,11 @@ class Capacity:
             return True
         if not retry and self.refusing == "DISK_FULL":
             return False  # a failed top-up is retried at the next re-check, not every batch
+        free, _ = disk_space(self.path)
+        on_disk = self.file_size()
         for want in (min(size, hw + 3 * self.bcfg.headroom), min(size, hw + room)):
+            if want > on_disk and free - (want - on_disk) < self.bcfg.disk_reserve:
+                continue  # it would eat into what is left to others: refuse new work first
             try:
                 fd = os.open(self.path / "data.mdb", os.O_RDWR)
             except OSError:

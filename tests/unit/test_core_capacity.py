@@ -223,3 +223,22 @@ def test_a_start_whose_sweep_finds_the_map_full_rechecks_the_map_at_once(make_co
     assert core.core.capacity.refusing is None and core.core._startup_pending
     core.tick()
     assert not core.core._startup_pending and len(calls) == 2
+
+
+def test_new_work_is_refused_before_the_disk_reserve_is_eaten(make_core, monkeypatch):
+    # the map has room; the disk has some, but allocating ahead would leave less than disk_reserve
+    core = make_core(broker={"map_size": "64MiB", "headroom": "256KiB", "map_ceiling": "64MiB",
+                             "disk_reserve": "2MiB"})
+    disk = {"bytes": 2 * MIB + 3 * MIB}  # what the data file and the free space share: 3 MiB past the reserve
+    data_file = core.core.storage.path / "data.mdb"
+    monkeypatch.setattr(cap_module, "disk_space",
+                        lambda path: (disk["bytes"] - data_file.stat().st_size, 100 * MIB))
+    _, refusal = submit_until_refused(core)
+    assert refusal.name == "DISK_FULL" and "disk_reserve" in refusal.message, refusal
+    # far from the map's end, and the reserve is still free: it is the reserve that stopped new work
+    assert core.core.map_used < 4 * MIB
+    assert cap_module.disk_space(None)[0] >= 2 * MIB
+    disk["bytes"] = 100 * MIB
+    core.clock.advance(cap_module.RECHECK)
+    core.tick()
+    assert core.submit("after", payload=blob())["created"]
