@@ -34,6 +34,7 @@ import logging
 import os
 
 from shared.config import format_size
+from shared.protocol import unpack_value
 
 from services.broker import schema as S
 
@@ -53,6 +54,25 @@ def disk_space(path) -> tuple[int, int]:
     """(bytes an unprivileged writer may still use, total bytes) on the filesystem holding ``path``."""
     fs = os.statvfs(path)
     return fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+
+
+def _valid_samples(packed: bytes | None) -> list[list[float]]:
+    """The stored samples, or none if what ``meta`` holds is not a list of [time, bytes] (figures only:
+    a damaged value must not stop the broker from starting)."""
+    try:
+        raw = unpack_value(packed) if packed is not None else None
+    except Exception:  # noqa: BLE001 - msgpack raises several kinds for damaged bytes
+        raw = False
+    if not isinstance(raw, list):
+        if raw is not None:
+            log.warning("storage: ignoring unreadable storage samples in meta")
+        return []
+    out = []
+    for s in raw:
+        if (isinstance(s, (list, tuple)) and len(s) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s)):
+            out.append([float(s[0]), int(s[1])])
+    return out
 
 
 class Capacity:
@@ -98,9 +118,10 @@ class Capacity:
 
     # --- start --------------------------------------------------------------------------------------------
 
-    def at_start(self, samples: list | None) -> None:
-        """Check the map against the disk, allocate ahead, say what the limits are."""
-        self.samples = [list(s) for s in samples or []][-MAX_SAMPLES:]
+    def at_start(self, samples: bytes | None) -> None:
+        """Check the map against the disk, allocate ahead, say what the limits are (``samples``: the
+        packed ``storage_samples`` value from ``meta``)."""
+        self.samples = _valid_samples(samples)[-MAX_SAMPLES:]
         free, total = disk_space(self.path)
         size, allows = self.core.map_size, self.disk_allows()
         log.info("storage: map %s (grows by itself up to %s), data.mdb %s, disk %s free of %s in %s "

@@ -113,7 +113,7 @@ class BrokerCore:
         with self.env.begin() as txn:
             raw = txn.get(SAMPLES_KEY, db=self.storage.dbs["meta"])
         self._measure_map()
-        self.capacity.at_start(protocol.unpack_value(raw) if raw is not None else None)
+        self.capacity.at_start(bytes(raw) if raw is not None else None)
         if isinstance(failed, lmdb.MapFullError):
             self.map_full = True
             self.capacity.after_batch(force=True)  # grows the map when it can

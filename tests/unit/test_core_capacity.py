@@ -242,3 +242,18 @@ def test_new_work_is_refused_before_the_disk_reserve_is_eaten(make_core, monkeyp
     core.clock.advance(cap_module.RECHECK)
     core.tick()
     assert core.submit("after", payload=blob())["created"]
+
+
+@pytest.mark.parametrize("stored", [b"\xc1", {"a": 1}, [[1, 2, 3], "x", [1.0, 2]]])
+def test_damaged_storage_samples_do_not_stop_the_broker(make_core, stored):
+    from shared.protocol import pack_value
+    core = make_core()
+    core.close()
+    env = lmdb.open(str(core.cfg.data_dir / "broker"), max_dbs=30)
+    with env.begin(write=True) as txn:
+        meta = env.open_db(b"meta", txn=txn)
+        txn.put(cap_module.SAMPLES_KEY, stored if isinstance(stored, bytes) else pack_value(stored), db=meta)
+    env.close()
+    core.open()
+    assert core.core.capacity.samples in ([], [[1.0, 2]])
+    assert core.submit("ok")["created"]
