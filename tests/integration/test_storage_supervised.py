@@ -192,3 +192,32 @@ def test_a_full_disk_backs_everyone_off_and_the_research_resumes_when_space_is_f
             assert "accepting new work again" in log_of(tree, "broker")
         finally:
             client.close()
+
+
+def test_a_program_that_can_never_start_still_ends_fatal_and_visible():
+    # the other half of supervisord.conf's settings: a configuration error does not pass by itself, so
+    # the program exits at once (ExitCode.CONFIG) every time and supervisord gives up on it, visibly,
+    # while the rest of the tree runs
+    root = short_tmpdir("fx")
+    cfg = root / "fano.toml"
+    cfg.write_text(TREE_PATHS.format(root=root) + TREE + "\n[modules.explorer]\nno_such_setting = 1\n")
+    tree = Tree(root, cfg, scale=1.0)
+    orphans = []
+    try:
+        try:
+            tree.start()
+        except RuntimeError:
+            pass  # not everything came up: that is the point
+
+        def states():
+            return {p["name"]: p["statename"] for p in tree.programs()}
+        wait_for(lambda: states()["module-explorer"] == "FATAL", 90, interval=0.5,
+                 what="the misconfigured explorer to end FATAL")
+        others = {name: state for name, state in states().items() if name != "module-explorer"}
+        assert set(others.values()) == {"RUNNING"}, others
+        assert "unknown key 'no_such_setting'" in log_of(tree, "module-explorer")
+    finally:
+        if getattr(tree, "_proc", None) is not None:
+            orphans = tree.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert orphans == [], f"processes left after the stop: {orphans}"
