@@ -112,10 +112,6 @@ class Capacity:
         free, _ = disk_space(self.path)
         return self.file_size() + max(0, free - self.bcfg.disk_reserve)
 
-    def limit(self) -> int:
-        """What the map can reach: the ceiling, or less if the disk cannot hold that much."""
-        return max(self.core.map_size, min(self.bcfg.map_ceiling, self.disk_allows()))
-
     # --- start --------------------------------------------------------------------------------------------
 
     def at_start(self, samples: bytes | None) -> None:
