@@ -191,14 +191,17 @@ class BrokerCore:
         self.batches += 1
         self.requests += len(messages)
         for attempt in range(2):
+            errors_before = Counter(self.errors)
             try:
                 out = self._batch(messages)
             except lmdb.MapFullError:
+                self.errors = errors_before  # nothing of the attempt happened: its error replies neither
                 self.map_full = True
                 log.error("database map full at commit; batch of %d rolled back%s", len(messages),
                           "" if attempt else ", run again refusing new work")
                 self.capacity.after_batch(force=True)  # grows the map when it can
             except lmdb.Error as exc:  # a write error at commit: ENOSPC shows up as EIO
+                self.errors = errors_before
                 log.error("commit failed (%s); batch of %d rolled back%s", exc, len(messages),
                           "" if attempt else ", run again refusing new work")
                 self._check_env()
