@@ -17,7 +17,7 @@ Three limits, checked after every batch (:meth:`Capacity.after_batch`, no transa
   the allocation cannot be topped up, or a commit fails with a write error anyway, new work is refused
   with ``DISK_FULL`` while what remains of the allocation serves running work.
 * **refusing** (``refusing`` is ``None``, ``"MAP_FULL"`` or ``"DISK_FULL"``): submissions, retries, quota
-  changes, leases of new work and module transactions that submit or write without acking a result
+  changes, leases of new work and module transactions that submit, or put without acking a result
   are refused (``services/broker/core.py`` decides per request); reads, acks, completions, failures,
   refusals and cancels go on. Every :data:`RECHECK` seconds the limits are checked again (the map
   re-measured, growth and the allocation retried), so the broker resumes by itself when space appears.

@@ -34,7 +34,7 @@ HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **
 # commands that start new work or make the database grow: refused while storage is short (see
 # services/broker/capacity.py). Completions, failures, cancels, acks and reads keep working so that
 # running work can finish and the operator can see what happens. A module transaction is refused only
-# when it submits or writes without acking a result (:func:`grows`); a lease gets an empty answer.
+# when it submits, or puts without acking a result (:func:`grows`); a lease gets an empty answer.
 GROWING = frozenset({"submit", "quota_set", "retry"})
 # world seconds a lease refused for want of storage tells the scheduler to wait (it re-asks then)
 STORAGE_LEASE_WAIT = 30.0
