@@ -45,10 +45,19 @@ def format_size(n: int | float) -> str:
     return f"{value:.1f} TiB"
 
 
+# the largest map the broker will mmap (services/broker/core.py MAX_MAP_SIZE is the same bound): past it
+# mmap fails, and far below it a map larger than the disk only turns a clean refusal into write errors
+MAX_MAP_CEILING = 1 << 40
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    map_size: int = 1024**3
-    headroom: int = 32 * 1024**2      # keep this much of the map free for completions and reads
+    map_size: int = 1024**3           # the map at first start; it grows by itself up to map_ceiling
+    # kept free for running work (acks, completions, failures, cancels) once new work is refused, both in
+    # the map and as disk blocks allocated ahead of use in data.mdb (services/broker/capacity.py)
+    headroom: int = 32 * 1024**2
+    map_ceiling: int = 64 * 1024**3   # the map grows by itself (doubling) up to this, and what the disk allows
+    disk_reserve: int = 1024**3       # free disk space the broker leaves to everything else (logs, transcripts)
     max_batch: int = 256              # requests folded into one group commit
     lease_ttl: float = 60.0           # default lease length, seconds (monotonic)
     max_lease_ttl: float = 3 * 3600.0
@@ -177,8 +186,11 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     kw = {}
     defaults = BrokerConfig()
     for key, value in sec.items():
-        if key in ("map_size", "headroom"):
-            kw[key] = parse_size(value)
+        if key in ("map_size", "headroom", "map_ceiling", "disk_reserve"):
+            try:
+                kw[key] = parse_size(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: broker.{key}: {exc}") from None
         else:
             want = type(getattr(defaults, key))
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -189,6 +201,11 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
         raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
     if cfg.working_retention < 0:
         raise ConfigError(f"{where}: broker.working_retention must be >= 0 seconds (0 = keep forever)")
+    if cfg.map_ceiling < cfg.map_size:
+        raise ConfigError(f"{where}: broker.map_ceiling ({format_size(cfg.map_ceiling)}) must not be below "
+                          f"broker.map_size ({format_size(cfg.map_size)})")
+    if cfg.map_ceiling > MAX_MAP_CEILING:
+        raise ConfigError(f"{where}: broker.map_ceiling must be at most {format_size(MAX_MAP_CEILING)}")
     return cfg
 
 
