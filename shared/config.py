@@ -81,6 +81,11 @@ DEFAULT_BASE_PRIORITIES = {
 }
 
 
+# an ask is the operator waiting at a terminal: far above anything research can reach (base <= 70, seed
+# priority <= 10 x 10, aging <= 20, module weights and backlog boosts of a few tens)
+DEFAULT_MODULE_WEIGHTS = {"adhoc": 1000.0}
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """Dynamic priority = base(kind) + module weight + min(aging_cap, aging_per_hour * hours waiting)
@@ -88,7 +93,9 @@ class SchedulerConfig:
 
     base_priorities: dict = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
     default_base: int = 50
-    module_weights: dict = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
+    # module -> additive weight (run-time adjustable). A configured table is merged over these defaults:
+    # operator asks (module ``adhoc``) outrank every research task, so an ask gets its account's next slot
+    module_weights: dict = field(default_factory=lambda: dict(DEFAULT_MODULE_WEIGHTS))
     aging_per_hour: float = 2.0
     aging_cap: float = 20.0
     seed_weight: float = 10.0
@@ -98,6 +105,10 @@ class SchedulerConfig:
     backlog_boosts: dict = field(default_factory=dict)
     lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
     assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
+    # world seconds a conversation turn waits while the account holding its conversation cannot run it
+    # (quota window used up, cooling down, paused, offline) before another account it allows may continue
+    # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
+    conversation_handoff: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -197,11 +208,15 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
                 raise ConfigError(f"{where}: scheduler.{key} must be a table")
             if key == "base_priorities":
                 value = {**DEFAULT_BASE_PRIORITIES, **value}
+            elif key == "module_weights":
+                value = {**DEFAULT_MODULE_WEIGHTS, **value}
             kw[key] = dict(value)
         elif not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: scheduler.{key} must be a number")
         else:
             kw[key] = want(value)
+    if kw.get("conversation_handoff", 0.0) < 0:
+        raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
     return SchedulerConfig(**kw)
 
 
