@@ -7,9 +7,10 @@ sit idle. So the lease transaction lets another account take the turn, and moves
 when all of these hold (:func:`check`):
 
 * ``[scheduler] conversation_handoff`` (world seconds, T) is not 0;
-* no turn of the conversation is in flight (checked by the caller first), and the task has no unknown turn
+* no turn of the conversation is in flight (checked by the caller first), and neither this task nor another
+  turn of the conversation (``rec["unknown"]``, kept by services/broker/ops_lease.py) has an unknown turn
   still held for its account to reconcile (``[broker] unknown_turn_hold``: a turn whose outcome is unknown
-  is never re-sent elsewhere before that account had its time to reconcile it);
+  is never re-sent elsewhere, nor its conversation moved, before that account had its time to reconcile it);
 * the task has waited at least T since it last became PENDING (``pending_since``; its ``not_before`` if
   later: a backoff is not waiting for the account);
 * the holding account cannot run it now (:func:`blocked`): it is paused, or every mode the task accepts
@@ -97,15 +98,19 @@ def _blocked(tx: Tx, account: str, task: dict, after: float) -> str | None:
     return None
 
 
-def check(tx: Tx, task: dict, holder: str, cache: dict | None = None) -> tuple[bool, str]:
-    """May ``task`` leave ``holder`` (the account its conversation lives on) now? ``(ok, why)``: on
-    success ``why`` says why the conversation moves, else why it does not (for the lease's reason)."""
+def check(tx: Tx, task: dict, rec: dict, cache: dict | None = None) -> tuple[bool, str]:
+    """May ``task`` take its conversation (record ``rec``) away from the account it lives on now?
+    ``(ok, why)``: on success ``why`` says why the conversation moves, else why not (the lease's reason)."""
+    holder = rec["account"]
     after = tx.handoff_after
     if after <= 0:
         return False, "conversation hand-off is off (scheduler.conversation_handoff = 0)"
     unknown = task.get("unknown_turn")
     if unknown and not (unknown.get("until") is not None and tx.now >= unknown["until"]):
         return False, f"its attempt {unknown.get('attempt')} has an unknown outcome on {unknown.get('account')}"
+    other = rec.get("unknown")
+    if other and other.get("task") != task["id"] and not (other.get("until") is not None and tx.now >= other["until"]):
+        return False, f"its turn task {other['task']} has an unknown outcome on {other.get('account')}"
     due = waiting_since(task) + after
     if tx.now < due:
         return False, f"it may be handed off from {tx.now - waiting_since(task):.0f}s of {after:.0f}s waiting"

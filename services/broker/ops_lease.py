@@ -83,7 +83,7 @@ class _Fit:
             if rec.get("inflight") not in (None, task["id"]):
                 return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
             if rec.get("account") and rec["account"] != w["account"]:
-                moves, why = handoff.check(self.tx, task, rec["account"], self.blocked)
+                moves, why = handoff.check(self.tx, task, rec, self.blocked)
                 if not moves:
                     return None, f"conversation {conv} lives on account {rec['account']} ({why})"
                 self.handoffs[task["id"]] = (rec["account"], why)
@@ -203,6 +203,13 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
     if rec and rec.get("inflight") == task["id"]:
         rec["inflight"] = None
         rec["turns"] = rec.get("turns", 0) + (1 if done else 0)
+        # a turn left unknown keeps the conversation on its account until reconciled or its hold lapses
+        # (services/broker/ops_handoff.py): noted here, since other turns of it are other tasks
+        unknown = task.get("unknown_turn")
+        if unknown:
+            rec["unknown"] = {"task": task["id"], "account": unknown["account"], "until": unknown.get("until")}
+        elif (rec.get("unknown") or {}).get("task") == task["id"]:
+            del rec["unknown"]
         # a web conversation's page (DESIGN.md §7): kept with the conversation for the operator; the
         # account's worker also records it the moment it exists, to reopen and reconcile a turn
         meta = result.get("meta") if isinstance(result, dict) else None

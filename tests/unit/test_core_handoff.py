@@ -144,3 +144,23 @@ def test_handoff_off_with_zero(make_core):
     core.clock.advance(100 * T)
     out = core.lease(worker="backend-cla", account="cla")
     assert out["task"] is None and "hand-off is off" in out["reason"]
+
+
+def test_another_turn_left_unknown_keeps_the_conversation_where_it_is(h):
+    t1 = h.submit("cv#1", requires=CONV, priority=90)["task"]["id"]
+    t2 = h.submit("cv#2", requires=CONV)["task"]["id"]
+    h.call("quota_reset", account="gem", mode="standard", usage=True, spec=False)
+    lease = h.lease(worker="backend-gem", account="gem")
+    assert lease["task"]["id"] == t1
+    h.call("turn_begin", id=t1, epoch=lease["epoch"])
+    h.clock.advance(61)                 # the worker died mid-request: the lease expires, the turn is unknown
+    h.tick()
+    assert h.get(t2)["conversation"]["unknown"]["task"] == t1
+    h.call("account_pause", account="gem", reason="frozen")
+    h.clock.advance(T)
+    h.tick()
+    out = h.lease(worker="backend-cla", account="cla", task_id=t2)
+    assert out["task"] is None and f"turn task {t1} has an unknown outcome on gem" in out["reason"]
+    h.call("cancel", id=t1)             # the operator gives up on that turn: the conversation may move
+    assert "unknown" not in h.get(t2)["conversation"]
+    assert h.lease(worker="backend-cla", account="cla")["task"]["id"] == t2
