@@ -74,16 +74,15 @@ DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
     "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
-    "generate_questions": 35, "extract_findings": 40, "ask": 60,
+    "generate_questions": 35, "extract_findings": 40,
+    # an operator's `fanoctl ask` (module adhoc): someone waits at a terminal, so it takes its account's next
+    # free slot, far above anything research reaches (base <= 70, seed priority <= 10 x 10, aging <= 20,
+    # module weights and backlog boosts of a few tens)
+    "ask": 1000,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
     # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
     "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
 }
-
-
-# an ask is the operator waiting at a terminal: far above anything research can reach (base <= 70, seed
-# priority <= 10 x 10, aging <= 20, module weights and backlog boosts of a few tens)
-DEFAULT_MODULE_WEIGHTS = {"adhoc": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -93,9 +92,7 @@ class SchedulerConfig:
 
     base_priorities: dict = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
     default_base: int = 50
-    # module -> additive weight (run-time adjustable). A configured table is merged over these defaults:
-    # operator asks (module ``adhoc``) outrank every research task, so an ask gets its account's next slot
-    module_weights: dict = field(default_factory=lambda: dict(DEFAULT_MODULE_WEIGHTS))
+    module_weights: dict = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
     aging_per_hour: float = 2.0
     aging_cap: float = 20.0
     seed_weight: float = 10.0
@@ -208,8 +205,6 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
                 raise ConfigError(f"{where}: scheduler.{key} must be a table")
             if key == "base_priorities":
                 value = {**DEFAULT_BASE_PRIORITIES, **value}
-            elif key == "module_weights":
-                value = {**DEFAULT_MODULE_WEIGHTS, **value}
             kw[key] = dict(value)
         elif not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: scheduler.{key} must be a number")

@@ -131,4 +131,4 @@ def test_an_ask_bound_to_an_account_gets_its_next_slot_ahead_of_a_deep_explore_b
     ready(core, W1, "a1")
     assert assigns(core) == [(W1, 99)]
     terms = queries.why(core, 1)["terms"]
-    assert terms["total"] < core.model.weights["adhoc"]
+    assert terms["total"] < queries.why(core, 99)["terms"]["base"]
