@@ -322,7 +322,7 @@ def why_untracked(core, tid: int, rec: dict | None) -> dict:
         "RUNNING": f"running on {lease.get('account')} ({lease.get('mode')}) by {lease.get('worker')}",
         "DONE": "done",
         "PARKED": f"parked after {rec.get('attempts')} attempt(s): {str(error.get('message', ''))[:200]}",
-        "PAUSED": "paused by the operator (fanoctl task resume)",
+        "PAUSED": f"paused by the operator (`fanoctl queue resume {tid}` puts it back in the queue)",
         "CANCELLED": "cancelled",
         "PENDING": "pending, but the scheduler has not seen it yet (events are on their way)",
     }

@@ -132,3 +132,29 @@ def test_an_ask_bound_to_an_account_gets_its_next_slot_ahead_of_a_deep_explore_b
     assert assigns(core) == [(W1, 99)]
     terms = queries.why(core, 1)["terms"]
     assert terms["total"] < queries.why(core, 99)["terms"]["base"]
+
+
+# --- queue why names every way a task waits ---------------------------------------------------------------
+
+def test_why_names_backoff_declines_unknown_turns_missing_modes_and_operator_pauses():
+    core = make_core(accounts=TWO)
+    submitted(core, 1, not_before=T0 + 600)
+    assert "retry backoff" in queries.why(core, 1)["line"]
+    submitted(core, 2, kind="x.ask")
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 2)]
+    done(core, W1, 2, outcome="declined", account="a1", message="task 2 is RUNNING")
+    line = queries.why(core, 2)["line"]
+    assert "sitting out" in line and "declined" in line
+    submitted(core, 3, unknown_account="a2", kind="x.review")
+    core.tasks[3].unknown_until = T0 + 1800
+    line = queries.why(core, 3)["line"]
+    assert "unknown outcome on a2: only a2 may run it" in line and "then any account may" in line
+    submitted(core, 4, requires={"mode": "deep"})
+    assert "offers no deep mode" in queries.why(core, 4)["line"]
+    paused = queries.why_untracked(core, 5, {"id": 5, "state": "PAUSED"})
+    assert "fanoctl queue resume 5" in paused["line"]
+    submitted(core, 6, requires={"conversation": "c"}, kind="explorer.explore")
+    running(core, 6, account="a2")
+    submitted(core, 7, requires={"conversation": "c"}, kind="explorer.explore")
+    assert "waiting for task 6, the turn of conversation c in flight" in queries.why(core, 7)["line"]
