@@ -117,6 +117,7 @@ class SchedulerCore:
         self.missing: set[int] = set()      # ids to refresh with a broker `get`
         # (world time, task id, account): re-check a turn's hand-off (account "") or an account's turns
         self.handoff_checks: list[tuple[float, int, str]] = []
+        self.handoff_at: dict[int, float] = {}   # task id -> its pending check (one heap entry per time)
         self.accounts.reset()
         self.placement.reset()
 
@@ -191,7 +192,9 @@ class SchedulerCore:
             return None   # another turn of it is unknown: the conversation stays until that is reconciled
         due = max(t.pending_since or t.created, t.not_before) + after
         if world < due:
-            heapq.heappush(self.handoff_checks, (due, t.id, ""))
+            if self.handoff_at.get(t.id) != due:   # a task is placed again and again: one timer per due time
+                self.handoff_at[t.id] = due
+                heapq.heappush(self.handoff_checks, (due, t.id, ""))
             return None
         return holder if self.blocked_reason(holder, t, world) else None
 
@@ -241,6 +244,7 @@ class SchedulerCore:
     def _untrack(self, tid: int) -> QTask | None:
         t = self.tasks.pop(tid, None)
         self.assigned.pop(tid, None)
+        self.handoff_at.pop(tid, None)
         self.placement.forget(tid)
         if t is None:
             return None
@@ -561,10 +565,13 @@ class SchedulerCore:
                 # been lost, and it said ready, so it is offered work again
                 w.set_state("idle", None, mono)
         while self.handoff_checks and self.handoff_checks[0][0] <= world:
-            _, tid, account = heapq.heappop(self.handoff_checks)
+            when, tid, account = heapq.heappop(self.handoff_checks)
             if account:
                 self._recheck_handoffs(account)
                 continue
+            if self.handoff_at.get(tid) != when:
+                continue   # superseded (or the task is gone)
+            del self.handoff_at[tid]
             t = self.tasks.get(tid)
             if t is not None and tid in self.queue:
                 self._place(t)
