@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from cli.render import show_text
+
 from tests.unit.corehelp import make_core  # noqa: F401  (fixture)
 
 T = 900.0   # [scheduler] conversation_handoff default
@@ -47,6 +49,8 @@ def test_a_turn_bound_to_an_exhausted_account_moves_after_the_handoff_time_not_b
     assert entry["from"] == "gem" and entry["to"] == "cla" and entry["task"] == t1 and entry["turn"] == 1
     assert "quota 1/1" in entry["why"] and entry["at"] == h.clock.world()
     assert "handed off from gem" in task["history"][-1]["why"] and task["history"][-1]["to"] == "RUNNING"
+    shown = show_text(task, h.clock.world())          # what `fanoctl queue show` prints
+    assert "conversation hand-offs:" in shown and "quota 1/1" in shown.split("conversation hand-offs:")[1]
     running = [e for e in h.events if e["type"] == "task.running" and e["id"] == t1][-1]
     assert running["account"] == "cla" and running["handoff"]["from"] == "gem"
     assert any(e["type"] == "conversation.handoff" and e["to"] == "cla" for e in h.events)
