@@ -21,6 +21,11 @@ the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it.
 frozen or gone must not keep the task from every other account; past it, another account may run it (a
 new request there; the old turn stays unknown in the history).
 
+Conversations (DESIGN.md §7): a turn's lease binds its conversation to the leasing account (the first) or
+must come from that account — unless the conversation is handed off to the leasing account in this same
+transaction, because the account it lives on has been unable to run the turn for ``[scheduler]
+conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most one turn is in flight.
+
 ``fail`` error classes (DESIGN.md §10) and what the broker does:
 
 =========  ==========================================================================================
