@@ -550,7 +550,8 @@ class SchedulerCore:
         """Timers (due tasks, liveness, assignment timeouts, heartbeats), then assign to idle workers."""
         mono, world = self.clock.mono(), self.clock.world()
         self.queue.advance(world)
-        self.accounts.prune(world)
+        for account in self.accounts.prune(world):
+            self._recheck_handoffs(account)   # its block ended: turns proposed to leave it stay after all
         self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
         for w in self.workers.expired(mono):
             self._forget(w, f"silent for {mono - w.last_seen:.1f}s")

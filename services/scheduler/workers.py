@@ -246,7 +246,11 @@ class Accounts:
         times = [u for u, _ in self.cooldowns.values() if u > now] + [u for u, _ in self.blocks.values() if u > now]
         return min(times, default=None)
 
-    def prune(self, now: float) -> None:
+    def prune(self, now: float) -> set[str]:
+        """Drop expired cool-downs and blocks; returns the accounts that had one (they may run more now)."""
+        freed = set()
         for table in (self.cooldowns, self.blocks):
             for key in [k for k, (u, _) in table.items() if u <= now]:
                 del table[key]
+                freed.add(key[0])
+        return freed

@@ -158,3 +158,17 @@ def test_why_names_backoff_declines_unknown_turns_missing_modes_and_operator_pau
     running(core, 6, account="a2")
     submitted(core, 7, requires={"conversation": "c"}, kind="explorer.explore")
     assert "waiting for task 6, the turn of conversation c in flight" in queries.why(core, 7)["line"]
+
+
+def test_a_proposal_is_withdrawn_when_the_block_ends():
+    core = make_core(accounts=TWO)
+    turn(core, 1)
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    done(core, W1, 1, outcome="declined", account="a1", message="quota", retry_at=T0 + 2 * HANDOFF)
+    advance(core, HANDOFF, W1)
+    core.tick()
+    assert core.tasks[1].handoff == "a1"
+    advance(core, HANDOFF, W1)            # a1's window has room again: the conversation stays with it
+    core.tick()
+    assert core.tasks[1].handoff is None
