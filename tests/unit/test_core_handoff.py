@@ -168,3 +168,13 @@ def test_another_turn_left_unknown_keeps_the_conversation_where_it_is(h):
     h.call("cancel", id=t1)             # the operator gives up on that turn: the conversation may move
     assert "unknown" not in h.get(t2)["conversation"]
     assert h.lease(worker="backend-cla", account="cla")["task"]["id"] == t2
+
+
+def test_the_handoff_setting_is_validated(tmp_path):
+    from shared.config import ConfigError, load_config
+    from tests.support import write_config
+    assert load_config(write_config(tmp_path, scheduler={"conversation_handoff": 60})).scheduler.conversation_handoff == 60.0
+    with pytest.raises(ConfigError, match="conversation_handoff must be >= 0"):
+        load_config(write_config(tmp_path, scheduler={"conversation_handoff": -5}))
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(write_config(tmp_path, scheduler={"conversation_handoff": "soon"}))
