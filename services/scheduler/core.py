@@ -18,17 +18,10 @@ back with ``task.pending``); ``running`` remembers who runs what and since when,
 conversation affinity and the expected finish times.
 
 Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.workers`.
-
-Conversation hand-off (services/broker/ops_handoff.py decides it in the lease): a turn whose conversation
-lives on an account that cannot run it — paused, cooling, refused by its quota for the turn's module and
-modes (learned from declined leases), or without a worker — is proposed to every account it allows once
-it has waited ``[scheduler] conversation_handoff`` world seconds (:meth:`SchedulerCore._handoff_from`:
-``task.handoff`` names the account it leaves, and its class is no longer bound). Timers at each turn's
-hand-off time, and re-checks whenever an account's state changes (a decline with a retry time, an
-``account.*``/``quota.*`` event, its last worker gone or a worker back), keep the proposal current.
 Which idle worker takes the best task — or leaves it for a much faster account, and which account opens
 a new conversation — is decided with the estimates of :mod:`services.scheduler.placement`
-(:meth:`services.scheduler.placement.Placement.admits`).
+(:meth:`services.scheduler.placement.Placement.admits`). Which waiting turns are proposed to leave the
+account their conversation lives on (conversation hand-off) is :mod:`services.scheduler.handoff`'s job.
 """
 from __future__ import annotations
 
@@ -42,6 +35,7 @@ from shared import protocol
 from shared.errors import FanoError
 
 from services.scheduler import queries
+from services.scheduler.handoff import Handoffs
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
@@ -96,9 +90,7 @@ class SchedulerCore:
         self.weights_store: Callable[[dict | None], None] | None = None
         self._next_heartbeat = 0.0
         self.placement = Placement(self)
-        self.started = clock.world()  # accounts never seen count as offline from here (hand-off)
-        self.seen: set[str] = set()   # accounts a worker has said ready for
-        self.gone_since: dict[str, float] = {}   # account -> world time its last worker went away
+        self.handoffs = Handoffs(self)
         self.reset()
 
     def reset(self) -> None:
@@ -115,11 +107,9 @@ class SchedulerCore:
         self.conv_tasks: dict[str, set[int]] = {}
         self.waiting: Counter = Counter()
         self.missing: set[int] = set()      # ids to refresh with a broker `get`
-        # (world time, task id, account): re-check a turn's hand-off (account "") or an account's turns
-        self.handoff_checks: list[tuple[float, int, str]] = []
-        self.handoff_at: dict[int, float] = {}   # task id -> its pending check (one heap entry per time)
         self.accounts.reset()
         self.placement.reset()
+        self.handoffs.reset()
 
     def finish_rebuild(self) -> None:
         for tid in [t for t in self.assigned if t not in self.tasks]:
@@ -168,71 +158,13 @@ class SchedulerCore:
             else:
                 heapq.heappush(self.unknown_holds, (t.unknown_until, t.id))
         conv = t.conversation
-        t.handoff = self._handoff_from(t, self.clock.world())
+        t.handoff = self.handoffs.proposal(t, self.clock.world())
         t.cls = placement_class(t, self.conv_account)
         t.not_before = max(t.not_before, t.hold_until)
         if conv and self.conv_inflight.get(conv, t.id) != t.id:
             self.held.setdefault(conv, set()).add(t.id)
         else:
             self.queue.push(t, self.clock.world())
-
-    # --- conversation hand-off (see the module docstring) -------------------------------------------------
-
-    def _handoff_from(self, t: QTask, world: float) -> str | None:
-        """The account ``t``'s conversation should leave now (it cannot run the turn, which has waited the
-        hand-off time), or None. Schedules a re-check at the hand-off time when it has not come yet."""
-        after = self.scfg.conversation_handoff
-        conv = t.conversation
-        if after <= 0 or not conv or t.unknown_account:
-            return None   # an unknown turn stays with its account until its hold lapses (broker rule)
-        holder = self.conv_account.get(conv) or t.conversation_account
-        if not holder:
-            return None
-        if any(self.tasks[o].unknown_account for o in self.conv_tasks.get(conv, ()) if o != t.id and o in self.tasks):
-            return None   # another turn of it is unknown: the conversation stays until that is reconciled
-        due = max(t.pending_since or t.created, t.not_before) + after
-        if world < due:
-            if self.handoff_at.get(t.id) != due:   # a task is placed again and again: one timer per due time
-                self.handoff_at[t.id] = due
-                heapq.heappush(self.handoff_checks, (due, t.id, ""))
-            return None
-        return holder if self.blocked_reason(holder, t, world) else None
-
-    def blocked_reason(self, account: str, t: QTask, world: float) -> str | None:
-        """Why ``account`` cannot run ``t`` now, as far as the scheduler knows (None: it can)."""
-        if account in self.accounts.paused:
-            return f"paused ({self.accounts.paused[account] or 'no reason given'})"
-        if not self.workers.for_account(account):
-            since = self.gone_since.get(account, self.started)
-            if world - since >= self.scfg.conversation_handoff:
-                return f"offline (no worker since {queries.fmt_time(since)})"
-        req = t.requires
-        mode = req.get("mode") if req.get("mode") in MODES else STANDARD
-        modes = (mode, STANDARD) if mode != STANDARD and req.get("deep_fallback") else (mode,)
-        info = self.accounts.info.get(account)
-        refusals = []
-        for m in modes:
-            if info is not None and info.modes and m not in info.modes:
-                continue
-            r = self.accounts.why_not(account, m, t.module, world)
-            if r is None:
-                return None
-            refusals.append(f"{m} {r[0]} until {queries.fmt_time(r[1])}")
-        return "; ".join(refusals) or None
-
-    def _recheck_handoffs(self, account: str) -> None:
-        """An account's state changed: re-place the waiting turns of conversations it holds (or that were
-        proposed to leave it)."""
-        if self.scfg.conversation_handoff <= 0:
-            return
-        for conv, tids in list(self.conv_tasks.items()):
-            for tid in list(tids):
-                t = self.tasks.get(tid)
-                if t is None or tid not in self.queue:
-                    continue
-                holder = self.conv_account.get(conv) or t.conversation_account
-                if account in (holder, t.handoff):
-                    self._place(t)
 
     def _unplace(self, t: QTask) -> None:
         if self.queue.remove(t.id) is None and t.conversation in self.held:
@@ -244,7 +176,7 @@ class SchedulerCore:
     def _untrack(self, tid: int) -> QTask | None:
         t = self.tasks.pop(tid, None)
         self.assigned.pop(tid, None)
-        self.handoff_at.pop(tid, None)
+        self.handoffs.forget(tid)
         self.placement.forget(tid)
         if t is None:
             return None
@@ -303,7 +235,7 @@ class SchedulerCore:
                         self._place(t)
             elif isinstance(typ, str) and typ.startswith(("account.", "quota.")):
                 if self.accounts.on_event(ev):
-                    self._recheck_handoffs(ev["account"])
+                    self.handoffs.recheck(ev["account"])
         except (KeyError, TypeError, ValueError) as exc:
             self.errors["bad_event"] += 1
             log.warning("ignoring malformed event %s: %r", typ, exc)
@@ -407,9 +339,7 @@ class SchedulerCore:
         w.account, w.backend, w.modes = msg["account"], msg["backend"], modes
         self.accounts.note(w.account, w.backend, modes)
         w.set_state("idle", None, mono)
-        if self.gone_since.pop(w.account, None) is not None or w.account not in self.seen:
-            self.seen.add(w.account)
-            self._recheck_handoffs(w.account)   # (back) online: its conversations stay with it
+        self.handoffs.worker_ready(w.account)
 
     def on_heartbeat(self, ident: bytes, msg: dict) -> None:
         mono = self.clock.mono()
@@ -482,7 +412,7 @@ class SchedulerCore:
             if mine:
                 self._requeue(tid)
                 mine = False
-            self._recheck_handoffs(account)
+            self.handoffs.recheck(account)   # turns of its conversations may leave it now
         elif mine and t is not None:
             # declined for a reason we cannot see (state changed, binding, backoff): sit out, refresh
             t.declines += 1
@@ -510,10 +440,7 @@ class SchedulerCore:
             if a.ident == w.ident:
                 self._requeue(tid)
         if w.account and not self.workers.for_account(w.account):
-            # its conversations may be handed off once it has been gone for the hand-off time
-            world = self.clock.world()
-            self.gone_since[w.account] = world
-            heapq.heappush(self.handoff_checks, (world + self.scfg.conversation_handoff, -1, w.account))
+            self.handoffs.worker_gone(w.account, self.clock.world())
 
     def _requeue(self, tid: int) -> None:
         """An assignment ends without the task running: back to the queue."""
@@ -551,7 +478,7 @@ class SchedulerCore:
         mono, world = self.clock.mono(), self.clock.world()
         self.queue.advance(world)
         for account in self.accounts.prune(world):
-            self._recheck_handoffs(account)   # its block ended: turns proposed to leave it stay after all
+            self.handoffs.recheck(account)   # its block ended: turns proposed to leave it stay after all
         self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
         for w in self.workers.expired(mono):
             self._forget(w, f"silent for {mono - w.last_seen:.1f}s")
@@ -565,17 +492,7 @@ class SchedulerCore:
                 # its assignment ended without a word from it (timeout, cancel): the assign may have
                 # been lost, and it said ready, so it is offered work again
                 w.set_state("idle", None, mono)
-        while self.handoff_checks and self.handoff_checks[0][0] <= world:
-            when, tid, account = heapq.heappop(self.handoff_checks)
-            if account:
-                self._recheck_handoffs(account)
-                continue
-            if self.handoff_at.get(tid) != when:
-                continue   # superseded (or the task is gone)
-            del self.handoff_at[tid]
-            t = self.tasks.get(tid)
-            if t is not None and tid in self.queue:
-                self._place(t)
+        self.handoffs.tick(world)
         while self.unknown_holds and self.unknown_holds[0][0] <= world:
             _, tid = heapq.heappop(self.unknown_holds)
             t = self.tasks.get(tid)
@@ -635,7 +552,7 @@ class SchedulerCore:
         out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.assigned.values() if not a.confirmed)
         scale = getattr(self.clock, "scale", 1.0) or 1.0
         hold = self.unknown_holds[0][0] if self.unknown_holds else None
-        handoff = self.handoff_checks[0][0] if self.handoff_checks else None
+        handoff = self.handoffs.next_check()
         for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world)),
                            ("placement", self.placement.next_deadline(world)), ("unknown turn", hold),
                            ("handoff", handoff)):

@@ -77,6 +77,7 @@ import time
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.scheduler import workers as C
+from services.scheduler.handoff import due_time
 from services.scheduler.priority import clean_weights
 
 
@@ -288,14 +289,14 @@ def _binding(core, t, world: float) -> list[str]:
     if not conv:
         return parts
     if t.handoff:
-        why = core.blocked_reason(t.handoff, t, world) or "blocked"
+        why = core.handoffs.blocked_reason(t.handoff, t, world) or "blocked"
         parts.append(f"conversation {conv} is being handed off from {t.handoff} ({why}): any account it allows "
                      "may continue it")
         return parts
     holder = core.conv_account.get(conv) or t.conversation_account
     if not holder:
         return parts
-    why = core.blocked_reason(holder, t, world)
+    why = core.handoffs.blocked_reason(holder, t, world)
     after = core.scfg.conversation_handoff
     if why is None:
         parts.append(f"conversation {conv} lives on {holder}, which runs its turns")
@@ -303,7 +304,7 @@ def _binding(core, t, world: float) -> list[str]:
         parts.append(f"conversation {conv} lives on {holder} ({why}); never handed off "
                      "(scheduler.conversation_handoff = 0)")
     else:
-        due = max(t.pending_since or t.created, t.not_before) + after
+        due = due_time(t, after)
         parts.append(f"conversation {conv} lives on {holder} ({why}); handed off to another account at "
                      f"{fmt_time(max(due, world))} unless {holder} can run it by then")
     return parts
