@@ -451,6 +451,11 @@ class SchedulerCore:
         conv = t.conversation
         if conv and conv not in self.conv_account and not t.conversation_account:
             self.placement.convs.unbind(conv)   # the tentative binding of an opening turn never happened
+        elif conv and t.handoff:   # a proposed hand-off that did not happen: the conversation stays put
+            holder = self.conv_account.get(conv) or t.conversation_account
+            if holder:
+                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
+                                          t.attrs.get("expected_turns"))
         self._end_turn(conv, tid)
         self._place(t)
 

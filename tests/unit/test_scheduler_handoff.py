@@ -172,3 +172,15 @@ def test_a_proposal_is_withdrawn_when_the_block_ends():
     advance(core, HANDOFF, W1)            # a1's window has room again: the conversation stays with it
     core.tick()
     assert core.tasks[1].handoff is None
+
+
+def test_a_declined_proposal_leaves_the_conversation_where_it_lives_in_the_estimates():
+    core = make_core(accounts=TWO)
+    event(core, "account.paused", account="a1", reason="x")
+    turn(core, 1)
+    ready(core, W2, "a2")
+    advance(core, HANDOFF, W2)
+    assert assigns(core) == [(W2, 1)]
+    assert core.placement.convs.account_of("c") == "a2"        # tentatively, while it is assigned
+    done(core, W2, 1, outcome="declined", account="a2", message="conversation c lives on account a1 (a1 can run it)")
+    assert core.placement.convs.account_of("c") == "a1"
