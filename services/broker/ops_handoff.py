@@ -33,6 +33,7 @@ from services.broker import ops_quota as quota
 from services.broker.tx import Tx
 
 HANDOFFS_KEPT = 20   # hand-off records kept per conversation (the task histories keep every one)
+MAX_ACCOUNTS = 10_000   # accounts whose last request is remembered (far more than any deployment has)
 
 
 class Activity:
@@ -48,7 +49,8 @@ class Activity:
         self.last: dict[str, float] = {}
 
     def seen(self, account: str, now: float) -> None:
-        self.last[account] = now
+        if account in self.last or len(self.last) < MAX_ACCOUNTS:   # a peer inventing names cannot grow it
+            self.last[account] = now
 
     def silent_for(self, account: str, now: float) -> float:
         return now - self.last.get(account, self.started)
