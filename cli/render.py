@@ -248,6 +248,12 @@ def show_text(t: dict, now: float) -> str:
         rows = [[local_time(h.get("at")), h.get("from") or "-", h.get("to"), h.get("attempts"), h.get("epoch"),
                  h.get("why", "")] for h in history]
         parts += ["", "history:", indent(table(["AT", "FROM", "TO", "ATT", "EPOCH", "WHY"], rows))]
+    moves = (t.get("conversation") or {}).get("handoffs") or []
+    if moves:   # the conversation moved to another account (services/broker/ops_handoff.py)
+        rows = [[local_time(m.get("at")), m.get("turn"), m.get("task"), m.get("from"), m.get("to"), m.get("why", "")]
+                for m in moves]
+        parts += ["", "conversation hand-offs:",
+                  indent(table(["AT", "TURN", "TASK", "FROM", "TO", "WHY"], rows))]
     if t.get("result") is not None:
         parts += ["", "result:", indent(pretty(t["result"]))]
     return "\n".join(parts)

@@ -86,7 +86,11 @@ DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
     "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
-    "generate_questions": 35, "extract_findings": 40, "ask": 60,
+    "generate_questions": 35, "extract_findings": 40,
+    # an operator's `fanoctl ask` (module adhoc): someone waits at a terminal, so it takes its account's next
+    # free slot, far above anything research reaches (base <= 70, seed priority <= 10 x 10, aging <= 20,
+    # module weights and backlog boosts of a few tens)
+    "ask": 1000,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
     # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
     "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
@@ -110,6 +114,10 @@ class SchedulerConfig:
     backlog_boosts: dict = field(default_factory=dict)
     lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
     assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
+    # world seconds a conversation turn waits while the account holding its conversation cannot run it
+    # (quota window used up, cooling down, paused, offline) before another account it allows may continue
+    # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
+    conversation_handoff: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,8 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
             raise ConfigError(f"{where}: scheduler.{key} must be a number")
         else:
             kw[key] = want(value)
+    if kw.get("conversation_handoff", 0.0) < 0:
+        raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
     return SchedulerConfig(**kw)
 
 

@@ -22,7 +22,7 @@ from shared.clock import boot_id
 from shared.config import MAX_MAP_CEILING, format_size
 from shared.errors import ErrorCode, FanoError, bad_argument
 
-from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
+from services.broker import ops_admin, ops_handoff, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
 from services.broker import schema as S
 from services.broker import request_log
 from services.broker.capacity import SAMPLES_KEY, Capacity, disk_space
@@ -91,6 +91,8 @@ class BrokerCore:
         self.next_due: float | None = None
         self.capacity = Capacity(self)
         self._startup_pending = False   # the start-of-life sweep could not be written (full disk)
+        # which accounts' workers were seen when (conversation hand-off from an offline account)
+        self.activity = ops_handoff.Activity(clock.world())
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -148,7 +150,8 @@ class BrokerCore:
 
     def _tx(self, txn, now: float | None = None, mono: float | None = None) -> Tx:
         return Tx(self.storage, txn, self.bcfg, self.clock.world() if now is None else now,
-                  self.clock.mono() if mono is None else mono, self.ledger)
+                  self.clock.mono() if mono is None else mono, self.ledger, activity=self.activity,
+                  handoff_after=self.config.scheduler.conversation_handoff)
 
     def _note_wakeups(self, tx: Tx) -> None:
         # read inside the batch's own transaction: no extra read transaction per batch

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 # the stable shapes documented in docs/cli.md
 TASK_KEYS = {"id", "key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires",
              "attrs", "state", "attempts", "epoch", "created", "updated", "lease", "result", "error", "consumed",
-             "parked_at"}
+             "parked_at", "pending_since"}
 STATS_KEYS = {"now", "tasks", "modules", "oldest_pending_age", "ready", "delayed", "leases", "next_due_in",
               "quota", "accounts", "broker", "idle"}
 BROKER_KEYS = {"pid", "uptime", "requests", "batches", "mean_batch", "errors", "map_size", "map_used", "map_full",
