@@ -40,6 +40,9 @@ kv_expiry          u64 expires (world ms) . module . NUL . utf-8 key      empty:
                                                                           deleted when due (kv retention)
 =================  =====================================================  ==============================
 
+``meta`` also holds ``map_size`` (the map as last grown) and ``storage_samples`` (a bounded msgpack list
+of ``[world time, live bytes]``, see ``services/broker/capacity.py``).
+
 ``SCHEMA_VERSION`` is stored in ``meta``; a broker refuses to open a database with a newer version and
 migrates older ones in :func:`open_env`. Version 2 added compressed values and ``kv_expiry``; migrating
 from 1 rewrites nothing (version 1 values are plain msgpack, which version 2 reads as they are, and the
@@ -271,9 +274,10 @@ def _build_compactable(env: lmdb.Environment, dbs: dict) -> None:
                         txn.put(time_id_key(ms(task["updated"]), tid), b"", db=dbs["compactable"])
                     ok = cur.next()
             txn.put(b"compactable_built", pack_value(True), db=dbs["meta"])
-    except lmdb.MapFullError:
-        # a full map must not stop the broker from starting (growing it needs a running broker): the
-        # index is built at a later start; until then old tasks are simply not compacted
+    except lmdb.Error:
+        # a full map or disk (MDB_MAP_FULL, or ENOSPC reported as EIO at commit) must not stop the broker
+        # from starting (growing it needs a running broker): the index is built at a later start; until
+        # then old tasks are simply not compacted
         pass
 
 

@@ -97,7 +97,7 @@ def test_garbage_from_a_peer_gets_errors_and_the_broker_stays_up(broker, client)
 
 
 def test_map_full_refuses_submissions_serves_the_rest_and_recovers_after_growth(make_broker):
-    broker = make_broker(broker={"map_size": "4MiB", "headroom": "1MiB"})
+    broker = make_broker(broker={"map_size": "4MiB", "headroom": "1MiB", "map_ceiling": "4MiB"})
     client = broker.client()
     try:
         # incompressible (the broker compresses large values: a repeated letter would never fill the map)

@@ -22,11 +22,13 @@ pytestmark = pytest.mark.integration
 # the stable shapes documented in docs/cli.md
 TASK_KEYS = {"id", "key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires",
              "attrs", "state", "attempts", "epoch", "created", "updated", "lease", "result", "error", "consumed",
-             "parked_at"}
+             "parked_at", "pending_since"}
 STATS_KEYS = {"now", "tasks", "modules", "oldest_pending_age", "ready", "delayed", "leases", "next_due_in",
               "quota", "accounts", "broker", "idle"}
 BROKER_KEYS = {"pid", "uptime", "requests", "batches", "mean_batch", "errors", "map_size", "map_used", "map_full",
-               "last_event_seq", "dropped_replies"}
+               "last_event_seq", "dropped_replies", "storage"}
+STORAGE_KEYS = {"map_size", "map_used", "map_ceiling", "disk_free", "disk_total", "refusing", "since",
+                "growth_per_day", "days_until_full"}
 WINDOW_KEYS = {"spec", "kind", "limit", "used", "remaining", "by_module", "reserves", "period_start", "resets_at"}
 
 
@@ -75,6 +77,7 @@ def test_status_table_and_json(make_broker):
     s = run_json(broker, "status")
     assert set(s) == STATS_KEYS and s["idle"] is None
     assert set(s["broker"]) == BROKER_KEYS
+    assert set(s["broker"]["storage"]) == STORAGE_KEYS and s["broker"]["storage"]["refusing"] is None
     assert s["tasks"]["PENDING"] == 2 and s["tasks"]["RUNNING"] == 1 and s["tasks"]["total"] == 3
     assert s["modules"]["explorer"] == {"PENDING": 1, "RUNNING": 1}
     assert s["modules"]["documenter"] == {"PENDING": 1}

@@ -35,8 +35,8 @@ class CoreHarness:
 
     @classmethod
     def make(cls, root: Path, broker: dict | None = None, quotas: dict | None = None,
-             clock: FakeClock | None = None) -> "CoreHarness":
-        return cls(root, write_config(root, broker, quotas), clock)
+             clock: FakeClock | None = None, scheduler: dict | None = None) -> "CoreHarness":
+        return cls(root, write_config(root, broker, quotas, scheduler), clock)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -126,13 +126,13 @@ def expect_error(name: str, fn, *args, **kwargs) -> FanoError:
 
 @pytest.fixture
 def make_core(tmp_path):
-    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...))``; each in its own directory."""
+    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...), scheduler={...})``; each in its own directory."""
     made = []
 
-    def factory(broker=None, quotas=None, clock=None):
+    def factory(broker=None, quotas=None, clock=None, scheduler=None):
         root = tmp_path / f"core{len(made)}"
         root.mkdir()
-        h = CoreHarness.make(root, broker, quotas, clock)
+        h = CoreHarness.make(root, broker, quotas, clock, scheduler)
         made.append(h)
         return h
 

@@ -59,7 +59,10 @@ def test_send_refuses_unknown_mode_and_a_follow_up_without_url(tmp_path):
     with pytest.raises(ProviderError) as err:
         p.send(turn(mode="deep"), lambda: False)
     assert err.value.error_class == "terminal" and err.value.sent is False
-    with pytest.raises(ProviderError) as err:       # turn 1 of a conversation whose URL was never recorded
+    # turn 1 of a conversation this account holds but whose URL was never recorded (one it never held,
+    # handed off from another account, starts a new chat instead)
+    p.store.set_handle("c9", sent_turn=0, prior_users=0, url=None, title=None)
+    with pytest.raises(ProviderError) as err:
         p.send(turn(conversation="c9", index=1), lambda: False)
     assert err.value.error_class == "terminal" and err.value.sent is False and "no recorded URL" in err.value.message
     p.close()

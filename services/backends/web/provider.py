@@ -187,10 +187,13 @@ class WebProvider(Provider):
         reused = host.launched    # a browser from an earlier request may have died or hung meanwhile
         label = self.cfg.labels[turn.mode]
         handle = self.store.handle(key)
-        if idx > 0 and not handle.get("url"):
+        # a later turn of a conversation this account never held (it was handed off here from a blocked
+        # account, services/broker/ops_handoff.py) starts a new chat: the modules' prompts carry their own
+        # context. One it held but whose page was never recorded cannot be continued safely.
+        if idx > 0 and handle and not handle.get("url"):
             raise ProviderError("terminal", f"conversation {key} has no recorded URL on {self.account}: turn "
                                 f"{idx} cannot continue it", sent=False)
-        target = handle["url"] if idx > 0 else None
+        target = handle["url"] if idx > 0 and handle else None
         chat = self._chat(host)
         submitted = False
         try:

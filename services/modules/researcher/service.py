@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 
 from services.modules import dedup, prompts
 from services.modules.base import Effect, ModuleService, Store
@@ -86,6 +86,10 @@ class ResearcherService(ModuleService):
         except BrokerUnavailable as exc:
             # the outcomes are lost, not the work: the sources are still queued and get fetched again
             self.log.warning("broker unavailable while applying fetches (%s)", exc)
+        except FanoError as exc:
+            if exc.code not in STORAGE_REFUSALS:
+                raise
+            self.storage_refused(exc)  # as above: lost outcomes are fetched again
 
     def shutdown(self) -> None:
         if self.pool is not None:
