@@ -118,7 +118,9 @@ def seeds_ls(kind):
         if kind is not None and s.get("type") != kind:
             continue
         pace = paces.get(s["id"]) or {}
-        held = len(pace.get("held") or {})
+        # held keys matter while the hour is full; with room, the repair pass creates them within a minute
+        # (or their step moved on: they are forgotten after a day)
+        held = len(pace.get("held") or {}) if pace and PC.room(pace, pace.get("limit", 0)) == 0 else 0
         rows.append(dict(s, paused=bool(pace.get("paused")), pause_reason=pace.get("pause_reason"), held=held,
                          held_reason=PC.budget_note(pace, pace.get("limit", 0)) if held else None))
     counts = {}
@@ -341,7 +343,8 @@ def threads_resume(thread_id):
     def change(t):
         if t["status"] not in ("paused", "archived"):
             fail(f"INVALID_STATE: thread {thread_id} is {t['status']}, not paused or archived", ExitCode.FAILURE)
-        return dict(t, status=t.get("paused_from") or "active", paused_from=None, pause_reason=None, updated_at=_now())
+        return dict(t, status=t.get("paused_from") or "active", paused_from=None, pause_reason=None, paused_by=None,
+                    updated_at=_now())
     _thread_status(thread_id, "resumed", change)
 
 
