@@ -324,15 +324,19 @@ class ClaudeProvider(Provider):
     def _classified(self, exc: BaseException, model: str | None = None) -> ProviderError:
         if isinstance(exc, ProviderError):
             return exc
-        response = getattr(exc, "response", None)
-        if model is not None and response is not None and getattr(response, "headers", None) is not None:
-            snapshot = parse_ratelimit(response.headers)
-            if any(k in snapshot for k in ("requests", "tokens")):
-                self.limits[model] = snapshot
         error = classify_exception(exc, self.clock.world(), self.config["billing_retry"])
         if error is None:
             log.warning("%s: unclassified error from the API client: %s", self.account, type(exc).__name__)
             error = ProviderError("unknown", f"{type(exc).__name__}: {exc}"[:500], sent=True)
+        response = getattr(exc, "response", None)
+        if model is not None and response is not None and getattr(response, "headers", None) is not None:
+            snapshot = parse_ratelimit(response.headers)
+            if error.error_class == "quota":
+                # the refusal itself is the report (the broker cools until its reset): keeping its empty
+                # bucket would refuse the next lease again, even one an operator's quota reset allowed
+                self.limits.pop(model, None)
+            elif any(k in snapshot for k in ("requests", "tokens")):
+                self.limits[model] = snapshot
         return error
 
     def _recorded(self, turn: Turn) -> Reply | None:

@@ -293,6 +293,15 @@ def test_a_quota_reset_is_not_undone_by_the_last_rate_limit_headers(tmp_path):
         tight.stop()
 
 
+def test_a_429_is_its_own_report_and_its_empty_bucket_does_not_refuse_the_next_lease(standin, tmp_path):
+    p = make(standin, tmp_path)
+    err = send_error(p, turn("four [[standin:rate_limit_long]]", task_id=4))   # remaining 0 for 900 s
+    assert (err.error_class, err.retry_after) == ("quota", 900.0)
+    # the broker cools the account for it; a lease after an operator's quota reset is sent
+    assert p.send(turn("five", task_id=5), never).text == "claude stand-in answer to: five"
+    assert [r["outcome"] for r in standin.requests] == ["refused", "served"]
+
+
 def test_the_organisations_usage_limit_is_a_cool_down_of_every_mode(standin, tmp_path):
     p = make(standin, tmp_path)
     err = send_error(p, turn("q [[standin:org_spend_limit]]", mode="deep"))
