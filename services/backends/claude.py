@@ -31,9 +31,10 @@ Behaviour:
 * Turns are streamed in a helper thread; ``send`` waits in slices of SLICE seconds looking at
   ``cancelled()`` and the helper stops between two stream events once told to, so a cancel returns at
   once and aborts the stream. An ``event: error`` after HTTP 200 is classified like the status it names.
-* The ``anthropic-ratelimit-*`` headers of every answer (and error) are kept per model and returned in
-  ``Reply.meta["ratelimit"]``; when the requests bucket is at 0 with a reset ahead, the next request is
-  not sent and the cool-down is reported instead (``quota``, ``sent=False``).
+* The ``anthropic-ratelimit-*`` headers of every answer (and of errors other than a quota refusal, which
+  is its own report) are kept per model and returned in ``Reply.meta["ratelimit"]``; when the requests
+  bucket is at 0 with a reset ahead, the next request is not sent and the cool-down is reported instead
+  (``quota``, ``sent=False``).
 * Conversations (DESIGN.md §7): the transcript lives in the account's
   :class:`~services.backends.conversations.ConversationStore` (``<data_dir>/backends/<account>/``). A
   turn replays a bounded window of the earlier exchanges; the summary of what is cut goes into the system
