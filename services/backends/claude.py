@@ -49,7 +49,8 @@ Behaviour:
 * Money is the organisation's: a spend-limit or credit refusal cools every mode of the account
   (``scope="account"``), not only the mode that hit it.
 * A key in ``api_key_file`` is read again before every request; a changed key gets a new client, so
-  after correcting the file, ``fanoctl backends resume`` is enough. ``check`` reports an unknown model
+  after correcting the file, ``fanoctl backends resume`` is enough. A missing or unreadable file is an
+  ``auth`` failure of each request (the account pauses, nothing is sent), never a failed worker start. ``check`` reports an unknown model
   as a model problem (``ok: false``, the setting to fix), not as a refused key.
 
 The key is read once (:func:`services.backends.secrets.load_api_key`) and handed only to the SDK; it is
@@ -66,7 +67,7 @@ from typing import Callable
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.claude_errors import classify_exception, exhausted_until, parse_ratelimit
 from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window, resend_note
-from services.backends.secrets import KeySource
+from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
 
 log = logging.getLogger("fano.backends.claude")
@@ -162,7 +163,13 @@ class ClaudeProvider(Provider):
         super().__init__(account, settings, clock, data_dir)
         self.config = parse_settings(settings or {})
         self.keys = KeySource(account, "claude", settings or {}, environ=environ)
-        self.secret = self.keys.current()      # a missing or misplaced key fails here, at worker start
+        try:
+            # a misplaced key (inline, inside the repository) or a missing variable fails here, at start
+            self.secret = self.keys.current()
+        except KeyFileUnreadable as exc:
+            # fixable in place: every request reports it (auth: the account pauses) until the file is right
+            log.warning("%s: %s; requests are refused as auth failures until it can be read", account, exc)
+            self.secret = None
         self.root = Path(data_dir) / "backends" / account
         self.store: ConversationStore | None = None
         self.client = None
@@ -175,7 +182,10 @@ class ClaudeProvider(Provider):
     def start(self) -> None:
         if self.store is None:
             self.store = ConversationStore(self.root / "conversations")
-        self._refresh_key()
+        try:
+            self._refresh_key()
+        except ProviderError:
+            return   # an unreadable key file: send and check report it; the worker itself keeps running
         if self.client is None:
             import anthropic   # here, not at import: building the provider must stay cheap
 
@@ -199,7 +209,7 @@ class ClaudeProvider(Provider):
         except ConfigError as exc:
             raise ProviderError("auth", f"{exc} (fix the file, then fanoctl backends resume "
                                 f"{self.account})", sent=False) from None
-        if secret.reveal() != self.secret.reveal():
+        if self.secret is None or secret.reveal() != self.secret.reveal():
             log.info("%s: api_key_file changed; using the new key", self.account)
             self.secret = secret
             self.close()
@@ -238,6 +248,7 @@ class ClaudeProvider(Provider):
 
     def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
         """Stream one turn to the API; every failure is a classified ProviderError."""
+        self._refresh_key()   # an unreadable key file: auth, nothing sent
         self.start()
         if turn.mode not in self.config["modes"]:
             raise ProviderError("terminal", f"claude account {self.account} has no mode {turn.mode!r}", sent=False)
@@ -363,6 +374,7 @@ class ClaudeProvider(Provider):
     def check(self) -> dict:
         """Is the key accepted and does each mode's model exist? One Models API call per model (no
         message is generated, nothing is billed)."""
+        self._refresh_key()
         self.start()
         client = self.client.with_options(timeout=min(30.0, self.config["timeout"]))
         models = {mode: self.model_for(mode) for mode in self.modes}

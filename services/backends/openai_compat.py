@@ -75,7 +75,7 @@ from typing import Callable
 
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key, replay_window, resend_note
-from services.backends.secrets import KeySource
+from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
 from services.backends.openai_wire import (
     Answer, BUSY_RETRY, LOADING_RETRY, SSEDecoder, StreamError, _LOADING, classify_http, classify_stream_error, parse_data, parse_retry_after, parse_settings, server_root)
@@ -227,7 +227,11 @@ class OpenAIProvider(Provider):
         super().__init__(account, settings, clock, data_dir)
         self.config = parse_settings(settings or {})
         self.keys = KeySource(account, "openai", settings, required=False)
-        self.key = self.keys.current()     # ConfigError if misplaced; a key file is read again per request
+        try:
+            self.key = self.keys.current()     # ConfigError if misplaced; a key file is read again per request
+        except KeyFileUnreadable as exc:       # fixable in place: each request reports it (auth) until then
+            log.warning("openai %s: %s; requests are refused as auth failures until it can be read", account, exc)
+            self.key = None
         self.root = server_root(self.config.base_url)
         self.home = Path(data_dir) / "backends" / account
         self.store: ConversationStore | None = None
@@ -242,13 +246,17 @@ class OpenAIProvider(Provider):
     def start(self) -> None:
         if self.store is None:
             self.store = ConversationStore(self.home / "conversations")
-        if self.keys.from_file:
-            # re-read: a key corrected after an auth pause is used after ``fanoctl backends resume``
-            try:
-                self.key = self.keys.current()
-            except ConfigError as exc:
-                raise ProviderError("auth", f"{exc} (fix the file, then fanoctl backends resume "
-                                    f"{self.account})", sent=False) from None
+
+    def _refresh_key(self) -> None:
+        """Re-read an ``api_key_file``: a key corrected after an auth pause is used after ``fanoctl backends
+        resume``; an unreadable file is an auth failure (nothing sent), not a crash."""
+        if not self.keys.from_file:
+            return
+        try:
+            self.key = self.keys.current()
+        except ConfigError as exc:
+            raise ProviderError("auth", f"{exc} (fix the file, then fanoctl backends resume "
+                                f"{self.account})", sent=False) from None
 
     # --- HTTP helpers ------------------------------------------------------------------------------------
 
@@ -344,6 +352,7 @@ class OpenAIProvider(Provider):
 
     def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
         self.start()
+        self._refresh_key()
         if turn.mode not in self.config.modes:
             raise ProviderError("terminal", f"openai account {self.account} has no mode {turn.mode!r}", sent=False)
         try:
@@ -475,6 +484,7 @@ class OpenAIProvider(Provider):
 
     def check(self) -> dict:
         """``GET /models`` (or ``/health``): reachable, which models, are ours among them."""
+        self._refresh_key()
         never = lambda: False  # noqa: E731
         got = self._get(f"{self.config.base_url}/models", never)
         if got is None:

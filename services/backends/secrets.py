@@ -31,6 +31,12 @@ REDACTED = "[redacted]"
 _known: set[str] = set()   # every key this process has loaded (for the log filter)
 
 
+class KeyFileUnreadable(ConfigError):
+    """``api_key_file`` is missing, empty or unreadable: a condition the operator fixes in place (the file
+    is read again before each request), so a provider reports it as ``auth`` per request (the account
+    pauses) instead of failing its worker's start."""
+
+
 class Secret:
     """A string that does not print itself. ``reveal()`` is the one way to get the value."""
 
@@ -75,8 +81,8 @@ def load_api_key(account: str, backend: str, settings: dict, *, required: bool =
         try:
             value = file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
         except (OSError, IndexError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"accounts.{account}: cannot read api_key_file {file}: "
-                              f"{type(exc).__name__}") from None
+            raise KeyFileUnreadable(f"accounts.{account}: cannot read api_key_file {file}: "
+                                    f"{type(exc).__name__}") from None
         return Secret(value)
     env = settings.get("api_key_env") or DEFAULT_ENV.get(backend)
     value = environ.get(env, "").strip() if env else ""

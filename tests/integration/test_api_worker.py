@@ -164,6 +164,25 @@ def test_a_corrected_key_file_and_backends_resume_are_enough(standin, make_env, 
     assert [r["key_ok"] for r in standin.requests] == [False, True]
 
 
+def test_a_worker_started_before_its_key_file_exists_waits_for_it_instead_of_crash_looping(standin, make_env,
+                                                                                           tmp_path):
+    keyfile = tmp_path / "later.key"                 # not there yet
+    env = make_env(standin.url, keyfile)
+    proc = env.worker("c")
+    ready(env)
+    task = submit(env, "k1", "hello")
+    done = run(env, task["id"])
+    assert done["outcome"] == "failed" and "api_key_file" in done["message"], done
+    acct = [a for a in env.client.quota_show("c")["accounts"] if a["account"] == "c"][0]
+    assert acct["paused"] and "api_key_file" in acct["pause_reason"] and not standin.requests
+    keyfile.write_text(KEY + "\n")
+    env.client.call("account_resume", account="c")
+    done = wait_for(lambda: (d := run(env, task["id"]))["outcome"] != "declined" and d, 20, interval=0.3,
+                    what="the task to be leased after the resume")
+    assert done["outcome"] == "done", done
+    assert proc.alive() and [r["key_ok"] for r in standin.requests] == [True]
+
+
 def test_quota_reset_on_a_claude_account_is_not_undone_by_cached_headers(make_env, tmp_path):
     tight = ClaudeStandin(key=KEY, requests_limit=1).start()
     try:

@@ -223,6 +223,11 @@ def test_a_corrected_key_file_is_read_again_without_a_restart(tmp_path, standin)
     keyfile.write_text("sk-right-0123456789\n")     # fixed; then `fanoctl backends resume`
     assert p.send(turn(task_id=2), never).text.startswith("openai stand-in answer to")
     assert [r["authorized"] for r in server.stats()["requests"]] == [False, True]
+    keyfile.unlink()            # unreadable: an auth failure per request, nothing sent; building never fails
+    err = failure(p, turn(task_id=3))
+    assert (err.error_class, err.sent) == ("auth", False) and "api_key_file" in err.message
+    later = provider(tmp_path, server, api_key_file=str(keyfile))
+    assert failure(later, turn(task_id=4)).error_class == "auth" and len(server.stats()["requests"]) == 2
 
 
 def test_reconcile_recovers_only_this_tasks_answer_and_says_whether_a_lost_attempt_left(tmp_path, standin):
