@@ -50,11 +50,12 @@ Behaviour:
   (``scope="account"``), not only the mode that hit it.
 * A key in ``api_key_file`` is read again before every request; a changed key gets a new client, so
   after correcting the file, ``fanoctl backends resume`` is enough. A missing or unreadable file is an
-  ``auth`` failure of each request (the account pauses, nothing is sent), never a failed worker start. ``check`` reports an unknown model
-  as a model problem (``ok: false``, the setting to fix), not as a refused key.
+  ``auth`` failure of each request (the account pauses, nothing is sent), never a failed worker start.
+  ``check`` reports an unknown model as a model problem (``ok: false``, the setting to fix), not as a
+  refused key.
 
-The key is read once (:func:`services.backends.secrets.load_api_key`) and handed only to the SDK; it is
-in no message, no meta and no file of ours.
+The key is read by :class:`services.backends.secrets.KeySource` (once from the environment, before each
+request from a file) and handed only to the SDK; it is in no message, no meta and no file of ours.
 """
 from __future__ import annotations
 
