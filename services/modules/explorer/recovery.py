@@ -6,8 +6,9 @@
   (:func:`.model.task_spec`), so a provider never answers a re-ask with the stored exchange, up to
   ``max_retries`` times. A cancel is the operator's decision and is not re-asked. Out of retries: a
   thread pauses (``pause_reason``, ``paused_by = "unusable answers"``) for a human, and enough such
-  threads pause their seed (:mod:`.pacing`); a panel member's extraction counts as failed; a reviewer is dropped from that step; an LLM dedup
-  check is recorded as unresolved and the insight goes to review; a math check is recorded as skipped.
+  threads pause their seed (:mod:`.pacing`); a panel member's extraction counts as failed; a reviewer
+  is dropped from that step; an LLM dedup check is recorded as unresolved and the insight goes to
+  review; a math check is recorded as skipped.
 * The repair pass re-proposes every open step from stored state (deterministic keys and payloads, so
   it is harmless when the task exists) and closes extraction panels that ran out of patience.
 """
