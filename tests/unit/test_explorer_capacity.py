@@ -243,3 +243,17 @@ def test_an_explore_turn_served_elsewhere_moves_the_threads_explore_account(rig)
     crit = next(op for op in done.ops if op["op"] == "submit")["task"]
     assert crit["kind"] == M.CRITIQUE
     assert other not in crit["requires"]["backends"] and first["critic_account"] in crit["requires"]["backends"]
+
+
+def test_capacity_settings_are_validated():
+    import pytest
+    from services.modules.documenter.settings import settings_from_table as doc_settings
+    from shared.config import ConfigError
+    s = M.settings_from_table({"member_patience": 60, "max_waiting_threads": 0})
+    assert s.member_patience == 60.0 and s.max_waiting_threads == 0
+    for bad in ({"member_patience": -1.0}, {"max_waiting_threads": -1}, {"member_patience": "5m"}):
+        with pytest.raises(ConfigError):
+            M.settings_from_table(bad)
+    assert doc_settings({"member_patience": 30}).member_patience == 30.0
+    with pytest.raises(ConfigError):
+        doc_settings({"member_patience": -5})

@@ -277,6 +277,8 @@ def settings_from_table(table: dict) -> ExplorerSettings:
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise SettingsError(f"[modules.explorer]: {key} must be {want.__name__}, got {value!r}")
+        if key in ("member_patience", "max_waiting_threads", "max_active_threads") and value < 0:
+            raise SettingsError(f"[modules.explorer]: {key} must be >= 0, got {value!r}")
         kw[key] = value
     return ExplorerSettings(**kw)
 
