@@ -34,6 +34,8 @@ from services.modules.explorer import review as R
 from services.modules.explorer.recovery import OPEN_REVIEW
 from services.modules.explorer.state import Ops, effective_status
 
+WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
+                        # (or repair_interval, if shorter)
 STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", "round3_majority": "review3",
              "round3_vote": "review3"}
 
@@ -77,11 +79,19 @@ class Panels:
             return s.max_active_threads - len(open_)
         if len(open_) >= s.max_active_threads + s.max_waiting_threads:
             return 0
-        cap = self.capacity()
-        explorers = list(s.explore_accounts) or self.configured_accounts()
-        if not cap.with_room(explorers, "standard"):
-            return 0   # a new thread would only wait too
-        waiting = len(self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE)))
+        cached = getattr(self, "_waiting_seen", None)
+        if cached is None or self.clock.mono() >= cached[0]:
+            # planning runs after every applied result: read the broker for this at most every few seconds
+            # (a thread that stopped waiting meanwhile can only let one more thread start, within the bound)
+            cap = self.capacity()
+            explorers = list(s.explore_accounts) or self.configured_accounts()
+            room_now = bool(cap.with_room(explorers, "standard"))
+            waiting_ids = self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE)) if room_now else set()
+            every = min(WAITING_RECHECK, s.repair_interval)
+            cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
+        if not cached[1]:
+            return 0   # no explorer account has room: a new thread would only wait too
+        waiting = len(cached[2] & {t["id"] for t in open_})
         return max(0, min(s.max_active_threads - (len(open_) - waiting),
                           s.max_active_threads + s.max_waiting_threads - len(open_)))
 
