@@ -155,6 +155,10 @@ def test_a_blocked_reviewer_without_a_distinct_replacement_is_left_out_and_the_r
     after = r.get(M.review_key(rv["insight_id"]))
     assert seat["reviewer"] in after["rounds"]["1"]["dropped"]
     assert after["replacements"][-1]["to"] is None and "member_patience" in after["replacements"][-1]["why"]
+    from cli.research_explorer_render import insight_text
+    shown = insight_text({"insight": r.get(M.insight_key(rv["insight_id"])), "review": after})
+    assert f"{seat['reviewer']}: left out: its account had no room past member_patience" in shown
+    assert f"seat {seat['reviewer']} in round1: {seat['account']} -> left out" in shown
     assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "CANCELLED"
     r.run_until(lambda: r.get(M.insight_key(rv["insight_id"]))["status"] != "pending"
                 or r.get(M.review_key(rv["insight_id"]))["stage"] not in ("round1",), accounts=["alpha", "beta"])
