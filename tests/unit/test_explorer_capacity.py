@@ -261,3 +261,25 @@ def test_capacity_settings_are_validated():
     assert doc_settings({"member_patience": 30}).member_patience == 30.0
     with pytest.raises(ConfigError):
         doc_settings({"member_patience": -5})
+
+
+def test_a_seat_left_out_earlier_frees_its_account_for_a_later_round():
+    from services.modules.explorer import review as R
+    ctx = R.Ctx(M.ExplorerSettings(), "", {a: ("standard", "deep") for a in "abc"}, 1000.0)
+    insight = {"id": "t.i1", "text": "A claim.", "version": 1, "versions": [], "tags": [], "priority": 5}
+    review = R.new_review(insight, R.make_panel(["a", "b", "c"]), 0.0)
+    review["rounds"]["1"]["responses"] = {w: {"rating": r} for w, r in (("a", "⚡"), ("b", "?"))}
+    review["rounds"]["1"]["dropped"] = ["c"]               # c had no room in round 1
+    review["stage"] = "round2"
+    review["rounds"]["2"] = R._round(1)
+    [task_b] = [t for t in R.open_tasks(review, insight, ctx) if t["payload"]["reviewer"] == "b"]
+    tasks = R.replace_member(review, insight, dict(task_b, id=7), ["c"], "b blocked", ctx)
+    assert review["panel"][1]["account"] == "c" and tasks[0]["requires"]["backends"] == ["c"]
+    assert tasks[0]["key"].endswith("review2:b@c")
+    # with both other seats counted, the only candidate is taken: two in play, so the step waits
+    review2 = R.new_review(insight, R.make_panel(["a", "b", "c"]), 0.0)
+    [task_a] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "a"]
+    assert R.replace_member(review2, insight, dict(task_a, id=8), ["b"], "a blocked", ctx) is not None   # 3 in play: left out
+    assert review2["rounds"]["1"]["dropped"] == ["a"]
+    [task_b2] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "b"]
+    assert R.replace_member(review2, insight, dict(task_b2, id=9), ["c"], "b blocked", ctx) is None      # 2 left: waits

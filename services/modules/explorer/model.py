@@ -76,7 +76,8 @@ Corpus ids in ``dedup.candidates`` / ``duplicate_of``: an insight id, ``seed:<se
      "replacements"?: [{"reviewer", "step", "from", "to": account|None (left out of the step), "why", "task_id", "at"}]}
 
 A seat's ``account`` is the account serving it now; ``replaced`` lists the ones it had (a seat blocked past
-``member_patience`` moves to an account not on the panel, :func:`.review.replace_member`); its task keys
+``member_patience`` moves to an account no other seat counted in the step uses,
+:func:`.review.replace_member`); its task keys
 then carry ``@<account>``.
 
 A review response: ``{"rating", "mode", "backend", "task_id", "at", ...the parsed fields of its kind}``.
@@ -219,7 +220,7 @@ class ExplorerSettings:
       review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
     * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
       waited ``member_patience`` world seconds while its account has no room for the mode it needs is
-      replaced by an account not on the panel that has room; without one it is left out of that step
+      replaced by an account with room that no other seat counted in the step uses; without one it is left out of that step
       (recorded), as long as two reviewers (one extractor) stay in play; else the step waits
       (:mod:`.panels`).
     """

@@ -10,7 +10,8 @@ so a restarted module re-derives everything from the broker:
   room; ``max_waiting_threads`` bounds how many waiting ones are held beside them.
 * **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
   PENDING for ``member_patience`` world seconds while its account has no room for the mode the step
-  needs goes to an account not on the panel that has room (:func:`.review.replace_member`: the seat keeps
+  needs goes to an account with room that no other seat counted in the step uses (a seat left out
+  earlier frees its account; :func:`.review.replace_member`: the seat keeps
   its name, its earlier answers and its place; its account and task key change, recorded in the seat's
   ``replaced`` and the review's ``replacements``); without such an account the seat is left out of the
   step if two reviewers stay, else the step waits.

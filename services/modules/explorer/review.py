@@ -413,7 +413,8 @@ def in_play(review: dict, step: str) -> list[str]:
 
 def replace_member(review: dict, insight: dict, task: dict, candidates: list[str], why: str, ctx: Ctx) -> list | None:
     """A seat whose task waited too long on an account without room: give the seat to the first of
-    ``candidates`` (accounts with room for the step) that is not on the panel (distinct models), and
+    ``candidates`` (accounts with room for the step) that no other seat counted in this step uses
+    (distinct models; the account of a seat left out of the round is free), and
     return its new task; without one, leave the seat out of this step (recorded) when the step keeps at
     least two reviewers (a round-3 speaker: the deliberation goes on without the statement), and advance;
     else None (the step waits). Mutates both records; every change is logged in ``replacements``."""
@@ -421,7 +422,9 @@ def replace_member(review: dict, insight: dict, task: dict, candidates: list[str
     if step == "mathcheck" or reviewer is None:
         return None
     seat = next(p for p in review["panel"] if p["reviewer"] == reviewer)
-    taken = {p["account"] for p in review["panel"]}
+    # distinct models among the seats this step counts on; a seat left out earlier frees its account
+    counted = review["deliberation"]["voters"] if step.startswith("round3") else in_play(review, step)
+    taken = {p["account"] for p in review["panel"] if p["reviewer"] in counted or p["reviewer"] == reviewer}
     new = next((a for a in candidates if a not in taken), None)
     entry = {"reviewer": reviewer, "step": step, "from": seat["account"], "to": new, "why": why[:300],
              "task_id": task.get("id"), "at": ctx.now}
