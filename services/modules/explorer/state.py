@@ -9,8 +9,6 @@ away), but no follow-up is proposed; the step the thread would be in is kept in 
 """
 from __future__ import annotations
 
-from shared.errors import FanoError
-
 from services.modules import capacity as CAP
 from services.modules.base import Store
 from services.modules.explorer import extraction as X
