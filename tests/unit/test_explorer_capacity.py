@@ -283,3 +283,22 @@ def test_a_seat_left_out_earlier_frees_its_account_for_a_later_round():
     assert review2["rounds"]["1"]["dropped"] == ["a"]
     [task_b2] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "b"]
     assert R.replace_member(review2, insight, dict(task_b2, id=9), ["c"], "b blocked", ctx) is None      # 2 left: waits
+
+
+def test_a_skipped_extractors_task_is_cancelled_after_a_restart_even_once_the_panel_closed(rig):
+    r = rig(settings="max_active_threads = 1\n")
+    r.import_seeds()
+    working = ["alpha", "beta"]
+    thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"
+                                  and set(t["panel_settled"]) == {"alpha", "beta"}], accounts=working)[0]
+    block(r, "gamma")
+    r.clock.advance(301)
+    r.svc._cancel = lambda *a, **k: None           # dies between its transaction and the cancel
+    r.svc.plan()
+    t = r.get(M.thread_key(thread["id"]))
+    assert t["panel_closed"] and t["panel_settled"]["gamma"] == "skipped"
+    old = t["panel_skipped"]["gamma"]
+    assert next(x for x in r.tasks() if x["id"] == old)["state"] == "PENDING"
+    r.svc = r.new_module()
+    r.svc.plan()
+    assert next(x for x in r.tasks() if x["id"] == old)["state"] == "CANCELLED"

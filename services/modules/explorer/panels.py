@@ -124,9 +124,11 @@ class Panels:
 
     def skip_extractors(self, cap: CAP.Capacity, pending: dict) -> None:
         for key, version, thread in self.store.scan("threads/"):
-            if not isinstance(thread, dict) or effective_status(thread) != "synthesised" or thread.get("panel_closed"):
+            if not isinstance(thread, dict):
                 continue
             self._cancel((thread.get("panel_skipped") or {}).values(), pending, "extraction member skipped")
+            if effective_status(thread) != "synthesised" or thread.get("panel_closed"):
+                continue
             waiting = [a for a in thread["panel"] if a not in thread["panel_settled"]]
             for acct in waiting:
                 task = pending.get(M.thread_task_key(thread["id"], f"extract:{acct}",
@@ -162,10 +164,12 @@ class Panels:
     def replace_reviewers(self, cap: CAP.Capacity, pending: dict) -> None:
         ctx = self.review_ctx()
         for _, vr, review in self.store.scan("reviews/"):
-            if not isinstance(review, dict) or review.get("stage") not in OPEN_REVIEW:
+            if not isinstance(review, dict):
                 continue
             self._cancel([r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")], pending,
                          "review seat replaced")
+            if review.get("stage") not in OPEN_REVIEW:
+                continue
             vi, insight = self.store.get(M.insight_key(review["insight_id"]))
             if not insight or insight.get("status") != "pending":
                 continue
