@@ -5,7 +5,8 @@ what it is about)::
 
     documenter.plan         documenter.plan/<seq>                       {seq, insight_ids}
     documenter.evaluate     documenter.evaluate/<insight>/<run>/<slot>  {insight_id, run, evaluator}
-                            (+ requires.backends = [account] when several accounts exist)
+                            (+ requires.backends = [account] when several accounts exist;
+                            the key ends ``@<account>`` once the slot moved, :mod:`.seats`)
     documenter.draft        documenter.draft/<insight>/<run>/<round>    {insight_id, run, round, topic}
     documenter.exposition   documenter.exposition/<insight>/<run>/<round> {insight_id, run, round, reviewer}
 
@@ -15,7 +16,9 @@ pipelines run. ``WAIT`` holds planning until the candidates or the document chan
 passes. ``INCORPORATE`` starts the insight's pipeline, ``jobs/<insight>``::
 
     {"insight_id", "stage": "evaluate" | "draft" | "exposition" | "idle" | "needs_human" | "done" |
-     "duplicate", "run": n (one per attempt), "disputes": n, "slots": [{"name", "account"}],
+     "duplicate", "run": n (one per attempt), "disputes": n,
+     "slots": [{"name", "account", "replaced"?: [account], "dropped"?: true}] (:mod:`.seats`),
+     "replaced_tasks"?: [task id] (evaluations abandoned for lack of capacity, cancelled),
      "evals": {slot name: {"decision", "notes", "reasoning"}}, "round": 1 | 2, "draft": {...} | None,
      "notes": exposition revision notes | None, "similar": [[sid, score]], "section": sid | None,
      "last_reason", "history": [...], "updated"}
