@@ -9,8 +9,9 @@ extraction panels waiting on it, the other accounts idle with work pending. Here
 broker only (``fanoctl --json`` and the modules' records through the client library):
 
 1. sim-c's window is used up (``quota show``: nothing left);
-2. after that, sim-a and sim-b keep completing tasks, and new threads start although the slot
-   count (``max_active_threads = 1``) is held by a thread waiting on sim-c;
+2. after that, sim-a and sim-b keep completing tasks and new threads start (``max_active_threads = 1``:
+   a thread waiting on sim-c would otherwise hold the only slot; the slot rule itself is checked
+   step by step in tests/unit/test_explorer_capacity.py);
 3. panel members on sim-c are replaced or left out after ``member_patience`` (recorded in the review's
    ``replacements`` or the thread's ``panel_skipped``), and reviews finish after the exhaustion;
 4. no review response or extraction proposal is counted twice.
