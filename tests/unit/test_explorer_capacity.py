@@ -45,6 +45,10 @@ def test_capacity_reads_windows_reserves_cooldowns_and_pauses(rig):
     assert not c.serves({"requires": {"mode": "deep", "deep_fallback": False}}, ["beta"])
     assert c.usable(["alpha", "beta", "gamma"], "deep", patience=601) == ["alpha", "beta", "gamma"]
     assert c.usable(["alpha", "beta", "gamma"], "deep", patience=0) == ["alpha", "gamma"]
+    r.h.call("account_pause", account="gamma", reason="login expired")
+    c = cap_of(r)
+    assert not c.room("gamma") and c.until("gamma") == CAP.INF and "paused" in c.reason("gamma")
+    assert r.svc.available_accounts(c) == ["beta"]      # alpha: no standard quota left; gamma: paused
 
 
 def test_task_accounts_follow_the_conversation_then_the_requirements():
