@@ -132,10 +132,15 @@ def insight_text(d: dict) -> str:
         lines.append(f"round {n} (v{rd['version']}): {o.get('kind', 'in progress')}" + (f" {o['rating']}" if o.get("rating") else ""))
         for who, r in rd["responses"].items():
             lines += _response(who, r)
-        lines += [f"  {who}: dropped after retries" for who in rd.get("dropped") or []]
+        left_out = {(x["reviewer"], x["step"]) for x in rv.get("replacements") or [] if x.get("to") is None}
+        step = {"1": "round1", "2": "round2", "3": "round3_vote"}[n]
+        lines += [f"  {who}: " + ("left out: its account had no room past member_patience" if (who, step) in left_out
+                                  else "dropped after retries") for who in rd.get("dropped") or []]
         if n == "1" and rv.get("math"):
             m = rv["math"]
             lines.append(f"math check: {m['verdict']}" + (f" (confidence {m['confidence']:.2f})" if isinstance(m.get("confidence"), float) else ""))
+    for x in rv.get("replacements") or []:
+        lines.append(f"seat {x['reviewer']} in {x['step']}: {x['from']} -> {x.get('to') or 'left out'} ({x.get('why', '')})")
     for mc in rv.get("mind_changes") or []:
         lines.append(f"mind change: {mc['reviewer']} in round {mc['round']}: {mc['from']} -> {mc['to']}")
     for w in rv.get("rewordings") or []:

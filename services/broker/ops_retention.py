@@ -75,20 +75,8 @@ def compact_record(task: dict, now: float) -> None:
 def compact(tx: Tx, horizon: float, budget: int | None = None) -> tuple[int, bool]:
     """Compact eligible tasks last updated at or before ``horizon`` (world time), oldest first, examining
     at most ``budget`` (default :data:`COMPACT_BATCH`) index entries. Returns ``(compacted, more)``."""
-    budget = COMPACT_BATCH if budget is None else budget
-    limit = S.ms(horizon)
-    due, more = [], False
-    cur = tx.cursor("compactable")
-    ok = cur.first()
-    while ok:  # collect first: the loop below writes to the index this cursor walks
-        key = bytes(cur.key())
-        if S.time_id_split(key)[0] > limit:
-            break
-        if len(due) >= budget:
-            more = True
-            break
-        due.append(key)
-        ok = cur.next()
+    due, more = _due(tx, "compactable", S.ms(horizon), S.time_id_split,
+                     COMPACT_BATCH if budget is None else budget)
     compacted = 0
     for key in due:
         filed_ms, tid = S.time_id_split(key)
@@ -111,20 +99,7 @@ def compact(tx: Tx, horizon: float, budget: int | None = None) -> tuple[int, boo
 def expire_kv(tx: Tx, budget: int | None = None) -> tuple[int, bool]:
     """Delete working-data keys whose expiry is due (world time ``tx.now``), oldest first, at most
     ``budget`` (default :data:`EXPIRE_BATCH`). Returns ``(deleted, more)``."""
-    budget = EXPIRE_BATCH if budget is None else budget
-    limit = S.ms(tx.now)
-    due, more = [], False
-    cur = tx.cursor("kv_expiry")
-    ok = cur.first()
-    while ok:  # collect first: the loop below deletes from the index this cursor walks
-        key = bytes(cur.key())
-        if S.expiry_split(key)[0] > limit:
-            break
-        if len(due) >= budget:
-            more = True
-            break
-        due.append(key)
-        ok = cur.next()
+    due, more = _due(tx, "kv_expiry", S.ms(tx.now), S.expiry_split, EXPIRE_BATCH if budget is None else budget)
     deleted = 0
     for key in due:
         exp, kv_key = S.expiry_split(key)
@@ -155,3 +130,21 @@ def op_compact(tx: Tx, older_than):
 
 
 HANDLERS = {"compact": op_compact}
+
+
+def _due(tx: Tx, index: str, limit_ms: int, split, budget: int) -> tuple[list[bytes], bool]:
+    """The keys of a time-ordered ``index`` (first field: world ms, read by ``split``) due at ``limit_ms``,
+    at most ``budget`` of them, and whether more are due. Collected before the caller changes the index
+    (a cursor must not walk what is being written)."""
+    due: list[bytes] = []
+    cur = tx.cursor(index)
+    ok = cur.first()
+    while ok:
+        key = bytes(cur.key())
+        if split(key)[0] > limit_ms:
+            return due, False
+        if len(due) >= budget:
+            return due, True
+        due.append(key)
+        ok = cur.next()
+    return due, False

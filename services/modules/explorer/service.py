@@ -30,6 +30,7 @@ from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
 from services.modules.explorer import parsers as P
+from services.modules.explorer.panels import Panels
 from services.modules.explorer import priorities as PR
 from services.modules.explorer import review as R
 from services.modules.explorer import seeds as S
@@ -38,7 +39,7 @@ from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recove
 from services.modules.explorer.state import Ops, StateReader
 
 
-class ExplorerService(StateReader, Recovery, ModuleService):
+class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     module = M.MODULE
 
     def initialize(self) -> None:
@@ -103,9 +104,13 @@ class ExplorerService(StateReader, Recovery, ModuleService):
             if rec is None or spec["key"] not in rec["held"]:
                 plain.append(spec)
             elif PC.room(rec, self.settings.max_tasks_per_seed_hour) > 0:
-                self.txn_or_skip(self.paced([Store.submit(dict(spec, module=M.MODULE))]),
-                                 f"propose held task {spec['key']}")
+                self.txn_or_skip([Store.submit(dict(spec, module=M.MODULE))], f"propose held task {spec['key']}")
         super().submit_if_absent(plain)
+
+    def txn_or_skip(self, ops: list, what: str) -> bool:
+        """Every planning transaction (a thread started, a held task proposed, a panel seat moved) is paced
+        like an applied result's."""
+        return super().txn_or_skip(self.paced(ops), what)
 
     def _handle(self, task: dict) -> Effect:
         result = task.get("result")
@@ -137,8 +142,12 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         recent = [e["response"] for e in exchanges[-self.settings.profundity_window:]]
         thread = dict(old, exchanges=k, critiques=old["critiques"] + (ex["role"] == "critique"), attempt=0,
                       last_error=None, updated_at=now, profundity=round(T.profundity(recent, self.settings), 3))
-        if ex["role"] == "explore" and not thread.get("explore_account"):
+        if ex["role"] == "explore" and served["account"] and served["account"] != thread.get("explore_account"):
+            # the first explore turn binds the conversation; a later one served elsewhere means the broker
+            # handed the conversation to another account: the critic then avoids the new one
             thread["explore_account"] = served["account"]
+        if ex["role"] == "critique" and served["account"]:
+            thread["critic_account"] = served["account"]
         ops.put(M.exchange_key(thread["id"], k), ex, 0)
         reason = T.readiness(exchanges, self.settings)
         if reason:
@@ -195,7 +204,7 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         now, ops, seeds = self.now(), Ops(), self.values("seeds/")
         known = X.corpus(insights, seeds, self.documented())
         made = X.new_insights(old, parsed, known, task["id"], now)
-        panel = R.make_panel(self.available_accounts(), self.settings.reviewers)
+        panel = self.review_panel()
         for ins in made:
             known[ins["id"]] = ins["text"]
             if ins["status"] == "pending" and ins["dedup"]["verdict"] == "candidates":
@@ -285,30 +294,33 @@ class ExplorerService(StateReader, Recovery, ModuleService):
                 self.log.info("seed %s imported from research finding %s", seed["id"], fid)
 
     def plan(self) -> None:
-        """Start threads up to ``max_active_threads``; re-rank the queued tasks of threads whose priority was
+        """Start threads while there is room (:meth:`.panels.Panels.thread_room`); re-rank the queued tasks of threads whose priority was
         overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open steps (and re-rank the
         tasks of overridden insights)."""
         self.import_promotions()
         seeds = self.values("seeds/")
         threads = self.values("threads/")
-        open_count = sum(1 for t in threads if t.get("status") in M.OPEN_THREAD)
         paces = {p.get("seed_id"): p for p in self.values("pace/")}
-        while open_count < self.settings.max_active_threads:
+
+        def candidate():
             # a paused seed, or one over its hourly budget, gets no new thread (services/modules/explorer/pacing.py)
             blocked = PC.blocked_seeds(seeds, threads, paces, self.settings, self.now())
-            seed = T.select_seed([s for s in seeds if s.get("id") not in blocked], threads)
+            return T.select_seed([s for s in seeds if s.get("id") not in blocked], threads)
+        room = self.thread_room(threads) if candidate() is not None else 0
+        while room > 0:
+            seed = candidate()
             if seed is None:
                 break
             thread = T.new_thread(seed, threads, self.now())
             ops = Ops()
             ops.put(M.thread_key(thread["id"]), thread, 0)
             ops.submit(T.turn_task(thread, 1, seeds, [], self.configured_accounts(), self.settings))
-            if not self.txn_or_skip(self.paced(ops.ops), f"start thread {thread['id']}"):
+            if not self.txn_or_skip(ops.ops, f"start thread {thread['id']}"):
                 return
             paces[seed["id"]] = self.store.get(PC.pace_key(seed["id"]))[1]
             self.log.info("thread %s started on seed %s (%s)", thread["id"], seed["id"], seed["type"])
             threads.append(thread)
-            open_count += 1
+            room -= 1
         self.align_priorities([t for t in threads if t.get("status") in PR.THREAD_FOLLOWS], "thread_id", M.thread_key)
         if self.clock.mono() >= self._next_repair:
             self._next_repair = self.clock.mono() + self.settings.repair_interval

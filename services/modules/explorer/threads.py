@@ -139,14 +139,21 @@ def resolve_prompt(ref: str, by_turn: dict[int, dict]) -> str | None:
 
 def critic_accounts(thread: dict, accounts: list[str], settings: M.ExplorerSettings) -> list[str]:
     """Accounts the critic may use: not the explorer's (when another exists); with weights, one account
-    drawn deterministically per thread."""
+    drawn deterministically per thread. The account that served the latest critique (``critic_account``,
+    the one holding the critic's conversation) always stays allowed: after the broker handed the explorer's
+    conversation to that account, "not the explorer's" alone would exclude it and the turn could run nowhere."""
     others = [a for a in accounts if a != thread.get("explore_account")] or list(accounts)
     weights = {a: float(settings.critique_weights.get(a, 0)) for a in others}
     if settings.critique_weights and any(w > 0 for w in weights.values()):
         rng = random.Random(int.from_bytes(hashlib.sha256(thread["id"].encode()).digest()[:8], "big"))
         names = [a for a in others if weights[a] > 0]
-        return [rng.choices(names, [weights[a] for a in names])[0]]
-    return others if len(others) < len(accounts) else []
+        allowed = [rng.choices(names, [weights[a] for a in names])[0]]
+    else:
+        allowed = others if len(others) < len(accounts) else []
+    held = thread.get("critic_account")
+    if allowed and held and held not in allowed:
+        allowed.append(held)
+    return allowed
 
 
 def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], accounts: list[str],
