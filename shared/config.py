@@ -156,6 +156,30 @@ class AccountConfig:
         return f"backend-{self.name}"
 
 
+def _endpoint(env: str, run_dir: Path, socket: str) -> str:
+    return os.environ.get(env) or f"ipc://{run_dir}/{socket}"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running tree's sockets are: :func:`find_endpoints`."""
+
+    run_dir: Path
+    problem: str | None = None   # why the whole configuration was not used (it does not load)
+
+    @property
+    def broker_endpoint(self) -> str:
+        return _endpoint("FANO_BROKER", self.run_dir, "broker.sock")
+
+    @property
+    def events_endpoint(self) -> str:
+        return _endpoint("FANO_EVENTS", self.run_dir, "events.sock")
+
+    @property
+    def scheduler_endpoint(self) -> str:
+        return _endpoint("FANO_SCHEDULER", self.run_dir, "scheduler.sock")
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
@@ -197,15 +221,15 @@ class Config:
 
     @property
     def broker_endpoint(self) -> str:
-        return os.environ.get("FANO_BROKER") or f"ipc://{self.run_dir}/broker.sock"
+        return _endpoint("FANO_BROKER", self.run_dir, "broker.sock")
 
     @property
     def events_endpoint(self) -> str:
-        return os.environ.get("FANO_EVENTS") or f"ipc://{self.run_dir}/events.sock"
+        return _endpoint("FANO_EVENTS", self.run_dir, "events.sock")
 
     @property
     def scheduler_endpoint(self) -> str:
-        return os.environ.get("FANO_SCHEDULER") or f"ipc://{self.run_dir}/scheduler.sock"
+        return _endpoint("FANO_SCHEDULER", self.run_dir, "scheduler.sock")
 
     def lock_path(self, program: str) -> Path:
         return self.run_dir / f"{program}.lock"
@@ -357,9 +381,44 @@ def _check_names(cfg: "Config", where: str) -> None:
                 raise ConfigError(f"{where}: scheduler.{key}: " + unknown_name("module", module, KNOWN_MODULES))
 
 
+def _config_path(path) -> Path:
+    return Path(path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG).resolve()
+
+
+def _resolve_path(cfg_path: Path, paths: dict, key: str, default: str) -> Path:
+    env = os.environ.get(f"FANO_{key.upper()}")
+    return (cfg_path.parent / (env or paths.get(key, default))).resolve()
+
+
+def find_endpoints(path: str | os.PathLike | None = None) -> Endpoints:
+    """The sockets of the tree ``path`` configures, even when that file does not load.
+
+    A running tree keeps working on the configuration it started with, so an edit that breaks the file
+    (a typo, a half-written table) must not lock the operator out of it: when the file exists but does
+    not load, its run directory comes from its ``[paths]`` table if that part still reads, else the
+    default (``var/run`` beside the file), and ``problem`` says why. A missing file is still an error
+    (ConfigError): that is a wrong path, not a broken configuration.
+    """
+    try:
+        return Endpoints(load_config(path).run_dir)
+    except ConfigError as exc:
+        cfg_path = _config_path(path)
+        if not cfg_path.is_file():
+            raise
+        problem = str(exc)
+    paths: dict = {}
+    try:
+        with open(cfg_path, "rb") as f:
+            table = tomllib.load(f).get("paths")
+        if isinstance(table, dict):
+            paths = {k: v for k, v in table.items() if isinstance(v, str)}
+    except (OSError, tomllib.TOMLDecodeError):
+        pass   # the file does not even parse: the default run directory
+    return Endpoints(_resolve_path(cfg_path, paths, "run_dir", "var/run"), problem)
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
-    chosen = path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG
-    cfg_path = Path(chosen).resolve()
+    cfg_path = _config_path(path)
     where = str(cfg_path)
     try:
         with open(cfg_path, "rb") as f:
@@ -372,11 +431,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if unknown:
         raise ConfigError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
     paths = _section(data, "paths", {"run_dir", "data_dir", "log_dir"}, where)
-    base = cfg_path.parent
 
     def resolve(key: str, default: str) -> Path:
-        env = os.environ.get(f"FANO_{key.upper()}")
-        return (base / (env or paths.get(key, default))).resolve()
+        return _resolve_path(cfg_path, paths, key, default)
 
     broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
     scheduler = _scheduler(_section(data, "scheduler", set(SchedulerConfig.__dataclass_fields__), where), where)

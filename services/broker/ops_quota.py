@@ -195,7 +195,8 @@ def _describe_quota(tx: Tx, account: str, mode: str, spec: dict | None) -> dict:
 
 
 def _shown(tx: Tx, account: str) -> bool:
-    """Whether quota_show lists ``account``: an account removed from the configuration leaves the listing
+    """Whether quota_show lists ``account`` (it lists every configured account, with or without a record;
+    none other when names are checked): an account removed from the configuration leaves the listing
     (``fanoctl backends ls``, ``quota show``, the scheduler's view); its records stay, and come back with
     it if it is configured again. Its history stays in the task records."""
     return tx.names is None or account in tx.names.accounts
@@ -228,6 +229,13 @@ def op_quota_show(tx: Tx, account: str | None):
                 quotas.append(_describe_quota(tx, name, mode, None))
         accounts.append({"account": name, "paused": rec.get("paused", False),
                          "pause_reason": rec.get("pause_reason", ""), "cooldowns": cooldowns})
+    if tx.names is not None:
+        # every configured account, also one never paused nor cooled down (no record yet): the broker's
+        # listing is the tree's list of accounts, whatever configuration the reader has at hand
+        listed = {a["account"] for a in accounts}
+        accounts += [{"account": name, "paused": False, "pause_reason": "", "cooldowns": {}}
+                     for name in tx.names.accounts if name not in listed and (not account or name == account)]
+        accounts.sort(key=lambda a: a["account"])
     return {"now": tx.now, "quotas": quotas, "accounts": accounts}
 
 

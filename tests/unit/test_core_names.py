@@ -32,10 +32,13 @@ def test_operator_commands_on_an_unknown_account_are_refused_and_leave_no_record
     _refused(h, "cooldown", "nosuch", account="nosuch", mode=None, until=h.clock.world() + 60, reason="x")
     _refused(h, "quota_show", "nosuch", account="nosuch")
     shown = h.call("quota_show")
-    assert [a["account"] for a in shown["accounts"]] == []          # no phantom record
+    # every configured account is listed, records or not, and no phantom
+    assert [(a["account"], a["paused"]) for a in shown["accounts"]] == [("claude", False), ("gem", False)]
     assert [(q["account"], q["mode"]) for q in shown["quotas"]] == [("gem", "deep")]
     h.call("account_pause", account="gem", reason="maintenance")   # a configured one works as before
-    assert [a["account"] for a in h.call("quota_show")["accounts"]] == ["gem"]
+    assert [(a["account"], a["paused"]) for a in h.call("quota_show")["accounts"]] == [("claude", False),
+                                                                                       ("gem", True)]
+    assert [a["account"] for a in h.call("quota_show", account="claude")["accounts"]] == ["claude"]
 
 
 def test_a_reserve_for_an_unknown_module_is_refused(names):
