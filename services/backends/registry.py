@@ -48,3 +48,32 @@ def make_provider(account, clock, data_dir):
         return cls(account.name, settings, clock, data_dir)
     except ValueError as exc:
         raise ConfigError(f"accounts.{account.name}: {exc}") from exc
+
+
+# kind -> the module whose ``parse_settings(settings)`` validates an account's own table (the same function
+# its provider calls at start); the web kinds validate against their site file (web/settings.py)
+SETTINGS: dict[str, str] = {
+    "sim": "services.backends.sim",
+    "claude": "services.backends.claude",
+    "openai": "services.backends.openai_wire",
+}
+WEB = ("chatgpt", "gemini")
+
+
+def check_settings(account) -> None:
+    """Validate an account's own settings as its worker will at start, without starting anything (no
+    browser, no connection, no file written): ``ops/up`` checks every account this way before it touches
+    the running tree, so a bad time zone or setting fails there instead of leaving the program FATAL.
+    Raises ConfigError naming the account. (API keys are checked by the worker itself: its environment
+    is supervisord's, not the caller's; see ops/supervisor_conf.py for the warning ops/up gives.)"""
+    provider_class(account.backend)   # the kind exists and its module loads
+    settings = dict(account.settings, modes=list(account.modes))
+    try:
+        if account.backend in WEB:
+            from services.backends.web.settings import parse_settings
+            from services.backends.web.site import load_site
+            parse_settings(settings, load_site(account.backend))
+        else:
+            importlib.import_module(SETTINGS[account.backend]).parse_settings(settings)
+    except ValueError as exc:
+        raise ConfigError(f"accounts.{account.name}: {exc}") from exc

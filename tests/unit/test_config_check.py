@@ -1,0 +1,62 @@
+"""ops.config_check: the whole configuration as the programs read it, before ops/up touches the tree
+(issue 14: a bad time zone left a program FATAL while ops/up said "Fano is up"; a bad `evaluators` failed
+only after half the tree had restarted)."""
+import pytest
+
+from ops import config_check
+from shared.config import MODULES, load_config
+from shared.errors import ExitCode
+
+ACCOUNT = """
+[accounts.gemini-sim]
+backend = "sim"
+modes = ["standard", "deep"]
+"""
+
+
+def check(tmp_path, text):
+    path = tmp_path / "fano.toml"
+    path.write_text(text)
+    return config_check.problems(load_config(path))
+
+
+def test_the_repository_config_passes(capsys):
+    assert config_check.main([]) == ExitCode.OK
+    assert capsys.readouterr().out.startswith("configuration OK (")
+
+
+def test_every_module_has_its_settings_checked():
+    assert set(config_check.SETTINGS) == set(MODULES)
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    # an account's own settings, with its worker's validator: a provider-side limit in a zone that does not exist
+    ('rate_limits = { deep = ["20/day@00:00 Mars/Olympus"] }\n',
+     "accounts.gemini-sim: sim setting rate_limits.deep: unknown time zone 'Mars/Olympus'"),
+    ('latency = { standard = 2.0 }\nlatncy = 3\n', "accounts.gemini-sim: unknown sim setting(s): latncy"),
+    # a module's settings, with the module's own loader
+    ("[modules.documenter]\nevaluators = 5\n", "[modules.documenter].evaluators"),
+    ("[modules.explorer]\nturns = 'many'\n", "[modules.explorer]"),
+    # accounts and modules named in module settings
+    ('[modules.documenter]\npanel_accounts = ["gemini-sm"]\n',
+     "[modules.documenter] panel_accounts: unknown account 'gemini-sm' (known: gemini-sim)"),
+    ('[modules.advisor]\nbackends = ["claude"]\n',
+     "[modules.advisor] backends: unknown account or backend 'claude' (known: gemini-sim, sim)"),
+    ('[modules.advisor]\nmodules = ["explorer", "explorr"]\n', "[modules.advisor] modules: unknown module 'explorr'"),
+])
+def test_problems_are_found_with_their_reason(tmp_path, extra, fragment):
+    found = check(tmp_path, ACCOUNT + extra)
+    assert len(found) == 1 and fragment in found[0], found
+    assert found[0].startswith(str(tmp_path / "fano.toml"))
+
+
+def test_main_prints_every_problem_and_exits_with_the_config_code(tmp_path, capsys):
+    path = tmp_path / "fano.toml"
+    path.write_text(ACCOUNT + 'rate_limits = { deep = ["1/day@00:00 Nowhere/City"] }\n'
+                    "[modules.documenter]\nevaluators = 9\n")
+    assert config_check.main(["--config", str(path)]) == ExitCode.CONFIG
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("configuration error: ") for line in err)
+    path.write_text("[brokr]\n")
+    assert config_check.main(["--config", str(path)]) == ExitCode.CONFIG
+    assert "unknown section(s): brokr" in capsys.readouterr().err
