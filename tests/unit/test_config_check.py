@@ -60,3 +60,19 @@ def test_main_prints_every_problem_and_exits_with_the_config_code(tmp_path, caps
     path.write_text("[brokr]\n")
     assert config_check.main(["--config", str(path)]) == ExitCode.CONFIG
     assert "unknown section(s): brokr" in capsys.readouterr().err
+
+
+def test_the_broker_restarts_when_the_accounts_change_not_when_one_account_does(tmp_path):
+    """ops/up restarts the static programs when the shared digest changes: the broker refuses names its
+    configuration does not have, so it must learn an added or removed account (or a new backend kind)."""
+    from ops.supervisor_conf import shared_digest
+    path = tmp_path / "fano.toml"
+
+    def digest(text):
+        path.write_text(text)
+        return shared_digest(path)
+    base = digest(ACCOUNT)
+    assert digest(ACCOUNT + "seed = 7\n") == base                         # its worker alone reads that
+    assert digest(ACCOUNT + '[accounts.b]\nbackend = "sim"\n') != base    # added
+    assert digest(ACCOUNT.replace('"sim"', '"openai"')) != base           # another backend kind
+    assert digest("") != base                                             # removed
