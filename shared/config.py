@@ -339,7 +339,7 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
         if backend not in BACKENDS:
             raise ConfigError(f"{where}: accounts.{name}.backend must be one of {', '.join(BACKENDS)}")
         modes = spec.get("modes", ["standard"])
-        if not isinstance(modes, list) or not modes or any(m not in ("standard", "deep") for m in modes):
+        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
             raise ConfigError(f"{where}: accounts.{name}.modes must be a non-empty list of standard/deep")
         settings = {k: v for k, v in spec.items() if k not in ("backend", "modes")}
         out.append(AccountConfig(name, backend, tuple(modes), settings))

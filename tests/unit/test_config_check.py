@@ -25,8 +25,12 @@ def test_the_repository_config_passes(capsys):
     assert capsys.readouterr().out.startswith("configuration OK (")
 
 
-def test_every_module_has_its_settings_checked():
+def test_every_module_has_its_settings_checked_and_runs_as_a_program():
+    from ops.supervisor_conf import static_programs
+    from services.__main__ import PROGRAMS
     assert set(config_check.SETTINGS) == set(MODULES)
+    assert set(MODULES) <= set(PROGRAMS)
+    assert {f"module-{m}" for m in MODULES} <= set(static_programs())
 
 
 @pytest.mark.parametrize("extra,fragment", [
