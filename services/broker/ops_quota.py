@@ -242,6 +242,10 @@ def op_quota_show(tx: Tx, account: str | None):
 def op_quota_set(tx: Tx, account: str, mode: str, windows):
     check_account(tx, account)
     _check_mode(mode)
+    if tx.names is not None and mode not in tx.names.modes_of(account):
+        # never charged: the account's worker never leases in a mode it does not offer
+        raise FanoError(ErrorCode.BAD_ARGUMENT, f"account {account} does not offer mode {mode} (its modes: "
+                        f"{', '.join(tx.names.modes_of(account))})", {"field": "mode"})
     canonical = Q.normalize_windows(windows)
     for window in canonical:
         for module in window.get("reserves", {}):

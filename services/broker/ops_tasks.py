@@ -56,13 +56,18 @@ class Names:
     accounts: frozenset
     backends: frozenset     # what requires.backends may hold: accounts and their backend kinds
     modules: frozenset
+    modes: tuple = ()       # (account, (mode, ...)) pairs: the modes each account offers
 
     @classmethod
     def of(cls, config) -> "Names | None":
         """None for a configuration without accounts: a bare broker, whose names are not checked."""
         if not config.names_checked:
             return None
-        return cls(frozenset(config.account_names), frozenset(config.backend_names()), frozenset(KNOWN_MODULES))
+        return cls(frozenset(config.account_names), frozenset(config.backend_names()), frozenset(KNOWN_MODULES),
+                   tuple((a.name, tuple(a.modes)) for a in config.accounts))
+
+    def modes_of(self, account: str) -> tuple:
+        return dict(self.modes).get(account, ())
 
 
 def _unknown(field: str, what: str, name, known) -> FanoError:

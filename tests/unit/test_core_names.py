@@ -41,6 +41,12 @@ def test_operator_commands_on_an_unknown_account_are_refused_and_leave_no_record
     assert [a["account"] for a in h.call("quota_show", account="claude")["accounts"]] == ["claude"]
 
 
+def test_a_quota_for_a_mode_the_account_does_not_offer_is_refused(names):
+    err = expect_error("BAD_ARGUMENT", names.call, "quota_set", account="claude", mode="deep", windows=["5/day"])
+    assert err.message == "account claude does not offer mode deep (its modes: standard)"
+    assert names.call("quota_set", account="claude", mode="standard", windows=["5/day"])["source"] == "operator"
+
+
 def test_a_reserve_for_an_unknown_module_is_refused(names):
     err = expect_error("BAD_ARGUMENT", names.call, "quota_set", account="gem", mode="deep",
                        windows=["20/day reserve explorr=5"])
