@@ -58,14 +58,16 @@ SETTINGS: dict[str, str] = {
     "openai": "services.backends.openai_wire",
 }
 WEB = ("chatgpt", "gemini")
+KEYED = ("claude", "openai")   # kinds whose workers read an API key (services/backends/secrets.py)
 
 
 def check_settings(account) -> None:
     """Validate an account's own settings as its worker will at start, without starting anything (no
     browser, no connection, no file written): ``ops/up`` checks every account this way before it touches
     the running tree, so a bad time zone or setting fails there instead of leaving the program FATAL.
-    Raises ConfigError naming the account. (API keys are checked by the worker itself: its environment
-    is supervisord's, not the caller's; see ops/supervisor_conf.py for the warning ops/up gives.)"""
+    Raises ConfigError naming the account. An API key's placement is checked (not inline, a key file
+    readable and outside the repository); a key from a variable is not: the worker's environment is
+    supervisord's, not the caller's (ops/supervisor_conf.py warns about that instead)."""
     provider_class(account.backend)   # the kind exists and its module loads
     settings = dict(account.settings, modes=list(account.modes))
     try:
@@ -77,3 +79,6 @@ def check_settings(account) -> None:
             importlib.import_module(SETTINGS[account.backend]).parse_settings(settings)
     except ValueError as exc:
         raise ConfigError(f"accounts.{account.name}: {exc}") from exc
+    if account.backend in KEYED:
+        from services.backends.secrets import load_api_key
+        load_api_key(account.name, account.backend, settings, required=False, environ={})

@@ -54,6 +54,18 @@ def test_problems_are_found_with_their_reason(tmp_path, extra, fragment):
     assert found[0].startswith(str(tmp_path / "fano.toml"))
 
 
+def test_a_key_file_the_worker_could_not_read_is_a_problem(tmp_path):
+    claude = '[accounts.c]\nbackend = "claude"\n'
+    missing = tmp_path / "nope.key"
+    (found,) = check(tmp_path, claude + f'api_key_file = "{missing}"\n')
+    assert f"accounts.c: cannot read api_key_file {missing}" in found
+    key = tmp_path / "c.key"
+    key.write_text("sk-test-not-shown\n")
+    assert check(tmp_path, claude + f'api_key_file = "{key}"\n') == []
+    # a key from a variable is the worker's business: its environment is supervisord's
+    assert check(tmp_path, claude + 'api_key_env = "FANO_TEST_UNSET_KEY"\n') == []
+
+
 def test_main_prints_every_problem_and_exits_with_the_config_code(tmp_path, capsys):
     path = tmp_path / "fano.toml"
     path.write_text(ACCOUNT + 'rate_limits = { deep = ["1/day@00:00 Nowhere/City"] }\n'
