@@ -470,7 +470,7 @@ HEARTBEAT_INTERVAL = 1.0   # seconds, monotonic
 LIVENESS = 3               # missed intervals before a peer is declared dead
 OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
 
-# type: required fields (with accepted types); optional fields are passed through unchecked
+# type: required fields (with accepted types)
 WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "ready": {"worker": STR, "account": STR, "backend": STR, "modes": LIST},
     "heartbeat": {},
@@ -481,6 +481,44 @@ WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "query": {"cid": STR, "what": STR},
     "answer": {"cid": STR, "ok": BOOL},
 }
+# type: optional fields the receiver reads (absent or null, else of these types); others pass unchecked
+WORKER_OPTIONAL: dict[str, dict[str, tuple]] = {
+    "ready": {},
+    "heartbeat": {"worker": STR, "task_id": INT},
+    "done": {"epoch": INT, "message": STR, "retry_at": NUM},
+    "disconnect": {"worker": STR, "reason": STR},
+    "assign": {"ttl": NUM},
+    "cancel": {},
+    "query": {"task_id": INT, "set": MAP, "reset": BOOL},
+    "answer": {"error": MAP},
+}
+MAX_NAME = 256           # characters of a name field (worker, account, backend, cid, what, modes)
+MAX_TEXT = 4096          # characters of a free-text field (message, reason)
+MAX_MODES = 8            # entries of ``modes``
+MAX_WORLD_TIME = 2.0 ** 33   # a number field (retry_at, ttl) is finite and in [0, 2^33) (year 2242)
+_TEXT_FIELDS = frozenset({"message", "reason"})
+
+
+def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple) -> None:
+    """Raise BAD_ARGUMENT unless ``value`` has one of ``types`` and lies in the field's range."""
+    want = "/".join(t.__name__ for t in types)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise bad_argument(f"{msg_type}: field {name!r} must be {want}, got {type(value).__name__}", field=name)
+    if isinstance(value, str):
+        limit = MAX_TEXT if name in _TEXT_FIELDS else MAX_NAME
+        if len(value) > limit:
+            raise bad_argument(f"{msg_type}: field {name!r} longer than {limit} characters", field=name)
+    elif isinstance(value, bool):
+        pass
+    elif float in types and isinstance(value, (int, float)):   # a time or a duration
+        if not (0.0 <= value < MAX_WORLD_TIME):   # NaN fails this too
+            raise bad_argument(f"{msg_type}: field {name!r} must be a finite number in [0, 2^33)", field=name)
+    elif isinstance(value, int):
+        if not 0 <= value < 2**63:   # task ids and epochs are the broker's 63-bit counters
+            raise bad_argument(f"{msg_type}: field {name!r} out of range [0, 2^63)", field=name)
+    elif name == "modes":
+        if len(value) > MAX_MODES or not all(isinstance(m, str) and len(m) <= MAX_NAME for m in value):
+            raise bad_argument(f"{msg_type}: modes must be at most {MAX_MODES} strings", field=name)
 
 
 def encode_worker(msg_type: str, **fields) -> list[bytes]:
@@ -490,7 +528,15 @@ def encode_worker(msg_type: str, **fields) -> list[bytes]:
 
 
 def decode_worker(frames: list[bytes]) -> dict:
-    """Parse a worker-protocol message (frames after any identity). Raises FanoError on garbage."""
+    """Parse a worker-protocol message (frames after any identity). Raises FanoError on garbage.
+
+    Every field the receiver reads is type- and range-checked here (:data:`WORKER_MESSAGES` required,
+    :data:`WORKER_OPTIONAL` optional: absent or null, else of the listed types; strings at most
+    :data:`MAX_NAME` characters, or :data:`MAX_TEXT` for ``message``/``reason``; integers in
+    [0, 2^63); numbers finite in [0, 2^33)). Anything else is ``BAD_FRAME``, ``BAD_VERSION``,
+    ``TOO_LARGE``, ``BAD_ENCODING``, ``UNKNOWN_COMMAND`` or ``BAD_ARGUMENT``, never another exception;
+    the error of a ``query`` whose ``cid`` is readable carries it in ``details["cid"]``.
+    """
     if len(frames) != 2:
         raise FanoError(ErrorCode.BAD_FRAME, f"expected 2 frames [header, body], got {len(frames)}")
     if frames[0] != WORKER_HEADER:
@@ -498,12 +544,21 @@ def decode_worker(frames: list[bytes]) -> dict:
     if len(frames[1]) > MAX_BODY:
         raise FanoError(ErrorCode.TOO_LARGE, f"body of {len(frames[1])} bytes exceeds {MAX_BODY}")
     msg = _unpack(frames[1])
-    if not isinstance(msg, dict) or msg.get("type") not in WORKER_MESSAGES:
-        raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown worker message {str(msg.get('type') if isinstance(msg, dict) else msg)[:40]!r}")
-    for name, types in WORKER_MESSAGES[msg["type"]].items():
-        value = msg.get(name)
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise bad_argument(f"{msg['type']}: field {name!r} must be {'/'.join(t.__name__ for t in types)}",
-                               field=name)
+    if not isinstance(msg, dict):
+        raise FanoError(ErrorCode.BAD_ENCODING, "worker message body must be a msgpack map")
+    msg_type = msg.get("type")
+    # a list or map as "type" is unhashable: test the type before looking it up
+    if not isinstance(msg_type, str) or msg_type not in WORKER_MESSAGES:
+        raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown worker message {str(msg_type)[:40]!r}")
+    try:
+        for name, types in WORKER_MESSAGES[msg_type].items():
+            _check_worker_field(msg_type, name, msg.get(name), types)
+        for name, types in WORKER_OPTIONAL[msg_type].items():
+            if msg.get(name) is not None:
+                _check_worker_field(msg_type, name, msg[name], types)
+    except FanoError as exc:
+        cid = msg.get("cid")
+        if msg_type == "query" and isinstance(cid, str) and len(cid) <= MAX_NAME:
+            exc.details["cid"] = cid   # a query with a readable cid gets its error as an answer
+        raise
     return msg
-
