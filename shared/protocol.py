@@ -61,7 +61,8 @@ Every mutating command carries a client-generated ``rid``; a retry of one logica
 identical body (the client library uses the rid as the cid of a mutating call, so even a process
 that persisted a rid and repeats the call after a crash sends the same bytes). The broker stores the reply under the rid in the same
 transaction as the effect, so a retried request returns the first reply and is applied once. Any
-unique string of 8-128 characters is a valid rid; the client library's are time-ordered
+unique string of 8-128 characters (at most :data:`MAX_RID_BYTES` bytes in UTF-8, so that it fits an LMDB
+key; a longer one is ``BAD_ARGUMENT``) is a valid rid; the client library's are time-ordered
 (:func:`new_request_id`), which keeps the request log's inserts together on disk. A rid
 that arrives with a different body is ``REQUEST_ID_REUSED``. Replies are sent only after the
 transaction has committed (fsync'd).
@@ -123,6 +124,9 @@ VERSION = 1
 MAX_BODY = 4 * 1024 * 1024          # soft limit: answered with TOO_LARGE
 MAX_MESSAGE = 16 * 1024 * 1024      # hard limit: libzmq drops the connection (ZMQ_MAXMSGSIZE)
 MAX_DEPTH = 100                     # nesting levels of maps/lists in a request's args: BAD_ARGUMENT
+# a request id is a key of the request log, and 8 bytes of time and the id a key of its time index:
+# LMDB keys hold at most 511 bytes
+MAX_RID_BYTES = 500
 EVENT_PREFIX = b"evt."
 _NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)  # see send_nowait
 
@@ -356,9 +360,9 @@ def decode_request(frames: list[bytes]) -> Request:
         raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd[:64]!r}", ctx)
     rid = msg.get("rid")
     if is_mutating(cmd):
-        if not isinstance(rid, str) or not (8 <= len(rid) <= 128):
+        if not isinstance(rid, str) or not (8 <= len(rid) <= 128) or len(rid.encode()) > MAX_RID_BYTES:
             raise FanoError(ErrorCode.BAD_ARGUMENT, f"{cmd} mutates state and needs a request id 'rid' "
-                            "(string of 8-128 characters)", ctx)
+                            f"(string of 8-128 characters, at most {MAX_RID_BYTES} bytes in UTF-8)", ctx)
     else:
         rid = None
     try:

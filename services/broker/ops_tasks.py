@@ -2,7 +2,7 @@
 
 Task fields accepted by ``submit`` (``args.task``)::
 
-    key           str, required   idempotency key, permanent (<= 400 bytes, no NUL)
+    key           str, required   idempotency key, permanent (<= 400 bytes in UTF-8, no NUL)
     module        str, required   owner module, e.g. "explorer" ([a-z0-9][a-z0-9_.-]*)
     kind          str, required   e.g. "explorer.explore", "ask"
     payload       any             ids and parameters, not objects (default {})
@@ -10,7 +10,8 @@ Task fields accepted by ``submit`` (``args.task``)::
     max_attempts  int             1..100 (default from config)
     not_before    float           world time before which the task is not leased
     requires      map             {"backends": [account or backend kind, ...], "mode": "standard"|"deep",
-                                   "deep_fallback": bool, "account": str, "conversation": str}
+                                   "deep_fallback": bool, "account": str,
+                                   "conversation": str (<= 400 bytes in UTF-8, no NUL)}
     attrs         map             free-form scheduling hints (seed priority, comment boost, ...)
 
 A task record as returned by ``get``/``list`` holds these plus ``id``, ``state``, ``attempts``,
@@ -37,6 +38,8 @@ TASK_FIELDS = {"key", "module", "kind", "payload", "priority", "max_attempts", "
 REQUIRE_FIELDS = {"backends": list, "mode": str, "deep_fallback": bool, "account": str, "conversation": str}
 MODES = ("standard", "deep")
 LIST_SCAN_LIMIT = 20_000
+# task keys and conversation ids are LMDB keys (at most 511 bytes); 400 leaves room for a prefix
+MAX_KEY_BYTES = 400
 
 
 def check_name(value, what: str) -> str:
@@ -64,8 +67,9 @@ def validate_task(spec: dict, config) -> dict:
     if unknown:
         raise bad_argument(f"unknown task field(s): {sorted(map(str, unknown))}")
     key = spec.get("key")
-    if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > 400:
-        raise bad_argument("task key must be a non-empty string of at most 400 bytes without NUL", field="key")
+    if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > MAX_KEY_BYTES:
+        raise bad_argument(f"task key must be a non-empty string of at most {MAX_KEY_BYTES} bytes without NUL",
+                           field="key")
     module = check_name(spec.get("module"), "module")
     kind = spec.get("kind")
     if not isinstance(kind, str) or not kind or len(kind) > 128:
@@ -89,6 +93,11 @@ def validate_task(spec: dict, config) -> dict:
             raise bad_argument(f"unknown requirement {name!r}", field="requires")
         if not isinstance(value, want) or (want is list and not all(isinstance(x, str) for x in value)):
             raise bad_argument(f"requires.{name} must be {want.__name__}", field="requires")
+    conv = requires.get("conversation")
+    if conv and ("\x00" in conv or len(conv.encode()) > MAX_KEY_BYTES):
+        # the conversation id is a key of the conversations table (LMDB keys: at most 511 bytes)
+        raise bad_argument(f"requires.conversation must be at most {MAX_KEY_BYTES} bytes without NUL",
+                           field="requires")
     if requires.get("mode", "standard") not in MODES:
         raise bad_argument(f"requires.mode must be one of {MODES}", field="requires")
     attrs = spec.get("attrs") or {}
