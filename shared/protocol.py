@@ -441,6 +441,17 @@ def send_nowait(sock, frames: list[bytes]) -> None:
         sock.send(frame, _NOBLOCK if i == last else _SNDMORE_NOBLOCK)
 
 
+def bind(sock, endpoint: str) -> None:
+    """Bind ``sock`` to ``endpoint``; an ``ipc://`` socket file is then made mode 0600.
+
+    Connecting to a Unix socket needs write permission on it, so 0600 keeps every other local user
+    off the broker and the scheduler (the program's umask 077 already gives that; this holds whatever
+    umask the socket was created under)."""
+    sock.bind(endpoint)
+    if endpoint.startswith("ipc://"):
+        os.chmod(endpoint[len("ipc://"):], 0o600)
+
+
 def configure_socket(sock, role: str, identity: str | None = None) -> None:
     """Set every socket option of the project in one place.
 

@@ -59,7 +59,7 @@ class SchedulerService(Service):
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         protocol.configure_socket(self.router, "router")
-        self.router.bind(cfg.scheduler_endpoint)
+        protocol.bind(self.router, cfg.scheduler_endpoint)
         self.sub = self.ctx.socket(zmq.SUB)
         protocol.configure_socket(self.sub, "sub")
         self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
