@@ -28,6 +28,7 @@ import re
 import msgpack
 
 from shared.errors import ErrorCode, FanoError, bad_argument
+from shared.protocol import pack_value
 
 from services.broker import schema as S
 from services.broker import states as st
@@ -40,6 +41,16 @@ MODES = ("standard", "deep")
 LIST_SCAN_LIMIT = 20_000
 # task keys and conversation ids are LMDB keys (at most 511 bytes); 400 leaves room for a prefix
 MAX_KEY_BYTES = 400
+# a page (list, unconsumed, kv_scan) ends once its records pass this many bytes of msgpack: with the
+# record that crossed it, a reply stays within PAGE_BYTES + one record (a payload and a result of at most
+# protocol.MAX_BODY each), far below the 16 MiB a client accepts, whatever the limit asked for
+PAGE_BYTES = 1024 * 1024
+BULKY = ("payload", "result")   # left out of `list` records unless asked for (payloads=true)
+
+
+def record_bytes(record) -> int:
+    """The size of ``record`` on the wire (what a page's byte budget counts)."""
+    return len(pack_value(record))
 
 
 def check_name(value, what: str) -> str:
@@ -179,7 +190,13 @@ def op_get(tx: Tx, id: int, history: bool):
     return out
 
 
-def op_list(tx: Tx, state, module, kind, after, limit):
+def op_list(tx: Tx, state, module, kind, after, limit, payloads=False):
+    """Tasks by id, filtered; ``{"tasks": [record without history], "next": id|null}``.
+
+    Records leave out ``payload`` and ``result`` unless ``payloads`` (the queue view and the
+    scheduler's rebuild do not need them, and a page of prompts and answers can be large). A page ends
+    at ``limit`` tasks, after :data:`LIST_SCAN_LIMIT` scanned, or once its records pass
+    :data:`PAGE_BYTES`; ``next`` is then the id to continue after."""
     if state is not None and state not in st.STATES:
         raise bad_argument(f"state must be one of {', '.join(st.STATES)}", field="state")
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -203,13 +220,18 @@ def op_list(tx: Tx, state, module, kind, after, limit):
         # iternext() on an unpositioned cursor starts from the first key: only iterate if set_range found one
         found = cur.set_range(S.u64(start))
         source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False)) if found else iter(())
-    more = False
+    more, size = False, 0
     for task in source:
         scanned += 1
         last = task["id"]
         if (module is None or task["module"] == module) and (kind is None or task["kind"] == kind):
-            tasks.append(public(task, tx.mono, history=False))
-        if len(tasks) >= limit or scanned >= LIST_SCAN_LIMIT:
+            rec = public(task, tx.mono, history=False)
+            if not payloads:
+                for name in BULKY:
+                    rec.pop(name, None)
+            tasks.append(rec)
+            size += record_bytes(rec)
+        if len(tasks) >= limit or scanned >= LIST_SCAN_LIMIT or size >= PAGE_BYTES:
             more = True  # a filtered page stops after a bounded scan; the caller pages on with "next"
             break
     return {"tasks": tasks, "next": last if more else None}

@@ -89,7 +89,7 @@ class Stack:
     def tasks(self) -> list[dict]:
         out, after = [], None
         while True:
-            page = self.client.list(module=M.MODULE, after=after, limit=1000)
+            page = self.client.list(module=M.MODULE, after=after, limit=1000, payloads=True)
             out += page["tasks"]
             after = page["next"]
             if not after:

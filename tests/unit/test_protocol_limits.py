@@ -62,3 +62,67 @@ def test_the_largest_quota_numbers_are_accepted(core):
     got = core.call("quota_set", account="acct", mode="standard",
                     windows=[f"{10**9}/day", {"kind": "rolling", "seconds": 10 * 366 * 86400, "limit": 3}])
     assert [w["limit"] for w in got["windows"]] == [10**9, 3]
+
+
+# --- replies bounded in bytes ------------------------------------------------------------------------------
+
+BIG = 3_500_000   # a legal payload (protocol.MAX_BODY is 4 MiB)
+
+
+def big_text(i: int) -> str:
+    return f"{i:08d}" * (BIG // 8)
+
+
+def reply_bytes(core, cmd, **args) -> tuple[dict, int]:
+    req = core.request(cmd, args)
+    replies, _, _ = core.core.handle_batch([(b"c", protocol.encode_request(req))])
+    [(_, frames)] = replies
+    return protocol.decode_reply(frames).raise_for_error(), sum(map(len, frames))
+
+
+def test_list_pages_leave_payloads_out_unless_asked_and_stop_at_the_byte_budget(core):
+    from services.broker.ops_tasks import PAGE_BYTES
+    for i in range(5):
+        core.call("submit", task={"key": f"k{i}", "module": "explorer", "kind": "ask", "payload": big_text(i)})
+    page, size = reply_bytes(core, "list", limit=1000)
+    assert [t["id"] for t in page["tasks"]] == [1, 2, 3, 4, 5] and page["next"] is None
+    assert all("payload" not in t and "result" not in t for t in page["tasks"])
+    assert size < 20_000
+    # asked for: every page stays within the budget plus one record, and `next` leads through all
+    seen, after = [], None
+    while True:
+        page, size = reply_bytes(core, "list", limit=1000, payloads=True, after=after)
+        assert size <= PAGE_BYTES + BIG + 10_000, size
+        seen += [(t["id"], t["payload"][:8]) for t in page["tasks"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == [(i + 1, f"{i:08d}") for i in range(5)]
+
+
+def test_unconsumed_and_kv_scan_pages_stop_at_the_byte_budget(core):
+    from services.broker.ops_tasks import PAGE_BYTES
+    for i in range(3):
+        core.call("submit", task={"key": f"k{i}", "module": "explorer", "kind": "ask"})
+        lease = core.call("lease", worker="w", account="acct")["task"]
+        core.call("complete", id=lease["id"], epoch=lease["epoch"], result=big_text(i))
+        core.call("txn", module="explorer", ops=[{"op": "put", "key": f"v{i}", "value": big_text(i)}])
+    pages = []
+    after = None
+    while True:
+        page, size = reply_bytes(core, "unconsumed", module="explorer", after=after, limit=100)
+        assert size <= PAGE_BYTES + BIG + 10_000, size
+        pages.append([t["id"] for t in page["tasks"]])
+        after = page["next"]
+        if after is None:
+            break
+    assert sum(pages, []) == [1, 2, 3] and len(pages) > 1
+    keys, after = [], None
+    while True:
+        page, size = reply_bytes(core, "kv_scan", module="explorer", after=after, limit=100)
+        assert size <= PAGE_BYTES + BIG + 10_000, size
+        keys += [it["key"] for it in page["items"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert keys == ["v0", "v1", "v2"]
