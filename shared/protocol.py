@@ -381,15 +381,23 @@ _REPLY_OK_RESULT = _pack("ok") + b"\xc3" + _pack("result")  # "ok": true, and th
 
 
 def encode_reply(reply: Reply) -> list[bytes]:
+    """The reply's frames. A reply over :data:`MAX_MESSAGE` bytes, which the client's socket would drop
+    (and the caller take the broker for unavailable), is replaced by a ``TOO_LARGE`` error."""
     if reply.ok and reply.packed_result is not None:
         # {"cid": cid, "ok": true, "result": <packed>} assembled around the stored encoding
-        return [HEADER, b"".join((_REPLY_CID, _pack(reply.cid), _REPLY_OK_RESULT, reply.packed_result))]
-    body: dict = {"cid": reply.cid, "ok": reply.ok}
-    if reply.ok:
-        body["result"] = reply.result
+        body = b"".join((_REPLY_CID, _pack(reply.cid), _REPLY_OK_RESULT, reply.packed_result))
     else:
-        body["error"] = reply.error
-    return [HEADER, _pack(body)]
+        fields: dict = {"cid": reply.cid, "ok": reply.ok}
+        if reply.ok:
+            fields["result"] = reply.result
+        else:
+            fields["error"] = reply.error
+        body = _pack(fields)
+    if len(body) > MAX_MESSAGE:
+        err = FanoError(ErrorCode.TOO_LARGE, f"reply of {len(body)} bytes exceeds {MAX_MESSAGE}: ask for less "
+                        "(a smaller page, no payloads)")
+        body = _pack({"cid": reply.cid, "ok": False, "error": err.to_wire()})
+    return [HEADER, body]
 
 
 def error_reply(cid, exc: FanoError) -> Reply:
@@ -430,6 +438,30 @@ def unpack_value(data: bytes):
 
 
 # --- sockets -----------------------------------------------------------------------------------------
+
+def recv_bounded(sock, limit: int = MAX_MESSAGE) -> tuple[list[bytes], int]:
+    """Receive one whole multipart message without blocking (``zmq.Again`` if none is waiting).
+
+    Returns ``(frames, total)``, ``total`` being the bytes of all its frames. ``ZMQ_MAXMSGSIZE`` bounds
+    each frame only, so a peer could send hundreds of MiB as many frames: past ``limit`` in total the
+    message is read frame by frame and discarded without being copied, and ``frames`` holds only its
+    first frame (on a ROUTER, the sender's identity, to answer ``TOO_LARGE`` to)."""
+    first = sock.recv(_NOBLOCK, copy=False)
+    kept, total, frame = [first], len(first), first
+    while frame.more:
+        frame = sock.recv(copy=False)   # the rest is already here: a multipart message arrives whole
+        total += len(frame)
+        if total <= limit:
+            kept.append(frame)
+    if total > limit:
+        return [first.bytes], total
+    return [f.bytes for f in kept], total
+
+
+def too_large_message(total: int) -> FanoError:
+    """The error for a message whose frames hold more than :data:`MAX_MESSAGE` bytes in total."""
+    return FanoError(ErrorCode.TOO_LARGE, f"message of {total} bytes in all frames exceeds {MAX_MESSAGE}")
+
 
 def send_nowait(sock, frames: list[bytes]) -> None:
     """``sock.send_multipart(frames, flags=zmq.NOBLOCK)`` (same frames, same errors), with plain-int flags.

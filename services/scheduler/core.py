@@ -340,6 +340,12 @@ class SchedulerCore:
                 err = FanoError(ErrorCode.INTERNAL, f"the scheduler failed answering: {type(exc).__name__}")
                 self._send(ident, "answer", cid=msg["cid"], ok=False, error=err.to_wire())
 
+    def on_too_large(self, ident: bytes, total: int) -> None:
+        """A message over ``protocol.MAX_MESSAGE`` bytes in all its frames (discarded unread)."""
+        exc = protocol.too_large_message(total)
+        self.errors[exc.name] += 1
+        self._send(ident, "disconnect", reason=f"bad message: {exc.message}")
+
     def on_ready(self, ident: bytes, msg: dict) -> None:
         mono = self.clock.mono()
         modes = tuple(m for m in msg["modes"] if m in MODES)

@@ -96,9 +96,12 @@ class SchedulerService(Service):
         if self.router in ready:
             for _ in range(DRAIN):
                 try:
-                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    frames, total = protocol.recv_bounded(self.router)
                 except zmq.Again:
                     break
+                if total > protocol.MAX_MESSAGE:   # discarded unread: all frames past the limit together
+                    self.core.on_too_large(frames[0], total)
+                    continue
                 if len(frames) < 2:
                     continue   # no identity: cannot happen on a ROUTER, but never trust the wire
                 self.core.on_message(frames[0], frames[1:])

@@ -126,3 +126,64 @@ def test_unconsumed_and_kv_scan_pages_stop_at_the_byte_budget(core):
         if after is None:
             break
     assert keys == ["v0", "v1", "v2"]
+
+
+def test_deferred_reads_are_answered_after_the_commit_one_at_a_time(core):
+    from services.broker.core import ReadLater
+    c = core.core
+    reqs = [core.request("list", {}), core.request("submit", {"task": {"key": "k1", "module": "explorer",
+                                                                         "kind": "ask"}}),
+            core.request("get", {"id": 99}), core.request("stats", {})]
+    replies, _, _ = c.handle_batch([(b"c%d" % i, protocol.encode_request(r)) for i, r in enumerate(reqs)],
+                                   defer_reads=True)
+    kinds = [type(frames).__name__ for _, frames in replies]
+    assert kinds == ["ReadLater", "list", "ReadLater", "ReadLater"]
+    answered = [protocol.decode_reply(c.answer_read(f) if isinstance(f, ReadLater) else f) for _, f in replies]
+    assert [r.cid for r in answered] == [r.cid for r in reqs]
+    # the list was queued before the submit, and runs after the commit: it sees the committed task
+    assert [t["key"] for t in answered[0].result["tasks"]] == ["k1"]
+    assert answered[1].ok and answered[2].error["name"] == "NOT_FOUND" and answered[3].ok
+    assert core.error_counts() == {"NOT_FOUND": 1}
+
+
+def test_a_reply_larger_than_a_client_accepts_becomes_too_large():
+    huge = protocol.Reply(cid="c1", ok=True, result="x" * (protocol.MAX_MESSAGE + 1))
+    rep = protocol.decode_reply(protocol.encode_reply(huge))
+    assert rep.cid == "c1" and rep.error["name"] == "TOO_LARGE"
+    packed = protocol.Reply(cid="c2", ok=True, packed_result=protocol.pack_value("y" * protocol.MAX_MESSAGE))
+    assert protocol.decode_reply(protocol.encode_reply(packed)).error["name"] == "TOO_LARGE"
+    small = protocol.Reply(cid="c3", ok=True, result="z" * 1000)
+    assert protocol.decode_reply(protocol.encode_reply(small)).result == "z" * 1000
+
+
+def test_recv_bounded_discards_a_message_over_the_total_limit_unread():
+    import shutil
+
+    import zmq
+
+    from tests.support import short_tmpdir
+    tmp_path = short_tmpdir("fr")
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        protocol.configure_socket(router, "router")
+        protocol.configure_socket(dealer, "dealer", identity="t")
+        endpoint = f"ipc://{tmp_path}/r.sock"
+        router.bind(endpoint)
+        dealer.connect(endpoint)
+        chunk = b"x" * (4 * 2**20)
+        dealer.send_multipart([chunk] * 5)           # 20 MiB, each frame within MAXMSGSIZE
+        dealer.send_multipart([b"FANO/1", b"small"])
+        assert router.poll(5000)
+        frames, total = protocol.recv_bounded(router)
+        assert len(frames) == 1 and frames[0].startswith(b"t#") and total == 5 * len(chunk) + len(frames[0])
+        assert router.poll(5000)
+        frames, total = protocol.recv_bounded(router)
+        assert frames[1:] == [b"FANO/1", b"small"]
+        with pytest.raises(zmq.Again):
+            protocol.recv_bounded(router)
+    finally:
+        router.close(0)
+        dealer.close(0)
+        ctx.term()
+        shutil.rmtree(tmp_path, ignore_errors=True)
