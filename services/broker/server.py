@@ -83,8 +83,22 @@ class BrokerService(Service):
             self._send(ident, protocol.encode_reply(self.core.grow_map(req)))
         self._publish(events)
         for ident, item in reads:   # each built, sent and dropped before the next
-            self._send(ident, self.core.answer_read(item))
+            self._send_read(ident, item)
         self._wake = self._compute_wake()
+
+    def _send_read(self, ident: bytes, item: ReadLater) -> None:
+        """Answer a deferred read, unless its client has gone: the identity frame goes first, and
+        ROUTER_MANDATORY refuses it at once for a peer that is no longer connected, so a queue of page
+        reads from killed clients costs no page building."""
+        try:
+            self.router.send(ident, zmq.SNDMORE | zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.core.dropped_replies += 1
+            return
+        # the message is open now: its frames must follow whatever happens (answer_read never raises)
+        frames = self.core.answer_read(item)
+        for i, frame in enumerate(frames):
+            self.router.send(frame, zmq.NOBLOCK if i == len(frames) - 1 else zmq.SNDMORE | zmq.NOBLOCK)
 
     def _send(self, ident: bytes, frames: list[bytes]) -> None:
         try:
