@@ -5,7 +5,8 @@ Transport
 The broker binds a ZeroMQ ROUTER socket (``broker.sock`` in the run directory, or a ``tcp://``
 endpoint) and a PUB socket for events (``events.sock``). Clients use a DEALER socket whose identity is
 their program name. This module is the only code that builds or parses frames; every socket option is
-set by :func:`configure_socket`.
+set by :func:`configure_socket`, and servers bind with :func:`bind`, which makes an ``ipc://`` socket
+file 0600 (only its user may connect).
 
 Frames
 ------
@@ -28,7 +29,18 @@ Limits
 ------
 - Size: a body above :data:`MAX_BODY` is answered ``TOO_LARGE``. The broker refuses it before reading
   it, so that reply carries ``cid: null``; the client library therefore checks the size itself before
-  sending and raises ``TOO_LARGE`` without a round trip.
+  sending and raises ``TOO_LARGE`` without a round trip. A message whose frames hold more than
+  :data:`MAX_MESSAGE` bytes together (``ZMQ_MAXMSGSIZE`` bounds each frame only) is read frame by frame,
+  discarded without being copied (:func:`recv_bounded`) and answered ``TOO_LARGE`` with ``cid: null``
+  (the scheduler answers it ``disconnect``).
+- Reply size: a reply over :data:`MAX_MESSAGE` bytes (what a client's socket accepts) is replaced by a
+  ``TOO_LARGE`` error carrying its cid (:func:`encode_reply`). Pages (``list``, ``unconsumed``,
+  ``kv_scan``) end once their records pass 1 MiB, with ``next`` to continue; ``list`` records leave
+  out ``payload`` and ``result`` unless ``payloads: true``.
+- Keys: whatever the broker stores under a key built from a request is checked against LMDB's 511-byte
+  key limit at the door: request ids at most :data:`MAX_RID_BYTES` bytes of UTF-8; task keys, kv keys and
+  conversation ids at most 400 bytes (``services/broker/ops_tasks.py``); quota numbers range-checked
+  (``shared/quota.py``: ``INVALID_QUOTA``).
 - Nesting: a request's ``args`` may nest maps and lists at most :data:`MAX_DEPTH` levels deep (the
   ``args`` map itself is level 1, so a ``submit`` payload gets ``MAX_DEPTH - 2``). Deeper arguments are
   answered ``BAD_ARGUMENT`` ("arguments nested deeper than N levels"); the client library checks this
@@ -65,7 +77,9 @@ unique string of 8-128 characters (at most :data:`MAX_RID_BYTES` bytes in UTF-8,
 key; a longer one is ``BAD_ARGUMENT``) is a valid rid; the client library's are time-ordered
 (:func:`new_request_id`), which keeps the request log's inserts together on disk. A rid
 that arrives with a different body is ``REQUEST_ID_REUSED``. Replies are sent only after the
-transaction has committed (fsync'd).
+transaction has committed (fsync'd). Read-only commands are run after the batch's commit, one at a time
+(each reply built and sent before the next; none built for a client that has gone), so they see every
+write committed before them and never an uncommitted one.
 
 Errors
 ------
@@ -97,6 +111,12 @@ and ``BODY`` a msgpack map whose ``type`` is one of :data:`WORKER_MESSAGES`::
       cancel     {task_id}               interrupt the in-flight request for this task
       heartbeat  {}
       disconnect {reason}                forget me: recreate the socket and send ready again
+
+Every field above that the receiver reads is type- and range-checked by :func:`decode_worker`
+(:data:`WORKER_MESSAGES` required, :data:`WORKER_OPTIONAL` optional); a message that fails is answered
+``disconnect`` with the reason (a ``query`` whose ``cid`` is readable gets an ``answer`` with the error),
+and counted by name in the scheduler's ``stats`` errors. A query whose handler fails is answered
+``INTERNAL``; nothing a peer sends stops the scheduler.
 
 A peer that has sent nothing for ``LIVENESS`` heartbeat intervals is dead: the scheduler forgets the
 worker; the worker closes its socket, opens a new one and re-announces itself with ``ready`` (or a
