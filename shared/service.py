@@ -70,15 +70,16 @@ PRIVATE_DIR = 0o700
 def make_private(*directories: Path) -> None:
     """Set umask 077 for this process and make ``directories`` (created if missing) mode 0700.
 
-    A directory this user does not own is left as it is (a shared parent the operator chose); one it
-    owns is tightened even if an older version, or another umask, created it wider, so that files made
-    readable before are no longer reachable through it."""
+    One it owns is tightened even if an older version, or another umask, created it wider, so that
+    files made readable before are no longer reachable through it. A directory this user does not own,
+    or a shared one with the sticky bit (``/tmp`` named as a run directory, say, which root would own),
+    is left as it is: it is the operator's to set."""
     os.umask(PRIVATE_UMASK)
     for d in directories:
         d = Path(d)
         d.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         st = d.stat()
-        if st.st_uid == os.geteuid() and st.st_mode & 0o777 != PRIVATE_DIR:
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o1000 and st.st_mode & 0o777 != PRIVATE_DIR:
             os.chmod(d, PRIVATE_DIR)
 
 

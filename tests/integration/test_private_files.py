@@ -91,3 +91,16 @@ def test_a_broker_started_with_umask_000_and_a_world_readable_data_directory_tig
             broker.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_make_private_leaves_a_shared_sticky_directory_alone(umask_000, tmp_path):
+    from shared.service import make_private
+    shared, mine = tmp_path / "shared", tmp_path / "mine"
+    shared.mkdir()
+    shared.chmod(0o1777)   # like /tmp
+    mine.mkdir()
+    mine.chmod(0o755)
+    make_private(shared, mine, tmp_path / "new")
+    assert oct(os.umask(0)) == "0o77"
+    assert oct(shared.stat().st_mode & 0o7777) == "0o1777"
+    assert oct(mine.stat().st_mode & 0o777) == oct((tmp_path / "new").stat().st_mode & 0o777) == "0o700"
