@@ -149,13 +149,15 @@ def queue():
               help="Tasks per page.")
 @click.option("--after", type=int, default=None, metavar="ID", help="Start after this task id.")
 @click.option("--all", "all_pages", is_flag=True, help="Page through every matching task.")
+@click.option("--payloads", is_flag=True, help="Include each task's payload and result (--json).")
 @json_option
-def queue_ls(state, module, kind, limit, after, all_pages):
+def queue_ls(state, module, kind, limit, after, all_pages, payloads):
     """Tasks in id order, with state, attempts, age and lease or backoff info."""
     c = client()
     tasks, nxt = [], after
     while True:
-        page = c.list(state=state.upper() if state else None, module=module, kind=kind, after=nxt, limit=limit)
+        page = c.list(state=state.upper() if state else None, module=module, kind=kind, after=nxt, limit=limit,
+                      payloads=payloads)
         tasks += page["tasks"]
         nxt = page["next"]
         if not all_pages or nxt is None:

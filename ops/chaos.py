@@ -118,8 +118,10 @@ class Tree:
         self.pid: int | None = None
 
     def start(self) -> None:
+        # umask 077 as ops/up sets it: supervisord (-n does not apply the umask of supervisord.conf)
+        # creates the programs' log files, which carry prompts and answers
         proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf)],
-                                env=self.env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                env=self.env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, umask=0o077,
                                 stderr=open(self.root / "supervisord.out", "ab"), start_new_session=True)
         self.pid = proc.pid
         self._proc = proc

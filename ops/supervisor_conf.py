@@ -142,7 +142,7 @@ def standalone(config, directory: Path) -> Path:
     """
     directory = Path(directory)
     for sub in ("var/run", "var/log", "var/supervisor"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
+        (directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)   # private, as ops/up makes them
     text = (REPO_ROOT / "supervisord.conf").read_text()
     text = text.replace("%(here)s/var/", f"{directory}/var/").replace("%(here)s", str(REPO_ROOT))
     env = f'FANO_CONFIG="{config.path}"'

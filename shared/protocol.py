@@ -5,7 +5,8 @@ Transport
 The broker binds a ZeroMQ ROUTER socket (``broker.sock`` in the run directory, or a ``tcp://``
 endpoint) and a PUB socket for events (``events.sock``). Clients use a DEALER socket whose identity is
 their program name. This module is the only code that builds or parses frames; every socket option is
-set by :func:`configure_socket`.
+set by :func:`configure_socket`, and servers bind with :func:`bind`, which makes an ``ipc://`` socket
+file 0600 (only its user may connect).
 
 Frames
 ------
@@ -28,7 +29,18 @@ Limits
 ------
 - Size: a body above :data:`MAX_BODY` is answered ``TOO_LARGE``. The broker refuses it before reading
   it, so that reply carries ``cid: null``; the client library therefore checks the size itself before
-  sending and raises ``TOO_LARGE`` without a round trip.
+  sending and raises ``TOO_LARGE`` without a round trip. A message whose frames hold more than
+  :data:`MAX_MESSAGE` bytes together (``ZMQ_MAXMSGSIZE`` bounds each frame only) is read frame by frame,
+  discarded without being copied (:func:`recv_bounded`) and answered ``TOO_LARGE`` with ``cid: null``
+  (the scheduler answers it ``disconnect``).
+- Reply size: a reply over :data:`MAX_MESSAGE` bytes (what a client's socket accepts) is replaced by a
+  ``TOO_LARGE`` error carrying its cid (:func:`encode_reply`). Pages (``list``, ``unconsumed``,
+  ``kv_scan``) end once their records pass 1 MiB, with ``next`` to continue; ``list`` records leave
+  out ``payload`` and ``result`` unless ``payloads: true``.
+- Keys: whatever the broker stores under a key built from a request is checked against LMDB's 511-byte
+  key limit at the door: request ids at most :data:`MAX_RID_BYTES` bytes of UTF-8; task keys, kv keys and
+  conversation ids at most 400 bytes (``services/broker/ops_tasks.py``); quota numbers range-checked
+  (``shared/quota.py``: ``INVALID_QUOTA``).
 - Nesting: a request's ``args`` may nest maps and lists at most :data:`MAX_DEPTH` levels deep (the
   ``args`` map itself is level 1, so a ``submit`` payload gets ``MAX_DEPTH - 2``). Deeper arguments are
   answered ``BAD_ARGUMENT`` ("arguments nested deeper than N levels"); the client library checks this
@@ -61,10 +73,13 @@ Every mutating command carries a client-generated ``rid``; a retry of one logica
 identical body (the client library uses the rid as the cid of a mutating call, so even a process
 that persisted a rid and repeats the call after a crash sends the same bytes). The broker stores the reply under the rid in the same
 transaction as the effect, so a retried request returns the first reply and is applied once. Any
-unique string of 8-128 characters is a valid rid; the client library's are time-ordered
+unique string of 8-128 characters (at most :data:`MAX_RID_BYTES` bytes in UTF-8, so that it fits an LMDB
+key; a longer one is ``BAD_ARGUMENT``) is a valid rid; the client library's are time-ordered
 (:func:`new_request_id`), which keeps the request log's inserts together on disk. A rid
 that arrives with a different body is ``REQUEST_ID_REUSED``. Replies are sent only after the
-transaction has committed (fsync'd).
+transaction has committed (fsync'd). Read-only commands are run after the batch's commit, one at a time
+(each reply built and sent before the next; none built for a client that has gone), so they see every
+write committed before them and never an uncommitted one.
 
 Errors
 ------
@@ -97,6 +112,12 @@ and ``BODY`` a msgpack map whose ``type`` is one of :data:`WORKER_MESSAGES`::
       heartbeat  {}
       disconnect {reason}                forget me: recreate the socket and send ready again
 
+Every field above that the receiver reads is type- and range-checked by :func:`decode_worker`
+(:data:`WORKER_MESSAGES` required, :data:`WORKER_OPTIONAL` optional); a message that fails is answered
+``disconnect`` with the reason (a ``query`` whose ``cid`` is readable gets an ``answer`` with the error),
+and counted by name in the scheduler's ``stats`` errors. A query whose handler fails is answered
+``INTERNAL``; nothing a peer sends stops the scheduler.
+
 A peer that has sent nothing for ``LIVENESS`` heartbeat intervals is dead: the scheduler forgets the
 worker; the worker closes its socket, opens a new one and re-announces itself with ``ready`` (or a
 ``heartbeat`` naming its running task). Operators and ``fanoctl`` ask the scheduler questions on the
@@ -123,6 +144,9 @@ VERSION = 1
 MAX_BODY = 4 * 1024 * 1024          # soft limit: answered with TOO_LARGE
 MAX_MESSAGE = 16 * 1024 * 1024      # hard limit: libzmq drops the connection (ZMQ_MAXMSGSIZE)
 MAX_DEPTH = 100                     # nesting levels of maps/lists in a request's args: BAD_ARGUMENT
+# a request id is a key of the request log, and 8 bytes of time and the id a key of its time index:
+# LMDB keys hold at most 511 bytes
+MAX_RID_BYTES = 500
 EVENT_PREFIX = b"evt."
 _NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)  # see send_nowait
 
@@ -156,7 +180,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
     "submit": (True, {"task": _arg(*MAP, required=True, nullable=False), "force": _arg(*BOOL, default=False)}),
     "get": (False, {"id": TASK_ID, "history": _arg(*BOOL, default=True)}),
     "list": (False, {"state": _arg(*STR), "module": _arg(*STR), "kind": _arg(*STR),
-                     "after": _arg(*INT), "limit": _arg(*INT, default=100)}),
+                     "after": _arg(*INT), "limit": _arg(*INT, default=100),
+                     "payloads": _arg(*BOOL, default=False)}),   # records carry payload and result
     "cancel": (True, {"id": TASK_ID, "reason": _arg(*STR, default="")}),
     "pause": (True, {"id": TASK_ID}),
     "resume": (True, {"id": TASK_ID}),
@@ -357,9 +382,9 @@ def decode_request(frames: list[bytes]) -> Request:
         raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {cmd[:64]!r}", ctx)
     rid = msg.get("rid")
     if is_mutating(cmd):
-        if not isinstance(rid, str) or not (8 <= len(rid) <= 128):
+        if not isinstance(rid, str) or not (8 <= len(rid) <= 128) or len(rid.encode()) > MAX_RID_BYTES:
             raise FanoError(ErrorCode.BAD_ARGUMENT, f"{cmd} mutates state and needs a request id 'rid' "
-                            "(string of 8-128 characters)", ctx)
+                            f"(string of 8-128 characters, at most {MAX_RID_BYTES} bytes in UTF-8)", ctx)
     else:
         rid = None
     try:
@@ -377,15 +402,23 @@ _REPLY_OK_RESULT = _pack("ok") + b"\xc3" + _pack("result")  # "ok": true, and th
 
 
 def encode_reply(reply: Reply) -> list[bytes]:
+    """The reply's frames. A reply over :data:`MAX_MESSAGE` bytes, which the client's socket would drop
+    (and the caller take the broker for unavailable), is replaced by a ``TOO_LARGE`` error."""
     if reply.ok and reply.packed_result is not None:
         # {"cid": cid, "ok": true, "result": <packed>} assembled around the stored encoding
-        return [HEADER, b"".join((_REPLY_CID, _pack(reply.cid), _REPLY_OK_RESULT, reply.packed_result))]
-    body: dict = {"cid": reply.cid, "ok": reply.ok}
-    if reply.ok:
-        body["result"] = reply.result
+        body = b"".join((_REPLY_CID, _pack(reply.cid), _REPLY_OK_RESULT, reply.packed_result))
     else:
-        body["error"] = reply.error
-    return [HEADER, _pack(body)]
+        fields: dict = {"cid": reply.cid, "ok": reply.ok}
+        if reply.ok:
+            fields["result"] = reply.result
+        else:
+            fields["error"] = reply.error
+        body = _pack(fields)
+    if len(body) > MAX_MESSAGE:
+        err = FanoError(ErrorCode.TOO_LARGE, f"reply of {len(body)} bytes exceeds {MAX_MESSAGE}: ask for less "
+                        "(a smaller page, no payloads)")
+        body = _pack({"cid": reply.cid, "ok": False, "error": err.to_wire()})
+    return [HEADER, body]
 
 
 def error_reply(cid, exc: FanoError) -> Reply:
@@ -427,6 +460,30 @@ def unpack_value(data: bytes):
 
 # --- sockets -----------------------------------------------------------------------------------------
 
+def recv_bounded(sock, limit: int = MAX_MESSAGE) -> tuple[list[bytes], int]:
+    """Receive one whole multipart message without blocking (``zmq.Again`` if none is waiting).
+
+    Returns ``(frames, total)``, ``total`` being the bytes of all its frames. ``ZMQ_MAXMSGSIZE`` bounds
+    each frame only, so a peer could send hundreds of MiB as many frames: past ``limit`` in total the
+    message is read frame by frame and discarded without being copied, and ``frames`` holds only its
+    first frame (on a ROUTER, the sender's identity, to answer ``TOO_LARGE`` to)."""
+    first = sock.recv(_NOBLOCK, copy=False)
+    kept, total, frame = [first], len(first), first
+    while frame.more:
+        frame = sock.recv(copy=False)   # the rest is already here: a multipart message arrives whole
+        total += len(frame)
+        if total <= limit:
+            kept.append(frame)
+    if total > limit:
+        return [first.bytes], total
+    return [f.bytes for f in kept], total
+
+
+def too_large_message(total: int) -> FanoError:
+    """The error for a message whose frames hold more than :data:`MAX_MESSAGE` bytes in total."""
+    return FanoError(ErrorCode.TOO_LARGE, f"message of {total} bytes in all frames exceeds {MAX_MESSAGE}")
+
+
 def send_nowait(sock, frames: list[bytes]) -> None:
     """``sock.send_multipart(frames, flags=zmq.NOBLOCK)`` (same frames, same errors), with plain-int flags.
 
@@ -436,6 +493,17 @@ def send_nowait(sock, frames: list[bytes]) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         sock.send(frame, _NOBLOCK if i == last else _SNDMORE_NOBLOCK)
+
+
+def bind(sock, endpoint: str) -> None:
+    """Bind ``sock`` to ``endpoint``; an ``ipc://`` socket file is then made mode 0600.
+
+    Connecting to a Unix socket needs write permission on it, so 0600 keeps every other local user
+    off the broker and the scheduler (the program's umask 077 already gives that; this holds whatever
+    umask the socket was created under)."""
+    sock.bind(endpoint)
+    if endpoint.startswith("ipc://"):
+        os.chmod(endpoint[len("ipc://"):], 0o600)
 
 
 def configure_socket(sock, role: str, identity: str | None = None) -> None:
@@ -471,7 +539,7 @@ HEARTBEAT_INTERVAL = 1.0   # seconds, monotonic
 LIVENESS = 3               # missed intervals before a peer is declared dead
 OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
 
-# type: required fields (with accepted types); optional fields are passed through unchecked
+# type: required fields (with accepted types)
 WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "ready": {"worker": STR, "account": STR, "backend": STR, "modes": LIST},
     "heartbeat": {},
@@ -482,6 +550,44 @@ WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "query": {"cid": STR, "what": STR},
     "answer": {"cid": STR, "ok": BOOL},
 }
+# type: optional fields the receiver reads (absent or null, else of these types); others pass unchecked
+WORKER_OPTIONAL: dict[str, dict[str, tuple]] = {
+    "ready": {},
+    "heartbeat": {"worker": STR, "task_id": INT},
+    "done": {"epoch": INT, "message": STR, "retry_at": NUM},
+    "disconnect": {"worker": STR, "reason": STR},
+    "assign": {"ttl": NUM},
+    "cancel": {},
+    "query": {"task_id": INT, "set": MAP, "reset": BOOL},
+    "answer": {"error": MAP},
+}
+MAX_NAME = 256           # characters of a name field (worker, account, backend, cid, what, modes)
+MAX_TEXT = 4096          # characters of a free-text field (message, reason)
+MAX_MODES = 8            # entries of ``modes``
+MAX_WORLD_TIME = 2.0 ** 33   # a number field (retry_at, ttl) is finite and in [0, 2^33) (year 2242)
+_TEXT_FIELDS = frozenset({"message", "reason"})
+
+
+def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple) -> None:
+    """Raise BAD_ARGUMENT unless ``value`` has one of ``types`` and lies in the field's range."""
+    want = "/".join(t.__name__ for t in types)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise bad_argument(f"{msg_type}: field {name!r} must be {want}, got {type(value).__name__}", field=name)
+    if isinstance(value, str):
+        limit = MAX_TEXT if name in _TEXT_FIELDS else MAX_NAME
+        if len(value) > limit:
+            raise bad_argument(f"{msg_type}: field {name!r} longer than {limit} characters", field=name)
+    elif isinstance(value, bool):
+        pass
+    elif float in types and isinstance(value, (int, float)):   # a time or a duration
+        if not (0.0 <= value < MAX_WORLD_TIME):   # NaN fails this too
+            raise bad_argument(f"{msg_type}: field {name!r} must be a finite number in [0, 2^33)", field=name)
+    elif isinstance(value, int):
+        if not 0 <= value < 2**63:   # task ids and epochs are the broker's 63-bit counters
+            raise bad_argument(f"{msg_type}: field {name!r} out of range [0, 2^63)", field=name)
+    elif name == "modes":
+        if len(value) > MAX_MODES or not all(isinstance(m, str) and len(m) <= MAX_NAME for m in value):
+            raise bad_argument(f"{msg_type}: modes must be at most {MAX_MODES} strings", field=name)
 
 
 def encode_worker(msg_type: str, **fields) -> list[bytes]:
@@ -491,7 +597,15 @@ def encode_worker(msg_type: str, **fields) -> list[bytes]:
 
 
 def decode_worker(frames: list[bytes]) -> dict:
-    """Parse a worker-protocol message (frames after any identity). Raises FanoError on garbage."""
+    """Parse a worker-protocol message (frames after any identity). Raises FanoError on garbage.
+
+    Every field the receiver reads is type- and range-checked here (:data:`WORKER_MESSAGES` required,
+    :data:`WORKER_OPTIONAL` optional: absent or null, else of the listed types; strings at most
+    :data:`MAX_NAME` characters, or :data:`MAX_TEXT` for ``message``/``reason``; integers in
+    [0, 2^63); numbers finite in [0, 2^33)). Anything else is ``BAD_FRAME``, ``BAD_VERSION``,
+    ``TOO_LARGE``, ``BAD_ENCODING``, ``UNKNOWN_COMMAND`` or ``BAD_ARGUMENT``, never another exception;
+    the error of a ``query`` whose ``cid`` is readable carries it in ``details["cid"]``.
+    """
     if len(frames) != 2:
         raise FanoError(ErrorCode.BAD_FRAME, f"expected 2 frames [header, body], got {len(frames)}")
     if frames[0] != WORKER_HEADER:
@@ -499,12 +613,21 @@ def decode_worker(frames: list[bytes]) -> dict:
     if len(frames[1]) > MAX_BODY:
         raise FanoError(ErrorCode.TOO_LARGE, f"body of {len(frames[1])} bytes exceeds {MAX_BODY}")
     msg = _unpack(frames[1])
-    if not isinstance(msg, dict) or msg.get("type") not in WORKER_MESSAGES:
-        raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown worker message {str(msg.get('type') if isinstance(msg, dict) else msg)[:40]!r}")
-    for name, types in WORKER_MESSAGES[msg["type"]].items():
-        value = msg.get(name)
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise bad_argument(f"{msg['type']}: field {name!r} must be {'/'.join(t.__name__ for t in types)}",
-                               field=name)
+    if not isinstance(msg, dict):
+        raise FanoError(ErrorCode.BAD_ENCODING, "worker message body must be a msgpack map")
+    msg_type = msg.get("type")
+    # a list or map as "type" is unhashable: test the type before looking it up
+    if not isinstance(msg_type, str) or msg_type not in WORKER_MESSAGES:
+        raise FanoError(ErrorCode.UNKNOWN_COMMAND, f"unknown worker message {str(msg_type)[:40]!r}")
+    try:
+        for name, types in WORKER_MESSAGES[msg_type].items():
+            _check_worker_field(msg_type, name, msg.get(name), types)
+        for name, types in WORKER_OPTIONAL[msg_type].items():
+            if msg.get(name) is not None:
+                _check_worker_field(msg_type, name, msg[name], types)
+    except FanoError as exc:
+        cid = msg.get("cid")
+        if msg_type == "query" and isinstance(cid, str) and len(cid) <= MAX_NAME:
+            exc.details["cid"] = cid   # a query with a readable cid gets its error as an answer
+        raise
     return msg
-

@@ -32,6 +32,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shared.errors import ErrorCode, FanoError
 
 KINDS = ("rolling", "daily", "weekly")
+# largest limit or reserve: far above any provider's window, and far inside the u64 counters that store it
+MAX_COUNT = 10**9
+# longest rolling window (ten years): its start, in ms, must stay a sane u64 index key
+MAX_ROLLING_SECONDS = 10 * 366 * 86400.0
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -62,6 +66,8 @@ def _hhmm(text: str) -> tuple[int, int]:
 def _positive_int(value, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise QuotaSpecError(f"{what} must be a non-negative integer, got {value!r}")
+    if value > MAX_COUNT:
+        raise QuotaSpecError(f"{what} must be at most {MAX_COUNT:,}, got {value}")
     return value
 
 
@@ -82,8 +88,10 @@ def normalize_window(spec) -> dict:
     out: dict = {"kind": kind, "limit": _positive_int(spec.get("limit"), "limit")}
     if kind == "rolling":
         seconds = spec.get("seconds")
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds < math.inf:
-            raise QuotaSpecError(f"rolling window needs seconds > 0, got {seconds!r}")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or \
+                not 0 < seconds <= MAX_ROLLING_SECONDS:
+            raise QuotaSpecError(f"rolling window needs 0 < seconds <= {MAX_ROLLING_SECONDS:.0f} (ten years), "
+                                 f"got {seconds!r}")
         out["seconds"] = float(seconds)
     else:
         h, m = _hhmm(spec.get("reset", "00:00"))

@@ -4,6 +4,11 @@ Crash-only: a program keeps no state it cannot rebuild, so the only shutdown tha
 that does not happen (``kill -9``). SIGTERM and SIGINT merely set a flag that ends the loop at its next
 tick; signal handlers do nothing else.
 
+Private by default: every program starts with umask 077 and makes its run, data and log directories
+0700 (:func:`make_private`), whatever umask it inherited, so what it creates — sockets, ``data.mdb``,
+sim logs, transcripts — is its user's alone: the database and the transcripts hold every prompt and
+answer, and a socket anyone could connect to would let any local user drive the broker.
+
 Single instance: ``ipc://`` binds never fail with "address in use" — a second copy would silently steal
 the socket — so each program holds an exclusive ``flock`` on ``<run_dir>/<name>.lock`` for its whole
 life. The kernel drops the lock when the process dies, however it dies.
@@ -34,7 +39,7 @@ class InstanceLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -56,6 +61,26 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+PRIVATE_UMASK = 0o077
+PRIVATE_DIR = 0o700
+
+
+def make_private(*directories: Path) -> None:
+    """Set umask 077 for this process and make ``directories`` (created if missing) mode 0700.
+
+    One it owns is tightened even if an older version, or another umask, created it wider, so that
+    files made readable before are no longer reachable through it. A directory this user does not own,
+    or a shared one with the sticky bit (``/tmp`` named as a run directory, say, which root would own),
+    is left as it is: it is the operator's to set."""
+    os.umask(PRIVATE_UMASK)
+    for d in directories:
+        d = Path(d)
+        d.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        st = d.stat()
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o1000 and st.st_mode & 0o777 != PRIVATE_DIR:
+            os.chmod(d, PRIVATE_DIR)
 
 
 def die_with_parent() -> None:
@@ -111,6 +136,7 @@ class Service:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns an ExitCode."""
+        make_private(self.config.run_dir, self.config.data_dir, self.config.log_dir)
         try:
             self._lock.acquire()
         except LockHeld as exc:

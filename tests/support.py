@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -216,3 +217,9 @@ class BrokerProcess(ServiceProcess):
     def cleanup(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def incompressible(n: int, seed: int = 7) -> str:
+    """``n`` characters of seeded random hex: the broker compresses large values, so a repeated letter
+    would never fill a map or a disk."""
+    return random.Random(seed).randbytes((n + 1) // 2).hex()[:n]

@@ -197,7 +197,7 @@ class SimLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self._lock = threading.Lock()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._next_seq = 1
         self._size = 0
         self._turns: dict[tuple, list[Received]] = defaultdict(list)   # (task_id, turn_key) -> requests

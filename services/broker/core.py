@@ -64,6 +64,15 @@ def grows(req: protocol.Request) -> bool:
     return "submit" in kinds or ("put" in kinds and "ack" not in kinds)
 
 
+class ReadLater:
+    """A read-only request of a batch, answered after the commit, one at a time (:meth:`BrokerCore.answer_read`)."""
+
+    __slots__ = ("req",)
+
+    def __init__(self, req: protocol.Request):
+        self.req = req
+
+
 def _cid_of(frames) -> str | None:
     try:
         return protocol.decode_request(frames).cid
@@ -181,10 +190,13 @@ class BrokerCore:
 
     # --- the batch ----------------------------------------------------------------------------------------
 
-    def handle_batch(self, messages: list[tuple[bytes, list[bytes]]]):
+    def handle_batch(self, messages: list[tuple[bytes, list[bytes]]], defer_reads: bool = False):
         """Process ``[(identity, frames), ...]``; returns ``(replies, events, grow)``.
 
         ``replies`` is ``[(identity, reply_frames), ...]``, to be sent only now that the batch committed.
+        With ``defer_reads``, a read-only request's entry holds a :class:`ReadLater` instead of frames:
+        the server answers it after the commit with :meth:`answer_read` and sends it at once, so a batch
+        of large reads (pages of tasks) never holds all its replies in memory together.
         ``grow`` lists pending ``grow_map`` requests: the server applies them with no transaction open
         (:meth:`grow_map`) and then replies.
 
@@ -198,7 +210,7 @@ class BrokerCore:
         for attempt in range(2):
             errors_before = Counter(self.errors)
             try:
-                out = self._batch(messages)
+                out = self._batch(messages, defer_reads)
             except lmdb.MapFullError:
                 self.errors = errors_before  # nothing of the attempt happened: its error replies neither
                 self.map_full = True
@@ -222,11 +234,11 @@ class BrokerCore:
         # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
         return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
 
-    def _batch(self, messages):
+    def _batch(self, messages, defer_reads=False):
         """One attempt at a batch in one write transaction; the ledger is restored if it fails."""
         now, mono = self.clock.world(), self.clock.mono()
         events, grow = [], []
-        decoded = [(ident, self._decode(ident, frames, grow)) for ident, frames in messages]
+        decoded = [(ident, self._decode(ident, frames, grow, defer_reads)) for ident, frames in messages]
         nearly_full = self.nearly_full()
         at_start = self.ledger.checkpoint()
         stored_at_start = dict(self.ledger.stored)
@@ -261,8 +273,9 @@ class BrokerCore:
             log.error("the database environment needs reopening after the failed commit; reopening it")
             self._reopen(self.map_size)
 
-    def _decode(self, ident, frames, grow):
-        """The request in ``frames``; an error reply for what cannot be read; None for a grow_map."""
+    def _decode(self, ident, frames, grow, defer_reads=False):
+        """The request in ``frames``; an error reply for what cannot be read; None for a grow_map; a
+        :class:`ReadLater` for a read-only request when reads are deferred."""
         try:
             req = protocol.decode_request(frames)
         except FanoError as exc:
@@ -271,7 +284,27 @@ class BrokerCore:
         if req.cmd == "grow_map":
             grow.append((ident, req))
             return None
+        if defer_reads and not protocol.is_mutating(req.cmd):
+            return ReadLater(req)
         return req
+
+    def answer_read(self, item: ReadLater) -> list[bytes]:
+        """Run a deferred read-only request in its own read transaction; its reply frames.
+
+        It runs after the batch committed, so it sees that batch's writes (never uncommitted ones)."""
+        req = item.req
+        try:
+            with self.env.begin() as txn:
+                result = self._dispatch(self._tx(txn), req)
+            return protocol.encode_reply(protocol.Reply(cid=req.cid, ok=True, result=result))
+        except FanoError as exc:
+            self.errors[exc.name] += 1
+            return protocol.encode_reply(protocol.error_reply(req.cid, exc))
+        except Exception as exc:  # a bug: answered, counted and logged; the broker keeps serving
+            log.error("internal error in %s: %s\n%s", req.cmd, exc, traceback.format_exc())
+            err = FanoError(ErrorCode.INTERNAL, f"{req.cmd} failed inside the broker: {type(exc).__name__}: {exc}")
+            self.errors[err.name] += 1
+            return protocol.encode_reply(protocol.error_reply(req.cid, err))
 
     def _requests(self, outer, decoded, now, mono, nearly_full):
         """Run the batch's requests; returns ``(replies, events)``.
@@ -296,6 +329,9 @@ class BrokerCore:
         replies, events = [], []
         for ident, item in decoded:
             if item is None:  # grow_map: answered by the server after the commit
+                continue
+            if isinstance(item, ReadLater):  # answered by the server after the commit, one at a time
+                replies.append((ident, item))
                 continue
             if isinstance(item, protocol.Reply):  # unreadable: answered with the decoding error
                 replies.append((ident, protocol.encode_reply(item)))

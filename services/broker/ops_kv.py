@@ -34,7 +34,7 @@ from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import schema as S
 from services.broker import states as st
-from services.broker.ops_tasks import check_name, public, submit_task
+from services.broker.ops_tasks import PAGE_BYTES, check_name, public, record_bytes, submit_task
 from services.broker.tx import Tx
 
 MAX_OPS = 500
@@ -147,16 +147,18 @@ def op_kv_scan(tx: Tx, module: str, prefix: str, after, limit: int):
     cur = tx.cursor("kv")
     start = max(base + after.encode() + b"\x00", full_prefix) if after else full_prefix
     ok = cur.set_range(start)
-    items, last = [], None
+    items, last, size, full = [], None, 0, False
     while ok and cur.key().startswith(full_prefix):
         key = bytes(cur.key())[len(base):].decode()
         rec = tx.get("kv", bytes(cur.key()))
         items.append({"key": key, "version": rec["v"], "value": rec["value"]})
         last = key
-        if len(items) >= limit:
+        size += record_bytes(items[-1])
+        full = len(items) >= limit or size >= PAGE_BYTES   # a page of large values ends early (``next``)
+        if full:
             break
         ok = cur.next()
-    return {"items": items, "next": last if len(items) >= limit else None}
+    return {"items": items, "next": last if full else None}
 
 
 def op_unconsumed(tx: Tx, module: str, after, limit: int):
@@ -171,11 +173,13 @@ def op_unconsumed(tx: Tx, module: str, after, limit: int):
     prefix = S.kv_prefix(module)
     cur = tx.cursor("unconsumed")
     ok = cur.set_range(prefix + S.u64(start))
-    tasks = []
-    while ok and cur.key().startswith(prefix) and len(tasks) < limit:
+    tasks, size, full = [], 0, False
+    while ok and cur.key().startswith(prefix) and not full:
         tasks.append(public(tx.task(S.from_u64(bytes(cur.key())[len(prefix):])), tx.mono, history=False))
+        size += record_bytes(tasks[-1])
+        full = len(tasks) >= limit or size >= PAGE_BYTES   # a page of long answers ends early (``next``)
         ok = cur.next()
-    return {"tasks": tasks, "next": tasks[-1]["id"] if len(tasks) >= limit else None}
+    return {"tasks": tasks, "next": tasks[-1]["id"] if full else None}
 
 
 HANDLERS = {"txn": op_txn, "kv_get": op_kv_get, "kv_scan": op_kv_scan, "unconsumed": op_unconsumed}

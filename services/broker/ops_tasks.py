@@ -2,7 +2,7 @@
 
 Task fields accepted by ``submit`` (``args.task``)::
 
-    key           str, required   idempotency key, permanent (<= 400 bytes, no NUL)
+    key           str, required   idempotency key, permanent (<= 400 bytes in UTF-8, no NUL)
     module        str, required   owner module, e.g. "explorer" ([a-z0-9][a-z0-9_.-]*)
     kind          str, required   e.g. "explorer.explore", "ask"
     payload       any             ids and parameters, not objects (default {})
@@ -10,7 +10,8 @@ Task fields accepted by ``submit`` (``args.task``)::
     max_attempts  int             1..100 (default from config)
     not_before    float           world time before which the task is not leased
     requires      map             {"backends": [account or backend kind, ...], "mode": "standard"|"deep",
-                                   "deep_fallback": bool, "account": str, "conversation": str}
+                                   "deep_fallback": bool, "account": str,
+                                   "conversation": str (<= 400 bytes in UTF-8, no NUL)}
     attrs         map             free-form scheduling hints (seed priority, comment boost, ...)
 
 A task record as returned by ``get``/``list`` holds these plus ``id``, ``state``, ``attempts``,
@@ -29,6 +30,7 @@ import msgpack
 
 from shared.config import KNOWN_MODULES, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
+from shared.protocol import pack_value
 
 from services.broker import schema as S
 from services.broker import states as st
@@ -39,6 +41,18 @@ TASK_FIELDS = {"key", "module", "kind", "payload", "priority", "max_attempts", "
 REQUIRE_FIELDS = {"backends": list, "mode": str, "deep_fallback": bool, "account": str, "conversation": str}
 MODES = ("standard", "deep")
 LIST_SCAN_LIMIT = 20_000
+# task keys and conversation ids are LMDB keys (at most 511 bytes); 400 leaves room for a prefix
+MAX_KEY_BYTES = 400
+# a page (list, unconsumed, kv_scan) ends once its records pass this many bytes of msgpack: with the
+# record that crossed it, a reply stays within PAGE_BYTES + one record (a payload and a result of at most
+# protocol.MAX_BODY each), far below the 16 MiB a client accepts, whatever the limit asked for
+PAGE_BYTES = 1024 * 1024
+BULKY = ("payload", "result")   # left out of `list` records unless asked for (payloads=true)
+
+
+def record_bytes(record) -> int:
+    """The size of ``record`` on the wire (what a page's byte budget counts)."""
+    return len(pack_value(record))
 
 
 def check_name(value, what: str) -> str:
@@ -119,8 +133,9 @@ def validate_task(spec: dict, config) -> dict:
     if unknown:
         raise bad_argument(f"unknown task field(s): {sorted(map(str, unknown))}")
     key = spec.get("key")
-    if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > 400:
-        raise bad_argument("task key must be a non-empty string of at most 400 bytes without NUL", field="key")
+    if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > MAX_KEY_BYTES:
+        raise bad_argument(f"task key must be a non-empty string of at most {MAX_KEY_BYTES} bytes without NUL",
+                           field="key")
     module = check_name(spec.get("module"), "module")
     kind = spec.get("kind")
     if not isinstance(kind, str) or not kind or len(kind) > 128:
@@ -144,6 +159,11 @@ def validate_task(spec: dict, config) -> dict:
             raise bad_argument(f"unknown requirement {name!r}", field="requires")
         if not isinstance(value, want) or (want is list and not all(isinstance(x, str) for x in value)):
             raise bad_argument(f"requires.{name} must be {want.__name__}", field="requires")
+    conv = requires.get("conversation")
+    if conv and ("\x00" in conv or len(conv.encode()) > MAX_KEY_BYTES):
+        # the conversation id is a key of the conversations table (LMDB keys: at most 511 bytes)
+        raise bad_argument(f"requires.conversation must be at most {MAX_KEY_BYTES} bytes without NUL",
+                           field="requires")
     if requires.get("mode", "standard") not in MODES:
         raise bad_argument(f"requires.mode must be one of {MODES}", field="requires")
     attrs = spec.get("attrs") or {}
@@ -227,7 +247,13 @@ def op_get(tx: Tx, id: int, history: bool):
     return out
 
 
-def op_list(tx: Tx, state, module, kind, after, limit):
+def op_list(tx: Tx, state, module, kind, after, limit, payloads=False):
+    """Tasks by id, filtered; ``{"tasks": [record without history], "next": id|null}``.
+
+    Records leave out ``payload`` and ``result`` unless ``payloads`` (the queue view and the
+    scheduler's rebuild do not need them, and a page of prompts and answers can be large). A page ends
+    at ``limit`` tasks, after :data:`LIST_SCAN_LIMIT` scanned, or once its records pass
+    :data:`PAGE_BYTES`; ``next`` is then the id to continue after."""
     if state is not None and state not in st.STATES:
         raise bad_argument(f"state must be one of {', '.join(st.STATES)}", field="state")
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -251,13 +277,18 @@ def op_list(tx: Tx, state, module, kind, after, limit):
         # iternext() on an unpositioned cursor starts from the first key: only iterate if set_range found one
         found = cur.set_range(S.u64(start))
         source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False)) if found else iter(())
-    more = False
+    more, size = False, 0
     for task in source:
         scanned += 1
         last = task["id"]
         if (module is None or task["module"] == module) and (kind is None or task["kind"] == kind):
-            tasks.append(public(task, tx.mono, history=False))
-        if len(tasks) >= limit or scanned >= LIST_SCAN_LIMIT:
+            rec = public(task, tx.mono, history=False)
+            if not payloads:
+                for name in BULKY:
+                    rec.pop(name, None)
+            tasks.append(rec)
+            size += record_bytes(rec)
+        if len(tasks) >= limit or scanned >= LIST_SCAN_LIMIT or size >= PAGE_BYTES:
             more = True  # a filtered page stops after a bounded scan; the caller pages on with "next"
             break
     return {"tasks": tasks, "next": last if more else None}

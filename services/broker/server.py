@@ -1,7 +1,10 @@
 """The broker program: sockets around :class:`services.broker.core.BrokerCore`.
 
 Each tick: wait for requests (or the next lease deadline / due task), drain up to ``max_batch``
-waiting requests, run them as one group commit, then send the replies and publish the events.
+waiting requests, run them as one group commit, then send the replies and publish the events. Read-only
+requests are answered after the commit one at a time, each sent as soon as it is ready (a batch of
+page reads never holds all its replies at once). A message over ``protocol.MAX_MESSAGE`` bytes in all
+its frames is discarded unread and answered ``TOO_LARGE``.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import zmq
 from shared import protocol
 from shared.service import Service
 
-from services.broker.core import BrokerCore
+from services.broker.core import BrokerCore, ReadLater
 from services.broker.schema import open_env
 
 TICK = 0.5  # longest wait between looks at the stop flag and the sweeps
@@ -27,10 +30,10 @@ class BrokerService(Service):
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         protocol.configure_socket(self.router, "router")
-        self.router.bind(cfg.broker_endpoint)
+        protocol.bind(self.router, cfg.broker_endpoint)
         self.pub = self.ctx.socket(zmq.PUB)
         protocol.configure_socket(self.pub, "pub")
-        self.pub.bind(cfg.events_endpoint)
+        protocol.bind(self.pub, cfg.events_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self._wake = self._compute_wake()
@@ -56,21 +59,46 @@ class BrokerService(Service):
         if ready:
             for _ in range(self.config.broker.max_batch):
                 try:
-                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    frames, total = protocol.recv_bounded(self.router)
                 except zmq.Again:
                     break
+                if total > protocol.MAX_MESSAGE:
+                    err = protocol.too_large_message(total)
+                    self.core.errors[err.name] += 1
+                    self._send(frames[0], protocol.encode_reply(protocol.error_reply(None, err)))
+                    continue
                 if len(frames) < 2:
                     continue  # no identity: cannot happen on a ROUTER, but never trust the wire
                 messages.append((frames[0], frames[1:]))
         if not messages and self.clock.mono() < self._wake:
             return
-        replies, events, grow = self.core.handle_batch(messages)
+        replies, events, grow = self.core.handle_batch(messages, defer_reads=True)
+        reads = []
         for ident, frames in replies:
-            self._send(ident, frames)
+            if isinstance(frames, ReadLater):
+                reads.append((ident, frames))
+            else:
+                self._send(ident, frames)
         for ident, req in grow:
             self._send(ident, protocol.encode_reply(self.core.grow_map(req)))
         self._publish(events)
+        for ident, item in reads:   # each built, sent and dropped before the next
+            self._send_read(ident, item)
         self._wake = self._compute_wake()
+
+    def _send_read(self, ident: bytes, item: ReadLater) -> None:
+        """Answer a deferred read, unless its client has gone: the identity frame goes first, and
+        ROUTER_MANDATORY refuses it at once for a peer that is no longer connected, so a queue of page
+        reads from killed clients costs no page building."""
+        try:
+            self.router.send(ident, zmq.SNDMORE | zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.core.dropped_replies += 1
+            return
+        # the message is open now: its frames must follow whatever happens (answer_read never raises)
+        frames = self.core.answer_read(item)
+        for i, frame in enumerate(frames):
+            self.router.send(frame, zmq.NOBLOCK if i == len(frames) - 1 else zmq.SNDMORE | zmq.NOBLOCK)
 
     def _send(self, ident: bytes, frames: list[bytes]) -> None:
         try:

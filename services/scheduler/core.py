@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared import protocol
-from shared.errors import FanoError
+from shared.errors import ErrorCode, FanoError
 
 from services.scheduler import queries
 from services.scheduler.idle import IdleWatch
@@ -305,12 +305,25 @@ class SchedulerCore:
     # --- workers --------------------------------------------------------------------------------------
 
     def on_message(self, ident: bytes, frames: list[bytes]) -> None:
-        """One message from the ROUTER. Never raises: bad input is counted and answered."""
+        """One message from the ROUTER. Never raises: bad input is counted and answered.
+
+        A message that does not decode is answered ``disconnect`` with the reason (the peer re-announces
+        itself; a query with a readable cid gets the error as its answer), a query whose handler fails
+        is answered ``INTERNAL``; either way the error is counted in
+        ``errors`` (``stats`` and the minute's log line)."""
         try:
             msg = protocol.decode_worker(frames)
         except FanoError as exc:
             self.errors[exc.name] += 1
-            self._send(ident, "disconnect", reason=f"bad message: {exc.message}"[:200])
+            if "cid" in exc.details:   # a query: the asker gets the reason as its answer
+                self._send(ident, "answer", cid=exc.details["cid"], ok=False, error=exc.to_wire())
+            else:
+                self._send(ident, "disconnect", reason=f"bad message: {exc.message}"[:200])
+            return
+        except Exception:  # a bug in the decoder: it must raise only FanoError; keep serving everyone
+            self.errors["INTERNAL"] += 1
+            log.exception("error decoding a message from %r", ident[:64])
+            self._send(ident, "disconnect", reason="bad message: undecodable")
             return
         handler = {"ready": self.on_ready, "heartbeat": self.on_heartbeat, "done": self.on_done,
                    "disconnect": self.on_disconnect, "query": self.on_query}.get(msg["type"])
@@ -320,9 +333,18 @@ class SchedulerCore:
             return
         try:
             handler(ident, msg)
-        except Exception:  # a bug: keep serving everyone else
+        except Exception as exc:  # a bug: keep serving everyone else
             self.errors["INTERNAL"] += 1
-            log.exception("error handling %s from %r", msg["type"], ident)
+            log.exception("error handling %s from %r", msg["type"], ident[:64])
+            if msg["type"] == "query":   # the asker waits for an answer: do not leave it to its timeout
+                err = FanoError(ErrorCode.INTERNAL, f"the scheduler failed answering: {type(exc).__name__}")
+                self._send(ident, "answer", cid=msg["cid"], ok=False, error=err.to_wire())
+
+    def on_too_large(self, ident: bytes, total: int) -> None:
+        """A message over ``protocol.MAX_MESSAGE`` bytes in all its frames (discarded unread)."""
+        exc = protocol.too_large_message(total)
+        self.errors[exc.name] += 1
+        self._send(ident, "disconnect", reason=f"bad message: {exc.message}")
 
     def on_ready(self, ident: bytes, msg: dict) -> None:
         mono = self.clock.mono()

@@ -59,7 +59,7 @@ class SchedulerService(Service):
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         protocol.configure_socket(self.router, "router")
-        self.router.bind(cfg.scheduler_endpoint)
+        protocol.bind(self.router, cfg.scheduler_endpoint)
         self.sub = self.ctx.socket(zmq.SUB)
         protocol.configure_socket(self.sub, "sub")
         self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
@@ -96,9 +96,12 @@ class SchedulerService(Service):
         if self.router in ready:
             for _ in range(DRAIN):
                 try:
-                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    frames, total = protocol.recv_bounded(self.router)
                 except zmq.Again:
                     break
+                if total > protocol.MAX_MESSAGE:   # discarded unread: all frames past the limit together
+                    self.core.on_too_large(frames[0], total)
+                    continue
                 if len(frames) < 2:
                     continue   # no identity: cannot happen on a ROUTER, but never trust the wire
                 self.core.on_message(frames[0], frames[1:])

@@ -58,7 +58,7 @@ class Stack:
         return [i["value"] for i in self.client.kv_scan("advisor", prefix="proposals/", limit=100)["items"]]
 
     def advisor_tasks(self):
-        return self.client.list(module="advisor", limit=1000)["tasks"]
+        return self.client.list(module="advisor", limit=1000, payloads=True)["tasks"]
 
     def fanoctl(self, *args):
         res = CliRunner().invoke(fanoctl, ["--config", str(self.cfg), *args], catch_exceptions=False)

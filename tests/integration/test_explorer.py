@@ -89,7 +89,7 @@ class Stack:
     def tasks(self) -> list[dict]:
         out, after = [], None
         while True:
-            page = self.client.list(module=M.MODULE, after=after, limit=1000)
+            page = self.client.list(module=M.MODULE, after=after, limit=1000, payloads=True)
             out += page["tasks"]
             after = page["next"]
             if not after:
@@ -192,7 +192,8 @@ def test_seed_priority_reaches_the_queued_explore_task():
         s.start()
 
         def explore_task():
-            tasks = [t for t in s.client.list(module=M.MODULE, state="PENDING", limit=100)["tasks"]
+            tasks = [t for t in s.client.list(module=M.MODULE, state="PENDING", limit=100,
+                                                 payloads=True)["tasks"]
                      if t["kind"] == M.EXPLORE]
             return tasks[0] if tasks else None
         task = wait_for(explore_task, 30, interval=0.2, what="a pending explore task")

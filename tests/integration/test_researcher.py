@@ -103,7 +103,7 @@ class Stack:
         return {key: value for key, _, value in self.client.kv_items(ns, prefix)}
 
     def tasks(self, kind: str) -> list[dict]:
-        return self.client.list(module="researcher", kind=kind, limit=1000)["tasks"]
+        return self.client.list(module="researcher", kind=kind, limit=1000, payloads=True)["tasks"]
 
     def cli(self, *args) -> dict:
         res = CliRunner().invoke(main, ["--config", str(self.config_path), *args, "--json"], catch_exceptions=False)

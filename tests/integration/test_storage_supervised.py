@@ -20,7 +20,7 @@ import pytest
 from ops.chaos import Tree
 from shared.client import BrokerClient
 from shared.errors import ErrorCode, FanoError
-from tests.support import REPO, TREE_PATHS, run_fanoctl, running_tree, short_tmpdir, wait_for
+from tests.support import REPO, TREE_PATHS, incompressible, run_fanoctl, running_tree, short_tmpdir, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_a_full_map_backs_modules_and_workers_off_and_they_resume_after_grow_map
             # fill the map to its ceiling with another module's data
             for i in range(200):
                 try:
-                    client.txn("filler", [{"op": "put", "key": f"big/{i}", "value": "z" * 200_000}])
+                    client.txn("filler", [{"op": "put", "key": f"big/{i}", "value": incompressible(200_000, seed=i)}])
                 except FanoError as exc:
                     assert exc.code == ErrorCode.MAP_FULL, exc
                     break

@@ -113,7 +113,7 @@ class Rig:
     def tasks(self, **filters) -> list[dict]:
         out, after = [], None
         while True:
-            page = self.h.call("list", module=M.MODULE, after=after, limit=1000, **filters)
+            page = self.h.call("list", module=M.MODULE, after=after, limit=1000, payloads=True, **filters)
             out += page["tasks"]
             after = page["next"]
             if not after:

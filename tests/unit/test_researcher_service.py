@@ -51,7 +51,7 @@ def get(svc, key):
 
 
 def tasks(svc, kind):
-    return [t for t in svc.client.list(module="researcher", kind=kind, limit=1000)["tasks"]]
+    return [t for t in svc.client.list(module="researcher", kind=kind, limit=1000, payloads=True)["tasks"]]
 
 
 def settle(svc, task, text: str) -> dict:

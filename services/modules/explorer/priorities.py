@@ -56,7 +56,7 @@ def live_tasks(client, field: str, ids):
     for state in LIVE_STATES:
         after = None
         while True:
-            page = client.list(state=state, module=M.MODULE, after=after, limit=PAGE)
+            page = client.list(state=state, module=M.MODULE, after=after, limit=PAGE, payloads=True)
             for task in page["tasks"]:
                 payload = task.get("payload") if isinstance(task.get("payload"), dict) else {}
                 if payload.get(field) in ids:

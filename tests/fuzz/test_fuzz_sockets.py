@@ -1,0 +1,218 @@
+"""Every socket survives every input (issue 14): >= 100,000 mutated messages to each ROUTER.
+
+Real processes on real ``ipc://`` sockets: a broker, and a scheduler following its own broker. A DEALER
+sends windows of hostile messages (:mod:`tests.fuzz.mutate`: wrong types and ranges in every argument,
+flipped and truncated bytes, random msgpack, wrong headers and frame counts, nesting bombs, oversized
+bodies and multi-frame messages over 16 MiB in total) with valid requests interleaved, and checks:
+
+* the process is the same one at the end (pid unchanged, still running);
+* every valid request interleaved is answered, correctly (the broker: ping, submit, get of what was
+  submitted; the scheduler: stats, backends, top queries);
+* no reply or answer is ``INTERNAL``, and the process's own error counters hold no ``INTERNAL``;
+* the broker answers every message (one reply each), so a lost reply shows up as a timeout.
+
+``FANO_FUZZ_SEED`` replays a run (the seed is printed); ``FANO_FUZZ_MESSAGES`` changes the count.
+Slow tier (``crash`` marker): about a minute each on two cores.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+
+import pytest
+import zmq
+
+from shared import protocol
+from shared.client import BrokerClient
+from tests.fuzz.mutate import Mutator
+from tests.scheduler_support import SchedulerProcess
+from tests.support import BrokerProcess, short_tmpdir, write_config
+
+pytestmark = [pytest.mark.crash, pytest.mark.timeout(600)]
+
+MESSAGES = int(os.environ.get("FANO_FUZZ_MESSAGES", "100000"))
+BROKER_WINDOW = 250     # messages in flight before reading their replies
+SCHEDULER_WINDOW = 500  # messages between two probe queries
+PROBE_EVERY = 25        # one valid request among this many (broker)
+OVERSIZE_EVERY = 20_000  # an oversized single frame and a 20 MiB multi-frame message this often
+SILENCE = 30.0          # seconds without a reply that fail the test
+
+
+def fuzz_seed() -> int:
+    env = os.environ.get("FANO_FUZZ_SEED")
+    seed = int(env) if env else random.SystemRandom().randrange(1 << 31)
+    print(f"FANO_FUZZ_SEED={seed}")
+    return seed
+
+
+def dealer(ctx, endpoint: str, name: str):
+    sock = ctx.socket(zmq.DEALER)
+    protocol.configure_socket(sock, "dealer", identity=name)
+    sock.setsockopt(zmq.RCVHWM, 100_000)   # never make the peer drop what we have not read yet
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.connect(endpoint)
+    return sock
+
+
+def oversized(header: bytes) -> list[list[bytes]]:
+    """A body just over MAX_BODY, and a message of 20 MiB in five frames (each under MAXMSGSIZE)."""
+    return [[header, b"\x00" * (protocol.MAX_BODY + 1)], [header] + [b"x" * (4 * 2**20)] * 5]
+
+
+@pytest.fixture
+def root():
+    path = short_tmpdir("fz")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class BrokerProbes:
+    """Valid requests interleaved with the fuzz, and what their replies must be."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.pending: dict[str, tuple] = {}
+        self.submitted: dict[int, str] = {}
+        self.n = 0
+        self.checked = 0
+
+    def next(self) -> list[bytes]:
+        self.n += 1
+        cid = f"probe-{self.n}"
+        kind = self.n % 3
+        if kind == 0 or (kind == 2 and not self.submitted):
+            req = protocol.Request("ping", cid, {})
+            self.pending[cid] = ("ping",)
+        elif kind == 1:
+            key = f"probe-key-{self.n}"
+            req = protocol.Request("submit", protocol.new_request_id(),
+                                   {"task": {"key": key, "module": "explorer", "kind": "ask", "payload": {"n": self.n}}},
+                                   None)
+            req = protocol.Request("submit", req.cid, req.args, req.cid)
+            self.pending[req.cid] = ("submit", key)
+        else:
+            tid = random.choice(list(self.submitted))
+            req = protocol.Request("get", cid, {"id": tid, "history": False})
+            self.pending[cid] = ("get", tid, self.submitted[tid])
+        return protocol.encode_request(req)
+
+    def check(self, rep: protocol.Reply) -> None:
+        want = self.pending.pop(rep.cid)
+        assert rep.ok, (want, rep.error)
+        if want[0] == "ping":
+            assert rep.result["pid"] == self.pid and rep.result["version"] == protocol.VERSION, rep.result
+        elif want[0] == "submit":
+            task = rep.result["task"]
+            assert task["key"] == want[1] and rep.result["created"], rep.result
+            self.submitted[task["id"]] = want[1]
+        else:
+            assert rep.result["id"] == want[1] and rep.result["key"] == want[2], rep.result
+        self.checked += 1
+
+
+def test_the_broker_survives_mutated_messages_and_answers_every_one(root):
+    seed = fuzz_seed()
+    mut, rnd = Mutator(seed), random.Random(seed)
+    broker = BrokerProcess(root, write_config(root, quotas={("acct", "standard"): ["1000/1h"]})).start()
+    pid = broker.pid
+    ctx = zmq.Context()
+    sock = dealer(ctx, broker.endpoint, "fuzz")
+    probes = BrokerProbes(pid)
+    internal, replies, sent, started = [], 0, 0, time.monotonic()
+    try:
+        while sent < MESSAGES:
+            window = [probes.next() if i % PROBE_EVERY == 0 else mut.request() for i in range(BROKER_WINDOW)]
+            mutated = BROKER_WINDOW - len(range(0, BROKER_WINDOW, PROBE_EVERY))
+            if sent // OVERSIZE_EVERY != (sent + mutated) // OVERSIZE_EVERY:
+                window += oversized(protocol.HEADER)
+                mutated += 2
+            for frames in window:
+                sock.send_multipart(frames)
+            sent += mutated
+            for got in range(len(window)):
+                if not sock.poll(int(SILENCE * 1000)):
+                    pytest.fail(f"seed {seed}: the broker gave {got} of {len(window)} replies of a window after "
+                                f"{sent} messages, then nothing for {SILENCE}s; alive: {broker.alive()}\n"
+                                f"{broker.log()}")
+                rep = protocol.decode_reply(sock.recv_multipart())
+                replies += 1
+                if not rep.ok and rep.error.get("name") == "INTERNAL":
+                    internal.append(rep.error)
+                if rep.cid in probes.pending:
+                    probes.check(rep)
+                elif rep.cid is None and not rep.ok:
+                    assert rep.error["name"] in ("TOO_LARGE", "BAD_FRAME", "BAD_VERSION", "BAD_ENCODING",
+                                                 "BAD_ARGUMENT"), rep.error
+            if rnd.random() < 0.01:
+                time.sleep(0.01)   # now and then let a batch run on its own
+        elapsed = time.monotonic() - started
+        print(f"broker: {sent} mutated messages, {replies} replies, {probes.checked} probes in {elapsed:.1f}s")
+        assert internal == [], f"seed {seed}: {len(internal)} INTERNAL replies, e.g. {internal[:3]}"
+        assert probes.pending == {} and probes.checked >= MESSAGES // PROBE_EVERY // 2
+        assert broker.alive() and broker.pid == pid, broker.log()
+        with BrokerClient(broker.endpoint, name="check") as client:
+            stats = client.stats()["broker"]
+        assert stats["pid"] == pid
+        print(f"broker error replies by code: {stats['errors']}")
+        assert "INTERNAL" not in stats["errors"] and "SWEEP_FAILED" not in stats["errors"], stats["errors"]
+        assert stats["errors"].get("TOO_LARGE", 0) >= 2 * (MESSAGES // OVERSIZE_EVERY)
+    finally:
+        sock.close(0)
+        ctx.term()
+        broker.stop()
+
+
+SCHEDULER_PROBES = [("stats", "workers"), ("backends", "accounts"), ("top", "queue")]
+
+
+def test_the_scheduler_survives_mutated_messages_and_keeps_answering(root):
+    seed = fuzz_seed()
+    mut = Mutator(seed)
+    cfg = write_config(root, accounts={"fz": ["standard"]})
+    broker = BrokerProcess(root, cfg).start()
+    sched = SchedulerProcess(root, cfg).start()
+    pid = sched.pid
+    ctx = zmq.Context()
+    sock = dealer(ctx, sched.endpoint, "fuzz")
+    internal, sent, probes, started = [], 0, 0, time.monotonic()
+    try:
+        while sent < MESSAGES:
+            for _ in range(SCHEDULER_WINDOW):
+                sock.send_multipart(mut.worker())
+            sent += SCHEDULER_WINDOW
+            if sent // OVERSIZE_EVERY != (sent - SCHEDULER_WINDOW) // OVERSIZE_EVERY:
+                for frames in oversized(protocol.WORKER_HEADER):
+                    sock.send_multipart(frames)
+            what, field = SCHEDULER_PROBES[probes % len(SCHEDULER_PROBES)]
+            cid = f"probe-{probes}"
+            sock.send_multipart(protocol.encode_worker("query", cid=cid, what=what))
+            probes += 1
+            deadline = time.monotonic() + SILENCE
+            while True:   # everything up to the probe's answer (one DEALER: in order)
+                if not sock.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
+                    pytest.fail(f"seed {seed}: no answer to query {what!r} after {sent} messages within "
+                                f"{SILENCE}s; alive: {sched.alive()}\n{sched.log()}")
+                msg = protocol.decode_worker(sock.recv_multipart())
+                if msg["type"] != "answer":
+                    continue   # disconnects for bad messages, heartbeats, assignments: not ours to check
+                if not msg["ok"] and (msg.get("error") or {}).get("name") == "INTERNAL":
+                    internal.append(msg["error"])
+                if msg["cid"] == cid:
+                    assert msg["ok"] and field in msg["result"], msg
+                    break
+        elapsed = time.monotonic() - started
+        print(f"scheduler: {sent} mutated messages, {probes} probes answered in {elapsed:.1f}s")
+        assert internal == [], f"seed {seed}: {len(internal)} INTERNAL answers, e.g. {internal[:3]}"
+        assert sched.alive() and sched.pid == pid, sched.log()
+        stats = sched.query("stats")
+        print(f"scheduler errors by name: {stats['errors']}")
+        assert "INTERNAL" not in stats["errors"], stats["errors"]
+        assert stats["errors"].get("TOO_LARGE", 0) >= 2 * (MESSAGES // OVERSIZE_EVERY)
+        assert broker.alive()
+    finally:
+        sock.close(0)
+        ctx.term()
+        sched.stop()
+        broker.stop()
