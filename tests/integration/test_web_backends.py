@@ -159,7 +159,35 @@ def test_a_limit_message_is_quota_until_the_parsed_reset(providers, site, skin):
 @both
 def test_capacity_is_a_short_transient_retry(providers, site, skin):
     err = failure(providers[skin], turn("[[scenario:capacity]] busy?"))
-    assert err.error_class == "transient" and err.retry_after == 42 and err.sent is True
+    # an overload refusal spent nothing (base.py): the unit is refunded and no attempt burned
+    assert err.error_class == "transient" and err.retry_after == 42 and err.sent is False
+
+
+@both
+def test_an_overload_notice_in_the_reply_area_is_refunded_never_an_answer(providers, site, skin):
+    """ChatGPT "A lot of people are using Pro right now. Please try again in a few minutes."; Gemini "... Fast
+    right now ... didn't count against your Fast limit." rendered where the reply goes: a short transient retry
+    with nothing counted (sent=False: the broker refunds the unit and burns no attempt), never an answer."""
+    p = providers[skin]
+    mode = "deep" if skin == "chatgpt" else "standard"
+    t = turn("[[scenario:busy]] explore the seed", mode=mode)
+    err = failure(p, t)
+    assert err.error_class == "transient" and err.sent is False and err.retry_after == 42, err
+    assert f"A lot of people are using {'Pro' if skin == 'chatgpt' else 'Fast'} right now" in err.message
+    assert p.store.reply(conversation_key(t), 0) is None          # no transcript entry: it was no answer
+    assert len(site.prompts("explore the seed")) == 1
+
+
+@both
+def test_something_went_wrong_in_the_reply_area_is_a_refunded_retry(providers, site, skin):
+    """"Something went wrong. There was an error generating a response. Please try again." as the reply: the
+    site produced nothing, so nothing is charged (sent=False) and it is retried, never delivered."""
+    p = providers[skin]
+    t = turn("[[scenario:went_wrong]] critique it")
+    err = failure(p, t)
+    assert err.error_class == "transient" and err.sent is False, err
+    assert err.message.startswith("Something went wrong. There was an error generating a response")
+    assert p.store.reply(conversation_key(t), 0) is None
 
 
 @both

@@ -19,6 +19,11 @@ capacity       ChatGPT: "at capacity" toast; Gemini: "A lot of people are using 
 error          ChatGPT: inline "Something went wrong" error in the turn; Gemini: "wasn't able to finish"
 short          a genuine short answer that mentions "quota" and "an error occurred" (words of the sites'
                notice patterns): it must be delivered as an answer, not taken for a notice
+busy           the overload notice *in the reply area*, naming the turn's mode: ChatGPT "A lot of people are
+               using Pro right now. Please try again in a few minutes."; Gemini "A lot of people are using
+               Fast right now ... This didn't count against your Fast limit."
+went_wrong     the failure notice in the reply area (both skins): "Something went wrong. There was an error
+               generating a response. Please try again."
 =============  =============================================================================================
 
 Control-only states: ``login_required`` (a login wall), ``deep`` = ``missing`` / ``disabled`` (the Pro /
@@ -33,7 +38,8 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
-SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short")
+SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short", "busy", "went_wrong")
+WENT_WRONG = "Something went wrong. There was an error generating a response. Please try again."
 MARKER = re.compile(r"\s*\[\[scenario:([a-z_]+)\]\]\s*")
 PREAMBLE = "Let me restate the problem before working through it carefully."
 SHORT_ANSWER = ("Short answer: the quota of this group is 7, and an error occurred only in the first draft of "
@@ -122,6 +128,19 @@ def turn_state(turn: dict, now: float, control: dict) -> dict:
                                 "please contact us through our help center at help.openai.com.", done=True)
         return _state(text="Sorry, I ran into an issue and wasn't able to finish thinking. This attempt didn't "
                            "count against your Deep Think limit.", bar=True, done=True)
+    if scenario == "busy":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking")
+        if chatgpt:
+            return _state(text=f"A lot of people are using {turn['mode']} right now. Please try again in a few "
+                               "minutes.", bar=True, done=True)
+        return _state(text=f"A lot of people are using {turn['mode']} right now, so I can't answer at the moment. "
+                           f"This didn't count against your {turn['mode']} limit. Please try again in a few minutes.",
+                      bar=True, done=True)
+    if scenario == "went_wrong":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking")
+        return _state(text=WENT_WRONG, bar=True, done=True)
     if scenario == "short":
         if t < 0.3:
             return _state(stop=True, thinking="Thinking", progress=not chatgpt)

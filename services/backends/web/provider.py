@@ -21,9 +21,12 @@ Failure classes (base.py; what each makes the broker do is in runner.py):
 what happened                               class       why
 ==========================================  ==========  =====================================================
 limit message ("until 2:56 PM", "in 35 m")  quota       the parsed reset is authoritative; no reset: quota_retry
-capacity ("a lot of people are using ...")  transient   overload is a short retry (capacity_retry), no cool-down
-"something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed
-finish"
+capacity ("a lot of people are using Pro    transient   overload is a short retry (capacity_retry), no cool-down;
+right now", in a banner or as the reply)                sent=False: nothing was served, the unit is refunded
+                                                        and no attempt burned (broker max_refusals bounds it)
+"something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed.
+finish"                                                 sent=False (refunded) when the turn shows no output of
+                                                        its own or the notice says it "didn't count"
 login wall, human check                     auth        a person must sign in: account paused
 deep mode not confirmed (option missing,    quota       sent=False, retry_after=mode_retry (6 h): the broker
 disabled, or read back differently)                     cools down the deep mode of this account only (its
@@ -69,7 +72,7 @@ from services.backends.web.gate import ProgressWatch, Sample, TurnGate
 from services.backends.web.page import ChatPage, PageSample, SiteProblem
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site
-from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset
+from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset, says_not_counted
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +271,7 @@ class WebProvider(Provider):
             notice = (classify(fresh + [s.turn_error], msgs) or classify([s.title], {"auth": msgs["auth"]})
                       or (Notice("transient", s.turn_error[:500], "turn_error") if s.turn_error else None))
             if notice:
-                raise self._notice_error(notice, sent=True)
+                raise self._notice_error(notice, sent=True, produced=bool(s.text.strip()))
             placeholder = len(s.text) < PLACEHOLDER_CHARS and matches(s.text, msgs["thinking"])
             now = time.monotonic()
             if gate.feed(Sample(now, s.text, s.stop, s.bar, s.thinking or placeholder)):
@@ -276,8 +279,8 @@ class WebProvider(Provider):
                 # refusals as the reply, with the whole phrase at the start (reply_notices)
                 if len(s.text) < REPLY_NOTICE_CHARS:
                     notice = classify_reply(s.text, self.site.reply_notices)
-                    if notice:
-                        raise self._notice_error(notice, sent=True)
+                    if notice:    # the notice is all the turn shows: no output of the model's own
+                        raise self._notice_error(notice, sent=True, produced=False)
                 return s
             stalled = watch.feed(now, s.exists, s.text, s.stop, s.thinking or placeholder)
             if stalled:
@@ -312,8 +315,16 @@ class WebProvider(Provider):
         if notice:
             raise self._notice_error(notice, sent=sent)
 
-    def _notice_error(self, notice: Notice, sent: bool) -> ProviderError:
+    def _notice_error(self, notice: Notice, sent: bool, produced: bool = True) -> ProviderError:
+        """The ProviderError a notice means. ``produced``: the awaited turn showed reply text of its own (a
+        notice rendered *as* the reply is no output). A turn the site refused or failed without serving it
+        — an overload, a notice saying it did not count, a failure before any output — is reported
+        ``sent=False``: the broker refunds its unit and gives the attempt back (within ``max_refusals``),
+        and there is nothing to reconcile (base.py)."""
         text = notice.text
+        if sent and (notice.kind == "capacity" or says_not_counted(text) or
+                     (notice.kind == "transient" and not produced)):
+            sent = False
         if notice.kind == "quota":
             wait = parse_reset(text, self.clock.world(), self.cfg.timezone)
             err = ProviderError("quota", text, retry_after=self.cfg.quota_retry if wait is None else wait, sent=sent)

@@ -25,7 +25,7 @@ lacks one)::
                                          # the turn's error container, the title — never in a reply
     thinking                             # a short reply text that is a "still generating" placeholder
 
-    [reply_notices]                      # optional: refusals the site renders AS the reply (Gemini)
+    [reply_notices]                      # optional: refusals the site renders AS the reply (both sites)
     quota, capacity, auth, transient     # lists of regexes of whole, distinctive phrases, matched at the
                                          # start of a short reply only: a genuine answer that mentions
                                          # "quota" is an answer
