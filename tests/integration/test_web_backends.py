@@ -134,6 +134,24 @@ def test_a_follow_up_turn_reopens_the_conversation(providers, site, skin):
 
 
 @both
+def test_a_new_conversation_whose_first_task_is_turn_1_starts_a_chat_then_continues_it(providers, site, skin):
+    """The explorer numbers a thread's first explore turn 1 (services/modules/explorer/threads.py): a brand-new
+    conversation's first task with turn 1 opens a new chat; turn 2 continues that chat. A first turn that was
+    refused (nothing answered) is retried in a new chat too, not refused as "no recorded URL"."""
+    p = providers[skin]
+    conv = f"thread-{skin}-{next(_ids)}"
+    err = failure(p, turn("[[scenario:busy]] explore first", conversation=conv, index=1))
+    assert err.error_class == "transient" and err.sent is False
+    first = send(p, turn("explore first", conversation=conv, index=1))
+    assert first.text.startswith(f"Stand-in {skin} answer") and "explore first" in first.text
+    second = send(p, turn("critique next", conversation=conv, index=2))
+    assert "critique next" in second.text and second.meta["url"] == first.meta["url"]
+    convs = [s["conversation"] for s in site.submits]
+    assert len(set(convs)) == 2 and convs[1] == convs[2], convs      # the refused one, then one chat for both
+    assert [e.index for e in p.store.turns(conv)] == [1, 2]
+
+
+@both
 def test_long_thinking_with_a_false_early_finish_returns_the_real_answer(providers, site, skin):
     p = providers[skin]
     started = time.monotonic()

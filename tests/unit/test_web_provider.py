@@ -59,7 +59,8 @@ def test_send_refuses_unknown_mode_and_a_follow_up_without_url(tmp_path):
     with pytest.raises(ProviderError) as err:
         p.send(turn(mode="deep"), lambda: False)
     assert err.value.error_class == "terminal" and err.value.sent is False
-    with pytest.raises(ProviderError) as err:       # turn 1 of a conversation whose URL was never recorded
+    p.store.record_reply("c9", 0, "first", "answered")   # an answered conversation whose page was never recorded
+    with pytest.raises(ProviderError) as err:
         p.send(turn(conversation="c9", index=1), lambda: False)
     assert err.value.error_class == "terminal" and err.value.sent is False and "no recorded URL" in err.value.message
     p.close()

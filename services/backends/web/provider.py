@@ -190,10 +190,16 @@ class WebProvider(Provider):
         reused = host.launched    # a browser from an earlier request may have died or hung meanwhile
         label = self.cfg.labels[turn.mode]
         handle = self.store.handle(key)
-        if idx > 0 and not handle.get("url"):
+        # a conversation continues at its page only once this account has an answered turn of it there.
+        # Until then — its first turn, whatever index the module gave it (the explorer numbers a thread's
+        # first turn 1), a first turn whose earlier attempt was refused, or a conversation handed off here
+        # from another account (services/broker/ops_handoff.py) — it starts a new chat: the modules'
+        # prompts carry their own context. One with answered turns but no recorded page cannot go on.
+        held = bool(self.store.turns(key))
+        if held and not handle.get("url"):
             raise ProviderError("terminal", f"conversation {key} has no recorded URL on {self.account}: turn "
                                 f"{idx} cannot continue it", sent=False)
-        target = handle["url"] if idx > 0 else None
+        target = handle["url"] if held else None
         chat = self._chat(host)
         submitted = False
         try:
