@@ -258,6 +258,29 @@ def test_a_scarce_mode_that_reads_back_differently_is_not_sent_and_standard_work
 
 
 @both
+def test_a_silent_downgrade_is_never_delivered_as_the_scarce_mode(providers, site, skin):
+    """The scarce mode is selected and confirmed, the prompt sent, and the site answers in the standard mode
+    (ChatGPT: "switched you to the latest default model" and the picker reads Auto; Gemini: the Deep Think
+    chip is gone): quota on the deep mode (the broker refunds the deep unit and cools it), with the evidence
+    and a screenshot; the answer is not recorded. A standard turn on the same page is an answer."""
+    p = providers[skin]
+    site.control(downgrade=True)
+    t = turn("a hard question", mode="deep")
+    err = failure(p, t)
+    assert err.error_class == "quota" and err.retry_after == 7777 and err.sent is True, err
+    assert err.message.startswith(f"downgrade: {DEEP_LABEL[skin]} was selected and confirmed"), err.message
+    if skin == "chatgpt":
+        assert "switched you to the latest default model" in err.message
+    else:
+        assert "Deep Think" in err.message
+    assert Path(err.message.split("screenshot: ", 1)[1].split(")", 1)[0]).is_file()
+    assert p.store.reply(conversation_key(t), 0) is None
+    assert site.submits[0]["mode"] == DEEP_LABEL[skin] and site.submits[0]["served"] != DEEP_LABEL[skin]
+    reply = send(p, turn("an easy one"))
+    assert reply.text.startswith(f"Stand-in {skin} answer")
+
+
+@both
 def test_a_short_answer_mentioning_quota_and_an_error_is_an_answer(providers, site, skin):
     reply = send(providers[skin], turn("[[scenario:short]] what is the quota?"))
     assert reply.text == SHORT_ANSWER

@@ -100,3 +100,16 @@ def test_control_login_wall_and_cookie(site):
     assert site.prompts() == []
     call(site.url + "/__reset", "POST", {})
     assert call(site.url + "/api/config")[1]["logged_in"] is True
+
+
+def test_notices_in_the_reply_area_and_a_downgrade(site):
+    busy = state("busy", 1.0, skin="gemini")
+    assert busy["done"] and "using Pro right now" in busy["text"] and "didn't count against your Pro limit" in busy["text"]
+    assert state("went_wrong", 1.0)["text"].startswith("Something went wrong. There was an error generating")
+    with pytest.raises(ValueError):
+        site.control(downgrade="yes")
+    site.control(downgrade=True)
+    status, out, _ = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "deep one", "mode": "Pro"})
+    conv = call(site.url + f"/api/conversation/{out['conversation']}")[1]
+    assert conv["turns"][0]["mode"] == "Pro" and conv["turns"][0]["served"] == "Auto"
+    assert site.submits[0]["served"] == "Auto"

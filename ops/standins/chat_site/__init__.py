@@ -19,7 +19,10 @@ Routes::
     GET  /api/conversation/<id>          the conversation with each turn's current state
     GET|POST /__control                  scenario, login_required, auto_login,
                                          deep (ok|missing|disabled|unapplied),
-                                         layout (normal|changed-after-send), reset_in (s), tz, speed
+                                         layout (normal|changed-after-send), reset_in (s), tz, speed,
+                                         downgrade (a Pro / Deep Think prompt is served in Auto / Fast:
+                                         ChatGPT shows "switched you to the latest default model" and its
+                                         picker reads Auto; Gemini drops the Deep Think chip)
     GET  /__log    POST /__reset         submitted prompts / forget everything
 
 ``python -m ops.standins chat-site [--port N] [--scenario NAME] [--login-required]`` runs it in the
@@ -48,7 +51,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
-                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0}
+                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False}
+# downgrade: a prompt sent in the scarce mode is served in the standard one (what the page then shows)
+DOWNGRADED = {"Pro": "Auto", "Deep Think": "Fast"}
 DEEP_STATES = ("ok", "missing", "disabled", "unapplied")
 LAYOUTS = ("normal", "changed-after-send")
 DEFAULT_PORT = 8300   # the foreground command's; the README's example account url uses it
@@ -84,6 +89,8 @@ class ChatSiteServer(StandinServer):
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         if "deep" in changes and changes["deep"] not in DEEP_STATES:
             raise ValueError(f"deep must be one of {', '.join(DEEP_STATES)}")
+        if "downgrade" in changes and not isinstance(changes["downgrade"], bool):
+            raise ValueError("downgrade must be true or false")
         if "layout" in changes and changes["layout"] not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         with self.lock:
@@ -115,10 +122,11 @@ class ChatSiteServer(StandinServer):
                 conv = {"id": conversation, "skin": skin, "title": clean(prompt)[:40] or "New chat", "turns": []}
                 self.conversations[conversation] = conv
             scenario = scenario_of(prompt, header, self._control["scenario"])
-            conv["turns"].append({"skin": skin, "prompt": prompt, "mode": mode, "scenario": scenario,
-                                  "created": now})
+            served = DOWNGRADED.get(mode, mode) if self._control["downgrade"] else mode
+            conv["turns"].append({"skin": skin, "prompt": prompt, "mode": mode, "served": served,
+                                  "scenario": scenario, "created": now})
             self.submits.append({"at": now, "skin": skin, "conversation": conversation, "prompt": prompt,
-                                 "mode": mode, "scenario": scenario})
+                                 "mode": mode, "served": served, "scenario": scenario})
             return {"conversation": conversation, "title": conv["title"]}
 
     def conversation(self, conv_id: str) -> dict | None:
@@ -128,7 +136,8 @@ class ChatSiteServer(StandinServer):
                 return None
             now = time.time()
             control = dict(self._control)
-            turns = [dict(prompt=t["prompt"], mode=t["mode"], **turn_state(t, now, control)) for t in conv["turns"]]
+            turns = [dict(prompt=t["prompt"], mode=t["mode"], served=t["served"],
+                          **turn_state(dict(t, mode=t["served"]), now, control)) for t in conv["turns"]]
             return {"id": conv["id"], "skin": conv["skin"], "title": conv["title"], "turns": turns}
 
 

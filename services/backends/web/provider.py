@@ -28,6 +28,10 @@ right now", in a banner or as the reply)                sent=False: nothing was 
 finish"                                                 sent=False (refunded) when the turn shows no output of
                                                         its own or the notice says it "didn't count"
 login wall, human check                     auth        a person must sign in: account paused
+deep turn answered in another mode (a       quota       sent=True; the broker refunds the deep unit and cools
+"switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
+model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
+"Auto"/"Fast" after the reply)                          (served.mode is the mode the page confirmed)
 deep mode not confirmed (option missing,    quota       sent=False, retry_after=mode_retry (6 h): the broker
 disabled, or read back differently)                     cools down the deep mode of this account only (its
                                                         cool-downs are per mode), so standard work goes on;
@@ -221,7 +225,8 @@ class WebProvider(Provider):
             submitted = True
             chat.submit()
             deadline = time.monotonic() + self.cfg.timeouts[turn.mode]
-            s = self._await_reply(chat, key, index, baseline, deadline, cancelled)
+            seen: dict = {}
+            s = self._await_reply(chat, key, index, baseline, deadline, cancelled, seen)
         except SiteProblem as problem:
             raise self._problem_error(chat, problem, sent=submitted, mode=turn.mode) from None
         except _playwright_error() as exc:
@@ -232,8 +237,24 @@ class WebProvider(Provider):
                 return self._send(host, turn, cancelled, retry=False)
             raise ProviderError("unknown" if submitted else "transient", f"browser error: {exc}"[:1000],
                                 sent=submitted) from None
-        after = self._mode_after(chat, turn.mode, label)
+        after, differs = self._mode_after(chat, turn.mode, label)
+        if turn.mode in SCARCE_MODES and (differs or seen.get("downgrade")):
+            raise self._downgrade_error(chat, turn, label, seen.get("downgrade") or after)
         return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
+
+    def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str) -> ProviderError:
+        """A scarce-mode turn the page answered in another mode (a "switched you to the latest default model"
+        notice, or the mode control reading "Auto" / "Fast" after the reply) is not the answer that was paid
+        for: it is never delivered as that mode. quota (sent=True: the site served something, but not in
+        this mode): the broker refunds the deep unit, cools the deep mode of this account for ``mode_retry``
+        (standard work goes on), and the task waits or falls back to standard as it allows — no attempt
+        burned. The page's answer is not recorded as the turn's reply."""
+        shot = self._screenshot(chat, "downgrade")
+        where = f" (screenshot: {shot})" if shot else ""
+        return ProviderError("quota", f"downgrade: {label} was selected and confirmed before sending, but the page "
+                             f"answered in another mode ({evidence[:300]}){where}; not recorded as {turn.mode}: "
+                             f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait "
+                             f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=True)
 
     def _finish(self, turn: Turn, key: str, s: PageSample, meta: dict, reconciled: bool = False) -> Reply:
         handle = self.store.handle(key)
@@ -242,23 +263,27 @@ class WebProvider(Provider):
         self.store.record_reply(key, turn.turn_index, turn.prompt, s.text, url=meta["url"], mode=turn.mode)
         return Reply(s.text, meta=meta)
 
-    def _mode_after(self, chat: ChatPage, mode: str, label: str) -> str:
-        """Re-read the mode after the reply: a silent downgrade is reported, not hidden."""
+    def _mode_after(self, chat: ChatPage, mode: str, label: str) -> tuple[str, bool]:
+        """Re-read the mode after the reply: (what the page shows, whether it reads differently). A page that
+        reads differently is a silent downgrade; a browser error while re-reading is no evidence of one."""
         try:
-            return chat.verify_mode(mode, self.site.modes[mode], label, timeout=0.0)
+            return chat.verify_mode(mode, self.site.modes[mode], label, timeout=0.0), False
         except SiteProblem as problem:
             log.warning("%s: after the reply the mode reads differently: %s", self.account, problem.message)
-            return f"unconfirmed: {problem.message}"
+            return f"unconfirmed: {problem.message}", True
         except _playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
-            return f"unconfirmed: {exc}"[:300]
+            return f"unconfirmed: {exc}"[:300], False
 
     # --- waiting for the reply -----------------------------------------------------------------------------
 
     def _await_reply(self, chat: ChatPage, key: str, index: int, baseline: Counter, deadline: float,
-                     cancelled: Callable[[], bool]) -> PageSample:
+                     cancelled: Callable[[], bool], seen: dict | None = None) -> PageSample:
         """Poll until the assistant turn ``index`` is complete. Records the conversation URL (and title)
         the moment it appears. Raises a classified ProviderError (sent=True) on any notice, timeout or
-        cancel, and SiteProblem("layout") when the page shows no sign of progress (:class:`ProgressWatch`)."""
+        cancel, and SiteProblem("layout") when the page shows no sign of progress (:class:`ProgressWatch`).
+        ``seen["downgrade"]`` gets the first fresh notice saying another model answered (``[messages]
+        downgrade``): a toast may be gone by the time the reply is complete."""
+        seen = {} if seen is None else seen
         gate = TurnGate(self.cfg.gate)
         watch = ProgressWatch(self.cfg.progress_grace, time.monotonic())
         msgs = self.site.messages
@@ -274,6 +299,10 @@ class WebProvider(Provider):
             if s.login:
                 raise SiteProblem("login", f"the site asks to sign in ({s.url})")
             fresh = list((Counter(s.banners) - baseline).elements())
+            if "downgrade" in msgs and "downgrade" not in seen:
+                said = [t for t in fresh + [s.turn_error] if t and matches(t, msgs["downgrade"])]
+                if said:
+                    seen["downgrade"] = " ".join(said[0].split())[:300]
             notice = (classify(fresh + [s.turn_error], msgs) or classify([s.title], {"auth": msgs["auth"]})
                       or (Notice("transient", s.turn_error[:500], "turn_error") if s.turn_error else None))
             if notice:

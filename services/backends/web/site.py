@@ -24,6 +24,8 @@ lacks one)::
     quota, capacity, auth, transient     # notice classes, searched in notices: banners, toasts, dialogs,
                                          # the turn's error container, the title — never in a reply
     thinking                             # a short reply text that is a "still generating" placeholder
+    downgrade                            # optional: a notice, after sending, that another (standard)
+                                         # model answered: a scarce-mode turn is then not delivered
 
     [reply_notices]                      # optional: refusals the site renders AS the reply (both sites)
     quota, capacity, auth, transient     # lists of regexes of whole, distinctive phrases, matched at the

@@ -72,7 +72,9 @@
     Standin.bindEnter(editor, () => submit());
     const toasts = E("div", {class: "toast-root", "data-testid": "toast-root"});
     root.append(header, E("main", {}, thread, form), toasts);
-    state.ui = {thread, editor, send, stop, toasts};
+    const downgrade = E("div", {role: "status", "data-testid": "model-downgrade-banner",
+      text: "Pro isn't available for this message. We've switched you to the latest default model."});
+    state.ui = {thread, editor, send, stop, toasts, label, opener, downgrade};
   }
 
   function setGenerating(on) {
@@ -119,6 +121,13 @@
       Standin.show(p.actions, !!turn.bar);
     });
     const last = conv.turns[conv.turns.length - 1];
+    // downgrade: the turn was served by another model; like the real site, say so and show it in the picker
+    if (last && last.served && last.served !== last.mode && last.done) {
+      state.model = last.served;
+      Standin.setText(ui.label, last.served);
+      ui.opener.setAttribute("aria-label", "Model selector, current model is " + last.served);
+      if (!ui.downgrade.isConnected) ui.thread.append(ui.downgrade);
+    }
     setGenerating(!!(last && last.stop));
     const banner = last && last.banner;
     ui.toasts.replaceChildren(...(banner ? [E("div", {role: "alert", "data-testid": "toast", text: banner})] : []));

@@ -106,6 +106,8 @@
       }
     });
     const last = conv.turns[conv.turns.length - 1];
+    // downgrade: the turn was served in Fast; the Deep Think chip is gone from the composer
+    if (last && last.served && last.served !== last.mode && state.deep) setDeep(false);
     setGenerating(!!(last && last.stop));
     const banner = last && last.banner;
     ui.snack.replaceChildren(...(banner ? [E("div", {role: "alert", class: "mat-mdc-snack-bar-container", text: banner})] : []));
