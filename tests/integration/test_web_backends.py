@@ -280,6 +280,22 @@ def test_a_silent_downgrade_is_never_delivered_as_the_scarce_mode(providers, sit
     assert reply.text.startswith(f"Stand-in {skin} answer")
 
 
+def test_the_deep_think_limit_snack_bar_over_the_composer_cools_the_deep_mode_until_its_time(providers, site):
+    """Gemini: picking Deep Think brings up "You've reached your limit for chats with Deep Think until <time>"
+    as a snack bar over the composer. It is read (quota until the stated time, nothing sent; the broker cools
+    the deep mode only), not clicked into until a timeout and retried as a browser error."""
+    p = providers["gemini"]
+    site.control(deep_limit=True, reset_in=5400, tz="America/New_York")
+    started = time.monotonic()
+    err = failure(p, turn("think deeply", mode="deep"))
+    assert err.error_class == "quota" and err.sent is False, err
+    assert "limit for chats with Deep Think until" in err.message and "browser error" not in err.message
+    assert 5400 - 90 <= err.retry_after <= 5400, err.retry_after
+    assert time.monotonic() - started < 10
+    assert site.prompts() == []
+    assert send(p, turn("a quick one")).text.startswith("Stand-in gemini answer [Fast]")
+
+
 @both
 def test_a_short_answer_mentioning_quota_and_an_error_is_an_answer(providers, site, skin):
     reply = send(providers[skin], turn("[[scenario:short]] what is the quota?"))

@@ -113,3 +113,12 @@ def test_notices_in_the_reply_area_and_a_downgrade(site):
     conv = call(site.url + f"/api/conversation/{out['conversation']}")[1]
     assert conv["turns"][0]["mode"] == "Pro" and conv["turns"][0]["served"] == "Auto"
     assert site.submits[0]["served"] == "Auto"
+
+
+def test_the_deep_think_limit_control(site):
+    assert call(site.url + "/api/config")[1]["deep_limit"] is None
+    site.control(deep_limit=True, reset_in=3600, tz="UTC")
+    text = call(site.url + "/api/config")[1]["deep_limit"]
+    assert text.startswith("You've reached your limit for chats with Deep Think until ")
+    with pytest.raises(ValueError):
+        site.control(deep_limit=1)

@@ -14,7 +14,7 @@ Routes::
 
     GET  /  /c/<id>  /app  /app/<id>     the ChatGPT / Gemini skin (a login wall when signed out)
     GET  /auth/login?next=PATH           signs this browser in (a cookie) and goes to PATH
-    GET  /api/config                     {logged_in, deep, auto_login, layout}
+    GET  /api/config                     {logged_in, deep, auto_login, layout, deep_limit}
     POST /api/submit                     {skin, conversation, prompt, mode} -> {conversation, title}
     GET  /api/conversation/<id>          the conversation with each turn's current state
     GET|POST /__control                  scenario, login_required, auto_login,
@@ -22,7 +22,9 @@ Routes::
                                          layout (normal|changed-after-send), reset_in (s), tz, speed,
                                          downgrade (a Pro / Deep Think prompt is served in Auto / Fast:
                                          ChatGPT shows "switched you to the latest default model" and its
-                                         picker reads Auto; Gemini drops the Deep Think chip)
+                                         picker reads Auto; Gemini drops the Deep Think chip),
+                                         deep_limit (Gemini: picking Deep Think shows its limit snack bar,
+                                         "until <reset_in from now>", over the composer)
     GET  /__log    POST /__reset         submitted prompts / forget everything
 
 ``python -m ops.standins chat-site [--port N] [--scenario NAME] [--login-required]`` runs it in the
@@ -44,14 +46,15 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ops.standins.chat_site.scenarios import SCENARIOS, clean, scenario_of, turn_state
+from ops.standins.chat_site.scenarios import SCENARIOS, clean, reset_clock, scenario_of, turn_state
 from ops.standins.server import StandinServer, serve_in_foreground
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
-                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False}
+                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
+                   "deep_limit": False}
 # downgrade: a prompt sent in the scarce mode is served in the standard one (what the page then shows)
 DOWNGRADED = {"Pro": "Auto", "Deep Think": "Fast"}
 DEEP_STATES = ("ok", "missing", "disabled", "unapplied")
@@ -89,8 +92,9 @@ class ChatSiteServer(StandinServer):
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         if "deep" in changes and changes["deep"] not in DEEP_STATES:
             raise ValueError(f"deep must be one of {', '.join(DEEP_STATES)}")
-        if "downgrade" in changes and not isinstance(changes["downgrade"], bool):
-            raise ValueError("downgrade must be true or false")
+        for key in ("downgrade", "deep_limit"):
+            if key in changes and not isinstance(changes[key], bool):
+                raise ValueError(f"{key} must be true or false")
         if "layout" in changes and changes["layout"] not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         with self.lock:
@@ -208,8 +212,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/config":
             with self.owner.lock:
                 control = dict(self.owner._control)
+            limit = None
+            if control["deep_limit"]:
+                limit = ("You've reached your limit for chats with Deep Think until "
+                         f"{reset_clock(time.time(), control, True)}. Upgrade for higher limits.")
             return self._json(200, {"logged_in": self._logged_in(), "deep": control["deep"],
-                                    "auto_login": control["auto_login"], "layout": control["layout"]})
+                                    "auto_login": control["auto_login"], "layout": control["layout"],
+                                    "deep_limit": limit})
         if path.startswith("/api/conversation/"):
             if not self._logged_in():
                 return self._json(401, {"error": "not signed in"})

@@ -68,8 +68,12 @@ def _partial(text: str, fraction: float) -> str:
 
 
 def _reset_clock(turn: dict, control: dict, with_date: bool) -> str:
-    when = dt.datetime.fromtimestamp(turn["created"] + float(control.get("reset_in", 2100)),
-                                     ZoneInfo(control.get("tz") or "UTC"))
+    return reset_clock(turn["created"], control, with_date)
+
+
+def reset_clock(start: float, control: dict, with_date: bool) -> str:
+    """The reset time a limit message names: ``reset_in`` seconds after ``start``, in the control's zone."""
+    when = dt.datetime.fromtimestamp(start + float(control.get("reset_in", 2100)), ZoneInfo(control.get("tz") or "UTC"))
     clock = when.strftime("%I:%M %p").lstrip("0")
     return f"{when.strftime('%b')} {when.day}, {clock}" if with_date else clock
 

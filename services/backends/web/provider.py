@@ -206,13 +206,18 @@ class WebProvider(Provider):
         target = handle["url"] if held else None
         chat = self._chat(host)
         submitted = False
+        loaded = False     # the page answered once: probing it for a notice after a failed step is safe
         try:
             chat.goto(target or chat.new_chat_url, self.cfg.ready_timeout)
             s = chat.wait_ready(self.cfg.ready_timeout)
+            loaded = True
             if target and urlsplit(s.url).path != urlsplit(target).path:
                 raise ProviderError("transient", f"reopening {target} landed on {s.url}", sent=False)
             self._raise_blocking(s, sent=False)
+            shown = Counter(s.banners)
             mode_check = chat.select_mode(turn.mode, self.site.modes[turn.mode], label)
+            # picking a mode may bring up its limit notice (Gemini's Deep Think snack bar, over the composer)
+            self._raise_fresh_notice(chat.sample(), shown)
             if cancelled():
                 raise ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
             chat.type_prompt(turn.prompt)
@@ -228,8 +233,14 @@ class WebProvider(Provider):
             seen: dict = {}
             s = self._await_reply(chat, key, index, baseline, deadline, cancelled, seen)
         except SiteProblem as problem:
+            if loaded and not submitted:   # a notice covering the page says why better than a missing element
+                self._raise_page_notice(chat)
             raise self._problem_error(chat, problem, sent=submitted, mode=turn.mode) from None
         except _playwright_error() as exc:
+            # e.g. a click timed out because a limit notice covers the composer (not after a failed load: a
+            # hung browser would hang the probe too)
+            if loaded and not submitted:
+                self._raise_page_notice(chat)
             self._recycle(host)
             if reused and retry and not submitted:
                 log.warning("%s: the browser failed before sending (%s); retrying once with a new one",
@@ -349,6 +360,27 @@ class WebProvider(Provider):
         notice = classify(s.banners + [s.title], {k: self.site.messages[k] for k in ("auth", "quota")})
         if notice:
             raise self._notice_error(notice, sent=sent)
+
+    def _raise_fresh_notice(self, s: PageSample, shown: Counter, kinds=("auth", "quota", "capacity")) -> None:
+        """Before submitting: a limit, login or overload notice that appeared since ``shown`` (the banners
+        before the mode was picked) stops us, nothing sent. A quota notice cools the mode the turn asked for
+        until the time it states (the broker's cool-downs are per mode)."""
+        fresh = list((Counter(s.banners) - shown).elements())
+        msgs = self.site.messages
+        notice = classify(fresh, {k: msgs[k] for k in kinds})
+        if notice:
+            raise self._notice_error(notice, sent=False)
+
+    def _raise_page_notice(self, chat: ChatPage) -> None:
+        """Before submitting, after a step failed: a limit, login or overload notice on the page is the reason
+        (a snack bar over the composer makes a click time out: that is no browser error to retry)."""
+        try:
+            s = chat.sample()
+        except _playwright_error():
+            return
+        # every banner, not only fresh ones, but no overload or error notice: on a reopened conversation those
+        # belong to earlier turns
+        self._raise_fresh_notice(s, Counter(), kinds=("auth", "quota"))
 
     def _notice_error(self, notice: Notice, sent: bool, produced: bool = True) -> ProviderError:
         """The ProviderError a notice means. ``produced``: the awaited turn showed reply text of its own (a

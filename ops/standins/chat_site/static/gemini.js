@@ -38,6 +38,11 @@
         menu.hidden = true;
         // deep = "unapplied": the item takes the click and the menu closes, but no Deep Think chip appears
         if (name === "Deep Think" && cfg.deep !== "unapplied") setDeep(true);
+        // deep_limit: Deep Think is picked, and its limit notice comes up as a snack bar over the composer
+        if (name === "Deep Think" && cfg.deep_limit) {
+          state.ui.snack.replaceChildren(E("div", {role: "alert", class: "mat-mdc-snack-bar-container cover",
+            text: cfg.deep_limit}));
+        }
       });
       menu.append(item);
     }
