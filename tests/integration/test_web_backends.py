@@ -454,6 +454,94 @@ def test_worker_killed_mid_answer_then_a_fresh_provider_reconciles(site, root, c
     assert len(site.prompts("survive the crash")) == 1
 
 
+_URL_WORKER = textwrap.dedent("""
+    import sys
+    from services.backends.base import Turn
+    from services.backends.chatgpt import ChatGPTProvider
+    from shared.clock import Clock
+    import json
+    settings = json.loads(sys.argv[1])
+    p = ChatGPTProvider("urlless", settings, Clock(), sys.argv[2])
+    p.start()
+    p.send(Turn(task_id=8, epoch=1, attempt=1, account="urlless", mode="standard", module="test", kind="ask",
+                prompt=sys.argv[3]), lambda: False)
+    print("finished: the test should have killed me", flush=True)
+""")
+
+
+def test_worker_killed_before_the_real_url_showed_finds_the_turn_in_the_history(site, root, chromium_path):
+    """ChatGPT shows a transient /c/WEB:... URL first and the real one seconds later (~15 s on the real site);
+    a kill -9 in between leaves the turn marked sent with no URL. A fresh worker finds the conversation in the
+    site's history list by its first prompt (an older conversation with another prompt is not taken), records
+    its URL and reads the answer: nothing is re-sent."""
+    site.control(real_url_after=20)
+    settings = dict(FAST, url=site.url, chromium=chromium_path)
+    data = root / "urlless"
+    fresh = ChatGPTProvider("urlless", settings, Clock(), data)
+    try:      # an older conversation in the history list
+        fresh.start()
+        send(fresh, turn("an older question", task_id=99))
+    finally:
+        fresh.close()
+    prompt = "[[scenario:slow]] which conversation was I in?"
+    proc = subprocess.Popen([sys.executable, "-c", _URL_WORKER, json.dumps(settings), str(data), prompt], cwd=REPO,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    store = ConversationStore(data / "backends" / "urlless" / "conversations")
+    try:
+        wait_for(lambda: site.prompts(prompt), 30, interval=0.05, what="the prompt to reach the site")
+        time.sleep(2.0)       # the answer is streaming, the real URL not shown yet
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    handle = store.handle("task-8")
+    assert handle.get("sent_turn") == 0 and not handle.get("url") and len(handle["history_before"]) == 1
+    fresh = ChatGPTProvider("urlless", settings, Clock(), data)
+    try:
+        fresh.start()
+        reply = fresh.reconcile(Turn(task_id=8, epoch=2, attempt=1, account="urlless", mode="standard",
+                                     module="test", kind="ask", prompt=prompt))
+        assert reply is not None and reply.meta["reconciled"]
+        assert reply.text.startswith("Stand-in chatgpt answer [Auto] to: which conversation was I in?")
+        assert reply.text.endswith("That is all.")
+        url = store.handle("task-8")["url"]
+        assert url == reply.meta["url"] and url.endswith("/c/" + site.submits[-1]["conversation"])
+    finally:
+        fresh.close()
+    assert site.prompts(prompt) == [prompt]
+
+
+def test_an_answer_before_the_real_url_waits_for_it_so_the_next_turn_continues(providers, site):
+    """The answer is complete while ChatGPT still shows the transient /c/WEB:... URL: the real URL is awaited
+    and recorded (never the transient one), so the conversation's next turn reopens it."""
+    p = providers["chatgpt"]
+    site.control(real_url_after=3)
+    first = send(p, turn("quick one", conversation="early-conv", index=0))
+    assert "WEB:" not in first.meta["url"] and first.meta["url"].endswith("/c/" + site.submits[0]["conversation"])
+    second = send(p, turn("and a follow-up", conversation="early-conv", index=1))
+    assert second.meta["url"] == first.meta["url"] and site.submits[1]["conversation"] == site.submits[0]["conversation"]
+
+
+def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_lost(providers, site):
+    """Marked sent with no URL, and no new conversation in the history list holds the prompt: unknown while
+    the send is recent (the list may lag), None (send it) once HISTORY_GRACE has passed."""
+    p = providers["chatgpt"]
+    send(p, turn("already in the history"))
+    t = turn("lost before it left")
+    key = conversation_key(t)
+    listed = [site.url + "/c/" + site.submits[0]["conversation"]]
+    p.store.set_handle(key, sent_turn=0, prior_users=0, url=None, sent_at=time.time(), history_before=listed)
+    p.store.mark_sent(key, 0, t.prompt)
+    with pytest.raises(ProviderError) as err:
+        p.reconcile(t)
+    assert err.value.error_class == "unknown" and "sent only" in err.value.message
+    p.store.set_handle(key, sent_at=time.time() - 3600)
+    assert p.reconcile(t) is None
+    assert site.prompts("lost before it left") == []
+
+
 def test_reconcile_of_a_follow_up_that_never_arrived_is_safe_to_send(providers, site):
     """Marked sent, but the reopened conversation does not show the prompt: None (send it)."""
     p = providers["gemini"]

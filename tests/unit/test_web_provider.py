@@ -36,10 +36,9 @@ def test_reconcile_of_a_turn_never_marked_sent_is_none(provider):
     assert provider.reconcile(turn()) is None
 
 
-def test_reconcile_marked_sent_without_url_is_unknown_not_resent(provider):
+def test_reconcile_marked_sent_without_its_page_recorded_is_unknown_not_resent(provider):
     t = turn()
-    provider.store.set_handle(conversation_key(t), sent_turn=0, prior_users=0, url=None)
-    provider.store.mark_sent(conversation_key(t), 0, t.prompt)
+    provider.store.mark_sent(conversation_key(t), 0, t.prompt)     # no handle: sent_turn was never written
     with pytest.raises(ProviderError) as err:
         provider.reconcile(t)
     assert err.value.error_class == "unknown" and err.value.sent is True
@@ -140,3 +139,13 @@ def test_registry_builds_both_web_providers(tmp_path):
     bad = AccountConfig("bad", "chatgpt", ("standard",), {"chromium": "/bin/true", "colour": "blue"})
     with pytest.raises(ConfigError, match="accounts.bad"):
         make_provider(bad, FakeClock(), tmp_path)
+
+
+def test_history_candidates_are_the_new_conversations_best_title_first():
+    from services.backends.web.recover import candidates, folded
+    items = [{"url": "u/4", "title": "Something else"}, {"url": "u/3", "title": "Why does the Fano plane"},
+             {"url": "u/2", "title": "New chat"}, {"url": "u/1", "title": "Why does the Fano plane"}]
+    got = candidates(items, ["u/1", "u/2"], "Why does the Fano plane have 168 symmetries?")
+    assert [i["url"] for i in got] == ["u/3", "u/4"]          # u/1 was there before sending
+    assert [i["url"] for i in candidates(items, None, "Why does  the Fano\nplane")] == ["u/3", "u/1", "u/4", "u/2"]
+    assert folded(" a\n b  c ") == "a b c" and len(folded("x" * 500)) == 200

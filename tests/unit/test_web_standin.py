@@ -122,3 +122,16 @@ def test_the_deep_think_limit_control(site):
     assert text.startswith("You've reached your limit for chats with Deep Think until ")
     with pytest.raises(ValueError):
         site.control(deep_limit=1)
+
+
+def test_the_history_list_is_newest_first_and_the_transient_url_period_is_controlled(site):
+    first = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "older", "mode": "Auto"})[1]
+    second = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "newer", "mode": "Auto"})[1]
+    call(site.url + "/api/submit", "POST", {"skin": "gemini", "prompt": "other skin", "mode": "Fast"})
+    items = call(site.url + "/api/history?skin=chatgpt")[1]
+    assert [i["id"] for i in items] == [second["conversation"], first["conversation"]]
+    assert items[0]["title"] == "newer"
+    site.control(real_url_after=15)
+    assert call(site.url + "/api/config")[1]["real_url_after"] == 15
+    with pytest.raises(ValueError):
+        site.control(real_url_after=-1)

@@ -24,7 +24,10 @@ Routes::
                                          ChatGPT shows "switched you to the latest default model" and its
                                          picker reads Auto; Gemini drops the Deep Think chip),
                                          deep_limit (Gemini: picking Deep Think shows its limit snack bar,
-                                         "until <reset_in from now>", over the composer)
+                                         "until <reset_in from now>", over the composer),
+                                         real_url_after (s: how long ChatGPT shows the transient
+                                         /c/WEB:... URL before the conversation's real one; real: ~15)
+    GET  /api/history?skin=S             the sidebar's history list, newest first: [{id, title}]
     GET  /__log    POST /__reset         submitted prompts / forget everything
 
 ``python -m ops.standins chat-site [--port N] [--scenario NAME] [--login-required]`` runs it in the
@@ -54,7 +57,7 @@ STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "commo
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
                    "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
-                   "deep_limit": False}
+                   "deep_limit": False, "real_url_after": 0.3}
 # downgrade: a prompt sent in the scarce mode is served in the standard one (what the page then shows)
 DOWNGRADED = {"Pro": "Auto", "Deep Think": "Fast"}
 DEEP_STATES = ("ok", "missing", "disabled", "unapplied")
@@ -92,6 +95,9 @@ class ChatSiteServer(StandinServer):
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         if "deep" in changes and changes["deep"] not in DEEP_STATES:
             raise ValueError(f"deep must be one of {', '.join(DEEP_STATES)}")
+        if "real_url_after" in changes and not (isinstance(changes["real_url_after"], (int, float))
+                                                and 0 <= changes["real_url_after"] <= 120):
+            raise ValueError("real_url_after must be seconds in [0, 120]")
         for key in ("downgrade", "deep_limit"):
             if key in changes and not isinstance(changes[key], bool):
                 raise ValueError(f"{key} must be true or false")
@@ -132,6 +138,13 @@ class ChatSiteServer(StandinServer):
             self.submits.append({"at": now, "skin": skin, "conversation": conversation, "prompt": prompt,
                                  "mode": mode, "served": served, "scenario": scenario})
             return {"conversation": conversation, "title": conv["title"]}
+
+    def history(self, skin: str) -> list[dict]:
+        """The history list of a skin: its conversations, newest first (as the sites' sidebars show them)."""
+        with self.lock:
+            convs = [c for c in self.conversations.values() if c["skin"] == skin]
+            convs.sort(key=lambda c: c["turns"][0]["created"] if c["turns"] else 0, reverse=True)
+            return [{"id": c["id"], "title": c["title"]} for c in convs]
 
     def conversation(self, conv_id: str) -> dict | None:
         with self.lock:
@@ -218,7 +231,12 @@ class _Handler(BaseHTTPRequestHandler):
                          f"{reset_clock(time.time(), control, True)}. Upgrade for higher limits.")
             return self._json(200, {"logged_in": self._logged_in(), "deep": control["deep"],
                                     "auto_login": control["auto_login"], "layout": control["layout"],
-                                    "deep_limit": limit})
+                                    "deep_limit": limit, "real_url_after": control["real_url_after"]})
+        if path == "/api/history":
+            if not self._logged_in():
+                return self._json(401, {"error": "not signed in"})
+            skin = (parse_qs(parts.query).get("skin") or [""])[0]
+            return self._json(200, self.owner.history(skin))
         if path.startswith("/api/conversation/"):
             if not self._logged_in():
                 return self._json(401, {"error": "not signed in"})

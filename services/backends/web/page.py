@@ -42,6 +42,7 @@ class PageSample:
     users: int = 0
     assistants: int = 0
     last_user: str = ""
+    first_user: str = ""
     exists: bool = False         # the awaited assistant turn exists
     text: str = ""               # its reply text
     turn_text: str = ""          # its whole text (labels, inline errors)
@@ -92,6 +93,7 @@ _SAMPLE_JS = r"""
     stop: anyVis(S.stop), send: anyVis(S.send),
     users: users.length, assistants: assistants.length,
     last_user: users.length ? textOf(users[users.length - 1], 4000) : '',
+    first_user: users.length ? textOf(users[0], 4000) : '',
     exists: !!turn, text: reply ? textOf(reply, 2000000) : '', turn_text: turn ? textOf(turn, 4000) : '',
     bar: turn ? anyVis(S.finished, turn) : false, thinking: turn ? anyVis(S.thinking, turn) : false,
     turn_error: turn ? union(S.turn_error, turn).filter(vis).map(e => textOf(e, 600).trim())
@@ -135,6 +137,20 @@ _FIND_JS = r"""
 """
 
 
+# The history list's links, in page order (newest first); hidden ones too (a collapsed sidebar).
+_HISTORY_JS = r"""
+(a) => {
+  for (const s of a.sels) {
+    let els = [];
+    try { els = Array.from(document.querySelectorAll(s)); } catch (e) { continue; }
+    if (els.length) return els.slice(0, a.limit).map(e => ({url: e.href || '',
+      title: (e.innerText || e.textContent || e.getAttribute('title') || '').trim()}));
+  }
+  return [];
+}
+"""
+
+
 def _word(text: str) -> str:
     """A label as a JS regex fragment matching it literally."""
     return re.sub(r"[.*+?^${}()|[\]\\/]", lambda m: "\\" + m.group(0), text.strip())
@@ -149,6 +165,7 @@ class ChatPage:
         self.base_url = base_url.rstrip("/")
         self._sel = {k: list(v) for k, v in site.selectors.items()}
         self._sel.setdefault("turn_error", [])    # optional in the site file
+        self._sel.setdefault("history_item", [])
 
     # --- navigation --------------------------------------------------------------------------------------
 
@@ -159,6 +176,21 @@ class ChatPage:
     def conversation_url(self, url: str) -> bool:
         """Whether ``url`` is a persisted conversation of this site (not a transient ``/c/WEB:...``)."""
         return self.site.is_conversation(urlsplit(url).path)
+
+    def history(self, limit: int = 30) -> list[dict] | None:
+        """The history list's conversations, newest first: ``[{"url", "title"}]`` (at most ``limit``); None
+        when the site file names no ``history_item`` or the page shows no such list."""
+        if not self._sel["history_item"]:
+            return None
+        items = self.page.evaluate(_HISTORY_JS, {"sels": self._sel["history_item"], "limit": limit * 2})
+        if not items:
+            return None
+        out, seen = [], set()
+        for item in items:
+            if self.conversation_url(item["url"]) and item["url"] not in seen:
+                seen.add(item["url"])
+                out.append({"url": item["url"], "title": " ".join(item["title"].split())[:200]})
+        return out[:limit]
 
     def goto(self, url: str, timeout: float) -> None:
         self.page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)

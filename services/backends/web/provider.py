@@ -73,6 +73,7 @@ from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.web.browser import BrowserHost, ProfileLock, kill_previous, record_browser
 from services.backends.web.gate import ProgressWatch, Sample, TurnGate
+from services.backends.web import recover
 from services.backends.web.page import ChatPage, PageSample, SiteProblem
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site
@@ -86,6 +87,7 @@ SCREENSHOTS_KEPT = 50
 SLICE = 0.05               # seconds between two looks at cancelled() while waiting
 PROMPT_SETTLE = 3.0        # reconcile: seconds a loaded conversation may take to show our prompt too
 SCARCE_MODES = ("deep",)   # modes whose loss cools down that mode only, not the account
+URL_WAIT = 30.0            # seconds a new chat answered early may take to show its real URL (ChatGPT: ~15)
 
 
 def _playwright_error():
@@ -224,8 +226,11 @@ class WebProvider(Provider):
             s = chat.sample()
             baseline = Counter(s.banners)
             index = s.assistants
-            self.store.set_handle(key, sent_turn=idx, prior_users=s.users,
-                                  **({} if target else {"url": None, "title": None}))
+            # a new chat's URL shows only after sending (ChatGPT: a transient one first): the history list as
+            # it is now lets reconcile find the conversation again if we die before (recover.py)
+            fresh = {} if target else {"url": None, "title": None, "sent_at": time.time(),
+                                       "history_before": self._history_urls(chat)}
+            self.store.set_handle(key, sent_turn=idx, prior_users=s.users, **fresh)
             self.store.mark_sent(key, idx, turn.prompt, task_id=turn.task_id, attempt=turn.attempt, mode=turn.mode)
             submitted = True
             chat.submit()
@@ -251,6 +256,8 @@ class WebProvider(Provider):
         after, differs = self._mode_after(chat, turn.mode, label)
         if turn.mode in SCARCE_MODES and (differs or seen.get("downgrade")):
             raise self._downgrade_error(chat, turn, label, seen.get("downgrade") or after)
+        if not target:
+            self._await_url(chat, key, turn.prompt)
         return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
 
     def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str) -> ProviderError:
@@ -267,10 +274,35 @@ class WebProvider(Provider):
                              f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait "
                              f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=True)
 
+    def _await_url(self, chat: ChatPage, key: str, prompt: str) -> None:
+        """A new chat answered before the site showed its real URL (ChatGPT: ~15 s of a transient one): wait
+        for it (URL_WAIT), else look for the conversation in the history list, so that the next turn can
+        continue it. Best effort: the reply is in hand and is delivered either way."""
+        if self.store.handle(key).get("url"):
+            return
+        deadline = time.monotonic() + URL_WAIT
+        try:
+            while time.monotonic() < deadline:
+                s = chat.sample()
+                if chat.conversation_url(s.url):
+                    self.store.set_handle(key, url=s.url, title=s.title)
+                    return
+                time.sleep(0.25)
+            verdict = recover.search(chat, prompt, self.store.handle(key).get("history_before"), None,
+                                     self.cfg.ready_timeout)
+        except (SiteProblem, _playwright_error()) as exc:
+            log.warning("%s: the conversation URL of %s did not show: %s", self.account, key, exc)
+            return
+        if verdict.kind == "found":
+            self.store.set_handle(key, url=verdict.url, title=verdict.title)
+        else:
+            log.warning("%s: the conversation URL of %s did not show within %gs", self.account, key, URL_WAIT)
+
     def _finish(self, turn: Turn, key: str, s: PageSample, meta: dict, reconciled: bool = False) -> Reply:
         handle = self.store.handle(key)
+        shown = s.url if self.site.is_conversation(urlsplit(s.url).path) else None   # never a transient URL
         meta = dict(meta, site=self.site.name, account=self.account, mode=turn.mode,
-                    url=handle.get("url") or s.url, title=handle.get("title") or s.title, reconciled=reconciled)
+                    url=handle.get("url") or shown, title=handle.get("title") or s.title, reconciled=reconciled)
         self.store.record_reply(key, turn.turn_index, turn.prompt, s.text, url=meta["url"], mode=turn.mode)
         return Reply(s.text, meta=meta)
 
@@ -479,13 +511,48 @@ class WebProvider(Provider):
         if not self.store.was_sent(key, idx):
             return None
         handle = self.store.handle(key)
-        if handle.get("sent_turn") != idx or not handle.get("url"):
-            raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but no conversation URL was "
-                                "recorded: it may have reached the site, so it is not re-sent blindly (look "
-                                "at the site, then `fanoctl queue retry` the task)", sent=True)
+        if handle.get("sent_turn") != idx:
+            raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but its page was not recorded: "
+                                "it may have reached the site, so it is not re-sent blindly (look at the site, "
+                                "then `fanoctl queue retry` the task)", sent=True)
         self._require_profile()
         self._take_pause_request()
+        if not handle.get("url"):   # a new chat whose URL never showed before we died: find it in the history
+            return self.host.run(self._recover, turn, key, handle)
         return self.host.run(self._reconcile, turn, key, handle)
+
+    def _history_urls(self, chat: ChatPage) -> list[str] | None:
+        """The history list's conversation URLs now (None when the page shows none)."""
+        items = chat.history()
+        return None if items is None else [item["url"] for item in items]
+
+    def _recover(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
+        """A new chat marked sent with no URL recorded (the worker died before the real URL showed): look for
+        it in the site's history list (:mod:`.recover`); found, its URL is recorded and the reply read as
+        for any reconcile; certainly absent, None (send it); otherwise unknown, never re-sent blindly."""
+        chat = self._chat(host)
+        try:
+            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
+            chat.wait_ready(self.cfg.ready_timeout)
+            verdict = recover.search(chat, turn.prompt, handle.get("history_before"), handle.get("sent_at"),
+                                     self.cfg.ready_timeout)
+        except SiteProblem as problem:
+            raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
+        except _playwright_error() as exc:
+            self._recycle(host)
+            raise ProviderError("unknown", f"browser error while searching the history: {exc}"[:1000],
+                                sent=True) from None
+        if verdict.kind == "absent":
+            log.info("%s: turn %s of %s never reached the site: %s", self.account, turn.turn_index, key,
+                     verdict.detail)
+            return None
+        if verdict.kind != "found":
+            raise ProviderError("unknown", f"turn {turn.turn_index} of {key} was sent before the site showed its "
+                                f"conversation URL: {verdict.detail}; it is not re-sent blindly (reconciled "
+                                "again next time)", sent=True)
+        log.info("%s: found turn %s of %s again: %s", self.account, turn.turn_index, key, verdict.detail)
+        self.store.set_handle(key, url=verdict.url, title=verdict.title)
+        return self._reconcile(host, turn, key, self.store.handle(key))
 
     def _reconcile(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
         url, prior = handle["url"], int(handle.get("prior_users") or 0)

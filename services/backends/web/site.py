@@ -19,6 +19,9 @@ lacks one)::
     composer, send, stop, user_turn, assistant_turn, reply_text, finished, thinking, banners, login,
     challenge
     turn_error                           # optional: the assistant turn's own error container
+    history_item                         # optional: a link of the history list (sidebar) to a conversation,
+                                         # newest first: how a turn sent before its URL was recorded is
+                                         # found again (provider.py, reconcile)
 
     [messages]                           # lists of regexes
     quota, capacity, auth, transient     # notice classes, searched in notices: banners, toasts, dialogs,
@@ -52,7 +55,7 @@ from pathlib import Path
 SITES_DIR = Path(__file__).resolve().parent / "sites"
 REQUIRED_SELECTORS = ("composer", "send", "stop", "user_turn", "assistant_turn", "reply_text", "finished",
                       "thinking", "banners", "login", "challenge")
-OPTIONAL_SELECTORS = ("turn_error",)
+OPTIONAL_SELECTORS = ("turn_error", "history_item")
 DEFAULT_PROGRESS_GRACE = 90.0
 NOTICE_CLASSES = ("auth", "quota", "capacity", "transient")     # in order of precedence
 REQUIRED_MESSAGES = NOTICE_CLASSES + ("thinking",)

@@ -56,6 +56,11 @@
     const readAloud = E("button", {type: "button", "aria-label": "Stop", class: "read-aloud", text: "Stop reading"});
     const header = E("header", {}, E("a", {href: "/", "data-testid": "create-new-chat-button", text: "New chat"}),
       opener, menu, readAloud);
+    // the history list, like the real sidebar: nav > #history > a[href="/c/<id>"] with the title inside
+    const historyList = E("div", {id: "history"});
+    Standin.sidebar(historyList, "chatgpt", (c) => E("a", {href: "/c/" + c.id, class: "__menu-item"},
+      E("div", {class: "truncate", title: c.title, text: c.title})));
+    root.append(E("nav", {"aria-label": "Chat history", class: "sidebar"}, historyList));
     const thread = E("div", {class: "thread", id: "thread"});
     const editor = E("div", {id: "prompt-textarea", contenteditable: "true", class: "ProseMirror", role: "textbox",
       "aria-label": "Message ChatGPT"});
@@ -153,7 +158,7 @@
     if (isNew) {
       // like the real site: a transient request route first, the persisted id a moment later
       history.pushState({}, "", "/c/WEB:" + Math.random().toString(16).slice(2, 10));
-      setTimeout(() => history.replaceState({}, "", "/c/" + res.body.conversation), 300);
+      setTimeout(() => history.replaceState({}, "", "/c/" + res.body.conversation), 1000 * state.cfg.real_url_after);
     }
     Standin.follow(state.conversation, render);
   }

@@ -20,8 +20,11 @@
   }
 
   function buildApp(cfg) {
+    const recent = E("conversations-list", {class: "conversation-items-container"});
+    Standin.sidebar(recent, "gemini", (c) => E("a", {href: "/app/" + c.id, class: "conversation",
+      "data-test-id": "conversation"}, E("div", {class: "conversation-title", text: c.title})));
     const nav = E("side-navigation", {}, E("a", {href: "/app", "data-test-id": "new-chat-button",
-      "aria-label": "New chat", text: "New chat"}));
+      "aria-label": "New chat", text: "New chat"}), recent);
     const history_ = E("div", {class: "chat-history", id: "chat-history"});
     const editor = E("div", {class: "ql-editor textarea", contenteditable: "true", role: "textbox",
       "aria-label": "Enter a prompt here", "data-placeholder": "Ask Gemini"});
