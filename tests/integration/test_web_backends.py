@@ -229,6 +229,23 @@ def test_a_login_wall_is_auth_with_a_screenshot_and_nothing_sent(providers, site
     assert site.prompts() == []
 
 
+@pytest.mark.parametrize("skin", list(SKINS))
+@pytest.mark.parametrize("wall, said", [("signin", "sign-in needed"), ("human_check", "human check")])
+def test_a_sign_in_page_or_human_check_is_reported_as_such_at_once(providers, site, skin, wall, said):
+    """The site's own sign-in page or a human check, told only by its text (no login button, no challenge
+    frame the selectors know): auth "sign-in needed" / "human check" within seconds, nothing sent — not "the
+    page layout may have changed" after ready_timeout."""
+    p = providers[skin]
+    site.control(wall=wall)
+    started = time.monotonic()
+    err = failure(p, turn("is anyone home?"))
+    assert err.error_class == "auth" and err.sent is False, err
+    assert err.message.startswith(said) and "layout" not in err.message, err.message
+    assert f"fanoctl backends login {p.account}" in err.message
+    assert time.monotonic() - started < 7, "it waited for the composer instead of reading the page"
+    assert site.prompts() == []
+
+
 @pytest.mark.parametrize("skin, deep", [("chatgpt", "missing"), ("gemini", "disabled")])
 def test_an_unconfirmed_scarce_mode_is_never_sent(providers, site, skin, deep):
     """Only the deep mode cools down (quota, per mode); the account is not paused."""
@@ -614,7 +631,9 @@ def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account_and_an_expired_login
         row = wait_paused_for_auth(tree, "web-gpt")       # by the login wall
         assert "log" in row["pause_reason"].lower()
         text = run_fanoctl(tree, "backends", "ls").stdout
-        assert "web-gpt" in text and "paused" in text
+        assert "web-gpt" in text and "paused" in text and "sign-in needed" in text, text
+        why = run_fanoctl(tree, "queue", "why", str(tid)).stdout
+        assert "sign-in needed" in why, why
         task = json.loads(run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout)
         assert task["state"] == "PENDING" and task["error"]["class"] == "auth" and task["error"]["sent"] is False
         assert site.prompts() == ["hello", "hi gemini"]

@@ -149,3 +149,20 @@ def test_history_candidates_are_the_new_conversations_best_title_first():
     assert [i["url"] for i in got] == ["u/3", "u/4"]          # u/1 was there before sending
     assert [i["url"] for i in candidates(items, None, "Why does  the Fano\nplane")] == ["u/3", "u/1", "u/4", "u/2"]
     assert folded(" a\n b  c ") == "a b c" and len(folded("x" * 500)) == 200
+
+
+def test_a_page_without_composer_is_read_for_a_sign_in_page_or_human_check():
+    from services.backends.web.page import ChatPage, PageSample
+    from services.backends.web.site import load_site
+    gem = ChatPage(None, load_site("gemini"), "https://gemini.google.com")
+    assert gem._wall(PageSample(url="https://gemini.google.com/app", title="Sign in - Google Accounts",
+                                body="Sign in\nto continue to Gemini\nEmail or phone")) == "login"
+    assert gem._wall(PageSample(url="https://gemini.google.com/sorry/index", body="Our systems have detected "
+                                "unusual traffic from your computer network.")) == "challenge"
+    assert gem._wall(PageSample(url="https://accounts.google.com/v3/signin", body="")) == "login"
+    assert gem._wall(PageSample(url="https://gemini.google.com/app", body="")) is None      # still loading
+    assert gem._wall(PageSample(url="https://gemini.google.com/app", composer=True,
+                                body="to continue to Gemini")) is None
+    gpt = ChatPage(None, load_site("chatgpt"), "https://chatgpt.com")
+    assert gpt._wall(PageSample(url="https://chatgpt.com/", title="Just a moment...")) == "challenge"
+    assert gpt._wall(PageSample(url="https://chatgpt.com/", title="ChatGPT", body="Welcome back\nEmail address")) == "login"

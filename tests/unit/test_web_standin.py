@@ -135,3 +135,12 @@ def test_the_history_list_is_newest_first_and_the_transient_url_period_is_contro
     assert call(site.url + "/api/config")[1]["real_url_after"] == 15
     with pytest.raises(ValueError):
         site.control(real_url_after=-1)
+
+
+def test_the_wall_control_serves_a_page_known_only_by_its_text(site):
+    site.control(wall="signin")
+    with urllib.request.urlopen(site.url + "/app", timeout=5) as r:
+        page = r.read().decode()
+    assert "to continue to Gemini" in page and "prompt" not in page
+    with pytest.raises(ValueError):
+        site.control(wall="captcha")

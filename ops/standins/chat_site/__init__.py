@@ -25,6 +25,8 @@ Routes::
                                          picker reads Auto; Gemini drops the Deep Think chip),
                                          deep_limit (Gemini: picking Deep Think shows its limit snack bar,
                                          "until <reset_in from now>", over the composer),
+                                         wall (none|signin|human_check: every page is the site's
+                                         sign-in page or a human check, told only by its text),
                                          real_url_after (s: how long ChatGPT shows the transient
                                          /c/WEB:... URL before the conversation's real one; real: ~15)
     GET  /api/history?skin=S             the sidebar's history list, newest first: [{id, title}]
@@ -57,7 +59,23 @@ STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "commo
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
                    "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
-                   "deep_limit": False, "real_url_after": 0.3}
+                   "deep_limit": False, "real_url_after": 0.3, "wall": "none"}
+WALLS = ("none", "signin", "human_check")
+# the pages a signed-out or suspicious browser gets instead of the chat (no composer, none of the site files'
+# login/challenge selectors: only their text tells)
+WALL_PAGES = {
+    ("gemini", "signin"): ("Sign in - Google Accounts", "<h1>Sign in</h1><p>to continue to Gemini</p>"
+                           "<label>Email or phone <input type='email'></label><a>Forgot email?</a>"
+                           "<button type='button'>Next</button>"),
+    ("gemini", "human_check"): ("https://gemini.google.com/app", "<p>Our systems have detected unusual traffic from "
+                                "your computer network. This page checks to see if it's really you sending the "
+                                "requests, and not a robot.</p><div class='g-recaptcha'>I'm not a robot</div>"),
+    ("chatgpt", "signin"): ("Log in - OpenAI", "<h1>Welcome back</h1><label>Email address <input type='email'>"
+                            "</label><button type='button'>Continue</button><p>Continue with Google</p>"),
+    ("chatgpt", "human_check"): ("Just a moment...", "<h1>chatgpt.com</h1><p>Verify you are human by completing the "
+                                 "action below.</p><div class='cf-box'>chatgpt.com needs to review the security of "
+                                 "your connection before proceeding.</div>"),
+}
 # downgrade: a prompt sent in the scarce mode is served in the standard one (what the page then shows)
 DOWNGRADED = {"Pro": "Auto", "Deep Think": "Fast"}
 DEEP_STATES = ("ok", "missing", "disabled", "unapplied")
@@ -95,6 +113,8 @@ class ChatSiteServer(StandinServer):
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         if "deep" in changes and changes["deep"] not in DEEP_STATES:
             raise ValueError(f"deep must be one of {', '.join(DEEP_STATES)}")
+        if "wall" in changes and changes["wall"] not in WALLS:
+            raise ValueError(f"wall must be one of {', '.join(WALLS)}")
         if "real_url_after" in changes and not (isinstance(changes["real_url_after"], (int, float))
                                                 and 0 <= changes["real_url_after"] <= 120):
             raise ValueError("real_url_after must be seconds in [0, 120]")
@@ -210,10 +230,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         parts = urlsplit(self.path)
         path = parts.path
-        if _CHATGPT_PAGE.match(path):
-            return self._static("chatgpt.html")
-        if _GEMINI_PAGE.match(path):
-            return self._static("gemini.html")
+        if _CHATGPT_PAGE.match(path) or _GEMINI_PAGE.match(path):
+            skin = "chatgpt" if _CHATGPT_PAGE.match(path) else "gemini"
+            with self.owner.lock:
+                wall = self.owner._control["wall"]
+            if wall != "none":
+                title, body = WALL_PAGES[(skin, wall)]
+                page = f"<!doctype html><html><head><title>{title}</title></head><body>{body}</body></html>"
+                return self._send(200, page.encode(), "text/html; charset=utf-8")
+            return self._static(f"{skin}.html")
         if path.startswith("/static/"):
             return self._static(path[len("/static/"):])
         if path == "/auth/login":

@@ -50,6 +50,7 @@ class PageSample:
     bar: bool = False            # its finished marker
     thinking: bool = False       # a thinking indicator is visible in it
     banners: list[str] = field(default_factory=list)
+    body: str = ""               # the page's text, only when no composer shows (a sign-in page, a check)
 
     @property
     def path(self) -> str:
@@ -99,6 +100,7 @@ _SAMPLE_JS = r"""
     turn_error: turn ? union(S.turn_error, turn).filter(vis).map(e => textOf(e, 600).trim())
       .filter(t => t).join(' ') : '',
     banners: banners,
+    body: composer || !document.body ? '' : textOf(document.body, 3000),
   };
 }
 """
@@ -212,12 +214,18 @@ class ChatPage:
             # a signed-out visitor may get a composer too (and a "Log in" button): a visible login control
             # means signed out. Challenge scripts also ride along on normal pages: only a challenge with no
             # composer counts. Both must last a moment, so a page still loading is not misread.
-            seen = {"login": s.login, "challenge": s.challenge and not s.composer}
+            # A page without a composer is read too: a sign-in page or a human check of its own (the site
+            # file's [messages] signin_page / human_check), or another host (sent to the sign-in service),
+            # is reported as such at once, not as a changed layout after ready_timeout.
+            wall = self._wall(s)
+            seen = {"login": s.login or wall == "login", "challenge": (s.challenge and not s.composer)
+                    or wall == "challenge"}
             for kind, on in seen.items():
                 since[kind] = (since[kind] or now) if on else None
                 if since[kind] is not None and (now - since[kind] >= CONFIRM[kind] or now > deadline):
-                    raise SiteProblem(kind, f"the site asks to sign in ({s.url})" if kind == "login" else
-                                      f"a human check is shown at {s.url} ({s.title!r})")
+                    raise SiteProblem(kind, f"sign-in needed: the site asks to sign in at {s.url} ({s.title!r})"
+                                      if kind == "login" else
+                                      f"human check: the site shows a human check at {s.url} ({s.title!r})")
             if s.composer and not s.login and s.users >= min_users:
                 return s
             if now > deadline:
@@ -226,6 +234,22 @@ class ChatPage:
                 raise SiteProblem("layout", f"no composer found at {s.url} within {timeout:g}s "
                                             f"(title {s.title!r}): the page layout may have changed")
             time.sleep(poll)
+
+    def _wall(self, s: PageSample) -> str | None:
+        """What a page with no composer is: "challenge" (its text matches ``human_check``), "login" (its text
+        matches ``signin_page``, or it is on another host than the site's), or None."""
+        if s.composer:
+            return None
+        text = f"{s.title}\n{s.body}"
+        msgs = self.site.messages
+        if any(p.search(text) for p in msgs.get("human_check", ())):
+            return "challenge"
+        if any(p.search(text) for p in msgs.get("signin_page", ())):
+            return "login"
+        host = urlsplit(s.url).netloc
+        if s.url.startswith("http") and host and host != urlsplit(self.base_url).netloc:
+            return "login"
+        return None
 
     # --- modes -------------------------------------------------------------------------------------------
 

@@ -338,9 +338,9 @@ class WebProvider(Provider):
                 self.store.set_handle(key, url=s.url, title=s.title)
                 recorded = {"url": s.url, "title": s.title}
             if s.challenge and not s.composer:
-                raise SiteProblem("challenge", f"a human check is shown at {s.url} ({s.title!r})")
+                raise SiteProblem("challenge", f"human check: the site shows a human check at {s.url} ({s.title!r})")
             if s.login:
-                raise SiteProblem("login", f"the site asks to sign in ({s.url})")
+                raise SiteProblem("login", f"sign-in needed: the site asks to sign in at {s.url}")
             fresh = list((Counter(s.banners) - baseline).elements())
             if "downgrade" in msgs and "downgrade" not in seen:
                 said = [t for t in fresh + [s.turn_error] if t and matches(t, msgs["downgrade"])]
@@ -447,8 +447,10 @@ class WebProvider(Provider):
                                  f"{mode} requests on {self.account} wait {self.cfg.mode_retry:g}s, standard "
                                  "requests go on", retry_after=self.cfg.mode_retry, sent=False)
         what = f"{problem.message}{where}"
-        if problem.kind in ("login", "challenge"):
+        if problem.kind == "login":
             what = f"{problem.message}: sign in with `fanoctl backends login {self.account}`{where}"
+        elif problem.kind == "challenge":
+            what = f"{problem.message}: pass it in `fanoctl backends login {self.account}` (a visible browser){where}"
         if sent and not reconciling:
             # auth now would pause the account but drop this turn's reconcile (the broker re-sends an auth
             # failure once resumed): keep the turn unknown, and pause at the account's next request

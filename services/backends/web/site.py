@@ -27,6 +27,9 @@ lacks one)::
     quota, capacity, auth, transient     # notice classes, searched in notices: banners, toasts, dialogs,
                                          # the turn's error container, the title — never in a reply
     thinking                             # a short reply text that is a "still generating" placeholder
+    signin_page, human_check             # optional: the text of a page with no composer that is the
+                                         # site's sign-in page / a human check ("sign-in needed", "human
+                                         # check" at once, not "the layout may have changed" later)
     downgrade                            # optional: a notice, after sending, that another (standard)
                                          # model answered: a scarce-mode turn is then not delivered
 
