@@ -122,14 +122,32 @@ def pretty(value) -> str:
 
 # --- views: the readable form of each command's result ---------------------------------------------------
 
+def storage_text(b: dict, now: float) -> str:
+    """The ``map`` line of ``status``: the map, its ceiling, the disk, the growth, and any refusal."""
+    st = b.get("storage")
+    if not st:  # a broker from before broker.storage
+        return (f"map      {size(b.get('map_used'))} used of {size(b.get('map_size'))}"
+                + ("  ** FULL: new work refused **" if b.get("map_full") else ""))
+    line = (f"map      {size(st['map_used'])} used of {size(st['map_size'])} (grows to {size(st['map_ceiling'])}), "
+            f"disk {size(st['disk_free'])} free of {size(st['disk_total'])}")
+    if st.get("growth_per_day") is not None:
+        line += f", {size(max(0, st['growth_per_day']))}/day"
+        if st.get("days_until_full") is not None:
+            line += f", full in ~{st['days_until_full']:.0f} days"
+    if st.get("refusing"):
+        line += (f"\n         ** NEW WORK REFUSED ({st['refusing']}) since {relative(st.get('since'), now)}: "
+                 + ("raise broker.map_ceiling or fanoctl admin grow-map SIZE"
+                    if st["refusing"] == "MAP_FULL" else "free disk space; it resumes by itself") + " **")
+    return line
+
+
 def status_text(s: dict) -> str:
     b, t, now = s.get("broker") or {}, s["tasks"], s["now"]
     states = [k for k in t if k != "total"]
     lines = [
         f"broker   pid {b.get('pid')}, up {duration(b.get('uptime'))}, {b.get('requests', 0)} requests in "
         f"{b.get('batches', 0)} batches (mean {b.get('mean_batch', 0)}), last event {b.get('last_event_seq')}",
-        f"map      {size(b.get('map_used'))} used of {size(b.get('map_size'))}"
-        + ("  ** FULL: new work refused; fanoctl admin grow-map SIZE **" if b.get("map_full") else ""),
+        storage_text(b, now),
         "tasks    " + "  ".join(f"{k} {t[k]}" for k in states) + f"  total {t['total']}",
         f"queue    ready {s['ready']}, delayed {s['delayed']}"
         + (f" (next due in {duration(s['next_due_in'])})" if s.get("next_due_in") is not None else "")
@@ -230,6 +248,12 @@ def show_text(t: dict, now: float) -> str:
         rows = [[local_time(h.get("at")), h.get("from") or "-", h.get("to"), h.get("attempts"), h.get("epoch"),
                  h.get("why", "")] for h in history]
         parts += ["", "history:", indent(table(["AT", "FROM", "TO", "ATT", "EPOCH", "WHY"], rows))]
+    moves = (t.get("conversation") or {}).get("handoffs") or []
+    if moves:   # the conversation moved to another account (services/broker/ops_handoff.py)
+        rows = [[local_time(m.get("at")), m.get("turn"), m.get("task"), m.get("from"), m.get("to"), m.get("why", "")]
+                for m in moves]
+        parts += ["", "conversation hand-offs:",
+                  indent(table(["AT", "TURN", "TASK", "FROM", "TO", "WHY"], rows))]
     if t.get("result") is not None:
         parts += ["", "result:", indent(pretty(t["result"]))]
     return "\n".join(parts)

@@ -10,7 +10,8 @@ checks too). Entity shapes and keys: ``services/modules/explorer/model.py``.
 Seed; ``seeds priority`` -> ``{"seed", "threads": [thread ids that followed]}``; ``seeds rm`` ->
 ``{"removed": id}``; ``seeds import`` -> ``{"added", "updated", "unchanged": [ids]}``; ``threads ls`` ->
 ``{"threads": [Thread]}``; ``threads show`` -> ``{"thread", "exchanges", "synthesis", "proposals",
-"insights"}``; ``threads pause|resume|archive`` -> Thread; ``insights ls`` -> ``{"insights": [Insight],
+"insights"}`` (with ``--prompts`` each exchange has its turn's ``prompt``: kept by the exchange record,
+which refers to the exchanges it quotes; null for none); ``threads pause|resume|archive`` -> Thread; ``insights ls`` -> ``{"insights": [Insight],
 "stages": {insight_id: review stage}}``; ``insights show`` -> ``{"insight", "review"}``; ``insights
 bless|reject|interesting|priority`` -> Insight.
 """
@@ -243,15 +244,41 @@ def threads_ls(status, seed_id):
 
 @threads.command("show")
 @click.argument("thread_id")
+@click.option("--prompts", is_flag=True, help="also show the prompt of each turn (read from its task)")
 @json_option
-def threads_show(thread_id):
+def threads_show(thread_id, prompts):
     """A thread with its whole transcript, synthesis, proposals and insights."""
     from services.modules.explorer import model as M
     _, thread = _must(M.thread_key(thread_id), "thread", thread_id)
-    d = {"thread": thread, "exchanges": _scan(f"exchanges/{thread_id}/"), "synthesis": _get(M.synthesis_key(thread_id))[1],
+    from services.modules.explorer import threads as T
+    stored = _scan(f"exchanges/{thread_id}/")
+    exchanges = []
+    for e in stored:
+        shown = {k: v for k, v in e.items() if k not in ("prompt", "prompt_ref")}
+        shown["sections"] = T.exchange_sections(e)
+        if prompts:
+            shown["prompt"] = _turn_prompt(e, stored)
+        exchanges.append(shown)
+    d = {"thread": thread, "exchanges": exchanges, "synthesis": _get(M.synthesis_key(thread_id))[1],
          "proposals": _scan(f"proposals/{thread_id}/"),
          "insights": [i for iid in thread.get("insight_ids") or [] for i in [_get(M.insight_key(iid))[1]] if i]}
     out(d, V.thread_text)
+
+
+def _turn_prompt(exchange: dict, exchanges: list[dict]) -> str | None:
+    """The prompt of an exchange's turn: from the record (whole, or by reference to the exchanges it
+    quotes), else from its task's payload; None when neither has it any more."""
+    from services.modules.explorer import threads as T
+    prompt = T.exchange_prompt(exchange, exchanges)
+    if prompt is not None:
+        return prompt
+    try:
+        task = client().get(int(exchange.get("task_id") or 0), history=False)
+    except FanoError as exc:
+        if exc.code != ErrorCode.NOT_FOUND:
+            raise
+        return None
+    return (task.get("payload") or {}).get("prompt")
 
 
 def _thread_status(thread_id: str, verb: str, change) -> None:

@@ -38,8 +38,11 @@ def thread_text(d: dict) -> str:
                        ("extraction", t.get("extraction_note") or "-"),
                        ("last error", t.get("last_error") or "-"), ("pause reason", t.get("pause_reason") or "-")])]
     for e in d.get("exchanges") or []:
-        lines.append(f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} "
-                     f"({e.get('mode') or 'mode unknown'}) ===\n{e.get('response', '')}")
+        head = f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} ({e.get('mode') or 'mode unknown'}) ==="
+        if "prompt" in e:  # threads show --prompts
+            prompt = e["prompt"] if e["prompt"] is not None else f"(not kept: task {e.get('task_id')} was compacted)"
+            head += f"\n--- prompt ---\n{prompt}\n--- answer ---"
+        lines.append(f"{head}\n{e.get('response', '')}")
     s = d.get("synthesis")
     if s:
         lines.append(f"\n=== SYNTHESIS on {s.get('backend') or '?'} ({s.get('mode') or 'mode unknown'}) ===\n"
@@ -123,10 +126,15 @@ def insight_text(d: dict) -> str:
         lines.append(f"round {n} (v{rd['version']}): {o.get('kind', 'in progress')}" + (f" {o['rating']}" if o.get("rating") else ""))
         for who, r in rd["responses"].items():
             lines += _response(who, r)
-        lines += [f"  {who}: dropped after retries" for who in rd.get("dropped") or []]
+        left_out = {(x["reviewer"], x["step"]) for x in rv.get("replacements") or [] if x.get("to") is None}
+        step = {"1": "round1", "2": "round2", "3": "round3_vote"}[n]
+        lines += [f"  {who}: " + ("left out: its account had no room past member_patience" if (who, step) in left_out
+                                  else "dropped after retries") for who in rd.get("dropped") or []]
         if n == "1" and rv.get("math"):
             m = rv["math"]
             lines.append(f"math check: {m['verdict']}" + (f" (confidence {m['confidence']:.2f})" if isinstance(m.get("confidence"), float) else ""))
+    for x in rv.get("replacements") or []:
+        lines.append(f"seat {x['reviewer']} in {x['step']}: {x['from']} -> {x.get('to') or 'left out'} ({x.get('why', '')})")
     for mc in rv.get("mind_changes") or []:
         lines.append(f"mind change: {mc['reviewer']} in round {mc['round']}: {mc['from']} -> {mc['to']}")
     for w in rv.get("rewordings") or []:

@@ -28,7 +28,7 @@ k+1 submitted by the driver the moment it sees turn k DONE (as a module would); 
 tasks of which ``--deep`` require mode deep (no fallback). ``--oneshot-kinds research`` (the default)
 gives them the kinds the research modules submit besides conversation turns, at DOMAIN.md's base
 priorities (reviews and drafts above or level with exploration, extraction and source work below; the
-deep ones are syntheses and second review rounds); ``ask`` makes them all operator asks (priority 60,
+deep ones are syntheses and second review rounds); ``ask`` makes them all operator asks (priority 1000,
 above every turn), which forces the accounts to run every one-shot before any conversation and so costs
 makespan (README, "Utilization"). Variant ``chains`` is that workload;
 variant ``independent`` submits the same tasks at once, all as one-shots (no conversation binding, no
@@ -100,7 +100,7 @@ ACCOUNTS = {  # name: ({mode: world latency}, deep budget per 24 h or None)
 # One-shot kinds (standard, deep), cycled. "research": what the modules submit besides conversation turns,
 # at DOMAIN.md's base priorities (review 55, dedup 50, draft 50, evaluate_source 45, extract 40,
 # consolidate 40, review_section 40, extract_findings 40, generate_questions 35; deep: synthesis 60,
-# review2 55). "ask": the operator's ad-hoc questions (priority 60, above every conversation turn).
+# review2 55). "ask": the operator's ad-hoc questions (base priority 1000, above every research task).
 ONESHOT_KINDS = {
     "research": ((K.EXPLORER_REVIEW1, K.EXPLORER_EXTRACT, K.RESEARCHER_EVALUATE_SOURCE, K.EXPLORER_DEDUP,
                   K.DOCUMENTER_REVIEW_SECTION, K.RESEARCHER_EXTRACT_FINDINGS, K.DOCUMENTER_DRAFT,

@@ -25,7 +25,8 @@ task per key); ``by_state`` and ``counts`` equal what the task records say; ``re
 exactly the PENDING tasks (with the priority / not_before they key on), ``leases`` exactly the RUNNING
 ones with their epoch and deadline, and no other task carries a lease; ``0 <= charged <= epoch``;
 conversations' in-flight turns are RUNNING tasks and vice versa; the event outbox has consecutive
-sequence numbers ending at the counter; the request log and its time index match; quota usage records
+sequence numbers ending at the counter; the request log and its time index match; every module key
+kept as working data is filed once in ``kv_expiry`` under its expiry and nothing else is; quota usage records
 are internally consistent (``total == sum(by_module)``); no window holds more than its limit (with
 reserves: ``sum(max(used[m], reserve[m])) <= limit``, the invariant the admission rule keeps); rolling
 entries name a live charge of their task; a RUNNING task's charges exist in the ledger.
@@ -246,6 +247,15 @@ def _check_kv(snap: Snapshot, r: Report) -> None:
         v = (rec or {}).get("v")
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             r.bad("kv", f"kv {module}/{key} has version {v!r}")
+    # working data: each key with an expiry is filed once under it in kv_expiry, and only such keys
+    indexed = Counter((module, key) for _, module, key in snap.kv_expiry)
+    for exp, module, key in snap.kv_expiry:
+        if (snap.kv.get((module, key)) or {}).get("exp") != exp:
+            r.bad("kv", f"kv_expiry files {module}/{key} at {exp} ms, its record says "
+                        f"{(snap.kv.get((module, key)) or {}).get('exp')!r}")
+    for (module, key), rec in snap.kv.items():
+        if (rec or {}).get("exp") is not None and indexed.get((module, key)) != 1:
+            r.bad("kv", f"working data {module}/{key} is filed {indexed.get((module, key), 0)} times in kv_expiry")
 
 
 # --- quotas ------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import lmdb
 
-from shared.protocol import unpack_value
 from services.broker import schema as S
 
 MAX_PER_CHECK = 25  # violations reported per check before summarising (keeps reports readable)
@@ -49,7 +48,8 @@ class Snapshot:
     quota_entries: list = field(default_factory=list)   # (account, mode, slot, ts ms, id, epoch, module, raw key)
     accounts: dict = field(default_factory=dict)
     conversations: dict = field(default_factory=dict)
-    kv: dict = field(default_factory=dict)              # (module, key) -> {v, value}
+    kv: dict = field(default_factory=dict)              # (module, key) -> {v, value, exp?}
+    kv_expiry: list = field(default_factory=list)       # (expires ms, module, key) working data
     unconsumed: set = field(default_factory=set)        # (module, task id) settled and not yet acked
     events: dict = field(default_factory=dict)          # seq -> event
     event_keys: list = field(default_factory=list)      # seq keys in order
@@ -107,7 +107,7 @@ def load_snapshot(data_dir=None, env: lmdb.Environment | None = None) -> Snapsho
 
             def decode(name, key, raw):
                 try:
-                    return unpack_value(raw)
+                    return S.decode_value(raw)
                 except Exception as exc:  # corrupt value: report, keep going
                     snap.undecodable.append(f"{name}[{key!r}]: {type(exc).__name__}")
                     return None
@@ -148,6 +148,10 @@ def load_snapshot(data_dir=None, env: lmdb.Environment | None = None) -> Snapsho
             for k, v in items("kv"):
                 module, _, key = k.partition(S.SEP)
                 snap.kv[(module.decode(), key.decode())] = decode("kv", k, v)
+            for k, _ in items("kv_expiry"):
+                exp, kv_key = S.expiry_split(k)
+                module, _, key = kv_key.partition(S.SEP)
+                snap.kv_expiry.append((exp, module.decode(), key.decode()))
             for k, v in items("events"):
                 seq = S.from_u64(k)
                 snap.event_keys.append(seq)

@@ -41,6 +41,7 @@ environment=PYTHONUNBUFFERED="1",FANO_ACCOUNT_DIGEST="{digest}"
 priority=30
 autostart=true
 autorestart=true
+; as in supervisord.conf (its comment says why): conditions that pass are waited out inside the worker
 startsecs=1
 startretries=5
 stopsignal=TERM

@@ -10,6 +10,11 @@ Requests the broker would refuse without reading them (a body over ``protocol.MA
 nested deeper than ``protocol.MAX_DEPTH``) are refused here, before anything is sent: the broker's
 ``TOO_LARGE`` reply cannot carry our correlation id, so waiting for it would end as "unavailable".
 
+Every error reply raises :class:`shared.errors.FanoError` with the broker's code; only silence becomes
+``BrokerUnavailable``. Storage refusals (``MAP_FULL``, ``DISK_FULL``; ``shared.errors.STORAGE_REFUSALS``)
+pass by themselves: programs back off and retry them (a mutating call with the same ``rid``) rather than
+exit.
+
 A client is not thread-safe: use one per thread.
 """
 from __future__ import annotations

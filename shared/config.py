@@ -45,10 +45,19 @@ def format_size(n: int | float) -> str:
     return f"{value:.1f} TiB"
 
 
+# the largest map the broker will mmap (services/broker/core.py MAX_MAP_SIZE is the same bound): past it
+# mmap fails, and far below it a map larger than the disk only turns a clean refusal into write errors
+MAX_MAP_CEILING = 1 << 40
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    map_size: int = 1024**3
-    headroom: int = 32 * 1024**2      # keep this much of the map free for completions and reads
+    map_size: int = 1024**3           # the map at first start; it grows by itself up to map_ceiling
+    # kept free for running work (acks, completions, failures, cancels) once new work is refused, both in
+    # the map and as disk blocks allocated ahead of use in data.mdb (services/broker/capacity.py)
+    headroom: int = 32 * 1024**2
+    map_ceiling: int = 64 * 1024**3   # the map grows by itself (doubling) up to this, and what the disk allows
+    disk_reserve: int = 1024**3       # free disk space the broker leaves to everything else (logs, transcripts)
     max_batch: int = 256              # requests folded into one group commit
     lease_ttl: float = 60.0           # default lease length, seconds (monotonic)
     max_lease_ttl: float = 3 * 3600.0
@@ -67,6 +76,9 @@ class BrokerConfig:
     # world seconds after which an acked DONE/CANCELLED task is compacted (payload, result and history
     # dropped, identity and key kept); 0 = keep every task whole forever. PARKED tasks are never compacted
     task_retention: float = 14 * 86400.0
+    # world seconds after its last put that a module's working-data key (put with "working": true: an
+    # unusable answer, a finished job's scratch; docs/storage.md) is deleted; 0 = keep it forever
+    working_retention: float = 14 * 86400.0
 
 
 # DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
@@ -74,7 +86,11 @@ DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
     "critique": 45, "evaluate_source": 45, "review_section": 40, "extract_content": 40, "extract": 40,
-    "generate_questions": 35, "extract_findings": 40, "ask": 60,
+    "generate_questions": 35, "extract_findings": 40,
+    # an operator's `fanoctl ask` (module adhoc): someone waits at a terminal, so it takes its account's next
+    # free slot, far above anything research reaches (base <= 70, seed priority <= 10 x 10, aging <= 20,
+    # module weights and backlog boosts of a few tens)
+    "ask": 1000,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
     # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
     "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
@@ -98,6 +114,10 @@ class SchedulerConfig:
     backlog_boosts: dict = field(default_factory=dict)
     lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
     assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
+    # world seconds a conversation turn waits while the account holding its conversation cannot run it
+    # (quota window used up, cooling down, paused, offline) before another account it allows may continue
+    # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
+    conversation_handoff: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -174,8 +194,11 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     kw = {}
     defaults = BrokerConfig()
     for key, value in sec.items():
-        if key in ("map_size", "headroom"):
-            kw[key] = parse_size(value)
+        if key in ("map_size", "headroom", "map_ceiling", "disk_reserve"):
+            try:
+                kw[key] = parse_size(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: broker.{key}: {exc}") from None
         else:
             want = type(getattr(defaults, key))
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -184,6 +207,13 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     cfg = BrokerConfig(**kw)
     if cfg.headroom >= cfg.map_size:
         raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
+    if cfg.working_retention < 0:
+        raise ConfigError(f"{where}: broker.working_retention must be >= 0 seconds (0 = keep forever)")
+    if cfg.map_ceiling < cfg.map_size:
+        raise ConfigError(f"{where}: broker.map_ceiling ({format_size(cfg.map_ceiling)}) must not be below "
+                          f"broker.map_size ({format_size(cfg.map_size)})")
+    if cfg.map_ceiling > MAX_MAP_CEILING:
+        raise ConfigError(f"{where}: broker.map_ceiling must be at most {format_size(MAX_MAP_CEILING)}")
     return cfg
 
 
@@ -202,6 +232,8 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
             raise ConfigError(f"{where}: scheduler.{key} must be a number")
         else:
             kw[key] = want(value)
+    if kw.get("conversation_handoff", 0.0) < 0:
+        raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
     return SchedulerConfig(**kw)
 
 

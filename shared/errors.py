@@ -21,7 +21,10 @@ code    name                   meaning
 15      CONDITION_FAILED       a conditional put/delete in a module transaction did not hold
 16      INVALID_QUOTA          a quota spec could not be parsed or is inconsistent
 17      ACCOUNT_PAUSED         the account is paused (operator or auth failure)
-20      MAP_FULL               the database is (nearly) full; new work refused, reads served
+20      MAP_FULL               the database map is (nearly) full at its ceiling; new work refused,
+                               reads, acks, completions, failures and cancels served
+22      DISK_FULL              the disk holding the database is full (or failing at commit); new work
+                               refused, the rest served from room allocated ahead; resumes by itself
 21      INTERNAL               a bug in the broker; the request was rolled back
 30      UNAVAILABLE            client side: the broker did not answer after all retries
 ======  =====================  ==============================================================
@@ -49,6 +52,7 @@ class ErrorCode(enum.IntEnum):
     ACCOUNT_PAUSED = 17
     MAP_FULL = 20
     INTERNAL = 21
+    DISK_FULL = 22
     UNAVAILABLE = 30
 
 
@@ -82,6 +86,11 @@ class FanoError(Exception):
         except ValueError:
             code = ErrorCode.INTERNAL
         return cls(code, str(err.get("message", "")), err.get("details") or None)
+
+
+# refusals for want of storage: they pass (space is freed, the map grows, the disk is cleaned), so a
+# program receiving one backs off and retries instead of exiting
+STORAGE_REFUSALS = frozenset({ErrorCode.MAP_FULL, ErrorCode.DISK_FULL})
 
 
 class BrokerUnavailable(FanoError):

@@ -43,8 +43,13 @@ class InstanceLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise LockHeld(f"{self.path} is held by pid {holder}: another instance is running") from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            # the pid is only a note for the "held by" message: a full disk (ENOSPC) must not stop a
+            # program from starting, least of all the broker that has to stay up to refuse new work
+            pass
         self._fd = fd
 
     def release(self) -> None:

@@ -106,6 +106,10 @@ def write_config(root: Path, broker: dict | None = None, quotas: dict | None = N
     account offering those modes); ``broker`` and ``scheduler``: their tables.
     """
     lines = ["[paths]", f'run_dir = "{root}/run"', f'data_dir = "{root}/data"', f'log_dir = "{root}/log"']
+    # the broker allocates 2-3 x headroom of disk ahead of use (services/broker/capacity.py): at the
+    # default 32 MiB, the hundreds of brokers a test run starts (kept by pytest's last three tmp dirs)
+    # would hold tens of GiB of disk; tests that care about the headroom set it
+    broker = {"headroom": "1MiB", **(broker or {})}
     for section, table in (("broker", broker), ("scheduler", scheduler)):
         if table:
             lines.append(f"[{section}]")

@@ -16,6 +16,16 @@ Files are JSON lines, each append flushed and fsync'd before the call returns. A
 line; readers skip a line that does not parse, and the writer starts a new line after a torn one.
 The last record for a turn index wins (an answer re-read after reconciliation replaces a partial one).
 
+**Bounded on disk** (docs/storage.md): a file past :data:`COMPACT_MIN_BYTES` whose superseded records (a
+``sent`` mark of a completed turn, an earlier answer to the same turn, handle fields set again) make up
+at least a quarter of it is rewritten without them when a reply is recorded — each prompt and answer is
+then in the file once; the rewrite is atomic (a temporary file, fsync'd, ``os.replace``d, the directory
+fsync'd), so a crash leaves the old file or the new one. Files of conversations untouched for
+:data:`CONVERSATION_RETENTION` (one-shots: :data:`ONE_SHOT_RETENTION`) are deleted, at worker start and
+hourly: the research record of a conversation is the module's (the explorer's exchanges in the broker),
+this file is the account's replay and reconciliation aid. A conversation resumed after that starts over
+at the provider with what its prompt carries (the explorer quotes the recent exchanges in every turn).
+
 :func:`replay_window` bounds what an API backend replays: the first exchange stays pinned (it carries the
 seed and its definitions), then a running summary of what is cut, then as many recent exchanges as fit,
 so a definition from turn 2 survives turn 60 without the transcript growing without bound.
@@ -33,6 +43,9 @@ from pathlib import Path
 from services.backends.base import Turn
 
 ONE_SHOT_RETENTION = 30 * 86400   # seconds a one-shot task's record is kept (reconciled long before)
+CONVERSATION_RETENTION = 30 * 86400   # seconds an idle conversation's file is kept
+COMPACT_MIN_BYTES = 32 * 1024     # smaller files are never rewritten (cheap to read; rewrites cost fsyncs)
+PRUNE_INTERVAL = 3600.0           # seconds between pruning passes of a running worker
 
 
 def conversation_key(turn: Turn) -> str:
@@ -43,12 +56,36 @@ def conversation_key(turn: Turn) -> str:
 class ConversationStore:
     """Durable per-account record of conversations. Single writer: the account's worker process."""
 
-    def __init__(self, root: Path, one_shot_retention: float = ONE_SHOT_RETENTION):
+    def __init__(self, root: Path, one_shot_retention: float = ONE_SHOT_RETENTION,
+                 conversation_retention: float = CONVERSATION_RETENTION):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        # opened once per worker start: the natural moment to drop dead one-shot records (file mtimes
-        # are real time, so this uses the real clock, not the scaled world clock)
-        self.prune_one_shots(one_shot_retention, time.time())
+        self.retention = (one_shot_retention, conversation_retention)
+        for stale in self.root.glob("*.jsonl.tmp"):   # a rewrite cut off by a crash: the original stands
+            stale.unlink(missing_ok=True)
+        # opened once per worker start: the natural moment to drop dead records (file mtimes are real
+        # time, so this uses the real clock, not the scaled world clock); then hourly (see _append)
+        self.prune(time.time())
+
+    def prune(self, now: float) -> int:
+        """Delete one-shot and conversation files idle past their retention; returns how many."""
+        self._last_prune = now
+        return (self.prune_one_shots(self.retention[0], now)
+                + self.prune_conversations(self.retention[1], now))
+
+    def prune_conversations(self, max_age: float, now: float) -> int:
+        """Delete conversation files untouched for ``max_age`` seconds (see the module docstring)."""
+        removed = 0
+        for path in self.root.glob("*.jsonl"):
+            if path.name.startswith("oneshot-"):
+                continue
+            try:
+                if now - path.stat().st_mtime > max_age:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def _path(self, key: str) -> Path:
         digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:24]
@@ -69,6 +106,8 @@ class ConversationStore:
         return removed
 
     def _append(self, key: str, record: dict) -> None:
+        if time.time() - self._last_prune >= PRUNE_INTERVAL:
+            self.prune(time.time())
         path = self._path(key)
         line = json.dumps(dict(record, key=key), ensure_ascii=False, separators=(",", ":")) + "\n"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -125,6 +164,53 @@ class ConversationStore:
     def record_reply(self, key: str, index: int, prompt: str, reply: str, **meta) -> None:
         """Turn ``index`` is complete with ``reply``."""
         self._append(key, {"type": "turn", "index": index, "prompt": prompt, "reply": reply, "meta": meta})
+        self.compact(key)
+
+    def compact(self, key: str, min_bytes: int = COMPACT_MIN_BYTES, min_saving: float = 0.25) -> bool:
+        """Rewrite the conversation's file without superseded records when it is past ``min_bytes`` and
+        they are at least ``min_saving`` of it (see the module docstring). Returns whether it was rewritten."""
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size < min_bytes:
+            return False
+        records = self._records(key)
+        handle: dict = {}
+        turns: dict[int, tuple[int, dict]] = {}
+        sent: dict[int, tuple[int, dict]] = {}
+        for pos, record in enumerate(records):
+            kind, index = record.get("type"), record.get("index")
+            if kind == "handle":
+                handle.update(record.get("fields") or {})
+            elif kind == "turn" and isinstance(index, int):
+                turns[index] = (pos, record)
+            elif kind == "sent" and isinstance(index, int):
+                sent[index] = (pos, record)
+        # a sent mark whose turn completed is superseded; one after the last answer (a re-send) is not
+        live_sent = [(pos, r) for i, (pos, r) in sent.items() if i not in turns or pos > turns[i][0]]
+        kept = ([{"type": "handle", "fields": handle, "key": key}] if handle else [])
+        kept += [r for _, r in sorted(list(turns.values()) + live_sent, key=lambda pr: pr[0])]
+        lines = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in kept).encode()
+        if len(lines) >= size or len(lines) > (1 - min_saving) * size:
+            return False
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(lines)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dfd)   # the rename itself survives a power cut
+        finally:
+            os.close(dfd)
+        return True
 
     def turns(self, key: str) -> list["Exchange"]:
         """Completed exchanges by turn index (the last record per index wins)."""

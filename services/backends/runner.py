@@ -59,6 +59,8 @@ stale renew / STALE_EPOCH      nothing (the lease is void)                     s
 
 Result delivery survives broker restarts: :class:`shared.errors.BrokerUnavailable` means "retry with
 the same request id after a backoff", so a ``complete`` whose reply was lost is applied exactly once.
+A storage refusal (``MAP_FULL``, ``DISK_FULL``) is retried the same way: it passes, and the broker keeps
+room for completions, failures and turn records.
 The worker keeps no durable state: if it dies, the lease expires, the broker turns the open intent into
 ``unknown_turn``, and the next worker of the account reconciles with the provider.
 """
@@ -75,7 +77,7 @@ from typing import Any, Callable
 from services.backends.base import DEFAULT_REQUEST_TIMEOUTS, Provider, ProviderError, Reply, Turn
 from shared import protocol
 from shared.clock import Clock
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 
 RETRY_BASE = 0.2     # first backoff (real seconds) after the broker did not answer
 RETRY_MAX = 3.0      # cap of that backoff: a restarted broker is found within a few seconds
@@ -388,6 +390,19 @@ class TurnRunner:
                 if job.abandon.is_set():
                     return None, Outcome("failed", f"worker exiting before {cmd} was acknowledged", job.epoch)
             except FanoError as exc:
+                if exc.code in STORAGE_REFUSALS:
+                    # the broker is short of storage: it resumes by itself, and completions, failures and
+                    # turn records are what it keeps room for; retry the same rid like an unanswered call
+                    if not warned:
+                        self.log.warning("task %s: %s refused for now (%s); retrying", args.get("id"), cmd,
+                                         exc.message)
+                        warned = True
+                    if not job.abandon.is_set():
+                        self.sleep(delay)
+                        delay = min(RETRY_MAX, delay * 2)
+                    if job.abandon.is_set():
+                        return None, Outcome("failed", f"worker exiting before {cmd} was accepted", job.epoch)
+                    continue
                 if exc.code == ErrorCode.STALE_EPOCH:
                     self.log.info("task %s: %s rejected, lease void: %s", args.get("id"), cmd, exc.message)
                     return None, Outcome("stale", exc.message[:500], job.epoch)

@@ -19,25 +19,49 @@ import lmdb
 
 from shared import protocol
 from shared.clock import boot_id
-from shared.config import format_size
+from shared.config import MAX_MAP_CEILING, format_size
 from shared.errors import ErrorCode, FanoError, bad_argument
 
-from services.broker import ops_admin, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
+from services.broker import ops_admin, ops_handoff, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
 from services.broker import schema as S
+from services.broker import request_log
+from services.broker.capacity import SAMPLES_KEY, Capacity, disk_space
 from services.broker.tx import Ledger, Tx
 
 log = logging.getLogger("broker")
 
 HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **ops_kv.HANDLERS,
             **ops_admin.HANDLERS, **ops_retention.HANDLERS}
-# commands that make the database grow: refused while the map is (nearly) full. Completions, failures,
-# cancels and reads keep working so that running work can finish and the operator can see what happens.
-GROWING = frozenset({"submit", "txn", "quota_set", "retry"})
+# commands that start new work or make the database grow: refused while storage is short (see
+# services/broker/capacity.py). Completions, failures, cancels, acks and reads keep working so that
+# running work can finish and the operator can see what happens. A module transaction is refused only
+# when it submits, or puts without acking a result (:func:`grows`); a lease gets an empty answer.
+GROWING = frozenset({"submit", "quota_set", "retry"})
+# world seconds a lease refused for want of storage tells the scheduler to wait (it re-asks then)
+STORAGE_LEASE_WAIT = 30.0
 PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox, and task compactions
 # largest map grow_map accepts. mmap of a huge size fails (lmdb.MemoryError), and py-lmdb then leaves the
 # environment closed; far below that, a map larger than the disk only turns a clean MAP_FULL into
-# write errors. 1 TiB is ~1000x the default map: raise it here if a deployment ever needs more.
-MAX_MAP_SIZE = 1 << 40
+# write errors. 1 TiB is ~1000x the default map: raise it in shared/config.py if a deployment needs more.
+MAX_MAP_SIZE = MAX_MAP_CEILING
+
+
+def grows(req: protocol.Request) -> bool:
+    """Whether ``req`` is new work, refused while storage is short.
+
+    A module transaction that acks a result and submits nothing applies running work (its writes are
+    bounded by results already stored), so it goes on, and so does one that only deletes or checks
+    (it frees room); one that submits, or puts without an ack, is new work. Malformed ops are left to
+    the handler's own BAD_ARGUMENT."""
+    if req.cmd in GROWING:
+        return True
+    if req.cmd != "txn":
+        return False
+    ops = req.args.get("ops")
+    if not isinstance(ops, list):
+        return False
+    kinds = [op.get("op") for op in ops if isinstance(op, dict)]
+    return "submit" in kinds or ("put" in kinds and "ack" not in kinds)
 
 
 def _cid_of(frames) -> str | None:
@@ -65,11 +89,43 @@ class BrokerCore:
         self.ledger: Ledger | None = None
         self.next_lease_deadline: float | None = None
         self.next_due: float | None = None
+        self.capacity = Capacity(self)
+        self._startup_pending = False   # the start-of-life sweep could not be written (full disk)
+        # which accounts' workers were seen when (conversation hand-off from an offline account)
+        self.activity = ops_handoff.Activity(clock.world())
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def startup(self) -> list[dict]:
-        """Start-of-life sweep: void leases from before a reboot, expire overdue ones, load config quotas."""
+        """Start-of-life sweep, then the storage checks (services/broker/capacity.py).
+
+        On a full disk the sweep may not be writable: the broker starts anyway, refusing new work, and
+        runs the sweep once the disk accepts writes again (a broker that cannot start would leave
+        running work with nobody to complete it)."""
+        failed = None
+        try:
+            events = self._startup_sweep()
+        except lmdb.Error as exc:
+            failed = exc
+            log.error("the start-of-life sweep could not be written (%s); retried when space appears", exc)
+            self._check_env()
+            with self.env.begin() as txn:
+                self.ledger = Ledger(txn, self.storage.dbs)
+            self._startup_pending = True
+            events = []
+        with self.env.begin() as txn:
+            raw = txn.get(SAMPLES_KEY, db=self.storage.dbs["meta"])
+        self._measure_map()
+        self.capacity.at_start(bytes(raw) if raw is not None else None)
+        if isinstance(failed, lmdb.MapFullError):
+            self.map_full = True
+            self.capacity.after_batch(force=True)  # grows the map when it can
+        elif failed is not None:
+            self.capacity.commit_failed(failed)
+        return events
+
+    def _startup_sweep(self) -> list[dict]:
+        """Void leases from before a reboot, expire overdue ones, load config quotas."""
         with self.env.begin(write=True) as txn:
             self.ledger = Ledger(txn, self.storage.dbs)
             tx = self._tx(txn)
@@ -89,12 +145,13 @@ class BrokerCore:
             events = tx.events
             self.ledger.flush(txn)
             self._note_wakeups(tx)
-        self._measure_map()
+        self._startup_pending = False
         return events
 
     def _tx(self, txn, now: float | None = None, mono: float | None = None) -> Tx:
         return Tx(self.storage, txn, self.bcfg, self.clock.world() if now is None else now,
-                  self.clock.mono() if mono is None else mono, self.ledger)
+                  self.clock.mono() if mono is None else mono, self.ledger, activity=self.activity,
+                  handoff_after=self.config.scheduler.conversation_handoff)
 
     def _note_wakeups(self, tx: Tx) -> None:
         # read inside the batch's own transaction: no extra read transaction per batch
@@ -109,7 +166,13 @@ class BrokerCore:
         return self.env.info()["map_size"]
 
     def nearly_full(self) -> bool:
-        return self.map_full or self.map_used > self.map_size - self.bcfg.headroom
+        """New work is refused (a real MDB_MAP_FULL, or the storage limits of services/broker/capacity.py)."""
+        return self.map_full or self.capacity.refusing is not None
+
+    def refusal(self) -> FanoError:
+        """The error new work gets while storage is short."""
+        code = ErrorCode.DISK_FULL if self.capacity.refusing == "DISK_FULL" else ErrorCode.MAP_FULL
+        return FanoError(code, self.capacity.message())
 
     def next_wakeup(self) -> tuple[float | None, float | None]:
         """(first lease deadline, monotonic; first not_before, world) as of the last batch."""
@@ -123,9 +186,43 @@ class BrokerCore:
         ``replies`` is ``[(identity, reply_frames), ...]``, to be sent only now that the batch committed.
         ``grow`` lists pending ``grow_map`` requests: the server applies them with no transaction open
         (:meth:`grow_map`) and then replies.
+
+        A batch whose commit runs out of room (MDB_MAP_FULL, or a write error: a full disk) is rolled
+        back, the storage limits re-checked (the map may grow), and run once more: then new work is
+        refused and the rest commits into the room kept for it. Only if that fails too does everyone in
+        the batch get the refusal; the broker itself never stops for it.
         """
         self.batches += 1
         self.requests += len(messages)
+        for attempt in range(2):
+            errors_before = Counter(self.errors)
+            try:
+                out = self._batch(messages)
+            except lmdb.MapFullError:
+                self.errors = errors_before  # nothing of the attempt happened: its error replies neither
+                self.map_full = True
+                log.error("database map full at commit; batch of %d rolled back%s", len(messages),
+                          "" if attempt else ", run again refusing new work")
+                self.capacity.after_batch(force=True)  # grows the map when it can
+            except lmdb.Error as exc:  # a write error at commit: ENOSPC shows up as EIO
+                self.errors = errors_before
+                log.error("commit failed (%s); batch of %d rolled back%s", exc, len(messages),
+                          "" if attempt else ", run again refusing new work")
+                self._check_env()
+                self.capacity.commit_failed(exc)
+            else:
+                self._maybe_measure_map()
+                self.capacity.after_batch()
+                if self._startup_pending and not self.nearly_full():
+                    out[1].extend(self._retry_startup())
+                return out
+        err = self.refusal()
+        self.errors[err.name] += len(messages)
+        # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
+        return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
+
+    def _batch(self, messages):
+        """One attempt at a batch in one write transaction; the ledger is restored if it fails."""
         now, mono = self.clock.world(), self.clock.mono()
         events, grow = [], []
         decoded = [(ident, self._decode(ident, frames, grow)) for ident, frames in messages]
@@ -139,22 +236,29 @@ class BrokerCore:
                 events.extend(evs)
                 self.ledger.flush(outer)
                 self._note_wakeups(self._tx(outer, now, mono))
-        except lmdb.MapFullError:
-            # the commit itself ran out of pages: nothing in this batch happened; say so to everyone
-            self.ledger.restore(at_start)
-            self.ledger.forget_flush(stored_at_start)
-            self.map_full = True
-            log.error("database map full at commit; batch of %d rolled back", len(messages))
-            err = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
-            self.errors[err.name] += len(messages)
-            # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
-            return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
         except BaseException:
             self.ledger.restore(at_start)
             self.ledger.forget_flush(stored_at_start)
             raise
-        self._maybe_measure_map()
         return replies, events, grow
+
+    def _retry_startup(self) -> list[dict]:
+        try:
+            events = self._startup_sweep()
+        except lmdb.Error as exc:
+            log.error("the start-of-life sweep still cannot be written (%s)", exc)
+            self._check_env()
+            return []
+        log.info("the start-of-life sweep was written now that storage has room")
+        return events
+
+    def _check_env(self) -> None:
+        """After a failed commit: reopen the environment if LMDB flagged it unusable (MDB_PANIC)."""
+        try:
+            self.env.begin(write=True).abort()
+        except lmdb.PanicError:
+            log.error("the database environment needs reopening after the failed commit; reopening it")
+            self._reopen(self.map_size)
 
     def _decode(self, ident, frames, grow):
         """The request in ``frames``; an error reply for what cannot be read; None for a grow_map."""
@@ -224,6 +328,9 @@ class BrokerCore:
             sweeps.append(lambda tx: ops_admin.prune(tx, self.bcfg.request_log_ttl, self.bcfg.event_retention))
             if self.bcfg.task_retention > 0:
                 sweeps.append(self._compact)
+            sweeps.append(ops_retention.expire_kv)  # modules' working data (empty index: one cursor read)
+            if self.capacity.sample_due(now):
+                sweeps.append(self.capacity.sample)
         for sweep in sweeps:
             # each sweep in its own nested transaction: a bug in one must not fail the requests of the
             # batch (or crash-loop the broker at start); it is logged and retried next batch
@@ -236,6 +343,9 @@ class BrokerCore:
             except lmdb.MapFullError:
                 self.ledger.restore(checkpoint)
                 self.map_full = True
+            except FanoError as exc:  # a sweep that would grow the database while new work is refused
+                self.ledger.restore(checkpoint)
+                self.errors[exc.name] += 1
             except Exception:
                 self.ledger.restore(checkpoint)
                 self.errors["SWEEP_FAILED"] += 1
@@ -250,12 +360,6 @@ class BrokerCore:
             log.info("compacted %d task(s) settled over %.0fs ago%s", n, self.bcfg.task_retention,
                      " (more next pass)" if more else "")
 
-    def _map_full_message(self) -> str:
-        return (f"database is full ({self.map_used / 2**20:.0f} MiB used of a {self.map_size / 2**20:.0f} MiB map, "
-                f"{self.bcfg.headroom / 2**20:.0f} MiB kept for running work): new work is refused; grow it with "
-                "`fanoctl admin grow-map SIZE` or raise broker.map_size and restart the broker "
-                "(`fanoctl admin compact --older-than DURATION` frees the space of old acked tasks)")
-
     def _isolated(self, outer, req, now, mono, nearly_full):
         """One request in its own nested transaction: a failure rolls back this request only."""
         checkpoint = self.ledger.checkpoint()
@@ -269,7 +373,7 @@ class BrokerCore:
         except lmdb.MapFullError:
             self.ledger.restore(checkpoint)
             self.map_full = True
-            exc = FanoError(ErrorCode.MAP_FULL, self._map_full_message())
+            exc = self.refusal()
             self.errors[exc.name] += 1
             return protocol.error_reply(req.cid, exc), []
         except Exception as exc:  # a bug: roll back this request, keep serving the others
@@ -290,15 +394,20 @@ class BrokerCore:
                 if seen["fp"] != fp:
                     raise FanoError(ErrorCode.REQUEST_ID_REUSED,
                                     f"request id {req.rid} was used for a different request")
-                return protocol.Reply(cid=req.cid, ok=True, packed_result=seen["reply"]), []
-            if nearly_full and req.cmd in GROWING:
-                raise FanoError(ErrorCode.MAP_FULL, self._map_full_message())
+                return protocol.Reply(cid=req.cid, ok=True, packed_result=request_log.replay(tx, seen)), []
+        if nearly_full and grows(req):
+            raise self.refusal()
+        if nearly_full and req.cmd == "lease":
+            # no new work while storage is short; the scheduler waits until retry_at and asks again
+            return protocol.Reply(cid=req.cid, ok=True, result={
+                "task": None, "reason": f"storage: {self.refusal().message}",
+                "retry_at": now + STORAGE_LEASE_WAIT}), []
         result = self._dispatch(tx, req)
         # a lease that granted nothing changed nothing: not logging it keeps idle workers'
         # polls free of fsyncs, and a retry simply asks again
         if req.rid is not None and not (req.cmd == "lease" and result.get("task") is None):
             packed = protocol.pack_value(result)  # encoded once: for the log and for the wire
-            tx.put("requests", req.rid.encode(), {"ts": now, "fp": fp, "reply": packed})
+            tx.put("requests", req.rid.encode(), request_log.entry(result, packed, now, fp))  # no prompt copy
             tx.put_raw("requests_ts", S.u64(S.ms(now)) + req.rid.encode(), b"")
             return protocol.Reply(cid=req.cid, ok=True, packed_result=packed), tx.events
         return protocol.Reply(cid=req.cid, ok=True, result=result), tx.events
@@ -321,7 +430,7 @@ class BrokerCore:
                 "batches": self.batches, "mean_batch": round(self.requests / max(1, self.batches), 2),
                 "errors": dict(self.errors), "map_size": self.map_size, "map_used": self.map_used,
                 "map_full": self.nearly_full(), "last_event_seq": tx.peek_counter("event_seq"),
-                "dropped_replies": self.dropped_replies}
+                "dropped_replies": self.dropped_replies, "storage": self.capacity.figures(tx)}
 
     # --- map growth ---------------------------------------------------------------------------------------
 
@@ -339,18 +448,12 @@ class BrokerCore:
                                                                  "map_used": self.map_used})
         try:
             self._check_growth(size, current)
-            self._set_mapsize(size, current)
+            self.set_map_size(size)
         except FanoError as err:
             self.errors[err.name] += 1
             return protocol.error_reply(req.cid, err)
-        try:
-            with self.env.begin(write=True) as txn:
-                txn.put(b"map_size", protocol.pack_value(size), db=self.storage.dbs["meta"])
-        except lmdb.MapFullError:  # pragma: no cover - the map was just grown
-            pass
-        self.map_full = False
-        self._measure_map()
         log.info("map grown from %d to %d bytes", current, size)
+        self.capacity.after_batch(force=True)  # resumes new work if this made room
         return protocol.Reply(cid=req.cid, ok=True, result={"map_size": self.map_size, "previous": current,
                                                              "map_used": self.map_used})
 
@@ -361,13 +464,27 @@ class BrokerCore:
         if size > MAX_MAP_SIZE:
             raise bad_argument(f"new map size {format_size(size)} exceeds the broker's limit of "
                                f"{format_size(MAX_MAP_SIZE)}", field="size", limit=MAX_MAP_SIZE)
-        free = free_bytes(self.storage.path)
+        free, _ = disk_space(self.storage.path)
         on_disk = (self.storage.path / "data.mdb").stat().st_size
         if size > on_disk + free:
             raise bad_argument(f"new map size {format_size(size)} cannot fit on disk: data.mdb holds "
                                f"{format_size(on_disk)} and {format_size(free)} are free in "
                                f"{self.storage.path}",
                                field="size", free=free)
+
+    def set_map_size(self, size: int) -> None:
+        """Grow the map to ``size`` and remember it in ``meta`` (a restart keeps the grown map). No
+        transaction may be open; raises BAD_ARGUMENT (environment reopened at the old size) on failure."""
+        self._set_mapsize(size, self.map_size)
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.put(b"map_size", protocol.pack_value(size), db=self.storage.dbs["meta"])
+        except lmdb.Error as exc:
+            # a full disk: open_env still maps at least the data file's size, and the growth is redone
+            # after a restart if it is needed
+            log.warning("the new map size could not be recorded (%s)", exc)
+        self.map_full = False
+        self._measure_map()
 
     def _set_mapsize(self, size: int, current: int) -> None:
         try:
@@ -390,9 +507,4 @@ class BrokerCore:
             # every batch flushed the ledger, so the database holds exactly what it held in memory
             self.ledger = Ledger(txn, self.storage.dbs)
 
-
-def free_bytes(path) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
-    fs = os.statvfs(path)
-    return fs.f_bavail * fs.f_frsize
 

@@ -12,7 +12,15 @@
      "accounts": [{"account", "paused", "cooldowns"}],
      "broker": {"pid", "uptime", "requests", "batches", "mean_batch", "errors": {name: n},
                 "map_size", "map_used", "map_full": bool, "last_event_seq",
-                "dropped_replies"}}                # replies not sent: the client had gone
+                "dropped_replies",                 # replies not sent: the client had gone
+                "storage": {"map_size": int, "map_used": int,   # bytes; map_used: live pages
+                            "map_ceiling": int,                 # broker.map_ceiling
+                            "disk_free": int, "disk_total": int,  # the data directory's filesystem
+                            "refusing": null | "MAP_FULL" | "DISK_FULL",   # new work refused since
+                            "since": float | null,              # world time
+                            "growth_per_day": float | null,     # bytes/day over the last week of
+                                                                # hourly samples (null before an hour)
+                            "days_until_full": float | null}}}  # to min(ceiling, what the disk allows)
 """
 from __future__ import annotations
 

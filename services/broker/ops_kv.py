@@ -2,7 +2,8 @@
 
 ``txn`` arguments: ``module`` (the namespace) and ``ops``, a list applied in order, all or nothing::
 
-    {"op": "put",    "key": str, "value": any, "if_version": int}   # if_version optional; 0 = must not exist
+    {"op": "put",    "key": str, "value": any, "if_version": int,   # if_version optional; 0 = must not exist
+                     "working": bool}                               # optional: working data (below)
     {"op": "delete", "key": str, "if_version": int}                 # if_version optional
     {"op": "check",  "key": str, "if_version": int}                 # assert only (0 = absent)
     {"op": "submit", "task": {...}, "force": bool}                  # submit-if-absent, as ``submit``
@@ -12,6 +13,15 @@
                                                                     # task's error (class "unusable")
 
 Every key holds ``{"v": version, "value": ...}``; versions start at 1 and grow by one per put.
+
+**Working data** (``"working": true`` on a put): the key is deleted by the broker
+``broker.working_retention`` world seconds after that put (0 = never), unless a later put without the
+flag (or a delete) comes first: a put replaces the expiry, so a record re-put as working counts from its
+last put. It is how a module says "nothing needs this once it is old" (an unusable answer kept for
+inspection, a finished job's scratch) without a sweeper of its own; the research record is written
+without the flag and kept forever. Deletion is a housekeeping pass (services/broker/ops_retention.py),
+bounded per pass, in the broker's own transaction: crash-safe like every other write. No event is
+published for it (a module that had to know would not have marked the key working).
 
 Reply: ``{"applied": true, "results": [...one per op...]}``. If any ``ack`` names a task that was
 already consumed, the whole transaction is a no-op and the reply is ``{"applied": false, "reason":
@@ -76,14 +86,24 @@ def op_txn(tx: Tx, module: str, ops: list):
     for i, op in enumerate(ops):
         kind = op["op"]
         if kind in ("put", "delete", "check"):
-            unknown = set(op) - {"op", "key", "value", "if_version"}
+            unknown = set(op) - {"op", "key", "value", "if_version", "working"}
+            if kind != "put" and "working" in op:
+                unknown.add("working")
             if unknown:
                 raise bad_argument(f"ops[{i}]: unknown field(s) {sorted(map(str, unknown))}")
+            if not isinstance(op.get("working", False), bool):
+                raise bad_argument(f"ops[{i}].working must be a boolean")
             current = _version_ok(tx, module, op, i)
             key = _key(module, op["key"])
+            if current and current.get("exp") is not None and kind != "check":
+                tx.delete("kv_expiry", S.expiry_key(current["exp"], key))  # replaced or deleted: not due any more
             if kind == "put":
                 version = (current["v"] if current else 0) + 1
-                tx.put("kv", key, {"v": version, "value": op.get("value")})
+                record = {"v": version, "value": op.get("value")}
+                if op.get("working") and tx.config.working_retention > 0:
+                    record["exp"] = S.ms(tx.now + tx.config.working_retention)
+                    tx.put_raw("kv_expiry", S.expiry_key(record["exp"], key), b"")
+                tx.put("kv", key, record)
                 results.append({"key": op["key"], "version": version})
             elif kind == "delete":
                 results.append({"key": op["key"], "deleted": tx.delete("kv", key)})

@@ -21,6 +21,11 @@ the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it.
 frozen or gone must not keep the task from every other account; past it, another account may run it (a
 new request there; the old turn stays unknown in the history).
 
+Conversations (DESIGN.md §7): a turn's lease binds its conversation to the leasing account (the first) or
+must come from that account — unless the conversation is handed off to the leasing account in this same
+transaction, because the account it lives on has been unable to run the turn for ``[scheduler]
+conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most one turn is in flight.
+
 ``fail`` error classes (DESIGN.md §10) and what the broker does:
 
 =========  ==========================================================================================
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 from shared.errors import ErrorCode, FanoError, bad_argument
 
+from services.broker import ops_handoff as handoff
 from services.broker import ops_quota as quota
 from services.broker import schema as S
 from services.broker import states as st
@@ -57,6 +63,8 @@ class _Fit:
         self.worker = worker
         self.cache: dict = {}
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
+        self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
+        self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -77,10 +85,13 @@ class _Fit:
         conv = req.get("conversation")
         if conv:
             rec = self.tx.get("conversations", conv.encode()) or {}
-            if rec.get("account") and rec["account"] != w["account"]:
-                return None, f"conversation {conv} lives on account {rec['account']}"
             if rec.get("inflight") not in (None, task["id"]):
                 return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
+            if rec.get("account") and rec["account"] != w["account"]:
+                moves, why = handoff.check(self.tx, task, rec, self.blocked)
+                if not moves:
+                    return None, f"conversation {conv} lives on account {rec['account']} ({why})"
+                self.handoffs[task["id"]] = (rec["account"], why)
         unknown = task.get("unknown_turn")
         if unknown and unknown["account"] != w["account"] and not _hold_over(self.tx, unknown):
             return None, (f"attempt {unknown['attempt']} on account {unknown['account']} has an unknown outcome; "
@@ -118,6 +129,8 @@ def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl,
 def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     ttl = tx.config.lease_ttl if ttl is None else ttl
     w = _checked_worker(tx, worker, account, backend, modes, float(ttl), modules)
+    if tx.activity is not None:
+        tx.activity.seen(account, tx.now)
     acct = quota.get_account(tx, account)
     if acct.get("paused"):
         return {"task": None, "reason": f"account {account} is paused: {acct.get('pause_reason', '')}"}
@@ -132,7 +145,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, float(ttl))
+        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -141,7 +154,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, float(ttl))
+            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -149,7 +162,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top), "retry_at": fit.retry_at}
 
 
-def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float) -> dict:
+def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None) -> dict:
     epoch = task["epoch"] + 1
     # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
     charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
@@ -162,17 +175,25 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float) -> dict:
         # where each still-counted unit lives, so the ledger can be audited exactly (ops/invariants.py)
         task.setdefault("live_charges", []).append([epoch, w["account"], mode])
     conv = (task.get("requires") or {}).get("conversation")
+    why, extra = f"leased to {w['worker']}", {}
     if conv:
         rec = tx.get("conversations", conv.encode()) or {"account": None, "inflight": None, "turns": 0}
+        if moved is not None and rec.get("account") == moved[0]:
+            # the conversation moves with this turn, in this transaction (services/broker/ops_handoff.py)
+            entry = handoff.apply(tx, rec, conv, task, w["account"], moved[1])
+            why += f"; conversation {conv} handed off from {moved[0]}: {moved[1]}"
+            extra["handoff"] = {"from": entry["from"], "why": entry["why"]}
         rec["account"] = rec.get("account") or w["account"]
         rec["inflight"] = task["id"]
         tx.put("conversations", conv.encode(), rec)
-    tx.move(task, st.RUNNING, f"leased to {w['worker']}", worker=w["worker"], account=w["account"], mode=mode)
+    tx.move(task, st.RUNNING, why, worker=w["worker"], account=w["account"], mode=mode, **extra)
     return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
 
 
 def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
     task = tx.task(task_id)
+    if tx.activity is not None and task.get("lease"):
+        tx.activity.seen(task["lease"]["account"], tx.now)   # renewals keep a busy account "online"
     if task["state"] != st.RUNNING or task["epoch"] != epoch:
         raise FanoError(ErrorCode.STALE_EPOCH, f"lease {task_id}@{epoch} is void: task is {task['state']} "
                         f"at epoch {task['epoch']}", {"id": task_id, "state": task["state"], "epoch": task["epoch"]})
@@ -187,6 +208,13 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
     if rec and rec.get("inflight") == task["id"]:
         rec["inflight"] = None
         rec["turns"] = rec.get("turns", 0) + (1 if done else 0)
+        # a turn left unknown keeps the conversation on its account until reconciled or its hold lapses
+        # (services/broker/ops_handoff.py): noted here, since other turns of it are other tasks
+        unknown = task.get("unknown_turn")
+        if unknown:
+            rec["unknown"] = {"task": task["id"], "account": unknown["account"], "until": unknown.get("until")}
+        elif (rec.get("unknown") or {}).get("task") == task["id"]:
+            del rec["unknown"]
         # a web conversation's page (DESIGN.md §7): kept with the conversation for the operator; the
         # account's worker also records it the moment it exists, to reopen and reconcile a turn
         meta = result.get("meta") if isinstance(result, dict) else None

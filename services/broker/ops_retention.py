@@ -1,4 +1,12 @@
-"""Task retention: compaction of old settled tasks, so that a system left running for weeks stays in its map.
+"""Retention: compaction of old settled tasks and expiry of modules' working data, so that a system left
+running for weeks stays in its map.
+
+**Working data** (module kv keys put with ``"working": true``, see services/broker/ops_kv.py) is deleted
+when its ``kv_expiry`` entry falls due (``broker.working_retention`` after its last put): :func:`expire_kv`,
+at most :data:`EXPIRE_BATCH` keys per pass, with the task compaction pass. docs/storage.md lists which
+module data is working data and which is the research record (kept forever).
+
+**Task retention**:
 
 Every task record holds its full payload (a rendered prompt) and result (the full answer): several KB per
 task that nothing needs once the owning module has applied the result and acked it (the module keeps what
@@ -47,6 +55,7 @@ from services.broker import states as st
 from services.broker.tx import Tx
 
 COMPACT_BATCH = 500         # tasks examined per pass (one nested transaction)
+EXPIRE_BATCH = 500          # working-data keys deleted per pass
 ATTRS_KEPT_BYTES = 512      # scheduling hints up to this size are kept: they are small unless misused
 MAX_OLDER_THAN = 1e10       # seconds (~300 years): keeps the horizon's milliseconds in range
 
@@ -66,20 +75,8 @@ def compact_record(task: dict, now: float) -> None:
 def compact(tx: Tx, horizon: float, budget: int | None = None) -> tuple[int, bool]:
     """Compact eligible tasks last updated at or before ``horizon`` (world time), oldest first, examining
     at most ``budget`` (default :data:`COMPACT_BATCH`) index entries. Returns ``(compacted, more)``."""
-    budget = COMPACT_BATCH if budget is None else budget
-    limit = S.ms(horizon)
-    due, more = [], False
-    cur = tx.cursor("compactable")
-    ok = cur.first()
-    while ok:  # collect first: the loop below writes to the index this cursor walks
-        key = bytes(cur.key())
-        if S.time_id_split(key)[0] > limit:
-            break
-        if len(due) >= budget:
-            more = True
-            break
-        due.append(key)
-        ok = cur.next()
+    due, more = _due(tx, "compactable", S.ms(horizon), S.time_id_split,
+                     COMPACT_BATCH if budget is None else budget)
     compacted = 0
     for key in due:
         filed_ms, tid = S.time_id_split(key)
@@ -97,6 +94,21 @@ def compact(tx: Tx, horizon: float, budget: int | None = None) -> tuple[int, boo
         tx.put("tasks", S.u64(tid), task)
         compacted += 1
     return compacted, more
+
+
+def expire_kv(tx: Tx, budget: int | None = None) -> tuple[int, bool]:
+    """Delete working-data keys whose expiry is due (world time ``tx.now``), oldest first, at most
+    ``budget`` (default :data:`EXPIRE_BATCH`). Returns ``(deleted, more)``."""
+    due, more = _due(tx, "kv_expiry", S.ms(tx.now), S.expiry_split, EXPIRE_BATCH if budget is None else budget)
+    deleted = 0
+    for key in due:
+        exp, kv_key = S.expiry_split(key)
+        tx.delete("kv_expiry", key)
+        rec = tx.get("kv", kv_key)
+        if rec is not None and rec.get("exp") == exp:  # else re-put or deleted since: a stale entry
+            tx.delete("kv", kv_key)
+            deleted += 1
+    return deleted, more
 
 
 def used_bytes(tx: Tx) -> int:
@@ -118,3 +130,21 @@ def op_compact(tx: Tx, older_than):
 
 
 HANDLERS = {"compact": op_compact}
+
+
+def _due(tx: Tx, index: str, limit_ms: int, split, budget: int) -> tuple[list[bytes], bool]:
+    """The keys of a time-ordered ``index`` (first field: world ms, read by ``split``) due at ``limit_ms``,
+    at most ``budget`` of them, and whether more are due. Collected before the caller changes the index
+    (a cursor must not walk what is being written)."""
+    due: list[bytes] = []
+    cur = tx.cursor(index)
+    ok = cur.first()
+    while ok:
+        key = bytes(cur.key())
+        if split(key)[0] > limit_ms:
+            return due, False
+        if len(due) >= budget:
+            return due, True
+        due.append(key)
+        ok = cur.next()
+    return due, False

@@ -276,8 +276,11 @@ def _release_conversation(tx: Tx, task: dict) -> None:
     if not conv:
         return
     rec = tx.get("conversations", conv.encode())
-    if rec and rec.get("inflight") == task["id"]:
-        rec["inflight"] = None
+    if rec and (rec.get("inflight") == task["id"] or (rec.get("unknown") or {}).get("task") == task["id"]):
+        if rec.get("inflight") == task["id"]:
+            rec["inflight"] = None
+        if (rec.get("unknown") or {}).get("task") == task["id"]:
+            del rec["unknown"]   # the operator gave up on that turn: it no longer holds the conversation
         tx.put("conversations", conv.encode(), rec)
 
 

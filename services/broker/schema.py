@@ -2,7 +2,12 @@
 
 All multi-byte integers in keys are big-endian so that LMDB's byte order is numeric order. Strings in
 composite keys are UTF-8 separated by NUL (names are validated to contain no NUL). Values are msgpack
-(:func:`shared.protocol.pack_value`) unless noted.
+(:func:`shared.protocol.pack_value`) unless noted, written with :func:`encode_value` and read with
+:func:`decode_value`: a value whose msgpack encoding is longer than :data:`COMPRESS_MIN` bytes (a task
+record with its prompt and answer, a module record holding a transcript turn or a section) is stored
+zlib-compressed behind a two-byte marker, ``0xC1 'z'``. ``0xC1`` is the one byte msgpack never uses, so
+a stored value is either plain msgpack (every value written before schema version 2, and every small
+one) or marked and compressed, and both read the same way.
 
 =================  =====================================================  ==============================
 sub-database       key                                                    value
@@ -15,7 +20,8 @@ delayed            u64 not_before (world ms) . u64 id                     empty:
 leases             u64 deadline (monotonic us) . u64 id                   u64 epoch: RUNNING
 by_state           state . NUL . u64 id                                   empty
 counts             state . NUL . module                                   u64 count
-requests           utf-8 request id                                       msgpack {ts, fp, reply}
+requests           utf-8 request id                                       msgpack {ts, fp, reply,
+                                                                          payload_of?} (request_log.py)
 requests_ts        u64 world ms . utf-8 request id                        empty (for pruning)
 quota_specs        account . NUL . mode                                   msgpack {windows, source, ...}
 quota_usage        account . NUL . mode . NUL . slot . NUL . u64 ms       msgpack {total, by_module}
@@ -23,15 +29,25 @@ quota_entries      account . NUL . mode . NUL . slot . NUL . u64 ms .     utf-8 
                    u64 id . u32 epoch
 accounts           utf-8 account                                          msgpack {paused, cooldowns...}
 conversations      utf-8 conversation id                                  msgpack {account, inflight, turns, url?, title?}
-kv                 module . NUL . utf-8 key                               msgpack {v: version, value}
+kv                 module . NUL . utf-8 key                               msgpack {v: version, value,
+                                                                          exp?: world ms} (exp: working
+                                                                          data, see kv_expiry)
 events             u64 seq                                                msgpack event
 unconsumed         module . NUL . u64 id                                  empty: settled, not yet acked
 compactable        u64 updated (world ms) . u64 id                        empty: DONE/CANCELLED, acked, not
                                                                           yet compacted (task retention)
+kv_expiry          u64 expires (world ms) . module . NUL . utf-8 key      empty: a module's working data,
+                                                                          deleted when due (kv retention)
 =================  =====================================================  ==============================
 
+``meta`` also holds ``map_size`` (the map as last grown) and ``storage_samples`` (a bounded msgpack list
+of ``[world time, live bytes]``, see ``services/broker/capacity.py``).
+
 ``SCHEMA_VERSION`` is stored in ``meta``; a broker refuses to open a database with a newer version and
-migrates older ones in :func:`open_env` (there is only version 1 so far).
+migrates older ones in :func:`open_env`. Version 2 added compressed values and ``kv_expiry``; migrating
+from 1 rewrites nothing (version 1 values are plain msgpack, which version 2 reads as they are, and the
+new sub-database starts empty): it only records the new version, so that a version-1 broker, which
+could not read a compressed value, refuses the database instead of failing on its records.
 
 ``compactable`` was added to version 1 without a version bump: it is derived from the task records, so
 :func:`open_env` fills it from them once (``meta`` key ``compactable_built``) when a database written
@@ -42,6 +58,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -50,12 +67,20 @@ from shared.protocol import pack_value, unpack_value
 
 from services.broker import states as st
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: values whose msgpack encoding is longer than this are stored compressed. Below it zlib saves little
+#: (a few dozen bytes of headers and a short window) and every read would pay for the inflate.
+COMPRESS_MIN = 1024
+#: zlib level 6 (the default): 2.35x on a task record of real prose, 0.4 ms for 15 KB; zstd (the
+#: ``zstandard`` package) is faster but no smaller here, not worth a new dependency (docs/storage.md)
+COMPRESS_LEVEL = 6
+ZMARK = b"\xc1z"   # 0xC1 is never used by msgpack: no plain value starts with it
 
 DATABASES = (
     "meta", "tasks", "keys", "ready", "delayed", "leases", "by_state", "counts", "requests",
     "requests_ts", "quota_specs", "quota_usage", "quota_entries", "accounts", "conversations", "kv",
-    "events", "unconsumed", "compactable",
+    "events", "unconsumed", "compactable", "kv_expiry",
 )
 
 PRIO_BIAS = 0x7FFFFFFF
@@ -70,6 +95,23 @@ SEP = b"\x00"
 
 class SchemaError(Exception):
     """The database on disk cannot be used by this broker (newer schema)."""
+
+
+def encode_value(obj) -> bytes:
+    """A stored value: msgpack, compressed behind :data:`ZMARK` when longer than :data:`COMPRESS_MIN`
+    and the compression actually saves space (random bytes do not compress)."""
+    raw = pack_value(obj)
+    if len(raw) <= COMPRESS_MIN:
+        return raw
+    packed = ZMARK + zlib.compress(raw, COMPRESS_LEVEL)
+    return packed if len(packed) < len(raw) else raw
+
+
+def decode_value(raw) -> object:
+    """Read a value written by :func:`encode_value` (or plain msgpack, as every version-1 value is)."""
+    if raw[:2] == ZMARK:
+        return unpack_value(zlib.decompress(bytes(raw[2:])))
+    return unpack_value(raw)
 
 
 def u64(n: int) -> bytes:
@@ -155,6 +197,15 @@ def unconsumed_key(module: str, task_id: int) -> bytes:
     return module.encode() + SEP + u64(task_id)
 
 
+def expiry_key(expires_ms: int, kv: bytes) -> bytes:
+    """``kv_expiry``: when (world ms), then the ``kv`` key (module . NUL . key) that expires."""
+    return u64(max(0, expires_ms)) + kv
+
+
+def expiry_split(key: bytes) -> tuple[int, bytes]:
+    return from_u64(key[:8]), key[8:]
+
+
 class Storage:
     """The open LMDB environment and its named databases (one per broker process)."""
 
@@ -194,7 +245,10 @@ def open_env(path: str | os.PathLike, map_size: int) -> Storage:
                 env.close()
                 raise SchemaError(f"database at {path} has schema version {version}; this broker "
                                   f"understands up to {SCHEMA_VERSION}")
-            # older versions would be migrated here, in this same transaction
+            if version < SCHEMA_VERSION:
+                # 1 -> 2: nothing to rewrite (see the module docstring); older versions would be migrated
+                # here, in this same transaction
+                txn.put(b"schema_version", pack_value(SCHEMA_VERSION), db=dbs["meta"])
         stored = txn.get(b"map_size", db=dbs["meta"])
         built = txn.get(b"compactable_built", db=dbs["meta"]) is not None
     if stored is not None and unpack_value(stored) > env.info()["map_size"]:
@@ -215,14 +269,15 @@ def _build_compactable(env: lmdb.Environment, dbs: dict) -> None:
                 while ok and cur.key().startswith(prefix):
                     tid = from_u64(bytes(cur.key())[len(prefix):])
                     raw = txn.get(u64(tid), db=dbs["tasks"])
-                    task = unpack_value(raw) if raw is not None else None
+                    task = decode_value(raw) if raw is not None else None
                     if task and task.get("consumed") and not task.get("compacted"):
                         txn.put(time_id_key(ms(task["updated"]), tid), b"", db=dbs["compactable"])
                     ok = cur.next()
             txn.put(b"compactable_built", pack_value(True), db=dbs["meta"])
-    except lmdb.MapFullError:
-        # a full map must not stop the broker from starting (growing it needs a running broker): the
-        # index is built at a later start; until then old tasks are simply not compacted
+    except lmdb.Error:
+        # a full map or disk (MDB_MAP_FULL, or ENOSPC reported as EIO at commit) must not stop the broker
+        # from starting (growing it needs a running broker): the index is built at a later start; until
+        # then old tasks are simply not compacted
         pass
 
 

@@ -7,7 +7,7 @@ the event outbox consistent in the same transaction.
 from __future__ import annotations
 
 from shared.errors import ErrorCode, FanoError, not_found
-from shared.protocol import Event, pack_value, unpack_value
+from shared.protocol import Event, pack_value
 
 from services.broker import schema as S
 from services.broker import states as st
@@ -67,7 +67,8 @@ class Ledger:
 
 
 class Tx:
-    def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger):
+    def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger,
+                 activity=None, handoff_after: float = 0.0):
         self.storage = storage
         self.txn = txn
         self.db = storage.dbs
@@ -76,15 +77,19 @@ class Tx:
         self.mono = mono      # monotonic time, seconds
         self.ledger = ledger
         self.events: list[dict] = []
+        # conversation hand-off (services/broker/ops_handoff.py): who was seen when, and after how long
+        self.activity = activity            # ops_handoff.Activity, or None (never counts an account offline)
+        self.handoff_after = handoff_after  # world seconds ([scheduler] conversation_handoff); 0 = never
 
     # --- raw access ---------------------------------------------------------------------------------
 
     def get(self, db: str, key: bytes):
         raw = self.txn.get(key, db=self.db[db])
-        return None if raw is None else unpack_value(raw)
+        return None if raw is None else S.decode_value(raw)
 
     def put(self, db: str, key: bytes, value) -> None:
-        self.txn.put(key, pack_value(value), db=self.db[db])
+        # large values (a task with its prompt and answer, a module record with a text) compressed
+        self.txn.put(key, S.encode_value(value), db=self.db[db])
 
     def put_raw(self, db: str, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self.db[db])
@@ -164,6 +169,7 @@ class Tx:
     def insert(self, task: dict, why: str) -> None:
         """Store a brand-new task as PENDING (the ``— -> PENDING`` transition)."""
         task["state"] = st.PENDING
+        task["pending_since"] = self.now   # waiting starts: a conversation hand-off counts from here
         self._history(task, None, st.PENDING, why)
         self.index(task)
         self.put_raw("by_state", S.state_key(st.PENDING, task["id"]), b"")
@@ -194,6 +200,8 @@ class Tx:
             self.delete("unconsumed", S.unconsumed_key(task["module"], task["id"]))
         if dst == st.PARKED:
             task["parked_at"] = self.now
+        if dst == st.PENDING:
+            task["pending_since"] = self.now
         self.index(task)
         self._history(task, src, dst, why)
         self.save(task)
@@ -216,6 +224,7 @@ class Tx:
         unknown = task.get("unknown_turn")
         view = {"requires": task.get("requires") or {}, "attrs": task.get("attrs") or {},
                 "created": task["created"], "not_before": task.get("not_before") or 0.0,
+                "pending_since": task.get("pending_since") or task["created"],
                 "unknown_account": unknown["account"] if unknown else None,
                 "unknown_until": unknown.get("until") if unknown else None}
         conv = (task.get("requires") or {}).get("conversation")

@@ -15,7 +15,13 @@ Subclasses set ``module`` and implement :meth:`handle` (kind -> :class:`Effect`)
 A result that cannot be parsed is not swallowed: :meth:`handle` raises ``ParseError`` and the base
 class records a visible error in the same transaction as the ack: on the task itself (its ``error``, class
 ``unusable``, shown by ``fanoctl queue show``), as ``errors/<task id>`` in the module's namespace (with
-the answer), and :meth:`on_unusable` lets the module mark its entity.
+the answer; working data, deleted after ``broker.working_retention``), and :meth:`on_unusable` lets the module mark its entity.
+
+Storage refusals (``MAP_FULL``, ``DISK_FULL``: the broker is short of room and refuses new work) pass:
+the broker grows its map, space is freed, it resumes by itself. The module then backs off for
+``storage_backoff`` seconds (ignoring events: what it missed is in the ``unconsumed`` index, swept when the
+back-off ends) and tries again, instead of exiting: under supervisord an exit at once, again and again,
+would end FATAL and stay down after the condition passed.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import zmq
 
 from shared import protocol
 from shared.client import BrokerClient
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
 
 from services.modules.parsing import ParseError
@@ -52,10 +58,14 @@ class Store:
         return self.client.kv_items(self.module, prefix)
 
     @staticmethod
-    def put(key: str, value, if_version: int | None = None) -> dict:
+    def put(key: str, value, if_version: int | None = None, working: bool = False) -> dict:
+        """``working``: working data, deleted by the broker ``broker.working_retention`` after this put
+        (services/broker/ops_kv.py; docs/storage.md says which records are)."""
         op = {"op": "put", "key": key, "value": value}
         if if_version is not None:
             op["if_version"] = if_version
+        if working:
+            op["working"] = True
         return op
 
     @staticmethod
@@ -82,6 +92,7 @@ class ModuleService(Service):
     plan_interval = 5.0     # seconds between planning passes when nothing happens
     sweep_interval = 30.0   # seconds between catch-up sweeps of the unconsumed index
     max_conflict_retries = 5
+    storage_backoff = 15.0  # seconds to wait after a storage refusal (MAP_FULL, DISK_FULL) before retrying
 
     def __init__(self, config, clock):
         self.name = f"module-{self.module}"
@@ -115,9 +126,14 @@ class ModuleService(Service):
         self.sub.connect(self.config.events_endpoint)
         self._next_plan = 0.0
         self._next_sweep = 0.0
+        self._backoff_until = 0.0
+        self._refused: str | None = None   # the storage refusal being waited out, for one log line each way
 
     def loop(self) -> None:
         now = self.clock.mono()
+        if now < self._backoff_until:
+            self._wait_out(min(0.5, self._backoff_until - now))
+            return
         try:
             if now >= self._next_sweep:
                 self._next_sweep = now + self.sweep_interval
@@ -138,6 +154,32 @@ class ModuleService(Service):
                 self.plan()
         except BrokerUnavailable as exc:
             self.log.warning("broker unavailable (%s); retrying", exc)
+        except FanoError as exc:
+            if exc.code not in STORAGE_REFUSALS:
+                raise
+            self.storage_refused(exc)
+            return
+        if self._refused is not None:
+            self.log.info("the broker accepts this module's work again (after %s)", self._refused)
+            self._refused = None
+
+    def storage_refused(self, exc: FanoError) -> None:
+        """Back off after a storage refusal, then sweep and plan again (what was refused is redone then)."""
+        if self._refused is None:
+            self.log.warning("broker refuses new work (%s: %s); backing off %gs at a time until it accepts "
+                             "again", exc.name, exc.message, self.storage_backoff)
+        self._refused = exc.name
+        self._backoff_until = self.clock.mono() + self.storage_backoff
+        self._next_sweep = self._next_plan = self._backoff_until
+
+    def _wait_out(self, seconds: float) -> None:
+        """Sleep through a back-off on the event socket, dropping events (the sweep catches up)."""
+        if self.sub.poll(int(seconds * 1000)):
+            while True:
+                try:
+                    self.sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
 
     def sweep(self) -> None:
         after = None
@@ -191,7 +233,8 @@ class ModuleService(Service):
         self.unusable += 1
         record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
                   "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
-        return [Store.put(f"errors/{task['id']:012d}", record)] + list(self.on_unusable(task, error)), error
+        # working data: the task keeps the error itself; the answer kept here is for a look within weeks
+        return [Store.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""

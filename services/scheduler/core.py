@@ -20,7 +20,8 @@ conversation affinity and the expected finish times.
 Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.workers`.
 Which idle worker takes the best task — or leaves it for a much faster account, and which account opens
 a new conversation — is decided with the estimates of :mod:`services.scheduler.placement`
-(:meth:`services.scheduler.placement.Placement.admits`).
+(:meth:`services.scheduler.placement.Placement.admits`). Which waiting turns are proposed to leave the
+account their conversation lives on (conversation hand-off) is :mod:`services.scheduler.handoff`'s job.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from shared.errors import FanoError
 
 from services.scheduler import queries
 from services.scheduler.idle import IdleWatch
+from services.scheduler.handoff import Handoffs
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
@@ -90,6 +92,7 @@ class SchedulerCore:
         self._next_heartbeat = 0.0
         self.placement = Placement(self)
         self.idle_watch = IdleWatch()   # since when accounts sit idle while work waits (the `idle` query)
+        self.handoffs = Handoffs(self)
         self.reset()
 
     def reset(self) -> None:
@@ -108,6 +111,7 @@ class SchedulerCore:
         self.missing: set[int] = set()      # ids to refresh with a broker `get`
         self.accounts.reset()
         self.placement.reset()
+        self.handoffs.reset()
 
     def finish_rebuild(self) -> None:
         for tid in [t for t in self.assigned if t not in self.tasks]:
@@ -156,6 +160,7 @@ class SchedulerCore:
             else:
                 heapq.heappush(self.unknown_holds, (t.unknown_until, t.id))
         conv = t.conversation
+        t.handoff = self.handoffs.proposal(t, self.clock.world())
         t.cls = placement_class(t, self.conv_account)
         t.not_before = max(t.not_before, t.hold_until)
         if conv and self.conv_inflight.get(conv, t.id) != t.id:
@@ -173,6 +178,7 @@ class SchedulerCore:
     def _untrack(self, tid: int) -> QTask | None:
         t = self.tasks.pop(tid, None)
         self.assigned.pop(tid, None)
+        self.handoffs.forget(tid)
         self.placement.forget(tid)
         if t is None:
             return None
@@ -230,7 +236,8 @@ class SchedulerCore:
                     if t.id in self.queue:
                         self._place(t)
             elif isinstance(typ, str) and typ.startswith(("account.", "quota.")):
-                self.accounts.on_event(ev)
+                if self.accounts.on_event(ev):
+                    self.handoffs.recheck(ev["account"])
         except (KeyError, TypeError, ValueError) as exc:
             self.errors["bad_event"] += 1
             log.warning("ignoring malformed event %s: %r", typ, exc)
@@ -334,6 +341,7 @@ class SchedulerCore:
         w.account, w.backend, w.modes = msg["account"], msg["backend"], modes
         self.accounts.note(w.account, w.backend, modes)
         w.set_state("idle", None, mono)
+        self.handoffs.worker_ready(w.account)
 
     def on_heartbeat(self, ident: bytes, msg: dict) -> None:
         mono = self.clock.mono()
@@ -403,6 +411,10 @@ class SchedulerCore:
             for mode in candidate_modes(t.cls or placement_class(t, self.conv_account)):
                 if mode in worker_modes:
                     self.accounts.block(account, mode, t.module, retry_at, message or "lease declined")
+            if mine:
+                self._requeue(tid)
+                mine = False
+            self.handoffs.recheck(account)   # turns of its conversations may leave it now
         elif mine and t is not None:
             # declined for a reason we cannot see (state changed, binding, backoff): sit out, refresh
             t.declines += 1
@@ -429,6 +441,8 @@ class SchedulerCore:
         for tid, a in list(self.assigned.items()):
             if a.ident == w.ident:
                 self._requeue(tid)
+        if w.account and not self.workers.for_account(w.account):
+            self.handoffs.worker_gone(w.account, self.clock.world())
 
     def _requeue(self, tid: int) -> None:
         """An assignment ends without the task running: back to the queue."""
@@ -439,6 +453,11 @@ class SchedulerCore:
         conv = t.conversation
         if conv and conv not in self.conv_account and not t.conversation_account:
             self.placement.convs.unbind(conv)   # the tentative binding of an opening turn never happened
+        elif conv and t.handoff:   # a proposed hand-off that did not happen: the conversation stays put
+            holder = self.conv_account.get(conv) or t.conversation_account
+            if holder:
+                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
+                                          t.attrs.get("expected_turns"))
         self._end_turn(conv, tid)
         self._place(t)
 
@@ -465,7 +484,8 @@ class SchedulerCore:
         """Timers (due tasks, liveness, assignment timeouts, heartbeats), then assign to idle workers."""
         mono, world = self.clock.mono(), self.clock.world()
         self.queue.advance(world)
-        self.accounts.prune(world)
+        for account in self.accounts.prune(world):
+            self.handoffs.recheck(account)   # its block ended: turns proposed to leave it stay after all
         self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
         for w in self.workers.expired(mono):
             self._forget(w, f"silent for {mono - w.last_seen:.1f}s")
@@ -479,6 +499,7 @@ class SchedulerCore:
                 # its assignment ended without a word from it (timeout, cancel): the assign may have
                 # been lost, and it said ready, so it is offered work again
                 w.set_state("idle", None, mono)
+        self.handoffs.tick(world)
         while self.unknown_holds and self.unknown_holds[0][0] <= world:
             _, tid = heapq.heappop(self.unknown_holds)
             t = self.tasks.get(tid)
@@ -540,8 +561,10 @@ class SchedulerCore:
         out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.assigned.values() if not a.confirmed)
         scale = getattr(self.clock, "scale", 1.0) or 1.0
         hold = self.unknown_holds[0][0] if self.unknown_holds else None
+        handoff = self.handoffs.next_check()
         for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world)),
-                           ("placement", self.placement.next_deadline(world)), ("unknown turn", hold)):
+                           ("placement", self.placement.next_deadline(world)), ("unknown turn", hold),
+                           ("handoff", handoff)):
             if when is not None:
                 out.append((what, mono + max(0.0, when - world) / scale))
         return out

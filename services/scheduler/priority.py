@@ -62,6 +62,8 @@ class QTask:
     unknown_account: str | None = None
     unknown_until: float = 0.0                # world time the unknown turn's binding lapses (0: never)
     conversation_account: str | None = None   # the account holding its conversation, if the broker says
+    pending_since: float = 0.0                # world time it last became PENDING (the broker's word)
+    handoff: str | None = None                # proposed: its conversation leaves this blocked account
     # derived (kept here so that the queue and the queries need no side tables)
     static: float = 0.0
     cls: tuple = ()            # placement class, see services.scheduler.workers.placement_class
@@ -88,6 +90,7 @@ class QTask:
                    created=number(rec.get("created")), not_before=not_before if not_before else 0.0,
                    unknown_account=unknown if isinstance(unknown, str) else None,
                    unknown_until=number(until) if isinstance(unknown, str) else 0.0,
+                   pending_since=number(rec.get("pending_since")),
                    conversation_account=conv_account if isinstance(conv_account, str) and conv_account else None)
 
     @property

@@ -12,7 +12,11 @@ world time (epoch seconds); ``line`` texts are for humans, the other fields are 
               2025-01-01 00:00:00 UTC: 20/20 used in window 20/day@00:00 UTC; 3 higher-priority task(s)
               ahead",                                                                 # one line
               # (starts with "left for <account>, expected to finish it sooner (until ...)" when an idle
-              # slower account leaves it, see services/scheduler/placement.py)
+              # slower account leaves it, see services/scheduler/placement.py; with what binds it to one
+              # account: "its last attempt has an unknown outcome on A: only A may run it ...", "conversation
+              # C lives on A (paused ...); handed off to another account at ... unless A can run it by then",
+              # "conversation C is being handed off from A (...)"; a delayed task says whether it is in a
+              # retry backoff or sitting out a declined lease)
      "priority": float|null, "terms": {"base", "seed", "comment", "aging", "weight", "backlog", "total"}|null,
      "ahead": int|null,           # ready tasks of higher priority that an account able to run this one could take
      "ahead_approx": bool,        # true: ``ahead`` is estimated from a random sample (a large queue), rounded to
@@ -76,6 +80,7 @@ import time
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.scheduler import workers as C
+from services.scheduler.handoff import due_time
 from services.scheduler.priority import clean_weights
 
 
@@ -240,7 +245,12 @@ def why(core, tid: int) -> dict | None:
                                           "waiting for it to lease the task")
         return out
     if tid in core.queue and not core.queue.is_ready(tid):
-        out.update(where="delayed", line=f"delayed until {fmt_time(t.not_before)} (retry backoff or not_before)")
+        if t.hold_until >= t.not_before and t.hold_until > world:
+            line = (f"sitting out until {fmt_time(t.hold_until)}: an account declined to lease it "
+                    f"{t.declines} time(s) without saying until when (the scheduler asks the broker again)")
+        else:
+            line = f"delayed until {fmt_time(t.not_before)} (retry backoff after a failure, or the submitter's not_before)"
+        out.update(where="delayed", line=line)
         return out
     if tid not in core.queue and conv:
         out.update(where="held", line=f"waiting for task {core.conv_inflight.get(conv)}, the turn of conversation "
@@ -248,6 +258,10 @@ def why(core, tid: int) -> dict | None:
         return out
     rows = account_reasons(core, t, world)
     out["accounts"] = rows
+    if not rows and t.handoff is None and (t.unknown_account or conv):
+        line = "; ".join(_binding(core, t, world)) or "waiting for the account its conversation lives on"
+        out.update(where="ready", line=f"waiting: {line}")
+        return out
     if not rows:
         backends, account, bound, mode = t.cls[:4]
         need = [f"backends {list(backends)}" if backends else "", f"account {account}" if account else "",
@@ -257,7 +271,7 @@ def why(core, tid: int) -> dict | None:
         return out
     competitors = [r["account"] for r in rows if r["status"] != "no_mode"]
     out["ahead"], out["ahead_approx"] = _ahead(core, t, world, competitors)
-    parts = [f"{r['account']} {r['detail']}" for r in rows]
+    parts = _binding(core, t, world) + [f"{r['account']} {r['detail']}" for r in rows]
     left = core.placement.deadlines.get(tid)
     if left is not None and left[0] > world:
         parts.insert(0, f"left for {left[1]}, expected to finish it sooner (until {fmt_time(left[0])} at the latest)")
@@ -265,6 +279,40 @@ def why(core, tid: int) -> dict | None:
              else f"{out['ahead']} higher-priority task(s) ahead")
     out.update(where="ready", line=f"waiting: {'; '.join(parts)}; {ahead}")
     return out
+
+
+def _binding(core, t, world: float) -> list[str]:
+    """What ties ``t`` to one account: an unknown turn to reconcile, its conversation (and its hand-off)."""
+    parts = []
+    if t.unknown_account:
+        until = (f"until {fmt_time(t.unknown_until)}, then any account may" if t.unknown_until
+                 else "for good (broker.unknown_turn_hold = 0)")
+        parts.append(f"its last attempt has an unknown outcome on {t.unknown_account}: only {t.unknown_account} "
+                     f"may run it, reconciling with the provider first ({until})")
+        return parts
+    conv = t.conversation
+    if not conv:
+        return parts
+    if t.handoff:
+        why = core.handoffs.blocked_reason(t.handoff, t, world) or "blocked"
+        parts.append(f"conversation {conv} is being handed off from {t.handoff} ({why}): any account it allows "
+                     "may continue it")
+        return parts
+    holder = core.conv_account.get(conv) or t.conversation_account
+    if not holder:
+        return parts
+    why = core.handoffs.blocked_reason(holder, t, world)
+    after = core.scfg.conversation_handoff
+    if why is None:
+        parts.append(f"conversation {conv} lives on {holder}, which runs its turns")
+    elif after <= 0:
+        parts.append(f"conversation {conv} lives on {holder} ({why}); never handed off "
+                     "(scheduler.conversation_handoff = 0)")
+    else:
+        due = due_time(t, after)
+        parts.append(f"conversation {conv} lives on {holder} ({why}); handed off to another account at "
+                     f"{fmt_time(max(due, world))} unless {holder} can run it by then")
+    return parts
 
 
 def why_untracked(core, tid: int, rec: dict | None) -> dict:
@@ -280,7 +328,7 @@ def why_untracked(core, tid: int, rec: dict | None) -> dict:
         "RUNNING": f"running on {lease.get('account')} ({lease.get('mode')}) by {lease.get('worker')}",
         "DONE": "done",
         "PARKED": f"parked after {rec.get('attempts')} attempt(s): {str(error.get('message', ''))[:200]}",
-        "PAUSED": "paused by the operator (fanoctl task resume)",
+        "PAUSED": f"paused by the operator (`fanoctl queue resume {tid}` puts it back in the queue)",
         "CANCELLED": "cancelled",
         "PENDING": "pending, but the scheduler has not seen it yet (events are on their way)",
     }

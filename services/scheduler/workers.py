@@ -41,14 +41,18 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
     it must reconcile, else the one holding its conversation — learned from ``task.running`` events, or
     from a ``conversation_account`` field on the task's events if the broker sends one), the requested
     mode, deep-to-standard fallback, and whether running it binds a conversation that no account holds
-    yet (its first placement is decided by :mod:`services.scheduler.placement`).
+    yet (its first placement is decided by :mod:`services.scheduler.placement`) — or that its conversation
+    is to be handed off from a blocked account (``task.handoff``), which is the same decision.
     Two tasks of one class fit exactly the same workers. Classes are interned (one tuple per class)."""
     req = task.requires
     backends = req.get("backends")
     backends = tuple(sorted({b for b in backends if isinstance(b, str)})) if isinstance(backends, list) else ()
     account = req.get("account") if isinstance(req.get("account"), str) and req.get("account") else None
     conv = task.conversation
-    bound = task.unknown_account or (conv_account.get(conv) if conv else None) or task.conversation_account
+    # a turn proposed for hand-off (its conversation's account is blocked, see SchedulerCore._handoff_from)
+    # is bound to nobody: any account it allows may continue the conversation
+    bound = task.unknown_account or (None if task.handoff else
+                                     (conv_account.get(conv) if conv else None) or task.conversation_account)
     mode = req.get("mode") if req.get("mode") in MODES else STANDARD
     fallback = mode == DEEP and bool(req.get("deep_fallback"))
     cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None)
@@ -242,7 +246,11 @@ class Accounts:
         times = [u for u, _ in self.cooldowns.values() if u > now] + [u for u, _ in self.blocks.values() if u > now]
         return min(times, default=None)
 
-    def prune(self, now: float) -> None:
+    def prune(self, now: float) -> set[str]:
+        """Drop expired cool-downs and blocks; returns the accounts that had one (they may run more now)."""
+        freed = set()
         for table in (self.cooldowns, self.blocks):
             for key in [k for k, (u, _) in table.items() if u <= now]:
                 del table[key]
+                freed.add(key[0])
+        return freed

@@ -66,3 +66,19 @@ def test_bench_utilization_tiny():
         assert sum(a["requests"] for a in v["accounts"].values()) >= 6
         assert {"last_start_s", "tail_s", "idle_account_s", "last_task"} <= set(v["tail"])
     assert out["variants"][0]["conversations"]["longest_on"] in out["accounts"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_storage_tiny():
+    out = run_script("bench-storage", "--threads", "2", "--turns", "3", "--reviews", "1", "--compact")
+    assert {"schema_version", "workload", "texts", "after_run", "after_compaction"} <= set(out)
+    run, compacted = out["after_run"], out["after_compaction"]
+    assert run["tasks"] == compacted["tasks"] == 2 * (3 + 1)
+    assert {"databases", "kv", "live_bytes", "bytes_per_task", "file_bytes"} <= set(run)
+    assert set(run["kv"]) == {"explorer/exchanges/", "explorer/reviews/"}
+    assert run["kv"]["explorer/exchanges/"]["entries"] == 6
+    # large values are stored compressed, and exchanges hold no prompt: far below what the texts weigh
+    assert run["kv"]["explorer/exchanges/"]["stored"] < run["kv"]["explorer/exchanges/"]["raw"] / 1.5
+    assert run["databases"]["tasks"]["stored"] < out["texts"]["prompt_chars"] + out["texts"]["answer_chars"]
+    assert compacted["databases"]["tasks"]["stored"] < run["databases"]["tasks"]["stored"] / 2
+    assert 0 < compacted["bytes_per_task"] <= run["bytes_per_task"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import os
 import subprocess
@@ -21,11 +22,13 @@ pytestmark = pytest.mark.integration
 # the stable shapes documented in docs/cli.md
 TASK_KEYS = {"id", "key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires",
              "attrs", "state", "attempts", "epoch", "created", "updated", "lease", "result", "error", "consumed",
-             "parked_at"}
+             "parked_at", "pending_since"}
 STATS_KEYS = {"now", "tasks", "modules", "oldest_pending_age", "ready", "delayed", "leases", "next_due_in",
               "quota", "accounts", "broker", "idle"}
 BROKER_KEYS = {"pid", "uptime", "requests", "batches", "mean_batch", "errors", "map_size", "map_used", "map_full",
-               "last_event_seq", "dropped_replies"}
+               "last_event_seq", "dropped_replies", "storage"}
+STORAGE_KEYS = {"map_size", "map_used", "map_ceiling", "disk_free", "disk_total", "refusing", "since",
+                "growth_per_day", "days_until_full"}
 WINDOW_KEYS = {"spec", "kind", "limit", "used", "remaining", "by_module", "reserves", "period_start", "resets_at"}
 
 
@@ -74,6 +77,7 @@ def test_status_table_and_json(make_broker):
     s = run_json(broker, "status")
     assert set(s) == STATS_KEYS and s["idle"] is None
     assert set(s["broker"]) == BROKER_KEYS
+    assert set(s["broker"]["storage"]) == STORAGE_KEYS and s["broker"]["storage"]["refusing"] is None
     assert s["tasks"]["PENDING"] == 2 and s["tasks"]["RUNNING"] == 1 and s["tasks"]["total"] == 3
     assert s["modules"]["explorer"] == {"PENDING": 1, "RUNNING": 1}
     assert s["modules"]["documenter"] == {"PENDING": 1}
@@ -321,7 +325,8 @@ def test_admin_compact(broker, client):
     ids = submit_n(client, 3)
     for tid in ids:
         lease = client.lease("w1", "acct-a", modes=["standard"], task_id=tid)
-        client.complete(tid, lease["epoch"], {"text": "an answer " * 800})
+        # incompressible: the broker compresses large values, and the bodies must fill pages to be freed
+        client.complete(tid, lease["epoch"], {"text": random.Random(tid).randbytes(4000).hex()})
     client.txn("explorer", [{"op": "ack", "task_id": tid} for tid in ids[:2]])  # the third is not acked yet
 
     d = run_json(broker, "admin", "compact", "--older-than", "0s")

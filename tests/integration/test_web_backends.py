@@ -152,6 +152,19 @@ def test_a_new_conversation_whose_first_task_is_turn_1_starts_a_chat_then_contin
 
 
 @both
+def test_a_later_turn_of_a_conversation_handed_off_here_opens_a_new_chat(providers, site, skin):
+    # the conversation ran turns 0-2 on another account (services/broker/ops_handoff.py): this account
+    # never held it, so it starts a new chat (the prompt carries its own context) instead of failing
+    p = providers[skin]
+    reply = send(p, turn("turn three, with its own context", conversation=f"moved-{skin}", index=3))
+    assert reply.text.startswith(f"Stand-in {skin} answer") and reply.meta["url"]
+    assert p.store.handle(f"moved-{skin}")["url"] == reply.meta["url"]
+    nxt = send(p, turn("turn four", conversation=f"moved-{skin}", index=4))   # and then continues that chat
+    assert nxt.meta["url"] == reply.meta["url"]
+    assert [e.index for e in p.store.turns(f"moved-{skin}")] == [3, 4]
+
+
+@both
 def test_long_thinking_with_a_false_early_finish_returns_the_real_answer(providers, site, skin):
     p = providers[skin]
     started = time.monotonic()

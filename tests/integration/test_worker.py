@@ -411,3 +411,25 @@ def test_bad_account_settings_exit_with_the_config_code(make_env):
     proc = env.worker("a")
     wait_for(lambda: not proc.alive(), 15, what="the worker to exit")
     assert proc.proc.returncode == ExitCode.CONFIG and "sede" in proc.log()
+
+
+def test_a_turn_handed_off_to_another_account_starts_a_new_conversation_there(make_env):
+    env = make_env({"a": sim(), "b": sim()}, scheduler={"conversation_handoff": 1.0})
+    _, ident_a = ready_worker(env, "a")
+    _, ident_b = ready_worker(env, "b")
+    conv = {"conversation": "thread-9"}
+    t0 = env.client.submit("thread-9#0", "explorer", "explorer.explore", {"prompt": "turn 0", "turn": 0},
+                           requires=conv)["task"]["id"]
+    assert run_task(env, ident_a, t0)["outcome"] == "done"
+    env.client.call("account_pause", account="a", reason="login expired")
+    t1 = env.client.submit("thread-9#1", "explorer", "explorer.explore", {"prompt": "turn 1", "turn": 1},
+                           requires=conv)["task"]["id"]
+    refused = run_task(env, ident_b, t1)       # before the hand-off time: the conversation stays on a
+    assert refused["outcome"] == "declined" and "lives on account a" in refused["message"]
+    time.sleep(1.2)
+    assert run_task(env, ident_b, t1)["outcome"] == "done"
+    got = env.client.get(t1)
+    assert got["state"] == "DONE" and got["served"]["account"] == "b"
+    assert got["conversation"]["account"] == "b" and got["conversation"]["handoffs"][0]["from"] == "a"
+    served = served_requests(env.sim_log("b"))
+    assert len(served) == 1 and served[0]["task_id"] == t1 and got["result"]["text"] == served[0]["reply"]

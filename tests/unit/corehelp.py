@@ -35,8 +35,8 @@ class CoreHarness:
 
     @classmethod
     def make(cls, root: Path, broker: dict | None = None, quotas: dict | None = None,
-             clock: FakeClock | None = None) -> "CoreHarness":
-        return cls(root, write_config(root, broker, quotas), clock)
+             clock: FakeClock | None = None, scheduler: dict | None = None) -> "CoreHarness":
+        return cls(root, write_config(root, broker, quotas, scheduler), clock)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -126,13 +126,13 @@ def expect_error(name: str, fn, *args, **kwargs) -> FanoError:
 
 @pytest.fixture
 def make_core(tmp_path):
-    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...))``; each in its own directory."""
+    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...), scheduler={...})``; each in its own directory."""
     made = []
 
-    def factory(broker=None, quotas=None, clock=None):
+    def factory(broker=None, quotas=None, clock=None, scheduler=None):
         root = tmp_path / f"core{len(made)}"
         root.mkdir()
-        h = CoreHarness.make(root, broker, quotas, clock)
+        h = CoreHarness.make(root, broker, quotas, clock, scheduler)
         made.append(h)
         return h
 
@@ -149,14 +149,13 @@ def core(make_core):
 def check_indices(h: CoreHarness) -> dict[str, int]:
     """Assert that every index agrees with the task records; returns the count of tasks per state."""
     from services.broker import schema as S
-    from shared.protocol import unpack_value
 
     dbs = h.storage.dbs
     with h.storage.env.begin() as txn:
         def keys(db):
             return [bytes(k) for k in txn.cursor(db=dbs[db]).iternext(keys=True, values=False)]
 
-        tasks = {S.from_u64(bytes(k)): unpack_value(v) for k, v in txn.cursor(db=dbs["tasks"])}
+        tasks = {S.from_u64(bytes(k)): S.decode_value(v) for k, v in txn.cursor(db=dbs["tasks"])}
         by_state: dict[str, int] = {}
         for tid, t in tasks.items():
             by_state[t["state"]] = by_state.get(t["state"], 0) + 1

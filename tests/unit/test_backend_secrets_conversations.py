@@ -149,3 +149,48 @@ def test_recorded_matches_the_turn_position_and_prompt(tmp_path):
     import dataclasses
     assert store.recorded(dataclasses.replace(turn, prompt="something else")) is None
     assert store.recorded(dataclasses.replace(turn, turn_index=3)) is None
+
+
+def test_a_transcript_file_is_compacted_to_one_record_per_text(tmp_path):
+    from services.backends import conversations as C
+    store = ConversationStore(tmp_path / "conv")
+    key = "explorer:t9"
+    store.set_handle(key, url="http://x/c/9")
+    big = "p" * 5000
+    for i in range(1, 9):
+        store.set_handle(key, sent_turn=i)                 # a web worker's handle changes every turn
+        store.mark_sent(key, i, f"{i} {big}")
+        if i == 3:
+            store.record_reply(key, i, f"{i} {big}", "partial", )   # re-read after reconciliation
+        store.record_reply(key, i, f"{i} {big}", f"answer {i} " + "r" * 3000)
+    store.mark_sent(key, 9, f"9 {big}")                     # in flight: its mark must survive
+    path = store._path(key)
+    once = 8 * (5002 + 3009 + 200) + 5002 + 200           # each prompt and answer once, plus the mark in flight
+    appended = once + 8 * (5002 + 200) + 5202 + 8 * 100    # what plain appends wrote (~120 KB)
+    assert appended > 1.5 * once and path.stat().st_size < once * 4 / 3   # superseded records < a quarter
+    assert store.compact(key, min_bytes=0, min_saving=0)
+    lines = path.read_text().splitlines()
+    assert [line.count('"type":"turn"') for line in lines].count(1) == 8
+    assert [line.count('"type":"sent"') for line in lines].count(1) == 1       # only the turn in flight
+    fresh = ConversationStore(tmp_path / "conv")
+    assert [(e.index, e.reply[:8]) for e in fresh.turns(key)] == [(i, f"answer {i}"[:8]) for i in range(1, 9)]
+    assert fresh.handle(key) == {"url": "http://x/c/9", "sent_turn": 8}
+    assert fresh.was_sent(key, 9) and fresh.reply(key, 9) is None and fresh.reply(key, 3).startswith("answer 3")
+    assert not list((tmp_path / "conv").glob("*.tmp"))
+    # small files are left alone
+    store.record_reply("explorer:small", 1, "q", "a")
+    assert not store.compact("explorer:small") and C.COMPACT_MIN_BYTES > 1000
+
+
+def test_idle_conversation_files_are_pruned_after_their_retention(tmp_path):
+    import os
+    import time
+    store = ConversationStore(tmp_path / "conv")
+    store.record_reply("explorer:old", 1, "q", "a")
+    store.record_reply("explorer:new", 1, "q", "a")
+    old = time.time() - 31 * 86400
+    os.utime(store._path("explorer:old"), (old, old))
+    (tmp_path / "conv" / "x.jsonl.tmp").write_text("torn rewrite")   # a rewrite cut off by a crash
+    fresh = ConversationStore(tmp_path / "conv")                     # a worker start prunes
+    assert fresh.turns("explorer:old") == [] and fresh.reply("explorer:new", 1) == "a"
+    assert not (tmp_path / "conv" / "x.jsonl.tmp").exists()

@@ -26,6 +26,7 @@ def test_defaults_and_relative_paths(tmp_path):
     cfg = load_config(write(tmp_path, ""))
     assert cfg.run_dir == tmp_path / "var" / "run"
     assert cfg.broker.map_size == 1024**3
+    assert cfg.broker.map_ceiling == 64 * 1024**3 and cfg.broker.disk_reserve == 1024**3
     assert cfg.broker_endpoint == f"ipc://{tmp_path}/var/run/broker.sock"
 
 
@@ -34,6 +35,9 @@ def test_defaults_and_relative_paths(tmp_path):
     ("[brokr]\n", "brokr"),
     ("[broker]\nlease_ttl = 'long'\n", "lease_ttl"),
     ("[broker]\nmap_size = '1MiB'\nheadroom = '2MiB'\n", "headroom"),
+    ("[broker]\nmap_size = '2GiB'\nmap_ceiling = '1GiB'\n", "map_ceiling"),
+    ("[broker]\nmap_ceiling = '2TiB'\n", "map_ceiling"),
+    ("[broker]\ndisk_reserve = 'lots'\n", "broker.disk_reserve: not a size"),
     ('[quotas.acct.deep]\nwindows = ["20/fortnight"]\n', "quotas.acct.deep"),
     ('[quotas.acct.deep]\nlimit = 5\n', "windows"),
     ("not toml = = =", "fano.toml"),

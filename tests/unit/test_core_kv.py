@@ -299,10 +299,11 @@ def fill(core, limit=200) -> int:
 
 
 def test_map_full_refuses_new_work_serves_running_work_and_grows(make_core):
-    core = make_core(broker={"map_size": "2MiB", "headroom": "512KiB"})
+    core = make_core(broker={"map_size": "2MiB", "headroom": "512KiB", "map_ceiling": "2MiB"})
     running = [core.submit(f"r{i}")["task"]["id"] for i in range(2)]
     leases = [core.lease(worker=f"w{i}") for i in range(2)]
     parked = core.submit("p", max_attempts=1)["task"]["id"]
+    lease = core.lease(task_id=parked)
     accepted = fill(core)
     assert accepted > 3
     assert core.call("stats")["broker"]["map_full"] is True
@@ -315,7 +316,9 @@ def test_map_full_refuses_new_work_serves_running_work_and_grows(make_core):
     core.call("fail", id=running[1], epoch=leases[1]["epoch"], error_class="transient", message="x")
     assert core.get(running[0])["state"] == "DONE"
     assert len(core.call("list", limit=5)["tasks"]) == 5
-    lease = core.lease(task_id=parked)
+    # ... and no new work is leased: the scheduler is told when to ask again
+    refused = core.lease(worker="w9")
+    assert refused["task"] is None and "storage" in refused["reason"] and refused["retry_at"] > core.clock.world()
     core.call("fail", id=parked, epoch=lease["epoch"], error_class="terminal")
     core.call("cancel", id=running[1])
     expect_error("MAP_FULL", core.call, "retry", id=parked)
@@ -341,7 +344,7 @@ def test_grow_map_never_shrinks(core):
 
 
 def test_retried_request_is_answered_while_the_map_is_full(make_core):
-    core = make_core(broker={"map_size": "2MiB", "headroom": "512KiB"})
+    core = make_core(broker={"map_size": "2MiB", "headroom": "512KiB", "map_ceiling": "2MiB"})
     rid = protocol.new_id()
     task = {"key": "early", "module": "explorer", "kind": "ask"}
     first = core.call("submit", rid=rid, task=task)
@@ -350,26 +353,32 @@ def test_retried_request_is_answered_while_the_map_is_full(make_core):
 
 
 class _CommitFails:
-    """Wraps the LMDB environment so that the next outer (batch) commit fails with MDB_MAP_FULL."""
+    """Wraps the LMDB environment so that the next ``times`` outer (batch) commits fail with ``error``."""
 
-    def __init__(self, env):
+    def __init__(self, env, times=1, error=lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")):
         self._env = env
-        self.armed = True
+        self.times = times
+        self.error = error
 
     def __getattr__(self, name):
         return getattr(self._env, name)
 
     def begin(self, write=False, parent=None, **kw):
         txn = self._env.begin(write=write, parent=parent, **kw)
-        if write and parent is None and self.armed:
-            self.armed = False
-            return _FailingCommit(txn)
+        if write and parent is None and self.times > 0:
+            return _FailingCommit(txn, self)
         return txn
 
 
 class _FailingCommit:
-    def __init__(self, txn):
+    """A write transaction whose commit (the end of its ``with`` block) fails; abort() is left alone."""
+
+    def __init__(self, txn, env):
         self.txn = txn
+        self.env = env
+
+    def __getattr__(self, name):
+        return getattr(self.txn, name)
 
     def __enter__(self):
         return self.txn
@@ -377,22 +386,42 @@ class _FailingCommit:
     def __exit__(self, *exc):
         self.txn.abort()
         if exc[0] is None:
-            raise lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")
+            self.env.times -= 1
+            raise self.env.error
         return False
 
 
-def test_batch_commit_map_full_answers_everyone_with_their_cid(core):
+def _submits(n):
+    return [protocol.Request("submit", f"cid-{i}", {"task": {"key": f"k{i}", "module": "explorer", "kind": "ask"}},
+                             protocol.new_id()) for i in range(n)]
+
+
+def test_a_batch_commit_that_fills_the_map_below_the_ceiling_grows_it_and_applies_the_batch(core):
     core.submit("before")
+    size = core.core.map_size
     core.core.env = _CommitFails(core.core.env)
-    reqs = [protocol.Request("submit", f"cid-{i}", {"task": {"key": f"k{i}", "module": "explorer", "kind": "ask"}},
-                             protocol.new_id()) for i in range(3)]
+    replies = core.batch([protocol.encode_request(r) for r in _submits(3)])
+    assert [r.ok for r in replies] == [True] * 3   # run again after the map grew: applied once
+    assert core.core.map_size == 2 * size and not core.core.nearly_full()
+    assert [t["key"] for t in core.call("list")["tasks"]] == ["before", "k0", "k1", "k2"]
+
+
+@pytest.mark.parametrize("error, code", [(lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL"), "MAP_FULL"),
+                                         (lmdb.Error("mdb_txn_commit: Input/output error"), "DISK_FULL")])
+def test_a_batch_whose_commit_fails_twice_answers_everyone_with_their_cid(make_core, error, code):
+    core = make_core(broker={"map_size": "2MiB", "headroom": "256KiB", "map_ceiling": "2MiB"})
+    core.submit("before")
+    core.core.env = _CommitFails(core.core.env, times=2, error=error)
+    reqs = _submits(3)
     frames = [protocol.encode_request(r) for r in reqs] + [[b"garbage"]]
     replies = core.batch(frames)
-    assert [r.error["name"] for r in replies] == ["MAP_FULL"] * 4
+    assert [r.error["name"] for r in replies] == [code] * 4
     assert [r.cid for r in replies] == ["cid-0", "cid-1", "cid-2", None]
-    # nothing of the batch happened; the next batch (commit works again) applies a retry once
+    # nothing of the batch happened; once storage has room again (a re-check), a retry is applied once
     assert [t["key"] for t in core.call("list")["tasks"]] == ["before"]
     core.core.map_full = False
+    core.core.capacity.write_error = None
+    core.core.capacity.after_batch(force=True)
     again = core.batch([protocol.encode_request(reqs[0])])
     assert again[0].ok and again[0].result["created"]
 

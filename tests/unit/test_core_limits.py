@@ -56,7 +56,7 @@ def test_grow_map_beyond_the_cap_is_refused_and_the_core_keeps_serving(core):
 
 
 def test_grow_map_beyond_the_free_disk_space_is_refused(core, monkeypatch):
-    monkeypatch.setattr(core_module, "free_bytes", lambda path: 2**20)
+    monkeypatch.setattr(core_module, "disk_space", lambda path: (2**20, 2**30))
     on_disk = (core.core.storage.path / "data.mdb").stat().st_size
     size = core.core.map_size
     exc = expect_error("BAD_ARGUMENT", core.call, "grow_map", size=max(size, on_disk) + 4 * 2**20)
@@ -68,7 +68,7 @@ def test_grow_map_beyond_the_free_disk_space_is_refused(core, monkeypatch):
 def test_a_size_lmdb_cannot_map_is_refused_and_the_environment_reopened(core, monkeypatch):
     # past the cap and the disk check, LMDB itself fails (mmap: ENOMEM) and py-lmdb closes the env
     monkeypatch.setattr(core_module, "MAX_MAP_SIZE", 1 << 63)
-    monkeypatch.setattr(core_module, "free_bytes", lambda path: 1 << 63)
+    monkeypatch.setattr(core_module, "disk_space", lambda path: (1 << 63, 1 << 63))
     ids = [core.submit(f"k{i}")["task"]["id"] for i in range(3)]
     lease = core.lease(task_id=ids[0])
     seq = core.call("stats")["broker"]["last_event_seq"]

@@ -1,6 +1,9 @@
 """Task retention: acked DONE/CANCELLED tasks lose their bodies after broker.task_retention, nothing else does."""
 from __future__ import annotations
 
+import random
+import string
+
 from shared import protocol
 
 from services.broker import ops_retention
@@ -13,18 +16,28 @@ RETENTION = 3600.0
 BODY = 6000  # bytes of prompt and of answer: a task's bodies span overflow pages, as real ones do
 
 
+def text(tag: str, size: int = BODY) -> str:
+    """``size`` characters that compress little (the broker compresses large values; a repeated letter
+    would shrink to nothing and the bodies would no longer fill pages as real ones do)."""
+    rng = random.Random(tag)
+    return "".join(rng.choices(string.ascii_letters + string.digits, k=size))
+
+
+P, R = text("p"), text("r")
+
+
 def settle(h, key: str, ack: bool = True, module: str = "explorer", size: int = BODY) -> int:
     """Submit, lease and complete a task with large bodies; ack it as its module would. Returns its id."""
-    tid = h.submit(key, module=module, payload={"prompt": "p" * size}, attrs={"seed_priority": 2})["task"]["id"]
+    tid = h.submit(key, module=module, payload={"prompt": text("p", size)}, attrs={"seed_priority": 2})["task"]["id"]
     lease = h.lease(task_id=tid)
-    h.call("complete", id=tid, epoch=lease["epoch"], result={"text": "r" * size})
+    h.call("complete", id=tid, epoch=lease["epoch"], result={"text": text("r", size)})
     if ack:
         h.call("txn", module=module, ops=[{"op": "ack", "task_id": tid}])
     return tid
 
 
 def park(h, key: str) -> int:
-    tid = h.submit(key, max_attempts=1, payload={"prompt": "p" * BODY})["task"]["id"]
+    tid = h.submit(key, max_attempts=1, payload={"prompt": P})["task"]["id"]
     lease = h.lease(task_id=tid)
     h.call("fail", id=tid, epoch=lease["epoch"], error_class="terminal", message="deterministic")
     return tid
@@ -67,7 +80,7 @@ def test_unacked_done_task_is_kept_until_its_module_acks(make_core):
     tid = settle(h, "k1", ack=False)
     housekeep(h, 10 * RETENTION)
     t = h.get(tid)
-    assert not t.get("compacted") and t["result"] == {"text": "r" * BODY}
+    assert not t.get("compacted") and t["result"] == {"text": R}
     assert [x["id"] for x in h.call("unconsumed", module="explorer")["tasks"]] == [tid]
     # retention counts from the ack (the task's last update), not from completion
     h.call("txn", module="explorer", ops=[{"op": "ack", "task_id": tid}])
@@ -84,7 +97,7 @@ def test_parked_task_is_never_compacted_until_cancelled(make_core):
     housekeep(h, 10 * RETENTION)
     assert h.call("compact", older_than=0)["compacted"] == 0
     t = h.get(tid)
-    assert t["state"] == "PARKED" and not t.get("compacted") and t["payload"] == {"prompt": "p" * BODY}
+    assert t["state"] == "PARKED" and not t.get("compacted") and t["payload"] == {"prompt": P}
     assert h.call("retry", id=tid)["state"] == "PENDING"  # an operator can still retry it
     # a dead letter the operator cancels (already acked) becomes eligible from the cancellation on
     tid2 = park(h, "dead2")
@@ -98,7 +111,7 @@ def test_parked_task_is_never_compacted_until_cancelled(make_core):
 
 def test_cancelled_task_is_compacted_once_acked(make_core):
     h = make_core(broker={"task_retention": RETENTION})
-    tid = h.submit("c", payload={"prompt": "p" * BODY})["task"]["id"]
+    tid = h.submit("c", payload={"prompt": P})["task"]["id"]
     h.call("cancel", id=tid, reason="not needed")
     housekeep(h, 2 * RETENTION)
     assert not h.get(tid).get("compacted")  # its module may still read the payload to handle the cancellation
@@ -135,7 +148,7 @@ def test_resubmitting_the_key_of_a_compacted_task_returns_it(make_core):
     h = make_core(broker={"task_retention": RETENTION})
     tid = settle(h, "k1")
     housekeep(h, RETENTION + 1)
-    again = h.submit("k1", payload={"prompt": "p" * BODY}, attrs={"seed_priority": 2})
+    again = h.submit("k1", payload={"prompt": P}, attrs={"seed_priority": 2})
     assert again["created"] is False and again["requeued"] is False
     assert again["task"]["id"] == tid and again["task"]["state"] == "DONE" and again["task"]["compacted"]
     # the payload's fingerprint outlives the payload: another payload under the key still conflicts
@@ -143,7 +156,7 @@ def test_resubmitting_the_key_of_a_compacted_task_returns_it(make_core):
     assert exc.details == {"id": tid, "key": "k1"}
     # a module re-proposing it in a transaction gets the existing task; replaying its ack is a no-op
     sub = {"op": "submit", "task": {"key": "k1", "module": "explorer", "kind": "ask",
-                                    "payload": {"prompt": "p" * BODY}}}
+                                    "payload": {"prompt": P}}}
     assert h.call("txn", module="explorer", ops=[sub])["results"] == [
         {"id": tid, "created": False, "requeued": False, "state": "DONE"}]
     assert h.call("txn", module="explorer", ops=[{"op": "ack", "task_id": tid}]) == {
@@ -240,10 +253,10 @@ def run_rounds(h, start: int, rounds: int, per_round: int = 10) -> None:
     for r in range(start, start + rounds):
         keys = [f"t{r}-{i}" for i in range(per_round)]
         subs = batch("submit", [{"task": {"key": k, "module": "explorer", "kind": "ask",
-                                          "payload": {"prompt": "p" * BODY}}} for k in keys])
+                                          "payload": {"prompt": P}}} for k in keys])
         ids = [s["task"]["id"] for s in subs]
         leases = batch("lease", [{"worker": "w1", "account": "acct", "task_id": t} for t in ids])
-        batch("complete", [{"id": t, "epoch": lz["epoch"], "result": {"text": "r" * BODY}}
+        batch("complete", [{"id": t, "epoch": lz["epoch"], "result": {"text": R}}
                            for t, lz in zip(ids, leases)])
         batch("txn", [{"module": "explorer", "ops": [{"op": "ack", "task_id": t} for t in ids]}])
         h.clock.advance(60)

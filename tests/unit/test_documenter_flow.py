@@ -136,6 +136,22 @@ def test_agreement_then_draft_then_approval_appends_the_section():
     assert pending(run, C.PLAN) == []             # nothing left to plan
 
 
+def test_a_finished_job_is_working_data_and_its_expiry_changes_nothing():
+    run = Run()
+    run.bless("x", "The Fano plane has 21 flags.")
+    run.bless("y", "Each point of the Fano plane lies on three lines.")
+    j = incorporate(run, "x")
+    assert j["stage"] == "done" and M.job_key("x") in run.store.working
+    plan_once(run, "INCORPORATE\nINSIGHT_ID: y")
+    assert job(run, "y")["stage"] == "evaluate" and M.job_key("y") not in run.store.working  # live work: kept
+    assert M.incorporated_key("x") not in run.store.working and "sections/s0001" not in run.store.working
+    before = run.doc().sections
+    run.store.data.pop(M.job_key("x"))            # the broker's working_retention deleted it
+    run.propose()
+    assert [s for s in pending(run, C.PLAN) if "x" in s["payload"]["insight_ids"]] == []  # not planned again
+    assert run.doc().sections == before
+
+
 def test_disagreement_is_a_dispute_and_three_wait_for_a_human():
     run = Run()
     run.bless("x", "The Fano plane has 21 flags.")

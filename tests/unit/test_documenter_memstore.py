@@ -28,6 +28,7 @@ class MemStore:
         self.data: dict[str, tuple[int, object]] = {}
         self.tasks: dict[str, dict] = {}      # key -> task spec, in submission order
         self.txns = 0
+        self.working: set[str] = set()        # keys last put as working data (the broker expires them)
 
     def get(self, key):
         v, value = self.data.get(key, (0, None))
@@ -58,6 +59,11 @@ class MemStore:
                 if old is None:
                     new_tasks[spec["key"]] = copy.deepcopy(spec)
         self.data = staged
+        for op in ops:
+            if op["op"] == "put" and op.get("working"):
+                self.working.add(op["key"])
+            elif op["op"] in ("put", "delete"):
+                self.working.discard(op["key"])
         self.tasks.update(new_tasks)
         self.txns += 1
 

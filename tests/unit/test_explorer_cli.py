@@ -64,6 +64,32 @@ def test_threads_and_insights(rig):
     text = ctl("threads", "show", tid).output
     assert "=== turn 1: EXPLORE" in text and "=== turn 2: CRITIQUE" in text and "=== SYNTHESIS" in text
     assert "ready because" in text and "=== INSIGHTS ===" in text
+    # an exchange stores its prompt by reference to the exchanges it quotes; --prompts shows it whole
+    stored = r.values(f"exchanges/{tid}/")
+    assert all("prompt" not in e and "prompt_ref" in e for e in stored)
+    assert sum(len(e["prompt_ref"]) for e in stored) < sum(len(r.client.get(e["task_id"])["payload"]["prompt"])
+                                                           for e in stored)
+    assert all("prompt" not in e and "prompt_ref" not in e for e in shown["exchanges"])
+    # nor its sections when its response gives them back; shown as before
+    assert [e for e in stored if "sections" in e] == [] and len(stored) == len(shown["exchanges"])
+    assert all(e["sections"] and "NEW_INSIGHTS" in shown["exchanges"][0]["sections"] for e in shown["exchanges"])
+    with_prompts = js("threads", "show", tid, "--prompts")["exchanges"]
+    first = with_prompts[0]
+    assert first["prompt"] and first["prompt"] == r.client.get(first["task_id"])["payload"]["prompt"]
+    assert [e["response"] for e in with_prompts] == [e["response"] for e in shown["exchanges"]]
+    assert "--- prompt ---\n" + first["prompt"] in ctl("threads", "show", tid, "--prompts").output
+    r.client.call("compact", older_than=0)  # task retention drops the payloads: the record keeps the prompts
+    assert js("threads", "show", tid, "--prompts")["exchanges"] == with_prompts
+    assert js("threads", "show", tid)["exchanges"] == shown["exchanges"]
+    # an exchange written before prompts were kept by reference: its own copy, else its task's payload
+    old = dict(stored[0], prompt="the old copy")
+    old.pop("prompt_ref")
+    r.client.txn(M.MODULE, [{"op": "put", "key": M.exchange_key(tid, 1), "value": old}])
+    assert js("threads", "show", tid, "--prompts")["exchanges"][0]["prompt"] == "the old copy"
+    old.pop("prompt")
+    r.client.txn(M.MODULE, [{"op": "put", "key": M.exchange_key(tid, 1), "value": old}])
+    assert js("threads", "show", tid, "--prompts")["exchanges"][0]["prompt"] is None    # its task was compacted
+    assert "(not kept: task" in ctl("threads", "show", tid, "--prompts").output
     decided = [i for i in js("insights", "ls")["insights"] if i["status"] in ("blessed", "rejected", "interesting")][0]
     text = ctl("insights", "show", decided["id"]).output
     assert "round 1 (v1)" in text and "outcome:" in text

@@ -217,3 +217,43 @@ def test_a_bad_settings_table_stops_the_module_with_the_config_exit_code(tmp_pat
     res = subprocess.run([sys.executable, "-m", "services", "explorer", "--config", str(path)], cwd=REPO,
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == ExitCode.CONFIG and "max_threads" in res.stderr
+
+
+def test_an_exchange_stores_its_sections_only_when_its_response_does_not_give_them_back():
+    import random
+    from services.backends import sim_answers as SA
+    from services.modules.explorer import parsers as PP
+    thread, task = {"id": "s.t1"}, {"id": 5, "requires": {}, "payload": {"prompt": "p"}}
+    for i in range(200):
+        k = 1 + i % 2
+        kind = "explorer.explore" if k == 1 else "explorer.critique"
+        rng = random.Random(i)
+        parsed = (PP.parse_explore if k == 1 else PP.parse_critique)(
+            SA.decorate(SA.answer(kind, {}, "p", "standard", rng), kind, rng, sloppy_rate=0.5))
+        ex = T.exchange_record(thread, k, parsed, task, {"account": "a"}, 1.0)
+        assert "sections" not in ex and "prompt" not in ex and T.exchange_sections(ex) == parsed["sections"]
+    # a bullet that reads like a tag would be parsed back differently: the sections are then stored
+    odd = {"response": "[NEW_INSIGHTS]\n- a\n[QUESTIONS]\n- b", "sections": {"NEW_INSIGHTS": ["a\n[QUESTIONS]", "b"]}}
+    ex = T.exchange_record(thread, 1, odd, task, {}, 1.0)
+    assert ex["sections"] == odd["sections"] and T.exchange_sections(ex) == odd["sections"]
+    assert T.exchange_sections({"role": "explore", "response": "no tags at all"}) is None
+
+
+def test_a_prompt_is_kept_by_reference_to_the_exchanges_it_quotes():
+    seeds = [{"id": "ax", "type": "axiom", "text": "The Fano plane has 7 points.", "priority": 5}]
+    thread = {"id": "s.t1", "seed_type": "question", "seed_text": "Why 168?", "priority": 5}
+    settings = M.ExplorerSettings()
+    previous = []
+    for k in range(1, 10):
+        task = dict(T.turn_task(thread, k, seeds, previous, ["a"], settings), id=k)
+        prompt = task["payload"]["prompt"]
+        parsed = {"response": f"[NEW_INSIGHTS]\n- claim {k} " + "x" * 2000, "sections": {"NEW_INSIGHTS": [f"claim {k}"]}}
+        ex = T.exchange_record(thread, k, parsed, task, {"account": "a"}, 1.0, previous)
+        assert "prompt" not in ex and T.exchange_prompt(ex, previous + [ex]) == prompt
+        if k > 1:   # the quoted exchanges are references: the record holds the template, not the quotes
+            assert len(ex["prompt_ref"]) < 2500 < len(prompt)
+        previous.append(ex)
+    assert T.resolve_prompt(previous[-1]["prompt_ref"], {}) is None                      # exchanges missing
+    assert T.prompt_ref("text with a \x1e separator", previous) is None                 # kept whole instead
+    ex = T.exchange_record(thread, 10, parsed, {"id": 10, "payload": {"prompt": "odd \x1e"}}, {}, 1.0, previous)
+    assert ex["prompt"] == "odd \x1e" and "prompt_ref" not in ex and T.exchange_prompt(ex, previous) == "odd \x1e"

@@ -105,7 +105,7 @@ def test_state_changed_behind_the_indices(core):
 
     def flip(txn, db):
         raw = txn.get(S.u64(2), db=db["tasks"])
-        task = protocol.unpack_value(raw)
+        task = S.decode_value(raw)
         task["state"] = "CANCELLED"
         txn.put(S.u64(2), protocol.pack_value(task), db=db["tasks"])
     v = _corrupt(core, flip)

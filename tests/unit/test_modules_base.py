@@ -2,13 +2,16 @@
 effect the broker refuses for good (REFUSED_EFFECT: a follow-up key conflicts or is parked, a bad
 argument, a missing or wrong-state task) is recorded visibly as an unusable result and acked, instead of
 being retried forever; a version conflict recomputes; anything else propagates."""
+import logging
 from types import SimpleNamespace
 
 import pytest
 
 from services.modules.base import REFUSED_EFFECT, Effect, ModuleService, Store
 from services.modules.parsing import ParseError
-from shared.clock import Clock
+import zmq
+
+from shared.clock import Clock, FakeClock
 from shared.errors import ErrorCode, FanoError
 
 
@@ -130,5 +133,61 @@ def test_an_unparsable_answer_is_recorded_with_the_ack(tmp_path):
     assert mod.apply(dict(TASK)) is True
     _, ops = ops_of(client.calls[0])
     assert ops[0]["key"] == "errors/000000000042" and "unusable answer: no RATING:" in ops[0]["value"]["error"]
+    assert ops[0]["working"] is True     # working data: the broker deletes it after broker.working_retention
     assert ops[-1]["task_id"] == 42 and mod.unusable == 1
     assert ops[-1]["unusable"] == ops[0]["value"]["error"]       # also shown on the task itself
+
+
+class RefusingClient(FakeClient):
+    """The unconsumed index answers ``refusals`` storage refusals first, then one settled task."""
+
+    def __init__(self, refusals):
+        super().__init__()
+        self.refusals = refusals
+        self.sweeps = 0
+
+    def unconsumed(self, module, after=None, limit=100):
+        self.sweeps += 1
+        if self.refusals:
+            self.refusals.pop(0)
+            raise FanoError(ErrorCode.DISK_FULL, "the disk is full")
+        return {"tasks": [dict(TASK)], "next": None}
+
+
+def test_a_storage_refusal_backs_the_module_off_instead_of_ending_it(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    client = RefusingClient([1, 2])
+    mod = Mod(client, tmp_path)
+    mod.clock = FakeClock()
+    mod.plan_interval = mod.sweep_interval = 1000.0
+    mod._next_plan = mod._next_sweep = mod._backoff_until = 0.0
+    mod._refused = None
+    ctx = zmq.Context()
+    mod.sub = ctx.socket(zmq.SUB)
+    try:
+        mod.loop()                                   # refused: no exception, the module waits
+        assert client.sweeps == 1 and mod.applied == 0
+        mod.clock.advance(mod.storage_backoff / 2)
+        mod.loop()                                   # still backing off: the broker is left alone
+        assert client.sweeps == 1
+        mod.clock.advance(mod.storage_backoff / 2)
+        mod.loop()                                   # refused again: one more back-off, no second warning
+        assert client.sweeps == 2
+        mod.clock.advance(mod.storage_backoff)
+        mod.loop()                                   # accepted: the missed result is applied from the index
+        assert client.sweeps == 3 and mod.applied == 1
+        assert caplog.text.count("broker refuses new work (DISK_FULL") == 1
+        assert "accepts this module's work again" in caplog.text
+    finally:
+        mod.sub.close(linger=0)
+        ctx.term()
+
+
+def test_other_broker_errors_still_end_the_loop(tmp_path):
+    client = RefusingClient([])
+    client.unconsumed = lambda *a, **k: (_ for _ in ()).throw(FanoError(ErrorCode.INTERNAL, "bug"))
+    mod = Mod(client, tmp_path)
+    mod._next_plan = mod._next_sweep = mod._backoff_until = 0.0
+    mod._refused = None
+    with pytest.raises(FanoError):
+        mod.loop()

@@ -366,3 +366,19 @@ def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(ma
     svc.client.txn("researcher", [Store.put("observed/documenter/s0001", {"version": 1, "at": 100.0}),
                                   Store.put("observed/documenter/s0002", {"version": 1, "at": 100.0})])
     assert observe_and_close(svc) == ["documenter/s0002/2"]
+
+
+def test_page_text_becomes_working_data_once_its_source_is_decided(make_svc, broker):
+    from ops.snapshot import load_snapshot
+    svc = make_svc(trusted_domains={"a.example": 90})
+
+    def expiry(sid):
+        return (load_snapshot(broker.data_dir).kv.get(("researcher", M.k_content(sid))) or {}).get("exp")
+    waiting = fetched(svc, URL_B)
+    assert get(svc, M.k_content(waiting)) and expiry(waiting) is None   # the evaluation prompts need it
+    sid = run_source(svc, URL_A)
+    assert get(svc, M.k_source(sid))["status"] == "extracted" and expiry(sid) is not None
+    assert load_snapshot(broker.data_dir).kv[("researcher", M.k_source(sid))].get("exp") is None  # the record
+    ignored = run_source(svc, "https://c.example/page", score=5)
+    assert get(svc, M.k_source(ignored))["status"] == "ignored" and expiry(ignored) is not None
+    assert expiry(waiting) is None

@@ -417,6 +417,18 @@ def test_intent_and_failure_reports_are_retried_too():
         assert len(rids) == 1
 
 
+@pytest.mark.parametrize("code", [ErrorCode.MAP_FULL, ErrorCode.DISK_FULL])
+def test_a_storage_refusal_of_a_result_is_retried_with_the_same_rid(code):
+    # the broker is short of storage: it resumes by itself, so the answer is delivered, not thrown away
+    full = FanoError(code, "storage is full")
+    broker = FakeBroker(turn_begin=[full, {"id": 7, "epoch": 4}], complete=[full, full, {"id": 7, "state": "DONE"}])
+    out, sleeps = run(broker, FakeProvider())
+    assert out.outcome == "done" and len(sleeps) == 3
+    for cmd, n in (("turn_begin", 2), ("complete", 3)):
+        rids = [rid for c, rid, _ in broker.calls if c == cmd]
+        assert len(rids) == n and len(set(rids)) == 1
+
+
 def test_a_worker_that_exits_stops_retrying_delivery():
     broker, job = FakeBroker(complete=[BrokerUnavailable("down")]), Job(7, 30.0)
     runner = TurnRunner(FakeProvider(), broker, "backend-a", "a", "sim", ["standard"],

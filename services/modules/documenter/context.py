@@ -27,7 +27,15 @@ class Env:
     now: float
     accounts: list = field(default_factory=list)   # account names, for evaluation panels
     settings: Settings = field(default_factory=Settings)
+    capacity: object = None           # a zero-argument callable giving a capacity.Capacity, or None
     _waiting: int | None = field(default=None, init=False, repr=False, compare=False)
+    _cap: object = field(default=None, init=False, repr=False, compare=False)
+
+    def cap(self):
+        """The accounts' headroom for the documenter (read at most once per Env), or None when unknown."""
+        if self._cap is None and self.capacity is not None:
+            self._cap = self.capacity()
+        return self._cap
 
     def insights(self) -> dict[str, dict]:
         """Every well-formed insight the explorer has, by id (read defensively: it is another

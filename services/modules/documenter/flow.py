@@ -5,7 +5,8 @@ what it is about)::
 
     documenter.plan         documenter.plan/<seq>                       {seq, insight_ids}
     documenter.evaluate     documenter.evaluate/<insight>/<run>/<slot>  {insight_id, run, evaluator}
-                            (+ requires.backends = [account] when several accounts exist)
+                            (+ requires.backends = [account] when several accounts exist;
+                            the key ends ``@<account>`` once the slot moved, :mod:`.seats`)
     documenter.draft        documenter.draft/<insight>/<run>/<round>    {insight_id, run, round, topic}
     documenter.exposition   documenter.exposition/<insight>/<run>/<round> {insight_id, run, round, reviewer}
 
@@ -15,7 +16,9 @@ pipelines run. ``WAIT`` holds planning until the candidates or the document chan
 passes. ``INCORPORATE`` starts the insight's pipeline, ``jobs/<insight>``::
 
     {"insight_id", "stage": "evaluate" | "draft" | "exposition" | "idle" | "needs_human" | "done" |
-     "duplicate", "run": n (one per attempt), "disputes": n, "slots": [{"name", "account"}],
+     "duplicate", "run": n (one per attempt), "disputes": n,
+     "slots": [{"name", "account", "replaced"?: [account], "dropped"?: true}] (:mod:`.seats`),
+     "replaced_tasks"?: [task id] (evaluations abandoned for lack of capacity, cancelled),
      "evals": {slot name: {"decision", "notes", "reasoning"}}, "round": 1 | 2, "draft": {...} | None,
      "notes": exposition revision notes | None, "similar": [[sid, score]], "section": sid | None,
      "last_reason", "history": [...], "updated"}
@@ -211,14 +214,12 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     if verdict == "duplicate":
         job.update(stage="duplicate", section=hits[0][0], updated=env.now)
         M.note(job, env.now, "duplicate", of=hits[0][0])
-        return [M.put(M.job_key(ident), job, if_version=jv),
+        return [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
                 M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
     run = int(job.get("run") or 0) + 1
-    chosen = env.settings.panel_accounts
-    allowed = [a for a in env.accounts if a in chosen] if chosen else env.accounts
-    slots = panel(allowed or env.accounts, ident, run, env.settings.evaluators)
+    slots = panel(panel_accounts(env), ident, run, env.settings.evaluators)
     job.update(stage="evaluate", run=run, slots=slots, evals={}, round=1, draft=None, notes=None,
                similar=[list(h) for h in hits], section=None, updated=env.now)
     M.note(job, env.now, "planned", run=run, by=task["id"] if task else None)
@@ -232,9 +233,34 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     for n, slot in enumerate(slots, 1):
         requires = {"backends": [slot["account"]]} if slot["account"] else None
         payload = {"prompt": prompt, "insight_id": ident, "run": run, "evaluator": slot["name"]}
-        ops.append({"op": "submit", "task": C.task(C.EVALUATE, C.task_key(C.EVALUATE, ident, run, n), payload,
+        ops.append({"op": "submit", "task": C.task(C.EVALUATE, slot_key(ident, run, n, slot), payload,
                                                    requires, hints), "force": False})
     return ops
+
+
+def panel_accounts(env) -> list[str]:
+    """The accounts a new evaluation panel is drawn from: ``panel_accounts`` (or every account); of
+    those, the ones with standard room now or within ``member_patience`` when at least two have it."""
+    chosen = env.settings.panel_accounts
+    allowed = ([a for a in env.accounts if a in chosen] if chosen else list(env.accounts)) or list(env.accounts)
+    cap = env.cap()
+    if cap is not None and cap.known:
+        ready = cap.usable(allowed, "standard", env.settings.member_patience)
+        if len(ready) >= 2:
+            return ready
+    return allowed
+
+
+def slot_key(ident: str, run: int, n: int, slot: dict) -> str:
+    """The task key of evaluation slot ``n`` (1-based); a slot given to another account
+    (:mod:`.seats`) carries ``@<account>``, so a late answer to its old task is stale."""
+    key = C.task_key(C.EVALUATE, ident, run, n)
+    return f"{key}@{slot['account']}" if slot.get("replaced") else key
+
+
+def active_slots(job: dict) -> list[dict]:
+    """The slots whose verdict counts (a slot left out for lack of capacity is ``dropped``)."""
+    return [s for s in job.get("slots") or [] if not s.get("dropped")]
 
 
 def _current(env, task: dict, stage: str):
@@ -273,15 +299,32 @@ def handle_evaluate(env, task: dict) -> list[dict]:
     if cur is None or slot in cur[1].get("evals", {}):
         return []
     jv, job = cur
+    if not _slot_task(job, task):
+        return []   # the slot moved to another account or was left out: a late answer to its old task
     if (stop := _withdrawn(env, jv, job)) is not None:
         return stop
     ev = parse_evaluation(C.answer_text(task))
     job["evals"] = {**job.get("evals", {}), slot: {"decision": ev.decision, "notes": ev.notes,
                                                    "reasoning": (ev.reasoning or "")[:1000], "task": task["id"]}}
     job["updated"] = env.now
-    if len(job["evals"]) < len(job.get("slots") or []):
+    return decide_evals(env, jv, job)
+
+
+def _slot_task(job: dict, task: dict) -> bool:
+    """Whether ``task`` is the current task of a counted evaluation slot (not one it had before)."""
+    name = (task.get("payload") or {}).get("evaluator")
+    for n, seat in enumerate(job.get("slots") or [], 1):
+        if seat["name"] == name:
+            return not seat.get("dropped") and task["key"] == slot_key(job["insight_id"], job["run"], n, seat)
+    return False
+
+
+def decide_evals(env, jv: int, job: dict) -> list[dict]:
+    """Once every counted slot has its verdict: all INCLUDE -> draft, else a dispute; before, just store."""
+    names = [s["name"] for s in active_slots(job)]
+    if any(n not in job.get("evals", {}) for n in names):
         return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
-    votes = [e["decision"] for e in job["evals"].values()]
+    votes = [job["evals"][n]["decision"] for n in names]
     if all(d == "INCLUDE" for d in votes):
         M.note(job, env.now, "evaluated", run=job["run"], votes=votes)
         return _draft(env, jv, job)
@@ -371,7 +414,7 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
     if verdict == "duplicate":   # another pipeline wrote the same claim while this one ran
         job.update(stage="duplicate", section=hits[0][0], updated=env.now)
         M.note(job, env.now, "duplicate", of=hits[0][0])
-        return [M.put(M.job_key(ident), job, if_version=jv),
+        return [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
                 M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
@@ -383,7 +426,7 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
                             f"incorporate insight {ident} as {sid}: {draft['title'][:80]}", env.now)
     job.update(stage="done", section=sid, updated=env.now)
     M.note(job, env.now, "incorporated", run=job["run"], section=sid, version=version)
-    return ops + [M.put(M.job_key(ident), job, if_version=jv),
+    return ops + [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
                   M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "section", "section": sid,
                                                     "version": version, "at": env.now, "run": job["run"]},
                         if_version=0)]
@@ -407,7 +450,7 @@ def unusable(env, task: dict, error: str) -> list[dict]:
         return [M.put(M.PLAN_STATE, new, if_version=pv), bump_mix(env, "plans")]
     stage = {C.EVALUATE: "evaluate", C.DRAFT: "draft", C.EXPOSITION: "exposition"}.get(kind)
     cur = _current(env, task, stage) if stage else None
-    if cur is None:
+    if cur is None or (kind == C.EVALUATE and not _slot_task(cur[1], task)):
         return []
     jv, job = cur
     return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, f"{stage}: {error}", env.settings.max_disputes),

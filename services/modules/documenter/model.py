@@ -18,6 +18,9 @@ version used for ``if_version`` checks, not a document version)::
     concepts/<slug>              {"name", "sections": [sid, ...]}: what the current sections establish
     comments/<cid>               an author comment (cli ``comments add``), see services.modules.documenter.upkeep
     jobs/<insight id>            the incorporation pipeline of one insight, see services.modules.documenter.flow
+                                 (working data once ``done`` or ``duplicate``: ``incorporated/`` and the
+                                 section's revision keep what it produced; deleted after
+                                 ``broker.working_retention``)
     incorporated/<insight id>    {"insight_id", "how": "section" | "duplicate", "section", "version", "at", "run"}
     plan/state                   the planning turn (flow), review/state: the section review in flight (upkeep)
     stats/mix                    {"plans": n, "reviews": n}: the share of section reviews in the work
@@ -82,10 +85,14 @@ def empty_head() -> dict:
     return {"version": 0, "manifest": [], "revs": {}, "next_section": 1, "updated": None}
 
 
-def put(key: str, value, if_version: int | None = None) -> dict:
+def put(key: str, value, if_version: int | None = None, working: bool = False) -> dict:
+    """``working``: working data the broker deletes ``broker.working_retention`` after this put (a finished
+    job's scratch; docs/storage.md)."""
     op = {"op": "put", "key": key, "value": value}
     if if_version is not None:
         op["if_version"] = if_version
+    if working:
+        op["working"] = True
     return op
 
 

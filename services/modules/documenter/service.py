@@ -8,23 +8,26 @@ change of the document it writes the Markdown export (``<data_dir>/document.md``
 ``$FANO_DOCUMENT_PATH``) atomically; the file's first line names the version it holds, so a module
 restarted between the commit and the export writes it again. Settings: ``[modules.documenter]`` in
 fano.toml (:mod:`services.modules.documenter.settings`: panel size, limits, how its tasks compete with
-exploration for the accounts).
+exploration for the accounts). Every ``SEAT_INTERVAL`` real seconds it moves evaluation slots blocked
+past ``member_patience`` (:mod:`.seats`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from shared.errors import ErrorCode, FanoError
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
+from services.modules import capacity as CAP
 from services.modules.base import Effect, ModuleService, Store
 from services.modules.parsing import ParseError
 
 from services.modules.documenter import context as C
-from services.modules.documenter import export, flow, upkeep
+from services.modules.documenter import export, flow, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
 
+SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots
 HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
             C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
             C.REVIEW_SECTION: upkeep.handle_review}
@@ -72,10 +75,15 @@ class DocumenterService(ModuleService):
         self.explorer = Store(self.client, "explorer")   # read only: never written by this module
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
+        self._next_seats = 0.0
+
+    def capacity(self) -> CAP.Capacity:
+        modes = {a.name: tuple(a.modes) for a in self.config.accounts}
+        return CAP.Capacity.read(self.client, self.module, modes, self.clock.world(), getattr(self, "log", None))
 
     def env(self) -> C.Env:
         return C.Env(self.store, self.explorer, self.clock.world(), [a.name for a in self.config.accounts],
-                     self.settings)
+                     self.settings, capacity=self.capacity)
 
     def handle(self, task: dict) -> Effect:
         handler = HANDLERS.get(task["kind"])
@@ -91,14 +99,37 @@ class DocumenterService(ModuleService):
         self.export_if_changed()
         for ops in proposals(self.env()):
             self._start(ops)
+        if self.clock.mono() >= getattr(self, "_next_seats", 0.0):
+            self._next_seats = self.clock.mono() + SEAT_INTERVAL
+            self.follow_capacity()
 
-    def _start(self, ops: list) -> None:
+    def follow_capacity(self) -> None:
+        """Move or leave out evaluation slots blocked past ``member_patience`` (:mod:`.seats`)."""
+        cap = self.capacity()
+        if not cap.known:
+            return
+        pending = CAP.pending(self.client, self.module)
+        moves, cancels = seats.follow(self.env(), cap, pending)
+        for ops, abandoned in moves:
+            if self._start(ops):
+                cancels.append(abandoned)
+        for tid in cancels:
+            try:
+                self.client.cancel(tid, reason="evaluation slot moved: its account was blocked past member_patience")
+            except BrokerUnavailable:
+                raise
+            except FanoError as exc:   # it started or settled meanwhile: its answer is stale anyway
+                self.log.info("task %s not cancelled: %s", tid, exc.message)
+
+    def _start(self, ops: list) -> bool:
         try:
             self.client.txn(self.module, ops)
+            return True
         except FanoError as exc:
             if exc.code != ErrorCode.CONDITION_FAILED:
                 raise
             self.log.info("proposal raced with another writer (%s); next pass re-reads", exc.message)
+            return False
 
     def export_if_changed(self) -> None:
         _, head = self.store.get(M.HEAD)

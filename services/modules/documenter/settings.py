@@ -11,6 +11,14 @@
     backlog_boosts = [[10, 15], [20, 30]]   # [blessed insights waiting, boost]: +15 above 10, +30 above 20
     comment_boost = 100             # attrs.comment_boost of address_comment tasks (the author's voice first)
     section_priority = 5            # seed-priority equivalent of a section review
+    member_patience = 300.0         # world seconds an evaluator's task may wait on an account without room
+
+**Following capacity** (:mod:`.seats`; headroom read from the broker, :mod:`services.modules.capacity`):
+a new evaluation panel is drawn from the panel accounts that have standard room now or within
+``member_patience`` (when at least two do; else from all of them, as before). An evaluator whose task
+has waited ``member_patience`` while its account has no room goes to a panel account that has room and
+is not on the panel; without one it is left out when two evaluators remain (all of those must still
+answer INCLUDE); else it waits.
 
 **How documenter work competes with exploration** (the scheduler adds ``seed_weight`` x
 ``attrs.seed_priority`` to every task, DESIGN.md §8). The explorer's tasks about an insight carry the
@@ -53,6 +61,7 @@ class Settings:
     backlog_boosts: tuple = ((10, 15), (20, 30))
     comment_boost: float = 100.0
     section_priority: int = 5
+    member_patience: float = 300.0
 
     @property
     def section_stale(self) -> float:
@@ -95,6 +104,8 @@ def settings_from_table(table: dict, where: str = "[modules.documenter]") -> Set
                 raise ConfigError(f"{at} must be > 0")
         elif key == "review_share":
             kw[key] = float(_number(value, at, high=1.0))
+        elif key == "member_patience":
+            kw[key] = float(_number(value, at, low=0.0))
         elif key == "comment_boost":
             kw[key] = float(_number(value, at, high=1e6))
         elif key == "panel_accounts":

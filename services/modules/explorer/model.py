@@ -9,10 +9,13 @@ Key layout (namespace ``explorer``)::
     threads/<thread_id>             Thread
     exchanges/<thread_id>/<k:03d>   Exchange k (1-based; odd k explore, even k critique)
     syntheses/<thread_id>           Synthesis
-    proposals/<thread_id>/<account> one panel member's extraction proposals
+    proposals/<thread_id>/<account> one panel member's extraction proposals (working data once consolidated)
     insights/<insight_id>           Insight            <- the documenter scans this prefix
     reviews/<insight_id>            Review
-    errors/<task_id:012d>           unusable answer / failed task (written by the module framework)
+    errors/<task_id:012d>           unusable answer / failed task (written by the module framework; working data)
+
+Working data is put with ``working`` and deleted by the broker ``broker.working_retention`` after its last
+put (docs/storage.md); everything else here is the research record, kept forever.
 
 Ids: seed ids match ``[a-z0-9][a-z0-9_-]{0,47}``; thread id ``<seed_id>.t<n>`` (n-th thread of the seed);
 insight id ``<thread_id>.i<n>`` (n-th consolidated insight of the thread).
@@ -24,14 +27,19 @@ insight id ``<thread_id>.i<n>`` (n-th consolidated insight of the thread).
 live tasks were last aligned with (see :mod:`.priorities`), "status": "active"|"ready"|"synthesised"|
 "extracted"|"paused"|"archived", "paused_from": the step a paused/archived thread is held in |None,
 "exchanges": int (applied turns), "critiques": int, "explore_account": str|None (the account holding the
-explore conversation), "profundity": float, "ready_reason": str|None, "attempt": int (re-asks of the current
-step), "panel": [account], "panel_settled": {account: "done"|"failed"}, "panel_retries": {account: n},
+explore conversation: the one that served its latest explore turn, so it follows a hand-off),
+"critic_account": str|None (the one that served the latest critique), "profundity": float, "ready_reason": str|None, "attempt": int (re-asks of the current
+step), "panel": [account], "panel_settled": {account: "done"|"failed"|"skipped"}, "panel_retries": {account: n},
+"panel_skipped": {account: task id} (members blocked past ``member_patience``, :mod:`.panels`),
 "panel_closed": bool (consolidation proposed), "synthesised_at", "insight_ids": [str], "extraction_note",
 "last_error": str|None, "pause_reason": str|None, "created_at", "updated_at"}``
 
 **Exchange** ``{"thread_id", "turn": k, "role": "explore"|"critique", "backend": account|None, "mode":
-"standard"|"deep"|None (None: the broker did not say), "mode_requested", "prompt", "response" (cleaned),
-"sections": {NAME: [bullet]}, "task_id", "at"}``
+"standard"|"deep"|None (None: the broker did not say), "mode_requested", "prompt_ref" (the prompt with
+each exchange it quotes replaced by a reference; or "prompt", whole, when that could not be done exactly,
+and in records written before), "response" (cleaned), "sections": {NAME: [bullet]} (only when parsing
+``response`` does not give them back), "task_id", "at"}``. Read the prompt and the sections with
+:func:`.threads.exchange_prompt` and :func:`.threads.exchange_sections`.
 
 **Synthesis** ``{"thread_id", "title", "summary", "content", "backend", "mode", "task_id", "at"}``
 
@@ -61,7 +69,7 @@ Corpus ids in ``dedup.candidates`` / ``duplicate_of``: an insight id, ``seed:<se
 
 **Review** (one per insight that entered the panel; see :mod:`.review` for the stages)::
 
-    {"insight_id", "panel": [{"reviewer", "account"}], "stage": "round1"|"mathcheck"|"round2"|
+    {"insight_id", "panel": [{"reviewer", "account", "replaced"?: [{"account", "step", "at"}]}], "stage": "round1"|"mathcheck"|"round2"|
      "round3_minority"|"round3_majority"|"round3_vote"|"done"|"stalled"|"stopped",
      "rounds": {"1"|"2"|"3": {"version", "responses": {reviewer: response}, "retries": {reviewer: n},
                               "dropped": [reviewer], "outcome": {"kind", "rating", "counts"}|None}},
@@ -70,7 +78,13 @@ Corpus ids in ``dedup.candidates`` / ``duplicate_of``: an insight id, ``seed:<se
      "math": {"verdict", "confidence", "claims": [...], "task_id", ...}|{"verdict": "skipped", "reason"}|None,
      "math_retries": int, "mind_changes": [{"reviewer", "round", "from", "to", "reason"}],
      "rewordings": [{"round", "by", "from_version", "to_version", "text", "rationale"}],
-     "outcome": {"rating", "status", "round", "reason", "disputed"}|None, "last_error", "created_at", "updated_at"}
+     "outcome": {"rating", "status", "round", "reason", "disputed"}|None, "last_error", "created_at", "updated_at",
+     "replacements"?: [{"reviewer", "step", "from", "to": account|None (left out of the step), "why", "task_id", "at"}]}
+
+A seat's ``account`` is the account serving it now; ``replaced`` lists the ones it had (a seat blocked past
+``member_patience`` moves to an account no other seat counted in the step uses,
+:func:`.review.replace_member`); its task keys
+then carry ``@<account>``.
 
 A review response: ``{"rating", "mode", "backend", "task_id", "at", ...the parsed fields of its kind}``.
 """
@@ -201,9 +215,24 @@ class ExplorerSettings:
     ``deep``: per kind, ``[mode, fallback]``: the mode asked for and whether the kind may run in standard
     mode when no deep quota is free (an explicit, recorded choice: never a silent downgrade). Explore
     asks for deep only after ``min_exchanges`` with profundity above the threshold.
+
+    Following capacity (which accounts have room is read from the broker, :mod:`services.modules.capacity`):
+
+    * ``max_active_threads`` counts the open threads that can move now. A thread whose every waiting task
+      can only run on accounts without room for it (its conversation's account out of quota, cooling
+      down or paused) does not count, so it never keeps a new seed off the accounts that have room; at
+      most ``max_waiting_threads`` such threads are held beside the active ones (then no new thread starts).
+    * A new extraction panel is the accounts with standard room now or within ``member_patience``; a new
+      review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
+    * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
+      waited ``member_patience`` world seconds while its account has no room for the mode it needs is
+      replaced by an account with room that no other seat counted in the step uses; without one it is left out of that step
+      (recorded), as long as two reviewers (one extractor) stay in play; else the step waits
+      (:mod:`.panels`).
     """
 
-    max_active_threads: int = 3
+    max_active_threads: int = 3           # open threads that can move now (see below)
+    max_waiting_threads: int = 3          # more open threads, each waiting only on an account without room
     min_exchanges: int = 4
     min_critiques: int = 2
     max_exchanges: int = 12
@@ -225,6 +254,7 @@ class ExplorerSettings:
     math_tags: tuple = MATH_TAGS
     max_retries: int = 2                  # re-asks (with a new key) after an unusable answer or a parked task
     extract_patience: float = 3600.0      # world seconds to wait for the last panel member's extraction
+    member_patience: float = 300.0        # world seconds a panel member's task may wait on a blocked account
     repair_interval: float = 30.0         # real seconds between re-derivations of every open step
     deep: dict = field(default_factory=lambda: {
         "explore": ["deep", True], "synthesis": ["deep", True], "review2": ["deep", False],
@@ -254,6 +284,8 @@ def settings_from_table(table: dict) -> ExplorerSettings:
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise SettingsError(f"[modules.explorer]: {key} must be {want.__name__}, got {value!r}")
+        if key in ("member_patience", "max_waiting_threads", "max_active_threads") and value < 0:
+            raise SettingsError(f"[modules.explorer]: {key} must be >= 0, got {value!r}")
         kw[key] = value
     return ExplorerSettings(**kw)
 

@@ -7,7 +7,8 @@
   human; a panel member's extraction counts as failed; a reviewer is dropped from that step; an LLM dedup
   check is recorded as unresolved and the insight goes to review; a math check is recorded as skipped.
 * The repair pass re-proposes every open step from stored state (deterministic keys and payloads, so
-  it is harmless when the task exists) and closes extraction panels that ran out of patience.
+  it is harmless when the task exists), closes extraction panels that ran out of patience, and replaces
+  panel members blocked past ``member_patience`` (:mod:`.panels`).
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ class Recovery:
                 insight = self.store.get(M.insight_key(review["insight_id"]))[1]
                 if insight and insight.get("status") == "pending":
                     self.submit_if_absent(R.open_tasks(review, insight, ctx))
+        self.follow_capacity()
         insights, known = self.values("insights/"), None
         self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
         for insight in insights:

@@ -155,6 +155,13 @@ def _account(review: dict, reviewer: str) -> str:
     return next(p["account"] for p in review["panel"] if p["reviewer"] == reviewer)
 
 
+def _seat_step(review: dict, reviewer: str, step: str) -> str:
+    """A seat's task key step; once the seat was given to another account (:func:`replace_member`) the
+    account is part of it, so the new task is a new key and a late answer to the old one is stale."""
+    seat = next(p for p in review["panel"] if p["reviewer"] == reviewer)
+    return f"{step}@{seat['account']}" if seat.get("replaced") else step
+
+
 def _deep(ctx: Ctx, account: str, step: str) -> dict:
     mode, fallback = ctx.settings.deep_for(step)
     if mode != "deep" or "deep" not in ctx.modes.get(account, ("standard", "deep")):
@@ -204,7 +211,8 @@ def round_task(review: dict, insight: dict, r: int, reviewer: str, ctx: Ctx) -> 
                "prompt": prompts.render(M.MODULE, template, **values)}
     if retry:
         payload["retry"] = retry
-    return M.task_spec(M.insight_task_key(insight["id"], f"review{r}:{reviewer}", retry), kind, payload,
+    return M.task_spec(M.insight_task_key(insight["id"], _seat_step(review, reviewer, f"review{r}:{reviewer}"), retry),
+                       kind, payload,
                        insight.get("priority"), requires)
 
 
@@ -222,11 +230,11 @@ def step_task(review: dict, insight: dict, step: str, ctx: Ctx, reviewer: str | 
     d = review["deliberation"]
     if step == "vote":
         retry = review["rounds"]["3"]["retries"].get(reviewer, 0)
-        key_step = f"review3:vote:{reviewer}"
+        key_step = _seat_step(review, reviewer, f"review3:vote:{reviewer}")
     else:
         reviewer = d[step]
         retry = d["retries"].get(step, 0)
-        key_step = f"review3:{step}"
+        key_step = _seat_step(review, reviewer, f"review3:{step}")
     account = _account(review, reviewer)
     r2 = review["rounds"]["2"]["responses"]
     arg, ans = d.get("argument") or {}, d.get("answer") or {}
@@ -381,6 +389,60 @@ def advance(review: dict, insight: dict, ctx: Ctx) -> list[dict]:
         review["rounds"]["3"]["outcome"] = tally(votes)
         decide(review, insight, after_round3(votes), 3, now)
     return []
+
+
+def seat_of(review: dict, task: dict) -> tuple[str, str | None]:
+    """(step, reviewer holding the seat) of a review task; round-3 speakers from the deliberation."""
+    step, reviewer = locate(task)
+    if step in ("round3_minority", "round3_majority") and review.get("deliberation"):
+        reviewer = review["deliberation"][step.split("_")[1]]
+    return step, reviewer
+
+
+def in_play(review: dict, step: str) -> list[str]:
+    """The reviewers a step still counts on: expected in it and not dropped."""
+    if step in ("round3_minority", "round3_majority"):
+        return [review["deliberation"][step.split("_")[1]]]
+    r = {"round1": 1, "round2": 2, "round3_vote": 3}[step]
+    rd = review["rounds"][str(r)]
+    expected = [p["reviewer"] for p in review["panel"]] if r == 1 else (
+        [p["reviewer"] for p in review["panel"] if p["reviewer"] in review["rounds"]["1"]["responses"]] if r == 2
+        else review["deliberation"]["voters"])
+    return [w for w in expected if w not in rd["dropped"]]
+
+
+def replace_member(review: dict, insight: dict, task: dict, candidates: list[str], why: str, ctx: Ctx) -> list | None:
+    """A seat whose task waited too long on an account without room: give the seat to the first of
+    ``candidates`` (accounts with room for the step) that no other seat counted in this step uses
+    (distinct models; the account of a seat left out of the round is free), and
+    return its new task; without one, leave the seat out of this step (recorded) when the step keeps at
+    least two reviewers (a round-3 speaker: the deliberation goes on without the statement), and advance;
+    else None (the step waits). Mutates both records; every change is logged in ``replacements``."""
+    step, reviewer = seat_of(review, task)
+    if step == "mathcheck" or reviewer is None:
+        return None
+    seat = next(p for p in review["panel"] if p["reviewer"] == reviewer)
+    # distinct models among the seats this step counts on; a seat left out earlier frees its account
+    counted = review["deliberation"]["voters"] if step.startswith("round3") else in_play(review, step)
+    taken = {p["account"] for p in review["panel"] if p["reviewer"] in counted or p["reviewer"] == reviewer}
+    new = next((a for a in candidates if a not in taken), None)
+    entry = {"reviewer": reviewer, "step": step, "from": seat["account"], "to": new, "why": why[:300],
+             "task_id": task.get("id"), "at": ctx.now}
+    if new is not None:
+        seat["replaced"] = list(seat.get("replaced") or []) + [{"account": seat["account"], "step": step, "at": ctx.now}]
+        seat["account"] = new
+        review.setdefault("replacements", []).append(entry)
+        review["updated_at"] = ctx.now
+        return [t for t in open_tasks(review, insight, ctx) if t["payload"].get("reviewer") == reviewer]
+    if step in ("round3_minority", "round3_majority"):
+        review["deliberation"]["argument" if step == "round3_minority" else "answer"] = {"dropped": True, "error": why}
+    else:
+        if len(in_play(review, step)) <= 2:
+            return None
+        review["rounds"][{"round1": "1", "round2": "2", "round3_vote": "3"}[step]]["dropped"].append(reviewer)
+    review.setdefault("replacements", []).append(entry)
+    review["updated_at"] = ctx.now
+    return advance(review, insight, ctx)
 
 
 def locate(task: dict) -> tuple[str, str | None]:

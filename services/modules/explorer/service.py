@@ -24,6 +24,7 @@ from services.modules.base import Effect, ModuleService, Store
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import parsers as P
+from services.modules.explorer.panels import Panels
 from services.modules.explorer import priorities as PR
 from services.modules.explorer import review as R
 from services.modules.explorer import seeds as S
@@ -32,7 +33,7 @@ from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recove
 from services.modules.explorer.state import Ops, StateReader
 
 
-class ExplorerService(StateReader, Recovery, ModuleService):
+class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     module = M.MODULE
 
     def initialize(self) -> None:
@@ -66,13 +67,18 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         k = task["payload"]["turn"]
         parsed = P.parse_explore(text) if task["kind"] == M.EXPLORE else P.parse_critique(text)
         served, now, ops = self.served(task), self.now(), Ops()
-        ex = T.exchange_record(old, k, parsed, task, served, now)
-        exchanges = self.exchanges(old["id"]) + [ex]
+        previous = self.exchanges(old["id"])
+        ex = T.exchange_record(old, k, parsed, task, served, now, previous)
+        exchanges = previous + [ex]
         recent = [e["response"] for e in exchanges[-self.settings.profundity_window:]]
         thread = dict(old, exchanges=k, critiques=old["critiques"] + (ex["role"] == "critique"), attempt=0,
                       last_error=None, updated_at=now, profundity=round(T.profundity(recent, self.settings), 3))
-        if ex["role"] == "explore" and not thread.get("explore_account"):
+        if ex["role"] == "explore" and served["account"] and served["account"] != thread.get("explore_account"):
+            # the first explore turn binds the conversation; a later one served elsewhere means the broker
+            # handed the conversation to another account: the critic then avoids the new one
             thread["explore_account"] = served["account"]
+        if ex["role"] == "critique" and served["account"]:
+            thread["critic_account"] = served["account"]
         ops.put(M.exchange_key(thread["id"], k), ex, 0)
         reason = T.readiness(exchanges, self.settings)
         if reason:
@@ -129,7 +135,7 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         now, ops, seeds = self.now(), Ops(), self.values("seeds/")
         known = X.corpus(insights, seeds, self.documented())
         made = X.new_insights(old, parsed, known, task["id"], now)
-        panel = R.make_panel(self.available_accounts(), self.settings.reviewers)
+        panel = self.review_panel()
         for ins in made:
             known[ins["id"]] = ins["text"]
             if ins["status"] == "pending" and ins["dedup"]["verdict"] == "candidates":
@@ -140,6 +146,9 @@ class ExplorerService(StateReader, Recovery, ModuleService):
         verdicts = [i["dedup"]["verdict"] for i in made]
         note = (f"{len(made)} insight(s) consolidated: {verdicts.count('new')} new, {verdicts.count('candidates')} "
                 f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)") if made else "the panel found no insights"
+        for key, pv, proposal in self.store.scan(f"proposals/{old['id']}/"):
+            # consolidated: the insights are the record now, the proposals working data (docs/storage.md)
+            ops.put(key, proposal, pv, working=True)
         thread = dict(old, status="extracted", insight_ids=[i["id"] for i in made], attempt=0, last_error=None,
                       extraction_note=(old.get("extraction_note") + "; " if old.get("extraction_note") else "") + note,
                       updated_at=now)
@@ -216,14 +225,14 @@ class ExplorerService(StateReader, Recovery, ModuleService):
                 self.log.info("seed %s imported from research finding %s", seed["id"], fid)
 
     def plan(self) -> None:
-        """Start threads up to ``max_active_threads``; re-rank the queued tasks of threads whose priority was
+        """Start threads while there is room (:meth:`.panels.Panels.thread_room`); re-rank the queued tasks of threads whose priority was
         overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open steps (and re-rank the
         tasks of overridden insights)."""
         self.import_promotions()
         seeds = self.values("seeds/")
         threads = self.values("threads/")
-        open_count = sum(1 for t in threads if t.get("status") in M.OPEN_THREAD)
-        while open_count < self.settings.max_active_threads:
+        room = self.thread_room(threads) if T.select_seed(seeds, threads) is not None else 0
+        while room > 0:
             seed = T.select_seed(seeds, threads)
             if seed is None:
                 break
@@ -235,7 +244,7 @@ class ExplorerService(StateReader, Recovery, ModuleService):
                 return
             self.log.info("thread %s started on seed %s (%s)", thread["id"], seed["id"], seed["type"])
             threads.append(thread)
-            open_count += 1
+            room -= 1
         self.align_priorities([t for t in threads if t.get("status") in PR.THREAD_FOLLOWS], "thread_id", M.thread_key)
         if self.clock.mono() >= self._next_repair:
             self._next_repair = self.clock.mono() + self.settings.repair_interval

@@ -9,8 +9,7 @@ away), but no follow-up is proposed; the step the thread would be in is kept in 
 """
 from __future__ import annotations
 
-from shared.errors import FanoError
-
+from services.modules import capacity as CAP
 from services.modules.base import Store
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
@@ -33,8 +32,9 @@ class Ops:
     def __init__(self):
         self.ops = []
 
-    def put(self, key: str, value, version: int) -> None:
-        self.ops.append(Store.put(key, value, if_version=version))
+    def put(self, key: str, value, version: int, working: bool = False) -> None:
+        """``working``: working data, deleted by the broker after ``broker.working_retention``."""
+        self.ops.append(Store.put(key, value, if_version=version, working=working))
 
     def submit(self, *specs) -> None:
         for spec in specs:
@@ -56,14 +56,35 @@ class StateReader:
         wanted = self.settings.panel_accounts
         return [n for n in names if n in wanted] if wanted else names
 
-    def available_accounts(self) -> list[str]:
-        """Configured panel accounts the operator has not paused (for a new panel)."""
+    def capacity(self) -> CAP.Capacity:
+        """The accounts' headroom for this module now, read from the broker (:mod:`services.modules.capacity`)."""
+        modes = {a.name: tuple(a.modes) for a in self.config.accounts}
+        return CAP.Capacity.read(self.client, M.MODULE, modes, self.now(), getattr(self, "log", None))
+
+    def available_accounts(self, cap: CAP.Capacity | None = None, mode: str = "standard") -> list[str]:
+        """Configured panel accounts for a new extraction panel: those with room for ``mode`` now or within
+        ``member_patience`` (not paused, not cooling down past it, quota left for this module); when none
+        has, all that are not paused (the panel waits, and members blocked past patience are skipped)."""
+        cap = cap or self.capacity()
         names = self.configured_accounts()
-        try:
-            paused = {a["account"] for a in self.client.quota_show().get("accounts", []) if a.get("paused")}
-        except FanoError:  # a panel is still possible without this refinement
-            paused = set()
-        return [n for n in names if n not in paused] or names
+        ready = cap.usable(names, mode, self.settings.member_patience)
+        return ready or [n for n in names if cap.until(n, mode) < CAP.INF] or names
+
+    def review_panel(self, cap: CAP.Capacity | None = None) -> list[dict]:
+        """A new review panel (round 1 is standard): ``reviewers`` seats on distinct accounts, drawn from the
+        accounts with room (:meth:`available_accounts`). With every account ready this is
+        :func:`review.make_panel` as ever (an account serves twice only when there are fewer accounts than
+        seats); when some are blocked past patience and at least two distinct ones are ready, the panel is
+        those (fewer seats, distinct models) rather than a seat that waits or a model that answers twice."""
+        cap = cap or self.capacity()
+        names = self.configured_accounts()
+        ready = cap.usable(names, "standard", self.settings.member_patience)
+        if len(ready) == len(names) or not cap.known:
+            return R.make_panel(names, self.settings.reviewers)
+        if len(ready) >= 2:
+            return R.make_panel(ready, min(self.settings.reviewers, len(ready)))
+        waiting = [n for n in names if n not in ready and cap.until(n, "standard") < CAP.INF]
+        return R.make_panel(ready + waiting or names, self.settings.reviewers)
 
     def documented(self) -> list[tuple[str, object]]:
         """The documenter's sections (``sections/<id>`` with a ``text``), read defensively."""
@@ -164,7 +185,7 @@ class StateReader:
 
     def start_review(self, insight: dict, ops: Ops, panel: list[dict] | None = None) -> None:
         if panel is None:
-            panel = R.make_panel(self.available_accounts(), self.settings.reviewers)
+            panel = self.review_panel()
         review = R.new_review(insight, panel, self.now())
         ops.submit(*R.open_tasks(review, insight, self.review_ctx()))
         ops.put(M.review_key(insight["id"]), review, 0)

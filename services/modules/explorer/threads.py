@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 from services.modules import prompts
 from services.modules.explorer import model as M
+from services.modules.explorer import parsers as P
 
 TYPE_ORDER = {"question": 0, "conjecture": 1}
 
@@ -98,23 +100,60 @@ def axioms_text(seeds: list[dict]) -> str:
 def exchanges_text(exchanges: list[dict], last: int) -> str:
     if not exchanges:
         return "(this is the first turn)"
-    parts = []
-    for e in exchanges[-last:]:
-        label = "EXPLORATION" if e["role"] == "explore" else "CRITIQUE"
-        parts.append(f"=== {label} (turn {e['turn']}, {e.get('backend') or '?'}) ===\n{e.get('response', '')}")
-    return "\n\n".join(parts)
+    return "\n\n".join(exchange_block(e) for e in exchanges[-last:])
+
+
+def exchange_block(e: dict) -> str:
+    """How a prompt quotes an exchange (and how a stored prompt refers back to it, :func:`prompt_ref`)."""
+    label = "EXPLORATION" if e["role"] == "explore" else "CRITIQUE"
+    return f"=== {label} (turn {e['turn']}, {e.get('backend') or '?'}) ===\n{e.get('response', '')}"
+
+
+# a quoted exchange in a stored prompt: RS "exchange" turn RS (RS, U+001E, does not occur in prompt text)
+_REF = "\x1eexchange:{}\x1e"
+_REF_RE = re.compile("\x1eexchange:(\\d+)\x1e")
+
+
+def prompt_ref(prompt: str, previous: list[dict]) -> str | None:
+    """``prompt`` with each exchange it quotes replaced by a reference to it (an exchange record then
+    keeps its prompt at the size of its template, axioms and seed); None when that would not give the
+    prompt back exactly (the caller keeps the prompt whole)."""
+    if "\x1e" in prompt:
+        return None
+    ref = prompt
+    for e in previous:
+        block = exchange_block(e)
+        if block in ref:
+            ref = ref.replace(block, _REF.format(int(e["turn"])))
+    return ref if resolve_prompt(ref, {int(e["turn"]): e for e in previous}) == prompt else None
+
+
+def resolve_prompt(ref: str, by_turn: dict[int, dict]) -> str | None:
+    """The prompt a :func:`prompt_ref` stands for, given the thread's exchanges by turn; None when one
+    it refers to is missing."""
+    try:
+        return _REF_RE.sub(lambda m: exchange_block(by_turn[int(m.group(1))]), ref)
+    except KeyError:
+        return None
 
 
 def critic_accounts(thread: dict, accounts: list[str], settings: M.ExplorerSettings) -> list[str]:
     """Accounts the critic may use: not the explorer's (when another exists); with weights, one account
-    drawn deterministically per thread."""
+    drawn deterministically per thread. The account that served the latest critique (``critic_account``,
+    the one holding the critic's conversation) always stays allowed: after the broker handed the explorer's
+    conversation to that account, "not the explorer's" alone would exclude it and the turn could run nowhere."""
     others = [a for a in accounts if a != thread.get("explore_account")] or list(accounts)
     weights = {a: float(settings.critique_weights.get(a, 0)) for a in others}
     if settings.critique_weights and any(w > 0 for w in weights.values()):
         rng = random.Random(int.from_bytes(hashlib.sha256(thread["id"].encode()).digest()[:8], "big"))
         names = [a for a in others if weights[a] > 0]
-        return [rng.choices(names, [weights[a] for a in names])[0]]
-    return others if len(others) < len(accounts) else []
+        allowed = [rng.choices(names, [weights[a] for a in names])[0]]
+    else:
+        allowed = others if len(others) < len(accounts) else []
+    held = thread.get("critic_account")
+    if allowed and held and held not in allowed:
+        allowed.append(held)
+    return allowed
 
 
 def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], accounts: list[str],
@@ -148,9 +187,52 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
     return M.task_spec(M.turn_task_key(tid, k, retry), kind, payload, thread.get("priority"), requires)
 
 
-def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float) -> dict:
-    return {"thread_id": thread["id"], "turn": k, "role": "explore" if k % 2 == 1 else "critique",
-            "backend": served.get("account"), "mode": served.get("mode"),
-            "mode_requested": (task.get("requires") or {}).get("mode", "standard"),
-            "prompt": (task.get("payload") or {}).get("prompt", ""), "response": parsed["response"],
-            "sections": parsed["sections"], "task_id": task["id"], "at": now}
+def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float,
+                    previous: list[dict] | None = None) -> dict:
+    """The stored exchange: each text once (docs/storage.md).
+
+    The prompt quotes the thread's recent exchanges (``previous``), which are stored already: it is kept
+    as ``prompt_ref``, with each quoted exchange replaced by a reference (:func:`prompt_ref`; read it with
+    :func:`exchange_prompt`); a copy made an exchange record several times its answer. A prompt that
+    cannot be referenced exactly is kept whole. No ``sections`` when parsing the cleaned ``response``
+    gives them back (it is built from them: always, short of a bullet that reads like a tag);
+    :func:`exchange_sections` reads them."""
+    record = {"thread_id": thread["id"], "turn": k, "role": "explore" if k % 2 == 1 else "critique",
+              "backend": served.get("account"), "mode": served.get("mode"),
+              "mode_requested": (task.get("requires") or {}).get("mode", "standard"),
+              "response": parsed["response"], "task_id": task["id"], "at": now}
+    prompt = (task.get("payload") or {}).get("prompt", "")
+    ref = prompt_ref(prompt, previous or [])
+    if ref is None:
+        record["prompt"] = prompt
+    else:
+        record["prompt_ref"] = ref
+    if _reparsed_sections(record) != parsed["sections"]:
+        record["sections"] = parsed["sections"]
+    return record
+
+
+def exchange_prompt(exchange: dict, exchanges: list[dict]) -> str | None:
+    """An exchange's prompt, given its thread's exchanges: kept whole (older records, or a prompt that
+    could not be referenced), or resolved from ``prompt_ref``; None when neither is there."""
+    if "prompt" in exchange:
+        return exchange["prompt"]
+    if "prompt_ref" in exchange:
+        return resolve_prompt(exchange["prompt_ref"], {int(e["turn"]): e for e in exchanges})
+    return None
+
+
+def exchange_sections(exchange: dict) -> dict:
+    """An exchange's ``{NAME: [bullet]}``: stored (older records, or when the response does not give
+    them back) or parsed from its response."""
+    if "sections" in exchange:
+        return exchange["sections"]
+    return _reparsed_sections(exchange)
+
+
+def _reparsed_sections(exchange: dict) -> dict | None:
+    parse = P.parse_explore if exchange.get("role") == "explore" else P.parse_critique
+    try:
+        return parse(exchange.get("response") or "")["sections"]
+    except P.ParseError:
+        return None

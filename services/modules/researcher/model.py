@@ -5,7 +5,8 @@ Keys (every id is deterministic, so re-proposing anything is harmless and a cras
     questions/<qid>            Question; qid = sha256(normalised question text)[:12]
     sources/<sid>              Source; sid = sha256(canonical URL)[:16]
     content/<sid>              {url, title, text, content_hash, content_type, fetched_at}: the page as text
-                               (what the evaluate/extract prompts quote; kept apart so that scans stay light)
+                               (what the evaluate/extract prompts quote; kept apart so that scans stay light;
+                               working data once the source is extracted or ignored)
     queue/fetch/<sid>          {url, added}: index of sources waiting for a fetch; deleted in the same
                                transaction that records the fetch outcome
     findings/<fid>             Finding; fid = sha256(sid + "\\x1f" + normalised summary)[:12]
@@ -22,7 +23,7 @@ Keys (every id is deterministic, so re-proposing anything is harmless and a cras
                                A key ``observed/documenter/<sid>`` (written before revisions were
                                observed) covers the revision current at its ``at``
     state/questions            {key, kind, payload, observed}: the generate_questions batch in flight
-    errors/<task id>           unusable answers (written by the ModuleService base class)
+    errors/<task id>           unusable answers (written by the ModuleService base class; working data)
 
 **Dedup** (:func:`services.modules.dedup.lexical_duplicate`, shared with the other modules): a new
 question is compared with every stored question, a new finding with every stored finding (of any

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 
 from services.modules import dedup, prompts
 from services.modules.base import Effect, ModuleService, Store
@@ -86,6 +86,10 @@ class ResearcherService(ModuleService):
         except BrokerUnavailable as exc:
             # the outcomes are lost, not the work: the sources are still queued and get fetched again
             self.log.warning("broker unavailable while applying fetches (%s)", exc)
+        except FanoError as exc:
+            if exc.code not in STORAGE_REFUSALS:
+                raise
+            self.storage_refused(exc)  # as above: lost outcomes are fetched again
 
     def shutdown(self) -> None:
         if self.pool is not None:
@@ -293,7 +297,8 @@ class ResearcherService(ModuleService):
             return []
         return [Store.put(f"errors/{task['id']:012d}", {
             "task_id": task["id"], "kind": task["kind"], "key": task["key"], "partial": True, "at": self._world(),
-            "error": f"{dropped} malformed {what} dropped", "answer": (task["result"].get("text") or "")[:4000]})]
+            "error": f"{dropped} malformed {what} dropped", "answer": (task["result"].get("text") or "")[:4000]},
+            working=True)]  # working data, as every errors/ record (docs/storage.md)
 
     def _questions_ops(self, task: dict, parsed: dict | None) -> list:
         """Store new questions (or none, for an unusable answer), mark the batch observed, end the batch."""
@@ -375,7 +380,15 @@ class ResearcherService(ModuleService):
                 src.update(verdict, status="trusted" if trusted else "ignored", evaluated_at=now)
                 if trusted:
                     ops.append(Store.submit(self._extract_task(src)))
+                else:
+                    ops += self._content_done(sid)
         return [Store.put(M.k_source(sid), src, if_version=sv)] + ops
+
+    def _content_done(self, sid: str) -> list:
+        """The page text is working data once its source is decided (extracted or ignored): the findings
+        and the source record keep what came of it, the disk cache the page (docs/storage.md)."""
+        cv, content = self.store.get(M.k_content(sid))
+        return [Store.put(M.k_content(sid), content, if_version=cv, working=True)] if content is not None else []
 
     def _extract_task(self, src: dict) -> dict:
         content = self.store.get(M.k_content(src["id"]))[1] or {}
@@ -436,7 +449,7 @@ class ResearcherService(ModuleService):
         src = dict(src, status="extracted", findings=len(findings), duplicates=duplicates, numbers=parsed["numbers"],
                    extracted_at=now, error=None)
         ops.append(Store.put(M.k_source(sid), src, if_version=sv))
-        return ops + self._partial(task, parsed["dropped"], "findings")
+        return ops + self._content_done(sid) + self._partial(task, parsed["dropped"], "findings")
 
     @staticmethod
     def _related(finding: dict, questions: list[dict], limit: int = 3) -> list[str]:

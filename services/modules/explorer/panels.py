@@ -1,0 +1,193 @@
+"""Following capacity: thread slots, and panel members blocked past patience. A mixin of :class:`ExplorerService`.
+
+What the accounts can take is read from the broker on each pass (:mod:`services.modules.capacity`);
+what the module decides is written into its own records in one transaction with the tasks it submits,
+so a restarted module re-derives everything from the broker:
+
+* **Thread slots** (:meth:`waiting_threads`): an open thread whose every PENDING task can only run on
+  accounts without room for it (an explore turn's conversation bound to an account out of quota, say)
+  is *waiting*; ``max_active_threads`` counts the others, so new seeds get threads on the accounts with
+  room; ``max_waiting_threads`` bounds how many waiting ones are held beside them.
+* **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
+  PENDING for ``member_patience`` world seconds while its account has no room for the mode the step
+  needs goes to an account with room that no other seat counted in the step uses (a seat left out
+  earlier frees its account; :func:`.review.replace_member`: the seat keeps
+  its name, its earlier answers and its place; its account and task key change, recorded in the seat's
+  ``replaced`` and the review's ``replacements``); without such an account the seat is left out of the
+  step if two reviewers stay, else the step waits.
+* **Extraction members** (:meth:`skip_extractors`): an extractor blocked the same way is settled as
+  ``"skipped"`` (noted in ``extraction_note``) while another member is done or still in play; the panel
+  consolidates what the others proposed.
+
+The abandoned task is then cancelled (and again on a later pass if the module died first: its id is in
+the record). Should it have run anyway, its answer no longer matches what the entity waits for (a new key)
+and is acked as stale: applied once or ignored, never counted twice.
+"""
+from __future__ import annotations
+
+import copy
+
+from shared.errors import BrokerUnavailable, FanoError
+
+from services.modules import capacity as CAP
+from services.modules.explorer import model as M
+from services.modules.explorer import review as R
+from services.modules.explorer.recovery import OPEN_REVIEW
+from services.modules.explorer.state import Ops, effective_status
+
+WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
+                        # (or repair_interval, if shorter)
+STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", "round3_majority": "review3",
+             "round3_vote": "review3"}
+
+
+class Panels:
+    # --- thread slots -------------------------------------------------------------------------------------
+
+    def conversation_account(self, task: dict) -> str | None:
+        """The account holding a task's conversation now (the broker's record: it follows a hand-off)."""
+        if not (task.get("requires") or {}).get("conversation"):
+            return None
+        try:
+            return (self.client.get(task["id"], history=False).get("conversation") or {}).get("account")
+        except BrokerUnavailable:
+            raise
+        except FanoError:
+            return None
+
+    def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict) -> set[str]:
+        """Ids of the open threads that wait only on accounts without room for their tasks."""
+        by_thread: dict[str, list] = {}
+        for task in pending.values():
+            tid = (task.get("payload") or {}).get("thread_id")
+            if isinstance(tid, str):
+                by_thread.setdefault(tid, []).append(task)
+        names = list(cap.modes)
+        out = set()
+        for thread in threads:
+            tasks = by_thread.get(thread["id"])
+            if thread.get("status") not in M.OPEN_THREAD or not tasks:
+                continue   # running or between steps: it moves
+            if not any(cap.serves(t, CAP.task_accounts(t, names, self.conversation_account(t))) for t in tasks):
+                out.add(thread["id"])
+        return out
+
+    def thread_room(self, threads: list[dict]) -> int:
+        """How many new threads may start now (see the module docstring)."""
+        s = self.settings
+        open_ = [t for t in threads if t.get("status") in M.OPEN_THREAD]
+        if len(open_) < s.max_active_threads:
+            return s.max_active_threads - len(open_)
+        if len(open_) >= s.max_active_threads + s.max_waiting_threads:
+            return 0
+        cached = getattr(self, "_waiting_seen", None)
+        if cached is None or self.clock.mono() >= cached[0]:
+            # planning runs after every applied result: read the broker for this at most every few seconds
+            # (a thread that stopped waiting meanwhile can only let one more thread start, within the bound)
+            cap = self.capacity()
+            explorers = list(s.explore_accounts) or self.configured_accounts()
+            room_now = bool(cap.with_room(explorers, "standard"))
+            waiting_ids = self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE)) if room_now else set()
+            every = min(WAITING_RECHECK, s.repair_interval)
+            cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
+        if not cached[1]:
+            return 0   # no explorer account has room: a new thread would only wait too
+        waiting = len(cached[2] & {t["id"] for t in open_})
+        return max(0, min(s.max_active_threads - (len(open_) - waiting),
+                          s.max_active_threads + s.max_waiting_threads - len(open_)))
+
+    # --- panel members blocked past patience ------------------------------------------------------------
+
+    def follow_capacity(self) -> None:
+        """One pass over open panels (from the repair pass)."""
+        cap = self.capacity()
+        if not cap.known:
+            return
+        pending = CAP.pending(self.client, M.MODULE)
+        self.skip_extractors(cap, pending)
+        self.replace_reviewers(cap, pending)
+
+    def _blocked(self, task: dict | None, cap: CAP.Capacity, account: str) -> bool:
+        return (task is not None and CAP.waited(task, self.now()) >= self.settings.member_patience
+                and not cap.serves(task, [account]))
+
+    def _cancel(self, task_ids, pending: dict, why: str) -> None:
+        live = {t["id"] for t in pending.values()}
+        for tid in task_ids:
+            if tid in live:
+                try:
+                    self.client.cancel(tid, reason=why[:200])
+                except BrokerUnavailable:
+                    raise
+                except FanoError as exc:   # it started or settled meanwhile: its answer will be stale
+                    self.log.info("task %s not cancelled: %s", tid, exc.message)
+
+    def skip_extractors(self, cap: CAP.Capacity, pending: dict) -> None:
+        for key, version, thread in self.store.scan("threads/"):
+            if not isinstance(thread, dict):
+                continue
+            self._cancel((thread.get("panel_skipped") or {}).values(), pending, "extraction member skipped")
+            if effective_status(thread) != "synthesised" or thread.get("panel_closed"):
+                continue
+            waiting = [a for a in thread["panel"] if a not in thread["panel_settled"]]
+            for acct in waiting:
+                task = pending.get(M.thread_task_key(thread["id"], f"extract:{acct}",
+                                                     thread.get("panel_retries", {}).get(acct, 0)))
+                others = [a for a in waiting if a != acct] + [a for a, v in thread["panel_settled"].items() if v == "done"]
+                if not self._blocked(task, cap, acct) or not others:
+                    continue
+                why = f"{acct} blocked past member_patience: {cap.reason(acct, 'standard')}"
+                now, ops = self.now(), Ops()
+                new = copy.deepcopy(thread)
+                new["panel_settled"][acct] = "skipped"
+                new.setdefault("panel_skipped", {})[acct] = task["id"]
+                new["extraction_note"] = ((thread.get("extraction_note") + "; ") if thread.get("extraction_note") else "") + why
+                new["updated_at"] = now
+                if all(a in new["panel_settled"] for a in new["panel"]):
+                    new = self.close_panel(new, ops, now)
+                self.put_thread(thread, new, version, ops)
+                if self.txn_or_skip(ops.ops, f"skip extractor {acct} of {thread['id']}"):
+                    self.log.info("thread %s: extraction by %s skipped (%s)", thread["id"], acct, why)
+                    self._cancel([task["id"]], pending, why)
+                break   # the thread changed: the next pass looks at its other members
+
+    def step_candidates(self, cap: CAP.Capacity, step: str, ctx: R.Ctx) -> list[str]:
+        """Accounts with room for a review step's mode (deep where the step asks for it and the account has it)."""
+        deep_step = STEP_DEEP.get(step)
+        out = []
+        for acct in self.configured_accounts():
+            requires = R._deep(ctx, acct, deep_step) if deep_step else {}
+            if cap.serves({"requires": requires}, [acct]):
+                out.append(acct)
+        return out
+
+    def replace_reviewers(self, cap: CAP.Capacity, pending: dict) -> None:
+        ctx = self.review_ctx()
+        for _, vr, review in self.store.scan("reviews/"):
+            if not isinstance(review, dict):
+                continue
+            self._cancel([r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")], pending,
+                         "review seat replaced")
+            if review.get("stage") not in OPEN_REVIEW:
+                continue
+            vi, insight = self.store.get(M.insight_key(review["insight_id"]))
+            if not insight or insight.get("status") != "pending":
+                continue
+            for spec in R.open_tasks(review, insight, ctx):
+                task = pending.get(spec["key"])
+                backends = (spec.get("requires") or {}).get("backends") or []
+                if len(backends) != 1 or not self._blocked(task, cap, backends[0]):
+                    continue
+                step, _ = R.seat_of(review, task)
+                why = f"{backends[0]} blocked past member_patience: {cap.reason(backends[0], CAP.task_modes(task)[0])}"
+                new_review, new_insight = copy.deepcopy(review), copy.deepcopy(insight)
+                tasks = R.replace_member(new_review, new_insight, task, self.step_candidates(cap, step, ctx), why, ctx)
+                if tasks is None:
+                    continue
+                ops = self.review_ops(review["insight_id"], new_review, vr, new_insight, insight, vi, tasks)
+                if self.txn_or_skip(ops, f"replace a reviewer of {review['insight_id']}"):
+                    last = new_review["replacements"][-1]
+                    self.log.info("insight %s: %s seat %s: %s -> %s (%s)", review["insight_id"], step,
+                                  last["reviewer"], last["from"], last["to"] or "left out", why)
+                    self._cancel([task["id"]], pending, why)
+                break   # the review changed: the next pass looks at its other seats

@@ -1,0 +1,146 @@
+"""Conversation hand-off proposals: which waiting turns may leave the account their conversation lives on.
+
+The broker decides a hand-off in the lease transaction (services/broker/ops_handoff.py has the rule); the
+scheduler proposes it by the same rule, as far as it knows the accounts: a turn whose conversation lives on
+an account that cannot run it — paused, cooling, refused by its quota for the turn's module and modes
+(learned from declined leases), or without a worker for the hand-off time — is proposed to every account it
+allows once it has waited ``[scheduler] conversation_handoff`` world seconds since it last became PENDING
+(``pending_since``, or its ``not_before`` if later). A proposed turn carries ``task.handoff`` (the account
+it leaves) and its placement class is no longer bound (:func:`services.scheduler.workers.placement_class`),
+so any idle account it allows may take it; the new account's lease moves the conversation.
+
+Never while a turn of the conversation is in flight (such a turn is held, not queued), nor while any of its
+turns has an unknown outcome still bound to its account for reconciliation.
+
+The proposal is kept current without polling: a timer at each turn's hand-off time (:attr:`Handoffs.checks`,
+one heap entry per task and due time), and a re-check of an account's turns whenever its state changes — a
+declined lease with a retry time, an ``account.*``/``quota.*`` event, a block or cool-down ending, its last
+worker gone (and again once it has been gone for the hand-off time), a worker of it (back) online.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+
+from services.scheduler.priority import STANDARD, QTask
+from services.scheduler.workers import MODES
+
+
+def _fmt(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def due_time(t: QTask, after: float) -> float:
+    """World time from which ``t`` may be handed off (the broker's ``ops_handoff.waiting_since`` + T)."""
+    return max(t.pending_since or t.created, t.not_before) + after
+
+
+class Handoffs:
+    """The scheduler core's hand-off state: soft, rebuilt from what the core sees (nothing durable)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.after = core.scfg.conversation_handoff   # world seconds; 0 = never
+        self.started = core.clock.world()   # accounts never seen count as offline from here
+        self.seen: set[str] = set()         # accounts a worker has said ready for
+        self.gone_since: dict[str, float] = {}   # account -> world time its last worker went away
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the timers (the core's rebuild places every task again); what is known of workers stays."""
+        # (world time, task id, account): re-check one turn (account "") or an account's turns (task id -1)
+        self.checks: list[tuple[float, int, str]] = []
+        self.at: dict[int, float] = {}      # task id -> its pending check (one heap entry per due time)
+
+    # --- the rule ---------------------------------------------------------------------------------------
+
+    def proposal(self, t: QTask, world: float) -> str | None:
+        """The account ``t``'s conversation should leave now, or None (with a timer at the hand-off time
+        when it has not come yet)."""
+        core, conv = self.core, t.conversation
+        if self.after <= 0 or not conv or t.unknown_account:
+            return None   # an unknown turn stays with its account until its hold lapses (broker rule)
+        holder = core.conv_account.get(conv) or t.conversation_account
+        if not holder:
+            return None
+        if any(core.tasks[o].unknown_account for o in core.conv_tasks.get(conv, ()) if o != t.id and o in core.tasks):
+            return None   # another turn of it is unknown: the conversation stays until that is reconciled
+        due = due_time(t, self.after)
+        if world < due:
+            if self.at.get(t.id) != due:   # a task is placed again and again: one timer per due time
+                self.at[t.id] = due
+                heapq.heappush(self.checks, (due, t.id, ""))
+            return None
+        return holder if self.blocked_reason(holder, t, world) else None
+
+    def blocked_reason(self, account: str, t: QTask, world: float) -> str | None:
+        """Why ``account`` cannot run ``t`` now, as far as the scheduler knows (None: it can)."""
+        accounts = self.core.accounts
+        if account in accounts.paused:
+            return f"paused ({accounts.paused[account] or 'no reason given'})"
+        if not self.core.workers.for_account(account):
+            since = self.gone_since.get(account, self.started)
+            if world - since >= self.after:
+                return f"offline (no worker since {_fmt(since)})"
+        req = t.requires
+        mode = req.get("mode") if req.get("mode") in MODES else STANDARD
+        modes = (mode, STANDARD) if mode != STANDARD and req.get("deep_fallback") else (mode,)
+        info = accounts.info.get(account)
+        refusals = []
+        for m in modes:
+            if info is not None and info.modes and m not in info.modes:
+                continue
+            r = accounts.why_not(account, m, t.module, world)
+            if r is None:
+                return None
+            refusals.append(f"{m} {r[0]} until {_fmt(r[1])}")
+        return "; ".join(refusals) or None
+
+    # --- keeping proposals current -------------------------------------------------------------------------
+
+    def recheck(self, account: str) -> None:
+        """An account's state changed: place again the queued turns of conversations it holds (or that
+        were proposed to leave it)."""
+        if self.after <= 0:
+            return
+        core = self.core
+        for conv, tids in list(core.conv_tasks.items()):
+            for tid in list(tids):
+                t = core.tasks.get(tid)
+                if t is None or tid not in core.queue:
+                    continue
+                if account in (core.conv_account.get(conv) or t.conversation_account, t.handoff):
+                    core._place(t)
+
+    def worker_ready(self, account: str) -> None:
+        if self.gone_since.pop(account, None) is not None or account not in self.seen:
+            self.seen.add(account)
+            self.recheck(account)   # (back) online: its conversations stay with it
+
+    def worker_gone(self, account: str, world: float) -> None:
+        """The last worker of ``account`` went away: its turns may leave once it has been gone for T."""
+        self.gone_since[account] = world
+        if self.after > 0:
+            heapq.heappush(self.checks, (world + self.after, -1, account))
+
+    def forget(self, tid: int) -> None:
+        self.at.pop(tid, None)
+
+    def tick(self, world: float) -> None:
+        """Run the checks that are due."""
+        core = self.core
+        while self.checks and self.checks[0][0] <= world:
+            when, tid, account = heapq.heappop(self.checks)
+            if account:
+                self.recheck(account)
+                continue
+            if self.at.get(tid) != when:
+                continue   # superseded (or the task is gone)
+            del self.at[tid]
+            t = core.tasks.get(tid)
+            if t is not None and tid in core.queue:
+                core._place(t)
+
+    def next_check(self) -> float | None:
+        """World time of the first check (a timer of the core)."""
+        return self.checks[0][0] if self.checks else None

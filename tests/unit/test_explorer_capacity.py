@@ -1,0 +1,308 @@
+"""The explorer follows capacity: what the broker says about the accounts' headroom decides which threads
+hold a slot, who sits on a new panel, and when a blocked panel member is replaced or left out.
+
+Driven with the rig of ``test_explorer_flow`` (the real broker core in-process, a fake clock); accounts are
+blocked the way the world blocks them: a cool-down (a provider's 429), a used-up quota window, a pause.
+"""
+from __future__ import annotations
+
+from services.modules import capacity as CAP
+from services.modules.explorer import model as M
+from services.modules.explorer import threads as T
+from tests.unit.test_explorer_flow import check_applied_once, rig  # noqa: F401  (fixture)
+
+DAY = 86400.0
+
+
+def block(r, account: str, seconds: float = DAY, mode=None) -> None:
+    r.client.cooldown(account, r.clock.world() + seconds, mode=mode, reason="429 from the provider")
+
+
+def cap_of(r) -> CAP.Capacity:
+    return r.svc.capacity()
+
+
+# --- the headroom view ------------------------------------------------------------------------------------
+
+def test_capacity_reads_windows_reserves_cooldowns_and_pauses(rig):
+    r = rig(accounts=("alpha", "beta", "gamma"))
+    c = cap_of(r)
+    assert c.known and all(c.room(a) and c.room(a, "deep") for a in ("alpha", "beta", "gamma"))
+    # a window the explorer has used up (the other module's reserve is not its to take)
+    r.client.quota_set("alpha", "standard", ["2/3h reserve documenter=1"])
+    r.import_seeds()
+    r.svc.plan()
+    assert r.work(["alpha"]) >= 1
+    c = cap_of(r)
+    assert not c.room("alpha") and c.room("alpha", "deep")
+    assert "explorer has no standard quota left" in c.reason("alpha")
+    assert r.clock.world() < c.until("alpha") <= r.clock.world() + 3 * 3600 + 1
+    # a cool-down on one mode, a pause of the whole account
+    block(r, "beta", 600, mode="deep")
+    c = cap_of(r)
+    assert c.room("beta") and not c.room("beta", "deep") and c.until("beta", "deep") == r.clock.world() + 600
+    assert c.serves({"requires": {"mode": "deep", "deep_fallback": True}}, ["beta"])        # may fall back
+    assert not c.serves({"requires": {"mode": "deep", "deep_fallback": False}}, ["beta"])
+    assert c.usable(["alpha", "beta", "gamma"], "deep", patience=601) == ["alpha", "beta", "gamma"]
+    assert c.usable(["alpha", "beta", "gamma"], "deep", patience=0) == ["alpha", "gamma"]
+    r.h.call("account_pause", account="gamma", reason="login expired")
+    c = cap_of(r)
+    assert not c.room("gamma") and c.until("gamma") == CAP.INF and "paused" in c.reason("gamma")
+    assert r.svc.available_accounts(c) == ["beta"]      # alpha: no standard quota left; gamma: paused
+
+
+def test_task_accounts_follow_the_conversation_then_the_requirements():
+    names = ["a", "b", "c"]
+    assert CAP.task_accounts({"requires": {"backends": ["b"], "conversation": "x"}}, names, "c") == ["c"]
+    assert CAP.task_accounts({"requires": {"backends": ["b"]}}, names) == ["b"]
+    assert CAP.task_accounts({"requires": {}}, names) == names
+    assert CAP.task_modes({"requires": {"mode": "deep", "deep_fallback": True}}) == ["deep", "standard"]
+
+
+def test_an_unknown_view_blocks_nothing():
+    c = CAP.Capacity.unknown("explorer", {"a": ("standard",)}, 0.0)
+    assert not c.known and c.room("a") and not c.room("a", "deep")   # a mode the account lacks never has room
+
+
+# --- thread slots -----------------------------------------------------------------------------------------
+
+def test_a_thread_waiting_on_a_blocked_account_does_not_hold_the_only_slot(rig):
+    r = rig(settings="max_active_threads = 1\nmax_waiting_threads = 1\n")
+    r.import_seeds()
+    first = r.run_until(lambda: [t for t in r.values("threads/") if t["exchanges"] >= 1])[0]
+    assert [t["id"] for t in r.values("threads/")] == [first["id"]]
+    acct = first["explore_account"]
+    # run the critique so that the next task is an explore turn bound to the explorer's account
+    r.run_until(lambda: r.get(M.thread_key(first["id"]))["exchanges"] >= 2,
+                accounts=[a for a in r.accounts if a != acct])
+    block(r, acct)
+    others = [a for a in r.accounts if a != acct]
+    r.step(others)
+    threads = r.values("threads/")
+    assert len(threads) == 2, "the new seed got no thread while the old one waits on a blocked account"
+    second = next(t for t in threads if t["id"] != first["id"])
+    r.run_until(lambda: r.get(M.thread_key(second["id"]))["exchanges"] >= 3, accounts=others)
+    assert r.get(M.thread_key(first["id"]))["exchanges"] == 2            # still waiting for its account
+    # both bounds hold: one moving thread at a time, at most one waiting beside it
+    for _ in range(5):
+        r.step(others)
+    assert len([t for t in r.values("threads/") if t["status"] in M.OPEN_THREAD]) <= 2
+
+
+def test_without_a_blocked_account_the_slot_count_is_as_before(rig):
+    r = rig(settings="max_active_threads = 1\n")
+    r.import_seeds()
+    for _ in range(3):
+        r.step()
+    assert len([t for t in r.values("threads/") if t["status"] in M.OPEN_THREAD]) == 1
+
+
+# --- panels ----------------------------------------------------------------------------------------------
+
+def _to_review(r, accounts=None):
+    return r.run_until(lambda: [i for i in r.values("reviews/") if i["stage"] == "round1"], accounts=accounts)[0]
+
+
+def test_a_new_review_panel_leaves_out_an_account_blocked_past_patience(rig):
+    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r.import_seeds()
+    r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"])
+    block(r, "gamma")
+    review = _to_review(r, ["alpha", "beta"])
+    assert [p["account"] for p in review["panel"]] == ["alpha", "beta"]   # two distinct seats, none waiting
+    thread = r.values("threads/")[0]
+    assert thread["panel_settled"].get("gamma") in (None, "skipped", "done")
+
+
+def test_a_reviewer_blocked_past_patience_is_replaced_by_an_account_not_on_the_panel(rig):
+    r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="max_active_threads = 1\nmath_check = false\n")
+    r.import_seeds()
+    review = _to_review(r)
+    iid = review["insight_id"]
+    assert [p["account"] for p in review["panel"]] == ["alpha", "beta", "gamma"]
+    key = M.insight_task_key(iid, "review1:beta")
+    old = next(t for t in r.tasks() if t["key"] == key)
+    assert old["state"] == "PENDING"
+    block(r, "beta")
+    r.step(["alpha", "gamma"])
+    assert r.get(M.review_key(iid))["panel"][1]["account"] == "beta"     # not before member_patience
+    r.clock.advance(301)
+    r.step(["alpha", "gamma", "delta"])
+    rv = r.get(M.review_key(iid))
+    seat = rv["panel"][1]
+    assert seat["reviewer"] == "beta" and seat["account"] == "delta" and seat["replaced"][0]["account"] == "beta"
+    assert rv["replacements"][0]["from"] == "beta" and rv["replacements"][0]["to"] == "delta"
+    assert next(t for t in r.tasks() if t["key"] == key)["state"] == "CANCELLED"
+    r.run_until(lambda: "beta" in r.get(M.review_key(iid))["rounds"]["1"]["responses"]
+                or r.get(M.review_key(iid))["stage"] != "round1", accounts=["alpha", "gamma", "delta"])
+    resp = r.get(M.review_key(iid))["rounds"]["1"]["responses"]["beta"]
+    assert resp["backend"] == "delta"
+    check_applied_once(r.values, r.tasks())
+
+
+def _pending_seat(r, accounts):
+    """A review just opened (its round-1 tasks not yet run) and its seat on an account not in ``accounts``."""
+    rv = _to_review(r)
+    seat = next(p for p in rv["panel"] if p["account"] not in accounts)
+    key = M.insight_task_key(rv["insight_id"], f"review1:{seat['reviewer']}")
+    task = next(t for t in r.tasks(state="PENDING") if t["key"] == key)
+    return rv, seat, task
+
+
+def test_a_blocked_reviewer_without_a_distinct_replacement_is_left_out_and_the_review_goes_on(rig):
+    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r.import_seeds()
+    rv, seat, task = _pending_seat(r, ["alpha", "beta"])
+    block(r, seat["account"])
+    r.clock.advance(301)
+    r.step(["alpha", "beta"])
+    after = r.get(M.review_key(rv["insight_id"]))
+    assert seat["reviewer"] in after["rounds"]["1"]["dropped"]
+    assert after["replacements"][-1]["to"] is None and "member_patience" in after["replacements"][-1]["why"]
+    from cli.research_explorer_render import insight_text
+    shown = insight_text({"insight": r.get(M.insight_key(rv["insight_id"])), "review": after})
+    assert f"{seat['reviewer']}: left out: its account had no room past member_patience" in shown
+    assert f"seat {seat['reviewer']} in round1: {seat['account']} -> left out" in shown
+    assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "CANCELLED"
+    r.run_until(lambda: r.get(M.insight_key(rv["insight_id"]))["status"] != "pending"
+                or r.get(M.review_key(rv["insight_id"]))["stage"] not in ("round1",), accounts=["alpha", "beta"])
+    check_applied_once(r.values, r.tasks())
+
+
+def test_a_late_answer_of_a_replaced_seat_is_ignored_and_its_task_cancelled_after_a_crash(rig):
+    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r.import_seeds()
+    rv, seat, task = _pending_seat(r, ["alpha", "beta"])
+    iid = rv["insight_id"]
+    block(r, seat["account"])
+    r.clock.advance(301)
+    real_cancel = r.svc._cancel
+    r.svc._cancel = lambda *a, **k: None           # the module dies between its transaction and the cancel
+    r.svc.plan()
+    before = r.get(M.review_key(iid))
+    assert seat["reviewer"] in before["rounds"]["1"]["dropped"]
+    # the old task still runs (the account comes back) and answers late: acked, not counted
+    r.client.cooldown(seat["account"], r.clock.world() - 1)
+    r.work([seat["account"]])
+    assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "DONE"
+    r.svc.sweep()
+    after = r.get(M.review_key(iid))
+    assert seat["reviewer"] not in after["rounds"]["1"]["responses"]
+    late = {x["task_id"] for rv_ in r.values("reviews/") for x in rv_.get("replacements") or []}
+    tasks = r.tasks()
+    assert task["id"] in late and all(t["consumed"] for t in tasks if t["id"] in late)   # acked as stale
+    check_applied_once(r.values, [t for t in tasks if t["id"] not in late])
+    r.svc._cancel = real_cancel
+
+
+def test_a_restarted_module_cancels_the_replaced_seats_task(rig):
+    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r.import_seeds()
+    rv, seat, task = _pending_seat(r, ["alpha", "beta"])
+    block(r, seat["account"])
+    r.clock.advance(301)
+    r.svc._cancel = lambda *a, **k: None
+    r.svc.plan()
+    assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "PENDING"
+    r.svc = r.new_module()                          # restarted: it re-derives the cancel from the record
+    r.svc.plan()
+    assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "CANCELLED"
+
+
+def test_an_extractor_blocked_past_patience_is_skipped(rig):
+    r = rig(settings="max_active_threads = 1\n")
+    r.import_seeds()
+    working = ["alpha", "beta"]
+    thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"
+                                  and set(t["panel_settled"]) == {"alpha", "beta"}], accounts=working)[0]
+    block(r, "gamma")
+    r.step(working)
+    assert not r.get(M.thread_key(thread["id"])).get("panel_closed")   # patience first
+    r.clock.advance(301)
+    r.run_until(lambda: r.get(M.thread_key(thread["id"]))["status"] == "extracted", accounts=working)
+    t = r.get(M.thread_key(thread["id"]))
+    assert t["panel_settled"]["gamma"] == "skipped" and "gamma blocked past member_patience" in t["extraction_note"]
+    assert next(x for x in r.tasks() if x["id"] == t["panel_skipped"]["gamma"])["state"] == "CANCELLED"
+    check_applied_once(r.values, r.tasks())
+
+
+# --- a conversation served by another account -------------------------------------------------------------
+
+def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off():
+    s = M.ExplorerSettings()
+    thread = {"id": "q.t1", "explore_account": "b", "critic_account": "b"}   # the explorer moved onto b
+    assert "b" in T.critic_accounts(thread, ["a", "b", "c"], s)
+    assert T.critic_accounts({"id": "q.t1", "explore_account": "b"}, ["a", "b", "c"], s) == ["a", "c"]
+
+
+def test_an_explore_turn_served_elsewhere_moves_the_threads_explore_account(rig):
+    r = rig(settings="max_active_threads = 1\n")
+    r.import_seeds()
+    first = r.run_until(lambda: [t for t in r.values("threads/") if t["exchanges"] >= 2])[0]
+    acct = first["explore_account"]
+    other = next(a for a in r.accounts if a != acct and a != first.get("critic_account"))
+    # what a hand-off does, seen from the module: the next explore turn is served by another account
+    r.h.call("cooldown", account=acct, until=r.clock.world() + DAY, mode=None, reason="test")
+    task = next(t for t in r.tasks(state="PENDING") if t["payload"].get("thread_id") == first["id"])
+    done = r.svc._turn(dict(task, state="DONE", served={"account": other, "mode": "standard"}),
+                       "[NEW_INSIGHTS]\n- x\n[CONNECTIONS]\n- y\n[QUESTIONS]\n- z")
+    put = next(op for op in done.ops if op.get("key") == M.thread_key(first["id"]))
+    assert put["value"]["explore_account"] == other
+    crit = next(op for op in done.ops if op["op"] == "submit")["task"]
+    assert crit["kind"] == M.CRITIQUE
+    assert other not in crit["requires"]["backends"] and first["critic_account"] in crit["requires"]["backends"]
+
+
+def test_capacity_settings_are_validated():
+    import pytest
+    from services.modules.documenter.settings import settings_from_table as doc_settings
+    from shared.config import ConfigError
+    s = M.settings_from_table({"member_patience": 60, "max_waiting_threads": 0})
+    assert s.member_patience == 60.0 and s.max_waiting_threads == 0
+    for bad in ({"member_patience": -1.0}, {"max_waiting_threads": -1}, {"member_patience": "5m"}):
+        with pytest.raises(ConfigError):
+            M.settings_from_table(bad)
+    assert doc_settings({"member_patience": 30}).member_patience == 30.0
+    with pytest.raises(ConfigError):
+        doc_settings({"member_patience": -5})
+
+
+def test_a_seat_left_out_earlier_frees_its_account_for_a_later_round():
+    from services.modules.explorer import review as R
+    ctx = R.Ctx(M.ExplorerSettings(), "", {a: ("standard", "deep") for a in "abc"}, 1000.0)
+    insight = {"id": "t.i1", "text": "A claim.", "version": 1, "versions": [], "tags": [], "priority": 5}
+    review = R.new_review(insight, R.make_panel(["a", "b", "c"]), 0.0)
+    review["rounds"]["1"]["responses"] = {w: {"rating": r} for w, r in (("a", "⚡"), ("b", "?"))}
+    review["rounds"]["1"]["dropped"] = ["c"]               # c had no room in round 1
+    review["stage"] = "round2"
+    review["rounds"]["2"] = R._round(1)
+    [task_b] = [t for t in R.open_tasks(review, insight, ctx) if t["payload"]["reviewer"] == "b"]
+    tasks = R.replace_member(review, insight, dict(task_b, id=7), ["c"], "b blocked", ctx)
+    assert review["panel"][1]["account"] == "c" and tasks[0]["requires"]["backends"] == ["c"]
+    assert tasks[0]["key"].endswith("review2:b@c")
+    # with both other seats counted, the only candidate is taken: two in play, so the step waits
+    review2 = R.new_review(insight, R.make_panel(["a", "b", "c"]), 0.0)
+    [task_a] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "a"]
+    assert R.replace_member(review2, insight, dict(task_a, id=8), ["b"], "a blocked", ctx) is not None   # 3 in play: left out
+    assert review2["rounds"]["1"]["dropped"] == ["a"]
+    [task_b2] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "b"]
+    assert R.replace_member(review2, insight, dict(task_b2, id=9), ["c"], "b blocked", ctx) is None      # 2 left: waits
+
+
+def test_a_skipped_extractors_task_is_cancelled_after_a_restart_even_once_the_panel_closed(rig):
+    r = rig(settings="max_active_threads = 1\n")
+    r.import_seeds()
+    working = ["alpha", "beta"]
+    thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"
+                                  and set(t["panel_settled"]) == {"alpha", "beta"}], accounts=working)[0]
+    block(r, "gamma")
+    r.clock.advance(301)
+    r.svc._cancel = lambda *a, **k: None           # dies between its transaction and the cancel
+    r.svc.plan()
+    t = r.get(M.thread_key(thread["id"]))
+    assert t["panel_closed"] and t["panel_settled"]["gamma"] == "skipped"
+    old = t["panel_skipped"]["gamma"]
+    assert next(x for x in r.tasks() if x["id"] == old)["state"] == "PENDING"
+    r.svc = r.new_module()
+    r.svc.plan()
+    assert next(x for x in r.tasks() if x["id"] == old)["state"] == "CANCELLED"
