@@ -657,3 +657,66 @@ def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account_and_an_expired_login
         assert site.prompts() == ["hello", "hi gemini", "after logout"]
     # the tree is stopped (no orphaned program); no browser of either profile may outlive it either
     assert [pid for profile in profiles for pid in profile_alive(profile)] == []
+
+
+DOWNGRADE_TREE = """
+[accounts.web-pro]
+backend = "chatgpt"
+modes = ["standard", "deep"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
+capacity_retry = 1
+mode_retry = 3600
+
+[quotas.web-pro.standard]
+windows = ["50/day@00:00 UTC"]
+
+[quotas.web-pro.deep]
+windows = ["5/day@00:00 UTC"]
+"""
+
+
+def test_refunds_and_a_downgrade_through_the_broker(site, chromium_path):
+    """Through the whole tree: an overload notice in the reply area gives its attempt and unit back (a
+    refusal), and the task is answered once the site recovers, one unit charged in all; a deep task the site
+    silently downgrades is never recorded as deep — the deep unit is refunded, deep cools with the reason
+    "downgrade: ...", and the task (which allows it) falls back to standard: served.mode says standard."""
+    from shared.client import BrokerClient
+    with running_tree("fwd", DOWNGRADE_TREE.format(url=site.url, chromium=chromium_path)) as tree:
+        client = BrokerClient(tree.config.broker_endpoint, name="test-web", timeout=5.0)
+        try:
+            def used(mode):
+                q = json.loads(run_fanoctl(tree, "--json", "quota", "show", "web-pro").stdout)["quotas"]
+                return next(x for x in q if x["mode"] == mode)
+
+            site.control(scenario="busy")
+            tid = client.submit("busy-1", "adhoc", "ask", {"prompt": "are you free?"},
+                                requires={"backends": ["web-pro"]})["task"]["id"]
+            wait_for(lambda: client.get(tid).get("refusals", 0) >= 2, 90, interval=0.5,
+                     what="the overload notice to be refused twice")
+            task = client.get(tid)
+            assert task["error"]["class"] == "transient" and task["error"]["sent"] is False
+            assert "A lot of people are using Auto right now" in task["error"]["message"]
+            site.control(scenario="normal")
+            wait_for(lambda: client.get(tid)["state"] == "DONE", 90, interval=0.5, what="the ask to be answered")
+            task = client.get(tid)
+            assert task["attempts"] == 1 and task["result"]["text"].startswith("Stand-in chatgpt answer [Auto]")
+            assert used("standard")["windows"][0]["used"] == 1, used("standard")
+            assert len(site.prompts("are you free?")) >= 3          # two refused, one answered
+
+            site.control(downgrade=True)
+            tid = client.submit("deep-1", "adhoc", "ask", {"prompt": "think hard"},
+                                requires={"backends": ["web-pro"], "mode": "deep", "deep_fallback": True})["task"]["id"]
+            wait_for(lambda: client.get(tid)["state"] == "DONE", 120, interval=0.5, what="the deep ask to end")
+            task = client.get(tid)
+            assert task["served"]["mode"] == "standard", task["served"]
+            assert task["result"]["text"].startswith("Stand-in chatgpt answer [Auto] to: think hard")
+            deep = used("deep")
+            assert deep["windows"][0]["used"] == 0, deep            # the downgraded deep request was refunded
+            assert deep["cooldown"] and deep["cooldown"]["reason"].startswith("downgrade: Pro was selected"), deep
+            assert [s["mode"] for s in site.submits if "think hard" in s["prompt"]] == ["Pro", "Auto"]
+        finally:
+            client.close()
