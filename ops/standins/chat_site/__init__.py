@@ -7,6 +7,11 @@ The pages imitate the real sites' DOM closely enough that the selectors in
 Gemini: ``rich-textarea .ql-editor``, a Tools drawer with a Deep Think ``menuitemcheckbox`` and its
 deselect chip, ``model-response`` with ``.response-footer.complete``, ``/app/<id>`` URLs).
 
+Both skins have a history list (sidebar, newest first). Controls reproduce what the real sites do to a
+client: notices in the reply area (scenarios ``busy``, ``went_wrong``), a silent downgrade, Gemini's Deep
+Think limit snack bar over the composer, ChatGPT's transient ``/c/WEB:...`` URL for ``real_url_after``
+seconds, and sign-in pages / human checks told only by their text (``wall``).
+
 The server owns the conversations (so a reload of a conversation URL mid-answer shows its progress) and
 records every prompt submitted (``GET /__log``), so tests can assert that nothing was sent twice.
 

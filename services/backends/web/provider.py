@@ -27,7 +27,13 @@ right now", in a banner or as the reply)                sent=False: nothing was 
 "something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed.
 finish"                                                 sent=False (refunded) when the turn shows no output of
                                                         its own or the notice says it "didn't count"
-login wall, human check                     auth        a person must sign in: account paused
+login wall, human check (their controls,    auth        a person must sign in: account paused; the reason
+or a page without composer whose text is                starts "sign-in needed:" / "human check:" (shown by
+the sign-in page / a check, or another                  backends ls and queue why), within seconds, not
+host)                                                   "the layout may have changed" after ready_timeout
+a limit notice that comes up when the       quota       sent=False: e.g. Gemini's Deep Think snack bar over
+mode is picked (or covers a control a                   the composer: the mode cools until the stated time,
+step must click)                                        not a browser error retried in a loop
 deep turn answered in another mode (a       quota       sent=True; the broker refunds the deep unit and cools
 "switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
 model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
@@ -53,6 +59,10 @@ page goes quiet without finishing                       that reconcile, or anoth
 the same while reconciling                  auth        account paused; the turn stays reconcilable
 anything else unclear after submitting      unknown     sent=True: the reply is reconciled from the recorded
 (timeout, cancel, browser crash)                        URL, never re-sent blindly
+reconcile of a new chat sent before its     (found)     the conversation is found in the site's history list
+real URL showed (ChatGPT: a transient                   by its first prompt (recover.py) and its reply read;
+/c/WEB:... for ~15 s)                       None/       None once it is certainly absent (a minute after
+                                            unknown     sending), else unknown: never re-sent blindly
 profile held by another process             auth        e.g. a `fanoctl backends login` in progress
 ==========================================  ==========  =====================================================
 
