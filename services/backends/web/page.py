@@ -20,6 +20,12 @@ MENU_SETTLE = 1.0      # seconds an open menu may take to add the item we look f
 CONFIRM = {"login": 1.0, "challenge": 3.0}   # seconds a sign-in wall / human check must last to count
 
 
+def playwright_error():
+    """Playwright's Error class (imported lazily: importing the web backends must not need playwright)."""
+    from playwright.sync_api import Error
+    return Error
+
+
 class SiteProblem(Exception):
     """The page is not in a state we can work with. ``kind``: login | challenge | layout | mode."""
 

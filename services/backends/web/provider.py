@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -83,8 +82,9 @@ from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.web.browser import BrowserHost, ProfileLock, kill_previous, record_browser
 from services.backends.web.gate import ProgressWatch, Sample, TurnGate
+from services.backends.web.operator import OperatorSession
 from services.backends.web import recover
-from services.backends.web.page import ChatPage, PageSample, SiteProblem
+from services.backends.web.page import ChatPage, PageSample, SiteProblem, playwright_error
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site
 from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset, says_not_counted
@@ -100,12 +100,7 @@ SCARCE_MODES = ("deep",)   # modes whose loss cools down that mode only, not the
 URL_WAIT = 30.0            # seconds a new chat answered early may take to show its real URL (ChatGPT: ~15)
 
 
-def _playwright_error():
-    from playwright.sync_api import Error   # lazy: importing this module must not need playwright
-    return Error
-
-
-class WebProvider(Provider):
+class WebProvider(OperatorSession, Provider):
     """A chat web UI account. Subclasses set ``backend`` and ``site_name`` (the data file)."""
 
     backend = "web"
@@ -184,7 +179,7 @@ class WebProvider(Provider):
     def _chat(self, host) -> ChatPage:
         try:
             page = host.page()
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
             raise ProviderError("auth", f"cannot start the browser ({self.cfg.chromium}): {exc}"[:1000],
                                 sent=False) from None
         return ChatPage(page, self.site, self.cfg.url)
@@ -251,7 +246,7 @@ class WebProvider(Provider):
             if loaded and not submitted:   # a notice covering the page says why better than a missing element
                 self._raise_page_notice(chat)
             raise self._problem_error(chat, problem, sent=submitted, mode=turn.mode) from None
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
             # e.g. a click timed out because a limit notice covers the composer (not after a failed load: a
             # hung browser would hang the probe too)
             if loaded and not submitted:
@@ -300,7 +295,7 @@ class WebProvider(Provider):
                 time.sleep(0.25)
             verdict = recover.search(chat, prompt, self.store.handle(key).get("history_before"), None,
                                      self.cfg.ready_timeout)
-        except (SiteProblem, _playwright_error()) as exc:
+        except (SiteProblem, playwright_error()) as exc:
             log.warning("%s: the conversation URL of %s did not show: %s", self.account, key, exc)
             return
         if verdict.kind == "found":
@@ -324,7 +319,7 @@ class WebProvider(Provider):
         except SiteProblem as problem:
             log.warning("%s: after the reply the mode reads differently: %s", self.account, problem.message)
             return f"unconfirmed: {problem.message}", True
-        except _playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
+        except playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
             return f"unconfirmed: {exc}"[:300], False
 
     # --- waiting for the reply -----------------------------------------------------------------------------
@@ -418,7 +413,7 @@ class WebProvider(Provider):
         (a snack bar over the composer makes a click time out: that is no browser error to retry)."""
         try:
             s = chat.sample()
-        except _playwright_error():
+        except playwright_error():
             return
         # every banner, not only fresh ones, but no overload or error notice: on a reopened conversation those
         # belong to earlier turns
@@ -550,7 +545,7 @@ class WebProvider(Provider):
                                      self.cfg.ready_timeout)
         except SiteProblem as problem:
             raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("unknown", f"browser error while searching the history: {exc}"[:1000],
                                 sent=True) from None
@@ -597,96 +592,7 @@ class WebProvider(Provider):
                 raise
         except SiteProblem as problem:
             raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
         return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode)}, reconciled=True)
-
-    # --- check / login -------------------------------------------------------------------------------------
-
-    def check(self) -> dict:
-        """Open the site headless: ok when the composer and the first control of each configured mode (the
-        model picker, Tools) show on the idle page; not ok, with a screenshot, when one is missing (the
-        layout changed); ProviderError auth at a login wall or a limit notice."""
-        owned = self.lock.held
-        if not self._own_profile():
-            return {"ok": False, "busy": True,
-                    "detail": f"the profile is in use by pid {self.lock.holder()} (the account's worker is "
-                              "running; it checks the page on every request)"}
-        try:
-            return self.host.run(self._check)
-        finally:
-            if not owned and not self._started:
-                self.close()
-
-    def _check(self, host) -> dict:
-        if not host.launched:
-            self._headless_override = True   # a check never opens a window
-        try:
-            chat = self._chat(host)
-        finally:
-            self._headless_override = None
-        try:
-            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
-            s = chat.wait_ready(self.cfg.ready_timeout)
-            self._raise_blocking(s, sent=False)
-            missing = chat.missing_controls({m: self.site.modes[m] for m in self.cfg.modes})
-        except SiteProblem as problem:
-            raise self._problem_error(chat, problem, sent=False) from None
-        except _playwright_error() as exc:
-            self._recycle(host)
-            raise ProviderError("transient", f"cannot open {chat.new_chat_url}: {exc}"[:1000], sent=False) from None
-        if missing:
-            shot = self._screenshot(chat, "layout")
-            return {"ok": False, "url": s.url,
-                    "detail": f"signed in, but the page layout may have changed: {'; '.join(missing)}"
-                              + (f" (screenshot: {shot})" if shot else "")}
-        return {"ok": True, "detail": f"signed in: the composer and the mode controls show at {s.url}",
-                "url": s.url}
-
-    def login(self, headless: bool = False) -> dict:
-        """Open the site in a headed browser on the account's profile for a person to sign in; return when
-        a signed-in page shows (twice in a row) or the person closes the browser. Refused while the
-        account's worker holds the profile. (``headless`` exists for tests only.)"""
-        if not headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise ProviderError("terminal", "login needs a screen (no DISPLAY): run it on a desktop session, "
-                                "or over `ssh -X`", sent=False)
-        owned = self.lock.held
-        if not self._own_profile():
-            raise ProviderError("terminal", f"the worker of {self.account} is running and holds its browser "
-                                f"profile (pid {self.lock.holder()}): pause it (`fanoctl backends pause "
-                                f"{self.account}`) and stop its program (`supervisorctl stop backend-"
-                                f"{self.account}`), then run login again", sent=False)
-        try:
-            return self.host.run(self._login, headless)
-        finally:
-            if not owned and not self._started:
-                self.close()
-
-    def _login(self, host, headless: bool) -> dict:
-        host.close_browser()
-        self._headless_override = headless
-        try:
-            chat = self._chat(host)
-            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
-            # stderr: stdout carries the command's result (JSON under --json)
-            print(f"Sign in to {self.site.name} in the browser window ({chat.new_chat_url}); this returns once "
-                  f"the chat page shows, or when you close the window.", file=sys.stderr, flush=True)
-            deadline = time.monotonic() + self.cfg.login_timeout
-            seen = 0
-            while time.monotonic() < deadline:
-                if not host.launched:
-                    return {"ok": False, "detail": "the browser was closed before a signed-in page showed; "
-                                                   f"`fanoctl backends check {self.account}` tells"}
-                try:
-                    s = chat.sample()
-                except _playwright_error():
-                    s = None   # navigating, or the window is closing
-                seen = seen + 1 if s is not None and s.composer and not s.login else 0
-                if seen >= 2:
-                    return {"ok": True, "detail": f"signed in: the composer shows at {s.url}"}
-                time.sleep(0.5)
-            return {"ok": False, "detail": f"no signed-in page within {self.cfg.login_timeout:g}s"}
-        finally:
-            host.close_browser()
-            self._headless_override = None
