@@ -261,7 +261,7 @@ class WebProvider(OperatorSession, Provider):
         after, differs = self._mode_after(chat, turn.mode, label)
         if turn.mode in SCARCE_MODES and (differs or seen.get("downgrade")):
             raise self._downgrade_error(chat, turn, label, seen.get("downgrade") or after)
-        if not target:
+        if not target and turn.conversation:    # a one-shot ask has no next turn to continue the chat
             self._await_url(chat, key, turn.prompt)
         return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
 
