@@ -210,6 +210,16 @@ def test_an_overload_notice_in_the_reply_area_is_refunded_never_an_answer(provid
 
 
 @both
+def test_a_limit_notice_in_the_reply_area_is_quota_until_its_reset(providers, site, skin):
+    site.control(reset_in=3000, tz="America/New_York")
+    p = providers[skin]
+    t = turn("[[scenario:limit_in_reply]] one more", mode="deep")
+    err = failure(p, t)
+    assert err.error_class == "quota" and 3000 - 90 <= err.retry_after <= 3000, err
+    assert err.message.startswith("You've reached") and p.store.reply(conversation_key(t), 0) is None
+
+
+@both
 def test_something_went_wrong_in_the_reply_area_is_a_refunded_retry(providers, site, skin):
     """"Something went wrong. There was an error generating a response. Please try again." as the reply: the
     site produced nothing, so nothing is charged (sent=False) and it is retried, never delivered."""

@@ -46,6 +46,9 @@ def test_the_foreground_command_listens_on_the_readme_port(monkeypatch):
     assert main([]) == 0 and served[0].port == DEFAULT_PORT == 8300
     assert main(["--port", "0", "--deep", "unapplied", "--layout", "changed-after-send"]) == 0
     assert served[1].port == 0 and served[1].control()["deep"] == "unapplied"
+    assert main(["--port", "0", "--wall", "human_check", "--downgrade", "--deep-limit", "--real-url-after", "15"]) == 0
+    assert {k: served[2].control()[k] for k in ("wall", "downgrade", "deep_limit", "real_url_after")} == \
+        {"wall": "human_check", "downgrade": True, "deep_limit": True, "real_url_after": 15.0}
 
 
 def test_scenario_selection():

@@ -167,3 +167,11 @@ def test_reply_area_notices_of_both_sites_and_what_says_not_counted():
     assert says_not_counted("This didn't count against your Fast limit.")
     assert says_not_counted("This attempt did not count toward your limit")
     assert not says_not_counted("Each of these counts against the total: 7 lines.")
+
+
+def test_a_limit_in_chatgpts_reply_area_is_quota_with_its_reset():
+    notices = load_site("chatgpt").reply_notices
+    n = classify_reply("You've reached the Pro limit for now. Try again after 2:56 PM.", notices)
+    assert n.kind == "quota"
+    assert parse_reset(n.text, NOW, UTC) is not None
+    assert classify_reply("You've reached the end of the proof: the limit is 7.", notices) is None

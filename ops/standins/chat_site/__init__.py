@@ -317,7 +317,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--login-required", action="store_true")
     parser.add_argument("--deep", default="ok", choices=DEEP_STATES)
     parser.add_argument("--layout", default="normal", choices=LAYOUTS)
+    parser.add_argument("--wall", default="none", choices=WALLS, help="every page is a sign-in page or a human check")
+    parser.add_argument("--downgrade", action="store_true", help="serve Pro / Deep Think prompts in Auto / Fast")
+    parser.add_argument("--deep-limit", action="store_true", help="Gemini: picking Deep Think shows its limit")
+    parser.add_argument("--real-url-after", type=float, default=DEFAULT_CONTROL["real_url_after"],
+                        help="seconds ChatGPT shows a new chat's transient /c/WEB:... URL (real site: ~15)")
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
-                            deep=args.deep, layout=args.layout)
+                            deep=args.deep, layout=args.layout, wall=args.wall, downgrade=args.downgrade,
+                            deep_limit=args.deep_limit, real_url_after=args.real_url_after)
     return serve_in_foreground(server)

@@ -24,6 +24,8 @@ busy           the overload notice *in the reply area*, naming the turn's mode: 
                Fast right now ... This didn't count against your Fast limit."
 went_wrong     the failure notice in the reply area (both skins): "Something went wrong. There was an error
                generating a response. Please try again."
+limit_in_reply a limit notice in the reply area naming the turn's mode and the reset: ChatGPT "You've reached
+               the Pro limit for now. Try again after 2:56 PM."; Gemini "... limit for chats with Fast until ..."
 =============  =============================================================================================
 
 Control-only states: ``login_required`` (a login wall), ``deep`` = ``missing`` / ``disabled`` (the Pro /
@@ -38,7 +40,8 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
-SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short", "busy", "went_wrong")
+SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short", "busy", "went_wrong",
+             "limit_in_reply")
 WENT_WRONG = "Something went wrong. There was an error generating a response. Please try again."
 MARKER = re.compile(r"\s*\[\[scenario:([a-z_]+)\]\]\s*")
 PREAMBLE = "Let me restate the problem before working through it carefully."
@@ -141,6 +144,14 @@ def turn_state(turn: dict, now: float, control: dict) -> dict:
         return _state(text=f"A lot of people are using {turn['mode']} right now, so I can't answer at the moment. "
                            f"This didn't count against your {turn['mode']} limit. Please try again in a few minutes.",
                       bar=True, done=True)
+    if scenario == "limit_in_reply":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking")
+        if chatgpt:
+            return _state(text=f"You've reached the {turn['mode']} limit for now. Try again after "
+                               f"{_reset_clock(turn, control, False)}.", bar=True, done=True)
+        return _state(text=f"You've reached your limit for chats with {turn['mode']} until "
+                           f"{_reset_clock(turn, control, True)}. Try again then.", bar=True, done=True)
     if scenario == "went_wrong":
         if t < 0.3:
             return _state(stop=True, thinking="Thinking")

@@ -595,4 +595,7 @@ class WebProvider(OperatorSession, Provider):
         except playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
-        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode)}, reconciled=True)
+        # a reopened page's mode control shows the current choice, not the one that answered: not read back
+        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode),
+                                           "mode_after": "not read back (reconciled from the conversation URL)"},
+                            reconciled=True)
