@@ -730,3 +730,55 @@ def test_refunds_and_a_downgrade_through_the_broker(site, chromium_path):
             assert [s["mode"] for s in site.submits if "think hard" in s["prompt"]] == ["Pro", "Auto"]
         finally:
             client.close()
+
+
+KILL_TREE = """
+[broker]
+lease_ttl = 6
+
+[scheduler]
+lease_ttl = 6
+
+[accounts.web-kill]
+backend = "chatgpt"
+modes = ["standard"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
+
+[quotas.web-kill.standard]
+windows = ["50/day@00:00 UTC"]
+"""
+
+
+def test_a_worker_killed_before_the_real_url_through_the_broker_is_answered_once_and_charged_once(site,
+                                                                                                  chromium_path):
+    """Issue 16, item 3 as observed: kill -9 of the worker a couple of seconds after sending, while ChatGPT
+    still shows the transient URL. The restarted worker reconciles from the history list: the task ends DONE
+    with the answer, the prompt reached the site once, one unit is charged — not PARKED with units charged
+    for sends that did not happen."""
+    from shared.client import BrokerClient
+    site.control(real_url_after=30)
+    with running_tree("fwk", KILL_TREE.format(url=site.url, chromium=chromium_path)) as tree:
+        client = BrokerClient(tree.config.broker_endpoint, name="test-web", timeout=5.0)
+        try:
+            prompt = "[[scenario:slow]] explore the seed (first turn)"
+            tid = client.submit("thread-1#1", "adhoc", "ask", {"prompt": prompt, "turn": 1},
+                                requires={"backends": ["web-kill"], "conversation": "thread-1"})["task"]["id"]
+            wait_for(lambda: site.prompts(prompt), 90, interval=0.1, what="the prompt to reach the site")
+            time.sleep(2.0)
+            tree.kill("backend-web-kill")
+            wait_for(lambda: client.get(tid)["state"] in ("DONE", "PARKED"), 120, interval=0.5,
+                     what="the killed turn to be reconciled")
+            task = client.get(tid)
+            assert task["state"] == "DONE", (task["state"], task["error"], task["history"][-4:])
+            assert task["result"]["text"].startswith("Stand-in chatgpt answer [Auto] to: explore the seed")
+            assert task["result"]["meta"]["reconciled"] is True
+            assert "/c/WEB:" not in task["result"]["meta"]["url"]
+            assert site.prompts(prompt) == [prompt]
+            q = json.loads(run_fanoctl(tree, "--json", "quota", "show", "web-kill").stdout)["quotas"]
+            assert next(x for x in q if x["mode"] == "standard")["windows"][0]["used"] == 1
+        finally:
+            client.close()
