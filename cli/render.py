@@ -301,7 +301,10 @@ def _cooling(b: dict, now: float) -> str:
     parts = []
     for mode, cd in sorted((b.get("cooldowns") or {}).items()):
         if cd and cd.get("until", 0) > now:
-            parts.append(f"{mode} until {local_time(cd['until'], with_date=False)} ({relative(cd['until'], now)})")
+            # "*": the whole account (e.g. an organisation's spend limit), every mode
+            label = "every mode" if mode == "*" else mode
+            parts.append(f"{label} until {local_time(cd['until'], with_date=cd['until'] - now > 86400)} "
+                         f"({relative(cd['until'], now)})")
     for mode, until in sorted((b.get("blocked_until") or {}).items()):
         if until and until > now:
             parts.append(f"{mode} quota until {local_time(until, with_date=False)}")

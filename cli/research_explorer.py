@@ -109,12 +109,43 @@ def seeds_add(text, kind, priority, tags, sid):
 @click.option("--type", "kind", type=click.Choice(["axiom", "conjecture", "question"]), default=None)
 @json_option
 def seeds_ls(kind):
-    """List seeds with their thread counts."""
-    rows = [s for s in _scan("seeds/") if kind is None or s.get("type") == kind]
+    """List seeds with their thread counts, and whether the explorer paused one (its threads kept giving
+    unusable answers) or holds its tasks back (its hourly budget is used up)."""
+    from services.modules.explorer import pacing as PC
+    paces = {p.get("seed_id"): PC.current(p, p.get("seed_id"), _now()) for p in _scan("pace/")}
+    rows = []
+    for s in _scan("seeds/"):
+        if kind is not None and s.get("type") != kind:
+            continue
+        pace = paces.get(s["id"]) or {}
+        # held keys matter while the hour is full; with room, the repair pass creates them within a minute
+        # (or their step moved on: they are forgotten after a day)
+        held = len(pace.get("held") or {}) if pace and PC.room(pace, pace.get("limit", 0)) == 0 else 0
+        rows.append(dict(s, paused=bool(pace.get("paused")), pause_reason=pace.get("pause_reason"), held=held,
+                         held_reason=PC.budget_note(pace, pace.get("limit", 0)) if held else None))
     counts = {}
     for t in _scan("threads/"):
         counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
     out({"seeds": rows, "threads": counts}, lambda d: V.seeds_text(d["seeds"], d["threads"]))
+
+
+@seeds.command("resume")
+@click.argument("seed_id")
+@json_option
+def seeds_resume(seed_id):
+    """Let the explorer start threads on a seed it paused (its threads kept giving unusable answers)."""
+    from services.modules.explorer import model as M
+    from services.modules.explorer import pacing as PC
+    _must(M.seed_key(seed_id), "seed", seed_id)
+
+    def write(state):
+        version, pace = state
+        if not (pace or {}).get("paused"):
+            return [], pace
+        new = dict(pace, paused=False, pause_reason=None, paused_at=None, resumed_at=_now())
+        return [_put(PC.pace_key(seed_id), new, version)], new
+    _change(f"seed {seed_id}", lambda: _get(PC.pace_key(seed_id)), write)
+    out({"seed": seed_id, "paused": False}, f"seed {seed_id} resumed: the explorer may start threads on it again")
 
 
 @seeds.command("edit")
@@ -312,7 +343,8 @@ def threads_resume(thread_id):
     def change(t):
         if t["status"] not in ("paused", "archived"):
             fail(f"INVALID_STATE: thread {thread_id} is {t['status']}, not paused or archived", ExitCode.FAILURE)
-        return dict(t, status=t.get("paused_from") or "active", paused_from=None, pause_reason=None, updated_at=_now())
+        return dict(t, status=t.get("paused_from") or "active", paused_from=None, pause_reason=None, paused_by=None,
+                    updated_at=_now())
     _thread_status(thread_id, "resumed", change)
 
 

@@ -13,7 +13,11 @@ def seeds_text(seeds: list[dict], threads: dict) -> str:
     order = {"question": 0, "conjecture": 1, "axiom": 2}
     rows = [[s["id"], s.get("type", "?"), s.get("priority", "-"), threads.get(s["id"], 0), ",".join(s.get("tags") or []) or "-",
              s.get("text", "")] for s in sorted(seeds, key=lambda s: (order.get(s.get("type"), 3), -s.get("priority", 5), s["id"]))]
-    return R.table(["ID", "TYPE", "PRIO", "THREADS", "TAGS", "TEXT"], rows, {4: 30, 5: 70})
+    text = R.table(["ID", "TYPE", "PRIO", "THREADS", "TAGS", "TEXT"], rows, {4: 30, 5: 70})
+    # what the explorer decided about a seed (services/modules/explorer/pacing.py), one line each
+    notes = [f"{s['id']}: paused: {s['pause_reason']}" for s in seeds if s.get("paused")]
+    notes += [f"{s['id']}: held: {s['held_reason']}" for s in seeds if s.get("held") and s.get("held_reason")]
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 def threads_text(threads: list[dict]) -> str:
@@ -22,9 +26,11 @@ def threads_text(threads: list[dict]) -> str:
     rows = []
     for t in threads:
         status = t["status"] + (f"({t['paused_from']})" if t.get("paused_from") else "")
+        # a paused thread says why it is paused (its pause reason carries the last error)
+        note = (t.get("pause_reason") if t["status"] == "paused" else None) or t.get("last_error") or \
+            t.get("pause_reason") or t.get("ready_reason") or t.get("extraction_note") or ""
         rows.append([t["id"], status, t.get("exchanges", 0), t.get("critiques", 0), t.get("priority", "-"),
-                     t.get("explore_account") or "-", len(t.get("insight_ids") or []),
-                     t.get("last_error") or t.get("pause_reason") or t.get("ready_reason") or t.get("extraction_note") or ""])
+                     t.get("explore_account") or "-", len(t.get("insight_ids") or []), note])
     return R.table(["ID", "STATUS", "TURNS", "CRIT", "PRIO", "EXPLORER", "INSIGHTS", "NOTE"], rows, {7: 60})
 
 

@@ -179,9 +179,10 @@ class BrokerClient:
         return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result, reconciled=reconciled)
 
     def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
-             retry_after: float | None = None, rid: str | None = None) -> dict:
+             retry_after: float | None = None, rid: str | None = None, scope: str = "mode") -> dict:
+        """``scope`` (class quota): ``"account"`` cools every mode of the account, not only the leased one."""
         return self.call("fail", rid=rid, id=task_id, epoch=epoch, error_class=error_class, message=message,
-                         sent=sent, retry_after=retry_after)
+                         sent=sent, retry_after=retry_after, scope=scope)
 
     def refuse(self, task_id: int, epoch: int, until: float | None = None, message: str = "") -> dict:
         return self.call("refuse", id=task_id, epoch=epoch, until=until, message=message)

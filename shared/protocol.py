@@ -176,7 +176,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
     "fail": (True, {"id": TASK_ID, "epoch": EPOCH,
                     "error_class": _arg(*STR, required=True, nullable=False),
                     "message": _arg(*STR, default=""), "sent": _arg(*BOOL, default=True),
-                    "retry_after": _arg(*NUM)}),
+                    "retry_after": _arg(*NUM),
+                    "scope": _arg(*STR, default="mode")}),   # quota: "mode" | "account" (every mode)
     "refuse": (True, {"id": TASK_ID, "epoch": EPOCH, "until": _arg(*NUM),
                       "message": _arg(*STR, default="")}),
     "quota_show": (False, {"account": _arg(*STR)}),

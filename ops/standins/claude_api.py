@@ -47,6 +47,8 @@ SCENARIOS = {
     "rate_limit_short": "429 rate_limit_error, retry-after: 5",
     "rate_limit_long": "429 rate_limit_error, retry-after: 900",
     "spend_limit": "429 with error_code enforced_spend_limit_reached (monthly spend limit)",
+    "org_spend_limit": "400 invalid_request_error: the organisation's API usage limits are reached "
+                       "(\"You will regain access on <first of next month>\"), whatever the model",
     "credit_balance": "400 invalid_request_error: your credit balance is too low",
     "overloaded": "529 overloaded_error",
     "server_error": "500 api_error",
@@ -351,6 +353,11 @@ class _Handler(BaseHTTPRequestHandler):
             return (429, "rate_limit_error", "You have reached your specified workspace API usage limits "
                     f"(spend limit). You will regain access on {nxt:%Y-%m-%d} at 00:00 UTC.",
                     "enforced_spend_limit_reached")
+        if scenario == "org_spend_limit":
+            first = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0)
+            nxt = (first + dt.timedelta(days=32)).replace(day=1)
+            return (400, "invalid_request_error", "You have reached your specified API usage limits. You will "
+                    f"regain access on {nxt:%Y-%m-%d} at 00:00 UTC.", None)
         if scenario == "credit_balance":
             return (400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. "
                     "Please go to Plans & Billing to upgrade or purchase credits.", None)

@@ -16,6 +16,10 @@ terminal     this request can never succeed (context overflow, refused content):
 unknown      we cannot tell whether the provider got the request: reconcile before re-sending
 ===========  =================================================================================
 
+``scope`` (quota only): ``"mode"`` — the limit belongs to the mode that hit it (a model's rate limit);
+``"account"`` — it holds for every mode of the account (an organisation's spend limit or credit balance),
+so the broker cools them all and the other mode does not spend a request to learn the same thing.
+
 ``sent`` says whether the provider may have *served* the request (it decides whether the quota unit is
 refunded and whether the turn must be reconciled): False when the provider certainly never saw it, and
 also when it definitively refused it before producing any output — an overload (529, "a lot of people
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 ERROR_CLASSES = ("transient", "quota", "auth", "terminal", "unknown")
+COOLDOWN_SCOPES = ("mode", "account")
 # the runtime's bound on one request (real seconds) when the account's settings say nothing shorter;
 # generous: deep modes of real services take many minutes, and a provider's own ``timeout`` (if any)
 # should fire first with its better message
@@ -74,14 +79,18 @@ class Reply:
 
 
 class ProviderError(Exception):
-    def __init__(self, error_class: str, message: str, retry_after: float | None = None, sent: bool = True):
+    def __init__(self, error_class: str, message: str, retry_after: float | None = None, sent: bool = True,
+                 scope: str = "mode"):
         if error_class not in ERROR_CLASSES:
             raise ValueError(f"unknown error class {error_class!r}")
+        if scope not in COOLDOWN_SCOPES:
+            raise ValueError(f"unknown cool-down scope {scope!r}")
         super().__init__(f"{error_class}: {message}")
         self.error_class = error_class
         self.message = message
         self.retry_after = retry_after
         self.sent = sent
+        self.scope = scope
 
 
 class Provider:
@@ -112,6 +121,13 @@ class Provider:
         provider's reply if it served the turn, or None if it certainly never received it (then the
         worker may send it). Raise ProviderError("unknown") when it cannot tell yet."""
         raise NotImplementedError
+
+    def resend_note(self, turn: Turn) -> str:
+        """Why the runtime may send ``turn`` again after :meth:`reconcile` returned None for its previous
+        attempt (``turn``), for the log. The default fits providers whose reconcile asks the provider itself
+        (the sim, the web sites): it said it never got the request. Stateless APIs override it: they cannot
+        ask, and must not claim the provider never got a request that may have left."""
+        return f"the provider never got attempt {turn.attempt}"
 
     def request_timeout(self, mode: str) -> float:
         """Real seconds one ``send`` in ``mode`` may take before the runtime cancels it (its outcome is then

@@ -31,18 +31,31 @@ Behaviour:
 * Turns are streamed in a helper thread; ``send`` waits in slices of SLICE seconds looking at
   ``cancelled()`` and the helper stops between two stream events once told to, so a cancel returns at
   once and aborts the stream. An ``event: error`` after HTTP 200 is classified like the status it names.
-* The ``anthropic-ratelimit-*`` headers of every answer (and error) are kept per model and returned in
-  ``Reply.meta["ratelimit"]``; when the requests bucket is at 0 with a reset ahead, the next request is
-  not sent and the cool-down is reported instead (``quota``, ``sent=False``).
+* The ``anthropic-ratelimit-*`` headers of every answer (and of errors other than a quota refusal, which
+  is its own report) are kept per model and returned in ``Reply.meta["ratelimit"]``; when the requests
+  bucket is at 0 with a reset ahead, the next request is not sent and the cool-down is reported instead
+  (``quota``, ``sent=False``).
 * Conversations (DESIGN.md §7): the transcript lives in the account's
   :class:`~services.backends.conversations.ConversationStore` (``<data_dir>/backends/<account>/``). A
   turn replays a bounded window of the earlier exchanges; the summary of what is cut goes into the system
   prompt, where it stays pinned. ``mark_sent`` is written before the request leaves and ``record_reply``
-  after the reply, so ``reconcile`` returns a reply received before a crash; otherwise the API is
-  stateless and re-sending is allowed (None).
+  after the reply, both naming the task and attempt, so ``reconcile`` returns a reply this task received
+  before a crash; otherwise the API is stateless and re-sending is allowed (None), and the log says
+  whether the earlier attempt may have reached the API or never left (:meth:`resend_note`). ``send``
+  never answers from the transcript: another task with the same conversation, turn index and prompt (a
+  module re-asking after an unusable answer) is a new request.
+* A bucket snapshot refuses one request at most: after reporting the cool-down it is dropped, so a
+  ``fanoctl quota reset`` is not undone by stale headers (the API answers the next request itself).
+* Money is the organisation's: a spend-limit or credit refusal cools every mode of the account
+  (``scope="account"``), not only the mode that hit it.
+* A key in ``api_key_file`` is read again before every request; a changed key gets a new client, so
+  after correcting the file, ``fanoctl backends resume`` is enough. A missing or unreadable file is an
+  ``auth`` failure of each request (the account pauses, nothing is sent), never a failed worker start.
+  ``check`` reports an unknown model as a model problem (``ok: false``, the setting to fix), not as a
+  refused key.
 
-The key is read once (:func:`services.backends.secrets.load_api_key`) and handed only to the SDK; it is
-in no message, no meta and no file of ours.
+The key is read by :class:`services.backends.secrets.KeySource` (once from the environment, before each
+request from a file) and handed only to the SDK; it is in no message, no meta and no file of ours.
 """
 from __future__ import annotations
 
@@ -54,8 +67,9 @@ from typing import Callable
 
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.claude_errors import classify_exception, exhausted_until, parse_ratelimit
-from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window
-from services.backends.secrets import load_api_key
+from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window, resend_note
+from services.backends.secrets import KeyFileUnreadable, KeySource
+from shared.config import ConfigError
 
 log = logging.getLogger("fano.backends.claude")
 
@@ -149,7 +163,14 @@ class ClaudeProvider(Provider):
     def __init__(self, account: str, settings: dict, clock, data_dir, environ: dict | None = None):
         super().__init__(account, settings, clock, data_dir)
         self.config = parse_settings(settings or {})
-        self.secret = load_api_key(account, "claude", settings or {}, environ=environ)
+        self.keys = KeySource(account, "claude", settings or {}, environ=environ)
+        try:
+            # a misplaced key (inline, inside the repository) or a missing variable fails here, at start
+            self.secret = self.keys.current()
+        except KeyFileUnreadable as exc:
+            # fixable in place: every request reports it (auth: the account pauses) until the file is right
+            log.warning("%s: %s; requests are refused as auth failures until it can be read", account, exc)
+            self.secret = None
         self.root = Path(data_dir) / "backends" / account
         self.store: ConversationStore | None = None
         self.client = None
@@ -162,6 +183,10 @@ class ClaudeProvider(Provider):
     def start(self) -> None:
         if self.store is None:
             self.store = ConversationStore(self.root / "conversations")
+        try:
+            self._refresh_key()
+        except ProviderError:
+            return   # an unreadable key file: send and check report it; the worker itself keeps running
         if self.client is None:
             import anthropic   # here, not at import: building the provider must stay cheap
 
@@ -173,6 +198,22 @@ class ClaudeProvider(Provider):
         if self.client is not None:
             self.client.close()
             self.client = None
+
+    def _refresh_key(self) -> None:
+        """Re-read an ``api_key_file`` (see :class:`~services.backends.secrets.KeySource`); a changed key
+        gets a new client, so the request after ``fanoctl backends resume`` carries the corrected key. An
+        unreadable file is an auth failure (the account pauses, nothing is sent), not a crash."""
+        if not self.keys.from_file:
+            return
+        try:
+            secret = self.keys.current()
+        except ConfigError as exc:
+            raise ProviderError("auth", f"{exc} (fix the file, then fanoctl backends resume "
+                                f"{self.account})", sent=False) from None
+        if self.secret is None or secret.reveal() != self.secret.reveal():
+            log.info("%s: api_key_file changed; using the new key", self.account)
+            self.secret = secret
+            self.close()
 
     # --- building a request -------------------------------------------------------------------------
 
@@ -208,21 +249,25 @@ class ClaudeProvider(Provider):
 
     def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
         """Stream one turn to the API; every failure is a classified ProviderError."""
+        self._refresh_key()   # an unreadable key file: auth, nothing sent
         self.start()
         if turn.mode not in self.config["modes"]:
             raise ProviderError("terminal", f"claude account {self.account} has no mode {turn.mode!r}", sent=False)
         if not turn.prompt.strip():
             raise ProviderError("terminal", "empty prompt: the API refuses empty messages", sent=False)
         key = conversation_key(turn)
-        earlier = self._recorded(turn)
-        if earlier is not None:   # this very turn was answered before (a crash after record_reply)
-            return earlier
+        # no look at the stored transcript here: an earlier attempt of this task whose outcome is unknown
+        # was reconciled by the runtime before this send, and any other task is a new question to send
         model = self.model_for(turn.mode)
         now = self.clock.world()
         until = exhausted_until(self.limits.get(model), now) if self.config["proactive_cooldown"] else None
         if until is not None:
             log.info("%s: requests bucket of %s empty until %.0f: not sending task %s", self.account, model,
                      until, turn.task_id)
+            # reported once: the broker now cools the account until then, and the next lease comes only
+            # after that time or after an operator's ``fanoctl quota reset``, which a stale snapshot must
+            # not undo (the API itself then says whether the bucket is really still empty)
+            self.limits.pop(model, None)
             raise ProviderError("quota", f"requests rate limit of {model} exhausted (remaining 0); it resets in "
                                 f"{until - now:.0f} s", retry_after=until - now, sent=False)
         replay = self.replay_for(turn)
@@ -292,15 +337,19 @@ class ClaudeProvider(Provider):
     def _classified(self, exc: BaseException, model: str | None = None) -> ProviderError:
         if isinstance(exc, ProviderError):
             return exc
-        response = getattr(exc, "response", None)
-        if model is not None and response is not None and getattr(response, "headers", None) is not None:
-            snapshot = parse_ratelimit(response.headers)
-            if any(k in snapshot for k in ("requests", "tokens")):
-                self.limits[model] = snapshot
         error = classify_exception(exc, self.clock.world(), self.config["billing_retry"])
         if error is None:
             log.warning("%s: unclassified error from the API client: %s", self.account, type(exc).__name__)
             error = ProviderError("unknown", f"{type(exc).__name__}: {exc}"[:500], sent=True)
+        response = getattr(exc, "response", None)
+        if model is not None and response is not None and getattr(response, "headers", None) is not None:
+            snapshot = parse_ratelimit(response.headers)
+            if error.error_class == "quota":
+                # the refusal itself is the report (the broker cools until its reset): keeping its empty
+                # bucket would refuse the next lease again, even one an operator's quota reset allowed
+                self.limits.pop(model, None)
+            elif any(k in snapshot for k in ("requests", "tokens")):
+                self.limits[model] = snapshot
         return error
 
     def _recorded(self, turn: Turn) -> Reply | None:
@@ -312,28 +361,46 @@ class ClaudeProvider(Provider):
         return Reply(ex.reply, dict(meta, reconciled=True))
 
     def reconcile(self, turn: Turn) -> Reply | None:
-        """A reply recorded before a crash, or None: the API keeps no state to ask, so re-sending is the
-        way to get an answer (DESIGN.md §7: stateless API)."""
-        self.start()
+        """A reply recorded for this task's earlier attempt before a crash, or None: the API keeps no state
+        to ask, so re-sending is the way to get an answer (DESIGN.md §7: stateless API)."""
+        if self.store is None:
+            self.store = ConversationStore(self.root / "conversations")
         return self._recorded(turn)
+
+    def resend_note(self, turn: Turn) -> str:
+        if self.store is None:
+            self.store = ConversationStore(self.root / "conversations")
+        return resend_note(self.store, turn)
 
     def check(self) -> dict:
         """Is the key accepted and does each mode's model exist? One Models API call per model (no
         message is generated, nothing is billed)."""
+        self._refresh_key()
         self.start()
         client = self.client.with_options(timeout=min(30.0, self.config["timeout"]))
         models = {mode: self.model_for(mode) for mode in self.modes}
         now = self.clock.world()
+        missing = []
         for model in sorted(set(models.values())):
             try:
                 client.models.retrieve(model)
             except Exception as exc:
+                if getattr(exc, "status_code", None) == 404:
+                    # the key got past the door (a bad key is a 401 first): the model name is what is wrong
+                    missing.append(model)
+                    continue
                 raise self._classified(exc) from None
             until = exhausted_until(self.limits.get(model), now) if self.config["proactive_cooldown"] else None
             if until is not None:
                 raise ProviderError("quota", f"requests rate limit of {model} exhausted; resets in "
                                     f"{until - now:.0f} s", retry_after=until - now, sent=False)
         names = ", ".join(f"{mode}: {model}" for mode, model in models.items())
+        if missing:
+            settings = ", ".join(("deep_model" if mode == "deep" else "model") for mode, model in models.items()
+                                 if model in missing)
+            return {"ok": False, "detail": f"claude: key accepted, but the API has no model "
+                    f"{', '.join(missing)} (fix the account's {settings} setting); {names}",
+                    "model": self.config["model"], "models": models, "missing_models": missing}
         return {"ok": True, "detail": f"claude: key accepted; {names}", "model": self.config["model"],
                 "models": models}
 

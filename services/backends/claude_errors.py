@@ -10,8 +10,9 @@ what the API said                           class       retry_after
 ==========================================  ==========  ===============================================
 429 / 402 / 400 about money: spend limit    quota       until "regain access on <date>" if the message
 (``*_spend_limit_reached``), billing_error,             says so, else max(retry-after, billing_retry):
-"credit balance is too low", "usage                     never a quick retry, and the message says why
-limits"
+"credit balance is too low", "usage          (every      never a quick retry, and the message says why;
+limits"                                     mode)       the money is the organisation's, so every mode
+                                                        of the account cools (``scope="account"``)
 429 rate_limit_error (also mid-stream)      quota       ``retry-after`` (seconds or HTTP date; long
                                                         values are honoured, unlike the SDK's 60 s
                                                         cap), else the reset of an exhausted bucket
@@ -187,7 +188,7 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
         after = max(wait or 0.0, billing_retry) if regain is None or regain <= now else regain - now
         return ProviderError("quota", f"billing: spend limit or credit exhausted, no quick retry; not trying "
                              f"again for {_hours(after)} (raise the limit or add credit in the Anthropic "
-                             f"Console): {text}", retry_after=after, sent=sent)
+                             f"Console): {text}", retry_after=after, sent=sent, scope="account")
     if status == 429 or etype == "rate_limit_error":
         if wait is None:
             until = exhausted_until(parse_ratelimit(h), now, BUCKETS)
@@ -201,7 +202,8 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
         return ProviderError("auth", f"the API refused the key: {text} (check the account's api_key_env or "
                              f"api_key_file)", sent=sent)
     if status == 404:
-        return ProviderError("auth", f"not found: {text} (check the account's model settings)", sent=sent)
+        return ProviderError("auth", f"model not found: {text} (the key was accepted: fix the account's "
+                             f"model / deep_model setting, then fanoctl backends resume)", sent=sent)
     if status >= 500 or status in (408, 409):
         return ProviderError("transient", f"server error: {text}", retry_after=wait, sent=sent)
     if status == 400 and _CONFIG_REFUSAL.search(message or ""):

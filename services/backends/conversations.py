@@ -229,16 +229,42 @@ class ConversationStore:
         return None
 
     def recorded(self, turn: Turn) -> "Exchange | None":
-        """The completed exchange of exactly this turn (same conversation position and prompt), if any:
-        what a stateless API's reconciliation returns instead of sending again."""
-        for exchange in self.turns(conversation_key(turn)):
-            if exchange.index == turn.turn_index and exchange.prompt == turn.prompt:
-                return exchange
+        """The completed exchange of exactly this task's turn, if any: what a stateless API's
+        reconciliation returns instead of sending again.
+
+        Same conversation position, same prompt, *and* the same task (``meta.task_id``): a reconcile
+        recovers an earlier attempt of this task whose outcome is unknown, never another task's answer.
+        A different task with the same conversation, turn index and prompt (a module re-asking after an
+        unusable answer, an operator's second ask) is a new question and must be sent; a record without
+        a task id (written by an older version) matches nothing, so the turn is re-sent (allowed: the
+        API is stateless)."""
+        for record in reversed(self._records(conversation_key(turn))):
+            meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+            if (record.get("type") == "turn" and record.get("index") == turn.turn_index
+                    and record.get("prompt") == turn.prompt and meta.get("task_id") == turn.task_id):
+                return Exchange(turn.turn_index, turn.prompt, str(record.get("reply", "")), meta)
         return None
 
     def was_sent(self, key: str, index: int) -> bool:
         """Whether turn ``index`` was marked sent (or completed)."""
         return any(r.get("type") in ("sent", "turn") and r.get("index") == index for r in self._records(key))
+
+    def sent_attempt(self, turn: Turn) -> bool:
+        """Whether this attempt of this task's turn was marked sent (``mark_sent`` with its ``task_id`` and
+        ``attempt``): then the provider may have it, even when no reply was recorded."""
+        meta_of = (lambda r: r.get("meta") if isinstance(r.get("meta"), dict) else {})
+        return any(r.get("type") == "sent" and r.get("index") == turn.turn_index
+                   and meta_of(r).get("task_id") == turn.task_id and meta_of(r).get("attempt") == turn.attempt
+                   for r in self._records(conversation_key(turn)))
+
+
+def resend_note(store: ConversationStore, turn: Turn) -> str:
+    """:meth:`Provider.resend_note` for a stateless API whose only memory is ``store``: whether the
+    previous attempt (``turn``) was marked sent decides between "may have reached" and "never left"."""
+    if store.sent_attempt(turn):
+        return (f"attempt {turn.attempt} may have reached the API (it was sent and no reply was recorded); "
+                f"a stateless API keeps nothing to ask about, so the turn is sent again")
+    return f"attempt {turn.attempt} never left this worker (no send was recorded)"
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,12 @@ cancelled while the request may be out                unknown (sent=True)
 ====================================================  ===========================================
 
 Conversations are replayed from :class:`ConversationStore` (bounded by :func:`replay_window`, the summary of
-cut exchanges in the system message); each completed exchange is recorded, which is all ``reconcile``
-needs: it returns the recorded reply, or None (the stateless server keeps nothing to ask about).
+cut exchanges in the system message); each turn is marked sent before the request leaves and each completed
+exchange is recorded with its task, which is all ``reconcile`` needs: it returns the reply recorded for
+an earlier attempt of the same task, or None (the stateless server keeps nothing to ask about), and the
+log then says whether that attempt may have reached the server or never left. Another task with the same
+conversation, turn index and prompt is always sent. A key in ``api_key_file`` is read again before every
+request, so a corrected file is used after ``fanoctl backends resume``.
 """
 from __future__ import annotations
 
@@ -70,8 +74,9 @@ from pathlib import Path
 from typing import Callable
 
 from services.backends.base import Provider, ProviderError, Reply, Turn
-from services.backends.conversations import ConversationStore, conversation_key, replay_window
-from services.backends.secrets import load_api_key
+from services.backends.conversations import ConversationStore, conversation_key, replay_window, resend_note
+from services.backends.secrets import KeyFileUnreadable, KeySource
+from shared.config import ConfigError
 from services.backends.openai_wire import (
     Answer, BUSY_RETRY, LOADING_RETRY, SSEDecoder, StreamError, _LOADING, classify_http, classify_stream_error, parse_data, parse_retry_after, parse_settings, server_root)
 
@@ -221,7 +226,12 @@ class OpenAIProvider(Provider):
     def __init__(self, account: str, settings: dict, clock, data_dir):
         super().__init__(account, settings, clock, data_dir)
         self.config = parse_settings(settings or {})
-        self.key = load_api_key(account, "openai", settings, required=False)   # ConfigError if misplaced
+        self.keys = KeySource(account, "openai", settings, required=False)
+        try:
+            self.key = self.keys.current()     # ConfigError if misplaced; a key file is read again per request
+        except KeyFileUnreadable as exc:       # fixable in place: each request reports it (auth) until then
+            log.warning("openai %s: %s; requests are refused as auth failures until it can be read", account, exc)
+            self.key = None
         self.root = server_root(self.config.base_url)
         self.home = Path(data_dir) / "backends" / account
         self.store: ConversationStore | None = None
@@ -236,6 +246,17 @@ class OpenAIProvider(Provider):
     def start(self) -> None:
         if self.store is None:
             self.store = ConversationStore(self.home / "conversations")
+
+    def _refresh_key(self) -> None:
+        """Re-read an ``api_key_file``: a key corrected after an auth pause is used after ``fanoctl backends
+        resume``; an unreadable file is an auth failure (nothing sent), not a crash."""
+        if not self.keys.from_file:
+            return
+        try:
+            self.key = self.keys.current()
+        except ConfigError as exc:
+            raise ProviderError("auth", f"{exc} (fix the file, then fanoctl backends resume "
+                                f"{self.account})", sent=False) from None
 
     # --- HTTP helpers ------------------------------------------------------------------------------------
 
@@ -331,6 +352,7 @@ class OpenAIProvider(Provider):
 
     def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
         self.start()
+        self._refresh_key()
         if turn.mode not in self.config.modes:
             raise ProviderError("terminal", f"openai account {self.account} has no mode {turn.mode!r}", sent=False)
         try:
@@ -365,6 +387,9 @@ class OpenAIProvider(Provider):
     def _exchange(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
         body = self.request_body(turn)
         url = f"{self.config.base_url}/chat/completions"
+        # before the request leaves: a crash from here on may have reached the server (resend_note says so)
+        self.store.mark_sent(conversation_key(turn), turn.turn_index, turn.prompt, task_id=turn.task_id,
+                             attempt=turn.attempt, mode=turn.mode, model=body["model"])
         call = _Call("POST", url, self._headers(body=True), json.dumps(body).encode(), self.config.timeout,
                      stream=True)
         answer, decoder = Answer(), SSEDecoder()
@@ -407,7 +432,8 @@ class OpenAIProvider(Provider):
             meta["usage"] = answer.usage
         if answer.reasoning_chars:
             meta["reasoning_chars"] = answer.reasoning_chars
-        self.store.record_reply(conversation_key(turn), turn.turn_index, turn.prompt, text, **meta)
+        self.store.record_reply(conversation_key(turn), turn.turn_index, turn.prompt, text, **meta,
+                                task_id=turn.task_id, attempt=turn.attempt)
         self.probe_needed = False
         return Reply(text, meta)
 
@@ -441,16 +467,24 @@ class OpenAIProvider(Provider):
         answer.done = True
 
     def reconcile(self, turn: Turn) -> Reply | None:
-        """The recorded reply of an earlier attempt, or None: a stateless server keeps nothing, so a turn
-        without a recorded reply may be re-sent."""
-        self.start()
+        """The recorded reply of this task's earlier attempt, or None: a stateless server keeps nothing, so
+        a turn without a recorded reply may be re-sent (another task's reply never answers this one)."""
+        if self.store is None:
+            self.store = ConversationStore(self.home / "conversations")
         exchange = self.store.recorded(turn)
         if exchange is None:
             return None
-        return Reply(exchange.reply, dict(exchange.meta, reconciled=True))
+        meta = {k: v for k, v in exchange.meta.items() if k not in ("task_id", "attempt")}
+        return Reply(exchange.reply, dict(meta, reconciled=True))
+
+    def resend_note(self, turn: Turn) -> str:
+        if self.store is None:
+            self.store = ConversationStore(self.home / "conversations")
+        return resend_note(self.store, turn)
 
     def check(self) -> dict:
         """``GET /models`` (or ``/health``): reachable, which models, are ours among them."""
+        self._refresh_key()
         never = lambda: False  # noqa: E731
         got = self._get(f"{self.config.base_url}/models", never)
         if got is None:

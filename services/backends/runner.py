@@ -40,7 +40,8 @@ provider                       broker call                                     d
 =============================  ==============================================  ===========================
 Reply                          complete(result={text, meta})                   done
 ProviderError quota            fail(quota, retry_after): account cools down,   refused
-                               no attempt burned, unit refunded
+                               no attempt burned, unit refunded; scope
+                               "account": every mode cools, not only this one
 ProviderError transient        fail(transient, sent, retry_after): backoff     failed
 ProviderError auth             fail(auth, sent): account paused                failed
 ProviderError terminal         fail(terminal, sent): parked                    failed
@@ -50,7 +51,9 @@ past the request timeout       fail(unknown, sent=True) (unless the provider   f
                                said sent=False: its class, not sent)
 any other exception            fail(unknown, sent=True): we cannot know        failed
 reconcile -> Reply             complete (nothing re-sent)                      done
-reconcile -> None              continue to INTENT                              —
+reconcile -> None              continue to INTENT (the log line says why:      —
+                               provider.resend_note — a stateless API "may
+                               have" got it, never "never got")
 reconcile -> auth              fail(auth, sent=False)                          failed
 reconcile -> anything else     fail(unknown, sent=False): try again later      failed
 cancelled before sending       fail(transient, sent=False, retry_after=0)      cancelled
@@ -327,7 +330,12 @@ class TurnRunner:
             return self._fail(job, turn, ProviderError("unknown", f"reconcile: {type(exc).__name__}: {exc}",
                                                        sent=False))
         if found is None:
-            self.log.info("task %s: the provider never got attempt %s; sending", turn.task_id, previous.attempt)
+            note = getattr(self.provider, "resend_note", None)
+            try:
+                why = note(previous) if note is not None else f"the provider never got attempt {previous.attempt}"
+            except Exception:  # a log line must not stop the turn
+                why = f"no answer to attempt {previous.attempt} was found"
+            self.log.info("task %s: %s; sending", turn.task_id, why)
             return None
         self.log.info("task %s: the provider had served attempt %s; completing without sending",
                       turn.task_id, previous.attempt)
@@ -354,8 +362,10 @@ class TurnRunner:
         retry_after = error.retry_after
         if retry_after is not None and not (0 <= retry_after < 1e9):
             retry_after = None  # a provider's absurd value must not be rejected and lose the report
+        scope = getattr(error, "scope", "mode")
         ack, stop = self._deliver(job, "fail", id=turn.task_id, epoch=turn.epoch, error_class=error.error_class,
-                                  message=error.message[:2000], sent=bool(error.sent), retry_after=retry_after)
+                                  message=error.message[:2000], sent=bool(error.sent), retry_after=retry_after,
+                                  **({"scope": scope} if scope != "mode" else {}))
         if stop is not None:
             if job.cancel_requested and stop.outcome == "stale":
                 return Outcome("cancelled", stop.message, turn.epoch)

@@ -12,7 +12,8 @@ committed and shown. A key file inside the checkout is refused for the same reas
 
 The value travels as a :class:`Secret`, whose ``str``/``repr`` are redacted, so an accidental
 ``log.info("%s", settings)`` or an exception message prints ``Secret('sk-…7f3a')``-style stubs, never the
-key. :func:`install_log_redaction` is a last line of defence: a logging filter that blanks every known key
+key. A key file is read again before each request (:class:`KeySource`), so a corrected file is used
+after ``fanoctl backends resume`` without a restart. :func:`install_log_redaction` is a last line of defence: a logging filter that blanks every known key
 from every record of the process.
 """
 from __future__ import annotations
@@ -28,6 +29,12 @@ DEFAULT_ENV = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 REDACTED = "[redacted]"
 
 _known: set[str] = set()   # every key this process has loaded (for the log filter)
+
+
+class KeyFileUnreadable(ConfigError):
+    """``api_key_file`` is missing, empty or unreadable: a condition the operator fixes in place (the file
+    is read again before each request), so a provider reports it as ``auth`` per request (the account
+    pauses) instead of failing its worker's start."""
 
 
 class Secret:
@@ -74,8 +81,8 @@ def load_api_key(account: str, backend: str, settings: dict, *, required: bool =
         try:
             value = file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
         except (OSError, IndexError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"accounts.{account}: cannot read api_key_file {file}: "
-                              f"{type(exc).__name__}") from None
+            raise KeyFileUnreadable(f"accounts.{account}: cannot read api_key_file {file}: "
+                                    f"{type(exc).__name__}") from None
         return Secret(value)
     env = settings.get("api_key_env") or DEFAULT_ENV.get(backend)
     value = environ.get(env, "").strip() if env else ""
@@ -85,6 +92,32 @@ def load_api_key(account: str, backend: str, settings: dict, *, required: bool =
         raise ConfigError(f"accounts.{account}: no API key: set the environment variable {env} "
                           f"or api_key_file")
     return None
+
+
+class KeySource:
+    """Where an account's key comes from, read again whenever it is needed.
+
+    A key in ``api_key_file`` is re-read at every :meth:`current` (a few bytes; the operator who fixed a
+    refused key and ran ``fanoctl backends resume`` expects the next request to carry the new key, with
+    no restart). A key from the environment is fixed for the life of the process (the environment
+    is). Raises ConfigError like :func:`load_api_key`."""
+
+    def __init__(self, account: str, backend: str, settings: dict, *, required: bool = True,
+                 environ: dict | None = None):
+        self.account, self.backend, self.settings = account, backend, dict(settings or {})
+        self.required, self.environ = required, environ
+        self.from_file = bool(self.settings.get("api_key_file"))
+        self._env_key: Secret | None = None
+        self._loaded = False
+
+    def current(self) -> Secret | None:
+        if self.from_file or not self._loaded:
+            key = load_api_key(self.account, self.backend, self.settings, required=self.required,
+                               environ=self.environ)
+            if self.from_file:
+                return key
+            self._env_key, self._loaded = key, True
+        return self._env_key
 
 
 def redact(text: str) -> str:

@@ -34,7 +34,8 @@ transient  retry with exponential backoff (``retry_after`` overrides it), PARKED
            the attempt is not burned either, up to ``[broker] max_refusals`` per task (``refusals``)
 unknown    like transient, but the quota unit always stays counted (the provider may have served it)
 quota      the provider refused for quota: no attempt burned, unit refunded, the account cools down
-           for that mode for ``retry_after`` seconds (1 h when unknown; ``refuse`` takes an absolute time)
+           for that mode for ``retry_after`` seconds (1 h when unknown; ``refuse`` takes an absolute time);
+           with ``scope="account"`` (an organisation's spend limit) every mode of the account cools
 auth       no attempt burned, the account is paused for the operator, unit refunded unless sent
 terminal   PARKED at once with the error; unit refunded when not sent
 =========  ==========================================================================================
@@ -50,6 +51,7 @@ from services.broker import states as st
 from services.broker.ops_tasks import MODES, check_name, public
 from services.broker.tx import Tx
 
+COOLDOWN_SCOPES = ("mode", "account")   # fail(quota, scope): the leased mode, or every mode ("*")
 LEASE_SCAN_LIMIT = 2000   # ready tasks examined per lease before answering "nothing fits"
 MAX_CONVERSATION_FIELD = 2000  # characters of a conversation's url / title kept
 SWEEP_LIMIT = 1000        # expired leases / due tasks handled per batch (the rest next batch)
@@ -311,9 +313,12 @@ def op_complete(tx: Tx, id: int, epoch: int, result, reconciled: bool = False):
     return {"id": id, "epoch": epoch, "state": st.DONE}
 
 
-def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: bool, retry_after):
+def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: bool, retry_after,
+            scope: str = "mode"):
     if error_class not in st.ERROR_CLASSES:
         raise bad_argument(f"error_class must be one of {', '.join(st.ERROR_CLASSES)}", field="error_class")
+    if scope not in COOLDOWN_SCOPES:
+        raise bad_argument(f"scope must be one of {', '.join(COOLDOWN_SCOPES)}", field="scope")
     if retry_after is not None and not abs(retry_after) < 1e15:  # inf/nan/huge would overflow the index key
         raise bad_argument("retry_after must be a finite number of seconds", field="retry_after")
     task = _leased(tx, id, epoch)
@@ -323,7 +328,7 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     _settle_turn(tx, task, unknown=error_class == "unknown")
     if error_class == "quota":
         until = None if retry_after is None else tx.now + retry_after
-        return _quota_refusal(tx, task, until, message)
+        return _quota_refusal(tx, task, until, message, scope)
     if error_class != "unknown" and not sent:
         _refund(tx, task)
     why = f"{error_class} error on {lease['account']}: {message[:200]}"
@@ -346,14 +351,17 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     return {"id": id, "epoch": epoch, "state": task["state"], "not_before": task["not_before"]}
 
 
-def _quota_refusal(tx: Tx, task: dict, until, message: str) -> dict:
+def _quota_refusal(tx: Tx, task: dict, until, message: str, scope: str = "mode") -> dict:
     lease = task["lease"]
     _refund(tx, task)
     if until is None:  # the provider did not say until when: be conservative
         until = tx.now + quota.DEFAULT_COOLDOWN
     if until > tx.now:  # a reset time already past (e.g. "Retry-After: 0", or a delayed report) cools nothing
-        quota.set_cooldown(tx, lease["account"], lease["mode"], until, message or "provider refused for quota")
-    _back_to_queue(tx, task, f"quota refusal on {lease['account']} {lease['mode']} until {until:.0f}")
+        # scope "account": a limit of the whole account (an organisation's spend limit), every mode ("*")
+        quota.set_cooldown(tx, lease["account"], None if scope == "account" else lease["mode"], until,
+                           message or "provider refused for quota")
+    where = "every mode" if scope == "account" else lease["mode"]
+    _back_to_queue(tx, task, f"quota refusal on {lease['account']} {where} until {until:.0f}")
     return {"id": task["id"], "epoch": task["epoch"], "state": task["state"], "cooldown_until": until}
 
 

@@ -237,11 +237,77 @@ def test_a_conversation_replays_its_transcript_and_pins_a_summary_once_over_budg
         assert len(r["messages"]) < 2 * i + 1
         roles = [m["role"] for m in r["messages"]]
         assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
-    # the transcript is durable: a new worker reconciles the last turn without a request
+    # the transcript is durable: a new worker reconciles the last turn of the same task without a request
     fresh = make(standin, tmp_path)
     last = turn(prompts[-1], task_id=107, conversation="explorer:fano", turn_index=7)
-    assert fresh.reconcile(last).text == replies[-1]
-    assert fresh.send(last, never).text == replies[-1] and len(standin.requests) == len(prompts)
+    assert fresh.reconcile(last).text == replies[-1] and len(standin.requests) == len(prompts)
+
+
+def test_a_new_task_at_the_same_turn_with_the_same_prompt_is_sent_not_answered_from_the_transcript(standin,
+                                                                                                      tmp_path):
+    """Issue 16, item 5: a module re-asking (a new task: same conversation, turn index and prompt) got the
+    first task's stored reply without a request, marked reconciled; an unusable answer came back forever."""
+    p = make(standin, tmp_path)
+    first = p.send(turn("explore the seed", task_id=31, conversation="explorer:s.t1", turn_index=1), never)
+    again = turn("explore the seed", task_id=32, conversation="explorer:s.t1", turn_index=1)
+    assert p.reconcile(again) is None                     # not this task's answer
+    second = p.send(again, never)
+    assert len(standin.requests) == 2, "the second task was answered from the transcript"
+    assert "reconciled" not in second.meta and second.meta["request_id"] != first.meta["request_id"]
+    # each request carries no earlier exchange of that index: the re-ask replaces, it does not replay
+    assert standin.requests[1]["messages"] == [{"role": "user", "content": "explore the seed"}]
+
+
+def test_a_corrected_key_file_is_read_again_without_a_restart(tmp_path):
+    keyfile = tmp_path / "claude.key"
+    keyfile.write_text("sk-ant-WRONG-" + uuid.uuid4().hex + "\n")
+    s = ClaudeStandin(key=KEY).start()
+    try:
+        p = ClaudeProvider("claude-t", {"base_url": s.url, "api_key_file": str(keyfile)}, Clock(), tmp_path)
+        p.start()
+        assert send_error(p, turn("hi", task_id=1)).error_class == "auth"
+        keyfile.write_text(KEY + "\n")          # the operator fixes the file, then `backends resume`
+        assert p.send(turn("hi again", task_id=2), never).text == "claude stand-in answer to: hi again"
+        assert [r["key_ok"] for r in s.requests] == [False, True]
+        keyfile.unlink()                         # an unreadable file pauses the account; nothing is sent
+        err = send_error(p, turn("gone", task_id=3))
+        assert (err.error_class, err.sent) == ("auth", False) and "api_key_file" in err.message
+        assert len(s.requests) == 2 and KEY not in err.message
+    finally:
+        s.stop()
+
+
+def test_a_quota_reset_is_not_undone_by_the_last_rate_limit_headers(tmp_path):
+    """Issue 16, item 9: the bucket snapshot refused requests again after `fanoctl quota reset`."""
+    tight = ClaudeStandin(key=KEY, requests_limit=1).start()
+    try:
+        p = make(tight, tmp_path)
+        p.send(turn("one", task_id=1), never)                       # remaining 0, reset a minute ahead
+        err = send_error(p, turn("two", task_id=2))
+        assert (err.error_class, err.sent) == ("quota", False) and len(tight.requests) == 1
+        tight.reset()                                               # the limit really was lifted
+        # the operator reset the cool-down: the next lease is sent, and the API itself answers
+        assert p.send(turn("three", task_id=3), never).text == "claude stand-in answer to: three"
+        assert len(tight.requests) == 1 and tight.requests[0]["messages"][-1]["content"] == "three"
+    finally:
+        tight.stop()
+
+
+def test_a_429_is_its_own_report_and_its_empty_bucket_does_not_refuse_the_next_lease(standin, tmp_path):
+    p = make(standin, tmp_path)
+    err = send_error(p, turn("four [[standin:rate_limit_long]]", task_id=4))   # remaining 0 for 900 s
+    assert (err.error_class, err.retry_after) == ("quota", 900.0)
+    # the broker cools the account for it; a lease after an operator's quota reset is sent
+    assert p.send(turn("five", task_id=5), never).text == "claude stand-in answer to: five"
+    assert [r["outcome"] for r in standin.requests] == ["refused", "served"]
+
+
+def test_the_organisations_usage_limit_is_a_cool_down_of_every_mode(standin, tmp_path):
+    p = make(standin, tmp_path)
+    err = send_error(p, turn("q [[standin:org_spend_limit]]", mode="deep"))
+    assert (err.error_class, err.scope, err.sent) == ("quota", "account", False)
+    assert err.retry_after == pytest.approx(_next_month_start(time.time()) - time.time(), abs=5)
+    assert "usage limits" in err.message and "no quick retry" in err.message
 
 
 def test_check_reports_models_and_refuses_an_unknown_one(tmp_path):
@@ -251,9 +317,10 @@ def test_check_reports_models_and_refuses_an_unknown_one(tmp_path):
         assert got["ok"] is True and got["model"] == "claude-sonnet-4-6"
         assert got["models"] == {"standard": "claude-sonnet-4-6", "deep": "claude-opus-4-5"}
         assert KEY not in json.dumps(got) and s.requests == []          # no message was generated
-        with pytest.raises(ProviderError) as info:
-            make(s, tmp_path, deep_model="claude-nope").check()
-        assert info.value.error_class == "auth" and "claude-nope" in info.value.message
+        # a model the API does not know is a model problem, reported as such, never as a refused key
+        bad = make(s, tmp_path, deep_model="claude-nope").check()
+        assert bad["ok"] is False and bad["missing_models"] == ["claude-nope"]
+        assert "key accepted" in bad["detail"] and "deep_model" in bad["detail"] and "claude-nope" in bad["detail"]
     finally:
         s.stop()
 

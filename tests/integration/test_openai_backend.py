@@ -214,6 +214,39 @@ def test_api_key_is_sent_as_bearer_and_a_wrong_one_is_auth(tmp_path, standin, mo
     assert info.value.error_class == "auth"
 
 
+def test_a_corrected_key_file_is_read_again_without_a_restart(tmp_path, standin):
+    server = standin(api_key="sk-right-0123456789")
+    keyfile = tmp_path / "openai.key"
+    keyfile.write_text("sk-wrong-0123456789\n")
+    p = provider(tmp_path, server, api_key_file=str(keyfile))
+    assert failure(p, turn(task_id=1)).error_class == "auth"
+    keyfile.write_text("sk-right-0123456789\n")     # fixed; then `fanoctl backends resume`
+    assert p.send(turn(task_id=2), never).text.startswith("openai stand-in answer to")
+    assert [r["authorized"] for r in server.stats()["requests"]] == [False, True]
+    keyfile.unlink()            # unreadable: an auth failure per request, nothing sent; building never fails
+    err = failure(p, turn(task_id=3))
+    assert (err.error_class, err.sent) == ("auth", False) and "api_key_file" in err.message
+    later = provider(tmp_path, server, api_key_file=str(keyfile))
+    assert failure(later, turn(task_id=4)).error_class == "auth" and len(server.stats()["requests"]) == 2
+
+
+def test_reconcile_recovers_only_this_tasks_answer_and_says_whether_a_lost_attempt_left(tmp_path, standin):
+    server = standin()
+    p = provider(tmp_path, server)
+    first = turn("explore", task_id=5, conversation="explorer:s.t1", index=1)
+    assert p.resend_note(first).endswith("never left this worker (no send was recorded)")
+    answer = p.send(first, never)
+    assert p.reconcile(first).text == answer.text
+    again = turn("explore", task_id=6, conversation="explorer:s.t1", index=1)   # a module's re-ask
+    assert p.reconcile(again) is None
+    p.send(again, never)
+    assert len(server.stats()["requests"]) == 2
+    # a request marked sent whose answer never came back (a kill -9 mid-answer) may have reached the server
+    cut = turn("cut", task_id=7)
+    p.store.mark_sent("task-7", 0, "cut", task_id=7, attempt=1)
+    assert p.reconcile(cut) is None and p.resend_note(cut).startswith("attempt 1 may have reached the API")
+
+
 def test_unknown_model_is_terminal_and_says_what_to_fix(tmp_path, standin):
     server = standin()
     p = provider(tmp_path, server, account="local", model="llama-nine")

@@ -142,13 +142,17 @@ def test_one_shot_records_are_pruned_when_old_and_conversations_are_kept(tmp_pat
 def test_recorded_matches_the_turn_position_and_prompt(tmp_path):
     from services.backends.base import Turn
     store = ConversationStore(tmp_path / "conv")
-    store.record_reply("explorer:t1", 2, "what next?", "this", model="m")
+    store.record_reply("explorer:t1", 2, "what next?", "this", model="m", task_id=9)
     turn = Turn(task_id=9, epoch=1, attempt=1, account="a", mode="standard", module="explorer",
                 kind="explorer.explore", prompt="what next?", conversation="explorer:t1", turn_index=2)
-    assert store.recorded(turn).reply == "this" and store.recorded(turn).meta == {"model": "m"}
+    assert store.recorded(turn).reply == "this" and store.recorded(turn).meta == {"model": "m", "task_id": 9}
     import dataclasses
     assert store.recorded(dataclasses.replace(turn, prompt="something else")) is None
     assert store.recorded(dataclasses.replace(turn, turn_index=3)) is None
+    # a different task at the same position with the same prompt (a re-ask) is never answered from here
+    assert store.recorded(dataclasses.replace(turn, task_id=10)) is None
+    store.record_reply("explorer:t1", 2, "what next?", "that", model="m")     # no task named: matches none
+    assert store.recorded(turn).reply == "this"
 
 
 def test_a_transcript_file_is_compacted_to_one_record_per_text(tmp_path):

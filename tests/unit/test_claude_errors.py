@@ -75,6 +75,15 @@ def test_billing_refusals_wait_billing_retry_never_the_short_retry_after(status,
     err = classify(status, {"retry-after": "5"}, b, billing_retry=7200.0)
     assert (err.error_class, err.retry_after) == ("quota", 7200.0)
     assert "no quick retry" in err.message and "2.0 h" in err.message
+    assert err.scope == "account"          # the money is the organisation's: every mode cools
+
+
+def test_the_organisations_usage_limit_cools_every_mode_and_a_rate_limit_only_its_own():
+    msg = "You have reached your specified API usage limits. You will regain access on 2031-01-01 at 00:00 UTC."
+    org = classify(400, {}, body("invalid_request_error", msg))
+    assert (org.error_class, org.scope, org.sent) == ("quota", "account", False)
+    rate = classify(429, {"retry-after": "5"}, body("rate_limit_error", "slow down"))
+    assert (rate.error_class, rate.scope) == ("quota", "mode")
 
 
 def test_a_retry_after_longer_than_billing_retry_wins():
@@ -126,7 +135,7 @@ def test_bad_key_is_auth_and_never_counted_as_sent(status, etype):
 
 def test_unknown_model_pauses_the_account_rather_than_parking_every_task():
     err = classify(404, {}, body("not_found_error", "model: claude-nope"))
-    assert err.error_class == "auth" and "model" in err.message
+    assert err.error_class == "auth" and "model not found" in err.message and "key was accepted" in err.message
 
 
 @pytest.mark.parametrize("status,b", [(400, body("invalid_request_error", "prompt is too long: 210000 tokens")),

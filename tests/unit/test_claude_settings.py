@@ -147,10 +147,14 @@ def test_reconcile_returns_a_recorded_reply_and_none_otherwise(tmp_path):
     p.start()
     t = turn("what?", conversation="conv", turn_index=2)
     assert p.reconcile(t) is None
-    p.store.mark_sent("conv", 2, "what?")
+    assert p.resend_note(t) == "attempt 1 never left this worker (no send was recorded)"
+    p.store.mark_sent("conv", 2, "what?", task_id=1, attempt=1)
     assert p.reconcile(t) is None                      # sent, never answered: re-sending is allowed
-    p.store.record_reply("conv", 2, "what?", "this.", model="m", mode="standard")
+    assert p.resend_note(t).startswith("attempt 1 may have reached the API")   # never "never got"
+    p.store.record_reply("conv", 2, "what?", "this.", model="m", mode="standard", task_id=1, attempt=1)
     fresh = provider(tmp_path)                          # a new worker over the same data directory
     got = fresh.reconcile(t)
     assert got.text == "this." and got.meta == {"model": "m", "mode": "standard", "reconciled": True}
     assert fresh.reconcile(turn("other prompt", conversation="conv", turn_index=2)) is None
+    # another task at the same place with the same prompt is a new question, never answered from the file
+    assert fresh.reconcile(turn("what?", conversation="conv", turn_index=2, task_id=2)) is None

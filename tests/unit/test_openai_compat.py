@@ -289,9 +289,14 @@ def test_one_shot_body_has_no_system_message(tmp_path):
 def test_reconcile_returns_the_recorded_reply_or_none(tmp_path):
     p = provider(tmp_path)
     assert p.reconcile(turn(3)) is None
-    p.store.record_reply("c1", 3, "question", "the answer", model="m", mode="standard")
+    assert p.resend_note(turn(3)) == "attempt 1 never left this worker (no send was recorded)"
+    p.store.mark_sent("c1", 3, "question", task_id=7, attempt=1)
+    assert p.resend_note(turn(3)).startswith("attempt 1 may have reached the API")
+    p.store.record_reply("c1", 3, "question", "the answer", model="m", mode="standard", task_id=7, attempt=1)
     again = provider(tmp_path)                 # a new worker incarnation reads the same files
     reply = again.reconcile(turn(3))
     assert reply.text == "the answer" and reply.meta["reconciled"] is True and reply.meta["model"] == "m"
+    assert "task_id" not in reply.meta
     assert again.reconcile(turn(3, prompt="a different question")) is None   # not this turn's reply
+    assert again.reconcile(turn(3, task_id=8)) is None                       # not this task's reply
     assert again.reconcile(turn(conversation=None, task_id=99)) is None

@@ -13,6 +13,7 @@ Key layout (namespace ``explorer``)::
     insights/<insight_id>           Insight            <- the documenter scans this prefix
     reviews/<insight_id>            Review
     errors/<task_id:012d>           unusable answer / failed task (written by the module framework; working data)
+    pace/<seed_id>                  the seed's pause and hourly task budget (:mod:`.pacing`)
 
 Working data is put with ``working`` and deleted by the broker ``broker.working_retention`` after its last
 put (docs/storage.md); everything else here is the research record, kept forever.
@@ -94,6 +95,8 @@ import re
 from dataclasses import dataclass, field, fields
 
 from shared.config import ConfigError
+
+from services.modules import prompts
 
 MODULE = "explorer"
 
@@ -188,7 +191,16 @@ def insight_task_key(iid: str, step: str, retry: int = 0) -> str:
 
 def task_spec(key: str, kind: str, payload: dict, priority, requires: dict | None = None) -> dict:
     """A task to propose. ``priority`` is the seed/insight priority: it goes to ``attrs.seed_priority``
-    (the scheduler adds the kind's base itself; the task's own ``priority`` stays at the default)."""
+    (the scheduler adds the kind's base itself; the task's own ``priority`` stays at the default).
+
+    A re-ask after an unusable answer (``payload.retry = n``) asks differently: the prompt ends with the
+    ``retry`` template (prompts/explorer/retry.md), which says so and why. The request then differs from
+    the one whose answer was unusable, so no provider can hand back the stored exchange as a new answer,
+    and each re-ask differs from the one before."""
+    retry = payload.get("retry")
+    if retry and isinstance(payload.get("prompt"), str):
+        payload = dict(payload, prompt=payload["prompt"].rstrip("\n") + "\n\n"
+                       + prompts.render(MODULE, "retry", retry=retry).strip() + "\n")
     return {"key": key, "kind": kind, "payload": payload, "requires": dict(requires or {}),
             "attrs": {"seed_priority": int(priority or 5)}}
 
@@ -253,6 +265,9 @@ class ExplorerSettings:
     math_refute_confidence: float = 0.8
     math_tags: tuple = MATH_TAGS
     max_retries: int = 2                  # re-asks (with a new key) after an unusable answer or a parked task
+    seed_pause_after: int = 2             # threads of a seed paused by unusable answers that pause the seed; 0 = never
+    max_threads_per_seed_hour: int = 6    # new threads of one seed per hour (world clock); 0 = no limit
+    max_tasks_per_seed_hour: int = 200    # tasks created for one seed per hour; the rest wait (pacing.py); 0 = no limit
     extract_patience: float = 3600.0      # world seconds to wait for the last panel member's extraction
     member_patience: float = 300.0        # world seconds a panel member's task may wait on a blocked account
     repair_interval: float = 30.0         # real seconds between re-derivations of every open step
@@ -263,6 +278,10 @@ class ExplorerSettings:
     def deep_for(self, step: str) -> tuple[str, bool]:
         mode, fallback = (self.deep.get(step) or ["standard", False])[:2]
         return ("deep" if mode == "deep" else "standard"), bool(fallback)
+
+
+COUNTS = ("seed_pause_after", "max_threads_per_seed_hour", "max_tasks_per_seed_hour")   # 0 = off
+NON_NEGATIVE = ("member_patience", "max_waiting_threads", "max_active_threads") + COUNTS
 
 
 class SettingsError(ConfigError):
@@ -284,7 +303,7 @@ def settings_from_table(table: dict) -> ExplorerSettings:
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise SettingsError(f"[modules.explorer]: {key} must be {want.__name__}, got {value!r}")
-        if key in ("member_patience", "max_waiting_threads", "max_active_threads") and value < 0:
+        if key in NON_NEGATIVE and value < 0:
             raise SettingsError(f"[modules.explorer]: {key} must be >= 0, got {value!r}")
         kw[key] = value
     return ExplorerSettings(**kw)

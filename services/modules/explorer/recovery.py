@@ -2,10 +2,13 @@
 
 * An unusable answer (``ParseError``), a PARKED or a CANCELLED task: the framework stores
   ``errors/<task>``; :meth:`on_unusable` marks the entity (``last_error``) and re-asks with a new key
-  (``:retry<n>``, ``payload.retry = n`` so the request differs) up to ``max_retries`` times. A cancel is
-  the operator's decision and is not re-asked. Out of retries: a thread pauses (``pause_reason``) for a
-  human; a panel member's extraction counts as failed; a reviewer is dropped from that step; an LLM dedup
-  check is recorded as unresolved and the insight goes to review; a math check is recorded as skipped.
+  (``:retry<n>``, ``payload.retry = n``) and a prompt that says it is asked again and why
+  (:func:`.model.task_spec`), so a provider never answers a re-ask with the stored exchange, up to
+  ``max_retries`` times. A cancel is the operator's decision and is not re-asked. Out of retries: a
+  thread pauses (``pause_reason``, ``paused_by = "unusable answers"``) for a human, and enough such
+  threads pause their seed (:mod:`.pacing`); a panel member's extraction counts as failed; a reviewer
+  is dropped from that step; an LLM dedup check is recorded as unresolved and the insight goes to
+  review; a math check is recorded as skipped.
 * The repair pass re-proposes every open step from stored state (deterministic keys and payloads, so
   it is harmless when the task exists), closes extraction panels that ran out of patience, and replaces
   panel members blocked past ``member_patience`` (:mod:`.panels`).
@@ -92,6 +95,10 @@ class Recovery:
         if thread["attempt"] > self.settings.max_retries or final:
             if thread["status"] not in ("paused", "archived"):
                 thread.update(status="paused", paused_from=effective_status(old))
+                # counted by the seed's pause (services/modules/explorer/pacing.py); an operator's cancel is not
+                thread["paused_by"] = None if final else "unusable answers"
+                if not final:
+                    ops.ops.append({"op": "pace_check", "seed_id": thread["seed_id"], "thread": thread})
             thread["pause_reason"] = f"{task['kind']} failed: {error}"[:500]
         else:
             ops.submit(*self.thread_tasks(thread))

@@ -15,6 +15,11 @@ that records a result and acks it, so no step can be lost between two writes):
 
 Every handler first checks that the task is the one its entity waits for (the expected key, with its
 retry suffix); anything else is a stale result and is only acked. Failures: :mod:`.recovery`.
+
+Every transaction that creates tasks goes through :meth:`ExplorerService.paced`, which counts them
+against their seed's hourly budget (over it, they wait) and pauses a seed whose threads keep producing
+unusable answers (:mod:`.pacing`); :meth:`ExplorerService.plan` starts no thread on a paused seed or
+one over its budget.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import copy
 from services.modules.base import Effect, ModuleService, Store
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
+from services.modules.explorer import pacing as PC
 from services.modules.explorer import parsers as P
 from services.modules.explorer.panels import Panels
 from services.modules.explorer import priorities as PR
@@ -44,6 +50,69 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     # --- apply --------------------------------------------------------------------------------------------
 
     def handle(self, task: dict) -> Effect:
+        effect = self._handle(task)
+        return Effect(self.paced(effect.ops))
+
+    def on_unusable(self, task: dict, error: str) -> list:
+        return self.paced(super().on_unusable(task, error))
+
+    # --- pacing (services/modules/explorer/pacing.py) ------------------------------------------------
+
+    def paced(self, ops: list) -> list:
+        """``ops`` with the submissions over their seed's hourly budget left out (held: the repair pass
+        proposes them again when the hour has room), ``pace_check`` markers resolved (the seed is paused
+        when enough of its threads are paused by unusable answers), and each touched seed's pace record
+        written, version-checked, in the same transaction."""
+        now, s = self.now(), self.settings
+        marks = [o for o in ops if o.get("op") == "pace_check"]
+        ops = [o for o in ops if o.get("op") != "pace_check"]
+        keys: dict[str, list[str]] = {}
+        for o in ops:
+            sid = PC.seed_of_task(o["task"]) if o.get("op") == "submit" else None
+            if sid:
+                keys.setdefault(sid, []).append(o["task"]["key"])
+        touched = set(keys) | {m["seed_id"] for m in marks}
+        held, writes, threads = set(), [], None
+        for sid in sorted(touched):
+            version, stored = self.store.get(PC.pace_key(sid))
+            rec = PC.current(stored, sid, now)
+            if sid in keys:
+                _, hold = PC.ration(rec, keys[sid], s.max_tasks_per_seed_hour, now)
+                if hold:
+                    held |= hold
+                    self.log.warning("seed %s: %s (%s)", sid, PC.budget_note(rec, s.max_tasks_per_seed_hour),
+                                     ", ".join(sorted(hold)))
+            mine = [m["thread"] for m in marks if m["seed_id"] == sid]
+            if mine and s.seed_pause_after > 0 and not rec.get("paused"):
+                threads = self.values("threads/") if threads is None else threads
+                latest = {t["id"]: t for t in threads} | {t["id"]: t for t in mine}
+                failed = PC.failed_threads(sorted(latest.values(), key=lambda t: t.get("created_at") or 0), sid)
+                if len(failed) >= s.seed_pause_after:
+                    rec = PC.pause(rec, failed, now)
+                    self.log.warning("seed %s paused: %s", sid, rec["pause_reason"])
+            if rec != stored:
+                writes.append(Store.put(PC.pace_key(sid), rec, if_version=version))
+        return [o for o in ops if not (o.get("op") == "submit" and o["task"]["key"] in held)] + writes
+
+    def submit_if_absent(self, tasks: list[dict]) -> None:
+        """The repair pass's proposals: a task held by its seed's budget is created (and counted) only when
+        the hour has room; the others exist already or are re-proposed as before."""
+        plain = []
+        for spec in tasks:
+            sid = PC.seed_of_task(spec)
+            rec = PC.current(self.store.get(PC.pace_key(sid))[1], sid, self.now()) if sid else None
+            if rec is None or spec["key"] not in rec["held"]:
+                plain.append(spec)
+            elif PC.room(rec, self.settings.max_tasks_per_seed_hour) > 0:
+                self.txn_or_skip([Store.submit(dict(spec, module=M.MODULE))], f"propose held task {spec['key']}")
+        super().submit_if_absent(plain)
+
+    def txn_or_skip(self, ops: list, what: str) -> bool:
+        """Every planning transaction (a thread started, a held task proposed, a panel seat moved) is paced
+        like an applied result's."""
+        return super().txn_or_skip(self.paced(ops), what)
+
+    def _handle(self, task: dict) -> Effect:
         result = task.get("result")
         text = result.get("text", "") if isinstance(result, dict) else result
         handler = {M.EXPLORE: self._turn, M.CRITIQUE: self._turn, M.SYNTHESIS: self._synthesis,
@@ -231,9 +300,15 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         self.import_promotions()
         seeds = self.values("seeds/")
         threads = self.values("threads/")
-        room = self.thread_room(threads) if T.select_seed(seeds, threads) is not None else 0
+        paces = {p.get("seed_id"): p for p in self.values("pace/")}
+
+        def candidate():
+            # a paused seed, or one over its hourly budget, gets no new thread (services/modules/explorer/pacing.py)
+            blocked = PC.blocked_seeds(seeds, threads, paces, self.settings, self.now())
+            return T.select_seed([s for s in seeds if s.get("id") not in blocked], threads)
+        room = self.thread_room(threads) if candidate() is not None else 0
         while room > 0:
-            seed = T.select_seed(seeds, threads)
+            seed = candidate()
             if seed is None:
                 break
             thread = T.new_thread(seed, threads, self.now())
@@ -242,6 +317,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             ops.submit(T.turn_task(thread, 1, seeds, [], self.configured_accounts(), self.settings))
             if not self.txn_or_skip(ops.ops, f"start thread {thread['id']}"):
                 return
+            paces[seed["id"]] = self.store.get(PC.pace_key(seed["id"]))[1]
             self.log.info("thread %s started on seed %s (%s)", thread["id"], seed["id"], seed["type"])
             threads.append(thread)
             room -= 1
