@@ -728,6 +728,10 @@ def test_refunds_and_a_downgrade_through_the_broker(site, chromium_path):
             assert deep["windows"][0]["used"] == 0, deep            # the downgraded deep request was refunded
             assert deep["cooldown"] and deep["cooldown"]["reason"].startswith("downgrade: Pro was selected"), deep
             assert [s["mode"] for s in site.submits if "think hard" in s["prompt"]] == ["Pro", "Auto"]
+            status = run_fanoctl(tree, "status").stdout        # the operator sees why deep is cooling
+            assert "account web-pro: deep cooling until" in status and "downgrade: Pro was selected" in status, status
+            ls = run_fanoctl(tree, "backends", "ls").stdout
+            assert "deep until" in ls, ls
         finally:
             client.close()
 
