@@ -564,7 +564,7 @@ def test_an_answer_before_the_real_url_waits_for_it_so_the_next_turn_continues(p
     assert second.meta["url"] == first.meta["url"] and site.submits[1]["conversation"] == site.submits[0]["conversation"]
 
 
-def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_lost(providers, site):
+def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_lost(providers, site, monkeypatch):
     """Marked sent with no URL, and no new conversation in the history list holds the prompt: unknown while
     the send is recent (the list may lag), None (send it) once HISTORY_GRACE has passed."""
     p = providers["chatgpt"]
@@ -578,6 +578,11 @@ def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_l
         p.reconcile(t)
     assert err.value.error_class == "unknown" and "sent only" in err.value.message
     p.store.set_handle(key, sent_at=time.time() - 3600)
+    with monkeypatch.context() as m:      # a history list the site file cannot find: it cannot tell
+        m.setattr(p, "site", dataclasses.replace(p.site, selectors=dict(p.site.selectors, history_item=("#nope a",))))
+        with pytest.raises(ProviderError) as err:
+            p.reconcile(t)
+        assert err.value.error_class == "unknown" and "no history list" in err.value.message
     assert p.reconcile(t) is None
     assert site.prompts("lost before it left") == []
 
