@@ -30,13 +30,24 @@ class Ctl:
         self.timeout = timeout
         self.json = as_json
         self._client = None
+        self._endpoints = None
+
+    def endpoints(self):
+        """Where the tree's sockets are (:func:`shared.config.find_endpoints`): commands that only talk to
+        the running tree keep working when fano.toml is broken; that is said once, on stderr."""
+        if self._endpoints is None:
+            from shared.config import find_endpoints
+            self._endpoints = find_endpoints(self.config_path)
+            if self._endpoints.problem:
+                click.echo(f"fanoctl: warning: the configuration does not load ({self._endpoints.problem}); "
+                           f"using the running tree in {self._endpoints.run_dir}", err=True)
+        return self._endpoints
 
     def client(self):
         if self._client is None:
             from shared.client import BrokerClient
             if not self.endpoint:
-                from shared.config import load_config
-                self.endpoint = load_config(self.config_path).broker_endpoint
+                self.endpoint = self.endpoints().broker_endpoint
             self._client = BrokerClient(self.endpoint, name="fanoctl", timeout=self.timeout, retries=RETRIES)
         return self._client
 

@@ -28,8 +28,7 @@ def scheduler_endpoint() -> str:
     ctl = _ctl()
     if ctl.endpoint and ctl.endpoint.startswith("ipc://") and ctl.endpoint.endswith("/broker.sock"):
         return ctl.endpoint[: -len("broker.sock")] + "scheduler.sock"  # --broker given: same run dir
-    from shared.config import load_config
-    return load_config(ctl.config_path).scheduler_endpoint
+    return ctl.endpoints().scheduler_endpoint
 
 
 def ask_scheduler(what: str, **fields):

@@ -32,7 +32,7 @@ import xmlrpc.client
 from pathlib import Path
 
 from shared.client import BrokerClient
-from shared.config import REPO_ROOT, load_config
+from shared.config import ADHOC, REPO_ROOT, load_config
 from shared.errors import FanoError
 
 ACCOUNTS = ("fast-sim", "slow-sim", "deep-sim")
@@ -88,13 +88,14 @@ windows = ["{deep_deep}"]
 windows = ["{std_deep}"]
 """
 
-LIMITS = {"deep_slow": "12/day@00:00 UTC", "deep_deep": "20/day@00:00 UTC reserve chaos=5",
+# the workload is the operator's kind of work (module adhoc): a reserve must name a module the tree has
+LIMITS = {"deep_slow": "12/day@00:00 UTC", "deep_deep": "20/day@00:00 UTC reserve adhoc=5",
           "std_deep": "40/1h"}
 
 
 def write_config(root: Path, seed: int) -> Path:
     path = root / "fano.toml"
-    limits = {k: v.replace(" reserve chaos=5", "") for k, v in LIMITS.items()}
+    limits = {k: v.replace(" reserve adhoc=5", "") for k, v in LIMITS.items()}
     text = CONFIG.format(root=root, seed=seed, seed2=seed + 1, seed3=seed + 2, **limits)
     # the broker's own quota may carry reserves; the provider's limit is the plain window
     text = text.replace(f'[quotas.deep-sim.deep]\nwindows = ["{limits["deep_deep"]}"]',
@@ -186,7 +187,7 @@ class Workload:
             self.conv_next[f"conv-{n}"] = 0
 
     def _submit(self, key: str, **fields) -> int:
-        res = self.client.submit(key, "chaos", fields.pop("kind"), **fields)
+        res = self.client.submit(key, ADHOC, fields.pop("kind"), **fields)
         self.acked[key] = res["task"]["id"]
         return res["task"]["id"]
 

@@ -8,7 +8,8 @@ Applying a changed fano.toml to a running tree (what ``ops/up`` does with ``--ch
 
 - each account program carries a digest of its own ``[accounts.NAME]`` table in its environment, so
   ``supervisorctl update`` restarts exactly the accounts whose settings changed (e.g. sim -> claude);
-- the rest of the file (quotas, broker, scheduler, modules) is read by the static programs at start, so
+- the rest of the file (quotas, broker, scheduler, modules, and which accounts exist with their backend
+  kinds: the broker refuses names it does not know) is read by the static programs at start, so
   when its digest differs from the one last applied (``var/supervisor/shared-config.sha``) those
   programs are listed for a restart -- safe by design: every program is crash-only;
 - an account whose key comes from an environment variable gets it from supervisord's environment,
@@ -75,10 +76,14 @@ def account_digest(account) -> str:
 
 
 def shared_digest(config_path: Path) -> str:
-    """Digest of everything in the file but ``[accounts]``: what broker, scheduler and modules read."""
+    """Digest of what broker, scheduler and modules read: everything in the file but the accounts'
+    own settings, which only their worker reads. The accounts' names and backend kinds are in it: the
+    broker refuses names its configuration does not have, so it must learn an added or removed account."""
     with open(config_path, "rb") as f:
         data = tomllib.load(f)
-    data.pop("accounts", None)
+    accounts = data.pop("accounts", None) or {}
+    data["account-names"] = {name: (table.get("backend") if isinstance(table, dict) else None)
+                             for name, table in accounts.items()}
     return _digest(data)
 
 

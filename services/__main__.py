@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from shared.clock import Clock
-from shared.config import ConfigError, load_config
+from shared.config import MODULES, ConfigError, load_config
 from shared.errors import ExitCode
 from shared.service import setup_logging
 
@@ -39,7 +39,7 @@ PROGRAMS = {"broker": _broker, "scheduler": _scheduler, "backend": _backend,
             "documenter": _module("services.modules.documenter.service.DocumenterService"),
             "researcher": _module("services.modules.researcher.service.ResearcherService"),
             "advisor": _module("services.modules.advisor.service.AdvisorService")}
-MODULES = ("explorer", "documenter", "researcher", "advisor")
+# MODULES (shared.config): the research modules, run as programs module-<name>
 
 
 def main(argv: list[str] | None = None) -> int:

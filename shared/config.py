@@ -128,6 +128,18 @@ class QuotaConfig:
 
 
 BACKENDS = ("sim", "claude", "chatgpt", "gemini", "openai")
+MODES = ("standard", "deep")
+# the research modules, one supervisord program ``module-NAME`` each (services/__main__.py runs them), and
+# ``adhoc``, the module of the operator's ``fanoctl ask``: the module names a quota reserve, a module weight,
+# a backlog boost or a ``[modules.NAME]`` table may use
+MODULES = ("explorer", "documenter", "researcher", "advisor")
+ADHOC = "adhoc"
+KNOWN_MODULES = MODULES + (ADHOC,)
+
+
+def unknown_name(what: str, name, known) -> str:
+    """The one wording of "no such account/module", with the known names (config, broker, scheduler, CLI)."""
+    return f"unknown {what} {name!r} (known: {', '.join(sorted(known)) or 'none'})"
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,30 @@ class AccountConfig:
     @property
     def program(self) -> str:
         return f"backend-{self.name}"
+
+
+def _endpoint(env: str, run_dir: Path, socket: str) -> str:
+    return os.environ.get(env) or f"ipc://{run_dir}/{socket}"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running tree's sockets are: :func:`find_endpoints`."""
+
+    run_dir: Path
+    problem: str | None = None   # why the whole configuration was not used (it does not load)
+
+    @property
+    def broker_endpoint(self) -> str:
+        return _endpoint("FANO_BROKER", self.run_dir, "broker.sock")
+
+    @property
+    def events_endpoint(self) -> str:
+        return _endpoint("FANO_EVENTS", self.run_dir, "events.sock")
+
+    @property
+    def scheduler_endpoint(self) -> str:
+        return _endpoint("FANO_SCHEDULER", self.run_dir, "scheduler.sock")
 
 
 @dataclass(frozen=True)
@@ -165,16 +201,35 @@ class Config:
                           f"{', '.join(a.name for a in self.accounts) or 'none'})")
 
     @property
+    def names_checked(self) -> bool:
+        """Whether account and module names are checked against this configuration: it lists accounts.
+
+        A configuration without ``[accounts]`` runs no backend program, so no worker of the tree can use
+        any name: it is a bare broker driven by scripts, tests and benchmarks whose clients lease under
+        names of their own. Every deployment of the tree lists its accounts, and then an account or
+        module name it does not know is refused everywhere (here, in the broker, the scheduler, fanoctl).
+        """
+        return bool(self.accounts)
+
+    @property
+    def account_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.accounts)
+
+    def backend_names(self) -> tuple[str, ...]:
+        """What a task's ``requires.backends`` may name: a configured account or a configured backend kind."""
+        return tuple(dict.fromkeys([a.name for a in self.accounts] + [a.backend for a in self.accounts]))
+
+    @property
     def broker_endpoint(self) -> str:
-        return os.environ.get("FANO_BROKER") or f"ipc://{self.run_dir}/broker.sock"
+        return _endpoint("FANO_BROKER", self.run_dir, "broker.sock")
 
     @property
     def events_endpoint(self) -> str:
-        return os.environ.get("FANO_EVENTS") or f"ipc://{self.run_dir}/events.sock"
+        return _endpoint("FANO_EVENTS", self.run_dir, "events.sock")
 
     @property
     def scheduler_endpoint(self) -> str:
-        return os.environ.get("FANO_SCHEDULER") or f"ipc://{self.run_dir}/scheduler.sock"
+        return _endpoint("FANO_SCHEDULER", self.run_dir, "scheduler.sock")
 
     def lock_path(self, program: str) -> Path:
         return self.run_dir / f"{program}.lock"
@@ -246,6 +301,9 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
         if not isinstance(modes, dict):
             raise ConfigError(f"{where}: [quotas.{account}] must contain [quotas.{account}.MODE] tables")
         for mode, spec in modes.items():
+            if mode not in MODES:
+                # a mode no account has would never be charged: the quota would silently not apply
+                raise ConfigError(f"{where}: [quotas.{account}.{mode}]: mode must be one of {', '.join(MODES)}")
             if not isinstance(spec, dict) or set(spec) - {"windows"} or "windows" not in spec:
                 raise ConfigError(f"{where}: [quotas.{account}.{mode}] needs exactly one key, windows")
             windows = spec["windows"]
@@ -253,9 +311,13 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
                 raise ConfigError(f"{where}: quotas.{account}.{mode}.windows must be a list")
             from shared.quota import QuotaSpecError, normalize_windows
             try:
-                normalize_windows(list(windows))
+                normalized = normalize_windows(list(windows))
             except QuotaSpecError as exc:
                 raise ConfigError(f"{where}: quotas.{account}.{mode}: {exc.message}") from None
+            if not normalized:
+                # an empty list would store a quota that admits everything: say "no quota" by leaving it out
+                raise ConfigError(f"{where}: quotas.{account}.{mode}.windows is empty; remove the table for "
+                                  "no limit")
             out.append(QuotaConfig(account, mode, tuple(windows)))
     return tuple(out)
 
@@ -277,7 +339,7 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
         if backend not in BACKENDS:
             raise ConfigError(f"{where}: accounts.{name}.backend must be one of {', '.join(BACKENDS)}")
         modes = spec.get("modes", ["standard"])
-        if not isinstance(modes, list) or not modes or any(m not in ("standard", "deep") for m in modes):
+        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
             raise ConfigError(f"{where}: accounts.{name}.modes must be a non-empty list of standard/deep")
         settings = {k: v for k, v in spec.items() if k not in ("backend", "modes")}
         out.append(AccountConfig(name, backend, tuple(modes), settings))
@@ -288,12 +350,75 @@ def _modules(data: dict, where: str) -> dict:
     modules = data.get("modules", {})
     if not isinstance(modules, dict) or not all(isinstance(v, dict) for v in modules.values()):
         raise ConfigError(f"{where}: [modules] must contain [modules.NAME] tables")
+    for name in modules:
+        if name not in MODULES:  # a misspelt table would otherwise be ignored and its module run on defaults
+            raise ConfigError(f"{where}: [modules.{name}]: " + unknown_name("module", name, MODULES))
     return {name: dict(table) for name, table in modules.items()}
 
 
+def _check_names(cfg: "Config", where: str) -> None:
+    """Every account and module a quota, reserve, weight or boost names must exist (see
+    :attr:`Config.names_checked`): a typo must not leave a real account without its limit, nor a
+    reserve that no module can use eating a scarce window."""
+    if not cfg.names_checked:
+        return
+    accounts = {a.name: a for a in cfg.accounts}
+    from shared.quota import normalize_windows
+    for q in cfg.quotas:
+        at = f"{where}: [quotas.{q.account}.{q.mode}]"
+        if q.account not in accounts:
+            raise ConfigError(f"{at}: " + unknown_name("account", q.account, accounts))
+        if q.mode not in accounts[q.account].modes:
+            raise ConfigError(f"{at}: account {q.account} does not offer mode {q.mode} (its modes: "
+                              f"{', '.join(accounts[q.account].modes)})")
+        for window in normalize_windows(list(q.windows)):
+            for module in window.get("reserves", {}):
+                if module not in KNOWN_MODULES:
+                    raise ConfigError(f"{at}: reserve for " + unknown_name("module", module, KNOWN_MODULES))
+    for key in ("module_weights", "backlog_boosts"):
+        for module in getattr(cfg.scheduler, key):
+            if module not in KNOWN_MODULES:
+                raise ConfigError(f"{where}: scheduler.{key}: " + unknown_name("module", module, KNOWN_MODULES))
+
+
+def _config_path(path) -> Path:
+    return Path(path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG).resolve()
+
+
+def _resolve_path(cfg_path: Path, paths: dict, key: str, default: str) -> Path:
+    env = os.environ.get(f"FANO_{key.upper()}")
+    return (cfg_path.parent / (env or paths.get(key, default))).resolve()
+
+
+def find_endpoints(path: str | os.PathLike | None = None) -> Endpoints:
+    """The sockets of the tree ``path`` configures, even when that file does not load.
+
+    A running tree keeps working on the configuration it started with, so an edit that breaks the file
+    (a typo, a half-written table) must not lock the operator out of it: when the file exists but does
+    not load, its run directory comes from its ``[paths]`` table if that part still reads, else the
+    default (``var/run`` beside the file), and ``problem`` says why. A missing file is still an error
+    (ConfigError): that is a wrong path, not a broken configuration.
+    """
+    try:
+        return Endpoints(load_config(path).run_dir)
+    except ConfigError as exc:
+        cfg_path = _config_path(path)
+        if not cfg_path.is_file():
+            raise
+        problem = str(exc)
+    paths: dict = {}
+    try:
+        with open(cfg_path, "rb") as f:
+            table = tomllib.load(f).get("paths")
+        if isinstance(table, dict):
+            paths = {k: v for k, v in table.items() if isinstance(v, str)}
+    except (OSError, tomllib.TOMLDecodeError):
+        pass   # the file does not even parse: the default run directory
+    return Endpoints(_resolve_path(cfg_path, paths, "run_dir", "var/run"), problem)
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
-    chosen = path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG
-    cfg_path = Path(chosen).resolve()
+    cfg_path = _config_path(path)
     where = str(cfg_path)
     try:
         with open(cfg_path, "rb") as f:
@@ -306,14 +431,14 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if unknown:
         raise ConfigError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
     paths = _section(data, "paths", {"run_dir", "data_dir", "log_dir"}, where)
-    base = cfg_path.parent
 
     def resolve(key: str, default: str) -> Path:
-        env = os.environ.get(f"FANO_{key.upper()}")
-        return (base / (env or paths.get(key, default))).resolve()
+        return _resolve_path(cfg_path, paths, key, default)
 
     broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
     scheduler = _scheduler(_section(data, "scheduler", set(SchedulerConfig.__dataclass_fields__), where), where)
-    return Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
-                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
-                  accounts=_accounts(data, where), modules=_modules(data, where))
+    cfg = Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
+                 log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
+                 accounts=_accounts(data, where), modules=_modules(data, where))
+    _check_names(cfg, where)
+    return cfg

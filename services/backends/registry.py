@@ -48,3 +48,37 @@ def make_provider(account, clock, data_dir):
         return cls(account.name, settings, clock, data_dir)
     except ValueError as exc:
         raise ConfigError(f"accounts.{account.name}: {exc}") from exc
+
+
+# kind -> the module whose ``parse_settings(settings)`` validates an account's own table (the same function
+# its provider calls at start); the web kinds validate against their site file (web/settings.py)
+SETTINGS: dict[str, str] = {
+    "sim": "services.backends.sim",
+    "claude": "services.backends.claude",
+    "openai": "services.backends.openai_wire",
+}
+WEB = ("chatgpt", "gemini")
+KEYED = ("claude", "openai")   # kinds whose workers read an API key (services/backends/secrets.py)
+
+
+def check_settings(account) -> None:
+    """Validate an account's own settings as its worker will at start, without starting anything (no
+    browser, no connection, no file written): ``ops/up`` checks every account this way before it touches
+    the running tree, so a bad time zone or setting fails there instead of leaving the program FATAL.
+    Raises ConfigError naming the account. An API key's placement is checked (not inline, a key file
+    readable and outside the repository); a key from a variable is not: the worker's environment is
+    supervisord's, not the caller's (ops/supervisor_conf.py warns about that instead)."""
+    provider_class(account.backend)   # the kind exists and its module loads
+    settings = dict(account.settings, modes=list(account.modes))
+    try:
+        if account.backend in WEB:
+            from services.backends.web.settings import parse_settings
+            from services.backends.web.site import load_site
+            parse_settings(settings, load_site(account.backend))
+        else:
+            importlib.import_module(SETTINGS[account.backend]).parse_settings(settings)
+    except ValueError as exc:
+        raise ConfigError(f"accounts.{account.name}: {exc}") from exc
+    if account.backend in KEYED:
+        from services.backends.secrets import load_api_key
+        load_api_key(account.name, account.backend, settings, required=False, environ={})

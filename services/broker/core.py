@@ -93,6 +93,7 @@ class BrokerCore:
         self._startup_pending = False   # the start-of-life sweep could not be written (full disk)
         # which accounts' workers were seen when (conversation hand-off from an offline account)
         self.activity = ops_handoff.Activity(clock.world())
+        self.names = ops_tasks.Names.of(config)   # accounts and modules commands may name
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class BrokerCore:
     def _tx(self, txn, now: float | None = None, mono: float | None = None) -> Tx:
         return Tx(self.storage, txn, self.bcfg, self.clock.world() if now is None else now,
                   self.clock.mono() if mono is None else mono, self.ledger, activity=self.activity,
-                  handoff_after=self.config.scheduler.conversation_handoff)
+                  handoff_after=self.config.scheduler.conversation_handoff, names=self.names)
 
     def _note_wakeups(self, tx: Tx) -> None:
         # read inside the batch's own transaction: no extra read transaction per batch

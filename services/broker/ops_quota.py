@@ -18,7 +18,7 @@ from shared import quota as Q
 from shared.errors import ErrorCode, FanoError
 
 from services.broker import schema as S
-from services.broker.ops_tasks import MODES, check_name
+from services.broker.ops_tasks import MODES, check_account, check_module
 from services.broker.tx import Tx
 
 DEFAULT_COOLDOWN = 3600.0  # when a provider refuses without saying until when
@@ -194,20 +194,33 @@ def _describe_quota(tx: Tx, account: str, mode: str, spec: dict | None) -> dict:
             "cooldown": {"until": until, "reason": reason} if until else None}
 
 
+def _shown(tx: Tx, account: str) -> bool:
+    """Whether quota_show lists ``account`` (it lists every configured account, with or without a record;
+    none other when names are checked): an account removed from the configuration leaves the listing
+    (``fanoctl backends ls``, ``quota show``, the scheduler's view); its records stay, and come back with
+    it if it is configured again. Its history stays in the task records."""
+    return tx.names is None or account in tx.names.accounts
+
+
 def op_quota_show(tx: Tx, account: str | None):
+    if account is not None:
+        check_account(tx, account)
     quotas, seen = [], set()
     cur = tx.cursor("quota_specs")
     prefix = (account.encode() + S.SEP) if account else b""
     ok = cur.set_range(prefix)
     while ok and cur.key().startswith(prefix):
         acct, mode = S.split_pair(bytes(cur.key()))
+        if not _shown(tx, acct):
+            ok = cur.next()
+            continue
         quotas.append(_describe_quota(tx, acct, mode, tx.get("quota_specs", bytes(cur.key()))))
         seen.add((acct, mode))
         ok = cur.next()
     accounts = []
     for key, raw in tx.cursor("accounts"):
         name = bytes(key).decode()
-        if account and name != account:
+        if (account and name != account) or not _shown(tx, name):
             continue
         rec = tx.get("accounts", bytes(key))
         cooldowns = {m: c for m, c in rec.get("cooldowns", {}).items() if c["until"] > tx.now}
@@ -216,20 +229,34 @@ def op_quota_show(tx: Tx, account: str | None):
                 quotas.append(_describe_quota(tx, name, mode, None))
         accounts.append({"account": name, "paused": rec.get("paused", False),
                          "pause_reason": rec.get("pause_reason", ""), "cooldowns": cooldowns})
+    if tx.names is not None:
+        # every configured account, also one never paused nor cooled down (no record yet): the broker's
+        # listing is the tree's list of accounts, whatever configuration the reader has at hand
+        listed = {a["account"] for a in accounts}
+        accounts += [{"account": name, "paused": False, "pause_reason": "", "cooldowns": {}}
+                     for name in tx.names.accounts if name not in listed and (not account or name == account)]
+        accounts.sort(key=lambda a: a["account"])
     return {"now": tx.now, "quotas": quotas, "accounts": accounts}
 
 
 def op_quota_set(tx: Tx, account: str, mode: str, windows):
-    check_name(account, "account")
+    check_account(tx, account)
     _check_mode(mode)
+    if tx.names is not None and mode not in tx.names.modes_of(account):
+        # never charged: the account's worker never leases in a mode it does not offer
+        raise FanoError(ErrorCode.BAD_ARGUMENT, f"account {account} does not offer mode {mode} (its modes: "
+                        f"{', '.join(tx.names.modes_of(account))})", {"field": "mode"})
     canonical = Q.normalize_windows(windows)
+    for window in canonical:
+        for module in window.get("reserves", {}):
+            check_module(tx, module, "windows")
     tx.put("quota_specs", S.pair_key(account, mode), {"windows": canonical, "source": "operator", "updated": tx.now})
     tx.emit("quota.set", account=account, mode=mode, windows=[Q.describe(w) for w in canonical])
     return _describe_quota(tx, account, mode, get_spec(tx, account, mode))
 
 
 def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bool):
-    check_name(account, "account")
+    check_account(tx, account)
     _check_mode(mode)
     modes = [mode] if mode else list(MODES)
     cleared = 0
@@ -260,7 +287,7 @@ def check_until(until, field: str = "until") -> None:
 
 
 def op_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: str):
-    check_name(account, "account")
+    check_account(tx, account)
     _check_mode(mode)
     check_until(until)
     set_cooldown(tx, account, mode, until, reason)
@@ -268,12 +295,12 @@ def op_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: st
 
 
 def op_account_pause(tx: Tx, account: str, reason: str):
-    check_name(account, "account")
+    check_account(tx, account)
     return {"account": account, **pause_account(tx, account, reason or "paused by operator")}
 
 
 def op_account_resume(tx: Tx, account: str):
-    check_name(account, "account")
+    check_account(tx, account)
     rec = get_account(tx, account)
     rec["paused"], rec["pause_reason"] = False, ""
     put_account(tx, account, rec)

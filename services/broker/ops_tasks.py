@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import msgpack
 
+from shared.config import KNOWN_MODULES, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import schema as S
@@ -43,6 +45,59 @@ def check_name(value, what: str) -> str:
     if not isinstance(value, str) or not NAME.match(value):
         raise bad_argument(f"{what} must match {NAME.pattern}, got {value!r}", field=what)
     return value
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names the broker's configuration has, loaded at start: an operator's command, or a task's
+    requirement, naming anything else is refused (BAD_ARGUMENT with ``details``: ``field``, ``name``,
+    ``known``) instead of creating a phantom account record or a task no worker can ever take."""
+
+    accounts: frozenset
+    backends: frozenset     # what requires.backends may hold: accounts and their backend kinds
+    modules: frozenset
+    modes: tuple = ()       # (account, (mode, ...)) pairs: the modes each account offers
+
+    @classmethod
+    def of(cls, config) -> "Names | None":
+        """None for a configuration without accounts: a bare broker, whose names are not checked."""
+        if not config.names_checked:
+            return None
+        return cls(frozenset(config.account_names), frozenset(config.backend_names()), frozenset(KNOWN_MODULES),
+                   tuple((a.name, tuple(a.modes)) for a in config.accounts))
+
+    def modes_of(self, account: str) -> tuple:
+        return dict(self.modes).get(account, ())
+
+
+def _unknown(field: str, what: str, name, known) -> FanoError:
+    return bad_argument(unknown_name(what, name, known), field=field, name=name, known=sorted(known))
+
+
+def check_account(tx: Tx, name, field: str = "account") -> str:
+    """A well-formed account name the configuration has (any well-formed one when names are not checked)."""
+    check_name(name, field)
+    if tx.names is not None and name not in tx.names.accounts:
+        raise _unknown(field, "account", name, tx.names.accounts)
+    return name
+
+
+def check_module(tx: Tx, name, field: str = "module") -> str:
+    if tx.names is not None and name not in tx.names.modules:
+        raise _unknown(field, "module", name, tx.names.modules)
+    return name
+
+
+def _check_requires(tx: Tx, requires: dict) -> None:
+    """A task may only ask for accounts and backend kinds the configuration has: no worker would ever
+    serve any other, so the task would wait forever."""
+    if tx.names is None:
+        return
+    for name in requires.get("backends") or ():
+        if name not in tx.names.backends:
+            raise _unknown("requires", "account or backend", name, tx.names.backends)
+    if "account" in requires and requires["account"] not in tx.names.accounts:
+        raise _unknown("requires", "account", requires["account"], tx.names.accounts)
 
 
 def _canonical(obj):
@@ -105,7 +160,9 @@ def submit_task(tx: Tx, spec: dict, force: bool = False) -> dict:
     clean = validate_task(spec, tx.config)
     key_b = clean["key"].encode()
     existing = tx.get_raw("keys", key_b)
-    if existing is not None:
+    if existing is None:  # an existing key returns its task as it is, even if its account was removed since
+        _check_requires(tx, clean["requires"])
+    else:
         task = tx.task(S.from_u64(existing))
         # a compacted task keeps its fingerprint: the conflict check outlives the payload
         if task["fp"] != clean["fp"]:

@@ -68,7 +68,7 @@ class Ledger:
 
 class Tx:
     def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger,
-                 activity=None, handoff_after: float = 0.0):
+                 activity=None, handoff_after: float = 0.0, names=None):
         self.storage = storage
         self.txn = txn
         self.db = storage.dbs
@@ -80,6 +80,9 @@ class Tx:
         # conversation hand-off (services/broker/ops_handoff.py): who was seen when, and after how long
         self.activity = activity            # ops_handoff.Activity, or None (never counts an account offline)
         self.handoff_after = handoff_after  # world seconds ([scheduler] conversation_handoff); 0 = never
+        # the configured names commands are checked against (services/broker/ops_tasks.py Names); None: a
+        # configuration without accounts, whose names are not checked (shared.config Config.names_checked)
+        self.names = names
 
     # --- raw access ---------------------------------------------------------------------------------
 

@@ -55,7 +55,8 @@ up to AHEAD_EXACT of them are compared one by one, beyond that AHEAD_SAMPLE of t
   second and must not grow with the queue.
 
 ``weights`` {set: {module: number}}? {reset: true}? -> ``{"weights": {module: float}, "configured":
-{module: float}, "durable": bool}``: the module weights in force, changed by ``set`` (all-or-nothing) or
+{module: float}, "durable": bool}``: the module weights in force, changed by ``set`` (all-or-nothing; a
+module the tree does not have, ``shared.config.KNOWN_MODULES``, is BAD_ARGUMENT naming the known ones) or
 put back to ``[scheduler] module_weights`` of the configuration by ``reset``. A change is written to the
 broker (kv ``scheduler``/``weights``) before it is applied, so it survives a restart of the scheduler
 (the rebuild reads it back over the configured weights); with the broker down the query is refused
@@ -77,6 +78,7 @@ import random
 import re
 import time
 
+from shared.config import KNOWN_MODULES, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.scheduler import workers as C
@@ -414,6 +416,11 @@ def weights(core, changes, reset) -> dict:
             clean = clean_weights(changes)
         except ValueError as exc:
             raise bad_argument(f"weights: {exc}", field="set") from None
+        if core.config.names_checked:  # a misspelt module would be stored and kept across restarts
+            for module in clean:
+                if module not in KNOWN_MODULES:
+                    raise bad_argument("weights: " + unknown_name("module", module, KNOWN_MODULES), field="set",
+                                       name=module, known=sorted(KNOWN_MODULES))
         if store is not None:
             store({**model.weights, **clean})
         model.set_weights(clean)

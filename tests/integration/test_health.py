@@ -110,8 +110,11 @@ def test_an_account_idle_while_work_waits_for_an_exhausted_one(tree):
 
 def test_a_parked_task_degrades_until_it_is_cancelled(tree):
     with broker_client(tree) as c:
-        tid = c.submit("health:park-me", "adhoc", "ask", {"prompt": "x"}, requires={"account": "ghost"})["task"]["id"]
-        lease = c.lease("test-worker", "ghost", modes=["standard"])
+        # bound to quick-sim in deep mode, which its worker does not offer: only this test's lease takes it
+        # (an account the tree does not have is refused by the broker)
+        tid = c.submit("health:park-me", "adhoc", "ask", {"prompt": "x"},
+                       requires={"account": "quick-sim", "mode": "deep"})["task"]["id"]
+        lease = c.lease("test-worker", "quick-sim", modes=["deep"])
         assert lease["task"]["id"] == tid
         c.fail(tid, lease["task"]["epoch"], "terminal", "boom: a deterministic failure")
     report = health(tree)

@@ -146,6 +146,47 @@ def test_ops_up_applies_a_new_account_its_quota_and_a_changed_account(checkout):
     assert answer.returncode == 0, answer.stderr
 
 
+def test_ops_up_refuses_a_bad_config_before_it_touches_the_tree(checkout):
+    before = program_pids(checkout)
+    config = checkout / "fano.toml"
+    good = config.read_text()
+    assert "\nevaluators = 3 " in good
+    # a module setting (read by the documenter at start) and an account setting (read by its worker)
+    for bad, reason in ((good.replace("\nevaluators = 3 ", "\nevaluators = 5 ", 1), "evaluators"),
+                        (good.replace('"20/day@00:00 America/Los_Angeles"]', '"20/day@00:00 America/Los_Angles"]', 1),
+                         "unknown time zone 'America/Los_Angles'")):
+        assert bad != good
+        config.write_text(bad)
+        up = run(checkout, "bash", "ops/up")
+        assert up.returncode == 5, up.stdout + up.stderr
+        assert reason in up.stderr and "nothing was started, stopped or restarted" in up.stderr
+        assert "restarting" not in up.stdout and "Fano is up" not in up.stdout
+        assert program_pids(checkout) == before
+        # the tree runs on, and fanoctl reaches it
+        status = fanoctl(checkout, "--json", "status")
+        assert status.returncode == 0, status.stderr
+    config.write_text(good)
+
+
+def test_ops_up_fails_with_the_log_when_a_program_does_not_run(checkout):
+    config = checkout / "fano.toml"
+    good = config.read_text()
+    # a valid account whose worker cannot start: its key variable is not in supervisord's environment
+    config.write_text(good + '\n[accounts.keyless]\nbackend = "claude"\napi_key_env = "FANO_QS_NO_SUCH_KEY"\n')
+    up = run(checkout, "bash", "ops/up", timeout=180)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "Fano is up" not in up.stdout
+    assert "backend-keyless: FATAL" in up.stderr and "FANO_QS_NO_SUCH_KEY" in up.stderr   # its log tail
+    listed = json.loads(fanoctl(checkout, "--json", "backends", "ls").stdout)["backends"]
+    assert "keyless" in [b["account"] for b in listed]
+    # removed again: its program stops and it leaves backends ls
+    config.write_text(good)
+    up = run(checkout, "bash", "ops/up", timeout=180)
+    assert up.returncode == 0 and "Fano is up" in up.stdout, up.stdout + up.stderr
+    listed = json.loads(fanoctl(checkout, "--json", "backends", "ls").stdout)["backends"]
+    assert "keyless" not in [b["account"] for b in listed]
+
+
 def test_ops_down_stops_everything(checkout):
     pid = int((checkout / "var/run/supervisord.pid").read_text())
     down = run(checkout, "bash", "ops/down")

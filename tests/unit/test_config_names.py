@@ -1,0 +1,60 @@
+"""Names in fano.toml: a quota, reserve, weight or module table that names an account or module the
+configuration does not have is an error naming the known ones (issue 14: they were accepted silently)."""
+import pytest
+
+from shared.config import ConfigError, load_config
+
+ACCOUNTS = """
+[accounts.gemini-sim]
+backend = "sim"
+modes = ["standard", "deep"]
+
+[accounts.claude-sim]
+backend = "sim"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "fano.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,fragments", [
+    # a quota for an account that does not exist (a typo, or an account renamed without its quotas)
+    ('[quotas.gemini-sm.deep]\nwindows = ["20/day"]\n',
+     ["[quotas.gemini-sm.deep]", "unknown account 'gemini-sm'", "known: claude-sim, gemini-sim"]),
+    # a mode the account does not offer, and a mode nobody has: neither would ever be charged
+    ('[quotas.claude-sim.deep]\nwindows = ["20/day"]\n', ["account claude-sim does not offer mode deep"]),
+    ('[quotas.gemini-sim.Deep]\nwindows = ["20/day"]\n', ["mode must be one of standard, deep"]),
+    # an empty list stored a quota that admits everything: the account's deep limit was gone
+    ('[quotas.gemini-sim.deep]\nwindows = []\n', ["quotas.gemini-sim.deep.windows is empty"]),
+    # a reserve for a module that does not exist eats the window for nobody
+    ('[quotas.gemini-sim.deep]\nwindows = ["20/day reserve explorr=10"]\n',
+     ["reserve for unknown module 'explorr'", "known: adhoc, advisor, documenter, explorer, researcher"]),
+    ('[scheduler]\nmodule_weights = { explorr = 5 }\n', ["scheduler.module_weights", "unknown module 'explorr'"]),
+    ('[scheduler]\nbacklog_boosts = { documentr = [[10, 5]] }\n', ["unknown module 'documentr'"]),
+    ('[modules.documentr]\nevaluators = 2\n', ["[modules.documentr]", "unknown module 'documentr'"]),
+])
+def test_unknown_names_are_errors_with_the_known_ones(tmp_path, text, fragments):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, ACCOUNTS + text))
+    for fragment in fragments:
+        assert fragment in str(err.value), str(err.value)
+
+
+def test_known_names_load(tmp_path):
+    cfg = load_config(write(tmp_path, ACCOUNTS + '[quotas.gemini-sim.deep]\n'
+                            'windows = ["20/day reserve explorer=10,adhoc=2"]\n'
+                            '[scheduler]\nmodule_weights = { documenter = 20 }\n'))
+    assert cfg.names_checked and cfg.account_names == ("gemini-sim", "claude-sim")
+    assert cfg.backend_names() == ("gemini-sim", "claude-sim", "sim")
+
+
+def test_a_config_without_accounts_is_a_bare_broker(tmp_path):
+    # no backend program runs: scripts and tests lease under names of their own, so names are not checked
+    cfg = load_config(write(tmp_path, '[quotas.acct.deep]\nwindows = ["20/day reserve alpha=3"]\n'))
+    assert not cfg.names_checked
+    # module tables are always checked: the modules are the repository's, whatever the accounts
+    with pytest.raises(ConfigError, match="unknown module 'explorr'"):
+        load_config(write(tmp_path, "[modules.explorr]\n"))
