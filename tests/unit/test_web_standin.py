@@ -147,3 +147,10 @@ def test_the_wall_control_serves_a_page_known_only_by_its_text(site):
     assert "to continue to Gemini" in page and "prompt" not in page
     with pytest.raises(ValueError):
         site.control(wall="captcha")
+
+
+def test_a_limit_in_the_reply_area_names_the_mode_and_the_reset():
+    g = state("limit_in_reply", 1.0)
+    assert g["done"] and g["text"].startswith("You've reached the Pro limit for now. Try again after ")
+    assert state("limit_in_reply", 1.0, skin="gemini")["text"].startswith(
+        "You've reached your limit for chats with Pro until ")
