@@ -134,6 +134,24 @@ def test_a_follow_up_turn_reopens_the_conversation(providers, site, skin):
 
 
 @both
+def test_a_new_conversation_whose_first_task_is_turn_1_starts_a_chat_then_continues_it(providers, site, skin):
+    """The explorer numbers a thread's first explore turn 1 (services/modules/explorer/threads.py): a brand-new
+    conversation's first task with turn 1 opens a new chat; turn 2 continues that chat. A first turn that was
+    refused (nothing answered) is retried in a new chat too, not refused as "no recorded URL"."""
+    p = providers[skin]
+    conv = f"thread-{skin}-{next(_ids)}"
+    err = failure(p, turn("[[scenario:busy]] explore first", conversation=conv, index=1))
+    assert err.error_class == "transient" and err.sent is False
+    first = send(p, turn("explore first", conversation=conv, index=1))
+    assert first.text.startswith(f"Stand-in {skin} answer") and "explore first" in first.text
+    second = send(p, turn("critique next", conversation=conv, index=2))
+    assert "critique next" in second.text and second.meta["url"] == first.meta["url"]
+    convs = [s["conversation"] for s in site.submits]
+    assert len(set(convs)) == 2 and convs[1] == convs[2], convs      # the refused one, then one chat for both
+    assert [e.index for e in p.store.turns(conv)] == [1, 2]
+
+
+@both
 def test_a_later_turn_of_a_conversation_handed_off_here_opens_a_new_chat(providers, site, skin):
     # the conversation ran turns 0-2 on another account (services/broker/ops_handoff.py): this account
     # never held it, so it starts a new chat (the prompt carries its own context) instead of failing
@@ -172,7 +190,45 @@ def test_a_limit_message_is_quota_until_the_parsed_reset(providers, site, skin):
 @both
 def test_capacity_is_a_short_transient_retry(providers, site, skin):
     err = failure(providers[skin], turn("[[scenario:capacity]] busy?"))
-    assert err.error_class == "transient" and err.retry_after == 42 and err.sent is True
+    # an overload refusal spent nothing (base.py): the unit is refunded and no attempt burned
+    assert err.error_class == "transient" and err.retry_after == 42 and err.sent is False
+
+
+@both
+def test_an_overload_notice_in_the_reply_area_is_refunded_never_an_answer(providers, site, skin):
+    """ChatGPT "A lot of people are using Pro right now. Please try again in a few minutes."; Gemini "... Fast
+    right now ... didn't count against your Fast limit." rendered where the reply goes: a short transient retry
+    with nothing counted (sent=False: the broker refunds the unit and burns no attempt), never an answer."""
+    p = providers[skin]
+    mode = "deep" if skin == "chatgpt" else "standard"
+    t = turn("[[scenario:busy]] explore the seed", mode=mode)
+    err = failure(p, t)
+    assert err.error_class == "transient" and err.sent is False and err.retry_after == 42, err
+    assert f"A lot of people are using {'Pro' if skin == 'chatgpt' else 'Fast'} right now" in err.message
+    assert p.store.reply(conversation_key(t), 0) is None          # no transcript entry: it was no answer
+    assert len(site.prompts("explore the seed")) == 1
+
+
+@both
+def test_a_limit_notice_in_the_reply_area_is_quota_until_its_reset(providers, site, skin):
+    site.control(reset_in=3000, tz="America/New_York")
+    p = providers[skin]
+    t = turn("[[scenario:limit_in_reply]] one more", mode="deep")
+    err = failure(p, t)
+    assert err.error_class == "quota" and 3000 - 90 <= err.retry_after <= 3000, err
+    assert err.message.startswith("You've reached") and p.store.reply(conversation_key(t), 0) is None
+
+
+@both
+def test_something_went_wrong_in_the_reply_area_is_a_refunded_retry(providers, site, skin):
+    """"Something went wrong. There was an error generating a response. Please try again." as the reply: the
+    site produced nothing, so nothing is charged (sent=False) and it is retried, never delivered."""
+    p = providers[skin]
+    t = turn("[[scenario:went_wrong]] critique it")
+    err = failure(p, t)
+    assert err.error_class == "transient" and err.sent is False, err
+    assert err.message.startswith("Something went wrong. There was an error generating a response")
+    assert p.store.reply(conversation_key(t), 0) is None
 
 
 @both
@@ -193,6 +249,23 @@ def test_a_login_wall_is_auth_with_a_screenshot_and_nothing_sent(providers, site
     with pytest.raises(ProviderError) as checked:
         p.check()
     assert checked.value.error_class == "auth"
+    assert site.prompts() == []
+
+
+@pytest.mark.parametrize("skin", list(SKINS))
+@pytest.mark.parametrize("wall, said", [("signin", "sign-in needed"), ("human_check", "human check")])
+def test_a_sign_in_page_or_human_check_is_reported_as_such_at_once(providers, site, skin, wall, said):
+    """The site's own sign-in page or a human check, told only by its text (no login button, no challenge
+    frame the selectors know): auth "sign-in needed" / "human check" within seconds, nothing sent — not "the
+    page layout may have changed" after ready_timeout."""
+    p = providers[skin]
+    site.control(wall=wall)
+    started = time.monotonic()
+    err = failure(p, turn("is anyone home?"))
+    assert err.error_class == "auth" and err.sent is False, err
+    assert err.message.startswith(said) and "layout" not in err.message, err.message
+    assert f"fanoctl backends login {p.account}" in err.message
+    assert time.monotonic() - started < 7, "it waited for the composer instead of reading the page"
     assert site.prompts() == []
 
 
@@ -222,6 +295,45 @@ def test_a_scarce_mode_that_reads_back_differently_is_not_sent_and_standard_work
     assert site.prompts() == []
     reply = send(p, turn("standard still works"))
     assert reply.text.startswith(f"Stand-in {skin} answer") and site.prompts() == ["standard still works"]
+
+
+@both
+def test_a_silent_downgrade_is_never_delivered_as_the_scarce_mode(providers, site, skin):
+    """The scarce mode is selected and confirmed, the prompt sent, and the site answers in the standard mode
+    (ChatGPT: "switched you to the latest default model" and the picker reads Auto; Gemini: the Deep Think
+    chip is gone): quota on the deep mode (the broker refunds the deep unit and cools it), with the evidence
+    and a screenshot; the answer is not recorded. A standard turn on the same page is an answer."""
+    p = providers[skin]
+    site.control(downgrade=True)
+    t = turn("a hard question", mode="deep")
+    err = failure(p, t)
+    assert err.error_class == "quota" and err.retry_after == 7777 and err.sent is True, err
+    assert err.message.startswith(f"downgrade: {DEEP_LABEL[skin]} was selected and confirmed"), err.message
+    if skin == "chatgpt":
+        assert "switched you to the latest default model" in err.message
+    else:
+        assert "Deep Think" in err.message
+    assert Path(err.message.split("screenshot: ", 1)[1].split(")", 1)[0]).is_file()
+    assert p.store.reply(conversation_key(t), 0) is None
+    assert site.submits[0]["mode"] == DEEP_LABEL[skin] and site.submits[0]["served"] != DEEP_LABEL[skin]
+    reply = send(p, turn("an easy one"))
+    assert reply.text.startswith(f"Stand-in {skin} answer")
+
+
+def test_the_deep_think_limit_snack_bar_over_the_composer_cools_the_deep_mode_until_its_time(providers, site):
+    """Gemini: picking Deep Think brings up "You've reached your limit for chats with Deep Think until <time>"
+    as a snack bar over the composer. It is read (quota until the stated time, nothing sent; the broker cools
+    the deep mode only), not clicked into until a timeout and retried as a browser error."""
+    p = providers["gemini"]
+    site.control(deep_limit=True, reset_in=5400, tz="America/New_York")
+    started = time.monotonic()
+    err = failure(p, turn("think deeply", mode="deep"))
+    assert err.error_class == "quota" and err.sent is False, err
+    assert "limit for chats with Deep Think until" in err.message and "browser error" not in err.message
+    assert 5400 - 90 <= err.retry_after <= 5400, err.retry_after
+    assert time.monotonic() - started < 10
+    assert site.prompts() == []
+    assert send(p, turn("a quick one")).text.startswith("Stand-in gemini answer [Fast]")
 
 
 @both
@@ -382,6 +494,101 @@ def test_worker_killed_mid_answer_then_a_fresh_provider_reconciles(site, root, c
     assert len(site.prompts("survive the crash")) == 1
 
 
+_URL_WORKER = textwrap.dedent("""
+    import sys
+    from services.backends.base import Turn
+    from services.backends.chatgpt import ChatGPTProvider
+    from shared.clock import Clock
+    import json
+    settings = json.loads(sys.argv[1])
+    p = ChatGPTProvider("urlless", settings, Clock(), sys.argv[2])
+    p.start()
+    p.send(Turn(task_id=8, epoch=1, attempt=1, account="urlless", mode="standard", module="test", kind="ask",
+                prompt=sys.argv[3]), lambda: False)
+    print("finished: the test should have killed me", flush=True)
+""")
+
+
+def test_worker_killed_before_the_real_url_showed_finds_the_turn_in_the_history(site, root, chromium_path):
+    """ChatGPT shows a transient /c/WEB:... URL first and the real one seconds later (~15 s on the real site);
+    a kill -9 in between leaves the turn marked sent with no URL. A fresh worker finds the conversation in the
+    site's history list by its first prompt (an older conversation with another prompt is not taken), records
+    its URL and reads the answer: nothing is re-sent."""
+    site.control(real_url_after=20)
+    settings = dict(FAST, url=site.url, chromium=chromium_path)
+    data = root / "urlless"
+    fresh = ChatGPTProvider("urlless", settings, Clock(), data)
+    try:      # an older conversation in the history list
+        fresh.start()
+        send(fresh, turn("an older question", task_id=99))
+    finally:
+        fresh.close()
+    prompt = "[[scenario:slow]] which conversation was I in?"
+    proc = subprocess.Popen([sys.executable, "-c", _URL_WORKER, json.dumps(settings), str(data), prompt], cwd=REPO,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    store = ConversationStore(data / "backends" / "urlless" / "conversations")
+    try:
+        wait_for(lambda: site.prompts(prompt), 30, interval=0.05, what="the prompt to reach the site")
+        time.sleep(2.0)       # the answer is streaming, the real URL not shown yet
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    handle = store.handle("task-8")
+    assert handle.get("sent_turn") == 0 and not handle.get("url") and len(handle["history_before"]) == 1
+    fresh = ChatGPTProvider("urlless", settings, Clock(), data)
+    try:
+        fresh.start()
+        reply = fresh.reconcile(Turn(task_id=8, epoch=2, attempt=1, account="urlless", mode="standard",
+                                     module="test", kind="ask", prompt=prompt))
+        assert reply is not None and reply.meta["reconciled"]
+        assert reply.text.startswith("Stand-in chatgpt answer [Auto] to: which conversation was I in?")
+        assert reply.text.endswith("That is all.")
+        url = store.handle("task-8")["url"]
+        assert url == reply.meta["url"] and url.endswith("/c/" + site.submits[-1]["conversation"])
+    finally:
+        fresh.close()
+    assert site.prompts(prompt) == [prompt]
+
+
+def test_an_answer_before_the_real_url_waits_for_it_so_the_next_turn_continues(providers, site):
+    """The answer is complete while ChatGPT still shows the transient /c/WEB:... URL: the real URL is awaited
+    and recorded (never the transient one), so the conversation's next turn reopens it."""
+    p = providers["chatgpt"]
+    site.control(real_url_after=3)
+    first = send(p, turn("quick one", conversation="early-conv", index=0))
+    assert "WEB:" not in first.meta["url"] and first.meta["url"].endswith("/c/" + site.submits[0]["conversation"])
+    second = send(p, turn("and a follow-up", conversation="early-conv", index=1))
+    assert second.meta["url"] == first.meta["url"] and site.submits[1]["conversation"] == site.submits[0]["conversation"]
+
+
+def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_lost(providers, site, monkeypatch):
+    """Marked sent with no URL, and no new conversation in the history list holds the prompt: while the send
+    is younger than HISTORY_GRACE the list is looked at again (it may lag), then None (send it)."""
+    p = providers["chatgpt"]
+    send(p, turn("already in the history"))
+    t = turn("lost before it left")
+    key = conversation_key(t)
+    listed = [site.url + "/c/" + site.submits[0]["conversation"]]
+    p.store.set_handle(key, sent_turn=0, prior_users=0, url=None, sent_at=time.time(), history_before=listed)
+    p.store.mark_sent(key, 0, t.prompt)
+    monkeypatch.setattr("services.backends.web.recover.HISTORY_GRACE", 4.0)
+    monkeypatch.setattr("services.backends.web.recover.HISTORY_POLL", 1.0)
+    started = time.monotonic()
+    assert p.reconcile(t) is None
+    assert time.monotonic() - started >= 3.5, "a recent send was called lost without looking again"
+    p.store.set_handle(key, sent_at=time.time() - 3600)
+    with monkeypatch.context() as m:      # a history list the site file cannot find: it cannot tell
+        m.setattr(p, "site", dataclasses.replace(p.site, selectors=dict(p.site.selectors, history_item=("#nope a",))))
+        with pytest.raises(ProviderError) as err:
+            p.reconcile(t)
+        assert err.value.error_class == "unknown" and "no history list" in err.value.message
+    assert p.reconcile(t) is None
+    assert site.prompts("lost before it left") == []
+
+
 def test_reconcile_of_a_follow_up_that_never_arrived_is_safe_to_send(providers, site):
     """Marked sent, but the reopened conversation does not show the prompt: None (send it)."""
     p = providers["gemini"]
@@ -454,7 +661,9 @@ def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account_and_an_expired_login
         row = wait_paused_for_auth(tree, "web-gpt")       # by the login wall
         assert "log" in row["pause_reason"].lower()
         text = run_fanoctl(tree, "backends", "ls").stdout
-        assert "web-gpt" in text and "paused" in text
+        assert "web-gpt" in text and "paused" in text and "sign-in needed" in text, text
+        why = run_fanoctl(tree, "queue", "why", str(tid)).stdout
+        assert "sign-in needed" in why, why
         task = json.loads(run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout)
         assert task["state"] == "PENDING" and task["error"]["class"] == "auth" and task["error"]["sent"] is False
         assert site.prompts() == ["hello", "hi gemini"]
@@ -465,3 +674,122 @@ def test_fanoctl_ask_through_a_chatgpt_and_a_gemini_account_and_an_expired_login
         assert site.prompts() == ["hello", "hi gemini", "after logout"]
     # the tree is stopped (no orphaned program); no browser of either profile may outlive it either
     assert [pid for profile in profiles for pid in profile_alive(profile)] == []
+
+
+DOWNGRADE_TREE = """
+[accounts.web-pro]
+backend = "chatgpt"
+modes = ["standard", "deep"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
+capacity_retry = 1
+mode_retry = 3600
+
+[quotas.web-pro.standard]
+windows = ["50/day@00:00 UTC"]
+
+[quotas.web-pro.deep]
+windows = ["5/day@00:00 UTC"]
+"""
+
+
+def test_refunds_and_a_downgrade_through_the_broker(site, chromium_path):
+    """Through the whole tree: an overload notice in the reply area gives its attempt and unit back (a
+    refusal), and the task is answered once the site recovers, one unit charged in all; a deep task the site
+    silently downgrades is never recorded as deep — the deep unit is refunded, deep cools with the reason
+    "downgrade: ...", and the task (which allows it) falls back to standard: served.mode says standard."""
+    from shared.client import BrokerClient
+    with running_tree("fwd", DOWNGRADE_TREE.format(url=site.url, chromium=chromium_path)) as tree:
+        client = BrokerClient(tree.config.broker_endpoint, name="test-web", timeout=5.0)
+        try:
+            def used(mode):
+                q = json.loads(run_fanoctl(tree, "--json", "quota", "show", "web-pro").stdout)["quotas"]
+                return next(x for x in q if x["mode"] == mode)
+
+            site.control(scenario="busy")
+            tid = client.submit("busy-1", "adhoc", "ask", {"prompt": "are you free?"},
+                                requires={"backends": ["web-pro"]})["task"]["id"]
+            wait_for(lambda: client.get(tid).get("refusals", 0) >= 2, 90, interval=0.5,
+                     what="the overload notice to be refused twice")
+            task = client.get(tid)
+            assert task["error"]["class"] == "transient" and task["error"]["sent"] is False
+            assert "A lot of people are using Auto right now" in task["error"]["message"]
+            site.control(scenario="normal")
+            wait_for(lambda: client.get(tid)["state"] == "DONE", 90, interval=0.5, what="the ask to be answered")
+            task = client.get(tid)
+            assert task["attempts"] == 1 and task["result"]["text"].startswith("Stand-in chatgpt answer [Auto]")
+            assert used("standard")["windows"][0]["used"] == 1, used("standard")
+            assert len(site.prompts("are you free?")) >= 3          # two refused, one answered
+
+            site.control(downgrade=True)
+            tid = client.submit("deep-1", "adhoc", "ask", {"prompt": "think hard"},
+                                requires={"backends": ["web-pro"], "mode": "deep", "deep_fallback": True})["task"]["id"]
+            wait_for(lambda: client.get(tid)["state"] == "DONE", 120, interval=0.5, what="the deep ask to end")
+            task = client.get(tid)
+            assert task["served"]["mode"] == "standard", task["served"]
+            assert task["result"]["text"].startswith("Stand-in chatgpt answer [Auto] to: think hard")
+            deep = used("deep")
+            assert deep["windows"][0]["used"] == 0, deep            # the downgraded deep request was refunded
+            assert deep["cooldown"] and deep["cooldown"]["reason"].startswith("downgrade: Pro was selected"), deep
+            assert [s["mode"] for s in site.submits if "think hard" in s["prompt"]] == ["Pro", "Auto"]
+            status = run_fanoctl(tree, "status").stdout        # the operator sees why deep is cooling
+            assert "account web-pro: deep cooling until" in status and "downgrade: Pro was selected" in status, status
+            ls = run_fanoctl(tree, "backends", "ls").stdout
+            assert "deep until" in ls, ls
+        finally:
+            client.close()
+
+
+KILL_TREE = """
+[broker]
+lease_ttl = 6
+
+[scheduler]
+lease_ttl = 6
+
+[accounts.web-kill]
+backend = "chatgpt"
+modes = ["standard"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
+
+[quotas.web-kill.standard]
+windows = ["50/day@00:00 UTC"]
+"""
+
+
+def test_a_worker_killed_before_the_real_url_through_the_broker_is_answered_once_and_charged_once(site,
+                                                                                                  chromium_path):
+    """Issue 16, item 3 as observed: kill -9 of the worker a couple of seconds after sending, while ChatGPT
+    still shows the transient URL. The restarted worker reconciles from the history list: the task ends DONE
+    with the answer, the prompt reached the site once, one unit is charged — not PARKED with units charged
+    for sends that did not happen."""
+    from shared.client import BrokerClient
+    site.control(real_url_after=30)
+    with running_tree("fwk", KILL_TREE.format(url=site.url, chromium=chromium_path)) as tree:
+        client = BrokerClient(tree.config.broker_endpoint, name="test-web", timeout=5.0)
+        try:
+            prompt = "[[scenario:slow]] explore the seed (first turn)"
+            tid = client.submit("thread-1#1", "adhoc", "ask", {"prompt": prompt, "turn": 1},
+                                requires={"backends": ["web-kill"], "conversation": "thread-1"})["task"]["id"]
+            wait_for(lambda: site.prompts(prompt), 90, interval=0.1, what="the prompt to reach the site")
+            time.sleep(2.0)
+            tree.kill("backend-web-kill")
+            wait_for(lambda: client.get(tid)["state"] in ("DONE", "PARKED"), 120, interval=0.5,
+                     what="the killed turn to be reconciled")
+            task = client.get(tid)
+            assert task["state"] == "DONE", (task["state"], task["error"], task["history"][-4:])
+            assert task["result"]["text"].startswith("Stand-in chatgpt answer [Auto] to: explore the seed")
+            assert task["result"]["meta"]["reconciled"] is True
+            assert "/c/WEB:" not in task["result"]["meta"]["url"]
+            assert site.prompts(prompt) == [prompt]
+            q = json.loads(run_fanoctl(tree, "--json", "quota", "show", "web-kill").stdout)["quotas"]
+            assert next(x for x in q if x["mode"] == "standard")["windows"][0]["used"] == 1
+        finally:
+            client.close()

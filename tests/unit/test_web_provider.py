@@ -36,10 +36,9 @@ def test_reconcile_of_a_turn_never_marked_sent_is_none(provider):
     assert provider.reconcile(turn()) is None
 
 
-def test_reconcile_marked_sent_without_url_is_unknown_not_resent(provider):
+def test_reconcile_marked_sent_without_its_page_recorded_is_unknown_not_resent(provider):
     t = turn()
-    provider.store.set_handle(conversation_key(t), sent_turn=0, prior_users=0, url=None)
-    provider.store.mark_sent(conversation_key(t), 0, t.prompt)
+    provider.store.mark_sent(conversation_key(t), 0, t.prompt)     # no handle: sent_turn was never written
     with pytest.raises(ProviderError) as err:
         provider.reconcile(t)
     assert err.value.error_class == "unknown" and err.value.sent is True
@@ -59,9 +58,7 @@ def test_send_refuses_unknown_mode_and_a_follow_up_without_url(tmp_path):
     with pytest.raises(ProviderError) as err:
         p.send(turn(mode="deep"), lambda: False)
     assert err.value.error_class == "terminal" and err.value.sent is False
-    # turn 1 of a conversation this account holds but whose URL was never recorded (one it never held,
-    # handed off from another account, starts a new chat instead)
-    p.store.set_handle("c9", sent_turn=0, prior_users=0, url=None, title=None)
+    p.store.record_reply("c9", 0, "first", "answered")   # an answered conversation whose page was never recorded
     with pytest.raises(ProviderError) as err:
         p.send(turn(conversation="c9", index=1), lambda: False)
     assert err.value.error_class == "terminal" and err.value.sent is False and "no recorded URL" in err.value.message
@@ -142,3 +139,30 @@ def test_registry_builds_both_web_providers(tmp_path):
     bad = AccountConfig("bad", "chatgpt", ("standard",), {"chromium": "/bin/true", "colour": "blue"})
     with pytest.raises(ConfigError, match="accounts.bad"):
         make_provider(bad, FakeClock(), tmp_path)
+
+
+def test_history_candidates_are_the_new_conversations_best_title_first():
+    from services.backends.web.recover import candidates, folded
+    items = [{"url": "u/4", "title": "Something else"}, {"url": "u/3", "title": "Why does the Fano plane"},
+             {"url": "u/2", "title": "New chat"}, {"url": "u/1", "title": "Why does the Fano plane"}]
+    got = candidates(items, ["u/1", "u/2"], "Why does the Fano plane have 168 symmetries?")
+    assert [i["url"] for i in got] == ["u/3", "u/4"]          # u/1 was there before sending
+    assert [i["url"] for i in candidates(items, None, "Why does  the Fano\nplane")] == ["u/3", "u/1", "u/4", "u/2"]
+    assert folded(" a\n b  c ") == "a b c" and len(folded("x" * 500)) == 200
+
+
+def test_a_page_without_composer_is_read_for_a_sign_in_page_or_human_check():
+    from services.backends.web.page import ChatPage, PageSample
+    from services.backends.web.site import load_site
+    gem = ChatPage(None, load_site("gemini"), "https://gemini.google.com")
+    assert gem._wall(PageSample(url="https://gemini.google.com/app", title="Sign in - Google Accounts",
+                                body="Sign in\nto continue to Gemini\nEmail or phone")) == "login"
+    assert gem._wall(PageSample(url="https://gemini.google.com/sorry/index", body="Our systems have detected "
+                                "unusual traffic from your computer network.")) == "challenge"
+    assert gem._wall(PageSample(url="https://accounts.google.com/v3/signin", body="")) == "login"
+    assert gem._wall(PageSample(url="https://gemini.google.com/app", body="")) is None      # still loading
+    assert gem._wall(PageSample(url="https://gemini.google.com/app", composer=True,
+                                body="to continue to Gemini")) is None
+    gpt = ChatPage(None, load_site("chatgpt"), "https://chatgpt.com")
+    assert gpt._wall(PageSample(url="https://chatgpt.com/", title="Just a moment...")) == "challenge"
+    assert gpt._wall(PageSample(url="https://chatgpt.com/", title="ChatGPT", body="Welcome back\nEmail address")) == "login"

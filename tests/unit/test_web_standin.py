@@ -46,6 +46,9 @@ def test_the_foreground_command_listens_on_the_readme_port(monkeypatch):
     assert main([]) == 0 and served[0].port == DEFAULT_PORT == 8300
     assert main(["--port", "0", "--deep", "unapplied", "--layout", "changed-after-send"]) == 0
     assert served[1].port == 0 and served[1].control()["deep"] == "unapplied"
+    assert main(["--port", "0", "--wall", "human_check", "--downgrade", "--deep-limit", "--real-url-after", "15"]) == 0
+    assert {k: served[2].control()[k] for k in ("wall", "downgrade", "deep_limit", "real_url_after")} == \
+        {"wall": "human_check", "downgrade": True, "deep_limit": True, "real_url_after": 15.0}
 
 
 def test_scenario_selection():
@@ -100,3 +103,54 @@ def test_control_login_wall_and_cookie(site):
     assert site.prompts() == []
     call(site.url + "/__reset", "POST", {})
     assert call(site.url + "/api/config")[1]["logged_in"] is True
+
+
+def test_notices_in_the_reply_area_and_a_downgrade(site):
+    busy = state("busy", 1.0, skin="gemini")
+    assert busy["done"] and "using Pro right now" in busy["text"] and "didn't count against your Pro limit" in busy["text"]
+    assert state("went_wrong", 1.0)["text"].startswith("Something went wrong. There was an error generating")
+    with pytest.raises(ValueError):
+        site.control(downgrade="yes")
+    site.control(downgrade=True)
+    status, out, _ = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "deep one", "mode": "Pro"})
+    conv = call(site.url + f"/api/conversation/{out['conversation']}")[1]
+    assert conv["turns"][0]["mode"] == "Pro" and conv["turns"][0]["served"] == "Auto"
+    assert site.submits[0]["served"] == "Auto"
+
+
+def test_the_deep_think_limit_control(site):
+    assert call(site.url + "/api/config")[1]["deep_limit"] is None
+    site.control(deep_limit=True, reset_in=3600, tz="UTC")
+    text = call(site.url + "/api/config")[1]["deep_limit"]
+    assert text.startswith("You've reached your limit for chats with Deep Think until ")
+    with pytest.raises(ValueError):
+        site.control(deep_limit=1)
+
+
+def test_the_history_list_is_newest_first_and_the_transient_url_period_is_controlled(site):
+    first = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "older", "mode": "Auto"})[1]
+    second = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "newer", "mode": "Auto"})[1]
+    call(site.url + "/api/submit", "POST", {"skin": "gemini", "prompt": "other skin", "mode": "Fast"})
+    items = call(site.url + "/api/history?skin=chatgpt")[1]
+    assert [i["id"] for i in items] == [second["conversation"], first["conversation"]]
+    assert items[0]["title"] == "newer"
+    site.control(real_url_after=15)
+    assert call(site.url + "/api/config")[1]["real_url_after"] == 15
+    with pytest.raises(ValueError):
+        site.control(real_url_after=-1)
+
+
+def test_the_wall_control_serves_a_page_known_only_by_its_text(site):
+    site.control(wall="signin")
+    with urllib.request.urlopen(site.url + "/app", timeout=5) as r:
+        page = r.read().decode()
+    assert "to continue to Gemini" in page and "prompt" not in page
+    with pytest.raises(ValueError):
+        site.control(wall="captcha")
+
+
+def test_a_limit_in_the_reply_area_names_the_mode_and_the_reset():
+    g = state("limit_in_reply", 1.0)
+    assert g["done"] and g["text"].startswith("You've reached the Pro limit for now. Try again after ")
+    assert state("limit_in_reply", 1.0, skin="gemini")["text"].startswith(
+        "You've reached your limit for chats with Pro until ")

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.backends.web.site import load_site
-from services.backends.web.warnings import classify, classify_reply, parse_reset
+from services.backends.web.warnings import classify, classify_reply, parse_reset, says_not_counted
 
 NY = ZoneInfo("America/New_York")
 PARIS = ZoneInfo("Europe/Paris")
@@ -154,3 +154,24 @@ def test_gemini_refusals_rendered_as_the_reply_are_notices(text, kind):
 def test_a_genuine_short_answer_is_not_a_notice(site, text):
     """Words of the notice patterns inside the model's own answer do not make it a notice."""
     assert classify_reply(text, load_site(site).reply_notices) is None
+
+
+def test_reply_area_notices_of_both_sites_and_what_says_not_counted():
+    for name in ("chatgpt", "gemini"):
+        notices = load_site(name).reply_notices
+        assert classify_reply("A lot of people are using Pro right now. Please try again in a few minutes.",
+                              notices).kind == "capacity"
+        assert classify_reply("Something went wrong. There was an error generating a response. Please try again.",
+                              notices).kind == "transient"
+        assert classify_reply("Something went wrong in the second step of the proof, so redo it.", notices) is None
+    assert says_not_counted("This didn't count against your Fast limit.")
+    assert says_not_counted("This attempt did not count toward your limit")
+    assert not says_not_counted("Each of these counts against the total: 7 lines.")
+
+
+def test_a_limit_in_chatgpts_reply_area_is_quota_with_its_reset():
+    notices = load_site("chatgpt").reply_notices
+    n = classify_reply("You've reached the Pro limit for now. Try again after 2:56 PM.", notices)
+    assert n.kind == "quota"
+    assert parse_reset(n.text, NOW, UTC) is not None
+    assert classify_reply("You've reached the end of the proof: the limit is 7.", notices) is None

@@ -7,6 +7,11 @@ The pages imitate the real sites' DOM closely enough that the selectors in
 Gemini: ``rich-textarea .ql-editor``, a Tools drawer with a Deep Think ``menuitemcheckbox`` and its
 deselect chip, ``model-response`` with ``.response-footer.complete``, ``/app/<id>`` URLs).
 
+Both skins have a history list (sidebar, newest first). Controls reproduce what the real sites do to a
+client: notices in the reply area (scenarios ``busy``, ``went_wrong``), a silent downgrade, Gemini's Deep
+Think limit snack bar over the composer, ChatGPT's transient ``/c/WEB:...`` URL for ``real_url_after``
+seconds, and sign-in pages / human checks told only by their text (``wall``).
+
 The server owns the conversations (so a reload of a conversation URL mid-answer shows its progress) and
 records every prompt submitted (``GET /__log``), so tests can assert that nothing was sent twice.
 
@@ -14,12 +19,22 @@ Routes::
 
     GET  /  /c/<id>  /app  /app/<id>     the ChatGPT / Gemini skin (a login wall when signed out)
     GET  /auth/login?next=PATH           signs this browser in (a cookie) and goes to PATH
-    GET  /api/config                     {logged_in, deep, auto_login, layout}
+    GET  /api/config                     {logged_in, deep, auto_login, layout, deep_limit}
     POST /api/submit                     {skin, conversation, prompt, mode} -> {conversation, title}
     GET  /api/conversation/<id>          the conversation with each turn's current state
     GET|POST /__control                  scenario, login_required, auto_login,
                                          deep (ok|missing|disabled|unapplied),
-                                         layout (normal|changed-after-send), reset_in (s), tz, speed
+                                         layout (normal|changed-after-send), reset_in (s), tz, speed,
+                                         downgrade (a Pro / Deep Think prompt is served in Auto / Fast:
+                                         ChatGPT shows "switched you to the latest default model" and its
+                                         picker reads Auto; Gemini drops the Deep Think chip),
+                                         deep_limit (Gemini: picking Deep Think shows its limit snack bar,
+                                         "until <reset_in from now>", over the composer),
+                                         wall (none|signin|human_check: every page is the site's
+                                         sign-in page or a human check, told only by its text),
+                                         real_url_after (s: how long ChatGPT shows the transient
+                                         /c/WEB:... URL before the conversation's real one; real: ~15)
+    GET  /api/history?skin=S             the sidebar's history list, newest first: [{id, title}]
     GET  /__log    POST /__reset         submitted prompts / forget everything
 
 ``python -m ops.standins chat-site [--port N] [--scenario NAME] [--login-required]`` runs it in the
@@ -41,14 +56,33 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ops.standins.chat_site.scenarios import SCENARIOS, clean, scenario_of, turn_state
+from ops.standins.chat_site.scenarios import SCENARIOS, clean, reset_clock, scenario_of, turn_state
 from ops.standins.server import StandinServer, serve_in_foreground
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
-                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0}
+                   "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
+                   "deep_limit": False, "real_url_after": 0.3, "wall": "none"}
+WALLS = ("none", "signin", "human_check")
+# the pages a signed-out or suspicious browser gets instead of the chat (no composer, none of the site files'
+# login/challenge selectors: only their text tells)
+WALL_PAGES = {
+    ("gemini", "signin"): ("Sign in - Google Accounts", "<h1>Sign in</h1><p>to continue to Gemini</p>"
+                           "<label>Email or phone <input type='email'></label><a>Forgot email?</a>"
+                           "<button type='button'>Next</button>"),
+    ("gemini", "human_check"): ("https://gemini.google.com/app", "<p>Our systems have detected unusual traffic from "
+                                "your computer network. This page checks to see if it's really you sending the "
+                                "requests, and not a robot.</p><div class='g-recaptcha'>I'm not a robot</div>"),
+    ("chatgpt", "signin"): ("Log in - OpenAI", "<h1>Welcome back</h1><label>Email address <input type='email'>"
+                            "</label><button type='button'>Continue</button><p>Continue with Google</p>"),
+    ("chatgpt", "human_check"): ("Just a moment...", "<h1>chatgpt.com</h1><p>Verify you are human by completing the "
+                                 "action below.</p><div class='cf-box'>chatgpt.com needs to review the security of "
+                                 "your connection before proceeding.</div>"),
+}
+# downgrade: a prompt sent in the scarce mode is served in the standard one (what the page then shows)
+DOWNGRADED = {"Pro": "Auto", "Deep Think": "Fast"}
 DEEP_STATES = ("ok", "missing", "disabled", "unapplied")
 LAYOUTS = ("normal", "changed-after-send")
 DEFAULT_PORT = 8300   # the foreground command's; the README's example account url uses it
@@ -84,6 +118,14 @@ class ChatSiteServer(StandinServer):
             raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
         if "deep" in changes and changes["deep"] not in DEEP_STATES:
             raise ValueError(f"deep must be one of {', '.join(DEEP_STATES)}")
+        if "wall" in changes and changes["wall"] not in WALLS:
+            raise ValueError(f"wall must be one of {', '.join(WALLS)}")
+        if "real_url_after" in changes and not (isinstance(changes["real_url_after"], (int, float))
+                                                and 0 <= changes["real_url_after"] <= 120):
+            raise ValueError("real_url_after must be seconds in [0, 120]")
+        for key in ("downgrade", "deep_limit"):
+            if key in changes and not isinstance(changes[key], bool):
+                raise ValueError(f"{key} must be true or false")
         if "layout" in changes and changes["layout"] not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         with self.lock:
@@ -115,11 +157,19 @@ class ChatSiteServer(StandinServer):
                 conv = {"id": conversation, "skin": skin, "title": clean(prompt)[:40] or "New chat", "turns": []}
                 self.conversations[conversation] = conv
             scenario = scenario_of(prompt, header, self._control["scenario"])
-            conv["turns"].append({"skin": skin, "prompt": prompt, "mode": mode, "scenario": scenario,
-                                  "created": now})
+            served = DOWNGRADED.get(mode, mode) if self._control["downgrade"] else mode
+            conv["turns"].append({"skin": skin, "prompt": prompt, "mode": mode, "served": served,
+                                  "scenario": scenario, "created": now})
             self.submits.append({"at": now, "skin": skin, "conversation": conversation, "prompt": prompt,
-                                 "mode": mode, "scenario": scenario})
+                                 "mode": mode, "served": served, "scenario": scenario})
             return {"conversation": conversation, "title": conv["title"]}
+
+    def history(self, skin: str) -> list[dict]:
+        """The history list of a skin: its conversations, newest first (as the sites' sidebars show them)."""
+        with self.lock:
+            convs = [c for c in self.conversations.values() if c["skin"] == skin]
+            convs.sort(key=lambda c: c["turns"][0]["created"] if c["turns"] else 0, reverse=True)
+            return [{"id": c["id"], "title": c["title"]} for c in convs]
 
     def conversation(self, conv_id: str) -> dict | None:
         with self.lock:
@@ -128,7 +178,8 @@ class ChatSiteServer(StandinServer):
                 return None
             now = time.time()
             control = dict(self._control)
-            turns = [dict(prompt=t["prompt"], mode=t["mode"], **turn_state(t, now, control)) for t in conv["turns"]]
+            turns = [dict(prompt=t["prompt"], mode=t["mode"], served=t["served"],
+                          **turn_state(dict(t, mode=t["served"]), now, control)) for t in conv["turns"]]
             return {"id": conv["id"], "skin": conv["skin"], "title": conv["title"], "turns": turns}
 
 
@@ -184,10 +235,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         parts = urlsplit(self.path)
         path = parts.path
-        if _CHATGPT_PAGE.match(path):
-            return self._static("chatgpt.html")
-        if _GEMINI_PAGE.match(path):
-            return self._static("gemini.html")
+        if _CHATGPT_PAGE.match(path) or _GEMINI_PAGE.match(path):
+            skin = "chatgpt" if _CHATGPT_PAGE.match(path) else "gemini"
+            with self.owner.lock:
+                wall = self.owner._control["wall"]
+            if wall != "none":
+                title, body = WALL_PAGES[(skin, wall)]
+                page = f"<!doctype html><html><head><title>{title}</title></head><body>{body}</body></html>"
+                return self._send(200, page.encode(), "text/html; charset=utf-8")
+            return self._static(f"{skin}.html")
         if path.startswith("/static/"):
             return self._static(path[len("/static/"):])
         if path == "/auth/login":
@@ -199,8 +255,18 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/config":
             with self.owner.lock:
                 control = dict(self.owner._control)
+            limit = None
+            if control["deep_limit"]:
+                limit = ("You've reached your limit for chats with Deep Think until "
+                         f"{reset_clock(time.time(), control, True)}. Upgrade for higher limits.")
             return self._json(200, {"logged_in": self._logged_in(), "deep": control["deep"],
-                                    "auto_login": control["auto_login"], "layout": control["layout"]})
+                                    "auto_login": control["auto_login"], "layout": control["layout"],
+                                    "deep_limit": limit, "real_url_after": control["real_url_after"]})
+        if path == "/api/history":
+            if not self._logged_in():
+                return self._json(401, {"error": "not signed in"})
+            skin = (parse_qs(parts.query).get("skin") or [""])[0]
+            return self._json(200, self.owner.history(skin))
         if path.startswith("/api/conversation/"):
             if not self._logged_in():
                 return self._json(401, {"error": "not signed in"})
@@ -251,7 +317,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--login-required", action="store_true")
     parser.add_argument("--deep", default="ok", choices=DEEP_STATES)
     parser.add_argument("--layout", default="normal", choices=LAYOUTS)
+    parser.add_argument("--wall", default="none", choices=WALLS, help="every page is a sign-in page or a human check")
+    parser.add_argument("--downgrade", action="store_true", help="serve Pro / Deep Think prompts in Auto / Fast")
+    parser.add_argument("--deep-limit", action="store_true", help="Gemini: picking Deep Think shows its limit")
+    parser.add_argument("--real-url-after", type=float, default=DEFAULT_CONTROL["real_url_after"],
+                        help="seconds ChatGPT shows a new chat's transient /c/WEB:... URL (real site: ~15)")
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
-                            deep=args.deep, layout=args.layout)
+                            deep=args.deep, layout=args.layout, wall=args.wall, downgrade=args.downgrade,
+                            deep_limit=args.deep_limit, real_url_after=args.real_url_after)
     return serve_in_foreground(server)

@@ -19,6 +19,13 @@ capacity       ChatGPT: "at capacity" toast; Gemini: "A lot of people are using 
 error          ChatGPT: inline "Something went wrong" error in the turn; Gemini: "wasn't able to finish"
 short          a genuine short answer that mentions "quota" and "an error occurred" (words of the sites'
                notice patterns): it must be delivered as an answer, not taken for a notice
+busy           the overload notice *in the reply area*, naming the turn's mode: ChatGPT "A lot of people are
+               using Pro right now. Please try again in a few minutes."; Gemini "A lot of people are using
+               Fast right now ... This didn't count against your Fast limit."
+went_wrong     the failure notice in the reply area (both skins): "Something went wrong. There was an error
+               generating a response. Please try again."
+limit_in_reply a limit notice in the reply area naming the turn's mode and the reset: ChatGPT "You've reached
+               the Pro limit for now. Try again after 2:56 PM."; Gemini "... limit for chats with Fast until ..."
 =============  =============================================================================================
 
 Control-only states: ``login_required`` (a login wall), ``deep`` = ``missing`` / ``disabled`` (the Pro /
@@ -33,7 +40,9 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
-SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short")
+SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short", "busy", "went_wrong",
+             "limit_in_reply")
+WENT_WRONG = "Something went wrong. There was an error generating a response. Please try again."
 MARKER = re.compile(r"\s*\[\[scenario:([a-z_]+)\]\]\s*")
 PREAMBLE = "Let me restate the problem before working through it carefully."
 SHORT_ANSWER = ("Short answer: the quota of this group is 7, and an error occurred only in the first draft of "
@@ -62,8 +71,12 @@ def _partial(text: str, fraction: float) -> str:
 
 
 def _reset_clock(turn: dict, control: dict, with_date: bool) -> str:
-    when = dt.datetime.fromtimestamp(turn["created"] + float(control.get("reset_in", 2100)),
-                                     ZoneInfo(control.get("tz") or "UTC"))
+    return reset_clock(turn["created"], control, with_date)
+
+
+def reset_clock(start: float, control: dict, with_date: bool) -> str:
+    """The reset time a limit message names: ``reset_in`` seconds after ``start``, in the control's zone."""
+    when = dt.datetime.fromtimestamp(start + float(control.get("reset_in", 2100)), ZoneInfo(control.get("tz") or "UTC"))
     clock = when.strftime("%I:%M %p").lstrip("0")
     return f"{when.strftime('%b')} {when.day}, {clock}" if with_date else clock
 
@@ -122,6 +135,27 @@ def turn_state(turn: dict, now: float, control: dict) -> dict:
                                 "please contact us through our help center at help.openai.com.", done=True)
         return _state(text="Sorry, I ran into an issue and wasn't able to finish thinking. This attempt didn't "
                            "count against your Deep Think limit.", bar=True, done=True)
+    if scenario == "busy":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking")
+        if chatgpt:
+            return _state(text=f"A lot of people are using {turn['mode']} right now. Please try again in a few "
+                               "minutes.", bar=True, done=True)
+        return _state(text=f"A lot of people are using {turn['mode']} right now, so I can't answer at the moment. "
+                           f"This didn't count against your {turn['mode']} limit. Please try again in a few minutes.",
+                      bar=True, done=True)
+    if scenario == "limit_in_reply":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking")
+        if chatgpt:
+            return _state(text=f"You've reached the {turn['mode']} limit for now. Try again after "
+                               f"{_reset_clock(turn, control, False)}.", bar=True, done=True)
+        return _state(text=f"You've reached your limit for chats with {turn['mode']} until "
+                           f"{_reset_clock(turn, control, True)}. Try again then.", bar=True, done=True)
+    if scenario == "went_wrong":
+        if t < 0.3:
+            return _state(stop=True, thinking="Thinking")
+        return _state(text=WENT_WRONG, bar=True, done=True)
     if scenario == "short":
         if t < 0.3:
             return _state(stop=True, thinking="Thinking", progress=not chatgpt)

@@ -10,5 +10,7 @@ Layers, each with one job (notes/llm-backends.md §1.8):
 * :mod:`.browser`  — the persistent profile: lock, killing a previous incarnation's browser, the one
   thread that owns Playwright;
 * :mod:`.page`     — the page object: drives a site from its data file, no raw selector inside;
-* :mod:`.provider` — :class:`WebProvider`, the :class:`~services.backends.base.Provider` both sites share.
+* :mod:`.recover`  — finding a new chat again in the site's history list when its URL was never recorded;
+* :mod:`.provider` — :class:`WebProvider`, the :class:`~services.backends.base.Provider` both sites share;
+* :mod:`.operator` — its ``check`` and ``login`` (the operator looking at the site through the profile).
 """

@@ -20,6 +20,12 @@ MENU_SETTLE = 1.0      # seconds an open menu may take to add the item we look f
 CONFIRM = {"login": 1.0, "challenge": 3.0}   # seconds a sign-in wall / human check must last to count
 
 
+def playwright_error():
+    """Playwright's Error class (imported lazily: importing the web backends must not need playwright)."""
+    from playwright.sync_api import Error
+    return Error
+
+
 class SiteProblem(Exception):
     """The page is not in a state we can work with. ``kind``: login | challenge | layout | mode."""
 
@@ -42,6 +48,7 @@ class PageSample:
     users: int = 0
     assistants: int = 0
     last_user: str = ""
+    first_user: str = ""
     exists: bool = False         # the awaited assistant turn exists
     text: str = ""               # its reply text
     turn_text: str = ""          # its whole text (labels, inline errors)
@@ -49,6 +56,7 @@ class PageSample:
     bar: bool = False            # its finished marker
     thinking: bool = False       # a thinking indicator is visible in it
     banners: list[str] = field(default_factory=list)
+    body: str = ""               # the page's text, only when no composer shows (a sign-in page, a check)
 
     @property
     def path(self) -> str:
@@ -92,11 +100,13 @@ _SAMPLE_JS = r"""
     stop: anyVis(S.stop), send: anyVis(S.send),
     users: users.length, assistants: assistants.length,
     last_user: users.length ? textOf(users[users.length - 1], 4000) : '',
+    first_user: users.length ? textOf(users[0], 4000) : '',
     exists: !!turn, text: reply ? textOf(reply, 2000000) : '', turn_text: turn ? textOf(turn, 4000) : '',
     bar: turn ? anyVis(S.finished, turn) : false, thinking: turn ? anyVis(S.thinking, turn) : false,
     turn_error: turn ? union(S.turn_error, turn).filter(vis).map(e => textOf(e, 600).trim())
       .filter(t => t).join(' ') : '',
     banners: banners,
+    body: composer || !document.body ? '' : textOf(document.body, 3000),
   };
 }
 """
@@ -135,6 +145,20 @@ _FIND_JS = r"""
 """
 
 
+# The history list's links, in page order (newest first); hidden ones too (a collapsed sidebar).
+_HISTORY_JS = r"""
+(a) => {
+  for (const s of a.sels) {
+    let els = [];
+    try { els = Array.from(document.querySelectorAll(s)); } catch (e) { continue; }
+    if (els.length) return els.slice(0, a.limit).map(e => ({url: e.href || '',
+      title: (e.innerText || e.textContent || e.getAttribute('title') || '').trim()}));
+  }
+  return [];
+}
+"""
+
+
 def _word(text: str) -> str:
     """A label as a JS regex fragment matching it literally."""
     return re.sub(r"[.*+?^${}()|[\]\\/]", lambda m: "\\" + m.group(0), text.strip())
@@ -149,6 +173,7 @@ class ChatPage:
         self.base_url = base_url.rstrip("/")
         self._sel = {k: list(v) for k, v in site.selectors.items()}
         self._sel.setdefault("turn_error", [])    # optional in the site file
+        self._sel.setdefault("history_item", [])
 
     # --- navigation --------------------------------------------------------------------------------------
 
@@ -159,6 +184,21 @@ class ChatPage:
     def conversation_url(self, url: str) -> bool:
         """Whether ``url`` is a persisted conversation of this site (not a transient ``/c/WEB:...``)."""
         return self.site.is_conversation(urlsplit(url).path)
+
+    def history(self, limit: int = 30) -> list[dict] | None:
+        """The history list's conversations, newest first: ``[{"url", "title"}]`` (at most ``limit``); None
+        when the site file names no ``history_item`` or the page shows no such list."""
+        if not self._sel["history_item"]:
+            return None
+        items = self.page.evaluate(_HISTORY_JS, {"sels": self._sel["history_item"], "limit": limit * 2})
+        if not items:
+            return None
+        out, seen = [], set()
+        for item in items:
+            if self.conversation_url(item["url"]) and item["url"] not in seen:
+                seen.add(item["url"])
+                out.append({"url": item["url"], "title": " ".join(item["title"].split())[:200]})
+        return out[:limit]
 
     def goto(self, url: str, timeout: float) -> None:
         self.page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
@@ -180,12 +220,18 @@ class ChatPage:
             # a signed-out visitor may get a composer too (and a "Log in" button): a visible login control
             # means signed out. Challenge scripts also ride along on normal pages: only a challenge with no
             # composer counts. Both must last a moment, so a page still loading is not misread.
-            seen = {"login": s.login, "challenge": s.challenge and not s.composer}
+            # A page without a composer is read too: a sign-in page or a human check of its own (the site
+            # file's [messages] signin_page / human_check), or another host (sent to the sign-in service),
+            # is reported as such at once, not as a changed layout after ready_timeout.
+            wall = self._wall(s)
+            seen = {"login": s.login or wall == "login", "challenge": (s.challenge and not s.composer)
+                    or wall == "challenge"}
             for kind, on in seen.items():
                 since[kind] = (since[kind] or now) if on else None
                 if since[kind] is not None and (now - since[kind] >= CONFIRM[kind] or now > deadline):
-                    raise SiteProblem(kind, f"the site asks to sign in ({s.url})" if kind == "login" else
-                                      f"a human check is shown at {s.url} ({s.title!r})")
+                    raise SiteProblem(kind, f"sign-in needed: the site asks to sign in at {s.url} ({s.title!r})"
+                                      if kind == "login" else
+                                      f"human check: the site shows a human check at {s.url} ({s.title!r})")
             if s.composer and not s.login and s.users >= min_users:
                 return s
             if now > deadline:
@@ -194,6 +240,22 @@ class ChatPage:
                 raise SiteProblem("layout", f"no composer found at {s.url} within {timeout:g}s "
                                             f"(title {s.title!r}): the page layout may have changed")
             time.sleep(poll)
+
+    def _wall(self, s: PageSample) -> str | None:
+        """What a page with no composer is: "challenge" (its text matches ``human_check``), "login" (its text
+        matches ``signin_page``, or it is on another host than the site's), or None."""
+        if s.composer:
+            return None
+        text = f"{s.title}\n{s.body}"
+        msgs = self.site.messages
+        if any(p.search(text) for p in msgs.get("human_check", ())):
+            return "challenge"
+        if any(p.search(text) for p in msgs.get("signin_page", ())):
+            return "login"
+        host = urlsplit(s.url).netloc
+        if s.url.startswith("http") and host and host != urlsplit(self.base_url).netloc:
+            return "login"
+        return None
 
     # --- modes -------------------------------------------------------------------------------------------
 

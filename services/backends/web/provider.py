@@ -21,10 +21,23 @@ Failure classes (base.py; what each makes the broker do is in runner.py):
 what happened                               class       why
 ==========================================  ==========  =====================================================
 limit message ("until 2:56 PM", "in 35 m")  quota       the parsed reset is authoritative; no reset: quota_retry
-capacity ("a lot of people are using ...")  transient   overload is a short retry (capacity_retry), no cool-down
-"something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed
-finish"
-login wall, human check                     auth        a person must sign in: account paused
+capacity ("a lot of people are using Pro    transient   overload is a short retry (capacity_retry), no cool-down;
+right now", in a banner or as the reply)                sent=False: nothing was served, the unit is refunded
+                                                        and no attempt burned (broker max_refusals bounds it)
+"something went wrong", "wasn't able to     transient   the site failed this turn; a new attempt may succeed.
+finish"                                                 sent=False (refunded) when the turn shows no output of
+                                                        its own or the notice says it "didn't count"
+login wall, human check (their controls,    auth        a person must sign in: account paused; the reason
+or a page without composer whose text is                starts "sign-in needed:" / "human check:" (shown by
+the sign-in page / a check, or another                  backends ls and queue why), within seconds, not
+host)                                                   "the layout may have changed" after ready_timeout
+a limit notice that comes up when the       quota       sent=False: e.g. Gemini's Deep Think snack bar over
+mode is picked (or covers a control a                   the composer: the mode cools until the stated time,
+step must click)                                        not a browser error retried in a loop
+deep turn answered in another mode (a       quota       sent=True; the broker refunds the deep unit and cools
+"switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
+model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
+"Auto"/"Fast" after the reply)                          (served.mode is the mode the page confirmed)
 deep mode not confirmed (option missing,    quota       sent=False, retry_after=mode_retry (6 h): the broker
 disabled, or read back differently)                     cools down the deep mode of this account only (its
                                                         cool-downs are per mode), so standard work goes on;
@@ -46,6 +59,10 @@ page goes quiet without finishing                       that reconcile, or anoth
 the same while reconciling                  auth        account paused; the turn stays reconcilable
 anything else unclear after submitting      unknown     sent=True: the reply is reconciled from the recorded
 (timeout, cancel, browser crash)                        URL, never re-sent blindly
+reconcile of a new chat sent before its     (found)     the conversation is found in the site's history list
+real URL showed (ChatGPT: a transient                   by its first prompt (recover.py) and its reply read;
+/c/WEB:... for ~15 s)                       None/       None once it is certainly absent (a minute after
+                                            unknown     sending), else unknown: never re-sent blindly
 profile held by another process             auth        e.g. a `fanoctl backends login` in progress
 ==========================================  ==========  =====================================================
 
@@ -55,7 +72,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -66,10 +82,12 @@ from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.web.browser import BrowserHost, ProfileLock, kill_previous, record_browser
 from services.backends.web.gate import ProgressWatch, Sample, TurnGate
-from services.backends.web.page import ChatPage, PageSample, SiteProblem
+from services.backends.web.operator import OperatorSession
+from services.backends.web import recover
+from services.backends.web.page import ChatPage, PageSample, SiteProblem, playwright_error
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site
-from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset
+from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset, says_not_counted
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +97,10 @@ SCREENSHOTS_KEPT = 50
 SLICE = 0.05               # seconds between two looks at cancelled() while waiting
 PROMPT_SETTLE = 3.0        # reconcile: seconds a loaded conversation may take to show our prompt too
 SCARCE_MODES = ("deep",)   # modes whose loss cools down that mode only, not the account
+URL_WAIT = 30.0            # seconds a new chat answered early may take to show its real URL (ChatGPT: ~15)
 
 
-def _playwright_error():
-    from playwright.sync_api import Error   # lazy: importing this module must not need playwright
-    return Error
-
-
-class WebProvider(Provider):
+class WebProvider(OperatorSession, Provider):
     """A chat web UI account. Subclasses set ``backend`` and ``site_name`` (the data file)."""
 
     backend = "web"
@@ -165,7 +179,7 @@ class WebProvider(Provider):
     def _chat(self, host) -> ChatPage:
         try:
             page = host.page()
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
             raise ProviderError("auth", f"cannot start the browser ({self.cfg.chromium}): {exc}"[:1000],
                                 sent=False) from None
         return ChatPage(page, self.site, self.cfg.url)
@@ -187,38 +201,56 @@ class WebProvider(Provider):
         reused = host.launched    # a browser from an earlier request may have died or hung meanwhile
         label = self.cfg.labels[turn.mode]
         handle = self.store.handle(key)
-        # a later turn of a conversation this account never held (it was handed off here from a blocked
-        # account, services/broker/ops_handoff.py) starts a new chat: the modules' prompts carry their own
-        # context. One it held but whose page was never recorded cannot be continued safely.
-        if idx > 0 and handle and not handle.get("url"):
+        # a conversation continues at its page only once this account has an answered turn of it there.
+        # Until then — its first turn, whatever index the module gave it (the explorer numbers a thread's
+        # first turn 1), a first turn whose earlier attempt was refused, or a conversation handed off here
+        # from another account (services/broker/ops_handoff.py) — it starts a new chat: the modules'
+        # prompts carry their own context. One with answered turns but no recorded page cannot go on.
+        held = bool(self.store.turns(key))
+        if held and not handle.get("url"):
             raise ProviderError("terminal", f"conversation {key} has no recorded URL on {self.account}: turn "
                                 f"{idx} cannot continue it", sent=False)
-        target = handle["url"] if idx > 0 and handle else None
+        target = handle["url"] if held else None
         chat = self._chat(host)
         submitted = False
+        loaded = False     # the page answered once: probing it for a notice after a failed step is safe
         try:
             chat.goto(target or chat.new_chat_url, self.cfg.ready_timeout)
             s = chat.wait_ready(self.cfg.ready_timeout)
+            loaded = True
             if target and urlsplit(s.url).path != urlsplit(target).path:
                 raise ProviderError("transient", f"reopening {target} landed on {s.url}", sent=False)
             self._raise_blocking(s, sent=False)
+            shown = Counter(s.banners)
             mode_check = chat.select_mode(turn.mode, self.site.modes[turn.mode], label)
+            # picking a mode may bring up its limit notice (Gemini's Deep Think snack bar, over the composer)
+            self._raise_fresh_notice(chat.sample(), shown)
             if cancelled():
                 raise ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
             chat.type_prompt(turn.prompt)
             s = chat.sample()
             baseline = Counter(s.banners)
             index = s.assistants
-            self.store.set_handle(key, sent_turn=idx, prior_users=s.users,
-                                  **({} if target else {"url": None, "title": None}))
+            # a new chat's URL shows only after sending (ChatGPT: a transient one first): the history list as
+            # it is now lets reconcile find the conversation again if we die before (recover.py)
+            fresh = {} if target else {"url": None, "title": None, "sent_at": time.time(),
+                                       "history_before": self._history_urls(chat)}
+            self.store.set_handle(key, sent_turn=idx, prior_users=s.users, **fresh)
             self.store.mark_sent(key, idx, turn.prompt, task_id=turn.task_id, attempt=turn.attempt, mode=turn.mode)
             submitted = True
             chat.submit()
             deadline = time.monotonic() + self.cfg.timeouts[turn.mode]
-            s = self._await_reply(chat, key, index, baseline, deadline, cancelled)
+            seen: dict = {}
+            s = self._await_reply(chat, key, index, baseline, deadline, cancelled, seen)
         except SiteProblem as problem:
+            if loaded and not submitted:   # a notice covering the page says why better than a missing element
+                self._raise_page_notice(chat)
             raise self._problem_error(chat, problem, sent=submitted, mode=turn.mode) from None
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
+            # e.g. a click timed out because a limit notice covers the composer (not after a failed load: a
+            # hung browser would hang the probe too)
+            if loaded and not submitted:
+                self._raise_page_notice(chat)
             self._recycle(host)
             if reused and retry and not submitted:
                 log.warning("%s: the browser failed before sending (%s); retrying once with a new one",
@@ -226,33 +258,80 @@ class WebProvider(Provider):
                 return self._send(host, turn, cancelled, retry=False)
             raise ProviderError("unknown" if submitted else "transient", f"browser error: {exc}"[:1000],
                                 sent=submitted) from None
-        after = self._mode_after(chat, turn.mode, label)
+        after, differs = self._mode_after(chat, turn.mode, label)
+        if turn.mode in SCARCE_MODES and (differs or seen.get("downgrade")):
+            raise self._downgrade_error(chat, turn, label, seen.get("downgrade") or after)
+        if not target and turn.conversation:    # a one-shot ask has no next turn to continue the chat
+            self._await_url(chat, key, turn.prompt)
         return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
+
+    def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str) -> ProviderError:
+        """A scarce-mode turn the page answered in another mode (a "switched you to the latest default model"
+        notice, or the mode control reading "Auto" / "Fast" after the reply) is not the answer that was paid
+        for: it is never delivered as that mode. quota (sent=True: the site served something, but not in
+        this mode): the broker refunds the deep unit, cools the deep mode of this account for ``mode_retry``
+        (standard work goes on), and the task waits or falls back to standard as it allows — no attempt
+        burned. The page's answer is not recorded as the turn's reply."""
+        shot = self._screenshot(chat, "downgrade")
+        where = f" (screenshot: {shot})" if shot else ""
+        return ProviderError("quota", f"downgrade: {label} was selected and confirmed before sending, but the page "
+                             f"answered in another mode ({evidence[:300]}){where}; not recorded as {turn.mode}: "
+                             f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait "
+                             f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=True)
+
+    def _await_url(self, chat: ChatPage, key: str, prompt: str) -> None:
+        """A new chat answered before the site showed its real URL (ChatGPT: ~15 s of a transient one): wait
+        for it (URL_WAIT), else look for the conversation in the history list, so that the next turn can
+        continue it. Best effort: the reply is in hand and is delivered either way."""
+        if self.store.handle(key).get("url"):
+            return
+        deadline = time.monotonic() + URL_WAIT
+        try:
+            while time.monotonic() < deadline:
+                s = chat.sample()
+                if chat.conversation_url(s.url):
+                    self.store.set_handle(key, url=s.url, title=s.title)
+                    return
+                time.sleep(0.25)
+            verdict = recover.search(chat, prompt, self.store.handle(key).get("history_before"), None,
+                                     self.cfg.ready_timeout)
+        except (SiteProblem, playwright_error()) as exc:
+            log.warning("%s: the conversation URL of %s did not show: %s", self.account, key, exc)
+            return
+        if verdict.kind == "found":
+            self.store.set_handle(key, url=verdict.url, title=verdict.title)
+        else:
+            log.warning("%s: the conversation URL of %s did not show within %gs", self.account, key, URL_WAIT)
 
     def _finish(self, turn: Turn, key: str, s: PageSample, meta: dict, reconciled: bool = False) -> Reply:
         handle = self.store.handle(key)
+        shown = s.url if self.site.is_conversation(urlsplit(s.url).path) else None   # never a transient URL
         meta = dict(meta, site=self.site.name, account=self.account, mode=turn.mode,
-                    url=handle.get("url") or s.url, title=handle.get("title") or s.title, reconciled=reconciled)
+                    url=handle.get("url") or shown, title=handle.get("title") or s.title, reconciled=reconciled)
         self.store.record_reply(key, turn.turn_index, turn.prompt, s.text, url=meta["url"], mode=turn.mode)
         return Reply(s.text, meta=meta)
 
-    def _mode_after(self, chat: ChatPage, mode: str, label: str) -> str:
-        """Re-read the mode after the reply: a silent downgrade is reported, not hidden."""
+    def _mode_after(self, chat: ChatPage, mode: str, label: str) -> tuple[str, bool]:
+        """Re-read the mode after the reply: (what the page shows, whether it reads differently). A page that
+        reads differently is a silent downgrade; a browser error while re-reading is no evidence of one."""
         try:
-            return chat.verify_mode(mode, self.site.modes[mode], label, timeout=0.0)
+            return chat.verify_mode(mode, self.site.modes[mode], label, timeout=0.0), False
         except SiteProblem as problem:
             log.warning("%s: after the reply the mode reads differently: %s", self.account, problem.message)
-            return f"unconfirmed: {problem.message}"
-        except _playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
-            return f"unconfirmed: {exc}"[:300]
+            return f"unconfirmed: {problem.message}", True
+        except playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
+            return f"unconfirmed: {exc}"[:300], False
 
     # --- waiting for the reply -----------------------------------------------------------------------------
 
     def _await_reply(self, chat: ChatPage, key: str, index: int, baseline: Counter, deadline: float,
-                     cancelled: Callable[[], bool]) -> PageSample:
+                     cancelled: Callable[[], bool], seen: dict | None = None) -> PageSample:
         """Poll until the assistant turn ``index`` is complete. Records the conversation URL (and title)
         the moment it appears. Raises a classified ProviderError (sent=True) on any notice, timeout or
-        cancel, and SiteProblem("layout") when the page shows no sign of progress (:class:`ProgressWatch`)."""
+        cancel, and SiteProblem("layout") when the page shows no sign of progress (:class:`ProgressWatch`).
+        ``seen["downgrade"]`` gets the first fresh notice saying another model answered (``[messages]
+        downgrade``): a toast may be gone by the time the reply is complete."""
+        seen = {} if seen is None else seen
         gate = TurnGate(self.cfg.gate)
         watch = ProgressWatch(self.cfg.progress_grace, time.monotonic())
         msgs = self.site.messages
@@ -264,14 +343,18 @@ class WebProvider(Provider):
                 self.store.set_handle(key, url=s.url, title=s.title)
                 recorded = {"url": s.url, "title": s.title}
             if s.challenge and not s.composer:
-                raise SiteProblem("challenge", f"a human check is shown at {s.url} ({s.title!r})")
+                raise SiteProblem("challenge", f"human check: the site shows a human check at {s.url} ({s.title!r})")
             if s.login:
-                raise SiteProblem("login", f"the site asks to sign in ({s.url})")
+                raise SiteProblem("login", f"sign-in needed: the site asks to sign in at {s.url}")
             fresh = list((Counter(s.banners) - baseline).elements())
+            if "downgrade" in msgs and "downgrade" not in seen:
+                said = [t for t in fresh + [s.turn_error] if t and matches(t, msgs["downgrade"])]
+                if said:
+                    seen["downgrade"] = " ".join(said[0].split())[:300]
             notice = (classify(fresh + [s.turn_error], msgs) or classify([s.title], {"auth": msgs["auth"]})
                       or (Notice("transient", s.turn_error[:500], "turn_error") if s.turn_error else None))
             if notice:
-                raise self._notice_error(notice, sent=True)
+                raise self._notice_error(notice, sent=True, produced=bool(s.text.strip()))
             placeholder = len(s.text) < PLACEHOLDER_CHARS and matches(s.text, msgs["thinking"])
             now = time.monotonic()
             if gate.feed(Sample(now, s.text, s.stop, s.bar, s.thinking or placeholder)):
@@ -279,8 +362,8 @@ class WebProvider(Provider):
                 # refusals as the reply, with the whole phrase at the start (reply_notices)
                 if len(s.text) < REPLY_NOTICE_CHARS:
                     notice = classify_reply(s.text, self.site.reply_notices)
-                    if notice:
-                        raise self._notice_error(notice, sent=True)
+                    if notice:    # the notice is all the turn shows: no output of the model's own
+                        raise self._notice_error(notice, sent=True, produced=False)
                 return s
             stalled = watch.feed(now, s.exists, s.text, s.stop, s.thinking or placeholder)
             if stalled:
@@ -315,8 +398,37 @@ class WebProvider(Provider):
         if notice:
             raise self._notice_error(notice, sent=sent)
 
-    def _notice_error(self, notice: Notice, sent: bool) -> ProviderError:
+    def _raise_fresh_notice(self, s: PageSample, shown: Counter, kinds=("auth", "quota", "capacity")) -> None:
+        """Before submitting: a limit, login or overload notice that appeared since ``shown`` (the banners
+        before the mode was picked) stops us, nothing sent. A quota notice cools the mode the turn asked for
+        until the time it states (the broker's cool-downs are per mode)."""
+        fresh = list((Counter(s.banners) - shown).elements())
+        msgs = self.site.messages
+        notice = classify(fresh, {k: msgs[k] for k in kinds})
+        if notice:
+            raise self._notice_error(notice, sent=False)
+
+    def _raise_page_notice(self, chat: ChatPage) -> None:
+        """Before submitting, after a step failed: a limit, login or overload notice on the page is the reason
+        (a snack bar over the composer makes a click time out: that is no browser error to retry)."""
+        try:
+            s = chat.sample()
+        except playwright_error():
+            return
+        # every banner, not only fresh ones, but no overload or error notice: on a reopened conversation those
+        # belong to earlier turns
+        self._raise_fresh_notice(s, Counter(), kinds=("auth", "quota"))
+
+    def _notice_error(self, notice: Notice, sent: bool, produced: bool = True) -> ProviderError:
+        """The ProviderError a notice means. ``produced``: the awaited turn showed reply text of its own (a
+        notice rendered *as* the reply is no output). A turn the site refused or failed without serving it
+        — an overload, a notice saying it did not count, a failure before any output — is reported
+        ``sent=False``: the broker refunds its unit and gives the attempt back (within ``max_refusals``),
+        and there is nothing to reconcile (base.py)."""
         text = notice.text
+        if sent and (notice.kind == "capacity" or says_not_counted(text) or
+                     (notice.kind == "transient" and not produced)):
+            sent = False
         if notice.kind == "quota":
             wait = parse_reset(text, self.clock.world(), self.cfg.timezone)
             err = ProviderError("quota", text, retry_after=self.cfg.quota_retry if wait is None else wait, sent=sent)
@@ -340,8 +452,10 @@ class WebProvider(Provider):
                                  f"{mode} requests on {self.account} wait {self.cfg.mode_retry:g}s, standard "
                                  "requests go on", retry_after=self.cfg.mode_retry, sent=False)
         what = f"{problem.message}{where}"
-        if problem.kind in ("login", "challenge"):
+        if problem.kind == "login":
             what = f"{problem.message}: sign in with `fanoctl backends login {self.account}`{where}"
+        elif problem.kind == "challenge":
+            what = f"{problem.message}: pass it in `fanoctl backends login {self.account}` (a visible browser){where}"
         if sent and not reconciling:
             # auth now would pause the account but drop this turn's reconcile (the broker re-sends an auth
             # failure once resumed): keep the turn unknown, and pause at the account's next request
@@ -404,13 +518,48 @@ class WebProvider(Provider):
         if not self.store.was_sent(key, idx):
             return None
         handle = self.store.handle(key)
-        if handle.get("sent_turn") != idx or not handle.get("url"):
-            raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but no conversation URL was "
-                                "recorded: it may have reached the site, so it is not re-sent blindly (look "
-                                "at the site, then `fanoctl queue retry` the task)", sent=True)
+        if handle.get("sent_turn") != idx:
+            raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but its page was not recorded: "
+                                "it may have reached the site, so it is not re-sent blindly (look at the site, "
+                                "then `fanoctl queue retry` the task)", sent=True)
         self._require_profile()
         self._take_pause_request()
+        if not handle.get("url"):   # a new chat whose URL never showed before we died: find it in the history
+            return self.host.run(self._recover, turn, key, handle)
         return self.host.run(self._reconcile, turn, key, handle)
+
+    def _history_urls(self, chat: ChatPage) -> list[str] | None:
+        """The history list's conversation URLs now (None when the page shows none)."""
+        items = chat.history()
+        return None if items is None else [item["url"] for item in items]
+
+    def _recover(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
+        """A new chat marked sent with no URL recorded (the worker died before the real URL showed): look for
+        it in the site's history list (:mod:`.recover`); found, its URL is recorded and the reply read as
+        for any reconcile; certainly absent, None (send it); otherwise unknown, never re-sent blindly."""
+        chat = self._chat(host)
+        try:
+            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
+            chat.wait_ready(self.cfg.ready_timeout)
+            verdict = recover.search(chat, turn.prompt, handle.get("history_before"), handle.get("sent_at"),
+                                     self.cfg.ready_timeout)
+        except SiteProblem as problem:
+            raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
+        except playwright_error() as exc:
+            self._recycle(host)
+            raise ProviderError("unknown", f"browser error while searching the history: {exc}"[:1000],
+                                sent=True) from None
+        if verdict.kind == "absent":
+            log.info("%s: turn %s of %s never reached the site: %s", self.account, turn.turn_index, key,
+                     verdict.detail)
+            return None
+        if verdict.kind != "found":
+            raise ProviderError("unknown", f"turn {turn.turn_index} of {key} was sent before the site showed its "
+                                f"conversation URL: {verdict.detail}; it is not re-sent blindly (reconciled "
+                                "again next time)", sent=True)
+        log.info("%s: found turn %s of %s again: %s", self.account, turn.turn_index, key, verdict.detail)
+        self.store.set_handle(key, url=verdict.url, title=verdict.title)
+        return self._reconcile(host, turn, key, self.store.handle(key))
 
     def _reconcile(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
         url, prior = handle["url"], int(handle.get("prior_users") or 0)
@@ -443,96 +592,10 @@ class WebProvider(Provider):
                 raise
         except SiteProblem as problem:
             raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
-        except _playwright_error() as exc:
+        except playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
-        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode)}, reconciled=True)
-
-    # --- check / login -------------------------------------------------------------------------------------
-
-    def check(self) -> dict:
-        """Open the site headless: ok when the composer and the first control of each configured mode (the
-        model picker, Tools) show on the idle page; not ok, with a screenshot, when one is missing (the
-        layout changed); ProviderError auth at a login wall or a limit notice."""
-        owned = self.lock.held
-        if not self._own_profile():
-            return {"ok": False, "busy": True,
-                    "detail": f"the profile is in use by pid {self.lock.holder()} (the account's worker is "
-                              "running; it checks the page on every request)"}
-        try:
-            return self.host.run(self._check)
-        finally:
-            if not owned and not self._started:
-                self.close()
-
-    def _check(self, host) -> dict:
-        if not host.launched:
-            self._headless_override = True   # a check never opens a window
-        try:
-            chat = self._chat(host)
-        finally:
-            self._headless_override = None
-        try:
-            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
-            s = chat.wait_ready(self.cfg.ready_timeout)
-            self._raise_blocking(s, sent=False)
-            missing = chat.missing_controls({m: self.site.modes[m] for m in self.cfg.modes})
-        except SiteProblem as problem:
-            raise self._problem_error(chat, problem, sent=False) from None
-        except _playwright_error() as exc:
-            self._recycle(host)
-            raise ProviderError("transient", f"cannot open {chat.new_chat_url}: {exc}"[:1000], sent=False) from None
-        if missing:
-            shot = self._screenshot(chat, "layout")
-            return {"ok": False, "url": s.url,
-                    "detail": f"signed in, but the page layout may have changed: {'; '.join(missing)}"
-                              + (f" (screenshot: {shot})" if shot else "")}
-        return {"ok": True, "detail": f"signed in: the composer and the mode controls show at {s.url}",
-                "url": s.url}
-
-    def login(self, headless: bool = False) -> dict:
-        """Open the site in a headed browser on the account's profile for a person to sign in; return when
-        a signed-in page shows (twice in a row) or the person closes the browser. Refused while the
-        account's worker holds the profile. (``headless`` exists for tests only.)"""
-        if not headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise ProviderError("terminal", "login needs a screen (no DISPLAY): run it on a desktop session, "
-                                "or over `ssh -X`", sent=False)
-        owned = self.lock.held
-        if not self._own_profile():
-            raise ProviderError("terminal", f"the worker of {self.account} is running and holds its browser "
-                                f"profile (pid {self.lock.holder()}): pause it (`fanoctl backends pause "
-                                f"{self.account}`) and stop its program (`supervisorctl stop backend-"
-                                f"{self.account}`), then run login again", sent=False)
-        try:
-            return self.host.run(self._login, headless)
-        finally:
-            if not owned and not self._started:
-                self.close()
-
-    def _login(self, host, headless: bool) -> dict:
-        host.close_browser()
-        self._headless_override = headless
-        try:
-            chat = self._chat(host)
-            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
-            # stderr: stdout carries the command's result (JSON under --json)
-            print(f"Sign in to {self.site.name} in the browser window ({chat.new_chat_url}); this returns once "
-                  f"the chat page shows, or when you close the window.", file=sys.stderr, flush=True)
-            deadline = time.monotonic() + self.cfg.login_timeout
-            seen = 0
-            while time.monotonic() < deadline:
-                if not host.launched:
-                    return {"ok": False, "detail": "the browser was closed before a signed-in page showed; "
-                                                   f"`fanoctl backends check {self.account}` tells"}
-                try:
-                    s = chat.sample()
-                except _playwright_error():
-                    s = None   # navigating, or the window is closing
-                seen = seen + 1 if s is not None and s.composer and not s.login else 0
-                if seen >= 2:
-                    return {"ok": True, "detail": f"signed in: the composer shows at {s.url}"}
-                time.sleep(0.5)
-            return {"ok": False, "detail": f"no signed-in page within {self.cfg.login_timeout:g}s"}
-        finally:
-            host.close_browser()
-            self._headless_override = None
+        # a reopened page's mode control shows the current choice, not the one that answered: not read back
+        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode),
+                                           "mode_after": "not read back (reconciled from the conversation URL)"},
+                            reconciled=True)

@@ -19,13 +19,21 @@ lacks one)::
     composer, send, stop, user_turn, assistant_turn, reply_text, finished, thinking, banners, login,
     challenge
     turn_error                           # optional: the assistant turn's own error container
+    history_item                         # optional: a link of the history list (sidebar) to a conversation,
+                                         # newest first: how a turn sent before its URL was recorded is
+                                         # found again (provider.py, reconcile)
 
     [messages]                           # lists of regexes
     quota, capacity, auth, transient     # notice classes, searched in notices: banners, toasts, dialogs,
                                          # the turn's error container, the title — never in a reply
     thinking                             # a short reply text that is a "still generating" placeholder
+    signin_page, human_check             # optional: the text of a page with no composer that is the
+                                         # site's sign-in page / a human check ("sign-in needed", "human
+                                         # check" at once, not "the layout may have changed" later)
+    downgrade                            # optional: a notice, after sending, that another (standard)
+                                         # model answered: a scarce-mode turn is then not delivered
 
-    [reply_notices]                      # optional: refusals the site renders AS the reply (Gemini)
+    [reply_notices]                      # optional: refusals the site renders AS the reply (both sites)
     quota, capacity, auth, transient     # lists of regexes of whole, distinctive phrases, matched at the
                                          # start of a short reply only: a genuine answer that mentions
                                          # "quota" is an answer
@@ -50,7 +58,7 @@ from pathlib import Path
 SITES_DIR = Path(__file__).resolve().parent / "sites"
 REQUIRED_SELECTORS = ("composer", "send", "stop", "user_turn", "assistant_turn", "reply_text", "finished",
                       "thinking", "banners", "login", "challenge")
-OPTIONAL_SELECTORS = ("turn_error",)
+OPTIONAL_SELECTORS = ("turn_error", "history_item")
 DEFAULT_PROGRESS_GRACE = 90.0
 NOTICE_CLASSES = ("auth", "quota", "capacity", "transient")     # in order of precedence
 REQUIRED_MESSAGES = NOTICE_CLASSES + ("thinking",)

@@ -81,6 +81,17 @@ def classify_reply(text: str, reply_notices: dict) -> Notice | None:
     return None
 
 
+# the site says the failed turn was not counted against the account's limit ("This didn't count against your
+# Fast limit"): its quota unit is refunded whatever the notice's class
+_NOT_COUNTED = re.compile(r"\b(?:didn['’]t|did not|doesn['’]t|does not|won['’]t|will not)\s+count\b|"
+                          r"\b(?:was|were|is|has been) not (?:been )?counted\b|\bwasn['’]t counted\b", re.IGNORECASE)
+
+
+def says_not_counted(text: str) -> bool:
+    """Whether a notice says the turn did not count against a limit."""
+    return bool(_NOT_COUNTED.search(" ".join(text.split())))
+
+
 def matches(text: str, patterns) -> bool:
     return any(p.search(text) for p in patterns)
 

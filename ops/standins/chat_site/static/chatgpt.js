@@ -56,6 +56,11 @@
     const readAloud = E("button", {type: "button", "aria-label": "Stop", class: "read-aloud", text: "Stop reading"});
     const header = E("header", {}, E("a", {href: "/", "data-testid": "create-new-chat-button", text: "New chat"}),
       opener, menu, readAloud);
+    // the history list, like the real sidebar: nav > #history > a[href="/c/<id>"] with the title inside
+    const historyList = E("div", {id: "history"});
+    Standin.sidebar(historyList, "chatgpt", (c) => E("a", {href: "/c/" + c.id, class: "__menu-item"},
+      E("div", {class: "truncate", title: c.title, text: c.title})));
+    root.append(E("nav", {"aria-label": "Chat history", class: "sidebar"}, historyList));
     const thread = E("div", {class: "thread", id: "thread"});
     const editor = E("div", {id: "prompt-textarea", contenteditable: "true", class: "ProseMirror", role: "textbox",
       "aria-label": "Message ChatGPT"});
@@ -72,7 +77,9 @@
     Standin.bindEnter(editor, () => submit());
     const toasts = E("div", {class: "toast-root", "data-testid": "toast-root"});
     root.append(header, E("main", {}, thread, form), toasts);
-    state.ui = {thread, editor, send, stop, toasts};
+    const downgrade = E("div", {role: "status", "data-testid": "model-downgrade-banner",
+      text: "Pro isn't available for this message. We've switched you to the latest default model."});
+    state.ui = {thread, editor, send, stop, toasts, label, opener, downgrade};
   }
 
   function setGenerating(on) {
@@ -119,6 +126,13 @@
       Standin.show(p.actions, !!turn.bar);
     });
     const last = conv.turns[conv.turns.length - 1];
+    // downgrade: the turn was served by another model; like the real site, say so and show it in the picker
+    if (last && last.served && last.served !== last.mode && last.done) {
+      state.model = last.served;
+      Standin.setText(ui.label, last.served);
+      ui.opener.setAttribute("aria-label", "Model selector, current model is " + last.served);
+      if (!ui.downgrade.isConnected) ui.thread.append(ui.downgrade);
+    }
     setGenerating(!!(last && last.stop));
     const banner = last && last.banner;
     ui.toasts.replaceChildren(...(banner ? [E("div", {role: "alert", "data-testid": "toast", text: banner})] : []));
@@ -144,7 +158,7 @@
     if (isNew) {
       // like the real site: a transient request route first, the persisted id a moment later
       history.pushState({}, "", "/c/WEB:" + Math.random().toString(16).slice(2, 10));
-      setTimeout(() => history.replaceState({}, "", "/c/" + res.body.conversation), 300);
+      setTimeout(() => history.replaceState({}, "", "/c/" + res.body.conversation), 1000 * state.cfg.real_url_after);
     }
     Standin.follow(state.conversation, render);
   }

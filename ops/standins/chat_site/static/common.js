@@ -30,6 +30,22 @@ const Standin = {
     };
     tick();
   },
+  // The sidebar's history list (newest first), refreshed every second; link(item) builds one entry.
+  sidebar(list, skin, link) {
+    let shown = "";
+    const tick = async () => {
+      try {
+        const r = await fetch("/api/history?skin=" + skin, {cache: "no-store"});
+        if (r.status === 200) {
+          const items = await r.json();
+          const key = JSON.stringify(items);
+          if (key !== shown) { shown = key; list.replaceChildren(...items.map(link)); }
+        }
+      } catch (e) { /* the next tick tries again */ }
+      setTimeout(tick, 1000);
+    };
+    tick();
+  },
   el(tag, attrs, ...children) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {

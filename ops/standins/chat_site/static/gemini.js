@@ -20,8 +20,11 @@
   }
 
   function buildApp(cfg) {
+    const recent = E("conversations-list", {class: "conversation-items-container"});
+    Standin.sidebar(recent, "gemini", (c) => E("a", {href: "/app/" + c.id, class: "conversation",
+      "data-test-id": "conversation"}, E("div", {class: "conversation-title", text: c.title})));
     const nav = E("side-navigation", {}, E("a", {href: "/app", "data-test-id": "new-chat-button",
-      "aria-label": "New chat", text: "New chat"}));
+      "aria-label": "New chat", text: "New chat"}), recent);
     const history_ = E("div", {class: "chat-history", id: "chat-history"});
     const editor = E("div", {class: "ql-editor textarea", contenteditable: "true", role: "textbox",
       "aria-label": "Enter a prompt here", "data-placeholder": "Ask Gemini"});
@@ -38,6 +41,11 @@
         menu.hidden = true;
         // deep = "unapplied": the item takes the click and the menu closes, but no Deep Think chip appears
         if (name === "Deep Think" && cfg.deep !== "unapplied") setDeep(true);
+        // deep_limit: Deep Think is picked, and its limit notice comes up as a snack bar over the composer
+        if (name === "Deep Think" && cfg.deep_limit) {
+          state.ui.snack.replaceChildren(E("div", {role: "alert", class: "mat-mdc-snack-bar-container cover",
+            text: cfg.deep_limit}));
+        }
       });
       menu.append(item);
     }
@@ -106,6 +114,8 @@
       }
     });
     const last = conv.turns[conv.turns.length - 1];
+    // downgrade: the turn was served in Fast; the Deep Think chip is gone from the composer
+    if (last && last.served && last.served !== last.mode && state.deep) setDeep(false);
     setGenerating(!!(last && last.stop));
     const banner = last && last.banner;
     ui.snack.replaceChildren(...(banner ? [E("div", {role: "alert", class: "mat-mdc-snack-bar-container", text: banner})] : []));
