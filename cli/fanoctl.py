@@ -49,6 +49,7 @@ class Ctl:
             if not self.endpoint:
                 self.endpoint = self.endpoints().broker_endpoint
             self._client = BrokerClient(self.endpoint, name="fanoctl", timeout=self.timeout, retries=RETRIES)
+            self._client.notify_writes = True   # a human's change of module data: the module acts at once
         return self._client
 
     def close(self) -> None:

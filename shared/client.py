@@ -43,6 +43,9 @@ class BrokerClient:
         self._sock: zmq.Socket | None = None
         self._poller: zmq.Poller | None = None
         self.resends = 0  # attempts beyond the first, across the client's life (for monitoring)
+        # every txn also wakes the module it writes to (a ``notify`` op): set by writers that are not the
+        # module itself, such as fanoctl, so that a human's change is acted on at once
+        self.notify_writes = False
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -202,6 +205,8 @@ class BrokerClient:
         return self.call("cooldown", account=account, mode=mode, until=until, reason=reason)
 
     def txn(self, module: str, ops: list[dict], rid: str | None = None) -> dict:
+        if self.notify_writes:
+            ops = [*ops, {"op": "notify", "reason": f"changed by {self.name}"}]
         return self.call("txn", module=module, ops=ops, rid=rid)
 
     def kv_get(self, module: str, key: str) -> dict | None:

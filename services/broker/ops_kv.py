@@ -11,6 +11,13 @@
                                                                     # unusable (optional): why the module could
                                                                     # not use a DONE task's answer, kept as the
                                                                     # task's error (class "unusable")
+    {"op": "notify", "reason": str}                                 # wake the module: publishes the event
+                                                                    # module.notify {module, reason}
+
+**Notify** is how a writer other than the module itself (``fanoctl seeds add``, ``comments add``: a
+human) tells the module that its data changed, so that it plans at once instead of at its next planning
+pass (a few real seconds, which on a scaled clock are many world minutes). It changes no data; the
+event is published only if the transaction commits.
 
 Every key holds ``{"v": version, "value": ...}``; versions start at 1 and grow by one per put.
 
@@ -40,6 +47,8 @@ from services.broker.tx import Tx
 MAX_OPS = 500
 MAX_KEY_BYTES = 400
 MAX_UNUSABLE_CHARS = 2000
+MAX_REASON_CHARS = 200
+OPS = ("put", "delete", "check", "submit", "ack", "notify")
 
 
 def _key(module: str, key) -> bytes:
@@ -68,8 +77,8 @@ def op_txn(tx: Tx, module: str, ops: list):
         raise bad_argument(f"ops must hold 1..{MAX_OPS} operations")
     # acks first: a replayed result must not apply anything at all
     for i, op in enumerate(ops):
-        if not isinstance(op, dict) or op.get("op") not in ("put", "delete", "check", "submit", "ack"):
-            raise bad_argument(f"ops[{i}] must be a map with op in put/delete/check/submit/ack")
+        if not isinstance(op, dict) or op.get("op") not in OPS:
+            raise bad_argument(f"ops[{i}] must be a map with op in {'/'.join(OPS)}")
         if op["op"] == "ack":
             tid = op.get("task_id")
             if not isinstance(tid, int) or isinstance(tid, bool):
@@ -109,6 +118,13 @@ def op_txn(tx: Tx, module: str, ops: list):
                 results.append({"key": op["key"], "deleted": tx.delete("kv", key)})
             else:
                 results.append({"key": op["key"], "version": current["v"] if current else 0})
+        elif kind == "notify":
+            reason = op.get("reason", "")
+            if set(op) - {"op", "reason"} or not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+                raise bad_argument(f"ops[{i}]: notify takes only a reason (a string of at most "
+                                   f"{MAX_REASON_CHARS} characters)")
+            tx.emit("module.notify", module=module, reason=reason)
+            results.append({"notified": True})
         elif kind == "submit":
             spec = op.get("task")
             if not isinstance(spec, dict):

@@ -9,7 +9,8 @@ it re-derives what to do from there after any restart. It does two things:
   finds them through the broker's ``unconsumed`` index at start and every ``sweep_interval``, and
   through task events in between, so a lost PUB message only delays work;
 * **plan**: propose new work with submit-if-absent keys (deterministic keys: proposing twice is
-  harmless), after each apply and every ``plan_interval``.
+  harmless), after each apply, on a ``module.notify`` event for this module (a human changed its data),
+  and every ``plan_interval``.
 
 Subclasses set ``module`` and implement :meth:`handle` (kind -> :class:`Effect`) and :meth:`plan`.
 A result that cannot be parsed is not swallowed: :meth:`handle` raises ``ParseError`` and the base
@@ -37,6 +38,8 @@ from shared.service import Service
 from services.modules.parsing import ParseError
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
+# a human changed the module's data (``notify`` op of a txn, services/broker/ops_kv.py): plan now
+NOTIFY_EVENT = b"evt.module.notify"
 REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
                             ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE})
 
@@ -121,7 +124,7 @@ class ModuleService(Service):
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         protocol.configure_socket(self.sub, "sub")
-        for topic in SETTLED_EVENTS:
+        for topic in (*SETTLED_EVENTS, NOTIFY_EVENT):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
         self.sub.connect(self.config.events_endpoint)
         self._next_plan = 0.0
@@ -146,9 +149,11 @@ class ModuleService(Service):
                         break
                     except FanoError:
                         continue
-                    if event.get("module") == self.module:
+                    if event.get("module") != self.module:
+                        continue
+                    if event.get("type") != "module.notify":
                         self.apply(self.client.get(event["id"], history=False))
-                        self._next_plan = 0.0
+                    self._next_plan = 0.0
             if self.clock.mono() >= self._next_plan:
                 self._next_plan = self.clock.mono() + self.plan_interval
                 self.plan()

@@ -459,3 +459,23 @@ def test_a_parked_task_that_is_retried_leaves_the_unconsumed_index(core):
     assert [t["id"] for t in core.call("unconsumed", module="explorer")["tasks"]] == [tid]
     core.call("retry", id=tid)
     assert core.call("unconsumed", module="explorer")["tasks"] == []
+
+
+# --- txn: notify ----------------------------------------------------------------------------------------
+
+def test_notify_publishes_a_module_notify_event_with_the_transaction(core):
+    n_events = len(core.events)
+    out = txn(core, put("seeds/s1", {"text": "q"}), {"op": "notify", "reason": "changed by fanoctl"})
+    assert out["results"][1] == {"notified": True}
+    assert [(e["type"], e.get("module"), e.get("reason")) for e in core.events[n_events:]] == [
+        ("module.notify", "explorer", "changed by fanoctl")]
+    # a failed transaction publishes nothing
+    n_events = len(core.events)
+    expect_error("CONDITION_FAILED", txn, core, put("seeds/s1", "x", if_version=0), {"op": "notify"})
+    assert len(core.events) == n_events
+
+
+@pytest.mark.parametrize("op", [{"op": "notify", "reason": 7}, {"op": "notify", "reason": "x" * 201},
+                                {"op": "notify", "key": "k"}])
+def test_a_malformed_notify_is_a_bad_argument(core, op):
+    expect_error("BAD_ARGUMENT", txn, core, op)

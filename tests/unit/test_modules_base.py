@@ -191,3 +191,48 @@ def test_other_broker_errors_still_end_the_loop(tmp_path):
     mod._refused = None
     with pytest.raises(FanoError):
         mod.loop()
+
+
+def test_a_notify_event_for_the_module_makes_it_plan_at_once(tmp_path):
+    """``fanoctl`` wakes a module whose data it changed (the ``notify`` op): the module plans on the event
+    instead of at its next planning pass; a notify for another module, or a result event, does not."""
+    from shared import protocol
+
+    class Planner(Mod):
+        def plan(self):
+            self.planned = getattr(self, "planned", 0) + 1
+
+    mod = Planner(FakeClient(), tmp_path)
+    mod.client.get = lambda tid, history=False: dict(TASK, id=tid, consumed=True)
+    mod.clock = FakeClock()
+    mod.plan_interval = mod.sweep_interval = 1e9
+    mod._next_sweep = mod._backoff_until = 0.0
+    mod._next_plan = 1e9
+    mod._refused = None
+    mod.sweep = lambda: None
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    endpoint = f"ipc://{tmp_path}/ev.sock"
+    pub.bind(endpoint)
+    mod.sub = ctx.socket(zmq.SUB)
+    for topic in (b"evt.task.done", b"evt.module.notify"):
+        mod.sub.setsockopt(zmq.SUBSCRIBE, topic)
+    mod.sub.connect(endpoint)
+    try:
+        def publish(event):
+            # a PUB drops what it sends before the subscription arrives: send until the module sees one
+            for _ in range(100):
+                pub.send_multipart(protocol.encode_event(dict(event, seq=1, ts=0.0)))
+                if mod.sub.poll(20):
+                    return
+            raise AssertionError("the subscription never arrived")
+        publish({"type": "module.notify", "module": "other", "reason": "x"})
+        mod.loop()
+        assert getattr(mod, "planned", 0) == 0
+        publish({"type": "module.notify", "module": "testmod", "reason": "changed by fanoctl"})
+        mod.loop()
+        assert mod.planned == 1 and mod.applied == 0
+    finally:
+        pub.close(linger=0)
+        mod.sub.close(linger=0)
+        ctx.term()
