@@ -39,7 +39,7 @@ from shared.clock import Clock
 from shared.config import REPO_ROOT, load_config
 
 DAY = 86400.0
-SAMPLE = 0.25          # real seconds between two samples of the accounts
+SAMPLE = 0.3           # real seconds between two samples of the accounts
 RSS_EVERY = 2.0        # real seconds between two RSS readings
 DOC_EVERY = 3600.0     # world seconds between two looks at the document's sections (comment targets)
 
@@ -229,7 +229,6 @@ class Soak:
 
     def run(self) -> dict:
         from shared.client import BrokerClient
-        from shared.scheduler_client import query
         self.driver_errors: list[str] = []
         self.tree.start()
         client = BrokerClient(self.config.broker_endpoint, name="soak", timeout=3.0, retries=20)
@@ -269,7 +268,7 @@ class Soak:
                                  str(self.rng.randint(4, 9)), "--id", f"soak-{seeds_added + 1}")
                     seeds_added += 1
             self.reap()
-            states, pending = self.sample_accounts(client, query, now)
+            states, _pending = self.sample_accounts(client, now)
             if states is not None:
                 busy_day.sample(now, states)
                 busy_total.sample(now, states)
@@ -320,18 +319,20 @@ class Soak:
             self.driver_errors.append(f"stats: {exc}")
             return None
 
-    def sample_accounts(self, client, query, now: float):
-        """(account -> (eligible, busy), pending count), or (None, None) while the broker or the scheduler
-        is down (a kill): that interval is then credited to the previous sample's state."""
+    def sample_accounts(self, client, now: float):
+        """(account -> (eligible, busy), PENDING count), or (None, None) while the broker is down (a kill):
+        that interval is then credited to the previous sample's state (see ops/soak_metrics.py)."""
         from shared.errors import FanoError
         try:
-            pending = client.stats()["tasks"]["PENDING"]
-            rows = query(self.config.scheduler_endpoint, "backends", timeout=1.0, name="soak")["accounts"]
+            pending = client.list(state="PENDING", limit=1000)["tasks"]
+            running = client.list(state="RUNNING", limit=1000)["tasks"]
+            quota = client.quota_show()
         except FanoError:
             self.driver["samples_missed"] += 1
             return None, None
         self.driver["samples"] += 1
-        return {r["account"]: SM.account_state(r, pending, now) for r in rows if r.get("configured", True)}, pending
+        accounts = {a.name: (a.backend, list(a.modes)) for a in self.config.accounts}
+        return SM.account_states(pending, running, quota, accounts, quota.get("now", now)), len(pending)
 
     def sample_programs(self) -> dict[str, float]:
         out = {}
@@ -415,14 +416,13 @@ class Soak:
         from ops.snapshot import load_snapshot
         from services.backends import sim_log
         from shared.quota import normalize_windows
-        from shared.scheduler_client import query
         lat, open_ = self.comment_latencies(client)
         research = self.research_counts(client)
         end_world = self.clock.world()
         # the end state the test asks about: which accounts are idle with quota while work waits
         idle_now = {}
         for _ in range(8):
-            states, _pending = self.sample_accounts(client, query, self.clock.world())
+            states, _pending = self.sample_accounts(client, self.clock.world())
             for a, (eligible, b) in (states or {}).items():
                 idle_now[a] = idle_now.get(a, 0) + (eligible and not b)
             time.sleep(0.5)
@@ -458,7 +458,7 @@ class Soak:
         total = {
             "seed": self.seed, "days": self.days, "scale": self.scale, "root": str(self.root),
             "tasks": dict(Counter(t["state"] for t in snap.tasks.values())),
-            "accounts": SM.merge_counters([{a: d["accounts"][a]["done"]} for d in self.days_out]),
+            "accounts": SM.merge_counters([{a: v["done"] for a, v in d["accounts"].items()} for d in self.days_out]),
             "busy": busy.as_dict(),
             "idle_with_quota_and_work_at_end": {a: n for a, n in idle_now.items() if n >= 6},
             "deep_budget": SM.deep_budgets(self.deep_times, windows, self.t0, end_world),
@@ -472,7 +472,8 @@ class Soak:
                            {n for d in self.days_out for n in d["rss_max_mb"]}},
             "fatal": len(self.fatal), "lost": len(lost_ids), "duplicated": duplicated, "over_quota": over_quota,
             "broker_errors": SM.merge_counters([{"e": d["broker_errors"]} for d in self.days_out]).get("e", {}),
-            "provider_refusals": SM.merge_counters([{a: d["accounts"][a]["refused"]} for d in self.days_out]),
+            "provider_refusals": SM.merge_counters([{a: v["refused"] for a, v in d["accounts"].items()}
+                                                   for d in self.days_out]),
             "kills": dict(self.kills_by_program), "driver": dict(self.driver), "driver_errors": self.driver_errors[:20],
             "violations": violations, "notes": report.notes[:10],
         }
@@ -482,6 +483,23 @@ class Soak:
 
 def _r(x):
     return None if x is None else round(x, 1)
+
+
+def run(days: float, scale: float, seed: int, kills: int, size: str = "full", comments_per_day: float = 6.0,
+        keep: bool = False) -> dict:
+    """One soak run (see the module docstring); returns the total report. The deployment is removed
+    unless ``keep`` or a violation (then ``root`` names it)."""
+    soak = Soak(days, scale, seed, kills, size, comments_per_day)
+    t0 = time.monotonic()
+    try:
+        total = soak.run()
+    except BaseException:
+        soak.tree.stop()
+        raise
+    total["elapsed_s"] = round(time.monotonic() - t0, 1)
+    if not keep and not total["violations"]:
+        shutil.rmtree(soak.root, ignore_errors=True)
+    return total
 
 
 def main(argv=None) -> int:
@@ -500,17 +518,8 @@ def main(argv=None) -> int:
         parser.error("--days and --scale must be positive")
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     kills = args.kills if args.kills is not None else round(3 * args.days)
-    soak = Soak(args.days, args.scale, seed, kills, args.size, args.comments_per_day)
-    t0 = time.monotonic()
-    try:
-        total = soak.run()
-    except BaseException:
-        soak.tree.stop()
-        raise
-    total["elapsed_s"] = round(time.monotonic() - t0, 1)
+    total = run(args.days, args.scale, seed, kills, args.size, args.comments_per_day, args.keep)
     print(json.dumps(total, indent=2, default=str), flush=True)
-    if not args.keep and not total["violations"]:
-        shutil.rmtree(soak.root, ignore_errors=True)
     return 1 if total["violations"] else 0
 
 

@@ -5,13 +5,15 @@ Pure bookkeeping, no processes: :class:`LogTail` reads the simulated providers' 
 :func:`targets` turn the totals into the report. Times are world seconds (the scaled clock).
 
 Busy fraction, the measure the issue asks for ("each account's busy fraction while it had quota and work
-existed"): the driver samples, every few hundred real milliseconds, the scheduler's ``backends`` rows and
-the broker's task counts. An account is *eligible* at a sample when some task is PENDING (any: work that
-research could have given it, even if today's queue binds it elsewhere -- an account idling beside a
-queue is the failure the measure exists to show) and it is neither paused nor, for every mode it offers,
-cooling down or blocked by an exhausted window. It is *busy* when its worker holds a task. The interval
-since the previous sample is credited to the previous sample's state; the fraction is busy-and-eligible
-time over eligible time.
+existed"): the driver samples, every few hundred real milliseconds, the broker's PENDING and RUNNING
+tasks and its quota ledger (``quota_show``). An account is *eligible* at a sample when it is not paused
+and some PENDING task could run on it now: the task's explicit requirements (``account``, ``backends``,
+mode, deep fallback) allow it, that mode is not cooling down on it (a 429, a provider's "limit reached")
+and every window of that mode admits the task's module (the broker's admission rule). Conversation
+affinity is ignored on purpose: a task bound to an account that has run out is work the research could
+have moved (issue 11, Deliver 1), and an account idling beside it is the failure this measure exists to
+show. It is *busy* when a RUNNING task is leased to it. The interval since the previous sample is
+credited to the previous sample's state; the fraction is busy-and-eligible time over eligible time.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from shared.quota import next_reset, period_start
+from shared.quota import admits, next_reset, period_start
 
 
 def percentile(values, q: float) -> float | None:
@@ -121,15 +123,52 @@ class Busy:
                 for a, f in self.fractions().items()}
 
 
-def account_state(row: dict, pending: int, now: float) -> tuple[bool, bool]:
-    """(eligible, busy) of one scheduler ``backends`` row (services/scheduler/queries.py)."""
-    busy = row.get("state") == "busy" or row.get("phase") in ("assigned", "busy")
-    if row.get("state") == "offline" or row.get("paused"):
-        return False, busy
-    cooling, blocked = row.get("cooling_until") or {}, row.get("blocked_until") or {}
-    usable = [m for m in row.get("modes") or ["standard"]
-              if max(cooling.get(m, 0.0), cooling.get("*", 0.0), blocked.get(m, 0.0)) <= now]
-    return bool(pending > 0 and usable), busy
+def task_modes(task: dict) -> list[str]:
+    """The modes a task may run in: its required one, and standard too when deep may fall back."""
+    req = task.get("requires") or {}
+    mode = req.get("mode", "standard")
+    return [mode, "standard"] if mode == "deep" and req.get("deep_fallback") else [mode]
+
+
+def account_states(pending: list[dict], running: list[dict], quota: dict, accounts: dict[str, tuple[str, list[str]]],
+                   now: float) -> dict[str, tuple[bool, bool]]:
+    """account -> (eligible, busy) at one sample.
+
+    ``pending``/``running``: the broker's PENDING and RUNNING tasks (``list``); ``quota``: its
+    ``quota_show``; ``accounts``: name -> (backend, modes). Eligible: not paused, and some PENDING task
+    this account may run (its explicit ``requires.account``/``backends`` allow it; conversation affinity
+    is ignored on purpose, see the module docstring) in a mode the account offers that is not cooling
+    down and whose every window admits the task's module (the broker's own admission rule,
+    shared.quota.admits). Busy: a RUNNING task is leased to it.
+    """
+    rows = {(q["account"], q["mode"]): q for q in quota.get("quotas", [])}
+    acct_rows = {a["account"]: a for a in quota.get("accounts", [])}
+    busy = {(t.get("lease") or {}).get("account") for t in running}
+    out = {}
+    for name, (backend, modes) in accounts.items():
+        rec = acct_rows.get(name, {})
+        cooldowns = rec.get("cooldowns") or {}
+        if rec.get("paused"):
+            out[name] = (False, name in busy)
+            continue
+
+        def open_for(mode: str, module: str) -> bool:
+            if any((cooldowns.get(scope) or {}).get("until", 0.0) > now for scope in (mode, "*")):
+                return False
+            row = rows.get((name, mode))
+            return row is None or all(admits(w, w["used"], w.get("by_module") or {}, module) for w in row["windows"])
+
+        eligible = False
+        for t in pending:
+            req = t.get("requires") or {}
+            if req.get("account") not in (None, name) or (req.get("backends") and name not in req["backends"]
+                                                           and backend not in req["backends"]):
+                continue
+            if any(m in modes and open_for(m, t["module"]) for m in task_modes(t)):
+                eligible = True
+                break
+        out[name] = (eligible, name in busy)
+    return out
 
 
 def deep_budgets(deep_times: dict[str, list[float]], windows: dict[str, list[dict]], t0: float, t1: float) -> dict:
