@@ -141,14 +141,15 @@ def comment_target(config) -> float:
     return worst + 60.0
 
 
-def rss_mb(pid: int) -> float | None:
+def rss_mb(pid: int) -> tuple[float, float] | None:
+    """(resident, anonymous resident) MiB of a process from /proc. The anonymous part is the process's
+    own memory: the resident total also counts file pages it maps, and the broker maps the LMDB file,
+    so its total grows with the database by design."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        return (round(int(fields["VmRSS"].split()[0]) / 1024, 1), round(int(fields["RssAnon"].split()[0]) / 1024, 1))
+    except (OSError, KeyError, ValueError):
         return None
-    return None
 
 
 def du(path: Path, exclude: tuple[str, ...] = ()) -> int:
@@ -274,8 +275,9 @@ class Soak:
                 busy_total.sample(now, states)
             if time.monotonic() >= next_rss:
                 next_rss = time.monotonic() + RSS_EVERY
-                for name, mb in self.sample_programs().items():
-                    rss_day[name] = max(rss_day.get(name, 0.0), mb)
+                for name, (mb, anon) in self.sample_programs().items():
+                    top = rss_day.get(name, (0.0, 0.0))
+                    rss_day[name] = (max(top[0], mb), max(top[1], anon))
             if now >= next_doc:
                 next_doc = now + DOC_EVERY
                 self.refresh_sections(client)
@@ -334,7 +336,7 @@ class Soak:
         accounts = {a.name: (a.backend, list(a.modes)) for a in self.config.accounts}
         return SM.account_states(pending, running, quota, accounts, quota.get("now", now)), len(pending)
 
-    def sample_programs(self) -> dict[str, float]:
+    def sample_programs(self) -> dict[str, tuple[float, float]]:
         out = {}
         try:
             programs = self.tree.programs()
@@ -368,15 +370,16 @@ class Soak:
                 "blessed": insights.get("blessed", 0), "sections": len(doc.ordered()), "document_version": doc.version,
                 "threads": sum(1 for _ in client.kv_items("explorer", "threads/"))}
 
-    def comment_latencies(self, client) -> tuple[list[float], int]:
-        """World seconds from injection to resolution of the driver's resolved comments, and how many
-        are still open."""
+    def comment_latencies(self, client, since: float = 0.0) -> tuple[list[float], int]:
+        """World seconds from injection to resolution of the driver's comments resolved at or after
+        ``since``, and how many of them are still open."""
         lat, open_ = [], 0
         for _, _, c in client.kv_items("documenter", "comments/"):
             if not isinstance(c, dict) or c.get("id") not in self.injected:
                 continue
             if c.get("status") == "resolved" and c.get("resolved_at"):
-                lat.append(c["resolved_at"] - c["created"])
+                if c["resolved_at"] >= since:
+                    lat.append(c["resolved_at"] - c["created"])
             else:
                 open_ += 1
         return lat, open_
@@ -398,17 +401,18 @@ class Soak:
             self.reply_bytes += p.reply_bytes
         try:
             research = self.research_counts(self.client)
-            lat, open_ = self.comment_latencies(self.client)
+            lat, open_ = self.comment_latencies(self.client, since=self.t0 + (day - 1) * DAY)
         except FanoError as exc:
             self.driver_errors.append(f"day {day} research counts: {exc}")
             research, lat, open_ = {}, [], None
         return {"day": day, "world": round(self.clock.world()), "tasks": dict(tasks),
                 "accounts": {a: {**p.as_dict(), **busy.as_dict().get(a, {})} for a, p in providers.items()},
                 "research": research,
-                "comments": {"injected": len(self.injected), "resolved": len(lat), "open": open_,
+                "comments": {"injected_so_far": len(self.injected), "resolved_today": len(lat), "open": open_,
                              "latency_p50_s": _r(SM.percentile(lat, 0.5)), "latency_p95_s": _r(SM.percentile(lat, 0.95))},
-                "storage": storage, "rss_max_mb": rss, "fatal": sorted(self.fatal),
-                "broker_errors": dict(errors), "kills": dict(self.kills_by_program), "driver": dict(self.driver)}
+                "storage": storage, "rss_max_mb": {n: v[0] for n, v in rss.items()},
+                "rss_anon_max_mb": {n: v[1] for n, v in rss.items()}, "fatal": sorted(self.fatal),
+                "broker_errors": dict(errors), "kills_so_far": dict(self.kills_by_program), "driver": dict(self.driver)}
 
     def finish(self, client, busy: SM.Busy) -> dict:
         from ops.chaos_check import _resent_without_cause
@@ -468,8 +472,7 @@ class Soak:
             "research": research,
             "storage": {**(self.days_out[-1]["storage"] if self.days_out else {}), "answer_bytes": self.reply_bytes,
                         "multiple_of_answers": round(used / self.reply_bytes, 2) if self.reply_bytes else None},
-            "rss_max_mb": {n: max(d["rss_max_mb"].get(n, 0.0) for d in self.days_out) for n in
-                           {n for d in self.days_out for n in d["rss_max_mb"]}},
+            "rss_max_mb": _peak(self.days_out, "rss_max_mb"), "rss_anon_max_mb": _peak(self.days_out, "rss_anon_max_mb"),
             "fatal": len(self.fatal), "lost": len(lost_ids), "duplicated": duplicated, "over_quota": over_quota,
             "broker_errors": SM.merge_counters([{"e": d["broker_errors"]} for d in self.days_out]).get("e", {}),
             "provider_refusals": SM.merge_counters([{a: v["refused"] for a, v in d["accounts"].items()}
@@ -479,6 +482,11 @@ class Soak:
         }
         total["targets"] = SM.targets(total, self.days_out, comment_target(self.config))
         return total
+
+
+def _peak(days: list[dict], key: str) -> dict:
+    names = {n for d in days for n in d[key]}
+    return {n: max(d[key].get(n, 0.0) for d in days) for n in sorted(names)}
 
 
 def _r(x):

@@ -87,8 +87,8 @@ def test_percentiles_and_targets():
     assert SM.percentile(range(101), 0.95) == 95
     total = {"busy": {"a": {"busy_fraction": 0.97}, "b": {"busy_fraction": 0.5}}, "deep_budget": {"a": {"fraction": 1.0}},
              "deep_tasks": 3, "comments": {"latency_p95_s": 100.0}, "storage": {"multiple_of_answers": 2.0},
-             "rss_max_mb": {"broker": 40.0}, "fatal": 0, "lost": 0, "duplicated": 1, "over_quota": 0}
-    days = [{"storage": {"bytes_per_task": b}, "rss_max_mb": {"broker": r}} for b, r in ((900, 30.0), (1000, 35.0),
+             "rss_anon_max_mb": {"broker": 40.0}, "fatal": 0, "lost": 0, "duplicated": 1, "over_quota": 0}
+    days = [{"storage": {"bytes_per_task": b}, "rss_anon_max_mb": {"broker": r}} for b, r in ((900, 30.0), (1000, 35.0),
                                                                                           (1200, 60.0))]
     t = SM.targets(total, days, comment_target_s=120.0)
     assert t["accounts_busy_95pct"]["pass"] is False and t["deep_budget_used_99pct"]["pass"] is True
