@@ -23,6 +23,14 @@ Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optiona
     overload_rate = 0.0            # "A lot of people are using ... right now": refused, retry in 2-10 s
                                    # (not served: sent=False)
     hang_rate = 0.0                # never finishes until cancelled (or timed out); counts as served
+    ratelimit_rate = 0.0           # "429 Too Many Requests ... try again at 14:56": refused with a reset
+                                   # time RATELIMIT_RESET world seconds ahead (the worker cools the
+                                   # account down until then; not served: sent=False)
+    answer_size = {standard = {low = 2000, high = 20000}, deep = {low = 10000, high = 60000}}
+                                   # bytes (UTF-8) of each reply, drawn uniformly per turn; the kind's
+                                   # template answer is padded with plausible working notes where its
+                                   # parser ignores text (sim_answers.pad). A number fixes the size; a
+                                   # single {low, high} applies to every mode. Default: the bare template
     terminal_rate = 0.0            # "400 prompt is too long": park
     auth_fail = false              # every request: auth error, never reaches the provider
     sloppy_rate = 0.05             # answers with format deviations a tolerant parser must accept
@@ -30,7 +38,7 @@ Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optiona
     reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4}   # latent review verdicts
     fsync = false                  # fsync each log record (power-loss durability; kill -9 needs none)
 
-Refusals (quota, overload, the injected 500) are decided at the door and logged as ``refused``: the
+Refusals (quota, an injected 429, overload, the injected 500) are decided at the door and logged as ``refused``: the
 provider never served them and they never count against its limits, so they are reported ``sent=False``
 (the broker refunds the unit; nothing to reconcile). A request the provider received (``received``) and
 did not fail is counted and may be served even if the worker is gone: that is what ``reconcile`` finds.
@@ -62,12 +70,13 @@ from shared.quota import QuotaSpecError, describe, normalize_windows
 
 MODES = ("standard", "deep")
 SLICE = 0.05                      # real seconds between two looks at cancelled() (the brief: <= 50 ms)
-FAULTS = ("terminal_rate", "transient_rate", "overload_rate", "hang_rate")
+FAULTS = ("terminal_rate", "transient_rate", "overload_rate", "hang_rate", "ratelimit_rate")
+RATELIMIT_RESET = (60.0, 900.0)   # world seconds until an injected 429 says the limit resets (uniform)
 DEFAULT_LATENCY = {"standard": {"dist": "lognormal", "median": 2.0, "sigma": 0.5},
                    "deep": {"dist": "lognormal", "median": 60.0, "sigma": 0.5}}
 _DIST_FIELDS = {"lognormal": {"median", "sigma"}, "uniform": {"low", "high"}, "fixed": {"value"}, "zero": set()}
 _KNOWN = {"seed", "latency", "rate_limits", "auth_fail", "sloppy_rate", "garbage_rate", "reviews", "fsync",
-          "modes", "timeout", *FAULTS}
+          "modes", "timeout", "answer_size", *FAULTS}
 TIMEOUT_FACTOR = 5.0    # default request timeout: this many times the mode's slowest latency ...
 TIMEOUT_MIN = 30.0      # ... but at least this (world seconds): a zero latency must not time out at once
 
@@ -96,6 +105,31 @@ def _latency_spec(spec, where: str) -> dict:
     if out["dist"] == "uniform" and out["low"] > out["high"]:
         raise ValueError(f"sim setting {where}: low must be <= high")
     return out
+
+
+def _size_spec(spec, where: str) -> tuple[int, int]:
+    """``answer_size`` of one mode: a number of bytes or ``{low, high}``; returns (low, high)."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        n = int(_num(spec, where, 0, 1e8))
+        return n, n
+    if not isinstance(spec, dict) or set(spec) != {"low", "high"}:
+        raise ValueError(f"sim setting {where} must be a number of bytes or a table {{low, high}}, got {spec!r}")
+    low, high = (int(_num(spec[k], f"{where}.{k}", 0, 1e8)) for k in ("low", "high"))
+    if low > high:
+        raise ValueError(f"sim setting {where}: low must be <= high")
+    return low, high
+
+
+def _answer_sizes(value) -> dict:
+    """mode -> (low, high) bytes, or {} (template answers as they are)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict) and set(value) <= set(MODES) and value:
+        return {mode: _size_spec(spec, f"answer_size.{mode}") for mode, spec in value.items()}
+    if isinstance(value, dict) and set(value) & set(MODES):
+        raise ValueError(f"sim setting answer_size: keys must be modes ({', '.join(MODES)}) or low/high")
+    one = _size_spec(value, "answer_size")
+    return {m: one for m in MODES}
 
 
 def slowest(spec: dict) -> float:
@@ -175,6 +209,7 @@ def parse_settings(settings: dict) -> dict:
     if out["reviews"]["good"] + out["reviews"]["bad"] > 1.0:
         raise ValueError("sim settings reviews.good + reviews.bad must be at most 1")
     out["timeout"] = _timeouts(settings.get("timeout"), out["latency"])
+    out["answer_size"] = _answer_sizes(settings.get("answer_size"))
     modes = settings.get("modes", list(MODES))
     if not isinstance(modes, (list, tuple)) or any(m not in MODES for m in modes):
         raise ValueError(f"sim setting modes must be a list of {', '.join(MODES)}")
@@ -258,8 +293,13 @@ class SimProvider(Provider):
         text = sim_answers.answer(turn.kind, dict(turn.payload), turn.prompt or str(turn.payload.get("prompt", "")),
                                   turn.mode, self._rng(key, "answer"), seed=cfg["seed"], account=self.account,
                                   reviews=cfg["reviews"])
-        return sim_answers.decorate(text, turn.kind, self._rng(key, attempt, "style"), cfg["sloppy_rate"],
+        text = sim_answers.decorate(text, turn.kind, self._rng(key, attempt, "style"), cfg["sloppy_rate"],
                                     cfg["garbage_rate"])
+        size = cfg["answer_size"].get(turn.mode)
+        if size is None:
+            return text
+        rng = self._rng(key, "size")     # like the content: the same on every attempt
+        return sim_answers.pad(text, turn.kind, rng.randint(*size), rng)
 
     # --- the request path -----------------------------------------------------------------------------
 
@@ -301,6 +341,13 @@ class SimProvider(Provider):
             self._record(turn, "refused", key, reason="overload", retry_after=wait)
             raise ProviderError("transient", f"A lot of people are using {turn.mode} mode right now. "
                                 "Please try again in a few seconds.", retry_after=wait, sent=False)
+        if fault == "ratelimit":
+            # an HTTP 429 whose reset time the provider names: a limit of its own, beyond the configured
+            # windows (real providers' are undocumented and move); the account cools down until then
+            wait = round(RATELIMIT_RESET[0] + (RATELIMIT_RESET[1] - RATELIMIT_RESET[0]) * frac, 3)
+            self._record(turn, "refused", key, reason="ratelimit", retry_after=wait)
+            raise ProviderError("quota", f"429 Too Many Requests: rate limit reached, try again at "
+                                f"{_until(now, wait, {})}", retry_after=wait, sent=False)
         latency = self.latency(turn.mode, key, turn.attempt)
         if fault == "transient":
             # a 5xx before any output: the client waited, the provider served nothing and counts nothing

@@ -496,6 +496,35 @@ def answer(kind: str, payload: dict, prompt: str, mode: str, rng: random.Random,
     return gen(c)
 
 
+_NOTES_HEAD = ("Working notes.", "Before answering, some context.", "Let me think this through first.",
+               "Some background that bears on the answer.")
+
+
+def pad(text: str, kind: str, size: int, rng: random.Random) -> str:
+    """``text`` grown to about ``size`` bytes (UTF-8) with plausible working notes, where the kind's
+    parser ignores text: before the first tag of a formatted answer (as a model that thinks aloud
+    writes it; JSON answers then come fenced, as decorate's prose does), after an unformatted one.
+    The notes are claim sentences in paragraphs with no tag-like line (no ``WORD:`` or ``[WORD]``
+    at a line start), so no field gains or loses a value. A text already that long is returned as is."""
+    missing = size - len(text.encode())
+    if missing <= 0:
+        return text
+    fenced = kind in JSON_KINDS and not text.lstrip().startswith("```")
+    if fenced:
+        text = f"```json\n{text}```\n"
+        missing = size - len(text.encode())
+    paragraphs, used = [rng.choice(_NOTES_HEAD)], len(_NOTES_HEAD[0])
+    while used < missing:
+        para = _sentences(rng, rng.randint(3, 6))
+        paragraphs.append(para)
+        used += len(para.encode()) + 2
+    notes = "\n\n".join(paragraphs)
+    notes = notes.encode()[:max(0, missing - 2)].decode(errors="ignore").rstrip()
+    if kind in REQUIRED_TAGS:
+        return notes + "\n\n" + text
+    return text + "\n\n" + notes
+
+
 _PREFIXES = ("Sure! Here is my assessment.\n\n", "Thank you for the detailed context. After careful thought:\n\n",
              "Below is my response in the requested format.\n\n")
 _SUFFIXES = ("\n\nLet me know if you would like me to expand on any point.", "\n\nI hope this helps.",

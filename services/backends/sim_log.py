@@ -206,15 +206,27 @@ class SimLog:
         self._load()
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        parsed, end = _parse_lines(data, self.path)
-        if end < len(data):
+        # streamed line by line: reading the whole file (every reply text of a week) at once would leave a
+        # restarted worker holding the peak of that in its heap for the rest of its life
+        offset = 0
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    break                   # a torn tail: cut below
+                line = raw[:-1]
+                try:
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict) or rec.get("event") not in EVENTS:
+                        raise ValueError("not a log record")
+                except ValueError as exc:
+                    raise LogCorrupt(f"{self.path}:{lineno}: {exc}") from None
+                self._index(rec, offset, len(line))
+                self._next_seq = max(self._next_seq, rec["seq"] + 1)
+                offset += len(raw)
+        if offset < self.path.stat().st_size:
             # cut the torn tail off so the next record starts on its own line; it was never acknowledged
-            os.ftruncate(self._fd, end)
-        self._size = end
-        for rec, offset, length in parsed:
-            self._index(rec, offset, length)
-            self._next_seq = max(self._next_seq, rec["seq"] + 1)
+            os.ftruncate(self._fd, offset)
+        self._size = offset
 
     def _index(self, rec: dict, offset: int, length: int) -> None:
         event = rec["event"]

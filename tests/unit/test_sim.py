@@ -65,6 +65,11 @@ def outcome(p, t) -> str:
     ({"timeout": 0}, "timeout"),
     ({"timeout": {"turbo": 5}}, "timeout.turbo"),
     ({"timeout": {"deep": "long"}}, "timeout.deep"),
+    ({"answer_size": {"deep": {"low": 5}}}, "answer_size.deep"),
+    ({"answer_size": {"low": 9, "high": 2}}, "low must be"),
+    ({"answer_size": {"turbo": 5}}, "answer_size"),
+    ({"answer_size": -1}, "answer_size"),
+    ({"ratelimit_rate": 2}, "ratelimit_rate"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, settings, match):
     with pytest.raises(ValueError, match=match):
@@ -270,6 +275,37 @@ def test_fault_details(tmp_path):
         auth.send(turn(), never)
     assert exc.value.error_class == "auth" and exc.value.sent is False
     assert read_log(auth.log_path) == []
+
+
+def test_an_injected_429_names_its_reset_time_and_counts_nothing(tmp_path):
+    clock = FakeClock(world=T0)
+    p = make(tmp_path, clock=clock, ratelimit_rate=1.0, rate_limits={"standard": ["1/1h"]})
+    waits = []
+    for i in range(20):
+        with pytest.raises(ProviderError) as exc:
+            p.send(turn(task_id=i), never)
+        assert exc.value.error_class == "quota" and exc.value.sent is False
+        assert exc.value.message.startswith("429 Too Many Requests") and "try again at" in exc.value.message
+        waits.append(exc.value.retry_after)
+    assert all(60 <= w <= 900 for w in waits) and len(set(waits)) > 10     # a reset time, drawn per lease
+    assert {(r["event"], r["reason"]) for r in read_log(p.log_path)} == {("refused", "ratelimit")}
+    assert p.log.times("standard") == [] and p.reconcile(turn(task_id=1)) is None
+
+
+def test_answer_size_pads_replies_per_mode_and_keeps_the_content(tmp_path):
+    sizes = {"standard": {"low": 2000, "high": 20000}, "deep": 40000}
+    p = make(tmp_path, sub="p", seed=5, answer_size=sizes)
+    bare = make(tmp_path, sub="b", seed=5)
+    got = {"standard": [], "deep": []}
+    for i in range(30):
+        for mode in ("standard", "deep"):
+            t = turn(task_id=i, mode=mode, kind=A.EXPLORER_REVIEW1, payload={"insight_id": f"i{i}", "reviewer": "r"})
+            text, plain = p.send(t, never).text, bare.send(t, never).text
+            got[mode].append(len(text.encode()))
+            assert text.endswith(plain) and "RATING:" in text      # the template answer, whole, after notes
+    assert all(1800 <= n <= 20000 for n in got["standard"]) and max(got["standard"]) - min(got["standard"]) > 5000
+    assert all(39800 <= n <= 40000 for n in got["deep"])
+    assert parse_settings({})["answer_size"] == {}                  # the default: bare templates
 
 
 def test_refusals_are_reported_not_served_and_never_count(tmp_path):

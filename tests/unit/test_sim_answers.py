@@ -197,3 +197,40 @@ def test_sloppy_rate_and_garbage_rate():
     assert all("[NEW_INSIGHTS]" not in g for g in garbage)
     # free-text kinds have no format to deviate from
     assert A.decorate("hello", A.ASK, A.derive_rng(1), 1.0, 1.0) == "hello"
+
+
+def _real_parsers():
+    """kind -> the module's own parser of that kind's answers (what a padded answer must survive)."""
+    from services.modules.documenter import parsers as D
+    from services.modules.explorer import parsers as E
+    from services.modules.researcher import parsers as R
+    return {A.EXPLORER_EXPLORE: E.parse_explore, A.EXPLORER_CRITIQUE: E.parse_critique,
+            A.EXPLORER_SYNTHESIS: E.parse_synthesis, A.EXPLORER_EXTRACT: E.parse_extract,
+            A.EXPLORER_CONSOLIDATE: E.parse_consolidate, A.EXPLORER_REVIEW1: E.parse_review1,
+            A.EXPLORER_MATHCHECK: E.parse_mathcheck, A.EXPLORER_REVIEW2: E.parse_review2,
+            A.DOCUMENTER_PLAN: D.parse_plan, A.DOCUMENTER_EVALUATE: D.parse_evaluation,
+            A.DOCUMENTER_DRAFT: D.parse_draft, A.DOCUMENTER_EXPOSITION: D.parse_exposition,
+            A.DOCUMENTER_REVIEW_SECTION: D.parse_review, A.DOCUMENTER_ADDRESS_COMMENT: D.parse_comment,
+            A.RESEARCHER_GENERATE_QUESTIONS: R.parse_questions, A.RESEARCHER_EVALUATE_SOURCE: R.parse_evaluation,
+            A.RESEARCHER_EXTRACT_FINDINGS: R.parse_findings}
+
+
+@pytest.mark.parametrize("kind", sorted(_real_parsers()))
+def test_padded_answers_reach_their_size_and_parse_like_the_bare_ones(kind):
+    parse = _real_parsers()[kind]
+    for key, size in enumerate((3000, 20000, 60000)):
+        payload = {"insight_id": f"ins-{key}", "reviewer": "r1", "insight_ids": ["ins-1", "ins-2"]}
+        text = ans(kind, payload, mode="deep", key=key)
+        out = A.pad(text, kind, size, A.derive_rng("pad", kind, key))
+        assert size - 200 <= len(out.encode()) <= size, (kind, size, len(out.encode()))
+        assert text.replace("\n", "") in out.replace("\n", "")
+        assert not re.search(r"^\W*[A-Z][A-Z_]+\W*:|^\[[A-Z_]+\]", out[:out.index(text[:20])], re.M), \
+            "the working notes must hold no tag-like line"
+        assert parse(out) == parse(text), kind
+    assert A.pad("short", kind, 3, A.derive_rng(1)) == "short"      # already that long: untouched
+
+
+def test_free_text_answers_are_padded_after_the_text():
+    text = ans(A.ASK, prompt="why 168?")
+    out = A.pad(text, A.ASK, 5000, A.derive_rng("p"))
+    assert out.startswith(text) and 4800 <= len(out.encode()) <= 5000
