@@ -44,8 +44,11 @@ def put_account(tx: Tx, account: str, rec: dict) -> None:
     tx.put("accounts", account.encode(), rec)
 
 
-def _usage(tx: Tx, account: str, mode: str, window: dict) -> tuple[int, dict, float | None]:
-    """(used_total, used_by_module, oldest counted entry time for rolling windows)."""
+def _usage(tx: Tx, account: str, mode: str, window: dict, prune: bool = True) -> tuple[int, dict, float | None]:
+    """(used_total, used_by_module, oldest counted entry time for rolling windows).
+
+    ``prune`` deletes the expired entries of a rolling window on the way; a read-only command (quota_show,
+    stats: answered in a read transaction after the batch's commit) skips them instead."""
     slot = slot_of(window)
     if window["kind"] != "rolling":
         bucket = S.ms(Q.period_start(window, tx.now))
@@ -59,7 +62,10 @@ def _usage(tx: Tx, account: str, mode: str, window: dict) -> tuple[int, dict, fl
     while ok and cur.key().startswith(prefix):
         ts = S.from_u64(cur.key()[len(prefix): len(prefix) + 8])
         if ts <= horizon:
-            ok = cur.delete() and bool(cur.key())  # expired: prune (delete moves to the next item)
+            if prune:
+                ok = cur.delete() and bool(cur.key())  # expired: prune (delete moves to the next item)
+            else:
+                ok = cur.next()
             continue
         module = bytes(cur.value()).decode()
         total += 1
@@ -181,7 +187,7 @@ def _check_mode(mode: str | None) -> None:
 def _describe_quota(tx: Tx, account: str, mode: str, spec: dict | None) -> dict:
     windows = []
     for window in (spec or {}).get("windows", []):
-        used, by_module, oldest = _usage(tx, account, mode, window)
+        used, by_module, oldest = _usage(tx, account, mode, window, prune=False)
         if window["kind"] == "rolling":
             start, resets = tx.now - window["seconds"], ((oldest + window["seconds"]) if oldest else None)
         else:

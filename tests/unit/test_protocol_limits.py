@@ -187,3 +187,24 @@ def test_recv_bounded_discards_a_message_over_the_total_limit_unread():
         dealer.close(0)
         ctx.term()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_deferred_quota_reads_with_expired_rolling_entries_are_answered(make_core):
+    """quota_show and stats run in a read-only transaction after the commit: they must not prune a rolling
+    window's expired entries there (LMDB refuses the write: every such read was INTERNAL)."""
+    from services.broker.core import ReadLater
+    from shared.clock import FakeClock
+    h = make_core(quotas={("acct", "standard"): ["5/1h"]}, clock=FakeClock(world=1_700_000_000.0))
+    tid = h.submit("a")["task"]["id"]
+    lease = h.lease()
+    h.call("complete", id=tid, epoch=lease["epoch"], result="x")
+    h.clock.advance(7200)   # the unit has left the window; its entry is still stored
+    reqs = [h.request("quota_show", {}), h.request("stats", {})]
+    replies, _, _ = h.core.handle_batch([(b"c%d" % i, protocol.encode_request(r)) for i, r in enumerate(reqs)],
+                                        defer_reads=True)
+    assert all(isinstance(frames, ReadLater) for _, frames in replies)
+    answered = [protocol.decode_reply(h.core.answer_read(f)) for _, f in replies]
+    assert all(r.ok for r in answered), [r.error for r in answered]
+    window = answered[0].result["quotas"][0]["windows"][0]
+    assert window["used"] == 0 and window["resets_at"] is None
+    assert h.error_counts() == {}
