@@ -31,6 +31,10 @@ from shared.errors import BrokerUnavailable, FanoError
 
 
 class BrokerClient:
+    # every txn also wakes the module it writes to (a ``notify`` op): set by writers that are not the
+    # module itself, such as fanoctl, so that a human's change is acted on at once
+    notify_writes = False
+
     def __init__(self, endpoint: str, name: str = "client", timeout: float = 2.5, retries: int = 3,
                  context: zmq.Context | None = None):
         if retries < 1:
@@ -43,9 +47,6 @@ class BrokerClient:
         self._sock: zmq.Socket | None = None
         self._poller: zmq.Poller | None = None
         self.resends = 0  # attempts beyond the first, across the client's life (for monitoring)
-        # every txn also wakes the module it writes to (a ``notify`` op): set by writers that are not the
-        # module itself, such as fanoctl, so that a human's change is acted on at once
-        self.notify_writes = False
 
     # --- plumbing -----------------------------------------------------------------------------------
 

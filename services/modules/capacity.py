@@ -153,10 +153,10 @@ def task_accounts(task: dict, all_accounts: list[str], conversation_account: str
 
 
 def pending(client, module: str) -> dict[str, dict]:
-    """The module's PENDING tasks by key (one paged scan of the broker's state index)."""
+    """The module's PENDING tasks by key, with their payloads (one paged scan of the broker's state index)."""
     out, after = {}, None
     while True:
-        page = client.list(state="PENDING", module=module, after=after, limit=PAGE)
+        page = client.list(state="PENDING", module=module, after=after, limit=PAGE, payloads=True)
         for task in page["tasks"]:
             out[task["key"]] = task
         after = page.get("next")
