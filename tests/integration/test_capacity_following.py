@@ -42,6 +42,7 @@ assign_timeout = 5.0
 
 [modules.explorer]
 max_active_threads = 1
+threads_per_account = 0   # a fixed thread count (load.py scales it with the accounts)
 max_waiting_threads = 2
 min_exchanges = 3
 min_critiques = 1

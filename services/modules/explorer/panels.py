@@ -6,7 +6,8 @@ so a restarted module re-derives everything from the broker:
 
 * **Thread slots** (:meth:`waiting_threads`): an open thread whose every PENDING task can only run on
   accounts without room for it (an explore turn's conversation bound to an account out of quota, say)
-  is *waiting*; ``max_active_threads`` counts the others, so new seeds get threads on the accounts with
+  is *waiting*; the active-thread cap (:func:`.load.active_cap`: ``threads_per_account`` per account
+  with room, at least ``max_active_threads``, at most ``max_threads``) counts the others, so new seeds get threads on the accounts with
   room; ``max_waiting_threads`` bounds how many waiting ones are held beside them.
 * **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
   PENDING for ``member_patience`` world seconds while its account has no room for the mode the step
@@ -26,10 +27,13 @@ and is acked as stale: applied once or ignored, never counted twice.
 from __future__ import annotations
 
 import copy
+import os
 
+from shared import scheduler_client
 from shared.errors import BrokerUnavailable, FanoError
 
 from services.modules import capacity as CAP
+from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
 from services.modules.explorer.recovery import OPEN_REVIEW
@@ -72,13 +76,43 @@ class Panels:
                 out.add(thread["id"])
         return out
 
+    def load_view(self, threads: list[dict] | None = None) -> L.Load:
+        """What the accounts can take and how much explorer work is pinned to each (:mod:`.load`), read at
+        most every few seconds (planning runs after every applied result); the scheduler's ``idle`` query
+        is asked too when its socket exists, and left out when it does not answer (it is optional)."""
+        cached = getattr(self, "_load_seen", None)
+        if cached is not None and self.clock.mono() < cached[0]:
+            return cached[1]
+        cap = self.capacity()
+        names = self.configured_accounts()
+        if threads is None:
+            threads = self.values("threads/")
+        pinned = L.pinned_counts(CAP.pending(self.client, M.MODULE), threads, names) if cap.known else {}
+        view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
+        self._load_seen = (self.clock.mono() + min(WAITING_RECHECK, self.settings.repair_interval), view)
+        return view
+
+    def scheduler_idle(self) -> list:
+        """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say."""
+        endpoint = getattr(self.config, "scheduler_endpoint", "") or ""
+        if not endpoint or (endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):])):
+            return []
+        try:
+            answer = scheduler_client.query(endpoint, "idle", timeout=0.5, name="module-explorer")
+        except FanoError:   # silence (SchedulerUnavailable) included: it is stateless and may be restarting
+            return []
+        if not isinstance(answer, dict) or answer.get("synced") is False:
+            return []
+        return answer.get("accounts") or []
+
     def thread_room(self, threads: list[dict]) -> int:
         """How many new threads may start now (see the module docstring)."""
         s = self.settings
         open_ = [t for t in threads if t.get("status") in M.OPEN_THREAD]
-        if len(open_) < s.max_active_threads:
-            return s.max_active_threads - len(open_)
-        if len(open_) >= s.max_active_threads + s.max_waiting_threads:
+        active = L.active_cap(self.load_view(threads), s, self.configured_accounts())
+        if len(open_) < active:
+            return active - len(open_)
+        if len(open_) >= active + s.max_waiting_threads:
             return 0
         cached = getattr(self, "_waiting_seen", None)
         if cached is None or self.clock.mono() >= cached[0]:
@@ -93,8 +127,7 @@ class Panels:
         if not cached[1]:
             return 0   # no explorer account has room: a new thread would only wait too
         waiting = len(cached[2] & {t["id"] for t in open_})
-        return max(0, min(s.max_active_threads - (len(open_) - waiting),
-                          s.max_active_threads + s.max_waiting_threads - len(open_)))
+        return max(0, min(active - (len(open_) - waiting), active + s.max_waiting_threads - len(open_)))
 
     # --- panel members blocked past patience ------------------------------------------------------------
 
