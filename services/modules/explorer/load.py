@@ -14,9 +14,10 @@ module re-derives everything from the broker (the scheduler is optional: without
   accounts with standard room)``, plus one for every account the scheduler reports idle while all the
   work that waits is pinned elsewhere; never more than ``max_threads``.
 * **Where a new thread explores** (:func:`explore_targets`): its first turn is restricted
-  (``requires.backends``, recorded as the thread's ``explore_on``) to the explorer accounts with room
-  that explore fewer than ``threads_per_account`` open threads (an account reported idle: up to twice
-  that), the idle ones first, else the least loaded; no restriction when every account is at its share.
+  (``requires.backends``, recorded as the thread's ``explore_on``) to one explorer account with room
+  that explores fewer than ``threads_per_account`` open threads (an account reported idle: up to twice
+  that): an idle one first, else the least loaded; no restriction when every account is at its share.
+  (Should that account lose its room before the turn runs, the thread counts as waiting, not active.)
   Later turns follow the conversation (and may be handed off anywhere).
 * **Who critiques** (:func:`route_critic`): DOMAIN.md's "critique prefers a different backend from the
   one that explored" is a preference. An account is *fit* for a critique when it has standard room and at
@@ -119,13 +120,11 @@ def explore_targets(load: Load, threads: list[dict], settings: M.ExplorerSetting
     def share(a):
         return settings.threads_per_account * (2 if a in load.idle else 1)
     under = [a for a in room if counts.get(a, 0) < share(a)]
-    idle = [a for a in under if a in load.idle]
-    if idle:
-        return idle
     if not under:
         return []
-    least = min(counts.get(a, 0) for a in under)
-    return [a for a in under if counts.get(a, 0) == least]
+    # one account, so that successive new threads spread over the accounts (several would let the
+    # fastest take them all); the idle ones first, then the least loaded, in configuration order
+    return [min(under, key=lambda a: (a not in load.idle, counts.get(a, 0), room.index(a)))]
 
 
 def fit(load: Load, account: str, settings: M.ExplorerSettings) -> bool:
