@@ -145,3 +145,23 @@ def test_the_service_opens_more_threads_when_more_accounts_have_room(rig):
     r.client.cooldown("gamma", r.clock.world() + 86400, reason="429")
     r.svc._load_seen = None
     assert r.svc.thread_room(r.values("threads/")) == 0
+
+
+def test_the_service_moves_the_critic_off_an_account_without_room(rig):
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmin_exchanges = 6\nmin_critiques = 3\n"
+                     "profundity_threshold = 1.0\n")
+    r.import_seeds()
+    r.svc.plan()
+    thread = r.run_until(lambda: [t for t in _open(r) if t.get("critic_account") and t["exchanges"] == 2], steps=20)[0]
+    critic, explorer = thread["critic_account"], thread["explore_account"]
+    assert critic != explorer
+    r.client.cooldown(critic, r.clock.world() + 86400, reason="429")
+    r.svc._load_seen = None
+    r.step([explorer])                      # turn 3 (explore) is applied; turn 4 is routed
+    moved = r.get(M.thread_key(thread["id"]))
+    assert moved["exchanges"] == 3 and moved["critic_conv"] == 1 and critic not in moved["critic_on"]
+    task = [t for t in r.tasks(state="PENDING") if t["key"] == M.turn_task_key(thread["id"], 4)][0]
+    assert task["requires"]["conversation"] == f"explorer:{thread['id']}:critic.1"
+    assert set(task["requires"]["backends"]) == set(moved["critic_on"])
+    r.step()                                # and it runs on an account with room
+    assert r.get(M.thread_key(thread["id"]))["critic_account"] not in (None, critic)
