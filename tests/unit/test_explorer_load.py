@@ -88,11 +88,11 @@ def test_several_open_threads_per_seed_once_every_seed_has_one():
 # --- the critic -----------------------------------------------------------------------------------------
 
 def test_the_critic_prefers_another_account_but_takes_any_fit_one_when_it_must():
-    s = settings(critic_backlog=2)
+    s = settings(busy_backlog=2)
     t = open_thread("q.t1", explore="a")
     # the preference: not the explorer's; both others fit
     assert L.route_critic(t, NAMES, s, L.Load(cap()))["critic_on"] == ["b", "c"]
-    # b backlogged (more than critic_backlog tasks only it can run): c alone
+    # b backlogged (more than busy_backlog tasks only it can run): c alone
     assert L.route_critic(t, NAMES, s, L.Load(cap(), pinned={"b": 3}))["critic_on"] == ["c"]
     # the others blocked or backlogged: the explorer's own account critiques rather than waiting
     assert L.route_critic(t, NAMES, s, L.Load(cap(blocked=["c"]), pinned={"b": 5}))["critic_on"] == ["a"]
@@ -103,7 +103,7 @@ def test_the_critic_prefers_another_account_but_takes_any_fit_one_when_it_must()
 
 
 def test_a_critic_moved_off_a_backlogged_account_starts_a_new_conversation():
-    s = settings(critic_backlog=2)
+    s = settings(busy_backlog=2)
     t = open_thread("q.t1", explore="a", critic="b")
     stay = L.route_critic(t, NAMES, s, L.Load(cap()))
     assert stay["critic_on"] == [] and stay["critic_conv"] == 0 and stay["critic_account"] == "b"
@@ -165,3 +165,19 @@ def test_the_service_moves_the_critic_off_an_account_without_room(rig):
     assert set(task["requires"]["backends"]) == set(moved["critic_on"])
     r.step()                                # and it runs on an account with room
     assert r.get(M.thread_key(thread["id"]))["critic_account"] not in (None, critic)
+
+
+def test_a_thread_waiting_only_on_a_backlogged_account_holds_no_slot(rig):
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 1\nmax_threads = 1\nmax_waiting_threads = 1\n"
+                     "busy_backlog = 0\n")
+    r.import_seeds()
+    r.svc.plan()
+    [thread] = _open(r)
+    target = thread["explore_on"][0]
+    cap, pending = r.svc.capacity(), CAP.pending(r.client, M.MODULE)
+    assert r.svc.waiting_threads([thread], cap, pending) == set()
+    assert r.svc.waiting_threads([thread], cap, pending, busy={target}) == {thread["id"]}
+    # in thread_room: its turn is the one task pinned to target (> busy_backlog = 0): one more thread may start
+    r.svc._load_seen = r.svc._waiting_seen = None
+    assert r.svc.load_view().pinned == {target: 1}
+    assert r.svc.thread_room(r.values("threads/")) == 1

@@ -21,7 +21,7 @@ module re-derives everything from the broker (the scheduler is optional: without
   Later turns follow the conversation (and may be handed off anywhere).
 * **Who critiques** (:func:`route_critic`): DOMAIN.md's "critique prefers a different backend from the
   one that explored" is a preference. An account is *fit* for a critique when it has standard room and at
-  most ``critic_backlog`` explorer tasks wait that only it can run. The critic stays where its
+  most ``busy_backlog`` explorer tasks wait that only it can run. The critic stays where its
   conversation is while that account is fit; otherwise the next critique goes to the fit accounts other
   than the explorer's, or, when there are none, to any fit account (the explorer's included). Moving the
   critic starts a new critic conversation (``critic_conv`` + 1; the prompts quote the recent exchanges, so
@@ -128,7 +128,7 @@ def explore_targets(load: Load, threads: list[dict], settings: M.ExplorerSetting
 
 
 def fit(load: Load, account: str, settings: M.ExplorerSettings) -> bool:
-    return load.cap.room(account, "standard") and load.pinned.get(account, 0) <= settings.critic_backlog
+    return load.cap.room(account, "standard") and load.pinned.get(account, 0) <= settings.busy_backlog
 
 
 def route_critic(thread: dict, accounts: list[str], settings: M.ExplorerSettings, load: Load | None) -> dict:

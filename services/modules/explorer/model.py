@@ -244,7 +244,9 @@ class ExplorerSettings:
       pinned elsewhere; a new thread's first turn goes to an account exploring fewer than its share. Once
       every focus seed has a thread, a seed may have ``open_threads_per_seed`` open threads at once. A
       critique prefers an account other than the explorer's, but goes to any account with room and at
-      most ``critic_backlog`` explorer tasks pinned to it when the preferred ones have none.
+      most ``busy_backlog`` explorer tasks pinned to it when the preferred ones have none. A thread whose
+      waiting tasks can only run on backlogged accounts (more than ``busy_backlog`` pinned) counts as
+      waiting (``max_waiting_threads``), not active.
     * A new extraction panel is the accounts with standard room now or within ``member_patience``; a new
       review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
     * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
@@ -259,7 +261,7 @@ class ExplorerSettings:
     threads_per_account: int = 2          # open threads per explorer account with room (load.py); 0 = off
     max_threads: int = 12                 # open threads that can move, at most, however many accounts have room
     open_threads_per_seed: int = 3       # open threads of one seed at once (re-exploration in parallel)
-    critic_backlog: int = 2               # explorer tasks pinned to an account beyond which it is no critic
+    busy_backlog: int = 2                 # explorer tasks pinned to an account beyond which it is backlogged (load.py)
     min_exchanges: int = 4
     min_critiques: int = 2
     max_exchanges: int = 12
@@ -297,7 +299,7 @@ class ExplorerSettings:
 
 COUNTS = ("seed_pause_after", "max_threads_per_seed_hour", "max_tasks_per_seed_hour")   # 0 = off
 NON_NEGATIVE = ("member_patience", "max_waiting_threads", "max_active_threads", "threads_per_account", "max_threads",
-                "critic_backlog", "open_threads_per_seed") + COUNTS
+                "busy_backlog", "open_threads_per_seed") + COUNTS
 
 
 class SettingsError(ConfigError):

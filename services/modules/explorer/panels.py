@@ -6,7 +6,9 @@ so a restarted module re-derives everything from the broker:
 
 * **Thread slots** (:meth:`waiting_threads`): an open thread whose every PENDING task can only run on
   accounts without room for it (an explore turn's conversation bound to an account out of quota, say)
-  is *waiting*; the active-thread cap (:func:`.load.active_cap`: ``threads_per_account`` per account
+  is *waiting*, and so is one whose tasks can only run on *backlogged* accounts (more than
+  ``busy_backlog`` explorer tasks wait that only they can run: a thread behind the slowest account's
+  queue must not keep the fast ones without work); the active-thread cap (:func:`.load.active_cap`: ``threads_per_account`` per account
   with room, at least ``max_active_threads``, at most ``max_threads``) counts the others, so new seeds get threads on the accounts with
   room; ``max_waiting_threads`` bounds how many waiting ones are held beside them.
 * **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
@@ -59,8 +61,9 @@ class Panels:
         except FanoError:
             return None
 
-    def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict) -> set[str]:
-        """Ids of the open threads that wait only on accounts without room for their tasks."""
+    def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict, busy=frozenset()) -> set[str]:
+        """Ids of the open threads that wait only on accounts without room for their tasks, or backlogged
+        (``busy``: more than ``busy_backlog`` explorer tasks wait that only they can run, :mod:`.load`)."""
         by_thread: dict[str, list] = {}
         for task in pending.values():
             tid = (task.get("payload") or {}).get("thread_id")
@@ -72,7 +75,8 @@ class Panels:
             tasks = by_thread.get(thread["id"])
             if thread.get("status") not in M.OPEN_THREAD or not tasks:
                 continue   # running or between steps: it moves
-            if not any(cap.serves(t, CAP.task_accounts(t, names, self.conversation_account(t))) for t in tasks):
+            if not any(cap.serves(t, [a for a in CAP.task_accounts(t, names, self.conversation_account(t))
+                                      if a not in busy]) for t in tasks):
                 out.add(thread["id"])
         return out
 
@@ -89,6 +93,10 @@ class Panels:
             threads = self.values("threads/")
         pinned = L.pinned_counts(CAP.pending(self.client, M.MODULE), threads, names) if cap.known else {}
         view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
+        if cached is None or set(cached[1].idle) != set(view.idle):   # said once per change, not every pass
+            if view.idle:
+                self.log.info("idle while the waiting work is pinned elsewhere (scheduler): %s; "
+                              "one more thread slot each", ", ".join(view.idle))
         self._load_seen = (self.clock.mono() + min(WAITING_RECHECK, self.settings.repair_interval), view)
         return view
 
@@ -109,7 +117,8 @@ class Panels:
         """How many new threads may start now (see the module docstring)."""
         s = self.settings
         open_ = [t for t in threads if t.get("status") in M.OPEN_THREAD]
-        active = L.active_cap(self.load_view(threads), s, self.configured_accounts())
+        load = self.load_view(threads)
+        active = L.active_cap(load, s, self.configured_accounts())
         if len(open_) < active:
             return active - len(open_)
         if len(open_) >= active + s.max_waiting_threads:
@@ -121,7 +130,9 @@ class Panels:
             cap = self.capacity()
             explorers = list(s.explore_accounts) or self.configured_accounts()
             room_now = bool(cap.with_room(explorers, "standard"))
-            waiting_ids = self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE)) if room_now else set()
+            busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
+            waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE), busy)
+                           if room_now else set())
             every = min(WAITING_RECHECK, s.repair_interval)
             cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
         if not cached[1]:
