@@ -79,6 +79,8 @@ def test_several_open_threads_per_seed_once_every_seed_has_one():
     seeds = [{"id": "hi", "type": "question", "text": "x", "priority": 9},
              {"id": "lo", "type": "question", "text": "y", "priority": 2}]
     threads = [open_thread("hi.t1"), open_thread("lo.t1")]
+    assert T.select_seed(seeds, threads, per_seed=2) is None            # no usable answer yet: one each
+    threads = [dict(t, exchanges=1) for t in threads]
     assert T.select_seed(seeds, threads) is None                        # one per seed: as before
     assert T.select_seed(seeds, threads, per_seed=2)["id"] == "hi"      # the highest priority again
     assert T.select_seed(seeds, threads + [open_thread("hi.t2")], per_seed=2)["id"] == "lo"   # the fewest open

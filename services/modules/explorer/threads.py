@@ -37,7 +37,8 @@ def select_seed(seeds: list[dict], threads: list[dict], per_seed: int = 1) -> di
     when every one has a thread, re-explore a seed with fewer than ``per_seed`` open threads: the fewest
     open first, then the highest priority (fewest threads first among equals). None when every focus seed
     has ``per_seed`` open threads. (More than one open thread per seed lets the research use more accounts
-    than it has seeds; the seed's hourly budget, :mod:`.pacing`, still bounds them.)"""
+    than it has seeds; the seed's hourly budget, :mod:`.pacing`, still bounds them; and only a seed one of
+    whose threads has an applied exchange gets more than one at a time.)"""
     focus = focus_seeds(seeds)
     explored = {t["seed_id"] for t in threads}
     open_: dict = {}
@@ -50,7 +51,10 @@ def select_seed(seeds: list[dict], threads: list[dict], per_seed: int = 1) -> di
     counts = {}
     for t in threads:
         counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
-    again = [s for s in focus if open_.get(s["id"], 0) < max(1, per_seed)]
+    # parallel threads only on a seed that has given a usable answer: a seed whose answers are unusable
+    # gets one thread at a time, so that seed_pause_after stops it after that many threads (pacing.py)
+    proven = {t["seed_id"] for t in threads if int(t.get("exchanges") or 0) > 0}
+    again = [s for s in focus if open_.get(s["id"], 0) < (max(1, per_seed) if s["id"] in proven else 1)]
     if not again:
         return None
     return min(again, key=lambda s: (open_.get(s["id"], 0), -int(s.get("priority", 5)), TYPE_ORDER[s["type"]],
