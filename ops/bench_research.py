@@ -14,8 +14,8 @@ and a last line ``{"total": {...}, "busy": {...}, "stalled_from_world_min": m|nu
 after which no task was done any more while tasks were pending). ``busy`` is each account's busy share:
 the world seconds its completed tasks ran (each DONE task's last RUNNING -> DONE stretch, by the account
 that served it; failed attempts are not counted, so it is a slight underestimate) over the run's world
-seconds, in total (``all``) and per ``--bucket`` world minutes (``by_bucket``: [start minute, {account: share}]). The default configuration's measurement is in the
-README ("Following capacity"). Only sim accounts make sense here (real ones would be asked for real).
+seconds, in total (``all``) and per ``--bucket`` world minutes (``by_bucket``: [start minute,
+{account: share}]). The default configuration's measurement is in the README ("Following capacity"). Only sim accounts make sense here (real ones would be asked for real).
 """
 from __future__ import annotations
 

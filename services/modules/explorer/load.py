@@ -104,7 +104,8 @@ def explore_counts(threads: list[dict]) -> dict:
     for t in threads:
         if t.get("status") not in M.OPEN_THREAD:
             continue
-        acct = t.get("explore_account") or ((t.get("explore_on") or [None])[0] if len(t.get("explore_on") or []) == 1 else None)
+        on = t.get("explore_on") or []
+        acct = t.get("explore_account") or (on[0] if len(on) == 1 else None)
         if acct:
             out[acct] = out.get(acct, 0) + 1
     return out

@@ -8,9 +8,10 @@ so a restarted module re-derives everything from the broker:
   accounts without room for it (an explore turn's conversation bound to an account out of quota, say)
   is *waiting*, and so is one whose tasks can only run on *backlogged* accounts (more than
   ``busy_backlog`` explorer tasks wait that only they can run: a thread behind the slowest account's
-  queue must not keep the fast ones without work); the active-thread cap (:func:`.load.active_cap`: ``threads_per_account`` per account
-  with room, at least ``max_active_threads``, at most ``max_threads``) counts the others, so new seeds get threads on the accounts with
-  room; ``max_waiting_threads`` bounds how many waiting ones are held beside them.
+  queue must not keep the fast ones without work); the active-thread cap (:func:`.load.active_cap`:
+  ``threads_per_account`` per account with room, at least ``max_active_threads``, at most
+  ``max_threads``) counts the others, so new seeds get threads on the accounts with room;
+  ``max_waiting_threads`` bounds how many waiting ones are held beside them.
 * **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
   PENDING for ``member_patience`` world seconds while its account has no room for the mode the step
   needs goes to an account with room that no other seat counted in the step uses (a seat left out
