@@ -42,6 +42,7 @@ assign_timeout = 5.0
 
 [modules.explorer]
 max_active_threads = 1
+threads_per_account = 0   # a fixed thread count (load.py scales it with the accounts)
 max_waiting_threads = 2
 min_exchanges = 3
 min_critiques = 1
@@ -112,8 +113,10 @@ def test_research_keeps_going_when_one_accounts_window_is_exhausted():
                 got = wait_for(moved_on, 150, interval=2.0, what="panels moving past sim-c and new threads")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\nlast seen: {seen}\n{logs(tree)}") from None
-            served_after = done_on(client, ("sim-a", "sim-b"))
-            assert served_after > served_before + 10, (served_before, served_after)
+            # they keep working: more than 10 tasks done on them since sim-c ran out (the panels may have
+            # moved on within seconds, before that many were done: wait for them, within a bound)
+            served_after = wait_for(lambda: (lambda n: n if n > served_before + 10 else None)(
+                done_on(client, ("sim-a", "sim-b"))), 60, interval=1.0, what="tasks done on sim-a/sim-b")
             print(f"\ncapacity following after sim-c ran out ({time.monotonic() - t0:.0f}s): {got}; "
                   f"tasks done on sim-a/sim-b {served_before} -> {served_after}")
 

@@ -42,6 +42,7 @@ assign_timeout = 3.0
 
 [modules.explorer]
 max_active_threads = 2
+threads_per_account = 0   # a fixed thread count (load.py scales it with the accounts)
 repair_interval = 2.0
 """
 

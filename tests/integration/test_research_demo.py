@@ -69,6 +69,7 @@ module_weights = { explorer = 0, documenter = 20, researcher = 0 }
 
 [modules.explorer]
 max_active_threads = 2
+threads_per_account = 0   # a fixed thread count (load.py scales it with the accounts)
 min_exchanges = 3
 min_critiques = 1
 max_exchanges = 4

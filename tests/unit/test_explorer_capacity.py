@@ -67,7 +67,7 @@ def test_an_unknown_view_blocks_nothing():
 # --- thread slots -----------------------------------------------------------------------------------------
 
 def test_a_thread_waiting_on_a_blocked_account_does_not_hold_the_only_slot(rig):
-    r = rig(settings="max_active_threads = 1\nmax_waiting_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmax_waiting_threads = 1\n")
     r.import_seeds()
     first = r.run_until(lambda: [t for t in r.values("threads/") if t["exchanges"] >= 1])[0]
     assert [t["id"] for t in r.values("threads/")] == [first["id"]]
@@ -90,7 +90,7 @@ def test_a_thread_waiting_on_a_blocked_account_does_not_hold_the_only_slot(rig):
 
 
 def test_without_a_blocked_account_the_slot_count_is_as_before(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     for _ in range(3):
         r.step()
@@ -104,7 +104,7 @@ def _to_review(r, accounts=None):
 
 
 def test_a_new_review_panel_leaves_out_an_account_blocked_past_patience(rig):
-    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
     r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"])
     block(r, "gamma")
@@ -115,7 +115,7 @@ def test_a_new_review_panel_leaves_out_an_account_blocked_past_patience(rig):
 
 
 def test_a_reviewer_blocked_past_patience_is_replaced_by_an_account_not_on_the_panel(rig):
-    r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="max_active_threads = 1\nmath_check = false\n")
+    r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
     review = _to_review(r)
     iid = review["insight_id"]
@@ -150,7 +150,7 @@ def _pending_seat(r, accounts):
 
 
 def test_a_blocked_reviewer_without_a_distinct_replacement_is_left_out_and_the_review_goes_on(rig):
-    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
     rv, seat, task = _pending_seat(r, ["alpha", "beta"])
     block(r, seat["account"])
@@ -170,7 +170,7 @@ def test_a_blocked_reviewer_without_a_distinct_replacement_is_left_out_and_the_r
 
 
 def test_a_late_answer_of_a_replaced_seat_is_ignored_and_its_task_cancelled_after_a_crash(rig):
-    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
     rv, seat, task = _pending_seat(r, ["alpha", "beta"])
     iid = rv["insight_id"]
@@ -196,7 +196,7 @@ def test_a_late_answer_of_a_replaced_seat_is_ignored_and_its_task_cancelled_afte
 
 
 def test_a_restarted_module_cancels_the_replaced_seats_task(rig):
-    r = rig(settings="max_active_threads = 1\nmath_check = false\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
     rv, seat, task = _pending_seat(r, ["alpha", "beta"])
     block(r, seat["account"])
@@ -210,7 +210,7 @@ def test_a_restarted_module_cancels_the_replaced_seats_task(rig):
 
 
 def test_an_extractor_blocked_past_patience_is_skipped(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     working = ["alpha", "beta"]
     thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"
@@ -236,7 +236,7 @@ def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off(
 
 
 def test_an_explore_turn_served_elsewhere_moves_the_threads_explore_account(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     first = r.run_until(lambda: [t for t in r.values("threads/") if t["exchanges"] >= 2])[0]
     acct = first["explore_account"]
@@ -290,7 +290,7 @@ def test_a_seat_left_out_earlier_frees_its_account_for_a_later_round():
 
 
 def test_a_skipped_extractors_task_is_cancelled_after_a_restart_even_once_the_panel_closed(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     working = ["alpha", "beta"]
     thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"

@@ -16,7 +16,7 @@ from tests.unit.test_explorer_flow import Rig
 
 @pytest.fixture
 def rig(tmp_path, monkeypatch):
-    r = Rig(tmp_path / "rig", settings="max_active_threads = 1\n")
+    r = Rig(tmp_path / "rig", settings="max_active_threads = 1\nthreads_per_account = 0\n")
     monkeypatch.setattr(Ctl, "client", lambda self: r.client)
     yield r
     r.h.close()

@@ -175,7 +175,7 @@ def check_applied_once(values, tasks: list[dict]) -> None:
 # --- the whole flow ---------------------------------------------------------------------------------------
 
 def test_demo_seeds_to_blessed_insights(rig):
-    r = rig(settings="max_active_threads = 2\n")
+    r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
     r.import_seeds()
     r.step()
     first = sorted(t["seed_id"] for t in r.values("threads/"))
@@ -206,7 +206,7 @@ def test_demo_seeds_to_blessed_insights(rig):
 
 
 def test_a_replayed_result_is_a_no_op(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     r.run_until(lambda: r.values("exchanges/"))
     done = [t for t in r.tasks(state="DONE") if t["kind"] == M.EXPLORE][0]
@@ -217,7 +217,7 @@ def test_a_replayed_result_is_a_no_op(rig):
 
 
 def test_a_restarted_module_carries_on(rig):
-    r = rig(settings="max_active_threads = 2\n")
+    r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
     r.import_seeds()
     for n in range(400):
         r.work()
@@ -234,7 +234,7 @@ def test_a_restarted_module_carries_on(rig):
 # --- unusable answers, parked and cancelled tasks ---------------------------------------------------------
 
 def test_unusable_turn_answers_are_recorded_retried_then_the_thread_pauses(rig):
-    r = rig(settings="max_active_threads = 1\nmax_retries = 2\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmax_retries = 2\n")
     r.import_seeds()
     r.answer = lambda task, acct, mode: "I'm sorry, but I can't help with that request." \
         if task["kind"] == M.EXPLORE else r.sim_answer(task, acct, mode)
@@ -258,7 +258,7 @@ def test_unusable_turn_answers_are_recorded_retried_then_the_thread_pauses(rig):
 
 
 def test_a_parked_task_is_re_asked_and_a_cancelled_one_pauses_the_thread(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     r.answer = lambda task, acct, mode: None if task["kind"] == M.EXPLORE and "retry" not in task["payload"] \
         else r.sim_answer(task, acct, mode)
@@ -278,7 +278,7 @@ def test_a_parked_task_is_re_asked_and_a_cancelled_one_pauses_the_thread(rig):
 
 
 def test_an_unusable_reviewer_is_dropped_and_the_panel_decides_without_it(rig):
-    r = rig(settings="max_active_threads = 1\nmax_retries = 1\nmath_check = false\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmax_retries = 1\nmath_check = false\n")
     r.import_seeds()
     r.answer = lambda task, acct, mode: "Thinking...\n\nThe user wants" \
         if task["kind"] == M.REVIEW1 and task["payload"]["reviewer"] == "gamma" else r.sim_answer(task, acct, mode)
@@ -294,7 +294,7 @@ def test_an_unusable_reviewer_is_dropped_and_the_panel_decides_without_it(rig):
 # --- humans, pauses, stale results ------------------------------------------------------------------------
 
 def test_a_human_override_stops_the_review(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     iid = r.run_until(lambda: [i["id"] for i in r.values("insights/") if i["status"] == "pending"
                                and r.get(M.review_key(i["id"]))])[0]
@@ -308,7 +308,7 @@ def test_a_human_override_stops_the_review(rig):
 
 
 def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     r.step()
     tid = r.values("threads/")[0]["id"]
@@ -326,7 +326,7 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
 
 
 def test_a_stale_result_is_acked_without_effect(rig):
-    r = rig(settings="max_active_threads = 1\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
     r.run_until(lambda: r.values("exchanges/"))
     tid = r.values("threads/")[0]["id"]
@@ -339,7 +339,7 @@ def test_a_stale_result_is_acked_without_effect(rig):
 
 
 def test_a_panel_member_that_never_answers_is_waited_for_then_left_out(rig):
-    r = rig(settings="max_active_threads = 1\nextract_patience = 600.0\n")
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nextract_patience = 600.0\n")
     r.import_seeds()
     working = ["alpha", "beta"]   # gamma's worker is down for good
     thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"

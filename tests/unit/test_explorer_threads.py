@@ -201,7 +201,7 @@ def test_settings_table():
     assert s.max_active_threads == 1 and s.profundity_threshold == 1.0 and s.panel_accounts == ("a",)
     assert s.deep_for("synthesis") == ("deep", False) and s.deep_for("review1") == ("standard", False)
     with pytest.raises(M.SettingsError, match="unknown"):
-        M.settings_from_table({"max_threads": 1})
+        M.settings_from_table({"max_thread": 1})
     with pytest.raises(M.SettingsError, match="int"):
         M.settings_from_table({"max_active_threads": "3"})
 
@@ -213,10 +213,10 @@ def test_a_bad_settings_table_stops_the_module_with_the_config_exit_code(tmp_pat
     from shared.errors import ExitCode
     from tests.support import write_config
     path = write_config(tmp_path, accounts={"a": ["standard"]})
-    path.write_text(path.read_text() + "[modules.explorer]\nmax_threads = 3\n")
+    path.write_text(path.read_text() + "[modules.explorer]\nmax_thread = 3\n")
     res = subprocess.run([sys.executable, "-m", "services", "explorer", "--config", str(path)], cwd=REPO,
                          capture_output=True, text=True, timeout=30)
-    assert res.returncode == ExitCode.CONFIG and "max_threads" in res.stderr
+    assert res.returncode == ExitCode.CONFIG and "max_thread" in res.stderr
 
 
 def test_an_exchange_stores_its_sections_only_when_its_response_does_not_give_them_back():

@@ -29,7 +29,10 @@ live tasks were last aligned with (see :mod:`.priorities`), "status": "active"|"
 "extracted"|"paused"|"archived", "paused_from": the step a paused/archived thread is held in |None,
 "exchanges": int (applied turns), "critiques": int, "explore_account": str|None (the account holding the
 explore conversation: the one that served its latest explore turn, so it follows a hand-off),
-"critic_account": str|None (the one that served the latest critique), "profundity": float, "ready_reason": str|None, "attempt": int (re-asks of the current
+"critic_account": str|None (the one that served the latest critique in the current critic conversation),
+"critic_conv": int (the critic conversation's generation, :mod:`.load`), "critic_on": [account] (the
+accounts the next critique may run on; [] = the preference of :func:`.threads.critic_accounts`),
+"explore_on": [account] (the accounts the first explore turn may run on; [] = any, :mod:`.load`), "profundity": float, "ready_reason": str|None, "attempt": int (re-asks of the current
 step), "panel": [account], "panel_settled": {account: "done"|"failed"|"skipped"}, "panel_retries": {account: n},
 "panel_skipped": {account: task id} (members blocked past ``member_patience``, :mod:`.panels`),
 "panel_closed": bool (consolidation proposed), "synthesised_at", "insight_ids": [str], "extraction_note",
@@ -162,10 +165,11 @@ def insight_id(tid: str, n: int) -> str:
     return f"{tid}.i{n}"
 
 
-def conversation(tid: str, critic: bool = False) -> str:
+def conversation(tid: str, critic: bool = False, gen: int = 0) -> str:
     """Explore turns of a thread are one conversation; critiques are a second one (the critic), so that
-    conversation affinity does not pin the critic to the explorer's account."""
-    return f"explorer:{tid}" + (":critic" if critic else "")
+    conversation affinity does not pin the critic to the explorer's account. A critic moved off a busy or
+    blocked account (:mod:`.load`) starts critic conversation ``gen`` (``explorer:<t>:critic.<gen>``)."""
+    return f"explorer:{tid}" + (":critic" if critic else "") + (f".{gen}" if critic and gen else "")
 
 
 # --- task keys (permanent idempotency keys; a retry after an unusable answer gets a new one) ------------
@@ -234,6 +238,15 @@ class ExplorerSettings:
       can only run on accounts without room for it (its conversation's account out of quota, cooling
       down or paused) does not count, so it never keeps a new seed off the accounts that have room; at
       most ``max_waiting_threads`` such threads are held beside the active ones (then no new thread starts).
+    * Work for every account with room (:mod:`.load`): the open threads that can move may number
+      ``threads_per_account`` per explorer account with standard room (at least ``max_active_threads``,
+      at most ``max_threads``), one more per account the scheduler reports idle while the waiting work is
+      pinned elsewhere; a new thread's first turn goes to an account exploring fewer than its share. Once
+      every focus seed has a thread, a seed may have ``open_threads_per_seed`` open threads at once. A
+      critique prefers an account other than the explorer's, but goes to any account with room and at
+      most ``busy_backlog`` explorer tasks pinned to it when the preferred ones have none. A thread whose
+      waiting tasks can only run on backlogged accounts (more than ``busy_backlog`` pinned) counts as
+      waiting (``max_waiting_threads``), not active.
     * A new extraction panel is the accounts with standard room now or within ``member_patience``; a new
       review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
     * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
@@ -245,6 +258,10 @@ class ExplorerSettings:
 
     max_active_threads: int = 3           # open threads that can move now (see below)
     max_waiting_threads: int = 3          # more open threads, each waiting only on an account without room
+    threads_per_account: int = 2          # open threads per explorer account with room (load.py); 0 = off
+    max_threads: int = 12                 # open threads that can move, at most, however many accounts have room
+    open_threads_per_seed: int = 3       # open threads of one seed at once (re-exploration in parallel)
+    busy_backlog: int = 2                 # explorer tasks pinned to an account beyond which it is backlogged (load.py)
     min_exchanges: int = 4
     min_critiques: int = 2
     max_exchanges: int = 12
@@ -281,7 +298,8 @@ class ExplorerSettings:
 
 
 COUNTS = ("seed_pause_after", "max_threads_per_seed_hour", "max_tasks_per_seed_hour")   # 0 = off
-NON_NEGATIVE = ("member_patience", "max_waiting_threads", "max_active_threads") + COUNTS
+NON_NEGATIVE = ("member_patience", "max_waiting_threads", "max_active_threads", "threads_per_account", "max_threads",
+                "busy_backlog", "open_threads_per_seed") + COUNTS
 
 
 class SettingsError(ConfigError):

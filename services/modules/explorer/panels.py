@@ -6,8 +6,12 @@ so a restarted module re-derives everything from the broker:
 
 * **Thread slots** (:meth:`waiting_threads`): an open thread whose every PENDING task can only run on
   accounts without room for it (an explore turn's conversation bound to an account out of quota, say)
-  is *waiting*; ``max_active_threads`` counts the others, so new seeds get threads on the accounts with
-  room; ``max_waiting_threads`` bounds how many waiting ones are held beside them.
+  is *waiting*, and so is one whose tasks can only run on *backlogged* accounts (more than
+  ``busy_backlog`` explorer tasks wait that only they can run: a thread behind the slowest account's
+  queue must not keep the fast ones without work); the active-thread cap (:func:`.load.active_cap`:
+  ``threads_per_account`` per account with room, at least ``max_active_threads``, at most
+  ``max_threads``) counts the others, so new seeds get threads on the accounts with room;
+  ``max_waiting_threads`` bounds how many waiting ones are held beside them.
 * **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
   PENDING for ``member_patience`` world seconds while its account has no room for the mode the step
   needs goes to an account with room that no other seat counted in the step uses (a seat left out
@@ -26,10 +30,13 @@ and is acked as stale: applied once or ignored, never counted twice.
 from __future__ import annotations
 
 import copy
+import os
 
+from shared import scheduler_client
 from shared.errors import BrokerUnavailable, FanoError
 
 from services.modules import capacity as CAP
+from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
 from services.modules.explorer.recovery import OPEN_REVIEW
@@ -55,8 +62,9 @@ class Panels:
         except FanoError:
             return None
 
-    def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict) -> set[str]:
-        """Ids of the open threads that wait only on accounts without room for their tasks."""
+    def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict, busy=frozenset()) -> set[str]:
+        """Ids of the open threads that wait only on accounts without room for their tasks, or backlogged
+        (``busy``: more than ``busy_backlog`` explorer tasks wait that only they can run, :mod:`.load`)."""
         by_thread: dict[str, list] = {}
         for task in pending.values():
             tid = (task.get("payload") or {}).get("thread_id")
@@ -68,17 +76,53 @@ class Panels:
             tasks = by_thread.get(thread["id"])
             if thread.get("status") not in M.OPEN_THREAD or not tasks:
                 continue   # running or between steps: it moves
-            if not any(cap.serves(t, CAP.task_accounts(t, names, self.conversation_account(t))) for t in tasks):
+            if not any(cap.serves(t, [a for a in CAP.task_accounts(t, names, self.conversation_account(t))
+                                      if a not in busy]) for t in tasks):
                 out.add(thread["id"])
         return out
+
+    def load_view(self, threads: list[dict] | None = None) -> L.Load:
+        """What the accounts can take and how much explorer work is pinned to each (:mod:`.load`), read at
+        most every few seconds (planning runs after every applied result); the scheduler's ``idle`` query
+        is asked too when its socket exists, and left out when it does not answer (it is optional)."""
+        cached = getattr(self, "_load_seen", None)
+        if cached is not None and self.clock.mono() < cached[0]:
+            return cached[1]
+        cap = self.capacity()
+        names = self.configured_accounts()
+        if threads is None:
+            threads = self.values("threads/")
+        pinned = L.pinned_counts(CAP.pending(self.client, M.MODULE), threads, names) if cap.known else {}
+        view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
+        if cached is None or set(cached[1].idle) != set(view.idle):   # said once per change, not every pass
+            if view.idle:
+                self.log.info("idle while the waiting work is pinned elsewhere (scheduler): %s; "
+                              "one more thread slot each", ", ".join(view.idle))
+        self._load_seen = (self.clock.mono() + min(WAITING_RECHECK, self.settings.repair_interval), view)
+        return view
+
+    def scheduler_idle(self) -> list:
+        """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say."""
+        endpoint = getattr(self.config, "scheduler_endpoint", "") or ""
+        if not endpoint or (endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):])):
+            return []
+        try:
+            answer = scheduler_client.query(endpoint, "idle", timeout=0.5, name="module-explorer")
+        except FanoError:   # silence (SchedulerUnavailable) included: it is stateless and may be restarting
+            return []
+        if not isinstance(answer, dict) or answer.get("synced") is False:
+            return []
+        return answer.get("accounts") or []
 
     def thread_room(self, threads: list[dict]) -> int:
         """How many new threads may start now (see the module docstring)."""
         s = self.settings
         open_ = [t for t in threads if t.get("status") in M.OPEN_THREAD]
-        if len(open_) < s.max_active_threads:
-            return s.max_active_threads - len(open_)
-        if len(open_) >= s.max_active_threads + s.max_waiting_threads:
+        load = self.load_view(threads)
+        active = L.active_cap(load, s, self.configured_accounts())
+        if len(open_) < active:
+            return active - len(open_)
+        if len(open_) >= active + s.max_waiting_threads:
             return 0
         cached = getattr(self, "_waiting_seen", None)
         if cached is None or self.clock.mono() >= cached[0]:
@@ -87,14 +131,15 @@ class Panels:
             cap = self.capacity()
             explorers = list(s.explore_accounts) or self.configured_accounts()
             room_now = bool(cap.with_room(explorers, "standard"))
-            waiting_ids = self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE)) if room_now else set()
+            busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
+            waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE), busy)
+                           if room_now else set())
             every = min(WAITING_RECHECK, s.repair_interval)
             cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
         if not cached[1]:
             return 0   # no explorer account has room: a new thread would only wait too
         waiting = len(cached[2] & {t["id"] for t in open_})
-        return max(0, min(s.max_active_threads - (len(open_) - waiting),
-                          s.max_active_threads + s.max_waiting_threads - len(open_)))
+        return max(0, min(active - (len(open_) - waiting), active + s.max_waiting_threads - len(open_)))
 
     # --- panel members blocked past patience ------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import copy
 
 from services.modules.base import Effect, ModuleService, Store
 from services.modules.explorer import extraction as X
+from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
 from services.modules.explorer import parsers as P
@@ -154,6 +155,8 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             thread.update(status="ready", ready_reason=reason)
             ops.submit(X.synthesis_task(thread, self.values("seeds/"), exchanges, self.settings))
         else:
+            if (k + 1) % 2 == 0:   # a critique next: routed to an account that can take it (load.py)
+                thread = L.route_critic(thread, self.configured_accounts(), self.settings, self.load_view())
             ops.submit(T.turn_task(thread, k + 1, self.values("seeds/"), exchanges, self.configured_accounts(),
                                    self.settings))
         self.put_thread(old, thread, version, ops)
@@ -305,13 +308,17 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         def candidate():
             # a paused seed, or one over its hourly budget, gets no new thread (services/modules/explorer/pacing.py)
             blocked = PC.blocked_seeds(seeds, threads, paces, self.settings, self.now())
-            return T.select_seed([s for s in seeds if s.get("id") not in blocked], threads)
+            return T.select_seed([s for s in seeds if s.get("id") not in blocked], threads,
+                                 self.settings.open_threads_per_seed)
         room = self.thread_room(threads) if candidate() is not None else 0
         while room > 0:
             seed = candidate()
             if seed is None:
                 break
             thread = T.new_thread(seed, threads, self.now())
+            # its first turn goes to an account with a free share of threads (load.py); counted below
+            thread["explore_on"] = L.explore_targets(self.load_view(threads), threads, self.settings,
+                                                     self.configured_accounts())
             ops = Ops()
             ops.put(M.thread_key(thread["id"]), thread, 0)
             ops.submit(T.turn_task(thread, 1, seeds, [], self.configured_accounts(), self.settings))

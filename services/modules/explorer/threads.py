@@ -8,7 +8,10 @@ A thread's turns alternate explore (odd k) and critique (even k). Explore turns 
 ``explorer:<thread>:critic`` restricted (``requires.backends``) to accounts other than the explorer's
 when there are any: one conversation would pin the critic to the explorer's account, and a critic keeps
 its own line of argument across turns. With ``critique_weights`` set, the critic's account is drawn once
-per thread (seeded by the thread id) from those weights.
+per thread (seeded by the thread id) from those weights. That is a preference: when the preferred
+accounts are blocked or backlogged the service routes the critique elsewhere (:func:`.load.route_critic`,
+recorded in the thread's ``critic_on`` / ``critic_conv``), and a new thread's first turn may be
+restricted to an account with a free share of threads (``explore_on``).
 """
 from __future__ import annotations
 
@@ -29,24 +32,33 @@ def focus_seeds(seeds: list[dict]) -> list[dict]:
     return [s for s in seeds if s.get("type") in TYPE_ORDER and s.get("text")]
 
 
-def select_seed(seeds: list[dict], threads: list[dict]) -> dict | None:
+def select_seed(seeds: list[dict], threads: list[dict], per_seed: int = 1) -> dict | None:
     """The next seed to explore: unexplored questions before unexplored conjectures, higher priority first;
-    when every one has a thread, re-explore the highest-priority seed that has no open thread (fewest
-    threads first among equals). None when every focus seed has an open thread."""
+    when every one has a thread, re-explore a seed with fewer than ``per_seed`` open threads: the fewest
+    open first, then the highest priority (fewest threads first among equals). None when every focus seed
+    has ``per_seed`` open threads. (More than one open thread per seed lets the research use more accounts
+    than it has seeds; the seed's hourly budget, :mod:`.pacing`, still bounds them; and only a seed one of
+    whose threads has an applied exchange gets more than one at a time.)"""
     focus = focus_seeds(seeds)
     explored = {t["seed_id"] for t in threads}
-    open_ = {t["seed_id"] for t in threads if t.get("status") in M.OPEN_THREAD}
+    open_: dict = {}
+    for t in threads:
+        if t.get("status") in M.OPEN_THREAD:
+            open_[t["seed_id"]] = open_.get(t["seed_id"], 0) + 1
     fresh = [s for s in focus if s["id"] not in explored]
     if fresh:
         return min(fresh, key=lambda s: (TYPE_ORDER[s["type"]], -int(s.get("priority", 5)), s["id"]))
     counts = {}
     for t in threads:
         counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
-    again = [s for s in focus if s["id"] not in open_]
+    # parallel threads only on a seed that has given a usable answer: a seed whose answers are unusable
+    # gets one thread at a time, so that seed_pause_after stops it after that many threads (pacing.py)
+    proven = {t["seed_id"] for t in threads if int(t.get("exchanges") or 0) > 0}
+    again = [s for s in focus if open_.get(s["id"], 0) < (max(1, per_seed) if s["id"] in proven else 1)]
     if not again:
         return None
-    return min(again, key=lambda s: (-int(s.get("priority", 5)), TYPE_ORDER[s["type"]], counts.get(s["id"], 0),
-                                     s["id"]))
+    return min(again, key=lambda s: (open_.get(s["id"], 0), -int(s.get("priority", 5)), TYPE_ORDER[s["type"]],
+                                     counts.get(s["id"], 0), s["id"]))
 
 
 def new_thread(seed: dict, threads: list[dict], now: float) -> dict:
@@ -170,7 +182,9 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
         payload["retry"] = retry
     if role == "explore":
         requires = {"conversation": M.conversation(tid)}
-        if settings.explore_accounts:
+        if k == 1 and thread.get("explore_on"):
+            requires["backends"] = list(thread["explore_on"])   # an account with a free share (load.py)
+        elif settings.explore_accounts:
             requires["backends"] = list(settings.explore_accounts)
         recent = [e.get("response", "") for e in exchanges[-settings.profundity_window:]]
         if len(exchanges) >= settings.min_exchanges and profundity(recent, settings) > settings.profundity_threshold:
@@ -179,8 +193,8 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
                 requires.update(mode="deep", deep_fallback=fallback)
         kind = M.EXPLORE
     else:
-        requires = {"conversation": M.conversation(tid, critic=True)}
-        allowed = critic_accounts(thread, accounts, settings)
+        requires = {"conversation": M.conversation(tid, True, int(thread.get("critic_conv") or 0))}
+        allowed = list(thread.get("critic_on") or []) or critic_accounts(thread, accounts, settings)
         if allowed:
             requires["backends"] = allowed
         kind = M.CRITIQUE
