@@ -64,7 +64,7 @@ import zmq
 
 from ops.bench_broker import machine
 from ops.chaos import Tree
-from shared import protocol
+from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
 from shared.scheduler_client import query
@@ -197,7 +197,7 @@ class Deployment:
 def idle_latency(dep: Deployment, n: int, gap: float) -> dict:
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
-    protocol.configure_socket(sub, "sub")
+    sockets.configure_socket(sub, "sub")
     sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX + b"task.done")
     sub.connect(dep.tree.config.events_endpoint)
     client = dep.client

@@ -85,7 +85,7 @@ from ops.bench_broker import machine
 from ops.bench_scheduler import Deployment, all_events
 from services.backends import sim_answers as K
 from services.backends.sim_log import read_log
-from shared import protocol
+from shared import protocol, sockets
 
 MODULE = "bench"
 DEEP_BUDGET = 3
@@ -157,7 +157,7 @@ def drive(dep: Deployment, initial: list[dict], later: dict[str, list[dict]], ti
     """Submit, then advance each conversation turn by turn; returns {key: task id} and failures."""
     client = dep.client
     sub = zmq.Context.instance().socket(zmq.SUB)
-    protocol.configure_socket(sub, "sub")
+    sockets.configure_socket(sub, "sub")
     for typ in ("task.done", "task.parked", "task.cancelled"):
         sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX + typ.encode())
     sub.connect(dep.tree.config.events_endpoint)

@@ -22,7 +22,9 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from shared.quota import admits, next_reset, period_start
+from shared.quota import next_reset, period_start
+
+from services.modules.capacity import Capacity, task_modes
 
 
 def percentile(values, q: float) -> float | None:
@@ -123,48 +125,32 @@ class Busy:
                 for a, f in self.fractions().items()}
 
 
-def task_modes(task: dict) -> list[str]:
-    """The modes a task may run in: its required one, and standard too when deep may fall back."""
-    req = task.get("requires") or {}
-    mode = req.get("mode", "standard")
-    return [mode, "standard"] if mode == "deep" and req.get("deep_fallback") else [mode]
-
-
 def account_states(pending: list[dict], running: list[dict], quota: dict, accounts: dict[str, tuple[str, list[str]]],
                    now: float) -> dict[str, tuple[bool, bool]]:
     """account -> (eligible, busy) at one sample.
 
     ``pending``/``running``: the broker's PENDING and RUNNING tasks (``list``); ``quota``: its
-    ``quota_show``; ``accounts``: name -> (backend, modes). Eligible: not paused, and some PENDING task
-    this account may run (its explicit ``requires.account``/``backends`` allow it; conversation affinity
-    is ignored on purpose, see the module docstring) in a mode the account offers that is not cooling
-    down and whose every window admits the task's module (the broker's own admission rule,
-    shared.quota.admits). Busy: a RUNNING task is leased to it.
+    ``quota_show``; ``accounts``: name -> (backend, modes). Eligible: some PENDING task this account may
+    run (its explicit ``requires.account``/``backends`` allow it; conversation affinity is ignored on
+    purpose, see the module docstring) in a mode where the account has room for the task's module —
+    not paused, not cooling down, every window admitting the module: the modules' own headroom view,
+    :class:`services.modules.capacity.Capacity`. Busy: a RUNNING task is leased to it.
     """
-    rows = {(q["account"], q["mode"]): q for q in quota.get("quotas", [])}
-    acct_rows = {a["account"]: a for a in quota.get("accounts", [])}
+    modes = {name: list(offered) for name, (_, offered) in accounts.items()}
+    views: dict[str, Capacity] = {}   # one view per module
     busy = {(t.get("lease") or {}).get("account") for t in running}
     out = {}
-    for name, (backend, modes) in accounts.items():
-        rec = acct_rows.get(name, {})
-        cooldowns = rec.get("cooldowns") or {}
-        if rec.get("paused"):
-            out[name] = (False, name in busy)
-            continue
-
-        def open_for(mode: str, module: str) -> bool:
-            if any((cooldowns.get(scope) or {}).get("until", 0.0) > now for scope in (mode, "*")):
-                return False
-            row = rows.get((name, mode))
-            return row is None or all(admits(w, w["used"], w.get("by_module") or {}, module) for w in row["windows"])
-
+    for name, (backend, _) in accounts.items():
         eligible = False
         for t in pending:
             req = t.get("requires") or {}
             if req.get("account") not in (None, name) or (req.get("backends") and name not in req["backends"]
                                                            and backend not in req["backends"]):
                 continue
-            if any(m in modes and open_for(m, t["module"]) for m in task_modes(t)):
+            view = views.get(t["module"])
+            if view is None:
+                view = views[t["module"]] = Capacity.from_quota(quota, t["module"], modes, now)
+            if any(view.room(name, m) for m in task_modes(t)):
                 eligible = True
                 break
         out[name] = (eligible, name in busy)

@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.errors import BrokerUnavailable, FanoError
 
 
@@ -53,7 +53,7 @@ class BrokerClient:
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
-            protocol.configure_socket(sock, "dealer", identity=self.name)
+            sockets.configure_socket(sock, "dealer", identity=self.name)
             sock.connect(self.endpoint)
             self._sock = sock
             # one poller per socket: Socket.poll() would build and tear down a Poller on every call
@@ -100,7 +100,7 @@ class BrokerClient:
                 self.resends += 1
             sock = self._socket()
             try:
-                protocol.send_nowait(sock, frames)
+                sockets.send_nowait(sock, frames)
             except zmq.Again:
                 self._reset()
                 time.sleep(min(timeout, 0.05))

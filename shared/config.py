@@ -160,12 +160,10 @@ def _endpoint(env: str, run_dir: Path, socket: str) -> str:
     return os.environ.get(env) or f"ipc://{run_dir}/{socket}"
 
 
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a running tree's sockets are: :func:`find_endpoints`."""
+class _Sockets:
+    """The programs' socket endpoints under ``run_dir`` (each overridable by its environment variable)."""
 
     run_dir: Path
-    problem: str | None = None   # why the whole configuration was not used (it does not load)
 
     @property
     def broker_endpoint(self) -> str:
@@ -181,7 +179,15 @@ class Endpoints:
 
 
 @dataclass(frozen=True)
-class Config:
+class Endpoints(_Sockets):
+    """Where a running tree's sockets are: :func:`find_endpoints`."""
+
+    run_dir: Path
+    problem: str | None = None   # why the whole configuration was not used (it does not load)
+
+
+@dataclass(frozen=True)
+class Config(_Sockets):
     path: Path | None
     run_dir: Path
     data_dir: Path
@@ -218,18 +224,6 @@ class Config:
     def backend_names(self) -> tuple[str, ...]:
         """What a task's ``requires.backends`` may name: a configured account or a configured backend kind."""
         return tuple(dict.fromkeys([a.name for a in self.accounts] + [a.backend for a in self.accounts]))
-
-    @property
-    def broker_endpoint(self) -> str:
-        return _endpoint("FANO_BROKER", self.run_dir, "broker.sock")
-
-    @property
-    def events_endpoint(self) -> str:
-        return _endpoint("FANO_EVENTS", self.run_dir, "events.sock")
-
-    @property
-    def scheduler_endpoint(self) -> str:
-        return _endpoint("FANO_SCHEDULER", self.run_dir, "scheduler.sock")
 
     def lock_path(self, program: str) -> Path:
         return self.run_dir / f"{program}.lock"

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
 
@@ -28,7 +28,7 @@ def query(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl",
           context: zmq.Context | None = None, **fields) -> Any:
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
-    protocol.configure_socket(sock, "dealer", identity=name)
+    sockets.configure_socket(sock, "dealer", identity=name)
     try:
         sock.connect(endpoint)
         cid = protocol.new_id()

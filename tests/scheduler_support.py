@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
 from shared.scheduler_client import query
@@ -82,7 +82,7 @@ class FakeWorker(threading.Thread):
             self._sock.close(linger=0)
             self.reconnects += 1
         self._sock = zmq.Context.instance().socket(zmq.DEALER)
-        protocol.configure_socket(self._sock, "dealer", identity=self.worker)
+        sockets.configure_socket(self._sock, "dealer", identity=self.worker)
         self._sock.connect(self.endpoint)
         self._send("ready", worker=self.worker, account=self.account, backend="sim", modes=self.modes)
         self._heard = time.monotonic()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.errors import FanoError
 from tests.support import BrokerProcess, ServiceProcess, short_tmpdir, write_config
 
@@ -68,7 +68,7 @@ class FakeScheduler:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.ROUTER)
         try:
-            protocol.configure_socket(sock, "router")
+            sockets.configure_socket(sock, "router")
             sock.bind(self.endpoint)
         except BaseException as exc:
             self._error = exc

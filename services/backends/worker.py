@@ -37,7 +37,7 @@ import zmq
 from services.backends.registry import make_provider
 from services.backends.secrets import install_log_redaction
 from services.backends.runner import Job, TurnRunner
-from shared import protocol
+from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, ExitCode, FanoError
 from shared.service import Service
@@ -155,7 +155,7 @@ class BackendWorker(Service):
 
     def _connect(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
-        protocol.configure_socket(sock, "dealer", identity=self.name)
+        sockets.configure_socket(sock, "dealer", identity=self.name)
         sock.connect(self.config.scheduler_endpoint)
         self.sock = sock
         self.poller = zmq.Poller()

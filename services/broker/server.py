@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.service import Service
 
 from services.broker.core import BrokerCore, ReadLater
@@ -29,11 +29,11 @@ class BrokerService(Service):
         startup_events = self.core.startup()
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        protocol.configure_socket(self.router, "router")
-        protocol.bind(self.router, cfg.broker_endpoint)
+        sockets.configure_socket(self.router, "router")
+        sockets.bind(self.router, cfg.broker_endpoint)
         self.pub = self.ctx.socket(zmq.PUB)
-        protocol.configure_socket(self.pub, "pub")
-        protocol.bind(self.pub, cfg.events_endpoint)
+        sockets.configure_socket(self.pub, "pub")
+        sockets.bind(self.pub, cfg.events_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self._wake = self._compute_wake()
@@ -59,11 +59,11 @@ class BrokerService(Service):
         if ready:
             for _ in range(self.config.broker.max_batch):
                 try:
-                    frames, total = protocol.recv_bounded(self.router)
+                    frames, total = sockets.recv_bounded(self.router)
                 except zmq.Again:
                     break
                 if total > protocol.MAX_MESSAGE:
-                    err = protocol.too_large_message(total)
+                    err = sockets.too_large_message(total)
                     self.core.errors[err.name] += 1
                     self._send(frames[0], protocol.encode_reply(protocol.error_reply(None, err)))
                     continue
@@ -102,7 +102,7 @@ class BrokerService(Service):
 
     def _send(self, ident: bytes, frames: list[bytes]) -> None:
         try:
-            protocol.send_nowait(self.router, [ident, *frames])
+            sockets.send_nowait(self.router, [ident, *frames])
         except zmq.ZMQError:
             # the client went away (ROUTER_MANDATORY) or is not reading: its retry gets the logged reply.
             # Counted in the core, which reports it in stats
@@ -111,7 +111,7 @@ class BrokerService(Service):
     def _publish(self, events: list[dict]) -> None:
         for event in events:
             try:
-                protocol.send_nowait(self.pub, protocol.encode_event(event))
+                sockets.send_nowait(self.pub, protocol.encode_event(event))
             except zmq.ZMQError:
                 pass  # slow subscribers catch up from the outbox
 

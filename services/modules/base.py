@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
@@ -123,7 +123,7 @@ class ModuleService(Service):
         self.store = Store(self.client, self.module)
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
-        protocol.configure_socket(self.sub, "sub")
+        sockets.configure_socket(self.sub, "sub")
         for topic in (*SETTLED_EVENTS, NOTIFY_EVENT):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
         self.sub.connect(self.config.events_endpoint)

@@ -29,9 +29,8 @@ import heapq
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
 
 from services.scheduler import queries
@@ -40,7 +39,8 @@ from services.scheduler.handoff import Handoffs
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
-from services.scheduler.workers import MODES, Accounts, Worker, WorkerRegistry, candidate_modes, placement_class
+from services.scheduler.workers import (MODES, Accounts, Assignment, Running, Worker, WorkerRegistry, candidate_modes,
+                                        placement_class)
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -48,27 +48,6 @@ RECENT = 20              # completions kept for `top`
 ENDED = ("task.done", "task.parked", "task.paused", "task.cancelled")
 
 log = logging.getLogger("scheduler")
-
-
-@dataclass(slots=True)
-class Assignment:
-    task_id: int
-    ident: bytes
-    account: str
-    at: float                 # monotonic time sent
-    confirmed: bool = False   # the worker said it is working on it (heartbeat or done)
-    finished: bool = False    # the worker reported an outcome before the broker's events came
-    world: float = 0.0        # world time sent, and the mode it will probably run in (finish estimates)
-    mode: str | None = None
-
-
-@dataclass(slots=True)
-class Running:
-    worker: str | None
-    account: str | None
-    conversation: str | None
-    mode: str | None = None
-    start: float | None = None   # world time of the lease (the event's ts), for service times
 
 
 class SchedulerCore:
@@ -342,7 +321,7 @@ class SchedulerCore:
 
     def on_too_large(self, ident: bytes, total: int) -> None:
         """A message over ``protocol.MAX_MESSAGE`` bytes in all its frames (discarded unread)."""
-        exc = protocol.too_large_message(total)
+        exc = sockets.too_large_message(total)
         self.errors[exc.name] += 1
         self._send(ident, "disconnect", reason=f"bad message: {exc.message}")
 

@@ -28,7 +28,7 @@ import time
 
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
@@ -58,10 +58,10 @@ class SchedulerService(Service):
         self.core = SchedulerCore(cfg, self.clock)
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        protocol.configure_socket(self.router, "router")
-        protocol.bind(self.router, cfg.scheduler_endpoint)
+        sockets.configure_socket(self.router, "router")
+        sockets.bind(self.router, cfg.scheduler_endpoint)
         self.sub = self.ctx.socket(zmq.SUB)
-        protocol.configure_socket(self.sub, "sub")
+        sockets.configure_socket(self.sub, "sub")
         self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
         self.sub.connect(cfg.events_endpoint)
         self.poller = zmq.Poller()
@@ -96,7 +96,7 @@ class SchedulerService(Service):
         if self.router in ready:
             for _ in range(DRAIN):
                 try:
-                    frames, total = protocol.recv_bounded(self.router)
+                    frames, total = sockets.recv_bounded(self.router)
                 except zmq.Again:
                     break
                 if total > protocol.MAX_MESSAGE:   # discarded unread: all frames past the limit together

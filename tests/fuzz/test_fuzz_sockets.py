@@ -24,7 +24,7 @@ import time
 import pytest
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.client import BrokerClient
 from tests.fuzz.mutate import Mutator
 from tests.scheduler_support import SchedulerProcess
@@ -49,7 +49,7 @@ def fuzz_seed() -> int:
 
 def dealer(ctx, endpoint: str, name: str):
     sock = ctx.socket(zmq.DEALER)
-    protocol.configure_socket(sock, "dealer", identity=name)
+    sockets.configure_socket(sock, "dealer", identity=name)
     sock.setsockopt(zmq.RCVHWM, 100_000)   # never make the peer drop what we have not read yet
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.connect(endpoint)

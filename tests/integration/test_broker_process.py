@@ -8,7 +8,7 @@ import time
 import pytest
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from shared.errors import ErrorCode, ExitCode, FanoError
 from tests.support import REPO, run_fanoctl, wait_for
 
@@ -21,7 +21,7 @@ def raw_peer(broker, identity: str, configured: bool = True):
     ``configured=False``: not even our socket options, like a peer that ignores our limits."""
     raw = zmq.Context.instance().socket(zmq.DEALER)
     if configured:
-        protocol.configure_socket(raw, "dealer", identity=identity)
+        sockets.configure_socket(raw, "dealer", identity=identity)
     else:
         raw.setsockopt(zmq.LINGER, 0)
     raw.connect(broker.endpoint)
@@ -42,7 +42,7 @@ def test_second_broker_refuses_to_steal_the_socket(broker, client):
 def test_events_are_published_with_sequence_numbers(broker, client):
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
-    protocol.configure_socket(sub, "sub")
+    sockets.configure_socket(sub, "sub")
     sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
     sub.connect(broker.events_endpoint)
     try:

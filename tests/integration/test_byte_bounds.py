@@ -17,7 +17,7 @@ import time
 import pytest
 import zmq
 
-from shared import protocol
+from shared import protocol, sockets
 from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, short_tmpdir, wait_for, write_config
 
@@ -66,7 +66,7 @@ def test_page_reads_of_gone_clients_cost_neither_memory_nor_time(broker):
     try:
         for n in range(1000):
             s = ctx.socket(zmq.DEALER)
-            protocol.configure_socket(s, "dealer", identity=f"gone{n}")
+            sockets.configure_socket(s, "dealer", identity=f"gone{n}")
             s.connect(broker.endpoint)
             s.send_multipart(protocol.encode_request(protocol.Request("list", f"c{n}", {"limit": 1000,
                                                                                          "payloads": True})))
@@ -90,7 +90,7 @@ def test_a_message_over_the_total_limit_in_many_frames_is_too_large(broker):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     try:
-        protocol.configure_socket(sock, "dealer", identity="big")
+        sockets.configure_socket(sock, "dealer", identity="big")
         sock.connect(broker.endpoint)
         sock.send_multipart([protocol.HEADER] + [b"x" * (4 * 2**20)] * 40)
         assert sock.poll(30_000), broker.log()

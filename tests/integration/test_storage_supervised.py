@@ -24,18 +24,20 @@ from tests.support import REPO, TREE_PATHS, incompressible, run_fanoctl, running
 
 pytestmark = pytest.mark.integration
 
-TREE = """
-[broker]
-map_size = "4MiB"
-headroom = "512KiB"
-map_ceiling = "4MiB"
-
+QUICK_SIM = """
 [accounts.quick-sim]
 backend = "sim"
 modes = ["standard"]
 seed = 1
 latency = { standard = { dist = "fixed", value = 0.2 } }
 """
+
+TREE = """
+[broker]
+map_size = "4MiB"
+headroom = "512KiB"
+map_ceiling = "4MiB"
+""" + QUICK_SIM
 
 HOLD = 20.0  # seconds refusing: past supervisord's startsecs x startretries window (1+2+3+4+5 s of backoff)
 
@@ -46,13 +48,7 @@ map_size = "4MiB"
 headroom = "512KiB"
 map_ceiling = "64MiB"
 disk_reserve = "256KiB"
-
-[accounts.quick-sim]
-backend = "sim"
-modes = ["standard"]
-seed = 1
-latency = { standard = { dist = "fixed", value = 0.2 } }
-"""
+""" + QUICK_SIM
 
 
 @contextmanager

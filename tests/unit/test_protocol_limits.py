@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import protocol
+from shared import protocol, sockets
 
 from tests.unit.corehelp import core, make_core  # noqa: F401  (fixtures)
 
@@ -166,8 +166,8 @@ def test_recv_bounded_discards_a_message_over_the_total_limit_unread():
     ctx = zmq.Context()
     router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
     try:
-        protocol.configure_socket(router, "router")
-        protocol.configure_socket(dealer, "dealer", identity="t")
+        sockets.configure_socket(router, "router")
+        sockets.configure_socket(dealer, "dealer", identity="t")
         endpoint = f"ipc://{tmp_path}/r.sock"
         router.bind(endpoint)
         dealer.connect(endpoint)
@@ -175,13 +175,13 @@ def test_recv_bounded_discards_a_message_over_the_total_limit_unread():
         dealer.send_multipart([chunk] * 5)           # 20 MiB, each frame within MAXMSGSIZE
         dealer.send_multipart([b"FANO/1", b"small"])
         assert router.poll(5000)
-        frames, total = protocol.recv_bounded(router)
+        frames, total = sockets.recv_bounded(router)
         assert len(frames) == 1 and frames[0].startswith(b"t#") and total == 5 * len(chunk) + len(frames[0])
         assert router.poll(5000)
-        frames, total = protocol.recv_bounded(router)
+        frames, total = sockets.recv_bounded(router)
         assert frames[1:] == [b"FANO/1", b"small"]
         with pytest.raises(zmq.Again):
-            protocol.recv_bounded(router)
+            sockets.recv_bounded(router)
     finally:
         router.close(0)
         dealer.close(0)
