@@ -128,7 +128,7 @@ def main(ctx, config_path, endpoint, timeout, as_json):
 def status():
     """Task counts, queue depth per module, leases, quota headroom, accounts, broker health, and the
     accounts idle while work waits (asked of the scheduler)."""
-    from cli.work import idle_accounts   # registered at the bottom of this file (issue 12: import cycle)
+    from cli.work import idle_accounts  # registered at the bottom of this file (issue 12: import cycle)
     stats = client().stats()
     stats["idle"] = idle_accounts()
     out(stats, R.status_text)
@@ -395,11 +395,14 @@ def events(after, limit):
     out(client().events(after=after, limit=limit), R.events_text)
 
 
-from cli import work  # noqa: E402,F401  (registers ask, queue why, backends, top)
-from cli import research_researcher  # noqa: E402,F401  (registers research)
-from cli import research_explorer  # noqa: E402,F401  (registers seeds, threads, insights)
-from cli import research_documenter  # noqa: E402,F401  (registers comments, document)
-from cli import health  # noqa: E402,F401  (registers health)
+# imported last: these modules import this one for the group they register their commands on
+from cli import (  # noqa: E402
+    health,  # noqa: F401  (registers health)
+    research_documenter,  # noqa: F401  (registers comments, document)
+    research_explorer,  # noqa: F401  (registers seeds, threads, insights)
+    research_researcher,  # noqa: F401  (registers research)
+    work,  # noqa: F401  (registers ask, queue why, backends, top)
+)
 
 if __name__ == "__main__":
     # run as a script, this file is __main__; the commands in cli.work registered on cli.fanoctl's group

@@ -23,8 +23,8 @@ def _now() -> float:
 
 def _settings():
     """The advisor's settings from the config fanoctl uses, or None if it cannot be read."""
-    from shared.config import ConfigError, load_config
     from services.modules.advisor.settings import load_settings
+    from shared.config import ConfigError, load_config
     try:
         return load_settings(load_config(click.get_current_context().find_object(Ctl).config_path))
     except (ConfigError, OSError):

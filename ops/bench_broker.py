@@ -159,7 +159,7 @@ def _presubmit(client: BrokerClient, k: int) -> None:
 def _profile_top(path: Path, n: int = 20) -> list[dict]:
     stats = pstats.Stats(str(path))
     rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
+    for (file, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():
         rows.append({"function": f"{Path(file).name}:{line}({func})" if line else func, "ncalls": nc,
                      "tottime_s": round(tt, 4), "cumtime_s": round(ct, 4)})
     rows.sort(key=lambda r: -r["tottime_s"])

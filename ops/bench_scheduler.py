@@ -154,7 +154,7 @@ class Deployment:
         self.client: BrokerClient | None = None
         self.problems: list[str] = []
 
-    def start(self) -> "Deployment":
+    def start(self) -> Deployment:
         self.tree.start()
         self.pids.add(self.tree.pid)
         self.note_pids()

@@ -40,15 +40,14 @@ from pathlib import Path
 
 import lmdb
 
-from shared.client import BrokerClient
-from shared.protocol import pack_value, unpack_value
-
 from ops.bench_broker import Broker
 from services.backends import sim_answers as A
 from services.broker import schema as S
 from services.modules.explorer import model as M
 from services.modules.explorer import parsers as P
 from services.modules.explorer import threads as T
+from shared.client import BrokerClient
+from shared.protocol import pack_value, unpack_value
 
 ACCOUNT = "bench-acct"
 

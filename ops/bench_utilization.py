@@ -77,6 +77,7 @@ import shutil
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import zmq
@@ -372,7 +373,7 @@ def _resubmit_gap(tasks: dict, scale: float) -> float | None:
     gaps = []
     for ts in by_conv.values():
         ts.sort(key=lambda t: t["waits"][0][0])
-        gaps += [b["waits"][0][0] - a["done"] for a, b in zip(ts, ts[1:]) if a["done"]]
+        gaps += [b["waits"][0][0] - a["done"] for a, b in pairwise(ts) if a["done"]]
     return round(sum(gaps) / len(gaps) / scale * 1000, 1) if gaps else None
 
 

@@ -6,6 +6,7 @@ Run them with the whole tree stopped. :func:`check_all` returns ``{"checks": {..
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from ops.invariants import inspect_broker_db
@@ -64,7 +65,7 @@ def _resent_without_cause(records: list[dict]) -> list[str]:
             by_turn[(r["task_id"], r["turn_key"])].append(r)
     problems = []
     for (tid, turn_key), recvs in by_turn.items():
-        for earlier, later in zip(recvs, recvs[1:]):
+        for earlier, later in pairwise(recvs):
             if earlier["seq"] not in failed_recv and later["attempt"] != earlier["attempt"]:
                 problems.append(f"turn {turn_key} of task {tid} re-sent in attempt {later['attempt']} although "
                                 f"attempt {earlier['attempt']} reached the provider and did not fail")

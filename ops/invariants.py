@@ -48,17 +48,16 @@ import argparse
 import json
 import sys
 from collections import Counter, defaultdict
+from itertools import pairwise
 
 import lmdb
 
-from shared.protocol import unpack_value
+from ops.journals import check_client_log, read_journals  # noqa: F401  (part of this module's interface)
+from ops.snapshot import Report, Snapshot, load_snapshot, resolve_db_dir, split_prefix3, usage_totals  # noqa: F401
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_quota import slot_of
-
-from ops.journals import check_client_log, read_journals  # noqa: F401  (part of this module's interface)
-from ops.snapshot import Report, Snapshot, load_snapshot, resolve_db_dir, split_prefix3, usage_totals  # noqa: F401
-
+from shared.protocol import unpack_value
 
 # --- database checks ------------------------------------------------------------------------------------------
 
@@ -168,7 +167,7 @@ def _check_indices(snap: Snapshot, r: Report) -> None:
 
 def _check_events(snap: Snapshot, r: Report) -> None:
     keys, last = snap.event_keys, snap.counter("event_seq")
-    for a, b in zip(keys, keys[1:]):
+    for a, b in pairwise(keys):
         if b != a + 1:
             r.bad("events", f"event outbox jumps from seq {a} to {b}")
     if keys and keys[-1] != last:
@@ -366,7 +365,7 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
     attributed, by_module, possible = Counter(), Counter(), Counter()
     earliest: dict = {}
     ambiguous = unplaced = 0
-    for tid, t in snap.tasks.items():
+    for t in snap.tasks.values():
         charged = t.get("charged", 0)
         if charged <= 0:
             continue

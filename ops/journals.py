@@ -5,10 +5,9 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from ops.snapshot import Report, Snapshot, usage_totals
 from services.broker import states as st
 from services.broker.ops_quota import slot_of
-
-from ops.snapshot import Report, Snapshot, usage_totals
 
 
 def read_journals(paths) -> list[dict]:
@@ -74,8 +73,8 @@ def check_client_log(records: list[dict], snap: Snapshot, exact: bool = True) ->
             granted_pairs[pair] += 1
             t = snap.tasks.get(rec["id"])
             if t is None or t.get("epoch", 0) < rec["epoch"]:
-                r.bad("journal-lease", f"{who}: lease {ident} acknowledged but the task is "
-                      f"{'missing' if t is None else 'at epoch %s' % t.get('epoch')}")
+                where = "missing" if t is None else f"at epoch {t.get('epoch')}"
+                r.bad("journal-lease", f"{who}: lease {ident} acknowledged but the task is {where}")
         elif op == "complete":
             t = snap.tasks.get(rec["id"]) or {}
             # a compacted task (task retention) no longer holds its result: state and epoch still tell

@@ -180,7 +180,7 @@ class Report:
     def note(self, message: str) -> None:
         self.notes.append(message)
 
-    def finish(self) -> "Report":
+    def finish(self) -> Report:
         for check, n in self._per_check.items():
             if n > MAX_PER_CHECK:
                 self.violations.append(f"[{check}] ... and {n - MAX_PER_CHECK} more violation(s) of this check")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from ops import soak_metrics as SM
 from shared.clock import Clock
-from shared.config import REPO_ROOT, load_config
+from shared.config import REPO_ROOT
 
 DAY = 86400.0
 SAMPLE = 0.3           # real seconds between two samples of the accounts

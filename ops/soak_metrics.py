@@ -22,9 +22,8 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from shared.quota import next_reset, period_start
-
 from services.modules.capacity import Capacity, task_modes
+from shared.quota import next_reset, period_start
 
 
 def percentile(values, q: float) -> float | None:

@@ -35,7 +35,7 @@ class Clock:
         self.origin = origin if origin is not None else 0.0
 
     @classmethod
-    def from_env(cls) -> "Clock":
+    def from_env(cls) -> Clock:
         origin = os.environ.get("FANO_CLOCK_ORIGIN")
         return cls(float(os.environ.get("FANO_CLOCK_SCALE", "1") or 1),
                    float(os.environ.get("FANO_CLOCK_OFFSET", "0") or 0),

@@ -350,7 +350,7 @@ def _modules(data: dict, where: str) -> dict:
     return {name: dict(table) for name, table in modules.items()}
 
 
-def _check_names(cfg: "Config", where: str) -> None:
+def _check_names(cfg: Config, where: str) -> None:
     """Every account and module a quota, reserve, weight or boost names must exist (see
     :attr:`Config.names_checked`): a typo must not leave a real account without its limit, nor a
     reserve that no module can use eating a scarce window."""

@@ -80,7 +80,7 @@ class FanoError(Exception):
         return out
 
     @classmethod
-    def from_wire(cls, err: dict) -> "FanoError":
+    def from_wire(cls, err: dict) -> FanoError:
         try:
             code = ErrorCode(int(err.get("code", ErrorCode.INTERNAL)))
         except ValueError:

@@ -25,7 +25,6 @@ so nobody can eat another module's reserve, and a module past its own reserve dr
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

@@ -1,7 +1,7 @@
 """Helpers for tests that drive a real Chromium through Playwright (web backends).
 
-``chromium_path`` is a fixture: the browser to use (``FANO_CHROMIUM`` or ``chromium`` on PATH), or a skip
-when the machine has none — unless
+``require_browser()`` (the ``chromium_path`` fixture of tests/integration/conftest.py) is the browser to use
+(``FANO_CHROMIUM`` or ``chromium`` on PATH), or a skip when the machine has none — unless
 ``FANO_REQUIRE_BROWSER=1`` (set in CI), where a missing browser is a failure, not a silent skip.
 """
 from __future__ import annotations
@@ -32,11 +32,6 @@ def require_browser() -> str:
             pytest.fail(f"browser tests required (FANO_REQUIRE_BROWSER=1) but {problem}")
         pytest.skip(problem)
     return path
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> str:
-    return require_browser()
 
 
 def profile_alive(profile: Path) -> list[int]:

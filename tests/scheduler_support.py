@@ -34,7 +34,7 @@ class SchedulerProcess(ServiceProcess):
         self.endpoint = f"ipc://{root}/run/scheduler.sock"
         assert len(self.endpoint) < 100, self.endpoint
 
-    def start(self, wait: bool = True) -> "SchedulerProcess":
+    def start(self, wait: bool = True) -> SchedulerProcess:
         self.spawn()
         if wait:
             self.wait_synced()

@@ -187,7 +187,7 @@ class BrokerProcess(ServiceProcess):
         self.data_dir = root / "data" / "broker"
         assert len(self.endpoint) < 100, self.endpoint
 
-    def start(self, wait: bool = True) -> "BrokerProcess":
+    def start(self, wait: bool = True) -> BrokerProcess:
         self.spawn()
         if wait:
             self.wait_ready()

@@ -33,7 +33,7 @@ class WorkerProcess(ServiceProcess):
                          env={"FANO_LOG_LEVEL": "DEBUG"})
         self.account = account
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         self.spawn()
         return self
 

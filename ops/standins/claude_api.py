@@ -64,7 +64,7 @@ TOKEN_LIMITS = {"tokens": 80000, "input-tokens": 40000, "output-tokens": 16000}
 
 
 def _rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text_of(content) -> str:
@@ -348,13 +348,13 @@ class _Handler(BaseHTTPRequestHandler):
             return (429, "rate_limit_error", "This request would exceed your organization's rate limit of "
                     f"{self.owner.requests_limit} requests per minute. Please try again later.", None)
         if scenario == "spend_limit":
-            first = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0)
+            first = dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0)
             nxt = (first + dt.timedelta(days=32)).replace(day=1)
             return (429, "rate_limit_error", "You have reached your specified workspace API usage limits "
                     f"(spend limit). You will regain access on {nxt:%Y-%m-%d} at 00:00 UTC.",
                     "enforced_spend_limit_reached")
         if scenario == "org_spend_limit":
-            first = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0)
+            first = dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0)
             nxt = (first + dt.timedelta(days=32)).replace(day=1)
             return (400, "invalid_request_error", "You have reached your specified API usage limits. You will "
                     f"regain access on {nxt:%Y-%m-%d} at 00:00 UTC.", None)

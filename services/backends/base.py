@@ -36,8 +36,9 @@ before anything is re-sent (DESIGN.md §7).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 ERROR_CLASSES = ("transient", "quota", "auth", "terminal", "unknown")
 COOLDOWN_SCOPES = ("mode", "account")

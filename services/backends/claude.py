@@ -62,8 +62,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.claude_errors import classify_exception, exhausted_until, parse_ratelimit
@@ -188,7 +188,7 @@ class ClaudeProvider(Provider):
         except ProviderError:
             return   # an unreadable key file: send and check report it; the worker itself keeps running
         if self.client is None:
-            import anthropic   # here, not at import: building the provider must stay cheap
+            import anthropic  # here, not at import: building the provider must stay cheap
 
             self.client = anthropic.Anthropic(
                 api_key=self.secret.reveal(), base_url=self.config["base_url"], max_retries=0,

@@ -40,8 +40,8 @@ import datetime as dt
 import math
 import re
 
-from services.backends.retry_after import parse_retry_after
 from services.backends.base import ProviderError
+from services.backends.retry_after import parse_retry_after
 
 PREFIX = "anthropic-ratelimit-"
 BUCKETS = ("requests", "tokens", "input-tokens", "output-tokens")
@@ -78,7 +78,7 @@ def parse_time(value: str | None) -> float | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 

@@ -212,7 +212,7 @@ class ConversationStore:
             os.close(dfd)
         return True
 
-    def turns(self, key: str) -> list["Exchange"]:
+    def turns(self, key: str) -> list[Exchange]:
         """Completed exchanges by turn index (the last record per index wins)."""
         by_index: dict[int, Exchange] = {}
         for record in self._records(key):
@@ -228,7 +228,7 @@ class ConversationStore:
                 return exchange.reply
         return None
 
-    def recorded(self, turn: Turn) -> "Exchange | None":
+    def recorded(self, turn: Turn) -> Exchange | None:
         """The completed exchange of exactly this task's turn, if any: what a stateless API's
         reconciliation returns instead of sending again.
 
@@ -252,7 +252,9 @@ class ConversationStore:
     def sent_attempt(self, turn: Turn) -> bool:
         """Whether this attempt of this task's turn was marked sent (``mark_sent`` with its ``task_id`` and
         ``attempt``): then the provider may have it, even when no reply was recorded."""
-        meta_of = (lambda r: r.get("meta") if isinstance(r.get("meta"), dict) else {})
+        def meta_of(r: dict) -> dict:
+            return r.get("meta") if isinstance(r.get("meta"), dict) else {}
+
         return any(r.get("type") == "sent" and r.get("index") == turn.turn_index
                    and meta_of(r).get("task_id") == turn.task_id and meta_of(r).get("attempt") == turn.attempt
                    for r in self._records(conversation_key(turn)))

@@ -70,15 +70,27 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key, replay_window, resend_note
+from services.backends.openai_wire import (
+    _LOADING,
+    BUSY_RETRY,
+    LOADING_RETRY,
+    Answer,
+    SSEDecoder,
+    StreamError,
+    classify_http,
+    classify_stream_error,
+    parse_data,
+    parse_retry_after,
+    parse_settings,
+    server_root,
+)
 from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
-from services.backends.openai_wire import (
-    Answer, BUSY_RETRY, LOADING_RETRY, SSEDecoder, StreamError, _LOADING, classify_http, classify_stream_error, parse_data, parse_retry_after, parse_settings, server_root)
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import json
 import math
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from services.backends.base import ProviderError
 from services.backends.retry_after import parse_retry_after  # noqa: F401  (part of this module's API)

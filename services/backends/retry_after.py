@@ -26,6 +26,6 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         if when is None:
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         return max(0.0, when.timestamp() - now)
     return seconds if math.isfinite(seconds) and seconds >= 0 else None

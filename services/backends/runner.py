@@ -74,8 +74,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from services.backends.base import DEFAULT_REQUEST_TIMEOUTS, Provider, ProviderError, Reply, Turn
 from shared import protocol

@@ -214,7 +214,7 @@ def _bullets(rng: random.Random, n: int, make) -> str:
     return "\n".join(f"- {make()}" for _ in range(n))
 
 
-def _depth(ctx: "_Ctx") -> int:
+def _depth(ctx: _Ctx) -> int:
     """Deep mode answers are a bit longer and more considered."""
     return 2 if ctx.deep else 1
 

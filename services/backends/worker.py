@@ -35,8 +35,8 @@ import threading
 import zmq
 
 from services.backends.registry import make_provider
-from services.backends.secrets import install_log_redaction
 from services.backends.runner import Job, TurnRunner
+from services.backends.secrets import install_log_redaction
 from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, ExitCode, FanoError
@@ -149,7 +149,7 @@ class BackendWorker(Service):
             self._send("heartbeat", worker=self.name, task_id=self.job.task_id if self.job else None)
             self.next_heartbeat = now + self.heartbeat_interval
         if now - self.last_heard > self.liveness * self.heartbeat_interval:
-            self._reconnect("scheduler silent for %d heartbeats" % self.liveness)
+            self._reconnect(f"scheduler silent for {self.liveness} heartbeats")
 
     # --- scheduler link ------------------------------------------------------------------------------
 

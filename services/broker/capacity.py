@@ -33,10 +33,9 @@ import errno
 import logging
 import os
 
+from services.broker import schema as S
 from shared.config import format_size
 from shared.protocol import unpack_value
-
-from services.broker import schema as S
 
 log = logging.getLogger("broker")
 

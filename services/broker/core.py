@@ -17,16 +17,14 @@ from collections import Counter
 
 import lmdb
 
+from services.broker import ops_admin, ops_handoff, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks, request_log
+from services.broker import schema as S
+from services.broker.capacity import SAMPLES_KEY, Capacity, disk_space
+from services.broker.tx import Ledger, Tx
 from shared import protocol
 from shared.clock import boot_id
 from shared.config import MAX_MAP_CEILING, format_size
 from shared.errors import ErrorCode, FanoError, bad_argument
-
-from services.broker import ops_admin, ops_handoff, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks
-from services.broker import schema as S
-from services.broker import request_log
-from services.broker.capacity import SAMPLES_KEY, Capacity, disk_space
-from services.broker.tx import Ledger, Tx
 
 log = logging.getLogger("broker")
 

@@ -24,12 +24,11 @@
 """
 from __future__ import annotations
 
-from shared.errors import bad_argument
-
 from services.broker import ops_quota
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Tx
+from shared.errors import bad_argument
 
 
 def collect_stats(tx: Tx) -> dict:

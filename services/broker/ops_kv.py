@@ -37,12 +37,11 @@ condition raises ``CONDITION_FAILED`` (nothing applied) with the op index and th
 """
 from __future__ import annotations
 
-from shared.errors import ErrorCode, FanoError, bad_argument
-
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_tasks import PAGE_BYTES, check_name, public, record_bytes, submit_task
 from services.broker.tx import Tx
+from shared.errors import ErrorCode, FanoError, bad_argument
 
 MAX_OPS = 500
 MAX_KEY_BYTES = 400

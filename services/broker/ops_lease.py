@@ -42,14 +42,13 @@ terminal   PARKED at once with the error; unit refunded when not sent
 """
 from __future__ import annotations
 
-from shared.errors import ErrorCode, FanoError, bad_argument
-
 from services.broker import ops_handoff as handoff
 from services.broker import ops_quota as quota
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_tasks import MODES, check_name, public
 from services.broker.tx import Tx
+from shared.errors import ErrorCode, FanoError, bad_argument
 
 COOLDOWN_SCOPES = ("mode", "account")   # fail(quota, scope): the leased mode, or every mode ("*")
 LEASE_SCAN_LIMIT = 2000   # ready tasks examined per lease before answering "nothing fits"

@@ -14,12 +14,11 @@ from 20/day to 25/day keeps today's usage.
 """
 from __future__ import annotations
 
-from shared import quota as Q
-from shared.errors import ErrorCode, FanoError
-
 from services.broker import schema as S
 from services.broker.ops_tasks import MODES, check_account, check_module
 from services.broker.tx import Tx
+from shared import quota as Q
+from shared.errors import ErrorCode, FanoError
 
 DEFAULT_COOLDOWN = 3600.0  # when a provider refuses without saying until when
 
@@ -224,7 +223,7 @@ def op_quota_show(tx: Tx, account: str | None):
         seen.add((acct, mode))
         ok = cur.next()
     accounts = []
-    for key, raw in tx.cursor("accounts"):
+    for key, _raw in tx.cursor("accounts"):
         name = bytes(key).decode()
         if (account and name != account) or not _shown(tx, name):
             continue

@@ -47,12 +47,11 @@ pass now::
 """
 from __future__ import annotations
 
-from shared.errors import bad_argument
-from shared.protocol import pack_value
-
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Tx
+from shared.errors import bad_argument
+from shared.protocol import pack_value
 
 COMPACT_BATCH = 500         # tasks examined per pass (one nested transaction)
 EXPIRE_BATCH = 500          # working-data keys deleted per pass

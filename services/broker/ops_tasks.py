@@ -28,13 +28,12 @@ from dataclasses import dataclass
 
 import msgpack
 
-from shared.config import KNOWN_MODULES, unknown_name
-from shared.errors import ErrorCode, FanoError, bad_argument
-from shared.protocol import pack_value
-
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Tx
+from shared.config import KNOWN_MODULES, unknown_name
+from shared.errors import ErrorCode, FanoError, bad_argument
+from shared.protocol import pack_value
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TASK_FIELDS = {"key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires", "attrs"}
@@ -73,7 +72,7 @@ class Names:
     modes: tuple = ()       # (account, (mode, ...)) pairs: the modes each account offers
 
     @classmethod
-    def of(cls, config) -> "Names | None":
+    def of(cls, config) -> Names | None:
         """None for a configuration without accounts: a bare broker, whose names are not checked."""
         if not config.names_checked:
             return None

@@ -13,9 +13,8 @@ Record in ``requests`` (schema.py): ``{"ts", "fp", "reply": packed reply, "paylo
 """
 from __future__ import annotations
 
-from shared import protocol
-
 from services.broker import schema as S
+from shared import protocol
 
 
 def entry(result, packed: bytes, now: float, fp: bytes) -> dict:

@@ -63,9 +63,8 @@ from pathlib import Path
 
 import lmdb
 
-from shared.protocol import pack_value, unpack_value
-
 from services.broker import states as st
+from shared.protocol import pack_value, unpack_value
 
 SCHEMA_VERSION = 2
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import zmq
 
-from shared import protocol, sockets
-from shared.service import Service
-
 from services.broker.core import BrokerCore, ReadLater
 from services.broker.schema import open_env
+from shared import protocol, sockets
+from shared.service import Service
 
 TICK = 0.5  # longest wait between looks at the stop flag and the sweeps
 

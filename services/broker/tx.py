@@ -6,12 +6,10 @@ the event outbox consistent in the same transaction.
 """
 from __future__ import annotations
 
-from shared.errors import ErrorCode, FanoError, not_found
-from shared.protocol import Event, pack_value
-
 from services.broker import schema as S
 from services.broker import states as st
-
+from shared.errors import ErrorCode, FanoError, not_found
+from shared.protocol import Event, pack_value
 
 COUNTERS = ("task_id", "event_seq")
 

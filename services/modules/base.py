@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from services.modules.parsing import ParseError
 from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
-
-from services.modules.parsing import ParseError
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
 # a human changed the module's data (``notify`` op of a txn, services/broker/ops_kv.py): plan now

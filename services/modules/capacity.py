@@ -46,7 +46,7 @@ class Capacity:
     # --- building -----------------------------------------------------------------------------------
 
     @classmethod
-    def from_quota(cls, shown: dict, module: str, modes: dict, now: float) -> "Capacity":
+    def from_quota(cls, shown: dict, module: str, modes: dict, now: float) -> Capacity:
         """The view of ``module`` from a ``quota_show`` reply (shape in README "quota show --json")."""
         blocked: dict = {}
 
@@ -81,11 +81,11 @@ class Capacity:
         return cls(module, now, dict(modes), blocked)
 
     @classmethod
-    def unknown(cls, module: str, modes: dict, now: float) -> "Capacity":
+    def unknown(cls, module: str, modes: dict, now: float) -> Capacity:
         return cls(module, now, dict(modes), {}, known=False)
 
     @classmethod
-    def read(cls, client, module: str, modes: dict, now: float, log=None) -> "Capacity":
+    def read(cls, client, module: str, modes: dict, now: float, log=None) -> Capacity:
         """Ask the broker; an unavailable broker propagates (the module's loop retries), any other refusal
         gives :meth:`unknown`."""
         try:

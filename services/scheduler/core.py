@@ -30,17 +30,24 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 
-from shared import protocol, sockets
-from shared.errors import ErrorCode, FanoError
-
 from services.scheduler import queries
-from services.scheduler.idle import IdleWatch
 from services.scheduler.handoff import Handoffs
+from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
-from services.scheduler.workers import (MODES, Accounts, Assignment, Running, Worker, WorkerRegistry, candidate_modes,
-                                        placement_class)
+from services.scheduler.workers import (
+    MODES,
+    Accounts,
+    Assignment,
+    Running,
+    Worker,
+    WorkerRegistry,
+    candidate_modes,
+    placement_class,
+)
+from shared import protocol, sockets
+from shared.errors import ErrorCode, FanoError
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0

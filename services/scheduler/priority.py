@@ -71,7 +71,7 @@ class QTask:
     hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
 
     @classmethod
-    def from_fields(cls, rec: dict) -> "QTask":
+    def from_fields(cls, rec: dict) -> QTask:
         """From an event body or a task record; tolerant of missing optional fields."""
         unknown, until = rec.get("unknown_account"), rec.get("unknown_until")
         if unknown is None and isinstance(rec.get("unknown_turn"), dict):

@@ -78,13 +78,11 @@ import random
 import re
 import time
 
-from shared.config import KNOWN_MODULES, unknown_name
-from shared.errors import ErrorCode, FanoError, bad_argument
-
 from services.scheduler import workers as C
 from services.scheduler.handoff import due_time
 from services.scheduler.priority import clean_weights
-
+from shared.config import KNOWN_MODULES, unknown_name
+from shared.errors import ErrorCode, FanoError, bad_argument
 
 AHEAD_EXACT = 5000      # up to this many candidates, ``ahead`` is an exact count
 AHEAD_SAMPLE = 1000     # beyond, an estimate from this many drawn at random (standard error <= 1.6 % of them)

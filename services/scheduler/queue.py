@@ -39,7 +39,7 @@ import math
 import random
 from bisect import bisect_right as _bisect_right
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from services.scheduler.priority import PriorityModel, QTask
 

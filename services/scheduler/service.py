@@ -28,13 +28,12 @@ import time
 
 import zmq
 
+from services.scheduler import placement as P
+from services.scheduler.core import SchedulerCore
 from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
-
-from services.scheduler import placement as P
-from services.scheduler.core import SchedulerCore
 
 TICK = 0.5                # longest wait between looks at the stop flag
 EVENT_CHECK = 5.0         # seconds without events before asking the outbox whether we missed some

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
-
 from services.scheduler.priority import DEEP, STANDARD, QTask
+from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 
 MODES = (STANDARD, DEEP)
 STATES = ("idle", "assigned", "busy", "unready")

@@ -213,7 +213,7 @@ def test_an_organisation_spend_limit_cools_every_mode_of_the_account(standin, ma
     cds = cooldowns(env)
     assert set(cds) == {"*"}, cds
     assert cds["*"]["until"] > time.time() + 86400 * 0.5 and "usage limits" in cds["*"]["reason"]
-    from cli.render import _cooling            # what `fanoctl backends ls` prints for it
+    from cli.render import _cooling  # what `fanoctl backends ls` prints for it
     shown = _cooling({"cooldowns": cds}, time.time())
     assert shown.startswith("every mode until ") and "(in " in shown, shown
     # the other mode does not spend a request to learn the same thing

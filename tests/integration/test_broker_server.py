@@ -6,12 +6,11 @@ import threading
 
 import pytest
 
+from services.broker.server import BrokerService
 from shared import protocol
 from shared.client import BrokerClient
 from shared.clock import Clock
 from shared.config import load_config
-
-from services.broker.server import BrokerService
 from tests.support import short_tmpdir, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -133,6 +133,6 @@ def test_research_keeps_going_when_one_accounts_window_is_exhausted():
             for thread in records(client, "explorer", "threads/"):
                 props = records(client, "explorer", f"proposals/{thread['id']}/")
                 assert len({p["account"] for p in props}) == len(props)
-                assert not {p["account"] for p in props} & set((thread.get("panel_skipped") or {}))
+                assert not {p["account"] for p in props} & set(thread.get("panel_skipped") or {})
         finally:
             client.close()

@@ -99,7 +99,7 @@ def test_deep_mode_adaptive_thinking(standin, tmp_path):
 # --- every failure, classified, sent once -----------------------------------------------------------------
 
 def _next_month_start(now: float) -> float:
-    first = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    first = dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return (first + dt.timedelta(days=32)).replace(day=1).timestamp()
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
-import os
 import subprocess
 import sys
 import time

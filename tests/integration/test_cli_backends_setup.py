@@ -4,7 +4,6 @@ import json
 import pytest
 
 from ops.standins.chat_site import ChatSiteServer
-from tests.browser_support import chromium_path  # noqa: F401  (fixture)
 from tests.browser_support import profile_alive
 from tests.support import run_fanoctl
 

@@ -70,7 +70,7 @@ class Stack:
         self.explorer = ServiceProcess(self.root, self.cfg, ["explorer"], "explorer.log")
         self.client = None
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.broker.start()
         self.client = self.broker.client(timeout=5.0)
         res = self.fanoctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))

@@ -28,7 +28,7 @@ class OneSeed(Stack):
         super().__init__(garbage=garbage)
         self.cfg.write_text(self.cfg.read_text().replace("[modules.explorer]\n", "[modules.explorer]\n" + explorer))
 
-    def start(self) -> "OneSeed":
+    def start(self) -> OneSeed:
         self.broker.start()
         self.client = self.broker.client(timeout=5.0)
         res = self.fanoctl("seeds", "add", "Why does the Fano plane have 168 symmetries?", "--type", "question")

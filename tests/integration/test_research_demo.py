@@ -216,7 +216,7 @@ def test_demo_seeds_become_reviewed_insights_document_sections_and_research_ques
         for name in ("module-explorer", "module-researcher", "module-documenter"):
             module = name.split("-", 1)[1]
 
-            def work_out():
+            def work_out(module=module):
                 states = ctl(tree, "status")["modules"].get(module, {})
                 return {k: v for k, v in states.items() if k in ("PENDING", "RUNNING") and v} or None
             if name == "module-documenter":
@@ -227,7 +227,7 @@ def test_demo_seeds_become_reviewed_insights_document_sections_and_research_ques
             kills[name] = {"world": world_time(tree), "elapsed": round(budget.elapsed(), 1), "in_flight": out}
         assert kills["module-explorer"]["in_flight"], f"the explorer had no work in flight: {kills}"
         for name in MODULES:
-            budget.wait(lambda: restarted(tree, name, pids[name]), f"{name} restarted after kill -9", interval=0.2)
+            budget.wait(lambda name=name: restarted(tree, name, pids[name]), f"{name} restarted after kill -9", interval=0.2)
         restarted_pids = {p["name"]: p["pid"] for p in tree.programs()}
 
         shown = ctl(tree, "insights", "show", first_blessed["id"])

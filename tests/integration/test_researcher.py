@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,7 +17,8 @@ from click.testing import CliRunner
 import cli.research_researcher  # noqa: F401  (registers `fanoctl research`)
 from cli.fanoctl import main
 from services.modules.base import Store
-from services.modules.researcher import crossref, model as M
+from services.modules.researcher import crossref
+from services.modules.researcher import model as M
 from services.modules.researcher.parsers import parse_findings, parse_questions
 from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS
 from tests.scheduler_support import SchedulerProcess
@@ -166,8 +167,8 @@ def test_insights_and_sources_become_questions_findings_and_a_promotion(make_sta
     stack.cli("research", "add-source", web.url("gone.html"))
     try:
         sources = wait_for(lambda: settled(stack, 5), 45, interval=0.3, what="every source to settle")
-    except AssertionError:
-        raise AssertionError(f"sources: {json.dumps(stack.scan('sources/'), indent=1)[:3000]}\n{stack.logs()}")
+    except AssertionError as exc:
+        raise AssertionError(f"sources: {json.dumps(stack.scan('sources/'), indent=1)[:3000]}\n{stack.logs()}") from exc
     by_url = {s["url"]: s for s in sources.values()}
     assert by_url[web.url("image.png")]["status"] == "fetch_failed"
     assert by_url[web.url("image.png")]["error"]["reason"] == "content_type"
@@ -218,8 +219,8 @@ def test_kill_9_of_the_module_mid_flow_loses_and_duplicates_nothing(make_stack, 
         wait_for(lambda: settled(stack, 10) and not stack.scan("state/")
                  and len(stack.scan("observed/explorer/")) == 12, 60, interval=0.3,
                  what="every source settled and every insight observed")
-    except AssertionError:
-        raise AssertionError(f"sources: {json.dumps(stack.scan('sources/'), indent=1)[:3000]}\n{stack.logs()}")
+    except AssertionError as exc:
+        raise AssertionError(f"sources: {json.dumps(stack.scan('sources/'), indent=1)[:3000]}\n{stack.logs()}") from exc
     sources = {s["id"]: s for s in stack.scan("sources/").values()}
     findings = stack.scan("findings/")
     evaluations, extractions = stack.tasks(EVALUATE_SOURCE), stack.tasks(EXTRACT_FINDINGS)
@@ -243,7 +244,7 @@ def test_kill_9_of_the_module_mid_flow_loses_and_duplicates_nothing(make_stack, 
     assert set(findings) <= {M.k_finding(i) for i in expected}
     # the cross-reference index lists each finding once under each of its numbers and concepts
     index = stack.scan("crossrefs/")
-    for key, rec in index.items():
+    for rec in index.values():
         assert rec["findings"] == sorted(set(rec["findings"]))
     for f in findings.values():
         if f["status"] == "kept":

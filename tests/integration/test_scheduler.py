@@ -1,5 +1,6 @@
 """The scheduler as a process: a real broker, the real scheduler, fake workers on real sockets."""
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -36,8 +37,8 @@ class Stack:
             return all(s == "DONE" for s in states) or None
         try:
             wait_for(all_done, timeout, interval=0.1, what=f"tasks {ids} to be DONE")
-        except AssertionError:
-            raise AssertionError(f"states {self.states(ids)}\n--- scheduler log ---\n{self.scheduler.log()}")
+        except AssertionError as exc:
+            raise AssertionError(f"states {self.states(ids)}\n--- scheduler log ---\n{self.scheduler.log()}") from exc
 
     def close(self):
         for w in self.workers:
@@ -156,7 +157,7 @@ def test_a_quota_decline_stops_assignments_until_retry_at(make_stack):
     assert sorted(w.completed) == ids
     lease_times = [h["at"] for i in ids for h in stack.client.get(i)["history"] if h["to"] == "RUNNING"]
     lease_times.sort()
-    assert all(b - a >= 2.9 for a, b in zip(lease_times, lease_times[1:])), lease_times
+    assert all(b - a >= 2.9 for a, b in pairwise(lease_times)), lease_times
 
 
 def test_why_and_backends_answers(make_stack):

@@ -2,8 +2,11 @@
 
 import pytest
 
-from tests.integration.test_scheduler import make_stack  # noqa: F401  (fixture)
+from tests.integration import test_scheduler
 from tests.support import wait_for
+
+# the scheduler tests' fixture, bound here so pytest finds it for this module's tests too
+make_stack = test_scheduler.make_stack
 
 pytestmark = pytest.mark.integration
 

@@ -90,7 +90,8 @@ def test_kill_9_of_every_program_is_survived(tree):
     for name in ("broker", "scheduler", "backend-quick-sim", "backend-deep-sim"):
         before = {p["name"]: p["pid"] for p in tree.programs()}[name]
         tree.kill(name)
-        wait_for(lambda: {p["name"]: (p["pid"], p["statename"]) for p in tree.programs()}[name][1] == "RUNNING"
+        wait_for(lambda name=name, before=before:
+                 {p["name"]: (p["pid"], p["statename"]) for p in tree.programs()}[name][1] == "RUNNING"
                  and {p["name"]: p["pid"] for p in tree.programs()}[name] != before, 20,
                  what=f"{name} to be restarted")
     res = run_fanoctl(tree, "ask", "still there?", "--wait", timeout=90)

@@ -25,7 +25,7 @@ from services.backends.chatgpt import ChatGPTProvider
 from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.gemini import GeminiProvider
 from shared.clock import Clock
-from tests.browser_support import chromium_path, profile_alive  # noqa: F401  (fixture)
+from tests.browser_support import profile_alive
 from tests.support import REPO, run_fanoctl, running_tree, short_tmpdir, wait_for, wait_paused_for_auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

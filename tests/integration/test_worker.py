@@ -4,6 +4,7 @@ class the sim can produce."""
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import msgpack
 import pytest
@@ -110,7 +111,7 @@ def test_ready_assign_done_with_the_sims_answer_and_heartbeats_both_ways(make_en
     env.scheduler.wait(lambda m: len([x for x in env.scheduler.messages[mark:] if x["type"] == "heartbeat"]) >= 3,
                        6, "three idle heartbeats")
     beats = [m for m in env.scheduler.messages[mark:] if m["type"] == "heartbeat"]
-    gaps = [b["_at"] - a["_at"] for a, b in zip(beats, beats[1:])]
+    gaps = [b["_at"] - a["_at"] for a, b in pairwise(beats)]
     assert all(0.5 < g < 1.8 for g in gaps), gaps
     assert all(b["task_id"] is None for b in beats)
     assert proc.alive()

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
+from services.broker.core import BrokerCore
+from services.broker.schema import open_env
 from shared import protocol
 from shared.clock import FakeClock
 from shared.config import load_config
 from shared.errors import FanoError
-
-from services.broker.core import BrokerCore
 from tests.support import write_config  # noqa: F401  (re-exported for the unit tests)
-from services.broker.schema import open_env
 
 IDENT = b"test-client"
 
@@ -35,7 +32,7 @@ class CoreHarness:
 
     @classmethod
     def make(cls, root: Path, broker: dict | None = None, quotas: dict | None = None,
-             clock: FakeClock | None = None, scheduler: dict | None = None) -> "CoreHarness":
+             clock: FakeClock | None = None, scheduler: dict | None = None) -> CoreHarness:
         return cls(root, write_config(root, broker, quotas, scheduler), clock)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -120,30 +117,6 @@ def expect_error(name: str, fn, *args, **kwargs) -> FanoError:
         assert exc.name == name, f"expected {name}, got {exc.name}: {exc.message}"
         return exc
     raise AssertionError(f"expected {name}, got no error")
-
-
-# --- fixtures (import them into a test module: ``from tests.unit.corehelp import core, make_core``) ---------
-
-@pytest.fixture
-def make_core(tmp_path):
-    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...), scheduler={...})``; each in its own directory."""
-    made = []
-
-    def factory(broker=None, quotas=None, clock=None, scheduler=None):
-        root = tmp_path / f"core{len(made)}"
-        root.mkdir()
-        h = CoreHarness.make(root, broker, quotas, clock, scheduler)
-        made.append(h)
-        return h
-
-    yield factory
-    for h in made:
-        h.close()
-
-
-@pytest.fixture
-def core(make_core):
-    return make_core()
 
 
 def check_indices(h: CoreHarness) -> dict[str, int]:

@@ -187,7 +187,6 @@ def test_a_transcript_file_is_compacted_to_one_record_per_text(tmp_path):
 
 
 def test_idle_conversation_files_are_pruned_after_their_retention(tmp_path):
-    import os
     import time
     store = ConversationStore(tmp_path / "conv")
     store.record_reply("explorer:old", 1, "q", "a")

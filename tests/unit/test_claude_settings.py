@@ -118,7 +118,7 @@ def test_the_replay_summary_goes_into_the_system_prompt_after_the_configured_one
 def test_an_empty_requests_bucket_is_reported_as_a_cool_down_without_sending(tmp_path):
     clock = FakeClock(world=1_790_000_000.0)
     p = provider(tmp_path, clock=clock, base_url="http://127.0.0.1:9")   # nothing listens: must not be called
-    reset = dt.datetime.fromtimestamp(clock.world() + 30, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reset = dt.datetime.fromtimestamp(clock.world() + 30, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     p.limits["claude-sonnet-4-6"] = {"requests": {"limit": 50, "remaining": 0, "reset": reset}}
     with pytest.raises(ProviderError) as info:
         p.send(turn(), lambda: False)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from shared.config import DEFAULT_CONFIG, load_config
 
-from tests.unit.corehelp import make_core  # noqa: F401  (fixture)
-
 
 def default_windows(account: str, mode: str) -> list:
     [q] = [q for q in load_config(DEFAULT_CONFIG).quotas if (q.account, q.mode) == (account, mode)]

@@ -14,7 +14,7 @@ import pytest
 
 from services.broker import capacity as cap_module
 from services.broker import core as core_module
-from tests.unit.corehelp import check_indices, expect_error, make_core  # noqa: F401  (fixtures)
+from tests.unit.corehelp import check_indices, expect_error
 
 MIB = 2**20
 

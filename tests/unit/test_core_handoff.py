@@ -5,8 +5,6 @@ import pytest
 
 from cli.render import show_text
 
-from tests.unit.corehelp import make_core  # noqa: F401  (fixture)
-
 T = 900.0   # [scheduler] conversation_handoff default
 CONV = {"conversation": "cv"}
 

@@ -7,8 +7,7 @@ import lmdb
 import pytest
 
 from shared import protocol
-
-from tests.unit.corehelp import check_indices, core, expect_error, make_core  # noqa: F401  (fixtures)
+from tests.unit.corehelp import check_indices, expect_error
 
 
 def txn(core, *ops, module="explorer", rid=None):
@@ -353,12 +352,13 @@ def test_retried_request_is_answered_while_the_map_is_full(make_core):
 
 
 class _CommitFails:
-    """Wraps the LMDB environment so that the next ``times`` outer (batch) commits fail with ``error``."""
+    """Wraps the LMDB environment so that the next ``times`` outer (batch) commits fail with ``error``
+    (by default a full map)."""
 
-    def __init__(self, env, times=1, error=lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")):
+    def __init__(self, env, times=1, error=None):
         self._env = env
         self.times = times
-        self.error = error
+        self.error = error or lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")
 
     def __getattr__(self, name):
         return getattr(self._env, name)
@@ -438,7 +438,7 @@ def test_event_outbox_can_be_pruned_to_nothing(make_core):
 
 def test_unconsumed_lists_settled_results_until_acked(core):
     ids = [core.submit(f"k{i}")["task"]["id"] for i in range(3)]
-    for tid in ids[:2]:
+    for _ in ids[:2]:
         lease = core.lease()
         core.call("complete", id=lease["task"]["id"], epoch=lease["epoch"], result="r")
     core.call("cancel", id=ids[2])

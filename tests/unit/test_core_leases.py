@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import protocol
-
 from services.broker import schema as S
-
-from tests.unit.corehelp import check_indices, core, expect_error, make_core  # noqa: F401  (fixtures)
+from shared import protocol
+from tests.unit.corehelp import check_indices, expect_error
 
 BASE = 5.0  # broker.backoff_base default
 
@@ -698,7 +696,7 @@ def test_empty_lease_says_when_quota_frees(qcore):
     out = qcore.lease(modes=["deep"], task_id=b)
     assert out["task"] is None and out["retry_at"] > qcore.clock.world()
     import datetime as dt
-    assert dt.datetime.fromtimestamp(out["retry_at"], dt.timezone.utc).strftime("%H:%M") == "00:00"
+    assert dt.datetime.fromtimestamp(out["retry_at"], dt.UTC).strftime("%H:%M") == "00:00"
 
 
 def test_an_unknown_turns_binding_lapses_after_the_hold_and_any_account_may_run_the_task(make_core):

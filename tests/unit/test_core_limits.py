@@ -5,8 +5,7 @@ import pytest
 
 from services.broker import core as core_module
 from shared import protocol
-
-from tests.unit.corehelp import check_indices, core, expect_error, make_core  # noqa: F401  (fixtures)
+from tests.unit.corehelp import check_indices, expect_error
 
 
 def nested(levels: int, leaf=1):

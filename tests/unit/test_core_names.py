@@ -3,7 +3,7 @@ lists only configured accounts (issue 14: `backends pause nosuch` answered "paus
 `ask --backend nosuch-sim` waited forever; a removed account stayed listed as offline forever)."""
 import pytest
 
-from tests.unit.corehelp import CoreHarness, expect_error, make_core, write_config  # noqa: F401 (fixture)
+from tests.unit.corehelp import CoreHarness, expect_error, write_config
 
 ACCOUNTS = {"gem": ["standard", "deep"], "claude": ["standard"]}
 

@@ -7,11 +7,10 @@ import datetime as dt
 import pytest
 
 from shared.clock import FakeClock
-
-from tests.unit.corehelp import core, expect_error, make_core, write_config  # noqa: F401  (fixtures)
+from tests.unit.corehelp import expect_error, write_config
 
 # Friday 2024-05-10 03:00 UTC
-T0 = dt.datetime(2024, 5, 10, 3, 0, tzinfo=dt.timezone.utc).timestamp()
+T0 = dt.datetime(2024, 5, 10, 3, 0, tzinfo=dt.UTC).timestamp()
 
 
 def run_one(core, key: str, **lease_kw) -> dict:

@@ -4,13 +4,12 @@ from __future__ import annotations
 import random
 import string
 
-from shared import protocol
-
+from ops.invariants import inspect_snapshot, load_snapshot
 from services.broker import ops_retention
 from services.broker import schema as S
 from services.broker.core import PRUNE_EVERY
-from ops.invariants import inspect_snapshot, load_snapshot
-from tests.unit.corehelp import check_indices, expect_error, make_core  # noqa: F401  (fixture)
+from shared import protocol
+from tests.unit.corehelp import check_indices, expect_error
 
 RETENTION = 3600.0
 BODY = 6000  # bytes of prompt and of answer: a task's bodies span overflow pages, as real ones do
@@ -257,7 +256,7 @@ def run_rounds(h, start: int, rounds: int, per_round: int = 10) -> None:
         ids = [s["task"]["id"] for s in subs]
         leases = batch("lease", [{"worker": "w1", "account": "acct", "task_id": t} for t in ids])
         batch("complete", [{"id": t, "epoch": lz["epoch"], "result": {"text": R}}
-                           for t, lz in zip(ids, leases)])
+                           for t, lz in zip(ids, leases, strict=True)])
         batch("txn", [{"module": "explorer", "ops": [{"op": "ack", "task_id": t} for t in ids]}])
         h.clock.advance(60)
         h.tick()

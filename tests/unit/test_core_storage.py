@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import random
 
-from shared import protocol
-
+from ops.invariants import inspect_snapshot, load_snapshot
 from services.broker import schema as S
 from services.broker.core import PRUNE_EVERY
-from ops.invariants import inspect_snapshot, load_snapshot
-from tests.unit.corehelp import check_indices, expect_error, make_core  # noqa: F401  (fixture)
+from shared import protocol
+from tests.unit.corehelp import check_indices, expect_error
 
 RETENTION = 3600.0
 PROSE = " ".join(["the Fano plane has seven points and seven lines, each line holds three points"] * 40)

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from shared import protocol
-
-from tests.unit.corehelp import check_indices, core, expect_error, make_core  # noqa: F401  (fixtures)
+from tests.unit.corehelp import check_indices, expect_error
 
 
 def park(core, key: str, **fields) -> int:

@@ -29,7 +29,7 @@ def job(run, ident):
 
 def incorporate(run, ident, evals=(INCLUDE,) * 3, draft=DRAFT, expositions=(APPROVE,)):
     plan_once(run, f"INCORPORATE\nINSIGHT_ID: {ident}")
-    for spec, text in zip(pending(run, C.EVALUATE), evals):
+    for spec, text in zip(pending(run, C.EVALUATE), evals, strict=False):
         run.settle(spec, text=text)
     for expo in expositions:
         if job(run, ident)["stage"] != "draft":

@@ -5,9 +5,17 @@ import pytest
 
 from services.backends import sim_answers as A
 from services.modules.documenter import context as C
-from services.modules.documenter.parsers import (concept_list, parse_comment, parse_draft, parse_evaluation,
-                                                 parse_exposition, parse_plan, parse_review, split_heading,
-                                                 strip_chatter)
+from services.modules.documenter.parsers import (
+    concept_list,
+    parse_comment,
+    parse_draft,
+    parse_evaluation,
+    parse_exposition,
+    parse_plan,
+    parse_review,
+    split_heading,
+    strip_chatter,
+)
 from services.modules.parsing import ParseError
 
 PARSERS = {C.PLAN: parse_plan, C.EVALUATE: parse_evaluation, C.DRAFT: parse_draft, C.EXPOSITION: parse_exposition,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from services.modules import capacity as CAP
 from services.modules.explorer import model as M
 from services.modules.explorer import threads as T
-from tests.unit.test_explorer_flow import check_applied_once, rig  # noqa: F401  (fixture)
+from tests.unit.test_explorer_flow import check_applied_once
 
 DAY = 86400.0
 
@@ -255,6 +255,7 @@ def test_an_explore_turn_served_elsewhere_moves_the_threads_explore_account(rig)
 
 def test_capacity_settings_are_validated():
     import pytest
+
     from services.modules.documenter.settings import settings_from_table as doc_settings
     from shared.config import ConfigError
     s = M.settings_from_table({"member_patience": 60, "max_waiting_threads": 0})

@@ -8,8 +8,6 @@ settled results (``sweep``) and plan.
 """
 from __future__ import annotations
 
-import pytest
-
 from services.backends import sim_answers as S
 from services.modules.base import Store
 from services.modules.explorer import model as M
@@ -121,19 +119,6 @@ class Rig:
 
     def blessed(self) -> list:
         return [i for i in self.values("insights/") if i["status"] == "blessed"]
-
-
-@pytest.fixture
-def rig(tmp_path):
-    made = []
-
-    def factory(**kw):
-        r = Rig(tmp_path / f"rig{len(made)}", **kw)
-        made.append(r)
-        return r
-    yield factory
-    for r in made:
-        r.h.close()
 
 
 def check_applied_once(values, tasks: list[dict]) -> None:

@@ -12,7 +12,6 @@ from services.modules import capacity as CAP
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import threads as T
-from tests.unit.test_explorer_flow import rig  # noqa: F401  (fixture)
 
 NAMES = ["a", "b", "c"]
 MODES = {n: ("standard", "deep") for n in NAMES}

@@ -11,7 +11,6 @@ from services.modules.explorer.model import BLESS as B
 from services.modules.explorer.model import MAYBE as Q
 from services.modules.explorer.model import REJECT as X
 
-
 # --- the outcome table ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ratings,kind,rating", [
@@ -167,7 +166,7 @@ def test_round3_adopts_the_minoritys_rewording_when_the_majority_accepts():
 def test_three_way_split_in_round2_is_interesting():
     review, insight = fresh()
     c = ctx(math_check=False)
-    for rnd in (1, 2):
+    for _round in (1, 2):
         for who, rating in (("a", B), ("b", Q), ("c", X)):
             answer(review, insight, c, who, **r1(rating))
     assert insight["status"] == "interesting" and not insight["disputed"] and review["outcome"]["round"] == 2

@@ -221,6 +221,7 @@ def test_a_bad_settings_table_stops_the_module_with_the_config_exit_code(tmp_pat
 
 def test_an_exchange_stores_its_sections_only_when_its_response_does_not_give_them_back():
     import random
+
     from services.backends import sim_answers as SA
     from services.modules.explorer import parsers as PP
     thread, task = {"id": "s.t1"}, {"id": 5, "requires": {}, "payload": {"prompt": "p"}}

@@ -6,11 +6,10 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+import zmq
 
 from services.modules.base import REFUSED_EFFECT, Effect, ModuleService, Store
 from services.modules.parsing import ParseError
-import zmq
-
 from shared.clock import Clock, FakeClock
 from shared.errors import ErrorCode, FanoError
 

@@ -10,9 +10,18 @@ import pytest
 
 from services.backends.base import Turn
 from services.backends.openai_compat import OpenAIProvider, SlotPool, slot_dir
-from services.backends.openai_wire import (Answer, SSEDecoder, StreamError, classify_http, classify_stream_error,
-                                           error_message, parse_data, parse_retry_after, parse_settings,
-                                           server_root)
+from services.backends.openai_wire import (
+    Answer,
+    SSEDecoder,
+    StreamError,
+    classify_http,
+    classify_stream_error,
+    error_message,
+    parse_data,
+    parse_retry_after,
+    parse_settings,
+    server_root,
+)
 from shared.clock import FakeClock
 from shared.config import ConfigError
 
@@ -159,7 +168,7 @@ def test_error_message_shapes():
 
 
 def test_retry_after_seconds_and_dates():
-    now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+    now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC).timestamp()
     assert parse_retry_after("30", now) == 30
     assert parse_retry_after("-4", now) is None
     assert parse_retry_after(email.utils.formatdate(now + 90, usegmt=True), now) == 90

@@ -1,8 +1,19 @@
 """Tolerant parsers: the near misses real models produce are accepted; unusable answers raise ParseError."""
 import pytest
 
-from services.modules.parsing import (ParseError, blocks, bullets, choice, field, is_rule, labelled_blocks, normalize,
-                                      number, proportion, sections)
+from services.modules.parsing import (
+    ParseError,
+    blocks,
+    bullets,
+    choice,
+    field,
+    is_rule,
+    labelled_blocks,
+    normalize,
+    number,
+    proportion,
+    sections,
+)
 
 
 @pytest.mark.parametrize("text", [

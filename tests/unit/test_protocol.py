@@ -7,8 +7,6 @@ import pytest
 from shared import protocol
 from shared.errors import ErrorCode, FanoError
 
-from tests.unit.corehelp import core, make_core  # noqa: F401  (fixtures)
-
 H = protocol.HEADER
 RID = "r" * 16
 

@@ -11,8 +11,6 @@ import pytest
 
 from shared import protocol, sockets
 
-from tests.unit.corehelp import core, make_core  # noqa: F401  (fixtures)
-
 
 def task(key="k1", **requires):
     return {"key": key, "module": "explorer", "kind": "ask", "requires": requires}

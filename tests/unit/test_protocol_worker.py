@@ -14,7 +14,6 @@ import pytest
 
 from shared import protocol
 from shared.errors import FanoError
-
 from tests.unit.test_scheduler_logic import W1, W2, make_core, submitted
 
 WH = protocol.WORKER_HEADER

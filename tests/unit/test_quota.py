@@ -9,7 +9,7 @@ import pytest
 from shared import quota as Q
 from shared.errors import ErrorCode
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 HOUR = 3600.0
 DAY = 86400.0
 

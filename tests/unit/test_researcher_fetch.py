@@ -10,8 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.modules.researcher.fetch import (RATE_FILE, DiskCache, Fetcher, FetchError, FetchPool, RateLimiter,
-                                               html_to_text)
+from services.modules.researcher.fetch import (
+    RATE_FILE,
+    DiskCache,
+    Fetcher,
+    FetchError,
+    FetchPool,
+    RateLimiter,
+    html_to_text,
+)
 from tests.support import wait_for
 
 PAGE = (b"<html><head><title>The Fano plane</title><style>p {color: red}</style></head><body>"

@@ -6,8 +6,13 @@ import pytest
 
 from services.backends import sim_answers as sa
 from services.modules.parsing import ParseError
-from services.modules.researcher.parsers import (extract_json, numbers_of, parse_evaluation, parse_findings,
-                                                 parse_questions)
+from services.modules.researcher.parsers import (
+    extract_json,
+    numbers_of,
+    parse_evaluation,
+    parse_findings,
+    parse_questions,
+)
 
 Q = {"questions": [{"question": "Where else does 168 appear?", "type": "supporting", "concepts": ["GL(3,2)"],
                     "numbers": [168], "priority": 7}]}

@@ -9,8 +9,7 @@ import pytest
 from services.modules.base import Store
 from services.modules.researcher import model as M
 from services.modules.researcher.fetch import FetchError, Page
-from services.modules.researcher.service import (EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS,
-                                                 ResearcherService)
+from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS, ResearcherService
 from shared.clock import FakeClock
 from shared.config import load_config
 from tests.support import toml_value

@@ -2,8 +2,20 @@
 import pytest
 
 from services.scheduler import queries
-from tests.unit.test_scheduler_logic import (T0, W1, W2, advance, assigns, done, event, make_core, ready,
-                                             running, submitted, timer)
+from tests.unit.test_scheduler_logic import (
+    T0,
+    W1,
+    W2,
+    advance,
+    assigns,
+    done,
+    event,
+    make_core,
+    ready,
+    running,
+    submitted,
+    timer,
+)
 
 HANDOFF = 900.0
 TWO = (("a1", "sim", ("standard",)), ("a2", "sim", ("standard",)))

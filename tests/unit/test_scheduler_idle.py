@@ -1,7 +1,18 @@
 """Idle while work waits (services/scheduler/idle.py): SchedulerCore on a fake clock, no sockets."""
 from services.scheduler import queries
-from tests.unit.test_scheduler_logic import (T0, W1, W2, advance, assigns, done, event, make_core, msg, ready,
-                                             running, submitted)
+from tests.unit.test_scheduler_logic import (
+    T0,
+    W1,
+    W2,
+    advance,
+    assigns,
+    done,
+    event,
+    make_core,
+    ready,
+    running,
+    submitted,
+)
 
 QUOTA_MSG = "account a2 standard quota 80/80 (80/3h) for module explorer"
 

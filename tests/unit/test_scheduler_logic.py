@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from services.scheduler import queries
+from services.scheduler.core import SchedulerCore
 from shared import protocol
 from shared.clock import FakeClock
 from shared.config import AccountConfig, Config, SchedulerConfig
 from shared.errors import BrokerUnavailable
-from services.scheduler import queries
-from services.scheduler.core import SchedulerCore
 
 T0 = 1_700_000_000.0
 W1, W2, W3 = b"w1", b"w2", b"w3"

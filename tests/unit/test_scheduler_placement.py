@@ -6,8 +6,7 @@ import pytest
 
 from services.scheduler import placement as P
 from services.scheduler.core import SchedulerCore
-from services.scheduler.placement import (Conversations, Latencies, Option, config_hints, could_leave,
-                                         leave_to_others)
+from services.scheduler.placement import Conversations, Latencies, Option, config_hints, could_leave, leave_to_others
 from shared.config import AccountConfig
 from tests.unit.test_scheduler_logic import T0, assigns, done, event, make_core, msg, ready, submitted, timer
 

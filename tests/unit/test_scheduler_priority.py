@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from shared.config import SchedulerConfig
 from services.scheduler.priority import PriorityModel, QTask
 from services.scheduler.queue import TaskQueue
+from shared.config import SchedulerConfig
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -176,7 +176,8 @@ def test_delayed_tasks_enter_their_bin_when_due():
     q = TaskQueue(m)
     q.push(task(1, not_before=T0 + 100), T0)
     q.push(task(2, not_before=T0 + 50, priority=10), T0)
-    admit = lambda key: 0.0
+    def admit(key):
+        return 0.0
     assert q.best(T0, admit) is None
     assert q.next_due() == T0 + 50
     assert q.delayed_count == 2 and q.ready_count == 0
@@ -196,7 +197,8 @@ def test_weight_and_backlog_changes_need_no_reinsertion():
     q.push(task(1, module="explorer", created=T0 - 10), T0)
     q.push(task(2, module="documenter", created=T0), T0)
     counts = {"explorer": 1, "documenter": 1}
-    admit = lambda key: m.module_term(key[1], counts[key[1]])
+    def admit(key):
+        return m.module_term(key[1], counts[key[1]])
     assert q.best(T0, admit)[0].id == 1       # equal priority: the older first
     m.set_weights({"documenter": 1})
     assert q.best(T0, admit)[0].id == 2
@@ -212,7 +214,8 @@ def test_aging_overtakes_then_stops_at_the_cap():
     new = task(2, kind="x.explore", created=T0 + 4 * HOUR)    # 50
     q.push(old, T0 + 4 * HOUR)
     q.push(new, T0 + 4 * HOUR)
-    admit = lambda key: 0.0
+    def admit(key):
+        return 0.0
     assert q.best(T0 + 4 * HOUR, admit)[0].id == 1            # 45+8 > 50
     # both capped much later: 45+20 < 50+20 — the newer one wins again
     assert q.best(T0 + 40 * HOUR, admit)[0].id == 2
@@ -227,7 +230,8 @@ def _ops_per_pick(n: int, picks: int = 300) -> float:
     for i in range(n):
         q.push(task(i + 1, module=rng.choice(["e", "d", "r"]), cls=rng.choice("ABCD"),
                     priority=rng.randint(0, 100), created=now - rng.uniform(0, 20 * HOUR)), now)
-    admit = lambda key: 0.0 if key[0] in ("A", "B") else None
+    def admit(key):
+        return 0.0 if key[0] in ("A", "B") else None
     first = q.best(now, admit)   # settles the cap migrations that are due (amortised: once per task)
     q.remove(first[0].id)
     q.ops = 0
@@ -254,7 +258,8 @@ def test_migrations_and_lazy_deletions_are_amortised():
         q.push(task(i + 1, cls=rng.choice("AB"), created=now - rng.uniform(0, 20 * HOUR)), now)
     for i in range(0, n, 2):
         q.remove(i + 1)                      # half removed: garbage, compacted along the way
-    admit = lambda key: 0.0
+    def admit(key):
+        return 0.0
     q.ops = 0
     for _ in range(200):
         now += 10 * 60                       # time passes: tasks cross the cap and migrate

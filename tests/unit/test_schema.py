@@ -6,9 +6,8 @@ import random
 import lmdb
 import pytest
 
-from shared.protocol import pack_value
-
 from services.broker import schema as S
+from shared.protocol import pack_value
 
 
 def lmdb_order(tmp_path, keys: list[bytes]) -> list[bytes]:

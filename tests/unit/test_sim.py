@@ -9,6 +9,7 @@ import re
 import statistics
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -19,7 +20,7 @@ from services.backends.sim_log import LogCorrupt, SimLog, check_log, read_log, r
 from shared.clock import Clock, FakeClock
 from shared.config import load_config
 
-T0 = dt.datetime(2024, 1, 10, 13, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, 13:00 UTC
+T0 = dt.datetime(2024, 1, 10, 13, 0, tzinfo=dt.UTC).timestamp()   # a Wednesday, 13:00 UTC
 never = lambda: False  # noqa: E731
 
 
@@ -367,7 +368,7 @@ def test_cancel_during_latency_is_seen_within_a_slice(tmp_path):
     with pytest.raises(ProviderError) as exc:
         p.send(turn(), cancelled)
     assert exc.value.error_class == "unknown" and len(calls) == 4
-    assert max(b - a for a, b in zip(calls, calls[1:])) < 0.09
+    assert max(b - a for a, b in pairwise(calls)) < 0.09
 
 
 # --- reconciliation ---------------------------------------------------------------------------------------

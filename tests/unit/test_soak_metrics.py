@@ -5,7 +5,7 @@ import json
 from ops import soak_metrics as SM
 from shared.quota import normalize_windows
 
-T0 = dt.datetime(2024, 1, 10, 13, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday
+T0 = dt.datetime(2024, 1, 10, 13, 0, tzinfo=dt.UTC).timestamp()   # a Wednesday
 ACCOUNTS = {"a": ("sim", ["standard", "deep"]), "b": ("sim", ["standard"])}
 
 
@@ -62,7 +62,7 @@ def test_busy_integrates_eligible_time_from_the_previous_sample():
 
 def test_deep_budgets_count_complete_periods_and_the_weekly_cap():
     wins = normalize_windows(["2/day@00:00 UTC", "5/week@mon 00:00 UTC"])
-    day0 = dt.datetime(2024, 1, 8, tzinfo=dt.timezone.utc).timestamp()     # a Monday, midnight
+    day0 = dt.datetime(2024, 1, 8, tzinfo=dt.UTC).timestamp()     # a Monday, midnight
     times = [day0 + d * 86400 + 3600 * k for d in range(4) for k in (1, 2)]   # 2 a day Mon-Thu (Thu: over the week's 5)
     out = SM.deep_budgets({"a": times[:5]}, {"a": wins}, day0 - 1, day0 + 4 * 86400 + 1)
     # Mon 2/2, Tue 2/2, Wed 1/1 (weekly 5 - 4 used before), Thu 0/0: all of what was available

@@ -5,13 +5,12 @@ import itertools
 
 import pytest
 
-from shared.clock import FakeClock
-from shared.config import BrokerConfig
-from shared.errors import ErrorCode, FanoError
-
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Ledger, Tx
+from shared.clock import FakeClock
+from shared.config import BrokerConfig
+from shared.errors import ErrorCode, FanoError
 
 # DESIGN.md §5 and the states.py docstring, written out independently
 EXPECTED = {

@@ -6,8 +6,6 @@ broker's housekeeping runs (docs/storage.md lists what is working data)."""
 from __future__ import annotations
 
 from services.broker.core import PRUNE_EVERY
-from services.modules.explorer import model as M
-from tests.unit.test_explorer_flow import rig  # noqa: F401  (fixture)
 
 RECORD = ("seeds/", "threads/", "exchanges/", "syntheses/", "insights/", "reviews/")
 

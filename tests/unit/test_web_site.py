@@ -6,8 +6,15 @@ import pytest
 
 from services.backends.web import site as site_mod
 from services.backends.web.settings import parse_settings
-from services.backends.web.site import (REQUIRED_MESSAGES, REQUIRED_MODES, REQUIRED_SELECTORS, SITES_DIR,
-                                        SiteError, load_site, parse_site)
+from services.backends.web.site import (
+    REQUIRED_MESSAGES,
+    REQUIRED_MODES,
+    REQUIRED_SELECTORS,
+    SITES_DIR,
+    SiteError,
+    load_site,
+    parse_site,
+)
 
 SITES = ("chatgpt", "gemini")
 

@@ -5,8 +5,7 @@ import urllib.request
 
 import pytest
 
-from ops.standins.chat_site import ChatSiteServer
-from ops.standins.chat_site import DEFAULT_PORT, main
+from ops.standins.chat_site import DEFAULT_PORT, ChatSiteServer, main
 from ops.standins.chat_site.scenarios import PREAMBLE, SHORT_ANSWER, scenario_of, turn_state
 
 

@@ -9,7 +9,7 @@ from services.backends.web.warnings import classify, classify_reply, parse_reset
 
 NY = ZoneInfo("America/New_York")
 PARIS = ZoneInfo("Europe/Paris")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # Tuesday 10 March 2026, 13:00 in New York (17:00 UTC; DST started on Sunday 8 March)
 NOW = dt.datetime(2026, 3, 10, 13, 0, tzinfo=NY).timestamp()
 H, M = 3600.0, 60.0

@@ -13,8 +13,8 @@ import pytest
 from services.backends import registry
 from services.backends.base import DEFAULT_REQUEST_TIMEOUTS, REQUEST_TIMEOUT_GRACE, Provider, ProviderError, Reply
 from services.backends.runner import Job, TurnRunner, build_turn
-from shared.config import AccountConfig, ConfigError
 from shared.clock import FakeClock
+from shared.config import AccountConfig, ConfigError
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from tests.support import REPO
 

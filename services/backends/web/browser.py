@@ -24,8 +24,9 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class BrowserHost:
     def context(self):
         if self._ctx is None:
             if self._pw is None:
-                from playwright.sync_api import sync_playwright   # lazy: sim workers never import it
+                from playwright.sync_api import sync_playwright  # lazy: sim workers never import it
                 self._pw_manager = sync_playwright()
                 self._pw = self._pw_manager.start()
             ctx = self._launch(self._pw)

@@ -74,16 +74,16 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key
+from services.backends.web import recover
 from services.backends.web.browser import BrowserHost, ProfileLock, kill_previous, record_browser
 from services.backends.web.gate import ProgressWatch, Sample, TurnGate
 from services.backends.web.operator import OperatorSession
-from services.backends.web import recover
 from services.backends.web.page import ChatPage, PageSample, SiteProblem, playwright_error
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from services.backends.web.site import NOTICE_CLASSES
 
@@ -191,7 +191,7 @@ def _clock_reset(m: re.Match, text: str, now: float, tz: dt.tzinfo) -> float | N
     if hm is None:
         return None
     h, minute = hm
-    zone = dt.timezone.utc if m.group("tz") else tz
+    zone = dt.UTC if m.group("tz") else tz
     local_now = dt.datetime.fromtimestamp(now, zone)
     day = local_now.date()
     dated = m if (m.group("wd") or m.group("mon") or m.group("mon2")) else _DATE_AFTER.match(text, m.end())

@@ -30,15 +30,13 @@ its restarts.
 """
 from __future__ import annotations
 
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
-from shared.scheduler_client import query
-
 from services.modules import prompts
-from services.modules.base import Effect, ModuleService, Store
-from services.modules.parsing import ParseError
-
 from services.modules.advisor import logic as L
 from services.modules.advisor.settings import load_settings
+from services.modules.base import Effect, ModuleService, Store
+from services.modules.parsing import ParseError
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.scheduler_client import query
 
 STATE, SAMPLES = "state", "samples"
 

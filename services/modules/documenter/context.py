@@ -11,7 +11,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from services.modules import prompts
-
 from services.modules.documenter.model import Doc
 from services.modules.documenter.settings import Settings
 
@@ -81,7 +80,7 @@ def priority_of(insight: dict) -> float:
 def when(ts) -> str:
     if not isinstance(ts, (int, float)):
         return "an unknown date"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 def outline(doc: Doc) -> str:

@@ -41,13 +41,17 @@ from __future__ import annotations
 import hashlib
 
 from services.modules import dedup
-from services.modules.parsing import ParseError
-
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
-from services.modules.documenter.parsers import (parse_draft, parse_evaluation, parse_exposition, parse_plan,
-                                                 split_heading)
+from services.modules.documenter.parsers import (
+    parse_draft,
+    parse_evaluation,
+    parse_exposition,
+    parse_plan,
+    split_heading,
+)
 from services.modules.documenter.settings import Settings
+from services.modules.parsing import ParseError
 
 MAX_ACTIVE = Settings.max_active       # defaults; ``[modules.documenter]`` max_active / max_disputes
 MAX_DISPUTES = Settings.max_disputes

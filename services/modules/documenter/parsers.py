@@ -8,7 +8,8 @@ what was asked raises :class:`ParseError` with a message naming what is missing;
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 from services.modules.parsing import ParseError, choice, field, normalize
 

@@ -16,16 +16,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
-
 from services.modules import capacity as CAP
 from services.modules.base import Effect, ModuleService, Store
-from services.modules.parsing import ParseError
-
 from services.modules.documenter import context as C
 from services.modules.documenter import export, flow, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
+from services.modules.parsing import ParseError
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
 SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots
 HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,

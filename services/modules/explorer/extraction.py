@@ -60,7 +60,7 @@ def extract_task(thread: dict, account: str, synthesis: dict, exchanges: list[di
 def proposals_text(proposals: list[dict]) -> str:
     parts = []
     for p in proposals:
-        for n, b in enumerate(p.get("blocks") or [], 1):
+        for b in p.get("blocks") or []:
             s = b.get("scores") or {}
             scores = ", ".join(f"{k}={s.get(k) if s.get(k) is not None else '-'}" for k in ("impact", "intuition", "surprise"))
             parts.append(f"INSIGHT: {b['text']}\n(proposed by {p['account']}; scores {scores})")

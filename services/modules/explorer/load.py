@@ -138,7 +138,7 @@ def route_critic(thread: dict, accounts: list[str], settings: M.ExplorerSettings
     ``critic_account`` cleared, when the critic moves off the account holding its conversation)."""
     if load is None or not load.cap.known:
         return thread
-    from services.modules.explorer.threads import critic_accounts   # threads imports this module
+    from services.modules.explorer.threads import critic_accounts  # threads imports this module
     gen, held = int(thread.get("critic_conv") or 0), thread.get("critic_account")
     preferred = critic_accounts(dict(thread, critic_account=None), accounts, settings) or \
         [a for a in accounts if a != thread.get("explore_account")] or list(accounts)

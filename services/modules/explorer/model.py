@@ -97,9 +97,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
-from shared.config import ConfigError
-
 from services.modules import prompts
+from shared.config import ConfigError
 
 MODULE = "explorer"
 

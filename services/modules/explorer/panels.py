@@ -32,15 +32,14 @@ from __future__ import annotations
 import copy
 import os
 
-from shared import scheduler_client
-from shared.errors import BrokerUnavailable, FanoError
-
 from services.modules import capacity as CAP
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
 from services.modules.explorer.recovery import OPEN_REVIEW
 from services.modules.explorer.state import Ops, effective_status
+from shared import scheduler_client
+from shared.errors import BrokerUnavailable, FanoError
 
 WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
                         # (or repair_interval, if shorter)
@@ -168,7 +167,7 @@ class Panels:
                     self.log.info("task %s not cancelled: %s", tid, exc.message)
 
     def skip_extractors(self, cap: CAP.Capacity, pending: dict) -> None:
-        for key, version, thread in self.store.scan("threads/"):
+        for _key, version, thread in self.store.scan("threads/"):
             if not isinstance(thread, dict):
                 continue
             self._cancel((thread.get("panel_skipped") or {}).values(), pending, "extraction member skipped")

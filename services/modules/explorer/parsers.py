@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import re
 
-from services.modules.parsing import (ParseError, blocks, bullets, choice, field, labelled_blocks, normalize,
-                                      proportion, sections)
-
 from services.modules.explorer.model import ABANDON, BLESS, MAYBE, REJECT
+from services.modules.parsing import (
+    ParseError,
+    blocks,
+    bullets,
+    choice,
+    field,
+    labelled_blocks,
+    normalize,
+    proportion,
+    sections,
+)
 
 EXPLORE_SECTIONS = ["NEW_INSIGHTS", "CONNECTIONS", "QUESTIONS"]
 CRITIQUE_SECTIONS = ["CRITICAL_ISSUES", "PROMISING_DIRECTIONS", "PROBING_QUESTIONS"]

@@ -26,9 +26,8 @@ task; the operator's adjustment and the module's cannot be told apart).
 """
 from __future__ import annotations
 
-from shared.errors import ErrorCode, FanoError
-
 from services.modules.explorer import model as M
+from shared.errors import ErrorCode, FanoError
 
 BROKER_DEFAULT_PRIORITY = 50      # the broker's default task priority: an adjustment of 0
 LIVE_STATES = ("PENDING", "PAUSED", "RUNNING")

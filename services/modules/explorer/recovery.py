@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import copy
 
-from shared.errors import ErrorCode, FanoError
-
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
 from services.modules.explorer.state import Ops, effective_status
+from shared.errors import ErrorCode, FanoError
 
 REVIEW_KINDS = (M.REVIEW1, M.MATHCHECK, M.REVIEW2, M.REVIEW3)
 OPEN_REVIEW = ("round1", "mathcheck", "round2", "round3_minority", "round3_majority", "round3_vote")

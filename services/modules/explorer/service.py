@@ -31,11 +31,11 @@ from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
 from services.modules.explorer import parsers as P
-from services.modules.explorer.panels import Panels
 from services.modules.explorer import priorities as PR
 from services.modules.explorer import review as R
 from services.modules.explorer import seeds as S
 from services.modules.explorer import threads as T
+from services.modules.explorer.panels import Panels
 from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recovery
 from services.modules.explorer.state import Ops, StateReader
 

@@ -335,7 +335,7 @@ class Fetcher:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise FetchError("timeout", f"no answer within {self.timeout:g}s") from None
             raise FetchError("network", f"cannot reach {url}: {exc.reason}") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise FetchError("timeout", f"no answer within {self.timeout:g}s") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise FetchError("network", f"cannot fetch {url}: {exc!r}") from None
@@ -368,7 +368,7 @@ class Fetcher:
                 if size > self.max_bytes:
                     raise FetchError("oversize", f"body exceeds the limit of {self.max_bytes} bytes", permanent=True)
                 chunks.append(chunk)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise FetchError("timeout", f"body stalled for {self.timeout:g}s") from None
         except (OSError, http.client.HTTPException) as exc:
             raise FetchError("network", f"connection broke while reading: {exc!r}") from None

@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
-
 from services.modules import dedup, prompts
 from services.modules.base import Effect, ModuleService, Store
-from services.modules.researcher import crossref, model as M, parsers
+from services.modules.researcher import crossref, parsers
+from services.modules.researcher import model as M
 from services.modules.researcher.fetch import Fetcher, FetchError, FetchPool
 from services.modules.researcher.settings import load_settings
 from services.modules.researcher.trust import DEFAULT_TRUSTED, TrustPolicy
+from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 
 GENERATE_QUESTIONS = "researcher.generate_questions"
 EVALUATE_SOURCE = "researcher.evaluate_source"
@@ -205,7 +205,7 @@ class ResearcherService(ModuleService):
     def collect_fetches(self) -> None:
         if self.pool is None:
             return
-        for sid, url, result in self.pool.results():
+        for sid, _url, result in self.pool.results():
             self.apply_fetch(sid, result)
 
     def apply_fetch(self, sid: str, result) -> bool:

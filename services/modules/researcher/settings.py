@@ -38,10 +38,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from shared.config import ConfigError
-
 from services.modules.researcher.fetch import DEFAULT_TYPES
 from services.modules.settings_table import coerce_table
+from shared.config import ConfigError
 
 SIZES = frozenset({"max_bytes", "cache_max_bytes"})   # keys that take a size such as "2MiB"
 

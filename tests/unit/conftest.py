@@ -1,0 +1,50 @@
+"""Fixtures shared by the unit tests; pytest finds them here, so test modules never import a fixture.
+
+- ``make_core`` / ``core``: a :class:`tests.unit.corehelp.CoreHarness` (a BrokerCore on a temporary LMDB
+  with a FakeClock, no sockets), closed after the test.
+- ``rig``: the explorer against the in-process core (:class:`tests.unit.test_explorer_flow.Rig`).
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.corehelp import CoreHarness
+
+
+@pytest.fixture
+def make_core(tmp_path):
+    """Factory: ``make_core(broker={...}, quotas={...}, clock=FakeClock(...), scheduler={...})``; each in its
+    own directory."""
+    made = []
+
+    def factory(broker=None, quotas=None, clock=None, scheduler=None):
+        root = tmp_path / f"core{len(made)}"
+        root.mkdir()
+        h = CoreHarness.make(root, broker, quotas, clock, scheduler)
+        made.append(h)
+        return h
+
+    yield factory
+    for h in made:
+        h.close()
+
+
+@pytest.fixture
+def core(make_core):
+    return make_core()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    """Factory: ``rig(accounts=..., settings=..., seed=...)`` -> an explorer Rig, each in its own directory."""
+    from tests.unit.test_explorer_flow import Rig  # the Rig lives beside the flow tests that define it
+
+    made = []
+
+    def factory(**kw):
+        r = Rig(tmp_path / f"rig{len(made)}", **kw)
+        made.append(r)
+        return r
+    yield factory
+    for r in made:
+        r.h.close()
