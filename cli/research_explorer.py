@@ -11,9 +11,9 @@ Seed; ``seeds priority`` -> ``{"seed", "threads": [thread ids that followed]}``;
 ``{"removed": id}``; ``seeds import`` -> ``{"added", "updated", "unchanged": [ids]}``; ``threads ls`` ->
 ``{"threads": [Thread]}``; ``threads show`` -> ``{"thread", "exchanges", "synthesis", "proposals",
 "insights"}`` (with ``--prompts`` each exchange has its turn's ``prompt``: kept by the exchange record,
-which refers to the exchanges it quotes; null for none); ``threads pause|resume|archive`` -> Thread; ``insights ls`` -> ``{"insights": [Insight],
-"stages": {insight_id: review stage}}``; ``insights show`` -> ``{"insight", "review"}``; ``insights
-bless|reject|interesting|priority`` -> Insight.
+which refers to the exchanges it quotes; null for none); ``threads pause|resume|archive`` -> Thread; ``insights ls`` ->
+``{"insights": [Insight], "stages": {insight_id: review stage}}``; ``insights show`` -> ``{"insight", "review"}``;
+``insights bless|reject|interesting|priority`` -> Insight.
 """
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def _seed_error(exc) -> None:
 
 @seeds.command("add")
 @click.argument("text")
-@click.option("--type", "kind", type=click.Choice(["axiom", "conjecture", "question"]), default="conjecture", show_default=True)
+@click.option("--type", "kind", type=click.Choice(["axiom", "conjecture", "question"]), default="conjecture",
+              show_default=True)
 @click.option("--priority", default="5", show_default=True, help="1-10 or high/medium/low.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--id", "sid", default=None, help="Seed id (default: derived from the text).")
@@ -92,7 +93,8 @@ def seeds_add(text, kind, priority, tags, sid):
     from services.modules.explorer import model as M
     from services.modules.explorer.seeds import SeedError, validate
     try:
-        seed = validate({"id": sid, "type": kind, "text": text, "priority": int(priority) if priority.isdigit() else priority,
+        seed = validate({"id": sid, "type": kind, "text": text, "priority": int(priority) if priority.isdigit()
+                         else priority,
                          "tags": list(tags)}, _now())
     except SeedError as exc:
         _seed_error(exc)
@@ -204,7 +206,8 @@ def _set_seed_priority(seed_id: str, prio: int) -> dict:
     from services.modules.explorer import model as M
 
     def read():
-        threads = [(v, t) for t in _scan("threads/") if t["seed_id"] == seed_id and t["status"] not in ("extracted", "archived")
+        threads = [(v, t) for t in _scan("threads/") if t["seed_id"] == seed_id
+                   and t["status"] not in ("extracted", "archived")
                    for v in [_get(M.thread_key(t["id"]))[0]]]
         return _must(M.seed_key(seed_id), "seed", seed_id), threads
 
@@ -269,7 +272,8 @@ def threads():
 @json_option
 def threads_ls(status, seed_id):
     """List threads: status, turns, priority, where they explore, errors."""
-    rows = [t for t in _scan("threads/") if (status is None or t["status"] == status) and (seed_id is None or t["seed_id"] == seed_id)]
+    rows = [t for t in _scan("threads/") if (status is None or t["status"] == status)
+            and (seed_id is None or t["seed_id"] == seed_id)]
     out({"threads": rows}, lambda d: V.threads_text(d["threads"]))
 
 
@@ -330,8 +334,10 @@ def threads_pause(thread_id):
     """Stop proposing turns for a thread; answers in flight are still recorded."""
     def change(t):
         if t["status"] not in ("active", "ready", "synthesised"):
-            fail(f"INVALID_STATE: thread {thread_id} is {t['status']}; only open threads can be paused", ExitCode.FAILURE)
-        return dict(t, status="paused", paused_from=t["status"], pause_reason="paused by the operator", updated_at=_now())
+            fail(f"INVALID_STATE: thread {thread_id} is {t['status']}; only open threads can be paused",
+                 ExitCode.FAILURE)
+        return dict(t, status="paused", paused_from=t["status"], pause_reason="paused by the operator",
+                    updated_at=_now())
     _thread_status(thread_id, "paused", change)
 
 
@@ -402,7 +408,8 @@ def _override(insight_id: str, status: str, note: str | None) -> None:
         (vi, ins), (vr, review) = state
         now = _now()
         new = dict(ins, status=status, decided_by="human", updated_at=now, last_error=None,
-                   overrides=list(ins.get("overrides") or []) + [{"from": ins["status"], "to": status, "at": now, "note": note}])
+                   overrides=list(ins.get("overrides") or [])
+                   + [{"from": ins["status"], "to": status, "at": now, "note": note}])
         if status == "blessed" and not ins.get("blessed_at"):
             new["blessed_at"] = now
         ops = [_put(M.insight_key(insight_id), new, vi)]

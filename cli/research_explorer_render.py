@@ -11,8 +11,10 @@ def seeds_text(seeds: list[dict], threads: dict) -> str:
     if not seeds:
         return "no seeds (add some: fanoctl seeds import seeds/demo.toml)"
     order = {"question": 0, "conjecture": 1, "axiom": 2}
-    rows = [[s["id"], s.get("type", "?"), s.get("priority", "-"), threads.get(s["id"], 0), ",".join(s.get("tags") or []) or "-",
-             s.get("text", "")] for s in sorted(seeds, key=lambda s: (order.get(s.get("type"), 3), -s.get("priority", 5), s["id"]))]
+    rows = [[s["id"], s.get("type", "?"), s.get("priority", "-"), threads.get(s["id"], 0),
+             ",".join(s.get("tags") or []) or "-",
+             s.get("text", "")]
+            for s in sorted(seeds, key=lambda s: (order.get(s.get("type"), 3), -s.get("priority", 5), s["id"]))]
     text = R.table(["ID", "TYPE", "PRIO", "THREADS", "TAGS", "TEXT"], rows, {4: 30, 5: 70})
     # what the explorer decided about a seed (services/modules/explorer/pacing.py), one line each
     notes = [f"{s['id']}: paused: {s['pause_reason']}" for s in seeds if s.get("paused")]
@@ -36,15 +38,18 @@ def threads_text(threads: list[dict]) -> str:
 
 def thread_text(d: dict) -> str:
     t = d["thread"]
-    lines = [R.fields([("thread", t["id"]), ("seed", f"{t['seed_id']} ({t.get('seed_type')}): {t.get('seed_text', '')}"),
+    lines = [R.fields([("thread", t["id"]),
+                       ("seed", f"{t['seed_id']} ({t.get('seed_type')}): {t.get('seed_text', '')}"),
                        ("status", t["status"] + (f" (from {t['paused_from']})" if t.get("paused_from") else "")),
-                       ("priority", t.get("priority")), ("turns", f"{t.get('exchanges', 0)} ({t.get('critiques', 0)} critiques)"),
+                       ("priority", t.get("priority")),
+                       ("turns", f"{t.get('exchanges', 0)} ({t.get('critiques', 0)} critiques)"),
                        ("explorer account", t.get("explore_account") or "-"), ("profundity", t.get("profundity")),
                        ("ready because", t.get("ready_reason") or "-"), ("panel", _panel(t)),
                        ("extraction", t.get("extraction_note") or "-"),
                        ("last error", t.get("last_error") or "-"), ("pause reason", t.get("pause_reason") or "-")])]
     for e in d.get("exchanges") or []:
-        head = f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} ({e.get('mode') or 'mode unknown'}) ==="
+        head = (f"\n=== turn {e['turn']}: {e['role'].upper()} on {e.get('backend') or '?'} "
+                f"({e.get('mode') or 'mode unknown'}) ===")
         if "prompt" in e:  # threads show --prompts
             prompt = e["prompt"] if e["prompt"] is not None else f"(not kept: task {e.get('task_id')} was compacted)"
             head += f"\n--- prompt ---\n{prompt}\n--- answer ---"
@@ -66,7 +71,8 @@ def _panel(t: dict) -> str:
     if not t.get("panel"):
         return "-"
     settled = t.get("panel_settled") or {}
-    return ", ".join(f"{a}:{settled.get(a, 'waiting')}" for a in t["panel"]) + (" (closed)" if t.get("panel_closed") else "")
+    return ", ".join(f"{a}:{settled.get(a, 'waiting')}" for a in t["panel"]) + (" (closed)" if t.get("panel_closed")
+                                                                                else "")
 
 
 def _rating(i: dict) -> str:
@@ -76,7 +82,8 @@ def _rating(i: dict) -> str:
 def insights_text(insights: list[dict], stages: dict) -> str:
     if not insights:
         return "no insights"
-    rows = [[i["id"], i["status"] + (f"({stages[i['id']]})" if i["status"] == "pending" and stages.get(i["id"]) else ""),
+    rows = [[i["id"], i["status"]
+             + (f"({stages[i['id']]})" if i["status"] == "pending" and stages.get(i["id"]) else ""),
              _rating(i), i.get("priority", "-"), f"v{i.get('version', 1)}", i.get("text", "")] for i in insights]
     return R.table(["ID", "STATUS", "RATING", "PRIO", "VER", "TEXT"], rows, {5: 90}) + "\n(RATING ! = disputed)"
 
@@ -97,17 +104,24 @@ def _response(who: str, r: dict) -> list[str]:
     return out
 
 
+def _llm_verdict(llm: dict) -> str:
+    if llm.get("duplicate"):
+        return "duplicate of " + str(llm.get("of"))
+    return "unresolved" if llm.get("unresolved") else "not a duplicate"
+
+
 def insight_text(d: dict) -> str:
     i, rv = d["insight"], d.get("review")
     dedup = i.get("dedup") or {}
     llm = dedup.get("llm") or {}
     pairs = [("insight", i["id"]), ("status", i["status"] + (" (disputed)" if i.get("disputed") else "")),
              ("decided by", i.get("decided_by") or "-"), ("priority", i.get("priority")),
-             ("text", i.get("text")), ("tags", ", ".join(i.get("tags") or []) or "-"), ("confidence", i.get("confidence") or "-"),
+             ("text", i.get("text")), ("tags", ", ".join(i.get("tags") or []) or "-"),
+             ("confidence", i.get("confidence") or "-"),
              ("thread", i.get("thread_id")), ("proposed by", ", ".join(i.get("proposed_by") or []) or "-"),
              ("depends on", ", ".join(i.get("depends_on") or []) or "-"),
              ("dedup", f"{dedup.get('verdict')} {dedup.get('candidates') or ''}".strip()
-              + (f"; LLM: {'duplicate of ' + str(llm.get('of')) if llm.get('duplicate') else 'unresolved' if llm.get('unresolved') else 'not a duplicate'}" if llm else "")),
+              + (f"; LLM: {_llm_verdict(llm)}" if llm else "")),
              ("duplicate of", i.get("duplicate_of") or "-"), ("last error", i.get("last_error") or "-")]
     lines = [R.fields(pairs)]
     if len(i.get("versions") or []) > 1:
@@ -117,19 +131,22 @@ def insight_text(d: dict) -> str:
         lines.append(f"override: {o['from']} -> {o['to']}" + (f" ({o['note']})" if o.get("note") else ""))
     if not rv:
         return "\n".join(lines + ["\nno review"])
-    lines.append(f"\nreview: stage {rv['stage']}; panel {', '.join(p['reviewer'] + '@' + p['account'] for p in rv['panel'])}")
+    panel = ", ".join(p["reviewer"] + "@" + p["account"] for p in rv["panel"])
+    lines.append(f"\nreview: stage {rv['stage']}; panel {panel}")
     for n in ("1", "2", "3"):
         rd = (rv.get("rounds") or {}).get(n)
         if n == "3" and rv.get("deliberation"):
             dl = rv["deliberation"]
-            lines.append(f"round 3 deliberation: minority {dl['minority']}, majority {dl['majority']} ({dl['majority_rating']})")
+            lines.append(f"round 3 deliberation: minority {dl['minority']}, majority {dl['majority']} "
+                         f"({dl['majority_rating']})")
             for label, r in (("argument", dl.get("argument")), ("answer", dl.get("answer"))):
                 if r:
                     lines += _response(f"{label} by {dl['minority'] if label == 'argument' else dl['majority']}", r)
         if not rd:
             continue
         o = rd.get("outcome") or {}
-        lines.append(f"round {n} (v{rd['version']}): {o.get('kind', 'in progress')}" + (f" {o['rating']}" if o.get("rating") else ""))
+        lines.append(f"round {n} (v{rd['version']}): {o.get('kind', 'in progress')}"
+                     + (f" {o['rating']}" if o.get("rating") else ""))
         for who, r in rd["responses"].items():
             lines += _response(who, r)
         left_out = {(x["reviewer"], x["step"]) for x in rv.get("replacements") or [] if x.get("to") is None}
@@ -138,9 +155,11 @@ def insight_text(d: dict) -> str:
                                   else "dropped after retries") for who in rd.get("dropped") or []]
         if n == "1" and rv.get("math"):
             m = rv["math"]
-            lines.append(f"math check: {m['verdict']}" + (f" (confidence {m['confidence']:.2f})" if isinstance(m.get("confidence"), float) else ""))
+            lines.append(f"math check: {m['verdict']}"
+                         + (f" (confidence {m['confidence']:.2f})" if isinstance(m.get("confidence"), float) else ""))
     for x in rv.get("replacements") or []:
-        lines.append(f"seat {x['reviewer']} in {x['step']}: {x['from']} -> {x.get('to') or 'left out'} ({x.get('why', '')})")
+        lines.append(f"seat {x['reviewer']} in {x['step']}: {x['from']} -> {x.get('to') or 'left out'} "
+                     f"({x.get('why', '')})")
     for mc in rv.get("mind_changes") or []:
         lines.append(f"mind change: {mc['reviewer']} in round {mc['round']}: {mc['from']} -> {mc['to']}")
     for w in rv.get("rewordings") or []:

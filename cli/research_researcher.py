@@ -79,7 +79,8 @@ def sources_text(d: dict) -> str:
     rows = []
     for s in d["sources"]:
         trust = "-" if s.get("trust_score") is None else f"{s['trust_score']} t{s.get('trust_tier', 0)}"
-        err = (s.get("error") or {}).get("message") if s.get("status", "").endswith(("failed", "excluded", "empty")) else ""
+        failed = s.get("status", "").endswith(("failed", "excluded", "empty"))
+        err = (s.get("error") or {}).get("message") if failed else ""
         rows.append([s["id"], s.get("status"), trust, s.get("findings", 0), s.get("origin"),
                      s.get("url") + (f"  ({err})" if err else "")])
     return R.table(["ID", "STATUS", "TRUST", "FINDINGS", "ORIGIN", "URL"], rows, {4: 20, 5: 100})
@@ -165,7 +166,8 @@ def _resolve_finding(prefix: str) -> dict:
 @click.argument("finding")
 @click.option("--type", "kind", type=click.Choice(["question", "conjecture"]), default=None,
               help="Seed type (default: question for challenging/contextual findings, else conjecture).")
-@click.option("--priority", type=click.IntRange(1, 10), default=None, help="Seed priority 1-10 (default: confidence x 10).")
+@click.option("--priority", type=click.IntRange(1, 10), default=None,
+              help="Seed priority 1-10 (default: confidence x 10).")
 @json_option
 def promote(finding, kind, priority):
     """Propose FINDING (id or unique prefix) as a seed: writes promotions/<id> for the explorer to import."""

@@ -15,7 +15,8 @@ after which no task was done any more while tasks were pending). ``busy`` is eac
 the world seconds its completed tasks ran (each DONE task's last RUNNING -> DONE stretch, by the account
 that served it; failed attempts are not counted, so it is a slight underestimate) over the run's world
 seconds, in total (``all``) and per ``--bucket`` world minutes (``by_bucket``: [start minute,
-{account: share}]). The default configuration's measurement is in the README ("Following capacity"). Only sim accounts make sense here (real ones would be asked for real).
+{account: share}]). The default configuration's measurement is in the README ("Following capacity"). Only sim accounts
+make sense here (real ones would be asked for real).
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def sample(client, world_min: float) -> dict:
     threads = [v for _, _, v in client.kv_items("explorer", "threads/") if isinstance(v, dict)]
     blessed = sum(1 for _, _, v in client.kv_items("explorer", "insights/") if isinstance(v, dict)
                   and v.get("status") == "blessed")
-    return {"world_min": round(world_min, 1), "pending": stats["tasks"]["PENDING"], "running": stats["tasks"]["RUNNING"],
+    return {"world_min": round(world_min, 1), "pending": stats["tasks"]["PENDING"],
+            "running": stats["tasks"]["RUNNING"],
             "done_by": done_by(client), "threads": len(threads),
             "open_threads": sum(1 for t in threads if t.get("status") in ("active", "ready", "synthesised")),
             "blessed": blessed}

@@ -4,9 +4,9 @@
 directory (its own fano.toml with three sim accounts, tight quotas, injected faults, a scaled clock;
 the repository's supervisord.conf via :func:`ops.supervisor_conf.standalone`), runs ad-hoc and
 multi-turn work, deep and standard, and meanwhile sends SIGKILL to random RUNNING programs (broker,
-scheduler, backend workers; not the research modules, which have no seeds here) through supervisord's own interface (what ``supervisorctl signal KILL``
-does). Then it stops killing, drains, stops the tree and checks the invariants of DESIGN.md §3 against
-the broker's database and the simulated providers' request logs:
+scheduler, backend workers; not the research modules, which have no seeds here) through supervisord's own interface
+(what ``supervisorctl signal KILL`` does). Then it stops killing, drains, stops the tree and checks the invariants of
+DESIGN.md §3 against the broker's database and the simulated providers' request logs:
 
 * no task lost: every acknowledged submission exists, every key maps to one task, and every task
   ended DONE, PARKED or CANCELLED;
@@ -66,7 +66,8 @@ transient_rate = 0.03
 backend = "sim"
 modes = ["standard", "deep"]
 seed = {seed2}
-latency = {{ standard = {{ dist = "uniform", low = 3.0, high = 12.0 }}, deep = {{ dist = "uniform", low = 10.0, high = 30.0 }} }}
+latency.standard = {{ dist = "uniform", low = 3.0, high = 12.0 }}
+latency.deep = {{ dist = "uniform", low = 10.0, high = 30.0 }}
 rate_limits = {{ deep = ["{deep_slow}"] }}
 overload_rate = 0.03
 hang_rate = 0.01
@@ -75,7 +76,8 @@ hang_rate = 0.01
 backend = "sim"
 modes = ["standard", "deep"]
 seed = {seed3}
-latency = {{ standard = {{ dist = "uniform", low = 1.0, high = 6.0 }}, deep = {{ dist = "uniform", low = 8.0, high = 20.0 }} }}
+latency.standard = {{ dist = "uniform", low = 1.0, high = 6.0 }}
+latency.deep = {{ dist = "uniform", low = 8.0, high = 20.0 }}
 rate_limits = {{ deep = ["{deep_deep}"], standard = ["{std_deep}"] }}
 
 [quotas.slow-sim.deep]

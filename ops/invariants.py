@@ -74,7 +74,8 @@ def _check_tasks(snap: Snapshot, r: Report) -> None:
         if not 0 <= attempts <= epoch:
             r.bad("tasks", f"task {tid}: attempts {attempts} outside [0, epoch {epoch}]")
         if not 0 <= charged <= epoch:
-            r.bad("quota-task", f"task {tid}: charged {charged} outside [0, epoch {epoch}] (one unit per grant at most)")
+            r.bad("quota-task",
+                  f"task {tid}: charged {charged} outside [0, epoch {epoch}] (one unit per grant at most)")
         if state == st.RUNNING:
             lease = t.get("lease")
             if not isinstance(lease, dict) or "deadline" not in lease:

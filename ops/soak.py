@@ -111,7 +111,8 @@ def write_config(root: Path, seed: int, size: str) -> tuple[Path, dict]:
 backend = "sim"
 modes = ["standard", "deep"]
 seed = {seed + n}
-latency = {{ standard = {{ dist = "lognormal", median = {median}, sigma = {sigma} }}, deep = {{ dist = "uniform", low = {low}, high = {high} }} }}
+latency.standard = {{ dist = "lognormal", median = {median}, sigma = {sigma} }}
+latency.deep = {{ dist = "uniform", low = {low}, high = {high} }}
 rate_limits = {{ standard = {json.dumps(std)}, deep = {json.dumps(deep)} }}
 answer_size = {{ {sizes} }}
 {fault_toml.replace(", ", chr(10))}
@@ -132,7 +133,8 @@ def comment_target(config) -> float:
     from services.backends.sim import parse_settings
     worst = 0.0
     for account in config.accounts:
-        spec = parse_settings({k: v for k, v in account.settings.items() if k not in ("backend",)})["latency"]["standard"]
+        spec = parse_settings({k: v for k, v in account.settings.items()
+                               if k not in ("backend",)})["latency"]["standard"]
         if spec["dist"] == "lognormal":
             worst = max(worst, spec["median"] * 2.718281828 ** (1.645 * spec["sigma"]))
         else:
@@ -145,7 +147,8 @@ def rss_mb(pid: int) -> tuple[float, float] | None:
     own memory: the resident total also counts file pages it maps, and the broker maps the LMDB file,
     so its total grows with the database by design."""
     try:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
         return (round(int(fields["VmRSS"].split()[0]) / 1024, 1), round(int(fields["RssAnon"].split()[0]) / 1024, 1))
     except (OSError, KeyError, ValueError):
         return None
@@ -363,7 +366,8 @@ class Soak:
     def research_counts(self, client) -> dict:
         from services.modules.base import Store
         from services.modules.documenter import model as M
-        insights = Counter(v.get("status") for _, _, v in client.kv_items("explorer", "insights/") if isinstance(v, dict))
+        insights = Counter(v.get("status") for _, _, v in client.kv_items("explorer", "insights/")
+                           if isinstance(v, dict))
         doc = M.read_doc(Store(client, "documenter"))
         return {"insights": sum(insights.values()), "insights_by_status": dict(insights),
                 "blessed": insights.get("blessed", 0), "sections": len(doc.ordered()), "document_version": doc.version,
@@ -408,7 +412,8 @@ class Soak:
                 "accounts": {a: {**p.as_dict(), **busy.as_dict().get(a, {})} for a, p in providers.items()},
                 "research": research,
                 "comments": {"injected_so_far": len(self.injected), "resolved_today": len(lat), "open": open_,
-                             "latency_p50_s": _r(SM.percentile(lat, 0.5)), "latency_p95_s": _r(SM.percentile(lat, 0.95))},
+                             "latency_p50_s": _r(SM.percentile(lat, 0.5)),
+                             "latency_p95_s": _r(SM.percentile(lat, 0.95))},
                 "storage": storage, "rss_max_mb": {n: v[0] for n, v in rss.items()},
                 "rss_anon_max_mb": {n: v[1] for n, v in rss.items()}, "fatal": sorted(self.fatal),
                 "broker_errors": dict(errors), "kills_so_far": dict(self.kills_by_program), "driver": dict(self.driver)}
@@ -471,7 +476,8 @@ class Soak:
             "research": research,
             "storage": {**(self.days_out[-1]["storage"] if self.days_out else {}), "answer_bytes": self.reply_bytes,
                         "multiple_of_answers": round(used / self.reply_bytes, 2) if self.reply_bytes else None},
-            "rss_max_mb": _peak(self.days_out, "rss_max_mb"), "rss_anon_max_mb": _peak(self.days_out, "rss_anon_max_mb"),
+            "rss_max_mb": _peak(self.days_out, "rss_max_mb"),
+            "rss_anon_max_mb": _peak(self.days_out, "rss_anon_max_mb"),
             "fatal": len(self.fatal), "lost": len(lost_ids), "duplicated": duplicated, "over_quota": over_quota,
             "broker_errors": SM.merge_counters([{"e": d["broker_errors"]} for d in self.days_out]).get("e", {}),
             "provider_refusals": SM.merge_counters([{a: v["refused"] for a, v in d["accounts"].items()}

@@ -13,9 +13,9 @@ nested deeper than ``protocol.MAX_DEPTH``) are refused here, before anything is 
 Replies are never larger than ``protocol.MAX_MESSAGE`` (the most this socket accepts; libzmq would drop
 a larger one and the call would look unanswered): the broker replaces such a reply by ``TOO_LARGE``, and
 its pages stop at a byte budget. Every error reply raises :class:`shared.errors.FanoError` with the
-broker's code; only silence becomes ``BrokerUnavailable``. Storage refusals (``MAP_FULL``, ``DISK_FULL``; ``shared.errors.STORAGE_REFUSALS``)
-pass by themselves: programs back off and retry them (a mutating call with the same ``rid``) rather than
-exit.
+broker's code; only silence becomes ``BrokerUnavailable``. Storage refusals (``MAP_FULL``, ``DISK_FULL``;
+``shared.errors.STORAGE_REFUSALS``) pass by themselves: programs back off and retry them (a mutating call with the same
+``rid``) rather than exit.
 
 A client is not thread-safe: use one per thread.
 """

@@ -71,11 +71,11 @@ Exactly-once for retries
 ------------------------
 Every mutating command carries a client-generated ``rid``; a retry of one logical call resends the
 identical body (the client library uses the rid as the cid of a mutating call, so even a process
-that persisted a rid and repeats the call after a crash sends the same bytes). The broker stores the reply under the rid in the same
-transaction as the effect, so a retried request returns the first reply and is applied once. Any
-unique string of 8-128 characters (at most :data:`MAX_RID_BYTES` bytes in UTF-8, so that it fits an LMDB
-key; a longer one is ``BAD_ARGUMENT``) is a valid rid; the client library's are time-ordered
-(:func:`new_request_id`), which keeps the request log's inserts together on disk. A rid
+that persisted a rid and repeats the call after a crash sends the same bytes). The broker stores the reply under the rid
+in the same transaction as the effect, so a retried request returns the first reply and is applied once. Any unique
+string of 8-128 characters (at most :data:`MAX_RID_BYTES` bytes in UTF-8, so that it fits an LMDB key; a longer one is
+``BAD_ARGUMENT``) is a valid rid; the client library's are time-ordered (:func:`new_request_id`), which keeps the
+request log's inserts together on disk. A rid
 that arrives with a different body is ``REQUEST_ID_REUSED``. Replies are sent only after the
 transaction has committed (fsync'd). Read-only commands are run after the batch's commit, one at a time
 (each reply built and sent before the next; none built for a client that has gone), so they see every
@@ -463,7 +463,7 @@ HEARTBEAT_INTERVAL = 1.0   # seconds, monotonic
 LIVENESS = 3               # missed intervals before a peer is declared dead
 OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
 
-# type: required fields (with accepted types)
+# message type -> required fields (with accepted types)
 WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "ready": {"worker": STR, "account": STR, "backend": STR, "modes": LIST},
     "heartbeat": {},
@@ -474,7 +474,7 @@ WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "query": {"cid": STR, "what": STR},
     "answer": {"cid": STR, "ok": BOOL},
 }
-# type: optional fields the receiver reads (absent or null, else of these types); others pass unchecked
+# message type -> optional fields the receiver reads (absent or null, else of these types); others pass unchecked
 WORKER_OPTIONAL: dict[str, dict[str, tuple]] = {
     "ready": {},
     "heartbeat": {"worker": STR, "task_id": INT},

@@ -31,7 +31,8 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
         except Exception as exc:  # keep polling; report the last error on timeout
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
 def short_tmpdir(prefix: str = "fa") -> Path:
@@ -144,7 +145,8 @@ class ServiceProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FANO_CLOCK")}
         env.update(FANO_CONFIG=str(self.config_path), PYTHONUNBUFFERED="1", **self.extra_env)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services", *self.args, "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "services", *self.args, "--config",
+                                          str(self.config_path)],
                                          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
 

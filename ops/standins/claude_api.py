@@ -3,7 +3,8 @@
 ``python -m ops.standins claude [--port N] [--scenario NAME] [--key-env VAR] [--requests-limit N]``
 serves ``POST /v1/messages`` (JSON, or SSE when ``"stream": true``) and ``GET /v1/models[/ID]`` on
 127.0.0.1, checking the key (``x-api-key``, or ``Authorization: Bearer`` as SDK 2.x sends it; 401
-``authentication_error`` on a mismatch; any non-empty key when no key is configured). Tests start it in-process: ``ClaudeStandin(key=...).start()``, ``.url``, ``.stop()``.
+``authentication_error`` on a mismatch; any non-empty key when no key is configured). Tests start it in-process:
+``ClaudeStandin(key=...).start()``, ``.url``, ``.stop()``.
 
 What it reproduces of the real service (``shared/notes/llm-backends.md`` §2), never the model itself:
 
@@ -372,7 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, "invalid_request_error", problem, None
         size = len(_text_of(body.get("system"))) + sum(len(_text_of(m.get("content"))) for m in body["messages"])
         if scenario == "prompt_too_long" or size > self.owner.max_prompt_chars:
-            return 400, "invalid_request_error", f"prompt is too long: {max(size // 4, 200001)} tokens > 200000 maximum", None
+            return (400, "invalid_request_error",
+                    f"prompt is too long: {max(size // 4, 200001)} tokens > 200000 maximum", None)
         return None
 
     # --- SSE ----------------------------------------------------------------------------------------

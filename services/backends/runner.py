@@ -317,7 +317,8 @@ class TurnRunner:
     def _reconcile(self, job: Job, turn: Turn, unknown: dict) -> Outcome | None:
         """Ask the provider about the previous attempt whose outcome is unknown. None: go on and send."""
         previous = dataclasses.replace(turn, epoch=unknown.get("epoch", turn.epoch),
-                                       attempt=unknown.get("attempt", turn.attempt), mode=unknown.get("mode") or turn.mode)
+                                       attempt=unknown.get("attempt", turn.attempt),
+                                       mode=unknown.get("mode") or turn.mode)
         self.log.info("task %s: reconciling attempt %s (epoch %s) before sending", turn.task_id,
                       previous.attempt, previous.epoch)
         try:

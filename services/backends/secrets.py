@@ -13,8 +13,8 @@ committed and shown. A key file inside the checkout is refused for the same reas
 The value travels as a :class:`Secret`, whose ``str``/``repr`` are redacted, so an accidental
 ``log.info("%s", settings)`` or an exception message prints ``Secret('sk-…7f3a')``-style stubs, never the
 key. A key file is read again before each request (:class:`KeySource`), so a corrected file is used
-after ``fanoctl backends resume`` without a restart. :func:`install_log_redaction` is a last line of defence: a logging filter that blanks every known key
-from every record of the process.
+after ``fanoctl backends resume`` without a restart. :func:`install_log_redaction` is a last line of defence: a logging
+filter that blanks every known key from every record of the process.
 """
 from __future__ import annotations
 

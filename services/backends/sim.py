@@ -98,7 +98,8 @@ def _latency_spec(spec, where: str) -> dict:
     fields = _DIST_FIELDS[spec["dist"]]
     if set(spec) - {"dist"} != fields:
         raise ValueError(f"sim setting {where}: dist {spec['dist']!r} takes exactly "
-                         f"{', '.join(sorted(fields)) or 'no other fields'}, got {', '.join(sorted(set(spec) - {'dist'}))}")
+                         f"{', '.join(sorted(fields)) or 'no other fields'}, "
+                         f"got {', '.join(sorted(set(spec) - {'dist'}))}")
     out = {"dist": spec["dist"], **{k: _num(spec[k], f"{where}.{k}", hi=1e7) for k in fields}}
     if out["dist"] == "lognormal" and out["median"] <= 0:
         raise ValueError(f"sim setting {where}.median must be > 0")

@@ -182,6 +182,10 @@ _PROFUND = ("This naturally follows from the structure.", "The correspondence fe
 _DOUBT = ("But wait: this seems ad hoc.", "The identification is forcing the numbers.",
           "The choice of labels looks arbitrary.", "It is unclear this is more than numerology.")
 _NOTES = ("natural", "elegant", "clear", "somewhat forced", "convincing", "surprising", "routine")
+_STRUCTURE = ("A genuine structural connection.", "Partly surface numerology.", "The structure is real but thin.")
+_SAME, _NEW = ("The core idea is the same as the existing item.",
+               "The new claim adds structure not present in any existing item.")
+_REWROTE, _ALREADY = "Rewrote the passage to state the claim precisely.", "The section already answers the comment."
 
 
 def _topic(payload: dict, prompt: str) -> str:
@@ -240,14 +244,19 @@ def _explore(c: _Ctx) -> str:
     flavour = r.choice(_PROFUND) if r.random() < 0.6 else r.choice(_DOUBT)
     return (f"[NEW_INSIGHTS]\n{_bullets(r, r.randint(2, 3) * d, lambda: _claim(r))}\n- {flavour}\n\n"
             f"[CONNECTIONS]\n{_bullets(r, r.randint(1, 2) * d, lambda: _claim(r))}\n\n"
-            f"[QUESTIONS]\n{_bullets(r, r.randint(1, 3), lambda: f'Why does {r.choice(_OBJECTS)} need exactly {r.choice(_NUMBERS)} elements here?')}\n")
+            f"[QUESTIONS]\n{_bullets(r, r.randint(1, 3), lambda: _why(r))}\n")
+
+
+def _why(r) -> str:
+    return f"Why does {r.choice(_OBJECTS)} need exactly {r.choice(_NUMBERS)} elements here?"
 
 
 def _critique(c: _Ctx) -> str:
     r, d = c.rng, _depth(c)
     return (f"[CRITICAL_ISSUES]\n{_bullets(r, r.randint(1, 3) * d, lambda: r.choice(_DOUBT) + ' ' + _claim(r))}\n\n"
             f"[PROMISING_DIRECTIONS]\n{_bullets(r, r.randint(1, 2) * d, lambda: _claim(r))}\n\n"
-            f"[PROBING_QUESTIONS]\n{_bullets(r, r.randint(1, 3), lambda: f'Is the role of {r.choice(_NUMBERS)} discovered or invented?')}\n")
+            f"[PROBING_QUESTIONS]\n"
+            f"{_bullets(r, r.randint(1, 3), lambda: f'Is the role of {r.choice(_NUMBERS)} discovered or invented?')}\n")
 
 
 def _synthesis(c: _Ctx) -> str:
@@ -307,7 +316,7 @@ def _dedup(c: _Ctx) -> str:
     of = r.choice(_candidates(c)) if dup else "none"
     return (f"IS_DUPLICATE: {'yes' if dup else 'no'}\nDUPLICATE_OF: {of}\n"
             f"CONFIDENCE: {c.rng.choice(('high', 'medium'))}\n"
-            f"REASON: {'The core idea is the same as the existing item.' if dup else 'The new claim adds structure not present in any existing item.'}\n")
+            f"REASON: {_SAME if dup else _NEW}\n")
 
 
 def _modification(c: _Ctx, rating: str) -> str:
@@ -319,7 +328,7 @@ def _modification(c: _Ctx, rating: str) -> str:
 def _review1(c: _Ctx) -> str:
     r, rating = c.rng, review_rating(c.seed, c.subject, c.reviewer, 1, c.reviews)
     return (f"RATING: {rating}\nMATHEMATICAL_VERIFICATION: {_claim(r)}\n"
-            f"STRUCTURAL_ANALYSIS: {r.choice(('A genuine structural connection.', 'Partly surface numerology.', 'The structure is real but thin.'))} {_claim(r)}\n"
+            f"STRUCTURAL_ANALYSIS: {r.choice(_STRUCTURE)} {_claim(r)}\n"
             f"NATURALNESS_ASSESSMENT: {r.choice(_PROFUND + _DOUBT)}\n"
             f"REASONING: {_sentences(r, 2)}{c.considered()}\nCONFIDENCE: {r.choice(('high', 'medium', 'low'))}\n"
             f"{_modification(c, rating)}\n")
@@ -367,7 +376,7 @@ def _address_comment(c: _Ctx) -> str:
     r = c.rng
     revised = _section(c, 2 * _depth(c)) if r.random() < 0.8 else "UNCHANGED"
     return (f"UNDERSTOOD: The author asks to clarify {c.topic[:60]}.\n"
-            f"RESOLUTION: {'Rewrote the passage to state the claim precisely.' if revised != 'UNCHANGED' else 'The section already answers the comment.'}\n"
+            f"RESOLUTION: {_REWROTE if revised != 'UNCHANGED' else _ALREADY}\n"
             f"REVISED_SECTION:\n{revised}\n")
 
 
@@ -398,7 +407,8 @@ def _vote(c: _Ctx, tag: str, words: tuple[str, ...], weights: tuple[int, ...]) -
 def _evaluate(c: _Ctx) -> str:
     r = c.rng
     decision = _vote(c, "eval", ("INCLUDE", "EXCLUDE"), (80, 20))
-    notes = "".join(f"{k}: {r.choice(_NOTES)}\n" for k in ("NATURAL", "ELEGANT", "BEAUTIFUL", "INTERESTING", "INEVITABLE"))
+    notes = "".join(f"{k}: {r.choice(_NOTES)}\n"
+                    for k in ("NATURAL", "ELEGANT", "BEAUTIFUL", "INTERESTING", "INEVITABLE"))
     return f"DECISION: {decision}\n{notes}REASONING: {_sentences(r, _depth(c))}{c.considered()}\n"
 
 

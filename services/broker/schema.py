@@ -28,7 +28,8 @@ quota_usage        account . NUL . mode . NUL . slot . NUL . u64 ms       msgpac
 quota_entries      account . NUL . mode . NUL . slot . NUL . u64 ms .     utf-8 module (rolling windows)
                    u64 id . u32 epoch
 accounts           utf-8 account                                          msgpack {paused, cooldowns...}
-conversations      utf-8 conversation id                                  msgpack {account, inflight, turns, url?, title?}
+conversations      utf-8 conversation id                                  msgpack {account, inflight, turns,
+                                                                          url?, title?}
 kv                 module . NUL . utf-8 key                               msgpack {v: version, value,
                                                                           exp?: world ms} (exp: working
                                                                           data, see kv_expiry)

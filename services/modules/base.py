@@ -16,7 +16,8 @@ Subclasses set ``module`` and implement :meth:`handle` (kind -> :class:`Effect`)
 A result that cannot be parsed is not swallowed: :meth:`handle` raises ``ParseError`` and the base
 class records a visible error in the same transaction as the ack: on the task itself (its ``error``, class
 ``unusable``, shown by ``fanoctl queue show``), as ``errors/<task id>`` in the module's namespace (with
-the answer; working data, deleted after ``broker.working_retention``), and :meth:`on_unusable` lets the module mark its entity.
+the answer; working data, deleted after ``broker.working_retention``), and :meth:`on_unusable` lets the module mark its
+entity.
 
 Storage refusals (``MAP_FULL``, ``DISK_FULL``: the broker is short of room and refuses new work) pass:
 the broker grows its map, space is freed, it resumes by itself. The module then backs off for
@@ -238,7 +239,8 @@ class ModuleService(Service):
         record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
                   "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
         # working data: the task keeps the error itself; the answer kept here is for a look within weeks
-        return [Store.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
+        ops = [Store.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error))
+        return ops, error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""

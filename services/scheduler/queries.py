@@ -249,7 +249,8 @@ def why(core, tid: int) -> dict | None:
             line = (f"sitting out until {fmt_time(t.hold_until)}: an account declined to lease it "
                     f"{t.declines} time(s) without saying until when (the scheduler asks the broker again)")
         else:
-            line = f"delayed until {fmt_time(t.not_before)} (retry backoff after a failure, or the submitter's not_before)"
+            line = (f"delayed until {fmt_time(t.not_before)} "
+                    "(retry backoff after a failure, or the submitter's not_before)")
         out.update(where="delayed", line=line)
         return out
     if tid not in core.queue and conv:

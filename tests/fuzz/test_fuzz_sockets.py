@@ -88,7 +88,8 @@ class BrokerProbes:
         elif kind == 1:
             key = f"probe-key-{self.n}"
             req = protocol.Request("submit", protocol.new_request_id(),
-                                   {"task": {"key": key, "module": "explorer", "kind": "ask", "payload": {"n": self.n}}},
+                                   {"task": {"key": key, "module": "explorer", "kind": "ask",
+                                             "payload": {"n": self.n}}},
                                    None)
             req = protocol.Request("submit", req.cid, req.args, req.cid)
             self.pending[req.cid] = ("submit", key)

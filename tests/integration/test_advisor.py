@@ -140,7 +140,8 @@ def settle(stack, service):
     """Wait for the advisor's task in flight and apply it, as the program does on its event."""
     key = (stack.state().get("value") or {}).get("key")
     [task] = [t for t in stack.advisor_tasks() if t["key"] == key]
-    done = wait_for(lambda: (lambda t: t if t["state"] == "DONE" else None)(stack.client.get(task["id"], history=False)),
+    done = wait_for(lambda: (lambda t: t if t["state"] == "DONE"
+                             else None)(stack.client.get(task["id"], history=False)),
                     30, interval=0.1, what=f"advisor task {task['id']} done")
     assert service.apply(done)
 

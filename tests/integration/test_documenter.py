@@ -62,7 +62,8 @@ class Stack:
         ops = [{"op": "put", "key": f"insights/ins-{i}", "value": {
             "id": f"ins-{i}", "text": CLAIMS[i], "status": "blessed", "tags": ["fano"], "priority": 5 + i % 3,
             "depends_on": []}} for i in range(n)]
-        ops.append({"op": "put", "key": "insights/ins-pending", "value": {"text": "Not blessed yet.", "status": "pending"}})
+        ops.append({"op": "put", "key": "insights/ins-pending",
+                    "value": {"text": "Not blessed yet.", "status": "pending"}})
         ops.append({"op": "put", "key": "insights/ins-broken", "value": "not a map"})   # read defensively
         self.client.txn("explorer", ops)
 
@@ -131,7 +132,8 @@ def test_sections_appear_comments_are_applied_and_the_document_is_exported(stack
     assert reverted["cause"] == {"kind": "revert", "ref": 1, "task": None}
 
     def texts(n):
-        return [(s["id"], s["text"]) for s in M.version_text(stack.store, stack.store.get(M.version_key(n))[1]["manifest"])]
+        return [(s["id"], s["text"])
+                for s in M.version_text(stack.store, stack.store.get(M.version_key(n))[1]["manifest"])]
     assert texts(out["version"]) == texts(1)
     target = stack.root / "copy.md"
     stack.fanoctl("document", "export", str(target))
@@ -175,7 +177,8 @@ def quiet(stack, cids) -> bool:
         return False
     if stack.in_flight() or stack.client.unconsumed("documenter")["tasks"]:
         return False
-    if (stack.store.get(M.PLAN_STATE)[1] or {}).get("pending") or (stack.store.get(M.REVIEW_STATE)[1] or {}).get("section"):
+    if ((stack.store.get(M.PLAN_STATE)[1] or {}).get("pending")
+            or (stack.store.get(M.REVIEW_STATE)[1] or {}).get("section")):
         return False
     env = C.Env(stack.store, Store(stack.client, "explorer"), time.time(), list(ACCOUNTS))
     if flow.candidates(env):
@@ -201,7 +204,8 @@ def check(stack, cids):
     assert len(refs) == len(set(refs)) and refs
     inc = {k.split("/", 1)[1]: v for k, v in stack.values("incorporated/").items()}
     assert {i for i, r in inc.items() if r["how"] == "section"} == set(refs)
-    assert all(versions[M.version_key(r["version"])]["cause"]["ref"] == i for i, r in inc.items() if r["how"] == "section")
+    assert all(versions[M.version_key(r["version"])]["cause"]["ref"] == i for i, r in inc.items()
+               if r["how"] == "section")
     # every comment kept, and applied at most once: a version exactly when it changed the section
     for cid in cids:
         c = stack.store.get(M.comment_key(cid))[1]
@@ -212,7 +216,8 @@ def check(stack, cids):
     # no pipeline left half-way, and the export holds the last version
     assert all(j["stage"] in ("done", "duplicate", "idle", "needs_human") for j in stack.values("jobs/").values())
     assert export.exported_version(stack.export_path) == doc.version
-    assert stack.export_path.read_text().split("\n", 1)[1] == export.render(doc.ordered(), doc.version).split("\n", 1)[1]
+    rendered = export.render(doc.ordered(), doc.version)
+    assert stack.export_path.read_text().split("\n", 1)[1] == rendered.split("\n", 1)[1]
 
 
 # --- fanoctl on a broker alone ------------------------------------------------------------------------
@@ -245,7 +250,8 @@ def test_fanoctl_document_commands_and_their_errors(broker, client):
     # disputes and retry
     client.txn("documenter", [M.put(M.job_key("ins-9"), {"insight_id": "ins-9", "stage": "needs_human", "disputes": 3,
                                                          "run": 3, "last_reason": "evaluation: 1 INCLUDE, 1 EXCLUDE"})])
-    assert "ins-9" in ctl(broker, "document", "disputes") and "waiting for a human: 1" in ctl(broker, "document", "show")
+    assert "ins-9" in ctl(broker, "document", "disputes")
+    assert "waiting for a human: 1" in ctl(broker, "document", "show")
     ctl(broker, "document", "retry", "ins-9")
     assert store.get(M.job_key("ins-9"))[1]["stage"] == "idle" and store.get(M.job_key("ins-9"))[1]["disputes"] == 0
     assert "NOT_FOUND" in ctl(broker, "document", "retry", "nope", code=1)

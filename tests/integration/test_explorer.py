@@ -63,10 +63,12 @@ class Stack:
     def __init__(self, garbage: float = 0.0):
         self.root = short_tmpdir("fe")
         self.cfg = self.root / "fano.toml"
-        self.cfg.write_text(CONFIG.format(root=self.root) + "".join(ACCOUNT.format(name=n, garbage=garbage) for n in ACCOUNTS))
+        self.cfg.write_text(CONFIG.format(root=self.root)
+                            + "".join(ACCOUNT.format(name=n, garbage=garbage) for n in ACCOUNTS))
         self.broker = BrokerProcess(self.root, self.cfg)
         self.scheduler = ServiceProcess(self.root, self.cfg, ["scheduler"], "scheduler.log")
-        self.workers = [ServiceProcess(self.root, self.cfg, ["backend", "--account", n], f"backend-{n}.log") for n in ACCOUNTS]
+        self.workers = [ServiceProcess(self.root, self.cfg, ["backend", "--account", n], f"backend-{n}.log")
+                        for n in ACCOUNTS]
         self.explorer = ServiceProcess(self.root, self.cfg, ["explorer"], "explorer.log")
         self.client = None
 
@@ -181,7 +183,8 @@ def test_kill_9_of_the_module_loses_and_repeats_nothing(make_stack):
     check_applied_once(s.values, tasks)
     assert s.explorer.starts == kills + 1
     reviewed = [rv for rv in s.values("reviews/") if rv["stage"] == "done"]
-    assert reviewed and sum(len(rd["responses"]) for rv in reviewed for rd in rv["rounds"].values()) >= 3 * len(reviewed)
+    assert reviewed and sum(len(rd["responses"]) for rv in reviewed
+                            for rd in rv["rounds"].values()) >= 3 * len(reviewed)
 
 
 def test_seed_priority_reaches_the_queued_explore_task():

@@ -227,7 +227,8 @@ def test_demo_seeds_become_reviewed_insights_document_sections_and_research_ques
             kills[name] = {"world": world_time(tree), "elapsed": round(budget.elapsed(), 1), "in_flight": out}
         assert kills["module-explorer"]["in_flight"], f"the explorer had no work in flight: {kills}"
         for name in MODULES:
-            budget.wait(lambda name=name: restarted(tree, name, pids[name]), f"{name} restarted after kill -9", interval=0.2)
+            budget.wait(lambda name=name: restarted(tree, name, pids[name]), f"{name} restarted after kill -9",
+                        interval=0.2)
         restarted_pids = {p["name"]: p["pid"] for p in tree.programs()}
 
         shown = ctl(tree, "insights", "show", first_blessed["id"])
@@ -247,14 +248,16 @@ def test_demo_seeds_become_reviewed_insights_document_sections_and_research_ques
         doc, hits = budget.wait(documented, "a document section written from a blessed insight", interval=1.0)
         section, source = hits[0]
         versions = ctl(tree, "document", "versions")["versions"]
-        first_insight_version = min((v for v in versions if v["cause"]["kind"] == "insight"), key=lambda v: v["version"])
+        first_insight_version = min((v for v in versions if v["cause"]["kind"] == "insight"),
+                                    key=lambda v: v["version"])
         assert first_insight_version["at"] > kills["module-documenter"]["world"], \
             f"a section from an insight was written before the documenter's kill: {first_insight_version} {kills}"
         assert section["text"].strip() and section["title"].strip()
         assert section["status"] in ("provisional", "stable")
         # the section is the insight's (source.ref), and its title is the insight's wording (the simulated
         # draft is headed with the start of the insight text it was given)
-        assert " ".join(section["title"].split()) in " ".join(source["text"].split()), (section["title"], source["text"])
+        assert " ".join(section["title"].split()) in " ".join(source["text"].split()), (section["title"],
+                                                                                        source["text"])
 
         # the module's own export, and `document export`: each holds the section as it is in the version
         # the file names (a section review may have revised it since we read it)

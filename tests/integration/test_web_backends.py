@@ -561,7 +561,8 @@ def test_an_answer_before_the_real_url_waits_for_it_so_the_next_turn_continues(p
     first = send(p, turn("quick one", conversation="early-conv", index=0))
     assert "WEB:" not in first.meta["url"] and first.meta["url"].endswith("/c/" + site.submits[0]["conversation"])
     second = send(p, turn("and a follow-up", conversation="early-conv", index=1))
-    assert second.meta["url"] == first.meta["url"] and site.submits[1]["conversation"] == site.submits[0]["conversation"]
+    assert second.meta["url"] == first.meta["url"]
+    assert site.submits[1]["conversation"] == site.submits[0]["conversation"]
 
 
 def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_lost(providers, site, monkeypatch):

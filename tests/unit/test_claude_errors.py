@@ -58,7 +58,8 @@ def test_429_without_retry_after_uses_the_reset_of_the_exhausted_bucket_or_says_
 def test_spend_limit_is_a_long_quota_with_the_regain_date_and_says_there_is_no_quick_retry():
     regain = dt.datetime.fromtimestamp(NOW, dt.UTC).replace(hour=0, minute=0, second=0) \
         + dt.timedelta(days=3)
-    msg = f"You have reached your specified workspace API usage limits. You will regain access on {regain:%Y-%m-%d} at 00:00 UTC."
+    msg = ("You have reached your specified workspace API usage limits. "
+           f"You will regain access on {regain:%Y-%m-%d} at 00:00 UTC.")
     err = classify(429, {"retry-after": "5"}, body("rate_limit_error", msg, "enforced_spend_limit_reached"))
     assert err.error_class == "quota"
     assert err.retry_after == pytest.approx(regain.timestamp() - NOW, abs=1)

@@ -27,7 +27,8 @@ def turn(prompt="hello", mode="standard", **kw):
 
 def test_defaults():
     cfg = parse_settings({})
-    assert cfg["modes"] == ("standard",) and (cfg["model"], cfg["deep_model"]) == ("claude-sonnet-4-6", "claude-opus-4-5")
+    assert cfg["modes"] == ("standard",)
+    assert (cfg["model"], cfg["deep_model"]) == ("claude-sonnet-4-6", "claude-opus-4-5")
     assert cfg["thinking"] == "enabled" and cfg["thinking_budget"] < cfg["deep_max_tokens"]
     assert cfg["transcript_chars"] == 60000 and cfg["base_url"] is None and cfg["proactive_cooldown"] is True
     assert parse_settings({"base_url": "http://127.0.0.1:9/"})["base_url"] == "http://127.0.0.1:9"

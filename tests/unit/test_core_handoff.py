@@ -171,7 +171,8 @@ def test_another_turn_left_unknown_keeps_the_conversation_where_it_is(h):
 def test_the_handoff_setting_is_validated(tmp_path):
     from shared.config import ConfigError, load_config
     from tests.support import write_config
-    assert load_config(write_config(tmp_path, scheduler={"conversation_handoff": 60})).scheduler.conversation_handoff == 60.0
+    cfg = load_config(write_config(tmp_path, scheduler={"conversation_handoff": 60}))
+    assert cfg.scheduler.conversation_handoff == 60.0
     with pytest.raises(ConfigError, match="conversation_handoff must be >= 0"):
         load_config(write_config(tmp_path, scheduler={"conversation_handoff": -5}))
     with pytest.raises(ConfigError, match="must be a number"):

@@ -246,7 +246,8 @@ def check_invariants(run):
     by_insight = [s["source"]["ref"] for s in doc.ordered() if s["source"]["kind"] == "insight"]
     assert len(by_insight) == len(set(by_insight))          # each insight at most once
     inc = run.values("incorporated/")
-    assert {i for i, rec in ((k.split("/")[1], v) for k, v in inc.items()) if rec["how"] == "section"} == set(by_insight)
+    assert {i for i, rec in ((k.split("/")[1], v) for k, v in inc.items())
+            if rec["how"] == "section"} == set(by_insight)
     for ident, j in ((k.split("/")[1], v) for k, v in run.values("jobs/").items()):
         assert j["stage"] in ("done", "duplicate", "idle", "needs_human"), (ident, j["stage"])
         assert j["disputes"] <= flow.MAX_DISPUTES

@@ -111,7 +111,8 @@ class Run:
     def settle(self, spec, state="DONE", text=None):
         """Apply one task's result the way ModuleService.apply does (minus the broker)."""
         task = {"id": self.next_id, "key": spec["key"], "kind": spec["kind"], "payload": spec["payload"],
-                "state": state, "result": {"text": self.answer(spec) if text is None else text} if state == "DONE" else None}
+                "state": state, "result": {"text": self.answer(spec) if text is None else text} if state == "DONE"
+                else None}
         self.next_id += 1
         env, error = self.env(), None
         if state != "DONE":

@@ -139,7 +139,8 @@ def test_draft_missing_parts_are_unusable():
 def test_exposition_decisions():
     assert parse_exposition("DECISION: APPROVED\nREVISION_NOTES: none").decision == "APPROVE"
     e = parse_exposition("**DECISION**: REVISE\nCLARITY: ok\nREVISION_NOTES: define a flag first\nand cite it")
-    assert e.decision == "REVISE" and e.notes == "define a flag first\nand cite it" and e.assessment == {"clarity": "ok"}
+    assert e.decision == "REVISE" and e.notes == "define a flag first\nand cite it"
+    assert e.assessment == {"clarity": "ok"}
     assert parse_exposition("REJECT\n\nREVISION_NOTES: n/a").notes is None
 
 

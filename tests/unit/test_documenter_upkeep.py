@@ -56,7 +56,8 @@ def test_unchanged_resolves_without_a_version():
     run = with_sections()
     cid = comment(run, "s0002", "Is this right?")
     run.propose()
-    run.settle(comments_pending(run)[0], text="UNDERSTOOD: a check\nRESOLUTION: it is right\nREVISED_SECTION: UNCHANGED")
+    run.settle(comments_pending(run)[0],
+               text="UNDERSTOOD: a check\nRESOLUTION: it is right\nREVISED_SECTION: UNCHANGED")
     assert get_comment(run, cid)["status"] == "resolved" and get_comment(run, cid)["changed"] is False
     assert run.doc().version == 2
 
@@ -146,7 +147,8 @@ def test_confirmed_marks_the_section_stable_and_reviewed():
 def test_revise_applies_the_revised_section_as_a_new_version():
     run = with_sections(1)
     run.propose()
-    run.settle(reviews_pending(run)[0], text="DECISION: REVISE\nREVISION_NOTES: sharper\nREVISED_SECTION:\nSharper text.")
+    run.settle(reviews_pending(run)[0],
+               text="DECISION: REVISE\nREVISION_NOTES: sharper\nREVISED_SECTION:\nSharper text.")
     sec = run.doc().sections["s0001"][1]
     assert (sec["text"], sec["status"], sec["review_count"]) == ("Sharper text.", "provisional", 1)
     assert run.doc().version == 2 and run.store.get(M.version_key(2))[1]["cause"]["kind"] == "review"

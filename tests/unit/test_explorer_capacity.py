@@ -115,7 +115,8 @@ def test_a_new_review_panel_leaves_out_an_account_blocked_past_patience(rig):
 
 
 def test_a_reviewer_blocked_past_patience_is_replaced_by_an_account_not_on_the_panel(rig):
-    r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
+    r = rig(accounts=("alpha", "beta", "gamma", "delta"),
+            settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
     review = _to_review(r)
     iid = review["insight_id"]
@@ -284,7 +285,8 @@ def test_a_seat_left_out_earlier_frees_its_account_for_a_later_round():
     # with both other seats counted, the only candidate is taken: two in play, so the step waits
     review2 = R.new_review(insight, R.make_panel(["a", "b", "c"]), 0.0)
     [task_a] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "a"]
-    assert R.replace_member(review2, insight, dict(task_a, id=8), ["b"], "a blocked", ctx) is not None   # 3 in play: left out
+    # 3 in play: left out
+    assert R.replace_member(review2, insight, dict(task_a, id=8), ["b"], "a blocked", ctx) is not None
     assert review2["rounds"]["1"]["dropped"] == ["a"]
     [task_b2] = [t for t in R.open_tasks(review2, insight, ctx) if t["payload"]["reviewer"] == "b"]
     assert R.replace_member(review2, insight, dict(task_b2, id=9), ["c"], "b blocked", ctx) is None      # 2 left: waits

@@ -39,14 +39,16 @@ def test_seeds(rig):
     assert js("seeds", "import", str(REPO / "seeds" / "demo.toml"))["added"]
     again = js("seeds", "import", str(REPO / "seeds" / "demo.toml"))
     assert again["added"] == [] and again["updated"] == [] and len(again["unchanged"]) == 7
-    s = js("seeds", "add", "Why does 7 = 2^3 - 1 matter?", "--type", "question", "--priority", "high", "--tag", "Numbers")
+    s = js("seeds", "add", "Why does 7 = 2^3 - 1 matter?", "--type", "question", "--priority", "high", "--tag",
+           "Numbers")
     assert s["priority"] == 8 and s["tags"] == ["numbers"] and s["type"] == "question"
     assert "exists" in ctl("seeds", "add", "Why does 7 = 2^3 - 1 matter?", "--type", "question", ok=False).output
     assert "priority must be" in ctl("seeds", "add", "x", "--priority", "11", ok=False).output
     edited = js("seeds", "edit", s["id"], "--text", "Why is 7 a Mersenne prime here?", "--type", "conjecture")
     assert edited["text"].startswith("Why is 7") and edited["type"] == "conjecture" and edited["priority"] == 8
     listing = ctl("seeds", "ls").output
-    assert "q-why-168" in listing and listing.index("q-why-168") < listing.index("c-octonions") < listing.index("ax-fano")
+    assert "q-why-168" in listing
+    assert listing.index("q-why-168") < listing.index("c-octonions") < listing.index("ax-fano")
     assert js("seeds", "rm", s["id"]) == {"removed": s["id"]}
     assert "NOT_FOUND" in ctl("seeds", "rm", s["id"], ok=False).output
     assert len(js("seeds", "ls", "--type", "axiom")["seeds"]) == 3

@@ -224,7 +224,8 @@ def test_unusable_turn_answers_are_recorded_retried_then_the_thread_pauses(rig):
     r.answer = lambda task, acct, mode: "I'm sorry, but I can't help with that request." \
         if task["kind"] == M.EXPLORE else r.sim_answer(task, acct, mode)
     tid = "q-why-168.t1"
-    thread = r.run_until(lambda: (r.get(M.thread_key(tid)) or {}).get("status") == "paused" and r.get(M.thread_key(tid)))
+    thread = r.run_until(lambda: (r.get(M.thread_key(tid)) or {}).get("status") == "paused"
+                         and r.get(M.thread_key(tid)))
     assert thread["status"] == "paused" and thread["paused_from"] == "active" and thread["exchanges"] == 0
     assert "unusable answer" in thread["last_error"] and "explorer.explore failed" in thread["pause_reason"]
     keys = sorted(t["key"] for t in r.tasks() if t["payload"].get("thread_id") == tid)
@@ -235,7 +236,8 @@ def test_unusable_turn_answers_are_recorded_retried_then_the_thread_pauses(rig):
     # a human resumes it: the next pass re-asks with a new key, and the thread goes on
     r.answer = r.sim_answer
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE, [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
+    r.client.txn(M.MODULE,
+                 [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
     r.run_until(lambda: r.get(M.thread_key(tid))["exchanges"] >= 2)
     retry3 = [t for t in r.tasks() if t["key"] == M.turn_task_key(tid, 1, 3)][0]
     assert r.get(M.exchange_key(tid, 1))["task_id"] == retry3["id"] and retry3["payload"]["retry"] == 3
@@ -250,7 +252,8 @@ def test_a_parked_task_is_re_asked_and_a_cancelled_one_pauses_the_thread(rig):
     r.run_until(lambda: any(t["state"] == "PARKED" for t in r.tasks()))
     r.run_until(lambda: r.values("exchanges/"))
     tid = r.values("threads/")[0]["id"]
-    assert r.get(M.exchange_key(tid, 1))["task_id"] == [t for t in r.tasks() if t["key"] == M.turn_task_key(tid, 1, 1)][0]["id"]
+    assert r.get(M.exchange_key(tid, 1))["task_id"] == [t for t in r.tasks()
+                                                        if t["key"] == M.turn_task_key(tid, 1, 1)][0]["id"]
     assert "task PARKED" in r.values("errors/")[0]["error"]
     # the operator cancels the pending critique: recorded, not re-asked, the thread waits for a human
     crit = [t for t in r.tasks(state="PENDING") if t["kind"] == M.CRITIQUE][0]
@@ -284,7 +287,8 @@ def test_a_human_override_stops_the_review(rig):
     iid = r.run_until(lambda: [i["id"] for i in r.values("insights/") if i["status"] == "pending"
                                and r.get(M.review_key(i["id"]))])[0]
     version, ins = r.svc.store.get(M.insight_key(iid))
-    r.client.txn(M.MODULE, [Store.put(M.insight_key(iid), dict(ins, status="rejected", decided_by="human"), if_version=version)])
+    r.client.txn(M.MODULE,
+                 [Store.put(M.insight_key(iid), dict(ins, status="rejected", decided_by="human"), if_version=version)])
     r.step()
     r.step()
     assert r.get(M.review_key(iid))["stage"] == "stopped"
@@ -298,7 +302,8 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
     r.step()
     tid = r.values("threads/")[0]["id"]
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE, [Store.put(M.thread_key(tid), dict(t, status="paused", paused_from="active"), if_version=version)])
+    r.client.txn(M.MODULE,
+                 [Store.put(M.thread_key(tid), dict(t, status="paused", paused_from="active"), if_version=version)])
     for _ in range(3):
         r.step()
     t = r.get(M.thread_key(tid))
@@ -306,7 +311,8 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
     assert not [x for x in r.tasks() if x["key"] == M.turn_task_key(tid, 2)]  # ... and no turn 2
     assert len(r.values("threads/")) == 2       # a paused thread is not open: another seed got a thread
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE, [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
+    r.client.txn(M.MODULE,
+                 [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
     r.run_until(lambda: r.get(M.thread_key(tid))["exchanges"] >= 3)
 
 
@@ -316,7 +322,8 @@ def test_a_stale_result_is_acked_without_effect(rig):
     r.run_until(lambda: r.values("exchanges/"))
     tid = r.values("threads/")[0]["id"]
     r.client.submit(M.turn_task_key(tid, 7), M.MODULE, M.EXPLORE, {"thread_id": tid, "turn": 7, "prompt": "x"})
-    r.client.submit("explorer:nobody.i1:review1:alpha", M.MODULE, M.REVIEW1, {"insight_id": "nobody.i1", "reviewer": "alpha"})
+    r.client.submit("explorer:nobody.i1:review1:alpha", M.MODULE, M.REVIEW1,
+                    {"insight_id": "nobody.i1", "reviewer": "alpha"})
     r.work()
     r.svc.sweep()
     assert M.exchange_key(tid, 7) not in [f"exchanges/{e['thread_id']}/{e['turn']:03d}" for e in r.values("exchanges/")]
@@ -339,10 +346,12 @@ def test_a_panel_member_that_never_answers_is_waited_for_then_left_out(rig):
 def test_served_account_and_mode(rig):
     r = rig()
     svc = r.svc
-    assert svc.served({"id": 1, "requires": {"backends": ["beta"]}, "result": {"text": ""}}) == {"account": "beta", "mode": "standard"}
+    assert svc.served({"id": 1, "requires": {"backends": ["beta"]}, "result": {"text": ""}}) == \
+        {"account": "beta", "mode": "standard"}
     assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": False}, "served": {"account": "a"}}) == \
         {"account": "a", "mode": "deep"}
-    assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": True}, "result": {"meta": {"account": "a"}}}) == \
+    assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": True},
+                       "result": {"meta": {"account": "a"}}}) == \
         {"account": "a", "mode": None}                       # a fallback leaves the mode unknown unless told
     assert svc.served({"id": 1, "requires": {}, "result": {"served": {"account": "c", "mode": "deep"}}}) == \
         {"account": "c", "mode": "deep"}

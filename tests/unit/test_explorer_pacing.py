@@ -30,8 +30,10 @@ def test_the_hourly_budget_creates_what_fits_and_holds_the_rest_until_the_next_h
 def test_a_seed_gets_no_new_thread_when_paused_or_over_a_budget():
     settings = M.ExplorerSettings(max_threads_per_seed_hour=2, max_tasks_per_seed_hour=5)
     seeds = [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}]
-    threads = [{"id": "b.t1", "seed_id": "b", "created_at": NOW - 60}, {"id": "b.t2", "seed_id": "b", "created_at": NOW - 30},
-               {"id": "d.t1", "seed_id": "d", "created_at": NOW - 4000}, {"id": "d.t2", "seed_id": "d", "created_at": NOW - 10}]
+    threads = [{"id": "b.t1", "seed_id": "b", "created_at": NOW - 60},
+               {"id": "b.t2", "seed_id": "b", "created_at": NOW - 30},
+               {"id": "d.t1", "seed_id": "d", "created_at": NOW - 4000},
+               {"id": "d.t2", "seed_id": "d", "created_at": NOW - 10}]
     paces = {"a": {"seed_id": "a", "paused": True, "pause_reason": "2 thread(s) paused by unusable answers"},
              "c": {"seed_id": "c", "window_start": NOW - 10, "tasks": 5, "held": {"k": NOW}}}
     blocked = PC.blocked_seeds(seeds, threads, paces, settings, NOW)

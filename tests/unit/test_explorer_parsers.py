@@ -80,15 +80,18 @@ def test_synthesis_missing_content_is_unusable():
 
 # --- extraction -----------------------------------------------------------------------------------------
 
-EXTRACT = ("INSIGHT: The plane is self-dual.\nDOMAINS: geometry, algebra\nSCORES: impact=7, intuition=5, surprise=8, total=20\n"
-           "INTUITION_NOTE: natural\n===\nINSIGHT: Seven is forced\nby the incidence.\nSCORES: Impact: 11, intuition = 4\n")
+EXTRACT = ("INSIGHT: The plane is self-dual.\nDOMAINS: geometry, algebra\n"
+           "SCORES: impact=7, intuition=5, surprise=8, total=20\n"
+           "INTUITION_NOTE: natural\n===\nINSIGHT: Seven is forced\nby the incidence.\n"
+           "SCORES: Impact: 11, intuition = 4\n")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_extract_blocks_scores_and_multiline_insights(variant):
     out = P.parse_extract(variant(EXTRACT))
     assert [b["text"] for b in out] == ["The plane is self-dual.", "Seven is forced by the incidence."]
-    assert out[0]["scores"] == {"impact": 7, "intuition": 5, "surprise": 8} and out[0]["domains"] == ["geometry", "algebra"]
+    assert out[0]["scores"] == {"impact": 7, "intuition": 5, "surprise": 8}
+    assert out[0]["domains"] == ["geometry", "algebra"]
     assert out[1]["scores"] == {"impact": None, "intuition": 4, "surprise": None}   # out of range / missing: None
 
 
@@ -107,7 +110,8 @@ CONSOLIDATE = ("INSIGHT: The plane is self-dual.\nCONFIDENCE: High\nTAGS: Projec
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_consolidate_fields_and_unknown_dependencies(variant):
     out = P.parse_consolidate(variant(CONSOLIDATE), known_ids=["b.t1.i1"])
-    assert out[0] == {"text": "The plane is self-dual.", "confidence": "high", "tags": ["projective_geometry", "duality"],
+    assert out[0] == {"text": "The plane is self-dual.", "confidence": "high",
+                      "tags": ["projective_geometry", "duality"],
                       "proposed_by": ["gemini", "claude"], "depends_on": ["b.t1.i1"], "unresolved_depends": ["made.up"]}
     assert out[1]["confidence"] is None and out[1]["depends_on"] == [] and out[1]["proposed_by"] == []
 
@@ -139,8 +143,9 @@ def test_dedup_unresolvable_or_missing_is_unusable():
 
 # --- reviews --------------------------------------------------------------------------------------------
 
-REVIEW1 = ("RATING: ⚡\nMATHEMATICAL_VERIFICATION: checks out\nSTRUCTURAL_ANALYSIS: deep\nNATURALNESS_ASSESSMENT: discovered\n"
-           "REASONING: It is forced\nby the incidence.\nCONFIDENCE: high\nPROPOSED_MODIFICATION: NONE\nMODIFICATION_RATIONALE: NONE\n")
+REVIEW1 = ("RATING: ⚡\nMATHEMATICAL_VERIFICATION: checks out\nSTRUCTURAL_ANALYSIS: deep\n"
+           "NATURALNESS_ASSESSMENT: discovered\nREASONING: It is forced\nby the incidence.\nCONFIDENCE: high\n"
+           "PROPOSED_MODIFICATION: NONE\nMODIFICATION_RATIONALE: NONE\n")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -171,7 +176,8 @@ def test_review1_near_misses_and_unusable():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mathcheck_blocks_and_aggregate(variant):
     text = ("CLAIM: 7 points\nVERDICT: VERIFIED\nCONFIDENCE: 0.9\n===\n"
-            "CLAIM: 8 lines\nPROOF_OR_COUNTEREXAMPLE: Counterexample: there are 7.\nVERDICT: REFUTED\nCONFIDENCE: 85%\n")
+            "CLAIM: 8 lines\nPROOF_OR_COUNTEREXAMPLE: Counterexample: there are 7.\n"
+            "VERDICT: REFUTED\nCONFIDENCE: 85%\n")
     out = P.parse_mathcheck(variant(text))
     assert out["verdict"] == "refuted" and out["confidence"] == pytest.approx(0.85) and len(out["claims"]) == 2
     assert P.parse_mathcheck("VERDICT: VERIFIED\nCONFIDENCE: 0.7")["verdict"] == "verified"
@@ -194,9 +200,11 @@ def test_review2():
 
 
 def test_review3_steps():
-    minority = P.parse_review3("STRONGEST_ARGUMENT: It is numerology.\nPROPOSED_MODIFICATION: A weaker claim.\n", "minority")
+    minority = P.parse_review3("STRONGEST_ARGUMENT: It is numerology.\nPROPOSED_MODIFICATION: A weaker claim.\n",
+                               "minority")
     assert minority["argument"] == "It is numerology." and minority["proposed_modification"] == "A weaker claim."
-    majority = P.parse_review3(crlf("RESPONSE: No, it is forced.\nACCEPT_MODIFICATION: yes\nUPDATED_RATING: ⚡\n"), "majority")
+    majority = P.parse_review3(crlf("RESPONSE: No, it is forced.\nACCEPT_MODIFICATION: yes\nUPDATED_RATING: ⚡\n"),
+                               "majority")
     assert majority["accept_modification"] is True and majority["rating"] == M.BLESS
     silent = P.parse_review3("RESPONSE: No.\nUPDATED_RATING: ⚡\n", "majority")
     assert silent["accept_modification"] is False                 # not said: not accepted
@@ -221,7 +229,8 @@ def test_every_simulated_answer_parses(kind):
     rng = random.Random(kind)
     for n in range(60):
         payload = {"insight_id": f"x{n}", "reviewer": "r", "candidates": ["a.t1.i1", "a.t1.i2"], "blessed_ids": ["b1"]}
-        real_kind, parse = (S.EXPLORER_REVIEW3, lambda t: P.parse_review3(t, kind)) if kind in ("minority", "majority", "vote") \
+        real_kind, parse = (S.EXPLORER_REVIEW3, lambda t: P.parse_review3(t, kind)) \
+            if kind in ("minority", "majority", "vote") \
             else (kind, PARSERS[kind])
         if real_kind == S.EXPLORER_REVIEW3:
             payload["step"] = kind
@@ -404,18 +413,21 @@ def test_a_realistic_explore_answer_with_numbered_headings_loses_no_text():
         "The central realisation is that the number seven is not chosen.",
         "**Self-duality.** Points and lines play symmetric roles, so the incidence structure is its own dual.",
         "**Field structure.** The points are the nonzero vectors of $\\mathbb{F}_2^3$."]
-    assert s["CONNECTIONS"] == ["Hamming(7,4) code."] and s["QUESTIONS"] == ["Is every such plane isomorphic to this one?"]
+    assert s["CONNECTIONS"] == ["Hamming(7,4) code."]
+    assert s["QUESTIONS"] == ["Is every such plane isomorphic to this one?"]
 
 
 def test_mathcheck_without_separators_keeps_the_refutation():
-    text = ("CLAIM: The plane has 7 points.\nPROOF_OR_COUNTEREXAMPLE: Count them.\nVERDICT: VERIFIED\nCONFIDENCE: 0.95\n"
+    text = ("CLAIM: The plane has 7 points.\nPROOF_OR_COUNTEREXAMPLE: Count them.\n"
+            "VERDICT: VERIFIED\nCONFIDENCE: 0.95\n"
             "CONCERNS: none\n\nCLAIM: It has 8 lines.\nPROOF_OR_COUNTEREXAMPLE: Claim: two points lie on one line.\n"
             "So there are 7 lines.\nVERDICT: REFUTED\nCONFIDENCE: 9/10\nCONCERNS: none\n")
     for layout in (text, text.replace("\n\nCLAIM", "\n---\nCLAIM"), text.replace("\n\nCLAIM", "\n### Claim 2\nCLAIM")):
         out = P.parse_mathcheck(layout)
         assert [c["verdict"] for c in out["claims"]] == ["verified", "refuted"]
         assert out["verdict"] == "refuted" and out["confidence"] == pytest.approx(0.9)
-        assert out["claims"][1]["proof_or_counterexample"] == "Claim: two points lie on one line.\nSo there are 7 lines."
+        assert out["claims"][1]["proof_or_counterexample"] == \
+            "Claim: two points lie on one line.\nSo there are 7 lines."
     with pytest.raises(ParseError, match="several VERDICT"):
         P.parse_mathcheck("CLAIM: a\nCLAIM: b\nVERDICT: VERIFIED\nVERDICT: REFUTED\n")
 

@@ -29,8 +29,10 @@ def test_tally(ratings, kind, rating):
                                                                            "math check refuted it (confidence 0.90)")),
     ([B, Q, X], True, {"verdict": "refuted", "confidence": 0.85}, R.Decision("decide", X, False,
                                                                             "math check refuted it (confidence 0.85)")),
-    ([B, B, B], True, {"verdict": "refuted", "confidence": 0.5}, R.Decision("decide", B, False, "unanimous in round 1")),
-    ([B, B, B], True, {"verdict": "skipped", "confidence": None}, R.Decision("decide", B, False, "unanimous in round 1")),
+    ([B, B, B], True, {"verdict": "refuted", "confidence": 0.5},
+     R.Decision("decide", B, False, "unanimous in round 1")),
+    ([B, B, B], True, {"verdict": "skipped", "confidence": None},
+     R.Decision("decide", B, False, "unanimous in round 1")),
     ([B, B, B], False, None, R.Decision("decide", B, False, "unanimous in round 1")),
     ([Q, Q, Q], False, None, R.Decision("decide", Q, False, "unanimous in round 1")),
     ([B, B, Q], False, None, R.Decision("round2")),
@@ -79,7 +81,8 @@ def ctx(math_check=True, modes=None):
 
 
 def fresh(text="A plain claim about nothing in particular.", tags=()):
-    insight = {"id": "s.t1.i1", "text": text, "version": 1, "versions": [{"version": 1, "text": text, "by": "consolidation",
+    insight = {"id": "s.t1.i1", "text": text, "version": 1,
+               "versions": [{"version": 1, "text": text, "by": "consolidation",
                "round": 0, "at": 0}], "tags": list(tags), "confidence": "high", "depends_on": [], "status": "pending",
                "priority": 5, "disputed": False, "last_error": None}
     review = R.new_review(insight, R.make_panel(["a", "b", "c"]), 0.0)
@@ -106,7 +109,8 @@ def test_unanimous_round1_without_math_blesses():
     assert {t["payload"]["reviewer"] for t in R.open_tasks(review, insight, c)} == {"a", "b", "c"}
     for who in ("a", "b", "c"):
         tasks, _ = answer(review, insight, c, who, **r1(B))
-    assert tasks == [] and review["stage"] == "done" and insight["status"] == "blessed" and insight["blessed_at"] == 1000.0
+    assert tasks == [] and review["stage"] == "done"
+    assert insight["status"] == "blessed" and insight["blessed_at"] == 1000.0
     assert review["outcome"]["round"] == 1 and not insight["disputed"]
 
 

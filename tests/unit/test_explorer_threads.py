@@ -23,7 +23,8 @@ def thread(sid, status="extracted"):
 
 # --- seed selection ---------------------------------------------------------------------------------------
 
-SEEDS = [seed("ax", "axiom", 10), seed("c-high", "conjecture", 9), seed("q-low", "question", 2), seed("q-mid", "question", 6)]
+SEEDS = [seed("ax", "axiom", 10), seed("c-high", "conjecture", 9), seed("q-low", "question", 2),
+         seed("q-mid", "question", 6)]
 
 
 def test_questions_before_conjectures_then_priority():
@@ -102,7 +103,8 @@ def test_critique_prefers_another_account_and_has_its_own_conversation():
     assert "backends" not in T.turn_task(t, 2, [], ex("explore"), ["a"], S)["requires"]   # nobody else
     weighted = M.ExplorerSettings(critique_weights={"b": 70, "c": 30})
     pick = T.turn_task(t, 2, [], ex("explore"), ["a", "b", "c"], weighted)["requires"]["backends"]
-    assert pick in (["b"], ["c"]) and pick == T.turn_task(t, 4, [], ex("explore"), ["a", "b", "c"], weighted)["requires"]["backends"]
+    assert pick in (["b"], ["c"]) and pick == T.turn_task(t, 4, [], ex("explore"), ["a", "b", "c"],
+                                                          weighted)["requires"]["backends"]
 
 
 def test_explore_asks_for_deep_mode_only_after_profound_exchanges():
@@ -121,16 +123,21 @@ def test_a_retry_changes_key_and_payload():
 # --- extraction and dedup ---------------------------------------------------------------------------------
 
 def test_corpus_includes_pending_blessed_seeds_and_documented_sections():
-    insights = [{"id": "i1", "text": "pending one", "status": "pending"}, {"id": "i2", "text": "blessed", "status": "blessed"},
-                {"id": "i3", "text": "rejected", "status": "rejected"}, {"id": "i4", "text": "dup", "status": "duplicate"}]
-    sections = [("sections/s1", {"text": "a documented section"}), ("sections/s2", "junk"), ("sections/s3", {"title": "x"})]
+    insights = [{"id": "i1", "text": "pending one", "status": "pending"},
+                {"id": "i2", "text": "blessed", "status": "blessed"},
+                {"id": "i3", "text": "rejected", "status": "rejected"},
+                {"id": "i4", "text": "dup", "status": "duplicate"}]
+    sections = [("sections/s1", {"text": "a documented section"}), ("sections/s2", "junk"),
+                ("sections/s3", {"title": "x"})]
     known = X.corpus(insights, [seed("ax", "axiom", text="seven points")], sections)
-    assert known == {"i1": "pending one", "i2": "blessed", "seed:ax": "seven points", "section:s1": "a documented section"}
+    assert known == {"i1": "pending one", "i2": "blessed", "seed:ax": "seven points",
+                     "section:s1": "a documented section"}
 
 
 def test_new_insights_classify_duplicates_candidates_and_new_within_the_batch():
     t = live_thread()
-    parsed = [{"text": text, "confidence": "high", "tags": [], "proposed_by": [], "depends_on": [], "unresolved_depends": []}
+    parsed = [{"text": text, "confidence": "high", "tags": [], "proposed_by": [], "depends_on": [],
+               "unresolved_depends": []}
               for text in ("The Fano plane is self-dual under point-line exchange.",
                            "The Fano plane is self-dual under point-line exchange.",     # the same claim again
                            "The Fano plane is self-dual under the exchange of points and lines.",
@@ -147,7 +154,8 @@ def test_new_insights_classify_duplicates_candidates_and_new_within_the_batch():
 
 def test_panel_tasks():
     t = live_thread(status="synthesised")
-    task = X.extract_task(t, "beta", {"title": "T", "content": "C"}, [], [{"id": "b1", "text": "known", "status": "blessed",
+    task = X.extract_task(t, "beta", {"title": "T", "content": "C"}, [],
+                          [{"id": "b1", "text": "known", "status": "blessed",
                                                                             "tags": []}], S)
     assert task["key"] == "explorer:q.t1:extract:beta" and task["requires"] == {"backends": ["beta"]}
     assert "[b1]" in task["payload"]["prompt"]
@@ -179,7 +187,8 @@ def test_seed_validation():
     assert s["tags"] == ["group_theory", "fano"] and s["created_at"] == 3.0
     again = validate({"text": "Why 7?", "type": "question", "priority": 8, "tags": ["group_theory", "fano"]}, 9.0, s)
     assert same_content(s, again) and again["created_at"] == 3.0 and again["id"] == s["id"]
-    for bad in ({"text": ""}, {"text": "x", "type": "lemma"}, {"text": "x", "priority": 11}, {"text": "x", "id": "Bad Id"},
+    for bad in ({"text": ""}, {"text": "x", "type": "lemma"}, {"text": "x", "priority": 11},
+                {"text": "x", "id": "Bad Id"},
                 {"text": "x", "colour": "red"}):
         with pytest.raises(SeedError):
             validate(bad, 0.0)
@@ -248,7 +257,8 @@ def test_a_prompt_is_kept_by_reference_to_the_exchanges_it_quotes():
     for k in range(1, 10):
         task = dict(T.turn_task(thread, k, seeds, previous, ["a"], settings), id=k)
         prompt = task["payload"]["prompt"]
-        parsed = {"response": f"[NEW_INSIGHTS]\n- claim {k} " + "x" * 2000, "sections": {"NEW_INSIGHTS": [f"claim {k}"]}}
+        parsed = {"response": f"[NEW_INSIGHTS]\n- claim {k} " + "x" * 2000,
+                  "sections": {"NEW_INSIGHTS": [f"claim {k}"]}}
         ex = T.exchange_record(thread, k, parsed, task, {"account": "a"}, 1.0, previous)
         assert "prompt" not in ex and T.exchange_prompt(ex, previous + [ex]) == prompt
         if k > 1:   # the quoted exchanges are references: the record holds the template, not the quotes

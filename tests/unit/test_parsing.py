@@ -101,7 +101,8 @@ def test_labelled_blocks_start_at_every_label(between):
     assert labelled_blocks(text, "INSIGHT") == ["INSIGHT: a\nDOMAINS: x", "INSIGHT: b\nDOMAINS: y"]
 
 
-@pytest.mark.parametrize("line", ["INSIGHT 1: a", "Insight #1: a", "**INSIGHT:** a", "**INSIGHT 1:** a", "1. INSIGHT: a",
+@pytest.mark.parametrize("line",
+                         ["INSIGHT 1: a", "Insight #1: a", "**INSIGHT:** a", "**INSIGHT 1:** a", "1. INSIGHT: a",
                                   "2) **Insight 2**: a", "- **INSIGHT:** a", "### INSIGHT 1: a", "## 1. Insight: a",
                                   "Insight 1 - a", "> INSIGHT: a"])
 def test_labelled_blocks_label_variants(line):
@@ -110,7 +111,8 @@ def test_labelled_blocks_label_variants(line):
 
 def test_labelled_blocks_do_not_over_accept():
     assert labelled_blocks("Insight-driven work is hard.\nInsights: many.\nKey INSIGHT: no", "INSIGHT") == []
-    assert labelled_blocks("INSIGHT:\n===\nINSIGHT: b", "INSIGHT") == ["INSIGHT:", "INSIGHT: b"]   # empty: the caller decides
+    assert labelled_blocks("INSIGHT:\n===\nINSIGHT: b", "INSIGHT") == ["INSIGHT:",
+                                                                       "INSIGHT: b"]   # empty: the caller decides
     # a postscript after a rule is no part of the last block
     assert labelled_blocks("INSIGHT: a\n---\nOverall, these show X.", "INSIGHT") == ["INSIGHT: a"]
 
@@ -124,7 +126,8 @@ def test_labelled_blocks_a_heading_label_that_titles_the_next_block_is_dropped()
 @pytest.mark.parametrize("header", ["[NEW_INSIGHTS]", "**[NEW_INSIGHTS]**", "NEW INSIGHTS:", "## 1. New Insights",
                                     "**New Insights:**", "### New insights", "**1. New Insights**", "New_Insights"])
 def test_section_header_variants(header):
-    out = sections(f"Intro.\n\n{header}\n- a\n\n[QUESTIONS]\n- q", ["NEW_INSIGHTS", "QUESTIONS"], required=("NEW_INSIGHTS",))
+    out = sections(f"Intro.\n\n{header}\n- a\n\n[QUESTIONS]\n- q", ["NEW_INSIGHTS", "QUESTIONS"],
+                   required=("NEW_INSIGHTS",))
     assert bullets(out["NEW_INSIGHTS"]) == ["a"] and bullets(out["QUESTIONS"]) == ["q"]
 
 

@@ -253,7 +253,8 @@ FUZZ_VALUES = {
            {"op": "put", "key": "a"}, {"kind": "daily", "limit": 1, "tz": "UTC", "reset": "23:59"}],
     list: [[], [None], [{}], ["deep"], ["standard", "deep"], [{"op": "put", "key": "k", "value": 1}],
            [{"op": "ack", "task_id": 1}], [{"op": "submit", "task": {"key": "z", "module": "m", "kind": "k"}}],
-           ["1/1s"], ["2/day@23:00 Asia/Kolkata reserve explorer=1"], [{"op": "check", "key": "k", "if_version": 2**64 - 1}],
+           ["1/1s"], ["2/day@23:00 Asia/Kolkata reserve explorer=1"],
+           [{"op": "check", "key": "k", "if_version": 2**64 - 1}],
            [{"op": "delete", "key": "\x00"}], [{"op": "ack", "task_id": -1}], [{"op": "ack", "task_id": 2**64 - 1}]],
 }
 

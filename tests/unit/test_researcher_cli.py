@@ -76,7 +76,8 @@ def test_promote_writes_the_contract_record_once(broker, seeded):
     assert "already promoted" in run(broker, "research", "promote", "abc111").stdout
     res = run_json(broker, "research", "promote", "def333", "--type", "conjecture", "--priority", "3")
     assert res["promotion"]["text"] == "Claim def333." and res["promotion"]["priority"] == 3
-    assert "XP" in run(broker, "research", "findings").stdout and "abc111  XP" in run(broker, "research", "findings").stdout
+    assert "XP" in run(broker, "research", "findings").stdout and "abc111  XP" in run(broker, "research",
+                                                                                      "findings").stdout
 
 
 def test_promote_errors(broker, seeded):

@@ -127,7 +127,8 @@ def test_page_text_title_and_first_fetch(tmp_path, site):
     assert title == "The Fano plane"
     assert "7 points & 7 lines" in text and "168" in text
     assert "menu" not in text and "var x" not in text and "color" not in text
-    assert fetcher(tmp_path, cache_ttl=0).fetch(site.url("plain.txt")).title_and_text() == ("Title line", "Title line\n\nsome text")
+    assert fetcher(tmp_path, cache_ttl=0).fetch(site.url("plain.txt")).title_and_text() == ("Title line",
+                                                                                            "Title line\n\nsome text")
 
 
 def test_rate_limit_per_domain_is_honoured(tmp_path, site):

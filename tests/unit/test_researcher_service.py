@@ -209,7 +209,8 @@ def test_observe_questions_once_per_batch(make_svc):
         Store.put("insights/i2", insight("168 is the order of GL(3,2).", ["fano_plane"], "blessed")),
         Store.put("insights/i3", insight("Numerology about 7.", ["x"], "rejected")),
         Store.put("insights/i4", "not a map")])
-    svc.client.txn("documenter", [Store.put("sections/s1", {"title": "Klein quartic", "text": "It has 168 automorphisms."})])
+    svc.client.txn("documenter",
+                   [Store.put("sections/s1", {"title": "Klein quartic", "text": "It has 168 automorphisms."})])
     svc.observe()
     batch = get(svc, M.K_QUESTION_BATCH)
     assert batch["payload"]["observed"] == ["explorer/i1", "explorer/i2"]

@@ -89,7 +89,8 @@ latency = "zero"
 backend = "sim"
 modes = ["standard", "deep"]
 seed = 2
-latency = {standard = {dist = "lognormal", median = 20.0, sigma = 0.6}, deep = {dist = "uniform", low = 300, high = 900}}
+latency.standard = {dist = "lognormal", median = 20.0, sigma = 0.6}
+latency.deep = {dist = "uniform", low = 300, high = 900}
 rate_limits = {standard = ["80/3h"]}
 transient_rate = 0.02
 overload_rate = 0.02

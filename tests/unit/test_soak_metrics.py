@@ -30,7 +30,8 @@ def test_an_account_is_eligible_only_with_work_it_may_run_and_quota_for_it():
     assert SM.account_states([task(mode="deep")], [], quota(), ACCOUNTS, T0)["b"] == (False, False)
     assert SM.account_states([task(mode="deep", deep_fallback=True)], [], quota(), ACCOUNTS, T0)["b"][0]
     # an explicit account binding (an operator's ask) counts for that account only
-    assert SM.account_states([task(account="b")], [], quota(), ACCOUNTS, T0) == {"a": (False, False), "b": (True, False)}
+    assert SM.account_states([task(account="b")], [], quota(), ACCOUNTS, T0) == {"a": (False, False),
+                                                                                 "b": (True, False)}
     # a conversation binding does not: work the research could move
     assert SM.account_states([task(conversation="c1")], [], quota(), ACCOUNTS, T0)["a"][0]
 
@@ -85,7 +86,8 @@ def test_log_tail_reads_what_was_appended_and_waits_for_a_torn_line(tmp_path):
 def test_percentiles_and_targets():
     assert SM.percentile([], 0.5) is None and SM.percentile([1, 2, 3, 4], 0.5) == 2.5
     assert SM.percentile(range(101), 0.95) == 95
-    total = {"busy": {"a": {"busy_fraction": 0.97}, "b": {"busy_fraction": 0.5}}, "deep_budget": {"a": {"fraction": 1.0}},
+    total = {"busy": {"a": {"busy_fraction": 0.97}, "b": {"busy_fraction": 0.5}},
+             "deep_budget": {"a": {"fraction": 1.0}},
              "deep_tasks": 3, "comments": {"latency_p95_s": 100.0}, "storage": {"multiple_of_answers": 2.0},
              "rss_anon_max_mb": {"broker": 40.0}, "fatal": 0, "lost": 0, "duplicated": 1, "over_quota": 0}
     days = [{"storage": {"bytes_per_task": b}, "rss_anon_max_mb": {"broker": r}} for b, r in ((900, 30.0), (1000, 35.0),

@@ -15,7 +15,8 @@ def keys(r, prefix):
 
 
 def test_consolidated_proposals_expire_and_the_record_stays(rig):
-    r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\nmin_exchanges = 2\nmin_critiques = 1\nmax_exchanges = 2\n")
+    r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n"
+                     "min_exchanges = 2\nmin_critiques = 1\nmax_exchanges = 2\n")
     r.import_seeds()
     r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "extracted"])
     extracted = {t["id"] for t in r.values("threads/") if t["status"] == "extracted"}

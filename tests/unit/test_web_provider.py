@@ -165,4 +165,5 @@ def test_a_page_without_composer_is_read_for_a_sign_in_page_or_human_check():
                                 body="to continue to Gemini")) is None
     gpt = ChatPage(None, load_site("chatgpt"), "https://chatgpt.com")
     assert gpt._wall(PageSample(url="https://chatgpt.com/", title="Just a moment...")) == "challenge"
-    assert gpt._wall(PageSample(url="https://chatgpt.com/", title="ChatGPT", body="Welcome back\nEmail address")) == "login"
+    assert gpt._wall(PageSample(url="https://chatgpt.com/", title="ChatGPT",
+                                body="Welcome back\nEmail address")) == "login"

@@ -71,7 +71,8 @@ def test_malformed_entries_are_refused():
 
 def test_optional_reply_notices_turn_error_and_progress_grace():
     data = tomllib.loads((SITES_DIR / "chatgpt.toml").read_text())
-    assert set(parse_site(data).reply_notices) == {"quota", "capacity", "transient"} and parse_site(data).progress_grace == 90.0
+    assert set(parse_site(data).reply_notices) == {"quota", "capacity",
+                                                   "transient"} and parse_site(data).progress_grace == 90.0
     bare = copy.deepcopy(data)
     del bare["selectors"]["turn_error"], bare["site"]["progress_grace"], bare["reply_notices"]
     assert parse_site(bare).reply_notices == {}

@@ -75,8 +75,12 @@ _SAMPLE_JS = r"""
     return st.visibility !== 'hidden' && st.display !== 'none' && st.opacity !== '0';
   };
   const q = (root, s) => { try { return Array.from(root.querySelectorAll(s)); } catch (e) { return []; } };
-  const union = (sels, root) => { const out = []; for (const s of sels) for (const e of q(root, s)) if (!out.includes(e)) out.push(e); return out; };
-  const firstList = (sels, root) => { for (const s of sels) { const l = q(root, s); if (l.length) return l; } return []; };
+  const union = (sels, root) => {
+    const out = []; for (const s of sels) for (const e of q(root, s)) if (!out.includes(e)) out.push(e); return out;
+  };
+  const firstList = (sels, root) => {
+    for (const s of sels) { const l = q(root, s); if (l.length) return l; } return [];
+  };
   const anyVis = (sels, root) => union(sels, root || document).some(vis);
   const textOf = (el, n) => el ? (el.innerText || el.textContent || '').slice(0, n) : '';
   const users = firstList(S.user_turn, document);

@@ -25,7 +25,8 @@ def blessed_list(insights: list[dict], limit: int = 40) -> str:
     """The ``limit`` most recently blessed insights (key order would favour old threads' insights)."""
     blessed = [i for i in insights if i.get("status") == "blessed"]
     rows = sorted(blessed, key=lambda i: (i.get("blessed_at") or 0.0, i["id"]))[-limit:]
-    return "\n".join(f"- [{i['id']}] [{', '.join(i.get('tags') or [])}]: {i['text'][:200]}" for i in rows) or "(none yet)"
+    return "\n".join(f"- [{i['id']}] [{', '.join(i.get('tags') or [])}]: {i['text'][:200]}"
+                     for i in rows) or "(none yet)"
 
 
 def blessed_ids(insights: list[dict]) -> list[str]:
@@ -62,7 +63,8 @@ def proposals_text(proposals: list[dict]) -> str:
     for p in proposals:
         for b in p.get("blocks") or []:
             s = b.get("scores") or {}
-            scores = ", ".join(f"{k}={s.get(k) if s.get(k) is not None else '-'}" for k in ("impact", "intuition", "surprise"))
+            scores = ", ".join(f"{k}={s.get(k) if s.get(k) is not None else '-'}"
+                               for k in ("impact", "intuition", "surprise"))
             parts.append(f"INSIGHT: {b['text']}\n(proposed by {p['account']}; scores {scores})")
     return "\n\n".join(parts) or "(no proposals)"
 

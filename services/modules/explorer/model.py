@@ -32,10 +32,11 @@ explore conversation: the one that served its latest explore turn, so it follows
 "critic_account": str|None (the one that served the latest critique in the current critic conversation),
 "critic_conv": int (the critic conversation's generation, :mod:`.load`), "critic_on": [account] (the
 accounts the next critique may run on; [] = the preference of :func:`.threads.critic_accounts`),
-"explore_on": [account] (the accounts the first explore turn may run on; [] = any, :mod:`.load`), "profundity": float, "ready_reason": str|None, "attempt": int (re-asks of the current
-step), "panel": [account], "panel_settled": {account: "done"|"failed"|"skipped"}, "panel_retries": {account: n},
-"panel_skipped": {account: task id} (members blocked past ``member_patience``, :mod:`.panels`),
-"panel_closed": bool (consolidation proposed), "synthesised_at", "insight_ids": [str], "extraction_note",
+"explore_on": [account] (the accounts the first explore turn may run on; [] = any, :mod:`.load`), "profundity": float,
+"ready_reason": str|None, "attempt": int (re-asks of the current step), "panel": [account], "panel_settled": {account:
+"done"|"failed"|"skipped"}, "panel_retries": {account: n}, "panel_skipped": {account: task id} (members blocked past
+``member_patience``, :mod:`.panels`), "panel_closed": bool (consolidation proposed), "synthesised_at", "insight_ids":
+[str], "extraction_note",
 "last_error": str|None, "pause_reason": str|None, "created_at", "updated_at"}``
 
 **Exchange** ``{"thread_id", "turn": k, "role": "explore"|"critique", "backend": account|None, "mode":
@@ -73,8 +74,9 @@ Corpus ids in ``dedup.candidates`` / ``duplicate_of``: an insight id, ``seed:<se
 
 **Review** (one per insight that entered the panel; see :mod:`.review` for the stages)::
 
-    {"insight_id", "panel": [{"reviewer", "account", "replaced"?: [{"account", "step", "at"}]}], "stage": "round1"|"mathcheck"|"round2"|
-     "round3_minority"|"round3_majority"|"round3_vote"|"done"|"stalled"|"stopped",
+    {"insight_id", "panel": [{"reviewer", "account", "replaced"?: [{"account", "step", "at"}]}],
+     "stage": "round1"|"mathcheck"|"round2"|"round3_minority"|"round3_majority"|"round3_vote"|"done"|"stalled"
+              |"stopped",
      "rounds": {"1"|"2"|"3": {"version", "responses": {reviewer: response}, "retries": {reviewer: n},
                               "dropped": [reviewer], "outcome": {"kind", "rating", "counts"}|None}},
      "deliberation": {"minority", "majority", "majority_rating", "voters": [reviewer],
@@ -250,9 +252,8 @@ class ExplorerSettings:
       review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
     * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
       waited ``member_patience`` world seconds while its account has no room for the mode it needs is
-      replaced by an account with room that no other seat counted in the step uses; without one it is left out of that step
-      (recorded), as long as two reviewers (one extractor) stay in play; else the step waits
-      (:mod:`.panels`).
+      replaced by an account with room that no other seat counted in the step uses; without one it is left out of that
+      step (recorded), as long as two reviewers (one extractor) stay in play; else the step waits (:mod:`.panels`).
     """
 
     max_active_threads: int = 3           # open threads that can move now (see below)

@@ -98,7 +98,8 @@ def blocked_seeds(seeds: list[dict], threads: list[dict], paces: dict[str, dict]
             out[sid] = rec.get("pause_reason") or "paused"
         elif settings.max_threads_per_seed_hour > 0 and \
                 threads_this_hour(threads, sid, now) >= settings.max_threads_per_seed_hour:
-            out[sid] = f"{settings.max_threads_per_seed_hour} threads started in the last hour (max_threads_per_seed_hour)"
+            out[sid] = (f"{settings.max_threads_per_seed_hour} threads started in the last hour "
+                        "(max_threads_per_seed_hour)")
         elif room(rec, settings.max_tasks_per_seed_hour) == 0:
             out[sid] = budget_note(rec, settings.max_tasks_per_seed_hour)
     return out

@@ -177,7 +177,8 @@ class Panels:
             for acct in waiting:
                 task = pending.get(M.thread_task_key(thread["id"], f"extract:{acct}",
                                                      thread.get("panel_retries", {}).get(acct, 0)))
-                others = [a for a in waiting if a != acct] + [a for a, v in thread["panel_settled"].items() if v == "done"]
+                others = [a for a in waiting if a != acct] + [a for a, v in thread["panel_settled"].items()
+                                                              if v == "done"]
                 if not self._blocked(task, cap, acct) or not others:
                     continue
                 why = f"{acct} blocked past member_patience: {cap.reason(acct, 'standard')}"
@@ -185,7 +186,8 @@ class Panels:
                 new = copy.deepcopy(thread)
                 new["panel_settled"][acct] = "skipped"
                 new.setdefault("panel_skipped", {})[acct] = task["id"]
-                new["extraction_note"] = ((thread.get("extraction_note") + "; ") if thread.get("extraction_note") else "") + why
+                new["extraction_note"] = ((thread.get("extraction_note") + "; ") if thread.get("extraction_note")
+                                          else "") + why
                 new["updated_at"] = now
                 if all(a in new["panel_settled"] for a in new["panel"]):
                     new = self.close_panel(new, ops, now)

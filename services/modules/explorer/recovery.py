@@ -45,7 +45,8 @@ class Recovery:
         vi, insight = self.store.get(M.insight_key(iid))
         vr, review = self.store.get(M.review_key(iid))
         ctx = self.review_ctx()
-        if insight is None or review is None or insight["status"] != "pending" or not R.expected(review, insight, task, ctx):
+        if insight is None or review is None or insight["status"] != "pending" or not R.expected(review, insight, task,
+                                                                                                 ctx):
             return []
         new_review, new_insight = copy.deepcopy(review), copy.deepcopy(insight)
         if final:
@@ -128,7 +129,8 @@ class Recovery:
         insights, known = self.values("insights/"), None
         self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
         for insight in insights:
-            if insight.get("status") == "pending" and insight["dedup"]["verdict"] == "candidates" and not insight["dedup"].get("llm"):
+            if (insight.get("status") == "pending" and insight["dedup"]["verdict"] == "candidates"
+                    and not insight["dedup"].get("llm")):
                 known = known or X.corpus(insights, self.values("seeds/"), self.documented())
                 self.submit_if_absent([X.dedup_task(insight, known, insight["dedup"].get("retries", 0))])
 
@@ -138,7 +140,8 @@ class Recovery:
             return   # changed since the scan: the next pass looks again
         missing = ", ".join(a for a in current["panel"] if a not in current["panel_settled"])
         ops = Ops()
-        new = self.close_panel(dict(current, extraction_note=f"consolidated without {missing} (out of patience)"), ops, now)
+        new = self.close_panel(dict(current, extraction_note=f"consolidated without {missing} (out of patience)"), ops,
+                               now)
         self.put_thread(current, new, version, ops)
         self.txn_or_skip(ops.ops, f"close the extraction panel of {thread['id']}")
 

@@ -172,7 +172,8 @@ def _deep(ctx: Ctx, account: str, step: str) -> dict:
 def _views(rd: dict, with_mods: bool = True) -> str:
     out = []
     for reviewer, r in rd["responses"].items():
-        mod = f"\n  proposed modification: {r['proposed_modification'][:200]}" if with_mods and r.get("proposed_modification") else ""
+        mod = (f"\n  proposed modification: {r['proposed_modification'][:200]}"
+               if with_mods and r.get("proposed_modification") else "")
         out.append(f"- {reviewer}: {r['rating']}\n  reasoning: {(r.get('reasoning') or '-')[:600]}{mod}")
     return "\n".join(out) or "(none)"
 
@@ -187,7 +188,8 @@ def _math_summary(review: dict) -> str:
 
 def _base(insight: dict, ctx: Ctx) -> dict:
     return {"axioms": ctx.axioms, "insight": insight["text"], "tags": ", ".join(insight.get("tags") or []) or "-",
-            "confidence": insight.get("confidence") or "-", "depends_on": ", ".join(insight.get("depends_on") or []) or "none"}
+            "confidence": insight.get("confidence") or "-", "depends_on": ", ".join(insight.get("depends_on") or [])
+            or "none"}
 
 
 def round_task(review: dict, insight: dict, r: int, reviewer: str, ctx: Ctx) -> dict:
@@ -222,7 +224,8 @@ def math_task(review: dict, insight: dict, ctx: Ctx) -> dict:
                "prompt": prompts.render(M.MODULE, "mathcheck", insight=insight["text"])}
     if retry:
         payload["retry"] = retry
-    return M.task_spec(M.insight_task_key(insight["id"], "mathcheck", retry), M.MATHCHECK, payload, insight.get("priority"))
+    return M.task_spec(M.insight_task_key(insight["id"], "mathcheck", retry), M.MATHCHECK, payload,
+                       insight.get("priority"))
 
 
 def step_task(review: dict, insight: dict, step: str, ctx: Ctx, reviewer: str | None = None) -> dict:
@@ -238,8 +241,10 @@ def step_task(review: dict, insight: dict, step: str, ctx: Ctx, reviewer: str | 
     account = _account(review, reviewer)
     r2 = review["rounds"]["2"]["responses"]
     arg, ans = d.get("argument") or {}, d.get("answer") or {}
-    values = dict(_base(insight, ctx), views=_views(review["rounds"]["2"]), own_rating=r2.get(reviewer, {}).get("rating", "?"),
-                  majority_rating=d["majority_rating"], argument=arg.get("argument") or "(the minority gave no argument)",
+    values = dict(_base(insight, ctx), views=_views(review["rounds"]["2"]),
+                  own_rating=r2.get(reviewer, {}).get("rating", "?"),
+                  majority_rating=d["majority_rating"],
+                  argument=arg.get("argument") or "(the minority gave no argument)",
                   proposed=arg.get("proposed_modification") or "NONE", response=ans.get("response") or "(no response)",
                   role="minority" if reviewer == d["minority"] else "majority", math=_math_summary(review))
     payload = {"insight_id": insight["id"], "reviewer": reviewer, "round": 3, "step": step,
@@ -258,7 +263,8 @@ def open_tasks(review: dict, insight: dict, ctx: Ctx) -> list[dict]:
         r = int(stage[-1])
         rd = review["rounds"][str(r)]
         waiting = [p["reviewer"] for p in review["panel"] if p["reviewer"] not in rd["responses"]
-                   and p["reviewer"] not in rd["dropped"] and (r == 1 or p["reviewer"] in review["rounds"]["1"]["responses"])]
+                   and p["reviewer"] not in rd["dropped"]
+                   and (r == 1 or p["reviewer"] in review["rounds"]["1"]["responses"])]
         return [round_task(review, insight, r, who, ctx) for who in waiting]
     if stage == "mathcheck":
         return [math_task(review, insight, ctx)]
@@ -276,7 +282,8 @@ def open_tasks(review: dict, insight: dict, ctx: Ctx) -> list[dict]:
 def decide(review: dict, insight: dict, d: Decision, round_no: int, now: float) -> None:
     status = M.STATUS_OF[d.rating]
     review["stage"] = "done"
-    review["outcome"] = {"rating": d.rating, "status": status, "round": round_no, "reason": d.reason, "disputed": d.disputed}
+    review["outcome"] = {"rating": d.rating, "status": status, "round": round_no, "reason": d.reason,
+                         "disputed": d.disputed}
     insight.update(status=status, disputed=d.disputed, decided_by="panel", updated_at=now,
                    outcome={"rating": d.rating, "round": round_no, "reason": d.reason, "disputed": d.disputed})
     if status == "blessed":
@@ -297,7 +304,8 @@ def adopt_best(review: dict, insight: dict, round_no: int, now: float) -> None:
     """Adopt the best rewording proposed in ``round_no`` by a ⚡ or ? reviewer, if any."""
     order = {p["reviewer"]: i for i, p in enumerate(review["panel"])}
     norm = " ".join(insight["text"].lower().split())
-    cands = sorted((RANK[r["rating"]], order.get(who, 99), who, r) for who, r in review["rounds"][str(round_no)]["responses"].items()
+    cands = sorted((RANK[r["rating"]], order.get(who, 99), who, r)
+                   for who, r in review["rounds"][str(round_no)]["responses"].items()
                    if r["rating"] in (M.BLESS, M.MAYBE) and r.get("proposed_modification")
                    and " ".join(r["proposed_modification"].lower().split()) != norm)
     if cands:
@@ -361,7 +369,8 @@ def advance(review: dict, insight: dict, ctx: Ctx) -> list[dict]:
             return []
         adopt_best(review, insight, 2, now)
         order = [p["reviewer"] for p in review["panel"] if p["reviewer"] in rd["responses"]]
-        norm = {w: (M.REJECT if rd["responses"][w]["rating"] == M.ABANDON else rd["responses"][w]["rating"]) for w in order}
+        norm = {w: (M.REJECT if rd["responses"][w]["rating"] == M.ABANDON else rd["responses"][w]["rating"])
+                for w in order}
         review["deliberation"] = {"minority": next(w for w in order if norm[w] != t["rating"]),
                                   "majority": next(w for w in order if norm[w] == t["rating"]),
                                   "majority_rating": t["rating"], "voters": order, "argument": None, "answer": None,
@@ -376,7 +385,8 @@ def advance(review: dict, insight: dict, ctx: Ctx) -> list[dict]:
         arg, ans = d.get("argument") or {}, d.get("answer") or {}
         minority_r2 = review["rounds"]["2"]["responses"].get(d["minority"], {}).get("rating")
         if arg.get("proposed_modification") and ans.get("accept_modification") and minority_r2 in (M.BLESS, M.MAYBE):
-            adopt(review, insight, 3, d["minority"], arg["proposed_modification"], arg.get("modification_rationale"), now)
+            adopt(review, insight, 3, d["minority"], arg["proposed_modification"], arg.get("modification_rationale"),
+                  now)
         review["rounds"]["3"] = _round(insight["version"])
         review["stage"] = "round3_vote"
         return open_tasks(review, insight, ctx)
@@ -429,7 +439,8 @@ def replace_member(review: dict, insight: dict, task: dict, candidates: list[str
     entry = {"reviewer": reviewer, "step": step, "from": seat["account"], "to": new, "why": why[:300],
              "task_id": task.get("id"), "at": ctx.now}
     if new is not None:
-        seat["replaced"] = list(seat.get("replaced") or []) + [{"account": seat["account"], "step": step, "at": ctx.now}]
+        seat["replaced"] = (list(seat.get("replaced") or [])
+                            + [{"account": seat["account"], "step": step, "at": ctx.now}])
         seat["account"] = new
         review.setdefault("replacements", []).append(entry)
         review["updated_at"] = ctx.now

@@ -217,7 +217,8 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             ops.put(M.insight_key(ins["id"]), ins, 0)
         verdicts = [i["dedup"]["verdict"] for i in made]
         note = (f"{len(made)} insight(s) consolidated: {verdicts.count('new')} new, {verdicts.count('candidates')} "
-                f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)") if made else "the panel found no insights"
+                f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)"
+                if made else "the panel found no insights")
         for key, pv, proposal in self.store.scan(f"proposals/{old['id']}/"):
             # consolidated: the insights are the record now, the proposals working data (docs/storage.md)
             ops.put(key, proposal, pv, working=True)
@@ -265,7 +266,8 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         if task["kind"] == M.REVIEW3:
             parsed = P.parse_review3(text, step.split("_")[1])
         else:
-            parsed = {M.REVIEW1: P.parse_review1, M.REVIEW2: P.parse_review2, M.MATHCHECK: P.parse_mathcheck}[task["kind"]](text)
+            parsed = {M.REVIEW1: P.parse_review1, M.REVIEW2: P.parse_review2,
+                      M.MATHCHECK: P.parse_mathcheck}[task["kind"]](text)
         new_review, new_insight = copy.deepcopy(review), copy.deepcopy(insight)
         tasks = R.record(new_review, new_insight, task, parsed, self.served(task), ctx)
         if new_insight["status"] != "pending":
@@ -297,9 +299,9 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
                 self.log.info("seed %s imported from research finding %s", seed["id"], fid)
 
     def plan(self) -> None:
-        """Start threads while there is room (:meth:`.panels.Panels.thread_room`); re-rank the queued tasks of threads whose priority was
-        overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open steps (and re-rank the
-        tasks of overridden insights)."""
+        """Start threads while there is room (:meth:`.panels.Panels.thread_room`); re-rank the queued tasks of
+        threads whose priority was overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open
+        steps (and re-rank the tasks of overridden insights)."""
         self.import_promotions()
         seeds = self.values("seeds/")
         threads = self.values("threads/")

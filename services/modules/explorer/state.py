@@ -127,7 +127,8 @@ class StateReader:
         tid, kind, p, status = thread["id"], task["kind"], task.get("payload") or {}, effective_status(thread)
         if kind in (M.EXPLORE, M.CRITIQUE):
             k = thread["exchanges"] + 1
-            return status == "active" and p.get("turn") == k and task["key"] == M.turn_task_key(tid, k, thread.get("attempt", 0))
+            return (status == "active" and p.get("turn") == k
+                    and task["key"] == M.turn_task_key(tid, k, thread.get("attempt", 0)))
         if kind == M.SYNTHESIS:
             return status == "ready" and task["key"] == M.thread_task_key(tid, "synthesis", thread.get("attempt", 0))
         if kind == M.EXTRACT:
@@ -157,7 +158,8 @@ class StateReader:
         return thread
 
     def panel_proposals(self, thread: dict) -> list[dict]:
-        return [p for p in self.values(f"proposals/{thread['id']}/") if thread["panel_settled"].get(p["account"]) == "done"]
+        return [p for p in self.values(f"proposals/{thread['id']}/")
+                if thread["panel_settled"].get(p["account"]) == "done"]
 
     def thread_tasks(self, thread: dict) -> list[dict]:
         """The tasks an open thread waits for now, from stored state (for retries and the repair pass)."""
@@ -170,7 +172,8 @@ class StateReader:
         if status == "synthesised" and thread.get("panel_closed"):
             return [X.consolidate_task(thread, self.panel_proposals(thread), self.values("insights/"), self.settings)]
         if status == "synthesised":
-            synth, ex, ins = self.store.get(M.synthesis_key(tid))[1] or {}, self.exchanges(tid), self.values("insights/")
+            synth = self.store.get(M.synthesis_key(tid))[1] or {}
+            ex, ins = self.exchanges(tid), self.values("insights/")
             return [X.extract_task(thread, a, synth, ex, ins, self.settings, thread.get("panel_retries", {}).get(a, 0))
                     for a in thread["panel"] if a not in thread["panel_settled"]]
         return []

@@ -67,7 +67,8 @@ def new_thread(seed: dict, threads: list[dict], now: float) -> dict:
             "seed_text": seed["text"], "priority": int(seed.get("priority", 5)),
             "queued_priority": int(seed.get("priority", 5)), "status": "active",
             "exchanges": 0, "critiques": 0, "explore_account": None, "profundity": 0.0, "ready_reason": None,
-            "paused_from": None, "attempt": 0, "panel": [], "panel_settled": {}, "panel_retries": {}, "panel_closed": False,
+            "paused_from": None, "attempt": 0, "panel": [], "panel_settled": {}, "panel_retries": {},
+            "panel_closed": False,
             "synthesised_at": None, "insight_ids": [],
             "extraction_note": None, "last_error": None, "pause_reason": None, "created_at": now, "updated_at": now}
 

@@ -395,7 +395,8 @@ class ResearcherService(ModuleService):
         questions = sorted((v for _, _, v in self.store.scan("questions/")),
                            key=lambda q: (-q.get("priority", 5), -q.get("created", 0)))[:8]
         prompt = prompts.render("researcher", "extract_findings", url=src["url"], title=src.get("title") or "(none)",
-                                questions="\n".join(f"- ({q['type']}) {q['question']}" for q in questions) or "none yet",
+                                questions=("\n".join(f"- ({q['type']}) {q['question']}" for q in questions)
+                                           or "none yet"),
                                 text=_clip(content.get("text", ""), self.settings.extract_chars))
         return {"key": M.key_extract(src["id"]), "module": self.module, "kind": EXTRACT_FINDINGS,
                 "payload": {"prompt": prompt, "url": src["url"], "source_id": src["id"]}}
@@ -457,7 +458,8 @@ class ResearcherService(ModuleService):
         cons = {M.concept_slug(c) for c in finding.get("concepts") or []}
         scored = []
         for q in questions:
-            overlap = len(nums & set(q.get("numbers") or [])) + len(cons & {M.concept_slug(c) for c in q.get("concepts") or []})
+            overlap = (len(nums & set(q.get("numbers") or []))
+                       + len(cons & {M.concept_slug(c) for c in q.get("concepts") or []}))
             if overlap:
                 scored.append((-overlap, -q.get("priority", 5), q["id"]))
         return [qid for *_, qid in sorted(scored)[:limit]]

@@ -52,7 +52,8 @@ def _match(domain: str, table) -> str | None:
 
 class TrustPolicy:
     def __init__(self, trusted: dict | None = None, excluded=(), trust_min: float = 50.0):
-        self.trusted = {str(k).lower(): float(v) for k, v in (trusted if trusted is not None else DEFAULT_TRUSTED).items()}
+        table = trusted if trusted is not None else DEFAULT_TRUSTED
+        self.trusted = {str(k).lower(): float(v) for k, v in table.items()}
         self.excluded = {str(d).lower() for d in excluded}
         self.trust_min = float(trust_min)
 
