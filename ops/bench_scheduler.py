@@ -67,6 +67,7 @@ from ops.chaos import Tree
 from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
+from shared.records import EventRecord
 from shared.scheduler_client import query
 
 MODULE, KIND = "bench", "ask"
@@ -129,9 +130,9 @@ def proc_mem(pid: int) -> dict:
     return {"rss_mib": out.get("VmRSS"), "peak_rss_mib": out.get("VmHWM")}
 
 
-def all_events(client: BrokerClient, after: int = 0) -> list[dict]:
+def all_events(client: BrokerClient, after: int = 0) -> list[EventRecord]:
     """Every event in the broker's outbox after ``after``."""
-    out = []
+    out: list[EventRecord] = []
     while True:
         page = client.events(after=after, limit=10_000)
         out.extend(page["events"])

@@ -37,6 +37,7 @@ import time
 import zlib
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -155,7 +156,7 @@ def measure(db_dir: Path) -> dict:
                 pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
                 total_pages += pages
                 stored = 0
-                kv = defaultdict(lambda: {"entries": 0, "stored": 0, "raw": 0})
+                kv: defaultdict[str, dict[str, int]] = defaultdict(lambda: {"entries": 0, "stored": 0, "raw": 0})
                 for k, v in txn.cursor(db=db):
                     stored += len(k) + len(v)
                     if name == "kv":
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     try:
         t0 = time.monotonic()
         texts = replay(client, args, random.Random(args.seed))
-        result = {"schema_version": S.SCHEMA_VERSION, "workload": vars(args),
+        result: dict[str, Any] = {"schema_version": S.SCHEMA_VERSION, "workload": vars(args),
                   "seconds": round(time.monotonic() - t0, 1),
                   "texts": {"answer_chars": texts["answers"], "prompt_chars": texts["prompts"],
                             "zlib_ratio": round(texts["answers"] / max(1, texts["compressed"]), 2)},

@@ -77,8 +77,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -239,7 +241,7 @@ def work_bound(n_std: int, n_deep: int) -> float:
     return hi
 
 
-def analyse(dep: Deployment, events: list[dict], args, variant: str, drove: dict) -> dict:
+def analyse(dep: Deployment, events: Sequence[Mapping[str, Any]], args, variant: str, drove: dict) -> dict:
     key_of = {tid: key for key, tid in drove["ids"].items()}
     tasks: dict[int, dict] = {}
     for ev in events:

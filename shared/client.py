@@ -21,13 +21,23 @@ A client is not thread-safe: use one per thread.
 """
 from __future__ import annotations
 
+import builtins
 import time
-from typing import Any
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
 from shared import protocol, sockets
 from shared.errors import BrokerUnavailable, FanoError
+from shared.records import EventsReply, KvItem, KvPage, LeaseReply, SubmitReply, TaskPage, TaskRecord
+
+if TYPE_CHECKING:
+    from shared.config import Config
+
+# a reply whose shape shared/records.py does not (yet) describe: a msgpack map
+Json = dict[str, Any]
 
 
 class BrokerClient:
@@ -36,7 +46,7 @@ class BrokerClient:
     notify_writes = False
 
     def __init__(self, endpoint: str, name: str = "client", timeout: float = 2.5, retries: int = 3,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None):
         if retries < 1:
             raise ValueError("retries must be >= 1")
         self.endpoint = endpoint
@@ -44,13 +54,13 @@ class BrokerClient:
         self.timeout = timeout
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
-        self._sock: zmq.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
         self._poller: zmq.Poller | None = None
         self.resends = 0  # attempts beyond the first, across the client's life (for monitoring)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
-    def _socket(self) -> zmq.Socket:
+    def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sockets.configure_socket(sock, "dealer", identity=self.name)
@@ -70,14 +80,15 @@ class BrokerClient:
     def close(self) -> None:
         self._reset()
 
-    def __enter__(self):
+    def __enter__(self) -> BrokerClient:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def call(self, cmd: str, rid: str | None = None, timeout: float | None = None,
-             retries: int | None = None, **args) -> Any:
+             retries: int | None = None, **args: Any) -> Any:
         """Send one command and return its result; raise FanoError on an error reply.
 
         ``rid`` may be given to make a call idempotent across client restarts too (a caller that
@@ -114,18 +125,20 @@ class BrokerClient:
                                 f"after {attempts} attempt(s) of {timeout:g}s")
 
     @staticmethod
-    def _encode(cmd: str, cid: str, rid: str | None, args: dict) -> list[bytes]:
+    def _encode(cmd: str, cid: str, rid: str | None, args: Json) -> builtins.list[bytes]:
         """The request's frames; raises the broker's own BAD_ARGUMENT / TOO_LARGE for what it would refuse."""
         protocol.check_depth(cmd, args)  # first: msgpack's encoder would fail with a bare ValueError
         frames = protocol.encode_request(protocol.Request(cmd=cmd, cid=cid, args=args, rid=rid))
         protocol.check_body_size(frames[1])
         return frames
 
-    def _await(self, sock: zmq.Socket, cid: str, timeout: float):
+    def _await(self, sock: zmq.Socket[bytes], cid: str, timeout: float) -> protocol.Reply | None:
         deadline = time.monotonic() + timeout
+        poller = self._poller
+        assert poller is not None   # made with the socket by _socket()
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not self._poller.poll(int(left * 1000) + 1):
+            if left <= 0 or not poller.poll(int(left * 1000) + 1):
                 return None
             try:
                 reply = protocol.decode_reply(sock.recv_multipart())
@@ -135,88 +148,90 @@ class BrokerClient:
                 return reply
             # a late reply to an earlier call: drop it
 
-    # --- typed helpers (one per command; arguments as in shared.protocol.COMMANDS) --------------------
+    # --- typed helpers (one per command; arguments as in shared.protocol.COMMANDS; replies as in
+    # shared.records where it describes them) -----------------------------------------------------------
 
-    def ping(self) -> dict:
-        return self.call("ping")
+    def ping(self) -> Json:
+        return cast(Json, self.call("ping"))
 
     def submit(self, key: str, module: str, kind: str, payload: Any = None, force: bool = False,
-               **fields) -> dict:
+               **fields: Any) -> SubmitReply:
         """Submit a task; returns ``{"task": {...}, "created": bool}`` (created False: key known)."""
         task = {"key": key, "module": module, "kind": kind, "payload": payload if payload is not None else {}}
         task.update(fields)
-        return self.call("submit", task=task, force=force)
+        return cast(SubmitReply, self.call("submit", task=task, force=force))
 
-    def get(self, task_id: int, history: bool = True) -> dict:
-        return self.call("get", id=task_id, history=history)
+    def get(self, task_id: int, history: bool = True) -> TaskRecord:
+        return cast(TaskRecord, self.call("get", id=task_id, history=history))
 
-    def list(self, **filters) -> dict:
-        return self.call("list", **filters)
+    def list(self, **filters: Any) -> TaskPage:
+        return cast(TaskPage, self.call("list", **filters))
 
-    def cancel(self, task_id: int, reason: str = "") -> dict:
-        return self.call("cancel", id=task_id, reason=reason)
+    def cancel(self, task_id: int, reason: str = "") -> Json:
+        return cast(Json, self.call("cancel", id=task_id, reason=reason))
 
-    def pause(self, task_id: int) -> dict:
-        return self.call("pause", id=task_id)
+    def pause(self, task_id: int) -> Json:
+        return cast(Json, self.call("pause", id=task_id))
 
-    def resume(self, task_id: int) -> dict:
-        return self.call("resume", id=task_id)
+    def resume(self, task_id: int) -> Json:
+        return cast(Json, self.call("resume", id=task_id))
 
-    def retry(self, task_id: int, reset_attempts: bool = True) -> dict:
-        return self.call("retry", id=task_id, reset_attempts=reset_attempts)
+    def retry(self, task_id: int, reset_attempts: bool = True) -> Json:
+        return cast(Json, self.call("retry", id=task_id, reset_attempts=reset_attempts))
 
-    def set_priority(self, task_id: int, priority: int) -> dict:
-        return self.call("set_priority", id=task_id, priority=priority)
+    def set_priority(self, task_id: int, priority: int) -> Json:
+        return cast(Json, self.call("set_priority", id=task_id, priority=priority))
 
-    def lease(self, worker: str, account: str, **kw) -> dict:
-        return self.call("lease", worker=worker, account=account, **kw)
+    def lease(self, worker: str, account: str, **kw: Any) -> LeaseReply:
+        return cast(LeaseReply, self.call("lease", worker=worker, account=account, **kw))
 
-    def renew(self, task_id: int, epoch: int, ttl: float | None = None, rid: str | None = None) -> dict:
-        return self.call("renew", rid=rid, id=task_id, epoch=epoch, ttl=ttl)
+    def renew(self, task_id: int, epoch: int, ttl: float | None = None, rid: str | None = None) -> Json:
+        return cast(Json, self.call("renew", rid=rid, id=task_id, epoch=epoch, ttl=ttl))
 
-    def turn_begin(self, task_id: int, epoch: int, rid: str | None = None) -> dict:
+    def turn_begin(self, task_id: int, epoch: int, rid: str | None = None) -> Json:
         """Record the intent to send this turn (before the request leaves the worker)."""
-        return self.call("turn_begin", rid=rid, id=task_id, epoch=epoch)
+        return cast(Json, self.call("turn_begin", rid=rid, id=task_id, epoch=epoch))
 
     def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None,
-                 reconciled: bool = False) -> dict:
+                 reconciled: bool = False) -> Json:
         """``reconciled``: the result is an earlier attempt's answer recovered from the provider; nothing
         was sent under this lease, so its quota unit is refunded."""
-        return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result, reconciled=reconciled)
+        return cast(Json, self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result,
+                                    reconciled=reconciled))
 
     def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
-             retry_after: float | None = None, rid: str | None = None, scope: str = "mode") -> dict:
+             retry_after: float | None = None, rid: str | None = None, scope: str = "mode") -> Json:
         """``scope`` (class quota): ``"account"`` cools every mode of the account, not only the leased one."""
-        return self.call("fail", rid=rid, id=task_id, epoch=epoch, error_class=error_class, message=message,
-                         sent=sent, retry_after=retry_after, scope=scope)
+        return cast(Json, self.call("fail", rid=rid, id=task_id, epoch=epoch, error_class=error_class,
+                                    message=message, sent=sent, retry_after=retry_after, scope=scope))
 
-    def refuse(self, task_id: int, epoch: int, until: float | None = None, message: str = "") -> dict:
-        return self.call("refuse", id=task_id, epoch=epoch, until=until, message=message)
+    def refuse(self, task_id: int, epoch: int, until: float | None = None, message: str = "") -> Json:
+        return cast(Json, self.call("refuse", id=task_id, epoch=epoch, until=until, message=message))
 
-    def quota_show(self, account: str | None = None) -> dict:
-        return self.call("quota_show", account=account)
+    def quota_show(self, account: str | None = None) -> Json:
+        return cast(Json, self.call("quota_show", account=account))
 
-    def quota_set(self, account: str, mode: str, windows) -> dict:
-        return self.call("quota_set", account=account, mode=mode, windows=windows)
+    def quota_set(self, account: str, mode: str, windows: builtins.list[str]) -> Json:
+        return cast(Json, self.call("quota_set", account=account, mode=mode, windows=windows))
 
-    def quota_reset(self, account: str, mode: str | None = None, usage: bool = True, spec: bool = False) -> dict:
-        return self.call("quota_reset", account=account, mode=mode, usage=usage, spec=spec)
+    def quota_reset(self, account: str, mode: str | None = None, usage: bool = True, spec: bool = False) -> Json:
+        return cast(Json, self.call("quota_reset", account=account, mode=mode, usage=usage, spec=spec))
 
-    def cooldown(self, account: str, until: float, mode: str | None = None, reason: str = "") -> dict:
-        return self.call("cooldown", account=account, mode=mode, until=until, reason=reason)
+    def cooldown(self, account: str, until: float, mode: str | None = None, reason: str = "") -> Json:
+        return cast(Json, self.call("cooldown", account=account, mode=mode, until=until, reason=reason))
 
-    def txn(self, module: str, ops: list[dict], rid: str | None = None) -> dict:
+    def txn(self, module: str, ops: builtins.list[Json], rid: str | None = None) -> Json:
         if self.notify_writes:
             ops = [*ops, {"op": "notify", "reason": f"changed by {self.name}"}]
-        return self.call("txn", module=module, ops=ops, rid=rid)
+        return cast(Json, self.call("txn", module=module, ops=ops, rid=rid))
 
-    def kv_get(self, module: str, key: str) -> dict | None:
-        return self.call("kv_get", module=module, key=key)
+    def kv_get(self, module: str, key: str) -> KvItem | None:
+        return cast("KvItem | None", self.call("kv_get", module=module, key=key))
 
-    def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100) -> dict:
-        return self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit)
+    def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100) -> KvPage:
+        return cast(KvPage, self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit))
 
-    def kv_items(self, module: str, prefix: str = "", page: int = 500):
+    def kv_items(self, module: str, prefix: str = "", page: int = 500) -> Iterator[tuple[str, int, Any]]:
         """Every ``(key, version, value)`` under ``prefix`` in ``module``'s namespace, in key order, read
         ``page`` records per request as the caller iterates (stop iterating to stop reading)."""
         after = None
@@ -228,18 +243,18 @@ class BrokerClient:
             if not after:
                 return
 
-    def unconsumed(self, module: str, after: int | None = None, limit: int = 100) -> dict:
+    def unconsumed(self, module: str, after: int | None = None, limit: int = 100) -> TaskPage:
         """Settled tasks of ``module`` not yet acked by it (what a restarted module must still apply)."""
-        return self.call("unconsumed", module=module, after=after, limit=limit)
+        return cast(TaskPage, self.call("unconsumed", module=module, after=after, limit=limit))
 
-    def stats(self) -> dict:
-        return self.call("stats")
+    def stats(self) -> Json:
+        return cast(Json, self.call("stats"))
 
-    def events(self, after: int = 0, limit: int = 1000) -> dict:
-        return self.call("events", after=after, limit=limit)
+    def events(self, after: int = 0, limit: int = 1000) -> EventsReply:
+        return cast(EventsReply, self.call("events", after=after, limit=limit))
 
 
-def connect(config=None, name: str = "client", **kw) -> BrokerClient:
+def connect(config: Config | None = None, name: str = "client", **kw: Any) -> BrokerClient:
     """A client for the broker of the given (or default) configuration."""
     if config is None:
         from shared.config import load_config

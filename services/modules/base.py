@@ -28,6 +28,7 @@ would end FATAL and stay down after the condition passed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import zmq
 
@@ -35,6 +36,7 @@ from services.modules.parsing import ParseError
 from shared import protocol, sockets
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
+from shared.records import TaskRecord
 from shared.service import Service
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
@@ -89,6 +91,12 @@ class Effect:
 
     ops: list = field(default_factory=list)
 
+
+
+def _plain(task: TaskRecord) -> dict[str, Any]:
+    """The record as the module hooks (``handle``, ``on_unusable``) take it: a plain dict (no copy; the
+    hooks are typed ``dict`` until the modules adopt :class:`shared.records.TaskRecord`)."""
+    return cast(dict[str, Any], task)
 
 class ModuleService(Service):
     module = "module"
@@ -152,7 +160,7 @@ class ModuleService(Service):
                     if event.get("module") != self.module:
                         continue
                     if event.get("type") != "module.notify":
-                        self.apply(self.client.get(event["id"], history=False))
+                        self.apply(_plain(self.client.get(event["id"], history=False)))
                     self._next_plan = 0.0
             if self.clock.mono() >= self._next_plan:
                 self._next_plan = self.clock.mono() + self.plan_interval
@@ -191,7 +199,7 @@ class ModuleService(Service):
         while True:
             page = self.client.unconsumed(self.module, after=after, limit=200)
             for task in page["tasks"]:
-                self.apply(task)
+                self.apply(_plain(task))
             if not page["next"]:
                 return
             after = page["next"]

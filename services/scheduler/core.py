@@ -28,7 +28,8 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from services.scheduler import queries, responsive
 from services.scheduler.handoff import Handoffs
@@ -197,7 +198,7 @@ class SchedulerCore:
 
     # --- broker events --------------------------------------------------------------------------------
 
-    def on_event(self, ev: dict) -> None:
+    def on_event(self, ev: Mapping[str, Any]) -> None:
         """Apply one broker event (in sequence order; the service deduplicates by seq)."""
         typ = ev.get("type")
         try:
@@ -245,7 +246,7 @@ class SchedulerCore:
             # only the expected transition: a late event must not mark a worker busy that said ready
             w.set_state("busy", tid, self.clock.mono())
 
-    def _on_ended(self, typ: str, tid: int, ev: dict) -> None:
+    def _on_ended(self, typ: str, tid: int, ev: Mapping[str, Any]) -> None:
         a = self.assigned.get(tid)
         t = self._untrack(tid)
         run = self.running.pop(tid, None)
@@ -269,7 +270,7 @@ class SchedulerCore:
             self.recent.appendleft({"id": tid, "module": ev.get("module"), "kind": ev.get("kind"),
                                     "account": run.account if run else None, "at": ev.get("ts")})
 
-    def on_task_record(self, rec: dict) -> None:
+    def on_task_record(self, rec: Mapping[str, Any]) -> None:
         """A task as ``get``/``list`` return it (rebuild, refreshes): the broker's word at that moment."""
         tid, state = int(rec["id"]), rec.get("state")
         if state == "PENDING":
@@ -483,7 +484,7 @@ class SchedulerCore:
             return
         self._send(ident, "answer", cid=cid, ok=True, result=result)
 
-    def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: dict | None) -> None:
+    def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: Mapping[str, Any] | None) -> None:
         self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(self, tid, rec))
 
     # --- time -----------------------------------------------------------------------------------------

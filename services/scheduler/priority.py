@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 BROKER_DEFAULT_PRIORITY = 50
 STANDARD, DEEP = "standard", "deep"
@@ -71,7 +73,7 @@ class QTask:
     hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
 
     @classmethod
-    def from_fields(cls, rec: dict) -> QTask:
+    def from_fields(cls, rec: Mapping[str, Any]) -> QTask:
         """From an event body or a task record; tolerant of missing optional fields."""
         unknown, until = rec.get("unknown_account"), rec.get("unknown_until")
         if unknown is None and isinstance(rec.get("unknown_turn"), dict):

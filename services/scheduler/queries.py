@@ -77,6 +77,8 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from services.scheduler import workers as C
 from services.scheduler.handoff import due_time
@@ -316,7 +318,7 @@ def _binding(core, t, world: float) -> list[str]:
     return parts
 
 
-def why_untracked(core, tid: int, rec: dict | None) -> dict:
+def why_untracked(core, tid: int, rec: Mapping[str, Any] | None) -> dict:
     out = {"task_id": tid, "where": "untracked", "state": None, "priority": None, "terms": None, "ahead": None,
            "ahead_approx": False, "accounts": []}
     if rec is None:

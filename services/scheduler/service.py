@@ -25,6 +25,8 @@ blocks the loop for long: calls made inside the loop have a short timeout and ar
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import zmq
 
@@ -157,7 +159,7 @@ class SchedulerService(Service):
                 if not self._follow(self._catch_up):
                     return
 
-    def _apply(self, ev: dict) -> None:
+    def _apply(self, ev: Mapping[str, Any]) -> None:
         self.core.on_event(ev)
         self.last_seq = ev["seq"]
         self._last_event = self.clock.mono()

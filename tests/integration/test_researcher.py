@@ -21,6 +21,7 @@ from services.modules.researcher import crossref
 from services.modules.researcher import model as M
 from services.modules.researcher.parsers import parse_findings, parse_questions
 from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS
+from shared.records import TaskRecord
 from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, ServiceProcess, short_tmpdir, toml_value, wait_for, write_config
 from tests.worker_support import WorkerProcess
@@ -103,7 +104,7 @@ class Stack:
     def scan(self, prefix: str, ns: str = "researcher") -> dict:
         return {key: value for key, _, value in self.client.kv_items(ns, prefix)}
 
-    def tasks(self, kind: str) -> list[dict]:
+    def tasks(self, kind: str) -> list[TaskRecord]:
         return self.client.list(module="researcher", kind=kind, limit=1000, payloads=True)["tasks"]
 
     def cli(self, *args) -> dict:

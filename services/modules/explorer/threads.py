@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from services.modules import prompts
 from services.modules.explorer import model as M
@@ -202,7 +204,7 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
     return M.task_spec(M.turn_task_key(tid, k, retry), kind, payload, thread.get("priority"), requires)
 
 
-def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float,
+def exchange_record(thread: dict, k: int, parsed: dict, task: Mapping[str, Any], served: dict, now: float,
                     previous: list[dict] | None = None) -> dict:
     """The stored exchange: each text once (docs/storage.md).
 
