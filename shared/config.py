@@ -11,6 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
@@ -102,16 +103,16 @@ class SchedulerConfig:
     """Dynamic priority = base(kind) + module weight + min(aging_cap, aging_per_hour * hours waiting)
     + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first."""
 
-    base_priorities: dict = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
+    base_priorities: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
     default_base: int = 50
-    module_weights: dict = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
+    module_weights: dict[str, Any] = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
     aging_per_hour: float = 2.0
     aging_cap: float = 20.0
     seed_weight: float = 10.0
     # module -> [[waiting_tasks_threshold, boost], ...]: e.g. documenter +15 above 10 waiting, +30 above 20
     # module -> [[queued tasks, boost], ...]; none by default: the documenter boosts its own tasks by the
     # blessed insights waiting (its queue never holds more than a handful), see its settings
-    backlog_boosts: dict = field(default_factory=dict)
+    backlog_boosts: dict[str, Any] = field(default_factory=dict)
     lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
     assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
     # world seconds a conversation turn waits while the account holding its conversation cannot run it
@@ -127,7 +128,7 @@ class SchedulerConfig:
 class QuotaConfig:
     account: str
     mode: str
-    windows: tuple  # of window dicts or compact strings, validated by shared.quota
+    windows: tuple[Any, ...]  # of window dicts or compact strings, validated by shared.quota
 
 
 BACKENDS = ("sim", "claude", "chatgpt", "gemini", "openai")
@@ -152,7 +153,7 @@ class AccountConfig:
     name: str
     backend: str                      # one of BACKENDS
     modes: tuple[str, ...] = ("standard",)
-    settings: dict = field(default_factory=dict)   # everything else in [accounts.NAME], backend-specific
+    settings: dict[str, Any] = field(default_factory=dict)   # everything else in [accounts.NAME], backend-specific
 
     @property
     def program(self) -> str:
@@ -200,7 +201,7 @@ class Config(_Sockets):
     quotas: tuple[QuotaConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
     # [modules.NAME] tables, validated by each module's own settings loader (one per module)
-    modules: dict = field(default_factory=dict)
+    modules: dict[str, Any] = field(default_factory=dict)
 
     def account(self, name: str) -> AccountConfig:
         for acct in self.accounts:
@@ -232,7 +233,7 @@ class Config(_Sockets):
         return self.run_dir / f"{program}.lock"
 
 
-def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
+def _section(data: dict[str, Any], name: str, allowed: set[str], where: str) -> dict[str, Any]:
     sec = data.get(name, {})
     if not isinstance(sec, dict):
         raise ConfigError(f"{where}: [{name}] must be a table")
@@ -242,7 +243,7 @@ def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
     return sec
 
 
-def _broker(sec: dict, where: str) -> BrokerConfig:
+def _broker(sec: dict[str, Any], where: str) -> BrokerConfig:
     kw = {}
     defaults = BrokerConfig()
     for key, value in sec.items():
@@ -269,7 +270,7 @@ def _broker(sec: dict, where: str) -> BrokerConfig:
     return cfg
 
 
-def _scheduler(sec: dict, where: str) -> SchedulerConfig:
+def _scheduler(sec: dict[str, Any], where: str) -> SchedulerConfig:
     defaults = SchedulerConfig()
     kw = {}
     for key, value in sec.items():
@@ -291,7 +292,7 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
     return SchedulerConfig(**kw)
 
 
-def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
+def _quotas(data: dict[str, Any], where: str) -> tuple[QuotaConfig, ...]:
     out = []
     quotas = data.get("quotas", {})
     if not isinstance(quotas, dict):
@@ -324,7 +325,7 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
-def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
+def _accounts(data: dict[str, Any], where: str) -> tuple[AccountConfig, ...]:
     accounts = data.get("accounts", {})
     if not isinstance(accounts, dict):
         raise ConfigError(f"{where}: [accounts] must be a table of [accounts.NAME]")
@@ -345,7 +346,7 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
     return tuple(out)
 
 
-def _modules(data: dict, where: str) -> dict:
+def _modules(data: dict[str, Any], where: str) -> dict[str, Any]:
     modules = data.get("modules", {})
     if not isinstance(modules, dict) or not all(isinstance(v, dict) for v in modules.values()):
         raise ConfigError(f"{where}: [modules] must contain [modules.NAME] tables")
@@ -384,12 +385,12 @@ def _config_path(path) -> Path:
     return Path(path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG).resolve()
 
 
-def _resolve_path(cfg_path: Path, paths: dict, key: str, default: str) -> Path:
+def _resolve_path(cfg_path: Path, paths: dict[str, Any], key: str, default: str) -> Path:
     env = os.environ.get(f"FANO_{key.upper()}")
     return (cfg_path.parent / (env or paths.get(key, default))).resolve()
 
 
-def find_endpoints(path: str | os.PathLike | None = None) -> Endpoints:
+def find_endpoints(path: str | os.PathLike[str] | None = None) -> Endpoints:
     """The sockets of the tree ``path`` configures, even when that file does not load.
 
     A running tree keeps working on the configuration it started with, so an edit that breaks the file
@@ -405,7 +406,7 @@ def find_endpoints(path: str | os.PathLike | None = None) -> Endpoints:
         if not cfg_path.is_file():
             raise
         problem = str(exc)
-    paths: dict = {}
+    paths: dict[str, Any] = {}
     try:
         with open(cfg_path, "rb") as f:
             table = tomllib.load(f).get("paths")
@@ -416,7 +417,7 @@ def find_endpoints(path: str | os.PathLike | None = None) -> Endpoints:
     return Endpoints(_resolve_path(cfg_path, paths, "run_dir", "var/run"), problem)
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     cfg_path = _config_path(path)
     where = str(cfg_path)
     try:

@@ -32,6 +32,7 @@ code    name                   meaning
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ErrorCode(enum.IntEnum):
@@ -63,7 +64,7 @@ class FanoError(Exception):
     the client library when the broker answers with an error.
     """
 
-    def __init__(self, code: ErrorCode | int, message: str, details: dict | None = None):
+    def __init__(self, code: ErrorCode | int, message: str, details: dict[str, Any] | None = None):
         self.code = ErrorCode(code)
         self.message = message
         self.details = details or {}
@@ -73,14 +74,14 @@ class FanoError(Exception):
     def name(self) -> str:
         return self.code.name
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         out = {"code": int(self.code), "name": self.code.name, "message": self.message}
         if self.details:
             out["details"] = self.details
         return out
 
     @classmethod
-    def from_wire(cls, err: dict) -> FanoError:
+    def from_wire(cls, err: dict[str, Any]) -> FanoError:
         try:
             code = ErrorCode(int(err.get("code", ErrorCode.INTERNAL)))
         except ValueError:

@@ -157,7 +157,7 @@ ANY = object()
 class Arg:
     """One argument of a command: accepted types, whether it is required, its default."""
 
-    types: tuple
+    types: tuple[Any, ...]
     required: bool = False
     default: Any = None
     nullable: bool = True
@@ -238,7 +238,7 @@ def is_mutating(cmd: str) -> bool:
 class Request:
     cmd: str
     cid: str
-    args: dict
+    args: dict[str, Any]
     rid: str | None = None
     body: bytes = field(default=b"", compare=False, repr=False)  # the raw body, for retry fingerprints
 
@@ -248,7 +248,7 @@ class Reply:
     cid: str | None
     ok: bool
     result: Any = None
-    error: dict | None = field(default=None)
+    error: dict[str, Any] | None = field(default=None)
     packed_result: bytes | None = field(default=None, repr=False)  # result already in msgpack
 
     def raise_for_error(self) -> Any:
@@ -257,7 +257,7 @@ class Reply:
         return self.result
 
 
-class Event(dict):
+class Event(dict[str, Any]):
     """An event body; ``packed`` holds its msgpack once encoded, so the outbox and PUB share one encoding."""
 
     __slots__ = ("packed",)
@@ -326,7 +326,7 @@ def check_depth(cmd: str, args: Any) -> None:
         raise bad_argument(f"{cmd}: arguments nested deeper than {MAX_DEPTH} levels of maps/lists")
 
 
-def _check_args(cmd: str, raw: Any) -> dict:
+def _check_args(cmd: str, raw: Any) -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -406,7 +406,7 @@ def encode_reply(reply: Reply) -> list[bytes]:
         # {"cid": cid, "ok": true, "result": <packed>} assembled around the stored encoding
         body = b"".join((_REPLY_CID, _pack(reply.cid), _REPLY_OK_RESULT, reply.packed_result))
     else:
-        fields: dict = {"cid": reply.cid, "ok": reply.ok}
+        fields: dict[str, Any] = {"cid": reply.cid, "ok": reply.ok}
         if reply.ok:
             fields["result"] = reply.result
         else:
@@ -433,12 +433,12 @@ def decode_reply(frames: list[bytes]) -> Reply:
     return Reply(cid=msg.get("cid"), ok=bool(msg["ok"]), result=msg.get("result"), error=msg.get("error"))
 
 
-def encode_event(event: dict) -> list[bytes]:
+def encode_event(event: dict[str, Any]) -> list[bytes]:
     packed = getattr(event, "packed", None) or _pack(event)
     return [EVENT_PREFIX + event["type"].encode(), HEADER, packed]
 
 
-def decode_event(frames: list[bytes]) -> dict:
+def decode_event(frames: list[bytes]) -> dict[str, Any]:
     if len(frames) != 3 or frames[1] != HEADER:
         raise FanoError(ErrorCode.BAD_FRAME, "event is not [topic, FANO/1, body]")
     msg = _unpack(frames[2])
@@ -464,7 +464,7 @@ LIVENESS = 3               # missed intervals before a peer is declared dead
 OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
 
 # message type -> required fields (with accepted types)
-WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
+WORKER_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {
     "ready": {"worker": STR, "account": STR, "backend": STR, "modes": LIST},
     "heartbeat": {},
     "done": {"worker": STR, "task_id": INT, "outcome": STR},
@@ -475,7 +475,7 @@ WORKER_MESSAGES: dict[str, dict[str, tuple]] = {
     "answer": {"cid": STR, "ok": BOOL},
 }
 # message type -> optional fields the receiver reads (absent or null, else of these types); others pass unchecked
-WORKER_OPTIONAL: dict[str, dict[str, tuple]] = {
+WORKER_OPTIONAL: dict[str, dict[str, tuple[Any, ...]]] = {
     "ready": {},
     "heartbeat": {"worker": STR, "task_id": INT},
     "done": {"epoch": INT, "message": STR, "retry_at": NUM},
@@ -492,7 +492,7 @@ MAX_WORLD_TIME = 2.0 ** 33   # a number field (retry_at, ttl) is finite and in [
 _TEXT_FIELDS = frozenset({"message", "reason"})
 
 
-def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple) -> None:
+def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple[Any, ...]) -> None:
     """Raise BAD_ARGUMENT unless ``value`` has one of ``types`` and lies in the field's range."""
     want = "/".join(t.__name__ for t in types)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
@@ -520,7 +520,7 @@ def encode_worker(msg_type: str, **fields) -> list[bytes]:
     return [WORKER_HEADER, _pack({"type": msg_type, **fields})]
 
 
-def decode_worker(frames: list[bytes]) -> dict:
+def decode_worker(frames: list[bytes]) -> dict[str, Any]:
     """Parse a worker-protocol message (frames after any identity). Raises FanoError on garbage.
 
     Every field the receiver reads is type- and range-checked here (:data:`WORKER_MESSAGES` required,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.errors import ErrorCode, FanoError
@@ -70,7 +71,7 @@ def _positive_int(value, what: str) -> int:
     return value
 
 
-def normalize_window(spec) -> dict:
+def normalize_window(spec) -> dict[str, Any]:
     """Validate a window (dict or compact string) and return its canonical dict. Raises QuotaSpecError."""
     if isinstance(spec, str):
         spec = parse_compact(spec)
@@ -84,7 +85,7 @@ def normalize_window(spec) -> dict:
     unknown = set(spec) - allowed
     if unknown:
         raise QuotaSpecError(f"unknown field(s) for a {kind} window: {', '.join(sorted(unknown))}")
-    out: dict = {"kind": kind, "limit": _positive_int(spec.get("limit"), "limit")}
+    out: dict[str, Any] = {"kind": kind, "limit": _positive_int(spec.get("limit"), "limit")}
     if kind == "rolling":
         seconds = spec.get("seconds")
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or \
@@ -117,7 +118,7 @@ def normalize_window(spec) -> dict:
     return out
 
 
-def parse_compact(text: str) -> dict:
+def parse_compact(text: str) -> dict[str, Any]:
     """Parse ``LIMIT/PERIOD[@WHEN] [TZ] [reserve a=1,b=2]`` into a window dict (not yet validated)."""
     raw = text.strip()
     reserves = {}
@@ -140,7 +141,7 @@ def parse_compact(text: str) -> dict:
     if not (limit_text.isascii() and limit_text.isdigit()):
         raise QuotaSpecError(f"quota limit must be an integer, got {limit_text!r}")
     period, _, when = period.partition("@")
-    out: dict = {"limit": int(limit_text)}
+    out: dict[str, Any] = {"limit": int(limit_text)}
     if period == "day":
         out.update(kind="daily", reset=when or "00:00", tz=tz)
     elif period == "week":
@@ -158,7 +159,7 @@ def parse_compact(text: str) -> dict:
     return out
 
 
-def normalize_windows(specs) -> list[dict]:
+def normalize_windows(specs) -> list[dict[str, Any]]:
     if isinstance(specs, str):
         specs = [s for s in (p.strip() for p in specs.split(";")) if s]
     if not isinstance(specs, (list, tuple)):
@@ -166,7 +167,7 @@ def normalize_windows(specs) -> list[dict]:
     return [normalize_window(s) for s in specs]
 
 
-def describe(window: dict) -> str:
+def describe(window: dict[str, Any]) -> str:
     """The compact string of a canonical window (round-trips through normalize_window)."""
     lim = window["limit"]
     if window["kind"] == "rolling":
@@ -193,14 +194,14 @@ def _boundary(day: dt.date, hh: int, mm: int, tz: ZoneInfo) -> float:
     return dt.datetime(day.year, day.month, day.day, hh, mm, tzinfo=tz).timestamp()
 
 
-_PERIODS: dict[tuple, tuple[float, float]] = {}  # calendar slot -> (start, next reset) last computed
+_PERIODS: dict[tuple[Any, ...], tuple[float, float]] = {}  # calendar slot -> (start, next reset) last computed
 
 
-def _slot(window: dict) -> tuple:
+def _slot(window: dict[str, Any]) -> tuple[Any, ...]:
     return (window["kind"], window.get("reset"), window.get("tz"), window.get("weekday"))
 
 
-def period_start(window: dict, t: float) -> float:
+def period_start(window: dict[str, Any], t: float) -> float:
     """Start of the calendar period containing world time ``t`` (the most recent reset <= t).
 
     For a rolling window this is ``t - seconds`` (entries strictly after it count).
@@ -217,7 +218,7 @@ def period_start(window: dict, t: float) -> float:
     return start
 
 
-def _period_start(window: dict, t: float) -> float:
+def _period_start(window: dict[str, Any], t: float) -> float:
     tz = _tz(window["tz"])
     hh, mm = _hhmm(window["reset"])
     local = dt.datetime.fromtimestamp(t, tz).date()
@@ -234,7 +235,7 @@ def _period_start(window: dict, t: float) -> float:
     return start
 
 
-def next_reset(window: dict, t: float) -> float:
+def next_reset(window: dict[str, Any], t: float) -> float:
     """The first reset strictly after ``t`` for calendar windows (rolling: ``t + seconds``, an upper bound)."""
     if window["kind"] == "rolling":
         return t + window["seconds"]
@@ -245,7 +246,7 @@ def next_reset(window: dict, t: float) -> float:
     return _next_after(window, start, t)
 
 
-def _next_after(window: dict, start: float, t: float) -> float:
+def _next_after(window: dict[str, Any], start: float, t: float) -> float:
     tz = _tz(window["tz"])
     hh, mm = _hhmm(window["reset"])
     day = dt.datetime.fromtimestamp(start, tz).date()
@@ -259,12 +260,12 @@ def _next_after(window: dict, start: float, t: float) -> float:
 
 # --- the reserve rule ----------------------------------------------------------------------------------------
 
-def headroom(window: dict, used_total: int, used_by: dict[str, int], module: str) -> int:
+def headroom(window: dict[str, Any], used_total: int, used_by: dict[str, int], module: str) -> int:
     """How many more units ``module`` may take in this window now (never negative)."""
     reserves = window.get("reserves") or {}
     others_unused = sum(max(0, r - used_by.get(m, 0)) for m, r in reserves.items() if m != module)
     return max(0, window["limit"] - used_total - others_unused)
 
 
-def admits(window: dict, used_total: int, used_by: dict[str, int], module: str) -> bool:
+def admits(window: dict[str, Any], used_total: int, used_by: dict[str, int], module: str) -> bool:
     return headroom(window, used_total, used_by, module) >= 1

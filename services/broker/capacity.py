@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from typing import Any
 
 from services.broker import schema as S
 from shared.config import format_size
@@ -300,7 +301,7 @@ class Capacity:
     def sample_due(self, now: float) -> bool:
         return not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY
 
-    def figures(self, tx) -> dict:
+    def figures(self, tx) -> dict[str, Any]:
         """The ``broker.storage`` part of ``stats`` (the shape is in services/broker/ops_admin.py)."""
         core = self.core
         psize = core.env.stat()["psize"]

@@ -14,6 +14,7 @@ import logging
 import os
 import traceback
 from collections import Counter
+from typing import Any
 
 import lmdb
 
@@ -85,7 +86,7 @@ class BrokerCore:
         self.config = config            # shared.config.Config
         self.bcfg = config.broker
         self.clock = clock
-        self.errors: Counter = Counter()
+        self.errors: Counter[str] = Counter()
         self.requests = 0
         self.batches = 0
         self.map_full = False           # set by a real MDB_MAP_FULL; cleared when the map grows
@@ -104,7 +105,7 @@ class BrokerCore:
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
-    def startup(self) -> list[dict]:
+    def startup(self) -> list[dict[str, Any]]:
         """Start-of-life sweep, then the storage checks (services/broker/capacity.py).
 
         On a full disk the sweep may not be writable: the broker starts anyway, refusing new work, and
@@ -132,7 +133,7 @@ class BrokerCore:
             self.capacity.commit_failed(failed)
         return events
 
-    def _startup_sweep(self) -> list[dict]:
+    def _startup_sweep(self) -> list[dict[str, Any]]:
         """Void leases from before a reboot, expire overdue ones, load config quotas."""
         with self.env.begin(write=True) as txn:
             self.ledger = Ledger(txn, self.storage.dbs)
@@ -253,7 +254,7 @@ class BrokerCore:
             raise
         return replies, events, grow
 
-    def _retry_startup(self) -> list[dict]:
+    def _retry_startup(self) -> list[dict[str, Any]]:
         try:
             events = self._startup_sweep()
         except lmdb.Error as exc:
@@ -351,7 +352,7 @@ class BrokerCore:
         else:
             self.map_used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
 
-    def _housekeeping(self, outer, now, mono) -> list[dict]:
+    def _housekeeping(self, outer, now, mono) -> list[dict[str, Any]]:
         events = []
         sweeps = []
         if self.next_lease_deadline is not None and mono >= self.next_lease_deadline:
@@ -460,7 +461,7 @@ class BrokerCore:
             self.map_full = False  # pages were freed: the next growing request finds out whether enough
         return result
 
-    def runtime_stats(self, tx: Tx) -> dict:
+    def runtime_stats(self, tx: Tx) -> dict[str, Any]:
         return {"pid": os.getpid(), "uptime": self.clock.mono() - self.started, "requests": self.requests,
                 "batches": self.batches, "mean_batch": round(self.requests / max(1, self.batches), 2),
                 "errors": dict(self.errors), "map_size": self.map_size, "map_used": self.map_used,

@@ -24,6 +24,8 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import ops_quota
 from services.broker import schema as S
 from services.broker import states as st
@@ -31,7 +33,7 @@ from services.broker.tx import Tx
 from shared.errors import bad_argument
 
 
-def collect_stats(tx: Tx) -> dict:
+def collect_stats(tx: Tx) -> dict[str, Any]:
     tasks = {s: 0 for s in st.STATES}
     modules: dict[str, dict[str, int]] = {}
     per: dict[tuple[str, str], int] = dict(tx.ledger.count_deltas)  # this batch's, not yet flushed

@@ -29,6 +29,8 @@ exchanges; see services/backends/conversations.py). The scheduler proposes hand-
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import ops_quota as quota
 from services.broker.tx import Tx
 
@@ -56,18 +58,19 @@ class Activity:
         return now - self.last.get(account, self.started)
 
 
-def waiting_since(task: dict) -> float:
+def waiting_since(task: dict[str, Any]) -> float:
     """World time since which the task has been waiting to run (see the module docstring)."""
     return max(task.get("pending_since") or task.get("created") or 0.0, task.get("not_before") or 0.0)
 
 
-def modes_of(task: dict) -> list[str]:
+def modes_of(task: dict[str, Any]) -> list[str]:
     req = task.get("requires") or {}
     wanted = req.get("mode", "standard")
     return [wanted] + (["standard"] if wanted == "deep" and req.get("deep_fallback") else [])
 
 
-def blocked(tx: Tx, account: str, task: dict, after: float, cache: dict | None = None) -> str | None:
+def blocked(tx: Tx, account: str, task: dict[str, Any], after: float,
+            cache: dict[str, Any] | None = None) -> str | None:
     """Why ``account`` cannot run ``task`` now (None if it can, as far as the broker knows).
 
     ``after`` is how long (world seconds) an account must have been silent to count as offline. ``cache``
@@ -81,7 +84,7 @@ def blocked(tx: Tx, account: str, task: dict, after: float, cache: dict | None =
     return why
 
 
-def _blocked(tx: Tx, account: str, task: dict, after: float) -> str | None:
+def _blocked(tx: Tx, account: str, task: dict[str, Any], after: float) -> str | None:
     acct = quota.get_account(tx, account)
     if acct.get("paused"):
         return f"{account} is paused ({acct.get('pause_reason') or 'no reason given'})"
@@ -100,7 +103,7 @@ def _blocked(tx: Tx, account: str, task: dict, after: float) -> str | None:
     return None
 
 
-def check(tx: Tx, task: dict, rec: dict, cache: dict | None = None) -> tuple[bool, str]:
+def check(tx: Tx, task: dict[str, Any], rec: dict[str, Any], cache: dict[str, Any] | None = None) -> tuple[bool, str]:
     """May ``task`` take its conversation (record ``rec``) away from the account it lives on now?
     ``(ok, why)``: on success ``why`` says why the conversation moves, else why not (the lease's reason)."""
     holder = rec["account"]
@@ -122,7 +125,7 @@ def check(tx: Tx, task: dict, rec: dict, cache: dict | None = None) -> tuple[boo
     return True, why
 
 
-def apply(tx: Tx, rec: dict, conv: str, task: dict, to: str, why: str) -> dict:
+def apply(tx: Tx, rec: dict[str, Any], conv: str, task: dict[str, Any], to: str, why: str) -> dict[str, Any]:
     """Move the conversation record ``rec`` to account ``to`` (inside the lease transaction); returns the
     hand-off record."""
     entry = {"from": rec.get("account"), "to": to, "at": tx.now, "why": why[:300], "task": task["id"],

@@ -37,6 +37,8 @@ condition raises ``CONDITION_FAILED`` (nothing applied) with the op index and th
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_tasks import PAGE_BYTES, check_name, public, record_bytes, submit_task
@@ -56,7 +58,7 @@ def _key(module: str, key) -> bytes:
     return S.kv_key(module, key)
 
 
-def _version_ok(tx: Tx, module: str, op: dict, index: int) -> dict | None:
+def _version_ok(tx: Tx, module: str, op: dict[str, Any], index: int) -> dict[str, Any] | None:
     current = tx.get("kv", _key(module, op["key"]))
     want = op.get("if_version")
     if want is None:
@@ -70,7 +72,7 @@ def _version_ok(tx: Tx, module: str, op: dict, index: int) -> dict | None:
     return current
 
 
-def op_txn(tx: Tx, module: str, ops: list):
+def op_txn(tx: Tx, module: str, ops: list[Any]):
     check_name(module, "module")
     if not ops or len(ops) > MAX_OPS:
         raise bad_argument(f"ops must hold 1..{MAX_OPS} operations")

@@ -42,6 +42,8 @@ terminal   PARKED at once with the error; unit refunded when not sent
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import ops_handoff as handoff
 from services.broker import ops_quota as quota
 from services.broker import schema as S
@@ -59,13 +61,13 @@ SWEEP_LIMIT = 1000        # expired leases / due tasks handled per batch (the re
 class _Fit:
     """Per-lease cache of admission answers, so a scan checks each (mode, module) quota once."""
 
-    def __init__(self, tx: Tx, worker: dict):
+    def __init__(self, tx: Tx, worker: dict[str, Any]):
         self.tx = tx
         self.worker = worker
-        self.cache: dict = {}
+        self.cache: dict[str, Any] = {}
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
-        self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
+        self.blocked: dict[str, Any] = {}   # ops_handoff.blocked answers for this lease
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -73,7 +75,7 @@ class _Fit:
             self.cache[key] = quota.admission(self.tx, self.worker["account"], mode, module)
         return self.cache[key]
 
-    def mode_for(self, task: dict) -> tuple[str | None, str]:
+    def mode_for(self, task: dict[str, Any]) -> tuple[str | None, str]:
         """The mode this worker would run the task in, or (None, reason it cannot)."""
         w, req = self.worker, task.get("requires") or {}
         if w["modules"] is not None and task["module"] not in w["modules"]:
@@ -113,7 +115,7 @@ class _Fit:
         return None, "; ".join(reasons)
 
 
-def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl, modules) -> dict:
+def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl, modules) -> dict[str, Any]:
     if not isinstance(worker, str) or not worker or len(worker) > 128:
         raise bad_argument("worker must be a non-empty name", field="worker")
     check_name(account, "account")
@@ -163,7 +165,8 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top), "retry_at": fit.retry_at}
 
 
-def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None) -> dict:
+def _grant(tx: Tx, task: dict[str, Any], w: dict[str, Any], mode: str, ttl: float,
+           moved: tuple[str, str] | None = None) -> dict[str, Any]:
     epoch = task["epoch"] + 1
     # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
     charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
@@ -191,7 +194,7 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str,
     return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
 
 
-def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
+def _leased(tx: Tx, task_id: int, epoch: int) -> dict[str, Any]:
     task = tx.task(task_id)
     if tx.activity is not None and task.get("lease"):
         tx.activity.seen(task["lease"]["account"], tx.now)   # renewals keep a busy account "online"
@@ -201,7 +204,7 @@ def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
     return task
 
 
-def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
+def _end_conversation_turn(tx: Tx, task: dict[str, Any], done: bool, result=None) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
@@ -226,7 +229,7 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
         tx.put("conversations", conv.encode(), rec)
 
 
-def _refund(tx: Tx, task: dict) -> None:
+def _refund(tx: Tx, task: dict[str, Any]) -> None:
     charges = (task.get("lease") or {}).get("charges") or []
     if charges:
         quota.refund(tx, charges)
@@ -239,7 +242,7 @@ def _backoff(tx: Tx, attempts: int) -> float:
     return min(tx.config.backoff_max, tx.config.backoff_base * (2 ** max(0, attempts - 1)))
 
 
-def _retry_or_park(tx: Tx, task: dict, why: str, retry_after: float | None = None) -> None:
+def _retry_or_park(tx: Tx, task: dict[str, Any], why: str, retry_after: float | None = None) -> None:
     _end_conversation_turn(tx, task, done=False)
     if task["attempts"] >= task["max_attempts"]:
         tx.move(task, st.PARKED, f"{why}; attempts exhausted ({task['attempts']}/{task['max_attempts']})")
@@ -249,14 +252,14 @@ def _retry_or_park(tx: Tx, task: dict, why: str, retry_after: float | None = Non
     tx.move(task, st.PAUSED if task.get("pause_requested") else st.PENDING, why)
 
 
-def _back_to_queue(tx: Tx, task: dict, why: str) -> None:
+def _back_to_queue(tx: Tx, task: dict[str, Any], why: str) -> None:
     """RUNNING -> PENDING without burning the attempt (quota refusal, auth)."""
     task["attempts"] = max(0, task["attempts"] - 1)
     _end_conversation_turn(tx, task, done=False)
     tx.move(task, st.PAUSED if task.get("pause_requested") else st.PENDING, why)
 
 
-def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
+def _settle_turn(tx: Tx, task: dict[str, Any], unknown: bool) -> None:
     """The lease ends: a turn that was being sent either has a known outcome or must be reconciled."""
     turn = task.get("turn")
     # a lease that never reached turn_begin sent nothing: there is nothing to reconcile
@@ -267,7 +270,7 @@ def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
     task["turn"] = None
 
 
-def _hold_over(tx: Tx, unknown: dict) -> bool:
+def _hold_over(tx: Tx, unknown: dict[str, Any]) -> bool:
     """Has the account holding an unknown turn had its time to reconcile it? (see the module doc)"""
     until = unknown.get("until")
     return until is not None and tx.now >= until
@@ -350,7 +353,7 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     return {"id": id, "epoch": epoch, "state": task["state"], "not_before": task["not_before"]}
 
 
-def _quota_refusal(tx: Tx, task: dict, until, message: str, scope: str = "mode") -> dict:
+def _quota_refusal(tx: Tx, task: dict[str, Any], until, message: str, scope: str = "mode") -> dict[str, Any]:
     lease = task["lease"]
     _refund(tx, task)
     if until is None:  # the provider did not say until when: be conservative

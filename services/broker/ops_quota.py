@@ -14,6 +14,8 @@ from 20/day to 25/day keeps today's usage.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import schema as S
 from services.broker.ops_tasks import MODES, check_account, check_module
 from services.broker.tx import Tx
@@ -23,7 +25,7 @@ from shared.errors import ErrorCode, FanoError
 DEFAULT_COOLDOWN = 3600.0  # when a provider refuses without saying until when
 
 
-def slot_of(window: dict) -> str:
+def slot_of(window: dict[str, Any]) -> str:
     if window["kind"] == "rolling":
         return f"rolling:{window['seconds']:g}"
     if window["kind"] == "daily":
@@ -31,19 +33,20 @@ def slot_of(window: dict) -> str:
     return f"weekly@{window['weekday']} {window['reset']} {window['tz']}"
 
 
-def get_spec(tx: Tx, account: str, mode: str) -> dict | None:
+def get_spec(tx: Tx, account: str, mode: str) -> dict[str, Any] | None:
     return tx.get("quota_specs", S.pair_key(account, mode))
 
 
-def get_account(tx: Tx, account: str) -> dict:
+def get_account(tx: Tx, account: str) -> dict[str, Any]:
     return tx.get("accounts", account.encode()) or {"paused": False, "pause_reason": "", "cooldowns": {}}
 
 
-def put_account(tx: Tx, account: str, rec: dict) -> None:
+def put_account(tx: Tx, account: str, rec: dict[str, Any]) -> None:
     tx.put("accounts", account.encode(), rec)
 
 
-def _usage(tx: Tx, account: str, mode: str, window: dict, prune: bool = True) -> tuple[int, dict, float | None]:
+def _usage(tx: Tx, account: str, mode: str, window: dict[str, Any], prune: bool = True) -> tuple[int, dict[str, Any],
+                                                                                                 float | None]:
     """(used_total, used_by_module, oldest counted entry time for rolling windows).
 
     ``prune`` deletes the expired entries of a rolling window on the way; a read-only command (quota_show,
@@ -74,7 +77,7 @@ def _usage(tx: Tx, account: str, mode: str, window: dict, prune: bool = True) ->
     return total, by_module, oldest
 
 
-def cooldown_until(tx: Tx, account: str, mode: str, rec: dict | None = None) -> tuple[float, str]:
+def cooldown_until(tx: Tx, account: str, mode: str, rec: dict[str, Any] | None = None) -> tuple[float, str]:
     rec = rec if rec is not None else get_account(tx, account)
     best, reason = 0.0, ""
     for scope in (mode, "*"):
@@ -104,7 +107,7 @@ def admission(tx: Tx, account: str, mode: str, module: str) -> tuple[bool, str, 
     return True, "", None
 
 
-def reserve(tx: Tx, account: str, mode: str, module: str, task_id: int, epoch: int) -> list:
+def reserve(tx: Tx, account: str, mode: str, module: str, task_id: int, epoch: int) -> list[Any]:
     """Charge one unit in every window; returns the charges to refund later. Call after admission()."""
     spec = get_spec(tx, account, mode)
     charges = []
@@ -126,7 +129,7 @@ def reserve(tx: Tx, account: str, mode: str, module: str, task_id: int, epoch: i
     return charges
 
 
-def refund(tx: Tx, charges: list) -> None:
+def refund(tx: Tx, charges: list[Any]) -> None:
     for kind, key, module in charges:
         if kind == "e":
             tx.delete("quota_entries", key)
@@ -143,7 +146,7 @@ def refund(tx: Tx, charges: list) -> None:
         tx.put("quota_usage", key, rec)
 
 
-def set_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: str) -> dict:
+def set_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: str) -> dict[str, Any]:
     rec = get_account(tx, account)
     rec.setdefault("cooldowns", {})[mode or "*"] = {"until": float(until), "reason": reason, "set_at": tx.now}
     put_account(tx, account, rec)
@@ -151,7 +154,7 @@ def set_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: s
     return rec
 
 
-def pause_account(tx: Tx, account: str, reason: str) -> dict:
+def pause_account(tx: Tx, account: str, reason: str) -> dict[str, Any]:
     rec = get_account(tx, account)
     rec["paused"], rec["pause_reason"] = True, reason
     put_account(tx, account, rec)
@@ -183,7 +186,7 @@ def _check_mode(mode: str | None) -> None:
         raise FanoError(ErrorCode.BAD_ARGUMENT, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def _describe_quota(tx: Tx, account: str, mode: str, spec: dict | None) -> dict:
+def _describe_quota(tx: Tx, account: str, mode: str, spec: dict[str, Any] | None) -> dict[str, Any]:
     windows = []
     for window in (spec or {}).get("windows", []):
         used, by_module, oldest = _usage(tx, account, mode, window, prune=False)

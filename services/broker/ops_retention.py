@@ -47,6 +47,8 @@ pass now::
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Tx
@@ -59,7 +61,7 @@ ATTRS_KEPT_BYTES = 512      # scheduling hints up to this size are kept: they ar
 MAX_OLDER_THAN = 1e10       # seconds (~300 years): keeps the horizon's milliseconds in range
 
 
-def compact_record(task: dict, now: float) -> None:
+def compact_record(task: dict[str, Any], now: float) -> None:
     """Drop the bulky parts of one task record in place (see the module docstring)."""
     task["payload"] = None
     task["result"] = None

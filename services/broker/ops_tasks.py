@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -66,10 +67,10 @@ class Names:
     requirement, naming anything else is refused (BAD_ARGUMENT with ``details``: ``field``, ``name``,
     ``known``) instead of creating a phantom account record or a task no worker can ever take."""
 
-    accounts: frozenset
-    backends: frozenset     # what requires.backends may hold: accounts and their backend kinds
-    modules: frozenset
-    modes: tuple = ()       # (account, (mode, ...)) pairs: the modes each account offers
+    accounts: frozenset[Any]
+    backends: frozenset[Any]     # what requires.backends may hold: accounts and their backend kinds
+    modules: frozenset[Any]
+    modes: tuple[Any, ...] = ()       # (account, (mode, ...)) pairs: the modes each account offers
 
     @classmethod
     def of(cls, config) -> Names | None:
@@ -79,7 +80,7 @@ class Names:
         return cls(frozenset(config.account_names), frozenset(config.backend_names()), frozenset(KNOWN_MODULES),
                    tuple((a.name, tuple(a.modes)) for a in config.accounts))
 
-    def modes_of(self, account: str) -> tuple:
+    def modes_of(self, account: str) -> tuple[Any, ...]:
         return dict(self.modes).get(account, ())
 
 
@@ -101,7 +102,7 @@ def check_module(tx: Tx, name, field: str = "module") -> str:
     return name
 
 
-def _check_requires(tx: Tx, requires: dict) -> None:
+def _check_requires(tx: Tx, requires: dict[str, Any]) -> None:
     """A task may only ask for accounts and backend kinds the configuration has: no worker would ever
     serve any other, so the task would wait forever."""
     if tx.names is None:
@@ -127,7 +128,7 @@ def fingerprint(module: str, kind: str, payload, requires) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def validate_task(spec: dict, config) -> dict:
+def validate_task(spec: dict[str, Any], config) -> dict[str, Any]:
     unknown = set(spec) - TASK_FIELDS
     if unknown:
         raise bad_argument(f"unknown task field(s): {sorted(map(str, unknown))}")
@@ -174,7 +175,7 @@ def validate_task(spec: dict, config) -> dict:
             "attrs": attrs, "fp": fingerprint(module, kind, payload, requires)}
 
 
-def submit_task(tx: Tx, spec: dict, force: bool = False) -> dict:
+def submit_task(tx: Tx, spec: dict[str, Any], force: bool = False) -> dict[str, Any]:
     """Submit-if-absent. Returns {"task", "created", "requeued"}; shared by ``submit`` and ``txn``."""
     clean = validate_task(spec, tx.config)
     key_b = clean["key"].encode()
@@ -204,7 +205,7 @@ def submit_task(tx: Tx, spec: dict, force: bool = False) -> dict:
     return {"task": task, "created": True, "requeued": False}
 
 
-def _requeue(tx: Tx, task: dict, why: str, reset_attempts: bool) -> None:
+def _requeue(tx: Tx, task: dict[str, Any], why: str, reset_attempts: bool) -> None:
     if reset_attempts:
         task["attempts"] = 0
     task["not_before"] = 0.0
@@ -212,7 +213,7 @@ def _requeue(tx: Tx, task: dict, why: str, reset_attempts: bool) -> None:
     tx.move(task, st.PENDING, why)
 
 
-def public(task: dict, mono: float, history: bool = True) -> dict:
+def public(task: dict[str, Any], mono: float, history: bool = True) -> dict[str, Any]:
     """The task as clients see it: monotonic deadlines become 'seconds left'."""
     out = dict(task)  # a plain copy and a few pops: cheaper than filtering every field (every lease reply)
     out.pop("fp", None)
@@ -228,7 +229,7 @@ def public(task: dict, mono: float, history: bool = True) -> dict:
 
 # --- handlers ------------------------------------------------------------------------------------------
 
-def op_submit(tx: Tx, task: dict, force: bool):
+def op_submit(tx: Tx, task: dict[str, Any], force: bool):
     if not isinstance(task, dict):
         raise bad_argument("task must be a map")
     out = submit_task(tx, task, force)
@@ -358,7 +359,7 @@ def op_set_priority(tx: Tx, id: int, priority: int):
     return public(task, tx.mono)
 
 
-def _release_conversation(tx: Tx, task: dict) -> None:
+def _release_conversation(tx: Tx, task: dict[str, Any]) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return

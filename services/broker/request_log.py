@@ -13,11 +13,13 @@ Record in ``requests`` (schema.py): ``{"ts", "fp", "reply": packed reply, "paylo
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import schema as S
 from shared import protocol
 
 
-def entry(result, packed: bytes, now: float, fp: bytes) -> dict:
+def entry(result, packed: bytes, now: float, fp: bytes) -> dict[str, Any]:
     """The ``requests`` record for a reply (``packed`` is ``result`` encoded, as sent)."""
     task = result.get("task") if isinstance(result, dict) else None
     if isinstance(task, dict) and task.get("payload") and isinstance(task.get("id"), int):
@@ -26,7 +28,7 @@ def entry(result, packed: bytes, now: float, fp: bytes) -> dict:
     return {"ts": now, "fp": fp, "reply": packed}
 
 
-def replay(tx, record: dict) -> bytes:
+def replay(tx, record: dict[str, Any]) -> bytes:
     """The packed reply to send again for a logged request."""
     tid = record.get("payload_of")
     if tid is None:

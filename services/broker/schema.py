@@ -61,6 +61,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -218,7 +219,7 @@ class Storage:
         self.env.close()
 
 
-def open_env(path: str | os.PathLike, map_size: int) -> Storage:
+def open_env(path: str | os.PathLike[str], map_size: int) -> Storage:
     """Open (creating if needed) the broker database with default durability.
 
     Never ``writemap``, ``map_async``, ``sync=False`` or ``metasync=False``: a reply is a promise that
@@ -258,7 +259,7 @@ def open_env(path: str | os.PathLike, map_size: int) -> Storage:
     return Storage(env, dbs, path)
 
 
-def _build_compactable(env: lmdb.Environment, dbs: dict) -> None:
+def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
     """Fill the ``compactable`` index from the task records, once per database (see the module docstring)."""
     try:
         with env.begin(write=True) as txn:

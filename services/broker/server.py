@@ -8,6 +8,8 @@ its frames is discarded unread and answered ``TOO_LARGE``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import zmq
 
 from services.broker.core import BrokerCore, ReadLater
@@ -107,7 +109,7 @@ class BrokerService(Service):
             # Counted in the core, which reports it in stats
             self.core.dropped_replies += 1
 
-    def _publish(self, events: list[dict]) -> None:
+    def _publish(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             try:
                 sockets.send_nowait(self.pub, protocol.encode_event(event))

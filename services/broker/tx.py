@@ -6,6 +6,8 @@ the event outbox consistent in the same transaction.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.broker import schema as S
 from services.broker import states as st
 from shared.errors import ErrorCode, FanoError, not_found
@@ -38,7 +40,7 @@ class Ledger:
     def restore(self, checkpoint) -> None:
         self.counters, self.count_deltas = dict(checkpoint[0]), dict(checkpoint[1])
 
-    def forget_flush(self, stored: dict) -> None:
+    def forget_flush(self, stored: dict[str, Any]) -> None:
         """The batch that flushed was rolled back: meta holds what it held before."""
         self.stored = dict(stored)
 
@@ -74,7 +76,7 @@ class Tx:
         self.now = now        # world time, seconds
         self.mono = mono      # monotonic time, seconds
         self.ledger = ledger
-        self.events: list[dict] = []
+        self.events: list[dict[str, Any]] = []
         # conversation hand-off (services/broker/ops_handoff.py): who was seen when, and after how long
         self.activity = activity            # ops_handoff.Activity, or None (never counts an account offline)
         self.handoff_after = handoff_after  # world seconds ([scheduler] conversation_handoff); 0 = never
@@ -115,7 +117,7 @@ class Tx:
 
     # --- tasks --------------------------------------------------------------------------------------
 
-    def task(self, task_id: int) -> dict:
+    def task(self, task_id: int) -> dict[str, Any]:
         if not 0 < task_id < 2**64:  # ids are u64 keys from 1; anything else cannot exist
             raise not_found("task", task_id)
         task = self.get("tasks", S.u64(task_id))
@@ -123,7 +125,7 @@ class Tx:
             raise not_found("task", task_id)
         return task
 
-    def save(self, task: dict) -> None:
+    def save(self, task: dict[str, Any]) -> None:
         task["updated"] = self.now
         self.put("tasks", S.u64(task["id"]), task)
 
@@ -138,7 +140,7 @@ class Tx:
         key = (state, module)
         self.ledger.count_deltas[key] = self.ledger.count_deltas.get(key, 0) + delta
 
-    def unindex(self, task: dict) -> None:
+    def unindex(self, task: dict[str, Any]) -> None:
         """Remove the task from the state-specific queue indices (before changing what they key on)."""
         tid = task["id"]
         if task["state"] == st.PENDING:
@@ -149,7 +151,7 @@ class Tx:
         elif task["state"] == st.RUNNING and task.get("lease"):
             self.delete("leases", S.time_id_key(S.us(task["lease"]["deadline"]), tid))
 
-    def index(self, task: dict) -> None:
+    def index(self, task: dict[str, Any]) -> None:
         tid = task["id"]
         if task["state"] == st.PENDING:
             nb = task.get("not_before") or 0
@@ -167,7 +169,7 @@ class Tx:
                 lease = task["lease"]
                 self.put_raw("leases", S.time_id_key(S.us(lease["deadline"]), tid), S.u64(task["epoch"]))
 
-    def insert(self, task: dict, why: str) -> None:
+    def insert(self, task: dict[str, Any], why: str) -> None:
         """Store a brand-new task as PENDING (the ``— -> PENDING`` transition)."""
         task["state"] = st.PENDING
         task["pending_since"] = self.now   # waiting starts: a conversation hand-off counts from here
@@ -179,7 +181,7 @@ class Tx:
         self.emit("task.submitted", id=task["id"], key=task["key"], module=task["module"],
                   kind=task["kind"], priority=task["priority"], state=st.PENDING, **self.sched_view(task))
 
-    def move(self, task: dict, dst: str, why: str, **event_fields) -> None:
+    def move(self, task: dict[str, Any], dst: str, why: str, **event_fields) -> None:
         """The one state transition: checks the table, updates indices, history, counts, outbox."""
         src = task["state"]
         if not st.allowed(src, dst):
@@ -212,7 +214,7 @@ class Tx:
         self.emit(f"task.{dst.lower()}", id=task["id"], module=task["module"], kind=task["kind"],
                   state=dst, prev=src, epoch=task["epoch"], why=why, **event_fields)
 
-    def file_compactable(self, task: dict) -> None:
+    def file_compactable(self, task: dict[str, Any]) -> None:
         """Index a task that task retention may compact (DONE or CANCELLED and acked) by its last update.
 
         Call after :meth:`save`. Both states are final, so the entry only leaves the index when the task
@@ -220,7 +222,7 @@ class Tx:
         if task["state"] in st.COMPACTABLE and task.get("consumed") and not task.get("compacted"):
             self.put_raw("compactable", S.time_id_key(S.ms(task["updated"]), task["id"]), b"")
 
-    def sched_view(self, task: dict) -> dict:
+    def sched_view(self, task: dict[str, Any]) -> dict[str, Any]:
         """The fields a scheduler places a PENDING task by (carried on the events that make one)."""
         unknown = task.get("unknown_turn")
         view = {"requires": task.get("requires") or {}, "attrs": task.get("attrs") or {},
@@ -234,7 +236,7 @@ class Tx:
             view["conversation_account"] = (rec or {}).get("account")
         return view
 
-    def reindex(self, task: dict, **changes) -> None:
+    def reindex(self, task: dict[str, Any], **changes) -> None:
         """Change fields that the queue indices key on (priority, not_before, lease deadline)."""
         self.unindex(task)
         for name, value in changes.items():
@@ -245,7 +247,7 @@ class Tx:
         self.index(task)
         self.save(task)
 
-    def _history(self, task: dict, src, dst: str, why: str) -> None:
+    def _history(self, task: dict[str, Any], src, dst: str, why: str) -> None:
         hist = task.setdefault("history", [])
         hist.append({"at": self.now, "from": src, "to": dst, "why": why, "epoch": task.get("epoch", 0),
                      "attempts": task.get("attempts", 0)})
