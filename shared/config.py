@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.I)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
-def parse_size(value) -> int:
+def parse_size(value: Any) -> int:
     """``1073741824``, ``"1GiB"``, ``"512 MiB"``, ``"64M"`` -> bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -141,7 +142,7 @@ ADHOC = "adhoc"
 KNOWN_MODULES = MODULES + (ADHOC,)
 
 
-def unknown_name(what: str, name, known) -> str:
+def unknown_name(what: str, name: object, known: Iterable[str]) -> str:
     """The one wording of "no such account/module", with the known names (config, broker, scheduler, CLI)."""
     return f"unknown {what} {name!r} (known: {', '.join(sorted(known)) or 'none'})"
 
@@ -272,7 +273,7 @@ def _broker(sec: dict[str, Any], where: str) -> BrokerConfig:
 
 def _scheduler(sec: dict[str, Any], where: str) -> SchedulerConfig:
     defaults = SchedulerConfig()
-    kw = {}
+    kw: dict[str, Any] = {}
     for key, value in sec.items():
         want = type(getattr(defaults, key))
         if want is dict:
@@ -381,7 +382,7 @@ def _check_names(cfg: Config, where: str) -> None:
                 raise ConfigError(f"{where}: scheduler.{key}: " + unknown_name("module", module, KNOWN_MODULES))
 
 
-def _config_path(path) -> Path:
+def _config_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("FANO_CONFIG") or DEFAULT_CONFIG).resolve()
 
 

@@ -101,11 +101,11 @@ class BrokerUnavailable(FanoError):
         super().__init__(ErrorCode.UNAVAILABLE, message)
 
 
-def bad_argument(message: str, **details) -> FanoError:
+def bad_argument(message: str, **details: Any) -> FanoError:
     return FanoError(ErrorCode.BAD_ARGUMENT, message, details or None)
 
 
-def not_found(what: str, ident) -> FanoError:
+def not_found(what: str, ident: object) -> FanoError:
     return FanoError(ErrorCode.NOT_FOUND, f"no such {what}: {ident}", {"id": ident})
 
 

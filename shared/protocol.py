@@ -157,13 +157,13 @@ ANY = object()
 class Arg:
     """One argument of a command: accepted types, whether it is required, its default."""
 
-    types: tuple[Any, ...]
+    types: tuple[Any, ...]          # accepted Python types, or (ANY,) for any value
     required: bool = False
     default: Any = None
     nullable: bool = True
 
 
-def _arg(*types, required=False, default=None, nullable=True) -> Arg:
+def _arg(*types: Any, required: bool = False, default: Any = None, nullable: bool = True) -> Arg:
     return Arg(types, required, default, nullable)
 
 
@@ -237,7 +237,7 @@ def is_mutating(cmd: str) -> bool:
 @dataclass(frozen=True)
 class Request:
     cmd: str
-    cid: str
+    cid: str | bytes        # echoed as it came: a peer may send either
     args: dict[str, Any]
     rid: str | None = None
     body: bytes = field(default=b"", compare=False, repr=False)  # the raw body, for retry fingerprints
@@ -245,7 +245,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    cid: str | None
+    cid: str | bytes | None
     ok: bool
     result: Any = None
     error: dict[str, Any] | None = field(default=None)
@@ -280,11 +280,12 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-def _pack(obj) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+def _pack(obj: Any) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
-def _unpack(data: bytes):
+def _unpack(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -419,7 +420,7 @@ def encode_reply(reply: Reply) -> list[bytes]:
     return [HEADER, body]
 
 
-def error_reply(cid, exc: FanoError) -> Reply:
+def error_reply(cid: str | bytes | None, exc: FanoError) -> Reply:
     return Reply(cid=cid, ok=False, error=exc.to_wire())
 
 
@@ -447,12 +448,12 @@ def decode_event(frames: list[bytes]) -> dict[str, Any]:
     return msg
 
 
-def pack_value(obj) -> bytes:
+def pack_value(obj: Any) -> bytes:
     """Encode a stored value (the broker stores msgpack, same conventions as the wire)."""
     return _pack(obj)
 
 
-def unpack_value(data: bytes):
+def unpack_value(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
@@ -514,7 +515,7 @@ def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple[Any, 
             raise bad_argument(f"{msg_type}: modes must be at most {MAX_MODES} strings", field=name)
 
 
-def encode_worker(msg_type: str, **fields) -> list[bytes]:
+def encode_worker(msg_type: str, **fields: Any) -> list[bytes]:
     if msg_type not in WORKER_MESSAGES:
         raise ValueError(f"unknown worker message type {msg_type!r}")
     return [WORKER_HEADER, _pack({"type": msg_type, **fields})]

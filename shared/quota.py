@@ -63,7 +63,7 @@ def _hhmm(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _positive_int(value, what: str) -> int:
+def _positive_int(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise QuotaSpecError(f"{what} must be a non-negative integer, got {value!r}")
     if value > MAX_COUNT:
@@ -71,7 +71,7 @@ def _positive_int(value, what: str) -> int:
     return value
 
 
-def normalize_window(spec) -> dict[str, Any]:
+def normalize_window(spec: Any) -> dict[str, Any]:
     """Validate a window (dict or compact string) and return its canonical dict. Raises QuotaSpecError."""
     if isinstance(spec, str):
         spec = parse_compact(spec)
@@ -159,7 +159,7 @@ def parse_compact(text: str) -> dict[str, Any]:
     return out
 
 
-def normalize_windows(specs) -> list[dict[str, Any]]:
+def normalize_windows(specs: Any) -> list[dict[str, Any]]:
     if isinstance(specs, str):
         specs = [s for s in (p.strip() for p in specs.split(";")) if s]
     if not isinstance(specs, (list, tuple)):
@@ -207,7 +207,7 @@ def period_start(window: dict[str, Any], t: float) -> float:
     For a rolling window this is ``t - seconds`` (entries strictly after it count).
     """
     if window["kind"] == "rolling":
-        return t - window["seconds"]
+        return t - float(window["seconds"])
     # the lease path asks this for every request; building zoneinfo datetimes each time is the cost,
     # and the answer only changes at the next reset
     cached = _PERIODS.get(_slot(window))
@@ -238,7 +238,7 @@ def _period_start(window: dict[str, Any], t: float) -> float:
 def next_reset(window: dict[str, Any], t: float) -> float:
     """The first reset strictly after ``t`` for calendar windows (rolling: ``t + seconds``, an upper bound)."""
     if window["kind"] == "rolling":
-        return t + window["seconds"]
+        return t + float(window["seconds"])
     start = period_start(window, t)
     cached = _PERIODS.get(_slot(window))
     if cached is not None and cached[0] == start and cached[1] > t:
@@ -263,8 +263,9 @@ def _next_after(window: dict[str, Any], start: float, t: float) -> float:
 def headroom(window: dict[str, Any], used_total: int, used_by: dict[str, int], module: str) -> int:
     """How many more units ``module`` may take in this window now (never negative)."""
     reserves = window.get("reserves") or {}
-    others_unused = sum(max(0, r - used_by.get(m, 0)) for m, r in reserves.items() if m != module)
-    return max(0, window["limit"] - used_total - others_unused)
+    others_unused: int = sum(max(0, r - used_by.get(m, 0)) for m, r in reserves.items() if m != module)
+    limit: int = window["limit"]
+    return max(0, limit - used_total - others_unused)
 
 
 def admits(window: dict[str, Any], used_total: int, used_by: dict[str, int], module: str) -> bool:

@@ -25,7 +25,7 @@ class SchedulerUnavailable(BrokerUnavailable):
 
 
 def query(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl",
-          context: zmq.Context | None = None, **fields) -> Any:
+          context: zmq.Context[zmq.Socket[bytes]] | None = None, **fields: Any) -> Any:
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sockets.configure_socket(sock, "dealer", identity=name)

@@ -22,8 +22,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import ExitCode
+
+if TYPE_CHECKING:
+    from shared.clock import Clock
+    from shared.config import Config
 
 
 class LockHeld(Exception):
@@ -115,14 +120,14 @@ class Service:
 
     name = "service"
 
-    def __init__(self, config, clock):
+    def __init__(self, config: Config, clock: Clock):
         self.config = config
         self.clock = clock
         self.stopping = False
         self.log = logging.getLogger(self.name)
         self._lock = InstanceLock(config.lock_path(self.name))
 
-    def request_stop(self, *_):
+    def request_stop(self, *_: object) -> None:
         self.stopping = True
 
     def initialize(self) -> None:

@@ -13,7 +13,7 @@ from shared.protocol import MAX_MESSAGE, new_id
 _NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)  # see send_nowait
 
 
-def recv_bounded(sock, limit: int = MAX_MESSAGE) -> tuple[list[bytes], int]:
+def recv_bounded(sock: zmq.Socket[bytes], limit: int = MAX_MESSAGE) -> tuple[list[bytes], int]:
     """Receive one whole multipart message without blocking (``zmq.Again`` if none is waiting).
 
     Returns ``(frames, total)``, ``total`` being the bytes of all its frames. ``ZMQ_MAXMSGSIZE`` bounds
@@ -37,7 +37,7 @@ def too_large_message(total: int) -> FanoError:
     return FanoError(ErrorCode.TOO_LARGE, f"message of {total} bytes in all frames exceeds {MAX_MESSAGE}")
 
 
-def send_nowait(sock, frames: list[bytes]) -> None:
+def send_nowait(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     """``sock.send_multipart(frames, flags=zmq.NOBLOCK)`` (same frames, same errors), with plain-int flags.
 
     pyzmq's ``send_multipart`` combines its flag enums on every frame, which costs more than sending a
@@ -48,7 +48,7 @@ def send_nowait(sock, frames: list[bytes]) -> None:
         sock.send(frame, _NOBLOCK if i == last else _SNDMORE_NOBLOCK)
 
 
-def bind(sock, endpoint: str) -> None:
+def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
     """Bind ``sock`` to ``endpoint``; an ``ipc://`` socket file is then made mode 0600.
 
     Connecting to a Unix socket needs write permission on it, so 0600 keeps every other local user
@@ -59,7 +59,7 @@ def bind(sock, endpoint: str) -> None:
         os.chmod(endpoint[len("ipc://"):], 0o600)
 
 
-def configure_socket(sock, role: str, identity: str | None = None) -> None:
+def configure_socket(sock: zmq.Socket[bytes], role: str, identity: str | None = None) -> None:
     """Set every socket option of the project in one place.
 
     role: ``router`` (broker, scheduler), ``dealer`` (clients, workers), ``pub``, ``sub``.

@@ -73,7 +73,7 @@ class FakeWorker(threading.Thread):
         self.declined: list[tuple[int, str, float | None]] = []
         self.reconnects = 0
         self.errors: list[str] = []
-        self._sock = None
+        self._sock: zmq.Socket[bytes] | None = None
 
     # --- socket -----------------------------------------------------------------------------------
 

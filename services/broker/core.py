@@ -72,7 +72,7 @@ class ReadLater:
         self.req = req
 
 
-def _cid_of(frames) -> str | None:
+def _cid_of(frames: list[bytes]) -> str | bytes | None:
     try:
         return protocol.decode_request(frames).cid
     except FanoError as exc:

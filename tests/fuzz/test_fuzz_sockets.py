@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import time
+from typing import Any
 
 import pytest
 import zmq
@@ -73,7 +74,7 @@ class BrokerProbes:
 
     def __init__(self, pid: int):
         self.pid = pid
-        self.pending: dict[str, tuple] = {}
+        self.pending: dict[str | bytes | None, tuple[Any, ...]] = {}
         self.submitted: dict[int, str] = {}
         self.n = 0
         self.checked = 0
@@ -87,11 +88,9 @@ class BrokerProbes:
             self.pending[cid] = ("ping",)
         elif kind == 1:
             key = f"probe-key-{self.n}"
-            req = protocol.Request("submit", protocol.new_request_id(),
-                                   {"task": {"key": key, "module": "explorer", "kind": "ask",
-                                             "payload": {"n": self.n}}},
-                                   None)
-            req = protocol.Request("submit", req.cid, req.args, req.cid)
+            rid = protocol.new_request_id()     # a mutating call's correlation id is its request id
+            req = protocol.Request("submit", rid, {"task": {"key": key, "module": "explorer", "kind": "ask",
+                                                            "payload": {"n": self.n}}}, rid)
             self.pending[req.cid] = ("submit", key)
         else:
             tid = random.choice(list(self.submitted))
