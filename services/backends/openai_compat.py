@@ -1,4 +1,4 @@
-"""``openai``: any OpenAI-compatible chat endpoint (ollama, llama.cpp ``llama-server``, vLLM; DESIGN.md §10).
+"""``openai``: any OpenAI-compatible chat endpoint (ollama, llama.cpp ``llama-server``, vLLM; docs/architecture.md § Backends).
 
 Why the standard library and not the ``openai`` SDK: the surface used is tiny (one streamed
 ``POST /chat/completions``, ``GET /models``, llama.cpp's ``GET /health`` and ``/props``), the SDK is not a

@@ -1,4 +1,4 @@
-"""Consumer web chat UIs (ChatGPT, Gemini) driven through Playwright and a real Chromium (DESIGN.md §10).
+"""Consumer web chat UIs (ChatGPT, Gemini) driven through Playwright and a real Chromium (docs/architecture.md § Backends).
 
 Layers, each with one job (notes/llm-backends.md §1.8):
 
