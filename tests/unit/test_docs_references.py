@@ -17,7 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SUFFIXES = {".py", ".md", ".toml", ".conf", ".sh", ".cfg", ".ini"}
-SKIP_DIRS = {"var", "__pycache__", "node_modules"}      # and every hidden folder (.git, .venv, ...)
+# run-time data, caches and build output, and every hidden folder (.git, .venv, ...)
+SKIP_DIRS = {"var", "__pycache__", "node_modules", "build", "dist"}
 
 CITATION = re.compile(r"docs/([\w-]+\.md) §")
 TERMINATORS = set(").,;:\"'`*]")
@@ -32,7 +33,8 @@ def scanned_files() -> list[Path]:
     out = []
     for path in sorted(REPO.rglob("*")):
         rel = path.relative_to(REPO)
-        if any(part.startswith(".") or part in SKIP_DIRS for part in rel.parts[:-1]) or not path.is_file():
+        if any(part.startswith(".") or part in SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts[:-1]) \
+                or not path.is_file():
             continue
         if path.suffix in SUFFIXES or (rel.parts[0] == "ops" and len(rel.parts) == 2 and not path.suffix):
             out.append(path)
