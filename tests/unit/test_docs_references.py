@@ -5,7 +5,7 @@ path from the repository root, a space, ``§``, a space, and a heading of that p
 is, ended by punctuation (``) . , ; : " ' ` * ]``), by `` (`` or by the end of the line. A citation is never wrapped
 across lines. This test reads every such citation in the repository's source, configuration, scripts and
 Markdown and checks that the page and the heading exist; it also checks that nothing still cites the
-design notes the contract was first written in, which are not part of the repository.
+notes the contract was first written from, which are not part of the repository.
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ SKIP_DIRS = {"var", "__pycache__", "node_modules", "build", "dist"}
 
 CITATION = re.compile(r"docs/([\w-]+\.md) §")
 TERMINATORS = set(").,;:\"'`*]")
-# the design notes outside the repository, spelled in two parts so that this file does not cite them
+# the design notes outside the repository, spelled in two parts so that this file does not cite them, and
+# the research notes on the providers (a "notes" path or word followed by a section sign)
 OLD_NOTES = ("DESI" + "GN", "DOMA" + "IN")
-OLD_REFERENCE = re.compile(r"\b(?:%s)(?:\.md\b|'s\b|\s*§)" % "|".join(OLD_NOTES))
+OLD_REFERENCE = re.compile(r"\b(?:%s)(?:\.md\b|'s\b|\s*§)|\bnotes(?:/[\w-]+\.md)?`*\s*§" % "|".join(OLD_NOTES))
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
 
 
@@ -112,7 +113,7 @@ def test_headings_are_unique_within_a_page(pages):
 
 def test_the_contract_pages_exist(pages):
     assert {"architecture.md", "wire.md", "tasks.md", "scheduling.md", "modules.md", "research.md",
-            "storage.md", "cli.md"} <= set(pages)
+            "providers.md", "storage.md", "cli.md"} <= set(pages)
 
 
 # --- the checker itself -----------------------------------------------------------------------------------
@@ -148,6 +149,8 @@ def test_checker_refuses_bad_citations(line):
     (OLD_NOTES[0] + ".md §9", True), ("(" + OLD_NOTES[1] + ".md, Review panel)", True),
     ("the " + OLD_NOTES[1] + "'s table", True), (OLD_NOTES[0] + " §3.2", True),
     ("INSIGHT:, " + OLD_NOTES[1] + "S:, SCORES:", False), ("a DESIGNER", False),
+    ("completion gate (notes " + "§1.1)", True), ("(``shared/notes/llm-backends.md`` " + "§2)", True),
+    ("Layers (notes/llm-backends.md " + "§1.8):", True), ("keys = notes/01", False),
 ])
 def test_old_reference_pattern(line, old):
     assert bool(OLD_REFERENCE.search(line)) is old
