@@ -11,7 +11,7 @@ earliest moment it may change, so a scheduler can sleep until then instead of po
 Every write a worker makes about a leased task carries ``(id, epoch)``; a task that is no longer
 RUNNING at that epoch answers ``STALE_EPOCH`` (a zombie worker can never complete a task twice).
 
-Turn intents (DESIGN.md §7): before a worker sends a request it calls ``turn_begin(id, epoch)``, which
+Turn intents (docs/tasks.md § Unknown turns): before a worker sends a request it calls ``turn_begin(id, epoch)``, which
 records ``task.turn = {state: "sending", epoch, account, mode, attempt, at}`` durably. The outcome is
 the ``complete``/``fail`` that follows. If the lease ends without an outcome (expiry) or with class
 ``unknown``, the turn becomes ``task.unknown_turn = {account, epoch, attempt, mode, at, since, until}``:
@@ -21,12 +21,13 @@ the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it.
 frozen or gone must not keep the task from every other account; past it, another account may run it (a
 new request there; the old turn stays unknown in the history).
 
-Conversations (DESIGN.md §7): a turn's lease binds its conversation to the leasing account (the first) or
-must come from that account — unless the conversation is handed off to the leasing account in this same
-transaction, because the account it lives on has been unable to run the turn for ``[scheduler]
-conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most one turn is in flight.
+Conversations (docs/tasks.md § Conversations): a turn's lease binds its conversation to the leasing
+account (the first) or must come from that account — unless the conversation is handed off to the leasing
+account in this same transaction, because the account it lives on has been unable to run the turn for
+``[scheduler] conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most one turn is in
+flight.
 
-``fail`` error classes (DESIGN.md §10) and what the broker does:
+``fail`` error classes (docs/tasks.md § Failure classes) and what the broker does:
 
 =========  ==========================================================================================
 transient  retry with exponential backoff (``retry_after`` overrides it), PARKED after max_attempts;
@@ -50,6 +51,7 @@ from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_tasks import MODES, check_name, public
 from services.broker.tx import Tx
+from shared import quota as Q
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 COOLDOWN_SCOPES = ("mode", "account")   # fail(quota, scope): the leased mode, or every mode ("*")
@@ -68,6 +70,7 @@ class _Fit:
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
         self.blocked: dict[str, Any] = {}   # ops_handoff.blocked answers for this lease
+        self.charge: dict[int, str] = {}   # task id -> the module whose share admitted it (shared/quota.py)
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -106,12 +109,14 @@ class _Fit:
             if mode not in w["modes"]:
                 reasons.append(f"worker has no {mode} mode")
                 continue
-            ok, why, when = self.admit(mode, task["module"])
-            if ok:
-                return mode, ""
-            reasons.append(why)
-            if when is not None and (self.retry_at is None or when < self.retry_at):
-                self.retry_at = when
+            for charge in Q.charge_modules(task["module"], req):
+                ok, why, when = self.admit(mode, charge)
+                if ok:
+                    self.charge[task["id"]] = charge
+                    return mode, ""
+                reasons.append(why)
+                if when is not None and (self.retry_at is None or when < self.retry_at):
+                    self.retry_at = when
         return None, "; ".join(reasons)
 
 
@@ -148,7 +153,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]), fit.charge.get(task["id"]))
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -157,7 +162,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]), fit.charge.get(task["id"]))
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -166,10 +171,11 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
 
 
 def _grant(tx: Tx, task: dict[str, Any], w: dict[str, Any], mode: str, ttl: float,
-           moved: tuple[str, str] | None = None) -> dict[str, Any]:
+           moved: tuple[str, str] | None = None, charge: str | None = None) -> dict[str, Any]:
     epoch = task["epoch"] + 1
-    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
-    charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
+    # PENDING -> RUNNING: attempt +1, quota reserved (in the share that admitted it), conversation bound —
+    # all in this transaction
+    charges = quota.reserve(tx, w["account"], mode, charge or task["module"], task["id"], epoch)
     task["epoch"] = epoch
     task["attempts"] += 1
     task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,
@@ -219,7 +225,7 @@ def _end_conversation_turn(tx: Tx, task: dict[str, Any], done: bool, result=None
             rec["unknown"] = {"task": task["id"], "account": unknown["account"], "until": unknown.get("until")}
         elif (rec.get("unknown") or {}).get("task") == task["id"]:
             del rec["unknown"]
-        # a web conversation's page (DESIGN.md §7): kept with the conversation for the operator; the
+        # a web conversation's page (docs/tasks.md § Conversations): kept with the conversation for the operator; the
         # account's worker also records it the moment it exists, to reopen and reconcile a turn
         meta = result.get("meta") if isinstance(result, dict) else None
         for name in ("url", "title"):

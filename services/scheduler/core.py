@@ -45,6 +45,7 @@ from services.scheduler.workers import (
     Worker,
     WorkerRegistry,
     candidate_modes,
+    charge_modules,
     placement_class,
 )
 from shared import protocol, sockets
@@ -417,9 +418,11 @@ class SchedulerCore:
         if retry_at is not None and retry_at > world and account and t is not None:
             # quota or cool-down: this account cannot take this module's work in these modes until then
             worker_modes = w.modes if w is not None else MODES
-            for mode in candidate_modes(t.cls or placement_class(t, self.conv_account)):
+            cls = t.cls or placement_class(t, self.conv_account)
+            for mode in candidate_modes(cls):
                 if mode in worker_modes:
-                    self.accounts.block(account, mode, t.module, retry_at, message or "lease declined")
+                    for module in charge_modules(cls, t.module):   # each share it may draw on refused it
+                        self.accounts.block(account, mode, module, retry_at, message or "lease declined")
             if mine:
                 self._requeue(tid)
                 mine = False
@@ -566,7 +569,8 @@ class SchedulerCore:
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
         for mode in candidate_modes(cls):
-            if mode in modes and self.accounts.why_not(account, mode, module, world) is None:
+            if mode in modes and any(self.accounts.why_not(account, mode, m, world) is None
+                                     for m in charge_modules(cls, module)):
                 return mode
         return None
 

@@ -12,7 +12,7 @@ from shared.clock import FakeClock
 from shared.config import BrokerConfig
 from shared.errors import ErrorCode, FanoError
 
-# DESIGN.md §5 and the states.py docstring, written out independently
+# the transitions of the states.py docstring and of docs/tasks.md § Task states, written out independently
 EXPECTED = {
     (None, "PENDING"),
     ("PENDING", "RUNNING"), ("PENDING", "PARKED"), ("PENDING", "PAUSED"), ("PENDING", "CANCELLED"),
