@@ -261,6 +261,7 @@ class Event(dict[str, Any]):
     """An event body; ``packed`` holds its msgpack once encoded, so the outbox and PUB share one encoding."""
 
     __slots__ = ("packed",)
+    packed: bytes
 
 
 def new_id() -> str:

@@ -71,12 +71,12 @@ def collect_stats(tx: Tx) -> dict[str, Any]:
     }
 
 
-def op_events(tx: Tx, after: int, limit: int):
+def op_events(tx: Tx, after: int, limit: int) -> dict[str, Any]:
     if not 1 <= limit <= 10_000:
         raise bad_argument("limit must be in [1, 10000]", field="limit")
     after = max(0, after)  # seq numbers start at 1; a negative "after" means "from the start"
     cur = tx.cursor("events")
-    events = []
+    events: list[Any] = []
     first_kept = None
     if cur.first():
         first_kept = S.from_u64(bytes(cur.key()))

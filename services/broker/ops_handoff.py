@@ -70,7 +70,7 @@ def modes_of(task: dict[str, Any]) -> list[str]:
 
 
 def blocked(tx: Tx, account: str, task: dict[str, Any], after: float,
-            cache: dict[str, Any] | None = None) -> str | None:
+            cache: dict[tuple[str, tuple[str, ...], str], str | None] | None = None) -> str | None:
     """Why ``account`` cannot run ``task`` now (None if it can, as far as the broker knows).
 
     ``after`` is how long (world seconds) an account must have been silent to count as offline. ``cache``
@@ -88,7 +88,7 @@ def _blocked(tx: Tx, account: str, task: dict[str, Any], after: float) -> str | 
     acct = quota.get_account(tx, account)
     if acct.get("paused"):
         return f"{account} is paused ({acct.get('pause_reason') or 'no reason given'})"
-    refusals = []
+    refusals: list[str] = []
     for mode in modes_of(task):
         ok, why, _ = quota.admission(tx, account, mode, task["module"])
         if ok:

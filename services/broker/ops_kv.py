@@ -53,14 +53,14 @@ MAX_REASON_CHARS = 200
 OPS = ("put", "delete", "check", "submit", "ack", "notify")
 
 
-def _key(module: str, key) -> bytes:
+def _key(module: str, key: Any) -> bytes:
     if not isinstance(key, str) or not key or "\x00" in key or len(key.encode()) > MAX_KEY_BYTES:
         raise bad_argument(f"kv key must be a non-empty string of at most {MAX_KEY_BYTES} bytes without NUL")
     return S.kv_key(module, key)
 
 
 def _version_ok(tx: Tx, module: str, op: dict[str, Any], index: int) -> dict[str, Any] | None:
-    current = tx.get("kv", _key(module, op["key"]))
+    current: dict[str, Any] | None = tx.get("kv", _key(module, op["key"]))
     want = op.get("if_version")
     if want is None:
         return current
@@ -73,7 +73,7 @@ def _version_ok(tx: Tx, module: str, op: dict[str, Any], index: int) -> dict[str
     return current
 
 
-def op_txn(tx: Tx, module: str, ops: list[Any]):
+def op_txn(tx: Tx, module: str, ops: list[Any]) -> dict[str, Any]:
     check_name(module, "module")
     if not ops or len(ops) > MAX_OPS:
         raise bad_argument(f"ops must hold 1..{MAX_OPS} operations")
@@ -150,13 +150,13 @@ def op_txn(tx: Tx, module: str, ops: list[Any]):
     return {"applied": True, "results": results}
 
 
-def op_kv_get(tx: Tx, module: str, key: str):
+def op_kv_get(tx: Tx, module: str, key: str) -> dict[str, Any] | None:
     check_name(module, "module")
     rec = tx.get("kv", _key(module, key))
     return None if rec is None else {"key": key, "version": rec["v"], "value": rec["value"]}
 
 
-def op_kv_scan(tx: Tx, module: str, prefix: str, after, limit: int):
+def op_kv_scan(tx: Tx, module: str, prefix: str, after: str | None, limit: int) -> dict[str, Any]:
     check_name(module, "module")
     if not 1 <= limit <= 1000:
         raise bad_argument("limit must be in [1, 1000]", field="limit")
@@ -179,7 +179,7 @@ def op_kv_scan(tx: Tx, module: str, prefix: str, after, limit: int):
     return {"items": items, "next": last if full else None}
 
 
-def op_unconsumed(tx: Tx, module: str, after, limit: int):
+def op_unconsumed(tx: Tx, module: str, after: int | None, limit: int) -> dict[str, Any]:
     """Settled tasks (DONE, PARKED, CANCELLED) of ``module`` whose result it has not acked yet, by id:
     what a restarted module still has to apply. ``{"tasks": [task without history], "next": id|null}``."""
     check_name(module, "module")

@@ -66,13 +66,13 @@ class _Fit:
     def __init__(self, tx: Tx, worker: dict[str, Any]):
         self.tx = tx
         self.worker = worker
-        self.cache: dict[str, Any] = {}
+        self.cache: dict[tuple[str, str], tuple[bool, str, float | None]] = {}   # (mode, module) -> admission
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
-        self.blocked: dict[str, Any] = {}   # ops_handoff.blocked answers for this lease
+        self.blocked: dict[tuple[str, tuple[str, ...], str], str | None] = {}   # ops_handoff.blocked answers
         self.charge: dict[int, str] = {}   # task id -> the module whose share admitted it (shared/quota.py)
 
-    def admit(self, mode: str, module: str):
+    def admit(self, mode: str, module: str) -> tuple[bool, str, float | None]:
         key = (mode, module)
         if key not in self.cache:
             self.cache[key] = quota.admission(self.tx, self.worker["account"], mode, module)

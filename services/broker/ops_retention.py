@@ -47,6 +47,7 @@ pass now::
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from services.broker import schema as S
@@ -117,7 +118,7 @@ def used_bytes(tx: Tx) -> int:
     return S.pages_in_use(tx.storage, tx.txn) * tx.storage.env.stat()["psize"]
 
 
-def op_compact(tx: Tx, older_than):
+def op_compact(tx: Tx, older_than: float | None) -> dict[str, Any]:
     if older_than is not None and not 0 <= older_than <= MAX_OLDER_THAN:
         raise bad_argument(f"older_than must be in [0, {MAX_OLDER_THAN:.0e}] seconds", field="older_than")
     retention = tx.config.task_retention if older_than is None else float(older_than)
@@ -133,7 +134,8 @@ def op_compact(tx: Tx, older_than):
 HANDLERS = {"compact": op_compact}
 
 
-def _due(tx: Tx, index: str, limit_ms: int, split, budget: int) -> tuple[list[bytes], bool]:
+def _due(tx: Tx, index: str, limit_ms: int, split: Callable[[bytes], tuple[Any, ...]],
+         budget: int) -> tuple[list[bytes], bool]:
     """The keys of a time-ordered ``index`` (first field: world ms, read by ``split``) due at ``limit_ms``,
     at most ``budget`` of them, and whether more are due. Collected before the caller changes the index
     (a cursor must not walk what is being written)."""

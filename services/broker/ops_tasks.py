@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,14 +35,14 @@ import msgpack
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Tx
-from shared.config import ADHOC, KNOWN_MODULES, unknown_name
+from shared.config import ADHOC, KNOWN_MODULES, BrokerConfig, Config, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
 from shared.protocol import pack_value
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TASK_FIELDS = {"key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires", "attrs"}
-REQUIRE_FIELDS = {"backends": list, "mode": str, "deep_fallback": bool, "account": str, "conversation": str,
-                  "share": str}
+REQUIRE_FIELDS: dict[str, type[Any]] = {"backends": list, "mode": str, "deep_fallback": bool, "account": str,
+                                        "conversation": str, "share": str}
 MODES = ("standard", "deep")
 LIST_SCAN_LIMIT = 20_000
 # task keys and conversation ids are LMDB keys (at most 511 bytes); 400 leaves room for a prefix
@@ -53,12 +54,12 @@ PAGE_BYTES = 1024 * 1024
 BULKY = ("payload", "result")   # left out of `list` records unless asked for (payloads=true)
 
 
-def record_bytes(record) -> int:
+def record_bytes(record: Any) -> int:
     """The size of ``record`` on the wire (what a page's byte budget counts)."""
     return len(pack_value(record))
 
 
-def check_name(value, what: str) -> str:
+def check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not NAME.match(value):
         raise bad_argument(f"{what} must match {NAME.pattern}, got {value!r}", field=what)
     return value
@@ -73,36 +74,38 @@ class Names:
     accounts: frozenset[Any]
     backends: frozenset[Any]     # what requires.backends may hold: accounts and their backend kinds
     modules: frozenset[Any]
-    modes: tuple[Any, ...] = ()       # (account, (mode, ...)) pairs: the modes each account offers
+    modes: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (account, (mode, ...)) pairs: each account's modes
 
     @classmethod
-    def of(cls, config) -> Names | None:
+    def of(cls, config: Config) -> Names | None:
         """None for a configuration without accounts: a bare broker, whose names are not checked."""
         if not config.names_checked:
             return None
         return cls(frozenset(config.account_names), frozenset(config.backend_names()), frozenset(KNOWN_MODULES),
                    tuple((a.name, tuple(a.modes)) for a in config.accounts))
 
-    def modes_of(self, account: str) -> tuple[Any, ...]:
+    def modes_of(self, account: str) -> tuple[str, ...]:
         return dict(self.modes).get(account, ())
 
 
-def _unknown(field: str, what: str, name, known) -> FanoError:
+def _unknown(field: str, what: str, name: Any, known: frozenset[str]) -> FanoError:
     return bad_argument(unknown_name(what, name, known), field=field, name=name, known=sorted(known))
 
 
-def check_account(tx: Tx, name, field: str = "account") -> str:
+def check_account(tx: Tx, name: Any, field: str = "account") -> str:
     """A well-formed account name the configuration has (any well-formed one when names are not checked)."""
     check_name(name, field)
     if tx.names is not None and name not in tx.names.accounts:
         raise _unknown(field, "account", name, tx.names.accounts)
-    return name
+    account: str = name
+    return account
 
 
-def check_module(tx: Tx, name, field: str = "module") -> str:
+def check_module(tx: Tx, name: Any, field: str = "module") -> str:
     if tx.names is not None and name not in tx.names.modules:
         raise _unknown(field, "module", name, tx.names.modules)
-    return name
+    module: str = name
+    return module
 
 
 def _check_requires(tx: Tx, requires: dict[str, Any]) -> None:
@@ -117,7 +120,7 @@ def _check_requires(tx: Tx, requires: dict[str, Any]) -> None:
         raise _unknown("requires", "account", requires["account"], tx.names.accounts)
 
 
-def _canonical(obj):
+def _canonical(obj: Any) -> Any:
     if isinstance(obj, dict):
         return [[_canonical(k), _canonical(v)] for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))]
     if isinstance(obj, (list, tuple)):
@@ -125,13 +128,13 @@ def _canonical(obj):
     return obj
 
 
-def fingerprint(module: str, kind: str, payload, requires) -> str:
+def fingerprint(module: str, kind: str, payload: Any, requires: Any) -> str:
     """Hash of what the task asks for; key order in maps does not matter."""
     blob = msgpack.packb(_canonical([module, kind, payload, requires]), use_bin_type=True)
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def validate_task(spec: dict[str, Any], config) -> dict[str, Any]:
+def validate_task(spec: dict[str, Any], config: BrokerConfig) -> dict[str, Any]:
     unknown = set(spec) - TASK_FIELDS
     if unknown:
         raise bad_argument(f"unknown task field(s): {sorted(map(str, unknown))}")
@@ -235,7 +238,7 @@ def public(task: dict[str, Any], mono: float, history: bool = True) -> dict[str,
 
 # --- handlers ------------------------------------------------------------------------------------------
 
-def op_submit(tx: Tx, task: dict[str, Any], force: bool):
+def op_submit(tx: Tx, task: dict[str, Any], force: bool) -> dict[str, Any]:
     if not isinstance(task, dict):
         raise bad_argument("task must be a map")
     out = submit_task(tx, task, force)
@@ -243,7 +246,7 @@ def op_submit(tx: Tx, task: dict[str, Any], force: bool):
     return out
 
 
-def op_get(tx: Tx, id: int, history: bool):
+def op_get(tx: Tx, id: int, history: bool) -> dict[str, Any]:
     task = tx.task(id)
     out = public(task, tx.mono, history)
     conv = (task.get("requires") or {}).get("conversation")
@@ -253,7 +256,8 @@ def op_get(tx: Tx, id: int, history: bool):
     return out
 
 
-def op_list(tx: Tx, state, module, kind, after, limit, payloads=False):
+def op_list(tx: Tx, state: str | None, module: str | None, kind: str | None, after: int | None, limit: int,
+            payloads: bool = False) -> dict[str, Any]:
     """Tasks by id, filtered; ``{"tasks": [record without history], "next": id|null}``.
 
     Records leave out ``payload`` and ``result`` unless ``payloads`` (the queue view and the
@@ -272,7 +276,7 @@ def op_list(tx: Tx, state, module, kind, after, limit, payloads=False):
         prefix = S.state_prefix(state)
         cur = tx.cursor("by_state")
 
-        def by_state():
+        def by_state() -> Iterator[dict[str, Any]]:
             ok = cur.set_range(prefix + S.u64(start))
             while ok and cur.key().startswith(prefix):
                 yield tx.task(S.from_u64(cur.key()[len(prefix):]))
@@ -300,7 +304,7 @@ def op_list(tx: Tx, state, module, kind, after, limit, payloads=False):
     return {"tasks": tasks, "next": last if more else None}
 
 
-def op_cancel(tx: Tx, id: int, reason: str):
+def op_cancel(tx: Tx, id: int, reason: str) -> dict[str, Any]:
     task = tx.task(id)
     if task["state"] in st.FINAL:
         raise FanoError(ErrorCode.INVALID_STATE, f"task {id} is already {task['state']}",
@@ -314,7 +318,7 @@ def op_cancel(tx: Tx, id: int, reason: str):
     return public(task, tx.mono)
 
 
-def op_pause(tx: Tx, id: int):
+def op_pause(tx: Tx, id: int) -> dict[str, Any]:
     task = tx.task(id)
     if task["state"] == st.RUNNING:
         # an in-flight request is not interrupted by a pause; the task pauses when its lease ends
@@ -328,7 +332,7 @@ def op_pause(tx: Tx, id: int):
     return public(task, tx.mono)
 
 
-def op_resume(tx: Tx, id: int):
+def op_resume(tx: Tx, id: int) -> dict[str, Any]:
     task = tx.task(id)
     if task["state"] == st.RUNNING and task.get("pause_requested"):
         task["pause_requested"] = False
@@ -342,7 +346,7 @@ def op_resume(tx: Tx, id: int):
     return public(task, tx.mono)
 
 
-def op_retry(tx: Tx, id: int, reset_attempts: bool):
+def op_retry(tx: Tx, id: int, reset_attempts: bool) -> dict[str, Any]:
     task = tx.task(id)
     if task["state"] != st.PARKED:
         raise FanoError(ErrorCode.INVALID_STATE, f"only PARKED tasks can be retried; task {id} is {task['state']}",
@@ -353,7 +357,7 @@ def op_retry(tx: Tx, id: int, reset_attempts: bool):
     return public(task, tx.mono)
 
 
-def op_set_priority(tx: Tx, id: int, priority: int):
+def op_set_priority(tx: Tx, id: int, priority: int) -> dict[str, Any]:
     if not S.PRIO_MIN <= priority <= S.PRIO_MAX:
         raise bad_argument(f"priority must be in [{S.PRIO_MIN}, {S.PRIO_MAX}]", field="priority")
     task = tx.task(id)

@@ -13,13 +13,16 @@ Record in ``requests`` (schema.py): ``{"ts", "fp", "reply": packed reply, "paylo
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.broker import schema as S
 from shared import protocol
 
+if TYPE_CHECKING:
+    from services.broker.tx import Tx
 
-def entry(result, packed: bytes, now: float, fp: bytes) -> dict[str, Any]:
+
+def entry(result: Any, packed: bytes, now: float, fp: bytes) -> dict[str, Any]:
     """The ``requests`` record for a reply (``packed`` is ``result`` encoded, as sent)."""
     task = result.get("task") if isinstance(result, dict) else None
     if isinstance(task, dict) and task.get("payload") and isinstance(task.get("id"), int):
@@ -28,11 +31,12 @@ def entry(result, packed: bytes, now: float, fp: bytes) -> dict[str, Any]:
     return {"ts": now, "fp": fp, "reply": packed}
 
 
-def replay(tx, record: dict[str, Any]) -> bytes:
+def replay(tx: Tx, record: dict[str, Any]) -> bytes:
     """The packed reply to send again for a logged request."""
     tid = record.get("payload_of")
     if tid is None:
-        return record["reply"]
+        reply: bytes = record["reply"]
+        return reply
     result = protocol.unpack_value(record["reply"])
     task = tx.get("tasks", S.u64(tid)) or {}
     result["task"]["payload"] = task.get("payload")

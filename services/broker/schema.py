@@ -210,7 +210,7 @@ def expiry_split(key: bytes) -> tuple[int, bytes]:
 class Storage:
     """The open LMDB environment and its named databases (one per broker process)."""
 
-    def __init__(self, env: lmdb.Environment, dbs: dict[str, object], path: Path):
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, lmdb._Database], path: Path):
         self.env = env
         self.dbs = dbs
         self.path = path

@@ -6,14 +6,36 @@ the event outbox consistent in the same transaction.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import lmdb
 
 from services.broker import schema as S
 from services.broker import states as st
 from shared.errors import ErrorCode, FanoError, not_found
 from shared.protocol import Event, pack_value
 
+if TYPE_CHECKING:   # they import this module
+    from services.broker.ops_handoff import Activity
+    from services.broker.ops_tasks import Names
+    from shared.config import BrokerConfig
+
 COUNTERS = ("task_id", "event_seq")
+
+
+class Cursor(Protocol):
+    """The part of an LMDB cursor the broker uses. With ``buffers=False`` (the default) LMDB hands out
+    ``bytes``, never memoryviews, which is what this says (the lmdb stubs allow both)."""
+
+    def key(self) -> bytes: ...
+    def value(self) -> bytes: ...
+    def first(self) -> bool: ...
+    def next(self) -> bool: ...
+    def set_range(self, key: bytes) -> bool: ...
+    def delete(self) -> bool: ...
+    def iternext(self, keys: bool = True, values: bool = True) -> Iterator[Any]: ...
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 class Ledger:
@@ -25,19 +47,19 @@ class Ledger:
     gapless; :meth:`flush` writes it inside the batch's transaction, before the commit.
     """
 
-    def __init__(self, txn, dbs):
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]):
         self.dbs = dbs
-        self.counters = {}
+        self.counters: dict[str, int] = {}
         for name in COUNTERS:
             raw = txn.get(name.encode(), db=dbs["meta"])
             self.counters[name] = 0 if raw is None else S.from_u64(raw)
         self.count_deltas: dict[tuple[str, str], int] = {}
         self.stored = dict(self.counters)  # what meta holds: a batch that changed nothing writes nothing
 
-    def checkpoint(self):
+    def checkpoint(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         return dict(self.counters), dict(self.count_deltas)
 
-    def restore(self, checkpoint) -> None:
+    def restore(self, checkpoint: tuple[dict[str, int], dict[tuple[str, str], int]]) -> None:
         self.counters, self.count_deltas = dict(checkpoint[0]), dict(checkpoint[1])
 
     def forget_flush(self, stored: dict[str, Any]) -> None:
@@ -47,7 +69,7 @@ class Ledger:
     def pending_count(self, state: str, module: str) -> int:
         return self.count_deltas.get((state, module), 0)
 
-    def flush(self, txn) -> None:
+    def flush(self, txn: lmdb.Transaction) -> None:
         for name, value in self.counters.items():
             if self.stored.get(name) != value:
                 txn.put(name.encode(), S.u64(value), db=self.dbs["meta"])
@@ -67,8 +89,9 @@ class Ledger:
 
 
 class Tx:
-    def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger,
-                 activity=None, handoff_after: float = 0.0, names=None):
+    def __init__(self, storage: S.Storage, txn: lmdb.Transaction, config: BrokerConfig, now: float, mono: float,
+                 ledger: Ledger, activity: Activity | None = None, handoff_after: float = 0.0,
+                 names: Names | None = None):
         self.storage = storage
         self.txn = txn
         self.db = storage.dbs
@@ -86,25 +109,27 @@ class Tx:
 
     # --- raw access ---------------------------------------------------------------------------------
 
-    def get(self, db: str, key: bytes):
+    def get(self, db: str, key: bytes) -> Any:
         raw = self.txn.get(key, db=self.db[db])
         return None if raw is None else S.decode_value(raw)
 
-    def put(self, db: str, key: bytes, value) -> None:
+    def put(self, db: str, key: bytes, value: Any) -> None:
         # large values (a task with its prompt and answer, a module record with a text) compressed
         self.txn.put(key, S.encode_value(value), db=self.db[db])
 
     def put_raw(self, db: str, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self.db[db])
 
-    def get_raw(self, db: str, key: bytes):
-        return self.txn.get(key, db=self.db[db])
+    def get_raw(self, db: str, key: bytes) -> bytes | None:
+        # buffers=False (the default): LMDB hands out bytes, never memoryviews
+        return cast("bytes | None", self.txn.get(key, db=self.db[db]))
 
     def delete(self, db: str, key: bytes) -> bool:
-        return self.txn.delete(key, db=self.db[db])
+        deleted: bool = self.txn.delete(key, db=self.db[db])
+        return deleted
 
-    def cursor(self, db: str):
-        return self.txn.cursor(db=self.db[db])
+    def cursor(self, db: str) -> Cursor:
+        return cast(Cursor, self.txn.cursor(db=self.db[db]))
 
     def counter(self, name: str) -> int:
         """Take the next value of a durable counter (task ids, event sequence numbers)."""
@@ -120,7 +145,7 @@ class Tx:
     def task(self, task_id: int) -> dict[str, Any]:
         if not 0 < task_id < 2**64:  # ids are u64 keys from 1; anything else cannot exist
             raise not_found("task", task_id)
-        task = self.get("tasks", S.u64(task_id))
+        task: dict[str, Any] | None = self.get("tasks", S.u64(task_id))
         if task is None:
             raise not_found("task", task_id)
         return task
@@ -129,7 +154,7 @@ class Tx:
         task["updated"] = self.now
         self.put("tasks", S.u64(task["id"]), task)
 
-    def emit(self, type_: str, **fields) -> None:
+    def emit(self, type_: str, **fields: Any) -> None:
         seq = self.counter("event_seq")
         event = Event(seq=seq, ts=self.now, type=type_, **fields)
         event.packed = pack_value(event)  # one encoding for the outbox and the PUB socket
@@ -181,7 +206,7 @@ class Tx:
         self.emit("task.submitted", id=task["id"], key=task["key"], module=task["module"],
                   kind=task["kind"], priority=task["priority"], state=st.PENDING, **self.sched_view(task))
 
-    def move(self, task: dict[str, Any], dst: str, why: str, **event_fields) -> None:
+    def move(self, task: dict[str, Any], dst: str, why: str, **event_fields: Any) -> None:
         """The one state transition: checks the table, updates indices, history, counts, outbox."""
         src = task["state"]
         if not st.allowed(src, dst):
@@ -236,7 +261,7 @@ class Tx:
             view["conversation_account"] = (rec or {}).get("account")
         return view
 
-    def reindex(self, task: dict[str, Any], **changes) -> None:
+    def reindex(self, task: dict[str, Any], **changes: Any) -> None:
         """Change fields that the queue indices key on (priority, not_before, lease deadline)."""
         self.unindex(task)
         for name, value in changes.items():
@@ -247,7 +272,7 @@ class Tx:
         self.index(task)
         self.save(task)
 
-    def _history(self, task: dict[str, Any], src, dst: str, why: str) -> None:
+    def _history(self, task: dict[str, Any], src: str | None, dst: str, why: str) -> None:
         hist = task.setdefault("history", [])
         hist.append({"at": self.now, "from": src, "to": dst, "why": why, "epoch": task.get("epoch", 0),
                      "attempts": task.get("attempts", 0)})
