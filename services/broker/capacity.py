@@ -32,11 +32,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from services.broker import schema as S
-from shared.config import format_size
+from shared.config import BrokerConfig, format_size
 from shared.protocol import unpack_value
+
+if TYPE_CHECKING:   # they import this module
+    from services.broker.core import BrokerCore
+    from services.broker.tx import Tx
 
 log = logging.getLogger("broker")
 
@@ -50,7 +55,7 @@ MIB = 1 << 20
 SAMPLES_KEY = b"storage_samples"
 
 
-def disk_space(path) -> tuple[int, int]:
+def disk_space(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(bytes an unprivileged writer may still use, total bytes) on the filesystem holding ``path``."""
     fs = os.statvfs(path)
     return fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
@@ -78,9 +83,9 @@ def _valid_samples(packed: bytes | None) -> list[list[float]]:
 class Capacity:
     """The storage limits of one broker core (``core``: a :class:`services.broker.core.BrokerCore`)."""
 
-    def __init__(self, core):
+    def __init__(self, core: BrokerCore):
         self.core = core
-        self.bcfg = core.bcfg
+        self.bcfg: BrokerConfig = core.bcfg
         self.refusing: str | None = None     # None, "MAP_FULL" or "DISK_FULL"
         self.since: float | None = None      # world time refusing started
         self.detail = ""                     # why, for the refusal message and the log
@@ -94,16 +99,18 @@ class Capacity:
     # --- figures ------------------------------------------------------------------------------------------
 
     @property
-    def path(self):
+    def path(self) -> Path:
         return self.core.storage.path
 
     def high_water(self) -> int:
         """Bytes of the data file LMDB has ever used (it allocates past this only when no free page fits)."""
-        return (self.core.env.info()["last_pgno"] + 1) * self.core.env.stat()["psize"]
+        pages: int = self.core.env.info()["last_pgno"] + 1
+        return pages * self.core.env.stat()["psize"]
 
     def file_size(self) -> int:
         try:
-            return (self.path / "data.mdb").stat().st_size
+            size: int = (self.path / "data.mdb").stat().st_size
+            return size
         except FileNotFoundError:
             return 0
 
@@ -291,7 +298,7 @@ class Capacity:
 
     # --- samples and figures ----------------------------------------------------------------------------
 
-    def sample(self, tx) -> None:
+    def sample(self, tx: Tx) -> None:
         """Housekeeping: record the live bytes of the map (hourly, world clock), bounded."""
         used = S.pages_in_use(self.core.storage, tx.txn) * self.core.env.stat()["psize"]
         self.samples.append([tx.now, used])
@@ -301,7 +308,7 @@ class Capacity:
     def sample_due(self, now: float) -> bool:
         return not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY
 
-    def figures(self, tx) -> dict[str, Any]:
+    def figures(self, tx: Tx) -> dict[str, Any]:
         """The ``broker.storage`` part of ``stats`` (the shape is in services/broker/ops_admin.py)."""
         core = self.core
         psize = core.env.stat()["psize"]

@@ -103,7 +103,8 @@ def _blocked(tx: Tx, account: str, task: dict[str, Any], after: float) -> str | 
     return None
 
 
-def check(tx: Tx, task: dict[str, Any], rec: dict[str, Any], cache: dict[str, Any] | None = None) -> tuple[bool, str]:
+def check(tx: Tx, task: dict[str, Any], rec: dict[str, Any],
+          cache: dict[tuple[str, tuple[str, ...], str], str | None] | None = None) -> tuple[bool, str]:
     """May ``task`` take its conversation (record ``rec``) away from the account it lives on now?
     ``(ok, why)``: on success ``why`` says why the conversation moves, else why not (the lease's reason)."""
     holder = rec["account"]

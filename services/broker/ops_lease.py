@@ -120,7 +120,8 @@ class _Fit:
         return None, "; ".join(reasons)
 
 
-def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl, modules) -> dict[str, Any]:
+def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes: Any, ttl: float,
+                    modules: Any) -> dict[str, Any]:
     if not isinstance(worker, str) or not worker or len(worker) > 128:
         raise bad_argument("worker must be a non-empty name", field="worker")
     check_name(account, "account")
@@ -134,7 +135,8 @@ def _checked_worker(tx: Tx, worker: str, account: str, backend: str, modes, ttl,
             "modules": list(modules) if modules is not None else None}
 
 
-def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
+def op_lease(tx: Tx, worker: str, account: str, backend: str, modes: Any, ttl: float | None, task_id: int | None,
+             modules: Any) -> dict[str, Any]:
     ttl = tx.config.lease_ttl if ttl is None else ttl
     w = _checked_worker(tx, worker, account, backend, modes, float(ttl), modules)
     if tx.activity is not None:
@@ -155,7 +157,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
         return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]), fit.charge.get(task["id"]))
     cur = tx.cursor("ready")
-    reasons = {}
+    reasons: dict[str, int] = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
         if n >= LEASE_SCAN_LIMIT:
             break
@@ -210,7 +212,7 @@ def _leased(tx: Tx, task_id: int, epoch: int) -> dict[str, Any]:
     return task
 
 
-def _end_conversation_turn(tx: Tx, task: dict[str, Any], done: bool, result=None) -> None:
+def _end_conversation_turn(tx: Tx, task: dict[str, Any], done: bool, result: Any = None) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
@@ -245,7 +247,8 @@ def _refund(tx: Tx, task: dict[str, Any]) -> None:
 
 
 def _backoff(tx: Tx, attempts: int) -> float:
-    return min(tx.config.backoff_max, tx.config.backoff_base * (2 ** max(0, attempts - 1)))
+    delay: float = min(tx.config.backoff_max, tx.config.backoff_base * (2 ** max(0, attempts - 1)))
+    return delay
 
 
 def _retry_or_park(tx: Tx, task: dict[str, Any], why: str, retry_after: float | None = None) -> None:
@@ -282,7 +285,7 @@ def _hold_over(tx: Tx, unknown: dict[str, Any]) -> bool:
     return until is not None and tx.now >= until
 
 
-def op_turn_begin(tx: Tx, id: int, epoch: int):
+def op_turn_begin(tx: Tx, id: int, epoch: int) -> dict[str, Any]:
     task = _leased(tx, id, epoch)
     lease = task["lease"]
     # the intent is durable before the request leaves the worker; the previous unknown turn (if any)
@@ -294,7 +297,7 @@ def op_turn_begin(tx: Tx, id: int, epoch: int):
     return {"id": id, "epoch": epoch, "turn": task["turn"]}
 
 
-def op_renew(tx: Tx, id: int, epoch: int, ttl):
+def op_renew(tx: Tx, id: int, epoch: int, ttl: float | None) -> dict[str, Any]:
     ttl = tx.config.lease_ttl if ttl is None else ttl
     if not 0 < ttl <= tx.config.max_lease_ttl:
         raise bad_argument(f"ttl must be in (0, {tx.config.max_lease_ttl:g}]", field="ttl")
@@ -303,7 +306,7 @@ def op_renew(tx: Tx, id: int, epoch: int, ttl):
     return {"id": id, "epoch": epoch, "deadline_in": ttl, "pause_requested": bool(task.get("pause_requested"))}
 
 
-def op_complete(tx: Tx, id: int, epoch: int, result, reconciled: bool = False):
+def op_complete(tx: Tx, id: int, epoch: int, result: Any, reconciled: bool = False) -> dict[str, Any]:
     task = _leased(tx, id, epoch)
     turn = task.get("turn")
     if reconciled and not (turn and turn.get("epoch") == epoch):
@@ -321,8 +324,8 @@ def op_complete(tx: Tx, id: int, epoch: int, result, reconciled: bool = False):
     return {"id": id, "epoch": epoch, "state": st.DONE}
 
 
-def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: bool, retry_after,
-            scope: str = "mode"):
+def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: bool, retry_after: float | None,
+            scope: str = "mode") -> dict[str, Any]:
     if error_class not in st.ERROR_CLASSES:
         raise bad_argument(f"error_class must be one of {', '.join(st.ERROR_CLASSES)}", field="error_class")
     if scope not in COOLDOWN_SCOPES:
@@ -359,7 +362,8 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     return {"id": id, "epoch": epoch, "state": task["state"], "not_before": task["not_before"]}
 
 
-def _quota_refusal(tx: Tx, task: dict[str, Any], until, message: str, scope: str = "mode") -> dict[str, Any]:
+def _quota_refusal(tx: Tx, task: dict[str, Any], until: float | None, message: str,
+                   scope: str = "mode") -> dict[str, Any]:
     lease = task["lease"]
     _refund(tx, task)
     if until is None:  # the provider did not say until when: be conservative
@@ -373,7 +377,7 @@ def _quota_refusal(tx: Tx, task: dict[str, Any], until, message: str, scope: str
     return {"id": task["id"], "epoch": task["epoch"], "state": task["state"], "cooldown_until": until}
 
 
-def op_refuse(tx: Tx, id: int, epoch: int, until, message: str):
+def op_refuse(tx: Tx, id: int, epoch: int, until: float | None, message: str) -> dict[str, Any]:
     if until is not None:
         quota.check_until(until)
     task = _leased(tx, id, epoch)
@@ -392,7 +396,7 @@ def expire_leases(tx: Tx, everything: bool = False) -> int:
     """
     cur = tx.cursor("leases")
     limit_us = S.us(tx.mono)
-    due = []
+    due: list[Any] = []
     for key, raw_epoch in cur:
         deadline, tid = S.time_id_split(bytes(key))
         if (deadline > limit_us and not everything) or len(due) >= SWEEP_LIMIT:
@@ -414,7 +418,7 @@ def promote_due(tx: Tx) -> int:
     """Delayed PENDING tasks whose not_before has come move to the ready index (and say so)."""
     cur = tx.cursor("delayed")
     limit_ms = S.ms(tx.now)
-    due = []
+    due: list[Any] = []
     for key in cur.iternext(keys=True, values=False):
         nb, tid = S.time_id_split(bytes(key))
         if nb > limit_ms or len(due) >= SWEEP_LIMIT:

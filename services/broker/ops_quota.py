@@ -14,12 +14,14 @@ from 20/day to 25/day keeps today's usage.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from services.broker import schema as S
 from services.broker.ops_tasks import MODES, check_account, check_module
 from services.broker.tx import Tx
 from shared import quota as Q
+from shared.config import QuotaConfig
 from shared.errors import ErrorCode, FanoError
 
 DEFAULT_COOLDOWN = 3600.0  # when a provider refuses without saying until when
@@ -34,7 +36,8 @@ def slot_of(window: dict[str, Any]) -> str:
 
 
 def get_spec(tx: Tx, account: str, mode: str) -> dict[str, Any] | None:
-    return tx.get("quota_specs", S.pair_key(account, mode))
+    spec: dict[str, Any] | None = tx.get("quota_specs", S.pair_key(account, mode))
+    return spec
 
 
 def get_account(tx: Tx, account: str) -> dict[str, Any]:
@@ -59,7 +62,8 @@ def _usage(tx: Tx, account: str, mode: str, window: dict[str, Any], prune: bool 
     prefix = S.quota_slot_prefix(account, mode, slot)
     horizon = S.ms(tx.now - window["seconds"])
     cur = tx.cursor("quota_entries")
-    total, by_module, oldest = 0, {}, None
+    total, oldest = 0, None
+    by_module: dict[str, int] = {}
     ok = cur.set_range(prefix)
     while ok and cur.key().startswith(prefix):
         ts = S.from_u64(cur.key()[len(prefix): len(prefix) + 8])
@@ -110,7 +114,7 @@ def admission(tx: Tx, account: str, mode: str, module: str) -> tuple[bool, str, 
 def reserve(tx: Tx, account: str, mode: str, module: str, task_id: int, epoch: int) -> list[Any]:
     """Charge one unit in every window; returns the charges to refund later. Call after admission()."""
     spec = get_spec(tx, account, mode)
-    charges = []
+    charges: list[Any] = []
     if not spec:
         return charges
     for window in spec["windows"]:
@@ -162,7 +166,7 @@ def pause_account(tx: Tx, account: str, reason: str) -> dict[str, Any]:
     return rec
 
 
-def apply_config_quotas(tx: Tx, quotas) -> None:
+def apply_config_quotas(tx: Tx, quotas: Iterable[QuotaConfig]) -> None:
     """Install quotas from the config file; an operator's own ``quota set`` is never overwritten."""
     wanted = {}
     for q in quotas:
@@ -210,7 +214,7 @@ def _shown(tx: Tx, account: str) -> bool:
     return tx.names is None or account in tx.names.accounts
 
 
-def op_quota_show(tx: Tx, account: str | None):
+def op_quota_show(tx: Tx, account: str | None) -> dict[str, Any]:
     if account is not None:
         check_account(tx, account)
     quotas, seen = [], set()
@@ -247,7 +251,7 @@ def op_quota_show(tx: Tx, account: str | None):
     return {"now": tx.now, "quotas": quotas, "accounts": accounts}
 
 
-def op_quota_set(tx: Tx, account: str, mode: str, windows):
+def op_quota_set(tx: Tx, account: str, mode: str, windows: Any) -> dict[str, Any]:
     check_account(tx, account)
     _check_mode(mode)
     if tx.names is not None and mode not in tx.names.modes_of(account):
@@ -263,7 +267,7 @@ def op_quota_set(tx: Tx, account: str, mode: str, windows):
     return _describe_quota(tx, account, mode, get_spec(tx, account, mode))
 
 
-def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bool):
+def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bool) -> dict[str, Any]:
     check_account(tx, account)
     _check_mode(mode)
     modes = [mode] if mode else list(MODES)
@@ -289,12 +293,12 @@ def op_quota_reset(tx: Tx, account: str, mode: str | None, usage: bool, spec: bo
     return {"account": account, "modes": modes, "cleared_records": cleared, "spec_removed": spec}
 
 
-def check_until(until, field: str = "until") -> None:
+def check_until(until: Any, field: str = "until") -> None:
     if not abs(until) < 1e15:  # inf/nan would block forever or silently not at all
         raise FanoError(ErrorCode.BAD_ARGUMENT, f"{field} must be a finite world time (seconds)", {"field": field})
 
 
-def op_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: str):
+def op_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: str) -> dict[str, Any]:
     check_account(tx, account)
     _check_mode(mode)
     check_until(until)
@@ -302,12 +306,12 @@ def op_cooldown(tx: Tx, account: str, mode: str | None, until: float, reason: st
     return {"account": account, "mode": mode or "*", "until": float(until)}
 
 
-def op_account_pause(tx: Tx, account: str, reason: str):
+def op_account_pause(tx: Tx, account: str, reason: str) -> dict[str, Any]:
     check_account(tx, account)
     return {"account": account, **pause_account(tx, account, reason or "paused by operator")}
 
 
-def op_account_resume(tx: Tx, account: str):
+def op_account_resume(tx: Tx, account: str) -> dict[str, Any]:
     check_account(tx, account)
     rec = get_account(tx, account)
     rec["paused"], rec["pause_reason"] = False, ""

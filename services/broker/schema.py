@@ -98,7 +98,7 @@ class SchemaError(Exception):
     """The database on disk cannot be used by this broker (newer schema)."""
 
 
-def encode_value(obj) -> bytes:
+def encode_value(obj: Any) -> bytes:
     """A stored value: msgpack, compressed behind :data:`ZMARK` when longer than :data:`COMPRESS_MIN`
     and the compression actually saves space (random bytes do not compress)."""
     raw = pack_value(obj)
@@ -108,7 +108,7 @@ def encode_value(obj) -> bytes:
     return packed if len(packed) < len(raw) else raw
 
 
-def decode_value(raw) -> object:
+def decode_value(raw: bytes | memoryview) -> Any:
     """Read a value written by :func:`encode_value` (or plain msgpack, as every version-1 value is)."""
     if raw[:2] == ZMARK:
         return unpack_value(zlib.decompress(bytes(raw[2:])))
@@ -120,7 +120,8 @@ def u64(n: int) -> bytes:
 
 
 def from_u64(b: bytes) -> int:
-    return _U64.unpack(b)[0]
+    n: int = _U64.unpack(b)[0]
+    return n
 
 
 def ready_key(priority: int, task_id: int) -> bytes:
@@ -128,7 +129,8 @@ def ready_key(priority: int, task_id: int) -> bytes:
 
 
 def ready_key_id(key: bytes) -> int:
-    return _PRIO_ID.unpack(key)[1]
+    task_id: int = _PRIO_ID.unpack(key)[1]
+    return task_id
 
 
 def time_id_key(t_units: int, task_id: int) -> bytes:
@@ -282,9 +284,9 @@ def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
         pass
 
 
-def pages_in_use(storage: Storage, txn) -> int:
+def pages_in_use(storage: Storage, txn: lmdb.Transaction) -> int:
     """Pages held by live data in every database (free pages are reusable, so not counted)."""
-    total = 0
+    total: int = 0
     main = txn.stat()
     total += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
     for db in storage.dbs.values():
