@@ -14,7 +14,8 @@ import logging
 import os
 import traceback
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
@@ -27,10 +28,15 @@ from shared.clock import boot_id
 from shared.config import MAX_MAP_CEILING, format_size
 from shared.errors import ErrorCode, FanoError, bad_argument
 
+if TYPE_CHECKING:
+    from shared.clock import Clock
+    from shared.config import Config
+
 log = logging.getLogger("broker")
 
-HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **ops_kv.HANDLERS,
-            **ops_admin.HANDLERS, **ops_retention.HANDLERS}
+# command -> handler(tx, **args): its result (the wire shapes are in the handlers' modules)
+HANDLERS: dict[str, Callable[..., Any]] = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS,
+                                           **ops_kv.HANDLERS, **ops_admin.HANDLERS, **ops_retention.HANDLERS}
 # commands that start new work or make the database grow: refused while storage is short (see
 # services/broker/capacity.py). Completions, failures, cancels, acks and reads keep working so that
 # running work can finish and the operator can see what happens. A module transaction is refused only
@@ -79,8 +85,17 @@ def _cid_of(frames: list[bytes]) -> str | bytes | None:
         return exc.details.get("cid")
 
 
+# what a batch holds per message once decoded: a request to run, an error reply for what could not be read,
+# a read-only request answered after the commit, or None for a grow_map (the server's, after the commit)
+Decoded = protocol.Request | protocol.Reply | ReadLater | None
+# (client identity, reply frames), or a ReadLater the server answers after the commit
+ReplyOut = tuple[bytes, list[bytes] | ReadLater]
+# (replies, events, pending grow_map requests)
+BatchOut = tuple[list[ReplyOut], list[dict[str, Any]], list[tuple[bytes, protocol.Request]]]
+
+
 class BrokerCore:
-    def __init__(self, storage: S.Storage, config, clock):
+    def __init__(self, storage: S.Storage, config: Config, clock: Clock):
         self.storage = storage
         self.env = storage.env
         self.config = config            # shared.config.Config
@@ -94,7 +109,7 @@ class BrokerCore:
         self.dropped_replies = 0        # replies the server could not send (client gone); in stats
         self.started = clock.mono()
         self._last_prune = 0.0
-        self.ledger: Ledger | None = None
+        self.ledger: Ledger                 # made by startup() (every batch runs after it)
         self.next_lease_deadline: float | None = None
         self.next_due: float | None = None
         self.capacity = Capacity(self)
@@ -157,7 +172,7 @@ class BrokerCore:
         self._startup_pending = False
         return events
 
-    def _tx(self, txn, now: float | None = None, mono: float | None = None) -> Tx:
+    def _tx(self, txn: lmdb.Transaction, now: float | None = None, mono: float | None = None) -> Tx:
         return Tx(self.storage, txn, self.bcfg, self.clock.world() if now is None else now,
                   self.clock.mono() if mono is None else mono, self.ledger, activity=self.activity,
                   handoff_after=self.config.scheduler.conversation_handoff, names=self.names)
@@ -189,7 +204,7 @@ class BrokerCore:
 
     # --- the batch ----------------------------------------------------------------------------------------
 
-    def handle_batch(self, messages: list[tuple[bytes, list[bytes]]], defer_reads: bool = False):
+    def handle_batch(self, messages: list[tuple[bytes, list[bytes]]], defer_reads: bool = False) -> BatchOut:
         """Process ``[(identity, frames), ...]``; returns ``(replies, events, grow)``.
 
         ``replies`` is ``[(identity, reply_frames), ...]``, to be sent only now that the batch committed.
@@ -233,10 +248,11 @@ class BrokerCore:
         # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
         return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
 
-    def _batch(self, messages, defer_reads=False):
+    def _batch(self, messages: list[tuple[bytes, list[bytes]]], defer_reads: bool = False) -> BatchOut:
         """One attempt at a batch in one write transaction; the ledger is restored if it fails."""
         now, mono = self.clock.world(), self.clock.mono()
-        events, grow = [], []
+        events: list[dict[str, Any]] = []
+        grow: list[tuple[bytes, protocol.Request]] = []
         decoded = [(ident, self._decode(ident, frames, grow, defer_reads)) for ident, frames in messages]
         nearly_full = self.nearly_full()
         at_start = self.ledger.checkpoint()
@@ -272,7 +288,8 @@ class BrokerCore:
             log.error("the database environment needs reopening after the failed commit; reopening it")
             self._reopen(self.map_size)
 
-    def _decode(self, ident, frames, grow, defer_reads=False):
+    def _decode(self, ident: bytes, frames: list[bytes], grow: list[tuple[bytes, protocol.Request]],
+                defer_reads: bool = False) -> Decoded:
         """The request in ``frames``; an error reply for what cannot be read; None for a grow_map; a
         :class:`ReadLater` for a read-only request when reads are deferred."""
         try:
@@ -305,7 +322,8 @@ class BrokerCore:
             self.errors[err.name] += 1
             return protocol.encode_reply(protocol.error_reply(req.cid, err))
 
-    def _requests(self, outer, decoded, now, mono, nearly_full):
+    def _requests(self, outer: lmdb.Transaction, decoded: list[tuple[bytes, Decoded]], now: float, mono: float,
+                  nearly_full: bool) -> tuple[list[ReplyOut], list[dict[str, Any]]]:
         """Run the batch's requests; returns ``(replies, events)``.
 
         A request that fails must roll back alone. A nested transaction per request does that, but it
@@ -324,8 +342,10 @@ class BrokerCore:
                 self.ledger.restore(checkpoint)
         return self._run(outer, decoded, now, mono, nearly_full, isolated=True)
 
-    def _run(self, txn, decoded, now, mono, nearly_full, isolated):
-        replies, events = [], []
+    def _run(self, txn: lmdb.Transaction, decoded: list[tuple[bytes, Decoded]], now: float, mono: float,
+             nearly_full: bool, isolated: bool) -> tuple[list[ReplyOut], list[dict[str, Any]]]:
+        replies: list[ReplyOut] = []
+        events: list[dict[str, Any]] = []
         for ident, item in decoded:
             if item is None:  # grow_map: answered by the server after the commit
                 continue
@@ -352,9 +372,9 @@ class BrokerCore:
         else:
             self.map_used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
 
-    def _housekeeping(self, outer, now, mono) -> list[dict[str, Any]]:
-        events = []
-        sweeps = []
+    def _housekeeping(self, outer: lmdb.Transaction, now: float, mono: float) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        sweeps: list[Callable[[Tx], object]] = []
         if self.next_lease_deadline is not None and mono >= self.next_lease_deadline:
             sweeps.append(ops_lease.expire_leases)
         if self.next_due is not None and now >= self.next_due:
@@ -396,7 +416,8 @@ class BrokerCore:
             log.info("compacted %d task(s) settled over %.0fs ago%s", n, self.bcfg.task_retention,
                      " (more next pass)" if more else "")
 
-    def _isolated(self, outer, req, now, mono, nearly_full):
+    def _isolated(self, outer: lmdb.Transaction, req: protocol.Request, now: float, mono: float,
+                  nearly_full: bool) -> tuple[protocol.Reply, list[dict[str, Any]]]:
         """One request in its own nested transaction: a failure rolls back this request only."""
         checkpoint = self.ledger.checkpoint()
         try:
@@ -409,9 +430,9 @@ class BrokerCore:
         except lmdb.MapFullError:
             self.ledger.restore(checkpoint)
             self.map_full = True
-            exc = self.refusal()
-            self.errors[exc.name] += 1
-            return protocol.error_reply(req.cid, exc), []
+            refusal = self.refusal()
+            self.errors[refusal.name] += 1
+            return protocol.error_reply(req.cid, refusal), []
         except Exception as exc:  # a bug: roll back this request, keep serving the others
             self.ledger.restore(checkpoint)
             log.error("internal error in %s: %s\n%s", req.cmd, exc, traceback.format_exc())
@@ -419,10 +440,11 @@ class BrokerCore:
             self.errors[err.name] += 1
             return protocol.error_reply(req.cid, err), []
 
-    def _apply(self, txn, req, now, mono, nearly_full):
+    def _apply(self, txn: lmdb.Transaction, req: protocol.Request, now: float, mono: float,
+               nearly_full: bool) -> tuple[protocol.Reply, list[dict[str, Any]]]:
         """Run ``req`` in ``txn``: the request log, the handler; ``(reply, events)``. Raises on failure."""
         tx = self._tx(txn, now, mono)
-        fp = None
+        fp = b""    # the request's fingerprint, when it has a request id
         if req.rid is not None:
             fp = hashlib.blake2b(req.body, digest_size=16).digest()
             seen = tx.get("requests", req.rid.encode())
@@ -448,7 +470,7 @@ class BrokerCore:
             return protocol.Reply(cid=req.cid, ok=True, packed_result=packed), tx.events
         return protocol.Reply(cid=req.cid, ok=True, result=result), tx.events
 
-    def _dispatch(self, tx: Tx, req: protocol.Request):
+    def _dispatch(self, tx: Tx, req: protocol.Request) -> Any:
         if req.cmd == "ping":
             return {"version": protocol.VERSION, "pid": os.getpid(), "uptime": self.clock.mono() - self.started,
                     "now": tx.now}

@@ -24,6 +24,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from services.broker import ops_quota
@@ -113,4 +114,5 @@ def prune(tx: Tx, request_ttl: float, event_retention: int, budget: int = 2000) 
     return removed
 
 
-HANDLERS = {"events": op_events}
+# command -> handler(tx, **args) (services/broker/core.py dispatches)
+HANDLERS: dict[str, Callable[..., Any]] = {"events": op_events}

@@ -38,6 +38,7 @@ condition raises ``CONDITION_FAILED`` (nothing applied) with the op index and th
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from services.broker import schema as S
@@ -200,4 +201,6 @@ def op_unconsumed(tx: Tx, module: str, after: int | None, limit: int) -> dict[st
     return {"tasks": tasks, "next": tasks[-1]["id"] if full else None}
 
 
-HANDLERS = {"txn": op_txn, "kv_get": op_kv_get, "kv_scan": op_kv_scan, "unconsumed": op_unconsumed}
+# command -> handler(tx, **args) (services/broker/core.py dispatches)
+HANDLERS: dict[str, Callable[..., Any]] = {"txn": op_txn, "kv_get": op_kv_get, "kv_scan": op_kv_scan,
+                                           "unconsumed": op_unconsumed}

@@ -43,6 +43,7 @@ terminal   PARKED at once with the error; unit refunded when not sent
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from services.broker import ops_handoff as handoff
@@ -443,7 +444,8 @@ def next_wakeup(tx: Tx) -> tuple[float | None, float | None]:
     return lease, delayed
 
 
-HANDLERS = {
+# command -> handler(tx, **args) (services/broker/core.py dispatches)
+HANDLERS: dict[str, Callable[..., Any]] = {
     "lease": op_lease, "renew": op_renew, "complete": op_complete, "fail": op_fail, "refuse": op_refuse,
     "turn_begin": op_turn_begin,
 }

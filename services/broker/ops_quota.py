@@ -14,7 +14,7 @@ from 20/day to 25/day keeps today's usage.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from services.broker import schema as S
@@ -320,7 +320,8 @@ def op_account_resume(tx: Tx, account: str) -> dict[str, Any]:
     return {"account": account, **rec}
 
 
-HANDLERS = {
+# command -> handler(tx, **args) (services/broker/core.py dispatches)
+HANDLERS: dict[str, Callable[..., Any]] = {
     "quota_show": op_quota_show, "quota_set": op_quota_set, "quota_reset": op_quota_reset,
     "cooldown": op_cooldown, "account_pause": op_account_pause, "account_resume": op_account_resume,
 }

@@ -131,7 +131,8 @@ def op_compact(tx: Tx, older_than: float | None) -> dict[str, Any]:
             "map_used_after": used_bytes(tx)}
 
 
-HANDLERS = {"compact": op_compact}
+# command -> handler(tx, **args) (services/broker/core.py dispatches)
+HANDLERS: dict[str, Callable[..., Any]] = {"compact": op_compact}
 
 
 def _due(tx: Tx, index: str, limit_ms: int, split: Callable[[bytes], tuple[Any, ...]],

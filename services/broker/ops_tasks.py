@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -382,7 +382,8 @@ def _release_conversation(tx: Tx, task: dict[str, Any]) -> None:
         tx.put("conversations", conv.encode(), rec)
 
 
-HANDLERS = {
+# command -> handler(tx, **args) (services/broker/core.py dispatches)
+HANDLERS: dict[str, Callable[..., Any]] = {
     "submit": op_submit, "get": op_get, "list": op_list, "cancel": op_cancel, "pause": op_pause,
     "resume": op_resume, "retry": op_retry, "set_priority": op_set_priority,
 }

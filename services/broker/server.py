@@ -74,12 +74,12 @@ class BrokerService(Service):
         if not messages and self.clock.mono() < self._wake:
             return
         replies, events, grow = self.core.handle_batch(messages, defer_reads=True)
-        reads = []
-        for ident, frames in replies:
-            if isinstance(frames, ReadLater):
-                reads.append((ident, frames))
+        reads: list[tuple[bytes, ReadLater]] = []
+        for ident, out in replies:
+            if isinstance(out, ReadLater):
+                reads.append((ident, out))
             else:
-                self._send(ident, frames)
+                self._send(ident, out)
         for ident, req in grow:
             self._send(ident, protocol.encode_reply(self.core.grow_map(req)))
         self._publish(events)
