@@ -245,3 +245,32 @@ def merge_counters(dicts) -> dict:
             else:
                 flat[k] += v
     return {**dict(flat), **{k: dict(v) for k, v in acc.items()}}
+
+
+def comment_breakdown(comments: list[dict], tasks_by_key: dict[str, dict]) -> dict:
+    """Where a resolved comment's time went (world seconds, p50 and p95 of each part): ``to_submit``
+    from the comment to the submission of the task that resolved it (the documenter noticing it, and
+    earlier attempts or another comment on the same section before it), ``queued`` until that task was
+    leased (a free account with quota), ``turn`` the model's answer, ``to_apply`` until the documenter
+    applied it. At a scaled clock every real millisecond of the modules' and the orchestrator's own
+    work counts ``scale`` milliseconds here."""
+    parts: dict[str, list[float]] = {"to_submit": [], "queued": [], "turn": [], "to_apply": []}
+    for c in comments:
+        task = tasks_by_key.get(c.get("task_key") or "")
+        if c.get("status") != "resolved" or not c.get("resolved_at") or task is None:
+            continue
+        hist = task.get("history") or []
+        submitted = next((h["at"] for h in hist if h.get("why") == "submitted"), None)
+        leased = [h["at"] for h in hist if h.get("to") == "RUNNING"]
+        done = [h["at"] for h in hist if h.get("to") == "DONE"]
+        if submitted is None or not leased or not done:
+            continue
+        parts["to_submit"].append(submitted - c["created"])
+        parts["queued"].append(leased[-1] - submitted)
+        parts["turn"].append(done[-1] - leased[-1])
+        parts["to_apply"].append(c["resolved_at"] - done[-1])
+    return {k: {"p50": _round(percentile(v, 0.5)), "p95": _round(percentile(v, 0.95))} for k, v in parts.items()}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)

@@ -107,3 +107,13 @@ def test_percentiles_and_targets():
     assert t["comment_latency_p95"]["pass"] is True and t["bytes_per_task_flat_from_day2"]["pass"] is True
     assert t["rss_flat_after_day1"]["pass"] is False          # 30 -> 60 MB
     assert t["zero_duplicated"]["pass"] is False and t["zero_lost"]["pass"] is True
+
+
+def test_comment_breakdown_splits_the_latency_at_the_tasks_transitions():
+    comment = {"status": "resolved", "created": 100.0, "resolved_at": 190.0, "task_key": "k"}
+    task = {"key": "k", "history": [{"at": 105.0, "why": "submitted", "to": "PENDING"},
+                                    {"at": 130.0, "to": "RUNNING"}, {"at": 140.0, "to": "PENDING"},
+                                    {"at": 150.0, "to": "RUNNING"}, {"at": 180.0, "to": "DONE"}]}
+    out = SM.comment_breakdown([comment, {"status": "open", "created": 1.0}], {"k": task})
+    assert out == {"to_submit": {"p50": 5.0, "p95": 5.0}, "queued": {"p50": 45.0, "p95": 45.0},
+                   "turn": {"p50": 30.0, "p95": 30.0}, "to_apply": {"p50": 10.0, "p95": 10.0}}
