@@ -12,6 +12,7 @@ import click
 
 from cli import render as R
 from cli.fanoctl import Ctl, client, fail, json_option, main, out
+from shared import txn
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "documenter"
@@ -51,7 +52,7 @@ def comments_add(section, text):
     cid = M.new_comment_id(now)
     rec = {"id": cid, "section": section, "text": text.strip(), "status": "open", "created": now, "attempts": 0,
            "failures": 0, "history": [{"at": now, "event": "added"}]}
-    client().txn(NS, [M.put(M.comment_key(cid), rec, if_version=0)])
+    client().txn(NS, [txn.put(M.comment_key(cid), rec, if_version=0)])
     out(rec, f"comment {cid} on {section} added; the documenter addresses it next")
 
 
@@ -231,5 +232,5 @@ def document_retry(insight):
     now = _now()
     job = {**job, "stage": "idle", "disputes": 0, "updated": now}
     M.note(job, now, "retry requested", by="fanoctl")
-    client().txn(NS, [M.put(M.job_key(insight), job, if_version=v)])
+    client().txn(NS, [txn.put(M.job_key(insight), job, if_version=v)])
     out(job, f"insight {insight} will be planned again")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from shared import protocol, sockets
+from shared import protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
@@ -45,7 +45,7 @@ REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorC
 
 
 class Store:
-    """Read access to a module's namespace, and builders for the ops of one transaction."""
+    """Read access to a module's namespace (its writes are ops built with :mod:`shared.txn`)."""
 
     def __init__(self, client: BrokerClient, module: str):
         self.client = client
@@ -59,28 +59,6 @@ class Store:
     def scan(self, prefix: str):
         """Yield (key, version, value) for every key with the prefix, in key order."""
         return self.client.kv_items(self.module, prefix)
-
-    @staticmethod
-    def put(key: str, value, if_version: int | None = None, working: bool = False) -> dict:
-        """``working``: working data, deleted by the broker ``broker.working_retention`` after this put
-        (services/broker/ops_kv.py; docs/storage.md says which records are)."""
-        op = {"op": "put", "key": key, "value": value}
-        if if_version is not None:
-            op["if_version"] = if_version
-        if working:
-            op["working"] = True
-        return op
-
-    @staticmethod
-    def delete(key: str, if_version: int | None = None) -> dict:
-        op = {"op": "delete", "key": key}
-        if if_version is not None:
-            op["if_version"] = if_version
-        return op
-
-    @staticmethod
-    def submit(task: dict, force: bool = False) -> dict:
-        return {"op": "submit", "task": task, "force": force}
 
 
 @dataclass
@@ -197,31 +175,37 @@ class ModuleService(Service):
             after = page["next"]
 
     def apply(self, task: dict) -> bool:
-        """Apply one settled task's effect with its ack in one transaction; False if already applied."""
+        """Apply one settled task's effect with its ack in one transaction; False if already applied.
+
+        A version conflict (another writer changed what the effect was computed from) recomputes it from
+        fresh reads (:func:`shared.txn.update`), at most ``max_conflict_retries`` times."""
         if task.get("consumed") or task["state"] not in ("DONE", "PARKED", "CANCELLED"):
             return False
         refused = None
-        for _ in range(self.max_conflict_retries):
+        while True:
             try:
-                ops, unusable = self._ops_for(task) if refused is None else self._unusable(task, refused)
-                ack = {"op": "ack", "task_id": task["id"]}
-                if unusable:
-                    ack["unusable"] = unusable   # shown on the task itself (queue show), not only here
-                res = self.client.txn(self.module, ops + [ack])
+                done = txn.update(self.client, self.module, lambda: self._effect(task, refused),
+                                  what=f"what task {task['id']} applies to", retries=self.max_conflict_retries)
+            except txn.Conflict:
+                self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)
+                return False
             except FanoError as exc:
-                if exc.code == ErrorCode.CONDITION_FAILED:
-                    continue  # another writer changed what we read: read again and recompute
                 if exc.code in REFUSED_EFFECT and refused is None:
                     # the effect itself is impossible (e.g. a follow-up key conflicts): retrying it would
                     # crash-loop the module on this task forever; record it visibly and move on
                     refused = f"effect refused by the broker: {exc.name}: {exc.message}"
                     continue
                 raise
-            if res.get("applied"):
+            if done.applied:
                 self.applied += 1
-            return bool(res.get("applied"))
-        self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)
-        return False
+            return done.applied
+
+    def _effect(self, task: dict, refused: str | None) -> tuple[list, None]:
+        """The ops of one attempt at applying ``task``, ending with its ack (``refused``: the broker refused
+        the effect itself, which is recorded as unusable instead)."""
+        ops, unusable = self._ops_for(task) if refused is None else self._unusable(task, refused)
+        # unusable: shown on the task itself (queue show), not only here
+        return ops + [txn.ack(task["id"], unusable)], None
 
     def _ops_for(self, task: dict) -> tuple[list, str | None]:
         """The ops applying ``task``'s result, and the error when it cannot be used (else None)."""
@@ -239,7 +223,7 @@ class ModuleService(Service):
         record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
                   "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
         # working data: the task keeps the error itself; the answer kept here is for a look within weeks
-        return [Store.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
+        return [txn.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""

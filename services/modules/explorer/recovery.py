@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 
-from shared.errors import ErrorCode, FanoError
+from shared import txn
 
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
@@ -145,14 +145,10 @@ class Recovery:
 
     def txn_or_skip(self, ops: list, what: str) -> bool:
         """A planning transaction (no ack); False when another writer changed what it read (next pass)."""
-        try:
-            self.client.txn(self.module, ops)
+        if txn.conditional(self.client, self.module, ops):
             return True
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            self.log.info("%s: %s; will look again", what, exc.message)
-            return False
+        self.log.info("%s: another writer changed what it read; will look again", what)
+        return False
 
 
 def _exhaust(review: dict, task: dict) -> None:
