@@ -130,8 +130,10 @@ def import_seeds(client, wanted: list[dict], *, now: float) -> dict:
             if S.same_content(current, seed):
                 result["unchanged"].append(seed["id"])
                 continue
+            # a changed seed keeps its creation time (validate the content: the timestamps are the record's)
+            content = {k: seed[k] for k in ("id", *S.CONTENT) if k in seed}
             try:
-                new = S.validate(seed, now, current) if current else seed
+                new = S.validate(content, now, current) if current else seed
             except S.SeedError as exc:
                 raise _seed_error(exc) from None
             ops.append(txn.put(M.seed_key(seed["id"]), new, if_version=version))
