@@ -38,7 +38,7 @@ from shared.service import Service
 from services.modules.parsing import ParseError
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
-# a human changed the module's data (``notify`` op of a txn, services/broker/ops_kv.py): plan now
+# a human changed the module's data (``notify`` op of a txn, shared/txn.py): plan now
 NOTIFY_EVENT = b"evt.module.notify"
 REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
                             ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE})
