@@ -65,19 +65,21 @@ MAX_REASON_CHARS = 200
 OPS = ("put", "delete", "check", "submit", "ack", "notify")
 RETRIES = 5   # attempts of an update before it gives up (a race is rare: two writers on one record)
 
+Op = dict[str, Any]   # one op, as the wire reference above spells it
+
 
 class TxnClient(Protocol):
     """What running a transaction needs of a client (:class:`shared.client.BrokerClient` is one)."""
 
-    def txn(self, module: str, ops: list[dict], rid: str | None = None) -> dict: ...
+    def txn(self, module: str, ops: list[Op], rid: str | None = None) -> dict[str, Any]: ...
 
 
 # --- builders ----------------------------------------------------------------------------------------------
 
-def put(key: str, value: Any, if_version: int | None = None, working: bool = False) -> dict:
+def put(key: str, value: Any, if_version: int | None = None, working: bool = False) -> Op:
     """Write ``value`` under ``key`` (``if_version``: only if the key is at that version, 0 = absent;
     ``working``: working data the broker deletes ``broker.working_retention`` after this put)."""
-    op: dict = {"op": "put", "key": key, "value": value}
+    op: Op = {"op": "put", "key": key, "value": value}
     if if_version is not None:
         op["if_version"] = if_version
     if working:
@@ -85,35 +87,35 @@ def put(key: str, value: Any, if_version: int | None = None, working: bool = Fal
     return op
 
 
-def delete(key: str, if_version: int | None = None) -> dict:
+def delete(key: str, if_version: int | None = None) -> Op:
     """Delete ``key`` (a missing key is no error: its result says ``deleted: false``)."""
-    op: dict = {"op": "delete", "key": key}
+    op: Op = {"op": "delete", "key": key}
     if if_version is not None:
         op["if_version"] = if_version
     return op
 
 
-def check(key: str, if_version: int) -> dict:
+def check(key: str, if_version: int) -> Op:
     """Assert that ``key`` is at ``if_version`` (0 = absent) without writing it: a record the write was
     computed from, which must not have changed meanwhile."""
     return {"op": "check", "key": key, "if_version": if_version}
 
 
-def submit(task: dict, force: bool = False) -> dict:
+def submit(task: dict[str, Any], force: bool = False) -> Op:
     """Submit-if-absent ``task`` (``{"key", "module", "kind", "payload", ...}`` as the ``submit`` command
     takes it); ``force`` resubmits a key parked recently."""
     return {"op": "submit", "task": task, "force": force}
 
 
-def ack(task_id: int, unusable: str | None = None) -> dict:
+def ack(task_id: int, unusable: str | None = None) -> Op:
     """Mark settled task ``task_id``'s result consumed; ``unusable``: why its answer could not be used."""
-    op: dict = {"op": "ack", "task_id": task_id}
+    op: Op = {"op": "ack", "task_id": task_id}
     if unusable:
         op["unusable"] = unusable
     return op
 
 
-def notify(reason: str = "") -> dict:
+def notify(reason: str = "") -> Op:
     """Wake the module whose namespace the transaction writes (published only if it commits)."""
     return {"op": "notify", "reason": reason}
 
@@ -123,7 +125,7 @@ def notify(reason: str = "") -> dict:
 class Conflict(FanoError):
     """An update gave up: what it read kept changing under it (``CONDITION_FAILED``)."""
 
-    def __init__(self, message: str, details: dict | None = None):
+    def __init__(self, message: str, details: dict[str, Any] | None = None):
         super().__init__(ErrorCode.CONDITION_FAILED, message, details)
 
 
@@ -135,7 +137,7 @@ class Updated(NamedTuple):
     applied: bool
 
 
-def conditional(client: TxnClient, module: str, ops: list[dict]) -> bool:
+def conditional(client: TxnClient, module: str, ops: list[Op]) -> bool:
     """Run ``ops`` in one transaction of ``module``: True when it applied, False when a condition did not
     hold or an ack was already consumed (nothing applied either way). Other errors raise."""
     try:
@@ -146,7 +148,7 @@ def conditional(client: TxnClient, module: str, ops: list[dict]) -> bool:
         return False
 
 
-def update(client: TxnClient, module: str, compute: Callable[[], tuple[list[dict], Any]], *,
+def update(client: TxnClient, module: str, compute: Callable[[], tuple[list[Op], Any]], *,
            what: str = "the data", retries: int = RETRIES, max_ops: int | None = None) -> Updated:
     """Read-compute-write with version checks, retried on a race.
 

@@ -20,13 +20,15 @@ A human's change should wake the module at once: give these a client whose ``not
 """
 from __future__ import annotations
 
+from typing import Any
+
 from shared import txn
 from shared.errors import ErrorCode, FanoError
 
 RACE_RETRIES = 5   # attempts of a read-modify-write racing the running module (shared/txn.py update)
 
 
-def read(client, ns: str, key: str) -> tuple[int, object]:
+def read(client, ns: str, key: str) -> tuple[int, Any]:
     """(version, value) of ``key`` in ``ns``; (0, None) when absent."""
     rec = client.kv_get(ns, key)
     return (0, None) if rec is None else (rec["version"], rec["value"])
@@ -42,7 +44,7 @@ def must(client, ns: str, key: str, what: str, ident: str) -> tuple[int, dict]:
     version, value = read(client, ns, key)
     if value is None:
         raise FanoError(ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
-    return version, value  # type: ignore[return-value]
+    return version, value
 
 
 def update(client, ns: str, what: str, compute, retries: int = RACE_RETRIES, max_ops: int | None = None):
