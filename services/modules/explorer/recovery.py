@@ -21,6 +21,7 @@ from shared import txn
 
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
+from services.modules.explorer import pacing as PC
 from services.modules.explorer import review as R
 from services.modules.explorer.state import Ops, effective_status
 
@@ -98,7 +99,7 @@ class Recovery:
                 # counted by the seed's pause (services/modules/explorer/pacing.py); an operator's cancel is not
                 thread["paused_by"] = None if final else "unusable answers"
                 if not final:
-                    ops.ops.append({"op": "pace_check", "seed_id": thread["seed_id"], "thread": thread})
+                    ops.ops.append(PC.pace_check(thread))
             thread["pause_reason"] = f"{task['kind']} failed: {error}"[:500]
         else:
             ops.submit(*self.thread_tasks(thread))

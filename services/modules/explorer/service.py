@@ -67,8 +67,8 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         when enough of its threads are paused by unusable answers), and each touched seed's pace record
         written, version-checked, in the same transaction."""
         now, s = self.now(), self.settings
-        marks = [o for o in ops if o.get("op") == "pace_check"]
-        ops = [o for o in ops if o.get("op") != "pace_check"]
+        marks = [o for o in ops if o.get("op") == PC.PACE_CHECK]
+        ops = [o for o in ops if o.get("op") != PC.PACE_CHECK]
         keys: dict[str, list[str]] = {}
         for o in ops:
             sid = PC.seed_of_task(o["task"]) if o.get("op") == "submit" else None
