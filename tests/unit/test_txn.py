@@ -168,3 +168,25 @@ def test_update_in_parts(core):
     assert txn.update(c, NS, lambda: (ops, "ok"), max_ops=2).applied
     assert [len(t) for t in c.sent] == [2, 2, 1]
     assert [k for k, _, _ in c.kv_items(NS, "p/")] == [f"p/{i}" for i in range(5)]
+
+
+# --- one way to build ops ---------------------------------------------------------------------------------------
+
+# where an ``{"op": ...}`` map may be spelled: the builders, the broker that applies them, and two maps that
+# only look alike (the explorer's pace_check marker, resolved before anything is sent; the chaos journals)
+OP_LITERALS_ALLOWED = {"shared/txn.py", "services/modules/explorer/pacing.py", "ops/journals.py"}
+
+
+def test_ops_are_built_only_by_shared_txn():
+    import re
+
+    from tests.support import REPO
+    literal = re.compile(r"""["']op["']\s*:""")
+    found = []
+    for top in ("shared", "services", "cli", "ops"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            if rel in OP_LITERALS_ALLOWED or rel.startswith("services/broker/"):
+                continue
+            found += [f"{rel}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1) if literal.search(line)]
+    assert found == [], f"build txn ops with shared/txn.py, not by hand: {found}"
