@@ -37,7 +37,7 @@ def proposals(limit: int | None = None) -> list[dict]:
 
 
 def _store():
-    from services.modules.base import Store
+    from services.modules.store import Store
     return Store(client(), NS)
 
 

@@ -13,14 +13,13 @@ import click
 
 from cli import render as R
 from cli.fanoctl import Ctl, client, fail, json_option, main, out
-from services.modules.operations import documenter as O
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "documenter"
 
 
 def _store():
-    from services.modules.base import Store
+    from services.modules.store import Store
     return Store(client(), NS)
 
 
@@ -42,6 +41,7 @@ def comments():
 @json_option
 def comments_add(section, text):
     """Comment on SECTION (an id such as s0003, see `document show`)."""
+    from services.modules.operations import documenter as O
     try:
         rec = O.add_comment(client(), section, text, now=_now())
     except FanoError as exc:
@@ -163,6 +163,7 @@ def versions_text(d: dict) -> str:
 @json_option
 def document_revert(version):
     """Make the document equal to VERSION again, as a new version (nothing is lost)."""
+    from services.modules.operations import documenter as O
     d = O.revert_document(client(), version, now=_now())
     out(d, f"version {d['version']}: the document equals version {version} again "
            f"({len(d['changed_sections'])} section(s) changed)")
@@ -201,5 +202,6 @@ def disputes_text(d: dict) -> str:
 @json_option
 def document_retry(insight):
     """Give a disputed insight (e.g. one waiting for a human) a fresh start: disputes back to 0."""
+    from services.modules.operations import documenter as O
     job = O.retry_insight(client(), insight, now=_now())
     out(job, f"insight {insight} will be planned again")

@@ -22,8 +22,6 @@ import click
 
 from cli import research_explorer_render as V
 from cli.fanoctl import client, fail, json_option, main, out
-from services.modules import operations
-from services.modules.operations import explorer as O
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "explorer"
@@ -34,16 +32,23 @@ def _now() -> float:
     return Clock.from_env().world()   # the modules' clock (scaled in simulations)
 
 
+def _store():
+    from services.modules.store import Store
+    return Store(client(), NS)
+
+
 def _get(key: str) -> tuple[int, object]:
-    return operations.read(client(), NS, key)
+    return _store().get(key)
 
 
 def _scan(prefix: str) -> list:
-    return operations.values(client(), NS, prefix)
+    from services.modules.operations import values
+    return values(_store(), prefix)
 
 
 def _must(key: str, what: str, ident: str) -> tuple[int, dict]:
-    return operations.must(client(), NS, key, what, ident)
+    from services.modules.operations import must
+    return must(_store(), key, what, ident)
 
 
 # --- seeds ---------------------------------------------------------------------------------------------
@@ -62,6 +67,7 @@ def seeds():
 @json_option
 def seeds_add(text, kind, priority, tags, sid):
     """Add a seed."""
+    from services.modules.operations import explorer as O
     try:
         seed = O.add_seed(client(), text, kind=kind, priority=_priority_arg(priority), tags=tags, seed_id=sid,
                           now=_now())
@@ -106,6 +112,7 @@ def seeds_ls(kind):
 @json_option
 def seeds_resume(seed_id):
     """Let the explorer start threads on a seed it paused (its threads kept giving unusable answers)."""
+    from services.modules.operations import explorer as O
     O.resume_seed(client(), seed_id, now=_now())
     out({"seed": seed_id, "paused": False}, f"seed {seed_id} resumed: the explorer may start threads on it again")
 
@@ -120,6 +127,7 @@ def seeds_resume(seed_id):
 def seeds_edit(seed_id, text, kind, priority, tags):
     """Change a seed's text, type, priority or tags (open threads keep the text they started with; a new
     priority reaches them as with ``seeds priority``)."""
+    from services.modules.operations import explorer as O
     seed = O.edit_seed(client(), seed_id, text=text, kind=kind, tags=tags or None, now=_now(),
                        priority=None if priority is None else _priority_arg(priority))
     out(seed, f"seed {seed_id} updated")
@@ -132,6 +140,7 @@ def seeds_edit(seed_id, text, kind, priority, tags):
 def seeds_priority(seed_id, priority):
     """Set a seed's priority (1-10 or high/medium/low); its open threads follow, and the running explorer
     re-ranks their queued tasks on its next planning pass (within seconds)."""
+    from services.modules.operations import explorer as O
     d = O.set_seed_priority(client(), seed_id, _priority_arg(priority), now=_now())
     out(d, f"seed {seed_id}: priority {d['seed']['priority']}" + (f"; threads {', '.join(d['threads'])} follow (their queued tasks "
                                                   "are re-ranked by the explorer)" if d["threads"] else ""))
@@ -142,6 +151,7 @@ def seeds_priority(seed_id, priority):
 @json_option
 def seeds_rm(seed_id):
     """Remove a seed (its threads and insights stay)."""
+    from services.modules.operations import explorer as O
     out(O.remove_seed(client(), seed_id), f"seed {seed_id} removed")
 
 
@@ -150,6 +160,7 @@ def seeds_rm(seed_id):
 @json_option
 def seeds_import(path):
     """Import a TOML seed file (idempotent by seed id: unchanged seeds are left alone)."""
+    from services.modules.operations import explorer as O
     now = _now()
     d = O.import_seeds(client(), O.seed_file(path, now), now=now)
     out(d, f"{len(d['added'])} added, {len(d['updated'])} updated, {len(d['unchanged'])} unchanged")
@@ -221,6 +232,7 @@ def _thread_status(op, thread_id: str, verb: str) -> None:
 @json_option
 def threads_pause(thread_id):
     """Stop proposing turns for a thread; answers in flight are still recorded."""
+    from services.modules.operations import explorer as O
     _thread_status(O.pause_thread, thread_id, "paused")
 
 
@@ -229,6 +241,7 @@ def threads_pause(thread_id):
 @json_option
 def threads_resume(thread_id):
     """Resume a paused or archived thread where it stopped (its next step is proposed within a minute)."""
+    from services.modules.operations import explorer as O
     _thread_status(O.resume_thread, thread_id, "resumed")
 
 
@@ -237,6 +250,7 @@ def threads_resume(thread_id):
 @json_option
 def threads_archive(thread_id):
     """Archive a thread: it proposes nothing more (resume undoes it)."""
+    from services.modules.operations import explorer as O
     _thread_status(O.archive_thread, thread_id, "archived")
 
 
@@ -272,6 +286,7 @@ def insights_show(insight_id):
 
 def _override(insight_id: str, status: str, note: str | None) -> None:
     """A human decision: the insight's status, recorded in ``overrides``; an open review stops."""
+    from services.modules.operations import explorer as O
     new = O.override_insight(client(), insight_id, status, note=note, now=_now())
     out(new, f"insight {insight_id}: {new['overrides'][-1]['from']} -> {status} (human override)")
 
@@ -298,6 +313,7 @@ _override_command("interesting", "interesting", "Mark an insight interesting (ne
 def insights_priority(insight_id, priority):
     """Set an insight's priority (1-10): its queued review steps are re-ranked by the running explorer
     (on its next repair pass) and its next ones are scheduled by it."""
+    from services.modules.operations import explorer as O
     new = O.set_insight_priority(client(), insight_id, priority, now=_now())
     out(new, f"insight {insight_id}: priority {priority}")
 

@@ -24,7 +24,6 @@ import click
 
 from cli import render as R
 from cli.fanoctl import client, fail, json_option, main, out
-from services.modules.operations import researcher as O
 from services.modules.researcher import model as M
 from shared.errors import ErrorCode, ExitCode, FanoError
 
@@ -162,6 +161,7 @@ def errors(limit):
 @json_option
 def promote(finding, kind, priority):
     """Propose FINDING (id or unique prefix) as a seed: writes promotions/<id> for the explorer to import."""
+    from services.modules.operations import researcher as O
     try:
         d = O.promote_finding(client(), finding, kind=kind, priority=priority, now=_now())
     except FanoError as exc:
@@ -181,6 +181,7 @@ def promote(finding, kind, priority):
 @json_option
 def add_source(url, note):
     """Add a source URL to research (fetched, evaluated, and mined for findings if trusted)."""
+    from services.modules.operations import researcher as O
     try:
         d = O.add_source(client(), url, note=note, now=_now())
     except FanoError as exc:

@@ -36,29 +36,13 @@ from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoEr
 from shared.service import Service
 
 from services.modules.parsing import ParseError
+from services.modules.store import Store
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
 # a human changed the module's data (``notify`` op of a txn, shared/txn.py): plan now
 NOTIFY_EVENT = b"evt.module.notify"
 REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
                             ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE})
-
-
-class Store:
-    """Read access to a module's namespace (its writes are ops built with :mod:`shared.txn`)."""
-
-    def __init__(self, client: BrokerClient, module: str):
-        self.client = client
-        self.module = module
-
-    def get(self, key: str) -> tuple[int, object]:
-        """(version, value); version 0 and None when absent."""
-        rec = self.client.kv_get(self.module, key)
-        return (0, None) if rec is None else (rec["version"], rec["value"])
-
-    def scan(self, prefix: str):
-        """Yield (key, version, value) for every key with the prefix, in key order."""
-        return self.client.kv_items(self.module, prefix)
 
 
 @dataclass

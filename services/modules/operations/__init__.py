@@ -20,28 +20,22 @@ A human's change should wake the module at once: give these a client whose ``not
 """
 from __future__ import annotations
 
-from typing import Any
-
 from shared import txn
 from shared.errors import ErrorCode, FanoError
+
+from services.modules.store import Store
 
 RACE_RETRIES = 5   # attempts of a read-modify-write racing the running module (shared/txn.py update)
 
 
-def read(client, ns: str, key: str) -> tuple[int, Any]:
-    """(version, value) of ``key`` in ``ns``; (0, None) when absent."""
-    rec = client.kv_get(ns, key)
-    return (0, None) if rec is None else (rec["version"], rec["value"])
-
-
-def values(client, ns: str, prefix: str) -> list[dict]:
+def values(store: Store, prefix: str) -> list[dict]:
     """The records under ``prefix`` that are maps (anything else is skipped), in key order."""
-    return [value for _, _, value in client.kv_items(ns, prefix) if isinstance(value, dict)]
+    return [value for _, _, value in store.scan(prefix) if isinstance(value, dict)]
 
 
-def must(client, ns: str, key: str, what: str, ident: str) -> tuple[int, dict]:
+def must(store: Store, key: str, what: str, ident: str) -> tuple[int, dict]:
     """(version, record) of ``key``, or ``NOT_FOUND``: "no {what} {ident!r}"."""
-    version, value = read(client, ns, key)
+    version, value = store.get(key)
     if value is None:
         raise FanoError(ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
     return version, value

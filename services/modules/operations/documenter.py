@@ -14,9 +14,9 @@ from __future__ import annotations
 from shared import txn
 from shared.errors import ErrorCode, FanoError, bad_argument
 
-from services.modules.base import Store
 from services.modules.documenter import model as M
-from services.modules.operations import read, update
+from services.modules.operations import update
+from services.modules.store import Store
 
 NS = "documenter"
 REVERT_RETRIES = 3   # a revert rewrites the whole manifest: give way to a busy documenter soon
@@ -24,9 +24,10 @@ REVERT_RETRIES = 3   # a revert rewrites the whole manifest: give way to a busy 
 
 def add_comment(client, section: str, text: str, *, now: float) -> dict:
     """An open comment on ``section`` (an id such as s0003); the documenter addresses it first."""
+    store = Store(client, NS)
     if not isinstance(text, str) or not text.strip():
         raise bad_argument("the comment is empty")
-    if read(client, NS, M.section_key(section))[1] is None:
+    if store.get(M.section_key(section))[1] is None:
         raise FanoError(ErrorCode.NOT_FOUND, f"no section {section!r} in the document", {"id": section})
     cid = M.new_comment_id(now)
     rec = {"id": cid, "section": section, "text": text.strip(), "status": "open", "created": now, "attempts": 0,
@@ -55,8 +56,10 @@ def revert_document(client, version: int, *, now: float) -> dict:
 def retry_insight(client, insight_id: str, *, now: float, by: str = "fanoctl") -> dict:
     """Give a disputed insight (e.g. one waiting for a human) a fresh start: disputes back to 0, planned
     again. ``by``: who asked (kept in the job's history)."""
+    store = Store(client, NS)
+
     def compute():
-        v, job = read(client, NS, M.job_key(insight_id))
+        v, job = store.get(M.job_key(insight_id))
         if not isinstance(job, dict):
             raise FanoError(ErrorCode.NOT_FOUND, f"the documenter has not worked on insight {insight_id!r}",
                             {"id": insight_id})

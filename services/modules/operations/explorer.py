@@ -19,7 +19,8 @@ from shared.errors import ErrorCode, FanoError, bad_argument
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
 from services.modules.explorer import seeds as S
-from services.modules.operations import must, read, update, values
+from services.modules.operations import must, update, values
+from services.modules.store import Store
 
 NS = M.MODULE
 MAX_OPS = 400            # per transaction of a seed import (the broker takes at most txn.MAX_OPS)
@@ -55,10 +56,11 @@ def add_seed(client, text: str, *, now: float, kind: str = "conjecture", priorit
 
 def resume_seed(client, seed_id: str, *, now: float) -> dict | None:
     """Let the explorer start threads on a seed it paused (its threads kept giving unusable answers)."""
-    must(client, NS, M.seed_key(seed_id), "seed", seed_id)
+    store = Store(client, NS)
+    must(store, M.seed_key(seed_id), "seed", seed_id)
 
     def compute():
-        version, pace = read(client, NS, PC.pace_key(seed_id))
+        version, pace = store.get(PC.pace_key(seed_id))
         if not (pace or {}).get("paused"):
             return [], pace
         new = dict(pace, paused=False, pause_reason=None, paused_at=None, resumed_at=now)
@@ -70,10 +72,11 @@ def edit_seed(client, seed_id: str, *, now: float, text: str | None = None, kind
               priority: int | str | None = None, tags: list[str] | tuple | None = None) -> dict:
     """Change a seed's text, type, priority or tags (None: unchanged). Open threads keep the text they
     started with; a new priority reaches them as with :func:`set_seed_priority`."""
+    store = Store(client, NS)
     prio = seed_priority(priority) if priority is not None else None
 
     def compute():
-        version, seed = must(client, NS, M.seed_key(seed_id), "seed", seed_id)
+        version, seed = must(store, M.seed_key(seed_id), "seed", seed_id)
         raw = {k: seed[k] for k in S.CONTENT if k in seed}
         raw.update({k: v for k, v in (("text", text), ("type", kind), ("tags", list(tags or ()) or None))
                     if v is not None})
@@ -91,13 +94,14 @@ def edit_seed(client, seed_id: str, *, now: float, text: str | None = None, kind
 def set_seed_priority(client, seed_id: str, priority: int | str, *, now: float) -> dict:
     """The seed and its open threads get ``priority`` in one transaction; the running explorer re-ranks
     their queued tasks on its next planning pass."""
+    store = Store(client, NS)
     prio = seed_priority(priority)
 
     def compute():
-        version, seed = must(client, NS, M.seed_key(seed_id), "seed", seed_id)
-        threads = [(v, t) for t in values(client, NS, "threads/")
+        version, seed = must(store, M.seed_key(seed_id), "seed", seed_id)
+        threads = [(v, t) for t in values(store, "threads/")
                    if t["seed_id"] == seed_id and t["status"] not in ("extracted", "archived")
-                   for v in [read(client, NS, M.thread_key(t["id"]))[0]]]
+                   for v in [store.get(M.thread_key(t["id"]))[0]]]
         ops = [txn.put(M.seed_key(seed_id), dict(seed, priority=prio, updated_at=now), if_version=version)]
         ops += [txn.put(M.thread_key(t["id"]), dict(t, priority=prio, updated_at=now), if_version=v) for v, t in threads]
         return ops, {"seed": dict(seed, priority=prio, updated_at=now), "threads": [t["id"] for _, t in threads]}
@@ -106,8 +110,10 @@ def set_seed_priority(client, seed_id: str, priority: int | str, *, now: float) 
 
 def remove_seed(client, seed_id: str) -> dict:
     """Remove a seed (its threads and insights stay)."""
+    store = Store(client, NS)
+
     def compute():
-        version, _ = must(client, NS, M.seed_key(seed_id), "seed", seed_id)
+        version, _ = must(store, M.seed_key(seed_id), "seed", seed_id)
         return [txn.delete(M.seed_key(seed_id), if_version=version)], {"removed": seed_id}
     return update(client, NS, f"seed {seed_id}", compute)
 
@@ -123,10 +129,12 @@ def seed_file(path: str, now: float) -> list[dict]:
 def import_seeds(client, wanted: list[dict], *, now: float) -> dict:
     """Write validated seeds (:func:`seed_file`), idempotent by id: unchanged ones are left alone. A long
     list is written in parts of :data:`MAX_OPS` (each part stands alone: a seed is one record)."""
+    store = Store(client, NS)
+
     def compute():
         ops, result = [], {"added": [], "updated": [], "unchanged": []}
         for seed in wanted:
-            version, current = read(client, NS, M.seed_key(seed["id"]))
+            version, current = store.get(M.seed_key(seed["id"]))
             if S.same_content(current, seed):
                 result["unchanged"].append(seed["id"])
                 continue
@@ -145,8 +153,10 @@ def import_seeds(client, wanted: list[dict], *, now: float) -> dict:
 # --- threads -------------------------------------------------------------------------------------------
 
 def _thread_change(client, thread_id: str, change) -> dict:
+    store = Store(client, NS)
+
     def compute():
-        version, thread = must(client, NS, M.thread_key(thread_id), "thread", thread_id)
+        version, thread = must(store, M.thread_key(thread_id), "thread", thread_id)
         new = change(thread)
         return ([txn.put(M.thread_key(thread_id), new, if_version=version)] if new != thread else []), new
     return update(client, NS, f"thread {thread_id}", compute)
@@ -188,12 +198,13 @@ def archive_thread(client, thread_id: str, *, now: float) -> dict:
 def override_insight(client, insight_id: str, status: str, *, now: float, note: str | None = None) -> dict:
     """A human decision: the insight's ``status`` (blessed, interesting or rejected), recorded in its
     ``overrides``; an open review stops."""
+    store = Store(client, NS)
     if status not in OVERRIDES:
         raise bad_argument(f"an insight can be set to {', '.join(OVERRIDES)}, not {status!r}")
 
     def compute():
-        vi, ins = must(client, NS, M.insight_key(insight_id), "insight", insight_id)
-        vr, review = read(client, NS, M.review_key(insight_id))
+        vi, ins = must(store, M.insight_key(insight_id), "insight", insight_id)
+        vr, review = store.get(M.review_key(insight_id))
         new = dict(ins, status=status, decided_by="human", updated_at=now, last_error=None,
                    overrides=list(ins.get("overrides") or []) + [{"from": ins["status"], "to": status, "at": now,
                                                                   "note": note}])
@@ -209,11 +220,12 @@ def override_insight(client, insight_id: str, status: str, *, now: float, note: 
 def set_insight_priority(client, insight_id: str, priority: int, *, now: float) -> dict:
     """An insight's priority (1-10): the running explorer re-ranks its queued review steps on its next
     repair pass and schedules the next ones by it."""
+    store = Store(client, NS)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
         raise bad_argument(f"an insight's priority is an integer 1-10, not {priority!r}")
 
     def compute():
-        version, ins = must(client, NS, M.insight_key(insight_id), "insight", insight_id)
+        version, ins = must(store, M.insight_key(insight_id), "insight", insight_id)
         new = dict(ins, priority=priority, updated_at=now)
         return [txn.put(M.insight_key(insight_id), new, if_version=version)], new
     return update(client, NS, f"insight {insight_id}", compute)
