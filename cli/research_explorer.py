@@ -142,8 +142,8 @@ def seeds_priority(seed_id, priority):
     re-ranks their queued tasks on its next planning pass (within seconds)."""
     from services.modules.operations import explorer as O
     d = O.set_seed_priority(client(), seed_id, _priority_arg(priority), now=_now())
-    out(d, f"seed {seed_id}: priority {d['seed']['priority']}" + (f"; threads {', '.join(d['threads'])} follow (their queued tasks "
-                                                  "are re-ranked by the explorer)" if d["threads"] else ""))
+    follow = f"; threads {', '.join(d['threads'])} follow (their queued tasks are re-ranked by the explorer)"
+    out(d, f"seed {seed_id}: priority {d['seed']['priority']}" + (follow if d["threads"] else ""))
 
 
 @seeds.command("rm")

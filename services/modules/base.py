@@ -26,6 +26,7 @@ would end FATAL and stay down after the condition passed.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import zmq
@@ -168,7 +169,7 @@ class ModuleService(Service):
         refused = None
         while True:
             try:
-                done = txn.update(self.client, self.module, lambda: self._effect(task, refused),
+                done = txn.update(self.client, self.module, functools.partial(self._effect, task, refused),
                                   what=f"what task {task['id']} applies to", retries=self.max_conflict_retries)
             except txn.Conflict:
                 self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)

@@ -103,7 +103,8 @@ def set_seed_priority(client, seed_id: str, priority: int | str, *, now: float) 
                    if t["seed_id"] == seed_id and t["status"] not in ("extracted", "archived")
                    for v in [store.get(M.thread_key(t["id"]))[0]]]
         ops = [txn.put(M.seed_key(seed_id), dict(seed, priority=prio, updated_at=now), if_version=version)]
-        ops += [txn.put(M.thread_key(t["id"]), dict(t, priority=prio, updated_at=now), if_version=v) for v, t in threads]
+        ops += [txn.put(M.thread_key(t["id"]), dict(t, priority=prio, updated_at=now), if_version=v)
+                for v, t in threads]
         return ops, {"seed": dict(seed, priority=prio, updated_at=now), "threads": [t["id"] for _, t in threads]}
     return update(client, NS, f"seed {seed_id}", compute)
 

@@ -36,7 +36,8 @@ def promote_finding(client, finding: str, *, now: float, kind: str | None = None
     store = Store(client, M.NS)
     if kind is not None and kind not in PROMOTED_TYPES:
         raise bad_argument(f"a finding is promoted to a {' or a '.join(PROMOTED_TYPES)}, not {kind!r}")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10):
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 1 <= priority <= 10):
         raise bad_argument(f"a seed priority is an integer 1-10, not {priority!r}")
     f = resolve_finding(client, finding)
     key = M.k_promotion(f["id"])
