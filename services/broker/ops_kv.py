@@ -1,4 +1,5 @@
-"""Module transactions (DESIGN.md §9): domain writes, follow-up submissions and result acks, atomically.
+"""Module transactions: domain writes, follow-up submissions and result acks, atomically
+(docs/modules.md § Module transactions).
 
 The ``txn`` wire format — each op, its fields, the reply and the errors — is written once, in
 shared/txn.py (with the builders every writer uses); the bounds (``MAX_OPS``, ``MAX_KEY_BYTES``, ...)
