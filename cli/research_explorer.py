@@ -42,13 +42,11 @@ def _get(key: str) -> tuple[int, object]:
 
 
 def _scan(prefix: str) -> list:
-    from services.modules.operations import values
-    return values(_store(), prefix)
+    return _store().records(prefix)
 
 
 def _must(key: str, what: str, ident: str) -> tuple[int, dict]:
-    from services.modules.operations import must
-    return must(_store(), key, what, ident)
+    return _store().must(key, what, ident)
 
 
 # --- seeds ---------------------------------------------------------------------------------------------

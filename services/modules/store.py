@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.errors import ErrorCode, FanoError
+
 
 class Store:
     """``get`` and ``scan`` over ``module``'s namespace through a broker client."""
@@ -24,3 +26,14 @@ class Store:
     def scan(self, prefix: str):
         """Yield (key, version, value) for every key with the prefix, in key order."""
         return self.client.kv_items(self.module, prefix)
+
+    def records(self, prefix: str) -> list[dict]:
+        """The values under ``prefix`` that are maps (records; anything else is skipped), in key order."""
+        return [value for _, _, value in self.scan(prefix) if isinstance(value, dict)]
+
+    def must(self, key: str, what: str, ident: str) -> tuple[int, dict]:
+        """(version, record) of ``key``, or ``NOT_FOUND`` "no {what} {ident!r}" (e.g. "no seed 'q-x'")."""
+        version, value = self.get(key)
+        if value is None:
+            raise FanoError(ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
+        return version, value

@@ -10,7 +10,6 @@ import pytest
 from services.modules.documenter import model as DM
 from services.modules.explorer import model as XM
 from services.modules.explorer import pacing as PC
-from services.modules.operations import RACE_RETRIES
 from services.modules.operations import documenter as OD
 from services.modules.operations import explorer as OX
 from services.modules.operations import researcher as OR
@@ -127,7 +126,7 @@ def test_a_race_with_the_module_is_read_again_and_recomputed(core):
     endless = Racing(core, "explorer", XM.seed_key("s"), lambda s: dict(s, n=s.get("n", 0) + 1), races=99)
     exc = expect_error("CONDITION_FAILED", OX.set_seed_priority, endless, "s", 3, now=NOW)
     assert isinstance(exc, txn.Conflict) and exc.message == "seed s kept changing under us; try again"
-    assert endless.sent == RACE_RETRIES
+    assert endless.sent == txn.RETRIES
 
 
 def test_a_client_that_notifies_wakes_the_module(core):

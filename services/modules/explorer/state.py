@@ -47,7 +47,7 @@ class StateReader:
         return self.clock.world()
 
     def values(self, prefix: str) -> list:
-        return [v for _, _, v in self.store.scan(prefix) if isinstance(v, dict)]
+        return self.store.records(prefix)
 
     def exchanges(self, tid: str) -> list[dict]:
         return self.values(f"exchanges/{tid}/")

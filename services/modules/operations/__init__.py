@@ -21,26 +21,8 @@ A human's change should wake the module at once: give these a client whose ``not
 from __future__ import annotations
 
 from shared import txn
-from shared.errors import ErrorCode, FanoError
-
-from services.modules.store import Store
-
-RACE_RETRIES = 5   # attempts of a read-modify-write racing the running module (shared/txn.py update)
 
 
-def values(store: Store, prefix: str) -> list[dict]:
-    """The records under ``prefix`` that are maps (anything else is skipped), in key order."""
-    return [value for _, _, value in store.scan(prefix) if isinstance(value, dict)]
-
-
-def must(store: Store, key: str, what: str, ident: str) -> tuple[int, dict]:
-    """(version, record) of ``key``, or ``NOT_FOUND``: "no {what} {ident!r}"."""
-    version, value = store.get(key)
-    if value is None:
-        raise FanoError(ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
-    return version, value
-
-
-def update(client, ns: str, what: str, compute, retries: int = RACE_RETRIES, max_ops: int | None = None):
+def update(client, ns: str, what: str, compute, retries: int = txn.RETRIES, max_ops: int | None = None):
     """:func:`shared.txn.update` in ``ns``: the value ``compute`` returned with the ops that were written."""
     return txn.update(client, ns, compute, what=what, retries=retries, max_ops=max_ops).value

@@ -19,7 +19,7 @@ from shared.errors import ErrorCode, FanoError, bad_argument
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
 from services.modules.explorer import seeds as S
-from services.modules.operations import must, update, values
+from services.modules.operations import update
 from services.modules.store import Store
 
 NS = M.MODULE
@@ -57,7 +57,7 @@ def add_seed(client, text: str, *, now: float, kind: str = "conjecture", priorit
 def resume_seed(client, seed_id: str, *, now: float) -> dict | None:
     """Let the explorer start threads on a seed it paused (its threads kept giving unusable answers)."""
     store = Store(client, NS)
-    must(store, M.seed_key(seed_id), "seed", seed_id)
+    store.must(M.seed_key(seed_id), "seed", seed_id)
 
     def compute():
         version, pace = store.get(PC.pace_key(seed_id))
@@ -76,7 +76,7 @@ def edit_seed(client, seed_id: str, *, now: float, text: str | None = None, kind
     prio = seed_priority(priority) if priority is not None else None
 
     def compute():
-        version, seed = must(store, M.seed_key(seed_id), "seed", seed_id)
+        version, seed = store.must(M.seed_key(seed_id), "seed", seed_id)
         raw = {k: seed[k] for k in S.CONTENT if k in seed}
         raw.update({k: v for k, v in (("text", text), ("type", kind), ("tags", list(tags or ()) or None))
                     if v is not None})
@@ -98,8 +98,8 @@ def set_seed_priority(client, seed_id: str, priority: int | str, *, now: float) 
     prio = seed_priority(priority)
 
     def compute():
-        version, seed = must(store, M.seed_key(seed_id), "seed", seed_id)
-        threads = [(v, t) for t in values(store, "threads/")
+        version, seed = store.must(M.seed_key(seed_id), "seed", seed_id)
+        threads = [(v, t) for t in store.records("threads/")
                    if t["seed_id"] == seed_id and t["status"] not in ("extracted", "archived")
                    for v in [store.get(M.thread_key(t["id"]))[0]]]
         ops = [txn.put(M.seed_key(seed_id), dict(seed, priority=prio, updated_at=now), if_version=version)]
@@ -114,7 +114,7 @@ def remove_seed(client, seed_id: str) -> dict:
     store = Store(client, NS)
 
     def compute():
-        version, _ = must(store, M.seed_key(seed_id), "seed", seed_id)
+        version, _ = store.must(M.seed_key(seed_id), "seed", seed_id)
         return [txn.delete(M.seed_key(seed_id), if_version=version)], {"removed": seed_id}
     return update(client, NS, f"seed {seed_id}", compute)
 
@@ -157,7 +157,7 @@ def _thread_change(client, thread_id: str, change) -> dict:
     store = Store(client, NS)
 
     def compute():
-        version, thread = must(store, M.thread_key(thread_id), "thread", thread_id)
+        version, thread = store.must(M.thread_key(thread_id), "thread", thread_id)
         new = change(thread)
         return ([txn.put(M.thread_key(thread_id), new, if_version=version)] if new != thread else []), new
     return update(client, NS, f"thread {thread_id}", compute)
@@ -204,7 +204,7 @@ def override_insight(client, insight_id: str, status: str, *, now: float, note: 
         raise bad_argument(f"an insight can be set to {', '.join(OVERRIDES)}, not {status!r}")
 
     def compute():
-        vi, ins = must(store, M.insight_key(insight_id), "insight", insight_id)
+        vi, ins = store.must(M.insight_key(insight_id), "insight", insight_id)
         vr, review = store.get(M.review_key(insight_id))
         new = dict(ins, status=status, decided_by="human", updated_at=now, last_error=None,
                    overrides=list(ins.get("overrides") or []) + [{"from": ins["status"], "to": status, "at": now,
@@ -226,7 +226,7 @@ def set_insight_priority(client, insight_id: str, priority: int, *, now: float) 
         raise bad_argument(f"an insight's priority is an integer 1-10, not {priority!r}")
 
     def compute():
-        version, ins = must(store, M.insight_key(insight_id), "insight", insight_id)
+        version, ins = store.must(M.insight_key(insight_id), "insight", insight_id)
         new = dict(ins, priority=priority, updated_at=now)
         return [txn.put(M.insight_key(insight_id), new, if_version=version)], new
     return update(client, NS, f"insight {insight_id}", compute)
