@@ -57,7 +57,7 @@ class ModuleService(Service):
     module = "module"
     plan_interval = 5.0     # seconds between planning passes when nothing happens
     sweep_interval = 30.0   # seconds between catch-up sweeps of the unconsumed index
-    max_conflict_retries = 5
+    max_conflict_retries = txn.RETRIES   # recomputations of an effect whose reads changed (shared/txn.py update)
     storage_backoff = 15.0  # seconds to wait after a storage refusal (MAP_FULL, DISK_FULL) before retrying
 
     def __init__(self, config, clock):
