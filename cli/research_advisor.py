@@ -32,7 +32,7 @@ def _settings():
 
 
 def proposals(limit: int | None = None) -> list[dict]:
-    rows = [v for _, _, v in _store().scan("proposals/") if isinstance(v, dict)]
+    rows = _store().records("proposals/")
     return rows[-limit:] if limit else rows
 
 

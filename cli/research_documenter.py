@@ -59,8 +59,8 @@ def comments_add(section, text):
 @json_option
 def comments_ls(status, section):
     """Comments with their status, resolution and the version that applied them."""
-    rows = [c for _, _, c in _store().scan("comments/") if isinstance(c, dict)
-            and (status is None or c.get("status") == status) and (section is None or c.get("section") == section)]
+    rows = [c for c in _store().records("comments/")
+            if (status is None or c.get("status") == status) and (section is None or c.get("section") == section)]
     out({"comments": rows, "now": _now()}, comments_text)
 
 
@@ -82,7 +82,7 @@ def document():
 
 
 def _disputes(store) -> list[dict]:
-    rows = [j for _, _, j in store.scan("jobs/") if isinstance(j, dict) and int(j.get("disputes") or 0) > 0
+    rows = [j for j in store.records("jobs/") if int(j.get("disputes") or 0) > 0
             and j.get("stage") not in ("done", "duplicate")]
     return sorted(rows, key=lambda j: (j.get("stage") != "needs_human", -int(j.get("disputes") or 0)))
 
@@ -107,8 +107,8 @@ def document_show(version, as_text):
             sections, number = M.version_text(store, ver["manifest"]), version
         out({"version": number, "sections": sections}, lambda d: export.render(d["sections"], d["version"]))
         return
-    comments_open = [c for _, _, c in store.scan("comments/") if isinstance(c, dict)
-                     and c.get("status") in ("open", "addressing", "needs_human")]
+    comments_open = [c for c in store.records("comments/")
+                     if c.get("status") in ("open", "addressing", "needs_human")]
     data = {"version": doc.version, "updated": doc.head.get("updated"), "sections": doc.ordered(),
             "concepts": sorted(doc.established().values(), key=str.lower), "comments": comments_open,
             "disputes": _disputes(store), "plan": store.get(M.PLAN_STATE)[1], "review": store.get(M.REVIEW_STATE)[1],
@@ -146,7 +146,7 @@ def show_text(d: dict) -> str:
 @json_option
 def document_versions(**_):
     """Every version: number, time, what changed it."""
-    versions = [v for _, _, v in _store().scan("versions/") if isinstance(v, dict)]
+    versions = _store().records("versions/")
     out({"versions": versions, "now": _now()}, versions_text)
 
 

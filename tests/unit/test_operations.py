@@ -236,3 +236,12 @@ def test_the_layer_does_not_need_click():
     code = ("import sys; import services.modules.operations.explorer, services.modules.operations.documenter, "
             "services.modules.operations.researcher; assert 'click' not in sys.modules, 'click imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_fanoctl_writes_module_data_only_through_the_operations_layer():
+    """A CLI file that builds ops or runs a transaction itself is a second writer beside this layer."""
+    import re
+    writes = re.compile(r"\.txn\(|from shared import .*\btxn\b|shared\.txn|import txn")
+    found = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "cli").rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if writes.search(line)]
+    assert found == [], f"fanoctl writes module data through services/modules/operations/: {found}"
