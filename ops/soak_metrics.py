@@ -134,18 +134,26 @@ def account_states(pending: list[dict], running: list[dict], quota: dict, accoun
     run (its explicit ``requires.account``/``backends`` allow it; conversation affinity is ignored on
     purpose, see the module docstring) in a mode where the account has room for the task's module —
     not paused, not cooling down, every window admitting the module: the modules' own headroom view,
-    :class:`services.modules.capacity.Capacity`. Busy: a RUNNING task is leased to it.
+    :class:`services.modules.capacity.Capacity`. Work that no account may run now does not count, as in
+    the scheduler's ``idle`` query: a task waiting out a backoff (``not_before`` ahead), a turn of a
+    conversation with another turn RUNNING (one turn in flight), a task whose unknown turn only another
+    account may reconcile. Busy: a RUNNING task is leased to it.
     """
     modes = {name: list(offered) for name, (_, offered) in accounts.items()}
     views: dict[str, Capacity] = {}   # one view per module
     busy = {(t.get("lease") or {}).get("account") for t in running}
+    in_flight = {(t.get("requires") or {}).get("conversation") for t in running} - {None, ""}
+    runnable = [t for t in pending if (t.get("not_before") or 0.0) <= now
+                and (t.get("requires") or {}).get("conversation") not in in_flight]
     out = {}
     for name, (backend, _) in accounts.items():
         eligible = False
-        for t in pending:
+        for t in runnable:
             req = t.get("requires") or {}
             if req.get("account") not in (None, name) or (req.get("backends") and name not in req["backends"]
                                                            and backend not in req["backends"]):
+                continue
+            if (t.get("unknown_turn") or {}).get("account") not in (None, name):
                 continue
             view = views.get(t["module"])
             if view is None:

@@ -35,6 +35,18 @@ def test_an_account_is_eligible_only_with_work_it_may_run_and_quota_for_it():
     assert SM.account_states([task(conversation="c1")], [], quota(), ACCOUNTS, T0)["a"][0]
 
 
+def test_work_no_account_may_run_now_makes_no_account_eligible():
+    """As the scheduler's idle query: a backoff, a conversation's turn in flight, another's unknown turn."""
+    waiting = dict(task(), not_before=T0 + 30)
+    assert SM.account_states([waiting], [], quota(), ACCOUNTS, T0) == {"a": (False, False), "b": (False, False)}
+    assert SM.account_states([waiting], [], quota(), ACCOUNTS, T0 + 30)["a"][0]
+    turn = task(conversation="c1")
+    running = [{"lease": {"account": "a"}, "requires": {"conversation": "c1"}}]
+    assert SM.account_states([turn], running, quota(), ACCOUNTS, T0)["b"] == (False, False)
+    unknown = dict(task(), unknown_turn={"account": "a", "attempt": 1})
+    assert SM.account_states([unknown], [], quota(), ACCOUNTS, T0) == {"a": (True, False), "b": (False, False)}
+
+
 def test_exhausted_windows_reserves_cooldowns_and_pauses_make_an_account_ineligible():
     full = quota([row("b", "standard", 10, 10)])
     assert SM.account_states([task()], [], full, ACCOUNTS, T0)["b"] == (False, False)
