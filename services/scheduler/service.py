@@ -28,7 +28,7 @@ import time
 
 import zmq
 
-from shared import protocol, sockets
+from shared import protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
@@ -237,8 +237,7 @@ class SchedulerService(Service):
     def _store_weights(self, weights: dict | None) -> None:
         """Keep the weights in force (None: none beyond the configured ones) in the broker; raises
         BrokerUnavailable, and the query is refused with nothing changed."""
-        op = {"op": "delete", "key": WEIGHTS_KEY} if weights is None else \
-            {"op": "put", "key": WEIGHTS_KEY, "value": weights}
+        op = txn.delete(WEIGHTS_KEY) if weights is None else txn.put(WEIGHTS_KEY, weights)
         self.client.txn(WEIGHTS_NAMESPACE, [op])
 
     def _load_weights(self, client: BrokerClient) -> None:
