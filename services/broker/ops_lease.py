@@ -48,7 +48,7 @@ from services.broker import ops_handoff as handoff
 from services.broker import ops_quota as quota
 from services.broker import schema as S
 from services.broker import states as st
-from services.broker.ops_tasks import MODES, check_name, public
+from services.broker.ops_tasks import MAX_KEY_BYTES, MODES, check_name, public
 from services.broker.tx import Tx
 
 COOLDOWN_SCOPES = ("mode", "account")   # fail(quota, scope): the leased mode, or every mode ("*")
@@ -67,6 +67,15 @@ class _Fit:
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
         self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
+        self.unrunnable: list[tuple[dict, str]] = []   # tasks that can never run: parked after the scan
+
+    def settle(self, reply: dict) -> dict:
+        """Park what the scan found unrunnable (after it: the ready index must not change under its
+        cursor), then answer ``reply``."""
+        for task, why in self.unrunnable:
+            task["error"] = {"class": "terminal", "message": why, "at": self.tx.now}
+            self.tx.move(task, st.PARKED, why)
+        return reply
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -77,6 +86,14 @@ class _Fit:
     def mode_for(self, task: dict) -> tuple[str | None, str]:
         """The mode this worker would run the task in, or (None, reason it cannot)."""
         w, req = self.worker, task.get("requires") or {}
+        conv = req.get("conversation")
+        if conv and len(conv.encode()) > S.MAX_KEY:
+            # stored before submit checked it (services/broker/ops_tasks.py): no conversation record can
+            # exist for it, so it can never run; parked by the lease, which must not fail on it
+            why = (f"conversation id of {len(conv.encode())} bytes is longer than the store's key limit "
+                   f"({S.MAX_KEY} bytes); resubmit the task with an id of at most {MAX_KEY_BYTES} bytes")
+            self.unrunnable.append((task, why))
+            return None, "conversation id too long: parked"
         if w["modules"] is not None and task["module"] not in w["modules"]:
             return None, f"worker takes modules {w['modules']}"
         allowed = req.get("backends")
@@ -84,9 +101,8 @@ class _Fit:
             return None, f"task allows backends {allowed}"
         if req.get("account") and req["account"] != w["account"]:
             return None, f"task is bound to account {req['account']}"
-        conv = req.get("conversation")
         if conv:
-            rec = self.tx.get("conversations", conv.encode()) or {}
+            rec = self.tx.conversation(conv) or {}
             if rec.get("inflight") not in (None, task["id"]):
                 return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
             if rec.get("account") and rec["account"] != w["account"]:
@@ -137,6 +153,10 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     if acct.get("paused"):
         return {"task": None, "reason": f"account {account} is paused: {acct.get('pause_reason', '')}"}
     fit = _Fit(tx, w)
+    return fit.settle(_lease_one(tx, fit, w, float(ttl), task_id))
+
+
+def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
     if task_id is not None:
         task = tx.task(task_id)
         if task["state"] != st.PENDING:
@@ -147,7 +167,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+        return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]))
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -156,7 +176,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+            return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]))
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -179,7 +199,7 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str,
     conv = (task.get("requires") or {}).get("conversation")
     why, extra = f"leased to {w['worker']}", {}
     if conv:
-        rec = tx.get("conversations", conv.encode()) or {"account": None, "inflight": None, "turns": 0}
+        rec = tx.conversation(conv) or {"account": None, "inflight": None, "turns": 0}
         if moved is not None and rec.get("account") == moved[0]:
             # the conversation moves with this turn, in this transaction (services/broker/ops_handoff.py)
             entry = handoff.apply(tx, rec, conv, task, w["account"], moved[1])
@@ -187,7 +207,7 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str,
             extra["handoff"] = {"from": entry["from"], "why": entry["why"]}
         rec["account"] = rec.get("account") or w["account"]
         rec["inflight"] = task["id"]
-        tx.put("conversations", conv.encode(), rec)
+        tx.put_conversation(conv, rec)
     tx.move(task, st.RUNNING, why, worker=w["worker"], account=w["account"], mode=mode, **extra)
     return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
 
@@ -206,7 +226,7 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
-    rec = tx.get("conversations", conv.encode())
+    rec = tx.conversation(conv)
     if rec and rec.get("inflight") == task["id"]:
         rec["inflight"] = None
         rec["turns"] = rec.get("turns", 0) + (1 if done else 0)
@@ -224,7 +244,7 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
             value = meta.get(name) if isinstance(meta, dict) else None
             if isinstance(value, str) and value:
                 rec[name] = value[:MAX_CONVERSATION_FIELD]
-        tx.put("conversations", conv.encode(), rec)
+        tx.put_conversation(conv, rec)
 
 
 def _refund(tx: Tx, task: dict) -> None:

@@ -115,6 +115,16 @@ class Tx:
     def peek_counter(self, name: str) -> int:
         return self.ledger.counters[name]
 
+    def conversation(self, conv: str) -> dict | None:
+        """The record of conversation ``conv``, or None: none yet, or an id that cannot be a key (longer
+        than LMDB's :data:`~services.broker.schema.MAX_KEY` bytes: a task stored before submit checked
+        it; the lease parks such a task, services/broker/ops_lease.py). Reads of such a task must work."""
+        key = conv.encode()
+        return None if len(key) > S.MAX_KEY else self.get("conversations", key)
+
+    def put_conversation(self, conv: str, rec: dict) -> None:
+        self.put("conversations", conv.encode(), rec)
+
     # --- tasks --------------------------------------------------------------------------------------
 
     def task(self, task_id: int) -> dict:
@@ -232,7 +242,7 @@ class Tx:
                 "unknown_until": unknown.get("until") if unknown else None}
         conv = (task.get("requires") or {}).get("conversation")
         if conv:  # the account holding the conversation: later turns must go there
-            rec = self.get("conversations", conv.encode())
+            rec = self.conversation(conv)
             view["conversation_account"] = (rec or {}).get("account")
         return view
 
