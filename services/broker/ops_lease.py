@@ -68,6 +68,7 @@ class _Fit:
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
         self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
         self.unrunnable: list[tuple[dict, str]] = []   # tasks that can never run: parked after the scan
+        self.reconciles: set[int] = set()   # tasks this worker would lease to reconcile (no unit charged)
 
     def settle(self, reply: dict) -> dict:
         """Park what the scan found unrunnable (after it: the ready index must not change under its
@@ -121,6 +122,11 @@ class _Fit:
             if mode not in w["modes"]:
                 reasons.append(f"worker has no {mode} mode")
                 continue
+            if unknown and unknown["account"] == w["account"]:
+                # a reconcile: it asks the provider about the earlier attempt and sends nothing new, so it
+                # needs no quota unit (nor a cool-down's end); a re-send is charged at turn_begin
+                self.reconciles.add(task["id"])
+                return mode, ""
             ok, why, when = self.admit(mode, task["module"])
             if ok:
                 return mode, ""
@@ -167,7 +173,7 @@ def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]))
+        return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), task["id"] in fit.reconciles)
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -176,7 +182,7 @@ def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]))
+            return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), task["id"] in fit.reconciles)
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -184,18 +190,19 @@ def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
     return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top), "retry_at": fit.retry_at}
 
 
-def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None) -> dict:
+def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None,
+           reconcile: bool = False) -> dict:
     epoch = task["epoch"] + 1
-    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
-    charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
     task["epoch"] = epoch
     task["attempts"] += 1
     task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,
-                     "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": charges}
-    task["charged"] = task.get("charged", 0) + (1 if charges else 0)
-    if charges:
-        # where each still-counted unit lives, so the ledger can be audited exactly (ops/invariants.py)
-        task.setdefault("live_charges", []).append([epoch, w["account"], mode])
+                     "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": []}
+    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction; a
+    # reconcile lease reserves nothing until its worker decides to send again (op_turn_begin)
+    if reconcile:
+        task["lease"]["reconcile"] = True
+    else:
+        _charge(tx, task)
     conv = (task.get("requires") or {}).get("conversation")
     why, extra = f"leased to {w['worker']}", {}
     if conv:
@@ -210,6 +217,17 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str,
         tx.put_conversation(conv, rec)
     tx.move(task, st.RUNNING, why, worker=w["worker"], account=w["account"], mode=mode, **extra)
     return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
+
+
+def _charge(tx: Tx, task: dict) -> None:
+    """Reserve the unit of the task's lease in every window of its (account, mode)."""
+    lease = task["lease"]
+    charges = quota.reserve(tx, lease["account"], lease["mode"], task["module"], task["id"], task["epoch"])
+    lease["charges"] = charges
+    task["charged"] = task.get("charged", 0) + (1 if charges else 0)
+    if charges:
+        # where each still-counted unit lives, so the ledger can be audited exactly (ops/invariants.py)
+        task.setdefault("live_charges", []).append([task["epoch"], lease["account"], lease["mode"]])
 
 
 def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
@@ -282,7 +300,7 @@ def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
     turn = task.get("turn")
     # a lease that never reached turn_begin sent nothing: there is nothing to reconcile
     if unknown and turn and turn.get("state") == "sending" and turn.get("epoch") == task["epoch"]:
-        hold = tx.config.unknown_turn_hold
+        hold = tx.holds.get(turn["account"], tx.config.unknown_turn_hold)
         task["unknown_turn"] = {k: turn[k] for k in ("account", "epoch", "attempt", "mode", "at")}
         task["unknown_turn"].update(since=tx.now, until=tx.now + hold if hold > 0 else None)
     task["turn"] = None
@@ -297,6 +315,16 @@ def _hold_over(tx: Tx, unknown: dict) -> bool:
 def op_turn_begin(tx: Tx, id: int, epoch: int):
     task = _leased(tx, id, epoch)
     lease = task["lease"]
+    if lease.pop("reconcile", False):
+        # the reconcile found nothing to recover and the worker sends again: that request is charged now,
+        # like any lease's (admission included); without room the task waits, no attempt burned, and runs
+        # wherever there is room first (the earlier turn is reconciled: it may run anywhere)
+        ok, why, when = quota.admission(tx, lease["account"], lease["mode"], task["module"])
+        if not ok:
+            task["unknown_turn"] = None
+            _back_to_queue(tx, task, f"reconciled; no quota to send again: {why}")
+            return {"id": id, "epoch": epoch, "turn": None, "state": task["state"], "reason": why, "retry_at": when}
+        _charge(tx, task)
     # the intent is durable before the request leaves the worker; the previous unknown turn (if any)
     # has been reconciled by this worker, or it would not be sending
     task["turn"] = {"state": "sending", "epoch": epoch, "account": lease["account"], "mode": lease["mode"],
@@ -395,6 +423,42 @@ def op_refuse(tx: Tx, id: int, epoch: int, until, message: str):
     return _quota_refusal(tx, task, until, message)
 
 
+def op_revoke(tx: Tx, id: int, epoch: int, worker: str, reason: str = ""):
+    """The scheduler dropped ``worker`` (silent past its liveness): end its lease of task ``id`` now
+    instead of at the lease's deadline. Only the scheduler calls it (services/broker/core.py).
+
+    The lease is void at once — the task is no longer RUNNING at ``epoch``, so a late ``turn_begin``,
+    ``complete`` or ``fail`` from that worker is ``STALE_EPOCH`` (fencing), and the next lease takes a
+    new epoch. What follows depends on the send marker (``task.turn``, recorded by ``turn_begin`` before a
+    request leaves the worker):
+
+    * no intent at this epoch: nothing was sent under this lease, so the quota unit is refunded and the
+      task is PENDING at once for any account (the attempt stays counted, as for a crash);
+    * an intent: the outcome is unknown, exactly as for an expired lease (``unknown_turn``: only that
+      account's worker may lease it, to reconcile, for its hold; the unit stays counted), without the
+      backoff — the account's worker may be back any moment.
+
+    Reply: ``{"id", "epoch", "revoked": bool, "state", "sent": bool|null}``; ``revoked`` is false (and
+    nothing changes) when the task is not RUNNING at ``epoch`` under ``worker``: the lease already ended.
+    """
+    if not isinstance(worker, str) or not worker:
+        raise bad_argument("worker must be a non-empty name", field="worker")
+    task = tx.task(id)
+    lease = task.get("lease") or {}
+    if task["state"] != st.RUNNING or task["epoch"] != epoch or lease.get("worker") != worker:
+        return {"id": id, "epoch": task["epoch"], "revoked": False, "state": task["state"], "sent": None}
+    turn = task.get("turn")
+    sent = bool(turn and turn.get("state") == "sending" and turn.get("epoch") == epoch)
+    why = f"lease of {worker} revoked: {reason[:200] or 'its worker went silent'}"
+    task["error"] = {"class": "revoked", "message": why, "at": tx.now, "worker": worker,
+                     "account": lease.get("account"), "sent": sent}
+    if not sent:
+        _refund(tx, task)
+    _settle_turn(tx, task, unknown=sent)
+    _retry_or_park(tx, task, why + ("; its turn's outcome is unknown" if sent else "; nothing was sent"), 0.0)
+    return {"id": id, "epoch": epoch, "revoked": True, "state": task["state"], "sent": sent}
+
+
 # --- sweeps (run by the broker before each batch, and at start) -----------------------------------------
 
 def expire_leases(tx: Tx, everything: bool = False) -> int:
@@ -453,5 +517,5 @@ def next_wakeup(tx: Tx) -> tuple[float | None, float | None]:
 
 HANDLERS = {
     "lease": op_lease, "renew": op_renew, "complete": op_complete, "fail": op_fail, "refuse": op_refuse,
-    "turn_begin": op_turn_begin,
+    "turn_begin": op_turn_begin, "revoke": op_revoke,
 }

@@ -68,7 +68,7 @@ class Ledger:
 
 class Tx:
     def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger,
-                 activity=None, handoff_after: float = 0.0, names=None):
+                 activity=None, handoff_after: float = 0.0, names=None, holds=None):
         self.storage = storage
         self.txn = txn
         self.db = storage.dbs
@@ -83,6 +83,8 @@ class Tx:
         # the configured names commands are checked against (services/broker/ops_tasks.py Names); None: a
         # configuration without accounts, whose names are not checked (shared.config Config.names_checked)
         self.names = names
+        # per-account [accounts.NAME] unknown_turn_hold overriding [broker] unknown_turn_hold (ops_lease)
+        self.holds: dict[str, float] = holds or {}
 
     # --- raw access ---------------------------------------------------------------------------------
 
