@@ -277,3 +277,4 @@ class Running:
     conversation: str | None
     mode: str | None = None
     start: float | None = None   # world time of the lease (the event's ts), for service times
+    epoch: int | None = None     # the lease's epoch: a silent worker's lease is revoked at exactly this one
