@@ -40,7 +40,7 @@ from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
 from services.scheduler.workers import (MODES, Accounts, Assignment, Running, Worker, WorkerRegistry, candidate_modes,
-                                        placement_class)
+                                        placement_class, reconciles)
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -576,8 +576,9 @@ class SchedulerCore:
 
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
+        free = reconciles(cls, account)   # a reconcile lease is charged no unit (services/broker/ops_lease.py)
         for mode in candidate_modes(cls):
-            if mode in modes and self.accounts.why_not(account, mode, module, world) is None:
+            if mode in modes and (free or self.accounts.why_not(account, mode, module, world) is None):
                 return mode
         return None
 

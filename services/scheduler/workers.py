@@ -36,13 +36,14 @@ _CLASSES: dict[tuple, tuple] = {}   # interned: a handful of distinct classes, s
 
 
 def placement_class(task: QTask, conv_account: dict) -> tuple:
-    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens)`` — allowed accounts
+    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens, reconcile)`` — allowed accounts
     or backend kinds, ``requires.account``, the account the task is bound to (the one whose unknown turn
     it must reconcile, else the one holding its conversation — learned from ``task.running`` events, or
     from a ``conversation_account`` field on the task's events if the broker sends one), the requested
     mode, deep-to-standard fallback, and whether running it binds a conversation that no account holds
     yet (its first placement is decided by :mod:`services.scheduler.placement`) — or that its conversation
-    is to be handed off from a blocked account (``task.handoff``), which is the same decision.
+    is to be handed off from a blocked account (``task.handoff``), which is the same decision — and whether
+    it is bound to reconcile an unknown turn (then its account takes it whatever its quota or cool-down).
     Two tasks of one class fit exactly the same workers. Classes are interned (one tuple per class)."""
     req = task.requires
     backends = req.get("backends")
@@ -55,7 +56,10 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
                                      (conv_account.get(conv) if conv else None) or task.conversation_account)
     mode = req.get("mode") if req.get("mode") in MODES else STANDARD
     fallback = mode == DEEP and bool(req.get("deep_fallback"))
-    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None)
+    # a turn to reconcile: its account's lease charges no quota unit and waits for no cool-down (the
+    # broker's, services/broker/ops_lease.py), so neither do our blocks keep it from that account
+    reconcile = bool(task.unknown_account)
+    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None, reconcile)
     return _CLASSES.setdefault(cls, cls)
 
 
@@ -70,6 +74,11 @@ def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
 def opens_conversation(cls: tuple) -> bool:
     """Running a task of this class binds a conversation to the account that runs it."""
     return len(cls) > 5 and cls[5]
+
+
+def reconciles(cls: tuple, account: str | None) -> bool:
+    """A task of this class on ``account`` is a reconcile (needs no quota room)."""
+    return len(cls) > 6 and cls[6] and cls[2] == account
 
 
 def candidate_modes(cls: tuple) -> tuple:

@@ -711,3 +711,15 @@ def test_workers_found_silent_after_the_loop_itself_stalled_are_forgotten_withou
     core.clock.advance(5.0)                           # e.g. a long rebuild: nobody was heard, us included
     core.tick()
     assert len(core.workers) == 0 and core.revokes == {}
+
+
+def test_a_turn_to_reconcile_goes_to_its_account_whatever_its_quota_block():
+    core = make_core()
+    ready(core, W1, "a1")
+    submitted(core, 1)
+    assert assigns(core) == [(W1, 1)]
+    done(core, W1, 1, outcome="declined", message="a1 standard quota 1/1", retry_at=T0 + 3600)
+    ready(core, W1, "a1")
+    assert assigns(core) == []                         # a1 is blocked for explorer's standard work ...
+    submitted(core, 2, unknown_account="a1")
+    assert assigns(core) == [(W1, 2)]                  # ... but reconciling sends nothing: no unit needed
