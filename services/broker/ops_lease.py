@@ -19,7 +19,18 @@ the task may then be leased only by that account, whose worker reconciles with t
 the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it. The binding holds until
 ``until`` (``since`` + ``[broker] unknown_turn_hold``; null = forever): an account whose worker stays
 frozen or gone must not keep the task from every other account; past it, another account may run it (a
-new request there; the old turn stays unknown in the history).
+new request there; the old turn stays unknown in the history). An account's own ``unknown_turn_hold``
+(``[accounts.NAME]``, in ``tx.holds``) replaces the broker's for its turns.
+
+Reconcile leases: the lease that account's worker takes while the task has its unknown turn asks the
+provider about the earlier attempt and sends nothing new, so it reserves no quota unit and is admitted
+whatever the account's windows and cool-downs (``lease.reconcile``). If the worker then sends again,
+``turn_begin`` charges that request (admission included); with no room it puts the task back (no attempt
+burned, the unknown turn cleared: the worker found it was not served) and answers ``turn: null``.
+
+Revoke (``op_revoke``): the scheduler voids the lease of a worker it dropped as silent, instead of
+waiting for the lease's deadline — the task runs elsewhere at once when no intent was recorded at that
+epoch, or becomes an unknown turn (without backoff) when one was.
 
 Conversations (DESIGN.md §7): a turn's lease binds its conversation to the leasing account (the first) or
 must come from that account — unless the conversation is handed off to the leasing account in this same
