@@ -39,8 +39,8 @@ from services.scheduler.handoff import Handoffs
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
-from services.scheduler.workers import (MODES, Accounts, Assignment, Running, Worker, WorkerRegistry, candidate_modes,
-                                        placement_class, reconciles)
+from services.scheduler.workers import (MODES, Accounts, Assignment, Revocations, Running, Worker, WorkerRegistry,
+                                        candidate_modes, placement_class, reconciles)
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -64,10 +64,7 @@ class SchedulerCore:
         self.assigned: dict[int, Assignment] = {}
         self.out: list[tuple[bytes, str, dict]] = []
         self.why_lookups: list[tuple[bytes, str, int]] = []   # `why` about tasks we do not track
-        # leases of dropped (silent) workers to revoke: task id -> (worker, epoch, why); the service sends
-        # them (broker `revoke`) and keeps what the broker did not answer for the next tick
-        self.revokes: dict[int, tuple[str, int, str]] = {}
-        self.dropped: dict[str, str] = {}   # names of workers dropped as silent -> why, until they come back
+        self.revocations = Revocations()   # leases of workers dropped as silent (the service sends them)
         self._last_tick = clock.mono()
         self.assigned_total = 0
         self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
@@ -233,9 +230,8 @@ class SchedulerCore:
         mode = mode if mode in MODES else None
         epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
         self.running[tid] = Running(worker, account, conv, mode, start, epoch)
-        if worker in self.dropped and self.workers.named(worker) is None:
-            # leased by a worker we dropped as silent (its lease request was on its way): void it too
-            self._revoke(tid, self.running[tid], self.dropped[worker])
+        if self.workers.named(worker) is None:
+            self.revocations.leased(tid, self.running[tid])   # granted to a worker we dropped as silent?
         if conv:
             if account:
                 self.conv_account[conv] = account   # later turns go to the account that holds it
@@ -343,7 +339,7 @@ class SchedulerCore:
             self._send(ident, "disconnect", reason="ready needs a worker name, an account and modes")
             return
         w, old = self.workers.add(ident, msg["worker"], mono)
-        self.dropped.pop(w.name, None)
+        self.revocations.back(w.name)
         if old is not None:
             self._forget(old, "reconnected")
         if w.state == "assigned" and w.task_id is not None:
@@ -369,7 +365,7 @@ class SchedulerCore:
             if not isinstance(name, str) or not name:
                 name = ident.decode(errors="replace")
             w, old = self.workers.add(ident, name, mono)
-            self.dropped.pop(w.name, None)
+            self.revocations.back(w.name)
             if old is not None:
                 self._forget(old, "reconnected")
             run = self.running.get(tid)
@@ -458,20 +454,9 @@ class SchedulerCore:
             if a.ident == w.ident:
                 self._requeue(tid)
         if silent and self.workers.named(w.name) is None:
-            self.dropped[w.name] = why
-            for tid, run in list(self.running.items()):
-                if run.worker == w.name:
-                    self._revoke(tid, run, why)
+            self.revocations.drop(w.name, why, self.running)
         if w.account and not self.workers.for_account(w.account):
             self.handoffs.worker_gone(w.account, self.clock.world())
-
-    def _revoke(self, tid: int, run: Running, why: str) -> None:
-        """Ask the broker (through the service: :attr:`revokes`) to void this lease of a dropped worker."""
-        if run.epoch is None or run.worker is None:
-            return   # a record without its epoch: the lease's own deadline ends it
-        log.warning("task %d: its worker %s was dropped (%s); revoking its lease (epoch %d)", tid, run.worker,
-                    why, run.epoch)
-        self.revokes[tid] = (run.worker, run.epoch, why)
 
     def _requeue(self, tid: int) -> None:
         """An assignment ends without the task running: back to the queue."""

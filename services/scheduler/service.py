@@ -300,7 +300,8 @@ class SchedulerService(Service):
     def _send_revokes(self) -> None:
         """Void the leases of workers the core dropped as silent (broker ``revoke``; its events bring the
         task back). A broker that does not answer is asked again next tick, with the same request id."""
-        for tid, (worker, epoch, why) in list(self.core.revokes.items()):
+        pending = self.core.revocations.pending
+        for tid, (worker, epoch, why) in list(pending.items()):
             rid = self._revoke_rids.setdefault((tid, epoch), protocol.new_request_id())
             try:
                 out = self.client.call("revoke", rid=rid, id=tid, epoch=epoch, worker=worker, reason=why)
@@ -314,7 +315,7 @@ class SchedulerService(Service):
                               f"revoked: now {out['state']}, " + ("its turn's outcome is unknown" if out["sent"]
                                                                   else "nothing was sent")
                               if out.get("revoked") else f"already ended ({out.get('state')})")
-            del self.core.revokes[tid]
+            del pending[tid]
             self._revoke_rids.pop((tid, epoch), None)
             if out is not None and not out.get("revoked"):
                 self.core.missing.add(tid)   # the lease ended some other way: re-read the task

@@ -22,6 +22,7 @@ so a block is per module).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
@@ -29,6 +30,7 @@ from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 from services.scheduler.priority import DEEP, STANDARD, QTask
 
 MODES = (STANDARD, DEEP)
+log = logging.getLogger("scheduler")
 STATES = ("idle", "assigned", "busy", "unready")
 
 
@@ -287,3 +289,38 @@ class Running:
     mode: str | None = None
     start: float | None = None   # world time of the lease (the event's ts), for service times
     epoch: int | None = None     # the lease's epoch: a silent worker's lease is revoked at exactly this one
+
+
+class Revocations:
+    """Leases of workers dropped as silent, for the broker to revoke (``revoke``: the service sends
+    :attr:`pending` and removes what the broker answered). A worker stays in :attr:`dropped` until it
+    comes back (``ready``, or a heartbeat from a new socket), so that a lease it is granted meanwhile (its
+    request was on its way) is revoked when the scheduler hears of it."""
+
+    def __init__(self):
+        self.pending: dict[int, tuple[str, int, str]] = {}   # task id -> (worker, epoch, why)
+        self.dropped: dict[str, str] = {}                     # worker name -> why it was dropped
+
+    def drop(self, name: str, why: str, running: dict) -> None:
+        """Worker ``name`` went silent: revoke every lease it holds (``running``: task id -> Running)."""
+        self.dropped[name] = why
+        for tid, run in running.items():
+            if run.worker == name:
+                self.add(tid, run, why)
+
+    def back(self, name: str) -> None:
+        self.dropped.pop(name, None)
+
+    def leased(self, tid: int, run: Running) -> None:
+        """A lease the broker granted (``task.running``): revoke it if its worker was dropped (and has
+        not come back: the caller checks)."""
+        why = self.dropped.get(run.worker)
+        if why is not None:
+            self.add(tid, run, why)
+
+    def add(self, tid: int, run: Running, why: str) -> None:
+        if run.epoch is None or run.worker is None:
+            return   # a record without its epoch: the lease's own deadline ends it
+        log.warning("task %d: its worker %s was dropped (%s); revoking its lease (epoch %d)", tid, run.worker,
+                    why, run.epoch)
+        self.pending[tid] = (run.worker, run.epoch, why)

@@ -684,22 +684,22 @@ def test_a_silent_workers_leases_are_revoked_and_so_is_one_it_is_granted_later()
         core.clock.advance(0.5)
         core.tick()
     assert len(core.workers) == 0 and 2 in core.queue
-    assert list(core.revokes) == [1]
-    worker, epoch, why = core.revokes[1]
+    assert list(core.revocations.pending) == [1]
+    worker, epoch, why = core.revocations.pending[1]
     assert (worker, epoch) == ("backend-a1", 1) and why.startswith("silent for")
-    core.revokes.clear()
+    core.revocations.pending.clear()
     # backend-a2's lease was granted after all: the broker's event names a worker we dropped
     event(core, "task.running", id=2, module="explorer", kind="explorer.explore", worker="backend-a2",
           account="a2", mode="standard", epoch=3)
-    assert core.revokes[2][:2] == ("backend-a2", 3)
+    assert core.revocations.pending[2][:2] == ("backend-a2", 3)
     # a worker that comes back is trusted again
-    core.revokes.clear()
+    core.revocations.pending.clear()
     ready(core, W3, "a2")
     submitted(core, 3)
     assert assigns(core) == [(W3, 3)]
     event(core, "task.running", id=3, module="explorer", kind="explorer.explore", worker="backend-a2",
           account="a2", mode="standard", epoch=1)
-    assert core.revokes == {}
+    assert core.revocations.pending == {}
 
 
 def test_workers_found_silent_after_the_loop_itself_stalled_are_forgotten_without_revoking():
@@ -710,7 +710,7 @@ def test_workers_found_silent_after_the_loop_itself_stalled_are_forgotten_withou
     running(core, 1, account="a1")
     core.clock.advance(5.0)                           # e.g. a long rebuild: nobody was heard, us included
     core.tick()
-    assert len(core.workers) == 0 and core.revokes == {}
+    assert len(core.workers) == 0 and core.revocations.pending == {}
 
 
 def test_a_turn_to_reconcile_goes_to_its_account_whatever_its_quota_block():
