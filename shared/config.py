@@ -118,6 +118,9 @@ class SchedulerConfig:
     # (quota window used up, cooling down, paused, offline) before another account it allows may continue
     # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
     conversation_handoff: float = 900.0
+    # accounts kept out of deep turns while they have standard work, so that a comment or a short step
+    # never waits for a deep turn to end (services/scheduler/responsive.py); 0 = every account may be in one
+    responsive_accounts: int = 1
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,8 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
             raise ConfigError(f"{where}: scheduler.{key} must be a number")
         else:
             kw[key] = want(value)
+    if kw.get("responsive_accounts", 0) < 0 or kw.get("responsive_accounts", 0) != sec.get("responsive_accounts", 0):
+        raise ConfigError(f"{where}: scheduler.responsive_accounts must be a whole number >= 0 (0 = off)")
     if kw.get("conversation_handoff", 0.0) < 0:
         raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
     return SchedulerConfig(**kw)
