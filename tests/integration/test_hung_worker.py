@@ -194,7 +194,8 @@ def test_a_worker_frozen_before_sending_loses_its_task_to_another_account_at_onc
     assert tree.sim_log("a1", tid) == [] and tree.sim_log("a2", tid) == ["received", "served"]
     # a1 wakes up: its lease is void, it sends nothing and changes nothing
     os.kill(w1.pid, signal.SIGCONT)
-    wait_for(lambda: "lease void" in w1.log(), 15, what="a1 to find its lease void")
+    tree.until(lambda: "lease void" in w1.log(), 15, "a1 to find its lease void")
+    assert tree.client.stats()["broker"]["errors"].get("STALE_EPOCH", 0) >= 1   # refused by fencing
     time.sleep(1.0)
     assert tree.sim_log("a1", tid) == [] and tree.client.get(tid)["result"] == done["result"]
     assert [h["to"] for h in tree.client.get(tid)["history"]].count("DONE") == 1
@@ -222,4 +223,5 @@ def test_a_worker_frozen_after_sending_is_reconciled_by_its_account_without_a_qu
     assert tree.sim_log("a1", tid).count("received") == 1 and tree.sim_log("a1", tid).count("served") == 1
     assert tree.sim_log("a2", tid) == [] and tree.used("a1") == [1] and done["charged"] == 1
     assert "lease void" in w1.log() and "reconciling attempt 1" in w1.log()
+    assert tree.client.stats()["broker"]["errors"].get("STALE_EPOCH", 0) >= 1   # its late write was refused
     assert [h["to"] for h in done["history"]].count("DONE") == 1
