@@ -225,3 +225,20 @@ def test_a_worker_frozen_after_sending_is_reconciled_by_its_account_without_a_qu
     assert "lease void" in w1.log() and "reconciling attempt 1" in w1.log()
     assert tree.client.stats()["broker"]["errors"].get("STALE_EPOCH", 0) >= 1   # its late write was refused
     assert [h["to"] for h in done["history"]].count("DONE") == 1
+
+
+def test_a_short_hold_moves_an_unknown_turn_to_another_account_at_the_price_of_a_second_request(make_tree):
+    """``[accounts.a1] unknown_turn_hold = 2``: the trade-off of README "A hung worker", observed."""
+    tree = make_tree({"a1": {"backend": "sim", "latency": 6.0, "unknown_turn_hold": 2},
+                      "a2": {"backend": "sim", "latency": 0.3}})
+    w1 = tree.worker("a1")
+    tid = tree.ask("short-hold")
+    wait_for(lambda: tree.sim_log("a1", tid) == ["received"], 15, what="a1 to send the request")
+    os.kill(w1.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    tree.worker("a2")
+    done = tree.until(lambda: (r := tree.client.get(tid))["state"] == "DONE" and r, 20, "a2 to take over", 0.05)
+    print(f"short hold: done on {done['served']['account']} {time.monotonic() - frozen:.1f}s after the freeze")
+    assert done["served"]["account"] == "a2"
+    # a1's provider had the request too: it was sent twice, once per account (what the hold prevents)
+    assert tree.sim_log("a1", tid) == ["received"] and tree.sim_log("a2", tid) == ["received", "served"]
