@@ -723,3 +723,15 @@ def test_a_turn_to_reconcile_goes_to_its_account_whatever_its_quota_block():
     assert assigns(core) == []                         # a1 is blocked for explorer's standard work ...
     submitted(core, 2, unknown_account="a1")
     assert assigns(core) == [(W1, 2)]                  # ... but reconciling sends nothing: no unit needed
+
+
+def test_why_does_not_call_a_turn_to_reconcile_blocked_by_its_accounts_quota():
+    core = make_core()
+    ready(core, W1, "a1")
+    submitted(core, 1)
+    assert assigns(core) == [(W1, 1)]
+    done(core, W1, 1, outcome="declined", message="a1 standard quota 1/1", retry_at=T0 + 3600)
+    submitted(core, 2, unknown_account="a1")
+    status = lambda tid: {r["account"]: r["status"] for r in ask(core, "why", task_id=tid)["result"]["accounts"]}  # noqa
+    assert status(1)["a1"] == "blocked"
+    assert status(2)["a1"] != "blocked"
