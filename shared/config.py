@@ -81,7 +81,7 @@ class BrokerConfig:
     working_retention: float = 14 * 86400.0
 
 
-# DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
+# docs/research.md § Default priorities: base priority by task kind (the part after the module's dot, or the whole kind)
 DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
@@ -92,7 +92,7 @@ DEFAULT_BASE_PRIORITIES = {
     # module weights and backlog boosts of a few tens)
     "ask": 1000,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
-    # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
+    # the documenter's incorporation steps (55, like incorporate_insight)
     "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
 }
 
