@@ -89,6 +89,11 @@ class Tree:
         parts = [f"--- {p.log_path.name} ---\n{p.log()}" for p in (self.broker, self.scheduler, *self.workers.values())]
         return "\n".join(parts)
 
+    def check_invariants(self) -> None:
+        """The broker's database is consistent (ops/invariants.py), read while the broker runs."""
+        from ops.invariants import check_broker_db
+        assert check_broker_db(self.broker.data_dir) == []
+
     def close(self) -> None:
         for proc in (*self.workers.values(), self.scheduler, self.broker):
             if proc.alive():
@@ -199,6 +204,7 @@ def test_a_worker_frozen_before_sending_loses_its_task_to_another_account_at_onc
     time.sleep(1.0)
     assert tree.sim_log("a1", tid) == [] and tree.client.get(tid)["result"] == done["result"]
     assert [h["to"] for h in tree.client.get(tid)["history"]].count("DONE") == 1
+    tree.check_invariants()
 
 
 def test_a_worker_frozen_after_sending_is_reconciled_by_its_account_without_a_quota_unit(make_tree):
@@ -225,6 +231,7 @@ def test_a_worker_frozen_after_sending_is_reconciled_by_its_account_without_a_qu
     assert "lease void" in w1.log() and "reconciling attempt 1" in w1.log()
     assert tree.client.stats()["broker"]["errors"].get("STALE_EPOCH", 0) >= 1   # its late write was refused
     assert [h["to"] for h in done["history"]].count("DONE") == 1
+    tree.check_invariants()
 
 
 def test_a_short_hold_moves_an_unknown_turn_to_another_account_at_the_price_of_a_second_request(make_tree):
@@ -242,3 +249,4 @@ def test_a_short_hold_moves_an_unknown_turn_to_another_account_at_the_price_of_a
     assert done["served"]["account"] == "a2"
     # a1's provider had the request too: it was sent twice, once per account (what the hold prevents)
     assert tree.sim_log("a1", tid) == ["received"] and tree.sim_log("a2", tid) == ["received", "served"]
+    tree.check_invariants()
