@@ -97,7 +97,7 @@ def scaled(spec: str, factor: float) -> str:
 
 def write_config(root: Path, seed: int, size: str) -> tuple[Path, dict]:
     """The soak's fano.toml; returns its path and account -> {mode: [windows]} (the providers' limits,
-    which the broker's quotas equal, plus a documenter reserve on standard as the default config has)."""
+    which the broker's quotas equal, plus documenter and adhoc reserves on standard as the default config has)."""
     factor = SIZES[size]
     lines, limits = [CONFIG.format(root=root)], {}
     for n, (name, (std, deep, lat, faults)) in enumerate(ACCOUNTS.items()):
@@ -119,7 +119,10 @@ answer_size = {{ {sizes} }}
 """)
         first = std[0]
         reserve = max(1, int(first.split("/")[0]) // 4)
-        quota_std = [f"{first} reserve documenter={reserve}", *std[1:]]
+        # as in the default fano.toml: the operator's asks and authors' comments keep a few units of a
+        # window the research uses up (docs/scheduling.md § Operator asks)
+        human = max(1, int(first.split("/")[0]) // 20)
+        quota_std = [f"{first} reserve documenter={reserve},adhoc={human}", *std[1:]]
         lines.append(f"\n[quotas.{name}.standard]\nwindows = {json.dumps(quota_std)}\n")
         lines.append(f"\n[quotas.{name}.deep]\nwindows = {json.dumps(deep)}\n")
     path = root / "fano.toml"

@@ -54,6 +54,7 @@ terminal   PARKED at once with the error; unit refunded when not sent
 """
 from __future__ import annotations
 
+from shared import quota as Q
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import ops_handoff as handoff
@@ -79,6 +80,7 @@ class _Fit:
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
         self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
+        self.charge: dict[int, str] = {}   # task id -> the module whose share admitted it (shared/quota.py)
         self.unrunnable: list[tuple[dict, str]] = []   # tasks that can never run: parked after the scan
         self.reconciles: set[int] = set()   # tasks this worker would lease to reconcile (no unit charged)
 
@@ -139,12 +141,14 @@ class _Fit:
                 # needs no quota unit (nor a cool-down's end); a re-send is charged at turn_begin
                 self.reconciles.add(task["id"])
                 return mode, ""
-            ok, why, when = self.admit(mode, task["module"])
-            if ok:
-                return mode, ""
-            reasons.append(why)
-            if when is not None and (self.retry_at is None or when < self.retry_at):
-                self.retry_at = when
+            for charge in Q.charge_modules(task["module"], req):
+                ok, why, when = self.admit(mode, charge)
+                if ok:
+                    self.charge[task["id"]] = charge
+                    return mode, ""
+                reasons.append(why)
+                if when is not None and (self.retry_at is None or when < self.retry_at):
+                    self.retry_at = when
         return None, "; ".join(reasons)
 
 
@@ -185,7 +189,8 @@ def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), task["id"] in fit.reconciles)
+        return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), fit.charge.get(task["id"]),
+                      task["id"] in fit.reconciles)
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -194,7 +199,8 @@ def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), task["id"] in fit.reconciles)
+            return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), fit.charge.get(task["id"]),
+                          task["id"] in fit.reconciles)
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -203,18 +209,19 @@ def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
 
 
 def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None,
-           reconcile: bool = False) -> dict:
+           charge: str | None = None, reconcile: bool = False) -> dict:
     epoch = task["epoch"] + 1
     task["epoch"] = epoch
     task["attempts"] += 1
     task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,
                      "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": []}
-    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction; a
-    # reconcile lease reserves nothing until its worker decides to send again (op_turn_begin)
+    # PENDING -> RUNNING: attempt +1, quota reserved (in the share that admitted it), conversation bound —
+    # all in this transaction; a reconcile lease reserves nothing until its worker decides to send again
+    # (op_turn_begin)
     if reconcile:
         task["lease"]["reconcile"] = True
     else:
-        _charge(tx, task)
+        _charge(tx, task, charge)
     conv = (task.get("requires") or {}).get("conversation")
     why, extra = f"leased to {w['worker']}", {}
     if conv:
@@ -231,10 +238,11 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str,
     return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
 
 
-def _charge(tx: Tx, task: dict) -> None:
-    """Reserve the unit of the task's lease in every window of its (account, mode)."""
+def _charge(tx: Tx, task: dict, charge: str | None = None) -> None:
+    """Reserve the unit of the task's lease in every window of its (account, mode), in the share of
+    module ``charge`` (default: the task's own; shared/quota.py ``charge_modules``)."""
     lease = task["lease"]
-    charges = quota.reserve(tx, lease["account"], lease["mode"], task["module"], task["id"], task["epoch"])
+    charges = quota.reserve(tx, lease["account"], lease["mode"], charge or task["module"], task["id"], task["epoch"])
     lease["charges"] = charges
     task["charged"] = task.get("charged", 0) + (1 if charges else 0)
     if charges:
@@ -331,12 +339,15 @@ def op_turn_begin(tx: Tx, id: int, epoch: int):
         # the reconcile found nothing to recover and the worker sends again: that request is charged now,
         # like any lease's (admission included); without room the task waits, no attempt burned, and runs
         # wherever there is room first (the earlier turn is reconciled: it may run anywhere)
-        ok, why, when = quota.admission(tx, lease["account"], lease["mode"], task["module"])
-        if not ok:
+        for charge in Q.charge_modules(task["module"], task.get("requires") or {}):
+            ok, why, when = quota.admission(tx, lease["account"], lease["mode"], charge)
+            if ok:
+                _charge(tx, task, charge)
+                break
+        else:
             task["unknown_turn"] = None
             _back_to_queue(tx, task, f"reconciled; no quota to send again: {why}")
             return {"id": id, "epoch": epoch, "turn": None, "state": task["state"], "reason": why, "retry_at": when}
-        _charge(tx, task)
     # the intent is durable before the request leaves the worker; the previous unknown turn (if any)
     # has been reconciled by this worker, or it would not be sending
     task["turn"] = {"state": "sending", "epoch": epoch, "account": lease["account"], "mode": lease["mode"],

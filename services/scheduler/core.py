@@ -40,7 +40,7 @@ from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
 from services.scheduler.workers import (MODES, Accounts, Assignment, Revocations, Running, Worker, WorkerRegistry,
-                                        candidate_modes, placement_class, reconciles)
+                                        candidate_modes, charge_modules, placement_class, reconciles)
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -417,9 +417,11 @@ class SchedulerCore:
         if retry_at is not None and retry_at > world and account and t is not None:
             # quota or cool-down: this account cannot take this module's work in these modes until then
             worker_modes = w.modes if w is not None else MODES
-            for mode in candidate_modes(t.cls or placement_class(t, self.conv_account)):
+            cls = t.cls or placement_class(t, self.conv_account)
+            for mode in candidate_modes(cls):
                 if mode in worker_modes:
-                    self.accounts.block(account, mode, t.module, retry_at, message or "lease declined")
+                    for module in charge_modules(cls, t.module):   # each share it may draw on refused it
+                        self.accounts.block(account, mode, module, retry_at, message or "lease declined")
             if mine:
                 self._requeue(tid)
                 mine = False
@@ -575,7 +577,8 @@ class SchedulerCore:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
         free = reconciles(cls, account)   # a reconcile lease is charged no unit (services/broker/ops_lease.py)
         for mode in candidate_modes(cls):
-            if mode in modes and (free or self.accounts.why_not(account, mode, module, world) is None):
+            if mode in modes and (free or any(self.accounts.why_not(account, mode, m, world) is None
+                                              for m in charge_modules(cls, module))):
                 return mode
         return None
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from shared.config import ADHOC
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 
 from services.scheduler.priority import DEEP, STANDARD, QTask
@@ -38,14 +39,15 @@ _CLASSES: dict[tuple, tuple] = {}   # interned: a handful of distinct classes, s
 
 
 def placement_class(task: QTask, conv_account: dict) -> tuple:
-    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens, reconcile)`` — allowed accounts
+    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens, share, reconcile)`` — allowed accounts
     or backend kinds, ``requires.account``, the account the task is bound to (the one whose unknown turn
     it must reconcile, else the one holding its conversation — learned from ``task.running`` events, or
     from a ``conversation_account`` field on the task's events if the broker sends one), the requested
     mode, deep-to-standard fallback, and whether running it binds a conversation that no account holds
     yet (its first placement is decided by :mod:`services.scheduler.placement`) — or that its conversation
-    is to be handed off from a blocked account (``task.handoff``), which is the same decision — and whether
-    it is bound to reconcile an unknown turn (then its account takes it whatever its quota or cool-down).
+    is to be handed off from a blocked account (``task.handoff``), which is the same decision — the
+    reserve it may also draw on (``share``: ``adhoc`` or None), and whether it is bound to reconcile an
+    unknown turn (then its account takes it whatever its quota or cool-down).
     Two tasks of one class fit exactly the same workers. Classes are interned (one tuple per class)."""
     req = task.requires
     backends = req.get("backends")
@@ -58,11 +60,18 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
                                      (conv_account.get(conv) if conv else None) or task.conversation_account)
     mode = req.get("mode") if req.get("mode") in MODES else STANDARD
     fallback = mode == DEEP and bool(req.get("deep_fallback"))
+    # work a person waits for may also draw on the operator's reserve (shared/quota.py charge_modules)
+    share = ADHOC if req.get("share") == ADHOC else None
     # a turn to reconcile: its account's lease charges no quota unit and waits for no cool-down (the
     # broker's, services/broker/ops_lease.py), so neither do our blocks keep it from that account
     reconcile = bool(task.unknown_account)
-    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None, reconcile)
+    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None, share, reconcile)
     return _CLASSES.setdefault(cls, cls)
+
+
+def charge_modules(cls: tuple, module: str) -> tuple:
+    """The modules whose quota share a task of this class may draw on (its own first)."""
+    return (module, cls[6]) if len(cls) > 6 and cls[6] and cls[6] != module else (module,)
 
 
 def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
@@ -80,7 +89,7 @@ def opens_conversation(cls: tuple) -> bool:
 
 def reconciles(cls: tuple, account: str | None) -> bool:
     """A task of this class on ``account`` is a reconcile (needs no quota room)."""
-    return len(cls) > 6 and cls[6] and cls[2] == account
+    return len(cls) > 7 and cls[7] and cls[2] == account
 
 
 def candidate_modes(cls: tuple) -> tuple:
