@@ -139,3 +139,18 @@ def test_the_unknown_turn_hold_is_per_account(tmp_path):
         assert h.lease(worker="backend-other", account="other")["task"] is None
     finally:
         h.close()
+
+
+def test_a_reconciles_resend_is_charged_in_the_share_that_admits_it(make_core):
+    """Work a person waits for (``requires.share = "adhoc"``) may draw on the operator's reserve: so may its
+    re-send after a reconcile, charged where the lease would have charged it."""
+    core = make_core(quotas={("acct", "standard"): ["2/day reserve documenter=1,adhoc=1"]})
+    tid = core.submit("c1", module="documenter", requires={"share": "adhoc"})["task"]["id"]
+    la = core.lease()
+    core.call("turn_begin", id=tid, epoch=la["epoch"])
+    revoke(core, tid, la["epoch"])
+    lr = core.lease(worker="w1b")
+    assert lr["task"]["id"] == tid and lr["task"]["lease"]["reconcile"] is True
+    core.call("turn_begin", id=tid, epoch=lr["epoch"])       # the documenter's reserve is spent: adhoc's
+    by_module = core.call("quota_show", account="acct")["quotas"][0]["windows"][0]["by_module"]
+    assert by_module == {"documenter": 1, "adhoc": 1}
