@@ -569,8 +569,13 @@ class SchedulerCore:
         if keep <= 0:
             return admits
         modes = {key: self.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
-        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused}
-        return responsive.hold_back(admits, modes, w.account, len(accounts),
+        # the accounts that could answer quickly: a worker, not paused, and room for some module's
+        # waiting standard work (an account whose standard windows are used up cannot be the responsive one)
+        shares = {m for key in self.queue.bins() for m in charge_modules(key[0], key[1])
+                  if STANDARD in candidate_modes(key[0])}
+        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused
+                    and any(self.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
+        return responsive.hold_back(admits, modes, w.account, accounts,
                                     responsive.deep_accounts(self.assigned, self.running), keep)
 
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
