@@ -32,12 +32,12 @@ def _settings():
 
 
 def proposals(limit: int | None = None) -> list[dict]:
-    rows = [v for _, _, v in _store().scan("proposals/") if isinstance(v, dict)]
+    rows = _store().records("proposals/")
     return rows[-limit:] if limit else rows
 
 
 def _store():
-    from services.modules.base import Store
+    from services.modules.store import Store
     return Store(client(), NS)
 
 

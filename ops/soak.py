@@ -428,6 +428,8 @@ class Soak:
         from services.backends import sim_log
         from shared.quota import normalize_windows
         lat, open_ = self.comment_latencies(client)
+        comments = [c for _, _, c in client.kv_items("documenter", "comments/")
+                    if isinstance(c, dict) and c.get("id") in self.injected]
         research = self.research_counts(client)
         end_world = self.clock.world()
         # the end state the test asks about: which accounts are idle with quota while work waits
@@ -475,7 +477,8 @@ class Soak:
             "deep_budget": SM.deep_budgets(self.deep_times, windows, self.t0, end_world),
             "deep_tasks": deep_tasks,
             "comments": {"injected": len(self.injected), "resolved": len(lat), "open": open_,
-                         "latency_p50_s": _r(SM.percentile(lat, 0.5)), "latency_p95_s": _r(SM.percentile(lat, 0.95))},
+                         "latency_p50_s": _r(SM.percentile(lat, 0.5)), "latency_p95_s": _r(SM.percentile(lat, 0.95)),
+                         "breakdown_s": SM.comment_breakdown(comments, {t.get("key"): t for t in snap.tasks.values()})},
             "research": research,
             "storage": {**(self.days_out[-1]["storage"] if self.days_out else {}), "answer_bytes": self.reply_bytes,
                         "multiple_of_answers": round(used / self.reply_bytes, 2) if self.reply_bytes else None},

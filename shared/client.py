@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import zmq
 
 from shared import protocol, sockets
+from shared import txn as txn_ops
 from shared.errors import BrokerUnavailable, FanoError
 from shared.records import EventsReply, KvItem, KvPage, LeaseReply, SubmitReply, TaskPage, TaskRecord
 
@@ -221,8 +222,10 @@ class BrokerClient:
         return cast(Json, self.call("cooldown", account=account, mode=mode, until=until, reason=reason))
 
     def txn(self, module: str, ops: builtins.list[Json], rid: str | None = None) -> Json:
+        """One module transaction: ``ops`` built with :mod:`shared.txn` (the wire reference); most callers
+        run it through :func:`shared.txn.conditional` or :func:`shared.txn.update` instead."""
         if self.notify_writes:
-            ops = [*ops, {"op": "notify", "reason": f"changed by {self.name}"}]
+            ops = [*ops, txn_ops.notify(f"changed by {self.name}")]
         return cast(Json, self.call("txn", module=module, ops=ops, rid=rid))
 
     def kv_get(self, module: str, key: str) -> KvItem | None:

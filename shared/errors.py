@@ -25,6 +25,7 @@ code    name                   meaning
                                reads, acks, completions, failures and cancels served
 22      DISK_FULL              the disk holding the database is full (or failing at commit); new work
                                refused, the rest served from room allocated ahead; resumes by itself
+23      FORBIDDEN              the caller may not run this command (e.g. ``revoke``: the scheduler only)
 21      INTERNAL               a bug in the broker; the request was rolled back
 30      UNAVAILABLE            client side: the broker did not answer after all retries
 ======  =====================  ==============================================================
@@ -54,6 +55,7 @@ class ErrorCode(enum.IntEnum):
     MAP_FULL = 20
     INTERNAL = 21
     DISK_FULL = 22
+    FORBIDDEN = 23
     UNAVAILABLE = 30
 
 

@@ -92,6 +92,9 @@ _U32 = struct.Struct(">I")
 _PRIO_ID = struct.Struct(">IQ")
 _U64_U64 = struct.Struct(">QQ")
 SEP = b"\x00"
+# LMDB's longest key (its default build): ids the broker turns into keys are checked against limits
+# below this at submit (services/broker/ops_tasks.py); records stored before those checks may exceed it
+MAX_KEY = 511
 
 
 class SchemaError(Exception):

@@ -13,6 +13,7 @@ from services.modules.base import Store
 from services.modules.explorer import model as M
 from services.modules.explorer.seeds import load_file
 from services.modules.explorer.service import ExplorerService
+from shared import txn
 from shared.client import BrokerClient
 from shared.clock import FakeClock
 from tests.support import REPO, write_config
@@ -65,7 +66,7 @@ class Rig:
         return S.decorate(text, task["kind"], rng, sloppy_rate=0.3)
 
     def import_seeds(self, path=REPO / "seeds" / "demo.toml") -> None:
-        self.client.txn(M.MODULE, [Store.put(M.seed_key(s["id"]), s) for s in load_file(str(path), self.clock.world())])
+        self.client.txn(M.MODULE, [txn.put(M.seed_key(s["id"]), s) for s in load_file(str(path), self.clock.world())])
 
     def work(self, accounts=None) -> int:
         """Lease and complete everything runnable on ``accounts``; returns how many tasks ran."""
@@ -236,8 +237,7 @@ def test_unusable_turn_answers_are_recorded_retried_then_the_thread_pauses(rig):
     # a human resumes it: the next pass re-asks with a new key, and the thread goes on
     r.answer = r.sim_answer
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE,
-                 [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
+    r.client.txn(M.MODULE, [txn.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
     r.run_until(lambda: r.get(M.thread_key(tid))["exchanges"] >= 2)
     retry3 = [t for t in r.tasks() if t["key"] == M.turn_task_key(tid, 1, 3)][0]
     assert r.get(M.exchange_key(tid, 1))["task_id"] == retry3["id"] and retry3["payload"]["retry"] == 3
@@ -288,7 +288,7 @@ def test_a_human_override_stops_the_review(rig):
                                and r.get(M.review_key(i["id"]))])[0]
     version, ins = r.svc.store.get(M.insight_key(iid))
     r.client.txn(M.MODULE,
-                 [Store.put(M.insight_key(iid), dict(ins, status="rejected", decided_by="human"), if_version=version)])
+                 [txn.put(M.insight_key(iid), dict(ins, status="rejected", decided_by="human"), if_version=version)])
     r.step()
     r.step()
     assert r.get(M.review_key(iid))["stage"] == "stopped"
@@ -303,7 +303,7 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
     tid = r.values("threads/")[0]["id"]
     version, t = r.svc.store.get(M.thread_key(tid))
     r.client.txn(M.MODULE,
-                 [Store.put(M.thread_key(tid), dict(t, status="paused", paused_from="active"), if_version=version)])
+                 [txn.put(M.thread_key(tid), dict(t, status="paused", paused_from="active"), if_version=version)])
     for _ in range(3):
         r.step()
     t = r.get(M.thread_key(tid))
@@ -311,8 +311,7 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
     assert not [x for x in r.tasks() if x["key"] == M.turn_task_key(tid, 2)]  # ... and no turn 2
     assert len(r.values("threads/")) == 2       # a paused thread is not open: another seed got a thread
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE,
-                 [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
+    r.client.txn(M.MODULE, [txn.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
     r.run_until(lambda: r.get(M.thread_key(tid))["exchanges"] >= 3)
 
 

@@ -25,6 +25,7 @@ from services.modules import capacity as CAP
 from services.modules.documenter import context as C
 from services.modules.documenter import flow
 from services.modules.documenter import model as M
+from shared import txn
 
 
 def follow(env, cap: CAP.Capacity, pending: dict) -> tuple[list[tuple[list[dict], int]], list[int]]:
@@ -68,7 +69,7 @@ def move(env, cap: CAP.Capacity, jv: int, job: dict, n: int, task: dict) -> list
         M.note(job, env.now, "evaluator moved", run=job["run"], slot=slot["name"], frm=old, to=new, why=why[:200])
         spec = C.task(C.EVALUATE, flow.slot_key(job["insight_id"], job["run"], n, slot), task["payload"],
                       {"backends": [new]}, {"priority": task.get("priority"), "attrs": task.get("attrs") or {}})
-        return [M.put(M.job_key(job["insight_id"]), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
+        return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv), txn.submit(spec)]
     if len(flow.active_slots(job)) <= 2:
         return []
     slot["dropped"] = True

@@ -23,7 +23,8 @@ from services.modules.documenter import export, flow, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
 from services.modules.parsing import ParseError
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared import txn
+from shared.errors import BrokerUnavailable, FanoError
 
 SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots
 HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
@@ -120,14 +121,10 @@ class DocumenterService(ModuleService):
                 self.log.info("task %s not cancelled: %s", tid, exc.message)
 
     def _start(self, ops: list) -> bool:
-        try:
-            self.client.txn(self.module, ops)
+        if txn.conditional(self.client, self.module, ops):
             return True
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            self.log.info("proposal raced with another writer (%s); next pass re-reads", exc.message)
-            return False
+        self.log.info("proposal raced with another writer; next pass re-reads")
+        return False
 
     def export_if_changed(self) -> None:
         _, head = self.store.get(M.HEAD)

@@ -19,9 +19,10 @@ import copy
 
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
+from services.modules.explorer import pacing as PC
 from services.modules.explorer import review as R
 from services.modules.explorer.state import Ops, effective_status
-from shared.errors import ErrorCode, FanoError
+from shared import txn
 
 REVIEW_KINDS = (M.REVIEW1, M.MATHCHECK, M.REVIEW2, M.REVIEW3)
 OPEN_REVIEW = ("round1", "mathcheck", "round2", "round3_minority", "round3_majority", "round3_vote")
@@ -98,7 +99,7 @@ class Recovery:
                 # counted by the seed's pause (services/modules/explorer/pacing.py); an operator's cancel is not
                 thread["paused_by"] = None if final else "unusable answers"
                 if not final:
-                    ops.ops.append({"op": "pace_check", "seed_id": thread["seed_id"], "thread": thread})
+                    ops.ops.append(PC.pace_check(thread))
             thread["pause_reason"] = f"{task['kind']} failed: {error}"[:500]
         else:
             ops.submit(*self.thread_tasks(thread))
@@ -147,14 +148,10 @@ class Recovery:
 
     def txn_or_skip(self, ops: list, what: str) -> bool:
         """A planning transaction (no ack); False when another writer changed what it read (next pass)."""
-        try:
-            self.client.txn(self.module, ops)
+        if txn.conditional(self.client, self.module, ops):
             return True
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            self.log.info("%s: %s; will look again", what, exc.message)
-            return False
+        self.log.info("%s: another writer changed what it read; will look again", what)
+        return False
 
 
 def _exhaust(review: dict, task: dict) -> None:
