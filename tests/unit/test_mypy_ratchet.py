@@ -57,3 +57,19 @@ def test_mypy_that_cannot_check_is_exit_2_not_a_pass(tmp_path, capsys):
     root = project(tmp_path, "def f(:\n")                  # a syntax error stops mypy
     assert run(root) == 2
     assert "did not complete" in capsys.readouterr().err
+
+
+STRICT = '[[tool.mypy.overrides]]\nmodule = ["pkg.*"]\ndisallow_untyped_defs = true\n'
+
+
+def test_a_strictly_typed_package_allows_no_error_whatever_the_baseline_says(tmp_path, capsys):
+    root = project(tmp_path, ONE_ERROR)
+    (root / "pyproject.toml").write_text(PYPROJECT + STRICT)
+    assert run(root, "--update") == 1                     # not even the first recording takes it
+    assert not (root / mypy_ratchet.BASELINE).exists()
+    (root / mypy_ratchet.BASELINE).write_text(json.dumps({"pkg/a.py": 1}))   # a hand-made entry is ignored
+    capsys.readouterr()
+    assert run(root) == 1
+    assert "strictly typed" in capsys.readouterr().err
+    (root / "pkg" / "a.py").write_text(CLEAN)
+    assert run(root) == 0
