@@ -36,6 +36,7 @@ from services.modules import capacity as CAP
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
+from services.modules.explorer.host import Host
 from services.modules.explorer.recovery import OPEN_REVIEW
 from services.modules.explorer.state import Ops, effective_status
 from shared import scheduler_client
@@ -47,7 +48,7 @@ STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", 
              "round3_vote": "review3"}
 
 
-class Panels:
+class Panels(Host):
     # --- thread slots -------------------------------------------------------------------------------------
 
     def conversation_account(self, task: dict) -> str | None:

@@ -21,6 +21,7 @@ from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
 from services.modules.explorer import review as R
+from services.modules.explorer.host import Host
 from services.modules.explorer.state import Ops, effective_status
 from shared import txn
 
@@ -28,7 +29,7 @@ REVIEW_KINDS = (M.REVIEW1, M.MATHCHECK, M.REVIEW2, M.REVIEW3)
 OPEN_REVIEW = ("round1", "mathcheck", "round2", "round3_minority", "round3_majority", "round3_vote")
 
 
-class Recovery:
+class Recovery(Host):
     def on_unusable(self, task: dict, error: str) -> list:
         final = task["state"] == "CANCELLED"   # an operator's cancel is not re-asked
         kind = task["kind"]

@@ -14,6 +14,7 @@ from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
 from services.modules.explorer import threads as T
+from services.modules.explorer.host import Host
 from shared import txn
 
 HELD = ("paused", "archived")
@@ -41,7 +42,7 @@ class Ops:
             self.ops.append(txn.submit(dict(spec, module=M.MODULE)))
 
 
-class StateReader:
+class StateReader(Host):
     def now(self) -> float:
         return self.clock.world()
 
