@@ -47,6 +47,7 @@ from __future__ import annotations
 import configparser
 import xmlrpc.client
 from pathlib import Path
+from typing import Any, cast
 
 import click
 
@@ -99,7 +100,8 @@ def programs(conf: Path) -> dict:
     from supervisor.xmlrpc import SupervisorTransport
     proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
     try:
-        infos = proxy.supervisor.getAllProcessInfo()
+        # supervisord's XML-RPC answer: a list of structs (the stubs allow any XML-RPC value)
+        infos = cast(list[dict[str, Any]], proxy.supervisor.getAllProcessInfo())
     except Exception as exc:   # no socket, refused, a half-started supervisord: all mean "not answering"
         return {"supervisord": "not running", "socket": str(sock), "total": 0, "not_running": [],
                 "detail": f"no answer on {sock} ({type(exc).__name__}: {str(exc)[:120]})"}

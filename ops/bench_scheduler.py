@@ -59,6 +59,7 @@ import threading
 import time
 import xmlrpc.client
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -384,7 +385,7 @@ def render_config(accounts: int, seed: int):
 
 def run(args) -> dict:
     base = Path(tempfile.mkdtemp(prefix="fs", dir="/tmp"))   # short: ipc:// paths must fit ~100 bytes
-    report = {"params": {"accounts": args.accounts, "idle": args.idle, "idle_gap_s": args.idle_gap,
+    report: dict[str, Any] = {"params": {"accounts": args.accounts, "idle": args.idle, "idle_gap_s": args.idle_gap,
                          "depths": args.depths, "warmup_s": args.warmup, "window_s": args.window,
                          "seed": args.seed, "log_level": args.log_level},
               "machine": machine(), "idle": None, "depths": [], "problems": []}

@@ -30,6 +30,7 @@ import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
+from typing import Any
 
 from shared.client import BrokerClient
 from shared.config import ADHOC, REPO_ROOT, load_config
@@ -239,7 +240,7 @@ def run(kills: int, seed: int, keep: bool, conversations: int, turns: int, asks:
     root = Path(tempfile.mkdtemp(prefix="fc", dir="/tmp"))
     config_path = write_config(root, seed)
     tree = Tree(root, config_path)
-    summary = {"seed": seed, "root": str(root), "kills": 0, "kills_by_program": {}}
+    summary: dict[str, Any] = {"seed": seed, "root": str(root), "kills": 0, "kills_by_program": {}}
     tree.start()
     t0 = time.monotonic()
     client = BrokerClient(tree.config.broker_endpoint, name="chaos", timeout=2.0, retries=30)
