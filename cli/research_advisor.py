@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from cli import render as R
-from cli.fanoctl import Ctl, client, out
+from cli.app import Ctl, client, out
 from shared.errors import BrokerUnavailable, FanoError
 
 NS = "advisor"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import click
 
 from cli import research_explorer_render as V
-from cli.fanoctl import client, fail, json_option, main, out
+from cli.app import client, fail, json_option, out
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "explorer"
@@ -71,7 +71,7 @@ def _must(key: str, what: str, ident: str) -> tuple[int, dict]:
 
 # --- seeds ---------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def seeds():
     """Research seeds: axioms (facts in every prompt), questions and conjectures (one thread each)."""
 
@@ -258,7 +258,7 @@ def seeds_import(path):
 
 # --- threads -------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def threads():
     """Exploration threads: one per explored question or conjecture."""
 
@@ -363,7 +363,7 @@ def threads_archive(thread_id):
 
 # --- insights ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def insights():
     """Insights extracted from threads, their reviews, and human overrides."""
 
@@ -444,9 +444,3 @@ def insights_priority(insight_id, priority):
     new = _change(f"insight {insight_id}", lambda: _must(M.insight_key(insight_id), "insight", insight_id), write)
     out(new, f"insight {insight_id}: priority {priority}")
 
-
-if __name__ == "__main__":
-    import sys
-
-    from cli.fanoctl import main as _main
-    sys.exit(_main())
