@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from cli import render as R
-from cli.app import ctl, fail, json_option, out
+from cli.app import ctl, fail, json_option, out, warn
 from shared.errors import ExitCode
 
 WEB_BACKENDS = ("chatgpt", "gemini")
@@ -54,8 +54,8 @@ def backends_check(name):
     finally:
         try:
             provider.close()
-        except Exception:  # closing a half-started browser must not mask the check's answer
-            pass
+        except Exception as exc:  # closing a half-started browser must not mask the check's answer
+            warn(redact(f"{name}: closing the provider failed: {type(exc).__name__}: {exc}"))
     result = {"account": name, "backend": account.backend, **result}
     clean = {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
     out(clean, R.check_text)

@@ -8,8 +8,18 @@ The console script ``fanoctl`` (pyproject.toml) is :data:`main`.
 """
 from __future__ import annotations
 
-from cli import (admin, backends, health, modules, queue, quota, research_documenter, research_explorer,
-                 research_researcher, work)
+from cli import (
+    admin,
+    backends,
+    health,
+    modules,
+    queue,
+    quota,
+    research_documenter,
+    research_explorer,
+    research_researcher,
+    work,
+)
 from cli.app import main
 
 # every top-level command and group, registered here and nowhere else (`--help` lists them by name)

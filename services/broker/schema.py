@@ -63,6 +63,7 @@ from pathlib import Path
 
 import lmdb
 
+from shared.errors import ExitCode, StartupError
 from shared.protocol import pack_value, unpack_value
 
 from services.broker import states as st
@@ -93,8 +94,10 @@ _U64_U64 = struct.Struct(">QQ")
 SEP = b"\x00"
 
 
-class SchemaError(Exception):
+class SchemaError(StartupError):
     """The database on disk cannot be used by this broker (newer schema)."""
+
+    exit_code = ExitCode.STORAGE
 
 
 def encode_value(obj) -> bytes:
