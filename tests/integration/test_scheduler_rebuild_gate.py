@@ -12,11 +12,15 @@ import os
 import signal
 import time
 
+import pytest
+
 from services.scheduler.service import SchedulerService
 from shared.client import BrokerClient
 from shared.clock import Clock
 from shared.config import load_config
 from tests.scheduler_support import FakeWorker
+
+pytestmark = pytest.mark.integration
 
 
 def test_no_assignment_before_the_rebuild_completes(broker, client):

@@ -1,6 +1,8 @@
 """Planning and the incorporation pipeline, step by step on in-memory state (answers given by the test)."""
 import random
 
+import pytest
+
 from services.modules.documenter import context as C
 from services.modules.documenter import flow
 from services.modules.documenter import model as M
@@ -222,6 +224,7 @@ def test_a_replayed_answer_is_not_applied_twice():
     assert run.doc().version == 1 and len(run.doc().sections) == 1
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_the_whole_flow_on_simulated_answers_keeps_its_invariants():
     for seed in range(4):
         run = Run(seed=seed, garbage=0.05)
