@@ -60,3 +60,13 @@ def test_backends_ls_says_why_configured_accounts_are_missing(harness):
     # the broker's accounts are still listed; an account only the file has would be missing: it says so
     assert [b["account"] for b in d["backends"]] == ["alpha", "beta"] and "nosuch" in d["config_problem"]
     assert "only the accounts the broker and the scheduler know are listed" in res.stderr
+
+
+def test_modules_advice_says_when_the_advisors_settings_cannot_be_read(harness):
+    broken = Path(harness.config_path)
+    broken.write_text(broken.read_text() + "\n[nosuch]\n")
+    res = CliRunner().invoke(main, ["--config", str(broken), "--json", "modules", "advice"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["proposals"] == [] and d["enabled"] is None
+    assert "the advisor's settings cannot be read" in res.stderr and "nosuch" in res.stderr
