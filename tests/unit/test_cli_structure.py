@@ -139,3 +139,10 @@ def test_python_dash_m_lists_every_command(argv):
     assert res.stdout.startswith("Usage: fanoctl ")
     listed = {line.split()[0] for line in res.stdout.split("Commands:\n")[1].splitlines() if line.strip()}
     assert listed == {c.name for c in COMMANDS}
+
+
+def test_only_the_entry_points_run_as_scripts():
+    # a command module run as a script (`python -m cli.research_explorer`) would be a second fanoctl that
+    # has to import the assembly back: `python -m cli` (or `-m cli.fanoctl`) is the way
+    scripts = {m for m in MODULES if '__name__ == "__main__"' in (CLI / f"{m}.py").read_text()}
+    assert scripts <= {"fanoctl", "__main__"}
