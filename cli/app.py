@@ -37,6 +37,7 @@ class Ctl:
         self.json = as_json
         self._client = None
         self._endpoints = None
+        self.warned: set[str] = set()   # warnings said in this invocation (top repeats its frames)
 
     def endpoints(self):
         """Where the tree's sockets are (:func:`shared.config.find_endpoints`): commands that only talk to
@@ -87,8 +88,13 @@ def fail(message: str, code: int) -> None:
 
 
 def warn(message: str) -> None:
-    """A problem the command works around: one line on stderr (stdout stays the result)."""
-    click.echo(f"fanoctl: warning: {message}", err=True)
+    """A problem the command works around: one line on stderr (stdout stays the result), once per
+    invocation (``top`` meets the same problem every frame)."""
+    c = click.get_current_context(silent=True)
+    seen = c.find_object(Ctl).warned if c is not None and c.find_object(Ctl) is not None else set()
+    if message not in seen:
+        seen.add(message)
+        click.echo(f"fanoctl: warning: {message}", err=True)
 
 
 class _Main(click.Group):

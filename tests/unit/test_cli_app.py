@@ -4,6 +4,8 @@ missing when the configuration does not load (the real broker core in-process be
 from __future__ import annotations
 
 import json
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,20 @@ def test_modules_advice_says_when_the_advisors_settings_cannot_be_read(harness):
     d = json.loads(res.stdout)
     assert d["proposals"] == [] and d["enabled"] is None
     assert "the advisor's settings cannot be read" in res.stderr and "nosuch" in res.stderr
+
+
+def test_top_says_a_problem_once_not_every_frame(harness, monkeypatch):
+    from cli import work
+    broken = Path(harness.config_path)
+    broken.write_text(broken.read_text() + "\n[nosuch]\n")
+    frames = []
+
+    def sleep(_seconds):
+        frames.append(1)
+        if len(frames) >= 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(work, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    res = CliRunner().invoke(main, ["--config", str(broken), "--json", "top"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count('"research"') == 3                 # three frames ...
+    assert res.stderr.count("only the accounts the broker and the scheduler know") == 1   # ... one warning
