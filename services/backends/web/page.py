@@ -369,6 +369,6 @@ class ChatPage:
         try:
             self.page.screenshot(path=str(path), full_page=False, timeout=10_000)
             return True
-        except (playwright_error(), OSError) as exc:
+        except Exception as exc:   # whatever it is (Playwright's errors, a full disk, ...), not in place of the problem
             log.warning("no screenshot %s: %s: %s", path, type(exc).__name__, str(exc)[:200])
             return False
