@@ -63,6 +63,7 @@ from pathlib import Path
 
 import lmdb
 
+from shared.errors import ExitCode, StartupError
 from shared.protocol import pack_value, unpack_value
 
 from services.broker import states as st
@@ -96,8 +97,10 @@ SEP = b"\x00"
 MAX_KEY = 511
 
 
-class SchemaError(Exception):
+class SchemaError(StartupError):
     """The database on disk cannot be used by this broker (newer schema)."""
+
+    exit_code = ExitCode.STORAGE
 
 
 def encode_value(obj) -> bytes:
