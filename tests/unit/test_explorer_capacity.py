@@ -229,6 +229,20 @@ def test_an_extractor_blocked_past_patience_is_skipped(rig):
     check_applied_once(r.values, r.tasks())
 
 
+def test_a_backlogged_account_is_left_off_new_extraction_panels(rig):
+    """gamma does no work: the tasks only it can run pile up past busy_backlog, and the panels formed
+    after that are drawn from the accounts that keep up (each extraction waits for its slowest member)."""
+    r = rig()
+    r.import_seeds()
+    working = ["alpha", "beta"]
+
+    def quick_panel():
+        return [t for t in r.values("threads/") if t.get("panel") and "gamma" not in t["panel"]]
+    thread = r.run_until(quick_panel, accounts=working)[0]
+    assert set(thread["panel"]) == {"alpha", "beta"}
+    assert r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog
+
+
 # --- a conversation served by another account -------------------------------------------------------------
 
 def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off():
