@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from cli import render as R
-from cli.fanoctl import Ctl, client, fail, json_option, main, out
+from cli.app import Ctl, client, fail, json_option, out
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "documenter"
@@ -30,7 +30,7 @@ def _now() -> float:
 
 # --- comments ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def comments():
     """Author comments on document sections (addressed first by the documenter)."""
 
@@ -76,7 +76,7 @@ def comments_text(d: dict) -> str:
 
 # --- document ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def document():
     """The living document: outline, versions, revert, export, disputed insights."""
 

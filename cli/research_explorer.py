@@ -21,7 +21,7 @@ from __future__ import annotations
 import click
 
 from cli import research_explorer_render as V
-from cli.fanoctl import client, fail, json_option, main, out
+from cli.app import client, fail, json_option, out
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "explorer"
@@ -51,7 +51,7 @@ def _must(key: str, what: str, ident: str) -> tuple[int, dict]:
 
 # --- seeds ---------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def seeds():
     """Research seeds: axioms (facts in every prompt), questions and conjectures (one thread each)."""
 
@@ -167,7 +167,7 @@ def seeds_import(path):
 
 # --- threads -------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def threads():
     """Exploration threads: one per explored question or conjecture."""
 
@@ -256,7 +256,7 @@ def threads_archive(thread_id):
 
 # --- insights ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def insights():
     """Insights extracted from threads, their reviews, and human overrides."""
 
@@ -317,9 +317,3 @@ def insights_priority(insight_id, priority):
     new = O.set_insight_priority(client(), insight_id, priority, now=_now())
     out(new, f"insight {insight_id}: priority {priority}")
 
-
-if __name__ == "__main__":
-    import sys
-
-    from cli.fanoctl import main as _main
-    sys.exit(_main())

@@ -23,7 +23,7 @@ import time
 import click
 
 from cli import render as R
-from cli.fanoctl import client, fail, json_option, main, out
+from cli.app import client, fail, json_option, out
 from services.modules.researcher import model as M
 from shared.errors import ErrorCode, ExitCode, FanoError
 
@@ -40,7 +40,7 @@ def _now() -> float:
         return time.time()
 
 
-@main.group()
+@click.group()
 def research():
     """The researcher: questions, sources, findings; promote findings to seeds."""
 

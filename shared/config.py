@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import ExitCode, StartupError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
 
 
-class ConfigError(Exception):
+class ConfigError(StartupError):
     """The configuration cannot be loaded; the message names the file and the key."""
+
+    exit_code = ExitCode.CONFIG
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.I)

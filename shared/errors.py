@@ -121,3 +121,29 @@ class ExitCode(enum.IntEnum):
     LOCKED = 4           # another instance holds this program's lock file
     CONFIG = 5           # the configuration cannot be loaded
     STORAGE = 6          # the database cannot be opened or has a newer schema
+
+
+class StartupError(Exception):
+    """The root of the conditions that keep a program from working, each with the exit code it ends with.
+
+    ``python -m services`` (services/__main__.py) turns any of them that reaches it into one log line and
+    ``exit_code``, so supervisord and scripts see why a program stopped without reading a traceback.
+    Subclasses set ``exit_code``:
+
+    =========================================  ====================  ==================================
+    exception                                  exit code             raised when
+    =========================================  ====================  ==================================
+    shared.config.ConfigError                  5 ``CONFIG``          the configuration does not load or
+                                                                     names what does not exist
+    shared.quota.QuotaSpecError                5 ``CONFIG``          a quota window cannot be parsed
+                                                                     (also a wire error: INVALID_QUOTA)
+    shared.service.LockHeld                    4 ``LOCKED``          another instance holds the lock
+    services.broker.schema.SchemaError         6 ``STORAGE``         the database has a newer schema
+    services.backends.sim_log.LogCorrupt       6 ``STORAGE``         a simulated provider's request log
+                                                                     is corrupt before its last line
+    services.backends.base.ProviderError       1 ``FAILURE``         a provider fails while it starts
+                                                                     (at run time it is a task outcome)
+    =========================================  ====================  ==================================
+    """
+
+    exit_code: ExitCode = ExitCode.FAILURE

@@ -344,7 +344,8 @@ class TurnRunner:
             note = getattr(self.provider, "resend_note", None)
             try:
                 why = note(previous) if note is not None else f"the provider never got attempt {previous.attempt}"
-            except Exception:  # a log line must not stop the turn
+            except Exception:  # a provider bug in a log line must not stop the turn; it is still a bug
+                self.log.exception("task %s: resend_note raised an unexpected error", turn.task_id)
                 why = f"no answer to attempt {previous.attempt} was found"
             self.log.info("task %s: %s; sending", turn.task_id, why)
             return None

@@ -66,6 +66,7 @@ from typing import Any
 import lmdb
 
 from services.broker import states as st
+from shared.errors import ExitCode, StartupError
 from shared.protocol import pack_value, unpack_value
 
 SCHEMA_VERSION = 2
@@ -97,8 +98,10 @@ SEP = b"\x00"
 MAX_KEY = 511
 
 
-class SchemaError(Exception):
+class SchemaError(StartupError):
     """The database on disk cannot be used by this broker (newer schema)."""
+
+    exit_code = ExitCode.STORAGE
 
 
 def encode_value(obj: Any) -> bytes:

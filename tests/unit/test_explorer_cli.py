@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import research_explorer
-from cli.fanoctl import Ctl, main
+from cli.app import Ctl
+from cli.fanoctl import main
 from services.modules.explorer import model as M
 from tests.support import REPO
 from tests.unit.test_explorer_flow import Rig

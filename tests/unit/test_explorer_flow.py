@@ -8,6 +8,8 @@ settled results (``sweep``) and plan.
 """
 from __future__ import annotations
 
+import pytest
+
 from services.backends import sim_answers as S
 from services.modules.base import Store
 from services.modules.explorer import model as M
@@ -160,6 +162,7 @@ def check_applied_once(values, tasks: list[dict]) -> None:
 
 # --- the whole flow ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_demo_seeds_to_blessed_insights(rig):
     r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
     r.import_seeds()
@@ -202,6 +205,7 @@ def test_a_replayed_result_is_a_no_op(rig):
     assert r.get(M.thread_key(done["payload"]["thread_id"])) == before
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_a_restarted_module_carries_on(rig):
     r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
     r.import_seeds()
@@ -265,6 +269,7 @@ def test_a_parked_task_is_re_asked_and_a_cancelled_one_pauses_the_thread(rig):
     check_applied_once(r.values, r.tasks())
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_an_unusable_reviewer_is_dropped_and_the_panel_decides_without_it(rig):
     r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmax_retries = 1\nmath_check = false\n")
     r.import_seeds()

@@ -56,6 +56,9 @@ class ExplorerHost:
     def configured_accounts(self) -> list[str]:
         raise NotImplementedError
 
+    def available_accounts(self, cap: CAP.Capacity | None = None, mode: str = "standard") -> list[str]:
+        raise NotImplementedError
+
     def capacity(self) -> CAP.Capacity:
         raise NotImplementedError
 
