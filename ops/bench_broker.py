@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -48,7 +49,7 @@ CALLS = ("submit", "lease", "complete")
 def worker(args) -> int:
     client = BrokerClient(args.endpoint, name=args.name, timeout=30.0, retries=2)
     client.ping()  # connected before the clock starts
-    lat = {c: [] for c in CALLS}
+    lat: dict[str, list[Any]] = {c: [] for c in CALLS}
     cycles = requests = empty = 0
     while time.time() < args.start_at:
         time.sleep(min(0.005, max(0.0, args.start_at - time.time())))

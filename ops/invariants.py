@@ -49,6 +49,7 @@ import json
 import sys
 from collections import Counter, defaultdict
 from itertools import pairwise
+from typing import Any
 
 import lmdb
 
@@ -126,7 +127,7 @@ def _check_indices(snap: Snapshot, r: Report) -> None:
         if n <= 0:
             r.bad("counts", f"counts{key} stores {n} (zero entries must be deleted)")
 
-    queued = Counter()
+    queued: Counter[Any] = Counter()
     for prio, tid in snap.ready:
         queued[tid] += 1
         t = snap.tasks.get(tid)
@@ -150,7 +151,7 @@ def _check_indices(snap: Snapshot, r: Report) -> None:
         elif t.get("state") != st.PENDING and n:
             r.bad("queues", f"{t.get('state')} task {tid} is still in ready/delayed")
 
-    leased = Counter()
+    leased: Counter[Any] = Counter()
     for deadline_us, tid, epoch in snap.leases:
         leased[tid] += 1
         t = snap.tasks.get(tid)
@@ -321,8 +322,8 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
             r.bad("quota-ledger", f"{where}: total {rec['total']} != sum of by_module {by}")
 
     # rolling entries: each names a grant of its task whose unit is still counted
-    per_task_slot = Counter()
-    oldest = {}
+    per_task_slot: Counter[Any] = Counter()
+    oldest: dict[Any, Any] = {}
     for acct, mode, slot, ts, tid, epoch, module, key in snap.quota_entries:
         per_task_slot[(acct, mode, slot, tid)] += 1
         oldest[(acct, mode, slot)] = min(ts, oldest.get((acct, mode, slot), ts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 from ops.snapshot import Report, Snapshot, usage_totals
 from services.broker import states as st
@@ -50,7 +51,7 @@ def check_client_log(records: list[dict], snap: Snapshot, exact: bool = True) ->
     refunds: Counter = Counter()         # pair -> n
     per_task_grants, per_task_refunds = Counter(), Counter()
     granted_pairs: Counter = Counter()
-    applied = Counter()
+    applied: Counter[Any] = Counter()
     for rec in records:
         op = rec.get("op")
         who = rec.get("client", rec.get("journal", "?"))

@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ops import soak_metrics as SM
 from shared.clock import Clock
@@ -346,7 +347,7 @@ class Soak:
         return SM.account_states(pending, running, quota, accounts, quota.get("now", now)), len(pending)
 
     def sample_programs(self) -> dict[str, tuple[float, float]]:
-        out = {}
+        out: dict[Any, Any] = {}
         try:
             programs = self.tree.programs()
         except OSError:
@@ -437,7 +438,7 @@ class Soak:
         research = self.research_counts(client)
         end_world = self.clock.world()
         # the end state the test asks about: which accounts are idle with quota while work waits
-        idle_now = {}
+        idle_now: dict[Any, Any] = {}
         for _ in range(8):
             states, _pending = self.sample_accounts(client, self.clock.world())
             for a, (eligible, b) in (states or {}).items():

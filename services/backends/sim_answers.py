@@ -22,6 +22,7 @@ import hashlib
 import json
 import random
 import re
+from typing import Any
 
 ASK = "ask"
 EXPLORER_EXPLORE = "explorer.explore"
@@ -280,7 +281,7 @@ def _extract(c: _Ctx) -> str:
 
 def _consolidate(c: _Ctx) -> str:
     r = c.rng
-    found = []  # merge the proposals quoted in the prompt, keeping the first wording of each
+    found: list[Any] = []  # merge the proposals quoted in the prompt, keeping the first wording of each
     for m in re.finditer(r"^\W*INSIGHT\W*:\**\s*(.+)$", c.prompt, re.M):
         text = m.group(1).strip()
         if text and text.lower() not in {f.lower() for f in found}:

@@ -37,7 +37,8 @@ from typing import Any
 
 BROKER_DEFAULT_PRIORITY = 50
 STANDARD, DEEP = "standard", "deep"
-EMPTY = MappingProxyType({})   # the requires/attrs of every task that has none (read-only, shared)
+# the requires/attrs of every task that has none (read-only, shared)
+EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
 
 
 def number(value) -> float:

@@ -156,7 +156,7 @@ def account_reasons(core, t, world: float) -> list[dict]:
             rows.append({"account": name, "status": "paused",
                          "detail": f"paused ({core.accounts.paused[name] or 'no reason given'})", "until": None})
             continue
-        refusals = []
+        refusals: list[Any] = []
         for mode in ([] if C.reconciles(t.cls, name) else offered):   # a reconcile needs no quota room
             r = core.accounts.why_not(name, mode, t.module, world)
             if r is None:

@@ -8,6 +8,8 @@ settled results (``sweep``) and plan.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from services.backends import sim_answers as S
@@ -49,7 +51,7 @@ class Rig:
         self.accounts = list(accounts)
         self.seed, self.reviews = seed, reviews or {"good": 0.5, "bad": 0.2, "agree": 0.85, "persuade": 0.4}
         self.answer = self.sim_answer
-        self.served = {}        # task id -> account
+        self.served: dict[Any, Any] = {}        # task id -> account
         self.svc = self.new_module()
 
     def new_module(self) -> ExplorerService:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared import txn
 
@@ -113,7 +114,7 @@ class Doc:
 
     def established(self) -> dict[str, str]:
         """slug -> concept name, for every concept a current section establishes."""
-        out = {}
+        out: dict[Any, Any] = {}
         for sec in self.ordered():
             for name in sec.get("establishes") or []:
                 out.setdefault(slug(name), name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from typing import Any
 
 from services.modules.parsing import ParseError, choice, field, normalize
 
@@ -69,7 +70,7 @@ def concept_list(value: str | None) -> list[str]:
     """``a, b; c`` or bullet lines -> ["a", "b", "c"]; ``none`` -> []. Order kept, duplicates dropped."""
     if value is None:
         return []
-    items = []
+    items: list[Any] = []
     for part in re.split(r"[,;\n]", value):
         part = re.sub(r"^\s*(?:[-*+•]|\d+[.)])\s*", "", part).strip().strip("*_`'\"[]().").strip()
         if part.lower() in _NONE:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from services.modules import prompts
 from services.modules.explorer import model as M
@@ -61,14 +62,14 @@ class Decision:
 
 def tally(ratings: list[str]) -> dict:
     """``{"kind": "abandoned"|"unanimous"|"majority"|"split", "rating", "counts"}``."""
-    counts = {}
+    counts: dict[Any, Any] = {}
     for r in ratings:
         counts[r] = counts.get(r, 0) + 1
     if ratings and all(r == M.ABANDON for r in ratings):
         return {"kind": "abandoned", "rating": M.REJECT, "counts": counts}
     if ratings and len(counts) == 1:
         return {"kind": "unanimous", "rating": ratings[0], "counts": counts}
-    votes = {}
+    votes: dict[Any, Any] = {}
     for r in ratings:
         r = M.REJECT if r == M.ABANDON else r
         votes[r] = votes.get(r, 0) + 1

@@ -50,7 +50,7 @@ def select_seed(seeds: list[dict], threads: list[dict], per_seed: int = 1) -> di
     fresh = [s for s in focus if s["id"] not in explored]
     if fresh:
         return min(fresh, key=lambda s: (TYPE_ORDER[s["type"]], -int(s.get("priority", 5)), s["id"]))
-    counts = {}
+    counts: dict[Any, Any] = {}
     for t in threads:
         counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
     # parallel threads only on a seed that has given a usable answer: a seed whose answers are unusable

@@ -34,6 +34,7 @@ replay is a no-op; an unusable answer is stored under ``errors/<task id>`` and m
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from services.modules import dedup, prompts
 from services.modules.base import Effect, ModuleService
@@ -315,7 +316,7 @@ class ResearcherService(ModuleService):
                   if isinstance(q, dict) and q.get("id") and isinstance(q.get("question"), str)}
         new: dict[str, dict] = {}              # qid -> question stored by this batch
         touched: dict[str, list] = {}          # key -> [version, record]: stored questions asked again
-        added_sources = set()
+        added_sources: set[Any] = set()
         for q in parsed["questions"]:
             qid = M.question_id(q["question"])
             hit = (qid, 1.0) if qid in corpus else dedup.lexical_duplicate(q["question"], corpus,
