@@ -181,11 +181,11 @@ def run_one(n: int, args, base: Path) -> dict:
             cpu_before = broker.cpu_seconds()
             start_at = time.time() + 1.0 + 0.15 * n  # every worker connected and waiting
             for i in range(n):
-                out = root / f"w{i}.json"
+                out_path = root / f"w{i}.json"
                 cmd = [sys.executable, "-m", "ops.bench_broker", "--worker", "--endpoint", broker.endpoint,
                        "--name", f"w{i}", "--mode", "drain" if args.drain else "cycle", "--start-at", str(start_at),
-                       "--cycles", str(args.cycles), "--seconds", str(args.seconds or 0), "--out", str(out)]
-                procs.append((subprocess.Popen(cmd, cwd=REPO), out))
+                       "--cycles", str(args.cycles), "--seconds", str(args.seconds or 0), "--out", str(out_path)]
+                procs.append((subprocess.Popen(cmd, cwd=REPO), out_path))
             for proc, _ in procs:
                 if proc.wait(timeout=args.timeout) != 0:
                     raise RuntimeError(f"bench worker exited with {proc.returncode}")

@@ -8,6 +8,7 @@ configuration: a typo in ``enabled`` must not silently mean "off".
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 from shared.config import ConfigError, parse_size
 
@@ -26,7 +27,7 @@ def coerce_table(cls, table: dict, where: str, sizes: frozenset = frozenset()):
     size ("512MiB")."""
     check_known(cls, table, where)
     defaults = cls()
-    kw = {}
+    kw: dict[str, Any] = {}
     for name, value in (table or {}).items():
         want = getattr(defaults, name)
         at = f"{where}.{name}"
