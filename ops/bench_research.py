@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ops.chaos import Tree
 from shared.client import BrokerClient
@@ -38,7 +39,8 @@ PATHS = '[paths]\nrun_dir = "{root}/run"\ndata_dir = "{root}/data"\nlog_dir = "{
 
 
 def done_by(client) -> dict:
-    out, after = {}, None
+    out: dict[Any, Any] = {}
+    after = None
     while True:
         page = client.list(state="DONE", after=after, limit=1000)
         for t in page["tasks"]:

@@ -185,7 +185,8 @@ def _check_events(snap: Snapshot, r: Report) -> None:
                "quota attribution from events skipped")
         return
     # complete outbox: every task was submitted once, and each epoch was granted exactly once
-    submitted, running = Counter(), defaultdict(list)
+    submitted: Counter[Any] = Counter()
+    running: defaultdict[Any, list[Any]] = defaultdict(list)
     for ev in snap.events.values():
         if not ev:
             continue
@@ -365,7 +366,9 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
 
     # attribute each task's charged units to (account, mode)
     grants = _grant_pairs(snap) if snap.outbox_complete else None
-    attributed, by_module, possible = Counter(), Counter(), Counter()
+    attributed: Counter[Any] = Counter()
+    by_module: Counter[Any] = Counter()
+    possible: Counter[Any] = Counter()
     earliest: dict = {}
     ambiguous = unplaced = 0
     for t in snap.tasks.values():

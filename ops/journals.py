@@ -49,7 +49,8 @@ def check_client_log(records: list[dict], snap: Snapshot, exact: bool = True) ->
     grants: dict = defaultdict(set)      # (id, epoch) -> rids
     grant_pair: dict = {}
     refunds: Counter = Counter()         # pair -> n
-    per_task_grants, per_task_refunds = Counter(), Counter()
+    per_task_grants: Counter[Any] = Counter()
+    per_task_refunds: Counter[Any] = Counter()
     granted_pairs: Counter = Counter()
     applied: Counter[Any] = Counter()
     for rec in records:

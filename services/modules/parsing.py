@@ -10,6 +10,7 @@ module can store a visible error on the task instead of inventing a result.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 
 class ParseError(ValueError):
@@ -199,7 +200,8 @@ def blocks(text: str, separator: str | None = None) -> list[str]:
     do not keep to the ``===`` the prompt asks for. ``separator``: only lines of three or more of its
     first character count."""
     if separator is None:
-        parts, current = [], []
+        parts: list[Any] = []
+        current: list[Any] = []
         for line in normalize(text).split("\n"):
             if is_rule(line):
                 parts.append("\n".join(current))

@@ -124,7 +124,8 @@ class Ctx:
 
 def make_panel(accounts: list[str], n: int = 3) -> list[dict]:
     """``n`` reviewers on distinct accounts where possible (``acct#2`` when an account serves twice)."""
-    panel, used = [], {}
+    panel: list[Any] = []
+    used: dict[Any, Any] = {}
     for i in range(n if accounts else 0):
         acct = accounts[i % len(accounts)]
         used[acct] = used.get(acct, 0) + 1

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from email.message import Message
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import ProxyHandler, Request, build_opener
@@ -366,7 +367,8 @@ class Fetcher:
         return self._page(url, meta, body, "miss")
 
     def _read(self, resp, start: float) -> bytes:
-        chunks, size = [], 0
+        chunks: list[Any] = []
+        size = 0
         try:
             while True:
                 if self.mono() - start > self.timeout * 2:

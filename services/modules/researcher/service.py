@@ -408,7 +408,9 @@ class ResearcherService(ModuleService):
         questions = [v for _, _, v in self.store.scan("questions/")]
         corpus = {v["id"]: v["summary"] for _, _, v in self.store.scan("findings/")
                   if isinstance(v, dict) and v.get("id") and isinstance(v.get("summary"), str)}
-        findings, ops, evidence = [], [], []
+        findings: list[Any] = []
+        ops: list[Any] = []
+        evidence: list[Any] = []
         touched: dict[str, list] = {}          # key -> [version, record]: stored findings found again
         duplicates = 0
         for f in parsed["findings"]:
