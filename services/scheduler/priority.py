@@ -58,8 +58,8 @@ class QTask:
     module: str
     kind: str
     priority: int = BROKER_DEFAULT_PRIORITY
-    requires: dict = field(default_factory=dict)
-    attrs: dict = field(default_factory=dict)
+    requires: Mapping[str, Any] = field(default_factory=dict)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
     created: float = 0.0
     not_before: float = 0.0
     unknown_account: str | None = None

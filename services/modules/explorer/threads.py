@@ -184,7 +184,7 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
     if retry:
         payload["retry"] = retry
     if role == "explore":
-        requires = {"conversation": M.conversation(tid)}
+        requires: dict[str, Any] = {"conversation": M.conversation(tid)}
         if k == 1 and thread.get("explore_on"):
             requires["backends"] = list(thread["explore_on"])   # an account with a free share (load.py)
         elif settings.explore_accounts:
