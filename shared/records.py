@@ -7,8 +7,8 @@ shape; their docstrings describe the fields, this module gives them types. Field
 some states (``lease`` while RUNNING, ``error`` after a failure, ``compacted`` after task retention) are
 ``NotRequired``. Names that are Python keywords (``class``, ``from``) use the functional syntax.
 """
-from __future__ import annotations
-
+# no ``from __future__ import annotations`` here: TypedDict reads NotRequired from the evaluated annotations
+# (``__required_keys__``), which tests/unit/test_records.py checks against real replies
 from typing import Any, NotRequired, TypedDict
 
 # --- tasks -------------------------------------------------------------------------------------------
