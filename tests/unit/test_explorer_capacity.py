@@ -243,6 +243,18 @@ def test_a_backlogged_account_is_left_off_new_extraction_panels(rig):
     assert r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog
 
 
+def test_a_backlogged_account_is_left_off_new_review_panels_while_two_others_remain(rig):
+    r = rig(accounts=("alpha", "beta", "gamma", "delta"))
+    r.import_seeds()
+    working = ["alpha", "beta", "delta"]
+
+    def quick_reviews():
+        return [v for v in r.values("reviews/") if "gamma" not in {s["account"] for s in v["panel"]}
+                and r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog]
+    review = r.run_until(quick_reviews, accounts=working)[0]
+    assert len({s["account"] for s in review["panel"]}) == len(review["panel"]) >= 2
+
+
 # --- a conversation served by another account -------------------------------------------------------------
 
 def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off():

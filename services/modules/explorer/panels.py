@@ -148,11 +148,15 @@ class Panels:
         thread slot meanwhile: seating the slowest account on every panel kept the fast accounts idle
         behind its queue in the demo."""
         panel = self.available_accounts()
+        busy = self.backlogged()
+        return [a for a in panel if a not in busy] or panel
+
+    def backlogged(self) -> set[str]:
+        """Accounts with more than ``busy_backlog`` explorer tasks waiting that only they can run
+        (:mod:`.load`; none while ``threads_per_account`` is 0, the load-following switch)."""
         if not self.settings.threads_per_account:
-            return panel
-        pinned = self.load_view().pinned
-        quick = [a for a in panel if pinned.get(a, 0) <= self.settings.busy_backlog]
-        return quick or panel
+            return set()
+        return {a for a, n in self.load_view().pinned.items() if n > self.settings.busy_backlog}
 
     # --- panel members blocked past patience ------------------------------------------------------------
 
