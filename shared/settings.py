@@ -66,7 +66,9 @@ class Spec:
     lo_open: bool = False          # lo itself is refused (> lo)
     hi_open: bool = False
     choices: tuple | None = None
-    nonempty: bool = False         # str: not blank; strings: at least one, none blank
+    nonempty: bool = False         # str: not blank; strings: no blank item
+    min_items: int = 0             # strings: at least this many items
+    nested: type | None = None     # table: a settings class of its own (``[modules.researcher.fetch]``)
     parse: Callable[[Any], Any] | None = None
     expected: str | None = None    # the "expected ..." text of a parse-checked key, for errors and docs
     required: bool = False
@@ -74,18 +76,23 @@ class Spec:
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, kind: str | None = None,
             lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-            choices=None, nonempty: bool = False, parse: Callable[[Any], Any] | None = None,
-            expected: str | None = None, required: bool = False):
+            choices=None, nonempty: bool = False, min_items: int = 0, nested: type | None = None,
+            parse: Callable[[Any], Any] | None = None, expected: str | None = None, required: bool = False):
     """A dataclass field that is a settings key. A mutable default (dict, list) is copied per object;
     ``required`` keys have no default (give one to :func:`load` through ``defaults`` when it depends on
-    something else, e.g. a site file)."""
+    something else, e.g. a site file). For ``strings``, ``choices`` applies to each item. ``nested``: the
+    key is a sub-table validated as that settings class (its default is that class's defaults)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown setting kind {kind!r} (known: {', '.join(KINDS)})")
     if required and kind is None and parse is None:
         raise ValueError("a required setting needs its kind (there is no default to infer it from)")
+    if nested is not None:
+        kind, default = "table", dataclasses.MISSING
     spec = Spec(doc, kind, lo, hi, lo_open, hi_open, tuple(choices) if choices is not None else None, nonempty,
-                parse, expected, required)
+                min_items, nested, parse, expected, required)
     meta = {_META: spec}
+    if nested is not None:
+        return dataclasses.field(default_factory=nested, metadata=meta)
     if required:
         return dataclasses.field(default=None, metadata=meta)
     if isinstance(default, (dict, list)):
@@ -141,12 +148,19 @@ def expected(spec: Spec, default=None) -> str:
     """What a key takes, in words ("an integer ≥ 1", "one of "low", "high""): errors and docs say the same."""
     if spec.expected:
         return spec.expected
-    if spec.choices is not None:
-        return "one of " + ", ".join(f'"{c}"' if isinstance(c, str) else _num(c) for c in spec.choices)
     kind = _kind(spec, default)
+    choices = None if spec.choices is None else \
+        ", ".join(f'"{c}"' if isinstance(c, str) else _num(c) for c in spec.choices)
+    if kind == "strings":
+        items = f"of {choices}" if choices else "of non-empty strings" if spec.nonempty else "of strings"
+        many = {0: "a list", 1: "a non-empty list"}.get(spec.min_items, f"a list of at least {spec.min_items}")
+        return f"{many} {items}" if spec.min_items < 2 else f"{many} {items[3:]}"
+    if choices is not None:
+        return "one of " + choices
+    if spec.nested is not None:
+        return "a table"
     text = {"bool": "true or false", "int": "an integer", "float": "a number", "size": "a size (e.g. 2MiB)",
             "str": "a non-empty string" if spec.nonempty else "a string",
-            "strings": "a non-empty list of non-empty strings" if spec.nonempty else "a list of strings",
             "table": "a table", None: "a value"}[kind]
     return text + (_range(spec) if kind in ("int", "float", "size") else "")
 
@@ -185,15 +199,20 @@ def _value(spec: Spec, default, value):
             raise Invalid(want)
     elif kind == "strings":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value) \
-                or (spec.nonempty and (not value or not all(v.strip() for v in value))):
+                or (spec.nonempty and not all(v.strip() for v in value)) or len(value) < spec.min_items \
+                or (spec.choices is not None and not set(value) <= set(spec.choices)):
             raise Invalid(want)
-        value = tuple(value)
+        return _parsed(spec, tuple(value))
     elif kind == "table":
         if not isinstance(value, dict):
             raise Invalid(want)
         value = dict(value)
     if spec.choices is not None and value not in spec.choices:
         raise Invalid(want)
+    return _parsed(spec, value)
+
+
+def _parsed(spec: Spec, value):
     if spec.parse is not None:
         try:
             value = spec.parse(value)
@@ -222,6 +241,8 @@ def load(cls, table, where: str, defaults: dict | None = None):
         if key in table:
             try:
                 kw[key] = _value(spec, default, table[key])
+                if spec.nested is not None:
+                    kw[key] = load(spec.nested, kw[key], _sub(where, key))
             except Invalid as exc:
                 raise SettingsError(where, exc.key or key, exc.problem) from None
         elif spec.required and kw.get(key) is None:
@@ -236,11 +257,21 @@ def load(cls, table, where: str, defaults: dict | None = None):
     return obj
 
 
-def describe(cls) -> list[tuple[str, str, str, str]]:
-    """``(key, expected, default, doc)`` for every declared key: the rows of the docs' settings tables."""
+def _sub(where: str, key: str) -> str:
+    """The name of a sub-table: ``[modules.researcher]`` + ``fetch`` -> ``[modules.researcher.fetch]``."""
+    return f"{where[:-1]}.{key}]" if where.endswith("]") else f"{where}.{key}"
+
+
+def describe(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(key, expected, default, doc)`` for every declared key (a nested table's keys as
+    ``table.key``): the rows of the docs' settings tables."""
     rows = []
     for key, (spec, default) in specs(cls).items():
-        rows.append((key, expected(spec, default), "required" if spec.required else _show(default), spec.doc))
+        if spec.nested is not None:
+            rows += describe(spec.nested, f"{prefix}{key}.")
+            continue
+        rows.append((prefix + key, expected(spec, default), "required" if spec.required else _show(default),
+                     spec.doc))
     return rows
 
 
@@ -257,3 +288,11 @@ def _show(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
     return _num(value)
+
+
+def module_settings(cls, config, module: str):
+    """A research module's ``[modules.NAME]`` table of ``config`` (``Config.modules``; the defaults when
+    there is none) as ``cls``: every module's ``load_settings``. Errors name the file when it is known."""
+    table = (getattr(config, "modules", None) or {}).get(module) or {}
+    path = getattr(config, "path", None)
+    return load(cls, dict(table), f"{path}: [modules.{module}]" if path else f"[modules.{module}]")

@@ -105,3 +105,44 @@ def test_describe_gives_every_key_with_its_expectation_default_and_doc():
     assert rows["count"] == ("an integer ≥ 1", "3", "how many")
     assert rows["enabled"][1] == "false" and rows["name"][1] == '"x"' and rows["accounts"][1] == "[]"
     assert rows["span"][0] == "a pair [low, high]" and rows["url"][1] == "required"
+
+
+@dataclass(frozen=True)
+class Inner:
+    tries: int = setting(3, "attempts", lo=1)
+
+
+@dataclass(frozen=True)
+class Outer:
+    modes: tuple = setting(("standard",), "modes", choices=("standard", "deep"), min_items=1)
+    names: tuple = setting(("a", "b"), "names", nonempty=True, min_items=2)
+    inner: Inner = setting(doc="a sub-table", nested=Inner)
+
+
+def test_lists_of_choices_and_nested_tables():
+    s = load(Outer, {"modes": ["deep"], "inner": {"tries": 5}}, W)
+    assert s.modes == ("deep",) and s.names == ("a", "b") and s.inner == Inner(5) and load(Outer, {}, W).inner == Inner()
+    for key, value, text in (
+            ("modes", [], 'modes: expected a non-empty list of "standard", "deep", got []'),
+            ("modes", ["turbo"], "modes: expected a non-empty list of \"standard\", \"deep\", got ['turbo']"),
+            ("names", ["a"], "names: expected a list of at least 2 non-empty strings, got ['a']"),
+            ("names", ["a", ""], "names: expected a list of at least 2 non-empty strings, got ['a', '']")):
+        with pytest.raises(SettingsError) as exc:
+            load(Outer, {key: value}, W)
+        assert str(exc.value) == f"{W} {text}"
+    with pytest.raises(SettingsError) as exc:
+        load(Outer, {"inner": {"tries": 0}}, W)
+    assert str(exc.value) == "[modules.demo.inner] tries: expected an integer ≥ 1, got 0"
+    with pytest.raises(SettingsError, match=r"^\[modules.demo\] inner: expected a table, got 3$"):
+        load(Outer, {"inner": 3}, W)
+    assert [row[0] for row in describe(Outer)] == ["modes", "names", "inner.tries"]
+
+
+def test_module_settings_reads_the_modules_table_and_names_the_file():
+    from types import SimpleNamespace
+    from shared.settings import module_settings
+    assert module_settings(Inner, SimpleNamespace(path=None, modules={}), "demo") == Inner()
+    cfg = SimpleNamespace(path="/etc/fano.toml", modules={"demo": {"tries": 2}})
+    assert module_settings(Inner, cfg, "demo") == Inner(2)
+    with pytest.raises(SettingsError, match=r"^/etc/fano.toml: \[modules.demo\] tries: expected"):
+        module_settings(Inner, SimpleNamespace(path="/etc/fano.toml", modules={"demo": {"tries": 0}}), "demo")
