@@ -225,7 +225,7 @@ class OpenAIProvider(Provider):
 
     def __init__(self, account: str, settings: dict, clock, data_dir):
         super().__init__(account, settings, clock, data_dir)
-        self.config = parse_settings(settings or {})
+        self.config = parse_settings(settings or {}, f"[accounts.{account}]")
         self.keys = KeySource(account, "openai", settings, required=False)
         try:
             self.key = self.keys.current()     # ConfigError if misplaced; a key file is read again per request
