@@ -72,15 +72,17 @@ class Spec:
     parse: Callable[[Any], Any] | None = None
     expected: str | None = None    # the "expected ..." text of a parse-checked key, for errors and docs
     required: bool = False
+    shown: str | None = None       # the docs' default column, when the default comes from elsewhere
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, kind: str | None = None,
             lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
             choices=None, nonempty: bool = False, min_items: int = 0, nested: type | None = None,
-            parse: Callable[[Any], Any] | None = None, expected: str | None = None, required: bool = False):
+            parse: Callable[[Any], Any] | None = None, expected: str | None = None, required: bool = False,
+            shown: str | None = None):
     """A dataclass field that is a settings key. A mutable default (dict, list) is copied per object;
     ``required`` keys have no default (give one to :func:`load` through ``defaults`` when it depends on
-    something else, e.g. a site file). For ``strings``, ``choices`` applies to each item. ``nested``: the
+    something else, e.g. a site file; ``shown`` then says where it comes from in the docs). For ``strings``, ``choices`` applies to each item. ``nested``: the
     key is a sub-table validated as that settings class (its default is that class's defaults)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown setting kind {kind!r} (known: {', '.join(KINDS)})")
@@ -89,7 +91,7 @@ def setting(default: Any = dataclasses.MISSING, doc: str = "", *, kind: str | No
     if nested is not None:
         kind, default = "table", dataclasses.MISSING
     spec = Spec(doc, kind, lo, hi, lo_open, hi_open, tuple(choices) if choices is not None else None, nonempty,
-                min_items, nested, parse, expected, required)
+                min_items, nested, parse, expected, required, shown)
     meta = {_META: spec}
     if nested is not None:
         return dataclasses.field(default_factory=nested, metadata=meta)
@@ -270,8 +272,8 @@ def describe(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
         if spec.nested is not None:
             rows += describe(spec.nested, f"{prefix}{key}.")
             continue
-        rows.append((prefix + key, expected(spec, default), "required" if spec.required else _show(default),
-                     spec.doc))
+        shown = spec.shown or ("required" if spec.required else _show(default))
+        rows.append((prefix + key, expected(spec, default), shown, spec.doc))
     return rows
 
 
