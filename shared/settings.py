@@ -20,7 +20,8 @@ Unknown keys are errors, as everywhere in the configuration: a typo in ``enabled
 :class:`Invalid` naming the key; a ``parse`` function raises :class:`Invalid` (or ``ValueError``) with
 the "expected ..." text, and the loader adds the table and the key.
 
-Kinds (``kind=``; by default the kind of the default value): ``bool``, ``int`` (an integer: a float is
+Kinds (``kind=``; by default the kind of the default value, except for a key with a ``parse`` function,
+which is checked for a kind only when one is given): ``bool``, ``int`` (an integer: a float is
 refused, not truncated), ``float`` (any finite number, stored as a float), ``str``, ``strings`` (a list
 of strings, stored as a tuple), ``size`` (bytes: ``2097152`` or ``"2MiB"``), ``table`` (a TOML table,
 stored as a dict; give ``parse`` to check its entries). ``choices`` restricts any kind to a set of values.

@@ -203,7 +203,8 @@ class SimSettings:
     latency: dict = setting(DEFAULT_LATENCY, "world seconds per mode: {dist = lognormal|uniform|fixed|zero, ...}, "
                                              "a table per mode or one spec for every mode", parse=_latency,
                             expected="a latency spec or a table of mode = spec")
-    rate_limits: dict = setting({}, "mode -> list of provider-side quota windows (no reserves)", parse=_rate_limits)
+    rate_limits: dict = setting({}, "mode -> list of provider-side quota windows (no reserves)", kind="table",
+                                parse=_rate_limits, expected='a table of mode = windows, e.g. {deep = ["20/day"]}')
     timeout: object = setting(None, "world seconds the worker lets one request run before cancelling it; default "
                                     f"per mode {TIMEOUT_FACTOR:g} x the slowest latency, at least {TIMEOUT_MIN:g}",
                               parse=_timeout, expected="a number of seconds or a table of mode = seconds")
@@ -218,7 +219,8 @@ class SimSettings:
     auth_fail: bool = setting(False, "every request: auth error, never reaches the provider")
     sloppy_rate: float = _rate("answers with format deviations a tolerant parser must accept", 0.05)
     garbage_rate: float = _rate("answers with none of the kind's tags")
-    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts", parse=_reviews)
+    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts", kind="table",
+                            parse=_reviews, expected="a table with keys among good, bad, agree, persuade")
     fsync: bool = setting(False, "fsync each log record (power-loss durability; kill -9 needs none)")
     modes: tuple = setting(MODES, "the account's modes", choices=MODES)
 

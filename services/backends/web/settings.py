@@ -136,7 +136,8 @@ class WebKeys:
     timeout: dict = setting(dict(DEFAULT_TIMEOUTS), "seconds per mode before the turn is left to reconcile "
                                                     "(a number applies to every mode)", parse=_timeout,
                             expected="seconds or a table {standard = s, deep = s}")
-    mode_labels: dict = setting({}, "the UI's name of each mode, when the site renames it", parse=_labels)
+    mode_labels: dict = setting({}, "the UI's name of each mode, when the site renames it", kind="table",
+                                parse=_labels, expected='a table {standard = "...", deep = "..."} of non-empty strings')
     bar_confirm_polls: int = setting(3, "completion gate: polls the reply must look finished", lo=1, hi=100)
     min_stable: float = setting(1.2, "seconds the reply must stay unchanged", lo=0, hi=600)
     ready_timeout: float = _seconds(30.0, "seconds for the page/composer to show", hi=600)
@@ -150,7 +151,7 @@ class WebKeys:
     reconcile_timeout: float | None = _seconds(None, "seconds reconcile waits for a reply still generating "
                                                      "(default: the mode's timeout)")
     login_timeout: float = _seconds(900.0, "seconds fanoctl backends login waits for a signed-in page")
-    launch_args: tuple = setting(DEFAULT_LAUNCH_ARGS, "browser flags", parse=_launch_args,
+    launch_args: tuple = setting(DEFAULT_LAUNCH_ARGS, "browser flags", kind="strings", parse=_launch_args,
                                  expected="a list of --flags")
     modes: tuple = setting(("standard",), "the account's modes", choices=MODES, min_items=1)
 

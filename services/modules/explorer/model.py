@@ -292,7 +292,7 @@ class ExplorerSettings:
     max_final_insights: int = setting(10, "insights the consolidation keeps", lo=0)
     explore_accounts: tuple = setting((), "accounts allowed to explore; empty = all", nonempty=True)
     critique_weights: dict = setting({}, "account -> weight for critiques; empty = any but the explorer's",
-                                     parse=_weights, expected="a table of account = weight (a number ≥ 0)")
+                                     kind="table", parse=_weights, expected="a table of account = weight (a number ≥ 0)")
     panel_accounts: tuple = setting((), "extraction panel and reviewers; empty = all configured accounts",
                                     nonempty=True)
     reviewers: int = setting(3, "reviewers on a review panel", lo=0)
@@ -313,7 +313,7 @@ class ExplorerSettings:
     deep: dict = setting({"explore": ["deep", True], "synthesis": ["deep", True], "review2": ["deep", False],
                           "review3": ["deep", False]},
                          "per step: [mode, fallback], the mode asked for and whether it may run in standard "
-                         "mode when no deep quota is free", parse=_deep,
+                         "mode when no deep quota is free", kind="table", parse=_deep,
                          expected='a table of step = [mode, fallback], e.g. {synthesis = ["deep", true]}')
 
     def deep_for(self, step: str) -> tuple[str, bool]:

@@ -72,7 +72,7 @@ class Settings:
                                           "one (below 0.35 every text is alike)", lo=0.35, hi=1)
     sources: tuple = setting((), "URLs to research from the start (origin config)")
     trusted_domains: dict = setting({}, "domain -> listed score 0-100, added to (or overriding) the defaults",
-                                    parse=_scores, expected="a table of domain = score (0-100)")
+                                    kind="table", parse=_scores, expected="a table of domain = score (0-100)")
     replace_trusted: bool = setting(False, "true: trusted_domains replaces the default allow-list")
     excluded_domains: tuple = setting((), "never fetched, trust 0")
     trust_min: float = setting(50.0, "sources below are ignored", lo=0)
