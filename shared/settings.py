@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.config import ConfigError, parse_size
 
@@ -83,8 +84,9 @@ def setting(default: Any = dataclasses.MISSING, doc: str = "", *, kind: str | No
             shown: str | None = None):
     """A dataclass field that is a settings key. A mutable default (dict, list) is copied per object;
     ``required`` keys have no default (give one to :func:`load` through ``defaults`` when it depends on
-    something else, e.g. a site file; ``shown`` then says where it comes from in the docs). For ``strings``, ``choices`` applies to each item. ``nested``: the
-    key is a sub-table validated as that settings class (its default is that class's defaults)."""
+    something else, e.g. a site file; ``shown`` then says where it comes from in the docs). For
+    ``strings``, ``choices`` applies to each item. ``nested``: the key is a sub-table validated as that
+    settings class (its default is that class's defaults)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown setting kind {kind!r} (known: {', '.join(KINDS)})")
     if required and kind is None and parse is None:

@@ -141,6 +141,7 @@ def test_lists_of_choices_and_nested_tables():
 
 def test_module_settings_reads_the_modules_table_and_names_the_file():
     from types import SimpleNamespace
+
     from shared.settings import module_settings
     assert module_settings(Inner, SimpleNamespace(path=None, modules={}), "demo") == Inner()
     cfg = SimpleNamespace(path="/etc/fano.toml", modules={"demo": {"tries": 2}})

@@ -16,7 +16,7 @@ def test_the_doc_lists_every_declared_key_and_is_up_to_date():
     text = settings_doc.DOC.read_text()
     for table, target in settings_doc.TABLES.items():
         section = text.split(f"## `{table}`", 1)[1].split("\n## ", 1)[0]
-        for key, want, default, doc in describe(settings_doc.settings_class(target)):
+        for key, _want, _default, _doc in describe(settings_doc.settings_class(target)):
             assert f"| `{key}` |" in section, (table, key)
     assert text == settings_doc.render(), "docs/configuration.md is out of date: run python -m ops.settings_doc"
     assert settings_doc.main(["--check"]) == 0

@@ -292,7 +292,8 @@ class ExplorerSettings:
     max_final_insights: int = setting(10, "insights the consolidation keeps", lo=0)
     explore_accounts: tuple = setting((), "accounts allowed to explore; empty = all", nonempty=True)
     critique_weights: dict = setting({}, "account -> weight for critiques; empty = any but the explorer's",
-                                     kind="table", parse=_weights, expected="a table of account = weight (a number ≥ 0)")
+                                     kind="table", parse=_weights,
+                                     expected="a table of account = weight (a number ≥ 0)")
     panel_accounts: tuple = setting((), "extraction panel and reviewers; empty = all configured accounts",
                                     nonempty=True)
     reviewers: int = setting(3, "reviewers on a review panel", lo=0)

@@ -1,8 +1,8 @@
 """The researcher's settings: ``[modules.researcher]`` in fano.toml (every key optional).
 
-``shared.config`` keeps each ``[modules.NAME]`` table raw (``Config.modules``); :class:`Settings` below declares
-this module's keys and :mod:`shared.settings` validates its table from the same file. Unknown keys are errors, as everywhere in the configuration (a typo in
-``auto_promote`` must not silently mean "off")::
+``shared.config`` keeps each ``[modules.NAME]`` table raw (``Config.modules``); :class:`Settings` below
+declares this module's keys and :mod:`shared.settings` validates its table from the same file. Unknown keys
+are errors, as everywhere in the configuration (a typo in ``auto_promote`` must not silently mean "off")::
 
     [modules.researcher]
     plan_interval = 5.0             # seconds between planning passes (also after every applied result)
