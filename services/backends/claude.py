@@ -1,6 +1,7 @@
 """``claude``: the Anthropic Messages API through the official ``anthropic`` SDK (DESIGN.md §7, §10).
 
-Settings (the ``[accounts.NAME]`` table; all optional)::
+Settings (the ``[accounts.NAME]`` table; all optional; each key declared once in :class:`ClaudeSettings` and
+validated by :mod:`shared.settings`)::
 
     [accounts.claude-main]
     backend = "claude"

@@ -6,7 +6,8 @@ design-card dependency, and its own retries and timeouts would fight the worker'
 retry). A request runs in a small daemon thread (:class:`_Call`) so that ``send`` can poll ``cancelled()``
 between chunks and close the connection at once, even while the server is still thinking.
 
-Settings (``[accounts.NAME]``, ``backend = "openai"``)::
+Settings (``[accounts.NAME]``, ``backend = "openai"``; each key declared once in
+:class:`services.backends.openai_wire.Keys` and validated by :mod:`shared.settings`)::
 
     base_url = "http://127.0.0.1:11434/v1"      # required; the server's OpenAI prefix
     model = "qwen3:8b"                          # or per mode: models = {standard = "...", deep = "..."}

@@ -6,7 +6,8 @@ latency per mode on the world clock, rate limits it enforces itself (and tells a
 (:mod:`services.backends.sim_log`) which it re-reads at start, so its limits and its memory of served
 turns survive worker restarts. Answers come from :mod:`services.backends.sim_answers`.
 
-Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optional)::
+Settings (the ``[accounts.NAME]`` table minus ``backend``; all optional; each key declared once in
+:class:`SimSettings` and validated by :mod:`shared.settings`)::
 
     seed = 7                       # int; all randomness derives from (seed, account, turn, attempt)
     latency = {standard = {dist = "lognormal", median = 2.0, sigma = 0.5},
