@@ -50,35 +50,67 @@ def format_size(n: int | float) -> str:
 MAX_MAP_CEILING = 1 << 40
 
 
+# shared/settings.py (the one settings validator) imports this module, so the sections below declare their
+# keys for it as field metadata (the same rules its ``setting()`` takes) instead of importing it here
+SETTING = "fano.setting"
+
+
+def _key(default, doc: str, **rules):
+    """A key of a ``[broker]`` / ``[scheduler]`` table: its default, doc line and rules (see
+    :func:`shared.settings.setting`)."""
+    meta = {SETTING: dict(doc=doc, **rules)}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _sizes_ok(cfg) -> None:
+    from shared.settings import Invalid
+
+    if cfg.headroom >= cfg.map_size:
+        raise Invalid(f"expected less than map_size ({format_size(cfg.map_size)}), got {format_size(cfg.headroom)}",
+                      key="headroom")
+    if cfg.map_ceiling < cfg.map_size:
+        raise Invalid(f"expected at least map_size ({format_size(cfg.map_size)}), got {format_size(cfg.map_ceiling)}",
+                      key="map_ceiling")
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    map_size: int = 1024**3           # the map at first start; it grows by itself up to map_ceiling
-    # kept free for running work (acks, completions, failures, cancels) once new work is refused, both in
-    # the map and as disk blocks allocated ahead of use in data.mdb (services/broker/capacity.py)
-    headroom: int = 32 * 1024**2
-    map_ceiling: int = 64 * 1024**3   # the map grows by itself (doubling) up to this, and what the disk allows
-    disk_reserve: int = 1024**3       # free disk space the broker leaves to everything else (logs, transcripts)
-    max_batch: int = 256              # requests folded into one group commit
-    lease_ttl: float = 60.0           # default lease length, seconds (monotonic)
-    max_lease_ttl: float = 3 * 3600.0
-    backoff_base: float = 5.0         # world seconds; doubled per attempt
-    backoff_max: float = 3600.0
-    default_max_attempts: int = 3
-    parked_key_window: float = 3600.0  # a key parked this recently is refused unless forced
-    request_log_ttl: float = 86400.0   # how long retried request ids are remembered
-    event_retention: int = 200_000     # events kept in the outbox
-    history_limit: int = 50            # transitions kept per task
-    # world seconds a task whose last turn has an unknown outcome waits for that account to reconcile it
-    # (e.g. the account's worker is frozen); then any account may take it (0 = wait for that account forever)
-    unknown_turn_hold: float = 1800.0
-    # provider refusals (transient, nothing sent: overload, 5xx) that do not burn an attempt, per task
-    max_refusals: int = 20
-    # world seconds after which an acked DONE/CANCELLED task is compacted (payload, result and history
-    # dropped, identity and key kept); 0 = keep every task whole forever. PARKED tasks are never compacted
-    task_retention: float = 14 * 86400.0
-    # world seconds after its last put that a module's working-data key (put with "working": true: an
-    # unusable answer, a finished job's scratch; docs/storage.md) is deleted; 0 = keep it forever
-    working_retention: float = 14 * 86400.0
+    """The ``[broker]`` table (validated by :func:`shared.settings.load`; README "Configuration")."""
+
+    map_size: int = _key(1024**3, "the map at first start; it grows by itself up to map_ceiling", kind="size", lo=1)
+    headroom: int = _key(32 * 1024**2, "kept free for running work (acks, completions, failures, cancels) once new "
+                                       "work is refused, in the map and as disk blocks allocated ahead of use in "
+                                       "data.mdb (services/broker/capacity.py)", kind="size", lo=0)
+    map_ceiling: int = _key(64 * 1024**3, "the map grows by itself (doubling) up to this, and to what the disk "
+                                          "allows", kind="size", lo=1, hi=MAX_MAP_CEILING)
+    disk_reserve: int = _key(1024**3, "free disk space the broker leaves to everything else (logs, transcripts)",
+                             kind="size", lo=0)
+    max_batch: int = _key(256, "requests folded into one group commit", lo=1)
+    lease_ttl: float = _key(60.0, "default lease length, seconds (monotonic)", lo=0)
+    max_lease_ttl: float = _key(3 * 3600.0, "the longest lease a worker may ask for, seconds", lo=0)
+    backoff_base: float = _key(5.0, "retry backoff, world seconds; doubled per attempt", lo=0)
+    backoff_max: float = _key(3600.0, "the longest retry backoff, world seconds", lo=0)
+    default_max_attempts: int = _key(3, "attempts of a task that does not say", lo=1)
+    parked_key_window: float = _key(3600.0, "a key parked this recently is refused unless forced (seconds)", lo=0)
+    request_log_ttl: float = _key(86400.0, "how long retried request ids are remembered (seconds)", lo=0)
+    event_retention: int = _key(200_000, "events kept in the outbox", lo=0)
+    history_limit: int = _key(50, "transitions kept per task", lo=0)
+    unknown_turn_hold: float = _key(1800.0, "world seconds a task whose last turn has an unknown outcome waits for "
+                                            "that account to reconcile it (e.g. its worker is frozen); then any "
+                                            "account may take it; 0 = wait for that account forever", lo=0)
+    max_refusals: int = _key(20, "provider refusals (transient, nothing sent: overload, 5xx) that do not burn an "
+                                 "attempt, per task", lo=0)
+    task_retention: float = _key(14 * 86400.0, "world seconds after which an acked DONE/CANCELLED task is compacted "
+                                               "(payload, result and history dropped, identity and key kept); "
+                                               "0 = keep every task whole forever; PARKED tasks are never compacted",
+                                 lo=0)
+    working_retention: float = _key(14 * 86400.0, "world seconds after its last put that a module's working-data key "
+                                                  "(docs/storage.md) is deleted; 0 = keep it forever", lo=0)
+
+    def check(self) -> None:
+        _sizes_ok(self)
 
 
 # DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
@@ -97,27 +129,35 @@ DEFAULT_BASE_PRIORITIES = {
 }
 
 
+def _with_default_priorities(table: dict) -> dict:
+    return {**DEFAULT_BASE_PRIORITIES, **table}
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """Dynamic priority = base(kind) + module weight + min(aging_cap, aging_per_hour * hours waiting)
-    + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first."""
+    + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first.
+    The ``[scheduler]`` table (validated by :func:`shared.settings.load`)."""
 
-    base_priorities: dict = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
-    default_base: int = 50
-    module_weights: dict = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
-    aging_per_hour: float = 2.0
-    aging_cap: float = 20.0
-    seed_weight: float = 10.0
-    # module -> [[waiting_tasks_threshold, boost], ...]: e.g. documenter +15 above 10 waiting, +30 above 20
-    # module -> [[queued tasks, boost], ...]; none by default: the documenter boosts its own tasks by the
-    # blessed insights waiting (its queue never holds more than a handful), see its settings
-    backlog_boosts: dict = field(default_factory=dict)
-    lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
-    assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
-    # world seconds a conversation turn waits while the account holding its conversation cannot run it
-    # (quota window used up, cooling down, paused, offline) before another account it allows may continue
-    # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
-    conversation_handoff: float = 900.0
+    base_priorities: dict = _key(DEFAULT_BASE_PRIORITIES, "base priority by task kind (the part after the module's "
+                                                          "dot, or the whole kind); the table given is laid over "
+                                                          "these defaults", kind="table",
+                                 parse=_with_default_priorities)
+    default_base: int = _key(50, "the base priority of a kind the table does not name")
+    module_weights: dict = _key({}, "module -> additive weight (run-time adjustable: fanoctl modules weights)")
+    aging_per_hour: float = _key(2.0, "priority gained per hour waiting ...", lo=0)
+    aging_cap: float = _key(20.0, "... up to this", lo=0)
+    seed_weight: float = _key(10.0, "priority per point of attrs.seed_priority", lo=0)
+    # none by default: the documenter boosts its own tasks by the blessed insights waiting (its queue never
+    # holds more than a handful), see its settings
+    backlog_boosts: dict = _key({}, "module -> [[queued tasks, boost], ...]: e.g. +15 above 10 queued")
+    lease_ttl: float = _key(60.0, "what the scheduler asks workers to lease for; they renew at ttl/3", lo=0)
+    assign_timeout: float = _key(10.0, "an assignment the worker neither leased nor declined is retried after this",
+                                 lo=0)
+    conversation_handoff: float = _key(900.0, "world seconds a conversation turn waits while the account holding its "
+                                              "conversation cannot run it (quota used up, cooling down, paused, "
+                                              "offline) before another account it allows may continue the "
+                                              "conversation (services/broker/ops_handoff.py); 0 = never", lo=0)
 
 
 @dataclass(frozen=True)
@@ -239,51 +279,11 @@ def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
     return sec
 
 
-def _broker(sec: dict, where: str) -> BrokerConfig:
-    kw = {}
-    defaults = BrokerConfig()
-    for key, value in sec.items():
-        if key in ("map_size", "headroom", "map_ceiling", "disk_reserve"):
-            try:
-                kw[key] = parse_size(value)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: broker.{key}: {exc}") from None
-        else:
-            want = type(getattr(defaults, key))
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}: broker.{key} must be a number")
-            kw[key] = want(value)
-    cfg = BrokerConfig(**kw)
-    if cfg.headroom >= cfg.map_size:
-        raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
-    if cfg.working_retention < 0:
-        raise ConfigError(f"{where}: broker.working_retention must be >= 0 seconds (0 = keep forever)")
-    if cfg.map_ceiling < cfg.map_size:
-        raise ConfigError(f"{where}: broker.map_ceiling ({format_size(cfg.map_ceiling)}) must not be below "
-                          f"broker.map_size ({format_size(cfg.map_size)})")
-    if cfg.map_ceiling > MAX_MAP_CEILING:
-        raise ConfigError(f"{where}: broker.map_ceiling must be at most {format_size(MAX_MAP_CEILING)}")
-    return cfg
+def _table(cls, data: dict, name: str, where: str):
+    """The ``[name]`` section of the file as ``cls`` (its keys declared with :func:`_key`)."""
+    from shared.settings import load   # here: shared/settings.py imports this module
 
-
-def _scheduler(sec: dict, where: str) -> SchedulerConfig:
-    defaults = SchedulerConfig()
-    kw = {}
-    for key, value in sec.items():
-        want = type(getattr(defaults, key))
-        if want is dict:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: scheduler.{key} must be a table")
-            if key == "base_priorities":
-                value = {**DEFAULT_BASE_PRIORITIES, **value}
-            kw[key] = dict(value)
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: scheduler.{key} must be a number")
-        else:
-            kw[key] = want(value)
-    if kw.get("conversation_handoff", 0.0) < 0:
-        raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
-    return SchedulerConfig(**kw)
+    return load(cls, data.get(name, {}), f"{where}: [{name}]")
 
 
 def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
@@ -429,8 +429,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     def resolve(key: str, default: str) -> Path:
         return _resolve_path(cfg_path, paths, key, default)
 
-    broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
-    scheduler = _scheduler(_section(data, "scheduler", set(SchedulerConfig.__dataclass_fields__), where), where)
+    broker = _table(BrokerConfig, data, "broker", where)
+    scheduler = _table(SchedulerConfig, data, "scheduler", where)
     cfg = Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
                  accounts=_accounts(data, where), modules=_modules(data, where))

@@ -33,9 +33,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from shared.config import ConfigError, parse_size
+from shared.config import SETTING as _META
+from shared.config import ConfigError, format_size, parse_size
 
-_META = "fano.setting"
 KINDS = ("bool", "int", "float", "str", "strings", "size", "table")
 
 
@@ -112,6 +112,8 @@ def specs(cls) -> dict[str, tuple[Spec, Any]]:
         spec = f.metadata.get(_META)
         if spec is None:
             continue
+        if isinstance(spec, dict):   # declared as metadata (shared/config.py's sections: see its _key)
+            spec = Spec(**spec)
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -138,14 +140,14 @@ def _num(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def _range(spec: Spec) -> str:
+def _range(spec: Spec, show: Callable[[Any], str] = _num) -> str:
     lo, hi = spec.lo, spec.hi
     if lo is not None and hi is not None:
-        return f" in {'(' if spec.lo_open else '['}{_num(lo)}, {_num(hi)}{')' if spec.hi_open else ']'}"
+        return f" in {'(' if spec.lo_open else '['}{show(lo)}, {show(hi)}{')' if spec.hi_open else ']'}"
     if lo is not None:
-        return f" {'>' if spec.lo_open else '≥'} {_num(lo)}"
+        return f" {'>' if spec.lo_open else '≥'} {show(lo)}"
     if hi is not None:
-        return f" {'<' if spec.hi_open else '≤'} {_num(hi)}"
+        return f" {'<' if spec.hi_open else '≤'} {show(hi)}"
     return ""
 
 
@@ -167,7 +169,9 @@ def expected(spec: Spec, default=None) -> str:
     text = {"bool": "true or false", "int": "an integer", "float": "a number", "size": "a size (e.g. 2MiB)",
             "str": "a non-empty string" if spec.nonempty else "a string",
             "table": "a table", None: "a value"}[kind]
-    return text + (_range(spec) if kind in ("int", "float", "size") else "")
+    if kind == "size":
+        return text + _range(spec, format_size)
+    return text + (_range(spec) if kind in ("int", "float") else "")
 
 
 def _in_range(spec: Spec, x) -> bool:
@@ -275,7 +279,8 @@ def describe(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
         if spec.nested is not None:
             rows += describe(spec.nested, f"{prefix}{key}.")
             continue
-        shown = spec.shown or ("required" if spec.required else _show(default))
+        shown = spec.shown or ("required" if spec.required else
+                               format_size(default) if _kind(spec, default) == "size" else _show(default))
         rows.append((prefix + key, expected(spec, default), shown, spec.doc))
     return rows
 

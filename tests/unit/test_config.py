@@ -37,7 +37,7 @@ def test_defaults_and_relative_paths(tmp_path):
     ("[broker]\nmap_size = '1MiB'\nheadroom = '2MiB'\n", "headroom"),
     ("[broker]\nmap_size = '2GiB'\nmap_ceiling = '1GiB'\n", "map_ceiling"),
     ("[broker]\nmap_ceiling = '2TiB'\n", "map_ceiling"),
-    ("[broker]\ndisk_reserve = 'lots'\n", "broker.disk_reserve: not a size"),
+    ("[broker]\ndisk_reserve = 'lots'\n", "[broker] disk_reserve: expected a size (e.g. 2MiB) ≥ 0 B, got 'lots'"),
     ('[quotas.acct.deep]\nwindows = ["20/fortnight"]\n', "quotas.acct.deep"),
     ('[quotas.acct.deep]\nlimit = 5\n', "windows"),
     ("not toml = = =", "fano.toml"),

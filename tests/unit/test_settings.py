@@ -71,8 +71,8 @@ def test_values_are_converted_to_their_kind():
     ("accounts", "a", "accounts: expected a list of strings, got 'a'"),
     ("accounts", ["a", 1], "accounts: expected a list of strings, got ['a', 1]"),
     ("effort", "max", "effort: expected one of \"low\", \"high\", got 'max'"),
-    ("limit", "lots", "limit: expected a size (e.g. 2MiB) ≤ 1048576, got 'lots'"),
-    ("limit", "2MiB", "limit: expected a size (e.g. 2MiB) ≤ 1048576, got '2MiB'"),
+    ("limit", "lots", "limit: expected a size (e.g. 2MiB) ≤ 1.0 MiB, got 'lots'"),
+    ("limit", "2MiB", "limit: expected a size (e.g. 2MiB) ≤ 1.0 MiB, got '2MiB'"),
     ("weights", [1], "weights: expected a table, got [1]"),
     ("span", 3, "span: expected a pair [low, high], got 3"),
     ("span", [5, 4], "span: low (5) must not exceed high (4)"),               # a check across values
