@@ -113,7 +113,7 @@ class BrokerConfig:
         _sizes_ok(self)
 
 
-# DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
+# docs/research.md § Default priorities: base priority by task kind (the part after the module's dot, or the whole kind)
 DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
@@ -124,7 +124,7 @@ DEFAULT_BASE_PRIORITIES = {
     # module weights and backlog boosts of a few tens)
     "ask": 1000,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
-    # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
+    # the documenter's incorporation steps (55, like incorporate_insight)
     "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
 }
 
@@ -158,6 +158,9 @@ class SchedulerConfig:
                                               "conversation cannot run it (quota used up, cooling down, paused, "
                                               "offline) before another account it allows may continue the "
                                               "conversation (services/broker/ops_handoff.py); 0 = never", lo=0)
+    responsive_accounts: int = _key(1, "accounts kept out of deep turns while they have standard work, so that a "
+                                       "comment or a short step never waits for a deep turn to end "
+                                       "(services/scheduler/responsive.py); 0 = every account may be in one", lo=0)
 
 
 @dataclass(frozen=True)

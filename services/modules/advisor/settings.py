@@ -2,7 +2,7 @@
 :class:`Settings` below, validated by :mod:`shared.settings`; defaults shown)::
 
     [modules.advisor]
-    enabled = false                 # off by default (DOMAIN.md): the program runs but proposes nothing
+    enabled = false                 # off by default (docs/research.md § Advisor): the program runs but proposes nothing
     auto_apply = false              # true: set the proposed weights in the scheduler; false: only record them
     max_share = 0.05                # the advisor's tasks are at most this share of all tasks (<= 0.05)
     interval = 1800.0               # world seconds between two looks at the backlogs
@@ -26,7 +26,8 @@ MODULE = "advisor"
 
 @dataclass(frozen=True)
 class Settings:
-    enabled: bool = setting(False, "off by default (DOMAIN.md): the program runs but proposes nothing")
+    enabled: bool = setting(False, "off by default (docs/research.md § Advisor): the program runs but proposes "
+                                          "nothing")
     auto_apply: bool = setting(False, "true: set the proposed weights in the scheduler; false: only record them")
     max_share: float = setting(0.05, "the advisor's tasks are at most this share of all tasks (at most 5%)",
                                lo=0, lo_open=True, hi=0.05)

@@ -240,8 +240,8 @@ def _deep(table: dict) -> dict:
 
 @dataclass(frozen=True)
 class ExplorerSettings:
-    """Explorer knobs (DOMAIN.md defaults): the ``[modules.explorer]`` table of fano.toml, each key declared
-    once below (default, doc line, what it takes; :mod:`shared.settings` validates it).
+    """Explorer knobs (docs/research.md § Explorer settings): the ``[modules.explorer]`` table of fano.toml,
+    each key declared once below (default, doc line, what it takes; :mod:`shared.settings` validates it).
 
     ``deep``: per kind, ``[mode, fallback]``: the mode asked for and whether the kind may run in standard
     mode when no deep quota is free (an explicit, recorded choice: never a silent downgrade). Explore
