@@ -148,3 +148,23 @@ def test_module_settings_reads_the_modules_table_and_names_the_file():
     assert module_settings(Inner, cfg, "demo") == Inner(2)
     with pytest.raises(SettingsError, match=r"^/etc/fano.toml: \[modules.demo\] tries: expected"):
         module_settings(Inner, SimpleNamespace(path="/etc/fano.toml", modules={"demo": {"tries": 0}}), "demo")
+
+
+def test_the_config_files_own_sections_use_the_same_validator(tmp_path):
+    from shared.config import DEFAULT_BASE_PRIORITIES, load_config
+    path = tmp_path / "fano.toml"
+    for text, error in (
+            ("[broker]\nmax_batch = 0\n", "[broker] max_batch: expected an integer ≥ 1, got 0"),
+            ("[broker]\nmax_batch = 2.5\n", "[broker] max_batch: expected an integer ≥ 1, got 2.5"),
+            ("[broker]\nmap_size = '1MiB'\nheadroom = '2MiB'\n",
+             "[broker] headroom: expected less than map_size (1.0 MiB), got 2.0 MiB"),
+            ("[scheduler]\naging_cap = -1\n", "[scheduler] aging_cap: expected a number ≥ 0, got -1"),
+            ("[scheduler]\nmodule_weights = 3\n", "[scheduler] module_weights: expected a table, got 3")):
+        path.write_text(text)
+        with pytest.raises(SettingsError) as exc:
+            load_config(path)
+        assert str(exc.value) == f"{path}: {error}"
+    path.write_text("[scheduler]\nbase_priorities = { explore = 99 }\n[broker]\nmap_size = '2GiB'\n")
+    cfg = load_config(path)
+    assert cfg.scheduler.base_priorities == {**DEFAULT_BASE_PRIORITIES, "explore": 99}
+    assert cfg.broker.map_size == 2 * 1024**3 and cfg.broker.lease_ttl == 60.0
