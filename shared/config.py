@@ -11,6 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
@@ -53,9 +54,10 @@ MAX_MAP_CEILING = 1 << 40
 # shared/settings.py (the one settings validator) imports this module, so the sections below declare their
 # keys for it as field metadata (the same rules its ``setting()`` takes) instead of importing it here
 SETTING = "fano.setting"
+T = TypeVar("T")
 
 
-def _key(default, doc: str, **rules):
+def _key(default: Any, doc: str, **rules: Any) -> Any:
     """A key of a ``[broker]`` / ``[scheduler]`` table: its default, doc line and rules (see
     :func:`shared.settings.setting`)."""
     meta = {SETTING: dict(doc=doc, **rules)}
@@ -64,7 +66,7 @@ def _key(default, doc: str, **rules):
     return field(default=default, metadata=meta)
 
 
-def _sizes_ok(cfg) -> None:
+def _sizes_ok(cfg: BrokerConfig) -> None:
     from shared.settings import Invalid
 
     if cfg.headroom >= cfg.map_size:
@@ -129,7 +131,7 @@ DEFAULT_BASE_PRIORITIES = {
 }
 
 
-def _with_default_priorities(table: dict) -> dict:
+def _with_default_priorities(table: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULT_BASE_PRIORITIES, **table}
 
 
@@ -139,18 +141,18 @@ class SchedulerConfig:
     + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first.
     The ``[scheduler]`` table (validated by :func:`shared.settings.load`)."""
 
-    base_priorities: dict = _key(DEFAULT_BASE_PRIORITIES, "base priority by task kind (the part after the module's "
-                                                          "dot, or the whole kind); the table given is laid over "
-                                                          "these defaults", kind="table",
-                                 parse=_with_default_priorities)
+    base_priorities: dict[str, Any] = _key(DEFAULT_BASE_PRIORITIES, "base priority by task kind (the part after the "
+                                           "module's dot, or the whole kind); the table given is laid over these "
+                                           "defaults", kind="table", parse=_with_default_priorities)
     default_base: int = _key(50, "the base priority of a kind the table does not name")
-    module_weights: dict = _key({}, "module -> additive weight (run-time adjustable: fanoctl modules weights)")
+    module_weights: dict[str, Any] = _key({}, "module -> additive weight (run-time adjustable: fanoctl modules "
+                                              "weights)")
     aging_per_hour: float = _key(2.0, "priority gained per hour waiting ...", lo=0)
     aging_cap: float = _key(20.0, "... up to this", lo=0)
     seed_weight: float = _key(10.0, "priority per point of attrs.seed_priority", lo=0)
     # none by default: the documenter boosts its own tasks by the blessed insights waiting (its queue never
     # holds more than a handful), see its settings
-    backlog_boosts: dict = _key({}, "module -> [[queued tasks, boost], ...]: e.g. +15 above 10 queued")
+    backlog_boosts: dict[str, Any] = _key({}, "module -> [[queued tasks, boost], ...]: e.g. +15 above 10 queued")
     lease_ttl: float = _key(60.0, "what the scheduler asks workers to lease for; they renew at ttl/3", lo=0)
     assign_timeout: float = _key(10.0, "an assignment the worker neither leased nor declined is retried after this",
                                  lo=0)
@@ -282,9 +284,9 @@ def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
     return sec
 
 
-def _table(cls, data: dict, name: str, where: str):
+def _table(cls: type[T], data: dict[str, Any], name: str, where: str) -> T:
     """The ``[name]`` section of the file as ``cls`` (its keys declared with :func:`_key`)."""
-    from shared.settings import load   # here: shared/settings.py imports this module
+    from shared.settings import load  # here: shared/settings.py imports this module
 
     return load(cls, data.get(name, {}), f"{where}: [{name}]")
 

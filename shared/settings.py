@@ -33,20 +33,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from shared.config import SETTING as _META
 from shared.config import ConfigError, format_size, parse_size
 
 KINDS = ("bool", "int", "float", "str", "strings", "size", "table")
+T = TypeVar("T")
 
 
 class SettingsError(ConfigError):
     """A settings table that cannot be used. ``where`` is the table (``[modules.explorer]``, with the
     file in front when known), ``key`` the offending key (None: the table itself)."""
 
-    def __init__(self, where: str, key: str | None, problem: str):
+    def __init__(self, where: str, key: str | None, problem: str) -> None:
         self.where, self.key, self.problem = where, key, problem
         super().__init__(f"{where} {key}: {problem}" if key else f"{where}: {problem}")
 
@@ -55,7 +56,7 @@ class Invalid(ValueError):
     """Raised by a ``parse`` function (the problem, e.g. ``expected a table {low, high}, got 3``) or by a
     class's ``check`` (with ``key``): :func:`load` turns it into a :class:`SettingsError`."""
 
-    def __init__(self, problem: str, key: str | None = None):
+    def __init__(self, problem: str, key: str | None = None) -> None:
         super().__init__(problem)
         self.problem, self.key = problem, key
 
@@ -70,7 +71,7 @@ class Spec:
     hi: float | None = None
     lo_open: bool = False          # lo itself is refused (> lo)
     hi_open: bool = False
-    choices: tuple | None = None
+    choices: tuple[Any, ...] | None = None
     nonempty: bool = False         # str: not blank; strings: no blank item
     min_items: int = 0             # strings: at least this many items
     nested: type | None = None     # table: a settings class of its own (``[modules.researcher.fetch]``)
@@ -82,9 +83,9 @@ class Spec:
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, kind: str | None = None,
             lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-            choices=None, nonempty: bool = False, min_items: int = 0, nested: type | None = None,
-            parse: Callable[[Any], Any] | None = None, expected: str | None = None, required: bool = False,
-            shown: str | None = None):
+            choices: Iterable[Any] | None = None, nonempty: bool = False, min_items: int = 0,
+            nested: type | None = None, parse: Callable[[Any], Any] | None = None, expected: str | None = None,
+            required: bool = False, shown: str | None = None) -> Any:
     """A dataclass field that is a settings key. A mutable default (dict, list) is copied per object;
     ``required`` keys have no default (give one to :func:`load` through ``defaults`` when it depends on
     something else, e.g. a site file; ``shown`` then says where it comes from in the docs). For
@@ -108,7 +109,7 @@ def setting(default: Any = dataclasses.MISSING, doc: str = "", *, kind: str | No
     return dataclasses.field(default=default, metadata=meta)
 
 
-def specs(cls) -> dict[str, tuple[Spec, Any]]:
+def specs(cls: type) -> dict[str, tuple[Spec, Any]]:
     """``{key: (Spec, default)}`` of a settings class, in declaration order."""
     out = {}
     for f in dataclasses.fields(cls):
@@ -127,7 +128,7 @@ def specs(cls) -> dict[str, tuple[Spec, Any]]:
     return out
 
 
-def _kind(spec: Spec, default) -> str | None:
+def _kind(spec: Spec, default: Any) -> str | None:
     if spec.kind:
         return spec.kind
     if spec.parse:
@@ -139,7 +140,7 @@ def _kind(spec: Spec, default) -> str | None:
     return None
 
 
-def _num(x) -> str:
+def _num(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
@@ -154,7 +155,7 @@ def _range(spec: Spec, show: Callable[[Any], str] = _num) -> str:
     return ""
 
 
-def expected(spec: Spec, default=None) -> str:
+def expected(spec: Spec, default: Any = None) -> str:
     """What a key takes, in words ("an integer ≥ 1", "one of "low", "high""): errors and docs say the same."""
     if spec.expected:
         return spec.expected
@@ -177,13 +178,13 @@ def expected(spec: Spec, default=None) -> str:
     return text + (_range(spec) if kind in ("int", "float") else "")
 
 
-def _in_range(spec: Spec, x) -> bool:
+def _in_range(spec: Spec, x: float) -> bool:
     if spec.lo is not None and (x <= spec.lo if spec.lo_open else x < spec.lo):
         return False
     return not (spec.hi is not None and (x >= spec.hi if spec.hi_open else x > spec.hi))
 
 
-def _value(spec: Spec, default, value):
+def _value(spec: Spec, default: Any, value: Any) -> Any:
     """The stored value of ``value``, or Invalid with the "expected ..." text."""
     kind = _kind(spec, default)
     want = f"expected {expected(spec, default)}, got {value!r}"
@@ -224,7 +225,7 @@ def _value(spec: Spec, default, value):
     return _parsed(spec, value)
 
 
-def _parsed(spec: Spec, value):
+def _parsed(spec: Spec, value: Any) -> Any:
     if spec.parse is not None:
         try:
             value = spec.parse(value)
@@ -235,7 +236,7 @@ def _parsed(spec: Spec, value):
     return value
 
 
-def load(cls, table, where: str, defaults: dict | None = None):
+def load(cls: type[T], table: Any, where: str, defaults: dict[str, Any] | None = None) -> T:
     """``table`` checked against ``cls``'s declared keys: a frozen ``cls`` object. ``defaults`` overrides
     declared defaults that depend on context (not checked: they are the program's own). Raises
     :class:`SettingsError`."""
@@ -274,7 +275,7 @@ def _sub(where: str, key: str) -> str:
     return f"{where[:-1]}.{key}]" if where.endswith("]") else f"{where}.{key}"
 
 
-def describe(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """``(key, expected, default, doc)`` for every declared key (a nested table's keys as
     ``table.key``): the rows of the docs' settings tables."""
     rows = []
@@ -288,7 +289,7 @@ def describe(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _show(value) -> str:
+def _show(value: Any) -> str:
     """A default as it would be written in fano.toml."""
     if value is None:
         return "(none)"
@@ -303,7 +304,7 @@ def _show(value) -> str:
     return _num(value)
 
 
-def module_settings(cls, config, module: str):
+def module_settings(cls: type[T], config: Any, module: str) -> T:
     """A research module's ``[modules.NAME]`` table of ``config`` (``Config.modules``; the defaults when
     there is none) as ``cls``: every module's ``load_settings``. Errors name the file when it is known."""
     table = (getattr(config, "modules", None) or {}).get(module) or {}

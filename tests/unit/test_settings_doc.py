@@ -22,8 +22,8 @@ def test_the_doc_lists_every_declared_key_and_is_up_to_date():
     assert settings_doc.main(["--check"]) == 0
 
 
-WRONG = ("x", "", 3, -1, 0, 2.5, float("inf"), True, [], [1], ["a", ""], {}, {"a": 1}, {"standard": "x"},
-         {"deep": [1]}, [[1, 2]])
+WRONG: tuple[object, ...] = ("x", "", 3, -1, 0, 2.5, float("inf"), True, [], [1], ["a", ""], {}, {"a": 1},
+                             {"standard": "x"}, {"deep": [1]}, [[1, 2]])
 CONTEXT = {"services.backends.openai_wire:Keys": {"base_url": "http://127.0.0.1:1/v1", "model": "m"},
            "services.backends.web.settings:WebKeys": {"url": "http://127.0.0.1:1", "progress_grace": 90.0}}
 
