@@ -52,6 +52,7 @@ from collections import Counter, defaultdict
 import lmdb
 
 from shared.protocol import unpack_value
+from shared.quota import charge_modules
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_quota import slot_of
@@ -330,7 +331,7 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
         if t is None:
             r.bad("quota-ledger", f"{where}: no such task")
             continue
-        if module != t.get("module"):
+        if module not in charge_modules(t.get("module"), t.get("requires")):
             r.bad("quota-ledger", f"{where}: charged to module {module}, the task is {t.get('module')}")
         if not 1 <= epoch <= t.get("epoch", 0):
             r.bad("quota-ledger", f"{where}: epoch outside the task's grants (task at {t.get('epoch')})")

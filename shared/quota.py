@@ -29,6 +29,7 @@ import math
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.config import ADHOC
 from shared.errors import ErrorCode, FanoError
 
 KINDS = ("rolling", "daily", "weekly")
@@ -269,3 +270,11 @@ def headroom(window: dict, used_total: int, used_by: dict[str, int], module: str
 
 def admits(window: dict, used_total: int, used_by: dict[str, int], module: str) -> bool:
     return headroom(window, used_total, used_by, module) >= 1
+
+
+def charge_modules(module: str, requires: dict | None) -> tuple[str, ...]:
+    """The modules whose share of a window a task may draw on, in order: its own module's, then, for work
+    a person waits for (``requires.share = "adhoc"``: an author's comment), the operator's ``adhoc``
+    reserve too. The first that admits it is charged (the broker's lease; the scheduler mirrors it)."""
+    share = (requires or {}).get("share") if isinstance(requires, dict) else None
+    return (module, ADHOC) if share == ADHOC and module != ADHOC else (module,)

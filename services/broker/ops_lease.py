@@ -43,6 +43,7 @@ terminal   PARKED at once with the error; unit refunded when not sent
 """
 from __future__ import annotations
 
+from shared import quota as Q
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import ops_handoff as handoff
@@ -68,6 +69,7 @@ class _Fit:
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
         self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
+        self.charge: dict[int, str] = {}   # task id -> the module whose share admitted it (shared/quota.py)
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -106,12 +108,14 @@ class _Fit:
             if mode not in w["modes"]:
                 reasons.append(f"worker has no {mode} mode")
                 continue
-            ok, why, when = self.admit(mode, task["module"])
-            if ok:
-                return mode, ""
-            reasons.append(why)
-            if when is not None and (self.retry_at is None or when < self.retry_at):
-                self.retry_at = when
+            for charge in Q.charge_modules(task["module"], req):
+                ok, why, when = self.admit(mode, charge)
+                if ok:
+                    self.charge[task["id"]] = charge
+                    return mode, ""
+                reasons.append(why)
+                if when is not None and (self.retry_at is None or when < self.retry_at):
+                    self.retry_at = when
         return None, "; ".join(reasons)
 
 
@@ -148,7 +152,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]), fit.charge.get(task["id"]))
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -157,7 +161,7 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]), fit.charge.get(task["id"]))
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -165,10 +169,12 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top), "retry_at": fit.retry_at}
 
 
-def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None) -> dict:
+def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None,
+           charge: str | None = None) -> dict:
     epoch = task["epoch"] + 1
-    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
-    charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
+    # PENDING -> RUNNING: attempt +1, quota reserved (in the share that admitted it), conversation bound —
+    # all in this transaction
+    charges = quota.reserve(tx, w["account"], mode, charge or task["module"], task["id"], epoch)
     task["epoch"] = epoch
     task["attempts"] += 1
     task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,

@@ -40,7 +40,7 @@ from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
 from services.scheduler.workers import (MODES, Accounts, Assignment, Running, Worker, WorkerRegistry, candidate_modes,
-                                        placement_class)
+                                        charge_modules, placement_class)
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -409,9 +409,11 @@ class SchedulerCore:
         if retry_at is not None and retry_at > world and account and t is not None:
             # quota or cool-down: this account cannot take this module's work in these modes until then
             worker_modes = w.modes if w is not None else MODES
-            for mode in candidate_modes(t.cls or placement_class(t, self.conv_account)):
+            cls = t.cls or placement_class(t, self.conv_account)
+            for mode in candidate_modes(cls):
                 if mode in worker_modes:
-                    self.accounts.block(account, mode, t.module, retry_at, message or "lease declined")
+                    for module in charge_modules(cls, t.module):   # each share it may draw on refused it
+                        self.accounts.block(account, mode, module, retry_at, message or "lease declined")
             if mine:
                 self._requeue(tid)
                 mine = False
@@ -551,14 +553,20 @@ class SchedulerCore:
         if keep <= 0:
             return admits
         modes = {key: self.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
-        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused}
-        return responsive.hold_back(admits, modes, w.account, len(accounts),
+        # the accounts that could answer quickly: a worker, not paused, and room for some module's
+        # waiting standard work (an account whose standard windows are used up cannot be the responsive one)
+        shares = {m for key in self.queue.bins() for m in charge_modules(key[0], key[1])
+                  if STANDARD in candidate_modes(key[0])}
+        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused
+                    and any(self.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
+        return responsive.hold_back(admits, modes, w.account, accounts,
                                     responsive.deep_accounts(self.assigned, self.running), keep)
 
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
         for mode in candidate_modes(cls):
-            if mode in modes and self.accounts.why_not(account, mode, module, world) is None:
+            if mode in modes and any(self.accounts.why_not(account, mode, m, world) is None
+                                     for m in charge_modules(cls, module)):
                 return mode
         return None
 

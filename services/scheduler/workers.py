@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.config import ADHOC
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 
 from services.scheduler.priority import DEEP, STANDARD, QTask
@@ -55,8 +56,15 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
                                      (conv_account.get(conv) if conv else None) or task.conversation_account)
     mode = req.get("mode") if req.get("mode") in MODES else STANDARD
     fallback = mode == DEEP and bool(req.get("deep_fallback"))
-    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None)
+    # work a person waits for may also draw on the operator's reserve (shared/quota.py charge_modules)
+    share = ADHOC if req.get("share") == ADHOC else None
+    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None, share)
     return _CLASSES.setdefault(cls, cls)
+
+
+def charge_modules(cls: tuple, module: str) -> tuple:
+    """The modules whose quota share a task of this class may draw on (its own first)."""
+    return (module, cls[6]) if len(cls) > 6 and cls[6] and cls[6] != module else (module,)
 
 
 def fits(cls: tuple, account: str | None, backend: str | None) -> bool:

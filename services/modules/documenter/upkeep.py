@@ -25,7 +25,9 @@ model worked, the answer is not applied and the comment is addressed again on th
 whose last review is older than ``section_stale_days`` (7 days), oldest review first. A review is proposed while
 reviews are at most ``review_share`` (0.3) of (plans + reviews) in ``stats/mix``, or whenever there
 is nothing else to do. Comment tasks carry ``attrs.comment_boost`` (``comment_boost``), so an author's
-comment goes before research work. CONFIRMED marks the section reviewed and stable; REVISE applies the
+comment goes before research work, and carry ``requires.share = "adhoc"``: they may also draw on the
+operator's ``adhoc`` quota reserve, so a window the research has used up does not hold them.
+CONFIRMED marks the section reviewed and stable; REVISE applies the
 revised section as a new version.
 
 Both limits are ``[modules.documenter]`` settings (:mod:`.settings`); the constants below are their defaults.
@@ -42,6 +44,9 @@ MAX_FAILURES = Settings.comment_max_failures   # defaults; [modules.documenter] 
 STALE = Settings().section_stale               # and section_stale_days (in world seconds here)
 RETRY = 3600.0            # a section whose review failed is not tried again for this long
 SHARE = 0.3               # default of [modules.documenter] review_share
+# an author waits for a comment: besides the documenter's share of a window it may draw on the operator's
+# `adhoc` reserve (shared/quota.py charge_modules), so it is not queued behind the research's used-up windows
+COMMENT_REQUIRES = {"share": "adhoc"}
 
 
 # --- comments -------------------------------------------------------------------------------------------
@@ -76,7 +81,7 @@ def propose_comments(env) -> list[list[dict]]:
                    "topic": " ".join(str(c.get("text", "")).split())[:80]}
         c.update(status="addressing", attempts=attempt, base_rev=sec.get("rev"), task_key=key, updated=env.now)
         out.append([M.put(M.comment_key(c["id"]), c, if_version=cv),
-                    {"op": "submit", "task": C.task(C.ADDRESS_COMMENT, key, payload, None, env.hints(
+                    {"op": "submit", "task": C.task(C.ADDRESS_COMMENT, key, payload, COMMENT_REQUIRES, env.hints(
                         env.settings.section_priority, comment_boost=env.settings.comment_boost)), "force": False}])
         busy.add(sid)
     return out

@@ -303,9 +303,9 @@ class ExplorerSettings:
     max_retries: int = setting(2, "re-asks (with a new key) after an unusable answer or a parked task", lo=0)
     seed_pause_after: int = setting(2, "threads of a seed paused by unusable answers that pause the seed; "
                                        "0 = never", lo=0)
-    max_threads_per_seed_hour: int = setting(6, "new threads of one seed per hour (world clock); 0 = no limit",
+    max_threads_per_seed_hour: int = setting(30, "new threads of one seed per hour (world clock); 0 = no limit",
                                              lo=0)
-    max_tasks_per_seed_hour: int = setting(200, "tasks created for one seed per hour; the rest wait (pacing.py); "
+    max_tasks_per_seed_hour: int = setting(1000, "tasks created for one seed per hour; the rest wait (pacing.py); "
                                                 "0 = no limit", lo=0)
     extract_patience: float = setting(3600.0, "world seconds to wait for the last panel member's extraction", lo=0)
     member_patience: float = setting(300.0, "world seconds a panel member's task may wait on a blocked account",
