@@ -6,6 +6,7 @@ a quota must not silently mean "unlimited").
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -182,6 +183,26 @@ ADHOC = "adhoc"
 KNOWN_MODULES = MODULES + (ADHOC,)
 
 
+@dataclass(frozen=True)
+class PathKeys:
+    """The ``[paths]`` table: folders relative to the file's own (``FANO_RUN_DIR`` etc. override them)."""
+
+    run_dir: str = _key("var/run", "sockets and lock files", nonempty=True)
+    data_dir: str = _key("var/data", "the database, the simulated providers' logs, the accounts' own files",
+                         nonempty=True)
+    log_dir: str = _key("var/log", "the programs' logs", nonempty=True)
+
+
+@dataclass(frozen=True)
+class AccountKeys:
+    """The keys of an ``[accounts.NAME]`` table every kind has; the rest of the table is the kind's own
+    (its settings class, e.g. ``services/backends/sim.py``'s, checks it whole)."""
+
+    backend: str = _key(None, "the kind of account (required)", kind="str", choices=BACKENDS, required=True)
+    modes: tuple[str, ...] = _key(("standard",), "the modes the account offers (deep: ChatGPT Pro, Gemini Deep "
+                                                 "Think, Claude extended thinking)", choices=MODES, min_items=1)
+
+
 def unknown_name(what: str, name, known) -> str:
     """The one wording of "no such account/module", with the known names (config, broker, scheduler, CLI)."""
     return f"unknown {what} {name!r} (known: {', '.join(sorted(known)) or 'none'})"
@@ -274,21 +295,11 @@ class Config(_Sockets):
         return self.run_dir / f"{program}.lock"
 
 
-def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
-    sec = data.get(name, {})
-    if not isinstance(sec, dict):
-        raise ConfigError(f"{where}: [{name}] must be a table")
-    unknown = set(sec) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
-    return sec
-
-
-def _table(cls: type[T], data: dict[str, Any], name: str, where: str) -> T:
-    """The ``[name]`` section of the file as ``cls`` (its keys declared with :func:`_key`)."""
+def _table(cls: type[T], table: Any, where: str) -> T:
+    """``table`` as ``cls`` (its keys declared with :func:`_key`); errors name ``where`` (file and table)."""
     from shared.settings import load  # here: shared/settings.py imports this module
 
-    return load(cls, data.get(name, {}), f"{where}: [{name}]")
+    return load(cls, table, where)
 
 
 def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
@@ -334,14 +345,10 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
             raise ConfigError(f"{where}: account name {name!r} must match {_ACCOUNT_NAME.pattern}")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: [accounts.{name}] must be a table")
-        backend = spec.get("backend")
-        if backend not in BACKENDS:
-            raise ConfigError(f"{where}: accounts.{name}.backend must be one of {', '.join(BACKENDS)}")
-        modes = spec.get("modes", ["standard"])
-        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
-            raise ConfigError(f"{where}: accounts.{name}.modes must be a non-empty list of standard/deep")
+        common = _table(AccountKeys, {k: spec[k] for k in ("backend", "modes") if k in spec},
+                        f"{where}: [accounts.{name}]")
         settings = {k: v for k, v in spec.items() if k not in ("backend", "modes")}
-        out.append(AccountConfig(name, backend, tuple(modes), settings))
+        out.append(AccountConfig(name, common.backend, common.modes, settings))
     return tuple(out)
 
 
@@ -429,13 +436,13 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     unknown = set(data) - {"paths", "broker", "quotas", "accounts", "modules", "scheduler"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
-    paths = _section(data, "paths", {"run_dir", "data_dir", "log_dir"}, where)
+    paths = dataclasses.asdict(_table(PathKeys, data.get("paths", {}), f"{where}: [paths]"))
 
     def resolve(key: str, default: str) -> Path:
         return _resolve_path(cfg_path, paths, key, default)
 
-    broker = _table(BrokerConfig, data, "broker", where)
-    scheduler = _table(SchedulerConfig, data, "scheduler", where)
+    broker = _table(BrokerConfig, data.get("broker", {}), f"{where}: [broker]")
+    scheduler = _table(SchedulerConfig, data.get("scheduler", {}), f"{where}: [scheduler]")
     cfg = Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
                  accounts=_accounts(data, where), modules=_modules(data, where))

@@ -1,5 +1,5 @@
-"""The one settings validator: a table of ``fano.toml`` (``[broker]``, ``[scheduler]``, ``[modules.NAME]``,
-``[accounts.NAME]``) into a frozen settings object, every key declared once.
+"""The one settings validator: a table of ``fano.toml`` (``[paths]``, ``[broker]``, ``[scheduler]``,
+``[modules.NAME]``, ``[accounts.NAME]``) into a frozen settings object, every key declared once.
 
 A settings class is a ``@dataclass(frozen=True)`` whose fields are declared with :func:`setting`: the
 default, a doc line, and what a value may be (its kind, range or choices, or a ``parse`` function for a
@@ -7,8 +7,9 @@ shape of its own). :func:`load` checks a table against it and builds the object;
 tables come from the same declarations (:func:`describe`; ``ops/settings_doc.py`` writes
 ``docs/configuration.md``), so the reference says what the declaration says.
 
-``shared/config.py`` declares its ``[broker]`` and ``[scheduler]`` keys as field metadata with the same
-rules (this module imports it, so it cannot import this one at class definition); :func:`specs` reads both.
+``shared/config.py`` declares its own tables' keys (``[paths]``, ``[broker]``, ``[scheduler]``, an
+account's ``backend`` and ``modes``) as field metadata with the same rules (this module imports it, so it
+cannot import this one at class definition); :func:`specs` reads both.
 
 Every problem is a :class:`SettingsError` (a ``ConfigError``: a program exits with the configuration exit
 code, ``ops/config_check.py`` lists it) in one format, naming the table, the key, what was expected and

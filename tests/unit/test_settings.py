@@ -159,7 +159,15 @@ def test_the_config_files_own_sections_use_the_same_validator(tmp_path):
             ("[broker]\nmap_size = '1MiB'\nheadroom = '2MiB'\n",
              "[broker] headroom: expected less than map_size (1.0 MiB), got 2.0 MiB"),
             ("[scheduler]\naging_cap = -1\n", "[scheduler] aging_cap: expected a number ≥ 0, got -1"),
-            ("[scheduler]\nmodule_weights = 3\n", "[scheduler] module_weights: expected a table, got 3")):
+            ("[scheduler]\nmodule_weights = 3\n", "[scheduler] module_weights: expected a table, got 3"),
+            ("[paths]\nrun_dir = 5\n", "[paths] run_dir: expected a non-empty string, got 5"),
+            ("[paths]\nrun_dri = 'x'\n", "[paths]: unknown key(s) run_dri (known: data_dir, log_dir, run_dir)"),
+            ("[accounts.a]\nbackend = 'simm'\n", "[accounts.a] backend: expected one of \"sim\", \"claude\", "
+                                                 "\"chatgpt\", \"gemini\", \"openai\", got 'simm'"),
+            ("[accounts.a]\nmodes = ['deep']\n", "[accounts.a] backend: required: expected one of \"sim\", \"claude\", "
+                                                 "\"chatgpt\", \"gemini\", \"openai\""),
+            ("[accounts.a]\nbackend = 'sim'\nmodes = []\n",
+             "[accounts.a] modes: expected a non-empty list of \"standard\", \"deep\", got []")):
         path.write_text(text)
         with pytest.raises(SettingsError) as exc:
             load_config(path)
@@ -168,3 +176,7 @@ def test_the_config_files_own_sections_use_the_same_validator(tmp_path):
     cfg = load_config(path)
     assert cfg.scheduler.base_priorities == {**DEFAULT_BASE_PRIORITIES, "explore": 99}
     assert cfg.broker.map_size == 2 * 1024**3 and cfg.broker.lease_ttl == 60.0
+    path.write_text("[paths]\nrun_dir = 'r'\n[accounts.a]\nbackend = 'sim'\nmodes = ['deep']\nseed = 3\n")
+    cfg = load_config(path)
+    assert cfg.run_dir == tmp_path / "r" and cfg.data_dir == tmp_path / "var" / "data"
+    assert cfg.accounts[0].modes == ("deep",) and cfg.accounts[0].settings == {"seed": 3}
