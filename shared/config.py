@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.errors import ExitCode, StartupError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
 
 
-class ConfigError(Exception):
+class ConfigError(StartupError):
     """The configuration cannot be loaded; the message names the file and the key."""
+
+    exit_code = ExitCode.CONFIG
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.I)
@@ -195,12 +199,15 @@ class PathKeys:
 
 @dataclass(frozen=True)
 class AccountKeys:
-    """The keys of an ``[accounts.NAME]`` table every kind has; the rest of the table is the kind's own
-    (its settings class, e.g. ``services/backends/sim.py``'s, checks it whole)."""
+    """The keys of an ``[accounts.NAME]`` table every kind has (:data:`ACCOUNT_KEYS`); the rest of the
+    table is the kind's own settings, which its settings class (e.g. ``services/backends/sim.py``'s) checks."""
 
     backend: str = _key(None, "the kind of account (required)", kind="str", choices=BACKENDS, required=True)
     modes: tuple[str, ...] = _key(("standard",), "the modes the account offers (deep: ChatGPT Pro, Gemini Deep "
                                                  "Think, Claude extended thinking)", choices=MODES, min_items=1)
+    unknown_turn_hold: float | None = _key(None, "seconds: this account's own [broker] unknown_turn_hold, read by "
+                                                 "the broker (0 = wait for this account forever; at most ten years)",
+                                           kind="float", lo=0, hi=10 * 366 * 86400)
 
 
 def unknown_name(what: str, name, known) -> str:
@@ -216,6 +223,9 @@ class AccountConfig:
     backend: str                      # one of BACKENDS
     modes: tuple[str, ...] = ("standard",)
     settings: dict = field(default_factory=dict)   # everything else in [accounts.NAME], backend-specific
+    # world seconds a turn of this account with an unknown outcome stays bound to it for reconciling
+    # (None: [broker] unknown_turn_hold; 0: forever). Read by the broker, not the worker
+    unknown_turn_hold: float | None = None
 
     @property
     def program(self) -> str:
@@ -332,6 +342,8 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
     return tuple(out)
 
 
+# the keys of an [accounts.NAME] table that are not the backend's own settings (those go to its worker)
+ACCOUNT_KEYS = tuple(f.name for f in dataclasses.fields(AccountKeys))
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -345,10 +357,9 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
             raise ConfigError(f"{where}: account name {name!r} must match {_ACCOUNT_NAME.pattern}")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: [accounts.{name}] must be a table")
-        common = _table(AccountKeys, {k: spec[k] for k in ("backend", "modes") if k in spec},
-                        f"{where}: [accounts.{name}]")
-        settings = {k: v for k, v in spec.items() if k not in ("backend", "modes")}
-        out.append(AccountConfig(name, common.backend, common.modes, settings))
+        common = _table(AccountKeys, {k: spec[k] for k in ACCOUNT_KEYS if k in spec}, f"{where}: [accounts.{name}]")
+        settings = {k: v for k, v in spec.items() if k not in ACCOUNT_KEYS}
+        out.append(AccountConfig(name, common.backend, common.modes, settings, common.unknown_turn_hold))
     return tuple(out)
 
 

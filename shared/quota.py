@@ -30,7 +30,7 @@ import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.config import ADHOC
-from shared.errors import ErrorCode, FanoError
+from shared.errors import ErrorCode, ExitCode, FanoError, StartupError
 
 KINDS = ("rolling", "daily", "weekly")
 # largest limit or reserve: far above any provider's window, and far inside the u64 counters that store it
@@ -43,7 +43,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-class QuotaSpecError(FanoError):
+class QuotaSpecError(FanoError, StartupError):
+    """A quota window that cannot be parsed: ``INVALID_QUOTA`` on the wire; in a program's own
+    configuration it keeps the program from starting (exit ``CONFIG``)."""
+
+    exit_code = ExitCode.CONFIG
+
     def __init__(self, message: str):
         super().__init__(ErrorCode.INVALID_QUOTA, message)
 

@@ -248,7 +248,7 @@ def op_get(tx: Tx, id: int, history: bool):
     out = public(task, tx.mono, history)
     conv = (task.get("requires") or {}).get("conversation")
     if conv:  # the conversation it belongs to: account, turns, and for a web account its page
-        rec = tx.get("conversations", conv.encode())
+        rec = tx.conversation(conv)
         out["conversation"] = {"id": conv, **rec} if rec else {"id": conv}
     return out
 
@@ -369,13 +369,13 @@ def _release_conversation(tx: Tx, task: dict) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
-    rec = tx.get("conversations", conv.encode())
+    rec = tx.conversation(conv)
     if rec and (rec.get("inflight") == task["id"] or (rec.get("unknown") or {}).get("task") == task["id"]):
         if rec.get("inflight") == task["id"]:
             rec["inflight"] = None
         if (rec.get("unknown") or {}).get("task") == task["id"]:
             del rec["unknown"]   # the operator gave up on that turn: it no longer holds the conversation
-        tx.put("conversations", conv.encode(), rec)
+        tx.put_conversation(conv, rec)
 
 
 HANDLERS = {

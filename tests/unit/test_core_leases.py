@@ -346,7 +346,7 @@ def test_a_reconciled_completion_gives_back_its_leases_unit(qcore):
     a, _ = died_mid_request(qcore)                      # its unit stays counted
     qcore.clock.advance(60)
     lb = qcore.lease()
-    assert used(qcore) == [2, 2]
+    assert used(qcore) == [1, 1]   # a reconcile lease sends nothing new: it is not charged at all
     # its successor finds the answer at the provider and completes without sending
     qcore.call("complete", id=a, epoch=lb["epoch"], result={"text": "served"}, reconciled=True)
     assert used(qcore) == [1, 1] and qcore.get(a)["charged"] == 1

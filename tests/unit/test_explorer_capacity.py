@@ -6,6 +6,8 @@ blocked the way the world blocks them: a cool-down (a provider's 429), a used-up
 """
 from __future__ import annotations
 
+import pytest
+
 from services.modules import capacity as CAP
 from services.modules.explorer import model as M
 from services.modules.explorer import threads as T
@@ -114,6 +116,7 @@ def test_a_new_review_panel_leaves_out_an_account_blocked_past_patience(rig):
     assert thread["panel_settled"].get("gamma") in (None, "skipped", "done")
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_a_reviewer_blocked_past_patience_is_replaced_by_an_account_not_on_the_panel(rig):
     r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
@@ -224,6 +227,20 @@ def test_an_extractor_blocked_past_patience_is_skipped(rig):
     assert t["panel_settled"]["gamma"] == "skipped" and "gamma blocked past member_patience" in t["extraction_note"]
     assert next(x for x in r.tasks() if x["id"] == t["panel_skipped"]["gamma"])["state"] == "CANCELLED"
     check_applied_once(r.values, r.tasks())
+
+
+def test_a_backlogged_account_is_left_off_new_extraction_panels(rig):
+    """gamma does no work: the tasks only it can run pile up past busy_backlog, and the panels formed
+    after that are drawn from the accounts that keep up (each extraction waits for its slowest member)."""
+    r = rig()
+    r.import_seeds()
+    working = ["alpha", "beta"]
+
+    def quick_panel():
+        return [t for t in r.values("threads/") if t.get("panel") and "gamma" not in t["panel"]]
+    thread = r.run_until(quick_panel, accounts=working)[0]
+    assert set(thread["panel"]) == {"alpha", "beta"}
+    assert r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog
 
 
 # --- a conversation served by another account -------------------------------------------------------------

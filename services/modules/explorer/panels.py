@@ -141,6 +141,19 @@ class Panels:
         waiting = len(cached[2] & {t["id"] for t in open_})
         return max(0, min(active - (len(open_) - waiting), active + s.max_waiting_threads - len(open_)))
 
+    def extraction_panel(self) -> list[str]:
+        """A new extraction panel: :meth:`available_accounts` without the *backlogged* ones (more than
+        ``busy_backlog`` explorer tasks wait that only they can run, :mod:`.load`), as long as one stays.
+        Every extraction waits for its slowest member (or ``extract_patience``), and its thread holds a
+        thread slot meanwhile: seating the slowest account on every panel kept the fast accounts idle
+        behind its queue in the demo."""
+        panel = self.available_accounts()
+        if not self.settings.threads_per_account:
+            return panel
+        pinned = self.load_view().pinned
+        quick = [a for a in panel if pinned.get(a, 0) <= self.settings.busy_backlog]
+        return quick or panel
+
     # --- panel members blocked past patience ------------------------------------------------------------
 
     def follow_capacity(self) -> None:
