@@ -255,6 +255,26 @@ def test_a_backlogged_account_is_left_off_new_review_panels_while_two_others_rem
     assert len({s["account"] for s in review["panel"]}) == len(review["panel"]) >= 2
 
 
+def test_a_first_turn_restricted_to_an_account_that_lost_its_room_moves_after_patience(rig):
+    r = rig()
+    r.import_seeds()
+    r.svc.plan()
+    thread = next(t for t in r.values("threads/") if len(t.get("explore_on") or []) == 1)
+    target = thread["explore_on"][0]
+    first = next(t for t in r.tasks(state="PENDING") if t["payload"].get("thread_id") == thread["id"])
+    block(r, target)
+    others = [a for a in r.accounts if a != target]
+    r.step([])                                       # nothing runs; patience first
+    assert r.get(M.thread_key(thread["id"])).get("first_turn_moves") is None
+    r.clock.advance(301)
+    r.step([])
+    moved = r.get(M.thread_key(thread["id"]))
+    assert moved["first_turn_moves"] == 1 and target not in (moved.get("explore_on") or [])
+    assert next(t for t in r.tasks() if t["id"] == first["id"])["state"] == "CANCELLED"
+    r.run_until(lambda: r.get(M.thread_key(thread["id"]))["exchanges"] >= 1, accounts=others)
+    check_applied_once(r.values, r.tasks())
+
+
 # --- a conversation served by another account -------------------------------------------------------------
 
 def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off():

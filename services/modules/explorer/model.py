@@ -182,6 +182,14 @@ def turn_task_key(tid: str, k: int, retry: int = 0) -> str:
     return with_retry(f"explorer:{tid}:turn:{k}", retry)
 
 
+def thread_turn_key(thread: dict, k: int) -> str:
+    """The key of turn ``k`` of ``thread`` now: its retry suffix, and for a first turn moved off an account
+    that lost its room (``first_turn_moves``, :meth:`.panels.Panels.retarget_first_turns`) a move suffix."""
+    key = turn_task_key(thread["id"], k, int(thread.get("attempt", 0)))
+    moves = int(thread.get("first_turn_moves") or 0) if k == 1 else 0
+    return f"{key}:m{moves}" if moves else key
+
+
 def thread_task_key(tid: str, step: str, retry: int = 0) -> str:
     """``step``: ``synthesis``, ``consolidate`` or ``extract:<account>``."""
     return with_retry(f"explorer:{tid}:{step}", retry)

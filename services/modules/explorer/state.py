@@ -134,7 +134,7 @@ class StateReader:
         tid, kind, p, status = thread["id"], task["kind"], task.get("payload") or {}, effective_status(thread)
         if kind in (M.EXPLORE, M.CRITIQUE):
             k = thread["exchanges"] + 1
-            return status == "active" and p.get("turn") == k and task["key"] == M.turn_task_key(tid, k, thread.get("attempt", 0))
+            return status == "active" and p.get("turn") == k and task["key"] == M.thread_turn_key(thread, k)
         if kind == M.SYNTHESIS:
             return status == "ready" and task["key"] == M.thread_task_key(tid, "synthesis", thread.get("attempt", 0))
         if kind == M.EXTRACT:
