@@ -275,6 +275,24 @@ def test_a_first_turn_restricted_to_an_account_that_lost_its_room_moves_after_pa
     check_applied_once(r.values, r.tasks())
 
 
+def test_the_repair_pass_does_not_re_propose_live_tasks_whose_prompt_changed(rig):
+    """An extraction prompt lists the insights blessed so far: re-proposing a live extraction after a
+    blessing would be a KEY_CONFLICT, counted as an error in `fanoctl status`, though nothing is wrong."""
+    from shared import txn
+    r = rig()
+    r.import_seeds()
+    working = ["alpha", "beta"]
+    thread = r.run_until(lambda: [t for t in r.values("threads/") if t["status"] == "synthesised"
+                                  and "gamma" not in t["panel_settled"]], accounts=working)[0]
+    r.client.txn(M.MODULE, [txn.put(M.insight_key("zz.t1.i1"), {
+        "id": "zz.t1.i1", "text": "a blessed claim", "status": "blessed", "blessed_at": r.clock.world(),
+        "tags": [], "thread_id": "zz.t1"})])
+    r.svc._next_repair = 0.0
+    r.svc.plan()
+    assert r.h.core.errors.get("KEY_CONFLICT", 0) == 0
+    assert any(t["key"].endswith(":extract:gamma") for t in r.tasks(state="PENDING")), thread["id"]
+
+
 # --- a conversation served by another account -------------------------------------------------------------
 
 def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off():
