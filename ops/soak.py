@@ -83,10 +83,6 @@ log_dir = "{root}/var/log"
 
 [scheduler]
 module_weights = {{ explorer = 0, documenter = 20, researcher = 0 }}
-# deep turns here take 2-20 world minutes and the standard windows run out within the hour: with one
-# account kept out of deep turns that account is often the one whose window is used up, so a comment
-# waited for a deep turn to end; two keep the comment target with deep budgets still spent
-responsive_accounts = 2
 
 [modules.documenter]
 evaluators = 3
@@ -141,8 +137,7 @@ def comment_target(config) -> float:
     from services.backends.sim import parse_settings
     worst = 0.0
     for account in config.accounts:
-        spec = parse_settings({k: v for k, v in account.settings.items()
-                               if k not in ("backend",)})["latency"]["standard"]
+        spec = parse_settings({k: v for k, v in account.settings.items() if k not in ("backend",)}).latency["standard"]
         if spec["dist"] == "lognormal":
             worst = max(worst, spec["median"] * 2.718281828 ** (1.645 * spec["sigma"]))
         else:

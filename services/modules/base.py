@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import zmq
 
+from services.modules import capacity as CAP
 from services.modules.parsing import ParseError
 from services.modules.store import Store
 from shared import protocol, sockets, txn
@@ -220,8 +221,16 @@ class ModuleService(Service):
         return ops, error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
-        """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""
+        """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped, and
+        so are the keys of live (PENDING or RUNNING) tasks: a step re-derived from stored state may carry a
+        newer payload (an extraction prompt lists the insights blessed since), which the broker refuses as
+        KEY_CONFLICT — counted in every operator's `fanoctl status` as an error although nothing is wrong."""
+        if not tasks:
+            return
+        live = CAP.live_keys(self.client, self.module)
         for task in tasks:
+            if task["key"] in live:
+                continue
             try:
                 self.client.submit(task.pop("key"), self.module, task.pop("kind"), task.pop("payload", {}), **task)
             except FanoError as exc:

@@ -164,6 +164,20 @@ def pending(client, module: str) -> dict[str, dict]:
             return out
 
 
+def live_keys(client, module: str) -> set[str]:
+    """The keys of the module's PENDING and RUNNING tasks (paged, without payloads)."""
+    out: set[str] = set()
+    for state in ("PENDING", "RUNNING"):
+        after = None
+        while True:
+            page = client.list(state=state, module=module, after=after, limit=PAGE)
+            out.update(task["key"] for task in page["tasks"])
+            after = page.get("next")
+            if not after:
+                break
+    return out
+
+
 def waited(task: dict, now: float) -> float:
     """World seconds since the task was submitted."""
     return max(0.0, now - float(task.get("created") or now))

@@ -101,6 +101,9 @@ class ExplorerHost:
     def follow_capacity(self) -> None:
         raise NotImplementedError
 
+    def backlogged(self) -> set[str]:
+        raise NotImplementedError
+
 
 if TYPE_CHECKING:
     Host = ExplorerHost
