@@ -55,7 +55,9 @@ reconcile -> None              continue to INTENT (the log line says why:      â
                                provider.resend_note â€” a stateless API "may
                                have" got it, never "never got")
 reconcile -> auth              fail(auth, sent=False)                          failed
-reconcile -> anything else     fail(unknown, sent=False): try again later      failed
+reconcile -> anything else     fail(unknown, sent=False): try again later;     failed
+                               this lease recorded no intent, so the broker
+                               refunds its unit (the earlier attempt's stays)
 cancelled before sending       fail(transient, sent=False, retry_after=0)      cancelled
 stale renew / STALE_EPOCH      nothing (the lease is void)                     stale
 =============================  ==============================================  ===========================

@@ -32,7 +32,11 @@ conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most on
 transient  retry with exponential backoff (``retry_after`` overrides it), PARKED after max_attempts;
            the quota unit is refunded when ``sent`` is false, and then (a refusal: nothing was spent)
            the attempt is not burned either, up to ``[broker] max_refusals`` per task (``refusals``)
-unknown    like transient, but the quota unit always stays counted (the provider may have served it)
+unknown    like transient, but the quota unit stays counted (the provider may have served it) — unless
+           this lease recorded no intent (no ``turn_begin`` at its epoch: a reconcile that could not tell,
+           then gave up) and says ``sent`` false: the intent is durable before a request leaves, so
+           nothing left under this lease and its unit is refunded (the earlier attempt's unit, which may
+           have been served, stays counted under that attempt's lease)
 quota      the provider refused for quota: no attempt burned, unit refunded, the account cools down
            for that mode for ``retry_after`` seconds (1 h when unknown; ``refuse`` takes an absolute time);
            with ``scope="account"`` (an organisation's spend limit) every mode of the account cools
@@ -268,6 +272,13 @@ def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
     task["turn"] = None
 
 
+def _has_intent(task: dict) -> bool:
+    """Did this lease record the intent to send (``turn_begin`` at its epoch)? The intent is durable before
+    a request leaves the worker, so a lease without one sent nothing."""
+    turn = task.get("turn")
+    return bool(turn and turn.get("epoch") == task["epoch"])
+
+
 def _hold_over(tx: Tx, unknown: dict) -> bool:
     """Has the account holding an unknown turn had its time to reconcile it? (see the module doc)"""
     until = unknown.get("until")
@@ -297,8 +308,7 @@ def op_renew(tx: Tx, id: int, epoch: int, ttl):
 
 def op_complete(tx: Tx, id: int, epoch: int, result, reconciled: bool = False):
     task = _leased(tx, id, epoch)
-    turn = task.get("turn")
-    if reconciled and not (turn and turn.get("epoch") == epoch):
+    if reconciled and not _has_intent(task):
         # an earlier attempt's answer, recovered from the provider: its unit is counted under that
         # attempt's lease, and this lease sent nothing (no intent at this epoch): give its unit back
         _refund(tx, task)
@@ -325,11 +335,12 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     lease = task["lease"]
     task["error"] = {"class": error_class, "message": message[:2000], "at": tx.now,
                      "worker": lease["worker"], "account": lease["account"], "sent": sent}
+    intent = _has_intent(task)
     _settle_turn(tx, task, unknown=error_class == "unknown")
     if error_class == "quota":
         until = None if retry_after is None else tx.now + retry_after
         return _quota_refusal(tx, task, until, message, scope)
-    if error_class != "unknown" and not sent:
+    if not sent and (error_class != "unknown" or not intent):
         _refund(tx, task)
     why = f"{error_class} error on {lease['account']}: {message[:200]}"
     if error_class == "terminal":

@@ -361,12 +361,34 @@ def test_reconciled_is_ignored_when_this_lease_sent_its_own_turn(qcore):
 
 
 def test_unknown_stays_counted_even_if_not_sent(qcore):
+    """Once this lease recorded its intent the request may have left, whatever the worker says."""
     a = qcore.submit("a")["task"]["id"]
     la = qcore.lease()
+    qcore.call("turn_begin", id=a, epoch=la["epoch"])
     out = fail(qcore, a, la["epoch"], "unknown", sent=False)
     assert out["state"] == "PENDING" and out["not_before"] == qcore.clock.world() + BASE
     assert used(qcore) == [1, 1]
     assert qcore.get(a)["attempts"] == 1
+
+
+def test_an_unknown_reconcile_that_sent_nothing_refunds_its_leases_unit(qcore):
+    """Issue 16 ("a reconcile that sends nothing is charged"): a worker reconciles an earlier attempt whose
+    outcome is unknown, cannot tell, and gives up (fail unknown, sent=False) without recording an intent:
+    nothing left under this lease, so its unit is refunded; the earlier attempt's unit (it may have been
+    served) stays counted, and the task stays bound for reconciliation."""
+    a, _ = died_mid_request(qcore)                      # attempt 1 sent, then the worker died: 1 unit
+    qcore.clock.advance(60)
+    qcore.tick()
+    for state in ("PENDING", "PARKED"):                 # two reconciles that could not tell (3 attempts)
+        lb = qcore.lease()
+        assert lb["task"]["id"] == a and lb["task"]["unknown_turn"]["attempt"] == 1
+        assert used(qcore) == [2, 2]
+        out = fail(qcore, a, lb["epoch"], "unknown", message="reconcile: the page did not load", sent=False)
+        assert out["state"] == state
+        assert used(qcore) == [1, 1] and qcore.get(a)["charged"] == 1
+        assert qcore.get(a)["unknown_turn"]["attempt"] == 1
+        qcore.clock.advance(60)                         # past the backoff, within the 1 h window
+        qcore.tick()
 
 
 def test_quota_failure_refunds_cools_down_and_burns_no_attempt(qcore):
