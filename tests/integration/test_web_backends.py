@@ -441,6 +441,63 @@ def test_cancel_mid_answer_then_reconcile_reads_the_reply(providers, site):
     assert len(site.prompts("take your time")) == 1
 
 
+def _cancelled_mid_answer(p, t):
+    """Send ``t`` and cancel it once its URL is recorded: the turn is left unknown, as a killed worker's."""
+    key = conversation_key(t)
+    cancel_at = []
+
+    def cancelled():
+        if not cancel_at and p.store.handle(key).get("url"):
+            cancel_at.append(time.monotonic())
+        return bool(cancel_at)
+
+    with pytest.raises(ProviderError) as err:
+        p.send(t, cancelled)
+    assert err.value.error_class == "unknown" and err.value.sent is True
+
+
+@both
+@pytest.mark.parametrize("downgrade", [False, True], ids=["confirmed", "downgraded"])
+def test_a_reconciled_deep_turn_reports_the_mode_the_page_confirms(providers, site, skin, downgrade):
+    """Issue 16: a reconciled deep turn's served.mode came from the lease, whatever the page showed. The
+    reopened conversation now decides: the turn's own model label naming the scarce mode confirms it (the
+    reply says mode deep); a downgraded turn (the label reads Auto / Fast, or the page says another model
+    answered) is never delivered as deep — a quota error that cools the deep mode (not sent: this lease sent
+    nothing), and the next reconcile of that attempt lets it be sent afresh."""
+    p = providers[skin]
+    site.control(speed=3.0, downgrade=downgrade)
+    t = turn("[[scenario:slow]] think it through", mode="deep")
+    _cancelled_mid_answer(p, t)
+    label, served = DEEP_LABEL[skin], {"chatgpt": "Auto", "gemini": "Fast"}[skin]
+    if not downgrade:
+        reply = p.reconcile(t)
+        assert reply.meta["reconciled"] and reply.meta["mode"] == "deep", reply.meta
+        assert reply.text.startswith(f"Stand-in {skin} answer [{label}] to: think it through")
+        assert "confirmed by the turn's model label" in reply.meta["mode_after"] and label in reply.meta["mode_after"]
+    else:
+        with pytest.raises(ProviderError) as err:
+            p.reconcile(t)
+        e = err.value
+        assert e.error_class == "quota" and e.sent is False and e.retry_after == FAST["mode_retry"], e
+        assert e.message.startswith("downgrade: the reopened") and served in e.message or "another model" in e.message
+        assert p.store.reply(conversation_key(t), 0) is None         # never recorded as the turn's answer
+        assert p.reconcile(t) is None                               # settled: the next attempt sends afresh
+    assert len(site.prompts("think it through")) == 1
+
+
+def test_a_reconciled_deep_turn_without_a_model_label_is_unconfirmed(providers, site, monkeypatch):
+    """A site file that names no turn_mode element cannot confirm a reconciled scarce turn: unconfirmed is
+    treated as not deep (quota: deep cools), never delivered as deep."""
+    p = providers["chatgpt"]
+    site.control(speed=3.0)
+    t = turn("[[scenario:slow]] no label here", mode="deep")
+    _cancelled_mid_answer(p, t)
+    monkeypatch.setitem(p.site.selectors, "turn_mode", ())     # a page object is made per request
+    with pytest.raises(ProviderError) as err:
+        p.reconcile(t)
+    assert err.value.error_class == "quota" and "names no model for the turn" in err.value.message
+
+
 _WORKER = textwrap.dedent("""
     import sys
     from services.backends.base import Turn

@@ -352,6 +352,28 @@ def test_a_reconciled_completion_gives_back_its_leases_unit(qcore):
     assert used(qcore) == [1, 1] and qcore.get(a)["charged"] == 1
 
 
+def test_a_reconciled_answer_is_served_in_the_mode_the_provider_confirmed_not_the_leases(qcore):
+    """Issue 16: served.mode of a reconciled turn came from the lease. An earlier attempt sent in standard,
+    reconciled under a deep lease (or the reverse), states the mode the provider confirmed."""
+    a, _ = died_mid_request(qcore)                      # attempt 1: standard, sent, unknown
+    qcore.clock.advance(60)
+    qcore.tick()
+    lb = qcore.lease(modes=["deep", "standard"])
+    qcore.call("complete", id=a, epoch=lb["epoch"], result={"text": "served"}, reconciled=True, mode="standard")
+    assert qcore.get(a)["served"]["mode"] == "standard"
+    b = qcore.submit("b", requires={"mode": "deep", "deep_fallback": True})["task"]["id"]
+    lb = qcore.lease(modes=["deep", "standard"])
+    assert lb["mode"] == "deep"
+    qcore.call("turn_begin", id=b, epoch=lb["epoch"])   # sent under this lease: the lease's mode stands
+    qcore.call("complete", id=b, epoch=lb["epoch"], result={"text": "x"}, reconciled=True, mode="standard")
+    assert qcore.get(b)["served"]["mode"] == "deep"
+    c = qcore.submit("c")["task"]["id"]
+    lc = qcore.lease()
+    expect_error("BAD_ARGUMENT", qcore.call, "complete", id=c, epoch=lc["epoch"], result={"text": "x"},
+                 reconciled=True, mode="turbo")
+    assert qcore.get(c)["state"] == "RUNNING"
+
+
 def test_reconciled_is_ignored_when_this_lease_sent_its_own_turn(qcore):
     a = qcore.submit("a")["task"]["id"]
     la = qcore.lease()

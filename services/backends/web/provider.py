@@ -38,6 +38,11 @@ deep turn answered in another mode (a       quota       sent=True; the broker re
 "switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
 model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
 "Auto"/"Fast" after the reply)                          (served.mode is the mode the page confirmed)
+a reconciled deep turn the reopened page    quota       sent=False (this lease sent nothing): as above; the
+does not confirm (its model label, the                  attempt is settled, so the next reconcile sends it
+site file's turn_mode, does not name the                afresh instead of finding it again. A confirmed one
+mode, there is none, or a downgrade                     is delivered with meta.mode = deep (served.mode).
+notice shows)
 deep mode not confirmed (option missing,    quota       sent=False, retry_after=mode_retry (6 h): the broker
 disabled, or read back differently)                     cools down the deep mode of this account only (its
                                                         cool-downs are per mode), so standard work goes on;
@@ -72,6 +77,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -265,19 +271,22 @@ class WebProvider(OperatorSession, Provider):
             self._await_url(chat, key, turn.prompt)
         return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
 
-    def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str) -> ProviderError:
+    def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str,
+                         reconciled: bool = False) -> ProviderError:
         """A scarce-mode turn the page answered in another mode (a "switched you to the latest default model"
         notice, or the mode control reading "Auto" / "Fast" after the reply) is not the answer that was paid
         for: it is never delivered as that mode. quota (sent=True: the site served something, but not in
         this mode): the broker refunds the deep unit, cools the deep mode of this account for ``mode_retry``
         (standard work goes on), and the task waits or falls back to standard as it allows — no attempt
-        burned. The page's answer is not recorded as the turn's reply."""
+        burned. The page's answer is not recorded as the turn's reply. ``reconciled``: found on reopening
+        the conversation of an earlier attempt (sent=False: this lease sent nothing)."""
         shot = self._screenshot(chat, "downgrade")
         where = f" (screenshot: {shot})" if shot else ""
-        return ProviderError("quota", f"downgrade: {label} was selected and confirmed before sending, but the page "
-                             f"answered in another mode ({evidence[:300]}){where}; not recorded as {turn.mode}: "
+        how = (f"the reopened {label} turn is not confirmed as {label}" if reconciled else
+               f"{label} was selected and confirmed before sending, but the page answered in another mode")
+        return ProviderError("quota", f"downgrade: {how} ({evidence[:300]}){where}; not recorded as {turn.mode}: "
                              f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait "
-                             f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=True)
+                             f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=not reconciled)
 
     def _await_url(self, chat: ChatPage, key: str, prompt: str) -> None:
         """A new chat answered before the site showed its real URL (ChatGPT: ~15 s of a transient one): wait
@@ -518,6 +527,12 @@ class WebProvider(OperatorSession, Provider):
         if not self.store.was_sent(key, idx):
             return None
         handle = self.store.handle(key)
+        if handle.get("settled_turn") == [idx, turn.attempt]:
+            # an earlier reconcile found this attempt answered in another mode than was paid for: it is not
+            # this turn's answer, and that mode has cooled since; send the turn afresh
+            log.info("%s: turn %s of %s (attempt %s) was answered in another mode than %s; sending it again",
+                     self.account, idx, key, turn.attempt, turn.mode)
+            return None
         if handle.get("sent_turn") != idx:
             raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but its page was not recorded: "
                                 "it may have reached the site, so it is not re-sent blindly (look at the site, "
@@ -581,8 +596,9 @@ class WebProvider(OperatorSession, Provider):
                          self.account, url, prior)
                 return None
             timeout = self.cfg.reconcile_timeout or self.cfg.timeouts[turn.mode]
+            seen: dict = {}
             try:
-                s = self._await_reply(chat, key, prior, Counter(), time.monotonic() + timeout, lambda: False)
+                s = self._await_reply(chat, key, prior, Counter(), time.monotonic() + timeout, lambda: False, seen)
             except ProviderError as exc:
                 notice = getattr(exc, "notice", None)
                 if notice is not None and notice.kind in ("quota", "capacity", "transient"):
@@ -595,7 +611,27 @@ class WebProvider(OperatorSession, Provider):
         except playwright_error() as exc:
             self._recycle(host)
             raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
-        # a reopened page's mode control shows the current choice, not the one that answered: not read back
-        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode),
-                                           "mode_after": "not read back (reconciled from the conversation URL)"},
-                            reconciled=True)
+        label = self.cfg.labels.get(turn.mode)
+        confirmed, evidence = self._turn_mode(turn, s, seen)
+        if not confirmed:
+            # never delivered as the scarce mode: settled (the next reconcile of this attempt sends afresh),
+            # the deep unit of this lease refunded and the deep mode cooled, as for a downgrade seen live
+            self.store.set_handle(key, settled_turn=[turn.turn_index, turn.attempt])
+            raise self._downgrade_error(chat, turn, label, evidence, reconciled=True)
+        return self._finish(turn, key, s, {"mode_label": label, "mode_after": evidence}, reconciled=True)
+
+    def _turn_mode(self, turn: Turn, s: PageSample, seen: dict) -> tuple[bool, str]:
+        """Whether the reopened page confirms that ``turn`` was answered in its mode, and the evidence. The
+        mode control of a reopened page shows the current choice, not the one that answered, so a scarce
+        mode is confirmed only by the turn's own model label (the site file's ``turn_mode``) naming it, with
+        no downgrade notice; a standard turn needs no confirmation (nothing cheaper to fall to)."""
+        if turn.mode not in SCARCE_MODES:
+            return True, "not read back (reconciled from the conversation URL)"
+        label = self.cfg.labels.get(turn.mode) or turn.mode
+        if seen.get("downgrade"):
+            return False, f"the reopened conversation says another model answered: {seen['downgrade']}"
+        if not s.turn_mode:
+            return False, "unconfirmed: the reopened conversation names no model for the turn"
+        if re.search(rf"(?<!\w){re.escape(label)}(?!\w)", s.turn_mode, re.I):
+            return True, f"confirmed by the turn's model label ({s.turn_mode[:80]})"
+        return False, f"the turn's model label reads {s.turn_mode[:80]!r}, not {label}"
