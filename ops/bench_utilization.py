@@ -26,13 +26,13 @@ poll and the hand-off is always its worst case (≈47 ms); real providers are no
 conversation turns (kinds ``explorer.explore``/``explorer.critique``, ``requires.conversation``), turn
 k+1 submitted by the driver the moment it sees turn k DONE (as a module would); ``--oneshots`` one-shot
 tasks of which ``--deep`` require mode deep (no fallback). ``--oneshot-kinds research`` (the default)
-gives them the kinds the research modules submit besides conversation turns, at DOMAIN.md's base
-priorities (reviews and drafts above or level with exploration, extraction and source work below; the
-deep ones are syntheses and second review rounds); ``ask`` makes them all operator asks (priority 1000,
-above every turn), which forces the accounts to run every one-shot before any conversation and so costs
-makespan (README, "Utilization"). Variant ``chains`` is that workload;
-variant ``independent`` submits the same tasks at once, all as one-shots (no conversation binding, no
-chain), to show raw utilization.
+gives them the kinds the research modules submit besides conversation turns, at the base priorities of
+docs/research.md § Default priorities (reviews and drafts above or level with exploration, extraction and
+source work below; the deep ones are syntheses and second review rounds); ``ask`` makes them all operator
+asks (priority 1000, above every turn), which forces the accounts to run every one-shot before any
+conversation and so costs makespan (README, "Utilization"). Variant ``chains`` is that workload; variant
+``independent`` submits the same tasks at once, all as one-shots (no conversation binding, no chain), to
+show raw utilization.
 
 **Makespan**: world seconds from the first ``task.submitted`` to the last ``task.done`` (broker outbox
 timestamps). **Bound**, max of:
@@ -98,9 +98,10 @@ ACCOUNTS = {  # name: ({mode: world latency}, deep budget per 24 h or None)
 
 
 # One-shot kinds (standard, deep), cycled. "research": what the modules submit besides conversation turns,
-# at DOMAIN.md's base priorities (review 55, dedup 50, draft 50, evaluate_source 45, extract 40,
-# consolidate 40, review_section 40, extract_findings 40, generate_questions 35; deep: synthesis 60,
-# review2 55). "ask": the operator's ad-hoc questions (base priority 1000, above every research task).
+# at the base priorities of docs/research.md § Default priorities (review 55, dedup 50, draft 50,
+# evaluate_source 45, extract 40, consolidate 40, review_section 40, extract_findings 40,
+# generate_questions 35; deep: synthesis 60, review2 55). "ask": the operator's ad-hoc questions (base
+# priority 1000, above every research task).
 ONESHOT_KINDS = {
     "research": ((K.EXPLORER_REVIEW1, K.EXPLORER_EXTRACT, K.RESEARCHER_EVALUATE_SOURCE, K.EXPLORER_DEDUP,
                   K.DOCUMENTER_REVIEW_SECTION, K.RESEARCHER_EXTRACT_FINDINGS, K.DOCUMENTER_DRAFT,

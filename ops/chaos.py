@@ -5,8 +5,8 @@ directory (its own fano.toml with three sim accounts, tight quotas, injected fau
 the repository's supervisord.conf via :func:`ops.supervisor_conf.standalone`), runs ad-hoc and
 multi-turn work, deep and standard, and meanwhile sends SIGKILL to random RUNNING programs (broker,
 scheduler, backend workers; not the research modules, which have no seeds here) through supervisord's own interface (what ``supervisorctl signal KILL``
-does). Then it stops killing, drains, stops the tree and checks the invariants of DESIGN.md §3 against
-the broker's database and the simulated providers' request logs:
+does). Then it stops killing, drains, stops the tree and checks the invariants
+(docs/architecture.md § Invariants) against the broker's database and the simulated providers' request logs:
 
 * no task lost: every acknowledged submission exists, every key maps to one task, and every task
   ended DONE, PARKED or CANCELLED;

@@ -81,7 +81,7 @@ class BrokerConfig:
     working_retention: float = 14 * 86400.0
 
 
-# DOMAIN.md's defaults: base priority by task kind (the part after the module's dot, or the whole kind)
+# docs/research.md § Default priorities: base priority by task kind (the part after the module's dot, or the whole kind)
 DEFAULT_BASE_PRIORITIES = {
     "address_comment": 70, "synthesis": 60, "review": 55, "review1": 55, "review2": 55, "review3": 55,
     "incorporate_insight": 55, "explore": 50, "draft_section": 50, "draft": 50, "synthesize_findings": 50,
@@ -92,7 +92,7 @@ DEFAULT_BASE_PRIORITIES = {
     # module weights and backlog boosts of a few tens)
     "ask": 1000,
     "consolidate": 40, "mathcheck": 55, "dedup": 50,
-    # the documenter's incorporation steps (DOMAIN.md: incorporate_insight 55)
+    # the documenter's incorporation steps (55, like incorporate_insight)
     "documenter.plan": 55, "documenter.evaluate": 55, "documenter.exposition": 55,
 }
 
@@ -118,6 +118,9 @@ class SchedulerConfig:
     # (quota window used up, cooling down, paused, offline) before another account it allows may continue
     # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
     conversation_handoff: float = 900.0
+    # accounts kept out of deep turns while they have standard work, so that a comment or a short step
+    # never waits for a deep turn to end (services/scheduler/responsive.py); 0 = every account may be in one
+    responsive_accounts: int = 1
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,8 @@ def _scheduler(sec: dict, where: str) -> SchedulerConfig:
             raise ConfigError(f"{where}: scheduler.{key} must be a number")
         else:
             kw[key] = want(value)
+    if kw.get("responsive_accounts", 0) < 0 or kw.get("responsive_accounts", 0) != sec.get("responsive_accounts", 0):
+        raise ConfigError(f"{where}: scheduler.responsive_accounts must be a whole number >= 0 (0 = off)")
     if kw.get("conversation_handoff", 0.0) < 0:
         raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
     return SchedulerConfig(**kw)

@@ -5,7 +5,7 @@ serves ``POST /v1/messages`` (JSON, or SSE when ``"stream": true``) and ``GET /v
 127.0.0.1, checking the key (``x-api-key``, or ``Authorization: Bearer`` as SDK 2.x sends it; 401
 ``authentication_error`` on a mismatch; any non-empty key when no key is configured). Tests start it in-process: ``ClaudeStandin(key=...).start()``, ``.url``, ``.stop()``.
 
-What it reproduces of the real service (``shared/notes/llm-backends.md`` §2), never the model itself:
+What it reproduces of the real service (docs/providers.md § Anthropic API), never the model itself:
 
 * the SSE event sequence ``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``
   (``thinking_delta`` + ``signature_delta`` when thinking is on, then ``text_delta``),

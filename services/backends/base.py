@@ -4,7 +4,7 @@ A backend worker (``services/backends/worker.py``) runs one :class:`Provider` fo
 for one turn at a time. The provider knows how to talk to its service; the worker knows leases, intents,
 results and retries. Providers never touch the broker.
 
-Failure classes (DESIGN.md §10) — every exception a provider lets out is a :class:`ProviderError`:
+Failure classes (docs/tasks.md § Failure classes) — every exception a provider lets out is a :class:`ProviderError`:
 
 ===========  =================================================================================
 transient    retry later (backoff, or ``retry_after`` seconds); includes overload ("529", "a lot of
@@ -31,7 +31,7 @@ connection) stays ``sent=True``.
 Request timeout: the worker's runtime (:mod:`services.backends.runner`) bounds every ``send`` by
 :meth:`Provider.request_timeout`; past it the ``cancelled()`` callable turns true, exactly as for a
 cancel from the scheduler, and the outcome is reported ``unknown`` (sent) so that the turn is reconciled
-before anything is re-sent (DESIGN.md §7).
+before anything is re-sent (docs/tasks.md § Unknown turns).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``chatgpt``: ChatGPT's consumer web UI through Playwright and a real Chromium (DESIGN.md §10).
+"""``chatgpt``: ChatGPT's consumer web UI through Playwright and a real Chromium (docs/architecture.md § Backends).
 
 Everything site-specific is data (``web/sites/chatgpt.toml``: selectors, the model picker steps that
 select and read back Pro, limit/capacity/error wording); the behaviour is :class:`WebProvider`'s. Settings

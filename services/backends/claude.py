@@ -1,4 +1,4 @@
-"""``claude``: the Anthropic Messages API through the official ``anthropic`` SDK (DESIGN.md §7, §10).
+"""``claude``: the Anthropic Messages API through the official ``anthropic`` SDK (docs/architecture.md § Backends).
 
 Settings (the ``[accounts.NAME]`` table; all optional)::
 
@@ -35,7 +35,7 @@ Behaviour:
   is its own report) are kept per model and returned in ``Reply.meta["ratelimit"]``; when the requests
   bucket is at 0 with a reset ahead, the next request is not sent and the cool-down is reported instead
   (``quota``, ``sent=False``).
-* Conversations (DESIGN.md §7): the transcript lives in the account's
+* Conversations (docs/tasks.md § Conversations): the transcript lives in the account's
   :class:`~services.backends.conversations.ConversationStore` (``<data_dir>/backends/<account>/``). A
   turn replays a bounded window of the earlier exchanges; the summary of what is cut goes into the system
   prompt, where it stays pinned. ``mark_sent`` is written before the request leaves and ``record_reply``
@@ -362,7 +362,7 @@ class ClaudeProvider(Provider):
 
     def reconcile(self, turn: Turn) -> Reply | None:
         """A reply recorded for this task's earlier attempt before a crash, or None: the API keeps no state
-        to ask, so re-sending is the way to get an answer (DESIGN.md §7: stateless API)."""
+        to ask, so re-sending is the way to get an answer (docs/tasks.md § Unknown turns)."""
         if self.store is None:
             self.store = ConversationStore(self.root / "conversations")
         return self._recorded(turn)

@@ -3,7 +3,7 @@
 Pure functions (no SDK import at module level, no I/O), so that every rule below is unit-tested with plain
 dicts. ``now`` is world time (``clock.world()``): the API's reset times are wall-clock times.
 
-Classification (DESIGN.md §10; the notes on the real service: ``shared/notes/llm-backends.md`` §2):
+Classification (docs/tasks.md § Failure classes; docs/providers.md § Anthropic API):
 
 ==========================================  ==========  ===============================================
 what the API said                           class       retry_after

@@ -1,12 +1,12 @@
 """What an account remembers about the conversations it holds: the provider's handle and the transcript.
 
-A conversation is bound to one account (DESIGN.md §7), so its worker — and only it — keeps, under its data
-directory, one append-only file per conversation:
+A conversation is bound to one account (docs/tasks.md § Conversations), so its worker — and only it —
+keeps, under its data directory, one append-only file per conversation:
 
 - the **handle** that reopens it at the provider (a web chat's URL and title), written the moment it
   exists, before the reply is awaited: a crash mid-answer is reconciled by reopening the URL, never by
   re-sending (a scarce request is not spent twice);
-- the **transcript**, turn by turn, stored once (API backends replay it; DESIGN.md §7);
+- the **transcript**, turn by turn, stored once (API backends replay it; docs/tasks.md § Conversations);
 - ``sent`` marks (the prompt left, reply pending) that reconciliation reads.
 
 A one-shot task (no conversation) is its own conversation keyed ``task-<id>`` (``Turn.turn_key`` minus

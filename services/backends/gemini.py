@@ -1,4 +1,4 @@
-"""``gemini``: Gemini's consumer web UI through Playwright and a real Chromium (DESIGN.md §10).
+"""``gemini``: Gemini's consumer web UI through Playwright and a real Chromium (docs/architecture.md § Backends).
 
 Everything site-specific is data (``web/sites/gemini.toml``: selectors, the Tools drawer steps that
 enable and read back Deep Think — new chat first, then the mode, then verify, then type —, limit and

@@ -1,8 +1,8 @@
-"""``openai``: any OpenAI-compatible chat endpoint (ollama, llama.cpp ``llama-server``, vLLM; DESIGN.md §10).
+"""``openai``: any OpenAI-compatible chat endpoint (ollama, llama.cpp ``llama-server``, vLLM; docs/architecture.md § Backends).
 
 Why the standard library and not the ``openai`` SDK: the surface used is tiny (one streamed
 ``POST /chat/completions``, ``GET /models``, llama.cpp's ``GET /health`` and ``/props``), the SDK is not a
-design-card dependency, and its own retries and timeouts would fight the worker's (the worker owns every
+dependency of the project (pyproject.toml), and its own retries and timeouts would fight the worker's (the worker owns every
 retry). A request runs in a small daemon thread (:class:`_Call`) so that ``send`` can poll ``cancelled()``
 between chunks and close the connection at once, even while the server is still thinking.
 

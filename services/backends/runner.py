@@ -1,4 +1,4 @@
-"""One assignment, start to end: lease, reconcile, intent, send, outcome (DESIGN.md §5, §7, §10).
+"""One assignment, start to end: lease, reconcile, intent, send, outcome (docs/tasks.md § Leases and epochs).
 
 A :class:`TurnRunner` runs in the worker's request thread, one :class:`Job` at a time; the worker's main
 loop keeps heartbeating the scheduler and renewing the lease meanwhile, and talks to the runner only
@@ -29,7 +29,7 @@ keeps renewing the lease while the request runs). ``job.deadline`` = now + the p
 ``request_timeout(mode)`` (monotonic); past it the ``cancelled()`` handed to the provider turns true —
 the same path as a cancel from the scheduler — and whatever the provider then raises is reported as
 ``fail(unknown, sent=True)`` ("no reply within the request timeout"): the provider may have the request,
-so the next attempt reconciles before anything is re-sent (DESIGN.md §7). Only a provider that says
+so the next attempt reconciles before anything is re-sent (docs/tasks.md § Unknown turns). Only a provider that says
 ``sent=False`` (nothing left) keeps its class; a reply that arrives anyway is completed. A provider that
 ignores the cancel is the worker's business (it exits, see :mod:`services.backends.worker`).
 

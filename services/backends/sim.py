@@ -1,4 +1,4 @@
-"""``sim``: the simulated LLM provider, the embedded default backend (DESIGN.md §10).
+"""``sim``: the simulated LLM provider, the embedded default backend (docs/architecture.md § Backends).
 
 It behaves like a real service so that the whole system can run and be tested without any account:
 latency per mode on the world clock, rate limits it enforces itself (and tells about, like a web UI:

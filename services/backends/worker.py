@@ -1,4 +1,4 @@
-"""The backend worker program, ``python -m services backend --account NAME`` (DESIGN.md §2, §4, §10).
+"""The backend worker program, ``python -m services backend --account NAME`` (docs/architecture.md § Backends).
 
 One process per LLM account, one request at a time. The main loop (this module) owns the DEALER to the
 scheduler and a broker client for lease renewals; the request thread (:mod:`services.backends.runner`)

@@ -1,10 +1,10 @@
 """Conversation hand-off: a conversation whose account cannot run its next turn moves to one that can.
 
-A conversation is bound to the account that ran its first turn (DESIGN.md §7), so its later turns wait for
-that account. When the account is blocked — its quota window for the turn's mode and module used up, a
-cool-down, paused, or offline — for hours, its conversations would stall for hours while other accounts
-sit idle. So the lease transaction lets another account take the turn, and moves the conversation with it,
-when all of these hold (:func:`check`):
+A conversation is bound to the account that ran its first turn (docs/tasks.md § Conversations), so its
+later turns wait for that account. When the account is blocked — its quota window for the turn's mode and
+module used up, a cool-down, paused, or offline — for hours, its conversations would stall for hours while
+other accounts sit idle. So the lease transaction lets another account take the turn, and moves the
+conversation with it, when all of these hold (:func:`check`):
 
 * ``[scheduler] conversation_handoff`` (world seconds, T) is not 0;
 * no turn of the conversation is in flight (checked by the caller first), and neither this task nor another

@@ -1,4 +1,5 @@
-"""Module transactions (DESIGN.md §9): domain writes, follow-up submissions and result acks, atomically.
+"""Module transactions: domain writes, follow-up submissions and result acks, atomically
+(docs/modules.md § Module transactions).
 
 ``txn`` arguments: ``module`` (the namespace) and ``ops``, a list applied in order, all or nothing::
 

@@ -11,7 +11,7 @@ earliest moment it may change, so a scheduler can sleep until then instead of po
 Every write a worker makes about a leased task carries ``(id, epoch)``; a task that is no longer
 RUNNING at that epoch answers ``STALE_EPOCH`` (a zombie worker can never complete a task twice).
 
-Turn intents (DESIGN.md §7): before a worker sends a request it calls ``turn_begin(id, epoch)``, which
+Turn intents (docs/tasks.md § Unknown turns): before a worker sends a request it calls ``turn_begin(id, epoch)``, which
 records ``task.turn = {state: "sending", epoch, account, mode, attempt, at}`` durably. The outcome is
 the ``complete``/``fail`` that follows. If the lease ends without an outcome (expiry) or with class
 ``unknown``, the turn becomes ``task.unknown_turn = {account, epoch, attempt, mode, at, since, until}``:
@@ -21,12 +21,13 @@ the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it.
 frozen or gone must not keep the task from every other account; past it, another account may run it (a
 new request there; the old turn stays unknown in the history).
 
-Conversations (DESIGN.md §7): a turn's lease binds its conversation to the leasing account (the first) or
-must come from that account — unless the conversation is handed off to the leasing account in this same
-transaction, because the account it lives on has been unable to run the turn for ``[scheduler]
-conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most one turn is in flight.
+Conversations (docs/tasks.md § Conversations): a turn's lease binds its conversation to the leasing
+account (the first) or must come from that account — unless the conversation is handed off to the leasing
+account in this same transaction, because the account it lives on has been unable to run the turn for
+``[scheduler] conversation_handoff`` (services/broker/ops_handoff.py has the rule). At most one turn is in
+flight.
 
-``fail`` error classes (DESIGN.md §10) and what the broker does:
+``fail`` error classes (docs/tasks.md § Failure classes) and what the broker does:
 
 =========  ==========================================================================================
 transient  retry with exponential backoff (``retry_after`` overrides it), PARKED after max_attempts;
@@ -221,7 +222,7 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
             rec["unknown"] = {"task": task["id"], "account": unknown["account"], "until": unknown.get("until")}
         elif (rec.get("unknown") or {}).get("task") == task["id"]:
             del rec["unknown"]
-        # a web conversation's page (DESIGN.md §7): kept with the conversation for the operator; the
+        # a web conversation's page (docs/tasks.md § Conversations): kept with the conversation for the operator; the
         # account's worker also records it the moment it exists, to reopen and reconcile a turn
         meta = result.get("meta") if isinstance(result, dict) else None
         for name in ("url", "title"):

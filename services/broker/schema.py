@@ -222,7 +222,7 @@ def open_env(path: str | os.PathLike, map_size: int) -> Storage:
     """Open (creating if needed) the broker database with default durability.
 
     Never ``writemap``, ``map_async``, ``sync=False`` or ``metasync=False``: a reply is a promise that
-    the effect survives a crash (DESIGN.md §3.2). Clears stale reader slots left by killed processes.
+    the effect survives a crash (docs/architecture.md § Invariants). Clears stale reader slots left by killed processes.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Task states and the allowed transitions (DESIGN.md §5). Pure data, checked by every state change.
+"""Task states and the allowed transitions (docs/tasks.md § Task states). Pure data, checked by every state change.
 
 =========  =========  ===========================================================================
 from       to         when

@@ -1,4 +1,4 @@
-"""The module contract (DESIGN.md §9) as a base class: propose tasks, apply results exactly once.
+"""The module contract (docs/modules.md § Module contract) as a base class: propose tasks, apply results exactly once.
 
 A module process keeps no state: its domain data lives in the broker under its namespace (``kv``), and
 it re-derives what to do from there after any restart. It does two things:

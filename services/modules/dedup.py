@@ -1,4 +1,4 @@
-"""Cheap duplicate detection shared by every module (DOMAIN.md "Dedup").
+"""Cheap duplicate detection shared by every module (docs/research.md § Dedup).
 
 An insight (or a section, a finding) is compared with a corpus of known texts — pending, blessed and
 documented content alike (the original forgot blessed-but-not-yet-documented ones). Exact duplicates

@@ -1,4 +1,5 @@
-"""Tolerant parsing of model answers: the formats DOMAIN.md asks for, as real models actually write them.
+"""Tolerant parsing of model answers: the formats the prompts ask for, as real models actually write
+them (docs/research.md § Answer formats).
 
 Models add prose around the tags, put tag names in Markdown bold (``**RATING:** ⚡``), use CRLF, add a
 space before the colon, or write ``Decision - INCLUDE``; they separate blocks with ``---``, headings,

@@ -1,4 +1,4 @@
-"""The scheduler program: matches PENDING tasks to idle backend workers (DESIGN.md §8).
+"""The scheduler program: matches PENDING tasks to idle backend workers (docs/scheduling.md § Admission).
 
 ``priority`` (the formula), ``queue`` (the O(log n) pick), ``workers`` (registry, placement, account
 view), ``placement`` (which idle worker should take a task: expected finish times), ``core`` (decisions,

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
 
-from services.scheduler import queries
+from services.scheduler import queries, responsive
 from services.scheduler.idle import IdleWatch
 from services.scheduler.handoff import Handoffs
 from services.scheduler.placement import Placement
@@ -526,6 +526,7 @@ class SchedulerCore:
             admits = self.placement.admits(w, world, mono)
             if not admits:
                 continue
+            admits = self._keep_responsive(w, admits, world)
             found = self.queue.best(world, admits.get)
             if found is None:
                 continue
@@ -542,6 +543,17 @@ class SchedulerCore:
             n += 1
             log.debug("assigned task %d (%s, priority %.1f) to %s", t.id, t.kind, prio, w.name)
         return n
+
+    def _keep_responsive(self, w, admits: dict, world: float) -> dict:
+        """``admits`` without deep research work while enough other accounts are in deep turns
+        (:mod:`services.scheduler.responsive`)."""
+        keep = self.scfg.responsive_accounts
+        if keep <= 0:
+            return admits
+        modes = {key: self.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
+        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused}
+        return responsive.hold_back(admits, modes, w.account, len(accounts),
+                                    responsive.deep_accounts(self.assigned, self.running), keep)
 
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""

@@ -2,7 +2,7 @@
 
 Priority (:mod:`services.scheduler.priority`) says *which* task goes next; this module says *where*, for
 the two decisions in which greedy "every idle worker takes the best task it can" loses time when the
-accounts differ a lot in speed (DESIGN.md §8; measured with ``ops/bench-utilization``):
+accounts differ a lot in speed (docs/scheduling.md § Placement; measured with ``ops/bench-utilization``):
 
 * **The tail.** When only a few tasks are left, a slow account that happens to be free takes one and the
   run ends when it does, although a much faster account would have finished it sooner after its current

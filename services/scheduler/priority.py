@@ -1,4 +1,4 @@
-"""Dynamic priority (DESIGN.md §8, DOMAIN.md "Scheduling inputs"). Pure arithmetic, no I/O.
+"""Dynamic priority (docs/scheduling.md § Priority; docs/research.md § Default priorities). Pure arithmetic, no I/O.
 
 The priority of a PENDING task at world time ``now`` is::
 

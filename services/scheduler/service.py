@@ -1,6 +1,6 @@
 """The scheduler program: sockets and the rebuild around :class:`services.scheduler.core.SchedulerCore`.
 
-It owns no state (DESIGN.md §2): at start, and whenever the event log cannot be followed, it rebuilds
+It owns no state (docs/architecture.md § Processes): at start, and whenever the event log cannot be followed, it rebuilds
 its view from the broker:
 
 1. subscribe to the broker's PUB (``evt.``) — events that arrive meanwhile are buffered by the socket;

@@ -1,5 +1,5 @@
 """Crash tests: ``kill -9`` the real broker at random moments while client processes work through it, then
-check that nothing acknowledged was lost, granted twice or applied twice (DESIGN.md §3).
+check that nothing acknowledged was lost, granted twice or applied twice (docs/architecture.md § Invariants).
 
 The random seed is printed (and repeated in every failure message); replay a run with
 ``FANO_CRASH_SEED=<seed> pytest tests/crash``. ``FANO_CRASH_KEEP=1`` keeps the temporary directory

@@ -668,7 +668,7 @@ def test_live_charges_name_the_account_and_mode_of_every_counted_unit(qcore):
     assert t["charged"] == 1 and [c[0] for c in t["live_charges"]] == [la["epoch"]]
 
 
-# --- turn intents and reconciliation affinity (DESIGN.md §7) -------------------------------------------------
+# --- turn intents and reconciliation affinity (docs/tasks.md § Unknown turns) ------------------
 
 def test_turn_begin_records_the_intent_and_complete_clears_it(core):
     tid = core.submit("a")["task"]["id"]

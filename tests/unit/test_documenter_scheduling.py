@@ -109,8 +109,8 @@ def test_settings_are_validated():
     s = settings_from_table({"evaluators": 2, "backlog_boosts": [[20, 30], [5, 10]], "panel_accounts": ["a"]})
     assert s.evaluators == 2 and s.backlog_boosts == ((5, 10), (20, 30)) and s.panel_accounts == ("a",)
     assert [s.backlog_boost(n) for n in (5, 6, 20, 21)] == [0, 10, 10, 30]
-    d = Settings()
-    assert (d.section_stale_days, d.section_stale, d.comment_max_failures) == (7.0, 7 * 86400.0, 3)   # DOMAIN.md
+    d = Settings()   # the defaults of docs/research.md § Documenter settings
+    assert (d.section_stale_days, d.section_stale, d.comment_max_failures) == (7.0, 7 * 86400.0, 3)
     s = settings_from_table({"section_stale_days": 1.5, "comment_max_failures": 5})
     assert (s.section_stale, s.comment_max_failures) == (1.5 * 86400.0, 5)
     for bad in ({"evaluators": 4}, {"evaluators": 1}, {"max_active": 0}, {"evaluator": 3},

@@ -1,4 +1,4 @@
-"""DESIGN.md §3.7: only backend processes import provider SDKs or Playwright."""
+"""docs/architecture.md § Invariants: only backend processes import provider SDKs or Playwright."""
 import ast
 import subprocess
 import sys

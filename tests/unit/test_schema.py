@@ -85,7 +85,7 @@ def test_open_env_creates_every_database_and_the_version(tmp_path):
         assert set(st.dbs) == set(S.DATABASES)
         with st.env.begin() as txn:
             assert txn.get(b"schema_version", db=st.dbs["meta"]) == pack_value(S.SCHEMA_VERSION)
-        # durability flags never relaxed (DESIGN §3.2)
+        # durability flags never relaxed (docs/architecture.md § Invariants)
         flags = st.env.flags()
         assert flags["sync"] and flags["metasync"] and not flags["map_async"]
     finally:

@@ -13,7 +13,7 @@ from services.broker import schema as S
 from services.broker import states as st
 from services.broker.tx import Ledger, Tx
 
-# DESIGN.md §5 and the states.py docstring, written out independently
+# the transitions of the states.py docstring and of docs/tasks.md § Task states, written out independently
 EXPECTED = {
     (None, "PENDING"),
     ("PENDING", "RUNNING"), ("PENDING", "PARKED"), ("PENDING", "PAUSED"), ("PENDING", "CANCELLED"),

@@ -1,6 +1,6 @@
-"""Consumer web chat UIs (ChatGPT, Gemini) driven through Playwright and a real Chromium (DESIGN.md §10).
+"""Consumer web chat UIs (ChatGPT, Gemini) driven through Playwright and a real Chromium (docs/architecture.md § Backends).
 
-Layers, each with one job (notes/llm-backends.md §1.8):
+Layers, each with one job (docs/providers.md § Web backend layers):
 
 * :mod:`.site`     — the per-site data file (``sites/<name>.toml``): selectors, mode steps, message patterns;
 * :mod:`.gate`     — pure "is the reply finished?" classifier fed one sample per poll, and the watch that

@@ -1,4 +1,4 @@
-"""When is a web chat's reply finished? A pure classifier fed one sample per poll (notes §1.1).
+"""When is a web chat's reply finished? A pure classifier fed one sample per poll (docs/providers.md § Reply completion).
 
 "Done" is positive proof, never silence: a settled ChatGPT Pro *preamble* has no stop button and stable
 text seconds before the long thinking phase starts, and the finished-turn action bar can flash while the

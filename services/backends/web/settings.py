@@ -12,7 +12,7 @@
     poll_interval = 1.0                 # seconds between two looks at the page
     timeout = { standard = 1200, deep = 3600 }   # seconds per mode before the turn is left to reconcile
     mode_labels = { deep = "Pro" }      # the UI's name of each mode, when the site renames it
-    bar_confirm_polls = 3               # completion gate (notes §1.1)
+    bar_confirm_polls = 3               # completion gate (docs/providers.md § Reply completion)
     min_stable = 1.2                    # seconds the reply must stay unchanged
     ready_timeout = 30                  # seconds for the page/composer to show
     capacity_retry = 300                # seconds before retrying after "a lot of people are using ..."

@@ -7,11 +7,11 @@ Only where a site really renders a refusal as the reply itself (Gemini: "You've 
 chats with Deep Think until ...") is the reply matched, by :func:`classify_reply`, against the site's
 ``[reply_notices]``: whole distinctive phrases anchored at the reply's start, never a single word.
 
-A limit message is the authoritative source of a reset time (notes §1.3: "the observed limit always wins
-over the configured one"), so :func:`parse_reset` understands the forms seen on the real sites. A phrase
-that names the reset is preferred to any other time in the text, because limit messages also describe
-their window: in "You've reached the limit of 40 messages in 3 hours. Try again after 2:56 PM" the reset
-is 2:56 PM, not "in 3 hours". Reset phrases (the first one in the text wins)::
+A limit message is the authoritative source of a reset time (docs/providers.md § Notices and limits: what
+the site says beats the configured window), so :func:`parse_reset` understands the forms seen on the real
+sites. A phrase that names the reset is preferred to any other time in the text, because limit messages
+also describe their window: in "You've reached the limit of 40 messages in 3 hours. Try again after
+2:56 PM" the reset is 2:56 PM, not "in 3 hours". Reset phrases (the first one in the text wins)::
 
     after / until / till / at / by <clock>   try again after 7:22 AM, until 4 PM, resets at 14:56
     <date or weekday> [at] <clock>           until Jan 10, 2:56 PM / on March 12 at 9:00 AM / until

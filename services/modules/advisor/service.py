@@ -1,5 +1,5 @@
 """``python -m services advisor`` (supervisord program ``module-advisor``): the optional advisor that
-proposes module weights when the backlogs are out of balance (DOMAIN.md, "Advisor"). Off by default.
+proposes module weights when the backlogs are out of balance (docs/research.md § Advisor). Off by default.
 
 Every ``interval`` (world seconds) it looks at the broker's stats: the backlog of each module (its
 PENDING tasks; the documenter's also counts blessed insights not yet incorporated). When they are out of

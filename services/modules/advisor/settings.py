@@ -1,7 +1,7 @@
 """The advisor's settings: ``[modules.advisor]`` in fano.toml (every key optional; defaults shown)::
 
     [modules.advisor]
-    enabled = false                 # off by default (DOMAIN.md): the program runs but proposes nothing
+    enabled = false                 # off by default (docs/research.md § Advisor): the program runs but proposes nothing
     auto_apply = false              # true: set the proposed weights in the scheduler; false: only record them
     max_share = 0.05                # the advisor's tasks are at most this share of all tasks (<= 0.05)
     interval = 1800.0               # world seconds between two looks at the backlogs

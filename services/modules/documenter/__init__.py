@@ -1,4 +1,4 @@
-"""The documenter module (DOMAIN.md "Documenter flow"): grows a living Markdown document from blessed
+"""The documenter module (docs/research.md § Documenter): grows a living Markdown document from blessed
 insights, addresses author comments and reviews its sections.
 
 ``service`` (the process) dispatches to ``flow`` (plan -> evaluate -> draft -> exposition -> append),

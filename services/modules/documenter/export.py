@@ -1,4 +1,4 @@
-"""The document as Markdown, written atomically (DESIGN.md §9).
+"""The document as Markdown, written atomically (docs/modules.md § Exported files).
 
 :func:`write_atomic` writes a temporary file in the target's folder, fsyncs it, ``os.replace``s it over
 the target and fsyncs the folder: a reader (or a crash at any instruction) sees either the old or the

@@ -1,4 +1,4 @@
-"""Parsers of the documenter's six answer formats (DOMAIN.md "Documenter flow").
+"""Parsers of the documenter's six answer formats (docs/research.md § Documenter).
 
 Built on :mod:`services.modules.parsing`: tags in Markdown bold, prose around the tags, CRLF and a bare
 decision word without ``DECISION:`` are accepted (the original Fano never incorporated anything because

@@ -21,7 +21,7 @@ is not on the panel; without one it is left out when two evaluators remain (all 
 answer INCLUDE); else it waits.
 
 **How documenter work competes with exploration** (the scheduler adds ``seed_weight`` x
-``attrs.seed_priority`` to every task, DESIGN.md §8). The explorer's tasks about an insight carry the
+``attrs.seed_priority`` to every task, docs/scheduling.md § Priority). The explorer's tasks about an insight carry the
 insight's priority; so do the documenter's (a planning turn carries the highest priority among the
 insights it offers), so that reviewing an insight and incorporating a blessed one compete on the same
 scale, and only the base priorities by kind and the age decide between them. Without this a documenter
@@ -33,8 +33,8 @@ insight of priority 7. fano.toml therefore gives the documenter a module weight 
 module_weights``, 20 = two seed-priority steps); its work is small and bounded (one planning turn and at
 most ``max_active`` pipelines in flight), so that cannot starve exploration.
 
-The DOMAIN's backlog boost counts *blessed insights waiting* (not yet incorporated, whether planned or
-not): it is added to the task's own ``priority`` (the scheduler's
+The documenter's backlog boost (docs/research.md § Default priorities) counts *blessed insights waiting*
+(not yet incorporated, whether planned or not): it is added to the task's own ``priority`` (the scheduler's
 "offset around 50"), so it reaches the scheduler without a scheduler change. The scheduler's own
 ``backlog_boosts`` count queued tasks per module, which for the documenter (a handful at a time) never
 reaches the threshold; fano.toml turns that one off for the documenter so the two cannot add up.

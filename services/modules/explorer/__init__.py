@@ -1,4 +1,4 @@
-"""The explorer module (DOMAIN.md "Explorer flow"): seeds -> threads of explore/critique turns -> synthesis
+"""The explorer module (docs/research.md § Explorer): seeds -> threads of explore/critique turns -> synthesis
 -> panel extraction -> dedup -> three-round review panel -> blessed insights.
 
 Files by job: :mod:`.model` (entity shapes, key layout, task keys, settings), :mod:`.parsers` (one tolerant

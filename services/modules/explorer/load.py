@@ -19,13 +19,14 @@ module re-derives everything from the broker (the scheduler is optional: without
   that): an idle one first, else the least loaded; no restriction when every account is at its share.
   (Should that account lose its room before the turn runs, the thread counts as waiting, not active.)
   Later turns follow the conversation (and may be handed off anywhere).
-* **Who critiques** (:func:`route_critic`): DOMAIN.md's "critique prefers a different backend from the
-  one that explored" is a preference. An account is *fit* for a critique when it has standard room and at
-  most ``busy_backlog`` explorer tasks wait that only it can run. The critic stays where its
-  conversation is while that account is fit; otherwise the next critique goes to the fit accounts other
-  than the explorer's, or, when there are none, to any fit account (the explorer's included). Moving the
-  critic starts a new critic conversation (``critic_conv`` + 1; the prompts quote the recent exchanges, so
-  nothing is lost), since a conversation is bound to the account that served it.
+* **Who critiques** (:func:`route_critic`): "critique prefers a different backend from the one that
+  explored" (docs/research.md § Explore and critique turns) is a preference. An account is *fit* for a
+  critique when it has standard room and at most ``busy_backlog`` explorer tasks wait that only it can
+  run. The critic stays where its conversation is while that account is fit; otherwise the next critique
+  goes to the fit accounts other than the explorer's, or, when there are none, to any fit account (the
+  explorer's included). Moving the critic starts a new critic conversation (``critic_conv`` + 1; the
+  prompts quote the recent exchanges, so nothing is lost), since a conversation is bound to the account
+  that served it.
 
 Review seats are not moved for load (a panel keeps distinct models and never seats an account twice);
 a slow account's backlog is answered by giving the fast accounts more threads.

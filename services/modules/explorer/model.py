@@ -225,7 +225,7 @@ MATH_REQUESTS = ("verify the math", "check the arithmetic", "proof needed", "nee
 
 @dataclass(frozen=True)
 class ExplorerSettings:
-    """Explorer knobs (DOMAIN.md defaults). Proposed home: a ``[modules.explorer]`` table in fano.toml;
+    """Explorer knobs (docs/research.md § Explorer settings). Proposed home: a ``[modules.explorer]`` table in fano.toml;
     until shared.config parses ``[modules]`` :func:`load_settings` reads that table itself.
 
     ``deep``: per kind, ``[mode, fallback]``: the mode asked for and whether the kind may run in standard

@@ -1,4 +1,4 @@
-"""The three-round review panel (DOMAIN.md "Review panel") as pure functions over stored records.
+"""The three-round review panel (docs/research.md § Review panel) as pure functions over stored records.
 
 Every review step is its own task, so reviews of many insights interleave with exploration, and a review
 is resumable after any step: its whole state is the ``reviews/<insight>`` record (shape in :mod:`.model`).

@@ -4,7 +4,7 @@ Two pure jobs:
 
 * :func:`recurring` looks at what the explorer and the documenter wrote (insights with tags, sections
   with titles) and returns the numbers and concepts that appear in more than one of them — the
-  subjects of research questions (DOMAIN.md: "questions ... about the numbers and concepts that recur").
+  subjects of research questions (docs/research.md § Researcher).
 * :func:`merge` folds new findings into the cross-reference index (``crossrefs/number/<n>``,
   ``crossrefs/concept/<slug>``): one record per number or concept listing the findings and the source
   domains it was found in. A record becomes an *active* cross-reference once it spans two or more

@@ -1,6 +1,6 @@
 """The researcher module (``python -m services researcher``, supervisord program ``module-researcher``).
 
-Flow (DOMAIN.md "Researcher flow"; keys and entities in :mod:`.model`):
+Flow (docs/research.md § Researcher; keys and entities in :mod:`.model`):
 
 1. **Observe** (``plan``, every ``observe_interval``): explorer insights (``insights/<id>`` in the
    ``explorer`` namespace, not rejected) and revisions of documenter sections (``sections/<id>`` at

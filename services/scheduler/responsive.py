@@ -1,0 +1,47 @@
+"""Keeping accounts responsive: never every account in a deep turn at once while short work waits.
+
+A deep turn takes minutes (ChatGPT Pro and Gemini Deep Think answer in 5-30 minutes; the soak models
+2-20 world minutes), a standard one well under a minute. If every account is in a deep turn, an author's
+comment, an operator's standard ``ask`` or any short research step waits for the first deep turn to end:
+comments were addressed in 2-4 minutes at the 95th percentile of a soak where one standard turn takes
+under two (issue 11's target is one turn's latency plus a minute).
+
+So ``[scheduler] responsive_accounts`` (default 1) accounts are kept out of deep turns whenever they have
+other work: an idle worker does not take a deep task (a task it would lease in deep mode) of a research
+module while
+
+* at least ``max(1, accounts - responsive_accounts)`` *other* accounts are in a deep turn (assigned or
+  running one), counting the accounts that have a worker and are not paused, and
+* it could take a task in standard mode instead (a bin it admits in standard mode).
+
+It never idles a worker: with nothing but deep work admitted, it takes the deep work. The operator's own
+asks (module ``adhoc``) are never held back. Deep budgets are daily and small, so they are still spent:
+the deep work waits for one of the other accounts' deep slots or for a moment without standard work.
+0 turns the rule off.
+"""
+from __future__ import annotations
+
+from shared.config import ADHOC
+
+from services.scheduler.priority import DEEP
+
+
+def deep_accounts(assigned: dict, running: dict) -> set:
+    """Accounts with a deep turn assigned (the mode the scheduler expects) or running (the leased mode)."""
+    return ({a.account for a in assigned.values() if a.mode == DEEP}
+            | {r.account for r in running.values() if r.mode == DEEP and r.account})
+
+
+def hold_back(admits: dict, modes: dict, account: str, accounts: int, in_deep: set, responsive: int) -> dict:
+    """``admits`` (bin key -> module term) without the research bins ``account`` would run in deep mode,
+    when the rule above says so; ``modes``: bin key -> the mode ``account`` would run it in."""
+    if responsive <= 0:
+        return admits
+    deep = [k for k in admits if modes.get(k) == DEEP and k[1] != ADHOC]
+    if not deep or len(deep) == len(admits):
+        return admits   # nothing deep to hold back, or nothing else to do: never idle a worker
+    if not any(modes.get(k) != DEEP for k in admits):
+        return admits
+    if len(in_deep - {account}) < max(1, accounts - responsive):
+        return admits
+    return {k: v for k, v in admits.items() if k not in deep}
