@@ -35,7 +35,8 @@ Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optiona
     auth_fail = false              # every request: auth error, never reaches the provider
     sloppy_rate = 0.05             # answers with format deviations a tolerant parser must accept
     garbage_rate = 0.0             # answers with none of the kind's tags
-    reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4}   # latent review verdicts
+    reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4, favour = 0.0}   # latent review
+                                   # verdicts; favour: share of subjects every documenter vote approves
     fsync = false                  # fsync each log record (power-loss durability; kill -9 needs none)
 
 Refusals (quota, an injected 429, overload, the injected 500) are decided at the door and logged as ``refused``: the

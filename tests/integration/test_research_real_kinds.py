@@ -31,9 +31,11 @@ from tests.support import run_fanoctl, running_tree, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SCALE = 10.0
+SCALE = 30.0                       # world seconds per real second: the documenter's WAIT backoff (300) is 10 s
 BUDGET = 150.0                     # real seconds from the seed to the section (aim: well under 90)
-SURE = {"good": 1.0, "bad": 0.0, "agree": 1.0, "persuade": 1.0}
+# every insight good, every reviewer agreeing, every documenter vote favourable: the pipeline, not the
+# verdicts, is under test (the web stand-in answers both accounts of a skin alike, so a REVISE would repeat)
+SURE = {"good": 1.0, "bad": 0.0, "agree": 1.0, "persuade": 1.0, "favour": 1.0}
 KEY = "sk-e2e-research-" + uuid.uuid4().hex
 
 MODULES_TOML = """
@@ -48,6 +50,7 @@ module_weights = { explorer = 0, documenter = 20, researcher = 0 }
 max_active_threads = 1
 threads_per_account = 0
 open_threads_per_seed = 1
+max_threads_per_seed_hour = 1      # one thread: the accounts then serve its extraction, reviews and section
 min_exchanges = 2
 min_critiques = 1
 max_exchanges = 2

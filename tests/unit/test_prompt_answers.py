@@ -91,6 +91,18 @@ def test_reviewers_on_different_accounts_share_the_insights_latent_quality():
     assert len(classes) >= 2
 
 
+def test_favour_makes_every_documenter_vote_favourable_and_is_off_by_default():
+    favour = {"favour": 1.0}
+    for n in range(20):
+        insight = f"{INSIGHT} Variant {n}."
+        for name, word in (("evaluate", "DECISION: INCLUDE"), ("exposition", "DECISION: APPROVE")):
+            assert P.answer_prompt(render("documenter", name, insight), account=f"m{n}", reviews=favour)\
+                .startswith(word)
+    plain = {P.answer_prompt(render("documenter", "exposition", f"{INSIGHT} V{n}."), account="m").splitlines()[0]
+             for n in range(40)}
+    assert len(plain) >= 2, plain
+
+
 def test_other_prompts_are_not_research_prompts():
     for prompt in ("hello", "", "think hard", "[[standin:overloaded]] explain RATING: in one line"):
         assert P.prompt_kind(prompt) is None and P.answer_prompt(prompt) is None
