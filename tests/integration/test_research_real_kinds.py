@@ -204,8 +204,9 @@ def test_a_seed_becomes_a_thread_an_insight_a_review_and_a_section(kind, request
             sec = wait(section, "a document section from a blessed insight")
             assert sec["text"].strip() and sec["title"].strip()
 
-            # every task ran on this kind's accounts, and none is stuck failing
+            # no task of the pipeline ended PARKED (an answer the modules could not use, a turn refused)
             status = ctl(tree, "status")
+            assert all(not states.get("PARKED") for states in status["modules"].values()), status["modules"]
             print(f"\n{kind}: {marks} (s since the seed); status modules: {status.get('modules')}")
         if kind in ("chatgpt", "gemini"):
             prompts = server.prompts()
