@@ -1,4 +1,5 @@
-"""fanoctl commands that set an account up: ``backends login NAME`` and ``backends check NAME``.
+"""fanoctl commands that set an account up: ``backends login NAME`` and ``backends check NAME``
+(cli/backends.py adds them to its group).
 
 Both run the account's provider in this process, on the account's own settings and data directory
 (the browser profile of a web account, the key of an API account from this shell's environment), so
@@ -10,8 +11,7 @@ from __future__ import annotations
 import click
 
 from cli import render as R
-from cli.fanoctl import fail, json_option, out
-from cli.work import _ctl, backends
+from cli.app import ctl, fail, json_option, out, warn
 from shared.errors import ExitCode
 
 WEB_BACKENDS = ("chatgpt", "gemini")
@@ -22,7 +22,7 @@ def _provider(name: str):
     from services.backends.registry import make_provider
     from shared.clock import Clock
     from shared.config import load_config
-    config = load_config(_ctl().config_path)
+    config = load_config(ctl().config_path)
     account = config.account(name)   # ConfigError (one line, exit CONFIG) when unknown
     return account, make_provider(account, Clock.from_env(), config.data_dir)
 
@@ -38,7 +38,7 @@ def _provider_failure(name: str, backend: str, exc) -> None:
     fail(redact(f"{name}: {exc.error_class}: {exc.message}{hint}"), ExitCode.FAILURE)
 
 
-@backends.command("check")
+@click.command("check")
 @click.argument("name")
 @json_option
 def backends_check(name):
@@ -54,8 +54,8 @@ def backends_check(name):
     finally:
         try:
             provider.close()
-        except Exception:  # closing a half-started browser must not mask the check's answer
-            pass
+        except Exception as exc:  # closing a half-started browser must not mask the check's answer
+            warn(redact(f"{name}: closing the provider failed: {type(exc).__name__}: {exc}"))
     result = {"account": name, "backend": account.backend, **result}
     clean = {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
     out(clean, R.check_text)
@@ -63,7 +63,7 @@ def backends_check(name):
         raise click.exceptions.Exit(int(ExitCode.FAILURE))
 
 
-@backends.command("login")
+@click.command("login")
 @click.argument("name")
 @click.option("--headless", is_flag=True, hidden=True,
               help="No window (tests only: nobody can sign in there, so it ends at the login timeout).")
@@ -97,7 +97,7 @@ def backends_login(name, headless):
         _provider_failure(name, account.backend, exc)
     result = {**report, **(result or {"ok": False, "detail": "the provider reported nothing"})}
     clean = {k: redact(v) if isinstance(v, str) else v for k, v in result.items()}
-    if _ctl().json:
+    if ctl().json:
         out(clean, "")
         if not clean.get("ok"):   # like a failed check: the report on stdout, exit 1
             raise click.exceptions.Exit(int(ExitCode.FAILURE))

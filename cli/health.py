@@ -51,7 +51,7 @@ from pathlib import Path
 import click
 
 from cli import render as R
-from cli.fanoctl import Ctl, _duration, client, json_option, main, out
+from cli.app import ask_scheduler, client, ctl, duration, json_option, out
 from shared.errors import BrokerUnavailable
 
 OK, DEGRADED, DOWN = 0, 1, 2
@@ -59,10 +59,6 @@ NAMES = {OK: "ok", DEGRADED: "degraded", DOWN: "down"}
 CORE_PROGRAMS = ("broker", "scheduler")     # without them nothing progresses: down
 MAP_USE_DEGRADED = 0.9                      # an older broker (no storage report): map use above this
 PARKED_SAMPLE = 5
-
-
-def _ctl() -> Ctl:
-    return click.get_current_context().find_object(Ctl)
 
 
 # --- supervisord -------------------------------------------------------------------------------------------
@@ -167,8 +163,8 @@ def _days(ctx, param, value):
     return value
 
 
-@main.command()
-@click.option("--idle-after", "idle_after", callback=_duration, default="10m", show_default=True,
+@click.command()
+@click.option("--idle-after", "idle_after", callback=duration, default="10m", show_default=True,
               metavar="DURATION", help="An account idle while work waits this long (world time) is degraded.")
 @click.option("--min-days", "min_days", type=float, callback=_days, default=7.0, show_default=True,
               metavar="DAYS", help="Storage full in fewer days than this (at the current rate) is degraded.")
@@ -177,13 +173,12 @@ def _days(ctx, param, value):
 @json_option
 def health(idle_after, min_days, supervisor_conf_path):
     """Is the tree healthy? Exit 0 ok, 1 degraded, 2 down (see docs/cli.md); for cron and monitoring."""
-    from cli.work import ask_scheduler, scheduler_endpoint
-    ctl = _ctl()
+    c = ctl()
     checks: list[tuple[str, int, str]] = []
     report: dict = {"now": None, "storage": None, "idle": None, "parked": None, "paused": [], "cooling": [],
                     "exhausted": []}
 
-    conf = Path(supervisor_conf_path) if supervisor_conf_path else supervisor_conf(ctl.config_path)
+    conf = Path(supervisor_conf_path) if supervisor_conf_path else supervisor_conf(c.config_path)
     report["programs"] = programs(conf)
     checks.append(("programs", *programs_check(report["programs"])))
 
@@ -193,7 +188,7 @@ def health(idle_after, min_days, supervisor_conf_path):
         parked = stats["tasks"].get("PARKED", 0)
         sample = client().list(state="PARKED", limit=PARKED_SAMPLE)["tasks"] if parked else []
     except BrokerUnavailable:
-        checks.append(("broker", DOWN, f"broker not answering at {ctl.endpoint}"))
+        checks.append(("broker", DOWN, f"broker not answering at {c.endpoint}"))
         stats = None
     if stats is not None:
         now = report["now"] = stats["now"]
@@ -212,7 +207,7 @@ def health(idle_after, min_days, supervisor_conf_path):
 
     answer = ask_scheduler("idle")
     if not isinstance(answer, dict):
-        checks.append(("scheduler", DOWN, f"scheduler not answering at {scheduler_endpoint()}"))
+        checks.append(("scheduler", DOWN, f"scheduler not answering at {c.scheduler_endpoint()}"))
     elif answer.get("synced") is False:
         checks.append(("scheduler", OK, "rebuilding its view from the broker: idle accounts not known yet"))
     else:

@@ -199,6 +199,15 @@ def task_info(t: dict, now: float) -> str:
     return ""
 
 
+def running_detail(task: dict) -> str:
+    """Where a RUNNING task runs: account, mode and attempt (empty without a lease)."""
+    lease = task.get("lease") or {}
+    if not lease:
+        return ""
+    return f"on {lease.get('account')} ({lease.get('mode')}), attempt {task['attempts']}/{task['max_attempts']}"
+
+
+
 def ls_text(d: dict, now: float) -> str:
     if not d["tasks"]:
         text = "no tasks"

@@ -1,6 +1,6 @@
 """fanoctl and the optional advisor: what it proposed, next to the weights in force.
 
-``modules weights`` (in :mod:`cli.work`) prints the scheduler's weights and, below, the advisor's last
+``modules weights`` (in :mod:`cli.modules`) prints the scheduler's weights and, below, the advisor's last
 proposal (:func:`show_weights`); ``modules advice`` lists its proposals (:func:`show_advice`). Both read the ``advisor``
 namespace in the broker (key layout in ``services/modules/advisor/service.py``); the user overrides a
 proposal with ``modules weights --set``, and an auto-applying advisor leaves such an override alone.
@@ -10,8 +10,8 @@ from __future__ import annotations
 import click
 
 from cli import render as R
-from cli.fanoctl import Ctl, client, out
-from shared.errors import BrokerUnavailable, FanoError
+from cli.app import Ctl, client, out, warn
+from shared.errors import FanoError
 
 NS = "advisor"
 
@@ -22,22 +22,23 @@ def _now() -> float:
 
 
 def _settings():
-    """The advisor's settings from the config fanoctl uses, or None if it cannot be read."""
+    """The advisor's settings from the config fanoctl uses, or None (said on stderr) if it cannot be read."""
     from shared.config import ConfigError, load_config
     from services.modules.advisor.settings import load_settings
     try:
         return load_settings(load_config(click.get_current_context().find_object(Ctl).config_path))
-    except (ConfigError, OSError):
+    except (ConfigError, OSError) as exc:
+        warn(f"the advisor's settings cannot be read ({exc}): shown as unknown")
         return None
 
 
 def proposals(limit: int | None = None) -> list[dict]:
-    rows = [v for _, _, v in _store().scan("proposals/") if isinstance(v, dict)]
+    rows = _store().records("proposals/")
     return rows[-limit:] if limit else rows
 
 
 def _store():
-    from services.modules.base import Store
+    from services.modules.store import Store
     return Store(client(), NS)
 
 
@@ -50,8 +51,8 @@ def summary() -> dict:
         res["state"] = _store().get("state")[1]
         last = proposals(limit=1)
         res["last"] = last[0] if last else None
-    except (BrokerUnavailable, FanoError):
-        pass
+    except FanoError as exc:   # BrokerUnavailable too: the weights above are still worth showing
+        warn(f"the advisor's state cannot be read ({exc.name}: {exc.message}): shown as unknown")
     return res
 
 

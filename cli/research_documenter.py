@@ -1,25 +1,25 @@
 """fanoctl commands for the documenter: author comments and the document's versions.
 
 ``comments add SECTION TEXT`` / ``comments ls``; ``document show|export [PATH]|versions|revert VERSION|
-disputes|retry INSIGHT``; every command takes ``--json``. They read and write the ``documenter``
-namespace in the broker directly, with version checks where the running module could race them (a new
-comment must not exist yet; a revert is computed from what it read and refused if the document changed
-meanwhile, then recomputed). The key layout is documented in ``services/modules/documenter/model.py``.
+disputes|retry INSIGHT``; every command takes ``--json``. They read the ``documenter`` namespace in the
+broker directly and write it through the operations layer (``services/modules/operations/documenter.py``:
+version checks where the running module could race them; a revert is computed from what it read and
+recomputed if the document changed meanwhile); a command here parses, calls the operation and renders.
+The key layout is documented in ``services/modules/documenter/model.py``.
 """
 from __future__ import annotations
 
 import click
 
 from cli import render as R
-from cli.fanoctl import Ctl, client, fail, json_option, main, out
+from cli.app import Ctl, client, fail, json_option, out
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "documenter"
-RACE_RETRIES = 3
 
 
 def _store():
-    from services.modules.base import Store
+    from services.modules.store import Store
     return Store(client(), NS)
 
 
@@ -30,7 +30,7 @@ def _now() -> float:
 
 # --- comments ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def comments():
     """Author comments on document sections (addressed first by the documenter)."""
 
@@ -41,18 +41,16 @@ def comments():
 @json_option
 def comments_add(section, text):
     """Comment on SECTION (an id such as s0003, see `document show`)."""
-    from services.modules.documenter import model as M
-    if not text.strip():
-        raise click.BadParameter("the comment is empty", param_hint="TEXT")
-    store = _store()
-    if store.get(M.section_key(section))[1] is None:
-        fail(f"NOT_FOUND: no section {section!r} in the document (see `fanoctl document show`)", ExitCode.FAILURE)
-    now = _now()
-    cid = M.new_comment_id(now)
-    rec = {"id": cid, "section": section, "text": text.strip(), "status": "open", "created": now, "attempts": 0,
-           "failures": 0, "history": [{"at": now, "event": "added"}]}
-    client().txn(NS, [M.put(M.comment_key(cid), rec, if_version=0)])
-    out(rec, f"comment {cid} on {section} added; the documenter addresses it next")
+    from services.modules.operations import documenter as O
+    try:
+        rec = O.add_comment(client(), section, text, now=_now())
+    except FanoError as exc:
+        if exc.code == ErrorCode.BAD_ARGUMENT:
+            raise click.BadParameter(exc.message, param_hint="TEXT") from None
+        if exc.code == ErrorCode.NOT_FOUND:
+            fail(f"NOT_FOUND: {exc.message} (see `fanoctl document show`)", ExitCode.FAILURE)
+        raise
+    out(rec, f"comment {rec['id']} on {section} added; the documenter addresses it next")
 
 
 @comments.command("ls")
@@ -61,8 +59,8 @@ def comments_add(section, text):
 @json_option
 def comments_ls(status, section):
     """Comments with their status, resolution and the version that applied them."""
-    rows = [c for _, _, c in _store().scan("comments/") if isinstance(c, dict)
-            and (status is None or c.get("status") == status) and (section is None or c.get("section") == section)]
+    rows = [c for c in _store().records("comments/")
+            if (status is None or c.get("status") == status) and (section is None or c.get("section") == section)]
     out({"comments": rows, "now": _now()}, comments_text)
 
 
@@ -78,13 +76,13 @@ def comments_text(d: dict) -> str:
 
 # --- document ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def document():
     """The living document: outline, versions, revert, export, disputed insights."""
 
 
 def _disputes(store) -> list[dict]:
-    rows = [j for _, _, j in store.scan("jobs/") if isinstance(j, dict) and int(j.get("disputes") or 0) > 0
+    rows = [j for j in store.records("jobs/") if int(j.get("disputes") or 0) > 0
             and j.get("stage") not in ("done", "duplicate")]
     return sorted(rows, key=lambda j: (j.get("stage") != "needs_human", -int(j.get("disputes") or 0)))
 
@@ -109,8 +107,8 @@ def document_show(version, as_text):
             sections, number = M.version_text(store, ver["manifest"]), version
         out({"version": number, "sections": sections}, lambda d: export.render(d["sections"], d["version"]))
         return
-    comments_open = [c for _, _, c in store.scan("comments/") if isinstance(c, dict)
-                     and c.get("status") in ("open", "addressing", "needs_human")]
+    comments_open = [c for c in store.records("comments/")
+                     if c.get("status") in ("open", "addressing", "needs_human")]
     data = {"version": doc.version, "updated": doc.head.get("updated"), "sections": doc.ordered(),
             "concepts": sorted(doc.established().values(), key=str.lower), "comments": comments_open,
             "disputes": _disputes(store), "plan": store.get(M.PLAN_STATE)[1], "review": store.get(M.REVIEW_STATE)[1],
@@ -148,7 +146,7 @@ def show_text(d: dict) -> str:
 @json_option
 def document_versions(**_):
     """Every version: number, time, what changed it."""
-    versions = [v for _, _, v in _store().scan("versions/") if isinstance(v, dict)]
+    versions = _store().records("versions/")
     out({"versions": versions, "now": _now()}, versions_text)
 
 
@@ -165,26 +163,10 @@ def versions_text(d: dict) -> str:
 @json_option
 def document_revert(version):
     """Make the document equal to VERSION again, as a new version (nothing is lost)."""
-    from services.modules.documenter import model as M
-    store = _store()
-    for _ in range(RACE_RETRIES):
-        doc = M.read_doc(store)
-        try:
-            changes, order = M.revert_changes(doc, store, version)
-        except M.RevertError as exc:
-            fail(f"NOT_FOUND: {exc}", ExitCode.FAILURE)
-        ops, number = M.commit(doc, changes, {"kind": "revert", "ref": version, "task": None},
-                               f"revert to version {version}", _now(), order)
-        try:
-            client().txn(NS, ops)
-        except FanoError as exc:
-            if exc.code == ErrorCode.CONDITION_FAILED:
-                continue   # the module changed the document meanwhile: read again
-            raise
-        out({"version": number, "reverted_to": version, "changed_sections": sorted(changes)},
-            f"version {number}: the document equals version {version} again ({len(changes)} section(s) changed)")
-        return
-    fail("CONDITION_FAILED: the document kept changing; try again", ExitCode.FAILURE)
+    from services.modules.operations import documenter as O
+    d = O.revert_document(client(), version, now=_now())
+    out(d, f"version {d['version']}: the document equals version {version} again "
+           f"({len(d['changed_sections'])} section(s) changed)")
 
 
 @document.command("export")
@@ -220,16 +202,6 @@ def disputes_text(d: dict) -> str:
 @json_option
 def document_retry(insight):
     """Give a disputed insight (e.g. one waiting for a human) a fresh start: disputes back to 0."""
-    from services.modules.documenter import model as M
-    store = _store()
-    v, job = store.get(M.job_key(insight))
-    if not isinstance(job, dict):
-        fail(f"NOT_FOUND: the documenter has not worked on insight {insight!r}", ExitCode.FAILURE)
-    if job.get("stage") not in ("idle", "needs_human"):
-        fail(f"INVALID_STATE: insight {insight} is {job.get('stage')}; only idle or waiting ones can be retried",
-             ExitCode.FAILURE)
-    now = _now()
-    job = {**job, "stage": "idle", "disputes": 0, "updated": now}
-    M.note(job, now, "retry requested", by="fanoctl")
-    client().txn(NS, [M.put(M.job_key(insight), job, if_version=v)])
+    from services.modules.operations import documenter as O
+    job = O.retry_insight(client(), insight, now=_now())
     out(job, f"insight {insight} will be planned again")

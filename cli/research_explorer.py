@@ -1,10 +1,11 @@
 """fanoctl commands of the explorer: ``seeds``, ``threads``, ``insights``.
 
 ``seeds add|ls|edit|priority|rm|import FILE``; ``threads ls|show|pause|resume|archive``;
-``insights ls|show|bless|reject|interesting|priority``; every command takes ``--json``. They read and
-write the ``explorer`` namespace in the broker directly; every write is a read-modify-write with
-``if_version``, retried on a race with the running module (which writes the same records with version
-checks too). Entity shapes and keys: ``services/modules/explorer/model.py``.
+``insights ls|show|bless|reject|interesting|priority``; every command takes ``--json``. They read the
+``explorer`` namespace in the broker directly and write it through the operations layer
+(``services/modules/operations/explorer.py``: read-modify-write with ``if_version``, retried on a race
+with the running module); a command here parses, calls the operation and renders. Entity shapes and keys:
+``services/modules/explorer/model.py``.
 
 ``--json`` shapes: ``seeds ls`` -> ``{"seeds": [Seed], "threads": {seed_id: count}}``; ``seeds add|edit`` ->
 Seed; ``seeds priority`` -> ``{"seed", "threads": [thread ids that followed]}``; ``seeds rm`` ->
@@ -20,12 +21,10 @@ from __future__ import annotations
 import click
 
 from cli import research_explorer_render as V
-from cli.fanoctl import client, fail, json_option, main, out
+from cli.app import client, fail, json_option, out
 from shared.errors import ErrorCode, ExitCode, FanoError
 
 NS = "explorer"
-RACE_RETRIES = 5
-MAX_OPS = 400            # per transaction (the broker takes at most 500)
 
 
 def _now() -> float:
@@ -33,51 +32,28 @@ def _now() -> float:
     return Clock.from_env().world()   # the modules' clock (scaled in simulations)
 
 
+def _store():
+    from services.modules.store import Store
+    return Store(client(), NS)
+
+
 def _get(key: str) -> tuple[int, object]:
-    rec = client().kv_get(NS, key)
-    return (0, None) if rec is None else (rec["version"], rec["value"])
+    return _store().get(key)
 
 
 def _scan(prefix: str) -> list:
-    return [value for _, _, value in client().kv_items(NS, prefix) if isinstance(value, dict)]
-
-
-def _put(key: str, value, version: int) -> dict:
-    return {"op": "put", "key": key, "value": value, "if_version": version}
-
-
-def _change(what: str, read, write) -> object:
-    """``read() -> state`` (with versions), ``write(state) -> (ops, result)``; retried on a version race.
-    More than ``MAX_OPS`` ops (a big seed file) go in several transactions, each checked."""
-    for _ in range(RACE_RETRIES):
-        state = read()
-        ops, result = write(state)
-        try:
-            for start in range(0, len(ops), MAX_OPS):
-                client().txn(NS, ops[start:start + MAX_OPS])
-            return result
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-    fail(f"CONDITION_FAILED: {what} kept changing under us; try again", ExitCode.FAILURE)
+    return _store().records(prefix)
 
 
 def _must(key: str, what: str, ident: str) -> tuple[int, dict]:
-    version, value = _get(key)
-    if value is None:
-        fail(f"NOT_FOUND: no {what} {ident!r}", ExitCode.FAILURE)
-    return version, value
+    return _store().must(key, what, ident)
 
 
 # --- seeds ---------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def seeds():
     """Research seeds: axioms (facts in every prompt), questions and conjectures (one thread each)."""
-
-
-def _seed_error(exc) -> None:
-    fail(f"BAD_ARGUMENT: {exc}", ExitCode.FAILURE)
 
 
 @seeds.command("add")
@@ -89,20 +65,20 @@ def _seed_error(exc) -> None:
 @json_option
 def seeds_add(text, kind, priority, tags, sid):
     """Add a seed."""
-    from services.modules.explorer import model as M
-    from services.modules.explorer.seeds import SeedError, validate
+    from services.modules.operations import explorer as O
     try:
-        seed = validate({"id": sid, "type": kind, "text": text, "priority": int(priority) if priority.isdigit() else priority,
-                         "tags": list(tags)}, _now())
-    except SeedError as exc:
-        _seed_error(exc)
-    try:
-        client().txn(NS, [_put(M.seed_key(seed["id"]), seed, 0)])
+        seed = O.add_seed(client(), text, kind=kind, priority=_priority_arg(priority), tags=tags, seed_id=sid,
+                          now=_now())
     except FanoError as exc:
         if exc.code == ErrorCode.CONDITION_FAILED:
-            fail(f"CONDITION_FAILED: seed {seed['id']} exists (use `fanoctl seeds edit`)", ExitCode.FAILURE)
+            fail(f"CONDITION_FAILED: {exc.message} (use `fanoctl seeds edit`)", ExitCode.FAILURE)
         raise
     out(seed, f"seed {seed['id']} added ({seed['type']}, priority {seed['priority']})")
+
+
+def _priority_arg(priority: str) -> int | str:
+    """A command line's priority: digits are a number, anything else a word (high/medium/low)."""
+    return int(priority) if priority.isdigit() else priority
 
 
 @seeds.command("ls")
@@ -134,17 +110,8 @@ def seeds_ls(kind):
 @json_option
 def seeds_resume(seed_id):
     """Let the explorer start threads on a seed it paused (its threads kept giving unusable answers)."""
-    from services.modules.explorer import model as M
-    from services.modules.explorer import pacing as PC
-    _must(M.seed_key(seed_id), "seed", seed_id)
-
-    def write(state):
-        version, pace = state
-        if not (pace or {}).get("paused"):
-            return [], pace
-        new = dict(pace, paused=False, pause_reason=None, paused_at=None, resumed_at=_now())
-        return [_put(PC.pace_key(seed_id), new, version)], new
-    _change(f"seed {seed_id}", lambda: _get(PC.pace_key(seed_id)), write)
+    from services.modules.operations import explorer as O
+    O.resume_seed(client(), seed_id, now=_now())
     out({"seed": seed_id, "paused": False}, f"seed {seed_id} resumed: the explorer may start threads on it again")
 
 
@@ -158,32 +125,10 @@ def seeds_resume(seed_id):
 def seeds_edit(seed_id, text, kind, priority, tags):
     """Change a seed's text, type, priority or tags (open threads keep the text they started with; a new
     priority reaches them as with ``seeds priority``)."""
-    from services.modules.explorer import model as M
-    from services.modules.explorer.seeds import CONTENT, SeedError, validate
-    prio = _parse_seed_priority(priority) if priority is not None else None
-
-    def write(state):
-        version, seed = state
-        raw = {k: seed[k] for k in CONTENT if k in seed}
-        raw.update({k: v for k, v in (("text", text), ("type", kind), ("tags", list(tags) or None)) if v is not None})
-        try:
-            new = validate(dict(raw, id=seed_id), _now(), seed)
-        except SeedError as exc:
-            _seed_error(exc)
-        return [_put(M.seed_key(seed_id), new, version)], new
-    seed = _change(f"seed {seed_id}", lambda: _must(M.seed_key(seed_id), "seed", seed_id), write)
-    if prio is not None:   # the same path as `seeds priority`, so that the seed's open threads follow
-        seed = _set_seed_priority(seed_id, prio)["seed"]
+    from services.modules.operations import explorer as O
+    seed = O.edit_seed(client(), seed_id, text=text, kind=kind, tags=tags or None, now=_now(),
+                       priority=None if priority is None else _priority_arg(priority))
     out(seed, f"seed {seed_id} updated")
-
-
-def _parse_seed_priority(priority: str) -> int:
-    from services.modules.explorer.seeds import SeedError
-    from services.modules.explorer.seeds import priority as parse_priority
-    try:
-        return parse_priority(int(priority) if priority.isdigit() else priority)
-    except SeedError as exc:
-        _seed_error(exc)
 
 
 @seeds.command("priority")
@@ -193,28 +138,10 @@ def _parse_seed_priority(priority: str) -> int:
 def seeds_priority(seed_id, priority):
     """Set a seed's priority (1-10 or high/medium/low); its open threads follow, and the running explorer
     re-ranks their queued tasks on its next planning pass (within seconds)."""
-    prio = _parse_seed_priority(priority)
-    d = _set_seed_priority(seed_id, prio)
-    out(d, f"seed {seed_id}: priority {prio}" + (f"; threads {', '.join(d['threads'])} follow (their queued tasks "
-                                                  "are re-ranked by the explorer)" if d["threads"] else ""))
-
-
-def _set_seed_priority(seed_id: str, prio: int) -> dict:
-    """The seed and its open threads get ``prio`` in one transaction: ``{"seed", "threads": [ids]}``."""
-    from services.modules.explorer import model as M
-
-    def read():
-        threads = [(v, t) for t in _scan("threads/") if t["seed_id"] == seed_id and t["status"] not in ("extracted", "archived")
-                   for v in [_get(M.thread_key(t["id"]))[0]]]
-        return _must(M.seed_key(seed_id), "seed", seed_id), threads
-
-    def write(state):
-        (version, seed), threads = state
-        now = _now()
-        ops = [_put(M.seed_key(seed_id), dict(seed, priority=prio, updated_at=now), version)]
-        ops += [_put(M.thread_key(t["id"]), dict(t, priority=prio, updated_at=now), v) for v, t in threads]
-        return ops, {"seed": dict(seed, priority=prio, updated_at=now), "threads": [t["id"] for _, t in threads]}
-    return _change(f"seed {seed_id}", read, write)
+    from services.modules.operations import explorer as O
+    d = O.set_seed_priority(client(), seed_id, _priority_arg(priority), now=_now())
+    follow = f"; threads {', '.join(d['threads'])} follow (their queued tasks are re-ranked by the explorer)"
+    out(d, f"seed {seed_id}: priority {d['seed']['priority']}" + (follow if d["threads"] else ""))
 
 
 @seeds.command("rm")
@@ -222,10 +149,8 @@ def _set_seed_priority(seed_id: str, prio: int) -> dict:
 @json_option
 def seeds_rm(seed_id):
     """Remove a seed (its threads and insights stay)."""
-    from services.modules.explorer import model as M
-    _change(f"seed {seed_id}", lambda: _must(M.seed_key(seed_id), "seed", seed_id),
-            lambda st: ([{"op": "delete", "key": M.seed_key(seed_id), "if_version": st[0]}], None))
-    out({"removed": seed_id}, f"seed {seed_id} removed")
+    from services.modules.operations import explorer as O
+    out(O.remove_seed(client(), seed_id), f"seed {seed_id} removed")
 
 
 @seeds.command("import")
@@ -233,32 +158,15 @@ def seeds_rm(seed_id):
 @json_option
 def seeds_import(path):
     """Import a TOML seed file (idempotent by seed id: unchanged seeds are left alone)."""
-    from services.modules.explorer import model as M
-    from services.modules.explorer.seeds import SeedError, load_file, same_content, validate
-    try:
-        wanted = load_file(path, _now())
-    except SeedError as exc:
-        _seed_error(exc)
-
-    def read():
-        return [(s, *_get(M.seed_key(s["id"]))) for s in wanted]
-
-    def write(state):
-        ops, result = [], {"added": [], "updated": [], "unchanged": []}
-        for seed, version, current in state:
-            if same_content(current, seed):
-                result["unchanged"].append(seed["id"])
-                continue
-            ops.append(_put(M.seed_key(seed["id"]), validate(seed, _now(), current) if current else seed, version))
-            result["updated" if current else "added"].append(seed["id"])
-        return ops, result
-    d = _change("the seeds", read, write)
+    from services.modules.operations import explorer as O
+    now = _now()
+    d = O.import_seeds(client(), O.seed_file(path, now), now=now)
     out(d, f"{len(d['added'])} added, {len(d['updated'])} updated, {len(d['unchanged'])} unchanged")
 
 
 # --- threads -------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def threads():
     """Exploration threads: one per explored question or conjecture."""
 
@@ -312,14 +220,8 @@ def _turn_prompt(exchange: dict, exchanges: list[dict]) -> str | None:
     return (task.get("payload") or {}).get("prompt")
 
 
-def _thread_status(thread_id: str, verb: str, change) -> None:
-    from services.modules.explorer import model as M
-
-    def write(state):
-        version, thread = state
-        new = change(thread)
-        return ([_put(M.thread_key(thread_id), new, version)] if new != thread else []), new
-    thread = _change(f"thread {thread_id}", lambda: _must(M.thread_key(thread_id), "thread", thread_id), write)
+def _thread_status(op, thread_id: str, verb: str) -> None:
+    thread = op(client(), thread_id, now=_now())
     out(thread, f"thread {thread_id} {verb} (status {thread['status']})")
 
 
@@ -328,11 +230,8 @@ def _thread_status(thread_id: str, verb: str, change) -> None:
 @json_option
 def threads_pause(thread_id):
     """Stop proposing turns for a thread; answers in flight are still recorded."""
-    def change(t):
-        if t["status"] not in ("active", "ready", "synthesised"):
-            fail(f"INVALID_STATE: thread {thread_id} is {t['status']}; only open threads can be paused", ExitCode.FAILURE)
-        return dict(t, status="paused", paused_from=t["status"], pause_reason="paused by the operator", updated_at=_now())
-    _thread_status(thread_id, "paused", change)
+    from services.modules.operations import explorer as O
+    _thread_status(O.pause_thread, thread_id, "paused")
 
 
 @threads.command("resume")
@@ -340,12 +239,8 @@ def threads_pause(thread_id):
 @json_option
 def threads_resume(thread_id):
     """Resume a paused or archived thread where it stopped (its next step is proposed within a minute)."""
-    def change(t):
-        if t["status"] not in ("paused", "archived"):
-            fail(f"INVALID_STATE: thread {thread_id} is {t['status']}, not paused or archived", ExitCode.FAILURE)
-        return dict(t, status=t.get("paused_from") or "active", paused_from=None, pause_reason=None, paused_by=None,
-                    updated_at=_now())
-    _thread_status(thread_id, "resumed", change)
+    from services.modules.operations import explorer as O
+    _thread_status(O.resume_thread, thread_id, "resumed")
 
 
 @threads.command("archive")
@@ -353,17 +248,13 @@ def threads_resume(thread_id):
 @json_option
 def threads_archive(thread_id):
     """Archive a thread: it proposes nothing more (resume undoes it)."""
-    def change(t):
-        if t["status"] == "archived":
-            return t
-        held = t.get("paused_from") if t["status"] == "paused" else t["status"]
-        return dict(t, status="archived", paused_from=held, updated_at=_now())
-    _thread_status(thread_id, "archived", change)
+    from services.modules.operations import explorer as O
+    _thread_status(O.archive_thread, thread_id, "archived")
 
 
 # --- insights ------------------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def insights():
     """Insights extracted from threads, their reviews, and human overrides."""
 
@@ -393,23 +284,8 @@ def insights_show(insight_id):
 
 def _override(insight_id: str, status: str, note: str | None) -> None:
     """A human decision: the insight's status, recorded in ``overrides``; an open review stops."""
-    from services.modules.explorer import model as M
-
-    def read():
-        return _must(M.insight_key(insight_id), "insight", insight_id), _get(M.review_key(insight_id))
-
-    def write(state):
-        (vi, ins), (vr, review) = state
-        now = _now()
-        new = dict(ins, status=status, decided_by="human", updated_at=now, last_error=None,
-                   overrides=list(ins.get("overrides") or []) + [{"from": ins["status"], "to": status, "at": now, "note": note}])
-        if status == "blessed" and not ins.get("blessed_at"):
-            new["blessed_at"] = now
-        ops = [_put(M.insight_key(insight_id), new, vi)]
-        if review and review.get("stage") not in ("done", "stopped"):
-            ops.append(_put(M.review_key(insight_id), dict(review, stage="stopped", updated_at=now), vr))
-        return ops, new
-    new = _change(f"insight {insight_id}", read, write)
+    from services.modules.operations import explorer as O
+    new = O.override_insight(client(), insight_id, status, note=note, now=_now())
     out(new, f"insight {insight_id}: {new['overrides'][-1]['from']} -> {status} (human override)")
 
 
@@ -435,18 +311,7 @@ _override_command("interesting", "interesting", "Mark an insight interesting (ne
 def insights_priority(insight_id, priority):
     """Set an insight's priority (1-10): its queued review steps are re-ranked by the running explorer
     (on its next repair pass) and its next ones are scheduled by it."""
-    from services.modules.explorer import model as M
-
-    def write(state):
-        version, ins = state
-        new = dict(ins, priority=priority, updated_at=_now())
-        return [_put(M.insight_key(insight_id), new, version)], new
-    new = _change(f"insight {insight_id}", lambda: _must(M.insight_key(insight_id), "insight", insight_id), write)
+    from services.modules.operations import explorer as O
+    new = O.set_insight_priority(client(), insight_id, priority, now=_now())
     out(new, f"insight {insight_id}: priority {priority}")
 
-
-if __name__ == "__main__":
-    import sys
-
-    from cli.fanoctl import main as _main
-    sys.exit(_main())

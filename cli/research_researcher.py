@@ -1,9 +1,10 @@
 """``fanoctl research``: the researcher's questions, sources, findings and cross-references; promote a
 finding to a seed; add a source.
 
-Reads the ``researcher`` namespace through the broker client; the two writing commands are one broker
-transaction each, conditioned on the key being absent (``if_version`` 0), so repeating a command is
-harmless. Entity shapes and the promotion contract: ``services/modules/researcher/model.py``.
+Reads the ``researcher`` namespace through the broker client; the two writing commands call the
+operations layer (``services/modules/operations/researcher.py``): one broker transaction each,
+conditioned on the key being absent (``if_version`` 0), so repeating a command is harmless. Entity shapes
+and the promotion contract: ``services/modules/researcher/model.py``.
 
 JSON shapes (``--json``)::
 
@@ -22,7 +23,7 @@ import time
 import click
 
 from cli import render as R
-from cli.fanoctl import client, fail, json_option, main, out
+from cli.app import client, fail, json_option, out
 from services.modules.researcher import model as M
 from shared.errors import ErrorCode, ExitCode, FanoError
 
@@ -39,7 +40,7 @@ def _now() -> float:
         return time.time()
 
 
-@main.group()
+@click.group()
 def research():
     """The researcher: questions, sources, findings; promote findings to seeds."""
 
@@ -152,15 +153,6 @@ def errors(limit):
 
 # --- writes ------------------------------------------------------------------------------------------------
 
-def _resolve_finding(prefix: str) -> dict:
-    matches = [v for _, _, v in _scan(f"findings/{prefix}")]
-    if not matches:
-        fail(f"NOT_FOUND: no finding {prefix!r} (see: fanoctl research findings)", ExitCode.FAILURE)
-    if len(matches) > 1:
-        fail(f"ambiguous finding id {prefix!r}: {', '.join(m['id'] for m in matches[:5])}", ExitCode.FAILURE)
-    return matches[0]
-
-
 @research.command("promote")
 @click.argument("finding")
 @click.option("--type", "kind", type=click.Choice(["question", "conjecture"]), default=None,
@@ -169,30 +161,18 @@ def _resolve_finding(prefix: str) -> dict:
 @json_option
 def promote(finding, kind, priority):
     """Propose FINDING (id or unique prefix) as a seed: writes promotions/<id> for the explorer to import."""
-    f = _resolve_finding(finding)
-    key = M.k_promotion(f["id"])
-    existing = client().kv_get(M.NS, key)
-    if existing is None:
-        related = None
-        if (kind or "") == "question" or (kind is None and f.get("type") in ("challenging", "contextual")):
-            for qid in f.get("related_questions") or []:
-                rec = client().kv_get(M.NS, M.k_question(qid))
-                if rec is not None:
-                    related = rec["value"]
-                    break
-        rec = M.promotion(f, "user", _now(), kind, priority, question=related)
-        try:
-            client().txn(M.NS, [{"op": "put", "key": key, "value": rec, "if_version": 0}])
-            out({"promotion": rec, "created": True},
-                lambda d: f"finding {f['id']} promoted: {rec['type']} (priority {rec['priority']}): {rec['text']}")
-            return
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            existing = client().kv_get(M.NS, key)   # promoted meanwhile (auto-promotion or another user)
-    rec = existing["value"]
-    out({"promotion": rec, "created": False},
-        lambda d: f"finding {f['id']} was already promoted ({rec.get('by')}): {rec.get('type')}: {rec.get('text')}")
+    from services.modules.operations import researcher as O
+    try:
+        d = O.promote_finding(client(), finding, kind=kind, priority=priority, now=_now())
+    except FanoError as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            fail(f"NOT_FOUND: {exc.message} (see: fanoctl research findings)", ExitCode.FAILURE)
+        raise
+    rec, fid = d["promotion"], d["promotion"].get("finding_id")
+    if d["created"]:
+        out(d, lambda d: f"finding {fid} promoted: {rec['type']} (priority {rec['priority']}): {rec['text']}")
+    else:
+        out(d, lambda d: f"finding {fid} was already promoted ({rec.get('by')}): {rec.get('type')}: {rec.get('text')}")
 
 
 @research.command("add-source")
@@ -201,17 +181,13 @@ def promote(finding, kind, priority):
 @json_option
 def add_source(url, note):
     """Add a source URL to research (fetched, evaluated, and mined for findings if trusted)."""
+    from services.modules.operations import researcher as O
     try:
-        sid, ops = M.add_source_ops(url, "user", _now(), note)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="URL") from None
-    created = True
-    try:
-        client().txn(M.NS, ops)
+        d = O.add_source(client(), url, note=note, now=_now())
     except FanoError as exc:
-        if exc.code != ErrorCode.CONDITION_FAILED:
-            raise
-        created = False
-    rec = client().kv_get(M.NS, M.k_source(sid))["value"]
-    out({"source": rec, "created": created},
-        lambda d: f"source {sid} {'added' if created else 'already known'} ({rec.get('status')}): {rec['url']}")
+        if exc.code == ErrorCode.BAD_ARGUMENT:
+            raise click.BadParameter(exc.message, param_hint="URL") from None
+        raise
+    rec = d["source"]
+    out(d, lambda d: f"source {rec['id']} {'added' if d['created'] else 'already known'} ({rec.get('status')}): "
+                     f"{rec['url']}")

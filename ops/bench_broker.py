@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from shared import txn  # noqa: E402
 from shared.client import BrokerClient  # noqa: E402
 from shared.errors import BrokerUnavailable  # noqa: E402
 
@@ -150,9 +151,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _presubmit(client: BrokerClient, k: int) -> None:
-    for start in range(0, k, 500):
-        ops = [{"op": "submit", "task": {"key": f"drain-{i}", "module": "bench", "kind": "bench", "payload": {"i": i}}}
-               for i in range(start, min(k, start + 500))]
+    for start in range(0, k, txn.MAX_OPS):
+        ops = [txn.submit({"key": f"drain-{i}", "module": "bench", "kind": "bench", "payload": {"i": i}})
+               for i in range(start, min(k, start + txn.MAX_OPS))]
         client.txn("bench", ops)
 
 

@@ -64,7 +64,7 @@ import zmq
 
 from ops.bench_broker import machine
 from ops.chaos import Tree
-from shared import protocol, sockets
+from shared import protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
 from shared.scheduler_client import query
@@ -253,8 +253,7 @@ def _wait_done(sub, client: BrokerClient, tid: int, timeout: float = 30.0) -> No
 
 def preload(client: BrokerClient, prefix: str, start: int, count: int) -> None:
     for lo in range(start, start + count, TXN_OPS):
-        ops = [{"op": "submit", "task": {"key": f"{prefix}-{i}", "module": MODULE, "kind": KIND,
-                                         "payload": {"prompt": f"q {i}"}}}
+        ops = [txn.submit({"key": f"{prefix}-{i}", "module": MODULE, "kind": KIND, "payload": {"prompt": f"q {i}"}})
                for i in range(lo, min(start + count, lo + TXN_OPS))]
         client.txn(MODULE, ops)
 

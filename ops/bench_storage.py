@@ -40,6 +40,7 @@ from pathlib import Path
 
 import lmdb
 
+from shared import txn
 from shared.client import BrokerClient
 from shared.protocol import pack_value, unpack_value
 
@@ -111,8 +112,7 @@ def replay(client: BrokerClient, args, rng: random.Random) -> dict:
                 ex = T.exchange_record(thread, k, parsed, task, served, time.time(), list(exchanges))
             else:   # the code before exchanges kept their prompt by reference (to measure it)
                 ex = T.exchange_record(thread, k, parsed, task, served, time.time())
-            client.txn(M.MODULE, [{"op": "put", "key": M.exchange_key(thread["id"], k), "value": ex,
-                                   "if_version": 0}, {"op": "ack", "task_id": tid}])
+            client.txn(M.MODULE, [txn.put(M.exchange_key(thread["id"], k), ex, if_version=0), txn.ack(tid)])
             exchanges.append(ex)
             texts["answers"] += len(text)
             texts["prompts"] += len(spec["payload"]["prompt"])
@@ -127,9 +127,8 @@ def replay(client: BrokerClient, args, rng: random.Random) -> dict:
             text = answer_text("explorer.review1", payload, rng, len(prompt), prose)
             client.complete(tid, lease["epoch"], {"text": text, "meta": {}})
             review = P.parse_review1(text)
-            client.txn(M.MODULE, [{"op": "put", "key": M.review_key(iid), "value": {
-                "insight_id": iid, "rounds": {"1": {"responses": {ACCOUNT: review}}}}},
-                {"op": "ack", "task_id": tid}])
+            client.txn(M.MODULE, [txn.put(M.review_key(iid), {
+                "insight_id": iid, "rounds": {"1": {"responses": {ACCOUNT: review}}}}), txn.ack(tid)])
             texts["answers"] += len(text)
             texts["prompts"] += len(prompt)
             texts["compressed"] += len(zlib.compress(text.encode(), 6))
@@ -144,20 +143,20 @@ def measure(db_dir: Path) -> dict:
         psize = env.stat()["psize"]
         out: dict = {"databases": {}, "kv": {}}
         total_pages = 0
-        with env.begin() as txn:
-            main = txn.stat()
+        with env.begin() as rtxn:
+            main = rtxn.stat()
             total_pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
             for name in S.DATABASES:
                 try:
-                    db = env.open_db(name.encode(), txn=txn, create=False)
+                    db = env.open_db(name.encode(), txn=rtxn, create=False)
                 except lmdb.NotFoundError:
                     continue
-                st = txn.stat(db)
+                st = rtxn.stat(db)
                 pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
                 total_pages += pages
                 stored = 0
                 kv = defaultdict(lambda: {"entries": 0, "stored": 0, "raw": 0})
-                for k, v in txn.cursor(db=db):
+                for k, v in rtxn.cursor(db=db):
                     stored += len(k) + len(v)
                     if name == "kv":
                         module, _, key = bytes(k).partition(S.SEP)

@@ -52,6 +52,7 @@ from collections import Counter, defaultdict
 import lmdb
 
 from shared.protocol import unpack_value
+from shared.quota import charge_modules
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_quota import slot_of
@@ -330,7 +331,7 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
         if t is None:
             r.bad("quota-ledger", f"{where}: no such task")
             continue
-        if module != t.get("module"):
+        if module not in charge_modules(t.get("module"), t.get("requires")):
             r.bad("quota-ledger", f"{where}: charged to module {module}, the task is {t.get('module')}")
         if not 1 <= epoch <= t.get("epoch", 0):
             r.bad("quota-ledger", f"{where}: epoch outside the task's grants (task at {t.get('epoch')})")
@@ -376,7 +377,9 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
         if len(cands) == 1:
             (pair,) = cands
             attributed[pair] += charged
-            by_module[(pair, t.get("module"))] += charged
+            # the shares it may have been charged in (shared/quota.py charge_modules): one module, or
+            # its own and the operator's
+            by_module[(pair, charge_modules(t.get("module"), t.get("requires")))] += charged
         elif cands:
             ambiguous += charged
             for pair in cands:
@@ -419,16 +422,29 @@ def _check_quota(snap: Snapshot, r: Report) -> None:
                 r.bad("quota-total", f"{where}: usage over all periods is {used}, tasks hold "
                       + (f"{lo} charged units" if lo == hi else f"between {lo} and {hi} charged units"))
             elif not possible[pair]:
-                for module in set(used_by) | {m for (p, m) in by_module if p == pair}:
-                    if used_by.get(module, 0) != by_module[(pair, module)]:
-                        r.bad("quota-total", f"{where}: module {module} used {used_by.get(module, 0)}, its tasks "
-                              f"hold {by_module[(pair, module)]} charged units")
+                held = {group: n for (p, group), n in by_module.items() if p == pair}
+                for modules in _share_groups(set(used_by), held):
+                    spent = sum(used_by.get(m, 0) for m in modules)
+                    owned = sum(n for group, n in held.items() if set(group) <= modules)
+                    if spent != owned:
+                        name = "module " + "+".join(sorted(modules))
+                        r.bad("quota-total", f"{where}: {name} used {spent}, its tasks hold {owned} charged units")
     total_charged = sum(t.get("charged", 0) for t in snap.tasks.values())
     if not unstable and not unplaced and calendar_pairs == len(snap.quota_specs) and calendar_sum != total_charged:
         r.bad("quota-total", f"usage over every quota'd pair is {calendar_sum}, tasks hold {total_charged} "
               "charged units in all")
     r.stats["quota"] = quota_stats
     r.stats["charged_units"] = total_charged
+
+
+def _share_groups(modules: set, held: dict) -> list[set]:
+    """The modules of a window joined wherever one task may be charged in several of them: each group's
+    usage must equal what its tasks hold (a comment charged to the documenter or to adhoc)."""
+    groups = [{m} for m in modules | {m for group in held for m in group}]
+    for group in held:
+        joined = [g for g in groups if g & set(group)]
+        groups = [g for g in groups if not g & set(group)] + [set().union(*joined)]
+    return groups
 
 
 def _check_overrun(snap: Snapshot, r: Report, acct: str, mode: str, slot: str, window: dict) -> None:

@@ -97,7 +97,7 @@ def scaled(spec: str, factor: float) -> str:
 
 def write_config(root: Path, seed: int, size: str) -> tuple[Path, dict]:
     """The soak's fano.toml; returns its path and account -> {mode: [windows]} (the providers' limits,
-    which the broker's quotas equal, plus a documenter reserve on standard as the default config has)."""
+    which the broker's quotas equal, plus documenter and adhoc reserves on standard as the default config has)."""
     factor = SIZES[size]
     lines, limits = [CONFIG.format(root=root)], {}
     for n, (name, (std, deep, lat, faults)) in enumerate(ACCOUNTS.items()):
@@ -119,7 +119,10 @@ answer_size = {{ {sizes} }}
 """)
         first = std[0]
         reserve = max(1, int(first.split("/")[0]) // 4)
-        quota_std = [f"{first} reserve documenter={reserve}", *std[1:]]
+        # as in the default fano.toml: the operator's asks and authors' comments keep a few units of a
+        # window the research uses up (docs/scheduling.md § Operator asks)
+        human = max(1, int(first.split("/")[0]) // 20)
+        quota_std = [f"{first} reserve documenter={reserve},adhoc={human}", *std[1:]]
         lines.append(f"\n[quotas.{name}.standard]\nwindows = {json.dumps(quota_std)}\n")
         lines.append(f"\n[quotas.{name}.deep]\nwindows = {json.dumps(deep)}\n")
     path = root / "fano.toml"
@@ -421,6 +424,8 @@ class Soak:
         from services.backends import sim_log
         from shared.quota import normalize_windows
         lat, open_ = self.comment_latencies(client)
+        comments = [c for _, _, c in client.kv_items("documenter", "comments/")
+                    if isinstance(c, dict) and c.get("id") in self.injected]
         research = self.research_counts(client)
         end_world = self.clock.world()
         # the end state the test asks about: which accounts are idle with quota while work waits
@@ -468,7 +473,8 @@ class Soak:
             "deep_budget": SM.deep_budgets(self.deep_times, windows, self.t0, end_world),
             "deep_tasks": deep_tasks,
             "comments": {"injected": len(self.injected), "resolved": len(lat), "open": open_,
-                         "latency_p50_s": _r(SM.percentile(lat, 0.5)), "latency_p95_s": _r(SM.percentile(lat, 0.95))},
+                         "latency_p50_s": _r(SM.percentile(lat, 0.5)), "latency_p95_s": _r(SM.percentile(lat, 0.95)),
+                         "breakdown_s": SM.comment_breakdown(comments, {t.get("key"): t for t in snap.tasks.values()})},
             "research": research,
             "storage": {**(self.days_out[-1]["storage"] if self.days_out else {}), "answer_bytes": self.reply_bytes,
                         "multiple_of_answers": round(used / self.reply_bytes, 2) if self.reply_bytes else None},

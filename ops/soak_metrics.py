@@ -134,18 +134,26 @@ def account_states(pending: list[dict], running: list[dict], quota: dict, accoun
     run (its explicit ``requires.account``/``backends`` allow it; conversation affinity is ignored on
     purpose, see the module docstring) in a mode where the account has room for the task's module —
     not paused, not cooling down, every window admitting the module: the modules' own headroom view,
-    :class:`services.modules.capacity.Capacity`. Busy: a RUNNING task is leased to it.
+    :class:`services.modules.capacity.Capacity`. Work that no account may run now does not count, as in
+    the scheduler's ``idle`` query: a task waiting out a backoff (``not_before`` ahead), a turn of a
+    conversation with another turn RUNNING (one turn in flight), a task whose unknown turn only another
+    account may reconcile. Busy: a RUNNING task is leased to it.
     """
     modes = {name: list(offered) for name, (_, offered) in accounts.items()}
     views: dict[str, Capacity] = {}   # one view per module
     busy = {(t.get("lease") or {}).get("account") for t in running}
+    in_flight = {(t.get("requires") or {}).get("conversation") for t in running} - {None, ""}
+    runnable = [t for t in pending if (t.get("not_before") or 0.0) <= now
+                and (t.get("requires") or {}).get("conversation") not in in_flight]
     out = {}
     for name, (backend, _) in accounts.items():
         eligible = False
-        for t in pending:
+        for t in runnable:
             req = t.get("requires") or {}
             if req.get("account") not in (None, name) or (req.get("backends") and name not in req["backends"]
                                                            and backend not in req["backends"]):
+                continue
+            if (t.get("unknown_turn") or {}).get("account") not in (None, name):
                 continue
             view = views.get(t["module"])
             if view is None:
@@ -237,3 +245,32 @@ def merge_counters(dicts) -> dict:
             else:
                 flat[k] += v
     return {**dict(flat), **{k: dict(v) for k, v in acc.items()}}
+
+
+def comment_breakdown(comments: list[dict], tasks_by_key: dict[str, dict]) -> dict:
+    """Where a resolved comment's time went (world seconds, p50 and p95 of each part): ``to_submit``
+    from the comment to the submission of the task that resolved it (the documenter noticing it, and
+    earlier attempts or another comment on the same section before it), ``queued`` until that task was
+    leased (a free account with quota), ``turn`` the model's answer, ``to_apply`` until the documenter
+    applied it. At a scaled clock every real millisecond of the modules' and the orchestrator's own
+    work counts ``scale`` milliseconds here."""
+    parts: dict[str, list[float]] = {"to_submit": [], "queued": [], "turn": [], "to_apply": []}
+    for c in comments:
+        task = tasks_by_key.get(c.get("task_key") or "")
+        if c.get("status") != "resolved" or not c.get("resolved_at") or task is None:
+            continue
+        hist = task.get("history") or []
+        submitted = next((h["at"] for h in hist if h.get("why") == "submitted"), None)
+        leased = [h["at"] for h in hist if h.get("to") == "RUNNING"]
+        done = [h["at"] for h in hist if h.get("to") == "DONE"]
+        if submitted is None or not leased or not done:
+            continue
+        parts["to_submit"].append(submitted - c["created"])
+        parts["queued"].append(leased[-1] - submitted)
+        parts["turn"].append(done[-1] - leased[-1])
+        parts["to_apply"].append(c["resolved_at"] - done[-1])
+    return {k: {"p50": _round(percentile(v, 0.5)), "p95": _round(percentile(v, 0.95))} for k, v in parts.items()}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)

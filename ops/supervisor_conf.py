@@ -78,13 +78,22 @@ def account_digest(account) -> str:
 def shared_digest(config_path: Path) -> str:
     """Digest of what broker, scheduler and modules read: everything in the file but the accounts'
     own settings, which only their worker reads. The accounts' names and backend kinds are in it: the
-    broker refuses names its configuration does not have, so it must learn an added or removed account."""
+    broker refuses names its configuration does not have, so it must learn an added or removed account;
+    an account's ``unknown_turn_hold`` is in it too (the broker applies it)."""
     with open(config_path, "rb") as f:
         data = tomllib.load(f)
     accounts = data.pop("accounts", None) or {}
-    data["account-names"] = {name: (table.get("backend") if isinstance(table, dict) else None)
-                             for name, table in accounts.items()}
+    data["account-names"] = {name: _broker_view(table) for name, table in accounts.items()}
     return _digest(data)
+
+
+def _broker_view(table):
+    """What the broker reads of an account's table: its backend kind and its ``unknown_turn_hold`` (the
+    kind alone when no hold is set, so that files without one keep their digest)."""
+    if not isinstance(table, dict):
+        return None
+    hold = table.get("unknown_turn_hold")
+    return table.get("backend") if hold is None else [table.get("backend"), hold]
 
 
 def static_programs(conf: Path = REPO_ROOT / "supervisord.conf") -> list[str]:

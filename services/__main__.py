@@ -1,12 +1,18 @@
-"""Entry point of every supervised program: ``python -m services <program> [--config PATH]``."""
+"""Entry point of every supervised program: ``python -m services <program> [--config PATH]``.
+
+Exit codes (:class:`shared.errors.ExitCode`): 0 after a stop request; a start-up failure
+(:class:`shared.errors.StartupError`: its table lists them) is one log line and its ``exit_code`` —
+4 another instance holds the lock, 5 the configuration, 6 the database or a sim log; anything else is
+a bug: a traceback and exit 1.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from shared.clock import Clock
-from shared.config import MODULES, ConfigError, load_config
-from shared.errors import ExitCode
+from shared.config import MODULES, load_config
+from shared.errors import StartupError
 from shared.service import setup_logging
 
 
@@ -55,30 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging(name)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
-        log.error("cannot load configuration: %s", exc)
-        return ExitCode.CONFIG
-    service_cls = PROGRAMS[args.program]()
-    try:
+        service_cls = PROGRAMS[args.program]()
         if args.program == "backend":
             service = service_cls(config, Clock.from_env(), config.account(args.account))
         else:
             service = service_cls(config, Clock.from_env())
         return int(service.run())
-    except Exception as exc:  # a process that cannot work exits non-zero so supervisord sees it
-        from services.broker.schema import SchemaError
-        from shared.quota import QuotaSpecError
-        if isinstance(exc, ConfigError):
-            log.error("%s", exc)
-            return ExitCode.CONFIG
-        from services.backends.sim_log import LogCorrupt
-        if isinstance(exc, (SchemaError, LogCorrupt)):
-            log.error("%s", exc)
-            return ExitCode.STORAGE
-        if isinstance(exc, QuotaSpecError):
-            log.error("invalid quota in configuration: %s", exc.message)
-            return ExitCode.CONFIG
-        raise
+    except StartupError as exc:  # a process that cannot work exits non-zero, with why, so supervisord sees it
+        log.error("%s cannot run: %s", name, exc)
+        return int(exc.exit_code)
 
 
 if __name__ == "__main__":

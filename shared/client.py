@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from shared import protocol, sockets
+from shared import txn as txn_ops
 from shared.errors import BrokerUnavailable, FanoError
 
 
@@ -209,8 +210,10 @@ class BrokerClient:
         return self.call("cooldown", account=account, mode=mode, until=until, reason=reason)
 
     def txn(self, module: str, ops: list[dict], rid: str | None = None) -> dict:
+        """One module transaction: ``ops`` built with :mod:`shared.txn` (the wire reference); most callers
+        run it through :func:`shared.txn.conditional` or :func:`shared.txn.update` instead."""
         if self.notify_writes:
-            ops = [*ops, {"op": "notify", "reason": f"changed by {self.name}"}]
+            ops = [*ops, txn_ops.notify(f"changed by {self.name}")]
         return self.call("txn", module=module, ops=ops, rid=rid)
 
     def kv_get(self, module: str, key: str) -> dict | None:

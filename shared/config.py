@@ -12,12 +12,16 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.errors import ExitCode, StartupError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
 
 
-class ConfigError(Exception):
+class ConfigError(StartupError):
     """The configuration cannot be loaded; the message names the file and the key."""
+
+    exit_code = ExitCode.CONFIG
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.I)
@@ -153,6 +157,9 @@ class AccountConfig:
     backend: str                      # one of BACKENDS
     modes: tuple[str, ...] = ("standard",)
     settings: dict = field(default_factory=dict)   # everything else in [accounts.NAME], backend-specific
+    # world seconds a turn of this account with an unknown outcome stays bound to it for reconciling
+    # (None: [broker] unknown_turn_hold; 0: forever). Read by the broker, not the worker
+    unknown_turn_hold: float | None = None
 
     @property
     def program(self) -> str:
@@ -321,6 +328,8 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
     return tuple(out)
 
 
+# the keys of an [accounts.NAME] table that are not the backend's own settings (those go to its worker)
+ACCOUNT_KEYS = ("backend", "modes", "unknown_turn_hold")
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -340,8 +349,14 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
         modes = spec.get("modes", ["standard"])
         if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
             raise ConfigError(f"{where}: accounts.{name}.modes must be a non-empty list of standard/deep")
-        settings = {k: v for k, v in spec.items() if k not in ("backend", "modes")}
-        out.append(AccountConfig(name, backend, tuple(modes), settings))
+        hold = spec.get("unknown_turn_hold")
+        if hold is not None and (isinstance(hold, bool) or not isinstance(hold, (int, float))
+                                 or not 0 <= hold <= 10 * 366 * 86400):
+            raise ConfigError(f"{where}: accounts.{name}.unknown_turn_hold must be a number of seconds in "
+                              f"[0, ten years] (0 = wait for this account forever), got {hold!r}")
+        settings = {k: v for k, v in spec.items() if k not in ACCOUNT_KEYS}
+        out.append(AccountConfig(name, backend, tuple(modes), settings,
+                                 None if hold is None else float(hold)))
     return tuple(out)
 
 

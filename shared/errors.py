@@ -25,6 +25,7 @@ code    name                   meaning
                                reads, acks, completions, failures and cancels served
 22      DISK_FULL              the disk holding the database is full (or failing at commit); new work
                                refused, the rest served from room allocated ahead; resumes by itself
+23      FORBIDDEN              the caller may not run this command (e.g. ``revoke``: the scheduler only)
 21      INTERNAL               a bug in the broker; the request was rolled back
 30      UNAVAILABLE            client side: the broker did not answer after all retries
 ======  =====================  ==============================================================
@@ -53,6 +54,7 @@ class ErrorCode(enum.IntEnum):
     MAP_FULL = 20
     INTERNAL = 21
     DISK_FULL = 22
+    FORBIDDEN = 23
     UNAVAILABLE = 30
 
 
@@ -118,3 +120,29 @@ class ExitCode(enum.IntEnum):
     LOCKED = 4           # another instance holds this program's lock file
     CONFIG = 5           # the configuration cannot be loaded
     STORAGE = 6          # the database cannot be opened or has a newer schema
+
+
+class StartupError(Exception):
+    """The root of the conditions that keep a program from working, each with the exit code it ends with.
+
+    ``python -m services`` (services/__main__.py) turns any of them that reaches it into one log line and
+    ``exit_code``, so supervisord and scripts see why a program stopped without reading a traceback.
+    Subclasses set ``exit_code``:
+
+    =========================================  ====================  ==================================
+    exception                                  exit code             raised when
+    =========================================  ====================  ==================================
+    shared.config.ConfigError                  5 ``CONFIG``          the configuration does not load or
+                                                                     names what does not exist
+    shared.quota.QuotaSpecError                5 ``CONFIG``          a quota window cannot be parsed
+                                                                     (also a wire error: INVALID_QUOTA)
+    shared.service.LockHeld                    4 ``LOCKED``          another instance holds the lock
+    services.broker.schema.SchemaError         6 ``STORAGE``         the database has a newer schema
+    services.backends.sim_log.LogCorrupt       6 ``STORAGE``         a simulated provider's request log
+                                                                     is corrupt before its last line
+    services.backends.base.ProviderError       1 ``FAILURE``         a provider fails while it starts
+                                                                     (at run time it is a task outcome)
+    =========================================  ====================  ==================================
+    """
+
+    exit_code: ExitCode = ExitCode.FAILURE

@@ -204,6 +204,9 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
                     "scope": _arg(*STR, default="mode")}),   # quota: "mode" | "account" (every mode)
     "refuse": (True, {"id": TASK_ID, "epoch": EPOCH, "until": _arg(*NUM),
                       "message": _arg(*STR, default="")}),
+    # the scheduler only: void a silent worker's lease now (services/broker/ops_lease.py op_revoke)
+    "revoke": (True, {"id": TASK_ID, "epoch": EPOCH, "worker": _arg(*STR, required=True, nullable=False),
+                      "reason": _arg(*STR, default="")}),
     "quota_show": (False, {"account": _arg(*STR)}),
     "quota_set": (True, {"account": _arg(*STR, required=True, nullable=False),
                          "mode": _arg(*STR, required=True, nullable=False),

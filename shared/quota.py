@@ -29,7 +29,8 @@ import math
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.errors import ErrorCode, FanoError
+from shared.config import ADHOC
+from shared.errors import ErrorCode, ExitCode, FanoError, StartupError
 
 KINDS = ("rolling", "daily", "weekly")
 # largest limit or reserve: far above any provider's window, and far inside the u64 counters that store it
@@ -42,7 +43,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-class QuotaSpecError(FanoError):
+class QuotaSpecError(FanoError, StartupError):
+    """A quota window that cannot be parsed: ``INVALID_QUOTA`` on the wire; in a program's own
+    configuration it keeps the program from starting (exit ``CONFIG``)."""
+
+    exit_code = ExitCode.CONFIG
+
     def __init__(self, message: str):
         super().__init__(ErrorCode.INVALID_QUOTA, message)
 
@@ -269,3 +275,11 @@ def headroom(window: dict, used_total: int, used_by: dict[str, int], module: str
 
 def admits(window: dict, used_total: int, used_by: dict[str, int], module: str) -> bool:
     return headroom(window, used_total, used_by, module) >= 1
+
+
+def charge_modules(module: str, requires: dict | None) -> tuple[str, ...]:
+    """The modules whose share of a window a task may draw on, in order: its own module's, then, for work
+    a person waits for (``requires.share = "adhoc"``: an author's comment), the operator's ``adhoc``
+    reserve too. The first that admits it is charged (the broker's lease; the scheduler mirrors it)."""
+    share = (requires or {}).get("share") if isinstance(requires, dict) else None
+    return (module, ADHOC) if share == ADHOC and module != ADHOC else (module,)

@@ -23,11 +23,13 @@ import signal
 import sys
 from pathlib import Path
 
-from shared.errors import ExitCode
+from shared.errors import ExitCode, StartupError
 
 
-class LockHeld(Exception):
-    pass
+class LockHeld(StartupError):
+    """Another instance of the program holds its lock file."""
+
+    exit_code = ExitCode.LOCKED
 
 
 class InstanceLock:
@@ -139,9 +141,9 @@ class Service:
         make_private(self.config.run_dir, self.config.data_dir, self.config.log_dir)
         try:
             self._lock.acquire()
-        except LockHeld as exc:
+        except LockHeld as exc:   # before anything is set up: nothing to shut down
             self.log.error("%s", exc)
-            return ExitCode.LOCKED
+            return exc.exit_code
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         die_with_parent()

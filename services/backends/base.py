@@ -39,6 +39,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from shared.errors import ExitCode, StartupError
+
 ERROR_CLASSES = ("transient", "quota", "auth", "terminal", "unknown")
 COOLDOWN_SCOPES = ("mode", "account")
 # the runtime's bound on one request (real seconds) when the account's settings say nothing shorter;
@@ -78,7 +80,12 @@ class Reply:
     meta: dict[str, Any] = field(default_factory=dict)   # model, usage, conversation url, ...
 
 
-class ProviderError(Exception):
+class ProviderError(StartupError):
+    """A request's classified failure (``error_class``, see runner.py's table); one that escapes a
+    provider's ``start`` stops its worker (exit ``FAILURE``)."""
+
+    exit_code = ExitCode.FAILURE
+
     def __init__(self, error_class: str, message: str, retry_after: float | None = None, sent: bool = True,
                  scope: str = "mode"):
         if error_class not in ERROR_CLASSES:

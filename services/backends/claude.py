@@ -413,5 +413,5 @@ def _rid(headers) -> str:
 def _quiet_close(stream) -> None:
     try:
         stream.close()
-    except Exception:  # the reader may be mid-read; whatever it raises, the stream is gone
-        pass
+    except Exception as exc:  # the reader may be mid-read; whatever it raises, the stream is gone
+        log.debug("closing an abandoned stream: %s: %s", type(exc).__name__, exc)

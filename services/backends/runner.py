@@ -55,14 +55,16 @@ reconcile -> Reply             complete(reconciled, mode: the mode the         d
                                the earlier attempt's) — nothing re-sent
 reconcile -> None              continue to INTENT (the log line says why:      —
                                provider.resend_note — a stateless API "may
-                               have" got it, never "never got")
+                               have" got it, never "never got"); the
+                               reconcile lease was not charged, turn_begin
+                               charges it — or, without room, answers
+                               turn: null and requeues the task             refused
 reconcile -> auth              fail(auth, sent=False)                          failed
 reconcile -> quota             fail(quota, sent=False): the earlier attempt    refused
                                was served, but not in its mode (a downgrade
                                the page shows): that mode cools, unit refunded
-reconcile -> anything else     fail(unknown, sent=False): try again later;     failed
-                               this lease recorded no intent, so the broker
-                               refunds its unit (the earlier attempt's stays)
+reconcile -> anything else     fail(unknown, sent=False): try again later      failed
+                               (a reconcile lease is charged no unit)
 cancelled before sending       fail(transient, sent=False, retry_after=0)      cancelled
 stale renew / STALE_EPOCH      nothing (the lease is void)                     stale
 =============================  ==============================================  ===========================
@@ -228,9 +230,15 @@ class TurnRunner:
         if job.cancelled():
             return self._release_unsent(job, turn)
         # the intent is durable before the request leaves: a crash after this line is reconciled
-        _, stop = self._deliver(job, "turn_begin", id=turn.task_id, epoch=turn.epoch)
+        begun, stop = self._deliver(job, "turn_begin", id=turn.task_id, epoch=turn.epoch)
         if stop is not None:
             return stop
+        if isinstance(begun, dict) and "turn" in begun and begun["turn"] is None:
+            # a reconcile lease is charged only now that it sends again, and the quota has no room: the
+            # broker put the task back (no attempt burned); nothing was sent
+            why = f"no quota to send again after reconciling: {begun.get('reason') or 'window full'}"
+            self.log.info("task %s: %s", turn.task_id, why)
+            return Outcome("refused", why[:500], turn.epoch, begun.get("retry_at"))
         if job.stale:
             return Outcome("stale", "lease void before sending", turn.epoch)
         if job.cancelled():
@@ -343,7 +351,8 @@ class TurnRunner:
             note = getattr(self.provider, "resend_note", None)
             try:
                 why = note(previous) if note is not None else f"the provider never got attempt {previous.attempt}"
-            except Exception:  # a log line must not stop the turn
+            except Exception:  # a provider bug in a log line must not stop the turn; it is still a bug
+                self.log.exception("task %s: resend_note raised an unexpected error", turn.task_id)
                 why = f"no answer to attempt {previous.attempt} was found"
             self.log.info("task %s: %s; sending", turn.task_id, why)
             return None

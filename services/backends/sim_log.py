@@ -38,13 +38,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import ExitCode, StartupError
 from shared.quota import describe, next_reset, normalize_windows, period_start
 
 EVENTS = ("received", "served", "failed", "refused")
 
 
-class LogCorrupt(Exception):
+class LogCorrupt(StartupError):
     """A line other than the last one cannot be decoded."""
+
+    exit_code = ExitCode.STORAGE
 
 
 def _parse_lines(data: bytes, path) -> tuple[list[tuple[dict, int, int]], int]:

@@ -37,6 +37,9 @@ HANDLERS = {**ops_tasks.HANDLERS, **ops_lease.HANDLERS, **ops_quota.HANDLERS, **
 # running work can finish and the operator can see what happens. A module transaction is refused only
 # when it submits, or puts without acking a result (:func:`grows`); a lease gets an empty answer.
 GROWING = frozenset({"submit", "quota_set", "retry"})
+# commands only the scheduler may send: the caller's identity names its program (shared/sockets.py:
+# ``name#pid.nonce``). Locally this guards against a confused program, not a hostile local user.
+SCHEDULER_ONLY = frozenset({"revoke"})
 # world seconds a lease refused for want of storage tells the scheduler to wait (it re-asks then)
 STORAGE_LEASE_WAIT = 30.0
 PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox, and task compactions
@@ -62,6 +65,11 @@ def grows(req: protocol.Request) -> bool:
         return False
     kinds = [op.get("op") for op in ops if isinstance(op, dict)]
     return "submit" in kinds or ("put" in kinds and "ack" not in kinds)
+
+
+def caller_name(ident: bytes) -> str:
+    """The program name in a client's socket identity (``name#pid.nonce``, shared/sockets.py)."""
+    return ident.split(b"#", 1)[0].decode(errors="replace")
 
 
 class ReadLater:
@@ -103,6 +111,8 @@ class BrokerCore:
         # which accounts' workers were seen when (conversation hand-off from an offline account)
         self.activity = ops_handoff.Activity(clock.world())
         self.names = ops_tasks.Names.of(config)   # accounts and modules commands may name
+        # accounts whose unknown turns are held for a time of their own (services/broker/ops_lease.py)
+        self.holds = {a.name: a.unknown_turn_hold for a in config.accounts if a.unknown_turn_hold is not None}
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -161,7 +171,7 @@ class BrokerCore:
     def _tx(self, txn, now: float | None = None, mono: float | None = None) -> Tx:
         return Tx(self.storage, txn, self.bcfg, self.clock.world() if now is None else now,
                   self.clock.mono() if mono is None else mono, self.ledger, activity=self.activity,
-                  handoff_after=self.config.scheduler.conversation_handoff, names=self.names)
+                  handoff_after=self.config.scheduler.conversation_handoff, names=self.names, holds=self.holds)
 
     def _note_wakeups(self, tx: Tx) -> None:
         # read inside the batch's own transaction: no extra read transaction per batch
@@ -335,6 +345,12 @@ class BrokerCore:
                 continue
             if isinstance(item, protocol.Reply):  # unreadable: answered with the decoding error
                 replies.append((ident, protocol.encode_reply(item)))
+                continue
+            if item.cmd in SCHEDULER_ONLY and caller_name(ident) != "scheduler":
+                err = FanoError(ErrorCode.FORBIDDEN, f"{item.cmd} is the scheduler's command, not "
+                                f"{caller_name(ident)!r}'s")
+                self.errors[err.name] += 1
+                replies.append((ident, protocol.encode_reply(protocol.error_reply(item.cid, err))))
                 continue
             if isolated:
                 reply, evs = self._isolated(txn, item, now, mono, nearly_full)

@@ -1,55 +1,31 @@
 """Module transactions: domain writes, follow-up submissions and result acks, atomically
 (docs/modules.md § Module transactions).
 
-``txn`` arguments: ``module`` (the namespace) and ``ops``, a list applied in order, all or nothing::
-
-    {"op": "put",    "key": str, "value": any, "if_version": int,   # if_version optional; 0 = must not exist
-                     "working": bool}                               # optional: working data (below)
-    {"op": "delete", "key": str, "if_version": int}                 # if_version optional
-    {"op": "check",  "key": str, "if_version": int}                 # assert only (0 = absent)
-    {"op": "submit", "task": {...}, "force": bool}                  # submit-if-absent, as ``submit``
-    {"op": "ack",    "task_id": int, "unusable": str}               # mark a settled task's result consumed;
-                                                                    # unusable (optional): why the module could
-                                                                    # not use a DONE task's answer, kept as the
-                                                                    # task's error (class "unusable")
-    {"op": "notify", "reason": str}                                 # wake the module: publishes the event
-                                                                    # module.notify {module, reason}
+The ``txn`` wire format — each op, its fields, the reply and the errors — is written once, in
+shared/txn.py (with the builders every writer uses); the bounds (``MAX_OPS``, ``MAX_KEY_BYTES``, ...)
+and the op names come from there too. This module applies it: acks first (a replayed result applies
+nothing), then every op in order, all in the request's one LMDB transaction.
 
 **Notify** is how a writer other than the module itself (``fanoctl seeds add``, ``comments add``: a
 human) tells the module that its data changed, so that it plans at once instead of at its next planning
-pass (a few real seconds, which on a scaled clock are many world minutes). It changes no data; the
-event is published only if the transaction commits.
+pass (a few real seconds, which on a scaled clock are many world minutes).
 
-Every key holds ``{"v": version, "value": ...}``; versions start at 1 and grow by one per put.
-
-**Working data** (``"working": true`` on a put): the key is deleted by the broker
-``broker.working_retention`` world seconds after that put (0 = never), unless a later put without the
-flag (or a delete) comes first: a put replaces the expiry, so a record re-put as working counts from its
-last put. It is how a module says "nothing needs this once it is old" (an unusable answer kept for
-inspection, a finished job's scratch) without a sweeper of its own; the research record is written
-without the flag and kept forever. Deletion is a housekeeping pass (services/broker/ops_retention.py),
+**Working data**: a put with ``working`` files the key in ``kv_expiry`` under ``now +
+broker.working_retention``; a later put or delete of the key removes that entry first, so a put without
+the flag keeps the record for good. Deletion is a housekeeping pass (services/broker/ops_retention.py),
 bounded per pass, in the broker's own transaction: crash-safe like every other write. No event is
 published for it (a module that had to know would not have marked the key working).
-
-Reply: ``{"applied": true, "results": [...one per op...]}``. If any ``ack`` names a task that was
-already consumed, the whole transaction is a no-op and the reply is ``{"applied": false, "reason":
-"already consumed", "task_id": id}`` — this is what makes replaying a result harmless. A failed
-condition raises ``CONDITION_FAILED`` (nothing applied) with the op index and the current version.
 """
 from __future__ import annotations
 
 from shared.errors import ErrorCode, FanoError, bad_argument
+from shared.txn import MAX_KEY_BYTES, MAX_OPS, MAX_REASON_CHARS, MAX_UNUSABLE_CHARS, OPS
 
 from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_tasks import PAGE_BYTES, check_name, public, record_bytes, submit_task
 from services.broker.tx import Tx
 
-MAX_OPS = 500
-MAX_KEY_BYTES = 400
-MAX_UNUSABLE_CHARS = 2000
-MAX_REASON_CHARS = 200
-OPS = ("put", "delete", "check", "submit", "ack", "notify")
 
 
 def _key(module: str, key) -> bytes:

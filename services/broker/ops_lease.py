@@ -19,7 +19,18 @@ the task may then be leased only by that account, whose worker reconciles with t
 the turn?) before anything is re-sent; ``turn_begin`` or ``complete`` clears it. The binding holds until
 ``until`` (``since`` + ``[broker] unknown_turn_hold``; null = forever): an account whose worker stays
 frozen or gone must not keep the task from every other account; past it, another account may run it (a
-new request there; the old turn stays unknown in the history).
+new request there; the old turn stays unknown in the history). An account's own ``unknown_turn_hold``
+(``[accounts.NAME]``, in ``tx.holds``) replaces the broker's for its turns.
+
+Reconcile leases: the lease that account's worker takes while the task has its unknown turn asks the
+provider about the earlier attempt and sends nothing new, so it reserves no quota unit and is admitted
+whatever the account's windows and cool-downs (``lease.reconcile``). If the worker then sends again,
+``turn_begin`` charges that request (admission included); with no room it puts the task back (no attempt
+burned, the unknown turn cleared: the worker found it was not served) and answers ``turn: null``.
+
+Revoke (``op_revoke``): the scheduler voids the lease of a worker it dropped as silent, instead of
+waiting for the lease's deadline — the task runs elsewhere at once when no intent was recorded at that
+epoch, or becomes an unknown turn (without backoff) when one was.
 
 Conversations (docs/tasks.md § Conversations): a turn's lease binds its conversation to the leasing
 account (the first) or must come from that account — unless the conversation is handed off to the leasing
@@ -33,11 +44,7 @@ flight.
 transient  retry with exponential backoff (``retry_after`` overrides it), PARKED after max_attempts;
            the quota unit is refunded when ``sent`` is false, and then (a refusal: nothing was spent)
            the attempt is not burned either, up to ``[broker] max_refusals`` per task (``refusals``)
-unknown    like transient, but the quota unit stays counted (the provider may have served it) — unless
-           this lease recorded no intent (no ``turn_begin`` at its epoch: a reconcile that could not tell,
-           then gave up) and says ``sent`` false: the intent is durable before a request leaves, so
-           nothing left under this lease and its unit is refunded (the earlier attempt's unit, which may
-           have been served, stays counted under that attempt's lease)
+unknown    like transient, but the quota unit always stays counted (the provider may have served it)
 quota      the provider refused for quota: no attempt burned, unit refunded, the account cools down
            for that mode for ``retry_after`` seconds (1 h when unknown; ``refuse`` takes an absolute time);
            with ``scope="account"`` (an organisation's spend limit) every mode of the account cools
@@ -47,13 +54,14 @@ terminal   PARKED at once with the error; unit refunded when not sent
 """
 from __future__ import annotations
 
+from shared import quota as Q
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 from services.broker import ops_handoff as handoff
 from services.broker import ops_quota as quota
 from services.broker import schema as S
 from services.broker import states as st
-from services.broker.ops_tasks import MODES, check_name, public
+from services.broker.ops_tasks import MAX_KEY_BYTES, MODES, check_name, public
 from services.broker.tx import Tx
 
 COOLDOWN_SCOPES = ("mode", "account")   # fail(quota, scope): the leased mode, or every mode ("*")
@@ -72,6 +80,17 @@ class _Fit:
         self.retry_at: float | None = None  # earliest time a quota/cool-down refusal may lift
         self.handoffs: dict[int, tuple[str, str]] = {}  # task id -> (account it leaves, why): see ops_handoff
         self.blocked: dict = {}   # ops_handoff.blocked answers for this lease
+        self.charge: dict[int, str] = {}   # task id -> the module whose share admitted it (shared/quota.py)
+        self.unrunnable: list[tuple[dict, str]] = []   # tasks that can never run: parked after the scan
+        self.reconciles: set[int] = set()   # tasks this worker would lease to reconcile (no unit charged)
+
+    def settle(self, reply: dict) -> dict:
+        """Park what the scan found unrunnable (after it: the ready index must not change under its
+        cursor), then answer ``reply``."""
+        for task, why in self.unrunnable:
+            task["error"] = {"class": "terminal", "message": why, "at": self.tx.now}
+            self.tx.move(task, st.PARKED, why)
+        return reply
 
     def admit(self, mode: str, module: str):
         key = (mode, module)
@@ -82,6 +101,14 @@ class _Fit:
     def mode_for(self, task: dict) -> tuple[str | None, str]:
         """The mode this worker would run the task in, or (None, reason it cannot)."""
         w, req = self.worker, task.get("requires") or {}
+        conv = req.get("conversation")
+        if conv and len(conv.encode()) > S.MAX_KEY:
+            # stored before submit checked it (services/broker/ops_tasks.py): no conversation record can
+            # exist for it, so it can never run; parked by the lease, which must not fail on it
+            why = (f"conversation id of {len(conv.encode())} bytes is longer than the store's key limit "
+                   f"({S.MAX_KEY} bytes); resubmit the task with an id of at most {MAX_KEY_BYTES} bytes")
+            self.unrunnable.append((task, why))
+            return None, "conversation id too long: parked"
         if w["modules"] is not None and task["module"] not in w["modules"]:
             return None, f"worker takes modules {w['modules']}"
         allowed = req.get("backends")
@@ -89,9 +116,8 @@ class _Fit:
             return None, f"task allows backends {allowed}"
         if req.get("account") and req["account"] != w["account"]:
             return None, f"task is bound to account {req['account']}"
-        conv = req.get("conversation")
         if conv:
-            rec = self.tx.get("conversations", conv.encode()) or {}
+            rec = self.tx.conversation(conv) or {}
             if rec.get("inflight") not in (None, task["id"]):
                 return None, f"conversation {conv} has turn task {rec['inflight']} in flight"
             if rec.get("account") and rec["account"] != w["account"]:
@@ -110,12 +136,19 @@ class _Fit:
             if mode not in w["modes"]:
                 reasons.append(f"worker has no {mode} mode")
                 continue
-            ok, why, when = self.admit(mode, task["module"])
-            if ok:
+            if unknown and unknown["account"] == w["account"]:
+                # a reconcile: it asks the provider about the earlier attempt and sends nothing new, so it
+                # needs no quota unit (nor a cool-down's end); a re-send is charged at turn_begin
+                self.reconciles.add(task["id"])
                 return mode, ""
-            reasons.append(why)
-            if when is not None and (self.retry_at is None or when < self.retry_at):
-                self.retry_at = when
+            for charge in Q.charge_modules(task["module"], req):
+                ok, why, when = self.admit(mode, charge)
+                if ok:
+                    self.charge[task["id"]] = charge
+                    return mode, ""
+                reasons.append(why)
+                if when is not None and (self.retry_at is None or when < self.retry_at):
+                    self.retry_at = when
         return None, "; ".join(reasons)
 
 
@@ -142,6 +175,10 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     if acct.get("paused"):
         return {"task": None, "reason": f"account {account} is paused: {acct.get('pause_reason', '')}"}
     fit = _Fit(tx, w)
+    return fit.settle(_lease_one(tx, fit, w, float(ttl), task_id))
+
+
+def _lease_one(tx: Tx, fit: _Fit, w: dict, ttl: float, task_id) -> dict:
     if task_id is not None:
         task = tx.task(task_id)
         if task["state"] != st.PENDING:
@@ -152,7 +189,8 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         mode, why = fit.mode_for(task)
         if mode is None:
             return {"task": None, "reason": why, "retry_at": fit.retry_at}
-        return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+        return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), fit.charge.get(task["id"]),
+                      task["id"] in fit.reconciles)
     cur = tx.cursor("ready")
     reasons = {}
     for n, key in enumerate(cur.iternext(keys=True, values=False)):
@@ -161,7 +199,8 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
         task = tx.task(S.ready_key_id(key))
         mode, why = fit.mode_for(task)
         if mode is not None:
-            return _grant(tx, task, w, mode, float(ttl), fit.handoffs.get(task["id"]))
+            return _grant(tx, task, w, mode, ttl, fit.handoffs.get(task["id"]), fit.charge.get(task["id"]),
+                          task["id"] in fit.reconciles)
         reasons[why] = reasons.get(why, 0) + 1
     if not reasons:
         return {"task": None, "reason": "no runnable task", "retry_at": None}
@@ -169,22 +208,24 @@ def op_lease(tx: Tx, worker, account, backend, modes, ttl, task_id, modules):
     return {"task": None, "reason": "; ".join(f"{n} task(s): {why}" for why, n in top), "retry_at": fit.retry_at}
 
 
-def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None) -> dict:
+def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str, str] | None = None,
+           charge: str | None = None, reconcile: bool = False) -> dict:
     epoch = task["epoch"] + 1
-    # PENDING -> RUNNING: attempt +1, quota reserved, conversation bound — all in this transaction
-    charges = quota.reserve(tx, w["account"], mode, task["module"], task["id"], epoch)
     task["epoch"] = epoch
     task["attempts"] += 1
     task["lease"] = {"worker": w["worker"], "account": w["account"], "backend": w["backend"], "mode": mode,
-                     "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": charges}
-    task["charged"] = task.get("charged", 0) + (1 if charges else 0)
-    if charges:
-        # where each still-counted unit lives, so the ledger can be audited exactly (ops/invariants.py)
-        task.setdefault("live_charges", []).append([epoch, w["account"], mode])
+                     "deadline": tx.mono + ttl, "granted_at": tx.now, "charges": []}
+    # PENDING -> RUNNING: attempt +1, quota reserved (in the share that admitted it), conversation bound —
+    # all in this transaction; a reconcile lease reserves nothing until its worker decides to send again
+    # (op_turn_begin)
+    if reconcile:
+        task["lease"]["reconcile"] = True
+    else:
+        _charge(tx, task, charge)
     conv = (task.get("requires") or {}).get("conversation")
     why, extra = f"leased to {w['worker']}", {}
     if conv:
-        rec = tx.get("conversations", conv.encode()) or {"account": None, "inflight": None, "turns": 0}
+        rec = tx.conversation(conv) or {"account": None, "inflight": None, "turns": 0}
         if moved is not None and rec.get("account") == moved[0]:
             # the conversation moves with this turn, in this transaction (services/broker/ops_handoff.py)
             entry = handoff.apply(tx, rec, conv, task, w["account"], moved[1])
@@ -192,9 +233,21 @@ def _grant(tx: Tx, task: dict, w: dict, mode: str, ttl: float, moved: tuple[str,
             extra["handoff"] = {"from": entry["from"], "why": entry["why"]}
         rec["account"] = rec.get("account") or w["account"]
         rec["inflight"] = task["id"]
-        tx.put("conversations", conv.encode(), rec)
+        tx.put_conversation(conv, rec)
     tx.move(task, st.RUNNING, why, worker=w["worker"], account=w["account"], mode=mode, **extra)
     return {"task": public(task, tx.mono, history=False), "epoch": epoch, "mode": mode, "ttl": ttl, "reason": ""}
+
+
+def _charge(tx: Tx, task: dict, charge: str | None = None) -> None:
+    """Reserve the unit of the task's lease in every window of its (account, mode), in the share of
+    module ``charge`` (default: the task's own; shared/quota.py ``charge_modules``)."""
+    lease = task["lease"]
+    charges = quota.reserve(tx, lease["account"], lease["mode"], charge or task["module"], task["id"], task["epoch"])
+    lease["charges"] = charges
+    task["charged"] = task.get("charged", 0) + (1 if charges else 0)
+    if charges:
+        # where each still-counted unit lives, so the ledger can be audited exactly (ops/invariants.py)
+        task.setdefault("live_charges", []).append([task["epoch"], lease["account"], lease["mode"]])
 
 
 def _leased(tx: Tx, task_id: int, epoch: int) -> dict:
@@ -211,7 +264,7 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
-    rec = tx.get("conversations", conv.encode())
+    rec = tx.conversation(conv)
     if rec and rec.get("inflight") == task["id"]:
         rec["inflight"] = None
         rec["turns"] = rec.get("turns", 0) + (1 if done else 0)
@@ -229,7 +282,7 @@ def _end_conversation_turn(tx: Tx, task: dict, done: bool, result=None) -> None:
             value = meta.get(name) if isinstance(meta, dict) else None
             if isinstance(value, str) and value:
                 rec[name] = value[:MAX_CONVERSATION_FIELD]
-        tx.put("conversations", conv.encode(), rec)
+        tx.put_conversation(conv, rec)
 
 
 def _refund(tx: Tx, task: dict) -> None:
@@ -267,7 +320,7 @@ def _settle_turn(tx: Tx, task: dict, unknown: bool) -> None:
     turn = task.get("turn")
     # a lease that never reached turn_begin sent nothing: there is nothing to reconcile
     if unknown and turn and turn.get("state") == "sending" and turn.get("epoch") == task["epoch"]:
-        hold = tx.config.unknown_turn_hold
+        hold = tx.holds.get(turn["account"], tx.config.unknown_turn_hold)
         task["unknown_turn"] = {k: turn[k] for k in ("account", "epoch", "attempt", "mode", "at")}
         task["unknown_turn"].update(since=tx.now, until=tx.now + hold if hold > 0 else None)
     task["turn"] = None
@@ -289,6 +342,19 @@ def _hold_over(tx: Tx, unknown: dict) -> bool:
 def op_turn_begin(tx: Tx, id: int, epoch: int):
     task = _leased(tx, id, epoch)
     lease = task["lease"]
+    if lease.pop("reconcile", False):
+        # the reconcile found nothing to recover and the worker sends again: that request is charged now,
+        # like any lease's (admission included); without room the task waits, no attempt burned, and runs
+        # wherever there is room first (the earlier turn is reconciled: it may run anywhere)
+        for charge in Q.charge_modules(task["module"], task.get("requires") or {}):
+            ok, why, when = quota.admission(tx, lease["account"], lease["mode"], charge)
+            if ok:
+                _charge(tx, task, charge)
+                break
+        else:
+            task["unknown_turn"] = None
+            _back_to_queue(tx, task, f"reconciled; no quota to send again: {why}")
+            return {"id": id, "epoch": epoch, "turn": None, "state": task["state"], "reason": why, "retry_at": when}
     # the intent is durable before the request leaves the worker; the previous unknown turn (if any)
     # has been reconciled by this worker, or it would not be sending
     task["turn"] = {"state": "sending", "epoch": epoch, "account": lease["account"], "mode": lease["mode"],
@@ -344,12 +410,11 @@ def op_fail(tx: Tx, id: int, epoch: int, error_class: str, message: str, sent: b
     lease = task["lease"]
     task["error"] = {"class": error_class, "message": message[:2000], "at": tx.now,
                      "worker": lease["worker"], "account": lease["account"], "sent": sent}
-    intent = _has_intent(task)
     _settle_turn(tx, task, unknown=error_class == "unknown")
     if error_class == "quota":
         until = None if retry_after is None else tx.now + retry_after
         return _quota_refusal(tx, task, until, message, scope)
-    if not sent and (error_class != "unknown" or not intent):
+    if error_class != "unknown" and not sent:
         _refund(tx, task)
     why = f"{error_class} error on {lease['account']}: {message[:200]}"
     if error_class == "terminal":
@@ -393,6 +458,42 @@ def op_refuse(tx: Tx, id: int, epoch: int, until, message: str):
                      "worker": task["lease"]["worker"], "account": task["lease"]["account"], "sent": True}
     _settle_turn(tx, task, unknown=False)
     return _quota_refusal(tx, task, until, message)
+
+
+def op_revoke(tx: Tx, id: int, epoch: int, worker: str, reason: str = ""):
+    """The scheduler dropped ``worker`` (silent past its liveness): end its lease of task ``id`` now
+    instead of at the lease's deadline. Only the scheduler calls it (services/broker/core.py).
+
+    The lease is void at once — the task is no longer RUNNING at ``epoch``, so a late ``turn_begin``,
+    ``complete`` or ``fail`` from that worker is ``STALE_EPOCH`` (fencing), and the next lease takes a
+    new epoch. What follows depends on the send marker (``task.turn``, recorded by ``turn_begin`` before a
+    request leaves the worker):
+
+    * no intent at this epoch: nothing was sent under this lease, so the quota unit is refunded and the
+      task is PENDING at once for any account (the attempt stays counted, as for a crash);
+    * an intent: the outcome is unknown, exactly as for an expired lease (``unknown_turn``: only that
+      account's worker may lease it, to reconcile, for its hold; the unit stays counted), without the
+      backoff — the account's worker may be back any moment.
+
+    Reply: ``{"id", "epoch", "revoked": bool, "state", "sent": bool|null}``; ``revoked`` is false (and
+    nothing changes) when the task is not RUNNING at ``epoch`` under ``worker``: the lease already ended.
+    """
+    if not isinstance(worker, str) or not worker:
+        raise bad_argument("worker must be a non-empty name", field="worker")
+    task = tx.task(id)
+    lease = task.get("lease") or {}
+    if task["state"] != st.RUNNING or task["epoch"] != epoch or lease.get("worker") != worker:
+        return {"id": id, "epoch": task["epoch"], "revoked": False, "state": task["state"], "sent": None}
+    turn = task.get("turn")
+    sent = bool(turn and turn.get("state") == "sending" and turn.get("epoch") == epoch)
+    why = f"lease of {worker} revoked: {reason[:200] or 'its worker went silent'}"
+    task["error"] = {"class": "revoked", "message": why, "at": tx.now, "worker": worker,
+                     "account": lease.get("account"), "sent": sent}
+    if not sent:
+        _refund(tx, task)
+    _settle_turn(tx, task, unknown=sent)
+    _retry_or_park(tx, task, why + ("; its turn's outcome is unknown" if sent else "; nothing was sent"), 0.0)
+    return {"id": id, "epoch": epoch, "revoked": True, "state": task["state"], "sent": sent}
 
 
 # --- sweeps (run by the broker before each batch, and at start) -----------------------------------------
@@ -453,5 +554,5 @@ def next_wakeup(tx: Tx) -> tuple[float | None, float | None]:
 
 HANDLERS = {
     "lease": op_lease, "renew": op_renew, "complete": op_complete, "fail": op_fail, "refuse": op_refuse,
-    "turn_begin": op_turn_begin,
+    "turn_begin": op_turn_begin, "revoke": op_revoke,
 }

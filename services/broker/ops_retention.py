@@ -1,7 +1,7 @@
 """Retention: compaction of old settled tasks and expiry of modules' working data, so that a system left
 running for weeks stays in its map.
 
-**Working data** (module kv keys put with ``"working": true``, see services/broker/ops_kv.py) is deleted
+**Working data** (module kv keys put with ``"working": true``, see shared/txn.py) is deleted
 when its ``kv_expiry`` entry falls due (``broker.working_retention`` after its last put): :func:`expire_kv`,
 at most :data:`EXPIRE_BATCH` keys per pass, with the task compaction pass. docs/storage.md lists which
 module data is working data and which is the research record (kept forever).

@@ -11,7 +11,9 @@ Task fields accepted by ``submit`` (``args.task``)::
     not_before    float           world time before which the task is not leased
     requires      map             {"backends": [account or backend kind, ...], "mode": "standard"|"deep",
                                    "deep_fallback": bool, "account": str,
-                                   "conversation": str (<= 400 bytes in UTF-8, no NUL)}
+                                   "conversation": str (<= 400 bytes in UTF-8, no NUL),
+                                   "share": "adhoc" (work a person waits for, e.g. an author's
+                                   comment: it may also draw on the operator's adhoc reserve)}
     attrs         map             free-form scheduling hints (seed priority, comment boost, ...)
 
 A task record as returned by ``get``/``list`` holds these plus ``id``, ``state``, ``attempts``,
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from shared.config import KNOWN_MODULES, unknown_name
+from shared.config import ADHOC, KNOWN_MODULES, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
 from shared.protocol import pack_value
 
@@ -38,7 +40,8 @@ from services.broker.tx import Tx
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TASK_FIELDS = {"key", "module", "kind", "payload", "priority", "max_attempts", "not_before", "requires", "attrs"}
-REQUIRE_FIELDS = {"backends": list, "mode": str, "deep_fallback": bool, "account": str, "conversation": str}
+REQUIRE_FIELDS = {"backends": list, "mode": str, "deep_fallback": bool, "account": str, "conversation": str,
+                  "share": str}
 MODES = ("standard", "deep")
 LIST_SCAN_LIMIT = 20_000
 # task keys and conversation ids are LMDB keys (at most 511 bytes); 400 leaves room for a prefix
@@ -166,6 +169,9 @@ def validate_task(spec: dict, config) -> dict:
                            field="requires")
     if requires.get("mode", "standard") not in MODES:
         raise bad_argument(f"requires.mode must be one of {MODES}", field="requires")
+    if requires.get("share", ADHOC) != ADHOC:
+        # the only share a module may borrow is the operator's, for work a person waits for
+        raise bad_argument(f"requires.share must be {ADHOC!r}", field="requires")
     attrs = spec.get("attrs") or {}
     if not isinstance(attrs, dict):
         raise bad_argument("attrs must be a map", field="attrs")
@@ -242,7 +248,7 @@ def op_get(tx: Tx, id: int, history: bool):
     out = public(task, tx.mono, history)
     conv = (task.get("requires") or {}).get("conversation")
     if conv:  # the conversation it belongs to: account, turns, and for a web account its page
-        rec = tx.get("conversations", conv.encode())
+        rec = tx.conversation(conv)
         out["conversation"] = {"id": conv, **rec} if rec else {"id": conv}
     return out
 
@@ -363,13 +369,13 @@ def _release_conversation(tx: Tx, task: dict) -> None:
     conv = (task.get("requires") or {}).get("conversation")
     if not conv:
         return
-    rec = tx.get("conversations", conv.encode())
+    rec = tx.conversation(conv)
     if rec and (rec.get("inflight") == task["id"] or (rec.get("unknown") or {}).get("task") == task["id"]):
         if rec.get("inflight") == task["id"]:
             rec["inflight"] = None
         if (rec.get("unknown") or {}).get("task") == task["id"]:
             del rec["unknown"]   # the operator gave up on that turn: it no longer holds the conversation
-        tx.put("conversations", conv.encode(), rec)
+        tx.put_conversation(conv, rec)
 
 
 HANDLERS = {

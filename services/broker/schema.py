@@ -63,6 +63,7 @@ from pathlib import Path
 
 import lmdb
 
+from shared.errors import ExitCode, StartupError
 from shared.protocol import pack_value, unpack_value
 
 from services.broker import states as st
@@ -91,10 +92,15 @@ _U32 = struct.Struct(">I")
 _PRIO_ID = struct.Struct(">IQ")
 _U64_U64 = struct.Struct(">QQ")
 SEP = b"\x00"
+# LMDB's longest key (its default build): ids the broker turns into keys are checked against limits
+# below this at submit (services/broker/ops_tasks.py); records stored before those checks may exceed it
+MAX_KEY = 511
 
 
-class SchemaError(Exception):
+class SchemaError(StartupError):
     """The database on disk cannot be used by this broker (newer schema)."""
+
+    exit_code = ExitCode.STORAGE
 
 
 def encode_value(obj) -> bytes:

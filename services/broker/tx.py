@@ -68,7 +68,7 @@ class Ledger:
 
 class Tx:
     def __init__(self, storage: S.Storage, txn, config, now: float, mono: float, ledger: Ledger,
-                 activity=None, handoff_after: float = 0.0, names=None):
+                 activity=None, handoff_after: float = 0.0, names=None, holds=None):
         self.storage = storage
         self.txn = txn
         self.db = storage.dbs
@@ -83,6 +83,8 @@ class Tx:
         # the configured names commands are checked against (services/broker/ops_tasks.py Names); None: a
         # configuration without accounts, whose names are not checked (shared.config Config.names_checked)
         self.names = names
+        # per-account [accounts.NAME] unknown_turn_hold overriding [broker] unknown_turn_hold (ops_lease)
+        self.holds: dict[str, float] = holds or {}
 
     # --- raw access ---------------------------------------------------------------------------------
 
@@ -114,6 +116,16 @@ class Tx:
 
     def peek_counter(self, name: str) -> int:
         return self.ledger.counters[name]
+
+    def conversation(self, conv: str) -> dict | None:
+        """The record of conversation ``conv``, or None: none yet, or an id that cannot be a key (longer
+        than LMDB's :data:`~services.broker.schema.MAX_KEY` bytes: a task stored before submit checked
+        it; the lease parks such a task, services/broker/ops_lease.py). Reads of such a task must work."""
+        key = conv.encode()
+        return None if len(key) > S.MAX_KEY else self.get("conversations", key)
+
+    def put_conversation(self, conv: str, rec: dict) -> None:
+        self.put("conversations", conv.encode(), rec)
 
     # --- tasks --------------------------------------------------------------------------------------
 
@@ -232,7 +244,7 @@ class Tx:
                 "unknown_until": unknown.get("until") if unknown else None}
         conv = (task.get("requires") or {}).get("conversation")
         if conv:  # the account holding the conversation: later turns must go there
-            rec = self.get("conversations", conv.encode())
+            rec = self.conversation(conv)
             view["conversation_account"] = (rec or {}).get("account")
         return view
 

@@ -26,61 +26,24 @@ would end FATAL and stay down after the condition passed.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import zmq
 
-from shared import protocol, sockets
+from shared import protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
 
 from services.modules.parsing import ParseError
+from services.modules.store import Store
 
 SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
-# a human changed the module's data (``notify`` op of a txn, services/broker/ops_kv.py): plan now
+# a human changed the module's data (``notify`` op of a txn, shared/txn.py): plan now
 NOTIFY_EVENT = b"evt.module.notify"
 REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
                             ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE})
-
-
-class Store:
-    """Read access to a module's namespace, and builders for the ops of one transaction."""
-
-    def __init__(self, client: BrokerClient, module: str):
-        self.client = client
-        self.module = module
-
-    def get(self, key: str) -> tuple[int, object]:
-        """(version, value); version 0 and None when absent."""
-        rec = self.client.kv_get(self.module, key)
-        return (0, None) if rec is None else (rec["version"], rec["value"])
-
-    def scan(self, prefix: str):
-        """Yield (key, version, value) for every key with the prefix, in key order."""
-        return self.client.kv_items(self.module, prefix)
-
-    @staticmethod
-    def put(key: str, value, if_version: int | None = None, working: bool = False) -> dict:
-        """``working``: working data, deleted by the broker ``broker.working_retention`` after this put
-        (services/broker/ops_kv.py; docs/storage.md says which records are)."""
-        op = {"op": "put", "key": key, "value": value}
-        if if_version is not None:
-            op["if_version"] = if_version
-        if working:
-            op["working"] = True
-        return op
-
-    @staticmethod
-    def delete(key: str, if_version: int | None = None) -> dict:
-        op = {"op": "delete", "key": key}
-        if if_version is not None:
-            op["if_version"] = if_version
-        return op
-
-    @staticmethod
-    def submit(task: dict, force: bool = False) -> dict:
-        return {"op": "submit", "task": task, "force": force}
 
 
 @dataclass
@@ -94,7 +57,7 @@ class ModuleService(Service):
     module = "module"
     plan_interval = 5.0     # seconds between planning passes when nothing happens
     sweep_interval = 30.0   # seconds between catch-up sweeps of the unconsumed index
-    max_conflict_retries = 5
+    max_conflict_retries = txn.RETRIES   # recomputations of an effect whose reads changed (shared/txn.py update)
     storage_backoff = 15.0  # seconds to wait after a storage refusal (MAP_FULL, DISK_FULL) before retrying
 
     def __init__(self, config, clock):
@@ -197,31 +160,37 @@ class ModuleService(Service):
             after = page["next"]
 
     def apply(self, task: dict) -> bool:
-        """Apply one settled task's effect with its ack in one transaction; False if already applied."""
+        """Apply one settled task's effect with its ack in one transaction; False if already applied.
+
+        A version conflict (another writer changed what the effect was computed from) recomputes it from
+        fresh reads (:func:`shared.txn.update`), at most ``max_conflict_retries`` times."""
         if task.get("consumed") or task["state"] not in ("DONE", "PARKED", "CANCELLED"):
             return False
         refused = None
-        for _ in range(self.max_conflict_retries):
+        while True:
             try:
-                ops, unusable = self._ops_for(task) if refused is None else self._unusable(task, refused)
-                ack = {"op": "ack", "task_id": task["id"]}
-                if unusable:
-                    ack["unusable"] = unusable   # shown on the task itself (queue show), not only here
-                res = self.client.txn(self.module, ops + [ack])
+                done = txn.update(self.client, self.module, functools.partial(self._effect, task, refused),
+                                  what=f"what task {task['id']} applies to", retries=self.max_conflict_retries)
+            except txn.Conflict:
+                self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)
+                return False
             except FanoError as exc:
-                if exc.code == ErrorCode.CONDITION_FAILED:
-                    continue  # another writer changed what we read: read again and recompute
                 if exc.code in REFUSED_EFFECT and refused is None:
                     # the effect itself is impossible (e.g. a follow-up key conflicts): retrying it would
                     # crash-loop the module on this task forever; record it visibly and move on
                     refused = f"effect refused by the broker: {exc.name}: {exc.message}"
                     continue
                 raise
-            if res.get("applied"):
+            if done.applied:
                 self.applied += 1
-            return bool(res.get("applied"))
-        self.log.error("task %s: gave up after %d version conflicts", task["id"], self.max_conflict_retries)
-        return False
+            return done.applied
+
+    def _effect(self, task: dict, refused: str | None) -> tuple[list, None]:
+        """The ops of one attempt at applying ``task``, ending with its ack (``refused``: the broker refused
+        the effect itself, which is recorded as unusable instead)."""
+        ops, unusable = self._ops_for(task) if refused is None else self._unusable(task, refused)
+        # unusable: shown on the task itself (queue show), not only here
+        return ops + [txn.ack(task["id"], unusable)], None
 
     def _ops_for(self, task: dict) -> tuple[list, str | None]:
         """The ops applying ``task``'s result, and the error when it cannot be used (else None)."""
@@ -239,7 +208,7 @@ class ModuleService(Service):
         record = {"task_id": task["id"], "kind": task["kind"], "key": task["key"], "error": error,
                   "at": self.clock.world(), "answer": ((task.get("result") or {}).get("text") or "")[:4000]}
         # working data: the task keeps the error itself; the answer kept here is for a look within weeks
-        return [Store.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
+        return [txn.put(f"errors/{task['id']:012d}", record, working=True)] + list(self.on_unusable(task, error)), error
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """Propose tasks (deterministic keys make re-proposing harmless); KEY_PARKED keys are skipped."""

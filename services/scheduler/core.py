@@ -39,8 +39,8 @@ from services.scheduler.handoff import Handoffs
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
-from services.scheduler.workers import (MODES, Accounts, Assignment, Running, Worker, WorkerRegistry, candidate_modes,
-                                        placement_class)
+from services.scheduler.workers import (MODES, Accounts, Assignment, Revocations, Running, Worker, WorkerRegistry,
+                                        candidate_modes, charge_modules, placement_class, reconciles)
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -64,6 +64,8 @@ class SchedulerCore:
         self.assigned: dict[int, Assignment] = {}
         self.out: list[tuple[bytes, str, dict]] = []
         self.why_lookups: list[tuple[bytes, str, int]] = []   # `why` about tasks we do not track
+        self.revocations = Revocations()   # leases of workers dropped as silent (the service sends them)
+        self._last_tick = clock.mono()
         self.assigned_total = 0
         self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
         # where run-time module weights are kept (the service's broker write; None: not durable, in tests)
@@ -205,7 +207,7 @@ class SchedulerCore:
                     self._place(t)
             elif typ == "task.running":
                 self._on_running(int(ev["id"]), ev.get("worker"), ev.get("account"), mode=ev.get("mode"),
-                                 start=number(ev.get("ts")) or None)
+                                 start=number(ev.get("ts")) or None, epoch=ev.get("epoch"))
             elif typ in ENDED:
                 self._on_ended(typ, int(ev["id"]), ev)
             elif typ == "task.priority":
@@ -222,11 +224,14 @@ class SchedulerCore:
             log.warning("ignoring malformed event %s: %r", typ, exc)
 
     def _on_running(self, tid: int, worker: str | None, account: str | None, conv: str | None = None,
-                    mode: str | None = None, start: float | None = None) -> None:
+                    mode: str | None = None, start: float | None = None, epoch=None) -> None:
         t = self._untrack(tid)
         conv = t.conversation if t is not None else conv
         mode = mode if mode in MODES else None
-        self.running[tid] = Running(worker, account, conv, mode, start)
+        epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        self.running[tid] = Running(worker, account, conv, mode, start, epoch)
+        if self.workers.named(worker) is None:
+            self.revocations.leased(tid, self.running[tid])   # granted to a worker we dropped as silent?
         if conv:
             if account:
                 self.conv_account[conv] = account   # later turns go to the account that holds it
@@ -274,7 +279,8 @@ class SchedulerCore:
             lease = rec.get("lease") or {}
             conv = (rec.get("requires") or {}).get("conversation")
             self._on_running(tid, lease.get("worker"), lease.get("account"), conv if isinstance(conv, str) else None,
-                             mode=lease.get("mode"), start=number(lease.get("granted_at")) or None)
+                             mode=lease.get("mode"), start=number(lease.get("granted_at")) or None,
+                             epoch=rec.get("epoch"))
         else:
             self._on_ended("task.refreshed", tid, rec)
 
@@ -333,6 +339,7 @@ class SchedulerCore:
             self._send(ident, "disconnect", reason="ready needs a worker name, an account and modes")
             return
         w, old = self.workers.add(ident, msg["worker"], mono)
+        self.revocations.back(w.name)
         if old is not None:
             self._forget(old, "reconnected")
         if w.state == "assigned" and w.task_id is not None:
@@ -358,6 +365,7 @@ class SchedulerCore:
             if not isinstance(name, str) or not name:
                 name = ident.decode(errors="replace")
             w, old = self.workers.add(ident, name, mono)
+            self.revocations.back(w.name)
             if old is not None:
                 self._forget(old, "reconnected")
             run = self.running.get(tid)
@@ -409,9 +417,11 @@ class SchedulerCore:
         if retry_at is not None and retry_at > world and account and t is not None:
             # quota or cool-down: this account cannot take this module's work in these modes until then
             worker_modes = w.modes if w is not None else MODES
-            for mode in candidate_modes(t.cls or placement_class(t, self.conv_account)):
+            cls = t.cls or placement_class(t, self.conv_account)
+            for mode in candidate_modes(cls):
                 if mode in worker_modes:
-                    self.accounts.block(account, mode, t.module, retry_at, message or "lease declined")
+                    for module in charge_modules(cls, t.module):   # each share it may draw on refused it
+                        self.accounts.block(account, mode, module, retry_at, message or "lease declined")
             if mine:
                 self._requeue(tid)
                 mine = False
@@ -436,12 +446,17 @@ class SchedulerCore:
         if w is not None:
             self._forget(w, "unreachable")
 
-    def _forget(self, w: Worker, why: str) -> None:
+    def _forget(self, w: Worker, why: str, silent: bool = False) -> None:
+        """Forget worker ``w``; ``silent``: it stopped heartbeating (frozen, hung, cut off), so the leases
+        it holds are revoked now (the broker frees what it had not sent yet for any account) instead of
+        running into their deadlines, and a lease it is granted later is revoked when we hear of it."""
         self.workers.forget(w.ident)
         log.info("forgot worker %s (%s, account %s): %s", w.name, w.state, w.account, why)
         for tid, a in list(self.assigned.items()):
             if a.ident == w.ident:
                 self._requeue(tid)
+        if silent and self.workers.named(w.name) is None:
+            self.revocations.drop(w.name, why, self.running)
         if w.account and not self.workers.for_account(w.account):
             self.handoffs.worker_gone(w.account, self.clock.world())
 
@@ -488,8 +503,11 @@ class SchedulerCore:
         for account in self.accounts.prune(world):
             self.handoffs.recheck(account)   # its block ended: turns proposed to leave it stay after all
         self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
+        # a loop that itself stalled (a long rebuild) has not heard anyone: forget, but revoke nothing
+        stalled = mono - self._last_tick > protocol.HEARTBEAT_INTERVAL * protocol.LIVENESS
+        self._last_tick = mono
         for w in self.workers.expired(mono):
-            self._forget(w, f"silent for {mono - w.last_seen:.1f}s")
+            self._forget(w, f"silent for {mono - w.last_seen:.1f}s", silent=not stalled)
         timeout = self.scfg.assign_timeout
         for tid, a in list(self.assigned.items()):
             if not a.confirmed and mono - a.at > timeout:
@@ -551,14 +569,21 @@ class SchedulerCore:
         if keep <= 0:
             return admits
         modes = {key: self.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
-        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused}
-        return responsive.hold_back(admits, modes, w.account, len(accounts),
+        # the accounts that could answer quickly: a worker, not paused, and room for some module's
+        # waiting standard work (an account whose standard windows are used up cannot be the responsive one)
+        shares = {m for key in self.queue.bins() for m in charge_modules(key[0], key[1])
+                  if STANDARD in candidate_modes(key[0])}
+        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused
+                    and any(self.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
+        return responsive.hold_back(admits, modes, w.account, accounts,
                                     responsive.deep_accounts(self.assigned, self.running), keep)
 
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
+        free = reconciles(cls, account)   # a reconcile lease is charged no unit (services/broker/ops_lease.py)
         for mode in candidate_modes(cls):
-            if mode in modes and self.accounts.why_not(account, mode, module, world) is None:
+            if mode in modes and (free or any(self.accounts.why_not(account, mode, m, world) is None
+                                              for m in charge_modules(cls, module))):
                 return mode
         return None
 

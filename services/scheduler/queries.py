@@ -157,7 +157,7 @@ def account_reasons(core, t, world: float) -> list[dict]:
                          "detail": f"paused ({core.accounts.paused[name] or 'no reason given'})", "until": None})
             continue
         refusals = []
-        for mode in offered:
+        for mode in ([] if C.reconciles(t.cls, name) else offered):   # a reconcile needs no quota room
             r = core.accounts.why_not(name, mode, t.module, world)
             if r is None:
                 refusals = []
@@ -288,7 +288,7 @@ def _binding(core, t, world: float) -> list[str]:
     parts = []
     if t.unknown_account:
         until = (f"until {fmt_time(t.unknown_until)}, then any account may" if t.unknown_until
-                 else "for good (broker.unknown_turn_hold = 0)")
+                 else "for good (unknown_turn_hold = 0)")
         parts.append(f"its last attempt has an unknown outcome on {t.unknown_account}: only {t.unknown_account} "
                      f"may run it, reconciling with the provider first ({until})")
         return parts

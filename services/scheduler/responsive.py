@@ -10,8 +10,9 @@ So ``[scheduler] responsive_accounts`` (default 1) accounts are kept out of deep
 other work: an idle worker does not take a deep task (a task it would lease in deep mode) of a research
 module while
 
-* at least ``max(1, accounts - responsive_accounts)`` *other* accounts are in a deep turn (assigned or
-  running one), counting the accounts that have a worker and are not paused, and
+* of the accounts that could answer quickly (a worker, not paused, and as far as the scheduler has
+  learned from declined leases room for some waiting standard work), at least ``max(1, quick -
+  responsive_accounts)`` *others* are in a deep turn (assigned or running one), and
 * it could take a task in standard mode instead (a bin it admits in standard mode).
 
 It never idles a worker: with nothing but deep work admitted, it takes the deep work. The operator's own
@@ -32,9 +33,10 @@ def deep_accounts(assigned: dict, running: dict) -> set:
             | {r.account for r in running.values() if r.mode == DEEP and r.account})
 
 
-def hold_back(admits: dict, modes: dict, account: str, accounts: int, in_deep: set, responsive: int) -> dict:
+def hold_back(admits: dict, modes: dict, account: str, quick: set, in_deep: set, responsive: int) -> dict:
     """``admits`` (bin key -> module term) without the research bins ``account`` would run in deep mode,
-    when the rule above says so; ``modes``: bin key -> the mode ``account`` would run it in."""
+    when the rule above says so; ``modes``: bin key -> the mode ``account`` would run it in; ``quick``: the
+    accounts that could answer quickly; ``in_deep``: the accounts in a deep turn."""
     if responsive <= 0:
         return admits
     deep = [k for k in admits if modes.get(k) == DEEP and k[1] != ADHOC]
@@ -42,6 +44,6 @@ def hold_back(admits: dict, modes: dict, account: str, accounts: int, in_deep: s
         return admits   # nothing deep to hold back, or nothing else to do: never idle a worker
     if not any(modes.get(k) != DEEP for k in admits):
         return admits
-    if len(in_deep - {account}) < max(1, accounts - responsive):
+    if len((in_deep & quick) - {account}) < max(1, len(quick) - responsive):
         return admits
     return {k: v for k, v in admits.items() if k not in deep}

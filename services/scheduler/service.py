@@ -28,7 +28,7 @@ import time
 
 import zmq
 
-from shared import protocol, sockets
+from shared import protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
@@ -72,6 +72,7 @@ class SchedulerService(Service):
         self.rebuild_client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=5.0, retries=2,
                                            context=self.ctx)
         self.core.weights_store = self._store_weights
+        self._revoke_rids: dict[tuple[int, int], str] = {}   # one request id per revoke, kept across retries
         self.synced = False
         self.last_seq = 0
         self.rebuilds = 0
@@ -112,6 +113,7 @@ class SchedulerService(Service):
         self.core.status = {"synced": self.synced, "last_seq": self.last_seq, "rebuilds": self.rebuilds,
                             "dropped_sends": self.dropped}
         self.core.tick(dispatch=self.synced)
+        self._send_revokes()
         self._answer_lookups()
         self._flush()
         if self.clock.mono() >= self._next_stats:
@@ -237,8 +239,7 @@ class SchedulerService(Service):
     def _store_weights(self, weights: dict | None) -> None:
         """Keep the weights in force (None: none beyond the configured ones) in the broker; raises
         BrokerUnavailable, and the query is refused with nothing changed."""
-        op = {"op": "delete", "key": WEIGHTS_KEY} if weights is None else \
-            {"op": "put", "key": WEIGHTS_KEY, "value": weights}
+        op = txn.delete(WEIGHTS_KEY) if weights is None else txn.put(WEIGHTS_KEY, weights)
         self.client.txn(WEIGHTS_NAMESPACE, [op])
 
     def _load_weights(self, client: BrokerClient) -> None:
@@ -294,6 +295,29 @@ class SchedulerService(Service):
                 continue
             self.core.missing.discard(tid)
             self.core.on_task_record(rec)
+
+    def _send_revokes(self) -> None:
+        """Void the leases of workers the core dropped as silent (broker ``revoke``; its events bring the
+        task back). A broker that does not answer is asked again next tick, with the same request id."""
+        pending = self.core.revocations.pending
+        for tid, (worker, epoch, why) in list(pending.items()):
+            rid = self._revoke_rids.setdefault((tid, epoch), protocol.new_request_id())
+            try:
+                out = self.client.call("revoke", rid=rid, id=tid, epoch=epoch, worker=worker, reason=why)
+            except BrokerUnavailable:
+                return
+            except FanoError as exc:
+                self.log.warning("task %d: revoke of %s's lease refused: %s", tid, worker, exc)
+                out = None
+            else:
+                self.log.info("task %d: lease of %s (epoch %d) %s", tid, worker, epoch,
+                              f"revoked: now {out['state']}, " + ("its turn's outcome is unknown" if out["sent"]
+                                                                  else "nothing was sent")
+                              if out.get("revoked") else f"already ended ({out.get('state')})")
+            del pending[tid]
+            self._revoke_rids.pop((tid, epoch), None)
+            if out is not None and not out.get("revoked"):
+                self.core.missing.add(tid)   # the lease ended some other way: re-read the task
 
     def _answer_lookups(self) -> None:
         lookups, self.core.why_lookups = self.core.why_lookups, []

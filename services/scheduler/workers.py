@@ -22,13 +22,16 @@ so a block is per module).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from shared.config import ADHOC
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 
 from services.scheduler.priority import DEEP, STANDARD, QTask
 
 MODES = (STANDARD, DEEP)
+log = logging.getLogger("scheduler")
 STATES = ("idle", "assigned", "busy", "unready")
 
 
@@ -36,13 +39,15 @@ _CLASSES: dict[tuple, tuple] = {}   # interned: a handful of distinct classes, s
 
 
 def placement_class(task: QTask, conv_account: dict) -> tuple:
-    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens)`` — allowed accounts
+    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens, share, reconcile)`` — allowed accounts
     or backend kinds, ``requires.account``, the account the task is bound to (the one whose unknown turn
     it must reconcile, else the one holding its conversation — learned from ``task.running`` events, or
     from a ``conversation_account`` field on the task's events if the broker sends one), the requested
     mode, deep-to-standard fallback, and whether running it binds a conversation that no account holds
     yet (its first placement is decided by :mod:`services.scheduler.placement`) — or that its conversation
-    is to be handed off from a blocked account (``task.handoff``), which is the same decision.
+    is to be handed off from a blocked account (``task.handoff``), which is the same decision — the
+    reserve it may also draw on (``share``: ``adhoc`` or None), and whether it is bound to reconcile an
+    unknown turn (then its account takes it whatever its quota or cool-down).
     Two tasks of one class fit exactly the same workers. Classes are interned (one tuple per class)."""
     req = task.requires
     backends = req.get("backends")
@@ -55,8 +60,18 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
                                      (conv_account.get(conv) if conv else None) or task.conversation_account)
     mode = req.get("mode") if req.get("mode") in MODES else STANDARD
     fallback = mode == DEEP and bool(req.get("deep_fallback"))
-    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None)
+    # work a person waits for may also draw on the operator's reserve (shared/quota.py charge_modules)
+    share = ADHOC if req.get("share") == ADHOC else None
+    # a turn to reconcile: its account's lease charges no quota unit and waits for no cool-down (the
+    # broker's, services/broker/ops_lease.py), so neither do our blocks keep it from that account
+    reconcile = bool(task.unknown_account)
+    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None, share, reconcile)
     return _CLASSES.setdefault(cls, cls)
+
+
+def charge_modules(cls: tuple, module: str) -> tuple:
+    """The modules whose quota share a task of this class may draw on (its own first)."""
+    return (module, cls[6]) if len(cls) > 6 and cls[6] and cls[6] != module else (module,)
 
 
 def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
@@ -70,6 +85,11 @@ def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
 def opens_conversation(cls: tuple) -> bool:
     """Running a task of this class binds a conversation to the account that runs it."""
     return len(cls) > 5 and cls[5]
+
+
+def reconciles(cls: tuple, account: str | None) -> bool:
+    """A task of this class on ``account`` is a reconcile (needs no quota room)."""
+    return len(cls) > 7 and cls[7] and cls[2] == account
 
 
 def candidate_modes(cls: tuple) -> tuple:
@@ -277,3 +297,39 @@ class Running:
     conversation: str | None
     mode: str | None = None
     start: float | None = None   # world time of the lease (the event's ts), for service times
+    epoch: int | None = None     # the lease's epoch: a silent worker's lease is revoked at exactly this one
+
+
+class Revocations:
+    """Leases of workers dropped as silent, for the broker to revoke (``revoke``: the service sends
+    :attr:`pending` and removes what the broker answered). A worker stays in :attr:`dropped` until it
+    comes back (``ready``, or a heartbeat from a new socket), so that a lease it is granted meanwhile (its
+    request was on its way) is revoked when the scheduler hears of it."""
+
+    def __init__(self):
+        self.pending: dict[int, tuple[str, int, str]] = {}   # task id -> (worker, epoch, why)
+        self.dropped: dict[str, str] = {}                     # worker name -> why it was dropped
+
+    def drop(self, name: str, why: str, running: dict) -> None:
+        """Worker ``name`` went silent: revoke every lease it holds (``running``: task id -> Running)."""
+        self.dropped[name] = why
+        for tid, run in running.items():
+            if run.worker == name:
+                self.add(tid, run, why)
+
+    def back(self, name: str) -> None:
+        self.dropped.pop(name, None)
+
+    def leased(self, tid: int, run: Running) -> None:
+        """A lease the broker granted (``task.running``): revoke it if its worker was dropped (and has
+        not come back: the caller checks)."""
+        why = self.dropped.get(run.worker)
+        if why is not None:
+            self.add(tid, run, why)
+
+    def add(self, tid: int, run: Running, why: str) -> None:
+        if run.epoch is None or run.worker is None:
+            return   # a record without its epoch: the lease's own deadline ends it
+        log.warning("task %d: its worker %s was dropped (%s); revoking its lease (epoch %d)", tid, run.worker,
+                    why, run.epoch)
+        self.pending[tid] = (run.worker, run.epoch, why)

@@ -17,6 +17,7 @@ from services.modules.base import Store
 from services.modules.documenter import context as C
 from services.modules.documenter import export, flow
 from services.modules.documenter import model as M
+from shared import txn
 from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, ServiceProcess, short_tmpdir, wait_for, write_config
 
@@ -243,7 +244,7 @@ def test_fanoctl_document_commands_and_their_errors(broker, client):
     listed = json.loads(ctl(broker, "--json", "comments", "ls", "--status", "open"))["comments"]
     assert [c["id"] for c in listed] == [rec["id"]]
     # disputes and retry
-    client.txn("documenter", [M.put(M.job_key("ins-9"), {"insight_id": "ins-9", "stage": "needs_human", "disputes": 3,
+    client.txn("documenter", [txn.put(M.job_key("ins-9"), {"insight_id": "ins-9", "stage": "needs_human", "disputes": 3,
                                                          "run": 3, "last_reason": "evaluation: 1 INCLUDE, 1 EXCLUDE"})])
     assert "ins-9" in ctl(broker, "document", "disputes") and "waiting for a human: 1" in ctl(broker, "document", "show")
     ctl(broker, "document", "retry", "ins-9")

@@ -81,7 +81,7 @@ class Stack:
 
     def fanoctl(self, *args):
         env = dict(os.environ, FANO_CONFIG=str(self.cfg))
-        return subprocess.run([sys.executable, "-m", "cli.research_explorer", *args], cwd=REPO, env=env,
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=60)
 
     def values(self, prefix: str) -> list:

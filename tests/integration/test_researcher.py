@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 import cli.research_researcher  # noqa: F401  (registers `fanoctl research`)
 from cli.fanoctl import main
-from services.modules.base import Store
 from services.modules.researcher import crossref, model as M
 from services.modules.researcher.parsers import parse_findings, parse_questions
 from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS
+from shared import txn
 from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, ServiceProcess, short_tmpdir, toml_value, wait_for, write_config
 from tests.worker_support import WorkerProcess
@@ -142,10 +142,10 @@ def make_stack():
 
 
 def write_insights(stack: Stack, n: int) -> None:
-    ops = [Store.put(f"insights/ins-{i:03d}", {"text": TOPICS[i % len(TOPICS)], "status": "pending",
+    ops = [txn.put(f"insights/ins-{i:03d}", {"text": TOPICS[i % len(TOPICS)], "status": "pending",
                                                "tags": ["fano_plane", "symmetry"] if i % 2 else ["klein_quartic"]})
            for i in range(n)]
-    ops.append(Store.put("insights/ins-rejected", {"text": "Numerology.", "status": "rejected", "tags": []}))
+    ops.append(txn.put("insights/ins-rejected", {"text": "Numerology.", "status": "rejected", "tags": []}))
     stack.client.txn("explorer", ops)
 
 

@@ -17,6 +17,7 @@ from services.modules.documenter import model as D
 from services.modules.explorer import model as X
 from services.modules.explorer import threads as T
 from services.modules.researcher import model as R
+from shared import txn
 from tests.support import run_fanoctl
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def put_threads(client, statuses: list[str]) -> None:
     ops = []
     for n, status in enumerate(statuses, 1):
         seed = {"id": f"q{n}", "type": "question", "text": f"question {n}?", "priority": 5}
-        ops.append(Store.put(X.thread_key(X.thread_id(seed["id"], 1)), dict(T.new_thread(seed, [], 1.0), status=status),
+        ops.append(txn.put(X.thread_key(X.thread_id(seed["id"], 1)), dict(T.new_thread(seed, [], 1.0), status=status),
                              if_version=0))
     client.txn(X.MODULE, ops)
 
@@ -47,7 +48,7 @@ def test_top_once_shows_the_research_so_far(broker):
         {"sections": 0, "document_version": 0, "questions": 0, "findings": 0, "partial": []}
 
     put_threads(c, ["active", "active", "ready", "extracted"])
-    c.txn(X.MODULE, [Store.put(X.insight_key(f"q4.t1.i{n}"), {"id": f"q4.t1.i{n}", "text": "a claim", "status": status,
+    c.txn(X.MODULE, [txn.put(X.insight_key(f"q4.t1.i{n}"), {"id": f"q4.t1.i{n}", "text": "a claim", "status": status,
                                                               "priority": 5, "queued_priority": 5}, if_version=0)
                      for n, status in enumerate(["pending", "blessed", "blessed", "rejected", "duplicate"], 1)])
     doc = Store(c, "documenter")
@@ -56,9 +57,9 @@ def test_top_once_shows_the_research_so_far(broker):
                                                          "establishes": [], "requires": []}},
                           {"kind": "insight", "ref": f"q4.t1.i{n}", "task": n}, f"section {n}", 2.0)
         c.txn("documenter", ops)
-    c.txn(R.NS, [Store.put(R.k_question(R.question_id(f"why {n}?")), {"id": R.question_id(f"why {n}?"),
+    c.txn(R.NS, [txn.put(R.k_question(R.question_id(f"why {n}?")), {"id": R.question_id(f"why {n}?"),
                                                                      "question": f"why {n}?"}) for n in range(3)]
-          + [Store.put(R.k_finding(f"f{n}"), {"id": f"f{n}", "status": "kept"}) for n in range(4)])
+          + [txn.put(R.k_finding(f"f{n}"), {"id": f"f{n}", "status": "kept"}) for n in range(4)])
 
     r = top_json(broker)["research"]
     assert r["threads"] == dict(dict.fromkeys(X.THREAD_STATUSES, 0), active=2, ready=1, extracted=1)
@@ -84,7 +85,7 @@ def test_the_count_is_bounded_and_marked(broker, monkeypatch):
     put_threads(c, ["active"] * 4)
     r = RS.research_summary(c, now=0.0)
     assert sum(r["threads"].values()) == 4 and r["partial"] == []     # exactly PAGE x MAX_PAGES: complete
-    c.txn(X.MODULE, [Store.put(X.thread_key("q9.t1"), {"id": "q9.t1", "status": "ready"})])
+    c.txn(X.MODULE, [txn.put(X.thread_key("q9.t1"), {"id": "q9.t1", "status": "ready"})])
     r = RS.research_summary(c, now=0.0)
     assert sum(r["threads"].values()) == 4 and r["partial"] == ["threads"]
     from cli.render import research_lines

@@ -29,6 +29,7 @@ class CoreHarness:
         self.config_path = config_path
         self.clock = clock or FakeClock()
         self.events: list[dict] = []
+        self.ident = IDENT   # the socket identity requests come from (a test may play the scheduler)
         self.storage = None
         self.core = None
         self.open()
@@ -71,7 +72,7 @@ class CoreHarness:
 
     def batch(self, frames_list: list[list[bytes]]) -> list[protocol.Reply]:
         """Run several raw requests as one batch; replies in order (grow_map requests are applied)."""
-        replies, events, grow = self.core.handle_batch([(IDENT, f) for f in frames_list])
+        replies, events, grow = self.core.handle_batch([(self.ident, f) for f in frames_list])
         self.events.extend(events)
         out = [protocol.decode_reply(frames) for _, frames in replies]
         for _, req in grow:

@@ -41,11 +41,21 @@ def test_defaults_and_relative_paths(tmp_path):
     ('[quotas.acct.deep]\nwindows = ["20/fortnight"]\n', "quotas.acct.deep"),
     ('[quotas.acct.deep]\nlimit = 5\n', "windows"),
     ("not toml = = =", "fano.toml"),
+    ('[accounts.a]\nbackend = "sim"\nunknown_turn_hold = -1\n', "accounts.a.unknown_turn_hold"),
+    ('[accounts.a]\nbackend = "sim"\nunknown_turn_hold = "1h"\n', "accounts.a.unknown_turn_hold"),
 ])
 def test_config_errors_name_the_problem(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     assert fragment in str(err.value)
+
+
+def test_an_accounts_unknown_turn_hold_is_the_brokers_not_its_workers(tmp_path):
+    cfg = load_config(write(tmp_path, '[accounts.a]\nbackend = "sim"\nunknown_turn_hold = 60\nseed = 3\n'
+                                      '[accounts.b]\nbackend = "sim"\n'))
+    a, b = cfg.accounts
+    assert (a.unknown_turn_hold, a.settings) == (60.0, {"seed": 3})   # not handed to the sim's validator
+    assert b.unknown_turn_hold is None
 
 
 def test_missing_file(tmp_path):

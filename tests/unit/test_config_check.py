@@ -92,3 +92,4 @@ def test_the_broker_restarts_when_the_accounts_change_not_when_one_account_does(
     assert digest(ACCOUNT + '[accounts.b]\nbackend = "sim"\n') != base    # added
     assert digest(ACCOUNT.replace('"sim"', '"openai"')) != base           # another backend kind
     assert digest("") != base                                             # removed
+    assert digest(ACCOUNT + "unknown_turn_hold = 60\n") != base           # the broker applies the hold

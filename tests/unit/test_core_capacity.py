@@ -39,6 +39,7 @@ def storage(core):
     return core.call("stats")["broker"]["storage"]
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_the_map_grows_by_itself_and_refuses_only_at_the_ceiling(make_core):
     core = make_core(broker={"map_size": "2MiB", "headroom": "256KiB", "map_ceiling": "8MiB",
                              "disk_reserve": "1MiB"})

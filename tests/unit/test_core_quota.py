@@ -263,3 +263,37 @@ def test_cooldown_with_non_finite_time_is_a_bad_argument(core):
         with pytest.raises(FanoError) as err:
             core.call("cooldown", account="acct", until=until)
         assert err.value.code == ErrorCode.BAD_ARGUMENT
+
+
+
+def test_work_a_person_waits_for_may_draw_on_the_operators_reserve(make_core):
+    """An author's comment (``requires.share = "adhoc"``) is not held by a window the research used up:
+    it may take the ``adhoc`` reserve, charged there; other work of its module may not."""
+    core = make_core(quotas={("acct", "standard"): ["3/3h reserve documenter=1,adhoc=1"]},
+                     clock=FakeClock(world=T0))
+    kw = {"account": "acct", "modes": ["standard"]}
+
+    def try_lease(key, module="documenter", **requires):
+        core.submit(key, module=module, requires=requires)
+        return core.lease(worker=key, modules=[module], **kw)
+
+    assert try_lease("e1", module="explorer")["task"] is not None      # the buffer
+    assert try_lease("d1")["task"] is not None                          # the documenter's reserve
+    out = try_lease("d2")
+    assert out["task"] is None and "for module documenter" in out["reason"]
+    comment = try_lease("c1", share="adhoc")
+    assert comment["task"] is not None and comment["task"]["key"] == "c1"   # d2 is still refused
+    shown = windows(core)[0]
+    assert shown["used"] == 3 and shown["by_module"] == {"explorer": 1, "documenter": 1, "adhoc": 1}
+    out = try_lease("c2", share="adhoc")
+    assert out["task"] is None and "for module adhoc" in out["reason"]
+    # the charge follows the share that admitted it: a refund gives the operator's unit back
+    core.call("fail", id=comment["task"]["id"], epoch=comment["epoch"], error_class="transient", sent=False)
+    assert windows(core)[0]["by_module"].get("adhoc", 0) == 0
+
+
+def test_a_share_other_than_the_operators_is_refused_at_submit(core):
+    from shared.errors import ErrorCode, FanoError
+    with pytest.raises(FanoError) as err:
+        core.submit("x", module="documenter", requires={"share": "explorer"})
+    assert err.value.code == ErrorCode.BAD_ARGUMENT and "share" in err.value.message

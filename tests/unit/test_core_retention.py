@@ -4,6 +4,8 @@ from __future__ import annotations
 import random
 import string
 
+import pytest
+
 from shared import protocol
 
 from services.broker import ops_retention
@@ -270,6 +272,7 @@ def pages(h) -> tuple[int, int]:
     return live, h.storage.env.info()["last_pgno"] + 1
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_map_use_stops_growing_with_the_bodies(make_core):
     # retention 10 minutes, a minute per round: after the first 10 rounds, each round compacts as many
     # tasks as it adds; the request log and the outbox are pruned too, so what remains per task is its

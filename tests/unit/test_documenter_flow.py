@@ -1,6 +1,8 @@
 """Planning and the incorporation pipeline, step by step on in-memory state (answers given by the test)."""
 import random
 
+import pytest
+
 from services.modules.documenter import context as C
 from services.modules.documenter import flow
 from services.modules.documenter import model as M
@@ -222,6 +224,7 @@ def test_a_replayed_answer_is_not_applied_twice():
     assert run.doc().version == 1 and len(run.doc().sections) == 1
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_the_whole_flow_on_simulated_answers_keeps_its_invariants():
     for seed in range(4):
         run = Run(seed=seed, garbage=0.05)
@@ -263,3 +266,34 @@ def test_an_insight_no_longer_blessed_stops_its_pipeline_without_a_dispute():
     assert j["stage"] == "idle" and j["disputes"] == 0 and j["history"][-1]["event"] == "withdrawn"
     run.propose()
     assert pending(run, C.PLAN) == []
+
+
+def test_a_claim_appended_while_another_pipeline_ran_is_a_duplicate_at_append():
+    # start_job's dedup cannot see a section written after it ran: two pipelines of the same claim both
+    # start on a document without it; the first appends, the second must be stopped by append's own check
+    run = Run()
+    claim = DRAFT.replace("A flag is an incident point-line pair; there are 21.", "The Fano plane has 21 flags.")
+    run.bless("y", "The Fano plane has 21 flags!")
+    plan_once(run, "DECISION: INCORPORATE\nINSIGHT_ID: y")
+    for spec in pending(run, C.EVALUATE):
+        run.settle(spec, text=INCLUDE)
+    [d] = pending(run, C.DRAFT)
+    run.settle(d, text=claim)
+    [y_expo] = pending(run, C.EXPOSITION)            # y waits for its exposition review ...
+    assert job(run, "y")["stage"] == "exposition"
+
+    run.bless("x", "The Fano plane has 21 flags.")     # ... while x goes all the way
+    plan_once(run, "DECISION: INCORPORATE\nINSIGHT_ID: x")
+    assert job(run, "x")["stage"] == "evaluate"        # x started: the document did not have the claim yet
+    for spec in pending(run, C.EVALUATE):
+        run.settle(spec, text=INCLUDE)
+    [d] = pending(run, C.DRAFT)
+    run.settle(d, text=claim)
+    [x_expo] = [e for e in pending(run, C.EXPOSITION) if e is not y_expo]
+    run.settle(x_expo, text=APPROVE)
+    assert job(run, "x")["stage"] == "done" and job(run, "x")["section"] == "s0001"
+
+    run.settle(y_expo, text=APPROVE)                   # approved, but its claim is in the document now
+    assert job(run, "y")["stage"] == "duplicate" and job(run, "y")["section"] == "s0001"
+    assert run.store.get(M.incorporated_key("y"))[1]["how"] == "duplicate"
+    assert list(run.doc().sections) == ["s0001"] and run.doc().version == 1

@@ -3,6 +3,7 @@ equal to the old one, and racing writers are caught by version checks."""
 import pytest
 
 from services.modules.documenter import model as M
+from shared import txn
 from tests.unit.test_documenter_memstore import Conflict, MemStore
 
 T = 1_700_000_000.0
@@ -50,7 +51,7 @@ def test_every_change_is_a_version_with_its_full_text(store):
 def test_a_changed_section_is_provisional_again(store):
     doc = M.read_doc(store)
     sec = doc.sections["s0002"][1]
-    store.txn([M.put(M.section_key("s0002"), {**sec, "status": "stable", "reviewed_at": T},
+    store.txn([txn.put(M.section_key("s0002"), {**sec, "status": "stable", "reviewed_at": T},
                      if_version=doc.sections["s0002"][0])])
     change(store, {"s0002": content("Lines", "Seven lines, again.", ["line"])})
     sec = M.read_doc(store).sections["s0002"][1]

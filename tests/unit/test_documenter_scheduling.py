@@ -9,6 +9,7 @@ from services.modules.documenter import context as C
 from services.modules.documenter import flow
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import Settings, load_settings, settings_from_table
+from shared import txn
 from shared.config import ConfigError
 from tests.unit.test_documenter_flow import DRAFT, INCLUDE, job, pending, plan_once
 from tests.unit.test_documenter_memstore import Run
@@ -52,7 +53,7 @@ def test_incorporated_insights_no_longer_count_as_waiting():
     for i in range(12):
         run.bless(f"i{i:02d}", f"Claim number {i} about the {i}-th configuration of lines and points.")
     assert run.env().waiting() == 12
-    run.store.txn([M.put(M.incorporated_key(f"i{i:02d}"), {"how": "section"}) for i in range(3)])
+    run.store.txn([txn.put(M.incorporated_key(f"i{i:02d}"), {"how": "section"}) for i in range(3)])
     env = run.env()
     assert env.waiting() == 9 and env.hints(5)["priority"] == 50
 

@@ -4,6 +4,7 @@ from services.modules import capacity as CAP
 from services.modules.documenter import context as C
 from services.modules.documenter import flow, seats
 from services.modules.documenter.settings import Settings
+from shared import txn
 from tests.unit.test_documenter_flow import INCLUDE, job, pending, plan_once
 from tests.unit.test_documenter_memstore import NOW, Run
 
@@ -138,7 +139,7 @@ def test_the_service_moves_a_blocked_evaluator_through_the_broker(tmp_path):
         svc.client, svc.store, svc.explorer = client, Store(client, "documenter"), Store(client, "explorer")
         svc.settings = load_settings(h.cfg)
         svc.export_path, svc._exported, svc._next_seats = tmp_path / "doc.md", 0, 0.0
-        client.txn("explorer", [Store.put("insights/x", {"id": "x", "text": "The Fano plane has 21 flags.",
+        client.txn("explorer", [txn.put("insights/x", {"id": "x", "text": "The Fano plane has 21 flags.",
                                                          "status": "blessed", "tags": [], "priority": 5})])
         svc.plan()
         [plan] = client.list(state="PENDING", module="documenter")["tasks"]

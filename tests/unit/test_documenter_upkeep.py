@@ -2,6 +2,7 @@
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
 from services.modules.documenter import upkeep
+from shared import txn
 from tests.unit.test_documenter_memstore import Run
 
 REVISED = ("UNDERSTOOD: define flags\nRESOLUTION: added a definition\n"
@@ -21,7 +22,7 @@ def with_sections(n=2, run=None):
 
 def comment(run, sid, text, cid=None):
     cid = cid or M.new_comment_id(run.now)
-    run.store.txn([M.put(M.comment_key(cid), {"id": cid, "section": sid, "text": text, "status": "open",
+    run.store.txn([txn.put(M.comment_key(cid), {"id": cid, "section": sid, "text": text, "status": "open",
                                               "created": run.now, "attempts": 0, "failures": 0}, if_version=0)])
     run.now += 1
     return cid
@@ -116,7 +117,7 @@ def test_never_reviewed_first_then_stale_after_seven_days():
     assert [s["id"] for s in upkeep.due_sections(doc, run.now)] == ["s0001", "s0002", "s0003"]
     for sid, at in (("s0001", run.now - 8 * 86400), ("s0002", run.now - 86400), ("s0003", None)):
         v, sec = run.store.get(M.section_key(sid))
-        run.store.txn([M.put(M.section_key(sid), {**sec, "reviewed_at": at}, if_version=v)])
+        run.store.txn([txn.put(M.section_key(sid), {**sec, "reviewed_at": at}, if_version=v)])
     assert [s["id"] for s in upkeep.due_sections(M.read_doc(run.store), run.now)] == ["s0003", "s0001"]
 
 

@@ -6,6 +6,8 @@ blocked the way the world blocks them: a cool-down (a provider's 429), a used-up
 """
 from __future__ import annotations
 
+import pytest
+
 from services.modules import capacity as CAP
 from services.modules.explorer import model as M
 from services.modules.explorer import threads as T
@@ -114,6 +116,7 @@ def test_a_new_review_panel_leaves_out_an_account_blocked_past_patience(rig):
     assert thread["panel_settled"].get("gamma") in (None, "skipped", "done")
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_a_reviewer_blocked_past_patience_is_replaced_by_an_account_not_on_the_panel(rig):
     r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()

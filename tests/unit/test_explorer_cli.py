@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import research_explorer
-from cli.fanoctl import Ctl, main
+from cli.app import Ctl
+from cli.fanoctl import main
 from services.modules.explorer import model as M
 from tests.support import REPO
 from tests.unit.test_explorer_flow import Rig
@@ -203,3 +204,16 @@ def test_a_module_killed_mid_alignment_completes_it_after_a_restart(rig, monkeyp
     tasks = _queued(rig, "insight_id", ins["id"], M.REVIEW1)
     assert {t["priority"] for t in tasks} == {50 + 10 * (new - old)} and {_seed_term(t) for t in tasks} == {10 * new}
     assert rig.get(M.insight_key(ins["id"]))["queued_priority"] == new
+
+
+def test_seeds_import_of_a_changed_file_updates_the_changed_seed(rig, tmp_path):
+    ctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))
+    changed = tmp_path / "seeds.toml"
+    text = (REPO / "seeds" / "demo.toml").read_text()
+    first = js("seeds", "ls")["seeds"][0]
+    assert first["text"] in text
+    changed.write_text(text.replace(first["text"], first["text"] + " Revised."))
+    d = js("seeds", "import", str(changed))
+    assert d["updated"] == [first["id"]] and first["id"] not in d["unchanged"]
+    seed = next(s for s in js("seeds", "ls")["seeds"] if s["id"] == first["id"])
+    assert seed["text"].endswith("Revised.") and seed["created_at"] == first["created_at"]

@@ -15,6 +15,7 @@ from services.modules.base import Store
 from services.modules.explorer import model as M
 from services.modules.explorer.seeds import load_file
 from services.modules.explorer.service import ExplorerService
+from shared import txn
 from shared.client import BrokerClient
 from shared.clock import FakeClock
 from tests.support import REPO, write_config
@@ -67,7 +68,7 @@ class Rig:
         return S.decorate(text, task["kind"], rng, sloppy_rate=0.3)
 
     def import_seeds(self, path=REPO / "seeds" / "demo.toml") -> None:
-        self.client.txn(M.MODULE, [Store.put(M.seed_key(s["id"]), s) for s in load_file(str(path), self.clock.world())])
+        self.client.txn(M.MODULE, [txn.put(M.seed_key(s["id"]), s) for s in load_file(str(path), self.clock.world())])
 
     def work(self, accounts=None) -> int:
         """Lease and complete everything runnable on ``accounts``; returns how many tasks ran."""
@@ -174,6 +175,7 @@ def check_applied_once(values, tasks: list[dict]) -> None:
 
 # --- the whole flow ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_demo_seeds_to_blessed_insights(rig):
     r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
     r.import_seeds()
@@ -216,6 +218,7 @@ def test_a_replayed_result_is_a_no_op(rig):
     assert r.get(M.thread_key(done["payload"]["thread_id"])) == before
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_a_restarted_module_carries_on(rig):
     r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
     r.import_seeds()
@@ -250,7 +253,7 @@ def test_unusable_turn_answers_are_recorded_retried_then_the_thread_pauses(rig):
     # a human resumes it: the next pass re-asks with a new key, and the thread goes on
     r.answer = r.sim_answer
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE, [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
+    r.client.txn(M.MODULE, [txn.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
     r.run_until(lambda: r.get(M.thread_key(tid))["exchanges"] >= 2)
     retry3 = [t for t in r.tasks() if t["key"] == M.turn_task_key(tid, 1, 3)][0]
     assert r.get(M.exchange_key(tid, 1))["task_id"] == retry3["id"] and retry3["payload"]["retry"] == 3
@@ -277,6 +280,7 @@ def test_a_parked_task_is_re_asked_and_a_cancelled_one_pauses_the_thread(rig):
     check_applied_once(r.values, r.tasks())
 
 
+@pytest.mark.slow   # over 2 s: left out by -m "not slow" (README, "Tests")
 def test_an_unusable_reviewer_is_dropped_and_the_panel_decides_without_it(rig):
     r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmax_retries = 1\nmath_check = false\n")
     r.import_seeds()
@@ -299,7 +303,7 @@ def test_a_human_override_stops_the_review(rig):
     iid = r.run_until(lambda: [i["id"] for i in r.values("insights/") if i["status"] == "pending"
                                and r.get(M.review_key(i["id"]))])[0]
     version, ins = r.svc.store.get(M.insight_key(iid))
-    r.client.txn(M.MODULE, [Store.put(M.insight_key(iid), dict(ins, status="rejected", decided_by="human"), if_version=version)])
+    r.client.txn(M.MODULE, [txn.put(M.insight_key(iid), dict(ins, status="rejected", decided_by="human"), if_version=version)])
     r.step()
     r.step()
     assert r.get(M.review_key(iid))["stage"] == "stopped"
@@ -313,7 +317,7 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
     r.step()
     tid = r.values("threads/")[0]["id"]
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE, [Store.put(M.thread_key(tid), dict(t, status="paused", paused_from="active"), if_version=version)])
+    r.client.txn(M.MODULE, [txn.put(M.thread_key(tid), dict(t, status="paused", paused_from="active"), if_version=version)])
     for _ in range(3):
         r.step()
     t = r.get(M.thread_key(tid))
@@ -321,7 +325,7 @@ def test_a_paused_thread_records_answers_but_proposes_nothing(rig):
     assert not [x for x in r.tasks() if x["key"] == M.turn_task_key(tid, 2)]  # ... and no turn 2
     assert len(r.values("threads/")) == 2       # a paused thread is not open: another seed got a thread
     version, t = r.svc.store.get(M.thread_key(tid))
-    r.client.txn(M.MODULE, [Store.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
+    r.client.txn(M.MODULE, [txn.put(M.thread_key(tid), dict(t, status="active", paused_from=None), if_version=version)])
     r.run_until(lambda: r.get(M.thread_key(tid))["exchanges"] >= 3)
 
 

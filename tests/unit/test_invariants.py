@@ -169,3 +169,30 @@ def test_client_log_catches_double_grant_and_lost_completion(core):
     assert any("granted to 2 lease requests" in x for x in v), v
     assert any(x.startswith("[journal-complete]") for x in v), v
     assert any(x.startswith("[journal-keys]") for x in v), v
+
+
+def test_a_comment_charged_to_the_operators_reserve_is_consistent(tmp_path):
+    """A task with ``requires.share = "adhoc"`` may be charged there (shared/quota.py charge_modules);
+    a charge to any other module than the task's own or its share is still a ledger violation."""
+    c = Core(tmp_path, [QuotaConfig("acct", "standard", ("2/3h reserve documenter=1,adhoc=1",))])
+    try:
+        for key, share in (("d1", None), ("c1", "adhoc")):
+            req = {"share": share} if share else {}
+            c.call("submit", task={"key": key, "module": "documenter", "kind": "documenter.address_comment",
+                                   "requires": req})
+            lease = c.call("lease", worker="w", account="acct", modes=["standard"])
+            assert lease["task"]["key"] == key
+            c.call("complete", id=lease["task"]["id"], epoch=lease["epoch"], result={"ok": 1})
+        assert c.check().violations == []
+        entries = c.snapshot().quota_entries
+        assert sorted(e[6] for e in entries) == ["adhoc", "documenter"]
+        # the same charge on a task without the share is a violation
+        tid = next(e[4] for e in entries if e[6] == "adhoc")
+        raw = c.snapshot().tasks[tid]
+
+        def drop_share(txn, db):
+            txn.put(S.u64(tid), S.encode_value(dict(raw, requires={})), db=db["tasks"])
+        c.raw(drop_share)
+        assert any("charged to module adhoc" in v for v in c.check().violations)
+    finally:
+        c.storage.close()

@@ -11,6 +11,7 @@ from services.modules.base import REFUSED_EFFECT, Effect, ModuleService, Store
 from services.modules.parsing import ParseError
 import zmq
 
+from shared import txn
 from shared.clock import Clock, FakeClock
 from shared.errors import ErrorCode, FanoError
 
@@ -45,12 +46,12 @@ class Mod(ModuleService):
         self.handled += 1
         if self.parse_error:
             raise ParseError("no RATING: in the answer")
-        return Effect([Store.put("things/1", {"n": self.handled}),
-                       Store.submit({"key": "follow/1", "module": self.module, "kind": "next", "payload": {}})])
+        return Effect([txn.put("things/1", {"n": self.handled}),
+                       txn.submit({"key": "follow/1", "module": self.module, "kind": "next", "payload": {}})])
 
     def on_unusable(self, task, error):
         self.marked.append(error)
-        return [Store.put("things/1", {"failed": error})]
+        return [txn.put("things/1", {"failed": error})]
 
 
 TASK = {"id": 42, "key": "k/42", "kind": "step", "state": "DONE", "consumed": False, "result": {"text": "answer"}}

@@ -11,7 +11,7 @@ import pytest
 
 from shared import protocol, sockets
 
-from tests.unit.corehelp import core, make_core  # noqa: F401  (fixtures)
+from tests.unit.corehelp import check_indices, core, make_core  # noqa: F401  (fixtures)
 
 
 def task(key="k1", **requires):
@@ -29,6 +29,38 @@ def test_a_conversation_id_past_the_key_limit_is_refused_at_submit(core):
     lease = core.call("lease", worker="w", account="acct")
     assert lease["task"]["id"] == ok["task"]["id"]
     assert "INTERNAL" not in core.error_counts()
+
+
+def store_long_conversation(h, tid: int, conv: str) -> None:
+    """Rewrite task ``tid`` in the store as a version without the submit check would have kept it."""
+    from services.broker import schema as S
+    with h.storage.env.begin(write=True) as txn:
+        db = h.storage.dbs["tasks"]
+        rec = S.decode_value(txn.get(S.u64(tid), db=db))
+        rec["requires"]["conversation"] = conv
+        txn.put(S.u64(tid), S.encode_value(rec), db=db)
+
+
+def test_an_old_task_with_a_conversation_id_past_the_key_limit_is_parked_by_the_lease(core):
+    conv = "c" * 600
+    old = core.call("submit", task=task("old", conversation="short"))["task"]["id"]
+    store_long_conversation(core, old, conv)
+    good = core.call("submit", task=task("good"))["task"]["id"]
+    # the old task comes first in the queue: the lease parks it and goes on to the next one
+    lease = core.call("lease", worker="w", account="acct")
+    assert lease["task"]["id"] == good
+    rec = core.call("get", id=old)
+    assert rec["state"] == "PARKED" and rec["error"]["class"] == "terminal"
+    assert "600 bytes is longer than the store's key limit (511 bytes)" in rec["error"]["message"]
+    assert rec["conversation"] == {"id": conv}            # `queue show` reads it
+    # an operator's retry puts it back; a lease naming it parks it again, with the reason as its answer
+    assert core.call("retry", id=old)["state"] == "PENDING"
+    named = core.call("lease", worker="w", account="acct", task_id=old)
+    assert named["task"] is None and "too long" in named["reason"]
+    assert core.call("get", id=old)["state"] == "PARKED"
+    assert core.call("cancel", id=old)["state"] == "CANCELLED"
+    assert "INTERNAL" not in core.error_counts()
+    check_indices(core)
 
 
 def test_a_request_id_of_128_four_byte_characters_is_bad_argument_not_internal(core):

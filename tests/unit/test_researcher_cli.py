@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 import cli.research_researcher  # noqa: F401  (registers `fanoctl research`)
 from cli.fanoctl import main
-from services.modules.base import Store
 from services.modules.researcher import model as M
+from shared import txn
 
 
 def run(broker, *args, code=0):
@@ -32,14 +32,14 @@ def finding(fid, sid="s1", **kw):
 def seeded(broker):
     c = broker.client()
     c.txn("researcher", [
-        Store.put("questions/q1", {"id": "q1", "question": "Why 7?", "type": "challenging", "numbers": [7],
+        txn.put("questions/q1", {"id": "q1", "question": "Why 7?", "type": "challenging", "numbers": [7],
                                    "concepts": [], "priority": 6, "created": 1.0}),
-        Store.put("findings/abc111", finding("abc111", type="challenging")),
-        Store.put("findings/abc222", finding("abc222", confidence=0.4, status="low_confidence")),
-        Store.put("findings/def333", finding("def333", sid="s2", domain="b.example")),
-        Store.put("crossrefs/number/7", {"kind": "number", "value": "7", "domains": ["a.example", "b.example"],
+        txn.put("findings/abc111", finding("abc111", type="challenging")),
+        txn.put("findings/abc222", finding("abc222", confidence=0.4, status="low_confidence")),
+        txn.put("findings/def333", finding("def333", sid="s2", domain="b.example")),
+        txn.put("crossrefs/number/7", {"kind": "number", "value": "7", "domains": ["a.example", "b.example"],
                                          "findings": ["abc111", "def333"], "active": True, "strength": 0.5}),
-        Store.put("errors/000000000009", {"task_id": 9, "kind": "researcher.extract_findings", "key": "k",
+        txn.put("errors/000000000009", {"task_id": 9, "kind": "researcher.extract_findings", "key": "k",
                                           "error": "unusable answer: no JSON object", "at": 1.0})])
     yield c
     c.close()

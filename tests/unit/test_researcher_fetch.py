@@ -272,3 +272,13 @@ def test_pool_runs_in_the_background_and_does_not_let_one_domain_block_another(t
 def test_html_to_text_survives_broken_markup():
     title, text = html_to_text("<title>T</title><p>one<p>two &lt; three<div><b>four")
     assert title == "T" and "one" in text and "two < three" in text and "four" in text
+
+
+def test_a_page_the_parser_gives_up_on_keeps_its_text_and_is_logged_and_counted(caplog):
+    from services.modules.researcher.fetch import PARSE_FAILURES
+    before = PARSE_FAILURES["AssertionError"]
+    with caplog.at_level("WARNING", logger="researcher.fetch"):
+        title, text = html_to_text("<title>T</title><p>kept before</p><![xyz x]]><p>after")
+    assert title == "T" and "kept before" in text
+    assert PARSE_FAILURES["AssertionError"] == before + 1
+    assert any("did not parse completely (AssertionError" in r.getMessage() for r in caplog.records)

@@ -11,6 +11,7 @@ from services.modules.researcher import model as M
 from services.modules.researcher.fetch import FetchError, Page
 from services.modules.researcher.service import (EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS,
                                                  ResearcherService)
+from shared import txn
 from shared.clock import FakeClock
 from shared.config import load_config
 from tests.support import toml_value
@@ -206,11 +207,11 @@ def insight(text, tags, status="pending"):
 def test_observe_questions_once_per_batch(make_svc):
     svc = make_svc(questions_batch=2)
     svc.client.txn("explorer", [
-        Store.put("insights/i1", insight("The Fano plane has 7 points and 168 symmetries.", ["fano_plane"])),
-        Store.put("insights/i2", insight("168 is the order of GL(3,2).", ["fano_plane"], "blessed")),
-        Store.put("insights/i3", insight("Numerology about 7.", ["x"], "rejected")),
-        Store.put("insights/i4", "not a map")])
-    svc.client.txn("documenter", [Store.put("sections/s1", {"title": "Klein quartic", "text": "It has 168 automorphisms."})])
+        txn.put("insights/i1", insight("The Fano plane has 7 points and 168 symmetries.", ["fano_plane"])),
+        txn.put("insights/i2", insight("168 is the order of GL(3,2).", ["fano_plane"], "blessed")),
+        txn.put("insights/i3", insight("Numerology about 7.", ["x"], "rejected")),
+        txn.put("insights/i4", "not a map")])
+    svc.client.txn("documenter", [txn.put("sections/s1", {"title": "Klein quartic", "text": "It has 168 automorphisms."})])
     svc.observe()
     batch = get(svc, M.K_QUESTION_BATCH)
     assert batch["payload"]["observed"] == ["explorer/i1", "explorer/i2"]
@@ -276,9 +277,9 @@ def answer_batch(svc, questions) -> dict:
 
 def test_a_reworded_question_is_counted_on_the_stored_one_not_stored_again(make_svc):
     svc = make_svc()
-    svc.client.txn("explorer", [Store.put("insights/i1", insight("The Fano plane has 168 symmetries.", ["fano"]))])
+    svc.client.txn("explorer", [txn.put("insights/i1", insight("The Fano plane has 168 symmetries.", ["fano"]))])
     answer_batch(svc, [question(Q168)])
-    svc.client.txn("explorer", [Store.put("insights/i2", insight("GL(3,2) has order 168.", ["fano"]))])
+    svc.client.txn("explorer", [txn.put("insights/i2", insight("GL(3,2) has order 168.", ["fano"]))])
     reworded = "What is the significance of the number 168 in the Fano plane automorphism group?"
     other = "What is the significance of 336 in the automorphism group of the Fano plane?"
     t2 = answer_batch(svc, [question(reworded, urls=["https://oeis.org/A001349"]), question(other, numbers=[336]),
@@ -338,33 +339,33 @@ def observe_and_close(svc) -> list[str] | None:
 def test_observe_takes_the_most_recent_first_and_a_revised_section_again(make_svc):
     svc = make_svc(questions_batch=2)
     svc.client.txn("explorer", [
-        Store.put("insights/i1", dict(insight("Old: 7 points.", ["a"]), created_at=100.0)),
-        Store.put("insights/i2", dict(insight("Newest: 168 symmetries.", ["a"]), created_at=300.0)),
-        Store.put("insights/i3", dict(insight("Middle: 21 flags.", ["a"]), created_at=200.0))])
-    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Klein quartic, 168.", 1, 250.0))])
+        txn.put("insights/i1", dict(insight("Old: 7 points.", ["a"]), created_at=100.0)),
+        txn.put("insights/i2", dict(insight("Newest: 168 symmetries.", ["a"]), created_at=300.0)),
+        txn.put("insights/i3", dict(insight("Middle: 21 flags.", ["a"]), created_at=200.0))])
+    svc.client.txn("documenter", [txn.put("sections/s0001", section("s0001", "Klein quartic, 168.", 1, 250.0))])
     assert observe_and_close(svc) == ["explorer/i2", "documenter/s0001/1"]      # not i1, i2 (key order)
     assert observe_and_close(svc) == ["explorer/i3", "explorer/i1"]
     assert observe_and_close(svc) is None
 
     sec = svc.client.kv_get("documenter", "sections/s0001")["value"]
-    svc.client.txn("documenter", [Store.put("sections/s0001", dict(sec, reviewed_at=400.0, status="stable"))])
+    svc.client.txn("documenter", [txn.put("sections/s0001", dict(sec, reviewed_at=400.0, status="stable"))])
     assert observe_and_close(svc) is None                  # reviewed, not revised: nothing new to observe
-    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Klein quartic, 168 = 2^3*3*7.",
+    svc.client.txn("documenter", [txn.put("sections/s0001", section("s0001", "Klein quartic, 168 = 2^3*3*7.",
                                                                       2, 500.0))])
     svc.observe()
     assert "revision 2" in get(svc, M.K_QUESTION_BATCH)["payload"]["prompt"]
     assert observe_and_close(svc) == ["documenter/s0001/2"]
     assert get(svc, "observed/documenter/s0001/2")["version"] == 2
-    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Klein quartic, 168.", 1, 600.0))])
+    svc.client.txn("documenter", [txn.put("sections/s0001", section("s0001", "Klein quartic, 168.", 1, 600.0))])
     assert observe_and_close(svc) is None                  # a revert to an observed revision: once per revision
 
 
 def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(make_svc):
     svc = make_svc()
-    svc.client.txn("documenter", [Store.put("sections/s0001", section("s0001", "Seen at rev 1.", 1, 50.0)),
-                                  Store.put("sections/s0002", section("s0002", "Revised since.", 2, 150.0))])
-    svc.client.txn("researcher", [Store.put("observed/documenter/s0001", {"version": 1, "at": 100.0}),
-                                  Store.put("observed/documenter/s0002", {"version": 1, "at": 100.0})])
+    svc.client.txn("documenter", [txn.put("sections/s0001", section("s0001", "Seen at rev 1.", 1, 50.0)),
+                                  txn.put("sections/s0002", section("s0002", "Revised since.", 2, 150.0))])
+    svc.client.txn("researcher", [txn.put("observed/documenter/s0001", {"version": 1, "at": 100.0}),
+                                  txn.put("observed/documenter/s0002", {"version": 1, "at": 100.0})])
     assert observe_and_close(svc) == ["documenter/s0002/2"]
 
 

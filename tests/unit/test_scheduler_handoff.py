@@ -184,3 +184,18 @@ def test_a_declined_proposal_leaves_the_conversation_where_it_lives_in_the_estim
     assert core.placement.convs.account_of("c") == "a2"        # tentatively, while it is assigned
     done(core, W2, 1, outcome="declined", account="a2", message="conversation c lives on account a1 (a1 can run it)")
     assert core.placement.convs.account_of("c") == "a1"
+
+
+def test_a_comment_may_run_on_the_operators_reserve_while_its_modules_share_is_blocked():
+    """The scheduler mirrors the broker's shares (shared/quota.py charge_modules): a decline blocks the
+    documenter's share on a1, not the work that may also draw on the operator's adhoc reserve."""
+    core = make_core(accounts=(("a1", "sim", ("standard",)),))
+    submitted(core, 1, module="documenter", kind="documenter.plan")
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    done(core, W1, 1, outcome="declined", account="a1",
+         message="account a1 standard quota 80/80 (80/3h) for module documenter", retry_at=T0 + 3600)
+    ready(core, W1, "a1")
+    assert assigns(core) == []
+    submitted(core, 2, module="documenter", kind="documenter.address_comment", requires={"share": "adhoc"})
+    assert assigns(core) == [(W1, 2)]

@@ -669,3 +669,69 @@ def test_a_done_for_a_task_the_worker_was_not_given_is_counted_and_changes_nothi
     running(core, 3, account="a1")
     done(core, W1, 3, account="a1")
     assert core.errors["FOREIGN_DONE"] == 1             # the holder's own report is not foreign
+
+
+def test_a_silent_workers_leases_are_revoked_and_so_is_one_it_is_granted_later():
+    core = make_core()
+    submitted(core, 1)
+    submitted(core, 2)
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    running(core, 1, account="a1")                    # leased at epoch 1 by backend-a1
+    ready(core, W2, "a2")
+    assert assigns(core) == [(W2, 2)]                 # its lease request is on its way
+    for _ in range(8):                                # both freeze; the loop keeps ticking
+        core.clock.advance(0.5)
+        core.tick()
+    assert len(core.workers) == 0 and 2 in core.queue
+    assert list(core.revocations.pending) == [1]
+    worker, epoch, why = core.revocations.pending[1]
+    assert (worker, epoch) == ("backend-a1", 1) and why.startswith("silent for")
+    core.revocations.pending.clear()
+    # backend-a2's lease was granted after all: the broker's event names a worker we dropped
+    event(core, "task.running", id=2, module="explorer", kind="explorer.explore", worker="backend-a2",
+          account="a2", mode="standard", epoch=3)
+    assert core.revocations.pending[2][:2] == ("backend-a2", 3)
+    # a worker that comes back is trusted again
+    core.revocations.pending.clear()
+    ready(core, W3, "a2")
+    submitted(core, 3)
+    assert assigns(core) == [(W3, 3)]
+    event(core, "task.running", id=3, module="explorer", kind="explorer.explore", worker="backend-a2",
+          account="a2", mode="standard", epoch=1)
+    assert core.revocations.pending == {}
+
+
+def test_workers_found_silent_after_the_loop_itself_stalled_are_forgotten_without_revoking():
+    core = make_core()
+    submitted(core, 1)
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    running(core, 1, account="a1")
+    core.clock.advance(5.0)                           # e.g. a long rebuild: nobody was heard, us included
+    core.tick()
+    assert len(core.workers) == 0 and core.revocations.pending == {}
+
+
+def test_a_turn_to_reconcile_goes_to_its_account_whatever_its_quota_block():
+    core = make_core()
+    ready(core, W1, "a1")
+    submitted(core, 1)
+    assert assigns(core) == [(W1, 1)]
+    done(core, W1, 1, outcome="declined", message="a1 standard quota 1/1", retry_at=T0 + 3600)
+    ready(core, W1, "a1")
+    assert assigns(core) == []                         # a1 is blocked for explorer's standard work ...
+    submitted(core, 2, unknown_account="a1")
+    assert assigns(core) == [(W1, 2)]                  # ... but reconciling sends nothing: no unit needed
+
+
+def test_why_does_not_call_a_turn_to_reconcile_blocked_by_its_accounts_quota():
+    core = make_core()
+    ready(core, W1, "a1")
+    submitted(core, 1)
+    assert assigns(core) == [(W1, 1)]
+    done(core, W1, 1, outcome="declined", message="a1 standard quota 1/1", retry_at=T0 + 3600)
+    submitted(core, 2, unknown_account="a1")
+    status = lambda tid: {r["account"]: r["status"] for r in ask(core, "why", task_id=tid)["result"]["accounts"]}  # noqa
+    assert status(1)["a1"] == "blocked"
+    assert status(2)["a1"] != "blocked"

@@ -80,3 +80,22 @@ def test_two_accounts_run_one_deep_turn_at_a_time_while_standard_work_waits():
     ready(core, W2, "a2", modes=BOTH)
     assigns(core)
     assert sorted(core.assigned) == [1, 11]
+
+
+def test_an_account_out_of_standard_quota_cannot_be_the_responsive_one():
+    """a3 (standard only) has its window used up (a declined lease said so): of the two accounts that
+    could answer quickly, one stays on standard work while the other runs a deep turn."""
+    from tests.unit.test_scheduler_logic import T0, done
+    core = make_core(accounts=THREE[:2] + (("a3", "sim", ("standard",)),))
+    standard(core, 10)
+    ready(core, W3, "a3")
+    assert assigns(core) == [(W3, 10)]
+    done(core, W3, 10, outcome="declined", account="a3",
+         message="account a3 standard quota 45/45 (45/3h) for module explorer", retry_at=T0 + 3600)
+    ready(core, W3, "a3")
+    for tid in (1, 2):
+        deep(core, tid)
+    ready(core, W1, "a1", modes=BOTH)
+    ready(core, W2, "a2", modes=BOTH)
+    assigns(core)
+    assert sorted((a.account, a.mode) for a in core.assigned.values()) == [("a1", "deep"), ("a2", "standard")]

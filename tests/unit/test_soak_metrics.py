@@ -35,6 +35,18 @@ def test_an_account_is_eligible_only_with_work_it_may_run_and_quota_for_it():
     assert SM.account_states([task(conversation="c1")], [], quota(), ACCOUNTS, T0)["a"][0]
 
 
+def test_work_no_account_may_run_now_makes_no_account_eligible():
+    """As the scheduler's idle query: a backoff, a conversation's turn in flight, another's unknown turn."""
+    waiting = dict(task(), not_before=T0 + 30)
+    assert SM.account_states([waiting], [], quota(), ACCOUNTS, T0) == {"a": (False, False), "b": (False, False)}
+    assert SM.account_states([waiting], [], quota(), ACCOUNTS, T0 + 30)["a"][0]
+    turn = task(conversation="c1")
+    running = [{"lease": {"account": "a"}, "requires": {"conversation": "c1"}}]
+    assert SM.account_states([turn], running, quota(), ACCOUNTS, T0)["b"] == (False, False)
+    unknown = dict(task(), unknown_turn={"account": "a", "attempt": 1})
+    assert SM.account_states([unknown], [], quota(), ACCOUNTS, T0) == {"a": (True, False), "b": (False, False)}
+
+
 def test_exhausted_windows_reserves_cooldowns_and_pauses_make_an_account_ineligible():
     full = quota([row("b", "standard", 10, 10)])
     assert SM.account_states([task()], [], full, ACCOUNTS, T0)["b"] == (False, False)
@@ -95,3 +107,13 @@ def test_percentiles_and_targets():
     assert t["comment_latency_p95"]["pass"] is True and t["bytes_per_task_flat_from_day2"]["pass"] is True
     assert t["rss_flat_after_day1"]["pass"] is False          # 30 -> 60 MB
     assert t["zero_duplicated"]["pass"] is False and t["zero_lost"]["pass"] is True
+
+
+def test_comment_breakdown_splits_the_latency_at_the_tasks_transitions():
+    comment = {"status": "resolved", "created": 100.0, "resolved_at": 190.0, "task_key": "k"}
+    task = {"key": "k", "history": [{"at": 105.0, "why": "submitted", "to": "PENDING"},
+                                    {"at": 130.0, "to": "RUNNING"}, {"at": 140.0, "to": "PENDING"},
+                                    {"at": 150.0, "to": "RUNNING"}, {"at": 180.0, "to": "DONE"}]}
+    out = SM.comment_breakdown([comment, {"status": "open", "created": 1.0}], {"k": task})
+    assert out == {"to_submit": {"p50": 5.0, "p95": 5.0}, "queued": {"p50": 45.0, "p95": 45.0},
+                   "turn": {"p50": 30.0, "p95": 30.0}, "to_apply": {"p50": 10.0, "p95": 10.0}}

@@ -188,6 +188,16 @@ def test_unknown_turn_never_received_is_sent_after_the_intent():
     assert provider.sent[0].attempt == 2 and provider.sent[0].epoch == 4
 
 
+def test_a_reconcile_that_must_send_again_without_quota_room_sends_nothing():
+    broker = FakeBroker(task=dict(TASK, unknown_turn=UNKNOWN),
+                        turn_begin=[{"id": 7, "epoch": 4, "turn": None, "state": "PENDING",
+                                     "reason": "account a deep quota 1/1", "retry_at": 5000.0}])
+    provider = FakeProvider(reconcile=None)
+    out, _ = run(broker, provider)
+    assert provider.sent == [] and broker.cmds() == ["lease", "turn_begin"]
+    assert out.outcome == "refused" and out.retry_at == 5000.0 and "quota 1/1" in out.message
+
+
 @pytest.mark.parametrize("error,cls", [(ProviderError("unknown", "cannot tell yet", retry_after=30), "unknown"),
                                        (ProviderError("transient", "page did not load"), "unknown"),
                                        (ProviderError("auth", "logged out"), "auth"),

@@ -7,6 +7,7 @@ the provider decides what they mean for the request (it knows whether the prompt
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from services.backends.web.site import OPTIONAL_SELECTORS, ModeSpec, SiteSpec
 STEP_TIMEOUT = 5.0     # seconds a mode step waits for its element (menus animate in)
 VERIFY_TIMEOUT = 3.0   # seconds the read-back of a mode may take to show
 MENU_SETTLE = 1.0      # seconds an open menu may take to add the item we look for
+log = logging.getLogger("fano.backends.web.page")
 CONFIRM = {"login": 1.0, "challenge": 3.0}   # seconds a sign-in wall / human check must last to count
 
 
@@ -364,8 +366,12 @@ class ChatPage:
             self.page.keyboard.press("Enter")
 
     def screenshot(self, path) -> bool:
+        """Save what the page shows to ``path``; False (and a log line) when the page cannot be captured
+        (closed, crashed, too slow) or the file cannot be written: a screenshot illustrates a problem
+        already reported, it must not replace it."""
         try:
             self.page.screenshot(path=str(path), full_page=False, timeout=10_000)
             return True
-        except Exception:
+        except Exception as exc:   # whatever it is (Playwright's errors, a full disk, ...), not in place of the problem
+            log.warning("no screenshot %s: %s: %s", path, type(exc).__name__, str(exc)[:200])
             return False

@@ -30,7 +30,8 @@ its restarts.
 """
 from __future__ import annotations
 
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared import txn
+from shared.errors import BrokerUnavailable, FanoError
 from shared.scheduler_client import query
 
 from services.modules import prompts
@@ -94,7 +95,7 @@ class AdvisorService(ModuleService):
         samples = samples if isinstance(samples, list) else []
         done = L.done_counts(stats, modules)
         new_samples = L.add_sample(samples, now, done, s.sample_interval)
-        ops = [] if new_samples is samples else [Store.put(SAMPLES, new_samples, if_version=sample_v)]
+        ops = [] if new_samples is samples else [txn.put(SAMPLES, new_samples, if_version=sample_v)]
         if st["pending"] or now < float(st.get("next_check") or 0.0):
             self._txn(ops)
             return
@@ -111,9 +112,9 @@ class AdvisorService(ModuleService):
                 st.update(seq=st["seq"] + 1, pending=True)
                 task = self.weights_task(st["seq"], reason, backlog, new_samples, now, done, stats)
                 st["key"] = task["key"]
-                ops.append({"op": "submit", "task": task, "force": False})
+                ops.append(txn.submit(task))
                 self.log.info("backlogs out of balance (%s): asking for weights (task key %s)", reason, task["key"])
-        self._txn(ops + [Store.put(STATE, st, if_version=sv)])
+        self._txn(ops + [txn.put(STATE, st, if_version=sv)])
 
     def weights_task(self, seq: int, reason: str, backlog: dict, samples: list, now: float, done: dict,
                      stats: dict) -> dict:
@@ -140,12 +141,8 @@ class AdvisorService(ModuleService):
     def _txn(self, ops: list) -> None:
         if not ops:
             return
-        try:
-            self.client.txn(self.module, ops)
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            self.log.info("advisor state raced with another writer (%s); the next pass re-reads", exc.message)
+        if not txn.conditional(self.client, self.module, ops):
+            self.log.info("advisor state raced with another writer; the next pass re-reads")
 
     # --- applying results ---------------------------------------------------------------------------------
 
@@ -169,7 +166,7 @@ class AdvisorService(ModuleService):
                "note": None if auto else "auto_apply is off: apply with fanoctl modules weights --set"}
         st = {**st, "pending": False, "to_apply": seq if auto else st.get("to_apply")}
         self.log.info("advice %s: %s (%s)", seq, weights, "to apply" if auto else "recorded only")
-        return Effect([Store.put(proposal_key(seq), rec, if_version=0), Store.put(STATE, st, if_version=sv)])
+        return Effect([txn.put(proposal_key(seq), rec, if_version=0), txn.put(STATE, st, if_version=sv)])
 
     def on_unusable(self, task: dict, error: str) -> list:
         sv, st = self.state()
@@ -178,8 +175,8 @@ class AdvisorService(ModuleService):
             return []
         rec = {"seq": seq, "at": self.clock.world(), "task_id": task["id"], "status": "unusable", "note": error[:500],
                "reason": (st.get("last_check") or {}).get("reason"), "weights": None, "factors": None}
-        return [Store.put(proposal_key(seq), rec, if_version=0),
-                Store.put(STATE, {**st, "pending": False}, if_version=sv)]
+        return [txn.put(proposal_key(seq), rec, if_version=0),
+                txn.put(STATE, {**st, "pending": False}, if_version=sv)]
 
     def apply_recorded(self) -> None:
         """Apply a recorded proposal (auto_apply) through the scheduler, then record what happened."""
@@ -189,7 +186,7 @@ class AdvisorService(ModuleService):
             return
         pv, rec = self.store.get(proposal_key(seq))
         if not isinstance(rec, dict) or rec.get("status") != "to_apply":
-            self._txn([Store.put(STATE, {**st, "to_apply": None}, if_version=sv)])
+            self._txn([txn.put(STATE, {**st, "to_apply": None}, if_version=sv)])
             return
         modules = list(self.settings.modules)
         try:
@@ -212,4 +209,4 @@ class AdvisorService(ModuleService):
             rec = {**rec, "status": "not_applied", "note": f"the scheduler refused: {exc.message}"[:500]}
             st = {**st, "to_apply": None}
             self.log.warning("advice %s not applied: %s", seq, exc.message)
-        self._txn([Store.put(proposal_key(seq), rec, if_version=pv), Store.put(STATE, st, if_version=sv)])
+        self._txn([txn.put(proposal_key(seq), rec, if_version=pv), txn.put(STATE, st, if_version=sv)])

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import hashlib
 
+from shared import txn
+
 from services.modules import dedup
 from services.modules.parsing import ParseError
 
@@ -96,7 +98,7 @@ def bump_mix(env, what: str) -> dict:
     v, mix = env.store.get(M.MIX)
     mix = dict(mix) if isinstance(mix, dict) else {"plans": 0, "reviews": 0}
     mix[what] = int(mix.get(what, 0)) + 1
-    return M.put(M.MIX, mix, if_version=v)
+    return txn.put(M.MIX, mix, if_version=v)
 
 
 # --- proposing a planning turn --------------------------------------------------------------------------
@@ -121,8 +123,8 @@ def propose_plan(env) -> list[dict]:
     key = C.task_key(C.PLAN, seq)
     spec = C.task(C.PLAN, key, {"prompt": prompt, "seq": seq, "insight_ids": [i for i, _ in items]}, PLAN_REQUIRES,
                   env.hints(max(C.priority_of(ins) for _, ins in items)))
-    return [M.put(M.PLAN_STATE, {**ps, "pending": True, "key": key, "proposed_at": env.now}, if_version=pv),
-            {"op": "submit", "task": spec, "force": False}]
+    return [txn.put(M.PLAN_STATE, {**ps, "pending": True, "key": key, "proposed_at": env.now}, if_version=pv),
+            txn.submit(spec)]
 
 
 def _resolve_id(ident: str, offered: list[str]) -> str:
@@ -162,7 +164,7 @@ def handle_plan(env, task: dict) -> list[dict]:
         waits = int(ps.get("waits") or 0) + 1
         new.update(waits=waits, wait_until=env.now + min(WAIT_MAX, WAIT_BASE * 2 ** (waits - 1)),
                    wait_basis=_basis(list(cands.items()), M.read_doc(env.store)))
-    return [M.put(M.PLAN_STATE, new, if_version=pv)] + ops
+    return [txn.put(M.PLAN_STATE, new, if_version=pv)] + ops
 
 
 def prerequisite(env, plan, seq: int, task: dict) -> tuple[list[dict], str]:
@@ -214,8 +216,8 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     if verdict == "duplicate":
         job.update(stage="duplicate", section=hits[0][0], updated=env.now)
         M.note(job, env.now, "duplicate", of=hits[0][0])
-        return [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
-                M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
+        return [txn.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
+                txn.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
     run = int(job.get("run") or 0) + 1
@@ -228,13 +230,12 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
                         for sid, _ in hits if sid in doc.sections) or "(none)"
     prompt = C.render("evaluate", outline=C.outline(doc), concepts=C.concepts(doc), similar=similar,
                       insight_id=ident, insight=C.insight_text(ident, insight))
-    ops = [M.put(M.job_key(ident), job, if_version=jv)]
+    ops = [txn.put(M.job_key(ident), job, if_version=jv)]
     hints = env.hints(C.priority_of(insight))
     for n, slot in enumerate(slots, 1):
         requires = {"backends": [slot["account"]]} if slot["account"] else None
         payload = {"prompt": prompt, "insight_id": ident, "run": run, "evaluator": slot["name"]}
-        ops.append({"op": "submit", "task": C.task(C.EVALUATE, slot_key(ident, run, n, slot), payload,
-                                                   requires, hints), "force": False})
+        ops.append(txn.submit(C.task(C.EVALUATE, slot_key(ident, run, n, slot), payload, requires, hints)))
     return ops
 
 
@@ -282,7 +283,7 @@ def _withdrawn(env, jv: int, job: dict) -> list[dict] | None:
         return None
     job.update(stage="idle", updated=env.now, last_reason="the insight is no longer blessed")
     M.note(job, env.now, "withdrawn", run=job.get("run"))
-    return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
+    return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv)]
 
 
 def dispute(job: dict, now: float, reason: str, limit: int = MAX_DISPUTES) -> dict:
@@ -323,14 +324,14 @@ def decide_evals(env, jv: int, job: dict) -> list[dict]:
     """Once every counted slot has its verdict: all INCLUDE -> draft, else a dispute; before, just store."""
     names = [s["name"] for s in active_slots(job)]
     if any(n not in job.get("evals", {}) for n in names):
-        return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
+        return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv)]
     votes = [job["evals"][n]["decision"] for n in names]
     if all(d == "INCLUDE" for d in votes):
         M.note(job, env.now, "evaluated", run=job["run"], votes=votes)
         return _draft(env, jv, job)
     reason = f"evaluation: {votes.count('INCLUDE')} INCLUDE, {votes.count('EXCLUDE')} EXCLUDE"
     job = dispute(job, env.now, reason, env.settings.max_disputes)
-    return [M.put(M.job_key(job["insight_id"]), job, if_version=jv)]
+    return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv)]
 
 
 def _insight(env, ident: str) -> dict:
@@ -359,7 +360,7 @@ def _job_step(env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **
     payload = {"prompt": prompt, "insight_id": ident, "run": job["run"], "round": job["round"], **extra}
     spec = C.task(kind, C.task_key(kind, ident, job["run"], job["round"]), payload, None,
                   env.hints(C.priority_of(insight)))
-    return [M.put(M.job_key(ident), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
+    return [txn.put(M.job_key(ident), job, if_version=jv), txn.submit(spec)]
 
 
 def handle_draft(env, task: dict) -> list[dict]:
@@ -398,7 +399,7 @@ def handle_exposition(env, task: dict) -> list[dict]:
         return _draft(env, jv, job)
     if review.decision != "APPROVE":
         reason = f"exposition: {review.decision}" + (f" ({review.notes[:200]})" if review.notes else "")
-        return [M.put(M.job_key(ident), dispute(job, env.now, reason, env.settings.max_disputes), if_version=jv)]
+        return [txn.put(M.job_key(ident), dispute(job, env.now, reason, env.settings.max_disputes), if_version=jv)]
     return append(env, jv, job, task)
 
 
@@ -414,8 +415,8 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
     if verdict == "duplicate":   # another pipeline wrote the same claim while this one ran
         job.update(stage="duplicate", section=hits[0][0], updated=env.now)
         M.note(job, env.now, "duplicate", of=hits[0][0])
-        return [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
-                M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
+        return [txn.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
+                txn.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
     draft, sid = job["draft"], new_sid(doc)
@@ -426,8 +427,8 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
                             f"incorporate insight {ident} as {sid}: {draft['title'][:80]}", env.now)
     job.update(stage="done", section=sid, updated=env.now)
     M.note(job, env.now, "incorporated", run=job["run"], section=sid, version=version)
-    return ops + [M.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
-                  M.put(M.incorporated_key(ident), {"insight_id": ident, "how": "section", "section": sid,
+    return ops + [txn.put(M.job_key(ident), job, if_version=jv, working=True),  # finished: scratch from now on
+                  txn.put(M.incorporated_key(ident), {"insight_id": ident, "how": "section", "section": sid,
                                                     "version": version, "at": env.now, "run": job["run"]},
                         if_version=0)]
 
@@ -447,11 +448,11 @@ def unusable(env, task: dict, error: str) -> list[dict]:
                "wait_until": env.now + min(WAIT_MAX, FAIL_BASE * 2 ** (failures - 1)),
                "wait_basis": _basis(cands, M.read_doc(env.store)),
                "last": {"seq": ps["seq"], "decision": None, "error": error[:500], "at": env.now}}
-        return [M.put(M.PLAN_STATE, new, if_version=pv), bump_mix(env, "plans")]
+        return [txn.put(M.PLAN_STATE, new, if_version=pv), bump_mix(env, "plans")]
     stage = {C.EVALUATE: "evaluate", C.DRAFT: "draft", C.EXPOSITION: "exposition"}.get(kind)
     cur = _current(env, task, stage) if stage else None
     if cur is None or (kind == C.EVALUATE and not _slot_task(cur[1], task)):
         return []
     jv, job = cur
-    return [M.put(M.job_key(job["insight_id"]), dispute(job, env.now, f"{stage}: {error}", env.settings.max_disputes),
+    return [txn.put(M.job_key(job["insight_id"]), dispute(job, env.now, f"{stage}: {error}", env.settings.max_disputes),
                   if_version=jv)]

@@ -36,6 +36,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from shared import txn
+
 HEAD = "doc/head"
 PLAN_STATE = "plan/state"
 REVIEW_STATE = "review/state"
@@ -83,24 +85,6 @@ def new_comment_id(now: float) -> str:
 
 def empty_head() -> dict:
     return {"version": 0, "manifest": [], "revs": {}, "next_section": 1, "updated": None}
-
-
-def put(key: str, value, if_version: int | None = None, working: bool = False) -> dict:
-    """``working``: working data the broker deletes ``broker.working_retention`` after this put (a finished
-    job's scratch; docs/storage.md)."""
-    op = {"op": "put", "key": key, "value": value}
-    if if_version is not None:
-        op["if_version"] = if_version
-    if working:
-        op["working"] = True
-    return op
-
-
-def delete(key: str, if_version: int | None = None) -> dict:
-    op = {"op": "delete", "key": key}
-    if if_version is not None:
-        op["if_version"] = if_version
-    return op
 
 
 def note(record: dict, now: float, event: str, **detail) -> None:
@@ -174,7 +158,7 @@ def commit(doc: Doc, changes: dict, cause: dict, description: str, now: float,
         v = doc.sections[sid][0] if sid in doc.sections else 0
         if change is None:
             if sid in doc.sections:
-                ops.append(delete(section_key(sid), if_version=v))
+                ops.append(txn.delete(section_key(sid), if_version=v))
             sections.pop(sid, None)
             manifest[:] = [e for e in manifest if e[0] != sid]
             continue
@@ -197,9 +181,9 @@ def commit(doc: Doc, changes: dict, cause: dict, description: str, now: float,
         if missing:
             raise ValueError(f"section {sid}: no {', '.join(missing)}")
         if restore is None:
-            ops.append(put(revision_key(sid, rev), {"sid": sid, "rev": rev, **{k: rec[k] for k in CONTENT},
+            ops.append(txn.put(revision_key(sid, rev), {"sid": sid, "rev": rev, **{k: rec[k] for k in CONTENT},
                                                      "at": now, "cause": cause}, if_version=0))
-        ops.append(put(section_key(sid), rec, if_version=v))
+        ops.append(txn.put(section_key(sid), rec, if_version=v))
         sections[sid] = rec
         for entry in manifest:
             if entry[0] == sid:
@@ -211,9 +195,9 @@ def commit(doc: Doc, changes: dict, cause: dict, description: str, now: float,
         pos = {sid: i for i, sid in enumerate(order)}
         manifest.sort(key=lambda e: pos.get(e[0], len(pos)))
     head.update(version=number, updated=now)
-    ops.append(put(version_key(number), {"version": number, "at": now, "description": description,
+    ops.append(txn.put(version_key(number), {"version": number, "at": now, "description": description,
                                          "cause": cause, "manifest": [list(e) for e in manifest]}, if_version=0))
-    ops.append(put(HEAD, head, if_version=doc.head_v))
+    ops.append(txn.put(HEAD, head, if_version=doc.head_v))
     ops += concept_ops(doc, [sections[sid] for sid, _ in manifest if sid in sections])
     return ops, number
 
@@ -233,10 +217,10 @@ def concept_ops(doc: Doc, sections: list[dict]) -> list[dict]:
     for key, rec in want.items():
         v, old = doc.concepts.get(key, (0, None))
         if old != rec:
-            ops.append(put(key, rec, if_version=v))
+            ops.append(txn.put(key, rec, if_version=v))
     for key, (v, _) in doc.concepts.items():
         if key not in want:
-            ops.append(delete(key, if_version=v))
+            ops.append(txn.delete(key, if_version=v))
     return ops
 
 

@@ -21,6 +21,8 @@ no dispute (:func:`.flow.unusable`).
 """
 from __future__ import annotations
 
+from shared import txn
+
 from services.modules import capacity as CAP
 from services.modules.documenter import context as C
 from services.modules.documenter import flow
@@ -68,7 +70,7 @@ def move(env, cap: CAP.Capacity, jv: int, job: dict, n: int, task: dict) -> list
         M.note(job, env.now, "evaluator moved", run=job["run"], slot=slot["name"], frm=old, to=new, why=why[:200])
         spec = C.task(C.EVALUATE, flow.slot_key(job["insight_id"], job["run"], n, slot), task["payload"],
                       {"backends": [new]}, {"priority": task.get("priority"), "attrs": task.get("attrs") or {}})
-        return [M.put(M.job_key(job["insight_id"]), job, if_version=jv), {"op": "submit", "task": spec, "force": False}]
+        return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv), txn.submit(spec)]
     if len(flow.active_slots(job)) <= 2:
         return []
     slot["dropped"] = True

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared import txn
+from shared.errors import BrokerUnavailable, FanoError
 
 from services.modules import capacity as CAP
 from services.modules.base import Effect, ModuleService, Store
@@ -122,14 +123,10 @@ class DocumenterService(ModuleService):
                 self.log.info("task %s not cancelled: %s", tid, exc.message)
 
     def _start(self, ops: list) -> bool:
-        try:
-            self.client.txn(self.module, ops)
+        if txn.conditional(self.client, self.module, ops):
             return True
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            self.log.info("proposal raced with another writer (%s); next pass re-reads", exc.message)
-            return False
+        self.log.info("proposal raced with another writer; next pass re-reads")
+        return False
 
     def export_if_changed(self) -> None:
         _, head = self.store.get(M.HEAD)

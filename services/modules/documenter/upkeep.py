@@ -25,12 +25,16 @@ model worked, the answer is not applied and the comment is addressed again on th
 whose last review is older than ``section_stale_days`` (7 days), oldest review first. A review is proposed while
 reviews are at most ``review_share`` (0.3) of (plans + reviews) in ``stats/mix``, or whenever there
 is nothing else to do. Comment tasks carry ``attrs.comment_boost`` (``comment_boost``), so an author's
-comment goes before research work. CONFIRMED marks the section reviewed and stable; REVISE applies the
+comment goes before research work, and carry ``requires.share = "adhoc"``: they may also draw on the
+operator's ``adhoc`` quota reserve, so a window the research has used up does not hold them.
+CONFIRMED marks the section reviewed and stable; REVISE applies the
 revised section as a new version.
 
 Both limits are ``[modules.documenter]`` settings (:mod:`.settings`); the constants below are their defaults.
 """
 from __future__ import annotations
+
+from shared import txn
 
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
@@ -42,6 +46,9 @@ MAX_FAILURES = Settings.comment_max_failures   # defaults; [modules.documenter] 
 STALE = Settings().section_stale               # and section_stale_days (in world seconds here)
 RETRY = 3600.0            # a section whose review failed is not tried again for this long
 SHARE = 0.3               # default of [modules.documenter] review_share
+# an author waits for a comment: besides the documenter's share of a window it may draw on the operator's
+# `adhoc` reserve (shared/quota.py charge_modules), so it is not queued behind the research's used-up windows
+COMMENT_REQUIRES = {"share": "adhoc"}
 
 
 # --- comments -------------------------------------------------------------------------------------------
@@ -65,7 +72,7 @@ def propose_comments(env) -> list[list[dict]]:
         if sid not in doc.sections:
             c.update(status="needs_human", last_error=f"section {sid} is not in the document", updated=env.now)
             M.note(c, env.now, "section missing")
-            out.append([M.put(M.comment_key(c["id"]), c, if_version=cv)])
+            out.append([txn.put(M.comment_key(c["id"]), c, if_version=cv)])
             continue
         sec = doc.sections[sid][1]
         attempt = int(c.get("attempts") or 0) + 1
@@ -75,9 +82,9 @@ def propose_comments(env) -> list[list[dict]]:
         payload = {"prompt": prompt, "comment_id": c["id"], "section_id": sid, "attempt": attempt,
                    "topic": " ".join(str(c.get("text", "")).split())[:80]}
         c.update(status="addressing", attempts=attempt, base_rev=sec.get("rev"), task_key=key, updated=env.now)
-        out.append([M.put(M.comment_key(c["id"]), c, if_version=cv),
-                    {"op": "submit", "task": C.task(C.ADDRESS_COMMENT, key, payload, None, env.hints(
-                        env.settings.section_priority, comment_boost=env.settings.comment_boost)), "force": False}])
+        out.append([txn.put(M.comment_key(c["id"]), c, if_version=cv),
+                    txn.submit(C.task(C.ADDRESS_COMMENT, key, payload, COMMENT_REQUIRES, env.hints(
+                        env.settings.section_priority, comment_boost=env.settings.comment_boost)))])
         busy.add(sid)
     return out
 
@@ -103,15 +110,15 @@ def handle_comment(env, task: dict) -> list[dict]:
     if sec is None:
         c.update(status="needs_human", last_error=f"section {sid} was removed while the comment was addressed")
         M.note(c, env.now, "section missing")
-        return [M.put(M.comment_key(c["id"]), c, if_version=cv)]
+        return [txn.put(M.comment_key(c["id"]), c, if_version=cv)]
     if sec.get("rev") != c.get("base_rev"):
         c["status"] = "open"   # the answer is about an older text: address it again on the current one
         M.note(c, env.now, "section changed meanwhile", rev=sec.get("rev"))
-        return [M.put(M.comment_key(c["id"]), c, if_version=cv)]
+        return [txn.put(M.comment_key(c["id"]), c, if_version=cv)]
     if ans.revised is None:
         c.update(status="resolved", changed=False, version=None, resolved_at=env.now)
         M.note(c, env.now, "resolved unchanged")
-        return [M.put(M.comment_key(c["id"]), c, if_version=cv)]
+        return [txn.put(M.comment_key(c["id"]), c, if_version=cv)]
     ops, version = M.commit(doc, {sid: {"title": ans.title or sec.get("title"), "text": ans.revised,
                                         "establishes": sec.get("establishes", []),
                                         "requires": sec.get("requires", [])}},
@@ -119,7 +126,7 @@ def handle_comment(env, task: dict) -> list[dict]:
                             f"comment {c['id']} on {sid}: {(ans.resolution or 'revised')[:80]}", env.now)
     c.update(status="resolved", changed=True, version=version, resolved_at=env.now)
     M.note(c, env.now, "resolved", version=version)
-    return ops + [M.put(M.comment_key(c["id"]), c, if_version=cv)]
+    return ops + [txn.put(M.comment_key(c["id"]), c, if_version=cv)]
 
 
 def unusable_comment(env, task: dict, error: str) -> list[dict]:
@@ -132,7 +139,7 @@ def unusable_comment(env, task: dict, error: str) -> list[dict]:
              last_error=error[:500],
              updated=env.now)
     M.note(c, env.now, "failed", error=error[:300], failures=c["failures"])
-    return [M.put(M.comment_key(c["id"]), c, if_version=cv)]
+    return [txn.put(M.comment_key(c["id"]), c, if_version=cv)]
 
 
 # --- section reviews ------------------------------------------------------------------------------------
@@ -186,9 +193,8 @@ def propose_review(env, other_work: bool) -> list[dict]:
     key = C.task_key(C.REVIEW_SECTION, seq)
     payload = {"prompt": prompt, "section_id": sec["id"], "seq": seq}
     new = {**rs, "seq": seq, "section": sec["id"], "base_rev": sec.get("rev"), "key": key, "started_at": env.now}
-    return [M.put(M.REVIEW_STATE, new, if_version=rv),
-            {"op": "submit", "task": C.task(C.REVIEW_SECTION, key, payload, None,
-                                            env.hints(env.settings.section_priority)), "force": False}]
+    return [txn.put(M.REVIEW_STATE, new, if_version=rv),
+            txn.submit(C.task(C.REVIEW_SECTION, key, payload, None, env.hints(env.settings.section_priority)))]
 
 
 def _current_review(env, task: dict):
@@ -215,7 +221,7 @@ def handle_review(env, task: dict) -> list[dict]:
         last["outcome"] = "the section changed or was removed meanwhile; not applied"
     elif review.decision == "CONFIRMED":
         last["outcome"] = "confirmed"
-        ops.append(M.put(M.section_key(sid), {**sec, "reviewed_at": env.now, "status": "stable",
+        ops.append(txn.put(M.section_key(sid), {**sec, "reviewed_at": env.now, "status": "stable",
                                               "review_count": int(sec.get("review_count") or 0) + 1}, if_version=sv))
     else:
         ops, version = M.commit(doc, {sid: {"title": review.title or sec.get("title"), "text": review.revised,
@@ -226,7 +232,7 @@ def handle_review(env, task: dict) -> list[dict]:
                                 f"review of {sid}: revised" + (f" ({review.notes[:60]})" if review.notes else ""),
                                 env.now)
         last["outcome"] = f"revised (version {version})"
-    return [M.put(M.REVIEW_STATE, {"seq": rs["seq"] + 1, "section": None, "last": last}, if_version=rv),
+    return [txn.put(M.REVIEW_STATE, {"seq": rs["seq"] + 1, "section": None, "last": last}, if_version=rv),
             bump_mix(env, "reviews")] + ops
 
 
@@ -237,9 +243,9 @@ def unusable_review(env, task: dict, error: str) -> list[dict]:
     rv, rs = cur
     sid = rs["section"]
     last = {"seq": rs["seq"], "section": sid, "decision": None, "error": error[:500], "at": env.now}
-    ops = [M.put(M.REVIEW_STATE, {"seq": rs["seq"] + 1, "section": None, "last": last}, if_version=rv),
+    ops = [txn.put(M.REVIEW_STATE, {"seq": rs["seq"] + 1, "section": None, "last": last}, if_version=rv),
            bump_mix(env, "reviews")]
     sv, sec = env.store.get(M.section_key(sid))
     if isinstance(sec, dict):
-        ops.append(M.put(M.section_key(sid), {**sec, "review_attempted_at": env.now}, if_version=sv))
+        ops.append(txn.put(M.section_key(sid), {**sec, "review_attempted_at": env.now}, if_version=sv))
     return ops

@@ -283,8 +283,8 @@ class ExplorerSettings:
     math_tags: tuple = MATH_TAGS
     max_retries: int = 2                  # re-asks (with a new key) after an unusable answer or a parked task
     seed_pause_after: int = 2             # threads of a seed paused by unusable answers that pause the seed; 0 = never
-    max_threads_per_seed_hour: int = 6    # new threads of one seed per hour (world clock); 0 = no limit
-    max_tasks_per_seed_hour: int = 200    # tasks created for one seed per hour; the rest wait (pacing.py); 0 = no limit
+    max_threads_per_seed_hour: int = 30   # new threads of one seed per hour (world clock); 0 = no limit
+    max_tasks_per_seed_hour: int = 1000   # tasks created for one seed per hour; the rest wait (pacing.py); 0 = no limit
     extract_patience: float = 3600.0      # world seconds to wait for the last panel member's extraction
     member_patience: float = 300.0        # world seconds a panel member's task may wait on a blocked account
     repair_interval: float = 30.0         # real seconds between re-derivations of every open step

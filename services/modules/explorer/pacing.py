@@ -37,6 +37,16 @@ HOUR = 3600.0
 HELD_TTL = 86400.0   # a held key whose step moved on (its thread paused, its review decided) is forgotten
 
 
+PACE_CHECK = "pace_check"
+
+
+def pace_check(thread: dict) -> dict:
+    """A marker among an effect's ops: this thread was just paused by unusable answers, so its seed may
+    have to pause too. Not a broker op: the service resolves it into the seed's pace record (a version-
+    checked put, shared/txn.py) before the transaction is sent (ExplorerService.paced)."""
+    return {"op": PACE_CHECK, "seed_id": thread["seed_id"], "thread": thread}
+
+
 def pace_key(seed_id: str) -> str:
     return f"pace/{seed_id}"
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import copy
 
-from shared.errors import ErrorCode, FanoError
+from shared import txn
 
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
+from services.modules.explorer import pacing as PC
 from services.modules.explorer import review as R
 from services.modules.explorer.state import Ops, effective_status
 
@@ -98,7 +99,7 @@ class Recovery:
                 # counted by the seed's pause (services/modules/explorer/pacing.py); an operator's cancel is not
                 thread["paused_by"] = None if final else "unusable answers"
                 if not final:
-                    ops.ops.append({"op": "pace_check", "seed_id": thread["seed_id"], "thread": thread})
+                    ops.ops.append(PC.pace_check(thread))
             thread["pause_reason"] = f"{task['kind']} failed: {error}"[:500]
         else:
             ops.submit(*self.thread_tasks(thread))
@@ -145,14 +146,10 @@ class Recovery:
 
     def txn_or_skip(self, ops: list, what: str) -> bool:
         """A planning transaction (no ack); False when another writer changed what it read (next pass)."""
-        try:
-            self.client.txn(self.module, ops)
+        if txn.conditional(self.client, self.module, ops):
             return True
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            self.log.info("%s: %s; will look again", what, exc.message)
-            return False
+        self.log.info("%s: another writer changed what it read; will look again", what)
+        return False
 
 
 def _exhaust(review: dict, task: dict) -> None:

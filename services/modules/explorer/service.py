@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 
+from shared import txn
+
 from services.modules.base import Effect, ModuleService, Store
 from services.modules.explorer import extraction as X
 from services.modules.explorer import load as L
@@ -65,8 +67,8 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         when enough of its threads are paused by unusable answers), and each touched seed's pace record
         written, version-checked, in the same transaction."""
         now, s = self.now(), self.settings
-        marks = [o for o in ops if o.get("op") == "pace_check"]
-        ops = [o for o in ops if o.get("op") != "pace_check"]
+        marks = [o for o in ops if o.get("op") == PC.PACE_CHECK]
+        ops = [o for o in ops if o.get("op") != PC.PACE_CHECK]
         keys: dict[str, list[str]] = {}
         for o in ops:
             sid = PC.seed_of_task(o["task"]) if o.get("op") == "submit" else None
@@ -92,7 +94,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
                     rec = PC.pause(rec, failed, now)
                     self.log.warning("seed %s paused: %s", sid, rec["pause_reason"])
             if rec != stored:
-                writes.append(Store.put(PC.pace_key(sid), rec, if_version=version))
+                writes.append(txn.put(PC.pace_key(sid), rec, if_version=version))
         return [o for o in ops if not (o.get("op") == "submit" and o["task"]["key"] in held)] + writes
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
@@ -105,7 +107,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             if rec is None or spec["key"] not in rec["held"]:
                 plain.append(spec)
             elif PC.room(rec, self.settings.max_tasks_per_seed_hour) > 0:
-                self.txn_or_skip([Store.submit(dict(spec, module=M.MODULE))], f"propose held task {spec['key']}")
+                self.txn_or_skip([txn.submit(dict(spec, module=M.MODULE))], f"propose held task {spec['key']}")
         super().submit_if_absent(plain)
 
     def txn_or_skip(self, ops: list, what: str) -> bool:
@@ -255,7 +257,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             return self._stale(task)
         if insight["status"] != "pending":   # a human decided meanwhile: the panel stops here
             if review["stage"] in OPEN_REVIEW:
-                return Effect([Store.put(M.review_key(iid), dict(review, stage="stopped", updated_at=self.now()),
+                return Effect([txn.put(M.review_key(iid), dict(review, stage="stopped", updated_at=self.now()),
                                          if_version=vr)])
             return self._stale(task)
         ctx = self.review_ctx()

@@ -9,8 +9,9 @@ away), but no follow-up is proposed; the step the thread would be in is kept in 
 """
 from __future__ import annotations
 
+from shared import txn
+
 from services.modules import capacity as CAP
-from services.modules.base import Store
 from services.modules.explorer import extraction as X
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
@@ -34,11 +35,11 @@ class Ops:
 
     def put(self, key: str, value, version: int, working: bool = False) -> None:
         """``working``: working data, deleted by the broker after ``broker.working_retention``."""
-        self.ops.append(Store.put(key, value, if_version=version, working=working))
+        self.ops.append(txn.put(key, value, if_version=version, working=working))
 
     def submit(self, *specs) -> None:
         for spec in specs:
-            self.ops.append(Store.submit(dict(spec, module=M.MODULE)))
+            self.ops.append(txn.submit(dict(spec, module=M.MODULE)))
 
 
 class StateReader:
@@ -46,7 +47,7 @@ class StateReader:
         return self.clock.world()
 
     def values(self, prefix: str) -> list:
-        return [v for _, _, v in self.store.scan(prefix) if isinstance(v, dict)]
+        return self.store.records(prefix)
 
     def exchanges(self, tid: str) -> list[dict]:
         return self.values(f"exchanges/{tid}/")
@@ -198,5 +199,5 @@ class StateReader:
         if insight != old_insight:
             ops.put(M.insight_key(iid), insight, vi)
         else:   # unchanged, but the outcome was computed from it: it must not have changed meanwhile
-            ops.ops.append({"op": "check", "key": M.insight_key(iid), "if_version": vi})
+            ops.ops.append(txn.check(M.insight_key(iid), vi))
         return ops.ops

@@ -32,12 +32,13 @@ import codecs
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from email.message import Message
 from html.parser import HTMLParser
@@ -139,14 +140,23 @@ def _squeeze(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+log = logging.getLogger("researcher.fetch")
+# pages html.parser gave up on, by exception type (it is lenient, but e.g. an unknown ``<![xyz ...]]>``
+# marked section raises AssertionError); their text read before the failure is kept
+PARSE_FAILURES: Counter = Counter()
+
+
 def html_to_text(html: str) -> tuple[str, str]:
-    """(title, readable text) of an HTML page; scripts, styles, navigation are dropped."""
+    """(title, readable text) of an HTML page; scripts, styles, navigation are dropped. A page the parser
+    gives up on keeps the text read up to there: logged and counted in :data:`PARSE_FAILURES`."""
     p = _Text()
     try:
         p.feed(html)
         p.close()
-    except Exception:  # html.parser is lenient; a pathological page must not kill the fetch thread
-        pass
+    except Exception as exc:  # any parser failure: a pathological page must not stop the fetch
+        PARSE_FAILURES[type(exc).__name__] += 1
+        log.warning("a page did not parse completely (%s: %s); keeping the %d characters read before it",
+                    type(exc).__name__, str(exc)[:200], sum(map(len, p.parts)))
     return _squeeze(" ".join(p.title))[:200], _squeeze("".join(p.parts))
 
 

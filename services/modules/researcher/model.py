@@ -74,6 +74,8 @@ import re
 import unicodedata
 from urllib.parse import urlsplit, urlunsplit
 
+from shared import txn
+
 NS = "researcher"
 TERMINAL_SOURCE = ("extracted", "ignored", "excluded", "empty", "fetch_failed", "evaluation_failed",
                    "extraction_failed")
@@ -239,8 +241,8 @@ def fetch_entry(source: dict) -> dict:
 def add_source_ops(url: str, origin: str, now: float, note: str = "") -> tuple[str, list[dict]]:
     """(sid, ops) recording a new source and its fetch index entry, both only if absent."""
     src = new_source(url, origin, now, note)
-    return src["id"], [{"op": "put", "key": k_source(src["id"]), "value": src, "if_version": 0},
-                       {"op": "put", "key": k_fetch(src["id"]), "value": fetch_entry(src), "if_version": 0}]
+    return src["id"], [txn.put(k_source(src["id"]), src, if_version=0),
+                       txn.put(k_fetch(src["id"]), fetch_entry(src), if_version=0)]
 
 
 def trust_tier(score) -> int:

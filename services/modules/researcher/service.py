@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
+from shared import txn
+from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, FanoError
 
 from services.modules import dedup, prompts
-from services.modules.base import Effect, ModuleService, Store
+from services.modules.base import Effect, ModuleService
 from services.modules.researcher import crossref, model as M, parsers
 from services.modules.researcher.fetch import Fetcher, FetchError, FetchPool
 from services.modules.researcher.settings import load_settings
@@ -126,13 +127,7 @@ class ResearcherService(ModuleService):
                 self._txn_if_absent(M.add_source_ops(url, "config", self._world())[1])
 
     def _txn_if_absent(self, ops: list) -> bool:
-        try:
-            self.client.txn(self.module, ops)
-            return True
-        except FanoError as exc:
-            if exc.code != ErrorCode.CONDITION_FAILED:
-                raise
-            return False  # someone (the CLI) recorded it first: fine
+        return txn.conditional(self.client, self.module, ops)   # False: someone (the CLI) was first: fine
 
     def schedule_fetches(self) -> None:
         busy = self.pool.busy() if self.pool else set()
@@ -143,11 +138,11 @@ class ResearcherService(ModuleService):
                 continue
             sv, src = self.store.get(M.k_source(sid))
             if src is None or src.get("status") != "new":
-                self._txn_if_absent([Store.delete(key, if_version=qv)])  # a stale index entry
+                self._txn_if_absent([txn.delete(key, if_version=qv)])  # a stale index entry
             elif self.policy.excluded_domain(src["domain"]):
                 src = dict(src, status="excluded", trust_score=0, error={"reason": "excluded",
                            "message": f"{src['domain']} is on the deny list"})
-                self._txn_if_absent([Store.put(M.k_source(sid), src, if_version=sv), Store.delete(key, if_version=qv)])
+                self._txn_if_absent([txn.put(M.k_source(sid), src, if_version=sv), txn.delete(key, if_version=qv)])
             elif self.pool is not None:
                 self.pool.submit(sid, src["url"])
 
@@ -175,7 +170,7 @@ class ResearcherService(ModuleService):
         spec = {"key": M.key_questions(observed), "module": self.module, "kind": GENERATE_QUESTIONS,
                 "payload": {"prompt": self._questions_prompt(items), "observed": observed,
                             "versions": [i["version"] for i in items]}}
-        self._txn_if_absent([Store.put(M.K_QUESTION_BATCH, spec, if_version=0), Store.submit(spec)])
+        self._txn_if_absent([txn.put(M.K_QUESTION_BATCH, spec, if_version=0), txn.submit(spec)])
 
     @staticmethod
     def _observable(value) -> bool:
@@ -210,38 +205,40 @@ class ResearcherService(ModuleService):
 
     def apply_fetch(self, sid: str, result) -> bool:
         """Record one fetch outcome in one transaction (version-checked; retried on a conflict)."""
-        for _ in range(self.max_conflict_retries):
+        def compute():   # read again after a race: the source changed under us (a concurrent writer)
             sv, src = self.store.get(M.k_source(sid))
             qv, entry = self.store.get(M.k_fetch(sid))
             if src is None or src.get("status") != "new":
+                return [], False
+            return self._fetch_ops(src, sv, qv, entry, result), True
+        try:
+            if not txn.update(self.client, self.module, compute, what=f"source {sid}",
+                              retries=self.max_conflict_retries).value:
                 return False
-            try:
-                self.client.txn(self.module, self._fetch_ops(src, sv, qv, entry, result))
-            except FanoError as exc:
-                if exc.code == ErrorCode.CONDITION_FAILED:
-                    continue   # the source changed under us (a concurrent writer): read it again
-                self.log.error("source %s: cannot record the fetch: %s", sid, exc)
-                return False
-            if isinstance(result, FetchError):
-                self.log.info("source %s: fetch failed (%s): %s", sid, result.reason, result.message)
-            else:
-                self.log.info("source %s: fetched (%s)", sid, result.cache)
-            return True
-        return False
+        except txn.Conflict:
+            return False
+        except FanoError as exc:
+            self.log.error("source %s: cannot record the fetch: %s", sid, exc)
+            return False
+        if isinstance(result, FetchError):
+            self.log.info("source %s: fetch failed (%s): %s", sid, result.reason, result.message)
+        else:
+            self.log.info("source %s: fetched (%s)", sid, result.cache)
+        return True
 
     def _fetch_ops(self, src: dict, sv: int, qv: int, entry, result) -> list:
         f, now, sid = self.settings.fetch, self._world(), src["id"]
         src = dict(src, fetch_attempts=src.get("fetch_attempts", 0) + 1)
-        queue_op = Store.delete(M.k_fetch(sid), if_version=qv) if qv else None
+        queue_op = txn.delete(M.k_fetch(sid), if_version=qv) if qv else None
         if isinstance(result, FetchError):
             src["error"] = result.as_dict()
             if result.permanent or src["fetch_attempts"] >= f.max_attempts:
                 src["status"] = "fetch_failed"
             else:
                 src["next_fetch_at"] = now + f.retry_backoff * 2 ** (src["fetch_attempts"] - 1)
-                queue_op = Store.put(M.k_fetch(sid), dict(entry or M.fetch_entry(src), not_before=src["next_fetch_at"]),
+                queue_op = txn.put(M.k_fetch(sid), dict(entry or M.fetch_entry(src), not_before=src["next_fetch_at"]),
                                      if_version=qv)
-            return [Store.put(M.k_source(sid), src, if_version=sv)] + ([queue_op] if queue_op else [])
+            return [txn.put(M.k_source(sid), src, if_version=sv)] + ([queue_op] if queue_op else [])
         title, text = result.title_and_text()
         text = text[:f.max_text_chars]
         src.update(fetched_at=now, fetch_count=src.get("fetch_count", 0) + 1, cache=result.cache, error=None,
@@ -250,19 +247,19 @@ class ResearcherService(ModuleService):
         ops = [queue_op] if queue_op else []
         if not text.strip():
             src.update(status="empty", error={"reason": "empty", "message": "the page has no text"})
-            return [Store.put(M.k_source(sid), src, if_version=sv)] + ops
+            return [txn.put(M.k_source(sid), src, if_version=sv)] + ops
         src["status"] = "fetched"
-        ops.append(Store.put(M.k_content(sid), {"url": src["url"], "title": src["title"], "text": text,
+        ops.append(txn.put(M.k_content(sid), {"url": src["url"], "title": src["title"], "text": text,
                                                  "content_hash": src["content_hash"],
                                                  "content_type": result.content_type, "fetched_at": now}))
         n = self.settings.evaluations
         prompt = prompts.render("researcher", "evaluate_source", url=src["url"], domain=src["domain"],
                                 title=src["title"] or "(none)", excerpt=_clip(text, self.settings.eval_chars))
         for i in range(n):
-            ops.append(Store.submit({"key": M.key_evaluate(sid, i), "module": self.module, "kind": EVALUATE_SOURCE,
+            ops.append(txn.submit({"key": M.key_evaluate(sid, i), "module": self.module, "kind": EVALUATE_SOURCE,
                                      "payload": {"prompt": prompt, "url": src["url"], "source_id": sid,
                                                  "evaluator": i, "of": n}}))
-        return [Store.put(M.k_source(sid), src, if_version=sv)] + ops
+        return [txn.put(M.k_source(sid), src, if_version=sv)] + ops
 
     # --- results --------------------------------------------------------------------------------------
 
@@ -288,14 +285,14 @@ class ResearcherService(ModuleService):
             sid = (task.get("payload") or {}).get("source_id", "")
             sv, src = self.store.get(M.k_source(sid))
             if src is not None and src.get("status") == "trusted":
-                return [Store.put(M.k_source(sid), dict(src, status="extraction_failed",
+                return [txn.put(M.k_source(sid), dict(src, status="extraction_failed",
                                   error={"reason": "unusable", "message": error}), if_version=sv)]
         return []
 
     def _partial(self, task: dict, dropped: int, what: str) -> list:
         if not dropped:
             return []
-        return [Store.put(f"errors/{task['id']:012d}", {
+        return [txn.put(f"errors/{task['id']:012d}", {
             "task_id": task["id"], "kind": task["kind"], "key": task["key"], "partial": True, "at": self._world(),
             "error": f"{dropped} malformed {what} dropped", "answer": (task["result"].get("text") or "")[:4000]},
             working=True)]  # working data, as every errors/ record (docs/storage.md)
@@ -306,11 +303,11 @@ class ResearcherService(ModuleService):
         ops = []
         bv, batch = self.store.get(M.K_QUESTION_BATCH)
         if batch is not None and batch.get("key") == task["key"]:
-            ops.append(Store.delete(M.K_QUESTION_BATCH, if_version=bv))
+            ops.append(txn.delete(M.K_QUESTION_BATCH, if_version=bv))
         versions = payload.get("versions") or []
         for i, item in enumerate(payload.get("observed") or []):
             ns, _, ident = item.partition("/")
-            ops.append(Store.put(M.k_observed(ns, ident), {"version": versions[i] if i < len(versions) else None,
+            ops.append(txn.put(M.k_observed(ns, ident), {"version": versions[i] if i < len(versions) else None,
                                                            "at": now, "task_id": task["id"]}))
         if parsed is None:
             return ops
@@ -345,8 +342,8 @@ class ResearcherService(ModuleService):
                 if self.store.get(M.k_source(sid))[1] is None:
                     added_sources.add(sid)
                     ops += M.add_source_ops(url, f"question:{qid}", now)[1]
-        ops += [Store.put(M.k_question(qid), rec, if_version=0) for qid, rec in new.items()]
-        ops += [Store.put(key, rec, if_version=v) for key, (v, rec) in touched.items()]
+        ops += [txn.put(M.k_question(qid), rec, if_version=0) for qid, rec in new.items()]
+        ops += [txn.put(key, rec, if_version=v) for key, (v, rec) in touched.items()]
         return ops + self._partial(task, parsed["dropped"], "questions")
 
     def _touch(self, touched: dict, key: str) -> dict | None:
@@ -379,16 +376,16 @@ class ResearcherService(ModuleService):
                 trusted = verdict.pop("trusted")
                 src.update(verdict, status="trusted" if trusted else "ignored", evaluated_at=now)
                 if trusted:
-                    ops.append(Store.submit(self._extract_task(src)))
+                    ops.append(txn.submit(self._extract_task(src)))
                 else:
                     ops += self._content_done(sid)
-        return [Store.put(M.k_source(sid), src, if_version=sv)] + ops
+        return [txn.put(M.k_source(sid), src, if_version=sv)] + ops
 
     def _content_done(self, sid: str) -> list:
         """The page text is working data once its source is decided (extracted or ignored): the findings
         and the source record keep what came of it, the disk cache the page (docs/storage.md)."""
         cv, content = self.store.get(M.k_content(sid))
-        return [Store.put(M.k_content(sid), content, if_version=cv, working=True)] if content is not None else []
+        return [txn.put(M.k_content(sid), content, if_version=cv, working=True)] if content is not None else []
 
     def _extract_task(self, src: dict) -> dict:
         content = self.store.get(M.k_content(src["id"]))[1] or {}
@@ -436,19 +433,19 @@ class ResearcherService(ModuleService):
                              "status": status, "related_questions": self._related(f, questions),
                              "extracted_at": now, "task_id": task["id"]})
             corpus[fid] = f["summary"]
-        ops += [Store.put(M.k_finding(f["id"]), f, if_version=0) for f in findings]
-        ops += [Store.put(key, rec, if_version=v) for key, (v, rec) in touched.items()]
+        ops += [txn.put(M.k_finding(f["id"]), f, if_version=0) for f in findings]
+        ops += [txn.put(key, rec, if_version=v) for key, (v, rec) in touched.items()]
         existing = {}
         versions = {}
         for key in crossref.keys_for(findings + evidence):
             versions[key], existing[key] = self.store.get(key)
         changed = crossref.merge(existing, findings + evidence, now)
-        ops += [Store.put(key, rec, if_version=versions[key]) for key, rec in changed.items()]
+        ops += [txn.put(key, rec, if_version=versions[key]) for key, rec in changed.items()]
         if self.settings.auto_promote:
             ops += self._auto_promotions(findings, {**existing, **changed}, changed, questions, now)
         src = dict(src, status="extracted", findings=len(findings), duplicates=duplicates, numbers=parsed["numbers"],
                    extracted_at=now, error=None)
-        ops.append(Store.put(M.k_source(sid), src, if_version=sv))
+        ops.append(txn.put(M.k_source(sid), src, if_version=sv))
         return ops + self._content_done(sid) + self._partial(task, parsed["dropped"], "findings")
 
     @staticmethod
@@ -483,6 +480,6 @@ class ResearcherService(ModuleService):
             if self.store.get(M.k_promotion(f["id"]))[1] is not None:
                 continue
             related = [by_id[q] for q in f.get("related_questions") or [] if q in by_id]
-            ops.append(Store.put(M.k_promotion(f["id"]), M.promotion(f, "auto", now, question=(related or [None])[0]),
+            ops.append(txn.put(M.k_promotion(f["id"]), M.promotion(f, "auto", now, question=(related or [None])[0]),
                                  if_version=0))
         return ops
