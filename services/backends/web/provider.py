@@ -38,7 +38,7 @@ deep turn answered in another mode (a       quota       sent=True; the broker re
 "switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
 model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
 "Auto"/"Fast" after the reply)                          (served.mode is the mode the page confirmed)
-a reconciled deep turn the reopened page    quota       sent=False (this lease sent nothing): as above; the
+a reconciled deep turn the reopened page    quota       sent=False (this lease sent nothing): deep cools; the
 does not confirm (its model label, the                  attempt is settled, so the next reconcile sends it
 site file's turn_mode, does not name the                afresh instead of finding it again. A confirmed one
 mode, there is none, or a downgrade                     is delivered with meta.mode = deep (served.mode).
@@ -282,9 +282,10 @@ class WebProvider(OperatorSession, TurnReconcile, Provider):
         where = f" (screenshot: {shot})" if shot else ""
         how = (f"the reopened {label} turn is not confirmed as {label}" if reconciled else
                f"{label} was selected and confirmed before sending, but the page answered in another mode")
+        then = (f"it is sent afresh and {turn.mode} requests on {self.account} wait" if reconciled else
+                f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait")
         return ProviderError("quota", f"downgrade: {how} ({evidence[:300]}){where}; not recorded as {turn.mode}: "
-                             f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait "
-                             f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=not reconciled)
+                             f"{then} {self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=not reconciled)
 
     def _await_url(self, chat: ChatPage, key: str, prompt: str) -> None:
         """A new chat answered before the site showed its real URL (ChatGPT: ~15 s of a transient one): wait

@@ -134,8 +134,8 @@ class TurnReconcile:
         label = self.cfg.labels.get(turn.mode)
         confirmed, evidence = self._turn_mode(turn, s, seen)
         if not confirmed:
-            # never delivered as the scarce mode: settled (the next reconcile of this attempt sends afresh),
-            # the deep unit of this lease refunded and the deep mode cooled, as for a downgrade seen live
+            # never delivered as the scarce mode: settled (the next reconcile of this attempt sends afresh)
+            # and the deep mode cooled, as for a downgrade seen live
             self.store.set_handle(key, settled_turn=[turn.turn_index, turn.attempt])
             raise self._downgrade_error(chat, turn, label, evidence, reconciled=True)
         return self._finish(turn, key, s, {"mode_label": label, "mode_after": evidence}, reconciled=True)
