@@ -41,7 +41,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 
-from ops.standins.server import StandinServer, serve_in_foreground
+from ops.standins.server import StandinServer, reviews_option, serve_in_foreground
 from services.backends.prompt_answers import answer_prompt
 
 SCENARIOS = {
@@ -491,13 +491,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--key-env", default=None,
                         help="environment variable holding the only accepted key (default: any non-empty key)")
     parser.add_argument("--requests-limit", type=int, default=50, help="requests per minute before 429")
+    reviews_option(parser)
     args = parser.parse_args(argv)
     key = os.environ.get(args.key_env) if args.key_env else None
     if args.key_env and not key:
         print(f"environment variable {args.key_env} is empty", file=sys.stderr)
         return 2
     standin = ClaudeStandin(key=key, scenario=args.scenario, host=args.host, port=args.port,
-                            requests_limit=args.requests_limit)
+                            requests_limit=args.requests_limit, reviews=args.reviews)
     return serve_in_foreground(standin)
 
 

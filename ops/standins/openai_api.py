@@ -47,7 +47,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-from ops.standins.server import StandinServer, serve_in_foreground
+from ops.standins.server import StandinServer, reviews_option, serve_in_foreground
 from services.backends.prompt_answers import answer_prompt
 
 SCENARIOS = ("normal", "loading", "queue_full", "context_overflow", "cut", "slow", "hang", "error500",
@@ -352,9 +352,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--flavor", default="llama.cpp", choices=FLAVORS)
     parser.add_argument("--loading-seconds", type=float, default=0.0)
     parser.add_argument("--api-key-env", help="require the key held by this environment variable")
+    reviews_option(parser)
     args = parser.parse_args(argv)
     key = os.environ.get(args.api_key_env, "") if args.api_key_env else None
     standin = OpenAIStandIn(args.host, args.port, args.scenario, args.slots,
                             models=args.model or ("standin-small", "standin-large"), api_key=key or None,
-                            loading_seconds=args.loading_seconds, flavor=args.flavor)
+                            loading_seconds=args.loading_seconds, flavor=args.flavor, reviews=args.reviews)
     return serve_in_foreground(standin)

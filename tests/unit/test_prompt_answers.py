@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import string
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,19 @@ def test_favour_makes_every_documenter_vote_favourable_and_is_off_by_default():
 def test_other_prompts_are_not_research_prompts():
     for prompt in ("hello", "", "think hard", "[[standin:overloaded]] explain RATING: in one line"):
         assert P.prompt_kind(prompt) is None and P.answer_prompt(prompt) is None
+
+
+def test_the_stand_ins_take_the_review_tuning_on_their_command_line():
+    import argparse
+
+    from ops.standins.server import parse_reviews
+    assert parse_reviews("good=1,agree=0.9, favour=1") == {"good": 1.0, "agree": 0.9, "favour": 1.0}
+    for bad in ("good=2", "nice=1", "good", "good=x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_reviews(bad)
+    import subprocess
+    import sys
+    for name in ("claude", "openai", "chat-site"):
+        out = subprocess.run([sys.executable, "-m", "ops.standins", name, "--help"], capture_output=True, text=True,
+                             timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
+        assert out.returncode == 0 and "--reviews" in out.stdout, (name, out.stderr)

@@ -60,7 +60,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ops.standins.chat_site.scenarios import SCENARIOS, clean, reset_clock, scenario_of, turn_state
-from ops.standins.server import StandinServer, serve_in_foreground
+from ops.standins.server import StandinServer, reviews_option, serve_in_foreground
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
@@ -327,8 +327,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--deep-limit", action="store_true", help="Gemini: picking Deep Think shows its limit")
     parser.add_argument("--real-url-after", type=float, default=DEFAULT_CONTROL["real_url_after"],
                         help="seconds ChatGPT shows a new chat's transient /c/WEB:... URL (real site: ~15)")
+    reviews_option(parser)
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
                             deep=args.deep, layout=args.layout, wall=args.wall, downgrade=args.downgrade,
-                            deep_limit=args.deep_limit, real_url_after=args.real_url_after)
+                            deep_limit=args.deep_limit, real_url_after=args.real_url_after, reviews=args.reviews)
     return serve_in_foreground(server)
