@@ -136,7 +136,7 @@ def comment_target(config) -> float:
     from services.backends.sim import parse_settings
     worst = 0.0
     for account in config.accounts:
-        spec = parse_settings({k: v for k, v in account.settings.items() if k not in ("backend",)})["latency"]["standard"]
+        spec = parse_settings({k: v for k, v in account.settings.items() if k not in ("backend",)}).latency["standard"]
         if spec["dist"] == "lognormal":
             worst = max(worst, spec["median"] * 2.718281828 ** (1.645 * spec["sigma"]))
         else:

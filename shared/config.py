@@ -6,11 +6,13 @@ a quota must not silently mean "unlimited").
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from shared.errors import ExitCode, StartupError
 
@@ -54,35 +56,68 @@ def format_size(n: int | float) -> str:
 MAX_MAP_CEILING = 1 << 40
 
 
+# shared/settings.py (the one settings validator) imports this module, so the sections below declare their
+# keys for it as field metadata (the same rules its ``setting()`` takes) instead of importing it here
+SETTING = "fano.setting"
+T = TypeVar("T")
+
+
+def _key(default: Any, doc: str, **rules: Any) -> Any:
+    """A key of a ``[broker]`` / ``[scheduler]`` table: its default, doc line and rules (see
+    :func:`shared.settings.setting`)."""
+    meta = {SETTING: dict(doc=doc, **rules)}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _sizes_ok(cfg: BrokerConfig) -> None:
+    from shared.settings import Invalid
+
+    if cfg.headroom >= cfg.map_size:
+        raise Invalid(f"expected less than map_size ({format_size(cfg.map_size)}), got {format_size(cfg.headroom)}",
+                      key="headroom")
+    if cfg.map_ceiling < cfg.map_size:
+        raise Invalid(f"expected at least map_size ({format_size(cfg.map_size)}), got {format_size(cfg.map_ceiling)}",
+                      key="map_ceiling")
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
-    map_size: int = 1024**3           # the map at first start; it grows by itself up to map_ceiling
-    # kept free for running work (acks, completions, failures, cancels) once new work is refused, both in
-    # the map and as disk blocks allocated ahead of use in data.mdb (services/broker/capacity.py)
-    headroom: int = 32 * 1024**2
-    map_ceiling: int = 64 * 1024**3   # the map grows by itself (doubling) up to this, and what the disk allows
-    disk_reserve: int = 1024**3       # free disk space the broker leaves to everything else (logs, transcripts)
-    max_batch: int = 256              # requests folded into one group commit
-    lease_ttl: float = 60.0           # default lease length, seconds (monotonic)
-    max_lease_ttl: float = 3 * 3600.0
-    backoff_base: float = 5.0         # world seconds; doubled per attempt
-    backoff_max: float = 3600.0
-    default_max_attempts: int = 3
-    parked_key_window: float = 3600.0  # a key parked this recently is refused unless forced
-    request_log_ttl: float = 86400.0   # how long retried request ids are remembered
-    event_retention: int = 200_000     # events kept in the outbox
-    history_limit: int = 50            # transitions kept per task
-    # world seconds a task whose last turn has an unknown outcome waits for that account to reconcile it
-    # (e.g. the account's worker is frozen); then any account may take it (0 = wait for that account forever)
-    unknown_turn_hold: float = 1800.0
-    # provider refusals (transient, nothing sent: overload, 5xx) that do not burn an attempt, per task
-    max_refusals: int = 20
-    # world seconds after which an acked DONE/CANCELLED task is compacted (payload, result and history
-    # dropped, identity and key kept); 0 = keep every task whole forever. PARKED tasks are never compacted
-    task_retention: float = 14 * 86400.0
-    # world seconds after its last put that a module's working-data key (put with "working": true: an
-    # unusable answer, a finished job's scratch; docs/storage.md) is deleted; 0 = keep it forever
-    working_retention: float = 14 * 86400.0
+    """The ``[broker]`` table (validated by :func:`shared.settings.load`; README "Configuration")."""
+
+    map_size: int = _key(1024**3, "the map at first start; it grows by itself up to map_ceiling", kind="size", lo=1)
+    headroom: int = _key(32 * 1024**2, "kept free for running work (acks, completions, failures, cancels) once new "
+                                       "work is refused, in the map and as disk blocks allocated ahead of use in "
+                                       "data.mdb (services/broker/capacity.py)", kind="size", lo=0)
+    map_ceiling: int = _key(64 * 1024**3, "the map grows by itself (doubling) up to this, and to what the disk "
+                                          "allows", kind="size", lo=1, hi=MAX_MAP_CEILING)
+    disk_reserve: int = _key(1024**3, "free disk space the broker leaves to everything else (logs, transcripts)",
+                             kind="size", lo=0)
+    max_batch: int = _key(256, "requests folded into one group commit", lo=1)
+    lease_ttl: float = _key(60.0, "default lease length, seconds (monotonic)", lo=0)
+    max_lease_ttl: float = _key(3 * 3600.0, "the longest lease a worker may ask for, seconds", lo=0)
+    backoff_base: float = _key(5.0, "retry backoff, world seconds; doubled per attempt", lo=0)
+    backoff_max: float = _key(3600.0, "the longest retry backoff, world seconds", lo=0)
+    default_max_attempts: int = _key(3, "attempts of a task that does not say", lo=1)
+    parked_key_window: float = _key(3600.0, "a key parked this recently is refused unless forced (seconds)", lo=0)
+    request_log_ttl: float = _key(86400.0, "how long retried request ids are remembered (seconds)", lo=0)
+    event_retention: int = _key(200_000, "events kept in the outbox", lo=0)
+    history_limit: int = _key(50, "transitions kept per task", lo=0)
+    unknown_turn_hold: float = _key(1800.0, "world seconds a task whose last turn has an unknown outcome waits for "
+                                            "that account to reconcile it (e.g. its worker is frozen); then any "
+                                            "account may take it; 0 = wait for that account forever", lo=0)
+    max_refusals: int = _key(20, "provider refusals (transient, nothing sent: overload, 5xx) that do not burn an "
+                                 "attempt, per task", lo=0)
+    task_retention: float = _key(14 * 86400.0, "world seconds after which an acked DONE/CANCELLED task is compacted "
+                                               "(payload, result and history dropped, identity and key kept); "
+                                               "0 = keep every task whole forever; PARKED tasks are never compacted",
+                                 lo=0)
+    working_retention: float = _key(14 * 86400.0, "world seconds after its last put that a module's working-data key "
+                                                  "(docs/storage.md) is deleted; 0 = keep it forever", lo=0)
+
+    def check(self) -> None:
+        _sizes_ok(self)
 
 
 # docs/research.md § Default priorities: base priority by task kind (the part after the module's dot, or the whole kind)
@@ -101,30 +136,38 @@ DEFAULT_BASE_PRIORITIES = {
 }
 
 
+def _with_default_priorities(table: dict[str, Any]) -> dict[str, Any]:
+    return {**DEFAULT_BASE_PRIORITIES, **table}
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """Dynamic priority = base(kind) + module weight + min(aging_cap, aging_per_hour * hours waiting)
-    + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first."""
+    + backlog boost + seed_weight * attrs.seed_priority + attrs.comment_boost; ties: oldest first.
+    The ``[scheduler]`` table (validated by :func:`shared.settings.load`)."""
 
-    base_priorities: dict = field(default_factory=lambda: dict(DEFAULT_BASE_PRIORITIES))
-    default_base: int = 50
-    module_weights: dict = field(default_factory=dict)    # module -> additive weight (run-time adjustable)
-    aging_per_hour: float = 2.0
-    aging_cap: float = 20.0
-    seed_weight: float = 10.0
-    # module -> [[waiting_tasks_threshold, boost], ...]: e.g. documenter +15 above 10 waiting, +30 above 20
-    # module -> [[queued tasks, boost], ...]; none by default: the documenter boosts its own tasks by the
-    # blessed insights waiting (its queue never holds more than a handful), see its settings
-    backlog_boosts: dict = field(default_factory=dict)
-    lease_ttl: float = 60.0       # what the scheduler asks workers to lease for; they renew at ttl/3
-    assign_timeout: float = 10.0  # an assignment the worker neither leased nor declined is retried after this
-    # world seconds a conversation turn waits while the account holding its conversation cannot run it
-    # (quota window used up, cooling down, paused, offline) before another account it allows may continue
-    # the conversation (services/broker/ops_handoff.py); 0 = never hand a conversation off
-    conversation_handoff: float = 900.0
-    # accounts kept out of deep turns while they have standard work, so that a comment or a short step
-    # never waits for a deep turn to end (services/scheduler/responsive.py); 0 = every account may be in one
-    responsive_accounts: int = 1
+    base_priorities: dict[str, Any] = _key(DEFAULT_BASE_PRIORITIES, "base priority by task kind (the part after the "
+                                           "module's dot, or the whole kind); the table given is laid over these "
+                                           "defaults", kind="table", parse=_with_default_priorities)
+    default_base: int = _key(50, "the base priority of a kind the table does not name")
+    module_weights: dict[str, Any] = _key({}, "module -> additive weight (run-time adjustable: fanoctl modules "
+                                              "weights)")
+    aging_per_hour: float = _key(2.0, "priority gained per hour waiting ...", lo=0)
+    aging_cap: float = _key(20.0, "... up to this", lo=0)
+    seed_weight: float = _key(10.0, "priority per point of attrs.seed_priority", lo=0)
+    # none by default: the documenter boosts its own tasks by the blessed insights waiting (its queue never
+    # holds more than a handful), see its settings
+    backlog_boosts: dict[str, Any] = _key({}, "module -> [[queued tasks, boost], ...]: e.g. +15 above 10 queued")
+    lease_ttl: float = _key(60.0, "what the scheduler asks workers to lease for; they renew at ttl/3", lo=0)
+    assign_timeout: float = _key(10.0, "an assignment the worker neither leased nor declined is retried after this",
+                                 lo=0)
+    conversation_handoff: float = _key(900.0, "world seconds a conversation turn waits while the account holding its "
+                                              "conversation cannot run it (quota used up, cooling down, paused, "
+                                              "offline) before another account it allows may continue the "
+                                              "conversation (services/broker/ops_handoff.py); 0 = never", lo=0)
+    responsive_accounts: int = _key(1, "accounts kept out of deep turns while they have standard work, so that a "
+                                       "comment or a short step never waits for a deep turn to end "
+                                       "(services/scheduler/responsive.py); 0 = every account may be in one", lo=0)
 
 
 @dataclass(frozen=True)
@@ -142,6 +185,29 @@ MODES = ("standard", "deep")
 MODULES = ("explorer", "documenter", "researcher", "advisor")
 ADHOC = "adhoc"
 KNOWN_MODULES = MODULES + (ADHOC,)
+
+
+@dataclass(frozen=True)
+class PathKeys:
+    """The ``[paths]`` table: folders relative to the file's own (``FANO_RUN_DIR`` etc. override them)."""
+
+    run_dir: str = _key("var/run", "sockets and lock files", nonempty=True)
+    data_dir: str = _key("var/data", "the database, the simulated providers' logs, the accounts' own files",
+                         nonempty=True)
+    log_dir: str = _key("var/log", "the programs' logs", nonempty=True)
+
+
+@dataclass(frozen=True)
+class AccountKeys:
+    """The keys of an ``[accounts.NAME]`` table every kind has (:data:`ACCOUNT_KEYS`); the rest of the
+    table is the kind's own settings, which its settings class (e.g. ``services/backends/sim.py``'s) checks."""
+
+    backend: str = _key(None, "the kind of account (required)", kind="str", choices=BACKENDS, required=True)
+    modes: tuple[str, ...] = _key(("standard",), "the modes the account offers (deep: ChatGPT Pro, Gemini Deep "
+                                                 "Think, Claude extended thinking)", choices=MODES, min_items=1)
+    unknown_turn_hold: float | None = _key(None, "seconds: this account's own [broker] unknown_turn_hold, read by "
+                                                 "the broker (0 = wait for this account forever; at most ten years)",
+                                           kind="float", lo=0, hi=10 * 366 * 86400)
 
 
 def unknown_name(what: str, name, known) -> str:
@@ -239,63 +305,11 @@ class Config(_Sockets):
         return self.run_dir / f"{program}.lock"
 
 
-def _section(data: dict, name: str, allowed: set[str], where: str) -> dict:
-    sec = data.get(name, {})
-    if not isinstance(sec, dict):
-        raise ConfigError(f"{where}: [{name}] must be a table")
-    unknown = set(sec) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
-    return sec
+def _table(cls: type[T], table: Any, where: str) -> T:
+    """``table`` as ``cls`` (its keys declared with :func:`_key`); errors name ``where`` (file and table)."""
+    from shared.settings import load  # here: shared/settings.py imports this module
 
-
-def _broker(sec: dict, where: str) -> BrokerConfig:
-    kw = {}
-    defaults = BrokerConfig()
-    for key, value in sec.items():
-        if key in ("map_size", "headroom", "map_ceiling", "disk_reserve"):
-            try:
-                kw[key] = parse_size(value)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: broker.{key}: {exc}") from None
-        else:
-            want = type(getattr(defaults, key))
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}: broker.{key} must be a number")
-            kw[key] = want(value)
-    cfg = BrokerConfig(**kw)
-    if cfg.headroom >= cfg.map_size:
-        raise ConfigError(f"{where}: broker.headroom must be smaller than broker.map_size")
-    if cfg.working_retention < 0:
-        raise ConfigError(f"{where}: broker.working_retention must be >= 0 seconds (0 = keep forever)")
-    if cfg.map_ceiling < cfg.map_size:
-        raise ConfigError(f"{where}: broker.map_ceiling ({format_size(cfg.map_ceiling)}) must not be below "
-                          f"broker.map_size ({format_size(cfg.map_size)})")
-    if cfg.map_ceiling > MAX_MAP_CEILING:
-        raise ConfigError(f"{where}: broker.map_ceiling must be at most {format_size(MAX_MAP_CEILING)}")
-    return cfg
-
-
-def _scheduler(sec: dict, where: str) -> SchedulerConfig:
-    defaults = SchedulerConfig()
-    kw = {}
-    for key, value in sec.items():
-        want = type(getattr(defaults, key))
-        if want is dict:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: scheduler.{key} must be a table")
-            if key == "base_priorities":
-                value = {**DEFAULT_BASE_PRIORITIES, **value}
-            kw[key] = dict(value)
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: scheduler.{key} must be a number")
-        else:
-            kw[key] = want(value)
-    if kw.get("responsive_accounts", 0) < 0 or kw.get("responsive_accounts", 0) != sec.get("responsive_accounts", 0):
-        raise ConfigError(f"{where}: scheduler.responsive_accounts must be a whole number >= 0 (0 = off)")
-    if kw.get("conversation_handoff", 0.0) < 0:
-        raise ConfigError(f"{where}: scheduler.conversation_handoff must be >= 0 seconds (0 = never)")
-    return SchedulerConfig(**kw)
+    return load(cls, table, where)
 
 
 def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
@@ -329,7 +343,7 @@ def _quotas(data: dict, where: str) -> tuple[QuotaConfig, ...]:
 
 
 # the keys of an [accounts.NAME] table that are not the backend's own settings (those go to its worker)
-ACCOUNT_KEYS = ("backend", "modes", "unknown_turn_hold")
+ACCOUNT_KEYS = tuple(f.name for f in dataclasses.fields(AccountKeys))
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -343,20 +357,9 @@ def _accounts(data: dict, where: str) -> tuple[AccountConfig, ...]:
             raise ConfigError(f"{where}: account name {name!r} must match {_ACCOUNT_NAME.pattern}")
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: [accounts.{name}] must be a table")
-        backend = spec.get("backend")
-        if backend not in BACKENDS:
-            raise ConfigError(f"{where}: accounts.{name}.backend must be one of {', '.join(BACKENDS)}")
-        modes = spec.get("modes", ["standard"])
-        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
-            raise ConfigError(f"{where}: accounts.{name}.modes must be a non-empty list of standard/deep")
-        hold = spec.get("unknown_turn_hold")
-        if hold is not None and (isinstance(hold, bool) or not isinstance(hold, (int, float))
-                                 or not 0 <= hold <= 10 * 366 * 86400):
-            raise ConfigError(f"{where}: accounts.{name}.unknown_turn_hold must be a number of seconds in "
-                              f"[0, ten years] (0 = wait for this account forever), got {hold!r}")
+        common = _table(AccountKeys, {k: spec[k] for k in ACCOUNT_KEYS if k in spec}, f"{where}: [accounts.{name}]")
         settings = {k: v for k, v in spec.items() if k not in ACCOUNT_KEYS}
-        out.append(AccountConfig(name, backend, tuple(modes), settings,
-                                 None if hold is None else float(hold)))
+        out.append(AccountConfig(name, common.backend, common.modes, settings, common.unknown_turn_hold))
     return tuple(out)
 
 
@@ -444,13 +447,13 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     unknown = set(data) - {"paths", "broker", "quotas", "accounts", "modules", "scheduler"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
-    paths = _section(data, "paths", {"run_dir", "data_dir", "log_dir"}, where)
+    paths = dataclasses.asdict(_table(PathKeys, data.get("paths", {}), f"{where}: [paths]"))
 
     def resolve(key: str, default: str) -> Path:
         return _resolve_path(cfg_path, paths, key, default)
 
-    broker = _broker(_section(data, "broker", set(BrokerConfig.__dataclass_fields__), where), where)
-    scheduler = _scheduler(_section(data, "scheduler", set(SchedulerConfig.__dataclass_fields__), where), where)
+    broker = _table(BrokerConfig, data.get("broker", {}), f"{where}: [broker]")
+    scheduler = _table(SchedulerConfig, data.get("scheduler", {}), f"{where}: [scheduler]")
     cfg = Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
                  accounts=_accounts(data, where), modules=_modules(data, where))

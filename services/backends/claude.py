@@ -1,6 +1,7 @@
 """``claude``: the Anthropic Messages API through the official ``anthropic`` SDK (docs/architecture.md § Backends).
 
-Settings (the ``[accounts.NAME]`` table; all optional)::
+Settings (the ``[accounts.NAME]`` table; all optional; each key declared once in :class:`ClaudeSettings` and
+validated by :mod:`shared.settings`)::
 
     [accounts.claude-main]
     backend = "claude"
@@ -60,8 +61,8 @@ request from a file) and handed only to the SDK; it is in no message, no meta an
 from __future__ import annotations
 
 import logging
-import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -70,81 +71,61 @@ from services.backends.claude_errors import classify_exception, exhausted_until,
 from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window, resend_note
 from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
+from shared.settings import Invalid, load, setting
 
 log = logging.getLogger("fano.backends.claude")
 
 MODES = ("standard", "deep")
 SLICE = 0.05                     # real seconds between two looks at cancelled()
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-DEFAULTS = {"base_url": None, "model": "claude-sonnet-4-6", "deep_model": "claude-opus-4-5", "max_tokens": 8192,
-            "deep_max_tokens": 32000, "thinking": "enabled", "thinking_budget": 16000, "effort": "high",
-            "system": "", "transcript_chars": 60000, "timeout": 600.0, "connect_timeout": 10.0,
-            "billing_retry": 21600.0, "proactive_cooldown": True}
-_KNOWN = set(DEFAULTS) | {"modes", "api_key_env", "api_key_file", "api_key"}
 
 
-def _int(settings: dict, name: str, lo: int, hi: int) -> int:
-    value = settings.get(name, DEFAULTS[name])
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"claude setting {name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise Invalid(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
 
 
-def _seconds(settings: dict, name: str, lo: float, hi: float) -> float:
-    value = settings.get(name, DEFAULTS[name])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not lo < value <= hi:
-        raise ValueError(f"claude setting {name} must be a number of seconds in ({lo:g}, {hi:g}], got {value!r}")
-    return float(value)
+@dataclass(frozen=True)
+class ClaudeSettings:
+    """The ``[accounts.NAME]`` table of a ``claude`` account, each key declared once (see the module
+    docstring for an example)."""
+
+    modes: tuple = setting(("standard",), "the account's modes", choices=MODES, min_items=1)
+    api_key_env: str | None = setting(None, "the variable holding the key", kind="str", nonempty=True)
+    api_key_file: str | None = setting(None, "the file holding the key", kind="str", nonempty=True)
+    base_url: str | None = setting(None, "the API's URL; default: the SDK's", kind="str", parse=_url,
+                                   expected="an http:// or https:// URL")
+    model: str = setting("claude-sonnet-4-6", "standard mode's model", nonempty=True)
+    deep_model: str = setting("claude-opus-4-5", "deep mode's model (thinking = \"enabled\" needs one that "
+                                                 "accepts budget_tokens)", nonempty=True)
+    max_tokens: int = setting(8192, "standard mode", lo=1, hi=1_000_000)
+    deep_max_tokens: int = setting(32000, "deep mode; must exceed thinking_budget", lo=1, hi=1_000_000)
+    thinking: str = setting("enabled", "deep mode: extended thinking with a budget, or adaptive (effort)",
+                            choices=("enabled", "adaptive"))
+    thinking_budget: int = setting(16000, "for thinking = \"enabled\"", lo=1024, hi=1_000_000)
+    effort: str = setting("high", "for thinking = \"adaptive\"", choices=EFFORTS)
+    system: str = setting("", "an optional system prompt for every request")
+    transcript_chars: int = setting(60000, "replay budget of a conversation (prompts + replies)", lo=1000,
+                                    hi=10_000_000)
+    timeout: float = setting(600.0, "seconds without a byte from the API before giving up", lo=0, lo_open=True,
+                             hi=86400)
+    connect_timeout: float = setting(10.0, "seconds to connect", lo=0, lo_open=True, hi=600)
+    billing_retry: float = setting(21600.0, "cool-down after a spend-limit / credit refusal (seconds)", lo=59,
+                                   lo_open=True, hi=90 * 86400)
+    proactive_cooldown: bool = setting(True, "requests bucket at 0: report the cool-down, do not send")
+
+    def check(self):
+        if self.thinking == "enabled" and "deep" in self.modes and self.thinking_budget >= self.deep_max_tokens:
+            raise Invalid(f"expected below deep_max_tokens ({self.deep_max_tokens}): the answer needs room after "
+                          f"the thinking, got {self.thinking_budget}", key="thinking_budget")
 
 
-def _text(settings: dict, name: str, empty_ok: bool = False) -> str:
-    value = settings.get(name, DEFAULTS[name])
-    if not isinstance(value, str) or (not empty_ok and not value.strip()):
-        raise ValueError(f"claude setting {name} must be a {'' if empty_ok else 'non-empty '}string, got {value!r}")
-    return value
-
-
-def parse_settings(settings: dict) -> dict:
-    """Validate an account's settings and return them complete with defaults. Raises ValueError (the
-    key settings are checked by :func:`load_api_key`, which also refuses an inline ``api_key``)."""
-    if not isinstance(settings, dict):
-        raise ValueError("claude settings must be a table")
-    unknown = set(settings) - _KNOWN
-    if unknown:
-        raise ValueError(f"unknown claude setting(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(_KNOWN - {'api_key'}))})")
-    modes = settings.get("modes", ["standard"])
-    if not isinstance(modes, (list, tuple)) or not modes or any(m not in MODES for m in modes):
-        raise ValueError(f"claude setting modes must be a non-empty list of {', '.join(MODES)}")
-    out: dict = {"modes": tuple(modes)}
-    base_url = settings.get("base_url")
-    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
-        raise ValueError(f"claude setting base_url must be an http:// or https:// URL, got {base_url!r}")
-    out["base_url"] = base_url.rstrip("/") if base_url else None
-    out["model"] = _text(settings, "model")
-    out["deep_model"] = _text(settings, "deep_model")
-    out["max_tokens"] = _int(settings, "max_tokens", 1, 1_000_000)
-    out["deep_max_tokens"] = _int(settings, "deep_max_tokens", 1, 1_000_000)
-    out["thinking"] = settings.get("thinking", DEFAULTS["thinking"])
-    if out["thinking"] not in ("enabled", "adaptive"):
-        raise ValueError(f"claude setting thinking must be \"enabled\" or \"adaptive\", got {out['thinking']!r}")
-    out["thinking_budget"] = _int(settings, "thinking_budget", 1024, 1_000_000)
-    if out["thinking"] == "enabled" and "deep" in modes and out["thinking_budget"] >= out["deep_max_tokens"]:
-        raise ValueError(f"claude setting thinking_budget ({out['thinking_budget']}) must be below "
-                         f"deep_max_tokens ({out['deep_max_tokens']}): the answer needs room after the thinking")
-    out["effort"] = settings.get("effort", DEFAULTS["effort"])
-    if out["effort"] not in EFFORTS:
-        raise ValueError(f"claude setting effort must be one of {', '.join(EFFORTS)}, got {out['effort']!r}")
-    out["system"] = _text(settings, "system", empty_ok=True)
-    out["transcript_chars"] = _int(settings, "transcript_chars", 1000, 10_000_000)
-    out["timeout"] = _seconds(settings, "timeout", 0, 86400)
-    out["connect_timeout"] = _seconds(settings, "connect_timeout", 0, 600)
-    out["billing_retry"] = _seconds(settings, "billing_retry", 59, 90 * 86400)
-    if not isinstance(settings.get("proactive_cooldown", True), bool):
-        raise ValueError("claude setting proactive_cooldown must be true or false")
-    out["proactive_cooldown"] = settings.get("proactive_cooldown", True)
-    return out
+def parse_settings(settings: dict, where: str = "claude settings") -> ClaudeSettings:
+    """Validate an account's settings with :mod:`shared.settings` (raises its SettingsError naming the key);
+    the key's placement is checked by :func:`load_api_key`, which also refuses an inline ``api_key``."""
+    table = {k: v for k, v in settings.items() if k != "api_key"} if isinstance(settings, dict) else settings
+    return load(ClaudeSettings, table, where)
 
 
 def _usage(message) -> dict:
@@ -162,7 +143,7 @@ class ClaudeProvider(Provider):
 
     def __init__(self, account: str, settings: dict, clock, data_dir, environ: dict | None = None):
         super().__init__(account, settings, clock, data_dir)
-        self.config = parse_settings(settings or {})
+        self.config = parse_settings(settings or {}, f"[accounts.{account}]")
         self.keys = KeySource(account, "claude", settings or {}, environ=environ)
         try:
             # a misplaced key (inline, inside the repository) or a missing variable fails here, at start
@@ -178,7 +159,7 @@ class ClaudeProvider(Provider):
 
     @property
     def modes(self) -> list[str]:
-        return list(self.config["modes"])
+        return list(self.config.modes)
 
     def start(self) -> None:
         if self.store is None:
@@ -191,8 +172,8 @@ class ClaudeProvider(Provider):
             import anthropic   # here, not at import: building the provider must stay cheap
 
             self.client = anthropic.Anthropic(
-                api_key=self.secret.reveal(), base_url=self.config["base_url"], max_retries=0,
-                timeout=anthropic.Timeout(self.config["timeout"], connect=self.config["connect_timeout"]))
+                api_key=self.secret.reveal(), base_url=self.config.base_url, max_retries=0,
+                timeout=anthropic.Timeout(self.config.timeout, connect=self.config.connect_timeout))
 
     def close(self) -> None:
         if self.client is not None:
@@ -218,29 +199,29 @@ class ClaudeProvider(Provider):
     # --- building a request -------------------------------------------------------------------------
 
     def model_for(self, mode: str) -> str:
-        return self.config["deep_model"] if mode == "deep" else self.config["model"]
+        return self.config.deep_model if mode == "deep" else self.config.model
 
     def replay_for(self, turn: Turn) -> Replay | None:
         """The bounded window of the conversation's earlier exchanges (None for a one-shot turn)."""
         if not turn.conversation:
             return None
         prior = [ex for ex in self.store.turns(conversation_key(turn)) if ex.index < turn.turn_index]
-        return replay_window(prior, self.config["transcript_chars"])
+        return replay_window(prior, self.config.transcript_chars)
 
     def request_params(self, turn: Turn, replay: Replay | None) -> dict:
         """The keyword arguments of ``messages.stream`` for ``turn`` (pure: no I/O)."""
         cfg = self.config
         deep = turn.mode == "deep"
         params: dict = {"model": self.model_for(turn.mode),
-                        "max_tokens": cfg["deep_max_tokens"] if deep else cfg["max_tokens"],
+                        "max_tokens": cfg.deep_max_tokens if deep else cfg.max_tokens,
                         "messages": replay.messages(turn.prompt) if replay else
                         [{"role": "user", "content": turn.prompt}]}
-        if deep and cfg["thinking"] == "enabled":
-            params["thinking"] = {"type": "enabled", "budget_tokens": cfg["thinking_budget"]}
+        if deep and cfg.thinking == "enabled":
+            params["thinking"] = {"type": "enabled", "budget_tokens": cfg.thinking_budget}
         elif deep:
             params["thinking"] = {"type": "adaptive"}
-            params["output_config"] = {"effort": cfg["effort"]}
-        system = [part for part in (cfg["system"].strip(), replay.summary_block() if replay else "") if part]
+            params["output_config"] = {"effort": cfg.effort}
+        system = [part for part in (cfg.system.strip(), replay.summary_block() if replay else "") if part]
         if system:
             params["system"] = "\n\n".join(system)
         return params
@@ -251,7 +232,7 @@ class ClaudeProvider(Provider):
         """Stream one turn to the API; every failure is a classified ProviderError."""
         self._refresh_key()   # an unreadable key file: auth, nothing sent
         self.start()
-        if turn.mode not in self.config["modes"]:
+        if turn.mode not in self.config.modes:
             raise ProviderError("terminal", f"claude account {self.account} has no mode {turn.mode!r}", sent=False)
         if not turn.prompt.strip():
             raise ProviderError("terminal", "empty prompt: the API refuses empty messages", sent=False)
@@ -260,7 +241,7 @@ class ClaudeProvider(Provider):
         # was reconciled by the runtime before this send, and any other task is a new question to send
         model = self.model_for(turn.mode)
         now = self.clock.world()
-        until = exhausted_until(self.limits.get(model), now) if self.config["proactive_cooldown"] else None
+        until = exhausted_until(self.limits.get(model), now) if self.config.proactive_cooldown else None
         if until is not None:
             log.info("%s: requests bucket of %s empty until %.0f: not sending task %s", self.account, model,
                      until, turn.task_id)
@@ -337,7 +318,7 @@ class ClaudeProvider(Provider):
     def _classified(self, exc: BaseException, model: str | None = None) -> ProviderError:
         if isinstance(exc, ProviderError):
             return exc
-        error = classify_exception(exc, self.clock.world(), self.config["billing_retry"])
+        error = classify_exception(exc, self.clock.world(), self.config.billing_retry)
         if error is None:
             log.warning("%s: unclassified error from the API client: %s", self.account, type(exc).__name__)
             error = ProviderError("unknown", f"{type(exc).__name__}: {exc}"[:500], sent=True)
@@ -377,7 +358,7 @@ class ClaudeProvider(Provider):
         message is generated, nothing is billed)."""
         self._refresh_key()
         self.start()
-        client = self.client.with_options(timeout=min(30.0, self.config["timeout"]))
+        client = self.client.with_options(timeout=min(30.0, self.config.timeout))
         models = {mode: self.model_for(mode) for mode in self.modes}
         now = self.clock.world()
         missing = []
@@ -390,7 +371,7 @@ class ClaudeProvider(Provider):
                     missing.append(model)
                     continue
                 raise self._classified(exc) from None
-            until = exhausted_until(self.limits.get(model), now) if self.config["proactive_cooldown"] else None
+            until = exhausted_until(self.limits.get(model), now) if self.config.proactive_cooldown else None
             if until is not None:
                 raise ProviderError("quota", f"requests rate limit of {model} exhausted; resets in "
                                     f"{until - now:.0f} s", retry_after=until - now, sent=False)
@@ -400,8 +381,8 @@ class ClaudeProvider(Provider):
                                  if model in missing)
             return {"ok": False, "detail": f"claude: key accepted, but the API has no model "
                     f"{', '.join(missing)} (fix the account's {settings} setting); {names}",
-                    "model": self.config["model"], "models": models, "missing_models": missing}
-        return {"ok": True, "detail": f"claude: key accepted; {names}", "model": self.config["model"],
+                    "model": self.config.model, "models": models, "missing_models": missing}
+        return {"ok": True, "detail": f"claude: key accepted; {names}", "model": self.config.model,
                 "models": models}
 
 

@@ -6,7 +6,8 @@ dependency of the project (pyproject.toml), and its own retries and timeouts wou
 retry). A request runs in a small daemon thread (:class:`_Call`) so that ``send`` can poll ``cancelled()``
 between chunks and close the connection at once, even while the server is still thinking.
 
-Settings (``[accounts.NAME]``, ``backend = "openai"``)::
+Settings (``[accounts.NAME]``, ``backend = "openai"``; each key declared once in
+:class:`services.backends.openai_wire.Keys` and validated by :mod:`shared.settings`)::
 
     base_url = "http://127.0.0.1:11434/v1"      # required; the server's OpenAI prefix
     model = "qwen3:8b"                          # or per mode: models = {standard = "...", deep = "..."}
@@ -225,7 +226,7 @@ class OpenAIProvider(Provider):
 
     def __init__(self, account: str, settings: dict, clock, data_dir):
         super().__init__(account, settings, clock, data_dir)
-        self.config = parse_settings(settings or {})
+        self.config = parse_settings(settings or {}, f"[accounts.{account}]")
         self.keys = KeySource(account, "openai", settings, required=False)
         try:
             self.key = self.keys.current()     # ConfigError if misplaced; a key file is read again per request

@@ -7,7 +7,6 @@ is in the provider's module docstring.
 from __future__ import annotations
 
 import json
-import math
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -15,13 +14,12 @@ from typing import Callable
 
 from services.backends.base import ProviderError
 from services.backends.retry_after import parse_retry_after  # noqa: F401  (part of this module's API)
+from shared.settings import Invalid, SettingsError, load, setting
 
 MODES = ("standard", "deep")
 EFFORTS = ("none", "minimal", "low", "medium", "high")
 LOADING_RETRY = 10.0     # 503 "Loading model" without Retry-After
 BUSY_RETRY = 5.0         # 503 queue full / 429 without Retry-After
-_KNOWN = {"base_url", "model", "models", "reasoning_effort", "max_tokens", "temperature", "system_prompt",
-          "timeout", "transcript_chars", "max_concurrency", "slot_wait", "api_key_env", "api_key_file", "modes"}
 _CONTEXT = re.compile(r"maximum context length|context length|context window|context size|too many tokens|"
                       r"context_length_exceeded|exceed_context_size|prompt is too long|input is too long|"
                       r"too long for the model", re.IGNORECASE)
@@ -29,6 +27,82 @@ _LOADING = re.compile(r"loading", re.IGNORECASE)
 
 
 # --- settings -------------------------------------------------------------------------------------------
+
+def _url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise Invalid(f"expected the server's OpenAI prefix, e.g. \"http://127.0.0.1:11434/v1\", got {value!r}")
+    return value.rstrip("/")
+
+
+def _model_name(value, name: str = "") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"expected a non-empty model name{name}, got {value!r}")
+    return value.strip()
+
+
+def _effort(value, name: str = "") -> str:
+    if value not in EFFORTS:
+        raise Invalid(f"expected one of {', '.join(EFFORTS)}{name}, got {value!r}")
+    return value
+
+
+def _tokens(value, name: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**7:
+        raise Invalid(f"expected an integer in [1, 10000000]{name}, got {value!r}")
+    return value
+
+
+def _per_mode(check: Callable) -> Callable:
+    """A value for every mode, or a table ``{standard = ..., deep = ...}`` of values per mode."""
+    def parse(value):
+        if isinstance(value, dict):
+            bad = set(value) - set(MODES)
+            if bad:
+                raise Invalid(f"expected a table whose keys are modes ({', '.join(MODES)}), got {value!r}")
+            return {mode: check(v, f" for {mode}") for mode, v in value.items()}
+        return check(value)
+    return parse
+
+
+def _models(value) -> dict:
+    if not value:
+        raise Invalid(f'expected a table like {{standard = "...", deep = "..."}}, got {value!r}')
+    return _per_mode(_model_name)(value)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The ``[accounts.NAME]`` table of an ``openai`` account, each key declared once; resolved per mode
+    into :class:`Settings` by :func:`parse_settings`."""
+
+    base_url: str = setting(doc="the server's OpenAI prefix (required)", kind="str", required=True, parse=_url,
+                            expected='an http(s) URL, e.g. "http://127.0.0.1:11434/v1"')
+    model: str | None = setting(None, "the model of every mode (or models)", parse=_model_name,
+                                expected="a non-empty model name")
+    models: dict | None = setting(None, "a model per mode, {standard = ..., deep = ...} (or model)", kind="table",
+                                  parse=_models, expected='a table like {standard = "...", deep = "..."}')
+    reasoning_effort: object = setting({}, "a reasoning_effort for deep (or a table per mode); deep without a "
+                                           "model of its own: high", parse=_per_mode(_effort),
+                                       expected=f"one of {', '.join(EFFORTS)} (or a table per mode)")
+    max_tokens: object = setting({}, "a max_tokens for every mode (or a table per mode); default: the server's",
+                                 parse=_per_mode(_tokens), expected="an integer in [1, 10000000] (or a table per mode)")
+    temperature: float | None = setting(None, "sampling temperature; default: the server's", kind="float", lo=0, hi=2)
+    system_prompt: str = setting("", "a system prompt for every request")
+    timeout: float = setting(600.0, "seconds per request", lo=0.1, hi=86400)
+    transcript_chars: int = setting(24000, "replay budget of a conversation", lo=500, hi=10**8)
+    max_concurrency: int | None = setting(None, "requests in flight on the server from every account using it",
+                                          kind="int", lo=1, hi=1024)
+    slot_wait: float = setting(30.0, "seconds to wait for a free slot", lo=0, hi=86400)
+    api_key_env: str | None = setting(None, "the variable holding the key", kind="str", nonempty=True)
+    api_key_file: str | None = setting(None, "the file holding the key", kind="str", nonempty=True)
+    modes: tuple = setting(("standard",), "the account's modes", choices=MODES, min_items=1)
+
+    def check(self):
+        if (self.model is None) == (self.models is None):
+            raise Invalid('needs exactly one of model = "NAME" or models = {standard = "...", deep = "..."}',
+                          key="model")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -45,94 +119,30 @@ class Settings:
     modes: tuple
 
 
-def _number(value, name: str, lo: float, hi: float = math.inf, integer: bool = False):
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or not lo <= value <= hi:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"openai setting {name} must be {kind} in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def _per_mode(value, name: str, check: Callable, scalar_modes: tuple) -> dict:
-    """A scalar applies to ``scalar_modes``; a table gives a value per mode."""
-    if isinstance(value, dict):
-        bad = set(value) - set(MODES)
-        if bad:
-            raise ValueError(f"openai setting {name}: modes are {', '.join(MODES)}, got {', '.join(sorted(bad))}")
-        return {mode: check(v, f"{name}.{mode}") for mode, v in value.items()}
-    return {mode: check(value, name) for mode in scalar_modes}
-
-
-def _model_name(value, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"openai setting {name} must be a non-empty model name, got {value!r}")
-    return value.strip()
-
-
-def _effort(value, name: str) -> str:
-    if value not in EFFORTS:
-        raise ValueError(f"openai setting {name} must be one of {', '.join(EFFORTS)}, got {value!r}")
-    return value
-
-
-def parse_settings(settings: dict) -> Settings:
-    """Validate an account's settings (see the module docstring). Raises ValueError naming the key."""
-    if not isinstance(settings, dict):
-        raise ValueError("openai settings must be a table")
-    unknown = set(settings) - _KNOWN - {"api_key"}   # api_key inline: secrets.load_api_key explains
-    if unknown:
-        raise ValueError(f"unknown openai setting(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(_KNOWN))})")
-    base = settings.get("base_url")
-    parts = urllib.parse.urlsplit(base) if isinstance(base, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ValueError(f"openai setting base_url is required: the server's OpenAI prefix, e.g. "
-                         f"\"http://127.0.0.1:11434/v1\" (got {base!r})")
-    modes = settings.get("modes", ["standard"])
-    if not isinstance(modes, (list, tuple)) or not modes or any(m not in MODES for m in modes):
-        raise ValueError(f"openai setting modes must be a non-empty list of {', '.join(MODES)}")
-    if ("model" in settings) == ("models" in settings):
-        raise ValueError("openai settings need exactly one of model = \"NAME\" or models = {standard = \"...\", "
-                         "deep = \"...\"}")
-    if "model" in settings:
-        given = {"standard": _model_name(settings["model"], "model")}
-    else:
-        table = settings["models"]
-        if not isinstance(table, dict) or not table:
-            raise ValueError("openai setting models must be a table like {standard = \"...\", deep = \"...\"}")
-        given = _per_mode(table, "models", _model_name, ())
+def parse_settings(settings: dict, where: str = "openai settings") -> Settings:
+    """Validate an account's settings (see the module docstring) with :mod:`shared.settings`; raises its
+    SettingsError naming the key. An inline ``api_key`` is left to :func:`secrets.load_api_key`, which
+    explains where a key belongs."""
+    table = {k: v for k, v in settings.items() if k != "api_key"} if isinstance(settings, dict) else settings
+    keys = load(Keys, table, where)
+    given = {"standard": keys.model} if keys.model is not None else keys.models
     models = {}
-    for mode in modes:
+    for mode in keys.modes:
         # deep falls back to the standard model (then it differs by reasoning effort only)
         name = given.get(mode) or (given.get("standard") if mode == "deep" else None)
         if name is None:
-            raise ValueError(f"openai setting models has no model for mode {mode!r}")
+            raise SettingsError(where, "models", f"no model for mode {mode!r}")
         models[mode] = name
     efforts = {"deep": "high"} if "deep" not in given else {}
-    efforts.update(_per_mode(settings.get("reasoning_effort", {}), "reasoning_effort", _effort, ("deep",)))
-    efforts = {mode: effort for mode, effort in efforts.items() if mode in modes}
-    max_tokens = _per_mode(settings.get("max_tokens", {}), "max_tokens",
-                           lambda v, n: _number(v, n, 1, 10**7, integer=True), MODES)
-    temperature = settings.get("temperature")
-    if temperature is not None:
-        temperature = float(_number(temperature, "temperature", 0.0, 2.0))
-    system_prompt = settings.get("system_prompt", "")
-    if not isinstance(system_prompt, str):
-        raise ValueError("openai setting system_prompt must be a string")
-    concurrency = settings.get("max_concurrency")
-    if concurrency is not None:
-        concurrency = _number(concurrency, "max_concurrency", 1, 1024, integer=True)
-    for key in ("api_key_env", "api_key_file"):
-        if key in settings and (not isinstance(settings[key], str) or not settings[key]):
-            raise ValueError(f"openai setting {key} must be a non-empty string")
-    return Settings(base_url=base.rstrip("/"), models=models, efforts=efforts, max_tokens=max_tokens,
-                    temperature=temperature, system_prompt=system_prompt,
-                    timeout=float(_number(settings.get("timeout", 600), "timeout", 0.1, 86400)),
-                    transcript_chars=_number(settings.get("transcript_chars", 24000), "transcript_chars", 500,
-                                             10**8, integer=True),
-                    max_concurrency=concurrency,
-                    slot_wait=float(_number(settings.get("slot_wait", 30), "slot_wait", 0, 86400)),
-                    modes=tuple(modes))
+    effort = keys.reasoning_effort
+    efforts.update(effort if isinstance(effort, dict) else {"deep": effort})
+    efforts = {mode: e for mode, e in efforts.items() if mode in keys.modes}
+    tokens = keys.max_tokens
+    return Settings(base_url=keys.base_url, models=models, efforts=efforts,
+                    max_tokens=tokens if isinstance(tokens, dict) else {m: tokens for m in MODES},
+                    temperature=keys.temperature, system_prompt=keys.system_prompt, timeout=keys.timeout,
+                    transcript_chars=keys.transcript_chars, max_concurrency=keys.max_concurrency,
+                    slot_wait=keys.slot_wait, modes=keys.modes)
 
 
 def server_root(base_url: str) -> str:

@@ -50,7 +50,7 @@ def make_provider(account, clock, data_dir):
         raise ConfigError(f"accounts.{account.name}: {exc}") from exc
 
 
-# kind -> the module whose ``parse_settings(settings)`` validates an account's own table (the same function
+# kind -> the module whose ``parse_settings(settings, where)`` validates an account's own table (the same function
 # its provider calls at start); the web kinds validate against their site file (web/settings.py)
 SETTINGS: dict[str, str] = {
     "sim": "services.backends.sim",
@@ -70,14 +70,15 @@ def check_settings(account) -> None:
     supervisord's, not the caller's (ops/supervisor_conf.py warns about that instead)."""
     provider_class(account.backend)   # the kind exists and its module loads
     settings = dict(account.settings, modes=list(account.modes))
+    where = f"[accounts.{account.name}]"   # SettingsError names the table and the key (shared/settings.py)
     try:
         if account.backend in WEB:
             from services.backends.web.settings import parse_settings
             from services.backends.web.site import load_site
-            parse_settings(settings, load_site(account.backend))
+            parse_settings(settings, load_site(account.backend), where)
         else:
-            importlib.import_module(SETTINGS[account.backend]).parse_settings(settings)
-    except ValueError as exc:
+            importlib.import_module(SETTINGS[account.backend]).parse_settings(settings, where)
+    except ValueError as exc:   # a site file that does not load
         raise ConfigError(f"accounts.{account.name}: {exc}") from exc
     if account.backend in KEYED:
         from services.backends.secrets import load_api_key

@@ -6,7 +6,8 @@ latency per mode on the world clock, rate limits it enforces itself (and tells a
 (:mod:`services.backends.sim_log`) which it re-reads at start, so its limits and its memory of served
 turns survive worker restarts. Answers come from :mod:`services.backends.sim_answers`.
 
-Settings (the ``[accounts.NAME]`` table minus ``backend``/``modes``; all optional)::
+Settings (the ``[accounts.NAME]`` table minus ``backend``; all optional; each key declared once in
+:class:`SimSettings` and validated by :mod:`shared.settings`)::
 
     seed = 7                       # int; all randomness derives from (seed, account, turn, attempt)
     latency = {standard = {dist = "lognormal", median = 2.0, sigma = 0.5},
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -68,6 +70,7 @@ from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.sim_log import SimLog, window_count, window_frees_at
 from shared.clock import FakeClock
 from shared.quota import QuotaSpecError, describe, normalize_windows
+from shared.settings import Invalid, load, setting
 
 MODES = ("standard", "deep")
 SLICE = 0.05                      # real seconds between two looks at cancelled() (the brief: <= 50 ms)
@@ -76,15 +79,13 @@ RATELIMIT_RESET = (60.0, 900.0)   # world seconds until an injected 429 says the
 DEFAULT_LATENCY = {"standard": {"dist": "lognormal", "median": 2.0, "sigma": 0.5},
                    "deep": {"dist": "lognormal", "median": 60.0, "sigma": 0.5}}
 _DIST_FIELDS = {"lognormal": {"median", "sigma"}, "uniform": {"low", "high"}, "fixed": {"value"}, "zero": set()}
-_KNOWN = {"seed", "latency", "rate_limits", "auth_fail", "sloppy_rate", "garbage_rate", "reviews", "fsync",
-          "modes", "timeout", "answer_size", *FAULTS}
 TIMEOUT_FACTOR = 5.0    # default request timeout: this many times the mode's slowest latency ...
 TIMEOUT_MIN = 30.0      # ... but at least this (world seconds): a zero latency must not time out at once
 
 
 def _num(value, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ValueError(f"sim setting {where} must be a number in [{lo}, {hi}], got {value!r}")
+        raise Invalid(f"expected a number in [{lo:g}, {hi:g}], got {value!r}", key=where)
     return float(value)
 
 
@@ -94,17 +95,55 @@ def _latency_spec(spec, where: str) -> dict:
     elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
         spec = {"dist": "fixed", "value": spec}
     if not isinstance(spec, dict) or spec.get("dist") not in _DIST_FIELDS:
-        raise ValueError(f"sim setting {where} must be a table with dist = one of "
-                         f"{', '.join(_DIST_FIELDS)} (or a number of seconds, or \"zero\"), got {spec!r}")
+        raise Invalid(f"expected a table with dist = one of {', '.join(_DIST_FIELDS)} (or a number of seconds, "
+                      f"or \"zero\"), got {spec!r}", key=where)
     fields = _DIST_FIELDS[spec["dist"]]
     if set(spec) - {"dist"} != fields:
-        raise ValueError(f"sim setting {where}: dist {spec['dist']!r} takes exactly "
-                         f"{', '.join(sorted(fields)) or 'no other fields'}, got {', '.join(sorted(set(spec) - {'dist'}))}")
+        raise Invalid(f"expected dist {spec['dist']!r} with exactly {', '.join(sorted(fields)) or 'no other fields'}"
+                      f", got {', '.join(sorted(set(spec) - {'dist'})) or 'none'}", key=where)
     out = {"dist": spec["dist"], **{k: _num(spec[k], f"{where}.{k}", hi=1e7) for k in fields}}
     if out["dist"] == "lognormal" and out["median"] <= 0:
-        raise ValueError(f"sim setting {where}.median must be > 0")
+        raise Invalid(f"expected a median > 0, got {out['median']:g}", key=f"{where}.median")
     if out["dist"] == "uniform" and out["low"] > out["high"]:
-        raise ValueError(f"sim setting {where}: low must be <= high")
+        raise Invalid(f"expected low <= high (low must be at most high), got {out['low']:g} > {out['high']:g}",
+                      key=where)
+    return out
+
+
+def _latency(value) -> dict:
+    """mode -> latency spec: a table per mode (the modes not given keep DEFAULT_LATENCY), or one spec."""
+    if isinstance(value, dict) and "dist" not in value:
+        out = dict(DEFAULT_LATENCY)
+        for mode, spec in value.items():
+            if mode not in MODES:
+                raise Invalid(f"expected a mode ({', '.join(MODES)}), got {mode!r}", key=f"latency.{mode}")
+            out[mode] = _latency_spec(spec, f"latency.{mode}")
+        return out
+    one = _latency_spec(value, "latency")
+    return {m: one for m in MODES}
+
+
+def _rate_limits(limits: dict) -> dict:
+    out = {}
+    for mode, windows in limits.items():
+        if mode not in MODES:
+            raise Invalid(f"expected a mode ({', '.join(MODES)}), got {mode!r}", key=f"rate_limits.{mode}")
+        try:
+            norm = normalize_windows(windows)
+        except QuotaSpecError as exc:
+            raise Invalid(exc.message, key=f"rate_limits.{mode}") from None
+        if any(w.get("reserves") for w in norm):
+            raise Invalid("a provider knows no modules; drop the reserves", key=f"rate_limits.{mode}")
+        out[mode] = norm
+    return out
+
+
+def _reviews(value: dict) -> dict:
+    if set(value) - set(sim_answers.DEFAULT_REVIEWS):
+        raise Invalid(f"expected a table with keys among {', '.join(sim_answers.DEFAULT_REVIEWS)}, got {value!r}")
+    out = {k: _num(value.get(k, d), f"reviews.{k}", 0.0, 1.0) for k, d in sim_answers.DEFAULT_REVIEWS.items()}
+    if out["good"] + out["bad"] > 1.0:
+        raise Invalid(f"expected reviews.good + reviews.bad at most 1, got {out['good'] + out['bad']:g}")
     return out
 
 
@@ -114,23 +153,33 @@ def _size_spec(spec, where: str) -> tuple[int, int]:
         n = int(_num(spec, where, 0, 1e8))
         return n, n
     if not isinstance(spec, dict) or set(spec) != {"low", "high"}:
-        raise ValueError(f"sim setting {where} must be a number of bytes or a table {{low, high}}, got {spec!r}")
+        raise Invalid(f"expected a number of bytes or a table {{low, high}}, got {spec!r}", key=where)
     low, high = (int(_num(spec[k], f"{where}.{k}", 0, 1e8)) for k in ("low", "high"))
     if low > high:
-        raise ValueError(f"sim setting {where}: low must be <= high")
+        raise Invalid(f"expected low <= high (low must be at most high), got {low} > {high}", key=where)
     return low, high
 
 
 def _answer_sizes(value) -> dict:
-    """mode -> (low, high) bytes, or {} (template answers as they are)."""
-    if value is None:
-        return {}
+    """mode -> (low, high) bytes."""
     if isinstance(value, dict) and set(value) <= set(MODES) and value:
         return {mode: _size_spec(spec, f"answer_size.{mode}") for mode, spec in value.items()}
     if isinstance(value, dict) and set(value) & set(MODES):
-        raise ValueError(f"sim setting answer_size: keys must be modes ({', '.join(MODES)}) or low/high")
+        raise Invalid(f"expected keys that are modes ({', '.join(MODES)}) or low/high, got {value!r}")
     one = _size_spec(value, "answer_size")
     return {m: one for m in MODES}
+
+
+def _timeout(value):
+    """World seconds: one number for every mode, or a table per mode (validated; resolved by
+    :attr:`SimSettings.timeouts`)."""
+    if isinstance(value, dict):
+        for mode, seconds in value.items():
+            if mode not in MODES:
+                raise Invalid(f"expected a mode ({', '.join(MODES)}), got {mode!r}", key=f"timeout.{mode}")
+            _num(seconds, f"timeout.{mode}", 0.001, 1e7)
+        return {mode: float(seconds) for mode, seconds in value.items()}
+    return _num(value, "timeout", 0.001, 1e7)
 
 
 def slowest(spec: dict) -> float:
@@ -143,79 +192,57 @@ def slowest(spec: dict) -> float:
     return spec.get("value", 0.0)
 
 
-def _timeouts(value, latency: dict) -> dict:
-    """World seconds per mode before the worker cancels a request (see ``timeout`` in the docstring)."""
-    out = {m: max(TIMEOUT_MIN, TIMEOUT_FACTOR * slowest(latency[m])) for m in MODES}
-    if value is None:
-        return out
-    if isinstance(value, dict):
-        for mode, seconds in value.items():
-            if mode not in MODES:
-                raise ValueError(f"sim setting timeout.{mode}: mode must be one of {', '.join(MODES)}")
-            out[mode] = _num(seconds, f"timeout.{mode}", 0.001, 1e7)
-        return out
-    one = _num(value, "timeout", 0.001, 1e7)
-    return {m: one for m in MODES}
+def _rate(doc: str, default: float = 0.0):
+    return setting(default, doc, lo=0, hi=1)
 
 
-def parse_settings(settings: dict) -> dict:
-    """Validate the account's settings and return them complete with defaults. Raises ValueError."""
-    if not isinstance(settings, dict):
-        raise ValueError("sim settings must be a table")
-    unknown = set(settings) - _KNOWN
-    if unknown:
-        raise ValueError(f"unknown sim setting(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(_KNOWN))})")
-    seed = settings.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"sim setting seed must be an integer, got {seed!r}")
-    out: dict = {"seed": seed, "latency": dict(DEFAULT_LATENCY), "rate_limits": {}}
-    lat = settings.get("latency")
-    if lat is not None:
-        if isinstance(lat, dict) and "dist" not in lat:
-            for mode, spec in lat.items():
-                if mode not in MODES:
-                    raise ValueError(f"sim setting latency.{mode}: mode must be one of {', '.join(MODES)}")
-                out["latency"][mode] = _latency_spec(spec, f"latency.{mode}")
-        else:
-            one = _latency_spec(lat, "latency")
-            out["latency"] = {m: one for m in MODES}
-    limits = settings.get("rate_limits", {})
-    if not isinstance(limits, dict):
-        raise ValueError("sim setting rate_limits must be a table of mode -> list of windows")
-    for mode, windows in limits.items():
-        if mode not in MODES:
-            raise ValueError(f"sim setting rate_limits.{mode}: mode must be one of {', '.join(MODES)}")
-        try:
-            norm = normalize_windows(windows)
-        except QuotaSpecError as exc:
-            raise ValueError(f"sim setting rate_limits.{mode}: {exc.message}") from None
-        if any(w.get("reserves") for w in norm):
-            raise ValueError(f"sim setting rate_limits.{mode}: a provider knows no modules; drop the reserves")
-        out["rate_limits"][mode] = norm
-    for key in FAULTS + ("garbage_rate",):
-        out[key] = _num(settings.get(key, 0.0), key, 0.0, 1.0)
-    if sum(out[k] for k in FAULTS) > 1.0:
-        raise ValueError(f"sim settings {', '.join(FAULTS)} must add up to at most 1")
-    out["sloppy_rate"] = _num(settings.get("sloppy_rate", 0.05), "sloppy_rate", 0.0, 1.0)
-    for key in ("auth_fail", "fsync"):
-        if not isinstance(settings.get(key, False), bool):
-            raise ValueError(f"sim setting {key} must be true or false")
-        out[key] = settings.get(key, False)
-    reviews = settings.get("reviews", {})
-    if not isinstance(reviews, dict) or set(reviews) - set(sim_answers.DEFAULT_REVIEWS):
-        raise ValueError(f"sim setting reviews must be a table with keys among "
-                         f"{', '.join(sim_answers.DEFAULT_REVIEWS)}")
-    out["reviews"] = {k: _num(reviews.get(k, d), f"reviews.{k}", 0.0, 1.0)
-                      for k, d in sim_answers.DEFAULT_REVIEWS.items()}
-    if out["reviews"]["good"] + out["reviews"]["bad"] > 1.0:
-        raise ValueError("sim settings reviews.good + reviews.bad must be at most 1")
-    out["timeout"] = _timeouts(settings.get("timeout"), out["latency"])
-    out["answer_size"] = _answer_sizes(settings.get("answer_size"))
-    modes = settings.get("modes", list(MODES))
-    if not isinstance(modes, (list, tuple)) or any(m not in MODES for m in modes):
-        raise ValueError(f"sim setting modes must be a list of {', '.join(MODES)}")
-    out["modes"] = tuple(modes)
-    return out
+@dataclasses.dataclass(frozen=True)
+class SimSettings:
+    """A sim account's ``[accounts.NAME]`` table, each key declared once (the module docstring explains
+    them with an example)."""
+
+    seed: int = setting(0, "all randomness derives from (seed, account, turn, attempt)")
+    latency: dict = setting(DEFAULT_LATENCY, "world seconds per mode: {dist = lognormal|uniform|fixed|zero, ...}, "
+                                             "a table per mode or one spec for every mode", parse=_latency,
+                            expected="a latency spec or a table of mode = spec")
+    rate_limits: dict = setting({}, "mode -> list of provider-side quota windows (no reserves)", kind="table",
+                                parse=_rate_limits, expected='a table of mode = windows, e.g. {deep = ["20/day"]}')
+    timeout: object = setting(None, "world seconds the worker lets one request run before cancelling it; default "
+                                    f"per mode {TIMEOUT_FACTOR:g} x the slowest latency, at least {TIMEOUT_MIN:g}",
+                              parse=_timeout, expected="a number of seconds or a table of mode = seconds")
+    transient_rate: float = _rate("500 Internal Server Error before any output (not served)")
+    overload_rate: float = _rate("\"A lot of people are using ... right now\": refused, retry in 2-10 s")
+    hang_rate: float = _rate("never finishes until cancelled or timed out; counts as served")
+    ratelimit_rate: float = _rate("429 with a reset time ahead (not served)")
+    terminal_rate: float = _rate("400 prompt is too long: park")
+    answer_size: dict = setting({}, "bytes of each reply per mode ({low, high} or a number); "
+                                    "default: the bare template", parse=_answer_sizes,
+                                expected="a number of bytes, a table {low, high}, or a table of mode = either")
+    auth_fail: bool = setting(False, "every request: auth error, never reaches the provider")
+    sloppy_rate: float = _rate("answers with format deviations a tolerant parser must accept", 0.05)
+    garbage_rate: float = _rate("answers with none of the kind's tags")
+    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts", kind="table",
+                            parse=_reviews, expected="a table with keys among good, bad, agree, persuade")
+    fsync: bool = setting(False, "fsync each log record (power-loss durability; kill -9 needs none)")
+    modes: tuple = setting(MODES, "the account's modes", choices=MODES)
+
+    def check(self):
+        if sum(getattr(self, k) for k in FAULTS) > 1.0:
+            raise Invalid(f"expected {', '.join(FAULTS)} to add up to at most 1", key=FAULTS[0])
+
+    @functools.cached_property
+    def timeouts(self) -> dict:
+        """World seconds per mode before the worker cancels a request."""
+        out = {m: max(TIMEOUT_MIN, TIMEOUT_FACTOR * slowest(self.latency[m])) for m in MODES}
+        if isinstance(self.timeout, dict):
+            return {**out, **self.timeout}
+        return out if self.timeout is None else {m: self.timeout for m in MODES}
+
+
+def parse_settings(settings: dict, where: str = "sim settings") -> SimSettings:
+    """Validate the account's settings with :mod:`shared.settings`: the frozen settings, complete with
+    defaults; raises its SettingsError naming the key."""
+    return load(SimSettings, settings, where)
 
 
 def content_key(turn: Turn) -> str:
@@ -235,7 +262,7 @@ class SimProvider(Provider):
 
     def __init__(self, account: str, settings: dict, clock, data_dir):
         super().__init__(account, settings, clock, data_dir)
-        self.config = parse_settings(settings or {})
+        self.config = parse_settings(settings or {}, f"[accounts.{account}]")
         self.log_path = Path(data_dir) / "sim" / account / "requests.jsonl"
         self.log: SimLog | None = None
         # under a FakeClock nothing moves by itself: simulated latency advances the fake world instead
@@ -243,17 +270,17 @@ class SimProvider(Provider):
 
     @property
     def modes(self) -> list[str]:
-        return list(self.config["modes"])
+        return list(self.config.modes)
 
     def request_timeout(self, mode: str) -> float:
         """The ``timeout`` setting (world seconds) as real seconds: the worker's deadline is monotonic,
         the simulated latency runs on the (possibly scaled) world clock."""
-        world = self.config["timeout"].get(mode, self.config["timeout"]["standard"])
+        world = self.config.timeouts.get(mode, self.config.timeouts["standard"])
         return world / (getattr(self.clock, "scale", 1.0) or 1.0)
 
     def start(self) -> None:
         if self.log is None:
-            self.log = SimLog(self.log_path, fsync=self.config["fsync"])
+            self.log = SimLog(self.log_path, fsync=self.config.fsync)
 
     def close(self) -> None:
         if self.log is not None:
@@ -263,11 +290,11 @@ class SimProvider(Provider):
     # --- randomness -----------------------------------------------------------------------------------
 
     def _rng(self, *parts):
-        return sim_answers.derive_rng(self.config["seed"], self.account, *parts)
+        return sim_answers.derive_rng(self.config.seed, self.account, *parts)
 
     def latency(self, mode: str, key: str, attempt: int) -> float:
         """The simulated latency (world seconds) of one attempt of a turn."""
-        spec = self.config["latency"].get(mode, DEFAULT_LATENCY["standard"])
+        spec = self.config.latency.get(mode, DEFAULT_LATENCY["standard"])
         rng = self._rng(key, attempt, "latency")
         if spec["dist"] == "lognormal":
             return spec["median"] * math.exp(spec["sigma"] * rng.gauss(0.0, 1.0))
@@ -283,7 +310,7 @@ class SimProvider(Provider):
         u, frac = rng.random(), rng.uniform(0.1, 0.9)
         edge = 0.0
         for name in FAULTS:
-            edge += self.config[name]
+            edge += getattr(self.config, name)
             if u < edge:
                 return name.removesuffix("_rate"), frac
         return None, frac
@@ -292,11 +319,11 @@ class SimProvider(Provider):
         """The reply text: content from (seed, account, key), decoration from the attempt too."""
         cfg = self.config
         text = sim_answers.answer(turn.kind, dict(turn.payload), turn.prompt or str(turn.payload.get("prompt", "")),
-                                  turn.mode, self._rng(key, "answer"), seed=cfg["seed"], account=self.account,
-                                  reviews=cfg["reviews"])
-        text = sim_answers.decorate(text, turn.kind, self._rng(key, attempt, "style"), cfg["sloppy_rate"],
-                                    cfg["garbage_rate"])
-        size = cfg["answer_size"].get(turn.mode)
+                                  turn.mode, self._rng(key, "answer"), seed=cfg.seed, account=self.account,
+                                  reviews=cfg.reviews)
+        text = sim_answers.decorate(text, turn.kind, self._rng(key, attempt, "style"), cfg.sloppy_rate,
+                                    cfg.garbage_rate)
+        size = cfg.answer_size.get(turn.mode)
         if size is None:
             return text
         rng = self._rng(key, "size")     # like the content: the same on every attempt
@@ -312,7 +339,7 @@ class SimProvider(Provider):
     def _quota_refusal(self, mode: str, now: float) -> tuple[float, dict] | None:
         """(retry_after, the binding window) when a request now would exceed a window, else None."""
         times, worst = self.log.times(mode), None
-        for window in self.config["rate_limits"].get(mode, []):
+        for window in self.config.rate_limits.get(mode, []):
             if window_count(times, window, now) >= window["limit"]:
                 wait = max(0.0, window_frees_at(times, window, now) - now)
                 if worst is None or wait > worst[0]:
@@ -322,9 +349,9 @@ class SimProvider(Provider):
     def send(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
         """Serve one turn like a real service would; every failure is a classified ProviderError."""
         self.start()
-        if turn.mode not in self.config["modes"]:
+        if turn.mode not in self.config.modes:
             raise ProviderError("terminal", f"sim account {self.account} has no mode {turn.mode!r}", sent=False)
-        if self.config["auth_fail"]:
+        if self.config.auth_fail:
             raise ProviderError("auth", "401 authentication_error: your session has expired, please log in again",
                                 sent=False)
         key = content_key(turn)

@@ -212,7 +212,7 @@ def test_a_program_that_can_never_start_still_ends_fatal_and_visible():
                  what="the misconfigured explorer to end FATAL")
         others = {name: state for name, state in states().items() if name != "module-explorer"}
         assert set(others.values()) == {"RUNNING"}, others
-        assert "unknown key 'no_such_setting'" in log_of(tree, "module-explorer")
+        assert "[modules.explorer]: unknown key(s) no_such_setting (known: " in log_of(tree, "module-explorer")
     finally:
         if getattr(tree, "_proc", None) is not None:
             orphans = tree.stop()

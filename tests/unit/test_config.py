@@ -37,12 +37,14 @@ def test_defaults_and_relative_paths(tmp_path):
     ("[broker]\nmap_size = '1MiB'\nheadroom = '2MiB'\n", "headroom"),
     ("[broker]\nmap_size = '2GiB'\nmap_ceiling = '1GiB'\n", "map_ceiling"),
     ("[broker]\nmap_ceiling = '2TiB'\n", "map_ceiling"),
-    ("[broker]\ndisk_reserve = 'lots'\n", "broker.disk_reserve: not a size"),
+    ("[broker]\ndisk_reserve = 'lots'\n", "[broker] disk_reserve: expected a size (e.g. 2MiB) ≥ 0 B, got 'lots'"),
     ('[quotas.acct.deep]\nwindows = ["20/fortnight"]\n', "quotas.acct.deep"),
     ('[quotas.acct.deep]\nlimit = 5\n', "windows"),
     ("not toml = = =", "fano.toml"),
-    ('[accounts.a]\nbackend = "sim"\nunknown_turn_hold = -1\n', "accounts.a.unknown_turn_hold"),
-    ('[accounts.a]\nbackend = "sim"\nunknown_turn_hold = "1h"\n', "accounts.a.unknown_turn_hold"),
+    ('[accounts.a]\nbackend = "sim"\nunknown_turn_hold = -1\n',
+     "[accounts.a] unknown_turn_hold: expected a number in [0, 316224000], got -1"),
+    ('[accounts.a]\nbackend = "sim"\nunknown_turn_hold = "1h"\n',
+     "[accounts.a] unknown_turn_hold: expected a number in [0, 316224000], got '1h'"),
 ])
 def test_config_errors_name_the_problem(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as err:

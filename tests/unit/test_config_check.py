@@ -36,10 +36,10 @@ def test_every_module_has_its_settings_checked_and_runs_as_a_program():
 @pytest.mark.parametrize("extra,fragment", [
     # an account's own settings, with its worker's validator: a provider-side limit in a zone that does not exist
     ('rate_limits = { deep = ["20/day@00:00 Mars/Olympus"] }\n',
-     "accounts.gemini-sim: sim setting rate_limits.deep: unknown time zone 'Mars/Olympus'"),
-    ('latency = { standard = 2.0 }\nlatncy = 3\n', "accounts.gemini-sim: unknown sim setting(s): latncy"),
+     "[accounts.gemini-sim] rate_limits.deep: unknown time zone 'Mars/Olympus'"),
+    ('latency = { standard = 2.0 }\nlatncy = 3\n', "[accounts.gemini-sim]: unknown key(s) latncy (known: "),
     # a module's settings, with the module's own loader
-    ("[modules.documenter]\nevaluators = 5\n", "[modules.documenter].evaluators"),
+    ("[modules.documenter]\nevaluators = 5\n", "[modules.documenter] evaluators: expected an integer in [2, 3], got 5"),
     ("[modules.explorer]\nturns = 'many'\n", "[modules.explorer]"),
     # accounts and modules named in module settings
     ('[modules.documenter]\npanel_accounts = ["gemini-sm"]\n',

@@ -174,7 +174,7 @@ def test_the_handoff_setting_is_validated(tmp_path):
     from shared.config import ConfigError, load_config
     from tests.support import write_config
     assert load_config(write_config(tmp_path, scheduler={"conversation_handoff": 60})).scheduler.conversation_handoff == 60.0
-    with pytest.raises(ConfigError, match="conversation_handoff must be >= 0"):
+    with pytest.raises(ConfigError, match=r"\[scheduler\] conversation_handoff: expected a number ≥ 0, got -5$"):
         load_config(write_config(tmp_path, scheduler={"conversation_handoff": -5}))
-    with pytest.raises(ConfigError, match="must be a number"):
+    with pytest.raises(ConfigError, match=r"\[scheduler\] conversation_handoff: expected a number ≥ 0, got 'soon'$"):
         load_config(write_config(tmp_path, scheduler={"conversation_handoff": "soon"}))

@@ -229,6 +229,52 @@ def test_an_extractor_blocked_past_patience_is_skipped(rig):
     check_applied_once(r.values, r.tasks())
 
 
+def test_a_backlogged_account_is_left_off_new_extraction_panels(rig):
+    """gamma does no work: the tasks only it can run pile up past busy_backlog, and the panels formed
+    after that are drawn from the accounts that keep up (each extraction waits for its slowest member)."""
+    r = rig()
+    r.import_seeds()
+    working = ["alpha", "beta"]
+
+    def quick_panel():
+        return [t for t in r.values("threads/") if t.get("panel") and "gamma" not in t["panel"]]
+    thread = r.run_until(quick_panel, accounts=working)[0]
+    assert set(thread["panel"]) == {"alpha", "beta"}
+    assert r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog
+
+
+def test_a_backlogged_account_is_left_off_new_review_panels_while_two_others_remain(rig):
+    r = rig(accounts=("alpha", "beta", "gamma", "delta"))
+    r.import_seeds()
+    working = ["alpha", "beta", "delta"]
+
+    def quick_reviews():
+        return [v for v in r.values("reviews/") if "gamma" not in {s["account"] for s in v["panel"]}
+                and r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog]
+    review = r.run_until(quick_reviews, accounts=working)[0]
+    assert len({s["account"] for s in review["panel"]}) == len(review["panel"]) >= 2
+
+
+def test_a_first_turn_restricted_to_an_account_that_lost_its_room_moves_after_patience(rig):
+    r = rig()
+    r.import_seeds()
+    r.svc.plan()
+    thread = next(t for t in r.values("threads/") if len(t.get("explore_on") or []) == 1)
+    target = thread["explore_on"][0]
+    first = next(t for t in r.tasks(state="PENDING") if t["payload"].get("thread_id") == thread["id"])
+    block(r, target)
+    others = [a for a in r.accounts if a != target]
+    r.step([])                                       # nothing runs; patience first
+    assert r.get(M.thread_key(thread["id"])).get("first_turn_moves") is None
+    r.clock.advance(301)
+    r.step([])
+    moved = r.get(M.thread_key(thread["id"]))
+    assert moved["first_turn_moves"] == 1 and target not in (moved.get("explore_on") or [])
+    assert next(t for t in r.tasks() if t["id"] == first["id"])["state"] == "CANCELLED"
+    r.run_until(lambda: r.get(M.thread_key(thread["id"]))["exchanges"] >= 1, accounts=others)
+    check_applied_once(r.values, r.tasks())
+
+
 # --- a conversation served by another account -------------------------------------------------------------
 
 def test_the_critic_keeps_the_account_holding_its_conversation_after_a_hand_off():

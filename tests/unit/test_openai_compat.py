@@ -50,13 +50,13 @@ def test_deep_mode_is_a_model_and_or_an_effort():
 
 
 @pytest.mark.parametrize("bad,match", [
-    ({"model": "m"}, "base_url is required"),
+    ({"model": "m"}, "base_url: required"),
     ({"base_url": "127.0.0.1:8080/v1", "model": "m"}, "base_url"),
     ({"base_url": "ftp://h/v1", "model": "m"}, "base_url"),
     (settings(models={"standard": "x"}), "exactly one of"),
     ({"base_url": "http://h/v1"}, "exactly one of"),
     ({"base_url": "http://h/v1", "models": {"deep": "d"}}, "no model for mode 'standard'"),
-    ({"base_url": "http://h/v1", "models": {"turbo": "d"}}, "modes are"),
+    ({"base_url": "http://h/v1", "models": {"turbo": "d"}}, "keys are modes"),
     (settings(model=""), "non-empty model"),
     (settings(reasoning_effort="max"), "reasoning_effort"),
     (settings(max_tokens=0), "max_tokens"),
@@ -68,11 +68,11 @@ def test_deep_mode_is_a_model_and_or_an_effort():
     (settings(transcript_chars=10), "transcript_chars"),
     (settings(temperature=5), "temperature"),
     (settings(modes=["pro"]), "modes"),
-    (settings(base_uri="typo"), "unknown openai setting"),
+    (settings(base_uri="typo"), r"unknown key\(s\) base_uri"),
     (settings(api_key_env=""), "api_key_env"),
 ])
-def test_invalid_settings_are_value_errors(bad, match):
-    with pytest.raises(ValueError, match=match):
+def test_invalid_settings_are_config_errors(bad, match):
+    with pytest.raises(ConfigError, match=match):
         parse_settings(bad)
 
 

@@ -17,7 +17,7 @@ from services.backends.base import ProviderError, Turn
 from services.backends.sim import SimProvider, parse_settings
 from services.backends.sim_log import LogCorrupt, SimLog, check_log, read_log, resent_turns, served_requests
 from shared.clock import Clock, FakeClock
-from shared.config import load_config
+from shared.config import ConfigError, load_config
 
 T0 = dt.datetime(2024, 1, 10, 13, 0, tzinfo=dt.timezone.utc).timestamp()   # a Wednesday, 13:00 UTC
 never = lambda: False  # noqa: E731
@@ -48,7 +48,7 @@ def outcome(p, t) -> str:
 # --- settings -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings,match", [
-    ({"sede": 1}, "unknown sim setting"),
+    ({"sede": 1}, r"unknown key\(s\) sede"),
     ({"seed": "x"}, "seed"),
     ({"latency": {"standard": {"dist": "gamma"}}}, "dist"),
     ({"latency": {"standard": {"dist": "uniform", "low": 5}}}, "exactly"),
@@ -72,7 +72,7 @@ def outcome(p, t) -> str:
     ({"ratelimit_rate": 2}, "ratelimit_rate"),
 ])
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path, settings, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         SimProvider("acct", settings, FakeClock(), tmp_path)
 
 
@@ -104,10 +104,10 @@ overload_rate = 0.05
 ''')
     cfg = load_config(tmp_path / "fano.toml")
     got = {a.name: parse_settings(a.settings) for a in cfg.accounts}
-    assert got["fast"]["latency"]["deep"] == {"dist": "zero"}
-    assert got["slow"]["latency"]["deep"] == {"dist": "uniform", "low": 300.0, "high": 900.0}
-    assert got["gemini-sim"]["rate_limits"]["deep"][0]["tz"] == "America/Los_Angeles"
-    assert got["gemini-sim"]["sloppy_rate"] == 0.05 and got["fast"]["garbage_rate"] == 0.0
+    assert got["fast"].latency["deep"] == {"dist": "zero"}
+    assert got["slow"].latency["deep"] == {"dist": "uniform", "low": 300.0, "high": 900.0}
+    assert got["gemini-sim"].rate_limits["deep"][0]["tz"] == "America/Los_Angeles"
+    assert got["gemini-sim"].sloppy_rate == 0.05 and got["fast"].garbage_rate == 0.0
 
 
 def test_a_mode_the_account_lacks_is_terminal_and_unsent(tmp_path):
@@ -305,7 +305,7 @@ def test_answer_size_pads_replies_per_mode_and_keeps_the_content(tmp_path):
             assert text.endswith(plain) and "RATING:" in text      # the template answer, whole, after notes
     assert all(1800 <= n <= 20000 for n in got["standard"]) and max(got["standard"]) - min(got["standard"]) > 5000
     assert all(39800 <= n <= 40000 for n in got["deep"])
-    assert parse_settings({})["answer_size"] == {}                  # the default: bare templates
+    assert parse_settings({}).answer_size == {}                  # the default: bare templates
 
 
 def test_refusals_are_reported_not_served_and_never_count(tmp_path):

@@ -8,6 +8,7 @@ from services.backends.web import site as site_mod
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import (REQUIRED_MESSAGES, REQUIRED_MODES, REQUIRED_SELECTORS, SITES_DIR,
                                         SiteError, load_site, parse_site)
+from shared.config import ConfigError
 
 SITES = ("chatgpt", "gemini")
 
@@ -117,6 +118,6 @@ def test_settings_overrides():
     {"modes": ["fast"]}, {"api_key": "nope"}, {"progress_grace": 0}, {"progress_grace": 7200},
     {"mode_retry": -5},
 ])
-def test_bad_settings_are_value_errors(bad):
-    with pytest.raises(ValueError):
+def test_bad_settings_are_config_errors_naming_the_key(bad):
+    with pytest.raises(ConfigError, match=rf"^chatgpt settings(:| {next(iter(bad))}[:.])"):
         settings(**bad)

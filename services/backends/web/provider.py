@@ -113,7 +113,7 @@ class WebProvider(OperatorSession, TurnReconcile, Provider):
     def __init__(self, account: str, settings: dict, clock, data_dir):
         super().__init__(account, settings, clock, data_dir)
         self.site = load_site(self.site_name)
-        self.cfg = parse_settings(settings or {}, self.site)
+        self.cfg = parse_settings(settings or {}, self.site, f"[accounts.{account}]")
         self.home = (Path(data_dir) / "backends" / account).resolve()
         self.profile = self.home / "profile"
         self.pidfile = self.home / "browser.json"

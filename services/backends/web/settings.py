@@ -25,7 +25,8 @@
     login_timeout = 900                 # seconds `fanoctl backends login` waits for a signed-in page
     launch_args = ["--disable-blink-features=AutomationControlled"]
 
-Every key is optional; an unknown key or a bad value raises ValueError (a config error at worker start).
+Every key is optional; each is declared once in :class:`WebKeys` below, and an unknown key or a bad value
+raises :class:`shared.settings.SettingsError` (a config error at worker start).
 """
 from __future__ import annotations
 
@@ -39,15 +40,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.backends.web.gate import GateConfig
 from services.backends.web.site import SiteSpec
+from shared.settings import Invalid, SettingsError, load, setting
 
 MODES = ("standard", "deep")
 DEFAULT_TIMEOUTS = {"standard": 1200.0, "deep": 3600.0}
 DEFAULT_LAUNCH_ARGS = ("--disable-blink-features=AutomationControlled",)
-KNOWN = {"url", "headless", "chromium", "timezone", "poll_interval", "timeout", "mode_labels",
-         "bar_confirm_polls", "min_stable", "ready_timeout", "capacity_retry", "quota_retry",
-         "reconcile_timeout", "login_timeout", "launch_args", "modes", "mode_retry", "progress_grace"}
-
-
 @dataclass(frozen=True)
 class WebSettings:
     url: str
@@ -70,13 +67,6 @@ class WebSettings:
     modes: tuple
 
 
-def _seconds(value, key: str, lo: float = 0.0, hi: float = 1e7) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value <= hi \
-            or not math.isfinite(value):
-        raise ValueError(f"{key} must be a number of seconds in ({lo:g}, {hi:g}], got {value!r}")
-    return float(value)
-
-
 def find_chromium(path: str | None = None) -> str | None:
     """The Chromium to run: ``path`` if given, else ``chromium`` (or ``chromium-browser``) on PATH."""
     if path:
@@ -84,70 +74,104 @@ def find_chromium(path: str | None = None) -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def parse_settings(settings: dict, site: SiteSpec) -> WebSettings:
-    if not isinstance(settings, dict):
-        raise ValueError(f"{site.name} settings must be a table")
-    unknown = set(settings) - KNOWN
-    if unknown:
-        raise ValueError(f"unknown {site.name} setting(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(KNOWN - {'modes'}))})")
-    url = settings.get("url", site.url)
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise ValueError(f"url must be an http(s) URL, got {url!r}")
-    headless = settings.get("headless", True)
-    if not isinstance(headless, bool):
-        raise ValueError("headless must be true or false")
-    chromium_setting = settings.get("chromium")
-    if chromium_setting is not None and not isinstance(chromium_setting, str):
-        raise ValueError("chromium must be a path")
-    chromium = find_chromium(chromium_setting)
+def _url(value: str) -> str:
+    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+        raise Invalid(f"expected an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise Invalid(f"expected an IANA zone name such as \"Europe/Paris\", got {name!r}") from None
+    return name
+
+
+def _timeout(value) -> dict:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {m: value for m in MODES}
+    if not isinstance(value, dict) or set(value) - set(MODES):
+        raise Invalid(f"expected seconds or a table {{standard = s, deep = s}}, got {value!r}")
+    out = {}
+    for mode, seconds in value.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 1e7 \
+                or not math.isfinite(seconds):
+            raise Invalid(f"expected a number of seconds in (0, 1e+07], got {seconds!r}", key=f"timeout.{mode}")
+        out[mode] = float(seconds)
+    return out
+
+
+def _labels(value: dict) -> dict:
+    if set(value) - set(MODES) or not all(isinstance(v, str) and v.strip() for v in value.values()):
+        raise Invalid(f'expected a table {{standard = "...", deep = "..."}} of non-empty strings, got {value!r}')
+    return value
+
+
+def _launch_args(value: tuple) -> tuple:
+    if not all(a.startswith("--") for a in value):
+        raise Invalid(f"expected a list of --flags, got {list(value)!r}")
+    if any(a.startswith("--user-data-dir") for a in value):
+        raise Invalid("must not set --user-data-dir (each account has its own profile)")
+    return value
+
+
+def _seconds(default: float | None, doc: str, hi: float = 1e7):
+    return setting(default, doc, kind="float", lo=0, lo_open=True, hi=hi)
+
+
+@dataclass(frozen=True)
+class WebKeys:
+    """A web chat account's ``[accounts.NAME]`` table, each key declared once (the module docstring has an
+    example); :func:`parse_settings` resolves it against the site file into :class:`WebSettings`."""
+
+    url: str = setting(doc="the site's base URL (default: the site file's)", kind="str", parse=_url,
+                       required=True, shown="the site file's", expected="an http(s) URL")
+    headless: bool = setting(True, "the worker's browser; fanoctl backends login is always headed")
+    chromium: str | None = setting(None, "the browser (default: chromium on PATH)", kind="str",
+                                   expected="a path")
+    timezone: str | None = setting(None, "how the site shows reset times (default: this machine's zone)",
+                                   kind="str", parse=_zone, expected="an IANA zone name such as \"Europe/Paris\"")
+    poll_interval: float = _seconds(1.0, "seconds between two looks at the page", hi=60)
+    timeout: dict = setting(dict(DEFAULT_TIMEOUTS), "seconds per mode before the turn is left to reconcile "
+                                                    "(a number applies to every mode)", parse=_timeout,
+                            expected="seconds or a table {standard = s, deep = s}")
+    mode_labels: dict = setting({}, "the UI's name of each mode, when the site renames it", kind="table",
+                                parse=_labels, expected='a table {standard = "...", deep = "..."} of non-empty strings')
+    bar_confirm_polls: int = setting(3, "completion gate: polls the reply must look finished", lo=1, hi=100)
+    min_stable: float = setting(1.2, "seconds the reply must stay unchanged", lo=0, hi=600)
+    ready_timeout: float = _seconds(30.0, "seconds for the page/composer to show", hi=600)
+    capacity_retry: float = _seconds(300.0, "seconds before retrying after \"a lot of people are using ...\"")
+    quota_retry: float = _seconds(3600.0, "cool-down when a limit message names no reset time")
+    mode_retry: float = _seconds(21600.0, "cool-down of the deep mode alone when the page does not offer or "
+                                          "apply it")
+    progress_grace: float = setting(doc="seconds after sending within which the page must show a sign of work "
+                                        "(default: the site file's)", kind="float", lo=0, lo_open=True, hi=3600,
+                                    required=True, shown="the site file's")
+    reconcile_timeout: float | None = _seconds(None, "seconds reconcile waits for a reply still generating "
+                                                     "(default: the mode's timeout)")
+    login_timeout: float = _seconds(900.0, "seconds fanoctl backends login waits for a signed-in page")
+    launch_args: tuple = setting(DEFAULT_LAUNCH_ARGS, "browser flags", kind="strings", parse=_launch_args,
+                                 expected="a list of --flags")
+    modes: tuple = setting(("standard",), "the account's modes", choices=MODES, min_items=1)
+
+
+def parse_settings(settings: dict, site: SiteSpec, where: str | None = None) -> WebSettings:
+    """Validate a web account's settings with :mod:`shared.settings` (raises its SettingsError naming the
+    key), resolved against the site file: its URL, progress grace and mode labels are the defaults."""
+    where = where or f"{site.name} settings"
+    keys = load(WebKeys, settings, where, defaults={"url": site.url, "progress_grace": site.progress_grace})
+    chromium = find_chromium(keys.chromium)
     if chromium is None:
-        raise ValueError(f"chromium {chromium_setting!r} is not an executable file" if chromium_setting else
-                         "no chromium on PATH: install it (apt-get install chromium) or set chromium = PATH")
-    tz_name = settings.get("timezone")
-    if tz_name is None:
-        tz = dt.datetime.now().astimezone().tzinfo
-    else:
-        try:
-            tz = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise ValueError(f"timezone must be an IANA zone name such as \"Europe/Paris\", got {tz_name!r}") \
-                from None
-    timeout = settings.get("timeout", {})
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        timeout = {m: timeout for m in MODES}
-    if not isinstance(timeout, dict) or set(timeout) - set(MODES):
-        raise ValueError("timeout must be seconds or a table {standard = s, deep = s}")
-    timeouts = {m: _seconds(timeout.get(m, DEFAULT_TIMEOUTS[m]), f"timeout.{m}") for m in MODES}
-    labels_in = settings.get("mode_labels", {})
-    if not isinstance(labels_in, dict) or set(labels_in) - set(MODES) or \
-            not all(isinstance(v, str) and v.strip() for v in labels_in.values()):
-        raise ValueError("mode_labels must be a table {standard = \"...\", deep = \"...\"} of non-empty strings")
-    labels = {m: labels_in.get(m, site.modes[m].label) for m in MODES}
-    polls = settings.get("bar_confirm_polls", 3)
-    if isinstance(polls, bool) or not isinstance(polls, int) or not 1 <= polls <= 100:
-        raise ValueError("bar_confirm_polls must be an integer in [1, 100]")
-    min_stable = settings.get("min_stable", 1.2)
-    if isinstance(min_stable, bool) or not isinstance(min_stable, (int, float)) or not 0 <= min_stable <= 600:
-        raise ValueError("min_stable must be seconds in [0, 600]")
-    args = settings.get("launch_args", list(DEFAULT_LAUNCH_ARGS))
-    if not isinstance(args, list) or not all(isinstance(a, str) and a.startswith("--") for a in args):
-        raise ValueError("launch_args must be a list of --flags")
-    if any(a.startswith("--user-data-dir") for a in args):
-        raise ValueError("launch_args must not set --user-data-dir (each account has its own profile)")
-    reconcile = settings.get("reconcile_timeout")
-    modes = settings.get("modes", ["standard"])
-    if not isinstance(modes, (list, tuple)) or not modes or any(m not in MODES for m in modes):
-        raise ValueError(f"modes must be a non-empty list of {', '.join(MODES)}")
+        raise SettingsError(where, "chromium", f"{keys.chromium!r} is not an executable file" if keys.chromium else
+                            "no chromium on PATH: install it (apt-get install chromium) or set chromium = PATH")
+    tz = dt.datetime.now().astimezone().tzinfo if keys.timezone is None else ZoneInfo(keys.timezone)
     return WebSettings(
-        url=url.rstrip("/"), headless=headless, chromium=chromium, timezone=tz, timezone_name=tz_name,
-        poll_interval=_seconds(settings.get("poll_interval", 1.0), "poll_interval", hi=60),
-        timeouts=timeouts, labels=labels, gate=GateConfig(polls, float(min_stable)),
-        ready_timeout=_seconds(settings.get("ready_timeout", 30.0), "ready_timeout", hi=600),
-        capacity_retry=_seconds(settings.get("capacity_retry", 300.0), "capacity_retry"),
-        quota_retry=_seconds(settings.get("quota_retry", 3600.0), "quota_retry"),
-        mode_retry=_seconds(settings.get("mode_retry", 21600.0), "mode_retry"),
-        progress_grace=_seconds(settings.get("progress_grace", site.progress_grace), "progress_grace", hi=3600),
-        reconcile_timeout=None if reconcile is None else _seconds(reconcile, "reconcile_timeout"),
-        login_timeout=_seconds(settings.get("login_timeout", 900.0), "login_timeout"),
-        launch_args=tuple(args), modes=tuple(modes))
+        url=keys.url.rstrip("/"), headless=keys.headless, chromium=chromium, timezone=tz,
+        timezone_name=keys.timezone, poll_interval=keys.poll_interval,
+        timeouts={**DEFAULT_TIMEOUTS, **keys.timeout},
+        labels={m: keys.mode_labels.get(m, site.modes[m].label) for m in MODES},
+        gate=GateConfig(keys.bar_confirm_polls, keys.min_stable), ready_timeout=keys.ready_timeout,
+        capacity_retry=keys.capacity_retry, quota_retry=keys.quota_retry, mode_retry=keys.mode_retry,
+        progress_grace=float(keys.progress_grace), reconcile_timeout=keys.reconcile_timeout,
+        login_timeout=keys.login_timeout, launch_args=keys.launch_args, modes=keys.modes)

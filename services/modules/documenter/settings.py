@@ -1,4 +1,5 @@
-"""The documenter's settings: ``[modules.documenter]`` in fano.toml (every key optional; defaults shown)::
+"""The documenter's settings: ``[modules.documenter]`` in fano.toml (every key optional; declared in
+:class:`Settings` below, validated by :mod:`shared.settings`; defaults shown)::
 
     [modules.documenter]
     evaluators = 3                  # evaluation panel: 2 or 3 evaluators, on different accounts where possible
@@ -43,25 +44,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.modules.settings_table import check_known
-from shared.config import ConfigError
+from shared import settings
+from shared.settings import setting
 
 MODULE = "documenter"
 
 
+def _boosts(value) -> tuple:
+    ok = isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(not isinstance(x, bool) and isinstance(x, (int, float))
+                                                  for x in p) for p in value)
+    if not ok:
+        raise settings.Invalid(f"expected a list of [waiting, boost] pairs, e.g. [[10, 15], [20, 30]], got {value!r}")
+    return tuple(sorted((int(w), int(b)) for w, b in value))
+
+
 @dataclass(frozen=True)
 class Settings:
-    evaluators: int = 3
-    panel_accounts: tuple = ()
-    max_active: int = 2
-    max_disputes: int = 3
-    comment_max_failures: int = 3
-    review_share: float = 0.3
-    section_stale_days: float = 7.0
-    backlog_boosts: tuple = ((10, 15), (20, 30))
-    comment_boost: float = 100.0
-    section_priority: int = 5
-    member_patience: float = 300.0
+    evaluators: int = setting(3, "evaluation panel: 2 or 3 evaluators, on different accounts where possible",
+                              lo=2, hi=3)
+    panel_accounts: tuple = setting((), "accounts that evaluate; empty = every configured account", nonempty=True)
+    max_active: int = setting(2, "incorporation pipelines in flight at once", lo=1)
+    max_disputes: int = setting(3, "failed steps before an insight waits for a human", lo=1)
+    comment_max_failures: int = setting(3, "unusable answers to an author comment before it waits for a human",
+                                        lo=1)
+    review_share: float = setting(0.3, "share of section reviews in the work while there is other work", lo=0, hi=1)
+    section_stale_days: float = setting(7.0, "days after its last review when a section is due for review again",
+                                        lo=0, lo_open=True)
+    backlog_boosts: tuple = setting(((10, 15), (20, 30)), "[blessed insights waiting, boost]: +15 above 10, "
+                                    "+30 above 20", parse=_boosts,
+                                    expected="a list of [waiting, boost] pairs, e.g. [[10, 15], [20, 30]]")
+    comment_boost: float = setting(100.0, "attrs.comment_boost of address_comment tasks (the author's voice first)",
+                                   lo=0, hi=1e6)
+    section_priority: int = setting(5, "seed-priority equivalent of a section review", lo=1, hi=10)
+    member_patience: float = setting(300.0, "world seconds an evaluator's task may wait on an account without room",
+                                     lo=0)
 
     @property
     def section_stale(self) -> float:
@@ -77,53 +94,11 @@ class Settings:
         return boost
 
 
-def _number(value, where: str, *, integer: bool = False, low: float = 0.0, high: float | None = None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"{where} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ConfigError(f"{where} must be in [{low:g}, {high:g}]" if high is not None
-                          else f"{where} must be >= {low:g}")
-    return value
-
-
 def settings_from_table(table: dict, where: str = "[modules.documenter]") -> Settings:
     """Validate a ``[modules.documenter]`` table; unknown keys are errors, like the rest of the config."""
-    check_known(Settings, table, where)
-    kw = {}
-    for key, value in (table or {}).items():
-        at = f"{where}.{key}"
-        if key == "evaluators":
-            kw[key] = _number(value, at, integer=True, low=2, high=3)
-        elif key in ("max_active", "max_disputes", "comment_max_failures"):
-            kw[key] = _number(value, at, integer=True, low=1)
-        elif key == "section_priority":
-            kw[key] = _number(value, at, integer=True, low=1, high=10)
-        elif key == "section_stale_days":
-            kw[key] = float(_number(value, at, low=0.0))
-            if kw[key] <= 0:
-                raise ConfigError(f"{at} must be > 0")
-        elif key == "review_share":
-            kw[key] = float(_number(value, at, high=1.0))
-        elif key == "member_patience":
-            kw[key] = float(_number(value, at, low=0.0))
-        elif key == "comment_boost":
-            kw[key] = float(_number(value, at, high=1e6))
-        elif key == "panel_accounts":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise ConfigError(f"{at} must be a list of account names")
-            kw[key] = tuple(value)
-        elif key == "backlog_boosts":
-            ok = isinstance(value, list) and all(
-                isinstance(p, list) and len(p) == 2 and all(not isinstance(x, bool) and isinstance(x, (int, float))
-                                                          for x in p) for p in value)
-            if not ok:
-                raise ConfigError(f"{at} must be a list of [waiting, boost] pairs, e.g. [[10, 15], [20, 30]]")
-            kw[key] = tuple(sorted((int(w), int(b)) for w, b in value))
-    return Settings(**kw)
+    return settings.load(Settings, table, where)
 
 
 def load_settings(config) -> Settings:
     """The ``[modules.documenter]`` table of ``config`` (``Config.modules``), or the defaults."""
-    table = (getattr(config, "modules", None) or {}).get(MODULE) or {}
-    path = getattr(config, "path", None)
-    return settings_from_table(dict(table), f"{path}: [modules.documenter]" if path else "[modules.documenter]")
+    return settings.module_settings(Settings, config, MODULE)

@@ -95,11 +95,11 @@ A review response: ``{"rating", "mode", "backend", "task_id", "at", ...the parse
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
-
-from shared.config import ConfigError
+from dataclasses import dataclass
 
 from services.modules import prompts
+from shared import settings
+from shared.settings import setting
 
 MODULE = "explorer"
 
@@ -182,6 +182,14 @@ def turn_task_key(tid: str, k: int, retry: int = 0) -> str:
     return with_retry(f"explorer:{tid}:turn:{k}", retry)
 
 
+def thread_turn_key(thread: dict, k: int) -> str:
+    """The key of turn ``k`` of ``thread`` now: its retry suffix, and for a first turn moved off an account
+    that lost its room (``first_turn_moves``, :meth:`.panels.Panels.retarget_first_turns`) a move suffix."""
+    key = turn_task_key(thread["id"], k, int(thread.get("attempt", 0)))
+    moves = int(thread.get("first_turn_moves") or 0) if k == 1 else 0
+    return f"{key}:m{moves}" if moves else key
+
+
 def thread_task_key(tid: str, step: str, retry: int = 0) -> str:
     """``step``: ``synthesis``, ``consolidate`` or ``extract:<account>``."""
     return with_retry(f"explorer:{tid}:{step}", retry)
@@ -223,10 +231,25 @@ MATH_PATTERNS = (r"\d+\s*[-+×x*/]\s*\d+\s*=\s*\d+", r"\bexactly \d+", r"\bprove
 MATH_REQUESTS = ("verify the math", "check the arithmetic", "proof needed", "needs a proof", "verify the claim")
 
 
+def _weights(table: dict) -> dict:
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in table.values()):
+        raise settings.Invalid(f"expected a table of account = weight (a number ≥ 0), got {table!r}")
+    return table
+
+
+def _deep(table: dict) -> dict:
+    for value in table.values():
+        if not (isinstance(value, list) and len(value) == 2 and value[0] in ("standard", "deep")
+                and isinstance(value[1], bool)):
+            raise settings.Invalid(f'expected a table of step = [mode, fallback], e.g. {{synthesis = ["deep", '
+                                   f'true]}}, got {table!r}')
+    return table
+
+
 @dataclass(frozen=True)
 class ExplorerSettings:
-    """Explorer knobs (docs/research.md § Explorer settings). Proposed home: a ``[modules.explorer]`` table in fano.toml;
-    until shared.config parses ``[modules]`` :func:`load_settings` reads that table itself.
+    """Explorer knobs (docs/research.md § Explorer settings): the ``[modules.explorer]`` table of fano.toml,
+    each key declared once below (default, doc line, what it takes; :mod:`shared.settings` validates it).
 
     ``deep``: per kind, ``[mode, fallback]``: the mode asked for and whether the kind may run in standard
     mode when no deep quota is free (an explicit, recorded choice: never a silent downgrade). Explore
@@ -256,77 +279,65 @@ class ExplorerSettings:
       (:mod:`.panels`).
     """
 
-    max_active_threads: int = 3           # open threads that can move now (see below)
-    max_waiting_threads: int = 3          # more open threads, each waiting only on an account without room
-    threads_per_account: int = 2          # open threads per explorer account with room (load.py); 0 = off
-    max_threads: int = 12                 # open threads that can move, at most, however many accounts have room
-    open_threads_per_seed: int = 3       # open threads of one seed at once (re-exploration in parallel)
-    busy_backlog: int = 2                 # explorer tasks pinned to an account beyond which it is backlogged (load.py)
-    min_exchanges: int = 4
-    min_critiques: int = 2
-    max_exchanges: int = 12
-    profundity_threshold: float = 0.6
-    profundity_window: int = 4            # recent responses scored
-    profundity_signals: tuple = PROFUNDITY_SIGNALS
-    doubt_signals: tuple = DOUBT_SIGNALS
-    context_exchanges: int = 6            # exchanges quoted in explore / critique prompts
-    synthesis_exchanges: int = 10
-    extraction_exchanges: int = 20
-    max_proposals: int = 15               # per panel member
-    max_final_insights: int = 10
-    explore_accounts: tuple = ()          # accounts allowed to explore; empty = all
-    critique_weights: dict = field(default_factory=dict)   # account -> weight; empty = any but the explorer's
-    panel_accounts: tuple = ()            # extraction panel and reviewers; empty = all configured accounts
-    reviewers: int = 3
-    math_check: bool = True
-    math_refute_confidence: float = 0.8
-    math_tags: tuple = MATH_TAGS
-    max_retries: int = 2                  # re-asks (with a new key) after an unusable answer or a parked task
-    seed_pause_after: int = 2             # threads of a seed paused by unusable answers that pause the seed; 0 = never
-    max_threads_per_seed_hour: int = 30   # new threads of one seed per hour (world clock); 0 = no limit
-    max_tasks_per_seed_hour: int = 1000   # tasks created for one seed per hour; the rest wait (pacing.py); 0 = no limit
-    extract_patience: float = 3600.0      # world seconds to wait for the last panel member's extraction
-    member_patience: float = 300.0        # world seconds a panel member's task may wait on a blocked account
-    repair_interval: float = 30.0         # real seconds between re-derivations of every open step
-    deep: dict = field(default_factory=lambda: {
-        "explore": ["deep", True], "synthesis": ["deep", True], "review2": ["deep", False],
-        "review3": ["deep", False]})
+    max_active_threads: int = setting(3, "open threads that can move now", lo=0)
+    max_waiting_threads: int = setting(3, "more open threads, each waiting only on an account without room", lo=0)
+    threads_per_account: int = setting(2, "open threads per explorer account with room (load.py); 0 = off", lo=0)
+    max_threads: int = setting(12, "open threads that can move, at most, however many accounts have room", lo=0)
+    open_threads_per_seed: int = setting(3, "open threads of one seed at once (re-exploration in parallel)", lo=0)
+    busy_backlog: int = setting(2, "explorer tasks pinned to an account beyond which it is backlogged (load.py)",
+                                lo=0)
+    min_exchanges: int = setting(4, "readiness: at least this many exchanges ...", lo=0)
+    min_critiques: int = setting(2, "... and this many critiques", lo=0)
+    max_exchanges: int = setting(12, "readiness: this many exchanges in any case", lo=0)
+    profundity_threshold: float = setting(0.6, "readiness: a profundity score of recent answers above this", lo=0)
+    profundity_window: int = setting(4, "recent responses scored for profundity", lo=0)
+    profundity_signals: tuple = setting(PROFUNDITY_SIGNALS, "phrases that count for profundity")
+    doubt_signals: tuple = setting(DOUBT_SIGNALS, "phrases that count against it (substrings: no overlaps)")
+    context_exchanges: int = setting(6, "exchanges quoted in explore / critique prompts", lo=0)
+    synthesis_exchanges: int = setting(10, "exchanges quoted in the synthesis prompt", lo=0)
+    extraction_exchanges: int = setting(20, "exchanges quoted in the extraction prompts", lo=0)
+    max_proposals: int = setting(15, "insights each extraction panel member may propose", lo=0)
+    max_final_insights: int = setting(10, "insights the consolidation keeps", lo=0)
+    explore_accounts: tuple = setting((), "accounts allowed to explore; empty = all", nonempty=True)
+    critique_weights: dict = setting({}, "account -> weight for critiques; empty = any but the explorer's",
+                                     kind="table", parse=_weights,
+                                     expected="a table of account = weight (a number ≥ 0)")
+    panel_accounts: tuple = setting((), "extraction panel and reviewers; empty = all configured accounts",
+                                    nonempty=True)
+    reviewers: int = setting(3, "reviewers on a review panel", lo=0)
+    math_check: bool = setting(True, "check mathematical claims between review rounds 1 and 2")
+    math_refute_confidence: float = setting(0.8, "a refutation at least this confident rejects", lo=0)
+    math_tags: tuple = setting(MATH_TAGS, "tags that make an insight mathematical")
+    max_retries: int = setting(2, "re-asks (with a new key) after an unusable answer or a parked task", lo=0)
+    seed_pause_after: int = setting(2, "threads of a seed paused by unusable answers that pause the seed; "
+                                       "0 = never", lo=0)
+    max_threads_per_seed_hour: int = setting(30, "new threads of one seed per hour (world clock); 0 = no limit",
+                                             lo=0)
+    max_tasks_per_seed_hour: int = setting(1000, "tasks created for one seed per hour; the rest wait (pacing.py); "
+                                                "0 = no limit", lo=0)
+    extract_patience: float = setting(3600.0, "world seconds to wait for the last panel member's extraction", lo=0)
+    member_patience: float = setting(300.0, "world seconds a panel member's task may wait on a blocked account",
+                                     lo=0)
+    repair_interval: float = setting(30.0, "real seconds between re-derivations of every open step", lo=0)
+    deep: dict = setting({"explore": ["deep", True], "synthesis": ["deep", True], "review2": ["deep", False],
+                          "review3": ["deep", False]},
+                         "per step: [mode, fallback], the mode asked for and whether it may run in standard "
+                         "mode when no deep quota is free", kind="table", parse=_deep,
+                         expected='a table of step = [mode, fallback], e.g. {synthesis = ["deep", true]}')
 
     def deep_for(self, step: str) -> tuple[str, bool]:
         mode, fallback = (self.deep.get(step) or ["standard", False])[:2]
         return ("deep" if mode == "deep" else "standard"), bool(fallback)
 
 
-COUNTS = ("seed_pause_after", "max_threads_per_seed_hour", "max_tasks_per_seed_hour")   # 0 = off
-NON_NEGATIVE = ("member_patience", "max_waiting_threads", "max_active_threads", "threads_per_account", "max_threads",
-                "busy_backlog", "open_threads_per_seed") + COUNTS
+SettingsError = settings.SettingsError   # a bad [modules.explorer] table: the module exits with CONFIG
 
 
-class SettingsError(ConfigError):
-    """A bad ``[modules.explorer]`` table: the module exits with the configuration exit code."""
-
-
-def settings_from_table(table: dict) -> ExplorerSettings:
+def settings_from_table(table: dict, where: str = "[modules.explorer]") -> ExplorerSettings:
     """Validate a ``[modules.explorer]`` table (unknown keys are errors, like the rest of the config)."""
-    known = {f.name: f for f in fields(ExplorerSettings)}
-    defaults = ExplorerSettings()
-    kw = {}
-    for key, value in (table or {}).items():
-        if key not in known:
-            raise SettingsError(f"[modules.explorer]: unknown key {key!r}")
-        want = type(getattr(defaults, key))
-        if want is tuple and isinstance(value, list):
-            value = tuple(value)
-        elif want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise SettingsError(f"[modules.explorer]: {key} must be {want.__name__}, got {value!r}")
-        if key in NON_NEGATIVE and value < 0:
-            raise SettingsError(f"[modules.explorer]: {key} must be >= 0, got {value!r}")
-        kw[key] = value
-    return ExplorerSettings(**kw)
+    return settings.load(ExplorerSettings, table, where)
 
 
 def load_settings(config) -> ExplorerSettings:
     """The ``[modules.explorer]`` table of the config (``Config.modules``), or the defaults."""
-    return settings_from_table((getattr(config, "modules", None) or {}).get(MODULE) or {})
+    return settings.module_settings(ExplorerSettings, config, MODULE)

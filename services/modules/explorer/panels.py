@@ -39,6 +39,7 @@ from services.modules import capacity as CAP
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
+from services.modules.explorer import threads as T
 from services.modules.explorer.recovery import OPEN_REVIEW
 from services.modules.explorer.state import Ops, effective_status
 
@@ -141,6 +142,23 @@ class Panels:
         waiting = len(cached[2] & {t["id"] for t in open_})
         return max(0, min(active - (len(open_) - waiting), active + s.max_waiting_threads - len(open_)))
 
+    def extraction_panel(self) -> list[str]:
+        """A new extraction panel: :meth:`available_accounts` without the *backlogged* ones (more than
+        ``busy_backlog`` explorer tasks wait that only they can run, :mod:`.load`), as long as one stays.
+        Every extraction waits for its slowest member (or ``extract_patience``), and its thread holds a
+        thread slot meanwhile: seating the slowest account on every panel kept the fast accounts idle
+        behind its queue in the demo."""
+        panel = self.available_accounts()
+        busy = self.backlogged()
+        return [a for a in panel if a not in busy] or panel
+
+    def backlogged(self) -> set[str]:
+        """Accounts with more than ``busy_backlog`` explorer tasks waiting that only they can run
+        (:mod:`.load`; none while ``threads_per_account`` is 0, the load-following switch)."""
+        if not self.settings.threads_per_account:
+            return set()
+        return {a for a, n in self.load_view().pinned.items() if n > self.settings.busy_backlog}
+
     # --- panel members blocked past patience ------------------------------------------------------------
 
     def follow_capacity(self) -> None:
@@ -151,6 +169,32 @@ class Panels:
         pending = CAP.pending(self.client, M.MODULE)
         self.skip_extractors(cap, pending)
         self.replace_reviewers(cap, pending)
+        self.retarget_first_turns(cap, pending)
+
+    def retarget_first_turns(self, cap: CAP.Capacity, pending: dict) -> None:
+        """A new thread's first turn is restricted to one account (``explore_on``, :mod:`.load`); should
+        that account lose its room (its window used up, say, for hours) before the turn runs, the turn
+        moves once it has waited ``member_patience``: to another account with a free share, or to any
+        account (``explore_on`` cleared), under a new key (``first_turn_moves``); the old task is cancelled."""
+        for key, version, thread in self.store.scan("threads/"):
+            if not isinstance(thread, dict) or effective_status(thread) != "active" or thread.get("exchanges"):
+                continue
+            on = thread.get("explore_on") or []
+            task = pending.get(M.thread_turn_key(thread, 1))
+            if len(on) != 1 or not self._blocked(task, cap, on[0]):
+                continue
+            threads = [t for t in self.values("threads/") if t.get("id") != thread["id"]]
+            targets = [a for a in L.explore_targets(self.load_view(threads), threads, self.settings,
+                                                    self.configured_accounts()) if a != on[0]]
+            new = dict(thread, explore_on=targets, first_turn_moves=int(thread.get("first_turn_moves") or 0) + 1,
+                       updated_at=self.now())
+            ops = Ops()
+            ops.submit(T.turn_task(new, 1, self.values("seeds/"), [], self.configured_accounts(), self.settings))
+            self.put_thread(thread, new, version, ops)
+            why = f"{on[0]} without room past member_patience: {cap.reason(on[0], 'standard')}"
+            if self.txn_or_skip(ops.ops, f"move the first turn of {thread['id']}"):
+                self.log.info("thread %s: first turn moved off %s (%s)", thread["id"], on[0], why)
+                self._cancel([task["id"]], pending, why)
 
     def _blocked(self, task: dict | None, cap: CAP.Capacity, account: str) -> bool:
         return (task is not None and CAP.waited(task, self.now()) >= self.settings.member_patience

@@ -172,7 +172,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         served, now, ops = self.served(task), self.now(), Ops()
         ops.put(M.synthesis_key(old["id"]), dict(parsed, thread_id=old["id"], backend=served["account"],
                                                  mode=served["mode"], task_id=task["id"], at=now), 0)
-        panel = self.available_accounts()
+        panel = self.extraction_panel()
         thread = dict(old, status="synthesised", panel=panel, panel_settled={}, panel_retries={}, panel_closed=False,
                       synthesised_at=now, attempt=0, last_error=None, updated_at=now)
         exchanges, insights = self.exchanges(old["id"]), self.values("insights/")

@@ -76,10 +76,16 @@ class StateReader:
         accounts with room (:meth:`available_accounts`). With every account ready this is
         :func:`review.make_panel` as ever (an account serves twice only when there are fewer accounts than
         seats); when some are blocked past patience and at least two distinct ones are ready, the panel is
-        those (fewer seats, distinct models) rather than a seat that waits or a model that answers twice."""
+        those (fewer seats, distinct models) rather than a seat that waits or a model that answers twice.
+        So are the ready accounts that are not backlogged (:meth:`.panels.Panels.backlogged`), when at least
+        two are: a panel waits for its slowest seat, and a backlogged account's queue only grows."""
         cap = cap or self.capacity()
         names = self.configured_accounts()
         ready = cap.usable(names, "standard", self.settings.member_patience)
+        busy = self.backlogged() if cap.known else set()
+        quick = [a for a in ready if a not in busy]
+        if len(quick) < len(ready) and len(quick) >= 2:
+            return R.make_panel(quick, min(self.settings.reviewers, len(quick)))
         if len(ready) == len(names) or not cap.known:
             return R.make_panel(names, self.settings.reviewers)
         if len(ready) >= 2:
@@ -128,7 +134,7 @@ class StateReader:
         tid, kind, p, status = thread["id"], task["kind"], task.get("payload") or {}, effective_status(thread)
         if kind in (M.EXPLORE, M.CRITIQUE):
             k = thread["exchanges"] + 1
-            return status == "active" and p.get("turn") == k and task["key"] == M.turn_task_key(tid, k, thread.get("attempt", 0))
+            return status == "active" and p.get("turn") == k and task["key"] == M.thread_turn_key(thread, k)
         if kind == M.SYNTHESIS:
             return status == "ready" and task["key"] == M.thread_task_key(tid, "synthesis", thread.get("attempt", 0))
         if kind == M.EXTRACT:

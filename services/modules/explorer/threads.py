@@ -198,7 +198,7 @@ def turn_task(thread: dict, k: int, seeds: list[dict], exchanges: list[dict], ac
         if allowed:
             requires["backends"] = allowed
         kind = M.CRITIQUE
-    return M.task_spec(M.turn_task_key(tid, k, retry), kind, payload, thread.get("priority"), requires)
+    return M.task_spec(M.thread_turn_key(thread, k), kind, payload, thread.get("priority"), requires)
 
 
 def exchange_record(thread: dict, k: int, parsed: dict, task: dict, served: dict, now: float,
