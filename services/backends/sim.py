@@ -221,8 +221,9 @@ class SimSettings:
     auth_fail: bool = setting(False, "every request: auth error, never reaches the provider")
     sloppy_rate: float = _rate("answers with format deviations a tolerant parser must accept", 0.05)
     garbage_rate: float = _rate("answers with none of the kind's tags")
-    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts", kind="table",
-                            parse=_reviews, expected="a table with keys among good, bad, agree, persuade")
+    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts (favour: share of "
+                            "subjects every documenter vote approves)", kind="table", parse=_reviews,
+                            expected="a table with keys among " + ", ".join(sim_answers.DEFAULT_REVIEWS))
     fsync: bool = setting(False, "fsync each log record (power-loss durability; kill -9 needs none)")
     modes: tuple = setting(MODES, "the account's modes", choices=MODES)
 
