@@ -180,10 +180,13 @@ class BrokerClient:
         return self.call("turn_begin", rid=rid, id=task_id, epoch=epoch)
 
     def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None,
-                 reconciled: bool = False) -> dict:
+                 reconciled: bool = False, mode: str | None = None) -> dict:
         """``reconciled``: the result is an earlier attempt's answer recovered from the provider; nothing
-        was sent under this lease, so its quota unit is refunded."""
-        return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result, reconciled=reconciled)
+        was sent under this lease, so its quota unit is refunded. ``mode`` (reconciled only): the mode that
+        answer was served in, as the provider confirmed it — ``served.mode`` then states it, not the mode
+        of this lease."""
+        return self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result, reconciled=reconciled,
+                         **({"mode": mode} if mode is not None else {}))
 
     def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
              retry_after: float | None = None, rid: str | None = None, scope: str = "mode") -> dict:
