@@ -194,11 +194,14 @@ class BrokerClient:
         return cast(Json, self.call("turn_begin", rid=rid, id=task_id, epoch=epoch))
 
     def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None,
-                 reconciled: bool = False) -> Json:
+                 reconciled: bool = False, mode: str | None = None) -> Json:
         """``reconciled``: the result is an earlier attempt's answer recovered from the provider; nothing
-        was sent under this lease, so its quota unit is refunded."""
+        was sent under this lease, so its quota unit is refunded. ``mode`` (reconciled only): the mode that
+        answer was served in, as the provider confirmed it — ``served.mode`` then states it, not the mode
+        of this lease."""
+        extra: Json = {"mode": mode} if mode is not None else {}
         return cast(Json, self.call("complete", rid=rid, id=task_id, epoch=epoch, result=result,
-                                    reconciled=reconciled))
+                                    reconciled=reconciled, **extra))
 
     def fail(self, task_id: int, epoch: int, error_class: str, message: str = "", sent: bool = True,
              retry_after: float | None = None, rid: str | None = None, scope: str = "mode") -> Json:

@@ -195,7 +195,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
     "renew": (True, {"id": TASK_ID, "epoch": EPOCH, "ttl": _arg(*NUM)}),
     "turn_begin": (True, {"id": TASK_ID, "epoch": EPOCH}),
     "complete": (True, {"id": TASK_ID, "epoch": EPOCH, "result": _arg(ANY),
-                        "reconciled": _arg(*BOOL, default=False)}),
+                        "reconciled": _arg(*BOOL, default=False),
+                        "mode": _arg(*STR)}),   # reconciled: the mode the provider confirmed it in
     "fail": (True, {"id": TASK_ID, "epoch": EPOCH,
                     "error_class": _arg(*STR, required=True, nullable=False),
                     "message": _arg(*STR, default=""), "sent": _arg(*BOOL, default=True),

@@ -17,7 +17,9 @@ What it reproduces of the real service (docs/providers.md § Anthropic API), nev
 * validation the real API does (``max_tokens``, alternating roles, thinking budget >= 1024 and below
   ``max_tokens``): a provider bug shows up as a 400 here, not in production.
 
-The answer is deterministic: ``claude stand-in answer to: <first line of the last user message>``.
+The answer is deterministic: a research prompt (``prompts/``) is answered in its format by the sim's
+generator (``services/backends/prompt_answers.py``; ``reviews=`` tunes its review verdicts), anything
+else with ``claude stand-in answer to: <first line of the last user message>``.
 
 Scenarios (:data:`SCENARIOS`) are chosen per request by a ``[[standin:NAME]]`` marker in the last user
 message or an ``x-standin-scenario`` header, or at run time by ``POST /__scenario {"scenario": NAME,
@@ -40,7 +42,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 
-from ops.standins.server import StandinServer, serve_in_foreground
+from ops.standins.server import StandinServer, reviews_option, serve_in_foreground
+from services.backends.prompt_answers import answer_prompt
 
 SCENARIOS = {
     "normal": "answer (JSON or SSE as asked)",
@@ -76,9 +79,14 @@ def _text_of(content) -> str:
     return ""
 
 
-def answer_for(messages: list) -> str:
-    """The deterministic answer to a request: from the first line of the last user message."""
+def answer_for(messages: list, model: str = "", deep: bool = False, reviews: dict | None = None) -> str:
+    """The deterministic answer to a request: a research prompt (one of prompts/, read from the last user
+    message) gets an answer in its format from the sim's generator, answered as ``model``
+    (services/backends/prompt_answers.py); anything else an echo of the message's first line."""
     last = MARKER.sub("", _text_of(messages[-1].get("content")) if messages else "").strip()
+    research = answer_prompt(last, "deep" if deep else "standard", account=model or "claude", reviews=reviews)
+    if research is not None:
+        return research
     return f"claude stand-in answer to: {last.splitlines()[0].strip() if last else ''}"
 
 
@@ -125,7 +133,8 @@ class ClaudeStandin(StandinServer):
 
     def __init__(self, key: str | None = None, scenario: str = "normal", host: str = "127.0.0.1", port: int = 0,
                  requests_limit: int = 50, slow_interval: float = 0.2, slow_events: int = 300,
-                 max_prompt_chars: int = 800_000, models: list[str] | None = None):
+                 max_prompt_chars: int = 800_000, models: list[str] | None = None,
+                 reviews: dict | None = None):
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
         self.key = key
@@ -134,6 +143,7 @@ class ClaudeStandin(StandinServer):
         self.slow_interval, self.slow_events = slow_interval, slow_events
         self.max_prompt_chars = max_prompt_chars
         self.models = models
+        self.reviews = reviews      # the research answers' review tuning (prompt_answers.answer_prompt)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._scenario, self._count = scenario, None
@@ -330,7 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
             rec.update(status=404, outcome="refused")
             return self._error(404, "not_found_error", f"model: {b['model']}", headers)
         rec["status"] = 200
-        message = _message(b, answer_for(b["messages"]))
+        thinking = (b.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+        message = _message(b, answer_for(b["messages"], str(b.get("model") or ""), thinking, owner.reviews))
         if not b.get("stream"):
             rec["outcome"] = "served"
             return self._send_json(200, message, headers)
@@ -482,13 +493,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--key-env", default=None,
                         help="environment variable holding the only accepted key (default: any non-empty key)")
     parser.add_argument("--requests-limit", type=int, default=50, help="requests per minute before 429")
+    reviews_option(parser)
     args = parser.parse_args(argv)
     key = os.environ.get(args.key_env) if args.key_env else None
     if args.key_env and not key:
         print(f"environment variable {args.key_env} is empty", file=sys.stderr)
         return 2
     standin = ClaudeStandin(key=key, scenario=args.scenario, host=args.host, port=args.port,
-                            requests_limit=args.requests_limit)
+                            requests_limit=args.requests_limit, reviews=args.reviews)
     return serve_in_foreground(standin)
 
 

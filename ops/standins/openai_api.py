@@ -13,7 +13,9 @@ Scenarios, chosen at run time (``POST /control {"scenario": NAME}``, or the cons
 or per request (header ``X-Standin-Scenario: NAME``, or ``[standin:NAME]`` in the last user message):
 
 =================  ==============================================================================
-normal             the answer ``openai stand-in answer to: <first line of the prompt>``, streamed
+normal             the answer ``openai stand-in answer to: <first line of the prompt>``, streamed; a
+                   research prompt (``prompts/``) is answered in its format by the sim's generator
+                   (``services/backends/prompt_answers.py``, as the request's model; ``reviews=``)
 loading            503 ``{"error": {"message": "Loading model"}}`` (also from /health)
 queue_full         503 as when all slots are busy
 context_overflow   400 with vLLM's "This model's maximum context length is 4096 tokens. However, ..."
@@ -45,7 +47,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
-from ops.standins.server import StandinServer, serve_in_foreground
+from ops.standins.server import StandinServer, reviews_option, serve_in_foreground
+from services.backends.prompt_answers import answer_prompt
 
 SCENARIOS = ("normal", "loading", "queue_full", "context_overflow", "cut", "slow", "hang", "error500",
              "rate_limit", "malformed")
@@ -60,12 +63,17 @@ OVERFLOW = {"object": "error", "type": "BadRequestError", "param": None, "code":
                        "messages or completion."}
 
 
-def answer_for(messages) -> str:
-    """The deterministic answer to a request: from the first line of its last user message."""
+def answer_for(messages, model: str = "", reviews: dict | None = None) -> str:
+    """The deterministic answer to a request: a research prompt (one of prompts/, its last user message)
+    gets an answer in its format from the sim's generator, answered as ``model``
+    (services/backends/prompt_answers.py); anything else an echo of the message's first line."""
     prompt = ""
     for message in messages if isinstance(messages, list) else []:
         if isinstance(message, dict) and message.get("role") == "user":
             prompt = str(message.get("content", ""))
+    research = answer_prompt(MARKER.sub("", prompt), account=model or "openai", reviews=reviews)
+    if research is not None:
+        return research
     first = MARKER.sub("", prompt).strip().splitlines()
     return f"openai stand-in answer to: {first[0].strip() if first else ''}"
 
@@ -78,7 +86,7 @@ class OpenAIStandIn(StandinServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, scenario: str = "normal", slots: int = 1,
                  models=("standin-small", "standin-large"), api_key: str | None = None,
                  loading_seconds: float = 0.0, flavor: str = "llama.cpp", chunk_delay: float = 0.01,
-                 slow_delay: float = 0.5):
+                 slow_delay: float = 0.5, reviews: dict | None = None):
         if scenario not in SCENARIOS or flavor not in FLAVORS:
             raise ValueError(f"scenario must be one of {SCENARIOS}, flavor one of {FLAVORS}")
         self.host, self.port = host, port
@@ -89,6 +97,7 @@ class OpenAIStandIn(StandinServer):
         self.flavor = flavor
         self.chunk_delay = chunk_delay
         self.slow_delay = slow_delay
+        self.reviews = reviews      # the research answers' review tuning (prompt_answers.answer_prompt)
         self.health = "ok"
         self.loading_until = time.monotonic() + loading_seconds if loading_seconds else 0.0
         self.lock = threading.Lock()
@@ -291,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             while not s.stopping.is_set() and not self._client_gone():
                 time.sleep(0.02)
             raise OSError("client gone")
-        text = answer_for(body.get("messages"))
+        text = answer_for(body.get("messages"), str(body.get("model") or ""), s.reviews)
         model = body.get("model")
         if not body.get("stream"):
             return self._json(200, {"id": "chatcmpl-standin", "object": "chat.completion", "model": model,
@@ -343,9 +352,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--flavor", default="llama.cpp", choices=FLAVORS)
     parser.add_argument("--loading-seconds", type=float, default=0.0)
     parser.add_argument("--api-key-env", help="require the key held by this environment variable")
+    reviews_option(parser)
     args = parser.parse_args(argv)
     key = os.environ.get(args.api_key_env, "") if args.api_key_env else None
     standin = OpenAIStandIn(args.host, args.port, args.scenario, args.slots,
                             models=args.model or ("standin-small", "standin-large"), api_key=key or None,
-                            loading_seconds=args.loading_seconds, flavor=args.flavor)
+                            loading_seconds=args.loading_seconds, flavor=args.flavor, reviews=args.reviews)
     return serve_in_foreground(standin)

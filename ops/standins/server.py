@@ -6,9 +6,23 @@ tests never collide.
 """
 from __future__ import annotations
 
+import argparse
 import signal
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from services.backends.sim_answers import DEFAULT_REVIEWS
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that goes away mid-answer (a browser closed while its page polled) is normal for a stand-in:
+    not a traceback on stderr. Anything else is still reported."""
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class StandinServer:
@@ -29,7 +43,7 @@ class StandinServer:
 
     def start(self):
         handler = type("Handler", (self.handler_class(),), {"owner": self})
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        self._httpd = _QuietServer((self.host, self.port), handler)
         self._httpd.daemon_threads = True      # a streaming request must not keep stop() waiting
         self._httpd.block_on_close = False
         self.port = self._httpd.server_address[1]
@@ -60,3 +74,28 @@ def serve_in_foreground(standin: StandinServer) -> int:
         pass
     standin.stop()
     return 0
+
+
+def reviews_option(parser) -> None:
+    """``--reviews good=1,agree=1,favour=1``: how the stand-in's research answers review (the keys of
+    services/backends/sim_answers.py DEFAULT_REVIEWS, each 0-1); parsed by :func:`parse_reviews`."""
+    parser.add_argument("--reviews", type=parse_reviews, default=None, metavar="KEY=P,...",
+                        help="research answers' review tuning, e.g. good=1,agree=1,favour=1 (every panel "
+                             "blesses, every documenter vote approves)")
+
+
+def parse_reviews(text: str) -> dict:
+    """``good=1,agree=0.9`` -> {"good": 1.0, "agree": 0.9}; argparse shows the ValueError's message."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if key not in DEFAULT_REVIEWS or not 0.0 <= number <= 1.0:
+            raise argparse.ArgumentTypeError(f"{part!r}: want KEY=P with KEY among {', '.join(DEFAULT_REVIEWS)} "
+                                             "and P in [0, 1]")
+        out[key] = number
+    return out
+

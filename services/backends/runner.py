@@ -50,7 +50,9 @@ ProviderError unknown          fail(unknown, sent=True): reconciled next time  f
 past the request timeout       fail(unknown, sent=True) (unless the provider   failed
                                said sent=False: its class, not sent)
 any other exception            fail(unknown, sent=True): we cannot know        failed
-reconcile -> Reply             complete (nothing re-sent)                      done
+reconcile -> Reply             complete(reconciled, mode: the mode the         done
+                               provider confirmed, the reply's meta.mode, else
+                               the earlier attempt's) — nothing re-sent
 reconcile -> None              continue to INTENT (the log line says why:      —
                                provider.resend_note — a stateless API "may
                                have" got it, never "never got"); the
@@ -58,7 +60,11 @@ reconcile -> None              continue to INTENT (the log line says why:      �
                                charges it — or, without room, answers
                                turn: null and requeues the task             refused
 reconcile -> auth              fail(auth, sent=False)                          failed
+reconcile -> quota             fail(quota, sent=False): the earlier attempt    refused
+                               was served, but not in its mode (a downgrade
+                               the page shows): that mode cools, unit refunded
 reconcile -> anything else     fail(unknown, sent=False): try again later      failed
+                               (a reconcile lease is charged no unit)
 cancelled before sending       fail(transient, sent=False, retry_after=0)      cancelled
 stale renew / STALE_EPOCH      nothing (the lease is void)                     stale
 =============================  ==============================================  ===========================
@@ -333,7 +339,10 @@ class TurnRunner:
         try:
             found = self.provider.reconcile(previous)
         except ProviderError as exc:
-            cls = "auth" if exc.error_class == "auth" else "unknown"
+            # auth pauses the account; quota is a reconcile that settled the earlier attempt as not served in
+            # its mode (a web page's silent downgrade): that mode cools, and the provider sends it afresh
+            # next time; anything else leaves the earlier attempt unknown
+            cls = exc.error_class if exc.error_class in ("auth", "quota") else "unknown"
             error = ProviderError(cls, f"reconcile: {exc.message}", exc.retry_after, sent=False)
             return self._fail(job, turn, error)
         except Exception as exc:
@@ -349,9 +358,11 @@ class TurnRunner:
                 why = f"no answer to attempt {previous.attempt} was found"
             self.log.info("task %s: %s; sending", turn.task_id, why)
             return None
-        self.log.info("task %s: the provider had served attempt %s; completing without sending",
-                      turn.task_id, previous.attempt)
-        return self._complete(job, turn, found, reconciled=True)
+        served = (found.meta or {}).get("mode")
+        served = served if served in ("standard", "deep") else previous.mode
+        self.log.info("task %s: the provider had served attempt %s (%s); completing without sending",
+                      turn.task_id, previous.attempt, served)
+        return self._complete(job, turn, found, reconciled=True, mode=served)
 
     def _release_unsent(self, job: Job, turn: Turn) -> Outcome:
         """Cancelled before anything left: give the task back, refund the unit."""
@@ -361,10 +372,13 @@ class TurnRunner:
             return stop
         return Outcome("cancelled", "cancelled before sending", turn.epoch)
 
-    def _complete(self, job: Job, turn: Turn, reply: Reply, reconciled: bool = False) -> Outcome:
+    def _complete(self, job: Job, turn: Turn, reply: Reply, reconciled: bool = False,
+                  mode: str | None = None) -> Outcome:
         result = {"text": reply.text, "meta": _wire_safe(dict(reply.meta or {}))}
+        # a reconciled answer was served in the earlier attempt's mode, as the provider confirmed it
+        # (served.mode states it), not necessarily in this lease's
         _, stop = self._deliver(job, "complete", id=turn.task_id, epoch=turn.epoch, result=result,
-                                **({"reconciled": True} if reconciled else {}))
+                                **({"reconciled": True, "mode": mode or turn.mode} if reconciled else {}))
         if stop is not None:
             return stop
         self.log.info("task %s: done (epoch %s)", turn.task_id, turn.epoch)

@@ -36,7 +36,8 @@ Settings (the ``[accounts.NAME]`` table minus ``backend``; all optional; each ke
     auth_fail = false              # every request: auth error, never reaches the provider
     sloppy_rate = 0.05             # answers with format deviations a tolerant parser must accept
     garbage_rate = 0.0             # answers with none of the kind's tags
-    reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4}   # latent review verdicts
+    reviews = {good = 0.35, bad = 0.2, agree = 0.85, persuade = 0.4, favour = 0.0}   # latent review
+                                   # verdicts; favour: share of subjects every documenter vote approves
     fsync = false                  # fsync each log record (power-loss durability; kill -9 needs none)
 
 Refusals (quota, an injected 429, overload, the injected 500) are decided at the door and logged as ``refused``: the
@@ -220,8 +221,9 @@ class SimSettings:
     auth_fail: bool = setting(False, "every request: auth error, never reaches the provider")
     sloppy_rate: float = _rate("answers with format deviations a tolerant parser must accept", 0.05)
     garbage_rate: float = _rate("answers with none of the kind's tags")
-    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts", kind="table",
-                            parse=_reviews, expected="a table with keys among good, bad, agree, persuade")
+    reviews: dict = setting(dict(sim_answers.DEFAULT_REVIEWS), "latent review verdicts (favour: share of "
+                            "subjects every documenter vote approves)", kind="table", parse=_reviews,
+                            expected="a table with keys among " + ", ".join(sim_answers.DEFAULT_REVIEWS))
     fsync: bool = setting(False, "fsync each log record (power-loss durability; kill -9 needs none)")
     modes: tuple = setting(MODES, "the account's modes", choices=MODES)
 

@@ -113,7 +113,9 @@ REQUIRED_TAGS: dict[str, tuple[str, ...]] = {
 JSON_KINDS = frozenset({RESEARCHER_GENERATE_QUESTIONS, RESEARCHER_EVALUATE_SOURCE, RESEARCHER_EXTRACT_FINDINGS})
 RESEARCH_KINDS = tuple(REQUIRED_TAGS)
 RATINGS = ("⚡", "?", "✗")
-DEFAULT_REVIEWS = {"good": 0.35, "bad": 0.2, "agree": 0.85, "persuade": 0.4}
+# favour: the share of subjects on which the documenter's shared votes (evaluate, exposition, section
+# review) are the favourable word outright (0: drawn as usual; the stand-ins' end-to-end tests set 1)
+DEFAULT_REVIEWS = {"good": 0.35, "bad": 0.2, "agree": 0.85, "persuade": 0.4, "favour": 0.0}
 
 
 def derive_rng(*parts) -> random.Random:
@@ -399,7 +401,11 @@ def _plan(c: _Ctx) -> str:
 
 def _vote(c: _Ctx, tag: str, words: tuple[str, ...], weights: tuple[int, ...]) -> str:
     """A decision shared by evaluators of one subject, with some per-evaluator noise (so consensus
-    usually, but not always, forms)."""
+    usually, but not always, forms). ``reviews.favour`` of the subjects get the favourable word
+    (``words[0]``) from every evaluator."""
+    favour = {**DEFAULT_REVIEWS, **(c.reviews or {})}["favour"]
+    if favour and derive_rng(WORLD_SEED, tag, "favour", c.subject).random() < favour:
+        return words[0]
     shared = derive_rng(WORLD_SEED, tag, c.subject).choices(words, weights)[0]
     own = derive_rng(c.seed, tag, c.subject, c.reviewer)
     return shared if own.random() < 0.85 else own.choice(words)

@@ -332,6 +332,13 @@ def _settle_turn(tx: Tx, task: dict[str, Any], unknown: bool) -> None:
     task["turn"] = None
 
 
+def _has_intent(task: dict[str, Any]) -> bool:
+    """Did this lease record the intent to send (``turn_begin`` at its epoch)? The intent is durable before
+    a request leaves the worker, so a lease without one sent nothing."""
+    turn = task.get("turn")
+    return bool(turn and turn.get("epoch") == task["epoch"])
+
+
 def _hold_over(tx: Tx, unknown: dict[str, Any]) -> bool:
     """Has the account holding an unknown turn had its time to reconcile it? (see the module doc)"""
     until = unknown.get("until")
@@ -372,10 +379,17 @@ def op_renew(tx: Tx, id: int, epoch: int, ttl: float | None) -> dict[str, Any]:
     return {"id": id, "epoch": epoch, "deadline_in": ttl, "pause_requested": bool(task.get("pause_requested"))}
 
 
-def op_complete(tx: Tx, id: int, epoch: int, result: Any, reconciled: bool = False) -> dict[str, Any]:
+def op_complete(tx: Tx, id: int, epoch: int, result: Any, reconciled: bool = False,
+                mode: str | None = None) -> dict[str, Any]:
+    """``mode``: with ``reconciled``, the mode the recovered answer was served in as the provider confirmed
+    it (the earlier attempt's, not necessarily this lease's); served.mode states it. Ignored otherwise: a
+    turn sent under this lease was served in the lease's mode (a provider that cannot confirm that fails
+    the turn instead, e.g. a web page's silent downgrade)."""
+    if mode is not None and mode not in MODES:
+        raise bad_argument(f"mode must be one of {', '.join(MODES)}", field="mode")
     task = _leased(tx, id, epoch)
-    turn = task.get("turn")
-    if reconciled and not (turn and turn.get("epoch") == epoch):
+    recovered = reconciled and not _has_intent(task)
+    if recovered:
         # an earlier attempt's answer, recovered from the provider: its unit is counted under that
         # attempt's lease, and this lease sent nothing (no intent at this epoch): give its unit back
         _refund(tx, task)
@@ -384,7 +398,8 @@ def op_complete(tx: Tx, id: int, epoch: int, result: Any, reconciled: bool = Fal
     task["turn"] = task["unknown_turn"] = None  # the outcome is known
     lease = task["lease"]
     # who answered, in which mode (the lease itself is cleared by the move; a module may need to know)
-    task["served"] = {"account": lease["account"], "mode": lease["mode"], "worker": lease["worker"]}
+    served_mode = mode if recovered and mode is not None else lease["mode"]
+    task["served"] = {"account": lease["account"], "mode": served_mode, "worker": lease["worker"]}
     _end_conversation_turn(tx, task, done=True, result=result)
     tx.move(task, st.DONE, f"completed by {task['lease']['worker']}")
     return {"id": id, "epoch": epoch, "state": st.DONE}

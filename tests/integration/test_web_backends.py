@@ -441,6 +441,63 @@ def test_cancel_mid_answer_then_reconcile_reads_the_reply(providers, site):
     assert len(site.prompts("take your time")) == 1
 
 
+def _cancelled_mid_answer(p, t):
+    """Send ``t`` and cancel it once its URL is recorded: the turn is left unknown, as a killed worker's."""
+    key = conversation_key(t)
+    cancel_at = []
+
+    def cancelled():
+        if not cancel_at and p.store.handle(key).get("url"):
+            cancel_at.append(time.monotonic())
+        return bool(cancel_at)
+
+    with pytest.raises(ProviderError) as err:
+        p.send(t, cancelled)
+    assert err.value.error_class == "unknown" and err.value.sent is True
+
+
+@both
+@pytest.mark.parametrize("downgrade", [False, True], ids=["confirmed", "downgraded"])
+def test_a_reconciled_deep_turn_reports_the_mode_the_page_confirms(providers, site, skin, downgrade):
+    """Issue 16: a reconciled deep turn's served.mode came from the lease, whatever the page showed. The
+    reopened conversation now decides: the turn's own model label naming the scarce mode confirms it (the
+    reply says mode deep); a downgraded turn (the label reads Auto / Fast, or the page says another model
+    answered) is never delivered as deep — a quota error that cools the deep mode (not sent: this lease sent
+    nothing), and the next reconcile of that attempt lets it be sent afresh."""
+    p = providers[skin]
+    site.control(speed=3.0, downgrade=downgrade)
+    t = turn("[[scenario:slow]] think it through", mode="deep")
+    _cancelled_mid_answer(p, t)
+    label, served = DEEP_LABEL[skin], {"chatgpt": "Auto", "gemini": "Fast"}[skin]
+    if not downgrade:
+        reply = p.reconcile(t)
+        assert reply.meta["reconciled"] and reply.meta["mode"] == "deep", reply.meta
+        assert reply.text.startswith(f"Stand-in {skin} answer [{label}] to: think it through")
+        assert "confirmed by the turn's model label" in reply.meta["mode_after"] and label in reply.meta["mode_after"]
+    else:
+        with pytest.raises(ProviderError) as err:
+            p.reconcile(t)
+        e = err.value
+        assert e.error_class == "quota" and e.sent is False and e.retry_after == FAST["mode_retry"], e
+        assert e.message.startswith("downgrade: the reopened") and served in e.message or "another model" in e.message
+        assert p.store.reply(conversation_key(t), 0) is None         # never recorded as the turn's answer
+        assert p.reconcile(t) is None                               # settled: the next attempt sends afresh
+    assert len(site.prompts("think it through")) == 1
+
+
+def test_a_reconciled_deep_turn_without_a_model_label_is_unconfirmed(providers, site, monkeypatch):
+    """A site file that names no turn_mode element cannot confirm a reconciled scarce turn: unconfirmed is
+    treated as not deep (quota: deep cools), never delivered as deep."""
+    p = providers["chatgpt"]
+    site.control(speed=3.0)
+    t = turn("[[scenario:slow]] no label here", mode="deep")
+    _cancelled_mid_answer(p, t)
+    monkeypatch.setitem(p.site.selectors, "turn_mode", ())     # a page object is made per request
+    with pytest.raises(ProviderError) as err:
+        p.reconcile(t)
+    assert err.value.error_class == "quota" and "names no model for the turn" in err.value.message
+
+
 _WORKER = textwrap.dedent("""
     import sys
     from services.backends.base import Turn
@@ -792,5 +849,74 @@ def test_a_worker_killed_before_the_real_url_through_the_broker_is_answered_once
             assert site.prompts(prompt) == [prompt]
             q = json.loads(run_fanoctl(tree, "--json", "quota", "show", "web-kill").stdout)["quotas"]
             assert next(x for x in q if x["mode"] == "standard")["windows"][0]["used"] == 1
+        finally:
+            client.close()
+
+
+DEEP_KILL_TREE = """
+[broker]
+lease_ttl = 6
+
+[scheduler]
+lease_ttl = 6
+
+[accounts.web-deep]
+backend = "chatgpt"
+modes = ["standard", "deep"]
+url = "{url}"
+chromium = "{chromium}"
+poll_interval = 0.2
+min_stable = 0.5
+timeout = 60
+mode_retry = 3600
+
+[quotas.web-deep.standard]
+windows = ["50/day@00:00 UTC"]
+
+[quotas.web-deep.deep]
+windows = ["5/day@00:00 UTC"]
+"""
+
+
+@pytest.mark.parametrize("downgrade", [False, True], ids=["confirmed", "downgraded"])
+def test_a_deep_turn_reconciled_through_the_broker_is_served_in_the_mode_the_page_confirms(site, chromium_path,
+                                                                                             downgrade):
+    """Issue 16 through the whole tree: kill -9 of the worker while a Pro answer is being written; the
+    restarted worker reconciles it from the conversation. Confirmed by the turn's model label, the task ends
+    DONE with served.mode deep, one deep unit charged (the reconciling lease's refunded), nothing re-sent.
+    Silently downgraded (the page served it in Auto), it is never delivered as deep: the deep mode cools
+    ("downgrade: ..."), the reconciling lease's unit is refunded, and the task, which allows it, is sent
+    again in standard: served.mode standard."""
+    from shared.client import BrokerClient
+    site.control(speed=2.0, downgrade=downgrade)
+    with running_tree("fwr", DEEP_KILL_TREE.format(url=site.url, chromium=chromium_path)) as tree:
+        client = BrokerClient(tree.config.broker_endpoint, name="test-web", timeout=5.0)
+        try:
+            prompt = "[[scenario:slow]] a deep question (first turn)"
+            tid = client.submit("deep-thread#1", "adhoc", "ask", {"prompt": prompt, "turn": 1},
+                                requires={"backends": ["web-deep"], "conversation": "deep-thread", "mode": "deep",
+                                          "deep_fallback": True})["task"]["id"]
+            wait_for(lambda: site.prompts(prompt), 90, interval=0.1, what="the prompt to reach the site")
+            time.sleep(1.5)
+            tree.kill("backend-web-deep")
+            wait_for(lambda: client.get(tid)["state"] in ("DONE", "PARKED"), 150, interval=0.5,
+                     what="the killed deep turn to be reconciled")
+            task = client.get(tid)
+            assert task["state"] == "DONE", (task["state"], task["error"], task["history"][-4:])
+            quotas = {q["mode"]: q for q in json.loads(run_fanoctl(tree, "--json", "quota", "show",
+                                                                    "web-deep").stdout)["quotas"]}
+            if not downgrade:
+                assert task["served"]["mode"] == "deep" and task["result"]["meta"]["reconciled"] is True
+                assert task["result"]["text"].startswith("Stand-in chatgpt answer [Pro] to: a deep question")
+                assert site.prompts(prompt) == [prompt]
+                assert quotas["deep"]["windows"][0]["used"] == 1 and quotas["standard"]["windows"][0]["used"] == 0
+            else:
+                assert task["served"]["mode"] == "standard", task["served"]
+                assert task["result"]["text"].startswith("Stand-in chatgpt answer [Auto] to: a deep question")
+                assert [s["mode"] for s in site.submits] == ["Pro", "Auto"]
+                deep = quotas["deep"]
+                assert deep["cooldown"] and "downgrade: the reopened Pro turn" in deep["cooldown"]["reason"], deep
+                # the first attempt's deep unit stays (the site served something); the reconcile's came back
+                assert deep["windows"][0]["used"] == 1 and quotas["standard"]["windows"][0]["used"] == 1
         finally:
             client.close()

@@ -350,6 +350,28 @@ def test_a_reconciled_completion_gives_back_its_leases_unit(qcore):
     assert used(qcore) == [1, 1] and qcore.get(a)["charged"] == 1
 
 
+def test_a_reconciled_answer_is_served_in_the_mode_the_provider_confirmed_not_the_leases(qcore):
+    """Issue 16: served.mode of a reconciled turn came from the lease. An earlier attempt sent in standard,
+    reconciled under a deep lease (or the reverse), states the mode the provider confirmed."""
+    a, _ = died_mid_request(qcore)                      # attempt 1: standard, sent, unknown
+    qcore.clock.advance(60)
+    qcore.tick()
+    lb = qcore.lease(modes=["deep", "standard"])
+    qcore.call("complete", id=a, epoch=lb["epoch"], result={"text": "served"}, reconciled=True, mode="standard")
+    assert qcore.get(a)["served"]["mode"] == "standard"
+    b = qcore.submit("b", requires={"mode": "deep", "deep_fallback": True})["task"]["id"]
+    lb = qcore.lease(modes=["deep", "standard"])
+    assert lb["mode"] == "deep"
+    qcore.call("turn_begin", id=b, epoch=lb["epoch"])   # sent under this lease: the lease's mode stands
+    qcore.call("complete", id=b, epoch=lb["epoch"], result={"text": "x"}, reconciled=True, mode="standard")
+    assert qcore.get(b)["served"]["mode"] == "deep"
+    c = qcore.submit("c")["task"]["id"]
+    lc = qcore.lease()
+    expect_error("BAD_ARGUMENT", qcore.call, "complete", id=c, epoch=lc["epoch"], result={"text": "x"},
+                 reconciled=True, mode="turbo")
+    assert qcore.get(c)["state"] == "RUNNING"
+
+
 def test_reconciled_is_ignored_when_this_lease_sent_its_own_turn(qcore):
     a = qcore.submit("a")["task"]["id"]
     la = qcore.lease()
@@ -365,6 +387,25 @@ def test_unknown_stays_counted_even_if_not_sent(qcore):
     assert out["state"] == "PENDING" and out["not_before"] == qcore.clock.world() + BASE
     assert used(qcore) == [1, 1]
     assert qcore.get(a)["attempts"] == 1
+
+
+def test_an_unknown_reconcile_that_sent_nothing_is_not_charged(qcore):
+    """Issue 16 ("a reconcile that sends nothing is charged"): a worker reconciles an earlier attempt whose
+    outcome is unknown, cannot tell, and gives up (fail unknown, sent=False) without recording an intent:
+    nothing left under that lease, which holds no unit; the earlier attempt's unit (it may have been
+    served) stays counted, and the task stays bound for reconciliation."""
+    a, _ = died_mid_request(qcore)                      # attempt 1 sent, then the worker died: 1 unit
+    qcore.clock.advance(60)
+    qcore.tick()
+    for state in ("PENDING", "PARKED"):                 # two reconciles that could not tell (3 attempts)
+        lb = qcore.lease()
+        assert lb["task"]["id"] == a and lb["task"]["unknown_turn"]["attempt"] == 1
+        out = fail(qcore, a, lb["epoch"], "unknown", message="reconcile: the page did not load", sent=False)
+        assert out["state"] == state
+        assert used(qcore) == [1, 1] and qcore.get(a)["charged"] == 1
+        assert qcore.get(a)["unknown_turn"]["attempt"] == 1
+        qcore.clock.advance(60)                         # past the backoff, within the 1 h window
+        qcore.tick()
 
 
 def test_quota_failure_refunds_cools_down_and_burns_no_attempt(qcore):

@@ -154,3 +154,19 @@ def test_a_limit_in_the_reply_area_names_the_mode_and_the_reset():
     assert g["done"] and g["text"].startswith("You've reached the Pro limit for now. Try again after ")
     assert state("limit_in_reply", 1.0, skin="gemini")["text"].startswith(
         "You've reached your limit for chats with Pro until ")
+
+
+def test_a_client_gone_mid_answer_is_no_traceback_but_a_bug_still_is(capsys):
+    from ops.standins.chat_site import ChatSiteServer
+    site = ChatSiteServer().start()
+    try:
+        for exc, shown in ((BrokenPipeError(32, "Broken pipe"), False), (ConnectionResetError(104, "reset"), False),
+                           (ValueError("a bug in the stand-in"), True)):
+            try:
+                raise exc
+            except Exception:
+                site._httpd.handle_error(None, ("127.0.0.1", 1))
+            err = capsys.readouterr().err
+            assert (type(exc).__name__ in err) == shown, err
+    finally:
+        site.stop()

@@ -212,6 +212,32 @@ def test_a_reconcile_that_cannot_tell_never_sends(error, cls):
     assert out.outcome == "failed"
 
 
+def test_a_reconciled_answer_is_completed_in_the_mode_the_provider_confirmed():
+    """served.mode of a reconciled turn is the earlier attempt's mode as the provider confirmed it (the
+    reply's meta.mode), not this lease's; without a confirmed mode, the earlier attempt's."""
+    deep = dict(UNKNOWN, mode="deep")
+    broker = FakeBroker(task=dict(TASK, unknown_turn=deep))
+    run(broker, FakeProvider(reconcile=Reply("deep answer", {"reconciled": True, "mode": "deep"})))
+    assert broker.last("complete")["reconciled"] is True and broker.last("complete")["mode"] == "deep"
+    broker = FakeBroker(task=dict(TASK, unknown_turn=UNKNOWN))      # standard, reconciled under a deep lease
+    run(broker, FakeProvider(reconcile=Reply("old answer", {"reconciled": True})))
+    assert broker.last("complete")["mode"] == "standard"
+    broker = FakeBroker(task=dict(TASK))
+    run(broker, FakeProvider(send=Reply("fresh", {"mode": "deep"})))
+    assert "mode" not in broker.last("complete") and "reconciled" not in broker.last("complete")
+
+
+def test_a_reconcile_that_finds_a_downgrade_is_a_quota_refusal():
+    """A web page showing that the earlier deep attempt was answered in another mode: quota (the deep mode
+    cools, the unit is refunded, no attempt burned), never sent, never completed as deep."""
+    broker = FakeBroker(task=dict(TASK, unknown_turn=dict(UNKNOWN, mode="deep")))
+    provider = FakeProvider(reconcile=ProviderError("quota", "downgrade: the reopened Pro turn ...", retry_after=600))
+    out, _ = run(broker, provider)
+    fail = broker.last("fail")
+    assert provider.sent == [] and fail["error_class"] == "quota" and fail["sent"] is False
+    assert fail["retry_after"] == 600 and out.outcome == "refused"
+
+
 # --- stale leases and cancels -------------------------------------------------------------------------
 
 def test_stale_intent_abandons_without_sending():

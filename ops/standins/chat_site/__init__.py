@@ -33,7 +33,10 @@ Routes::
                                          wall (none|signin|human_check: every page is the site's
                                          sign-in page or a human check, told only by its text),
                                          real_url_after (s: how long ChatGPT shows the transient
-                                         /c/WEB:... URL before the conversation's real one; real: ~15)
+                                         /c/WEB:... URL before the conversation's real one; real: ~15),
+                                         reviews (research prompts of prompts/ are answered in their
+                                         format by the sim's generator; this tunes its review verdicts,
+                                         e.g. {"good": 1.0, "agree": 1.0}: every panel blesses)
     GET  /api/history?skin=S             the sidebar's history list, newest first: [{id, title}]
     GET  /__log    POST /__reset         submitted prompts / forget everything
 
@@ -57,14 +60,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ops.standins.chat_site.scenarios import SCENARIOS, clean, reset_clock, scenario_of, turn_state
-from ops.standins.server import StandinServer, serve_in_foreground
+from ops.standins.server import StandinServer, reviews_option, serve_in_foreground
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
 DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
                    "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
-                   "deep_limit": False, "real_url_after": 0.3, "wall": "none"}
+                   "deep_limit": False, "real_url_after": 0.3, "wall": "none", "reviews": None}
 WALLS = ("none", "signin", "human_check")
 # the pages a signed-out or suspicious browser gets instead of the chat (no composer, none of the site files'
 # login/challenge selectors: only their text tells)
@@ -126,6 +129,8 @@ class ChatSiteServer(StandinServer):
         for key in ("downgrade", "deep_limit"):
             if key in changes and not isinstance(changes[key], bool):
                 raise ValueError(f"{key} must be true or false")
+        if "reviews" in changes and not (changes["reviews"] is None or isinstance(changes["reviews"], dict)):
+            raise ValueError("reviews must be a table like {\"good\": 1.0, \"agree\": 1.0} or null")
         if "layout" in changes and changes["layout"] not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         with self.lock:
@@ -322,8 +327,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--deep-limit", action="store_true", help="Gemini: picking Deep Think shows its limit")
     parser.add_argument("--real-url-after", type=float, default=DEFAULT_CONTROL["real_url_after"],
                         help="seconds ChatGPT shows a new chat's transient /c/WEB:... URL (real site: ~15)")
+    reviews_option(parser)
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
                             deep=args.deep, layout=args.layout, wall=args.wall, downgrade=args.downgrade,
-                            deep_limit=args.deep_limit, real_url_after=args.real_url_after)
+                            deep_limit=args.deep_limit, real_url_after=args.real_url_after, reviews=args.reviews)
     return serve_in_foreground(server)

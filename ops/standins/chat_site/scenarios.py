@@ -40,6 +40,8 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
+from services.backends.prompt_answers import answer_prompt
+
 SCENARIOS = ("normal", "pro_long", "slow", "rate_limit", "capacity", "error", "short", "busy", "went_wrong",
              "limit_in_reply")
 WENT_WRONG = "Something went wrong. There was an error generating a response. Please try again."
@@ -60,7 +62,17 @@ def clean(prompt: str) -> str:
     return MARKER.sub(" ", prompt).strip()
 
 
-def answer_text(skin: str, mode: str, prompt: str) -> str:
+DEEP_LABELS = ("Pro", "Deep Think")
+
+
+def answer_text(skin: str, mode: str, prompt: str, reviews: dict | None = None) -> str:
+    """The reply to ``prompt`` served in mode label ``mode``: a research prompt (``prompts/``) is answered in
+    its format by the sim's generator (services/backends/prompt_answers.py, as ``skin``; ``reviews`` tunes
+    its review verdicts); anything else with the echo tests recognise."""
+    research = answer_prompt(clean(prompt), "deep" if mode in DEEP_LABELS else "standard", account=skin,
+                             reviews=reviews)
+    if research is not None:
+        return research
     return (f"Stand-in {skin} answer [{mode}] to: {clean(prompt)}\n\n"
             "Here is a worked reply with **markdown** and $x^2 + y^2 = z^2$.\n\n"
             "- first point\n- second point\n\nThat is all.")
@@ -92,7 +104,7 @@ def turn_state(turn: dict, now: float, control: dict) -> dict:
     """The visible state of ``turn`` (a dict with skin, prompt, mode, scenario, created) at ``now``."""
     t = (now - turn["created"]) * float(control.get("speed", 1.0))
     skin, scenario = turn["skin"], turn["scenario"]
-    answer = answer_text(skin, turn["mode"], turn["prompt"])
+    answer = answer_text(skin, turn["mode"], turn["prompt"], control.get("reviews"))
     chatgpt = skin == "chatgpt"
     if scenario == "pro_long":
         if t < 0.4:

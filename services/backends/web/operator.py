@@ -6,59 +6,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from services.backends.base import ProviderError
+from services.backends.web.host import Host
 from services.backends.web.page import SiteProblem, playwright_error
 
-if TYPE_CHECKING:
-    from services.backends.web.browser import BrowserHost, ProfileLock
-    from services.backends.web.page import ChatPage, PageSample
-    from services.backends.web.settings import WebSettings
-    from services.backends.web.site import SiteSpec
 
-
-class _ProviderPart:
-    """What this mixin uses of :class:`~.provider.WebProvider` (declared for the type checker only: the
-    mixin derives from it while type checking, from ``object`` at run time)."""
-
-    account: str
-    site: SiteSpec
-    cfg: WebSettings
-    lock: ProfileLock
-    host: BrowserHost
-    _started: bool | None
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def _own_profile(self) -> bool:
-        raise NotImplementedError
-
-    def _recycle(self, host: Any) -> None:
-        raise NotImplementedError
-
-    def _chat(self, host: Any) -> ChatPage:
-        raise NotImplementedError
-
-    def _raise_blocking(self, s: PageSample, sent: bool) -> None:
-        raise NotImplementedError
-
-    def _problem_error(self, chat: ChatPage, problem: SiteProblem, sent: bool, mode: str | None = None,
-                       reconciling: bool = False) -> ProviderError:
-        raise NotImplementedError
-
-    def _screenshot(self, chat: ChatPage, kind: str) -> str | None:
-        raise NotImplementedError
-
-
-if TYPE_CHECKING:
-    _Base = _ProviderPart
-else:
-    _Base = object
-
-
-class OperatorSession(_Base):
+class OperatorSession(Host):
     """check() and login() of a :class:`~.provider.WebProvider`."""
 
     # --- check / login -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from services.backends.web.site import ModeSpec, SiteSpec
+from services.backends.web.site import OPTIONAL_SELECTORS, ModeSpec, SiteSpec
 
 STEP_TIMEOUT = 5.0     # seconds a mode step waits for its element (menus animate in)
 VERIFY_TIMEOUT = 3.0   # seconds the read-back of a mode may take to show
@@ -55,6 +55,7 @@ class PageSample:
     text: str = ""               # its reply text
     turn_text: str = ""          # its whole text (labels, inline errors)
     turn_error: str = ""         # what its error container shows (the site file's turn_error), if visible
+    turn_mode: str = ""          # what its model/mode label shows (the site file's turn_mode), if visible
     bar: bool = False            # its finished marker
     thinking: bool = False       # a thinking indicator is visible in it
     banners: list[str] = field(default_factory=list)
@@ -110,6 +111,8 @@ _SAMPLE_JS = r"""
     exists: !!turn, text: reply ? textOf(reply, 2000000) : '', turn_text: turn ? textOf(turn, 4000) : '',
     bar: turn ? anyVis(S.finished, turn) : false, thinking: turn ? anyVis(S.thinking, turn) : false,
     turn_error: turn ? union(S.turn_error, turn).filter(vis).map(e => textOf(e, 600).trim())
+      .filter(t => t).join(' ') : '',
+    turn_mode: turn ? union(S.turn_mode, turn).filter(vis).map(e => textOf(e, 200).trim())
       .filter(t => t).join(' ') : '',
     banners: banners,
     body: composer || !document.body ? '' : textOf(document.body, 3000),
@@ -178,8 +181,8 @@ class ChatPage:
         self.site = site
         self.base_url = base_url.rstrip("/")
         self._sel = {k: list(v) for k, v in site.selectors.items()}
-        self._sel.setdefault("turn_error", [])    # optional in the site file
-        self._sel.setdefault("history_item", [])
+        for name in OPTIONAL_SELECTORS:            # optional in the site file
+            self._sel.setdefault(name, [])
 
     # --- navigation --------------------------------------------------------------------------------------
 

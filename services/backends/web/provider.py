@@ -38,6 +38,11 @@ deep turn answered in another mode (a       quota       sent=True; the broker re
 "switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
 model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
 "Auto"/"Fast" after the reply)                          (served.mode is the mode the page confirmed)
+a reconciled deep turn the reopened page    quota       sent=False (this lease sent nothing): deep cools; the
+does not confirm (its model label, the                  attempt is settled, so the next reconcile sends it
+site file's turn_mode, does not name the                afresh instead of finding it again. A confirmed one
+mode, there is none, or a downgrade                     is delivered with meta.mode = deep (served.mode).
+notice shows)
 deep mode not confirmed (option missing,    quota       sent=False, retry_after=mode_retry (6 h): the broker
 disabled, or read back differently)                     cools down the deep mode of this account only (its
                                                         cool-downs are per mode), so standard work goes on;
@@ -85,6 +90,7 @@ from services.backends.web.browser import BrowserHost, ProfileLock, kill_previou
 from services.backends.web.gate import ProgressWatch, Sample, TurnGate
 from services.backends.web.operator import OperatorSession
 from services.backends.web.page import ChatPage, PageSample, SiteProblem, playwright_error
+from services.backends.web.reconcile import SCARCE_MODES, TurnReconcile
 from services.backends.web.settings import parse_settings
 from services.backends.web.site import load_site
 from services.backends.web.warnings import Notice, classify, classify_reply, matches, parse_reset, says_not_counted
@@ -95,12 +101,10 @@ REPLY_NOTICE_CHARS = 400   # a finished reply this short may be a notice rendere
 PLACEHOLDER_CHARS = 600    # a reply this short may be a "still generating" placeholder
 SCREENSHOTS_KEPT = 50
 SLICE = 0.05               # seconds between two looks at cancelled() while waiting
-PROMPT_SETTLE = 3.0        # reconcile: seconds a loaded conversation may take to show our prompt too
-SCARCE_MODES = ("deep",)   # modes whose loss cools down that mode only, not the account
 URL_WAIT = 30.0            # seconds a new chat answered early may take to show its real URL (ChatGPT: ~15)
 
 
-class WebProvider(OperatorSession, Provider):
+class WebProvider(OperatorSession, TurnReconcile, Provider):
     """A chat web UI account. Subclasses set ``backend`` and ``site_name`` (the data file)."""
 
     backend = "web"
@@ -265,19 +269,23 @@ class WebProvider(OperatorSession, Provider):
             self._await_url(chat, key, turn.prompt)
         return self._finish(turn, key, s, {"mode_label": label, "mode_check": mode_check, "mode_after": after})
 
-    def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str) -> ProviderError:
+    def _downgrade_error(self, chat: ChatPage, turn: Turn, label: str, evidence: str,
+                         reconciled: bool = False) -> ProviderError:
         """A scarce-mode turn the page answered in another mode (a "switched you to the latest default model"
         notice, or the mode control reading "Auto" / "Fast" after the reply) is not the answer that was paid
         for: it is never delivered as that mode. quota (sent=True: the site served something, but not in
         this mode): the broker refunds the deep unit, cools the deep mode of this account for ``mode_retry``
         (standard work goes on), and the task waits or falls back to standard as it allows — no attempt
-        burned. The page's answer is not recorded as the turn's reply."""
+        burned. The page's answer is not recorded as the turn's reply. ``reconciled``: found on reopening
+        the conversation of an earlier attempt (sent=False: this lease sent nothing)."""
         shot = self._screenshot(chat, "downgrade")
         where = f" (screenshot: {shot})" if shot else ""
-        return ProviderError("quota", f"downgrade: {label} was selected and confirmed before sending, but the page "
-                             f"answered in another mode ({evidence[:300]}){where}; not recorded as {turn.mode}: "
-                             f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait "
-                             f"{self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=True)
+        how = (f"the reopened {label} turn is not confirmed as {label}" if reconciled else
+               f"{label} was selected and confirmed before sending, but the page answered in another mode")
+        then = (f"it is sent afresh and {turn.mode} requests on {self.account} wait" if reconciled else
+                f"the {turn.mode} unit is refunded and {turn.mode} requests on {self.account} wait")
+        return ProviderError("quota", f"downgrade: {how} ({evidence[:300]}){where}; not recorded as {turn.mode}: "
+                             f"{then} {self.cfg.mode_retry:g}s", retry_after=self.cfg.mode_retry, sent=not reconciled)
 
     def _await_url(self, chat: ChatPage, key: str, prompt: str) -> None:
         """A new chat answered before the site showed its real URL (ChatGPT: ~15 s of a transient one): wait
@@ -501,101 +509,3 @@ class WebProvider(OperatorSession, Provider):
             return str(path) if chat.screenshot(path) else None
         except OSError:
             return None
-
-    # --- reconcile -----------------------------------------------------------------------------------------
-
-    def reconcile(self, turn: Turn) -> Reply | None:
-        """Reopen the recorded conversation URL and read this turn's reply (waiting while it is still
-        being generated). None only when the site certainly never got the prompt (never marked sent, or
-        the reopened conversation does not show it, or the site refused/failed it)."""
-        key, idx = conversation_key(turn), turn.turn_index
-        stored = self.store.reply(key, idx)
-        if stored is not None:
-            handle = self.store.handle(key)
-            return Reply(stored, meta={"site": self.site.name, "account": self.account, "mode": turn.mode,
-                                       "url": handle.get("url"), "title": handle.get("title"),
-                                       "reconciled": True})
-        if not self.store.was_sent(key, idx):
-            return None
-        handle = self.store.handle(key)
-        if handle.get("sent_turn") != idx:
-            raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but its page was not recorded: "
-                                "it may have reached the site, so it is not re-sent blindly (look at the site, "
-                                "then `fanoctl queue retry` the task)", sent=True)
-        self._require_profile()
-        self._take_pause_request()
-        if not handle.get("url"):   # a new chat whose URL never showed before we died: find it in the history
-            return self.host.run(self._recover, turn, key, handle)
-        return self.host.run(self._reconcile, turn, key, handle)
-
-    def _history_urls(self, chat: ChatPage) -> list[str] | None:
-        """The history list's conversation URLs now (None when the page shows none)."""
-        items = chat.history()
-        return None if items is None else [item["url"] for item in items]
-
-    def _recover(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
-        """A new chat marked sent with no URL recorded (the worker died before the real URL showed): look for
-        it in the site's history list (:mod:`.recover`); found, its URL is recorded and the reply read as
-        for any reconcile; certainly absent, None (send it); otherwise unknown, never re-sent blindly."""
-        chat = self._chat(host)
-        try:
-            chat.goto(chat.new_chat_url, self.cfg.ready_timeout)
-            chat.wait_ready(self.cfg.ready_timeout)
-            verdict = recover.search(chat, turn.prompt, handle.get("history_before"), handle.get("sent_at"),
-                                     self.cfg.ready_timeout)
-        except SiteProblem as problem:
-            raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
-        except playwright_error() as exc:
-            self._recycle(host)
-            raise ProviderError("unknown", f"browser error while searching the history: {exc}"[:1000],
-                                sent=True) from None
-        if verdict.kind == "absent":
-            log.info("%s: turn %s of %s never reached the site: %s", self.account, turn.turn_index, key,
-                     verdict.detail)
-            return None
-        if verdict.kind != "found":
-            raise ProviderError("unknown", f"turn {turn.turn_index} of {key} was sent before the site showed its "
-                                f"conversation URL: {verdict.detail}; it is not re-sent blindly (reconciled "
-                                "again next time)", sent=True)
-        log.info("%s: found turn %s of %s again: %s", self.account, turn.turn_index, key, verdict.detail)
-        self.store.set_handle(key, url=verdict.url, title=verdict.title)
-        return self._reconcile(host, turn, key, self.store.handle(key))
-
-    def _reconcile(self, host, turn: Turn, key: str, handle: dict) -> Reply | None:
-        url, prior = handle["url"], int(handle.get("prior_users") or 0)
-        chat = self._chat(host)
-        try:
-            chat.goto(url, self.cfg.ready_timeout)
-            # the conversation has loaded once it shows its earlier turns (or, for a first turn, any)
-            s = chat.wait_ready(self.cfg.ready_timeout, min_users=max(prior, 1))
-            if urlsplit(s.url).path != urlsplit(url).path:
-                raise ProviderError("unknown", f"reopening {url} landed on {s.url}", sent=True)
-            settle = time.monotonic() + PROMPT_SETTLE
-            while s.users <= prior and time.monotonic() < settle:
-                time.sleep(0.1)
-                s = chat.sample()
-            if s.users <= prior:
-                if prior == 0:
-                    raise ProviderError("unknown", f"{url} shows no prompt yet", sent=True)
-                log.info("%s: %s shows the %d earlier turn(s) but not this prompt: it never arrived",
-                         self.account, url, prior)
-                return None
-            timeout = self.cfg.reconcile_timeout or self.cfg.timeouts[turn.mode]
-            try:
-                s = self._await_reply(chat, key, prior, Counter(), time.monotonic() + timeout, lambda: False)
-            except ProviderError as exc:
-                notice = getattr(exc, "notice", None)
-                if notice is not None and notice.kind in ("quota", "capacity", "transient"):
-                    log.info("%s: the site refused or failed the turn (%s): it may be sent again",
-                             self.account, notice.text[:200])
-                    return None
-                raise
-        except SiteProblem as problem:
-            raise self._problem_error(chat, problem, sent=True, mode=turn.mode, reconciling=True) from None
-        except playwright_error() as exc:
-            self._recycle(host)
-            raise ProviderError("unknown", f"browser error while reconciling: {exc}"[:1000], sent=True) from None
-        # a reopened page's mode control shows the current choice, not the one that answered: not read back
-        return self._finish(turn, key, s, {"mode_label": self.cfg.labels.get(turn.mode),
-                                           "mode_after": "not read back (reconciled from the conversation URL)"},
-                            reconciled=True)

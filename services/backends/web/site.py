@@ -22,6 +22,10 @@ lacks one)::
     history_item                         # optional: a link of the history list (sidebar) to a conversation,
                                          # newest first: how a turn sent before its URL was recorded is
                                          # found again (provider.py, reconcile)
+    turn_mode                            # optional: the element of an assistant turn that names the model
+                                         # or mode that answered it (its text holds the mode's label): how
+                                         # a reconciled scarce-mode turn is confirmed; without it such a
+                                         # turn is unconfirmed, so never delivered as that mode
 
     [messages]                           # lists of regexes
     quota, capacity, auth, transient     # notice classes, searched in notices: banners, toasts, dialogs,
@@ -58,7 +62,7 @@ from pathlib import Path
 SITES_DIR = Path(__file__).resolve().parent / "sites"
 REQUIRED_SELECTORS = ("composer", "send", "stop", "user_turn", "assistant_turn", "reply_text", "finished",
                       "thinking", "banners", "login", "challenge")
-OPTIONAL_SELECTORS = ("turn_error", "history_item")
+OPTIONAL_SELECTORS = ("turn_error", "history_item", "turn_mode")
 DEFAULT_PROGRESS_GRACE = 90.0
 NOTICE_CLASSES = ("auth", "quota", "capacity", "transient")     # in order of precedence
 REQUIRED_MESSAGES = NOTICE_CLASSES + ("thinking",)

@@ -95,8 +95,11 @@
     const md = E("div", {class: "markdown prose"});
     const err = E("div", {class: "text-token-text-error"});
     const regen = E("button", {type: "button", text: "Regenerate"});
+    // like the real action bar, a "Switch model" button naming the model that answered this turn
     const actions = E("div", {class: "turn-actions"},
       E("button", {"data-testid": "copy-turn-action-button", "aria-label": "Copy", type: "button", text: "⧉"}),
+      E("button", {"data-testid": "turn-model-button", "aria-label": "Switch model", type: "button",
+        text: turn.served || turn.mode || ""}),
       E("button", {"data-testid": "good-response-turn-action-button", "aria-label": "Good response", type: "button", text: "👍"}),
       E("button", {"data-testid": "bad-response-turn-action-button", "aria-label": "Bad response", type: "button", text: "👎"}));
     const assistant = state.v2 ?

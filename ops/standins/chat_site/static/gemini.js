@@ -88,7 +88,9 @@
     const footer = E("div", {class: "response-footer"});
     const buttons = [E("button", {"aria-label": "Copy", "data-test-id": "copy-button", type: "button", text: "⧉"}),
       E("button", {"aria-label": "Good response", type: "button", text: "👍"}),
-      E("button", {"aria-label": "Bad response", type: "button", text: "👎"})];
+      E("button", {"aria-label": "Bad response", type: "button", text: "👎"}),
+      // the mode that answered this response (a downgraded Deep Think prompt reads Fast)
+      E("span", {class: "response-mode-chip", text: turn.served || turn.mode || ""})];
     const response = E(state.v2 ? "response-panel" : "model-response", {},
       E("div", {class: "response-container"}, thinking, progress, content, footer));
     const box = E("div", {class: "conversation-container"}, query);
