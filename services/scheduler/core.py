@@ -555,7 +555,7 @@ class SchedulerCore:
             admits = self.placement.admits(w, world, mono)
             if not admits:
                 continue
-            admits = self._keep_responsive(w, admits, world)
+            admits = responsive.admitted(self, w, admits, world)
             found = self.queue.best(world, admits.get)
             if found is None:
                 continue
@@ -572,22 +572,6 @@ class SchedulerCore:
             n += 1
             log.debug("assigned task %d (%s, priority %.1f) to %s", t.id, t.kind, prio, w.name)
         return n
-
-    def _keep_responsive(self, w, admits: dict, world: float) -> dict:
-        """``admits`` without deep research work while enough other accounts are in deep turns
-        (:mod:`services.scheduler.responsive`)."""
-        keep = self.scfg.responsive_accounts
-        if keep <= 0:
-            return admits
-        modes = {key: self.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
-        # the accounts that could answer quickly: a worker, not paused, and room for some module's
-        # waiting standard work (an account whose standard windows are used up cannot be the responsive one)
-        shares = {m for key in self.queue.bins() for m in charge_modules(key[0], key[1])
-                  if STANDARD in candidate_modes(key[0])}
-        accounts = {x.account for x in self.workers if x.account and x.account not in self.accounts.paused
-                    and any(self.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
-        return responsive.hold_back(admits, modes, w.account, accounts,
-                                    responsive.deep_accounts(self.assigned, self.running), keep)
 
     def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
         """The mode in which ``account`` would run a task of this class now, or None if it cannot."""

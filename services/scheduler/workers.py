@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 
 from services.scheduler.priority import DEEP, STANDARD, QTask
+from shared import quota
 from shared.config import ADHOC
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 
@@ -69,8 +70,9 @@ def placement_class(task: QTask, conv_account: dict) -> tuple:
 
 
 def charge_modules(cls: tuple, module: str) -> tuple:
-    """The modules whose quota share a task of this class may draw on (its own first)."""
-    return (module, cls[6]) if len(cls) > 6 and cls[6] and cls[6] != module else (module,)
+    """The modules whose quota share a task of this class may draw on (its own first): the broker's rule,
+    shared/quota.py, applied to the share the class records."""
+    return quota.charge_modules(module, {"share": cls[6]} if len(cls) > 6 else None)
 
 
 def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
