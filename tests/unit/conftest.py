@@ -3,12 +3,21 @@
 - ``make_core`` / ``core``: a :class:`tests.unit.corehelp.CoreHarness` (a BrokerCore on a temporary LMDB
   with a FakeClock, no sockets), closed after the test.
 - ``rig``: the explorer against the in-process core (:class:`tests.unit.test_explorer_flow.Rig`).
+- ``_close_rigs`` (automatic): closes every module rig a test made (tests/unit/modhelp.py).
 """
 from __future__ import annotations
 
 import pytest
 
+from tests.unit import modhelp
 from tests.unit.corehelp import CoreHarness
+
+
+@pytest.fixture(autouse=True)
+def _close_rigs():
+    """Module rigs (tests/unit/modhelp.py) are made inline, without a fixture: close them after each test."""
+    yield
+    modhelp.close_all()
 
 
 @pytest.fixture

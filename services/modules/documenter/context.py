@@ -3,7 +3,8 @@
 :class:`Env` bundles the reads one step needs: the module's own namespace (a
 :class:`services.modules.base.Store`, or any object with ``get``/``scan``), the explorer's insights
 (read only: the documenter never writes into another module's namespace), the world time and the LLM
-accounts (for evaluation panels). Tests build one over in-memory stores.
+accounts (for evaluation panels). The service builds one per step (tests/unit/dochelp.py drives it over an
+in-process broker core).
 """
 from __future__ import annotations
 
