@@ -119,8 +119,9 @@ class CoreHarness:
 class CoreClient(BrokerClient):
     """The client library's typed helpers, answered by an in-process broker core."""
 
-    def __init__(self, harness: CoreHarness):
+    def __init__(self, harness: CoreHarness, name: str = "test-client"):
         self.h = harness
+        self.name = name   # what BrokerClient.txn names in a notify op (``notify_writes``)
 
     def call(self, cmd, rid=None, timeout=None, retries=None, **args):
         return self.h.call(cmd, rid=rid, **args)

@@ -1,19 +1,19 @@
-"""ResearcherService effects against a real broker process, driven directly (no scheduler, no workers):
-tasks are leased and completed by the test with the answers it wants, then applied by the module."""
+"""ResearcherService effects on the modules' rig (tests/unit/modhelp.py: the in-process broker core), driven
+directly (no scheduler, no workers): tasks are leased and completed by the test with the answers it wants,
+then applied by the module."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from services.modules.base import Store
 from services.modules.researcher import model as M
 from services.modules.researcher.fetch import FetchError, Page
 from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS, ResearcherService
 from shared import txn
-from shared.clock import FakeClock
 from shared.config import load_config
 from tests.support import toml_value
+from tests.unit.modhelp import ModuleRig
 
 URL_A = "http://a.example/fano"
 URL_B = "http://b.example/klein"
@@ -27,23 +27,18 @@ def toml(value) -> str:
 
 
 @pytest.fixture
-def make_svc(broker, tmp_path):
+def make_svc(tmp_path):
+    """Factory: ``make_svc(**settings)`` -> a ResearcherService with those ``[modules.researcher]`` settings,
+    its client answered by an in-process broker core (closed after the test)."""
     made = []
 
     def factory(**settings):
         table = "\n".join(f"{k} = {toml(v)}" for k, v in settings.items())
-        cfg = tmp_path / f"fano{len(made)}.toml"
-        cfg.write_text(f'[paths]\nrun_dir = "{tmp_path}/run"\ndata_dir = "{tmp_path}/data"\n'
-                       f'[modules.researcher]\n{table}\n')
-        svc = ResearcherService(load_config(cfg), FakeClock())
-        svc.client = broker.client()
-        svc.store = Store(svc.client, "researcher")
-        made.append(svc)
-        return svc
+        rig = ModuleRig(ResearcherService, root=tmp_path / f"rig{len(made)}", accounts=(), table=table)
+        made.append(rig)
+        return rig.svc
 
-    yield factory
-    for svc in made:
-        svc.client.close()
+    return factory
 
 
 def get(svc, key):
@@ -369,17 +364,16 @@ def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(ma
     assert observe_and_close(svc) == ["documenter/s0002/2"]
 
 
-def test_page_text_becomes_working_data_once_its_source_is_decided(make_svc, broker):
-    from ops.snapshot import load_snapshot
+def test_page_text_becomes_working_data_once_its_source_is_decided(make_svc):
     svc = make_svc(trusted_domains={"a.example": 90})
 
     def expiry(sid):
-        return (load_snapshot(broker.data_dir).kv.get(("researcher", M.k_content(sid))) or {}).get("exp")
+        return svc.store.expiry(M.k_content(sid))
     waiting = fetched(svc, URL_B)
     assert get(svc, M.k_content(waiting)) and expiry(waiting) is None   # the evaluation prompts need it
     sid = run_source(svc, URL_A)
     assert get(svc, M.k_source(sid))["status"] == "extracted" and expiry(sid) is not None
-    assert load_snapshot(broker.data_dir).kv[("researcher", M.k_source(sid))].get("exp") is None  # the record
+    assert svc.store.expiry(M.k_source(sid)) is None and get(svc, M.k_source(sid))   # the record: kept
     ignored = run_source(svc, "https://c.example/page", score=5)
     assert get(svc, M.k_source(ignored))["status"] == "ignored" and expiry(ignored) is not None
     assert expiry(waiting) is None
