@@ -18,6 +18,7 @@ closes every rig a test made (:func:`close_all`).
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,13 +29,23 @@ from services.modules.base import ModuleService
 from services.modules.store import Store
 from shared.clock import FakeClock
 from shared.records import TaskRecord
-from tests.support import write_config
+from tests.support import toml_value, write_config
 from tests.unit.corehelp import CoreClient, CoreHarness
 
 NOW = 1_700_000_000.0   # the world time a rig starts at
 SETTLED = ("DONE", "PARKED", "CANCELLED")
 _OPEN: list[ModuleRig[Any]] = []
 Svc = TypeVar("Svc", bound=ModuleService)
+
+
+def table_text(settings: dict[str, Any]) -> str:
+    """The body of a ``[modules.NAME]`` table with ``settings`` (keys quoted in inline tables: domains
+    contain dots)."""
+    def toml(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
+        return toml_value(value)
+    return "\n".join(f"{k} = {toml(v)}" for k, v in settings.items())
 
 
 class Namespace(Store):

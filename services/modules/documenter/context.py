@@ -12,8 +12,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from services.modules import prompts
-from services.modules.documenter.model import Doc
+from services.modules.documenter.model import Doc, Section
 from services.modules.documenter.settings import Settings
+from services.modules.store import Store
 
 MODULE = "documenter"
 PREVIEW = 200         # characters of each section shown in an outline
@@ -22,8 +23,8 @@ MAX_CANDIDATES = 20   # insights offered to one planning turn (highest priority 
 
 @dataclass
 class Env:
-    store: object                     # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
-    explorer: object                  # the same interface over the explorer's namespace (read only)
+    store: Store                      # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
+    explorer: Store                   # the same interface over the explorer's namespace (read only)
     now: float
     accounts: list = field(default_factory=list)   # account names, for evaluation panels
     settings: Settings = field(default_factory=Settings)
@@ -114,7 +115,7 @@ def candidate_list(items: list[tuple[str, dict]]) -> str:
     return "\n".join(f"{n}. [{ident}] {insight_text(ident, ins)}" for n, (ident, ins) in enumerate(items, 1))
 
 
-def section_block(sec: dict | None) -> str:
+def section_block(sec: Section | None) -> str:
     if not sec:
         return "(none: this is the first section)"
     return f"## {sec.get('title') or sec['id']}\n\n{sec.get('text', '')}"

@@ -15,6 +15,7 @@ from typing import Any
 from services.modules.researcher import model as M
 from services.modules.researcher.settings import Settings
 from services.modules.researcher.trust import DEFAULT_TRUSTED, TrustPolicy
+from services.modules.store import Store
 from shared import txn
 
 MODULE = M.NS
@@ -30,7 +31,6 @@ KINDS = (GENERATE_QUESTIONS, EVALUATE_SOURCE, EXTRACT_FINDINGS)
 OBSERVED = (("explorer", "insights/"), ("documenter", "sections/"))
 
 Task = dict[str, Any]   # a settled task as the handlers take it (shared.records.TaskRecord's fields)
-Reader = Any   # get(key) -> (version, value); scan(prefix) -> (key, version, value)... (a modules.store.Store)
 
 
 @dataclass
@@ -38,8 +38,8 @@ class Env:
     """The reads one step needs: the researcher's namespace, the namespaces it observes (read only: it
     never writes another module's), the world time, the settings and the trust rule."""
 
-    store: Reader
-    others: Mapping[str, Reader]      # "explorer", "documenter": read only
+    store: Store
+    others: Mapping[str, Store]       # "explorer", "documenter": read only
     now: float
     settings: Settings = field(default_factory=Settings)
     policy: TrustPolicy = field(default_factory=lambda: policy_of(Settings()))

@@ -271,7 +271,7 @@ class FetchPool:
         self._cond = threading.Condition()
         self._queue: OrderedDict[str, str] = OrderedDict()
         self._inflight: str | None = None
-        self._done: list[tuple[str, str, object]] = []
+        self._done: list[tuple[str, str, Page | FetchError]] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="researcher-fetch", daemon=True)
         self._thread.start()
@@ -289,7 +289,7 @@ class FetchPool:
         with self._cond:
             return set(self._queue) | ({self._inflight} if self._inflight else set()) | {d[0] for d in self._done}
 
-    def results(self) -> list[tuple[str, str, object]]:
+    def results(self) -> list[tuple[str, str, Page | FetchError]]:
         """Finished fetches ``(job_id, url, Page | FetchError)`` since the last call."""
         with self._cond:
             done, self._done = self._done, []
@@ -321,6 +321,7 @@ class FetchPool:
                 job = self._next()
             if job is None:
                 continue
+            result: Page | FetchError
             try:
                 result = self.fetcher.fetch(job[1])
             except FetchError as exc:

@@ -121,8 +121,9 @@ class ResearcherService(ModuleService):
         tidy, fetch = sources.queue_work(self.env(), self.pool.busy() if self.pool else set())
         for ops in tidy:
             self._txn_if_absent(ops)
-        for sid, url in fetch if self.pool is not None else ():
-            self.pool.submit(sid, url)
+        if self.pool is not None:
+            for sid, url in fetch:
+                self.pool.submit(sid, url)
 
     def observe(self) -> None:
         """Propose one ``generate_questions`` batch about the most recent items not yet observed."""
