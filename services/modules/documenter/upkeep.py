@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
-from services.modules.documenter.flow import bump_mix
 from services.modules.documenter.parsers import parse_comment, parse_review
+from services.modules.documenter.planning import bump_mix
 from services.modules.documenter.settings import Settings
 from shared import txn
 
