@@ -56,15 +56,15 @@ ACTIVE = ("evaluate", "draft", "exposition")
 
 # --- reading ---------------------------------------------------------------------------------------------
 
-def read_jobs(env) -> dict[str, tuple[int, dict]]:
+def read_jobs(env: C.Env) -> dict[str, tuple[int, dict]]:
     return {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/") if isinstance(val, dict)}
 
 
-def read_incorporated(env) -> set[str]:
+def read_incorporated(env: C.Env) -> set[str]:
     return {key.split("/", 1)[1] for key, _, _ in env.store.scan("incorporated/")}
 
 
-def candidates(env, jobs=None, done=None) -> list[tuple[str, dict]]:
+def candidates(env: C.Env, jobs=None, done=None) -> list[tuple[str, dict]]:
     """Blessed insights the planner may choose: those without a failed step first, then highest
     priority first (an insight that just failed is not offered at the top again at once, where it would
     use up its disputes in a row while the others wait)."""
@@ -92,7 +92,7 @@ def panel(accounts: list[str], ident: str, run: int, size: int = 3) -> list[dict
     return [{"name": f"evaluator-{n}{suffix}", "account": None} for n in (1, 2)]
 
 
-def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[dict]:
+def start_job(env: C.Env, ident: str, insight: dict, entry, task: dict | None) -> list[dict]:
     jv, stored = entry if entry else (0, {"insight_id": ident, "disputes": 0, "run": 0, "history": []})
     job: dict[str, Any] = dict(stored)   # a Job (model.py) once stored; built up here
     doc = M.read_doc(env.store)
@@ -123,7 +123,7 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     return ops
 
 
-def panel_accounts(env) -> list[str]:
+def panel_accounts(env: C.Env) -> list[str]:
     """The accounts a new evaluation panel is drawn from: ``panel_accounts`` (or every account); of
     those, the ones with standard room now or within ``member_patience`` when at least two have it."""
     chosen = env.settings.panel_accounts
@@ -148,7 +148,7 @@ def active_slots(job: dict) -> list[dict]:
     return [s for s in job.get("slots") or [] if not s.get("dropped")]
 
 
-def _current(env, task: dict, stage: str):
+def _current(env: C.Env, task: dict, stage: str):
     """(v, job) if the task answers the insight's current question, else None."""
     p = task["payload"]
     jv, job = env.store.get(M.job_key(str(p.get("insight_id"))))
@@ -159,7 +159,7 @@ def _current(env, task: dict, stage: str):
     return jv, dict(job)
 
 
-def _withdrawn(env, jv: int, job: dict) -> list[dict] | None:
+def _withdrawn(env: C.Env, jv: int, job: dict) -> list[dict] | None:
     """Ops that stop the pipeline if the explorer no longer offers the insight as blessed (a user
     override, say): not a dispute, the insight is simply no longer wanted; else None."""
     ins = env.insight(job["insight_id"])
@@ -178,7 +178,7 @@ def dispute(job: dict, now: float, reason: str, limit: int = MAX_DISPUTES) -> di
     return job
 
 
-def handle_evaluate(env, task: dict) -> list[dict]:
+def handle_evaluate(env: C.Env, task: dict) -> list[dict]:
     cur = _current(env, task, "evaluate")
     slot = task["payload"].get("evaluator")
     if cur is None or slot in cur[1].get("evals", {}):
@@ -204,7 +204,7 @@ def _slot_task(job: dict, task: dict) -> bool:
     return False
 
 
-def decide_evals(env, jv: int, job: dict) -> list[dict]:
+def decide_evals(env: C.Env, jv: int, job: dict) -> list[dict]:
     """Once every counted slot has its verdict: all INCLUDE -> draft, else a dispute; before, just store."""
     names = [s["name"] for s in active_slots(job)]
     if any(n not in job.get("evals", {}) for n in names):
@@ -218,11 +218,11 @@ def decide_evals(env, jv: int, job: dict) -> list[dict]:
     return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv)]
 
 
-def _insight(env, ident: str) -> dict:
+def _insight(env: C.Env, ident: str) -> dict:
     return env.insight(ident) or {"text": f"(insight {ident} is no longer readable)"}
 
 
-def _draft(env, jv: int, job: dict) -> list[dict]:
+def _draft(env: C.Env, jv: int, job: dict) -> list[dict]:
     ident, doc = job["insight_id"], M.read_doc(env.store)
     insight = _insight(env, ident)
     job.update(stage="draft", updated=env.now)
@@ -237,7 +237,7 @@ def _draft(env, jv: int, job: dict) -> list[dict]:
     return _job_step(env, jv, job, insight, C.DRAFT, prompt, topic=" ".join(insight["text"].split())[:80])
 
 
-def _job_step(env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **extra) -> list[dict]:
+def _job_step(env: C.Env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **extra) -> list[dict]:
     """Ops that save ``job`` (version-checked) and submit its next step: a ``kind`` task for this run and
     round, at the insight's priority."""
     ident = job["insight_id"]
@@ -247,7 +247,7 @@ def _job_step(env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **
     return [txn.put(M.job_key(ident), job, if_version=jv), txn.submit(spec)]
 
 
-def handle_draft(env, task: dict) -> list[dict]:
+def handle_draft(env: C.Env, task: dict) -> list[dict]:
     cur = _current(env, task, "draft")
     if cur is None:
         return []
@@ -268,7 +268,7 @@ def handle_draft(env, task: dict) -> list[dict]:
     return _job_step(env, jv, job, insight, C.EXPOSITION, prompt, reviewer=f"exposition-{job['round']}")
 
 
-def handle_exposition(env, task: dict) -> list[dict]:
+def handle_exposition(env: C.Env, task: dict) -> list[dict]:
     cur = _current(env, task, "exposition")
     if cur is None:
         return []
@@ -287,7 +287,7 @@ def handle_exposition(env, task: dict) -> list[dict]:
     return append(env, jv, job, task)
 
 
-def append(env, jv: int, job: dict, task: dict) -> list[dict]:
+def append(env: C.Env, jv: int, job: dict, task: dict) -> list[dict]:
     """The approved draft becomes the last section: one new document version, concepts, incorporation."""
     ident = job["insight_id"]
     iv, inc = env.store.get(M.incorporated_key(ident))
@@ -319,7 +319,7 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
 
 # --- failures -------------------------------------------------------------------------------------------
 
-def unusable(env, task: dict, error: str) -> list[dict]:
+def unusable(env: C.Env, task: dict, error: str) -> list[dict]:
     """A pipeline task whose answer cannot be used (or that was parked or cancelled): a dispute, unless
     it answers a question the pipeline no longer asks."""
     kind = task["kind"]

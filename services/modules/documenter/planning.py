@@ -39,12 +39,12 @@ def _basis(cands, doc: M.Doc) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan_state(env) -> tuple[int, dict]:
+def plan_state(env: C.Env) -> tuple[int, dict]:
     v, ps = env.store.get(M.PLAN_STATE)
     return v, (ps if isinstance(ps, dict) else {"seq": 1, "pending": False, "waits": 0, "failures": 0})
 
 
-def bump_mix(env, what: str) -> dict:
+def bump_mix(env: C.Env, what: str) -> dict:
     v, mix = env.store.get(M.MIX)
     mix = dict(mix) if isinstance(mix, dict) else {"plans": 0, "reviews": 0}
     mix[what] = int(mix.get(what, 0)) + 1
@@ -53,7 +53,7 @@ def bump_mix(env, what: str) -> dict:
 
 # --- proposing a planning turn --------------------------------------------------------------------------
 
-def propose_plan(env) -> list[dict]:
+def propose_plan(env: C.Env) -> list[dict]:
     """Ops that start a planning turn (state + submission in one transaction), or [] if none is due."""
     pv, ps = plan_state(env)
     if ps.get("pending"):
@@ -88,7 +88,7 @@ def _resolve_id(ident: str, offered: list[str]) -> str:
     raise ParseError(f"INSIGHT_ID {ident!r} is not one of the offered insights ({', '.join(offered[:5])}...)")
 
 
-def handle_plan(env, task: dict) -> list[dict]:
+def handle_plan(env: C.Env, task: dict) -> list[dict]:
     pv, ps = plan_state(env)
     seq = task["payload"].get("seq")
     if not ps.get("pending") or ps.get("seq") != seq:
@@ -118,7 +118,7 @@ def handle_plan(env, task: dict) -> list[dict]:
     return [txn.put(M.PLAN_STATE, new, if_version=pv)] + ops
 
 
-def prerequisite(env, plan, seq: int, task: dict) -> tuple[list[dict], str]:
+def prerequisite(env: C.Env, plan, seq: int, task: dict) -> tuple[list[dict], str]:
     """Append a foundation the planner wrote, unless it is already there."""
     doc = M.read_doc(env.store)
     have = doc.established()
@@ -142,7 +142,7 @@ def prerequisite(env, plan, seq: int, task: dict) -> tuple[list[dict], str]:
 
 # --- failures -------------------------------------------------------------------------------------------
 
-def unusable_plan(env, task: dict, error: str) -> list[dict]:
+def unusable_plan(env: C.Env, task: dict, error: str) -> list[dict]:
     """A planning turn whose answer cannot be used (or that was parked or cancelled): planning backs off
     (``FAIL_BASE``, doubled per failure in a row) unless the candidates or the document change."""
     pv, ps = plan_state(env)
