@@ -274,10 +274,10 @@ class Soak:
                                  str(self.rng.randint(4, 9)), "--id", f"soak-{seeds_added + 1}")
                     seeds_added += 1
             self.reap()
-            states, _pending = self.sample_accounts(client, now)
+            states, why = self.sample_accounts(client, now)
             if states is not None:
-                busy_day.sample(now, states)
-                busy_total.sample(now, states)
+                busy_day.sample(now, states, why)
+                busy_total.sample(now, states, why)
             if time.monotonic() >= next_rss:
                 next_rss = time.monotonic() + RSS_EVERY
                 for name, (mb, anon) in self.sample_programs().items():
@@ -327,7 +327,8 @@ class Soak:
             return None
 
     def sample_accounts(self, client, now: float):
-        """(account -> (eligible, busy), PENDING count), or (None, None) while the broker is down (a kill):
+        """(account -> (eligible, busy), account -> what it could run), or (None, None) while the broker is
+        down (a kill):
         that interval is then credited to the previous sample's state (see ops/soak_metrics.py)."""
         from shared.errors import FanoError
         try:
@@ -339,7 +340,20 @@ class Soak:
             return None, None
         self.driver["samples"] += 1
         accounts = {a.name: (a.backend, list(a.modes)) for a in self.config.accounts}
-        return SM.account_states(pending, running, quota, accounts, quota.get("now", now)), len(pending)
+        first: dict[str, dict] = {}
+        states = SM.account_states(pending, running, quota, accounts, quota.get("now", now), first)
+        why = {}
+        for name, task in first.items():
+            if states[name][1]:
+                continue
+            bound = None
+            if (task.get("requires") or {}).get("conversation"):   # list records leave the binding out
+                try:
+                    bound = (client.get(task["id"], history=False).get("conversation") or {}).get("account")
+                except FanoError:
+                    pass
+            why[name] = SM.idle_label(task, name, bound)
+        return states, why
 
     def sample_programs(self) -> dict[str, tuple[float, float]]:
         out: dict[Any, Any] = {}
@@ -435,7 +449,7 @@ class Soak:
         # the end state the test asks about: which accounts are idle with quota while work waits
         idle_now: dict[Any, Any] = {}
         for _ in range(8):
-            states, _pending = self.sample_accounts(client, self.clock.world())
+            states, _why = self.sample_accounts(client, self.clock.world())
             for a, (eligible, b) in (states or {}).items():
                 idle_now[a] = idle_now.get(a, 0) + (eligible and not b)
             time.sleep(0.5)
