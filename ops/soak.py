@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -157,6 +158,15 @@ def rss_mb(pid: int) -> tuple[float, float] | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat), or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def du(path: Path, exclude: tuple[str, ...] = ()) -> int:
     """Bytes allocated on disk under ``path`` (sparse files count what they use, like du)."""
     total = 0
@@ -194,6 +204,8 @@ class Soak:
         self.injected: dict[str, float] = {}   # comment id -> world time the driver added it
         self.sections: list[str] = []
         self.fatal: set[str] = set()
+        self.cpu_seen: dict[int, float] = {}   # pid -> CPU seconds at its last reading
+        self.cpu_day: Counter = Counter()      # program -> CPU seconds used since the day began
         self.kills_by_program: Counter = Counter()
 
     # --- fanoctl, as an operator would run it ------------------------------------------------------------
@@ -368,6 +380,10 @@ class Soak:
                 mb = rss_mb(p["pid"])
                 if mb is not None:
                     out[p["name"]] = mb
+                cpu = cpu_seconds(p["pid"])
+                if cpu is not None:   # a restarted program is a new pid: its count starts from 0
+                    self.cpu_day[p["name"]] += max(0.0, cpu - self.cpu_seen.get(p["pid"], 0.0))
+                    self.cpu_seen[p["pid"]] = cpu
         return out
 
     def refresh_sections(self, client) -> None:
@@ -432,8 +448,16 @@ class Soak:
                              "latency_p50_s": _r(SM.percentile(lat, 0.5)),
                              "latency_p95_s": _r(SM.percentile(lat, 0.95))},
                 "storage": storage, "rss_max_mb": {n: v[0] for n, v in rss.items()},
-                "rss_anon_max_mb": {n: v[1] for n, v in rss.items()}, "fatal": sorted(self.fatal),
+                "rss_anon_max_mb": {n: v[1] for n, v in rss.items()}, "cpu_s": self.take_cpu(),
+                "fatal": sorted(self.fatal),
                 "broker_errors": dict(errors), "kills_so_far": dict(self.kills_by_program), "driver": dict(self.driver)}
+
+    def take_cpu(self) -> dict[str, float]:
+        """Real CPU seconds each program used since the last day report (a module whose passes grow with
+        the research's history shows here first)."""
+        out = {name: round(s, 1) for name, s in sorted(self.cpu_day.items())}
+        self.cpu_day.clear()
+        return out
 
     def finish(self, client, busy: SM.Busy) -> dict:
         from ops.chaos_check import _resent_without_cause
