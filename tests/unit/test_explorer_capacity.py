@@ -173,6 +173,27 @@ def test_a_blocked_reviewer_without_a_distinct_replacement_is_left_out_and_the_r
     check_applied_once(r.values, r.tasks())
 
 
+def test_on_a_scaled_clock_blocked_seats_are_followed_between_repair_passes(rig):
+    """member_patience is world time: at 336 world seconds per real one (ops/soak) a pass every
+    repair_interval (30 real s) would notice a blocked seat 2.8 world hours late."""
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
+    r.import_seeds()
+    rv, seat, task = _pending_seat(r, ["alpha", "beta"])
+    r.svc.clock.scale = 336.0
+    assert r.svc.follow_interval() == 0.5   # member_patience / 4 = 75 world s is 0.22 real s: the floor
+    block(r, seat["account"])
+    r.clock.advance(301)
+    r.svc._next_repair = r.clock.mono() + 30.0      # the repair pass is not due
+    r.svc._next_follow = r.clock.mono() + 0.1
+    r.svc.plan()
+    assert not r.get(M.review_key(rv["insight_id"])).get("replacements")
+    r.clock.advance(0.1)
+    r.svc.plan()
+    after = r.get(M.review_key(rv["insight_id"]))
+    assert after["replacements"][-1]["from"] == seat["account"]
+    assert r.svc._next_follow == r.clock.mono() + 0.5
+
+
 def test_a_late_answer_of_a_replaced_seat_is_ignored_and_its_task_cancelled_after_a_crash(rig):
     r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()

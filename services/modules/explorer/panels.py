@@ -45,7 +45,10 @@ from shared import scheduler_client
 from shared.errors import BrokerUnavailable, FanoError
 
 WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
-                        # (or repair_interval, if shorter)
+                        # (or repair_interval, if shorter) ...
+WAITING_RECHECK_WORLD = 60.0   # ... or this many world seconds, if sooner (a scaled clock), but
+RECHECK_REAL_MIN = 0.25        # never more often than this (real seconds)
+FOLLOW_REAL_MIN = 0.5   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
 STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", "round3_majority": "review3",
              "round3_vote": "review3"}
 
@@ -100,8 +103,19 @@ class Panels(Host):
             if view.idle:
                 self.log.info("idle while the waiting work is pinned elsewhere (scheduler): %s; "
                               "one more thread slot each", ", ".join(view.idle))
-        self._load_seen = (self.clock.mono() + min(WAITING_RECHECK, self.settings.repair_interval), view)
+        self._load_seen = (self.clock.mono() + self.recheck_interval(), view)
         return view
+
+    def recheck_interval(self) -> float:
+        """Real seconds a read of the accounts' load and of the waiting threads is reused while planning."""
+        return self.world_interval(WAITING_RECHECK_WORLD, RECHECK_REAL_MIN,
+                                   min(WAITING_RECHECK, self.settings.repair_interval))
+
+    def follow_interval(self) -> float:
+        """Real seconds between capacity-following passes (:meth:`follow_capacity`): a quarter of
+        ``member_patience`` in world time, at least ``FOLLOW_REAL_MIN``, at most ``repair_interval``."""
+        return self.world_interval(self.settings.member_patience / 4, FOLLOW_REAL_MIN,
+                                   max(FOLLOW_REAL_MIN, self.settings.repair_interval))
 
     def scheduler_idle(self) -> list:
         """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say."""
@@ -136,7 +150,7 @@ class Panels(Host):
             busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
             waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE), busy)
                            if room_now else set())
-            every = min(WAITING_RECHECK, s.repair_interval)
+            every = self.recheck_interval()
             cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
         if not cached[1]:
             return 0   # no explorer account has room: a new thread would only wait too
@@ -270,7 +284,12 @@ class Panels(Host):
 
     def replace_reviewers(self, cap: CAP.Capacity, pending: dict) -> None:
         ctx = self.review_ctx()
-        for _, vr, review in self.store.scan("reviews/"):
+        # only a review with a PENDING task has a seat to move or an abandoned task to cancel: read those
+        # (this pass runs often, and a scan of every review ever grows with the research's history)
+        iids = sorted({iid for t in pending.values()
+                       if isinstance(iid := (t.get("payload") or {}).get("insight_id"), str)})
+        for iid in iids:
+            vr, review = self.store.get(M.review_key(iid))
             if not isinstance(review, dict):
                 continue
             self._cancel([r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")], pending,
