@@ -63,7 +63,8 @@ class Handoffs:
         holder = core.conv_account.get(conv) or t.conversation_account
         if not holder:
             return None
-        if any(core.tasks[o].unknown_account for o in core.conv_tasks.get(conv, ()) if o != t.id and o in core.tasks):
+        tasks = core.table.tasks
+        if any(tasks[o].unknown_account for o in core.conv_tasks.get(conv, ()) if o != t.id and o in tasks):
             return None   # another turn of it is unknown: the conversation stays until that is reconciled
         due = due_time(t, self.after)
         if world < due:
@@ -106,8 +107,8 @@ class Handoffs:
         core = self.core
         for conv, tids in list(core.conv_tasks.items()):
             for tid in list(tids):
-                t = core.tasks.get(tid)
-                if t is None or tid not in core.queue:
+                t = core.table.tasks.get(tid)
+                if t is None or tid not in core.table.queue:
                     continue
                 if account in (core.conv_account.get(conv) or t.conversation_account, t.handoff):
                     core._place(t)
@@ -137,8 +138,8 @@ class Handoffs:
             if self.at.get(tid) != when:
                 continue   # superseded (or the task is gone)
             del self.at[tid]
-            t = core.tasks.get(tid)
-            if t is not None and tid in core.queue:
+            t = core.table.tasks.get(tid)
+            if t is not None and tid in core.table.queue:
                 core._place(t)
 
     def next_check(self) -> float | None:

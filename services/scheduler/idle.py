@@ -109,7 +109,7 @@ def breakdown(core, account: str, world: float) -> dict:
                                                         "detail": detail, "until": until})
         g["n"] += n
 
-    queue = core.queue
+    queue = core.table.queue
     for key in queue.bins():
         cls, module = key
         n = queue.bin_size(key)
@@ -149,7 +149,7 @@ def breakdown(core, account: str, world: float) -> dict:
             o["n"] += n
             continue
         add("runnable", n, None, "it could take them now (left for a faster account, or about to be assigned)")
-    held = sum(len(ids) for ids in core.held.values())
+    held = sum(len(ids) for ids in core.table.held.values())
     if held:
         add("held", held, None, "wait for the turn of their conversation in flight")
     out = sorted(groups.values(), key=lambda g: (-g["n"], g["reason"], g["account"] or ""))
@@ -210,7 +210,7 @@ class IdleWatch:
 
     def flagged(self, core, world: float) -> dict[str, dict]:
         """{account: breakdown} for the accounts idle while work waits now."""
-        if not core.tasks:
+        if not core.table.tasks:
             return {}
         out = {}
         for account in headroom_accounts(core, world):

@@ -420,7 +420,7 @@ class Placement:
         core, lat = self.core, self.latencies
         if self._est_at != (world, mono):   # the estimates hold for one moment (one dispatch)
             self._est, self._est_at = {}, (world, mono)
-        queue = core.queue
+        queue = core.table.queue
         modes: dict[tuple, str] = {}
         for key in queue.bins():
             cls, module = key
@@ -428,7 +428,7 @@ class Placement:
                 mode = core.mode_for(w.account, w.modes, cls, module, world)
                 if mode is not None:
                     modes[key] = mode
-        out = {key: core.model.module_term(key[1], core.waiting[key[1]]) for key in modes}
+        out = {key: core.model.module_term(key[1], core.table.waiting[key[1]]) for key in modes}
         shared = [key for key in modes if key[0][2] is None]   # not bound to an account: others may take it
         if not shared:
             return out
@@ -515,11 +515,11 @@ class Placement:
         else:
             start = mode = None
             if v.state == "assigned":
-                a = core.assigned.get(v.task_id)
+                a = core.table.assigned.get(v.task_id)
                 if a is not None:
                     start, mode = a.world, a.mode
             elif v.state == "busy":
-                run = core.running.get(v.task_id)
+                run = core.table.running.get(v.task_id)
                 if run is None:   # its task ended (the broker's event came before the worker's `done`)
                     start, mode, free = None, None, world
                 else:
@@ -545,6 +545,6 @@ class Placement:
         """Ready tasks that only ``account`` may take."""
         key = ("bound", account)
         if key not in self._est:
-            queue = self.core.queue
+            queue = self.core.table.queue
             self._est[key] = sum(queue.bin_size(b) for b in queue.bins() if b[0][2] == account)
         return self._est[key]

@@ -206,7 +206,7 @@ def _serves(core, account: str, cls: tuple) -> bool:
 
 
 def _rank(core, t, world: float) -> tuple:
-    return core.model.priority(t, world, core.waiting[t.module]), -t.created, -t.id
+    return core.model.priority(t, world, core.table.waiting[t.module]), -t.created, -t.id
 
 
 def _ahead(core, t, world: float, competitors: list[str]) -> tuple[int, bool]:
@@ -214,7 +214,7 @@ def _ahead(core, t, world: float, competitors: list[str]) -> tuple[int, bool]:
 
     Bounded work (see the module docstring): the candidate bins are found in O(bins); an exact count
     up to AHEAD_EXACT candidates, else an estimate from AHEAD_SAMPLE random ones."""
-    queue = core.queue
+    queue = core.table.queue
     keys = [key for key in queue.bins() if any(_serves(core, a, key[0]) for a in competitors)]
     candidates = sum(queue.bin_size(key) for key in keys)
     if queue.is_ready(t.id) and (t.cls, t.module) in keys:
@@ -231,14 +231,14 @@ def _ahead(core, t, world: float, competitors: list[str]) -> tuple[int, bool]:
 
 
 def why(core, tid: int) -> dict | None:
-    t = core.tasks.get(tid)
+    t = core.table.tasks.get(tid)
     if t is None:
         return None
     world, mono = core.clock.world(), core.clock.mono()
-    waiting = core.waiting[t.module]
+    waiting = core.table.waiting[t.module]
     out = {"task_id": tid, "state": "PENDING", "priority": round(core.model.priority(t, world, waiting), 3),
            "terms": core.model.explain(t, world, waiting), "ahead": None, "ahead_approx": False, "accounts": []}
-    a = core.assigned.get(tid)
+    a = core.table.assigned.get(tid)
     conv = t.conversation
     if a is not None:
         w = core.workers.get(a.ident)
@@ -246,7 +246,7 @@ def why(core, tid: int) -> dict | None:
         out.update(where="assigned", line=f"assigned to {who} (account {a.account}) {mono - a.at:.0f}s ago; "
                                           "waiting for it to lease the task")
         return out
-    if tid in core.queue and not core.queue.is_ready(tid):
+    if tid in core.table.queue and not core.table.queue.is_ready(tid):
         if t.hold_until >= t.not_before and t.hold_until > world:
             line = (f"sitting out until {fmt_time(t.hold_until)}: an account declined to lease it "
                     f"{t.declines} time(s) without saying until when (the scheduler asks the broker again)")
@@ -255,7 +255,7 @@ def why(core, tid: int) -> dict | None:
                     "(retry backoff after a failure, or the submitter's not_before)")
         out.update(where="delayed", line=line)
         return out
-    if tid not in core.queue and conv:
+    if tid not in core.table.queue and conv:
         out.update(where="held", line=f"waiting for task {core.conv_inflight.get(conv)}, the turn of conversation "
                                       f"{conv} in flight (one turn at a time)")
         return out
@@ -376,22 +376,22 @@ def top(core) -> dict:
 
     def row(module):
         if module not in modules:
-            modules[module] = {"waiting": core.waiting.get(module, 0), "ready": 0, "delayed": 0, "held": 0,
+            modules[module] = {"waiting": core.table.waiting.get(module, 0), "ready": 0, "delayed": 0, "held": 0,
                                "assigned": 0, "weight": core.model.weights.get(module, 0.0),
-                               "backlog_boost": core.model.backlog_boost(module, core.waiting.get(module, 0))}
+                               "backlog_boost": core.model.backlog_boost(module, core.table.waiting.get(module, 0))}
         return modules[module]
 
     # O(bins + modules + assignments): every tracked task is in exactly one place (assigned, ready,
     # delayed, held: see services/scheduler/core.py), so held is what the others leave of `waiting`
-    for key in core.queue.bins():
-        row(key[1])["ready"] += core.queue.bin_size(key)
-    for module, n in core.queue.delayed_by_module.items():
+    for key in core.table.queue.bins():
+        row(key[1])["ready"] += core.table.queue.bin_size(key)
+    for module, n in core.table.queue.delayed_by_module.items():
         row(module)["delayed"] += n
-    for tid in core.assigned:
-        t = core.tasks.get(tid)
+    for tid in core.table.assigned:
+        t = core.table.tasks.get(tid)
         if t is not None:
             row(t.module)["assigned"] += 1
-    for module, n in core.waiting.items():
+    for module, n in core.table.waiting.items():
         r = row(module)
         r["held"] = max(0, n - r["ready"] - r["delayed"] - r["assigned"])
     for module in core.model.weights:

@@ -58,8 +58,8 @@ def admitted(core, w, admits: dict, world: float) -> dict:
     modes = {key: core.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
     # the accounts that could answer quickly: a worker, not paused, and room for some module's waiting
     # standard work (an account whose standard windows are used up cannot be the responsive one)
-    shares = {m for key in core.queue.bins() for m in charge_modules(key[0], key[1])
+    shares = {m for key in core.table.queue.bins() for m in charge_modules(key[0], key[1])
               if STANDARD in candidate_modes(key[0])}
     quick = {x.account for x in core.workers if x.account and x.account not in core.accounts.paused
              and any(core.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
-    return hold_back(admits, modes, w.account, quick, deep_accounts(core.assigned, core.running), keep)
+    return hold_back(admits, modes, w.account, quick, deep_accounts(core.table.assigned, core.table.running), keep)

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 
 from services.scheduler.priority import DEEP, STANDARD, QTask
+from services.scheduler.tasks import Running
 from shared import quota
 from shared.config import ADHOC
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
@@ -275,30 +276,6 @@ class Accounts:
                 del table[key]
                 freed.add(key[0])
         return freed
-
-
-# what the core remembers of work it handed out (services/scheduler/core.py): an assignment until the
-# broker's task.running event, then who runs it
-@dataclass(slots=True)
-class Assignment:
-    task_id: int
-    ident: bytes
-    account: str
-    at: float                 # monotonic time sent
-    confirmed: bool = False   # the worker said it is working on it (heartbeat or done)
-    finished: bool = False    # the worker reported an outcome before the broker's events came
-    world: float = 0.0        # world time sent, and the mode it will probably run in (finish estimates)
-    mode: str | None = None
-
-
-@dataclass(slots=True)
-class Running:
-    worker: str | None
-    account: str | None
-    conversation: str | None
-    mode: str | None = None
-    start: float | None = None   # world time of the lease (the event's ts), for service times
-    epoch: int | None = None     # the lease's epoch: a silent worker's lease is revoked at exactly this one
 
 
 class Revocations:

@@ -52,7 +52,7 @@ def test_a_turn_bound_to_an_exhausted_account_is_proposed_elsewhere_after_the_ha
     assert assigns(core) == []
     advance(core, 1, W1, W2)
     assert assigns(core) == [(W2, 1)]
-    assert core.tasks[1].handoff == "a1"
+    assert core.table.tasks[1].handoff == "a1"
     running(core, 1, account="a2")                              # the broker moved the conversation
     assert core.conv_account["c"] == "a2"
 
@@ -67,9 +67,9 @@ def test_no_handoff_while_the_holding_account_can_run_it():
     assert msg_alive is None or msg_alive.account == "a1"
     ready(core, W1, "a1")                                       # online (busy), not blocked
     done(core, W1, 5)
-    assert core.tasks[1].handoff is None
+    assert core.table.tasks[1].handoff is None
     assert [t for _, t in assigns(core)] == [1]
-    assert core.assigned[1].account == "a1"
+    assert core.table.assigned[1].account == "a1"
 
 
 def test_an_offline_account_hands_off_once_gone_for_the_handoff_time():
@@ -95,10 +95,10 @@ def test_a_worker_back_online_takes_its_conversation_back():
     turn(core, 1)
     advance(core, HANDOFF, W1)
     core.tick()
-    assert core.tasks[1].handoff == "a1"
+    assert core.table.tasks[1].handoff == "a1"
     assert "being handed off from a1 (paused (login))" in queries.why(core, 1)["line"]
     event(core, "account.resumed", account="a1")
-    assert core.tasks[1].handoff is None                        # re-checked at once
+    assert core.table.tasks[1].handoff is None                        # re-checked at once
     ready(core, W2, "a2")
     assert assigns(core) == [(W1, 1)]
 
@@ -130,7 +130,7 @@ def test_handoff_zero_means_never():
     event(core, "account.paused", account="a1", reason="x")
     ready(core, W2, "a2")
     advance(core, 100 * HANDOFF, W2)
-    assert assigns(core) == [] and core.tasks[1].handoff is None
+    assert assigns(core) == [] and core.table.tasks[1].handoff is None
 
 
 # --- operator asks ---------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_why_names_backoff_declines_unknown_turns_missing_modes_and_operator_pau
     line = queries.why(core, 2)["line"]
     assert "sitting out" in line and "declined" in line
     submitted(core, 3, unknown_account="a2", kind="x.review")
-    core.tasks[3].unknown_until = T0 + 1800
+    core.table.tasks[3].unknown_until = T0 + 1800
     line = queries.why(core, 3)["line"]
     assert "unknown outcome on a2: only a2 may run it" in line and "then any account may" in line
     submitted(core, 4, requires={"mode": "deep"})
@@ -180,10 +180,10 @@ def test_a_proposal_is_withdrawn_when_the_block_ends():
     done(core, W1, 1, outcome="declined", account="a1", message="quota", retry_at=T0 + 2 * HANDOFF)
     advance(core, HANDOFF, W1)
     core.tick()
-    assert core.tasks[1].handoff == "a1"
+    assert core.table.tasks[1].handoff == "a1"
     advance(core, HANDOFF, W1)            # a1's window has room again: the conversation stays with it
     core.tick()
-    assert core.tasks[1].handoff is None
+    assert core.table.tasks[1].handoff is None
 
 
 def test_a_declined_proposal_leaves_the_conversation_where_it_lives_in_the_estimates():

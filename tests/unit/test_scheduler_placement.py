@@ -116,7 +116,7 @@ def test_learn_history_uses_only_complete_runs():
            {"type": "task.done", "id": 1, "ts": T0 + 30}]
     assert core.placement.learn_history(evs) == 1
     assert core.placement.latencies.mean("fast", "standard") == pytest.approx(30.0)
-    assert len(core.tasks) == 0 and len(core.running) == 0
+    assert len(core.table.tasks) == 0 and len(core.table.running) == 0
 
 
 def test_leave_to_others_counts_what_the_faster_accounts_absorb():
