@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.scheduler import queries, responsive
+from services.scheduler.conversations import Conversations
 from services.scheduler.handoff import Handoffs
 from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
-from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
+from services.scheduler.priority import PriorityModel, QTask, number
 from services.scheduler.tasks import Assignment, Running, TaskTable
 from services.scheduler.workers import (
     MODES,
@@ -42,6 +43,7 @@ from services.scheduler.workers import (
     WorkerRegistry,
     candidate_modes,
     charge_modules,
+    opens_conversation,
     placement_class,
     reconciles,
 )
@@ -68,6 +70,7 @@ class SchedulerCore:
         self.recent: deque = deque(maxlen=RECENT)
         self.last_outcome: dict[str, dict] = {}       # account -> last `done` of its workers
         self.table = TaskTable(self.model)
+        self.convs = Conversations()
         self.out: list[tuple[bytes, str, dict]] = []
         self.why_lookups: list[tuple[bytes, str, int]] = []   # `why` about tasks we do not track
         self.revocations = Revocations()   # leases of workers dropped as silent (the service sends them)
@@ -86,9 +89,7 @@ class SchedulerCore:
         """Forget every task (a rebuild follows). Workers stay; assignments stay until the rebuild says
         whether their tasks are still PENDING (:meth:`finish_rebuild`)."""
         self.table.reset()
-        self.conv_account: dict[str, str] = {}
-        self.conv_inflight: dict[str, int] = {}
-        self.conv_tasks: dict[str, set[int]] = {}
+        self.convs.reset()
         self.accounts.reset()
         self.placement.reset()
         self.handoffs.reset()
@@ -108,13 +109,7 @@ class SchedulerCore:
     def _track(self, t: QTask) -> None:
         """A PENDING task, new or updated (submitted, back from a lease, resumed, refreshed)."""
         self.table.put(t)
-        conv = t.conversation
-        if conv:
-            self.conv_tasks.setdefault(conv, set()).add(t.id)
-            holder = self.conv_account.get(conv) or t.conversation_account
-            if holder and self.placement.convs.account_of(conv) != holder:
-                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
-                                          t.attrs.get("expected_turns"))
+        self.convs.track(t)
         run = self.table.running.pop(t.id, None)
         if run is not None:
             self._end_turn(run.conversation, t.id)
@@ -132,10 +127,9 @@ class SchedulerCore:
                 self.table.hold_unknown(t)
         conv = t.conversation
         t.handoff = self.handoffs.proposal(t, self.clock.world())
-        t.cls = placement_class(t, self.conv_account)
+        t.cls = placement_class(t, self.convs.holder)
         t.not_before = max(t.not_before, t.hold_until)
-        held = conv and self.conv_inflight.get(conv, t.id) != t.id
-        self.table.file(t, self.clock.world(), conv if held else None)
+        self.table.file(t, self.clock.world(), conv if self.convs.waits(conv, t.id) else None)
 
     def _untrack(self, tid: int) -> QTask | None:
         t = self.table.pop(tid)
@@ -143,25 +137,19 @@ class SchedulerCore:
         self.placement.forget(tid)
         if t is None:
             return None
-        conv = t.conversation
-        if conv and conv in self.conv_tasks:
-            self.conv_tasks[conv].discard(tid)
-            if not self.conv_tasks[conv]:
-                del self.conv_tasks[conv]
+        self.convs.untrack(t.conversation, tid)
         return t
 
     def _start_turn(self, conv: str | None, tid: int) -> None:
         """A turn of ``conv`` is assigned or running: its other PENDING turns wait."""
         if not conv:
             return
-        self.conv_inflight[conv] = tid
-        for other in list(self.conv_tasks.get(conv, ())):
-            if other != tid and other in self.table.queue:
+        for other in self.convs.start_turn(conv, tid):
+            if other in self.table.queue:
                 self._place(self.table.tasks[other])
 
     def _end_turn(self, conv: str | None, tid: int) -> None:
-        if conv and self.conv_inflight.get(conv) == tid:
-            del self.conv_inflight[conv]
+        if conv and self.convs.end_turn(conv, tid):
             for other in self.table.release_held(conv):
                 self._place(other)
 
@@ -209,9 +197,7 @@ class SchedulerCore:
             self.revocations.leased(tid, self.table.running[tid])   # granted to a worker we dropped as silent?
         if conv:
             if account:
-                self.conv_account[conv] = account   # later turns go to the account that holds it
-                self.placement.convs.bind(conv, account, mode or STANDARD,
-                                          t.attrs.get("expected_turns") if t is not None else None)
+                self.convs.leased(conv, account, mode, t.attrs.get("expected_turns") if t is not None else None)
             self._start_turn(conv, tid)
         w = self.workers.named(worker)
         if w is not None and w.state == "assigned" and w.task_id == tid:
@@ -228,7 +214,7 @@ class SchedulerCore:
         if typ == "task.done" and run is not None:   # a service time (a refreshed record has no end time)
             self.placement.learn(run.account, run.mode, run.start, ev.get("ts"))
         if conv:
-            self.placement.convs.turn_ended(conv, done, self.clock.world())
+            self.convs.turn_ended(conv, done, self.clock.world())
         if typ == "task.cancelled":
             # interrupt the in-flight request (or the lease about to be taken)
             targets = {a.ident} if a else set()
@@ -392,7 +378,7 @@ class SchedulerCore:
         if retry_at is not None and retry_at > world and account and t is not None:
             # quota or cool-down: this account cannot take this module's work in these modes until then
             worker_modes = w.modes if w is not None else MODES
-            cls = t.cls or placement_class(t, self.conv_account)
+            cls = t.cls or placement_class(t, self.convs.holder)
             for mode in candidate_modes(cls):
                 if mode in worker_modes:
                     for module in charge_modules(cls, t.module):   # each share it may draw on refused it
@@ -441,15 +427,8 @@ class SchedulerCore:
         t = self.table.tasks.get(tid)
         if t is None:
             return
-        conv = t.conversation
-        if conv and conv not in self.conv_account and not t.conversation_account:
-            self.placement.convs.unbind(conv)   # the tentative binding of an opening turn never happened
-        elif conv and t.handoff:   # a proposed hand-off that did not happen: the conversation stays put
-            holder = self.conv_account.get(conv) or t.conversation_account
-            if holder:
-                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
-                                          t.attrs.get("expected_turns"))
-        self._end_turn(conv, tid)
+        self.convs.requeued(t)
+        self._end_turn(t.conversation, tid)
         self._place(t)
 
     # --- queries --------------------------------------------------------------------------------------
@@ -477,7 +456,7 @@ class SchedulerCore:
         self.table.queue.advance(world)
         for account in self.accounts.prune(world):
             self.handoffs.recheck(account)   # its block ended: turns proposed to leave it stay after all
-        self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
+        self.convs.sweep(world)
         # a loop that itself stalled (a long rebuild) has not heard anyone: forget, but revoke nothing
         stalled = mono - self._last_tick > protocol.HEARTBEAT_INTERVAL * protocol.LIVENESS
         self._last_tick = mono
@@ -526,7 +505,8 @@ class SchedulerCore:
             self.table.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
             w.set_state("assigned", t.id, mono)
             self.idle_watch.took_work(w.account)
-            self.placement.assigned(t, w.account, mode)
+            self.convs.assigned(t, w.account, mode, opens_conversation(t.cls))
+            self.placement.assigned()
             self._start_turn(t.conversation, t.id)
             self._send(w.ident, "assign", task_id=t.id, ttl=float(self.scfg.lease_ttl))
             self.assigned_total += 1

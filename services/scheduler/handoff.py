@@ -60,11 +60,11 @@ class Handoffs:
         core, conv = self.core, t.conversation
         if self.after <= 0 or not conv or t.unknown_account:
             return None   # an unknown turn stays with its account until its hold lapses (broker rule)
-        holder = core.conv_account.get(conv) or t.conversation_account
+        holder = core.convs.holder_of(t)
         if not holder:
             return None
         tasks = core.table.tasks
-        if any(tasks[o].unknown_account for o in core.conv_tasks.get(conv, ()) if o != t.id and o in tasks):
+        if any(tasks[o].unknown_account for o in core.convs.turns.get(conv, ()) if o != t.id and o in tasks):
             return None   # another turn of it is unknown: the conversation stays until that is reconciled
         due = due_time(t, self.after)
         if world < due:
@@ -105,12 +105,12 @@ class Handoffs:
         if self.after <= 0:
             return
         core = self.core
-        for conv, tids in list(core.conv_tasks.items()):
+        for tids in list(core.convs.turns.values()):
             for tid in list(tids):
                 t = core.table.tasks.get(tid)
                 if t is None or tid not in core.table.queue:
                     continue
-                if account in (core.conv_account.get(conv) or t.conversation_account, t.handoff):
+                if account in (core.convs.holder_of(t), t.handoff):
                     core._place(t)
 
     def worker_ready(self, account: str) -> None:

@@ -42,11 +42,8 @@ The estimates
   look free soon, a slow account left the last one-shots to it, the fast account kept running its own
   (higher-priority) turns, and after the deadline the slow account took a one-shot at the very end and
   ended the run 150 s after everyone else.
-* **Turns per conversation**: the module's hint ``attrs.expected_turns`` if it is a number >= 1, else the
-  mean over finished conversations smoothed with ``DEFAULT_TURNS`` (weight ``TURNS_PRIOR``), in which the
-  open conversations that already ran longer than that count with their turns so far. A
-  conversation is finished once no turn of it has waited or run for ``CONV_QUIET`` world seconds after
-  its last turn ended; a turn arriving later simply reopens it (the broker still holds the binding).
+* **Turns per conversation**: :meth:`services.scheduler.conversations.Conversations.expected_turns` (the
+  module's hint, else the mean over finished conversations, smoothed).
 
 Why it cannot stall work
 ------------------------
@@ -76,7 +73,6 @@ simply not counted (the old greedy behaviour).
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from dataclasses import dataclass
@@ -84,15 +80,12 @@ from dataclasses import dataclass
 from services.scheduler.priority import STANDARD
 from services.scheduler.workers import fits, opens_conversation
 
-DEFAULT_TURNS = 6.0        # expected turns of a conversation before any was seen to finish
-TURNS_PRIOR = 2.0          # weight of DEFAULT_TURNS in the mean over finished conversations
 LATENCY_WINDOW = 20        # samples in the cumulative mean before it becomes an exponential average
 MARGIN = 0.05              # an alternative must finish at least 5% sooner to count
 OVERDUE = 3.0              # running longer than 3x its mean: that account is no alternative now
 UNREADY_GRACE = 2.0        # real seconds a worker that reported done is expected to say ready within
 GRACE_REAL = 1.0           # real seconds of slack in a deadline (worker hand-offs), plus half the job
 OWN_TURNS_FIRST = 10.0     # priority points by which an opening turn must beat a worker's own turns
-CONV_QUIET = 300.0         # world seconds without a waiting or running turn: the conversation is over
 WARM_EVENTS = 5000         # recent outbox events a starting scheduler learns latencies from
 
 # events after which a task.running no longer pairs with a task.done (a failed or ended run)
@@ -194,107 +187,6 @@ def _spec_mean(spec) -> float | None:
     return None   # "zero", unknown: no hint
 
 
-class _Conv:
-    __slots__ = ("account", "mode", "done", "hint", "last_end")
-
-    def __init__(self, account: str, mode: str, hint: float | None):
-        self.account, self.mode, self.hint = account, mode, hint
-        self.done = 0
-        self.last_end = 0.0
-
-
-class Conversations:
-    """Open conversations (bound to an account) and the mean number of turns of finished ones."""
-
-    def __init__(self):
-        self.open: dict[str, _Conv] = {}
-        self.by_account: dict[str, set[str]] = {}
-        self.finished = 0
-        self.finished_turns = 0
-        self._quiet: list = []      # (world time it may be finished, conv, done count then)
-        self._mean: float | None = None   # expected_turns() without a hint, until a turn ends
-
-    def reset(self) -> None:
-        """Forget the open conversations (a rebuild reloads them); the learned mean stays."""
-        self.open.clear()
-        self.by_account.clear()
-        self._quiet.clear()
-        self._mean = None
-
-    def expected_turns(self, hint=None) -> float:
-        """The hint if it is one, else the mean over finished conversations smoothed with the prior, where
-        open conversations that already ran more turns than that count too, with their turns so far (a
-        lower bound): a module whose conversations are longer than the prior is noticed before the first
-        one ends. O(open conversations), cached until a turn ends."""
-        if isinstance(hint, (int, float)) and not isinstance(hint, bool) and math.isfinite(hint) and hint >= 1:
-            return float(hint)
-        if self._mean is None:
-            total, n = DEFAULT_TURNS * TURNS_PRIOR + self.finished_turns, TURNS_PRIOR + self.finished
-            longer = [c.done for c in self.open.values() if c.hint is None and c.done > total / n]
-            self._mean = (total + sum(longer)) / (n + len(longer))
-        return self._mean
-
-    def bind(self, conv: str, account: str, mode: str, hint=None) -> None:
-        """``conv`` lives on ``account`` (a first turn assigned or running, or the broker says so)."""
-        c = self.open.get(conv)
-        if c is not None and c.account == account:
-            return
-        if c is not None:
-            self._drop(conv, c)
-        h = hint if isinstance(hint, (int, float)) and not isinstance(hint, bool) and hint >= 1 else None
-        self.open[conv] = c = _Conv(account, mode, h)
-        self.by_account.setdefault(account, set()).add(conv)
-
-    def unbind(self, conv: str) -> None:
-        """A tentative binding (an assigned first turn) that the broker never made: forget it."""
-        c = self.open.get(conv)
-        if c is not None and c.done == 0:
-            self._drop(conv, c)
-
-    def account_of(self, conv: str) -> str | None:
-        c = self.open.get(conv)
-        return c.account if c else None
-
-    def turn_ended(self, conv: str, done: bool, now: float) -> None:
-        c = self.open.get(conv)
-        if c is None:
-            return
-        if done:
-            c.done += 1
-            self._mean = None
-        c.last_end = now
-        heapq.heappush(self._quiet, (now + CONV_QUIET, conv, c.done))
-
-    def remaining(self, conv: str, active: bool, waiting: bool) -> float:
-        """Turns of ``conv`` not started yet (``active``: one is in flight; ``waiting``: one is pending)."""
-        c = self.open[conv]
-        left = self.expected_turns(c.hint) - c.done - (1 if active else 0)
-        return max(left, 1.0 if waiting else 0.0)
-
-    def sweep(self, now: float, busy) -> list[str]:
-        """Close the conversations quiet for ``CONV_QUIET`` (``busy(conv)``: a turn waits or runs)."""
-        closed = []
-        while self._quiet and self._quiet[0][0] <= now:
-            _, conv, done = heapq.heappop(self._quiet)
-            c = self.open.get(conv)
-            if c is None or c.done != done or c.last_end + CONV_QUIET > now or busy(conv):
-                continue
-            self.finished += 1
-            self.finished_turns += c.done
-            self._drop(conv, c)
-            closed.append(conv)
-        return closed
-
-    def _drop(self, conv: str, c: _Conv) -> None:
-        del self.open[conv]
-        self._mean = None
-        convs = self.by_account.get(c.account)
-        if convs is not None:
-            convs.discard(conv)
-            if not convs:
-                del self.by_account[c.account]
-
-
 @dataclass(slots=True)
 class Option:
     """Another account's worker that could take the job: when it can start it and what a job costs it."""
@@ -339,7 +231,7 @@ class Placement:
     def __init__(self, core):
         self.core = core
         self.latencies = Latencies()
-        self.convs = Conversations()
+        self.convs = core.convs
         self.deadlines: dict[int, tuple[float, str]] = {}   # task id -> (world deadline, account left to)
         self.left_total = 0                                  # decisions to leave a task (stats)
         self._est: dict = {}                                 # estimates cached during one dispatch
@@ -348,8 +240,7 @@ class Placement:
             self.latencies.hint(account, mode, seconds)
 
     def reset(self) -> None:
-        """Forget the open conversations and deadlines (a rebuild follows); the latencies stay."""
-        self.convs.reset()
+        """Forget the deadlines (a rebuild follows); the latencies stay."""
         self.deadlines.clear()
         self._est = {}
 
@@ -397,11 +288,8 @@ class Placement:
 
     # --- decisions ------------------------------------------------------------------------------------
 
-    def assigned(self, t, account: str, mode: str | None) -> None:
-        """Task ``t`` was just assigned to ``account``: an opening turn binds its conversation tentatively
-        (the lease confirms it, or :meth:`Conversations.unbind` forgets it); the cached estimates are stale."""
-        if opens_conversation(t.cls):
-            self.convs.bind(t.conversation, account, mode or STANDARD, t.attrs.get("expected_turns"))
+    def assigned(self) -> None:
+        """A task was just assigned: the cached estimates are stale."""
         self._est = {}
 
     def admits(self, w, world: float, mono: float) -> dict:
@@ -534,10 +422,10 @@ class Placement:
         """World seconds of conversation turns bound to ``account`` and not started yet."""
         key = ("backlog", account)
         if key not in self._est:
-            core, convs, lat, total = self.core, self.convs, self.latencies, 0.0
-            for conv in convs.by_account.get(account, ()):
+            convs, lat, total = self.convs, self.latencies, 0.0
+            for conv in convs.open_on(account):
                 mean = lat.mean(account, convs.open[conv].mode) or lat.mean(account, STANDARD) or 0.0
-                total += mean * convs.remaining(conv, conv in core.conv_inflight, conv in core.conv_tasks)
+                total += mean * convs.remaining(conv)
             self._est[key] = total
         return self._est[key]
 

@@ -256,7 +256,7 @@ def why(core, tid: int) -> dict | None:
         out.update(where="delayed", line=line)
         return out
     if tid not in core.table.queue and conv:
-        out.update(where="held", line=f"waiting for task {core.conv_inflight.get(conv)}, the turn of conversation "
+        out.update(where="held", line=f"waiting for task {core.convs.inflight.get(conv)}, the turn of conversation "
                                       f"{conv} in flight (one turn at a time)")
         return out
     rows = account_reasons(core, t, world)
@@ -301,7 +301,7 @@ def _binding(core, t, world: float) -> list[str]:
         parts.append(f"conversation {conv} is being handed off from {t.handoff} ({why}): any account it allows "
                      "may continue it")
         return parts
-    holder = core.conv_account.get(conv) or t.conversation_account
+    holder = core.convs.holder_of(t)
     if not holder:
         return parts
     why = core.handoffs.blocked_reason(holder, t, world)

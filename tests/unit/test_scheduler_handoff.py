@@ -54,7 +54,7 @@ def test_a_turn_bound_to_an_exhausted_account_is_proposed_elsewhere_after_the_ha
     assert assigns(core) == [(W2, 1)]
     assert core.table.tasks[1].handoff == "a1"
     running(core, 1, account="a2")                              # the broker moved the conversation
-    assert core.conv_account["c"] == "a2"
+    assert core.convs.holder["c"] == "a2"
 
 
 def test_no_handoff_while_the_holding_account_can_run_it():
@@ -193,9 +193,9 @@ def test_a_declined_proposal_leaves_the_conversation_where_it_lives_in_the_estim
     ready(core, W2, "a2")
     advance(core, HANDOFF, W2)
     assert assigns(core) == [(W2, 1)]
-    assert core.placement.convs.account_of("c") == "a2"        # tentatively, while it is assigned
+    assert core.convs.account_of("c") == "a2"        # tentatively, while it is assigned
     done(core, W2, 1, outcome="declined", account="a2", message="conversation c lives on account a1 (a1 can run it)")
-    assert core.placement.convs.account_of("c") == "a1"
+    assert core.convs.account_of("c") == "a1"
 
 
 def test_a_comment_may_run_on_the_operators_reserve_while_its_modules_share_is_blocked():
