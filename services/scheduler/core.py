@@ -15,7 +15,7 @@ A ``task.running`` event ends the tracking (the task is the broker's lease's bus
 back with ``task.pending``); the table's ``running`` remembers who runs what and since when, for cancels,
 conversation affinity and the expected finish times.
 
-Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.workers`.
+Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.classes`.
 Which idle worker takes the best task — or leaves it for a much faster account, and which account opens
 a new conversation — is decided with the estimates of :mod:`services.scheduler.placement`
 (:meth:`services.scheduler.placement.Placement.admits`). Which waiting turns are proposed to leave the
@@ -29,24 +29,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.scheduler import queries, responsive
-from services.scheduler.conversations import Conversations
-from services.scheduler.handoff import Handoffs
-from services.scheduler.idle import IdleWatch
-from services.scheduler.placement import Placement
-from services.scheduler.priority import PriorityModel, QTask, number
-from services.scheduler.tasks import Assignment, Running, TaskTable
-from services.scheduler.workers import (
+from services.scheduler.accounts import Accounts
+from services.scheduler.classes import (
     MODES,
-    Accounts,
-    Revocations,
-    Worker,
-    WorkerRegistry,
     candidate_modes,
     charge_modules,
     opens_conversation,
     placement_class,
     reconciles,
 )
+from services.scheduler.conversations import Conversations
+from services.scheduler.handoff import Handoffs
+from services.scheduler.idle import IdleWatch
+from services.scheduler.placement import Placement
+from services.scheduler.priority import PriorityModel, QTask, number
+from services.scheduler.tasks import Assignment, Running, TaskTable
+from services.scheduler.workers import Revocations, Worker, WorkerRegistry
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
 

@@ -6,7 +6,7 @@ an account that cannot run it — paused, cooling, refused by its quota for the 
 (learned from declined leases), or without a worker for the hand-off time — is proposed to every account it
 allows once it has waited ``[scheduler] conversation_handoff`` world seconds since it last became PENDING
 (``pending_since``, or its ``not_before`` if later). A proposed turn carries ``task.handoff`` (the account
-it leaves) and its placement class is no longer bound (:func:`services.scheduler.workers.placement_class`),
+it leaves) and its placement class is no longer bound (:func:`services.scheduler.classes.placement_class`),
 so any idle account it allows may take it; the new account's lease moves the conversation.
 
 Never while a turn of the conversation is in flight (such a turn is held, not queued), nor while any of its
@@ -22,8 +22,8 @@ from __future__ import annotations
 import heapq
 import time
 
+from services.scheduler.classes import MODES
 from services.scheduler.priority import STANDARD, QTask
-from services.scheduler.workers import MODES
 
 
 def _fmt(t: float) -> str:

@@ -54,7 +54,7 @@ process: it starts again when the account takes work, and when the scheduler res
 """
 from __future__ import annotations
 
-from services.scheduler import workers as C
+from services.scheduler import classes as C
 from services.scheduler.queries import fmt_time as _fmt
 
 

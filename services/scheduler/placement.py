@@ -77,8 +77,8 @@ import logging
 import math
 from dataclasses import dataclass
 
+from services.scheduler.classes import fits, opens_conversation
 from services.scheduler.priority import STANDARD
-from services.scheduler.workers import fits, opens_conversation
 
 LATENCY_WINDOW = 20        # samples in the cumulative mean before it becomes an exponential average
 MARGIN = 0.05              # an alternative must finish at least 5% sooner to count

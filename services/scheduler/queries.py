@@ -80,7 +80,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from services.scheduler import workers as C
+from services.scheduler import classes as C
 from services.scheduler.handoff import due_time
 from services.scheduler.priority import clean_weights
 from shared.config import KNOWN_MODULES, unknown_name

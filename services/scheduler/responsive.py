@@ -22,8 +22,8 @@ the deep work waits for one of the other accounts' deep slots or for a moment wi
 """
 from __future__ import annotations
 
+from services.scheduler.classes import candidate_modes, charge_modules
 from services.scheduler.priority import DEEP, STANDARD
-from services.scheduler.workers import candidate_modes, charge_modules
 from shared.config import ADHOC
 
 
