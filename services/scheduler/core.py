@@ -36,7 +36,6 @@ from services.scheduler.classes import (
     charge_modules,
     opens_conversation,
     placement_class,
-    reconciles,
 )
 from services.scheduler.conversations import Conversations
 from services.scheduler.handoff import Handoffs
@@ -44,6 +43,7 @@ from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
 from services.scheduler.priority import PriorityModel, QTask, number
 from services.scheduler.tasks import Assignment, Running, TaskTable
+from services.scheduler.view import SchedulerView
 from services.scheduler.workers import Revocations, Worker, WorkerRegistry
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
@@ -74,13 +74,17 @@ class SchedulerCore:
         self.revocations = Revocations()   # leases of workers dropped as silent (the service sends them)
         self._last_tick = clock.mono()
         self.assigned_total = 0
-        self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
+        # the service's own counters (synced, last seq), shown by `stats`: updated in place (the view holds it)
+        self.status: dict[str, Any] = {}
         # where run-time module weights are kept (the service's broker write; None: not durable, in tests)
         self.weights_store: Callable[[dict | None], None] | None = None
         self._next_heartbeat = 0.0
-        self.placement = Placement(self)
+        # what placement, the responsive rule, hand-offs, the idle watch and the queries read (never the core)
+        self.view = SchedulerView(config, clock, self.model, self.table, self.convs, self.workers, self.accounts,
+                                  self.recent, self.last_outcome, self.status)
+        self.placement = self.view.placement = Placement(self.view)
         self.idle_watch = IdleWatch()   # since when accounts sit idle while work waits (the `idle` query)
-        self.handoffs = Handoffs(self)
+        self.handoffs = self.view.handoffs = Handoffs(self.view, self._place)
         self.reset()
 
     def reset(self) -> None:
@@ -432,9 +436,19 @@ class SchedulerCore:
     # --- queries --------------------------------------------------------------------------------------
 
     def on_query(self, ident: bytes, msg: dict) -> None:
-        cid = msg["cid"]
+        """``stats``, ``weights`` (which changes the weights) and ``idle`` (which keeps the idle spells) are the
+        core's; the read-only questions are :func:`services.scheduler.queries.answer`'s, from the view."""
+        cid, what = msg["cid"], msg["what"]
         try:
-            result = queries.answer(self, msg)
+            if what == "stats":
+                result: dict | None = self.stats()
+            elif what == "weights":
+                result = queries.weights(self.model, self.weights_store, self.config.names_checked,
+                                         msg.get("set"), msg.get("reset") is True)
+            elif what == "idle":
+                result = self.idle_watch.report(self.view)
+            else:
+                result = queries.answer(self.view, msg)
         except FanoError as exc:
             self._send(ident, "answer", cid=cid, ok=False, error=exc.to_wire())
             return
@@ -444,7 +458,7 @@ class SchedulerCore:
         self._send(ident, "answer", cid=cid, ok=True, result=result)
 
     def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: Mapping[str, Any] | None) -> None:
-        self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(self, tid, rec))
+        self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(tid, rec))
 
     # --- time -----------------------------------------------------------------------------------------
 
@@ -479,7 +493,7 @@ class SchedulerCore:
             self._next_heartbeat = mono + protocol.HEARTBEAT_INTERVAL
         if dispatch:
             self.dispatch()
-            self.idle_watch.tick(self, world, mono)
+            self.idle_watch.tick(self.view, world, mono)
 
     def dispatch(self) -> int:
         """Give each idle worker the best task it can take (and should: see :meth:`Placement.admits`); returns how
@@ -493,13 +507,13 @@ class SchedulerCore:
             admits = self.placement.admits(w, world, mono)
             if not admits:
                 continue
-            admits = responsive.admitted(self, w, admits, world)
+            admits = responsive.admitted(self.view, w, admits, world)
             found = self.table.queue.best(world, admits.get)
             if found is None:
                 continue
             t, prio = found
             self.table.queue.remove(t.id)
-            mode = self.mode_for(w.account, w.modes, t.cls, t.module, world)
+            mode = self.view.mode_for(w.account, w.modes, t.cls, t.module, world)
             self.table.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
             w.set_state("assigned", t.id, mono)
             self.idle_watch.took_work(w.account)
@@ -511,15 +525,6 @@ class SchedulerCore:
             n += 1
             log.debug("assigned task %d (%s, priority %.1f) to %s", t.id, t.kind, prio, w.name)
         return n
-
-    def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
-        """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
-        free = reconciles(cls, account)   # a reconcile lease is charged no unit (services/broker/ops_lease.py)
-        for mode in candidate_modes(cls):
-            if mode in modes and (free or any(self.accounts.why_not(account, mode, m, world) is None
-                                              for m in charge_modules(cls, module))):
-                return mode
-        return None
 
     def timers(self) -> list[tuple[str, float]]:
         """The pending timers as ``(what, monotonic time)``: heartbeat, liveness, assignment timeouts, the

@@ -76,9 +76,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from services.scheduler.classes import fits, opens_conversation
 from services.scheduler.priority import STANDARD
+
+if TYPE_CHECKING:
+    from services.scheduler.view import SchedulerView
 
 LATENCY_WINDOW = 20        # samples in the cumulative mean before it becomes an exponential average
 MARGIN = 0.05              # an alternative must finish at least 5% sooner to count
@@ -197,7 +201,7 @@ class Option:
     mean: float       # its mean service time for one task of the job's mode
 
 
-def could_leave(own_cost: float, own_start_in: float, fastest_cost: float | None, others: int, jobs: int) -> bool:
+def could_leave(own_cost: float, own_start_in: float, fastest_cost: float | None, others: int, jobs: float) -> bool:
     """A cheap necessary condition for :func:`leave_to_others` (no alternative starts before now nor
     spends less than ``fastest_cost`` per job): False means take the job without looking further."""
     if not fastest_cost or others <= 0:
@@ -205,7 +209,7 @@ def could_leave(own_cost: float, own_start_in: float, fastest_cost: float | None
     return jobs <= others * int((1.0 - MARGIN) * (own_start_in + own_cost) // fastest_cost)
 
 
-def leave_to_others(now: float, own_cost: float, own_start: float, options: list[Option], jobs: int,
+def leave_to_others(now: float, own_cost: float, own_start: float, options: list[Option], jobs: float,
                     grace: float) -> tuple[float, str] | None:
     """The test of the module docstring, for a worker that would start at ``own_start`` and spend
     ``own_cost`` on the job. Returns None (take it) or ``(deadline, account)``: the earliest alternative
@@ -224,19 +228,19 @@ def leave_to_others(now: float, own_cost: float, own_start: float, options: list
 
 
 class Placement:
-    """The core's placement advisor: latencies, open conversations, the tasks left alone (with their
-    deadlines), and the decisions of the module docstring. It reads the core's state (queue, workers,
+    """The core's placement advisor: latencies, the tasks left alone (with their deadlines), and the
+    decisions of the module docstring. It reads the scheduler's state through the view (queue, workers,
     assignments, running turns, accounts) and changes none of it."""
 
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, view: SchedulerView):
+        self.view = view
         self.latencies = Latencies()
-        self.convs = core.convs
+        self.convs = view.convs
         self.deadlines: dict[int, tuple[float, str]] = {}   # task id -> (world deadline, account left to)
         self.left_total = 0                                  # decisions to leave a task (stats)
         self._est: dict = {}                                 # estimates cached during one dispatch
         self._est_at: tuple | None = None                    # ... at this (world, mono) time
-        for account, mode, seconds in config_hints(core.config.accounts):
+        for account, mode, seconds in config_hints(view.config.accounts):
             self.latencies.hint(account, mode, seconds)
 
     def reset(self) -> None:
@@ -305,18 +309,18 @@ class Placement:
 
         Looks at the bins' tops and sizes and at the workers, never at the tasks in a bin: O(B log n).
         """
-        core, lat = self.core, self.latencies
+        view, lat = self.view, self.latencies
         if self._est_at != (world, mono):   # the estimates hold for one moment (one dispatch)
             self._est, self._est_at = {}, (world, mono)
-        queue = core.table.queue
+        queue = view.table.queue
         modes: dict[tuple, str] = {}
         for key in queue.bins():
             cls, module = key
             if fits(cls, w.account, w.backend):
-                mode = core.mode_for(w.account, w.modes, cls, module, world)
+                mode = view.mode_for(w.account, w.modes, cls, module, world)
                 if mode is not None:
                     modes[key] = mode
-        out = {key: core.model.module_term(key[1], core.table.waiting[key[1]]) for key in modes}
+        out = {key: view.model.module_term(key[1], view.table.waiting[key[1]]) for key in modes}
         shared = [key for key in modes if key[0][2] is None]   # not bound to an account: others may take it
         if not shared:
             return out
@@ -325,7 +329,7 @@ class Placement:
         openings = sum(queue.bin_size(key) for key in shared if opens_conversation(key[0]))
         # a waiting conversation counts as its expected turns
         tasks = sum(queue.bin_size(key) for key in shared) + openings * (self.convs.expected_turns() - 1)
-        others = len(core.workers) - 1
+        others = len(view.workers) - 1
         for key in shared:
             opening = opens_conversation(key[0])
             jobs = openings if opening else tasks
@@ -348,10 +352,10 @@ class Placement:
                 del out[key]
         return out
 
-    def _leave(self, w, key: tuple, mode: str, t, jobs: int, world: float, mono: float):
+    def _leave(self, w, key: tuple, mode: str, t, jobs: float, world: float, mono: float):
         """Should idle ``w`` leave task ``t`` (the top of bin ``key``, with ``jobs`` like it waiting) to the
         other workers? Returns (deadline, the account expected to take it) or None."""
-        core, lat = self.core, self.latencies
+        view, lat = self.view, self.latencies
         own = lat.mean(w.account, mode)
         if own is None:
             return None
@@ -361,17 +365,17 @@ class Placement:
         own_start = world + (self._backlog(w.account) if opening else 0.0)
         fastest = lat.fastest(mode)
         if not could_leave(turns * own, own_start - world, turns * fastest if fastest else None,
-                           len(core.workers) - 1, jobs):
+                           len(view.workers) - 1, jobs):
             return None
         options = []
-        for v in core.workers:
-            if v is w or not v.account or v.account == w.account or v.account in core.accounts.paused \
+        for v in view.workers:
+            if v is w or not v.account or v.account == w.account or v.account in view.accounts.paused \
                     or not fits(cls, v.account, v.backend):
                 continue
-            m = core.mode_for(v.account, v.modes, cls, module, world)
+            m = view.mode_for(v.account, v.modes, cls, module, world)
             mean = lat.mean(v.account, m) if m else None
             free = self._free_at(v, world, mono) if mean else None
-            if free is None:
+            if mean is None or free is None:
                 continue
             # what it runs first: the turns of its own conversations (an opening turn queues behind them;
             # a one-shot too, as far as we know: a turn bound to it usually outranks it, and an
@@ -380,7 +384,7 @@ class Placement:
             if not opening:
                 first = max(first, self._ready_bound(v.account) * mean)
             options.append(Option(v.account, free + first, turns * mean, mean))
-        scale = getattr(core.clock, "scale", 1.0) or 1.0
+        scale = getattr(view.clock, "scale", 1.0) or 1.0
         left = leave_to_others(world, turns * own, own_start, options, jobs, GRACE_REAL * scale)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s, %s task %d (%d like it waiting): own start +%.1f cost %.1f; others %s: %s", w.name,
@@ -395,7 +399,7 @@ class Placement:
         key = ("free", v.ident)
         if key in self._est:
             return self._est[key]
-        core, free = self.core, None
+        view, free = self.view, None
         if v.state == "idle":
             free = world
         elif v.state == "unready":
@@ -403,17 +407,17 @@ class Placement:
         else:
             start = mode = None
             if v.state == "assigned":
-                a = core.table.assigned.get(v.task_id)
+                a = view.table.assigned.get(v.task_id)
                 if a is not None:
                     start, mode = a.world, a.mode
             elif v.state == "busy":
-                run = core.table.running.get(v.task_id)
+                run = view.table.running.get(v.task_id)
                 if run is None:   # its task ended (the broker's event came before the worker's `done`)
                     start, mode, free = None, None, world
                 else:
                     start, mode = run.start, run.mode
             mean = self.latencies.mean(v.account, mode) if start and mode else None
-            if mean is not None and world <= start + OVERDUE * mean:
+            if start and mean is not None and world <= start + OVERDUE * mean:
                 free = max(world, start + mean)
         self._est[key] = free
         return free
@@ -433,6 +437,6 @@ class Placement:
         """Ready tasks that only ``account`` may take."""
         key = ("bound", account)
         if key not in self._est:
-            queue = self.core.table.queue
+            queue = self.view.table.queue
             self._est[key] = sum(queue.bin_size(b) for b in queue.bins() if b[0][2] == account)
         return self._est[key]

@@ -111,8 +111,8 @@ class SchedulerService(Service):
             self._follow(self._catch_up)
         if self.synced:
             self._refresh()
-        self.core.status = {"synced": self.synced, "last_seq": self.last_seq, "rebuilds": self.rebuilds,
-                            "dropped_sends": self.dropped}
+        self.core.status.update(synced=self.synced, last_seq=self.last_seq, rebuilds=self.rebuilds,
+                                dropped_sends=self.dropped)
         self.core.tick(dispatch=self.synced)
         self._send_revokes()
         self._answer_lookups()

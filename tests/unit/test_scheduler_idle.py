@@ -18,7 +18,7 @@ QUOTA_MSG = "account a2 standard quota 80/80 (80/3h) for module explorer"
 
 
 def idle(core) -> dict:
-    return queries.answer(core, {"what": "idle"})
+    return core.idle_watch.report(core.view)
 
 
 def rows(core) -> dict:
