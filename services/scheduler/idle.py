@@ -56,23 +56,25 @@ from __future__ import annotations
 
 from services.scheduler import classes as C
 from services.scheduler.queries import fmt_time as _fmt
+from services.scheduler.view import SchedulerView
 
 
-def headroom_accounts(view, world: float) -> list[str]:
+def headroom_accounts(view: SchedulerView, world: float) -> list[str]:
     """Accounts with an idle worker, not paused, with some offered mode not cooling down."""
-    out = set()
+    out: set[str] = set()
     for w in view.workers.idle():
-        if w.account in view.accounts.paused or w.account in out:
+        account = w.account
+        if account is None or account in view.accounts.paused or account in out:
             continue
         for mode in w.modes:
-            r = view.accounts.why_not(w.account, mode, "", world)   # module "": cool-downs only
+            r = view.accounts.why_not(account, mode, "", world)   # module "": cool-downs only
             if r is None:
-                out.add(w.account)
+                out.add(account)
                 break
     return sorted(out)
 
 
-def _holder_state(view, holder: str, cls: tuple, module: str, world: float) -> tuple[str, float | None]:
+def _holder_state(view: SchedulerView, holder: str, cls: tuple, module: str, world: float) -> tuple[str, float | None]:
     """Why the account a task is bound to does not run it now: (text, until or None)."""
     if holder in view.accounts.paused:
         return f"paused ({view.accounts.paused[holder] or 'no reason given'})", None
@@ -80,8 +82,8 @@ def _holder_state(view, holder: str, cls: tuple, module: str, world: float) -> t
     modes = [m for m in C.candidate_modes(cls) if info is None or not info.modes or m in info.modes]
     if info is not None and info.modes and not modes:
         return f"offers no {'/'.join(C.candidate_modes(cls))} mode", None
-    refusals = [(m, view.accounts.why_not(holder, m, module, world)) for m in modes]
-    if refusals and all(r is not None for _, r in refusals):
+    refusals = [(m, r) for m in modes if (r := view.accounts.why_not(holder, m, module, world)) is not None]
+    if refusals and len(refusals) == len(modes):   # every mode refused
         mode, (what, until, _) = min(refusals, key=lambda x: x[1][1])
         text = (f"{mode} quota for {module} blocked" if what == "blocked" else f"{mode} cooling down")
         return f"{text} until {_fmt(until)}", until
@@ -93,12 +95,12 @@ def _holder_state(view, holder: str, cls: tuple, module: str, world: float) -> t
     return "busy", None
 
 
-def breakdown(view, account: str, world: float) -> dict:
+def breakdown(view: SchedulerView, account: str, world: float) -> dict:
     """The waiting work as seen from ``account``: counted groups, own-quota waits, delayed."""
     info = view.accounts.info.get(account)
     backend = info.backend if info else None
     offered = tuple(info.modes) if info and info.modes else ()
-    worker_modes = set()
+    worker_modes: set[str] = set()
     for w in view.workers.for_account(account):
         worker_modes.update(w.modes)
     groups: dict[tuple, dict] = {}
@@ -140,8 +142,8 @@ def breakdown(view, account: str, world: float) -> dict:
         if not modes:
             add("no_mode", n, None, f"need {'/'.join(C.candidate_modes(cls))} mode")
             continue
-        refusals = [(m, view.accounts.why_not(account, m, module, world)) for m in modes]
-        if all(r is not None for _, r in refusals):
+        refusals = [(m, r) for m in modes if (r := view.accounts.why_not(account, m, module, world)) is not None]
+        if len(refusals) == len(modes):   # every mode refused (modes is not empty)
             mode, (what, until, _) = min(refusals, key=lambda x: x[1][1])
             o = own.setdefault((mode, module, what), {"mode": mode, "module": module, "status": what,
                                                       "until": until, "n": 0})
@@ -201,14 +203,15 @@ class IdleWatch:
         self._next_check = float("-inf")
 
     def took_work(self, account: str | None) -> None:
-        self.since.pop(account, None)
+        if account:
+            self.since.pop(account, None)
 
-    def tick(self, view, world: float, mono: float) -> None:
+    def tick(self, view: SchedulerView, world: float, mono: float) -> None:
         if mono >= self._next_check:
             self._next_check = mono + CHECK_INTERVAL
             self.update(view, world)
 
-    def flagged(self, view, world: float) -> dict[str, dict]:
+    def flagged(self, view: SchedulerView, world: float) -> dict[str, dict]:
         """{account: breakdown} for the accounts idle while work waits now."""
         if not view.table.tasks:
             return {}
@@ -219,7 +222,7 @@ class IdleWatch:
                 out[account] = b
         return out
 
-    def update(self, view, world: float) -> dict[str, dict]:
+    def update(self, view: SchedulerView, world: float) -> dict[str, dict]:
         """After a dispatch: start or end each account's idle spell."""
         now = self.flagged(view, world) if view.workers.idle() else {}
         for account in [a for a in self.since if a not in now]:
@@ -228,7 +231,7 @@ class IdleWatch:
             self.since.setdefault(account, world)
         return now
 
-    def report(self, view) -> dict:
+    def report(self, view: SchedulerView) -> dict:
         """The ``idle`` query's answer (shape in the module docstring)."""
         world = view.clock.world()
         if view.status.get("synced") is False:   # rebuilding: the queue is not the broker's yet

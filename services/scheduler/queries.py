@@ -83,6 +83,7 @@ from typing import Any
 from services.scheduler import classes as C
 from services.scheduler.handoff import due_time
 from services.scheduler.priority import PriorityModel, clean_weights
+from services.scheduler.view import SchedulerView
 from shared.config import KNOWN_MODULES, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
 
@@ -101,7 +102,7 @@ def about(n: int) -> int:
     return n if digits <= 2 else int(round(n, 2 - digits))
 
 
-def answer(view, msg: dict) -> dict | None:
+def answer(view: SchedulerView, msg: dict) -> dict | None:
     what = msg["what"]
     if what == "why":
         tid = msg.get("task_id")
@@ -118,7 +119,7 @@ def answer(view, msg: dict) -> dict | None:
 
 # --- why ---------------------------------------------------------------------------------------------
 
-def _worker_status(view, account: str) -> tuple[str, str]:
+def _worker_status(view: SchedulerView, account: str) -> tuple[str, str]:
     ws = view.workers.for_account(account)
     if not ws:
         return "offline", "no worker connected"
@@ -133,9 +134,9 @@ def _worker_status(view, account: str) -> tuple[str, str]:
     return "busy", f"busy: finishing task {w.last_task}" if w.last_task else "busy: not ready"
 
 
-def account_reasons(view, t, world: float) -> list[dict]:
+def account_reasons(view: SchedulerView, t, world: float) -> list[dict]:
     """For each known account the task allows: why it does not run the task right now."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     modes = C.candidate_modes(t.cls)
     for name in sorted(view.accounts.info):
         info = view.accounts.info[name]
@@ -192,18 +193,18 @@ def _refusal(account: str, mode: str, module: str, what: str, until: float, reas
     return {"account": account, "status": what, "until": until, "detail": detail, "quota": quota}
 
 
-def _serves(view, account: str, cls: tuple) -> bool:
+def _serves(view: SchedulerView, account: str, cls: tuple) -> bool:
     info = view.accounts.info.get(account)
     if info is None or not C.fits(cls, account, info.backend):
         return False
     return any(not info.modes or m in info.modes for m in C.candidate_modes(cls))
 
 
-def _rank(view, t, world: float) -> tuple:
+def _rank(view: SchedulerView, t, world: float) -> tuple:
     return view.model.priority(t, world, view.table.waiting[t.module]), -t.created, -t.id
 
 
-def _ahead(view, t, world: float, competitors: list[str]) -> tuple[int, bool]:
+def _ahead(view: SchedulerView, t, world: float, competitors: list[str]) -> tuple[int, bool]:
     """(ready tasks of higher priority that an account able to run ``t`` could take, approximate?).
 
     Bounded work (see the module docstring): the candidate bins are found in O(bins); an exact count
@@ -224,7 +225,7 @@ def _ahead(view, t, world: float, competitors: list[str]) -> tuple[int, bool]:
     return about(round(candidates * above / len(sample))), True
 
 
-def why(view, tid: int) -> dict | None:
+def why(view: SchedulerView, tid: int) -> dict | None:
     t = view.table.tasks.get(tid)
     if t is None:
         return None
@@ -278,7 +279,7 @@ def why(view, tid: int) -> dict | None:
     return out
 
 
-def _binding(view, t, world: float) -> list[str]:
+def _binding(view: SchedulerView, t, world: float) -> list[str]:
     """What ties ``t`` to one account: an unknown turn to reconcile, its conversation (and its hand-off)."""
     parts = []
     if t.unknown_account:
@@ -298,16 +299,16 @@ def _binding(view, t, world: float) -> list[str]:
     holder = view.convs.holder_of(t)
     if not holder:
         return parts
-    why = view.handoffs.blocked_reason(holder, t, world)
+    blocked = view.handoffs.blocked_reason(holder, t, world)
     after = view.scfg.conversation_handoff
-    if why is None:
+    if blocked is None:
         parts.append(f"conversation {conv} lives on {holder}, which runs its turns")
     elif after <= 0:
-        parts.append(f"conversation {conv} lives on {holder} ({why}); never handed off "
+        parts.append(f"conversation {conv} lives on {holder} ({blocked}); never handed off "
                      "(scheduler.conversation_handoff = 0)")
     else:
         due = due_time(t, after)
-        parts.append(f"conversation {conv} lives on {holder} ({why}); handed off to another account at "
+        parts.append(f"conversation {conv} lives on {holder} ({blocked}); handed off to another account at "
                      f"{fmt_time(max(due, world))} unless {holder} can run it by then")
     return parts
 
@@ -329,13 +330,13 @@ def why_untracked(tid: int, rec: Mapping[str, Any] | None) -> dict:
         "CANCELLED": "cancelled",
         "PENDING": "pending, but the scheduler has not seen it yet (events are on their way)",
     }
-    out["line"] = f"task {tid}: {lines.get(state, str(state))}"
+    out["line"] = f"task {tid}: {lines.get(str(state), str(state))}"
     return out
 
 
 # --- backends, top, weights ---------------------------------------------------------------------------
 
-def backends(view) -> list[dict]:
+def backends(view: SchedulerView) -> list[dict]:
     world, mono = view.clock.world(), view.clock.mono()
     names = set(view.accounts.info) | {w.account for w in view.workers if w.account}
     rows = []
@@ -344,7 +345,7 @@ def backends(view) -> list[dict]:
         ws = sorted(view.workers.for_account(name), key=lambda w: (w.state != "idle", w.name))
         w = ws[0] if ws else None
         last = view.last_outcome.get(name) or {}
-        blocked = [{"mode": m, "module": mod, "until": u, "reason": why}
+        blocked: list[dict[str, Any]] = [{"mode": m, "module": mod, "until": u, "reason": why}
                    for (acct, m, mod), (u, why) in sorted(view.accounts.blocks.items()) if acct == name and u > world]
         blocked_until: dict[str, float] = {}
         for b in blocked:
@@ -365,7 +366,7 @@ def backends(view) -> list[dict]:
     return rows
 
 
-def top(view) -> dict:
+def top(view: SchedulerView) -> dict:
     modules: dict[str, dict] = {}
 
     def row(module):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from services.scheduler.classes import candidate_modes, charge_modules
 from services.scheduler.priority import DEEP, STANDARD
+from services.scheduler.view import SchedulerView
 from shared.config import ADHOC
 
 
@@ -49,7 +50,7 @@ def hold_back(admits: dict, modes: dict, account: str, quick: set, in_deep: set,
     return {k: v for k, v in admits.items() if k not in deep}
 
 
-def admitted(view, w, admits: dict, world: float) -> dict:
+def admitted(view: SchedulerView, w, admits: dict, world: float) -> dict:
     """What idle worker ``w`` may take (``view``: the scheduler's state, services/scheduler/view.py):
     ``admits`` without deep research work while enough other accounts that could answer quickly are in
     deep turns (the rule above)."""
