@@ -67,11 +67,13 @@ PLAN_REQUIRES = {"mode": "deep", "deep_fallback": True}   # the planning turn ma
 # --- reading ---------------------------------------------------------------------------------------------
 
 def read_jobs(env) -> dict[str, tuple[int, dict]]:
-    return {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/") if isinstance(val, dict)}
+    """Every pipeline by insight id, read once per Env (:meth:`.context.Env.once`)."""
+    return dict(env.once("jobs", lambda: {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/")
+                                          if isinstance(val, dict)}))
 
 
 def read_incorporated(env) -> set[str]:
-    return {key.split("/", 1)[1] for key, _, _ in env.store.scan("incorporated/")}
+    return env.incorporated()
 
 
 def candidates(env, jobs=None, done=None) -> list[tuple[str, dict]]:
