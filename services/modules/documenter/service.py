@@ -24,7 +24,7 @@ from services.modules.documenter import export, flow, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
 from services.modules.parsing import ParseError
-from services.modules.store import SharedScans
+from services.modules.store import SharedScans, Store
 from shared import txn
 from shared.errors import BrokerUnavailable, FanoError
 
@@ -77,7 +77,7 @@ class DocumenterService(ModuleService):
         super().initialize()
         # read only, never written by this module; its scans are reused for up to a minute of world time
         # (a second of real time at most): planning runs after every applied result
-        self.explorer = SharedScans(self.client, "explorer",
+        self.explorer: Store = SharedScans(self.client, "explorer",
                                     lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 1.0), self.clock.mono)
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
