@@ -57,11 +57,13 @@ ACTIVE = ("evaluate", "draft", "exposition")
 # --- reading ---------------------------------------------------------------------------------------------
 
 def read_jobs(env: C.Env) -> dict[str, tuple[int, dict]]:
-    return {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/") if isinstance(val, dict)}
+    """Every pipeline by insight id, read once per Env (:meth:`.context.Env.once`)."""
+    return dict(env.once("jobs", lambda: {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/")
+                                          if isinstance(val, dict)}))
 
 
 def read_incorporated(env: C.Env) -> set[str]:
-    return {key.split("/", 1)[1] for key, _, _ in env.store.scan("incorporated/")}
+    return env.incorporated()
 
 
 def candidates(env: C.Env, jobs=None, done=None) -> list[tuple[str, dict]]:

@@ -8,8 +8,9 @@ change of the document it writes the Markdown export (``<data_dir>/document.md``
 ``$FANO_DOCUMENT_PATH``) atomically; the file's first line names the version it holds, so a module
 restarted between the commit and the export writes it again. Settings: ``[modules.documenter]`` in
 fano.toml (:mod:`services.modules.documenter.settings`: panel size, limits, how its tasks compete with
-exploration for the accounts). Every ``SEAT_INTERVAL`` real seconds it moves evaluation slots blocked
-past ``member_patience`` (:mod:`.seats`).
+exploration for the accounts). Every ``SEAT_INTERVAL`` real seconds (a quarter of ``member_patience`` in
+world time if that is sooner, on a scaled clock) it moves evaluation slots blocked past
+``member_patience`` (:mod:`.seats`).
 """
 from __future__ import annotations
 
@@ -17,16 +18,19 @@ import os
 from pathlib import Path
 
 from services.modules import capacity as CAP
-from services.modules.base import Effect, ModuleService, Store
+from services.modules.base import Effect, ModuleService
 from services.modules.documenter import context as C
 from services.modules.documenter import export, flow, planning, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
 from services.modules.parsing import ParseError
+from services.modules.store import SharedScans, Store
 from shared import txn
 from shared.errors import BrokerUnavailable, FanoError
 
-SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots
+EXPLORER_SCAN_WORLD = 60.0   # world seconds a scan of the explorer's records is reused (see initialize)
+SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots, or a quarter of
+SEAT_REAL_MIN = 0.5    # member_patience in world time if sooner (a scaled clock), but not below this
 HANDLERS = {C.PLAN: planning.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
             C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
             C.REVIEW_SECTION: upkeep.handle_review}
@@ -72,7 +76,10 @@ class DocumenterService(ModuleService):
     def initialize(self) -> None:
         self.settings = load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         super().initialize()
-        self.explorer = Store(self.client, "explorer")   # read only: never written by this module
+        # read only, never written by this module; its scans are reused for up to a minute of world time
+        # (a second of real time at most): planning runs after every applied result
+        self.explorer: Store = SharedScans(self.client, "explorer",
+                                    lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 1.0), self.clock.mono)
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
         self._next_seats = 0.0
@@ -100,7 +107,8 @@ class DocumenterService(ModuleService):
         for ops in proposals(self.env()):
             self._start(ops)
         if self.clock.mono() >= getattr(self, "_next_seats", 0.0):
-            self._next_seats = self.clock.mono() + SEAT_INTERVAL
+            self._next_seats = self.clock.mono() + self.world_interval(self.settings.member_patience / 4,
+                                                                       SEAT_REAL_MIN, SEAT_INTERVAL)
             self.follow_capacity()
 
     def follow_capacity(self) -> None:

@@ -53,7 +53,9 @@ COMMENT_REQUIRES = {"share": "adhoc"}
 # --- comments -------------------------------------------------------------------------------------------
 
 def read_comments(env: C.Env) -> list[tuple[int, dict]]:
-    return [(v, c) for _, v, c in env.store.scan("comments/") if isinstance(c, dict)]
+    """Every comment (version, record), read once per Env (:meth:`.context.Env.once`)."""
+    return list(env.once("comments", lambda: [(v, c) for _, v, c in env.store.scan("comments/")
+                                              if isinstance(c, dict)]))
 
 
 def propose_comments(env: C.Env) -> list[list[dict]]:

@@ -40,6 +40,8 @@ from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recove
 from services.modules.explorer.state import Ops, StateReader
 from shared import txn
 
+PROMOTIONS_WORLD = 60.0   # world seconds between two looks for seeds the researcher promoted
+
 
 class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     module = M.MODULE
@@ -47,6 +49,8 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     def initialize(self) -> None:
         self.settings = M.load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         self._next_repair = 0.0
+        self._next_follow = 0.0
+        self._next_promotions = 0.0
         super().initialize()
 
     # --- apply --------------------------------------------------------------------------------------------
@@ -280,10 +284,15 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     def import_promotions(self) -> None:
         """Seeds promoted by the researcher (``promotions/<finding>`` in its namespace, written once) become
         seeds here; ``if_version=0`` makes the import idempotent, and a seed the user removed is not
-        imported again (the ``imported/`` marker stays)."""
+        imported again (the ``imported/`` marker stays). Looked for every ``PROMOTIONS_WORLD`` world seconds
+        (at most every 5 real seconds), not on every pass: planning follows every applied result."""
+        if self.clock.mono() < getattr(self, "_next_promotions", 0.0):
+            return
+        self._next_promotions = self.clock.mono() + self.world_interval(PROMOTIONS_WORLD, 0.25, 5.0)
+        imported = {key.split("/", 1)[1] for key, _, _ in self.store.scan("imported/")}
         for key, _, promo in Store(self.client, "researcher").scan("promotions/"):
             fid = key.split("/", 1)[1]
-            if self.store.get(f"imported/{fid}")[0]:
+            if fid in imported:
                 continue
             try:
                 seed = S.validate({"text": promo.get("text", ""), "type": promo.get("type", "question"),
@@ -334,7 +343,11 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         self.align_priorities([t for t in threads if t.get("status") in PR.THREAD_FOLLOWS], "thread_id", M.thread_key)
         if self.clock.mono() >= self._next_repair:
             self._next_repair = self.clock.mono() + self.settings.repair_interval
-            self.repair(threads)
+            self._next_follow = self.clock.mono() + self.follow_interval()
+            self.repair(threads)   # follows capacity too
+        elif self.clock.mono() >= self._next_follow:
+            self._next_follow = self.clock.mono() + self.follow_interval()
+            self.follow_capacity()
 
     def align_priorities(self, records: list[dict], field: str, key) -> None:
         """Bring the live tasks of threads (insights) whose priority was overridden to that priority, then
