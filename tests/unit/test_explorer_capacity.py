@@ -471,3 +471,12 @@ def test_a_skipped_extractors_task_is_cancelled_after_a_restart_even_once_the_pa
     r.svc = r.new_module()
     r.svc.plan()
     assert next(x for x in r.tasks() if x["id"] == old)["state"] == "CANCELLED"
+
+
+def test_a_tasks_thread_is_read_from_its_payload_or_else_from_its_key():
+    """Load views list PENDING tasks without payloads (prompts are most of the bytes)."""
+    assert M.task_thread_id({"payload": {"thread_id": "q-a.t3"}}) == "q-a.t3"
+    assert M.task_thread_id({"key": M.turn_task_key("q-a.t3", 2, 1)}) == "q-a.t3"
+    assert M.task_thread_id({"key": M.thread_task_key("q-a.t3", "extract:gamma")}) == "q-a.t3"
+    assert M.task_thread_id({"key": M.insight_task_key("q-a.t3.i2", "dedup")}) is None
+    assert M.task_thread_id({"key": "adhoc:x:y"}) is None

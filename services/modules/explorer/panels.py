@@ -47,7 +47,7 @@ from shared.errors import BrokerUnavailable, FanoError
 WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
                         # (or repair_interval, if shorter) ...
 WAITING_RECHECK_WORLD = 60.0   # ... or this many world seconds, if sooner (a scaled clock), but
-RECHECK_REAL_MIN = 0.25        # never more often than this (real seconds)
+RECHECK_REAL_MIN = 1.0         # never more often than this (real seconds)
 FOLLOW_REAL_MIN = 1.0   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
 STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", "round3_majority": "review3",
              "round3_vote": "review3"}
@@ -56,33 +56,24 @@ STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", 
 class Panels(Host):
     # --- thread slots -------------------------------------------------------------------------------------
 
-    def conversation_account(self, task: dict) -> str | None:
-        """The account holding a task's conversation now (the broker's record: it follows a hand-off)."""
-        if not (task.get("requires") or {}).get("conversation"):
-            return None
-        try:
-            return (self.client.get(task["id"], history=False).get("conversation") or {}).get("account")
-        except BrokerUnavailable:
-            raise
-        except FanoError:
-            return None
-
     def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict, busy=frozenset()) -> set[str]:
         """Ids of the open threads that wait only on accounts without room for their tasks, or backlogged
         (``busy``: more than ``busy_backlog`` explorer tasks wait that only they can run, :mod:`.load`)."""
         by_thread: dict[str, list] = {}
         for task in pending.values():
-            tid = (task.get("payload") or {}).get("thread_id")
-            if isinstance(tid, str):
+            tid = M.task_thread_id(task)
+            if tid is not None:
                 by_thread.setdefault(tid, []).append(task)
         names = list(cap.modes)
+        by_id = {t["id"]: t for t in threads}
         out = set()
         for thread in threads:
             tasks = by_thread.get(thread["id"])
             if thread.get("status") not in M.OPEN_THREAD or not tasks:
                 continue   # running or between steps: it moves
-            if not any(cap.serves(t, [a for a in CAP.task_accounts(t, names, self.conversation_account(t))
-                                      if a not in busy]) for t in tasks):
+            # a bound turn's account from the thread's record (it follows a hand-off): no read per task
+            if not any(cap.serves(t, [a for a in L.pinned_accounts(t, by_id, names) if a not in busy])
+                       for t in tasks):
                 out.add(thread["id"])
         return out
 
@@ -97,7 +88,8 @@ class Panels(Host):
         names = self.configured_accounts()
         if threads is None:
             threads = self.values("threads/")
-        pinned = L.pinned_counts(CAP.pending(self.client, M.MODULE), threads, names) if cap.known else {}
+        pinned = (L.pinned_counts(CAP.pending(self.client, M.MODULE, payloads=False), threads, names)
+                  if cap.known else {})
         view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
         if cached is None or set(cached[1].idle) != set(view.idle):   # said once per change, not every pass
             if view.idle:
@@ -148,7 +140,7 @@ class Panels(Host):
             explorers = list(s.explore_accounts) or self.configured_accounts()
             room_now = bool(cap.with_room(explorers, "standard"))
             busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
-            waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE), busy)
+            waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE, payloads=False), busy)
                            if room_now else set())
             every = self.recheck_interval()
             cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
