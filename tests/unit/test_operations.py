@@ -190,6 +190,53 @@ def test_comments(client):
     assert get(client, "documenter", DM.comment_key(rec["id"])) == rec
 
 
+def test_a_comment_on_a_selected_passage(client):
+    _section(client, "A line has three points.")
+    rec = OD.add_comment(client, "s0001", "Which lines?", quote="  three\n points ", now=NOW)
+    assert rec["quote"] == "three points"
+    assert get(client, "documenter", DM.comment_key(rec["id"]))["quote"] == rec["quote"]
+    assert OD.add_comment(client, "s0001", "All of it.", now=NOW)["quote"] is None
+    assert OD.add_comment(client, "s0001", "Blank.", quote=" \n", now=NOW)["quote"] is None
+    long = expect_error("BAD_ARGUMENT", OD.add_comment, client, "s0001", "x", quote="y" * (OD.MAX_QUOTE + 1), now=NOW)
+    assert "at most" in long.message
+    expect_error("BAD_ARGUMENT", OD.add_comment, client, "s0001", "x", quote=5, now=NOW)
+
+
+def test_versions_sections_diff_and_markdown(client):
+    assert OD.versions(client) == [] and OD.version_sections(client) == {"version": 0, "sections": []}
+    _section(client, "First line.\nSecond line.")                                   # version 1
+    from services.modules.base import Store
+    doc = DM.read_doc(Store(client, "documenter"))
+    ops, _ = DM.commit(doc, {"s0001": {"title": "T", "text": "First line.\nA new second line.", "establishes": [],
+                                       "requires": []},
+                             "s0002": {"title": "U", "text": "More.", "establishes": [], "requires": []}},
+                       {"kind": "test", "ref": 0, "task": None}, "two changes", NOW + 1)
+    client.txn("documenter", ops)                                                  # version 2
+    assert [v["version"] for v in OD.versions(client)] == [1, 2]
+    assert OD.versions(client)[1]["description"] == "two changes"
+    v1 = OD.version_sections(client, 1)
+    assert v1["version"] == 1 and [s["text"] for s in v1["sections"]] == ["First line.\nSecond line."]
+    assert [s["id"] for s in OD.version_sections(client)["sections"]] == ["s0001", "s0002"]
+    assert OD.version_sections(client, 0) == {"version": 0, "sections": []}
+    for bad in (3, -1, "1", True):
+        expect_error("NOT_FOUND", OD.version_sections, client, bad)
+    d = OD.diff_versions(client, 1, 2)
+    assert (d["from"], d["to"]) == (1, 2)
+    s1, s2 = d["sections"]
+    assert (s1["id"], s1["change"], s2["id"], s2["change"]) == ("s0001", "changed", "s0002", "added")
+    assert {"tag": "-", "text": "Second line."} in s1["lines"]
+    assert {"tag": "+", "text": "A new second line."} in s1["lines"]
+    assert {"tag": " ", "text": "First line."} in s1["lines"]
+    assert s2["lines"] == [{"tag": "+", "text": "## U"}, {"tag": "+", "text": "More."}]
+    back = OD.diff_versions(client, 2, 1)["sections"]
+    assert [(s["id"], s["change"]) for s in back] == [("s0001", "changed"), ("s0002", "removed")]
+    assert [(s["id"], s["change"], s["lines"]) for s in OD.diff_versions(client, 2, 2)["sections"]] == \
+        [("s0001", "same", []), ("s0002", "same", [])]
+    version, text = OD.markdown(client)
+    assert version == 2 and text.startswith("<!-- fano document version 2") and "## U" in text and "More." in text
+    assert OD.markdown(client, 1)[1].count("## ") == 1
+
+
 def test_revert_and_retry(client):
     _section(client, "First.")
     _section(client, "Second.")
