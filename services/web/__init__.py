@@ -15,7 +15,8 @@ Layout:
   page, in order) and :data:`services.web.pages.PAGE_MODULES` the modules whose ``routes`` are mounted.
 - :mod:`.templating` — :func:`~services.web.templating.render` (a template inside ``base.html``).
 - :mod:`.access` — :func:`~services.web.access.broker` (this thread's broker client),
-  :func:`~services.web.access.scheduler` (ask the scheduler), :func:`~services.web.access.clock`.
+  :func:`~services.web.access.call` (an async handler's blocking calls), :func:`~services.web.access.scheduler`
+  (ask the scheduler), :func:`~services.web.access.clock`.
 - :mod:`.security` — sign-in, CSRF, security headers (docs/web.md § Security).
 - :mod:`.live` — the event follower and the hub that fans its updates out to browsers.
 - :mod:`.service` — the supervised program (``python -m services web``).
@@ -26,8 +27,8 @@ How a page module is written (``services/web/pages/seeds.py`` is a complete exam
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from services.web.access import broker, clock, notifying_broker
-    from services.web.forms import redirect_back, read_form
+    from services.web.access import broker, call, clock
+    from services.web.forms import field, read_form, redirect_back
     from services.web.templating import render
 
     def seeds(request: Request) -> Response:          # a plain (sync) function: run in a worker thread,
@@ -36,8 +37,8 @@ How a page module is written (``services/web/pages/seeds.py`` is a complete exam
 
     async def add(request: Request) -> Response:      # a POST: read_form checks the CSRF token first
         form = await read_form(request)
-        ...                                            # call the operations layer in a thread
-        return redirect_back(request, "/seeds", "seed added")
+        seed = await call(request, add_seed, field(form, "text"), ...)   # add_seed(client, text, ...) in a thread
+        return redirect_back("/seeds", ok=f"seed {seed['id']} added")          # 303 + a one-line outcome
 
     routes = [Route("/seeds", seeds), Route("/seeds/add", add, methods=["POST"])]
 
@@ -57,6 +58,8 @@ Rules every page keeps:
   ``<meter>`` / ``<progress>`` elements.
 - Writes go through :mod:`services.modules.operations` (or the broker client's task commands), the code
   ``fanoctl`` runs, so that the panel and the CLI validate alike; a ``FanoError`` refusal is shown to the
-  user (``redirect_back`` with the message), a ``BrokerUnavailable`` becomes the 503 page by itself.
+  user (``redirect_back(path, error=exc.message)``), a ``BrokerUnavailable`` becomes the 503 page by
+  itself. An ``async`` handler must not block its event loop: it makes broker calls through
+  :func:`services.web.access.call` (a worker thread with that thread's client; a client is never shared).
 - Lists are paged (``?after=`` / ``?limit=``) and filterable by query parameters, never unbounded.
 """

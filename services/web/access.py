@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from shared.client import BrokerClient
@@ -27,6 +29,7 @@ RETRIES = 2
 SCHEDULER_TIMEOUT = 1.0
 
 _local = threading.local()
+T = TypeVar("T")
 
 
 def config(request: Request) -> Config:
@@ -57,6 +60,14 @@ def broker(request: Request) -> BrokerClient:
     """The broker client for this request's thread. Raises ``BrokerUnavailable`` (-> the 503 page) when the
     broker does not answer, ``FanoError`` when it refuses."""
     return client_for(config(request))
+
+
+async def call(request: Request, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``fn(client, *args, **kw)`` in a worker thread, with that thread's broker client: how an ``async``
+    handler (a POST, which must await its form) makes blocking broker calls without stalling the event
+    loop or sharing a client between threads."""
+    cfg = config(request)
+    return await run_in_threadpool(lambda: fn(client_for(cfg), *args, **kw))
 
 
 def ask_scheduler(cfg: Config, what: str, **fields: Any) -> Any:
