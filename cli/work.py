@@ -107,7 +107,7 @@ def _wait_for(c, task_id: int, max_wait: float | None) -> dict:
 def top(interval, once):
     """A live view: accounts, queue depth per module, quota headroom, recent completions, and the research
     so far (threads, insights, document, researcher; counted at most every 10 s)."""
-    from cli.research_summary import REFRESH, research_summary
+    from services.modules.operations.summary import REFRESH, research_summary
     as_json = ctl().json
     research, research_due = None, 0.0
     while True:
