@@ -103,7 +103,8 @@ def _document(client, blessed: list[str], payload: str, now: float) -> list[str]
         sids.append(sid)
     if sids:
         comment: dict[str, Any] = {"id": "c0000000000001aaaa", "section": sids[0],
-                                   "text": f"Define a flag first. {payload}", "quote": "three points", "status": "open", "created": now, "attempts": 0, "failures": 0}
+                                   "text": f"Define a flag first. {payload}", "quote": "three points",
+                                   "status": "open", "created": now, "attempts": 0, "failures": 0}
         client.txn("documenter", [txn.put(DM.comment_key(comment["id"]), comment)])
     return sids
 
