@@ -10,8 +10,11 @@ import pytest
 
 from services.modules.documenter import model as DM
 from services.modules.explorer import model as XM
+from services.modules.operations import weights as W
 from services.web.app import create_app
+from shared import txn
 from shared.config import load_config
+from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, short_tmpdir, write_config
 from tests.web_research_support import plant
 from tests.web_support import Session, serve
@@ -24,15 +27,19 @@ XSS = '<script>alert("x")</script><img src=x onerror=alert(1)> [click](javascrip
 @pytest.fixture(scope="module")
 def panel():
     root = short_tmpdir("fw")
-    cfg = write_config(root)
+    cfg = write_config(root, scheduler={"module_weights": {"explorer": 1}}, accounts={"a1": ["standard"]})
     broker = BrokerProcess(root, cfg).start()
+    sched = SchedulerProcess(root, cfg)
     client = broker.client()
-    planted = plant(client, 40, payload=XSS)
     try:
+        sched.start()
+        planted = plant(client, 40, payload=XSS)
+        planted["scheduler"] = sched.endpoint
         with serve(create_app(load_config(cfg))) as url:
             yield url, client, planted
     finally:
         client.close()
+        sched.kill()
         broker.kill()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -159,3 +166,47 @@ def test_comment_versions_diff_revert_and_download(panel):
 def _store(client):
     from services.modules.store import Store
     return Store(client, "documenter")
+
+
+def test_the_research_page_and_promote(panel):
+    url, client, _ = panel
+    s = Session(url)
+    body = s.get("/research").body
+    inert(body)
+    assert 'id="finding-f1abcdef0001"' in body and "trust 82" in body
+    token = s.csrf("/research")
+    r = s.post("/research/promote", {"csrf": token, "finding": "f1abcdef0001", "type": "", "priority": "7"})
+    assert "ok=" in r.header("location") and "promoted" in r.header("location")
+    rec = client.kv_get("researcher", "promotions/f1abcdef0001")["value"]
+    assert rec["priority"] == 7 and rec["by"] == "user"
+    assert 'class="state blessed">promoted' in s.get("/research").body
+    assert "already" in s.post("/research/promote", {"csrf": token, "finding": "f1abcdef0001"}).header("location")
+    for bad in ({"finding": "nope"}, {"finding": "f1abcdef0001", "type": "axiom"}, {"finding": "f1", "priority": "x"}):
+        assert "error=" in s.post("/research/promote", {"csrf": token, **bad}).header("location")
+    questions = s.get("/research?tab=questions").body
+    inert(questions)
+    assert 'id="question-q1"' in questions
+    sources = s.get("/research?tab=sources").body
+    assert 'id="source-src1"' in sources and 'value="82"' in sources and 'id="source-src2"' in sources
+    assert 'id="source-src1"' not in s.get("/research?tab=sources&status=ignored").body
+    r = s.post("/research/source", {"csrf": token, "url": "http://example.net/page", "note": "n"})
+    assert "ok=" in r.header("location")
+    assert "error=" in s.post("/research/source", {"csrf": token, "url": "example.net"}).header("location")
+
+
+def test_the_modules_page_sets_and_resets_weights(panel):
+    url, client, planted = panel
+    client.txn("advisor", [txn.put("proposals/000001", {"seq": 1, "at": 1_700_000_000.0, "status": "proposed",
+                                                        "weights": {"explorer": 2.0}, "reason": "backlog"})])
+    s = Session(url)
+    body = s.get("/modules").body
+    assert 'id="weight-explorer"' in body and 'id="weight-documenter"' in body and 'id="proposal-1"' in body
+    token = s.csrf("/modules")
+    r = s.post("/modules/weights", {"csrf": token, "w.documenter": "7.5", "w.explorer": ""})
+    assert "ok=" in r.header("location")
+    assert W.module_weights(planted["scheduler"])["weights"] == {"explorer": 1.0, "documenter": 7.5}
+    for bad in ({"w.explorer": "x"}, {"w.nosuch": "1"}, {}):
+        assert "error=" in s.post("/modules/weights", {"csrf": token, **bad}).header("location")
+    assert W.module_weights(planted["scheduler"])["weights"] == {"explorer": 1.0, "documenter": 7.5}
+    assert "ok=" in s.post("/modules/weights/reset", {"csrf": token}).header("location")
+    assert W.module_weights(planted["scheduler"])["weights"] == {"explorer": 1.0}

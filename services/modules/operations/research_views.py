@@ -11,6 +11,10 @@ services/modules/researcher/model.py.
 * :func:`document_view` -> ``{"version", "updated", "sections": [Section + {"provenance", "comments"}],
   "comments": [Comment not attached to a current section]}``; a section's ``provenance`` is
   ``{"insight": Insight | None, "thread_id", "revisions": [{"rev", "at", "cause"}], "comment_ids"}``;
+* :func:`questions` -> ``[Question]`` highest priority first, newest first among equals;
+  :func:`sources` -> ``[Source]`` in the order they were added; :func:`findings` -> ``[Finding +
+  {"promoted": bool, "crossrefs": [crossref keys]}]``, most confident first (``fanoctl research
+  questions|sources|findings`` show the same);
 * :func:`page` -> ``(rows, next cursor | None)``: one page of a sorted list, continuing after an id.
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from services.modules.documenter import model as DM
 from services.modules.explorer import model as XM
+from services.modules.researcher import model as RM
 from services.modules.store import Store
 
 SHOWN = ("pending", "reviewing", "blessed", "interesting", "rejected", "duplicate")
@@ -116,3 +121,29 @@ def page(rows: list[dict], after: str | None, limit: int, key: str = "id") -> tu
     chunk = rows[start:start + limit]
     more = start + limit < len(rows)
     return chunk, (chunk[-1].get(key) if more and chunk else None)
+
+
+# --- the researcher -----------------------------------------------------------------------------------------
+
+def questions(client) -> list[dict]:
+    rows = Store(client, RM.NS).records("questions/")
+    return sorted(rows, key=lambda q: (-(q.get("priority") or 5), -(q.get("created") or 0)))
+
+
+def sources(client, status: str | None = None) -> list[dict]:
+    rows = [s for s in Store(client, RM.NS).records("sources/") if status is None or s.get("status") == status]
+    return sorted(rows, key=lambda s: (s.get("added") or 0, s.get("id", "")))
+
+
+def findings(client, source: str | None = None) -> list[dict]:
+    """``source``: only the findings of sources whose id starts with it."""
+    store = Store(client, RM.NS)
+    promoted = {k.split("/", 1)[1] for k, _, _ in store.scan("promotions/")}
+    refs: dict[str, list[str]] = {}
+    for key, _, rec in store.scan("crossrefs/"):
+        if isinstance(rec, dict) and rec.get("active"):
+            for fid in rec.get("findings") or []:
+                refs.setdefault(fid, []).append(key)
+    rows = [dict(f, promoted=f["id"] in promoted, crossrefs=sorted(refs.get(f["id"], [])))
+            for f in store.records("findings/") if not source or str(f.get("source_id", "")).startswith(source)]
+    return sorted(rows, key=lambda f: (-(f.get("confidence") or 0), f.get("id", "")))
