@@ -1,4 +1,6 @@
-"""Templates: Jinja2 with autoescape on, every page inside ``templates/base.html``.
+"""Templates: Jinja2 with autoescape on, every page inside ``templates/base.html``. A field a record lacks
+(``task.served`` before it is DONE) reads as empty (``ChainableUndefined``): the broker's records have many
+optional fields.
 
 :func:`render` is the one way a page answers with HTML. Besides the page's own context, templates get
 ``nav`` (every page, :data:`services.web.pages.NAV`), ``page`` (the active one), ``csrf_field()`` (the
@@ -48,7 +50,7 @@ def pretty(value: Any) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(when=when, duration=duration, pretty=pretty)
     return env
 
