@@ -96,11 +96,8 @@ def queue_priority(task_id, priority):
 @json_option
 def queue_why(task_id):
     """Why a task waits (or what it is doing): the scheduler's explanation plus the broker's facts."""
-    task = client().get(task_id, history=False)
-    answer = ask_scheduler("why", task_id=task_id) if task["state"] == "PENDING" else None
-    data = {"id": task_id, "state": task["state"], "scheduler": answer, "not_before": task.get("not_before"),
-            "error": task.get("error"), "lease": task.get("lease")}
-    out(data, _why_text)
+    from services.modules.operations.tasks import why
+    out(why(client(), task_id, ask_scheduler), _why_text)
 
 
 def _why_text(d: dict) -> str:

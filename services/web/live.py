@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import zmq
@@ -87,8 +87,11 @@ class Hub:
         sub = Subscription(asyncio.get_running_loop())
         with self._lock:
             self._subs.add(sub)
-            for name, data in self.latest.items():   # what we know now, at once; fresh parts follow
-                sub.offer(name, data)
+            # the broker's state as last seen, at once; the parts themselves are not replayed: the page was
+            # rendered fresh a moment ago, and older parts would overwrite it until the rebuild that follows
+            for name in ("status", "clock"):
+                if name in self.latest:
+                    sub.offer(name, self.latest[name])
         self.wanted.set()
         return sub
 
@@ -101,7 +104,7 @@ class Hub:
         with self._lock:
             return len(self._subs)
 
-    async def stream(self, disconnected: Callable[[], Any]) -> AsyncIterator[str]:
+    async def stream(self, disconnected: Callable[[], Any]) -> AsyncGenerator[str, None]:
         """The ``text/event-stream`` body of one browser's stream, until it goes away."""
         sub = self.subscribe()
         try:

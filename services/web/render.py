@@ -15,9 +15,9 @@ Everything such a text holds is untrusted (docs/web.md § Rendering):
   an author slipped into TeX (``\\href``, a ``style``, an event handler) survives. A formula that does not
   convert is shown as its TeX source, escaped, in ``<code class="math-error">``.
 
-:func:`markdown` returns a ``str`` of HTML; :func:`md` the same as ``Markup`` for a template (pages pass
-it in their context as ``md``: ``{{ md(insight.text) }}``); it is the only HTML made from untrusted text
-that may be marked safe. It is pure and cached per text, so a page of 50 insights costs 50 dict
+:func:`markdown` returns a ``str`` of HTML; templates use it through the ``md`` filter
+(services/web/templating.py: ``{{ insight.text|md }}``), the only HTML made from untrusted text that is
+marked safe. It is pure and cached per text, so a page of 50 insights costs 50 dict
 lookups on a second view.
 """
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any
 
 from latex2mathml.converter import convert as _tex_to_mathml
 from markdown_it import MarkdownIt
-from markupsafe import Markup
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 ALLOWED_SCHEMES = ("http:", "https:", "mailto:")
@@ -145,7 +144,3 @@ def markdown(text: str | None) -> str:
         text, note = text[:MAX_CHARS], f'<p class="cut">(cut: the text is longer than {MAX_CHARS:,} characters)</p>'
     return str(_MD.render(text)) + note
 
-
-def md(text: str | None) -> Markup:
-    """:func:`markdown` for a template: already safe, so autoescape leaves it as it is."""
-    return Markup(markdown(text))   # noqa: S704 - the one sanitised source of HTML from untrusted text

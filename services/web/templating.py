@@ -1,9 +1,12 @@
-"""Templates: Jinja2 with autoescape on, every page inside ``templates/base.html``.
+"""Templates: Jinja2 with autoescape on, every page inside ``templates/base.html``. A field a record lacks
+(``task.served`` before it is DONE) reads as empty (``ChainableUndefined``): the broker's records have many
+optional fields.
 
 :func:`render` is the one way a page answers with HTML. Besides the page's own context, templates get
 ``nav`` (every page, :data:`services.web.pages.NAV`), ``page`` (the active one), ``csrf_field()`` (the
 hidden field every POST form needs), ``ok`` / ``error`` (the last action's outcome, from the query
-string: :mod:`services.web.forms`) and the filters below.
+string: :mod:`services.web.forms`) and the filters below: ``when`` (epoch -> local time), ``duration``,
+``pretty`` (JSON), ``md`` (untrusted Markdown -> sanitised HTML: :func:`md`).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
@@ -46,10 +50,22 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def md(text: Any) -> Markup:
+    """Text an LLM or a user wrote, as safe HTML: Markdown and math through ``services/web/render.py``
+    (which sanitises it), or, where that renderer is not installed, the escaped text in a ``<pre>``."""
+    try:
+        from services.web.render import markdown
+    except ModuleNotFoundError as exc:
+        if exc.name != "services.web.render":
+            raise
+        return Markup('<pre class="text">{}</pre>').format("" if text is None else str(text))
+    return Markup(markdown(None if text is None else str(text)))   # noqa: S704 (sanitised by render.py)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, duration=duration, pretty=pretty)
+    env.filters.update(when=when, duration=duration, pretty=pretty, md=md)
     return env
 
 

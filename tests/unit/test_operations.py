@@ -67,6 +67,16 @@ def test_add_seed(client):
     expect_error("BAD_ARGUMENT", OX.add_seed, client, "x", kind="axiomatic", now=NOW)
 
 
+def test_a_seed_keeps_the_researchers_notes_and_edits_or_removes_them(client):
+    seed = OX.add_seed(client, "Is 7 special?", seed_id="c-notes", notes="  from Tuesday's talk ", now=NOW)
+    assert seed["notes"] == "from Tuesday's talk" and get(client, "explorer", XM.seed_key("c-notes")) == seed
+    assert "notes" not in OX.add_seed(client, "No notes here", now=NOW)       # none given: none stored
+    assert OX.edit_seed(client, "c-notes", notes="see also Hall", now=NOW + 1)["notes"] == "see also Hall"
+    assert OX.edit_seed(client, "c-notes", text="Is 7 special, really?", now=NOW + 2)["notes"] == "see also Hall"
+    assert "notes" not in OX.edit_seed(client, "c-notes", notes="", now=NOW + 3)
+    assert "notes must be" in expect_error("BAD_ARGUMENT", OX.add_seed, client, "y", notes="n" * 4001, now=NOW).message
+
+
 def test_edit_seed_and_its_priority_reaches_open_threads(client):
     seed = OX.add_seed(client, "Is the Fano plane unique?", seed_id="c-unique", now=NOW)
     client.txn("explorer", [txn.put(XM.thread_key("t1"), thread("t1", "c-unique")),

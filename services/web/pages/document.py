@@ -28,7 +28,6 @@ from services.modules.operations import research_views as V
 from services.web.access import broker, call, clock
 from services.web.forms import field, read_form, redirect_back
 from services.web.pages.insights import int_param
-from services.web.render import md
 from services.web.templating import render
 from shared.errors import FanoError
 
@@ -45,7 +44,7 @@ def document(request: Request) -> Response:
         show_all = request.query_params.get("comments") == "all"
         sec["shown_comments"] = live + (done if show_all else done[:DONE_SHOWN])
         sec["hidden_comments"] = 0 if show_all else max(0, len(done) - DONE_SHOWN)
-    return render(request, "document.html", {"d": view, "md": md}, page="document")
+    return render(request, "document.html", {"d": view}, page="document")
 
 
 def versions(request: Request) -> Response:
@@ -60,7 +59,7 @@ def versions(request: Request) -> Response:
 
 def version(request: Request) -> Response:
     d = OD.version_sections(broker(request), request.path_params["n"])   # NOT_FOUND: the app's 404 page
-    return render(request, "document_version.html", {"d": d, "md": md}, page="document")
+    return render(request, "document_version.html", {"d": d}, page="document")
 
 
 def diff(request: Request) -> Response:

@@ -22,7 +22,6 @@ from services.modules.operations import explorer as OX
 from services.modules.operations import research_views as V
 from services.web.access import broker, call, clock
 from services.web.forms import field, read_form, redirect_back
-from services.web.render import md
 from services.web.templating import render
 from shared.errors import FanoError
 
@@ -53,7 +52,7 @@ def insights(request: Request) -> Response:
         "disputed": disputed, "thread": thread, "q": text, "groups": V.SHOWN, "decisions": DECISIONS,
         "next": f"/insights?{urlencode({**filters, 'after': nxt})}" if nxt else None,
         "first": f"/insights?{urlencode(filters)}" if q.get("after") else None,
-        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""), "md": md,
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
     }, page="insights")
 
 
@@ -61,7 +60,7 @@ def insight(request: Request) -> Response:
     view = V.insight_view(broker(request), request.path_params["iid"])   # NOT_FOUND: the app's 404 page
     review: dict[str, Any] = view["review"] or {}
     rounds = sorted((review.get("rounds") or {}).items(), key=lambda kv: str(kv[0]))
-    return render(request, "insight.html", {**view, "rounds": rounds, "decisions": DECISIONS, "md": md,
+    return render(request, "insight.html", {**view, "rounds": rounds, "decisions": DECISIONS,
                                             "shown": V.shown_status(view["insight"], review.get("stage")),
                                             "here": request.url.path}, page="insights")
 

@@ -21,7 +21,6 @@ from services.modules.operations import researcher as OR
 from services.web.access import broker, call, clock
 from services.web.forms import field, read_form, redirect_back
 from services.web.pages.insights import int_param
-from services.web.render import md
 from services.web.templating import render
 from shared.errors import FanoError
 
@@ -47,7 +46,7 @@ def research(request: Request) -> Response:
                                  ("limit", str(limit) if limit != LIMIT else None)) if v}
     return render(request, "research.html", {
         "tab": tab, "tabs": TABS, "rows": chunk, "total": len(rows), "sources": trust, "status": status,
-        "statuses": sorted({s.get("status") or "?" for s in trust.values()}), "md": md,
+        "statuses": sorted({s.get("status") or "?" for s in trust.values()}),
         "next": f"/research?{urlencode({**filters, 'after': nxt})}" if nxt else None,
         "first": f"/research?{urlencode(filters)}" if q.get("after") else None}, page="research")
 
