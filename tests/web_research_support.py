@@ -43,8 +43,10 @@ def _review(iid: str, n: int, stage: str, payload: str, now: float) -> dict[str,
             "created_at": now, "updated_at": now}
 
 
-def plant(client, n: int = 30, payload: str = "", now: float = 1_700_000_000.0, sections: int = 3) -> dict:
-    """Write the records; returns ``{"insights": [ids], "blessed": [ids], "sections": [sids], "version"}``."""
+def plant(client, n: int = 30, payload: str = "", now: float = 1_700_000_000.0, sections: int = 3,
+          reviews: bool = True) -> dict:
+    """Write the records (``reviews`` False: no review records, for a tree whose running explorer would
+    take planted reviews up); returns ``{"insights": [ids], "blessed": [ids], "sections": [sids], "version"}``."""
     ops: list[dict] = []
     ids, blessed = [], []
 
@@ -64,7 +66,7 @@ def plant(client, n: int = 30, payload: str = "", now: float = 1_700_000_000.0, 
                "disputed": k % 7 == 3, "priority": 5, "created_at": now + k, "updated_at": now + k,
                "blessed_at": now + k if status == "blessed" else None}
         ops.append(txn.put(XM.insight_key(iid), ins))
-        if k % 4 != 0:   # three in four were reviewed; of the pending ones, some are under review now
+        if reviews and k % 4 != 0:   # three in four were reviewed; of the pending ones, some are under review now
             stage = "round2" if status == "pending" else "done"
             ops.append(txn.put(XM.review_key(iid), _review(iid, k, stage, payload, now)))
         ids.append(iid)
@@ -96,13 +98,15 @@ def _document(client, blessed: list[str], payload: str, now: float) -> list[str]
                   "text": (f"Every line of the Fano plane holds three points, and $\\binom{{7}}{{2}} = 21$ pairs "
                            f"lie on exactly one line each. {payload}\n\n"
                            "A second paragraph about $GL_3(\\mathbb{F}_2)$."),
-                  "source": {"kind": "insight", "ref": iid}}
+                  "source": {"kind": "insight", "ref": iid},
+                  # reviewed just now: a running documenter does not revise them under a test's feet
+                  "status": "stable", "reviewed_at": now, "review_count": 1}
         ops, _ = DM.commit(doc, {sid: change}, {"kind": "insight", "ref": iid, "task": None},
                            f"incorporate insight {iid}", now + k)
         client.txn("documenter", ops)
         sids.append(sid)
     if sids:
-        comment: dict[str, Any] = {"id": "c0000000000001aaaa", "section": sids[0],
+        comment: dict[str, Any] = {"id": "c0000000000001aaaa", "section": sids[-1],
                                    "text": f"Define a flag first. {payload}", "quote": "three points",
                                    "status": "open", "created": now, "attempts": 0, "failures": 0}
         client.txn("documenter", [txn.put(DM.comment_key(comment["id"]), comment)])
