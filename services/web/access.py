@@ -10,7 +10,6 @@ and the module it touches should act on it at once.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +20,6 @@ from starlette.requests import Request
 from shared.client import BrokerClient
 from shared.clock import Clock
 from shared.config import Config
-from shared.errors import BrokerUnavailable
 
 PROGRAM = "web"
 TIMEOUT = 1.0    # seconds per attempt; two attempts: a dead broker is a 503 page in about 2 s
@@ -72,17 +70,11 @@ async def call(request: Request, fn: Callable[..., T], *args: Any, **kw: Any) ->
 
 def ask_scheduler(cfg: Config, what: str, **fields: Any) -> Any:
     """The scheduler's answer to a query (``why``, ``backends``, ``top``, ...; shapes in
-    services/scheduler/queries.py), or None when it does not answer: it is stateless and may be restarting,
-    and a page shows what it has without it."""
-    from shared.scheduler_client import query
+    services/scheduler/queries.py), or None when it does not answer (:func:`shared.scheduler_client.ask`,
+    as fanoctl asks): a page shows what it has without it."""
+    from shared.scheduler_client import ask
 
-    endpoint = cfg.scheduler_endpoint
-    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
-        return None   # nobody listens: a connect would wait the whole timeout
-    try:
-        return query(endpoint, what, timeout=SCHEDULER_TIMEOUT, name=PROGRAM, **fields)
-    except BrokerUnavailable:
-        return None
+    return ask(cfg.scheduler_endpoint, what, timeout=SCHEDULER_TIMEOUT, name=PROGRAM, **fields)
 
 
 def scheduler(request: Request, what: str, **fields: Any) -> Any:
