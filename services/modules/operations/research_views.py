@@ -95,7 +95,7 @@ def document_view(client) -> dict:
     explorer = Store(client, XM.MODULE)
     sections = []
     for sec in doc.ordered():
-        source = sec.get("source") or {}
+        source: Any = sec.get("source") or {}
         insight = None
         if source.get("kind") == "insight" and source.get("ref"):
             insight = explorer.get(XM.insight_key(str(source["ref"])))[1]
