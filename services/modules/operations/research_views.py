@@ -37,19 +37,27 @@ def shown_status(insight: dict, stage: str | None) -> str:
     return status if status in SHOWN else "pending"
 
 
+def review_stages(client) -> dict[str, str | None]:
+    """insight id -> the stage of its review."""
+    return {str(r.get("insight_id")): r.get("stage") for r in Store(client, XM.MODULE).records("reviews/")}
+
+
 def insight_rows(client, status: str | None = None, thread: str | None = None, text: str | None = None,
-                 disputed: bool = False) -> dict:
+                 disputed: bool = False, stages: dict[str, str | None] | None = None,
+                 insights: list[dict] | None = None) -> dict:
     """Every insight that passes the filters (``status`` one of :data:`SHOWN`; ``text`` a case-insensitive
-    substring of the wording or the id), newest first, with the counts per group over all insights."""
-    store = Store(client, XM.MODULE)
-    # only the stage of each review is needed; reviews are the largest records here, read once per page
-    stages = {r.get("insight_id"): r.get("stage") for r in store.records("reviews/")}
+    substring of the wording or the id), newest first, with the counts per group over all insights.
+    ``stages``: :func:`review_stages` and ``insights``: the insight records, as read a moment ago (read now
+    when None)."""
+    stages = review_stages(client) if stages is None else stages
+    if insights is None:
+        insights = Store(client, XM.MODULE).records("insights/")
     needle = (text or "").lower().strip()
     counts = dict.fromkeys(SHOWN, 0)
     counts["disputed"] = 0
     rows = []
-    for ins in store.records("insights/"):
-        stage = stages.get(ins.get("id"))
+    for ins in insights:
+        stage = stages.get(str(ins.get("id")))
         shown = shown_status(ins, stage)
         counts[shown] += 1
         counts["disputed"] += bool(ins.get("disputed"))

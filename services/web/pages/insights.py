@@ -11,6 +11,8 @@ operations layer's :func:`~services.modules.operations.explorer.override_insight
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,12 +22,37 @@ from starlette.routing import Route
 
 from services.modules.operations import explorer as OX
 from services.modules.operations import research_views as V
+from services.modules.store import Store
 from services.web.access import broker, call, clock
 from services.web.forms import field, read_form, redirect_back
 from services.web.templating import render
 from shared.errors import FanoError
 
 LIMIT, MAX_LIMIT = 50, 500
+READ_TTL = 2.0   # seconds one read of the insights and their review stages serves the list
+
+# The list needs every insight (its counts are over all of them) and the stage of every review, the two
+# largest prefixes of the explorer's namespace: one read serves the page's threads for READ_TTL seconds, so
+# a page of a list the explorer is changing is at most that much behind it. A write the panel makes
+# itself (decide, priority) drops the read, so its result is on the next page at once.
+_read_lock = threading.Lock()
+_reads: dict[str, tuple[float, list[dict], dict[str, str | None]]] = {}   # broker endpoint -> (until, ...)
+
+
+def _listing(c: Any) -> tuple[list[dict], dict[str, str | None]]:
+    with _read_lock:
+        hit = _reads.get(c.endpoint)
+        if hit is None or time.monotonic() >= hit[0]:
+            hit = _reads[c.endpoint] = (time.monotonic() + READ_TTL, Store(c, "explorer").records("insights/"),
+                                        V.review_stages(c))
+        return hit[1], hit[2]
+
+
+def _forget() -> None:
+    with _read_lock:
+        _reads.clear()
+
+
 DECISIONS = {"blessed": "bless", "interesting": "interesting", "rejected": "reject"}
 
 
@@ -43,7 +70,10 @@ def insights(request: Request) -> Response:
     disputed = q.get("disputed") == "1"
     thread, text = q.get("thread") or None, q.get("q") or None
     limit = int_param(q.get("limit"), LIMIT, 1, MAX_LIMIT)
-    data = V.insight_rows(broker(request), status=status, thread=thread, text=text, disputed=disputed)
+    c = broker(request)
+    records, stages = _listing(c)
+    data = V.insight_rows(c, status=status, thread=thread, text=text, disputed=disputed, stages=stages,
+                          insights=records)
     rows, nxt = V.page(data["insights"], q.get("after"), limit)
     filters = {k: v for k, v in (("status", status), ("disputed", "1" if disputed else None), ("thread", thread),
                                  ("q", text), ("limit", str(limit) if limit != LIMIT else None)) if v}
@@ -77,6 +107,8 @@ async def decide(request: Request) -> Response:
                          now=clock(request).world())
     except FanoError as exc:
         return redirect_back(_back(form, iid), error=exc.message)
+    finally:
+        _forget()   # after the write: a read made meanwhile must not serve the next page
     return redirect_back(_back(form, iid), ok=f"insight {iid}: {new['overrides'][-1]['from']} -> {status}")
 
 
@@ -92,6 +124,8 @@ async def priority(request: Request) -> Response:
         await call(request, OX.set_insight_priority, iid, value, now=clock(request).world())
     except FanoError as exc:
         return redirect_back(_back(form, iid), error=exc.message)
+    finally:
+        _forget()
     return redirect_back(_back(form, iid), ok=f"insight {iid}: priority {value}")
 
 
