@@ -126,9 +126,46 @@ def fill(cfg_path: Path, tasks: int, insights: int) -> dict[str, str]:
                                      "retries": {}, "dropped": [], "outcome": None}},
                     "created_at": now, "updated_at": now}))
             c.txn("explorer", ops)
+        fill_research(c, now)
         some = c.list(state="DONE", limit=1)["tasks"]
     return {"task": str(some[0]["id"] if some else 1), "thread": "seed-000.t1", "seed": "seed-000",
             "insight": "seed-000.t1.i0"}
+
+
+def fill_research(c: BrokerClient, now: float, sections: int = 60, findings: int = 300) -> None:
+    """The document (``sections`` sections, one version each, a comment on every third) and the
+    researcher's records (``findings`` findings over 100 sources, 100 questions) for the research pages."""
+    from services.modules.documenter import model as DM
+    from services.modules.store import Store
+    store = Store(c, "documenter")
+    for k in range(1, sections + 1):
+        doc = DM.read_doc(store)
+        text = (f"Section {k} on the Fano plane: $\\binom{{7}}{{2}} = 21$ pairs, each on one line. " * 8 + "\n\n") * 3
+        ops, _ = DM.commit(doc, {f"s{k:04d}": {"title": f"Section {k}", "text": text, "establishes": [f"c{k}"],
+                                               "requires": [], "source": {"kind": "insight",
+                                                                          "ref": f"seed-000.t1.i{k}"}}},
+                           {"kind": "insight", "ref": f"seed-000.t1.i{k}", "task": None}, f"section {k}", now)
+        if k % 3 == 0:
+            ops.append(txn.put(f"comments/c{k:017d}", {"id": f"c{k:017d}", "section": f"s{k:04d}", "status": "open",
+                                                       "text": "Say more.", "quote": "21 pairs", "created": now}))
+        c.txn("documenter", ops)
+    for start in range(0, findings, 100):
+        ops = []
+        for i in range(start, min(findings, start + 100)):
+            sid = f"src{i % 100:04d}"
+            ops.append(txn.put(f"findings/f{i:011d}", {"id": f"f{i:011d}", "source_id": sid, "type": "supporting",
+                                                        "summary": f"Finding {i}: the group of order $168$.",
+                                                        "quote": "168", "confidence": (i % 10) / 10,
+                                                        "numbers": [168], "concepts": ["symmetry"],
+                                                        "domain": "example.org", "status": "kept"}))
+            if i < 100:
+                ops.append(txn.put(f"sources/{sid}", {"id": sid, "url": f"http://example.org/{i}",
+                                                      "status": "extracted", "domain": "example.org", "trust_score": 40 + i % 60,
+                                                      "trust_reasons": ["bench"], "added": now + i}))
+                ops.append(txn.put(f"questions/q{i:011d}", {"id": f"q{i:011d}", "question": f"Why {i}?",
+                                                            "type": "supporting", "priority": 1 + i % 10,
+                                                            "created": now}))
+        c.txn("researcher", ops)
 
 
 def timed(port: int, path: str) -> tuple[int, float, int]:
@@ -171,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         pages = ["/", "/queue", "/queue?state=DONE", "/queue?module=explorer&state=PENDING",
                  f"/queue/{ids['task']}", "/seeds", f"/seeds/{ids['seed']}", "/threads",
                  f"/threads/{ids['thread']}", "/insights", "/insights?status=blessed", f"/insights/{ids['insight']}",
-                 "/document", "/research", "/modules"]
+                 "/document", "/document/versions", "/document/diff?from=1&to=60", "/research",
+                 "/research?tab=sources", "/research?tab=questions", "/modules"]
         worst = 0.0
         rows: list[dict[str, Any]] = []
         for path in pages:
