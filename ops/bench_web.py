@@ -160,8 +160,9 @@ def fill_research(c: BrokerClient, now: float, sections: int = 60, findings: int
                                                         "domain": "example.org", "status": "kept"}))
             if i < 100:
                 ops.append(txn.put(f"sources/{sid}", {"id": sid, "url": f"http://example.org/{i}",
-                                                      "status": "extracted", "domain": "example.org", "trust_score": 40 + i % 60,
-                                                      "trust_reasons": ["bench"], "added": now + i}))
+                                                      "status": "extracted", "domain": "example.org",
+                                                      "trust_score": 40 + i % 60, "trust_reasons": ["bench"],
+                                                      "added": now + i}))
                 ops.append(txn.put(f"questions/q{i:011d}", {"id": f"q{i:011d}", "question": f"Why {i}?",
                                                             "type": "supporting", "priority": 1 + i % 10,
                                                             "created": now}))
