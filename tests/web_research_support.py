@@ -4,8 +4,8 @@ services/modules/explorer/model.py, services/modules/documenter/model.py, servic
 :func:`plant` writes ``n`` insights (a mix of every status, a review with rounds for most), a document of a
 few sections made from blessed insights (several versions), comments, researcher questions, sources and
 findings; ``payload`` is put into every text a model would have written, so a test can check it is shown
-as text and never run. Used by tests/integration/test_web_research.py, the browser tests and
-ops/bench_web_research.py.
+as text and never run. Used by tests/integration/test_web_research.py and
+tests/integration/test_web_research_browser.py (ops/bench_web.py fills larger records of its own).
 """
 from __future__ import annotations
 
