@@ -228,8 +228,8 @@ def insights_ls(status, thread_id, disputed):
     """List insights with status, rating, priority and version."""
     rows = [i for i in _scan("insights/") if (status is None or i["status"] == status)
             and (thread_id is None or i.get("thread_id") == thread_id) and (not disputed or i.get("disputed"))]
-    reviews = {r["insight_id"]: r.get("stage") for r in _scan("reviews/")}
-    out({"insights": rows, "stages": reviews}, lambda d: V.insights_text(d["insights"], d["stages"]))
+    from services.modules.operations import research_views as RV
+    out({"insights": rows, "stages": RV.review_stages(client())}, lambda d: V.insights_text(d["insights"], d["stages"]))
 
 
 @insights.command("show")
@@ -237,9 +237,9 @@ def insights_ls(status, thread_id, disputed):
 @json_option
 def insights_show(insight_id):
     """An insight with its versions, dedup verdict and every review round."""
-    from services.modules.explorer import model as M
-    _, insight = _must(M.insight_key(insight_id), "insight", insight_id)
-    out({"insight": insight, "review": _get(M.review_key(insight_id))[1]}, V.insight_text)
+    from services.modules.operations import research_views as RV
+    view = RV.insight_view(client(), insight_id)   # the web panel's insight page reads the same
+    out({"insight": view["insight"], "review": view["review"]}, V.insight_text)
 
 
 def _override(insight_id: str, status: str, note: str | None) -> None:
