@@ -302,7 +302,7 @@ class Panels(Host):
             for spec in R.open_tasks(review, insight, ctx):
                 task = pending.get(spec["key"])
                 backends = (spec.get("requires") or {}).get("backends") or []
-                if len(backends) != 1 or not self._blocked(task, cap, backends[0]):
+                if len(backends) != 1 or task is None or not self._blocked(task, cap, backends[0]):
                     continue
                 step, _ = R.seat_of(review, task)
                 why = self._why_blocked(cap, backends[0], CAP.task_modes(task)[0])
