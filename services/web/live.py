@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from shared import protocol, sockets
+from shared import events
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
 
@@ -142,10 +142,7 @@ class Follower:
         self.hub = hub
         self.build = build
         self.now = now
-        self.sub = ctx.socket(zmq.SUB)
-        sockets.configure_socket(self.sub, "sub")
-        self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
-        self.sub.connect(events_endpoint)
+        self.sub = events.subscribe(ctx, events_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.last_seq = 0
@@ -179,15 +176,8 @@ class Follower:
             self._rebuild(mono)
 
     def _drain(self) -> None:
-        while True:
-            try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                ev = protocol.decode_event(frames)
-            except FanoError:
-                continue   # not an event we can read: the outbox check will notice what we missed
+        # an event we cannot read is skipped: the last-sequence check notices what we missed
+        for ev in events.drain(self.sub):
             self.events += 1
             self.last_event = time.monotonic()
             if ev["seq"] != self.last_seq:

@@ -80,12 +80,21 @@ def test_the_queue_is_paged_and_filtered(panel, client):
     for i in range(120):
         client.submit(f"a{i}", "adhoc", "adhoc.ask", {"prompt": str(i)})
     client.submit("e1", "explorer", "explorer.explore", {})
-    first = panel.get("/queue?module=adhoc")
-    ids = re.findall(r'<tr data-task="(\d+)"', first.body)
-    assert len(ids) == 50 and ids[0] == "1"
-    nxt = re.search(r'href="(/queue\?[^"]*after=\d+[^"]*)" rel="next"', first.body).group(1).replace("&amp;", "&")
-    second = re.findall(r'<tr data-task="(\d+)"', panel.get(nxt).body)
-    assert second[0] == "51" and len(second) == 50
+    def rows(path: str) -> tuple[list[int], str | None]:
+        body = panel.get(path).body
+        nxt = re.search(r'href="(/queue\?[^"]*)" rel="next"', body)
+        return [int(i) for i in re.findall(r'<tr data-task="(\d+)"', body)], \
+            nxt.group(1).replace("&amp;", "&") if nxt else None
+    newest, nxt = rows("/queue?module=adhoc")                       # newest first by default
+    assert newest == list(range(120, 70, -1)) and "before=71" in nxt
+    seen = newest
+    while nxt:
+        page, nxt = rows(nxt)
+        seen += page
+    assert seen == list(range(120, 0, -1))                             # every task once, then the end
+    oldest, nxt = rows("/queue?module=adhoc&order=oldest")
+    assert oldest == list(range(1, 51)) and "after=50" in nxt and "order=oldest" in nxt
+    assert rows(nxt)[0] == list(range(51, 101))
     only = re.findall(r'<tr data-task="(\d+)"', panel.get("/queue?module=explorer").body)
     assert only == ["121"]
     assert re.findall(r'<tr data-task="(\d+)"', panel.get("/queue?kind=explorer.explore&state=PENDING").body) == ["121"]

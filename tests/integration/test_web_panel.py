@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import urllib.request
 import xmlrpc.client
 from pathlib import Path
 
@@ -45,7 +46,15 @@ def tree():
 
 @pytest.fixture(scope="module")
 def url(tree) -> str:
-    return tree.config.web.url.rstrip("/")
+    """The panel's URL once it answers: supervisord calls it RUNNING a second after the start, which may be
+    before it has imported everything and bound its port on a loaded machine."""
+    base = tree.config.web.url.rstrip("/")
+
+    def answers():
+        with urllib.request.urlopen(base + "/login", timeout=2) as r:
+            return r.status == 200
+    wait_for(answers, 30, interval=0.2, what=f"the panel at {base} to answer")
+    return base
 
 
 @pytest.fixture(scope="module")

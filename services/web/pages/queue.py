@@ -3,9 +3,9 @@ result, who served it and why it waits; ``POST /queue/ID/ACTION`` — cancel, pa
 priority, through :func:`services.modules.operations.tasks.act` (the broker client's commands, as
 ``fanoctl queue ...`` runs them).
 
-Paging follows the broker's ``list``: tasks in id order, ``?after=ID`` continues after the last one shown
-(the page's "next" link); ``?state=``, ``?module=``, ``?kind=`` filter, ``?limit=`` sets the page size
-(at most :data:`MAX_LIMIT`).
+Paging follows the broker's ``list``: newest first by default (``?before=ID`` continues below the last one
+shown: the page's "next" link), or oldest first with ``?order=oldest`` (``?after=ID``); ``?state=``,
+``?module=``, ``?kind=`` filter, ``?limit=`` sets the page size (at most :data:`MAX_LIMIT`).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from shared.errors import BrokerUnavailable, FanoError
 STATES = ("PENDING", "RUNNING", "DONE", "PARKED", "PAUSED", "CANCELLED")
 LIMIT = 50
 MAX_LIMIT = 500
+NEWEST = 2**63   # ``before`` that starts a newest-first page at the newest task
 
 
 def _int(value: str | None, default: int | None, lo: int = 0, hi: int = 2**62) -> int | None:
@@ -44,17 +45,22 @@ def tasks(request: Request) -> Response:
     module = q.get("module", "").strip() or None
     kind = q.get("kind", "").strip() or None
     limit = _int(q.get("limit"), LIMIT, 1, MAX_LIMIT) or LIMIT
-    after = _int(q.get("after"), None)
+    oldest = q.get("order") == "oldest"
+    cursor = "after" if oldest else "before"
+    position = _int(q.get(cursor), None)
     c = broker(request)
-    page = c.list(state=state, module=module, kind=kind, after=after, limit=limit)
+    page = c.list(state=state, module=module, kind=kind, limit=limit,
+                  **{cursor: position if position is not None or oldest else NEWEST})
     stats = c.stats()
     filters = {k: v for k, v in (("state", state), ("module", module), ("kind", kind)) if v}
     if limit != LIMIT:
         filters["limit"] = str(limit)
-    nxt = f"/queue?{urlencode({**filters, 'after': page['next']})}" if page["next"] is not None else None
+    if oldest:
+        filters["order"] = "oldest"
+    nxt = f"/queue?{urlencode({**filters, cursor: page['next']})}" if page["next"] is not None else None
     return render(request, "queue.html", {
-        "tasks": page["tasks"], "next": nxt, "first": f"/queue?{urlencode(filters)}" if after else None,
-        "state": state or "", "module": module or "", "kind": kind or "", "states": STATES,
+        "tasks": page["tasks"], "next": nxt, "first": f"/queue?{urlencode(filters)}" if position else None,
+        "oldest": oldest, "state": state or "", "module": module or "", "kind": kind or "", "states": STATES,
         "modules": sorted((stats.get("modules") or {}).keys()), "counts": stats.get("tasks") or {},
         "now": clock(request).world()}, page="queue")
 
