@@ -301,3 +301,76 @@ def test_fanoctl_writes_module_data_only_through_the_operations_layer():
     found = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "cli").rglob("*.py"))
              for n, line in enumerate(p.read_text().splitlines(), 1) if writes.search(line)]
     assert found == [], f"fanoctl writes module data through services/modules/operations/: {found}"
+
+
+# --- reads shared by fanoctl and the web panel ----------------------------------------------------------------
+
+def test_insight_rows_groups_filters_and_pages(client):
+    from services.modules.operations import research_views as V
+    rows = [("i1", "pending", None), ("i2", "pending", "round2"), ("i3", "pending", "done"), ("i4", "blessed", "done"),
+            ("i5", "rejected", None)]
+    ops = []
+    for n, (iid, status, stage) in enumerate(rows):
+        ops.append(txn.put(XM.insight_key(iid), {"id": iid, "text": f"claim {iid}", "status": status,
+                                                 "thread_id": "t1" if n < 2 else "t2", "disputed": iid == "i4",
+                                                 "created_at": NOW + n}))
+        if stage:
+            ops.append(txn.put(XM.review_key(iid), {"insight_id": iid, "stage": stage}))
+    client.txn("explorer", ops)
+    d = V.insight_rows(client)
+    assert [i["id"] for i in d["insights"]] == ["i5", "i4", "i3", "i2", "i1"]             # newest first
+    assert {i["id"]: i["shown"] for i in d["insights"]} == {"i1": "pending", "i2": "reviewing", "i3": "pending",
+                                                            "i4": "blessed", "i5": "rejected"}
+    assert d["counts"] == {"pending": 2, "reviewing": 1, "blessed": 1, "interesting": 0, "rejected": 1,
+                           "duplicate": 0, "disputed": 1}
+    assert [i["id"] for i in V.insight_rows(client, status="reviewing")["insights"]] == ["i2"]
+    assert [i["id"] for i in V.insight_rows(client, disputed=True)["insights"]] == ["i4"]
+    assert [i["id"] for i in V.insight_rows(client, thread="t1")["insights"]] == ["i2", "i1"]
+    assert [i["id"] for i in V.insight_rows(client, text="CLAIM I3")["insights"]] == ["i3"]
+    chunk, nxt = V.page(d["insights"], None, 2)
+    assert [i["id"] for i in chunk] == ["i5", "i4"] and nxt == "i4"
+    chunk, nxt = V.page(d["insights"], "i2", 2)
+    assert [i["id"] for i in chunk] == ["i1"] and nxt is None
+
+
+def test_insight_view_and_document_view_carry_provenance(client):
+    from services.modules.operations import research_views as V
+    client.txn("explorer", [txn.put(XM.insight_key("i1"), {"id": "i1", "text": "x", "status": "blessed",
+                                                           "thread_id": "t1"}),
+                            txn.put(XM.thread_key("t1"), thread("t1", "s"))])
+    from services.modules.base import Store
+    doc = DM.read_doc(Store(client, "documenter"))
+    ops, _ = DM.commit(doc, {"s0001": {"title": "T", "text": "A line.", "establishes": [], "requires": [],
+                                       "source": {"kind": "insight", "ref": "i1"}}},
+                       {"kind": "insight", "ref": "i1", "task": 7}, "incorporate", NOW)
+    client.txn("documenter", ops)
+    rec = OD.add_comment(client, "s0001", "Why?", quote="A line", now=NOW)
+    view = V.insight_view(client, "i1")
+    assert view["thread"]["id"] == "t1" and view["sections"] == ["s0001"] and view["review"] is None
+    expect_error("NOT_FOUND", V.insight_view, client, "nope")
+    d = V.document_view(client)
+    [sec] = d["sections"]
+    assert sec["provenance"]["insight"]["id"] == "i1" and sec["provenance"]["thread_id"] == "t1"
+    cause = {"kind": "insight", "ref": "i1", "task": 7}
+    assert sec["provenance"]["revisions"] == [{"rev": 1, "at": NOW, "cause": cause}]
+    assert [c["id"] for c in sec["comments"]] == [rec["id"]] and d["comments"] == []
+
+
+def test_findings_say_promoted_and_cross_referenced(client):
+    from services.modules.operations import research_views as V
+    f = {"id": "f1", "source_id": "src1", "confidence": 0.4, "summary": "a"}
+    f2 = dict(f, id="f2", source_id="x", confidence=0.9)
+    client.txn(RM.NS, [txn.put("findings/f1", f), txn.put("findings/f2", f2),
+                       txn.put(RM.k_promotion("f1"), {"finding_id": "f1"}),
+                       txn.put("crossrefs/number/168", {"active": True, "findings": ["f1"]}),
+                       txn.put(RM.k_source("src1"), {"id": "src1", "added": 2, "status": "trusted"}),
+                       txn.put(RM.k_source("src0"), {"id": "src0", "added": 1, "status": "ignored"}),
+                       txn.put(RM.k_question("q1"), {"id": "q1", "priority": 3, "created": 1}),
+                       txn.put(RM.k_question("q2"), {"id": "q2", "priority": 9, "created": 1})])
+    rows = V.findings(client)
+    assert [(r["id"], r["promoted"], r["crossrefs"]) for r in rows] == [("f2", False, []),
+                                                                       ("f1", True, ["crossrefs/number/168"])]
+    assert [r["id"] for r in V.findings(client, "src")] == ["f1"]
+    assert [s["id"] for s in V.sources(client)] == ["src0", "src1"]
+    assert [s["id"] for s in V.sources(client, "trusted")] == ["src1"]
+    assert [q["id"] for q in V.questions(client)] == ["q2", "q1"]
