@@ -32,7 +32,7 @@ import zmq
 
 from services.scheduler import placement as P
 from services.scheduler.core import SchedulerCore
-from shared import protocol, sockets, txn
+from shared import events, protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.service import Service
@@ -61,10 +61,7 @@ class SchedulerService(Service):
         self.router = self.ctx.socket(zmq.ROUTER)
         sockets.configure_socket(self.router, "router")
         sockets.bind(self.router, cfg.scheduler_endpoint)
-        self.sub = self.ctx.socket(zmq.SUB)
-        sockets.configure_socket(self.sub, "sub")
-        self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
-        self.sub.connect(cfg.events_endpoint)
+        self.sub = events.subscribe(self.ctx, cfg.events_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self.poller.register(self.sub, zmq.POLLIN)
@@ -138,18 +135,9 @@ class SchedulerService(Service):
     # --- events ---------------------------------------------------------------------------------------
 
     def _drain_events(self) -> None:
-        for _ in range(DRAIN):
-            try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for ev in events.drain(self.sub, limit=DRAIN, bad=self._bad_event):
             if not self.synced:
                 continue   # the rebuild's catch-up covers it
-            try:
-                ev = protocol.decode_event(frames)
-            except FanoError:
-                self.core.errors["BAD_EVENT"] += 1
-                continue
             seq = ev["seq"]
             if seq <= self.last_seq:
                 continue
@@ -160,6 +148,9 @@ class SchedulerService(Service):
                               self.last_seq + 1, seq)
                 if not self._follow(self._catch_up):
                     return
+
+    def _bad_event(self) -> None:
+        self.core.errors["BAD_EVENT"] += 1
 
     def _apply(self, ev: Mapping[str, Any]) -> None:
         self.core.on_event(ev)
