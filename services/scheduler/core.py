@@ -23,6 +23,7 @@ account their conversation lives on (conversation hand-off) is :mod:`services.sc
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -250,6 +251,24 @@ class SchedulerCore:
     def on_task_missing(self, tid: int) -> None:
         self._on_ended("task.refreshed", tid, {})
 
+    def refresh_wanted(self, limit: int) -> list[int]:
+        """Up to ``limit`` tasks whose state the core is unsure of: the service re-reads them with a broker
+        ``get`` and hands the answer to :meth:`on_refresh`."""
+        return list(itertools.islice(self.table.missing, limit))
+
+    def on_refresh(self, tid: int, rec: Mapping[str, Any] | None, missing: bool = False) -> None:
+        """The broker's answer to re-reading ``tid``: its record, or None (``missing``: there is no such
+        task; otherwise the broker refused the read, and it is not asked again)."""
+        self.table.missing.discard(tid)
+        if rec is not None:
+            self.on_task_record(rec)
+        elif missing:
+            self.on_task_missing(tid)
+
+    def reread(self, tid: int) -> None:
+        """Ask the broker again about ``tid`` (the service learned that its state changed some other way)."""
+        self.table.missing.add(tid)
+
     # --- workers --------------------------------------------------------------------------------------
 
     def on_message(self, ident: bytes, frames: list[bytes]) -> None:
@@ -456,6 +475,12 @@ class SchedulerCore:
             self.why_lookups.append((ident, cid, msg["task_id"]))
             return
         self._send(ident, "answer", cid=cid, ok=True, result=result)
+
+    def take_why_lookups(self) -> list[tuple[bytes, str, int]]:
+        """The ``why`` questions about tasks the core does not track: the service reads each task from the
+        broker and answers with :meth:`answer_why_untracked`."""
+        lookups, self.why_lookups = self.why_lookups, []
+        return lookups
 
     def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: Mapping[str, Any] | None) -> None:
         self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(tid, rec))
