@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +205,7 @@ class Soak:
         self.sections: list[str] = []
         self.fatal: set[str] = set()
         self.cpu_seen: dict[int, float] = {}   # pid -> CPU seconds at its last reading
-        self.cpu_day: Counter = Counter()      # program -> CPU seconds used since the day began
+        self.cpu_day: defaultdict[str, float] = defaultdict(float)   # program -> CPU seconds since the day began
         self.kills_by_program: Counter = Counter()
 
     # --- fanoctl, as an operator would run it ------------------------------------------------------------
@@ -262,7 +262,7 @@ class Soak:
         events = self.plan(t0)
         busy_day, busy_total = SM.Busy(), SM.Busy()
         provider_day = {a: SM.ProviderDay() for a in self.tails}
-        rss_day: dict[str, float] = {}
+        rss_day: dict[str, tuple[float, float]] = {}
         self.days_out: list[dict] = []
         day_end = t0 + DAY
         next_rss = next_doc = 0.0

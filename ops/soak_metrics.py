@@ -95,10 +95,11 @@ class Busy:
     """Eligible and busy world seconds per account, integrated from samples (see the module docstring)."""
 
     def __init__(self):
-        self.eligible: Counter = Counter()
-        self.busy: Counter = Counter()
+        self.eligible: defaultdict[str, float] = defaultdict(float)
+        self.busy: defaultdict[str, float] = defaultdict(float)
         self.idle_spells: Counter = Counter()   # samples where an eligible account was idle
-        self.idle_by: dict[str, Counter] = defaultdict(Counter)   # account -> what waited -> idle seconds
+        # account -> what waited -> idle seconds
+        self.idle_by: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._last: tuple[float, dict, dict] | None = None
 
     def sample(self, now: float, states: dict[str, tuple[bool, bool]], why: dict[str, str] | None = None) -> None:
@@ -127,7 +128,7 @@ class Busy:
         """Per account: the fraction, eligible and busy seconds, and ``idle_by``: the idle seconds by what
         was waiting (the five largest causes)."""
         return {a: {"busy_fraction": f, "eligible_s": round(self.eligible[a]), "busy_s": round(self.busy[a]),
-                    "idle_by": {k: round(v) for k, v in self.idle_by[a].most_common(5)}}
+                    "idle_by": {k: round(v) for k, v in sorted(self.idle_by[a].items(), key=lambda kv: -kv[1])[:5]}}
                 for a, f in self.fractions().items()}
 
 

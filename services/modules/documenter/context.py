@@ -3,7 +3,8 @@
 :class:`Env` bundles the reads one step needs: the module's own namespace (a
 :class:`services.modules.base.Store`, or any object with ``get``/``scan``), the explorer's insights
 (read only: the documenter never writes into another module's namespace), the world time and the LLM
-accounts (for evaluation panels). Tests build one over in-memory stores.
+accounts (for evaluation panels). The service builds one per step (tests/unit/dochelp.py drives it over an
+in-process broker core).
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from services.modules import prompts
-from services.modules.documenter.model import Doc
+from services.modules.documenter.model import Doc, Section
 from services.modules.documenter.settings import Settings
+from services.modules.store import Store
 
 MODULE = "documenter"
 PREVIEW = 200         # characters of each section shown in an outline
@@ -21,14 +23,23 @@ MAX_CANDIDATES = 20   # insights offered to one planning turn (highest priority 
 
 @dataclass
 class Env:
-    store: object                     # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
-    explorer: object                  # the same interface over the explorer's namespace (read only)
+    store: Store                      # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
+    explorer: Store                   # the same interface over the explorer's namespace (read only)
     now: float
     accounts: list = field(default_factory=list)   # account names, for evaluation panels
     settings: Settings = field(default_factory=Settings)
     capacity: object = None           # a zero-argument callable giving a capacity.Capacity, or None
     _waiting: int | None = field(default=None, init=False, repr=False, compare=False)
     _cap: object = field(default=None, init=False, repr=False, compare=False)
+    _once: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def once(self, name: str, read):
+        """``read()``, called at most once per Env: a planning pass asks for the same prefixes from
+        several places (jobs, comments, insights), and one snapshot serves them all (the proposals of one
+        pass touch disjoint keys, each conditional on the version it read)."""
+        if name not in self._once:
+            self._once[name] = read()
+        return self._once[name]
 
     def cap(self):
         """The accounts' headroom for the documenter (read at most once per Env), or None when unknown."""
@@ -38,7 +49,11 @@ class Env:
 
     def insights(self) -> dict[str, dict]:
         """Every well-formed insight the explorer has, by id (read defensively: it is another
-        engineer's record; anything without text is skipped)."""
+        engineer's record; anything without text is skipped). Read once per Env; the records are
+        shared, never changed in place."""
+        return dict(self.once("insights", self._read_insights))
+
+    def _read_insights(self) -> dict[str, dict]:
         out = {}
         for key, _, value in self.explorer.scan("insights/"):
             if not isinstance(value, dict) or not isinstance(value.get("text"), str) or not value["text"].strip():
@@ -56,11 +71,16 @@ class Env:
     def blessed(self) -> dict[str, dict]:
         return {i: v for i, v in self.insights().items() if v.get("status") == "blessed"}
 
+    def incorporated(self) -> set[str]:
+        """The ids of the insights already in the document, read once per Env."""
+        return set(self.once("incorporated", lambda: {key.split("/", 1)[1]
+                                                      for key, _, _ in self.store.scan("incorporated/")}))
+
     def waiting(self) -> int:
         """Blessed insights not yet incorporated (planned or not): the documenter's backlog. Read once
         per Env (one step), since every task a step proposes carries it."""
         if self._waiting is None:
-            done = {key.split("/", 1)[1] for key, _, _ in self.store.scan("incorporated/")}
+            done = self.incorporated()
             self._waiting = sum(1 for i in self.blessed() if i not in done)
         return self._waiting
 
@@ -113,7 +133,7 @@ def candidate_list(items: list[tuple[str, dict]]) -> str:
     return "\n".join(f"{n}. [{ident}] {insight_text(ident, ins)}" for n, (ident, ins) in enumerate(items, 1))
 
 
-def section_block(sec: dict | None) -> str:
+def section_block(sec: Section | None) -> str:
     if not sec:
         return "(none: this is the first section)"
     return f"## {sec.get('title') or sec['id']}\n\n{sec.get('text', '')}"

@@ -53,7 +53,9 @@ COMMENT_REQUIRES = {"share": "adhoc"}
 # --- comments -------------------------------------------------------------------------------------------
 
 def read_comments(env) -> list[tuple[int, dict]]:
-    return [(v, c) for _, v, c in env.store.scan("comments/") if isinstance(c, dict)]
+    """Every comment (version, record), read once per Env (:meth:`.context.Env.once`)."""
+    return list(env.once("comments", lambda: [(v, c) for _, v, c in env.store.scan("comments/")
+                                              if isinstance(c, dict)]))
 
 
 def propose_comments(env) -> list[list[dict]]:
@@ -148,7 +150,7 @@ def review_state(env) -> tuple[int, dict]:
     return v, (rs if isinstance(rs, dict) else {"seq": 1, "section": None})
 
 
-def due_sections(doc: M.Doc, now: float, stale_after: float = STALE) -> list[dict]:
+def due_sections(doc: M.Doc, now: float, stale_after: float = STALE) -> list[M.Section]:
     """Sections to review, most urgent first: never reviewed (oldest first), then those last reviewed
     ``stale_after`` world seconds ago or more (oldest review first)."""
     fresh, stale = [], []
