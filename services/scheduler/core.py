@@ -2,14 +2,22 @@
 
 :class:`SchedulerCore` is driven by the service (``services/scheduler/service.py``) and directly by the
 tests: ``on_event(event)``, ``on_message(identity, frames)`` (or ``on_ready``/``on_heartbeat``/
-``on_done``), ``tick()`` (timers and dispatch), ``on_task_record(record)`` (a fresh ``get``), and
-:meth:`take_output` for the ``(identity, type, fields)`` messages to send. Time comes from the clock:
-world time for aging, ``not_before`` and quota times; monotonic time for heartbeats and assignments.
+``on_done``), ``tick()`` (timers and dispatch), ``on_task_record(record)`` (a fresh ``get``;
+``refresh_wanted``/``on_refresh`` for the tasks it is unsure of), and :meth:`take_output` for the
+``(identity, type, fields)`` messages to send. Time comes from the clock: world time for aging,
+``not_before`` and quota times; monotonic time for heartbeats and assignments.
 
-What it tracks — PENDING tasks only, each in exactly one place of the task table
-(:class:`services.scheduler.tasks.TaskTable`): the queue, held behind its conversation's turn in flight,
-or assigned (sent to a worker that has not been seen running it; back to the queue when the worker
-declines, says ``ready`` again, is forgotten, or stays silent about it for ``assign_timeout``).
+The core is the only writer of the scheduler's state, which lives with its owners: the task table
+(:class:`services.scheduler.tasks.TaskTable`), the conversations
+(:class:`services.scheduler.conversations.Conversations`), the workers table
+(:class:`services.scheduler.workers.WorkerRegistry`) and the accounts
+(:class:`services.scheduler.accounts.Accounts`). The code that decides or answers from them reads them
+through :attr:`SchedulerCore.view` (:class:`services.scheduler.view.SchedulerView`), never the core.
+
+What it tracks — PENDING tasks only, each in exactly one place of the task table: the queue, held behind
+its conversation's turn in flight (the conversations say which turn is in flight), or assigned (sent to a
+worker that has not been seen running it; back to the queue when the worker declines, says ``ready``
+again, is forgotten, or stays silent about it for ``assign_timeout``).
 
 A ``task.running`` event ends the tracking (the task is the broker's lease's business until it comes
 back with ``task.pending``); the table's ``running`` remembers who runs what and since when, for cancels,
