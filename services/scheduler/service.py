@@ -274,19 +274,16 @@ class SchedulerService(Service):
     # --- refreshes and lookups ------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        """Re-read tasks whose state the core is unsure of (see SchedulerCore.missing)."""
-        for tid in list(self.core.table.missing)[:REFRESH_PER_TICK]:
+        """Re-read tasks whose state the core is unsure of (SchedulerCore.refresh_wanted)."""
+        for tid in self.core.refresh_wanted(REFRESH_PER_TICK):
             try:
                 rec = self.client.get(tid, history=False)
             except BrokerUnavailable:
                 return
             except FanoError as exc:
-                self.core.table.missing.discard(tid)
-                if exc.code == ErrorCode.NOT_FOUND:
-                    self.core.on_task_missing(tid)
+                self.core.on_refresh(tid, None, missing=exc.code == ErrorCode.NOT_FOUND)
                 continue
-            self.core.table.missing.discard(tid)
-            self.core.on_task_record(rec)
+            self.core.on_refresh(tid, rec)
 
     def _send_revokes(self) -> None:
         """Void the leases of workers the core dropped as silent (broker ``revoke``; its events bring the
@@ -309,11 +306,10 @@ class SchedulerService(Service):
             del pending[tid]
             self._revoke_rids.pop((tid, epoch), None)
             if out is not None and not out.get("revoked"):
-                self.core.table.missing.add(tid)   # the lease ended some other way: re-read the task
+                self.core.reread(tid)   # the lease ended some other way: re-read the task
 
     def _answer_lookups(self) -> None:
-        lookups, self.core.why_lookups = self.core.why_lookups, []
-        for ident, cid, tid in lookups:
+        for ident, cid, tid in self.core.take_why_lookups():
             try:
                 rec = self.client.get(tid, history=False)
             except FanoError:
