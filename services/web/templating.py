@@ -10,7 +10,6 @@ string: :mod:`services.web.forms`) and the filters below: ``when`` (epoch -> loc
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ def duration(seconds: Any) -> str:
 
 
 def pretty(value: Any) -> str:
-    """Any record as indented JSON (shown in a ``<pre>``, escaped)."""
-    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    """Any record as indented JSON, as ``fanoctl --json`` prints it (cli/render.py ``to_json``)."""
+    return str(R.to_json(value))
 
 
 def md(text: Any) -> Markup:
