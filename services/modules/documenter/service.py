@@ -20,7 +20,7 @@ from pathlib import Path
 from services.modules import capacity as CAP
 from services.modules.base import Effect, ModuleService
 from services.modules.documenter import context as C
-from services.modules.documenter import export, flow, seats, upkeep
+from services.modules.documenter import export, flow, planning, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
 from services.modules.parsing import ParseError
@@ -31,11 +31,12 @@ from shared.errors import BrokerUnavailable, FanoError
 EXPLORER_SCAN_WORLD = 60.0   # world seconds a scan of the explorer's records is reused (see initialize)
 SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots, or a quarter of
 SEAT_REAL_MIN = 0.5    # member_patience in world time if sooner (a scaled clock), but not below this
-HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
+HANDLERS = {C.PLAN: planning.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
             C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
             C.REVIEW_SECTION: upkeep.handle_review}
-UNUSABLE = {C.PLAN: flow.unusable, C.EVALUATE: flow.unusable, C.DRAFT: flow.unusable, C.EXPOSITION: flow.unusable,
-            C.ADDRESS_COMMENT: upkeep.unusable_comment, C.REVIEW_SECTION: upkeep.unusable_review}
+UNUSABLE = {C.PLAN: planning.unusable_plan, C.EVALUATE: flow.unusable, C.DRAFT: flow.unusable,
+            C.EXPOSITION: flow.unusable, C.ADDRESS_COMMENT: upkeep.unusable_comment,
+            C.REVIEW_SECTION: upkeep.unusable_review}
 
 
 def export_path(config) -> Path:
@@ -64,7 +65,7 @@ def proposals(env) -> list[list[dict]]:
     """The transactions that start work now, in order: comments first, a planning turn, a review.
     They touch disjoint keys (each comment, ``plan/state``, ``review/state``), so one snapshot serves."""
     out = upkeep.propose_comments(env)
-    out.append(flow.propose_plan(env))
+    out.append(planning.propose_plan(env))
     out.append(upkeep.propose_review(env, other_work(env)))
     return [ops for ops in out if ops]
 
