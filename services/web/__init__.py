@@ -48,8 +48,9 @@ Rules every page keeps:
   name to :data:`services.web.pages.PAGE_MODULES` and its link to :data:`services.web.pages.NAV`.
 - Templates live in ``services/web/templates/<page>.html`` and ``{% extends "base.html" %}``, filling
   ``{% block content %}``; ``render(..., page=NAME)`` marks NAME active in the navigation. Autoescape is
-  on: never mark LLM- or user-written text ``|safe``; rendered Markdown comes from
-  ``services/web/render.py``, which sanitises it.
+  on: never mark LLM- or user-written text ``|safe``; render it with the ``|md`` filter
+  (:func:`services.web.templating.md`: Markdown and math through ``services/web/render.py``, which
+  sanitises it). ``|when``, ``|duration`` and ``|pretty`` word times, durations and records as fanoctl does.
 - Every form that POSTs includes ``{{ csrf_field() }}``; every POST handler starts with
   ``await read_form(request)`` (or :func:`services.web.security.check_csrf`), which refuses a missing or
   wrong token with 403.

@@ -10,8 +10,6 @@ string: :mod:`services.web.forms`) and the filters below: ``when`` (epoch -> loc
 """
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +19,28 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
 
+from cli import render as R  # fanoctl's wording of times and durations (pure functions, no click)
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def when(ts: Any, with_date: bool = True) -> str:
-    """Epoch seconds as local time (``2026-12-04 03:14:07``); '' for none."""
+    """Epoch seconds as local time, as fanoctl shows them (cli/render.py ``local_time``); '' for none."""
     if not isinstance(ts, (int, float)) or isinstance(ts, bool) or ts <= 0:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S", time.localtime(ts))
+    return str(R.local_time(ts, with_date))
 
 
 def duration(seconds: Any) -> str:
-    """``95`` -> ``1m35s``; '' for none."""
+    """``95`` -> ``1m35s``, as fanoctl shows durations (cli/render.py ``duration``); '' for none."""
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         return ""
-    s = int(max(0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    return str(R.duration(seconds))
 
 
 def pretty(value: Any) -> str:
-    """Any record as indented JSON (shown in a ``<pre>``, escaped)."""
-    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    """Any record as indented JSON, as ``fanoctl --json`` prints it (cli/render.py ``to_json``)."""
+    return str(R.to_json(value))
 
 
 def md(text: Any) -> Markup:

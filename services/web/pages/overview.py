@@ -7,7 +7,8 @@ completions), ``health`` and ``research`` (counts). The page renders them once; 
 follower re-renders them when the broker's events say something changed, and the browser swaps them in.
 
 The facts are what ``fanoctl top`` reads (the broker's ``stats`` and ``quota_show``, the scheduler's
-``top``, :mod:`services.modules.operations.summary`), gathered by :func:`gather`.
+``top``, :mod:`services.modules.operations.summary`; the health is ``fanoctl health``'s report), gathered by
+:func:`gather`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from shared.config import Config
 
 PARTS = ("accounts", "quotas", "queue", "recent", "health", "research")
 STATES = ("PENDING", "RUNNING", "DONE", "PARKED", "PAUSED", "CANCELLED")
+IDLE_AFTER = 600.0   # fanoctl health's defaults: an account idle this long while work waits is degraded ...
+MIN_DAYS = 7.0       # ... and storage full in fewer days than this
 
 # the research counts scan the modules' namespaces: counted at most every REFRESH seconds (as `top` does),
 # shared by the page and the follower
@@ -45,28 +48,16 @@ def _research_counts(c: BrokerClient, now: float) -> dict[str, Any]:
         return value
 
 
-def _health(stats: dict[str, Any], sched: Any, accounts: dict[str, Any]) -> list[dict[str, str]]:
-    """A few lines on what needs the researcher: each ``{"status": ok|degraded|down, "line": text}``."""
-    lines = [{"status": "ok", "line": "the broker answers"}]
-    if sched is None:
-        lines.append({"status": "down", "line": "the scheduler does not answer: nothing is dispatched"})
-    elif isinstance(sched, dict) and sched.get("workers") == 0:
-        lines.append({"status": "degraded", "line": "no worker is connected to the scheduler"})
-    else:
-        lines.append({"status": "ok", "line": f"the scheduler answers; {sched.get('workers', 0)} worker(s)"})
-    storage = (stats.get("broker") or {}).get("storage") or {}
-    if storage.get("refusing"):
-        lines.append({"status": "degraded", "line": f"storage: new work refused ({storage['refusing']})"})
-    elif isinstance(storage.get("days_until_full"), (int, float)) and storage["days_until_full"] < 7:
-        lines.append({"status": "degraded", "line": f"storage: full in {storage['days_until_full']:.1f} days"})
-    parked = (stats.get("tasks") or {}).get("PARKED", 0)
-    if parked:
-        lines.append({"status": "degraded", "line": f"{parked} parked task(s): retry or cancel them in the Queue"})
-    for row in accounts.get("backends", []):
-        if row.get("paused"):
-            lines.append({"status": "degraded",
-                          "line": f"account {row['account']} is paused: {row.get('pause_reason') or 'no reason'}"})
-    return lines
+def _health(cfg: Config, c: BrokerClient) -> list[dict[str, str]]:
+    """The checks of ``fanoctl health`` (cli/health.py, the one health verdict: supervisord's programs, the
+    broker, storage, parked tasks, paused accounts, the scheduler, accounts idle while work waits), each
+    ``{"check", "status": ok|degraded|down, "line"}``."""
+    from cli.health import health_report, supervisor_conf
+
+    report = health_report(c, lambda what, **kw: ask_scheduler(cfg, what, **kw), supervisor_conf(cfg.path),
+                           IDLE_AFTER, MIN_DAYS, cfg.broker_endpoint, lambda: cfg.scheduler_endpoint)
+    checks: list[dict[str, str]] = report["checks"]
+    return checks
 
 
 def gather(cfg: Config, c: BrokerClient, clock: Clock) -> dict[str, Any]:
@@ -83,7 +74,7 @@ def gather(cfg: Config, c: BrokerClient, clock: Clock) -> dict[str, Any]:
     recent = (sched or {}).get("recent", [])[:15] if isinstance(sched, dict) else []
     return {"now": shown["now"], "stats": stats, "quotas": shown["quotas"], "accounts": accounts["backends"],
             "scheduler_up": sched is not None, "queue": queue, "recent": recent,
-            "health": _health(stats, sched, accounts), "research": _research_counts(c, shown["now"])}
+            "health": _health(cfg, c), "research": _research_counts(c, shown["now"])}
 
 
 def build_parts(cfg: Config, c: BrokerClient, clock: Clock) -> dict[str, str]:
