@@ -25,6 +25,12 @@ hang               never answers (not even headers) until the client goes away o
 error500           500 ``{"error": {"message": "internal server error"}}``
 rate_limit         429 with ``Retry-After: 30``
 malformed          a stream with a chunk that is not JSON
+thinking_only      a reasoning model that spends its whole token budget thinking: reasoning deltas, no
+                   content, ``finish_reason: "length"``
+length             the first half of the answer, then ``finish_reason: "length"`` (cut at max_tokens)
+empty              no content at all, ``finish_reason: "stop"``
+spend_limit        429 about money, no Retry-After (OpenAI's ``insufficient_quota``: "You exceeded your
+                   current quota, please check your plan and billing details")
 =================  ==============================================================================
 
 Other control fields: ``health`` ("ok" | "loading"), ``loading_seconds`` (loading until then, then ok),
@@ -51,12 +57,15 @@ from ops.standins.server import StandinServer, reviews_option, serve_in_foregrou
 from services.backends.prompt_answers import answer_prompt
 
 SCENARIOS = ("normal", "loading", "queue_full", "context_overflow", "cut", "slow", "hang", "error500",
-             "rate_limit", "malformed")
+             "rate_limit", "malformed", "thinking_only", "length", "empty", "spend_limit")
 FLAVORS = ("llama.cpp", "ollama")
 MARKER = re.compile(r"\[standin:([a-z_0-9]+)\]")
 LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
 BUSY = {"error": {"code": 503, "message": "server busy, please try again.  maximum pending requests exceeded",
                   "type": "unavailable_error"}}
+SPEND_LIMIT = {"error": {"message": "You exceeded your current quota, please check your plan and billing details. "
+                                "For more information on this error, read the docs.",
+                         "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
 OVERFLOW = {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
             "message": "This model's maximum context length is 4096 tokens. However, you requested 5120 tokens "
                        "(4096 in the messages, 1024 in the completion). Please reduce the length of the "
@@ -296,6 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario == "rate_limit":
             return self._json(429, {"error": {"message": "rate limit exceeded", "type": "rate_limit"}},
                               {"Retry-After": "30"})
+        if scenario == "spend_limit":
+            return self._json(429, SPEND_LIMIT)
         if scenario == "hang":
             while not s.stopping.is_set() and not self._client_gone():
                 time.sleep(0.02)
@@ -321,8 +332,17 @@ class _Handler(BaseHTTPRequestHandler):
             return {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         self._chunk(b": keep-alive\n\n")
-        if body.get("reasoning_effort"):
+        if body.get("reasoning_effort") or scenario == "thinking_only":
             self._event(chunk({"role": "assistant", "reasoning_content": "thinking it over. "}))
+        finish = "stop"
+        if scenario == "thinking_only":
+            pieces, finish = [], "length"
+            for _ in range(20):
+                self._event(chunk({"reasoning_content": "and over again. "}))
+        elif scenario == "length":
+            pieces, finish = pieces[:max(1, len(pieces) // 2)], "length"
+        elif scenario == "empty":
+            pieces = []
         for i, piece in enumerate(pieces):
             if s.stopping.is_set() or self._client_gone():     # a real server stops generating too
                 raise OSError("client gone")
@@ -335,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(chunk({"content": piece}))
             if delay:
                 time.sleep(delay)
-        self._event(chunk({}, "stop"))
+        self._event(chunk({}, finish))
         self._event({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "model": model, "choices": [],
                      "usage": {"prompt_tokens": 10, "completion_tokens": len(pieces)}})
         self._event(b"[DONE]")

@@ -45,8 +45,11 @@ from services.backends.retry_after import parse_retry_after
 
 PREFIX = "anthropic-ratelimit-"
 BUCKETS = ("requests", "tokens", "input-tokens", "output-tokens")
+# error codes/types that mean money (also read by the OpenAI-compatible backend, openai_wire.py: one rule
+# of "about money" for every API; OpenAI says insufficient_quota / billing_hard_limit_reached)
 BILLING_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached",
-                 "linked_organization_spend_limit_reached", "linked_organization_billing_unavailable"}
+                 "linked_organization_spend_limit_reached", "linked_organization_billing_unavailable",
+                 "insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 _BILLING_TEXT = re.compile(r"spend(ing)? limit|credit balance|billing|api usage limits|purchase credits",
                            re.IGNORECASE)
 _REGAIN = re.compile(r"regain access on (\d{4}-\d{2}-\d{2})(?:\s+at\s+(\d{1,2}:\d{2}))?", re.IGNORECASE)
@@ -146,7 +149,7 @@ def _error_fields(body) -> tuple[str | None, str | None, str]:
 
 def is_billing(status: int, etype: str | None, code: str | None, message: str) -> bool:
     """Whether a refusal is about money (spend limit, credit balance): no quick retry will help."""
-    if code in BILLING_CODES or etype == "billing_error" or status == 402:
+    if code in BILLING_CODES or etype in BILLING_CODES or etype == "billing_error" or status == 402:
         return True
     return status in (400, 403, 429) and bool(_BILLING_TEXT.search(message))
 

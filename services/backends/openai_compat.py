@@ -39,6 +39,9 @@ serve the request — so every such answer is ``sent=False`` (unit refunded, not
 context overflow ("maximum context length", ...)      terminal (never retried unchanged)
 401 / 403                                             auth
 404 (model not found, or a wrong base_url)            terminal, naming the config to fix
+402, or 400/403/429 about money (``insufficient_quota``, quota, scope account: every mode cools for
+"spend limit", "credit balance", "billing")           max(Retry-After, BILLING_RETRY = 6 h); never a
+                                                      busy-server retry (claude_errors.is_billing decides)
 429 with Retry-After                                  quota (retry_after from the header)
 503 (loading, queue full), 429 without Retry-After    transient (retry_after 5-10 s)
 other 5xx                                             transient
@@ -47,7 +50,14 @@ timeouts, stream cut mid-answer, error in the stream  transient (sent=True: re-s
                                                       the API is stateless)
 connection refused, no free slot                      transient (sent=False)
 cancelled while the request may be out                unknown (sent=True)
+finished, ``finish_reason: "length"`` (cut at the     terminal (sent=True): never an answer; the same
+token limit, or every token spent on reasoning)       request is cut again, so the message names
+                                                      max_tokens / reasoning_effort to change
+finished with no answer text                          transient (sent=True): never an answer
 ====================================================  ===========================================
+
+The positive acceptance rule: a completion is delivered (and recorded) as the turn's answer only when the
+model finished it (``finish_reason`` "stop", or none given) with some text (openai_wire.unusable_completion).
 
 Conversations are replayed from :class:`ConversationStore` (bounded by :func:`replay_window`, the summary of
 cut exchanges in the system message); each turn is marked sent before the request leaves and each completed
@@ -90,6 +100,7 @@ from services.backends.openai_wire import (
     parse_retry_after,
     parse_settings,
     server_root,
+    unusable_completion,
 )
 from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
@@ -439,6 +450,11 @@ class OpenAIProvider(Provider):
         finally:
             call.close()
         text = answer.text
+        # the positive acceptance rule: a cut or empty completion is never delivered (nor recorded) as the answer
+        unusable = unusable_completion(text, answer.finish_reason, answer.reasoning_chars, body.get("max_tokens"),
+                                       self.account)
+        if unusable is not None:
+            raise unusable
         meta = {"model": answer.model or body["model"], "mode": turn.mode, "finish_reason": answer.finish_reason}
         if "reasoning_effort" in body:
             meta["reasoning_effort"] = body["reasoning_effort"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.backends.base import ProviderError
+from services.backends.claude_errors import is_billing
 from services.backends.retry_after import parse_retry_after  # noqa: F401  (part of this module's API)
 from shared.settings import Invalid, SettingsError, load, setting
 
@@ -20,6 +21,7 @@ MODES = ("standard", "deep")
 EFFORTS = ("none", "minimal", "low", "medium", "high")
 LOADING_RETRY = 10.0     # 503 "Loading model" without Retry-After
 BUSY_RETRY = 5.0         # 503 queue full / 429 without Retry-After
+BILLING_RETRY = 21600.0  # a refusal about money (spend limit, no credit): no quick retry helps
 _CONTEXT = re.compile(r"maximum context length|context length|context window|context size|too many tokens|"
                       r"context_length_exceeded|exceed_context_size|prompt is too long|input is too long|"
                       r"too long for the model", re.IGNORECASE)
@@ -299,6 +301,16 @@ def classify_http(status: int, body, retry_after: float | None = None, *, model:
                                  f"of accounts.{account} in fano.toml (GET /models lists what it has)", sent=False)
         return ProviderError("terminal", f"{url} does not exist ({text}); check base_url of accounts.{account} "
                              f"(it usually ends in /v1)", sent=False)
+    etype, code = _error_codes(body)
+    # OpenAI's token rate limits may link the billing page ("add a payment method ... /account/billing"):
+    # a code that says rate limit is a rate limit, whatever the text mentions
+    if "rate_limit" not in f"{etype} {code}" and is_billing(status, etype, code, message):
+        # the money is the whole account's: every mode cools, and a busy-server retry would only spend
+        # another request on the same refusal
+        after = max(retry_after or 0.0, BILLING_RETRY)
+        return ProviderError("quota", f"billing: spend limit or credit exhausted, no quick retry; not trying "
+                             f"again for {after / 3600:.1f} h (raise the limit or add credit with the "
+                             f"provider): {text}", retry_after=after, sent=False, scope="account")
     if status == 429:
         if retry_after is not None:
             return ProviderError("quota", f"rate limited ({text})", retry_after=retry_after, sent=False)
@@ -310,6 +322,44 @@ def classify_http(status: int, body, retry_after: float | None = None, *, model:
     if status >= 500 or status in (408, 409, 425):
         return ProviderError("transient", f"server error ({text})", retry_after=retry_after, sent=False)
     return ProviderError("terminal", f"request refused ({text})", sent=False)
+
+
+def _error_codes(body) -> tuple[str | None, str | None]:
+    """``error.type`` and ``error.code`` of an error body (strings only), for :func:`is_billing`."""
+    obj = body
+    if isinstance(body, (bytes, str)):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return None, None
+    err = obj.get("error", obj) if isinstance(obj, dict) else None
+    if not isinstance(err, dict):
+        return None, None
+    etype, code = err.get("type"), err.get("code")
+    return (etype if isinstance(etype, str) else None, code if isinstance(code, str) else None)
+
+
+def unusable_completion(text: str, finish_reason: str | None, reasoning_chars: int, max_tokens: int | None,
+                        account: str = "") -> ProviderError | None:
+    """None when a finished completion is an answer; else why it is not (the positive acceptance rule: a
+    completion is the answer only when the model finished it, ``finish_reason`` "stop" or none, with some
+    text). Both failures are ``sent=True``: the server spent the tokens.
+
+    - cut at the token limit (``finish_reason: "length"``), empty or not (a reasoning model that spent the
+      whole budget thinking): terminal, the same request would be cut at the same limit; the message names
+      the setting to raise.
+    - no text at all although the model stopped: transient, a new attempt may answer."""
+    if finish_reason == "length":
+        limit = f"max_tokens {max_tokens}" if max_tokens else "the server's default token limit"
+        what = (f"all of it spent on reasoning ({reasoning_chars} characters) and no answer" if not text.strip()
+                else f"the answer cut after {len(text)} characters")
+        return ProviderError("terminal", f"the completion hit {limit} ({what}); not an answer: raise max_tokens "
+                             f"(or lower reasoning_effort) of accounts.{account}", sent=True)
+    if not text.strip():
+        return ProviderError("transient", f"the server finished ({finish_reason or 'no finish_reason'}) with no "
+                             "answer text" + (f" after {reasoning_chars} characters of reasoning"
+                                              if reasoning_chars else "") + "; not an answer", sent=True)
+    return None
 
 
 def classify_stream_error(err: dict) -> ProviderError:

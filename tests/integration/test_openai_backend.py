@@ -121,6 +121,10 @@ def test_standin_answers_without_streaming_too(standin):
     ("error500", ("transient", False, None)),
     ("rate_limit", ("quota", False, 30.0)),
     ("malformed", ("transient", True, None)),
+    ("thinking_only", ("terminal", True, None)),
+    ("length", ("terminal", True, None)),
+    ("empty", ("transient", True, None)),
+    ("spend_limit", ("quota", False, 21600.0)),
 ])
 def test_each_scenario_is_classified(tmp_path, standin, scenario, expect):
     server = standin()
@@ -130,6 +134,15 @@ def test_each_scenario_is_classified(tmp_path, standin, scenario, expect):
     assert (err.error_class, err.sent, err.retry_after) == expect, err.message
     if scenario == "context_overflow":
         assert "maximum context length" in err.message
+    # the positive acceptance rule: a cut or empty completion is never the answer (nor recorded as one)
+    if scenario in ("thinking_only", "length"):
+        assert "raise max_tokens" in err.message and "not an answer" in err.message
+    if scenario == "thinking_only":
+        assert "spent on reasoning" in err.message
+    # money is the account's: every mode cools (never the busy-server retry), and the message says why
+    assert err.scope == ("account" if scenario == "spend_limit" else "mode")
+    if scenario == "spend_limit":
+        assert err.message.startswith("billing: spend limit") and "billing details" in err.message
     # nothing was recorded for the failed turn: reconciling it says "never answered"
     assert p.reconcile(turn(task_id=2)) is None
     # the failure makes the next send probe /health first, then it goes through (once the server has

@@ -21,6 +21,7 @@ from services.backends.openai_wire import (
     parse_retry_after,
     parse_settings,
     server_root,
+    unusable_completion,
 )
 from shared.clock import FakeClock
 from shared.config import ConfigError
@@ -196,11 +197,20 @@ def test_retry_after_seconds_and_dates():
     (502, "Bad Gateway", None, ("transient", False, None)),
     (400, '{"error":{"message":"invalid value for temperature"}}', None, ("terminal", False, None)),
     (422, '{"detail":"field required"}', None, ("terminal", False, None)),
+    # about money: quota for the whole account, never a busy-server retry
+    (429, '{"error":{"message":"You exceeded your current quota, please check your plan and billing details.",'
+          '"type":"insufficient_quota","code":"insufficient_quota"}}', None, ("quota", False, 21600.0)),
+    (429, '{"error":{"message":"over your spend limit"}}', 60.0, ("quota", False, 21600.0)),
+    (402, "payment required", None, ("quota", False, 21600.0)),
+    # a token rate limit that links the billing page is still a rate limit
+    (429, '{"error":{"message":"Rate limit reached; add a payment method at /account/billing",'
+          '"code":"rate_limit_exceeded"}}', 2.0, ("quota", False, 2.0)),
 ])
 def test_classify_http(status, body, retry, expect):
     # a status answered before any token is a refusal: never served (sent=False), whatever the class
     err = classify_http(status, body, retry, model="llama9", url="http://h/v1", account="acct")
     assert (err.error_class, err.sent, err.retry_after) == expect
+    assert err.scope == ("account" if err.message.startswith("billing:") else "mode")
 
 
 def test_404_messages_name_what_to_fix():
@@ -209,6 +219,18 @@ def test_404_messages_name_what_to_fix():
     assert "llama9" in model.message and "fano.toml" in model.message and "accounts.acct" in model.message
     path = classify_http(404, "404 page not found", url="http://h", account="acct")
     assert "base_url" in path.message and "/v1" in path.message
+
+
+def test_only_a_finished_completion_with_text_is_an_answer():
+    assert unusable_completion("the answer", "stop", 0, None) is None
+    assert unusable_completion("the answer", None, 0, None) is None      # servers that send no finish_reason
+    thought = unusable_completion("", "length", 900, None, "acct")
+    assert (thought.error_class, thought.sent) == ("terminal", True)
+    assert "spent on reasoning (900 characters)" in thought.message and "accounts.acct" in thought.message
+    cut = unusable_completion("half an answ", "length", 0, 512)
+    assert cut.error_class == "terminal" and "max_tokens 512" in cut.message and "cut after 12" in cut.message
+    empty = unusable_completion("  \n", "stop", 0, None)
+    assert (empty.error_class, empty.sent) == ("transient", True) and "no answer text" in empty.message
 
 
 def test_stream_errors():
