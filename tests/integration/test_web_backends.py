@@ -631,7 +631,7 @@ def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_l
     key = conversation_key(t)
     listed = [site.url + "/c/" + site.submits[0]["conversation"]]
     p.store.set_handle(key, sent_turn=0, prior_users=0, url=None, sent_at=time.time(), history_before=listed)
-    p.store.mark_sent(key, 0, t.prompt)
+    p.store.mark_sent(key, 0, t.prompt, task_id=t.task_id, attempt=t.attempt)
     monkeypatch.setattr("services.backends.web.recover.HISTORY_GRACE", 4.0)
     monkeypatch.setattr("services.backends.web.recover.HISTORY_POLL", 1.0)
     started = time.monotonic()
@@ -651,10 +651,35 @@ def test_reconcile_of_a_follow_up_that_never_arrived_is_safe_to_send(providers, 
     """Marked sent, but the reopened conversation does not show the prompt: None (send it)."""
     p = providers["gemini"]
     send(p, turn("opening question", conversation="conv-lost", index=0))
+    lost = turn("lost in transit", conversation="conv-lost", index=1)
     p.store.set_handle("conv-lost", sent_turn=1, prior_users=1)
-    p.store.mark_sent("conv-lost", 1, "lost in transit")
-    assert p.reconcile(turn("lost in transit", conversation="conv-lost", index=1)) is None
+    p.store.mark_sent("conv-lost", 1, lost.prompt, task_id=lost.task_id, attempt=lost.attempt)
+    assert p.reconcile(lost) is None
     assert site.prompts("lost in transit") == []
+
+
+@both
+def test_a_re_ask_at_the_same_turn_is_never_answered_with_the_first_tasks_reply(providers, site, skin):
+    """The explorer re-asks after an unusable answer: a new task at the same thread and turn index. Its
+    outcome unknown, reconcile reads its own prompt's reply from the page, never the first task's."""
+    p = providers[skin]
+    conv = f"explorer:reask.{skin}"
+    first = send(p, turn("explore the seed", conversation=conv, index=1))
+    assert "to: explore the seed" in first.text
+    # marked sent, then the worker died before the prompt left: nothing to reconcile, send it
+    again = turn("[[scenario:slow]] explore the seed, asked differently", conversation=conv, index=1)
+    p.store.set_handle(conv, sent_turn=1, prior_users=1)
+    p.store.mark_sent(conv, 1, again.prompt, task_id=again.task_id, attempt=1)
+    assert p.reconcile(again) is None
+    # sent for real and cut off mid-answer: reconcile reads this prompt's answer from the reopened page
+    site.control(speed=3.0)
+    again = dataclasses.replace(again, attempt=2)
+    with pytest.raises(ProviderError) as err:
+        p.send(again, lambda: bool(site.prompts("asked differently")))
+    assert err.value.error_class == "unknown" and err.value.sent is True
+    reply = p.reconcile(again)
+    assert reply.meta["reconciled"] and "to: explore the seed, asked differently" in reply.text
+    assert reply.text != first.text and len(site.prompts("asked differently")) == 1
 
 
 # --- login ------------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def test_reconcile_of_a_turn_never_marked_sent_is_none(provider):
 
 def test_reconcile_marked_sent_without_its_page_recorded_is_unknown_not_resent(provider):
     t = turn()
-    provider.store.mark_sent(conversation_key(t), 0, t.prompt)     # no handle: sent_turn was never written
+    # no handle: sent_turn was never written
+    provider.store.mark_sent(conversation_key(t), 0, t.prompt, task_id=t.task_id, attempt=t.attempt)
     with pytest.raises(ProviderError) as err:
         provider.reconcile(t)
     assert err.value.error_class == "unknown" and err.value.sent is True
@@ -48,9 +49,22 @@ def test_reconcile_marked_sent_without_its_page_recorded_is_unknown_not_resent(p
 def test_reconcile_returns_a_reply_already_captured(provider):
     t = turn(conversation="c1", index=2)
     provider.store.set_handle("c1", url="http://127.0.0.1:9/c/abcdef12-0000", title="T")
-    provider.store.record_reply("c1", 2, t.prompt, "the answer")
+    provider.store.record_reply("c1", 2, t.prompt, "the answer", task_id=t.task_id, attempt=t.attempt)
     reply = provider.reconcile(t)
     assert reply.text == "the answer" and reply.meta["reconciled"] and reply.meta["url"].endswith("/c/abcdef12-0000")
+
+
+def test_reconcile_never_answers_a_re_ask_with_another_tasks_reply(provider):
+    """The explorer's re-ask after an unusable answer is a new task at the same thread and turn index: the
+    first task's stored reply (and its send mark) are not this task's, so nothing is reconciled from them."""
+    first = turn(task_id=1, conversation="explorer:s.t1", index=1, prompt="explore the seed")
+    provider.store.set_handle("explorer:s.t1", url="http://127.0.0.1:9/c/abcdef12-0000", title="T", sent_turn=1,
+                              prior_users=0)
+    provider.store.mark_sent("explorer:s.t1", 1, first.prompt, task_id=1, attempt=1)
+    provider.store.record_reply("explorer:s.t1", 1, first.prompt, "UNUSABLE answer of task 1", task_id=1, attempt=1)
+    for prompt in (first.prompt, "explore the seed\n\nNOTE: re-ask 1"):
+        assert provider.reconcile(turn(task_id=2, conversation="explorer:s.t1", index=1, prompt=prompt)) is None
+    assert provider.reconcile(first).text == "UNUSABLE answer of task 1"
 
 
 def test_send_refuses_unknown_mode_and_a_follow_up_without_url(tmp_path):
@@ -121,7 +135,7 @@ def test_a_problem_after_sending_stays_reconcilable_and_pauses_the_next_request(
     # a reconcile takes the pause request as well (the runner reports it auth: paused, turn still unknown)
     t = turn(task_id=3)
     provider.store.set_handle(conversation_key(t), sent_turn=0, prior_users=0, url="http://127.0.0.1:9/c/abcdef12-0")
-    provider.store.mark_sent(conversation_key(t), 0, t.prompt)
+    provider.store.mark_sent(conversation_key(t), 0, t.prompt, task_id=t.task_id, attempt=t.attempt)
     provider._problem_error(FakeChat(), SiteProblem("login", "the site asks to sign in"), sent=True)
     with pytest.raises(ProviderError) as paused:
         provider.reconcile(t)

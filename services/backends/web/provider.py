@@ -316,7 +316,8 @@ class WebProvider(OperatorSession, TurnReconcile, Provider):
         shown = s.url if self.site.is_conversation(urlsplit(s.url).path) else None   # never a transient URL
         meta = dict(meta, site=self.site.name, account=self.account, mode=turn.mode,
                     url=handle.get("url") or shown, title=handle.get("title") or s.title, reconciled=reconciled)
-        self.store.record_reply(key, turn.turn_index, turn.prompt, s.text, url=meta["url"], mode=turn.mode)
+        self.store.record_reply(key, turn.turn_index, turn.prompt, s.text, url=meta["url"], mode=turn.mode,
+                                task_id=turn.task_id, attempt=turn.attempt)
         return Reply(s.text, meta=meta)
 
     def _mode_after(self, chat: ChatPage, mode: str, label: str) -> tuple[str, bool]:

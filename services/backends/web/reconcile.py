@@ -37,18 +37,22 @@ class TurnReconcile(Host):
     def reconcile(self, turn: Turn) -> Reply | None:
         """Reopen the recorded conversation URL and read this turn's reply (waiting while it is still
         being generated). None only when the site certainly never got the prompt (never marked sent, or
-        the reopened conversation does not show it, or the site refused/failed it)."""
+        the reopened conversation does not show it, or the site refused/failed it). Only this task's records
+        count (its recorded reply, its attempt's send mark): another task at the same turn is not this one."""
         key, idx = conversation_key(turn), turn.turn_index
-        stored = self.store.reply(key, idx)
+        # only this task's own records count: a module's re-ask is a new task at the same conversation and
+        # turn index (same thread), and another task's reply or send mark says nothing about it
+        stored = self.store.recorded(turn)
         if stored is not None:
             handle = self.store.handle(key)
-            return Reply(stored, meta={"site": self.site.name, "account": self.account, "mode": turn.mode,
-                                       "url": handle.get("url"), "title": handle.get("title"),
-                                       "reconciled": True})
-        if not self.store.was_sent(key, idx):
+            return Reply(stored.reply, meta={"site": self.site.name, "account": self.account,
+                                             "mode": stored.meta.get("mode") or turn.mode,
+                                             "url": handle.get("url"), "title": handle.get("title"),
+                                             "reconciled": True})
+        if not self.store.sent_attempt(turn):
             return None
         handle = self.store.handle(key)
-        if handle.get("settled_turn") == [idx, turn.attempt]:
+        if handle.get("settled_turn") == [idx, turn.attempt, turn.task_id]:
             # an earlier reconcile found this attempt answered in another mode than was paid for: it is not
             # this turn's answer, and that mode has cooled since; send the turn afresh
             log.info("%s: turn %s of %s (attempt %s) was answered in another mode than %s; sending it again",
@@ -137,7 +141,7 @@ class TurnReconcile(Host):
         if not confirmed:
             # never delivered as the scarce mode: settled (the next reconcile of this attempt sends afresh)
             # and the deep mode cooled, as for a downgrade seen live
-            self.store.set_handle(key, settled_turn=[turn.turn_index, turn.attempt])
+            self.store.set_handle(key, settled_turn=[turn.turn_index, turn.attempt, turn.task_id])
             raise self._downgrade_error(chat, turn, label, evidence, reconciled=True)
         return self._finish(turn, key, s, {"mode_label": label, "mode_after": evidence}, reconciled=True)
 
