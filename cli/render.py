@@ -306,14 +306,21 @@ def events_text(d: dict) -> str:
     return text
 
 
+COOLING_REASON = 90   # characters of a cool-down's reason in backends ls (--json has all of it)
+
+
 def _cooling(b: dict, now: float) -> str:
     parts = []
     for mode, cd in sorted((b.get("cooldowns") or {}).items()):
         if cd and cd.get("until", 0) > now:
             # "*": the whole account (e.g. an organisation's spend limit), every mode
             label = "every mode" if mode == "*" else mode
+            # the reason is the only place that still says why once other work succeeded (a downgrade
+            # whose standard fallback answered clears LAST), so it is shown with the time
+            reason = " ".join(str(cd.get("reason") or "").split())
+            why = f": {truncate(reason, COOLING_REASON)}" if reason else ""
             parts.append(f"{label} until {local_time(cd['until'], with_date=cd['until'] - now > 86400)} "
-                         f"({relative(cd['until'], now)})")
+                         f"({relative(cd['until'], now)}){why}")
     for mode, until in sorted((b.get("blocked_until") or {}).items()):
         if until and until > now:
             parts.append(f"{mode} quota until {local_time(until, with_date=False)}")

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from cli.render import local_time
 from ops.standins.chat_site import ChatSiteServer
 from ops.standins.chat_site.scenarios import PREAMBLE, SHORT_ANSWER
 from services.backends.base import ProviderError, Turn
 from services.backends.chatgpt import ChatGPTProvider
 from services.backends.conversations import ConversationStore, conversation_key
 from services.backends.gemini import GeminiProvider
+from services.scheduler.queries import fmt_time
 from shared.clock import Clock
 from tests.browser_support import profile_alive
 from tests.support import REPO, run_fanoctl, running_tree, short_tmpdir, wait_for, wait_paused_for_auth
@@ -770,6 +772,7 @@ min_stable = 0.5
 timeout = 60
 capacity_retry = 1
 mode_retry = 3600
+timezone = "UTC"
 
 [quotas.web-pro.standard]
 windows = ["50/day@00:00 UTC"]
@@ -820,8 +823,36 @@ def test_refunds_and_a_downgrade_through_the_broker(site, chromium_path):
             assert [s["mode"] for s in site.submits if "think hard" in s["prompt"]] == ["Pro", "Auto"]
             status = run_fanoctl(tree, "status").stdout        # the operator sees why deep is cooling
             assert "account web-pro: deep cooling until" in status and "downgrade: Pro was selected" in status, status
+            # backends ls says why deep cools, although the standard fallback answered since (LAST is clean)
             ls = run_fanoctl(tree, "backends", "ls").stdout
-            assert "deep until" in ls, ls
+            assert "deep until" in ls and "downgrade: Pro was selected" in ls, ls
+            rows = json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]
+            cooling = next(b for b in rows if b["account"] == "web-pro")["cooldowns"]
+            assert cooling["deep"]["reason"].startswith("downgrade: Pro was selected"), cooling
+            # a deep task that may not fall back waits for deep: queue why names the downgrade and its time
+            waiting = client.submit("deep-2", "adhoc", "ask", {"prompt": "only pro will do"},
+                                    requires={"backends": ["web-pro"], "mode": "deep"})["task"]["id"]
+            why = wait_for(lambda: (lambda w: w if "cooling down until" in w else None)(
+                run_fanoctl(tree, "queue", "why", str(waiting)).stdout), 30, interval=0.5, what="queue why")
+            assert "web-pro deep cooling down until" in why and "downgrade: Pro was selected" in why, why
+            assert fmt_time(cooling["deep"]["until"]) in why, why
+            # a limit notice: standard cools until the time the notice names, and both commands say so
+            site.control(scenario="rate_limit", reset_in=2100, tz="UTC")
+            limited = client.submit("limited-1", "adhoc", "ask", {"prompt": "one more please"},
+                                    requires={"backends": ["web-pro"]})["task"]["id"]
+            wait_for(lambda: "standard" in next(b for b in json.loads(run_fanoctl(
+                tree, "--json", "backends", "ls").stdout)["backends"] if b["account"] == "web-pro")["cooldowns"],
+                90, interval=0.5, what="the limit notice to cool standard")
+            rows = json.loads(run_fanoctl(tree, "--json", "backends", "ls").stdout)["backends"]
+            standard = next(b for b in rows if b["account"] == "web-pro")["cooldowns"]["standard"]
+            notice = "You've reached our limit of messages per hour. Please try again after"
+            assert notice in standard["reason"] and abs(standard["until"] - (time.time() + 2100)) < 150, standard
+            ls = run_fanoctl(tree, "backends", "ls").stdout
+            until = local_time(standard["until"], with_date=False)
+            assert f"standard until {until}" in ls and notice in ls, ls
+            why = run_fanoctl(tree, "queue", "why", str(limited)).stdout
+            assert f"web-pro standard cooling down until {fmt_time(standard['until'])}" in why, why
+            assert notice in why, why
         finally:
             client.close()
 
