@@ -322,6 +322,31 @@ def test_a_silent_downgrade_is_never_delivered_as_the_scarce_mode(providers, sit
     assert reply.text.startswith(f"Stand-in {skin} answer")
 
 
+@both
+def test_a_deep_reply_whose_mode_cannot_be_read_back_is_not_recorded_as_deep(providers, site, skin, monkeypatch):
+    """The browser fails while re-reading the mode after a deep reply: nothing confirms the scarce mode, so
+    it is the downgrade path (quota on deep, the reply not recorded), never "deep, unconfirmed in meta". A
+    standard reply needs no confirmation and is delivered."""
+    from services.backends.web.page import ChatPage, playwright_error
+    p = providers[skin]
+    real = ChatPage.verify_mode
+
+    def verify_mode(self, mode, spec, label, timeout=None):
+        if timeout == 0.0:        # the read-back after the reply (the one before sending waits)
+            raise playwright_error()("Target page, context or browser has been closed")
+        return real(self, mode, spec, label) if timeout is None else real(self, mode, spec, label, timeout)
+
+    monkeypatch.setattr(ChatPage, "verify_mode", verify_mode)
+    t = turn("a hard question", mode="deep")
+    err = failure(p, t)
+    assert err.error_class == "quota" and err.retry_after == 7777 and err.sent is True, err
+    assert err.message.startswith("downgrade: ") and "could not be read back" in err.message, err.message
+    assert p.store.reply(conversation_key(t), 0) is None
+    assert site.submits[0]["mode"] == DEEP_LABEL[skin]
+    reply = send(p, turn("an easy one"))
+    assert reply.text.startswith(f"Stand-in {skin} answer") and "could not be read back" in reply.meta["mode_after"]
+
+
 def test_the_deep_think_limit_snack_bar_over_the_composer_cools_the_deep_mode_until_its_time(providers, site):
     """Gemini: picking Deep Think brings up "You've reached your limit for chats with Deep Think until <time>"
     as a snack bar over the composer. It is read (quota until the stated time, nothing sent; the broker cools

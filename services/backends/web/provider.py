@@ -36,8 +36,9 @@ mode is picked (or covers a control a                   the composer: the mode c
 step must click)                                        not a browser error retried in a loop
 deep turn answered in another mode (a       quota       sent=True; the broker refunds the deep unit and cools
 "switched you to the latest default                     the deep mode for mode_retry; the task waits or falls
-model" notice, or the mode control reads                back to standard as it allows; never delivered as deep
-"Auto"/"Fast" after the reply)                          (served.mode is the mode the page confirmed)
+model" notice, the mode control reads                   back to standard as it allows; never delivered as deep
+"Auto"/"Fast" after the reply, or the                   (served.mode is the mode the page confirmed)
+mode cannot be read back at all)
 a reconciled deep turn the reopened page    quota       sent=False (this lease sent nothing): deep cools; the
 does not confirm (its model label, the                  attempt is settled, so the next reconcile sends it
 site file's turn_mode, does not name the                afresh instead of finding it again. A confirmed one
@@ -321,15 +322,20 @@ class WebProvider(OperatorSession, TurnReconcile, Provider):
         return Reply(s.text, meta=meta)
 
     def _mode_after(self, chat: ChatPage, mode: str, label: str) -> tuple[str, bool]:
-        """Re-read the mode after the reply: (what the page shows, whether it reads differently). A page that
-        reads differently is a silent downgrade; a browser error while re-reading is no evidence of one."""
+        """Re-read the mode after the reply: (what the page shows, whether it is not confirmed). A page that
+        reads differently is a silent downgrade. A browser error while re-reading confirms nothing either:
+        a scarce-mode reply is delivered as that mode only when the page confirms it, so the caller treats
+        both alike (the downgrade path: deep refunded and cooled, the task waits or falls back); a standard
+        reply needs no confirmation and is delivered either way."""
         try:
             return chat.verify_mode(mode, self.site.modes[mode], label, timeout=0.0), False
         except SiteProblem as problem:
             log.warning("%s: after the reply the mode reads differently: %s", self.account, problem.message)
             return f"unconfirmed: {problem.message}", True
-        except playwright_error() as exc:   # the reply is in hand: a failed re-read must not lose it
-            return f"unconfirmed: {exc}"[:300], False
+        except playwright_error() as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("%s: after the reply the mode could not be read back: %s", self.account, first[:200])
+            return f"unconfirmed: the mode could not be read back after the reply ({first})"[:300], True
 
     # --- waiting for the reply -----------------------------------------------------------------------------
 
