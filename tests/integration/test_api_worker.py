@@ -219,3 +219,47 @@ def test_an_organisation_spend_limit_cools_every_mode_of_the_account(standin, ma
     # the other mode does not spend a request to learn the same thing
     other = submit(env, "k2", "standard one")
     assert run(env, other["id"])["outcome"] == "declined" and len(standin.requests) == 1
+
+
+@pytest.fixture
+def openai_env():
+    from ops.standins.openai_api import OpenAIStandIn
+    server = OpenAIStandIn().start()
+    made = []
+
+    def factory(**settings):
+        account = {"backend": "openai", "base_url": server.url, "model": "standin-small",
+                   "modes": ["standard", "deep"], **settings}
+        env = WorkerEnv({"c": account}, broker={"backoff_base": 0.2, "backoff_max": 1.0}, quotas=QUOTAS)
+        made.append(env)
+        return env
+
+    yield server, factory
+    for env in made:
+        env.close()
+    server.stop()
+
+
+def test_openai_a_spend_limit_cools_every_mode_and_a_cut_completion_is_never_an_answer(openai_env):
+    """The OpenAI-compatible account through the worker runtime: a 429 about money (no Retry-After) is not a
+    busy server retried every few seconds but quota for the whole account; a completion cut at the token
+    limit with nothing but reasoning fails the task and is delivered as nothing."""
+    server, factory = openai_env
+    env = factory()
+    env.worker("c")
+    ready(env)
+    cut = submit(env, "k0", "think forever [standin:thinking_only]")
+    assert run(env, cut["id"])["outcome"] == "failed"
+    got = env.client.get(cut["id"])
+    assert got["state"] == "PARKED" and not got.get("result"), got
+    assert got["error"]["class"] == "terminal" and "spent on reasoning" in got["error"]["message"], got["error"]
+    task = submit(env, "k1", "deep one [standin:spend_limit]", mode="deep")
+    assert run(env, task["id"])["outcome"] == "refused"
+    cds = cooldowns(env)
+    assert set(cds) == {"*"}, cds
+    assert cds["*"]["until"] > time.time() + 5 * 3600 and cds["*"]["reason"].startswith("billing: "), cds
+    assert used(env, "deep") == 0                                 # refused before any token: refunded
+    # the other mode does not spend a request to learn the same thing
+    asked = len(server.stats()["requests"])
+    other = submit(env, "k2", "standard one")
+    assert run(env, other["id"])["outcome"] == "declined" and len(server.stats()["requests"]) == asked
