@@ -216,6 +216,7 @@ def test_an_organisation_spend_limit_cools_every_mode_of_the_account(standin, ma
     from cli.render import _cooling  # what `fanoctl backends ls` prints for it
     shown = _cooling({"cooldowns": cds}, time.time())
     assert shown.startswith("every mode until ") and "(in " in shown, shown
+    assert "): billing: spend limit or credit exhausted" in shown, shown      # and why, after its time
     # the other mode does not spend a request to learn the same thing
     other = submit(env, "k2", "standard one")
     assert run(env, other["id"])["outcome"] == "declined" and len(standin.requests) == 1
