@@ -62,9 +62,15 @@ class Ctl:
             from shared.client import BrokerClient
             if not self.endpoint:
                 self.endpoint = self.endpoints().broker_endpoint
-            self._client = BrokerClient(self.endpoint, name="fanoctl", timeout=self.timeout, retries=RETRIES)
+            self._client = BrokerClient(self.endpoint, name="fanoctl", timeout=self.timeout, retries=RETRIES,
+                                        keys=self.keys(self.endpoint))
             self._client.notify_writes = True   # a human's change of module data: the module acts at once
         return self._client
+
+    def keys(self, endpoint: str):
+        """fanoctl's CURVE keys (``keys_dir/fanoctl.key_secret``: the operator's) when ``endpoint`` or one of
+        the tree's is ``tcp://``; None otherwise (docs/security.md)."""
+        return self.endpoints().client_keys("fanoctl", endpoint)
 
     def close(self) -> None:
         if self._client is not None:
@@ -102,6 +108,7 @@ class _Main(click.Group):
 
     def invoke(self, ctx):
         from shared.config import ConfigError
+        from shared.keys import KeysError
         try:
             return super().invoke(ctx)
         except BrokerUnavailable:
@@ -111,6 +118,8 @@ class _Main(click.Group):
             fail(f"{exc.name}: {exc.message}", ExitCode.FAILURE)
         except ConfigError as exc:
             fail(f"config error: {exc}", ExitCode.CONFIG)
+        except KeysError as exc:
+            fail(f"keys: {exc}", ExitCode.KEYS)
         except Exception as exc:
             zmq = sys.modules.get("zmq")  # loaded once a client was made
             if zmq is not None and isinstance(exc, zmq.ZMQError):
@@ -167,7 +176,7 @@ def ask_scheduler(what: str, **fields):
     if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
         return None   # no socket file: nobody listens (a connect would wait the whole timeout)
     try:
-        return query(endpoint, what, timeout=min(ctl().timeout, 2.0), **fields)
+        return query(endpoint, what, timeout=min(ctl().timeout, 2.0), keys=ctl().keys(endpoint), **fields)
     except BrokerUnavailable:
         return None
 

@@ -38,7 +38,8 @@ def modules_weights(set_, reset):
         raise click.UsageError("--set and --reset exclude each other")
     change = {"set": set_} if set_ else {"reset": True} if reset else {}
     try:
-        res = query(ctl().scheduler_endpoint(), "weights", timeout=min(ctl().timeout, 2.0), **change)
+        endpoint = ctl().scheduler_endpoint()
+        res = query(endpoint, "weights", timeout=min(ctl().timeout, 2.0), keys=ctl().keys(endpoint), **change)
     except BrokerUnavailable:
         fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
     research_advisor.show_weights(res)   # with the advisor's last proposal (`modules advice` lists them all)

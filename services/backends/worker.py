@@ -64,6 +64,7 @@ class BackendWorker(Service):
         self.sock: zmq.Socket | None = None
         self.poller: zmq.Poller | None = None
         self.broker: BrokerClient | None = None
+        self.keys = None   # this program's CURVE keys when an endpoint is tcp:// (initialize)
         self.job: Job | None = None
         self.thread: threading.Thread | None = None
         self.heartbeat_interval = protocol.HEARTBEAT_INTERVAL
@@ -83,11 +84,13 @@ class BackendWorker(Service):
 
     def initialize(self) -> None:
         install_log_redaction()   # before the provider loads its key: no record can carry it
+        # CURVE keys when an endpoint is tcp:// (docs/security.md): missing ones stop us before the provider starts
+        self.keys = self.config.client_keys(self.name)
         self.provider = make_provider(self.account, self.clock, self.config.data_dir)
         self.provider.start()
         self.ctx = zmq.Context()
         self.broker = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RENEW_TIMEOUT, retries=1,
-                                   context=self.ctx)
+                                   context=self.ctx, keys=self.keys)
         self._connect()
         self._announce()
         self.log.info("serving account %s (%s, modes %s); scheduler at %s", self.account.name,
@@ -156,7 +159,7 @@ class BackendWorker(Service):
     def _connect(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sockets.configure_socket(sock, "dealer", identity=self.name)
-        sock.connect(self.config.scheduler_endpoint)
+        sockets.connect(sock, self.config.scheduler_endpoint, self.keys)
         self.sock = sock
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
@@ -255,7 +258,7 @@ class BackendWorker(Service):
     def _run_job(self, job: Job) -> None:
         """The request thread: its own broker client (clients are not thread-safe), closed at the end."""
         client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RUNNER_TIMEOUT, retries=1,
-                              context=self.ctx)
+                              context=self.ctx, keys=self.keys)
         try:
             runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
                                 self.account.modes, lease_patience=self.config.scheduler.assign_timeout,

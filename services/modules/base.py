@@ -64,6 +64,7 @@ def _plain(task: TaskRecord) -> dict[str, Any]:
 
 class ModuleService(Service):
     module = "module"
+    keys = None   # this program's CURVE keys when an endpoint is tcp:// (initialize; docs/security.md)
     plan_interval = 5.0     # seconds between planning passes when nothing happens
     sweep_interval = 30.0   # seconds between catch-up sweeps of the unconsumed index
     max_conflict_retries = txn.RETRIES   # recomputations of an effect whose reads changed (shared/txn.py update)
@@ -91,14 +92,15 @@ class ModuleService(Service):
     # --- machinery ----------------------------------------------------------------------------------------
 
     def initialize(self) -> None:
-        self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3)
+        self.keys = self.config.client_keys(self.name)   # CURVE, when an endpoint is tcp:// (docs/security.md)
+        self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3, keys=self.keys)
         self.store = Store(self.client, self.module)
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         sockets.configure_socket(self.sub, "sub")
         for topic in (*SETTLED_EVENTS, NOTIFY_EVENT):
             self.sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sub.connect(self.config.events_endpoint)
+        sockets.connect(self.sub, self.config.events_endpoint, self.keys)
         self._next_plan = 0.0
         self._next_sweep = 0.0
         self._backoff_until = 0.0

@@ -37,6 +37,7 @@ from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
 from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
 from services.scheduler.queue import TaskQueue
+from services.scheduler.roles import refusal
 from services.scheduler.workers import (
     MODES,
     Accounts,
@@ -52,6 +53,7 @@ from services.scheduler.workers import (
 )
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
+from shared.roles import Role, of_identity
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -300,13 +302,17 @@ class SchedulerCore:
 
     # --- workers --------------------------------------------------------------------------------------
 
-    def on_message(self, ident: bytes, frames: list[bytes]) -> None:
+    def on_message(self, ident: bytes, frames: list[bytes], role: Role | None = None) -> None:
         """One message from the ROUTER. Never raises: bad input is counted and answered.
 
         A message that does not decode is answered ``disconnect`` with the reason (the peer re-announces
         itself; a query with a readable cid gets the error as its answer), a query whose handler fails
         is answered ``INTERNAL``; either way the error is counted in
-        ``errors`` (``stats`` and the minute's log line)."""
+        ``errors`` (``stats`` and the minute's log line).
+
+        ``role``: the sender's, proven by its CURVE key (tcp://); None over ipc://, where the program name
+        of its identity gives it (shared/roles.py). A message outside the role (:func:`refusal`) is
+        answered like a bad one, with ``FORBIDDEN``."""
         try:
             msg = protocol.decode_worker(frames)
         except FanoError as exc:
@@ -320,6 +326,14 @@ class SchedulerCore:
             self.errors["INTERNAL"] += 1
             log.exception("error decoding a message from %r", ident[:64])
             self._send(ident, "disconnect", reason="bad message: undecodable")
+            return
+        refused = refusal(role if role is not None else of_identity(ident), msg, self.workers.get(ident))
+        if refused is not None:
+            self.errors[refused.name] += 1
+            if msg["type"] == "query":
+                self._send(ident, "answer", cid=msg["cid"], ok=False, error=refused.to_wire())
+            else:
+                self._send(ident, "disconnect", reason=refused.message[:200])
             return
         handler = {"ready": self.on_ready, "heartbeat": self.on_heartbeat, "done": self.on_done,
                    "disconnect": self.on_disconnect, "query": self.on_query}.get(msg["type"])
