@@ -1,0 +1,210 @@
+"""Keys on disk (shared/keys.py), roles (shared/roles.py) and the role rules of the broker
+(services/broker/roles.py, driven through a real BrokerCore on LMDB) and of the scheduler
+(services/scheduler/roles.py). The same rules over tcp:// with CURVE: tests/integration/test_curve.py."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from services.scheduler.roles import refusal
+from shared import keys as K
+from shared import protocol
+from shared.config import load_config
+from shared.errors import ErrorCode, ExitCode, FanoError
+from shared.roles import NOBODY, OPERATOR_ROLE, Role, of_identity, of_program, program_role
+from tests.unit.corehelp import CoreHarness, write_config
+
+# --- roles ---------------------------------------------------------------------------------------------
+
+
+def test_roles_parse_and_come_from_program_names():
+    assert Role.parse("worker:claude") == Role("worker", "claude")
+    assert str(Role.parse("module:explorer")) == "module:explorer"
+    assert Role.parse("operator") == OPERATOR_ROLE
+    for bad in ("worker", "worker:", "module:Bad Name", "root", "operator:x", "nobody"):
+        with pytest.raises(ValueError):
+            Role.parse(bad)
+    assert program_role("backend-a1") == Role("worker", "a1")
+    assert program_role("module-documenter") == Role("module", "documenter")
+    assert program_role("scheduler") == Role("scheduler")
+    assert program_role("fanoctl") == OPERATOR_ROLE
+    assert program_role("bench-main") is None and of_program("bench-main") == OPERATOR_ROLE
+    assert of_identity(b"backend-a1#123.abcd") == Role("worker", "a1")
+
+
+# --- keys on disk ----------------------------------------------------------------------------------------
+
+
+def test_init_makes_private_files_and_lists_every_program(tmp_path):
+    kd = tmp_path / "keys"
+    made = K.init(kd, {"scheduler": Role("scheduler"), "backend-a1": Role("worker", "a1")})
+    assert made == ["server", "scheduler", "backend-a1"]
+    assert stat.S_IMODE(kd.stat().st_mode) == 0o700
+    for name in ("server", "scheduler", "backend-a1"):
+        assert stat.S_IMODE((kd / f"{name}.key_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((kd / "authorized").stat().st_mode) == 0o600
+    entries, problems = K.read_authorized(kd / "authorized")
+    assert problems == [] and {(e.name, str(e.role)) for e in entries} == {("scheduler", "scheduler"),
+                                                                            ("backend-a1", "worker:a1")}
+    ck = K.client_keys(kd, "backend-a1")
+    assert ck.server == K.load_public(kd, "server") and ck.public.decode() in {e.public for e in entries}
+    assert K.init(kd, {"scheduler": Role("scheduler")}) == []   # what exists is kept
+
+
+def test_a_secret_key_readable_by_others_is_refused(tmp_path):
+    kd = tmp_path / "keys"
+    K.init(kd, {"module-explorer": Role("module", "explorer")})
+    path = kd / "module-explorer.key_secret"
+    os.chmod(path, 0o640)
+    with pytest.raises(K.KeysError, match=r"readable by others \(mode 0640\).*chmod 600"):
+        K.client_keys(kd, "module-explorer")
+    os.chmod(path, 0o604)
+    with pytest.raises(K.KeysError, match="readable by others"):
+        K.client_keys(kd, "module-explorer")
+    os.chmod(path, 0o600)
+    assert K.client_keys(kd, "module-explorer").name == "module-explorer"
+    os.chmod(kd / "server.key_secret", 0o644)
+    with pytest.raises(K.KeysError, match="server.key_secret is readable by others"):
+        K.server_keys(kd)
+    os.chmod(kd / "server.key_secret", 0o600)
+    os.chmod(kd / "authorized", 0o622)
+    with pytest.raises(K.KeysError, match="may be changed by other users"):
+        K.server_keys(kd)
+    assert K.KeysError("x").exit_code == ExitCode.KEYS
+
+
+def test_authorized_bad_lines_admit_nobody_and_revoke_removes(tmp_path):
+    kd = tmp_path / "keys"
+    pub = K.generate(kd, "backend-a1", Role("worker", "a1"))
+    K.authorize(kd, "ops-laptop", OPERATOR_ROLE, K.write_pair(kd, "other", "operator").decode())
+    with open(kd / "authorized", "a") as f:
+        f.write("not-a-key worker:a1 x\n" + pub[:-1] + "! root y\n")
+    entries, problems = K.read_authorized(kd / "authorized")
+    assert [e.name for e in entries] == ["backend-a1", "ops-laptop"] and len(problems) == 2
+    assert [e.name for e in K.revoke(kd, "backend-a1")] == ["backend-a1"]
+    assert [e.name for e in K.read_authorized(kd / "authorized")[0]] == ["ops-laptop"]
+    assert K.revoke(kd, "backend-a1") == []
+
+
+def test_config_asks_for_keys_only_for_network_endpoints(tmp_path, monkeypatch):
+    cfg = load_config(write_config(tmp_path))
+    assert cfg.keys_dir == tmp_path / "var" / "keys"
+    assert not cfg.networked and cfg.client_keys("backend-a1") is None and cfg.server_keys() is None
+    with pytest.raises(K.KeysError, match="does not exist"):
+        cfg.client_keys("fanoctl", "tcp://127.0.0.1:1")   # a command line's tcp:// endpoint counts too
+    monkeypatch.setenv("FANO_BROKER", "tcp://127.0.0.1:1")
+    cfg = load_config(write_config(tmp_path))
+    assert cfg.networked
+    with pytest.raises(K.KeysError, match=r"backend-a1.key_secret does not exist \(fanoctl keys init"):
+        cfg.client_keys("backend-a1")
+    with pytest.raises(K.KeysError, match="server.key_secret does not exist"):
+        cfg.server_keys()
+    K.init(cfg.keys_dir, {"backend-a1": Role("worker", "a1")})
+    assert cfg.client_keys("backend-a1").name == "backend-a1" and cfg.server_keys() is not None
+
+
+# --- the broker's rules (ipc://: the role of the identity's program name; tcp://: the key's) -------------
+
+
+@pytest.fixture
+def core(tmp_path):
+    h = CoreHarness.make(tmp_path)
+    yield h
+    h.close()
+
+
+def _as(h: CoreHarness, who: bytes | Role, cmd: str, **args):
+    """Run one request as ``who``: a socket identity (ipc://) or a role proven by a CURVE key (tcp://)."""
+    req = h.request(cmd, args)
+    frames = protocol.encode_request(req)
+    message = (b"client#1.x", frames, who) if isinstance(who, Role) else (who, frames)
+    assert h.core is not None
+    replies, events, _ = h.core.handle_batch([message])
+    h.events.extend(events)
+    return protocol.decode_reply(replies[0][1]).raise_for_error()
+
+
+def _forbidden(h, who, cmd, **args) -> FanoError:
+    with pytest.raises(FanoError) as exc:
+        _as(h, who, cmd, **args)
+    assert exc.value.code == ErrorCode.FORBIDDEN, exc.value
+    return exc.value
+
+
+WORKER_A1, WORKER_A2 = b"backend-a1#1.a", Role("worker", "a2")
+EXPLORER, DOCUMENTER = b"module-explorer#2.b", Role("module", "documenter")
+
+
+def _task(key: str, module: str = "explorer") -> dict:
+    return {"key": key, "module": module, "kind": f"{module}.explore", "payload": {}}
+
+
+def test_a_worker_leases_and_reports_only_for_its_account(core):
+    tid = _as(core, EXPLORER, "submit", task=_task("t1"))["task"]["id"]
+    err = _forbidden(core, WORKER_A2, "lease", worker="backend-a2", account="a1")
+    assert err.details == {"role": "worker:a2", "cmd": "lease"} and "serves account a2" in err.message
+    lease = _as(core, WORKER_A1, "lease", worker="backend-a1", account="a1")
+    assert lease["task"]["id"] == tid
+    for cmd, extra in (("turn_begin", {}), ("complete", {"result": "forged"}),
+                       ("fail", {"error_class": "terminal"}), ("renew", {})):
+        err = _forbidden(core, WORKER_A2, cmd, id=tid, epoch=lease["epoch"], **extra)
+        assert "leased to account 'a1'" in err.message
+    for cmd in ("get", "list", "kv_scan", "quota_show", "events"):   # a worker reads nothing
+        _forbidden(core, WORKER_A1, cmd, **({"id": tid} if cmd == "get" else {"module": "explorer"}
+                                             if cmd == "kv_scan" else {}))
+    assert _as(core, WORKER_A1, "complete", id=tid, epoch=lease["epoch"], result="ok")["state"] == "DONE"
+
+
+def test_a_module_writes_only_its_own_namespace_and_tasks(core):
+    _forbidden(core, DOCUMENTER, "submit", task=_task("t1", "explorer"))
+    _forbidden(core, DOCUMENTER, "txn", module="explorer", ops=[{"op": "put", "key": "k", "value": 1}])
+    err = _forbidden(core, EXPLORER, "txn", module="explorer",
+                     ops=[{"op": "submit", "task": _task("t2", "documenter")}])
+    assert "submits a task of module 'documenter'" in err.message
+    tid = _as(core, EXPLORER, "submit", task=_task("t3"))["task"]["id"]
+    _forbidden(core, DOCUMENTER, "cancel", id=tid)
+    _forbidden(core, DOCUMENTER, "set_priority", id=tid, priority=5)
+    _as(core, EXPLORER, "cancel", id=tid)
+    err = _forbidden(core, DOCUMENTER, "txn", module="documenter", ops=[{"op": "ack", "task_id": tid}])
+    assert "acks task" in err.message
+    assert _as(core, DOCUMENTER, "txn", module="documenter", ops=[{"op": "put", "key": "k", "value": 1}])["applied"]
+    assert _as(core, EXPLORER, "kv_get", module="documenter", key="k")["value"] == 1   # reading is open
+
+
+def test_only_the_operator_changes_quotas_weights_map_and_retention(core):
+    for who in (EXPLORER, WORKER_A1, b"scheduler#3.c", DOCUMENTER, NOBODY):
+        _forbidden(core, who, "quota_set", account="a1", mode="standard", windows=["5/1h"])
+        _forbidden(core, who, "cooldown", account="a1", until=1e9)
+        _forbidden(core, who, "account_pause", account="a1")
+        _forbidden(core, who, "compact")
+        _forbidden(core, who, "grow_map", size=2**31)   # answered by the server after the batch: refused first
+    _forbidden(core, b"scheduler#3.c", "txn", module="explorer", ops=[{"op": "put", "key": "w", "value": 1}])
+    assert _as(core, b"scheduler#3.c", "txn", module="scheduler", ops=[{"op": "put", "key": "weights",
+                                                                          "value": {}}])["applied"]
+    assert _as(core, b"fanoctl#4.d", "quota_set", account="a1", mode="standard", windows=["5/1h"])
+    assert _as(core, Role("operator"), "compact") is not None
+    err = _forbidden(core, NOBODY, "ping")
+    assert "revoked" in err.message
+    assert core.core.errors["FORBIDDEN"] >= 20
+
+
+# --- the scheduler's rules -------------------------------------------------------------------------------
+
+
+class _W:
+    account = "a1"
+
+
+def test_the_scheduler_refuses_messages_outside_the_role():
+    worker = Role("worker", "a1")
+    assert refusal(worker, {"type": "ready", "account": "a1"}) is None
+    assert "speak for account 'a2'" in refusal(worker, {"type": "ready", "account": "a2"}).message
+    assert refusal(Role("worker", "a2"), {"type": "done", "task_id": 1}, _W()) is not None
+    assert refusal(Role("module", "explorer"), {"type": "ready", "account": "a1"}) is not None
+    weights = {"type": "query", "what": "weights", "cid": "c", "set": {"explorer": 3}}
+    assert refusal(Role("module", "explorer"), weights).code == ErrorCode.FORBIDDEN
+    assert refusal(Role("module", "advisor"), weights) is None and refusal(OPERATOR_ROLE, weights) is None
+    assert refusal(Role("module", "explorer"), {"type": "query", "what": "weights", "cid": "c"}) is None
+    assert refusal(NOBODY, {"type": "query", "what": "stats", "cid": "c"}) is not None
