@@ -68,8 +68,11 @@ class Ctl:
         return self._client
 
     def keys(self, endpoint: str):
-        """fanoctl's CURVE keys (``keys_dir/fanoctl.key_secret``: the operator's) when ``endpoint`` or one of
-        the tree's is ``tcp://``; None otherwise (docs/security.md)."""
+        """fanoctl's CURVE keys (``keys_dir/fanoctl.key_secret``: the operator's) when ``endpoint`` is
+        ``tcp://``; None for an ``ipc://`` one, which needs no configuration (docs/security.md)."""
+        from shared.keys import needs_curve
+        if not needs_curve(endpoint):
+            return None
         return self.endpoints().client_keys("fanoctl", endpoint)
 
     def close(self) -> None:

@@ -96,8 +96,9 @@ def check_public(key: str) -> str:
 
 
 def needs_curve(endpoint: str) -> bool:
-    """Whether ``endpoint`` leaves the machine's own process tree: anything but ``ipc://`` and ``inproc://``."""
-    return not endpoint.startswith(("ipc://", "inproc://"))
+    """Whether ``endpoint`` is a network transport (``tcp://`` and the rest): anything but ``ipc://`` and
+    ``inproc://``. A string that is no endpoint at all is left to ZeroMQ's own error."""
+    return "://" in endpoint and not endpoint.startswith(("ipc://", "inproc://"))
 
 
 # --- files ------------------------------------------------------------------------------------------------
