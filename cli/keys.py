@@ -100,6 +100,27 @@ def keys_revoke(name):
     out({"revoked": [e.name for e in gone]}, f"key {name} revoked")
 
 
+@keys.command("server-key")
+@click.argument("public_key", metavar="[PUBLIC-KEY]", required=False)
+@json_option
+def keys_server_key(public_key):
+    """Print this host's server public key (to copy to another host), or install PUBLIC-KEY (a Z85 key or a
+    server.key file) as the key of the server this host's programs connect to."""
+    from pathlib import Path
+
+    from shared import keys as K
+    kd = _keys_dir()
+    if public_key is None:
+        pub = K.load_public(kd, K.SERVER).decode()
+        out({"server": pub}, pub)
+        return
+    path = Path(public_key)
+    if path.is_file():
+        public_key = K.load_public(path.parent, path.name.removesuffix(K.PUBLIC_SUFFIX)).decode()
+    K.install_server_public(kd, public_key)
+    out({"server": public_key}, f"server key {public_key} installed in {kd}")
+
+
 @keys.command("ls")
 @json_option
 def keys_ls():

@@ -293,3 +293,11 @@ def init(keys_dir: Path, programs: dict[str, Role]) -> list[str]:
     if not (keys_dir / AUTHORIZED).exists():
         write_authorized(keys_dir / AUTHORIZED, [])
     return made
+
+
+def install_server_public(keys_dir: Path, public: str) -> None:
+    """Trust ``public`` as the server key of the host this one's programs connect to (a host that runs only
+    workers or modules: its ``server.key``, no secret half)."""
+    check_public(public)
+    make_dir(keys_dir)
+    _write(keys_dir / f"{SERVER}{PUBLIC_SUFFIX}", _cert(SERVER, "server", public.encode(), None), 0o644)

@@ -3,6 +3,7 @@ with keys made by ``fanoctl keys`` (docs/security.md). The role rules themselves
 tests/unit/test_keys_roles.py; here they are checked through the keys, where the role comes from."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -256,3 +257,31 @@ def test_an_ask_completes_over_tcp_with_curve(keyed):
         msg = protocol.decode_worker(dealer.recv_multipart())
     assert msg["type"] == "disconnect" and "speak for account 'a2'" in msg["reason"]
     dealer.close(linger=0)
+
+
+def test_a_key_made_on_another_host_is_added(keyed, tmp_path):
+    """The steps of docs/security.md § Keys, for a worker elsewhere: its key made there, its public half listed
+    here, the server's public key installed there; only public keys cross."""
+    other = tmp_path / "other"
+    other.mkdir()
+    other_cfg = write_config(other, accounts={"a2": ["standard"]})
+    made = run_fanoctl(other_cfg, "--json", "keys", "generate", "backend-a2", env=keyed.env)
+    assert made.returncode == 0, made.stderr
+    server = keyed.fanoctl("keys", "server-key").stdout.strip()
+    assert run_fanoctl(other_cfg, "keys", "server-key", server, env=keyed.env).returncode == 0
+    with _env(keyed.env):
+        remote = load_config(other_cfg).client_keys("backend-a2")
+    assert remote is not None and remote.server == server.encode()
+    c = keyed.client("backend-a2", keys=remote, timeout=1.0)
+    assert not _answers(c)                                   # not listed here yet
+    added = keyed.fanoctl("keys", "add", "backend-a2", str(other / "var" / "keys" / "backend-a2.key"),
+                          "--role", "worker:a2")
+    assert added.returncode == 0, added.stderr
+    rows = {r["name"]: r for r in json.loads(keyed.fanoctl("--json", "keys", "ls").stdout)["keys"]}
+    assert rows["backend-a2"]["public"] == remote.public.decode() and rows["backend-a2"]["role"] == "worker:a2"
+    c = keyed.client("backend-a2", keys=remote, timeout=1.0)
+    wait_for(lambda: _answers(keyed.client("backend-a2", keys=remote, timeout=0.5)), 10,
+             what="the added key to be admitted")
+    assert c.lease("backend-a2", "a2")["task"] is None     # its own account: allowed (nothing queued)
+    assert _code(c.lease, "backend-a1", "a1") == "FORBIDDEN"
+    c.close()
