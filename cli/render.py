@@ -344,6 +344,8 @@ def top_text(frame: dict) -> str:
              f"queue: ready {s.get('ready', 0)}, delayed {s.get('delayed', 0)}, leases {s.get('leases', 0)}, "
              f"oldest pending {duration(s.get('oldest_pending_age'))}", ""]
     lines.append(backends_text(frame["backends"]))
+    if "idle" in frame:   # as in fanoctl status: an account idle while work waits is what needs a look
+        lines += idle_lines(frame["idle"])
     lines.append("")
     mods = s.get("modules") or {}
     if mods:

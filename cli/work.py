@@ -105,8 +105,9 @@ def _wait_for(c, task_id: int, max_wait: float | None) -> dict:
 @click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
 @json_option
 def top(interval, once):
-    """A live view: accounts, queue depth per module, quota headroom, recent completions, and the research
-    so far (threads, insights, document, researcher; counted at most every 10 s)."""
+    """A live view: accounts, the accounts idle while work waits, queue depth per module, quota headroom,
+    recent completions, and the research so far (threads, insights, document, researcher; counted at most
+    every 10 s)."""
     from cli.research_summary import REFRESH, research_summary
     as_json = ctl().json
     research, research_due = None, 0.0
@@ -116,7 +117,7 @@ def top(interval, once):
             research = research_summary(client(), now=stats.get("now"))
             research_due = time.monotonic() + REFRESH
         frame = {"stats": stats, "scheduler": ask_scheduler("top"), "backends": views.backends_view(),
-                 "research": research}
+                 "research": research, "idle": views.idle_accounts()}
         if as_json:
             click.echo(R.to_json(frame))
         else:

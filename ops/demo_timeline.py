@@ -7,9 +7,9 @@
 * ``milestones``: seconds since the broker started (its ``uptime``) at which the first thread, the first
   extracted insight, the first blessed insight, the first document section and the first section written
   from a blessed insight (an incorporated insight) were seen — ``null`` if not yet;
-* ``idle_while_ready``: per account, the sampled seconds during which its worker was idle while the
-  broker had ready (runnable, not delayed) tasks — an upper bound on idleness with work waiting, since a
-  ready task may be one this account cannot run (bound elsewhere, a mode it lacks);
+* ``idle_while_work_waits``: per account, the sampled seconds during which the scheduler's idle query
+  (the lines ``fanoctl status`` and ``top`` print; services/scheduler/idle.py) named it: idle, with quota,
+  while work it may run waits;
 * ``longest_stall``: the longest stretch without a single completed task while tasks were PENDING;
 * ``done`` per module at the end and the sample count.
 
@@ -83,10 +83,8 @@ def watch(minutes: float, interval: float) -> dict:
             for name in reached(top, doc):
                 if first[name] is None:
                     first[name] = round(uptime, 1)
-            ready = int(stats.get("ready") or 0)
-            for row in (top.get("scheduler") or {}).get("accounts", []):
-                if row.get("state") == "idle" and ready:
-                    idle[row["account"]] = idle.get(row["account"], 0.0) + interval
+            for row in top.get("idle") or []:
+                idle[row["account"]] = idle.get(row["account"], 0.0) + interval
             done = (stats.get("tasks") or {}).get("DONE", 0)
             pending = (stats.get("tasks") or {}).get("PENDING", 0)
             if last_done is not None and done == last_done and pending:
@@ -99,7 +97,7 @@ def watch(minutes: float, interval: float) -> dict:
     except KeyboardInterrupt:
         pass
     modules = (top.get("stats") or {}).get("modules") or {}
-    return {"milestones": first, "idle_while_ready": {k: round(v) for k, v in sorted(idle.items())},
+    return {"milestones": first, "idle_while_work_waits": {k: round(v) for k, v in sorted(idle.items())},
             "longest_stall": round(longest), "uptime": round(uptime),
             "done": {m: c.get("DONE", 0) for m, c in sorted(modules.items())}, "samples": samples}
 

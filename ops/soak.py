@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,15 @@ def rss_mb(pid: int) -> tuple[float, float] | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat), or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def du(path: Path, exclude: tuple[str, ...] = ()) -> int:
     """Bytes allocated on disk under ``path`` (sparse files count what they use, like du)."""
     total = 0
@@ -194,6 +204,8 @@ class Soak:
         self.injected: dict[str, float] = {}   # comment id -> world time the driver added it
         self.sections: list[str] = []
         self.fatal: set[str] = set()
+        self.cpu_seen: dict[int, float] = {}   # pid -> CPU seconds at its last reading
+        self.cpu_day: defaultdict[str, float] = defaultdict(float)   # program -> CPU seconds since the day began
         self.kills_by_program: Counter = Counter()
 
     # --- fanoctl, as an operator would run it ------------------------------------------------------------
@@ -250,7 +262,7 @@ class Soak:
         events = self.plan(t0)
         busy_day, busy_total = SM.Busy(), SM.Busy()
         provider_day = {a: SM.ProviderDay() for a in self.tails}
-        rss_day: dict[str, float] = {}
+        rss_day: dict[str, tuple[float, float]] = {}
         self.days_out: list[dict] = []
         day_end = t0 + DAY
         next_rss = next_doc = 0.0
@@ -274,10 +286,10 @@ class Soak:
                                  str(self.rng.randint(4, 9)), "--id", f"soak-{seeds_added + 1}")
                     seeds_added += 1
             self.reap()
-            states, _pending = self.sample_accounts(client, now)
+            states, why = self.sample_accounts(client, now)
             if states is not None:
-                busy_day.sample(now, states)
-                busy_total.sample(now, states)
+                busy_day.sample(now, states, why)
+                busy_total.sample(now, states, why)
             if time.monotonic() >= next_rss:
                 next_rss = time.monotonic() + RSS_EVERY
                 for name, (mb, anon) in self.sample_programs().items():
@@ -327,7 +339,8 @@ class Soak:
             return None
 
     def sample_accounts(self, client, now: float):
-        """(account -> (eligible, busy), PENDING count), or (None, None) while the broker is down (a kill):
+        """(account -> (eligible, busy), account -> what it could run), or (None, None) while the broker is
+        down (a kill):
         that interval is then credited to the previous sample's state (see ops/soak_metrics.py)."""
         from shared.errors import FanoError
         try:
@@ -339,7 +352,20 @@ class Soak:
             return None, None
         self.driver["samples"] += 1
         accounts = {a.name: (a.backend, list(a.modes)) for a in self.config.accounts}
-        return SM.account_states(pending, running, quota, accounts, quota.get("now", now)), len(pending)
+        first: dict[str, dict] = {}
+        states = SM.account_states(pending, running, quota, accounts, quota.get("now", now), first)
+        why = {}
+        for name, task in first.items():
+            if states[name][1]:
+                continue
+            bound = None
+            if (task.get("requires") or {}).get("conversation"):   # list records leave the binding out
+                try:
+                    bound = (client.get(task["id"], history=False).get("conversation") or {}).get("account")
+                except FanoError:
+                    pass
+            why[name] = SM.idle_label(task, name, bound)
+        return states, why
 
     def sample_programs(self) -> dict[str, tuple[float, float]]:
         out: dict[Any, Any] = {}
@@ -354,6 +380,10 @@ class Soak:
                 mb = rss_mb(p["pid"])
                 if mb is not None:
                     out[p["name"]] = mb
+                cpu = cpu_seconds(p["pid"])
+                if cpu is not None:   # a restarted program is a new pid: its count starts from 0
+                    self.cpu_day[p["name"]] += max(0.0, cpu - self.cpu_seen.get(p["pid"], 0.0))
+                    self.cpu_seen[p["pid"]] = cpu
         return out
 
     def refresh_sections(self, client) -> None:
@@ -418,8 +448,16 @@ class Soak:
                              "latency_p50_s": _r(SM.percentile(lat, 0.5)),
                              "latency_p95_s": _r(SM.percentile(lat, 0.95))},
                 "storage": storage, "rss_max_mb": {n: v[0] for n, v in rss.items()},
-                "rss_anon_max_mb": {n: v[1] for n, v in rss.items()}, "fatal": sorted(self.fatal),
+                "rss_anon_max_mb": {n: v[1] for n, v in rss.items()}, "cpu_s": self.take_cpu(),
+                "fatal": sorted(self.fatal),
                 "broker_errors": dict(errors), "kills_so_far": dict(self.kills_by_program), "driver": dict(self.driver)}
+
+    def take_cpu(self) -> dict[str, float]:
+        """Real CPU seconds each program used since the last day report (a module whose passes grow with
+        the research's history shows here first)."""
+        out = {name: round(s, 1) for name, s in sorted(self.cpu_day.items())}
+        self.cpu_day.clear()
+        return out
 
     def finish(self, client, busy: SM.Busy) -> dict:
         from ops.chaos_check import _resent_without_cause
@@ -435,7 +473,7 @@ class Soak:
         # the end state the test asks about: which accounts are idle with quota while work waits
         idle_now: dict[Any, Any] = {}
         for _ in range(8):
-            states, _pending = self.sample_accounts(client, self.clock.world())
+            states, _why = self.sample_accounts(client, self.clock.world())
             for a, (eligible, b) in (states or {}).items():
                 idle_now[a] = idle_now.get(a, 0) + (eligible and not b)
             time.sleep(0.5)

@@ -95,37 +95,45 @@ class Busy:
     """Eligible and busy world seconds per account, integrated from samples (see the module docstring)."""
 
     def __init__(self):
-        self.eligible: Counter = Counter()
-        self.busy: Counter = Counter()
+        self.eligible: defaultdict[str, float] = defaultdict(float)
+        self.busy: defaultdict[str, float] = defaultdict(float)
         self.idle_spells: Counter = Counter()   # samples where an eligible account was idle
-        self._last: tuple[float, dict] | None = None
+        # account -> what waited -> idle seconds
+        self.idle_by: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._last: tuple[float, dict, dict] | None = None
 
-    def sample(self, now: float, states: dict[str, tuple[bool, bool]]) -> None:
-        """``states``: account -> (eligible, busy) at world time ``now``."""
+    def sample(self, now: float, states: dict[str, tuple[bool, bool]], why: dict[str, str] | None = None) -> None:
+        """``states``: account -> (eligible, busy) at world time ``now``; ``why``: for an eligible idle
+        account, what it could have run (:func:`account_states`), so that idle time is told by its cause."""
         if self._last is not None:
-            then, prev = self._last
+            then, prev, prev_why = self._last
             dt = max(0.0, now - then)
             for account, (eligible, busy) in prev.items():
                 if eligible:
                     self.eligible[account] += dt
                     if busy:
                         self.busy[account] += dt
+                    else:
+                        self.idle_by[account][prev_why.get(account, "?")] += dt
         for account, (eligible, busy) in states.items():
             if eligible and not busy:
                 self.idle_spells[account] += 1
-        self._last = (now, states)
+        self._last = (now, states, dict(why or {}))
 
     def fractions(self) -> dict[str, float | None]:
         return {a: (round(self.busy[a] / self.eligible[a], 4) if self.eligible[a] > 0 else None)
                 for a in sorted(set(self.eligible) | set(self.busy))}
 
     def as_dict(self) -> dict:
-        return {a: {"busy_fraction": f, "eligible_s": round(self.eligible[a]), "busy_s": round(self.busy[a])}
+        """Per account: the fraction, eligible and busy seconds, and ``idle_by``: the idle seconds by what
+        was waiting (the five largest causes)."""
+        return {a: {"busy_fraction": f, "eligible_s": round(self.eligible[a]), "busy_s": round(self.busy[a]),
+                    "idle_by": {k: round(v) for k, v in sorted(self.idle_by[a].items(), key=lambda kv: -kv[1])[:5]}}
                 for a, f in self.fractions().items()}
 
 
 def account_states(pending: list[dict], running: list[dict], quota: dict, accounts: dict[str, tuple[str, list[str]]],
-                   now: float) -> dict[str, tuple[bool, bool]]:
+                   now: float, why: dict[str, dict] | None = None) -> dict[str, tuple[bool, bool]]:
     """account -> (eligible, busy) at one sample.
 
     ``pending``/``running``: the broker's PENDING and RUNNING tasks (``list``); ``quota``: its
@@ -136,7 +144,8 @@ def account_states(pending: list[dict], running: list[dict], quota: dict, accoun
     :class:`services.modules.capacity.Capacity`. Work that no account may run now does not count, as in
     the scheduler's ``idle`` query: a task waiting out a backoff (``not_before`` ahead), a turn of a
     conversation with another turn RUNNING (one turn in flight), a task whose unknown turn only another
-    account may reconcile. Busy: a RUNNING task is leased to it.
+    account may reconcile. Busy: a RUNNING task is leased to it. ``why`` (filled when given): for each
+    eligible account, the first task it could have run (label it with :func:`idle_label`).
     """
     modes = {name: list(offered) for name, (_, offered) in accounts.items()}
     views: dict[str, Capacity] = {}   # one view per module
@@ -159,9 +168,19 @@ def account_states(pending: list[dict], running: list[dict], quota: dict, accoun
                 view = views[t["module"]] = Capacity.from_quota(quota, t["module"], modes, now)
             if any(view.room(name, m) for m in task_modes(t)):
                 eligible = True
+                if why is not None:
+                    why[name] = t
                 break
         out[name] = (eligible, name in busy)
     return out
+
+
+def idle_label(task: dict, account: str, bound: str | None) -> str:
+    """What an idle account could have run: ``module kind``, ``(deep)`` for a deep turn, and
+    ``(conversation on X)`` when the task's conversation is bound to another account ``bound``."""
+    return (f"{task['module']} {task.get('kind', '')}"
+            + (" (deep)" if (task.get("requires") or {}).get("mode") == "deep" else "")
+            + (f" (conversation on {bound})" if bound not in (None, account) else ""))
 
 
 def deep_budgets(deep_times: dict[str, list[float]], windows: dict[str, list[dict]], t0: float, t1: float) -> dict:

@@ -76,6 +76,14 @@ class ModuleService(Service):
         self.applied = 0
         self.unusable = 0
 
+    def world_interval(self, world_s: float, real_min: float, real_max: float) -> float:
+        """Real seconds between two passes of a check meant to run every ``world_s`` world seconds, kept
+        within [``real_min``, ``real_max``]. A deadline stated in world time (``member_patience``) is only
+        as good as the pass that notices it: on a scaled clock (``ops/soak`` runs 336 world seconds per real
+        one) a pass every 30 real seconds is one every 2.8 world hours; ``real_min`` bounds the CPU it costs."""
+        scale = getattr(self.clock, "scale", 1.0) or 1.0
+        return min(real_max, max(real_min, world_s / scale))
+
     # --- to implement ------------------------------------------------------------------------------------
 
     def handle(self, task: dict) -> Effect:

@@ -1,6 +1,10 @@
 """The scheduler program: matches PENDING tasks to idle backend workers (docs/scheduling.md § Admission).
 
-``priority`` (the formula), ``queue`` (the O(log n) pick), ``workers`` (registry, placement, account
-view), ``placement`` (which idle worker should take a task: expected finish times), ``core`` (decisions,
-no sockets), ``queries`` (operator answers), ``service`` (sockets, rebuild).
+State, each part with one owner: ``tasks`` (the task table: tracked tasks, their place, assignments,
+running tasks), ``conversations`` (binding, turn in flight, waiting and expected turns), ``workers`` (the
+workers table), ``accounts`` (pauses, cool-downs, quota blocks). ``view`` hands them, read-only, to the
+code that decides or answers from them: ``placement`` (expected finish times), ``responsive`` (deep turns
+vs responsive accounts), ``handoff`` (hand-off proposals), ``idle`` and ``queries`` (operator answers).
+``priority`` (the formula), ``queue`` (the O(log n) pick), ``classes`` (which workers a task fits),
+``core`` (events, messages, the tick and the dispatch; no sockets), ``service`` (sockets, rebuild).
 """

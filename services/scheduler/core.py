@@ -6,18 +6,16 @@ tests: ``on_event(event)``, ``on_message(identity, frames)`` (or ``on_ready``/``
 :meth:`take_output` for the ``(identity, type, fields)`` messages to send. Time comes from the clock:
 world time for aging, ``not_before`` and quota times; monotonic time for heartbeats and assignments.
 
-What it tracks — PENDING tasks only, each in exactly one place:
-
-* ``queue``   ready or delayed (:class:`services.scheduler.queue.TaskQueue`)
-* ``held``    its conversation has another turn assigned or running (at most one turn in flight)
-* ``assigned`` sent to a worker that has not been seen running it; back to the queue when the worker
-  declines, says ``ready`` again, is forgotten, or stays silent about it for ``assign_timeout``
+What it tracks — PENDING tasks only, each in exactly one place of the task table
+(:class:`services.scheduler.tasks.TaskTable`): the queue, held behind its conversation's turn in flight,
+or assigned (sent to a worker that has not been seen running it; back to the queue when the worker
+declines, says ``ready`` again, is forgotten, or stays silent about it for ``assign_timeout``).
 
 A ``task.running`` event ends the tracking (the task is the broker's lease's business until it comes
-back with ``task.pending``); ``running`` remembers who runs what and since when, for cancels,
+back with ``task.pending``); the table's ``running`` remembers who runs what and since when, for cancels,
 conversation affinity and the expected finish times.
 
-Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.workers`.
+Placement classes (the bin key, with the module) are described in :mod:`services.scheduler.classes`.
 Which idle worker takes the best task — or leaves it for a much faster account, and which account opens
 a new conversation — is decided with the estimates of :mod:`services.scheduler.placement`
 (:meth:`services.scheduler.placement.Placement.admits`). Which waiting turns are proposed to leave the
@@ -25,32 +23,29 @@ account their conversation lives on (conversation hand-off) is :mod:`services.sc
 """
 from __future__ import annotations
 
-import heapq
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.scheduler import queries, responsive
+from services.scheduler.accounts import Accounts
+from services.scheduler.classes import (
+    MODES,
+    candidate_modes,
+    charge_modules,
+    opens_conversation,
+    placement_class,
+)
+from services.scheduler.conversations import Conversations
 from services.scheduler.handoff import Handoffs
 from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
-from services.scheduler.priority import STANDARD, PriorityModel, QTask, number
-from services.scheduler.queue import TaskQueue
+from services.scheduler.priority import PriorityModel, QTask, number
 from services.scheduler.roles import refusal
-from services.scheduler.workers import (
-    MODES,
-    Accounts,
-    Assignment,
-    Revocations,
-    Running,
-    Worker,
-    WorkerRegistry,
-    candidate_modes,
-    charge_modules,
-    placement_class,
-    reconciles,
-)
+from services.scheduler.tasks import Assignment, Running, TaskTable
+from services.scheduler.view import SchedulerView
+from services.scheduler.workers import Revocations, Worker, WorkerRegistry
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
 from shared.roles import Role, of_identity
@@ -74,42 +69,37 @@ class SchedulerCore:
         self.errors: Counter = Counter()
         self.recent: deque = deque(maxlen=RECENT)
         self.last_outcome: dict[str, dict] = {}       # account -> last `done` of its workers
-        self.assigned: dict[int, Assignment] = {}
+        self.table = TaskTable(self.model)
+        self.convs = Conversations()
         self.out: list[tuple[bytes, str, dict]] = []
         self.why_lookups: list[tuple[bytes, str, int]] = []   # `why` about tasks we do not track
         self.revocations = Revocations()   # leases of workers dropped as silent (the service sends them)
         self._last_tick = clock.mono()
         self.assigned_total = 0
-        self.status: dict = {}        # the service's own counters (synced, last seq), shown by `stats`
+        # the service's own counters (synced, last seq), shown by `stats`: updated in place (the view holds it)
+        self.status: dict[str, Any] = {}
         # where run-time module weights are kept (the service's broker write; None: not durable, in tests)
         self.weights_store: Callable[[dict | None], None] | None = None
         self._next_heartbeat = 0.0
-        self.placement = Placement(self)
+        # what placement, the responsive rule, hand-offs, the idle watch and the queries read (never the core)
+        self.view = SchedulerView(config, clock, self.model, self.table, self.convs, self.workers, self.accounts,
+                                  self.recent, self.last_outcome, self.status)
+        self.placement = self.view.placement = Placement(self.view)
         self.idle_watch = IdleWatch()   # since when accounts sit idle while work waits (the `idle` query)
-        self.handoffs = Handoffs(self)
+        self.handoffs = self.view.handoffs = Handoffs(self.view, self._place)
         self.reset()
 
     def reset(self) -> None:
         """Forget every task (a rebuild follows). Workers stay; assignments stay until the rebuild says
         whether their tasks are still PENDING (:meth:`finish_rebuild`)."""
-        self.queue = TaskQueue(self.model)
-        self.tasks: dict[int, QTask] = {}
-        self.held: dict[str, set[int]] = {}
-        # (world time, task id): when a task's binding to the account that must reconcile it lapses
-        self.unknown_holds: list[tuple[float, int]] = []
-        self.running: dict[int, Running] = {}
-        self.conv_account: dict[str, str] = {}
-        self.conv_inflight: dict[str, int] = {}
-        self.conv_tasks: dict[str, set[int]] = {}
-        self.waiting: Counter = Counter()
-        self.missing: set[int] = set()      # ids to refresh with a broker `get`
+        self.table.reset()
+        self.convs.reset()
         self.accounts.reset()
         self.placement.reset()
         self.handoffs.reset()
 
     def finish_rebuild(self) -> None:
-        for tid in [t for t in self.assigned if t not in self.tasks]:
-            del self.assigned[tid]
+        self.table.drop_stale_assignments()
 
     def take_output(self) -> list[tuple[bytes, str, dict]]:
         out, self.out = self.out, []
@@ -122,86 +112,50 @@ class SchedulerCore:
 
     def _track(self, t: QTask) -> None:
         """A PENDING task, new or updated (submitted, back from a lease, resumed, refreshed)."""
-        old = self.tasks.get(t.id)
-        if old is None:
-            self.waiting[t.module] += 1
-        else:
-            t.declines, t.hold_until = old.declines, old.hold_until   # a refresh must not lift a hold
-            # a `get`/`list` record does not name its conversation's account (events do): keep what we knew
-            t.conversation_account = t.conversation_account or old.conversation_account
-            self._unplace(old)
-        self.tasks[t.id] = t
-        conv = t.conversation
-        if conv:
-            self.conv_tasks.setdefault(conv, set()).add(t.id)
-            holder = self.conv_account.get(conv) or t.conversation_account
-            if holder and self.placement.convs.account_of(conv) != holder:
-                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
-                                          t.attrs.get("expected_turns"))
-        run = self.running.pop(t.id, None)
+        self.table.put(t)
+        self.convs.track(t)
+        run = self.table.running.pop(t.id, None)
         if run is not None:
             self._end_turn(run.conversation, t.id)
-        if t.id not in self.assigned:   # an assigned task stays out until its assignment ends
+        if t.id not in self.table.assigned:   # an assigned task stays out until its assignment ends
             self._place(t)
 
     def _place(self, t: QTask) -> None:
-        self._unplace(t)
+        self.table.unfile(t)
         if t.unknown_account and t.unknown_until:
             if self.clock.world() >= t.unknown_until:
                 # the account that must reconcile its unknown turn had its time (frozen or gone): the
                 # broker now lets any account take the task, and so do we
                 t.unknown_account, t.unknown_until = None, 0.0
             else:
-                heapq.heappush(self.unknown_holds, (t.unknown_until, t.id))
+                self.table.hold_unknown(t)
         conv = t.conversation
         t.handoff = self.handoffs.proposal(t, self.clock.world())
-        t.cls = placement_class(t, self.conv_account)
+        t.cls = placement_class(t, self.convs.holder)
         t.not_before = max(t.not_before, t.hold_until)
-        if conv and self.conv_inflight.get(conv, t.id) != t.id:
-            self.held.setdefault(conv, set()).add(t.id)
-        else:
-            self.queue.push(t, self.clock.world())
-
-    def _unplace(self, t: QTask) -> None:
-        if self.queue.remove(t.id) is None and t.conversation in self.held:
-            ids = self.held[t.conversation]
-            ids.discard(t.id)
-            if not ids:
-                del self.held[t.conversation]
+        self.table.file(t, self.clock.world(), conv if self.convs.waits(conv, t.id) else None)
 
     def _untrack(self, tid: int) -> QTask | None:
-        t = self.tasks.pop(tid, None)
-        self.assigned.pop(tid, None)
+        t = self.table.pop(tid)
         self.handoffs.forget(tid)
         self.placement.forget(tid)
         if t is None:
             return None
-        self._unplace(t)
-        self.waiting[t.module] -= 1
-        if self.waiting[t.module] <= 0:
-            del self.waiting[t.module]
-        conv = t.conversation
-        if conv and conv in self.conv_tasks:
-            self.conv_tasks[conv].discard(tid)
-            if not self.conv_tasks[conv]:
-                del self.conv_tasks[conv]
+        self.convs.untrack(t.conversation, tid)
         return t
 
     def _start_turn(self, conv: str | None, tid: int) -> None:
         """A turn of ``conv`` is assigned or running: its other PENDING turns wait."""
         if not conv:
             return
-        self.conv_inflight[conv] = tid
-        for other in list(self.conv_tasks.get(conv, ())):
-            if other != tid and other in self.queue:
-                self._place(self.tasks[other])
+        for other in self.convs.start_turn(conv, tid):
+            if other in self.table.queue:
+                self._place(self.table.tasks[other])
 
     def _end_turn(self, conv: str | None, tid: int) -> None:
-        if conv and self.conv_inflight.get(conv) == tid:
-            del self.conv_inflight[conv]
-            for other in self.held.pop(conv, set()):
-                if other in self.tasks and other not in self.assigned:
-                    self._place(self.tasks[other])
+        if conv and self.convs.end_turn(conv, tid):
+            for other in self.table.release_held(conv):
+                self._place(other)
 
     # --- broker events --------------------------------------------------------------------------------
 
@@ -212,10 +166,10 @@ class SchedulerCore:
             if typ in ("task.submitted", "task.pending"):
                 self._track(QTask.from_fields(ev))
             elif typ == "task.due":
-                t = self.tasks.get(ev["id"])
+                t = self.table.tasks.get(ev["id"])
                 if t is None:
-                    self.missing.add(int(ev["id"]))
-                elif t.id in self.queue and not self.queue.is_ready(t.id):
+                    self.table.missing.add(int(ev["id"]))
+                elif t.id in self.table.queue and not self.table.queue.is_ready(t.id):
                     t.not_before = min(t.not_before, self.clock.world())   # the broker's clock says due
                     self._place(t)
             elif typ == "task.running":
@@ -224,10 +178,10 @@ class SchedulerCore:
             elif typ in ENDED:
                 self._on_ended(typ, int(ev["id"]), ev)
             elif typ == "task.priority":
-                t = self.tasks.get(ev["id"])
+                t = self.table.tasks.get(ev["id"])
                 if t is not None and isinstance(ev.get("priority"), int):
                     t.priority = ev["priority"]
-                    if t.id in self.queue:
+                    if t.id in self.table.queue:
                         self._place(t)
             elif isinstance(typ, str) and typ.startswith(("account.", "quota.")):
                 if self.accounts.on_event(ev):
@@ -242,14 +196,12 @@ class SchedulerCore:
         conv = t.conversation if t is not None else conv
         mode = mode if mode in MODES else None
         epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
-        self.running[tid] = Running(worker, account, conv, mode, start, epoch)
+        self.table.running[tid] = Running(worker, account, conv, mode, start, epoch)
         if self.workers.named(worker) is None:
-            self.revocations.leased(tid, self.running[tid])   # granted to a worker we dropped as silent?
+            self.revocations.leased(tid, self.table.running[tid])   # granted to a worker we dropped as silent?
         if conv:
             if account:
-                self.conv_account[conv] = account   # later turns go to the account that holds it
-                self.placement.convs.bind(conv, account, mode or STANDARD,
-                                          t.attrs.get("expected_turns") if t is not None else None)
+                self.convs.leased(conv, account, mode, t.attrs.get("expected_turns") if t is not None else None)
             self._start_turn(conv, tid)
         w = self.workers.named(worker)
         if w is not None and w.state == "assigned" and w.task_id == tid:
@@ -257,16 +209,16 @@ class SchedulerCore:
             w.set_state("busy", tid, self.clock.mono())
 
     def _on_ended(self, typ: str, tid: int, ev: Mapping[str, Any]) -> None:
-        a = self.assigned.get(tid)
+        a = self.table.assigned.get(tid)
         t = self._untrack(tid)
-        run = self.running.pop(tid, None)
+        run = self.table.running.pop(tid, None)
         conv = (run.conversation if run else None) or (t.conversation if t else None)
         self._end_turn(conv, tid)
         done = typ == "task.done" or ev.get("state") == "DONE"
         if typ == "task.done" and run is not None:   # a service time (a refreshed record has no end time)
             self.placement.learn(run.account, run.mode, run.start, ev.get("ts"))
         if conv:
-            self.placement.convs.turn_ended(conv, done, self.clock.world())
+            self.convs.turn_ended(conv, done, self.clock.world())
         if typ == "task.cancelled":
             # interrupt the in-flight request (or the lease about to be taken)
             targets = {a.ident} if a else set()
@@ -284,7 +236,7 @@ class SchedulerCore:
         """A task as ``get``/``list`` return it (rebuild, refreshes): the broker's word at that moment."""
         tid, state = int(rec["id"]), rec.get("state")
         if state == "PENDING":
-            a = self.assigned.get(tid)
+            a = self.table.assigned.get(tid)
             self._track(QTask.from_fields(rec))
             if a is not None and (a.finished or self.workers.get(a.ident) is None):
                 self._requeue(tid)
@@ -368,7 +320,7 @@ class SchedulerCore:
         if old is not None:
             self._forget(old, "reconnected")
         if w.state == "assigned" and w.task_id is not None:
-            a = self.assigned.get(w.task_id)
+            a = self.table.assigned.get(w.task_id)
             if a is not None and a.ident == ident and not a.finished:
                 self._requeue(w.task_id)   # it says it is idle: it did not take the assignment
         w.account, w.backend, w.modes = msg["account"], msg["backend"], modes
@@ -393,14 +345,14 @@ class SchedulerCore:
             self.revocations.back(w.name)
             if old is not None:
                 self._forget(old, "reconnected")
-            run = self.running.get(tid)
+            run = self.table.running.get(tid)
             w.account = run.account if run else None
             w.set_state("busy", tid, mono)
             return
         w.last_seen = mono
         if tid is None:
             return
-        a = self.assigned.get(tid)
+        a = self.table.assigned.get(tid)
         if a is not None and a.ident == ident:
             a.confirmed = True
         if w.state == "idle" or (w.state == "assigned" and w.task_id == tid):
@@ -415,7 +367,7 @@ class SchedulerCore:
         message = str(msg.get("message") or "")[:500]
         retry_at = number(msg.get("retry_at")) or None
         w = self.workers.get(ident)
-        a = self.assigned.get(tid)
+        a = self.table.assigned.get(tid)
         account = w.account if w is not None and w.account else (a.account if a else None)
         held = w is not None and w.task_id == tid
         if w is not None:
@@ -433,16 +385,16 @@ class SchedulerCore:
             self.errors["FOREIGN_DONE"] += 1
             log.warning("done for task %s from %s, which does not hold it (ignored)", tid,
                         w.name if w is not None else ident)
-        t = self.tasks.get(tid)
+        t = self.table.tasks.get(tid)
         if outcome != "declined":
             if mine:   # it leased the task, but its events have not reached us yet: ask the broker
                 a.confirmed = a.finished = True
-                self.missing.add(tid)
+                self.table.missing.add(tid)
             return
         if retry_at is not None and retry_at > world and account and t is not None:
             # quota or cool-down: this account cannot take this module's work in these modes until then
             worker_modes = w.modes if w is not None else MODES
-            cls = t.cls or placement_class(t, self.conv_account)
+            cls = t.cls or placement_class(t, self.convs.holder)
             for mode in candidate_modes(cls):
                 if mode in worker_modes:
                     for module in charge_modules(cls, t.module):   # each share it may draw on refused it
@@ -456,7 +408,7 @@ class SchedulerCore:
             t.declines += 1
             hold = min(DECLINE_HOLD_MAX, DECLINE_HOLD * 2 ** (t.declines - 1))
             t.hold_until = world + hold * getattr(self.clock, "scale", 1.0)
-            self.missing.add(tid)
+            self.table.missing.add(tid)
         if mine:
             self._requeue(tid)
 
@@ -477,37 +429,40 @@ class SchedulerCore:
         running into their deadlines, and a lease it is granted later is revoked when we hear of it."""
         self.workers.forget(w.ident)
         log.info("forgot worker %s (%s, account %s): %s", w.name, w.state, w.account, why)
-        for tid, a in list(self.assigned.items()):
+        for tid, a in list(self.table.assigned.items()):
             if a.ident == w.ident:
                 self._requeue(tid)
         if silent and self.workers.named(w.name) is None:
-            self.revocations.drop(w.name, why, self.running)
+            self.revocations.drop(w.name, why, self.table.running)
         if w.account and not self.workers.for_account(w.account):
             self.handoffs.worker_gone(w.account, self.clock.world())
 
     def _requeue(self, tid: int) -> None:
         """An assignment ends without the task running: back to the queue."""
-        self.assigned.pop(tid, None)
-        t = self.tasks.get(tid)
+        self.table.assigned.pop(tid, None)
+        t = self.table.tasks.get(tid)
         if t is None:
             return
-        conv = t.conversation
-        if conv and conv not in self.conv_account and not t.conversation_account:
-            self.placement.convs.unbind(conv)   # the tentative binding of an opening turn never happened
-        elif conv and t.handoff:   # a proposed hand-off that did not happen: the conversation stays put
-            holder = self.conv_account.get(conv) or t.conversation_account
-            if holder:
-                self.placement.convs.bind(conv, holder, t.requires.get("mode") or STANDARD,
-                                          t.attrs.get("expected_turns"))
-        self._end_turn(conv, tid)
+        self.convs.requeued(t)
+        self._end_turn(t.conversation, tid)
         self._place(t)
 
     # --- queries --------------------------------------------------------------------------------------
 
     def on_query(self, ident: bytes, msg: dict) -> None:
-        cid = msg["cid"]
+        """``stats``, ``weights`` (which changes the weights) and ``idle`` (which keeps the idle spells) are the
+        core's; the read-only questions are :func:`services.scheduler.queries.answer`'s, from the view."""
+        cid, what = msg["cid"], msg["what"]
         try:
-            result = queries.answer(self, msg)
+            if what == "stats":
+                result: dict | None = self.stats()
+            elif what == "weights":
+                result = queries.weights(self.model, self.weights_store, self.config.names_checked,
+                                         msg.get("set"), msg.get("reset") is True)
+            elif what == "idle":
+                result = self.idle_watch.report(self.view)
+            else:
+                result = queries.answer(self.view, msg)
         except FanoError as exc:
             self._send(ident, "answer", cid=cid, ok=False, error=exc.to_wire())
             return
@@ -517,51 +472,48 @@ class SchedulerCore:
         self._send(ident, "answer", cid=cid, ok=True, result=result)
 
     def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: Mapping[str, Any] | None) -> None:
-        self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(self, tid, rec))
+        self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(tid, rec))
 
     # --- time -----------------------------------------------------------------------------------------
 
     def tick(self, dispatch: bool = True) -> None:
         """Timers (due tasks, liveness, assignment timeouts, heartbeats), then assign to idle workers."""
         mono, world = self.clock.mono(), self.clock.world()
-        self.queue.advance(world)
+        self.table.queue.advance(world)
         for account in self.accounts.prune(world):
             self.handoffs.recheck(account)   # its block ended: turns proposed to leave it stay after all
-        self.placement.convs.sweep(world, lambda conv: conv in self.conv_tasks or conv in self.conv_inflight)
+        self.convs.sweep(world)
         # a loop that itself stalled (a long rebuild) has not heard anyone: forget, but revoke nothing
         stalled = mono - self._last_tick > protocol.HEARTBEAT_INTERVAL * protocol.LIVENESS
         self._last_tick = mono
         for w in self.workers.expired(mono):
             self._forget(w, f"silent for {mono - w.last_seen:.1f}s", silent=not stalled)
         timeout = self.scfg.assign_timeout
-        for tid, a in list(self.assigned.items()):
+        for tid, a in list(self.table.assigned.items()):
             if not a.confirmed and mono - a.at > timeout:
                 log.warning("task %d: no word from its worker within %.0fs of assigning it; requeued", tid, timeout)
                 self._requeue(tid)
         for w in self.workers:
-            if w.state == "assigned" and w.task_id not in self.assigned and mono - w.since > timeout:
+            if w.state == "assigned" and w.task_id not in self.table.assigned and mono - w.since > timeout:
                 # its assignment ended without a word from it (timeout, cancel): the assign may have
                 # been lost, and it said ready, so it is offered work again
                 w.set_state("idle", None, mono)
         self.handoffs.tick(world)
-        while self.unknown_holds and self.unknown_holds[0][0] <= world:
-            _, tid = heapq.heappop(self.unknown_holds)
-            t = self.tasks.get(tid)
-            if t is not None and t.unknown_account and t.unknown_until and tid not in self.assigned:
-                self._place(t)
+        for t in self.table.unknown_lapsed(world):
+            self._place(t)
         if mono >= self._next_heartbeat:
             for w in self.workers:
                 self._send(w.ident, "heartbeat")
             self._next_heartbeat = mono + protocol.HEARTBEAT_INTERVAL
         if dispatch:
             self.dispatch()
-            self.idle_watch.tick(self, world, mono)
+            self.idle_watch.tick(self.view, world, mono)
 
     def dispatch(self) -> int:
         """Give each idle worker the best task it can take (and should: see :meth:`Placement.admits`); returns how
         many were assigned."""
         world, mono = self.clock.world(), self.clock.mono()
-        self.queue.advance(world)
+        self.table.queue.advance(world)
         n = 0
         for w in self.workers.idle():
             if w.account in self.accounts.paused:
@@ -569,32 +521,24 @@ class SchedulerCore:
             admits = self.placement.admits(w, world, mono)
             if not admits:
                 continue
-            admits = responsive.admitted(self, w, admits, world)
-            found = self.queue.best(world, admits.get)
+            admits = responsive.admitted(self.view, w, admits, world)
+            found = self.table.queue.best(world, admits.get)
             if found is None:
                 continue
             t, prio = found
-            self.queue.remove(t.id)
-            mode = self.mode_for(w.account, w.modes, t.cls, t.module, world)
-            self.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
+            self.table.queue.remove(t.id)
+            mode = self.view.mode_for(w.account, w.modes, t.cls, t.module, world)
+            self.table.assigned[t.id] = Assignment(t.id, w.ident, w.account, mono, world=world, mode=mode)
             w.set_state("assigned", t.id, mono)
             self.idle_watch.took_work(w.account)
-            self.placement.assigned(t, w.account, mode)
+            self.convs.assigned(t, w.account, mode, opens_conversation(t.cls))
+            self.placement.assigned()
             self._start_turn(t.conversation, t.id)
             self._send(w.ident, "assign", task_id=t.id, ttl=float(self.scfg.lease_ttl))
             self.assigned_total += 1
             n += 1
             log.debug("assigned task %d (%s, priority %.1f) to %s", t.id, t.kind, prio, w.name)
         return n
-
-    def mode_for(self, account: str, modes: tuple, cls: tuple, module: str, world: float) -> str | None:
-        """The mode in which ``account`` would run a task of this class now, or None if it cannot."""
-        free = reconciles(cls, account)   # a reconcile lease is charged no unit (services/broker/ops_lease.py)
-        for mode in candidate_modes(cls):
-            if mode in modes and (free or any(self.accounts.why_not(account, mode, m, world) is None
-                                              for m in charge_modules(cls, module))):
-                return mode
-        return None
 
     def timers(self) -> list[tuple[str, float]]:
         """The pending timers as ``(what, monotonic time)``: heartbeat, liveness, assignment timeouts, the
@@ -605,11 +549,12 @@ class SchedulerCore:
         expiry = self.workers.next_expiry()
         if expiry is not None:
             out.append(("liveness", expiry))
-        out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.assigned.values() if not a.confirmed)
+        out.extend(("assignment", a.at + self.scfg.assign_timeout) for a in self.table.assigned.values()
+                   if not a.confirmed)
         scale = getattr(self.clock, "scale", 1.0) or 1.0
-        hold = self.unknown_holds[0][0] if self.unknown_holds else None
+        hold = self.table.next_unknown_lapse()
         handoff = self.handoffs.next_check()
-        for what, when in (("due", self.queue.next_due()), ("quota", self.accounts.next_expiry(world)),
+        for what, when in (("due", self.table.queue.next_due()), ("quota", self.accounts.next_expiry(world)),
                            ("placement", self.placement.next_deadline(world)), ("unknown turn", hold),
                            ("handoff", handoff)):
             if when is not None:
@@ -621,9 +566,7 @@ class SchedulerCore:
         return max(0.0, min(t for _, t in self.timers()) - self.clock.mono())
 
     def stats(self) -> dict:
-        return {"ready": self.queue.ready_count, "delayed": self.queue.delayed_count,
-                "held": sum(len(v) for v in self.held.values()), "assigned": len(self.assigned),
-                "running": len(self.running), "workers": len(self.workers),
+        return {**self.table.counts(), "workers": len(self.workers),
                 "idle": len(self.workers.idle()), "assigned_total": self.assigned_total,
                 "left_total": self.placement.left_total, "service_times": self.placement.latencies.snapshot(),
                 "errors": dict(self.errors),

@@ -6,7 +6,7 @@ an account that cannot run it — paused, cooling, refused by its quota for the 
 (learned from declined leases), or without a worker for the hand-off time — is proposed to every account it
 allows once it has waited ``[scheduler] conversation_handoff`` world seconds since it last became PENDING
 (``pending_since``, or its ``not_before`` if later). A proposed turn carries ``task.handoff`` (the account
-it leaves) and its placement class is no longer bound (:func:`services.scheduler.workers.placement_class`),
+it leaves) and its placement class is no longer bound (:func:`services.scheduler.classes.placement_class`),
 so any idle account it allows may take it; the new account's lease moves the conversation.
 
 Never while a turn of the conversation is in flight (such a turn is held, not queued), nor while any of its
@@ -21,9 +21,14 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from services.scheduler.classes import MODES
+
+if TYPE_CHECKING:
+    from services.scheduler.view import SchedulerView
 from services.scheduler.priority import STANDARD, QTask
-from services.scheduler.workers import MODES
 
 
 def _fmt(t: float) -> str:
@@ -36,12 +41,16 @@ def due_time(t: QTask, after: float) -> float:
 
 
 class Handoffs:
-    """The scheduler core's hand-off state: soft, rebuilt from what the core sees (nothing durable)."""
+    """The scheduler core's hand-off state: soft, rebuilt from what the core sees (nothing durable).
 
-    def __init__(self, core):
-        self.core = core
-        self.after = core.scfg.conversation_handoff   # world seconds; 0 = never
-        self.started = core.clock.world()   # accounts never seen count as offline from here
+    Reads the scheduler's state through ``view``; ``place(task)`` asks the core to place a queued turn
+    again (its class and proposal may have changed)."""
+
+    def __init__(self, view: SchedulerView, place: Callable[[QTask], None]):
+        self.view = view
+        self.place = place
+        self.after = view.scfg.conversation_handoff   # world seconds; 0 = never
+        self.started = view.clock.world()   # accounts never seen count as offline from here
         self.seen: set[str] = set()         # accounts a worker has said ready for
         self.gone_since: dict[str, float] = {}   # account -> world time its last worker went away
         self.reset()
@@ -57,13 +66,14 @@ class Handoffs:
     def proposal(self, t: QTask, world: float) -> str | None:
         """The account ``t``'s conversation should leave now, or None (with a timer at the hand-off time
         when it has not come yet)."""
-        core, conv = self.core, t.conversation
+        view, conv = self.view, t.conversation
         if self.after <= 0 or not conv or t.unknown_account:
             return None   # an unknown turn stays with its account until its hold lapses (broker rule)
-        holder = core.conv_account.get(conv) or t.conversation_account
+        holder = view.convs.holder_of(t)
         if not holder:
             return None
-        if any(core.tasks[o].unknown_account for o in core.conv_tasks.get(conv, ()) if o != t.id and o in core.tasks):
+        tasks = view.table.tasks
+        if any(tasks[o].unknown_account for o in view.convs.turns.get(conv, ()) if o != t.id and o in tasks):
             return None   # another turn of it is unknown: the conversation stays until that is reconciled
         due = due_time(t, self.after)
         if world < due:
@@ -75,15 +85,15 @@ class Handoffs:
 
     def blocked_reason(self, account: str, t: QTask, world: float) -> str | None:
         """Why ``account`` cannot run ``t`` now, as far as the scheduler knows (None: it can)."""
-        accounts = self.core.accounts
+        accounts = self.view.accounts
         if account in accounts.paused:
             return f"paused ({accounts.paused[account] or 'no reason given'})"
-        if not self.core.workers.for_account(account):
+        if not self.view.workers.for_account(account):
             since = self.gone_since.get(account, self.started)
             if world - since >= self.after:
                 return f"offline (no worker since {_fmt(since)})"
         req = t.requires
-        mode = req.get("mode") if req.get("mode") in MODES else STANDARD
+        mode = str(req.get("mode")) if req.get("mode") in MODES else STANDARD
         modes = (mode, STANDARD) if mode != STANDARD and req.get("deep_fallback") else (mode,)
         info = accounts.info.get(account)
         refusals = []
@@ -103,14 +113,14 @@ class Handoffs:
         were proposed to leave it)."""
         if self.after <= 0:
             return
-        core = self.core
-        for conv, tids in list(core.conv_tasks.items()):
+        view = self.view
+        for tids in list(view.convs.turns.values()):
             for tid in list(tids):
-                t = core.tasks.get(tid)
-                if t is None or tid not in core.queue:
+                t = view.table.tasks.get(tid)
+                if t is None or tid not in view.table.queue:
                     continue
-                if account in (core.conv_account.get(conv) or t.conversation_account, t.handoff):
-                    core._place(t)
+                if account in (view.convs.holder_of(t), t.handoff):
+                    self.place(t)
 
     def worker_ready(self, account: str) -> None:
         if self.gone_since.pop(account, None) is not None or account not in self.seen:
@@ -128,7 +138,7 @@ class Handoffs:
 
     def tick(self, world: float) -> None:
         """Run the checks that are due."""
-        core = self.core
+        view = self.view
         while self.checks and self.checks[0][0] <= world:
             when, tid, account = heapq.heappop(self.checks)
             if account:
@@ -137,9 +147,9 @@ class Handoffs:
             if self.at.get(tid) != when:
                 continue   # superseded (or the task is gone)
             del self.at[tid]
-            t = core.tasks.get(tid)
-            if t is not None and tid in core.queue:
-                core._place(t)
+            t = view.table.tasks.get(tid)
+            if t is not None and tid in view.table.queue:
+                self.place(t)
 
     def next_check(self) -> float | None:
         """World time of the first check (a timer of the core)."""

@@ -27,7 +27,7 @@ held        it waits for the turn of its conversation in flight (one turn at a t
 ==========  ===============================================================================================
 
 Cost: the test runs on the scheduler's single loop, after a dispatch at most once a second
-(:meth:`IdleWatch.tick`) and for each ``idle`` query, so it looks only at what the core keeps: the
+(:meth:`IdleWatch.tick`) and for each ``idle`` query, so it looks only at what the scheduler keeps: the
 queue's bins (a handful of placement classes times modules, with their sizes), the delayed count, the
 held conversations and the idle workers: O(idle accounts x bins + held conversations), never a walk
 over the tasks (the queue may hold 10^6). Measured: 0.5-1.3 ms with 5 idle accounts and 48 bins, the
@@ -54,38 +54,40 @@ process: it starts again when the account takes work, and when the scheduler res
 """
 from __future__ import annotations
 
-from services.scheduler import workers as C
+from services.scheduler import classes as C
 from services.scheduler.queries import fmt_time as _fmt
+from services.scheduler.view import SchedulerView
 
 
-def headroom_accounts(core, world: float) -> list[str]:
+def headroom_accounts(view: SchedulerView, world: float) -> list[str]:
     """Accounts with an idle worker, not paused, with some offered mode not cooling down."""
-    out = set()
-    for w in core.workers.idle():
-        if w.account in core.accounts.paused or w.account in out:
+    out: set[str] = set()
+    for w in view.workers.idle():
+        account = w.account
+        if account is None or account in view.accounts.paused or account in out:
             continue
         for mode in w.modes:
-            r = core.accounts.why_not(w.account, mode, "", world)   # module "": cool-downs only
+            r = view.accounts.why_not(account, mode, "", world)   # module "": cool-downs only
             if r is None:
-                out.add(w.account)
+                out.add(account)
                 break
     return sorted(out)
 
 
-def _holder_state(core, holder: str, cls: tuple, module: str, world: float) -> tuple[str, float | None]:
+def _holder_state(view: SchedulerView, holder: str, cls: tuple, module: str, world: float) -> tuple[str, float | None]:
     """Why the account a task is bound to does not run it now: (text, until or None)."""
-    if holder in core.accounts.paused:
-        return f"paused ({core.accounts.paused[holder] or 'no reason given'})", None
-    info = core.accounts.info.get(holder)
+    if holder in view.accounts.paused:
+        return f"paused ({view.accounts.paused[holder] or 'no reason given'})", None
+    info = view.accounts.info.get(holder)
     modes = [m for m in C.candidate_modes(cls) if info is None or not info.modes or m in info.modes]
     if info is not None and info.modes and not modes:
         return f"offers no {'/'.join(C.candidate_modes(cls))} mode", None
-    refusals = [(m, core.accounts.why_not(holder, m, module, world)) for m in modes]
-    if refusals and all(r is not None for _, r in refusals):
+    refusals = [(m, r) for m in modes if (r := view.accounts.why_not(holder, m, module, world)) is not None]
+    if refusals and len(refusals) == len(modes):   # every mode refused
         mode, (what, until, _) = min(refusals, key=lambda x: x[1][1])
         text = (f"{mode} quota for {module} blocked" if what == "blocked" else f"{mode} cooling down")
         return f"{text} until {_fmt(until)}", until
-    ws = core.workers.for_account(holder)
+    ws = view.workers.for_account(holder)
     if not ws:
         return "offline (no worker connected)", None
     if any(w.state == "idle" for w in ws):
@@ -93,13 +95,13 @@ def _holder_state(core, holder: str, cls: tuple, module: str, world: float) -> t
     return "busy", None
 
 
-def breakdown(core, account: str, world: float) -> dict:
+def breakdown(view: SchedulerView, account: str, world: float) -> dict:
     """The waiting work as seen from ``account``: counted groups, own-quota waits, delayed."""
-    info = core.accounts.info.get(account)
+    info = view.accounts.info.get(account)
     backend = info.backend if info else None
     offered = tuple(info.modes) if info and info.modes else ()
-    worker_modes = set()
-    for w in core.workers.for_account(account):
+    worker_modes: set[str] = set()
+    for w in view.workers.for_account(account):
         worker_modes.update(w.modes)
     groups: dict[tuple, dict] = {}
     own: dict[tuple, dict] = {}
@@ -109,15 +111,15 @@ def breakdown(core, account: str, world: float) -> dict:
                                                         "detail": detail, "until": until})
         g["n"] += n
 
-    queue = core.queue
+    queue = view.table.queue
     for key in queue.bins():
         cls, module = key
         n = queue.bin_size(key)
         backends, req_account, bound = cls[0], cls[1], cls[2]
         if backends and account not in backends and backend not in backends:
             # allowed names that are accounts (not backend kinds): say what each is doing, as for "bound"
-            known = [b for b in backends if b in core.accounts.info]
-            states = [(b, *_holder_state(core, b, cls, module, world)) for b in known]
+            known = [b for b in backends if b in view.accounts.info]
+            states = [(b, *_holder_state(view, b, cls, module, world)) for b in known]
             if len(states) == 1:
                 text = f": {states[0][1]}"
             else:
@@ -128,11 +130,11 @@ def breakdown(core, account: str, world: float) -> dict:
                 min(untils) if untils and len(untils) == len(backends) else None)
             continue
         if req_account is not None and req_account != account:
-            state, until = _holder_state(core, req_account, cls, module, world)
+            state, until = _holder_state(view, req_account, cls, module, world)
             add("account", n, req_account, f"only account {req_account} may run them: {state}", until)
             continue
         if bound is not None and bound != account:
-            text, until = _holder_state(core, bound, cls, module, world)
+            text, until = _holder_state(view, bound, cls, module, world)
             add("bound", n, bound, text, until)
             continue
         modes = [m for m in C.candidate_modes(cls) if (not offered or m in offered)
@@ -140,8 +142,8 @@ def breakdown(core, account: str, world: float) -> dict:
         if not modes:
             add("no_mode", n, None, f"need {'/'.join(C.candidate_modes(cls))} mode")
             continue
-        refusals = [(m, core.accounts.why_not(account, m, module, world)) for m in modes]
-        if all(r is not None for _, r in refusals):
+        refusals = [(m, r) for m in modes if (r := view.accounts.why_not(account, m, module, world)) is not None]
+        if len(refusals) == len(modes):   # every mode refused (modes is not empty)
             mode, (what, until, _) = min(refusals, key=lambda x: x[1][1])
             o = own.setdefault((mode, module, what), {"mode": mode, "module": module, "status": what,
                                                       "until": until, "n": 0})
@@ -149,7 +151,7 @@ def breakdown(core, account: str, world: float) -> dict:
             o["n"] += n
             continue
         add("runnable", n, None, "it could take them now (left for a faster account, or about to be assigned)")
-    held = sum(len(ids) for ids in core.held.values())
+    held = sum(len(ids) for ids in view.table.held.values())
     if held:
         add("held", held, None, "wait for the turn of their conversation in flight")
     out = sorted(groups.values(), key=lambda g: (-g["n"], g["reason"], g["account"] or ""))
@@ -201,39 +203,40 @@ class IdleWatch:
         self._next_check = float("-inf")
 
     def took_work(self, account: str | None) -> None:
-        self.since.pop(account, None)
+        if account:
+            self.since.pop(account, None)
 
-    def tick(self, core, world: float, mono: float) -> None:
+    def tick(self, view: SchedulerView, world: float, mono: float) -> None:
         if mono >= self._next_check:
             self._next_check = mono + CHECK_INTERVAL
-            self.update(core, world)
+            self.update(view, world)
 
-    def flagged(self, core, world: float) -> dict[str, dict]:
+    def flagged(self, view: SchedulerView, world: float) -> dict[str, dict]:
         """{account: breakdown} for the accounts idle while work waits now."""
-        if not core.tasks:
+        if not view.table.tasks:
             return {}
         out = {}
-        for account in headroom_accounts(core, world):
-            b = breakdown(core, account, world)
+        for account in headroom_accounts(view, world):
+            b = breakdown(view, account, world)
             if b["waiting"] > 0:
                 out[account] = b
         return out
 
-    def update(self, core, world: float) -> dict[str, dict]:
+    def update(self, view: SchedulerView, world: float) -> dict[str, dict]:
         """After a dispatch: start or end each account's idle spell."""
-        now = self.flagged(core, world) if core.workers.idle() else {}
+        now = self.flagged(view, world) if view.workers.idle() else {}
         for account in [a for a in self.since if a not in now]:
             del self.since[account]
         for account in now:
             self.since.setdefault(account, world)
         return now
 
-    def report(self, core) -> dict:
+    def report(self, view: SchedulerView) -> dict:
         """The ``idle`` query's answer (shape in the module docstring)."""
-        world = core.clock.world()
-        if core.status.get("synced") is False:   # rebuilding: the queue is not the broker's yet
+        world = view.clock.world()
+        if view.status.get("synced") is False:   # rebuilding: the queue is not the broker's yet
             return {"now": world, "synced": False, "accounts": []}
-        now = self.update(core, world)
+        now = self.update(view, world)
         rows = []
         for account, b in sorted(now.items()):
             since = self.since[account]

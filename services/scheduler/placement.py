@@ -42,11 +42,8 @@ The estimates
   look free soon, a slow account left the last one-shots to it, the fast account kept running its own
   (higher-priority) turns, and after the deadline the slow account took a one-shot at the very end and
   ended the run 150 s after everyone else.
-* **Turns per conversation**: the module's hint ``attrs.expected_turns`` if it is a number >= 1, else the
-  mean over finished conversations smoothed with ``DEFAULT_TURNS`` (weight ``TURNS_PRIOR``), in which the
-  open conversations that already ran longer than that count with their turns so far. A
-  conversation is finished once no turn of it has waited or run for ``CONV_QUIET`` world seconds after
-  its last turn ended; a turn arriving later simply reopens it (the broker still holds the binding).
+* **Turns per conversation**: :meth:`services.scheduler.conversations.Conversations.expected_turns` (the
+  module's hint, else the mean over finished conversations, smoothed).
 
 Why it cannot stall work
 ------------------------
@@ -76,23 +73,23 @@ simply not counted (the old greedy behaviour).
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from services.scheduler.classes import fits, opens_conversation
 from services.scheduler.priority import STANDARD
-from services.scheduler.workers import fits, opens_conversation
 
-DEFAULT_TURNS = 6.0        # expected turns of a conversation before any was seen to finish
-TURNS_PRIOR = 2.0          # weight of DEFAULT_TURNS in the mean over finished conversations
+if TYPE_CHECKING:
+    from services.scheduler.view import SchedulerView
+
 LATENCY_WINDOW = 20        # samples in the cumulative mean before it becomes an exponential average
 MARGIN = 0.05              # an alternative must finish at least 5% sooner to count
 OVERDUE = 3.0              # running longer than 3x its mean: that account is no alternative now
 UNREADY_GRACE = 2.0        # real seconds a worker that reported done is expected to say ready within
 GRACE_REAL = 1.0           # real seconds of slack in a deadline (worker hand-offs), plus half the job
 OWN_TURNS_FIRST = 10.0     # priority points by which an opening turn must beat a worker's own turns
-CONV_QUIET = 300.0         # world seconds without a waiting or running turn: the conversation is over
 WARM_EVENTS = 5000         # recent outbox events a starting scheduler learns latencies from
 
 # events after which a task.running no longer pairs with a task.done (a failed or ended run)
@@ -194,107 +191,6 @@ def _spec_mean(spec) -> float | None:
     return None   # "zero", unknown: no hint
 
 
-class _Conv:
-    __slots__ = ("account", "mode", "done", "hint", "last_end")
-
-    def __init__(self, account: str, mode: str, hint: float | None):
-        self.account, self.mode, self.hint = account, mode, hint
-        self.done = 0
-        self.last_end = 0.0
-
-
-class Conversations:
-    """Open conversations (bound to an account) and the mean number of turns of finished ones."""
-
-    def __init__(self):
-        self.open: dict[str, _Conv] = {}
-        self.by_account: dict[str, set[str]] = {}
-        self.finished = 0
-        self.finished_turns = 0
-        self._quiet: list = []      # (world time it may be finished, conv, done count then)
-        self._mean: float | None = None   # expected_turns() without a hint, until a turn ends
-
-    def reset(self) -> None:
-        """Forget the open conversations (a rebuild reloads them); the learned mean stays."""
-        self.open.clear()
-        self.by_account.clear()
-        self._quiet.clear()
-        self._mean = None
-
-    def expected_turns(self, hint=None) -> float:
-        """The hint if it is one, else the mean over finished conversations smoothed with the prior, where
-        open conversations that already ran more turns than that count too, with their turns so far (a
-        lower bound): a module whose conversations are longer than the prior is noticed before the first
-        one ends. O(open conversations), cached until a turn ends."""
-        if isinstance(hint, (int, float)) and not isinstance(hint, bool) and math.isfinite(hint) and hint >= 1:
-            return float(hint)
-        if self._mean is None:
-            total, n = DEFAULT_TURNS * TURNS_PRIOR + self.finished_turns, TURNS_PRIOR + self.finished
-            longer = [c.done for c in self.open.values() if c.hint is None and c.done > total / n]
-            self._mean = (total + sum(longer)) / (n + len(longer))
-        return self._mean
-
-    def bind(self, conv: str, account: str, mode: str, hint=None) -> None:
-        """``conv`` lives on ``account`` (a first turn assigned or running, or the broker says so)."""
-        c = self.open.get(conv)
-        if c is not None and c.account == account:
-            return
-        if c is not None:
-            self._drop(conv, c)
-        h = hint if isinstance(hint, (int, float)) and not isinstance(hint, bool) and hint >= 1 else None
-        self.open[conv] = c = _Conv(account, mode, h)
-        self.by_account.setdefault(account, set()).add(conv)
-
-    def unbind(self, conv: str) -> None:
-        """A tentative binding (an assigned first turn) that the broker never made: forget it."""
-        c = self.open.get(conv)
-        if c is not None and c.done == 0:
-            self._drop(conv, c)
-
-    def account_of(self, conv: str) -> str | None:
-        c = self.open.get(conv)
-        return c.account if c else None
-
-    def turn_ended(self, conv: str, done: bool, now: float) -> None:
-        c = self.open.get(conv)
-        if c is None:
-            return
-        if done:
-            c.done += 1
-            self._mean = None
-        c.last_end = now
-        heapq.heappush(self._quiet, (now + CONV_QUIET, conv, c.done))
-
-    def remaining(self, conv: str, active: bool, waiting: bool) -> float:
-        """Turns of ``conv`` not started yet (``active``: one is in flight; ``waiting``: one is pending)."""
-        c = self.open[conv]
-        left = self.expected_turns(c.hint) - c.done - (1 if active else 0)
-        return max(left, 1.0 if waiting else 0.0)
-
-    def sweep(self, now: float, busy) -> list[str]:
-        """Close the conversations quiet for ``CONV_QUIET`` (``busy(conv)``: a turn waits or runs)."""
-        closed = []
-        while self._quiet and self._quiet[0][0] <= now:
-            _, conv, done = heapq.heappop(self._quiet)
-            c = self.open.get(conv)
-            if c is None or c.done != done or c.last_end + CONV_QUIET > now or busy(conv):
-                continue
-            self.finished += 1
-            self.finished_turns += c.done
-            self._drop(conv, c)
-            closed.append(conv)
-        return closed
-
-    def _drop(self, conv: str, c: _Conv) -> None:
-        del self.open[conv]
-        self._mean = None
-        convs = self.by_account.get(c.account)
-        if convs is not None:
-            convs.discard(conv)
-            if not convs:
-                del self.by_account[c.account]
-
-
 @dataclass(slots=True)
 class Option:
     """Another account's worker that could take the job: when it can start it and what a job costs it."""
@@ -305,7 +201,7 @@ class Option:
     mean: float       # its mean service time for one task of the job's mode
 
 
-def could_leave(own_cost: float, own_start_in: float, fastest_cost: float | None, others: int, jobs: int) -> bool:
+def could_leave(own_cost: float, own_start_in: float, fastest_cost: float | None, others: int, jobs: float) -> bool:
     """A cheap necessary condition for :func:`leave_to_others` (no alternative starts before now nor
     spends less than ``fastest_cost`` per job): False means take the job without looking further."""
     if not fastest_cost or others <= 0:
@@ -313,7 +209,7 @@ def could_leave(own_cost: float, own_start_in: float, fastest_cost: float | None
     return jobs <= others * int((1.0 - MARGIN) * (own_start_in + own_cost) // fastest_cost)
 
 
-def leave_to_others(now: float, own_cost: float, own_start: float, options: list[Option], jobs: int,
+def leave_to_others(now: float, own_cost: float, own_start: float, options: list[Option], jobs: float,
                     grace: float) -> tuple[float, str] | None:
     """The test of the module docstring, for a worker that would start at ``own_start`` and spend
     ``own_cost`` on the job. Returns None (take it) or ``(deadline, account)``: the earliest alternative
@@ -332,24 +228,23 @@ def leave_to_others(now: float, own_cost: float, own_start: float, options: list
 
 
 class Placement:
-    """The core's placement advisor: latencies, open conversations, the tasks left alone (with their
-    deadlines), and the decisions of the module docstring. It reads the core's state (queue, workers,
+    """The core's placement advisor: latencies, the tasks left alone (with their deadlines), and the
+    decisions of the module docstring. It reads the scheduler's state through the view (queue, workers,
     assignments, running turns, accounts) and changes none of it."""
 
-    def __init__(self, core):
-        self.core = core
+    def __init__(self, view: SchedulerView):
+        self.view = view
         self.latencies = Latencies()
-        self.convs = Conversations()
+        self.convs = view.convs
         self.deadlines: dict[int, tuple[float, str]] = {}   # task id -> (world deadline, account left to)
         self.left_total = 0                                  # decisions to leave a task (stats)
         self._est: dict = {}                                 # estimates cached during one dispatch
         self._est_at: tuple | None = None                    # ... at this (world, mono) time
-        for account, mode, seconds in config_hints(core.config.accounts):
+        for account, mode, seconds in config_hints(view.config.accounts):
             self.latencies.hint(account, mode, seconds)
 
     def reset(self) -> None:
-        """Forget the open conversations and deadlines (a rebuild follows); the latencies stay."""
-        self.convs.reset()
+        """Forget the deadlines (a rebuild follows); the latencies stay."""
         self.deadlines.clear()
         self._est = {}
 
@@ -397,11 +292,8 @@ class Placement:
 
     # --- decisions ------------------------------------------------------------------------------------
 
-    def assigned(self, t, account: str, mode: str | None) -> None:
-        """Task ``t`` was just assigned to ``account``: an opening turn binds its conversation tentatively
-        (the lease confirms it, or :meth:`Conversations.unbind` forgets it); the cached estimates are stale."""
-        if opens_conversation(t.cls):
-            self.convs.bind(t.conversation, account, mode or STANDARD, t.attrs.get("expected_turns"))
+    def assigned(self) -> None:
+        """A task was just assigned: the cached estimates are stale."""
         self._est = {}
 
     def admits(self, w, world: float, mono: float) -> dict:
@@ -417,18 +309,18 @@ class Placement:
 
         Looks at the bins' tops and sizes and at the workers, never at the tasks in a bin: O(B log n).
         """
-        core, lat = self.core, self.latencies
+        view, lat = self.view, self.latencies
         if self._est_at != (world, mono):   # the estimates hold for one moment (one dispatch)
             self._est, self._est_at = {}, (world, mono)
-        queue = core.queue
+        queue = view.table.queue
         modes: dict[tuple, str] = {}
         for key in queue.bins():
             cls, module = key
             if fits(cls, w.account, w.backend):
-                mode = core.mode_for(w.account, w.modes, cls, module, world)
+                mode = view.mode_for(w.account, w.modes, cls, module, world)
                 if mode is not None:
                     modes[key] = mode
-        out = {key: core.model.module_term(key[1], core.waiting[key[1]]) for key in modes}
+        out = {key: view.model.module_term(key[1], view.table.waiting[key[1]]) for key in modes}
         shared = [key for key in modes if key[0][2] is None]   # not bound to an account: others may take it
         if not shared:
             return out
@@ -437,7 +329,7 @@ class Placement:
         openings = sum(queue.bin_size(key) for key in shared if opens_conversation(key[0]))
         # a waiting conversation counts as its expected turns
         tasks = sum(queue.bin_size(key) for key in shared) + openings * (self.convs.expected_turns() - 1)
-        others = len(core.workers) - 1
+        others = len(view.workers) - 1
         for key in shared:
             opening = opens_conversation(key[0])
             jobs = openings if opening else tasks
@@ -460,10 +352,10 @@ class Placement:
                 del out[key]
         return out
 
-    def _leave(self, w, key: tuple, mode: str, t, jobs: int, world: float, mono: float):
+    def _leave(self, w, key: tuple, mode: str, t, jobs: float, world: float, mono: float):
         """Should idle ``w`` leave task ``t`` (the top of bin ``key``, with ``jobs`` like it waiting) to the
         other workers? Returns (deadline, the account expected to take it) or None."""
-        core, lat = self.core, self.latencies
+        view, lat = self.view, self.latencies
         own = lat.mean(w.account, mode)
         if own is None:
             return None
@@ -473,17 +365,17 @@ class Placement:
         own_start = world + (self._backlog(w.account) if opening else 0.0)
         fastest = lat.fastest(mode)
         if not could_leave(turns * own, own_start - world, turns * fastest if fastest else None,
-                           len(core.workers) - 1, jobs):
+                           len(view.workers) - 1, jobs):
             return None
         options = []
-        for v in core.workers:
-            if v is w or not v.account or v.account == w.account or v.account in core.accounts.paused \
+        for v in view.workers:
+            if v is w or not v.account or v.account == w.account or v.account in view.accounts.paused \
                     or not fits(cls, v.account, v.backend):
                 continue
-            m = core.mode_for(v.account, v.modes, cls, module, world)
+            m = view.mode_for(v.account, v.modes, cls, module, world)
             mean = lat.mean(v.account, m) if m else None
             free = self._free_at(v, world, mono) if mean else None
-            if free is None:
+            if mean is None or free is None:
                 continue
             # what it runs first: the turns of its own conversations (an opening turn queues behind them;
             # a one-shot too, as far as we know: a turn bound to it usually outranks it, and an
@@ -492,7 +384,7 @@ class Placement:
             if not opening:
                 first = max(first, self._ready_bound(v.account) * mean)
             options.append(Option(v.account, free + first, turns * mean, mean))
-        scale = getattr(core.clock, "scale", 1.0) or 1.0
+        scale = getattr(view.clock, "scale", 1.0) or 1.0
         left = leave_to_others(world, turns * own, own_start, options, jobs, GRACE_REAL * scale)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s, %s task %d (%d like it waiting): own start +%.1f cost %.1f; others %s: %s", w.name,
@@ -507,7 +399,7 @@ class Placement:
         key = ("free", v.ident)
         if key in self._est:
             return self._est[key]
-        core, free = self.core, None
+        view, free = self.view, None
         if v.state == "idle":
             free = world
         elif v.state == "unready":
@@ -515,17 +407,17 @@ class Placement:
         else:
             start = mode = None
             if v.state == "assigned":
-                a = core.assigned.get(v.task_id)
+                a = view.table.assigned.get(v.task_id)
                 if a is not None:
                     start, mode = a.world, a.mode
             elif v.state == "busy":
-                run = core.running.get(v.task_id)
+                run = view.table.running.get(v.task_id)
                 if run is None:   # its task ended (the broker's event came before the worker's `done`)
                     start, mode, free = None, None, world
                 else:
                     start, mode = run.start, run.mode
             mean = self.latencies.mean(v.account, mode) if start and mode else None
-            if mean is not None and world <= start + OVERDUE * mean:
+            if start and mean is not None and world <= start + OVERDUE * mean:
                 free = max(world, start + mean)
         self._est[key] = free
         return free
@@ -534,10 +426,10 @@ class Placement:
         """World seconds of conversation turns bound to ``account`` and not started yet."""
         key = ("backlog", account)
         if key not in self._est:
-            core, convs, lat, total = self.core, self.convs, self.latencies, 0.0
-            for conv in convs.by_account.get(account, ()):
+            convs, lat, total = self.convs, self.latencies, 0.0
+            for conv in convs.open_on(account):
                 mean = lat.mean(account, convs.open[conv].mode) or lat.mean(account, STANDARD) or 0.0
-                total += mean * convs.remaining(conv, conv in core.conv_inflight, conv in core.conv_tasks)
+                total += mean * convs.remaining(conv)
             self._est[key] = total
         return self._est[key]
 
@@ -545,6 +437,6 @@ class Placement:
         """Ready tasks that only ``account`` may take."""
         key = ("bound", account)
         if key not in self._est:
-            queue = self.core.queue
+            queue = self.view.table.queue
             self._est[key] = sum(queue.bin_size(b) for b in queue.bins() if b[0][2] == account)
         return self._est[key]

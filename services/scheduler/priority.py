@@ -69,7 +69,7 @@ class QTask:
     handoff: str | None = None                # proposed: its conversation leaves this blocked account
     # derived (kept here so that the queue and the queries need no side tables)
     static: float = 0.0
-    cls: tuple = ()            # placement class, see services.scheduler.workers.placement_class
+    cls: tuple = ()            # placement class, see services.scheduler.classes.placement_class
     declines: int = 0          # declined leases without a retry time, for the hold backoff
     hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
 

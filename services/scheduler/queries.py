@@ -50,7 +50,7 @@ up to AHEAD_EXACT of them are compared one by one, beyond that AHEAD_SAMPLE of t
      "modules": {module: {"waiting", "ready", "delayed", "held", "assigned", "weight", "backlog_boost"}},
      "recent": [{"id", "module", "kind", "account", "at"}]}      # the last 20 task.done, newest first
 
-  The module counts come from what the core keeps (bin sizes, delayed per module, the assignments, the
+  The module counts come from what the scheduler keeps (bin sizes, delayed per module, the assignments, the
   tracked tasks per module; held = the rest), never from a walk over the tasks: ``top`` is asked every
   second and must not grow with the queue.
 
@@ -60,7 +60,7 @@ module the tree does not have, ``shared.config.KNOWN_MODULES``, is BAD_ARGUMENT 
 put back to ``[scheduler] module_weights`` of the configuration by ``reset``. A change is written to the
 broker (kv ``scheduler``/``weights``) before it is applied, so it survives a restart of the scheduler
 (the rebuild reads it back over the configured weights); with the broker down the query is refused
-(``UNAVAILABLE``) and nothing changes. ``durable`` is false only for a core without a store (unit tests).
+(``UNAVAILABLE``) and nothing changes. ``durable`` is false only for a scheduler core without a store (unit tests).
 
 ``stats`` -> the counters the scheduler logs every minute::
 
@@ -77,12 +77,13 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.scheduler import workers as C
+from services.scheduler import classes as C
 from services.scheduler.handoff import due_time
-from services.scheduler.priority import clean_weights
+from services.scheduler.priority import PriorityModel, clean_weights
+from services.scheduler.view import SchedulerView
 from shared.config import KNOWN_MODULES, unknown_name
 from shared.errors import ErrorCode, FanoError, bad_argument
 
@@ -101,31 +102,25 @@ def about(n: int) -> int:
     return n if digits <= 2 else int(round(n, 2 - digits))
 
 
-def answer(core, msg: dict) -> dict | None:
+def answer(view: SchedulerView, msg: dict) -> dict | None:
     what = msg["what"]
     if what == "why":
         tid = msg.get("task_id")
         if not isinstance(tid, int) or isinstance(tid, bool):
             raise bad_argument("why needs an integer task_id", field="task_id")
-        return why(core, tid)
+        return why(view, tid)
     if what == "backends":
-        return {"now": core.clock.world(), "accounts": backends(core)}
+        return {"now": view.clock.world(), "accounts": backends(view)}
     if what == "top":
-        return top(core)
-    if what == "weights":
-        return weights(core, msg.get("set"), msg.get("reset") is True)
-    if what == "stats":
-        return core.stats()
-    if what == "idle":
-        return core.idle_watch.report(core)
+        return top(view)
     raise FanoError(ErrorCode.UNKNOWN_COMMAND,
                     f"unknown query {str(what)[:40]!r}: ask why, backends, top, weights, stats or idle")
 
 
 # --- why ---------------------------------------------------------------------------------------------
 
-def _worker_status(core, account: str) -> tuple[str, str]:
-    ws = core.workers.for_account(account)
+def _worker_status(view: SchedulerView, account: str) -> tuple[str, str]:
+    ws = view.workers.for_account(account)
     if not ws:
         return "offline", "no worker connected"
     idle = [w for w in ws if w.state == "idle"]
@@ -139,12 +134,12 @@ def _worker_status(core, account: str) -> tuple[str, str]:
     return "busy", f"busy: finishing task {w.last_task}" if w.last_task else "busy: not ready"
 
 
-def account_reasons(core, t, world: float) -> list[dict]:
+def account_reasons(view: SchedulerView, t, world: float) -> list[dict]:
     """For each known account the task allows: why it does not run the task right now."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     modes = C.candidate_modes(t.cls)
-    for name in sorted(core.accounts.info):
-        info = core.accounts.info[name]
+    for name in sorted(view.accounts.info):
+        info = view.accounts.info[name]
         if not C.fits(t.cls, name, info.backend):
             continue
         offered = [m for m in modes if not info.modes or m in info.modes]
@@ -152,13 +147,13 @@ def account_reasons(core, t, world: float) -> list[dict]:
             rows.append({"account": name, "status": "no_mode", "detail": f"offers no {'/'.join(modes)} mode",
                          "until": None})
             continue
-        if name in core.accounts.paused:
+        if name in view.accounts.paused:
             rows.append({"account": name, "status": "paused",
-                         "detail": f"paused ({core.accounts.paused[name] or 'no reason given'})", "until": None})
+                         "detail": f"paused ({view.accounts.paused[name] or 'no reason given'})", "until": None})
             continue
         refusals: list[Any] = []
         for mode in ([] if C.reconciles(t.cls, name) else offered):   # a reconcile needs no quota room
-            r = core.accounts.why_not(name, mode, t.module, world)
+            r = view.accounts.why_not(name, mode, t.module, world)
             if r is None:
                 refusals = []
                 break
@@ -166,7 +161,7 @@ def account_reasons(core, t, world: float) -> list[dict]:
         if refusals:
             rows.append(min(refusals, key=lambda r: r["until"]))
             continue
-        status, detail = _worker_status(core, name)
+        status, detail = _worker_status(view, name)
         rows.append({"account": name, "status": status, "detail": detail, "until": None})
     return rows
 
@@ -198,55 +193,55 @@ def _refusal(account: str, mode: str, module: str, what: str, until: float, reas
     return {"account": account, "status": what, "until": until, "detail": detail, "quota": quota}
 
 
-def _serves(core, account: str, cls: tuple) -> bool:
-    info = core.accounts.info.get(account)
+def _serves(view: SchedulerView, account: str, cls: tuple) -> bool:
+    info = view.accounts.info.get(account)
     if info is None or not C.fits(cls, account, info.backend):
         return False
     return any(not info.modes or m in info.modes for m in C.candidate_modes(cls))
 
 
-def _rank(core, t, world: float) -> tuple:
-    return core.model.priority(t, world, core.waiting[t.module]), -t.created, -t.id
+def _rank(view: SchedulerView, t, world: float) -> tuple:
+    return view.model.priority(t, world, view.table.waiting[t.module]), -t.created, -t.id
 
 
-def _ahead(core, t, world: float, competitors: list[str]) -> tuple[int, bool]:
+def _ahead(view: SchedulerView, t, world: float, competitors: list[str]) -> tuple[int, bool]:
     """(ready tasks of higher priority that an account able to run ``t`` could take, approximate?).
 
     Bounded work (see the module docstring): the candidate bins are found in O(bins); an exact count
     up to AHEAD_EXACT candidates, else an estimate from AHEAD_SAMPLE random ones."""
-    queue = core.queue
-    keys = [key for key in queue.bins() if any(_serves(core, a, key[0]) for a in competitors)]
+    queue = view.table.queue
+    keys = [key for key in queue.bins() if any(_serves(view, a, key[0]) for a in competitors)]
     candidates = sum(queue.bin_size(key) for key in keys)
     if queue.is_ready(t.id) and (t.cls, t.module) in keys:
         candidates -= 1                     # never ahead of itself
-    me = _rank(core, t, world)
+    me = _rank(view, t, world)
     if candidates <= AHEAD_EXACT:
-        above = sum(1 for key in keys for u in queue.bin_tasks(key) if u.id != t.id and _rank(core, u, world) > me)
+        above = sum(1 for key in keys for u in queue.bin_tasks(key) if u.id != t.id and _rank(view, u, world) > me)
         return above, False
     sample = [u for u in queue.sample(keys, AHEAD_SAMPLE, _RNG) if u.id != t.id]
     if not sample:
         return 0, True
-    above = sum(1 for u in sample if _rank(core, u, world) > me)
+    above = sum(1 for u in sample if _rank(view, u, world) > me)
     return about(round(candidates * above / len(sample))), True
 
 
-def why(core, tid: int) -> dict | None:
-    t = core.tasks.get(tid)
+def why(view: SchedulerView, tid: int) -> dict | None:
+    t = view.table.tasks.get(tid)
     if t is None:
         return None
-    world, mono = core.clock.world(), core.clock.mono()
-    waiting = core.waiting[t.module]
-    out = {"task_id": tid, "state": "PENDING", "priority": round(core.model.priority(t, world, waiting), 3),
-           "terms": core.model.explain(t, world, waiting), "ahead": None, "ahead_approx": False, "accounts": []}
-    a = core.assigned.get(tid)
+    world, mono = view.clock.world(), view.clock.mono()
+    waiting = view.table.waiting[t.module]
+    out = {"task_id": tid, "state": "PENDING", "priority": round(view.model.priority(t, world, waiting), 3),
+           "terms": view.model.explain(t, world, waiting), "ahead": None, "ahead_approx": False, "accounts": []}
+    a = view.table.assigned.get(tid)
     conv = t.conversation
     if a is not None:
-        w = core.workers.get(a.ident)
+        w = view.workers.get(a.ident)
         who = w.name if w else "a worker that is gone"
         out.update(where="assigned", line=f"assigned to {who} (account {a.account}) {mono - a.at:.0f}s ago; "
                                           "waiting for it to lease the task")
         return out
-    if tid in core.queue and not core.queue.is_ready(tid):
+    if tid in view.table.queue and not view.table.queue.is_ready(tid):
         if t.hold_until >= t.not_before and t.hold_until > world:
             line = (f"sitting out until {fmt_time(t.hold_until)}: an account declined to lease it "
                     f"{t.declines} time(s) without saying until when (the scheduler asks the broker again)")
@@ -255,14 +250,14 @@ def why(core, tid: int) -> dict | None:
                     "(retry backoff after a failure, or the submitter's not_before)")
         out.update(where="delayed", line=line)
         return out
-    if tid not in core.queue and conv:
-        out.update(where="held", line=f"waiting for task {core.conv_inflight.get(conv)}, the turn of conversation "
+    if tid not in view.table.queue and conv:
+        out.update(where="held", line=f"waiting for task {view.convs.inflight.get(conv)}, the turn of conversation "
                                       f"{conv} in flight (one turn at a time)")
         return out
-    rows = account_reasons(core, t, world)
+    rows = account_reasons(view, t, world)
     out["accounts"] = rows
     if not rows and t.handoff is None and (t.unknown_account or conv):
-        line = "; ".join(_binding(core, t, world)) or "waiting for the account its conversation lives on"
+        line = "; ".join(_binding(view, t, world)) or "waiting for the account its conversation lives on"
         out.update(where="ready", line=f"waiting: {line}")
         return out
     if not rows:
@@ -273,9 +268,9 @@ def why(core, tid: int) -> dict | None:
                    line="waiting: no known account can serve it (" + ", ".join(x for x in need if x) + ")")
         return out
     competitors = [r["account"] for r in rows if r["status"] != "no_mode"]
-    out["ahead"], out["ahead_approx"] = _ahead(core, t, world, competitors)
-    parts = _binding(core, t, world) + [f"{r['account']} {r['detail']}" for r in rows]
-    left = core.placement.deadlines.get(tid)
+    out["ahead"], out["ahead_approx"] = _ahead(view, t, world, competitors)
+    parts = _binding(view, t, world) + [f"{r['account']} {r['detail']}" for r in rows]
+    left = view.placement.deadlines.get(tid)
     if left is not None and left[0] > world:
         parts.insert(0, f"left for {left[1]}, expected to finish it sooner (until {fmt_time(left[0])} at the latest)")
     ahead = (f"≈ {out['ahead']:,} higher-priority tasks ahead (estimated from a sample)" if out["ahead_approx"]
@@ -284,7 +279,7 @@ def why(core, tid: int) -> dict | None:
     return out
 
 
-def _binding(core, t, world: float) -> list[str]:
+def _binding(view: SchedulerView, t, world: float) -> list[str]:
     """What ties ``t`` to one account: an unknown turn to reconcile, its conversation (and its hand-off)."""
     parts = []
     if t.unknown_account:
@@ -297,28 +292,28 @@ def _binding(core, t, world: float) -> list[str]:
     if not conv:
         return parts
     if t.handoff:
-        why = core.handoffs.blocked_reason(t.handoff, t, world) or "blocked"
+        why = view.handoffs.blocked_reason(t.handoff, t, world) or "blocked"
         parts.append(f"conversation {conv} is being handed off from {t.handoff} ({why}): any account it allows "
                      "may continue it")
         return parts
-    holder = core.conv_account.get(conv) or t.conversation_account
+    holder = view.convs.holder_of(t)
     if not holder:
         return parts
-    why = core.handoffs.blocked_reason(holder, t, world)
-    after = core.scfg.conversation_handoff
-    if why is None:
+    blocked = view.handoffs.blocked_reason(holder, t, world)
+    after = view.scfg.conversation_handoff
+    if blocked is None:
         parts.append(f"conversation {conv} lives on {holder}, which runs its turns")
     elif after <= 0:
-        parts.append(f"conversation {conv} lives on {holder} ({why}); never handed off "
+        parts.append(f"conversation {conv} lives on {holder} ({blocked}); never handed off "
                      "(scheduler.conversation_handoff = 0)")
     else:
         due = due_time(t, after)
-        parts.append(f"conversation {conv} lives on {holder} ({why}); handed off to another account at "
+        parts.append(f"conversation {conv} lives on {holder} ({blocked}); handed off to another account at "
                      f"{fmt_time(max(due, world))} unless {holder} can run it by then")
     return parts
 
 
-def why_untracked(core, tid: int, rec: Mapping[str, Any] | None) -> dict:
+def why_untracked(tid: int, rec: Mapping[str, Any] | None) -> dict:
     out = {"task_id": tid, "where": "untracked", "state": None, "priority": None, "terms": None, "ahead": None,
            "ahead_approx": False, "accounts": []}
     if rec is None:
@@ -335,23 +330,23 @@ def why_untracked(core, tid: int, rec: Mapping[str, Any] | None) -> dict:
         "CANCELLED": "cancelled",
         "PENDING": "pending, but the scheduler has not seen it yet (events are on their way)",
     }
-    out["line"] = f"task {tid}: {lines.get(state, str(state))}"
+    out["line"] = f"task {tid}: {lines.get(str(state), str(state))}"
     return out
 
 
 # --- backends, top, weights ---------------------------------------------------------------------------
 
-def backends(core) -> list[dict]:
-    world, mono = core.clock.world(), core.clock.mono()
-    names = set(core.accounts.info) | {w.account for w in core.workers if w.account}
+def backends(view: SchedulerView) -> list[dict]:
+    world, mono = view.clock.world(), view.clock.mono()
+    names = set(view.accounts.info) | {w.account for w in view.workers if w.account}
     rows = []
     for name in sorted(names):
-        info = core.accounts.info.get(name)
-        ws = sorted(core.workers.for_account(name), key=lambda w: (w.state != "idle", w.name))
+        info = view.accounts.info.get(name)
+        ws = sorted(view.workers.for_account(name), key=lambda w: (w.state != "idle", w.name))
         w = ws[0] if ws else None
-        last = core.last_outcome.get(name) or {}
-        blocked = [{"mode": m, "module": mod, "until": u, "reason": why}
-                   for (acct, m, mod), (u, why) in sorted(core.accounts.blocks.items()) if acct == name and u > world]
+        last = view.last_outcome.get(name) or {}
+        blocked: list[dict[str, Any]] = [{"mode": m, "module": mod, "until": u, "reason": why}
+                   for (acct, m, mod), (u, why) in sorted(view.accounts.blocks.items()) if acct == name and u > world]
         blocked_until: dict[str, float] = {}
         for b in blocked:
             blocked_until[b["mode"]] = max(blocked_until.get(b["mode"], 0.0), b["until"])
@@ -363,49 +358,49 @@ def backends(core) -> list[dict]:
             "task_id": w.task_id if w else None, "since": round(mono - w.since, 1) if w else None,
             "last_task": last.get("task_id"), "last_outcome": last.get("outcome"),
             "last_error": (last.get("message") or None) if last.get("outcome") not in (None, "done") else None,
-            "paused": name in core.accounts.paused, "pause_reason": core.accounts.paused.get(name, ""),
-            "cooling_until": {m: u for (acct, m), (u, _) in core.accounts.cooldowns.items()
+            "paused": name in view.accounts.paused, "pause_reason": view.accounts.paused.get(name, ""),
+            "cooling_until": {m: u for (acct, m), (u, _) in view.accounts.cooldowns.items()
                               if acct == name and u > world},
             "blocked_until": blocked_until, "blocked": blocked,
         })
     return rows
 
 
-def top(core) -> dict:
+def top(view: SchedulerView) -> dict:
     modules: dict[str, dict] = {}
 
     def row(module):
         if module not in modules:
-            modules[module] = {"waiting": core.waiting.get(module, 0), "ready": 0, "delayed": 0, "held": 0,
-                               "assigned": 0, "weight": core.model.weights.get(module, 0.0),
-                               "backlog_boost": core.model.backlog_boost(module, core.waiting.get(module, 0))}
+            modules[module] = {"waiting": view.table.waiting.get(module, 0), "ready": 0, "delayed": 0, "held": 0,
+                               "assigned": 0, "weight": view.model.weights.get(module, 0.0),
+                               "backlog_boost": view.model.backlog_boost(module, view.table.waiting.get(module, 0))}
         return modules[module]
 
     # O(bins + modules + assignments): every tracked task is in exactly one place (assigned, ready,
-    # delayed, held: see services/scheduler/core.py), so held is what the others leave of `waiting`
-    for key in core.queue.bins():
-        row(key[1])["ready"] += core.queue.bin_size(key)
-    for module, n in core.queue.delayed_by_module.items():
+    # delayed, held: see services/scheduler/tasks.py), so held is what the others leave of `waiting`
+    for key in view.table.queue.bins():
+        row(key[1])["ready"] += view.table.queue.bin_size(key)
+    for module, n in view.table.queue.delayed_by_module.items():
         row(module)["delayed"] += n
-    for tid in core.assigned:
-        t = core.tasks.get(tid)
+    for tid in view.table.assigned:
+        t = view.table.tasks.get(tid)
         if t is not None:
             row(t.module)["assigned"] += 1
-    for module, n in core.waiting.items():
+    for module, n in view.table.waiting.items():
         r = row(module)
         r["held"] = max(0, n - r["ready"] - r["delayed"] - r["assigned"])
-    for module in core.model.weights:
+    for module in view.model.weights:
         row(module)
-    st = core.stats()
-    return {"now": core.clock.world(), "workers": st["workers"], "accounts": backends(core),
-            "queue": {k: st[k] for k in ("ready", "delayed", "held", "assigned", "running")},
-            "modules": modules, "recent": list(core.recent)}
+    return {"now": view.clock.world(), "workers": len(view.workers), "accounts": backends(view),
+            "queue": view.table.counts(),
+            "modules": modules, "recent": list(view.recent)}
 
 
-def weights(core, changes, reset) -> dict:
+def weights(model: PriorityModel, store: Callable[[dict | None], None] | None, names_checked: bool, changes,
+            reset: bool) -> dict:
     """Store first, then apply: a refused or lost write changes nothing, a crash after it is applied by
-    the next rebuild."""
-    model, store = core.model, core.weights_store
+    the next rebuild. ``store`` writes the weights to the broker (None: not durable, in tests);
+    ``names_checked``: refuse a module the tree does not have."""
     if reset and changes is not None:
         raise bad_argument("weights: set and reset exclude each other", field="reset")
     if reset:
@@ -417,7 +412,7 @@ def weights(core, changes, reset) -> dict:
             clean = clean_weights(changes)
         except ValueError as exc:
             raise bad_argument(f"weights: {exc}", field="set") from None
-        if core.config.names_checked:  # a misspelt module would be stored and kept across restarts
+        if names_checked:  # a misspelt module would be stored and kept across restarts
             for module in clean:
                 if module not in KNOWN_MODULES:
                     raise bad_argument("weights: " + unknown_name("module", module, KNOWN_MODULES), field="set",

@@ -22,8 +22,9 @@ the deep work waits for one of the other accounts' deep slots or for a moment wi
 """
 from __future__ import annotations
 
+from services.scheduler.classes import candidate_modes, charge_modules
 from services.scheduler.priority import DEEP, STANDARD
-from services.scheduler.workers import candidate_modes, charge_modules
+from services.scheduler.view import SchedulerView
 from shared.config import ADHOC
 
 
@@ -49,17 +50,18 @@ def hold_back(admits: dict, modes: dict, account: str, quick: set, in_deep: set,
     return {k: v for k, v in admits.items() if k not in deep}
 
 
-def admitted(core, w, admits: dict, world: float) -> dict:
-    """What idle worker ``w`` of the scheduler ``core`` may take: ``admits`` without deep research work
-    while enough other accounts that could answer quickly are in deep turns (the rule above)."""
-    keep = core.scfg.responsive_accounts
+def admitted(view: SchedulerView, w, admits: dict, world: float) -> dict:
+    """What idle worker ``w`` may take (``view``: the scheduler's state, services/scheduler/view.py):
+    ``admits`` without deep research work while enough other accounts that could answer quickly are in
+    deep turns (the rule above)."""
+    keep = view.scfg.responsive_accounts
     if keep <= 0:
         return admits
-    modes = {key: core.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
+    modes = {key: view.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
     # the accounts that could answer quickly: a worker, not paused, and room for some module's waiting
     # standard work (an account whose standard windows are used up cannot be the responsive one)
-    shares = {m for key in core.queue.bins() for m in charge_modules(key[0], key[1])
+    shares = {m for key in view.table.queue.bins() for m in charge_modules(key[0], key[1])
               if STANDARD in candidate_modes(key[0])}
-    quick = {x.account for x in core.workers if x.account and x.account not in core.accounts.paused
-             and any(core.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
-    return hold_back(admits, modes, w.account, quick, deep_accounts(core.assigned, core.running), keep)
+    quick = {x.account for x in view.workers if x.account and x.account not in view.accounts.paused
+             and any(view.accounts.why_not(x.account, STANDARD, m, world) is None for m in shares)}
+    return hold_back(admits, modes, w.account, quick, deep_accounts(view.table.assigned, view.table.running), keep)

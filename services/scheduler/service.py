@@ -125,8 +125,8 @@ class SchedulerService(Service):
             self._follow(self._catch_up)
         if self.synced:
             self._refresh()
-        self.core.status = {"synced": self.synced, "last_seq": self.last_seq, "rebuilds": self.rebuilds,
-                            "dropped_sends": self.dropped}
+        self.core.status.update(synced=self.synced, last_seq=self.last_seq, rebuilds=self.rebuilds,
+                                dropped_sends=self.dropped)
         self.core.tick(dispatch=self.synced)
         self._send_revokes()
         self._answer_lookups()
@@ -303,17 +303,17 @@ class SchedulerService(Service):
 
     def _refresh(self) -> None:
         """Re-read tasks whose state the core is unsure of (see SchedulerCore.missing)."""
-        for tid in list(self.core.missing)[:REFRESH_PER_TICK]:
+        for tid in list(self.core.table.missing)[:REFRESH_PER_TICK]:
             try:
                 rec = self.client.get(tid, history=False)
             except BrokerUnavailable:
                 return
             except FanoError as exc:
-                self.core.missing.discard(tid)
+                self.core.table.missing.discard(tid)
                 if exc.code == ErrorCode.NOT_FOUND:
                     self.core.on_task_missing(tid)
                 continue
-            self.core.missing.discard(tid)
+            self.core.table.missing.discard(tid)
             self.core.on_task_record(rec)
 
     def _send_revokes(self) -> None:
@@ -337,7 +337,7 @@ class SchedulerService(Service):
             del pending[tid]
             self._revoke_rids.pop((tid, epoch), None)
             if out is not None and not out.get("revoked"):
-                self.core.missing.add(tid)   # the lease ended some other way: re-read the task
+                self.core.table.missing.add(tid)   # the lease ended some other way: re-read the task
 
     def _answer_lookups(self) -> None:
         lookups, self.core.why_lookups = self.core.why_lookups, []

@@ -1,4 +1,4 @@
-"""Who can work: the registry of connected backend workers, and the scheduler's view of the accounts.
+"""The workers table: the connected backend workers, their state, and the leases of silent ones.
 
 Workers (:class:`WorkerRegistry`) are keyed by their ROUTER identity (one per socket; a restarted
 worker comes back with a new one) and indexed by name (the program name, e.g. ``backend-gemini-sim``,
@@ -14,87 +14,19 @@ unready    reported ``done`` and has not said ``ready`` again; also a worker the
 
 Liveness is on the monotonic clock: a worker silent for ``LIVENESS * HEARTBEAT_INTERVAL`` is forgotten.
 
-Placement (:func:`placement_class`, :func:`fits`, :func:`candidate_modes`) says which workers a task
-fits, before admission. Accounts (:class:`Accounts`) hold what the broker said (paused, cool-downs per
-mode or ``*``) and what the scheduler learned from declined leases: a block on ``(account, mode,
-module)`` until the world time the broker gave as ``retry_at`` (quota windows can be split per module,
-so a block is per module).
+Which workers a task fits is :mod:`services.scheduler.classes`' to say; what the scheduler knows of the
+accounts (pauses, cool-downs, quota blocks) is :mod:`services.scheduler.accounts`'.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from services.scheduler.priority import DEEP, STANDARD, QTask
-from shared import quota
-from shared.config import ADHOC
+from services.scheduler.tasks import Running
 from shared.protocol import HEARTBEAT_INTERVAL, LIVENESS
 
-MODES = (STANDARD, DEEP)
 log = logging.getLogger("scheduler")
 STATES = ("idle", "assigned", "busy", "unready")
-
-
-_CLASSES: dict[tuple, tuple] = {}   # interned: a handful of distinct classes, shared by every task
-
-
-def placement_class(task: QTask, conv_account: dict) -> tuple:
-    """The bin key's class part: ``(backends, account, bound, mode, fallback, opens, share, reconcile)`` —
-    allowed accounts or backend kinds, ``requires.account``, the account the task is bound to (the one whose
-    unknown turn it must reconcile, else the one holding its conversation — learned from ``task.running`` events, or
-    from a ``conversation_account`` field on the task's events if the broker sends one), the requested
-    mode, deep-to-standard fallback, and whether running it binds a conversation that no account holds
-    yet (its first placement is decided by :mod:`services.scheduler.placement`) — or that its conversation
-    is to be handed off from a blocked account (``task.handoff``), which is the same decision — the
-    reserve it may also draw on (``share``: ``adhoc`` or None), and whether it is bound to reconcile an
-    unknown turn (then its account takes it whatever its quota or cool-down).
-    Two tasks of one class fit exactly the same workers. Classes are interned (one tuple per class)."""
-    req = task.requires
-    backends = req.get("backends")
-    backends = tuple(sorted({b for b in backends if isinstance(b, str)})) if isinstance(backends, list) else ()
-    account = req.get("account") if isinstance(req.get("account"), str) and req.get("account") else None
-    conv = task.conversation
-    # a turn proposed for hand-off (its conversation's account is blocked, see SchedulerCore._handoff_from)
-    # is bound to nobody: any account it allows may continue the conversation
-    bound = task.unknown_account or (None if task.handoff else
-                                     (conv_account.get(conv) if conv else None) or task.conversation_account)
-    mode = req.get("mode") if req.get("mode") in MODES else STANDARD
-    fallback = mode == DEEP and bool(req.get("deep_fallback"))
-    # work a person waits for may also draw on the operator's reserve (shared/quota.py charge_modules)
-    share = ADHOC if req.get("share") == ADHOC else None
-    # a turn to reconcile: its account's lease charges no quota unit and waits for no cool-down (the
-    # broker's, services/broker/ops_lease.py), so neither do our blocks keep it from that account
-    reconcile = bool(task.unknown_account)
-    cls = (backends or None, account, bound, mode, fallback, bool(conv) and bound is None, share, reconcile)
-    return _CLASSES.setdefault(cls, cls)
-
-
-def charge_modules(cls: tuple, module: str) -> tuple:
-    """The modules whose quota share a task of this class may draw on (its own first): the broker's rule,
-    shared/quota.py, applied to the share the class records."""
-    return quota.charge_modules(module, {"share": cls[6]} if len(cls) > 6 else None)
-
-
-def fits(cls: tuple, account: str | None, backend: str | None) -> bool:
-    """Placement constraints other than modes and admission (backends, account, binding)."""
-    backends, req_account, bound = cls[0], cls[1], cls[2]
-    if backends and account not in backends and backend not in backends:
-        return False
-    return (req_account is None or req_account == account) and (bound is None or bound == account)
-
-
-def opens_conversation(cls: tuple) -> bool:
-    """Running a task of this class binds a conversation to the account that runs it."""
-    return len(cls) > 5 and cls[5]
-
-
-def reconciles(cls: tuple, account: str | None) -> bool:
-    """A task of this class on ``account`` is a reconcile (needs no quota room)."""
-    return len(cls) > 7 and cls[7] and cls[2] == account
-
-
-def candidate_modes(cls: tuple) -> tuple:
-    return (DEEP, STANDARD) if cls[4] else (cls[3],)
 
 
 @dataclass(eq=False, slots=True)
@@ -174,131 +106,6 @@ class WorkerRegistry:
 
     def for_account(self, account: str) -> list[Worker]:
         return [w for w in self.by_ident.values() if w.account == account]
-
-
-@dataclass
-class AccountInfo:
-    backend: str | None = None
-    modes: tuple = ()
-    configured: bool = False
-
-
-class Accounts:
-    """Pauses, cool-downs (from the broker) and quota blocks (from declined leases)."""
-
-    def __init__(self, configured=()):
-        self.info: dict[str, AccountInfo] = {}
-        for acct in configured:
-            self.info[acct.name] = AccountInfo(acct.backend, tuple(acct.modes), True)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget what the broker said (a rebuild reloads it); configured accounts stay known."""
-        self.paused: dict[str, str] = {}
-        self.cooldowns: dict[tuple[str, str], tuple[float, str]] = {}       # (account, mode|*) -> until, why
-        self.blocks: dict[tuple[str, str, str], tuple[float, str]] = {}     # (account, mode, module) -> ...
-
-    def note(self, account: str, backend: str | None = None, modes=()) -> None:
-        info = self.info.setdefault(account, AccountInfo())
-        if backend:
-            info.backend = backend
-        if modes:
-            info.modes = tuple(modes)
-
-    def load(self, shown: dict) -> None:
-        """From the broker's ``quota_show`` result."""
-        for acct in shown.get("accounts", []):
-            name = acct.get("account")
-            if not isinstance(name, str):
-                continue
-            self.note(name)
-            if acct.get("paused"):
-                self.paused[name] = str(acct.get("pause_reason") or "")
-            for mode, cd in (acct.get("cooldowns") or {}).items():
-                if isinstance(cd, dict) and isinstance(cd.get("until"), (int, float)):
-                    self.cooldowns[(name, mode)] = (float(cd["until"]), str(cd.get("reason") or ""))
-
-    def on_event(self, ev: dict) -> bool:
-        """Apply an ``account.*``/``quota.*`` event; True if admission may have changed."""
-        kind, account = ev.get("type"), ev.get("account")
-        if not isinstance(account, str):
-            return False
-        self.note(account)
-        if kind == "account.paused":
-            self.paused[account] = str(ev.get("reason") or "")
-        elif kind == "account.resumed":
-            self.paused.pop(account, None)
-        elif kind == "account.cooldown" and isinstance(ev.get("until"), (int, float)):
-            self.cooldowns[(account, str(ev.get("mode") or "*"))] = (float(ev["until"]), str(ev.get("reason") or ""))
-        elif kind in ("quota.reset", "quota.set"):
-            # usage cleared or limits changed: what we learned from declines may no longer hold
-            mode = ev.get("mode") or "*"
-            modes = MODES if mode == "*" else (mode,)
-            if kind == "quota.reset" and ev.get("usage", True):
-                for m in (*modes, "*") if mode == "*" else modes:
-                    self.cooldowns.pop((account, m), None)
-            for key in [k for k in self.blocks if k[0] == account and k[1] in modes]:
-                del self.blocks[key]
-        else:
-            return False
-        return True
-
-    def block(self, account: str, mode: str, module: str, until: float, why: str) -> None:
-        key = (account, mode, module)
-        if until > self.blocks.get(key, (0.0, ""))[0]:
-            self.blocks[key] = (until, why)
-
-    def why_not(self, account: str, mode: str, module: str, now: float) -> tuple[str, float, str] | None:
-        """Why this account cannot take a ``mode`` task of ``module`` now: (what, until, reason) or None.
-
-        ``what`` is ``"cooling"`` or ``"blocked"``; pauses are checked separately (:attr:`paused`).
-        """
-        for scope in (mode, "*"):
-            cd = self.cooldowns.get((account, scope))
-            if cd and cd[0] > now:
-                return "cooling", cd[0], cd[1]
-        blk = self.blocks.get((account, mode, module))
-        if blk and blk[0] > now:
-            return "blocked", blk[0], blk[1]
-        return None
-
-    def next_expiry(self, now: float) -> float | None:
-        """The earliest future end of a cool-down or block (a wake-up: work may become admissible)."""
-        times = [u for u, _ in self.cooldowns.values() if u > now] + [u for u, _ in self.blocks.values() if u > now]
-        return min(times, default=None)
-
-    def prune(self, now: float) -> set[str]:
-        """Drop expired cool-downs and blocks; returns the accounts that had one (they may run more now)."""
-        freed = set()
-        for table in (self.cooldowns, self.blocks):
-            for key in [k for k, (u, _) in table.items() if u <= now]:
-                del table[key]
-                freed.add(key[0])
-        return freed
-
-
-# what the core remembers of work it handed out (services/scheduler/core.py): an assignment until the
-# broker's task.running event, then who runs it
-@dataclass(slots=True)
-class Assignment:
-    task_id: int
-    ident: bytes
-    account: str
-    at: float                 # monotonic time sent
-    confirmed: bool = False   # the worker said it is working on it (heartbeat or done)
-    finished: bool = False    # the worker reported an outcome before the broker's events came
-    world: float = 0.0        # world time sent, and the mode it will probably run in (finish estimates)
-    mode: str | None = None
-
-
-@dataclass(slots=True)
-class Running:
-    worker: str | None
-    account: str | None
-    conversation: str | None
-    mode: str | None = None
-    start: float | None = None   # world time of the lease (the event's ts), for service times
-    epoch: int | None = None     # the lease's epoch: a silent worker's lease is revoked at exactly this one
 
 
 class Revocations:

@@ -103,6 +103,10 @@ def test_an_account_idle_while_work_waits_for_an_exhausted_one(tree):
         assert "account quick-sim idle while 1 task waits (only deep-sim may run them: deep quota" in status.stdout
         rows = json.loads(run_fanoctl(tree, "--json", "status").stdout)["idle"]
         assert [r["account"] for r in rows] == ["quick-sim"]
+        # and so does the live view
+        assert "account quick-sim idle while 1 task waits" in run_fanoctl(tree, "top", "--once").stdout
+        frame = json.loads(run_fanoctl(tree, "--json", "top", "--once").stdout)
+        assert [r["account"] for r in frame["idle"]] == ["quick-sim"]
     finally:
         assert run_fanoctl(tree, "queue", "cancel", str(tid)).returncode == 0
     wait_for(lambda: health(tree, "--idle-after", "0s")["idle"] == [], 20, interval=0.5, what="no idle account")

@@ -43,7 +43,7 @@ def test_no_assignment_before_the_rebuild_completes(broker, client):
     try:
         svc.loop()                                   # the rebuild: pages read, then the outbox times out
         assert stalled and not svc.synced
-        assert tid in svc.core.tasks                 # the half-read view holds the PENDING task
+        assert tid in svc.core.table.tasks                 # the half-read view holds the PENDING task
         worker.start()
         deadline = time.monotonic() + 3.0            # a few failed retries (REBUILD_RETRY 1 s) while stopped
         while time.monotonic() < deadline:

@@ -3,12 +3,22 @@
 - ``make_core`` / ``core``: a :class:`tests.unit.corehelp.CoreHarness` (a BrokerCore on a temporary LMDB
   with a FakeClock, no sockets), closed after the test.
 - ``rig``: the explorer against the in-process core (:class:`tests.unit.test_explorer_flow.Rig`).
+- ``make_researcher``: the researcher service on the modules' rig (tests/unit/modhelp.py).
+- ``_close_rigs`` (automatic): closes every module rig a test made (tests/unit/modhelp.py).
 """
 from __future__ import annotations
 
 import pytest
 
+from tests.unit import modhelp
 from tests.unit.corehelp import CoreHarness
+
+
+@pytest.fixture(autouse=True)
+def _close_rigs():
+    """Module rigs (tests/unit/modhelp.py) are made inline, without a fixture: close them after each test."""
+    yield
+    modhelp.close_all()
 
 
 @pytest.fixture
@@ -32,6 +42,22 @@ def make_core(tmp_path):
 @pytest.fixture
 def core(make_core):
     return make_core()
+
+
+@pytest.fixture
+def make_researcher(tmp_path):
+    """Factory: ``make_researcher(**settings)`` -> a ResearcherService with those ``[modules.researcher]``
+    settings (e.g. ``trusted_domains={"a.example": 90}``), its client answered by an in-process broker core."""
+    from services.modules.researcher.service import ResearcherService
+
+    made = []
+
+    def factory(**settings):
+        rig = modhelp.ModuleRig(ResearcherService, root=tmp_path / f"researcher{len(made)}", accounts=(),
+                                table=modhelp.table_text(settings))
+        made.append(rig)
+        return rig.svc
+    return factory
 
 
 @pytest.fixture

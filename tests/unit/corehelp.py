@@ -4,6 +4,10 @@
 ``h.call("submit", task={...})`` returns the result or raises :class:`FanoError`; ``h.raw(frames)``
 sends arbitrary frames and returns the decoded reply. Mutating commands get a fresh request id unless
 one is given with ``rid=``. ``h.events`` collects every event the core emitted, in order.
+
+:class:`CoreClient` is the client library (:class:`shared.client.BrokerClient`) answered by such a core: the
+way module services, the operations layer and the CLI are tested without sockets (tests/unit/modhelp.py
+builds the research modules' rig on it).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from services.broker.core import BrokerCore
 from services.broker.schema import open_env
 from shared import protocol
+from shared.client import BrokerClient
 from shared.clock import FakeClock
 from shared.config import load_config
 from shared.errors import FanoError
@@ -109,6 +114,20 @@ class CoreHarness:
 
     def error_counts(self) -> dict:
         return self.call("stats")["broker"]["errors"]
+
+
+class CoreClient(BrokerClient):
+    """The client library's typed helpers, answered by an in-process broker core."""
+
+    def __init__(self, harness: CoreHarness, name: str = "test-client"):
+        self.h = harness
+        self.name = name   # what BrokerClient.txn names in a notify op (``notify_writes``)
+
+    def call(self, cmd, rid=None, timeout=None, retries=None, **args):
+        return self.h.call(cmd, rid=rid, **args)
+
+    def close(self):
+        pass
 
 
 def expect_error(name: str, fn, *args, **kwargs) -> FanoError:

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from cli.app import Ctl
 from cli.fanoctl import main
 from tests.support import write_config
-from tests.unit.corehelp import CoreHarness
-from tests.unit.test_explorer_flow import CoreClient
+from tests.unit.corehelp import CoreClient, CoreHarness
 
 
 def test_the_scheduler_endpoint_comes_from_the_configuration(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Planning and the incorporation pipeline, step by step on in-memory state (answers given by the test)."""
+"""Planning and the incorporation pipeline, step by step on the in-process broker core (answers given by the
+test; tests/unit/dochelp.py)."""
 import random
 
 import pytest
@@ -6,7 +7,9 @@ import pytest
 from services.modules.documenter import context as C
 from services.modules.documenter import flow
 from services.modules.documenter import model as M
-from tests.unit.test_documenter_memstore import Run
+from services.modules.documenter.model import HEAD
+from shared import txn
+from tests.unit.dochelp import Run
 
 INCLUDE = "DECISION: INCLUDE\nNATURAL: yes\nREASONING: fits"
 EXCLUDE = "DECISION: EXCLUDE\nREASONING: repeats"
@@ -43,6 +46,15 @@ def incorporate(run, ident, evals=(INCLUDE,) * 3, draft=DRAFT, expositions=(APPR
         [e] = pending(run, C.EXPOSITION)
         run.settle(e, text=expo)
     return job(run, ident)
+
+
+def test_the_run_driver_grows_a_document():
+    r = Run()
+    for n in range(4):
+        r.bless(f"ins-{n}", f"Claim number {n}: the Fano plane has {7 * (n + 1)} flags of kind {n}.")
+    r.run(400, random.Random(1))
+    assert r.doc().version >= 1
+    assert r.store.get(HEAD)[1]["version"] == r.doc().version
 
 
 def test_nothing_to_plan_without_blessed_insights():
@@ -148,7 +160,7 @@ def test_a_finished_job_is_working_data_and_its_expiry_changes_nothing():
     assert job(run, "y")["stage"] == "evaluate" and M.job_key("y") not in run.store.working  # live work: kept
     assert M.incorporated_key("x") not in run.store.working and "sections/s0001" not in run.store.working
     before = run.doc().sections
-    run.store.data.pop(M.job_key("x"))            # the broker's working_retention deleted it
+    run.store.txn([txn.delete(M.job_key("x"))])  # as the broker's working_retention deletes it
     run.propose()
     assert [s for s in pending(run, C.PLAN) if "x" in s["payload"]["insight_ids"]] == []  # not planned again
     assert run.doc().sections == before
@@ -161,7 +173,7 @@ def test_disagreement_is_a_dispute_and_three_wait_for_a_human():
         j = incorporate(run, "x", evals=(INCLUDE, EXCLUDE, INCLUDE))
         assert j["disputes"] == n and "1 EXCLUDE" in j["last_reason"]
     assert j["stage"] == "needs_human" and j["run"] == 3
-    assert {e["payload"]["evaluator"] for e in run.store.tasks.values() if e["kind"] == C.EVALUATE} >= {"a#3"}
+    assert {e["payload"]["evaluator"] for e in run.submitted.values() if e["kind"] == C.EVALUATE} >= {"a#3"}
     run.propose()
     assert run.pending() == [] and run.doc().version == 0
 
@@ -172,7 +184,7 @@ def test_revise_gets_one_redraft_and_a_second_revise_fails():
     revise = "DECISION: REVISE\nREVISION_NOTES: define incidence first"
     j = incorporate(run, "x", expositions=(revise, APPROVE))
     assert j["stage"] == "done" and j["round"] == 2
-    redraft = [s for s in run.store.tasks.values() if s["key"] == "documenter.draft/x/1/2"][0]
+    redraft = [s for s in run.submitted.values() if s["key"] == "documenter.draft/x/1/2"][0]
     assert "define incidence first" in redraft["payload"]["prompt"]
     run.bless("y", "The Heawood graph is the incidence graph of the Fano plane.")
     j = incorporate(run, "y", expositions=(revise, revise))
@@ -219,7 +231,7 @@ def test_a_replayed_answer_is_not_applied_twice():
     run = Run()
     run.bless("x", "The Fano plane has 21 flags.")
     incorporate(run, "x")
-    [expo] = [s for s in run.store.tasks.values() if s["kind"] == C.EXPOSITION]
+    [expo] = [s for s in run.submitted.values() if s["kind"] == C.EXPOSITION]
     run.settle(expo, text=APPROVE)                          # the same result again (the broker would refuse)
     assert run.doc().version == 1 and len(run.doc().sections) == 1
 

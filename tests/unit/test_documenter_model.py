@@ -4,7 +4,8 @@ import pytest
 
 from services.modules.documenter import model as M
 from shared import txn
-from tests.unit.test_documenter_memstore import Conflict, MemStore
+from shared.errors import ErrorCode, FanoError
+from tests.unit.dochelp import Run
 
 T = 1_700_000_000.0
 
@@ -29,7 +30,7 @@ def texts(store, version=None):
 
 @pytest.fixture
 def store():
-    s = MemStore()
+    s = Run().store
     change(s, {"s0001": content("Points", "Seven points.", ["point"])}, ref="a")
     change(s, {"s0002": content("Lines", "Seven lines.", ["line"], ["point"])}, ref="b")
     change(s, {"s0001": content("Points", "Seven points, revised.", ["point", "flag"])}, ref="c")
@@ -99,8 +100,9 @@ def test_a_change_computed_from_a_stale_read_does_not_apply(store):
     stale = M.read_doc(store)
     change(store, {"s0003": content("Flags", "21 flags.")})
     ops, _ = M.commit(stale, {"s0002": content("Lines", "changed on a stale read")}, {"kind": "t"}, "t", T)
-    with pytest.raises(Conflict):
+    with pytest.raises(FanoError) as refused:
         store.txn(ops)
+    assert refused.value.code == ErrorCode.CONDITION_FAILED
     assert M.read_doc(store).version == 4 and texts(store)[1] == ("s0002", "Seven lines.")
 
 

@@ -11,8 +11,8 @@ from services.modules.documenter import model as M
 from services.modules.documenter.settings import Settings, load_settings, settings_from_table
 from shared import txn
 from shared.config import ConfigError
+from tests.unit.dochelp import Run
 from tests.unit.test_documenter_flow import DRAFT, INCLUDE, job, pending, plan_once
-from tests.unit.test_documenter_memstore import Run
 from tests.unit.test_documenter_upkeep import comment, with_sections
 
 EXCLUDE = "DECISION: EXCLUDE\nREASONING: repeats"

@@ -5,30 +5,27 @@ from services.modules.documenter import context as C
 from services.modules.documenter import flow, seats
 from services.modules.documenter.settings import Settings
 from shared import txn
+from tests.unit.dochelp import NOW, Run
 from tests.unit.test_documenter_flow import INCLUDE, job, pending, plan_once
-from tests.unit.test_documenter_memstore import NOW, Run
 
 MODES = ("standard", "deep")
 
 
 class CapRun(Run):
-    """The documenter over a MemStore, with the accounts' headroom given by the test."""
+    """The documenter on the in-process core, with the accounts' headroom given by the test."""
 
     def __init__(self, accounts=("a", "b", "c", "d"), blocked=(), **kw):
         super().__init__(accounts=accounts, settings=Settings(evaluators=3), **kw)
+        self.svc.capacity = lambda: self.cap   # the headroom the test gives, not the broker's
         self.block(*blocked)
 
     def block(self, *accounts):
         self.cap = CAP.Capacity("documenter", self.now, {a: MODES for a in self.accounts},
                                 {(a, "standard"): (self.now + 3600, "no standard quota left") for a in accounts})
 
-    def env(self):
-        return C.Env(self.store, self.explorer, self.now, self.accounts, self.settings, capacity=lambda: self.cap)
-
     def live(self, age=400.0):
-        """The PENDING tasks by key, as the broker lists them (submitted ``age`` seconds ago)."""
-        return {s["key"]: dict(s, id=1000 + n, created=self.now - age)
-                for n, s in enumerate(self.pending())}
+        """The PENDING tasks by key, as the broker lists them, as if submitted ``age`` seconds ago."""
+        return {key: dict(t, created=self.now - age) for key, t in CAP.pending(self.client, "documenter").items()}
 
     def follow(self, age=400.0):
         moves, stale = seats.follow(self.env(), self.cap, self.live(age))
@@ -64,7 +61,7 @@ def test_a_blocked_evaluator_moves_to_a_distinct_account_and_its_old_answer_is_i
     assert moved["name"] == victim["name"] and moved["account"] == spare and moved["replaced"] == [victim["account"]]
     old_key = flow.slot_key("x", 1, 2, victim)
     assert stale and job(run, "x")["replaced_tasks"] == stale
-    old = run.store.tasks[old_key]
+    old = run.submitted[old_key]
     run.settle(old, state="CANCELLED")                              # the cancel: no dispute
     assert job(run, "x")["disputes"] == 0 and job(run, "x")["stage"] == "evaluate"
     new = next(s for s in pending(run, C.EVALUATE) if s["key"].endswith(f"@{spare}"))
@@ -79,7 +76,7 @@ def test_a_late_answer_of_the_old_task_is_not_counted():
     run.bless("x", "The Fano plane has 21 flags.")
     plan_once(run, "INCORPORATE\nINSIGHT_ID: x")
     victim = job(run, "x")["slots"][0]
-    old = run.store.tasks[flow.slot_key("x", 1, 1, victim)]
+    old = run.submitted[flow.slot_key("x", 1, 1, victim)]
     run.block(victim["account"])
     run.follow()
     run.settle(old, text="DECISION: EXCLUDE\nREASONING: late")     # it ran after all: stale
@@ -125,8 +122,7 @@ def test_the_service_moves_a_blocked_evaluator_through_the_broker(tmp_path):
     from services.modules.documenter.settings import load_settings
     from shared.clock import FakeClock
     from tests.support import write_config
-    from tests.unit.corehelp import CoreHarness
-    from tests.unit.test_explorer_flow import CoreClient
+    from tests.unit.corehelp import CoreClient, CoreHarness
 
     path = write_config(tmp_path, broker={"backoff_base": 0.0, "backoff_max": 0.0},
                         accounts={a: ["standard", "deep"] for a in ("alpha", "beta", "gamma", "delta")})

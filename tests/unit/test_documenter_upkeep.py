@@ -3,7 +3,7 @@ from services.modules.documenter import context as C
 from services.modules.documenter import model as M
 from services.modules.documenter import upkeep
 from shared import txn
-from tests.unit.test_documenter_memstore import Run
+from tests.unit.dochelp import Run
 
 REVISED = ("UNDERSTOOD: define flags\nRESOLUTION: added a definition\n"
            "REVISED_SECTION:\nA flag is a point on a line. There are 21.\n")

@@ -173,6 +173,27 @@ def test_a_blocked_reviewer_without_a_distinct_replacement_is_left_out_and_the_r
     check_applied_once(r.values, r.tasks())
 
 
+def test_on_a_scaled_clock_blocked_seats_are_followed_between_repair_passes(rig):
+    """member_patience is world time: at 336 world seconds per real one (ops/soak) a pass every
+    repair_interval (30 real s) would notice a blocked seat 2.8 world hours late."""
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
+    r.import_seeds()
+    rv, seat, task = _pending_seat(r, ["alpha", "beta"])
+    r.svc.clock.scale = 336.0
+    assert r.svc.follow_interval() == 0.5   # member_patience / 4 = 75 world s is 0.22 real s: the floor
+    block(r, seat["account"])
+    r.clock.advance(301)
+    r.svc._next_repair = r.clock.mono() + 30.0      # the repair pass is not due
+    r.svc._next_follow = r.clock.mono() + 0.1
+    r.svc.plan()
+    assert not r.get(M.review_key(rv["insight_id"])).get("replacements")
+    r.clock.advance(0.1)
+    r.svc.plan()
+    after = r.get(M.review_key(rv["insight_id"]))
+    assert after["replacements"][-1]["from"] == seat["account"]
+    assert r.svc._next_follow == r.clock.mono() + 0.5
+
+
 def test_a_late_answer_of_a_replaced_seat_is_ignored_and_its_task_cancelled_after_a_crash(rig):
     r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
     r.import_seeds()
@@ -254,6 +275,80 @@ def test_a_backlogged_account_is_left_off_new_review_panels_while_two_others_rem
                 and r.svc.load_view().pinned.get("gamma", 0) > r.svc.settings.busy_backlog]
     review = r.run_until(quick_reviews, accounts=working)[0]
     assert len({s["account"] for s in review["panel"]}) == len(review["panel"]) >= 2
+
+
+def _backlogged(r, account: str) -> bool:
+    return r.svc.load_view().pinned.get(account, 0) > r.svc.settings.busy_backlog
+
+
+def test_an_extractor_seated_before_its_account_fell_behind_is_skipped_after_patience(rig):
+    """gamma has room but does no work: an extraction seated on it before its queue grew is not waited
+    for past member_patience (its thread would hold a slot while alpha and beta idle)."""
+    r = rig()
+    r.import_seeds()
+    working = ["alpha", "beta"]
+
+    def stuck():
+        return [t for t in r.values("threads/") if t["status"] == "synthesised" and "gamma" in t["panel"]
+                and "gamma" not in t["panel_settled"] and _backlogged(r, "gamma")]
+    thread = r.run_until(stuck, accounts=working)[0]
+    r.svc._next_repair = 0.0
+    r.svc.plan()
+    assert "gamma" not in r.get(M.thread_key(thread["id"]))["panel_settled"]   # patience first
+    r.clock.advance(301)
+    r.work(working)                                   # the others keep up: only gamma is behind
+    r.svc.sweep()
+    r.svc._next_repair = 0.0
+    r.svc.plan()
+    t = r.get(M.thread_key(thread["id"]))
+    assert t["panel_settled"]["gamma"] == "skipped" and "gamma backlogged past member_patience" in t["extraction_note"]
+    assert next(x for x in r.tasks() if x["id"] == t["panel_skipped"]["gamma"])["state"] == "CANCELLED"
+
+
+def _review_seated_on(r, account: str, working):
+    def seated():
+        out = []
+        for rv in r.values("reviews/"):
+            seat = next((p for p in rv["panel"] if p["account"] == account), None)
+            if rv["stage"] != "round1" or seat is None or not _backlogged(r, account):
+                continue
+            key = M.insight_task_key(rv["insight_id"], f"review1:{seat['reviewer']}")
+            if any(t["key"] == key for t in r.tasks(state="PENDING")):
+                out.append((rv, seat))
+        return out
+    return r.run_until(seated, accounts=working)[0]
+
+
+def test_a_reviewer_seated_on_a_backlogged_account_moves_to_a_free_one_after_patience(rig):
+    r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="math_check = false\n")
+    r.import_seeds()
+    working = ["alpha", "beta", "delta"]
+    rv, seat = _review_seated_on(r, "gamma", working)
+    r.work(working)                                   # the others keep up: only gamma is behind
+    r.clock.advance(301)
+    r.svc._next_repair = 0.0
+    r.svc.plan()
+    after = r.get(M.review_key(rv["insight_id"]))
+    moved = next(p for p in after["panel"] if p["reviewer"] == seat["reviewer"])
+    last = after["replacements"][-1]
+    assert moved["account"] in working and last["from"] == "gamma" and last["to"] == moved["account"]
+    assert "gamma backlogged past member_patience" in last["why"]
+    assert len({p["account"] for p in after["panel"]}) == len(after["panel"])   # still distinct models
+
+
+def test_a_reviewer_on_a_backlogged_account_without_a_free_one_keeps_its_seat(rig):
+    """Leaving a reviewer out is for an account without room; one that is merely slow is waited for."""
+    r = rig(settings="math_check = false\n")
+    r.import_seeds()
+    working = ["alpha", "beta"]
+    rv, seat = _review_seated_on(r, "gamma", working)
+    r.work(working)                                   # the others keep up: only gamma is behind
+    r.clock.advance(301)
+    r.svc._next_repair = 0.0
+    r.svc.plan()
+    after = r.get(M.review_key(rv["insight_id"]))
+    assert next(p for p in after["panel"] if p["reviewer"] == seat["reviewer"])["account"] == "gamma"
+    assert seat["reviewer"] not in after["rounds"]["1"]["dropped"] and not after.get("replacements")
 
 
 def test_a_first_turn_restricted_to_an_account_that_lost_its_room_moves_after_patience(rig):

@@ -18,25 +18,11 @@ from services.modules.explorer import model as M
 from services.modules.explorer.seeds import load_file
 from services.modules.explorer.service import ExplorerService
 from shared import txn
-from shared.client import BrokerClient
 from shared.clock import FakeClock
 from tests.support import REPO, write_config
-from tests.unit.corehelp import CoreHarness
+from tests.unit.corehelp import CoreClient, CoreHarness
 
 ACCOUNTS = ("alpha", "beta", "gamma")
-
-
-class CoreClient(BrokerClient):
-    """The client library's typed helpers, answered by an in-process broker core."""
-
-    def __init__(self, harness: CoreHarness):
-        self.h = harness
-
-    def call(self, cmd, rid=None, timeout=None, retries=None, **args):
-        return self.h.call(cmd, rid=rid, **args)
-
-    def close(self):
-        pass
 
 
 class Rig:

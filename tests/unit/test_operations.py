@@ -16,8 +16,7 @@ from services.modules.operations import researcher as OR
 from services.modules.researcher import model as RM
 from shared import txn
 from tests.support import REPO
-from tests.unit.corehelp import expect_error
-from tests.unit.test_explorer_flow import CoreClient
+from tests.unit.corehelp import CoreClient, expect_error
 
 NOW = 1_700_000_000.0
 

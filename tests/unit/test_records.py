@@ -8,12 +8,13 @@ from shared import records as RC
 from tests.unit.corehelp import CoreHarness
 
 
-def check(shape: Any, value: dict, what: str) -> None:
+def check(shape: Any, value: dict, what: str, where: str = "shared/records.py") -> None:
+    """``value`` has every required field of TypedDict ``shape`` (declared in ``where``) and no other."""
     keys = set(value)
     missing = set(shape.__required_keys__) - keys
     unknown = keys - set(shape.__required_keys__) - set(shape.__optional_keys__)
     assert not missing, f"{what}: {shape.__name__} requires {sorted(missing)}, the reply has {sorted(keys)}"
-    assert not unknown, f"{what}: fields {sorted(unknown)} are not in shared/records.py {shape.__name__}"
+    assert not unknown, f"{what}: fields {sorted(unknown)} are not in {where} {shape.__name__}"
 
 
 def test_task_records_submit_and_lease_replies_have_the_declared_fields(core: CoreHarness):

@@ -1,4 +1,5 @@
-"""``fanoctl research`` against a real broker: tables, --json shapes, promotions, errors and exit codes."""
+"""``fanoctl research`` against the researcher's namespace in the in-process broker core (the modules' rig,
+tests/unit/modhelp.py, behind fanoctl's client): tables, --json shapes, promotions, errors and exit codes."""
 from __future__ import annotations
 
 import json
@@ -7,19 +8,36 @@ import pytest
 from click.testing import CliRunner
 
 import cli.research_researcher  # noqa: F401  (registers `fanoctl research`)
+from cli.app import Ctl
 from cli.fanoctl import main
 from services.modules.researcher import model as M
+from services.modules.researcher.service import ResearcherService
 from shared import txn
+from tests.unit.corehelp import CoreClient
+from tests.unit.modhelp import ModuleRig
 
 
-def run(broker, *args, code=0):
-    res = CliRunner().invoke(main, ["--config", str(broker.config_path), *args], catch_exceptions=False)
+@pytest.fixture
+def rig(tmp_path, monkeypatch):
+    """The researcher over an in-process core; fanoctl's client is answered by the same core."""
+    r = ModuleRig(ResearcherService, root=tmp_path / "rig", accounts=())
+
+    def fanoctl_client(self):
+        c = CoreClient(r.h, name="fanoctl")
+        c.notify_writes = True   # as fanoctl's own client: a human's change wakes the module
+        return c
+    monkeypatch.setattr(Ctl, "client", fanoctl_client)
+    return r
+
+
+def run(rig, *args, code=0):
+    res = CliRunner().invoke(main, ["--config", str(rig.h.config_path), *args], catch_exceptions=False)
     assert res.exit_code == code, f"{args}: exit {res.exit_code}\n{res.output}"
     return res
 
 
-def run_json(broker, *args):
-    return json.loads(run(broker, *args, "--json").stdout)
+def run_json(rig, *args):
+    return json.loads(run(rig, *args, "--json").stdout)
 
 
 def finding(fid, sid="s1", **kw):
@@ -29,8 +47,8 @@ def finding(fid, sid="s1", **kw):
 
 
 @pytest.fixture
-def seeded(broker):
-    c = broker.client()
+def seeded(rig):
+    c = rig.client
     c.txn("researcher", [
         txn.put("questions/q1", {"id": "q1", "question": "Why 7?", "type": "challenging", "numbers": [7],
                                    "concepts": [], "priority": 6, "created": 1.0}),
@@ -41,61 +59,58 @@ def seeded(broker):
                                          "findings": ["abc111", "def333"], "active": True, "strength": 0.5}),
         txn.put("errors/000000000009", {"task_id": 9, "kind": "researcher.extract_findings", "key": "k",
                                           "error": "unusable answer: no JSON object", "at": 1.0})])
-    yield c
-    c.close()
+    return c
 
 
-def test_empty_views(broker):
-    assert run(broker, "research", "questions").stdout.strip() == "no research questions yet"
-    assert "add-source" in run(broker, "research", "sources").stdout
-    assert run(broker, "research", "findings").stdout.strip() == "no findings yet"
-    assert run(broker, "research", "crossrefs").stdout.strip() == "no cross-references yet"
-    assert run_json(broker, "research", "errors") == {"errors": []}
+def test_empty_views(rig):
+    assert run(rig, "research", "questions").stdout.strip() == "no research questions yet"
+    assert "add-source" in run(rig, "research", "sources").stdout
+    assert run(rig, "research", "findings").stdout.strip() == "no findings yet"
+    assert run(rig, "research", "crossrefs").stdout.strip() == "no cross-references yet"
+    assert run_json(rig, "research", "errors") == {"errors": []}
 
 
-def test_views_with_data(broker, seeded):
-    rows = run_json(broker, "research", "findings")["findings"]
+def test_views_with_data(rig, seeded):
+    rows = run_json(rig, "research", "findings")["findings"]
     assert [f["id"] for f in rows] == ["abc111", "def333", "abc222"]          # most confident first
     assert rows[0]["crossrefs"] == ["crossrefs/number/7"] and rows[2]["crossrefs"] == []
-    text = run(broker, "research", "findings").stdout
+    text = run(rig, "research", "findings").stdout
     assert "abc222  --" in text and "0.40 low" in text and "abc111  X-" in text
-    assert [f["id"] for f in run_json(broker, "research", "findings", "--source", "s2")["findings"]] == ["def333"]
-    assert "Why 7?" in run(broker, "research", "questions").stdout
-    assert "a.example, b.example" in run(broker, "research", "crossrefs").stdout
-    assert "no JSON object" in run(broker, "research", "errors").stdout
+    assert [f["id"] for f in run_json(rig, "research", "findings", "--source", "s2")["findings"]] == ["def333"]
+    assert "Why 7?" in run(rig, "research", "questions").stdout
+    assert "a.example, b.example" in run(rig, "research", "crossrefs").stdout
+    assert "no JSON object" in run(rig, "research", "errors").stdout
 
 
-def test_promote_writes_the_contract_record_once(broker, seeded):
-    res = run_json(broker, "research", "promote", "abc1")
+def test_promote_writes_the_contract_record_once(rig, seeded):
+    res = run_json(rig, "research", "promote", "abc1")
     p = res["promotion"]
     assert res["created"] and p["type"] == "question" and p["text"] == "Why 7?" and p["priority"] == 7
     assert p["source"] == "researcher:finding:abc111" and p["by"] == "user" and p["url"] == "http://a.example/"
     assert seeded.kv_get("researcher", "promotions/abc111")["value"] == p
-    again = run_json(broker, "research", "promote", "abc111", "--type", "conjecture")
+    again = run_json(rig, "research", "promote", "abc111", "--type", "conjecture")
     assert not again["created"] and again["promotion"] == p                  # written once, never changed
-    assert "already promoted" in run(broker, "research", "promote", "abc111").stdout
-    res = run_json(broker, "research", "promote", "def333", "--type", "conjecture", "--priority", "3")
+    assert "already promoted" in run(rig, "research", "promote", "abc111").stdout
+    res = run_json(rig, "research", "promote", "def333", "--type", "conjecture", "--priority", "3")
     assert res["promotion"]["text"] == "Claim def333." and res["promotion"]["priority"] == 3
-    assert "XP" in run(broker, "research", "findings").stdout and "abc111  XP" in run(broker, "research",
+    assert "XP" in run(rig, "research", "findings").stdout and "abc111  XP" in run(rig, "research",
                                                                                       "findings").stdout
 
 
-def test_promote_errors(broker, seeded):
-    res = run(broker, "research", "promote", "zzz", code=1)
+def test_promote_errors(rig, seeded):
+    res = run(rig, "research", "promote", "zzz", code=1)
     assert res.stderr.strip().startswith("fanoctl: NOT_FOUND: no finding 'zzz'")
-    assert "ambiguous" in run(broker, "research", "promote", "abc", code=1).stderr
-    run(broker, "research", "promote", "abc111", "--type", "axiom", code=2)
-    run(broker, "research", "promote", "abc111", "--priority", "11", code=2)
+    assert "ambiguous" in run(rig, "research", "promote", "abc", code=1).stderr
+    run(rig, "research", "promote", "abc111", "--type", "axiom", code=2)
+    run(rig, "research", "promote", "abc111", "--priority", "11", code=2)
 
 
-def test_add_source(broker):
-    res = run_json(broker, "research", "add-source", "HTTP://Example.org/Page#x", "--note", "a hint")
+def test_add_source(rig):
+    res = run_json(rig, "research", "add-source", "HTTP://Example.org/Page#x", "--note", "a hint")
     src = res["source"]
     assert res["created"] and src["url"] == "http://example.org/Page" and src["note"] == "a hint"
     assert src["id"] == M.source_id("http://example.org/Page") and src["status"] == "new"
-    c = broker.client()
-    assert c.kv_get("researcher", M.k_fetch(src["id"]))["value"]["url"] == src["url"]
-    c.close()
-    assert "already known" in run(broker, "research", "add-source", "http://example.org/Page").stdout
-    assert "not an absolute http(s) URL" in run(broker, "research", "add-source", "example.org", code=2).output
-    assert "new     -      0         user    http://example.org/Page" in run(broker, "research", "sources").stdout
+    assert rig.client.kv_get("researcher", M.k_fetch(src["id"]))["value"]["url"] == src["url"]
+    assert "already known" in run(rig, "research", "add-source", "http://example.org/Page").stdout
+    assert "not an absolute http(s) URL" in run(rig, "research", "add-source", "example.org", code=2).output
+    assert "new     -      0         user    http://example.org/Page" in run(rig, "research", "sources").stdout

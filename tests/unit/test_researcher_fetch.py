@@ -10,15 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.modules.researcher.fetch import (
-    RATE_FILE,
-    DiskCache,
-    Fetcher,
-    FetchError,
-    FetchPool,
-    RateLimiter,
-    html_to_text,
-)
+from services.modules.researcher.fetch import Fetcher, FetchError, FetchPool, html_to_text
+from services.modules.researcher.fetch_disk import RATE_FILE, DiskCache, RateLimiter
 from tests.support import wait_for
 
 PAGE = (b"<html><head><title>The Fano plane</title><style>p {color: red}</style></head><body>"

@@ -1,49 +1,20 @@
-"""ResearcherService effects against a real broker process, driven directly (no scheduler, no workers):
-tasks are leased and completed by the test with the answers it wants, then applied by the module."""
+"""ResearcherService effects on the modules' rig (tests/unit/modhelp.py: the in-process broker core), driven
+directly (no scheduler, no workers): tasks are leased and completed by the test with the answers it wants,
+then applied by the module."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from services.modules.base import Store
 from services.modules.researcher import model as M
 from services.modules.researcher.fetch import FetchError, Page
-from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS, ResearcherService
+from services.modules.researcher.service import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS
 from shared import txn
-from shared.clock import FakeClock
 from shared.config import load_config
-from tests.support import toml_value
 
 URL_A = "http://a.example/fano"
 URL_B = "http://b.example/klein"
-
-
-def toml(value) -> str:
-    """TOML with quoted keys in inline tables (domains contain dots)."""
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
-    return toml_value(value)
-
-
-@pytest.fixture
-def make_svc(broker, tmp_path):
-    made = []
-
-    def factory(**settings):
-        table = "\n".join(f"{k} = {toml(v)}" for k, v in settings.items())
-        cfg = tmp_path / f"fano{len(made)}.toml"
-        cfg.write_text(f'[paths]\nrun_dir = "{tmp_path}/run"\ndata_dir = "{tmp_path}/data"\n'
-                       f'[modules.researcher]\n{table}\n')
-        svc = ResearcherService(load_config(cfg), FakeClock())
-        svc.client = broker.client()
-        svc.store = Store(svc.client, "researcher")
-        made.append(svc)
-        return svc
-
-    yield factory
-    for svc in made:
-        svc.client.close()
 
 
 def get(svc, key):
@@ -94,8 +65,8 @@ def run_source(svc, url, score=80, findings=FINDINGS) -> str:
     return sid
 
 
-def test_fetch_evaluate_extract_crossref(make_svc):
-    svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90})
+def test_fetch_evaluate_extract_crossref(make_researcher):
+    svc = make_researcher(trusted_domains={"a.example": 90, "b.example": 90})
     sid = fetched(svc, URL_A)
     src = get(svc, M.k_source(sid))
     assert src["status"] == "fetched" and src["title"] == "T" and get(svc, M.k_fetch(sid)) is None
@@ -129,16 +100,16 @@ def test_fetch_evaluate_extract_crossref(make_svc):
     assert list(svc.store.scan("promotions/")) == []          # auto-promotion is off by default
 
 
-def test_untrusted_source_is_ignored_and_never_extracted(make_svc):
-    svc = make_svc(trusted_domains={})
+def test_untrusted_source_is_ignored_and_never_extracted(make_researcher):
+    svc = make_researcher(trusted_domains={})
     sid = run_source(svc, "http://blog.example/x", score=20)
     src = get(svc, M.k_source(sid))
     assert src["status"] == "ignored" and src["trust_score"] == 35 and src["trust_tier"] == 0
     assert tasks(svc, EXTRACT_FINDINGS) == []
 
 
-def test_auto_promotion_of_crossreferenced_confident_findings(make_svc):
-    svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90}, auto_promote=True)
+def test_auto_promotion_of_crossreferenced_confident_findings(make_researcher):
+    svc = make_researcher(trusted_domains={"a.example": 90, "b.example": 90}, auto_promote=True)
     run_source(svc, URL_A)
     assert list(svc.store.scan("promotions/")) == []     # no cross-reference yet
     run_source(svc, URL_B, findings=FINDINGS_B)
@@ -147,8 +118,8 @@ def test_auto_promotion_of_crossreferenced_confident_findings(make_svc):
     assert all(p["by"] == "auto" and p["type"] == "conjecture" and p["priority"] == 9 for p in promos.values())
 
 
-def test_several_evaluations_are_averaged_and_an_unusable_one_is_recorded(make_svc):
-    svc = make_svc(trusted_domains={}, evaluations=2)
+def test_several_evaluations_are_averaged_and_an_unusable_one_is_recorded(make_researcher):
+    svc = make_researcher(trusted_domains={}, evaluations=2)
     sid = fetched(svc, URL_A)
     evs = sorted(tasks(svc, EVALUATE_SOURCE), key=lambda t: t["key"])
     assert [t["key"] for t in evs] == [f"researcher:evaluate:{sid}", f"researcher:evaluate:{sid}:1"]
@@ -161,8 +132,8 @@ def test_several_evaluations_are_averaged_and_an_unusable_one_is_recorded(make_s
     assert src["status"] == "trusted" and src["trust_score"] == 78   # (65 + 90) / 2, the unusable one left out
 
 
-def test_unusable_extraction_marks_the_source(make_svc):
-    svc = make_svc(trusted_domains={"a.example": 90})
+def test_unusable_extraction_marks_the_source(make_researcher):
+    svc = make_researcher(trusted_domains={"a.example": 90})
     sid = fetched(svc, URL_A)
     [ev] = tasks(svc, EVALUATE_SOURCE)
     svc.apply(settle(svc, ev, json.dumps({"score": 90, "reasons": []})))
@@ -172,8 +143,8 @@ def test_unusable_extraction_marks_the_source(make_svc):
     assert src["status"] == "extraction_failed" and "truncated" in src["error"]["message"]
 
 
-def test_fetch_failures_retry_then_give_up(make_svc):
-    svc = make_svc(fetch={"max_attempts": 2, "retry_backoff": 30.0})
+def test_fetch_failures_retry_then_give_up(make_researcher):
+    svc = make_researcher(fetch={"max_attempts": 2, "retry_backoff": 30.0})
     sid, ops = M.add_source_ops(URL_A, "user", 1.0)
     svc.client.txn("researcher", ops)
     assert svc.apply_fetch(sid, FetchError("timeout", "slow"))
@@ -189,8 +160,8 @@ def test_fetch_failures_retry_then_give_up(make_svc):
     assert get(svc, M.k_source(sid2))["status"] == "fetch_failed"
 
 
-def test_excluded_domains_are_never_fetched(make_svc):
-    svc = make_svc(excluded_domains=["a.example"], sources=[URL_A, "not a url"])
+def test_excluded_domains_are_never_fetched(make_researcher):
+    svc = make_researcher(excluded_domains=["a.example"], sources=[URL_A, "not a url"])
     svc.pool = None
     svc.add_configured_sources()
     sid = M.source_id(URL_A)
@@ -203,8 +174,8 @@ def insight(text, tags, status="pending"):
     return {"text": text, "tags": tags, "status": status}
 
 
-def test_observe_questions_once_per_batch(make_svc):
-    svc = make_svc(questions_batch=2)
+def test_observe_questions_once_per_batch(make_researcher):
+    svc = make_researcher(questions_batch=2)
     svc.client.txn("explorer", [
         txn.put("insights/i1", insight("The Fano plane has 7 points and 168 symmetries.", ["fano_plane"])),
         txn.put("insights/i2", insight("168 is the order of GL(3,2).", ["fano_plane"], "blessed")),
@@ -275,8 +246,8 @@ def answer_batch(svc, questions) -> dict:
     return t
 
 
-def test_a_reworded_question_is_counted_on_the_stored_one_not_stored_again(make_svc):
-    svc = make_svc()
+def test_a_reworded_question_is_counted_on_the_stored_one_not_stored_again(make_researcher):
+    svc = make_researcher()
     svc.client.txn("explorer", [txn.put("insights/i1", insight("The Fano plane has 168 symmetries.", ["fano"]))])
     answer_batch(svc, [question(Q168)])
     svc.client.txn("explorer", [txn.put("insights/i2", insight("GL(3,2) has order 168.", ["fano"]))])
@@ -295,8 +266,8 @@ def test_a_reworded_question_is_counted_on_the_stored_one_not_stored_again(make_
     assert src["origin"] == f"question:{q1}"                         # its URLs still count, for the stored one
 
 
-def test_a_finding_found_again_is_counted_on_the_stored_one_and_still_cross_referenced(make_svc):
-    svc = make_svc(trusted_domains={"a.example": 90, "b.example": 90})
+def test_a_finding_found_again_is_counted_on_the_stored_one_and_still_cross_referenced(make_researcher):
+    svc = make_researcher(trusted_domains={"a.example": 90, "b.example": 90})
     sid_a = run_source(svc, URL_A)
     again = {"findings": [
         {"summary": "The group GL(3,2) acts on the Fano plane.", "quote": "acts", "type": "supporting",
@@ -336,8 +307,8 @@ def observe_and_close(svc) -> list[str] | None:
     return batch["payload"]["observed"]
 
 
-def test_observe_takes_the_most_recent_first_and_a_revised_section_again(make_svc):
-    svc = make_svc(questions_batch=2)
+def test_observe_takes_the_most_recent_first_and_a_revised_section_again(make_researcher):
+    svc = make_researcher(questions_batch=2)
     svc.client.txn("explorer", [
         txn.put("insights/i1", dict(insight("Old: 7 points.", ["a"]), created_at=100.0)),
         txn.put("insights/i2", dict(insight("Newest: 168 symmetries.", ["a"]), created_at=300.0)),
@@ -360,8 +331,8 @@ def test_observe_takes_the_most_recent_first_and_a_revised_section_again(make_sv
     assert observe_and_close(svc) is None                  # a revert to an observed revision: once per revision
 
 
-def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(make_svc):
-    svc = make_svc()
+def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(make_researcher):
+    svc = make_researcher()
     svc.client.txn("documenter", [txn.put("sections/s0001", section("s0001", "Seen at rev 1.", 1, 50.0)),
                                   txn.put("sections/s0002", section("s0002", "Revised since.", 2, 150.0))])
     svc.client.txn("researcher", [txn.put("observed/documenter/s0001", {"version": 1, "at": 100.0}),
@@ -369,17 +340,16 @@ def test_a_section_observed_before_revisions_were_keyed_is_not_observed_twice(ma
     assert observe_and_close(svc) == ["documenter/s0002/2"]
 
 
-def test_page_text_becomes_working_data_once_its_source_is_decided(make_svc, broker):
-    from ops.snapshot import load_snapshot
-    svc = make_svc(trusted_domains={"a.example": 90})
+def test_page_text_becomes_working_data_once_its_source_is_decided(make_researcher):
+    svc = make_researcher(trusted_domains={"a.example": 90})
 
     def expiry(sid):
-        return (load_snapshot(broker.data_dir).kv.get(("researcher", M.k_content(sid))) or {}).get("exp")
+        return svc.store.expiry(M.k_content(sid))
     waiting = fetched(svc, URL_B)
     assert get(svc, M.k_content(waiting)) and expiry(waiting) is None   # the evaluation prompts need it
     sid = run_source(svc, URL_A)
     assert get(svc, M.k_source(sid))["status"] == "extracted" and expiry(sid) is not None
-    assert load_snapshot(broker.data_dir).kv[("researcher", M.k_source(sid))].get("exp") is None  # the record
+    assert svc.store.expiry(M.k_source(sid)) is None and get(svc, M.k_source(sid))   # the record: kept
     ignored = run_source(svc, "https://c.example/page", score=5)
     assert get(svc, M.k_source(ignored))["status"] == "ignored" and expiry(ignored) is not None
     assert expiry(waiting) is None

@@ -46,15 +46,15 @@ def test_a_turn_bound_to_an_exhausted_account_is_proposed_elsewhere_after_the_ha
     ready(core, W2, "a2")
     assert assigns(core) == []                                  # bound to a1, not yet due
     assert timer(core, "handoff") == pytest.approx(HANDOFF)     # sleeps until then, no polling
-    line = queries.why(core, 1)["line"]
+    line = queries.why(core.view, 1)["line"]
     assert "lives on a1" in line and "handed off" in line and "quota" in line
     advance(core, HANDOFF - 1, W1, W2)
     assert assigns(core) == []
     advance(core, 1, W1, W2)
     assert assigns(core) == [(W2, 1)]
-    assert core.tasks[1].handoff == "a1"
+    assert core.table.tasks[1].handoff == "a1"
     running(core, 1, account="a2")                              # the broker moved the conversation
-    assert core.conv_account["c"] == "a2"
+    assert core.convs.holder["c"] == "a2"
 
 
 def test_no_handoff_while_the_holding_account_can_run_it():
@@ -67,9 +67,9 @@ def test_no_handoff_while_the_holding_account_can_run_it():
     assert msg_alive is None or msg_alive.account == "a1"
     ready(core, W1, "a1")                                       # online (busy), not blocked
     done(core, W1, 5)
-    assert core.tasks[1].handoff is None
+    assert core.table.tasks[1].handoff is None
     assert [t for _, t in assigns(core)] == [1]
-    assert core.assigned[1].account == "a1"
+    assert core.table.assigned[1].account == "a1"
 
 
 def test_an_offline_account_hands_off_once_gone_for_the_handoff_time():
@@ -95,10 +95,10 @@ def test_a_worker_back_online_takes_its_conversation_back():
     turn(core, 1)
     advance(core, HANDOFF, W1)
     core.tick()
-    assert core.tasks[1].handoff == "a1"
-    assert "being handed off from a1 (paused (login))" in queries.why(core, 1)["line"]
+    assert core.table.tasks[1].handoff == "a1"
+    assert "being handed off from a1 (paused (login))" in queries.why(core.view, 1)["line"]
     event(core, "account.resumed", account="a1")
-    assert core.tasks[1].handoff is None                        # re-checked at once
+    assert core.table.tasks[1].handoff is None                        # re-checked at once
     ready(core, W2, "a2")
     assert assigns(core) == [(W1, 1)]
 
@@ -112,14 +112,14 @@ def test_never_while_a_turn_is_in_flight_nor_with_an_unknown_turn_held():
     ready(core, W2, "a2")
     advance(core, 2 * HANDOFF, W2)
     assert assigns(core) == []
-    assert "in flight" in queries.why(core, 2)["line"]
+    assert "in flight" in queries.why(core.view, 2)["line"]
     # turn 1 ends unknown: only a1 may reconcile it until the hold lapses, hand-off time or not
     event(core, "task.pending", id=1, module="explorer", kind="explorer.explore", priority=50,
           requires={"conversation": "c"}, attrs={}, created=T0, not_before=0.0, pending_since=T0,
           conversation_account="a1", unknown_account="a1", unknown_until=core.clock.world() + 600,
           state="PENDING")
     assert assigns(core) == []
-    assert "unknown" in queries.why(core, 1)["line"]
+    assert "unknown" in queries.why(core.view, 1)["line"]
     advance(core, 601, W2)
     assert [t for _, t in assigns(core)] == [1]
 
@@ -130,7 +130,7 @@ def test_handoff_zero_means_never():
     event(core, "account.paused", account="a1", reason="x")
     ready(core, W2, "a2")
     advance(core, 100 * HANDOFF, W2)
-    assert assigns(core) == [] and core.tasks[1].handoff is None
+    assert assigns(core) == [] and core.table.tasks[1].handoff is None
 
 
 # --- operator asks ---------------------------------------------------------------------------------------
@@ -142,8 +142,8 @@ def test_an_ask_bound_to_an_account_gets_its_next_slot_ahead_of_a_deep_explore_b
     submitted(core, 99, module="adhoc", kind="ask", requires={"backends": ["a1"]})
     ready(core, W1, "a1")
     assert assigns(core) == [(W1, 99)]
-    terms = queries.why(core, 1)["terms"]
-    assert terms["total"] < queries.why(core, 99)["terms"]["base"]
+    terms = queries.why(core.view, 1)["terms"]
+    assert terms["total"] < queries.why(core.view, 99)["terms"]["base"]
 
 
 # --- queue why names every way a task waits ---------------------------------------------------------------
@@ -151,25 +151,25 @@ def test_an_ask_bound_to_an_account_gets_its_next_slot_ahead_of_a_deep_explore_b
 def test_why_names_backoff_declines_unknown_turns_missing_modes_and_operator_pauses():
     core = make_core(accounts=TWO)
     submitted(core, 1, not_before=T0 + 600)
-    assert "retry backoff" in queries.why(core, 1)["line"]
+    assert "retry backoff" in queries.why(core.view, 1)["line"]
     submitted(core, 2, kind="x.ask")
     ready(core, W1, "a1")
     assert assigns(core) == [(W1, 2)]
     done(core, W1, 2, outcome="declined", account="a1", message="task 2 is RUNNING")
-    line = queries.why(core, 2)["line"]
+    line = queries.why(core.view, 2)["line"]
     assert "sitting out" in line and "declined" in line
     submitted(core, 3, unknown_account="a2", kind="x.review")
-    core.tasks[3].unknown_until = T0 + 1800
-    line = queries.why(core, 3)["line"]
+    core.table.tasks[3].unknown_until = T0 + 1800
+    line = queries.why(core.view, 3)["line"]
     assert "unknown outcome on a2: only a2 may run it" in line and "then any account may" in line
     submitted(core, 4, requires={"mode": "deep"})
-    assert "offers no deep mode" in queries.why(core, 4)["line"]
-    paused = queries.why_untracked(core, 5, {"id": 5, "state": "PAUSED"})
+    assert "offers no deep mode" in queries.why(core.view, 4)["line"]
+    paused = queries.why_untracked(5, {"id": 5, "state": "PAUSED"})
     assert "fanoctl queue resume 5" in paused["line"]
     submitted(core, 6, requires={"conversation": "c"}, kind="explorer.explore")
     running(core, 6, account="a2")
     submitted(core, 7, requires={"conversation": "c"}, kind="explorer.explore")
-    assert "waiting for task 6, the turn of conversation c in flight" in queries.why(core, 7)["line"]
+    assert "waiting for task 6, the turn of conversation c in flight" in queries.why(core.view, 7)["line"]
 
 
 def test_a_proposal_is_withdrawn_when_the_block_ends():
@@ -180,10 +180,10 @@ def test_a_proposal_is_withdrawn_when_the_block_ends():
     done(core, W1, 1, outcome="declined", account="a1", message="quota", retry_at=T0 + 2 * HANDOFF)
     advance(core, HANDOFF, W1)
     core.tick()
-    assert core.tasks[1].handoff == "a1"
+    assert core.table.tasks[1].handoff == "a1"
     advance(core, HANDOFF, W1)            # a1's window has room again: the conversation stays with it
     core.tick()
-    assert core.tasks[1].handoff is None
+    assert core.table.tasks[1].handoff is None
 
 
 def test_a_declined_proposal_leaves_the_conversation_where_it_lives_in_the_estimates():
@@ -193,9 +193,9 @@ def test_a_declined_proposal_leaves_the_conversation_where_it_lives_in_the_estim
     ready(core, W2, "a2")
     advance(core, HANDOFF, W2)
     assert assigns(core) == [(W2, 1)]
-    assert core.placement.convs.account_of("c") == "a2"        # tentatively, while it is assigned
+    assert core.convs.account_of("c") == "a2"        # tentatively, while it is assigned
     done(core, W2, 1, outcome="declined", account="a2", message="conversation c lives on account a1 (a1 can run it)")
-    assert core.placement.convs.account_of("c") == "a1"
+    assert core.convs.account_of("c") == "a1"
 
 
 def test_a_comment_may_run_on_the_operators_reserve_while_its_modules_share_is_blocked():

@@ -18,7 +18,7 @@ QUOTA_MSG = "account a2 standard quota 80/80 (80/3h) for module explorer"
 
 
 def idle(core) -> dict:
-    return queries.answer(core, {"what": "idle"})
+    return core.idle_watch.report(core.view)
 
 
 def rows(core) -> dict:
@@ -121,9 +121,9 @@ def test_work_for_other_backends_or_modes_is_named_and_the_answer_stays_bounded(
     assert [(g["reason"], g["n"]) for g in a1["groups"]] == [("backends", 2000), ("no_mode", 1)]
     assert a1["line"] == ("account a1 idle while 2001 tasks wait (2000 only claude may run them; "
                           "1 need deep mode)")
-    ops = core.queue.ops
+    ops = core.table.queue.ops
     idle(core)
-    assert core.queue.ops == ops              # bins and their sizes only: no heap walk, no sample
+    assert core.table.queue.ops == ops              # bins and their sizes only: no heap walk, no sample
 
 
 def test_idle_query_while_rebuilding_says_nothing_yet():

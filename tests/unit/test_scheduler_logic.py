@@ -174,7 +174,7 @@ def test_declined_without_retry_time_sits_out_and_is_refreshed():
     done(core, W1, 1, outcome="declined", message="conversation c lives on account a2")
     ready(core, W1, "a1")
     assert assigns(core) == []
-    assert 1 in core.missing                          # the service re-reads it from the broker
+    assert 1 in core.table.missing                          # the service re-reads it from the broker
     core.on_task_record({"id": 1, "state": "PENDING", "module": "explorer", "kind": "explorer.explore",
                          "created": T0, "not_before": 0.0})
     assert assigns(core) == []                        # the fresh record does not lift the hold
@@ -213,7 +213,7 @@ def test_a_heartbeat_naming_the_task_confirms_the_assignment():
     core.clock.advance(2)
     msg(core, W1, "heartbeat", worker="backend-a1", task_id=1)
     core.tick()
-    assert 1 in core.assigned and 1 not in core.queue
+    assert 1 in core.table.assigned and 1 not in core.table.queue
 
 
 def test_a_silent_worker_is_forgotten_and_its_unleased_task_requeued():
@@ -228,8 +228,8 @@ def test_a_silent_worker_is_forgotten_and_its_unleased_task_requeued():
     core.clock.advance(3.5)                           # neither has said anything for > 3 intervals
     core.tick()
     assert len(core.workers) == 0
-    assert 1 in core.queue                            # never leased: back at once
-    assert 2 not in core.tasks and 2 in core.running  # leased: the broker's lease decides
+    assert 1 in core.table.queue                            # never leased: back at once
+    assert 2 not in core.table.tasks and 2 in core.table.running  # leased: the broker's lease decides
     event(core, "task.pending", id=2, module="explorer", kind="explorer.explore", priority=50, requires={},
           attrs={}, created=T0, not_before=0.0, unknown_account="a2", state="PENDING", prev="RUNNING")
     ready(core, W3, "a1")
@@ -296,7 +296,7 @@ def test_cancel_reaches_the_worker_running_the_task():
     running(core, 1)
     event(core, "task.cancelled", id=1, module="explorer", kind="explorer.explore", worker="backend-a1")
     assert sent(core) == [(W1, "cancel", {"task_id": 1})]
-    assert 1 not in core.running
+    assert 1 not in core.table.running
 
 
 def test_one_turn_per_conversation_and_later_turns_follow_the_account():
@@ -364,7 +364,7 @@ def test_rebuild_records_restore_bindings_and_assignments_survive():
                          "requires": {"conversation": "c"}, "lease": {"worker": "backend-a2", "account": "a2"}})
     core.on_task_record({"id": 6, "state": "PENDING", "module": "explorer", "kind": "x", "priority": 50,
                          "requires": {"conversation": "c"}, "attrs": {}, "created": T0, "not_before": 0.0})
-    assert 6 not in core.queue and 6 in core.held["c"]
+    assert 6 not in core.table.queue and 6 in core.table.held["c"]
     event(core, "task.done", id=5, module="explorer", kind="x")
     ready(core, W1, "a1")
     assert assigns(core) == []
@@ -373,7 +373,7 @@ def test_rebuild_records_restore_bindings_and_assignments_survive():
     core.reset()
     core.on_task_record({"id": 6, "state": "PENDING", "module": "explorer", "kind": "x", "created": T0})
     core.finish_rebuild()
-    assert 6 in core.assigned and 6 not in core.queue
+    assert 6 in core.table.assigned and 6 not in core.table.queue
 
 
 def test_done_before_the_events_keeps_the_task_out_and_asks_the_broker():
@@ -383,10 +383,10 @@ def test_done_before_the_events_keeps_the_task_out_and_asks_the_broker():
     assigns(core)
     done(core, W1, 1, outcome="failed", message="transient")
     ready(core, W1, "a1")
-    assert assigns(core) == [] and 1 in core.missing
+    assert assigns(core) == [] and 1 in core.table.missing
     core.on_task_record({"id": 1, "state": "PENDING", "module": "explorer", "kind": "explorer.explore",
                          "created": T0, "not_before": T0 + 5})
-    assert 1 not in core.assigned and 1 in core.queue
+    assert 1 not in core.table.assigned and 1 in core.table.queue
     advance(core, 5, W1)
     assert assigns(core) == [(W1, 1)]
 
@@ -474,13 +474,13 @@ def test_why_on_a_huge_queue_estimates_ahead_from_a_bounded_sample(monkeypatch):
     calls = []
     priority = core.model.priority
     monkeypatch.setattr(core.model, "priority", lambda *a: calls.append(1) or priority(*a))
-    ops = core.queue.ops
+    ops = core.table.queue.ops
     r = ask(core, "why", task_id=60_000)["result"]
     assert r["ahead_approx"] is True and abs(r["ahead"] - 20_000) <= 3_000
     assert r["ahead"] % 1000 == 0                               # no false precision
     assert f"≈ {r['ahead']:,} higher-priority tasks ahead" in r["line"]
     # bounded work, whatever the queue length: the sample, not the 50,000 tasks
-    assert len(calls) <= queries.AHEAD_SAMPLE + 5 and core.queue.ops - ops <= 8 * queries.AHEAD_SAMPLE + 50
+    assert len(calls) <= queries.AHEAD_SAMPLE + 5 and core.table.queue.ops - ops <= 8 * queries.AHEAD_SAMPLE + 50
     # a small candidate set is still counted exactly
     keep = queries.AHEAD_EXACT - 10
     for i in range(50_000, keep, -1):
@@ -498,7 +498,7 @@ def test_queue_samples_are_live_ready_tasks_drawn_in_proportion():
         event(core, "task.cancelled", id=i)
     submitted(core, 5000, not_before=T0 + 60)                   # delayed: never drawn
     live = {i for i in range(1, 3001) if not (i <= 1500 and i % 2)}
-    got = core.queue.sample(core.queue.bins(), 4000, random.Random(3))
+    got = core.table.queue.sample(core.table.queue.bins(), 4000, random.Random(3))
     assert len(got) == 4000 and {t.id for t in got} <= live
     explorer = sum(t.module == "explorer" for t in got) / len(got)
     assert abs(explorer - 1250 / 2250) < 0.04                  # 1,250 of the 2,250 live ones
@@ -524,19 +524,19 @@ def test_top_counts_come_from_kept_counters_and_match_a_brute_force_count():
 
     def brute():
         rows = {}
-        for t in core.tasks.values():
+        for t in core.table.tasks.values():
             row = rows.setdefault(t.module, {"ready": 0, "delayed": 0, "held": 0, "assigned": 0})
-            if t.id in core.assigned:
+            if t.id in core.table.assigned:
                 row["assigned"] += 1
-            elif t.id in core.queue:
-                row["ready" if core.queue.is_ready(t.id) else "delayed"] += 1
+            elif t.id in core.table.queue:
+                row["ready" if core.table.queue.is_ready(t.id) else "delayed"] += 1
             else:
                 row["held"] += 1
         return rows
     expected = brute()
     assert all(expected[m][k] for m in ("explorer", "documenter", "researcher") for k in ("ready", "delayed")) \
         and sum(r["held"] for r in expected.values()) and sum(r["assigned"] for r in expected.values()) == 2
-    core.tasks = _NoWalk(core.tasks)                             # top must not walk the tasks
+    core.table.tasks = _NoWalk(core.table.tasks)                             # top must not walk the tasks
     top = ask(core, "top")["result"]
     got = {m: {k: r[k] for k in ("ready", "delayed", "held", "assigned")} for m, r in top["modules"].items()}
     assert got == {**expected, "idle-module": {"ready": 0, "delayed": 0, "held": 0, "assigned": 0}}
@@ -632,7 +632,7 @@ def test_ready_again_means_the_assignment_was_not_taken():
     assert assigns(core) == [(W1, 1)]
     ready(core, W1, "a1")                             # e.g. it restarted its socket before reading assign
     assert assigns(core) == [(W1, 1)]                 # at once, not after assign_timeout
-    assert 1 in core.assigned and 2 in core.queue
+    assert 1 in core.table.assigned and 2 in core.table.queue
 
 
 def test_a_task_bound_to_a_frozen_account_for_reconciliation_goes_elsewhere_once_the_hold_ends():
@@ -665,7 +665,7 @@ def test_a_done_for_a_task_the_worker_was_not_given_is_counted_and_changes_nothi
     ready(core, W2, "a2")
     done(core, W2, 3, account="a2")                     # W2 never got task 3
     assert core.errors["FOREIGN_DONE"] == 1
-    assert core.assigned[3].ident == W1                 # W1's assignment stands
+    assert core.table.assigned[3].ident == W1                 # W1's assignment stands
     running(core, 3, account="a1")
     done(core, W1, 3, account="a1")
     assert core.errors["FOREIGN_DONE"] == 1             # the holder's own report is not foreign
@@ -683,7 +683,7 @@ def test_a_silent_workers_leases_are_revoked_and_so_is_one_it_is_granted_later()
     for _ in range(8):                                # both freeze; the loop keeps ticking
         core.clock.advance(0.5)
         core.tick()
-    assert len(core.workers) == 0 and 2 in core.queue
+    assert len(core.workers) == 0 and 2 in core.table.queue
     assert list(core.revocations.pending) == [1]
     worker, epoch, why = core.revocations.pending[1]
     assert (worker, epoch) == ("backend-a1", 1) and why.startswith("silent for")

@@ -4,9 +4,12 @@ import dataclasses
 
 import pytest
 
+from services.scheduler import conversations as CV
 from services.scheduler import placement as P
+from services.scheduler.conversations import Conversations
 from services.scheduler.core import SchedulerCore
-from services.scheduler.placement import Conversations, Latencies, Option, config_hints, could_leave, leave_to_others
+from services.scheduler.placement import Latencies, Option, config_hints, could_leave, leave_to_others
+from services.scheduler.priority import QTask
 from shared.config import AccountConfig
 from tests.unit.test_scheduler_logic import T0, assigns, done, event, make_core, msg, ready, submitted, timer
 
@@ -116,7 +119,7 @@ def test_learn_history_uses_only_complete_runs():
            {"type": "task.done", "id": 1, "ts": T0 + 30}]
     assert core.placement.learn_history(evs) == 1
     assert core.placement.latencies.mean("fast", "standard") == pytest.approx(30.0)
-    assert len(core.tasks) == 0 and len(core.running) == 0
+    assert len(core.table.tasks) == 0 and len(core.table.running) == 0
 
 
 def test_leave_to_others_counts_what_the_faster_accounts_absorb():
@@ -154,19 +157,25 @@ def test_could_leave_is_a_cheap_necessary_condition():
     assert leave_to_others(T0, 200.0, T0, [Option("fast", T0, 20.0, 20.0)], jobs=9, grace=0.0) is not None
 
 
+def _turn(tid: int, conv: str) -> QTask:
+    return QTask(id=tid, module="explorer", kind="explorer.explore", requires={"conversation": conv})
+
+
 def test_conversation_turns_hint_mean_and_quiet_end():
     convs = Conversations()
-    assert convs.expected_turns() == P.DEFAULT_TURNS
-    assert convs.expected_turns(3) == 3.0 and convs.expected_turns("x") == P.DEFAULT_TURNS
+    assert convs.expected_turns() == CV.DEFAULT_TURNS
+    assert convs.expected_turns(3) == 3.0 and convs.expected_turns("x") == CV.DEFAULT_TURNS
     convs.bind("c", "a", "standard")
     for _ in range(2):
         convs.turn_ended("c", True, T0)
-    assert convs.remaining("c", active=False, waiting=False) == P.DEFAULT_TURNS - 2
-    assert convs.sweep(T0 + P.CONV_QUIET - 1, lambda c: False) == []
-    assert convs.sweep(T0 + P.CONV_QUIET, lambda c: True) == []      # a turn is waiting: not over
+    assert convs.remaining("c") == CV.DEFAULT_TURNS - 2
+    assert convs.sweep(T0 + CV.CONV_QUIET - 1) == []
+    convs.track(_turn(9, "c"))
+    assert convs.sweep(T0 + CV.CONV_QUIET) == []      # a turn is waiting: not over
+    convs.untrack("c", 9)
     convs.turn_ended("c", False, T0 + 10)
-    assert convs.sweep(T0 + 10 + P.CONV_QUIET, lambda c: False) == ["c"]
-    assert convs.expected_turns() == pytest.approx((P.DEFAULT_TURNS * P.TURNS_PRIOR + 2) / (P.TURNS_PRIOR + 1))
+    assert convs.sweep(T0 + 10 + CV.CONV_QUIET) == ["c"]
+    assert convs.expected_turns() == pytest.approx((CV.DEFAULT_TURNS * CV.TURNS_PRIOR + 2) / (CV.TURNS_PRIOR + 1))
     assert "c" not in convs.open and not convs.by_account
 
 
@@ -174,18 +183,21 @@ def test_open_conversations_longer_than_the_estimate_raise_it_before_any_ends():
     convs = Conversations()
     for name in ("a", "b", "c"):
         convs.bind(name, "acct", "standard")
-    for _ in range(int(P.DEFAULT_TURNS)):
+    for _ in range(int(CV.DEFAULT_TURNS)):
         for name in ("a", "b"):
             convs.turn_ended(name, True, T0)
-    assert convs.expected_turns() == P.DEFAULT_TURNS     # at the prior: no evidence yet
+    assert convs.expected_turns() == CV.DEFAULT_TURNS     # at the prior: no evidence yet
     for _ in range(4):
         for name in ("a", "b"):
             convs.turn_ended(name, True, T0)
-    longer = P.DEFAULT_TURNS + 4                          # a and b ran that many turns and go on
-    prior = P.DEFAULT_TURNS * P.TURNS_PRIOR
-    assert convs.expected_turns() == pytest.approx((prior + 2 * longer) / (P.TURNS_PRIOR + 2))
-    assert convs.remaining("a", active=False, waiting=True) == 1.0   # past the estimate, a turn waits
-    assert convs.remaining("c", active=True, waiting=False) == pytest.approx(convs.expected_turns() - 1)
+    longer = CV.DEFAULT_TURNS + 4                          # a and b ran that many turns and go on
+    prior = CV.DEFAULT_TURNS * CV.TURNS_PRIOR
+    assert convs.expected_turns() == pytest.approx((prior + 2 * longer) / (CV.TURNS_PRIOR + 2))
+    assert convs.remaining("a") == 0.0                     # past the estimate, nothing waits ...
+    convs.track(_turn(1, "a"))
+    assert convs.remaining("a") == 1.0                     # ... but a turn waits
+    convs.start_turn("c", 2)
+    assert convs.remaining("c") == pytest.approx(convs.expected_turns() - 1)
     assert convs.expected_turns(3) == 3.0                 # a module's hint wins
 
 
@@ -335,7 +347,7 @@ def test_conversations_are_spread_by_expected_finish_time():
     got = assigns(core)
     # slow (6 turns = 1200 s) opens nothing: fast and mid finish the other conversations long before
     assert sorted(i for i, _ in got) == [FAST, MID]
-    convs = core.placement.convs
+    convs = core.convs
     assert sorted(convs.open) == sorted(f"c{t}" for _, t in got)
     assert {convs.account_of(f"c{t}") for _, t in got} == {"fast", "mid"}
     left = ({1, 2, 3} - {t for _, t in got}).pop()
@@ -383,7 +395,7 @@ def test_an_account_with_bound_work_leaves_a_new_conversation_to_an_equal_one():
     core.clock.advance(1)
     finish(core, MID2, "mid2", 2)
     assert assigns(core) == [(MID2, 3)]
-    assert core.placement.convs.account_of("c3") == "mid2"
+    assert core.convs.account_of("c3") == "mid2"
 
 
 def test_many_waiting_conversations_are_opened_by_every_account():
@@ -401,9 +413,9 @@ def test_a_declined_opening_turn_forgets_its_tentative_binding():
     conv_turn(core, 1, "c1")
     ready(core, FAST, "fast")
     assert assigns(core) == [(FAST, 1)]
-    assert core.placement.convs.account_of("c1") == "fast"
+    assert core.convs.account_of("c1") == "fast"
     done(core, FAST, 1, account="fast", outcome="declined", message="busy", retry_at=T0 + 60)
-    assert core.placement.convs.account_of("c1") is None
+    assert core.convs.account_of("c1") is None
 
 
 # --- the rebuild's reads (paged; service times relearned from the outbox) --------------------------------

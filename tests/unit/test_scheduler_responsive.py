@@ -15,7 +15,7 @@ def standard(core, tid):
 
 
 def modes_of(core):
-    return {tid: a.mode for tid, a in core.assigned.items()}
+    return {tid: a.mode for tid, a in core.table.assigned.items()}
 
 
 def three_ready(core):
@@ -32,7 +32,7 @@ def test_one_account_stays_on_standard_work_while_the_others_run_deep_turns():
     three_ready(core)
     assert len(assigns(core)) == 3
     assert sorted(modes_of(core).values()) == ["deep", "deep", "standard"]
-    assert sorted(core.assigned) == [1, 2, 11]     # the deep work has the higher priority
+    assert sorted(core.table.assigned) == [1, 2, 11]     # the deep work has the higher priority
 
 
 def test_off_every_account_takes_deep_work():
@@ -43,7 +43,7 @@ def test_off_every_account_takes_deep_work():
         standard(core, tid)
     three_ready(core)
     assigns(core)
-    assert sorted(core.assigned) == [1, 2, 3]
+    assert sorted(core.table.assigned) == [1, 2, 3]
 
 
 def test_with_only_deep_work_no_worker_idles():
@@ -52,7 +52,7 @@ def test_with_only_deep_work_no_worker_idles():
         deep(core, tid)
     three_ready(core)
     assigns(core)
-    assert sorted(core.assigned) == [1, 2, 3]
+    assert sorted(core.table.assigned) == [1, 2, 3]
 
 
 def test_an_operators_deep_ask_is_never_held_back():
@@ -62,12 +62,12 @@ def test_an_operators_deep_ask_is_never_held_back():
     ready(core, W1, "a1", modes=BOTH)
     ready(core, W2, "a2", modes=BOTH)
     assigns(core)
-    assert sorted(core.assigned) == [1, 2]           # two accounts in deep turns
+    assert sorted(core.table.assigned) == [1, 2]           # two accounts in deep turns
     deep(core, 5, module="adhoc", kind="ask", priority=1000)
     standard(core, 11)
     ready(core, W3, "a3", modes=BOTH)
     assigns(core)
-    assert core.assigned[5].account == "a3" and core.assigned[5].mode == "deep"
+    assert core.table.assigned[5].account == "a3" and core.table.assigned[5].mode == "deep"
 
 
 def test_two_accounts_run_one_deep_turn_at_a_time_while_standard_work_waits():
@@ -79,7 +79,7 @@ def test_two_accounts_run_one_deep_turn_at_a_time_while_standard_work_waits():
     ready(core, W1, "a1", modes=BOTH)
     ready(core, W2, "a2", modes=BOTH)
     assigns(core)
-    assert sorted(core.assigned) == [1, 11]
+    assert sorted(core.table.assigned) == [1, 11]
 
 
 def test_an_account_out_of_standard_quota_cannot_be_the_responsive_one():
@@ -98,4 +98,4 @@ def test_an_account_out_of_standard_quota_cannot_be_the_responsive_one():
     ready(core, W1, "a1", modes=BOTH)
     ready(core, W2, "a2", modes=BOTH)
     assigns(core)
-    assert sorted((a.account, a.mode) for a in core.assigned.values()) == [("a1", "deep"), ("a2", "standard")]
+    assert sorted((a.account, a.mode) for a in core.table.assigned.values()) == [("a1", "deep"), ("a2", "standard")]

@@ -69,8 +69,23 @@ def test_busy_integrates_eligible_time_from_the_previous_sample():
     b.sample(T0 + 60, {"a": (True, False), "b": (False, False)})
     b.sample(T0 + 90, {"a": (True, True), "b": (True, True)})
     assert b.fractions() == {"a": round(60 / 90, 4), "b": 0.0}
-    assert b.as_dict()["a"] == {"busy_fraction": 0.6667, "eligible_s": 90, "busy_s": 60}
+    assert b.as_dict()["a"] == {"busy_fraction": 0.6667, "eligible_s": 90, "busy_s": 60,
+                                "idle_by": {"?": 30}}
     assert SM.Busy().fractions() == {}
+
+
+def test_idle_time_is_told_by_what_the_account_could_have_run():
+    first: dict = {}
+    bound = dict(task(conversation="c1"), kind="explorer.explore")
+    states = SM.account_states([bound], [], quota(), ACCOUNTS, T0, first)
+    assert states["a"] == (True, False) and first["a"] is bound
+    why = {"a": SM.idle_label(first["a"], "a", "b"), "b": SM.idle_label(first["b"], "b", "b")}
+    assert why == {"a": "explorer explorer.explore (conversation on b)", "b": "explorer explorer.explore"}
+    assert SM.idle_label(dict(task(mode="deep"), kind="k"), "a", None) == "explorer k (deep)"
+    b = SM.Busy()
+    b.sample(T0, states, why)
+    b.sample(T0 + 40, {"a": (True, True), "b": (True, True)})
+    assert b.as_dict()["a"]["idle_by"] == {"explorer explorer.explore (conversation on b)": 40}
 
 
 def test_deep_budgets_count_complete_periods_and_the_weekly_cap():

@@ -7,8 +7,7 @@ import pytest
 
 from shared import txn
 from shared.errors import ErrorCode, FanoError
-from tests.unit.corehelp import expect_error
-from tests.unit.test_explorer_flow import CoreClient
+from tests.unit.corehelp import CoreClient, expect_error
 
 NS = "explorer"
 

@@ -3,7 +3,8 @@
 :class:`Env` bundles the reads one step needs: the module's own namespace (a
 :class:`services.modules.base.Store`, or any object with ``get``/``scan``), the explorer's insights
 (read only: the documenter never writes into another module's namespace), the world time and the LLM
-accounts (for evaluation panels). Tests build one over in-memory stores.
+accounts (for evaluation panels). The service builds one per step (tests/unit/dochelp.py drives it over an
+in-process broker core).
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from services.modules import prompts
-from services.modules.documenter.model import Doc
+from services.modules.documenter.model import Doc, Section
 from services.modules.documenter.settings import Settings
+from services.modules.store import Store
 
 MODULE = "documenter"
 PREVIEW = 200         # characters of each section shown in an outline
@@ -21,8 +23,8 @@ MAX_CANDIDATES = 20   # insights offered to one planning turn (highest priority 
 
 @dataclass
 class Env:
-    store: object                     # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
-    explorer: object                  # the same interface over the explorer's namespace (read only)
+    store: Store                      # get(key) -> (v, value); scan(prefix) -> (key, v, value)...
+    explorer: Store                   # the same interface over the explorer's namespace (read only)
     now: float
     accounts: list = field(default_factory=list)   # account names, for evaluation panels
     settings: Settings = field(default_factory=Settings)
@@ -113,7 +115,7 @@ def candidate_list(items: list[tuple[str, dict]]) -> str:
     return "\n".join(f"{n}. [{ident}] {insight_text(ident, ins)}" for n, (ident, ins) in enumerate(items, 1))
 
 
-def section_block(sec: dict | None) -> str:
+def section_block(sec: Section | None) -> str:
     if not sec:
         return "(none: this is the first section)"
     return f"## {sec.get('title') or sec['id']}\n\n{sec.get('text', '')}"

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_TITLE = "Fano — a living document"
 _VERSION_LINE = re.compile(r"^<!-- fano document version (\d+)")
 
 
-def render(sections: list[dict], version: int, title: str = DEFAULT_TITLE, at: str | None = None) -> str:
+def render(sections: Sequence[Mapping[str, Any]], version: int, title: str = DEFAULT_TITLE,
+           at: str | None = None) -> str:
     """Markdown: a version marker, the title, then each section as ``## title`` with its concepts in an
     HTML comment (invisible when rendered, useful when read as text). Only what a version fixes is
     rendered (no review status), so the file of a version never goes stale."""

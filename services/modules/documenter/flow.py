@@ -39,6 +39,7 @@ insight's priority as ``attrs.seed_priority`` (a planning turn: the highest it o
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from services.modules import dedup
 from services.modules.documenter import context as C
@@ -148,7 +149,8 @@ def handle_plan(env, task: dict) -> list[dict]:
         return []   # an answer to a turn already settled
     plan = parse_plan(C.answer_text(task))
     offered = [str(i) for i in task["payload"].get("insight_ids") or []]
-    ident = _resolve_id(plan.insight_id, offered) if plan.decision == "INCORPORATE" else None
+    # parse_plan gives INCORPORATE an INSIGHT_ID (or raises)
+    ident = _resolve_id(plan.insight_id or "", offered) if plan.decision == "INCORPORATE" else None
     ops = [bump_mix(env, "plans")]
     new = {"seq": seq + 1, "pending": False, "waits": 0, "failures": 0,
            "last": {"seq": seq, "decision": plan.decision, "insight_id": ident, "reason": plan.reason, "at": env.now}}
@@ -212,8 +214,8 @@ def panel(accounts: list[str], ident: str, run: int, size: int = 3) -> list[dict
 
 
 def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[dict]:
-    jv, job = entry if entry else (0, {"insight_id": ident, "disputes": 0, "run": 0, "history": []})
-    job = dict(job)
+    jv, stored = entry if entry else (0, {"insight_id": ident, "disputes": 0, "run": 0, "history": []})
+    job: dict[str, Any] = dict(stored)   # a Job (model.py) once stored; built up here
     doc = M.read_doc(env.store)
     verdict, hits = dedup.classify(insight["text"], doc.texts())
     if verdict == "duplicate":

@@ -29,13 +29,17 @@ version used for ``if_version`` checks, not a document version)::
 Section ids are ``s0001``, ``s0002``, ... (never reused). A version's full text is its manifest's
 revisions, so every version can be shown and reverted without copying unchanged sections; a revert is a
 new version whose manifest equals the old version's (the sections point at their old revisions again).
+
+The record classes below (``TypedDict``: plain maps, as msgpack carries them) give each key's value a type;
+tests/unit/test_module_records.py checks them against the records a whole run of the module writes.
 """
-from __future__ import annotations
+# no ``from __future__ import annotations``: TypedDict reads NotRequired from evaluated annotations
+# (``__required_keys__``), which tests/unit/test_module_records.py compares with real records
 
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from shared import txn
 
@@ -45,6 +49,219 @@ REVIEW_STATE = "review/state"
 MIX = "stats/mix"
 CONTENT = ("title", "text", "establishes", "requires")
 HISTORY_LIMIT = 30
+
+# --- records ---------------------------------------------------------------------------------------------
+
+Event = dict[str, Any]   # a ``history`` entry: {"at", "event", **details} (:func:`note`)
+
+
+class Head(TypedDict):
+    """``doc/head``: the current version and its manifest (``[[sid, rev], ...]`` in document order)."""
+
+    version: int
+    manifest: list[list[Any]]
+    revs: dict[str, int]          # sid -> the highest revision number ever given
+    next_section: int
+    updated: float | None
+
+
+class Source(TypedDict):
+    """Where a section came from: ``kind`` insight (``ref`` its id) or prerequisite (``ref`` the plan seq)."""
+
+    kind: str
+    ref: Any
+    needed: NotRequired[str]      # a prerequisite: what the planner said was missing
+
+
+class Section(TypedDict):
+    """``sections/<sid>``: the current text of a section."""
+
+    id: str
+    title: str
+    text: str
+    establishes: list[str]
+    requires: list[str]
+    status: str                   # provisional | stable
+    source: Source | None
+    rev: int
+    created: float
+    updated: float
+    reviewed_at: float | None
+    review_count: int
+    review_attempted_at: float | None
+
+
+class Cause(TypedDict):
+    """Why a version or revision was made: ``kind`` insight | prerequisite | comment | review | revert."""
+
+    kind: str
+    ref: Any
+    task: int | None
+
+
+class Revision(TypedDict):
+    """``revisions/<sid>/<rev>``: one text a section had (immutable)."""
+
+    sid: str
+    rev: int
+    title: str
+    text: str
+    establishes: list[str]
+    requires: list[str]
+    at: float
+    cause: Cause
+
+
+class Version(TypedDict):
+    """``versions/<N>``: one document version (immutable)."""
+
+    version: int
+    at: float
+    description: str
+    cause: Cause
+    manifest: list[list[Any]]
+
+
+class Concept(TypedDict):
+    """``concepts/<slug>``: a concept the current sections establish, and which."""
+
+    name: str
+    sections: list[str]
+
+
+class Incorporated(TypedDict):
+    """``incorporated/<insight id>``: how an insight ended up in the document (``how`` section | duplicate)."""
+
+    insight_id: str
+    how: str
+    section: str
+    version: int
+    at: float
+    run: int
+
+
+class Comment(TypedDict):
+    """``comments/<cid>``: an author comment (services/modules/documenter/upkeep.py)."""
+
+    id: str
+    section: str
+    text: str
+    status: str                   # open | addressing | resolved | needs_human
+    created: float
+    attempts: int
+    failures: int
+    history: NotRequired[list[Event]]
+    base_rev: NotRequired[int | None]
+    task_key: NotRequired[str]
+    updated: NotRequired[float]
+    understood: NotRequired[str | None]
+    resolution: NotRequired[str | None]
+    changed: NotRequired[bool]
+    version: NotRequired[int | None]
+    resolved_at: NotRequired[float]
+    last_error: NotRequired[str]
+
+
+class Slot(TypedDict):
+    """An evaluation slot of a job (services/modules/documenter/seats.py moves or drops it)."""
+
+    name: str
+    account: str | None
+    replaced: NotRequired[list[str]]
+    dropped: NotRequired[bool]
+
+
+class Evaluation(TypedDict):
+    decision: str                 # INCLUDE | EXCLUDE
+    notes: Any
+    reasoning: str
+    task: int
+
+
+class Draft(TypedDict):
+    title: str
+    text: str
+    establishes: list[str]
+    requires: list[str]
+    diagram: Any
+    task: int
+
+
+class Job(TypedDict):
+    """``jobs/<insight id>``: the incorporation pipeline of one insight (services/modules/documenter/flow.py)."""
+
+    insight_id: str
+    stage: str                    # evaluate | draft | exposition | idle | needs_human | done | duplicate
+    run: int
+    disputes: int
+    history: list[Event]
+    updated: float
+    slots: NotRequired[list[Slot]]
+    replaced_tasks: NotRequired[list[int]]
+    evals: NotRequired[dict[str, Evaluation]]
+    round: NotRequired[int]
+    draft: NotRequired[Draft | None]
+    notes: NotRequired[str | None]
+    similar: NotRequired[list[list[Any]]]
+    section: NotRequired[str | None]
+    last_reason: NotRequired[str]
+
+
+class PlanOutcome(TypedDict):
+    """What the last planning turn decided (``plan/state``'s ``last``)."""
+
+    seq: int
+    decision: str | None
+    at: float
+    insight_id: NotRequired[str | None]
+    reason: NotRequired[str | None]
+    outcome: NotRequired[str]
+    error: NotRequired[str]
+
+
+class PlanState(TypedDict):
+    """``plan/state``: the planning turn (one in flight at a time)."""
+
+    seq: int
+    pending: bool
+    waits: int
+    failures: int
+    key: NotRequired[str]
+    proposed_at: NotRequired[float]
+    wait_until: NotRequired[float]
+    wait_basis: NotRequired[str]
+    last: NotRequired[PlanOutcome]
+
+
+class ReviewOutcome(TypedDict):
+    """What the last section review decided (``review/state``'s ``last``)."""
+
+    seq: int
+    section: str
+    decision: str | None
+    at: float
+    notes: NotRequired[str]
+    outcome: NotRequired[str]
+    error: NotRequired[str]
+
+
+class ReviewState(TypedDict):
+    """``review/state``: the section review in flight (``section`` None: none)."""
+
+    seq: int
+    section: str | None
+    base_rev: NotRequired[int | None]
+    key: NotRequired[str]
+    started_at: NotRequired[float]
+    last: NotRequired[ReviewOutcome]
+
+
+class Mix(TypedDict):
+    """``stats/mix``: planning turns and section reviews so far (the reviews' share of the work)."""
+
+    plans: int
+    reviews: int
+
 
 
 def section_key(sid: str) -> str:
@@ -84,7 +301,7 @@ def new_comment_id(now: float) -> str:
     return f"c{int(now * 1000):013d}{secrets.token_hex(2)}"
 
 
-def empty_head() -> dict:
+def empty_head() -> Head:
     return {"version": 0, "manifest": [], "revs": {}, "next_section": 1, "updated": None}
 
 
@@ -100,15 +317,15 @@ class Doc:
     """The document as read from the broker: head and sections with their key versions."""
 
     head_v: int = 0
-    head: dict = field(default_factory=empty_head)
-    sections: dict = field(default_factory=dict)    # sid -> (v, record)
-    concepts: dict = field(default_factory=dict)    # key -> (v, record)
+    head: Head = field(default_factory=empty_head)
+    sections: dict[str, tuple[int, Section]] = field(default_factory=dict)    # sid -> (v, record)
+    concepts: dict[str, tuple[int, Concept]] = field(default_factory=dict)    # key -> (v, record)
 
     @property
     def version(self) -> int:
         return int(self.head.get("version", 0))
 
-    def ordered(self) -> list[dict]:
+    def ordered(self) -> list[Section]:
         """Current sections in document order (a manifest entry without a record is skipped)."""
         return [self.sections[sid][1] for sid, _ in self.head.get("manifest", []) if sid in self.sections]
 
@@ -128,10 +345,10 @@ class Doc:
 def read_doc(reader) -> Doc:
     """``reader``: ``get(key) -> (v, value)`` and ``scan(prefix) -> (key, v, value)...`` (a Store)."""
     head_v, head = reader.get(HEAD)
-    doc = Doc(head_v, head if isinstance(head, dict) else empty_head())
+    doc = Doc(head_v, cast(Head, head) if isinstance(head, dict) else empty_head())
     for key, v, value in reader.scan("sections/"):
         if isinstance(value, dict):
-            doc.sections[key.split("/", 1)[1]] = (v, value)
+            doc.sections[key.split("/", 1)[1]] = (v, cast(Section, value))
     for key, v, value in reader.scan("concepts/"):
         doc.concepts[key] = (v, value)
     return doc
@@ -150,11 +367,13 @@ def commit(doc: Doc, changes: dict, cause: dict, description: str, now: float,
     Every write is version-checked against what ``doc`` read, so a racing writer (the CLI's revert, the
     module) makes one of the two transactions fail and recompute.
     """
-    head = {**doc.head, "revs": dict(doc.head.get("revs") or {}), "manifest": [list(e) for e in doc.head["manifest"]]}
+    # plain maps while they are built (a section takes its fields from ``changes``); stored as Head/Section
+    head: dict[str, Any] = {**doc.head, "revs": dict(doc.head.get("revs") or {}),
+                            "manifest": [list(e) for e in doc.head["manifest"]]}
     number = doc.version + 1
     ops: list[dict] = []
     manifest = head["manifest"]
-    sections = {sid: rec for sid, (_, rec) in doc.sections.items()}
+    sections: dict[str, Any] = {sid: rec for sid, (_, rec) in doc.sections.items()}
     for sid, change in changes.items():
         v = doc.sections[sid][0] if sid in doc.sections else 0
         if change is None:
@@ -169,7 +388,7 @@ def commit(doc: Doc, changes: dict, cause: dict, description: str, now: float,
         if restore is None:
             head["revs"][sid] = rev
         old = sections.get(sid)
-        rec = dict(old) if old else {"id": sid, "created": now, "reviewed_at": None, "review_count": 0,
+        rec: dict[str, Any] = dict(old) if old else {"id": sid, "created": now, "reviewed_at": None, "review_count": 0,
                                      "review_attempted_at": None, "source": None}
         rec.update(change)
         rec.update(id=sid, rev=rev, updated=now)
@@ -203,7 +422,7 @@ def commit(doc: Doc, changes: dict, cause: dict, description: str, now: float,
     return ops, number
 
 
-def concept_ops(doc: Doc, sections: list[dict]) -> list[dict]:
+def concept_ops(doc: Doc, sections: list[Section]) -> list[dict]:
     """Bring ``concepts/*`` in line with what ``sections`` (the new document, in order) establish."""
     want: dict[str, dict] = {}
     for sec in sections:

@@ -8,8 +8,9 @@ change of the document it writes the Markdown export (``<data_dir>/document.md``
 ``$FANO_DOCUMENT_PATH``) atomically; the file's first line names the version it holds, so a module
 restarted between the commit and the export writes it again. Settings: ``[modules.documenter]`` in
 fano.toml (:mod:`services.modules.documenter.settings`: panel size, limits, how its tasks compete with
-exploration for the accounts). Every ``SEAT_INTERVAL`` real seconds it moves evaluation slots blocked
-past ``member_patience`` (:mod:`.seats`).
+exploration for the accounts). Every ``SEAT_INTERVAL`` real seconds (a quarter of ``member_patience`` in
+world time if that is sooner, on a scaled clock) it moves evaluation slots blocked past
+``member_patience`` (:mod:`.seats`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from services.modules.parsing import ParseError
 from shared import txn
 from shared.errors import BrokerUnavailable, FanoError
 
-SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots
+SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots, or a quarter of
+SEAT_REAL_MIN = 0.5    # member_patience in world time if sooner (a scaled clock), but not below this
 HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
             C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
             C.REVIEW_SECTION: upkeep.handle_review}
@@ -99,7 +101,8 @@ class DocumenterService(ModuleService):
         for ops in proposals(self.env()):
             self._start(ops)
         if self.clock.mono() >= getattr(self, "_next_seats", 0.0):
-            self._next_seats = self.clock.mono() + SEAT_INTERVAL
+            self._next_seats = self.clock.mono() + self.world_interval(self.settings.member_patience / 4,
+                                                                       SEAT_REAL_MIN, SEAT_INTERVAL)
             self.follow_capacity()
 
     def follow_capacity(self) -> None:

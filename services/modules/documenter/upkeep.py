@@ -148,7 +148,7 @@ def review_state(env) -> tuple[int, dict]:
     return v, (rs if isinstance(rs, dict) else {"seq": 1, "section": None})
 
 
-def due_sections(doc: M.Doc, now: float, stale_after: float = STALE) -> list[dict]:
+def due_sections(doc: M.Doc, now: float, stale_after: float = STALE) -> list[M.Section]:
     """Sections to review, most urgent first: never reviewed (oldest first), then those last reviewed
     ``stale_after`` world seconds ago or more (oldest review first)."""
     fresh, stale = [], []

@@ -44,6 +44,9 @@ class ExplorerHost:
     def align_priorities(self, records: list[dict], field: str, key: Any) -> None:
         raise NotImplementedError
 
+    def world_interval(self, world_s: float, real_min: float, real_max: float) -> float:
+        raise NotImplementedError
+
 
     # StateReader
     def now(self) -> float:

@@ -278,6 +278,8 @@ class ExplorerSettings:
       waited ``member_patience`` world seconds while its account has no room for the mode it needs is
       replaced by an account with room that no other seat counted in the step uses; without one it is left out of that
       step (recorded), as long as two reviewers (one extractor) stay in play; else the step waits (:mod:`.panels`).
+      A seat on a *backlogged* account counts as blocked too while another account with room is not
+      backlogged; such a reviewer is only moved, never left out.
     """
 
     max_active_threads: int = setting(3, "open threads that can move now", lo=0)

@@ -15,11 +15,12 @@ so a restarted module re-derives everything from the broker:
 * **Review seats** (:meth:`replace_reviewers`): a reviewer's task (any round, a round-3 speaker or voter)
   PENDING for ``member_patience`` world seconds while its account has no room for the mode the step
   needs goes to an account with room that no other seat counted in the step uses (a seat left out
-  earlier frees its account; :func:`.review.replace_member`: the seat keeps
+  earlier frees its account; a seat on an account that is *backlogged* while another account with room
+  is not counts as blocked too, but is only moved, never left out; :func:`.review.replace_member`: the seat keeps
   its name, its earlier answers and its place; its account and task key change, recorded in the seat's
   ``replaced`` and the review's ``replacements``); without such an account the seat is left out of the
   step if two reviewers stay, else the step waits.
-* **Extraction members** (:meth:`skip_extractors`): an extractor blocked the same way is settled as
+* **Extraction members** (:meth:`skip_extractors`): an extractor blocked (or backlogged) the same way is settled as
   ``"skipped"`` (noted in ``extraction_note``) while another member is done or still in play; the panel
   consolidates what the others proposed.
 
@@ -44,7 +45,10 @@ from shared import scheduler_client
 from shared.errors import BrokerUnavailable, FanoError
 
 WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
-                        # (or repair_interval, if shorter)
+                        # (or repair_interval, if shorter) ...
+WAITING_RECHECK_WORLD = 60.0   # ... or this many world seconds, if sooner (a scaled clock), but
+RECHECK_REAL_MIN = 0.25        # never more often than this (real seconds)
+FOLLOW_REAL_MIN = 0.5   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
 STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", "round3_majority": "review3",
              "round3_vote": "review3"}
 
@@ -99,8 +103,19 @@ class Panels(Host):
             if view.idle:
                 self.log.info("idle while the waiting work is pinned elsewhere (scheduler): %s; "
                               "one more thread slot each", ", ".join(view.idle))
-        self._load_seen = (self.clock.mono() + min(WAITING_RECHECK, self.settings.repair_interval), view)
+        self._load_seen = (self.clock.mono() + self.recheck_interval(), view)
         return view
+
+    def recheck_interval(self) -> float:
+        """Real seconds a read of the accounts' load and of the waiting threads is reused while planning."""
+        return self.world_interval(WAITING_RECHECK_WORLD, RECHECK_REAL_MIN,
+                                   min(WAITING_RECHECK, self.settings.repair_interval))
+
+    def follow_interval(self) -> float:
+        """Real seconds between capacity-following passes (:meth:`follow_capacity`): a quarter of
+        ``member_patience`` in world time, at least ``FOLLOW_REAL_MIN``, at most ``repair_interval``."""
+        return self.world_interval(self.settings.member_patience / 4, FOLLOW_REAL_MIN,
+                                   max(FOLLOW_REAL_MIN, self.settings.repair_interval))
 
     def scheduler_idle(self) -> list:
         """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say."""
@@ -136,7 +151,7 @@ class Panels(Host):
             busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
             waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE), busy)
                            if room_now else set())
-            every = min(WAITING_RECHECK, s.repair_interval)
+            every = self.recheck_interval()
             cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
         if not cached[1]:
             return 0   # no explorer account has room: a new thread would only wait too
@@ -168,6 +183,10 @@ class Panels(Host):
         if not cap.known:
             return
         pending = CAP.pending(self.client, M.MODULE)
+        # one read per pass: a seat waiting behind a backlogged account's queue moves too, as long as some
+        # account with room keeps up (when every account is behind, waiting in line is all there is)
+        busy = self.backlogged()
+        self._busy = busy if any(cap.room(a) and a not in busy for a in self.configured_accounts()) else set()
         self.skip_extractors(cap, pending)
         self.replace_reviewers(cap, pending)
         self.retarget_first_turns(cap, pending)
@@ -192,14 +211,25 @@ class Panels(Host):
             ops = Ops()
             ops.submit(T.turn_task(new, 1, self.values("seeds/"), [], self.configured_accounts(), self.settings))
             self.put_thread(thread, new, version, ops)
-            why = f"{on[0]} without room past member_patience: {cap.reason(on[0], 'standard')}"
+            why = self._why_blocked(cap, on[0], "standard")
             if self.txn_or_skip(ops.ops, f"move the first turn of {thread['id']}"):
                 self.log.info("thread %s: first turn moved off %s (%s)", thread["id"], on[0], why)
                 self._cancel([task["id"]], pending, why)
 
     def _blocked(self, task: dict | None, cap: CAP.Capacity, account: str) -> bool:
+        """``task`` has waited ``member_patience`` for ``account``, which has no room for it or is
+        *backlogged* (:meth:`backlogged`: the task would wait behind that account's queue while others idle)."""
         return (task is not None and CAP.waited(task, self.now()) >= self.settings.member_patience
-                and not cap.serves(task, [account]))
+                and (not cap.serves(task, [account]) or account in self._backlogged_now()))
+
+    def _backlogged_now(self) -> set[str]:
+        return getattr(self, "_busy", set())
+
+    def _why_blocked(self, cap: CAP.Capacity, account: str, mode: str) -> str:
+        if account in self._backlogged_now() and cap.serves({"requires": {"mode": mode}}, [account]):
+            return (f"{account} backlogged past member_patience: more than {self.settings.busy_backlog} "
+                    "explorer tasks wait that only it can run")
+        return f"{account} blocked past member_patience: {cap.reason(account, mode)}"
 
     def _cancel(self, task_ids, pending: dict, why: str) -> None:
         live = {t["id"] for t in pending.values()}
@@ -227,7 +257,7 @@ class Panels(Host):
                                                               if v == "done"]
                 if not self._blocked(task, cap, acct) or not others:
                     continue
-                why = f"{acct} blocked past member_patience: {cap.reason(acct, 'standard')}"
+                why = self._why_blocked(cap, acct, "standard")
                 now, ops = self.now(), Ops()
                 new = copy.deepcopy(thread)
                 new["panel_settled"][acct] = "skipped"
@@ -255,7 +285,12 @@ class Panels(Host):
 
     def replace_reviewers(self, cap: CAP.Capacity, pending: dict) -> None:
         ctx = self.review_ctx()
-        for _, vr, review in self.store.scan("reviews/"):
+        # only a review with a PENDING task has a seat to move or an abandoned task to cancel: read those
+        # (this pass runs often, and a scan of every review ever grows with the research's history)
+        iids = sorted({iid for t in pending.values()
+                       if isinstance(iid := (t.get("payload") or {}).get("insight_id"), str)})
+        for iid in iids:
+            vr, review = self.store.get(M.review_key(iid))
             if not isinstance(review, dict):
                 continue
             self._cancel([r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")], pending,
@@ -268,14 +303,15 @@ class Panels(Host):
             for spec in R.open_tasks(review, insight, ctx):
                 task = pending.get(spec["key"])
                 backends = (spec.get("requires") or {}).get("backends") or []
-                if len(backends) != 1 or not self._blocked(task, cap, backends[0]):
+                if len(backends) != 1 or task is None or not self._blocked(task, cap, backends[0]):
                     continue
                 step, _ = R.seat_of(review, task)
-                why = f"{backends[0]} blocked past member_patience: {cap.reason(backends[0], CAP.task_modes(task)[0])}"
+                why = self._why_blocked(cap, backends[0], CAP.task_modes(task)[0])
+                candidates = [a for a in self.step_candidates(cap, step, ctx) if a not in self._backlogged_now()]
                 new_review, new_insight = copy.deepcopy(review), copy.deepcopy(insight)
-                tasks = R.replace_member(new_review, new_insight, task, self.step_candidates(cap, step, ctx), why, ctx)
-                if tasks is None:
-                    continue
+                tasks = R.replace_member(new_review, new_insight, task, candidates, why, ctx)
+                if tasks is None or (new_review["replacements"][-1]["to"] is None and cap.serves(task, backends)):
+                    continue   # a merely backlogged seat moves but is never left out (that is for no room)
                 ops = self.review_ops(review["insight_id"], new_review, vr, new_insight, insight, vi, tasks)
                 if self.txn_or_skip(ops, f"replace a reviewer of {review['insight_id']}"):
                     last = new_review["replacements"][-1]

@@ -47,6 +47,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     def initialize(self) -> None:
         self.settings = M.load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         self._next_repair = 0.0
+        self._next_follow = 0.0
         super().initialize()
 
     # --- apply --------------------------------------------------------------------------------------------
@@ -334,7 +335,11 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         self.align_priorities([t for t in threads if t.get("status") in PR.THREAD_FOLLOWS], "thread_id", M.thread_key)
         if self.clock.mono() >= self._next_repair:
             self._next_repair = self.clock.mono() + self.settings.repair_interval
-            self.repair(threads)
+            self._next_follow = self.clock.mono() + self.follow_interval()
+            self.repair(threads)   # follows capacity too
+        elif self.clock.mono() >= self._next_follow:
+            self._next_follow = self.clock.mono() + self.follow_interval()
+            self.follow_capacity()
 
     def align_priorities(self, records: list[dict], field: str, key) -> None:
         """Bring the live tasks of threads (insights) whose priority was overridden to that priority, then

@@ -6,22 +6,10 @@ through :meth:`FetchPool.results`; the module applies each outcome in one broker
 other effect. Nothing here is domain state: a fetch lost to a crash is simply done again (the source
 is still queued in the broker), and the disk cache makes the repeat cheap.
 
-* **Rate limit**: at most one request per ``min_interval`` seconds per domain (``host[:port]``); cache
-  hits do not count. The pool picks the next job whose domain is free instead of sleeping, so a slow
-  domain does not hold up the others. The time of the last request to each domain is kept on disk
-  (``<cache_dir>/rate-limit.json``, wall clock), written atomically *before* the request is sent, so a
-  restarted or crash-looping researcher still waits out the interval instead of hitting the site again
-  at once. The file lives with the cache rather than in the broker because only the fetch thread knows
-  when a request leaves, and that thread never talks to the broker (a record written by the loop after
-  the fact could be lost to a crash in between); it is host-local politeness, not domain state, and
-  only domains fetched within the last ``min_interval`` are kept, so it stays tiny. If it cannot be
-  written, no request is sent (the fetch fails as ``internal`` and is retried). A clock that went back
-  never makes a domain wait more than ``min_interval``.
-* **Cache**: ``<cache_dir>/<sha256(url)>.body`` + ``.json`` (metadata with the body's hash, written
-  last, both atomically with fsync + ``os.replace``; a torn pair fails the hash check and counts as a
-  miss). Within ``cache_ttl`` a cached page is used without a request; after it, a page with an ETag or
-  Last-Modified is revalidated (``If-None-Match`` / ``If-Modified-Since``; 304 keeps the body). The
-  cache is pruned, oldest first, above ``cache_max_bytes``.
+* **Rate limit** and **cache**: what fetching keeps on disk, in :mod:`.fetch_disk` (one request per
+  ``min_interval`` per domain, remembered across restarts; pages within ``cache_ttl`` served without a
+  request, revalidated after it). The pool picks the next job whose domain is free instead of sleeping,
+  so a slow domain does not hold up the others.
 * **Checks**: ``timeout`` per socket operation and for the whole body; ``max_bytes`` (Content-Length,
   then while reading); the Content-Type must be one of ``content_types``. Failures raise
   :class:`FetchError` with a ``reason`` and whether retrying could help (``permanent``).
@@ -29,11 +17,8 @@ is still queued in the broker), and the disk cache makes the repeat cheap.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import http.client
-import json
 import logging
-import os
 import re
 import socket
 import threading
@@ -42,17 +27,16 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from email.message import Message
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import ProxyHandler, Request, build_opener
 
+from services.modules.researcher.fetch_disk import RATE_FILE, DiskCache, RateLimiter
 from services.modules.researcher.model import canonical_url, domain_of
 
 DEFAULT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 406, 410, 414, 415, 451}
-RATE_FILE = "rate-limit.json"   # in the cache directory: the last request time per domain
 
 
 class FetchError(Exception):
@@ -159,114 +143,6 @@ def html_to_text(html: str) -> tuple[str, str]:
         log.warning("a page did not parse completely (%s: %s); keeping the %d characters read before it",
                     type(exc).__name__, str(exc)[:200], sum(map(len, p.parts)))
     return _squeeze(" ".join(p.title))[:200], _squeeze("".join(p.parts))
-
-
-# --- pieces ---------------------------------------------------------------------------------------------
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class DiskCache:
-    def __init__(self, directory: Path, max_bytes: int = 200 * 1024 * 1024):
-        self.dir = Path(directory)
-        self.max_bytes = max_bytes
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def _paths(self, url: str) -> tuple[Path, Path]:
-        h = hashlib.sha256(url.encode()).hexdigest()
-        return self.dir / f"{h}.json", self.dir / f"{h}.body"
-
-    def meta(self, url: str) -> dict | None:
-        """The metadata alone (cheap: the pool asks about freshness often); not checked against the body."""
-        try:
-            meta = json.loads(self._paths(url)[0].read_text())
-        except (OSError, ValueError):
-            return None
-        return meta if meta.get("url") == url else None
-
-    def load(self, url: str) -> tuple[dict, bytes] | None:
-        meta_p, body_p = self._paths(url)
-        try:
-            meta = json.loads(meta_p.read_text())
-            body = body_p.read_bytes()
-        except (OSError, ValueError):
-            return None
-        if meta.get("url") != url or hashlib.sha256(body).hexdigest() != meta.get("body_sha256"):
-            return None  # a torn or foreign pair: a miss
-        return meta, body
-
-    def store(self, url: str, meta: dict, body: bytes) -> None:
-        meta_p, body_p = self._paths(url)
-        _atomic_write(body_p, body)  # body first: the metadata names the body's hash, so it goes last
-        _atomic_write(meta_p, json.dumps({**meta, "url": url, "body_sha256": hashlib.sha256(body).hexdigest(),
-                                          "size": len(body)}).encode())
-        self.prune()
-
-    def touch(self, url: str, meta: dict) -> None:
-        _atomic_write(self._paths(url)[0], json.dumps(meta).encode())
-
-    def prune(self) -> None:
-        bodies = []
-        for p in self.dir.glob("*.body"):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            bodies.append((st.st_mtime, st.st_size, p))
-        total = sum(b[1] for b in bodies)
-        for _, size, p in sorted(bodies):
-            if total <= self.max_bytes:
-                break
-            for victim in (p.with_suffix(".json"), p):
-                try:
-                    victim.unlink()
-                except OSError:
-                    pass
-            total -= size
-
-
-class RateLimiter:
-    """One request per ``min_interval`` seconds per domain (wall clock), remembered in ``path`` (JSON,
-    ``{domain: time of the last request}``) across restarts when a path is given."""
-
-    def __init__(self, min_interval: float, now=time.time, path: Path | None = None):
-        self.min_interval = float(min_interval)
-        self.now = now
-        self.path = Path(path) if path is not None else None
-        self._last: dict[str, float] = self._load()
-
-    def _load(self) -> dict[str, float]:
-        if self.path is None:
-            return {}
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}   # absent (first start) or unreadable: written atomically, so not torn
-        if not isinstance(data, dict):
-            return {}
-        return {str(d): float(t) for d, t in data.items()
-                if isinstance(t, (int, float)) and not isinstance(t, bool)}
-
-    def wait_time(self, domain: str) -> float:
-        last = self._last.get(domain)
-        if last is None:
-            return 0.0
-        return min(self.min_interval, max(0.0, last + self.min_interval - self.now()))
-
-    def take(self, domain: str) -> None:
-        """Record a request to ``domain`` (on disk first when persisted: call it before sending)."""
-        now = self.now()
-        last = {d: t for d, t in self._last.items() if t + self.min_interval > now}   # still binding
-        last[domain] = now
-        if self.path is not None:
-            _atomic_write(self.path, json.dumps(last, sort_keys=True).encode())
-        self._last = last
 
 
 def _is_loopback(host: str) -> bool:
@@ -395,7 +271,7 @@ class FetchPool:
         self._cond = threading.Condition()
         self._queue: OrderedDict[str, str] = OrderedDict()
         self._inflight: str | None = None
-        self._done: list[tuple[str, str, object]] = []
+        self._done: list[tuple[str, str, Page | FetchError]] = []
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="researcher-fetch", daemon=True)
         self._thread.start()
@@ -413,7 +289,7 @@ class FetchPool:
         with self._cond:
             return set(self._queue) | ({self._inflight} if self._inflight else set()) | {d[0] for d in self._done}
 
-    def results(self) -> list[tuple[str, str, object]]:
+    def results(self) -> list[tuple[str, str, Page | FetchError]]:
         """Finished fetches ``(job_id, url, Page | FetchError)`` since the last call."""
         with self._cond:
             done, self._done = self._done, []
@@ -445,6 +321,7 @@ class FetchPool:
                 job = self._next()
             if job is None:
                 continue
+            result: Page | FetchError
             try:
                 result = self.fetcher.fetch(job[1])
             except FetchError as exc:

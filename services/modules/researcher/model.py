@@ -66,12 +66,18 @@ the explorer never writes this one). ``promotions/<finding_id>`` holds the seed 
 It is written by ``fanoctl research promote FINDING`` (the default) or, when ``auto_promote`` is
 configured, by the researcher itself; it is written once and never changed (``if_version`` 0). The
 explorer imports each record it has not imported yet as a seed and remembers that in its own namespace.
+
+The record classes below (``TypedDict``: plain maps, as msgpack carries them) give these shapes types;
+tests/unit/test_module_records.py checks them against the records a run of the module writes.
 """
-from __future__ import annotations
+# no ``from __future__ import annotations``: TypedDict reads NotRequired from evaluated annotations
+# (``__required_keys__``), which tests/unit/test_module_records.py compares with real records
 
 import hashlib
 import re
 import unicodedata
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 from shared import txn
@@ -79,6 +85,143 @@ from shared import txn
 NS = "researcher"
 TERMINAL_SOURCE = ("extracted", "ignored", "excluded", "empty", "fetch_failed", "evaluation_failed",
                    "extraction_failed")
+
+# --- records ---------------------------------------------------------------------------------------------
+
+Duplicate = dict[str, Any]   # one entry of a record's ``duplicates`` (what was found again, with its score)
+
+
+class Question(TypedDict):
+    """``questions/<qid>``."""
+
+    id: str
+    question: str
+    type: str                     # supporting | challenging | alternative | contextual
+    concepts: list[str]
+    numbers: list[Any]
+    priority: int
+    urls: list[str]
+    batch: str                    # the generate_questions task key
+    created: float
+    duplicate_count: NotRequired[int]
+    duplicates: NotRequired[list[Duplicate]]
+
+
+class Evaluation(TypedDict, total=False):
+    """One LLM evaluation of a source (``Source.evaluations["<n>"]``), or ``{"error"}`` when unusable."""
+
+    score: float
+    scholarly_tone: bool | None
+    cites_primary: bool | None
+    reasons: list[str]
+    error: str
+
+
+class Source(TypedDict):
+    """``sources/<sid>``; ``status`` moves new -> fetched -> trusted -> extracted or ends in
+    :data:`TERMINAL_SOURCE`."""
+
+    id: str
+    url: str
+    domain: str
+    origin: str                   # user | config | question:<qid>
+    note: str
+    added: float
+    status: str
+    fetch_attempts: int
+    next_fetch_at: float
+    fetch_count: int
+    evaluations: dict[str, Evaluation]
+    trust_score: float | None
+    trust_tier: int
+    findings: int
+    error: dict[str, Any] | None  # {"reason", "message", ...}
+    fetched_at: NotRequired[float]
+    cache: NotRequired[str]       # hit | revalidated | miss
+    content_type: NotRequired[str]
+    content_hash: NotRequired[str]
+    title: NotRequired[str]
+    listed_score: NotRequired[float | None]
+    llm_score: NotRequired[float | None]
+    trust_reasons: NotRequired[list[str]]
+    evaluated_at: NotRequired[float]
+    duplicates: NotRequired[int]
+    numbers: NotRequired[list[dict[str, Any]]]   # the page's number mentions (parse_findings)
+    extracted_at: NotRequired[float]
+
+
+class Content(TypedDict):
+    """``content/<sid>``: the page as text."""
+
+    url: str
+    title: str
+    text: str
+    content_hash: str
+    content_type: str
+    fetched_at: float
+
+
+class FetchEntry(TypedDict):
+    """``queue/fetch/<sid>``."""
+
+    url: str
+    added: float
+    not_before: NotRequired[float]
+
+
+class Finding(TypedDict):
+    """``findings/<fid>``."""
+
+    id: str
+    source_id: str
+    url: str
+    domain: str
+    type: str
+    summary: str
+    quote: str
+    concepts: list[str]
+    numbers: list[Any]
+    confidence: float
+    status: str                   # kept | low_confidence
+    related_questions: list[str]
+    extracted_at: float
+    task_id: int
+    duplicate_count: NotRequired[int]
+    duplicates: NotRequired[list[Duplicate]]
+
+
+class CrossRef(TypedDict):
+    """``crossrefs/<kind>/<value>``: a number or concept and the domains whose findings name it."""
+
+    kind: str                     # number | concept
+    value: str
+    domains: list[str]
+    findings: list[str]
+    active: bool
+    strength: float
+    updated: float
+
+
+class Promotion(TypedDict):
+    """``promotions/<fid>``: the promotion contract above (the explorer reads it)."""
+
+    finding_id: str
+    text: str
+    type: str                     # question | conjecture
+    priority: int
+    tags: list[str]
+    source: str
+    url: str | None
+    by: str                       # user | auto
+    at: float
+
+
+class Observed(TypedDict):
+    """``observed/<ns>/<id>``: an item already turned into questions."""
+
+    version: int | None
+    at: float
+    task_id: NotRequired[int]
 
 
 def _h(text: str, n: int) -> str:
@@ -226,7 +369,7 @@ def key_extract(sid: str) -> str:
 
 # --- entities -------------------------------------------------------------------------------------------
 
-def new_source(url: str, origin: str, now: float, note: str = "") -> dict:
+def new_source(url: str, origin: str, now: float, note: str = "") -> Source:
     """A Source as first recorded (status ``new``); its fetch index entry is :func:`fetch_entry`."""
     url = canonical_url(url)
     return {"id": source_id(url), "url": url, "domain": domain_of(url), "origin": origin, "note": note,
@@ -234,7 +377,7 @@ def new_source(url: str, origin: str, now: float, note: str = "") -> dict:
             "evaluations": {}, "trust_score": None, "trust_tier": 0, "findings": 0, "error": None}
 
 
-def fetch_entry(source: dict) -> dict:
+def fetch_entry(source: Mapping[str, Any]) -> FetchEntry:
     return {"url": source["url"], "added": source["added"]}
 
 
@@ -252,8 +395,8 @@ def trust_tier(score) -> int:
     return 1 if score >= 85 else 2 if score >= 70 else 3 if score >= 50 else 0
 
 
-def promotion(finding: dict, by: str, now: float, kind: str | None = None, priority: int | None = None,
-              question: dict | None = None) -> dict:
+def promotion(finding: Mapping[str, Any], by: str, now: float, kind: str | None = None,
+              priority: int | None = None, question: Mapping[str, Any] | None = None) -> Promotion:
     """The seed a finding proposes. Default type: a challenging or contextual finding raises a question,
     a supporting or alternative one states a conjecture. Default priority: confidence * 10 (1-10)."""
     if kind is None:
