@@ -103,6 +103,18 @@ def needs_curve(endpoint: str) -> bool:
 
 # --- files ------------------------------------------------------------------------------------------------
 
+def _private_dir(keys_dir: Path) -> None:
+    """Refuse a keys directory that is not this user's alone (KeysError): whoever may list or change it
+    could replace the files in it."""
+    try:
+        st = keys_dir.stat()
+    except FileNotFoundError:
+        raise KeysError(f"the keys directory {keys_dir} does not exist (fanoctl keys init makes it)") from None
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise KeysError(f"the keys directory {keys_dir} must be this user's alone (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}, uid {st.st_uid}): chmod 700 {keys_dir}")
+
+
 def _private_file(path: Path, what: str) -> None:
     """Refuse a secret file that is not this user's alone (KeysError)."""
     try:
@@ -174,6 +186,7 @@ def _read_cert(path: Path) -> tuple[bytes, bytes | None]:
 def load_secret(keys_dir: Path, name: str) -> tuple[bytes, bytes]:
     """The key pair ``name`` (its ``.key_secret`` file, which must be private); KeysError if not usable."""
     path = keys_dir / f"{name}{SECRET_SUFFIX}"
+    _private_dir(keys_dir)
     _private_file(path, "the secret key file")
     public, secret = _read_cert(path)
     if secret is None:
@@ -230,10 +243,16 @@ def parse_authorized(text: str) -> tuple[list[Entry], list[str]]:
 
 
 def read_authorized(path: Path) -> tuple[list[Entry], list[str]]:
+    """The entries of ``authorized`` and its problems. A list another user owns or may change admits nobody
+    (a running server rereads it: a swapped-in file must not let anyone in)."""
     try:
+        st = path.stat()
         text = path.read_text()
     except FileNotFoundError:
         return [], [f"{path} does not exist"]
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return [], [f"{path} may be changed by other users (mode {stat.S_IMODE(st.st_mode):04o}, uid "
+                    f"{st.st_uid}): it admits nobody until it is this user's alone (chmod 600)"]
     return parse_authorized(text)
 
 

@@ -48,7 +48,7 @@ from services.scheduler.view import SchedulerView
 from services.scheduler.workers import Revocations, Worker, WorkerRegistry
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
-from shared.roles import Role, of_identity
+from shared.roles import NOBODY, Role, of_identity
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -279,9 +279,13 @@ class SchedulerCore:
             log.exception("error decoding a message from %r", ident[:64])
             self._send(ident, "disconnect", reason="bad message: undecodable")
             return
-        refused = refusal(role if role is not None else of_identity(ident), msg, self.workers.get(ident))
+        role = role if role is not None else of_identity(ident)
+        w = self.workers.get(ident)
+        refused = refusal(role, msg, w)
         if refused is not None:
             self.errors[refused.name] += 1
+            if w is not None and role == NOBODY:   # its key was revoked: its leases are voided now too
+                self._forget(w, "its CURVE key was revoked", silent=True)
             if msg["type"] == "query":
                 self._send(ident, "answer", cid=msg["cid"], ok=False, error=refused.to_wire())
             else:

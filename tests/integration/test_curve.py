@@ -124,6 +124,10 @@ def _answers(client: BrokerClient) -> bool:
 def test_a_program_on_tcp_without_keys_refuses_to_start(net):
     broker = net.start("broker")
     assert broker.proc.wait(timeout=30) == ExitCode.KEYS
+    assert "keys directory" in broker.log() and "does not exist (fanoctl keys init makes it)" in broker.log()
+    K.make_dir(net.keys_dir)   # a keys directory without this program's key
+    broker = net.start("broker")
+    assert broker.proc.wait(timeout=30) == ExitCode.KEYS
     assert "server.key_secret does not exist (fanoctl keys init" in broker.log()
     worker = net.start("backend", "--account", "a1")
     assert worker.proc.wait(timeout=30) == ExitCode.KEYS

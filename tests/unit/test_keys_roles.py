@@ -72,6 +72,12 @@ def test_a_secret_key_readable_by_others_is_refused(tmp_path):
     os.chmod(kd / "authorized", 0o622)
     with pytest.raises(K.KeysError, match="may be changed by other users"):
         K.server_keys(kd)
+    entries, problems = K.read_authorized(kd / "authorized")   # a server rereading it fails closed
+    assert entries == [] and "admits nobody" in problems[0]
+    os.chmod(kd / "authorized", 0o600)
+    os.chmod(kd, 0o755)
+    with pytest.raises(K.KeysError, match=r"must be this user's alone \(mode 0755.*chmod 700"):
+        K.client_keys(kd, "module-explorer")
     assert K.KeysError("x").exit_code == ExitCode.KEYS
 
 
@@ -97,6 +103,9 @@ def test_config_asks_for_keys_only_for_network_endpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("FANO_BROKER", "tcp://127.0.0.1:1")
     cfg = load_config(write_config(tmp_path))
     assert cfg.networked
+    with pytest.raises(K.KeysError, match=r"keys directory .*/var/keys does not exist \(fanoctl keys init"):
+        cfg.client_keys("backend-a1")
+    K.make_dir(cfg.keys_dir)
     with pytest.raises(K.KeysError, match=r"backend-a1.key_secret does not exist \(fanoctl keys init"):
         cfg.client_keys("backend-a1")
     with pytest.raises(K.KeysError, match="server.key_secret does not exist"):
@@ -195,6 +204,25 @@ def test_only_the_operator_changes_quotas_weights_map_and_retention(core):
 
 class _W:
     account = "a1"
+
+
+def test_the_scheduler_forgets_a_worker_whose_key_was_revoked_and_voids_its_lease():
+    from tests.unit.test_scheduler_logic import make_core, submitted
+    core = make_core()
+    a1 = Role("worker", "a1")
+    core.on_message(b"w1", protocol.encode_worker("ready", worker="backend-a1", account="a1", backend="sim",
+                                                  modes=["standard"]), a1)
+    submitted(core, 7)
+    core.tick()
+    assert [(i, t) for i, t, f in core.take_output() if t == "assign"] == [(b"w1", "assign")]
+    core.on_message(b"w1", protocol.encode_worker("heartbeat", worker="backend-a1", task_id=7), a1)
+    assert core.workers.get(b"w1") is not None
+    core.on_message(b"w1", protocol.encode_worker("heartbeat", worker="backend-a1", task_id=7), NOBODY)
+    assert core.workers.get(b"w1") is None and core.errors["FORBIDDEN"] == 1
+    out = core.take_output()
+    assert any(t == "disconnect" and "revoked" in f["reason"] for _, t, f in out)
+    # dropped as a silent worker is: every lease it holds, or is granted later, is revoked at the broker
+    assert "backend-a1" in core.revocations.dropped
 
 
 def test_the_scheduler_refuses_messages_outside_the_role():
