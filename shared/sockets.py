@@ -73,15 +73,16 @@ def send_nowait(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         sock.send(frame, _NOBLOCK if i == last else _SNDMORE_NOBLOCK)
 
 
-def bind(sock: zmq.Socket[bytes], endpoint: str, keys: ServerKeys | None = None) -> bool:
+def bind(sock: zmq.Socket[bytes], endpoint: str, keys: ServerKeys | None = None, domain: str | None = None) -> bool:
     """Bind ``sock`` to ``endpoint``; returns whether it is a CURVE server (a networked endpoint).
 
     An ``ipc://`` socket file is then made mode 0600: connecting to a Unix socket needs write permission
     on it, so 0600 keeps every other local user off the broker and the scheduler (the program's umask
     077 already gives that; this holds whatever umask the socket was created under). A ``tcp://``
     endpoint needs ``keys`` (KeysError without them), and a ZAP handler on the socket's context that
-    admits only authorized client keys (:class:`shared.zap.Gate`); ZAP_ENFORCE_DOMAIN makes every
-    handshake fail, rather than pass unchecked, if that handler is missing."""
+    admits only authorized client keys (:class:`shared.zap.Gate`) in the socket's ZAP ``domain`` (default
+    :data:`shared.zap.DOMAIN`); ZAP_ENFORCE_DOMAIN makes every handshake fail, rather than pass unchecked,
+    if that handler is missing."""
     curve = needs_curve(endpoint)
     if curve:
         if keys is None:
@@ -89,7 +90,7 @@ def bind(sock: zmq.Socket[bytes], endpoint: str, keys: ServerKeys | None = None)
         from shared.zap import DOMAIN
         sock.setsockopt(zmq.CURVE_SERVER, 1)
         sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
-        sock.setsockopt(zmq.ZAP_DOMAIN, DOMAIN.encode())
+        sock.setsockopt(zmq.ZAP_DOMAIN, (domain or DOMAIN).encode())
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
     sock.bind(endpoint)
     if endpoint.startswith("ipc://"):

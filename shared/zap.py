@@ -23,13 +23,17 @@ import threading
 from typing import TYPE_CHECKING
 
 from shared.keys import Entry, read_authorized
+from shared.roles import WORKER
 
 if TYPE_CHECKING:
     import zmq
 
     from shared.keys import ServerKeys
 
-DOMAIN = "fano"   # the ZAP domain of every CURVE server socket (shared/sockets.py)
+DOMAIN = "fano"   # the ZAP domain of the CURVE request sockets (broker, scheduler: shared/sockets.py)
+# the broker's event socket: a PUB cannot refuse one subscriber's messages, so who may read events is
+# decided at the handshake: every role but a worker (which reads nothing: services/broker/roles.py)
+EVENTS_DOMAIN = "fano.events"
 log = logging.getLogger("zap")
 
 
@@ -51,7 +55,8 @@ class Gate:
 
         auth = ThreadAuthenticator(ctx, log=logging.getLogger("zap.auth"))
         auth.start()
-        auth.configure_curve_callback(domain=DOMAIN, credentials_provider=self)
+        for domain in (DOMAIN, EVENTS_DOMAIN):
+            auth.configure_curve_callback(domain=domain, credentials_provider=self)
         self._auth = auth
 
     def stop(self) -> None:
@@ -81,12 +86,17 @@ class Gate:
         return removed
 
     def callback(self, domain: str, key: bytes) -> bool:
-        """ZAP: admit the client key (Z85) when ``authorized`` lists it (called in the ZAP thread)."""
+        """ZAP: admit the client key (Z85) when ``authorized`` lists it, to the event socket unless it is a
+        worker's (called in the ZAP thread)."""
         self.refresh()
         entry = self._by_key.get(key.decode(errors="replace"))
         if entry is None:
             self.refused += 1
             log.warning("refused a CURVE client whose key is not authorized: %s", key.decode(errors="replace"))
+            return False
+        if domain == EVENTS_DOMAIN and entry.role.kind == WORKER:
+            self.refused += 1
+            log.warning("refused %s (%s) on the event socket: a worker reads no events", entry.name, entry.role)
             return False
         return True
 

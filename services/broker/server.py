@@ -23,7 +23,7 @@ from services.broker.schema import open_env
 from shared import protocol, sockets
 from shared.roles import NOBODY, Role
 from shared.service import Service
-from shared.zap import Gate
+from shared.zap import EVENTS_DOMAIN, Gate
 
 TICK = 0.5  # longest wait between looks at the stop flag and the sweeps
 KEYS_CHECK = 1.0  # seconds between looks at whether the authorized list changed (a revocation)
@@ -48,7 +48,7 @@ class BrokerService(Service):
         self.curve = sockets.bind(self.router, cfg.broker_endpoint, keys)
         self.pub = self.ctx.socket(zmq.PUB)
         sockets.configure_socket(self.pub, "pub")
-        self.pub_curve = sockets.bind(self.pub, cfg.events_endpoint, keys)
+        self.pub_curve = sockets.bind(self.pub, cfg.events_endpoint, keys, EVENTS_DOMAIN)
         self._server_keys = keys
         self._rebind_pending = False
         self._next_keys_check = self.clock.mono() + KEYS_CHECK
@@ -134,7 +134,7 @@ class BrokerService(Service):
             pub = self.ctx.socket(zmq.PUB)
             sockets.configure_socket(pub, "pub")
             try:
-                sockets.bind(pub, self.config.events_endpoint, self._server_keys)
+                sockets.bind(pub, self.config.events_endpoint, self._server_keys, EVENTS_DOMAIN)
             except zmq.ZMQError as exc:
                 pub.close(linger=0)
                 if self.clock.mono() >= deadline:

@@ -61,8 +61,9 @@ class Net:
         assert keys is not None
         return keys
 
-    def client(self, name: str, keys: ClientKeys | None = None, timeout: float = 2.0) -> BrokerClient:
-        return BrokerClient(self.env["FANO_BROKER"], name=name, timeout=timeout, retries=1,
+    def client(self, name: str, keys: ClientKeys | None = None, timeout: float = 2.0,
+               retries: int = 1) -> BrokerClient:
+        return BrokerClient(self.env["FANO_BROKER"], name=name, timeout=timeout, retries=retries,
                             keys=keys or self.keys(name), context=zmq.Context())
 
     def query(self, name: str, what: str, **fields):
@@ -283,9 +284,38 @@ def test_a_key_made_on_another_host_is_added(keyed, tmp_path):
     assert added.returncode == 0, added.stderr
     rows = {r["name"]: r for r in json.loads(keyed.fanoctl("--json", "keys", "ls").stdout)["keys"]}
     assert rows["backend-a2"]["public"] == remote.public.decode() and rows["backend-a2"]["role"] == "worker:a2"
-    c = keyed.client("backend-a2", keys=remote, timeout=1.0)
     wait_for(lambda: _answers(keyed.client("backend-a2", keys=remote, timeout=0.5)), 10,
              what="the added key to be admitted")
+    c = keyed.client("backend-a2", keys=remote, retries=3)   # a loaded machine may be slow to handshake
     assert c.lease("backend-a2", "a2")["task"] is None     # its own account: allowed (nothing queued)
     assert _code(c.lease, "backend-a1", "a1") == "FORBIDDEN"
     c.close()
+
+
+def _subscriber(net: Net, name: str):
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sockets.configure_socket(sub, "sub")
+    sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
+    sockets.connect(sub, net.env["FANO_EVENTS"], net.keys(name))
+    return ctx, sub
+
+
+def test_a_worker_key_reads_no_events(keyed):
+    """A PUB socket cannot hold back one subscriber's messages: a worker's key is refused at the event
+    socket's handshake, while a module's is let in."""
+    op = keyed.client("fanoctl")
+    worker_ctx, worker_sub = _subscriber(keyed, "backend-a1")
+    module_ctx, module_sub = _subscriber(keyed, "module-explorer")
+
+    def module_hears():
+        op.submit(f"e-{protocol.new_id()[:8]}", "adhoc", "ask")
+        return module_sub.poll(200)
+    wait_for(module_hears, 10, what="events for the module's key")
+    for n in range(5):
+        op.submit(f"w-{n}", "adhoc", "ask")
+    assert worker_sub.poll(1500) == 0
+    wait_for(lambda: "a worker reads no events" in keyed.broker.log(), 5, what="the refusal in the broker's log")
+    for ctx, sub in ((worker_ctx, worker_sub), (module_ctx, module_sub)):
+        sub.close(linger=0)
+        ctx.term()
