@@ -236,3 +236,35 @@ def test_the_scheduler_refuses_messages_outside_the_role():
     assert refusal(Role("module", "advisor"), weights) is None and refusal(OPERATOR_ROLE, weights) is None
     assert refusal(Role("module", "explorer"), {"type": "query", "what": "weights", "cid": "c"}) is None
     assert refusal(NOBODY, {"type": "query", "what": "stats", "cid": "c"}) is not None
+
+
+# --- fanoctl keys ----------------------------------------------------------------------------------------
+
+
+def test_fanoctl_keys_commands(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.fanoctl import main
+    cfg = write_config(tmp_path, accounts={"a1": ["standard"]})
+
+    def run(*args):
+        return CliRunner().invoke(main, ["--config", str(cfg), *args], catch_exceptions=False)
+    made = run("--json", "keys", "init")
+    assert made.exit_code == 0 and "backend-a1" in json.loads(made.stdout)["made"]
+    rows = {r["name"]: r["role"] for r in json.loads(run("--json", "keys", "ls").stdout)["keys"]}
+    assert rows == {"scheduler": "scheduler", "fanoctl": "operator", "backend-a1": "worker:a1",
+                    "module-explorer": "module:explorer", "module-documenter": "module:documenter",
+                    "module-researcher": "module:researcher", "module-advisor": "module:advisor"}
+    odd = run("keys", "generate", "laptop")
+    assert odd.exit_code == 2 and "say its --role" in odd.output
+    assert run("keys", "generate", "laptop", "--role", "root").exit_code == 2
+    assert run("keys", "generate", "laptop", "--role", "operator").exit_code == 0
+    assert run("keys", "revoke", "laptop").exit_code == 0
+    gone = run("keys", "revoke", "laptop")
+    assert gone.exit_code == 1 and "no authorized key named 'laptop'" in gone.output
+    bad = run("keys", "add", "x", "not-a-key", "--role", "operator")
+    assert bad.exit_code == ExitCode.KEYS and "not a CURVE public key" in bad.output
+    server = run("keys", "server-key").stdout.strip()
+    assert server == K.load_public(tmp_path / "var" / "keys", "server").decode()
