@@ -319,3 +319,42 @@ def test_a_worker_key_reads_no_events(keyed):
     for ctx, sub in ((worker_ctx, worker_sub), (module_ctx, module_sub)):
         sub.close(linger=0)
         ctx.term()
+
+
+def test_the_supervised_tree_runs_on_tcp_with_curve():
+    """The repository's whole tree (broker, scheduler, every module, a sim worker) under supervisord with
+    every endpoint tcp:// and the keys of ``fanoctl keys init``: every program starts, each works in its
+    role (nothing FORBIDDEN), an ask is answered."""
+    from ops.chaos import Tree
+    from tests.support import TREE_PATHS
+    root = short_tmpdir("ct")
+    cfg = root / "fano.toml"
+    cfg.write_text(TREE_PATHS.format(root=root) + '[accounts.quick-sim]\nbackend = "sim"\nmodes = ["standard"]\n'
+                   'latency = { standard = { dist = "fixed", value = 0.2 } }\n')
+    env = {"FANO_BROKER": f"tcp://127.0.0.1:{_free_port()}", "FANO_EVENTS": f"tcp://127.0.0.1:{_free_port()}",
+           "FANO_SCHEDULER": f"tcp://127.0.0.1:{_free_port()}"}
+    assert run_fanoctl(cfg, "keys", "init", env=env).returncode == 0
+    tree = Tree(root, cfg)
+    tree.env.update(env)
+    try:
+        tree.start()   # every program RUNNING: none refused its keys
+        r = run_fanoctl(cfg, "ask", "What is 2+2?", "--wait", "--max-wait", "60", env=env, timeout=90)
+        assert r.returncode == 0 and r.stdout.strip(), (r.stdout, r.stderr)
+        stats = json.loads(run_fanoctl(cfg, "--json", "status", env=env).stdout)
+        assert "FORBIDDEN" not in stats["broker"]["errors"], stats["broker"]["errors"]
+        assert {p["name"]: p["statename"] for p in tree.programs()} == {
+            p["name"]: "RUNNING" for p in tree.programs()}
+        # a module at work with its own key: the seed's notify reaches the explorer through its event
+        # subscription, and it submits the seed's first turn into its namespace
+        assert run_fanoctl(cfg, "seeds", "add", "Why does the Fano plane have 168 symmetries?", env=env).returncode == 0
+
+        def explorer_tasks():
+            res = run_fanoctl(cfg, "--json", "queue", "ls", "--module", "explorer", "--all", env=env)
+            return res.returncode == 0 and json.loads(res.stdout)["tasks"]
+        wait_for(explorer_tasks, 60, interval=0.5, what="the explorer to submit the seed's first turn")
+        stats = json.loads(run_fanoctl(cfg, "--json", "status", env=env).stdout)
+        assert "FORBIDDEN" not in stats["broker"]["errors"], stats["broker"]["errors"]
+    finally:
+        orphans = tree.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert orphans == []
