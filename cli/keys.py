@@ -29,11 +29,9 @@ def _role(ctx, param, value):
 
 def _programs() -> dict:
     """Every program of the configuration that connects to the broker or the scheduler -> its role."""
-    from shared.config import MODULES, load_config
+    from shared.config import load_config
     from shared.roles import program_role
-    cfg = load_config(ctl().config_path)
-    names = ["scheduler", "fanoctl", *(a.program for a in cfg.accounts), *(f"module-{m}" for m in MODULES)]
-    return {name: program_role(name) for name in names}
+    return {name: program_role(name) for name in load_config(ctl().config_path).clients}
 
 
 @click.group()

@@ -330,6 +330,12 @@ class Config(_Sockets):
         return bool(self.accounts)
 
     @property
+    def clients(self) -> tuple[str, ...]:
+        """The programs of this tree that connect to the broker or the scheduler, by name (each uses the CURVE
+        key of that name on a tcp:// endpoint): the scheduler, every account's worker, every module, fanoctl."""
+        return ("scheduler", *(a.program for a in self.accounts), *(f"module-{m}" for m in MODULES), "fanoctl")
+
+    @property
     def account_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.accounts)
 

@@ -268,3 +268,16 @@ def test_fanoctl_keys_commands(tmp_path):
     assert bad.exit_code == ExitCode.KEYS and "not a CURVE public key" in bad.output
     server = run("keys", "server-key").stdout.strip()
     assert server == K.load_public(tmp_path / "var" / "keys", "server").decode()
+
+
+def test_config_check_finds_missing_or_unsafe_keys_before_ops_up_touches_the_tree(tmp_path, monkeypatch):
+    from ops import config_check
+    path = write_config(tmp_path, accounts={"a1": ["standard"]})
+    assert config_check.problems(load_config(path)) == []          # ipc://: no keys needed
+    monkeypatch.setenv("FANO_SCHEDULER", "tcp://127.0.0.1:1")
+    cfg = load_config(path)
+    assert len(config_check.problems(cfg)) == 1 + len(cfg.clients)   # the server's keys and every client's
+    K.init(cfg.keys_dir, {name: program_role(name) for name in cfg.clients})
+    assert config_check.problems(cfg) == []
+    os.chmod(cfg.keys_dir / "backend-a1.key_secret", 0o644)
+    assert [p for p in config_check.problems(cfg) if "backend-a1.key_secret is readable by others" in p]
