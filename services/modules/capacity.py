@@ -152,11 +152,12 @@ def task_accounts(task: dict, all_accounts: list[str], conversation_account: str
     return list(all_accounts)
 
 
-def pending(client, module: str) -> dict[str, dict]:
-    """The module's PENDING tasks by key, with their payloads (one paged scan of the broker's state index)."""
+def pending(client, module: str, payloads: bool = True) -> dict[str, dict]:
+    """The module's PENDING tasks by key, with their payloads unless ``payloads`` is false (one paged scan
+    of the broker's state index; prompts make the payloads most of the bytes)."""
     out, after = {}, None
     while True:
-        page = client.list(state="PENDING", module=module, after=after, limit=PAGE, payloads=True)
+        page = client.list(state="PENDING", module=module, after=after, limit=PAGE, payloads=payloads)
         for task in page["tasks"]:
             out[task["key"]] = task
         after = page.get("next")

@@ -37,3 +37,25 @@ class Store:
         if value is None:
             raise FanoError(ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
         return version, value
+
+
+class SharedScans(Store):
+    """Another module's namespace, read only, whose scans are reused for a short while.
+
+    A module that plans after every result it applies would otherwise read the whole prefix (the
+    explorer's insights, say: every insight ever) several times a second, a cost that grows with the
+    research's history. What another module wrote is never this module's to keep exact: a scan up to
+    ``ttl()`` real seconds old only delays noticing a change by that long. ``get`` is never cached.
+    The records returned are shared between callers: read them, never change them in place."""
+
+    def __init__(self, client, module: str, ttl, mono):
+        super().__init__(client, module)
+        self._ttl, self._mono = ttl, mono
+        self._scans: dict[str, tuple[float, list[tuple[str, int, Any]]]] = {}
+
+    def scan(self, prefix: str):
+        now = self._mono()
+        hit = self._scans.get(prefix)
+        if hit is None or now >= hit[0]:
+            hit = self._scans[prefix] = (now + self._ttl(), list(super().scan(prefix)))
+        return iter(hit[1])

@@ -23,8 +23,10 @@ class Run(ModuleRig[S.DocumenterService]):
     """The documenter service over an in-process broker core."""
 
     def __init__(self, accounts=("a", "b", "c"), seed=3, now=NOW, sloppy=0.3, garbage=0.0,
-                 settings: Settings | None = None):
-        super().__init__(S.DocumenterService, accounts=accounts, now=now)
+                 settings: Settings | None = None, table: str = ""):
+        """``settings``: the documenter's settings as an object, or ``table``: its ``[modules.documenter]``
+        table in fano.toml (read by the service's own loader)."""
+        super().__init__(S.DocumenterService, accounts=accounts, now=now, table=table)
         svc = self.svc
         svc.settings = settings if settings is not None else load_settings(self.h.cfg)
         svc.explorer = self.ns("explorer")

@@ -128,9 +128,16 @@ class ModuleRig(Generic[Svc]):
         self.h = CoreHarness(self.root, path, self.clock)
         _OPEN.append(self)
         self.client = RecordingClient(self.h)
-        self.svc = service_cls(self.h.cfg, self.clock)
-        self.svc.client = self.client
-        self.svc.store = self.ns(self.module)
+        self.service_cls = service_cls
+        self.svc = self.new_service()
+
+    def new_service(self) -> Svc:
+        """The module's service as its process starts it (``initialize`` without the sockets): a second one
+        is a restarted module, with nothing but what the broker holds."""
+        svc = self.service_cls(self.h.cfg, self.clock)
+        svc.client = self.client
+        svc.store = self.ns(self.module)
+        return svc
 
     @property
     def now(self) -> float:

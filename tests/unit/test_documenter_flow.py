@@ -5,7 +5,7 @@ import random
 import pytest
 
 from services.modules.documenter import context as C
-from services.modules.documenter import flow
+from services.modules.documenter import flow, planning
 from services.modules.documenter import model as M
 from services.modules.documenter.model import HEAD
 from shared import txn
@@ -103,10 +103,10 @@ def test_an_unknown_insight_id_is_a_visible_error_and_planning_backs_off():
     assert run.errors and "ins-999" in run.errors[-1][1]
     assert list(run.values("errors/"))
     ps = run.store.get(M.PLAN_STATE)[1]
-    assert ps["pending"] is False and ps["failures"] == 1 and ps["wait_until"] == run.now + flow.FAIL_BASE
+    assert ps["pending"] is False and ps["failures"] == 1 and ps["wait_until"] == run.now + planning.FAIL_BASE
     run.propose()
     assert run.pending() == []                    # backing off ...
-    run.now += flow.FAIL_BASE
+    run.now += planning.FAIL_BASE
     run.propose()
     assert [s["key"] for s in run.pending()] == ["documenter.plan/2"]   # ... then a fresh turn
 
@@ -122,7 +122,7 @@ def test_wait_holds_planning_until_something_changes():
     assert [s["key"] for s in run.pending()] == ["documenter.plan/2"]
     plan_once(run, "WAIT")
     ps = run.store.get(M.PLAN_STATE)[1]
-    assert ps["waits"] == 2 and ps["wait_until"] == run.now + 2 * flow.WAIT_BASE   # WAITs in a row back off
+    assert ps["waits"] == 2 and ps["wait_until"] == run.now + 2 * planning.WAIT_BASE   # WAITs in a row back off
 
 
 def test_prerequisite_is_appended_once():
@@ -247,7 +247,7 @@ def test_the_whole_flow_on_simulated_answers_keeps_its_invariants():
         rng = random.Random(seed)
         for _ in range(40):
             if run.run(300, rng):
-                run.now += flow.WAIT_MAX        # let any WAIT or backoff pass, then plan again
+                run.now += planning.WAIT_MAX        # let any WAIT or backoff pass, then plan again
         check_invariants(run)
 
 

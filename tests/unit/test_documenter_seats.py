@@ -116,50 +116,32 @@ def test_the_abandoned_task_is_cancelled_again_on_a_later_pass():
 
 # --- the service against the real broker core ----------------------------------------------------------
 
-def test_the_service_moves_a_blocked_evaluator_through_the_broker(tmp_path):
-    from services.modules.base import Store
-    from services.modules.documenter import service as S
-    from services.modules.documenter.settings import load_settings
-    from shared.clock import FakeClock
-    from tests.support import write_config
-    from tests.unit.corehelp import CoreClient, CoreHarness
-
-    path = write_config(tmp_path, broker={"backoff_base": 0.0, "backoff_max": 0.0},
-                        accounts={a: ["standard", "deep"] for a in ("alpha", "beta", "gamma", "delta")})
-    path.write_text(path.read_text() + "[modules.documenter]\nevaluators = 3\nmember_patience = 60.0\n")
-    clock = FakeClock()
-    h = CoreHarness(tmp_path, path, clock)
-    try:
-        client = CoreClient(h)
-        svc = S.DocumenterService(h.cfg, clock)
-        svc.client, svc.store, svc.explorer = client, Store(client, "documenter"), Store(client, "explorer")
-        svc.settings = load_settings(h.cfg)
-        svc.export_path, svc._exported, svc._next_seats = tmp_path / "doc.md", 0, 0.0
-        client.txn("explorer", [txn.put("insights/x", {"id": "x", "text": "The Fano plane has 21 flags.",
-                                                         "status": "blessed", "tags": [], "priority": 5})])
-        svc.plan()
-        [plan] = client.list(state="PENDING", module="documenter")["tasks"]
-        r = h.call("lease", worker="backend-alpha", account="alpha", backend="sim", modes=["standard", "deep"],
-                   ttl=60.0, task_id=plan["id"])
-        h.call("complete", id=plan["id"], epoch=r["epoch"], result={"text": "DECISION: INCORPORATE\nINSIGHT_ID: x"})
-        svc.sweep()
-        evals = client.list(state="PENDING", module="documenter", kind=C.EVALUATE)["tasks"]
-        assert len(evals) == 3
-        on_panel = {t["requires"]["backends"][0] for t in evals}
-        victim = evals[0]
-        acct = victim["requires"]["backends"][0]
-        client.quota_set(acct, "standard", ["0/3h"])          # its window is used up
-        svc.follow_capacity()
-        assert client.get(victim["id"])["state"] == "PENDING"  # not before member_patience
-        clock.advance(61)
-        svc.follow_capacity()
-        assert client.get(victim["id"])["state"] == "CANCELLED"
-        spare = ({"alpha", "beta", "gamma", "delta"} - on_panel).pop()
-        moved = [t for t in client.list(state="PENDING", module="documenter", kind=C.EVALUATE)["tasks"]
-                 if t["requires"]["backends"] == [spare]]
-        assert len(moved) == 1 and moved[0]["key"].endswith(f"@{spare}")
-        svc.sweep()                                            # the cancelled task: acked, no dispute
-        job = svc.store.get("jobs/x")[1]
-        assert job["disputes"] == 0 and job["stage"] == "evaluate" and job["replaced_tasks"] == [victim["id"]]
-    finally:
-        h.close()
+def test_the_service_moves_a_blocked_evaluator_through_the_broker():
+    run = Run(accounts=("alpha", "beta", "gamma", "delta"), table="evaluators = 3\nmember_patience = 60.0")
+    h, client, clock, svc = run.h, run.client, run.clock, run.svc
+    client.txn("explorer", [txn.put("insights/x", {"id": "x", "text": "The Fano plane has 21 flags.",
+                                                     "status": "blessed", "tags": [], "priority": 5})])
+    svc.plan()
+    [plan] = client.list(state="PENDING", module="documenter")["tasks"]
+    r = h.call("lease", worker="backend-alpha", account="alpha", backend="sim", modes=["standard", "deep"],
+               ttl=60.0, task_id=plan["id"])
+    h.call("complete", id=plan["id"], epoch=r["epoch"], result={"text": "DECISION: INCORPORATE\nINSIGHT_ID: x"})
+    svc.sweep()
+    evals = client.list(state="PENDING", module="documenter", kind=C.EVALUATE)["tasks"]
+    assert len(evals) == 3
+    on_panel = {t["requires"]["backends"][0] for t in evals}
+    victim = evals[0]
+    acct = victim["requires"]["backends"][0]
+    client.quota_set(acct, "standard", ["0/3h"])          # its window is used up
+    svc.follow_capacity()
+    assert client.get(victim["id"])["state"] == "PENDING"  # not before member_patience
+    clock.advance(61)
+    svc.follow_capacity()
+    assert client.get(victim["id"])["state"] == "CANCELLED"
+    spare = ({"alpha", "beta", "gamma", "delta"} - on_panel).pop()
+    moved = [t for t in client.list(state="PENDING", module="documenter", kind=C.EVALUATE)["tasks"]
+             if t["requires"]["backends"] == [spare]]
+    assert len(moved) == 1 and moved[0]["key"].endswith(f"@{spare}")
+    svc.sweep()                                            # the cancelled task: acked, no dispute
+    job = svc.store.get("jobs/x")[1]
+    assert job["disputes"] == 0 and job["stage"] == "evaluate" and job["replaced_tasks"] == [victim["id"]]

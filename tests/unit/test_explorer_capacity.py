@@ -180,7 +180,7 @@ def test_on_a_scaled_clock_blocked_seats_are_followed_between_repair_passes(rig)
     r.import_seeds()
     rv, seat, task = _pending_seat(r, ["alpha", "beta"])
     r.svc.clock.scale = 336.0
-    assert r.svc.follow_interval() == 0.5   # member_patience / 4 = 75 world s is 0.22 real s: the floor
+    assert r.svc.follow_interval() == 1.0   # member_patience / 4 = 75 world s is 0.22 real s: the floor
     block(r, seat["account"])
     r.clock.advance(301)
     r.svc._next_repair = r.clock.mono() + 30.0      # the repair pass is not due
@@ -191,7 +191,7 @@ def test_on_a_scaled_clock_blocked_seats_are_followed_between_repair_passes(rig)
     r.svc.plan()
     after = r.get(M.review_key(rv["insight_id"]))
     assert after["replacements"][-1]["from"] == seat["account"]
-    assert r.svc._next_follow == r.clock.mono() + 0.5
+    assert r.svc._next_follow == r.clock.mono() + 1.0
 
 
 def test_a_late_answer_of_a_replaced_seat_is_ignored_and_its_task_cancelled_after_a_crash(rig):
@@ -471,3 +471,12 @@ def test_a_skipped_extractors_task_is_cancelled_after_a_restart_even_once_the_pa
     r.svc = r.new_module()
     r.svc.plan()
     assert next(x for x in r.tasks() if x["id"] == old)["state"] == "CANCELLED"
+
+
+def test_a_tasks_thread_is_read_from_its_payload_or_else_from_its_key():
+    """Load views list PENDING tasks without payloads (prompts are most of the bytes)."""
+    assert M.task_thread_id({"payload": {"thread_id": "q-a.t3"}}) == "q-a.t3"
+    assert M.task_thread_id({"key": M.turn_task_key("q-a.t3", 2, 1)}) == "q-a.t3"
+    assert M.task_thread_id({"key": M.thread_task_key("q-a.t3", "extract:gamma")}) == "q-a.t3"
+    assert M.task_thread_id({"key": M.insight_task_key("q-a.t3.i2", "dedup")}) is None
+    assert M.task_thread_id({"key": "adhoc:x:y"}) is None

@@ -13,28 +13,22 @@ from typing import Any
 import pytest
 
 from services.backends import sim_answers as S
-from services.modules.base import Store
 from services.modules.explorer import model as M
 from services.modules.explorer.seeds import load_file
 from services.modules.explorer.service import ExplorerService
 from shared import txn
-from shared.clock import FakeClock
-from tests.support import REPO, write_config
-from tests.unit.corehelp import CoreClient, CoreHarness
+from tests.support import REPO
+from tests.unit.modhelp import ModuleRig
 
 ACCOUNTS = ("alpha", "beta", "gamma")
 
 
-class Rig:
+class Rig(ModuleRig[ExplorerService]):
+    """The explorer on the modules' rig (tests/unit/modhelp.py), answered by the simulated provider."""
+
     def __init__(self, root, accounts=ACCOUNTS, settings: str = "", seed: int = 7, reviews=None):
-        root.mkdir(parents=True, exist_ok=True)
-        path = write_config(root, broker={"backoff_base": 0.0, "backoff_max": 0.0, "default_max_attempts": 2},
-                            accounts={a: ["standard", "deep"] for a in accounts})
-        path.write_text(path.read_text() + "[modules.explorer]\nrepair_interval = 0.0\n" + settings)
-        self.clock = FakeClock()
-        self.h = CoreHarness(root, path, self.clock)
-        self.client = CoreClient(self.h)
-        self.accounts = list(accounts)
+        super().__init__(ExplorerService, root=root, accounts=accounts, broker={"default_max_attempts": 2},
+                         table="repair_interval = 0.0\n" + settings)
         self.seed, self.reviews = seed, reviews or {"good": 0.5, "bad": 0.2, "agree": 0.85, "persuade": 0.4}
         self.answer = self.sim_answer
         self.served: dict[Any, Any] = {}        # task id -> account
@@ -42,9 +36,7 @@ class Rig:
 
     def new_module(self) -> ExplorerService:
         """A module process as it starts (``initialize`` without its sockets)."""
-        svc = ExplorerService(self.h.cfg, self.clock)
-        svc.client = self.client
-        svc.store = Store(self.client, M.MODULE)
+        svc = self.new_service()
         svc.settings = M.load_settings(self.h.cfg)
         svc._next_repair = 0.0
         return svc
@@ -98,15 +90,6 @@ class Rig:
 
     def get(self, key: str):
         return self.svc.store.get(key)[1]
-
-    def tasks(self, **filters) -> list[dict]:
-        out, after = [], None
-        while True:
-            page = self.h.call("list", module=M.MODULE, after=after, limit=1000, payloads=True, **filters)
-            out += page["tasks"]
-            after = page["next"]
-            if not after:
-                return out
 
     def blessed(self) -> list:
         return [i for i in self.values("insights/") if i["status"] == "blessed"]

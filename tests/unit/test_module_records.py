@@ -7,8 +7,8 @@ import json
 import random
 from typing import Any
 
-from services.modules.documenter import flow
 from services.modules.documenter import model as DM
+from services.modules.documenter import planning
 from services.modules.operations.documenter import add_comment
 from services.modules.researcher import model as RM
 from services.modules.researcher.fetch import FetchError
@@ -73,7 +73,7 @@ def test_the_documenters_records_are_the_declared_shapes():
         rng = random.Random(seed)
         for step in range(12):
             if run.run(200, rng):
-                run.now += flow.WAIT_MAX
+                run.now += planning.WAIT_MAX
             if step == 3:
                 for sec in run.doc().ordered()[:2]:
                     add_comment(run.client, sec["id"], "Please define the terms first.", now=run.now)

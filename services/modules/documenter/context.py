@@ -31,6 +31,15 @@ class Env:
     capacity: object = None           # a zero-argument callable giving a capacity.Capacity, or None
     _waiting: int | None = field(default=None, init=False, repr=False, compare=False)
     _cap: object = field(default=None, init=False, repr=False, compare=False)
+    _once: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def once(self, name: str, read):
+        """``read()``, called at most once per Env: a planning pass asks for the same prefixes from
+        several places (jobs, comments, insights), and one snapshot serves them all (the proposals of one
+        pass touch disjoint keys, each conditional on the version it read)."""
+        if name not in self._once:
+            self._once[name] = read()
+        return self._once[name]
 
     def cap(self):
         """The accounts' headroom for the documenter (read at most once per Env), or None when unknown."""
@@ -40,7 +49,11 @@ class Env:
 
     def insights(self) -> dict[str, dict]:
         """Every well-formed insight the explorer has, by id (read defensively: it is another
-        engineer's record; anything without text is skipped)."""
+        engineer's record; anything without text is skipped). Read once per Env; the records are
+        shared, never changed in place."""
+        return dict(self.once("insights", self._read_insights))
+
+    def _read_insights(self) -> dict[str, dict]:
         out = {}
         for key, _, value in self.explorer.scan("insights/"):
             if not isinstance(value, dict) or not isinstance(value.get("text"), str) or not value["text"].strip():
@@ -58,11 +71,16 @@ class Env:
     def blessed(self) -> dict[str, dict]:
         return {i: v for i, v in self.insights().items() if v.get("status") == "blessed"}
 
+    def incorporated(self) -> set[str]:
+        """The ids of the insights already in the document, read once per Env."""
+        return set(self.once("incorporated", lambda: {key.split("/", 1)[1]
+                                                      for key, _, _ in self.store.scan("incorporated/")}))
+
     def waiting(self) -> int:
         """Blessed insights not yet incorporated (planned or not): the documenter's backlog. Read once
         per Env (one step), since every task a step proposes carries it."""
         if self._waiting is None:
-            done = {key.split("/", 1)[1] for key, _, _ in self.store.scan("incorporated/")}
+            done = self.incorporated()
             self._waiting = sum(1 for i in self.blessed() if i not in done)
         return self._waiting
 

@@ -1,19 +1,16 @@
-"""Growing the document from blessed insights: plan -> evaluate -> draft -> exposition -> append.
+"""Growing the document from blessed insights: the pipeline of one insight, evaluate -> draft ->
+exposition -> append, started by a planning turn (:mod:`.planning`).
 
 Task kinds, keys and payloads (every payload carries the ``prompt``; ids tell the simulated provider
 what it is about)::
 
-    documenter.plan         documenter.plan/<seq>                       {seq, insight_ids}
     documenter.evaluate     documenter.evaluate/<insight>/<run>/<slot>  {insight_id, run, evaluator}
                             (+ requires.backends = [account] when several accounts exist;
                             the key ends ``@<account>`` once the slot moved, :mod:`.seats`)
     documenter.draft        documenter.draft/<insight>/<run>/<round>    {insight_id, run, round, topic}
     documenter.exposition   documenter.exposition/<insight>/<run>/<round> {insight_id, run, round, reviewer}
 
-One planning turn is in flight at a time (``plan/state``); it is proposed when some blessed insight is
-neither incorporated, nor in a pipeline, nor waiting for a human, and fewer than ``max_active``
-pipelines run. ``WAIT`` holds planning until the candidates or the document change, or a backoff
-passes. ``INCORPORATE`` starts the insight's pipeline, ``jobs/<insight>``::
+A planning turn's ``INCORPORATE`` starts the insight's pipeline (:func:`start_job`), ``jobs/<insight>``::
 
     {"insight_id", "stage": "evaluate" | "draft" | "exposition" | "idle" | "needs_human" | "done" |
      "duplicate", "run": n (one per attempt), "disputes": n,
@@ -48,33 +45,28 @@ from services.modules.documenter.parsers import (
     parse_draft,
     parse_evaluation,
     parse_exposition,
-    parse_plan,
-    split_heading,
 )
 from services.modules.documenter.settings import Settings
-from services.modules.parsing import ParseError
 from shared import txn
 
 MAX_ACTIVE = Settings.max_active       # defaults; ``[modules.documenter]`` max_active / max_disputes
 MAX_DISPUTES = Settings.max_disputes
 ACTIVE = ("evaluate", "draft", "exposition")
-WAIT_BASE = 300.0        # world seconds before planning again after WAIT (doubled per WAIT in a row)
-WAIT_MAX = 6 * 3600.0
-FAIL_BASE = 60.0         # after an unusable planning answer (doubled per failure in a row)
-PLAN_REQUIRES = {"mode": "deep", "deep_fallback": True}   # the planning turn may use the deep reserve
 
 
 # --- reading ---------------------------------------------------------------------------------------------
 
-def read_jobs(env) -> dict[str, tuple[int, dict]]:
-    return {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/") if isinstance(val, dict)}
+def read_jobs(env: C.Env) -> dict[str, tuple[int, dict]]:
+    """Every pipeline by insight id, read once per Env (:meth:`.context.Env.once`)."""
+    return dict(env.once("jobs", lambda: {key.split("/", 1)[1]: (v, val) for key, v, val in env.store.scan("jobs/")
+                                          if isinstance(val, dict)}))
 
 
-def read_incorporated(env) -> set[str]:
-    return {key.split("/", 1)[1] for key, _, _ in env.store.scan("incorporated/")}
+def read_incorporated(env: C.Env) -> set[str]:
+    return env.incorporated()
 
 
-def candidates(env, jobs=None, done=None) -> list[tuple[str, dict]]:
+def candidates(env: C.Env, jobs=None, done=None) -> list[tuple[str, dict]]:
     """Blessed insights the planner may choose: those without a failed step first, then highest
     priority first (an insight that just failed is not offered at the top again at once, where it would
     use up its disputes in a row while the others wait)."""
@@ -85,117 +77,6 @@ def candidates(env, jobs=None, done=None) -> list[tuple[str, dict]]:
     out.sort(key=lambda item: (int(jobs.get(item[0], (0, {}))[1].get("disputes") or 0),
                                -C.priority_of(item[1]), item[0]))
     return out
-
-
-def _basis(cands, doc: M.Doc) -> str:
-    """What a WAIT was about: planning resumes early when this changes."""
-    blob = "\x1f".join(sorted(i for i, _ in cands)) + f"|{doc.version}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def plan_state(env) -> tuple[int, dict]:
-    v, ps = env.store.get(M.PLAN_STATE)
-    return v, (ps if isinstance(ps, dict) else {"seq": 1, "pending": False, "waits": 0, "failures": 0})
-
-
-def bump_mix(env, what: str) -> dict:
-    v, mix = env.store.get(M.MIX)
-    mix = dict(mix) if isinstance(mix, dict) else {"plans": 0, "reviews": 0}
-    mix[what] = int(mix.get(what, 0)) + 1
-    return txn.put(M.MIX, mix, if_version=v)
-
-
-# --- proposing a planning turn --------------------------------------------------------------------------
-
-def propose_plan(env) -> list[dict]:
-    """Ops that start a planning turn (state + submission in one transaction), or [] if none is due."""
-    pv, ps = plan_state(env)
-    if ps.get("pending"):
-        return []
-    jobs = read_jobs(env)
-    if sum(1 for _, j in jobs.values() if j.get("stage") in ACTIVE) >= env.settings.max_active:
-        return []
-    cands = candidates(env, jobs)
-    if not cands:
-        return []
-    doc = M.read_doc(env.store)
-    if env.now < float(ps.get("wait_until") or 0) and ps.get("wait_basis") == _basis(cands, doc):
-        return []
-    items = cands[:C.MAX_CANDIDATES]
-    seq = int(ps["seq"])
-    prompt = C.render("plan", outline=C.outline(doc), concepts=C.concepts(doc), candidates=C.candidate_list(items))
-    key = C.task_key(C.PLAN, seq)
-    spec = C.task(C.PLAN, key, {"prompt": prompt, "seq": seq, "insight_ids": [i for i, _ in items]}, PLAN_REQUIRES,
-                  env.hints(max(C.priority_of(ins) for _, ins in items)))
-    return [txn.put(M.PLAN_STATE, {**ps, "pending": True, "key": key, "proposed_at": env.now}, if_version=pv),
-            txn.submit(spec)]
-
-
-def _resolve_id(ident: str, offered: list[str]) -> str:
-    if ident in offered:
-        return ident
-    lowered = {o.lower(): o for o in offered}
-    if ident.lower() in lowered:
-        return lowered[ident.lower()]
-    if ident.isdigit() and 1 <= int(ident) <= len(offered):   # the list number instead of the id
-        return offered[int(ident) - 1]
-    raise ParseError(f"INSIGHT_ID {ident!r} is not one of the offered insights ({', '.join(offered[:5])}...)")
-
-
-def handle_plan(env, task: dict) -> list[dict]:
-    pv, ps = plan_state(env)
-    seq = task["payload"].get("seq")
-    if not ps.get("pending") or ps.get("seq") != seq:
-        return []   # an answer to a turn already settled
-    plan = parse_plan(C.answer_text(task))
-    offered = [str(i) for i in task["payload"].get("insight_ids") or []]
-    # parse_plan gives INCORPORATE an INSIGHT_ID (or raises)
-    ident = _resolve_id(plan.insight_id or "", offered) if plan.decision == "INCORPORATE" else None
-    ops = [bump_mix(env, "plans")]
-    new = {"seq": seq + 1, "pending": False, "waits": 0, "failures": 0,
-           "last": {"seq": seq, "decision": plan.decision, "insight_id": ident, "reason": plan.reason, "at": env.now}}
-    jobs, done = read_jobs(env), read_incorporated(env)
-    cands = dict(candidates(env, jobs, done))
-    if plan.decision == "INCORPORATE":
-        if ident in cands:
-            ops += start_job(env, ident, cands[ident], jobs.get(ident), task)
-        else:
-            new["last"]["outcome"] = "no longer a candidate"
-    elif plan.decision == "PREREQUISITE":
-        p_ops, outcome = prerequisite(env, plan, seq, task)
-        ops += p_ops
-        new["last"]["outcome"] = outcome
-    else:
-        waits = int(ps.get("waits") or 0) + 1
-        new.update(waits=waits, wait_until=env.now + min(WAIT_MAX, WAIT_BASE * 2 ** (waits - 1)),
-                   wait_basis=_basis(list(cands.items()), M.read_doc(env.store)))
-    return [txn.put(M.PLAN_STATE, new, if_version=pv)] + ops
-
-
-def prerequisite(env, plan, seq: int, task: dict) -> tuple[list[dict], str]:
-    """Append a foundation the planner wrote, unless it is already there."""
-    doc = M.read_doc(env.store)
-    have = doc.established()
-    if all(M.slug(c) in have for c in plan.establishes):
-        return [], "skipped: every concept it establishes is already established"
-    verdict, hits = dedup.classify(plan.content, doc.texts())
-    if verdict == "duplicate":
-        return [], f"skipped: duplicate of section {hits[0][0]}"
-    title, body = split_heading(plan.content)
-    if not title:
-        title = (plan.needed[:1].upper() + plan.needed[1:] if plan.needed
-                 else "Foundations: " + ", ".join(plan.establishes))
-    sid = new_sid(doc)
-    ops, version = M.commit(doc, {sid: {"title": title[:200], "text": body, "establishes": plan.establishes,
-                                        "requires": [], "source": {"kind": "prerequisite", "ref": seq,
-                                                                   "needed": plan.needed}}},
-                            {"kind": "prerequisite", "ref": seq, "task": task["id"]},
-                            f"prerequisite {sid}: {title[:80]}", env.now)
-    return ops, f"appended {sid} (version {version})"
-
-
-def new_sid(doc: M.Doc) -> str:
-    return f"s{int(doc.head.get('next_section', 1)):04d}"
 
 
 # --- the pipeline of one insight ------------------------------------------------------------------------
@@ -213,7 +94,7 @@ def panel(accounts: list[str], ident: str, run: int, size: int = 3) -> list[dict
     return [{"name": f"evaluator-{n}{suffix}", "account": None} for n in (1, 2)]
 
 
-def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[dict]:
+def start_job(env: C.Env, ident: str, insight: dict, entry, task: dict | None) -> list[dict]:
     jv, stored = entry if entry else (0, {"insight_id": ident, "disputes": 0, "run": 0, "history": []})
     job: dict[str, Any] = dict(stored)   # a Job (model.py) once stored; built up here
     doc = M.read_doc(env.store)
@@ -244,7 +125,7 @@ def start_job(env, ident: str, insight: dict, entry, task: dict | None) -> list[
     return ops
 
 
-def panel_accounts(env) -> list[str]:
+def panel_accounts(env: C.Env) -> list[str]:
     """The accounts a new evaluation panel is drawn from: ``panel_accounts`` (or every account); of
     those, the ones with standard room now or within ``member_patience`` when at least two have it."""
     chosen = env.settings.panel_accounts
@@ -269,7 +150,7 @@ def active_slots(job: dict) -> list[dict]:
     return [s for s in job.get("slots") or [] if not s.get("dropped")]
 
 
-def _current(env, task: dict, stage: str):
+def _current(env: C.Env, task: dict, stage: str):
     """(v, job) if the task answers the insight's current question, else None."""
     p = task["payload"]
     jv, job = env.store.get(M.job_key(str(p.get("insight_id"))))
@@ -280,7 +161,7 @@ def _current(env, task: dict, stage: str):
     return jv, dict(job)
 
 
-def _withdrawn(env, jv: int, job: dict) -> list[dict] | None:
+def _withdrawn(env: C.Env, jv: int, job: dict) -> list[dict] | None:
     """Ops that stop the pipeline if the explorer no longer offers the insight as blessed (a user
     override, say): not a dispute, the insight is simply no longer wanted; else None."""
     ins = env.insight(job["insight_id"])
@@ -299,7 +180,7 @@ def dispute(job: dict, now: float, reason: str, limit: int = MAX_DISPUTES) -> di
     return job
 
 
-def handle_evaluate(env, task: dict) -> list[dict]:
+def handle_evaluate(env: C.Env, task: dict) -> list[dict]:
     cur = _current(env, task, "evaluate")
     slot = task["payload"].get("evaluator")
     if cur is None or slot in cur[1].get("evals", {}):
@@ -325,7 +206,7 @@ def _slot_task(job: dict, task: dict) -> bool:
     return False
 
 
-def decide_evals(env, jv: int, job: dict) -> list[dict]:
+def decide_evals(env: C.Env, jv: int, job: dict) -> list[dict]:
     """Once every counted slot has its verdict: all INCLUDE -> draft, else a dispute; before, just store."""
     names = [s["name"] for s in active_slots(job)]
     if any(n not in job.get("evals", {}) for n in names):
@@ -339,11 +220,11 @@ def decide_evals(env, jv: int, job: dict) -> list[dict]:
     return [txn.put(M.job_key(job["insight_id"]), job, if_version=jv)]
 
 
-def _insight(env, ident: str) -> dict:
+def _insight(env: C.Env, ident: str) -> dict:
     return env.insight(ident) or {"text": f"(insight {ident} is no longer readable)"}
 
 
-def _draft(env, jv: int, job: dict) -> list[dict]:
+def _draft(env: C.Env, jv: int, job: dict) -> list[dict]:
     ident, doc = job["insight_id"], M.read_doc(env.store)
     insight = _insight(env, ident)
     job.update(stage="draft", updated=env.now)
@@ -358,7 +239,7 @@ def _draft(env, jv: int, job: dict) -> list[dict]:
     return _job_step(env, jv, job, insight, C.DRAFT, prompt, topic=" ".join(insight["text"].split())[:80])
 
 
-def _job_step(env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **extra) -> list[dict]:
+def _job_step(env: C.Env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **extra) -> list[dict]:
     """Ops that save ``job`` (version-checked) and submit its next step: a ``kind`` task for this run and
     round, at the insight's priority."""
     ident = job["insight_id"]
@@ -368,7 +249,7 @@ def _job_step(env, jv: int, job: dict, insight: dict, kind: str, prompt: str, **
     return [txn.put(M.job_key(ident), job, if_version=jv), txn.submit(spec)]
 
 
-def handle_draft(env, task: dict) -> list[dict]:
+def handle_draft(env: C.Env, task: dict) -> list[dict]:
     cur = _current(env, task, "draft")
     if cur is None:
         return []
@@ -389,7 +270,7 @@ def handle_draft(env, task: dict) -> list[dict]:
     return _job_step(env, jv, job, insight, C.EXPOSITION, prompt, reviewer=f"exposition-{job['round']}")
 
 
-def handle_exposition(env, task: dict) -> list[dict]:
+def handle_exposition(env: C.Env, task: dict) -> list[dict]:
     cur = _current(env, task, "exposition")
     if cur is None:
         return []
@@ -408,7 +289,7 @@ def handle_exposition(env, task: dict) -> list[dict]:
     return append(env, jv, job, task)
 
 
-def append(env, jv: int, job: dict, task: dict) -> list[dict]:
+def append(env: C.Env, jv: int, job: dict, task: dict) -> list[dict]:
     """The approved draft becomes the last section: one new document version, concepts, incorporation."""
     ident = job["insight_id"]
     iv, inc = env.store.get(M.incorporated_key(ident))
@@ -424,7 +305,7 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
                 txn.put(M.incorporated_key(ident), {"insight_id": ident, "how": "duplicate", "section": hits[0][0],
                                                   "version": doc.version, "at": env.now, "run": job["run"]},
                       if_version=0)]
-    draft, sid = job["draft"], new_sid(doc)
+    draft, sid = job["draft"], M.new_sid(doc)
     ops, version = M.commit(doc, {sid: {"title": draft["title"], "text": draft["text"],
                                         "establishes": draft["establishes"], "requires": draft["requires"],
                                         "source": {"kind": "insight", "ref": ident}}},
@@ -440,20 +321,10 @@ def append(env, jv: int, job: dict, task: dict) -> list[dict]:
 
 # --- failures -------------------------------------------------------------------------------------------
 
-def unusable(env, task: dict, error: str) -> list[dict]:
-    """A planning or pipeline task whose answer cannot be used (or that was parked or cancelled)."""
+def unusable(env: C.Env, task: dict, error: str) -> list[dict]:
+    """A pipeline task whose answer cannot be used (or that was parked or cancelled): a dispute, unless
+    it answers a question the pipeline no longer asks."""
     kind = task["kind"]
-    if kind == C.PLAN:
-        pv, ps = plan_state(env)
-        if not ps.get("pending") or ps.get("seq") != task["payload"].get("seq"):
-            return []
-        failures = int(ps.get("failures") or 0) + 1
-        cands = candidates(env)
-        new = {**ps, "seq": ps["seq"] + 1, "pending": False, "failures": failures,
-               "wait_until": env.now + min(WAIT_MAX, FAIL_BASE * 2 ** (failures - 1)),
-               "wait_basis": _basis(cands, M.read_doc(env.store)),
-               "last": {"seq": ps["seq"], "decision": None, "error": error[:500], "at": env.now}}
-        return [txn.put(M.PLAN_STATE, new, if_version=pv), bump_mix(env, "plans")]
     stage = {C.EVALUATE: "evaluate", C.DRAFT: "draft", C.EXPOSITION: "exposition"}.get(kind)
     cur = _current(env, task, stage) if stage else None
     if cur is None or (kind == C.EVALUATE and not _slot_task(cur[1], task)):

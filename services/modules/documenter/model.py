@@ -22,7 +22,7 @@ version used for ``if_version`` checks, not a document version)::
                                  section's revision keep what it produced; deleted after
                                  ``broker.working_retention``)
     incorporated/<insight id>    {"insight_id", "how": "section" | "duplicate", "section", "version", "at", "run"}
-    plan/state                   the planning turn (flow), review/state: the section review in flight (upkeep)
+    plan/state                   the planning turn (planning), review/state: the section review in flight (upkeep)
     stats/mix                    {"plans": n, "reviews": n}: the share of section reviews in the work
     errors/<task id:012d>        unusable answers and failed tasks (written by the module framework)
 
@@ -340,6 +340,11 @@ class Doc:
 
     def texts(self) -> dict[str, str]:
         return {sec["id"]: sec.get("text", "") for sec in self.ordered()}
+
+
+def new_sid(doc: Doc) -> str:
+    """The id the next new section gets (``s0001``, ``s0002``, ...; never reused)."""
+    return f"s{int(doc.head.get('next_section', 1)):04d}"
 
 
 def read_doc(reader) -> Doc:

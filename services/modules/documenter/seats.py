@@ -28,7 +28,7 @@ from services.modules.documenter import model as M
 from shared import txn
 
 
-def follow(env, cap: CAP.Capacity, pending: dict) -> tuple[list[tuple[list[dict], int]], list[int]]:
+def follow(env: C.Env, cap: CAP.Capacity, pending: dict) -> tuple[list[tuple[list[dict], int]], list[int]]:
     """``(moves, stale)`` for one pass: each move is (the ops of one transaction, the id of the task it
     abandons: cancel it once the transaction committed), one per pipeline; ``stale`` are tasks abandoned
     by earlier passes and still PENDING (cancel them)."""
@@ -52,7 +52,7 @@ def follow(env, cap: CAP.Capacity, pending: dict) -> tuple[list[tuple[list[dict]
     return txns, cancels
 
 
-def move(env, cap: CAP.Capacity, jv: int, job: dict, n: int, task: dict) -> list[dict]:
+def move(env: C.Env, cap: CAP.Capacity, jv: int, job: dict, n: int, task: dict) -> list[dict]:
     """The ops that move slot ``n`` of ``job`` (whose task is ``task``) or leave it out; [] to wait."""
     slots = [dict(s) for s in job["slots"]]
     slot = slots[n - 1]

@@ -18,22 +18,25 @@ import os
 from pathlib import Path
 
 from services.modules import capacity as CAP
-from services.modules.base import Effect, ModuleService, Store
+from services.modules.base import Effect, ModuleService
 from services.modules.documenter import context as C
-from services.modules.documenter import export, flow, seats, upkeep
+from services.modules.documenter import export, flow, planning, seats, upkeep
 from services.modules.documenter import model as M
 from services.modules.documenter.settings import load_settings
 from services.modules.parsing import ParseError
+from services.modules.store import SharedScans, Store
 from shared import txn
 from shared.errors import BrokerUnavailable, FanoError
 
+EXPLORER_SCAN_WORLD = 60.0   # world seconds a scan of the explorer's records is reused (see initialize)
 SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots, or a quarter of
 SEAT_REAL_MIN = 0.5    # member_patience in world time if sooner (a scaled clock), but not below this
-HANDLERS = {C.PLAN: flow.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
+HANDLERS = {C.PLAN: planning.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
             C.EXPOSITION: flow.handle_exposition, C.ADDRESS_COMMENT: upkeep.handle_comment,
             C.REVIEW_SECTION: upkeep.handle_review}
-UNUSABLE = {C.PLAN: flow.unusable, C.EVALUATE: flow.unusable, C.DRAFT: flow.unusable, C.EXPOSITION: flow.unusable,
-            C.ADDRESS_COMMENT: upkeep.unusable_comment, C.REVIEW_SECTION: upkeep.unusable_review}
+UNUSABLE = {C.PLAN: planning.unusable_plan, C.EVALUATE: flow.unusable, C.DRAFT: flow.unusable,
+            C.EXPOSITION: flow.unusable, C.ADDRESS_COMMENT: upkeep.unusable_comment,
+            C.REVIEW_SECTION: upkeep.unusable_review}
 
 
 def export_path(config) -> Path:
@@ -62,7 +65,7 @@ def proposals(env) -> list[list[dict]]:
     """The transactions that start work now, in order: comments first, a planning turn, a review.
     They touch disjoint keys (each comment, ``plan/state``, ``review/state``), so one snapshot serves."""
     out = upkeep.propose_comments(env)
-    out.append(flow.propose_plan(env))
+    out.append(planning.propose_plan(env))
     out.append(upkeep.propose_review(env, other_work(env)))
     return [ops for ops in out if ops]
 
@@ -73,7 +76,10 @@ class DocumenterService(ModuleService):
     def initialize(self) -> None:
         self.settings = load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         super().initialize()
-        self.explorer = Store(self.client, "explorer")   # read only: never written by this module
+        # read only, never written by this module; its scans are reused for up to a minute of world time
+        # (a second of real time at most): planning runs after every applied result
+        self.explorer: Store = SharedScans(self.client, "explorer",
+                                    lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 1.0), self.clock.mono)
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
         self._next_seats = 0.0

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
-from services.modules.documenter.flow import bump_mix
 from services.modules.documenter.parsers import parse_comment, parse_review
+from services.modules.documenter.planning import bump_mix
 from services.modules.documenter.settings import Settings
 from shared import txn
 
@@ -52,11 +52,13 @@ COMMENT_REQUIRES = {"share": "adhoc"}
 
 # --- comments -------------------------------------------------------------------------------------------
 
-def read_comments(env) -> list[tuple[int, dict]]:
-    return [(v, c) for _, v, c in env.store.scan("comments/") if isinstance(c, dict)]
+def read_comments(env: C.Env) -> list[tuple[int, dict]]:
+    """Every comment (version, record), read once per Env (:meth:`.context.Env.once`)."""
+    return list(env.once("comments", lambda: [(v, c) for _, v, c in env.store.scan("comments/")
+                                              if isinstance(c, dict)]))
 
 
-def propose_comments(env) -> list[list[dict]]:
+def propose_comments(env: C.Env) -> list[list[dict]]:
     """One list of ops (a transaction) per comment to address now."""
     comments = read_comments(env)
     busy = {c.get("section") for _, c in comments if c.get("status") == "addressing"}
@@ -88,7 +90,7 @@ def propose_comments(env) -> list[list[dict]]:
     return out
 
 
-def _current_comment(env, task: dict):
+def _current_comment(env: C.Env, task: dict):
     p = task["payload"]
     cv, c = env.store.get(M.comment_key(str(p.get("comment_id"))))
     if not isinstance(c, dict) or c.get("status") != "addressing" or c.get("attempts") != p.get("attempt"):
@@ -96,7 +98,7 @@ def _current_comment(env, task: dict):
     return cv, dict(c)
 
 
-def handle_comment(env, task: dict) -> list[dict]:
+def handle_comment(env: C.Env, task: dict) -> list[dict]:
     cur = _current_comment(env, task)
     if cur is None:
         return []
@@ -128,7 +130,7 @@ def handle_comment(env, task: dict) -> list[dict]:
     return ops + [txn.put(M.comment_key(c["id"]), c, if_version=cv)]
 
 
-def unusable_comment(env, task: dict, error: str) -> list[dict]:
+def unusable_comment(env: C.Env, task: dict, error: str) -> list[dict]:
     cur = _current_comment(env, task)
     if cur is None:
         return []
@@ -143,7 +145,7 @@ def unusable_comment(env, task: dict, error: str) -> list[dict]:
 
 # --- section reviews ------------------------------------------------------------------------------------
 
-def review_state(env) -> tuple[int, dict]:
+def review_state(env: C.Env) -> tuple[int, dict]:
     v, rs = env.store.get(M.REVIEW_STATE)
     return v, (rs if isinstance(rs, dict) else {"seq": 1, "section": None})
 
@@ -174,7 +176,7 @@ def review_allowed(mix: dict | None, other_work: bool, share: float = SHARE) -> 
     return reviews <= share * (reviews + plans)
 
 
-def propose_review(env, other_work: bool) -> list[dict]:
+def propose_review(env: C.Env, other_work: bool) -> list[dict]:
     rv, rs = review_state(env)
     if rs.get("section"):
         return []
@@ -196,7 +198,7 @@ def propose_review(env, other_work: bool) -> list[dict]:
             txn.submit(C.task(C.REVIEW_SECTION, key, payload, None, env.hints(env.settings.section_priority)))]
 
 
-def _current_review(env, task: dict):
+def _current_review(env: C.Env, task: dict):
     rv, rs = review_state(env)
     p = task["payload"]
     if not rs.get("section") or rs.get("section") != p.get("section_id") or rs.get("seq") != p.get("seq"):
@@ -204,7 +206,7 @@ def _current_review(env, task: dict):
     return rv, rs
 
 
-def handle_review(env, task: dict) -> list[dict]:
+def handle_review(env: C.Env, task: dict) -> list[dict]:
     cur = _current_review(env, task)
     if cur is None:
         return []
@@ -235,7 +237,7 @@ def handle_review(env, task: dict) -> list[dict]:
             bump_mix(env, "reviews")] + ops
 
 
-def unusable_review(env, task: dict, error: str) -> list[dict]:
+def unusable_review(env: C.Env, task: dict, error: str) -> list[dict]:
     cur = _current_review(env, task)
     if cur is None:
         return []

@@ -103,7 +103,7 @@ class ExplorerHost:
 
 
     # Panels
-    def follow_capacity(self) -> None:
+    def follow_capacity(self, full: bool = False) -> None:
         raise NotImplementedError
 
     def backlogged(self) -> set[str]:

@@ -53,7 +53,7 @@ def pinned_accounts(task: dict, threads_by_id: dict, accounts: list[str]) -> lis
     critique's ``critic_account`` (approximate after a hand-off; good enough to weigh load)."""
     req = task.get("requires") or {}
     conv = req.get("conversation") or ""
-    thread = threads_by_id.get((task.get("payload") or {}).get("thread_id"))
+    thread = threads_by_id.get(M.task_thread_id(task))
     if conv and thread:
         held = thread.get("critic_account") if ":critic" in conv else thread.get("explore_account")
         if held and (":critic" not in conv or conv == M.conversation(thread["id"], True, thread.get("critic_conv", 0))):

@@ -192,6 +192,19 @@ def thread_turn_key(thread: dict, k: int) -> str:
     return f"{key}:m{moves}" if moves else key
 
 
+def task_thread_id(task: dict) -> str | None:
+    """The thread a task of a thread belongs to (explore and critique turns, synthesis, extraction,
+    consolidation), from its payload or, in a list page without payloads, from its key
+    (``explorer:<seed>.t<n>:...``); None for an insight's task (``explorer:<seed>.t<n>.i<m>:...``)."""
+    tid = (task.get("payload") or {}).get("thread_id")
+    if isinstance(tid, str):
+        return tid
+    parts = str(task.get("key") or "").split(":")
+    if len(parts) > 2 and parts[0] == MODULE and parts[1].count(".") == 1:
+        return parts[1]
+    return None
+
+
 def thread_task_key(tid: str, step: str, retry: int = 0) -> str:
     """``step``: ``synthesis``, ``consolidate`` or ``extract:<account>``."""
     return with_retry(f"explorer:{tid}:{step}", retry)

@@ -47,8 +47,8 @@ from shared.errors import BrokerUnavailable, FanoError
 WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
                         # (or repair_interval, if shorter) ...
 WAITING_RECHECK_WORLD = 60.0   # ... or this many world seconds, if sooner (a scaled clock), but
-RECHECK_REAL_MIN = 0.25        # never more often than this (real seconds)
-FOLLOW_REAL_MIN = 0.5   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
+RECHECK_REAL_MIN = 1.0         # never more often than this (real seconds)
+FOLLOW_REAL_MIN = 1.0   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
 STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", "round3_majority": "review3",
              "round3_vote": "review3"}
 
@@ -56,33 +56,24 @@ STEP_DEEP = {"round1": None, "round2": "review2", "round3_minority": "review3", 
 class Panels(Host):
     # --- thread slots -------------------------------------------------------------------------------------
 
-    def conversation_account(self, task: dict) -> str | None:
-        """The account holding a task's conversation now (the broker's record: it follows a hand-off)."""
-        if not (task.get("requires") or {}).get("conversation"):
-            return None
-        try:
-            return (self.client.get(task["id"], history=False).get("conversation") or {}).get("account")
-        except BrokerUnavailable:
-            raise
-        except FanoError:
-            return None
-
     def waiting_threads(self, threads: list[dict], cap: CAP.Capacity, pending: dict, busy=frozenset()) -> set[str]:
         """Ids of the open threads that wait only on accounts without room for their tasks, or backlogged
         (``busy``: more than ``busy_backlog`` explorer tasks wait that only they can run, :mod:`.load`)."""
         by_thread: dict[str, list] = {}
         for task in pending.values():
-            tid = (task.get("payload") or {}).get("thread_id")
-            if isinstance(tid, str):
+            tid = M.task_thread_id(task)
+            if tid is not None:
                 by_thread.setdefault(tid, []).append(task)
         names = list(cap.modes)
+        by_id = {t["id"]: t for t in threads}
         out = set()
         for thread in threads:
             tasks = by_thread.get(thread["id"])
             if thread.get("status") not in M.OPEN_THREAD or not tasks:
                 continue   # running or between steps: it moves
-            if not any(cap.serves(t, [a for a in CAP.task_accounts(t, names, self.conversation_account(t))
-                                      if a not in busy]) for t in tasks):
+            # a bound turn's account from the thread's record (it follows a hand-off): no read per task
+            if not any(cap.serves(t, [a for a in L.pinned_accounts(t, by_id, names) if a not in busy])
+                       for t in tasks):
                 out.add(thread["id"])
         return out
 
@@ -97,7 +88,8 @@ class Panels(Host):
         names = self.configured_accounts()
         if threads is None:
             threads = self.values("threads/")
-        pinned = L.pinned_counts(CAP.pending(self.client, M.MODULE), threads, names) if cap.known else {}
+        pinned = (L.pinned_counts(CAP.pending(self.client, M.MODULE, payloads=False), threads, names)
+                  if cap.known else {})
         view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
         if cached is None or set(cached[1].idle) != set(view.idle):   # said once per change, not every pass
             if view.idle:
@@ -149,7 +141,7 @@ class Panels(Host):
             explorers = list(s.explore_accounts) or self.configured_accounts()
             room_now = bool(cap.with_room(explorers, "standard"))
             busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
-            waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE), busy)
+            waiting_ids = (self.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE, payloads=False), busy)
                            if room_now else set())
             every = self.recheck_interval()
             cached = self._waiting_seen = (self.clock.mono() + every, room_now, waiting_ids)
@@ -177,8 +169,11 @@ class Panels(Host):
 
     # --- panel members blocked past patience ------------------------------------------------------------
 
-    def follow_capacity(self) -> None:
-        """One pass over open panels (from the repair pass)."""
+    def follow_capacity(self, full: bool = False) -> None:
+        """One pass over open panels. The frequent pass (every :meth:`follow_interval`) reads only the
+        threads and reviews with a PENDING task that has waited ``member_patience``: nothing else can be
+        blocked past it. The ``full`` pass (with the repair pass) reads them all, and so also cancels the
+        tasks of seats moved before a crash."""
         cap = self.capacity()
         if not cap.known:
             return
@@ -187,16 +182,32 @@ class Panels(Host):
         # account with room keeps up (when every account is behind, waiting in line is all there is)
         busy = self.backlogged()
         self._busy = busy if any(cap.room(a) and a not in busy for a in self.configured_accounts()) else set()
+        if full:
+            self._patient = None
+        else:
+            now, patience = self.now(), self.settings.member_patience
+            self._patient = [t for t in pending.values() if CAP.waited(t, now) >= patience]
         self.skip_extractors(cap, pending)
         self.replace_reviewers(cap, pending)
         self.retarget_first_turns(cap, pending)
+
+    def _followed(self, prefix: str, field: str, key):
+        """(key, version, record) of the records this pass looks at: every one under ``prefix`` on a full
+        pass, else those a waited-out PENDING task names in its payload's ``field``."""
+        patient = getattr(self, "_patient", None)
+        if patient is None:
+            yield from self.store.scan(prefix)
+            return
+        for ident in sorted({i for t in patient if isinstance(i := (t.get("payload") or {}).get(field), str)}):
+            version, record = self.store.get(key(ident))
+            yield key(ident), version, record
 
     def retarget_first_turns(self, cap: CAP.Capacity, pending: dict) -> None:
         """A new thread's first turn is restricted to one account (``explore_on``, :mod:`.load`); should
         that account lose its room (its window used up, say, for hours) before the turn runs, the turn
         moves once it has waited ``member_patience``: to another account with a free share, or to any
         account (``explore_on`` cleared), under a new key (``first_turn_moves``); the old task is cancelled."""
-        for _key, version, thread in self.store.scan("threads/"):
+        for _key, version, thread in self._followed("threads/", "thread_id", M.thread_key):
             if not isinstance(thread, dict) or effective_status(thread) != "active" or thread.get("exchanges"):
                 continue
             on = thread.get("explore_on") or []
@@ -243,7 +254,7 @@ class Panels(Host):
                     self.log.info("task %s not cancelled: %s", tid, exc.message)
 
     def skip_extractors(self, cap: CAP.Capacity, pending: dict) -> None:
-        for _key, version, thread in self.store.scan("threads/"):
+        for _key, version, thread in self._followed("threads/", "thread_id", M.thread_key):
             if not isinstance(thread, dict):
                 continue
             self._cancel((thread.get("panel_skipped") or {}).values(), pending, "extraction member skipped")
@@ -285,12 +296,7 @@ class Panels(Host):
 
     def replace_reviewers(self, cap: CAP.Capacity, pending: dict) -> None:
         ctx = self.review_ctx()
-        # only a review with a PENDING task has a seat to move or an abandoned task to cancel: read those
-        # (this pass runs often, and a scan of every review ever grows with the research's history)
-        iids = sorted({iid for t in pending.values()
-                       if isinstance(iid := (t.get("payload") or {}).get("insight_id"), str)})
-        for iid in iids:
-            vr, review = self.store.get(M.review_key(iid))
+        for _key, vr, review in self._followed("reviews/", "insight_id", M.review_key):
             if not isinstance(review, dict):
                 continue
             self._cancel([r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")], pending,

@@ -127,7 +127,7 @@ class Recovery(Host):
                 insight = self.store.get(M.insight_key(review["insight_id"]))[1]
                 if insight and insight.get("status") == "pending":
                     self.submit_if_absent(R.open_tasks(review, insight, ctx))
-        self.follow_capacity()
+        self.follow_capacity(full=True)
         insights, known = self.values("insights/"), None
         self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
         for insight in insights:

@@ -40,6 +40,8 @@ from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recove
 from services.modules.explorer.state import Ops, StateReader
 from shared import txn
 
+PROMOTIONS_WORLD = 60.0   # world seconds between two looks for seeds the researcher promoted
+
 
 class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     module = M.MODULE
@@ -48,6 +50,7 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         self.settings = M.load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         self._next_repair = 0.0
         self._next_follow = 0.0
+        self._next_promotions = 0.0
         super().initialize()
 
     # --- apply --------------------------------------------------------------------------------------------
@@ -281,10 +284,15 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
     def import_promotions(self) -> None:
         """Seeds promoted by the researcher (``promotions/<finding>`` in its namespace, written once) become
         seeds here; ``if_version=0`` makes the import idempotent, and a seed the user removed is not
-        imported again (the ``imported/`` marker stays)."""
+        imported again (the ``imported/`` marker stays). Looked for every ``PROMOTIONS_WORLD`` world seconds
+        (at most every 5 real seconds), not on every pass: planning follows every applied result."""
+        if self.clock.mono() < getattr(self, "_next_promotions", 0.0):
+            return
+        self._next_promotions = self.clock.mono() + self.world_interval(PROMOTIONS_WORLD, 0.25, 5.0)
+        imported = {key.split("/", 1)[1] for key, _, _ in self.store.scan("imported/")}
         for key, _, promo in Store(self.client, "researcher").scan("promotions/"):
             fid = key.split("/", 1)[1]
-            if self.store.get(f"imported/{fid}")[0]:
+            if fid in imported:
                 continue
             try:
                 seed = S.validate({"text": promo.get("text", ""), "type": promo.get("type", "question"),

@@ -1,0 +1,36 @@
+"""SharedScans: another module's namespace read through scans reused for a short while (the documenter's
+view of the explorer's insights); get is never cached. Over the in-process broker core."""
+from services.modules.store import SharedScans
+from shared import txn
+from tests.unit.corehelp import CoreClient
+
+
+def test_a_scan_is_reused_until_its_time_is_up_and_get_is_always_fresh(core):
+    client = CoreClient(core)
+    client.txn("explorer", [txn.put("insights/a", {"text": "one"})])
+    now = [100.0]
+    view = SharedScans(client, "explorer", lambda: 0.5, lambda: now[0])
+    assert [k for k, _, _ in view.scan("insights/")] == ["insights/a"]
+    client.txn("explorer", [txn.put("insights/b", {"text": "two"})])
+    assert [k for k, _, _ in view.scan("insights/")] == ["insights/a"]        # reused
+    assert view.get("insights/b")[1] == {"text": "two"}                       # never cached
+    now[0] += 0.5
+    assert [k for k, _, _ in view.scan("insights/")] == ["insights/a", "insights/b"]
+    assert [k for k, _, _ in view.scan("insights/b")] == ["insights/b"]        # per prefix
+
+
+def test_one_env_reads_each_prefix_once(core):
+    """A planning pass asks for the jobs, comments and insights from several places: one read each."""
+    from services.modules.documenter import flow, service, upkeep
+    from services.modules.documenter.context import Env
+    from services.modules.store import Store
+    client = CoreClient(core)
+    store, explorer = Store(client, "documenter"), Store(client, "explorer")
+    reads: list[str] = []
+    for s in (store, explorer):
+        real = s.scan
+        s.scan = lambda prefix, real=real: reads.append(prefix) or real(prefix)   # type: ignore[method-assign]
+    env = Env(store, explorer, 1.0)
+    service.proposals(env)
+    assert flow.read_jobs(env) == {} and upkeep.read_comments(env) == [] and env.incorporated() == set()
+    assert sorted(reads) == sorted(set(reads)), reads
