@@ -8,6 +8,12 @@ their program name. This module is the only code that builds or parses frames; t
 up in :mod:`shared.sockets` (every option by ``configure_socket``; servers bind with ``bind``, which
 makes an ``ipc://`` socket file 0600: only its user may connect).
 
+Every request runs with the caller's role (:mod:`shared.roles`: ``worker:ACCOUNT``, ``module:NAME``,
+``scheduler``, ``operator``), and one the role does not allow is answered ``FORBIDDEN``
+(services/broker/roles.py has the rules). On ``ipc://`` the role is the one the identity's program name
+implies; a ``tcp://`` endpoint is CURVE-encrypted, admits only the client keys of its ``authorized`` list,
+and takes the role from the key (docs/security.md).
+
 Frames
 ------
 Request, client DEALER -> broker ROUTER::

@@ -5,6 +5,9 @@ while the rest of the batch commits: the requests first run together in one nest
 if one fails, again each in its own (:meth:`BrokerCore._requests`). Replies are released only after
 the outer transaction has committed.
 
+Every request is checked against its caller's role (services/broker/roles.py) before anything else reads
+it: the role comes with the message from the server when a CURVE key proves it, else from the identity.
+
 Tests drive :meth:`BrokerCore.handle_batch` directly with a :class:`shared.clock.FakeClock`.
 """
 from __future__ import annotations
