@@ -53,11 +53,15 @@ def keys_init():
 @click.argument("name")
 @click.option("--role", callback=_role, metavar="ROLE",
               help="worker:ACCOUNT, module:NAME, scheduler or operator (default: the one NAME implies).")
+@click.option("--force", is_flag=True, help="Replace an existing key pair NAME (its old key stops working).")
 @json_option
-def keys_generate(name, role):
+def keys_generate(name, role, force):
     """Make a new client key pair NAME and list it in authorized (a program name: backend-ACCOUNT, ...)."""
     from shared import keys as K
     from shared.roles import program_role
+    if (_keys_dir() / f"{name}{K.SECRET_SUFFIX}").exists() and not force:
+        fail(f"a key pair {name!r} exists in {_keys_dir()}: --force replaces it (and its old key stops working)",
+             ExitCode.FAILURE)
     role = role or program_role(name)
     if role is None:
         raise click.UsageError(f"{name!r} is not a program name (backend-ACCOUNT, module-NAME, scheduler, "

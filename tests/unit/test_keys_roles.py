@@ -261,6 +261,9 @@ def test_fanoctl_keys_commands(tmp_path):
     assert odd.exit_code == 2 and "say its --role" in odd.output
     assert run("keys", "generate", "laptop", "--role", "root").exit_code == 2
     assert run("keys", "generate", "laptop", "--role", "operator").exit_code == 0
+    again = run("keys", "generate", "laptop", "--role", "operator")
+    assert again.exit_code == 1 and "--force replaces it" in again.output
+    assert run("keys", "generate", "laptop", "--role", "operator", "--force").exit_code == 0
     assert run("keys", "revoke", "laptop").exit_code == 0
     gone = run("keys", "revoke", "laptop")
     assert gone.exit_code == 1 and "no authorized key named 'laptop'" in gone.output
