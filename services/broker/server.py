@@ -34,9 +34,9 @@ class BrokerService(Service):
 
     def initialize(self) -> None:
         cfg = self.config
+        keys = cfg.server_keys()   # first: a tcp:// endpoint without keys refuses to start, touching nothing
         self.storage = open_env(cfg.data_dir / "broker", cfg.broker.map_size)
         self.core = BrokerCore(self.storage, cfg, self.clock)
-        keys = cfg.server_keys()   # before anything binds: a tcp:// endpoint without keys refuses to start
         startup_events = self.core.startup()
         self.ctx = zmq.Context()
         self.gate: Gate | None = None
