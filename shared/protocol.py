@@ -116,7 +116,9 @@ and ``BODY`` a msgpack map whose ``type`` is one of :data:`WORKER_MESSAGES`::
                                          a scheduler crash never strands a lease) and run it
       cancel     {task_id}               interrupt the in-flight request for this task
       heartbeat  {}
-      disconnect {reason}                forget me: recreate the socket and send ready again
+      disconnect {reason}                forget me: recreate the socket and send ready again (a reason
+                                         starting ``FORBIDDEN: ``, :data:`REFUSED`: the worker's role does not
+                                         allow it; it asks again after LIVENESS heartbeats)
 
 Every field above that the receiver reads is type- and range-checked by :func:`decode_worker`
 (:data:`WORKER_MESSAGES` required, :data:`WORKER_OPTIONAL` optional); a message that fails is answered
@@ -474,6 +476,10 @@ WORKER_HEADER = b"FANOW/1"
 HEARTBEAT_INTERVAL = 1.0   # seconds, monotonic
 LIVENESS = 3               # missed intervals before a peer is declared dead
 OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
+# how a ``disconnect`` reason starts when the sender's role does not allow what it sent (a worker key for
+# another account: docs/security.md § Roles). Only the operator can put that right (the authorized list),
+# so a worker asks again after LIVENESS heartbeats, not at once: an immediate retry would only spin
+REFUSED = "FORBIDDEN: "
 
 # message type -> required fields (with accepted types)
 WORKER_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {

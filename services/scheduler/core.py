@@ -289,7 +289,7 @@ class SchedulerCore:
             if msg["type"] == "query":
                 self._send(ident, "answer", cid=msg["cid"], ok=False, error=refused.to_wire())
             else:
-                self._send(ident, "disconnect", reason=refused.message[:200])
+                self._send(ident, "disconnect", reason=(protocol.REFUSED + refused.message)[:200])
             return
         handler = {"ready": self.on_ready, "heartbeat": self.on_heartbeat, "done": self.on_done,
                    "disconnect": self.on_disconnect, "query": self.on_query}.get(msg["type"])

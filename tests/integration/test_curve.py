@@ -358,3 +358,22 @@ def test_the_supervised_tree_runs_on_tcp_with_curve():
         orphans = tree.stop()
         shutil.rmtree(root, ignore_errors=True)
     assert orphans == []
+
+
+def test_a_worker_whose_key_has_another_role_waits_and_joins_once_it_is_fixed(keyed):
+    """A key listed for the wrong account (an operator's typo) is refused by the scheduler; the worker says so
+    once, asks again every few seconds rather than in a loop, and joins without a restart once the role is
+    right (a condition that passes must not end FATAL)."""
+    public = K.load_public(keyed.keys_dir, "backend-a1").decode()
+    assert keyed.fanoctl("keys", "add", "backend-a1", public, "--role", "worker:a2").returncode == 0
+    keyed.start("scheduler", wait="scheduler started")
+    worker = keyed.start("backend", "--account", "a1", wait="serving account a1")
+    wait_for(lambda: "the scheduler refuses this worker: FORBIDDEN: worker:a2 may not speak for account 'a1'"
+             in worker.log(), 15, what="the worker to report the refusal")
+    time.sleep(4)
+    forbidden = keyed.query("fanoctl", "stats")["errors"].get("FORBIDDEN", 0)
+    assert 1 <= forbidden <= 4, forbidden                    # one ask per liveness period, not a spin
+    assert worker.log().count("the scheduler refuses this worker") == 1, worker.log()
+    assert keyed.fanoctl("keys", "add", "backend-a1", public, "--role", "worker:a1").returncode == 0
+    wait_for(lambda: keyed.query("fanoctl", "stats")["workers"] == 1, 15, what="the worker to join")
+    assert worker.alive()
