@@ -142,7 +142,9 @@ class ModuleService(Service):
         except BrokerUnavailable as exc:
             self.log.warning("broker unavailable (%s); retrying", exc)
         except FanoError as exc:
-            if exc.code not in STORAGE_REFUSALS:
+            # both pass without a restart: storage is freed, and a key listed with the wrong role is put
+            # right in the authorized list (docs/security.md § Roles)
+            if exc.code not in STORAGE_REFUSALS and exc.code != ErrorCode.FORBIDDEN:
                 raise
             self.storage_refused(exc)
             return
@@ -151,7 +153,8 @@ class ModuleService(Service):
             self._refused = None
 
     def storage_refused(self, exc: FanoError) -> None:
-        """Back off after a storage refusal, then sweep and plan again (what was refused is redone then)."""
+        """Back off after a storage refusal (or a FORBIDDEN one: this module's key has another role), then
+        sweep and plan again (what was refused is redone then)."""
         if self._refused is None:
             self.log.warning("broker refuses new work (%s: %s); backing off %gs at a time until it accepts "
                              "again", exc.name, exc.message, self.storage_backoff)

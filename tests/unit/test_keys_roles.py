@@ -284,3 +284,40 @@ def test_config_check_finds_missing_or_unsafe_keys_before_ops_up_touches_the_tre
     assert config_check.problems(cfg) == []
     os.chmod(cfg.keys_dir / "backend-a1.key_secret", 0o644)
     assert [p for p in config_check.problems(cfg) if "backend-a1.key_secret is readable by others" in p]
+
+
+def test_a_module_refused_for_its_role_backs_off_instead_of_ending(tmp_path, caplog):
+    """A module whose key is listed with another role is refused FORBIDDEN: that passes once the operator
+    fixes the authorized list, so the module backs off and retries rather than crash into FATAL."""
+    import logging
+
+    import zmq
+
+    from shared.clock import FakeClock
+    from tests.unit.test_modules_base import Mod, RefusingClient
+
+    class Forbidding(RefusingClient):
+        def unconsumed(self, *a, **k):
+            if self.refusals:
+                self.refusals.pop(0)
+                self.sweeps += 1
+                raise FanoError(ErrorCode.FORBIDDEN, "module:documenter may not unconsumed")
+            return super().unconsumed(*a, **k)
+    caplog.set_level(logging.INFO)
+    client = Forbidding([1])
+    mod = Mod(client, tmp_path)
+    mod.clock = FakeClock()
+    mod.plan_interval = mod.sweep_interval = 1000.0
+    mod._next_plan = mod._next_sweep = mod._backoff_until = 0.0
+    mod._refused = None
+    ctx = zmq.Context()
+    mod.sub = ctx.socket(zmq.SUB)
+    try:
+        mod.loop()                                   # refused: no exception, the module waits
+        assert client.sweeps == 1 and "broker refuses new work (FORBIDDEN" in caplog.text
+        mod.clock.advance(mod.storage_backoff)
+        mod.loop()                                   # the role was fixed: the work is done
+        assert mod.applied == 1 and "accepts this module's work again" in caplog.text
+    finally:
+        mod.sub.close(linger=0)
+        ctx.term()
