@@ -12,7 +12,6 @@ bad command line.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -170,18 +169,13 @@ def duration(ctx, param, value):
 def ask_scheduler(what: str, **fields):
     """The scheduler's answer, or None when it does not answer (it is stateless: it may be restarting)."""
     from shared.config import ConfigError
-    from shared.scheduler_client import query
+    from shared.scheduler_client import ask
     try:
         endpoint = ctl().scheduler_endpoint()
     except ConfigError as exc:   # --broker without a config: where the scheduler is is not known
         warn(f"cannot find the scheduler ({exc}); give --scheduler ENDPOINT")
         return None
-    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
-        return None   # no socket file: nobody listens (a connect would wait the whole timeout)
-    try:
-        return query(endpoint, what, timeout=min(ctl().timeout, 2.0), keys=ctl().keys(endpoint), **fields)
-    except BrokerUnavailable:
-        return None
+    return ask(endpoint, what, timeout=min(ctl().timeout, 2.0), keys=ctl().keys(endpoint), **fields)
 
 
 @click.group(cls=_Main)

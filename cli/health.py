@@ -176,21 +176,30 @@ def _days(ctx, param, value):
 def health(idle_after, min_days, supervisor_conf_path):
     """Is the tree healthy? Exit 0 ok, 1 degraded, 2 down (see docs/cli.md); for cron and monitoring."""
     c = ctl()
+    conf = Path(supervisor_conf_path) if supervisor_conf_path else supervisor_conf(c.config_path)
+    report = health_report(client(), ask_scheduler, conf, idle_after, min_days, c.endpoint, c.scheduler_endpoint)
+    out(report, _text)
+    raise click.exceptions.Exit(report["exit"])
+
+
+def health_report(c, ask, conf: Path, idle_after: float, min_days: float, broker_at: str, scheduler_at) -> dict:
+    """The report (the ``--json`` shape above) read through the broker client ``c``, the scheduler asked with
+    ``ask(what, **fields)`` (None: no answer) and supervisord from ``conf``; ``broker_at`` and
+    ``scheduler_at()`` name the endpoints in the lines. ``fanoctl health`` prints it; the web panel's
+    overview shows its checks."""
     checks: list[tuple[str, int, str]] = []
     report: dict = {"now": None, "storage": None, "idle": None, "parked": None, "paused": [], "cooling": [],
                     "exhausted": []}
-
-    conf = Path(supervisor_conf_path) if supervisor_conf_path else supervisor_conf(c.config_path)
     report["programs"] = programs(conf)
     checks.append(("programs", *programs_check(report["programs"])))
 
     try:
-        stats = client().stats()
-        shown = client().quota_show()
+        stats = c.stats()
+        shown = c.quota_show()
         parked = stats["tasks"].get("PARKED", 0)
-        sample = client().list(state="PARKED", limit=PARKED_SAMPLE)["tasks"] if parked else []
+        sample = c.list(state="PARKED", limit=PARKED_SAMPLE)["tasks"] if parked else []
     except BrokerUnavailable:
-        checks.append(("broker", DOWN, f"broker not answering at {c.endpoint}"))
+        checks.append(("broker", DOWN, f"broker not answering at {broker_at}"))
         stats = None
     if stats is not None:
         now = report["now"] = stats["now"]
@@ -207,9 +216,9 @@ def health(idle_after, min_days, supervisor_conf_path):
                        "queue retry ID or queue cancel ID") if parked else ("parked", OK, "no parked tasks"))
         _accounts(shown, now, report, checks)
 
-    answer = ask_scheduler("idle")
+    answer = ask("idle")
     if not isinstance(answer, dict):
-        checks.append(("scheduler", DOWN, f"scheduler not answering at {c.scheduler_endpoint()}"))
+        checks.append(("scheduler", DOWN, f"scheduler not answering at {scheduler_at()}"))
     elif answer.get("synced") is False:
         checks.append(("scheduler", OK, "rebuilding its view from the broker: idle accounts not known yet"))
     else:
@@ -223,9 +232,8 @@ def health(idle_after, min_days, supervisor_conf_path):
 
     worst = max(level for _, level, _ in checks)
     report.update(status=NAMES[worst], exit=worst,
-                  checks=[{"check": c, "status": NAMES[level], "line": line} for c, level, line in checks])
-    out(report, _text)
-    raise click.exceptions.Exit(worst)
+                  checks=[{"check": name, "status": NAMES[level], "line": line} for name, level, line in checks])
+    return report
 
 
 def _accounts(shown: dict, now: float, report: dict, checks: list) -> None:

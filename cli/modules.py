@@ -33,13 +33,13 @@ def _weights(ctx, param, values):
 @json_option
 def modules_weights(set_, reset):
     """Show (or change) the module weights the scheduler adds to every task's priority."""
-    from shared.scheduler_client import query
+    from services.modules.operations.weights import module_weights
     if set_ and reset:
         raise click.UsageError("--set and --reset exclude each other")
-    change = {"set": set_} if set_ else {"reset": True} if reset else {}
     try:
         endpoint = ctl().scheduler_endpoint()
-        res = query(endpoint, "weights", timeout=min(ctl().timeout, 2.0), keys=ctl().keys(endpoint), **change)
+        res = module_weights(endpoint, set_=set_ or None, reset=reset, timeout=min(ctl().timeout, 2.0),
+                             keys=ctl().keys(endpoint))
     except BrokerUnavailable:
         fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
     research_advisor.show_weights(res)   # with the advisor's last proposal (`modules advice` lists them all)

@@ -23,16 +23,19 @@ def queue():
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
               help="Tasks per page.")
 @click.option("--after", type=int, default=None, metavar="ID", help="Start after this task id.")
+@click.option("--newest", is_flag=True, help="Newest first (with --after ID: start below that id).")
 @click.option("--all", "all_pages", is_flag=True, help="Page through every matching task.")
 @click.option("--payloads", is_flag=True, help="Include each task's payload and result (--json).")
 @json_option
-def queue_ls(state, module, kind, limit, after, all_pages, payloads):
-    """Tasks in id order, with state, attempts, age and lease or backoff info."""
+def queue_ls(state, module, kind, limit, after, newest, all_pages, payloads):
+    """Tasks in id order (or newest first), with state, attempts, age and lease or backoff info."""
     c = client()
-    tasks, nxt = [], after
+    tasks = []
+    # newest first: the broker's list descends from below ``before`` (the panel's queue pages the same way)
+    cursor, nxt = ("before", after if after is not None else 2**63) if newest else ("after", after)
     while True:
-        page = c.list(state=state.upper() if state else None, module=module, kind=kind, after=nxt, limit=limit,
-                      payloads=payloads)
+        page = c.list(state=state.upper() if state else None, module=module, kind=kind, limit=limit,
+                      payloads=payloads, **{cursor: nxt})
         tasks += page["tasks"]
         nxt = page["next"]
         if not all_pages or nxt is None:
@@ -96,11 +99,8 @@ def queue_priority(task_id, priority):
 @json_option
 def queue_why(task_id):
     """Why a task waits (or what it is doing): the scheduler's explanation plus the broker's facts."""
-    task = client().get(task_id, history=False)
-    answer = ask_scheduler("why", task_id=task_id) if task["state"] == "PENDING" else None
-    data = {"id": task_id, "state": task["state"], "scheduler": answer, "not_before": task.get("not_before"),
-            "error": task.get("error"), "lease": task.get("lease")}
-    out(data, _why_text)
+    from services.modules.operations.tasks import why
+    out(why(client(), task_id, ask_scheduler), _why_text)
 
 
 def _why_text(d: dict) -> str:

@@ -375,7 +375,7 @@ def top_text(frame: dict) -> str:
 
 
 def research_lines(r: dict, now: float) -> list[str]:
-    """The research panel of ``top`` (cli/research_summary.py): a count cut short shows as ``N+``."""
+    """The research panel of ``top`` (services/modules/operations/summary.py): a count cut short shows as ``N+``."""
     age = f" (counted {duration(now - r['at'])} ago)" if r.get("at") is not None and now - r["at"] >= 1 else ""
     if r.get("error"):
         return [f"research: not readable{age}: {r['error']}"]

@@ -33,8 +33,8 @@ def _settings():
 
 
 def proposals(limit: int | None = None) -> list[dict]:
-    rows = _store().records("proposals/")
-    return rows[-limit:] if limit else rows
+    from services.modules.operations.weights import proposals as read
+    return read(client(), limit)
 
 
 def _store():

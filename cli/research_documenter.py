@@ -1,11 +1,13 @@
 """fanoctl commands for the documenter: author comments and the document's versions.
 
-``comments add SECTION TEXT`` / ``comments ls``; ``document show|export [PATH]|versions|revert VERSION|
-disputes|retry INSIGHT``; every command takes ``--json``. They read the ``documenter`` namespace in the
-broker directly and write it through the operations layer (``services/modules/operations/documenter.py``:
-version checks where the running module could race them; a revert is computed from what it read and
-recomputed if the document changed meanwhile); a command here parses, calls the operation and renders.
-The key layout is documented in ``services/modules/documenter/model.py``.
+``comments add SECTION TEXT [--quote PASSAGE]`` / ``comments ls``; ``document show|export [PATH]|versions|
+diff OLD NEW|revert VERSION|disputes|retry INSIGHT``; every command takes ``--json``. They read the
+``documenter`` namespace in the broker directly and write it through the operations layer
+(``services/modules/operations/documenter.py``: version checks where the running module could race them;
+a revert is computed from what it read and recomputed if the document changed meanwhile), and read the
+document's history through the same layer as the web panel (versions, a version's sections, diffs); a
+command here parses, calls the operation and renders. The key layout is documented in
+``services/modules/documenter/model.py``.
 """
 from __future__ import annotations
 
@@ -38,12 +40,13 @@ def comments():
 @comments.command("add")
 @click.argument("section")
 @click.argument("text")
+@click.option("--quote", default=None, help="The passage of the section the comment is about.")
 @json_option
-def comments_add(section, text):
+def comments_add(section, text, quote):
     """Comment on SECTION (an id such as s0003, see `document show`)."""
     from services.modules.operations import documenter as O
     try:
-        rec = O.add_comment(client(), section, text, now=_now())
+        rec = O.add_comment(client(), section, text, quote=quote, now=_now())
     except FanoError as exc:
         if exc.code == ErrorCode.BAD_ARGUMENT:
             raise click.BadParameter(exc.message, param_hint="TEXT") from None
@@ -95,18 +98,18 @@ def document_show(version, as_text):
     """The outline (sections, status, reviews), open comments and insights waiting for a human."""
     from services.modules.documenter import export
     from services.modules.documenter import model as M
+    from services.modules.operations import documenter as O
+    if version is not None or as_text:
+        try:
+            d = O.version_sections(client(), version)
+        except FanoError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            fail(f"NOT_FOUND: {exc.message}", ExitCode.FAILURE)
+        out(d, lambda d: export.render(d["sections"], d["version"]))
+        return
     store = _store()
     doc = M.read_doc(store)
-    if version is not None or as_text:
-        if version is None or version == doc.version:
-            sections, number = doc.ordered(), doc.version
-        else:
-            _, ver = store.get(M.version_key(version)) if version > 0 else (0, {"manifest": []})
-            if ver is None:
-                fail(f"NOT_FOUND: no version {version} (the document is at version {doc.version})", ExitCode.FAILURE)
-            sections, number = M.version_text(store, ver["manifest"]), version
-        out({"version": number, "sections": sections}, lambda d: export.render(d["sections"], d["version"]))
-        return
     comments_open = [c for c in store.records("comments/")
                      if c.get("status") in ("open", "addressing", "needs_human")]
     data = {"version": doc.version, "updated": doc.head.get("updated"), "sections": doc.ordered(),
@@ -146,8 +149,8 @@ def show_text(d: dict) -> str:
 @json_option
 def document_versions(**_):
     """Every version: number, time, what changed it."""
-    versions = _store().records("versions/")
-    out({"versions": versions, "now": _now()}, versions_text)
+    from services.modules.operations import documenter as O
+    out({"versions": O.versions(client()), "now": _now()}, versions_text)
 
 
 def versions_text(d: dict) -> str:
@@ -156,6 +159,28 @@ def versions_text(d: dict) -> str:
     rows = [[str(v["version"]), R.relative(v.get("at"), d["now"]), (v.get("cause") or {}).get("kind", "?"),
              str(len(v.get("manifest") or [])), v.get("description", "")] for v in d["versions"]]
     return R.table(["VERSION", "WHEN", "CAUSE", "SECTIONS", "DESCRIPTION"], rows, {4: 80})
+
+
+@document.command("diff")
+@click.argument("old", type=int)
+@click.argument("new", type=int)
+@json_option
+def document_diff(old, new):
+    """What changed from version OLD to version NEW, section by section (a line diff of each)."""
+    from services.modules.operations import documenter as O
+    out(O.diff_versions(client(), old, new), diff_text)
+
+
+def diff_text(d: dict) -> str:
+    lines = [f"version {d['from']} -> {d['to']}"]
+    for sec in d["sections"]:
+        if sec["change"] == "same":
+            continue
+        lines += ["", f"{sec['id']} {sec['title']} ({sec['change']})"]
+        lines += [f"{ln['tag']} {ln['text']}" for ln in sec["lines"] if ln["tag"] != " " or sec["change"] == "changed"]
+    if len(lines) == 1:
+        lines.append("no differences")
+    return "\n".join(lines)
 
 
 @document.command("revert")

@@ -63,13 +63,14 @@ def seeds():
 @click.option("--priority", default="5", show_default=True, help="1-10 or high/medium/low.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--id", "sid", default=None, help="Seed id (default: derived from the text).")
+@click.option("--notes", default="", help="Your own notes on the seed (shown with it, never sent to a model).")
 @json_option
-def seeds_add(text, kind, priority, tags, sid):
+def seeds_add(text, kind, priority, tags, sid, notes):
     """Add a seed."""
     from services.modules.operations import explorer as O
     try:
         seed = O.add_seed(client(), text, kind=kind, priority=_priority_arg(priority), tags=tags, seed_id=sid,
-                          now=_now())
+                          now=_now(), notes=notes)
     except FanoError as exc:
         if exc.code == ErrorCode.CONDITION_FAILED:
             fail(f"CONDITION_FAILED: {exc.message} (use `fanoctl seeds edit`)", ExitCode.FAILURE)
@@ -88,22 +89,8 @@ def _priority_arg(priority: str) -> int | str:
 def seeds_ls(kind):
     """List seeds with their thread counts, and whether the explorer paused one (its threads kept giving
     unusable answers) or holds its tasks back (its hourly budget is used up)."""
-    from services.modules.explorer import pacing as PC
-    paces = {p.get("seed_id"): PC.current(p, p.get("seed_id"), _now()) for p in _scan("pace/")}
-    rows = []
-    for s in _scan("seeds/"):
-        if kind is not None and s.get("type") != kind:
-            continue
-        pace = paces.get(s["id"]) or {}
-        # held keys matter while the hour is full; with room, the repair pass creates them within a minute
-        # (or their step moved on: they are forgotten after a day)
-        held = len(pace.get("held") or {}) if pace and PC.room(pace, pace.get("limit", 0)) == 0 else 0
-        rows.append(dict(s, paused=bool(pace.get("paused")), pause_reason=pace.get("pause_reason"), held=held,
-                         held_reason=PC.budget_note(pace, pace.get("limit", 0)) if held else None))
-    counts = {}
-    for t in _scan("threads/"):
-        counts[t["seed_id"]] = counts.get(t["seed_id"], 0) + 1
-    out({"seeds": rows, "threads": counts}, lambda d: V.seeds_text(d["seeds"], d["threads"]))
+    from services.modules.operations.explorer_views import seed_rows
+    out(seed_rows(client(), _now(), kind), lambda d: V.seeds_text(d["seeds"], d["threads"]))
 
 
 @seeds.command("resume")
@@ -122,12 +109,13 @@ def seeds_resume(seed_id):
 @click.option("--type", "kind", type=click.Choice(["axiom", "conjecture", "question"]), default=None)
 @click.option("--priority", default=None, help="1-10 or high/medium/low.")
 @click.option("--tag", "tags", multiple=True, help="Replace the tags (repeatable).")
+@click.option("--notes", default=None, help="Replace your notes on the seed (\"\" removes them).")
 @json_option
-def seeds_edit(seed_id, text, kind, priority, tags):
-    """Change a seed's text, type, priority or tags (open threads keep the text they started with; a new
-    priority reaches them as with ``seeds priority``)."""
+def seeds_edit(seed_id, text, kind, priority, tags, notes):
+    """Change a seed's text, type, priority, tags or notes (open threads keep the text they started with; a
+    new priority reaches them as with ``seeds priority``)."""
     from services.modules.operations import explorer as O
-    seed = O.edit_seed(client(), seed_id, text=text, kind=kind, tags=tags or None, now=_now(),
+    seed = O.edit_seed(client(), seed_id, text=text, kind=kind, tags=tags or None, now=_now(), notes=notes,
                        priority=None if priority is None else _priority_arg(priority))
     out(seed, f"seed {seed_id} updated")
 
@@ -178,9 +166,8 @@ def threads():
 @json_option
 def threads_ls(status, seed_id):
     """List threads: status, turns, priority, where they explore, errors."""
-    rows = [t for t in _scan("threads/") if (status is None or t["status"] == status)
-            and (seed_id is None or t["seed_id"] == seed_id)]
-    out({"threads": rows}, lambda d: V.threads_text(d["threads"]))
+    from services.modules.operations.explorer_views import thread_rows
+    out({"threads": thread_rows(client(), status, seed_id)}, lambda d: V.threads_text(d["threads"]))
 
 
 @threads.command("show")
@@ -189,37 +176,8 @@ def threads_ls(status, seed_id):
 @json_option
 def threads_show(thread_id, prompts):
     """A thread with its whole transcript, synthesis, proposals and insights."""
-    from services.modules.explorer import model as M
-    _, thread = _must(M.thread_key(thread_id), "thread", thread_id)
-    from services.modules.explorer import threads as T
-    stored = _scan(f"exchanges/{thread_id}/")
-    exchanges = []
-    for e in stored:
-        shown = {k: v for k, v in e.items() if k not in ("prompt", "prompt_ref")}
-        shown["sections"] = T.exchange_sections(e)
-        if prompts:
-            shown["prompt"] = _turn_prompt(e, stored)
-        exchanges.append(shown)
-    d = {"thread": thread, "exchanges": exchanges, "synthesis": _get(M.synthesis_key(thread_id))[1],
-         "proposals": _scan(f"proposals/{thread_id}/"),
-         "insights": [i for iid in thread.get("insight_ids") or [] for i in [_get(M.insight_key(iid))[1]] if i]}
-    out(d, V.thread_text)
-
-
-def _turn_prompt(exchange: dict, exchanges: list[dict]) -> str | None:
-    """The prompt of an exchange's turn: from the record (whole, or by reference to the exchanges it
-    quotes), else from its task's payload; None when neither has it any more."""
-    from services.modules.explorer import threads as T
-    prompt = T.exchange_prompt(exchange, exchanges)
-    if prompt is not None:
-        return prompt
-    try:
-        task = client().get(int(exchange.get("task_id") or 0), history=False)
-    except FanoError as exc:
-        if exc.code != ErrorCode.NOT_FOUND:
-            raise
-        return None
-    return (task.get("payload") or {}).get("prompt")
+    from services.modules.operations.explorer_views import thread_view
+    out(thread_view(client(), thread_id, prompts), V.thread_text)
 
 
 def _thread_status(op, thread_id: str, verb: str) -> None:
@@ -270,8 +228,8 @@ def insights_ls(status, thread_id, disputed):
     """List insights with status, rating, priority and version."""
     rows = [i for i in _scan("insights/") if (status is None or i["status"] == status)
             and (thread_id is None or i.get("thread_id") == thread_id) and (not disputed or i.get("disputed"))]
-    reviews = {r["insight_id"]: r.get("stage") for r in _scan("reviews/")}
-    out({"insights": rows, "stages": reviews}, lambda d: V.insights_text(d["insights"], d["stages"]))
+    from services.modules.operations import research_views as RV
+    out({"insights": rows, "stages": RV.review_stages(client())}, lambda d: V.insights_text(d["insights"], d["stages"]))
 
 
 @insights.command("show")
@@ -279,9 +237,9 @@ def insights_ls(status, thread_id, disputed):
 @json_option
 def insights_show(insight_id):
     """An insight with its versions, dedup verdict and every review round."""
-    from services.modules.explorer import model as M
-    _, insight = _must(M.insight_key(insight_id), "insight", insight_id)
-    out({"insight": insight, "review": _get(M.review_key(insight_id))[1]}, V.insight_text)
+    from services.modules.operations import research_views as RV
+    view = RV.insight_view(client(), insight_id)   # the web panel's insight page reads the same
+    out({"insight": view["insight"], "review": view["review"]}, V.insight_text)
 
 
 def _override(insight_id: str, status: str, note: str | None) -> None:

@@ -52,8 +52,8 @@ def research():
 @json_option
 def questions(limit):
     """Research questions, highest priority first."""
-    qs = sorted((v for _, _, v in _scan("questions/")), key=lambda q: (-q.get("priority", 5), -q.get("created", 0)))
-    out({"questions": qs[:limit]}, questions_text)
+    from services.modules.operations import research_views as V
+    out({"questions": V.questions(client())[:limit]}, questions_text)
 
 
 def questions_text(d: dict) -> str:
@@ -69,9 +69,8 @@ def questions_text(d: dict) -> str:
 @json_option
 def sources(status):
     """Sources: status, trust score and tier, findings, URL."""
-    rows = [v for _, _, v in _scan("sources/") if status is None or v.get("status") == status]
-    rows.sort(key=lambda s: (s.get("added", 0), s["id"]))
-    out({"sources": rows}, sources_text)
+    from services.modules.operations import research_views as V
+    out({"sources": V.sources(client(), status)}, sources_text)
 
 
 def sources_text(d: dict) -> str:
@@ -87,29 +86,14 @@ def sources_text(d: dict) -> str:
     return R.table(["ID", "STATUS", "TRUST", "FINDINGS", "ORIGIN", "URL"], rows, {4: 20, 5: 100})
 
 
-def _findings(source: str | None) -> list[dict]:
-    promoted = {k.split("/", 1)[1] for k, _, _ in _scan("promotions/")}
-    refs: dict[str, list[str]] = {}
-    for key, _, rec in _scan("crossrefs/"):
-        if rec.get("active"):
-            for fid in rec.get("findings") or []:
-                refs.setdefault(fid, []).append(key)
-    rows = []
-    for _, _, f in _scan("findings/"):
-        if source and not f.get("source_id", "").startswith(source):
-            continue
-        rows.append(dict(f, promoted=f["id"] in promoted, crossrefs=sorted(refs.get(f["id"], []))))
-    rows.sort(key=lambda f: (-f.get("confidence", 0), f["id"]))
-    return rows
-
-
 @research.command("findings")
 @click.option("--source", default=None, metavar="SID", help="Only findings of this source (id or prefix).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @json_option
 def findings(source, limit):
     """Findings, most confident first; X marks cross-referenced, P promoted ones."""
-    out({"findings": _findings(source)[:limit]}, findings_text)
+    from services.modules.operations import research_views as V
+    out({"findings": V.findings(client(), source)[:limit]}, findings_text)
 
 
 def findings_text(d: dict) -> str:

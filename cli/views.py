@@ -8,24 +8,9 @@ from cli.app import ask_scheduler, client, ctl, warn
 def backends_view() -> dict:
     """One row per account the broker, the scheduler or the configuration knows (docs/cli.md has the
     shape); ``config_problem`` says why the configuration's accounts are missing from it (else null)."""
-    shown = client().quota_show()
-    broker_accounts = {a["account"]: a for a in shown["accounts"]}
-    sched = ask_scheduler("backends")
-    live = {}
-    if isinstance(sched, dict):
-        live = {b["account"]: b for b in sched.get("accounts", [])}
+    from services.modules.operations.summary import accounts_view
     configured, problem = _configured_accounts()
-    names = set(broker_accounts) | set(live) | set(configured)
-    rows = []
-    for name in sorted(names):
-        b = dict(live.get(name) or {"account": name, "state": "offline" if sched is not None else "unknown"})
-        acct = broker_accounts.get(name) or {}
-        b["paused"] = acct.get("paused", b.get("paused", False))
-        b["pause_reason"] = acct.get("pause_reason", "")
-        b["cooldowns"] = acct.get("cooldowns", {})
-        rows.append(b)
-    return {"now": shown["now"], "backends": rows, "scheduler": "up" if sched is not None else "not answering",
-            "config_problem": problem}
+    return accounts_view(client().quota_show(), ask_scheduler("backends"), configured, problem)
 
 
 def _configured_accounts() -> tuple[list[str], str | None]:

@@ -108,7 +108,7 @@ def top(interval, once):
     """A live view: accounts, the accounts idle while work waits, queue depth per module, quota headroom,
     recent completions, and the research so far (threads, insights, document, researcher; counted at most
     every 10 s)."""
-    from cli.research_summary import REFRESH, research_summary
+    from services.modules.operations.summary import REFRESH, research_summary
     as_json = ctl().json
     research, research_due = None, 0.0
     while True:

@@ -22,6 +22,7 @@ TABLES = {
     "[paths]": "shared.config:PathKeys",
     "[broker]": "shared.config:BrokerConfig",
     "[scheduler]": "shared.config:SchedulerConfig",
+    "[web]": "shared.config:WebConfig",
     "[modules.explorer]": "services.modules.explorer.model:ExplorerSettings",
     "[modules.documenter]": "services.modules.documenter.settings:Settings",
     "[modules.researcher]": "services.modules.researcher.settings:Settings",

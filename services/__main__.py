@@ -31,6 +31,11 @@ def _backend():
     return BackendWorker
 
 
+def _web():
+    from services.web.service import WebService
+    return WebService
+
+
 def _module(dotted: str):
     def load():
         import importlib
@@ -44,7 +49,9 @@ PROGRAMS = {"broker": _broker, "scheduler": _scheduler, "backend": _backend,
             "explorer": _module("services.modules.explorer.service.ExplorerService"),
             "documenter": _module("services.modules.documenter.service.DocumenterService"),
             "researcher": _module("services.modules.researcher.service.ResearcherService"),
-            "advisor": _module("services.modules.advisor.service.AdvisorService")}
+            "advisor": _module("services.modules.advisor.service.AdvisorService"),
+            # the web control panel (services/web/)
+            "web": _web}
 # MODULES (shared.config): the research modules, run as programs module-<name>
 
 

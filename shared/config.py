@@ -174,6 +174,51 @@ class SchedulerConfig:
                                        "(services/scheduler/responsive.py); 0 = every account may be in one", lo=0)
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``) or ``localhost``: only then may the
+    web panel serve without a token, since nobody but this machine's users can reach it."""
+    import ipaddress
+
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False   # a host name other than localhost may resolve to anything
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The ``[web]`` table: the control panel (services/web/, docs/web.md § Security)."""
+
+    host: str = _key("127.0.0.1", "the address the panel listens on; anything but loopback needs a token",
+                     nonempty=True)
+    port: int = _key(8080, "the panel's TCP port", lo=1, hi=65535)
+    token: str = _key("", "the secret a browser signs in with (login form, then a cookie) and a script sends as "
+                          "'Authorization: Bearer TOKEN'; empty: no sign-in (loopback only)")
+
+    def check(self) -> None:
+        """A panel anyone on the network could reach must ask for a token: without one, every program (and
+        ``ops/config_check``) refuses the file (a SettingsError: a StartupError with the configuration's
+        exit code), so the panel never serves an open control of Fano beyond this machine."""
+        from shared.settings import Invalid
+
+        if self.token and len(self.token) < 16:
+            raise Invalid(f"expected at least 16 characters, got {len(self.token)}", key="token")
+        if not self.token and not is_loopback(self.host):
+            raise Invalid(f"required when host is not a loopback address (host = {self.host!r}): without it "
+                          "anyone who reaches the port could drive Fano; set a token of at least 16 characters, "
+                          "or bind 127.0.0.1", key="token")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+
 @dataclass(frozen=True)
 class QuotaConfig:
     account: str
@@ -308,6 +353,7 @@ class Config(_Sockets):
     accounts: tuple[AccountConfig, ...] = ()
     # [modules.NAME] tables, validated by each module's own settings loader (one per module)
     modules: dict[str, Any] = field(default_factory=dict)
+    web: WebConfig = field(default_factory=WebConfig)
     # [paths] keys_dir, resolved (a Config built by hand, in a test, gets it relative to the working directory)
     keys_dir: Path = Path("var/keys")
 
@@ -332,8 +378,10 @@ class Config(_Sockets):
     @property
     def clients(self) -> tuple[str, ...]:
         """The programs of this tree that connect to the broker or the scheduler, by name (each uses the CURVE
-        key of that name on a tcp:// endpoint): the scheduler, every account's worker, every module, fanoctl."""
-        return ("scheduler", *(a.program for a in self.accounts), *(f"module-{m}" for m in MODULES), "fanoctl")
+        key of that name on a tcp:// endpoint): the scheduler, every account's worker, every module, the web
+        panel, fanoctl."""
+        return ("scheduler", *(a.program for a in self.accounts), *(f"module-{m}" for m in MODULES), "web",
+                "fanoctl")
 
     @property
     def account_names(self) -> tuple[str, ...]:
@@ -488,7 +536,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config file not found: {where}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    unknown = set(data) - {"paths", "broker", "quotas", "accounts", "modules", "scheduler"}
+    unknown = set(data) - {"paths", "broker", "quotas", "accounts", "modules", "scheduler", "web"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
     paths = dataclasses.asdict(_table(PathKeys, data.get("paths", {}), f"{where}: [paths]"))
@@ -498,9 +546,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
     broker = _table(BrokerConfig, data.get("broker", {}), f"{where}: [broker]")
     scheduler = _table(SchedulerConfig, data.get("scheduler", {}), f"{where}: [scheduler]")
+    web = _table(WebConfig, data.get("web", {}), f"{where}: [web]")
     cfg = Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
-                 accounts=_accounts(data, where), modules=_modules(data, where),
+                 accounts=_accounts(data, where), modules=_modules(data, where), web=web,
                  keys_dir=resolve("keys_dir", "var/keys"))
     _check_names(cfg, where)
     return cfg

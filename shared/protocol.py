@@ -187,7 +187,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
     "get": (False, {"id": TASK_ID, "history": _arg(*BOOL, default=True)}),
     "list": (False, {"state": _arg(*STR), "module": _arg(*STR), "kind": _arg(*STR),
                      "after": _arg(*INT), "limit": _arg(*INT, default=100),
-                     "payloads": _arg(*BOOL, default=False)}),   # records carry payload and result
+                     "payloads": _arg(*BOOL, default=False),     # records carry payload and result
+                     "before": _arg(*INT)}),                      # descending from below this id
     "cancel": (True, {"id": TASK_ID, "reason": _arg(*STR, default="")}),
     "pause": (True, {"id": TASK_ID}),
     "resume": (True, {"id": TASK_ID}),

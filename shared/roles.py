@@ -67,10 +67,10 @@ NOBODY = Role("nobody")
 
 def program_role(name: str) -> Role | None:
     """The role a supervised program's name implies (``backend-A`` worker:A, ``module-M`` module:M,
-    ``scheduler``, ``fanoctl`` operator); None for any other name."""
+    ``scheduler``, ``fanoctl`` and the ``web`` panel operator); None for any other name."""
     if name == SCHEDULER:
         return Role(SCHEDULER)
-    if name == "fanoctl":
+    if name in ("fanoctl", "web"):   # the operator's command line and control panel
         return OPERATOR_ROLE
     for prefix, kind in (("backend-", WORKER), ("module-", MODULE)):
         if name.startswith(prefix) and _SCOPE.match(name[len(prefix):]):

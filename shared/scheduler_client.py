@@ -12,6 +12,7 @@ code treat both alike). A ``tcp://`` scheduler needs the caller's CURVE ``keys``
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -57,3 +58,17 @@ def query(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl",
             return msg.get("result")
     finally:
         sock.close(linger=0)
+
+
+def ask(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl", keys: ClientKeys | None = None,
+        **fields: Any) -> Any:
+    """:func:`query`, or None when the scheduler does not answer: it is stateless and may be restarting, and
+    the views that ask (``fanoctl top``, ``backends ls``, the web panel) show what they have without it.
+    An ``ipc://`` endpoint whose socket file is missing is not asked at all (nobody listens: a connect
+    would wait the whole timeout). An error answer still raises :class:`shared.errors.FanoError`."""
+    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
+        return None
+    try:
+        return query(endpoint, what, timeout=timeout, name=name, keys=keys, **fields)
+    except BrokerUnavailable:
+        return None

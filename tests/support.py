@@ -35,6 +35,14 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free at the time of asking."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def short_tmpdir(prefix: str = "fa") -> Path:
     """A temporary directory with a short path: ipc:// endpoints must fit in ~100 bytes."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -55,7 +63,9 @@ def running_tree(prefix: str, accounts_toml: str, env: dict | None = None, scale
     from ops.chaos import Tree
     root = short_tmpdir(prefix)
     cfg = root / "fano.toml"
-    cfg.write_text(TREE_PATHS.format(root=root) + accounts_toml)
+    web = "" if "[web]" in accounts_toml else f"\n[web]\nport = {free_port()}\n"
+    # the tree's web panel on a port of its own: trees of parallel tests never contend for [web]'s 8080
+    cfg.write_text(TREE_PATHS.format(root=root) + accounts_toml + web)
     tree = Tree(root, cfg, scale=scale)
     tree.env.update(env or {})
     try:

@@ -257,36 +257,46 @@ def op_get(tx: Tx, id: int, history: bool) -> dict[str, Any]:
 
 
 def op_list(tx: Tx, state: str | None, module: str | None, kind: str | None, after: int | None, limit: int,
-            payloads: bool = False) -> dict[str, Any]:
+            payloads: bool = False, before: int | None = None) -> dict[str, Any]:
     """Tasks by id, filtered; ``{"tasks": [record without history], "next": id|null}``.
+
+    Ascending from the first id above ``after``; or, with ``before``, descending from the first id below
+    it (newest first: ``before`` 2**63 starts at the newest task; the web panel's queue), continued with
+    ``before=next``. ``after`` and ``before`` together are BAD_ARGUMENT.
 
     Records leave out ``payload`` and ``result`` unless ``payloads`` (the queue view and the
     scheduler's rebuild do not need them, and a page of prompts and answers can be large). A page ends
     at ``limit`` tasks, after :data:`LIST_SCAN_LIMIT` scanned, or once its records pass
-    :data:`PAGE_BYTES`; ``next`` is then the id to continue after."""
+    :data:`PAGE_BYTES`; ``next`` is then the id to continue after (or before)."""
     if state is not None and state not in st.STATES:
         raise bad_argument(f"state must be one of {', '.join(st.STATES)}", field="state")
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise bad_argument("limit must be in [1, 1000]", field="limit")
+    if before is not None and after is not None:
+        raise bad_argument("give after (ascending) or before (descending), not both", field="before")
     tasks, last, scanned = [], None, 0
-    start = max(0, after or 0) + 1
-    if start >= 2**64:
-        return {"tasks": [], "next": None}
-    if state is not None:
-        prefix = S.state_prefix(state)
-        cur = tx.cursor("by_state")
-
-        def by_state() -> Iterator[dict[str, Any]]:
-            ok = cur.set_range(prefix + S.u64(start))
-            while ok and cur.key().startswith(prefix):
-                yield tx.task(S.from_u64(cur.key()[len(prefix):]))
-                ok = cur.next()
-        source = by_state()
+    source: Iterator[dict[str, Any]]
+    if before is not None:
+        source = _descending(tx, state, min(max(0, before), 2**64 - 1))
     else:
-        cur = tx.cursor("tasks")
-        # iternext() on an unpositioned cursor starts from the first key: only iterate if set_range found one
-        found = cur.set_range(S.u64(start))
-        source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False)) if found else iter(())
+        start = max(0, after or 0) + 1
+        if start >= 2**64:
+            return {"tasks": [], "next": None}
+        if state is not None:
+            prefix = S.state_prefix(state)
+            cur = tx.cursor("by_state")
+
+            def by_state() -> Iterator[dict[str, Any]]:
+                ok = cur.set_range(prefix + S.u64(start))
+                while ok and cur.key().startswith(prefix):
+                    yield tx.task(S.from_u64(cur.key()[len(prefix):]))
+                    ok = cur.next()
+            source = by_state()
+        else:
+            cur = tx.cursor("tasks")
+            # iternext() on an unpositioned cursor starts from the first key: only iterate if set_range found one
+            found = cur.set_range(S.u64(start))
+            source = (tx.get("tasks", k) for k in cur.iternext(keys=True, values=False)) if found else iter(())
     more, size = False, 0
     for task in source:
         scanned += 1
@@ -380,6 +390,18 @@ def _release_conversation(tx: Tx, task: dict[str, Any]) -> None:
         if (rec.get("unknown") or {}).get("task") == task["id"]:
             del rec["unknown"]   # the operator gave up on that turn: it no longer holds the conversation
         tx.put_conversation(conv, rec)
+
+
+def _descending(tx: Tx, state: str | None, below: int) -> Iterator[dict[str, Any]]:
+    """Tasks with an id below ``below``, newest first (of ``state``'s index, or of all tasks)."""
+    prefix = S.state_prefix(state) if state is not None else b""
+    cur = tx.cursor("by_state" if state is not None else "tasks")
+    # the first key at or past the bound, then one back; with none past it, the table's last key
+    ok = cur.prev() if cur.set_range(prefix + S.u64(below)) else cur.last()
+    while ok and cur.key().startswith(prefix):
+        key = bytes(cur.key())
+        yield tx.task(S.from_u64(key[len(prefix):])) if state is not None else tx.get("tasks", key)
+        ok = cur.prev()
 
 
 # command -> handler(tx, **args) (services/broker/core.py dispatches)

@@ -36,7 +36,7 @@ import zmq
 from services.modules import capacity as CAP
 from services.modules.parsing import ParseError
 from services.modules.store import Store
-from shared import protocol, sockets, txn
+from shared import events, txn
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.records import TaskRecord
@@ -104,11 +104,8 @@ class ModuleService(Service):
         self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3, keys=self.keys)
         self.store = Store(self.client, self.module)
         self.ctx = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        sockets.configure_socket(self.sub, "sub")
-        for topic in (*SETTLED_EVENTS, NOTIFY_EVENT):
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic)
-        sockets.connect(self.sub, self.config.events_endpoint, self.keys)
+        self.sub = events.subscribe(self.ctx, self.config.events_endpoint, (*SETTLED_EVENTS, NOTIFY_EVENT),
+                                    keys=self.keys)
         self._next_plan = 0.0
         self._next_sweep = 0.0
         self._backoff_until = 0.0
@@ -124,13 +121,7 @@ class ModuleService(Service):
                 self._next_sweep = now + self.sweep_interval
                 self.sweep()
             if self.sub.poll(int(max(0.0, min(0.5, self._next_plan - now)) * 1000)):
-                while True:
-                    try:
-                        event = protocol.decode_event(self.sub.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
-                    except FanoError:
-                        continue
+                for event in events.drain(self.sub):
                     if event.get("module") != self.module:
                         continue
                     if event.get("type") != "module.notify":

@@ -2,14 +2,22 @@
 
 :class:`SchedulerCore` is driven by the service (``services/scheduler/service.py``) and directly by the
 tests: ``on_event(event)``, ``on_message(identity, frames)`` (or ``on_ready``/``on_heartbeat``/
-``on_done``), ``tick()`` (timers and dispatch), ``on_task_record(record)`` (a fresh ``get``), and
-:meth:`take_output` for the ``(identity, type, fields)`` messages to send. Time comes from the clock:
-world time for aging, ``not_before`` and quota times; monotonic time for heartbeats and assignments.
+``on_done``), ``tick()`` (timers and dispatch), ``on_task_record(record)`` (a fresh ``get``;
+``refresh_wanted``/``on_refresh`` for the tasks it is unsure of), and :meth:`take_output` for the
+``(identity, type, fields)`` messages to send. Time comes from the clock: world time for aging,
+``not_before`` and quota times; monotonic time for heartbeats and assignments.
 
-What it tracks — PENDING tasks only, each in exactly one place of the task table
-(:class:`services.scheduler.tasks.TaskTable`): the queue, held behind its conversation's turn in flight,
-or assigned (sent to a worker that has not been seen running it; back to the queue when the worker
-declines, says ``ready`` again, is forgotten, or stays silent about it for ``assign_timeout``).
+The core is the only writer of the scheduler's state, which lives with its owners: the task table
+(:class:`services.scheduler.tasks.TaskTable`), the conversations
+(:class:`services.scheduler.conversations.Conversations`), the workers table
+(:class:`services.scheduler.workers.WorkerRegistry`) and the accounts
+(:class:`services.scheduler.accounts.Accounts`). The code that decides or answers from them reads them
+through :attr:`SchedulerCore.view` (:class:`services.scheduler.view.SchedulerView`), never the core.
+
+What it tracks — PENDING tasks only, each in exactly one place of the task table: the queue, held behind
+its conversation's turn in flight (the conversations say which turn is in flight), or assigned (sent to a
+worker that has not been seen running it; back to the queue when the worker declines, says ``ready``
+again, is forgotten, or stays silent about it for ``assign_timeout``).
 
 A ``task.running`` event ends the tracking (the task is the broker's lease's business until it comes
 back with ``task.pending``); the table's ``running`` remembers who runs what and since when, for cancels,
@@ -23,6 +31,7 @@ account their conversation lives on (conversation hand-off) is :mod:`services.sc
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -252,6 +261,24 @@ class SchedulerCore:
     def on_task_missing(self, tid: int) -> None:
         self._on_ended("task.refreshed", tid, {})
 
+    def refresh_wanted(self, limit: int) -> list[int]:
+        """Up to ``limit`` tasks whose state the core is unsure of: the service re-reads them with a broker
+        ``get`` and hands the answer to :meth:`on_refresh`."""
+        return list(itertools.islice(self.table.missing, limit))
+
+    def on_refresh(self, tid: int, rec: Mapping[str, Any] | None, missing: bool = False) -> None:
+        """The broker's answer to re-reading ``tid``: its record, or None (``missing``: there is no such
+        task; otherwise the broker refused the read, and it is not asked again)."""
+        self.table.missing.discard(tid)
+        if rec is not None:
+            self.on_task_record(rec)
+        elif missing:
+            self.on_task_missing(tid)
+
+    def reread(self, tid: int) -> None:
+        """Ask the broker again about ``tid`` (the service learned that its state changed some other way)."""
+        self.table.missing.add(tid)
+
     # --- workers --------------------------------------------------------------------------------------
 
     def on_message(self, ident: bytes, frames: list[bytes], role: Role | None = None) -> None:
@@ -474,6 +501,12 @@ class SchedulerCore:
             self.why_lookups.append((ident, cid, msg["task_id"]))
             return
         self._send(ident, "answer", cid=cid, ok=True, result=result)
+
+    def take_why_lookups(self) -> list[tuple[bytes, str, int]]:
+        """The ``why`` questions about tasks the core does not track: the service reads each task from the
+        broker and answers with :meth:`answer_why_untracked`."""
+        lookups, self.why_lookups = self.why_lookups, []
+        return lookups
 
     def answer_why_untracked(self, ident: bytes, cid: str, tid: int, rec: Mapping[str, Any] | None) -> None:
         self._send(ident, "answer", cid=cid, ok=True, result=queries.why_untracked(tid, rec))

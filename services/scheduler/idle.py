@@ -151,7 +151,7 @@ def breakdown(view: SchedulerView, account: str, world: float) -> dict:
             o["n"] += n
             continue
         add("runnable", n, None, "it could take them now (left for a faster account, or about to be assigned)")
-    held = sum(len(ids) for ids in view.table.held.values())
+    held = view.table.held_count()
     if held:
         add("held", held, None, "wait for the turn of their conversation in flight")
     out = sorted(groups.values(), key=lambda g: (-g["n"], g["reason"], g["account"] or ""))

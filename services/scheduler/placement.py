@@ -235,7 +235,6 @@ class Placement:
     def __init__(self, view: SchedulerView):
         self.view = view
         self.latencies = Latencies()
-        self.convs = view.convs
         self.deadlines: dict[int, tuple[float, str]] = {}   # task id -> (world deadline, account left to)
         self.left_total = 0                                  # decisions to leave a task (stats)
         self._est: dict = {}                                 # estimates cached during one dispatch
@@ -328,7 +327,7 @@ class Placement:
         own_best = max((top[0] + out[key] for key, top in own_tops if top is not None), default=None)
         openings = sum(queue.bin_size(key) for key in shared if opens_conversation(key[0]))
         # a waiting conversation counts as its expected turns
-        tasks = sum(queue.bin_size(key) for key in shared) + openings * (self.convs.expected_turns() - 1)
+        tasks = sum(queue.bin_size(key) for key in shared) + openings * (view.convs.expected_turns() - 1)
         others = len(view.workers) - 1
         for key in shared:
             opening = opens_conversation(key[0])
@@ -361,7 +360,7 @@ class Placement:
             return None
         cls, module = key
         opening = opens_conversation(cls)
-        turns = self.convs.expected_turns(t.attrs.get("expected_turns")) if opening else 1.0
+        turns = view.convs.expected_turns(t.attrs.get("expected_turns")) if opening else 1.0
         own_start = world + (self._backlog(w.account) if opening else 0.0)
         fastest = lat.fastest(mode)
         if not could_leave(turns * own, own_start - world, turns * fastest if fastest else None,
@@ -426,7 +425,7 @@ class Placement:
         """World seconds of conversation turns bound to ``account`` and not started yet."""
         key = ("backlog", account)
         if key not in self._est:
-            convs, lat, total = self.convs, self.latencies, 0.0
+            convs, lat, total = self.view.convs, self.latencies, 0.0
             for conv in convs.open_on(account):
                 mean = lat.mean(account, convs.open[conv].mode) or lat.mean(account, STANDARD) or 0.0
                 total += mean * convs.remaining(conv)

@@ -32,7 +32,7 @@ import zmq
 
 from services.scheduler import placement as P
 from services.scheduler.core import SchedulerCore
-from shared import protocol, sockets, txn
+from shared import events, protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 from shared.roles import NOBODY, Role
@@ -71,10 +71,7 @@ class SchedulerService(Service):
         sockets.configure_socket(self.router, "router")
         self.curve = sockets.bind(self.router, cfg.scheduler_endpoint, server_keys)
         self._next_keys_check = self.clock.mono() + KEYS_CHECK
-        self.sub = self.ctx.socket(zmq.SUB)
-        sockets.configure_socket(self.sub, "sub")
-        self.sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX)
-        sockets.connect(self.sub, cfg.events_endpoint, keys)
+        self.sub = events.subscribe(self.ctx, cfg.events_endpoint, keys=keys)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self.poller.register(self.sub, zmq.POLLIN)
@@ -157,18 +154,9 @@ class SchedulerService(Service):
     # --- events ---------------------------------------------------------------------------------------
 
     def _drain_events(self) -> None:
-        for _ in range(DRAIN):
-            try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for ev in events.drain(self.sub, limit=DRAIN, bad=self._bad_event):
             if not self.synced:
                 continue   # the rebuild's catch-up covers it
-            try:
-                ev = protocol.decode_event(frames)
-            except FanoError:
-                self.core.errors["BAD_EVENT"] += 1
-                continue
             seq = ev["seq"]
             if seq <= self.last_seq:
                 continue
@@ -179,6 +167,9 @@ class SchedulerService(Service):
                               self.last_seq + 1, seq)
                 if not self._follow(self._catch_up):
                     return
+
+    def _bad_event(self) -> None:
+        self.core.errors["BAD_EVENT"] += 1
 
     def _apply(self, ev: Mapping[str, Any]) -> None:
         self.core.on_event(ev)
@@ -302,19 +293,16 @@ class SchedulerService(Service):
     # --- refreshes and lookups ------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        """Re-read tasks whose state the core is unsure of (see SchedulerCore.missing)."""
-        for tid in list(self.core.table.missing)[:REFRESH_PER_TICK]:
+        """Re-read tasks whose state the core is unsure of (SchedulerCore.refresh_wanted)."""
+        for tid in self.core.refresh_wanted(REFRESH_PER_TICK):
             try:
                 rec = self.client.get(tid, history=False)
             except BrokerUnavailable:
                 return
             except FanoError as exc:
-                self.core.table.missing.discard(tid)
-                if exc.code == ErrorCode.NOT_FOUND:
-                    self.core.on_task_missing(tid)
+                self.core.on_refresh(tid, None, missing=exc.code == ErrorCode.NOT_FOUND)
                 continue
-            self.core.table.missing.discard(tid)
-            self.core.on_task_record(rec)
+            self.core.on_refresh(tid, rec)
 
     def _send_revokes(self) -> None:
         """Void the leases of workers the core dropped as silent (broker ``revoke``; its events bring the
@@ -337,11 +325,10 @@ class SchedulerService(Service):
             del pending[tid]
             self._revoke_rids.pop((tid, epoch), None)
             if out is not None and not out.get("revoked"):
-                self.core.table.missing.add(tid)   # the lease ended some other way: re-read the task
+                self.core.reread(tid)   # the lease ended some other way: re-read the task
 
     def _answer_lookups(self) -> None:
-        lookups, self.core.why_lookups = self.core.why_lookups, []
-        for ident, cid, tid in lookups:
+        for ident, cid, tid in self.core.take_why_lookups():
             try:
                 rec = self.client.get(tid, history=False)
             except FanoError:

@@ -131,7 +131,7 @@ class Revocations:
     def leased(self, tid: int, run: Running) -> None:
         """A lease the broker granted (``task.running``): revoke it if its worker was dropped (and has
         not come back: the caller checks)."""
-        why = self.dropped.get(run.worker)
+        why = self.dropped.get(run.worker) if run.worker is not None else None
         if why is not None:
             self.add(tid, run, why)
 

@@ -82,3 +82,16 @@ def test_bench_storage_tiny():
     assert run["databases"]["tasks"]["stored"] < out["texts"]["prompt_chars"] + out["texts"]["answer_chars"]
     assert compacted["databases"]["tasks"]["stored"] < run["databases"]["tasks"]["stored"] / 2
     assert 0 < compacted["bytes_per_task"] <= run["bytes_per_task"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_web_tiny():
+    proc = subprocess.run([str(REPO_ROOT / "ops" / "bench-web"), "--tasks", "200", "--insights", "30",
+                           "--requests", "3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]   # JSON lines only: progress on stderr
+    pages = {row["page"]: row for row in lines if "page" in row}
+    for path in ("/", "/queue", "/seeds", "/threads"):
+        assert pages[path]["status"] == 200 and 0 < pages[path]["median_ms"] <= pages[path]["p95_ms"], pages[path]
+    summary = lines[-1]
+    assert summary["ok"] is True and summary["tasks"] == 200 and summary["worst_median_ms"] < summary["target_ms"]

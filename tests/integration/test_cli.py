@@ -177,6 +177,13 @@ def test_queue_ls_paging_and_all(broker, client):
     table = run(broker, "queue", "ls", "--limit", "2", "--all").stdout.splitlines()
     assert [line.split()[0] for line in table[1:]] == [str(i) for i in range(1, 8)]
     assert "more:" not in "\n".join(table)
+    # newest first: the broker's descending pages, continued below the footer's id
+    newest = run_json(broker, "queue", "ls", "--limit", "3", "--newest")
+    assert [t["id"] for t in newest["tasks"]] == [7, 6, 5] and newest["next"] == 5
+    below = run_json(broker, "queue", "ls", "--limit", "3", "--newest", "--after", "5")
+    assert [t["id"] for t in below["tasks"]] == [4, 3, 2]
+    assert [t["id"] for t in run_json(broker, "queue", "ls", "--newest", "--all", "--limit", "2")["tasks"]] == \
+        list(range(7, 0, -1))
 
 
 def test_queue_show_table_and_json(broker, client):

@@ -240,11 +240,17 @@ def test_fanoctl_document_commands_and_their_errors(broker, client):
                           {"kind": "test", "ref": n, "task": None}, f"change {n}", time.time())
         client.txn("documenter", ops)
     assert "First text." in ctl(broker, "document", "show", "--version", "1")
+    assert "NOT_FOUND" in ctl(broker, "document", "show", "--version", "9", code=1)
+    diff = ctl(broker, "document", "diff", "1", "2")
+    assert "s0001 T (changed)" in diff and "- First text." in diff and "+ Second text." in diff
+    assert "no differences" in ctl(broker, "document", "diff", "2", "2")
+    assert json.loads(ctl(broker, "--json", "document", "diff", "0", "1"))["sections"][0]["change"] == "added"
     assert "Second text." in ctl(broker, "document", "show", "--text")
     assert "NOT_FOUND" in ctl(broker, "document", "revert", "7", code=1)
     assert json.loads(ctl(broker, "--json", "document", "revert", "1"))["version"] == 3
     assert store.get(M.section_key("s0001"))[1]["text"] == "First text."
-    rec = json.loads(ctl(broker, "--json", "comments", "add", "s0001", "Say more."))
+    rec = json.loads(ctl(broker, "--json", "comments", "add", "s0001", "Say more.", "--quote", "First  text."))
+    assert rec["quote"] == "First text."
     assert rec["status"] == "open" and store.get(M.comment_key(rec["id"]))[1]["text"] == "Say more."
     listed = json.loads(ctl(broker, "--json", "comments", "ls", "--status", "open"))["comments"]
     assert [c["id"] for c in listed] == [rec["id"]]

@@ -102,6 +102,9 @@ def test_the_quick_start_works_as_written(checkout):
     up = run(checkout, "bash", "ops/up", timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "Fano is up" in up.stdout
+    # the README's quick start: the web panel's URL, as fano.toml sets it (the program itself is checked
+    # RUNNING with the others; its pages are tested in tests/integration/test_web_panel.py)
+    assert "Control panel: http://127.0.0.1:8080/" in up.stdout, up.stdout
     answer = fanoctl(checkout, "ask", "hello", "--wait", timeout=120)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.startswith("sim answer to: hello")

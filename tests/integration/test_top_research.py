@@ -9,13 +9,13 @@ import types
 import pytest
 from click.testing import CliRunner
 
-from cli import research_summary as RS
 from cli import work
 from cli.fanoctl import main
 from services.modules.base import Store
 from services.modules.documenter import model as D
 from services.modules.explorer import model as X
 from services.modules.explorer import threads as T
+from services.modules.operations import summary as RS
 from services.modules.researcher import model as R
 from shared import txn
 from tests.support import run_fanoctl

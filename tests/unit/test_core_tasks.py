@@ -223,6 +223,29 @@ def test_list_paging_visits_each_task_once_and_ends(core, filters):
     assert core.call("list", after=100, **filters) == {"tasks": [], "next": None}
 
 
+@pytest.mark.parametrize("filters", [{}, {"state": "PENDING"}, {"module": "explorer"}, {"state": "CANCELLED"}])
+def test_list_newest_first_with_before_visits_each_task_once_and_ends(core, filters):
+    for i in range(7):
+        core.submit(f"k{i}", module="explorer" if i % 2 else "adhoc")
+    core.call("cancel", id=3)
+    core.call("cancel", id=6)
+    want = [t["id"] for t in core.call("list", **filters)["tasks"]][::-1]
+    seen, before, pages = [], 2**63, 0
+    while True:
+        page = core.call("list", before=before, limit=2, **filters)
+        seen.extend(t["id"] for t in page["tasks"])
+        pages += 1
+        assert pages < 10, f"paging does not end: {seen}"
+        if page["next"] is None:
+            break
+        before = page["next"]
+    assert seen == want and len(want) > 1
+    assert [t["id"] for t in core.call("list", before=5, **filters)["tasks"]] == [i for i in want if i < 5]
+    assert core.call("list", before=1, **filters) == {"tasks": [], "next": None}
+    assert core.call("list", before=2**64 - 1, **filters)["tasks"][0]["id"] == want[0]   # the largest id: the newest
+    expect_error("BAD_ARGUMENT", core.call, "list", before=3, after=1)
+
+
 # --- operator commands ---------------------------------------------------------------------------------
 
 def test_cancel(core):

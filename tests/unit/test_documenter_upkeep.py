@@ -20,10 +20,11 @@ def with_sections(n=2, run=None):
     return run
 
 
-def comment(run, sid, text, cid=None):
+def comment(run, sid, text, cid=None, quote=None):
     cid = cid or M.new_comment_id(run.now)
     run.store.txn([txn.put(M.comment_key(cid), {"id": cid, "section": sid, "text": text, "status": "open",
-                                              "created": run.now, "attempts": 0, "failures": 0}, if_version=0)])
+                                              "created": run.now, "attempts": 0, "failures": 0, "quote": quote},
+                           if_version=0)])
     run.now += 1
     return cid
 
@@ -51,6 +52,16 @@ def test_a_revision_is_applied_as_a_new_version_and_the_comment_kept_resolved():
     assert run.store.get(M.version_key(3))[1]["cause"]["kind"] == "comment"
     run.propose()
     assert comments_pending(run) == []
+
+
+def test_the_prompt_quotes_the_selected_passage():
+    run = with_sections()
+    comment(run, "s0001", "Why?", quote="Text 1.")
+    comment(run, "s0002", "Longer, please.")
+    run.propose()
+    first, second = sorted(comments_pending(run), key=lambda s: s["payload"]["section_id"])
+    assert 'THE PASSAGE THE COMMENT IS ABOUT:\n"Text 1."' in first["payload"]["prompt"]
+    assert "THE PASSAGE THE COMMENT IS ABOUT:\nthe whole section" in second["payload"]["prompt"]
 
 
 def test_unchanged_resolves_without_a_version():

@@ -349,6 +349,13 @@ def test_a_reviewer_on_a_backlogged_account_without_a_free_one_keeps_its_seat(ri
     after = r.get(M.review_key(rv["insight_id"]))
     assert next(p for p in after["panel"] if p["reviewer"] == seat["reviewer"])["account"] == "gamma"
     assert seat["reviewer"] not in after["rounds"]["1"]["dropped"] and not after.get("replacements")
+    # the frequent pass does not read that review again while the capacity stays the same ...
+    key = M.insight_task_key(rv["insight_id"], f"review1:{seat['reviewer']}")
+    r.svc.follow_capacity()
+    assert key not in {t["key"] for t in r.svc._patient}
+    block(r, "alpha")                                 # ... and does once it changes
+    r.svc.follow_capacity()
+    assert key in {t["key"] for t in r.svc._patient}
 
 
 def test_a_first_turn_restricted_to_an_account_that_lost_its_room_moves_after_patience(rig):

@@ -256,7 +256,8 @@ def test_fanoctl_keys_commands(tmp_path):
     rows = {r["name"]: r["role"] for r in json.loads(run("--json", "keys", "ls").stdout)["keys"]}
     assert rows == {"scheduler": "scheduler", "fanoctl": "operator", "backend-a1": "worker:a1",
                     "module-explorer": "module:explorer", "module-documenter": "module:documenter",
-                    "module-researcher": "module:researcher", "module-advisor": "module:advisor"}
+                    "module-researcher": "module:researcher", "module-advisor": "module:advisor",
+                    "web": "operator"}
     odd = run("keys", "generate", "laptop")
     assert odd.exit_code == 2 and "say its --role" in odd.output
     assert run("keys", "generate", "laptop", "--role", "root").exit_code == 2

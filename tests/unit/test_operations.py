@@ -66,6 +66,16 @@ def test_add_seed(client):
     expect_error("BAD_ARGUMENT", OX.add_seed, client, "x", kind="axiomatic", now=NOW)
 
 
+def test_a_seed_keeps_the_researchers_notes_and_edits_or_removes_them(client):
+    seed = OX.add_seed(client, "Is 7 special?", seed_id="c-notes", notes="  from Tuesday's talk ", now=NOW)
+    assert seed["notes"] == "from Tuesday's talk" and get(client, "explorer", XM.seed_key("c-notes")) == seed
+    assert "notes" not in OX.add_seed(client, "No notes here", now=NOW)       # none given: none stored
+    assert OX.edit_seed(client, "c-notes", notes="see also Hall", now=NOW + 1)["notes"] == "see also Hall"
+    assert OX.edit_seed(client, "c-notes", text="Is 7 special, really?", now=NOW + 2)["notes"] == "see also Hall"
+    assert "notes" not in OX.edit_seed(client, "c-notes", notes="", now=NOW + 3)
+    assert "notes must be" in expect_error("BAD_ARGUMENT", OX.add_seed, client, "y", notes="n" * 4001, now=NOW).message
+
+
 def test_edit_seed_and_its_priority_reaches_open_threads(client):
     seed = OX.add_seed(client, "Is the Fano plane unique?", seed_id="c-unique", now=NOW)
     client.txn("explorer", [txn.put(XM.thread_key("t1"), thread("t1", "c-unique")),
@@ -189,6 +199,53 @@ def test_comments(client):
     assert get(client, "documenter", DM.comment_key(rec["id"])) == rec
 
 
+def test_a_comment_on_a_selected_passage(client):
+    _section(client, "A line has three points.")
+    rec = OD.add_comment(client, "s0001", "Which lines?", quote="  three\n points ", now=NOW)
+    assert rec["quote"] == "three points"
+    assert get(client, "documenter", DM.comment_key(rec["id"]))["quote"] == rec["quote"]
+    assert OD.add_comment(client, "s0001", "All of it.", now=NOW)["quote"] is None
+    assert OD.add_comment(client, "s0001", "Blank.", quote=" \n", now=NOW)["quote"] is None
+    long = expect_error("BAD_ARGUMENT", OD.add_comment, client, "s0001", "x", quote="y" * (OD.MAX_QUOTE + 1), now=NOW)
+    assert "at most" in long.message
+    expect_error("BAD_ARGUMENT", OD.add_comment, client, "s0001", "x", quote=5, now=NOW)
+
+
+def test_versions_sections_diff_and_markdown(client):
+    assert OD.versions(client) == [] and OD.version_sections(client) == {"version": 0, "sections": []}
+    _section(client, "First line.\nSecond line.")                                   # version 1
+    from services.modules.base import Store
+    doc = DM.read_doc(Store(client, "documenter"))
+    ops, _ = DM.commit(doc, {"s0001": {"title": "T", "text": "First line.\nA new second line.", "establishes": [],
+                                       "requires": []},
+                             "s0002": {"title": "U", "text": "More.", "establishes": [], "requires": []}},
+                       {"kind": "test", "ref": 0, "task": None}, "two changes", NOW + 1)
+    client.txn("documenter", ops)                                                  # version 2
+    assert [v["version"] for v in OD.versions(client)] == [1, 2]
+    assert OD.versions(client)[1]["description"] == "two changes"
+    v1 = OD.version_sections(client, 1)
+    assert v1["version"] == 1 and [s["text"] for s in v1["sections"]] == ["First line.\nSecond line."]
+    assert [s["id"] for s in OD.version_sections(client)["sections"]] == ["s0001", "s0002"]
+    assert OD.version_sections(client, 0) == {"version": 0, "sections": []}
+    for bad in (3, -1, "1", True):
+        expect_error("NOT_FOUND", OD.version_sections, client, bad)
+    d = OD.diff_versions(client, 1, 2)
+    assert (d["from"], d["to"]) == (1, 2)
+    s1, s2 = d["sections"]
+    assert (s1["id"], s1["change"], s2["id"], s2["change"]) == ("s0001", "changed", "s0002", "added")
+    assert {"tag": "-", "text": "Second line."} in s1["lines"]
+    assert {"tag": "+", "text": "A new second line."} in s1["lines"]
+    assert {"tag": " ", "text": "First line."} in s1["lines"]
+    assert s2["lines"] == [{"tag": "+", "text": "## U"}, {"tag": "+", "text": "More."}]
+    back = OD.diff_versions(client, 2, 1)["sections"]
+    assert [(s["id"], s["change"]) for s in back] == [("s0001", "changed"), ("s0002", "removed")]
+    assert [(s["id"], s["change"], s["lines"]) for s in OD.diff_versions(client, 2, 2)["sections"]] == \
+        [("s0001", "same", []), ("s0002", "same", [])]
+    version, text = OD.markdown(client)
+    assert version == 2 and text.startswith("<!-- fano document version 2") and "## U" in text and "More." in text
+    assert OD.markdown(client, 1)[1].count("## ") == 1
+
+
 def test_revert_and_retry(client):
     _section(client, "First.")
     _section(client, "Second.")
@@ -244,3 +301,76 @@ def test_fanoctl_writes_module_data_only_through_the_operations_layer():
     found = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "cli").rglob("*.py"))
              for n, line in enumerate(p.read_text().splitlines(), 1) if writes.search(line)]
     assert found == [], f"fanoctl writes module data through services/modules/operations/: {found}"
+
+
+# --- reads shared by fanoctl and the web panel ----------------------------------------------------------------
+
+def test_insight_rows_groups_filters_and_pages(client):
+    from services.modules.operations import research_views as V
+    rows = [("i1", "pending", None), ("i2", "pending", "round2"), ("i3", "pending", "done"), ("i4", "blessed", "done"),
+            ("i5", "rejected", None)]
+    ops = []
+    for n, (iid, status, stage) in enumerate(rows):
+        ops.append(txn.put(XM.insight_key(iid), {"id": iid, "text": f"claim {iid}", "status": status,
+                                                 "thread_id": "t1" if n < 2 else "t2", "disputed": iid == "i4",
+                                                 "created_at": NOW + n}))
+        if stage:
+            ops.append(txn.put(XM.review_key(iid), {"insight_id": iid, "stage": stage}))
+    client.txn("explorer", ops)
+    d = V.insight_rows(client)
+    assert [i["id"] for i in d["insights"]] == ["i5", "i4", "i3", "i2", "i1"]             # newest first
+    assert {i["id"]: i["shown"] for i in d["insights"]} == {"i1": "pending", "i2": "reviewing", "i3": "pending",
+                                                            "i4": "blessed", "i5": "rejected"}
+    assert d["counts"] == {"pending": 2, "reviewing": 1, "blessed": 1, "interesting": 0, "rejected": 1,
+                           "duplicate": 0, "disputed": 1}
+    assert [i["id"] for i in V.insight_rows(client, status="reviewing")["insights"]] == ["i2"]
+    assert [i["id"] for i in V.insight_rows(client, disputed=True)["insights"]] == ["i4"]
+    assert [i["id"] for i in V.insight_rows(client, thread="t1")["insights"]] == ["i2", "i1"]
+    assert [i["id"] for i in V.insight_rows(client, text="CLAIM I3")["insights"]] == ["i3"]
+    chunk, nxt = V.page(d["insights"], None, 2)
+    assert [i["id"] for i in chunk] == ["i5", "i4"] and nxt == "i4"
+    chunk, nxt = V.page(d["insights"], "i2", 2)
+    assert [i["id"] for i in chunk] == ["i1"] and nxt is None
+
+
+def test_insight_view_and_document_view_carry_provenance(client):
+    from services.modules.operations import research_views as V
+    client.txn("explorer", [txn.put(XM.insight_key("i1"), {"id": "i1", "text": "x", "status": "blessed",
+                                                           "thread_id": "t1"}),
+                            txn.put(XM.thread_key("t1"), thread("t1", "s"))])
+    from services.modules.base import Store
+    doc = DM.read_doc(Store(client, "documenter"))
+    ops, _ = DM.commit(doc, {"s0001": {"title": "T", "text": "A line.", "establishes": [], "requires": [],
+                                       "source": {"kind": "insight", "ref": "i1"}}},
+                       {"kind": "insight", "ref": "i1", "task": 7}, "incorporate", NOW)
+    client.txn("documenter", ops)
+    rec = OD.add_comment(client, "s0001", "Why?", quote="A line", now=NOW)
+    view = V.insight_view(client, "i1")
+    assert view["thread"]["id"] == "t1" and view["sections"] == ["s0001"] and view["review"] is None
+    expect_error("NOT_FOUND", V.insight_view, client, "nope")
+    d = V.document_view(client)
+    [sec] = d["sections"]
+    assert sec["provenance"]["insight"]["id"] == "i1" and sec["provenance"]["thread_id"] == "t1"
+    cause = {"kind": "insight", "ref": "i1", "task": 7}
+    assert sec["provenance"]["revisions"] == [{"rev": 1, "at": NOW, "cause": cause}]
+    assert [c["id"] for c in sec["comments"]] == [rec["id"]] and d["comments"] == []
+
+
+def test_findings_say_promoted_and_cross_referenced(client):
+    from services.modules.operations import research_views as V
+    f = {"id": "f1", "source_id": "src1", "confidence": 0.4, "summary": "a"}
+    f2 = dict(f, id="f2", source_id="x", confidence=0.9)
+    client.txn(RM.NS, [txn.put("findings/f1", f), txn.put("findings/f2", f2),
+                       txn.put(RM.k_promotion("f1"), {"finding_id": "f1"}),
+                       txn.put("crossrefs/number/168", {"active": True, "findings": ["f1"]}),
+                       txn.put(RM.k_source("src1"), {"id": "src1", "added": 2, "status": "trusted"}),
+                       txn.put(RM.k_source("src0"), {"id": "src0", "added": 1, "status": "ignored"}),
+                       txn.put(RM.k_question("q1"), {"id": "q1", "priority": 3, "created": 1}),
+                       txn.put(RM.k_question("q2"), {"id": "q2", "priority": 9, "created": 1})])
+    rows = V.findings(client)
+    assert [(r["id"], r["promoted"], r["crossrefs"]) for r in rows] == [("f2", False, []),
+                                                                       ("f1", True, ["crossrefs/number/168"])]
+    assert [r["id"] for r in V.findings(client, "src")] == ["f1"]
+    assert [s["id"] for s in V.sources(client)] == ["src0", "src1"]
+    assert [s["id"] for s in V.sources(client, "trusted")] == ["src1"]
+    assert [q["id"] for q in V.questions(client)] == ["q2", "q1"]

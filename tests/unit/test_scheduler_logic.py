@@ -166,6 +166,20 @@ def test_declined_for_quota_blocks_the_account_mode_and_module_until_retry_at():
     assert [t for _, t in assigns(core)] == [1]
 
 
+def test_a_refresh_the_broker_cannot_answer_is_not_asked_again_and_a_task_it_does_not_know_is_forgotten():
+    core = make_core()
+    submitted(core, 1)
+    submitted(core, 2)
+    core.reread(1)
+    core.reread(2)
+    assert sorted(core.refresh_wanted(10)) == [1, 2] and len(core.refresh_wanted(1)) == 1
+    core.on_refresh(1, None)                          # refused: the task stays as it was
+    core.on_refresh(2, None, missing=True)            # no such task (a new database): forgotten
+    assert core.refresh_wanted(10) == []
+    assert 1 in core.table.tasks and 1 in core.table.queue
+    assert 2 not in core.table.tasks and 2 not in core.table.queue
+
+
 def test_declined_without_retry_time_sits_out_and_is_refreshed():
     core = make_core()
     submitted(core, 1)
@@ -174,9 +188,10 @@ def test_declined_without_retry_time_sits_out_and_is_refreshed():
     done(core, W1, 1, outcome="declined", message="conversation c lives on account a2")
     ready(core, W1, "a1")
     assert assigns(core) == []
-    assert 1 in core.table.missing                          # the service re-reads it from the broker
-    core.on_task_record({"id": 1, "state": "PENDING", "module": "explorer", "kind": "explorer.explore",
-                         "created": T0, "not_before": 0.0})
+    assert core.refresh_wanted(10) == [1]             # the service re-reads it from the broker
+    core.on_refresh(1, {"id": 1, "state": "PENDING", "module": "explorer", "kind": "explorer.explore",
+                        "created": T0, "not_before": 0.0})
+    assert core.refresh_wanted(10) == []
     assert assigns(core) == []                        # the fresh record does not lift the hold
     assert timer(core, "due") == pytest.approx(1.0)
     advance(core, 1.5, W1)

@@ -150,6 +150,7 @@ class Comment(TypedDict):
     created: float
     attempts: int
     failures: int
+    quote: NotRequired[str | None]   # the passage it is about, as selected (absent in records made before)
     history: NotRequired[list[Event]]
     base_rev: NotRequired[int | None]
     task_key: NotRequired[str]

@@ -28,7 +28,7 @@ from services.modules.store import SharedScans, Store
 from shared import txn
 from shared.errors import BrokerUnavailable, FanoError
 
-EXPLORER_SCAN_WORLD = 60.0   # world seconds a scan of the explorer's records is reused (see initialize)
+EXPLORER_SCAN_WORLD = 300.0  # world seconds a scan of the explorer's records is reused (see initialize)
 SEAT_INTERVAL = 30.0   # real seconds between passes over blocked evaluation slots, or a quarter of
 SEAT_REAL_MIN = 0.5    # member_patience in world time if sooner (a scaled clock), but not below this
 HANDLERS = {C.PLAN: planning.handle_plan, C.EVALUATE: flow.handle_evaluate, C.DRAFT: flow.handle_draft,
@@ -76,10 +76,10 @@ class DocumenterService(ModuleService):
     def initialize(self) -> None:
         self.settings = load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         super().initialize()
-        # read only, never written by this module; its scans are reused for up to a minute of world time
-        # (a second of real time at most): planning runs after every applied result
+        # read only, never written by this module; its scans are reused for up to five minutes of world time
+        # (two seconds of real time at most): planning runs after every applied result
         self.explorer: Store = SharedScans(self.client, "explorer",
-                                    lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 1.0), self.clock.mono)
+                                    lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 2.0), self.clock.mono)
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
         self._next_seats = 0.0

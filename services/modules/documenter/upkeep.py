@@ -8,7 +8,8 @@ Task kinds, keys and payloads::
 
 **Comments** (``comments/<cid>``, written by ``fanoctl comments add``)::
 
-    {"id", "section", "text", "created", "status": "open" | "addressing" | "resolved" | "needs_human",
+    {"id", "section", "text", "quote": the passage it is about | None, "created",
+     "status": "open" | "addressing" | "resolved" | "needs_human",
      "attempts": tasks proposed, "failures": n, "base_rev": the section revision the task was shown,
      "task_key", "understood", "resolution", "changed": bool, "version": document version | None,
      "resolved_at", "last_error", "history"}
@@ -79,7 +80,8 @@ def propose_comments(env: C.Env) -> list[list[dict]]:
         attempt = int(c.get("attempts") or 0) + 1
         key = C.task_key(C.ADDRESS_COMMENT, c["id"], attempt)
         prompt = C.render("address_comment", outline=C.outline(doc), section_id=sid, title=sec.get("title", ""),
-                          section=sec.get("text", ""), comment=c.get("text", ""))
+                          section=sec.get("text", ""), comment=c.get("text", ""),
+                          passage=f'"{c["quote"]}"' if c.get("quote") else "the whole section")
         payload = {"prompt": prompt, "comment_id": c["id"], "section_id": sid, "attempt": attempt,
                    "topic": " ".join(str(c.get("text", "")).split())[:80]}
         c.update(status="addressing", attempts=attempt, base_rev=sec.get("rev"), task_key=key, updated=env.now)

@@ -182,11 +182,18 @@ class Panels(Host):
         # account with room keeps up (when every account is behind, waiting in line is all there is)
         busy = self.backlogged()
         self._busy = busy if any(cap.room(a) and a not in busy for a in self.configured_accounts()) else set()
+        # a task looked at under the same capacity (who has room, who is backlogged) has nothing new to
+        # offer: deep review rounds waiting a day for deep budgets would otherwise be read every pass
+        signature = (frozenset(cap.blocked), frozenset(self._busy))
+        seen = getattr(self, "_examined", {})
         if full:
             self._patient = None
         else:
             now, patience = self.now(), self.settings.member_patience
-            self._patient = [t for t in pending.values() if CAP.waited(t, now) >= patience]
+            self._patient = [t for t in pending.values()
+                             if CAP.waited(t, now) >= patience and seen.get(t["id"]) != signature]
+        self._examined = {t["id"]: signature for t in pending.values()
+                          if CAP.waited(t, self.now()) >= self.settings.member_patience}
         self.skip_extractors(cap, pending)
         self.replace_reviewers(cap, pending)
         self.retarget_first_turns(cap, pending)

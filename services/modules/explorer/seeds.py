@@ -9,6 +9,7 @@ File format (see ``seeds/demo.toml``)::
     priority = 8                   # 1-10, or high (8) / medium (5) / low (2); default 5
     tags = ["fano", "symmetry"]
     images = []                    # file names, kept as given
+    notes = "where this came from"  # optional: the researcher's own notes (never sent to a model)
 
 Importing is idempotent by seed id: a seed whose stored content is the same is left alone, a changed one
 is updated (keeping ``created_at``), a new one is added.
@@ -22,7 +23,8 @@ import tomllib
 from services.modules.explorer.model import SEED_ID, SEED_TYPES
 
 PRIORITY_WORDS = {"high": 8, "medium": 5, "low": 2}
-CONTENT = ("type", "text", "priority", "tags", "images", "source")
+CONTENT = ("type", "text", "priority", "tags", "images", "source", "notes")
+MAX_NOTES = 4000   # characters of a seed's notes
 
 
 class SeedError(ValueError):
@@ -73,11 +75,17 @@ def validate(raw: dict, now: float, existing: dict | None = None) -> dict:
     images = raw.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise SeedError(f"seed {sid}: images must be a list of file names")
+    notes = raw.get("notes") or ""
+    if not isinstance(notes, str) or len(notes) > MAX_NOTES:
+        raise SeedError(f"seed {sid}: notes must be a text of at most {MAX_NOTES} characters")
     try:
         seed = {"id": sid, "type": kind, "text": text.strip(), "priority": priority(raw.get("priority", 5)),
                 "tags": tags(raw.get("tags", [])), "images": list(images), "source": str(raw.get("source", "user"))}
     except SeedError as exc:
         raise SeedError(f"seed {sid}: {exc}") from None
+    if notes.strip():
+        # kept only when given: seeds stored before notes existed compare equal to their file entries
+        seed["notes"] = notes.strip()
     created = (existing or {}).get("created_at", now)
     return dict(seed, created_at=created, updated_at=now)
 

@@ -1,8 +1,10 @@
-"""The research writes a human makes, as plain functions: the one operations layer under ``fanoctl`` (and
-the web panel to come).
+"""The research writes a human makes, as plain functions: the one operations layer under ``fanoctl`` and
+the web panel.
 
 One submodule per module namespace — :mod:`.explorer` (seeds, threads, insights), :mod:`.documenter`
-(comments, revert, retry), :mod:`.researcher` (promote a finding, add a source). Each operation takes a
+(comments, revert, retry; and the reads of the document's history: versions, diffs, Markdown),
+:mod:`.researcher` (promote a finding, add a source), :mod:`.weights` (the scheduler's module weights, set
+through its ``weights`` query, and the advisor's proposals). Each operation takes a
 broker client (:class:`shared.client.BrokerClient`), validated arguments and ``now`` (world time from
 the modules' clock, ``shared.clock.Clock.from_env().world()``, so that ages compare with the modules'
 own), writes through :mod:`shared.txn` with version checks (a race with the running module is read

@@ -42,10 +42,12 @@ def seed_priority(value: int | str) -> int:
 # --- seeds ---------------------------------------------------------------------------------------------
 
 def add_seed(client, text: str, *, now: float, kind: str = "conjecture", priority: int | str = 5,
-             tags: list[str] | tuple = (), seed_id: str | None = None) -> dict:
-    """A new seed (id derived from the text unless given); ``CONDITION_FAILED`` if its id exists."""
+             tags: list[str] | tuple = (), seed_id: str | None = None, notes: str = "") -> dict:
+    """A new seed (id derived from the text unless given); ``CONDITION_FAILED`` if its id exists. ``notes``:
+    the researcher's own notes on it (shown with the seed, never sent to a model)."""
     try:
-        seed = S.validate({"id": seed_id, "type": kind, "text": text, "priority": priority, "tags": list(tags)}, now)
+        seed = S.validate({"id": seed_id, "type": kind, "text": text, "priority": priority, "tags": list(tags),
+                           "notes": notes}, now)
     except S.SeedError as exc:
         raise _seed_error(exc) from None
     if not txn.conditional(client, NS, [txn.put(M.seed_key(seed["id"]), seed, if_version=0)]):
@@ -68,17 +70,18 @@ def resume_seed(client, seed_id: str, *, now: float) -> dict | None:
 
 
 def edit_seed(client, seed_id: str, *, now: float, text: str | None = None, kind: str | None = None,
-              priority: int | str | None = None, tags: list[str] | tuple | None = None) -> dict:
-    """Change a seed's text, type, priority or tags (None: unchanged). Open threads keep the text they
-    started with; a new priority reaches them as with :func:`set_seed_priority`."""
+              priority: int | str | None = None, tags: list[str] | tuple | None = None,
+              notes: str | None = None) -> dict:
+    """Change a seed's text, type, priority, tags or notes (None: unchanged; notes "" removes them). Open
+    threads keep the text they started with; a new priority reaches them as with :func:`set_seed_priority`."""
     store = Store(client, NS)
     prio = seed_priority(priority) if priority is not None else None
 
     def compute():
         version, seed = store.must(M.seed_key(seed_id), "seed", seed_id)
         raw = {k: seed[k] for k in S.CONTENT if k in seed}
-        raw.update({k: v for k, v in (("text", text), ("type", kind), ("tags", list(tags or ()) or None))
-                    if v is not None})
+        raw.update({k: v for k, v in (("text", text), ("type", kind), ("tags", list(tags or ()) or None),
+                                      ("notes", notes)) if v is not None})
         try:
             new = S.validate(dict(raw, id=seed_id), now, seed)
         except S.SeedError as exc:

@@ -1,4 +1,7 @@
-"""The research panel of ``fanoctl top``: what the research modules have made so far, counted from their
+"""The status views ``fanoctl top`` / ``backends ls`` and the web panel's overview share, read through a
+broker client: :func:`accounts_view` (one row per account) and :func:`research_summary`.
+
+The research panel: what the research modules have made so far, counted from their
 namespaces in the broker (layouts: ``services/modules/{explorer,documenter,researcher}/model.py``).
 
 Shape (``top --json``, key ``research``)::
@@ -26,6 +29,28 @@ from shared.errors import FanoError
 PAGE = 1000
 MAX_PAGES = 3
 REFRESH = 10.0   # seconds between counts in `fanoctl top`
+
+
+def accounts_view(shown: dict, sched, configured: list[str], problem: str | None) -> dict:
+    """One row per account the broker, the scheduler or the configuration knows (docs/cli.md has the
+    shape): the scheduler's live row (``sched``: its ``backends`` or ``top`` answer, None when it does not
+    answer) with the broker's pause and cool-downs (``shown``: the broker's ``quota_show`` reply);
+    ``configured`` are the configuration's account names, and ``problem`` why they are missing (else None)."""
+    broker_accounts = {a["account"]: a for a in shown["accounts"]}
+    live = {}
+    if isinstance(sched, dict):
+        live = {b["account"]: b for b in sched.get("accounts", [])}
+    names = set(broker_accounts) | set(live) | set(configured)
+    rows = []
+    for name in sorted(names):
+        b = dict(live.get(name) or {"account": name, "state": "offline" if sched is not None else "unknown"})
+        acct = broker_accounts.get(name) or {}
+        b["paused"] = acct.get("paused", b.get("paused", False))
+        b["pause_reason"] = acct.get("pause_reason", "")
+        b["cooldowns"] = acct.get("cooldowns", {})
+        rows.append(b)
+    return {"now": shown["now"], "backends": rows, "scheduler": "up" if sched is not None else "not answering",
+            "config_problem": problem}
 
 
 def _scan(c, module: str, prefix: str) -> tuple[list, bool]:
