@@ -221,7 +221,7 @@ def test_revocation_takes_effect_without_a_restart(keyed):
     # a new connection with the revoked key fails its handshake
     assert not _answers(keyed.client("module-explorer", timeout=0.5))
     # its event subscription is cut: nothing more arrives, while a listed subscriber still gets events
-    time.sleep(1.5)
+    wait_for(lambda: "re-binding" in keyed.broker.log(), 5, what="the broker to re-bind its event socket")
     while sub.poll(0):
         sub.recv_multipart()
     for n in range(5):
@@ -370,7 +370,7 @@ def test_a_worker_whose_key_has_another_role_waits_and_joins_once_it_is_fixed(ke
     worker = keyed.start("backend", "--account", "a1", wait="serving account a1")
     wait_for(lambda: "the scheduler refuses this worker: FORBIDDEN: worker:a2 may not speak for account 'a1'"
              in worker.log(), 15, what="the worker to report the refusal")
-    time.sleep(4)
+    time.sleep(4)   # a window to count the worker's asks in (nothing to poll for: it must stay quiet)
     forbidden = keyed.query("fanoctl", "stats")["errors"].get("FORBIDDEN", 0)
     assert 1 <= forbidden <= 4, forbidden                    # one ask per liveness period, not a spin
     assert worker.log().count("the scheduler refuses this worker") == 1, worker.log()
