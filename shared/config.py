@@ -165,7 +165,7 @@ class SchedulerConfig:
     lease_ttl: float = _key(60.0, "what the scheduler asks workers to lease for; they renew at ttl/3", lo=0)
     assign_timeout: float = _key(10.0, "an assignment the worker neither leased nor declined is retried after this",
                                  lo=0)
-    conversation_handoff: float = _key(900.0, "world seconds a conversation turn waits while the account holding its "
+    conversation_handoff: float = _key(300.0, "world seconds a conversation turn waits while the account holding its "
                                               "conversation cannot run it (quota used up, cooling down, paused, "
                                               "offline) before another account it allows may continue the "
                                               "conversation (services/broker/ops_handoff.py); 0 = never", lo=0)

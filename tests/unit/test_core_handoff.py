@@ -5,7 +5,7 @@ import pytest
 
 from cli.render import show_text
 
-T = 900.0   # [scheduler] conversation_handoff default
+T = 300.0   # [scheduler] conversation_handoff default
 CONV = {"conversation": "cv"}
 
 
@@ -29,7 +29,7 @@ def keep_alive(core, account="gem"):
 def test_a_turn_bound_to_an_exhausted_account_moves_after_the_handoff_time_not_before(h):
     t1 = h.submit("cv#1", requires=CONV)["task"]["id"]
     out = h.lease(worker="backend-cla", account="cla")
-    assert out["task"] is None and "lives on account gem" in out["reason"] and "0s of 900s" in out["reason"]
+    assert out["task"] is None and "lives on account gem" in out["reason"] and "0s of 300s" in out["reason"]
     h.clock.advance(T - 1)
     keep_alive(h)
     out = h.lease(worker="backend-cla", account="cla")

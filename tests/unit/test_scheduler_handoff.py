@@ -17,7 +17,7 @@ from tests.unit.test_scheduler_logic import (
     timer,
 )
 
-HANDOFF = 900.0
+HANDOFF = 300.0   # [scheduler] conversation_handoff default
 TWO = (("a1", "sim", ("standard",)), ("a2", "sim", ("standard",)))
 
 
