@@ -61,9 +61,18 @@ class Ctl:
             from shared.client import BrokerClient
             if not self.endpoint:
                 self.endpoint = self.endpoints().broker_endpoint
-            self._client = BrokerClient(self.endpoint, name="fanoctl", timeout=self.timeout, retries=RETRIES)
+            self._client = BrokerClient(self.endpoint, name="fanoctl", timeout=self.timeout, retries=RETRIES,
+                                        keys=self.keys(self.endpoint))
             self._client.notify_writes = True   # a human's change of module data: the module acts at once
         return self._client
+
+    def keys(self, endpoint: str):
+        """fanoctl's CURVE keys (``keys_dir/fanoctl.key_secret``: the operator's) when ``endpoint`` is
+        ``tcp://``; None for an ``ipc://`` one, which needs no configuration (docs/security.md)."""
+        from shared.keys import needs_curve
+        if not needs_curve(endpoint):
+            return None
+        return self.endpoints().client_keys("fanoctl", endpoint)
 
     def close(self) -> None:
         if self._client is not None:
@@ -101,6 +110,7 @@ class _Main(click.Group):
 
     def invoke(self, ctx):
         from shared.config import ConfigError
+        from shared.keys import KeysError
         try:
             return super().invoke(ctx)
         except BrokerUnavailable:
@@ -110,6 +120,8 @@ class _Main(click.Group):
             fail(f"{exc.name}: {exc.message}", ExitCode.FAILURE)
         except ConfigError as exc:
             fail(f"config error: {exc}", ExitCode.CONFIG)
+        except KeysError as exc:
+            fail(f"keys: {exc}", ExitCode.KEYS)
         except Exception as exc:
             zmq = sys.modules.get("zmq")  # loaded once a client was made
             if zmq is not None and isinstance(exc, zmq.ZMQError):
@@ -163,7 +175,7 @@ def ask_scheduler(what: str, **fields):
     except ConfigError as exc:   # --broker without a config: where the scheduler is is not known
         warn(f"cannot find the scheduler ({exc}); give --scheduler ENDPOINT")
         return None
-    return ask(endpoint, what, timeout=min(ctl().timeout, 2.0), **fields)
+    return ask(endpoint, what, timeout=min(ctl().timeout, 2.0), keys=ctl().keys(endpoint), **fields)
 
 
 @click.group(cls=_Main)

@@ -37,8 +37,9 @@ def modules_weights(set_, reset):
     if set_ and reset:
         raise click.UsageError("--set and --reset exclude each other")
     try:
-        res = module_weights(ctl().scheduler_endpoint(), set_=set_ or None, reset=reset,
-                             timeout=min(ctl().timeout, 2.0))
+        endpoint = ctl().scheduler_endpoint()
+        res = module_weights(endpoint, set_=set_ or None, reset=reset, timeout=min(ctl().timeout, 2.0),
+                             keys=ctl().keys(endpoint))
     except BrokerUnavailable:
         fail("scheduler not answering: is it running? (ops/up starts it)", ExitCode.UNAVAILABLE)
     research_advisor.show_weights(res)   # with the advisor's last proposal (`modules advice` lists them all)

@@ -1,7 +1,7 @@
 """Broker benchmark: durable task cycles through a real broker process, with N concurrent client processes.
 
     python -m ops.bench_broker [--clients 1,2,4,8] [--cycles 1000 | --seconds 5] [--drain K]
-                               [--no-quota] [--profile DIR] [--max-batch 256]
+                               [--no-quota] [--profile DIR] [--max-batch 256] [--curve]
 
 Cycle mode (default): each client process repeats submit -> lease -> complete (three durable,
 fsync'd round trips) ``--cycles`` times or for ``--seconds``. Drain mode (``--drain K``): K tasks are
@@ -12,7 +12,9 @@ everything is stopped by pid and deleted at the end.
 Prints JSON: per N the durable cycles (or drained tasks) per second, requests per second, p50/p99/mean
 latency in ms per call, the broker's mean group-commit batch size during the run, the broker's CPU
 use (seconds, fraction of one core, microseconds per request; from /proc), the client processes' CPU
-(fraction of one core, microseconds per request), plus machine info.
+(fraction of one core, microseconds per request), plus machine info. ``--curve`` puts the broker on
+``tcp://127.0.0.1`` with CURVE (keys made in the temporary directory, every client with its own key as in
+docs/security.md) instead of ``ipc://``: the cost of encryption and the per-message key lookup.
 With ``--profile DIR`` the broker runs under cProfile (slower: compare profiles with each other, not
 with the plain numbers) and the JSON lists the hottest functions; the .prof files stay in DIR.
 """
@@ -46,8 +48,14 @@ CALLS = ("submit", "lease", "complete")
 
 # --- the worker process -------------------------------------------------------------------------------------
 
+def _keys(name: str, endpoint: str):
+    """The client's CURVE keys from the one config loader ($FANO_CONFIG, $FANO_KEYS_DIR), None on ipc://."""
+    from shared.config import load_config
+    return load_config().client_keys(name, endpoint)
+
+
 def worker(args) -> int:
-    client = BrokerClient(args.endpoint, name=args.name, timeout=30.0, retries=2)
+    client = BrokerClient(args.endpoint, name=args.name, timeout=30.0, retries=2, keys=_keys(args.name, args.endpoint))
     client.ping()  # connected before the clock starts
     lat: dict[str, list[Any]] = {c: [] for c in CALLS}
     cycles = requests = empty = 0
@@ -99,9 +107,25 @@ def _config(root: Path, quota: bool, max_batch: int) -> Path:
     return path
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Broker:
-    def __init__(self, root: Path, config: Path, profile: Path | None):
+    def __init__(self, root: Path, config: Path, profile: Path | None, curve: bool = False, clients: int = 0):
         self.endpoint = f"ipc://{root}/run/broker.sock"
+        self.env = dict(os.environ, FANO_CONFIG=str(config))
+        if curve:
+            from shared import keys as K
+            from shared.roles import OPERATOR_ROLE
+            self.endpoint = f"tcp://127.0.0.1:{_free_port()}"
+            self.env.update(FANO_BROKER=self.endpoint, FANO_EVENTS=f"tcp://127.0.0.1:{_free_port()}",
+                            FANO_KEYS_DIR=str(root / "keys"))
+            names = ["bench-main", "bench-probe", *(f"w{i}" for i in range(clients))]
+            K.init(root / "keys", {name: OPERATOR_ROLE for name in names})
         self.log = root / "broker.log"
         cmd = [sys.executable]
         if profile:
@@ -109,8 +133,8 @@ class Broker:
         cmd += ["-m", "services", "broker", "--config", str(config)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(os.environ, FANO_CONFIG=str(config), FANO_LOG_LEVEL="WARNING"))
-        probe = BrokerClient(self.endpoint, name="bench-probe", timeout=0.3, retries=1)
+                                         env=dict(self.env, FANO_LOG_LEVEL="WARNING"))
+        probe = self.client("bench-probe", timeout=0.3, retries=1)
         deadline = time.monotonic() + 20
         try:
             while True:
@@ -124,6 +148,15 @@ class Broker:
                         raise RuntimeError("broker did not answer within 20 s") from None
         finally:
             probe.close()
+
+    def client(self, name: str, **kw: Any) -> BrokerClient:
+        saved = dict(os.environ)
+        os.environ.update(self.env)   # the config loader reads the endpoint and keys overrides from it
+        try:
+            return BrokerClient(self.endpoint, name=name, keys=_keys(name, self.endpoint), **kw)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
     def cpu_seconds(self) -> float | None:
         """user + system CPU of the broker process so far (Linux /proc), or None."""
@@ -171,10 +204,10 @@ def _profile_top(path: Path, n: int = 20) -> list[dict]:
 def run_one(n: int, args, base: Path) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"n{n}", dir=base))
     profile = Path(args.profile) / f"broker-n{n}{'-drain' if args.drain else ''}.prof" if args.profile else None
-    broker = Broker(root, _config(root, not args.no_quota, args.max_batch), profile)
+    broker = Broker(root, _config(root, not args.no_quota, args.max_batch), profile, args.curve, n)
     procs = []
     try:
-        with BrokerClient(broker.endpoint, name="bench-main", timeout=30.0, retries=2) as c:
+        with broker.client("bench-main", timeout=30.0, retries=2) as c:
             if args.drain:
                 _presubmit(c, args.drain)
             before = c.stats()["broker"]
@@ -185,7 +218,7 @@ def run_one(n: int, args, base: Path) -> dict:
                 cmd = [sys.executable, "-m", "ops.bench_broker", "--worker", "--endpoint", broker.endpoint,
                        "--name", f"w{i}", "--mode", "drain" if args.drain else "cycle", "--start-at", str(start_at),
                        "--cycles", str(args.cycles), "--seconds", str(args.seconds or 0), "--out", str(out_path)]
-                procs.append((subprocess.Popen(cmd, cwd=REPO), out_path))
+                procs.append((subprocess.Popen(cmd, cwd=REPO, env=broker.env), out_path))
             for proc, _ in procs:
                 if proc.wait(timeout=args.timeout) != 0:
                     raise RuntimeError(f"bench worker exited with {proc.returncode}")
@@ -251,6 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-batch", type=int, default=256, help="broker.max_batch")
     p.add_argument("--profile", metavar="DIR", help="run the broker under cProfile; .prof files go to DIR")
     p.add_argument("--timeout", type=float, default=600.0, help="per-N limit for the workers, seconds")
+    p.add_argument("--curve", action="store_true", help="tcp://127.0.0.1 with CURVE keys instead of ipc://")
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)

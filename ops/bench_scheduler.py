@@ -201,7 +201,7 @@ def idle_latency(dep: Deployment, n: int, gap: float) -> dict:
     sub = ctx.socket(zmq.SUB)
     sockets.configure_socket(sub, "sub")
     sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX + b"task.done")
-    sub.connect(dep.tree.config.events_endpoint)
+    sockets.connect(sub, dep.tree.config.events_endpoint)   # ipc:// (a tcp:// one would need keys)
     client = dep.client
     time.sleep(0.5)   # the subscription reaches the broker (a PUB drops what nobody subscribed to yet)
     _warm(dep)

@@ -164,7 +164,7 @@ def drive(dep: Deployment, initial: list[dict], later: dict[str, list[dict]], ti
     sockets.configure_socket(sub, "sub")
     for typ in ("task.done", "task.parked", "task.cancelled"):
         sub.setsockopt(zmq.SUBSCRIBE, protocol.EVENT_PREFIX + typ.encode())
-    sub.connect(dep.tree.config.events_endpoint)
+    sockets.connect(sub, dep.tree.config.events_endpoint)   # ipc:// (a tcp:// one would need keys)
     time.sleep(0.5)   # the subscription reaches the broker before anything happens
     ids, conv_of, outstanding, failed = {}, {}, set(), []
 

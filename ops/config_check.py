@@ -13,7 +13,9 @@ account and module names):
 - every module's ``[modules.NAME]`` table, with the module's own ``load_settings`` (e.g. the documenter's
   ``evaluators``);
 - the accounts and modules those settings name (a panel account that does not exist would leave its
-  tasks refused by the broker).
+  tasks refused by the broker);
+- with a ``tcp://`` endpoint, the CURVE keys every program will load at start (docs/security.md § Keys):
+  the server's and each client program's, present and private (a program without them would end FATAL).
 """
 from __future__ import annotations
 
@@ -55,6 +57,19 @@ def problems(config) -> list[str]:
             out.append(text if text.startswith(where) else f"{where}{text}")
             continue
         out += [f"{where}[modules.{module}] {p}" for p in _names(config, module, settings)]
+    return out + _keys(config)
+
+
+def _keys(config) -> list[str]:
+    from shared.keys import KeysError
+    if not config.networked:
+        return []
+    out = []
+    for load in (config.server_keys, *(lambda n=name: config.client_keys(n) for name in config.clients)):
+        try:
+            load()
+        except KeysError as exc:
+            out.append(f"keys: {exc}")
     return out
 
 

@@ -18,6 +18,10 @@ broker's code; only silence becomes ``BrokerUnavailable``. Storage refusals (``M
 ``rid``) rather than exit.
 
 A client is not thread-safe: use one per thread.
+
+A ``tcp://`` endpoint is reached with CURVE: ``keys`` (the program's key pair and the server's public
+key) come from :meth:`shared.config.Config.client_keys`; without them such an endpoint raises
+:class:`shared.keys.KeysError` (docs/security.md).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from shared.records import EventsReply, KvItem, KvPage, LeaseReply, SubmitReply,
 
 if TYPE_CHECKING:
     from shared.config import Config
+    from shared.keys import ClientKeys
 
 # a reply whose shape shared/records.py does not (yet) describe: a msgpack map
 Json = dict[str, Any]
@@ -47,9 +52,13 @@ class BrokerClient:
     notify_writes = False
 
     def __init__(self, endpoint: str, name: str = "client", timeout: float = 2.5, retries: int = 3,
-                 context: zmq.Context[zmq.Socket[bytes]] | None = None):
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None, keys: ClientKeys | None = None):
         if retries < 1:
             raise ValueError("retries must be >= 1")
+        from shared.keys import KeysError, needs_curve
+        if needs_curve(endpoint) and keys is None:   # now, not at the first call: a program refuses to start
+            raise KeysError(f"{endpoint} is a network endpoint: {name} needs its CURVE keys")
+        self.keys = keys
         self.endpoint = endpoint
         self.name = name
         self.timeout = timeout
@@ -65,7 +74,7 @@ class BrokerClient:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sockets.configure_socket(sock, "dealer", identity=self.name)
-            sock.connect(self.endpoint)
+            sockets.connect(sock, self.endpoint, self.keys)
             self._sock = sock
             # one poller per socket: Socket.poll() would build and tear down a Poller on every call
             self._poller = zmq.Poller()
@@ -261,8 +270,9 @@ class BrokerClient:
 
 
 def connect(config: Config | None = None, name: str = "client", **kw: Any) -> BrokerClient:
-    """A client for the broker of the given (or default) configuration."""
+    """A client for the broker of the given (or default) configuration, with program ``name``'s CURVE keys
+    when the broker's endpoint is ``tcp://``."""
     if config is None:
         from shared.config import load_config
         config = load_config()
-    return BrokerClient(config.broker_endpoint, name=name, **kw)
+    return BrokerClient(config.broker_endpoint, name=name, keys=config.client_keys(name), **kw)

@@ -13,9 +13,12 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import ExitCode, StartupError
+
+if TYPE_CHECKING:
+    from shared.keys import ClientKeys, ServerKeys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "fano.toml"
@@ -241,6 +244,8 @@ class PathKeys:
     data_dir: str = _key("var/data", "the database, the simulated providers' logs, the accounts' own files",
                          nonempty=True)
     log_dir: str = _key("var/log", "the programs' logs", nonempty=True)
+    keys_dir: str = _key("var/keys", "CURVE key pairs and the authorized list, needed only when an endpoint is "
+                                     "tcp:// (fanoctl keys; docs/security.md)", nonempty=True)
 
 
 @dataclass(frozen=True)
@@ -283,9 +288,36 @@ def _endpoint(env: str, run_dir: Path, socket: str) -> str:
 
 
 class _Sockets:
-    """The programs' socket endpoints under ``run_dir`` (each overridable by its environment variable)."""
+    """The programs' socket endpoints under ``run_dir`` (each overridable by its environment variable), and
+    the CURVE keys the networked ones need (docs/security.md § Keys): the one way programs get them."""
 
     run_dir: Path
+    keys_dir: Path
+
+    @property
+    def networked(self) -> bool:
+        """Whether any endpoint leaves the host's own sockets (``tcp://``): then CURVE keys are needed."""
+        from shared.keys import needs_curve
+        return any(needs_curve(e) for e in (self.broker_endpoint, self.events_endpoint, self.scheduler_endpoint))
+
+    def client_keys(self, name: str, *endpoints: str) -> ClientKeys | None:
+        """The CURVE keys program ``name`` connects with (``keys_dir/NAME.key_secret`` and ``server.key``);
+        None when every endpoint (the tree's, and ``endpoints`` given on a command line) is ``ipc://``.
+        Raises :class:`shared.keys.KeysError` (a StartupError) when one is networked and they are
+        missing or not private."""
+        from shared.keys import needs_curve
+        if not self.networked and not any(needs_curve(e) for e in endpoints):
+            return None
+        from shared.keys import client_keys
+        return client_keys(self.keys_dir, name)
+
+    def server_keys(self) -> ServerKeys | None:
+        """The broker's and the scheduler's CURVE server keys and ``authorized`` list; None when every
+        endpoint is ``ipc://``; :class:`shared.keys.KeysError` when one is networked and they are unusable."""
+        if not self.networked:
+            return None
+        from shared.keys import server_keys
+        return server_keys(self.keys_dir)
 
     @property
     def broker_endpoint(self) -> str:
@@ -305,6 +337,7 @@ class Endpoints(_Sockets):
     """Where a running tree's sockets are: :func:`find_endpoints`."""
 
     run_dir: Path
+    keys_dir: Path
     problem: str | None = None   # why the whole configuration was not used (it does not load)
 
 
@@ -321,6 +354,8 @@ class Config(_Sockets):
     # [modules.NAME] tables, validated by each module's own settings loader (one per module)
     modules: dict[str, Any] = field(default_factory=dict)
     web: WebConfig = field(default_factory=WebConfig)
+    # [paths] keys_dir, resolved (a Config built by hand, in a test, gets it relative to the working directory)
+    keys_dir: Path = Path("var/keys")
 
     def account(self, name: str) -> AccountConfig:
         for acct in self.accounts:
@@ -339,6 +374,14 @@ class Config(_Sockets):
         module name it does not know is refused everywhere (here, in the broker, the scheduler, fanoctl).
         """
         return bool(self.accounts)
+
+    @property
+    def clients(self) -> tuple[str, ...]:
+        """The programs of this tree that connect to the broker or the scheduler, by name (each uses the CURVE
+        key of that name on a tcp:// endpoint): the scheduler, every account's worker, every module, the web
+        panel, fanoctl."""
+        return ("scheduler", *(a.program for a in self.accounts), *(f"module-{m}" for m in MODULES), "web",
+                "fanoctl")
 
     @property
     def account_names(self) -> tuple[str, ...]:
@@ -464,7 +507,8 @@ def find_endpoints(path: str | os.PathLike[str] | None = None) -> Endpoints:
     (ConfigError): that is a wrong path, not a broken configuration.
     """
     try:
-        return Endpoints(load_config(path).run_dir)
+        cfg = load_config(path)
+        return Endpoints(cfg.run_dir, cfg.keys_dir)
     except ConfigError as exc:
         cfg_path = _config_path(path)
         if not cfg_path.is_file():
@@ -478,7 +522,8 @@ def find_endpoints(path: str | os.PathLike[str] | None = None) -> Endpoints:
             paths = {k: v for k, v in table.items() if isinstance(v, str)}
     except (OSError, tomllib.TOMLDecodeError):
         pass   # the file does not even parse: the default run directory
-    return Endpoints(_resolve_path(cfg_path, paths, "run_dir", "var/run"), problem)
+    return Endpoints(_resolve_path(cfg_path, paths, "run_dir", "var/run"),
+                     _resolve_path(cfg_path, paths, "keys_dir", "var/keys"), problem)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -504,6 +549,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     web = _table(WebConfig, data.get("web", {}), f"{where}: [web]")
     cfg = Config(path=cfg_path, run_dir=resolve("run_dir", "var/run"), data_dir=resolve("data_dir", "var/data"),
                  log_dir=resolve("log_dir", "var/log"), broker=broker, scheduler=scheduler, quotas=_quotas(data, where),
-                 accounts=_accounts(data, where), modules=_modules(data, where), web=web)
+                 accounts=_accounts(data, where), modules=_modules(data, where), web=web,
+                 keys_dir=resolve("keys_dir", "var/keys"))
     _check_names(cfg, where)
     return cfg

@@ -25,7 +25,10 @@ code    name                   meaning
                                reads, acks, completions, failures and cancels served
 22      DISK_FULL              the disk holding the database is full (or failing at commit); new work
                                refused, the rest served from room allocated ahead; resumes by itself
-23      FORBIDDEN              the caller may not run this command (e.g. ``revoke``: the scheduler only)
+23      FORBIDDEN              the caller's role may not run this command on this account, module or task
+                               (shared/roles.py: ``revoke`` is the scheduler's, a lease for another
+                               account, a write into another module's namespace, a quota change by a
+                               non-operator), or its CURVE key has been revoked
 21      INTERNAL               a bug in the broker; the request was rolled back
 30      UNAVAILABLE            client side: the broker did not answer after all retries
 ======  =====================  ==============================================================
@@ -121,6 +124,7 @@ class ExitCode(enum.IntEnum):
     LOCKED = 4           # another instance holds this program's lock file
     CONFIG = 5           # the configuration cannot be loaded
     STORAGE = 6          # the database cannot be opened or has a newer schema
+    KEYS = 7             # a tcp:// endpoint needs CURVE keys that are missing, unreadable or not private
 
 
 class StartupError(Exception):
@@ -143,6 +147,8 @@ class StartupError(Exception):
                                                                      is corrupt before its last line
     services.backends.base.ProviderError       1 ``FAILURE``         a provider fails while it starts
                                                                      (at run time it is a task outcome)
+    shared.keys.KeysError                      7 ``KEYS``            a tcp:// endpoint's CURVE keys are
+                                                                     missing, unreadable or not 0600
     =========================================  ====================  ==================================
     """
 

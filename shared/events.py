@@ -21,17 +21,19 @@ import zmq
 
 from shared import protocol, sockets
 from shared.errors import FanoError
+from shared.keys import ClientKeys
 
 
 def subscribe(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
-              topics: Iterable[bytes] = (protocol.EVENT_PREFIX,)) -> zmq.Socket[bytes]:
+              topics: Iterable[bytes] = (protocol.EVENT_PREFIX,), keys: ClientKeys | None = None) -> zmq.Socket[bytes]:
     """A SUB socket connected to ``endpoint`` receiving the events whose topic starts with one of ``topics``
-    (default: every event)."""
+    (default: every event); ``keys``: the program's CURVE keys, needed when ``endpoint`` is ``tcp://``
+    (:meth:`shared.config.Config.client_keys`; a worker's key is refused there: docs/security.md § Roles)."""
     sock = ctx.socket(zmq.SUB)
     sockets.configure_socket(sock, "sub")
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic)
-    sock.connect(endpoint)
+    sockets.connect(sock, endpoint, keys)
     return sock
 
 

@@ -8,6 +8,12 @@ their program name. This module is the only code that builds or parses frames; t
 up in :mod:`shared.sockets` (every option by ``configure_socket``; servers bind with ``bind``, which
 makes an ``ipc://`` socket file 0600: only its user may connect).
 
+Every request runs with the caller's role (:mod:`shared.roles`: ``worker:ACCOUNT``, ``module:NAME``,
+``scheduler``, ``operator``), and one the role does not allow is answered ``FORBIDDEN``
+(services/broker/roles.py has the rules). On ``ipc://`` the role is the one the identity's program name
+implies; a ``tcp://`` endpoint is CURVE-encrypted, admits only the client keys of its ``authorized`` list,
+and takes the role from the key (docs/security.md).
+
 Frames
 ------
 Request, client DEALER -> broker ROUTER::
@@ -110,7 +116,9 @@ and ``BODY`` a msgpack map whose ``type`` is one of :data:`WORKER_MESSAGES`::
                                          a scheduler crash never strands a lease) and run it
       cancel     {task_id}               interrupt the in-flight request for this task
       heartbeat  {}
-      disconnect {reason}                forget me: recreate the socket and send ready again
+      disconnect {reason}                forget me: recreate the socket and send ready again (a reason
+                                         starting ``FORBIDDEN: ``, :data:`REFUSED`: the worker's role does not
+                                         allow it; it asks again after LIVENESS heartbeats)
 
 Every field above that the receiver reads is type- and range-checked by :func:`decode_worker`
 (:data:`WORKER_MESSAGES` required, :data:`WORKER_OPTIONAL` optional); a message that fails is answered
@@ -469,6 +477,10 @@ WORKER_HEADER = b"FANOW/1"
 HEARTBEAT_INTERVAL = 1.0   # seconds, monotonic
 LIVENESS = 3               # missed intervals before a peer is declared dead
 OUTCOMES = ("done", "failed", "refused", "stale", "declined", "cancelled")
+# how a ``disconnect`` reason starts when the sender's role does not allow what it sent (a worker key for
+# another account: docs/security.md § Roles). Only the operator can put that right (the authorized list),
+# so a worker asks again after LIVENESS heartbeats, not at once: an immediate retry would only spin
+REFUSED = "FORBIDDEN: "
 
 # message type -> required fields (with accepted types)
 WORKER_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {

@@ -7,7 +7,8 @@ ROUTER (the worker protocol in :mod:`shared.protocol`); the answer shapes are do
 One fresh DEALER per call (queries are rare and come from short-lived processes like ``fanoctl``).
 An error answer raises :class:`shared.errors.FanoError`; silence raises :class:`SchedulerUnavailable`
 (a :class:`shared.errors.BrokerUnavailable`, so callers that map "the orchestrator is down" to an exit
-code treat both alike).
+code treat both alike). A ``tcp://`` scheduler needs the caller's CURVE ``keys``
+(:meth:`shared.config.Config.client_keys`), as the broker client does.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import zmq
 
 from shared import protocol, sockets
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.keys import ClientKeys
 
 
 class SchedulerUnavailable(BrokerUnavailable):
@@ -26,12 +28,13 @@ class SchedulerUnavailable(BrokerUnavailable):
 
 
 def query(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl",
-          context: zmq.Context[zmq.Socket[bytes]] | None = None, **fields: Any) -> Any:
+          context: zmq.Context[zmq.Socket[bytes]] | None = None, keys: ClientKeys | None = None,
+          **fields: Any) -> Any:
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sockets.configure_socket(sock, "dealer", identity=name)
     try:
-        sock.connect(endpoint)
+        sockets.connect(sock, endpoint, keys)
         cid = protocol.new_id()
         try:
             sock.send_multipart(protocol.encode_worker("query", cid=cid, what=what, **fields), flags=zmq.NOBLOCK)
@@ -57,7 +60,8 @@ def query(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl",
         sock.close(linger=0)
 
 
-def ask(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl", **fields: Any) -> Any:
+def ask(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl", keys: ClientKeys | None = None,
+        **fields: Any) -> Any:
     """:func:`query`, or None when the scheduler does not answer: it is stateless and may be restarting, and
     the views that ask (``fanoctl top``, ``backends ls``, the web panel) show what they have without it.
     An ``ipc://`` endpoint whose socket file is missing is not asked at all (nobody listens: a connect
@@ -65,6 +69,6 @@ def ask(endpoint: str, what: str, timeout: float = 2.0, name: str = "fanoctl", *
     if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
         return None
     try:
-        return query(endpoint, what, timeout=timeout, name=name, **fields)
+        return query(endpoint, what, timeout=timeout, name=name, keys=keys, **fields)
     except BrokerUnavailable:
         return None

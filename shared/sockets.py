@@ -1,6 +1,13 @@
-"""ZeroMQ socket plumbing shared by every program: one place for socket options, binding, and sending and
-receiving whole messages within the byte bound of :mod:`shared.protocol` (which builds and parses the
-frames themselves)."""
+"""ZeroMQ socket plumbing shared by every program: one place for socket options, binding and connecting
+(with CURVE on a networked endpoint), and sending and receiving whole messages within the byte bound of
+:mod:`shared.protocol` (which builds and parses the frames themselves).
+
+CURVE (docs/security.md): :func:`bind` and :func:`connect` are the only places a socket meets its
+endpoint. An ``ipc://`` endpoint gets no keys; any other (``tcp://``) must have them — a server its key
+pair (and a ZAP handler, :mod:`shared.zap`, started on its context), a client its key pair and the
+server's public key — or :class:`shared.keys.KeysError` says which are missing, so a program refuses to
+start instead of talking in clear text.
+"""
 from __future__ import annotations
 
 import os
@@ -8,19 +15,37 @@ import os
 import zmq
 
 from shared.errors import ErrorCode, FanoError
+from shared.keys import ClientKeys, KeysError, ServerKeys, needs_curve
 from shared.protocol import MAX_MESSAGE, new_id
 
 _NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)  # see send_nowait
 
 
 def recv_bounded(sock: zmq.Socket[bytes], limit: int = MAX_MESSAGE) -> tuple[list[bytes], int]:
+    """:func:`recv_from` without the sender's key."""
+    frames, total, _ = recv_from(sock, limit)
+    return frames, total
+
+
+def recv_from(sock: zmq.Socket[bytes], limit: int = MAX_MESSAGE,
+              curve: bool = False) -> tuple[list[bytes], int, str | None]:
     """Receive one whole multipart message without blocking (``zmq.Again`` if none is waiting).
+
+    Returns ``(frames, total, user)``. With ``curve`` (the socket is a CURVE server), ``user`` is the
+    ``User-Id`` the ZAP handler gave the sender's connection: its public key in Z85
+    (:meth:`shared.zap.Gate.caller` maps it to a role); otherwise None.
 
     Returns ``(frames, total)``, ``total`` being the bytes of all its frames. ``ZMQ_MAXMSGSIZE`` bounds
     each frame only, so a peer could send hundreds of MiB as many frames: past ``limit`` in total the
     message is read frame by frame and discarded without being copied, and ``frames`` holds only its
     first frame (on a ROUTER, the sender's identity, to answer ``TOO_LARGE`` to)."""
     first = sock.recv(_NOBLOCK, copy=False)
+    user: str | None = None
+    if curve:
+        try:
+            user = str(first.get("User-Id"))
+        except zmq.ZMQError:   # no ZAP User-Id on this message: treated as an unknown key
+            user = None
     kept, total, frame = [first], len(first), first
     while frame.more:
         frame = sock.recv(copy=False)   # the rest is already here: a multipart message arrives whole
@@ -28,8 +53,8 @@ def recv_bounded(sock: zmq.Socket[bytes], limit: int = MAX_MESSAGE) -> tuple[lis
         if total <= limit:
             kept.append(frame)
     if total > limit:
-        return [first.bytes], total
-    return [f.bytes for f in kept], total
+        return [first.bytes], total, user
+    return [f.bytes for f in kept], total, user
 
 
 def too_large_message(total: int) -> FanoError:
@@ -48,15 +73,41 @@ def send_nowait(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         sock.send(frame, _NOBLOCK if i == last else _SNDMORE_NOBLOCK)
 
 
-def bind(sock: zmq.Socket[bytes], endpoint: str) -> None:
-    """Bind ``sock`` to ``endpoint``; an ``ipc://`` socket file is then made mode 0600.
+def bind(sock: zmq.Socket[bytes], endpoint: str, keys: ServerKeys | None = None, domain: str | None = None) -> bool:
+    """Bind ``sock`` to ``endpoint``; returns whether it is a CURVE server (a networked endpoint).
 
-    Connecting to a Unix socket needs write permission on it, so 0600 keeps every other local user
-    off the broker and the scheduler (the program's umask 077 already gives that; this holds whatever
-    umask the socket was created under)."""
+    An ``ipc://`` socket file is then made mode 0600: connecting to a Unix socket needs write permission
+    on it, so 0600 keeps every other local user off the broker and the scheduler (the program's umask
+    077 already gives that; this holds whatever umask the socket was created under). A ``tcp://``
+    endpoint needs ``keys`` (KeysError without them), and a ZAP handler on the socket's context that
+    admits only authorized client keys (:class:`shared.zap.Gate`) in the socket's ZAP ``domain`` (default
+    :data:`shared.zap.DOMAIN`); ZAP_ENFORCE_DOMAIN makes every handshake fail, rather than pass unchecked,
+    if that handler is missing."""
+    curve = needs_curve(endpoint)
+    if curve:
+        if keys is None:
+            raise KeysError(f"{endpoint} is a network endpoint: it needs the server's CURVE keys")
+        from shared.zap import DOMAIN
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+        sock.setsockopt(zmq.ZAP_DOMAIN, (domain or DOMAIN).encode())
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
     sock.bind(endpoint)
     if endpoint.startswith("ipc://"):
         os.chmod(endpoint[len("ipc://"):], 0o600)
+    return curve
+
+
+def connect(sock: zmq.Socket[bytes], endpoint: str, keys: ClientKeys | None = None) -> None:
+    """Connect ``sock`` to ``endpoint``: with CURVE (``keys``: this program's pair and the server's public
+    key) when the endpoint is networked, else KeysError; an ``ipc://`` endpoint takes no keys."""
+    if needs_curve(endpoint):
+        if keys is None:
+            raise KeysError(f"{endpoint} is a network endpoint: it needs this program's CURVE keys")
+        sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+    sock.connect(endpoint)
 
 
 def configure_socket(sock: zmq.Socket[bytes], role: str, identity: str | None = None) -> None:

@@ -64,6 +64,8 @@ class BackendWorker(Service):
         self.sock: zmq.Socket | None = None
         self.poller: zmq.Poller | None = None
         self.broker: BrokerClient | None = None
+        self.keys = None   # this program's CURVE keys when an endpoint is tcp:// (initialize)
+        self._refused: str | None = None   # the scheduler's last refusal of our role, said once
         self.job: Job | None = None
         self.thread: threading.Thread | None = None
         self.heartbeat_interval = protocol.HEARTBEAT_INTERVAL
@@ -83,11 +85,13 @@ class BackendWorker(Service):
 
     def initialize(self) -> None:
         install_log_redaction()   # before the provider loads its key: no record can carry it
+        # CURVE keys when an endpoint is tcp:// (docs/security.md): missing ones stop us before the provider starts
+        self.keys = self.config.client_keys(self.name)
         self.provider = make_provider(self.account, self.clock, self.config.data_dir)
         self.provider.start()
         self.ctx = zmq.Context()
         self.broker = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RENEW_TIMEOUT, retries=1,
-                                   context=self.ctx)
+                                   context=self.ctx, keys=self.keys)
         self._connect()
         self._announce()
         self.log.info("serving account %s (%s, modes %s); scheduler at %s", self.account.name,
@@ -146,7 +150,8 @@ class BackendWorker(Service):
         self._renew()
         now = self.clock.mono()
         if now >= self.next_heartbeat:
-            self._send("heartbeat", worker=self.name, task_id=self.job.task_id if self.job else None)
+            if self._refused is None:   # refused for our role: quiet until the liveness check asks again
+                self._send("heartbeat", worker=self.name, task_id=self.job.task_id if self.job else None)
             self.next_heartbeat = now + self.heartbeat_interval
         if now - self.last_heard > self.liveness * self.heartbeat_interval:
             self._reconnect(f"scheduler silent for {self.liveness} heartbeats")
@@ -156,7 +161,7 @@ class BackendWorker(Service):
     def _connect(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sockets.configure_socket(sock, "dealer", identity=self.name)
-        sock.connect(self.config.scheduler_endpoint)
+        sockets.connect(sock, self.config.scheduler_endpoint, self.keys)
         self.sock = sock
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
@@ -201,6 +206,10 @@ class BackendWorker(Service):
             self._garbage(f"unexpected message type {kind!r}")
             return
         self.last_heard = self.clock.mono()
+        if kind == "disconnect" and str(msg.get("reason", "")).startswith(protocol.REFUSED):
+            self._on_refused(str(msg["reason"]))
+            return
+        self._refused = None
         if not self.link_up:
             self.link_up = True
             self.log.info("scheduler link up")
@@ -211,6 +220,17 @@ class BackendWorker(Service):
         elif kind == "disconnect":
             self.link_up = True   # a deliberate request, worth a line in the log
             self._reconnect(f"scheduler asked us to reconnect ({str(msg.get('reason', ''))[:100]})")
+
+    def _on_refused(self, reason: str) -> None:
+        """The scheduler refused us for our role (our CURVE key is listed for another account): only the
+        operator can put that right, without a restart (``fanoctl keys add``); we ask again when the liveness
+        check next reconnects (every few seconds), and say so once per reason, not once per attempt."""
+        if reason != self._refused:
+            self.log.error("the scheduler refuses this worker: %s; this worker's key needs the role "
+                           "worker:%s in the server's authorized list (fanoctl keys ls)", reason[:300],
+                           self.account.name)
+        self._refused = reason
+        self.link_up = False
 
     def _garbage(self, why: str) -> None:
         self.counters["garbage"] += 1
@@ -255,7 +275,7 @@ class BackendWorker(Service):
     def _run_job(self, job: Job) -> None:
         """The request thread: its own broker client (clients are not thread-safe), closed at the end."""
         client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RUNNER_TIMEOUT, retries=1,
-                              context=self.ctx)
+                              context=self.ctx, keys=self.keys)
         try:
             runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
                                 self.account.modes, lease_patience=self.config.scheduler.assign_timeout,

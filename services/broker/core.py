@@ -5,6 +5,9 @@ while the rest of the batch commits: the requests first run together in one nest
 if one fails, again each in its own (:meth:`BrokerCore._requests`). Replies are released only after
 the outer transaction has committed.
 
+Every request is checked against its caller's role (services/broker/roles.py) before anything else reads
+it: the role comes with the message from the server when a CURVE key proves it, else from the identity.
+
 Tests drive :meth:`BrokerCore.handle_batch` directly with a :class:`shared.clock.FakeClock`.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 
 from services.broker import ops_admin, ops_handoff, ops_kv, ops_lease, ops_quota, ops_retention, ops_tasks, request_log
+from services.broker import roles as R
 from services.broker import schema as S
 from services.broker.capacity import SAMPLES_KEY, Capacity, disk_space
 from services.broker.tx import Ledger, Tx
@@ -27,6 +31,7 @@ from shared import protocol
 from shared.clock import boot_id
 from shared.config import MAX_MAP_CEILING, format_size
 from shared.errors import ErrorCode, FanoError, bad_argument
+from shared.roles import Role, of_identity
 
 if TYPE_CHECKING:
     from shared.clock import Clock
@@ -42,9 +47,6 @@ HANDLERS: dict[str, Callable[..., Any]] = {**ops_tasks.HANDLERS, **ops_lease.HAN
 # running work can finish and the operator can see what happens. A module transaction is refused only
 # when it submits, or puts without acking a result (:func:`grows`); a lease gets an empty answer.
 GROWING = frozenset({"submit", "quota_set", "retry"})
-# commands only the scheduler may send: the caller's identity names its program (shared/sockets.py:
-# ``name#pid.nonce``). Locally this guards against a confused program, not a hostile local user.
-SCHEDULER_ONLY = frozenset({"revoke"})
 # world seconds a lease refused for want of storage tells the scheduler to wait (it re-asks then)
 STORAGE_LEASE_WAIT = 30.0
 PRUNE_EVERY = 5.0  # seconds between pruning passes of the request log and event outbox, and task compactions
@@ -72,11 +74,6 @@ def grows(req: protocol.Request) -> bool:
     return "submit" in kinds or ("put" in kinds and "ack" not in kinds)
 
 
-def caller_name(ident: bytes) -> str:
-    """The program name in a client's socket identity (``name#pid.nonce``, shared/sockets.py)."""
-    return ident.split(b"#", 1)[0].decode(errors="replace")
-
-
 class ReadLater:
     """A read-only request of a batch, answered after the commit, one at a time (:meth:`BrokerCore.answer_read`)."""
 
@@ -98,6 +95,8 @@ def _cid_of(frames: list[bytes]) -> str | bytes | None:
 Decoded = protocol.Request | protocol.Reply | ReadLater | None
 # (client identity, reply frames), or a ReadLater the server answers after the commit
 ReplyOut = tuple[bytes, list[bytes] | ReadLater]
+# a message of a batch: (client identity, frames), or with the role the server proved from its CURVE key
+Message = tuple[bytes, list[bytes]] | tuple[bytes, list[bytes], Role]
 # (replies, events, pending grow_map requests)
 BatchOut = tuple[list[ReplyOut], list[dict[str, Any]], list[tuple[bytes, protocol.Request]]]
 
@@ -214,8 +213,12 @@ class BrokerCore:
 
     # --- the batch ----------------------------------------------------------------------------------------
 
-    def handle_batch(self, messages: list[tuple[bytes, list[bytes]]], defer_reads: bool = False) -> BatchOut:
+    def handle_batch(self, messages: list[Message], defer_reads: bool = False) -> BatchOut:
         """Process ``[(identity, frames), ...]``; returns ``(replies, events, grow)``.
+
+        The caller's role (services/broker/roles.py) is the third item of a message when the server
+        knows it from the connection's CURVE key (tcp://), else the one its identity's program name
+        implies (:func:`shared.roles.of_identity`: ipc://); a command outside it is answered ``FORBIDDEN``.
 
         ``replies`` is ``[(identity, reply_frames), ...]``, to be sent only now that the batch committed.
         With ``defer_reads``, a read-only request's entry holds a :class:`ReadLater` instead of frames:
@@ -256,14 +259,17 @@ class BrokerCore:
         err = self.refusal()
         self.errors[err.name] += len(messages)
         # keep each reply's cid: clients drop replies that do not carry theirs (and would time out)
-        return ([(i, protocol.encode_reply(protocol.error_reply(_cid_of(f), err))) for i, f in messages], [], [])
+        return ([(m[0], protocol.encode_reply(protocol.error_reply(_cid_of(m[1]), err))) for m in messages], [], [])
 
-    def _batch(self, messages: list[tuple[bytes, list[bytes]]], defer_reads: bool = False) -> BatchOut:
+    def _batch(self, messages: list[Message], defer_reads: bool = False) -> BatchOut:
         """One attempt at a batch in one write transaction; the ledger is restored if it fails."""
         now, mono = self.clock.world(), self.clock.mono()
         events: list[dict[str, Any]] = []
         grow: list[tuple[bytes, protocol.Request]] = []
-        decoded = [(ident, self._decode(ident, frames, grow, defer_reads)) for ident, frames in messages]
+        decoded: list[tuple[bytes, Role, Decoded]] = []
+        for m in messages:
+            role = m[2] if len(m) == 3 else of_identity(m[0])
+            decoded.append((m[0], role, self._decode(m[0], role, m[1], grow, defer_reads)))
         nearly_full = self.nearly_full()
         at_start = self.ledger.checkpoint()
         stored_at_start = dict(self.ledger.stored)
@@ -298,15 +304,19 @@ class BrokerCore:
             log.error("the database environment needs reopening after the failed commit; reopening it")
             self._reopen(self.map_size)
 
-    def _decode(self, ident: bytes, frames: list[bytes], grow: list[tuple[bytes, protocol.Request]],
+    def _decode(self, ident: bytes, role: Role, frames: list[bytes], grow: list[tuple[bytes, protocol.Request]],
                 defer_reads: bool = False) -> Decoded:
-        """The request in ``frames``; an error reply for what cannot be read; None for a grow_map; a
-        :class:`ReadLater` for a read-only request when reads are deferred."""
+        """The request in ``frames``; an error reply for what cannot be read or what ``role`` may not run at
+        all; None for a grow_map; a :class:`ReadLater` for a read-only request when reads are deferred."""
         try:
             req = protocol.decode_request(frames)
         except FanoError as exc:
             self.errors[exc.name] += 1
             return protocol.error_reply(exc.details.get("cid"), exc)
+        refused = R.check_command(role, req.cmd)
+        if refused is not None:
+            self.errors[refused.name] += 1
+            return protocol.error_reply(req.cid, refused)
         if req.cmd == "grow_map":
             grow.append((ident, req))
             return None
@@ -332,7 +342,7 @@ class BrokerCore:
             self.errors[err.name] += 1
             return protocol.encode_reply(protocol.error_reply(req.cid, err))
 
-    def _requests(self, outer: lmdb.Transaction, decoded: list[tuple[bytes, Decoded]], now: float, mono: float,
+    def _requests(self, outer: lmdb.Transaction, decoded: list[tuple[bytes, Role, Decoded]], now: float, mono: float,
                   nearly_full: bool) -> tuple[list[ReplyOut], list[dict[str, Any]]]:
         """Run the batch's requests; returns ``(replies, events)``.
 
@@ -352,11 +362,11 @@ class BrokerCore:
                 self.ledger.restore(checkpoint)
         return self._run(outer, decoded, now, mono, nearly_full, isolated=True)
 
-    def _run(self, txn: lmdb.Transaction, decoded: list[tuple[bytes, Decoded]], now: float, mono: float,
+    def _run(self, txn: lmdb.Transaction, decoded: list[tuple[bytes, Role, Decoded]], now: float, mono: float,
              nearly_full: bool, isolated: bool) -> tuple[list[ReplyOut], list[dict[str, Any]]]:
         replies: list[ReplyOut] = []
         events: list[dict[str, Any]] = []
-        for ident, item in decoded:
+        for ident, role, item in decoded:
             if item is None:  # grow_map: answered by the server after the commit
                 continue
             if isinstance(item, ReadLater):  # answered by the server after the commit, one at a time
@@ -365,16 +375,10 @@ class BrokerCore:
             if isinstance(item, protocol.Reply):  # unreadable: answered with the decoding error
                 replies.append((ident, protocol.encode_reply(item)))
                 continue
-            if item.cmd in SCHEDULER_ONLY and caller_name(ident) != "scheduler":
-                err = FanoError(ErrorCode.FORBIDDEN, f"{item.cmd} is the scheduler's command, not "
-                                f"{caller_name(ident)!r}'s")
-                self.errors[err.name] += 1
-                replies.append((ident, protocol.encode_reply(protocol.error_reply(item.cid, err))))
-                continue
             if isolated:
-                reply, evs = self._isolated(txn, item, now, mono, nearly_full)
+                reply, evs = self._isolated(txn, item, role, now, mono, nearly_full)
             else:
-                reply, evs = self._apply(txn, item, now, mono, nearly_full)
+                reply, evs = self._apply(txn, item, role, now, mono, nearly_full)
             replies.append((ident, protocol.encode_reply(reply)))
             events.extend(evs)
         return replies, events
@@ -432,13 +436,13 @@ class BrokerCore:
             log.info("compacted %d task(s) settled over %.0fs ago%s", n, self.bcfg.task_retention,
                      " (more next pass)" if more else "")
 
-    def _isolated(self, outer: lmdb.Transaction, req: protocol.Request, now: float, mono: float,
+    def _isolated(self, outer: lmdb.Transaction, req: protocol.Request, role: Role, now: float, mono: float,
                   nearly_full: bool) -> tuple[protocol.Reply, list[dict[str, Any]]]:
         """One request in its own nested transaction: a failure rolls back this request only."""
         checkpoint = self.ledger.checkpoint()
         try:
             with self.env.begin(write=True, parent=outer) as txn:
-                return self._apply(txn, req, now, mono, nearly_full)
+                return self._apply(txn, req, role, now, mono, nearly_full)
         except FanoError as exc:
             self.ledger.restore(checkpoint)
             self.errors[exc.name] += 1
@@ -456,10 +460,12 @@ class BrokerCore:
             self.errors[err.name] += 1
             return protocol.error_reply(req.cid, err), []
 
-    def _apply(self, txn: lmdb.Transaction, req: protocol.Request, now: float, mono: float,
+    def _apply(self, txn: lmdb.Transaction, req: protocol.Request, role: Role, now: float, mono: float,
                nearly_full: bool) -> tuple[protocol.Reply, list[dict[str, Any]]]:
-        """Run ``req`` in ``txn``: the request log, the handler; ``(reply, events)``. Raises on failure."""
+        """Run ``req`` in ``txn``: the role check, the request log, the handler; ``(reply, events)``. Raises on
+        failure."""
         tx = self._tx(txn, now, mono)
+        R.authorize(tx, role, req)   # first: a refused caller learns nothing from the request log either
         fp = b""    # the request's fingerprint, when it has a request id
         if req.rid is not None:
             fp = hashlib.blake2b(req.body, digest_size=16).digest()

@@ -5,19 +5,28 @@ waiting requests, run them as one group commit, then send the replies and publis
 requests are answered after the commit one at a time, each sent as soon as it is ready (a batch of
 page reads never holds all its replies at once). A message over ``protocol.MAX_MESSAGE`` bytes in all
 its frames is discarded unread and answered ``TOO_LARGE``.
+
+On a ``tcp://`` endpoint both sockets are CURVE servers (docs/security.md): the ZAP handler
+(:class:`shared.zap.Gate`) admits only authorized keys, each request runs with the role its key has in
+the ``authorized`` list as of now (a revoked key's requests are ``FORBIDDEN``), and when a key is removed
+the event socket is bound anew so that every subscriber goes through a new handshake.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import zmq
 
-from services.broker.core import BrokerCore, ReadLater
+from services.broker.core import BrokerCore, Message, ReadLater
 from services.broker.schema import open_env
 from shared import protocol, sockets
+from shared.roles import NOBODY, Role
 from shared.service import Service
+from shared.zap import EVENTS_DOMAIN, Gate
 
 TICK = 0.5  # longest wait between looks at the stop flag and the sweeps
+KEYS_CHECK = 1.0  # seconds between looks at whether the authorized list changed (a revocation)
 
 
 class BrokerService(Service):
@@ -25,16 +34,24 @@ class BrokerService(Service):
 
     def initialize(self) -> None:
         cfg = self.config
+        keys = cfg.server_keys()   # first: a tcp:// endpoint without keys refuses to start, touching nothing
         self.storage = open_env(cfg.data_dir / "broker", cfg.broker.map_size)
         self.core = BrokerCore(self.storage, cfg, self.clock)
         startup_events = self.core.startup()
         self.ctx = zmq.Context()
+        self.gate: Gate | None = None
+        if keys is not None:
+            self.gate = Gate(keys)
+            self.gate.start(self.ctx)
         self.router = self.ctx.socket(zmq.ROUTER)
         sockets.configure_socket(self.router, "router")
-        sockets.bind(self.router, cfg.broker_endpoint)
+        self.curve = sockets.bind(self.router, cfg.broker_endpoint, keys)
         self.pub = self.ctx.socket(zmq.PUB)
         sockets.configure_socket(self.pub, "pub")
-        sockets.bind(self.pub, cfg.events_endpoint)
+        self.pub_curve = sockets.bind(self.pub, cfg.events_endpoint, keys, EVENTS_DOMAIN)
+        self._server_keys = keys
+        self._rebind_pending = False
+        self._next_keys_check = self.clock.mono() + KEYS_CHECK
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self._wake = self._compute_wake()
@@ -56,11 +73,13 @@ class BrokerService(Service):
     def loop(self) -> None:
         timeout = max(0.0, min(TICK, self._wake - self.clock.mono()))
         ready = self.poller.poll(int(timeout * 1000))
-        messages = []
+        messages: list[Message] = []
+        if self.gate is not None and self.clock.mono() >= self._next_keys_check:
+            self._check_keys(self.gate)
         if ready:
             for _ in range(self.config.broker.max_batch):
                 try:
-                    frames, total = sockets.recv_bounded(self.router)
+                    frames, total, user = sockets.recv_from(self.router, curve=self.curve)
                 except zmq.Again:
                     break
                 if total > protocol.MAX_MESSAGE:
@@ -70,7 +89,10 @@ class BrokerService(Service):
                     continue
                 if len(frames) < 2:
                     continue  # no identity: cannot happen on a ROUTER, but never trust the wire
-                messages.append((frames[0], frames[1:]))
+                if self.curve:
+                    messages.append((frames[0], frames[1:], self._role(user)))
+                else:
+                    messages.append((frames[0], frames[1:]))
         if not messages and self.clock.mono() < self._wake:
             return
         replies, events, grow = self.core.handle_batch(messages, defer_reads=True)
@@ -86,6 +108,43 @@ class BrokerService(Service):
         for ident, item in reads:   # each built, sent and dropped before the next
             self._send_read(ident, item)
         self._wake = self._compute_wake()
+
+    def _role(self, user: str | None) -> Role:
+        """The role of a CURVE client's message: its key's in the authorized list now, else ``nobody``."""
+        entry = self.gate.caller(user) if self.gate is not None else None
+        return entry.role if entry is not None else NOBODY
+
+    def _check_keys(self, gate: Gate) -> None:
+        """Reread the authorized list if it changed; a removed key's event subscriptions are cut by binding the
+        event socket anew (every subscriber reconnects through the ZAP handler and catches up from the outbox)."""
+        self._next_keys_check = self.clock.mono() + KEYS_CHECK
+        if gate.refresh() and self.pub_curve:
+            self.log.info("key(s) revoked: re-binding %s so that every subscriber is authenticated again",
+                          self.config.events_endpoint)
+            self.pub.close(linger=0)
+            self._rebind_pending = True
+        if self._rebind_pending:
+            self._rebind_pub()
+
+    def _rebind_pub(self) -> None:
+        """Bind a new event socket; the old one's port is freed by ZeroMQ's I/O thread a moment after its
+        close, so a refused bind is tried again (for up to a second now, then at the next check)."""
+        deadline = self.clock.mono() + 1.0
+        while True:
+            pub = self.ctx.socket(zmq.PUB)
+            sockets.configure_socket(pub, "pub")
+            try:
+                sockets.bind(pub, self.config.events_endpoint, self._server_keys, EVENTS_DOMAIN)
+            except zmq.ZMQError as exc:
+                pub.close(linger=0)
+                if self.clock.mono() >= deadline:
+                    self.log.error("cannot bind %s again yet (%s); retried in %gs", self.config.events_endpoint,
+                                   exc, KEYS_CHECK)
+                    return
+                time.sleep(0.02)
+                continue
+            self.pub, self._rebind_pending = pub, False
+            return
 
     def _send_read(self, ident: bytes, item: ReadLater) -> None:
         """Answer a deferred read, unless its client has gone: the identity frame goes first, and
@@ -110,6 +169,8 @@ class BrokerService(Service):
             self.core.dropped_replies += 1
 
     def _publish(self, events: list[dict[str, Any]]) -> None:
+        if self._rebind_pending:
+            return   # no event socket for a moment: subscribers catch up from the outbox
         for event in events:
             try:
                 sockets.send_nowait(self.pub, protocol.encode_event(event))
@@ -121,6 +182,9 @@ class BrokerService(Service):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.stop()
         if getattr(self, "ctx", None) is not None:
             self.ctx.term()
         # the core's storage: a failed map growth may have reopened it (closing twice is harmless)

@@ -64,6 +64,7 @@ def _plain(task: TaskRecord) -> dict[str, Any]:
 
 class ModuleService(Service):
     module = "module"
+    keys = None   # this program's CURVE keys when an endpoint is tcp:// (initialize; docs/security.md)
     plan_interval = 5.0     # seconds between planning passes when nothing happens
     sweep_interval = 30.0   # seconds between catch-up sweeps of the unconsumed index
     max_conflict_retries = txn.RETRIES   # recomputations of an effect whose reads changed (shared/txn.py update)
@@ -99,10 +100,12 @@ class ModuleService(Service):
     # --- machinery ----------------------------------------------------------------------------------------
 
     def initialize(self) -> None:
-        self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3)
+        self.keys = self.config.client_keys(self.name)   # CURVE, when an endpoint is tcp:// (docs/security.md)
+        self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3, keys=self.keys)
         self.store = Store(self.client, self.module)
         self.ctx = zmq.Context()
-        self.sub = events.subscribe(self.ctx, self.config.events_endpoint, (*SETTLED_EVENTS, NOTIFY_EVENT))
+        self.sub = events.subscribe(self.ctx, self.config.events_endpoint, (*SETTLED_EVENTS, NOTIFY_EVENT),
+                                    keys=self.keys)
         self._next_plan = 0.0
         self._next_sweep = 0.0
         self._backoff_until = 0.0
@@ -130,7 +133,9 @@ class ModuleService(Service):
         except BrokerUnavailable as exc:
             self.log.warning("broker unavailable (%s); retrying", exc)
         except FanoError as exc:
-            if exc.code not in STORAGE_REFUSALS:
+            # both pass without a restart: storage is freed, and a key listed with the wrong role is put
+            # right in the authorized list (docs/security.md § Roles)
+            if exc.code not in STORAGE_REFUSALS and exc.code != ErrorCode.FORBIDDEN:
                 raise
             self.storage_refused(exc)
             return
@@ -139,7 +144,8 @@ class ModuleService(Service):
             self._refused = None
 
     def storage_refused(self, exc: FanoError) -> None:
-        """Back off after a storage refusal, then sweep and plan again (what was refused is redone then)."""
+        """Back off after a storage refusal (or a FORBIDDEN one: this module's key has another role), then
+        sweep and plan again (what was refused is redone then)."""
         if self._refused is None:
             self.log.warning("broker refuses new work (%s: %s); backing off %gs at a time until it accepts "
                              "again", exc.name, exc.message, self.storage_backoff)

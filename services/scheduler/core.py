@@ -51,11 +51,13 @@ from services.scheduler.handoff import Handoffs
 from services.scheduler.idle import IdleWatch
 from services.scheduler.placement import Placement
 from services.scheduler.priority import PriorityModel, QTask, number
+from services.scheduler.roles import refusal
 from services.scheduler.tasks import Assignment, Running, TaskTable
 from services.scheduler.view import SchedulerView
 from services.scheduler.workers import Revocations, Worker, WorkerRegistry
 from shared import protocol, sockets
 from shared.errors import ErrorCode, FanoError
+from shared.roles import NOBODY, Role, of_identity
 
 DECLINE_HOLD = 1.0       # real seconds a task declined for no known reason sits out; doubled per decline
 DECLINE_HOLD_MAX = 60.0
@@ -279,13 +281,17 @@ class SchedulerCore:
 
     # --- workers --------------------------------------------------------------------------------------
 
-    def on_message(self, ident: bytes, frames: list[bytes]) -> None:
+    def on_message(self, ident: bytes, frames: list[bytes], role: Role | None = None) -> None:
         """One message from the ROUTER. Never raises: bad input is counted and answered.
 
         A message that does not decode is answered ``disconnect`` with the reason (the peer re-announces
         itself; a query with a readable cid gets the error as its answer), a query whose handler fails
         is answered ``INTERNAL``; either way the error is counted in
-        ``errors`` (``stats`` and the minute's log line)."""
+        ``errors`` (``stats`` and the minute's log line).
+
+        ``role``: the sender's, proven by its CURVE key (tcp://); None over ipc://, where the program name
+        of its identity gives it (shared/roles.py). A message outside the role (:func:`refusal`) is
+        answered like a bad one, with ``FORBIDDEN``."""
         try:
             msg = protocol.decode_worker(frames)
         except FanoError as exc:
@@ -299,6 +305,18 @@ class SchedulerCore:
             self.errors["INTERNAL"] += 1
             log.exception("error decoding a message from %r", ident[:64])
             self._send(ident, "disconnect", reason="bad message: undecodable")
+            return
+        role = role if role is not None else of_identity(ident)
+        w = self.workers.get(ident)
+        refused = refusal(role, msg, w)
+        if refused is not None:
+            self.errors[refused.name] += 1
+            if w is not None and role == NOBODY:   # its key was revoked: its leases are voided now too
+                self._forget(w, "its CURVE key was revoked", silent=True)
+            if msg["type"] == "query":
+                self._send(ident, "answer", cid=msg["cid"], ok=False, error=refused.to_wire())
+            else:
+                self._send(ident, "disconnect", reason=(protocol.REFUSED + refused.message)[:200])
             return
         handler = {"ready": self.on_ready, "heartbeat": self.on_heartbeat, "done": self.on_done,
                    "disconnect": self.on_disconnect, "query": self.on_query}.get(msg["type"])

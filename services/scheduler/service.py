@@ -35,7 +35,9 @@ from services.scheduler.core import SchedulerCore
 from shared import events, protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.roles import NOBODY, Role
 from shared.service import Service
+from shared.zap import Gate
 
 TICK = 0.5                # longest wait between looks at the stop flag
 EVENT_CHECK = 5.0         # seconds without events before asking the outbox whether we missed some
@@ -44,6 +46,7 @@ PAGE = 1000               # tasks per `list` page and events per `events` page
 DRAIN = 1000              # messages read per socket per tick (the rest next tick: timers keep running)
 REFRESH_PER_TICK = 50     # `get`s per tick for tasks whose state we must re-read
 REBUILD_RETRY = 1.0
+KEYS_CHECK = 1.0          # seconds between looks at whether the authorized list changed (tcp:// only)
 WEIGHTS_NAMESPACE, WEIGHTS_KEY = "scheduler", "weights"   # broker kv: module weights set at run time
 
 
@@ -56,19 +59,27 @@ class SchedulerService(Service):
 
     def initialize(self) -> None:
         cfg = self.config
+        # CURVE keys for tcp:// endpoints (docs/security.md): refused at start when missing or not private
+        server_keys, keys = cfg.server_keys(), cfg.client_keys(self.name)
         self.core = SchedulerCore(cfg, self.clock)
         self.ctx = zmq.Context()
+        self.gate: Gate | None = None
+        if server_keys is not None:
+            self.gate = Gate(server_keys)
+            self.gate.start(self.ctx)
         self.router = self.ctx.socket(zmq.ROUTER)
         sockets.configure_socket(self.router, "router")
-        sockets.bind(self.router, cfg.scheduler_endpoint)
-        self.sub = events.subscribe(self.ctx, cfg.events_endpoint)
+        self.curve = sockets.bind(self.router, cfg.scheduler_endpoint, server_keys)
+        self._next_keys_check = self.clock.mono() + KEYS_CHECK
+        self.sub = events.subscribe(self.ctx, cfg.events_endpoint, keys=keys)
         self.poller = zmq.Poller()
         self.poller.register(self.router, zmq.POLLIN)
         self.poller.register(self.sub, zmq.POLLIN)
         # in-loop calls: short, one attempt (the next tick retries); the rebuild may wait longer
-        self.client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=1.0, retries=1, context=self.ctx)
+        self.client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=1.0, retries=1, context=self.ctx,
+                                   keys=keys)
         self.rebuild_client = BrokerClient(cfg.broker_endpoint, name=self.name, timeout=5.0, retries=2,
-                                           context=self.ctx)
+                                           context=self.ctx, keys=keys)
         self.core.weights_store = self._store_weights
         self._revoke_rids: dict[tuple[int, int], str] = {}   # one request id per revoke, kept across retries
         self.synced = False
@@ -92,10 +103,13 @@ class SchedulerService(Service):
         ready = dict(self.poller.poll(int(timeout * 1000) + 1))
         if self.sub in ready:
             self._drain_events()
+        if self.gate is not None and self.clock.mono() >= self._next_keys_check:
+            self._next_keys_check = self.clock.mono() + KEYS_CHECK
+            self.gate.refresh()   # a revoked key's next message is refused (services/scheduler/roles.py)
         if self.router in ready:
             for _ in range(DRAIN):
                 try:
-                    frames, total = sockets.recv_bounded(self.router)
+                    frames, total, user = sockets.recv_from(self.router, curve=self.curve)
                 except zmq.Again:
                     break
                 if total > protocol.MAX_MESSAGE:   # discarded unread: all frames past the limit together
@@ -103,7 +117,7 @@ class SchedulerService(Service):
                     continue
                 if len(frames) < 2:
                     continue   # no identity: cannot happen on a ROUTER, but never trust the wire
-                self.core.on_message(frames[0], frames[1:])
+                self.core.on_message(frames[0], frames[1:], self._role(user) if self.curve else None)
         if self.synced and self.clock.mono() - self._last_event > EVENT_CHECK:
             self._follow(self._catch_up)
         if self.synced:
@@ -122,6 +136,11 @@ class SchedulerService(Service):
                           st["ready"] + st["delayed"] + st["held"], st["ready"], st["delayed"], st["held"],
                           st["assigned"], st["running"], st["workers"], st["idle"], st["assigned_total"],
                           self.last_seq, st["errors"] or "none")
+
+    def _role(self, user: str | None) -> Role:
+        """A CURVE client's role: its key's in the authorized list now, else ``nobody`` (revoked)."""
+        entry = self.gate.caller(user) if self.gate is not None else None
+        return entry.role if entry is not None else NOBODY
 
     def _flush(self) -> None:
         for ident, msg_type, fields in self.core.take_output():
@@ -325,5 +344,8 @@ class SchedulerService(Service):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.stop()
         if getattr(self, "ctx", None) is not None:
             self.ctx.term()

@@ -48,7 +48,8 @@ def client_for(cfg: Config) -> BrokerClient:
     _local.clients = clients
     c = clients.get(cfg.broker_endpoint)
     if c is None:
-        c = BrokerClient(cfg.broker_endpoint, name=PROGRAM, timeout=TIMEOUT, retries=RETRIES)
+        c = BrokerClient(cfg.broker_endpoint, name=PROGRAM, timeout=TIMEOUT, retries=RETRIES,
+                         keys=cfg.client_keys(PROGRAM))
         c.notify_writes = True
         clients[cfg.broker_endpoint] = c
     return c
@@ -74,7 +75,8 @@ def ask_scheduler(cfg: Config, what: str, **fields: Any) -> Any:
     as fanoctl asks): a page shows what it has without it."""
     from shared.scheduler_client import ask
 
-    return ask(cfg.scheduler_endpoint, what, timeout=SCHEDULER_TIMEOUT, name=PROGRAM, **fields)
+    return ask(cfg.scheduler_endpoint, what, timeout=SCHEDULER_TIMEOUT, name=PROGRAM,
+               keys=cfg.client_keys(PROGRAM), **fields)
 
 
 def scheduler(request: Request, what: str, **fields: Any) -> Any:

@@ -35,6 +35,7 @@ import zmq
 from shared import events
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
+from shared.keys import ClientKeys
 
 MIN_INTERVAL = 0.5   # seconds between two rebuilds of the overview (events coalesce in between)
 EVENT_CHECK = 5.0    # quiet seconds before asking the broker whether a PUB message was lost
@@ -137,12 +138,13 @@ class Follower:
     """
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], events_endpoint: str, client: BrokerClient,
-                 hub: Hub, build: Callable[[BrokerClient], dict[str, str]], now: Callable[[], float]) -> None:
+                 hub: Hub, build: Callable[[BrokerClient], dict[str, str]], now: Callable[[], float],
+                 keys: ClientKeys | None = None) -> None:
         self.client = client
         self.hub = hub
         self.build = build
         self.now = now
-        self.sub = events.subscribe(ctx, events_endpoint)
+        self.sub = events.subscribe(ctx, events_endpoint, keys=keys)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.last_seq = 0

@@ -67,10 +67,11 @@ class WebService(Service):
         self._bind_warned = False
 
     def initialize(self) -> None:
-        self.ctx = zmq.Context()
         cfg = self.config
+        keys = cfg.client_keys("web")   # CURVE on a tcp:// endpoint (docs/security.md): refused at start without
+        self.ctx = zmq.Context()
         self.follower = Follower(self.ctx, cfg.events_endpoint, client_for(cfg), self.hub,
-                                 lambda client: build_parts(cfg, client, self.clock), self.clock.world)
+                                 lambda client: build_parts(cfg, client, self.clock), self.clock.world, keys)
         self._serve()
 
     def _serve(self) -> None:

@@ -54,9 +54,9 @@ def test_an_account_idle_while_work_bound_elsewhere_waits_says_so_and_since_when
                              "detail": f"standard quota for explorer blocked until {queries.fmt_time(until)}"}]
     assert a1["line"] == (f"account a1 idle while 4 tasks wait (bound to a2: standard quota for explorer "
                           f"blocked until {queries.fmt_time(until)})")
-    advance(core, 600, W1, W2)
+    advance(core, 200, W1, W2)   # (under [scheduler] conversation_handoff, after which the turns move to a1)
     core.tick()
-    assert rows(core)["a1"]["since"] == start and rows(core)["a1"]["for"] == 600
+    assert rows(core)["a1"]["since"] == start and rows(core)["a1"]["for"] == 200
     # work a1 can run arrives: it takes it, and its idle spell ends
     submitted(core, 9)
     assert assigns(core) == [(W1, 9)]

@@ -161,7 +161,8 @@ def test_the_config_files_own_sections_use_the_same_validator(tmp_path):
             ("[scheduler]\naging_cap = -1\n", "[scheduler] aging_cap: expected a number ≥ 0, got -1"),
             ("[scheduler]\nmodule_weights = 3\n", "[scheduler] module_weights: expected a table, got 3"),
             ("[paths]\nrun_dir = 5\n", "[paths] run_dir: expected a non-empty string, got 5"),
-            ("[paths]\nrun_dri = 'x'\n", "[paths]: unknown key(s) run_dri (known: data_dir, log_dir, run_dir)"),
+            ("[paths]\nrun_dri = 'x'\n",
+             "[paths]: unknown key(s) run_dri (known: data_dir, keys_dir, log_dir, run_dir)"),
             ("[accounts.a]\nbackend = 'simm'\n", "[accounts.a] backend: expected one of \"sim\", \"claude\", "
                                                  "\"chatgpt\", \"gemini\", \"openai\", got 'simm'"),
             ("[accounts.a]\nmodes = ['deep']\n", "[accounts.a] backend: required: expected one of \"sim\", \"claude\", "

@@ -76,7 +76,7 @@ class AdvisorService(ModuleService):
 
     def scheduler_weights(self, changes: dict | None = None) -> dict:
         fields = {"set": changes} if changes else {}
-        res = query(self.config.scheduler_endpoint, "weights", timeout=2.0, name=self.name, **fields)
+        res = query(self.config.scheduler_endpoint, "weights", timeout=2.0, name=self.name, keys=self.keys, **fields)
         return dict(res.get("weights") or {})
 
     # --- planning -----------------------------------------------------------------------------------------

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from shared.client import BrokerClient
     from shared.clock import Clock
     from shared.config import Config
+    from shared.keys import ClientKeys
 
 
 class ExplorerHost:
     # the service's (shared.service.Service, ModuleService, ExplorerService.initialize)
     module: str
     config: Config
+    keys: ClientKeys | None
     clock: Clock
     log: logging.Logger
     client: BrokerClient

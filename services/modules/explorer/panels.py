@@ -115,7 +115,8 @@ class Panels(Host):
         if not endpoint or (endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):])):
             return []
         try:
-            answer = scheduler_client.query(endpoint, "idle", timeout=0.5, name="module-explorer")
+            answer = scheduler_client.query(endpoint, "idle", timeout=0.5, name="module-explorer",
+                                            keys=self.keys)
         except FanoError:   # silence (SchedulerUnavailable) included: it is stateless and may be restarting
             return []
         if not isinstance(answer, dict) or answer.get("synced") is False:

@@ -28,7 +28,7 @@ ADVISOR = "advisor"
 
 
 def module_weights(endpoint: str, *, set_: dict[str, float] | None = None, reset: bool = False,
-                   timeout: float = 2.0, context: Any = None) -> dict:
+                   timeout: float = 2.0, context: Any = None, keys: Any = None) -> dict:
     """The weights in force; with ``set_`` (module -> additive weight) or ``reset`` (back to fano.toml's
     ``[scheduler] module_weights``) changed first."""
     if set_ and reset:
@@ -45,7 +45,7 @@ def module_weights(endpoint: str, *, set_: dict[str, float] | None = None, reset
         change["set"] = clean
     elif reset:
         change["reset"] = True
-    result: dict = query(endpoint, "weights", timeout=timeout, context=context, **change)
+    result: dict = query(endpoint, "weights", timeout=timeout, context=context, keys=keys, **change)
     return result
 
 

@@ -1,0 +1,136 @@
+"""``fanoctl keys ...``: the CURVE keys of a tree whose endpoints are ``tcp://`` (docs/security.md § Keys).
+
+Every command works on the keys directory of the configuration (``[paths] keys_dir``, ``$FANO_KEYS_DIR``;
+found even when fano.toml does not load) and needs no running tree. The files and the ``authorized`` list
+are written by :mod:`shared.keys`; a running broker and scheduler reread the list within a second, so
+``add`` and ``revoke`` take effect without a restart.
+"""
+from __future__ import annotations
+
+import click
+
+from cli.app import ctl, fail, json_option, out
+from shared.errors import ExitCode
+
+
+def _keys_dir():
+    return ctl().endpoints().keys_dir
+
+
+def _role(ctx, param, value):
+    if value is None:
+        return None
+    from shared.roles import Role
+    try:
+        return Role.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _programs() -> dict:
+    """Every program of the configuration that connects to the broker or the scheduler -> its role."""
+    from shared.config import load_config
+    from shared.roles import program_role
+    return {name: program_role(name) for name in load_config(ctl().config_path).clients}
+
+
+@click.group()
+def keys():
+    """CURVE keys for tcp:// endpoints: make, list, add, revoke (docs/security.md)."""
+
+
+@keys.command("init")
+@json_option
+def keys_init():
+    """Make the server key pair and a key pair for every program of the configuration (existing ones kept)."""
+    from shared import keys as K
+    made = K.init(_keys_dir(), _programs())
+    out({"keys_dir": str(_keys_dir()), "made": made},
+        lambda d: f"{len(d['made'])} key pair(s) made in {d['keys_dir']}: {', '.join(d['made']) or 'none'}")
+
+
+@keys.command("generate")
+@click.argument("name")
+@click.option("--role", callback=_role, metavar="ROLE",
+              help="worker:ACCOUNT, module:NAME, scheduler or operator (default: the one NAME implies).")
+@click.option("--force", is_flag=True, help="Replace an existing key pair NAME (its old key stops working).")
+@json_option
+def keys_generate(name, role, force):
+    """Make a new client key pair NAME and list it in authorized (a program name: backend-ACCOUNT, ...)."""
+    from shared import keys as K
+    from shared.roles import program_role
+    if (_keys_dir() / f"{name}{K.SECRET_SUFFIX}").exists() and not force:
+        fail(f"a key pair {name!r} exists in {_keys_dir()}: --force replaces it (and its old key stops working)",
+             ExitCode.FAILURE)
+    role = role or program_role(name)
+    if role is None:
+        raise click.UsageError(f"{name!r} is not a program name (backend-ACCOUNT, module-NAME, scheduler, "
+                               "fanoctl): say its --role")
+    public = K.generate(_keys_dir(), name, role)
+    out({"name": name, "role": str(role), "public": public},
+        lambda d: f"key {d['name']} ({d['role']}) made; public key {d['public']}")
+
+
+@keys.command("add")
+@click.argument("name")
+@click.argument("public_key", metavar="PUBLIC-KEY")
+@click.option("--role", callback=_role, metavar="ROLE", required=True,
+              help="worker:ACCOUNT, module:NAME, scheduler or operator.")
+@json_option
+def keys_add(name, public_key, role):
+    """List a client key made on another host: its Z85 public key, or the path of its .key file."""
+    from pathlib import Path
+
+    from shared import keys as K
+    path = Path(public_key)
+    if path.is_file():
+        public_key = K.load_public(path.parent, path.name.removesuffix(K.PUBLIC_SUFFIX)).decode()
+    K.authorize(_keys_dir(), name, role, public_key)
+    out({"name": name, "role": str(role), "public": public_key},
+        lambda d: f"key {d['name']} ({d['role']}) authorized")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@json_option
+def keys_revoke(name):
+    """Remove key NAME from authorized: refused from the next second on (its files stay)."""
+    from shared import keys as K
+    gone = K.revoke(_keys_dir(), name)
+    if not gone:
+        fail(f"no authorized key named {name!r} (fanoctl keys ls lists them)", ExitCode.FAILURE)
+    out({"revoked": [e.name for e in gone]}, f"key {name} revoked")
+
+
+@keys.command("server-key")
+@click.argument("public_key", metavar="[PUBLIC-KEY]", required=False)
+@json_option
+def keys_server_key(public_key):
+    """Print this host's server public key (to copy to another host), or install PUBLIC-KEY (a Z85 key or a
+    server.key file) as the key of the server this host's programs connect to."""
+    from pathlib import Path
+
+    from shared import keys as K
+    kd = _keys_dir()
+    if public_key is None:
+        pub = K.load_public(kd, K.SERVER).decode()
+        out({"server": pub}, pub)
+        return
+    path = Path(public_key)
+    if path.is_file():
+        public_key = K.load_public(path.parent, path.name.removesuffix(K.PUBLIC_SUFFIX)).decode()
+    K.install_server_public(kd, public_key)
+    out({"server": public_key}, f"server key {public_key} installed in {kd}")
+
+
+@keys.command("ls")
+@json_option
+def keys_ls():
+    """The authorized client keys: name, role, public key."""
+    from shared import keys as K
+    entries, problems = K.read_authorized(_keys_dir() / K.AUTHORIZED)
+    rows = [{"name": e.name, "role": str(e.role), "public": e.public} for e in entries]
+    for problem in problems:
+        click.echo(f"fanoctl: warning: {problem}", err=True)
+    out({"keys": rows}, lambda d: "\n".join(f"{r['name']:<28} {r['role']:<24} {r['public']}" for r in d["keys"])
+        or "no authorized keys")
