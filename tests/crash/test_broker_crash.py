@@ -143,15 +143,24 @@ def _drain(h: Harness, journal: Path, timeout: float = 30.0) -> int:
     done = 0
     with BrokerClient(h.broker.endpoint, name="drain", timeout=2.0, retries=5) as c, open(journal, "a") as j:
         deadline = time.monotonic() + timeout
+        quiet_since = None
         while time.monotonic() < deadline:
             rid = "drain-" + os.urandom(8).hex()
             out = c.call("lease", rid=rid, worker="drain", account=ACCOUNT, modes=["standard"], ttl=30.0)
             if out["task"] is None:
                 stats = c.stats()
                 if stats["delayed"] == 0 and stats["tasks"]["RUNNING"] == 0:
-                    return done
+                    # nothing for us, nothing backing off, nothing running: done once that has held for a
+                    # second (a task whose backoff just ended, or a short cool-down, can make one lease come
+                    # back empty; CI once saw the drain stop there with 100 standard tasks left)
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since >= 1.0:
+                        return done
+                else:
+                    quiet_since = None
                 time.sleep(0.03)
                 continue
+            quiet_since = None
             tid, epoch = out["task"]["id"], out["epoch"]
             j.write(json.dumps({"op": "lease", "client": "drain", "id": tid, "epoch": epoch, "account": ACCOUNT,
                                 "mode": out["mode"], "rid": rid}) + "\n")
