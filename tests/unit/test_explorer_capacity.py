@@ -319,16 +319,22 @@ def _review_seated_on(r, account: str, working):
     return r.run_until(seated, accounts=working)[0]
 
 
+def _past_patience_with_others_keeping_up(r, working, rv) -> dict:
+    """The working accounts drain their queues (only gamma is behind), member_patience passes, and a
+    full capacity pass runs; the review afterwards."""
+    r.work(working)
+    r.clock.advance(301)
+    r.svc._next_repair = 0.0
+    r.svc.plan()
+    return r.get(M.review_key(rv["insight_id"]))
+
+
 def test_a_reviewer_seated_on_a_backlogged_account_moves_to_a_free_one_after_patience(rig):
     r = rig(accounts=("alpha", "beta", "gamma", "delta"), settings="math_check = false\n")
     r.import_seeds()
     working = ["alpha", "beta", "delta"]
     rv, seat = _review_seated_on(r, "gamma", working)
-    r.work(working)                                   # the others keep up: only gamma is behind
-    r.clock.advance(301)
-    r.svc._next_repair = 0.0
-    r.svc.plan()
-    after = r.get(M.review_key(rv["insight_id"]))
+    after = _past_patience_with_others_keeping_up(r, working, rv)
     moved = next(p for p in after["panel"] if p["reviewer"] == seat["reviewer"])
     last = after["replacements"][-1]
     assert moved["account"] in working and last["from"] == "gamma" and last["to"] == moved["account"]
@@ -342,11 +348,7 @@ def test_a_reviewer_on_a_backlogged_account_without_a_free_one_keeps_its_seat(ri
     r.import_seeds()
     working = ["alpha", "beta"]
     rv, seat = _review_seated_on(r, "gamma", working)
-    r.work(working)                                   # the others keep up: only gamma is behind
-    r.clock.advance(301)
-    r.svc._next_repair = 0.0
-    r.svc.plan()
-    after = r.get(M.review_key(rv["insight_id"]))
+    after = _past_patience_with_others_keeping_up(r, working, rv)
     assert next(p for p in after["panel"] if p["reviewer"] == seat["reviewer"])["account"] == "gamma"
     assert seat["reviewer"] not in after["rounds"]["1"]["dropped"] and not after.get("replacements")
     # the frequent pass does not read that review again while the capacity stays the same ...
