@@ -127,8 +127,8 @@ def lexical_duplicate(text: str, corpus: dict[str, str], threshold: float = LEXI
         score = _similarity(mine, theirs, threshold)
         if score < threshold or (best is not None and score <= best[1]):
             continue
-        theirs = numbers(other)
-        if nums and theirs and nums != theirs:
+        their_nums = numbers(other)
+        if nums and their_nums and nums != their_nums:
             continue
         best = (ident, round(score, 3))
     return best
