@@ -86,7 +86,7 @@ class Rig(ModuleRig[ExplorerService]):
     # --- reading ------------------------------------------------------------------------------------------
 
     def values(self, prefix: str) -> list:
-        return list(self.svc.values(prefix))
+        return self.svc.store.records(prefix)
 
     def get(self, key: str):
         return self.svc.store.get(key)[1]
@@ -320,15 +320,15 @@ def test_a_panel_member_that_never_answers_is_waited_for_then_left_out(rig):
 
 def test_served_account_and_mode(rig):
     r = rig()
-    svc = r.svc
-    assert svc.served({"id": 1, "requires": {"backends": ["beta"]}, "result": {"text": ""}}) == \
+    env = r.svc.env()
+    assert env.served({"id": 1, "requires": {"backends": ["beta"]}, "result": {"text": ""}}) == \
         {"account": "beta", "mode": "standard"}
-    assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": False}, "served": {"account": "a"}}) == \
+    assert env.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": False}, "served": {"account": "a"}}) == \
         {"account": "a", "mode": "deep"}
-    assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": True},
+    assert env.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": True},
                        "result": {"meta": {"account": "a"}}}) == \
         {"account": "a", "mode": None}                       # a fallback leaves the mode unknown unless told
-    assert svc.served({"id": 1, "requires": {}, "result": {"served": {"account": "c", "mode": "deep"}}}) == \
+    assert env.served({"id": 1, "requires": {}, "result": {"served": {"account": "c", "mode": "deep"}}}) == \
         {"account": "c", "mode": "deep"}
 
 
@@ -338,3 +338,11 @@ def test_the_blessed_list_in_prompts_holds_the_most_recently_blessed():
                 for n in range(5)] + [{"id": "t9-i1", "status": "pending", "text": "not yet"}]
     text = blessed_list(insights, limit=2)
     assert "claim 0" in text and "claim 1" in text and "claim 4" not in text and "not yet" not in text
+
+
+def test_every_task_kind_has_a_handler_and_an_unusable_step():
+    """The service's two tables (docs/modules.md § Module style) cover every kind the explorer submits:
+    a kind missing from HANDLERS would be acked without effect, one missing from UNUSABLE never re-asked."""
+    from services.modules.explorer import service as SV
+    assert set(SV.HANDLERS) == set(M.KINDS)
+    assert set(SV.UNUSABLE) == set(M.KINDS)
