@@ -55,7 +55,9 @@ def pace_key(seed_id: str) -> str:
 
 def seed_of_task(spec: dict) -> str | None:
     """The seed a task spec (or task) belongs to; None when it names no thread or insight."""
-    payload = spec.get("payload") if isinstance(spec.get("payload"), dict) else {}
+    payload = spec.get("payload")
+    if not isinstance(payload, dict):
+        return None
     ident = payload.get("thread_id") or payload.get("insight_id")
     return ident.split(".", 1)[0] if isinstance(ident, str) and ident else None
 
@@ -64,7 +66,9 @@ def current(record: dict | None, seed_id: str, now: float) -> dict:
     """The seed's pace record as of ``now``: a new hour starts the task count again."""
     rec = dict(record) if isinstance(record, dict) else {"seed_id": seed_id, "paused": False,
                                                           "pause_reason": None, "paused_at": None}
-    held = rec.get("held") if isinstance(rec.get("held"), dict) else {}
+    held = rec.get("held")
+    if not isinstance(held, dict):
+        held = {}
     rec["held"] = {k: at for k, at in held.items() if isinstance(at, (int, float)) and now - at < HELD_TTL}
     start = rec.get("window_start")
     if not isinstance(start, (int, float)) or now - start >= HOUR or now < start:
@@ -105,6 +109,8 @@ def blocked_seeds(seeds: list[dict], threads: list[dict], paces: dict[str, dict]
     out = {}
     for seed in seeds:
         sid = seed.get("id")
+        if not isinstance(sid, str):
+            continue   # not a seed (every stored seed has its id)
         rec = current(paces.get(sid), sid, now)
         if rec.get("paused"):
             out[sid] = rec.get("pause_reason") or "paused"
