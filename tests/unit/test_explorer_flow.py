@@ -99,8 +99,8 @@ def check_applied_once(values, tasks: list[dict]) -> None:
     """Every settled task is consumed and left exactly one trace (a record naming it, or an error).
 
     ``values(prefix)`` lists the explorer's records under a prefix; ``tasks`` are all explorer tasks."""
-    tasks = {t["id"]: t for t in tasks}
-    settled = {i: t for i, t in tasks.items() if t["state"] in ("DONE", "PARKED", "CANCELLED")}
+    by_id = {t["id"]: t for t in tasks}
+    settled = {i: t for i, t in by_id.items() if t["state"] in ("DONE", "PARKED", "CANCELLED")}
     assert all(t["consumed"] for t in settled.values()), [t for t in settled.values() if not t["consumed"]]
     traces = [e["task_id"] for e in values("exchanges/")]
     traces += [s["task_id"] for s in values("syntheses/")] + [p["task_id"] for p in values("proposals/")]
@@ -121,7 +121,7 @@ def check_applied_once(values, tasks: list[dict]) -> None:
     assert len(traces) == len(set(traces)), "a result was applied twice"
     assert len(errors) == len(set(errors)) and not set(traces) & set(errors)
     unaccounted = set(settled) - set(traces) - set(errors)
-    assert not unaccounted, [tasks[i]["key"] for i in unaccounted]
+    assert not unaccounted, [by_id[i]["key"] for i in unaccounted]
     for thread in values("threads/"):
         ex = values(f"exchanges/{thread['id']}/")
         assert [e["turn"] for e in ex] == list(range(1, thread["exchanges"] + 1))
