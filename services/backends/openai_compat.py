@@ -41,7 +41,7 @@ context overflow ("maximum context length", ...)      terminal (never retried un
 404 (model not found, or a wrong base_url)            terminal, naming the config to fix
 402, or 400/403/429 about money (``insufficient_quota``, quota, scope account: every mode cools for
 "spend limit", "credit balance", "billing")           max(Retry-After, BILLING_RETRY = 6 h); never a
-                                                      busy-server retry (claude_errors.is_billing decides)
+                                                      busy-server retry (api_errors.is_billing decides)
 429 with Retry-After                                  quota (retry_after from the header)
 503 (loading, queue full), 429 without Retry-After    transient (retry_after 5-10 s)
 other 5xx                                             transient
@@ -324,8 +324,8 @@ class OpenAIProvider(Provider):
                                     sent=False)
             self.probe_needed = False
             return
-        error = classify_http(status, body, self._retry_after(headers), url=self.config.base_url,
-                              account=self.account)
+        error = classify_http(status, body, self._retry_after(headers), now=self.clock.world(),
+                              url=self.config.base_url, account=self.account)
         error.sent = False             # a probe never carries the turn
         if error.error_class == "transient" and error.retry_after is None:
             error.retry_after = BUSY_RETRY
@@ -486,8 +486,8 @@ class OpenAIProvider(Provider):
     def _whole(self, answer: Answer, status: int, headers, body: bytes, model: str, url: str) -> None:
         """A non-streamed answer: an error, or a server that ignored ``stream``."""
         if status != 200:
-            raise classify_http(status, body, self._retry_after(headers), model=model, url=url,
-                                account=self.account)
+            raise classify_http(status, body, self._retry_after(headers), now=self.clock.world(), model=model,
+                                url=url, account=self.account)
         try:
             err = answer.add(json.loads(body))
         except (ValueError, StreamError):
