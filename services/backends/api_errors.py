@@ -86,3 +86,35 @@ def billing_error(text: str, message: str, now: float, *, wait: float | None, bi
     return ProviderError("quota", f"billing: spend limit or credit exhausted, no quick retry; not trying again "
                          f"for {hours(after)} (raise the limit or add credit {where}): {text}",
                          retry_after=after, sent=sent, scope="account")
+
+
+# --- a completion cut at the token limit ------------------------------------------------------------------
+# A completion that stopped at max_tokens (OpenAI-compatible ``finish_reason: "length"``, Claude
+# ``stop_reason: "max_tokens"``) is never an answer: half an answer, or a reasoning model's thinking with
+# none. The same request would be cut at the same place, so where the account names the budget the next
+# attempt of that task asks for LENGTH_GROWTH times the budget that cut it — once; cut again, it fails
+# with the setting to raise. The provider remembers the cut in its conversation store (note_cut/cut_at),
+# so a worker restart between the two attempts does not start over.
+
+LENGTH_GROWTH = 2
+
+
+def token_budget(configured: int, cut_at: int | None) -> int:
+    """The max_tokens of an attempt: the configured budget, or after an earlier attempt of the same task
+    was cut at ``cut_at`` tokens, LENGTH_GROWTH times that."""
+    return configured if cut_at is None else max(configured, cut_at * LENGTH_GROWTH)
+
+
+def length_cut(budget: int | None, configured: int | None, what: str, hint: str) -> ProviderError:
+    """The ProviderError for a completion cut at ``budget`` tokens (None: the server's own default, which
+    the account does not set, so there is nothing to grow). ``configured`` is the account's budget: a cut
+    at it is retried once with a larger one (transient, sent: the tokens were spent); a cut at a grown
+    budget, or where the budget cannot be grown, is terminal and names ``hint`` (the setting to change)."""
+    if budget is not None and configured is not None and budget <= configured:
+        return ProviderError("transient", f"the completion hit max_tokens {budget} ({what}); not an answer: "
+                             f"retrying once with max_tokens {budget * LENGTH_GROWTH}", retry_after=0.0, sent=True)
+    limit = "the server's default token limit" if budget is None else f"max_tokens {budget}"
+    again = (f" again after one retry with a larger budget than the configured {configured}"
+             if budget is not None and configured is not None else "")
+    return ProviderError("terminal", f"the completion hit {limit}{again} ({what}); not an answer: {hint}",
+                         sent=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from services.backends.api_errors import (
     billing_error,
     is_billing,
+    length_cut,
     parse_retry_after,  # noqa: F401  (part of this module's API)
 )
 from services.backends.base import ProviderError
@@ -341,21 +342,21 @@ def _error_codes(body) -> tuple[str | None, str | None]:
 
 
 def unusable_completion(text: str, finish_reason: str | None, reasoning_chars: int, max_tokens: int | None,
-                        account: str = "") -> ProviderError | None:
+                        account: str = "", configured: int | None = None) -> ProviderError | None:
     """None when a finished completion is an answer; else why it is not (the positive acceptance rule: a
     completion is the answer only when the model finished it, ``finish_reason`` "stop" or none, with some
     text). Both failures are ``sent=True``: the server spent the tokens.
 
     - cut at the token limit (``finish_reason: "length"``), empty or not (a reasoning model that spent the
-      whole budget thinking): terminal, the same request would be cut at the same limit; the message names
-      the setting to raise.
+      whole budget thinking): :func:`~.api_errors.length_cut` — at the account's ``configured``
+      max_tokens, transient (the next attempt asks for twice the budget); at a grown budget, or with no
+      max_tokens set (the server's default cannot be grown), terminal, naming the setting to raise.
     - no text at all although the model stopped: transient, a new attempt may answer."""
     if finish_reason == "length":
-        limit = f"max_tokens {max_tokens}" if max_tokens else "the server's default token limit"
         what = (f"all of it spent on reasoning ({reasoning_chars} characters) and no answer" if not text.strip()
                 else f"the answer cut after {len(text)} characters")
-        return ProviderError("terminal", f"the completion hit {limit} ({what}); not an answer: raise max_tokens "
-                             f"(or lower reasoning_effort) of accounts.{account}", sent=True)
+        return length_cut(max_tokens, configured, what,
+                          f"raise max_tokens (or lower reasoning_effort) of accounts.{account}")
     if not text.strip():
         return ProviderError("transient", f"the server finished ({finish_reason or 'no finish_reason'}) with no "
                              "answer text" + (f" after {reasoning_chars} characters of reasoning"
