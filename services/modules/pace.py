@@ -78,6 +78,7 @@ def failed(streak: dict | None, error: str, pause_after: int, what: str, resume:
     s = dict(streak) if isinstance(streak, dict) else {}
     failures = int(s.get("failures") or 0) + 1
     s["failures"] = failures
+    s.setdefault("paused", False)
     if pause_after > 0 and failures >= pause_after and not s.get("paused"):
         last = " ".join(error.split())[:200]
         s.update(paused=True, paused_at=now, pause_reason=f"{failures} unusable answers in a row to {what} "
