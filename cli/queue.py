@@ -108,7 +108,7 @@ def _why_text(d: dict) -> str:
     if state == "PENDING":
         ans = d["scheduler"]
         line = (f"task {d['id']}: pending; the scheduler is not answering (is it running?)" if ans is None else
-                f"task {d['id']}: " + (ans.get("line") if isinstance(ans, dict) else str(ans)))
+                f"task {d['id']}: " + (ans.get("line", "") if isinstance(ans, dict) else str(ans)))
         err = d.get("error") or {}
         # what the last attempt met (a site's notice, a refusal): the scheduler's line says only when it
         # may run again, the operator needs to know why it did not run already
