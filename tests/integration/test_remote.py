@@ -312,3 +312,34 @@ def test_a_partition_mid_request_moves_the_task_to_another_account_and_fences_th
     near = h.sim_log("near-sim", tid)
     assert [e["event"] for e in near] == ["received", "served"] and done["result"]["text"] == near[1]["reply"]
     assert _task_events(h, tid).count("task.done") == 1, _task_events(h, tid)
+
+
+def test_the_second_host_is_reachable_only_over_its_link_and_leaves_nothing_behind():
+    """ops/netns.py itself: a connection across the veth works, is lost (not refused) while partitioned,
+    works again once healed; delete() removes the namespace and both veth ends."""
+    why = unavailable()
+    if why:
+        pytest.skip(f"accounts on another host are tested in a network namespace: {why}")
+    import socket
+    import subprocess
+    import sys
+    ns = Netns.create()
+    try:
+        server = socket.create_server((ns.server_addr, 0))
+        port = server.getsockname()[1]
+        probe = (f"import socket; socket.create_connection(({ns.server_addr!r}, {port}), timeout=1.5); "
+                 f"print('connected')")
+
+        def across() -> str:
+            res = subprocess.run(ns.exec_argv([sys.executable, "-c", probe]), capture_output=True, text=True)
+            return res.stdout.strip() or res.stderr.strip().splitlines()[-1]
+        assert across() == "connected"
+        ns.partition()
+        assert "timed out" in across()
+        ns.heal()
+        wait_for(lambda: across() == "connected", 10, what="the healed link to carry a connection")
+        server.close()
+    finally:
+        assert ns.delete() == []
+    assert not ns.exists()
+    assert ns.name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
