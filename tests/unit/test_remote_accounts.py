@@ -64,3 +64,16 @@ def test_a_worker_host_checks_only_its_workers_keys(tmp_path, monkeypatch):
     assert config_check.main(["--config", str(cfg.path), "--workers"]) == 0
     # the same host checked as a server would need the server key pair and every program's key
     assert any("server.key_secret" in p for p in config_check.problems(cfg))
+
+
+def test_ops_up_workers_gets_a_supervisord_conf_with_absolute_paths_and_only_the_backends(tmp_path):
+    """What ``ops/up --workers`` starts supervisord with (``ops.supervisor_conf --workers-conf``)."""
+    from ops.supervisor_conf import main
+    cfg = _config(tmp_path, '[accounts.far]\nbackend = "sim"\n')
+    out, conf = tmp_path / "backends.conf", tmp_path / "workers.ini"
+    assert main(["--config", str(cfg.path), "--out", str(out), "--workers-conf", str(conf)]) == 0
+    text = conf.read_text()
+    assert "%(here)s" not in text and "[program:" not in text
+    assert f"files = {REPO_ROOT}/var/supervisor/*.conf" in text
+    assert f"file={REPO_ROOT}/var/run/supervisor.sock" in text   # the socket ops/down and supervisorctl use
+    assert "[program:backend-far]" in out.read_text()
