@@ -346,3 +346,33 @@ def test_the_second_host_is_reachable_only_over_its_link_and_leaves_nothing_behi
         assert ns.delete() == []
     assert not ns.exists()
     assert ns.name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def _connections_from(h: Hosts, addr: str) -> list[str]:
+    """The server's established TCP connections (broker and scheduler ports) from ``addr``: each one a ZeroMQ
+    connection the server holds for a peer there."""
+    import subprocess
+    ports = {h.server_env[k].rsplit(":", 1)[1] for k in ("FANO_BROKER", "FANO_SCHEDULER")}
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if any(f"{h.ns.server_addr}:{p} " in line for p in ports) and f" {addr}:" in line]
+
+
+def test_a_server_lets_go_of_the_connections_of_a_host_that_vanished(hosts):
+    """A worker host that goes away without closing its connections (cut off for good, powered off) must not
+    leave them open on the server for ever: the broker and the scheduler ping every peer (ZMTP heartbeats)
+    and drop a connection that stays silent, so a flaky link cannot pile up descriptors over weeks."""
+    h = hosts
+    if shutil.which("ss") is None:
+        pytest.skip("iproute2's ss is not installed")
+    h.until(lambda: h.backends()["far-sim"]["state"] == "idle", 30, "far-sim's remote worker to be idle")
+    assert _connections_from(h, h.ns.worker_addr), "the worker host holds no connection to the server"
+    h.ns.partition()
+    cut = time.monotonic()
+    try:
+        h.until(lambda: not _connections_from(h, h.ns.worker_addr), 40,
+                "the server to drop the silent host's connections", interval=0.5)
+        print(f"vanished host: its connections dropped by the server {time.monotonic() - cut:.1f}s after the cut")
+    finally:
+        h.ns.heal()
+    h.until(lambda: h.backends()["far-sim"]["state"] == "idle", 30, "far-sim's worker to be back after the heal")
