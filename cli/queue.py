@@ -109,7 +109,7 @@ def _why_text(d: dict) -> str:
         ans = d["scheduler"]
         if ans is None:
             return f"task {d['id']}: pending; the scheduler is not answering (is it running?)"
-        return f"task {d['id']}: " + (ans.get("line") if isinstance(ans, dict) else str(ans))
+        return f"task {d['id']}: " + (ans.get("line", "") if isinstance(ans, dict) else str(ans))
     if state == "RUNNING":
         return f"task {d['id']}: running — " + R.running_detail({**d, "attempts": "?", "max_attempts": "?"})
     err = d.get("error") or {}

@@ -146,7 +146,8 @@ class ClaudeStandin(StandinServer):
         self.reviews = reviews      # the research answers' review tuning (prompt_answers.answer_prompt)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self._scenario, self._count = scenario, None
+        self._scenario: str = scenario
+        self._count: int | None = None
         self.records: list[dict] = []
         self._level = float(requests_limit)     # the requests bucket, refilled continuously
         self._level_at = time.time()
@@ -257,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, etype: str, message: str, headers: dict | None = None, code: str | None = None):
         rid = (headers or {}).get("request-id") or f"req_{uuid.uuid4().hex[:24]}"
-        error = {"type": etype, "message": message}
+        error: dict[str, object] = {"type": etype, "message": message}
         if code:
             error["details"] = {"error_code": code}
         self._send_json(status, {"type": "error", "error": error, "request_id": rid},

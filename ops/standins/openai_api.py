@@ -273,7 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
                 s.in_flight -= 1
 
     def _scenario(self, body: dict) -> str:
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            messages = []
         last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
         marked = MARKER.search(str(last.get("content", "")))
         name = self.headers.get("X-Standin-Scenario") or (marked.group(1) if marked else self.owner.scenario)

@@ -57,6 +57,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ops.standins.chat_site.scenarios import SCENARIOS, clean, reset_clock, scenario_of, turn_state
@@ -65,7 +66,7 @@ from ops.standins.server import StandinServer, reviews_option, serve_in_foregrou
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
-DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
+DEFAULT_CONTROL: dict[str, Any] = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
                    "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
                    "deep_limit": False, "real_url_after": 0.3, "wall": "none", "reviews": None}
 WALLS = ("none", "signin", "human_check")

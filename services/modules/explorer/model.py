@@ -186,7 +186,7 @@ def turn_task_key(tid: str, k: int, retry: int = 0) -> str:
 
 def thread_turn_key(thread: dict, k: int) -> str:
     """The key of turn ``k`` of ``thread`` now: its retry suffix, and for a first turn moved off an account
-    that lost its room (``first_turn_moves``, :meth:`.panels.Panels.retarget_first_turns`) a move suffix."""
+    that lost its room (``first_turn_moves``, :func:`.panels.retarget_first_turns`) a move suffix."""
     key = turn_task_key(thread["id"], k, int(thread.get("attempt", 0)))
     moves = int(thread.get("first_turn_moves") or 0) if k == 1 else 0
     return f"{key}:m{moves}" if moves else key
@@ -286,7 +286,7 @@ class ExplorerSettings:
       waiting tasks can only run on backlogged accounts (more than ``busy_backlog`` pinned) counts as
       waiting (``max_waiting_threads``), not active.
     * A new extraction panel is the accounts with standard room now or within ``member_patience``; a new
-      review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
+      review panel is ``reviewers`` distinct accounts among those (:meth:`.context.Env.review_panel`).
     * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
       waited ``member_patience`` world seconds while its account has no room for the mode it needs is
       replaced by an account with room that no other seat counted in the step uses; without one it is left out of that
