@@ -60,7 +60,19 @@ def problems(config, workers: bool = False) -> list[str]:
             out.append(text if text.startswith(where) else f"{where}{text}")
             continue
         out += [f"{where}[modules.{module}] {p}" for p in _names(config, module, settings)]
-    return out + _keys(config, workers)
+    return out + _endpoints(config, workers) + _keys(config, workers)
+
+
+def _endpoints(config, workers: bool) -> list[str]:
+    """A worker host serves a server elsewhere: its workers must be pointed there, or they would wait for ever
+    on sockets of this host that nothing binds."""
+    from shared.keys import needs_curve
+    if not workers:
+        return []
+    return [f"endpoints: {var} is {endpoint}, not the server's tcp:// endpoint; set it on this worker host "
+            "(docs/remote.md § Endpoints and the firewall)"
+            for var, endpoint in (("FANO_BROKER", config.broker_endpoint),
+                                  ("FANO_SCHEDULER", config.scheduler_endpoint)) if not needs_curve(endpoint)]
 
 
 def _keys(config, workers: bool = False) -> list[str]:

@@ -77,3 +77,12 @@ def test_ops_up_workers_gets_a_supervisord_conf_with_absolute_paths_and_only_the
     assert f"files = {REPO_ROOT}/var/supervisor/*.conf" in text
     assert f"file={REPO_ROOT}/var/run/supervisor.sock" in text   # the socket ops/down and supervisorctl use
     assert "[program:backend-far]" in out.read_text()
+
+
+def test_a_worker_host_without_the_servers_endpoints_is_refused_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("FANO_BROKER", raising=False)
+    monkeypatch.setenv("FANO_SCHEDULER", "tcp://10.0.0.1:5557")
+    cfg = _config(tmp_path, '[accounts.far]\nbackend = "sim"\n')
+    found = [p for p in config_check.problems(cfg, workers=True) if p.startswith("endpoints:")]
+    assert len(found) == 1 and "FANO_BROKER is ipc://" in found[0] and "docs/remote.md" in found[0]
+    assert not [p for p in config_check.problems(cfg) if p.startswith("endpoints:")]   # a server: ipc is fine
