@@ -158,7 +158,8 @@ class Deployment:
 
     def start(self) -> Deployment:
         self.tree.start()
-        self.pids.add(self.tree.pid)
+        if self.tree.pid is not None:   # supervisord's: checked at close like the programs'
+            self.pids.add(self.tree.pid)
         self.note_pids()
         self._client = BrokerClient(self.tree.config.broker_endpoint, name="bench-driver", timeout=30.0, retries=2)
         return self
@@ -226,7 +227,8 @@ def idle_latency(dep: Deployment, n: int, gap: float) -> dict:
         sub.close(linger=0)
     ts: dict[int, dict] = {tid: {} for tid in ids}
     for ev in all_events(client, seq0):
-        rec = ts.get(ev.get("id"))
+        ev_id = ev.get("id")
+        rec = ts.get(ev_id) if isinstance(ev_id, int) else None
         if rec is not None and ev["type"] in ("task.submitted", "task.running", "task.done"):
             rec.setdefault(ev["type"], ev["ts"])
     start = [r["task.running"] - r["task.submitted"] for r in ts.values() if len(r) == 3]
