@@ -204,4 +204,4 @@ def test_no_settings_table_is_validated_by_hand():
             if rel not in CONFIG_ERRORS_ALLOWED:
                 found += [f"{rel}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1)
                           if raised.search(line)]
-    assert found == [], f"declare the keys with shared.settings.setting and load them with shared.settings.load: {found}"
+    assert found == [], f"declare keys with shared.settings.setting, load them with shared.settings.load: {found}"
