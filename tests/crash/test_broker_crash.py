@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -49,7 +50,7 @@ class Harness:
         self.clients: list[tuple[str, subprocess.Popen, Path]] = []
         self.kills = 0
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         pytest.fail(f"[FANO_CRASH_SEED={self.seed}] {message}\n--- broker log tail ---\n{self.broker.log()}")
 
     def spawn(self, mode: str, name: str, *extra: str) -> Path:
@@ -76,8 +77,13 @@ class Harness:
     def clients_done(self) -> bool:
         return all(proc.poll() is not None for _, proc, _ in self.clients)
 
+    def broker_proc(self) -> subprocess.Popen:
+        """The broker's process (started by the harness before any chaos)."""
+        assert self.broker.proc is not None, "the broker was never started"
+        return self.broker.proc
+
     def kill_broker(self) -> None:
-        rc = self.broker.proc.poll()
+        rc = self.broker_proc().poll()
         if rc is not None:
             self.fail(f"broker exited by itself with {rc} (not one of our kills)")
         self.broker.kill()
@@ -96,8 +102,8 @@ class Harness:
             if rng.random() < 0.3:
                 time.sleep(rng.uniform(0.0, 0.3))  # clients pile up retries against a dead socket
             self.broker.start(wait=rng.random() < 0.7)  # not waiting: the next kill may land in startup
-        if self.broker.proc.poll() is not None:
-            self.fail(f"broker exited by itself with {self.broker.proc.returncode}")
+        if self.broker_proc().poll() is not None:
+            self.fail(f"broker exited by itself with {self.broker_proc().returncode}")
         self.broker.wait_ready()
 
     def stop_clients(self, timeout: float = 60.0) -> None:
