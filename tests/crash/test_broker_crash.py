@@ -21,6 +21,7 @@ from typing import NoReturn
 import pytest
 
 from ops.invariants import check_client_log, inspect_snapshot, load_snapshot, read_journals
+from shared import txn
 from shared.client import BrokerClient
 from tests.support import REPO, BrokerProcess, short_tmpdir, wait_for, write_config
 
@@ -229,13 +230,13 @@ def test_kill9_during_module_transactions(harness):
     h = harness()
     h.broker.start()
     with h.broker.client(timeout=5.0) as c:
-        ops = [{"op": "submit", "task": {"key": f"tx-{i}", "module": "txmod", "kind": "turn", "payload": {"i": i}}}
+        ops = [txn.submit({"key": f"tx-{i}", "module": "txmod", "kind": "turn", "payload": {"i": i}})
                for i in range(n_tasks)]
         ids = [r["id"] for r in c.txn("txmod", ops)["results"]]
         for _ in ids:
             lease = c.lease("setup", ACCOUNT)
             c.complete(lease["task"]["id"], lease["epoch"], {"answer": lease["task"]["payload"]["i"]})
-        c.txn("txmod", [{"op": "put", "key": "total", "value": 0, "if_version": 0}])
+        c.txn("txmod", [txn.put("total", 0, if_version=0)])
     tasks_arg = ",".join(map(str, ids))
     # few retries per call: BrokerUnavailable reaches the client loop, which then sometimes starts over
     # with a fresh request id, like a restarted module would
