@@ -201,3 +201,48 @@ def test_checker_of_own_sections(line, good):
 ])
 def test_old_reference_pattern(line, old):
     assert bool(OLD_REFERENCE.search(line)) is old
+
+
+# --- the README's own sections ----------------------------------------------------------------------------
+
+# README "Tests", (README, "Tests"), the README's "Web panel" section, README (*Stable JSON shapes*), ...
+README_CITATION = re.compile(r"README(?:'s)?,? *(?:section *)?\(?[\"*]([^\"*]{2,60})[\"*]")
+
+
+def readme_sections(text: str) -> list[str]:
+    """What a README citation may name: a heading, or the lead-in of a paragraph or item set in bold
+    (``**Following capacity.**``, ``- **A hung worker frees its task ...**``)."""
+    bold = re.findall(r"^\s*(?:[-*] )?\*\*([^*]+)\*\*", text, flags=re.M)
+    return headings(text) + bold
+
+
+def readme_problems(line: str, sections: list[str]) -> list[str]:
+    """The problems of every README citation on one line: the name must start a heading or a bold lead-in
+    (ignoring case and the backquotes of a heading)."""
+    known = [s.replace("`", "").lower() for s in sections]
+    return [f"the README has no section {m.group(1)!r}" for m in README_CITATION.finditer(line)
+            if not any(s.startswith(m.group(1).lower()) for s in known)]
+
+
+def test_citations_of_the_readme_name_its_sections():
+    sections = readme_sections((REPO / "README.md").read_text())
+    problems, count = [], 0
+    for path in scanned_files():
+        if path == Path(__file__).resolve():
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            count += len(README_CITATION.findall(line))
+            problems += [f"{path.relative_to(REPO)}:{n}: {p}" for p in readme_problems(line, sections)]
+    assert problems == []
+    assert count >= 10, f"only {count} README citations found: is the pattern right?"
+
+
+@pytest.mark.parametrize("line, good", [
+    ('see README "Tests".', True), ('(README, "Utilization")', True), ("README (*Stable JSON shapes*)", True),
+    ('README "A hung worker"', True), ('the README\'s "Web panel" section', True),
+    ('README "Testing"', False), ('(README, "Nothing like it")', False),
+])
+def test_checker_of_readme_citations(line, good):
+    sections = ["Tests", "Utilization of heterogeneous accounts", "Stable JSON shapes", "Web panel",
+                "A hung worker frees its task within seconds."]
+    assert (readme_problems(line, sections) == []) is good
