@@ -95,7 +95,8 @@ def check_line(line: str, pages: dict[str, list[str]]) -> list[str]:
 
 def check_own_sections(line: str, own: list[str]) -> list[str]:
     """The problems of a docs page's citations of its own sections on one line (``own``: its headings)."""
-    return [f"no heading {line[m.end():].strip()[:60]!r} on this page (headings: {own})"
+    return [f"no heading {line[m.end():].strip()[:60]!r} on this page (headings: {own}; a section of another "
+            f"page is cited in full, docs/<page>.md § <Heading>, also after another citation of that page)"
             for m in OWN_SECTION.finditer(line) if cited_heading(line[m.end():], own) is None]
 
 
