@@ -144,10 +144,13 @@ class BackendWorker(Service):
                 os.read(self._wake_r, 64)
             except BlockingIOError:
                 pass
-        if self.sock in events:
-            for _ in range(DRAIN):
+        sock = self.sock
+        if sock is not None and sock in events:
+            for i in range(DRAIN):
+                if i and not sockets.readable(sock):   # the poll said the first one is there
+                    break
                 try:
-                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._on_frames(frames)
