@@ -154,6 +154,8 @@ class BackendWorker(Service):
                 except zmq.Again:
                     break
                 self._on_frames(frames)
+                if self.sock is not sock:
+                    break   # it reconnected (a disconnect): the old socket is closed
         self._reap()
         self._watch()
         self._renew()
@@ -199,7 +201,7 @@ class BackendWorker(Service):
 
     def _send(self, msg_type: str, **fields) -> None:
         try:
-            self.sock.send_multipart(protocol.encode_worker(msg_type, **fields), flags=zmq.NOBLOCK)
+            sockets.send_nowait(self.sock, protocol.encode_worker(msg_type, **fields))
         except zmq.Again:
             # no scheduler connected and the queue is full: the liveness check will re-announce us
             self.counters["dropped_sends"] += 1

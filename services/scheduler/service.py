@@ -147,7 +147,7 @@ class SchedulerService(Service):
     def _flush(self) -> None:
         for ident, msg_type, fields in self.core.take_output():
             try:
-                self.router.send_multipart([ident, *protocol.encode_worker(msg_type, **fields)], flags=zmq.NOBLOCK)
+                sockets.send_nowait(self.router, [ident, *protocol.encode_worker(msg_type, **fields)])
             except zmq.ZMQError:
                 # gone (ROUTER_MANDATORY) or not reading: a worker is forgotten, a query client dropped
                 self.dropped += 1
