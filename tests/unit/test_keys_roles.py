@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from services.broker.core import ReadLater
 from services.scheduler.roles import refusal
 from shared import keys as K
 from shared import protocol
@@ -132,7 +133,9 @@ def _as(h: CoreHarness, who: bytes | Role, cmd: str, **args):
     assert h.core is not None
     replies, events, _ = h.core.handle_batch([message])
     h.events.extend(events)
-    return protocol.decode_reply(replies[0][1]).raise_for_error()
+    frames_out = replies[0][1]
+    assert not isinstance(frames_out, ReadLater)   # reads are deferred only when asked to
+    return protocol.decode_reply(frames_out).raise_for_error()
 
 
 def _forbidden(h, who, cmd, **args) -> FanoError:
@@ -164,6 +167,24 @@ def test_a_worker_leases_and_reports_only_for_its_account(core):
         _forbidden(core, WORKER_A1, cmd, **({"id": tid} if cmd == "get" else {"module": "explorer"}
                                              if cmd == "kv_scan" else {}))
     assert _as(core, WORKER_A1, "complete", id=tid, epoch=lease["epoch"], result="ok")["state"] == "DONE"
+
+
+def test_a_cut_off_workers_old_lease_is_stale_not_forbidden_once_another_account_holds_the_task(core):
+    """A worker cut off from the tree (a partition; docs/tasks.md § Hung workers) reports with the epoch of a
+    lease that was revoked and given to another account: fencing answers it (STALE_EPOCH, so it drops the job
+    quietly), while the live lease's epoch stays FORBIDDEN to it."""
+    tid = _as(core, EXPLORER, "submit", task=_task("t-cut"))["task"]["id"]
+    old = _as(core, WORKER_A2, "lease", worker="backend-a2", account="a2")
+    assert old["task"]["id"] == tid
+    _as(core, b"scheduler#3.c", "revoke", id=tid, epoch=old["epoch"], worker="backend-a2")
+    live = _as(core, WORKER_A1, "lease", worker="backend-a1", account="a1")
+    assert live["task"]["id"] == tid and live["epoch"] > old["epoch"]
+    with pytest.raises(FanoError) as exc:
+        _as(core, WORKER_A2, "complete", id=tid, epoch=old["epoch"], result="late")
+    assert exc.value.code == ErrorCode.STALE_EPOCH and "a1" not in exc.value.message, exc.value
+    err = _forbidden(core, WORKER_A2, "complete", id=tid, epoch=live["epoch"], result="forged")
+    assert "leased to account 'a1'" in err.message
+    assert _as(core, WORKER_A1, "complete", id=tid, epoch=live["epoch"], result="ok")["state"] == "DONE"
 
 
 def test_a_module_writes_only_its_own_namespace_and_tasks(core):
