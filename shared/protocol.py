@@ -554,8 +554,8 @@ _TEXT_FIELDS = frozenset({"message", "reason"})
 
 def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple[Any, ...]) -> None:
     """Raise BAD_ARGUMENT unless ``value`` has one of ``types`` and lies in the field's range."""
-    want = "/".join(t.__name__ for t in types)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        want = "/".join(t.__name__ for t in types)   # only for the error: every message passes through here
         raise bad_argument(f"{msg_type}: field {name!r} must be {want}, got {type(value).__name__}", field=name)
     if isinstance(value, str):
         limit = MAX_TEXT if name in _TEXT_FIELDS else MAX_NAME

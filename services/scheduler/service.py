@@ -107,7 +107,9 @@ class SchedulerService(Service):
             self._next_keys_check = self.clock.mono() + KEYS_CHECK
             self.gate.refresh()   # a revoked key's next message is refused (services/scheduler/roles.py)
         if self.router in ready:
-            for _ in range(DRAIN):
+            for i in range(DRAIN):
+                if i and not sockets.readable(self.router):   # the poll said the first one is there
+                    break
                 try:
                     frames, total, user = sockets.recv_from(self.router, curve=self.curve)
                 except zmq.Again:
@@ -145,7 +147,7 @@ class SchedulerService(Service):
     def _flush(self) -> None:
         for ident, msg_type, fields in self.core.take_output():
             try:
-                self.router.send_multipart([ident, *protocol.encode_worker(msg_type, **fields)], flags=zmq.NOBLOCK)
+                sockets.send_nowait(self.router, [ident, *protocol.encode_worker(msg_type, **fields)])
             except zmq.ZMQError:
                 # gone (ROUTER_MANDATORY) or not reading: a worker is forgotten, a query client dropped
                 self.dropped += 1
