@@ -18,7 +18,8 @@ keys               utf-8 idempotency key                                  u64 ta
 ready              u32 (PRIO_BIAS - priority) . u64 id                     empty: PENDING and due
 delayed            u64 not_before (world ms) . u64 id                     empty: PENDING, not yet due
 leases             u64 deadline (monotonic us) . u64 id                   u64 epoch: RUNNING
-by_state           state . NUL . u64 id                                   empty
+by_state           state . NUL . u64 id                                   PENDING: msgpack row (below);
+                                                                          other states: empty
 counts             state . NUL . module                                   u64 count
 requests           utf-8 request id                                       msgpack {ts, fp, reply,
                                                                           payload_of?} (request_log.py)
@@ -50,6 +51,14 @@ from 1 rewrites nothing (version 1 values are plain msgpack, which version 2 rea
 new sub-database starts empty): it only records the new version, so that a version-1 broker, which
 could not read a compressed value, refuses the database instead of failing on its records.
 
+Version 3 made a PENDING task's ``by_state`` value its *row*: the fields a scheduler places it by
+(:data:`shared.records.PENDING_ROW`, written by :func:`pending_row` whenever the task is saved PENDING,
+services/broker/tx.py ``Tx.save``), so that a scheduler's rebuild (``list`` with ``rows``) reads one
+small value per PENDING task from one contiguous key range, O(PENDING) however many tasks ended before,
+without decoding a task record. Migrating from 2 writes the row of every PENDING task, in the
+transaction that records version 3; a version-2 broker refuses the database (it would write PENDING
+entries without rows, and leave rows stale when a priority changes).
+
 ``compactable`` was added to version 1 without a version bump: it is derived from the task records, so
 :func:`open_env` fills it from them once (``meta`` key ``compactable_built``) when a database written
 before it existed is opened. A broker without it (an older build) does not maintain it; tasks it acks are
@@ -69,7 +78,7 @@ from services.broker import states as st
 from shared.errors import ExitCode, StartupError
 from shared.protocol import pack_value, unpack_value
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: values whose msgpack encoding is longer than this are stored compressed. Below it zlib saves little
 #: (a few dozen bytes of headers and a short window) and every read would pay for the inflate.
@@ -128,6 +137,17 @@ def u64(n: int) -> bytes:
 def from_u64(b: bytes) -> int:
     n: int = _U64.unpack(b)[0]
     return n
+
+
+def pending_row(task: dict[str, Any]) -> bytes:
+    """The ``by_state`` value of a PENDING task: :data:`shared.records.PENDING_ROW`, in that order."""
+    unknown = task.get("unknown_turn")
+    created = task["created"]
+    since = task.get("pending_since")
+    return pack_value([task["id"], task["module"], task["kind"], task["priority"], created,
+                       task.get("not_before") or 0.0, None if since in (None, created) else since,
+                       task.get("requires") or None, task.get("attrs") or None,
+                       unknown["account"] if unknown else None, unknown.get("until") if unknown else None])
 
 
 def ready_key(priority: int, task_id: int) -> bytes:
@@ -255,8 +275,10 @@ def open_env(path: str | os.PathLike[str], map_size: int) -> Storage:
                 raise SchemaError(f"database at {path} has schema version {version}; this broker "
                                   f"understands up to {SCHEMA_VERSION}")
             if version < SCHEMA_VERSION:
-                # 1 -> 2: nothing to rewrite (see the module docstring); older versions would be migrated
-                # here, in this same transaction
+                # 1 -> 2: nothing to rewrite; 2 -> 3: the PENDING rows (see the module docstring), in this
+                # same transaction: a crash leaves the database at its old version, migrated again next start
+                if version < 3:
+                    _write_pending_rows(txn, dbs)
                 txn.put(b"schema_version", pack_value(SCHEMA_VERSION), db=dbs["meta"])
         stored = txn.get(b"map_size", db=dbs["meta"])
         built = txn.get(b"compactable_built", db=dbs["meta"]) is not None
@@ -265,6 +287,23 @@ def open_env(path: str | os.PathLike[str], map_size: int) -> Storage:
     if not built:
         _build_compactable(env, dbs)
     return Storage(env, dbs, path)
+
+
+def _write_pending_rows(txn: lmdb.Transaction, dbs: dict[str, Any]) -> int:
+    """Give every PENDING ``by_state`` entry its row (the 2 -> 3 migration); returns how many."""
+    prefix = state_prefix(st.PENDING)
+    cur = txn.cursor(db=dbs["by_state"])
+    n, ok = 0, cur.set_range(prefix)
+    while ok:
+        key = bytes(cur.key())
+        if not key.startswith(prefix):
+            break
+        raw = txn.get(key[len(prefix):], db=dbs["tasks"])
+        if raw is not None:
+            cur.put(key, pending_row(decode_value(raw)))   # overwrites the current entry in place
+            n += 1
+        ok = cur.next()
+    return n
 
 
 def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:

@@ -96,6 +96,17 @@ class QTask:
                    pending_since=number(rec.get("pending_since")),
                    conversation_account=conv_account if isinstance(conv_account, str) and conv_account else None)
 
+    @classmethod
+    def from_row(cls, row: list) -> QTask:
+        """From a PENDING row (``list`` with ``rows``: :data:`shared.records.PENDING_ROW`, written by the
+        broker), without the checks :meth:`from_fields` makes of an event's fields: the rebuild's fast path
+        (a row that is not one raises, and the rebuild fails loudly)."""
+        tid, module, kind, prio, created, not_before, since, requires, attrs, unknown, until = row
+        return cls(tid, sys.intern(module), sys.intern(kind), prio,
+                   requires if type(requires) is dict else EMPTY, attrs if type(attrs) is dict else EMPTY,
+                   created, not_before or 0.0, unknown, (until or 0.0) if unknown else 0.0, None,
+                   created if since is None else since)
+
     @property
     def conversation(self) -> str | None:
         conv = self.requires.get("conversation")
