@@ -167,7 +167,8 @@ class SchedulerConfig:
                                  lo=0)
     conversation_handoff: float = _key(300.0, "world seconds a conversation turn waits while the account holding its "
                                               "conversation cannot run it (quota used up, cooling down, paused, "
-                                              "offline) before another account it allows may continue the "
+                                              "offline) or is busy with other work, before another account it "
+                                              "allows (and that asks for work: an idle one) may continue the "
                                               "conversation (services/broker/ops_handoff.py); 0 = never", lo=0)
     responsive_accounts: int = _key(1, "accounts kept out of deep turns while they have standard work, so that a "
                                        "comment or a short step never waits for a deep turn to end "

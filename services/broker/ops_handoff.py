@@ -16,7 +16,12 @@ conversation with it, when all of these hold (:func:`check`):
 * the holding account cannot run it now (:func:`blocked`): it is paused, or every mode the task accepts
   is refused by a cool-down or by the quota gate for the task's module (the same
   :func:`services.broker.ops_quota.admission` a lease of that account would get), or no worker of that
-  account has made a request to this broker for T (:class:`Activity`).
+  account has made a request to this broker for T (:class:`Activity`), or it is busy: it holds the lease
+  of another RUNNING task (:func:`busy_with`). A busy account is not broken, but a turn that has waited
+  T behind its other work while the account asking for it is idle (a lease request is an idle worker
+  asking) is research standing still beside free capacity: issue 11's "no account with quota left sits
+  idle while the research has anything to do" outweighs keeping the provider-side thread, which the
+  modules' prompts do not need.
 
 The hand-off happens in the lease transaction that grants the turn to the new account (:func:`apply`):
 the conversation record's ``account`` changes, its ``url``/``title`` (the old account's page) are dropped,
@@ -32,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.broker import ops_quota as quota
+from services.broker import schema as S
 from services.broker.tx import Tx
 
 HANDOFFS_KEPT = 20   # hand-off records kept per conversation (the task histories keep every one)
@@ -100,7 +106,24 @@ def _blocked(tx: Tx, account: str, task: dict[str, Any], after: float) -> str | 
     activity = getattr(tx, "activity", None)
     if activity is not None and activity.silent_for(account, tx.now) >= after:
         return f"no worker of {account} has been seen for {activity.silent_for(account, tx.now):.0f}s (offline)"
+    busy = busy_with(tx, account)
+    if busy:
+        return f"{account} is busy with task {busy[0]}" + (f" and {len(busy) - 1} more" if len(busy) > 1 else "")
     return None
+
+
+def busy_with(tx: Tx, account: str) -> list[int]:
+    """Ids of the RUNNING tasks leased to ``account`` (the by-state index: as many as there are workers)."""
+    prefix = S.state_prefix("RUNNING")
+    cur = tx.cursor("by_state")
+    out = []
+    ok = cur.set_range(prefix)
+    while ok and cur.key().startswith(prefix):
+        tid = S.from_u64(cur.key()[len(prefix):])
+        if ((tx.task(tid).get("lease") or {}).get("account")) == account:
+            out.append(tid)
+        ok = cur.next()
+    return out
 
 
 def check(tx: Tx, task: dict[str, Any], rec: dict[str, Any],

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+from typing import NamedTuple
 
 CANDIDATE = 0.35   # similarity above which an LLM should decide
 EXACT = 0.97       # similarity above which texts are the same claim
 LEXICAL = 0.8      # without an LLM check: similarity from which a close wording is a duplicate
+FEATURE_CACHE = 4096   # texts whose features are kept (a few KB each): the corpus of a long run, bounded
 
 _STOP = frozenset("""a an the of and or to in on for with by is are be as at that this it its from which
 into than then there their these those we our can may must will not no any all each every""".split())
@@ -38,22 +41,45 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" .;:!?")
 
 
-def _tokens(text: str) -> set[str]:
-    return {t for t in re.findall(r"[a-z0-9⁰-⁹]+", normalize(text)) if t not in _STOP}
+class _Features(NamedTuple):
+    norm: str
+    tokens: frozenset[str]
+    shingles: frozenset[str]
 
 
-def _shingles(text: str, n: int = 3) -> set[str]:
-    s = normalize(text)
-    return {s[i:i + n] for i in range(max(1, len(s) - n + 1))}
+@lru_cache(maxsize=FEATURE_CACHE)
+def _features(text: str) -> _Features:
+    """A text's normalised form, content words and character trigrams, computed once per text.
+
+    Every new insight is compared with every known one, so without the cache each comparison would
+    re-normalise the whole corpus: a cost growing with the research's history on every extraction.
+    The cache is bounded (least recently used out), so memory stays flat however long the run."""
+    norm = normalize(text)
+    tokens = frozenset(t for t in re.findall(r"[a-z0-9⁰-⁹]+", norm) if t not in _STOP)
+    shingles = frozenset(norm[i:i + 3] for i in range(max(1, len(norm) - 2)))
+    return _Features(norm, tokens, shingles)
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def _similarity(fa: _Features, fb: _Features, floor: float = 0.0) -> float:
+    """:func:`similarity` over precomputed features; 0.0 as soon as neither Jaccard can reach ``floor``.
+
+    |A ∩ B| / |A ∪ B| is at most min(|A|, |B|) / max(|A|, |B|), so two texts of very different lengths
+    are ruled out by their sizes alone, without intersecting any set (the exact score is unchanged for
+    every pair that can reach the floor)."""
+    def bound(a: frozenset[str], b: frozenset[str]) -> float:
+        return min(len(a), len(b)) / max(len(a), len(b)) if a and b else 0.0
+    if floor > 0.0 and bound(fa.tokens, fb.tokens) < floor and bound(fa.shingles, fb.shingles) < floor:
+        return 0.0
+    return max(_jaccard(fa.tokens, fb.tokens), _jaccard(fa.shingles, fb.shingles))
 
 
 def similarity(a: str, b: str) -> float:
     """A 0..1 lexical similarity: the larger of word Jaccard and character-trigram Jaccard."""
-    ta, tb = _tokens(a), _tokens(b)
-    words = len(ta & tb) / len(ta | tb) if ta and tb else 0.0
-    sa, sb = _shingles(a), _shingles(b)
-    chars = len(sa & sb) / len(sa | sb) if sa and sb else 0.0
-    return max(words, chars)
+    return _similarity(_features(a), _features(b))
 
 
 def classify(text: str, corpus: dict[str, str], limit: int = 5) -> tuple[str, list[tuple[str, float]]]:
@@ -61,12 +87,13 @@ def classify(text: str, corpus: dict[str, str], limit: int = 5) -> tuple[str, li
 
     ``corpus`` maps ids to texts.
     """
-    norm = normalize(text)
+    mine = _features(text)
     scored = []
     for ident, other in corpus.items():
-        if normalize(other) == norm:
+        theirs = _features(other)
+        if theirs.norm == mine.norm:
             return "duplicate", [(ident, 1.0)]
-        score = similarity(text, other)
+        score = _similarity(mine, theirs, CANDIDATE)
         if score >= CANDIDATE:
             scored.append((ident, round(score, 3)))
     scored.sort(key=lambda kv: -kv[1])
@@ -90,17 +117,18 @@ def lexical_duplicate(text: str, corpus: dict[str, str], threshold: float = LEXI
     ``threshold`` whose numbers are not different from the text's (when both name numbers, the sets must
     be equal). ``corpus`` maps ids to texts.
     """
-    norm = normalize(text)
+    mine = _features(text)
     nums = numbers(text)
     best: tuple[str, float] | None = None
     for ident, other in corpus.items():
-        if normalize(other) == norm:
+        theirs = _features(other)
+        if theirs.norm == mine.norm:
             return ident, 1.0
-        score = similarity(text, other)
+        score = _similarity(mine, theirs, threshold)
         if score < threshold or (best is not None and score <= best[1]):
             continue
-        theirs = numbers(other)
-        if nums and theirs and nums != theirs:
+        their_nums = numbers(other)
+        if nums and their_nums and nums != their_nums:
             continue
         best = (ident, round(score, 3))
     return best

@@ -46,16 +46,35 @@ class SharedScans(Store):
     explorer's insights, say: every insight ever) several times a second, a cost that grows with the
     research's history. What another module wrote is never this module's to keep exact: a scan up to
     ``ttl()`` real seconds old only delays noticing a change by that long. ``get`` is never cached.
-    The records returned are shared between callers: read them, never change them in place."""
+    The records returned are shared between callers: read them, never change them in place.
 
-    def __init__(self, client, module: str, ttl, mono):
+    ``shapes`` maps a prefix to ``shape(key, value) -> value | None``: what of each record the reader
+    needs (None: not at all). A scan kept for a while is then only as large as what the module uses (the
+    documenter keeps the blessed insights' texts, not every insight's history), so the reader's memory
+    follows its working set rather than the other module's whole history. Records are shaped page by
+    page as they arrive."""
+
+    def __init__(self, client, module: str, ttl, mono, shapes: dict[str, Any] | None = None):
         super().__init__(client, module)
         self._ttl, self._mono = ttl, mono
+        self._shapes = dict(shapes or {})
         self._scans: dict[str, tuple[float, list[tuple[str, int, Any]]]] = {}
 
     def scan(self, prefix: str):
         now = self._mono()
         hit = self._scans.get(prefix)
         if hit is None or now >= hit[0]:
-            hit = self._scans[prefix] = (now + self._ttl(), list(super().scan(prefix)))
+            self._scans.pop(prefix, None)   # the old scan is garbage before the new one is read
+            hit = self._scans[prefix] = (now + self._ttl(), self._read(prefix))
         return iter(hit[1])
+
+    def _read(self, prefix: str) -> list[tuple[str, int, Any]]:
+        shape = self._shapes.get(prefix)
+        if shape is None:
+            return list(super().scan(prefix))
+        out = []
+        for key, version, value in super().scan(prefix):
+            kept = shape(key, value)
+            if kept is not None:
+                out.append((key, version, kept))
+        return out

@@ -77,11 +77,19 @@ class Handoffs:
             return None   # another turn of it is unknown: the conversation stays until that is reconciled
         due = due_time(t, self.after)
         if world < due:
-            if self.at.get(t.id) != due:   # a task is placed again and again: one timer per due time
-                self.at[t.id] = due
-                heapq.heappush(self.checks, (due, t.id, ""))
+            self._check_at(t.id, due)
             return None
-        return holder if self.blocked_reason(holder, t, world) else None
+        if self.blocked_reason(holder, t, world):
+            return holder
+        # the holder can run it now; if it stays busy with other work the turn is looked at again one
+        # hand-off time later (at fixed steps from its due time: one timer per step however often it is placed)
+        self._check_at(t.id, due + self.after * (1 + int((world - due) // self.after)))
+        return None
+
+    def _check_at(self, tid: int, when: float) -> None:
+        if self.at.get(tid) != when:   # a task is placed again and again: one timer per due time
+            self.at[tid] = when
+            heapq.heappush(self.checks, (when, tid, ""))
 
     def blocked_reason(self, account: str, t: QTask, world: float) -> str | None:
         """Why ``account`` cannot run ``t`` now, as far as the scheduler knows (None: it can)."""
@@ -96,15 +104,27 @@ class Handoffs:
         mode = str(req.get("mode")) if req.get("mode") in MODES else STANDARD
         modes = (mode, STANDARD) if mode != STANDARD and req.get("deep_fallback") else (mode,)
         info = accounts.info.get(account)
-        refusals = []
+        refusals: list[str] = []
         for m in modes:
             if info is not None and info.modes and m not in info.modes:
                 continue
             r = accounts.why_not(account, m, t.module, world)
             if r is None:
-                return None
+                refusals = []
+                break
             refusals.append(f"{m} {r[0]} until {_fmt(r[1])}")
-        return "; ".join(refusals) or None
+        if refusals:
+            return "; ".join(refusals)
+        return self._busy(account, t)
+
+    def _busy(self, account: str, t: QTask) -> str | None:
+        """``account`` is busy: each of its workers has another task (the broker's rule: it holds another
+        RUNNING lease; a waiting turn then moves to an idle account after the hand-off time)."""
+        ws = self.view.workers.for_account(account)
+        if not ws or any(w.state not in ("busy", "assigned") or w.task_id in (None, t.id) for w in ws):
+            return None
+        ids = sorted(w.task_id for w in ws if w.task_id is not None)
+        return f"busy with task {ids[0]}" + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
 
     # --- keeping proposals current -------------------------------------------------------------------------
 

@@ -66,9 +66,33 @@ def test_no_handoff_while_the_holding_account_can_run_it(make_core):
     core.call("complete", id=t0, epoch=lease["epoch"], result="a")
     core.submit("cv#1", requires=CONV)
     core.clock.advance(3 * T)
-    keep_alive(core)   # online, with quota: the turn waits for it (it is busy elsewhere, say)
+    keep_alive(core)   # online, with quota and idle: the turn waits for it
     out = core.lease(worker="backend-cla", account="cla")
     assert out["task"] is None and "gem can run it" in out["reason"]
+
+
+def test_a_turn_waiting_behind_its_accounts_other_work_moves_to_an_idle_account_after_the_handoff_time(make_core):
+    """gem is online with quota but busy with another task: its conversation's next turn waits T, then the
+    idle cla takes it (issue 11: no account idles while work waits)."""
+    core = make_core()
+    t0 = core.submit("cv#0", requires=CONV)["task"]["id"]
+    lease = core.lease(worker="backend-gem", account="gem")
+    core.call("complete", id=t0, epoch=lease["epoch"], result="a")
+    other = core.submit("long one", requires={"account": "gem"})["task"]["id"]
+    busy = core.lease(worker="backend-gem", account="gem")
+    assert busy["task"]["id"] == other
+    t1 = core.submit("cv#1", requires=CONV)["task"]["id"]
+    for _ in range(int(T - 1) // 20):   # gem works on, renewing its lease (online all along)
+        core.clock.advance(20)
+        core.call("renew", id=other, epoch=busy["epoch"], ttl=None)
+    core.clock.advance(T - 1 - 20 * (int(T - 1) // 20))
+    out = core.lease(worker="backend-cla", account="cla")
+    assert out["task"] is None and "lives on account gem" in out["reason"]
+    core.clock.advance(1)
+    got = core.lease(worker="backend-cla", account="cla")
+    assert got["task"]["id"] == t1
+    [entry] = core.get(t1)["conversation"]["handoffs"]
+    assert entry["from"] == "gem" and f"gem is busy with task {other}" in entry["why"]
 
 
 def test_an_offline_account_hands_off_after_being_silent_for_the_handoff_time(make_core):

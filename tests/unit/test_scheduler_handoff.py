@@ -211,3 +211,51 @@ def test_a_comment_may_run_on_the_operators_reserve_while_its_modules_share_is_b
     assert assigns(core) == []
     submitted(core, 2, module="documenter", kind="documenter.address_comment", requires={"share": "adhoc"})
     assert assigns(core) == [(W1, 2)]
+
+
+def busy_a1(core):
+    """a1's only worker runs task 5 (pinned to a1); conversation c's next turn waits for a1; a2 is idle."""
+    ready(core, W1, "a1")
+    submitted(core, 5, requires={"account": "a1"})
+    assert assigns(core) == [(W1, 5)]
+    running(core, 5, account="a1")
+    turn(core, 1)
+    ready(core, W2, "a2")
+    assert assigns(core) == []
+
+
+def test_a_turn_waiting_behind_its_accounts_other_work_is_proposed_to_an_idle_account_after_the_handoff_time():
+    core = make_core(accounts=TWO)
+    busy_a1(core)
+    line = queries.why(core.view, 1)["line"]
+    assert "lives on a1 (busy with task 5)" in line and "handed off" in line
+    advance(core, HANDOFF - 1, W1, W2)
+    assert assigns(core) == []
+    advance(core, 1, W1, W2)
+    assert assigns(core) == [(W2, 1)]
+    assert core.table.tasks[1].handoff == "a1"
+
+
+def test_a_busy_account_that_frees_up_in_time_keeps_its_conversation():
+    core = make_core(accounts=TWO)
+    busy_a1(core)
+    advance(core, HANDOFF / 2, W1, W2)
+    done(core, W1, 5)
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+
+
+def test_a_turn_due_while_its_account_was_idle_is_looked_at_again_when_it_stays_busy():
+    """Due at a moment its account could run it (no proposal), the turn is checked again a hand-off time
+    later: by then the account is busy with other work, and the idle account takes the turn."""
+    core = make_core(accounts=TWO)
+    turn(core, 1)
+    submitted(core, 5, priority=90, requires={"account": "a1"})
+    advance(core, HANDOFF)
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 5)]              # the higher-priority pinned task first
+    running(core, 5, account="a1")
+    ready(core, W2, "a2")
+    assert assigns(core) == []
+    advance(core, HANDOFF, W1, W2)
+    assert assigns(core) == [(W2, 1)]

@@ -1,6 +1,6 @@
 """SharedScans: another module's namespace read through scans reused for a short while (the documenter's
 view of the explorer's insights); get is never cached. Over the in-process broker core."""
-from services.modules.store import SharedScans
+from services.modules.store import SharedScans, Store
 from shared import txn
 from tests.unit.corehelp import CoreClient
 
@@ -23,7 +23,6 @@ def test_one_env_reads_each_prefix_once(core):
     """A planning pass asks for the jobs, comments and insights from several places: one read each."""
     from services.modules.documenter import flow, service, upkeep
     from services.modules.documenter.context import Env
-    from services.modules.store import Store
     client = CoreClient(core)
     store, explorer = Store(client, "documenter"), Store(client, "explorer")
     reads: list[str] = []
@@ -34,3 +33,21 @@ def test_one_env_reads_each_prefix_once(core):
     service.proposals(env)
     assert flow.read_jobs(env) == {} and upkeep.read_comments(env) == [] and env.incorporated() == set()
     assert sorted(reads) == sorted(set(reads)), reads
+
+
+def test_a_shaped_scan_keeps_only_what_the_reader_uses(core):
+    """The documenter keeps the blessed insights' planning fields, nothing of the others: its memory follows
+    its backlog, not the explorer's history."""
+    from services.modules.documenter.context import INSIGHT_FIELDS, Env, blessed_shape
+    client = CoreClient(core)
+    client.txn("explorer", [txn.put("insights/a", {"text": "one", "status": "blessed", "priority": 7,
+                                                   "versions": [{"text": "one"}] * 50, "dedup": {"x": 1}}),
+                            txn.put("insights/b", {"text": "two", "status": "pending", "versions": []}),
+                            txn.put("insights/c", "not a record")])
+    view = SharedScans(client, "explorer", lambda: 60.0, lambda: 0.0, shapes={"insights/": blessed_shape})
+    assert [(k, v) for k, _, v in view.scan("insights/")] == [("insights/a", {"text": "one", "status": "blessed",
+                                                                              "priority": 7})]
+    assert set(INSIGHT_FIELDS) >= {"text", "status", "priority", "depends_on", "tags"}
+    assert view.get("insights/b")[1]["status"] == "pending"                   # get is whole and fresh
+    env = Env(Store(client, "documenter"), view, 1.0)
+    assert list(env.blessed()) == ["a"] and env.waiting() == 1

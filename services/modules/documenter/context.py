@@ -92,6 +92,19 @@ class Env:
                 "attrs": {"seed_priority": seed_priority, "backlog": waiting, **attrs}}
 
 
+INSIGHT_FIELDS = ("text", "status", "priority", "depends_on", "tags")   # what planning reads of an insight
+
+
+def blessed_shape(key: str, value) -> dict | None:
+    """What the documenter keeps of one of the explorer's ``insights/`` records between scans (a
+    :class:`services.modules.store.SharedScans` shape): the planning fields of a blessed insight, nothing
+    of the others (their versions, dedup records and reviews are the explorer's; a week's worth of them
+    held in memory would make the documenter grow with the research's history)."""
+    if not isinstance(value, dict) or value.get("status") != "blessed":
+        return None
+    return {f: value[f] for f in INSIGHT_FIELDS if f in value}
+
+
 def priority_of(insight: dict) -> float:
     p = insight.get("priority")
     return float(p) if isinstance(p, (int, float)) and not isinstance(p, bool) else 5.0

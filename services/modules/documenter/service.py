@@ -77,9 +77,11 @@ class DocumenterService(ModuleService):
         self.settings = load_settings(self.config)   # first: a bad table exits (CONFIG) before any socket
         super().initialize()
         # read only, never written by this module; its scans are reused for up to five minutes of world time
-        # (two seconds of real time at most): planning runs after every applied result
+        # (two seconds of real time at most): planning runs after every applied result. Only the blessed
+        # insights' planning fields are kept (C.blessed_shape): the documenter's memory stays flat.
         self.explorer: Store = SharedScans(self.client, "explorer",
-                                    lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 2.0), self.clock.mono)
+                                           lambda: self.world_interval(EXPLORER_SCAN_WORLD, 0.05, 2.0),
+                                           self.clock.mono, shapes={"insights/": C.blessed_shape})
         self.export_path = export_path(self.config)
         self._exported = export.exported_version(self.export_path)
         self._next_seats = 0.0
