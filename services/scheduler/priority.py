@@ -72,6 +72,11 @@ class QTask:
     cls: tuple = ()            # placement class, see services.scheduler.classes.placement_class
     declines: int = 0          # declined leases without a retry time, for the hold backoff
     hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
+    # where services.scheduler.queue.TaskQueue has it: state, bin key, and its one live heap entry (kept on
+    # the task rather than in a per-task record of the queue's: a deep queue's memory is mostly tasks)
+    qstate: int = field(default=0, init=False, repr=False)
+    qkey: tuple = field(default=(), init=False, repr=False)
+    qentry: tuple | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_fields(cls, rec: Mapping[str, Any]) -> QTask:

@@ -61,8 +61,8 @@ class TaskTable:
 
     def reset(self) -> None:
         """Forget every task but the assignments (a rebuild follows; :meth:`drop_stale_assignments`)."""
-        self.queue = TaskQueue(self.model)
         self.tasks: dict[int, QTask] = {}
+        self.queue = TaskQueue(self.model, self.tasks)   # one dict of tasks for both
         self.held: dict[str, set[int]] = {}
         # (world time, task id): when a task's binding to the account that must reconcile it lapses
         self.unknown_holds: list[tuple[float, int]] = []
@@ -93,11 +93,12 @@ class TaskTable:
 
     def pop(self, tid: int) -> QTask | None:
         """Stop tracking ``tid`` (it runs or ended): out of its place and of the assignments."""
-        t = self.tasks.pop(tid, None)
+        t = self.tasks.get(tid)
         self.assigned.pop(tid, None)
         if t is None:
             return None
-        self.unfile(t)
+        self.unfile(t)   # while the queue still finds it in the dict it shares
+        del self.tasks[tid]
         self.waiting[t.module] -= 1
         if self.waiting[t.module] <= 0:
             del self.waiting[t.module]
