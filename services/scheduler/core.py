@@ -255,6 +255,12 @@ class SchedulerCore:
         else:
             self._on_ended("task.refreshed", tid, rec)
 
+    def on_pending_page(self, tasks: list[QTask]) -> None:
+        """A rebuild's page of PENDING tasks: the ones :meth:`_track` would only queue are filed at once
+        (TaskTable.load), the others tracked one by one."""
+        for t in self.table.load(tasks, self.clock.world(), self.convs.holder):
+            self.on_pending_task(t)
+
     def on_pending_task(self, t: QTask) -> None:
         """A task the broker says is PENDING (a record, or a rebuild's row: services/scheduler/rebuild.py)."""
         a = self.table.assigned.get(t.id)

@@ -144,6 +144,7 @@ class PriorityModel:
         self.rate = max(0.0, number(cfg.aging_per_hour)) / 3600.0   # per world second
         self.cap = max(0.0, number(cfg.aging_cap))
         self.seed_weight = number(cfg.seed_weight)
+        self._bases: dict[tuple[str, int], float] = {}   # static() of tasks without attrs, by (kind, priority)
         self.boosts: dict[str, list[tuple[float, float]]] = {}
         for module, steps in dict(cfg.backlog_boosts).items():
             pairs = [(number(s[0]), number(s[1])) for s in steps if isinstance(s, (list, tuple)) and len(s) == 2]
@@ -161,6 +162,14 @@ class PriorityModel:
 
     def static(self, task: QTask) -> float:
         """The part that does not change while the task waits (computed once per insertion)."""
+        if not task.attrs:   # the base alone: one value per (kind, priority), remembered
+            key = (task.kind, task.priority)
+            value = self._bases.get(key)
+            if value is None:
+                value = self.base(task)
+                if len(self._bases) < 4096:
+                    self._bases[key] = value
+            return value
         return (self.base(task) + self.seed_weight * number(task.attrs.get("seed_priority"))
                 + number(task.attrs.get("comment_boost")))
 

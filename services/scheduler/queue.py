@@ -147,6 +147,49 @@ class TaskQueue:
         else:
             self._enter_bin(task, now)
 
+    def extend(self, tasks: list[QTask], now: float) -> None:
+        """:meth:`push` each of ``tasks``, none of them queued yet (a rebuild's page): the same filing
+        in one loop, the rebuild's hot path."""
+        model, statics, keys, bins, own = self.model, self._statics, self._keys, self._bins, self._own
+        rate, cap_time = model.rate, model.cap_time
+        heappush = heapq.heappush
+        for task in tasks:
+            if task.qstate:
+                self.push(task, now)
+                continue
+            if task.created > now:
+                task.created = now
+            static = model.static(task)
+            task.static = statics.get(static, static)
+            key = (task.cls, task.module)
+            task.qkey = key = keys.setdefault(key, key)
+            if own:
+                self._tasks[task.id] = task
+            self._n += 1
+            if task.not_before > now:
+                self._n_delayed += 1
+                self.delayed_by_module[task.module] += 1
+                task.qstate, task.qentry = DELAYED, (task.not_before, task.id)
+                heappush(self._delayed, task.qentry)
+                continue
+            b = bins.get(key)
+            if b is None:
+                b = bins[key] = _Bin()
+            b.n += 1
+            if cap_time(task.created) <= now:
+                task.qstate, task.qentry = CAPPED, (-task.static, task.created, task.id)
+                heappush(b.capped, task.qentry)
+            else:
+                task.qstate = AGING
+                task.qentry = entry = (rate * task.created - task.static, task.created, task.id)
+                heappush(b.aging, entry)
+                if rate > 0:
+                    if not b.fifo or b.fifo[-1][1] <= entry[1]:
+                        b.fifo.append(entry)
+                    else:
+                        heappush(b.late, (entry[1], entry[2], entry))
+        self.ops += len(tasks)
+
     def remove(self, task_id: int) -> QTask | None:
         """Forget a task (lazily: its heap entries die when they surface)."""
         task = self._queued(task_id)

@@ -224,8 +224,7 @@ class SchedulerService(Service):
                 for rec in page:
                     self.core.on_task_record(rec)
             for tasks in rebuild.pending_pages(client):   # PENDING: the broker's rows, not its records
-                for t in tasks:
-                    self.core.on_pending_task(t)
+                self.core.on_pending_page(tasks)
             if not self.core.placement.latencies.counts:   # nothing learned yet: from the recent outbox
                 learned = self.core.placement.learn_history(self._history(client, seq0))
                 self.log.info("learned %d service times from the last %d events", learned, P.WARM_EVENTS)
