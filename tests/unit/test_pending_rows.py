@@ -31,7 +31,7 @@ def records(h) -> dict[int, dict]:
 
 
 def fields(t: QTask) -> dict:
-    return {name: getattr(t, name) for name in QTask.__slots__ if not name.startswith("_")}
+    return {name: getattr(t, name) for name in QTask.FIELDS}
 
 
 def assert_rows_match(h) -> None:

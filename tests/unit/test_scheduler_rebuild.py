@@ -72,4 +72,4 @@ def test_pending_pages_read_the_brokers_rows(make_core):
     assert [t.id for t in got] == [i for i in ids if i != ids[4]]
     for t in got:
         want = QTask.from_fields(records[t.id])
-        assert {k: getattr(t, k) for k in QTask.__slots__} == {k: getattr(want, k) for k in QTask.__slots__}
+        assert {k: getattr(t, k) for k in QTask.FIELDS} == {k: getattr(want, k) for k in QTask.FIELDS}
