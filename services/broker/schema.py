@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgpack
 
 from services.broker import states as st
 from shared.errors import ExitCode, StartupError
@@ -139,15 +140,22 @@ def from_u64(b: bytes) -> int:
     return n
 
 
+# one packer for every row (msgpack.packb makes one per call: most of the cost of packing a row); the broker
+# is single-threaded
+_ROW_PACKER = msgpack.Packer(use_bin_type=True)
+
+
 def pending_row(task: dict[str, Any]) -> bytes:
     """The ``by_state`` value of a PENDING task: :data:`shared.records.PENDING_ROW`, in that order."""
     unknown = task.get("unknown_turn")
     created = task["created"]
     since = task.get("pending_since")
-    return pack_value([task["id"], task["module"], task["kind"], task["priority"], created,
-                       task.get("not_before") or 0.0, None if since in (None, created) else since,
-                       task.get("requires") or None, task.get("attrs") or None,
-                       unknown["account"] if unknown else None, unknown.get("until") if unknown else None])
+    row: bytes = _ROW_PACKER.pack([task["id"], task["module"], task["kind"], task["priority"], created,
+                                   task.get("not_before") or 0.0, None if since in (None, created) else since,
+                                   task.get("requires") or None, task.get("attrs") or None,
+                                   unknown["account"] if unknown else None,
+                                   unknown.get("until") if unknown else None])
+    return row
 
 
 def ready_key(priority: int, task_id: int) -> bytes:
