@@ -81,7 +81,10 @@ class Ctl:
 
 def ctl() -> Ctl:
     """The current invocation's :class:`Ctl` (inside a command)."""
-    return click.get_current_context().find_object(Ctl)
+    obj = click.get_current_context().find_object(Ctl)
+    if obj is None:   # a command always runs below the root group, which makes it
+        raise RuntimeError("fanoctl: no invocation state outside a command")
+    return obj
 
 
 def client():
@@ -99,7 +102,8 @@ def warn(message: str) -> None:
     """A problem the command works around: one line on stderr (stdout stays the result), once per
     invocation (``top`` meets the same problem every frame)."""
     c = click.get_current_context(silent=True)
-    seen = c.find_object(Ctl).warned if c is not None and c.find_object(Ctl) is not None else set()
+    obj = c.find_object(Ctl) if c is not None else None
+    seen = obj.warned if obj is not None else set()
     if message not in seen:
         seen.add(message)
         click.echo(f"fanoctl: warning: {message}", err=True)

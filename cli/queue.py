@@ -107,9 +107,14 @@ def _why_text(d: dict) -> str:
     state = d["state"]
     if state == "PENDING":
         ans = d["scheduler"]
-        if ans is None:
-            return f"task {d['id']}: pending; the scheduler is not answering (is it running?)"
-        return f"task {d['id']}: " + (ans.get("line") if isinstance(ans, dict) else str(ans))
+        line = (f"task {d['id']}: pending; the scheduler is not answering (is it running?)" if ans is None else
+                f"task {d['id']}: " + (ans.get("line", "") if isinstance(ans, dict) else str(ans)))
+        err = d.get("error") or {}
+        # what the last attempt met (a site's notice, a refusal): the scheduler's line says only when it
+        # may run again, the operator needs to know why it did not run already
+        if err.get("message"):
+            line += f"\n  last attempt: {err.get('class')}: {str(err['message'])[:300]}"
+        return line
     if state == "RUNNING":
         return f"task {d['id']}: running — " + R.running_detail({**d, "attempts": "?", "max_attempts": "?"})
     err = d.get("error") or {}

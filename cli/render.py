@@ -1,82 +1,17 @@
-"""Formatting for ``fanoctl``: fixed-width tables, durations, local times, JSON, and one readable view
-per command result (``status_text``, ``ls_text``, ...).
+"""Formatting for ``fanoctl``: fixed-width tables and one readable view per command result
+(``status_text``, ``ls_text``, ...); durations, local times, sizes and JSON are worded by
+:mod:`shared.formatting`, as in the web panel.
 
 Pure functions of their arguments (``now`` is passed in), no I/O, standard library only. The views read
 result shapes documented in docs/cli.md and tolerate missing optional fields.
 """
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import json
 
-from shared.config import format_size
-
-
-def to_json(obj) -> str:
-    """Indented JSON with sorted keys; bytes (rare: binary values a worker stored) become text."""
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
-
-
-def _json_default(obj):
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        raw = bytes(obj)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(raw).decode("ascii")
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
-
-
-def duration(seconds) -> str:
-    """``45s``, ``12m05s``, ``3h12m``, ``2d04h``; the two most significant units."""
-    if seconds is None:
-        return "-"
-    s = int(abs(float(seconds)))  # truncated: "in 59m59s" until the hour has really passed
-    sign = "-" if float(seconds) < 0 and s else ""
-    if s < 60:
-        return f"{sign}{s}s"
-    if s < 3600:
-        return f"{sign}{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{sign}{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{sign}{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def relative(ts, now: float) -> str:
-    """``in 3h12m`` or ``5m02s ago`` for a world time ``ts``."""
-    if ts is None:
-        return "-"
-    delta = float(ts) - now
-    return f"in {duration(delta)}" if delta >= 0 else f"{duration(delta).lstrip('-')} ago"
-
-
-def local_time(ts, with_date: bool = True) -> str:
-    """A world time (epoch seconds) as local wall-clock time with the zone abbreviation."""
-    if ts is None:
-        return "-"
-    when = dt.datetime.fromtimestamp(float(ts)).astimezone()
-    return when.strftime("%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S %Z")
-
-
-def when(ts, now: float) -> str:
-    """``2024-05-01 14:03:00 CEST (in 3h12m)``."""
-    if ts is None:
-        return "-"
-    return f"{local_time(ts)} ({relative(ts, now)})"
-
-
-def size(n) -> str:
-    """Bytes as ``512.0 MiB``; ``-`` when unknown."""
-    return "-" if n is None else format_size(n)
-
-
-def truncate(text, width: int) -> str:
-    text = "" if text is None else str(text)
-    text = text.replace("\n", " ")
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+# the wording of times, sizes and JSON, shared with the web panel (imported here for the views below and
+# for the command modules, which call them as R.duration, R.size, ...)
+from shared.formatting import duration, json_default, local_time, relative, size, to_json, truncate, when
 
 
 def table(headers: list[str], rows: list[list], max_width: dict | None = None) -> str:
@@ -110,7 +45,7 @@ def compact(value, width: int = 200) -> str:
     """A short one-line JSON rendering of a value (strings as is)."""
     if isinstance(value, str):
         return truncate(value, width)
-    return truncate(json.dumps(value, sort_keys=True, ensure_ascii=False, default=_json_default), width)
+    return truncate(json.dumps(value, sort_keys=True, ensure_ascii=False, default=json_default), width)
 
 
 def pretty(value) -> str:

@@ -116,6 +116,7 @@ def document_show(version, as_text):
             "concepts": sorted(doc.established().values(), key=str.lower), "comments": comments_open,
             "disputes": _disputes(store), "plan": store.get(M.PLAN_STATE)[1], "review": store.get(M.REVIEW_STATE)[1],
             "incorporated": sum(1 for _ in store.scan("incorporated/")), "now": _now()}
+    data["waiting"] = O.pauses(store, data["now"])
     out(data, show_text)
 
 
@@ -136,6 +137,9 @@ def show_text(d: dict) -> str:
     if d["disputes"]:
         lines += ["", f"disputed insights: {len(d['disputes'])}, waiting for a human: {len(waiting)} "
                   "(`fanoctl document disputes`, `document retry INSIGHT`)"]
+    for what, reason in (d.get("waiting") or {}).items():
+        if reason:
+            lines += ["", f"{what} paused: {reason}" if what != "budget" else reason]
     plan = d.get("plan") or {}
     last = plan.get("last") or {}
     if last:
@@ -220,6 +224,15 @@ def disputes_text(d: dict) -> str:
     rows = [[j.get("insight_id", "?"), j.get("stage", "?"), str(j.get("disputes", 0)), str(j.get("run", 0)),
              j.get("last_reason", "")] for j in d["disputes"]]
     return R.table(["INSIGHT", "STAGE", "DISPUTES", "RUNS", "LAST REASON"], rows, {4: 90})
+
+
+@document.command("resume")
+@json_option
+def document_resume(**_):
+    """Resume planning and section reviews paused after unusable answers in a row (`document show` says why)."""
+    from services.modules.operations import documenter as O
+    res = O.resume_work(client())
+    out(res, "resumed: " + ", ".join(res["resumed"]) if res["resumed"] else "nothing was paused")
 
 
 @document.command("retry")

@@ -14,7 +14,7 @@ def seeds_text(seeds: list[dict], threads: dict) -> str:
     rows = [[s["id"], s.get("type", "?"), s.get("priority", "-"), threads.get(s["id"], 0),
              ",".join(s.get("tags") or []) or "-",
              s.get("text", "")]
-            for s in sorted(seeds, key=lambda s: (order.get(s.get("type"), 3), -s.get("priority", 5), s["id"]))]
+            for s in sorted(seeds, key=lambda s: (order.get(str(s.get("type")), 3), -s.get("priority", 5), s["id"]))]
     text = R.table(["ID", "TYPE", "PRIO", "THREADS", "TAGS", "TEXT"], rows, {4: 30, 5: 70})
     # what the explorer decided about a seed (services/modules/explorer/pacing.py), one line each
     notes = [f"{s['id']}: paused: {s['pause_reason']}" for s in seeds if s.get("paused")]

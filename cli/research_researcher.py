@@ -8,7 +8,9 @@ and the promotion contract: ``services/modules/researcher/model.py``.
 
 JSON shapes (``--json``)::
 
-    research questions    {"questions": [Question, ...]}                 (priority, newest first)
+    research questions    {"questions": [Question, ...], "waiting": {"questions", "budget"}}
+                          (priority, newest first; waiting: why no new batch starts, each a reason or null)
+    research resume       {"resumed": bool}
     research sources      {"sources": [Source, ...]}                     (added order)
     research findings     {"findings": [Finding + {"promoted": bool, "crossrefs": [key]}]}
     research crossrefs    {"crossrefs": [CrossRef + {"key"}]}
@@ -53,15 +55,20 @@ def research():
 def questions(limit):
     """Research questions, highest priority first."""
     from services.modules.operations import research_views as V
-    out({"questions": V.questions(client())[:limit]}, questions_text)
+    from services.modules.operations import researcher as O
+    c = client()
+    out({"questions": V.questions(c)[:limit], "waiting": O.waiting(c, _now())}, questions_text)
 
 
 def questions_text(d: dict) -> str:
+    waiting = d.get("waiting") or {}
+    notes = ([f"question batches paused: {waiting['questions']}"] if waiting.get("questions") else []) + \
+        ([waiting["budget"]] if waiting.get("budget") else [])
     if not d["questions"]:
-        return "no research questions yet"
-    return R.table(["ID", "PRIO", "TYPE", "NUMBERS", "QUESTION"],
-                   [[q["id"], q.get("priority"), q.get("type"), ",".join(map(str, q.get("numbers") or [])) or "-",
-                     q.get("question")] for q in d["questions"]], {3: 16, 4: 90})
+        return "\n".join(["no research questions yet", *notes])
+    return "\n".join([*notes, R.table(["ID", "PRIO", "TYPE", "NUMBERS", "QUESTION"],
+                      [[q["id"], q.get("priority"), q.get("type"), ",".join(map(str, q.get("numbers") or [])) or "-",
+                        q.get("question")] for q in d["questions"]], {3: 16, 4: 90})])
 
 
 @research.command("sources")
@@ -159,6 +166,15 @@ def promote(finding, kind, priority):
         out(d, lambda d: f"finding {fid} promoted: {rec['type']} (priority {rec['priority']}): {rec['text']}")
     else:
         out(d, lambda d: f"finding {fid} was already promoted ({rec.get('by')}): {rec.get('type')}: {rec.get('text')}")
+
+
+@research.command("resume")
+@json_option
+def resume(**_):
+    """Propose question batches again after the researcher paused them (their answers kept being unusable)."""
+    from services.modules.operations import researcher as O
+    d = O.resume_questions(client())
+    out(d, "question batches resumed" if d["resumed"] else "question batches were not paused")
 
 
 @research.command("add-source")

@@ -153,15 +153,22 @@ class Deployment:
         self.tree = Tree(self.root, self.config_path)   # sets a shared FANO_CLOCK_ORIGIN (now)
         self.tree.env.update(FANO_CLOCK_SCALE=str(scale), FANO_LOG_LEVEL=log_level)
         self.pids: set[int] = set()
-        self.client: BrokerClient | None = None
+        self._client: BrokerClient | None = None
         self.problems: list[str] = []
 
     def start(self) -> Deployment:
         self.tree.start()
-        self.pids.add(self.tree.pid)
+        if self.tree.pid is not None:   # supervisord's: checked at close like the programs'
+            self.pids.add(self.tree.pid)
         self.note_pids()
-        self.client = BrokerClient(self.tree.config.broker_endpoint, name="bench-driver", timeout=30.0, retries=2)
+        self._client = BrokerClient(self.tree.config.broker_endpoint, name="bench-driver", timeout=30.0, retries=2)
         return self
+
+    @property
+    def client(self) -> BrokerClient:
+        """The driver's broker client (once started)."""
+        assert self._client is not None, "the deployment is not started"
+        return self._client
 
     def note_pids(self) -> None:
         self.pids.update(p["pid"] for p in self.tree.programs() if p["pid"])
@@ -175,8 +182,8 @@ class Deployment:
         return query(self.tree.config.scheduler_endpoint, what, timeout=timeout, name="bench-query")
 
     def close(self) -> list[str]:
-        if self.client is not None:
-            self.client.close()
+        if self._client is not None:
+            self._client.close()
         try:
             self.note_pids()
         except (OSError, xmlrpc.client.Fault):
@@ -220,7 +227,8 @@ def idle_latency(dep: Deployment, n: int, gap: float) -> dict:
         sub.close(linger=0)
     ts: dict[int, dict] = {tid: {} for tid in ids}
     for ev in all_events(client, seq0):
-        rec = ts.get(ev.get("id"))
+        ev_id = ev.get("id")
+        rec = ts.get(ev_id) if isinstance(ev_id, int) else None
         if rec is not None and ev["type"] in ("task.submitted", "task.running", "task.done"):
             rec.setdefault(ev["type"], ev["ts"])
     start = [r["task.running"] - r["task.submitted"] for r in ts.values() if len(r) == 3]

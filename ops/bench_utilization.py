@@ -247,7 +247,7 @@ def analyse(dep: Deployment, events: Sequence[Mapping[str, Any]], args, variant:
     tasks: dict[int, dict] = {}
     for ev in events:
         tid = ev.get("id")
-        if tid not in key_of:
+        if not isinstance(tid, int) or tid not in key_of:
             continue
         t = tasks.setdefault(tid, {"waits": [], "runs": [], "requires": {}, "done": None})
         if ev["type"] in ("task.submitted", "task.pending"):
@@ -420,7 +420,7 @@ def main(argv=None) -> int:
     if args.deep > args.oneshots:
         p.error("--deep cannot exceed --oneshots")
     base = Path(tempfile.mkdtemp(prefix="fu", dir="/tmp"))   # short: ipc:// paths must fit ~100 bytes
-    report = {"params": {k: v for k, v in vars(args).items() if k not in ("keep",)},
+    report: dict[str, Any] = {"params": {k: v for k, v in vars(args).items() if k not in ("keep",)},
               "accounts": {n: {"latency": lat, "deep_budget_24h": b} for n, (lat, b) in ACCOUNTS.items()},
               "machine": machine(), "variants": []}
     try:

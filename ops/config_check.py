@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Collection, Mapping
 
 from shared.config import KNOWN_MODULES, MODULES, ConfigError, load_config, unknown_name
 from shared.errors import ExitCode
@@ -77,9 +78,10 @@ def _names(config, module: str, settings) -> list[str]:
     if not config.names_checked:
         return []
     out = []
-    checks = [(ACCOUNT_LISTS, "account", config.account_names), (BACKEND_LISTS, "account or backend",
-                                                                 config.backend_names()),
-              (MODULE_LISTS, "module", KNOWN_MODULES)]
+    checks: list[tuple[Mapping[str, tuple[str, ...]], str, Collection[str]]] = [
+        (ACCOUNT_LISTS, "account", config.account_names),
+        (BACKEND_LISTS, "account or backend", config.backend_names()),
+        (MODULE_LISTS, "module", KNOWN_MODULES)]
     for table, what, known in checks:
         for key in table.get(module, ()):
             for name in getattr(settings, key):

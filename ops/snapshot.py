@@ -82,7 +82,7 @@ def load_snapshot(data_dir=None, env: lmdb.Environment | None = None) -> Snapsho
     e.g. ``BrokerCore.env`` in unit tests; it is read, not closed.
     """
     own = env is None
-    if own:
+    if env is None:
         path = resolve_db_dir(data_dir)
         # map well beyond the file: a broker growing it between this stat and our read transaction must not
         # make LMDB refuse the snapshot (MDB_MAP_RESIZED); mapping past EOF costs nothing

@@ -355,6 +355,7 @@ class Soak:
         first: dict[str, dict] = {}
         states = SM.account_states(pending, running, quota, accounts, quota.get("now", now), first)
         why = {}
+        sched = self.scheduler_idle() if any(not states[n][1] for n in first) else {}
         for name, task in first.items():
             if states[name][1]:
                 continue
@@ -364,8 +365,26 @@ class Soak:
                     bound = (client.get(task["id"], history=False).get("conversation") or {}).get("account")
                 except FanoError:
                     pass
-            why[name] = SM.idle_label(task, name, bound)
+            why[name] = SM.idle_label(task, name, bound) + f" [scheduler: {sched.get(name, 'not idle')}]"
         return states, why
+
+    def scheduler_idle(self) -> dict[str, str]:
+        """account -> the scheduler's own reason it is idle while work waits (its ``idle`` query: the largest
+        group, e.g. ``runnable`` = left for a faster account, ``bound claude-sim``); an account the scheduler
+        does not call idle is one whose next task is on its way (assigned, leasing), or not runnable by the
+        scheduler's view. {} when the scheduler does not answer (a kill)."""
+        from shared.errors import FanoError
+        from shared.scheduler_client import query
+        try:
+            answer = query(self.config.scheduler_endpoint, "idle", timeout=0.5)
+        except FanoError:
+            return {}
+        out = {}
+        for row in (answer or {}).get("accounts") or []:
+            group = max(row.get("groups") or [], key=lambda g: g.get("n", 0), default=None)
+            out[row["account"]] = (f"{group['reason']}" + (f" {group['account']}" if group.get("account") else "")
+                                   if group else "?")
+        return out
 
     def sample_programs(self) -> dict[str, tuple[float, float]]:
         out: dict[Any, Any] = {}

@@ -31,6 +31,7 @@ def require_browser() -> str:
         if os.environ.get("FANO_REQUIRE_BROWSER") == "1":
             pytest.fail(f"browser tests required (FANO_REQUIRE_BROWSER=1) but {problem}")
         pytest.skip(problem)
+    assert path is not None   # else a problem was found above
     return path
 
 

@@ -37,7 +37,7 @@ class WorkerProcess(ServiceProcess):
         self.spawn()
         return self
 
-    def terminate(self, timeout: float = 15.0) -> int:
+    def terminate(self, timeout: float = 15.0) -> int | None:
         return self.stop(timeout)
 
     def log(self, tail: int = 10**9) -> str:

@@ -14,6 +14,8 @@ What it reproduces of the real service (docs/providers.md § Anthropic API), nev
 * ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`` and
   ``request-id`` on every answer; a requests bucket of ``requests_limit`` per minute that refills
   continuously and answers 429 with ``retry-after`` when empty;
+* ``stop_reason: "max_tokens"``: an answer longer than the request's ``max_tokens`` (one word is one
+  token) stops there;
 * validation the real API does (``max_tokens``, alternating roles, thinking budget >= 1024 and below
   ``max_tokens``): a provider bug shows up as a 400 here, not in production.
 
@@ -146,7 +148,8 @@ class ClaudeStandin(StandinServer):
         self.reviews = reviews      # the research answers' review tuning (prompt_answers.answer_prompt)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self._scenario, self._count = scenario, None
+        self._scenario: str = scenario
+        self._count: int | None = None
         self.records: list[dict] = []
         self._level = float(requests_limit)     # the requests bucket, refilled continuously
         self._level_at = time.time()
@@ -257,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, etype: str, message: str, headers: dict | None = None, code: str | None = None):
         rid = (headers or {}).get("request-id") or f"req_{uuid.uuid4().hex[:24]}"
-        error = {"type": etype, "message": message}
+        error: dict[str, object] = {"type": etype, "message": message}
         if code:
             error["details"] = {"error_code": code}
         self._send_json(status, {"type": "error", "error": error, "request_id": rid},
@@ -452,7 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
                             return "cut"
                 self._event("content_block_stop", {"type": "content_block_stop", "index": index})
             self._event("message_delta", {"type": "message_delta",
-                                          "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                          "delta": {"stop_reason": message["stop_reason"],
+                                                    "stop_sequence": None},
                                           "usage": {"output_tokens": message["usage"]["output_tokens"]}})
             self._event("message_stop", {"type": "message_stop"})
             self._chunk(b"")
@@ -473,10 +477,15 @@ def _message(body: dict, text: str) -> dict:
     if thinking.get("type") in ("enabled", "adaptive"):
         content.append({"type": "thinking", "thinking": "Let me think about this step by step.",
                         "signature": "EqQBCgIYAhIM" + uuid.uuid4().hex})
+    # an answer longer than max_tokens (one word is one token here) stops there, as the real API's does
+    words = re.findall(r"\S+\s*", text)
+    cut = len(words) > body["max_tokens"]
+    if cut:
+        text = "".join(words[:body["max_tokens"]]).rstrip()
     content.append({"type": "text", "text": text})
     chars = len(_text_of(body.get("system"))) + sum(len(_text_of(m.get("content"))) for m in body["messages"])
     return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": body["model"],
-            "content": content, "stop_reason": "end_turn", "stop_sequence": None,
+            "content": content, "stop_reason": "max_tokens" if cut else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": max(1, chars // 4), "output_tokens": max(1, len(text) // 4)}}
 
 

@@ -27,7 +27,14 @@ rate_limit         429 with ``Retry-After: 30``
 malformed          a stream with a chunk that is not JSON
 thinking_only      a reasoning model that spends its whole token budget thinking: reasoning deltas, no
                    content, ``finish_reason: "length"``
-length             the first half of the answer, then ``finish_reason: "length"`` (cut at max_tokens)
+length             the first half of the answer, then ``finish_reason: "length"`` (cut at max_tokens,
+                   whatever it is)
+=================  ==============================================================================
+
+In every scenario an answer longer than the request's ``max_tokens`` (one word is one token) stops
+there with ``finish_reason: "length"``, as a real server's does.
+
+=================  ==============================================================================
 empty              no content at all, ``finish_reason: "stop"``
 spend_limit        429 about money, no Retry-After (OpenAI's ``insufficient_quota``: "You exceeded your
                    current quota, please check your plan and billing details")
@@ -273,7 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
                 s.in_flight -= 1
 
     def _scenario(self, body: dict) -> str:
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            messages = []
         last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
         marked = MARKER.search(str(last.get("content", "")))
         name = self.headers.get("X-Standin-Scenario") or (marked.group(1) if marked else self.owner.scenario)
@@ -341,6 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(chunk({"reasoning_content": "and over again. "}))
         elif scenario == "length":
             pieces, finish = pieces[:max(1, len(pieces) // 2)], "length"
+        elif isinstance(body.get("max_tokens"), int) and 0 < body["max_tokens"] < len(pieces):
+            pieces, finish = pieces[:body["max_tokens"]], "length"      # a real server stops at the budget
         elif scenario == "empty":
             pieces = []
         for i, piece in enumerate(pieces):

@@ -47,6 +47,9 @@ Behaviour:
   module re-asking after an unusable answer) is a new request.
 * A bucket snapshot refuses one request at most: after reporting the cool-down it is dropped, so a
   ``fanoctl quota reset`` is not undone by stale headers (the API answers the next request itself).
+* A reply that stopped at its token budget (``stop_reason: "max_tokens"``) is never the answer: the
+  task's next attempt asks for twice the budget, once; cut again, it fails naming the setting to raise
+  (:func:`services.backends.api_errors.length_cut`).
 * Money is the organisation's: a spend-limit or credit refusal cools every mode of the account
   (``scope="account"``), not only the mode that hit it.
 * A key in ``api_key_file`` is read again before every request; a changed key gets a new client, so
@@ -66,6 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.backends.api_errors import length_cut, token_budget
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.claude_errors import classify_exception, exhausted_until, parse_ratelimit
 from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window, resend_note
@@ -232,6 +236,7 @@ class ClaudeProvider(Provider):
         """Stream one turn to the API; every failure is a classified ProviderError."""
         self._refresh_key()   # an unreadable key file: auth, nothing sent
         self.start()
+        assert self.store is not None   # opened by start()
         if turn.mode not in self.config.modes:
             raise ProviderError("terminal", f"claude account {self.account} has no mode {turn.mode!r}", sent=False)
         if not turn.prompt.strip():
@@ -253,6 +258,9 @@ class ClaudeProvider(Provider):
                                 f"{until - now:.0f} s", retry_after=until - now, sent=False)
         replay = self.replay_for(turn)
         params = self.request_params(turn, replay)
+        configured = params["max_tokens"]
+        # an earlier attempt of this task was cut at its budget: this one asks for more (api_errors)
+        params["max_tokens"] = token_budget(configured, self.store.cut_at(turn))
         if cancelled():
             raise ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
         self.store.mark_sent(key, turn.turn_index, turn.prompt, task_id=turn.task_id, attempt=turn.attempt,
@@ -261,6 +269,13 @@ class ClaudeProvider(Provider):
         text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
         if message.stop_reason == "refusal":
             raise ProviderError("terminal", f"the model refused to answer (stop_reason refusal){_rid(headers)}")
+        if message.stop_reason == "max_tokens":
+            # half an answer (or thinking with none) is never the answer: once more with a larger budget
+            self.store.note_cut(turn, params["max_tokens"])
+            what = f"the answer cut after {len(text)} characters" if text.strip() else "no answer text"
+            raise length_cut(params["max_tokens"], configured, f"{what}{_rid(headers)}",
+                             f"raise {'deep_max_tokens' if turn.mode == 'deep' else 'max_tokens'} of "
+                             f"accounts.{self.account}")
         if not text.strip():
             raise ProviderError("terminal", f"the reply has no text (stop_reason {message.stop_reason}; "
                                 f"raise max_tokens / deep_max_tokens if thinking used it all){_rid(headers)}")

@@ -40,19 +40,11 @@ import datetime as dt
 import math
 import re
 
+from services.backends.api_errors import billing_error, hours, is_billing, parse_retry_after
 from services.backends.base import ProviderError
-from services.backends.retry_after import parse_retry_after
 
 PREFIX = "anthropic-ratelimit-"
 BUCKETS = ("requests", "tokens", "input-tokens", "output-tokens")
-# error codes/types that mean money (also read by the OpenAI-compatible backend, openai_wire.py: one rule
-# of "about money" for every API; OpenAI says insufficient_quota / billing_hard_limit_reached)
-BILLING_CODES = {"enforced_spend_limit_reached", "contract_spend_limit_reached",
-                 "linked_organization_spend_limit_reached", "linked_organization_billing_unavailable",
-                 "insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
-_BILLING_TEXT = re.compile(r"spend(ing)? limit|credit balance|billing|api usage limits|purchase credits",
-                           re.IGNORECASE)
-_REGAIN = re.compile(r"regain access on (\d{4}-\d{2}-\d{2})(?:\s+at\s+(\d{1,2}:\d{2}))?", re.IGNORECASE)
 # error.type -> the HTTP status it stands for (an ``event: error`` arrives after HTTP 200)
 TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
                "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
@@ -147,24 +139,6 @@ def _error_fields(body) -> tuple[str | None, str | None, str]:
     return None, None, "" if body is None else str(body)[:500]
 
 
-def is_billing(status: int, etype: str | None, code: str | None, message: str) -> bool:
-    """Whether a refusal is about money (spend limit, credit balance): no quick retry will help."""
-    if code in BILLING_CODES or etype in BILLING_CODES or etype == "billing_error" or status == 402:
-        return True
-    return status in (400, 403, 429) and bool(_BILLING_TEXT.search(message))
-
-
-def _regain_at(message: str) -> float | None:
-    match = _REGAIN.search(message)
-    if not match:
-        return None
-    return parse_time(f"{match.group(1)}T{match.group(2) or '00:00'}:00+00:00")
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
-
-
 # a 400 that no retry of the same request can fix but a settings change can: the thinking mode
 _CONFIG_REFUSAL = re.compile(r"\bthinking\b.*\b(not supported|unsupported|must be|is not allowed|only)\b|"
                              r"\b(adaptive|budget_tokens)\b.*\b(not supported|unsupported|required|must)\b",
@@ -187,16 +161,13 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
              f"{status} {etype or 'error'}") + (f" ({code})" if code else "")
     text = f"{label}: {message or 'no message'}" + (f" [request-id {request_id}]" if request_id else "")
     if is_billing(status, etype, code, message):
-        regain = _regain_at(message)
-        after = max(wait or 0.0, billing_retry) if regain is None or regain <= now else regain - now
-        return ProviderError("quota", f"billing: spend limit or credit exhausted, no quick retry; not trying "
-                             f"again for {_hours(after)} (raise the limit or add credit in the Anthropic "
-                             f"Console): {text}", retry_after=after, sent=sent, scope="account")
+        return billing_error(text, message, now, wait=wait, billing_retry=billing_retry,
+                             where="in the Anthropic Console", sent=sent)
     if status == 429 or etype == "rate_limit_error":
         if wait is None:
             until = exhausted_until(parse_ratelimit(h), now, BUCKETS)
             wait = None if until is None else until - now
-        hint = f"; retry after {_hours(wait)}" if wait is not None else ""
+        hint = f"; retry after {hours(wait)}" if wait is not None else ""
         return ProviderError("quota", f"rate limited: {text}{hint}", retry_after=wait, sent=sent)
     if status == 529 or etype == "overloaded_error":
         return ProviderError("transient", f"overloaded (a short retry, not a cool-down): {text}",

@@ -7,7 +7,8 @@ keeps, under its data directory, one append-only file per conversation:
   exists, before the reply is awaited: a crash mid-answer is reconciled by reopening the URL, never by
   re-sending (a scarce request is not spent twice);
 - the **transcript**, turn by turn, stored once (API backends replay it; docs/tasks.md § Conversations);
-- ``sent`` marks (the prompt left, reply pending) that reconciliation reads.
+- ``sent`` marks (the prompt left, reply pending) that reconciliation reads;
+- ``cut`` marks (an API attempt stopped at its token budget): the task's next attempt asks for more.
 
 A one-shot task (no conversation) is its own conversation keyed ``task-<id>`` (``Turn.turn_key`` minus
 the index), so a web ``ask`` cut off by a crash is reopened the same way.
@@ -165,6 +166,20 @@ class ConversationStore:
         """Turn ``index`` is complete with ``reply``."""
         self._append(key, {"type": "turn", "index": index, "prompt": prompt, "reply": reply, "meta": meta})
         self.compact(key)
+
+    def note_cut(self, turn: Turn, budget: int) -> None:
+        """This attempt of the task's turn was cut at ``budget`` tokens (api_errors.length_cut): the next
+        attempt of the same task asks for more (:meth:`cut_at`)."""
+        self._append(conversation_key(turn), {"type": "cut", "index": turn.turn_index,
+                                              "meta": {"task_id": turn.task_id, "max_tokens": budget}})
+
+    def cut_at(self, turn: Turn) -> int | None:
+        """The largest token budget at which an earlier attempt of this task's turn was cut, or None."""
+        budgets = [r["meta"]["max_tokens"] for r in self._records(conversation_key(turn))
+                   if r.get("type") == "cut" and r.get("index") == turn.turn_index
+                   and isinstance(r.get("meta"), dict) and r["meta"].get("task_id") == turn.task_id
+                   and isinstance(r["meta"].get("max_tokens"), int)]
+        return max(budgets) if budgets else None
 
     def compact(self, key: str, min_bytes: int = COMPACT_MIN_BYTES, min_saving: float = 0.25) -> bool:
         """Rewrite the conversation's file without superseded records when it is past ``min_bytes`` and

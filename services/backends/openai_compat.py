@@ -41,7 +41,7 @@ context overflow ("maximum context length", ...)      terminal (never retried un
 404 (model not found, or a wrong base_url)            terminal, naming the config to fix
 402, or 400/403/429 about money (``insufficient_quota``, quota, scope account: every mode cools for
 "spend limit", "credit balance", "billing")           max(Retry-After, BILLING_RETRY = 6 h); never a
-                                                      busy-server retry (claude_errors.is_billing decides)
+                                                      busy-server retry (api_errors.is_billing decides)
 429 with Retry-After                                  quota (retry_after from the header)
 503 (loading, queue full), 429 without Retry-After    transient (retry_after 5-10 s)
 other 5xx                                             transient
@@ -50,9 +50,11 @@ timeouts, stream cut mid-answer, error in the stream  transient (sent=True: re-s
                                                       the API is stateless)
 connection refused, no free slot                      transient (sent=False)
 cancelled while the request may be out                unknown (sent=True)
-finished, ``finish_reason: "length"`` (cut at the     terminal (sent=True): never an answer; the same
-token limit, or every token spent on reasoning)       request is cut again, so the message names
-                                                      max_tokens / reasoning_effort to change
+finished, ``finish_reason: "length"`` (cut at the     never an answer (sent=True). At the configured
+token limit, or every token spent on reasoning)       max_tokens: transient, and the task's next attempt
+                                                      asks for twice the budget; cut again, or with no
+                                                      max_tokens set: terminal, naming max_tokens /
+                                                      reasoning_effort to change
 finished with no answer text                          transient (sent=True): never an answer
 ====================================================  ===========================================
 
@@ -85,6 +87,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
+from services.backends.api_errors import token_budget
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.conversations import ConversationStore, conversation_key, replay_window, resend_note
 from services.backends.openai_wire import (
@@ -324,8 +327,8 @@ class OpenAIProvider(Provider):
                                     sent=False)
             self.probe_needed = False
             return
-        error = classify_http(status, body, self._retry_after(headers), url=self.config.base_url,
-                              account=self.account)
+        error = classify_http(status, body, self._retry_after(headers), now=self.clock.world(),
+                              url=self.config.base_url, account=self.account)
         error.sent = False             # a probe never carries the turn
         if error.error_class == "transient" and error.retry_after is None:
             error.retry_after = BUSY_RETRY
@@ -359,6 +362,7 @@ class OpenAIProvider(Provider):
 
     def request_body(self, turn: Turn) -> dict:
         """The chat-completions body for a turn: replayed transcript, summary in the system message."""
+        assert self.store is not None   # opened by start()
         mode = turn.mode
         key = conversation_key(turn)
         history = [ex for ex in self.store.turns(key) if ex.index < turn.turn_index]
@@ -370,7 +374,8 @@ class OpenAIProvider(Provider):
         if mode in self.config.efforts:
             body["reasoning_effort"] = self.config.efforts[mode]
         if mode in self.config.max_tokens:
-            body["max_tokens"] = self.config.max_tokens[mode]
+            # after an attempt of this task was cut at its budget, the next asks for more (api_errors)
+            body["max_tokens"] = token_budget(self.config.max_tokens[mode], self.store.cut_at(turn))
         if self.config.temperature is not None:
             body["temperature"] = self.config.temperature
         return body
@@ -410,6 +415,7 @@ class OpenAIProvider(Provider):
         return reply
 
     def _exchange(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
+        assert self.store is not None   # opened by start()
         body = self.request_body(turn)
         url = f"{self.config.base_url}/chat/completions"
         # before the request leaves: a crash from here on may have reached the server (resend_note says so)
@@ -452,8 +458,10 @@ class OpenAIProvider(Provider):
         text = answer.text
         # the positive acceptance rule: a cut or empty completion is never delivered (nor recorded) as the answer
         unusable = unusable_completion(text, answer.finish_reason, answer.reasoning_chars, body.get("max_tokens"),
-                                       self.account)
+                                       self.account, self.config.max_tokens.get(turn.mode))
         if unusable is not None:
+            if answer.finish_reason == "length" and "max_tokens" in body:
+                self.store.note_cut(turn, body["max_tokens"])
             raise unusable
         meta = {"model": answer.model or body["model"], "mode": turn.mode, "finish_reason": answer.finish_reason}
         if "reasoning_effort" in body:
@@ -486,8 +494,8 @@ class OpenAIProvider(Provider):
     def _whole(self, answer: Answer, status: int, headers, body: bytes, model: str, url: str) -> None:
         """A non-streamed answer: an error, or a server that ignored ``stream``."""
         if status != 200:
-            raise classify_http(status, body, self._retry_after(headers), model=model, url=url,
-                                account=self.account)
+            raise classify_http(status, body, self._retry_after(headers), now=self.clock.world(), model=model,
+                                url=url, account=self.account)
         try:
             err = answer.add(json.loads(body))
         except (ValueError, StreamError):

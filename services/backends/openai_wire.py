@@ -12,16 +12,19 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.backends.api_errors import (
+    billing_error,
+    is_billing,
+    length_cut,
+    parse_retry_after,  # noqa: F401  (part of this module's API)
+)
 from services.backends.base import ProviderError
-from services.backends.claude_errors import is_billing
-from services.backends.retry_after import parse_retry_after  # noqa: F401  (part of this module's API)
 from shared.settings import Invalid, SettingsError, load, setting
 
 MODES = ("standard", "deep")
 EFFORTS = ("none", "minimal", "low", "medium", "high")
 LOADING_RETRY = 10.0     # 503 "Loading model" without Retry-After
 BUSY_RETRY = 5.0         # 503 queue full / 429 without Retry-After
-BILLING_RETRY = 21600.0  # a refusal about money (spend limit, no credit): no quick retry helps
 _CONTEXT = re.compile(r"maximum context length|context length|context window|context size|too many tokens|"
                       r"context_length_exceeded|exceed_context_size|prompt is too long|input is too long|"
                       r"too long for the model", re.IGNORECASE)
@@ -282,12 +285,13 @@ def error_message(body) -> str:
 
 
 def classify_http(status: int, body, retry_after: float | None = None, *, model: str = "", url: str = "",
-                  account: str = "") -> ProviderError:
+                  account: str = "", now: float | None = None) -> ProviderError:
     """The ProviderError for an HTTP error answer received before any token (see the module table).
 
     Every one is ``sent=False``: a status line before the first token is the server refusing the request,
     which it did not serve (an overload, a rate limit, a 5xx, a 4xx) — the quota unit is refunded and there
-    is nothing to reconcile (see :mod:`services.backends.base`)."""
+    is nothing to reconcile (see :mod:`services.backends.base`). ``now`` (world time) reads a spend limit's
+    "regain access on <date>"; without it the billing wait is max(Retry-After, BILLING_RETRY)."""
     message = error_message(body)
     text = f"{status}: {message}"
     if _CONTEXT.search(message):
@@ -307,10 +311,8 @@ def classify_http(status: int, body, retry_after: float | None = None, *, model:
     if "rate_limit" not in f"{etype} {code}" and is_billing(status, etype, code, message):
         # the money is the whole account's: every mode cools, and a busy-server retry would only spend
         # another request on the same refusal
-        after = max(retry_after or 0.0, BILLING_RETRY)
-        return ProviderError("quota", f"billing: spend limit or credit exhausted, no quick retry; not trying "
-                             f"again for {after / 3600:.1f} h (raise the limit or add credit with the "
-                             f"provider): {text}", retry_after=after, sent=False, scope="account")
+        return billing_error(text, message, float("inf") if now is None else now, wait=retry_after,
+                             where="with the provider", sent=False)
     if status == 429:
         if retry_after is not None:
             return ProviderError("quota", f"rate limited ({text})", retry_after=retry_after, sent=False)
@@ -340,21 +342,21 @@ def _error_codes(body) -> tuple[str | None, str | None]:
 
 
 def unusable_completion(text: str, finish_reason: str | None, reasoning_chars: int, max_tokens: int | None,
-                        account: str = "") -> ProviderError | None:
+                        account: str = "", configured: int | None = None) -> ProviderError | None:
     """None when a finished completion is an answer; else why it is not (the positive acceptance rule: a
     completion is the answer only when the model finished it, ``finish_reason`` "stop" or none, with some
     text). Both failures are ``sent=True``: the server spent the tokens.
 
     - cut at the token limit (``finish_reason: "length"``), empty or not (a reasoning model that spent the
-      whole budget thinking): terminal, the same request would be cut at the same limit; the message names
-      the setting to raise.
+      whole budget thinking): :func:`~.api_errors.length_cut` — at the account's ``configured``
+      max_tokens, transient (the next attempt asks for twice the budget); at a grown budget, or with no
+      max_tokens set (the server's default cannot be grown), terminal, naming the setting to raise.
     - no text at all although the model stopped: transient, a new attempt may answer."""
     if finish_reason == "length":
-        limit = f"max_tokens {max_tokens}" if max_tokens else "the server's default token limit"
         what = (f"all of it spent on reasoning ({reasoning_chars} characters) and no answer" if not text.strip()
                 else f"the answer cut after {len(text)} characters")
-        return ProviderError("terminal", f"the completion hit {limit} ({what}); not an answer: raise max_tokens "
-                             f"(or lower reasoning_effort) of accounts.{account}", sent=True)
+        return length_cut(max_tokens, configured, what,
+                          f"raise max_tokens (or lower reasoning_effort) of accounts.{account}")
     if not text.strip():
         return ProviderError("transient", f"the server finished ({finish_reason or 'no finish_reason'}) with no "
                              "answer text" + (f" after {reasoning_chars} characters of reasoning"

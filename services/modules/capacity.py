@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from shared import quota as Q
-from shared.errors import BrokerUnavailable, FanoError
+from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
 INF = math.inf
 PAGE = 500
@@ -163,6 +163,22 @@ def pending(client, module: str, payloads: bool = True) -> dict[str, dict]:
         after = page.get("next")
         if not after:
             return out
+
+
+def pending_waited(client, module: str, now: float, patience: float) -> dict[str, dict]:
+    """:func:`pending` for a capacity-following pass: every PENDING task without its payload, and with it
+    only those that have :func:`waited` ``patience`` (the only ones a pass may move, whose prompt a moved
+    seat re-submits). Reading every prompt each pass made the pass cost the whole backlog's bytes, several
+    times a second at a scaled clock; a task gone in between keeps no payload (nothing moves it)."""
+    out = pending(client, module, payloads=False)
+    for task in out.values():
+        if waited(task, now) >= patience:
+            try:
+                task["payload"] = client.get(task["id"], history=False).get("payload")
+            except FanoError as exc:
+                if exc.code != ErrorCode.NOT_FOUND:
+                    raise
+    return out
 
 
 def live_keys(client, module: str) -> set[str]:

@@ -10,7 +10,8 @@ module can store a visible error on the task instead of inventing a result.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal, overload
 
 
 class ParseError(ValueError):
@@ -31,7 +32,14 @@ def _tag_pattern(tag: str) -> str:
     return rf"^[ \t>]*(?:[-*+]\s+)?(?:#+\s*)?[*_`]{{0,3}}{name}[*_`]{{0,3}}\s*(?::|-|—|=)[*_`]{{0,3}}[ \t]*"
 
 
-def field(text: str, tag: str, required: bool = True, multiline: bool = False, stop_tags=()) -> str | None:
+@overload
+def field(text: str, tag: str, required: Literal[True] = True, multiline: bool = False,
+          stop_tags: Iterable[str] = ()) -> str: ...
+@overload
+def field(text: str, tag: str, required: bool, multiline: bool = False,
+          stop_tags: Iterable[str] = ()) -> str | None: ...
+def field(text: str, tag: str, required: bool = True, multiline: bool = False,
+          stop_tags: Iterable[str] = ()) -> str | None:
     """The value after ``TAG:`` (first occurrence). ``multiline``: up to the next known tag or the end.
 
     ``stop_tags``: other tags of the format; a multi-line value ends where one of them starts.
@@ -146,7 +154,7 @@ def sections(text: str, names: list[str], required: tuple = ()) -> dict[str, str
     for line in normalize(text).split("\n"):
         m = head.match(line)
         rest = _head_rest(m) if m else None
-        if rest is not None:
+        if m is not None and rest is not None:
             said = re.sub(r"[ _]+", " ", m.group("name")).upper()
             found.append((next(n for n in names if n.replace("_", " ").upper() == said), [rest] if rest else []))
         elif found:

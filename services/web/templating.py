@@ -19,28 +19,28 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
 
-from cli import render as R  # fanoctl's wording of times and durations (pure functions, no click)
+from shared import formatting as F  # the wording of times and durations fanoctl uses too
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def when(ts: Any, with_date: bool = True) -> str:
-    """Epoch seconds as local time, as fanoctl shows them (cli/render.py ``local_time``); '' for none."""
+    """Epoch seconds as local time, as fanoctl shows them (shared/formatting.py ``local_time``); '' for none."""
     if not isinstance(ts, (int, float)) or isinstance(ts, bool) or ts <= 0:
         return ""
-    return str(R.local_time(ts, with_date))
+    return F.local_time(ts, with_date)
 
 
 def duration(seconds: Any) -> str:
-    """``95`` -> ``1m35s``, as fanoctl shows durations (cli/render.py ``duration``); '' for none."""
+    """``95`` -> ``1m35s``, as fanoctl shows durations (shared/formatting.py ``duration``); '' for none."""
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         return ""
-    return str(R.duration(seconds))
+    return F.duration(seconds)
 
 
 def pretty(value: Any) -> str:
-    """Any record as indented JSON, as ``fanoctl --json`` prints it (cli/render.py ``to_json``)."""
-    return str(R.to_json(value))
+    """Any record as indented JSON, as ``fanoctl --json`` prints it (shared/formatting.py ``to_json``)."""
+    return F.to_json(value)
 
 
 def md(text: Any) -> Markup:

@@ -9,6 +9,7 @@ bad correlation and request ids, nesting bombs, and oversized bodies. The tests 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import msgpack
 
@@ -18,7 +19,7 @@ H, WH = protocol.HEADER, protocol.WORKER_HEADER
 
 # values that have broken or could break a handler: wrong types, edges of every integer width, huge
 # and non-finite floats, strings past key limits, NULs, names of real things, specs near their limits
-VALUES = [
+VALUES: list[Any] = [
     None, True, False, 0, 1, 2, 7, -1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, -2**63,
     0.5, -0.0, 1e15, 1e16, 1.7e9, 1e300, -1e300, float("nan"), float("inf"), float("-inf"),
     "", "\x00", "x", "é", "\U0001F600" * 130, "y" * 600, "z" * 5000, "a\x00b", "acct", "explorer", "documenter",
@@ -39,7 +40,7 @@ FIELD_NAMES = ["key", "module", "kind", "payload", "requires", "attrs", "not_bef
 
 def _base_args() -> dict[str, dict]:
     """A valid argument map for every broker command (grow_map: a size it refuses)."""
-    base = {c: {} for c in protocol.COMMANDS}
+    base: dict[str, dict] = {c: {} for c in protocol.COMMANDS}
     task = {"key": "fz", "module": "explorer", "kind": "ask", "payload": {"p": 1}, "requires": {"conversation": "c1"}}
     base.update({
         "submit": {"task": task}, "get": {"id": 1}, "list": {"state": "PENDING", "limit": 10},
@@ -59,7 +60,7 @@ def _base_args() -> dict[str, dict]:
     return base
 
 
-WORKER_BASE = [
+WORKER_BASE: list[dict[str, Any]] = [
     {"type": "ready", "worker": "backend-fz", "account": "fz", "backend": "sim", "modes": ["standard"]},
     {"type": "heartbeat", "worker": "backend-fz", "task_id": 1},
     {"type": "done", "worker": "backend-fz", "task_id": 1, "epoch": 1, "outcome": "declined", "message": "m",
@@ -91,10 +92,10 @@ class Mutator:
                 pass
             return out
         if depth < 3 and isinstance(old, list) and old and r.random() < 0.5:
-            out = list(old)
-            i = r.randrange(len(out))
-            out[i] = self.value(out[i], depth + 1)
-            return out
+            items = list(old)
+            i = r.randrange(len(items))
+            items[i] = self.value(items[i], depth + 1)
+            return items
         return r.choice(VALUES)
 
     def mutate_bytes(self, data: bytes) -> bytes:

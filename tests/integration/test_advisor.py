@@ -23,7 +23,8 @@ FAR = 4_000_000_000.0   # not_before: these tasks stay PENDING (a backlog) and n
 
 class Stack:
     def __init__(self, advisor: dict):
-        self.procs, self.client = [], None
+        self.procs: list = []
+        self.client = None
         self.root = short_tmpdir("fv")
         self.cfg = write_config(self.root, broker={"lease_ttl": 5.0},
                                 scheduler={"lease_ttl": 5.0, "assign_timeout": 3.0},

@@ -100,7 +100,7 @@ def test_research_keeps_going_when_one_accounts_window_is_exhausted():
                 skipped = [t for t in threads if (t.get("panel_skipped") or {}).get("sim-c")]
                 finished = [r for r in reviews if r.get("stage") == "done" and r.get("replacements")]
                 # panels formed once sim-c was backlogged or out of room leave it out from the start
-                # (services/modules/explorer/state.py review_panel): decided without it, nothing to replace
+                # (services/modules/explorer/context.py review_panel): decided without it, nothing to replace
                 avoided = [r for r in reviews if r.get("stage") == "done"
                            and "sim-c" not in [p["account"] for p in r["panel"]]]
                 new_threads = {t["id"] for t in threads} - threads_before

@@ -74,6 +74,29 @@ def test_a_streamed_answer_with_meta_and_rate_limit_snapshot(standin, tmp_path):
     assert rec["messages"] == [{"role": "user", "content": "hello\nsecond line"}] and rec["thinking"] is None
 
 
+def test_a_reply_cut_at_max_tokens_is_asked_again_once_with_twice_the_budget(standin, tmp_path):
+    """Issue 16: ``stop_reason: "max_tokens"`` is never the answer (it was delivered, half written); the
+    task's next attempt — by a restarted worker too — asks for twice the budget, once; cut again, it fails
+    naming the setting to raise. Another task starts from the configured budget."""
+    p = make(standin, tmp_path, max_tokens=4)
+    first = turn("hello there my friend")                 # the answer is 8 words (tokens, for the stand-in)
+    err = send_error(p, first)
+    assert (err.error_class, err.sent, err.retry_after) == ("transient", True, 0.0), err.message
+    assert "max_tokens 4" in err.message and "retrying once with max_tokens 8" in err.message
+    assert p.reconcile(first) is None                     # the half answer was not recorded
+    again = make(standin, tmp_path, max_tokens=4)
+    reply = again.send(turn("hello there my friend", attempt=2), never)
+    assert reply.text == "claude stand-in answer to: hello there my friend"
+    assert [r["max_tokens"] for r in standin.requests] == [4, 8]
+    long = "a question whose answer is far longer than eight words"
+    assert send_error(again, turn(long, task_id=2)).error_class == "transient"
+    final = send_error(again, turn(long, task_id=2, attempt=2))
+    assert (final.error_class, final.sent) == ("terminal", True), final.message
+    assert "max_tokens 8 again after one retry" in final.message and "raise max_tokens of accounts.claude-t" \
+        in final.message
+    assert [r["max_tokens"] for r in standin.requests] == [4, 8, 4, 8]
+
+
 def test_many_small_deltas_and_pings_accumulate(standin, tmp_path):
     p = make(standin, tmp_path)
     reply = p.send(turn("streamed [[standin:streaming]]"), never)

@@ -36,12 +36,16 @@ CLAIMS = ("The Fano plane has seven points and seven lines, each line through th
 
 
 class Stack:
-    def __init__(self):
+    def __init__(self, garbage: float = 0.0, documenter: str = ""):
+        """``garbage``: the sim workers' share of answers without the expected sections; ``documenter``:
+        lines of ``[modules.documenter]``."""
         self.root = short_tmpdir("fd")
-        accounts = {a: {"backend": "sim", "modes": ["standard"], "seed": n + 1,
+        accounts = {a: {"backend": "sim", "modes": ["standard"], "seed": n + 1, "garbage_rate": garbage,
                         "latency": {"dist": "fixed", "value": 40.0}} for n, a in enumerate(ACCOUNTS)}
         self.cfg = write_config(self.root, broker={"lease_ttl": 5.0, "backoff_base": 1.0},
                                 scheduler={"lease_ttl": 5.0, "assign_timeout": 3.0}, accounts=accounts)
+        if documenter:
+            self.cfg.write_text(self.cfg.read_text() + "[modules.documenter]\n" + documenter + "\n")
         clock = {"FANO_CLOCK_SCALE": str(SCALE), "FANO_CLOCK_ORIGIN": str(time.time())}
         self.env = clock
         self.broker = BrokerProcess(self.root, self.cfg)
@@ -95,6 +99,34 @@ def stack():
     s = Stack()
     yield s
     s.close()
+
+
+def test_planning_whose_answers_stay_unusable_is_paused_with_a_visible_reason(tmp_path):
+    """Issue 16 for the documenter: every answer lacks the expected sections (the sim's garbage_rate 1).
+    Before, planning backed off and asked again forever; now ``pause_after`` unusable planning answers in
+    a row pause it, ``fanoctl document show`` says why, and ``document resume`` starts it again."""
+    s = Stack(garbage=1.0, documenter="pause_after = 3")
+    try:
+        s.seed(2)
+        s.module.spawn()
+
+        def paused():
+            state = s.store.get(M.PLAN_STATE)[1] or {}
+            return state if state.get("paused") else None
+        state = wait_for(paused, 60, interval=0.2, what="planning to pause\n" + s.module.log())
+        assert state["failures"] == 3 and "3 unusable answers in a row" in state["pause_reason"], state
+        time.sleep(5.0)                       # many planning passes (≈ 17 world minutes): nothing new starts
+        plans = s.client.list(module="documenter", kind=C.PLAN, limit=100)["tasks"]
+        assert len(plans) == 3, [t["key"] for t in plans]
+        shown = s.fanoctl("document", "show")
+        assert "planning paused: 3 unusable answers in a row to the documenter's planning turns" in shown, shown
+        assert "fanoctl document resume" in shown
+        assert "resumed: planning" in s.fanoctl("document", "resume")
+        wait_for(lambda: len(s.client.list(module="documenter", kind=C.PLAN, limit=100)["tasks"]) > 3, 30,
+                 interval=0.2, what="a planning turn after the resume")
+        assert s.module.alive(), s.module.log()
+    finally:
+        s.close()
 
 
 def insight_sections(doc):

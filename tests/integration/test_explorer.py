@@ -18,6 +18,7 @@ import time
 import pytest
 
 from services.modules.explorer import model as M
+from shared.client import BrokerClient
 from tests.support import REPO, BrokerProcess, ServiceProcess, short_tmpdir, wait_for
 from tests.unit.test_explorer_flow import check_applied_once
 
@@ -70,11 +71,16 @@ class Stack:
         self.workers = [ServiceProcess(self.root, self.cfg, ["backend", "--account", n], f"backend-{n}.log")
                         for n in ACCOUNTS]
         self.explorer = ServiceProcess(self.root, self.cfg, ["explorer"], "explorer.log")
-        self.client = None
+        self._client: BrokerClient | None = None
+
+    @property
+    def client(self) -> BrokerClient:
+        assert self._client is not None, "the stack is not started"
+        return self._client
 
     def start(self) -> Stack:
         self.broker.start()
-        self.client = self.broker.client(timeout=5.0)
+        self._client = self.broker.client(timeout=5.0)
         res = self.fanoctl("seeds", "import", str(REPO / "seeds" / "demo.toml"))
         assert res.returncode == 0, res.stderr
         for p in (self.scheduler, *self.workers, self.explorer):
@@ -89,7 +95,7 @@ class Stack:
     def values(self, prefix: str) -> list:
         return [value for _, _, value in self.client.kv_items(M.MODULE, prefix)]
 
-    def tasks(self) -> list[dict]:
+    def tasks(self) -> list:
         out, after = [], None
         while True:
             page = self.client.list(module=M.MODULE, after=after, limit=1000, payloads=True)
@@ -107,8 +113,8 @@ class Stack:
     def close(self) -> None:
         for p in (self.explorer, *self.workers, self.scheduler):
             p.kill()
-        if self.client is not None:
-            self.client.close()
+        if self._client is not None:
+            self._client.close()
         self.broker.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -30,7 +30,7 @@ class OneSeed(Stack):
 
     def start(self) -> OneSeed:
         self.broker.start()
-        self.client = self.broker.client(timeout=5.0)
+        self._client = self.broker.client(timeout=5.0)
         res = self.fanoctl("seeds", "add", "Why does the Fano plane have 168 symmetries?", "--type", "question")
         assert res.returncode == 0, res.stderr
         for p in (self.scheduler, *self.workers, self.explorer):

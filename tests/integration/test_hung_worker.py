@@ -18,6 +18,7 @@ import time
 import pytest
 import zmq
 
+from shared.client import BrokerClient
 from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, short_tmpdir, wait_for, write_config
 from tests.worker_support import WorkerProcess
@@ -37,14 +38,19 @@ class Tree:
         self.broker = BrokerProcess(self.root, self.config)
         self.scheduler = SchedulerProcess(self.root, self.config)
         self.workers: dict[str, WorkerProcess] = {}
-        self.client = None
+        self._client: BrokerClient | None = None
         self._proxy: HoldingProxy | None = None
 
     def start(self) -> Tree:
         self.broker.start()
         self.scheduler.start()
-        self.client = self.broker.client(timeout=3.0)
+        self._client = self.broker.client(timeout=3.0)
         return self
+
+    @property
+    def client(self) -> BrokerClient:
+        assert self._client is not None, "the tree is not started"
+        return self._client
 
     def worker(self, account: str, env: dict | None = None) -> WorkerProcess:
         w = self.workers[account] = WorkerProcess(self.root, self.config, account)
@@ -99,8 +105,8 @@ class Tree:
             if proc.alive():
                 os.kill(proc.pid, signal.SIGCONT)   # a stopped process is still killed by pid
                 proc.kill()
-        if self.client is not None:
-            self.client.close()
+        if self._client is not None:
+            self._client.close()
         if self._proxy is not None:
             self._proxy.halt.set()
             self._proxy.join(timeout=5)

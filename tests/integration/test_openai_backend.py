@@ -2,6 +2,7 @@
 scenario, the health probe, cancellation, the cross-process slot cap, and the whole process tree."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import socket
@@ -151,6 +152,29 @@ def test_each_scenario_is_classified(tmp_path, standin, scenario, expect):
     health = server.stats()["hits"].get("/health", 0)
     assert p.send(turn("after", task_id=3), never).text == "openai stand-in answer to: after"
     assert server.stats()["hits"]["/health"] == health + 1
+
+
+def test_a_completion_cut_at_its_budget_is_asked_again_once_with_twice_the_budget(tmp_path, standin):
+    """Issue 16: a completion cut at max_tokens is never the answer; the task's next attempt (even by a
+    restarted worker) asks for twice the budget, once; cut again, it fails naming the setting to raise."""
+    server = standin()
+    p = provider(tmp_path, server, max_tokens=4)
+    first = turn("hello there my friend")                  # the answer is 8 words (tokens, for the stand-in)
+    err = failure(p, first)
+    assert (err.error_class, err.sent, err.retry_after) == ("transient", True, 0.0), err.message
+    assert "max_tokens 4" in err.message and "retrying once with max_tokens 8" in err.message
+    assert p.reconcile(first) is None                      # the half answer was not recorded
+    again = provider(tmp_path, server, max_tokens=4)       # a restarted worker remembers the cut
+    reply = again.send(dataclasses.replace(first, attempt=2), never)
+    assert reply.text == "openai stand-in answer to: hello there my friend"
+    assert [r["max_tokens"] for r in server.stats()["requests"][-2:]] == [4, 8]
+    # another task starts from the configured budget; a server that cuts whatever the budget: one retry
+    cut = turn("[standin:length] say a lot", task_id=2)
+    assert failure(again, cut).error_class == "transient"
+    final = failure(again, dataclasses.replace(cut, attempt=2))
+    assert (final.error_class, final.sent) == ("terminal", True), final.message
+    assert "max_tokens 8 again after one retry" in final.message and "raise max_tokens" in final.message
+    assert [r["max_tokens"] for r in server.stats()["requests"][-2:]] == [4, 8]
 
 
 def test_loading_then_ok(tmp_path, standin):

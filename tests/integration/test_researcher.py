@@ -81,14 +81,18 @@ class Web:
 
 
 class Stack:
-    def __init__(self, web: Web, latency: float, sources: list[str], accounts=("sim-a", "sim-b")):
+    def __init__(self, web: Web, latency: float, sources: list[str], accounts=("sim-a", "sim-b"),
+                 garbage: float = 0.0, settings: dict | None = None):
+        """``garbage``: the sim workers' share of answers without the expected format; ``settings``: more
+        keys of ``[modules.researcher]``."""
         self.root = short_tmpdir("fr")
         cfg = write_config(self.root, broker={"backoff_base": 0.2, "backoff_max": 1.0},
                            scheduler={"lease_ttl": 30.0, "assign_timeout": 5.0},
                            accounts={a: {"backend": "sim", "modes": ["standard"], "seed": i + 1,
-                                         "latency": {"dist": "fixed", "value": latency}}
+                                         "garbage_rate": garbage, "latency": {"dist": "fixed", "value": latency}}
                                      for i, a in enumerate(accounts)})
-        researcher = {"plan_interval": 0.3, "observe_interval": 0.5, "questions_batch": 4, "sources": sources}
+        researcher = {"plan_interval": 0.3, "observe_interval": 0.5, "questions_batch": 4, "sources": sources,
+                      **(settings or {})}
         with open(cfg, "a") as f:
             f.write("[modules.researcher]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in researcher.items()))
             f.write('trusted_domains = { "127.0.0.1" = 90, "localhost" = 90 }\n')
@@ -199,6 +203,31 @@ def test_insights_and_sources_become_questions_findings_and_a_promotion(make_sta
     assert next(f for f in stack.cli("research", "findings")["findings"] if f["id"] == fid)["promoted"]
     # the explorer's namespace is only read
     assert set(stack.scan("", ns="explorer")) == {f"insights/ins-{i:03d}" for i in range(6)} | {"insights/ins-rejected"}
+
+
+def test_question_batches_whose_answers_stay_unusable_are_paused_with_a_visible_reason(make_stack, web):
+    """Issue 16 for the researcher: every answer lacks the expected JSON (the sim's garbage_rate 1). Before,
+    every new insight was asked about again; now ``pause_after`` unusable batches in a row pause question
+    batches, ``research questions`` says why, and ``research resume`` lets them start again."""
+    stack = make_stack(web, latency=0.05, sources=[], garbage=1.0, settings={"questions_batch": 1, "pause_after": 2})
+    write_insights(stack, 6)
+
+    def paused():
+        streak = stack.scan("state/").get(M.K_QUESTION_STREAK)
+        return streak if streak and streak.get("paused") else None
+    try:
+        streak = wait_for(paused, 30, interval=0.2, what="question batches to pause")
+    except AssertionError as exc:
+        raise AssertionError(stack.logs()) from exc
+    assert streak["failures"] == 2 and "2 unusable answers in a row" in streak["pause_reason"], streak
+    time.sleep(2.0)                                          # four looks at new insights: no batch starts
+    assert len(stack.tasks(GENERATE_QUESTIONS)) == 2
+    shown = stack.cli("research", "questions")
+    assert shown["waiting"]["questions"].startswith("2 unusable answers in a row to the researcher's question "
+                                                    "batches"), shown["waiting"]
+    assert stack.cli("research", "resume") == {"resumed": True}
+    wait_for(lambda: len(stack.tasks(GENERATE_QUESTIONS)) > 2, 20, interval=0.2, what="a batch after the resume")
+    assert stack.module.alive(), stack.logs()
 
 
 def test_kill_9_of_the_module_mid_flow_loses_and_duplicates_nothing(make_stack, web):

@@ -33,7 +33,7 @@ def top_json(broker) -> dict:
 def put_threads(client, statuses: list[str]) -> None:
     ops = []
     for n, status in enumerate(statuses, 1):
-        seed = {"id": f"q{n}", "type": "question", "text": f"question {n}?", "priority": 5}
+        seed: dict = {"id": f"q{n}", "type": "question", "text": f"question {n}?", "priority": 5}
         ops.append(txn.put(X.thread_key(X.thread_id(seed["id"], 1)), dict(T.new_thread(seed, [], 1.0), status=status),
                              if_version=0))
     client.txn(X.MODULE, ops)

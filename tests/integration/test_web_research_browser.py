@@ -53,15 +53,6 @@ def url(tree) -> str:
     return tree.config.web.url.rstrip("/")
 
 
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium_path, headless=True)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, url):
     """A page that records every dialog (dismissed), every request and every script error."""

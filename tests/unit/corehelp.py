@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.broker.core import BrokerCore
-from services.broker.schema import open_env
+from services.broker.core import BrokerCore, ReadLater
+from services.broker.schema import Storage, open_env
 from shared import protocol
 from shared.client import BrokerClient
 from shared.clock import FakeClock
@@ -32,8 +32,8 @@ class CoreHarness:
         self.clock = clock or FakeClock()
         self.events: list[dict] = []
         self.ident = IDENT   # the socket identity requests come from (a test may play the scheduler)
-        self.storage = None
-        self.core = None
+        self.storage: Storage | None = None   # None once closed
+        self.core: BrokerCore | None = None
         self.open()
 
     @classmethod
@@ -48,9 +48,9 @@ class CoreHarness:
         if config_path is not None:
             self.config_path = config_path
         self.cfg = load_config(self.config_path)
-        self.storage = open_env(self.cfg.data_dir / "broker", self.cfg.broker.map_size)
-        self.core = BrokerCore(self.storage, self.cfg, self.clock)
-        evs = self.core.startup()
+        self.storage = storage = open_env(self.cfg.data_dir / "broker", self.cfg.broker.map_size)
+        self.core = core = BrokerCore(storage, self.cfg, self.clock)
+        evs = core.startup()
         self.events.extend(evs)
         return evs
 
@@ -74,11 +74,16 @@ class CoreHarness:
 
     def batch(self, frames_list: list[list[bytes]]) -> list[protocol.Reply]:
         """Run several raw requests as one batch; replies in order (grow_map requests are applied)."""
-        replies, events, grow = self.core.handle_batch([(self.ident, f) for f in frames_list])
+        core = self.core
+        assert core is not None, "the harness is closed"
+        replies, events, grow = core.handle_batch([(self.ident, f) for f in frames_list])
         self.events.extend(events)
-        out = [protocol.decode_reply(frames) for _, frames in replies]
+        out = []
+        for _, frames in replies:
+            assert not isinstance(frames, ReadLater), "without defer_reads every reply is frames"
+            out.append(protocol.decode_reply(frames))
         for _, req in grow:
-            out.append(self.core.grow_map(req))
+            out.append(core.grow_map(req))
         return out
 
     def raw(self, frames: list[bytes]) -> protocol.Reply:
@@ -143,8 +148,10 @@ def check_indices(h: CoreHarness) -> dict[str, int]:
     """Assert that every index agrees with the task records; returns the count of tasks per state."""
     from services.broker import schema as S
 
-    dbs = h.storage.dbs
-    with h.storage.env.begin() as txn:
+    storage = h.storage
+    assert storage is not None, "the harness is closed"
+    dbs = storage.dbs
+    with storage.env.begin() as txn:
         def keys(db):
             return [bytes(k) for k in txn.cursor(db=dbs[db]).iternext(keys=True, values=False)]
 
@@ -155,7 +162,8 @@ def check_indices(h: CoreHarness) -> dict[str, int]:
             entry = txn.get(S.state_key(t["state"], tid), db=dbs["by_state"])
             # a PENDING task's entry is its row, as its record says now (schema version 3); others are empty
             assert entry == (S.pending_row(t) if t["state"] == "PENDING" else b""), (t, entry)
-            assert S.from_u64(txn.get(t["key"].encode(), db=dbs["keys"])) == tid
+            by_key = txn.get(t["key"].encode(), db=dbs["keys"])
+            assert by_key is not None and S.from_u64(by_key) == tid, t
         assert len(keys("by_state")) == len(tasks)
         ready = {S.ready_key_id(k): k for k in keys("ready")}
         delayed = {S.time_id_split(k)[1]: k for k in keys("delayed")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from services.modules import capacity as CAP
+from services.modules.explorer import flow
 from services.modules.explorer import model as M
 from services.modules.explorer import threads as T
 from tests.unit.test_explorer_flow import check_applied_once
@@ -50,7 +51,7 @@ def test_capacity_reads_windows_reserves_cooldowns_and_pauses(rig):
     r.h.call("account_pause", account="gamma", reason="login expired")
     c = cap_of(r)
     assert not c.room("gamma") and c.until("gamma") == CAP.INF and "paused" in c.reason("gamma")
-    assert r.svc.available_accounts(c) == ["beta"]      # alpha: no standard quota left; gamma: paused
+    assert r.svc.env().available_accounts(c) == ["beta"]      # alpha: no standard quota left; gamma: paused
 
 
 def test_task_accounts_follow_the_conversation_then_the_requirements():
@@ -416,11 +417,12 @@ def test_an_explore_turn_served_elsewhere_moves_the_threads_explore_account(rig)
     # what a hand-off does, seen from the module: the next explore turn is served by another account
     r.h.call("cooldown", account=acct, until=r.clock.world() + DAY, mode=None, reason="test")
     task = next(t for t in r.tasks(state="PENDING") if t["payload"].get("thread_id") == first["id"])
-    done = r.svc._turn(dict(task, state="DONE", served={"account": other, "mode": "standard"}),
-                       "[NEW_INSIGHTS]\n- x\n[CONNECTIONS]\n- y\n[QUESTIONS]\n- z")
-    put = next(op for op in done.ops if op.get("key") == M.thread_key(first["id"]))
+    text = "[NEW_INSIGHTS]\n- x\n[CONNECTIONS]\n- y\n[QUESTIONS]\n- z"
+    done = flow.handle_turn(r.svc.env(), dict(task, state="DONE", served={"account": other, "mode": "standard"},
+                                              result={"text": text}))
+    put = next(op for op in done if op.get("key") == M.thread_key(first["id"]))
     assert put["value"]["explore_account"] == other
-    crit = next(op for op in done.ops if op["op"] == "submit")["task"]
+    crit = next(op for op in done if op["op"] == "submit")["task"]
     assert crit["kind"] == M.CRITIQUE
     assert other not in crit["requires"]["backends"] and first["critic_account"] in crit["requires"]["backends"]
 

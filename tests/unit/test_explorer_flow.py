@@ -86,7 +86,7 @@ class Rig(ModuleRig[ExplorerService]):
     # --- reading ------------------------------------------------------------------------------------------
 
     def values(self, prefix: str) -> list:
-        return list(self.svc.values(prefix))
+        return self.svc.store.records(prefix)
 
     def get(self, key: str):
         return self.svc.store.get(key)[1]
@@ -99,8 +99,8 @@ def check_applied_once(values, tasks: list[dict]) -> None:
     """Every settled task is consumed and left exactly one trace (a record naming it, or an error).
 
     ``values(prefix)`` lists the explorer's records under a prefix; ``tasks`` are all explorer tasks."""
-    tasks = {t["id"]: t for t in tasks}
-    settled = {i: t for i, t in tasks.items() if t["state"] in ("DONE", "PARKED", "CANCELLED")}
+    by_id = {t["id"]: t for t in tasks}
+    settled = {i: t for i, t in by_id.items() if t["state"] in ("DONE", "PARKED", "CANCELLED")}
     assert all(t["consumed"] for t in settled.values()), [t for t in settled.values() if not t["consumed"]]
     traces = [e["task_id"] for e in values("exchanges/")]
     traces += [s["task_id"] for s in values("syntheses/")] + [p["task_id"] for p in values("proposals/")]
@@ -121,7 +121,7 @@ def check_applied_once(values, tasks: list[dict]) -> None:
     assert len(traces) == len(set(traces)), "a result was applied twice"
     assert len(errors) == len(set(errors)) and not set(traces) & set(errors)
     unaccounted = set(settled) - set(traces) - set(errors)
-    assert not unaccounted, [tasks[i]["key"] for i in unaccounted]
+    assert not unaccounted, [by_id[i]["key"] for i in unaccounted]
     for thread in values("threads/"):
         ex = values(f"exchanges/{thread['id']}/")
         assert [e["turn"] for e in ex] == list(range(1, thread["exchanges"] + 1))
@@ -320,15 +320,15 @@ def test_a_panel_member_that_never_answers_is_waited_for_then_left_out(rig):
 
 def test_served_account_and_mode(rig):
     r = rig()
-    svc = r.svc
-    assert svc.served({"id": 1, "requires": {"backends": ["beta"]}, "result": {"text": ""}}) == \
+    env = r.svc.env()
+    assert env.served({"id": 1, "requires": {"backends": ["beta"]}, "result": {"text": ""}}) == \
         {"account": "beta", "mode": "standard"}
-    assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": False}, "served": {"account": "a"}}) == \
+    assert env.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": False}, "served": {"account": "a"}}) == \
         {"account": "a", "mode": "deep"}
-    assert svc.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": True},
+    assert env.served({"id": 1, "requires": {"mode": "deep", "deep_fallback": True},
                        "result": {"meta": {"account": "a"}}}) == \
         {"account": "a", "mode": None}                       # a fallback leaves the mode unknown unless told
-    assert svc.served({"id": 1, "requires": {}, "result": {"served": {"account": "c", "mode": "deep"}}}) == \
+    assert env.served({"id": 1, "requires": {}, "result": {"served": {"account": "c", "mode": "deep"}}}) == \
         {"account": "c", "mode": "deep"}
 
 
@@ -338,3 +338,11 @@ def test_the_blessed_list_in_prompts_holds_the_most_recently_blessed():
                 for n in range(5)] + [{"id": "t9-i1", "status": "pending", "text": "not yet"}]
     text = blessed_list(insights, limit=2)
     assert "claim 0" in text and "claim 1" in text and "claim 4" not in text and "not yet" not in text
+
+
+def test_every_task_kind_has_a_handler_and_an_unusable_step():
+    """The service's two tables (docs/modules.md § Module style) cover every kind the explorer submits:
+    a kind missing from HANDLERS would be acked without effect, one missing from UNUSABLE never re-asked."""
+    from services.modules.explorer import service as SV
+    assert set(SV.HANDLERS) == set(M.KINDS)
+    assert set(SV.UNUSABLE) == set(M.KINDS)

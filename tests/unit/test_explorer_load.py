@@ -11,6 +11,7 @@ from __future__ import annotations
 from services.modules import capacity as CAP
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
+from services.modules.explorer import panels as PN
 from services.modules.explorer import threads as T
 
 NAMES = ["a", "b", "c"]
@@ -176,8 +177,8 @@ def test_a_thread_waiting_only_on_a_backlogged_account_holds_no_slot(rig):
     [thread] = _open(r)
     target = thread["explore_on"][0]
     cap, pending = r.svc.capacity(), CAP.pending(r.client, M.MODULE)
-    assert r.svc.waiting_threads([thread], cap, pending) == set()
-    assert r.svc.waiting_threads([thread], cap, pending, busy={target}) == {thread["id"]}
+    assert PN.waiting_threads([thread], cap, pending) == set()
+    assert PN.waiting_threads([thread], cap, pending, busy={target}) == {thread["id"]}
     # in thread_room: its turn is the one task pinned to target (> busy_backlog = 0): one more thread may start
     r.svc._load_seen = r.svc._waiting_seen = None
     assert r.svc.load_view().pinned == {target: 1}

@@ -1,6 +1,6 @@
-"""fanoctl health's storage verdict (cli/health.py) from the broker's stats, before and after the
+"""fanoctl health's storage verdict (services/health.py) from the broker's stats, before and after the
 broker reports ``storage``."""
-from cli.health import DEGRADED, OK, storage_check, storage_facts
+from services.health import DEGRADED, OK, storage_check, storage_facts
 
 GiB = 1 << 30
 NOW = 1_700_000_000.0

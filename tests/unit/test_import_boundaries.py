@@ -1,4 +1,5 @@
-"""docs/architecture.md § Invariants: only backend processes import provider SDKs or Playwright."""
+"""docs/architecture.md § Invariants: only backend processes import provider SDKs or Playwright; and the
+layering: the CLI is a client of the services, never a library of theirs."""
 import ast
 import subprocess
 import sys
@@ -34,6 +35,18 @@ def test_modules_and_shared_do_not_import_backends():
         for path in (REPO / package).rglob("*.py"):
             text_imports = {n for n in _full_imports(path) if n.startswith("services.backends")}
             assert not text_imports, f"{path.relative_to(REPO)} imports {text_imports}"
+
+
+def test_services_and_shared_do_not_import_the_cli():
+    """What a service and ``fanoctl`` both need (wording of times, the health report) lives in shared/ or
+    services/; a service importing cli/ would pull click and the command graph into every process."""
+    offenders = {}
+    for package in ("shared", "services"):
+        for path in (REPO / package).rglob("*.py"):
+            bad = sorted(n for n in _full_imports(path) if n == "cli" or n.startswith("cli."))
+            if bad:
+                offenders[str(path.relative_to(REPO))] = bad
+    assert offenders == {}
 
 
 def _full_imports(path: Path) -> set[str]:

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from services.broker.core import ReadLater
 from services.scheduler.roles import refusal
 from shared import keys as K
 from shared import protocol
@@ -132,7 +133,9 @@ def _as(h: CoreHarness, who: bytes | Role, cmd: str, **args):
     assert h.core is not None
     replies, events, _ = h.core.handle_batch([message])
     h.events.extend(events)
-    return protocol.decode_reply(replies[0][1]).raise_for_error()
+    frames_out = replies[0][1]
+    assert not isinstance(frames_out, ReadLater)   # reads are deferred only when asked to
+    return protocol.decode_reply(frames_out).raise_for_error()
 
 
 def _forbidden(h, who, cmd, **args) -> FanoError:

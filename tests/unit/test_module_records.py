@@ -1,14 +1,17 @@
-"""The documenter's and the researcher's record types (their model.py TypedDicts) describe what the modules
-really write: every field of every record a run leaves in the broker is declared, and every required one
-is present (the modules on the in-process broker core, tests/unit/modhelp.py)."""
+"""The research modules' record types (their model.py TypedDicts) describe what the modules really write:
+every field of every record a run leaves in the broker is declared, and every required one is present (the
+modules on the in-process broker core, tests/unit/modhelp.py)."""
 from __future__ import annotations
 
 import json
 import random
 from typing import Any
 
+import pytest
+
 from services.modules.documenter import model as DM
 from services.modules.documenter import planning
+from services.modules.explorer import model as XM
 from services.modules.operations.documenter import add_comment
 from services.modules.researcher import model as RM
 from services.modules.researcher.fetch import FetchError
@@ -122,3 +125,23 @@ def test_the_researchers_records_are_the_declared_shapes(make_researcher):
     assert seen == set(shapes), f"no record under {sorted(set(shapes) - seen)}: the run did not cover them"
     statuses = {s["status"] for s in svc.store.records("sources/")}
     assert {"extracted", "fetched", "new", "excluded"} <= statuses, statuses
+
+
+def no_parts(prefix: str, rec: dict):
+    return iter(())
+
+
+@pytest.mark.slow   # a whole explorer run: over 2 s
+def test_the_explorers_records_are_the_declared_shapes(rig):
+    shapes = {"seeds/": XM.Seed, "threads/": XM.Thread, "exchanges/": XM.Exchange, "syntheses/": XM.Synthesis,
+              "proposals/": XM.Proposals, "insights/": XM.Insight, "reviews/": XM.Review, "pace/": XM.Pace,
+              "imported/": XM.Imported}
+    r = rig(settings="max_active_threads = 2\nthreads_per_account = 0\n")
+    r.import_seeds()
+    # a finding the researcher promoted (and one that is no seed: the marker is written all the same)
+    r.client.txn("researcher", [txn.put("promotions/f1", {"text": "Why is PG(2,2) self-dual?", "priority": 6}),
+                                txn.put("promotions/f2", {"text": ""})])
+    r.run_until(lambda: len(r.blessed()) >= 3 and any(rv["stage"] == "done" and rv["outcome"]["round"] == 3
+                                                       for rv in r.values("reviews/")))
+    seen = check_all(r.svc.store, shapes, no_parts)
+    assert seen == set(shapes), f"no record under {sorted(set(shapes) - seen)}: the run did not cover them"

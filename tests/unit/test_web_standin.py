@@ -45,9 +45,12 @@ def test_the_foreground_command_listens_on_the_readme_port(monkeypatch):
     assert main([]) == 0 and served[0].port == DEFAULT_PORT == 8300
     assert main(["--port", "0", "--deep", "unapplied", "--layout", "changed-after-send"]) == 0
     assert served[1].port == 0 and served[1].control()["deep"] == "unapplied"
-    assert main(["--port", "0", "--wall", "human_check", "--downgrade", "--deep-limit", "--real-url-after", "15"]) == 0
-    assert {k: served[2].control()[k] for k in ("wall", "downgrade", "deep_limit", "real_url_after")} == \
-        {"wall": "human_check", "downgrade": True, "deep_limit": True, "real_url_after": 15.0}
+    assert main(["--port", "0", "--wall", "human_check", "--downgrade", "--deep-limit", "--real-url-after", "15",
+                 "--no-downgrade-banner"]) == 0
+    assert {k: served[2].control()[k] for k in ("wall", "downgrade", "deep_limit", "real_url_after",
+                                                 "downgrade_banner")} == \
+        {"wall": "human_check", "downgrade": True, "deep_limit": True, "real_url_after": 15.0,
+         "downgrade_banner": False}
 
 
 def test_scenario_selection():
@@ -115,7 +118,14 @@ def test_notices_in_the_reply_area_and_a_downgrade(site):
     status, out, _ = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "deep one", "mode": "Pro"})
     conv = call(site.url + f"/api/conversation/{out['conversation']}")[1]
     assert conv["turns"][0]["mode"] == "Pro" and conv["turns"][0]["served"] == "Auto"
-    assert site.submits[0]["served"] == "Auto"
+    assert site.submits[0]["served"] == "Auto" and conv["turns"][0]["downgrade_banner"] is True
+    # the label-only downgrade: the turn tells the page to show no banner
+    with pytest.raises(ValueError):
+        site.control(downgrade_banner="no")
+    site.control(downgrade_banner=False)
+    status, out, _ = call(site.url + "/api/submit", "POST", {"skin": "chatgpt", "prompt": "deep two", "mode": "Pro"})
+    conv = call(site.url + f"/api/conversation/{out['conversation']}")[1]
+    assert conv["turns"][0]["served"] == "Auto" and conv["turns"][0]["downgrade_banner"] is False
 
 
 def test_the_deep_think_limit_control(site):

@@ -28,6 +28,8 @@ Routes::
                                          downgrade (a Pro / Deep Think prompt is served in Auto / Fast:
                                          ChatGPT shows "switched you to the latest default model" and its
                                          picker reads Auto; Gemini drops the Deep Think chip),
+                                         downgrade_banner (default true; false: ChatGPT shows no banner,
+                                         only its mode control and the turn's model button read Auto),
                                          deep_limit (Gemini: picking Deep Think shows its limit snack bar,
                                          "until <reset_in from now>", over the composer),
                                          wall (none|signin|human_check: every page is the site's
@@ -57,6 +59,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ops.standins.chat_site.scenarios import SCENARIOS, clean, reset_clock, scenario_of, turn_state
@@ -65,9 +68,10 @@ from ops.standins.server import StandinServer, reviews_option, serve_in_foregrou
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"chatgpt.html", "chatgpt.js", "gemini.html", "gemini.js", "common.js", "site.css"}
 COOKIE = "standin_session"
-DEFAULT_CONTROL = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
+DEFAULT_CONTROL: dict[str, Any] = {"scenario": "normal", "login_required": False, "auto_login": False, "deep": "ok",
                    "layout": "normal", "reset_in": 2100.0, "tz": "UTC", "speed": 1.0, "downgrade": False,
-                   "deep_limit": False, "real_url_after": 0.3, "wall": "none", "reviews": None}
+                   "downgrade_banner": True, "deep_limit": False, "real_url_after": 0.3, "wall": "none",
+                   "reviews": None}
 WALLS = ("none", "signin", "human_check")
 # the pages a signed-out or suspicious browser gets instead of the chat (no composer, none of the site files'
 # login/challenge selectors: only their text tells)
@@ -126,7 +130,7 @@ class ChatSiteServer(StandinServer):
         if "real_url_after" in changes and not (isinstance(changes["real_url_after"], (int, float))
                                                 and 0 <= changes["real_url_after"] <= 120):
             raise ValueError("real_url_after must be seconds in [0, 120]")
-        for key in ("downgrade", "deep_limit"):
+        for key in ("downgrade", "downgrade_banner", "deep_limit"):
             if key in changes and not isinstance(changes[key], bool):
                 raise ValueError(f"{key} must be true or false")
         if "reviews" in changes and not (changes["reviews"] is None or isinstance(changes["reviews"], dict)):
@@ -164,7 +168,8 @@ class ChatSiteServer(StandinServer):
             scenario = scenario_of(prompt, header, self._control["scenario"])
             served = DOWNGRADED.get(mode, mode) if self._control["downgrade"] else mode
             conv["turns"].append({"skin": skin, "prompt": prompt, "mode": mode, "served": served,
-                                  "scenario": scenario, "created": now})
+                                  "scenario": scenario, "created": now,
+                                  "downgrade_banner": self._control["downgrade_banner"]})
             self.submits.append({"at": now, "skin": skin, "conversation": conversation, "prompt": prompt,
                                  "mode": mode, "served": served, "scenario": scenario})
             return {"conversation": conversation, "title": conv["title"]}
@@ -184,6 +189,7 @@ class ChatSiteServer(StandinServer):
             now = time.time()
             control = dict(self._control)
             turns = [dict(prompt=t["prompt"], mode=t["mode"], served=t["served"],
+                          downgrade_banner=t.get("downgrade_banner", True),
                           **turn_state(dict(t, mode=t["served"]), now, control)) for t in conv["turns"]]
             return {"id": conv["id"], "skin": conv["skin"], "title": conv["title"], "turns": turns}
 
@@ -324,6 +330,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--layout", default="normal", choices=LAYOUTS)
     parser.add_argument("--wall", default="none", choices=WALLS, help="every page is a sign-in page or a human check")
     parser.add_argument("--downgrade", action="store_true", help="serve Pro / Deep Think prompts in Auto / Fast")
+    parser.add_argument("--no-downgrade-banner", dest="downgrade_banner", action="store_false",
+                        help="ChatGPT: a downgrade shows no banner, only the mode label reads Auto")
     parser.add_argument("--deep-limit", action="store_true", help="Gemini: picking Deep Think shows its limit")
     parser.add_argument("--real-url-after", type=float, default=DEFAULT_CONTROL["real_url_after"],
                         help="seconds ChatGPT shows a new chat's transient /c/WEB:... URL (real site: ~15)")
@@ -331,5 +339,6 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     server = ChatSiteServer(args.host, args.port, scenario=args.scenario, login_required=args.login_required,
                             deep=args.deep, layout=args.layout, wall=args.wall, downgrade=args.downgrade,
-                            deep_limit=args.deep_limit, real_url_after=args.real_url_after, reviews=args.reviews)
+                            downgrade_banner=args.downgrade_banner, deep_limit=args.deep_limit,
+                            real_url_after=args.real_url_after, reviews=args.reviews)
     return serve_in_foreground(server)

@@ -30,6 +30,8 @@ its restarts.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from services.modules import prompts
 from services.modules.advisor import logic as L
 from services.modules.advisor.settings import load_settings
@@ -75,7 +77,7 @@ class AdvisorService(ModuleService):
                    if isinstance(v, dict) and v.get("status") == "blessed" and k.split("/", 1)[1] not in done)
 
     def scheduler_weights(self, changes: dict | None = None) -> dict:
-        fields = {"set": changes} if changes else {}
+        fields: dict[str, Any] = {"set": changes} if changes else {}
         res = query(self.config.scheduler_endpoint, "weights", timeout=2.0, name=self.name, keys=self.keys, **fields)
         return dict(res.get("weights") or {})
 

@@ -22,7 +22,9 @@ version used for ``if_version`` checks, not a document version)::
                                  section's revision keep what it produced; deleted after
                                  ``broker.working_retention``)
     incorporated/<insight id>    {"insight_id", "how": "section" | "duplicate", "section", "version", "at", "run"}
-    plan/state                   the planning turn (planning), review/state: the section review in flight (upkeep)
+    plan/state                   the planning turn (planning), review/state: the section review in flight (upkeep);
+                                 each keeps its streak of unusable answers and pause (services/modules/pace.py)
+    pace/hour                    {"window_start", "tasks", "limit"}: tasks created this hour (services/modules/pace.py)
     stats/mix                    {"plans": n, "reviews": n}: the share of section reviews in the work
     errors/<task id:012d>        unusable answers and failed tasks (written by the module framework)
 

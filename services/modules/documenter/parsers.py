@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any
+from typing import Any, Literal, overload
 
 from services.modules.parsing import ParseError, choice, field, normalize
 
@@ -39,6 +39,10 @@ def strip_chatter(text: str) -> str:
     return "\n\n".join(paras).strip()
 
 
+@overload
+def block(text: str, tag: str, tags: tuple, required: Literal[True] = True) -> str: ...
+@overload
+def block(text: str, tag: str, tags: tuple, required: bool) -> str | None: ...
 def block(text: str, tag: str, tags: tuple, required: bool = True) -> str | None:
     """A multi-line value: from ``TAG:`` (same line or the next ones) to the next of ``tags``."""
     value = field(text, tag, required=False, multiline=True, stop_tags=tags)

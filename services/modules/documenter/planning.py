@@ -11,13 +11,15 @@ some blessed insight is neither incorporated, nor in a pipeline, nor waiting for
 foundation the planner wrote, unless what it establishes is already established or it duplicates a
 section; ``WAIT`` holds planning until the candidates or the document change, or a backoff passes
 (``WAIT_BASE``, doubled per WAIT in a row, at most ``WAIT_MAX``). The planning turn asks for the deep
-mode and may fall back to the standard one.
+mode and may fall back to the standard one. An unusable planning answer backs off (``FAIL_BASE``, doubled
+per failure in a row); ``pause_after`` of them in a row pause planning with the reason in ``plan/state``
+(``fanoctl document show``) until ``fanoctl document resume`` (services/modules/pace.py).
 """
 from __future__ import annotations
 
 import hashlib
 
-from services.modules import dedup
+from services.modules import dedup, pace
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
 from services.modules.documenter.flow import ACTIVE, candidates, read_incorporated, read_jobs, start_job
@@ -56,7 +58,7 @@ def bump_mix(env: C.Env, what: str) -> dict:
 def propose_plan(env: C.Env) -> list[dict]:
     """Ops that start a planning turn (state + submission in one transaction), or [] if none is due."""
     pv, ps = plan_state(env)
-    if ps.get("pending"):
+    if ps.get("pending") or pace.paused(ps):
         return []
     jobs = read_jobs(env)
     if sum(1 for _, j in jobs.values() if j.get("stage") in ACTIVE) >= env.settings.max_active:
@@ -148,9 +150,11 @@ def unusable_plan(env: C.Env, task: dict, error: str) -> list[dict]:
     pv, ps = plan_state(env)
     if not ps.get("pending") or ps.get("seq") != task["payload"].get("seq"):
         return []
-    failures = int(ps.get("failures") or 0) + 1
     cands = candidates(env)
-    new = {**ps, "seq": ps["seq"] + 1, "pending": False, "failures": failures,
+    streak = pace.failed(ps, error, env.settings.pause_after, "the documenter's planning turns",
+                         "fanoctl document resume", env.now)
+    failures = streak["failures"]
+    new = {**streak, "seq": ps["seq"] + 1, "pending": False,
            "wait_until": env.now + min(WAIT_MAX, FAIL_BASE * 2 ** (failures - 1)),
            "wait_basis": _basis(cands, M.read_doc(env.store)),
            "last": {"seq": ps["seq"], "decision": None, "error": error[:500], "at": env.now}}

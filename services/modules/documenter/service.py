@@ -11,6 +11,10 @@ fano.toml (:mod:`services.modules.documenter.settings`: panel size, limits, how 
 exploration for the accounts). Every ``SEAT_INTERVAL`` real seconds (a quarter of ``member_patience`` in
 world time if that is sooner, on a scaled clock) it moves evaluation slots blocked past
 ``member_patience`` (:mod:`.seats`).
+
+Every transaction that creates tasks is counted against the module's hourly budget
+(``max_tasks_per_hour``, :mod:`services.modules.pace`): once it is used up, no new work starts until the
+hour ends (the steps of started pipelines go on); ``fanoctl document show`` says so.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import os
 from pathlib import Path
 
 from services.modules import capacity as CAP
+from services.modules import pace
 from services.modules.base import Effect, ModuleService
 from services.modules.documenter import context as C
 from services.modules.documenter import export, flow, planning, seats, upkeep
@@ -98,16 +103,35 @@ class DocumenterService(ModuleService):
         handler = HANDLERS.get(task["kind"])
         if handler is None:
             raise ParseError(f"the documenter has no task kind {task['kind']!r}")
-        return Effect(handler(self.env(), task))
+        return Effect(self.paced(handler(self.env(), task)))
 
     def on_unusable(self, task: dict, error: str) -> list:
         handler = UNUSABLE.get(task["kind"])
-        return handler(self.env(), task, error) if handler else []
+        return self.paced(handler(self.env(), task, error) if handler else [])
+
+    # --- the hourly budget (services/modules/pace.py) -------------------------------------------------
+
+    def paced(self, ops: list, new_work: bool = False) -> list:
+        """``ops`` with the module's hourly task count updated in the same transaction (version-checked);
+        for ``new_work``, [] when the hour has no room for its tasks (the next pass proposes it again)."""
+        n = pace.submissions(ops)
+        if not n:
+            return ops
+        limit = self.settings.max_tasks_per_hour
+        version, stored = self.store.get(pace.HOUR_KEY)
+        rec = pace.current(stored, self.clock.world())
+        if new_work and pace.room(rec, limit) < n:
+            if not getattr(self, "_budget_logged", False):
+                self.log.warning("new work waits: %s", pace.budget_note(rec, limit, "max_tasks_per_hour"))
+            self._budget_logged = True
+            return []
+        self._budget_logged = False
+        return ops + [txn.put(pace.HOUR_KEY, pace.count(rec, n, limit), if_version=version)]
 
     def plan(self) -> None:
         self.export_if_changed()
         for ops in proposals(self.env()):
-            self._start(ops)
+            self._start(ops, new_work=True)
         if self.clock.mono() >= getattr(self, "_next_seats", 0.0):
             self._next_seats = self.clock.mono() + self.world_interval(self.settings.member_patience / 4,
                                                                        SEAT_REAL_MIN, SEAT_INTERVAL)
@@ -118,7 +142,7 @@ class DocumenterService(ModuleService):
         cap = self.capacity()
         if not cap.known:
             return
-        pending = CAP.pending(self.client, self.module)
+        pending = CAP.pending_waited(self.client, self.module, self.clock.world(), self.settings.member_patience)
         moves, cancels = seats.follow(self.env(), cap, pending)
         for ops, abandoned in moves:
             if self._start(ops):
@@ -131,7 +155,10 @@ class DocumenterService(ModuleService):
             except FanoError as exc:   # it started or settled meanwhile: its answer is stale anyway
                 self.log.info("task %s not cancelled: %s", tid, exc.message)
 
-    def _start(self, ops: list) -> bool:
+    def _start(self, ops: list, new_work: bool = False) -> bool:
+        ops = self.paced(ops, new_work)
+        if not ops:
+            return False
         if txn.conditional(self.client, self.module, ops):
             return True
         self.log.info("proposal raced with another writer; next pass re-reads")

@@ -13,6 +13,8 @@
     comment_boost = 100             # attrs.comment_boost of address_comment tasks (the author's voice first)
     section_priority = 5            # seed-priority equivalent of a section review
     member_patience = 300.0         # world seconds an evaluator's task may wait on an account without room
+    max_tasks_per_hour = 300        # tasks the documenter creates per hour; then new work waits (0 = no limit)
+    pause_after = 5                 # unusable answers in a row that pause planning (or section reviews)
 
 **Following capacity** (:mod:`.seats`; headroom read from the broker, :mod:`services.modules.capacity`):
 a new evaluation panel is drawn from the panel accounts that have standard room now or within
@@ -79,6 +81,12 @@ class Settings:
     section_priority: int = setting(5, "seed-priority equivalent of a section review", lo=1, hi=10)
     member_patience: float = setting(300.0, "world seconds an evaluator's task may wait on an account without room",
                                      lo=0)
+    max_tasks_per_hour: int = setting(300, "tasks the documenter creates per hour (world clock); once reached, new "
+                                      "work (planning turns, section reviews, comments) waits for the next hour "
+                                      "while started pipelines finish; a backstop against a runaway loop "
+                                      "(0 = no limit)", lo=0)
+    pause_after: int = setting(5, "unusable answers in a row to planning turns (or to section reviews) that pause "
+                               "that work until `fanoctl document resume` (0 = never)", lo=0)
 
     @property
     def section_stale(self) -> float:

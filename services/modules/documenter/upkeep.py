@@ -35,6 +35,7 @@ Both limits are ``[modules.documenter]`` settings (:mod:`.settings`); the consta
 """
 from __future__ import annotations
 
+from services.modules import pace
 from services.modules.documenter import context as C
 from services.modules.documenter import model as M
 from services.modules.documenter.parsers import parse_comment, parse_review
@@ -180,7 +181,7 @@ def review_allowed(mix: dict | None, other_work: bool, share: float = SHARE) -> 
 
 def propose_review(env: C.Env, other_work: bool) -> list[dict]:
     rv, rs = review_state(env)
-    if rs.get("section"):
+    if rs.get("section") or pace.paused(rs):
         return []
     if not review_allowed(env.store.get(M.MIX)[1], other_work, env.settings.review_share):
         return []
@@ -246,7 +247,10 @@ def unusable_review(env: C.Env, task: dict, error: str) -> list[dict]:
     rv, rs = cur
     sid = rs["section"]
     last = {"seq": rs["seq"], "section": sid, "decision": None, "error": error[:500], "at": env.now}
-    ops = [txn.put(M.REVIEW_STATE, {"seq": rs["seq"] + 1, "section": None, "last": last}, if_version=rv),
+    # unusable reviews in a row pause section reviews (services/modules/pace.py) until document resume
+    streak = pace.failed({k: rs[k] for k in pace.STREAK if k in rs}, error, env.settings.pause_after,
+                         "section reviews", "fanoctl document resume", env.now)
+    ops = [txn.put(M.REVIEW_STATE, {**streak, "seq": rs["seq"] + 1, "section": None, "last": last}, if_version=rv),
            bump_mix(env, "reviews")]
     sv, sec = env.store.get(M.section_key(sid))
     if isinstance(sec, dict):

@@ -5,7 +5,7 @@ number of accounts busy: with three accounts, three threads leave gaps whenever 
 account, and an account whose only work is pinned elsewhere sits idle. The explorer therefore scales its
 parallel work with the accounts that can take it, and steers new work to the accounts that lack it.
 
-All choices are pure functions of a :class:`Load` snapshot (built by :meth:`.panels.Panels.load_view`
+All choices are pure functions of a :class:`Load` snapshot (built by :meth:`.service.ExplorerService.load_view`
 from the broker, plus, when it answers, the scheduler's read-only ``idle`` query) and of stored records;
 what is chosen is written into the thread record in the transaction that submits the task, so a restarted
 module re-derives everything from the broker (the scheduler is optional: without it ``idle`` is empty).

@@ -13,10 +13,15 @@ Key layout (namespace ``explorer``)::
     insights/<insight_id>           Insight            <- the documenter scans this prefix
     reviews/<insight_id>            Review
     errors/<task_id:012d>           unusable answer / failed task (written by the module framework; working data)
-    pace/<seed_id>                  the seed's pause and hourly task budget (:mod:`.pacing`)
+    pace/<seed_id>                  Pace: the seed's pause and hourly task budget (:mod:`.pacing`)
+    imported/<finding_id>           Imported: a finding the researcher promoted, looked at once (the seed made of it)
 
 Working data is put with ``working`` and deleted by the broker ``broker.working_retention`` after its last
 put (docs/storage.md); everything else here is the research record, kept forever.
+
+The record classes below (``TypedDict``: plain maps, as msgpack carries them: :class:`Seed`, :class:`Thread`,
+:class:`Exchange`, :class:`Synthesis`, :class:`Proposals`, :class:`Insight`, :class:`Review`, :class:`Pace`,
+:class:`Imported`) declare every field; what the fields mean follows.
 
 Ids: seed ids match ``[a-z0-9][a-z0-9_-]{0,47}``; thread id ``<seed_id>.t<n>`` (n-th thread of the seed);
 insight id ``<thread_id>.i<n>`` (n-th consolidated insight of the thread).
@@ -94,10 +99,10 @@ then carry ``@<account>``.
 
 A review response: ``{"rating", "mode", "backend", "task_id", "at", ...the parsed fields of its kind}``.
 """
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: TypedDict reads NotRequired from evaluated annotations
 import re
 from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
 
 from services.modules import prompts
 from shared import settings
@@ -127,6 +132,155 @@ STATUS_OF = {BLESS: "blessed", MAYBE: "interesting", REJECT: "rejected", ABANDON
 RATING_OF = {"blessed": BLESS, "interesting": MAYBE, "rejected": REJECT}
 
 SEED_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+
+
+# --- records (the shapes the module docstring describes; tests/unit/test_module_records.py checks that every
+# record the module writes has every required field and no undeclared one) ----------------------------------
+
+class Seed(TypedDict):
+    id: str
+    type: str                       # SEED_TYPES
+    text: str
+    priority: int                   # 1-10
+    tags: list[str]
+    images: list[str]
+    source: str
+    created_at: float
+    updated_at: float
+    notes: NotRequired[str]         # only when given (never sent to a model)
+
+
+class Thread(TypedDict):
+    id: str
+    seed_id: str
+    seed_type: str
+    seed_text: str
+    priority: int
+    queued_priority: int | None     # the priority its live tasks were last aligned with (.priorities)
+    status: str                     # THREAD_STATUSES
+    paused_from: str | None
+    exchanges: int
+    critiques: int
+    explore_account: str | None
+    critic_account: str | None
+    critic_on: list[str]
+    explore_on: list[str]
+    profundity: float
+    ready_reason: str | None
+    attempt: int
+    panel: list[str]
+    panel_settled: dict[str, str]   # account -> "done" | "failed" | "skipped"
+    panel_retries: dict[str, int]
+    panel_closed: bool
+    synthesised_at: float | None
+    insight_ids: list[str]
+    extraction_note: str | None
+    last_error: str | None
+    pause_reason: str | None
+    created_at: float
+    updated_at: float
+    critic_conv: NotRequired[int]           # once the critic moved (.load)
+    first_turn_moves: NotRequired[int]      # once the first turn moved off an account (.panels)
+    panel_skipped: NotRequired[dict[str, int]]   # account -> the abandoned task (.panels)
+    paused_by: NotRequired[str | None]      # "unusable answers" (counted by the seed's pause) or None
+
+
+class Exchange(TypedDict):
+    thread_id: str
+    turn: int
+    role: str                       # "explore" | "critique"
+    backend: str | None
+    mode: str | None
+    mode_requested: str
+    prompt_ref: NotRequired[Any]    # the prompt with quoted exchanges as references (.threads) ...
+    prompt: NotRequired[str]        # ... or whole, when that could not be done exactly (and older records)
+    response: str
+    sections: NotRequired[dict[str, list[str]]]   # only when parsing the response does not give them back
+    task_id: int
+    at: float
+
+
+class Synthesis(TypedDict):
+    thread_id: str
+    title: str
+    summary: str
+    content: str
+    backend: str | None
+    mode: str | None
+    task_id: int
+    at: float
+
+
+class Proposals(TypedDict):
+    thread_id: str
+    account: str
+    blocks: list[dict[str, Any]]    # {"text", "domains", "scores": {"impact", "intuition", "surprise"}, "note"}
+    backend: str | None
+    task_id: int
+    at: float
+
+
+class Insight(TypedDict):
+    id: str
+    text: str
+    version: int
+    versions: list[dict[str, Any]]
+    tags: list[str]
+    confidence: str | None
+    thread_id: str
+    seed_id: str
+    proposed_by: list[str]
+    depends_on: list[str]
+    unresolved_depends: list[str]
+    status: str                     # INSIGHT_STATUSES
+    disputed: bool
+    priority: int
+    queued_priority: int | None
+    duplicate_of: str | None
+    dedup: dict[str, Any]
+    outcome: dict[str, Any] | None
+    decided_by: str | None
+    overrides: list[dict[str, Any]]
+    blessed_at: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    task_id: int                    # the consolidation task
+
+
+class Review(TypedDict):
+    insight_id: str
+    panel: list[dict[str, Any]]
+    stage: str
+    rounds: dict[str, dict[str, Any]]
+    deliberation: dict[str, Any] | None
+    math: dict[str, Any] | None
+    math_retries: int
+    mind_changes: list[dict[str, Any]]
+    rewordings: list[dict[str, Any]]
+    outcome: dict[str, Any] | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    replacements: NotRequired[list[dict[str, Any]]]   # seats moved or left out (.panels)
+
+
+class Pace(TypedDict):
+    seed_id: str
+    paused: bool
+    pause_reason: str | None
+    paused_at: float | None
+    window_start: float
+    tasks: int
+    held: dict[str, float]          # task key -> when it was held
+    limit: int
+    resumed_at: NotRequired[float]  # fanoctl seeds resume
+
+
+class Imported(TypedDict):
+    finding_id: str
+    seed: str | None                # the seed made from it (None: the promotion was not a valid seed)
+    at: float
 
 
 # --- keys -------------------------------------------------------------------------------------------------
@@ -186,7 +340,7 @@ def turn_task_key(tid: str, k: int, retry: int = 0) -> str:
 
 def thread_turn_key(thread: dict, k: int) -> str:
     """The key of turn ``k`` of ``thread`` now: its retry suffix, and for a first turn moved off an account
-    that lost its room (``first_turn_moves``, :meth:`.panels.Panels.retarget_first_turns`) a move suffix."""
+    that lost its room (``first_turn_moves``, :func:`.panels.retarget_first_turns`) a move suffix."""
     key = turn_task_key(thread["id"], k, int(thread.get("attempt", 0)))
     moves = int(thread.get("first_turn_moves") or 0) if k == 1 else 0
     return f"{key}:m{moves}" if moves else key
@@ -286,7 +440,7 @@ class ExplorerSettings:
       waiting tasks can only run on backlogged accounts (more than ``busy_backlog`` pinned) counts as
       waiting (``max_waiting_threads``), not active.
     * A new extraction panel is the accounts with standard room now or within ``member_patience``; a new
-      review panel is ``reviewers`` distinct accounts among those (:meth:`StateReader.review_panel`).
+      review panel is ``reviewers`` distinct accounts among those (:meth:`.context.Env.review_panel`).
     * A panel member (an extractor, a reviewer in any round, a round-3 speaker or voter) whose task has
       waited ``member_patience`` world seconds while its account has no room for the mode it needs is
       replaced by an account with room that no other seat counted in the step uses; without one it is left out of that

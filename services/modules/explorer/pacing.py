@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import time
 
+from shared import txn
+
 HOUR = 3600.0
 HELD_TTL = 86400.0   # a held key whose step moved on (its thread paused, its review decided) is forgotten
 
@@ -43,7 +45,7 @@ PACE_CHECK = "pace_check"
 def pace_check(thread: dict) -> dict:
     """A marker among an effect's ops: this thread was just paused by unusable answers, so its seed may
     have to pause too. Not a broker op: the service resolves it into the seed's pace record (a version-
-    checked put, shared/txn.py) before the transaction is sent (ExplorerService.paced)."""
+    checked put, shared/txn.py) before the transaction is sent (:func:`paced`)."""
     return {"op": PACE_CHECK, "seed_id": thread["seed_id"], "thread": thread}
 
 
@@ -53,7 +55,9 @@ def pace_key(seed_id: str) -> str:
 
 def seed_of_task(spec: dict) -> str | None:
     """The seed a task spec (or task) belongs to; None when it names no thread or insight."""
-    payload = spec.get("payload") if isinstance(spec.get("payload"), dict) else {}
+    payload = spec.get("payload")
+    if not isinstance(payload, dict):
+        return None
     ident = payload.get("thread_id") or payload.get("insight_id")
     return ident.split(".", 1)[0] if isinstance(ident, str) and ident else None
 
@@ -62,7 +66,9 @@ def current(record: dict | None, seed_id: str, now: float) -> dict:
     """The seed's pace record as of ``now``: a new hour starts the task count again."""
     rec = dict(record) if isinstance(record, dict) else {"seed_id": seed_id, "paused": False,
                                                           "pause_reason": None, "paused_at": None}
-    held = rec.get("held") if isinstance(rec.get("held"), dict) else {}
+    held = rec.get("held")
+    if not isinstance(held, dict):
+        held = {}
     rec["held"] = {k: at for k, at in held.items() if isinstance(at, (int, float)) and now - at < HELD_TTL}
     start = rec.get("window_start")
     if not isinstance(start, (int, float)) or now - start >= HOUR or now < start:
@@ -103,6 +109,8 @@ def blocked_seeds(seeds: list[dict], threads: list[dict], paces: dict[str, dict]
     out = {}
     for seed in seeds:
         sid = seed.get("id")
+        if not isinstance(sid, str):
+            continue   # not a seed (every stored seed has its id)
         rec = current(paces.get(sid), sid, now)
         if rec.get("paused"):
             out[sid] = rec.get("pause_reason") or "paused"
@@ -128,3 +136,41 @@ def pause(rec: dict, threads: list[dict], now: float) -> dict:
               f"last: {str(last.get('pause_reason') or '')[:200]}); no new thread until "
               f"`fanoctl seeds resume {rec['seed_id']}`")
     return dict(rec, paused=True, pause_reason=reason, paused_at=now)
+
+
+def paced(env, ops: list) -> list:
+    """``ops`` with the submissions over their seed's hourly budget left out (held: the repair pass
+    proposes them again when the hour has room), ``pace_check`` markers resolved (the seed is paused
+    when enough of its threads are paused by unusable answers), and each touched seed's pace record
+    written, version-checked, in the same transaction. ``env`` is a :class:`.context.Env` (its store,
+    settings, world time and log)."""
+    now, s = env.now, env.settings
+    marks = [o for o in ops if o.get("op") == PACE_CHECK]
+    ops = [o for o in ops if o.get("op") != PACE_CHECK]
+    keys: dict[str, list[str]] = {}
+    for o in ops:
+        sid = seed_of_task(o["task"]) if o.get("op") == "submit" else None
+        if sid:
+            keys.setdefault(sid, []).append(o["task"]["key"])
+    touched = set(keys) | {m["seed_id"] for m in marks}
+    held, writes, threads = set(), [], None
+    for sid in sorted(touched):
+        version, stored = env.store.get(pace_key(sid))
+        rec = current(stored, sid, now)
+        if sid in keys:
+            _, hold = ration(rec, keys[sid], s.max_tasks_per_seed_hour, now)
+            if hold:
+                held |= hold
+                env.log.warning("seed %s: %s (%s)", sid, budget_note(rec, s.max_tasks_per_seed_hour),
+                                ", ".join(sorted(hold)))
+        mine = [m["thread"] for m in marks if m["seed_id"] == sid]
+        if mine and s.seed_pause_after > 0 and not rec.get("paused"):
+            threads = env.values("threads/") if threads is None else threads
+            latest = {t["id"]: t for t in threads} | {t["id"]: t for t in mine}
+            failed = failed_threads(sorted(latest.values(), key=lambda t: t.get("created_at") or 0), sid)
+            if len(failed) >= s.seed_pause_after:
+                rec = pause(rec, failed, now)
+                env.log.warning("seed %s paused: %s", sid, rec["pause_reason"])
+        if rec != stored:
+            writes.append(txn.put(pace_key(sid), rec, if_version=version))
+    return [o for o in ops if not (o.get("op") == "submit" and o["task"]["key"] in held)] + writes

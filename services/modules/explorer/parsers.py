@@ -7,6 +7,7 @@ optional field that is absent is returned as ``None`` (recorded as "not given"),
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from services.modules.explorer.model import ABANDON, BLESS, MAYBE, REJECT
 from services.modules.parsing import (
@@ -170,7 +171,7 @@ def _insight_blocks(answer: str, tags: list[str], what: str) -> list[tuple[str, 
     out, empty = [], 0
     for block in labelled_blocks(answer, "INSIGHT"):
         text = _text(block, "INSIGHT", tags)
-        if optional_text(text):                          # "INSIGHT: none" is no insight either
+        if text is not None and optional_text(text):     # "INSIGHT: none" is no insight either
             out.append((block, " ".join(text.split())))
         else:
             empty += 1
@@ -248,7 +249,7 @@ def _modification(answer: str, tags) -> dict:
 
 
 def parse_review1(answer: str) -> dict:
-    out = {"rating": rating(answer, "RATING")}
+    out: dict[str, Any] = {"rating": rating(answer, "RATING")}
     for tag in ("MATHEMATICAL_VERIFICATION", "STRUCTURAL_ANALYSIS", "NATURALNESS_ASSESSMENT", "REASONING"):
         out[tag.lower()] = _text(answer, tag, REVIEW1_TAGS)
     out["confidence"] = confidence_word(answer)

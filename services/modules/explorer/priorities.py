@@ -38,8 +38,8 @@ THREAD_FOLLOWS = M.OPEN_THREAD + ("paused",)   # threads whose tasks are still w
 def target(task: dict, priority, weight: float) -> int:
     """The task priority that makes the scheduler count ``priority`` instead of the task's own
     ``attrs.seed_priority``."""
-    attrs = task.get("attrs") if isinstance(task.get("attrs"), dict) else {}
-    queued = attrs.get("seed_priority")
+    attrs = task.get("attrs")
+    queued = attrs.get("seed_priority") if isinstance(attrs, dict) else None
     if isinstance(queued, bool) or not isinstance(queued, (int, float)):
         queued = 0
     return BROKER_DEFAULT_PRIORITY + int(round(weight * (int(priority) - queued)))

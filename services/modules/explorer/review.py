@@ -234,6 +234,8 @@ def step_task(review: dict, insight: dict, step: str, ctx: Ctx, reviewer: str | 
     """A round-3 task: ``minority``, ``majority`` or ``vote`` (for ``reviewer``)."""
     d = review["deliberation"]
     if step == "vote":
+        if reviewer is None:
+            raise ValueError("a round-3 vote task names its voter")
         retry = review["rounds"]["3"]["retries"].get(reviewer, 0)
         key_step = _seat_step(review, reviewer, f"review3:vote:{reviewer}")
     else:
@@ -282,6 +284,8 @@ def open_tasks(review: dict, insight: dict, ctx: Ctx) -> list[dict]:
 # --- transitions ----------------------------------------------------------------------------------------
 
 def decide(review: dict, insight: dict, d: Decision, round_no: int, now: float) -> None:
+    if d.rating is None:
+        raise ValueError(f"a decision without a rating: {d}")
     status = M.STATUS_OF[d.rating]
     review["stage"] = "done"
     review["outcome"] = {"rating": d.rating, "status": status, "round": round_no, "reason": d.reason,

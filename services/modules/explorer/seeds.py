@@ -90,6 +90,14 @@ def validate(raw: dict, now: float, existing: dict | None = None) -> dict:
     return dict(seed, created_at=created, updated_at=now)
 
 
+def from_promotion(fid: str, promo: dict, now: float) -> dict:
+    """The seed a finding the researcher promoted (``promotions/<finding>`` in its namespace) becomes;
+    raises SeedError."""
+    return validate({"text": promo.get("text", ""), "type": promo.get("type", "question"),
+                     "priority": promo.get("priority", 5), "tags": promo.get("tags", []),
+                     "source": promo.get("source", f"researcher:finding:{fid}")}, now)
+
+
 def same_content(a: dict | None, b: dict) -> bool:
     return a is not None and all(a.get(k) == b.get(k) for k in CONTENT)
 

@@ -1,20 +1,14 @@
 """``module-explorer``: applies the explorer's settled tasks exactly once and proposes new work.
 
-The flow as task kinds (keys in :mod:`.model`; every follow-up is submitted in the same transaction
-that records a result and acks it, so no step can be lost between two writes):
-
-* plan: a seed without an open thread -> ``threads/<t>`` + turn 1 (``explorer.explore``), one txn;
-* ``explorer.explore`` / ``explorer.critique`` turn k -> ``exchanges/<t>/<k>``; then turn k+1, or
-  (thread ready) ``explorer.synthesis``;
-* ``explorer.synthesis`` -> ``syntheses/<t>``; one ``explorer.extract`` per available account;
-* ``explorer.extract`` -> ``proposals/<t>/<account>``; the last one -> ``explorer.consolidate``;
-* ``explorer.consolidate`` -> ``insights/<i>`` (dedup-classified) -> ``explorer.dedup`` for close
-  candidates, else ``reviews/<i>`` + round-1 ``explorer.review1`` tasks;
-* ``explorer.dedup`` -> duplicate, or the review starts;
-* review tasks (``review1``, ``mathcheck``, ``review2``, ``review3``) -> :func:`.review.record`.
-
-Every handler first checks that the task is the one its entity waits for (the expected key, with its
-retry suffix); anything else is a stale result and is only acked. Failures: :mod:`.recovery`.
+The steps are pure functions over a :class:`.context.Env` (docs/modules.md § Module style): ``HANDLERS``
+(:mod:`.flow`, one per task kind) give the ops that apply a settled task, ``UNUSABLE`` (:mod:`.recovery`)
+those that mark its entity when the answer cannot be used; the framework commits them with the ack.
+Planning (:meth:`ExplorerService.plan`) starts threads while there is room, imports the seeds the
+researcher promoted, re-ranks the tasks of overridden threads and insights (:mod:`.priorities`), and
+every ``repair_interval`` re-proposes every open step (:mod:`.recovery`); between repairs, a
+capacity-following pass moves panel seats blocked past ``member_patience`` (:mod:`.panels`). What is not
+domain logic lives here: the reads of the broker and the scheduler and their caches, the commits, the
+cancels.
 
 Every transaction that creates tasks goes through :meth:`ExplorerService.paced`, which counts them
 against their seed's hourly budget (over it, they wait) and pauses a seed whose threads keep producing
@@ -23,27 +17,41 @@ one over its budget.
 """
 from __future__ import annotations
 
-import copy
+import os
+from collections.abc import Iterable
 
-from services.modules.base import Effect, ModuleService, Store
-from services.modules.explorer import extraction as X
+from services.modules import capacity as CAP
+from services.modules.base import Effect, ModuleService
+from services.modules.explorer import context as C
+from services.modules.explorer import flow
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import pacing as PC
-from services.modules.explorer import parsers as P
+from services.modules.explorer import panels as PN
 from services.modules.explorer import priorities as PR
-from services.modules.explorer import review as R
+from services.modules.explorer import recovery as RC
 from services.modules.explorer import seeds as S
 from services.modules.explorer import threads as T
-from services.modules.explorer.panels import Panels
-from services.modules.explorer.recovery import OPEN_REVIEW, REVIEW_KINDS, Recovery
-from services.modules.explorer.state import Ops, StateReader
-from shared import txn
+from services.modules.store import Store
+from shared import scheduler_client, txn
+from shared.errors import BrokerUnavailable, FanoError
 
 PROMOTIONS_WORLD = 60.0   # world seconds between two looks for seeds the researcher promoted
+WAITING_RECHECK = 3.0   # real seconds between reads of the broker for waiting threads while planning
+                        # (or repair_interval, if shorter) ...
+WAITING_RECHECK_WORLD = 60.0   # ... or this many world seconds, if sooner (a scaled clock), but
+RECHECK_REAL_MIN = 1.0         # never more often than this (real seconds)
+FOLLOW_REAL_MIN = 1.0   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
+
+HANDLERS = {M.EXPLORE: flow.handle_turn, M.CRITIQUE: flow.handle_turn, M.SYNTHESIS: flow.handle_synthesis,
+            M.EXTRACT: flow.handle_extract, M.CONSOLIDATE: flow.handle_consolidate, M.DEDUP: flow.handle_dedup,
+            **{kind: flow.handle_review for kind in flow.REVIEW_KINDS}}
+UNUSABLE = {M.EXPLORE: RC.unusable_thread, M.CRITIQUE: RC.unusable_thread, M.SYNTHESIS: RC.unusable_thread,
+            M.EXTRACT: RC.unusable_thread, M.CONSOLIDATE: RC.unusable_thread, M.DEDUP: RC.unusable_dedup,
+            **{kind: RC.unusable_review for kind in flow.REVIEW_KINDS}}
 
 
-class ExplorerService(StateReader, Recovery, Panels, ModuleService):
+class ExplorerService(ModuleService):
     module = M.MODULE
 
     def initialize(self) -> None:
@@ -53,52 +61,49 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
         self._next_promotions = 0.0
         super().initialize()
 
+    def now(self) -> float:
+        return self.clock.world()
+
+    def env(self) -> C.Env:
+        """What one step reads (a fresh world time; the stores read the broker on every call)."""
+        return C.Env(self.store, Store(self.client, "documenter"), self.now(),
+                     {a.name: tuple(a.modes) for a in self.config.accounts}, self.settings, self.log,
+                     self.capacity, self.load_view,
+                     lambda tid: self.client.get(tid, history=True).get("history") or [])
+
+    def capacity(self) -> CAP.Capacity:
+        """The accounts' headroom for this module now, read from the broker (:mod:`services.modules.capacity`)."""
+        modes = {a.name: tuple(a.modes) for a in self.config.accounts}
+        return CAP.Capacity.read(self.client, M.MODULE, modes, self.now(), getattr(self, "log", None))
+
     # --- apply --------------------------------------------------------------------------------------------
 
     def handle(self, task: dict) -> Effect:
-        effect = self._handle(task)
-        return Effect(self.paced(effect.ops))
+        handler = HANDLERS.get(task["kind"])
+        if handler is None:
+            self.log.warning("task %s: unknown kind %s; acked without effect", task["id"], task["kind"])
+            return Effect([])
+        env = self.env()
+        return Effect(PC.paced(env, handler(env, task)))
 
     def on_unusable(self, task: dict, error: str) -> list:
-        return self.paced(super().on_unusable(task, error))
+        handler = UNUSABLE.get(task["kind"])
+        env = self.env()
+        return PC.paced(env, handler(env, task, error) if handler else [])
 
-    # --- pacing (services/modules/explorer/pacing.py) ------------------------------------------------
+    # --- commits (paced: services/modules/explorer/pacing.py) ----------------------------------------------
 
     def paced(self, ops: list) -> list:
-        """``ops`` with the submissions over their seed's hourly budget left out (held: the repair pass
-        proposes them again when the hour has room), ``pace_check`` markers resolved (the seed is paused
-        when enough of its threads are paused by unusable answers), and each touched seed's pace record
-        written, version-checked, in the same transaction."""
-        now, s = self.now(), self.settings
-        marks = [o for o in ops if o.get("op") == PC.PACE_CHECK]
-        ops = [o for o in ops if o.get("op") != PC.PACE_CHECK]
-        keys: dict[str, list[str]] = {}
-        for o in ops:
-            sid = PC.seed_of_task(o["task"]) if o.get("op") == "submit" else None
-            if sid:
-                keys.setdefault(sid, []).append(o["task"]["key"])
-        touched = set(keys) | {m["seed_id"] for m in marks}
-        held, writes, threads = set(), [], None
-        for sid in sorted(touched):
-            version, stored = self.store.get(PC.pace_key(sid))
-            rec = PC.current(stored, sid, now)
-            if sid in keys:
-                _, hold = PC.ration(rec, keys[sid], s.max_tasks_per_seed_hour, now)
-                if hold:
-                    held |= hold
-                    self.log.warning("seed %s: %s (%s)", sid, PC.budget_note(rec, s.max_tasks_per_seed_hour),
-                                     ", ".join(sorted(hold)))
-            mine = [m["thread"] for m in marks if m["seed_id"] == sid]
-            if mine and s.seed_pause_after > 0 and not rec.get("paused"):
-                threads = self.values("threads/") if threads is None else threads
-                latest = {t["id"]: t for t in threads} | {t["id"]: t for t in mine}
-                failed = PC.failed_threads(sorted(latest.values(), key=lambda t: t.get("created_at") or 0), sid)
-                if len(failed) >= s.seed_pause_after:
-                    rec = PC.pause(rec, failed, now)
-                    self.log.warning("seed %s paused: %s", sid, rec["pause_reason"])
-            if rec != stored:
-                writes.append(txn.put(PC.pace_key(sid), rec, if_version=version))
-        return [o for o in ops if not (o.get("op") == "submit" and o["task"]["key"] in held)] + writes
+        """:func:`.pacing.paced` over a fresh Env."""
+        return PC.paced(self.env(), ops)
+
+    def txn_or_skip(self, ops: list, what: str) -> bool:
+        """A planning transaction (no ack; a thread started, a held task proposed, a panel seat moved),
+        paced like an applied result's; False when another writer changed what it read (next pass)."""
+        if txn.conditional(self.client, self.module, self.paced(ops)):
+            return True
+        self.log.info("%s: another writer changed what it read; will look again", what)
+        return False
 
     def submit_if_absent(self, tasks: list[dict]) -> None:
         """The repair pass's proposals: a task held by its seed's budget is created (and counted) only when
@@ -112,172 +117,6 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             elif PC.room(rec, self.settings.max_tasks_per_seed_hour) > 0:
                 self.txn_or_skip([txn.submit(dict(spec, module=M.MODULE))], f"propose held task {spec['key']}")
         super().submit_if_absent(plain)
-
-    def txn_or_skip(self, ops: list, what: str) -> bool:
-        """Every planning transaction (a thread started, a held task proposed, a panel seat moved) is paced
-        like an applied result's."""
-        return super().txn_or_skip(self.paced(ops), what)
-
-    def _handle(self, task: dict) -> Effect:
-        result = task.get("result")
-        text = result.get("text", "") if isinstance(result, dict) else result
-        handler = {M.EXPLORE: self._turn, M.CRITIQUE: self._turn, M.SYNTHESIS: self._synthesis,
-                   M.EXTRACT: self._extract, M.CONSOLIDATE: self._consolidate, M.DEDUP: self._dedup}.get(task["kind"])
-        if handler is None and task["kind"] in REVIEW_KINDS:
-            handler = self._review
-        if handler is None:
-            self.log.warning("task %s: unknown kind %s; acked without effect", task["id"], task["kind"])
-            return Effect([])
-        return handler(task, text)
-
-    def _stale(self, task: dict) -> Effect:
-        self.log.info("task %s (%s, key %s): not what its entity waits for; acked without effect",
-                      task["id"], task["kind"], task["key"])
-        return Effect([])
-
-    def _turn(self, task: dict, text) -> Effect:
-        version, old = self.thread_of(task)
-        if not self.expected_thread_task(old, task):
-            return self._stale(task)
-        k = task["payload"]["turn"]
-        parsed = P.parse_explore(text) if task["kind"] == M.EXPLORE else P.parse_critique(text)
-        served, now, ops = self.served(task), self.now(), Ops()
-        previous = self.exchanges(old["id"])
-        ex = T.exchange_record(old, k, parsed, task, served, now, previous)
-        exchanges = previous + [ex]
-        recent = [e["response"] for e in exchanges[-self.settings.profundity_window:]]
-        thread = dict(old, exchanges=k, critiques=old["critiques"] + (ex["role"] == "critique"), attempt=0,
-                      last_error=None, updated_at=now, profundity=round(T.profundity(recent, self.settings), 3))
-        if ex["role"] == "explore" and served["account"] and served["account"] != thread.get("explore_account"):
-            # the first explore turn binds the conversation; a later one served elsewhere means the broker
-            # handed the conversation to another account: the critic then avoids the new one
-            thread["explore_account"] = served["account"]
-        if ex["role"] == "critique" and served["account"]:
-            thread["critic_account"] = served["account"]
-        ops.put(M.exchange_key(thread["id"], k), ex, 0)
-        reason = T.readiness(exchanges, self.settings)
-        if reason:
-            thread.update(status="ready", ready_reason=reason)
-            ops.submit(X.synthesis_task(thread, self.values("seeds/"), exchanges, self.settings))
-        else:
-            if (k + 1) % 2 == 0:   # a critique next: routed to an account that can take it (load.py)
-                thread = L.route_critic(thread, self.configured_accounts(), self.settings, self.load_view())
-            ops.submit(T.turn_task(thread, k + 1, self.values("seeds/"), exchanges, self.configured_accounts(),
-                                   self.settings))
-        self.put_thread(old, thread, version, ops)
-        return Effect(ops.ops)
-
-    def _synthesis(self, task: dict, text) -> Effect:
-        version, old = self.thread_of(task)
-        if not self.expected_thread_task(old, task):
-            return self._stale(task)
-        parsed = P.parse_synthesis(text)
-        served, now, ops = self.served(task), self.now(), Ops()
-        ops.put(M.synthesis_key(old["id"]), dict(parsed, thread_id=old["id"], backend=served["account"],
-                                                 mode=served["mode"], task_id=task["id"], at=now), 0)
-        panel = self.extraction_panel()
-        thread = dict(old, status="synthesised", panel=panel, panel_settled={}, panel_retries={}, panel_closed=False,
-                      synthesised_at=now, attempt=0, last_error=None, updated_at=now)
-        exchanges, insights = self.exchanges(old["id"]), self.values("insights/")
-        for acct in panel:
-            ops.submit(X.extract_task(thread, acct, parsed, exchanges, insights, self.settings))
-        self.put_thread(old, thread, version, ops)
-        return Effect(ops.ops)
-
-    def _extract(self, task: dict, text) -> Effect:
-        version, old = self.thread_of(task)
-        if not self.expected_thread_task(old, task):
-            return self._stale(task)
-        acct = task["payload"]["extractor"]
-        blocks = P.parse_extract(text, self.settings.max_proposals)
-        served, now, ops = self.served(task), self.now(), Ops()
-        ops.put(M.proposal_key(old["id"], acct), {"thread_id": old["id"], "account": acct, "blocks": blocks,
-                                                  "backend": served["account"], "task_id": task["id"], "at": now}, 0)
-        thread = dict(old, panel_settled=dict(old["panel_settled"], **{acct: "done"}), updated_at=now)
-        if all(a in thread["panel_settled"] for a in thread["panel"]):
-            # the proposal just stored is not visible to a scan yet: close_panel reads the others
-            thread = dict(thread, panel_closed=True, attempt=0)
-            proposals = sorted([p for p in self.panel_proposals(thread) if p["account"] != acct]
-                               + [{"account": acct, "blocks": blocks}], key=lambda p: p["account"])  # as a scan
-            ops.submit(X.consolidate_task(thread, proposals, self.values("insights/"), self.settings))
-        self.put_thread(old, thread, version, ops)
-        return Effect(ops.ops)
-
-    def _consolidate(self, task: dict, text) -> Effect:
-        version, old = self.thread_of(task)
-        if not self.expected_thread_task(old, task):
-            return self._stale(task)
-        insights = self.values("insights/")
-        parsed = P.parse_consolidate(text, X.blessed_ids(insights), self.settings.max_final_insights)
-        now, ops, seeds = self.now(), Ops(), self.values("seeds/")
-        known = X.corpus(insights, seeds, self.documented())
-        made = X.new_insights(old, parsed, known, task["id"], now)
-        panel = self.review_panel()
-        for ins in made:
-            known[ins["id"]] = ins["text"]
-            if ins["status"] == "pending" and ins["dedup"]["verdict"] == "candidates":
-                ops.submit(X.dedup_task(ins, known))
-            elif ins["status"] == "pending":
-                self.start_review(ins, ops, panel)
-            ops.put(M.insight_key(ins["id"]), ins, 0)
-        verdicts = [i["dedup"]["verdict"] for i in made]
-        note = (f"{len(made)} insight(s) consolidated: {verdicts.count('new')} new, {verdicts.count('candidates')} "
-                f"to an LLM duplicate check, {verdicts.count('duplicate')} duplicate(s)"
-                if made else "the panel found no insights")
-        for key, pv, proposal in self.store.scan(f"proposals/{old['id']}/"):
-            # consolidated: the insights are the record now, the proposals working data (docs/storage.md)
-            ops.put(key, proposal, pv, working=True)
-        thread = dict(old, status="extracted", insight_ids=[i["id"] for i in made], attempt=0, last_error=None,
-                      extraction_note=(old.get("extraction_note") + "; " if old.get("extraction_note") else "") + note,
-                      updated_at=now)
-        if old["status"] in ("paused", "archived"):
-            # the insights exist now and review on their own; only the thread stays held
-            ops.put(M.thread_key(old["id"]), dict(thread, status=old["status"], paused_from="extracted"), version)
-        else:
-            ops.put(M.thread_key(old["id"]), thread, version)
-        return Effect(ops.ops)
-
-    def _dedup(self, task: dict, text) -> Effect:
-        iid = (task.get("payload") or {}).get("insight_id", "")
-        version, insight = self.store.get(M.insight_key(iid))
-        if not self.expected_dedup(insight, task):
-            return self._stale(task)
-        parsed = P.parse_dedup(text, [c for c, _ in insight["dedup"]["candidates"]])
-        ops, insight = Ops(), copy.deepcopy(insight)
-        insight["dedup"]["llm"] = dict(parsed, task_id=task["id"])
-        insight.update(updated_at=self.now(), last_error=None)
-        if parsed["duplicate"]:
-            insight.update(status="duplicate", duplicate_of=parsed["of"])
-        else:
-            self.start_review(insight, ops)
-        ops.put(M.insight_key(iid), insight, version)
-        return Effect(ops.ops)
-
-    def _review(self, task: dict, text) -> Effect:
-        iid = (task.get("payload") or {}).get("insight_id", "")
-        vi, insight = self.store.get(M.insight_key(iid))
-        vr, review = self.store.get(M.review_key(iid))
-        if insight is None or review is None:
-            return self._stale(task)
-        if insight["status"] != "pending":   # a human decided meanwhile: the panel stops here
-            if review["stage"] in OPEN_REVIEW:
-                return Effect([txn.put(M.review_key(iid), dict(review, stage="stopped", updated_at=self.now()),
-                                         if_version=vr)])
-            return self._stale(task)
-        ctx = self.review_ctx()
-        if not R.expected(review, insight, task, ctx):
-            return self._stale(task)
-        step, _ = R.locate(task)
-        if task["kind"] == M.REVIEW3:
-            parsed = P.parse_review3(text, step.split("_")[1])
-        else:
-            parsed = {M.REVIEW1: P.parse_review1, M.REVIEW2: P.parse_review2,
-                      M.MATHCHECK: P.parse_mathcheck}[task["kind"]](text)
-        new_review, new_insight = copy.deepcopy(review), copy.deepcopy(insight)
-        tasks = R.record(new_review, new_insight, task, parsed, self.served(task), ctx)
-        if new_insight["status"] != "pending":
-            self.log.info("insight %s: %s (%s)", iid, new_insight["status"], new_review["outcome"]["reason"])
-        return Effect(self.review_ops(iid, new_review, vr, new_insight, insight, vi, tasks))
 
     # --- plan ---------------------------------------------------------------------------------------------
 
@@ -295,13 +134,11 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             if fid in imported:
                 continue
             try:
-                seed = S.validate({"text": promo.get("text", ""), "type": promo.get("type", "question"),
-                                   "priority": promo.get("priority", 5), "tags": promo.get("tags", []),
-                                   "source": promo.get("source", f"researcher:finding:{fid}")}, self.now())
+                seed = S.from_promotion(fid, promo, self.now())
             except S.SeedError as exc:
                 self.log.warning("promotion %s not imported: %s", fid, exc)
                 seed = None
-            ops = Ops()
+            ops = C.Ops()
             ops.put(f"imported/{fid}", {"finding_id": fid, "seed": seed and seed["id"], "at": self.now()}, 0)
             if seed is not None and not self.store.get(M.seed_key(seed["id"]))[0]:
                 ops.put(M.seed_key(seed["id"]), seed, 0)
@@ -309,13 +146,14 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
                 self.log.info("seed %s imported from research finding %s", seed["id"], fid)
 
     def plan(self) -> None:
-        """Start threads while there is room (:meth:`.panels.Panels.thread_room`); re-rank the queued tasks of
-        threads whose priority was overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open
-        steps (and re-rank the tasks of overridden insights)."""
+        """Start threads while there is room (:meth:`thread_room`); re-rank the queued tasks of threads whose
+        priority was overridden (:mod:`.priorities`); every ``repair_interval``, re-propose open steps (and
+        re-rank the tasks of overridden insights); between, follow capacity every :meth:`follow_interval`."""
         self.import_promotions()
-        seeds = self.values("seeds/")
-        threads = self.values("threads/")
-        paces = {p.get("seed_id"): p for p in self.values("pace/")}
+        seeds = self.store.records("seeds/")
+        threads = self.store.records("threads/")
+        paces = {p.get("seed_id"): p for p in self.store.records("pace/")}
+        accounts = self.env().configured_accounts()
 
         def candidate():
             # a paused seed, or one over its hourly budget, gets no new thread (services/modules/explorer/pacing.py)
@@ -329,11 +167,10 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
                 break
             thread = T.new_thread(seed, threads, self.now())
             # its first turn goes to an account with a free share of threads (load.py); counted below
-            thread["explore_on"] = L.explore_targets(self.load_view(threads), threads, self.settings,
-                                                     self.configured_accounts())
-            ops = Ops()
+            thread["explore_on"] = L.explore_targets(self.load_view(threads), threads, self.settings, accounts)
+            ops = C.Ops()
             ops.put(M.thread_key(thread["id"]), thread, 0)
-            ops.submit(T.turn_task(thread, 1, seeds, [], self.configured_accounts(), self.settings))
+            ops.submit(T.turn_task(thread, 1, seeds, [], accounts, self.settings))
             if not self.txn_or_skip(ops.ops, f"start thread {thread['id']}"):
                 return
             paces[seed["id"]] = self.store.get(PC.pace_key(seed["id"]))[1]
@@ -361,6 +198,149 @@ class ExplorerService(StateReader, Recovery, Panels, ModuleService):
             version, current = self.store.get(key(rid))
             if not isinstance(current, dict) or current.get("priority") != prio:
                 continue   # changed again meanwhile: the next pass aligns to the new value
-            ops = Ops()
+            ops = C.Ops()
             ops.put(key(rid), dict(current, queued_priority=prio), version)
             self.txn_or_skip(ops.ops, f"record the queued priority of {rid}")
+
+    def repair(self, threads: list[dict]) -> None:
+        """Re-propose every open step from stored state; close extraction panels out of patience
+        (:mod:`.recovery`); follow capacity over every open panel."""
+        env = self.env()
+        for thread in threads:
+            if thread.get("status") not in M.OPEN_THREAD:
+                continue
+            if RC.out_of_patience(env, thread):
+                ops = RC.close_out_of_patience(env, thread)
+                if ops is not None:
+                    self.txn_or_skip(ops, f"close the extraction panel of {thread['id']}")
+                continue
+            self.submit_if_absent(C.thread_tasks(env, thread))
+        for tasks in RC.open_review_tasks(env):
+            self.submit_if_absent(tasks)
+        self.follow_capacity(full=True)
+        insights = self.store.records("insights/")
+        self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
+        for spec in RC.dedup_tasks(env, insights):
+            self.submit_if_absent([spec])
+
+    # --- following capacity (services/modules/explorer/panels.py) ---------------------------------------
+
+    def load_view(self, threads: list[dict] | None = None) -> L.Load:
+        """What the accounts can take and how much explorer work is pinned to each (:mod:`.load`), read at
+        most every few seconds (planning runs after every applied result); the scheduler's ``idle`` query
+        is asked too when its socket exists, and left out when it does not answer (it is optional)."""
+        cached = getattr(self, "_load_seen", None)
+        if cached is not None and self.clock.mono() < cached[0]:
+            return cached[1]
+        cap = self.capacity()
+        names = self.env().configured_accounts()
+        if threads is None:
+            threads = self.store.records("threads/")
+        pinned = (L.pinned_counts(CAP.pending(self.client, M.MODULE, payloads=False), threads, names)
+                  if cap.known else {})
+        view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
+        if cached is None or set(cached[1].idle) != set(view.idle):   # said once per change, not every pass
+            if view.idle:
+                self.log.info("idle while the waiting work is pinned elsewhere (scheduler): %s; "
+                              "one more thread slot each", ", ".join(view.idle))
+        self._load_seen = (self.clock.mono() + self.recheck_interval(), view)
+        return view
+
+    def recheck_interval(self) -> float:
+        """Real seconds a read of the accounts' load and of the waiting threads is reused while planning."""
+        return self.world_interval(WAITING_RECHECK_WORLD, RECHECK_REAL_MIN,
+                                   min(WAITING_RECHECK, self.settings.repair_interval))
+
+    def follow_interval(self) -> float:
+        """Real seconds between capacity-following passes (:meth:`follow_capacity`): a quarter of
+        ``member_patience`` in world time, at least ``FOLLOW_REAL_MIN``, at most ``repair_interval``."""
+        return self.world_interval(self.settings.member_patience / 4, FOLLOW_REAL_MIN,
+                                   max(FOLLOW_REAL_MIN, self.settings.repair_interval))
+
+    def scheduler_idle(self) -> list:
+        """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say."""
+        endpoint = getattr(self.config, "scheduler_endpoint", "") or ""
+        if not endpoint or (endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):])):
+            return []
+        try:
+            answer = scheduler_client.query(endpoint, "idle", timeout=0.5, name="module-explorer",
+                                            keys=self.keys)
+        except FanoError:   # silence (SchedulerUnavailable) included: it is stateless and may be restarting
+            return []
+        if not isinstance(answer, dict) or answer.get("synced") is False:
+            return []
+        return answer.get("accounts") or []
+
+    def thread_room(self, threads: list[dict]) -> int:
+        """How many new threads may start now (:mod:`.panels`, thread slots)."""
+        s = self.settings
+        open_ = [t for t in threads if t.get("status") in M.OPEN_THREAD]
+        load = self.load_view(threads)
+        accounts = self.env().configured_accounts()
+        active = L.active_cap(load, s, accounts)
+        if len(open_) < active:
+            return active - len(open_)
+        if len(open_) >= active + s.max_waiting_threads:
+            return 0
+        cached = getattr(self, "_waiting_seen", None)
+        if cached is None or self.clock.mono() >= cached[0]:
+            # planning runs after every applied result: read the broker for this at most every few seconds
+            # (a thread that stopped waiting meanwhile can only let one more thread start, within the bound)
+            cap = self.capacity()
+            explorers = list(s.explore_accounts) or accounts
+            room_now = bool(cap.with_room(explorers, "standard"))
+            busy = {a for a, n in load.pinned.items() if n > s.busy_backlog} if s.threads_per_account else set()
+            waiting_ids = (PN.waiting_threads(open_, cap, CAP.pending(self.client, M.MODULE, payloads=False), busy)
+                           if room_now else set())
+            cached = self._waiting_seen = (self.clock.mono() + self.recheck_interval(), room_now, waiting_ids)
+        return PN.thread_room(s, open_, active, cached[1], cached[2])
+
+    def follow_capacity(self, full: bool = False) -> None:
+        """One pass over open panels (:mod:`.panels`). The frequent pass (every :meth:`follow_interval`)
+        reads only the threads and reviews with a PENDING task that has waited ``member_patience``: nothing
+        else can be blocked past it. The ``full`` pass (with the repair pass) reads them all, and so also
+        cancels the tasks of seats moved before a crash."""
+        cap = self.capacity()
+        if not cap.known:
+            return
+        pending = CAP.pending_waited(self.client, M.MODULE, self.now(), self.settings.member_patience)
+        # one read per pass: a seat waiting behind a backlogged account's queue moves too, as long as some
+        # account with room keeps up (when every account is behind, waiting in line is all there is)
+        env = self.env()
+        busy = env.backlogged()
+        busy = busy if any(cap.room(a) and a not in busy for a in env.configured_accounts()) else set()
+        # a task looked at under the same capacity (who has room, who is backlogged) has nothing new to
+        # offer: deep review rounds waiting a day for deep budgets would otherwise be read every pass
+        signature = (frozenset(cap.blocked), frozenset(busy))
+        seen = getattr(self, "_examined", {})
+        if full:
+            self._patient = None
+        else:
+            now, patience = self.now(), self.settings.member_patience
+            self._patient = [t for t in pending.values()
+                             if CAP.waited(t, now) >= patience and seen.get(t["id"]) != signature]
+        self._examined = {t["id"]: signature for t in pending.values()
+                          if CAP.waited(t, self.now()) >= self.settings.member_patience}
+        p = PN.Pass(cap, pending, frozenset(busy), self._patient)
+        for step in (PN.skip_extractors, PN.replace_reviewers, PN.retarget_first_turns):
+            self.run_moves(step(self.env(), p), pending)
+
+    def run_moves(self, moves: Iterable[PN.Move], pending: dict) -> None:
+        """Commit each move (paced), then cancel the tasks it abandons; a step reads on after each."""
+        for move in moves:
+            if move.ops is None:
+                self._cancel(move.cancel, pending, move.why)
+            elif self.txn_or_skip(move.ops, move.what):
+                self.log.info("%s", move.done)
+                self._cancel(move.cancel, pending, move.why)
+
+    def _cancel(self, task_ids, pending: dict, why: str) -> None:
+        live = {t["id"] for t in pending.values()}
+        for tid in task_ids:
+            if tid in live:
+                try:
+                    self.client.cancel(tid, reason=why[:200])
+                except BrokerUnavailable:
+                    raise
+                except FanoError as exc:   # it started or settled meanwhile: its answer will be stale
+                    self.log.info("task %s not cancelled: %s", tid, exc.message)

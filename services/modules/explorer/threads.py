@@ -239,9 +239,9 @@ def exchange_prompt(exchange: dict, exchanges: list[dict]) -> str | None:
     return None
 
 
-def exchange_sections(exchange: dict) -> dict:
+def exchange_sections(exchange: dict) -> dict | None:
     """An exchange's ``{NAME: [bullet]}``: stored (older records, or when the response does not give
-    them back) or parsed from its response."""
+    them back) or parsed from its response; None when neither is there."""
     if "sections" in exchange:
         return exchange["sections"]
     return _reparsed_sections(exchange)

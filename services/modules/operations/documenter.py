@@ -10,7 +10,9 @@ Key layout and record shapes: services/modules/documenter/model.py. Returns:
   ``quote``: the passage of the section the comment is about, as the reader selected it, or None for the
   whole section);
 * :func:`revert_document` -> ``{"version": the new version, "reverted_to", "changed_sections": [sids]}``;
-* :func:`retry_insight` -> the insight's job record, idle with no disputes.
+* :func:`retry_insight` -> the insight's job record, idle with no disputes;
+* :func:`resume_work` -> ``{"resumed": ["planning" | "section reviews", ...]}``: the work the documenter
+  paused after unusable answers in a row (services/modules/pace.py) starts again.
 
 Reads: :func:`versions` -> ``[Version]`` (``{"version", "at", "description", "cause", "manifest"}``, oldest
 first); :func:`version_sections` -> ``{"version", "sections": [{"id", "title", "text", "establishes",
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 
+from services.modules import pace
 from services.modules.documenter import export
 from services.modules.documenter import model as M
 from services.modules.operations import update
@@ -91,6 +94,33 @@ def retry_insight(client, insight_id: str, *, now: float, by: str = "fanoctl") -
         M.note(job, now, "retry requested", by=by)
         return [txn.put(M.job_key(insight_id), job, if_version=v)], job
     return update(client, NS, f"insight {insight_id}", compute)
+
+
+def resume_work(client) -> dict:
+    """Resume planning turns and section reviews that the documenter paused after ``pause_after``
+    unusable answers in a row (their failure count starts again); a no-op for work that is not paused."""
+    store = Store(client, NS)
+
+    def compute():
+        ops, resumed = [], []
+        for key, what in ((M.PLAN_STATE, "planning"), (M.REVIEW_STATE, "section reviews")):
+            v, state = store.get(key)
+            if pace.paused(state):
+                ops.append(txn.put(key, pace.resume(state), if_version=v))
+                resumed.append(what)
+        return ops, {"resumed": resumed}
+    return update(client, NS, "the documenter's paused work", compute)
+
+
+def pauses(store, now: float) -> dict:
+    """Why the documenter's work waits at world time ``now``: ``{"planning": reason|None, "section reviews":
+    reason|None, "budget": the hourly budget's note|None}`` (``document show``)."""
+    _, hour = store.get(pace.HOUR_KEY)
+    rec = pace.current(hour, now)
+    limit = int(rec.get("limit") or 0)
+    return {"planning": pace.paused(store.get(M.PLAN_STATE)[1]),
+            "section reviews": pace.paused(store.get(M.REVIEW_STATE)[1]),
+            "budget": pace.budget_note(rec, limit, "max_tasks_per_hour") if limit else None}
 
 
 # --- reads: the document's history -------------------------------------------------------------------------

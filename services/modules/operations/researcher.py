@@ -5,9 +5,14 @@ Each is one transaction conditioned on its key being absent (``if_version`` 0), 
 harmless: the second time it returns what the first wrote with ``created`` False. Entity shapes and the
 promotion contract: services/modules/researcher/model.py. Returns ``{"promotion": Promotion, "created":
 bool}`` and ``{"source": Source, "created": bool}``.
+
+:func:`resume_questions` (``fanoctl research resume``) lifts the pause of question batches whose answers
+kept being unusable; :func:`waiting` says why the researcher's new work waits (``research questions``).
 """
 from __future__ import annotations
 
+from services.modules import pace
+from services.modules.operations import update
 from services.modules.researcher import model as M
 from services.modules.store import Store
 from shared import txn
@@ -65,3 +70,26 @@ def add_source(client, url: str, *, now: float, note: str = "") -> dict:
         raise bad_argument(str(exc)) from None
     created = txn.conditional(client, M.NS, ops)
     return {"source": store.get(M.k_source(sid))[1], "created": created}
+
+
+def resume_questions(client) -> dict:
+    """Let the researcher propose question batches again after ``pause_after`` unusable ones in a row:
+    ``{"resumed": bool}`` (False: they were not paused)."""
+    store = Store(client, M.NS)
+
+    def compute():
+        v, streak = store.get(M.K_QUESTION_STREAK)
+        if not pace.paused(streak):
+            return [], {"resumed": False}
+        return [txn.put(M.K_QUESTION_STREAK, pace.resume(streak), if_version=v)], {"resumed": True}
+    return update(client, M.NS, "the researcher's question batches", compute)
+
+
+def waiting(client, now: float) -> dict:
+    """Why the researcher's new work waits at world time ``now``: ``{"questions": pause reason|None,
+    "budget": the hourly budget's note|None}``."""
+    store = Store(client, M.NS)
+    rec = pace.current(store.get(pace.HOUR_KEY)[1], now)
+    limit = int(rec.get("limit") or 0)
+    return {"questions": pace.paused(store.get(M.K_QUESTION_STREAK)[1]),
+            "budget": pace.budget_note(rec, limit, "max_tasks_per_hour") if limit else None}

@@ -23,6 +23,8 @@ Keys (every id is deterministic, so re-proposing anything is harmless and a cras
                                A key ``observed/documenter/<sid>`` (written before revisions were
                                observed) covers the revision current at its ``at``
     state/questions            {key, kind, payload, observed}: the generate_questions batch in flight
+    state/question_streak      {failures, paused, pause_reason, paused_at}: unusable batches in a row
+    pace/hour                  {window_start, tasks, limit}: tasks created this hour (modules/pace.py)
     errors/<task id>           unusable answers (written by the ModuleService base class; working data)
 
 **Dedup** (:func:`services.modules.dedup.lexical_duplicate`, shared with the other modules): a new
@@ -312,6 +314,7 @@ def k_observed(ns: str, ident: str) -> str:
 
 
 K_QUESTION_BATCH = "state/questions"
+K_QUESTION_STREAK = "state/question_streak"   # unusable batches in a row, and their pause (modules/pace.py)
 DUPLICATES_KEPT = 20   # duplicate entries kept on a record (``duplicate_count`` counts them all)
 
 

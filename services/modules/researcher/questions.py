@@ -10,13 +10,15 @@ proposes an overlapping batch.
 **Apply** (:func:`handle_questions`): store the new questions (one already stored, in any wording close
 enough, is counted on the stored one: "Dedup" in :mod:`.model`), mark the items observed, end the batch,
 and add the URLs the model proposed as sources (up to ``max_sources``). An unusable answer
-(:func:`unusable_questions`) still marks its items observed and ends the batch.
+(:func:`unusable_questions`) still marks its items observed and ends the batch; ``pause_after`` of them
+in a row pause observing (``state/question_streak``, services/modules/pace.py) until ``fanoctl research
+resume``, so a model whose answers are unusable is not asked again about every new insight.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from services.modules import dedup, prompts
+from services.modules import dedup, pace, prompts
 from services.modules.researcher import crossref, parsers
 from services.modules.researcher import model as M
 from services.modules.researcher.context import GENERATE_QUESTIONS, OBSERVED, Env, Task, answer_text, clip, partial
@@ -36,6 +38,8 @@ def propose_batch(env: Env) -> list[txn.Op]:
     (none while a batch is in flight, or when nothing is new)."""
     if env.store.get(M.K_QUESTION_BATCH)[1] is not None:
         return []  # one batch at a time: its key stays the same whatever arrives meanwhile
+    if pace.paused(env.store.get(M.K_QUESTION_STREAK)[1]):
+        return []  # its answers kept being unusable: until the operator resumes it
     seen = {key: value for key, _, value in env.store.scan("observed/")}
     fresh = []
     for ns, prefix in OBSERVED:
@@ -78,13 +82,22 @@ def questions_prompt(env: Env, items: list[dict[str, Any]]) -> str:
 
 
 def handle_questions(env: Env, task: Task) -> list[txn.Op]:
-    """Apply a ``generate_questions`` answer (``ParseError`` when it is unusable)."""
-    return questions_ops(env, task, parsers.parse_questions(answer_text(task)))
+    """Apply a ``generate_questions`` answer (``ParseError`` when it is unusable); a usable one ends a
+    streak of unusable batches."""
+    ops = questions_ops(env, task, parsers.parse_questions(answer_text(task)))
+    sv, streak = env.store.get(M.K_QUESTION_STREAK)
+    if isinstance(streak, dict) and streak.get("failures"):
+        ops.append(txn.put(M.K_QUESTION_STREAK, pace.succeeded(streak), if_version=sv))
+    return ops
 
 
 def unusable_questions(env: Env, task: Task, error: str) -> list[txn.Op]:
-    """An unusable batch: its items are observed all the same (no questions), the batch ends."""
-    return questions_ops(env, task, None)
+    """An unusable batch: its items are observed all the same (no questions), the batch ends, and the
+    streak of unusable batches grows (``pause_after`` in a row pause observing)."""
+    sv, streak = env.store.get(M.K_QUESTION_STREAK)
+    streak = pace.failed(streak, error, env.settings.pause_after, "the researcher's question batches",
+                         "fanoctl research resume", env.now)
+    return questions_ops(env, task, None) + [txn.put(M.K_QUESTION_STREAK, streak, if_version=sv)]
 
 
 def questions_ops(env: Env, task: Task, parsed: dict[str, Any] | None) -> list[txn.Op]:

@@ -19,12 +19,17 @@ process around them (the fetch pool, the planning pass, running the steps' ops).
 
 Every effect is applied with the ack of its task (:class:`~services.modules.base.ModuleService`), so a
 replay is a no-op; an unusable answer is stored under ``errors/<task id>`` and marks its entity.
+
+Every transaction that creates tasks is counted against the module's hourly budget
+(``max_tasks_per_hour``, :mod:`services.modules.pace`): once it is used, no question batch is proposed
+and no fetch started until the hour ends (a fetched source's evaluations and extraction go on).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from services.modules import pace
 from services.modules.base import Effect, ModuleService
 from services.modules.researcher import context as C
 from services.modules.researcher import evaluate, findings, questions, sources
@@ -59,6 +64,7 @@ class ResearcherService(ModuleService):
         self._next_observe = 0.0
         self._configured = False
         self._source_count = 0
+        self._budget_logged = False   # "new work waits" is logged once per spell
 
     # --- process --------------------------------------------------------------------------------------
 
@@ -121,15 +127,42 @@ class ResearcherService(ModuleService):
         tidy, fetch = sources.queue_work(self.env(), self.pool.busy() if self.pool else set())
         for ops in tidy:
             self._txn_if_absent(ops)
-        if self.pool is not None:
+        # a fetched page is evaluated (tasks): none starts while the hour's budget is used up
+        if self.pool is not None and fetch and self.budget_room() >= self.settings.evaluations:
             for sid, url in fetch:
                 self.pool.submit(sid, url)
 
     def observe(self) -> None:
         """Propose one ``generate_questions`` batch about the most recent items not yet observed."""
-        ops = questions.propose_batch(self.env())
+        ops = self.paced(questions.propose_batch(self.env()), new_work=True)
         if ops:
             self._txn_if_absent(ops)
+
+    # --- the hourly budget (services/modules/pace.py) -------------------------------------------------
+
+    def budget_room(self) -> int:
+        """Tasks the module may still create this hour (logs once why new work waits when none)."""
+        limit = self.settings.max_tasks_per_hour
+        rec = pace.current(self.store.get(pace.HOUR_KEY)[1], self.clock.world())
+        room = pace.room(rec, limit)
+        if room < max(1, self.settings.evaluations) and not self._budget_logged:
+            self.log.warning("new work waits: %s", pace.budget_note(rec, limit, "max_tasks_per_hour"))
+        self._budget_logged = room < max(1, self.settings.evaluations)
+        return room
+
+    def paced(self, ops: list, new_work: bool = False) -> list:
+        """``ops`` with the module's hourly task count updated in the same transaction (version-checked);
+        for ``new_work``, [] when the hour has no room for its tasks (the next pass proposes it again)."""
+        n = pace.submissions(ops)
+        if not n:
+            return ops
+        limit = self.settings.max_tasks_per_hour
+        version, stored = self.store.get(pace.HOUR_KEY)
+        rec = pace.current(stored, self.clock.world())
+        if new_work and pace.room(rec, limit) < n:
+            self.budget_room()
+            return []
+        return ops + [txn.put(pace.HOUR_KEY, pace.count(rec, n, limit), if_version=version)]
 
     # --- fetch outcomes -------------------------------------------------------------------------------
 
@@ -142,7 +175,8 @@ class ResearcherService(ModuleService):
     def apply_fetch(self, sid: str, result: Page | FetchError) -> bool:
         """Record one fetch outcome in one transaction (version-checked; retried on a conflict)."""
         def compute():   # read again after a race: the source changed under us (a concurrent writer)
-            return sources.fetch_outcome(self.env(), sid, result)
+            ops, value = sources.fetch_outcome(self.env(), sid, result)
+            return self.paced(ops), value
         try:
             if not txn.update(self.client, self.module, compute, what=f"source {sid}",
                               retries=self.max_conflict_retries).value:
@@ -165,8 +199,8 @@ class ResearcherService(ModuleService):
         if handler is None:
             self.log.warning("task %s: unknown kind %s; acknowledged without effect", task["id"], task["kind"])
             return Effect([])
-        return Effect(handler(self.env(), task))
+        return Effect(self.paced(handler(self.env(), task)))
 
     def on_unusable(self, task: dict[str, Any], error: str) -> list:
         handler = UNUSABLE.get(task["kind"])
-        return handler(self.env(), task, error) if handler else []
+        return self.paced(handler(self.env(), task, error) if handler else [])

@@ -22,6 +22,8 @@ are errors, as everywhere in the configuration (a typo in ``auto_promote`` must 
     max_sources = 500               # backend-proposed sources stop being added above this many
     eval_chars = 4000               # page text quoted in an evaluation prompt
     extract_chars = 12000           # page text quoted in an extraction prompt
+    max_tasks_per_hour = 300        # tasks the researcher creates per hour; then new work waits (0 = no limit)
+    pause_after = 5                 # unusable question batches in a row that pause observing
     [modules.researcher.fetch]
     min_interval = 2.0              # seconds between two requests to one domain
     timeout = 20.0                  # seconds per socket operation (the whole body: twice that)
@@ -85,6 +87,12 @@ class Settings:
     max_sources: int = setting(500, "backend-proposed sources stop being added above this many", lo=0)
     eval_chars: int = setting(4000, "page text quoted in an evaluation prompt", lo=0)
     extract_chars: int = setting(12000, "page text quoted in an extraction prompt", lo=0)
+    max_tasks_per_hour: int = setting(300, "tasks the researcher creates per hour (world clock); once reached, new "
+                                      "work (question batches, fetches whose pages are evaluated) waits for the "
+                                      "next hour while started sources finish; a backstop against a runaway "
+                                      "loop (0 = no limit)", lo=0)
+    pause_after: int = setting(5, "unusable answers in a row to generate_questions batches that pause them until "
+                               "`fanoctl research resume` (0 = never)", lo=0)
     fetch: FetchSettings = setting(doc="[modules.researcher.fetch]: how pages are fetched", nested=FetchSettings)
 
 

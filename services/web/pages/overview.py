@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from services.health import health_report, supervisor_conf
 from services.modules.operations.summary import REFRESH, accounts_view, research_summary
 from services.web.access import ask_scheduler, broker, config
 from services.web.templating import render, templates
@@ -49,11 +50,9 @@ def _research_counts(c: BrokerClient, now: float) -> dict[str, Any]:
 
 
 def _health(cfg: Config, c: BrokerClient) -> list[dict[str, str]]:
-    """The checks of ``fanoctl health`` (cli/health.py, the one health verdict: supervisord's programs, the
+    """The checks of ``fanoctl health`` (services/health.py, the one health verdict: supervisord's programs, the
     broker, storage, parked tasks, paused accounts, the scheduler, accounts idle while work waits), each
     ``{"check", "status": ok|degraded|down, "line"}``."""
-    from cli.health import health_report, supervisor_conf
-
     report = health_report(c, lambda what, **kw: ask_scheduler(cfg, what, **kw), supervisor_conf(cfg.path),
                            IDLE_AFTER, MIN_DAYS, cfg.broker_endpoint, lambda: cfg.scheduler_endpoint)
     checks: list[dict[str, str]] = report["checks"]

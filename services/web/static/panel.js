@@ -6,7 +6,7 @@
 (function () {
   "use strict";
 
-  // durations worded as fanoctl words them (cli/render.py duration), ticking in the page
+  // durations worded as fanoctl words them (shared/formatting.py duration), ticking in the page
   function fmt(seconds) {
     var s = Math.max(0, Math.floor(seconds));
     if (s < 60) return s + "s";

@@ -134,7 +134,8 @@
       state.model = last.served;
       Standin.setText(ui.label, last.served);
       ui.opener.setAttribute("aria-label", "Model selector, current model is " + last.served);
-      if (!ui.downgrade.isConnected) ui.thread.append(ui.downgrade);
+      // downgrade_banner false: the label-only downgrade (no banner; only the picker and the turn say Auto)
+      if (!ui.downgrade.isConnected && last.downgrade_banner !== false) ui.thread.append(ui.downgrade);
     }
     setGenerating(!!(last && last.stop));
     const banner = last && last.banner;
