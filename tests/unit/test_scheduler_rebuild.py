@@ -2,7 +2,10 @@
 (TaskTable.load, TaskQueue.extend): the same state as tracking each task on its own, in less time."""
 from __future__ import annotations
 
+import gc
 import random
+
+import pytest
 
 from services.scheduler import rebuild
 from services.scheduler.priority import QTask
@@ -73,3 +76,19 @@ def test_pending_pages_read_the_brokers_rows(make_core):
     for t in got:
         want = QTask.from_fields(records[t.id])
         assert {k: getattr(t, k) for k in QTask.FIELDS} == {k: getattr(want, k) for k in QTask.FIELDS}
+
+
+def test_the_cycle_collector_is_off_while_a_rebuild_files_and_back_after():
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with rebuild.no_cycle_collection():
+            assert not gc.isenabled()
+            raise RuntimeError("the broker went away")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with rebuild.no_cycle_collection():
+            pass
+        assert not gc.isenabled()   # off before: left off
+    finally:
+        gc.enable()
