@@ -333,22 +333,21 @@ def _rows(tx: Tx, after: int | None, limit: int) -> dict[str, Any]:
     if start >= 2**64:
         return {"rows": b"", "count": 0, "next": None}
     prefix = S.state_prefix(st.PENDING)
+    cut = len(prefix)
     cur = tx.cursor("by_state")
     out: list[bytes] = []
-    size, last, ok = 0, None, cur.set_range(prefix + S.u64(start))
-    while ok:
-        key = cur.key()
-        if not key.startswith(prefix):
-            break
-        if len(out) >= limit or size >= PAGE_BYTES:
-            return {"rows": b"".join(out), "count": len(out), "next": last}
-        row = cur.value()
-        last = S.from_u64(key[len(prefix):])
-        # an entry without its row (never after the version-3 migration): made from the record
-        row = row or S.pending_row(tx.task(last))
-        out.append(row)
-        size += len(row)
-        ok = cur.next()
+    size, last = 0, b""
+    if cur.set_range(prefix + S.u64(start)):
+        for key, row in cur.iternext():
+            if key[:cut] != prefix:
+                break
+            if len(out) >= limit or size >= PAGE_BYTES:
+                return {"rows": b"".join(out), "count": len(out), "next": S.from_u64(last[cut:])}
+            last = key
+            # an entry without its row (never after the version-3 migration): made from the record
+            row = row or S.pending_row(tx.task(S.from_u64(key[cut:])))
+            out.append(row)
+            size += len(row)
     return {"rows": b"".join(out), "count": len(out), "next": None}
 
 
