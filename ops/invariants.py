@@ -125,6 +125,8 @@ def _check_indices(snap: Snapshot, r: Report) -> None:
             want = S.pending_row(t) if t.get("state") == "PENDING" else b""
         except (KeyError, TypeError, AttributeError):   # a record too broken for a row: other checks say why
             continue
+        if S.ROWS_MISSING.decode() in snap.meta and snap.rows.get(tid) == b"":
+            continue   # a migrated database whose rows are still to be written (schema.open_env)
         if (t.get("state"), tid) in have_state and snap.rows.get(tid) != want:
             r.bad("by_state", f"task {tid} ({t.get('state')}): by_state value {snap.rows.get(tid)!r}, "
                   f"its record says {want!r}")

@@ -55,9 +55,11 @@ Version 3 made a PENDING task's ``by_state`` value its *row*: the fields a sched
 (:data:`shared.records.PENDING_ROW`, written by :func:`pending_row` whenever the task is saved PENDING,
 services/broker/tx.py ``Tx.save``), so that a scheduler's rebuild (``list`` with ``rows``) reads one
 small value per PENDING task from one contiguous key range, O(PENDING) however many tasks ended before,
-without decoding a task record. Migrating from 2 writes the row of every PENDING task, in the
-transaction that records version 3; a version-2 broker refuses the database (it would write PENDING
-entries without rows, and leave rows stale when a priority changes).
+without decoding a task record. Migrating from 2 records version 3 with the marker
+:data:`ROWS_MISSING`, then writes the row of every PENDING task and clears the marker in one transaction
+(a crash or a full map leaves the marker: the next start writes them; ``list`` makes a missing row from
+the record meanwhile). A version-2 broker refuses the database (it would write PENDING entries without
+rows, and leave rows stale when a priority changes).
 
 ``compactable`` was added to version 1 without a version bump: it is derived from the task records, so
 :func:`open_env` fills it from them once (``meta`` key ``compactable_built``) when a database written
@@ -143,6 +145,10 @@ def from_u64(b: bytes) -> int:
 # one packer for every row (msgpack.packb makes one per call: most of the cost of packing a row); the broker
 # is single-threaded
 _ROW_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+#: ``meta`` key present while a migrated database's PENDING rows are still to be written (see open_env)
+ROWS_MISSING = b"pending_rows_missing"
 
 
 def pending_row(task: dict[str, Any]) -> bytes:
@@ -283,35 +289,44 @@ def open_env(path: str | os.PathLike[str], map_size: int) -> Storage:
                 raise SchemaError(f"database at {path} has schema version {version}; this broker "
                                   f"understands up to {SCHEMA_VERSION}")
             if version < SCHEMA_VERSION:
-                # 1 -> 2: nothing to rewrite; 2 -> 3: the PENDING rows (see the module docstring), in this
-                # same transaction: a crash leaves the database at its old version, migrated again next start
+                # 1 -> 2: nothing to rewrite; 2 -> 3: the PENDING rows (see the module docstring), written
+                # below in a transaction of their own; until then the marker says they are missing
                 if version < 3:
-                    _write_pending_rows(txn, dbs)
+                    txn.put(ROWS_MISSING, pack_value(True), db=dbs["meta"])
                 txn.put(b"schema_version", pack_value(SCHEMA_VERSION), db=dbs["meta"])
         stored = txn.get(b"map_size", db=dbs["meta"])
         built = txn.get(b"compactable_built", db=dbs["meta"]) is not None
+        rows_missing = txn.get(ROWS_MISSING, db=dbs["meta"]) is not None
     if stored is not None and unpack_value(stored) > env.info()["map_size"]:
         env.set_mapsize(unpack_value(stored))
+    if rows_missing:
+        _write_pending_rows(env, dbs)
     if not built:
         _build_compactable(env, dbs)
     return Storage(env, dbs, path)
 
 
-def _write_pending_rows(txn: lmdb.Transaction, dbs: dict[str, Any]) -> int:
-    """Give every PENDING ``by_state`` entry its row (the 2 -> 3 migration); returns how many."""
+def _write_pending_rows(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
+    """Give every PENDING ``by_state`` entry its row (the 2 -> 3 migration) and clear :data:`ROWS_MISSING`,
+    in one transaction. A full map or disk must not keep the broker from starting (growing it needs a
+    running broker): the rows are then written at a later start, and until then ``list`` makes a missing
+    row from its task's record (services/broker/ops_tasks.py), so nothing is wrong, only slower."""
     prefix = state_prefix(st.PENDING)
-    cur = txn.cursor(db=dbs["by_state"])
-    n, ok = 0, cur.set_range(prefix)
-    while ok:
-        key = bytes(cur.key())
-        if not key.startswith(prefix):
-            break
-        raw = txn.get(key[len(prefix):], db=dbs["tasks"])
-        if raw is not None:
-            cur.put(key, pending_row(decode_value(raw)))   # overwrites the current entry in place
-            n += 1
-        ok = cur.next()
-    return n
+    try:
+        with env.begin(write=True) as txn:
+            cur = txn.cursor(db=dbs["by_state"])
+            ok = cur.set_range(prefix)
+            while ok:
+                key = bytes(cur.key())
+                if not key.startswith(prefix):
+                    break
+                raw = txn.get(key[len(prefix):], db=dbs["tasks"])
+                if raw is not None:
+                    cur.put(key, pending_row(decode_value(raw)))   # overwrites the current entry in place
+                ok = cur.next()
+            txn.delete(ROWS_MISSING, db=dbs["meta"])
+    except lmdb.Error:
+        pass
 
 
 def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:

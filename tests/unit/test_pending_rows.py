@@ -2,6 +2,7 @@
 scheduler places it by; ``list(state="PENDING", rows=true)`` returns them without reading a task record."""
 from __future__ import annotations
 
+import lmdb
 import pytest
 
 from ops.invariants import inspect_snapshot, load_snapshot
@@ -174,3 +175,27 @@ def test_the_invariant_checker_finds_a_stale_row(make_core):
         txn.put(S.state_key("PENDING", tid), S.pending_row(stale), db=h.storage.dbs["by_state"])
     violations = inspect_snapshot(load_snapshot(env=h.storage.env)).violations
     assert len(violations) == 1 and violations[0].startswith("[by_state]") and f"task {tid}" in violations[0]
+
+
+def test_a_full_map_during_the_migration_does_not_stop_the_broker(make_core, monkeypatch):
+    """The rows are written at a later start; meanwhile list makes them from the records."""
+    h = make_core()
+    ids = [h.submit(f"k{i}", priority=40 + i)["task"]["id"] for i in range(4)]
+    want = rows(h)
+    version_2(h)
+    h.close()
+
+    def full(task):
+        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL")
+    monkeypatch.setattr(S, "pending_row", full)
+    h.open()
+    monkeypatch.undo()
+    with h.storage.env.begin() as txn:
+        assert protocol.unpack_value(txn.get(b"schema_version", db=h.storage.dbs["meta"])) == 3
+        assert txn.get(S.ROWS_MISSING, db=h.storage.dbs["meta"]) is not None
+    assert rows(h) == want and [r[0] for r in want] == ids
+    assert inspect_snapshot(load_snapshot(env=h.storage.env)).violations == []
+    h.restart()   # a later start writes them
+    with h.storage.env.begin() as txn:
+        assert txn.get(S.ROWS_MISSING, db=h.storage.dbs["meta"]) is None
+    assert_rows_match(h)
