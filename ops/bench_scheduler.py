@@ -322,6 +322,8 @@ def depth_run(dep: Deployment, depth: int, warmup: float, window: float) -> dict
             first_s = time.monotonic() - t
         else:
             time.sleep(0.02)
+    # the scheduler assigns only once synced, and the pass that saw the first assignment saw that too
+    assert synced_s is not None and first_s is not None
     sched_pid = dep.pid("scheduler")
     log(f"depth {depth}: synced after {synced_s:.2f}s, first assignment after {first_s:.2f}s")
     feeder = Feeder(dep.tree.config.broker_endpoint, depth, f"d{depth}", depth)
@@ -376,7 +378,7 @@ def _worker_gap(client: BrokerClient, after: int) -> dict:
     worker_of: dict[int, str] = {}
     for ev in all_events(client, after):
         if ev["type"] == "task.running":
-            w = ev.get("worker")
+            w = ev["worker"]   # a task.running event always names its worker
             worker_of[ev["id"]] = w
             if w in last_done:
                 gaps.append(ev["ts"] - last_done.pop(w))

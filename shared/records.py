@@ -140,7 +140,8 @@ class KvPage(TypedDict):
 class EventRecord(TypedDict, total=False):
     """An event of the broker's outbox (``events``, and the PUB socket): ``seq``, ``ts`` and ``type``
     always; the rest by type — ``task.<state>`` carries ``id``, ``module``, ``kind``, ``state``, ``prev``,
-    ``epoch``, ``why``; ``account.*`` and ``quota.*`` carry ``account`` and ``mode``."""
+    ``epoch``, ``why`` (``task.running`` also the lease's ``worker``, ``account`` and ``mode``);
+    ``account.*`` and ``quota.*`` carry ``account`` and ``mode``."""
 
     seq: int
     ts: float
@@ -152,6 +153,7 @@ class EventRecord(TypedDict, total=False):
     prev: str
     epoch: int
     why: str
+    worker: str
     account: str
     mode: str
     reason: str

@@ -79,7 +79,7 @@ import msgpack
 
 from services.broker import states as st
 from shared.errors import ExitCode, StartupError
-from shared.protocol import pack_value, unpack_value
+from shared.protocol import ZMARK, decode_stored, pack_value, unpack_value
 
 SCHEMA_VERSION = 3
 
@@ -89,7 +89,6 @@ COMPRESS_MIN = 1024
 #: zlib level 6 (the default): 2.35x on a task record of real prose, 0.4 ms for 15 KB; zstd (the
 #: ``zstandard`` package) is faster but no smaller here, not worth a new dependency (docs/storage.md)
 COMPRESS_LEVEL = 6
-ZMARK = b"\xc1z"   # 0xC1 is never used by msgpack: no plain value starts with it
 
 DATABASES = (
     "meta", "tasks", "keys", "ready", "delayed", "leases", "by_state", "counts", "requests",
@@ -128,9 +127,7 @@ def encode_value(obj: Any) -> bytes:
 
 def decode_value(raw: bytes | memoryview) -> Any:
     """Read a value written by :func:`encode_value` (or plain msgpack, as every version-1 value is)."""
-    if raw[:2] == ZMARK:
-        return unpack_value(zlib.decompress(bytes(raw[2:])))
-    return unpack_value(raw)
+    return decode_stored(raw)
 
 
 def u64(n: int) -> bytes:

@@ -6,6 +6,7 @@ from typing import Any
 
 from shared import protocol
 from shared import records as RC
+from shared import txn
 from tests.unit.corehelp import CoreHarness
 
 
@@ -52,7 +53,7 @@ def test_done_tasks_pages_kv_and_events_have_the_declared_fields(core: CoreHarne
     check(RC.TaskRecord, core.get(tid), "a DONE task")
     check(RC.TaskPage, core.call("unconsumed", module="explorer", after=None, limit=10), "unconsumed")
 
-    core.call("txn", module="explorer", ops=[{"op": "put", "key": "a", "value": {"x": 1}}])
+    core.call("txn", module="explorer", ops=[txn.put("a", {"x": 1})])
     check(RC.KvItem, core.call("kv_get", module="explorer", key="a"), "kv_get")
     scan = core.call("kv_scan", module="explorer", prefix="", after=None, limit=10)
     check(RC.KvPage, scan, "kv_scan")
