@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import protocol
+from shared import protocol, txn
 from shared import records as RC
-from shared import txn
 from tests.unit.corehelp import CoreHarness
 
 
