@@ -40,8 +40,9 @@ task.running (``worker_gap_ms``: the hand-off cost per task). The claim to check
 ``sched_cpu_us_per_assign`` do not grow worse with D (the pick is O(log n)).
 
 Full run: ``--depths 1000,100000,1000000``. On the 2-core reference machine pre-loading 10^6 tasks takes
-≈26 s (≈40,000 submits/s in transactions of 500), the scheduler's rebuild ≈23 s and ≈2 GiB of RSS, and
-the 10^6 depth adds ≈1.5 min to the default run's ≈1.5 min.
+≈26 s (≈40,000 submits/s in transactions of 500) and the 10^6 depth adds ≈1.5 min to the default run's
+≈1.5 min; the scheduler's rebuild of 10^6 (read from the broker's PENDING rows) and its RSS are in the
+README (Benchmarks).
 Prints JSON on stdout (progress on stderr); every process is stopped at the end and checked by pid;
 temporary directories are deleted unless ``--keep``.
 """

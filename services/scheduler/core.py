@@ -243,10 +243,7 @@ class SchedulerCore(WorkerMessages):
         """A task as ``get``/``list`` return it (rebuild, refreshes): the broker's word at that moment."""
         tid, state = int(rec["id"]), rec.get("state")
         if state == "PENDING":
-            a = self.table.assigned.get(tid)
-            self._track(QTask.from_fields(rec))
-            if a is not None and (a.finished or self.workers.get(a.ident) is None):
-                self._requeue(tid)
+            self.on_pending_task(QTask.from_fields(rec))
         elif state == "RUNNING":
             lease = rec.get("lease") or {}
             conv = (rec.get("requires") or {}).get("conversation")
@@ -255,6 +252,19 @@ class SchedulerCore(WorkerMessages):
                              epoch=rec.get("epoch"))
         else:
             self._on_ended("task.refreshed", tid, rec)
+
+    def on_pending_page(self, tasks: list[QTask]) -> None:
+        """A rebuild's page of PENDING tasks: the ones :meth:`_track` would only queue are filed at once
+        (TaskTable.load), the others tracked one by one."""
+        for t in self.table.load(tasks, self.clock.world(), self.convs.holder):
+            self.on_pending_task(t)
+
+    def on_pending_task(self, t: QTask) -> None:
+        """A task the broker says is PENDING (a record, or a rebuild's row: services/scheduler/rebuild.py)."""
+        a = self.table.assigned.get(t.id)
+        self._track(t)
+        if a is not None and (a.finished or self.workers.get(a.ident) is None):
+            self._requeue(t.id)
 
     def on_task_missing(self, tid: int) -> None:
         self._on_ended("task.refreshed", tid, {})

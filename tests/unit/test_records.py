@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared import protocol, txn
 from shared import records as RC
-from shared import txn
 from tests.unit.corehelp import CoreHarness
 
 
@@ -40,6 +40,9 @@ def test_task_records_submit_and_lease_replies_have_the_declared_fields(core: Co
     check(RC.TaskPage, page, "list")
     for t in page["tasks"]:
         check(RC.TaskRecord, t, "a listed task")
+    rows = core.call("list", state="PENDING", rows=True, limit=10)
+    check(RC.RowPage, rows, "list with rows")
+    assert [len(row) for row in protocol.unpack_rows(rows["rows"], rows["count"])] == [len(RC.PENDING_ROW)]
 
 
 def test_done_tasks_pages_kv_and_events_have_the_declared_fields(core: CoreHarness):

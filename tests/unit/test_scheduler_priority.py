@@ -271,4 +271,4 @@ def test_migrations_and_lazy_deletions_are_amortised():
     assert q.ops < 6 * n + 20 * 200, q.ops   # O(1) heap operations per task, not per task per pick
     for key in q.bins():
         b = q._bins[key]
-        assert b.size() <= 3 * len(b.ids) + 64
+        assert b.size() <= 3 * b.n + 64
