@@ -40,6 +40,24 @@ from shared.clock import Clock
 from shared.config import REPO_ROOT
 
 DAY = 86400.0
+
+
+def pending_rows(client) -> list[dict]:
+    """The broker's PENDING tasks as the maps the busy measure reads, from their rows (``list`` with
+    ``rows``: the by-state index alone, no task record decoded), so that sampling several times a second
+    loads the broker it measures as little as the scheduler's rebuild does."""
+    from shared.protocol import unpack_rows
+    from shared.records import PENDING_ROW
+    out, after = [], None
+    while True:
+        page = client.list(state="PENDING", rows=True, after=after, limit=5000)
+        for row in unpack_rows(page["rows"], page["count"]):
+            task = dict(zip(PENDING_ROW, row, strict=True))
+            task["unknown_turn"] = {"account": task["unknown_account"]} if task["unknown_account"] else None
+            out.append(task)
+        after = page["next"]
+        if after is None:
+            return out
 SAMPLE = 0.3           # real seconds between two samples of the accounts
 RSS_EVERY = 2.0        # real seconds between two RSS readings
 DOC_EVERY = 3600.0     # world seconds between two looks at the document's sections (comment targets)
@@ -344,7 +362,7 @@ class Soak:
         that interval is then credited to the previous sample's state (see ops/soak_metrics.py)."""
         from shared.errors import FanoError
         try:
-            pending = client.list(state="PENDING", limit=1000)["tasks"]
+            pending = pending_rows(client)
             running = client.list(state="RUNNING", limit=1000)["tasks"]
             quota = client.quota_show()
         except FanoError:
