@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,6 +115,26 @@ def setup_logging(name: str, level: str | None = None) -> logging.Logger:
     return logging.getLogger(name)
 
 
+class Tolerance:
+    """How a program goes on without something optional that failed (``what``: e.g. "scheduler idle
+    query"): never silently. Each failure is counted in :attr:`counts`, and logged (a warning) the first
+    time and then at the 10th, 100th, ... of its kind, so a peer that is down for hours is seen in the log
+    without one line per pass. Thread-safe (the web panel's pages run in worker threads)."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self.counts[what] += 1
+            n = self.counts[what]
+        if n == 10 ** (len(str(n)) - 1):   # 1, 10, 100, ...
+            self.log.warning("%s failed (%s: %s); going on without it (%d time(s) so far)",
+                             what, type(exc).__name__, str(exc)[:200], n)
+
+
 class Service:
     """Subclasses set ``name`` and implement initialize(), loop() and shutdown().
 
@@ -130,18 +151,12 @@ class Service:
         self.log = logging.getLogger(self.name)
         self._lock = InstanceLock(config.lock_path(self.name))
         # errors the program went on without, by what failed (:meth:`tolerate`)
-        self.tolerated: Counter[str] = Counter()
+        self.tolerance = Tolerance(self.log)
+        self.tolerated: Counter[str] = self.tolerance.counts
 
     def tolerate(self, what: str, exc: BaseException) -> None:
-        """Go on without something optional that failed (``what``: e.g. "scheduler idle query"): never
-        silently. Each failure is counted in :attr:`tolerated`, and logged (a warning) the first time and
-        then at the 10th, 100th, ... of its kind, so a peer that is down for hours is seen in the log
-        without one line per pass."""
-        self.tolerated[what] += 1
-        n = self.tolerated[what]
-        if n == 10 ** (len(str(n)) - 1):   # 1, 10, 100, ...
-            self.log.warning("%s failed (%s: %s); going on without it (%d time(s) so far)",
-                             what, type(exc).__name__, str(exc)[:200], n)
+        """Go on without something optional that failed (:class:`Tolerance`)."""
+        self.tolerance(what, exc)
 
     def request_stop(self, *_: object) -> None:
         self.stopping = True

@@ -79,6 +79,12 @@ def ask_scheduler(cfg: Config, what: str, **fields: Any) -> Any:
                keys=cfg.client_keys(PROGRAM), **fields)
 
 
+def tolerate(request: Request, what: str, exc: BaseException) -> None:
+    """A page goes on without something optional that failed: counted and logged by the web program
+    (:class:`shared.service.Tolerance`), never dropped silently."""
+    request.app.state.tolerance(what, exc)
+
+
 def scheduler(request: Request, what: str, **fields: Any) -> Any:
     """:func:`ask_scheduler` with this request's configuration."""
     return ask_scheduler(config(request), what, **fields)

@@ -7,6 +7,7 @@ layer (``FanoError``) is a 4xx page with its code and message; a POST without it
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from services.web.access import PROGRAM
 from services.web.pages import load_routes
 from services.web.security import CsrfRefused, SecurityMiddleware
 from services.web.templating import render
 from shared.clock import Clock
 from shared.config import Config
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
+from shared.service import Tolerance
 
 STATIC = Path(__file__).parent / "static"
 
@@ -55,9 +58,11 @@ async def _http(request: Request, exc: Exception) -> Response:
     return _error_page(request, exc.status_code, f"{exc.status_code}", str(exc.detail))
 
 
-def create_app(config: Config, clock: Clock | None = None, hub: Any = None) -> Starlette:
+def create_app(config: Config, clock: Clock | None = None, hub: Any = None,
+               tolerance: Tolerance | None = None) -> Starlette:
     """The panel for ``config``'s tree. ``hub`` (services/web/live.py ``Hub``) feeds the live overview;
-    without one (tests of single pages, the benchmark) the overview's live stream says it is not live."""
+    without one (tests of single pages, the benchmark) the overview's live stream says it is not live.
+    ``tolerance`` counts and logs what a page went on without (the web program's own, else a new one)."""
     app = Starlette(
         routes=[*load_routes(), Mount("/static", StaticFiles(directory=STATIC), name="static")],
         middleware=[Middleware(SecurityMiddleware, token=config.web.token)],
@@ -66,4 +71,5 @@ def create_app(config: Config, clock: Clock | None = None, hub: Any = None) -> S
     app.state.config = config
     app.state.clock = clock or Clock.from_env()
     app.state.hub = hub
+    app.state.tolerance = tolerance or Tolerance(logging.getLogger(PROGRAM))
     return app

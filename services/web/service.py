@@ -57,7 +57,7 @@ class WebService(Service):
     def __init__(self, config: Config, clock: Clock) -> None:
         super().__init__(config, clock)
         self.hub = Hub()
-        self.app = create_app(config, clock, self.hub)
+        self.app = create_app(config, clock, self.hub, self.tolerance)
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
         self.sock: socket.socket | None = None

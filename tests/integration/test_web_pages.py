@@ -127,3 +127,19 @@ def test_threads_list_and_transcript(panel, client):
     token = panel.csrf("/threads/s1.t1")
     panel.post("/threads/s1.t1/pause", {"csrf": token})
     assert client.kv_get("explorer", XM.thread_key("s1.t1"))["value"]["status"] == "paused"
+
+
+def test_a_task_page_without_the_schedulers_explanation_says_so_in_the_log(broker, client, monkeypatch):
+    """The scheduler refusing ``why`` leaves the explanation out of the page, counted and logged by the
+    web program (shared.service.Tolerance), never dropped silently."""
+    from services.web.pages import queue
+    from shared.errors import ErrorCode, FanoError
+
+    def refused(*_a, **_k):
+        raise FanoError(ErrorCode.FORBIDDEN, "not for you")
+    monkeypatch.setattr(queue, "why", refused)
+    app = create_app(load_config(broker.config_path))
+    tid = client.submit("k2", "adhoc", "adhoc.ask", {"prompt": "p"})["task"]["id"]
+    with serve(app) as url:
+        assert Session(url).get(f"/queue/{tid}").status == 200
+    assert app.state.tolerance.counts == {"the scheduler's why for a task page": 1}

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.modules.operations.tasks import ACTIONS, act, why
-from services.web.access import broker, call, clock, scheduler
+from services.web.access import broker, call, clock, scheduler, tolerate
 from services.web.forms import field, read_form, redirect_back
 from services.web.templating import render
 from shared.errors import BrokerUnavailable, FanoError
@@ -74,7 +74,8 @@ def task(request: Request) -> Response:
         explanation = why(c, task_id, lambda what, **kw: scheduler(request, what, **kw))
     except BrokerUnavailable:
         raise
-    except FanoError:
+    except FanoError as exc:   # the page shows the task without the explanation, and says so in the log
+        tolerate(request, "the scheduler's why for a task page", exc)
         explanation = None
     return render(request, "task.html", {"t": record, "why": explanation, "actions": _actions(record["state"]),
                                          "now": clock(request).world()}, page="queue")
