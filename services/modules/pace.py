@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import time
 
+from shared import txn
+
 HOUR = 3600.0
 HOUR_KEY = "pace/hour"
 STREAK = ("failures", "paused", "pause_reason", "paused_at")   # the streak's fields in a state record
@@ -60,6 +62,21 @@ def count(rec: dict, n: int, limit: int) -> dict:
 def submissions(ops: list) -> int:
     """How many tasks a transaction's ops create."""
     return sum(1 for o in ops if isinstance(o, dict) and o.get("op") == "submit")
+
+
+def charge(store, ops: list, limit: int, now: float, new_work: bool) -> tuple[list | None, dict | None]:
+    """``(ops, hour)``: ``ops`` with the hour's task count (``HOUR_KEY`` in ``store``, the module's own
+    namespace) updated in the same transaction, version-checked; ``(None, hour)`` when ``new_work`` has no
+    room for its tasks this hour (the next pass proposes it again). ``hour`` is None when ``ops`` submit
+    nothing (then they are returned as they are)."""
+    n = submissions(ops)
+    if not n:
+        return ops, None
+    version, stored = store.get(HOUR_KEY)
+    rec = current(stored, now)
+    if new_work and room(rec, limit) < n:
+        return None, rec
+    return ops + [txn.put(HOUR_KEY, count(rec, n, limit), if_version=version)], rec
 
 
 def budget_note(rec: dict, limit: int, setting: str) -> str | None:

@@ -114,19 +114,16 @@ class DocumenterService(ModuleService):
     def paced(self, ops: list, new_work: bool = False) -> list:
         """``ops`` with the module's hourly task count updated in the same transaction (version-checked);
         for ``new_work``, [] when the hour has no room for its tasks (the next pass proposes it again)."""
-        n = pace.submissions(ops)
-        if not n:
-            return ops
         limit = self.settings.max_tasks_per_hour
-        version, stored = self.store.get(pace.HOUR_KEY)
-        rec = pace.current(stored, self.clock.world())
-        if new_work and pace.room(rec, limit) < n:
+        out, hour = pace.charge(self.store, ops, limit, self.clock.world(), new_work)
+        if out is None:
             if not getattr(self, "_budget_logged", False):
-                self.log.warning("new work waits: %s", pace.budget_note(rec, limit, "max_tasks_per_hour"))
+                self.log.warning("new work waits: %s", pace.budget_note(hour or {}, limit, "max_tasks_per_hour"))
             self._budget_logged = True
             return []
-        self._budget_logged = False
-        return ops + [txn.put(pace.HOUR_KEY, pace.count(rec, n, limit), if_version=version)]
+        if hour is not None:
+            self._budget_logged = False
+        return out
 
     def plan(self) -> None:
         self.export_if_changed()

@@ -153,16 +153,11 @@ class ResearcherService(ModuleService):
     def paced(self, ops: list, new_work: bool = False) -> list:
         """``ops`` with the module's hourly task count updated in the same transaction (version-checked);
         for ``new_work``, [] when the hour has no room for its tasks (the next pass proposes it again)."""
-        n = pace.submissions(ops)
-        if not n:
-            return ops
-        limit = self.settings.max_tasks_per_hour
-        version, stored = self.store.get(pace.HOUR_KEY)
-        rec = pace.current(stored, self.clock.world())
-        if new_work and pace.room(rec, limit) < n:
+        out, _ = pace.charge(self.store, ops, self.settings.max_tasks_per_hour, self.clock.world(), new_work)
+        if out is None:
             self.budget_room()
             return []
-        return ops + [txn.put(pace.HOUR_KEY, pace.count(rec, n, limit), if_version=version)]
+        return out
 
     # --- fetch outcomes -------------------------------------------------------------------------------
 
