@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +111,15 @@ def write_config(root: Path, seed: int) -> Path:
 class Tree:
     """supervisord running the standalone copy of the repository's process tree."""
 
-    def __init__(self, root: Path, config_path: Path, scale: float = SCALE):
+    def __init__(self, root: Path, config_path: Path, scale: float = SCALE, workers: bool = False,
+                 wrap: Sequence[str] = ()):
+        """``workers``: only the backend programs (a worker host, docs/remote.md); ``wrap``: a command that
+        runs supervisord, e.g. ``ip netns exec NS`` (it must exec it, so that the pid is supervisord's)."""
         from ops.supervisor_conf import standalone
         self.root = root
         self.config = load_config(config_path)
-        self.conf = standalone(self.config, root)
+        self.conf = standalone(self.config, root, workers=workers)
+        self.wrap = tuple(wrap)
         self.sock = root / "var/run/supervisor.sock"
         self.env = dict(os.environ, FANO_CONFIG=str(config_path), FANO_CLOCK_SCALE=str(scale),
                         FANO_CLOCK_ORIGIN=str(time.time()), PYTHONUNBUFFERED="1")
@@ -123,8 +128,8 @@ class Tree:
     def start(self) -> None:
         # umask 077 as ops/up sets it: supervisord (-n does not apply the umask of supervisord.conf)
         # creates the programs' log files, which carry prompts and answers
-        proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf)],
-                                env=self.env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, umask=0o077,
+        argv = [*self.wrap, sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf)]
+        proc = subprocess.Popen(argv, env=self.env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, umask=0o077,
                                 stderr=open(self.root / "supervisord.out", "ab"), start_new_session=True)
         self.pid = proc.pid
         self._proc = proc

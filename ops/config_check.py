@@ -15,7 +15,8 @@ account and module names):
 - the accounts and modules those settings name (a panel account that does not exist would leave its
   tasks refused by the broker);
 - with a ``tcp://`` endpoint, the CURVE keys every program will load at start (docs/security.md § Keys):
-  the server's and each client program's, present and private (a program without them would end FATAL).
+  the server's and each client program's, present and private (a program without them would end FATAL);
+  with ``--workers`` (a host that runs only backend workers, docs/remote.md), only its workers' keys.
 """
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ BACKEND_LISTS = {"advisor": ("backends",)}
 MODULE_LISTS = {"advisor": ("modules",)}
 
 
-def problems(config) -> list[str]:
-    """Every problem of an already loaded configuration (empty: the tree can start on it)."""
+def problems(config, workers: bool = False) -> list[str]:
+    """Every problem of an already loaded configuration (empty: the tree can start on it); ``workers``: a host
+    that runs only backend workers (docs/remote.md), whose keys are its workers' own."""
     from services.backends.registry import check_settings
     where = f"{config.path}: " if config.path else ""
     out = []
-    for account in config.accounts:
+    for account in config.local_accounts:   # a remote account's settings are checked on its own host
         try:
             check_settings(account)
         except ConfigError as exc:
@@ -58,15 +60,30 @@ def problems(config) -> list[str]:
             out.append(text if text.startswith(where) else f"{where}{text}")
             continue
         out += [f"{where}[modules.{module}] {p}" for p in _names(config, module, settings)]
-    return out + _keys(config)
+    return out + _endpoints(config, workers) + _keys(config, workers)
 
 
-def _keys(config) -> list[str]:
+def _endpoints(config, workers: bool) -> list[str]:
+    """A worker host serves a server elsewhere: its workers must be pointed there, or they would wait for ever
+    on sockets of this host that nothing binds."""
+    from shared.keys import needs_curve
+    if not workers:
+        return []
+    return [f"endpoints: {var} is {endpoint}, not the server's tcp:// endpoint; set it on this worker host "
+            "(docs/remote.md § Endpoints and the firewall)"
+            for var, endpoint in (("FANO_BROKER", config.broker_endpoint),
+                                  ("FANO_SCHEDULER", config.scheduler_endpoint)) if not needs_curve(endpoint)]
+
+
+def _keys(config, workers: bool = False) -> list[str]:
     from shared.keys import KeysError
     if not config.networked:
         return []
     out = []
-    for load in (config.server_keys, *(lambda n=name: config.client_keys(n) for name in config.clients)):
+    # a worker host holds no server key pair, only the server's public key and its workers' own keys
+    servers = () if workers else (config.server_keys,)
+    clients = [a.program for a in config.local_accounts] if workers else config.clients
+    for load in (*servers, *(lambda n=name: config.client_keys(n) for name in clients)):
         try:
             load()
         except KeysError as exc:
@@ -93,13 +110,15 @@ def _names(config, module: str, settings) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="default: $FANO_CONFIG, else fano.toml at the repository root")
+    parser.add_argument("--workers", action="store_true",
+                        help="a host that runs only backend workers (ops/up --workers, docs/remote.md)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    found = problems(config)
+    found = problems(config, args.workers)
     for problem in found:
         print(f"configuration error: {problem}", file=sys.stderr)
     if found:

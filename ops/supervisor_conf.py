@@ -60,7 +60,8 @@ stdout_logfile_backups=5
 
 def render(config, python: str) -> str:
     out = [HEADER.format(config=config.path)]
-    for account in config.accounts:
+    # a remote account's worker runs under the supervisord of its own host (docs/remote.md)
+    for account in config.local_accounts:
         out.append(PROGRAM.format(program=account.program, python=python, account=account.name,
                                   root=REPO_ROOT, log_dir=config.log_dir, digest=account_digest(account)))
     return "".join(out)
@@ -112,7 +113,7 @@ def key_env_warnings(config, supervisord_pid: int | None, environ=os.environ) ->
         return []
     have = {item.split(b"=", 1)[0].decode(errors="replace") for item in raw.split(b"\0") if item}
     warnings = []
-    for account in config.accounts:
+    for account in config.local_accounts:
         if account.settings.get("api_key_file"):
             continue
         env = account.settings.get("api_key_env") or DEFAULT_ENV.get(account.backend)
@@ -143,16 +144,26 @@ def changes(config, stamp: Path, supervisord_pid: int | None, fresh: bool = Fals
     return 0
 
 
-def standalone(config, directory: Path) -> Path:
+def workers_only(text: str) -> str:
+    """supervisord.conf's text without its own programs (broker, scheduler, modules, web): what a host that
+    runs only backend workers needs (docs/remote.md); the generated backend programs come in by its include."""
+    sections = re.split(r"(?m)^(?=\[)", text)
+    return "".join(s for s in sections if not s.startswith("[program:"))
+
+
+def standalone(config, directory: Path, workers: bool = False) -> Path:
     """Write ``directory/supervisord.conf`` + ``directory/var/supervisor/backends.conf`` for ``config``.
 
     The repository's supervisord.conf is reused verbatim except that its state paths (``var/``) move
-    into ``directory`` and every program gets ``FANO_CONFIG`` pointing at ``config.path``.
+    into ``directory`` and every program gets ``FANO_CONFIG`` pointing at ``config.path``; ``workers``:
+    only the backend programs (:func:`workers_only`, a worker host).
     """
     directory = Path(directory)
     for sub in ("var/run", "var/log", "var/supervisor"):
         (directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)   # private, as ops/up makes them
     text = (REPO_ROOT / "supervisord.conf").read_text()
+    if workers:
+        text = workers_only(text)
     text = text.replace("%(here)s/var/", f"{directory}/var/").replace("%(here)s", str(REPO_ROOT))
     env = f'FANO_CONFIG="{config.path}"'
     text = text.replace('environment=PYTHONUNBUFFERED="1"', f'environment=PYTHONUNBUFFERED="1",{env}')
@@ -172,6 +183,9 @@ def main(argv=None) -> int:
                         help="instead of generating: print what applying the config needs (see module doc)")
     parser.add_argument("--supervisord-pid", type=int, default=0, help="with --changes: the running one")
     parser.add_argument("--fresh", action="store_true", help="with --changes: supervisord has just started")
+    parser.add_argument("--workers-conf", metavar="PATH",
+                        help="also write PATH: a supervisord configuration running only the backend programs "
+                             "(ops/up --workers, docs/remote.md)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -189,7 +203,12 @@ def main(argv=None) -> int:
         tmp = out.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, out)
-    names = ", ".join(a.program for a in config.accounts) or "none"
+    if args.workers_conf:
+        # the repository's supervisord.conf without its own programs; paths made absolute, since the file
+        # lives elsewhere (and not as *.conf under var/supervisor/, which supervisord.conf includes)
+        conf = workers_only((REPO_ROOT / "supervisord.conf").read_text()).replace("%(here)s", str(REPO_ROOT))
+        Path(args.workers_conf).write_text(conf)
+    names = ", ".join(a.program for a in config.local_accounts) or "none"
     print(f"backend programs: {names}" + ("" if old != text else " (unchanged)"))
     return 0
 

@@ -260,6 +260,9 @@ class AccountKeys:
     unknown_turn_hold: float | None = _key(None, "seconds: this account's own [broker] unknown_turn_hold, read by "
                                                  "the broker (0 = wait for this account forever; at most ten years)",
                                            kind="float", lo=0, hi=10 * 366 * 86400)
+    remote: bool = _key(False, "true: this account's worker runs on another host (docs/remote.md): this host runs "
+                               "no program for it, makes no key for it and does not check its own settings (they "
+                               "live in the worker host's fano.toml); its name, modes, quotas and hold apply here")
 
 
 def unknown_name(what: str, name: object, known: Iterable[str]) -> str:
@@ -278,6 +281,8 @@ class AccountConfig:
     # world seconds a turn of this account with an unknown outcome stays bound to it for reconciling
     # (None: [broker] unknown_turn_hold; 0: forever). Read by the broker, not the worker
     unknown_turn_hold: float | None = None
+    # its worker runs on another host (docs/remote.md): no program, key or settings check here
+    remote: bool = False
 
     @property
     def program(self) -> str:
@@ -377,11 +382,17 @@ class Config(_Sockets):
         return bool(self.accounts)
 
     @property
+    def local_accounts(self) -> tuple[AccountConfig, ...]:
+        """The accounts whose worker program runs on this host (every one not marked ``remote``)."""
+        return tuple(a for a in self.accounts if not a.remote)
+
+    @property
     def clients(self) -> tuple[str, ...]:
         """The programs of this tree that connect to the broker or the scheduler, by name (each uses the CURVE
-        key of that name on a tcp:// endpoint): the scheduler, every account's worker, every module, the web
-        panel, fanoctl."""
-        return ("scheduler", *(a.program for a in self.accounts), *(f"module-{m}" for m in MODULES), "web",
+        key of that name on a tcp:// endpoint): the scheduler, the worker of every account that runs here
+        (a remote account's key is made on its own host, docs/remote.md), every module, the web panel,
+        fanoctl."""
+        return ("scheduler", *(a.program for a in self.local_accounts), *(f"module-{m}" for m in MODULES), "web",
                 "fanoctl")
 
     @property
@@ -450,7 +461,8 @@ def _accounts(data: dict[str, Any], where: str) -> tuple[AccountConfig, ...]:
             raise ConfigError(f"{where}: [accounts.{name}] must be a table")
         common = _table(AccountKeys, {k: spec[k] for k in ACCOUNT_KEYS if k in spec}, f"{where}: [accounts.{name}]")
         settings = {k: v for k, v in spec.items() if k not in ACCOUNT_KEYS}
-        out.append(AccountConfig(name, common.backend, common.modes, settings, common.unknown_turn_hold))
+        out.append(AccountConfig(name, common.backend, common.modes, settings, common.unknown_turn_hold,
+                                 common.remote))
     return tuple(out)
 
 

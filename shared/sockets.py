@@ -19,6 +19,9 @@ from shared.keys import ClientKeys, KeysError, ServerKeys, needs_curve
 from shared.protocol import MAX_MESSAGE, new_id
 
 _NOBLOCK, _SNDMORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)  # see send_nowait
+# ZMTP heartbeats of the server sockets (configure_socket): a ping every 5 s, a connection silent for 15 s
+# after one is closed; a live peer's libzmq answers from its I/O thread even while its program is busy
+PEER_PING_MS, PEER_TIMEOUT_MS = 5_000, 15_000
 
 
 def recv_bounded(sock: zmq.Socket[bytes], limit: int = MAX_MESSAGE) -> tuple[list[bytes], int]:
@@ -117,6 +120,12 @@ def configure_socket(sock: zmq.Socket[bytes], role: str, identity: str | None = 
     """
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+    if role in ("router", "pub"):
+        # the servers ping every peer (ZMTP heartbeats, answered by the peer's libzmq, whatever its program is
+        # doing) and drop a connection that stays silent: a tcp:// peer that vanished without closing it (a cut
+        # link, a host powered off) would otherwise hold a descriptor and a pipe here for ever (docs/remote.md)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_PING_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_TIMEOUT_MS)
     if role == "router":
         # fail loudly instead of silently dropping replies to unknown peers
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)

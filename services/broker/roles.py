@@ -9,8 +9,8 @@ module:M   the reads below; ``submit`` and ``txn`` for module M only (every task
            result it acks is of an M task); ``cancel``/``pause``/``resume``/``retry``/``set_priority`` of
            M's own tasks
 worker:A   ``ping``; ``lease`` for account A only; ``renew``/``turn_begin``/``complete``/``fail``/``refuse``
-           of a task whose current lease is A's (a lease held by another account is refused before its
-           epoch is even compared)
+           of a task whose current lease is A's (quoting the live epoch of a lease another account holds is
+           FORBIDDEN; quoting an older epoch is ``STALE_EPOCH``: a cut-off worker whose task moved on)
 =========  ===================================================================================================
 
 Reads (``ping``, ``get``, ``list``, ``stats``, ``events``, ``quota_show``, ``kv_get``, ``kv_scan``,
@@ -84,6 +84,14 @@ def authorize(tx: Tx, role: Role, req: protocol.Request) -> None:
         task = _task(tx, args.get("id"))
         lease = (task or {}).get("lease") or {}
         if lease and lease.get("account") != role.scope:
+            epoch = args.get("epoch")
+            if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch != (task or {}).get("epoch"):
+                # a lease older than the live one: its worker was cut off (revoked, expired) and the task moved
+                # to another account meanwhile. That is fencing, not a trespass: STALE_EPOCH is what makes the
+                # worker drop its job quietly (docs/tasks.md § Leases and epochs); it says nothing of the lease
+                # the other account holds, and the live epoch stays FORBIDDEN to this role
+                raise FanoError(ErrorCode.STALE_EPOCH, f"lease {args.get('id')}@{epoch} is void: the task was "
+                                                       "leased again", {"id": args.get("id")})
             raise forbidden(role, req.cmd, f"task {args.get('id')} is leased to account {lease.get('account')!r}")
         return
     if role.kind == SCHEDULER:   # txn (check_command allowed nothing else that writes)

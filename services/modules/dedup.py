@@ -41,10 +41,35 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" .;:!?")
 
 
+class _Set(NamedTuple):
+    """A set of words or trigrams as a bitmap over :data:`_WORDS` / :data:`_TRIGRAMS` (``bits``), with its
+    size: |A ∩ B| is ``(a.bits & b.bits).bit_count()``, one C loop over a few KB, exact."""
+    bits: int
+    n: int
+
+
 class _Features(NamedTuple):
     norm: str
-    tokens: frozenset[str]
-    shingles: frozenset[str]
+    tokens: _Set
+    shingles: _Set
+
+
+# Bit positions of every word and trigram seen, in order of first appearance (trigrams are bounded by the
+# alphabet, words by the research's vocabulary). A text's sets are bitmaps over them: a few KB per text,
+# where frozensets of strings took ~24 KB for a 450-character text (the cache of 4,096 texts would have
+# held ~100 MB).
+_WORDS: dict[str, int] = {}
+_TRIGRAMS: dict[str, int] = {}
+
+
+def _bitmap(items: set[str], index: dict[str, int]) -> _Set:
+    positions = [index.setdefault(x, len(index)) for x in items]
+    if not positions:
+        return _Set(0, 0)
+    buf = bytearray((max(positions) >> 3) + 1)
+    for i in positions:
+        buf[i >> 3] |= 1 << (i & 7)
+    return _Set(int.from_bytes(buf, "little"), len(positions))
 
 
 @lru_cache(maxsize=FEATURE_CACHE)
@@ -53,15 +78,18 @@ def _features(text: str) -> _Features:
 
     Every new insight is compared with every known one, so without the cache each comparison would
     re-normalise the whole corpus: a cost growing with the research's history on every extraction.
-    The cache is bounded (least recently used out), so memory stays flat however long the run."""
+    The cache is bounded (least recently used out), and each entry is small (bitmaps, :class:`_Set`)."""
     norm = normalize(text)
-    tokens = frozenset(t for t in re.findall(r"[a-z0-9⁰-⁹]+", norm) if t not in _STOP)
-    shingles = frozenset(norm[i:i + 3] for i in range(max(1, len(norm) - 2)))
-    return _Features(norm, tokens, shingles)
+    tokens = {t for t in re.findall(r"[a-z0-9⁰-⁹]+", norm) if t not in _STOP}
+    shingles = {norm[i:i + 3] for i in range(max(1, len(norm) - 2))}
+    return _Features(norm, _bitmap(tokens, _WORDS), _bitmap(shingles, _TRIGRAMS))
 
 
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a and b else 0.0
+def _jaccard(a: _Set, b: _Set) -> float:
+    if not (a.n and b.n):
+        return 0.0
+    both = (a.bits & b.bits).bit_count()
+    return both / (a.n + b.n - both)
 
 
 def _similarity(fa: _Features, fb: _Features, floor: float = 0.0) -> float:
@@ -70,8 +98,8 @@ def _similarity(fa: _Features, fb: _Features, floor: float = 0.0) -> float:
     |A ∩ B| / |A ∪ B| is at most min(|A|, |B|) / max(|A|, |B|), so two texts of very different lengths
     are ruled out by their sizes alone, without intersecting any set (the exact score is unchanged for
     every pair that can reach the floor)."""
-    def bound(a: frozenset[str], b: frozenset[str]) -> float:
-        return min(len(a), len(b)) / max(len(a), len(b)) if a and b else 0.0
+    def bound(a: _Set, b: _Set) -> float:
+        return min(a.n, b.n) / max(a.n, b.n) if a.n and b.n else 0.0
     if floor > 0.0 and bound(fa.tokens, fb.tokens) < floor and bound(fa.shingles, fb.shingles) < floor:
         return 0.0
     return max(_jaccard(fa.tokens, fb.tokens), _jaccard(fa.shingles, fb.shingles))

@@ -377,7 +377,10 @@ class SchedulerCore:
             if old is not None:
                 self._forget(old, "reconnected")
             run = self.table.running.get(tid)
-            w.account = run.account if run else None
+            # the lease's account only if the lease is this worker's: a worker cut off from us (a partition)
+            # whose lease was revoked and whose task now runs on another account must not be taken for that
+            # account's worker (its report would then be refused as speaking for it)
+            w.account = run.account if run is not None and run.worker == w.name else None
             w.set_state("busy", tid, mono)
             return
         w.last_seen = mono

@@ -88,3 +88,22 @@ def test_text_features_are_cached_within_a_bound():
     info = _features.cache_info()
     assert info.hits >= 50 and info.misses == 52
     assert info.maxsize == FEATURE_CACHE
+
+
+def test_a_cached_text_costs_a_few_kilobytes():
+    """The cache must not become the module's memory: frozensets of trigrams took ~24 KB per text."""
+    import random
+    import tracemalloc
+
+    from services.modules.dedup import _features
+    rng = random.Random(5)
+    words = [f"w{n}" for n in range(400)] + "fano plane octonion klein quartic automorphism".split()
+    texts = [" ".join(rng.choices(words, k=70)) + f" #{i}" for i in range(300)]
+    for t in texts[:50]:
+        _features(t)   # the word and trigram index warm, as in a running module
+    tracemalloc.start()
+    for t in texts[50:]:
+        _features(t)
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert used / 250 < 4000, used / 250

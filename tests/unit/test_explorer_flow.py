@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from services.backends import sim_answers as S
+from services.modules.explorer import context as C
 from services.modules.explorer import model as M
 from services.modules.explorer.seeds import load_file
 from services.modules.explorer.service import ExplorerService
@@ -346,3 +347,22 @@ def test_every_task_kind_has_a_handler_and_an_unusable_step():
     from services.modules.explorer import service as SV
     assert set(SV.HANDLERS) == set(M.KINDS)
     assert set(SV.UNUSABLE) == set(M.KINDS)
+
+
+def test_a_repair_pass_reads_the_insights_and_seeds_once_however_many_threads_are_open(rig):
+    """The whole-history prefixes are read once per Env: the repair pass rebuilds every open thread's task
+    from one snapshot instead of reading every insight again for each synthesised thread."""
+    r = rig()
+    r.import_seeds()
+    for _ in range(6):
+        r.step()
+    threads = r.values("threads/")
+    reads: list[str] = []
+    real = r.svc.store.scan
+    r.svc.store.scan = lambda prefix: reads.append(prefix) or real(prefix)   # type: ignore[method-assign]
+    env = r.svc.env()
+    for thread in threads:
+        C.thread_tasks(env, dict(thread, status="synthesised", panel_closed=True, panel_settled={}))
+        C.thread_tasks(env, dict(thread, status="active"))
+    assert len(threads) >= 2
+    assert reads.count("insights/") == 1 and reads.count("seeds/") == 1, reads

@@ -169,6 +169,24 @@ def test_a_worker_leases_and_reports_only_for_its_account(core):
     assert _as(core, WORKER_A1, "complete", id=tid, epoch=lease["epoch"], result="ok")["state"] == "DONE"
 
 
+def test_a_cut_off_workers_old_lease_is_stale_not_forbidden_once_another_account_holds_the_task(core):
+    """A worker cut off from the tree (a partition; docs/tasks.md § Hung workers) reports with the epoch of a
+    lease that was revoked and given to another account: fencing answers it (STALE_EPOCH, so it drops the job
+    quietly), while the live lease's epoch stays FORBIDDEN to it."""
+    tid = _as(core, EXPLORER, "submit", task=_task("t-cut"))["task"]["id"]
+    old = _as(core, WORKER_A2, "lease", worker="backend-a2", account="a2")
+    assert old["task"]["id"] == tid
+    _as(core, b"scheduler#3.c", "revoke", id=tid, epoch=old["epoch"], worker="backend-a2")
+    live = _as(core, WORKER_A1, "lease", worker="backend-a1", account="a1")
+    assert live["task"]["id"] == tid and live["epoch"] > old["epoch"]
+    with pytest.raises(FanoError) as exc:
+        _as(core, WORKER_A2, "complete", id=tid, epoch=old["epoch"], result="late")
+    assert exc.value.code == ErrorCode.STALE_EPOCH and "a1" not in exc.value.message, exc.value
+    err = _forbidden(core, WORKER_A2, "complete", id=tid, epoch=live["epoch"], result="forged")
+    assert "leased to account 'a1'" in err.message
+    assert _as(core, WORKER_A1, "complete", id=tid, epoch=live["epoch"], result="ok")["state"] == "DONE"
+
+
 def test_a_module_writes_only_its_own_namespace_and_tasks(core):
     _forbidden(core, DOCUMENTER, "submit", task=_task("t1", "explorer"))
     _forbidden(core, DOCUMENTER, "txn", module="explorer", ops=[{"op": "put", "key": "k", "value": 1}])

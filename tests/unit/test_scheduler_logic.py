@@ -293,6 +293,21 @@ def test_a_worker_met_mid_task_after_a_restart_is_kept():
     assert core.workers.get(W1).state == "idle"
 
 
+def test_a_cut_off_worker_heard_again_is_not_taken_for_the_account_its_task_moved_to():
+    """A worker cut off by a partition (docs/tasks.md § Hung workers) whose lease was revoked and whose task now runs on
+    another account heartbeats that task when the link heals: it is kept, busy, but not as that account's
+    worker, so its report of the stale job is not refused as speaking for another account."""
+    from shared.roles import Role
+    core = make_core()
+    running(core, 9, account="a2")                    # the task's live lease is a2's
+    core.on_message(W1, protocol.encode_worker("heartbeat", worker="backend-a1", task_id=9), Role("worker", "a1"))
+    w = core.workers.get(W1)
+    assert w.state == "busy" and w.task_id == 9 and w.account is None
+    core.on_message(W1, protocol.encode_worker("done", worker="backend-a1", task_id=9, epoch=1, outcome="stale"),
+                    Role("worker", "a1"))
+    assert core.errors["FORBIDDEN"] == 0 and not [f for _, t, f in core.take_output() if t == "disconnect"]
+
+
 def test_a_reconnected_worker_replaces_its_old_socket():
     core = make_core()
     submitted(core, 1)

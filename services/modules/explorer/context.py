@@ -51,6 +51,9 @@ class Ops:
             self.ops.append(txn.submit(dict(spec, module=M.MODULE)))
 
 
+READ_ONCE = ("insights/", "seeds/")   # prefixes an Env reads at most once (see Env.values)
+
+
 @dataclass
 class Env:
     """The reads one step needs. ``capacity`` and ``load`` are the service's: the accounts' headroom read
@@ -65,9 +68,18 @@ class Env:
     capacity: Callable[[], CAP.Capacity]
     load: Callable[..., L.Load]
     history: Callable[[int], list] = field(default=lambda _tid: [])   # a task's history (served)
+    _once: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def values(self, prefix: str) -> list:
-        return self.store.records(prefix)
+        """The records under ``prefix``. The whole-history prefixes (:data:`READ_ONCE`: every insight, every
+        seed) are read at most once per Env: one step (or one repair pass over every open thread) asks for
+        them from several places, and no step writes them before it returns its ops. The list is shared:
+        read it, never change it in place."""
+        if prefix not in READ_ONCE:
+            return self.store.records(prefix)
+        if prefix not in self._once:
+            self._once[prefix] = self.store.records(prefix)
+        return self._once[prefix]
 
     def exchanges(self, tid: str) -> list[dict]:
         return self.values(f"exchanges/{tid}/")
