@@ -193,8 +193,10 @@ def _presubmit(client: BrokerClient, k: int) -> None:
 
 def _profile_top(path: Path, n: int = 20) -> list[dict]:
     stats = pstats.Stats(str(path))
-    rows = []
-    for (file, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():
+    rows: list[dict[str, Any]] = []
+    # Stats.stats is pstats' documented table, which typeshed leaves out
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = vars(stats)["stats"]
+    for (file, line, func), (_cc, nc, tt, ct, _) in table.items():
         rows.append({"function": f"{Path(file).name}:{line}({func})" if line else func, "ncalls": nc,
                      "tottime_s": round(tt, 4), "cumtime_s": round(ct, 4)})
     rows.sort(key=lambda r: -r["tottime_s"])

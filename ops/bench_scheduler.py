@@ -40,8 +40,9 @@ task.running (``worker_gap_ms``: the hand-off cost per task). The claim to check
 ``sched_cpu_us_per_assign`` do not grow worse with D (the pick is O(log n)).
 
 Full run: ``--depths 1000,100000,1000000``. On the 2-core reference machine pre-loading 10^6 tasks takes
-≈26 s (≈40,000 submits/s in transactions of 500), the scheduler's rebuild ≈23 s and ≈2 GiB of RSS, and
-the 10^6 depth adds ≈1.5 min to the default run's ≈1.5 min.
+≈26 s (≈40,000 submits/s in transactions of 500) and the 10^6 depth adds ≈1.5 min to the default run's
+≈1.5 min; the scheduler's rebuild of 10^6 (read from the broker's PENDING rows) and its RSS are in the
+README (Benchmarks).
 Prints JSON on stdout (progress on stderr); every process is stopped at the end and checked by pid;
 temporary directories are deleted unless ``--keep``.
 """
@@ -321,6 +322,8 @@ def depth_run(dep: Deployment, depth: int, warmup: float, window: float) -> dict
             first_s = time.monotonic() - t
         else:
             time.sleep(0.02)
+    # the scheduler assigns only once synced, and the pass that saw the first assignment saw that too
+    assert synced_s is not None and first_s is not None
     sched_pid = dep.pid("scheduler")
     log(f"depth {depth}: synced after {synced_s:.2f}s, first assignment after {first_s:.2f}s")
     feeder = Feeder(dep.tree.config.broker_endpoint, depth, f"d{depth}", depth)
@@ -375,7 +378,7 @@ def _worker_gap(client: BrokerClient, after: int) -> dict:
     worker_of: dict[int, str] = {}
     for ev in all_events(client, after):
         if ev["type"] == "task.running":
-            w = ev.get("worker")
+            w = ev["worker"]   # a task.running event always names its worker
             worker_of[ev["id"]] = w
             if w in last_done:
                 gaps.append(ev["ts"] - last_done.pop(w))

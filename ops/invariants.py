@@ -21,7 +21,8 @@ offered. The lock file must be writable by the checker (the reader slot lives th
 What is checked
 ---------------
 Exactly: every ``keys`` entry points at a task with that key and every task's key maps back to it (one
-task per key); ``by_state`` and ``counts`` equal what the task records say; ``ready``/``delayed`` hold
+task per key); ``by_state`` and ``counts`` equal what the task records say (a PENDING task's
+``by_state`` value is its row, as its record says); ``ready``/``delayed`` hold
 exactly the PENDING tasks (with the priority / not_before they key on), ``leases`` exactly the RUNNING
 ones with their epoch and deadline, and no other task carries a lease; ``0 <= charged <= epoch``;
 conversations' in-flight turns are RUNNING tasks and vice versa; the event outbox has consecutive
@@ -118,6 +119,17 @@ def _check_indices(snap: Snapshot, r: Report) -> None:
               f"{(snap.tasks.get(tid) or {}).get('state', 'nothing (missing)')}")
     for state, tid in want_state - set(have_state):
         r.bad("by_state", f"task {tid} is {state} but by_state does not list it")
+    for tid, t in snap.tasks.items():
+        # a PENDING task's entry is its row as its record says now (what a scheduler's rebuild reads)
+        try:
+            want = S.pending_row(t) if t.get("state") == "PENDING" else b""
+        except (KeyError, TypeError, AttributeError):   # a record too broken for a row: other checks say why
+            continue
+        if S.ROWS_MISSING.decode() in snap.meta and snap.rows.get(tid) == b"":
+            continue   # a migrated database whose rows are still to be written (schema.open_env)
+        if (t.get("state"), tid) in have_state and snap.rows.get(tid) != want:
+            r.bad("by_state", f"task {tid} ({t.get('state')}): by_state value {snap.rows.get(tid)!r}, "
+                  f"its record says {want!r}")
 
     want_counts = Counter((t.get("state"), t.get("module")) for t in snap.tasks.values())
     for key in set(want_counts) | set(snap.counts):

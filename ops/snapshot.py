@@ -40,6 +40,7 @@ class Snapshot:
     delayed: list = field(default_factory=list)         # (not_before ms, id)
     leases: list = field(default_factory=list)          # (deadline us, id, epoch)
     by_state: list = field(default_factory=list)        # (state, id)
+    rows: dict = field(default_factory=dict)            # id -> its by_state value (a PENDING task's row)
     counts: dict = field(default_factory=dict)          # (state, module) -> n
     requests: dict = field(default_factory=dict)        # rid -> {ts, fp, reply}
     requests_ts: list = field(default_factory=list)     # (ms, rid)
@@ -125,9 +126,10 @@ def load_snapshot(data_dir=None, env: lmdb.Environment | None = None) -> Snapsho
             snap.ready = [(S.PRIO_BIAS - S._PRIO_ID.unpack(k)[0], S.ready_key_id(k)) for k, _ in items("ready")]
             snap.delayed = [S.time_id_split(k) for k, _ in items("delayed")]
             snap.leases = [(*S.time_id_split(k), S.from_u64(v)) for k, v in items("leases")]
-            for k, _ in items("by_state"):
+            for k, v in items("by_state"):
                 state, _, tid = k.partition(S.SEP)
                 snap.by_state.append((state.decode(), S.from_u64(tid)))
+                snap.rows[S.from_u64(tid)] = bytes(v)
             snap.counts = {S.split_count_key(k): S.from_u64(v) for k, v in items("counts")}
             snap.requests = {k.decode(): decode("requests", k, v) for k, v in items("requests")}
             snap.requests_ts = [(S.from_u64(k[:8]), k[8:].decode()) for k, _ in items("requests_ts")]

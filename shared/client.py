@@ -26,6 +26,7 @@ key) come from :meth:`shared.config.Config.client_keys`; without them such an en
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -41,6 +42,8 @@ from shared.records import EventsReply, KvItem, KvPage, LeaseReply, SubmitReply,
 if TYPE_CHECKING:
     from shared.config import Config
     from shared.keys import ClientKeys
+
+log = logging.getLogger(__name__)
 
 # a reply whose shape shared/records.py does not (yet) describe: a msgpack map
 Json = dict[str, Any]
@@ -67,6 +70,7 @@ class BrokerClient:
         self._sock: zmq.Socket[bytes] | None = None
         self._poller: zmq.Poller | None = None
         self.resends = 0  # attempts beyond the first, across the client's life (for monitoring)
+        self.garbage = 0  # frames on our socket that were no reply at all (ignored, logged)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -152,8 +156,11 @@ class BrokerClient:
                 return None
             try:
                 reply = protocol.decode_reply(sock.recv_multipart())
-            except FanoError:
-                continue  # garbage on our socket: ignore, keep waiting for ours
+            except FanoError as exc:   # garbage on our socket: ignore, keep waiting for ours
+                self.garbage += 1
+                log.warning("%s: ignoring an undecodable message on the broker socket (%s; %d so far)",
+                            self.name, exc, self.garbage)
+                continue
             if reply.cid == cid:
                 return reply
             # a late reply to an earlier call: drop it

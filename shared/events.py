@@ -43,8 +43,10 @@ def drain(sock: zmq.Socket[bytes], limit: int | None = None,
     call), decoded; an undecodable message is skipped and ``bad()`` called."""
     read = 0
     while limit is None or read < limit:
+        if read and not sockets.readable(sock):   # the caller's poll said the first one is there
+            return
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames, _, _ = sockets.recv_from(sock)   # plain-int flags; an oversized one is skipped as bad
         except zmq.Again:
             return
         read += 1

@@ -139,6 +139,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,7 +189,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
     "list": (False, {"state": _arg(*STR), "module": _arg(*STR), "kind": _arg(*STR),
                      "after": _arg(*INT), "limit": _arg(*INT, default=100),
                      "payloads": _arg(*BOOL, default=False),     # records carry payload and result
-                     "before": _arg(*INT)}),                      # descending from below this id
+                     "before": _arg(*INT),                        # descending from below this id
+                     "rows": _arg(*BOOL, default=False)}),        # PENDING only: packed rows (op_list)
     "cancel": (True, {"id": TASK_ID, "reason": _arg(*STR, default="")}),
     "pause": (True, {"id": TASK_ID}),
     "resume": (True, {"id": TASK_ID}),
@@ -439,10 +441,16 @@ def error_reply(cid: str | bytes | None, exc: FanoError) -> Reply:
 
 
 def decode_reply(frames: list[bytes]) -> Reply:
-    """Parse a reply on the client side. Raises FanoError(BAD_FRAME/BAD_ENCODING) on garbage."""
+    """Parse a reply on the client side. Raises FanoError(BAD_FRAME/BAD_ENCODING) on garbage.
+
+    A ``kv_scan`` item the broker passed through as stored (:func:`kv_item`) is decoded here, into the
+    same ``{"key", "version", "value"}`` map."""
     if len(frames) != 2 or frames[0] != HEADER:
         raise FanoError(ErrorCode.BAD_FRAME, "reply is not [FANO/1, body]")
-    msg = _unpack(frames[1])
+    try:
+        msg = msgpack.unpackb(frames[1], raw=False, strict_map_key=False, ext_hook=_reply_ext)
+    except Exception as exc:  # msgpack (and a bad stored item) raise several unrelated types
+        raise FanoError(ErrorCode.BAD_ENCODING, f"body is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(msg, dict) or "ok" not in msg:
         raise FanoError(ErrorCode.BAD_ENCODING, "reply body must be a map with 'ok'")
     return Reply(cid=msg.get("cid"), ok=bool(msg["ok"]), result=msg.get("result"), error=msg.get("error"))
@@ -467,8 +475,49 @@ def pack_value(obj: Any) -> bytes:
     return _pack(obj)
 
 
+# --- stored values on the wire ------------------------------------------------------------------------------
+#
+# The broker stores a value as msgpack, zlib-compressed behind ZMARK when large (services/broker/schema.py).
+# A kv_scan page is most of the broker's read traffic, and decoding every stored record there only to encode
+# it again for the reply cost more than the scan itself. So a kv_scan item travels as the stored bytes, in a
+# msgpack extension (code STORED_ITEM): 2 bytes of key length (big-endian), the key (UTF-8), the stored
+# record ``{"v": version, "value": value, ...}``; decode_reply turns it into {"key", "version", "value"}.
+# The reader, not the broker, inflates and decodes (docs/wire.md § Stored values).
+
+ZMARK = b"\xc1z"     # 0xC1 is never used by msgpack: no plain value starts with it
+STORED_ITEM = 1      # the msgpack extension code of a passed-through kv item
+
+
+def decode_stored(raw: bytes | memoryview) -> Any:
+    """A value as the broker stores it: msgpack, or ``ZMARK`` + zlib-compressed msgpack."""
+    if raw[:2] == ZMARK:
+        return unpack_value(zlib.decompress(bytes(raw[2:])))
+    return unpack_value(raw)
+
+
+def kv_item(key: str, stored: bytes) -> msgpack.ExtType:
+    """The wire form of one kv_scan item: the stored record, not decoded (see above)."""
+    k = key.encode()
+    return msgpack.ExtType(STORED_ITEM, len(k).to_bytes(2, "big") + k + stored)
+
+
+def _reply_ext(code: int, data: bytes) -> Any:
+    if code != STORED_ITEM:
+        raise ValueError(f"unknown msgpack extension {code}")
+    n = int.from_bytes(data[:2], "big")
+    record = decode_stored(data[2 + n:])
+    return {"key": data[2:2 + n].decode(), "version": record["v"], "value": record["value"]}
+
+
 def unpack_value(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def unpack_rows(rows: bytes, count: int) -> list[Any]:
+    """``count`` msgpack values packed back to back (a ``rows`` page of ``list``), as one list: one C call
+    behind an array32 header, instead of an unpacker stepping through them."""
+    out: list[Any] = msgpack.unpackb(b"\xdd" + count.to_bytes(4, "big") + rows, raw=False, strict_map_key=False)
+    return out
 
 
 # --- worker protocol ---------------------------------------------------------------------------------------
@@ -513,8 +562,8 @@ _TEXT_FIELDS = frozenset({"message", "reason"})
 
 def _check_worker_field(msg_type: str, name: str, value: Any, types: tuple[Any, ...]) -> None:
     """Raise BAD_ARGUMENT unless ``value`` has one of ``types`` and lies in the field's range."""
-    want = "/".join(t.__name__ for t in types)
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        want = "/".join(t.__name__ for t in types)   # only for the error: every message passes through here
         raise bad_argument(f"{msg_type}: field {name!r} must be {want}, got {type(value).__name__}", field=name)
     if isinstance(value, str):
         limit = MAX_TEXT if name in _TEXT_FIELDS else MAX_NAME

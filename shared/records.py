@@ -86,6 +86,22 @@ class TaskPage(TypedDict):
     next: int | None
 
 
+#: one PENDING task as ``list(state="PENDING", rows=true)`` returns it: a msgpack array of these fields, in
+#: this order (the fields a scheduler places a task by; ``requires``/``attrs`` null when empty,
+#: ``pending_since`` null when it equals ``created``, ``unknown_*`` null without an unknown turn). The
+#: broker keeps it as the value of the task's ``by_state`` entry (services/broker/schema.py).
+PENDING_ROW = ("id", "module", "kind", "priority", "created", "not_before", "pending_since", "requires", "attrs",
+               "unknown_account", "unknown_until")
+
+
+class RowPage(TypedDict):
+    """``list(state="PENDING", rows=true)``: ``count`` rows (:data:`PENDING_ROW`) packed back to back in
+    ``rows`` (decode with ``shared.protocol.unpack_rows``); ``next`` continues it, null at the end."""
+
+    rows: bytes
+    count: int
+    next: int | None
+
 # --- leases ------------------------------------------------------------------------------------------
 
 
@@ -124,7 +140,8 @@ class KvPage(TypedDict):
 class EventRecord(TypedDict, total=False):
     """An event of the broker's outbox (``events``, and the PUB socket): ``seq``, ``ts`` and ``type``
     always; the rest by type — ``task.<state>`` carries ``id``, ``module``, ``kind``, ``state``, ``prev``,
-    ``epoch``, ``why``; ``account.*`` and ``quota.*`` carry ``account`` and ``mode``."""
+    ``epoch``, ``why`` (``task.running`` also the lease's ``worker``, ``account`` and ``mode``);
+    ``account.*`` and ``quota.*`` carry ``account`` and ``mode``."""
 
     seq: int
     ts: float
@@ -136,6 +153,7 @@ class EventRecord(TypedDict, total=False):
     prev: str
     epoch: int
     why: str
+    worker: str
     account: str
     mode: str
     reason: str

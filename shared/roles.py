@@ -18,6 +18,7 @@ broker, services/scheduler/core.py for the scheduler.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -83,6 +84,10 @@ def of_program(name: str) -> Role:
     return program_role(name) or OPERATOR_ROLE
 
 
+@functools.lru_cache(maxsize=4096)
 def of_identity(ident: bytes) -> Role:
-    """The role of an ``ipc://`` caller from its socket identity (``name#pid.nonce``): :func:`of_program`."""
+    """The role of an ``ipc://`` caller from its socket identity (``name#pid.nonce``): :func:`of_program`.
+
+    Cached: the broker and the scheduler ask it for every message, and an identity's role never changes
+    (it is a function of the name alone)."""
     return of_program(ident.split(b"#", 1)[0].decode(errors="replace"))

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,6 +129,19 @@ class Service:
         self.stopping = False
         self.log = logging.getLogger(self.name)
         self._lock = InstanceLock(config.lock_path(self.name))
+        # errors the program went on without, by what failed (:meth:`tolerate`)
+        self.tolerated: Counter[str] = Counter()
+
+    def tolerate(self, what: str, exc: BaseException) -> None:
+        """Go on without something optional that failed (``what``: e.g. "scheduler idle query"): never
+        silently. Each failure is counted in :attr:`tolerated`, and logged (a warning) the first time and
+        then at the 10th, 100th, ... of its kind, so a peer that is down for hours is seen in the log
+        without one line per pass."""
+        self.tolerated[what] += 1
+        n = self.tolerated[what]
+        if n == 10 ** (len(str(n)) - 1):   # 1, 10, 100, ...
+            self.log.warning("%s failed (%s: %s); going on without it (%d time(s) so far)",
+                             what, type(exc).__name__, str(exc)[:200], n)
 
     def request_stop(self, *_: object) -> None:
         self.stopping = True

@@ -13,7 +13,7 @@ by the server's loop every tick (:meth:`Gate.refresh`), so a revocation needs no
   (:meth:`Gate.caller`): a revoked key's requests are answered ``FORBIDDEN``;
 - a PUB socket cannot refuse one subscriber's messages, so the broker re-binds its event socket when a
   key is removed: every subscriber reconnects through a new handshake, and catches up on what it missed
-  from the broker's outbox (shared/protocol.py § Events).
+  from the broker's outbox (docs/wire.md § Events).
 """
 from __future__ import annotations
 

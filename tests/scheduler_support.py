@@ -87,8 +87,14 @@ class FakeWorker(threading.Thread):
         self._send("ready", worker=self.worker, account=self.account, backend="sim", modes=self.modes)
         self._heard = time.monotonic()
 
+    @property
+    def sock(self) -> zmq.Socket[bytes]:
+        """The DEALER to the scheduler (made by :meth:`_connect`, first thing in :meth:`run`)."""
+        assert self._sock is not None, "not connected yet"
+        return self._sock
+
     def _send(self, msg_type: str, **fields) -> None:
-        self._sock.send_multipart(protocol.encode_worker(msg_type, **fields))
+        self.sock.send_multipart(protocol.encode_worker(msg_type, **fields))
 
     def stop(self) -> None:
         self.halt.set()
@@ -112,10 +118,10 @@ class FakeWorker(threading.Thread):
                 if now - self._heard > protocol.HEARTBEAT_INTERVAL * protocol.LIVENESS:
                     self._connect()   # the scheduler went silent: a fresh socket, announce again
                     continue
-                if not self._sock.poll(100):
+                if not self.sock.poll(100):
                     continue
                 try:
-                    msg = protocol.decode_worker(self._sock.recv_multipart())
+                    msg = protocol.decode_worker(self.sock.recv_multipart())
                 except FanoError as exc:
                     self.errors.append(str(exc))
                     continue

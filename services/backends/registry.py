@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from shared.config import BACKENDS, ConfigError
+from shared.settings import SettingsError
 
 # kind -> "module:Class"; kinds listed in shared.config.BACKENDS but absent here are not built yet
 PROVIDERS: dict[str, str] = {
@@ -47,7 +48,7 @@ def make_provider(account, clock, data_dir):
     try:
         return cls(account.name, settings, clock, data_dir)
     except ValueError as exc:
-        raise ConfigError(f"accounts.{account.name}: {exc}") from exc
+        raise SettingsError(f"[accounts.{account.name}]", None, str(exc)) from exc
 
 
 # kind -> the module whose ``parse_settings(settings, where)`` validates an account's own table (the same function
@@ -79,7 +80,7 @@ def check_settings(account) -> None:
         else:
             importlib.import_module(SETTINGS[account.backend]).parse_settings(settings, where)
     except ValueError as exc:   # a site file that does not load
-        raise ConfigError(f"accounts.{account.name}: {exc}") from exc
+        raise SettingsError(f"[accounts.{account.name}]", None, str(exc)) from exc
     if account.backend in KEYED:
         from services.backends.secrets import load_api_key
         load_api_key(account.name, account.backend, settings, required=False, environ={})

@@ -215,8 +215,8 @@ class TurnRunner:
 
     def _run(self, job: Job) -> Outcome:
         reply, declined = self._lease(job)
-        if declined is not None:
-            return declined
+        if declined is not None or reply is None:
+            return declined or Outcome("declined", "nothing leased")
         job.epoch = reply["epoch"]
         turn = build_turn(reply, self.account)
         self.log.info("task %s: leased at epoch %s (attempt %s, %s, mode %s)", turn.task_id, turn.epoch,

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from shared.config import ConfigError
+from shared.settings import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -70,18 +71,18 @@ def load_api_key(account: str, backend: str, settings: dict, *, required: bool =
     unreadable, or missing while ``required``."""
     environ = os.environ if environ is None else environ
     if "api_key" in settings:
-        raise ConfigError(f"accounts.{account}: do not put api_key in the configuration file; "
-                          f"use api_key_env (an environment variable) or api_key_file (outside the repository)")
+        raise SettingsError(f"[accounts.{account}]", "api_key", "do not put api_key in the configuration file; use "
+                            "api_key_env (an environment variable) or api_key_file (outside the repository)")
     path = settings.get("api_key_file")
     if path:
         file = Path(str(path)).expanduser().resolve()
         if file == REPO_ROOT or REPO_ROOT in file.parents:
-            raise ConfigError(f"accounts.{account}: api_key_file {file} is inside the repository; keep keys "
-                              f"outside it (e.g. ~/.config/fano/{account}.key)")
+            raise SettingsError(f"[accounts.{account}]", "api_key_file", f"{file} is inside the repository; keep "
+                                f"keys outside it (e.g. ~/.config/fano/{account}.key)")
         try:
             value = file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
         except (OSError, IndexError, UnicodeDecodeError) as exc:
-            raise KeyFileUnreadable(f"accounts.{account}: cannot read api_key_file {file}: "
+            raise KeyFileUnreadable(f"[accounts.{account}] api_key_file: cannot read {file}: "
                                     f"{type(exc).__name__}") from None
         return Secret(value)
     env = settings.get("api_key_env") or DEFAULT_ENV.get(backend)
@@ -89,8 +90,8 @@ def load_api_key(account: str, backend: str, settings: dict, *, required: bool =
     if value:
         return Secret(value)
     if required:
-        raise ConfigError(f"accounts.{account}: no API key: set the environment variable {env} "
-                          f"or api_key_file")
+        raise SettingsError(f"[accounts.{account}]", "api_key_env", f"no API key: set the environment variable "
+                            f"{env} or api_key_file")
     return None
 
 

@@ -68,6 +68,10 @@ class BackendWorker(Service):
         self._refused: str | None = None   # the scheduler's last refusal of our role, said once
         self.job: Job | None = None
         self.thread: threading.Thread | None = None
+        # the request threads' runner and its broker client, made once and handed from one job's thread to
+        # the next (never two at once: a job starts after the previous thread is joined): a connection per
+        # job cost a socket, a handshake and the broker's bookkeeping of a new peer on every task
+        self._runner: TurnRunner | None = None
         self.heartbeat_interval = protocol.HEARTBEAT_INTERVAL
         self.liveness = protocol.LIVENESS
         self.last_heard = 0.0
@@ -121,6 +125,8 @@ class BackendWorker(Service):
             return  # the provider and context are still in use; the process exit reclaims them
         if self.provider is not None:
             self.provider.close()
+        if self._runner is not None:
+            self._runner.client.close()
         if self.broker is not None:
             self.broker.close()
         if self.ctx is not None:
@@ -138,13 +144,18 @@ class BackendWorker(Service):
                 os.read(self._wake_r, 64)
             except BlockingIOError:
                 pass
-        if self.sock in events:
-            for _ in range(DRAIN):
+        sock = self.sock
+        if sock is not None and sock in events:
+            for i in range(DRAIN):
+                if i and not sockets.readable(sock):   # the poll said the first one is there
+                    break
                 try:
-                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._on_frames(frames)
+                if self.sock is not sock:
+                    break   # it reconnected (a disconnect): the old socket is closed
         self._reap()
         self._watch()
         self._renew()
@@ -190,7 +201,7 @@ class BackendWorker(Service):
 
     def _send(self, msg_type: str, **fields) -> None:
         try:
-            self.sock.send_multipart(protocol.encode_worker(msg_type, **fields), flags=zmq.NOBLOCK)
+            sockets.send_nowait(self.sock, protocol.encode_worker(msg_type, **fields))
         except zmq.Again:
             # no scheduler connected and the queue is full: the liveness check will re-announce us
             self.counters["dropped_sends"] += 1
@@ -255,7 +266,13 @@ class BackendWorker(Service):
         self.job = Job(task_id, float(ttl))
         self.renew_at = None
         self.counters["jobs"] += 1
-        self.thread = threading.Thread(target=self._run_job, args=(self.job,), daemon=True,
+        if self._runner is None:
+            client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RUNNER_TIMEOUT, retries=1,
+                                  context=self.ctx, keys=self.keys)
+            self._runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
+                                      self.account.modes, lease_patience=self.config.scheduler.assign_timeout,
+                                      log=self.log, clock=self.clock)
+        self.thread = threading.Thread(target=self._run_job, args=(self.job, self._runner), daemon=True,
                                        name=f"{self.name}-task-{task_id}")
         self.thread.start()
 
@@ -272,25 +289,22 @@ class BackendWorker(Service):
 
     # --- the job ---------------------------------------------------------------------------------------
 
-    def _run_job(self, job: Job) -> None:
-        """The request thread: its own broker client (clients are not thread-safe), closed at the end."""
-        client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=RUNNER_TIMEOUT, retries=1,
-                              context=self.ctx, keys=self.keys)
+    def _run_job(self, job: Job, runner: TurnRunner) -> None:
+        """The request thread: runs the job with the runner (and its broker client) it was handed."""
         try:
-            runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
-                                self.account.modes, lease_patience=self.config.scheduler.assign_timeout,
-                                log=self.log, clock=self.clock)
             runner.run(job)
         finally:
-            client.close()
             os.write(self._wake_w, b"!")
 
     def _reap(self) -> None:
         job = self.job
         if job is None or not job.finished.is_set():
             return
-        self.thread.join(timeout=1.0)
-        out = job.outcome
+        thread, out = self.thread, job.outcome
+        assert thread is not None and out is not None   # a finished job ran in a thread and set its outcome
+        thread.join(timeout=1.0)
+        if thread.is_alive():
+            self._runner = None   # still in that thread's hands: the next job gets its own client
         self.log.info("task %s: %s%s", job.task_id, out.outcome, f" ({out.message})" if out.message else "")
         self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
         self.job = None

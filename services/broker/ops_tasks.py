@@ -51,6 +51,7 @@ MAX_KEY_BYTES = 400
 # record that crossed it, a reply stays within PAGE_BYTES + one record (a payload and a result of at most
 # protocol.MAX_BODY each), far below the 16 MiB a client accepts, whatever the limit asked for
 PAGE_BYTES = 1024 * 1024
+ROWS_LIMIT = 100_000   # rows per `list` page with rows=true (each a few dozen bytes; PAGE_BYTES bounds it too)
 BULKY = ("payload", "result")   # left out of `list` records unless asked for (payloads=true)
 
 
@@ -257,7 +258,7 @@ def op_get(tx: Tx, id: int, history: bool) -> dict[str, Any]:
 
 
 def op_list(tx: Tx, state: str | None, module: str | None, kind: str | None, after: int | None, limit: int,
-            payloads: bool = False, before: int | None = None) -> dict[str, Any]:
+            payloads: bool = False, before: int | None = None, rows: bool = False) -> dict[str, Any]:
     """Tasks by id, filtered; ``{"tasks": [record without history], "next": id|null}``.
 
     Ascending from the first id above ``after``; or, with ``before``, descending from the first id below
@@ -267,7 +268,14 @@ def op_list(tx: Tx, state: str | None, module: str | None, kind: str | None, aft
     Records leave out ``payload`` and ``result`` unless ``payloads`` (the queue view and the
     scheduler's rebuild do not need them, and a page of prompts and answers can be large). A page ends
     at ``limit`` tasks, after :data:`LIST_SCAN_LIMIT` scanned, or once its records pass
-    :data:`PAGE_BYTES`; ``next`` is then the id to continue after (or before)."""
+    :data:`PAGE_BYTES`; ``next`` is then the id to continue after (or before).
+
+    ``rows`` (``state`` PENDING, ascending, no other filter): the tasks' rows instead (:func:`_rows`)."""
+    if rows:
+        if state != st.PENDING or module is not None or kind is not None or before is not None or payloads:
+            raise bad_argument("rows lists PENDING tasks by id: state PENDING, no module, kind, before or "
+                               "payloads", field="rows")
+        return _rows(tx, after, limit)
     if state is not None and state not in st.STATES:
         raise bad_argument(f"state must be one of {', '.join(st.STATES)}", field="state")
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
@@ -312,6 +320,35 @@ def op_list(tx: Tx, state: str | None, module: str | None, kind: str | None, aft
             more = True  # a filtered page stops after a bounded scan; the caller pages on with "next"
             break
     return {"tasks": tasks, "next": last if more else None}
+
+
+def _rows(tx: Tx, after: int | None, limit: int) -> dict[str, Any]:
+    """PENDING tasks' rows (:data:`shared.records.PENDING_ROW`) from the first id above ``after``, as the
+    ``by_state`` index stores them: ``{"rows": bytes, "count": n, "next": id|null}``. Nothing is decoded
+    or encoded per task, so a page is bounded by bytes (:data:`PAGE_BYTES`) and by ``limit`` (at most
+    :data:`ROWS_LIMIT`), and listing a queue costs O(PENDING) whatever the history holds."""
+    if not isinstance(limit, int) or not 1 <= limit <= ROWS_LIMIT:
+        raise bad_argument(f"limit must be in [1, {ROWS_LIMIT}]", field="limit")
+    start = max(0, after or 0) + 1
+    if start >= 2**64:
+        return {"rows": b"", "count": 0, "next": None}
+    prefix = S.state_prefix(st.PENDING)
+    cut = len(prefix)
+    cur = tx.cursor("by_state")
+    out: list[bytes] = []
+    size, last = 0, b""
+    if cur.set_range(prefix + S.u64(start)):
+        for key, row in cur.iternext():
+            if key[:cut] != prefix:
+                break
+            if len(out) >= limit or size >= PAGE_BYTES:
+                return {"rows": b"".join(out), "count": len(out), "next": S.from_u64(last[cut:])}
+            last = key
+            # an entry without its row (never after the version-3 migration): made from the record
+            row = row or S.pending_row(tx.task(S.from_u64(key[cut:])))
+            out.append(row)
+            size += len(row)
+    return {"rows": b"".join(out), "count": len(out), "next": None}
 
 
 def op_cancel(tx: Tx, id: int, reason: str) -> dict[str, Any]:

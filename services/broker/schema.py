@@ -18,7 +18,8 @@ keys               utf-8 idempotency key                                  u64 ta
 ready              u32 (PRIO_BIAS - priority) . u64 id                     empty: PENDING and due
 delayed            u64 not_before (world ms) . u64 id                     empty: PENDING, not yet due
 leases             u64 deadline (monotonic us) . u64 id                   u64 epoch: RUNNING
-by_state           state . NUL . u64 id                                   empty
+by_state           state . NUL . u64 id                                   PENDING: msgpack row (below);
+                                                                          other states: empty
 counts             state . NUL . module                                   u64 count
 requests           utf-8 request id                                       msgpack {ts, fp, reply,
                                                                           payload_of?} (request_log.py)
@@ -50,6 +51,16 @@ from 1 rewrites nothing (version 1 values are plain msgpack, which version 2 rea
 new sub-database starts empty): it only records the new version, so that a version-1 broker, which
 could not read a compressed value, refuses the database instead of failing on its records.
 
+Version 3 made a PENDING task's ``by_state`` value its *row*: the fields a scheduler places it by
+(:data:`shared.records.PENDING_ROW`, written by :func:`pending_row` whenever the task is saved PENDING,
+services/broker/tx.py ``Tx.save``), so that a scheduler's rebuild (``list`` with ``rows``) reads one
+small value per PENDING task from one contiguous key range, O(PENDING) however many tasks ended before,
+without decoding a task record. Migrating from 2 records version 3 with the marker
+:data:`ROWS_MISSING`, then writes the row of every PENDING task and clears the marker in one transaction
+(a crash or a full map leaves the marker: the next start writes them; ``list`` makes a missing row from
+the record meanwhile). A version-2 broker refuses the database (it would write PENDING entries without
+rows, and leave rows stale when a priority changes).
+
 ``compactable`` was added to version 1 without a version bump: it is derived from the task records, so
 :func:`open_env` fills it from them once (``meta`` key ``compactable_built``) when a database written
 before it existed is opened. A broker without it (an older build) does not maintain it; tasks it acks are
@@ -64,12 +75,13 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgpack
 
 from services.broker import states as st
 from shared.errors import ExitCode, StartupError
-from shared.protocol import pack_value, unpack_value
+from shared.protocol import ZMARK, decode_stored, pack_value, unpack_value
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: values whose msgpack encoding is longer than this are stored compressed. Below it zlib saves little
 #: (a few dozen bytes of headers and a short window) and every read would pay for the inflate.
@@ -77,7 +89,6 @@ COMPRESS_MIN = 1024
 #: zlib level 6 (the default): 2.35x on a task record of real prose, 0.4 ms for 15 KB; zstd (the
 #: ``zstandard`` package) is faster but no smaller here, not worth a new dependency (docs/storage.md)
 COMPRESS_LEVEL = 6
-ZMARK = b"\xc1z"   # 0xC1 is never used by msgpack: no plain value starts with it
 
 DATABASES = (
     "meta", "tasks", "keys", "ready", "delayed", "leases", "by_state", "counts", "requests",
@@ -116,9 +127,7 @@ def encode_value(obj: Any) -> bytes:
 
 def decode_value(raw: bytes | memoryview) -> Any:
     """Read a value written by :func:`encode_value` (or plain msgpack, as every version-1 value is)."""
-    if raw[:2] == ZMARK:
-        return unpack_value(zlib.decompress(bytes(raw[2:])))
-    return unpack_value(raw)
+    return decode_stored(raw)
 
 
 def u64(n: int) -> bytes:
@@ -128,6 +137,28 @@ def u64(n: int) -> bytes:
 def from_u64(b: bytes) -> int:
     n: int = _U64.unpack(b)[0]
     return n
+
+
+# one packer for every row (msgpack.packb makes one per call: most of the cost of packing a row); the broker
+# is single-threaded
+_ROW_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+#: ``meta`` key present while a migrated database's PENDING rows are still to be written (see open_env)
+ROWS_MISSING = b"pending_rows_missing"
+
+
+def pending_row(task: dict[str, Any]) -> bytes:
+    """The ``by_state`` value of a PENDING task: :data:`shared.records.PENDING_ROW`, in that order."""
+    unknown = task.get("unknown_turn")
+    created = task["created"]
+    since = task.get("pending_since")
+    row: bytes = _ROW_PACKER.pack([task["id"], task["module"], task["kind"], task["priority"], created,
+                                   task.get("not_before") or 0.0, None if since in (None, created) else since,
+                                   task.get("requires") or None, task.get("attrs") or None,
+                                   unknown["account"] if unknown else None,
+                                   unknown.get("until") if unknown else None])
+    return row
 
 
 def ready_key(priority: int, task_id: int) -> bytes:
@@ -255,16 +286,44 @@ def open_env(path: str | os.PathLike[str], map_size: int) -> Storage:
                 raise SchemaError(f"database at {path} has schema version {version}; this broker "
                                   f"understands up to {SCHEMA_VERSION}")
             if version < SCHEMA_VERSION:
-                # 1 -> 2: nothing to rewrite (see the module docstring); older versions would be migrated
-                # here, in this same transaction
+                # 1 -> 2: nothing to rewrite; 2 -> 3: the PENDING rows (see the module docstring), written
+                # below in a transaction of their own; until then the marker says they are missing
+                if version < 3:
+                    txn.put(ROWS_MISSING, pack_value(True), db=dbs["meta"])
                 txn.put(b"schema_version", pack_value(SCHEMA_VERSION), db=dbs["meta"])
         stored = txn.get(b"map_size", db=dbs["meta"])
         built = txn.get(b"compactable_built", db=dbs["meta"]) is not None
+        rows_missing = txn.get(ROWS_MISSING, db=dbs["meta"]) is not None
     if stored is not None and unpack_value(stored) > env.info()["map_size"]:
         env.set_mapsize(unpack_value(stored))
+    if rows_missing:
+        _write_pending_rows(env, dbs)
     if not built:
         _build_compactable(env, dbs)
     return Storage(env, dbs, path)
+
+
+def _write_pending_rows(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
+    """Give every PENDING ``by_state`` entry its row (the 2 -> 3 migration) and clear :data:`ROWS_MISSING`,
+    in one transaction. A full map or disk must not keep the broker from starting (growing it needs a
+    running broker): the rows are then written at a later start, and until then ``list`` makes a missing
+    row from its task's record (services/broker/ops_tasks.py), so nothing is wrong, only slower."""
+    prefix = state_prefix(st.PENDING)
+    try:
+        with env.begin(write=True) as txn:
+            cur = txn.cursor(db=dbs["by_state"])
+            ok = cur.set_range(prefix)
+            while ok:
+                key = bytes(cur.key())
+                if not key.startswith(prefix):
+                    break
+                raw = txn.get(key[len(prefix):], db=dbs["tasks"])
+                if raw is not None:
+                    cur.put(key, pending_row(decode_value(raw)))   # overwrites the current entry in place
+                ok = cur.next()
+            txn.delete(ROWS_MISSING, db=dbs["meta"])
+    except lmdb.Error:
+        pass
 
 
 def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:

@@ -77,7 +77,9 @@ class BrokerService(Service):
         if self.gate is not None and self.clock.mono() >= self._next_keys_check:
             self._check_keys(self.gate)
         if ready:
-            for _ in range(self.config.broker.max_batch):
+            for i in range(self.config.broker.max_batch):
+                if i and not sockets.readable(self.router):   # the poll said the first one is there
+                    break
                 try:
                     frames, total, user = sockets.recv_from(self.router, curve=self.curve)
                 except zmq.Again:

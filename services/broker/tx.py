@@ -2,7 +2,8 @@
 
 :class:`Tx` owns the state machine: :meth:`Tx.move` is the only place a task changes state, and it
 keeps every index (``ready``, ``delayed``, ``leases``, ``by_state``, ``counts``), the task's history and
-the event outbox consistent in the same transaction.
+the event outbox consistent in the same transaction; :meth:`Tx.save` keeps a PENDING task's ``by_state``
+row (the scheduler's view of it) equal to its record.
 """
 from __future__ import annotations
 
@@ -167,6 +168,10 @@ class Tx:
     def save(self, task: dict[str, Any]) -> None:
         task["updated"] = self.now
         self.put("tasks", S.u64(task["id"]), task)
+        if task["state"] == st.PENDING:
+            # every write of a PENDING task refreshes its row: what the scheduler's rebuild reads instead of
+            # the record (services/broker/schema.py, version 3)
+            self.put_raw("by_state", S.state_key(st.PENDING, task["id"]), S.pending_row(task))
 
     def emit(self, type_: str, **fields: Any) -> None:
         seq = self.counter("event_seq")
@@ -214,9 +219,8 @@ class Tx:
         task["pending_since"] = self.now   # waiting starts: a conversation hand-off counts from here
         self._history(task, None, st.PENDING, why)
         self.index(task)
-        self.put_raw("by_state", S.state_key(st.PENDING, task["id"]), b"")
         self._adjust_count(st.PENDING, task["module"], 1)
-        self.save(task)
+        self.save(task)   # files it in by_state with its row
         self.emit("task.submitted", id=task["id"], key=task["key"], module=task["module"],
                   kind=task["kind"], priority=task["priority"], state=st.PENDING, **self.sched_view(task))
 
@@ -229,7 +233,8 @@ class Tx:
         self.unindex(task)
         if src != dst:
             self.delete("by_state", S.state_key(src, task["id"]))
-            self.put_raw("by_state", S.state_key(dst, task["id"]), b"")
+            if dst != st.PENDING:   # a PENDING entry carries the task's row: save() below writes it
+                self.put_raw("by_state", S.state_key(dst, task["id"]), b"")
             self._adjust_count(src, task["module"], -1)
             self._adjust_count(dst, task["module"], 1)
         task["state"] = dst

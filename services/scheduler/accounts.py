@@ -7,7 +7,9 @@ guess here costs a declined lease, never a broken rule: the broker's lease trans
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from services.scheduler.classes import MODES
 
@@ -54,7 +56,7 @@ class Accounts:
                 if isinstance(cd, dict) and isinstance(cd.get("until"), (int, float)):
                     self.cooldowns[(name, mode)] = (float(cd["until"]), str(cd.get("reason") or ""))
 
-    def on_event(self, ev: dict) -> bool:
+    def on_event(self, ev: Mapping[str, Any]) -> bool:
         """Apply an ``account.*``/``quota.*`` event; True if admission may have changed."""
         kind, account = ev.get("type"), ev.get("account")
         if not isinstance(account, str):

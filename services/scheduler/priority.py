@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -49,29 +48,80 @@ def number(value) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-@dataclass(eq=False, slots=True)
-class QTask:
-    """What the scheduler knows about one PENDING task (from ``task.submitted``/``task.pending`` events
-    or a ``list``/``get`` record)."""
+class _Rare:
+    """The fields of a :class:`QTask` that most tasks leave at their defaults, in one object that only the
+    tasks which set one of them carry (a deep queue pays one slot for all six)."""
 
-    id: int
-    module: str
-    kind: str
-    priority: int = BROKER_DEFAULT_PRIORITY
-    requires: Mapping[str, Any] = field(default_factory=dict)
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-    created: float = 0.0
-    not_before: float = 0.0
-    unknown_account: str | None = None
-    unknown_until: float = 0.0                # world time the unknown turn's binding lapses (0: never)
-    conversation_account: str | None = None   # the account holding its conversation, if the broker says
-    pending_since: float = 0.0                # world time it last became PENDING (the broker's word)
-    handoff: str | None = None                # proposed: its conversation leaves this blocked account
-    # derived (kept here so that the queue and the queries need no side tables)
-    static: float = 0.0
-    cls: tuple = ()            # placement class, see services.scheduler.classes.placement_class
-    declines: int = 0          # declined leases without a retry time, for the hold backoff
-    hold_until: float = 0.0    # world time before which the scheduler will not assign it (after a decline)
+    __slots__ = RARE = ("unknown_account", "unknown_until", "conversation_account", "handoff", "declines",
+                        "hold_until")
+    DEFAULTS = (None, 0.0, None, None, 0, 0.0)
+
+    def __init__(self) -> None:
+        for name, default in zip(self.RARE, self.DEFAULTS, strict=True):
+            setattr(self, name, default)
+
+
+def _rare(name: str, default: Any) -> property:
+    """A :class:`QTask` attribute kept in its :class:`_Rare` (created when it is first set otherwise)."""
+    def get(self: QTask) -> Any:
+        rare = self._rare
+        return default if rare is None else getattr(rare, name)
+
+    def set_(self: QTask, value: Any) -> None:
+        rare = self._rare
+        if rare is None:
+            if value == default and type(value) is type(default):
+                return
+            rare = self._rare = _Rare()
+        setattr(rare, name, value)
+    return property(get, set_)
+
+
+class QTask:
+    """What the scheduler knows about one PENDING task (from ``task.submitted``/``task.pending`` events,
+    a ``list``/``get`` record or a rebuild's row). A plain object with slots: a queue of 10^6 tasks is
+    mostly these (docs/scheduling.md § Internal state)."""
+
+    __slots__ = ("id", "module", "kind", "priority", "requires", "attrs", "created", "not_before", "pending_since",
+                 "static", "cls", "_rare", "qstate", "qkey", "qentry")
+    #: what a task is made of (its constructor's arguments), for comparisons in tests and ``repr``
+    FIELDS = ("id", "module", "kind", "priority", "requires", "attrs", "created", "not_before", "unknown_account",
+              "unknown_until", "conversation_account", "pending_since", "handoff", "static", "cls", "declines",
+              "hold_until")
+
+    unknown_account = _rare("unknown_account", None)
+    unknown_until = _rare("unknown_until", 0.0)              # world time the unknown turn's binding lapses (0: never)
+    conversation_account = _rare("conversation_account", None)   # the account holding its conversation, if known
+    handoff = _rare("handoff", None)                         # proposed: its conversation leaves this blocked account
+    declines = _rare("declines", 0)          # declined leases without a retry time, for the hold backoff
+    hold_until = _rare("hold_until", 0.0)    # world time before which the scheduler will not assign it
+
+    def __init__(self, id: int, module: str, kind: str, priority: int = BROKER_DEFAULT_PRIORITY,
+                 requires: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None,
+                 created: float = 0.0, not_before: float = 0.0, unknown_account: str | None = None,
+                 unknown_until: float = 0.0, conversation_account: str | None = None, pending_since: float = 0.0,
+                 handoff: str | None = None, static: float = 0.0, cls: tuple = (), declines: int = 0,
+                 hold_until: float = 0.0):
+        self.id, self.module, self.kind, self.priority = id, module, kind, priority
+        self.requires = {} if requires is None else requires
+        self.attrs = {} if attrs is None else attrs
+        self.created, self.not_before, self.pending_since = created, not_before, pending_since
+        self.static = static
+        self.cls = cls               # placement class, see services.scheduler.classes.placement_class
+        self._rare: _Rare | None = None
+        if unknown_account is not None or unknown_until or conversation_account is not None or \
+                handoff is not None or declines or hold_until:
+            self.unknown_account, self.unknown_until = unknown_account, unknown_until
+            self.conversation_account, self.handoff = conversation_account, handoff
+            self.declines, self.hold_until = declines, hold_until
+        # where services.scheduler.queue.TaskQueue has it: state, bin key, and its one live heap entry (kept
+        # on the task rather than in a per-task record of the queue's)
+        self.qstate = 0
+        self.qkey: tuple = ()
+        self.qentry: tuple | None = None
+
+    def __repr__(self) -> str:
+        return "QTask(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS) + ")"
 
     @classmethod
     def from_fields(cls, rec: Mapping[str, Any]) -> QTask:
@@ -95,6 +145,17 @@ class QTask:
                    unknown_until=number(until) if isinstance(unknown, str) else 0.0,
                    pending_since=number(rec.get("pending_since")),
                    conversation_account=conv_account if isinstance(conv_account, str) and conv_account else None)
+
+    @classmethod
+    def from_row(cls, row: list) -> QTask:
+        """From a PENDING row (``list`` with ``rows``: :data:`shared.records.PENDING_ROW`, written by the
+        broker), without the checks :meth:`from_fields` makes of an event's fields: the rebuild's fast path
+        (a row that is not one raises, and the rebuild fails loudly)."""
+        tid, module, kind, prio, created, not_before, since, requires, attrs, unknown, until = row
+        return cls(tid, sys.intern(module), sys.intern(kind), prio,
+                   requires if type(requires) is dict else EMPTY, attrs if type(attrs) is dict else EMPTY,
+                   created, not_before or 0.0, unknown, (until or 0.0) if unknown else 0.0, None,
+                   created if since is None else since)
 
     @property
     def conversation(self) -> str | None:
@@ -128,6 +189,7 @@ class PriorityModel:
         self.rate = max(0.0, number(cfg.aging_per_hour)) / 3600.0   # per world second
         self.cap = max(0.0, number(cfg.aging_cap))
         self.seed_weight = number(cfg.seed_weight)
+        self._bases: dict[tuple[str, int], float] = {}   # static() of tasks without attrs, by (kind, priority)
         self.boosts: dict[str, list[tuple[float, float]]] = {}
         for module, steps in dict(cfg.backlog_boosts).items():
             pairs = [(number(s[0]), number(s[1])) for s in steps if isinstance(s, (list, tuple)) and len(s) == 2]
@@ -145,6 +207,14 @@ class PriorityModel:
 
     def static(self, task: QTask) -> float:
         """The part that does not change while the task waits (computed once per insertion)."""
+        if not task.attrs:   # the base alone: one value per (kind, priority), remembered
+            key = (task.kind, task.priority)
+            value = self._bases.get(key)
+            if value is None:
+                value = self.base(task)
+                if len(self._bases) < 4096:
+                    self._bases[key] = value
+            return value
         return (self.base(task) + self.seed_weight * number(task.attrs.get("seed_priority"))
                 + number(task.attrs.get("comment_boost")))
 

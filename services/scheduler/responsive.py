@@ -58,6 +58,8 @@ def admitted(view: SchedulerView, w, admits: dict, world: float) -> dict:
     if keep <= 0:
         return admits
     modes = {key: view.mode_for(w.account, w.modes, key[0], key[1], world) for key in admits}
+    if not any(mode == DEEP and key[1] != ADHOC for key, mode in modes.items()):
+        return admits   # nothing deep to hold back (hold_back's first test, before the costly part)
     # the accounts that could answer quickly: a worker, not paused, and room for some module's waiting
     # standard work (an account whose standard windows are used up cannot be the responsive one)
     shares = {m for key in view.table.queue.bins() for m in charge_modules(key[0], key[1])

@@ -5,10 +5,10 @@ rebuilds its view from the broker:
 
 1. subscribe to the broker's PUB (``evt.``) — events that arrive meanwhile are buffered by the socket;
 2. note the broker's last event seq *before* reading anything;
-3. read the accounts (``quota_show``), the RUNNING tasks and the PENDING tasks (paged ``list``, each page
-   applied as it arrives) and the module weights set at run time (kv ``scheduler``/``weights``); a fresh
-   process also relearns service times from the outbox's recent events
-   (:meth:`services.scheduler.placement.Placement.learn_history`);
+3. read the accounts (``quota_show``), the RUNNING tasks (paged ``list``) and the PENDING tasks (the
+   broker's rows, :mod:`services.scheduler.rebuild`), each page applied as it arrives, and the module
+   weights set at run time (kv ``scheduler``/``weights``); a fresh process also relearns service times
+   from the outbox's recent events (:meth:`services.scheduler.placement.Placement.learn_history`);
 4. catch up with ``events(after=noted seq)``: every change made while we were reading is applied on top
    of the snapshot, in order (applying an event is idempotent per task, so overlaps do no harm).
 
@@ -31,6 +31,7 @@ from typing import Any
 import zmq
 
 from services.scheduler import placement as P
+from services.scheduler import rebuild
 from services.scheduler.core import SchedulerCore
 from shared import events, protocol, sockets, txn
 from shared.client import BrokerClient
@@ -107,7 +108,9 @@ class SchedulerService(Service):
             self._next_keys_check = self.clock.mono() + KEYS_CHECK
             self.gate.refresh()   # a revoked key's next message is refused (services/scheduler/roles.py)
         if self.router in ready:
-            for _ in range(DRAIN):
+            for i in range(DRAIN):
+                if i and not sockets.readable(self.router):   # the poll said the first one is there
+                    break
                 try:
                     frames, total, user = sockets.recv_from(self.router, curve=self.curve)
                 except zmq.Again:
@@ -145,7 +148,7 @@ class SchedulerService(Service):
     def _flush(self) -> None:
         for ident, msg_type, fields in self.core.take_output():
             try:
-                self.router.send_multipart([ident, *protocol.encode_worker(msg_type, **fields)], flags=zmq.NOBLOCK)
+                sockets.send_nowait(self.router, [ident, *protocol.encode_worker(msg_type, **fields)])
             except zmq.ZMQError:
                 # gone (ROUTER_MANDATORY) or not reading: a worker is forgotten, a query client dropped
                 self.dropped += 1
@@ -219,10 +222,12 @@ class SchedulerService(Service):
             self.core.accounts.load(client.quota_show())
             self._load_weights(client)
             # applied page by page: a 10^6-task queue never exists twice (records and tasks) in memory
-            for state in ("RUNNING", "PENDING"):
-                for page in self._pages(client, state):
-                    for rec in page:
-                        self.core.on_task_record(rec)
+            for page in self._pages(client, "RUNNING"):
+                for rec in page:
+                    self.core.on_task_record(rec)
+            with rebuild.no_cycle_collection():   # 10^6 new objects, none in a cycle: no collector passes
+                for tasks in rebuild.pending_pages(client):   # PENDING: the broker's rows, not its records
+                    self.core.on_pending_page(tasks)
             if not self.core.placement.latencies.counts:   # nothing learned yet: from the recent outbox
                 learned = self.core.placement.learn_history(self._history(client, seq0))
                 self.log.info("learned %d service times from the last %d events", learned, P.WARM_EVENTS)

@@ -22,6 +22,7 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass
 
+from services.scheduler.classes import placement_class
 from services.scheduler.priority import PriorityModel, QTask
 from services.scheduler.queue import TaskQueue
 
@@ -61,8 +62,8 @@ class TaskTable:
 
     def reset(self) -> None:
         """Forget every task but the assignments (a rebuild follows; :meth:`drop_stale_assignments`)."""
-        self.queue = TaskQueue(self.model)
         self.tasks: dict[int, QTask] = {}
+        self.queue = TaskQueue(self.model, self.tasks)   # one dict of tasks for both
         self.held: dict[str, set[int]] = {}
         # (world time, task id): when a task's binding to the account that must reconcile it lapses
         self.unknown_holds: list[tuple[float, int]] = []
@@ -93,15 +94,42 @@ class TaskTable:
 
     def pop(self, tid: int) -> QTask | None:
         """Stop tracking ``tid`` (it runs or ended): out of its place and of the assignments."""
-        t = self.tasks.pop(tid, None)
+        t = self.tasks.get(tid)
         self.assigned.pop(tid, None)
         if t is None:
             return None
-        self.unfile(t)
+        self.unfile(t)   # while the queue still finds it in the dict it shares
+        del self.tasks[tid]
         self.waiting[t.module] -= 1
         if self.waiting[t.module] <= 0:
             del self.waiting[t.module]
         return t
+
+    def load(self, tasks: list[QTask], world: float, conv_account: dict) -> list[QTask]:
+        """File a rebuild's page of PENDING tasks in one pass: each task that the core's rules
+        (SchedulerCore._track) would simply queue — new to the table, no conversation, no unknown turn,
+        neither assigned nor running — is tracked and queued here; the others are returned, in order,
+        for the core to track one by one. ``conv_account``: the conversations' holders (for the class)."""
+        rest, filed = [], []
+        tracked, waiting, assigned, running = self.tasks, self.waiting, self.assigned, self.running
+        plain = None   # the class of a task without requirements: the same for all of them
+        for t in tasks:
+            tid = t.id
+            if t.unknown_account or tid in tracked or tid in assigned or tid in running or \
+                    (t.requires and t.conversation):
+                rest.append(t)
+                continue
+            if t.requires:
+                t.cls = placement_class(t, conv_account)
+            else:
+                t.cls = plain = plain or placement_class(t, conv_account)
+            if t.not_before < t.hold_until:
+                t.not_before = t.hold_until
+            tracked[tid] = t
+            waiting[t.module] += 1
+            filed.append(t)
+        self.queue.extend(filed, world)
+        return rest
 
     # --- places -----------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import random
 import sys
 import time
 
-from shared import protocol
+from shared import protocol, txn
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, ErrorCode, FanoError
 
@@ -158,9 +158,8 @@ class Worker:
         for _ in range(10_000):
             try:
                 _, cur = self.durable("kv_get", module=TXN_MODULE, key="total")
-                ops = [{"op": "put", "key": "total", "value": cur["value"] + 1, "if_version": cur["version"]},
-                       {"op": "put", "key": f"applied/{tid}", "value": {"by": self.name}, "if_version": 0},
-                       {"op": "ack", "task_id": tid}]
+                ops = [txn.put("total", cur["value"] + 1, if_version=cur["version"]),
+                       txn.put(f"applied/{tid}", {"by": self.name}, if_version=0), txn.ack(tid)]
                 rid, out = self.durable("txn", module=TXN_MODULE, ops=ops, fresh_rid_on_retry=0.5)
             except BrokerUnavailable:
                 self.counts["fresh_rid"] = self.counts.get("fresh_rid", 0) + 1

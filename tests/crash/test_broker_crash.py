@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from ops.invariants import check_client_log, inspect_snapshot, load_snapshot, read_journals
+from shared import txn
 from shared.client import BrokerClient
 from tests.support import REPO, BrokerProcess, short_tmpdir, wait_for, write_config
 
@@ -49,7 +51,7 @@ class Harness:
         self.clients: list[tuple[str, subprocess.Popen, Path]] = []
         self.kills = 0
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         pytest.fail(f"[FANO_CRASH_SEED={self.seed}] {message}\n--- broker log tail ---\n{self.broker.log()}")
 
     def spawn(self, mode: str, name: str, *extra: str) -> Path:
@@ -76,8 +78,13 @@ class Harness:
     def clients_done(self) -> bool:
         return all(proc.poll() is not None for _, proc, _ in self.clients)
 
+    def broker_proc(self) -> subprocess.Popen:
+        """The broker's process (started by the harness before any chaos)."""
+        assert self.broker.proc is not None, "the broker was never started"
+        return self.broker.proc
+
     def kill_broker(self) -> None:
-        rc = self.broker.proc.poll()
+        rc = self.broker_proc().poll()
         if rc is not None:
             self.fail(f"broker exited by itself with {rc} (not one of our kills)")
         self.broker.kill()
@@ -96,8 +103,8 @@ class Harness:
             if rng.random() < 0.3:
                 time.sleep(rng.uniform(0.0, 0.3))  # clients pile up retries against a dead socket
             self.broker.start(wait=rng.random() < 0.7)  # not waiting: the next kill may land in startup
-        if self.broker.proc.poll() is not None:
-            self.fail(f"broker exited by itself with {self.broker.proc.returncode}")
+        if self.broker_proc().poll() is not None:
+            self.fail(f"broker exited by itself with {self.broker_proc().returncode}")
         self.broker.wait_ready()
 
     def stop_clients(self, timeout: float = 60.0) -> None:
@@ -223,13 +230,13 @@ def test_kill9_during_module_transactions(harness):
     h = harness()
     h.broker.start()
     with h.broker.client(timeout=5.0) as c:
-        ops = [{"op": "submit", "task": {"key": f"tx-{i}", "module": "txmod", "kind": "turn", "payload": {"i": i}}}
+        ops = [txn.submit({"key": f"tx-{i}", "module": "txmod", "kind": "turn", "payload": {"i": i}})
                for i in range(n_tasks)]
         ids = [r["id"] for r in c.txn("txmod", ops)["results"]]
         for _ in ids:
             lease = c.lease("setup", ACCOUNT)
             c.complete(lease["task"]["id"], lease["epoch"], {"answer": lease["task"]["payload"]["i"]})
-        c.txn("txmod", [{"op": "put", "key": "total", "value": 0, "if_version": 0}])
+        c.txn("txmod", [txn.put("total", 0, if_version=0)])
     tasks_arg = ",".join(map(str, ids))
     # few retries per call: BrokerUnavailable reaches the client loop, which then sometimes starts over
     # with a fresh request id, like a restarted module would

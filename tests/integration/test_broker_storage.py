@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from services.broker.capacity import RECHECK
+from shared import txn
 from shared.errors import ErrorCode, FanoError
 from tests.support import BrokerProcess, run_fanoctl, short_tmpdir, wait_for, write_config
 
@@ -109,10 +110,9 @@ def test_a_full_disk_refuses_new_work_serves_running_work_and_resumes_by_itself(
         assert client.fail(b, by_id[b]["epoch"], "terminal", "no")["state"] == "PARKED"
         assert client.cancel(c)["state"] == "CANCELLED"
         assert client.complete(d, by_id[d]["epoch"], {"text": "short"})["state"] == "DONE"
-        assert client.txn("explorer", [{"op": "put", "key": "thread/a", "value": "y" * 3000},
-                                       {"op": "ack", "task_id": a}])["applied"]
+        assert client.txn("explorer", [txn.put("thread/a", "y" * 3000), txn.ack(a)])["applied"]
         for tid in (b, c, d):
-            assert client.txn("explorer", [{"op": "ack", "task_id": tid}])["applied"]
+            assert client.txn("explorer", [txn.ack(tid)])["applied"]
         assert client.lease("w", "acct", modes=["standard"])["task"] is None   # no new work is started
         assert refusal(client.submit, "still-refused", "explorer", "ask", {}).code == ErrorCode.DISK_FULL
         # the operator sees it: fanoctl names the code, status says what to do

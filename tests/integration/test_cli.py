@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.fanoctl import main
+from shared import txn
 from shared.errors import ExitCode
 from tests.support import REPO
 
@@ -337,7 +338,7 @@ def test_admin_compact(broker, client):
         lease = client.lease("w1", "acct-a", modes=["standard"], task_id=tid)
         # incompressible: the broker compresses large values, and the bodies must fill pages to be freed
         client.complete(tid, lease["epoch"], {"text": random.Random(tid).randbytes(4000).hex()})
-    client.txn("explorer", [{"op": "ack", "task_id": tid} for tid in ids[:2]])  # the third is not acked yet
+    client.txn("explorer", [txn.ack(tid) for tid in ids[:2]])  # the third is not acked yet
 
     d = run_json(broker, "admin", "compact", "--older-than", "0s")
     assert set(d) == {"compacted", "more", "passes", "older_than", "map_used_before", "map_used_after"}

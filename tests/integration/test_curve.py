@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from shared import keys as K
-from shared import protocol, sockets
+from shared import protocol, sockets, txn
 from shared.client import BrokerClient
 from shared.config import load_config
 from shared.errors import BrokerUnavailable, ErrorCode, ExitCode, FanoError
@@ -187,7 +187,7 @@ def test_a_listed_key_gets_forbidden_outside_its_role(keyed):
     assert lease["task"]["id"] == tid
     assert _code(worker.complete, tid, lease["epoch"], "forged") == "FORBIDDEN"
     documenter = keyed.client("module-documenter")
-    assert _code(documenter.txn, "explorer", [{"op": "put", "key": "insights/x", "value": 1}]) == "FORBIDDEN"
+    assert _code(documenter.txn, "explorer", [txn.put("insights/x", 1)]) == "FORBIDDEN"
     assert _code(explorer.quota_set, "a1", "standard", ["5/1h"]) == "FORBIDDEN"   # quota from a module key
     assert _code(explorer.call, "grow_map", size=2**31) == "FORBIDDEN"
     assert _code(keyed.client("fanoctl").quota_set, "a1", "standard", ["5/1h"]) == "OK"

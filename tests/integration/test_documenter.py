@@ -64,12 +64,11 @@ class Stack:
         self.export_path = self.root / "data" / "document.md"
 
     def seed(self, n):
-        ops = [{"op": "put", "key": f"insights/ins-{i}", "value": {
+        ops = [txn.put(f"insights/ins-{i}", {
             "id": f"ins-{i}", "text": CLAIMS[i], "status": "blessed", "tags": ["fano"], "priority": 5 + i % 3,
-            "depends_on": []}} for i in range(n)]
-        ops.append({"op": "put", "key": "insights/ins-pending",
-                    "value": {"text": "Not blessed yet.", "status": "pending"}})
-        ops.append({"op": "put", "key": "insights/ins-broken", "value": "not a map"})   # read defensively
+            "depends_on": []}) for i in range(n)]
+        ops.append(txn.put("insights/ins-pending", {"text": "Not blessed yet.", "status": "pending"}))
+        ops.append(txn.put("insights/ins-broken", "not a map"))   # read defensively
         self.client.txn("explorer", ops)
 
     def fanoctl(self, *args):

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import pytest
 
 from ops.chaos import Tree
+from shared import txn
 from shared.client import BrokerClient
 from shared.errors import ErrorCode, FanoError
 from tests.support import REPO, TREE_PATHS, incompressible, run_fanoctl, running_tree, short_tmpdir, wait_for
@@ -125,7 +126,7 @@ def test_a_full_map_backs_modules_and_workers_off_and_they_resume_after_grow_map
             # fill the map to its ceiling with another module's data
             for i in range(200):
                 try:
-                    client.txn("filler", [{"op": "put", "key": f"big/{i}", "value": incompressible(200_000, seed=i)}])
+                    client.txn("filler", [txn.put(f"big/{i}", incompressible(200_000, seed=i))])
                 except FanoError as exc:
                     assert exc.code == ErrorCode.MAP_FULL, exc
                     break

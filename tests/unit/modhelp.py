@@ -199,3 +199,47 @@ def close_all() -> None:
     """Close every rig still open (the ``_close_rigs`` fixture calls this after each unit test)."""
     while _OPEN:
         _OPEN.pop().close()
+
+
+class RefusingScheduler:
+    """A real ROUTER at ``ipc://<dir>/s.sock`` that answers every scheduler query with an error (the
+    answer a scheduler gives a query it refuses), in a thread of its own: what a module does when an
+    optional question to the scheduler fails. ``endpoint`` is where it listens; use it as a context
+    manager (the thread and socket end on exit)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import zmq
+        self.dir = tempfile.mkdtemp(dir="/tmp", prefix="f")   # ipc paths must stay short
+        self.endpoint = f"ipc://{self.dir}/s.sock"
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.bind(self.endpoint)
+        self.asked: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="refusing-scheduler", daemon=True)
+
+    def _serve(self) -> None:
+        from shared import protocol
+        from shared.errors import ErrorCode, FanoError
+        while not self._stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            ident, *frames = self.sock.recv_multipart()
+            msg = protocol.decode_worker(frames)
+            self.asked.append(msg.get("what", ""))
+            refused = FanoError(ErrorCode.INVALID_STATE, "refused by the test's scheduler")
+            self.sock.send_multipart([ident, *protocol.encode_worker("answer", cid=msg["cid"], ok=False,
+                                                                      error=refused.to_wire())])
+
+    def __enter__(self) -> RefusingScheduler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close(linger=0)
+        self.ctx.term()
+        shutil.rmtree(self.dir, ignore_errors=True)

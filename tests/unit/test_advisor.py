@@ -140,3 +140,36 @@ def test_settings_default_off_and_validated():
                 {"modules": ["explorer"]}, {"interval": -1}, {"imbalance_ratio": 0.5}):
         with pytest.raises(ConfigError):
             settings_from_table(bad)
+
+
+# --- the service ------------------------------------------------------------------------------------------
+
+def test_a_refused_weights_query_is_counted_and_logged_and_the_task_still_asks(monkeypatch, caplog):
+    """The current weights are optional context in the prompt (every factor 1.0 without them), but a
+    failure to read them is counted and logged, not swallowed (issue 12)."""
+    from services.modules.advisor.service import AdvisorService
+    from services.modules.advisor.settings import load_settings
+    from tests.unit.modhelp import ModuleRig, RefusingScheduler
+    rig = ModuleRig(AdvisorService)
+    svc = rig.svc
+    svc.settings = load_settings(svc.config)
+    with RefusingScheduler() as sched, caplog.at_level("WARNING"):
+        monkeypatch.setenv("FANO_SCHEDULER", sched.endpoint)
+        task = svc.weights_task(1, "the explorer lags", {m: 0 for m in MODS}, [], rig.now,
+                                {m: 0 for m in MODS}, rig.client.stats())
+    assert sched.asked == ["weights"]
+    assert task["kind"] == L.KIND and "EXPLORER_WEIGHT: <factor>" in task["payload"]["prompt"]
+    assert svc.tolerated["scheduler weights query"] == 1
+    assert any("scheduler weights query failed" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_tolerated_error_is_logged_the_first_time_and_at_each_power_of_ten(caplog):
+    from services.modules.advisor.service import AdvisorService
+    from tests.unit.modhelp import ModuleRig
+    svc = ModuleRig(AdvisorService).svc
+    with caplog.at_level("WARNING"):
+        for _ in range(1000):
+            svc.tolerate("a peer", TimeoutError("silent"))
+    assert svc.tolerated == {"a peer": 1000}
+    assert [r.getMessage().split("; ")[-1] for r in caplog.records] == [
+        f"going on without it ({n} time(s) so far)" for n in (1, 10, 100, 1000)]

@@ -1,6 +1,7 @@
 """claude backend: rate-limit headers and the failure classification (status, headers, body -> class)."""
 import datetime as dt
 import email.utils
+from typing import Any
 
 import anthropic
 import httpx2
@@ -16,7 +17,7 @@ def iso(t: float) -> str:
 
 
 def body(etype: str, message: str = "", code: str | None = None) -> dict:
-    err = {"type": etype, "message": message}
+    err: dict[str, Any] = {"type": etype, "message": message}
     if code:
         err["details"] = {"error_code": code}
     return {"type": "error", "error": err, "request_id": "req_1"}

@@ -80,7 +80,7 @@ def scripted():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_replies_with_a_foreign_cid_or_garbage_are_dropped_and_the_client_waits_for_its_own(scripted):
+def test_replies_with_a_foreign_cid_or_garbage_are_dropped_and_the_client_waits_for_its_own(scripted, caplog):
     def script(n, request):
         time.sleep(0.05)   # the client is already waiting when the wrong replies arrive
         return [reply("someone-else", "wrong"),
@@ -88,10 +88,12 @@ def test_replies_with_a_foreign_cid_or_garbage_are_dropped_and_the_client_waits_
                 [b"garbage"], [protocol.HEADER, b"\xc1"],
                 reply(request["cid"], "right")]
     broker = scripted(script)
-    with BrokerClient(broker.endpoint, timeout=5, retries=1) as client:
+    with BrokerClient(broker.endpoint, timeout=5, retries=1) as client, caplog.at_level("WARNING"):
         assert client.call("ping") == "right"
         assert client.resends == 0
+        assert client.garbage == 2   # the two undecodable messages: counted and logged, not dropped silently
     assert len(broker.seen) == 1
+    assert sum("undecodable message" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_a_late_reply_to_an_earlier_call_is_not_taken_for_the_next_one(scripted):

@@ -58,7 +58,7 @@ def test_a_key_file_the_worker_could_not_read_is_a_problem(tmp_path):
     claude = '[accounts.c]\nbackend = "claude"\n'
     missing = tmp_path / "nope.key"
     (found,) = check(tmp_path, claude + f'api_key_file = "{missing}"\n')
-    assert f"accounts.c: cannot read api_key_file {missing}" in found
+    assert f"[accounts.c] api_key_file: cannot read {missing}" in found
     key = tmp_path / "c.key"
     key.write_text("sk-test-not-shown\n")
     assert check(tmp_path, claude + f'api_key_file = "{key}"\n') == []

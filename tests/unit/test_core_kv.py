@@ -479,3 +479,34 @@ def test_notify_publishes_a_module_notify_event_with_the_transaction(core):
                                 {"op": "notify", "key": "k"}])
 def test_a_malformed_notify_is_a_bad_argument(core, op):
     expect_error("BAD_ARGUMENT", txn, core, op)
+
+
+def test_a_scanned_record_is_passed_through_as_stored_and_read_as_before(core, monkeypatch):
+    """kv_scan items travel as the stored bytes (docs/wire.md § Stored values): the broker decodes none of
+    them, and the reader gets the same {key, version, value} maps, large (compressed) values included."""
+    from services.broker import schema
+    from shared import txn as T
+    big = {"text": "octonions " * 400}
+    core.call("txn", module="explorer", ops=[T.put("s/a", {"n": 1}), T.put("s/b", big)])
+    core.call("txn", module="explorer", ops=[T.put("s/b", big, if_version=1)])
+
+    def never(raw):
+        raise AssertionError("the broker decoded a scanned record")
+    monkeypatch.setattr(schema, "decode_value", never)
+    page = core.call("kv_scan", module="explorer", prefix="s/")
+    assert page["items"] == [{"key": "s/a", "version": 1, "value": {"n": 1}},
+                             {"key": "s/b", "version": 2, "value": big}]
+    assert page["next"] is None
+
+
+def test_a_broken_stored_item_is_a_bad_encoding_for_the_reader():
+    import msgpack
+
+    from shared import protocol
+    from shared.errors import FanoError
+    for ext in (msgpack.ExtType(protocol.STORED_ITEM, b"\x00\x01k" + protocol.ZMARK + b"not zlib"),
+                msgpack.ExtType(7, b"")):
+        body = protocol._pack({"ok": True, "cid": "c", "result": {"items": [ext], "next": None}})
+        with pytest.raises(FanoError) as err:
+            protocol.decode_reply([protocol.HEADER, body])
+        assert err.value.code.name == "BAD_ENCODING"

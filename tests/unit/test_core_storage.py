@@ -80,10 +80,11 @@ def test_a_version_1_database_with_plain_records_opens_migrates_and_reads(make_c
         txn.put(S.u64(tid), protocol.pack_value(task), db=h.storage.dbs["tasks"])
         txn.put(S.kv_key("explorer", "seeds/s1"), protocol.pack_value({"v": 3, "value": {"text": PROSE}}),
                 db=h.storage.dbs["kv"])
+        txn.put(S.state_key("PENDING", tid), b"", db=h.storage.dbs["by_state"])   # no rows before version 3
         txn.put(b"schema_version", protocol.pack_value(1), db=h.storage.dbs["meta"])
     h.restart()
     with h.storage.env.begin() as txn:
-        assert protocol.unpack_value(txn.get(b"schema_version", db=h.storage.dbs["meta"])) == S.SCHEMA_VERSION == 2
+        assert protocol.unpack_value(txn.get(b"schema_version", db=h.storage.dbs["meta"])) == S.SCHEMA_VERSION == 3
     assert h.get(tid)["payload"]["prompt"] == PROSE
     assert h.call("kv_get", module="explorer", key="seeds/s1") == {"key": "seeds/s1", "version": 3,
                                                                    "value": {"text": PROSE}}

@@ -3,9 +3,12 @@
 Code, configuration, scripts and docs cite the contract as ``docs/<page>.md § <Heading>``: the page's
 path from the repository root, a space, ``§``, a space, and a heading of that page written exactly as it
 is, ended by punctuation (``) . , ; : " ' ` * ]``), by `` (`` or by the end of the line. A citation is never wrapped
-across lines. This test reads every such citation in the repository's source, configuration, scripts and
-Markdown and checks that the page and the heading exist; it also checks that nothing still cites the
-notes the contract was first written from, which are not part of the repository.
+across lines. This test reads every such citation in the repository's source, configuration, scripts,
+templates, static files and Markdown (the CI script and the pre-commit configuration too) and checks that
+the page and the heading exist; a page citing one of its own sections (``(§ Keys)``) names a heading of
+that page; a section sign after a source file (``shared/protocol.py § Events``) is refused, since only
+the docs have sections to cite. It also checks that nothing still cites the notes the contract was first
+written from, which are not part of the repository.
 """
 from __future__ import annotations
 
@@ -16,11 +19,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
-SUFFIXES = {".py", ".md", ".toml", ".conf", ".sh", ".cfg", ".ini"}
-# run-time data, caches and build output, and every hidden folder (.git, .venv, ...)
+SUFFIXES = {".py", ".md", ".toml", ".conf", ".sh", ".cfg", ".ini", ".html", ".js", ".css", ".yaml", ".yml", ".json"}
+# run-time data, caches and build output, and every hidden folder (.git, .venv, ...) but the CI's
 SKIP_DIRS = {"var", "__pycache__", "node_modules", "build", "dist"}
+HIDDEN_SCANNED = {".ci"}
 
 CITATION = re.compile(r"docs/([\w-]+\.md) §")
+# a page's citation of its own section: a section sign and a space not after a page name ("(§ Keys)")
+OWN_SECTION = re.compile(r"(?<!\.md )§ ")
+# a section sign after a source or configuration file: those have no sections (RFC 9110 §10.2.3 is fine)
+FILE_SECTION = re.compile(r"[\w/-]+\.(?!md\b)[a-z]+`* §")
 TERMINATORS = set(").,;:\"'`*]")
 # the design notes outside the repository, spelled in two parts so that this file does not cite them, and
 # the research notes on the providers (a "notes" path or word followed by a section sign)
@@ -35,10 +43,11 @@ def scanned_files() -> list[Path]:
     out = []
     for path in sorted(REPO.rglob("*")):
         rel = path.relative_to(REPO)
-        if any(part.startswith(".") or part in SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts[:-1]) \
-                or not path.is_file():
+        if any((part.startswith(".") and part not in HIDDEN_SCANNED) or part in SKIP_DIRS
+               or part.endswith(".egg-info") for part in rel.parts[:-1]) or not path.is_file():
             continue
-        if path.suffix in SUFFIXES or (rel.parts[0] == "ops" and len(rel.parts) == 2 and not path.suffix):
+        scripts = rel.parts[0] in ("ops", ".ci") and len(rel.parts) == 2 and not path.suffix
+        if path.suffix in SUFFIXES or scripts:
             out.append(path)
     return out
 
@@ -79,7 +88,16 @@ def check_line(line: str, pages: dict[str, list[str]]) -> list[str]:
     for m in re.finditer(r"(?<![\w/])([\w-]+\.md) §", line):
         if m.group(1) in pages:
             problems.append(f"cite {m.group(1)} as docs/{m.group(1)} § <Heading>")
+    for m in FILE_SECTION.finditer(line):
+        problems.append(f"{m.group(0)!r}: a source file has no sections; cite docs/<page>.md § <Heading>")
     return problems
+
+
+def check_own_sections(line: str, own: list[str]) -> list[str]:
+    """The problems of a docs page's citations of its own sections on one line (``own``: its headings)."""
+    return [f"no heading {line[m.end():].strip()[:60]!r} on this page (headings: {own}; a section of another "
+            f"page is cited in full, docs/<page>.md § <Heading>, also after another citation of that page)"
+            for m in OWN_SECTION.finditer(line) if cited_heading(line[m.end():], own) is None]
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +115,23 @@ def test_citations_name_existing_pages_and_headings(pages):
             problems += [f"{path.relative_to(REPO)}:{n}: {p}" for p in check_line(line, pages)]
     assert problems == []
     assert count >= 40, f"only {count} citations found: is the scan reading the repository?"
+
+
+def test_the_scan_reads_templates_static_files_and_the_ci_script():
+    scanned = {path.relative_to(REPO).as_posix() for path in scanned_files()}
+    assert {".ci/run", ".pre-commit-config.yaml", "services/web/static/document.js", "ops/check"} <= scanned
+    assert any(name.endswith(".html") for name in scanned)
+    assert not any(name.startswith((".git/", ".venv/")) for name in scanned)
+
+
+def test_a_page_citing_its_own_sections_names_its_headings(pages):
+    problems, count = [], 0
+    for name, own in pages.items():
+        for n, line in enumerate((DOCS / name).read_text().splitlines(), 1):
+            count += len(OWN_SECTION.findall(line))
+            problems += [f"docs/{name}:{n}: {p}" for p in check_own_sections(line, own)]
+    assert problems == []
+    assert count >= 5, f"only {count} own-section citations found: is the pattern right?"
 
 
 def test_nothing_cites_the_notes_outside_the_repository():
@@ -141,9 +176,21 @@ def test_checker_accepts_good_citations(line):
     "docs/tasks.md §Leases",                      # no space
     "docs/nosuch.md § Leases",                    # no such page
     "see tasks.md § Leases",                      # without the docs/ folder
+    "(shared/protocol.py § Events)",              # a source file has no sections
+    "see ``services/broker/ops_kv.py`` § Ops",    # ... quoted or not
 ])
 def test_checker_refuses_bad_citations(line):
     assert check_line(line, PAGES) != []
+
+
+@pytest.mark.parametrize("line, good", [
+    ("a revoked lease (no backoff: § Leases)", True), ("operator get in (§ Quotas).", True),
+    ("see docs/tasks.md § Leases and epochs", True),   # another page's form: checked by check_line
+    ("Retry-After (RFC 9110 §10.2.3)", True),         # no space: not a heading citation
+    ("(§ Lease)", False), ("see § Quotas per window", False),
+])
+def test_checker_of_own_sections(line, good):
+    assert (check_own_sections(line, PAGES["tasks.md"]) == []) is good
 
 
 @pytest.mark.parametrize("line, old", [
@@ -155,3 +202,48 @@ def test_checker_refuses_bad_citations(line):
 ])
 def test_old_reference_pattern(line, old):
     assert bool(OLD_REFERENCE.search(line)) is old
+
+
+# --- the README's own sections ----------------------------------------------------------------------------
+
+# README "Tests", (README, "Tests"), the README's "Web panel" section, README (*Stable JSON shapes*), ...
+README_CITATION = re.compile(r"README(?:'s)?,? *(?:section *)?\(?[\"*]([^\"*]{2,60})[\"*]")
+
+
+def readme_sections(text: str) -> list[str]:
+    """What a README citation may name: a heading, or the lead-in of a paragraph or item set in bold
+    (``**Following capacity.**``, ``- **A hung worker frees its task ...**``)."""
+    bold = re.findall(r"^\s*(?:[-*] )?\*\*([^*]+)\*\*", text, flags=re.M)
+    return headings(text) + bold
+
+
+def readme_problems(line: str, sections: list[str]) -> list[str]:
+    """The problems of every README citation on one line: the name must start a heading or a bold lead-in
+    (ignoring case and the backquotes of a heading)."""
+    known = [s.replace("`", "").lower() for s in sections]
+    return [f"the README has no section {m.group(1)!r}" for m in README_CITATION.finditer(line)
+            if not any(s.startswith(m.group(1).lower()) for s in known)]
+
+
+def test_citations_of_the_readme_name_its_sections():
+    sections = readme_sections((REPO / "README.md").read_text())
+    problems, count = [], 0
+    for path in scanned_files():
+        if path == Path(__file__).resolve():
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            count += len(README_CITATION.findall(line))
+            problems += [f"{path.relative_to(REPO)}:{n}: {p}" for p in readme_problems(line, sections)]
+    assert problems == []
+    assert count >= 10, f"only {count} README citations found: is the pattern right?"
+
+
+@pytest.mark.parametrize("line, good", [
+    ('see README "Tests".', True), ('(README, "Utilization")', True), ("README (*Stable JSON shapes*)", True),
+    ('README "A hung worker"', True), ('the README\'s "Web panel" section', True),
+    ('README "Testing"', False), ('(README, "Nothing like it")', False),
+])
+def test_checker_of_readme_citations(line, good):
+    sections = ["Tests", "Utilization of heterogeneous accounts", "Stable JSON shapes", "Web panel",
+                "A hung worker frees its task within seconds."]
+    assert (readme_problems(line, sections) == []) is good

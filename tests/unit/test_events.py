@@ -2,6 +2,8 @@
 skipped and counted; ``limit`` leaves the rest for the next drain."""
 from __future__ import annotations
 
+import time
+
 import zmq
 
 from shared import events, protocol, sockets
@@ -36,6 +38,33 @@ def test_drain_decodes_filters_skips_garbage_and_stops_at_the_limit():
         wait_for(three, 5, what="three events")
         assert [e["seq"] for e in got] == [2, 3, 4] and bad == [1]
         assert max(drains) <= 2
+    finally:
+        sub.close(0)
+        pub.close(0)
+        ctx.term()
+
+
+def test_readable_says_whether_a_message_waits_and_drain_reads_all_that_wait():
+    """Draining loops ask ``readable`` instead of receiving until ``zmq.Again``: it must see every
+    waiting message, and a drain must still read all of them in one call."""
+    ctx = zmq.Context()
+    endpoint = f"ipc://{short_tmpdir('ev')}/events.sock"
+    pub = ctx.socket(zmq.PUB)
+    sockets.configure_socket(pub, "pub")
+    pub.bind(endpoint)
+    sub = events.subscribe(ctx, endpoint)
+    try:
+        def connected():
+            pub.send_multipart(protocol.encode_event({"seq": 0, "type": "probe"}))
+            return list(events.drain(sub))
+        wait_for(connected, 5, interval=0.05, what="the subscription")
+        wait_for(lambda: not list(events.drain(sub)) and not sockets.readable(sub), 5, what="quiet")
+        for seq in (1, 2, 3, 4, 5):
+            pub.send_multipart(protocol.encode_event({"seq": seq, "type": "task.done"}))
+        wait_for(lambda: sockets.readable(sub), 5, interval=0.01, what="readable")
+        time.sleep(0.2)   # all five are here now
+        assert [e["seq"] for e in events.drain(sub) if e["seq"]] == [1, 2, 3, 4, 5]
+        assert not sockets.readable(sub)
     finally:
         sub.close(0)
         pub.close(0)

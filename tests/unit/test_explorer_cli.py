@@ -11,6 +11,7 @@ from cli import research_explorer
 from cli.app import Ctl
 from cli.fanoctl import main
 from services.modules.explorer import model as M
+from shared import txn
 from tests.support import REPO
 from tests.unit.test_explorer_flow import Rig
 
@@ -87,10 +88,10 @@ def test_threads_and_insights(rig):
     # an exchange written before prompts were kept by reference: its own copy, else its task's payload
     old = dict(stored[0], prompt="the old copy")
     old.pop("prompt_ref")
-    r.client.txn(M.MODULE, [{"op": "put", "key": M.exchange_key(tid, 1), "value": old}])
+    r.client.txn(M.MODULE, [txn.put(M.exchange_key(tid, 1), old)])
     assert js("threads", "show", tid, "--prompts")["exchanges"][0]["prompt"] == "the old copy"
     old.pop("prompt")
-    r.client.txn(M.MODULE, [{"op": "put", "key": M.exchange_key(tid, 1), "value": old}])
+    r.client.txn(M.MODULE, [txn.put(M.exchange_key(tid, 1), old)])
     assert js("threads", "show", tid, "--prompts")["exchanges"][0]["prompt"] is None    # its task was compacted
     assert "(not kept: task" in ctl("threads", "show", tid, "--prompts").output
     decided = [i for i in js("insights", "ls")["insights"] if i["status"] in ("blessed", "rejected", "interesting")][0]

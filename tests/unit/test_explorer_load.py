@@ -183,3 +183,19 @@ def test_a_thread_waiting_only_on_a_backlogged_account_holds_no_slot(rig):
     r.svc._load_seen = r.svc._waiting_seen = None
     assert r.svc.load_view().pinned == {target: 1}
     assert r.svc.thread_room(r.values("threads/")) == 1
+
+
+def test_a_refused_idle_query_is_counted_and_logged_not_swallowed(rig, monkeypatch, caplog):
+    """The scheduler's ``idle`` answer is optional (the slots fall back to the broker's view), but a
+    failure to get it is counted and logged (issue 12: no swallowed error without a log line and a
+    counter), once for the first and then at each power of ten."""
+    from tests.unit.modhelp import RefusingScheduler
+    r = rig()
+    with RefusingScheduler() as sched, caplog.at_level("WARNING"):
+        monkeypatch.setenv("FANO_SCHEDULER", sched.endpoint)
+        assert r.svc.scheduler_idle() == []
+        assert r.svc.scheduler_idle() == []
+    assert sched.asked == ["idle", "idle"]
+    assert r.svc.tolerated["scheduler idle query"] == 2
+    said = [rec.getMessage() for rec in caplog.records if "scheduler idle query failed" in rec.getMessage()]
+    assert len(said) == 1 and "refused by the test's scheduler" in said[0]

@@ -145,3 +145,37 @@ def test_the_explorers_records_are_the_declared_shapes(rig):
                                                        for rv in r.values("reviews/")))
     seen = check_all(r.svc.store, shapes, no_parts)
     assert seen == set(shapes), f"no record under {sorted(set(shapes) - seen)}: the run did not cover them"
+
+
+def test_the_advisors_records_are_the_declared_shapes(monkeypatch):
+    """A run of the advisor (auto_apply on) over the in-process core: backlogs out of balance, an advice
+    task answered and applied (the scheduler refuses: ``not_applied``), then one answered unusably."""
+    from services.modules.advisor import logic as AL
+    from services.modules.advisor import model as AM
+    from services.modules.advisor.service import STATE, AdvisorService
+    from services.modules.advisor.settings import load_settings
+    from tests.unit.modhelp import ModuleRig, RefusingScheduler, table_text
+    rig = ModuleRig(AdvisorService, table=table_text({"enabled": True, "auto_apply": True, "min_backlog": 2}))
+    svc = rig.svc   # what initialize() sets besides the client and the store
+    svc.settings = load_settings(svc.config)
+    svc.explorer, svc.documenter = rig.ns("explorer"), rig.ns("documenter")
+    for i in range(44):   # out of balance, and enough tasks that two advice tasks stay within 5%
+        rig.client.submit(f"e{i}", "explorer", "explorer.explore", {"prompt": "p"})
+    rig.client.submit("r0", "researcher", "researcher.ask", {"prompt": "p"})
+    answer = "EXPLORER_WEIGHT: 0.5\nDOCUMENTER_WEIGHT: 1\nRESEARCHER_WEIGHT: 2\nREASONING: the researcher waits."
+    with RefusingScheduler() as sched:
+        monkeypatch.setenv("FANO_SCHEDULER", sched.endpoint)
+        for text in (answer, "no weights here"):
+            svc.plan()
+            (task,) = rig.tasks(state="PENDING", kind=AL.KIND)
+            rig.settle_id(task["id"], text=text)
+            rig.apply(task["id"])
+            svc.apply_recorded()
+            rig.clock.advance(svc.settings.interval + 1)
+    proposals = svc.store.records("proposals/")
+    assert [p["status"] for p in proposals] == ["not_applied", "unusable"]
+    for key, _, value in svc.store.scan("proposals/"):
+        check(AM.Proposal, value, key, AM.__name__)
+    _, state = svc.store.get(STATE)
+    check(AM.State, state, STATE, AM.__name__)
+    check(AM.Check, state["last_check"], "state.last_check", AM.__name__)

@@ -74,8 +74,8 @@ def test_a_refused_effect_is_recorded_as_unusable_and_acked(code, tmp_path):
     want = f"effect refused by the broker: {code.name}: follow/1 exists with another payload"
     assert error_put["value"]["error"] == want and error_put["value"]["answer"] == "answer"
     assert mod.marked == [want]                                  # the module marks its entity
-    assert {"op": "put", "key": "things/1", "value": {"failed": want}} in second
-    assert second[-1] == {"op": "ack", "task_id": 42, "unusable": want}
+    assert txn.put("things/1", {"failed": want}) in second
+    assert second[-1] == txn.ack(42, want)
     assert (mod.applied, mod.unusable) == (1, 1)
 
 
@@ -99,7 +99,7 @@ def test_a_version_conflict_recomputes_the_effect(tmp_path):
     assert mod.apply(dict(TASK)) is True
     assert mod.handled == 2 and mod.unusable == 0 and mod.marked == []
     _, second = ops_of(client.calls[1])
-    assert second[0] == {"op": "put", "key": "things/1", "value": {"n": 2}}   # recomputed from a new read
+    assert second[0] == txn.put("things/1", {"n": 2})   # recomputed from a new read
 
 
 def test_endless_version_conflicts_give_up_without_an_ack(tmp_path):

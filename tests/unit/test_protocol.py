@@ -167,7 +167,7 @@ def test_arg_error_names_the_field():
 def test_nullable_optional_args_take_their_default():
     out = protocol.decode_request(req("list", {"state": None, "limit": None}))
     assert out.args == {"state": None, "module": None, "kind": None, "after": None, "limit": 100,
-                        "payloads": False, "before": None}
+                        "payloads": False, "before": None, "rows": False}
     lease = protocol.decode_request(req("lease", {"worker": "w", "account": "a"}, rid=RID))
     assert lease.args["modes"] == ["standard"]
     # the default list is a copy, never the shared default object

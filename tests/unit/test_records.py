@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared import protocol, txn
 from shared import records as RC
 from tests.unit.corehelp import CoreHarness
 
@@ -39,6 +40,9 @@ def test_task_records_submit_and_lease_replies_have_the_declared_fields(core: Co
     check(RC.TaskPage, page, "list")
     for t in page["tasks"]:
         check(RC.TaskRecord, t, "a listed task")
+    rows = core.call("list", state="PENDING", rows=True, limit=10)
+    check(RC.RowPage, rows, "list with rows")
+    assert [len(row) for row in protocol.unpack_rows(rows["rows"], rows["count"])] == [len(RC.PENDING_ROW)]
 
 
 def test_done_tasks_pages_kv_and_events_have_the_declared_fields(core: CoreHarness):
@@ -48,7 +52,7 @@ def test_done_tasks_pages_kv_and_events_have_the_declared_fields(core: CoreHarne
     check(RC.TaskRecord, core.get(tid), "a DONE task")
     check(RC.TaskPage, core.call("unconsumed", module="explorer", after=None, limit=10), "unconsumed")
 
-    core.call("txn", module="explorer", ops=[{"op": "put", "key": "a", "value": {"x": 1}}])
+    core.call("txn", module="explorer", ops=[txn.put("a", {"x": 1})])
     check(RC.KvItem, core.call("kv_get", module="explorer", key="a"), "kv_get")
     scan = core.call("kv_scan", module="explorer", prefix="", after=None, limit=10)
     check(RC.KvPage, scan, "kv_scan")

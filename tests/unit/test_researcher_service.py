@@ -353,3 +353,25 @@ def test_page_text_becomes_working_data_once_its_source_is_decided(make_research
     ignored = run_source(svc, "https://c.example/page", score=5)
     assert get(svc, M.k_source(ignored))["status"] == "ignored" and expiry(ignored) is not None
     assert expiry(waiting) is None
+
+
+def test_a_fetch_outcome_lost_to_endless_races_is_counted_and_logged(make_researcher, monkeypatch, caplog):
+    """Another writer changes the source after every read (a real write through the core): the outcome
+    cannot be recorded within the retries; that is logged and counted, not swallowed (issue 12)."""
+    from services.modules.researcher import sources
+    svc = make_researcher()
+    sid, ops = M.add_source_ops(URL_A, "user", 1.0)
+    svc.client.txn("researcher", ops)
+    real = sources.fetch_outcome
+
+    def raced(env, sid_, result):
+        out = real(env, sid_, result)
+        src = get(svc, M.k_source(sid_))
+        svc.client.txn("researcher", [txn.put(M.k_source(sid_), dict(src, note="touched"))])
+        return out
+    monkeypatch.setattr(sources, "fetch_outcome", raced)
+    with caplog.at_level("WARNING"):
+        assert not svc.apply_fetch(sid, page(M.canonical_url(URL_A), b"<p>x</p>"))
+    assert svc.tolerated["recording a fetch outcome"] == 1
+    assert any("recording a fetch outcome failed" in r.getMessage() for r in caplog.records)
+    assert get(svc, M.k_source(sid))["status"] == "new"   # nothing recorded: the next pass fetches again

@@ -9,6 +9,7 @@ from tests.unit.test_scheduler_logic import W1, assigns, make_core, ready, submi
 
 SCHEDULER = REPO / "services" / "scheduler"
 DRIVERS = {"core.py", "service.py"}   # the core itself, and the service that owns and drives it
+LONGEST = 500   # lines: past this a scheduler module has more than one job (split it, as core.py was)
 
 
 def _reaches_into_core(path) -> list[str]:
@@ -32,6 +33,20 @@ def test_no_scheduler_module_but_the_core_and_its_service_reads_the_core():
         if path.name not in DRIVERS:
             found += _reaches_into_core(path)
     assert found == [], f"read the scheduler's state through services/scheduler/view.py: {found}"
+
+
+def test_no_scheduler_module_grows_past_one_job():
+    long = {p.name: n for p in SCHEDULER.glob("*.py") if (n := len(p.read_text().splitlines())) > LONGEST}
+    assert long == {}, f"scheduler modules over {LONGEST} lines: {long}"
+
+
+def test_the_core_s_message_part_changes_state_only_as_the_core():
+    """messages.py is the core's base class (worker and query messages), not a reader: it never imports
+    the core, and the core is the only class built on it."""
+    from services.scheduler.core import SchedulerCore
+    from services.scheduler.messages import WorkerMessages
+    assert WorkerMessages in SchedulerCore.__mro__
+    assert _reaches_into_core(SCHEDULER / "messages.py") == []
 
 
 def test_the_view_shows_the_owners_the_core_changes_also_after_a_rebuild():

@@ -181,3 +181,27 @@ def test_the_config_files_own_sections_use_the_same_validator(tmp_path):
     cfg = load_config(path)
     assert cfg.run_dir == tmp_path / "r" and cfg.data_dir == tmp_path / "var" / "data"
     assert cfg.accounts[0].modes == ("deep",) and cfg.accounts[0].settings == {"seed": 3}
+
+
+# where a ConfigError may be built by hand: the validator and the loader, and two checks that are not about
+# a settings value (where an account's API key lives; whether its backend kind can be loaded at all)
+CONFIG_ERRORS_ALLOWED = {"shared/settings.py", "shared/config.py", "services/backends/secrets.py",
+                         "services/backends/registry.py"}
+
+
+def test_no_settings_table_is_validated_by_hand():
+    """Every module and backend declares its keys and lets :func:`shared.settings.load` check them, so
+    every settings error has the one format (a :class:`SettingsError`, also for a check of several keys);
+    a second validator (a ``ConfigError`` of its own wording) is refused here."""
+    import re
+
+    from tests.support import REPO
+    raised = re.compile(r"\bConfigError\(")
+    found = []
+    for top in ("shared", "services", "cli"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            if rel not in CONFIG_ERRORS_ALLOWED:
+                found += [f"{rel}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                          if raised.search(line)]
+    assert found == [], f"declare keys with shared.settings.setting, load them with shared.settings.load: {found}"

@@ -422,6 +422,43 @@ def test_the_worker_cancels_an_overdue_request_and_exits_if_the_provider_ignores
         os.close(worker._wake_w)
 
 
+def test_the_worker_hands_one_runner_and_its_broker_client_from_job_to_job(tmp_path, monkeypatch):
+    """A broker connection per job cost a socket, a handshake and a new peer for the broker on every task."""
+    import zmq
+
+    from services.backends import worker as W
+    from services.backends.runner import Outcome
+    from shared.config import Config
+
+    clients = []
+
+    def run_job(runner, job):
+        clients.append(runner.client)
+        job.outcome = Outcome("done", "", 1)
+        job.finished.set()
+        return job.outcome
+
+    monkeypatch.setattr(W.TurnRunner, "run", run_job)
+    acct = AccountConfig("a", "sim", ("standard",), {"latency": "zero"})
+    cfg = Config(path=None, run_dir=tmp_path, data_dir=tmp_path, log_dir=tmp_path, accounts=(acct,))
+    worker = W.BackendWorker(cfg, FakeClock(), acct)
+    worker.ctx = zmq.Context()
+    worker.sock = worker.ctx.socket(zmq.DEALER)   # unconnected: the done and ready it sends are dropped
+    try:
+        for tid in (1, 2, 3):
+            worker._on_assign({"task_id": tid, "ttl": 30.0})
+            worker.thread.join(5)
+            worker._reap()
+            assert worker.job is None
+        assert len(clients) == 3 and clients[0] is clients[1] is clients[2]
+    finally:
+        worker._runner.client.close()
+        worker.sock.close(0)
+        worker.ctx.term()
+        os.close(worker._wake_r)
+        os.close(worker._wake_w)
+
+
 def test_base_provider_timeouts_honour_the_accounts_own_timeout():
     web = Provider("w", {"timeout": {"standard": 1200, "deep": 10800}}, FakeClock(), None)
     assert web.request_timeout("standard") == DEFAULT_REQUEST_TIMEOUTS["standard"]   # the floor is higher

@@ -8,7 +8,7 @@ tasks (:func:`.logic.may_ask`, at most 5%), it proposes one ``advisor.weights`` 
 throughput of the last 24 h (from its own samples of DONE counts) and the quota headroom, asking for
 ``EXPLORER_WEIGHT:`` ... ``REASONING:``. One such task is in flight at a time.
 
-Key layout (namespace ``advisor``)::
+Key layout (namespace ``advisor``; the records' types are in :mod:`.model`)::
 
     state               {"seq": last task number, "pending": bool, "key", "next_check": world time,
                          "last_check": {"at", "backlogs", "reason" | None, "skipped": why | None},
@@ -34,6 +34,7 @@ from typing import Any
 
 from services.modules import prompts
 from services.modules.advisor import logic as L
+from services.modules.advisor.model import Check, Proposal, State, empty_state
 from services.modules.advisor.settings import load_settings
 from services.modules.base import Effect, ModuleService, Store
 from services.modules.parsing import ParseError
@@ -46,11 +47,6 @@ STATE, SAMPLES = "state", "samples"
 
 def proposal_key(seq: int) -> str:
     return f"proposals/{seq:06d}"
-
-
-def empty_state() -> dict:
-    return {"seq": 0, "pending": False, "key": None, "next_check": 0.0, "last_check": None,
-            "last_applied": None, "to_apply": None}
 
 
 class AdvisorService(ModuleService):
@@ -66,9 +62,11 @@ class AdvisorService(ModuleService):
 
     # --- reading ------------------------------------------------------------------------------------------
 
-    def state(self) -> tuple[int, dict]:
+    def state(self) -> tuple[int, State]:
+        """The ``state`` record (:class:`.model.State`) and its version; a missing or damaged one reads as
+        the empty state."""
         v, st = self.store.get(STATE)
-        return v, ({**empty_state(), **st} if isinstance(st, dict) else empty_state())
+        return v, (State(**{**empty_state(), **st}) if isinstance(st, dict) else empty_state())
 
     def documenter_waiting(self) -> int:
         """Blessed insights the documenter has not incorporated yet."""
@@ -101,7 +99,7 @@ class AdvisorService(ModuleService):
             return
         backlog = L.backlogs(stats, modules, self.documenter_waiting())
         reason = L.imbalance(backlog, s.min_backlog, s.imbalance_ratio)
-        check = {"at": now, "backlogs": backlog, "reason": reason, "skipped": None}
+        check: Check = {"at": now, "backlogs": backlog, "reason": reason, "skipped": None}
         st = {**st, "next_check": now + s.interval, "last_check": check}
         if reason is not None:
             mine, total = L.request_counts(stats)
@@ -109,7 +107,7 @@ class AdvisorService(ModuleService):
                 check["skipped"] = (f"rate bound: {mine} advisor task(s) of {total}; one more would exceed "
                                     f"{s.max_share:.0%} of all requests")
             else:
-                st.update(seq=st["seq"] + 1, pending=True)
+                st["seq"], st["pending"] = st["seq"] + 1, True
                 task = self.weights_task(st["seq"], reason, backlog, new_samples, now, done, stats)
                 st["key"] = task["key"]
                 ops.append(txn.submit(task))
@@ -122,7 +120,8 @@ class AdvisorService(ModuleService):
         per, span = L.throughput(samples, now, done)
         try:
             current = self.scheduler_weights()
-        except (BrokerUnavailable, FanoError):
+        except FanoError as exc:   # BrokerUnavailable included: the prompt shows every factor as 1.0
+            self.tolerate("scheduler weights query", exc)
             current = {}
         factors = {m: round(2 ** (float(current.get(m, 0.0)) / s.weight_scale), 2) if s.weight_scale else 1.0
                    for m in s.modules}
@@ -159,8 +158,8 @@ class AdvisorService(ModuleService):
         factors, reasoning = L.parse_weights(text, self.settings.modules)
         weights = L.to_weights(factors, self.settings.weight_scale, self.settings.max_weight)
         auto = self.settings.auto_apply
-        check = st.get("last_check") or {}
-        rec = {"seq": seq, "at": self.clock.world(), "task_id": task["id"], "reason": check.get("reason"),
+        check: dict[str, Any] = dict(st["last_check"] or {})
+        rec: Proposal = {"seq": seq, "at": self.clock.world(), "task_id": task["id"], "reason": check.get("reason"),
                "backlogs": check.get("backlogs"), "factors": factors, "weights": weights, "reasoning": reasoning,
                "status": "to_apply" if auto else "proposed", "previous": None, "applied_at": None,
                "note": None if auto else "auto_apply is off: apply with fanoctl modules weights --set"}
@@ -173,8 +172,9 @@ class AdvisorService(ModuleService):
         seq = (task.get("payload") or {}).get("seq")
         if not st["pending"] or st["seq"] != seq:
             return []
-        rec = {"seq": seq, "at": self.clock.world(), "task_id": task["id"], "status": "unusable", "note": error[:500],
-               "reason": (st.get("last_check") or {}).get("reason"), "weights": None, "factors": None}
+        check: dict[str, Any] = dict(st["last_check"] or {})
+        rec: Proposal = {"seq": seq, "at": self.clock.world(), "task_id": task["id"], "status": "unusable",
+                         "note": error[:500], "reason": check.get("reason"), "weights": None, "factors": None}
         return [txn.put(proposal_key(seq), rec, if_version=0),
                 txn.put(STATE, {**st, "pending": False}, if_version=sv)]
 

@@ -258,14 +258,16 @@ class ExplorerService(ModuleService):
                                    max(FOLLOW_REAL_MIN, self.settings.repair_interval))
 
     def scheduler_idle(self) -> list:
-        """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say."""
+        """The scheduler's ``idle`` rows (services/scheduler/idle.py), or [] when it cannot say (an error
+        answer or silence is counted and logged: :meth:`shared.service.Service.tolerate`)."""
         endpoint = getattr(self.config, "scheduler_endpoint", "") or ""
         if not endpoint or (endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):])):
             return []
         try:
             answer = scheduler_client.query(endpoint, "idle", timeout=0.5, name="module-explorer",
                                             keys=self.keys)
-        except FanoError:   # silence (SchedulerUnavailable) included: it is stateless and may be restarting
+        except FanoError as exc:   # silence (SchedulerUnavailable) included: it is stateless and may be restarting
+            self.tolerate("scheduler idle query", exc)
             return []
         if not isinstance(answer, dict) or answer.get("synced") is False:
             return []

@@ -181,7 +181,8 @@ class ResearcherService(ModuleService):
             if not txn.update(self.client, self.module, compute, what=f"source {sid}",
                               retries=self.max_conflict_retries).value:
                 return False
-        except txn.Conflict:
+        except txn.Conflict as exc:   # another writer kept changing the source: the next fetch pass tries again
+            self.tolerate("recording a fetch outcome", exc)
             return False
         except FanoError as exc:
             self.log.error("source %s: cannot record the fetch: %s", sid, exc)
