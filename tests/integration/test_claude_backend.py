@@ -6,13 +6,16 @@ what reached the stand-in (the SDK's own retries are off: one request per send, 
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -381,19 +384,39 @@ backend = "claude"
 modes = ["standard"]
 base_url = "{url}"
 api_key_env = "FANO_TEST_CLAUDE_BAD_KEY"
+
+[accounts.claude-keyfile]
+backend = "claude"
+modes = ["standard"]
+base_url = "{url}"
+api_key_file = "{keyfile}"
+
+[accounts.claude-nomodel]
+backend = "claude"
+modes = ["standard", "deep"]
+base_url = "{url}"
+api_key_env = "FANO_TEST_CLAUDE_KEY"
+deep_model = "claude-nope"
 """
+TREE_MODELS = ["claude-sonnet-4-6", "claude-opus-4-5"]     # what the stand-in's Models API knows
 
 
 @pytest.fixture(scope="module")
 def tree():
-    standin = ClaudeStandin(key=E2E_KEY).start()
+    standin = ClaudeStandin(key=E2E_KEY, models=TREE_MODELS).start()
+    keydir = Path(tempfile.mkdtemp(dir="/tmp", prefix="fk"))
+    keyfile = keydir / "claude.key"
+    keyfile.write_text(BAD_KEY + "\n")        # wrong at first: the operator corrects it while the tree runs
+    keyfile.chmod(0o600)
     try:
-        with running_tree("fc", TREE_ACCOUNTS.format(url=standin.url),
+        with running_tree("fc", TREE_ACCOUNTS.format(url=standin.url, keyfile=keyfile),
                           env={"FANO_TEST_CLAUDE_KEY": E2E_KEY, "FANO_TEST_CLAUDE_BAD_KEY": BAD_KEY}) as t:
             t.standin = standin
+            t.keyfile = keyfile
             yield t
     finally:
         standin.stop()
+        shutil.rmtree(keydir, ignore_errors=True)
 
 
 def test_tree_ask_is_answered_by_the_claude_account(tree):
@@ -439,3 +462,37 @@ def test_tree_a_bad_key_pauses_the_account_and_no_planted_key_leaks(tree):
     logs = list((tree.root / "var/log").glob("backend-claude-*.log"))
     assert logs and any("claude-badkey" in p.name for p in logs)
     assert run_fanoctl(tree, "queue", "cancel", str(tid)).returncode == 0
+
+
+def test_tree_a_corrected_key_file_and_fanoctl_backends_resume_are_enough(tree):
+    """Issue 16, item 9 as the operator meets it: a wrong key in ``api_key_file`` pauses the account; the
+    file is corrected and ``fanoctl backends resume`` given — the worker, never restarted, sends the new key
+    and the same task is answered (the README: a key file needs no restart)."""
+    res = run_fanoctl(tree, "--json", "ask", "key file first", "--backend", "claude-keyfile")
+    assert res.returncode == 0, res.stderr
+    tid = json.loads(res.stdout)["task"]["id"]
+    row = wait_paused_for_auth(tree, "claude-keyfile")
+    assert "api_key_file" in row["pause_reason"] or "auth" in row["pause_reason"], row
+    pid = tree.rpc().supervisor.getProcessInfo("backend-claude-keyfile")["pid"]
+    tree.keyfile.write_text(E2E_KEY + "\n")
+    assert run_fanoctl(tree, "backends", "resume", "claude-keyfile").returncode == 0
+    wait_for(lambda: json.loads(run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout)["state"] == "DONE",
+             60, interval=0.5, what="the ask to be answered after the key file was corrected")
+    task = json.loads(run_fanoctl(tree, "--json", "queue", "show", str(tid)).stdout)
+    assert task["result"]["text"] == "claude stand-in answer to: key file first"
+    sent = [r["key_ok"] for r in tree.standin.requests if r["messages"][-1]["content"] == "key file first"]
+    assert sent == [False, True], sent
+    assert tree.rpc().supervisor.getProcessInfo("backend-claude-keyfile")["pid"] == pid, "the worker was restarted"
+
+
+def test_tree_backends_check_reports_an_unknown_model_as_a_model_problem(tree):
+    """Issue 16, item 10: ``fanoctl backends check`` on an account whose deep_model the API does not know
+    (a 404 from the Models API) says so and which setting to fix — never "check the API key"."""
+    res = run_fanoctl(tree, "--json", "backends", "check", "claude-nomodel", env={"FANO_TEST_CLAUDE_KEY": E2E_KEY})
+    assert res.returncode == 1 and res.stdout.startswith("{"), res.stderr + res.stdout   # a report, not an error
+    report = json.loads(res.stdout)
+    assert report["ok"] is False and report["missing_models"] == ["claude-nope"], report
+    assert "claude-nope" in report["detail"] and "deep_model" in report["detail"], report
+    assert "key" not in res.stderr.lower() and "check the API key" not in res.stdout, res.stdout + res.stderr
+    text = run_fanoctl(tree, "backends", "check", "claude-nomodel", env={"FANO_TEST_CLAUDE_KEY": E2E_KEY})
+    assert text.returncode == 1 and "NOT OK" in text.stdout and "no model claude-nope" in text.stdout, text.stdout

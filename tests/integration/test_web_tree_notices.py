@@ -11,6 +11,8 @@ broker and ``fanoctl`` only:
 * Gemini's Deep Think limit snack bar (over the composer, when Deep Think is picked): deep cools until
   the time the notice names, nothing is sent, and ``backends ls`` / ``queue why`` show "until HH:MM"
   with the notice.
+* ChatGPT's "A lot of people are using Pro right now" in the reply area of a deep task: refused, the deep
+  unit given back in the broker's ledger, no attempt burned; answered in Pro once the site recovers.
 * Gemini's notices in the reply area ("A lot of people are using Fast right now", "Something went
   wrong"): refused, not answered — no unit charged for them, ``queue why`` names the notice — and the task
   is answered once the site recovers; a human check pauses the account with "human check" shown.
@@ -170,5 +172,38 @@ def test_gemini_deep_think_limit_notices_in_the_reply_and_a_human_check_through_
             why = run_fanoctl(tree, "queue", "why", str(tid)).stdout
             assert "human check" in why, why
             assert "behind the check" not in " ".join(site.prompts())
+        finally:
+            client.close()
+
+
+def test_chatgpt_pro_overload_notice_in_the_reply_gives_the_deep_unit_back_through_the_tree(site, chromium_path):
+    """Issue 16, items 1 and 8 as observed on Pro: "A lot of people are using Pro right now. Please try
+    again in a few minutes." where the reply goes, on a deep task. It is no answer: the task stays PENDING
+    with the notice as its error, the deep unit comes back (the broker's ledger, not only the task record)
+    and no attempt is burned; once the site recovers the task is answered in Pro, one deep unit in all."""
+    config = ACCOUNT.format(name="web-pro", skin="chatgpt", url=site.url, chromium=chromium_path)
+    site.control(scenario="busy")
+    with running_tree("fwb", config) as tree:
+        client = BrokerClient(tree.config.broker_endpoint, name="test-web", timeout=5.0)
+        try:
+            tid = client.submit("pro-busy-1", "adhoc", "ask", {"prompt": "a question for pro"},
+                                requires={"backends": ["web-pro"], "mode": "deep"})["task"]["id"]
+            # (or delivered as the answer, or parked: then the assertions below say what happened)
+            wait_for(lambda: (lambda t: t.get("refusals", 0) >= 1 or t["state"] in ("DONE", "PARKED"))(
+                client.get(tid)), 90, interval=0.3, what="the Pro overload notice to be refused")
+            task = client.get(tid)
+            assert task["state"] == "PENDING" and task.get("result") is None, task
+            assert "A lot of people are using Pro right now" in task["error"]["message"], task["error"]
+            assert task["error"]["sent"] is False, task["error"]
+            assert quota(tree, "web-pro", "deep")["windows"][0]["used"] == 0
+            assert "A lot of people are using Pro right now" in run_fanoctl(tree, "queue", "why", str(tid)).stdout
+            site.control(scenario="normal")
+            wait_for(lambda: client.get(tid)["state"] == "DONE", 90, interval=0.5, what="the Pro ask to be answered")
+            task = client.get(tid)
+            assert task["served"]["mode"] == "deep" and task["attempts"] == 1, (task["served"], task["attempts"])
+            assert task["result"]["text"].startswith("Stand-in chatgpt answer [Pro] to: a question for pro")
+            assert quota(tree, "web-pro", "deep")["windows"][0]["used"] == 1
+            assert quota(tree, "web-pro", "standard")["windows"][0]["used"] == 0
+            assert len(site.prompts("a question for pro")) >= 2
         finally:
             client.close()
