@@ -36,28 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from ops import soak_metrics as SM
+from ops import soak_sample as sample
 from shared.clock import Clock
 from shared.config import REPO_ROOT
 
 DAY = 86400.0
 
-
-def pending_rows(client) -> list[dict]:
-    """The broker's PENDING tasks as the maps the busy measure reads, from their rows (``list`` with
-    ``rows``: the by-state index alone, no task record decoded), so that sampling several times a second
-    loads the broker it measures as little as the scheduler's rebuild does."""
-    from shared.protocol import unpack_rows
-    from shared.records import PENDING_ROW
-    out, after = [], None
-    while True:
-        page = client.list(state="PENDING", rows=True, after=after, limit=5000)
-        for row in unpack_rows(page["rows"], page["count"]):
-            task = dict(zip(PENDING_ROW, row, strict=True))
-            task["unknown_turn"] = {"account": task["unknown_account"]} if task["unknown_account"] else None
-            out.append(task)
-        after = page["next"]
-        if after is None:
-            return out
 SAMPLE = 0.3           # real seconds between two samples of the accounts
 RSS_EVERY = 2.0        # real seconds between two RSS readings
 DOC_EVERY = 3600.0     # world seconds between two looks at the document's sections (comment targets)
@@ -362,7 +346,7 @@ class Soak:
         that interval is then credited to the previous sample's state (see ops/soak_metrics.py)."""
         from shared.errors import FanoError
         try:
-            pending = pending_rows(client)
+            pending = sample.pending_rows(client)
             running = client.list(state="RUNNING", limit=1000)["tasks"]
             quota = client.quota_show()
         except FanoError:
@@ -373,7 +357,7 @@ class Soak:
         first: dict[str, dict] = {}
         states = SM.account_states(pending, running, quota, accounts, quota.get("now", now), first)
         why = {}
-        sched = self.scheduler_idle() if any(not states[n][1] for n in first) else {}
+        sched = sample.scheduler_idle(self.config.scheduler_endpoint) if any(not states[n][1] for n in first) else {}
         for name, task in first.items():
             if states[name][1]:
                 continue
@@ -385,24 +369,6 @@ class Soak:
                     pass
             why[name] = SM.idle_label(task, name, bound) + f" [scheduler: {sched.get(name, 'not idle')}]"
         return states, why
-
-    def scheduler_idle(self) -> dict[str, str]:
-        """account -> the scheduler's own reason it is idle while work waits (its ``idle`` query: the largest
-        group, e.g. ``runnable`` = left for a faster account, ``bound claude-sim``); an account the scheduler
-        does not call idle is one whose next task is on its way (assigned, leasing), or not runnable by the
-        scheduler's view. {} when the scheduler does not answer (a kill)."""
-        from shared.errors import FanoError
-        from shared.scheduler_client import query
-        try:
-            answer = query(self.config.scheduler_endpoint, "idle", timeout=0.5)
-        except FanoError:
-            return {}
-        out = {}
-        for row in (answer or {}).get("accounts") or []:
-            group = max(row.get("groups") or [], key=lambda g: g.get("n", 0), default=None)
-            out[row["account"]] = (f"{group['reason']}" + (f" {group['account']}" if group.get("account") else "")
-                                   if group else "?")
-        return out
 
     def sample_programs(self) -> dict[str, tuple[float, float]]:
         out: dict[Any, Any] = {}

@@ -139,12 +139,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from shared import stored
 from shared.errors import ErrorCode, FanoError, bad_argument
 
 HEADER = b"FANO/1"
@@ -443,12 +443,12 @@ def error_reply(cid: str | bytes | None, exc: FanoError) -> Reply:
 def decode_reply(frames: list[bytes]) -> Reply:
     """Parse a reply on the client side. Raises FanoError(BAD_FRAME/BAD_ENCODING) on garbage.
 
-    A ``kv_scan`` item the broker passed through as stored (:func:`kv_item`) is decoded here, into the
+    A ``kv_scan`` item the broker passed through as stored (:func:`shared.stored.kv_item`) is decoded here, into the
     same ``{"key", "version", "value"}`` map."""
     if len(frames) != 2 or frames[0] != HEADER:
         raise FanoError(ErrorCode.BAD_FRAME, "reply is not [FANO/1, body]")
     try:
-        msg = msgpack.unpackb(frames[1], raw=False, strict_map_key=False, ext_hook=_reply_ext)
+        msg = msgpack.unpackb(frames[1], raw=False, strict_map_key=False, ext_hook=stored.reply_ext)
     except Exception as exc:  # msgpack (and a bad stored item) raise several unrelated types
         raise FanoError(ErrorCode.BAD_ENCODING, f"body is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(msg, dict) or "ok" not in msg:
@@ -473,40 +473,6 @@ def decode_event(frames: list[bytes]) -> dict[str, Any]:
 def pack_value(obj: Any) -> bytes:
     """Encode a stored value (the broker stores msgpack, same conventions as the wire)."""
     return _pack(obj)
-
-
-# --- stored values on the wire ------------------------------------------------------------------------------
-#
-# The broker stores a value as msgpack, zlib-compressed behind ZMARK when large (services/broker/schema.py).
-# A kv_scan page is most of the broker's read traffic, and decoding every stored record there only to encode
-# it again for the reply cost more than the scan itself. So a kv_scan item travels as the stored bytes, in a
-# msgpack extension (code STORED_ITEM): 2 bytes of key length (big-endian), the key (UTF-8), the stored
-# record ``{"v": version, "value": value, ...}``; decode_reply turns it into {"key", "version", "value"}.
-# The reader, not the broker, inflates and decodes (docs/wire.md § Stored values).
-
-ZMARK = b"\xc1z"     # 0xC1 is never used by msgpack: no plain value starts with it
-STORED_ITEM = 1      # the msgpack extension code of a passed-through kv item
-
-
-def decode_stored(raw: bytes | memoryview) -> Any:
-    """A value as the broker stores it: msgpack, or ``ZMARK`` + zlib-compressed msgpack."""
-    if raw[:2] == ZMARK:
-        return unpack_value(zlib.decompress(bytes(raw[2:])))
-    return unpack_value(raw)
-
-
-def kv_item(key: str, stored: bytes) -> msgpack.ExtType:
-    """The wire form of one kv_scan item: the stored record, not decoded (see above)."""
-    k = key.encode()
-    return msgpack.ExtType(STORED_ITEM, len(k).to_bytes(2, "big") + k + stored)
-
-
-def _reply_ext(code: int, data: bytes) -> Any:
-    if code != STORED_ITEM:
-        raise ValueError(f"unknown msgpack extension {code}")
-    n = int.from_bytes(data[:2], "big")
-    record = decode_stored(data[2 + n:])
-    return {"key": data[2:2 + n].decode(), "version": record["v"], "value": record["value"]}
 
 
 def unpack_value(data: bytes) -> Any:

@@ -25,8 +25,8 @@ from services.broker import schema as S
 from services.broker import states as st
 from services.broker.ops_tasks import PAGE_BYTES, check_name, public, record_bytes, submit_task
 from services.broker.tx import Tx
-from shared import protocol
 from shared.errors import ErrorCode, FanoError, bad_argument
+from shared.stored import kv_item
 from shared.txn import MAX_KEY_BYTES, MAX_OPS, MAX_REASON_CHARS, MAX_UNUSABLE_CHARS, OPS
 
 
@@ -145,9 +145,9 @@ def op_kv_scan(tx: Tx, module: str, prefix: str, after: str | None, limit: int) 
     items, last, size, full = [], None, 0, False
     while ok and cur.key().startswith(full_prefix):
         key = bytes(cur.key())[len(base):].decode()
-        # passed through as stored, never decoded here (shared/protocol.py: kv_item; the reader inflates it)
+        # passed through as stored, never decoded here (shared/stored.py: kv_item; the reader inflates it)
         stored = cur.value()
-        items.append(protocol.kv_item(key, stored))
+        items.append(kv_item(key, stored))
         last = key
         size += len(stored) + len(key) + 8
         full = len(items) >= limit or size >= PAGE_BYTES   # a page of large values ends early (``next``)

@@ -79,7 +79,8 @@ import msgpack
 
 from services.broker import states as st
 from shared.errors import ExitCode, StartupError
-from shared.protocol import ZMARK, decode_stored, pack_value, unpack_value
+from shared.protocol import pack_value, unpack_value
+from shared.stored import ZMARK, decode_stored
 
 SCHEMA_VERSION = 3
 

@@ -504,7 +504,8 @@ def test_a_broken_stored_item_is_a_bad_encoding_for_the_reader():
 
     from shared import protocol
     from shared.errors import FanoError
-    for ext in (msgpack.ExtType(protocol.STORED_ITEM, b"\x00\x01k" + protocol.ZMARK + b"not zlib"),
+    from shared.stored import STORED_ITEM, ZMARK
+    for ext in (msgpack.ExtType(STORED_ITEM, b"\x00\x01k" + ZMARK + b"not zlib"),
                 msgpack.ExtType(7, b"")):
         body = protocol._pack({"ok": True, "cid": "c", "result": {"items": [ext], "next": None}})
         with pytest.raises(FanoError) as err:
