@@ -89,8 +89,9 @@ def normalize_window(spec: Any) -> dict[str, Any]:
     allowed = {"kind", "limit", "reserves"} | {"rolling": {"seconds"}, "daily": {"reset", "tz"},
                                                 "weekly": {"reset", "tz", "weekday"}}[kind]
     unknown = set(spec) - allowed
-    if unknown:
-        raise QuotaSpecError(f"unknown field(s) for a {kind} window: {', '.join(sorted(unknown))}")
+    if unknown:  # keys off the wire may be ints or bytes beside strs: sort their printed names
+        names = sorted(map(str, unknown))
+        raise QuotaSpecError(f"unknown field(s) for a {kind} window: {', '.join(names)}")
     out: dict[str, Any] = {"kind": kind, "limit": _positive_int(spec.get("limit"), "limit")}
     if kind == "rolling":
         seconds = spec.get("seconds")

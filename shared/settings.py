@@ -246,9 +246,9 @@ def load(cls: type[T], table: Any, where: str, defaults: dict[str, Any] | None =
     if not isinstance(table, dict):
         raise SettingsError(where, None, f"expected a table, got {table!r}")
     declared = specs(cls)
-    unknown = sorted(set(table) - set(declared))
+    unknown = sorted(map(str, set(table) - set(declared)))
     if unknown:
-        raise SettingsError(where, None, f"unknown key(s) {', '.join(map(str, unknown))} "
+        raise SettingsError(where, None, f"unknown key(s) {', '.join(unknown)} "
                                          f"(known: {', '.join(sorted(declared))})")
     kw = dict(defaults or {})
     for key, (spec, default) in declared.items():

@@ -87,6 +87,8 @@ def test_dict_and_compact_forms_agree():
     {"kind": "daily", "limit": 5, "reserves": {"": 1}},
     {"kind": "daily", "limit": 5, "reserves": [1]},
     {"kind": "daily", "limit": 5, "colour": "red"},  # unknown field
+    {"kind": "daily", "limit": 5, 7: "red", "b": 1},  # unknown fields off the wire: an int key beside a str
+    {"kind": "daily", "limit": 5, b"tz": "UTC"},
     {"kind": "rolling", "limit": 5, "seconds": 60, "tz": "UTC"},
     {"kind": "daily", "limit": 5, "seconds": 60},
     {"kind": "daily", "limit": -1},                 # negative limit
