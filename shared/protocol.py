@@ -106,7 +106,10 @@ starts with its program name. Frames are ``[WORKER_HEADER, BODY]`` with ``WORKER
 and ``BODY`` a msgpack map whose ``type`` is one of :data:`WORKER_MESSAGES`::
 
     worker -> scheduler
-      ready      {worker, account, backend, modes: [..]}             idle: give me one task (no prefetch)
+      ready      {worker, account, backend, modes: [..], finishing?}  idle: give me one task (no prefetch);
+                                                                      ``finishing``: the task whose answer
+                                                                      it is delivering (one assign is kept
+                                                                      and started once that is done)
       heartbeat  {worker, task_id: int|null}                         every HEARTBEAT_INTERVAL seconds
       done       {worker, task_id, epoch, outcome, message, retry_at} outcome: done | failed | refused |
                                                                       stale | declined | cancelled
@@ -510,7 +513,7 @@ WORKER_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {
 }
 # message type -> optional fields the receiver reads (absent or null, else of these types); others pass unchecked
 WORKER_OPTIONAL: dict[str, dict[str, tuple[Any, ...]]] = {
-    "ready": {},
+    "ready": {"finishing": INT},
     "heartbeat": {"worker": STR, "task_id": INT},
     "done": {"epoch": INT, "message": STR, "retry_at": NUM},
     "disconnect": {"worker": STR, "reason": STR},

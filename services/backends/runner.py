@@ -129,6 +129,12 @@ class Job:
         self.abandon = threading.Event()    # the worker is exiting: stop retrying deliveries
         self.outcome: Outcome | None = None
         self.finished = threading.Event()
+        # the provider answered and only the completion is left to deliver: the worker may say ready now
+        # (docs/wire.md § Worker protocol, ``finishing``), so that the scheduler's choice of the next task
+        # overlaps the completion's round trip instead of following it
+        self.answered = False
+        self.ready_said = False   # the worker said ready {finishing} for this job (on the current link)
+        self.on_answered: Callable[[], None] = lambda: None   # the worker's wake-up (its main loop polls)
 
     def cancelled(self) -> bool:
         """The callable handed to Provider.send."""
@@ -263,6 +269,8 @@ class TurnRunner:
             # the task was cancelled or re-leased meanwhile: whatever happened is not ours to report
             return Outcome("stale", "lease void while the request ran", turn.epoch)
         if error is None:
+            job.answered = True
+            job.on_answered()
             return self._complete(job, turn, result)   # a reply is a reply, even one just past the deadline
         if job.timed_out and not job.cancel_requested:
             error = self._timed_out(turn, error, timeout)

@@ -10,7 +10,13 @@ Main loop, each tick (at most ~0.5 s, so SIGTERM is noticed promptly):
 * read the scheduler's messages: ``assign`` starts a job (or is declined: busy / stopping), ``cancel``
   sets the running job's cancel flag, ``disconnect`` makes us recreate the socket and re-announce,
   ``heartbeat`` only proves the scheduler alive. Garbage is counted and ignored.
-* a finished job is reported with ``done`` and followed by ``ready`` (pull: no prefetch).
+* a finished job is reported with ``done`` and followed by ``ready`` (pull: no prefetch). Once the
+  provider has answered, though, only the completion's round trip to the broker is left: the worker says
+  ``ready {finishing: task}`` at once, and an ``assign`` that arrives before the completion is acknowledged
+  is kept and started the moment it is (one assignment at most; the task is leased only then, so nothing
+  is held that a crash could strand). The scheduler's choice of the next task then overlaps the
+  completion instead of following it: between two tasks an account waits for one broker round trip
+  (the lease), not for three hops and two round trips.
 * the running job's lease is renewed every ttl/3; STALE_EPOCH marks the job stale (its cancel flag
   interrupts the provider and no outcome is reported).
 * a request past its deadline (``job.deadline``, the provider's ``request_timeout``) is cancelled — the
@@ -68,6 +74,7 @@ class BackendWorker(Service):
         self._refused: str | None = None   # the scheduler's last refusal of our role, said once
         self.job: Job | None = None
         self.thread: threading.Thread | None = None
+        self.queued: tuple[int, float] | None = None   # (task, ttl) assigned while the job was finishing
         # the request threads' runner and its broker client, made once and handed from one job's thread to
         # the next (never two at once: a job starts after the previous thread is joined): a connection per
         # job cost a socket, a handshake and the broker's bookkeeping of a new peer on every task
@@ -157,6 +164,7 @@ class BackendWorker(Service):
                 if self.sock is not sock:
                     break   # it reconnected (a disconnect): the old socket is closed
         self._reap()
+        self._say_finishing()
         self._watch()
         self._renew()
         now = self.clock.mono()
@@ -188,16 +196,35 @@ class BackendWorker(Service):
         self.link_up = False
         if self.sock is not None:
             self.sock.close(linger=0)
+        if self.job is not None:
+            # what we said and were given on the old link is void: the scheduler forgets that identity
+            # (and takes its assignments back); the job says ready again on the new one
+            self.job.ready_said = False
+        self.queued = None
         self._connect()
         self._announce()
 
     def _announce(self) -> None:
         if self.job is None:
             if not self.stopping:
-                self._send("ready", worker=self.name, account=self.account.name, backend=self.account.backend,
-                           modes=list(self.account.modes))
+                self._ready()
         else:
             self._send("heartbeat", worker=self.name, task_id=self.job.task_id)
+
+    def _ready(self, finishing: int | None = None) -> None:
+        fields = {"finishing": finishing} if finishing is not None else {}
+        self._send("ready", worker=self.name, account=self.account.name, backend=self.account.backend,
+                   modes=list(self.account.modes), **fields)
+
+    def _say_finishing(self) -> None:
+        """Say ready while the job delivers its answer (see the module docstring): once per job, and only
+        on a live link to a scheduler that does not refuse us, and not while stopping."""
+        job = self.job
+        if (job is None or not job.answered or job.ready_said or self.stopping or job.finished.is_set()
+                or not self.link_up or self._refused is not None):
+            return
+        job.ready_said = True
+        self._ready(finishing=job.task_id)
 
     def _send(self, msg_type: str, **fields) -> None:
         try:
@@ -253,17 +280,27 @@ class BackendWorker(Service):
         if self.stopping:
             self._done(task_id, None, "declined", "worker stopping")
             return
+        ttl = msg.get("ttl")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            ttl = self.config.scheduler.lease_ttl
         if self.job is not None:
-            if self.job.task_id == task_id:
+            if self.job.ready_said and self.queued is None:
+                # we said ready while finishing: next, once the answer is delivered (also the task we
+                # finish, given again: its lease was revoked meanwhile and it is to be run afresh)
+                self.queued = (task_id, float(ttl))
+            elif self.queued is not None and self.queued[0] == task_id:
+                pass   # repeated: it is already next
+            elif self.job.task_id == task_id and not self.job.ready_said:
                 # a repeated assignment of what we run: remind the scheduler instead of declining it
                 self._send("heartbeat", worker=self.name, task_id=task_id)
             else:
                 self._done(task_id, None, "declined", "busy")
             return
-        ttl = msg.get("ttl")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            ttl = self.config.scheduler.lease_ttl
-        self.job = Job(task_id, float(ttl))
+        self._start(task_id, float(ttl))
+
+    def _start(self, task_id: int, ttl: float) -> None:
+        self.job = Job(task_id, ttl)
+        self.job.on_answered = self._poke
         self.renew_at = None
         self.counters["jobs"] += 1
         if self._runner is None:
@@ -294,7 +331,11 @@ class BackendWorker(Service):
         try:
             runner.run(job)
         finally:
-            os.write(self._wake_w, b"!")
+            self._poke()
+
+    def _poke(self) -> None:
+        """Wake the main loop's poll (from the request thread)."""
+        os.write(self._wake_w, b"!")
 
     def _reap(self) -> None:
         job = self.job
@@ -309,7 +350,15 @@ class BackendWorker(Service):
         self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
         self.job = None
         self.renew_at = None
-        self._announce()
+        queued, self.queued = self.queued, None
+        if queued is not None and self.stopping:
+            self._done(queued[0], None, "declined", "worker stopping")
+        elif queued is not None:
+            self._start(*queued)
+        elif not job.ready_said:
+            self._announce()
+        # else: the scheduler heard ready {finishing} and has nothing for us yet; saying it again would
+        # make it take back an assignment that may be on its way
 
     def _watch(self) -> None:
         """Bound the running request: cancel it at its deadline; exit if it ignores the cancel."""

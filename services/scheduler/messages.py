@@ -133,12 +133,16 @@ class WorkerMessages:
         self.revocations.back(w.name)
         if old is not None:
             self._forget(old, "reconnected")
+        finishing = msg.get("finishing")
         if w.state == "assigned" and w.task_id is not None:
             a = self.table.assigned.get(w.task_id)
-            if a is not None and a.ident == ident and not a.finished:
+            if a is not None and a.ident == ident and finishing == w.task_id:
+                a.confirmed = True   # it ran the task (its running event is on its way) and is delivering it
+            elif a is not None and a.ident == ident and not a.finished:
                 self._requeue(w.task_id)   # it says it is idle: it did not take the assignment
         w.account, w.backend, w.modes = msg["account"], msg["backend"], modes
         self.accounts.note(w.account, w.backend, modes)
+        w.finishing = finishing
         w.set_state("idle", None, mono)
         self.handoffs.worker_ready(w.account)
 
@@ -186,8 +190,10 @@ class WorkerMessages:
         w = self.workers.get(ident)
         a = self.table.assigned.get(tid)
         account = w.account if w is not None and w.account else (a.account if a else None)
-        held = w is not None and w.task_id == tid
+        held = w is not None and (w.task_id == tid or w.finishing == tid)
         if w is not None:
+            if w.finishing == tid:
+                w.finishing = None   # said ready while delivering it: its state moved on already
             w.last_seen = mono
             w.last_task, w.last_outcome = tid, outcome
             w.last_error = None if outcome == "done" else message

@@ -5,7 +5,8 @@ worker comes back with a new one) and indexed by name (the program name, e.g. ``
 which is also the ``worker`` of its broker leases). A worker is in one of these states:
 
 =========  ==========================================================================================
-idle       said ``ready``; waiting for an assignment
+idle       said ``ready``; waiting for an assignment (``ready {finishing}``: while it still delivers the
+           answer of ``finishing``, whose ``done`` follows)
 assigned   was sent ``assign``; has not been seen running it yet
 busy       runs a task (a ``task.running`` event or a heartbeat named it)
 unready    reported ``done`` and has not said ``ready`` again; also a worker the scheduler met mid-task
@@ -43,6 +44,7 @@ class Worker:
     last_task: int | None = None
     last_outcome: str | None = None
     last_error: str | None = None
+    finishing: int | None = None        # said ready while delivering this task's answer (its done follows)
 
     def set_state(self, state: str, task_id: int | None, now: float) -> None:
         if state != self.state or task_id != self.task_id:

@@ -309,6 +309,39 @@ def test_result_is_delivered_after_a_broker_kill_9_and_restart(make_env):
     assert proc.alive()
 
 
+def test_ready_while_delivering_the_answer_and_the_next_assignment_starts_once_it_is_delivered(make_env):
+    """Once the provider has answered, the worker says ``ready {finishing}`` before the completion is
+    acknowledged; an assignment then is kept, not declined, and leased right after (docs/wire.md §
+    Worker protocol). The broker is down meanwhile, so the completion waits as long as we like."""
+    env = make_env({"a": sim(latency=1.5)})
+    proc, ident = ready_worker(env)
+    first = env.client.submit("k1", "explorer", "ask", {"prompt": "first"})["task"]["id"]
+    second = env.client.submit("k2", "explorer", "ask", {"prompt": "second"})["task"]["id"]
+    mark = env.scheduler.mark()
+    env.scheduler.send(ident, "assign", task_id=first, ttl=30.0)
+    wait_for(lambda: sim_events(env, event="received"), 10, what="the sim to receive the request")
+    env.broker.kill()
+    early = env.scheduler.wait_type("ready", 10, after=mark, finishing=first)
+    assert early["_from"] == ident
+    env.scheduler.send(ident, "assign", task_id=second, ttl=30.0)
+    time.sleep(1.0)
+    said = [m for m in env.scheduler.messages[mark:] if m["type"] == "done"]
+    assert said == [], said   # neither the first (undelivered) nor a decline of the second
+    env.broker.start()
+    done1 = env.scheduler.wait_type("done", 20, after=mark, task_id=first)
+    done2 = env.scheduler.wait_type("done", 20, after=mark, task_id=second)
+    assert done1["outcome"] == "done" and done2["outcome"] == "done", (done1, done2)
+    between = env.scheduler.messages[env.scheduler.messages.index(done1):env.scheduler.messages.index(done2)]
+    # no plain ready in between: the scheduler had its ready and gave the second task on it
+    assert [m for m in between if m["type"] == "ready" and m.get("finishing") is None] == []
+    a, b = env.client.get(first), env.client.get(second)
+    assert a["state"] == b["state"] == "DONE"
+    done_at = [h["at"] for h in a["history"] if h["to"] == "DONE"][0]
+    leased_at = [h["at"] for h in b["history"] if h["to"] == "RUNNING"][0]
+    assert leased_at >= done_at   # leased only once the first was delivered: one lease at a time
+    assert proc.alive()
+
+
 def test_silent_scheduler_makes_the_worker_reconnect_and_reannounce(make_env):
     env = make_env({"a": sim(latency=6)})
     proc, ident = ready_worker(env)

@@ -701,6 +701,30 @@ def test_a_done_for_a_task_the_worker_was_not_given_is_counted_and_changes_nothi
     assert core.errors["FOREIGN_DONE"] == 1             # the holder's own report is not foreign
 
 
+def test_a_worker_delivering_an_answer_gets_its_next_task_and_its_late_done_is_its_own():
+    """``ready {finishing}`` (docs/wire.md § Worker protocol): the next task is assigned while the worker
+    still delivers the first; the first's ``done`` then is neither foreign nor a reason to think the
+    worker unready, and a ready naming the task it was assigned confirms that assignment instead of
+    taking it back."""
+    core = make_core()
+    submitted(core, 1, kind="x.ask")
+    submitted(core, 2, kind="x.ask")
+    submitted(core, 3, kind="x.ask")
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    running(core, 1)
+    msg(core, W1, "ready", worker="backend-a1", account="a1", backend="sim", modes=["standard"], finishing=1)
+    assert assigns(core) == [(W1, 2)]
+    done(core, W1, 1)                                   # the first answer delivered, after the assign
+    assert core.errors["FOREIGN_DONE"] == 0
+    w = core.workers.get(W1)
+    assert (w.state, w.task_id, w.finishing) == ("assigned", 2, None)
+    # the running event of 2 has not reached us when it says it is finishing 2: it ran it
+    msg(core, W1, "ready", worker="backend-a1", account="a1", backend="sim", modes=["standard"], finishing=2)
+    assert assigns(core) == [(W1, 3)] and 2 in core.table.assigned and core.table.assigned[2].confirmed
+    assert 2 not in core.table.queue
+
+
 def test_a_silent_workers_leases_are_revoked_and_so_is_one_it_is_granted_later():
     core = make_core()
     submitted(core, 1)
