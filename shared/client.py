@@ -265,6 +265,17 @@ class BrokerClient:
             if not after:
                 return
 
+    def kv_versions(self, module: str, prefix: str = "", page: int = 1000) -> Iterator[tuple[str, int]]:
+        """Every ``(key, version)`` under ``prefix`` in ``module``'s namespace, in key order, without the
+        values (``kv_scan`` with ``versions``)."""
+        after = None
+        while True:
+            res = self.call("kv_scan", module=module, prefix=prefix, after=after, limit=page, versions=True)
+            yield from ((key, version) for key, version in res["items"])
+            after = res["next"]
+            if not after:
+                return
+
     def unconsumed(self, module: str, after: int | None = None, limit: int = 100) -> TaskPage:
         """Settled tasks of ``module`` not yet acked by it (what a restarted module must still apply)."""
         return cast(TaskPage, self.call("unconsumed", module=module, after=after, limit=limit))

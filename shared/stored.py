@@ -26,6 +26,32 @@ def decode_stored(raw: bytes | memoryview) -> Any:
     return msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
 
+HEAD = 64   # bytes of a record's msgpack that surely hold its ``v`` (map header, "v", a 64-bit integer)
+
+
+def stored_version(raw: bytes | memoryview) -> int:
+    """The ``v`` of a stored kv record ``{"v": version, "value": ..., ...}`` without decoding the value.
+
+    The broker writes ``v`` as the record's first key (msgpack keeps a map's order), so the first
+    :data:`HEAD` bytes hold it; a compressed record is inflated only that far. A record laid out otherwise
+    is decoded whole: slower, never wrong. This is what makes a versions-only ``kv_scan`` cheap: the
+    reader learns which records changed without anyone inflating the others."""
+    if raw[:2] == ZMARK:
+        head = zlib.decompressobj().decompress(raw[2:], HEAD)
+    else:
+        head = bytes(raw[:HEAD])
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(head)
+    try:
+        if unpacker.read_map_header() and unpacker.unpack() == "v":
+            version = unpacker.unpack()
+            if isinstance(version, int) and not isinstance(version, bool):
+                return version
+    except (msgpack.OutOfData, msgpack.UnpackException, ValueError):
+        pass
+    return decode_stored(raw)["v"]
+
+
 def kv_item(key: str, stored: bytes) -> msgpack.ExtType:
     """The wire form of one kv_scan item: the stored record, not decoded (see above)."""
     k = key.encode()

@@ -26,7 +26,7 @@ from services.broker import states as st
 from services.broker.ops_tasks import PAGE_BYTES, check_name, public, record_bytes, submit_task
 from services.broker.tx import Tx
 from shared.errors import ErrorCode, FanoError, bad_argument
-from shared.stored import kv_item
+from shared.stored import kv_item, stored_version
 from shared.txn import MAX_KEY_BYTES, MAX_OPS, MAX_REASON_CHARS, MAX_UNUSABLE_CHARS, OPS
 
 
@@ -133,7 +133,11 @@ def op_kv_get(tx: Tx, module: str, key: str) -> dict[str, Any] | None:
     return None if rec is None else {"key": key, "version": rec["v"], "value": rec["value"]}
 
 
-def op_kv_scan(tx: Tx, module: str, prefix: str, after: str | None, limit: int) -> dict[str, Any]:
+def op_kv_scan(tx: Tx, module: str, prefix: str, after: str | None, limit: int,
+               versions: bool = False) -> dict[str, Any]:
+    """A page of the records under ``prefix`` in key order; ``next`` continues it. ``versions``: the items
+    are ``[key, version]`` pairs, no values (a reader that keeps the records learns which changed, for a
+    few bytes each: services/modules/store.py, KeptPrefix)."""
     check_name(module, "module")
     if not 1 <= limit <= 1000:
         raise bad_argument("limit must be in [1, 1000]", field="limit")
@@ -145,11 +149,15 @@ def op_kv_scan(tx: Tx, module: str, prefix: str, after: str | None, limit: int) 
     items, last, size, full = [], None, 0, False
     while ok and cur.key().startswith(full_prefix):
         key = bytes(cur.key())[len(base):].decode()
-        # passed through as stored, never decoded here (shared/stored.py: kv_item; the reader inflates it)
         stored = cur.value()
-        items.append(kv_item(key, stored))
+        if versions:
+            items.append([key, stored_version(stored)])
+            size += len(key) + 12
+        else:
+            # passed through as stored, never decoded here (shared/stored.py: kv_item; the reader inflates it)
+            items.append(kv_item(key, stored))
+            size += len(stored) + len(key) + 8
         last = key
-        size += len(stored) + len(key) + 8
         full = len(items) >= limit or size >= PAGE_BYTES   # a page of large values ends early (``next``)
         if full:
             break

@@ -360,9 +360,17 @@ def test_a_repair_pass_reads_the_insights_and_seeds_once_however_many_threads_ar
     reads: list[str] = []
     real = r.svc.store.scan
     r.svc.store.scan = lambda prefix: reads.append(prefix) or real(prefix)   # type: ignore[method-assign]
+    kept = r.svc.kept_insights()   # the insights: kept by the service, brought up to date by versions
+    refreshes: list[int] = []
+    refresh = kept.refresh
+    kept.refresh = lambda: refreshes.append(1) or refresh()   # type: ignore[method-assign]
     env = r.svc.env()
     for thread in threads:
         C.thread_tasks(env, dict(thread, status="synthesised", panel_closed=True, panel_settled={}))
         C.thread_tasks(env, dict(thread, status="active"))
     assert len(threads) >= 2
-    assert reads.count("insights/") == 1 and reads.count("seeds/") == 1, reads
+    assert len(refreshes) == 1 and reads.count("seeds/") == 1, reads
+    assert reads.count("insights/") == 0, reads   # read whole once already, by the steps before
+    before = kept.reads
+    C.thread_tasks(r.svc.env(), dict(threads[0], status="synthesised", panel_closed=True, panel_settled={}))
+    assert len(refreshes) == 2 and reads.count("insights/") == 0 and kept.reads == before, reads

@@ -51,3 +51,22 @@ def test_a_shaped_scan_keeps_only_what_the_reader_uses(core):
     assert view.get("insights/b")[1]["status"] == "pending"                   # get is whole and fresh
     env = Env(Store(client, "documenter"), view, 1.0)
     assert list(env.blessed()) == ["a"] and env.waiting() == 1
+
+
+def test_a_kept_prefix_reads_again_only_what_changed_and_stays_exact(core):
+    """KeptPrefix (the explorer's insights): the first read scans the prefix whole; later reads learn the
+    versions and read again only the records that changed; removed ones go, new ones come; many changes
+    at once are one scan again."""
+    from services.modules.store import KeptPrefix
+    client = CoreClient(core)
+    client.txn("explorer", [txn.put(f"insights/{i:03d}", {"n": i, "big": "x" * 2000}) for i in range(10)]
+               + [txn.put("other/1", {"n": -1})])
+    kept = KeptPrefix(Store(client, "explorer"), "insights/", lambda _k, v: {"n": v["n"]})
+    assert [v["n"] for v in kept.values()] == list(range(10)) and kept.reads == 10
+    assert [v["n"] for v in kept.values()] == list(range(10)) and kept.reads == 10   # nothing changed
+    client.txn("explorer", [txn.put("insights/003", {"n": 33}, if_version=1), txn.delete("insights/005"),
+                            txn.put("insights/0045", {"n": 45})])
+    assert [v["n"] for v in kept.values()] == [0, 1, 2, 33, 4, 45, 6, 7, 8, 9] and kept.reads == 12
+    client.txn("explorer", [txn.put(f"insights/{i:03d}", {"n": 100 + i}, if_version=None) for i in range(100)])
+    assert [v["n"] for v in kept.values()] == [100 + i for i in range(5)] + [45] + [100 + i for i in range(5, 100)]
+    assert kept.reads == 12 + 101   # over KeptPrefix.REREAD changed: one scan of the prefix

@@ -23,7 +23,7 @@ from services.modules.explorer import load as L
 from services.modules.explorer import model as M
 from services.modules.explorer import review as R
 from services.modules.explorer import threads as T
-from services.modules.store import Store
+from services.modules.store import KeptPrefix, Store
 from shared import txn
 
 HELD = ("paused", "archived")
@@ -68,17 +68,22 @@ class Env:
     capacity: Callable[[], CAP.Capacity]
     load: Callable[..., L.Load]
     history: Callable[[int], list] = field(default=lambda _tid: [])   # a task's history (served)
+    # prefixes the service keeps between steps (services/modules/store.py, KeptPrefix): the insights, as
+    # extraction.insight_view cuts them
+    kept: dict[str, KeptPrefix] = field(default_factory=dict)
     _once: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def values(self, prefix: str) -> list:
         """The records under ``prefix``. The whole-history prefixes (:data:`READ_ONCE`: every insight, every
         seed) are read at most once per Env: one step (or one repair pass over every open thread) asks for
-        them from several places, and no step writes them before it returns its ops. The list is shared:
-        read it, never change it in place."""
+        them from several places, and no step writes them before it returns its ops; a prefix the service
+        keeps is brought up to date rather than read whole. The list is shared: read it, never change it
+        in place."""
         if prefix not in READ_ONCE:
             return self.store.records(prefix)
         if prefix not in self._once:
-            self._once[prefix] = self.store.records(prefix)
+            kept = self.kept.get(prefix)
+            self._once[prefix] = kept.values() if kept is not None else self.store.records(prefix)
         return self._once[prefix]
 
     def exchanges(self, tid: str) -> list[dict]:

@@ -21,6 +21,22 @@ from services.modules.explorer.threads import axioms_text, exchanges_text
 CORPUS_STATUSES = ("pending", "interesting", "blessed")
 
 
+def insight_view(_key: str, value: object) -> dict | None:
+    """What the explorer's steps read of a stored insight (its service keeps every insight cut to this:
+    services/modules/store.py, KeptPrefix): the text only where dedup or a prompt reads it, the dedup
+    record only while it is pending. Everything else (versions, review outcome, overrides) stays in the
+    broker."""
+    if not isinstance(value, dict) or "id" not in value:
+        return None
+    status = value.get("status")
+    view = {k: value.get(k) for k in ("id", "status", "tags", "blessed_at", "priority", "queued_priority")}
+    if status in CORPUS_STATUSES:
+        view["text"] = value.get("text")
+    if status == "pending":
+        view["dedup"] = value.get("dedup")
+    return view
+
+
 def blessed_list(insights: list[dict], limit: int = 40) -> str:
     """The ``limit`` most recently blessed insights (key order would favour old threads' insights)."""
     blessed = [i for i in insights if i.get("status") == "blessed"]

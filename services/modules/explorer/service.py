@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from services.modules import capacity as CAP
 from services.modules.base import Effect, ModuleService
 from services.modules.explorer import context as C
+from services.modules.explorer import extraction as X
 from services.modules.explorer import flow
 from services.modules.explorer import load as L
 from services.modules.explorer import model as M
@@ -32,7 +33,7 @@ from services.modules.explorer import priorities as PR
 from services.modules.explorer import recovery as RC
 from services.modules.explorer import seeds as S
 from services.modules.explorer import threads as T
-from services.modules.store import Store
+from services.modules.store import KeptPrefix, Store
 from shared import scheduler_client, txn
 from shared.errors import BrokerUnavailable, FanoError
 
@@ -69,7 +70,16 @@ class ExplorerService(ModuleService):
         return C.Env(self.store, Store(self.client, "documenter"), self.now(),
                      {a.name: tuple(a.modes) for a in self.config.accounts}, self.settings, self.log,
                      self.capacity, self.load_view,
-                     lambda tid: self.client.get(tid, history=True).get("history") or [])
+                     lambda tid: self.client.get(tid, history=True).get("history") or [],
+                     kept={"insights/": self.kept_insights()})
+
+    def kept_insights(self) -> KeptPrefix:
+        """Every insight ever made, read on most steps: kept between steps, cut to what the steps read, and
+        brought up to date by versions (services/modules/store.py, KeptPrefix) rather than read whole."""
+        kept = getattr(self, "_insights", None)
+        if kept is None or kept.store is not self.store:
+            kept = self._insights = KeptPrefix(self.store, "insights/", X.insight_view)
+        return kept
 
     def capacity(self) -> CAP.Capacity:
         """The accounts' headroom for this module now, read from the broker (:mod:`services.modules.capacity`)."""
@@ -218,7 +228,7 @@ class ExplorerService(ModuleService):
         for tasks in RC.open_review_tasks(env):
             self.submit_if_absent(tasks)
         self.follow_capacity(full=True)
-        insights = self.store.records("insights/")
+        insights = self.kept_insights().values()
         self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
         for spec in RC.dedup_tasks(env, insights):
             self.submit_if_absent([spec])
