@@ -49,7 +49,7 @@ def stored_version(raw: bytes | memoryview) -> int:
                 return version
     except (msgpack.OutOfData, msgpack.UnpackException, ValueError):
         pass
-    return decode_stored(raw)["v"]
+    return int(decode_stored(raw)["v"])
 
 
 def kv_item(key: str, stored: bytes) -> msgpack.ExtType:
