@@ -68,8 +68,8 @@ class Env:
     capacity: Callable[[], CAP.Capacity]
     load: Callable[..., L.Load]
     history: Callable[[int], list] = field(default=lambda _tid: [])   # a task's history (served)
-    # prefixes the service keeps between steps (services/modules/store.py, KeptPrefix): the insights, as
-    # extraction.insight_view cuts them
+    # prefixes the service keeps between steps (services/modules/store.py, KeptPrefix; service.KEPT): the
+    # insights, as extraction.insight_view cuts them, and the threads
     kept: dict[str, KeptPrefix] = field(default_factory=dict)
     _once: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -79,10 +79,10 @@ class Env:
         them from several places, and no step writes them before it returns its ops; a prefix the service
         keeps is brought up to date rather than read whole. The list is shared: read it, never change it
         in place."""
+        kept = self.kept.get(prefix)
         if prefix not in READ_ONCE:
-            return self.store.records(prefix)
+            return kept.values() if kept is not None else self.store.records(prefix)
         if prefix not in self._once:
-            kept = self.kept.get(prefix)
             self._once[prefix] = kept.values() if kept is not None else self.store.records(prefix)
         return self._once[prefix]
 

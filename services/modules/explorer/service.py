@@ -44,6 +44,9 @@ WAITING_RECHECK_WORLD = 60.0   # ... or this many world seconds, if sooner (a sc
 RECHECK_REAL_MIN = 1.0         # never more often than this (real seconds)
 FOLLOW_REAL_MIN = 1.0   # real seconds: the floor of the capacity-following pass's cadence (member_patience / 4)
 
+# prefixes the service keeps between steps (prefix -> what of each record it keeps; None: maps whole)
+KEPT = {"insights/": X.insight_view, "threads/": None}
+
 HANDLERS = {M.EXPLORE: flow.handle_turn, M.CRITIQUE: flow.handle_turn, M.SYNTHESIS: flow.handle_synthesis,
             M.EXTRACT: flow.handle_extract, M.CONSOLIDATE: flow.handle_consolidate, M.DEDUP: flow.handle_dedup,
             **{kind: flow.handle_review for kind in flow.REVIEW_KINDS}}
@@ -71,15 +74,19 @@ class ExplorerService(ModuleService):
                      {a.name: tuple(a.modes) for a in self.config.accounts}, self.settings, self.log,
                      self.capacity, self.load_view,
                      lambda tid: self.client.get(tid, history=True).get("history") or [],
-                     kept={"insights/": self.kept_insights()})
+                     kept={prefix: self.kept(prefix) for prefix in KEPT})
+
+    def kept(self, prefix: str) -> KeptPrefix:
+        """The records of a prefix in :data:`KEPT` (every insight, every thread ever made: read on most
+        steps), kept between steps and brought up to date by versions (services/modules/store.py,
+        KeptPrefix) rather than read whole each time."""
+        kept = getattr(self, "_kept", None)
+        if kept is None or kept[prefix].store is not self.store:
+            kept = self._kept = {p: KeptPrefix(self.store, p, shape) for p, shape in KEPT.items()}
+        return kept[prefix]
 
     def kept_insights(self) -> KeptPrefix:
-        """Every insight ever made, read on most steps: kept between steps, cut to what the steps read, and
-        brought up to date by versions (services/modules/store.py, KeptPrefix) rather than read whole."""
-        kept = getattr(self, "_insights", None)
-        if kept is None or kept.store is not self.store:
-            kept = self._insights = KeptPrefix(self.store, "insights/", X.insight_view)
-        return kept
+        return self.kept("insights/")
 
     def capacity(self) -> CAP.Capacity:
         """The accounts' headroom for this module now, read from the broker (:mod:`services.modules.capacity`)."""
@@ -161,7 +168,7 @@ class ExplorerService(ModuleService):
         re-rank the tasks of overridden insights); between, follow capacity every :meth:`follow_interval`."""
         self.import_promotions()
         seeds = self.store.records("seeds/")
-        threads = self.store.records("threads/")
+        threads = self.kept("threads/").values()
         paces = {p.get("seed_id"): p for p in self.store.records("pace/")}
         accounts = self.env().configured_accounts()
 
@@ -245,7 +252,7 @@ class ExplorerService(ModuleService):
         cap = self.capacity()
         names = self.env().configured_accounts()
         if threads is None:
-            threads = self.store.records("threads/")
+            threads = self.kept("threads/").values()
         pinned = (L.pinned_counts(CAP.pending(self.client, M.MODULE, payloads=False), threads, names)
                   if cap.known else {})
         view = L.Load(cap, pinned, L.starved(self.scheduler_idle(), names))
