@@ -100,7 +100,9 @@ def test_deep_mode_sends_the_deep_model_and_effort(tmp_path, standin):
 
 
 def test_standin_answers_without_streaming_too(standin):
-    server = standin()
+    # two slots: the stand-in frees a slot after the reply is sent, so a second request sent the moment
+    # the first reply is read may find the one slot still taken (503 busy) on a loaded machine
+    server = standin(slots=2)
     body = json.dumps({"model": "standin-small", "messages": [{"role": "user", "content": "hi"}]}).encode()
     req = urllib.request.Request(f"{server.url}/chat/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
