@@ -170,7 +170,9 @@ class BackendWorker(Service):
         now = self.clock.mono()
         if now >= self.next_heartbeat:
             if self._refused is None:   # refused for our role: quiet until the liveness check asks again
-                self._send("heartbeat", worker=self.name, task_id=self.job.task_id if self.job else None)
+                # a job we said ready for is not named: to the scheduler we are idle (or on the next task)
+                running = self.job is not None and not self.job.ready_said
+                self._send("heartbeat", worker=self.name, task_id=self.job.task_id if running else None)
             self.next_heartbeat = now + self.heartbeat_interval
         if now - self.last_heard > self.liveness * self.heartbeat_interval:
             self._reconnect(f"scheduler silent for {self.liveness} heartbeats")

@@ -51,14 +51,15 @@ class SharedScans(Store):
     ``shapes`` maps a prefix to ``shape(key, value) -> value | None``: what of each record the reader
     needs (None: not at all). A scan kept for a while is then only as large as what the module uses (the
     documenter keeps the blessed insights' texts, not every insight's history), so the reader's memory
-    follows its working set rather than the other module's whole history. Records are shaped page by
-    page as they arrive."""
+    follows its working set rather than the other module's whole history. A shaped prefix is kept
+    (:class:`KeptPrefix`): once its time is up, only the records whose version changed are read again."""
 
     def __init__(self, client, module: str, ttl, mono, shapes: dict[str, Any] | None = None):
         super().__init__(client, module)
         self._ttl, self._mono = ttl, mono
         self._shapes = dict(shapes or {})
         self._scans: dict[str, tuple[float, list[tuple[str, int, Any]]]] = {}
+        self._kept: dict[str, KeptPrefix] = {}
 
     def scan(self, prefix: str):
         now = self._mono()
@@ -72,12 +73,10 @@ class SharedScans(Store):
         shape = self._shapes.get(prefix)
         if shape is None:
             return list(super().scan(prefix))
-        out = []
-        for key, version, value in super().scan(prefix):
-            kept = shape(key, value)
-            if kept is not None:
-                out.append((key, version, kept))
-        return out
+        # a shaped prefix is kept between reads: only the records whose version changed are read again
+        if prefix not in self._kept:
+            self._kept[prefix] = KeptPrefix(Store(self.client, self.module), prefix, shape)
+        return self._kept[prefix].items()
 
 
 class KeptPrefix:
@@ -108,6 +107,12 @@ class KeptPrefix:
         """The shaped records under the prefix, in key order, brought up to date first."""
         self.refresh()
         return [value for _, value in self._kept.values() if value is not None]
+
+    def items(self) -> list[tuple[str, int, Any]]:
+        """``(key, version, shaped value)`` of the records under the prefix, as a scan gives them, brought
+        up to date first."""
+        self.refresh()
+        return [(key, version, value) for key, (version, value) in self._kept.items() if value is not None]
 
     def refresh(self) -> None:
         current = list(self.store.client.kv_versions(self.store.module, self.prefix))

@@ -171,8 +171,8 @@ class WorkerMessages:
             w.set_state("busy", tid, mono)
             return
         w.last_seen = mono
-        if tid is None:
-            return
+        if tid is None or tid == w.finishing:
+            return   # idle, or still delivering the task it said ready for: not busy with it again
         a = self.table.assigned.get(tid)
         if a is not None and a.ident == ident:
             a.confirmed = True

@@ -324,9 +324,11 @@ def test_ready_while_delivering_the_answer_and_the_next_assignment_starts_once_i
     early = env.scheduler.wait_type("ready", 10, after=mark, finishing=first)
     assert early["_from"] == ident
     env.scheduler.send(ident, "assign", task_id=second, ttl=30.0)
-    time.sleep(1.0)
-    said = [m for m in env.scheduler.messages[mark:] if m["type"] == "done"]
-    assert said == [], said   # neither the first (undelivered) nor a decline of the second
+    time.sleep(1.5)
+    said = env.scheduler.messages[env.scheduler.messages.index(early):]
+    assert [m for m in said if m["type"] == "done"] == [], said   # neither the first nor a decline of the second
+    beats = [m for m in said if m["type"] == "heartbeat"]
+    assert beats and all(m["task_id"] != first for m in beats), beats   # idle to the scheduler: not busy again
     env.broker.start()
     done1 = env.scheduler.wait_type("done", 20, after=mark, task_id=first)
     done2 = env.scheduler.wait_type("done", 20, after=mark, task_id=second)

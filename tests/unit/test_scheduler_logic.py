@@ -725,6 +725,24 @@ def test_a_worker_delivering_an_answer_gets_its_next_task_and_its_late_done_is_i
     assert 2 not in core.table.queue
 
 
+def test_a_heartbeat_naming_the_task_a_worker_is_finishing_does_not_make_it_busy_again():
+    """Between ``ready {finishing}`` and its ``done``, a heartbeat may still name the task (a worker of an
+    older version, or one sent just before): the worker stays idle, and its done does not leave it
+    unready, which would keep the account idle with work waiting (the soak caught it)."""
+    core = make_core()
+    submitted(core, 1, kind="x.ask")
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    running(core, 1)
+    msg(core, W1, "ready", worker="backend-a1", account="a1", backend="sim", modes=["standard"], finishing=1)
+    assert assigns(core) == []                          # nothing waits
+    msg(core, W1, "heartbeat", worker="backend-a1", task_id=1)
+    done(core, W1, 1)
+    assert core.workers.get(W1).state == "idle"
+    submitted(core, 2, kind="x.ask")
+    assert assigns(core) == [(W1, 2)]
+
+
 def test_a_silent_workers_leases_are_revoked_and_so_is_one_it_is_granted_later():
     core = make_core()
     submitted(core, 1)
