@@ -149,6 +149,17 @@ _ROW_PACKER = msgpack.Packer(use_bin_type=True)
 ROWS_MISSING = b"pending_rows_missing"
 
 
+def row_module(row: bytes | memoryview) -> str | None:
+    """The module named by a PENDING row (:func:`pending_row`), without decoding the task: a list filtered
+    by module skips the other modules' PENDING tasks for the price of their rows."""
+    try:
+        fields = msgpack.unpackb(row, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    module = fields[1] if isinstance(fields, list) and len(fields) > 1 else None
+    return module if isinstance(module, str) else None
+
+
 def pending_row(task: dict[str, Any]) -> bytes:
     """The ``by_state`` value of a PENDING task: :data:`shared.records.PENDING_ROW`, in that order."""
     unknown = task.get("unknown_turn")

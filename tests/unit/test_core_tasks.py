@@ -204,6 +204,21 @@ def test_list_filters_and_paging(core):
     expect_error("BAD_ARGUMENT", core.call, "list", limit=1001)
 
 
+def test_list_of_one_modules_pending_tasks_decodes_none_of_the_others(core, monkeypatch):
+    """The PENDING index carries each task's row: a module's capacity pass listing its own PENDING tasks
+    pays for the other modules' rows, not for their records."""
+    from services.broker.tx import Tx
+    for i in range(6):
+        core.submit(f"e{i}", module="explorer" if i % 3 == 0 else "documenter", kind="ask")
+    decoded: list[int] = []
+    real = Tx.task
+    monkeypatch.setattr(Tx, "task", lambda self, tid: decoded.append(tid) or real(self, tid))
+    page = core.call("list", state="PENDING", module="explorer", limit=1)
+    assert [t["id"] for t in page["tasks"]] == [1] and decoded == [1]
+    page = core.call("list", state="PENDING", module="explorer", after=page["next"])
+    assert [t["id"] for t in page["tasks"]] == [4] and decoded == [1, 4] and page["next"] is None
+
+
 @pytest.mark.parametrize("filters", [{}, {"state": "PENDING"}, {"module": "explorer"}])
 def test_list_paging_visits_each_task_once_and_ends(core, filters):
     for i in range(7):
