@@ -171,8 +171,9 @@ class BackendWorker(Service):
         if now >= self.next_heartbeat:
             if self._refused is None:   # refused for our role: quiet until the liveness check asks again
                 # a job we said ready for is not named: to the scheduler we are idle (or on the next task)
-                running = self.job is not None and not self.job.ready_said
-                self._send("heartbeat", worker=self.name, task_id=self.job.task_id if running else None)
+                job = self.job
+                self._send("heartbeat", worker=self.name,
+                           task_id=job.task_id if job is not None and not job.ready_said else None)
             self.next_heartbeat = now + self.heartbeat_interval
         if now - self.last_heard > self.liveness * self.heartbeat_interval:
             self._reconnect(f"scheduler silent for {self.liveness} heartbeats")
