@@ -108,6 +108,36 @@ def die_with_parent() -> None:
         pass
 
 
+class HeapTrim:
+    """Hand the C heap's free pages back to the system now and then (glibc's ``malloc_trim``).
+
+    A program that runs for weeks allocates and frees a pass's worth of records over and over; CPython
+    serves every object over 512 bytes (dict tables, lists, strings: most of a decoded record) from the C
+    heap, and glibc returns only the heap's top to the system, so the free holes left between long-lived
+    objects stay in the resident size. In the week soak the explorer grew by ~3 MB a day while its live
+    Python objects grew by ~0.4 MB; one ``malloc_trim(0)`` took 10 MB back. A call costs about a
+    millisecond, so it runs at most every :attr:`every` seconds (monotonic). Without glibc it does nothing."""
+
+    every = 30.0
+
+    def __init__(self, mono) -> None:
+        self.mono = mono
+        self.next = mono() + self.every
+        self.trims = 0
+        try:
+            import ctypes
+            self._trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):   # not glibc (musl, macOS): nothing to trim this way
+            self._trim = None
+
+    def maybe(self) -> None:
+        if self._trim is None or self.mono() < self.next:
+            return
+        self.next = self.mono() + self.every
+        self._trim(0)
+        self.trims += 1
+
+
 def setup_logging(name: str, level: str | None = None) -> logging.Logger:
     level = level or os.environ.get("FANO_LOG_LEVEL", "INFO")
     logging.basicConfig(stream=sys.stderr, level=level.upper(),
@@ -184,8 +214,10 @@ class Service:
         try:
             self.initialize()
             self.log.info("%s started (pid %d)", self.name, os.getpid())
+            heap = HeapTrim(self.clock.mono)
             while not self.stopping:
                 self.loop()
+                heap.maybe()
             self.log.info("%s stopping", self.name)
             return ExitCode.OK
         finally:
