@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,10 +121,11 @@ class HeapTrim:
 
     every = 30.0
 
-    def __init__(self, mono) -> None:
+    def __init__(self, mono: Callable[[], float]) -> None:
         self.mono = mono
         self.next = mono() + self.every
         self.trims = 0
+        self._trim: Callable[[int], int] | None
         try:
             import ctypes
             self._trim = ctypes.CDLL(None).malloc_trim
