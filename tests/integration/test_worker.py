@@ -311,8 +311,9 @@ def test_result_is_delivered_after_a_broker_kill_9_and_restart(make_env):
 
 def test_ready_while_delivering_the_answer_and_the_next_assignment_starts_once_it_is_delivered(make_env):
     """Once the provider has answered, the worker says ``ready {finishing}`` before the completion is
-    acknowledged; an assignment then is kept, not declined, and leased right after (docs/wire.md §
-    Worker protocol). The broker is down meanwhile, so the completion waits as long as we like."""
+    acknowledged; an assignment then is kept, not declined, and leased right after
+    (docs/wire.md § Worker protocol). The broker is down meanwhile, so the completion waits as long as
+    we like."""
     env = make_env({"a": sim(latency=1.5)})
     proc, ident = ready_worker(env)
     first = env.client.submit("k1", "explorer", "ask", {"prompt": "first"})["task"]["id"]

@@ -49,14 +49,14 @@ def test_a_shaped_scan_keeps_only_what_the_reader_uses(core):
                                                                               "priority": 7})]
     assert set(INSIGHT_FIELDS) >= {"text", "status", "priority", "depends_on", "tags"}
     assert view.get("insights/b")[1]["status"] == "pending"                   # get is whole and fresh
+    env = Env(Store(client, "documenter"), view, 1.0)
+    assert list(env.blessed()) == ["a"] and env.waiting() == 1
     # once its time is up, a shaped prefix reads again only what changed (its versions tell)
     kept = view._kept["insights/"]
     before = kept.reads
     client.txn("explorer", [txn.put("insights/b", {"text": "two", "status": "blessed"}, if_version=1)])
     view._scans.clear()   # the time is up
     assert [k for k, _, _ in view.scan("insights/")] == ["insights/a", "insights/b"] and kept.reads == before + 1
-    env = Env(Store(client, "documenter"), view, 1.0)
-    assert list(env.blessed()) == ["a"] and env.waiting() == 1
 
 
 def test_a_kept_prefix_reads_again_only_what_changed_and_stays_exact(core):
