@@ -250,31 +250,32 @@ class BrokerClient:
     def kv_get(self, module: str, key: str) -> KvItem | None:
         return cast("KvItem | None", self.call("kv_get", module=module, key=key))
 
-    def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100) -> KvPage:
-        return cast(KvPage, self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit))
+    def kv_scan(self, module: str, prefix: str = "", after: str | None = None, limit: int = 100,
+                versions: bool = False) -> KvPage:
+        """A page of records under ``prefix``; ``versions``: ``[key, version]`` pairs instead of items."""
+        return cast(KvPage, self.call("kv_scan", module=module, prefix=prefix, after=after, limit=limit,
+                                      versions=versions))
+
+    def _kv_pages(self, module: str, prefix: str, page: int, versions: bool = False) -> Iterator[Any]:
+        """Every item of the ``kv_scan`` pages under ``prefix``, read as the caller iterates."""
+        after = None
+        while True:
+            res = self.kv_scan(module, prefix=prefix, after=after, limit=page, versions=versions)
+            yield from res["items"]
+            after = res["next"]
+            if not after:
+                return
 
     def kv_items(self, module: str, prefix: str = "", page: int = 500) -> Iterator[tuple[str, int, Any]]:
         """Every ``(key, version, value)`` under ``prefix`` in ``module``'s namespace, in key order, read
         ``page`` records per request as the caller iterates (stop iterating to stop reading)."""
-        after = None
-        while True:
-            res = self.kv_scan(module, prefix=prefix, after=after, limit=page)
-            for item in res["items"]:
-                yield item["key"], item["version"], item["value"]
-            after = res["next"]
-            if not after:
-                return
+        for item in self._kv_pages(module, prefix, page):
+            yield item["key"], item["version"], item["value"]
 
     def kv_versions(self, module: str, prefix: str = "", page: int = 1000) -> Iterator[tuple[str, int]]:
         """Every ``(key, version)`` under ``prefix`` in ``module``'s namespace, in key order, without the
         values (``kv_scan`` with ``versions``)."""
-        after = None
-        while True:
-            res = self.call("kv_scan", module=module, prefix=prefix, after=after, limit=page, versions=True)
-            yield from ((key, version) for key, version in res["items"])
-            after = res["next"]
-            if not after:
-                return
+        yield from ((key, version) for key, version in self._kv_pages(module, prefix, page, versions=True))
 
     def unconsumed(self, module: str, after: int | None = None, limit: int = 100) -> TaskPage:
         """Settled tasks of ``module`` not yet acked by it (what a restarted module must still apply)."""

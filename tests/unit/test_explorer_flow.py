@@ -360,7 +360,7 @@ def test_a_repair_pass_reads_the_insights_and_seeds_once_however_many_threads_ar
     reads: list[str] = []
     real = r.svc.store.scan
     r.svc.store.scan = lambda prefix: reads.append(prefix) or real(prefix)   # type: ignore[method-assign]
-    kept = r.svc.kept_insights()   # the insights: kept by the service, brought up to date by versions
+    kept = r.svc.kept("insights/")   # the insights: kept by the service, brought up to date by versions
     refreshes: list[int] = []
     refresh = kept.refresh
     kept.refresh = lambda: refreshes.append(1) or refresh()   # type: ignore[method-assign]

@@ -85,9 +85,6 @@ class ExplorerService(ModuleService):
             kept = self._kept = {p: KeptPrefix(self.store, p, shape) for p, shape in KEPT.items()}
         return kept[prefix]
 
-    def kept_insights(self) -> KeptPrefix:
-        return self.kept("insights/")
-
     def capacity(self) -> CAP.Capacity:
         """The accounts' headroom for this module now, read from the broker (:mod:`services.modules.capacity`)."""
         modes = {a.name: tuple(a.modes) for a in self.config.accounts}
@@ -235,7 +232,7 @@ class ExplorerService(ModuleService):
         for tasks in RC.open_review_tasks(env):
             self.submit_if_absent(tasks)
         self.follow_capacity(full=True)
-        insights = self.kept_insights().values()
+        insights = self.kept("insights/").values()
         self.align_priorities([i for i in insights if i.get("status") == "pending"], "insight_id", M.insight_key)
         for spec in RC.dedup_tasks(env, insights):
             self.submit_if_absent([spec])
