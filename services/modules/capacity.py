@@ -19,9 +19,11 @@ what they chose in their own entities, and read it again on the next pass, so a 
 the same kind of choice from the broker's state alone. When ``quota_show`` is refused the view is
 :meth:`Capacity.unknown` (every account has room): the module then behaves as it did without it.
 
-:func:`task_accounts` names the accounts a PENDING task could run on (its conversation's account, else
-``requires.backends``, else any) and :meth:`Capacity.serves` whether any of them has room for the mode
-it asks for (a deep task with ``deep_fallback`` also in standard mode).
+:func:`pending` lists a module's PENDING tasks (a pass reads them without payloads, and
+:func:`with_payload` only for a task it moves). :func:`task_accounts` names the accounts a PENDING task
+could run on (its conversation's account, else ``requires.backends``, else any) and
+:meth:`Capacity.serves` whether any of them has room for the mode it asks for (a deep task with
+``deep_fallback`` also in standard mode).
 """
 from __future__ import annotations
 
@@ -165,20 +167,22 @@ def pending(client, module: str, payloads: bool = True) -> dict[str, dict]:
             return out
 
 
-def pending_waited(client, module: str, now: float, patience: float) -> dict[str, dict]:
-    """:func:`pending` for a capacity-following pass: every PENDING task without its payload, and with it
-    only those that have :func:`waited` ``patience`` (the only ones a pass may move, whose prompt a moved
-    seat re-submits). Reading every prompt each pass made the pass cost the whole backlog's bytes, several
-    times a second at a scaled clock; a task gone in between keeps no payload (nothing moves it)."""
-    out = pending(client, module, payloads=False)
-    for task in out.values():
-        if waited(task, now) >= patience:
-            try:
-                task["payload"] = client.get(task["id"], history=False).get("payload")
-            except FanoError as exc:
-                if exc.code != ErrorCode.NOT_FOUND:
-                    raise
-    return out
+def with_payload(client, task: dict) -> dict | None:
+    """``task`` (a record of a list page without payloads, :func:`pending`) with its payload read from
+    the broker; None when the task is gone. A capacity-following pass reads its module's PENDING tasks
+    without payloads and this only for a task it moves (whose prompt a moved seat re-submits, whose
+    payload names its seat): reading the prompts of every task that had waited, on every pass, made the
+    pass cost the backlog's bytes (records of a long transcript reach a megabyte) several times a second
+    at a scaled clock, and the module's resident size grow with the backlog."""
+    if task.get("payload") is not None:
+        return task
+    try:
+        record = client.get(task["id"], history=False)
+    except FanoError as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            return None
+        raise
+    return dict(task, payload=record.get("payload"))
 
 
 def live_keys(client, module: str) -> set[str]:

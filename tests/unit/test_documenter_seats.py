@@ -24,8 +24,10 @@ class CapRun(Run):
                                 {(a, "standard"): (self.now + 3600, "no standard quota left") for a in accounts})
 
     def live(self, age=400.0):
-        """The PENDING tasks by key, as the broker lists them, as if submitted ``age`` seconds ago."""
-        return {key: dict(t, created=self.now - age) for key, t in CAP.pending(self.client, "documenter").items()}
+        """The PENDING tasks by key, as the broker lists them to the service (no payloads), as if
+        submitted ``age`` seconds ago."""
+        listed = CAP.pending(self.client, "documenter", payloads=False)
+        return {key: dict(t, created=self.now - age) for key, t in listed.items()}
 
     def follow(self, age=400.0):
         moves, stale = seats.follow(self.env(), self.cap, self.live(age))

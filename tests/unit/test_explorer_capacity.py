@@ -491,3 +491,12 @@ def test_a_tasks_thread_is_read_from_its_payload_or_else_from_its_key():
     assert M.task_thread_id({"key": M.thread_task_key("q-a.t3", "extract:gamma")}) == "q-a.t3"
     assert M.task_thread_id({"key": M.insight_task_key("q-a.t3.i2", "dedup")}) is None
     assert M.task_thread_id({"key": "adhoc:x:y"}) is None
+
+
+def test_an_insight_tasks_insight_is_read_from_its_payload_or_else_from_its_key():
+    """The capacity pass lists PENDING tasks without payloads and finds the reviews to follow by key."""
+    assert M.task_insight_id({"payload": {"insight_id": "q-a.t3.i2"}}) == "q-a.t3.i2"
+    assert M.task_insight_id({"key": M.insight_task_key("q-a.t3.i2", "review1:r2", 1)}) == "q-a.t3.i2"
+    assert M.task_insight_id({"key": M.insight_task_key("q-a.t3.i2", "review3:vote:r1")}) == "q-a.t3.i2"
+    assert M.task_insight_id({"key": M.thread_task_key("q-a.t3", "synthesis")}) is None
+    assert M.task_insight_id({"key": "adhoc:x:y"}) is None

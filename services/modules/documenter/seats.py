@@ -1,8 +1,9 @@
 """Evaluation slots that follow capacity: a slot blocked past ``member_patience`` moves or is left out.
 
-Pure functions over an :class:`~.context.Env`, the accounts' headroom (a
+Functions over an :class:`~.context.Env`, the accounts' headroom (a
 :class:`services.modules.capacity.Capacity` read from the broker) and the documenter's PENDING tasks by
-key; the service commits what they return and then cancels the abandoned tasks.
+key, listed without payloads (a moved slot's payload is read then); the service commits what they
+return and then cancels the abandoned tasks.
 
 For every pipeline in stage ``evaluate``, a slot bound to an account (``requires.backends``) whose task
 has waited ``member_patience`` world seconds while that account has no standard room (out of quota for
@@ -45,6 +46,9 @@ def follow(env: C.Env, cap: CAP.Capacity, pending: dict) -> tuple[list[tuple[lis
             if (task is None or CAP.waited(task, env.now) < env.settings.member_patience
                     or cap.serves(task, [slot["account"]])):
                 continue
+            task = CAP.with_payload(env.store.client, task)   # its prompt goes to the moved slot's task
+            if task is None:
+                continue   # settled meanwhile: nothing to move
             ops = move(env, cap, jv, dict(job), n, task)
             if ops:
                 txns.append((ops, task["id"]))

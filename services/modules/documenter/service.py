@@ -139,7 +139,7 @@ class DocumenterService(ModuleService):
         cap = self.capacity()
         if not cap.known:
             return
-        pending = CAP.pending_waited(self.client, self.module, self.clock.world(), self.settings.member_patience)
+        pending = CAP.pending(self.client, self.module, payloads=False)
         moves, cancels = seats.follow(self.env(), cap, pending)
         for ops, abandoned in moves:
             if self._start(ops):

@@ -359,6 +359,18 @@ def task_thread_id(task: dict) -> str | None:
     return None
 
 
+def task_insight_id(task: dict) -> str | None:
+    """The insight a task of an insight's panel belongs to (dedup, math check, review rounds), from its
+    payload or, in a list page without payloads, from its key (``explorer:<seed>.t<n>.i<m>:...``)."""
+    iid = (task.get("payload") or {}).get("insight_id")
+    if isinstance(iid, str):
+        return iid
+    parts = str(task.get("key") or "").split(":")
+    if len(parts) > 2 and parts[0] == MODULE and parts[1].count(".") == 2:
+        return parts[1]
+    return None
+
+
 def thread_task_key(tid: str, step: str, retry: int = 0) -> str:
     """``step``: ``synthesis``, ``consolidate`` or ``extract:<account>``."""
     return with_retry(f"explorer:{tid}:{step}", retry)

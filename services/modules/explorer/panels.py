@@ -107,13 +107,14 @@ def thread_room(settings: M.ExplorerSettings, open_: list[dict], active: int, ro
 
 # --- panel members blocked past patience ------------------------------------------------------------------
 
-def followed(env: C.Env, p: Pass, prefix: str, field: str, key) -> Iterator[tuple[str, int, object]]:
+def followed(env: C.Env, p: Pass, prefix: str, owner, key) -> Iterator[tuple[str, int, object]]:
     """(key, version, record) of the records this pass looks at: every one under ``prefix`` on a full
-    pass, else those a waited-out PENDING task names in its payload's ``field``."""
+    pass, else those whose id ``owner(task)`` gives for a waited-out PENDING task (the tasks are listed
+    without payloads: their keys name their thread or insight)."""
     if p.patient is None:
         yield from env.store.scan(prefix)
         return
-    for ident in sorted({i for t in p.patient if isinstance(i := (t.get("payload") or {}).get(field), str)}):
+    for ident in sorted({i for t in p.patient if isinstance(i := owner(t), str)}):
         version, record = env.store.get(key(ident))
         yield key(ident), version, record
 
@@ -133,7 +134,7 @@ def why_blocked(env: C.Env, p: Pass, account: str, mode: str) -> str:
 
 
 def skip_extractors(env: C.Env, p: Pass) -> Iterator[Move]:
-    for _key, version, thread in followed(env, p, "threads/", "thread_id", M.thread_key):
+    for _key, version, thread in followed(env, p, "threads/", M.task_thread_id, M.thread_key):
         if not isinstance(thread, dict):
             continue
         yield Move(None, cancel=list((thread.get("panel_skipped") or {}).values()), why="extraction member skipped")
@@ -176,7 +177,7 @@ def step_candidates(env: C.Env, cap: CAP.Capacity, step: str, ctx: R.Ctx) -> lis
 
 def replace_reviewers(env: C.Env, p: Pass) -> Iterator[Move]:
     ctx, cap = env.review_ctx(), p.cap
-    for _key, vr, review in followed(env, p, "reviews/", "insight_id", M.review_key):
+    for _key, vr, review in followed(env, p, "reviews/", M.task_insight_id, M.review_key):
         if not isinstance(review, dict):
             continue
         yield Move(None, cancel=[r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")],
@@ -191,6 +192,9 @@ def replace_reviewers(env: C.Env, p: Pass) -> Iterator[Move]:
             backends = (spec.get("requires") or {}).get("backends") or []
             if len(backends) != 1 or task is None or not blocked(env, p, task, backends[0]):
                 continue
+            task = CAP.with_payload(env.store.client, task)   # its payload names the seat
+            if task is None:
+                continue   # settled meanwhile
             step, _ = R.seat_of(review, task)
             why = why_blocked(env, p, backends[0], CAP.task_modes(task)[0])
             candidates = [a for a in step_candidates(env, cap, step, ctx) if a not in p.busy]
@@ -211,7 +215,7 @@ def retarget_first_turns(env: C.Env, p: Pass) -> Iterator[Move]:
     that account lose its room (its window used up, say, for hours) before the turn runs, the turn
     moves once it has waited ``member_patience``: to another account with a free share, or to any
     account (``explore_on`` cleared), under a new key (``first_turn_moves``); the old task is cancelled."""
-    for _key, version, thread in followed(env, p, "threads/", "thread_id", M.thread_key):
+    for _key, version, thread in followed(env, p, "threads/", M.task_thread_id, M.thread_key):
         if not isinstance(thread, dict) or C.effective_status(thread) != "active" or thread.get("exchanges"):
             continue
         on = thread.get("explore_on") or []

@@ -319,7 +319,7 @@ class ExplorerService(ModuleService):
         cap = self.capacity()
         if not cap.known:
             return
-        pending = CAP.pending_waited(self.client, M.MODULE, self.now(), self.settings.member_patience)
+        pending = CAP.pending(self.client, M.MODULE, payloads=False)
         # one read per pass: a seat waiting behind a backlogged account's queue moves too, as long as some
         # account with room keeps up (when every account is behind, waiting in line is all there is)
         env = self.env()
