@@ -12,6 +12,7 @@ from services.modules import capacity as CAP
 from services.modules.explorer import flow
 from services.modules.explorer import model as M
 from services.modules.explorer import threads as T
+from shared import txn
 from tests.unit.test_explorer_flow import check_applied_once
 
 DAY = 86400.0
@@ -235,6 +236,24 @@ def test_a_restarted_module_cancels_the_replaced_seats_task(rig):
     assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "CANCELLED"
 
 
+def test_a_restarted_module_cancels_the_replaced_seats_task_once_its_insight_left_review(rig):
+    """A full pass reads only the reviews that can matter (not every review ever held): of a pending
+    insight, or named by a PENDING task, as here, where the insight was rejected meanwhile."""
+    r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\nmath_check = false\n")
+    r.import_seeds()
+    rv, seat, task = _pending_seat(r, ["alpha", "beta"])
+    block(r, seat["account"])
+    r.clock.advance(301)
+    r.svc._cancel = lambda *a, **k: None
+    r.svc.plan()
+    assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "PENDING"
+    version, insight = r.svc.store.get(M.insight_key(rv["insight_id"]))
+    r.svc.store.txn([txn.put(M.insight_key(rv["insight_id"]), dict(insight, status="rejected"), if_version=version)])
+    r.svc = r.new_module()
+    r.svc.plan()
+    assert next(t for t in r.tasks() if t["id"] == task["id"])["state"] == "CANCELLED"
+
+
 def test_an_extractor_blocked_past_patience_is_skipped(rig):
     r = rig(settings="max_active_threads = 1\nthreads_per_account = 0\n")
     r.import_seeds()
@@ -384,7 +403,6 @@ def test_a_first_turn_restricted_to_an_account_that_lost_its_room_moves_after_pa
 def test_the_repair_pass_does_not_re_propose_live_tasks_whose_prompt_changed(rig):
     """An extraction prompt lists the insights blessed so far: re-proposing a live extraction after a
     blessing would be a KEY_CONFLICT, counted as an error in `fanoctl status`, though nothing is wrong."""
-    from shared import txn
     r = rig()
     r.import_seeds()
     working = ["alpha", "beta"]

@@ -86,6 +86,15 @@ class Env:
             self._once[prefix] = kept.values() if kept is not None else self.store.records(prefix)
         return self._once[prefix]
 
+    def items(self, prefix: str) -> list[tuple[str, int, object]]:
+        """``(key, version, record)`` under ``prefix``: the kept ones brought up to date, else a scan."""
+        kept = self.kept.get(prefix)
+        return kept.items() if kept is not None else list(self.store.scan(prefix))
+
+    def pending_insight_ids(self) -> list[str]:
+        """The insights still pending (in dedup or review): only their reviews can be open."""
+        return [i["id"] for i in self.values("insights/") if i.get("status") == "pending"]
+
     def exchanges(self, tid: str) -> list[dict]:
         return self.values(f"exchanges/{tid}/")
 

@@ -107,16 +107,33 @@ def thread_room(settings: M.ExplorerSettings, open_: list[dict], active: int, ro
 
 # --- panel members blocked past patience ------------------------------------------------------------------
 
-def followed(env: C.Env, p: Pass, prefix: str, owner, key) -> Iterator[tuple[str, int, object]]:
-    """(key, version, record) of the records this pass looks at: every one under ``prefix`` on a full
-    pass, else those whose id ``owner(task)`` gives for a waited-out PENDING task (the tasks are listed
-    without payloads: their keys name their thread or insight)."""
+def followed(env: C.Env, p: Pass, owner, key, full) -> Iterator[tuple[str, int, object]]:
+    """(key, version, record) of the records this pass looks at: those whose id ``owner(task)`` gives
+    for a waited-out PENDING task (the tasks are listed without payloads: their keys name their thread
+    or insight), or on a full pass what ``full(env, p)`` gives."""
     if p.patient is None:
-        yield from env.store.scan(prefix)
+        yield from full(env, p)
         return
-    for ident in sorted({i for t in p.patient if isinstance(i := owner(t), str)}):
+    yield from by_key(env, key, {i for t in p.patient if isinstance(i := owner(t), str)})
+
+
+def by_key(env: C.Env, key, idents) -> Iterator[tuple[str, int, object]]:
+    for ident in sorted(idents):
         version, record = env.store.get(key(ident))
         yield key(ident), version, record
+
+
+def every_thread(env: C.Env, _p: Pass) -> Iterator[tuple[str, int, object]]:
+    return iter(env.items("threads/"))
+
+
+def reviews_that_matter(env: C.Env, p: Pass) -> Iterator[tuple[str, int, object]]:
+    """The reviews a full pass looks at: of a pending insight (only those can be open) or named by a
+    PENDING task (a seat replaced before a crash, whose old task is still to be cancelled). Reading every
+    review ever held made each full pass cost the research's whole history."""
+    idents = {i for t in p.pending.values() if isinstance(i := M.task_insight_id(t), str)}
+    idents.update(env.pending_insight_ids())
+    return by_key(env, M.review_key, idents)
 
 
 def blocked(env: C.Env, p: Pass, task: dict | None, account: str) -> bool:
@@ -134,7 +151,7 @@ def why_blocked(env: C.Env, p: Pass, account: str, mode: str) -> str:
 
 
 def skip_extractors(env: C.Env, p: Pass) -> Iterator[Move]:
-    for _key, version, thread in followed(env, p, "threads/", M.task_thread_id, M.thread_key):
+    for _key, version, thread in followed(env, p, M.task_thread_id, M.thread_key, every_thread):
         if not isinstance(thread, dict):
             continue
         yield Move(None, cancel=list((thread.get("panel_skipped") or {}).values()), why="extraction member skipped")
@@ -177,7 +194,7 @@ def step_candidates(env: C.Env, cap: CAP.Capacity, step: str, ctx: R.Ctx) -> lis
 
 def replace_reviewers(env: C.Env, p: Pass) -> Iterator[Move]:
     ctx, cap = env.review_ctx(), p.cap
-    for _key, vr, review in followed(env, p, "reviews/", M.task_insight_id, M.review_key):
+    for _key, vr, review in followed(env, p, M.task_insight_id, M.review_key, reviews_that_matter):
         if not isinstance(review, dict):
             continue
         yield Move(None, cancel=[r["task_id"] for r in review.get("replacements") or [] if r.get("task_id")],
@@ -215,7 +232,7 @@ def retarget_first_turns(env: C.Env, p: Pass) -> Iterator[Move]:
     that account lose its room (its window used up, say, for hours) before the turn runs, the turn
     moves once it has waited ``member_patience``: to another account with a free share, or to any
     account (``explore_on`` cleared), under a new key (``first_turn_moves``); the old task is cancelled."""
-    for _key, version, thread in followed(env, p, "threads/", M.task_thread_id, M.thread_key):
+    for _key, version, thread in followed(env, p, M.task_thread_id, M.thread_key, every_thread):
         if not isinstance(thread, dict) or C.effective_status(thread) != "active" or thread.get("exchanges"):
             continue
         on = thread.get("explore_on") or []

@@ -49,16 +49,19 @@ def needs_alignment(record: dict) -> bool:
     return record.get("queued_priority") != record.get("priority")
 
 
+OWNERS = {"thread_id": M.task_thread_id, "insight_id": M.task_insight_id}
+
+
 def live_tasks(client, field: str, ids):
-    """The module's live tasks whose ``payload[field]`` is one of ``ids``."""
-    ids = set(ids)
+    """The module's live tasks of the entities ``ids`` (``field``: ``thread_id`` or ``insight_id``),
+    listed without payloads: a task's key names its thread or insight (:func:`.model.task_thread_id`)."""
+    ids, owner = set(ids), OWNERS[field]
     for state in LIVE_STATES:
         after = None
         while True:
-            page = client.list(state=state, module=M.MODULE, after=after, limit=PAGE, payloads=True)
+            page = client.list(state=state, module=M.MODULE, after=after, limit=PAGE)
             for task in page["tasks"]:
-                payload = task.get("payload") if isinstance(task.get("payload"), dict) else {}
-                if payload.get(field) in ids:
+                if owner(task) in ids:
                     yield task
             after = page.get("next")
             if not after:
@@ -69,9 +72,10 @@ def align(client, field: str, wanted: dict, weight: float, log=None) -> list[int
     """Give every live task of the entities ``wanted`` ({id: priority}) its aligned priority; returns the
     ids of the tasks changed. A task that settled meanwhile is skipped (its follow-ups carry the new
     priority in their attrs)."""
-    changed = []
+    changed, owner = [], OWNERS[field]
     for task in list(live_tasks(client, field, wanted)):
-        prio = target(task, wanted[task["payload"][field]], weight)
+        ident = owner(task)
+        prio = target(task, wanted[ident], weight)
         if task.get("priority") == prio:
             continue
         try:
@@ -83,6 +87,5 @@ def align(client, field: str, wanted: dict, weight: float, log=None) -> list[int
         changed.append(task["id"])
         if log is not None:
             log.info("task %s (%s): priority %s -> %s (%s %s now at priority %s)", task["id"], task["kind"],
-                     task.get("priority"), prio, field.split("_")[0], task["payload"][field],
-                     wanted[task["payload"][field]])
+                     task.get("priority"), prio, field.split("_")[0], ident, wanted[ident])
     return changed

@@ -132,14 +132,18 @@ def close_out_of_patience(env: C.Env, thread: dict) -> list | None:
 
 
 def open_review_tasks(env: C.Env) -> list[list[dict]]:
-    """The tasks of every open review whose insight is still pending (one list per review)."""
+    """The tasks of every open review whose insight is still pending (one list per review). Only a
+    pending insight's review can be open, so those are read by key: every review ever held (with its
+    rounds' reasoning, most of the explorer's bytes after its transcripts) is never read whole."""
     ctx, out = env.review_ctx(), []
-    for _, _, review in env.store.scan("reviews/"):
+    for ident in env.pending_insight_ids():
+        review = env.store.get(M.review_key(ident))[1]
         if isinstance(review, dict) and review.get("stage") in OPEN_REVIEW:
-            insight = env.store.get(M.insight_key(review["insight_id"]))[1]
+            insight = env.store.get(M.insight_key(ident))[1]
             if insight and insight.get("status") == "pending":
                 out.append(R.open_tasks(review, insight, ctx))
     return out
+
 
 
 def dedup_tasks(env: C.Env, insights: list[dict]) -> list[dict]:

@@ -15,7 +15,7 @@ from typing import Any
 from services.modules.researcher import model as M
 from services.modules.researcher.settings import Settings
 from services.modules.researcher.trust import DEFAULT_TRUSTED, TrustPolicy
-from services.modules.store import Store
+from services.modules.store import KeptPrefix, Store
 from shared import txn
 
 MODULE = M.NS
@@ -29,6 +29,17 @@ KINDS = (GENERATE_QUESTIONS, EVALUATE_SOURCE, EXTRACT_FINDINGS)
 
 # what is observed for research questions: (namespace, key prefix), read only
 OBSERVED = (("explorer", "insights/"), ("documenter", "sections/"))
+# what of an observed record the steps read (services/modules/researcher/questions.py, crossref.py,
+# model.recency and friends); the service keeps the observed prefixes cut to these between passes
+OBSERVED_FIELDS = ("text", "title", "status", "tags", "rev", "updated", "created", "created_at", "updated_at")
+
+
+def observed_view(_key: str, value: object) -> dict | None:
+    """An observed record as the service keeps it (services/modules/store.py, KeptPrefix): the fields
+    a step reads, the rest (an insight's versions and review outcome) left in the broker."""
+    if not isinstance(value, dict):
+        return None
+    return {name: value[name] for name in OBSERVED_FIELDS if name in value}
 
 Task = dict[str, Any]   # a settled task as the handlers take it (shared.records.TaskRecord's fields)
 
@@ -45,10 +56,15 @@ class Env:
     policy: TrustPolicy = field(default_factory=lambda: policy_of(Settings()))
     # sources stored, as counted at the last observation: proposed URLs stop being added at max_sources
     source_count: int = 0
+    # the OBSERVED prefixes as the service keeps them, cut by observed_view: (namespace, prefix) -> kept
+    kept: Mapping[tuple[str, str], KeptPrefix] = field(default_factory=dict)
 
     def scan_ns(self, namespace: str, prefix: str) -> Iterable[tuple[str, int, Any]]:
-        """(key, version, value) under ``prefix`` in another module's namespace."""
-        return self.others[namespace].scan(prefix)
+        """(key, version, value) under ``prefix`` in another module's namespace: the kept records brought
+        up to date when the service keeps the prefix (every insight and section ever written, observed
+        every ``observe_interval``: read whole each time, the pass cost the research's history)."""
+        kept = self.kept.get((namespace, prefix))
+        return kept.items() if kept is not None else self.others[namespace].scan(prefix)
 
     def records(self, prefix: str) -> list[Any]:
         """Every value under ``prefix`` in the researcher's namespace, in key order."""

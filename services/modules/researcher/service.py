@@ -37,7 +37,7 @@ from services.modules.researcher import model as M
 from services.modules.researcher.context import EVALUATE_SOURCE, EXTRACT_FINDINGS, GENERATE_QUESTIONS
 from services.modules.researcher.fetch import Fetcher, FetchError, FetchPool, Page
 from services.modules.researcher.settings import load_settings
-from services.modules.store import Store
+from services.modules.store import KeptPrefix, Store
 from shared import txn
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, FanoError
 
@@ -96,7 +96,12 @@ class ResearcherService(ModuleService):
     def env(self) -> C.Env:
         """What a step reads: this module's namespace, the observed ones (read only), the world time."""
         others = {ns: Store(self.client, ns) for ns, _ in C.OBSERVED}
-        return C.Env(self.store, others, self.clock.world(), self.settings, self.policy, self._source_count)
+        kept = getattr(self, "_kept", None)
+        if kept is None or any(k.store.client is not self.client for k in kept.values()):
+            kept = self._kept = {(ns, prefix): KeptPrefix(others[ns], prefix, C.observed_view)
+                                 for ns, prefix in C.OBSERVED}
+        return C.Env(self.store, others, self.clock.world(), self.settings, self.policy, self._source_count,
+                     kept)
 
     # --- plan -----------------------------------------------------------------------------------------
 
