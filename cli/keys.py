@@ -34,6 +34,18 @@ def _programs() -> dict:
     return {name: program_role(name) for name in load_config(ctl().config_path).clients}
 
 
+class KeyArgument(click.Command):
+    """A command that takes a Z85 public key as an argument. Z85 keys may begin with ``-`` (one in 85
+    does), which the parser reads as an option: the error then says to put the key after ``--``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            raise click.UsageError(f"{exc.format_message()} (a public key that starts with '-' goes after "
+                                   f"'--': fanoctl keys {ctx.info_name} ... -- KEY)", ctx) from None
+
+
 @click.group()
 def keys():
     """CURVE keys for tcp:// endpoints: make, list, add, revoke (docs/security.md)."""
@@ -71,14 +83,15 @@ def keys_generate(name, role, force):
         lambda d: f"key {d['name']} ({d['role']}) made; public key {d['public']}")
 
 
-@keys.command("add")
+@keys.command("add", cls=KeyArgument)
 @click.argument("name")
 @click.argument("public_key", metavar="PUBLIC-KEY")
 @click.option("--role", callback=_role, metavar="ROLE", required=True,
               help="worker:ACCOUNT, module:NAME, scheduler or operator.")
 @json_option
 def keys_add(name, public_key, role):
-    """List a client key made on another host: its Z85 public key, or the path of its .key file."""
+    """List a client key made on another host: its Z85 public key, or the path of its .key file (a key
+    that starts with '-' goes after '--': keys add NAME --role ROLE -- KEY)."""
     from pathlib import Path
 
     from shared import keys as K
@@ -102,7 +115,7 @@ def keys_revoke(name):
     out({"revoked": [e.name for e in gone]}, f"key {name} revoked")
 
 
-@keys.command("server-key")
+@keys.command("server-key", cls=KeyArgument)
 @click.argument("public_key", metavar="[PUBLIC-KEY]", required=False)
 @json_option
 def keys_server_key(public_key):

@@ -231,7 +231,7 @@ def test_revocation_takes_effect_without_a_restart(keyed):
     ctx.term()
     # put back: the same key is admitted again
     pub = K.load_public(keyed.keys_dir, "module-explorer").decode()
-    assert keyed.fanoctl("keys", "add", "module-explorer", pub, "--role", "module:explorer").returncode == 0
+    assert keyed.fanoctl("keys", "add", "module-explorer", "--role", "module:explorer", "--", pub).returncode == 0
     wait_for(lambda: _answers(keyed.client("module-explorer", timeout=0.5)), 10, what="the key to be admitted again")
 
 
@@ -273,7 +273,7 @@ def test_a_key_made_on_another_host_is_added(keyed, tmp_path):
     made = run_fanoctl(other_cfg, "--json", "keys", "generate", "backend-a2", env=keyed.env)
     assert made.returncode == 0, made.stderr
     server = keyed.fanoctl("keys", "server-key").stdout.strip()
-    assert run_fanoctl(other_cfg, "keys", "server-key", server, env=keyed.env).returncode == 0
+    assert run_fanoctl(other_cfg, "keys", "server-key", "--", server, env=keyed.env).returncode == 0
     with _env(keyed.env):
         remote = load_config(other_cfg).client_keys("backend-a2")
     assert remote is not None and remote.server == server.encode()
@@ -365,7 +365,7 @@ def test_a_worker_whose_key_has_another_role_waits_and_joins_once_it_is_fixed(ke
     once, asks again every few seconds rather than in a loop, and joins without a restart once the role is
     right (a condition that passes must not end FATAL)."""
     public = K.load_public(keyed.keys_dir, "backend-a1").decode()
-    assert keyed.fanoctl("keys", "add", "backend-a1", public, "--role", "worker:a2").returncode == 0
+    assert keyed.fanoctl("keys", "add", "backend-a1", "--role", "worker:a2", "--", public).returncode == 0
     keyed.start("scheduler", wait="scheduler started")
     worker = keyed.start("backend", "--account", "a1", wait="serving account a1")
     wait_for(lambda: "the scheduler refuses this worker: FORBIDDEN: worker:a2 may not speak for account 'a1'"
@@ -374,6 +374,6 @@ def test_a_worker_whose_key_has_another_role_waits_and_joins_once_it_is_fixed(ke
     forbidden = keyed.query("fanoctl", "stats")["errors"].get("FORBIDDEN", 0)
     assert 1 <= forbidden <= 4, forbidden                    # one ask per liveness period, not a spin
     assert worker.log().count("the scheduler refuses this worker") == 1, worker.log()
-    assert keyed.fanoctl("keys", "add", "backend-a1", public, "--role", "worker:a1").returncode == 0
+    assert keyed.fanoctl("keys", "add", "backend-a1", "--role", "worker:a1", "--", public).returncode == 0
     wait_for(lambda: keyed.query("fanoctl", "stats")["workers"] == 1, 15, what="the worker to join")
     assert worker.alive()

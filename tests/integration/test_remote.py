@@ -112,7 +112,7 @@ class Hosts:
             assert made.returncode == 0, made.stderr
         public = json.loads(self.worker_fanoctl("--json", "keys", "ls").stdout)["keys"]
         far = next(k["public"] for k in public if k["name"] == "backend-far-sim")
-        added = self.server_fanoctl("keys", "add", "backend-far-sim", far, "--role", "worker:far-sim")
+        added = self.server_fanoctl("keys", "add", "backend-far-sim", "--role", "worker:far-sim", "--", far)
         assert added.returncode == 0, added.stderr
 
     def server_fanoctl(self, *args, **kw):
@@ -216,7 +216,7 @@ def test_a_worker_on_another_host_leases_and_completes_over_curve_and_an_unliste
     # listed on the server (its public half only), it is let in without a restart and does its task
     public = json.loads(h.worker_fanoctl("--json", "keys", "ls").stdout)["keys"]
     key = next(k["public"] for k in public if k["name"] == "backend-stray-sim")
-    assert h.server_fanoctl("keys", "add", "backend-stray-sim", key, "--role", "worker:stray-sim").returncode == 0
+    assert h.server_fanoctl("keys", "add", "backend-stray-sim", "--role", "worker:stray-sim", "--", key).returncode == 0
     h.until(lambda: h.client.get(stray)["state"] == "DONE", 30, "stray-sim's task once its key is listed")
     assert [e["event"] for e in h.sim_log("stray-sim", stray)] == ["received", "served"]
     assert {p["name"]: p["pid"] for p in h.worker.programs()} == pids   # the same processes throughout

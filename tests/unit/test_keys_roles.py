@@ -291,6 +291,11 @@ def test_fanoctl_keys_commands(tmp_path):
     assert gone.exit_code == 1 and "no authorized key named 'laptop'" in gone.output
     bad = run("keys", "add", "x", "not-a-key", "--role", "operator")
     assert bad.exit_code == ExitCode.KEYS and "not a CURVE public key" in bad.output
+    dashed = "-" + K.load_public(tmp_path / "var" / "keys", "server").decode()[1:]   # Z85 keys may start with '-'
+    unquoted = run("keys", "add", "y", dashed, "--role", "operator")
+    assert unquoted.exit_code == 2 and "goes after '--'" in unquoted.output
+    assert run("keys", "add", "y", "--role", "operator", "--", dashed).exit_code == 0
+    assert dashed in run("keys", "ls").stdout
     server = run("keys", "server-key").stdout.strip()
     assert server == K.load_public(tmp_path / "var" / "keys", "server").decode()
 
