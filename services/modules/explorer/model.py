@@ -350,23 +350,23 @@ def task_thread_id(task: dict) -> str | None:
     """The thread a task of a thread belongs to (explore and critique turns, synthesis, extraction,
     consolidation), from its payload or, in a list page without payloads, from its key
     (``explorer:<seed>.t<n>:...``); None for an insight's task (``explorer:<seed>.t<n>.i<m>:...``)."""
-    tid = (task.get("payload") or {}).get("thread_id")
-    if isinstance(tid, str):
-        return tid
-    parts = str(task.get("key") or "").split(":")
-    if len(parts) > 2 and parts[0] == MODULE and parts[1].count(".") == 1:
-        return parts[1]
-    return None
+    return _owner(task, "thread_id", 1)
 
 
 def task_insight_id(task: dict) -> str | None:
     """The insight a task of an insight's panel belongs to (dedup, math check, review rounds), from its
     payload or, in a list page without payloads, from its key (``explorer:<seed>.t<n>.i<m>:...``)."""
-    iid = (task.get("payload") or {}).get("insight_id")
-    if isinstance(iid, str):
-        return iid
+    return _owner(task, "insight_id", 2)
+
+
+def _owner(task: dict, field: str, dots: int) -> str | None:
+    """``payload[field]``, else the key's id part when it has ``dots`` dots (a thread ``<seed>.t<n>``: 1,
+    an insight ``<seed>.t<n>.i<m>``: 2)."""
+    ident = (task.get("payload") or {}).get(field)
+    if isinstance(ident, str):
+        return ident
     parts = str(task.get("key") or "").split(":")
-    if len(parts) > 2 and parts[0] == MODULE and parts[1].count(".") == 2:
+    if len(parts) > 2 and parts[0] == MODULE and parts[1].count(".") == dots:
         return parts[1]
     return None
 
