@@ -26,7 +26,12 @@ Reply, broker ROUTER -> client DEALER::
 
 Event, broker PUB -> SUB::
 
-    [TOPIC, HEADER, BODY]       TOPIC = b"evt." + event type, e.g. b"evt.task.done"
+    [TOPIC, HEADER, BODY]       TOPIC = b"evt." + event type, e.g. b"evt.task.done", then for an event
+                                that belongs to a module b"/" + module + b"/": b"evt.task.done/explorer/"
+
+SUB sockets filter by topic prefix at the publisher, so a program subscribes to what it reads and the rest
+never reaches it: a research module to its own settled tasks (:func:`event_topic` with its module), the
+scheduler to every ``b"evt."``.
 
 ``HEADER`` is the literal ``b"FANO/1"``. ``BODY`` is a msgpack map (strings as str, binary as bin) no
 larger than :data:`MAX_BODY` bytes; sockets drop messages above :data:`MAX_MESSAGE` outright.
@@ -460,9 +465,17 @@ def decode_reply(frames: list[bytes]) -> Reply:
     return Reply(cid=msg.get("cid"), ok=bool(msg["ok"]), result=msg.get("result"), error=msg.get("error"))
 
 
+def event_topic(event_type: str, module: str | None = None) -> bytes:
+    """An event's PUB topic, or with ``module`` the prefix that selects that module's events of the type
+    (the trailing ``/`` keeps ``explorer`` from matching ``explorer2``)."""
+    topic = EVENT_PREFIX + event_type.encode()
+    return topic + b"/" + module.encode() + b"/" if module else topic
+
+
 def encode_event(event: dict[str, Any]) -> list[bytes]:
     packed = getattr(event, "packed", None) or _pack(event)
-    return [EVENT_PREFIX + event["type"].encode(), HEADER, packed]
+    module = event.get("module")
+    return [event_topic(event["type"], module if isinstance(module, str) else None), HEADER, packed]
 
 
 def decode_event(frames: list[bytes]) -> dict[str, Any]:

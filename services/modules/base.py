@@ -36,15 +36,15 @@ import zmq
 from services.modules import capacity as CAP
 from services.modules.parsing import ParseError
 from services.modules.store import Store
-from shared import events, txn
+from shared import events, protocol, txn
 from shared.client import BrokerClient
 from shared.errors import STORAGE_REFUSALS, BrokerUnavailable, ErrorCode, FanoError
 from shared.records import TaskRecord
 from shared.service import Service
 
-SETTLED_EVENTS = (b"evt.task.done", b"evt.task.parked", b"evt.task.cancelled")
-# a human changed the module's data (``notify`` op of a txn, shared/txn.py): plan now
-NOTIFY_EVENT = b"evt.module.notify"
+# what a module follows, each only for its own name (shared.protocol.event_topic): its tasks settling, and a
+# human changing its data (``notify`` op of a txn, shared/txn.py: plan now)
+FOLLOWED_EVENTS = ("task.done", "task.parked", "task.cancelled", "module.notify")
 REFUSED_EFFECT = frozenset({ErrorCode.KEY_CONFLICT, ErrorCode.KEY_PARKED, ErrorCode.BAD_ARGUMENT,
                             ErrorCode.NOT_FOUND, ErrorCode.INVALID_STATE})
 
@@ -104,8 +104,8 @@ class ModuleService(Service):
         self.client = BrokerClient(self.config.broker_endpoint, name=self.name, timeout=2.0, retries=3, keys=self.keys)
         self.store = Store(self.client, self.module)
         self.ctx = zmq.Context()
-        self.sub = events.subscribe(self.ctx, self.config.events_endpoint, (*SETTLED_EVENTS, NOTIFY_EVENT),
-                                    keys=self.keys)
+        self.sub = events.subscribe(self.ctx, self.config.events_endpoint,
+                                    [protocol.event_topic(t, self.module) for t in FOLLOWED_EVENTS], keys=self.keys)
         self._next_plan = 0.0
         self._next_sweep = 0.0
         self._backoff_until = 0.0

@@ -8,8 +8,10 @@ Two halves, in two threads:
   :data:`MIN_INTERVAL` seconds (a burst of events is one rebuild, not hundreds) and publishes them to the
   :class:`Hub`. It never re-reads on a timer: a PUB message can be lost, so after :data:`EVENT_CHECK`
   quiet seconds it asks the broker for its last sequence number (one tiny read) and rebuilds only if that
-  moved. A broker that does not answer is published as ``status`` ``down`` (the page shows a banner) and
-  asked again every :data:`DOWN_CHECK` seconds; when it answers, the parts are rebuilt and the banner goes.
+  moved. While no browser watches it is unsubscribed (the broker's PUB then sends it nothing: a busy
+  queue costs an unwatched panel no CPU); the first watcher subscribes it again and gets a fresh build.
+  A broker that does not answer is published as ``status`` ``down`` (the page shows a banner) and asked
+  again every :data:`DOWN_CHECK` seconds; when it answers, the parts are rebuilt and the banner goes.
 - :class:`Hub` is thread-safe: the follower publishes ``(event name, data)``; each open event stream
   (``/live/overview``, in uvicorn's event loop) holds a :class:`Subscription` that keeps only the latest
   data per name, so a slow browser gets the newest state, never an unbounded backlog.
@@ -32,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from shared import events
+from shared import events, protocol
 from shared.client import BrokerClient
 from shared.errors import BrokerUnavailable, FanoError
 from shared.keys import ClientKeys
@@ -144,7 +146,8 @@ class Follower:
         self.hub = hub
         self.build = build
         self.now = now
-        self.sub = events.subscribe(ctx, events_endpoint, keys=keys)
+        self.sub = events.subscribe(ctx, events_endpoint, topics=(), keys=keys)
+        self.subscribed = False
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.last_seq = 0
@@ -169,13 +172,24 @@ class Follower:
             self.dirty = True
             self.last_build = 0.0   # a new browser should not wait for the coalescing interval
         mono = time.monotonic()
-        if self.hub.watchers == 0:
-            return   # nobody is looking: note the events (dirty), build nothing
+        watched = self.hub.watchers > 0
+        if watched != self.subscribed:
+            self._follow(watched, mono)
+        if not watched:
+            return   # nobody is looking: take no events, build nothing
         if self.broker_up is False or mono - self.last_event >= EVENT_CHECK:
             if mono >= self.next_check:
                 self._check(mono)
         if self.dirty and mono - self.last_build >= MIN_INTERVAL:
             self._rebuild(mono)
+
+    def _follow(self, on: bool, mono: float) -> None:
+        """Subscribe to every event while someone watches; unsubscribe when the last watcher leaves.
+        What happened meanwhile is unknown: the next watcher's first build reads it afresh."""
+        self.sub.setsockopt(zmq.SUBSCRIBE if on else zmq.UNSUBSCRIBE, protocol.EVENT_PREFIX)
+        self.subscribed = on
+        self.dirty = True
+        self.last_event = mono   # the quiet-period check counts from here
 
     def _drain(self) -> None:
         # an event we cannot read is skipped: the last-sequence check notices what we missed

@@ -98,6 +98,51 @@ def test_the_broker_going_away_is_said_and_its_return_recovers_by_itself(broker,
     assert follower.builds > built             # fresh parts follow the recovery
 
 
+class Counted(Watched):
+    """A hub whose number of watchers the test sets."""
+
+    count = 0
+
+    @property
+    def watchers(self) -> int:
+        return self.count
+
+
+def test_an_unwatched_follower_takes_no_events_and_the_first_watcher_gets_a_fresh_build(broker):
+    cfg = load_config(broker.config_path)
+    ctx = zmq.Context()
+    client = broker.client("web-test", timeout=0.3, retries=1)
+    hub = Counted()
+    f = Follower(ctx, cfg.events_endpoint, client, hub, lambda c: build_parts(cfg, c, Clock()), time.time)
+    try:
+        c = broker.client()
+        for i in range(20):   # the broker's PUB filters them out: they never reach the follower
+            c.submit(f"unwatched-{i}", "adhoc", "adhoc.ask", {"prompt": str(i)})
+        _ticks(f, 0.5)
+        assert (f.events, f.builds, f.subscribed) == (0, 0, False)
+        hub.count = 1
+        wait_for(lambda: f.tick(20) or f.builds == 1, 5, what="a build for the first watcher")
+        assert "pending 20" in [d for n, d in hub.published if n == "queue"][-1]
+
+        sent = iter(range(1000))
+
+        def followed() -> bool:   # the subscription reaches the broker asynchronously
+            c.submit(f"watched-{next(sent)}", "adhoc", "adhoc.ask", {"prompt": "w"})
+            _ticks(f, 0.1)
+            return f.events > 0
+        wait_for(followed, 5, what="events once watched")
+        hub.count = 0
+        _ticks(f, 0.1)
+        seen = f.events
+        c.submit("unwatched-again", "adhoc", "adhoc.ask", {"prompt": "u"})
+        _ticks(f, 0.5)
+        assert f.events == seen and not f.subscribed
+    finally:
+        f.close()
+        client.close()
+        ctx.term()
+
+
 def test_a_slow_stream_gets_only_the_newest_data():
     async def run() -> list[str]:
         hub = Hub()

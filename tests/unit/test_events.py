@@ -69,3 +69,35 @@ def test_readable_says_whether_a_message_waits_and_drain_reads_all_that_wait():
         sub.close(0)
         pub.close(0)
         ctx.term()
+
+
+def test_a_module_subscription_receives_only_that_modules_events():
+    """An event of a module goes out under ``evt.<type>/<module>/``: a research module's subscription
+    (``event_topic(type, module)``) takes its own and nothing of a module whose name extends it, while a
+    subscription to the type or to ``evt.`` still takes them all."""
+    ctx = zmq.Context()
+    endpoint = f"ipc://{short_tmpdir('ev')}/events.sock"
+    pub = ctx.socket(zmq.PUB)
+    sockets.configure_socket(pub, "pub")
+    pub.bind(endpoint)
+    mine = events.subscribe(ctx, endpoint, (protocol.event_topic("task.done", "explorer"),))
+    every = events.subscribe(ctx, endpoint, (protocol.event_topic("task.done"),))
+    try:
+        def connected():
+            pub.send_multipart(protocol.encode_event({"seq": 0, "type": "task.done", "module": "explorer"}))
+            return [e for e in events.drain(mine)] and [e for e in events.drain(every)]
+        wait_for(connected, 5, interval=0.05, what="the subscriptions")
+        time.sleep(0.1)
+        list(events.drain(mine)), list(events.drain(every))
+        sent = [("task.done", "explorer2"), ("task.done", "documenter"), ("task.running", "explorer"),
+                ("task.done", None), ("task.done", "explorer")]
+        for seq, (typ, module) in enumerate(sent, 1):
+            pub.send_multipart(protocol.encode_event({"seq": seq, "type": typ, "module": module}))
+        time.sleep(0.2)
+        assert [e["seq"] for e in events.drain(mine)] == [5]
+        assert [e["seq"] for e in events.drain(every)] == [1, 2, 4, 5]
+    finally:
+        mine.close(0)
+        every.close(0)
+        pub.close(0)
+        ctx.term()

@@ -78,6 +78,7 @@ def test_event_round_trip():
     frames = protocol.encode_event(ev)
     assert frames[0] == b"evt.task.done" and frames[1] == H
     assert protocol.decode_event(frames) == ev
+    assert protocol.encode_event(dict(ev, module="explorer"))[0] == b"evt.task.done/explorer/"
     with pytest.raises(FanoError) as info:
         protocol.decode_event(frames[1:])
     assert info.value.code == ErrorCode.BAD_FRAME
