@@ -1,7 +1,8 @@
 """The backend worker program, ``python -m services backend --account NAME`` (docs/architecture.md § Backends).
 
 One process per LLM account, one request at a time. The main loop (this module) owns the DEALER to the
-scheduler and a broker client for lease renewals; the request thread (:mod:`services.backends.runner`)
+scheduler and a broker client for lease renewals; the request thread
+(:mod:`services.backends.request_thread`, running :mod:`services.backends.runner`, kept from job to job)
 owns the provider and a broker client of its own (clients are not thread-safe). They share only the
 current :class:`~services.backends.runner.Job`.
 
@@ -36,11 +37,11 @@ next worker of the account reconciles the turn with the provider.
 from __future__ import annotations
 
 import os
-import threading
 
 import zmq
 
 from services.backends.registry import make_provider
+from services.backends.request_thread import RequestThread
 from services.backends.runner import Job, TurnRunner
 from services.backends.secrets import install_log_redaction
 from shared import protocol, sockets
@@ -73,11 +74,11 @@ class BackendWorker(Service):
         self.keys = None   # this program's CURVE keys when an endpoint is tcp:// (initialize)
         self._refused: str | None = None   # the scheduler's last refusal of our role, said once
         self.job: Job | None = None
-        self.thread: threading.Thread | None = None
+        self.requests: RequestThread | None = None   # started with the first job
         self.queued: tuple[int, float] | None = None   # (task, ttl) assigned while the job was finishing
-        # the request threads' runner and its broker client, made once and handed from one job's thread to
-        # the next (never two at once: a job starts after the previous thread is joined): a connection per
-        # job cost a socket, a handshake and the broker's bookkeeping of a new peer on every task
+        # the request thread's runner and its broker client, made once and used for job after job (never two
+        # at once: the thread runs its jobs in order): a connection per job cost a socket, a handshake and
+        # the broker's bookkeeping of a new peer on every task
         self._runner: TurnRunner | None = None
         self.heartbeat_interval = protocol.HEARTBEAT_INTERVAL
         self.liveness = protocol.LIVENESS
@@ -128,7 +129,7 @@ class BackendWorker(Service):
             self._send("disconnect", worker=self.name)
             self.sock.close(linger=0)
             self.sock = None
-        if self.thread is not None and self.thread.is_alive():
+        if self.requests is not None and self.requests.busy:
             return  # the provider and context are still in use; the process exit reclaims them
         if self.provider is not None:
             self.provider.close()
@@ -312,9 +313,9 @@ class BackendWorker(Service):
             self._runner = TurnRunner(self.provider, client, self.name, self.account.name, self.account.backend,
                                       self.account.modes, lease_patience=self.config.scheduler.assign_timeout,
                                       log=self.log, clock=self.clock)
-        self.thread = threading.Thread(target=self._run_job, args=(self.job, self._runner), daemon=True,
-                                       name=f"{self.name}-task-{task_id}")
-        self.thread.start()
+        if self.requests is None:
+            self.requests = RequestThread(f"{self.name}-requests", self._poke)
+        self.requests.start(self.job, self._runner)
 
     def _on_cancel(self, task_id: int) -> None:
         if self.job is not None and self.job.task_id == task_id and not self.job.finished.is_set():
@@ -329,13 +330,6 @@ class BackendWorker(Service):
 
     # --- the job ---------------------------------------------------------------------------------------
 
-    def _run_job(self, job: Job, runner: TurnRunner) -> None:
-        """The request thread: runs the job with the runner (and its broker client) it was handed."""
-        try:
-            runner.run(job)
-        finally:
-            self._poke()
-
     def _poke(self) -> None:
         """Wake the main loop's poll (from the request thread)."""
         os.write(self._wake_w, b"!")
@@ -344,11 +338,8 @@ class BackendWorker(Service):
         job = self.job
         if job is None or not job.finished.is_set():
             return
-        thread, out = self.thread, job.outcome
-        assert thread is not None and out is not None   # a finished job ran in a thread and set its outcome
-        thread.join(timeout=1.0)
-        if thread.is_alive():
-            self._runner = None   # still in that thread's hands: the next job gets its own client
+        out = job.outcome
+        assert out is not None   # a finished job set its outcome
         self.log.info("task %s: %s%s", job.task_id, out.outcome, f" ({out.message})" if out.message else "")
         self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
         self.job = None

@@ -423,17 +423,21 @@ def test_the_worker_cancels_an_overdue_request_and_exits_if_the_provider_ignores
 
 
 def test_the_worker_hands_one_runner_and_its_broker_client_from_job_to_job(tmp_path, monkeypatch):
-    """A broker connection per job cost a socket, a handshake and a new peer for the broker on every task."""
+    """A broker connection per job cost a socket, a handshake and a new peer for the broker on every task;
+    a thread per job its start and join: one request thread runs job after job."""
+    import threading
+
     import zmq
 
     from services.backends import worker as W
     from services.backends.runner import Outcome
     from shared.config import Config
 
-    clients = []
+    clients, threads = [], []
 
     def run_job(runner, job):
         clients.append(runner.client)
+        threads.append(threading.current_thread())
         job.outcome = Outcome("done", "", 1)
         job.finished.set()
         return job.outcome
@@ -447,10 +451,11 @@ def test_the_worker_hands_one_runner_and_its_broker_client_from_job_to_job(tmp_p
     try:
         for tid in (1, 2, 3):
             worker._on_assign({"task_id": tid, "ttl": 30.0})
-            worker.thread.join(5)
+            assert worker.job.finished.wait(5)
             worker._reap()
             assert worker.job is None
         assert len(clients) == 3 and clients[0] is clients[1] is clients[2]
+        assert threads[0] is threads[1] is threads[2] and threads[0] is not threading.current_thread()
     finally:
         worker._runner.client.close()
         worker.sock.close(0)
