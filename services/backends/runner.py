@@ -389,8 +389,7 @@ class TurnRunner:
                                 **({"reconciled": True, "mode": mode or turn.mode} if reconciled else {}))
         if stop is not None:
             return stop
-        self.log.info("task %s: done (epoch %s)", turn.task_id, turn.epoch)
-        return Outcome("done", "", turn.epoch)
+        return Outcome("done", "", turn.epoch)   # the worker logs the outcome (one line per task end)
 
     def _fail(self, job: Job, turn: Turn, error: ProviderError) -> Outcome:
         retry_after = error.retry_after

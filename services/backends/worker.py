@@ -340,7 +340,9 @@ class BackendWorker(Service):
             return
         out = job.outcome
         assert out is not None   # a finished job set its outcome
-        self.log.info("task %s: %s%s", job.task_id, out.outcome, f" ({out.message})" if out.message else "")
+        self.log.info("task %s: %s%s%s", job.task_id, out.outcome,
+                      f" at epoch {out.epoch}" if out.epoch is not None else "",
+                      f" ({out.message})" if out.message else "")
         self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
         self.job = None
         self.renew_at = None
