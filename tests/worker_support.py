@@ -170,6 +170,34 @@ class WorkerEnv:
         self.workers: list[WorkerProcess] = []
         self.data_dir = self.root / "data"
 
+    def wait_end(self, task_id: int, timeout: float = 10.0, after: int = 0) -> dict:
+        """How the worker ended ``task_id``, as a scheduler learns it: its ``done``, or, for a completion it
+        announced with ``ready {finishing}`` (which sends no ``done``: docs/wire.md § Worker protocol), the
+        broker's record turning DONE, given as ``{"type": "done", "outcome": "done", "task_id", "epoch",
+        "worker", "_from", "announced": True}``. A ``done`` that follows the announcement (its delivery
+        failed: a stale lease) is returned instead."""
+        deadline = time.monotonic() + timeout
+
+        def done(m: dict) -> bool:
+            return m["type"] == "done" and m.get("task_id") == task_id
+
+        first = self.scheduler.wait(lambda m: done(m) or (m["type"] == "ready" and m.get("finishing") == task_id),
+                                    timeout, f"the end of task {task_id}", after)
+        if first["type"] == "done":
+            return first
+        while True:
+            later = [m for m in self.scheduler.messages[after:] if done(m)]
+            if later:
+                return later[0]
+            rec = self.client.get(task_id, history=False)
+            if rec["state"] == "DONE":
+                return {"type": "done", "outcome": "done", "task_id": task_id, "epoch": rec["epoch"],
+                        "worker": first["worker"], "_from": first["_from"], "announced": True}
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} announced as finishing but not DONE within {timeout}s: "
+                                     f"{rec['state']}")
+            time.sleep(0.02)
+
     def worker(self, account: str) -> WorkerProcess:
         proc = WorkerProcess(self.root, self.config_path, account, tag=f"-{len(self.workers)}").start()
         self.workers.append(proc)

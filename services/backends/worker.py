@@ -343,7 +343,10 @@ class BackendWorker(Service):
         self.log.info("task %s: %s%s%s", job.task_id, out.outcome,
                       f" at epoch {out.epoch}" if out.epoch is not None else "",
                       f" ({out.message})" if out.message else "")
-        self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
+        if not (out.outcome == "done" and job.ready_said):
+            # a completion announced with ready {finishing} on this link needs no done: the broker's
+            # task.done event tells the scheduler (docs/wire.md § Worker protocol)
+            self._done(job.task_id, out.epoch, out.outcome, out.message, out.retry_at)
         self.job = None
         self.renew_at = None
         queued, self.queued = self.queued, None

@@ -238,6 +238,20 @@ class SchedulerCore(WorkerMessages):
         elif typ == "task.done":
             self.recent.appendleft({"id": tid, "module": ev.get("module"), "kind": ev.get("kind"),
                                     "account": run.account if run else None, "at": ev.get("ts")})
+            if run is not None:
+                self._note_completed(run, tid, ev)
+
+    def _note_completed(self, run: Running, tid: int, ev: Mapping[str, Any]) -> None:
+        """What a worker's ``done`` would say of a completion: a worker that announced it with ``ready
+        {finishing}`` sends none, the broker's event is the word (docs/wire.md § Worker protocol)."""
+        w = self.workers.named(run.worker)
+        if w is not None:
+            if w.finishing == tid:
+                w.finishing = None
+            w.last_task, w.last_outcome, w.last_error = tid, "done", None
+        if run.account:
+            self.last_outcome[run.account] = {"task_id": tid, "outcome": "done", "message": "",
+                                              "at": number(ev.get("ts")) or self.clock.world()}
 
     def on_task_record(self, rec: Mapping[str, Any]) -> None:
         """A task as ``get``/``list`` return it (rebuild, refreshes): the broker's word at that moment."""

@@ -57,7 +57,7 @@ def run(env, task_id: int, ttl: float = 10.0, timeout: float = 20.0) -> dict:
     ident = [m for m in env.scheduler.messages if m["type"] == "ready"][-1]["_from"]
     mark = env.scheduler.mark()
     env.scheduler.send(ident, "assign", task_id=task_id, ttl=ttl)
-    return env.scheduler.wait_type("done", timeout, after=mark, task_id=task_id)
+    return env.wait_end(task_id, timeout, after=mark)
 
 
 def used(env, mode="standard") -> int:

@@ -52,10 +52,10 @@ def ready_worker(env, account="a", after=0) -> tuple[WorkerProcess, bytes]:
 
 
 def run_task(env, ident, task_id, ttl=10.0, timeout=15.0) -> dict:
-    """Assign once and return the worker's ``done`` for that task."""
+    """Assign once and return how the worker ended that task (``WorkerEnv.wait_end``)."""
     mark = env.scheduler.mark()
     env.scheduler.send(ident, "assign", task_id=task_id, ttl=ttl)
-    return env.scheduler.wait_type("done", timeout, after=mark, task_id=task_id)
+    return env.wait_end(task_id, timeout, after=mark)
 
 
 def run_until_leased(env, task_id, ttl=10.0, timeout=20.0) -> dict:
@@ -97,8 +97,10 @@ def test_ready_assign_done_with_the_sims_answer_and_heartbeats_both_ways(make_en
     env.scheduler.send(ident, "assign", task_id=task["id"], ttl=10.0)
     busy = env.scheduler.wait_type("heartbeat", 5, after=mark, task_id=task["id"])
     assert busy["worker"] == "backend-a"
-    done = env.scheduler.wait_type("done", 10, after=mark, task_id=task["id"])
+    done = env.wait_end(task["id"], 10, after=mark)
     assert done["outcome"] == "done" and done["epoch"] == 1 and done["worker"] == "backend-a"
+    # announced with ready {finishing}: the completion sends no done (the broker's event says it)
+    assert done.get("announced") and not [m for m in env.scheduler.messages[mark:] if m["type"] == "done"]
     again = env.scheduler.wait_type("ready", 5, after=mark)
     assert again["_from"] == ident and again["modes"] == ["standard"] and again["backend"] == "sim"
     got = env.client.get(task["id"])
@@ -302,7 +304,7 @@ def test_result_is_delivered_after_a_broker_kill_9_and_restart(make_env):
     wait_for(lambda: sim_events(env, event="served"), 10, what="the sim to serve the request")
     wait_for(lambda: "complete not acknowledged" in proc.log(), 10, what="the worker to retry delivery")
     env.broker.start()
-    done = env.scheduler.wait_type("done", 20, after=mark, task_id=task["id"])
+    done = env.wait_end(task["id"], 20, after=mark)
     assert done["outcome"] == "done", done
     got = env.client.get(task["id"])
     assert got["state"] == "DONE" and got["result"]["text"] == served_requests(env.sim_log("a"))[0]["reply"]
@@ -331,12 +333,15 @@ def test_ready_while_delivering_the_answer_and_the_next_assignment_starts_once_i
     beats = [m for m in said if m["type"] == "heartbeat"]
     assert beats and all(m["task_id"] != first for m in beats), beats   # idle to the scheduler: not busy again
     env.broker.start()
-    done1 = env.scheduler.wait_type("done", 20, after=mark, task_id=first)
-    done2 = env.scheduler.wait_type("done", 20, after=mark, task_id=second)
+    done1 = env.wait_end(first, 20, after=mark)
+    done2 = env.wait_end(second, 20, after=mark)
     assert done1["outcome"] == "done" and done2["outcome"] == "done", (done1, done2)
-    between = env.scheduler.messages[env.scheduler.messages.index(done1):env.scheduler.messages.index(done2)]
-    # no plain ready in between: the scheduler had its ready and gave the second task on it
-    assert [m for m in between if m["type"] == "ready" and m.get("finishing") is None] == []
+    # both completions were announced with ready {finishing}: no done, and no plain ready in between (the
+    # scheduler had its ready and gave the second task on it)
+    assert done1.get("announced") and done2.get("announced"), (done1, done2)
+    said = env.scheduler.messages[mark:]
+    assert [m for m in said if m["type"] == "done"] == [], said
+    assert [m for m in said if m["type"] == "ready" and m.get("finishing") is None] == [], said
     a, b = env.client.get(first), env.client.get(second)
     assert a["state"] == b["state"] == "DONE"
     done_at = [h["at"] for h in a["history"] if h["to"] == "DONE"][0]
@@ -366,7 +371,7 @@ def test_silent_scheduler_makes_the_worker_reconnect_and_reannounce(make_env):
     assert beat["task_id"] == task["id"]
     assert not any(m["type"] == "ready" for m in env.scheduler.messages[mark:])
     env.scheduler.silent = False
-    done = env.scheduler.wait_type("done", 15, after=mark, task_id=task["id"])
+    done = env.wait_end(task["id"], 15, after=mark)
     assert done["outcome"] == "done" and done["_from"] != ident
     assert len(served_requests(env.sim_log("a"))) == 1
 

@@ -725,6 +725,24 @@ def test_a_worker_delivering_an_answer_gets_its_next_task_and_its_late_done_is_i
     assert 2 not in core.table.queue
 
 
+def test_a_completion_announced_with_ready_finishing_is_known_from_the_broker_event_without_a_done():
+    """A worker that said ``ready {finishing}`` sends no ``done`` when the completion is delivered
+    (docs/wire.md § Worker protocol): the task.done event clears what it was finishing and is the account's
+    last outcome, as ``backends`` shows it."""
+    core = make_core()
+    submitted(core, 1, kind="x.ask")
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]
+    running(core, 1)
+    msg(core, W1, "ready", worker="backend-a1", account="a1", backend="sim", modes=["standard"], finishing=1)
+    event(core, "task.done", id=1, module="explorer", kind="x.ask", state="DONE", prev="RUNNING", epoch=1)
+    w = core.workers.get(W1)
+    assert (w.state, w.finishing, w.last_task, w.last_outcome) == ("idle", None, 1, "done")
+    row = {r["account"]: r for r in ask(core, "backends")["result"]["accounts"]}["a1"]
+    assert (row["last_task"], row["last_outcome"]) == (1, "done")
+    assert core.errors == {} and not core.table.running and not core.table.assigned
+
+
 def test_a_heartbeat_naming_the_task_a_worker_is_finishing_does_not_make_it_busy_again():
     """Between ``ready {finishing}`` and its ``done``, a heartbeat may still name the task (a worker of an
     older version, or one sent just before): the worker stays idle, and its done does not leave it
