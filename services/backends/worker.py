@@ -17,7 +17,8 @@ Main loop, each tick (at most ~0.5 s, so SIGTERM is noticed promptly):
   is kept and started the moment it is (one assignment at most; the task is leased only then, so nothing
   is held that a crash could strand). The scheduler's choice of the next task then overlaps the
   completion instead of following it: between two tasks an account waits for one broker round trip
-  (the lease), not for three hops and two round trips.
+  (the lease), not for three hops and two round trips. A completion announced that way sends no ``done``
+  (the broker's ``task.done`` event tells the scheduler); every other ending does.
 * the running job's lease is renewed every ttl/3; STALE_EPOCH marks the job stale (its cancel flag
   interrupts the provider and no outcome is reported).
 * a request past its deadline (``job.deadline``, the provider's ``request_timeout``) is cancelled — the

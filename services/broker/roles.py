@@ -61,9 +61,13 @@ def check_command(role: Role, cmd: str) -> FanoError | None:
     return forbidden(role, cmd, "only the operator runs it")
 
 
-def _task(tx: Tx, task_id: Any) -> dict[str, Any] | None:
+def _task(tx: Tx, task_id: Any, ahead: bool = False) -> dict[str, Any] | None:
+    """The task a command names, for its check; ``ahead``: the command's handler reads it next (one
+    decode for both, :meth:`Tx.read_ahead`)."""
     if not isinstance(task_id, int) or not 0 < task_id < 2**64:
         return None   # the handler answers NOT_FOUND
+    if ahead:
+        return tx.read_ahead(task_id)
     task: dict[str, Any] | None = tx.get("tasks", S.u64(task_id))
     return task
 
@@ -81,7 +85,7 @@ def authorize(tx: Tx, role: Role, req: protocol.Request) -> None:
             if args.get("account") != role.scope:
                 raise forbidden(role, "lease", f"it serves account {role.scope}, not {args.get('account')!r}")
             return
-        task = _task(tx, args.get("id"))
+        task = _task(tx, args.get("id"), ahead=True)
         lease = (task or {}).get("lease") or {}
         if lease and lease.get("account") != role.scope:
             epoch = args.get("epoch")
@@ -110,7 +114,7 @@ def authorize(tx: Tx, role: Role, req: protocol.Request) -> None:
             raise forbidden(role, "txn", f"a write into the namespace of {args.get('module')!r}")
         _check_ops(tx, role, args.get("ops"))
     else:
-        task = _task(tx, args.get("id"))
+        task = _task(tx, args.get("id"), ahead=True)
         if task is not None and not role.is_module(task.get("module")):
             raise forbidden(role, req.cmd, f"task {task['id']} belongs to module {task.get('module')!r}")
 

@@ -111,6 +111,7 @@ class Tx:
         self.names = names
         # per-account [accounts.NAME] unknown_turn_hold overriding [broker] unknown_turn_hold (ops_lease)
         self.holds: dict[str, float] = holds or {}
+        self._read_ahead: dict[str, Any] | None = None   # see read_ahead()
 
     # --- raw access ---------------------------------------------------------------------------------
 
@@ -157,9 +158,20 @@ class Tx:
 
     # --- tasks --------------------------------------------------------------------------------------
 
+    def read_ahead(self, task_id: int) -> dict[str, Any] | None:
+        """Read a task for the role check that runs before a single-task command (services/broker/roles.py):
+        the command's first :meth:`task` then takes this record instead of decoding it again (a Tx serves one
+        request, and nothing writes the task between the check and its handler)."""
+        task: dict[str, Any] | None = self.get("tasks", S.u64(task_id))
+        self._read_ahead = task
+        return task
+
     def task(self, task_id: int) -> dict[str, Any]:
         if not 0 < task_id < 2**64:  # ids are u64 keys from 1; anything else cannot exist
             raise not_found("task", task_id)
+        ahead, self._read_ahead = self._read_ahead, None
+        if ahead is not None and ahead["id"] == task_id:
+            return ahead
         task: dict[str, Any] | None = self.get("tasks", S.u64(task_id))
         if task is None:
             raise not_found("task", task_id)

@@ -133,3 +133,18 @@ def test_history_is_bounded_but_keeps_the_submission(tmp_path):
             assert hist[0]["why"] == "submitted" and hist[-1]["why"] == "r9"
     finally:
         storage.close()
+
+
+def test_a_task_read_ahead_for_the_role_check_is_the_handlers_first_read_only(tx):
+    """roles.authorize reads the task a single-task command names; the handler's first ``tx.task`` of it
+    takes that record instead of decoding it again, and any other read goes to the database."""
+    new_task(tx, 1)
+    new_task(tx, 2)
+    ahead = tx.read_ahead(1)
+    assert tx.task(1) is ahead                      # the same record: one decode for both
+    again = tx.task(1)
+    assert again is not ahead and again == ahead    # used once: later reads see what was written since
+    second = tx.read_ahead(1)
+    assert tx.task(2)["id"] == 2                    # another task: read from the database
+    assert tx.task(1) is not second                 # and the read-ahead is gone
+    assert tx.read_ahead(99) is None
