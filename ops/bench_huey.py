@@ -23,7 +23,9 @@ and ``--accounts`` instant sim accounts under supervisord, one worker each):
   ``task.running`` is the worker starting the task, → ``task.done``).
 * drain: the scheduler stopped, ``--tasks`` tasks submitted (transactions of 500), the scheduler started;
   tasks/s from its first assignment until all are DONE, and the scheduler's CPU (utime + stime) over that
-  time divided by its assignments (``sched_cpu_us_per_assign``).
+  time divided by its assignments (``sched_cpu_us_per_assign``). ``cpu_us_per_task``: each program's CPU
+  over the drain (supervisord's too: it carries the programs' log lines) divided by the tasks, and their
+  sum; huey's ``cpu_us_per_task`` is its process's CPU over its drain, for the same comparison.
 
 Each round runs huey, then Fano; the summary gives each figure's range over the rounds and the ratio of
 Fano's drain to huey's (the target: ≥ 2). Prints JSON on stdout, progress on stderr.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,6 +61,12 @@ def _ms(values: list[float]) -> dict:
 
 
 # --- the huey side (runs on .venv-huey's Python: standard library and huey only) ------------------------
+
+def _own_cpu() -> float:
+    """This process's CPU seconds (user + system, every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
 
 def huey_side(tasks: int, idle: int) -> dict:
     import importlib
@@ -90,11 +99,11 @@ def huey_side(tasks: int, idle: int) -> dict:
             noop()
         consumer = huey.create_consumer(workers=1, worker_type="thread", initial_delay=0.001, backoff=1.0,
                                         max_delay=0.001, check_worker_health=False, periodic=False)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _own_cpu()
         consumer.start()   # its worker thread runs; this thread waits
         if not done.wait(600):
             raise RuntimeError(f"huey drained only {state['count']} of {tasks} tasks in 600 s")
-        drain_s = state["last"] - t0
+        drain_s, cpu_s = state["last"] - t0, _own_cpu() - cpu0
         start, total = [], []
         for _ in range(idle):
             time.sleep(0.02)
@@ -108,6 +117,7 @@ def huey_side(tasks: int, idle: int) -> dict:
             total.append(state["last"] - t)
         consumer.stop(graceful=True)
         return {"drain_tasks": tasks, "drain_s": round(drain_s, 3), "tasks_per_s": round(tasks / drain_s, 1),
+                "cpu_us_per_task": round(cpu_s / tasks * 1e6, 1),
                 "idle_submit_to_start_ms": _ms(start), "idle_submit_to_done_ms": _ms(total)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -151,6 +161,8 @@ def _fano_drain(dep, tasks: int) -> dict:
     rpc.stopProcess("scheduler", True)
     done0 = client.stats()["tasks"]["DONE"]
     B.preload(client, "drain", 0, tasks)
+    others = _tree_pids(dep)   # every program but the stopped scheduler, and supervisord
+    cpu0 = {name: B.proc_cpu(pid) for name, pid in others.items()}
     rpc.startProcess("scheduler", False)
     pid = dep.pid("scheduler")
     while True:   # its first assignment: rebuilt and dispatching
@@ -169,10 +181,27 @@ def _fano_drain(dep, tasks: int) -> dict:
             raise RuntimeError("Fano did not drain the tasks within 600 s")
         time.sleep(0.05)   # the broker answers stats between batches: asking too often slows it
     t1, c1 = time.perf_counter(), B.proc_cpu(pid)
+    cpu1 = {name: B.proc_cpu(p) for name, p in others.items()}
     assigned = dep.sched("stats", timeout=5.0)["assigned_total"] - a0
+    per_task = {}
+    for name, before in cpu0.items():
+        after = cpu1.get(name)
+        if before is not None and after is not None:
+            per_task[name] = round((after - before) / tasks * 1e6)
+    if c0 is not None and c1 is not None:   # from its first assignment (its start and rebuild aside)
+        per_task["scheduler"] = round((c1 - c0) / tasks * 1e6)
     return {"drain_tasks": tasks, "drain_s": round(t1 - t0, 3), "tasks_per_s": round(tasks / (t1 - t0), 1),
             "sched_cpu_us_per_assign": round((c1 - c0) / max(1, assigned) * 1e6, 1)
-            if c0 is not None and c1 is not None else None}
+            if c0 is not None and c1 is not None else None,
+            "cpu_us_per_task": per_task, "cpu_us_per_task_total": sum(per_task.values())}
+
+
+def _tree_pids(dep) -> dict[str, int]:
+    """Program name -> pid of every running program of the deployment, and supervisord's."""
+    pids = {p["name"]: p["pid"] for p in dep.tree.programs() if p["pid"]}
+    if dep.tree.pid is not None:
+        pids["supervisord"] = dep.tree.pid
+    return pids
 
 
 def _range(rounds: list[dict], path: tuple[str, ...]) -> list | None:
@@ -226,6 +255,8 @@ def main(argv=None) -> int:
         "huey_idle_submit_to_done_p50_ms": _range(h, ("idle_submit_to_done_ms", "p50")),
         "fano_idle_submit_to_done_p50_ms": _range(f, ("idle_submit_to_done_ms", "p50")),
         "fano_sched_cpu_us_per_assign": _range(f, ("sched_cpu_us_per_assign",)),
+        "huey_cpu_us_per_task": _range(h, ("cpu_us_per_task",)),
+        "fano_cpu_us_per_task": _range(f, ("cpu_us_per_task_total",)),
     }
     print(json.dumps(report, indent=2))
     return 1 if report["problems"] else 0
