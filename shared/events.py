@@ -1,11 +1,14 @@
 """Following the broker's event stream: the one way a program subscribes to it and reads what arrived.
 
 The broker publishes every transition on its PUB socket (``events_endpoint``) as ``[topic, FANO/1, body]``
-(:func:`shared.protocol.encode_event`; the topic is ``evt.<type>``, e.g. ``evt.task.done``) and keeps the
-same events in its outbox. :func:`subscribe` opens a SUB socket with the project's options
-(:func:`shared.sockets.configure_socket`) on the topics a program wants; :func:`drain` yields the events
-waiting on it, decoded, without blocking, and skips a message it cannot decode (``bad`` is told, for a
-counter): a peer's garbage never stops a follower.
+(:func:`shared.protocol.encode_event`; the topic is ``evt.<type>``, followed by ``/<module>/`` for an event
+of a module, e.g. ``evt.task.done/explorer/``: :func:`shared.protocol.event_topic`) and keeps the same
+events in its outbox. :func:`subscribe` opens a SUB socket with the project's options
+(:func:`shared.sockets.configure_socket`) on the topics a program wants. ZeroMQ filters subscriptions at
+the publisher, so what a program does not subscribe to never reaches it: a research module takes its own
+module's settled tasks, the web panel every event only while a browser watches, the scheduler every event
+(``evt.``). :func:`drain` yields the events waiting on it, decoded, without blocking, and skips a message
+it cannot decode (``bad`` is told, for a counter): a peer's garbage never stops a follower.
 
 PUB/SUB may lose a message (a reconnect, a full queue), so every follower has its own way to catch up,
 suited to what it does with events: the scheduler reads the outbox from its last sequence number

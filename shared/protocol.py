@@ -16,22 +16,13 @@ and takes the role from the key (docs/security.md).
 
 Frames
 ------
-Request, client DEALER -> broker ROUTER::
+Request, client DEALER -> broker ROUTER, and its reply back::
 
-    [HEADER, BODY]              (the ROUTER prepends the client identity frame)
-
-Reply, broker ROUTER -> client DEALER::
-
-    [HEADER, BODY]              (routed by the identity frame, which the DEALER does not see)
+    [HEADER, BODY]              (the ROUTER prepends the client's identity frame and routes the reply by it)
 
 Event, broker PUB -> SUB::
 
-    [TOPIC, HEADER, BODY]       TOPIC = b"evt." + event type, e.g. b"evt.task.done", then for an event
-                                that belongs to a module b"/" + module + b"/": b"evt.task.done/explorer/"
-
-SUB sockets filter by topic prefix at the publisher, so a program subscribes to what it reads and the rest
-never reaches it: a research module to its own settled tasks (:func:`event_topic` with its module), the
-scheduler to every ``b"evt."``.
+    [TOPIC, HEADER, BODY]       TOPIC = :func:`event_topic`, e.g. b"evt.task.done/explorer/"
 
 ``HEADER`` is the literal ``b"FANO/1"``. ``BODY`` is a msgpack map (strings as str, binary as bin) no
 larger than :data:`MAX_BODY` bytes; sockets drop messages above :data:`MAX_MESSAGE` outright.
@@ -465,17 +456,16 @@ def decode_reply(frames: list[bytes]) -> Reply:
     return Reply(cid=msg.get("cid"), ok=bool(msg["ok"]), result=msg.get("result"), error=msg.get("error"))
 
 
-def event_topic(event_type: str, module: str | None = None) -> bytes:
-    """An event's PUB topic, or with ``module`` the prefix that selects that module's events of the type
-    (the trailing ``/`` keeps ``explorer`` from matching ``explorer2``)."""
+def event_topic(event_type: str, module: object = None) -> bytes:
+    """``b"evt." + type``, then ``b"/" + module + b"/"`` for an event of a module (a subscription prefix
+    that selects one module's events; the trailing ``/`` keeps ``explorer`` from matching ``explorer2``)."""
     topic = EVENT_PREFIX + event_type.encode()
-    return topic + b"/" + module.encode() + b"/" if module else topic
+    return topic + b"/" + module.encode() + b"/" if isinstance(module, str) and module else topic
 
 
 def encode_event(event: dict[str, Any]) -> list[bytes]:
     packed = getattr(event, "packed", None) or _pack(event)
-    module = event.get("module")
-    return [event_topic(event["type"], module if isinstance(module, str) else None), HEADER, packed]
+    return [event_topic(event["type"], event.get("module")), HEADER, packed]
 
 
 def decode_event(frames: list[bytes]) -> dict[str, Any]:

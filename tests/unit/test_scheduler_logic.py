@@ -725,16 +725,22 @@ def test_a_worker_delivering_an_answer_gets_its_next_task_and_its_late_done_is_i
     assert 2 not in core.table.queue
 
 
-def test_a_completion_announced_with_ready_finishing_is_known_from_the_broker_event_without_a_done():
-    """A worker that said ``ready {finishing}`` sends no ``done`` when the completion is delivered
-    (docs/wire.md § Worker protocol): the task.done event clears what it was finishing and is the account's
-    last outcome, as ``backends`` shows it."""
+def finishing_task_1() -> SchedulerCore:
+    """A core whose worker W1 (account a1) runs task 1 and has said ``ready {finishing: 1}``."""
     core = make_core()
     submitted(core, 1, kind="x.ask")
     ready(core, W1, "a1")
     assert assigns(core) == [(W1, 1)]
     running(core, 1)
     msg(core, W1, "ready", worker="backend-a1", account="a1", backend="sim", modes=["standard"], finishing=1)
+    return core
+
+
+def test_a_completion_announced_with_ready_finishing_is_known_from_the_broker_event_without_a_done():
+    """A worker that said ``ready {finishing}`` sends no ``done`` when the completion is delivered
+    (docs/wire.md § Worker protocol): the task.done event clears what it was finishing and is the account's
+    last outcome, as ``backends`` shows it."""
+    core = finishing_task_1()
     event(core, "task.done", id=1, module="explorer", kind="x.ask", state="DONE", prev="RUNNING", epoch=1)
     w = core.workers.get(W1)
     assert (w.state, w.finishing, w.last_task, w.last_outcome) == ("idle", None, 1, "done")
@@ -747,12 +753,7 @@ def test_a_heartbeat_naming_the_task_a_worker_is_finishing_does_not_make_it_busy
     """Between ``ready {finishing}`` and its ``done``, a heartbeat may still name the task (a worker of an
     older version, or one sent just before): the worker stays idle, and its done does not leave it
     unready, which would keep the account idle with work waiting (the soak caught it)."""
-    core = make_core()
-    submitted(core, 1, kind="x.ask")
-    ready(core, W1, "a1")
-    assert assigns(core) == [(W1, 1)]
-    running(core, 1)
-    msg(core, W1, "ready", worker="backend-a1", account="a1", backend="sim", modes=["standard"], finishing=1)
+    core = finishing_task_1()
     assert assigns(core) == []                          # nothing waits
     msg(core, W1, "heartbeat", worker="backend-a1", task_id=1)
     done(core, W1, 1)
