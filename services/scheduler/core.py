@@ -137,7 +137,7 @@ class SchedulerCore(WorkerMessages):
             else:
                 self.table.hold_unknown(t)
         conv = t.conversation
-        t.handoff = self.handoffs.proposal(t, self.clock.world())
+        self.handoffs.propose(t, self.clock.world())
         t.cls = placement_class(t, self.convs.holder)
         t.not_before = max(t.not_before, t.hold_until)
         self.table.file(t, self.clock.world(), conv if self.convs.waits(conv, t.id) else None)

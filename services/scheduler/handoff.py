@@ -15,7 +15,10 @@ turns has an unknown outcome still bound to its account for reconciliation.
 The proposal is kept current without polling: a timer at each turn's hand-off time (:attr:`Handoffs.checks`,
 one heap entry per task and due time), and a re-check of an account's turns whenever its state changes — a
 declined lease with a retry time, an ``account.*``/``quota.*`` event, a block or cool-down ending, its last
-worker gone (and again once it has been gone for the hand-off time), a worker of it (back) online.
+worker gone (and again once it has been gone for the hand-off time), a worker of it (back) online. And a
+turn proposed to leave a busy account is placed again when a worker of that account says ready
+(:attr:`Handoffs.leaving`): nobody took it meanwhile, and the free account takes it back (as an unbound
+turn it would count as an opening everywhere and wait behind every account's own turns).
 """
 from __future__ import annotations
 
@@ -60,8 +63,20 @@ class Handoffs:
         # (world time, task id, account): re-check one turn (account "") or an account's turns (task id -1)
         self.checks: list[tuple[float, int, str]] = []
         self.at: dict[int, float] = {}      # task id -> its pending check (one heap entry per due time)
+        self.leaving: dict[str, set[int]] = {}   # account -> its turns proposed to leave it
+        self._leaves: dict[int, str] = {}         # task id -> the account it is proposed to leave
 
     # --- the rule ---------------------------------------------------------------------------------------
+
+    def propose(self, t: QTask, world: float) -> None:
+        """Set ``t.handoff`` (:meth:`proposal`) and keep the account's list of turns proposed to leave it."""
+        t.handoff = self.proposal(t, world)
+        was = self._leaves.get(t.id)
+        if was != t.handoff:
+            self._unleave(t.id)
+            if t.handoff:
+                self._leaves[t.id] = t.handoff
+                self.leaving.setdefault(t.handoff, set()).add(t.id)
 
     def proposal(self, t: QTask, world: float) -> str | None:
         """The account ``t``'s conversation should leave now, or None (with a timer at the hand-off time
@@ -146,6 +161,14 @@ class Handoffs:
         if self.gone_since.pop(account, None) is not None or account not in self.seen:
             self.seen.add(account)
             self.recheck(account)   # (back) online: its conversations stay with it
+            return
+        # a worker of it is free again: turns proposed to leave it while it was busy may stay after all
+        # (else, being no longer bound to it, they would wait behind other accounts' own turns)
+        view = self.view
+        for tid in list(self.leaving.get(account, ())):
+            t = view.table.tasks.get(tid)
+            if t is not None and tid in view.table.queue:
+                self.place(t)
 
     def worker_gone(self, account: str, world: float) -> None:
         """The last worker of ``account`` went away: its turns may leave once it has been gone for T."""
@@ -155,6 +178,15 @@ class Handoffs:
 
     def forget(self, tid: int) -> None:
         self.at.pop(tid, None)
+        self._unleave(tid)
+
+    def _unleave(self, tid: int) -> None:
+        account = self._leaves.pop(tid, None)
+        if account is not None:
+            tids = self.leaving[account]
+            tids.discard(tid)
+            if not tids:
+                del self.leaving[account]
 
     def tick(self, world: float) -> None:
         """Run the checks that are due."""

@@ -14,6 +14,15 @@ accounts differ a lot in speed (docs/scheduling.md § Placement; measured with `
   would finish it earliest in the greedy list schedule of the conversations waiting to be opened, counting
   the work already bound to each account; and it prefers its own bound turns to opening new ones (unless
   the new one is more urgent by ``OWN_TURNS_FIRST`` priority points: a preference, not a starvation).
+* **The next turn.** A conversation's next turn is submitted by its module only once the broker reports
+  the last one done, a moment after its worker is ready again (it says ``ready {finishing}`` while it
+  still delivers the answer). Taking other work in that moment would put a one-shot between every two
+  turns of the account's conversations, however the priorities compare, and stretch each chain by a
+  task per turn: on accounts 3x slower than the fastest that made the last chain end well after the
+  others (``ops/bench-utilization``). So an idle worker whose account has an open conversation expecting
+  more turns (:meth:`Conversations.expected_turns`), none of them waiting, whose last turn ended less
+  than ``NEXT_TURN_REAL`` real seconds ago (or is the answer it is delivering), takes only work bound to
+  its account until then; a timer ends the wait. When the turn comes, priority decides as usual.
 
 Both are the same test (:func:`leave_to_others`): with ``U`` jobs waiting that ``w`` could take, ``w``
 finishing one at ``T_w``, and each other account ``a`` able to start at ``s_a`` and spend ``d_a`` per job,
@@ -90,6 +99,7 @@ OVERDUE = 3.0              # running longer than 3x its mean: that account is no
 UNREADY_GRACE = 2.0        # real seconds a worker that reported done is expected to say ready within
 GRACE_REAL = 1.0           # real seconds of slack in a deadline (worker hand-offs), plus half the job
 OWN_TURNS_FIRST = 10.0     # priority points by which an opening turn must beat a worker's own turns
+NEXT_TURN_REAL = 0.25      # real seconds an account waits for its conversation's next turn after one ends
 WARM_EVENTS = 5000         # recent outbox events a starting scheduler learns latencies from
 
 # events after which a task.running no longer pairs with a task.done (a failed or ended run)
@@ -237,14 +247,16 @@ class Placement:
         self.latencies = Latencies()
         self.deadlines: dict[int, tuple[float, str]] = {}   # task id -> (world deadline, account left to)
         self.left_total = 0                                  # decisions to leave a task (stats)
+        self.awaiting: dict[str, float] = {}                 # account -> world time its wait for a turn ends
         self._est: dict = {}                                 # estimates cached during one dispatch
         self._est_at: tuple | None = None                    # ... at this (world, mono) time
         for account, mode, seconds in config_hints(view.config.accounts):
             self.latencies.hint(account, mode, seconds)
 
     def reset(self) -> None:
-        """Forget the deadlines (a rebuild follows); the latencies stay."""
+        """Forget the deadlines and waits (a rebuild follows); the latencies stay."""
         self.deadlines.clear()
+        self.awaiting.clear()
         self._est = {}
 
     # --- learning -------------------------------------------------------------------------------------
@@ -287,7 +299,11 @@ class Placement:
         self.deadlines.pop(tid, None)
 
     def next_deadline(self, now: float) -> float | None:
-        return min((d for d, _ in self.deadlines.values() if d > now), default=None)
+        """World time of the next deadline of a task left alone or of an account's wait for a turn."""
+        for account in [a for a, until in self.awaiting.items() if until <= now]:
+            del self.awaiting[account]
+        return min([d for d, _ in self.deadlines.values() if d > now] + list(self.awaiting.values()),
+                   default=None)
 
     # --- decisions ------------------------------------------------------------------------------------
 
@@ -320,6 +336,11 @@ class Placement:
                 if mode is not None:
                     modes[key] = mode
         out = {key: view.model.module_term(key[1], view.table.waiting[key[1]]) for key in modes}
+        until = self._next_turn_due(w, world)
+        if until is not None:   # only its own turns until then (a timer: next_deadline)
+            self.awaiting[w.account] = until
+            return {key: term for key, term in out.items() if key[0][2] == w.account}
+        self.awaiting.pop(w.account, None)
         shared = [key for key in modes if key[0][2] is None]   # not bound to an account: others may take it
         if not shared:
             return out
@@ -350,6 +371,28 @@ class Placement:
                 self.left(top[1].id, *left)
                 del out[key]
         return out
+
+    def _next_turn_due(self, w, world: float) -> float | None:
+        """World time until which idle ``w`` waits for the next turn of a conversation of its account, or
+        None: see "The next turn" in the module docstring."""
+        convs = self.view.convs
+        scale = getattr(self.view.clock, "scale", 1.0) or 1.0
+        grace, until = NEXT_TURN_REAL * scale, None
+        for conv in convs.open_on(w.account):
+            if conv in convs.turns:
+                continue   # a turn of it is tracked already: it waits in w's own bin (or behind one in flight)
+            c = convs.open[conv]
+            flight = convs.inflight.get(conv)
+            if flight is None:
+                end = c.last_end + grace if c.last_end else 0.0   # its last turn ended then
+                later = c.done
+            elif flight == w.finishing:
+                end, later = world + grace, c.done + 1   # w is delivering its answer: the turn ends now
+            else:
+                continue   # its turn is assigned or running, not ending here
+            if end > world and convs.expected_turns(c.hint) - later >= 0.5:
+                until = end if until is None else max(until, end)
+        return until
 
     def _leave(self, w, key: tuple, mode: str, t, jobs: float, world: float, mono: float):
         """Should idle ``w`` leave task ``t`` (the top of bin ``key``, with ``jobs`` like it waiting) to the

@@ -259,3 +259,20 @@ def test_a_turn_due_while_its_account_was_idle_is_looked_at_again_when_it_stays_
     assert assigns(core) == []
     advance(core, HANDOFF, W1, W2)
     assert assigns(core) == [(W2, 1)]
+
+
+def test_a_turn_proposed_to_leave_a_busy_account_goes_back_to_it_when_it_is_free_again():
+    """Nobody took the proposed turn while its account was busy; once free, the account takes its own turn
+    rather than opening another conversation (a turn left unbound waits behind every account's own turns)."""
+    core = make_core(accounts=TWO)
+    busy_a1(core)
+    submitted(core, 7, requires={"account": "a2"})
+    assert assigns(core) == [(W2, 7)]
+    running(core, 7, account="a2")
+    advance(core, HANDOFF, W1, W2)
+    assert assigns(core) == []
+    assert core.table.tasks[1].handoff == "a1"        # proposed, but a2 is busy too
+    submitted(core, 8, requires={"conversation": "c3"}, created=T0 - 600)   # an older opening turn
+    done(core, W1, 5)
+    ready(core, W1, "a1")
+    assert assigns(core) == [(W1, 1)]

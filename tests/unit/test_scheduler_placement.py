@@ -489,3 +489,55 @@ def test_a_refreshed_record_keeps_the_conversation_account_its_events_named():
     assert assigns(core) == []
     ready(core, MID, "mid")
     assert assigns(core) == [(MID, 5)]
+
+
+# --- the next turn ---------------------------------------------------------------------------------------
+
+def finishing(core, ident, account, tid):
+    """``account``'s worker has the answer of ``tid`` and says ready while it delivers it."""
+    msg(core, ident, "ready", worker=f"backend-{account}", account=account, backend="sim", modes=["standard"],
+        finishing=tid)
+
+
+@pytest.mark.parametrize("announced", [False, True])
+def test_an_account_waits_a_moment_for_its_conversations_next_turn(announced):
+    # fast ends turn 1 of c1 (6 expected) with a one-shot waiting: it takes the next turn when the module
+    # submits it, not the one-shot (which would come between every two turns of its chain)
+    core = core_with("fast")
+    conv_turn(core, 1, "c1")
+    start(core, FAST, "fast", 1, conversation="c1")
+    submitted(core, 2, kind="researcher.extract_findings")
+    core.clock.advance(20)
+    if announced:
+        finishing(core, FAST, "fast", 1)
+        assert assigns(core) == []
+        event(core, "task.done", id=1, module="explorer", kind="explorer.explore", epoch=1)
+    else:
+        finish(core, FAST, "fast", 1)
+    assert assigns(core) == []
+    assert 0 < timer(core, "placement") <= P.NEXT_TURN_REAL
+    core.clock.advance(0.01)
+    conv_turn(core, 3, "c1")
+    assert assigns(core) == [(FAST, 3)]
+
+
+def test_the_wait_for_a_next_turn_is_bounded():
+    core = core_with("fast")
+    conv_turn(core, 1, "c1")
+    start(core, FAST, "fast", 1, conversation="c1")
+    submitted(core, 2, kind="researcher.extract_findings")
+    core.clock.advance(20)
+    finish(core, FAST, "fast", 1)
+    assert assigns(core) == []
+    core.clock.advance(P.NEXT_TURN_REAL)   # the module submitted nothing: the conversation may be over
+    assert assigns(core) == [(FAST, 2)]
+
+
+def test_no_wait_after_a_conversations_last_expected_turn():
+    core = core_with("fast")
+    conv_turn(core, 1, "c1", attrs={"expected_turns": 1})
+    start(core, FAST, "fast", 1, conversation="c1")
+    submitted(core, 2, kind="researcher.extract_findings")
+    core.clock.advance(20)
+    finish(core, FAST, "fast", 1)
+    assert assigns(core) == [(FAST, 2)]
