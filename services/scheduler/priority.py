@@ -83,7 +83,7 @@ class QTask:
     mostly these (docs/scheduling.md § Internal state)."""
 
     __slots__ = ("id", "module", "kind", "priority", "requires", "attrs", "created", "not_before", "pending_since",
-                 "static", "cls", "_rare", "qstate", "qkey", "qentry")
+                 "static", "cls", "_rare", "qstate", "qentry")
     #: what a task is made of (its constructor's arguments), for comparisons in tests and ``repr``
     FIELDS = ("id", "module", "kind", "priority", "requires", "attrs", "created", "not_before", "unknown_account",
               "unknown_until", "conversation_account", "pending_since", "handoff", "static", "cls", "declines",
@@ -114,11 +114,10 @@ class QTask:
             self.unknown_account, self.unknown_until = unknown_account, unknown_until
             self.conversation_account, self.handoff = conversation_account, handoff
             self.declines, self.hold_until = declines, hold_until
-        # where services.scheduler.queue.TaskQueue has it: state, bin key, and its one live heap entry (kept
-        # on the task rather than in a per-task record of the queue's)
+        # where services.scheduler.queue.TaskQueue has it: state and its one live entry (kept on the task
+        # rather than in a per-task record of the queue's; None: never filed)
         self.qstate = 0
-        self.qkey: tuple = ()
-        self.qentry: tuple | None = None
+        self.qentry: Any = None
 
     def __repr__(self) -> str:
         return "QTask(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS) + ")"

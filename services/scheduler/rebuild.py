@@ -36,7 +36,7 @@ def pending_pages(client: BrokerClient, page: int = ROWS_PAGE) -> Iterator[list[
 def no_cycle_collection() -> Iterator[None]:
     """The cyclic garbage collector off while a rebuild files its tasks: every few hundred objects made it
     would walk the young ones, and now and then all of them (the queue's 10^6 tasks), to find cycles that
-    tasks, rows and heap entries never form; refcounting frees them as before. About a third of the
+    tasks, rows and lane entries never form; refcounting frees them as before. About a third of the
     time of reading and filing a page (measured in-process on 2*10^5 rows). It is switched back on after,
     whatever happens, unless it was off already."""
     was = gc.isenabled()

@@ -271,4 +271,49 @@ def test_migrations_and_lazy_deletions_are_amortised():
     assert q.ops < 6 * n + 20 * 200, q.ops   # O(1) heap operations per task, not per task per pick
     for key in q.bins():
         b = q._bins[key]
-        assert b.size() <= 3 * b.n + 64
+        assert b.size() <= 3 * len(b.lanes) + 64
+        assert all(lane.size() <= 3 * lane.n + 64 for lane in b.lanes.values())
+
+
+def test_a_task_filed_again_in_its_lane_is_neither_lost_nor_counted_twice():
+    m = model(aging_per_hour=0.0)
+    q = TaskQueue(m)
+    for i in range(1, 4):
+        q.push(task(i, created=T0 + i), T0 + 10)
+    q.push(q.get(1), T0 + 10)                  # filed again unchanged: same lane, a stale slot left behind
+    q.push(task(0, created=T0 - 5), T0 + 10)   # older than everything appended: out of order
+    q.remove(2)
+    got = []
+    while (best := q.best(T0 + 10, lambda key: 0.0)) is not None:
+        got.append(best[0].id)
+        q.remove(best[0].id)
+    assert got == [0, 1, 3]
+    assert len(q) == 0 and q.bins() == []
+
+
+def test_fresh_tasks_are_their_own_lane_entries():
+    """What keeps 10^6 queued tasks small (docs/scheduling.md § Internal state): one list slot per task."""
+    from services.scheduler.lanes import SELF
+    q = TaskQueue(model())
+    tasks = [task(i, created=T0 + i) for i in range(1, 101)]
+    q.extend(tasks, T0 + 1000)
+    assert all(t.qentry is SELF for t in tasks)
+    (lane,) = q._bins[q.bins()[0]].lanes.values()
+    assert lane.items == tasks and lane.late == []
+    assert q.best(T0 + 1000, lambda key: 0.0)[0].id == 1
+
+
+def test_a_task_moved_to_another_lane_leaves_no_live_slot_behind():
+    m = model(aging_per_hour=0.0)
+    q = TaskQueue(m)
+    for i in range(3):
+        q.push(task(i, created=T0 + i), T0 + 10)
+    moved = q.get(1)
+    moved.priority = 40                        # another static: another lane; its old slot is stale
+    q.push(moved, T0 + 10)
+    assert sorted(t.id for t in q.bin_tasks(q.bins()[0])) == [0, 1, 2]
+    got = []
+    while (best := q.best(T0 + 10, lambda key: 0.0)) is not None:
+        got.append((best[0].id, best[1]))
+        q.remove(best[0].id)
+    assert got == [(0, 50), (2, 50), (1, 40)]
