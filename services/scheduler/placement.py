@@ -300,10 +300,13 @@ class Placement:
 
     def next_deadline(self, now: float) -> float | None:
         """World time of the next deadline of a task left alone or of an account's wait for a turn."""
-        for account in [a for a, until in self.awaiting.items() if until <= now]:
-            del self.awaiting[account]
-        return min([d for d, _ in self.deadlines.values() if d > now] + list(self.awaiting.values()),
-                   default=None)
+        first = min((d for d, _ in self.deadlines.values() if d > now), default=None)
+        if self.awaiting:   # a few accounts at most, and only for a moment after a turn ended
+            for account in [a for a, until in self.awaiting.items() if until <= now]:
+                del self.awaiting[account]
+            waits = list(self.awaiting.values())
+            first = min(waits if first is None else [first, *waits], default=None)
+        return first
 
     # --- decisions ------------------------------------------------------------------------------------
 
@@ -376,9 +379,11 @@ class Placement:
         """World time until which idle ``w`` waits for the next turn of a conversation of its account, or
         None: see "The next turn" in the module docstring."""
         convs = self.view.convs
-        scale = getattr(self.view.clock, "scale", 1.0) or 1.0
-        grace, until = NEXT_TURN_REAL * scale, None
-        for conv in convs.open_on(w.account):
+        mine = convs.open_on(w.account)
+        if not mine:
+            return None
+        grace, until = NEXT_TURN_REAL * (getattr(self.view.clock, "scale", 1.0) or 1.0), None
+        for conv in mine:
             if conv in convs.turns:
                 continue   # a turn of it is tracked already: it waits in w's own bin (or behind one in flight)
             c = convs.open[conv]
