@@ -21,8 +21,9 @@ account     it requires another account (``requires.account``); the group names 
 backends    its allowed backends exclude this account (the detail gives the state of each allowed name that is
             an account; ``account`` is set when only one account is allowed)
 no_mode     it needs a mode this account does not offer
-runnable    this account could take it now: the placement left it for a faster account (see
-            services/scheduler/placement.py), or the next dispatch gives it out
+runnable    this account could take it now: the placement left it for a faster account or keeps the
+            account free a moment for its conversation's next turn (see services/scheduler/placement.py),
+            or the next dispatch gives it out
 held        it waits for the turn of its conversation in flight (one turn at a time)
 ==========  ===============================================================================================
 
