@@ -185,9 +185,11 @@ def test_nothing_running_is_down_and_says_what():
 
 
 def test_a_fatal_program_degrades(tree):
-    """A program that cannot start ends FATAL under supervisord (here one that exits at once, no retries)."""
+    """A program that cannot start ends FATAL under supervisord (here one that exits at once, no retries).
+    ``startsecs`` is long: under load supervisord may look at a child only after a second, and a program
+    that "ran" for ``startsecs`` counts as started, then EXITED, not FATAL."""
     (tree.root / "var/supervisor/zz-broken.conf").write_text(
-        "[program:backend-broken]\ncommand=/bin/false\nautostart=false\nautorestart=false\nstartsecs=1\n"
+        "[program:backend-broken]\ncommand=/bin/false\nautostart=false\nautorestart=false\nstartsecs=30\n"
         "startretries=0\n")
     wait_ok(tree)
     rpc = tree.rpc()
