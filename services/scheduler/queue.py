@@ -160,7 +160,7 @@ class TaskQueue:
     def extend(self, tasks: list[QTask], now: float) -> None:
         """:meth:`push` each of ``tasks``, none of them queued yet (a rebuild's page): the same filing
         in one loop, the rebuild's hot path."""
-        model, statics, keys, bins, own = self.model, self._statics, self._keys, self._bins, self._own
+        model, statics, own = self.model, self._statics, self._own
         changed: set = set()   # lanes whose best task changed
         for task in tasks:
             if task.qstate:
@@ -176,17 +176,8 @@ class TaskQueue:
             if task.not_before > now:
                 self._delay(task)
                 continue
-            key = (task.cls, task.module)
-            b = bins.get(key)
-            if b is None:
-                key = keys.setdefault(key, key)
-                b = bins[key] = _Bin()
-            lane = b.lanes.get(static)
-            if lane is None:
-                lane = b.lanes[static] = Lane(static, key)
-            b.n += 1
-            task.qstate = READY
-            if lane.add(task):
+            lane = self._file(task)
+            if lane is not None:
                 changed.add(lane)
         for lane in changed:
             self._file_lane(lane)
@@ -382,6 +373,14 @@ class TaskQueue:
     def _enter(self, task: QTask) -> None:
         """File a ready task in its lane (its static computed); the lane is filed again if the task is its
         new best."""
+        self.ops += 1
+        lane = self._file(task)
+        if lane is not None:
+            self._file_lane(lane)
+
+    def _file(self, task: QTask) -> Lane | None:
+        """Put a ready task in its bin's lane for its static (made if new); returns the lane if the task is
+        its new best (the lane must then be filed again in the bin's heaps), else None."""
         key = (task.cls, task.module)
         b = self._bins.get(key)
         if b is None:
@@ -392,9 +391,7 @@ class TaskQueue:
             lane = b.lanes[task.static] = Lane(task.static, key)
         b.n += 1
         task.qstate = READY
-        self.ops += 1
-        if lane.add(task):
-            self._file_lane(lane)
+        return lane if lane.add(task) else None
 
     def _file_lane(self, lane: Lane) -> None:
         """(Re-)file a lane in its bin's heaps by its best task, as aging (``_cap`` moves it to the capped
