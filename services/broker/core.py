@@ -108,7 +108,7 @@ class BrokerCore:
         self.config = config            # shared.config.Config
         self.bcfg = config.broker
         self.clock = clock
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter(storage.deferred)   # and what opening the storage put off
         self.requests = 0
         self.batches = 0
         self.map_full = False           # set by a real MDB_MAP_FULL; cleared when the map grows
@@ -583,6 +583,7 @@ class BrokerCore:
         self.storage.close()  # before the new open: one process must not hold the same env twice
         self.storage = S.open_env(path, map_size)
         self.env = self.storage.env
+        self.errors.update(self.storage.deferred)
         with self.env.begin() as txn:
             # every batch flushed the ledger, so the database holds exactly what it held in memory
             self.ledger = Ledger(txn, self.storage.dbs)

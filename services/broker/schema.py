@@ -68,9 +68,11 @@ then never compacted automatically, which wastes space but loses nothing.
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,8 @@ from services.broker import states as st
 from shared.errors import ExitCode, StartupError
 from shared.protocol import pack_value, unpack_value
 from shared.stored import ZMARK, decode_stored
+
+log = logging.getLogger("broker")
 
 SCHEMA_VERSION = 3
 
@@ -265,6 +269,9 @@ class Storage:
         self.env = env
         self.dbs = dbs
         self.path = path
+        # what opening it had to put off to a later start (a full map or disk), by name; logged when it
+        # happens, and counted in the broker's ``errors`` (stats) by the core that serves it
+        self.deferred: Counter[str] = Counter()
 
     def close(self) -> None:
         self.env.close()
@@ -308,18 +315,20 @@ def open_env(path: str | os.PathLike[str], map_size: int) -> Storage:
         rows_missing = txn.get(ROWS_MISSING, db=dbs["meta"]) is not None
     if stored is not None and unpack_value(stored) > env.info()["map_size"]:
         env.set_mapsize(unpack_value(stored))
-    if rows_missing:
-        _write_pending_rows(env, dbs)
-    if not built:
-        _build_compactable(env, dbs)
-    return Storage(env, dbs, path)
+    storage = Storage(env, dbs, path)
+    if rows_missing and not _write_pending_rows(env, dbs):
+        storage.deferred["PENDING_ROWS_DEFERRED"] += 1
+    if not built and not _build_compactable(env, dbs):
+        storage.deferred["COMPACTABLE_INDEX_DEFERRED"] += 1
+    return storage
 
 
-def _write_pending_rows(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
+def _write_pending_rows(env: lmdb.Environment, dbs: dict[str, Any]) -> bool:
     """Give every PENDING ``by_state`` entry its row (the 2 -> 3 migration) and clear :data:`ROWS_MISSING`,
-    in one transaction. A full map or disk must not keep the broker from starting (growing it needs a
-    running broker): the rows are then written at a later start, and until then ``list`` makes a missing
-    row from its task's record (services/broker/ops_tasks.py), so nothing is wrong, only slower."""
+    in one transaction; False (and a warning) when that had to be put off. A full map or disk must not keep
+    the broker from starting (growing it needs a running broker): the rows are then written at a later
+    start, and until then ``list`` makes a missing row from its task's record (services/broker/ops_tasks.py),
+    so nothing is wrong, only slower."""
     prefix = state_prefix(st.PENDING)
     try:
         with env.begin(write=True) as txn:
@@ -334,12 +343,17 @@ def _write_pending_rows(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
                     cur.put(key, pending_row(decode_value(raw)))   # overwrites the current entry in place
                 ok = cur.next()
             txn.delete(ROWS_MISSING, db=dbs["meta"])
-    except lmdb.Error:
-        pass
+    except lmdb.Error as exc:
+        log.warning("storage: the PENDING rows of the schema 3 migration could not be written (%s: %s); "
+                    "they are written at a later start, list makes them from the records meanwhile",
+                    type(exc).__name__, exc)
+        return False
+    return True
 
 
-def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
-    """Fill the ``compactable`` index from the task records, once per database (see the module docstring)."""
+def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> bool:
+    """Fill the ``compactable`` index from the task records, once per database (see the module docstring);
+    False (and a warning) when that had to be put off."""
     try:
         with env.begin(write=True) as txn:
             cur = txn.cursor(db=dbs["by_state"])
@@ -354,11 +368,14 @@ def _build_compactable(env: lmdb.Environment, dbs: dict[str, Any]) -> None:
                         txn.put(time_id_key(ms(task["updated"]), tid), b"", db=dbs["compactable"])
                     ok = cur.next()
             txn.put(b"compactable_built", pack_value(True), db=dbs["meta"])
-    except lmdb.Error:
+    except lmdb.Error as exc:
         # a full map or disk (MDB_MAP_FULL, or ENOSPC reported as EIO at commit) must not stop the broker
         # from starting (growing it needs a running broker): the index is built at a later start; until
         # then old tasks are simply not compacted
-        pass
+        log.warning("storage: the compactable index could not be built (%s: %s); it is built at a later "
+                    "start, old tasks are not compacted meanwhile", type(exc).__name__, exc)
+        return False
+    return True
 
 
 def pages_in_use(storage: Storage, txn: lmdb.Transaction) -> int:

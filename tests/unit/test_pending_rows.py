@@ -199,3 +199,24 @@ def test_a_full_map_during_the_migration_does_not_stop_the_broker(make_core, mon
     with h.storage.env.begin() as txn:
         assert txn.get(S.ROWS_MISSING, db=h.storage.dbs["meta"]) is None
     assert_rows_match(h)
+
+
+def test_rows_put_off_by_a_full_map_are_logged_and_counted(make_core, monkeypatch, caplog):
+    """Starting without the rows is tolerated, never silently (issue 12): a warning, and a count in the
+    broker's ``errors`` (stats) until a start writes them."""
+    h = make_core()
+    h.submit("a")
+    version_2(h)
+    h.close()
+
+    def full(task):
+        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL")
+    monkeypatch.setattr(S, "pending_row", full)
+    with caplog.at_level("WARNING", logger="broker"):
+        h.open()
+    monkeypatch.undo()
+    assert h.call("stats")["broker"]["errors"].get("PENDING_ROWS_DEFERRED") == 1
+    assert [r.getMessage() for r in caplog.records if "PENDING rows" in r.getMessage() and "MDB_MAP_FULL" in
+            r.getMessage()], caplog.text
+    h.restart()   # written now: nothing to count
+    assert "PENDING_ROWS_DEFERRED" not in h.call("stats")["broker"]["errors"]
