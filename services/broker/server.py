@@ -176,8 +176,8 @@ class BrokerService(Service):
         for event in events:
             try:
                 sockets.send_nowait(self.pub, protocol.encode_event(event))
-            except zmq.ZMQError:
-                pass  # slow subscribers catch up from the outbox
+            except zmq.ZMQError as exc:   # slow subscribers catch up from the outbox; logged and counted
+                self.tolerate("event publish", exc)
 
     def shutdown(self) -> None:
         for name in ("router", "pub"):
