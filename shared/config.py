@@ -495,10 +495,12 @@ def _check_names(cfg: Config, where: str) -> None:
             for module in window.get("reserves", {}):
                 if module not in KNOWN_MODULES:
                     raise ConfigError(f"{at}: reserve for " + unknown_name("module", module, KNOWN_MODULES))
+    from shared.settings import SettingsError  # here: shared/settings.py imports this module
+
     for key in ("module_weights", "backlog_boosts"):
         for module in getattr(cfg.scheduler, key):
-            if module not in KNOWN_MODULES:
-                raise ConfigError(f"{where}: scheduler.{key}: " + unknown_name("module", module, KNOWN_MODULES))
+            if module not in KNOWN_MODULES:   # a settings table: its error has the settings' format
+                raise SettingsError(f"{where}: [scheduler]", key, unknown_name("module", module, KNOWN_MODULES))
 
 
 def _config_path(path: str | os.PathLike[str] | None) -> Path:

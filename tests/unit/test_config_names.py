@@ -32,7 +32,7 @@ def write(tmp_path, text):
     # a reserve for a module that does not exist eats the window for nobody
     ('[quotas.gemini-sim.deep]\nwindows = ["20/day reserve explorr=10"]\n',
      ["reserve for unknown module 'explorr'", "known: adhoc, advisor, documenter, explorer, researcher"]),
-    ('[scheduler]\nmodule_weights = { explorr = 5 }\n', ["scheduler.module_weights", "unknown module 'explorr'"]),
+    ('[scheduler]\nmodule_weights = { explorr = 5 }\n', ["[scheduler] module_weights", "unknown module 'explorr'"]),
     ('[scheduler]\nbacklog_boosts = { documentr = [[10, 5]] }\n', ["unknown module 'documentr'"]),
     ('[modules.documentr]\nevaluators = 2\n', ["[modules.documentr]", "unknown module 'documentr'"]),
 ])
@@ -41,6 +41,19 @@ def test_unknown_names_are_errors_with_the_known_ones(tmp_path, text, fragments)
         load_config(write(tmp_path, ACCOUNTS + text))
     for fragment in fragments:
         assert fragment in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("text,key", [('[scheduler]\nmodule_weights = { explorr = 5 }\n', "module_weights"),
+                                      ('[scheduler]\nbacklog_boosts = { documentr = [[10, 5]] }\n', "backlog_boosts")])
+def test_an_unknown_module_in_a_scheduler_setting_has_the_settings_error_format(tmp_path, text, key):
+    """The [scheduler] table is a settings table (shared/settings.py): its name check says what its own
+    checks say, in the one format ``FILE: [table] key: problem``."""
+    from shared.settings import SettingsError
+    path = write(tmp_path, ACCOUNTS + text)
+    with pytest.raises(SettingsError) as err:
+        load_config(path)
+    assert (err.value.where, err.value.key) == (f"{path}: [scheduler]", key)
+    assert str(err.value).startswith(f"{path}: [scheduler] {key}: unknown module '"), str(err.value)
 
 
 def test_known_names_load(tmp_path):
