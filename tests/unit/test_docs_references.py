@@ -142,6 +142,18 @@ def test_nothing_cites_the_notes_outside_the_repository():
     assert found == []
 
 
+def test_the_readme_citing_its_own_sections_names_its_headings():
+    """The README's ``(§ Heading)`` citations of its own sections, read as a docs page's are."""
+    text = (REPO / "README.md").read_text()
+    own = headings(text)
+    problems, count = [], 0
+    for n, line in enumerate(text.splitlines(), 1):
+        count += len(OWN_SECTION.findall(line))
+        problems += [f"README.md:{n}: {p}" for p in check_own_sections(line, own)]
+    assert problems == []
+    assert count >= 2, f"only {count} own-section citations found in the README: is the pattern right?"
+
+
 def test_headings_are_unique_within_a_page(pages):
     assert {name: sorted({h for h in hs if hs.count(h) > 1}) for name, hs in pages.items()
             if len(set(hs)) != len(hs)} == {}
