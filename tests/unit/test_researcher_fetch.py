@@ -283,3 +283,24 @@ def test_a_page_the_parser_gives_up_on_keeps_its_text_and_is_logged_and_counted(
     assert title == "T" and "kept before" in text
     assert PARSE_FAILURES["AssertionError"] == before + 1
     assert any("did not parse completely (AssertionError" in r.getMessage() for r in caplog.records)
+
+
+def test_a_page_the_cache_cannot_prune_is_logged_and_counted(tmp_path, monkeypatch, caplog):
+    """The cache goes on above its size rather than fail a fetch, but never silently (issue 12); a file
+    already gone is no failure."""
+    from pathlib import Path
+    cache = DiskCache(tmp_path, max_bytes=2500)
+    real_unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self.suffix == ".body":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok)   # x/0's metadata, gone at the second prune: no failure
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with caplog.at_level("WARNING", logger="researcher.fetch"):
+        for i in range(4):
+            cache.store(f"http://x/{i}", {"content_type": "text/html", "fetched_at": i}, b"z" * 1000)
+            time.sleep(0.01)
+    # the bodies stay: x/0's at the third and fourth store, x/1's at the fourth
+    assert cache.tolerance.counts == {"pruning the page cache": 3}
+    assert [r for r in caplog.records if r.getMessage().startswith("pruning the page cache failed (PermissionError")]

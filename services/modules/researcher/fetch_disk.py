@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
+
+from shared.service import Tolerance
 
 RATE_FILE = "rate-limit.json"   # in the cache directory: the last request time per domain
 
@@ -45,6 +48,8 @@ class DiskCache:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         self.dir.mkdir(parents=True, exist_ok=True)
+        # a page prune cannot remove: the cache stays above its size, logged and counted
+        self.tolerance = Tolerance(logging.getLogger("researcher.fetch"))
 
     def _paths(self, url: str) -> tuple[Path, Path]:
         h = hashlib.sha256(url.encode()).hexdigest()
@@ -94,8 +99,10 @@ class DiskCache:
             for victim in (p.with_suffix(".json"), p):
                 try:
                     victim.unlink()
-                except OSError:
-                    pass
+                except FileNotFoundError:
+                    pass   # already gone (a torn pair, or removed by hand)
+                except OSError as exc:
+                    self.tolerance("pruning the page cache", exc)
             total -= size
 
 
