@@ -117,6 +117,16 @@ def test_citations_name_existing_pages_and_headings(pages):
     assert count >= 40, f"only {count} citations found: is the scan reading the repository?"
 
 
+def test_every_docs_page_named_exists(pages):
+    """A mention of a page without a section (``see docs/security.md``) names one that exists too."""
+    mention = re.compile(r"(?<![\w/.-])docs/([\w-]+\.md)\b")
+    missing = [f"{path.relative_to(REPO)}:{n}: docs/{m.group(1)}"
+               for path in scanned_files() if path != Path(__file__).resolve()
+               for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+               for m in mention.finditer(line) if m.group(1) not in pages]
+    assert missing == []
+
+
 def test_the_scan_reads_templates_static_files_and_the_ci_script():
     scanned = {path.relative_to(REPO).as_posix() for path in scanned_files()}
     assert {".ci/run", ".pre-commit-config.yaml", "services/web/static/document.js", "ops/check"} <= scanned
