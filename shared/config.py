@@ -415,31 +415,35 @@ def _table(cls: type[T], table: Any, where: str) -> T:
 
 
 def _quotas(data: dict[str, Any], where: str) -> tuple[QuotaConfig, ...]:
+    """The ``[quotas.ACCOUNT.MODE]`` tables; their errors have the settings' format (shared/settings.py)."""
+    from shared.settings import SettingsError  # here: shared/settings.py imports this module
+
     out = []
     quotas = data.get("quotas", {})
     if not isinstance(quotas, dict):
-        raise ConfigError(f"{where}: [quotas] must be a table of [quotas.ACCOUNT.MODE]")
+        raise SettingsError(f"{where}: [quotas]", None, "must be a table of [quotas.ACCOUNT.MODE]")
     for account, modes in quotas.items():
         if not isinstance(modes, dict):
-            raise ConfigError(f"{where}: [quotas.{account}] must contain [quotas.{account}.MODE] tables")
+            raise SettingsError(f"{where}: [quotas.{account}]", None, f"must contain [quotas.{account}.MODE] tables")
         for mode, spec in modes.items():
+            table = f"{where}: [quotas.{account}.{mode}]"
             if mode not in MODES:
                 # a mode no account has would never be charged: the quota would silently not apply
-                raise ConfigError(f"{where}: [quotas.{account}.{mode}]: mode must be one of {', '.join(MODES)}")
+                raise SettingsError(table, None, f"mode must be one of {', '.join(MODES)}")
             if not isinstance(spec, dict) or set(spec) - {"windows"} or "windows" not in spec:
-                raise ConfigError(f"{where}: [quotas.{account}.{mode}] needs exactly one key, windows")
+                raise SettingsError(table, None, "needs exactly one key, windows")
             windows = spec["windows"]
             if not isinstance(windows, list):
-                raise ConfigError(f"{where}: quotas.{account}.{mode}.windows must be a list")
+                raise SettingsError(table, "windows", f"expected a list of quota windows, got {windows!r}")
             from shared.quota import QuotaSpecError, normalize_windows
             try:
                 normalized = normalize_windows(list(windows))
             except QuotaSpecError as exc:
-                raise ConfigError(f"{where}: quotas.{account}.{mode}: {exc.message}") from None
+                raise SettingsError(table, "windows", exc.message) from None
             if not normalized:
                 # an empty list would store a quota that admits everything: say "no quota" by leaving it out
-                raise ConfigError(f"{where}: quotas.{account}.{mode}.windows is empty; remove the table for "
-                                  "no limit")
+                raise SettingsError(table, "windows", "expected at least one window (remove the table for no "
+                                    "limit), got []")
             out.append(QuotaConfig(account, mode, tuple(windows)))
     return tuple(out)
 
@@ -482,21 +486,21 @@ def _check_names(cfg: Config, where: str) -> None:
     reserve that no module can use eating a scarce window."""
     if not cfg.names_checked:
         return
-    accounts = {a.name: a for a in cfg.accounts}
     from shared.quota import normalize_windows
+    from shared.settings import SettingsError  # here: shared/settings.py imports this module
+
+    accounts = {a.name: a for a in cfg.accounts}
     for q in cfg.quotas:
         at = f"{where}: [quotas.{q.account}.{q.mode}]"
         if q.account not in accounts:
-            raise ConfigError(f"{at}: " + unknown_name("account", q.account, accounts))
+            raise SettingsError(at, None, unknown_name("account", q.account, accounts))
         if q.mode not in accounts[q.account].modes:
-            raise ConfigError(f"{at}: account {q.account} does not offer mode {q.mode} (its modes: "
-                              f"{', '.join(accounts[q.account].modes)})")
+            raise SettingsError(at, None, f"account {q.account} does not offer mode {q.mode} (its modes: "
+                                f"{', '.join(accounts[q.account].modes)})")
         for window in normalize_windows(list(q.windows)):
             for module in window.get("reserves", {}):
                 if module not in KNOWN_MODULES:
-                    raise ConfigError(f"{at}: reserve for " + unknown_name("module", module, KNOWN_MODULES))
-    from shared.settings import SettingsError  # here: shared/settings.py imports this module
-
+                    raise SettingsError(at, "windows", "reserve for " + unknown_name("module", module, KNOWN_MODULES))
     for key in ("module_weights", "backlog_boosts"):
         for module in getattr(cfg.scheduler, key):
             if module not in KNOWN_MODULES:   # a settings table: its error has the settings' format

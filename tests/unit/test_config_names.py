@@ -28,7 +28,7 @@ def write(tmp_path, text):
     ('[quotas.claude-sim.deep]\nwindows = ["20/day"]\n', ["account claude-sim does not offer mode deep"]),
     ('[quotas.gemini-sim.Deep]\nwindows = ["20/day"]\n', ["mode must be one of standard, deep"]),
     # an empty list stored a quota that admits everything: the account's deep limit was gone
-    ('[quotas.gemini-sim.deep]\nwindows = []\n', ["quotas.gemini-sim.deep.windows is empty"]),
+    ('[quotas.gemini-sim.deep]\nwindows = []\n', ["[quotas.gemini-sim.deep] windows: expected at least one window"]),
     # a reserve for a module that does not exist eats the window for nobody
     ('[quotas.gemini-sim.deep]\nwindows = ["20/day reserve explorr=10"]\n',
      ["reserve for unknown module 'explorr'", "known: adhoc, advisor, documenter, explorer, researcher"]),
@@ -54,6 +54,28 @@ def test_an_unknown_module_in_a_scheduler_setting_has_the_settings_error_format(
         load_config(path)
     assert (err.value.where, err.value.key) == (f"{path}: [scheduler]", key)
     assert str(err.value).startswith(f"{path}: [scheduler] {key}: unknown module '"), str(err.value)
+
+
+@pytest.mark.parametrize("text,head", [
+    ('[quotas.gemini-sim.deep]\nwindows = []\n', "[quotas.gemini-sim.deep] windows: expected at least one window"),
+    ('[quotas.gemini-sim.deep]\nwindows = "20/day"\n', "[quotas.gemini-sim.deep] windows: expected a list"),
+    ('[quotas.gemini-sim.deep]\nwindows = ["x"]\n', "[quotas.gemini-sim.deep] windows: cannot parse quota window"),
+    ('[quotas.gemini-sim.deep]\nwindow = ["20/day"]\n', "[quotas.gemini-sim.deep]: needs exactly one key, windows"),
+    ('[quotas.gemini-sim.Deep]\nwindows = ["20/day"]\n', "[quotas.gemini-sim.Deep]: mode must be one of"),
+    ('[quotas]\ngemini-sim = 3\n', "[quotas.gemini-sim]: must contain [quotas.gemini-sim.MODE] tables"),
+    ('quotas = 3\n', "[quotas]: must be a table of [quotas.ACCOUNT.MODE]"),
+    ('[quotas.gemini-sm.deep]\nwindows = ["20/day"]\n', "[quotas.gemini-sm.deep]: unknown account 'gemini-sm'"),
+    ('[quotas.gemini-sim.deep]\nwindows = ["20/day reserve explorr=10"]\n',
+     "[quotas.gemini-sim.deep] windows: reserve for unknown module 'explorr'"),
+])
+def test_a_quota_table_error_has_the_settings_error_format(tmp_path, text, head):
+    """[quotas.ACCOUNT.MODE] errors read as every settings error does: ``FILE: [table] key: problem``, or
+    ``FILE: [table]: problem`` for the table itself (shared/settings.py)."""
+    from shared.settings import SettingsError
+    path = write(tmp_path, text + ACCOUNTS)   # first: a top-level key after the accounts would be theirs
+    with pytest.raises(SettingsError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: {head}"), str(err.value)
 
 
 def test_known_names_load(tmp_path):
