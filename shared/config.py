@@ -454,15 +454,17 @@ _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def _accounts(data: dict[str, Any], where: str) -> tuple[AccountConfig, ...]:
+    from shared.settings import SettingsError  # here: shared/settings.py imports this module
+
     accounts = data.get("accounts", {})
     if not isinstance(accounts, dict):
-        raise ConfigError(f"{where}: [accounts] must be a table of [accounts.NAME]")
+        raise SettingsError(f"{where}: [accounts]", None, "must be a table of [accounts.NAME]")
     out = []
     for name, spec in accounts.items():
         if not _ACCOUNT_NAME.match(name):
-            raise ConfigError(f"{where}: account name {name!r} must match {_ACCOUNT_NAME.pattern}")
+            raise SettingsError(f"{where}: [accounts.{name}]", None, f"the name must match {_ACCOUNT_NAME.pattern}")
         if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: [accounts.{name}] must be a table")
+            raise SettingsError(f"{where}: [accounts.{name}]", None, "must be a table")
         common = _table(AccountKeys, {k: spec[k] for k in ACCOUNT_KEYS if k in spec}, f"{where}: [accounts.{name}]")
         settings = {k: v for k, v in spec.items() if k not in ACCOUNT_KEYS}
         out.append(AccountConfig(name, common.backend, common.modes, settings, common.unknown_turn_hold,
@@ -471,12 +473,14 @@ def _accounts(data: dict[str, Any], where: str) -> tuple[AccountConfig, ...]:
 
 
 def _modules(data: dict[str, Any], where: str) -> dict[str, Any]:
+    from shared.settings import SettingsError  # here: shared/settings.py imports this module
+
     modules = data.get("modules", {})
     if not isinstance(modules, dict) or not all(isinstance(v, dict) for v in modules.values()):
-        raise ConfigError(f"{where}: [modules] must contain [modules.NAME] tables")
+        raise SettingsError(f"{where}: [modules]", None, "must contain [modules.NAME] tables")
     for name in modules:
         if name not in MODULES:  # a misspelt table would otherwise be ignored and its module run on defaults
-            raise ConfigError(f"{where}: [modules.{name}]: " + unknown_name("module", name, MODULES))
+            raise SettingsError(f"{where}: [modules.{name}]", None, unknown_name("module", name, MODULES))
     return {name: dict(table) for name, table in modules.items()}
 
 

@@ -78,6 +78,21 @@ def test_a_quota_table_error_has_the_settings_error_format(tmp_path, text, head)
     assert str(err.value).startswith(f"{path}: {head}"), str(err.value)
 
 
+@pytest.mark.parametrize("text,head", [
+    ('accounts = 3\n', "[accounts]: must be a table of [accounts.NAME]"),
+    ('[accounts]\nsim-b = 3\n', "[accounts.sim-b]: must be a table"),
+    ('[accounts.Sim]\nbackend = "sim"\n', "[accounts.Sim]: the name must match ^[a-z0-9]"),
+    ('modules = 3\n', "[modules]: must contain [modules.NAME] tables"),
+    ('[modules.documentr]\nevaluators = 2\n', "[modules.documentr]: unknown module 'documentr'"),
+])
+def test_an_accounts_or_modules_table_error_has_the_settings_error_format(tmp_path, text, head):
+    from shared.settings import SettingsError
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: {head}"), str(err.value)
+
+
 def test_known_names_load(tmp_path):
     cfg = load_config(write(tmp_path, ACCOUNTS + '[quotas.gemini-sim.deep]\n'
                             'windows = ["20/day reserve explorer=10,adhoc=2"]\n'
