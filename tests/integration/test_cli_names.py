@@ -98,3 +98,15 @@ def test_weights_for_an_unknown_module_are_refused_with_the_known_ones(broker):
         assert json.loads(run(broker, "--json", "modules", "weights").stdout)["weights"] == {"documenter": 4.0}
     finally:
         sched.stop()
+
+
+def test_a_module_name_the_tree_does_not_have_is_flagged_where_tasks_are_listed_or_submitted(broker):
+    """`queue ls --module explorr` answered "no tasks" as if the module were idle. A raw task may carry any
+    module name (scripts and tests submit their own), so the command still runs, with a warning naming the
+    known modules."""
+    known = "unknown module 'explorr' (known: adhoc, advisor, documenter, explorer, researcher)"
+    res = run(broker, "queue", "ls", "--module", "explorr")
+    assert f"fanoctl: warning: {known}" in res.stderr and "no tasks" in res.stdout
+    res = run(broker, "submit", "--key", "k1", "--module", "explorr", "--kind", "x.y")
+    assert f"fanoctl: warning: {known}" in res.stderr and "created" in res.stdout
+    assert "warning" not in run(broker, "queue", "ls", "--module", "explorer").stderr
