@@ -27,6 +27,26 @@ def _role(ctx, param, value):
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+def _check_scope(role) -> None:
+    """Fail unless a worker or module role names an account or module of the configuration: a key listed for
+    a typo would be refused at every message (FORBIDDEN). Names are checked as everywhere else
+    (``Config.names_checked``: a configuration that lists accounts); not when fano.toml does not load, which
+    must not lock the keys out (ctl() has warned of it)."""
+    from shared.config import KNOWN_MODULES, ConfigError, load_config, unknown_name
+    from shared.roles import MODULE, WORKER
+    if role is None or role.kind not in (WORKER, MODULE):
+        return
+    try:
+        config = load_config(ctl().config_path)
+    except ConfigError:
+        return
+    if not config.names_checked:
+        return
+    what, known = ("account", config.account_names) if role.kind == WORKER else ("module", KNOWN_MODULES)
+    if role.scope not in known:
+        fail(f"{unknown_name(what, role.scope, known)}: no key is made or listed for role {role}", ExitCode.FAILURE)
+
+
 def _programs() -> dict:
     """Every program of the configuration that connects to the broker or the scheduler -> its role."""
     from shared.config import load_config
@@ -78,6 +98,7 @@ def keys_generate(name, role, force):
     if role is None:
         raise click.UsageError(f"{name!r} is not a program name (backend-ACCOUNT, module-NAME, scheduler, "
                                "fanoctl): say its --role")
+    _check_scope(role)
     public = K.generate(_keys_dir(), name, role)
     out({"name": name, "role": str(role), "public": public},
         lambda d: f"key {d['name']} ({d['role']}) made; public key {d['public']}")
@@ -95,6 +116,7 @@ def keys_add(name, public_key, role):
     from pathlib import Path
 
     from shared import keys as K
+    _check_scope(role)
     path = Path(public_key)
     if path.is_file():
         public_key = K.load_public(path.parent, path.name.removesuffix(K.PUBLIC_SUFFIX)).decode()

@@ -7,7 +7,15 @@ import time
 import click
 
 from cli import render as R
-from cli.app import ask_scheduler, client, json_option, out
+from cli.app import ask_scheduler, client, json_option, out, warn
+from shared.config import KNOWN_MODULES, unknown_name
+
+
+def _flag_module(module: str | None) -> None:
+    """Warn of a module name the tree does not have (a typo lists nothing, or submits a task nothing acks).
+    Not refused: a raw task may carry any module name (scripts and tests submit under their own)."""
+    if module is not None and module not in KNOWN_MODULES:
+        warn(unknown_name("module", module, KNOWN_MODULES))
 
 
 @click.group()
@@ -29,6 +37,7 @@ def queue():
 @json_option
 def queue_ls(state, module, kind, limit, after, newest, all_pages, payloads):
     """Tasks in id order (or newest first), with state, attempts, age and lease or backoff info."""
+    _flag_module(module)
     c = client()
     tasks = []
     # newest first: the broker's list descends from below ``before`` (the panel's queue pages the same way)
@@ -147,6 +156,7 @@ def _payload(ctx, param, value):
 @json_option
 def submit(key, module, kind, payload, priority, max_attempts, mode, backends, force):
     """Submit a raw task (for scripts and tests); prints its id and whether it was created."""
+    _flag_module(module)
     fields, requires = {}, {}
     if priority is not None:
         fields["priority"] = priority

@@ -1,10 +1,11 @@
 """Mutated messages for the socket fuzz tests: every way a peer can get a frame wrong.
 
 :class:`Mutator` builds, from a seeded ``random.Random``, messages (lists of frames) for the broker's
-request protocol (``FANO/1``) or the worker protocol (``FANOW/1``): valid requests with arguments
-replaced by values of the wrong type or out of range (and nested structures of them), bodies with bytes
-flipped, inserted, cut or truncated, random msgpack values as bodies, wrong headers and frame counts,
-bad correlation and request ids, nesting bombs, and oversized bodies. The tests decide how many of each.
+request protocol (``FANO/1``), the worker protocol (``FANOW/1``) or a subscriber of the event socket: valid
+requests with arguments replaced by values of the wrong type or out of range (and nested structures of
+them), bodies with bytes flipped, inserted, cut or truncated, random msgpack values as bodies, wrong
+headers and frame counts, bad correlation and request ids, nesting bombs, oversized bodies, and
+subscriptions of hostile topics. The tests decide how many of each.
 """
 from __future__ import annotations
 
@@ -187,6 +188,26 @@ class Mutator:
                          [self.mutate_bytes(WH), body],
                          [WH, b"\x84" + b"".join(map(self.pack, ["type", "query", "cid", "d", "what", "top", "x"]))
                           + nested_bytes(1100)]])
+
+    # --- event subscribers ---------------------------------------------------------------------------------
+
+    def subscriber(self) -> list[bytes]:
+        """One hostile message from a subscriber to the broker's event socket (an XSUB can send anything):
+        subscriptions and unsubscriptions of mutated, empty, long and binary topics, and messages that are not
+        subscriptions at all (requests, events, random bytes, several frames)."""
+        r = self.rnd
+        roll = r.random()
+        topic = r.choice([protocol.EVENT_PREFIX, b"evt.task.", b"evt.task.done/explorer/", b"", b"\x00\xff",
+                          b"x" * r.choice([1, 200, 5000]), self.mutate_bytes(b"evt.task.submitted")])
+        if roll < 0.6:
+            return [r.choice([b"\x01", b"\x00"]) + topic]
+        if roll < 0.7:
+            return [r.choice([b"\x01", b"\x00", b"\x02", b"\xff", b""]) + self.mutate_bytes(topic)]
+        if roll < 0.8:
+            return self.request()
+        if roll < 0.9:
+            return [r.choice([b"\x01", b"\x00"]) + topic, H, self.pack(self.value())]
+        return [self.mutate_bytes(self.pack(self.value())) for _ in range(r.randint(1, 4))]
 
 
 def nested_bytes(levels: int) -> bytes:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cli.fanoctl import main
 from shared.config import find_endpoints
 from shared.errors import ExitCode
+from tests.scheduler_support import SchedulerProcess
 from tests.support import BrokerProcess, short_tmpdir, write_config
 
 pytestmark = pytest.mark.integration
@@ -85,3 +86,27 @@ def test_a_broken_config_does_not_lock_fanoctl_out_of_the_running_tree(broker):
     # a file that does not exist is a wrong path, not a broken configuration
     res = run(broker, "--config", str(broker.root / "nope.toml"), "status", code=ExitCode.CONFIG)
     assert "config file not found" in res.stderr
+
+
+def test_weights_for_an_unknown_module_are_refused_with_the_known_ones(broker):
+    sched = SchedulerProcess(broker.root, broker.config_path).start()
+    try:
+        res = run(broker, "modules", "weights", "--set", "explorr=5", "--set", "documenter=4", code=ExitCode.FAILURE)
+        assert "unknown module 'explorr' (known: adhoc, advisor, documenter, explorer, researcher)" in res.stderr
+        assert json.loads(run(broker, "--json", "modules", "weights").stdout)["weights"] == {}   # all or nothing
+        run(broker, "modules", "weights", "--set", "documenter=4")
+        assert json.loads(run(broker, "--json", "modules", "weights").stdout)["weights"] == {"documenter": 4.0}
+    finally:
+        sched.stop()
+
+
+def test_a_module_name_the_tree_does_not_have_is_flagged_where_tasks_are_listed_or_submitted(broker):
+    """`queue ls --module explorr` answered "no tasks" as if the module were idle. A raw task may carry any
+    module name (scripts and tests submit their own), so the command still runs, with a warning naming the
+    known modules."""
+    known = "unknown module 'explorr' (known: adhoc, advisor, documenter, explorer, researcher)"
+    res = run(broker, "queue", "ls", "--module", "explorr")
+    assert f"fanoctl: warning: {known}" in res.stderr and "no tasks" in res.stdout
+    res = run(broker, "submit", "--key", "k1", "--module", "explorr", "--kind", "x.y")
+    assert f"fanoctl: warning: {known}" in res.stderr and "created" in res.stdout
+    assert "warning" not in run(broker, "queue", "ls", "--module", "explorer").stderr

@@ -348,3 +348,29 @@ def test_a_module_refused_for_its_role_backs_off_instead_of_ending(tmp_path, cap
     finally:
         mod.sub.close(linger=0)
         ctx.term()
+
+
+def test_fanoctl_keys_refuse_a_role_for_an_account_or_module_the_configuration_does_not_have(tmp_path):
+    """`keys add laptop --role worker:a11` (a typo) made a key the broker and the scheduler then refused at every
+    message (FORBIDDEN); the role's account or module is checked against fano.toml, as every name is."""
+    from click.testing import CliRunner
+
+    from cli.fanoctl import main
+    cfg = write_config(tmp_path, accounts={"a1": ["standard"]})
+
+    def run(*args):
+        return CliRunner().invoke(main, ["--config", str(cfg), *args], catch_exceptions=False)
+    assert run("keys", "init").exit_code == 0
+    public = K.load_public(tmp_path / "var" / "keys", "backend-a1").decode()
+    for args, what in ((("keys", "add", "laptop", "--role", "worker:a11", "--", public), "account 'a11' (known: a1)"),
+                       (("keys", "add", "laptop", "--role", "module:explorr", "--", public), "module 'explorr'"),
+                       (("keys", "generate", "backend-a11"), "account 'a11' (known: a1)"),
+                       (("keys", "generate", "helper", "--role", "module:explorr"), "module 'explorr'")):
+        res = run(*args)
+        assert res.exit_code == ExitCode.FAILURE and f"fanoctl: unknown {what}" in res.output, (args, res.output)
+    assert "laptop" not in run("keys", "ls").stdout and not (tmp_path / "var" / "keys" / "helper.key").exists()
+    assert run("keys", "add", "laptop", "--role", "worker:a1", "--", public).exit_code == 0
+    assert run("keys", "generate", "helper", "--role", "module:documenter").exit_code == 0
+    # a configuration that does not load does not lock the keys out: the names are not checked then
+    cfg.write_text(cfg.read_text() + "[brokr]\n")
+    assert run("keys", "generate", "backend-a11").exit_code == 0
