@@ -234,6 +234,20 @@ def test_something_went_wrong_in_the_reply_area_is_a_refunded_retry(providers, s
 
 
 @both
+@pytest.mark.parametrize("scenario", ["busy", "went_wrong"])
+def test_a_reconcile_that_finds_a_refused_turn_gives_its_unit_back(providers, site, skin, scenario):
+    """The worker died while the site showed an overload or "Something went wrong" notice where the reply
+    goes (nothing served): the reconcile finds the notice, says send it again (None), and that nothing of
+    the attempt was spent (Provider.unspent), so the broker refunds its unit when the turn is sent again."""
+    p = providers[skin]
+    t = turn(f"[[scenario:{scenario}]] critique it again", conversation=f"refused-{scenario}-{skin}")
+    err = failure(p, t)
+    assert err.sent is False, err
+    assert p.reconcile(t) is None and p.unspent(t)
+    assert len(site.prompts("critique it again")) == 1
+
+
+@both
 def test_an_error_message_is_transient(providers, site, skin):
     err = failure(providers[skin], turn("[[scenario:error]] fail please"))
     assert err.error_class == "transient" and err.retry_after is None

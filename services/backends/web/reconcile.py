@@ -71,8 +71,9 @@ class TurnReconcile(Host):
         return self.host.run(self._reconcile, turn, key, handle)
 
     def _mark_unspent(self, turn: Turn) -> None:
-        """Before reconcile's None when the site spent nothing of the turn's mode on this attempt: the prompt never
-        left or never arrived, or the site answered it in another mode (a downgrade settled earlier).
+        """Before reconcile's None when the site spent nothing of the turn's mode on this attempt: the prompt
+        never left or never arrived, the site answered it in another mode (a downgrade settled earlier), or
+        it refused or failed the turn without serving it (the notices a send reports sent=False, or a limit).
         :meth:`unspent` then says so, and the worker has the broker refund that attempt's unit."""
         if not hasattr(self, "unspent_attempts"):
             self.unspent_attempts: set[tuple[int, int]] = set()
@@ -145,6 +146,8 @@ class TurnReconcile(Host):
                 if notice is not None and notice.kind in ("quota", "capacity", "transient"):
                     log.info("%s: the site refused or failed the turn (%s): it may be sent again",
                              self.account, notice.text[:200])
+                    if not exc.sent or notice.kind == "quota":   # refused, or failed without serving it
+                        self._mark_unspent(turn)
                     return None
                 raise
         except SiteProblem as problem:
