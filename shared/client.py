@@ -205,9 +205,11 @@ class BrokerClient:
     def renew(self, task_id: int, epoch: int, ttl: float | None = None, rid: str | None = None) -> Json:
         return cast(Json, self.call("renew", rid=rid, id=task_id, epoch=epoch, ttl=ttl))
 
-    def turn_begin(self, task_id: int, epoch: int, rid: str | None = None) -> Json:
-        """Record the intent to send this turn (before the request leaves the worker)."""
-        return cast(Json, self.call("turn_begin", rid=rid, id=task_id, epoch=epoch))
+    def turn_begin(self, task_id: int, epoch: int, rid: str | None = None, refund_unknown: bool = False) -> Json:
+        """Record the intent to send this turn (before the request leaves the worker). ``refund_unknown``:
+        the reconciled previous attempt spent nothing, so its unit is given back."""
+        extra = {"refund_unknown": True} if refund_unknown else {}
+        return cast(Json, self.call("turn_begin", rid=rid, id=task_id, epoch=epoch, **extra))
 
     def complete(self, task_id: int, epoch: int, result: Any = None, rid: str | None = None,
                  reconciled: bool = False, mode: str | None = None) -> Json:

@@ -203,7 +203,8 @@ COMMANDS: dict[str, tuple[bool, dict[str, Arg]]] = {
                      "task_id": _arg(*INT),
                      "modules": _arg(*LIST)}),
     "renew": (True, {"id": TASK_ID, "epoch": EPOCH, "ttl": _arg(*NUM)}),
-    "turn_begin": (True, {"id": TASK_ID, "epoch": EPOCH}),
+    "turn_begin": (True, {"id": TASK_ID, "epoch": EPOCH,
+                          "refund_unknown": _arg(*BOOL, default=False)}),   # the unknown turn never left
     "complete": (True, {"id": TASK_ID, "epoch": EPOCH, "result": _arg(ANY),
                         "reconciled": _arg(*BOOL, default=False),
                         "mode": _arg(*STR)}),   # reconciled: the mode the provider confirmed it in

@@ -137,6 +137,13 @@ class Provider:
         ask, and must not claim the provider never got a request that may have left."""
         return f"the provider never got attempt {turn.attempt}"
 
+    def unspent(self, turn: Turn) -> bool:
+        """After :meth:`reconcile` returned None for the previous attempt ``turn``: whether that attempt
+        certainly spent nothing of its mode's quota (its request never left or never arrived, or the
+        provider answered it in another mode). The runtime then has the broker refund that attempt's unit
+        (turn_begin ``refund_unknown``). False by default: the unit stays counted."""
+        return False
+
     def request_timeout(self, mode: str) -> float:
         """Real seconds one ``send`` in ``mode`` may take before the runtime cancels it (its outcome is then
         unknown and reconciled). This default serves the real services: the account's ``timeout``

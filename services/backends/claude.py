@@ -368,6 +368,13 @@ class ClaudeProvider(Provider):
             self.store = ConversationStore(self.root / "conversations")
         return resend_note(self.store, turn)
 
+    def unspent(self, turn: Turn) -> bool:
+        """No send of that attempt was recorded (the mark is written before a request leaves): it never
+        left this worker, so its unit is refunded."""
+        if self.store is None:
+            self.store = ConversationStore(self.root / "conversations")
+        return not self.store.sent_attempt(turn)
+
     def check(self) -> dict:
         """Is the key accepted and does each mode's model exist? One Models API call per model (no
         message is generated, nothing is billed)."""

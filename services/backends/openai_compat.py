@@ -520,6 +520,13 @@ class OpenAIProvider(Provider):
             self.store = ConversationStore(self.home / "conversations")
         return resend_note(self.store, turn)
 
+    def unspent(self, turn: Turn) -> bool:
+        """No send of that attempt was recorded (the mark is written before a request leaves): it never
+        left this worker, so its unit is refunded."""
+        if self.store is None:
+            self.store = ConversationStore(self.home / "conversations")
+        return not self.store.sent_attempt(turn)
+
     def check(self) -> dict:
         """``GET /models`` (or ``/health``): reachable, which models, are ours among them."""
         self._refresh_key()

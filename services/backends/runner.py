@@ -59,6 +59,9 @@ reconcile -> None              continue to INTENT (the log line says why:      â
                                reconcile lease was not charged, turn_begin
                                charges it â€” or, without room, answers
                                turn: null and requeues the task             refused
+                               provider.unspent (the earlier attempt spent
+                               nothing): turn_begin(refund_unknown) gives
+                               its unit back first
 reconcile -> auth              fail(auth, sent=False)                          failed
 reconcile -> quota             fail(quota, sent=False): the earlier attempt    refused
                                was served, but not in its mode (a downgrade
@@ -228,16 +231,19 @@ class TurnRunner:
         self.log.info("task %s: leased at epoch %s (attempt %s, %s, mode %s)", turn.task_id, turn.epoch,
                       turn.attempt, turn.kind, turn.mode)
         unknown = reply["task"].get("unknown_turn")
+        begin: dict = {}
         if unknown:
             done = self._reconcile(job, turn, unknown)
             if done is not None:
                 return done
+            if self._unspent(turn, unknown):
+                begin["refund_unknown"] = True
         if job.stale:
             return Outcome("stale", "lease void before sending", turn.epoch)
         if job.cancelled():
             return self._release_unsent(job, turn)
         # the intent is durable before the request leaves: a crash after this line is reconciled
-        begun, stop = self._deliver(job, "turn_begin", id=turn.task_id, epoch=turn.epoch)
+        begun, stop = self._deliver(job, "turn_begin", id=turn.task_id, epoch=turn.epoch, **begin)
         if stop is not None:
             return stop
         if isinstance(begun, dict) and "turn" in begun and begun["turn"] is None:
@@ -371,6 +377,21 @@ class TurnRunner:
         self.log.info("task %s: the provider had served attempt %s (%s); completing without sending",
                       turn.task_id, previous.attempt, served)
         return self._complete(job, turn, found, reconciled=True, mode=served)
+
+    def _unspent(self, turn: Turn, unknown: dict) -> bool:
+        """After a reconcile found nothing to recover: whether the provider says the previous attempt spent
+        nothing (Provider.unspent), so that its unit is refunded. Only this account's own attempt."""
+        if unknown.get("account") != self.account:
+            return False
+        previous = dataclasses.replace(turn, epoch=unknown.get("epoch", turn.epoch),
+                                       attempt=unknown.get("attempt", turn.attempt),
+                                       mode=unknown.get("mode") or turn.mode)
+        check = getattr(self.provider, "unspent", None)
+        try:
+            return bool(check(previous)) if check is not None else False
+        except Exception:  # a provider bug must not stop the turn: the unit simply stays counted
+            self.log.exception("task %s: unspent raised an unexpected error", turn.task_id)
+            return False
 
     def _release_unsent(self, job: Job, turn: Turn) -> Outcome:
         """Cancelled before anything left: give the task back, refund the unit."""

@@ -27,6 +27,9 @@ provider about the earlier attempt and sends nothing new, so it reserves no quot
 whatever the account's windows and cool-downs (``lease.reconcile``). If the worker then sends again,
 ``turn_begin`` charges that request (admission included); with no room it puts the task back (no attempt
 burned, the unknown turn cleared: the worker found it was not served) and answers ``turn: null``.
+``turn_begin(refund_unknown=True)``: the worker's provider is sure the earlier attempt spent nothing
+(never left, never arrived, or answered in another mode): that attempt's unit (``unknown_charges``, kept
+when the turn became unknown) is refunded first — for the unknown turn of the leasing account only.
 
 Revoke (``op_revoke``): the scheduler voids the lease of a worker it dropped as silent, instead of
 waiting for the lease's deadline — the task runs elsewhere at once when no intent was recorded at that
@@ -329,6 +332,13 @@ def _settle_turn(tx: Tx, task: dict[str, Any], unknown: bool) -> None:
         hold = tx.holds.get(turn["account"], tx.config.unknown_turn_hold)
         task["unknown_turn"] = {k: turn[k] for k in ("account", "epoch", "attempt", "mode", "at")}
         task["unknown_turn"].update(since=tx.now, until=tx.now + hold if hold > 0 else None)
+        # its unit stays counted (the provider may have served it) until the account's worker says it
+        # spent nothing (op_turn_begin refund_unknown); not shown to clients (ops_tasks.public)
+        charges = (task.get("lease") or {}).get("charges") or []
+        if charges:
+            task["unknown_charges"] = [task["epoch"], charges]
+        else:
+            task.pop("unknown_charges", None)
     task["turn"] = None
 
 
@@ -345,9 +355,27 @@ def _hold_over(tx: Tx, unknown: dict[str, Any]) -> bool:
     return until is not None and tx.now >= until
 
 
-def op_turn_begin(tx: Tx, id: int, epoch: int) -> dict[str, Any]:
+def _refund_unknown(tx: Tx, task: dict[str, Any], account: str) -> None:
+    """The unknown turn's unit comes back: its account's worker reconciled it and knows it spent nothing
+    (no send recorded, the site shows no such turn, or answered it in another mode). Only that account's
+    word counts."""
+    unknown, spent = task.get("unknown_turn"), task.get("unknown_charges")
+    if not unknown or not spent or unknown.get("account") != account or spent[0] != unknown.get("epoch"):
+        return
+    quota.refund(tx, spent[1])
+    task["charged"] = task.get("charged", 0) - 1
+    task["live_charges"] = [c for c in task.get("live_charges", []) if c[0] != spent[0]]
+
+
+def op_turn_begin(tx: Tx, id: int, epoch: int, refund_unknown: bool = False) -> dict[str, Any]:
+    """``refund_unknown``: the previous attempt, whose outcome was unknown, spent nothing (its worker
+    reconciled it and is sure: it never reached the provider, or was answered in another mode): that
+    attempt's unit is refunded before this send is charged."""
     task = _leased(tx, id, epoch)
     lease = task["lease"]
+    if refund_unknown:
+        _refund_unknown(tx, task, lease["account"])
+    task.pop("unknown_charges", None)
     if lease.pop("reconcile", False):
         # the reconcile found nothing to recover and the worker sends again: that request is charged now,
         # like any lease's (admission included); without room the task waits, no attempt burned, and runs
@@ -396,6 +424,7 @@ def op_complete(tx: Tx, id: int, epoch: int, result: Any, reconciled: bool = Fal
     task["result"] = result
     task["error"] = None
     task["turn"] = task["unknown_turn"] = None  # the outcome is known
+    task.pop("unknown_charges", None)
     lease = task["lease"]
     # who answered, in which mode (the lease itself is cleared by the move; a module may need to know)
     served_mode = mode if recovered and mode is not None else lease["mode"]

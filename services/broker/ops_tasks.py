@@ -228,6 +228,7 @@ def public(task: dict[str, Any], mono: float, history: bool = True) -> dict[str,
     out = dict(task)  # a plain copy and a few pops: cheaper than filtering every field (every lease reply)
     out.pop("fp", None)
     out.pop("queue", None)
+    out.pop("unknown_charges", None)   # the unknown turn's charges, the broker's own (ops_lease._settle_turn)
     if not history:
         out.pop("history", None)
     lease = task.get("lease")

@@ -126,6 +126,27 @@ def test_an_answer_recovered_by_reconciliation_sends_nothing_and_is_not_charged_
     assert len(standin.requests) == 1 and used(env) == 1
 
 
+def test_an_attempt_that_died_before_its_request_left_is_not_charged_when_sent_again(standin, make_env, tmp_path):
+    """Issue 16 ("charged for sends that did not happen"): a worker recorded its intent with the broker and
+    died before the request left (no send mark in the account's files). The next worker finds nothing to
+    recover, sends the turn, and the broker gives the dead attempt's unit back: one request, one unit."""
+    env = make_env(standin.url, keyfile_with(tmp_path, KEY), quotas=QUOTAS)
+    task = submit(env, "k1", "one question", conversation="explorer:s.t3", turn=1)
+    lease = env.client.lease("backend-c", "c", backend="claude", modes=["standard"], ttl=1.0, task_id=task["id"])
+    env.client.turn_begin(task["id"], lease["epoch"])      # the intent, then the worker died
+    assert used(env) == 1
+    wait_for(lambda: env.client.get(task["id"])["state"] == "PENDING", 10, what="the lease to expire")
+    assert env.client.get(task["id"])["unknown_turn"]["attempt"] == 1
+    proc = env.worker("c")
+    ready(env)
+    done = run(env, task["id"])
+    assert done["outcome"] == "done", done
+    got = env.client.get(task["id"])
+    assert "reconciled" not in got["result"]["meta"] and got["attempts"] == 2
+    assert len(standin.requests) == 1 and used(env) == 1 and got["charged"] == 1
+    assert "attempt 1 never left this worker" in proc.log()
+
+
 def test_after_a_kill_9_the_log_never_claims_the_api_did_not_get_the_request(standin, make_env, tmp_path):
     env = make_env(standin.url, keyfile_with(tmp_path, KEY))
     proc = env.worker("c")

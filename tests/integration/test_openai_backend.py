@@ -274,6 +274,7 @@ def test_reconcile_recovers_only_this_tasks_answer_and_says_whether_a_lost_attem
     p = provider(tmp_path, server)
     first = turn("explore", task_id=5, conversation="explorer:s.t1", index=1)
     assert p.resend_note(first).endswith("never left this worker (no send was recorded)")
+    assert p.unspent(first)             # its unit is refunded when the turn is sent again
     answer = p.send(first, never)
     assert p.reconcile(first).text == answer.text
     again = turn("explore", task_id=6, conversation="explorer:s.t1", index=1)   # a module's re-ask
@@ -284,6 +285,7 @@ def test_reconcile_recovers_only_this_tasks_answer_and_says_whether_a_lost_attem
     cut = turn("cut", task_id=7)
     p.store.mark_sent("task-7", 0, "cut", task_id=7, attempt=1)
     assert p.reconcile(cut) is None and p.resend_note(cut).startswith("attempt 1 may have reached the API")
+    assert not p.unspent(cut)           # its unit stays counted
 
 
 def test_unknown_model_is_terminal_and_says_what_to_fix(tmp_path, standin):

@@ -234,6 +234,20 @@ def test_something_went_wrong_in_the_reply_area_is_a_refunded_retry(providers, s
 
 
 @both
+@pytest.mark.parametrize("scenario", ["busy", "went_wrong"])
+def test_a_reconcile_that_finds_a_refused_turn_gives_its_unit_back(providers, site, skin, scenario):
+    """The worker died while the site showed an overload or "Something went wrong" notice where the reply
+    goes (nothing served): the reconcile finds the notice, says send it again (None), and that nothing of
+    the attempt was spent (Provider.unspent), so the broker refunds its unit when the turn is sent again."""
+    p = providers[skin]
+    t = turn(f"[[scenario:{scenario}]] critique it again", conversation=f"refused-{scenario}-{skin}")
+    err = failure(p, t)
+    assert err.sent is False, err
+    assert p.reconcile(t) is None and p.unspent(t)
+    assert len(site.prompts("critique it again")) == 1
+
+
+@both
 def test_an_error_message_is_transient(providers, site, skin):
     err = failure(providers[skin], turn("[[scenario:error]] fail please"))
     assert err.error_class == "transient" and err.retry_after is None
@@ -627,7 +641,9 @@ def test_worker_killed_before_the_real_url_showed_finds_the_turn_in_the_history(
         fresh.start()
         reply = fresh.reconcile(Turn(task_id=8, epoch=2, attempt=1, account="urlless", mode="standard",
                                      module="test", kind="ask", prompt=prompt))
-        assert reply is not None and reply.meta["reconciled"]
+        assert reply is not None and reply.meta["reconciled"] and not fresh.unspent(Turn(
+            task_id=8, epoch=1, attempt=1, account="urlless", mode="standard", module="test", kind="ask",
+            prompt=prompt))
         assert reply.text.startswith("Stand-in chatgpt answer [Auto] to: which conversation was I in?")
         assert reply.text.endswith("That is all.")
         url = store.handle("task-8")["url"]
@@ -670,7 +686,7 @@ def test_a_new_chat_missing_from_the_history_is_sent_only_once_it_is_certainly_l
         with pytest.raises(ProviderError) as err:
             p.reconcile(t)
         assert err.value.error_class == "unknown" and "no history list" in err.value.message
-    assert p.reconcile(t) is None
+    assert p.reconcile(t) is None and p.unspent(t)      # certainly lost: its unit is refunded
     assert site.prompts("lost before it left") == []
 
 
@@ -682,6 +698,7 @@ def test_reconcile_of_a_follow_up_that_never_arrived_is_safe_to_send(providers, 
     p.store.set_handle("conv-lost", sent_turn=1, prior_users=1)
     p.store.mark_sent("conv-lost", 1, lost.prompt, task_id=lost.task_id, attempt=lost.attempt)
     assert p.reconcile(lost) is None
+    assert p.unspent(lost)          # it never arrived: the worker has the broker refund that attempt's unit
     assert site.prompts("lost in transit") == []
 
 
@@ -966,8 +983,8 @@ def test_a_deep_turn_reconciled_through_the_broker_is_served_in_the_mode_the_pag
     restarted worker reconciles it from the conversation. Confirmed by the turn's model label, the task ends
     DONE with served.mode deep, one deep unit charged (the reconciling lease's refunded), nothing re-sent.
     Silently downgraded (the page served it in Auto), it is never delivered as deep: the deep mode cools
-    ("downgrade: ..."), the reconciling lease's unit is refunded, and the task, which allows it, is sent
-    again in standard: served.mode standard."""
+    ("downgrade: ..."), no deep unit stays counted (the first attempt's is refunded when the turn is sent
+    again), and the task, which allows it, is sent again in standard: served.mode standard."""
     from shared.client import BrokerClient
     site.control(speed=2.0, downgrade=downgrade)
     with running_tree("fwr", DEEP_KILL_TREE.format(url=site.url, chromium=chromium_path)) as tree:
@@ -997,7 +1014,8 @@ def test_a_deep_turn_reconciled_through_the_broker_is_served_in_the_mode_the_pag
                 assert [s["mode"] for s in site.submits] == ["Pro", "Auto"]
                 deep = quotas["deep"]
                 assert deep["cooldown"] and "downgrade: the reopened Pro turn" in deep["cooldown"]["reason"], deep
-                # the first attempt's deep unit stays (the site served something); the reconcile's came back
-                assert deep["windows"][0]["used"] == 1 and quotas["standard"]["windows"][0]["used"] == 1
+                # no deep answer was served: the first attempt's deep unit came back when the turn was sent
+                # again (turn_begin refund_unknown), the reconcile's was never charged; standard paid for it
+                assert deep["windows"][0]["used"] == 0 and quotas["standard"]["windows"][0]["used"] == 1
         finally:
             client.close()

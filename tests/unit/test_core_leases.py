@@ -408,6 +408,40 @@ def test_an_unknown_reconcile_that_sent_nothing_is_not_charged(qcore):
         qcore.tick()
 
 
+@pytest.mark.parametrize("never_left", [True, False], ids=["never-left", "may-have-left"])
+def test_an_unknown_turn_its_provider_says_never_left_gives_its_unit_back_when_sent_again(qcore, never_left):
+    """Issue 16 ("a task never parks with charges for sends that did not happen"): attempt 1 recorded its
+    intent and its worker died before the prompt left (a web page still loading, or the site's history
+    shows the chat never arrived). The reconciling worker of that account knows it never left and says so
+    when it sends again (turn_begin refund_unknown): attempt 1's unit comes back, the new send is charged,
+    one unit in all. Without that word (a stateless API that may have got it) the earlier unit stays."""
+    a, _ = died_mid_request(qcore)                      # attempt 1: intent, no reply: 1 unit
+    qcore.clock.advance(60)
+    qcore.tick()
+    lb = qcore.lease()
+    assert lb["task"]["id"] == a and lb["task"]["unknown_turn"]["attempt"] == 1 and used(qcore) == [1, 1]
+    assert "unknown_charges" not in lb["task"]           # the broker's own bookkeeping is not shown
+    begun = qcore.call("turn_begin", id=a, epoch=lb["epoch"], refund_unknown=never_left)
+    assert begun["turn"] is not None
+    assert used(qcore) == ([1, 1] if never_left else [2, 2])
+    assert qcore.get(a)["charged"] == (1 if never_left else 2)
+    assert [c[0] for c in qcore.get(a)["live_charges"]] == ([lb["epoch"]] if never_left else [1, lb["epoch"]])
+    qcore.call("complete", id=a, epoch=lb["epoch"], result={"text": "ok"})
+    assert used(qcore) == ([1, 1] if never_left else [2, 2])
+
+
+def test_refund_unknown_refunds_only_the_unknown_turn_of_the_leasing_account(qcore):
+    """Another account's worker (the hold lapsed, or a hand-off) cannot know what the first account sent:
+    its word refunds nothing."""
+    a, _ = died_mid_request(qcore, account="acct")
+    qcore.clock.advance(4000)                           # past the unknown-turn hold: any account may run it
+    qcore.tick()
+    lb = qcore.lease(account="other")
+    assert lb["task"]["id"] == a
+    qcore.call("turn_begin", id=a, epoch=lb["epoch"], refund_unknown=True)
+    assert used(qcore)[0] == 1 and [c[0] for c in qcore.get(a)["live_charges"]] == [1]   # acct's unit stays
+
+
 def test_quota_failure_refunds_cools_down_and_burns_no_attempt(qcore):
     a = qcore.submit("a", max_attempts=1)["task"]["id"]
     la = qcore.lease()

@@ -188,6 +188,21 @@ def test_unknown_turn_never_received_is_sent_after_the_intent():
     assert provider.sent[0].attempt == 2 and provider.sent[0].epoch == 4
 
 
+@pytest.mark.parametrize("account,unspent,refund", [("a", True, True), ("a", False, False), ("b", True, False)])
+def test_an_unknown_turn_the_provider_says_spent_nothing_is_refunded_with_the_intent(account, unspent, refund):
+    """Issue 16: the previous attempt never left (or the site answered it in another mode): the provider
+    says so after reconcile returned None, and turn_begin asks the broker to refund that attempt's unit.
+    Only for this account's own attempt; without the provider's word the unit stays counted."""
+    broker = FakeBroker(task=dict(TASK, unknown_turn=dict(UNKNOWN, account=account)))
+    provider = FakeProvider(reconcile=None)
+    asked = []
+    provider.unspent = lambda turn: asked.append((turn.attempt, turn.epoch)) or unspent
+    out, _ = run(broker, provider)
+    assert out.outcome == "done" and broker.cmds() == ["lease", "turn_begin", "complete"]
+    assert broker.last("turn_begin").get("refund_unknown", False) is refund
+    assert asked == ([(1, 2)] if account == "a" else [])
+
+
 def test_a_reconcile_that_must_send_again_without_quota_room_sends_nothing():
     broker = FakeBroker(task=dict(TASK, unknown_turn=UNKNOWN),
                         turn_begin=[{"id": 7, "epoch": 4, "turn": None, "state": "PENDING",

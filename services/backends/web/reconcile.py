@@ -50,6 +50,7 @@ class TurnReconcile(Host):
                                              "url": handle.get("url"), "title": handle.get("title"),
                                              "reconciled": True})
         if not self.store.sent_attempt(turn):
+            self._mark_unspent(turn)
             return None
         handle = self.store.handle(key)
         if handle.get("settled_turn") == [idx, turn.attempt, turn.task_id]:
@@ -57,6 +58,7 @@ class TurnReconcile(Host):
             # this turn's answer, and that mode has cooled since; send the turn afresh
             log.info("%s: turn %s of %s (attempt %s) was answered in another mode than %s; sending it again",
                      self.account, idx, key, turn.attempt, turn.mode)
+            self._mark_unspent(turn)
             return None
         if handle.get("sent_turn") != idx:
             raise ProviderError("unknown", f"turn {idx} of {key} was marked sent but its page was not recorded: "
@@ -67,6 +69,19 @@ class TurnReconcile(Host):
         if not handle.get("url"):   # a new chat whose URL never showed before we died: find it in the history
             return self.host.run(self._recover, turn, key, handle)
         return self.host.run(self._reconcile, turn, key, handle)
+
+    def _mark_unspent(self, turn: Turn) -> None:
+        """Before reconcile's None when the site spent nothing of the turn's mode on this attempt: the prompt
+        never left or never arrived, the site answered it in another mode (a downgrade settled earlier), or
+        it refused or failed the turn without serving it (the notices a send reports sent=False, or a limit).
+        :meth:`unspent` then says so, and the worker has the broker refund that attempt's unit."""
+        if not hasattr(self, "unspent_attempts"):
+            self.unspent_attempts: set[tuple[int, int]] = set()
+        self.unspent_attempts.add((turn.task_id, turn.attempt))
+
+    def unspent(self, turn: Turn) -> bool:
+        """Provider.unspent: the last reconcile of this attempt returned None for one of the reasons above."""
+        return (turn.task_id, turn.attempt) in getattr(self, "unspent_attempts", ())
 
     def _history_urls(self, chat: ChatPage) -> list[str] | None:
         """The history list's conversation URLs now (None when the page shows none)."""
@@ -92,6 +107,7 @@ class TurnReconcile(Host):
         if verdict.kind == "absent":
             log.info("%s: turn %s of %s never reached the site: %s", self.account, turn.turn_index, key,
                      verdict.detail)
+            self._mark_unspent(turn)
             return None
         if verdict.kind != "found":
             raise ProviderError("unknown", f"turn {turn.turn_index} of {key} was sent before the site showed its "
@@ -119,6 +135,7 @@ class TurnReconcile(Host):
                     raise ProviderError("unknown", f"{url} shows no prompt yet", sent=True)
                 log.info("%s: %s shows the %d earlier turn(s) but not this prompt: it never arrived",
                          self.account, url, prior)
+                self._mark_unspent(turn)
                 return None
             timeout = self.cfg.reconcile_timeout or self.cfg.timeouts[turn.mode]
             seen: dict = {}
@@ -129,6 +146,8 @@ class TurnReconcile(Host):
                 if notice is not None and notice.kind in ("quota", "capacity", "transient"):
                     log.info("%s: the site refused or failed the turn (%s): it may be sent again",
                              self.account, notice.text[:200])
+                    if not exc.sent or notice.kind == "quota":   # refused, or failed without serving it
+                        self._mark_unspent(turn)
                     return None
                 raise
         except SiteProblem as problem:
