@@ -64,6 +64,7 @@ SCENARIOS = {
     "prompt_too_long": "400 invalid_request_error: prompt is too long",
     "too_large": "413 request_too_large",
     "disconnect": "HTTP 200, a few deltas, then the connection is cut mid-body",
+    "empty_reply": "HTTP 200, stop_reason end_turn with an empty text block (the model said nothing)",
 }
 MARKER = re.compile(r"\[\[standin:([a-z_]+)\]\]")
 TOKEN_LIMITS = {"tokens": 80000, "input-tokens": 40000, "output-tokens": 16000}
@@ -344,7 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "not_found_error", f"model: {b['model']}", headers)
         rec["status"] = 200
         thinking = (b.get("thinking") or {}).get("type") in ("enabled", "adaptive")
-        message = _message(b, answer_for(b["messages"], str(b.get("model") or ""), thinking, owner.reviews))
+        text = "" if scenario == "empty_reply" else answer_for(b["messages"], str(b.get("model") or ""), thinking,
+                                                               owner.reviews)
+        message = _message(b, text)
         if not b.get("stream"):
             rec["outcome"] = "served"
             return self._send_json(200, message, headers)

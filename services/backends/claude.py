@@ -49,7 +49,8 @@ Behaviour:
   ``fanoctl quota reset`` is not undone by stale headers (the API answers the next request itself).
 * A reply that stopped at its token budget (``stop_reason: "max_tokens"``) is never the answer: the
   task's next attempt asks for twice the budget, once; cut again, it fails naming the setting to raise
-  (:func:`services.backends.api_errors.length_cut`).
+  (:func:`services.backends.api_errors.length_cut`). A reply that finished with no text is not an answer
+  either: ``transient`` (sent), so the next attempt asks again.
 * Money is the organisation's: a spend-limit or credit refusal cools every mode of the account
   (``scope="account"``), not only the mode that hit it.
 * A key in ``api_key_file`` is read again before every request; a changed key gets a new client, so
@@ -277,8 +278,10 @@ class ClaudeProvider(Provider):
                              f"raise {'deep_max_tokens' if turn.mode == 'deep' else 'max_tokens'} of "
                              f"accounts.{self.account}")
         if not text.strip():
-            raise ProviderError("terminal", f"the reply has no text (stop_reason {message.stop_reason}; "
-                                f"raise max_tokens / deep_max_tokens if thinking used it all){_rid(headers)}")
+            # the model finished without a word: not an answer, and a new attempt may well give one (a cut
+            # at the budget is the max_tokens case above)
+            raise ProviderError("transient", f"the model finished (stop_reason {message.stop_reason}) with no "
+                                f"answer text; not an answer{_rid(headers)}", sent=True)
         meta = {"model": message.model, "mode": turn.mode, "stop_reason": message.stop_reason,
                 "usage": _usage(message), "message_id": message.id,
                 "request_id": headers.get("request-id"), "ratelimit": parse_ratelimit(headers)}

@@ -141,6 +141,7 @@ def _next_month_start(now: float) -> float:
     ("prompt_too_long", "terminal", None, False, "prompt is too long"),
     ("too_large", "terminal", None, False, "413"),
     ("disconnect", "transient", None, True, "connection lost"),
+    ("empty_reply", "transient", None, True, "no answer text"),
 ])
 def test_each_scenario_is_classified_and_the_sdk_never_retries(standin, tmp_path, scenario, cls, retry_after,
                                                                 sent, words):
