@@ -35,7 +35,6 @@ before anything is re-sent (docs/tasks.md § Unknown turns).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,8 +151,13 @@ class Provider:
         streamed reply may take far longer than its longest silence). Providers whose settings know
         better (the sim: its latency model) override it."""
         floor = DEFAULT_REQUEST_TIMEOUTS.get(mode, DEFAULT_REQUEST_TIMEOUTS["standard"])
-        own = timeout_setting(self.settings.get("timeout"), mode)
+        own = self.configured_timeout(mode)
         return floor if own is None else max(floor, own + REQUEST_TIMEOUT_GRACE)
+
+    def configured_timeout(self, mode: str) -> float | None:
+        """The account's own ``timeout`` for ``mode``, from the provider's validated settings (each provider
+        reads its settings once, through shared.settings); None here: this base class has no settings."""
+        return None
 
     def check(self) -> dict:
         """A cheap live check for ``fanoctl backends check``: can this account serve right now? Returns
@@ -169,12 +173,3 @@ class Provider:
     def close(self) -> None:
         """Release resources; called at worker shutdown (never relied upon: crash-only)."""
 
-
-def timeout_setting(value, mode: str) -> float | None:
-    """A ``timeout`` setting read for one mode: seconds (every mode) or a per-mode table; None when absent
-    or not a positive finite number (the provider's own settings parser reports bad values)."""
-    if isinstance(value, dict):
-        value = value.get(mode)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        return None
-    return float(value)

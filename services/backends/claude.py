@@ -378,6 +378,10 @@ class ClaudeProvider(Provider):
             self.store = ConversationStore(self.root / "conversations")
         return not self.store.sent_attempt(turn)
 
+    def configured_timeout(self, mode: str) -> float | None:
+        """The account's ``timeout`` (the longest silence from the API), whatever the mode."""
+        return float(self.config.timeout)
+
     def check(self) -> dict:
         """Is the key accepted and does each mode's model exist? One Models API call per model (no
         message is generated, nothing is billed)."""

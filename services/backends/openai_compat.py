@@ -527,6 +527,10 @@ class OpenAIProvider(Provider):
             self.store = ConversationStore(self.home / "conversations")
         return not self.store.sent_attempt(turn)
 
+    def configured_timeout(self, mode: str) -> float | None:
+        """The account's ``timeout`` (the longest silence from the API), whatever the mode."""
+        return float(self.config.timeout)
+
     def check(self) -> dict:
         """``GET /models`` (or ``/health``): reachable, which models, are ours among them."""
         self._refresh_key()

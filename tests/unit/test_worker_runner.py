@@ -479,13 +479,19 @@ def test_the_worker_hands_one_runner_and_its_broker_client_from_job_to_job(tmp_p
         os.close(worker._wake_w)
 
 
-def test_base_provider_timeouts_honour_the_accounts_own_timeout():
-    web = Provider("w", {"timeout": {"standard": 1200, "deep": 10800}}, FakeClock(), None)
+def test_provider_timeouts_honour_the_accounts_own_timeout(tmp_path):
+    """The deadline comes from each provider's validated settings (one settings reader), never below the
+    floors; the base class itself reads no settings."""
+    from services.backends.chatgpt import ChatGPTProvider
+    from services.backends.claude import ClaudeProvider
+    web = ChatGPTProvider("w", {"timeout": {"standard": 1200, "deep": 10800}}, FakeClock(), tmp_path)
     assert web.request_timeout("standard") == DEFAULT_REQUEST_TIMEOUTS["standard"]   # the floor is higher
     assert web.request_timeout("deep") == 10800 + REQUEST_TIMEOUT_GRACE               # never cut before its own
-    api = Provider("c", {"timeout": 600}, FakeClock(), None)      # an API's longest silence: the floors rule
-    assert (api.request_timeout("standard"), api.request_timeout("deep")) == (1800.0, 7200.0)
-    assert Provider("x", {"timeout": "soon"}, FakeClock(), None).request_timeout("deep") == 7200.0
+    api = ClaudeProvider("c", {"timeout": 600}, FakeClock(), tmp_path, environ={"ANTHROPIC_API_KEY": "k"})
+    assert (api.request_timeout("standard"), api.request_timeout("deep")) == (1800.0, 7200.0)   # floors rule
+    slow = ClaudeProvider("s", {"timeout": 9000}, FakeClock(), tmp_path, environ={"ANTHROPIC_API_KEY": "k"})
+    assert slow.request_timeout("standard") == 9000 + REQUEST_TIMEOUT_GRACE
+    assert Provider("x", {"timeout": 99999}, FakeClock(), None).request_timeout("deep") == 7200.0
 
 
 # --- the broker going away ----------------------------------------------------------------------------

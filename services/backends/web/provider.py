@@ -132,6 +132,10 @@ class WebProvider(OperatorSession, TurnReconcile, Provider):
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
+    def configured_timeout(self, mode: str) -> float | None:
+        """The account's turn timeout for ``mode`` (``timeout``, seconds or a per-mode table)."""
+        return self.cfg.timeouts.get(mode)
+
     def start(self) -> None:
         """Take the profile and kill what a previous incarnation left on it. The browser itself starts
         lazily on the browser thread at the first request."""
