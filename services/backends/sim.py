@@ -68,59 +68,17 @@ from zoneinfo import ZoneInfo
 from services.backends import sim_answers
 from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.sim_log import SimLog, window_count, window_frees_at
+from shared import latency
 from shared.clock import FakeClock
+from shared.latency import DEFAULT_LATENCY, MODES, slowest
 from shared.quota import QuotaSpecError, describe, normalize_windows
 from shared.settings import Invalid, load, setting
 
-MODES = ("standard", "deep")
 SLICE = 0.05                      # real seconds between two looks at cancelled() (the brief: <= 50 ms)
 FAULTS = ("terminal_rate", "transient_rate", "overload_rate", "hang_rate", "ratelimit_rate")
 RATELIMIT_RESET = (60.0, 900.0)   # world seconds until an injected 429 says the limit resets (uniform)
-DEFAULT_LATENCY = {"standard": {"dist": "lognormal", "median": 2.0, "sigma": 0.5},
-                   "deep": {"dist": "lognormal", "median": 60.0, "sigma": 0.5}}
-_DIST_FIELDS = {"lognormal": {"median", "sigma"}, "uniform": {"low", "high"}, "fixed": {"value"}, "zero": set()}
 TIMEOUT_FACTOR = 5.0    # default request timeout: this many times the mode's slowest latency ...
 TIMEOUT_MIN = 30.0      # ... but at least this (world seconds): a zero latency must not time out at once
-
-
-def _num(value, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise Invalid(f"expected a number in [{lo:g}, {hi:g}], got {value!r}", key=where)
-    return float(value)
-
-
-def _latency_spec(spec, where: str) -> dict:
-    if spec == "zero":
-        spec = {"dist": "zero"}
-    elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        spec = {"dist": "fixed", "value": spec}
-    if not isinstance(spec, dict) or spec.get("dist") not in _DIST_FIELDS:
-        raise Invalid(f"expected a table with dist = one of {', '.join(_DIST_FIELDS)} (or a number of seconds, "
-                      f"or \"zero\"), got {spec!r}", key=where)
-    fields = _DIST_FIELDS[spec["dist"]]
-    if set(spec) - {"dist"} != fields:
-        raise Invalid(f"expected dist {spec['dist']!r} with exactly {', '.join(sorted(fields)) or 'no other fields'}"
-                      f", got {', '.join(sorted(set(spec) - {'dist'})) or 'none'}", key=where)
-    out = {"dist": spec["dist"], **{k: _num(spec[k], f"{where}.{k}", hi=1e7) for k in fields}}
-    if out["dist"] == "lognormal" and out["median"] <= 0:
-        raise Invalid(f"expected a median > 0, got {out['median']:g}", key=f"{where}.median")
-    if out["dist"] == "uniform" and out["low"] > out["high"]:
-        raise Invalid(f"expected low <= high (low must be at most high), got {out['low']:g} > {out['high']:g}",
-                      key=where)
-    return out
-
-
-def _latency(value) -> dict:
-    """mode -> latency spec: a table per mode (the modes not given keep DEFAULT_LATENCY), or one spec."""
-    if isinstance(value, dict) and "dist" not in value:
-        out = dict(DEFAULT_LATENCY)
-        for mode, spec in value.items():
-            if mode not in MODES:
-                raise Invalid(f"expected a mode ({', '.join(MODES)}), got {mode!r}", key=f"latency.{mode}")
-            out[mode] = _latency_spec(spec, f"latency.{mode}")
-        return out
-    one = _latency_spec(value, "latency")
-    return {m: one for m in MODES}
 
 
 def _rate_limits(limits: dict) -> dict:
@@ -141,7 +99,7 @@ def _rate_limits(limits: dict) -> dict:
 def _reviews(value: dict) -> dict:
     if set(value) - set(sim_answers.DEFAULT_REVIEWS):
         raise Invalid(f"expected a table with keys among {', '.join(sim_answers.DEFAULT_REVIEWS)}, got {value!r}")
-    out = {k: _num(value.get(k, d), f"reviews.{k}", 0.0, 1.0) for k, d in sim_answers.DEFAULT_REVIEWS.items()}
+    out = {k: latency.number(value.get(k, d), f"reviews.{k}", 0.0, 1.0) for k, d in sim_answers.DEFAULT_REVIEWS.items()}
     if out["good"] + out["bad"] > 1.0:
         raise Invalid(f"expected reviews.good + reviews.bad at most 1, got {out['good'] + out['bad']:g}")
     return out
@@ -150,11 +108,11 @@ def _reviews(value: dict) -> dict:
 def _size_spec(spec, where: str) -> tuple[int, int]:
     """``answer_size`` of one mode: a number of bytes or ``{low, high}``; returns (low, high)."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        n = int(_num(spec, where, 0, 1e8))
+        n = int(latency.number(spec, where, 0, 1e8))
         return n, n
     if not isinstance(spec, dict) or set(spec) != {"low", "high"}:
         raise Invalid(f"expected a number of bytes or a table {{low, high}}, got {spec!r}", key=where)
-    low, high = (int(_num(spec[k], f"{where}.{k}", 0, 1e8)) for k in ("low", "high"))
+    low, high = (int(latency.number(spec[k], f"{where}.{k}", 0, 1e8)) for k in ("low", "high"))
     if low > high:
         raise Invalid(f"expected low <= high (low must be at most high), got {low} > {high}", key=where)
     return low, high
@@ -177,19 +135,9 @@ def _timeout(value):
         for mode, seconds in value.items():
             if mode not in MODES:
                 raise Invalid(f"expected a mode ({', '.join(MODES)}), got {mode!r}", key=f"timeout.{mode}")
-            _num(seconds, f"timeout.{mode}", 0.001, 1e7)
+            latency.number(seconds, f"timeout.{mode}", 0.001, 1e7)
         return {mode: float(seconds) for mode, seconds in value.items()}
-    return _num(value, "timeout", 0.001, 1e7)
-
-
-def slowest(spec: dict) -> float:
-    """A latency the distribution (almost) never exceeds: its top for bounded ones, the 3-sigma point
-    (99.87th percentile) of a lognormal."""
-    if spec["dist"] == "lognormal":
-        return spec["median"] * math.exp(3.0 * spec["sigma"])
-    if spec["dist"] == "uniform":
-        return spec["high"]
-    return spec.get("value", 0.0)
+    return latency.number(value, "timeout", 0.001, 1e7)
 
 
 def _rate(doc: str, default: float = 0.0):
@@ -203,7 +151,7 @@ class SimSettings:
 
     seed: int = setting(0, "all randomness derives from (seed, account, turn, attempt)")
     latency: dict = setting(DEFAULT_LATENCY, "world seconds per mode: {dist = lognormal|uniform|fixed|zero, ...}, "
-                                             "a table per mode or one spec for every mode", parse=_latency,
+                                             "a table per mode or one spec for every mode", parse=latency.parse,
                             expected="a latency spec or a table of mode = spec")
     rate_limits: dict = setting({}, "mode -> list of provider-side quota windows (no reserves)", kind="table",
                                 parse=_rate_limits, expected='a table of mode = windows, e.g. {deep = ["20/day"]}')

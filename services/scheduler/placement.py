@@ -89,6 +89,8 @@ from typing import TYPE_CHECKING
 
 from services.scheduler.classes import fits, opens_conversation
 from services.scheduler.priority import STANDARD
+from shared import latency
+from shared.settings import Invalid
 
 if TYPE_CHECKING:
     from services.scheduler.view import SchedulerView
@@ -171,34 +173,21 @@ class Latencies:
 
 def config_hints(accounts) -> list[tuple[str, str, float]]:
     """Initial service times ``(account, mode, world seconds)`` from the configuration: the mean of a sim
-    account's ``latency`` setting (a number, or a ``dist`` table, for all modes or per mode)."""
+    account's ``latency`` setting (read as the sim reads it: shared/latency.py), for the modes it names."""
     out = []
     for acct in accounts:
-        lat = acct.settings.get("latency") if acct.backend == "sim" else None
-        if lat is None:
+        value = acct.settings.get("latency") if acct.backend == "sim" else None
+        if value is None:
             continue
-        per_mode = lat if isinstance(lat, dict) and "dist" not in lat else {m: lat for m in acct.modes}
-        for mode, spec in per_mode.items():
-            mean = _spec_mean(spec)
-            if mode in acct.modes and mean:
-                out.append((acct.name, mode, mean))
+        try:
+            specs = latency.parse(value)
+        except Invalid:   # the account's own checks refuse it at start; no guess from a bad setting
+            continue
+        for mode in latency.named_modes(value):
+            seconds = latency.mean(specs[mode])
+            if mode in acct.modes and seconds:
+                out.append((acct.name, mode, seconds))
     return out
-
-
-def _spec_mean(spec) -> float | None:
-    try:
-        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-            return float(spec)
-        dist = spec.get("dist") if isinstance(spec, dict) else None
-        if dist == "fixed":
-            return float(spec["value"])
-        if dist == "uniform":
-            return (float(spec["low"]) + float(spec["high"])) / 2
-        if dist == "lognormal":
-            return float(spec["median"]) * math.exp(float(spec["sigma"]) ** 2 / 2)
-    except (KeyError, TypeError, ValueError):
-        pass
-    return None   # "zero", unknown: no hint
 
 
 @dataclass(slots=True)
