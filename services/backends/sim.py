@@ -386,6 +386,12 @@ class SimProvider(Provider):
         return self._serve(original, key, entry.seq, entry.attempt, self.latency(entry.mode, key, entry.attempt),
                            reconciled=True)
 
+    def unspent(self, turn: Turn) -> bool:
+        """Provider.unspent: no request of that attempt reached the sim (its log has none), so it cost
+        nothing. A request that arrived and failed inside the sim keeps its unit: Fano counts what it sent."""
+        self.start()
+        return not any(e.attempt == turn.attempt for e in self.log.turn(turn.task_id, turn.turn_key))
+
 
 def _until(now: float, wait: float, window: dict) -> str:
     """'14:56 UTC' (or 'Jan 10, 14:56 UTC' when more than a day away), in the window's time zone."""

@@ -391,6 +391,21 @@ def test_reconcile_returns_the_served_reply_or_none(tmp_path):
     assert f.reconcile(turn()) is None                    # failed inside the provider: safe to send
 
 
+def test_an_attempt_that_never_reached_the_sim_is_unspent(tmp_path):
+    """Issue 16: a worker that recorded its intent and died before sending charged a unit for nothing; the
+    sim's log says whether that attempt arrived (then it keeps its unit, even if it failed inside the sim)."""
+    p = make(tmp_path)
+    assert p.unspent(turn()) is True                       # never seen
+    p.send(turn(), never)
+    assert p.unspent(turn()) is False                      # it arrived: it was spent
+    assert p.unspent(turn(attempt=2)) is True              # another attempt of the turn did not arrive
+    busy = make(tmp_path, sub="b", transient_rate=1.0)
+    outcome(busy, turn())
+    assert busy.unspent(turn()) is True                    # a 500 before any output: refused, counted nothing
+    bad = make(tmp_path, sub="t", terminal_rate=1.0)
+    outcome(bad, turn())
+    assert bad.reconcile(turn()) is None and bad.unspent(turn()) is False   # it arrived, then failed there
+
 def test_reconcile_completes_a_request_the_dead_worker_left_behind(tmp_path):
     clock = FakeClock(world=T0)
     t = turn(kind=A.EXPLORER_REVIEW1, payload={"insight_id": "i3", "reviewer": "a"}, mode="deep", epoch=7)
