@@ -228,8 +228,13 @@ class SimProvider(Provider):
         return world / (getattr(self.clock, "scale", 1.0) or 1.0)
 
     def start(self) -> None:
+        self.opened()
+
+    def opened(self) -> SimLog:
+        """The request log, opened on first use."""
         if self.log is None:
             self.log = SimLog(self.log_path, fsync=self.config.fsync)
+        return self.log
 
     def close(self) -> None:
         if self.log is not None:
@@ -281,13 +286,13 @@ class SimProvider(Provider):
     # --- the request path -----------------------------------------------------------------------------
 
     def _record(self, turn: Turn, event: str, key: str, **extra) -> dict:
-        return self.log.append({"ts": self.clock.world(), "event": event, "task_id": turn.task_id,
+        return self.opened().append({"ts": self.clock.world(), "event": event, "task_id": turn.task_id,
                                 "epoch": turn.epoch, "attempt": turn.attempt, "turn_key": turn.turn_key,
                                 "mode": turn.mode, "kind": turn.kind, "key": key, **extra})
 
     def _quota_refusal(self, mode: str, now: float) -> tuple[float, dict] | None:
         """(retry_after, the binding window) when a request now would exceed a window, else None."""
-        times, worst = self.log.times(mode), None
+        times, worst = self.opened().times(mode), None
         for window in self.config.rate_limits.get(mode, []):
             if window_count(times, window, now) >= window["limit"]:
                 wait = max(0.0, window_frees_at(times, window, now) - now)
@@ -356,7 +361,7 @@ class SimProvider(Provider):
 
     def _serve(self, turn: Turn, key: str, recv_seq: int, attempt: int, latency: float, reconciled: bool) -> Reply:
         text = self.answer_text(turn, key, attempt)
-        rec = self.log.append({"ts": self.clock.world(), "event": "served", "task_id": turn.task_id,
+        rec = self.opened().append({"ts": self.clock.world(), "event": "served", "task_id": turn.task_id,
                                "epoch": turn.epoch, "attempt": attempt, "turn_key": turn.turn_key,
                                "mode": turn.mode, "kind": turn.kind, "key": key, "recv_seq": recv_seq,
                                "latency": latency, "reconciled": reconciled, "reply": text})
@@ -372,11 +377,11 @@ class SimProvider(Provider):
         None when no request of this turn is pending or served: sending is then safe.
         """
         self.start()
-        alive = [e for e in self.log.turn(turn.task_id, turn.turn_key) if not e.failed]
+        alive = [e for e in self.opened().turn(turn.task_id, turn.turn_key) if not e.failed]
         if not alive:
             return None
         entry = alive[-1]
-        served = self.log.served_record(entry)
+        served = self.opened().served_record(entry)
         if served is not None:
             return Reply(served["reply"], meta={"model": f"sim-{served['mode']}", "latency": served["latency"],
                                                 "served_seq": served["seq"], "attempt": served["attempt"],
@@ -390,7 +395,7 @@ class SimProvider(Provider):
         """Provider.unspent: no request of that attempt reached the sim (its log has none), so it cost
         nothing. A request that arrived and failed inside the sim keeps its unit: Fano counts what it sent."""
         self.start()
-        return not any(e.attempt == turn.attempt for e in self.log.turn(turn.task_id, turn.turn_key))
+        return not any(e.attempt == turn.attempt for e in self.opened().turn(turn.task_id, turn.turn_key))
 
 
 def _until(now: float, wait: float, window: dict) -> str:
