@@ -71,9 +71,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.backends.api_errors import length_cut, token_budget
-from services.backends.base import Provider, ProviderError, Reply, Turn
+from services.backends.base import ProviderError, Reply, Turn
 from services.backends.claude_errors import classify_exception, exhausted_until, parse_ratelimit
-from services.backends.conversations import ConversationStore, Replay, conversation_key, replay_window, resend_note
+from services.backends.conversations import Replay, TranscriptProvider, conversation_key, replay_window
 from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
 from shared.settings import Invalid, load, setting
@@ -141,7 +141,7 @@ def _usage(message) -> dict:
     return {k: v for k, v in data.items() if v is not None}
 
 
-class ClaudeProvider(Provider):
+class ClaudeProvider(TranscriptProvider):
     """The Anthropic API for one account. See the module docstring for settings and semantics."""
 
     backend = "claude"
@@ -158,7 +158,7 @@ class ClaudeProvider(Provider):
             log.warning("%s: %s; requests are refused as auth failures until it can be read", account, exc)
             self.secret = None
         self.root = Path(data_dir) / "backends" / account
-        self.store: ConversationStore | None = None
+        self.transcripts = self.root / "conversations"
         self.client = None
         self.limits: dict[str, dict] = {}      # model -> the rate-limit headers of its last answer
 
@@ -167,8 +167,7 @@ class ClaudeProvider(Provider):
         return list(self.config.modes)
 
     def start(self) -> None:
-        if self.store is None:
-            self.store = ConversationStore(self.root / "conversations")
+        self.transcript()
         try:
             self._refresh_key()
         except ProviderError:
@@ -350,33 +349,6 @@ class ClaudeProvider(Provider):
             elif any(k in snapshot for k in ("requests", "tokens")):
                 self.limits[model] = snapshot
         return error
-
-    def _recorded(self, turn: Turn) -> Reply | None:
-        """The reply recorded for this turn (same conversation position, same prompt), if any."""
-        ex = self.store.recorded(turn)
-        if ex is None:
-            return None
-        meta = {k: ex.meta[k] for k in ("model", "mode", "stop_reason") if k in ex.meta}
-        return Reply(ex.reply, dict(meta, reconciled=True))
-
-    def reconcile(self, turn: Turn) -> Reply | None:
-        """A reply recorded for this task's earlier attempt before a crash, or None: the API keeps no state
-        to ask, so re-sending is the way to get an answer (docs/tasks.md § Unknown turns)."""
-        if self.store is None:
-            self.store = ConversationStore(self.root / "conversations")
-        return self._recorded(turn)
-
-    def resend_note(self, turn: Turn) -> str:
-        if self.store is None:
-            self.store = ConversationStore(self.root / "conversations")
-        return resend_note(self.store, turn)
-
-    def unspent(self, turn: Turn) -> bool:
-        """No send of that attempt was recorded (the mark is written before a request leaves): it never
-        left this worker, so its unit is refunded."""
-        if self.store is None:
-            self.store = ConversationStore(self.root / "conversations")
-        return not self.store.sent_attempt(turn)
 
     def configured_timeout(self, mode: str) -> float | None:
         """The account's ``timeout`` (the longest silence from the API), whatever the mode."""

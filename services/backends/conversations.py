@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.backends.base import Turn
+from services.backends.base import Provider, Reply, Turn
 
 ONE_SHOT_RETENTION = 30 * 86400   # seconds a one-shot task's record is kept (reconciled long before)
 CONVERSATION_RETENTION = 30 * 86400   # seconds an idle conversation's file is kept
@@ -282,6 +282,39 @@ def resend_note(store: ConversationStore, turn: Turn) -> str:
         return (f"attempt {turn.attempt} may have reached the API (it was sent and no reply was recorded); "
                 f"a stateless API keeps nothing to ask about, so the turn is sent again")
     return f"attempt {turn.attempt} never left this worker (no send was recorded)"
+
+
+class TranscriptProvider(Provider):
+    """A provider of a stateless API (Claude, OpenAI-compatible) whose only memory of a turn is the
+    account's own transcript (a :class:`ConversationStore` in ``transcripts``): what it answers about an
+    earlier attempt — reconcile, the resend note, whether it spent nothing — is read there."""
+
+    transcripts: Path
+    store: ConversationStore | None = None
+
+    def transcript(self) -> ConversationStore:
+        """The account's transcript, opened on first use."""
+        if self.store is None:
+            self.store = ConversationStore(self.transcripts)
+        return self.store
+
+    def reconcile(self, turn: Turn) -> Reply | None:
+        """The reply recorded for this task's earlier attempt before a crash, or None: the API keeps no
+        state to ask, so re-sending is the way to get an answer (docs/tasks.md § Unknown turns); another
+        task's reply never answers this one."""
+        exchange = self.transcript().recorded(turn)
+        if exchange is None:
+            return None
+        meta = {k: v for k, v in exchange.meta.items() if k not in ("task_id", "attempt")}
+        return Reply(exchange.reply, dict(meta, reconciled=True))
+
+    def resend_note(self, turn: Turn) -> str:
+        return resend_note(self.transcript(), turn)
+
+    def unspent(self, turn: Turn) -> bool:
+        """No send of that attempt was recorded (the mark is written before a request leaves): it never
+        left this worker, so its unit is refunded."""
+        return not self.transcript().sent_attempt(turn)
 
 
 @dataclass(frozen=True)

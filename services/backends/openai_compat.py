@@ -88,8 +88,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.backends.api_errors import token_budget
-from services.backends.base import Provider, ProviderError, Reply, Turn
-from services.backends.conversations import ConversationStore, conversation_key, replay_window, resend_note
+from services.backends.base import ProviderError, Reply, Turn
+from services.backends.conversations import TranscriptProvider, conversation_key, replay_window
 from services.backends.openai_wire import (
     _LOADING,
     BUSY_RETRY,
@@ -246,7 +246,7 @@ class _Call:
 
 # --- the provider ---------------------------------------------------------------------------------------
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(TranscriptProvider):
     """One account on an OpenAI-compatible server. See the module docstring."""
 
     backend = "openai"
@@ -262,7 +262,7 @@ class OpenAIProvider(Provider):
             self.key = None
         self.root = server_root(self.config.base_url)
         self.home = Path(data_dir) / "backends" / account
-        self.store: ConversationStore | None = None
+        self.transcripts = self.home / "conversations"
         self.slots = SlotPool(slot_dir(data_dir, self.config.base_url), self.config.max_concurrency or 1)
         self.slots_known = self.config.max_concurrency is not None
         self.probe_needed = True          # on start, and after any failure
@@ -272,8 +272,7 @@ class OpenAIProvider(Provider):
         return list(self.config.modes)
 
     def start(self) -> None:
-        if self.store is None:
-            self.store = ConversationStore(self.home / "conversations")
+        self.transcript()
 
     def _refresh_key(self) -> None:
         """Re-read an ``api_key_file``: a key corrected after an auth pause is used after ``fanoctl backends
@@ -503,29 +502,6 @@ class OpenAIProvider(Provider):
         if err is not None:
             raise classify_stream_error(err)
         answer.done = True
-
-    def reconcile(self, turn: Turn) -> Reply | None:
-        """The recorded reply of this task's earlier attempt, or None: a stateless server keeps nothing, so
-        a turn without a recorded reply may be re-sent (another task's reply never answers this one)."""
-        if self.store is None:
-            self.store = ConversationStore(self.home / "conversations")
-        exchange = self.store.recorded(turn)
-        if exchange is None:
-            return None
-        meta = {k: v for k, v in exchange.meta.items() if k not in ("task_id", "attempt")}
-        return Reply(exchange.reply, dict(meta, reconciled=True))
-
-    def resend_note(self, turn: Turn) -> str:
-        if self.store is None:
-            self.store = ConversationStore(self.home / "conversations")
-        return resend_note(self.store, turn)
-
-    def unspent(self, turn: Turn) -> bool:
-        """No send of that attempt was recorded (the mark is written before a request leaves): it never
-        left this worker, so its unit is refunded."""
-        if self.store is None:
-            self.store = ConversationStore(self.home / "conversations")
-        return not self.store.sent_attempt(turn)
 
     def configured_timeout(self, mode: str) -> float | None:
         """The account's ``timeout`` (the longest silence from the API), whatever the mode."""
