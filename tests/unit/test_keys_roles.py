@@ -298,6 +298,17 @@ def test_fanoctl_keys_commands(tmp_path):
     assert dashed in run("keys", "ls").stdout
     server = run("keys", "server-key").stdout.strip()
     assert server == K.load_public(tmp_path / "var" / "keys", "server").decode()
+    # a worker host installs the server's key, given as a key (after '--') or as the copied server.key file
+    (tmp_path / "h2").mkdir()
+    other = write_config(tmp_path / "h2", accounts={"a1": ["standard"]})
+
+    def run2(*args):
+        return CliRunner().invoke(main, ["--config", str(other), *args], catch_exceptions=False)
+    assert run2("keys", "server-key", "--", server).exit_code == 0
+    assert run2("keys", "server-key").stdout.strip() == server
+    assert run2("keys", "server-key", "not-a-key").exit_code == ExitCode.KEYS
+    assert run2("keys", "server-key", str(tmp_path / "var" / "keys" / "server.key")).exit_code == 0
+    assert run2("keys", "server-key").stdout.strip() == server
 
 
 def test_config_check_finds_missing_or_unsafe_keys_before_ops_up_touches_the_tree(tmp_path, monkeypatch):
