@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 
 import pytest
@@ -14,82 +13,13 @@ import zmq
 
 from shared import keys as K
 from shared import protocol, sockets, txn
-from shared.client import BrokerClient
 from shared.config import load_config
 from shared.errors import BrokerUnavailable, ErrorCode, ExitCode, FanoError
 from shared.keys import ClientKeys
-from shared.scheduler_client import query
-from tests.support import ServiceProcess, run_fanoctl, short_tmpdir, wait_for, write_config
+from tests.curve_support import Net, answers, environment, free_port
+from tests.support import run_fanoctl, short_tmpdir, wait_for, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Net:
-    """A config with tcp:// endpoints on free ports, its keys directory, and the programs started on it."""
-
-    def __init__(self, root, accounts=None):
-        self.root = root
-        self.config_path = write_config(root, accounts=accounts or {"a1": ["standard"], "a2": ["standard"]})
-        self.env = {"FANO_BROKER": f"tcp://127.0.0.1:{_free_port()}",
-                    "FANO_EVENTS": f"tcp://127.0.0.1:{_free_port()}",
-                    "FANO_SCHEDULER": f"tcp://127.0.0.1:{_free_port()}"}
-        self.keys_dir = root / "var" / "keys"
-        self.procs: list[ServiceProcess] = []
-
-    def fanoctl(self, *args, **kw):
-        return run_fanoctl(self.config_path, *args, env=self.env, **kw)
-
-    def start(self, *args: str, wait: str | None = None) -> ServiceProcess:
-        """``python -m services ARGS`` with the tcp:// endpoints; ``wait``: a log line to wait for."""
-        proc = ServiceProcess(self.root, self.config_path, list(args), f"{'-'.join(args)}.log", env=self.env)
-        proc.spawn()
-        self.procs.append(proc)
-        if wait:
-            wait_for(lambda: wait in proc.log() or (not proc.alive() and pytest.fail(proc.log())), 20,
-                     what=f"{args} to log {wait!r}")
-        return proc
-
-    def keys(self, name: str) -> ClientKeys:
-        with _env(self.env):
-            keys = load_config(self.config_path).client_keys(name)
-        assert keys is not None
-        return keys
-
-    def client(self, name: str, keys: ClientKeys | None = None, timeout: float = 2.0,
-               retries: int = 1) -> BrokerClient:
-        return BrokerClient(self.env["FANO_BROKER"], name=name, timeout=timeout, retries=retries,
-                            keys=keys or self.keys(name), context=zmq.Context())
-
-    def query(self, name: str, what: str, **fields):
-        return query(self.env["FANO_SCHEDULER"], what, name=name, keys=self.keys(name), **fields)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-
-
-class _env:
-    """Set environment variables for a block (the config loader reads the endpoint overrides from it)."""
-
-    def __init__(self, env):
-        self.env, self.saved = env, {}
-
-    def __enter__(self):
-        self.saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-
-    def __exit__(self, *exc):
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
@@ -109,17 +39,8 @@ def keyed(net):
     r = net.fanoctl("keys", "init")
     assert r.returncode == 0, r.stderr
     net.broker = net.start("broker", wait="broker started")
-    wait_for(lambda: _answers(net.client("fanoctl", timeout=0.5)), 10, what="the broker to answer over CURVE")
+    wait_for(lambda: answers(net.client("fanoctl", timeout=0.5)), 10, what="the broker to answer over CURVE")
     return net
-
-
-def _answers(client: BrokerClient) -> bool:
-    try:
-        return bool(client.ping())
-    except BrokerUnavailable:
-        return False
-    finally:
-        client.close()
 
 
 def test_a_program_on_tcp_without_keys_refuses_to_start(net):
@@ -219,7 +140,7 @@ def test_revocation_takes_effect_without_a_restart(keyed):
     wait_for(lambda: _code(explorer.ping) == "FORBIDDEN", 5, what="the revoked key's requests to be refused")
     assert op.ping()["pid"] == keyed.broker.pid            # others carry on, no restart
     # a new connection with the revoked key fails its handshake
-    assert not _answers(keyed.client("module-explorer", timeout=0.5))
+    assert not answers(keyed.client("module-explorer", timeout=0.5))
     # its event subscription is cut: nothing more arrives, while a listed subscriber still gets events
     wait_for(lambda: "re-binding" in keyed.broker.log(), 5, what="the broker to re-bind its event socket")
     while sub.poll(0):
@@ -232,7 +153,7 @@ def test_revocation_takes_effect_without_a_restart(keyed):
     # put back: the same key is admitted again
     pub = K.load_public(keyed.keys_dir, "module-explorer").decode()
     assert keyed.fanoctl("keys", "add", "module-explorer", "--role", "module:explorer", "--", pub).returncode == 0
-    wait_for(lambda: _answers(keyed.client("module-explorer", timeout=0.5)), 10, what="the key to be admitted again")
+    wait_for(lambda: answers(keyed.client("module-explorer", timeout=0.5)), 10, what="the key to be admitted again")
 
 
 def test_an_ask_completes_over_tcp_with_curve(keyed):
@@ -274,17 +195,17 @@ def test_a_key_made_on_another_host_is_added(keyed, tmp_path):
     assert made.returncode == 0, made.stderr
     server = keyed.fanoctl("keys", "server-key").stdout.strip()
     assert run_fanoctl(other_cfg, "keys", "server-key", "--", server, env=keyed.env).returncode == 0
-    with _env(keyed.env):
+    with environment(keyed.env):
         remote = load_config(other_cfg).client_keys("backend-a2")
     assert remote is not None and remote.server == server.encode()
     c = keyed.client("backend-a2", keys=remote, timeout=1.0)
-    assert not _answers(c)                                   # not listed here yet
+    assert not answers(c)                                   # not listed here yet
     added = keyed.fanoctl("keys", "add", "backend-a2", str(other / "var" / "keys" / "backend-a2.key"),
                           "--role", "worker:a2")
     assert added.returncode == 0, added.stderr
     rows = {r["name"]: r for r in json.loads(keyed.fanoctl("--json", "keys", "ls").stdout)["keys"]}
     assert rows["backend-a2"]["public"] == remote.public.decode() and rows["backend-a2"]["role"] == "worker:a2"
-    wait_for(lambda: _answers(keyed.client("backend-a2", keys=remote, timeout=0.5)), 10,
+    wait_for(lambda: answers(keyed.client("backend-a2", keys=remote, timeout=0.5)), 10,
              what="the added key to be admitted")
     c = keyed.client("backend-a2", keys=remote, retries=3)   # a loaded machine may be slow to handshake
     assert c.lease("backend-a2", "a2")["task"] is None     # its own account: allowed (nothing queued)
@@ -331,8 +252,8 @@ def test_the_supervised_tree_runs_on_tcp_with_curve():
     cfg = root / "fano.toml"
     cfg.write_text(TREE_PATHS.format(root=root) + '[accounts.quick-sim]\nbackend = "sim"\nmodes = ["standard"]\n'
                    'latency = { standard = { dist = "fixed", value = 0.2 } }\n')
-    env = {"FANO_BROKER": f"tcp://127.0.0.1:{_free_port()}", "FANO_EVENTS": f"tcp://127.0.0.1:{_free_port()}",
-           "FANO_SCHEDULER": f"tcp://127.0.0.1:{_free_port()}"}
+    env = {"FANO_BROKER": f"tcp://127.0.0.1:{free_port()}", "FANO_EVENTS": f"tcp://127.0.0.1:{free_port()}",
+           "FANO_SCHEDULER": f"tcp://127.0.0.1:{free_port()}"}
     assert run_fanoctl(cfg, "keys", "init", env=env).returncode == 0
     tree = Tree(root, cfg)
     tree.env.update(env)
