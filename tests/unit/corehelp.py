@@ -189,3 +189,21 @@ def check_indices(h: CoreHarness) -> dict[str, int]:
             counts[state] = counts.get(state, 0) + S.from_u64(bytes(v))
         assert counts == by_state
     return by_state
+
+
+def reopen_on_a_full_map(h: CoreHarness, monkeypatch, caplog, target, attr: str, code: str, words: str) -> None:
+    """Reopen ``h`` with ``target.attr`` failing MDB_MAP_FULL, as a full map fails a step the broker's start
+    puts off: the start goes on, logs a warning naming ``words`` and counts ``code`` in the broker's
+    ``errors`` (stats); the next start does the step and the count is gone."""
+    import lmdb
+
+    def full(*args):
+        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL")
+    monkeypatch.setattr(target, attr, full)
+    with caplog.at_level("WARNING", logger="broker"):
+        h.open()
+    monkeypatch.undo()
+    assert h.call("stats")["broker"]["errors"].get(code) == 1
+    assert [r for r in caplog.records if words in r.getMessage() and "MDB_MAP_FULL" in r.getMessage()], caplog.text
+    h.restart()   # done now: nothing to count
+    assert code not in h.call("stats")["broker"]["errors"]

@@ -11,7 +11,7 @@ from services.broker import ops_retention
 from services.broker import schema as S
 from services.broker.core import PRUNE_EVERY
 from shared import protocol
-from tests.unit.corehelp import check_indices, expect_error
+from tests.unit.corehelp import check_indices, expect_error, reopen_on_a_full_map
 
 RETENTION = 3600.0
 BODY = 6000  # bytes of prompt and of answer: a task's bodies span overflow pages, as real ones do
@@ -305,23 +305,11 @@ def test_without_retention_the_same_loop_grows_by_the_bodies(make_core):
 def test_an_index_put_off_by_a_full_map_is_logged_and_counted(make_core, monkeypatch, caplog):
     """Starting without the ``compactable`` index is tolerated, never silently (issue 12): a warning, and a
     count in the broker's ``errors`` (stats) until a start builds it."""
-    import lmdb
     h = make_core(broker={"task_retention": RETENTION})
     settle(h, "k")
     with h.storage.env.begin(write=True) as txn:
         txn.drop(h.storage.dbs["compactable"], delete=False)
         txn.delete(b"compactable_built", db=h.storage.dbs["meta"])
     h.close()
-
-    def full(*args):
-        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL")
-    monkeypatch.setattr(S, "time_id_key", full)
-    with caplog.at_level("WARNING", logger="broker"):
-        h.open()
-    monkeypatch.undo()
-    assert h.call("stats")["broker"]["errors"].get("COMPACTABLE_INDEX_DEFERRED") == 1
-    assert [r.getMessage() for r in caplog.records if "compactable" in r.getMessage() and "MDB_MAP_FULL" in
-            r.getMessage()], caplog.text
-    h.restart()   # built now: nothing to count
-    assert "COMPACTABLE_INDEX_DEFERRED" not in h.call("stats")["broker"]["errors"]
+    reopen_on_a_full_map(h, monkeypatch, caplog, S, "time_id_key", "COMPACTABLE_INDEX_DEFERRED", "compactable")
     assert h.call("compact", older_than=0)["compacted"] == 1

@@ -11,7 +11,7 @@ from services.broker.tx import Tx
 from services.scheduler.priority import QTask
 from shared import protocol
 from shared.records import PENDING_ROW
-from tests.unit.corehelp import check_indices, expect_error
+from tests.unit.corehelp import check_indices, expect_error, reopen_on_a_full_map
 
 
 def rows(h, **args) -> list[list]:
@@ -208,15 +208,4 @@ def test_rows_put_off_by_a_full_map_are_logged_and_counted(make_core, monkeypatc
     h.submit("a")
     version_2(h)
     h.close()
-
-    def full(task):
-        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL")
-    monkeypatch.setattr(S, "pending_row", full)
-    with caplog.at_level("WARNING", logger="broker"):
-        h.open()
-    monkeypatch.undo()
-    assert h.call("stats")["broker"]["errors"].get("PENDING_ROWS_DEFERRED") == 1
-    assert [r.getMessage() for r in caplog.records if "PENDING rows" in r.getMessage() and "MDB_MAP_FULL" in
-            r.getMessage()], caplog.text
-    h.restart()   # written now: nothing to count
-    assert "PENDING_ROWS_DEFERRED" not in h.call("stats")["broker"]["errors"]
+    reopen_on_a_full_map(h, monkeypatch, caplog, S, "pending_row", "PENDING_ROWS_DEFERRED", "PENDING rows")
