@@ -123,6 +123,7 @@ class WebProvider(OperatorSession, TurnReconcile, Provider):
         self.store = ConversationStore(self.home / "conversations")
         self.lock = ProfileLock(self.home / "profile.lock")
         self.host = BrowserHost(f"{self.backend}-{account}", self._launch)
+        self.unspent_attempts = set()
         self._started = False
         self._headless_override: bool | None = None
 

@@ -75,13 +75,11 @@ class TurnReconcile(Host):
         never left or never arrived, the site answered it in another mode (a downgrade settled earlier), or
         it refused or failed the turn without serving it (the notices a send reports sent=False, or a limit).
         :meth:`unspent` then says so, and the worker has the broker refund that attempt's unit."""
-        if not hasattr(self, "unspent_attempts"):
-            self.unspent_attempts: set[tuple[int, int]] = set()
         self.unspent_attempts.add((turn.task_id, turn.attempt))
 
     def unspent(self, turn: Turn) -> bool:
         """Provider.unspent: the last reconcile of this attempt returned None for one of the reasons above."""
-        return (turn.task_id, turn.attempt) in getattr(self, "unspent_attempts", ())
+        return (turn.task_id, turn.attempt) in self.unspent_attempts
 
     def _history_urls(self, chat: ChatPage) -> list[str] | None:
         """The history list's conversation URLs now (None when the page shows none)."""
