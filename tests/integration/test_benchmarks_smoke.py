@@ -96,3 +96,25 @@ def test_bench_web_tiny():
         assert pages[path]["status"] == 200 and 0 < pages[path]["median_ms"] <= pages[path]["p95_ms"], pages[path]
     summary = lines[-1]
     assert summary["ok"] is True and summary["tasks"] == 200 and summary["worst_median_ms"] < summary["target_ms"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_floor_tiny():
+    out = run_script("bench-floor", "--samples", "5", "--burst", "200", "--gap", "0.001")
+    assert {"params", "machine", "commit", "hop", "floor"} <= set(out)
+    commit, hop, floor = out["commit"], out["hop"], out["floor"]
+    for key in ("hot_ms", "idle_ms", "fdatasync_hot_ms", "fdatasync_idle_ms"):
+        assert commit[key]["n"] == 5 and 0 < commit[key]["p50"] <= commit[key]["p90"]
+    assert commit["cpu_us"] > 0
+    for key in ("round_trip_hot_ms", "round_trip_idle_ms"):
+        assert hop[key]["n"] == 5 and 0 < hop[key]["p50"] <= hop[key]["p90"]
+    assert 0 < hop["message_end_cpu_us_pipelined"] and 0 < hop["message_end_cpu_us"]
+    # the floor is the documented sum of its parts
+    counts, end = floor["counts"], min(hop["message_end_cpu_us"], hop["message_end_cpu_us_pipelined"])
+    assert floor["idle_submit_to_start_ms"] == pytest.approx(
+        commit["idle_ms"]["p50"] + (counts["hops_to_start"] - 1) * hop["one_way_idle_ms"] + hop["one_way_hot_ms"],
+        abs=0.002)
+    assert floor["cpu_us_per_task"] == pytest.approx(
+        counts["messages_per_task"] * 2 * end + counts["commits_per_task"] * commit["cpu_us"] / counts["accounts"],
+        abs=0.2)
+    assert floor["drain_tasks_per_s"] == pytest.approx(floor["usable_cpus"] * 1e6 / floor["cpu_us_per_task"], rel=0.01)
