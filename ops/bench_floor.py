@@ -31,8 +31,10 @@ bound lower (docs/architecture.md § The cost of a task):
 * ``cpu_us_per_task``: ``MESSAGES_PER_TASK`` messages × 2 ends at the pipelined cost, and
   ``COMMITS_PER_TASK`` commits shared by ``--accounts`` workers (the most one batch can merge: one
   request from each); ``drain_tasks_per_s``: every usable core busy at that CPU per task;
-* ``scheduler_cpu_us_per_assign``: ``SCHEDULER_ENDS_PER_TASK`` message ends at the pipelined cost, before
-  any placement work.
+* ``scheduler_cpu_us_per_assign``: ``SCHEDULER_ENDS_PER_TASK`` message ends at the pipelined cost (a
+  saturated scheduler, whose every wake-up finds many messages), and ``…_one_at_a_time`` at the cost of
+  one message per wake-up (a scheduler with spare time: in a drain of ``ops/bench-huey`` it is busy a
+  quarter of the time), before any placement work.
 
 Each leaves out all of Fano's own work (the broker's handlers, the scheduler's placement, the worker's
 provider call), so each is a bound nothing built of these parts on this machine beats. Prints JSON on
@@ -210,6 +212,7 @@ def floor(commit: dict, hop: dict, accounts: int) -> dict:
             "cpu_us_per_task": round(cpu_task, 1), "usable_cpus": cores,
             "drain_tasks_per_s": round(cores * 1e6 / cpu_task, 1),
             "scheduler_cpu_us_per_assign": round(SCHEDULER_ENDS_PER_TASK * end, 1),
+            "scheduler_cpu_us_per_assign_one_at_a_time": round(SCHEDULER_ENDS_PER_TASK * hop["message_end_cpu_us"], 1),
             "counts": {"hops_to_start": HOPS_TO_START, "messages_per_task": MESSAGES_PER_TASK,
                        "commits_per_task": COMMITS_PER_TASK, "scheduler_ends_per_task": SCHEDULER_ENDS_PER_TASK,
                        "accounts": accounts}}

@@ -1,6 +1,6 @@
 """Scheduler benchmark: latency and sustained throughput through the whole process tree.
 
-    ops/bench-scheduler [--accounts 4] [--idle 200] [--depths 1000,100000] [--window 20] [--keep]
+    ops/bench-scheduler [--accounts 4] [--idle 200] [--depths 1000,100000] [--window 20] [--core 20000] [--keep]
 
 Every phase runs a throw-away deployment under a real supervisord (:class:`ops.chaos.Tree`, the
 repository's supervisord.conf via :func:`ops.supervisor_conf.standalone`) in a short temporary
@@ -38,6 +38,11 @@ and peak RSS (``VmHWM``, which includes the rebuild), the broker's and the worke
 core (to show where the time goes), and the mean gap between a task.done and the same worker's next
 task.running (``worker_gap_ms``: the hand-off cost per task). The claim to check: ``tasks_per_s`` and
 ``sched_cpu_us_per_assign`` do not grow worse with D (the pick is O(log n)).
+
+**The core alone** (``--core N``, no deployment): :func:`ops.bench_core.core_cost` drains N tasks
+through the scheduler's core in process with the events and messages the tree feeds it per task, so
+``core.cpu_us_per_task`` is the part of ``sched_cpu_us_per_assign`` that is the scheduler's own logic,
+the rest being its sockets, msgpack and loop.
 
 Full run: ``--depths 1000,100000,1000000``. On the 2-core reference machine pre-loading 10^6 tasks takes
 ≈26 s (≈40,000 submits/s in transactions of 500) and the 10^6 depth adds ≈1.5 min to the default run's
@@ -398,10 +403,14 @@ def run(args) -> dict:
     base = Path(tempfile.mkdtemp(prefix="fs", dir="/tmp"))   # short: ipc:// paths must fit ~100 bytes
     report: dict[str, Any] = {"params": {"accounts": args.accounts, "idle": args.idle, "idle_gap_s": args.idle_gap,
                          "depths": args.depths, "warmup_s": args.warmup, "window_s": args.window,
-                         "seed": args.seed, "log_level": args.log_level},
-              "machine": machine(), "idle": None, "depths": [], "problems": []}
+                         "seed": args.seed, "log_level": args.log_level, "core": args.core},
+              "machine": machine(), "idle": None, "depths": [], "core": None, "problems": []}
     t_all = time.monotonic()
     try:
+        if args.core:
+            from ops.bench_core import core_cost
+            report["core"] = core_cost(args.core, args.accounts)
+            log(f"core: {json.dumps(report['core'])}")
         if args.idle:
             dep = Deployment(base, "i", render_config(args.accounts, args.seed), log_level=args.log_level)
             try:
@@ -438,6 +447,7 @@ def main(argv=None) -> int:
                    help="comma-separated queue depths ('' to skip); the full run is 1000,100000,1000000")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds after the first assignment before measuring")
     p.add_argument("--window", type=float, default=20.0, help="measurement window per depth, seconds")
+    p.add_argument("--core", type=int, default=20_000, help="tasks through the in-process core (0: skip)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-level", default="INFO", help="FANO_LOG_LEVEL of the programs (INFO as deployed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary deployments (logs, databases)")

@@ -28,8 +28,9 @@ def ms_summary(d: dict) -> None:
 @pytest.mark.timeout(120)
 def test_bench_scheduler_tiny():
     out = run_script("bench-scheduler", "--accounts", "2", "--idle", "5", "--depths", "1000", "--warmup", "0.5",
-                     "--window", "2")
-    assert {"params", "machine", "idle", "depths", "problems", "elapsed_s"} <= set(out)
+                     "--window", "2", "--core", "300")
+    assert {"params", "machine", "idle", "depths", "core", "problems", "elapsed_s"} <= set(out)
+    assert out["core"]["tasks"] == 300 and out["core"]["accounts"] == 2 and out["core"]["cpu_us_per_task"] > 0
     assert out["problems"] == []
     idle = out["idle"]
     assert idle["tasks"] == 5
@@ -117,4 +118,7 @@ def test_bench_floor_tiny():
     assert floor["cpu_us_per_task"] == pytest.approx(
         counts["messages_per_task"] * 2 * end + counts["commits_per_task"] * commit["cpu_us"] / counts["accounts"],
         abs=0.2)
+    assert floor["scheduler_cpu_us_per_assign"] == pytest.approx(counts["scheduler_ends_per_task"] * end, abs=0.2)
+    assert floor["scheduler_cpu_us_per_assign_one_at_a_time"] == pytest.approx(
+        counts["scheduler_ends_per_task"] * hop["message_end_cpu_us"], abs=0.2)
     assert floor["drain_tasks_per_s"] == pytest.approx(floor["usable_cpus"] * 1e6 / floor["cpu_us_per_task"], rel=0.01)
