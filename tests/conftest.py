@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BrokerProcess, short_tmpdir, write_config
+from tests.support import BrokerProcess, remove_short_tmpdirs, short_tmpdir, write_config
 
 
 @pytest.fixture
@@ -38,6 +38,10 @@ def client(broker):
 # marked `slow` where it is defined (README, "Tests").
 SLOW_TIERS = frozenset({"integration", "crash", "chaos", "fuzz", "soak", "live"})
 SLOW_MARKERS = frozenset({"integration", "crash", "soak", "browser", "live"})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    remove_short_tmpdirs()   # the ipc:// roots the tests made under /tmp (tests/support.py)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -43,9 +43,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_SHORT_DIRS: list[Path] = []
+
+
 def short_tmpdir(prefix: str = "fa") -> Path:
-    """A temporary directory with a short path: ipc:// endpoints must fit in ~100 bytes."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    """A temporary directory with a short path: ipc:// endpoints must fit in ~100 bytes. Removed when the
+    test session ends (:func:`remove_short_tmpdirs`), whichever test or fixture made it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    _SHORT_DIRS.append(path)
+    return path
+
+
+def remove_short_tmpdirs() -> int:
+    """Remove every directory :func:`short_tmpdir` made in this process; returns how many. Called by
+    tests/conftest.py when the session ends: by then every process a test started has been stopped, and
+    pytest's own ``tmp_path`` cannot serve here (its paths are too long for ipc:// endpoints)."""
+    removed = 0
+    while _SHORT_DIRS:
+        path = _SHORT_DIRS.pop()
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 TREE_PATHS = """[paths]
