@@ -137,7 +137,18 @@ class Job:
         # overlaps the completion's round trip instead of following it
         self.answered = False
         self.ready_said = False   # the worker said ready {finishing} for this job (on the current link)
+        # what the lease granted, for the log: the worker writes it when the job ends, in the same line,
+        # or as a line of its own once the request has run for LONG_REQUEST (one line per task, not two)
+        self.lease_note: str | None = None
+        self.leased_at: float | None = None   # monotonic
+        self.lease_logged = False
         self.on_answered: Callable[[], None] = lambda: None   # the worker's wake-up (its main loop polls)
+
+    def log_lease(self, log: logging.Logger | logging.LoggerAdapter) -> None:
+        """Write the lease's line now, once (from either thread)."""
+        if self.lease_note is not None and not self.lease_logged:
+            self.lease_logged = True
+            log.info("task %s: leased at epoch %s, %s", self.task_id, self.epoch, self.lease_note)
 
     def cancelled(self) -> bool:
         """The callable handed to Provider.send."""
@@ -228,9 +239,11 @@ class TurnRunner:
             return declined or Outcome("declined", "nothing leased")
         job.epoch = reply["epoch"]
         turn = build_turn(reply, self.account)
-        self.log.info("task %s: leased at epoch %s (attempt %s, %s, mode %s)", turn.task_id, turn.epoch,
-                      turn.attempt, turn.kind, turn.mode)
+        job.lease_note = f"attempt {turn.attempt}, {turn.kind}, mode {turn.mode}"
+        job.leased_at = self.clock.mono()
         unknown = reply["task"].get("unknown_turn")
+        if unknown:   # the reconcile's lines follow: the lease's goes first
+            job.log_lease(self.log)
         begin: dict = {}
         if unknown:
             done = self._reconcile(job, turn, unknown)

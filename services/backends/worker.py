@@ -26,6 +26,9 @@ Main loop, each tick (at most ~0.5 s, so SIGTERM is noticed promptly):
   cancel for CANCEL_GRACE more seconds is hung beyond our reach: the worker stops renewing and exits
   non-zero (crash-only), so the lease expires, the account gets a fresh process from supervisord and the
   turn is reconciled by it. A hung request never holds the account and its task for ever.
+* the log: one line per task, when it ends (outcome, epoch, the lease's attempt, kind and mode, and the
+  time since the lease); a request still running LONG_REQUEST after its lease gets the lease's line
+  then, so that what is in flight shows in the log without two lines for every quick task.
 * ``heartbeat {worker, task_id}`` every HEARTBEAT_INTERVAL, idle or busy.
 * nothing heard from the scheduler for LIVENESS intervals: close the socket, open a new one (a new
   identity) and re-announce: ``ready`` when idle, ``heartbeat`` naming the running task when busy — a
@@ -57,6 +60,7 @@ STOP_GRACE = 3.0       # SIGTERM: how long a running request may take to finish 
 DRAIN = 100            # scheduler messages handled per tick
 RUNNER_TIMEOUT = 1.0   # the request thread's broker calls: one try each, the runner retries itself
 CANCEL_GRACE = 30.0    # a request past its deadline that is still running this much later is hung: exit
+LONG_REQUEST = 1.0     # a task still running this long gets its lease logged before it ends (seconds)
 
 
 class BackendWorker(Service):
@@ -168,6 +172,7 @@ class BackendWorker(Service):
         self._reap()
         self._say_finishing()
         self._watch()
+        self._log_long_request()
         self._renew()
         now = self.clock.mono()
         if now >= self.next_heartbeat:
@@ -341,8 +346,10 @@ class BackendWorker(Service):
             return
         out = job.outcome
         assert out is not None   # a finished job set its outcome
-        self.log.info("task %s: %s%s%s", job.task_id, out.outcome,
-                      f" at epoch {out.epoch}" if out.epoch is not None else "",
+        lease = f", {job.lease_note}" if job.lease_note is not None and not job.lease_logged else ""
+        took = f", after {self.clock.mono() - job.leased_at:.3g}s" if job.leased_at is not None else ""
+        self.log.info("task %s: %s%s%s%s%s", job.task_id, out.outcome,
+                      f" at epoch {out.epoch}" if out.epoch is not None else "", lease, took,
                       f" ({out.message})" if out.message else "")
         if not (out.outcome == "done" and job.ready_said):
             # a completion announced with ready {finishing} on this link needs no done: the broker's
@@ -378,6 +385,13 @@ class BackendWorker(Service):
             job.abandon.set()
             self.exit_code = ExitCode.FAILURE
             self.stopping = True
+
+    def _log_long_request(self) -> None:
+        """A request running for LONG_REQUEST gets its lease's line now; a shorter one only its end's."""
+        job = self.job
+        if (job is not None and not job.lease_logged and job.leased_at is not None and not job.finished.is_set()
+                and self.clock.mono() - job.leased_at >= LONG_REQUEST):
+            job.log_lease(self.log)
 
     def _renew(self) -> None:
         job = self.job

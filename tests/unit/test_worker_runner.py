@@ -479,6 +479,62 @@ def test_the_worker_hands_one_runner_and_its_broker_client_from_job_to_job(tmp_p
         os.close(worker._wake_w)
 
 
+def test_a_task_gets_one_log_line_unless_its_request_runs_long(tmp_path, caplog):
+    """The lease's details go into the line the task's end writes; a request still running after
+    LONG_REQUEST gets the lease's line of its own then (what runs now shows in the log), and its end's line
+    does not repeat them."""
+    import logging
+
+    from services.backends.runner import Outcome
+    from services.backends.worker import LONG_REQUEST, BackendWorker
+    from shared.config import Config
+
+    caplog.set_level(logging.INFO)
+    broker, provider = FakeBroker(), FakeProvider()
+    quick = Job(7, 30.0)
+    run(broker, provider, quick)
+    assert quick.lease_note == "attempt 2, explorer.explore, mode deep" and not quick.lease_logged
+    assert not [r for r in caplog.records if "leased" in r.getMessage()]
+
+    acct = AccountConfig("a", "sim", ("standard",), {"latency": "zero"})
+    cfg = Config(path=None, run_dir=tmp_path, data_dir=tmp_path, log_dir=tmp_path, accounts=(acct,))
+    clock = FakeClock()
+    worker = BackendWorker(cfg, clock, acct)
+    worker._done = lambda *args, **kw: None   # no scheduler link here
+    worker._announce = lambda: None
+    try:
+        def finish(job, took):
+            caplog.clear()
+            job.epoch, job.lease_note, job.leased_at = 4, "attempt 2, ask, mode standard", clock.mono()
+            worker.job = job
+            for _ in range(2):
+                clock.advance(took / 2)
+                worker._log_long_request()
+            job.outcome = Outcome("done", "", 4)
+            job.finished.set()
+            worker._reap()
+            return [r.getMessage() for r in caplog.records]
+
+        assert finish(Job(8, 30.0), LONG_REQUEST / 4) == ["task 8: done at epoch 4, attempt 2, ask, mode standard, "
+                                                          "after 0.25s"]
+        assert finish(Job(9, 30.0), LONG_REQUEST * 2) == ["task 9: leased at epoch 4, attempt 2, ask, mode standard",
+                                                          "task 9: done at epoch 4, after 2s"]
+    finally:
+        os.close(worker._wake_r)
+        os.close(worker._wake_w)
+
+
+def test_an_unknown_turn_logs_its_lease_before_the_reconcile(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    broker = FakeBroker(task={**TASK, "unknown_turn": {"attempt": 1, "epoch": 3}})
+    run(broker, FakeProvider(reconcile=None))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "task 7: leased at epoch 4, attempt 2, explorer.explore, mode deep"
+    assert "reconciling" in lines[1]
+
+
 def test_provider_timeouts_honour_the_accounts_own_timeout(tmp_path):
     """The deadline comes from each provider's validated settings (one settings reader), never below the
     floors; the base class itself reads no settings."""
