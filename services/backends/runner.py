@@ -144,11 +144,16 @@ class Job:
         self.lease_logged = False
         self.on_answered: Callable[[], None] = lambda: None   # the worker's wake-up (its main loop polls)
 
-    def log_lease(self, log: logging.Logger | logging.LoggerAdapter) -> None:
-        """Write the lease's line now, once (from either thread)."""
+    def log_lease(self, log: logging.Logger | logging.LoggerAdapter, running_for: float | None = None) -> None:
+        """Write the lease's line now, once (from either thread); ``running_for``: the seconds since the lease,
+        when the line is written later than the lease."""
         if self.lease_note is not None and not self.lease_logged:
             self.lease_logged = True
-            log.info("task %s: leased at epoch %s, %s", self.task_id, self.epoch, self.lease_note)
+            if running_for is None:
+                log.info("task %s: leased at epoch %s, %s", self.task_id, self.epoch, self.lease_note)
+            else:
+                log.info("task %s: running for %.3gs, leased at epoch %s, %s", self.task_id, running_for, self.epoch,
+                         self.lease_note)
 
     def cancelled(self) -> bool:
         """The callable handed to Provider.send."""

@@ -389,9 +389,11 @@ class BackendWorker(Service):
     def _log_long_request(self) -> None:
         """A request running for LONG_REQUEST gets its lease's line now; a shorter one only its end's."""
         job = self.job
-        if (job is not None and not job.lease_logged and job.leased_at is not None and not job.finished.is_set()
-                and self.clock.mono() - job.leased_at >= LONG_REQUEST):
-            job.log_lease(self.log)
+        if job is None or job.lease_logged or job.leased_at is None or job.finished.is_set():
+            return
+        running_for = self.clock.mono() - job.leased_at
+        if running_for >= LONG_REQUEST:
+            job.log_lease(self.log, running_for)
 
     def _renew(self) -> None:
         job = self.job

@@ -517,7 +517,8 @@ def test_a_task_gets_one_log_line_unless_its_request_runs_long(tmp_path, caplog)
 
         assert finish(Job(8, 30.0), LONG_REQUEST / 4) == ["task 8: done at epoch 4, attempt 2, ask, mode standard, "
                                                           "after 0.25s"]
-        assert finish(Job(9, 30.0), LONG_REQUEST * 2) == ["task 9: leased at epoch 4, attempt 2, ask, mode standard",
+        assert finish(Job(9, 30.0), LONG_REQUEST * 2) == ["task 9: running for 1s, leased at epoch 4, attempt 2, ask, "
+                                                          "mode standard",
                                                           "task 9: done at epoch 4, after 2s"]
     finally:
         os.close(worker._wake_r)
