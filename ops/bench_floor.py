@@ -68,6 +68,7 @@ COMMITS_PER_TASK = 3          # lease, turn_begin, complete (submits commit in b
 SCHEDULER_ENDS_PER_TASK = 4   # receives task.running, task.done and ready {finishing}; sends assign
 RECORD = b"r" * 300
 WINDOW = 64                   # requests in flight in the pipelined burst
+ECHO_IDLE_MS = 10_000         # either side waits this long for the other before giving up
 
 
 def _cpu() -> float:
@@ -136,7 +137,8 @@ def echo_side(endpoint: str) -> None:
     sockets.bind(sock, endpoint)
     print("ready", flush=True)
     while True:
-        sock.poll()
+        if not sock.poll(ECHO_IDLE_MS):
+            break   # its parent is gone (killed before it could say stop): never outlive it for long
         frames, _ = sockets.recv_bounded(sock)
         req = protocol.decode_request(frames[1:])
         sockets.send_nowait(sock, [frames[0], *protocol.encode_reply(protocol.Reply(req.cid, True, {"ok": 1}))])
@@ -161,26 +163,30 @@ def measure_hop(where: Path, samples: int, gap: float, burst: int) -> dict:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        if child.stdout is None or child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the answering process did not start (exit code {child.poll()})")
         sockets.configure_socket(sock, "dealer", identity="floor")
         sockets.connect(sock, endpoint)
 
         def request(cmd: str = "ping") -> list[bytes]:
             return protocol.encode_request(protocol.Request(cmd, protocol.new_id(), {}, None))
 
-        def round_trip(cmd: str = "ping") -> None:
-            sockets.send_nowait(sock, request(cmd))
-            sock.poll()
+        def answer() -> None:
+            if not sock.poll(ECHO_IDLE_MS):
+                raise RuntimeError(f"the answering process (pid {child.pid}) did not answer within "
+                                   f"{ECHO_IDLE_MS / 1000:g} s")
             frames, _ = sockets.recv_bounded(sock)
             protocol.decode_reply(frames)
+
+        def round_trip(cmd: str = "ping") -> None:
+            sockets.send_nowait(sock, request(cmd))
+            answer()
 
         def pipelined() -> None:   # WINDOW requests in flight: each wake-up and poll serves many messages
             for _ in range(WINDOW):
                 sockets.send_nowait(sock, request())
             for _ in range(WINDOW):
-                sock.poll()
-                frames, _ = sockets.recv_bounded(sock)
-                protocol.decode_reply(frames)
+                answer()
 
         _timed(round_trip, 50, 0)
         end_cpu = _end_cpu(child.pid, lambda: _timed(round_trip, burst, 0), 4 * burst)
