@@ -98,6 +98,7 @@ class ProviderError(StartupError):
         self.retry_after = retry_after
         self.sent = sent
         self.scope = scope
+        self.notice: Any = None   # a web provider's failure: the site notice it read (web/warnings.py Notice)
 
 
 class Provider:
@@ -165,9 +166,10 @@ class Provider:
         failure (auth: log in again; quota: cooling until ...)."""
         return {"ok": True, "detail": f"{self.backend}: nothing to check"}
 
-    def login(self) -> None:
-        """Interactive sign-in for ``fanoctl backends login`` (web backends open a headed browser on the
-        account's profile). API backends have nothing to do: their key comes from the environment."""
+    def login(self, headless: bool = False) -> dict:
+        """Interactive sign-in for ``fanoctl backends login``: web backends open the account's profile in a
+        browser (headed unless ``headless``) and return ``{"ok", "detail"}``. API backends have nothing to
+        do (their key comes from the environment or a file): refused."""
         raise ProviderError("terminal", f"backend {self.backend} has no interactive login", sent=False)
 
     def close(self) -> None:

@@ -69,6 +69,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.backends.api_errors import length_cut, token_budget
 from services.backends.base import ProviderError, Reply, Turn
@@ -77,6 +78,9 @@ from services.backends.conversations import Replay, TranscriptProvider, conversa
 from services.backends.secrets import KeyFileUnreadable, KeySource
 from shared.config import ConfigError
 from shared.settings import Invalid, load, setting
+
+if TYPE_CHECKING:
+    import anthropic
 
 log = logging.getLogger("fano.backends.claude")
 
@@ -159,7 +163,7 @@ class ClaudeProvider(TranscriptProvider):
             self.secret = None
         self.root = Path(data_dir) / "backends" / account
         self.transcripts = self.root / "conversations"
-        self.client = None
+        self.client: anthropic.Anthropic | None = None   # built by start (the SDK is imported only then)
         self.limits: dict[str, dict] = {}      # model -> the rate-limit headers of its last answer
 
     @property
@@ -172,12 +176,18 @@ class ClaudeProvider(TranscriptProvider):
             self._refresh_key()
         except ProviderError:
             return   # an unreadable key file: send and check report it; the worker itself keeps running
-        if self.client is None:
+        if self.client is None and self.secret is not None:
             import anthropic  # here, not at import: building the provider must stay cheap
 
             self.client = anthropic.Anthropic(
                 api_key=self.secret.reveal(), base_url=self.config.base_url, max_retries=0,
                 timeout=anthropic.Timeout(self.config.timeout, connect=self.config.connect_timeout))
+
+    def _api(self) -> anthropic.Anthropic:
+        """The client :meth:`start` built; an auth failure (nothing sent) when it could not, for want of a key."""
+        if self.client is None:
+            raise ProviderError("auth", f"{self.account}: no API key could be read", sent=False)
+        return self.client
 
     def close(self) -> None:
         if self.client is not None:
@@ -195,7 +205,7 @@ class ClaudeProvider(TranscriptProvider):
         except ConfigError as exc:
             raise ProviderError("auth", f"{exc} (fix the file, then fanoctl backends resume "
                                 f"{self.account})", sent=False) from None
-        if self.secret is None or secret.reveal() != self.secret.reveal():
+        if secret is not None and (self.secret is None or secret.reveal() != self.secret.reveal()):
             log.info("%s: api_key_file changed; using the new key", self.account)
             self.secret = secret
             self.close()
@@ -209,7 +219,7 @@ class ClaudeProvider(TranscriptProvider):
         """The bounded window of the conversation's earlier exchanges (None for a one-shot turn)."""
         if not turn.conversation:
             return None
-        prior = [ex for ex in self.store.turns(conversation_key(turn)) if ex.index < turn.turn_index]
+        prior = [ex for ex in self.transcript().turns(conversation_key(turn)) if ex.index < turn.turn_index]
         return replay_window(prior, self.config.transcript_chars)
 
     def request_params(self, turn: Turn, replay: Replay | None) -> dict:
@@ -298,10 +308,11 @@ class ClaudeProvider(TranscriptProvider):
         box: dict = {}
         done, abort = threading.Event(), threading.Event()
         model = params["model"]
+        client = self._api()
 
         def pump():
             try:
-                with self.client.messages.stream(**params) as stream:
+                with client.messages.stream(**params) as stream:
                     box["stream"] = stream
                     box["headers"] = stream.response.headers
                     self.limits[model] = parse_ratelimit(stream.response.headers)
@@ -359,7 +370,7 @@ class ClaudeProvider(TranscriptProvider):
         message is generated, nothing is billed)."""
         self._refresh_key()
         self.start()
-        client = self.client.with_options(timeout=min(30.0, self.config.timeout))
+        client = self._api().with_options(timeout=min(30.0, self.config.timeout))
         models = {mode: self.model_for(mode) for mode in self.modes}
         now = self.clock.world()
         missing = []

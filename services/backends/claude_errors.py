@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Iterator
 
 from services.backends.api_errors import billing_error, hours, is_billing, parse_retry_after
 from services.backends.base import ProviderError
@@ -130,9 +131,10 @@ def exhausted_until(snapshot: dict | None, now: float, buckets=("requests",)) ->
 def _error_fields(body) -> tuple[str | None, str | None, str]:
     """(error.type, error.details.error_code, error.message) of an API error body (dict or text)."""
     if isinstance(body, dict):
-        err = body.get("error") if isinstance(body.get("error"), dict) else body
-        details = err.get("details") if isinstance(err.get("details"), dict) else {}
-        code = details.get("error_code")
+        inner = body.get("error")
+        err: dict = inner if isinstance(inner, dict) else body
+        details = err.get("details")
+        code = details.get("error_code") if isinstance(details, dict) else None
         etype = err.get("type")
         return (etype if isinstance(etype, str) else None, code if isinstance(code, str) else None,
                 str(err.get("message") or ""))
@@ -190,12 +192,14 @@ def classify_status(status: int, headers, body, now: float, billing_retry: float
     return ProviderError("terminal", f"request refused: {text}", sent=sent)
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, each once."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def classify_exception(exc: BaseException, now: float, billing_retry: float = 21600.0) -> ProviderError | None:

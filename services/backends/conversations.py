@@ -254,7 +254,7 @@ class ConversationStore:
         a task id (written by an older version) matches nothing, so the turn is re-sent (allowed: the
         API is stateless)."""
         for record in reversed(self._records(conversation_key(turn))):
-            meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+            meta = _meta(record)
             if (record.get("type") == "turn" and record.get("index") == turn.turn_index
                     and record.get("prompt") == turn.prompt and meta.get("task_id") == turn.task_id):
                 return Exchange(turn.turn_index, turn.prompt, str(record.get("reply", "")), meta)
@@ -267,12 +267,15 @@ class ConversationStore:
     def sent_attempt(self, turn: Turn) -> bool:
         """Whether this attempt of this task's turn was marked sent (``mark_sent`` with its ``task_id`` and
         ``attempt``): then the provider may have it, even when no reply was recorded."""
-        def meta_of(r: dict) -> dict:
-            return r.get("meta") if isinstance(r.get("meta"), dict) else {}
-
         return any(r.get("type") == "sent" and r.get("index") == turn.turn_index
-                   and meta_of(r).get("task_id") == turn.task_id and meta_of(r).get("attempt") == turn.attempt
+                   and _meta(r).get("task_id") == turn.task_id and _meta(r).get("attempt") == turn.attempt
                    for r in self._records(conversation_key(turn)))
+
+
+def _meta(record: dict) -> dict:
+    """A stored record's ``meta`` (an empty dict when it has none or it is not a dict)."""
+    meta = record.get("meta")
+    return meta if isinstance(meta, dict) else {}
 
 
 def resend_note(store: ConversationStore, turn: Turn) -> str:

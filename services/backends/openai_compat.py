@@ -191,6 +191,8 @@ class _Call:
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
+            if not parts.hostname:   # base_url is validated with a host: a bug if not, reported like a refusal
+                raise OSError(f"no host in {url!r}")
             self.conn = cls(parts.hostname, parts.port, timeout=min(timeout, CONNECT_TIMEOUT))
             self.conn.connect()
             self.conn.sock.settimeout(timeout)   # from now on: the longest silence we accept

@@ -130,7 +130,8 @@ def parse_settings(settings: dict, where: str = "openai settings") -> Settings:
     explains where a key belongs."""
     table = {k: v for k, v in settings.items() if k != "api_key"} if isinstance(settings, dict) else settings
     keys = load(Keys, table, where)
-    given = {"standard": keys.model} if keys.model is not None else keys.models
+    # Keys requires exactly one of model and models
+    given: dict = {"standard": keys.model} if keys.model is not None else (keys.models or {})
     models = {}
     for mode in keys.modes:
         # deep falls back to the standard model (then it differs by reasoning effort only)
@@ -138,7 +139,7 @@ def parse_settings(settings: dict, where: str = "openai settings") -> Settings:
         if name is None:
             raise SettingsError(where, "models", f"no model for mode {mode!r}")
         models[mode] = name
-    efforts = {"deep": "high"} if "deep" not in given else {}
+    efforts: dict = {"deep": "high"} if "deep" not in given else {}
     effort = keys.reasoning_effort
     efforts.update(effort if isinstance(effort, dict) else {"deep": effort})
     efforts = {mode: e for mode, e in efforts.items() if mode in keys.modes}

@@ -277,6 +277,7 @@ class TurnRunner:
         timeout = self.request_timeout(turn.mode)
         job.deadline = self.clock.mono() + timeout
         job.sending = True
+        error: ProviderError | None
         try:
             result = self.provider.send(turn, lambda: self._interrupted(job))
         except ProviderError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from shared.config import ConfigError
@@ -64,12 +65,12 @@ class Secret:
 
 
 def load_api_key(account: str, backend: str, settings: dict, *, required: bool = True,
-                 environ: dict | None = None) -> Secret | None:
+                 environ: Mapping[str, str] | None = None) -> Secret | None:
     """The account's key from ``api_key_file`` or ``api_key_env`` (default per backend kind).
 
     ConfigError (with the account named, the key never shown) when it is inline, inside the repository,
     unreadable, or missing while ``required``."""
-    environ = os.environ if environ is None else environ
+    env_vars: Mapping[str, str] = os.environ if environ is None else environ
     if "api_key" in settings:
         raise SettingsError(f"[accounts.{account}]", "api_key", "do not put api_key in the configuration file; use "
                             "api_key_env (an environment variable) or api_key_file (outside the repository)")
@@ -86,7 +87,7 @@ def load_api_key(account: str, backend: str, settings: dict, *, required: bool =
                                     f"{type(exc).__name__}") from None
         return Secret(value)
     env = settings.get("api_key_env") or DEFAULT_ENV.get(backend)
-    value = environ.get(env, "").strip() if env else ""
+    value = env_vars.get(env, "").strip() if env else ""
     if value:
         return Secret(value)
     if required:
@@ -104,7 +105,7 @@ class KeySource:
     is). Raises ConfigError like :func:`load_api_key`."""
 
     def __init__(self, account: str, backend: str, settings: dict, *, required: bool = True,
-                 environ: dict | None = None):
+                 environ: Mapping[str, str] | None = None):
         self.account, self.backend, self.settings = account, backend, dict(settings or {})
         self.required, self.environ = required, environ
         self.from_file = bool(self.settings.get("api_key_file"))

@@ -239,9 +239,11 @@ class SimLog:
             self._turns[(rec["task_id"], rec["turn_key"])].append(entry)
             bisect.insort(self._counted[entry.mode], entry.ts)
             return
-        entry = self._recv.get(rec.get("recv_seq"))
-        if entry is None:
+        recv_seq = rec.get("recv_seq")
+        found = self._recv.get(recv_seq) if isinstance(recv_seq, int) else None
+        if found is None:
             return
+        entry = found
         if event == "served":
             entry.served = (rec["seq"], offset, length)
         elif event == "failed" and not entry.failed:

@@ -151,6 +151,7 @@ class BackendWorker(Service):
         now = self.clock.mono()
         wake = min(self.next_heartbeat, self.renew_at if self.renew_at is not None else now + TICK)
         timeout = max(0.0, min(TICK, wake - now))
+        assert self.poller is not None, "setup() connects before the first tick"
         events = dict(self.poller.poll(int(timeout * 1000)))
         if self._wake_r in events:
             try:
@@ -188,6 +189,7 @@ class BackendWorker(Service):
     # --- scheduler link ------------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        assert self.ctx is not None, "setup() makes the context first"
         sock = self.ctx.socket(zmq.DEALER)
         sockets.configure_socket(sock, "dealer", identity=self.name)
         sockets.connect(sock, self.config.scheduler_endpoint, self.keys)
@@ -237,6 +239,8 @@ class BackendWorker(Service):
         self._ready(finishing=job.task_id)
 
     def _send(self, msg_type: str, **fields) -> None:
+        if self.sock is None:
+            return   # the link is closed (the worker is exiting): nothing to tell
         try:
             sockets.send_nowait(self.sock, protocol.encode_worker(msg_type, **fields))
         except zmq.Again:
@@ -405,6 +409,7 @@ class BackendWorker(Service):
             return
         if now < self.renew_at:
             return
+        assert self.broker is not None, "setup() connects to the broker before a job can run"
         try:
             self.broker.call("renew", id=job.task_id, epoch=job.epoch, ttl=job.ttl)
         except BrokerUnavailable:

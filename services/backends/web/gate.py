@@ -64,9 +64,10 @@ class TurnGate:
     def feed(self, s: Sample) -> bool:
         self.samples += 1
         key = fingerprint(s.text)
-        if key != self._key:
+        changed_at = self._changed_at
+        if key != self._key or changed_at is None:
             self._key = key
-            self._changed_at = s.now
+            self._changed_at = changed_at = s.now
             self._bar_streak = 0
         if not s.text.strip():
             self._bar_streak = 0
@@ -88,7 +89,7 @@ class TurnGate:
         if self._bar_streak < self.config.bar_confirm_polls:
             self.state = f"finished marker seen {self._bar_streak}/{self.config.bar_confirm_polls}"
             return False
-        if s.now - self._changed_at < self.config.min_stable:
+        if s.now - changed_at < self.config.min_stable:
             self.state = "text settling"
             return False
         self.state = "complete"

@@ -28,6 +28,7 @@ class WebHost:
     host: BrowserHost
     store: ConversationStore
     _started: bool | None
+    _headless_override: bool | None   # a check or login decides headless itself (None: the settings do)
     unspent_attempts: set[tuple[int, int]]   # (task id, attempt) reconcile found spent nothing
 
     def close(self) -> None:

@@ -96,7 +96,7 @@ class OperatorSession(Host):
                 except playwright_error():
                     s = None   # navigating, or the window is closing
                 seen = seen + 1 if s is not None and s.composer and not s.login else 0
-                if seen >= 2:
+                if s is not None and seen >= 2:
                     return {"ok": True, "detail": f"signed in: the composer shows at {s.url}"}
                 time.sleep(0.5)
             return {"ok": False, "detail": f"no signed-in page within {self.cfg.login_timeout:g}s"}

@@ -222,7 +222,7 @@ class ChatPage:
         Raises SiteProblem login/challenge when the site wants a person, layout when the composer never
         shows (the page changed: fail closed)."""
         deadline = time.monotonic() + timeout
-        since = {"login": None, "challenge": None}
+        since: dict[str, float | None] = {"login": None, "challenge": None}
         while True:
             s = self.sample()
             now = time.monotonic()
@@ -236,8 +236,8 @@ class ChatPage:
             seen = {"login": s.login or wall == "login", "challenge": (s.challenge and not s.composer)
                     or wall == "challenge"}
             for kind, on in seen.items():
-                since[kind] = (since[kind] or now) if on else None
-                if since[kind] is not None and (now - since[kind] >= CONFIRM[kind] or now > deadline):
+                first = since[kind] = (since[kind] or now) if on else None
+                if first is not None and (now - first >= CONFIRM[kind] or now > deadline):
                     raise SiteProblem(kind, f"sign-in needed: the site asks to sign in at {s.url} ({s.title!r})"
                                       if kind == "login" else
                                       f"human check: the site shows a human check at {s.url} ({s.title!r})")

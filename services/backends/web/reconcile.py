@@ -140,7 +140,7 @@ class TurnReconcile(Host):
             try:
                 s = self._await_reply(chat, key, prior, Counter(), time.monotonic() + timeout, lambda: False, seen)
             except ProviderError as exc:
-                notice = getattr(exc, "notice", None)
+                notice = exc.notice
                 if notice is not None and notice.kind in ("quota", "capacity", "transient"):
                     log.info("%s: the site refused or failed the turn (%s): it may be sent again",
                              self.account, notice.text[:200])
@@ -159,7 +159,7 @@ class TurnReconcile(Host):
             # never delivered as the scarce mode: settled (the next reconcile of this attempt sends afresh)
             # and the deep mode cooled, as for a downgrade seen live
             self.store.set_handle(key, settled_turn=[turn.turn_index, turn.attempt, turn.task_id])
-            raise self._downgrade_error(chat, turn, label, evidence, reconciled=True)
+            raise self._downgrade_error(chat, turn, label or turn.mode, evidence, reconciled=True)
         return self._finish(turn, key, s, {"mode_label": label, "mode_after": evidence}, reconciled=True)
 
     def _turn_mode(self, turn: Turn, s: PageSample, seen: dict) -> tuple[bool, str]:

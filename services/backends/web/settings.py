@@ -165,7 +165,7 @@ def parse_settings(settings: dict, site: SiteSpec, where: str | None = None) -> 
     if chromium is None:
         raise SettingsError(where, "chromium", f"{keys.chromium!r} is not an executable file" if keys.chromium else
                             "no chromium on PATH: install it (apt-get install chromium) or set chromium = PATH")
-    tz = dt.datetime.now().astimezone().tzinfo if keys.timezone is None else ZoneInfo(keys.timezone)
+    tz = (dt.datetime.now().astimezone().tzinfo or dt.UTC) if keys.timezone is None else ZoneInfo(keys.timezone)
     return WebSettings(
         url=keys.url.rstrip("/"), headless=keys.headless, chromium=chromium, timezone=tz,
         timezone_name=keys.timezone, poll_interval=keys.poll_interval,

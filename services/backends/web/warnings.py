@@ -202,10 +202,10 @@ def _clock_reset(m: re.Match, text: str, now: float, tz: dt.tzinfo) -> float | N
     elif dated and dated.group("wd"):
         day = _weekday(dated.group("wd"), day, allow_today=True)
     elif dated:
-        day = _date_of(dated, day)
-        if day is None:
+        named = _date_of(dated, day)
+        if named is None:
             return None
-        explicit = True
+        day, explicit = named, True
     when = _at(day, h, minute, zone)
     if not explicit and when <= local_now:
         when = _at(day + dt.timedelta(days=7 if dated else 1), h, minute, zone)
