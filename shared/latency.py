@@ -11,20 +11,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shared.settings import Invalid
+from shared.config import MODES
+from shared.settings import Invalid, number
 
-MODES = ("standard", "deep")
 DEFAULT_LATENCY: dict[str, dict[str, Any]] = {
     "standard": {"dist": "lognormal", "median": 2.0, "sigma": 0.5},
     "deep": {"dist": "lognormal", "median": 60.0, "sigma": 0.5}}
 _DIST_FIELDS = {"lognormal": {"median", "sigma"}, "uniform": {"low", "high"}, "fixed": {"value"}, "zero": set()}
-
-
-def number(value: Any, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
-    """``value`` as a float in [lo, hi], else :class:`Invalid` naming ``where``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise Invalid(f"expected a number in [{lo:g}, {hi:g}], got {value!r}", key=where)
-    return float(value)
 
 
 def parse_spec(spec: Any, where: str) -> dict[str, Any]:

@@ -62,6 +62,14 @@ class Invalid(ValueError):
         self.problem, self.key = problem, key
 
 
+def number(value: Any, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
+    """For ``parse`` functions: ``value`` as a float in [lo, hi], else :class:`Invalid` naming ``where`` (a key
+    inside the setting's own value, e.g. ``latency.deep.median``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise Invalid(f"expected a number in [{lo:g}, {hi:g}], got {value!r}", key=where)
+    return float(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """What one key may be (see :func:`setting`)."""

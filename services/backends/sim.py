@@ -70,9 +70,10 @@ from services.backends.base import Provider, ProviderError, Reply, Turn
 from services.backends.sim_log import SimLog, window_count, window_frees_at
 from shared import latency
 from shared.clock import FakeClock
-from shared.latency import DEFAULT_LATENCY, MODES, slowest
+from shared.config import MODES
+from shared.latency import DEFAULT_LATENCY, slowest
 from shared.quota import QuotaSpecError, describe, normalize_windows
-from shared.settings import Invalid, load, setting
+from shared.settings import Invalid, load, number, setting
 
 SLICE = 0.05                      # real seconds between two looks at cancelled() (the brief: <= 50 ms)
 FAULTS = ("terminal_rate", "transient_rate", "overload_rate", "hang_rate", "ratelimit_rate")
@@ -99,7 +100,7 @@ def _rate_limits(limits: dict) -> dict:
 def _reviews(value: dict) -> dict:
     if set(value) - set(sim_answers.DEFAULT_REVIEWS):
         raise Invalid(f"expected a table with keys among {', '.join(sim_answers.DEFAULT_REVIEWS)}, got {value!r}")
-    out = {k: latency.number(value.get(k, d), f"reviews.{k}", 0.0, 1.0) for k, d in sim_answers.DEFAULT_REVIEWS.items()}
+    out = {k: number(value.get(k, d), f"reviews.{k}", 0.0, 1.0) for k, d in sim_answers.DEFAULT_REVIEWS.items()}
     if out["good"] + out["bad"] > 1.0:
         raise Invalid(f"expected reviews.good + reviews.bad at most 1, got {out['good'] + out['bad']:g}")
     return out
@@ -108,11 +109,11 @@ def _reviews(value: dict) -> dict:
 def _size_spec(spec, where: str) -> tuple[int, int]:
     """``answer_size`` of one mode: a number of bytes or ``{low, high}``; returns (low, high)."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        n = int(latency.number(spec, where, 0, 1e8))
+        n = int(number(spec, where, 0, 1e8))
         return n, n
     if not isinstance(spec, dict) or set(spec) != {"low", "high"}:
         raise Invalid(f"expected a number of bytes or a table {{low, high}}, got {spec!r}", key=where)
-    low, high = (int(latency.number(spec[k], f"{where}.{k}", 0, 1e8)) for k in ("low", "high"))
+    low, high = (int(number(spec[k], f"{where}.{k}", 0, 1e8)) for k in ("low", "high"))
     if low > high:
         raise Invalid(f"expected low <= high (low must be at most high), got {low} > {high}", key=where)
     return low, high
@@ -135,9 +136,9 @@ def _timeout(value):
         for mode, seconds in value.items():
             if mode not in MODES:
                 raise Invalid(f"expected a mode ({', '.join(MODES)}), got {mode!r}", key=f"timeout.{mode}")
-            latency.number(seconds, f"timeout.{mode}", 0.001, 1e7)
+            number(seconds, f"timeout.{mode}", 0.001, 1e7)
         return {mode: float(seconds) for mode, seconds in value.items()}
-    return latency.number(value, "timeout", 0.001, 1e7)
+    return number(value, "timeout", 0.001, 1e7)
 
 
 def _rate(doc: str, default: float = 0.0):
