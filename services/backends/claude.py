@@ -246,7 +246,7 @@ class ClaudeProvider(TranscriptProvider):
         """Stream one turn to the API; every failure is a classified ProviderError."""
         self._refresh_key()   # an unreadable key file: auth, nothing sent
         self.start()
-        assert self.store is not None   # opened by start()
+        store = self.transcript()
         if turn.mode not in self.config.modes:
             raise ProviderError("terminal", f"claude account {self.account} has no mode {turn.mode!r}", sent=False)
         if not turn.prompt.strip():
@@ -270,10 +270,10 @@ class ClaudeProvider(TranscriptProvider):
         params = self.request_params(turn, replay)
         configured = params["max_tokens"]
         # an earlier attempt of this task was cut at its budget: this one asks for more (api_errors)
-        params["max_tokens"] = token_budget(configured, self.store.cut_at(turn))
+        params["max_tokens"] = token_budget(configured, store.cut_at(turn))
         if cancelled():
             raise ProviderError("transient", "cancelled before sending", retry_after=0.0, sent=False)
-        self.store.mark_sent(key, turn.turn_index, turn.prompt, task_id=turn.task_id, attempt=turn.attempt,
+        store.mark_sent(key, turn.turn_index, turn.prompt, task_id=turn.task_id, attempt=turn.attempt,
                              mode=turn.mode, model=model)
         message, headers = self._stream(params, cancelled)
         text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
@@ -281,7 +281,7 @@ class ClaudeProvider(TranscriptProvider):
             raise ProviderError("terminal", f"the model refused to answer (stop_reason refusal){_rid(headers)}")
         if message.stop_reason == "max_tokens":
             # half an answer (or thinking with none) is never the answer: once more with a larger budget
-            self.store.note_cut(turn, params["max_tokens"])
+            store.note_cut(turn, params["max_tokens"])
             what = f"the answer cut after {len(text)} characters" if text.strip() else "no answer text"
             raise length_cut(params["max_tokens"], configured, f"{what}{_rid(headers)}",
                              f"raise {'deep_max_tokens' if turn.mode == 'deep' else 'max_tokens'} of "
@@ -296,7 +296,7 @@ class ClaudeProvider(TranscriptProvider):
                 "request_id": headers.get("request-id"), "ratelimit": parse_ratelimit(headers)}
         if replay is not None:
             meta["replay"] = {"exchanges": len(replay.pinned) + len(replay.recent), "summarized": replay.cut}
-        self.store.record_reply(key, turn.turn_index, turn.prompt, text, task_id=turn.task_id,
+        store.record_reply(key, turn.turn_index, turn.prompt, text, task_id=turn.task_id,
                                 attempt=turn.attempt, mode=turn.mode, model=message.model,
                                 stop_reason=message.stop_reason)
         return Reply(text, meta)

@@ -363,10 +363,10 @@ class OpenAIProvider(TranscriptProvider):
 
     def request_body(self, turn: Turn) -> dict:
         """The chat-completions body for a turn: replayed transcript, summary in the system message."""
-        assert self.store is not None   # opened by start()
+        store = self.transcript()
         mode = turn.mode
         key = conversation_key(turn)
-        history = [ex for ex in self.store.turns(key) if ex.index < turn.turn_index]
+        history = [ex for ex in store.turns(key) if ex.index < turn.turn_index]
         replay = replay_window(history, self.config.transcript_chars)
         system = "\n\n".join(s for s in (self.config.system_prompt, replay.summary_block()) if s)
         prompt = turn.prompt or json.dumps(turn.payload, ensure_ascii=False, default=str)
@@ -376,7 +376,7 @@ class OpenAIProvider(TranscriptProvider):
             body["reasoning_effort"] = self.config.efforts[mode]
         if mode in self.config.max_tokens:
             # after an attempt of this task was cut at its budget, the next asks for more (api_errors)
-            body["max_tokens"] = token_budget(self.config.max_tokens[mode], self.store.cut_at(turn))
+            body["max_tokens"] = token_budget(self.config.max_tokens[mode], store.cut_at(turn))
         if self.config.temperature is not None:
             body["temperature"] = self.config.temperature
         return body
@@ -416,11 +416,11 @@ class OpenAIProvider(TranscriptProvider):
         return reply
 
     def _exchange(self, turn: Turn, cancelled: Callable[[], bool]) -> Reply:
-        assert self.store is not None   # opened by start()
+        store = self.transcript()
         body = self.request_body(turn)
         url = f"{self.config.base_url}/chat/completions"
         # before the request leaves: a crash from here on may have reached the server (resend_note says so)
-        self.store.mark_sent(conversation_key(turn), turn.turn_index, turn.prompt, task_id=turn.task_id,
+        store.mark_sent(conversation_key(turn), turn.turn_index, turn.prompt, task_id=turn.task_id,
                              attempt=turn.attempt, mode=turn.mode, model=body["model"])
         call = _Call("POST", url, self._headers(body=True), json.dumps(body).encode(), self.config.timeout,
                      stream=True)
@@ -462,7 +462,7 @@ class OpenAIProvider(TranscriptProvider):
                                        self.account, self.config.max_tokens.get(turn.mode))
         if unusable is not None:
             if answer.finish_reason == "length" and "max_tokens" in body:
-                self.store.note_cut(turn, body["max_tokens"])
+                store.note_cut(turn, body["max_tokens"])
             raise unusable
         meta = {"model": answer.model or body["model"], "mode": turn.mode, "finish_reason": answer.finish_reason}
         if "reasoning_effort" in body:
@@ -471,7 +471,7 @@ class OpenAIProvider(TranscriptProvider):
             meta["usage"] = answer.usage
         if answer.reasoning_chars:
             meta["reasoning_chars"] = answer.reasoning_chars
-        self.store.record_reply(conversation_key(turn), turn.turn_index, turn.prompt, text, **meta,
+        store.record_reply(conversation_key(turn), turn.turn_index, turn.prompt, text, **meta,
                                 task_id=turn.task_id, attempt=turn.attempt)
         self.probe_needed = False
         return Reply(text, meta)
