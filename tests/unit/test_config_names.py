@@ -71,11 +71,8 @@ def test_an_unknown_module_in_a_scheduler_setting_has_the_settings_error_format(
 def test_a_quota_table_error_has_the_settings_error_format(tmp_path, text, head):
     """[quotas.ACCOUNT.MODE] errors read as every settings error does: ``FILE: [table] key: problem``, or
     ``FILE: [table]: problem`` for the table itself (shared/settings.py)."""
-    from shared.settings import SettingsError
-    path = write(tmp_path, text + ACCOUNTS)   # first: a top-level key after the accounts would be theirs
-    with pytest.raises(SettingsError) as err:
-        load_config(path)
-    assert str(err.value).startswith(f"{path}: {head}"), str(err.value)
+    # first: a top-level key after the accounts would be theirs
+    assert_settings_error(tmp_path, text + ACCOUNTS, head)
 
 
 @pytest.mark.parametrize("text,head", [
@@ -86,6 +83,11 @@ def test_a_quota_table_error_has_the_settings_error_format(tmp_path, text, head)
     ('[modules.documentr]\nevaluators = 2\n', "[modules.documentr]: unknown module 'documentr'"),
 ])
 def test_an_accounts_or_modules_table_error_has_the_settings_error_format(tmp_path, text, head):
+    assert_settings_error(tmp_path, text, head)
+
+
+def assert_settings_error(tmp_path, text, head):
+    """Loading ``text`` fails with a SettingsError whose message starts ``FILE: head``."""
     from shared.settings import SettingsError
     path = write(tmp_path, text)
     with pytest.raises(SettingsError) as err:
