@@ -56,6 +56,7 @@ from typing import Any
 
 import zmq
 
+from ops.bench_scheduler import pct, proc_cpu
 from shared import protocol, sockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,19 +73,20 @@ ECHO_IDLE_MS = 10_000         # either side waits this long for the other before
 
 
 def _cpu() -> float:
+    """This process's CPU seconds, every thread (getrusage: finer than /proc's clock ticks)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _peer_cpu(pid: int) -> float:
+    cpu = proc_cpu(pid)
+    if cpu is None:
+        raise RuntimeError(f"the answering process (pid {pid}) is gone")
+    return cpu
 
 
 def _ms(values: list[float]) -> dict:
-    values = sorted(values)
-    at = lambda q: round(values[min(len(values) - 1, int(round(q * (len(values) - 1))))] * 1000, 3)  # noqa: E731
-    return {"p50": at(0.5), "p90": at(0.9), "n": len(values)}
+    return {"p50": pct(values, 0.5), "p90": pct(values, 0.9), "n": len(values)}
 
 
 def _timed(step, samples: int, gap: float) -> list[float]:
@@ -150,9 +152,9 @@ def echo_side(endpoint: str) -> None:
 
 def _end_cpu(peer: int, burst, ends: int) -> float:
     """CPU seconds of this process and ``peer`` per message end over ``burst()``."""
-    own0, peer0 = _cpu(), _proc_cpu(peer)
+    own0, peer0 = _cpu(), _peer_cpu(peer)
     burst()
-    return ((_cpu() - own0) + (_proc_cpu(peer) - peer0)) / ends
+    return ((_cpu() - own0) + (_peer_cpu(peer) - peer0)) / ends
 
 
 def measure_hop(where: Path, samples: int, gap: float, burst: int) -> dict:
